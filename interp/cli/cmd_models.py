@@ -1,0 +1,25 @@
+"""``interp models``: list the models interp knows and whether each loads here."""
+
+from __future__ import annotations
+
+from interp.cli.main import emit
+
+
+def register(sub) -> None:
+    p = sub.add_parser("models", help="list known models (bundled real models and tiny test models)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from dataclasses import asdict
+
+    from interp.models import list_models
+
+    models = list_models()
+    lines = [f"{'name':<14} {'here':<5} description"]
+    for m in models:
+        lines.append(f"{m.name:<14} {'yes' if m.available else 'no':<5} {m.description}")
+    lines.append("Also accepted: a local Hugging Face checkpoint folder, or a hub id where a hub is reachable.")
+    emit(args, {"models": [asdict(m) for m in models]}, "\n".join(lines))
+    return 0

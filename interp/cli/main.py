@@ -1,0 +1,61 @@
+"""``interp`` entry point.
+
+Every module ``interp/cli/cmd_<topic>.py`` defines ``register(subparsers)``, which adds its
+subcommand(s) and sets ``func`` on the parser; this file discovers and wires them.  Each
+command calls the same public Python function a notebook would, and prints either a human
+summary or, with ``--json``, one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+import sys
+
+import interp.cli as _pkg
+
+
+class UserError(Exception):
+    """An error caused by the user's input; printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="interp", description="interp: a mechanistic-interpretability workbench."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for info in sorted(pkgutil.iter_modules(_pkg.__path__), key=lambda i: i.name):
+        if info.name.startswith("cmd_"):
+            importlib.import_module(f"interp.cli.{info.name}").register(sub)
+    return parser
+
+
+def emit(args, payload: dict, human: str) -> None:
+    """Print ``payload`` as JSON when ``--json`` was given, else the human summary."""
+    if getattr(args, "json", False):
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        print(human)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (UserError, KeyError, ValueError, FileNotFoundError, FileExistsError, OSError) as e:
+        if getattr(args, "debug", False):
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"interp {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Addressing activations by TransformerLens hook name, and scoped hooks.
+
+TransformerLens hook names (``blocks.8.hook_resid_post``, ``blocks.3.attn.hook_z``,
+``blocks.5.mlp.hook_post``) are interp's one address for an activation.  A
+TransformerBridge exposes each hook point under its native name (``blocks.8.hook_out``)
+and its TransformerLens alias (``blocks.8.hook_resid_post``); :func:`resolve_hooks`
+expands glob patterns over both and returns one TransformerLens name per hook point,
+in layer order.
+
+:func:`scoped_hooks` adds forward/backward hooks for the duration of a ``with`` block and
+removes them in ``finally``, so an exception never leaves hooks on the user's model.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from contextlib import contextmanager
+from typing import Callable, Iterable, Sequence
+
+
+class HookNotFoundError(KeyError):
+    """A hook name or pattern matched no hook point on the model."""
+
+    def __str__(self):  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+_LAYER_RE = re.compile(r"^blocks\.(\d+)\.")
+
+
+def _layer_key(name: str) -> tuple[int, int]:
+    m = _LAYER_RE.match(name)
+    if m:
+        return (1, int(m.group(1)))
+    return (0, 0) if ("embed" in name and "unembed" not in name) else (2, 0)
+
+
+def hook_names(model) -> list[str]:
+    """Every hook point of ``model``, one TransformerLens-style name each, in layer order."""
+    seen: dict[int, str] = {}
+    for name, hp in model.hook_dict.items():
+        seen[id(hp)] = name  # later entries are the TransformerLens aliases: prefer them
+    order = {n: i for i, n in enumerate(model.hook_dict)}
+    return sorted(seen.values(), key=lambda n: (_layer_key(n), order[n]))
+
+
+def resolve_hooks(model, patterns: str | Sequence[str]) -> list[str]:
+    """Expand hook names / glob patterns (``blocks.*.hook_resid_post``) to hook names.
+
+    Raises :class:`HookNotFoundError` naming every pattern that matches nothing, with
+    close matches as hints.
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if not patterns:
+        raise HookNotFoundError("no hook names given")
+    canonical = {id(hp): None for hp in model.hook_dict.values()}
+    for name in hook_names(model):
+        canonical[id(model.hook_dict[name])] = name
+    all_names = list(model.hook_dict)
+    chosen: list[str] = []
+    missing: list[str] = []
+    for pat in patterns:
+        hits = [n for n in all_names if fnmatch.fnmatchcase(n, pat)]
+        if not hits:
+            missing.append(pat)
+        for n in hits:
+            c = canonical[id(model.hook_dict[n])]
+            if c not in chosen:
+                chosen.append(c)
+    if missing:
+        import difflib
+
+        tl = hook_names(model)
+        hints = {p: difflib.get_close_matches(p, tl, n=3) for p in missing}
+        raise HookNotFoundError(
+            "no hook point matches "
+            + "; ".join(f"{p!r}" + (f" (did you mean {', '.join(h)}?)" if h else "") for p, h in hints.items())
+            + f". This model has {len(tl)} hook points, e.g. blocks.0.hook_resid_post, "
+            "blocks.0.attn.hook_z, blocks.0.mlp.hook_post; list them with interp.models.hook_names(model)."
+        )
+    order = {n: i for i, n in enumerate(hook_names(model))}
+    return sorted(chosen, key=order.__getitem__)
+
+
+@contextmanager
+def scoped_hooks(
+    model,
+    fwd: Iterable[tuple[str, Callable]] = (),
+    bwd: Iterable[tuple[str, Callable]] = (),
+):
+    """Add forward and backward hooks (``(name, fn(tensor, hook))`` pairs) for a ``with`` block.
+
+    The hooks are removed on exit, also when the block raises.
+    """
+    fwd, bwd = list(fwd), list(bwd)
+    for name, _ in fwd + bwd:
+        if name not in model.hook_dict:
+            resolve_hooks(model, [name])  # raises with a helpful message
+    ctx = model.hooks(fwd_hooks=fwd, bwd_hooks=bwd)
+    ctx.__enter__()
+    try:
+        yield model
+    finally:
+        ctx.__exit__(None, None, None)
+        model.reset_hooks(including_permanent=False) if _has_kw(model.reset_hooks, "including_permanent") else None
+
+
+def _has_kw(fn, kw: str) -> bool:
+    import inspect
+
+    try:
+        return kw in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False

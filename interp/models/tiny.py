@@ -1,0 +1,122 @@
+"""Tiny random-initialised models for tests: built from a config in milliseconds, no download.
+
+Each tiny model is a real Hugging Face architecture (GPT-2, Llama, GPT-NeoX/Pythia,
+Gemma 3) with a few layers and width 32-64, wrapped in TransformerLens's
+``TransformerBridge`` exactly like the real models, so every analysis runs on it
+unchanged.  The tokenizer is a character-level one (printable ASCII plus ``<bos>``,
+``<eos>``, ``<pad>``, ``<unk>``), built offline with ``tokenizers``.
+
+Memory: a few hundred KB per model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+SPECIALS = ["<bos>", "<eos>", "<pad>", "<unk>"]
+
+
+def char_tokenizer():
+    """A character-level fast tokenizer (vocab 99) that prepends ``<bos>``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {s: i for i, s in enumerate(SPECIALS)}
+    for c in range(32, 127):
+        vocab[chr(c)] = len(vocab)
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tk.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", 0)]
+    )
+    tk.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        add_bos_token=True,
+        name_or_path="interp-char",
+    )
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    """Shape of a tiny random model."""
+
+    arch: str = "llama"
+    """One of ``gpt2``, ``llama``, ``pythia``, ``gemma3``."""
+    n_layers: int = 2
+    """Number of transformer blocks."""
+    d_model: int = 32
+    """Residual width."""
+    n_heads: int = 4
+    """Attention heads per layer."""
+    n_kv_heads: int | None = None
+    """Key/value heads (grouped-query attention); ``None`` means ``n_heads``."""
+    d_mlp: int = 64
+    """MLP hidden width."""
+    n_ctx: int = 128
+    """Maximum context length."""
+    seed: int = 0
+    """Seed for the random initialisation."""
+
+    def __post_init__(self):
+        if self.arch not in TINY_ARCHS:
+            raise ValueError(f"unknown tiny architecture {self.arch!r}; choose from {TINY_ARCHS}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+
+    def hf_config(self, vocab_size: int):
+        from transformers import Gemma3TextConfig, GPT2Config, GPTNeoXConfig, LlamaConfig
+
+        kv = self.n_kv_heads or self.n_heads
+        if self.arch == "gpt2":
+            cfg = GPT2Config(
+                vocab_size=vocab_size, n_positions=self.n_ctx, n_embd=self.d_model,
+                n_layer=self.n_layers, n_head=self.n_heads, n_inner=self.d_mlp,
+                resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+            )
+            cfg.architectures = ["GPT2LMHeadModel"]
+        elif self.arch == "llama":
+            cfg = LlamaConfig(
+                vocab_size=vocab_size, hidden_size=self.d_model, intermediate_size=self.d_mlp,
+                num_hidden_layers=self.n_layers, num_attention_heads=self.n_heads,
+                num_key_value_heads=kv, max_position_embeddings=self.n_ctx, tie_word_embeddings=True,
+            )
+            cfg.architectures = ["LlamaForCausalLM"]
+        elif self.arch == "pythia":
+            cfg = GPTNeoXConfig(
+                vocab_size=vocab_size, hidden_size=self.d_model, intermediate_size=self.d_mlp,
+                num_hidden_layers=self.n_layers, num_attention_heads=self.n_heads,
+                max_position_embeddings=self.n_ctx, hidden_dropout=0.0, attention_dropout=0.0,
+            )
+            cfg.architectures = ["GPTNeoXForCausalLM"]
+        else:
+            cfg = Gemma3TextConfig(
+                vocab_size=vocab_size, hidden_size=self.d_model, intermediate_size=self.d_mlp,
+                num_hidden_layers=self.n_layers, num_attention_heads=self.n_heads,
+                num_key_value_heads=kv, head_dim=self.d_model // self.n_heads,
+                max_position_embeddings=self.n_ctx,
+            )
+            cfg.architectures = ["Gemma3ForCausalLM"]
+        return cfg
+
+
+TINY_ARCHS = ("gpt2", "llama", "pythia", "gemma3")
+
+
+def tiny_hf_model(config: TinyConfig, vocab_size: int):
+    """The random-initialised Hugging Face model for ``config`` (eval mode, fp32, eager attention)."""
+    from transformers import AutoModelForCausalLM
+
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(config.seed)
+    try:
+        model = AutoModelForCausalLM.from_config(config.hf_config(vocab_size), attn_implementation="eager")
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return model.eval()

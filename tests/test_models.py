@@ -1,0 +1,89 @@
+"""Model loading: tiny architectures match their Hugging Face originals; bad names fail clearly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp.models import (
+    HookNotFoundError, ModelNotFoundError, hook_names, load_model, resolve_hooks, scoped_hooks, weight_hash,
+)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "pythia", "gemma3"])
+def test_tiny_bridge_matches_hf_and_has_tl_hooks(arch):
+    model = load_model(f"tiny-{arch}", device="cpu")
+    tokens = model.to_tokens("hello world, said the cat")
+    logits, cache = model.run_with_cache(tokens)
+    hf_logits = model.original_model(tokens).logits
+    torch.testing.assert_close(logits, hf_logits, atol=1e-5, rtol=1e-5)
+    L = model.cfg.n_layers
+    for name in [f"blocks.{L-1}.hook_resid_post", "blocks.0.attn.hook_z", "blocks.0.hook_mlp_out",
+                 "blocks.0.attn.hook_pattern", "blocks.0.mlp.hook_post"]:
+        assert name in cache, name
+    assert cache["blocks.0.attn.hook_z"].shape[-2] == model.cfg.n_heads
+
+
+def test_tiny_is_deterministic_and_hash_tracks_weights():
+    a, b = load_model("tiny-llama"), load_model("tiny-llama")
+    assert weight_hash(a) == weight_hash(b)
+    assert weight_hash(a) != weight_hash(load_model("tiny-gpt2"))
+
+
+def test_tiny_layer_count_suffix():
+    assert load_model("tiny-gpt2-l3").cfg.n_layers == 3
+
+
+def test_unknown_model_names_the_problem():
+    with pytest.raises(ModelNotFoundError, match="no-such-model"):
+        load_model("no-such-model-xyz")
+    with pytest.raises(ModelNotFoundError, match="tiny"):
+        load_model("tiny-transformerxl")
+
+
+def test_resolve_hooks_patterns_and_errors(tiny_llama):
+    names = resolve_hooks(tiny_llama, "blocks.*.hook_resid_post")
+    assert names == [f"blocks.{i}.hook_resid_post" for i in range(tiny_llama.cfg.n_layers)]
+    assert "blocks.0.hook_resid_post" in hook_names(tiny_llama)
+    with pytest.raises(HookNotFoundError, match="did you mean"):
+        resolve_hooks(tiny_llama, "blocks.*.hook_resid_pst")
+
+
+def test_scoped_hooks_are_removed_even_on_error(tiny_llama):
+    tokens = tiny_llama.to_tokens("abc")
+    calls = []
+
+    def hook(t, hook):
+        calls.append(1)
+        return torch.zeros_like(t)
+
+    clean = tiny_llama(tokens)
+    with pytest.raises(RuntimeError):
+        with scoped_hooks(tiny_llama, fwd=[("blocks.0.hook_resid_post", hook)]):
+            patched = tiny_llama(tokens)
+            assert not torch.allclose(patched, clean)
+            raise RuntimeError("boom")
+    torch.testing.assert_close(tiny_llama(tokens), clean)
+    assert len(calls) == 1
+
+
+@pytest.mark.slow
+def test_smollm2_solves_ioi(smollm2):
+    tokens = smollm2.to_tokens("When Mary and John went to the store, John gave a drink to")
+    p = smollm2(tokens)[0, -1].softmax(-1)
+    assert p[smollm2.to_single_token(" Mary")] > 0.7
+    assert smollm2.cfg.n_layers == 30 and smollm2.cfg.n_heads == 9 and smollm2.cfg.d_model == 576
+
+
+@pytest.mark.slow
+def test_smollm2_cache_equals_direct_gguf_load(smollm2):
+    """The safetensors cache holds exactly what transformers dequantises from the GGUF."""
+    from transformers import AutoModelForCausalLM
+
+    from interp.models.gguf import smollm2_gguf
+
+    g = smollm2_gguf()
+    direct = AutoModelForCausalLM.from_pretrained(g.parent, gguf_file=g.name, dtype=torch.float32).eval()
+    tokens = smollm2.to_tokens("The cat sat on the mat.")
+    with torch.no_grad():
+        torch.testing.assert_close(smollm2(tokens), direct(tokens).logits, atol=1e-4, rtol=1e-4)
