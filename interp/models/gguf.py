@@ -90,6 +90,7 @@ def dequantised_dir(name: str) -> Path:
             state.pop("lm_head.weight", None)
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
         cfg = model.config
+        cfg.architectures = cfg.architectures or [type(model).__name__]
         if hasattr(cfg, "quantization_config"):
             delattr(cfg, "quantization_config")
         cfg.save_pretrained(tmp)

@@ -93,7 +93,9 @@ def _resolve_dtype(dtype) -> torch.dtype:
 
 def _hf_model_and_tokenizer(name: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # interp shows its own progress bars on long work
     m = _TINY_RE.match(name)
     if m and m["arch"] in TINY_ARCHS:
         tok = char_tokenizer()
@@ -158,6 +160,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     bridge_name, hf_model, tok = _hf_model_and_tokenizer(name, dtype)
     hf_model = hf_model.to(device=device, dtype=dtype).eval()
+    if not getattr(hf_model.config, "architectures", None):  # GGUF configs omit it; the bridge needs it
+        hf_model.config.architectures = [type(hf_model).__name__]
     import logging
 
     level = logging.getLogger().level
