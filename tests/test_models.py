@@ -97,3 +97,17 @@ def test_gemma3_loads_and_solves_ioi():
     p = model(tokens)[0, -1].softmax(-1)
     assert p[model.to_single_token(" Mary")] > 0.5
     assert model.cfg.n_layers == 18
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "pythia"])
+def test_local_checkpoint_folder_loads_like_hf(tmp_path, arch):
+    """A Hugging Face checkpoint folder on disk loads through the ordinary HF path."""
+    from interp.models.tiny import TinyConfig, char_tokenizer, tiny_hf_model
+
+    tok = char_tokenizer()
+    hf = tiny_hf_model(TinyConfig(arch=arch, seed=3), len(tok))
+    hf.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    model = load_model(str(tmp_path), device="cpu")
+    tokens = torch.tensor([[0, 40, 41, 42, 43]])
+    torch.testing.assert_close(model(tokens), hf(tokens).logits, atol=1e-5, rtol=1e-5)
