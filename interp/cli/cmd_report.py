@@ -1,0 +1,42 @@
+"""``interp report``: turn a results.json (circuit, compare, sinks, massive, sae, store, or any
+JSON object of numbers) into a standalone HTML report that opens offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from interp.cli.main import emit
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="render a results.json as a standalone HTML report",
+                       description="Render RESULTS.json (or a run folder holding results.json) as one "
+                                   "self-contained HTML file with interactive plotly figures.")
+    p.add_argument("results", help="path to results.json, or a folder that contains one")
+    p.add_argument("--out", default=None,
+                   help="HTML file to write (default: report.html beside the results file)")
+    p.add_argument("--title", default=None, help="report title (default: from the results)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from interp.reports import render_results
+
+    src = Path(args.results)
+    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "report.html"
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"--out {out}: the report is HTML; give a file name ending in .html")
+    report = render_results(src, title=args.title)
+    path = report.write(out)
+    kinds = [s.kind for s in report.sections]
+    payload = {"out": str(path), "title": report.title, "bytes": path.stat().st_size,
+               "figures": kinds.count("figure"), "tables": kinds.count("table"),
+               "token_views": kinds.count("tokens"), "notes": report.notes}
+    human = (f"wrote {path} ({payload['bytes'] / 1e6:.1f} MB): {payload['figures']} figures, "
+             f"{payload['tables']} tables, {payload['token_views']} token views")
+    if report.notes:
+        human += "\n" + "\n".join(f"note: {n}" for n in report.notes)
+    emit(args, payload, human)
+    return 0

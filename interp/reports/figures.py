@@ -1,0 +1,369 @@
+"""Plotly figure helpers for attribution reports.
+
+Every helper takes plain numbers (torch tensors, numpy arrays or nested lists), turns them
+into a float array with :func:`as_array`, and returns a :class:`Figure`: the plotly figure
+plus a one-paragraph caption that tells the reader what they are looking at.  NaN and inf
+values never crash a helper: they are drawn as gaps (``null`` in plotly's JSON) and the
+caption says how many there were.
+
+Helpers:
+
+- :func:`heatmap` -- a matrix, e.g. layer x head scores; diverging colours centred on zero
+  when the values have both signs, a sequential scale otherwise.
+- :func:`lines` -- one or more named series over a shared x axis (training curves, ratios).
+- :func:`faithfulness_curve` -- metric recovered vs number of components kept, with the
+  target share and the chosen circuit size marked.
+- :func:`bars` / :func:`grouped_bars` -- one score per component (MLP and residual per
+  layer), or one value per (category, series), e.g. Pearson r per component type per method.
+- :func:`method_vs_patching` -- scatter of a method's scores against activation patching
+  with Pearson r and a least-squares line.
+- :func:`circuit_graph` -- nodes placed in columns by layer, edges drawn as lines whose width
+  follows |weight| and colour its sign (no networkx).
+
+Memory: each helper copies its input once into a float64 array; the figure holds the values
+as JSON lists, so a report costs about 20 bytes per plotted number.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+#: Diverging scale (blue = negative, white = zero, red = positive), colour-blind safe (RdBu).
+DIVERGING = [
+    [0.0, "#053061"], [0.15, "#2166ac"], [0.3, "#4393c3"], [0.45, "#d1e5f0"], [0.5, "#f7f7f7"],
+    [0.55, "#fddbc7"], [0.7, "#d6604d"], [0.85, "#b2182b"], [1.0, "#67001f"],
+]
+SEQUENTIAL = "Viridis"
+TEMPLATE = "plotly_white"
+
+
+class Figure(NamedTuple):
+    """A plotly figure with the caption a report prints under it."""
+
+    fig: go.Figure
+    """The plotly figure (JSON-serialisable, no numpy inside)."""
+    caption: str
+    """What the reader sees, in one or two sentences, including a note on NaN/inf gaps."""
+    n_nonfinite: int = 0
+    """How many input values were NaN or inf (drawn as gaps)."""
+
+
+def as_array(x: Any, name: str = "values", ndim: int | Sequence[int] | None = None) -> np.ndarray:
+    """``x`` (tensor, ndarray, nested list, number) as a float64 array.
+
+    ``None`` entries become NaN.  Raises ``ValueError`` naming ``name`` for ragged lists,
+    non-numeric entries or a wrong number of dimensions.
+    """
+    if type(x).__module__.startswith("torch"):
+        x = x.detach().cpu().float().numpy()
+    if isinstance(x, np.ndarray) and x.dtype.kind in "biuf":
+        arr = x.astype(np.float64)
+    else:
+        try:
+            arr = np.array(_none_to_nan(x), dtype=np.float64)
+        except (ValueError, TypeError) as e:
+            raise ValueError(
+                f"{name}: expected numbers in a rectangular array, got {_describe(x)} ({e})"
+            ) from None
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            raise ValueError(f"{name}: expected a {want} array, got shape {tuple(arr.shape)}")
+    return arr
+
+
+def _none_to_nan(x: Any) -> Any:
+    if x is None:
+        return math.nan
+    if isinstance(x, (list, tuple)):
+        return [_none_to_nan(v) for v in x]
+    if isinstance(x, bool):
+        return float(x)
+    if isinstance(x, (str, bytes, dict)):
+        raise TypeError(f"non-numeric entry {x!r:.40}")
+    return x
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, (list, tuple)):
+        lens = {len(v) for v in x if isinstance(v, (list, tuple))}
+        if len(lens) > 1:
+            return f"a ragged list (rows of lengths {sorted(lens)[:6]})"
+        return f"a list of {len(x)} items"
+    return type(x).__name__
+
+
+def jsonable(arr: np.ndarray) -> tuple[list, int]:
+    """``arr`` as nested lists with NaN/inf replaced by ``None``; also the number replaced."""
+    arr = np.asarray(arr, dtype=np.float64)
+    bad = ~np.isfinite(arr)
+    obj = np.where(bad, None, arr).tolist() if bad.any() else arr.tolist()
+    return obj, int(bad.sum())
+
+
+def gap_note(n: int, what: str = "values") -> str:
+    """The caption sentence for ``n`` non-finite inputs (empty when ``n == 0``)."""
+    if n == 0:
+        return ""
+    return f" Note: {n} of the {what} {'is' if n == 1 else 'are'} NaN or infinite and shown as gaps."
+
+
+def _labels(labels: Sequence | None, n: int, name: str) -> list[str]:
+    if labels is None:
+        return [str(i) for i in range(n)]
+    labels = [str(v) for v in labels]
+    if len(labels) != n:
+        raise ValueError(f"{name}: {len(labels)} labels for an axis of length {n}")
+    return labels
+
+
+def _layout(fig: go.Figure, title: str, height: int | None = None, **kw) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0.0, "xanchor": "left"}, template=TEMPLATE,
+        margin={"l": 60, "r": 20, "t": 50, "b": 50}, height=height, **kw,
+    )
+    return fig
+
+
+def _range_note(arr: np.ndarray) -> str:
+    fin = arr[np.isfinite(arr)]
+    if fin.size == 0:
+        return " All values are NaN or infinite."
+    return f" Values range from {fin.min():.4g} to {fin.max():.4g}."
+
+
+def heatmap(title: str, z: Any, x_labels: Sequence | None = None, y_labels: Sequence | None = None,
+            x_title: str = "", y_title: str = "", caption: str = "",
+            diverging: bool | None = None) -> Figure:
+    """A matrix as a heatmap (rows = ``y_labels``, top to bottom; columns = ``x_labels``)."""
+    arr = as_array(z, title or "heatmap", ndim=2)
+    n_rows, n_cols = arr.shape
+    xl, yl = _labels(x_labels, n_cols, f"{title}: x_labels"), _labels(y_labels, n_rows, f"{title}: y_labels")
+    obj, bad = jsonable(arr)
+    fin = arr[np.isfinite(arr)]
+    if diverging is None:
+        diverging = fin.size > 0 and fin.min() < 0 < fin.max()
+    scale = {"colorscale": DIVERGING, "zmid": 0.0} if diverging else {"colorscale": SEQUENTIAL}
+    hover = (f"{y_title or 'row'} %{{y}}<br>{x_title or 'column'} %{{x}}<br>value %{{z:.4g}}"
+             "<extra></extra>")
+    fig = go.Figure(go.Heatmap(z=obj, x=xl, y=yl, hovertemplate=hover, hoverongaps=False,
+                               xgap=1 if n_cols <= 40 else 0, ygap=1 if n_rows <= 40 else 0, **scale))
+    height = int(min(900, max(320, 120 + 22 * n_rows)))
+    _layout(fig, title, height=height, xaxis_title=x_title, yaxis_title=y_title)
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category")
+    if not caption:
+        colours = ("red is positive, blue negative, white zero" if diverging
+                   else "brighter is larger")
+        caption = (f"Each cell is one ({y_title or 'row'}, {x_title or 'column'}) pair of a "
+                   f"{n_rows} x {n_cols} matrix; colour is the value ({colours}).")
+        caption += _range_note(arr)
+    return Figure(fig, caption + gap_note(bad, "cells"), bad)
+
+
+def lines(title: str, xs: Any, ys_by_name: dict[str, Any], x_title: str = "", y_title: str = "",
+          caption: str = "", log_y: bool = False) -> Figure:
+    """Named series over a shared x axis; NaN/inf points break the line."""
+    if not isinstance(ys_by_name, dict) or not ys_by_name:
+        raise ValueError(f"{title}: ys_by_name must be a non-empty dict of name -> values")
+    x = as_array(xs, f"{title}: xs", ndim=1)
+    xo, bad = jsonable(x)
+    fig = go.Figure()
+    for name, ys in ys_by_name.items():
+        y = as_array(ys, f"{title}: series {name!r}", ndim=1)
+        if len(y) != len(x):
+            raise ValueError(f"{title}: series {name!r} has {len(y)} points but xs has {len(x)}")
+        yo, b = jsonable(y)
+        bad += b
+        fig.add_trace(go.Scatter(x=xo, y=yo, name=str(name), mode="lines+markers" if len(x) <= 60 else "lines",
+                                 hovertemplate=f"{name}<br>{x_title or 'x'} %{{x}}<br>{y_title or 'y'} %{{y:.4g}}<extra></extra>"))
+    _layout(fig, title, height=380, xaxis_title=x_title, yaxis_title=y_title)
+    if log_y:
+        fig.update_yaxes(type="log")
+    if not caption:
+        names = ", ".join(map(str, ys_by_name))
+        caption = f"{y_title or 'Value'} against {x_title or 'x'} for {names}."
+    return Figure(fig, caption + gap_note(bad, "points"), bad)
+
+
+def faithfulness_curve(n_components: Any, recovered: Any, target: float | None = None,
+                       chosen: int | None = None, total: int | None = None,
+                       title: str = "Faithfulness", caption: str = "") -> Figure:
+    """Share of the clean metric recovered when only the top-n components keep clean values."""
+    f = lines(title, n_components, {"recovered": recovered}, "components kept in the circuit",
+              "share of clean metric recovered", caption=caption or " ")
+    fig = f.fig
+    if target is not None and math.isfinite(float(target)):
+        fig.add_hline(y=float(target), line_dash="dash", line_color="#888",
+                      annotation_text=f"target {float(target):.0%}", annotation_position="bottom right")
+    if chosen is not None:
+        fig.add_vline(x=chosen, line_dash="dot", line_color="#b2182b",
+                      annotation_text=f"circuit: {chosen}", annotation_position="top left")
+    if not caption:
+        of = f" of {total}" if total else ""
+        caption = ("Each point patches every component outside the top-n (by attribution score) "
+                   "and reports the metric recovered, as a share of the clean-minus-corrupt metric; "
+                   f"1.0 means the circuit alone reproduces the behaviour.")
+        if chosen is not None:
+            caption += f" The red dotted line marks the chosen circuit ({chosen}{of} components)."
+    return Figure(fig, caption + gap_note(f.n_nonfinite, "points"), f.n_nonfinite)
+
+
+def bars(title: str, values: Any, labels: Sequence | None = None, x_title: str = "",
+         y_title: str = "", caption: str = "") -> Figure:
+    """One bar per entry of a 1-D array (e.g. one score per layer)."""
+    return grouped_bars(title, labels, {"": values}, x_title, y_title, caption)
+
+
+def grouped_bars(title: str, categories: Sequence | None, values_by_name: dict[str, Any],
+                 x_title: str = "", y_title: str = "", caption: str = "") -> Figure:
+    """Bars per category, one colour per named series (e.g. Pearson r per component type per method)."""
+    if not isinstance(values_by_name, dict) or not values_by_name:
+        raise ValueError(f"{title}: values_by_name must be a non-empty dict of name -> values")
+    fig, bad, n = go.Figure(), 0, None
+    for name, vals in values_by_name.items():
+        v = as_array(vals, f"{title}: {name or 'values'}", ndim=1)
+        if n is not None and len(v) != n:
+            raise ValueError(f"{title}: series {name!r} has {len(v)} values, expected {n}")
+        n = len(v)
+        cats = _labels(categories, n, f"{title}: categories")
+        vo, b = jsonable(v)
+        bad += b
+        fig.add_trace(go.Bar(x=cats, y=vo, name=str(name) or None, showlegend=bool(name),
+                             hovertemplate=f"{name + '<br>' if name else ''}%{{x}}: %{{y:.4g}}<extra></extra>"))
+    _layout(fig, title, height=360, xaxis_title=x_title, yaxis_title=y_title, barmode="group")
+    fig.update_xaxes(type="category")
+    if not caption:
+        series = [k for k in values_by_name if k]
+        caption = f"Bar height is {y_title or 'the value'} per {x_title or 'entry'}"
+        caption += f", one colour per series ({', '.join(series)})." if series else "."
+    return Figure(fig, caption + gap_note(bad, "bars"), bad)
+
+
+def pearson(x: Any, y: Any) -> tuple[float, int]:
+    """Pearson r over the pairs where both are finite, and the number of such pairs (NaN if < 2 or constant)."""
+    a, b = as_array(x, "x").ravel(), as_array(y, "y").ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"pearson: {a.size} values vs {b.size} values")
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if a.size < 2 or a.std() == 0 or b.std() == 0:
+        return math.nan, int(a.size)
+    return float(np.corrcoef(a, b)[0, 1]), int(a.size)
+
+
+def method_vs_patching(title: str, patching: Any, method: Any, method_name: str,
+                       labels: Sequence | None = None, caption: str = "") -> Figure:
+    """Scatter of a method's scores (y) against activation patching (x), with Pearson r."""
+    p, m = as_array(patching, f"{title}: patching").ravel(), as_array(method, f"{title}: {method_name}").ravel()
+    if p.shape != m.shape:
+        raise ValueError(f"{title}: patching has {p.size} scores but {method_name} has {m.size}")
+    lab = _labels(labels, p.size, f"{title}: labels") if labels is not None else [str(i) for i in range(p.size)]
+    r, n = pearson(p, m)
+    ok = np.isfinite(p) & np.isfinite(m)
+    fig = go.Figure(go.Scatter(
+        x=p[ok].tolist(), y=m[ok].tolist(), mode="markers", text=[l for l, o in zip(lab, ok) if o],
+        marker={"size": 7, "opacity": 0.75}, name="components",
+        hovertemplate="%{text}<br>patching %{x:.4g}<br>" + method_name + " %{y:.4g}<extra></extra>"))
+    if n >= 2 and math.isfinite(r):
+        slope, icpt = np.polyfit(p[ok], m[ok], 1)
+        xs = [float(p[ok].min()), float(p[ok].max())]
+        fig.add_trace(go.Scatter(x=xs, y=[slope * v + icpt for v in xs], mode="lines", name="least squares",
+                                 line={"dash": "dash", "color": "#888"}, hoverinfo="skip"))
+    r_txt = f"{r:.3f}" if math.isfinite(r) else "undefined"
+    _layout(fig, f"{title} (Pearson r = {r_txt}, n = {n})", height=380,
+            xaxis_title="activation patching", yaxis_title=method_name, showlegend=False)
+    bad = int((~ok).sum())
+    if not caption:
+        caption = (f"Each point is one component: its activation-patching effect (x) against its "
+                   f"{method_name} score (y). Pearson r = {r_txt} over {n} components; points on one "
+                   "line mean the method ranks and scales components like patching.")
+    return Figure(fig, caption + gap_note(bad, "components"), bad)
+
+
+def circuit_graph(title: str, nodes: list[dict], edges: list[dict], caption: str = "") -> Figure:
+    """Nodes in columns by ``layer`` (x), spread within a column (y); edges as lines.
+
+    ``nodes``: dicts with ``id``, ``label``, ``layer`` and optional ``score`` and ``kind``;
+    ``edges``: dicts with ``source``, ``target`` and ``weight``.  Edge width grows with |weight|,
+    red edges are positive and blue negative.
+    """
+    if not isinstance(nodes, (list, tuple)) or not nodes:
+        raise ValueError(f"{title}: nodes must be a non-empty list of dicts")
+    pos: dict[str, tuple[float, float]] = {}
+    by_layer: dict[float, list[dict]] = {}
+    for i, nd in enumerate(nodes):
+        if not isinstance(nd, dict) or "id" not in nd or "layer" not in nd:
+            raise ValueError(f"{title}: node {i} must be a dict with 'id' and 'layer', got {nd!r:.80}")
+        try:
+            layer = float(nd["layer"])
+        except (TypeError, ValueError):
+            raise ValueError(f"{title}: node {nd['id']!r} has non-numeric layer {nd['layer']!r}") from None
+        if str(nd["id"]) in pos:
+            raise ValueError(f"{title}: duplicate node id {nd['id']!r}")
+        pos[str(nd["id"])] = (layer, 0.0)
+        by_layer.setdefault(layer, []).append(nd)
+    for layer, group in by_layer.items():
+        group.sort(key=lambda d: (str(d.get("kind", "")), str(d.get("label", d["id"]))))
+        for j, nd in enumerate(group):
+            pos[str(nd["id"])] = (layer, j - (len(group) - 1) / 2)
+    weights = []
+    for k, e in enumerate(edges or []):
+        if not isinstance(e, dict) or "source" not in e or "target" not in e:
+            raise ValueError(f"{title}: edge {k} must be a dict with 'source' and 'target', got {e!r:.80}")
+        for end in ("source", "target"):
+            if str(e[end]) not in pos:
+                raise ValueError(f"{title}: edge {k} {end} {e[end]!r} is not a node id")
+        w = e.get("weight", 1.0)
+        weights.append(float(w) if w is not None else math.nan)
+    wmax = max([abs(w) for w in weights if math.isfinite(w)] or [1.0]) or 1.0
+    fig = go.Figure()
+    mid_x, mid_y, mid_t = [], [], []
+    for e, w in zip(edges or [], weights):
+        (x0, y0), (x1, y1) = pos[str(e["source"])], pos[str(e["target"])]
+        fin = math.isfinite(w)
+        fig.add_trace(go.Scatter(
+            x=[x0, x1], y=[y0, y1], mode="lines", hoverinfo="skip", showlegend=False,
+            line={"width": 0.8 + 5 * (abs(w) / wmax if fin else 0),
+                  "color": ("#b2182b" if w >= 0 else "#2166ac") if fin else "#bbb",
+                  "dash": "solid" if fin else "dot"}, opacity=0.55))
+        mid_x.append((x0 + x1) / 2)
+        mid_y.append((y0 + y1) / 2)
+        mid_t.append(f"{e['source']} → {e['target']}<br>weight {w:.4g}")
+    if mid_x:
+        fig.add_trace(go.Scatter(x=mid_x, y=mid_y, mode="markers", marker={"size": 6, "opacity": 0},
+                                 text=mid_t, hovertemplate="%{text}<extra></extra>", showlegend=False))
+    scores = [nd.get("score") for nd in nodes]
+    sc = as_array([s if s is not None else math.nan for s in scores], f"{title}: node scores")
+    has_scores = bool(np.isfinite(sc).any())
+    so, _ = jsonable(sc)
+    bad = sum(1 for v, raw in zip(so, scores) if v is None and raw is not None)
+    texts = [str(nd.get("label", nd["id"])) for nd in nodes]
+    hover = [f"{t}<br>layer {nd['layer']}" + (f"<br>kind {nd['kind']}" if nd.get("kind") else "")
+             + (f"<br>score {s:.4g}" if s is not None else "") for t, nd, s in zip(texts, nodes, so)]
+    marker: dict = {"size": 18, "line": {"width": 1, "color": "#333"}}
+    if has_scores:
+        fin = sc[np.isfinite(sc)]
+        div = fin.min() < 0 < fin.max()
+        marker.update(color=[v if v is not None else 0.0 for v in so], colorscale=DIVERGING if div else SEQUENTIAL,
+                      cmid=0.0 if div else None, showscale=True, colorbar={"title": {"text": "score"}})
+    else:
+        marker["color"] = "#9ecae1"
+    fig.add_trace(go.Scatter(
+        x=[pos[str(nd["id"])][0] for nd in nodes], y=[pos[str(nd["id"])][1] for nd in nodes],
+        mode="markers+text", text=texts, textposition="top center", marker=marker,
+        hovertext=hover, hoverinfo="text", showlegend=False))
+    n_per = max(len(g) for g in by_layer.values())
+    _layout(fig, title, height=int(min(900, max(360, 140 + 45 * n_per))), xaxis_title="layer")
+    fig.update_yaxes(visible=False)
+    fig.update_xaxes(tickmode="array", tickvals=sorted(by_layer), zeroline=False)
+    if not caption:
+        caption = (f"The circuit as a graph: {len(nodes)} components placed in columns by layer "
+                   f"(left = early), {len(weights)} edges; edge width follows |weight| (red positive, "
+                   "blue negative)" + ("; node colour is its attribution score." if has_scores else "."))
+    return Figure(fig, caption + gap_note(bad + sum(not math.isfinite(w) for w in weights), "node scores or edge weights"), bad)

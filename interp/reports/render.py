@@ -1,0 +1,504 @@
+"""``render_results``: any ``results.json`` -> a :class:`Report`.
+
+The top-level ``"kind"`` field picks a renderer; every renderer first claims the keys it
+understands and then hands the rest to the generic renderer, so no field of a results file is
+silently dropped.  Recognised layouts (all fields optional unless noted):
+
+- common: ``title``, ``config`` (dict), ``meta`` (dict: ``model``, ``versions``, ``timings``...);
+  top-level ``model``, ``task``, ``versions``, ``timings``/``seconds`` are shown with ``meta``.
+- ``circuit`` / ``compare``: ``scores: {method: {component_type: array}}`` with component types
+  ``attn_head`` [L,H] (or [L,H,T], summed over positions), ``mlp`` / ``resid`` [L] (or [L,T]);
+  a method named ``patch``/``patching``/``activation_patching`` is the reference that the other
+  methods are scattered against (Pearson r).  ``pearson: {method: {component_type: r}}`` and
+  ``paper: {...}`` (published values, same layout) -> a table and grouped bars;
+  ``seconds``/``timings: {method: s}`` -> wall-time bars.  ``circuit: {nodes, edges}`` or
+  ``circuit: {components: [names]}`` -> a graph; ``faithfulness: {n_components, recovered,
+  target?, chosen?}`` -> the faithfulness curve; ``roles`` -> a table; ``examples: [{tokens,
+  scores, title?}]`` -> token views.
+- ``sinks``: 2-D arrays are layer x head; ``massive``: 1-D arrays are per layer (log scale
+  when they span three orders of magnitude); ``sae``/``transcoder``: curves against ``step``;
+  ``store``: the manifest as tables.
+- anything else (or no ``kind``): the generic renderer.  Scalars -> a table, 1-D arrays -> bars
+  (lines when long or when a sibling ``step``/``steps``/``epoch``/``layer``... array gives the x
+  axis), 2-D -> heatmaps, 3-D -> one heatmap per leading index (up to 4), lists of records ->
+  tables (or token views when records hold ``tokens`` and ``scores``), nested dicts -> sub-sections.
+
+Malformed JSON, a top level that is not an object, and a file with nothing to show raise
+``ValueError`` naming the problem; a field of a known kind with the wrong shape raises
+``ValueError`` naming the field (``scores['atp']['mlp']: expected numbers ...``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from interp.reports import figures as F
+from interp.reports.report import Report
+
+#: Keys shown in the Run section rather than as data.
+META_KEYS = ("model", "task", "versions", "timings", "created", "host")
+RESERVED = ("kind", "title", "config", "meta", "model", "versions", "created", "host")
+PATCH_NAMES = ("patch", "patching", "activation_patching", "ap")
+X_KEYS = ("step", "steps", "epoch", "epochs", "iteration", "iterations", "n_tokens", "tokens_seen",
+          "n_components", "layer", "layers", "x")
+COMPONENT_NAMES = {"resid": "residual stream", "attn_head": "attention heads", "mlp": "MLP outputs",
+                   "attn": "attention outputs"}
+MAX_PLOT_ELEMENTS = 250_000
+MAX_SLICES = 4
+
+
+class Hints(dict):
+    """Axis names for the generic renderer: ``x1``/``x2`` (1-D x axis, 2-D columns), ``y2`` (2-D rows)."""
+
+
+def load_results(results: dict | str | Path) -> tuple[dict, str]:
+    """The results as a dict, and a name for messages.  Clear ``ValueError`` on bad input."""
+    if isinstance(results, dict):
+        data, src = results, "results"
+    elif isinstance(results, (str, Path)):
+        p = Path(results)
+        if p.is_dir():
+            p = p / "results.json"
+        if not p.exists():
+            raise FileNotFoundError(f"results file {p} does not exist")
+        src = str(p)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{src} is not UTF-8 text (byte {e.start}); expected a results.json") from None
+        if not text.strip():
+            raise ValueError(f"{src} is empty; expected a JSON object")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{src} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+    else:
+        raise ValueError(f"render_results expects a dict or a path to a results.json, got {type(results).__name__}")
+    if not isinstance(data, dict):
+        raise ValueError(f"{src}: expected a JSON object at the top level (with a \"kind\" field such as "
+                         f"\"circuit\"), got a JSON {type(data).__name__}")
+    return data, src
+
+
+def render_results(results: dict | str | Path, title: str | None = None) -> Report:
+    """Turn a results dict or ``results.json`` path into a :class:`Report` (see the module docstring)."""
+    data, src = load_results(results)
+    kind = data.get("kind")
+    if kind is not None and not isinstance(kind, str):
+        raise ValueError(f"{src}: \"kind\" must be a string, got {kind!r:.60}")
+    config = data.get("config")
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"{src}: \"config\" must be an object, got {type(config).__name__}")
+    meta = data.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise ValueError(f"{src}: \"meta\" must be an object, got {type(meta).__name__}")
+    meta = dict(meta)
+    for k in META_KEYS:
+        if k in data and k not in meta and not (k == "timings" and kind in ("compare", "circuit")):
+            meta[k] = data[k]
+    if "seconds" in data and not isinstance(data["seconds"], dict) and "timings" not in meta:
+        meta["timings"] = {"total": data["seconds"]}
+    heading = title or data.get("title") or _default_title(kind, data)
+    r = Report(str(heading), config=config, meta=meta)
+    renderer = KINDS.get(kind or "", None)
+    rest = {k: v for k, v in data.items() if k not in RESERVED and not (k == "task" and isinstance(v, str))}
+    if kind and renderer is None:
+        r.add_text(f"Results of kind `{kind}` have no dedicated layout; every field is shown generically "
+                   f"(known kinds: {', '.join(sorted(KINDS))}).")
+    hints = Hints()
+    if renderer is not None:
+        claimed, hints = renderer(r, rest)
+        rest = {k: v for k, v in rest.items() if k not in claimed}
+    render_generic(r, rest, hints)
+    if _n_content(r) == 0:
+        keys = ", ".join(sorted(data)) or "none"
+        raise ValueError(f"{src}: nothing to render: no numbers, arrays, tables or known fields "
+                         f"(top-level keys: {keys})")
+    return r
+
+
+def _n_content(r: Report) -> int:
+    return sum(s.kind in ("figure", "table", "tokens") for s in r.sections)
+
+
+def _default_title(kind: str | None, data: dict) -> str:
+    name = {"circuit": "Circuit", "compare": "Attribution methods compared", "sinks": "Attention sinks",
+            "massive": "Massive activations", "sae": "Sparse autoencoder", "store": "Activation store"}
+    title = name.get(kind or "", f"Results ({kind})" if kind else "Results")
+    if isinstance(data.get("task"), str):
+        title += f": {data['task']}"
+    meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+    model = data.get("model") or meta.get("model")
+    return title + (f" on {model}" if isinstance(model, str) else "")
+
+
+# ---------------------------------------------------------------------------------- generic
+
+def _is_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
+def _numeric_leaves(v: Any) -> bool:
+    """True when ``v`` is a (possibly nested, possibly ragged) list of numbers/None with a number in it."""
+    found = False
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, list):
+            stack.extend(x)
+        elif isinstance(x, bool) or (x is not None and not isinstance(x, (int, float))):
+            return False
+        elif x is not None:
+            found = True
+    return found and isinstance(v, list)
+
+
+def _title(path: tuple[str, ...]) -> str:
+    return " › ".join(path) if path else "results"
+
+
+def render_generic(r: Report, data: dict, hints: Hints | None = None, path: tuple[str, ...] = ()) -> None:
+    """Render every field of ``data`` (see the module docstring for the mapping)."""
+    hints = hints or Hints()
+    scalars = {k: v for k, v in data.items() if _is_scalar(v) or (isinstance(v, (list, dict)) and not v)}
+    if scalars:
+        rows = [{"field": k, "value": ("(empty)" if isinstance(v, (list, dict)) else v)} for k, v in scalars.items()]
+        r.add_table(_title(path) + " (values)" if path else "Summary", rows,
+                    caption=f"{len(rows)} scalar field{'s' if len(rows) != 1 else ''} of {_title(path)}.")
+    xkey = next((k for k in X_KEYS if isinstance(data.get(k), list) and _numeric_leaves(data[k])
+                 and np.ndim(data[k]) == 1), None)
+    xs = data[xkey] if xkey else None
+    for k, v in data.items():
+        if k in scalars or k == xkey and any(_same_len_series(v2, len(xs)) for k2, v2 in data.items() if k2 != xkey):
+            continue
+        sub = path + (str(k),)
+        if not path and isinstance(v, (dict, list)) and not (isinstance(v, list) and _numeric_leaves(v)):
+            r.add_section(str(k))
+        if isinstance(v, dict):
+            render_generic(r, v, hints, sub)
+        elif isinstance(v, list) and _numeric_leaves(v):
+            _render_array(r, sub, v, hints, xs if xkey and _same_len_series(v, len(xs)) else None, xkey)
+        elif isinstance(v, list):
+            _render_list(r, sub, v, hints)
+
+
+def _same_len_series(v: Any, n: int) -> bool:
+    return isinstance(v, list) and len(v) == n and _numeric_leaves(v) and all(not isinstance(x, list) for x in v)
+
+
+def _render_array(r: Report, path: tuple[str, ...], v: list, hints: Hints, xs: list | None = None,
+                  xkey: str | None = None) -> None:
+    title = _title(path)
+    try:
+        arr = F.as_array(v, title)
+    except ValueError:
+        rows = [{"row": i, "length": len(x) if isinstance(x, list) else 1, "values": x} for i, x in enumerate(v)]
+        r.add_table(title, rows, caption=f"{title} is a ragged array (rows of different lengths), shown as a table.")
+        return
+    if arr.size > MAX_PLOT_ELEMENTS or arr.ndim > 3:
+        fin = arr[np.isfinite(arr)]
+        stats = {"shape": list(arr.shape), "min": float(fin.min()) if fin.size else math.nan,
+                 "max": float(fin.max()) if fin.size else math.nan, "mean": float(fin.mean()) if fin.size else math.nan,
+                 "non-finite": int(arr.size - fin.size)}
+        why = "too many values to plot" if arr.size > MAX_PLOT_ELEMENTS else f"{arr.ndim}-D"
+        r.add_table(title, stats, caption=f"{title} ({why}); summary statistics only.")
+        return
+    if arr.ndim == 0 or arr.size == 1:
+        r.add_table(title, [{"field": title, "value": float(arr.ravel()[0])}])
+        return
+    if arr.ndim == 1:
+        positive = np.isfinite(arr) & (arr > 0)
+        fin = arr[np.isfinite(arr)]
+        log_y = bool(fin.size > 1 and positive.sum() == fin.size and fin.max() / fin.min() > 1e3)
+        if xs is not None:
+            r.add_line(title, xs, {path[-1]: arr}, x_title=xkey or "", y_title=path[-1], log_y=log_y)
+        elif len(arr) <= 60 and not log_y:
+            labels = [f"{hints.get('prefix1', '')}{i}" for i in range(len(arr))]
+            r.add_bars(title, labels, {"": arr}, x_title=hints.get("x1", "index"), y_title=path[-1])
+        else:
+            r.add_line(title, list(range(len(arr))), {path[-1]: arr}, x_title=hints.get("x1", "index"),
+                       y_title=path[-1], log_y=log_y)
+        return
+    slices = [(title, arr)] if arr.ndim == 2 else [(f"{title} [{i}]", arr[i]) for i in range(min(MAX_SLICES, arr.shape[0]))]
+    if arr.ndim == 3:
+        r.add_text(f"`{title}` has shape {tuple(arr.shape)}: one heatmap per leading index"
+                   + (f", the first {MAX_SLICES} of {arr.shape[0]}." if arr.shape[0] > MAX_SLICES else "."))
+    for t, z in slices:
+        y_p, x_p = hints.get("prefix_y2", ""), hints.get("prefix_x2", "")
+        r.add_heatmap(t, z, [f"{x_p}{i}" for i in range(z.shape[1])], [f"{y_p}{i}" for i in range(z.shape[0])],
+                      x_title=hints.get("x2", "column"), y_title=hints.get("y2", "row"))
+
+
+def _render_list(r: Report, path: tuple[str, ...], v: list, hints: Hints) -> None:
+    title = _title(path)
+    if all(isinstance(x, dict) for x in v):
+        tok = [x for x in v if isinstance(x.get("tokens"), list) and "scores" in x]
+        if tok and len(tok) == len(v):
+            for i, ex in enumerate(v[:20]):
+                name = ex.get("title") or ex.get("name") or ex.get("prompt") or f"example {i}"
+                r.add_token_attributions(f"{title}: {str(name)[:80]}", ex["tokens"], ex["scores"])
+            rest = [{k: x for k, x in ex.items() if k not in ("tokens", "scores", "title", "name")} for ex in v]
+            if any(rest):
+                r.add_table(f"{title} (fields)", rest)
+            return
+        r.add_table(title, v)
+        return
+    if all(_is_scalar(x) for x in v):
+        r.add_table(title, [{"#": i, "value": x} for i, x in enumerate(v)], caption=f"{len(v)} entries of {title}.")
+        return
+    r.add_table(title, [{"#": i, "value": x} for i, x in enumerate(v)], caption=f"{title}: a mixed list, shown as a table.")
+
+
+# ---------------------------------------------------------------------------------- kinds
+
+Renderer = Callable[[Report, dict], tuple[set, Hints]]
+
+
+def _layer_labels(n: int) -> list[str]:
+    return [f"L{i}" for i in range(n)]
+
+
+def _patch_key(scores: dict) -> str | None:
+    return next((k for k in scores if str(k).lower() in PATCH_NAMES), None)
+
+
+def render_scores(r: Report, scores: Any, field: str = "scores") -> None:
+    """Per-method, per-component-type attribution scores: heatmaps, bars, and scatters vs patching."""
+    if not isinstance(scores, dict) or not scores:
+        raise ValueError(f"{field}: expected an object {{method: {{component_type: array}}}}, got {type(scores).__name__}")
+    arrays: dict[str, dict[str, np.ndarray]] = {}
+    for method, by_type in scores.items():
+        if not isinstance(by_type, dict):
+            raise ValueError(f"{field}['{method}']: expected an object {{component_type: array}}, got {type(by_type).__name__}")
+        arrays[method] = {ct: F.as_array(a, f"{field}['{method}']['{ct}']", ndim=(1, 2, 3)) for ct, a in by_type.items()}
+    types = list(dict.fromkeys(ct for d in arrays.values() for ct in d))
+    r.add_section("Attribution scores", "Scores per component and method. For each method, a component's score "
+                  "estimates how much the metric changes when that component takes its clean value.")
+    for ct in types:
+        name = COMPONENT_NAMES.get(ct, ct)
+        have = {m: d[ct] for m, d in arrays.items() if ct in d}
+        one_d = {m: a for m, a in have.items() if a.ndim == 1}
+        if len(one_d) == len(have) and len({a.shape for a in have.values()}) == 1:
+            n = next(iter(have.values())).shape[0]
+            r.add_bars(f"{name}: score per layer", _layer_labels(n), have, x_title="layer", y_title="score",
+                       caption=f"Score of each layer's {name} component (bar height), one colour per method; "
+                               "methods that agree with patching have bars of the same height and sign.")
+            continue
+        for m, a in have.items():
+            if a.ndim == 1:
+                r.add_bars(f"{name}: {m}", _layer_labels(len(a)), {m: a}, x_title="layer", y_title="score")
+                continue
+            note = ""
+            if a.ndim == 3:
+                a, note = a.sum(axis=-1), " (summed over token positions)"
+            if ct == "attn_head":
+                r.add_heatmap(f"{name}: {m}{note}", a, [f"H{i}" for i in range(a.shape[1])], _layer_labels(a.shape[0]),
+                              x_title="head", y_title="layer")
+            else:
+                r.add_heatmap(f"{name}: {m}{note}", a, [str(i) for i in range(a.shape[1])], _layer_labels(a.shape[0]),
+                              x_title="token position", y_title="layer")
+    ref = _patch_key(arrays)
+    if ref is None or len(arrays) < 2:
+        return
+    r.add_section("Methods against activation patching",
+                  f"Each panel scatters one method's scores against `{ref}` (the ground truth) over the "
+                  "components of one type; Pearson r is in the title.")
+    for ct in types:
+        if ct not in arrays[ref]:
+            continue
+        p = arrays[ref][ct]
+        labels = _component_labels(ct, p.shape)
+        for m, d in arrays.items():
+            if m == ref or ct not in d:
+                continue
+            if d[ct].shape != p.shape:
+                raise ValueError(f"{field}['{m}']['{ct}'] has shape {d[ct].shape} but {field}['{ref}']['{ct}'] "
+                                 f"has {p.shape}; they must match to be compared")
+            r.add_figure(F.method_vs_patching(f"{COMPONENT_NAMES.get(ct, ct)}: {m} vs patching", p, d[ct], m, labels))
+
+
+def _component_labels(ct: str, shape: tuple) -> list[str]:
+    idx = np.ndindex(*shape)
+    if ct == "attn_head":
+        return [f"L{i[0]}H{i[1]}" + (f" pos {i[2]}" if len(i) > 2 else "") for i in idx]
+    return [f"L{i[0]}" + (f" pos {i[1]}" if len(i) > 1 else "") for i in idx]
+
+
+def render_pearson(r: Report, pearson: Any, paper: Any = None) -> None:
+    """Pearson r of each method with patching per component type (+ published values)."""
+    if not isinstance(pearson, dict) or not all(isinstance(v, dict) for v in pearson.values()):
+        raise ValueError("pearson: expected an object {method: {component_type: r}}")
+    paper = paper if isinstance(paper, dict) else {}
+    types = list(dict.fromkeys(ct for d in pearson.values() for ct in d))
+    rows = []
+    for m, d in pearson.items():
+        for ct in types:
+            row = {"method": m, "component type": COMPONENT_NAMES.get(ct, ct), "Pearson r (ours)": _num(d.get(ct), f"pearson['{m}']['{ct}']")}
+            pm = paper.get(m)
+            if paper:
+                row["paper"] = _num(pm.get(ct), f"paper['{m}']['{ct}']") if isinstance(pm, dict) else None
+            rows.append(row)
+    r.add_section("Agreement with activation patching")
+    r.add_table("Pearson r with activation patching", rows,
+                caption="Correlation of each method's scores with activation patching over all components of a type "
+                        "(1 = identical ranking and scale)." + (" 'paper': the published values (RelP paper, Table 1, GPT-2 small)." if paper else ""))
+    series = {m: [_num(d.get(ct), "") for ct in types] for m, d in pearson.items()}
+    series = {m: [math.nan if v is None else v for v in vals] for m, vals in series.items()}
+    r.add_bars("Pearson r by component type", [COMPONENT_NAMES.get(ct, ct) for ct in types], series,
+               x_title="component type", y_title="Pearson r with patching",
+               caption="Bar height is each method's Pearson correlation with activation patching, grouped by "
+                       "component type; higher is better, 1 is perfect agreement.")
+
+
+def _num(v: Any, name: str) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"{name}: expected a number, got {v!r:.40}")
+    return float(v)
+
+
+def render_timings(r: Report, seconds: Any, field: str) -> None:
+    if not isinstance(seconds, dict) or not seconds:
+        return
+    vals = {k: _num(v, f"{field}['{k}']") for k, v in flatten_numbers(seconds).items()}
+    ref = _patch_key(vals)
+    rows = [{"method": k, "seconds": v} | ({"speed-up vs patching": (vals[ref] / v if v else math.nan)} if ref and v is not None and vals[ref] is not None else {})
+            for k, v in vals.items()]
+    r.add_table("Wall time per method", rows, caption="Seconds of wall time per method, measured in the same run.")
+    r.add_bars("Wall time per method", list(vals), {"": [math.nan if v is None else v for v in vals.values()]},
+               x_title="method", y_title="seconds",
+               caption="Bar height is the wall time of each method in seconds (lower is faster).")
+
+
+def flatten_numbers(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten_numbers(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def render_circuit_graph(r: Report, circuit: Any) -> None:
+    if not isinstance(circuit, dict):
+        if isinstance(circuit, list) and all(isinstance(c, str) for c in circuit):
+            circuit = {"components": circuit}
+        else:
+            raise ValueError("circuit: expected an object with 'nodes'/'edges' or 'components'")
+    r.add_section("The circuit")
+    if "nodes" in circuit:
+        r.add_graph("Circuit graph", circuit["nodes"], circuit.get("edges") or [])
+    elif isinstance(circuit.get("components"), list):
+        comps = circuit["components"]
+        nodes = []
+        for c in comps:
+            name = c if isinstance(c, str) else str(c.get("name", c.get("id")))
+            m = re.search(r"(?:blocks\.|L)(\d+)", name)
+            nodes.append({"id": name, "label": _short(name), "layer": int(m.group(1)) if m else -1,
+                          **({"score": c.get("score")} if isinstance(c, dict) else {})})
+        r.add_graph("Circuit components by layer", nodes, [],
+                    caption=f"The {len(nodes)} components of the circuit placed by layer (left = early). "
+                            "Components whose layer could not be read from their name sit at layer -1.")
+    extra = {k: v for k, v in circuit.items() if k not in ("nodes", "edges", "components")}
+    if extra:
+        render_generic(r, extra, Hints(), ("circuit",))
+
+
+def _short(name: str) -> str:
+    m = re.match(r"blocks\.(\d+)\.attn\.hook_z\[(\d+)\]", name)
+    if m:
+        return f"L{m.group(1)}H{m.group(2)}"
+    m = re.match(r"blocks\.(\d+)\.hook_(mlp_out|resid_pre|resid_post)", name)
+    return f"{m.group(2).split('_')[0].upper()}{m.group(1)}" if m else name
+
+
+def render_faithfulness(r: Report, f: Any) -> None:
+    if isinstance(f, list) and all(isinstance(x, dict) for x in f) and f:
+        f = {k: [x.get(k) for x in f] for k in f[0]}
+    if not isinstance(f, dict):
+        raise ValueError("faithfulness: expected an object {n_components: [...], recovered: [...]}")
+    xk = next((k for k in ("n_components", "n", "sizes", "x") if k in f), None)
+    yk = next((k for k in ("recovered", "faithfulness", "fraction", "metric", "y") if k in f), None)
+    if xk is None or yk is None:
+        raise ValueError(f"faithfulness: needs 'n_components' and 'recovered' arrays, found keys {sorted(f)}")
+    r.add_figure(F.faithfulness_curve(f[xk], f[yk], f.get("target"), f.get("chosen"), f.get("total"),
+                                      title="Faithfulness curve"))
+    extra = {k: v for k, v in f.items() if k not in (xk, yk, "target", "chosen", "total")}
+    if extra:
+        render_generic(r, extra, Hints(), ("faithfulness",))
+
+
+def _render_attribution(r: Report, data: dict) -> tuple[set, Hints]:
+    claimed: set = set()
+    summary = {k: data[k] for k in ("metric_clean", "metric_corrupt", "n_prompts", "seed") if k in data}
+    if summary:
+        r.add_table("Summary", summary, caption="Metric on clean and corrupted prompts and the run's size.")
+        claimed |= set(summary)
+    if "pearson" in data:
+        render_pearson(r, data["pearson"], data.get("paper"))
+        claimed |= {"pearson", "paper"}
+    for key in ("seconds", "timings"):
+        if isinstance(data.get(key), dict):
+            render_timings(r, data[key], key)
+            claimed.add(key)
+    if "circuit" in data:
+        render_circuit_graph(r, data["circuit"])
+        claimed.add("circuit")
+    if "faithfulness" in data:
+        if "circuit" not in data:
+            r.add_section("The circuit")
+        render_faithfulness(r, data["faithfulness"])
+        claimed.add("faithfulness")
+    if isinstance(data.get("roles"), dict) and all(_is_scalar(v) for v in data["roles"].values()):
+        r.add_table("Head roles", [{"head": k, "role": v} for k, v in data["roles"].items()],
+                    caption="Role assigned to each head by the attention-pattern tests.")
+        claimed.add("roles")
+    if "scores" in data:
+        render_scores(r, data["scores"])
+        claimed.add("scores")
+    if isinstance(data.get("examples"), list):
+        r.add_section("Example prompts", "Token-level attributions: each token coloured by its score.")
+        _render_list(r, ("examples",), data["examples"], Hints())
+        claimed.add("examples")
+    return claimed, Hints(x2="head", y2="layer", prefix_x2="H", prefix_y2="L", x1="layer", prefix1="L")
+
+
+def _render_sinks(r: Report, data: dict) -> tuple[set, Hints]:
+    r.add_text("Attention-sink statistics. Sink score of a head = mean over queries q >= 1 of the attention "
+               "paid to position 0; heatmaps show layers as rows and heads as columns.")
+    return set(), Hints(x2="head", y2="layer", prefix_x2="H", prefix_y2="L", x1="layer", prefix1="L")
+
+
+def _render_massive(r: Report, data: dict) -> tuple[set, Hints]:
+    r.add_text("Massive activations (Sun et al. 2024): scalars in the residual stream with |a| > 100 and "
+               "|a| / median|h| >= 1000. Per-layer series are drawn on a log scale when they span three "
+               "orders of magnitude.")
+    return set(), Hints(x1="layer", prefix1="L", y2="layer", prefix_y2="L", x2="position")
+
+
+def _render_sae(r: Report, data: dict) -> tuple[set, Hints]:
+    return set(), Hints(x1="index", x2="column", y2="row")
+
+
+def _render_store(r: Report, data: dict) -> tuple[set, Hints]:
+    claimed = set()
+    if isinstance(data.get("shapes"), dict):
+        rows = [{"hook": h, "shape": s} for h, s in data["shapes"].items()]
+        r.add_table("Hooks and shapes", rows, caption="Each cached hook (TransformerLens name) and its stored shape.")
+        claimed.add("shapes")
+    return claimed, Hints()
+
+
+KINDS: dict[str, Renderer] = {
+    "circuit": _render_attribution, "compare": _render_attribution, "attribution": _render_attribution,
+    "sinks": _render_sinks, "massive": _render_massive, "sae": _render_sae, "transcoder": _render_sae,
+    "store": _render_store,
+}

@@ -1,0 +1,445 @@
+"""The report builder: a titled sequence of sections written as one standalone HTML file.
+
+How a report is assembled:
+
+1. ``Report(title, config, meta)`` records the run (configuration, model, versions,
+   timings); that "Run" section always comes first, so a reader knows what produced the
+   numbers.
+2. ``add_*`` calls append sections in reading order.  Figures are built by
+   :mod:`interp.reports.figures` (each returns a caption saying what the reader sees),
+   token views by :mod:`interp.reports.tokens`, prose by :mod:`interp.reports.markdown`.
+   ``add_section`` starts a group; the sections after it nest under it in the contents.
+3. ``to_html()`` writes a title, a table of contents, the sections, and one copy of
+   plotly.js inlined in ``<head>`` (about 4.8 MB, once per file, however many figures), so the
+   file opens offline.  Each figure's JSON sits in a ``<script type="application/json">``
+   block; one script at the end draws them all with ``Plotly.newPlot`` and writes the outcome
+   (figures drawn, script errors caught by ``window.onerror``) into ``#interp-status``, which
+   the headless-browser test reads.
+
+NaN and inf inputs are drawn as gaps; each such section's caption says so and
+``Report.notes`` collects the notes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import html
+import json
+import math
+import platform
+import re
+import sys
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+from interp.reports import figures as F
+from interp.reports import markdown
+from interp.reports.tokens import CSS as TOKEN_CSS
+from interp.reports.tokens import token_view
+
+_PLOTLY_JS: str | None = None
+
+
+def plotly_js() -> str:
+    """The plotly.js bundle shipped with the installed plotly package (read once)."""
+    global _PLOTLY_JS
+    if _PLOTLY_JS is None:
+        from plotly.offline import get_plotlyjs
+
+        _PLOTLY_JS = get_plotlyjs()
+    return _PLOTLY_JS
+
+
+class Section(NamedTuple):
+    """One block of a report."""
+
+    kind: str
+    """``"group"`` (a heading that later sections nest under), ``"text"``, ``"figure"``,
+    ``"tokens"`` or ``"table"``."""
+    title: str
+    """Heading shown above the block and in the contents (empty for untitled text)."""
+    anchor: str
+    """HTML id of the block, used by the contents links."""
+    body: str
+    """HTML of the block; for ``"figure"`` the plotly figure as JSON."""
+    caption: str
+    """What the reader sees (figures, token views, tables)."""
+
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; color: #222;
+  max-width: 1120px; margin: 0 auto; padding: 24px 28px 60px; line-height: 1.5; background: #fafafa; }
+h1 { font-size: 28px; margin: 0 0 4px; } h2 { margin-top: 38px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
+h3 { margin: 26px 0 6px; } .subtitle { color: #666; font-size: 13px; margin-bottom: 18px; }
+nav.toc { background: #fff; border: 1px solid #e3e3e3; border-radius: 6px; padding: 10px 18px; font-size: 14px; }
+nav.toc ol { margin: 4px 0; padding-left: 22px; } nav.toc a { color: #1f5f99; text-decoration: none; }
+.block { background: #fff; border: 1px solid #e3e3e3; border-radius: 6px; padding: 8px 12px; margin: 8px 0; }
+.interp-plot { width: 100%; min-height: 300px; }
+.caption { color: #555; font-size: 13.5px; margin: 6px 2px 0; }
+.caption b { color: #333; }
+table.data { border-collapse: collapse; font-size: 13px; min-width: 50%; }
+table.data th, table.data td { border-bottom: 1px solid #eee; padding: 3px 8px; text-align: left; vertical-align: top; }
+table.data th { background: #f3f3f3; font-weight: 600; }
+table.data td.num { text-align: right; font-variant-numeric: tabular-nums; font-family: ui-monospace, Menlo, monospace; }
+.nan { color: #b2182b; } .notes { background: #fff8e1; border: 1px solid #f0d78c; border-radius: 6px;
+  padding: 6px 14px; font-size: 13.5px; }
+code { background: #f2f2f2; padding: 0 3px; border-radius: 3px; }
+#interp-status { color: #999; font-size: 12px; margin-top: 40px; }
+""" + TOKEN_CSS
+
+_HEAD_SCRIPT = """window.__interpErrors = [];
+window.addEventListener('error', function (e) { window.__interpErrors.push(String(e.message || e)); });
+window.addEventListener('unhandledrejection', function (e) { window.__interpErrors.push('unhandled rejection: ' + String(e.reason)); });"""
+
+_DRAW_SCRIPT = """(function () {
+  var errs = window.__interpErrors, status = document.getElementById('interp-status');
+  var divs = Array.prototype.slice.call(document.querySelectorAll('div.interp-plot')), jobs = [];
+  if (divs.length && typeof Plotly === 'undefined') errs.push('plotly.js did not load');
+  divs.forEach(function (div) {
+    try {
+      var spec = JSON.parse(document.getElementById(div.id + '-data').textContent);
+      jobs.push(Plotly.newPlot(div, spec.data, spec.layout, {responsive: true, displaylogo: false}));
+    } catch (e) { errs.push(div.id + ': ' + e.message); }
+  });
+  function finish() {
+    var drawn = divs.filter(function (d) { return d.querySelector('svg.main-svg'); }).length;
+    status.setAttribute('data-figures', divs.length);
+    status.setAttribute('data-drawn', drawn);
+    status.setAttribute('data-errors', errs.length);
+    status.setAttribute('data-state', errs.length ? 'error' : (drawn === divs.length ? 'ok' : 'incomplete'));
+    status.textContent = drawn + ' of ' + divs.length + ' figures drawn' +
+      (errs.length ? '; script errors: ' + errs.join(' | ') : '; no script errors') + '.';
+  }
+  Promise.all(jobs).then(finish, function (e) { errs.push(String(e)); finish(); });
+})();"""
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48] or "section"
+
+
+def _script_json(obj_json: str) -> str:
+    """JSON safe to embed in a ``<script>`` element (no ``</script>`` or ``<!--`` inside)."""
+    return obj_json.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def format_value(v: Any) -> tuple[str, bool]:
+    """A table cell's HTML and whether it is numeric (right-aligned)."""
+    if type(v).__module__.startswith(("torch", "numpy")) and hasattr(v, "tolist"):
+        v = v.tolist()
+    if isinstance(v, bool) or v is None:
+        return html.escape(str(v)), False
+    if isinstance(v, int):
+        return f"{v:,}" if abs(v) >= 100_000 else str(v), True
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return f'<span class="nan">{v}</span>', True
+        return (f"{v:.4g}" if v != int(v) or abs(v) >= 1e6 else str(int(v))), True
+    if isinstance(v, str):
+        return html.escape(v if len(v) <= 300 else v[:300] + "…"), False
+    try:
+        s = json.dumps(v, default=str, allow_nan=True)
+    except (TypeError, ValueError):
+        s = repr(v)
+    return f"<code>{html.escape(s if len(s) <= 200 else s[:200] + '…')}</code>", False
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level with dotted keys (lists are kept as values)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def table_html(rows: Sequence[dict], max_rows: int = 500) -> tuple[str, int]:
+    """Rows of dicts as an HTML table (columns = union of keys, first-seen order); also non-finite count."""
+    cols: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in cols:
+                cols.append(k)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+    body, bad = [], 0
+    for r in rows[:max_rows]:
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            if isinstance(v, float) and not math.isfinite(v):
+                bad += 1
+            text, num = format_value(v)
+            cells.append(f'<td class="num">{text}</td>' if num else f"<td>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    more = (f'<tr><td colspan="{len(cols)}">… {len(rows) - max_rows} more rows not shown</td></tr>'
+            if len(rows) > max_rows else "")
+    return f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}{more}</tbody></table>', bad
+
+
+def _as_dict(x: Any, name: str) -> dict:
+    if x is None:
+        return {}
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return dataclasses.asdict(x)
+    if isinstance(x, dict):
+        return dict(x)
+    raise ValueError(f"Report {name} must be a dict or a dataclass instance, got {type(x).__name__}")
+
+
+class Report:
+    """A standalone HTML report: title, run information, contents, then sections in order.
+
+    ``config``: the run's configuration (dict or dataclass); ``meta``: model, versions,
+    timings and anything else about the run (dict).  Every ``add_*`` method returns ``self``.
+    """
+
+    def __init__(self, title: str, config: Any = None, meta: Any = None):
+        if not isinstance(title, str) or not title.strip():
+            raise ValueError("Report title must be a non-empty string")
+        self.title = title.strip()
+        self.config = _as_dict(config, "config")
+        self.meta = _as_dict(meta, "meta")
+        self.sections: list[Section] = []
+        self.notes: list[str] = []
+        self._anchors: set[str] = {"run", "contents", "notes"}
+        self._n_fig = 0
+
+    # ------------------------------------------------------------------ adding
+    def _anchor(self, title: str) -> str:
+        base = _slug(title)
+        a, i = base, 2
+        while a in self._anchors:
+            a, i = f"{base}-{i}", i + 1
+        self._anchors.add(a)
+        return a
+
+    def _note(self, title: str, caption: str, n_bad: int) -> None:
+        if n_bad:
+            self.notes.append(f"{title}: {n_bad} NaN/inf value{'s' if n_bad > 1 else ''} shown as gaps.")
+
+    def add_section(self, title: str, text: str = "") -> "Report":
+        """Start a group: a heading in the contents; the following sections nest under it."""
+        body = self._text_html(text) if text else ""
+        self.sections.append(Section("group", title, self._anchor(title), body, ""))
+        return self
+
+    def add_text(self, md_or_html: str) -> "Report":
+        """Prose: Markdown, or HTML when the string starts with ``<`` (inserted as given)."""
+        if not isinstance(md_or_html, str):
+            raise ValueError(f"add_text expects a string, got {type(md_or_html).__name__}")
+        self.sections.append(Section("text", "", self._anchor("text"), self._text_html(md_or_html), ""))
+        return self
+
+    @staticmethod
+    def _text_html(text: str) -> str:
+        return text if text.lstrip().startswith("<") else markdown.to_html(text, heading_offset=2)
+
+    def add_heatmap(self, title: str, z: Any, x_labels: Sequence | None = None,
+                    y_labels: Sequence | None = None, caption: str = "", x_title: str = "",
+                    y_title: str = "") -> "Report":
+        """A matrix (e.g. layer x head) as a heatmap; rows are ``y_labels`` from the top."""
+        return self._add(F.heatmap(title, z, x_labels, y_labels, x_title, y_title, caption), title)
+
+    def add_line(self, title: str, xs: Any, ys_by_name: dict, x_title: str = "", y_title: str = "",
+                 caption: str = "", log_y: bool = False) -> "Report":
+        """Named series over a shared x axis."""
+        return self._add(F.lines(title, xs, ys_by_name, x_title, y_title, caption, log_y), title)
+
+    def add_bars(self, title: str, categories: Sequence | None, values_by_name: dict,
+                 x_title: str = "", y_title: str = "", caption: str = "") -> "Report":
+        """Grouped bars: one group per category, one colour per named series."""
+        return self._add(F.grouped_bars(title, categories, values_by_name, x_title, y_title, caption), title)
+
+    def add_graph(self, title: str, nodes: list[dict], edges: list[dict], caption: str = "") -> "Report":
+        """A circuit graph: ``nodes`` (id, label, layer, optional score/kind), ``edges`` (source, target, weight)."""
+        return self._add(F.circuit_graph(title, nodes, edges, caption), title)
+
+    def add_figure(self, fig: Any, caption: str = "", title: str = "") -> "Report":
+        """Any plotly figure (``go.Figure`` or its dict form)."""
+        import plotly.graph_objects as go
+
+        n_bad = 0
+        if isinstance(fig, F.Figure):
+            fig, caption, n_bad = fig.fig, caption or fig.caption, fig.n_nonfinite
+        if isinstance(fig, dict):
+            fig = go.Figure(fig)
+        if not isinstance(fig, go.Figure):
+            raise ValueError(f"add_figure expects a plotly Figure, got {type(fig).__name__}")
+        if not title:
+            t = fig.layout.title.text if fig.layout.title is not None else None
+            title = t or f"Figure {self._n_fig + 1}"
+        if not caption:
+            kinds = sorted({tr.type for tr in fig.data})
+            caption = f"{title}: {len(fig.data)} trace(s) of type {', '.join(kinds) or 'none'}."
+        return self._add(F.Figure(fig, caption, n_bad), title)
+
+    def _add(self, f: F.Figure, title: str) -> "Report":
+        self._n_fig += 1
+        fig = f.fig
+        inner = fig.layout.title.text if fig.layout.title is not None else None
+        if inner:  # the section heading shows the title; do not repeat it inside the plot
+            title = inner
+            fig = go_copy(fig)
+            fig.update_layout(title=None, margin={"t": 30})
+        self._note(title, f.caption, f.n_nonfinite)
+        body = _script_json(fig.to_json())
+        self.sections.append(Section("figure", title, self._anchor(title), body,
+                                     f"<b>Figure {self._n_fig}.</b> {html.escape(f.caption)}"))
+        return self
+
+    def add_token_attributions(self, title: str, tokens: Sequence[str], scores: Any,
+                               caption: str = "") -> "Report":
+        """A prompt's tokens coloured by score (diverging scale, hover for exact values)."""
+        v = token_view(tokens, scores, title, caption)
+        self._note(title, v.caption, v.n_nonfinite)
+        self.sections.append(Section("tokens", title, self._anchor(title), v.html, html.escape(v.caption)))
+        return self
+
+    def add_table(self, title: str, rows: Sequence[dict] | dict, caption: str = "",
+                  max_rows: int = 500) -> "Report":
+        """A table from a list of dicts (columns = union of keys), or a dict as key/value rows."""
+        if isinstance(rows, dict):
+            rows = [{"key": k, "value": v} for k, v in rows.items()]
+        if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError(f"{title}: add_table expects a list of dicts (one per row)")
+        body, bad = table_html(list(rows), max_rows)
+        self._note(title, caption, bad)
+        cap = caption or f"{len(rows)} row{'s' if len(rows) != 1 else ''}."
+        if bad:
+            cap += F.gap_note(bad, "cells").replace("shown as gaps", "shown in red")
+        self.sections.append(Section("table", title, self._anchor(title), body, html.escape(cap)))
+        return self
+
+    # ------------------------------------------------------------------ output
+    def _run_html(self) -> str:
+        meta = dict(self.meta)
+        parts = []
+        model = meta.pop("model", None) or self.config.get("model")
+        lines = [f"<b>Model:</b> {html.escape(str(model)) if model else '<i>not recorded</i>'}"]
+        for key in ("task", "method", "created", "host"):
+            if key in meta:
+                lines.append(f"<b>{key.capitalize()}:</b> {html.escape(str(meta.pop(key)))}")
+        parts.append("<p>" + "<br>".join(lines) + "</p>")
+        timings = meta.pop("timings", None) or meta.pop("seconds", None)
+        versions = _as_versions(meta.pop("versions", None))
+        if self.config:
+            parts.append("<h3>Configuration</h3>" + table_html(
+                [{"field": k, "value": v} for k, v in flatten(self.config).items()])[0])
+        else:
+            parts.append("<p><i>No run configuration was recorded.</i></p>")
+        if isinstance(timings, dict) and timings:
+            parts.append("<h3>Timings (seconds)</h3>" + table_html(
+                [{"step": k, "seconds": v} for k, v in flatten(timings).items()])[0])
+        elif timings is not None:
+            parts.append(f"<p><b>Time:</b> {format_value(timings)[0]} s</p>")
+        gen = _generator_versions()
+        rows = [{"package": k, "run": versions.get(k, ""), "report": gen.get(k, "")}
+                for k in list(versions) + [k for k in gen if k not in versions]]
+        parts.append("<h3>Versions</h3>" + table_html(rows)[0]
+                     + '<p class="caption">"run": versions recorded by the run; "report": versions '
+                       "that generated this file.</p>")
+        if meta:
+            parts.append("<h3>Other run information</h3>" + table_html(
+                [{"field": k, "value": v} for k, v in flatten(meta).items()])[0])
+        return "".join(parts)
+
+    def _toc_html(self) -> str:
+        items, open_group = ['<li><a href="#run">Run: configuration, model, versions, timings</a></li>'], False
+        if self.notes:
+            items.insert(0, '<li><a href="#notes">Notes on the data</a></li>')
+        for s in self.sections:
+            if s.kind == "text" or not s.title:
+                continue
+            link = f'<a href="#{s.anchor}">{html.escape(s.title)}</a>'
+            if s.kind == "group":
+                if open_group:
+                    items.append("</ol></li>")
+                items.append(f"<li>{link}<ol>")
+                open_group = True
+            else:
+                items.append(f"<li>{link}</li>")
+        if open_group:
+            items.append("</ol></li>")
+        html_items = "".join(items).replace("<ol></ol>", "")
+        return f'<nav class="toc" id="contents"><b>Contents</b><ol>{html_items}</ol></nav>'
+
+    def _section_html(self, s: Section) -> str:
+        if s.kind == "group":
+            return f'<h2 id="{s.anchor}">{html.escape(s.title)}</h2>{s.body}'
+        if s.kind == "text":
+            return f'<div class="text" id="{s.anchor}">{s.body}</div>'
+        head = f'<h3 id="{s.anchor}">{html.escape(s.title)}</h3>' if s.title else ""
+        if s.kind == "figure":
+            fid = f"fig-{s.anchor}"
+            inner = (f'<div class="interp-plot" id="{fid}"></div>'
+                     f'<script type="application/json" id="{fid}-data">{s.body}</script>')
+        else:
+            inner = s.body
+        return f'{head}<div class="block">{inner}<p class="caption">{s.caption}</p></div>'
+
+    def to_html(self) -> str:
+        """The whole report as one HTML document (plotly.js inlined once if there are figures)."""
+        n_fig = sum(s.kind == "figure" for s in self.sections)
+        js = f"<script>{plotly_js()}</script>" if n_fig else ""
+        now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        notes = ""
+        if self.notes:
+            notes = ('<div class="notes" id="notes"><b>Notes on the data</b><ul>'
+                     + "".join(f"<li>{html.escape(n)}</li>" for n in self.notes) + "</ul></div>")
+        body = "\n".join(self._section_html(s) for s in self.sections)
+        return (
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{html.escape(self.title)}</title><style>{CSS}</style>"
+            f"<script>{_HEAD_SCRIPT}</script>{js}</head><body>"
+            f"<h1>{html.escape(self.title)}</h1>"
+            f'<div class="subtitle">Generated {now} by interp; {n_fig} interactive figure'
+            f"{'s' if n_fig != 1 else ''} (hover for values, drag to zoom, double-click to reset). "
+            "This file is self-contained and opens offline.</div>"
+            f"{self._toc_html()}{notes}"
+            f'<h2 id="run">Run</h2>{self._run_html()}\n{body}'
+            '<div id="interp-status" data-state="pending">Figures not drawn (JavaScript disabled?).</div>'
+            f"<script>{_DRAW_SCRIPT}</script></body></html>\n"
+        )
+
+    def write(self, path: str | Path) -> Path:
+        """Write the standalone HTML file (parent folders are created) and return its path."""
+        p = Path(path)
+        if p.exists() and p.is_dir():
+            raise ValueError(f"report path {p} is a directory; give a file name such as {p / 'report.html'}")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(self.to_html(), encoding="utf-8")
+        return p
+
+    def __repr__(self) -> str:
+        kinds = [s.kind for s in self.sections]
+        return f"Report({self.title!r}, {len(kinds)} sections, {kinds.count('figure')} figures)"
+
+
+def go_copy(fig: Any) -> Any:
+    import plotly.graph_objects as go
+
+    return go.Figure(fig)
+
+
+def _as_versions(v: Any) -> dict[str, str]:
+    if isinstance(v, dict):
+        return {str(k): str(x) for k, x in v.items()}
+    return {} if v is None else {"recorded": str(v)}
+
+
+def _generator_versions() -> dict[str, str]:
+    import numpy
+    import plotly
+
+    import interp
+
+    out = {"interp": getattr(interp, "__version__", "?"), "python": platform.python_version(),
+           "plotly": plotly.__version__, "numpy": numpy.__version__}
+    if "torch" in sys.modules:
+        out["torch"] = sys.modules["torch"].__version__
+    return out
