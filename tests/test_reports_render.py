@@ -1,0 +1,173 @@
+"""``render_results`` and ``interp report``: every kind of results.json, and bad files.
+
+Ground truth is the results dict itself: the figures embedded in the HTML must carry its
+numbers, Pearson r must equal scipy's on the same scores, and bad files must fail with a
+message that names the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from scipy.stats import pearsonr
+
+from interp.cli.main import main as cli
+from interp.reports import render_results
+from tests.test_reports import figures_in
+
+
+def circuit_results(rng=None) -> dict:
+    rng = rng or np.random.default_rng(0)
+    L, H = 3, 4
+    patch = {"attn_head": rng.normal(size=(L, H)), "mlp": rng.normal(size=L), "resid": rng.normal(size=L)}
+    atp = {k: v + 0.3 * rng.normal(size=v.shape) for k, v in patch.items()}
+    return {
+        "kind": "circuit", "task": "ioi", "model": "tiny-llama",
+        "config": {"method": "atp", "n_prompts": 8, "seed": 0},
+        "meta": {"versions": {"torch": "2.13.0"}, "timings": {"patch": 3.25, "atp": 0.125}},
+        "metric_clean": 3.5, "metric_corrupt": -0.25,
+        "scores": {"patch": {k: v.tolist() for k, v in patch.items()},
+                   "atp": {k: v.tolist() for k, v in atp.items()}},
+        "circuit": {"components": ["blocks.2.attn.hook_z[1]", "blocks.1.hook_mlp_out", "blocks.0.attn.hook_z[3]"]},
+        "faithfulness": {"n_components": [1, 2, 3], "recovered": [0.3, 0.7, 0.9], "target": 0.8, "chosen": 3},
+        "roles": {"L2H1": "name mover"},
+        "examples": [{"title": "BABA", "tokens": ["When", " Mary", "\n"], "scores": [0.1, -0.4, None]}],
+        "verification": {"recovered": 0.87},
+    }
+
+
+def test_circuit_report_carries_the_numbers(tmp_path):
+    res = circuit_results()
+    r = render_results(res)
+    html = r.to_html()
+    figs = {spec["layout"].get("xaxis", {}).get("title", {}).get("text", "") + "|" + fid: spec
+            for fid, spec in figures_in(html).items()}
+    heat = [s for k, s in figs.items() if "attention-heads-patch" in k]
+    assert heat and heat[0]["data"][0]["z"] == res["scores"]["patch"]["attn_head"]
+    assert heat[0]["data"][0]["y"] == ["L0", "L1", "L2"] and heat[0]["data"][0]["x"] == ["H0", "H1", "H2", "H3"]
+    # scatter vs patching: Pearson r in the heading equals scipy's
+    for ct in ("attn_head", "mlp", "resid"):
+        expect = pearsonr(np.ravel(res["scores"]["patch"][ct]), np.ravel(res["scores"]["atp"][ct])).statistic
+        assert f"atp vs patching (Pearson r = {expect:.3f}" in html
+    # faithfulness curve, circuit graph from component names, token view, run section
+    faith = [s for k, s in figs.items() if "faithfulness-curve" in k][0]
+    assert faith["data"][0]["y"] == [0.3, 0.7, 0.9]
+    graph = [s for k, s in figs.items() if "circuit-components" in k][0]
+    nodes = graph["data"][-1]
+    assert dict(zip(nodes["text"], nodes["x"])) == {"L2H1": 2, "MLP1": 1, "L0H3": 0}
+    assert "↵" in html and "name mover" in html and ">recovered<" in html and "0.87" in html
+    assert "tiny-llama" in html and "3.25" in html and "n_prompts" in html
+    assert r.title == "Circuit: ioi on tiny-llama"
+    assert any("examples: BABA" in n for n in r.notes)           # the None score is noted
+    assert 'data-state="pending"' in html
+
+
+def test_compare_report_table_with_paper_values():
+    res = circuit_results()
+    res.update(kind="compare", pearson={"atp": {"resid": 0.71, "attn_head": 0.97, "mlp": 0.2},
+                                         "relp": {"resid": 0.95, "attn_head": 0.96, "mlp": 0.99}},
+               paper={"atp": {"resid": 0.753, "attn_head": 0.979, "mlp": 0.195},
+                      "relp": {"resid": 0.968, "attn_head": 0.962, "mlp": 0.992}},
+               seconds={"patch": 12.0, "atp": 0.5, "relp": 0.6})
+    html = render_results(res).to_html()
+    table = html[html.index('id="pearson-r-with-activation-patching"'):]
+    table = table[:table.index("</table>")]
+    assert re.search(r"<td>relp</td><td>MLP outputs</td><td class=\"num\">0.99</td><td class=\"num\">0.992</td>", table)
+    bars = [s for fid, s in figures_in(html).items() if "pearson-r-by-component" in fid][0]
+    assert [t["name"] for t in bars["data"]] == ["atp", "relp"] and bars["data"][1]["y"] == [0.95, 0.96, 0.99]
+    wall = html[html.index('id="wall-time-per-method"'):]
+    assert "<td>atp</td><td class=\"num\">0.5</td><td class=\"num\">24</td>" in wall   # 12 / 0.5
+
+
+def test_generic_fallback_maps_shapes_to_figures():
+    res = {"kind": "mystery", "lr": 0.001, "name": "run-7",
+           "matrix": [[1, 2, 3], [4, 5, 6]],
+           "cube": np.arange(24).reshape(2, 3, 4).tolist(),
+           "curves": {"step": [0, 10, 20], "loss": [3.0, 2.0, 1.5], "l0": [50, 30, 20]},
+           "per_layer": [0.1, 0.2, None],
+           "rows": [{"hook": "blocks.0.hook_resid_post", "n": 10}],
+           "ragged": [[1, 2], [3]],
+           "tags": ["a", "b"]}
+    r = render_results(res)
+    html = r.to_html()
+    specs = figures_in(html)
+    by_id = {fid.removeprefix("fig-"): s for fid, s in specs.items()}
+    assert by_id["matrix"]["data"][0]["z"] == [[1, 2, 3], [4, 5, 6]]
+    assert by_id["cube-0"]["data"][0]["z"] == res["cube"][0] and by_id["cube-1"]["data"][0]["z"] == res["cube"][1]
+    loss = by_id["curves-loss"]["data"][0]
+    assert loss["type"] == "scatter" and loss["x"] == [0, 10, 20] and loss["y"] == [3.0, 2.0, 1.5]
+    assert "curves-step" not in by_id                           # the x axis is not plotted against itself
+    assert by_id["per-layer"]["data"][0]["type"] == "bar" and by_id["per-layer"]["data"][0]["y"] == [0.1, 0.2, None]
+    assert "no dedicated layout" in html and "mystery" in html
+    assert "blocks.0.hook_resid_post" in html and "ragged array" in html and "0.001" in html and "run-7" in html
+    assert by_id["curves-l0"]["data"][0]["y"] == [50, 30, 20]
+    assert len(specs) == 6            # matrix, 2 cube slices, loss, l0, per_layer
+
+
+def test_sinks_kind_labels_layer_by_head():
+    html = render_results({"kind": "sinks", "sink_score": [[0.9, 0.1], [0.5, 0.95]], "model": "tiny-gpt2"}).to_html()
+    (spec,) = figures_in(html).values()
+    assert spec["data"][0]["y"] == ["L0", "L1"] and spec["data"][0]["x"] == ["H0", "H1"]
+    assert spec["layout"]["yaxis"]["title"]["text"] == "layer"
+
+
+def test_massive_kind_uses_log_scale_for_wide_ranges():
+    html = render_results({"kind": "massive", "ratio": [2.0, 30.0, 4000.0, 3500.0]}).to_html()
+    (spec,) = figures_in(html).values()
+    assert spec["layout"]["yaxis"]["type"] == "log"
+
+
+def test_results_path_and_folder(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps(circuit_results()))
+    assert render_results(tmp_path).title == render_results(tmp_path / "results.json").title
+
+
+@pytest.mark.parametrize("text,msg", [
+    ('{"kind": "circuit", "scores": ', "is not valid JSON: Expecting value at line 1, column 31"),
+    ("", "is empty"),
+    ("[1, 2, 3]", "expected a JSON object at the top level"),
+    ('{"kind": "circuit"}', "nothing to render"),
+    ('{"kind": 3, "x": [1]}', '"kind" must be a string'),
+    ('{"kind": "circuit", "scores": {"atp": [1, 2]}}', "scores['atp']: expected an object {component_type: array}"),
+    ('{"kind": "circuit", "scores": {"atp": {"mlp": ["a"]}}}', "scores['atp']['mlp']: expected numbers"),
+    ('{"kind": "circuit", "scores": {"patch": {"mlp": [1, 2]}, "atp": {"mlp": [1, 2, 3]}}}',
+     "scores['atp']['mlp'] has shape (3,) but scores['patch']['mlp'] has (2,)"),
+    ('{"kind": "circuit", "faithfulness": {"a": [1]}}', "faithfulness: needs 'n_components' and 'recovered'"),
+    ('{"kind": "compare", "pearson": {"atp": {"mlp": "high"}}}', "pearson['atp']['mlp']: expected a number"),
+    ('{"config": 5, "x": [1]}', '"config" must be an object'),
+])
+def test_bad_results_files_fail_clearly(tmp_path, text, msg):
+    p = tmp_path / "results.json"
+    p.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        render_results(p)
+
+
+def test_missing_and_binary_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        render_results(tmp_path / "nope.json")
+    (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        render_results(tmp_path / "bin.json")
+
+
+def test_cli_report(tmp_path, capsys):
+    src = tmp_path / "results.json"
+    src.write_text(json.dumps(circuit_results()))
+    out = tmp_path / "out" / "r.html"
+    assert cli(["report", str(src), "--out", str(out), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["out"] == str(out) and out.exists() and payload["bytes"] == out.stat().st_size
+    assert payload["figures"] == len(figures_in(out.read_text(encoding="utf-8"))) > 5
+    assert cli(["report", str(src)]) == 0                       # default: report.html beside results
+    assert (tmp_path / "report.html").exists() and "wrote" in capsys.readouterr().out
+    src.write_text("{broken")
+    assert cli(["report", str(src), "--out", str(out)]) == 2
+    assert "is not valid JSON" in capsys.readouterr().err
+    assert cli(["report", str(tmp_path / "missing.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli(["report", str(tmp_path / "r.html"), "--out", str(tmp_path / "x.png")]) == 2
+    assert "ending in .html" in capsys.readouterr().err
