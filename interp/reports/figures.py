@@ -154,8 +154,10 @@ def heatmap(title: str, z: Any, x_labels: Sequence | None = None, y_labels: Sequ
     fig = go.Figure(go.Heatmap(z=obj, x=xl, y=yl, hovertemplate=hover, hoverongaps=False,
                                xgap=1 if n_cols <= 40 else 0, ygap=1 if n_rows <= 40 else 0, **scale))
     height = int(min(900, max(320, 120 + 22 * n_rows)))
-    _layout(fig, title, height=height, xaxis_title=x_title, yaxis_title=y_title)
-    fig.update_yaxes(autorange="reversed", type="category")
+    # NaN cells are gaps: a grey plot background makes them stand apart from white (zero) cells
+    _layout(fig, title, height=height, xaxis_title=x_title, yaxis_title=y_title, plot_bgcolor="#d0d0d0")
+    fig.update_yaxes(autorange="reversed", type="category", showgrid=False)
+    fig.update_xaxes(showgrid=False)
     fig.update_xaxes(type="category")
     if not caption:
         colours = ("red is positive, blue negative, white zero" if diverging
@@ -163,7 +165,8 @@ def heatmap(title: str, z: Any, x_labels: Sequence | None = None, y_labels: Sequ
         caption = (f"Each cell is one ({y_title or 'row'}, {x_title or 'column'}) pair of a "
                    f"{n_rows} x {n_cols} matrix; colour is the value ({colours}).")
         caption += _range_note(arr)
-    return Figure(fig, caption + gap_note(bad, "cells"), bad)
+    note = gap_note(bad, "cells").replace("shown as gaps", "shown as grey gaps")
+    return Figure(fig, caption + note, bad)
 
 
 def lines(title: str, xs: Any, ys_by_name: dict[str, Any], x_title: str = "", y_title: str = "",
