@@ -1,0 +1,98 @@
+"""JumpReLU SAE with straight-through threshold gradients (Rajamanoharan et al. 2024, arXiv 2407.14435).
+
+    z     = (x - b_dec) @ W_enc + b_enc
+    f     = z * H(z - theta),   theta = exp(log_theta) > 0
+    x_hat = f @ W_dec + b_dec
+    loss  = mean_b ||x_hat - x||^2 + l0_coeff * mean_b sum_i H(z_i - theta_i)
+
+H has zero gradient almost everywhere, so the threshold learns through a straight-through
+estimator with the rectangle kernel K(u) = 1{|u| < 1/2} of bandwidth eps
+(``cfg.jumprelu_bandwidth``), as in the paper and SAELens ``jumprelu_sae.py``:
+
+    d f / d theta = -(theta / eps) * K((z - theta) / eps)          (JumpReLU)
+    d H / d theta = -(1 / eps)     * K((z - theta) / eps)          (Step, the L0 term)
+    d f / d z     = H(z - theta)   (the pre-activation gradient flows only where f > 0)
+
+No gradient reaches z through the L0 term (the paper's choice).  The threshold is stored as
+``log_threshold`` and written to SAELens files as ``threshold``.
+
+Memory: the dense ``[batch, d_sae]`` code and pre-activations.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .base import EncodeOutput, ForwardOutput, SparseCoder, _mse_terms
+from .registry import register
+
+
+def _rect(u: torch.Tensor) -> torch.Tensor:
+    return ((u > -0.5) & (u < 0.5)).to(u.dtype)
+
+
+class JumpReLUFn(torch.autograd.Function):
+    """f = z * H(z - theta) with the rectangle-kernel pseudo-derivative for theta."""
+
+    @staticmethod
+    def forward(ctx, z, theta, eps: float):
+        ctx.save_for_backward(z, theta)
+        ctx.eps = eps
+        return z * (z > theta).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        z, theta = ctx.saved_tensors
+        eps = ctx.eps
+        grad_z = (z > theta).to(g.dtype) * g
+        grad_theta = (-(theta / eps) * _rect((z - theta) / eps) * g).sum(0)
+        return grad_z, grad_theta, None
+
+
+class StepFn(torch.autograd.Function):
+    """H(z - theta) with the rectangle-kernel pseudo-derivative for theta (none for z)."""
+
+    @staticmethod
+    def forward(ctx, z, theta, eps: float):
+        ctx.save_for_backward(z, theta)
+        ctx.eps = eps
+        return (z > theta).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        z, theta = ctx.saved_tensors
+        eps = ctx.eps
+        grad_theta = (-(1.0 / eps) * _rect((z - theta) / eps) * g).sum(0)
+        return None, grad_theta, None
+
+
+@register("jumprelu")
+class JumpReLUSAE(SparseCoder):
+    """JumpReLU SAE; ``cfg.l0_coeff`` weighs the L0 term, ``cfg.jumprelu_bandwidth`` is eps."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.log_threshold = nn.Parameter(torch.full((cfg.d_sae,), math.log(cfg.jumprelu_init_threshold)))
+
+    @property
+    def threshold(self) -> torch.Tensor:
+        return self.log_threshold.exp()
+
+    def encode(self, x: torch.Tensor) -> EncodeOutput:
+        pre = self.pre_acts(x)
+        acts = JumpReLUFn.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth)
+        return EncodeOutput(acts, pre, None, None)
+
+    def loss(self, x, target=None, dead_mask=None) -> ForwardOutput:
+        self._check_batch(x, target)
+        target = x if target is None else target
+        code = self.encode(x)
+        x_hat = self.decode(code.acts)
+        mse, batch_fvu = _mse_terms(x_hat, target)
+        l0_term = StepFn.apply(code.pre, self.threshold, self.cfg.jumprelu_bandwidth).sum(-1).mean()
+        loss = mse + self.cfg.l0_coeff * l0_term
+        l0 = (code.acts != 0).float().sum(-1).mean()
+        return ForwardOutput(x_hat, code.acts, loss, {"mse": mse.detach(), "l0": l0_term.detach()}, batch_fvu, l0)

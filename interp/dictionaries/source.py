@@ -1,0 +1,73 @@
+"""In-memory activation rows behind the activation store's batch interface.
+
+:class:`TensorSource` holds ``{hook: Tensor[n_rows, d]}`` and yields mini-batches exactly like
+``ActivationStore.batches`` (same signature: a hook or a list of hooks, ``batch_size``,
+``shuffle``, ``seed``, ``device``, ``dtype``, ``rank``, ``world_size``, ``epochs``), so the
+trainer never cares whether rows come from memory (tests, synthetic data) or from a store on
+disk.  The order is a function of ``(seed, epoch)`` only, which makes resumed training
+reproducible.
+
+Memory: the tensors given (no copies besides each yielded batch).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+
+
+class TensorSource:
+    """Rows of one or more hooks held in memory; rows with the same index are aligned across hooks."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        if not tensors:
+            raise ValueError("TensorSource needs at least one hook -> tensor")
+        n = {h: t.shape[0] for h, t in tensors.items()}
+        if len(set(n.values())) != 1:
+            raise ValueError(f"all hooks need the same number of rows, got {n}")
+        for h, t in tensors.items():
+            if t.ndim != 2:
+                raise ValueError(f"rows for {h!r} must be 2-D [n_rows, d], got shape {tuple(t.shape)}")
+        self._t = dict(tensors)
+        self.hooks = list(tensors)
+        self.n_rows = next(iter(n.values()))
+
+    def d(self, hook: str) -> int:
+        self._check(hook)
+        return self._t[hook].shape[1]
+
+    def _check(self, hook: str):
+        if hook not in self._t:
+            raise KeyError(f"hook {hook!r} is not in this source; it has {self.hooks}")
+
+    def rows(self, hook: str, idx, device=None, dtype=torch.float32) -> torch.Tensor:
+        self._check(hook)
+        return self._t[hook][torch.as_tensor(idx, dtype=torch.long)].to(device=device, dtype=dtype)
+
+    def stream(self, hook: str, batch_size: int, device=None, dtype=torch.float32) -> Iterator[torch.Tensor]:
+        self._check(hook)
+        for s in range(0, self.n_rows, batch_size):
+            yield self._t[hook][s:s + batch_size].to(device=device, dtype=dtype)
+
+    def batches(self, hook_or_hooks: str | Sequence[str], batch_size: int, shuffle: bool = True, seed: int = 0,
+                device=None, dtype=torch.float32, rank: int = 0, world_size: int = 1, epochs: int = 1):
+        multi = not isinstance(hook_or_hooks, str)
+        hooks = list(hook_or_hooks) if multi else [hook_or_hooks]
+        for h in hooks:
+            self._check(h)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        for epoch in range(epochs):
+            if shuffle:
+                g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+                order = torch.randperm(self.n_rows, generator=g)
+            else:
+                order = torch.arange(self.n_rows)
+            order = order[rank::world_size]
+            for s in range(0, len(order), batch_size):
+                sel = order[s:s + batch_size]
+                out = tuple(self._t[h][sel].to(device=device, dtype=dtype) for h in hooks)
+                yield out if multi else out[0]

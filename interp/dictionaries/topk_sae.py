@@ -1,0 +1,79 @@
+"""TopK SAE with the AuxK dead-latent loss (Gao et al. 2024, arXiv 2406.04093; openai/sparse_autoencoder).
+
+    z     = (x - b_dec) @ W_enc + b_enc                   # pre-activations [B, d_sae]
+    f     = ReLU(TopK_k(z))                               # k latents per row
+    x_hat = f @ W_dec + b_dec
+    e     = x - x_hat
+    e_hat = ReLU(TopK_{k_aux}(z restricted to dead latents)) @ W_dec
+    loss  = ||x_hat - x||^2 / ||x - mean x||^2  +  aux_coeff * ||e_hat - e||^2 / ||e - mean e||^2
+
+(normalised MSE as in the paper's ``normalized_mse``; aux_coeff = 1/32, k_aux = d_in / 2).
+Dead latents (no firing over the trainer's ``dead_after_tokens`` window) come in as
+``dead_mask``; without dead latents the AuxK term is zero.
+
+The k (and k_aux) kept latents are selected with a no-grad dense product and their
+pre-activations recomputed with :func:`~interp.dictionaries.sparse_decode.encode_at`; decoding
+uses :func:`~interp.dictionaries.sparse_decode.sparse_decode`.  Both are exact (the selection
+is piecewise constant) and fall back to dense references with ``INTERP_SPARSE_DECODER=0``.
+
+Memory: the ``[B, d_sae]`` no-grad pre-activations; autograd keeps only ``[B, k]`` codes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import EncodeOutput, ForwardOutput, SparseCoder, fvu
+from .registry import register
+from .sparse_decode import encode_at, sparse_decode
+
+
+def _normalized_mse(x_hat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    total = (target - target.mean(0, keepdim=True)).pow(2).sum()
+    return (x_hat - target).pow(2).sum() / total.clamp_min(torch.finfo(total.dtype).tiny)
+
+
+@register("topk")
+class TopKSAE(SparseCoder):
+    """TopK SAE; ``cfg.k`` latents per row, AuxK with ``cfg.k_aux`` latents and weight ``cfg.aux_coeff``."""
+
+    def _input(self, x):
+        x = x.to(self.W_enc.dtype)
+        return x - self.b_dec if self.centres_input else x
+
+    def encode(self, x: torch.Tensor) -> EncodeOutput:
+        xc = self._input(x)
+        with torch.no_grad():
+            pre = xc @ self.W_enc + self.b_enc
+            idx = pre.topk(self.cfg.k, dim=-1, sorted=False).indices
+        top = torch.relu(encode_at(xc, self.W_enc, self.b_enc, idx))
+        acts = torch.zeros_like(pre).scatter(1, idx, top.detach())
+        return EncodeOutput(acts, pre, idx, top)
+
+    def decode_code(self, code: EncodeOutput) -> torch.Tensor:
+        return sparse_decode(code.top_idx, code.top_acts, self.W_dec) + self.b_dec
+
+    def loss(self, x, target=None, dead_mask=None) -> ForwardOutput:
+        self._check_batch(x, target)
+        target = x if target is None else target
+        code = self.encode(x)
+        x_hat = self.decode_code(code)
+        mse = _normalized_mse(x_hat, target)
+        losses = {"mse": mse.detach()}
+        loss = mse
+        if dead_mask is not None and bool(dead_mask.any()) and self.cfg.aux_coeff > 0:
+            auxk = self._auxk(x, target, x_hat, code.pre, dead_mask)
+            losses["auxk"] = auxk.detach()
+            loss = loss + self.cfg.aux_coeff * auxk
+        l0 = (code.top_acts > 0).float().sum(-1).mean().detach()
+        return ForwardOutput(x_hat, code.acts, loss, losses, fvu(x_hat.detach(), target), l0)
+
+    def _auxk(self, x, target, x_hat, pre, dead_mask):
+        k_aux = min(self.cfg.k_aux or max(1, self.cfg.d_in // 2), int(dead_mask.sum()))
+        with torch.no_grad():
+            masked = pre.masked_fill(~dead_mask, float("-inf"))
+            idx = masked.topk(k_aux, dim=-1, sorted=False).indices
+        vals = torch.relu(encode_at(self._input(x), self.W_enc, self.b_enc, idx))
+        e = (target - x_hat).detach()
+        e_hat = sparse_decode(idx, vals, self.W_dec)
+        return _normalized_mse(e_hat, e)

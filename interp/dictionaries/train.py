@@ -1,0 +1,343 @@
+"""Training SAEs and transcoders from shuffled activation batches (a store or in-memory rows).
+
+Algorithm (one step per batch of ``batch_size`` rows; SAE: x = target = rows of ``hook_in``;
+transcoder: x = rows of ``hook_in``, target = rows of ``hook_out``):
+
+1. Before the first step, ``b_dec`` is set from data: the geometric median (Weiszfeld
+   iterations) or the mean of ``init_rows`` target rows (Gao et al. 2024; Bricken et al. 2023).
+2. loss = ``sae.loss(x, target, dead_mask)``; backward.
+3. The decoder gradient's component parallel to each (unit) decoder row is removed, Adam
+   steps with a linear warm-up (``warmup_steps``) and a linear decay to zero over the last
+   ``decay_frac`` of the steps, and the decoder rows are projected back to unit norm.
+4. Dead-latent tracking: a latent is dead when it has not fired for ``dead_after_tokens``
+   rows; the mask feeds TopK's AuxK loss and the reported dead fraction.
+5. Every ``checkpoint_every`` steps (and on Ctrl-C), ``checkpoint_dir`` receives the SAE in
+   SAELens format (``cfg.json`` + ``sae_weights.safetensors``) plus ``trainer_state.safetensors``
+   (Adam moments, dead-latent counters) and ``trainer_state.json`` (step, rows seen, configs).
+   Written to a temporary folder and renamed, so a crash leaves the previous checkpoint whole.
+   :func:`train_sae` with the same ``checkpoint_dir`` resumes from it: the batch order is a
+   function of ``seed`` alone and the first ``step`` batches are skipped, so a resumed run
+   ends with the same weights as an uninterrupted one (tested bit for bit on CPU).
+
+A tqdm bar shows live L0, FVU and dead fraction.
+
+Memory: parameters + two Adam moments (3x the SAE's size) + one batch's activations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .base import SAEConfig, SparseCoder
+from .registry import make
+
+
+@dataclass
+class TrainConfig:
+    """How to train one dictionary."""
+
+    n_tokens: int = 1_000_000
+    """Rows (tokens) to train on; more than the source holds means several epochs."""
+    batch_size: int = 4096
+    """Rows per optimiser step."""
+    lr: float = 4e-4
+    """Peak Adam learning rate."""
+    warmup_steps: int = 100
+    """Linear learning-rate warm-up from 0 over this many steps."""
+    decay_frac: float = 0.2
+    """Fraction of the steps at the end over which the learning rate decays linearly to 0."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """Adam beta1, beta2."""
+    adam_eps: float = 6.25e-10
+    """Adam epsilon (Gao et al. 2024)."""
+    b_dec_init: str = "geometric_median"
+    """``geometric_median``, ``mean`` or ``zeros``: how ``b_dec`` starts."""
+    init_rows: int = 16384
+    """Rows read to initialise ``b_dec``."""
+    normalize_decoder: bool = True
+    """Keep decoder rows at unit norm (project the gradient, then renormalise after each step)."""
+    dead_after_tokens: int = 1_000_000
+    """A latent that has not fired for this many rows counts as dead (Gao: 10M)."""
+    seed: int = 0
+    """Seeds the initialisation and the batch order."""
+    device: str | None = None
+    """Torch device; default CUDA when available, else CPU."""
+    checkpoint_dir: str | None = None
+    """Folder for checkpoints; training resumes from it when it holds one."""
+    checkpoint_every: int = 0
+    """Steps between checkpoints (0: only at the end and on interruption)."""
+    log_every: int = 10
+    """Steps between progress-bar / history updates."""
+    progress: bool = True
+    """Show a tqdm progress bar."""
+    max_steps: int | None = None
+    """Stop after this many steps in this call (the schedule still spans ``n_tokens``); for tests/time limits."""
+
+    def __post_init__(self):
+        if self.n_tokens < 1 or self.batch_size < 1:
+            raise ValueError(f"n_tokens and batch_size must be >= 1, got {self.n_tokens}, {self.batch_size}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.decay_frac <= 1:
+            raise ValueError(f"decay_frac must be in [0, 1], got {self.decay_frac}")
+        if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
+            raise ValueError(f"b_dec_init must be geometric_median, mean or zeros, got {self.b_dec_init!r}")
+        if self.warmup_steps < 0 or self.checkpoint_every < 0 or self.log_every < 1:
+            raise ValueError("warmup_steps and checkpoint_every must be >= 0 and log_every >= 1")
+        self.adam_betas = tuple(self.adam_betas)
+
+    @property
+    def total_steps(self) -> int:
+        return max(1, self.n_tokens // self.batch_size)
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate for 0-based ``step``: warm-up, constant, linear decay."""
+        scale = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        decay_steps = int(self.decay_frac * self.total_steps)
+        if decay_steps and step >= self.total_steps - decay_steps:
+            scale *= max(0.0, (self.total_steps - step) / decay_steps)
+        return self.lr * scale
+
+
+class TrainResult(NamedTuple):
+    """Outcome of :func:`train_sae`."""
+
+    sae: SparseCoder
+    """The trained dictionary (eval mode)."""
+    steps: int
+    """Optimiser steps completed in total (including those before a resume)."""
+    tokens: int
+    """Rows trained on in total."""
+    seconds: float
+    """Wall time of this call."""
+    tokens_per_s: float
+    """Rows per second in this call (data loading included)."""
+    fvu: float
+    """Mean FVU over the last ``log_every`` steps."""
+    l0: float
+    """Mean L0 over the last ``log_every`` steps."""
+    dead_fraction: float
+    """Fraction of latents dead at the end (no firing in ``dead_after_tokens`` rows)."""
+    history: list
+    """Per ``log_every`` steps: dicts with step, tokens, lr, loss parts, fvu, l0, dead_fraction."""
+
+
+def geometric_median(x: torch.Tensor, iters: int = 100, tol: float = 1e-6) -> torch.Tensor:
+    """Weiszfeld's algorithm: the point minimising the sum of Euclidean distances to the rows of ``x``."""
+    y = x.mean(0)
+    for _ in range(iters):
+        w = 1.0 / (x - y).norm(dim=-1).clamp_min(1e-8)
+        y_new = (w[:, None] * x).sum(0) / w.sum()
+        if (y_new - y).norm() <= tol * y.norm().clamp_min(1.0):
+            return y_new
+        y = y_new
+    return y
+
+
+def _hooks(cfg: SAEConfig):
+    if not cfg.hook_in:
+        raise ValueError("SAEConfig.hook_in is empty: name the hook to train on")
+    return [cfg.hook_in, cfg.hook_out] if cfg.is_transcoder else cfg.hook_in
+
+
+def _split(batch, transcoder: bool):
+    if transcoder:
+        return batch[0], batch[1]
+    return batch, None
+
+
+@torch.no_grad()
+def init_b_dec(sae: SparseCoder, source, cfg: TrainConfig, device) -> None:
+    """Set ``b_dec`` to the geometric median / mean of up to ``cfg.init_rows`` target rows."""
+    if cfg.b_dec_init == "zeros":
+        sae.b_dec.zero_()
+        return
+    rows, n = [], 0
+    for batch in source.batches(_hooks(sae.cfg), min(cfg.init_rows, 8192), shuffle=True, seed=cfg.seed + 7919,
+                                device=device, dtype=torch.float32):
+        x, y = _split(batch, sae.cfg.is_transcoder)
+        rows.append(y if y is not None else x)
+        n += rows[-1].shape[0]
+        if n >= cfg.init_rows:
+            break
+    data = torch.cat(rows)[: cfg.init_rows]
+    sae.b_dec.copy_(geometric_median(data) if cfg.b_dec_init == "geometric_median" else data.mean(0))
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+STATE_JSON, STATE_TENSORS = "trainer_state.json", "trainer_state.safetensors"
+
+
+def save_checkpoint(path, sae, opt, since_fired, step, tokens, tcfg: TrainConfig) -> None:
+    """Write the SAE (SAELens format) and the trainer state to ``path`` atomically."""
+    from .saelens_io import save_sae
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_sae(sae, tmp)
+    tensors = {"since_fired": since_fired.detach().cpu().contiguous()}
+    params = list(sae.parameters())
+    names = [n for n, _ in sae.named_parameters()]
+    for i, p in enumerate(params):
+        for k, v in opt.state.get(p, {}).items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{names[i]}.{k}"] = v.detach().cpu().contiguous()
+    save_file(tensors, tmp / STATE_TENSORS)
+    meta = {"step": step, "tokens": tokens, "train_config": asdict(tcfg), "sae_config": sae.cfg.to_dict(),
+            "format": "interp-sae-checkpoint-v1"}
+    (tmp / STATE_JSON).write_text(json.dumps(meta, indent=2))
+    old = path.with_name(path.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(path, device=None):
+    """Read a checkpoint: ``(sae, state_json, state_tensors)``; raises with the problem if incomplete."""
+    from .saelens_io import load_sae
+
+    path = Path(path)
+    missing = [f for f in ("cfg.json", "sae_weights.safetensors", STATE_JSON, STATE_TENSORS) if not (path / f).exists()]
+    if missing:
+        raise FileNotFoundError(f"checkpoint {path} is incomplete: missing {missing}")
+    meta = json.loads((path / STATE_JSON).read_text())
+    if meta.get("format") != "interp-sae-checkpoint-v1":
+        raise ValueError(f"{path / STATE_JSON} is not an interp SAE checkpoint (format {meta.get('format')!r})")
+    sae = load_sae(path, device=device)
+    return sae, meta, load_file(path / STATE_TENSORS, device=str(device or "cpu"))
+
+
+def _restore_optimizer(opt, sae, tensors, device):
+    for name, p in sae.named_parameters():
+        st = {k.rsplit(".", 1)[1]: v.to(device) for k, v in tensors.items()
+              if k.startswith(f"optim.{name}.") and k.count(".") == name.count(".") + 2}
+        if st:
+            if "step" in st:
+                st["step"] = st["step"].cpu() if st["step"].ndim == 0 else st["step"]
+            opt.state[p] = st
+
+
+# -- the loop -------------------------------------------------------------------------------
+def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None, sae: SparseCoder | None = None) -> TrainResult:
+    """Train a dictionary described by ``sae_cfg`` on rows from ``source`` (a store or a TensorSource).
+
+    Resumes from ``cfg.checkpoint_dir`` when it holds a checkpoint (the configs must match).
+    Pass ``sae`` to start from given weights instead of a fresh tied initialisation.
+    """
+    cfg = cfg or TrainConfig()
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    hooks = _hooks(sae_cfg)
+    for h in [hooks] if isinstance(hooks, str) else hooks:
+        if h not in source.hooks:
+            raise KeyError(f"hook {h!r} is not in the source; it holds {list(source.hooks)}")
+    d_in = source.d(sae_cfg.hook_in)
+    if d_in != sae_cfg.d_in:
+        raise ValueError(f"SAEConfig.d_in={sae_cfg.d_in} but {sae_cfg.hook_in} rows have width {d_in}")
+    if sae_cfg.is_transcoder and source.d(sae_cfg.target_hook) != sae_cfg.out_dim:
+        raise ValueError(f"SAEConfig.d_out={sae_cfg.out_dim} but {sae_cfg.target_hook} rows have width "
+                         f"{source.d(sae_cfg.target_hook)}")
+
+    ckpt = Path(cfg.checkpoint_dir) / "checkpoint" if cfg.checkpoint_dir else None
+    start_step, tokens, state, fresh = 0, 0, None, False
+    if ckpt is not None and ckpt.exists():
+        sae, meta, state = load_checkpoint(ckpt, device)
+        if meta["sae_config"] != sae_cfg.to_dict():
+            raise ValueError(f"checkpoint {ckpt} was trained with a different SAEConfig; use another "
+                             f"checkpoint_dir or the same config. Checkpoint: {meta['sae_config']}")
+        for key in ("n_tokens", "batch_size", "lr", "seed", "warmup_steps", "decay_frac"):
+            if meta["train_config"][key] != getattr(cfg, key):
+                raise ValueError(f"checkpoint {ckpt} has {key}={meta['train_config'][key]}, this run "
+                                 f"{getattr(cfg, key)}: resuming would not reproduce the run")
+        start_step, tokens = meta["step"], meta["tokens"]
+    elif sae is None:
+        torch.manual_seed(cfg.seed)
+        sae, fresh = make(sae_cfg), True
+    sae = sae.to(device).train()
+    if fresh:
+        init_b_dec(sae, source, cfg, device)
+        if cfg.normalize_decoder:
+            sae.set_decoder_unit_norm()
+
+    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
+    since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device)
+    if state is not None:
+        _restore_optimizer(opt, sae, state, device)
+        since_fired = state["since_fired"].to(device)
+
+    total = cfg.total_steps
+    stop = total if cfg.max_steps is None else min(total, start_step + cfg.max_steps)
+    epochs = max(1, math.ceil(total * cfg.batch_size / max(1, source.n_rows)))
+    batches = source.batches(hooks, cfg.batch_size, shuffle=True, seed=cfg.seed, device=device,
+                             dtype=torch.float32, epochs=epochs)
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=start_step, desc=f"{sae_cfg.arch} {sae_cfg.hook_in}", unit="step")
+    history, recent, step = [], [], start_step
+    t0, tokens0 = time.perf_counter(), tokens
+    try:
+        for i, batch in enumerate(batches):
+            if i < start_step:
+                continue  # resume: the order depends on the seed only, so skip what was trained
+            if step >= stop:
+                break
+            x, y = _split(batch, sae_cfg.is_transcoder)
+            dead = since_fired >= cfg.dead_after_tokens
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr_at(step)
+            out = sae.loss(x, y, dead_mask=dead)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if cfg.normalize_decoder:
+                sae.remove_parallel_decoder_grad()
+            opt.step()
+            if cfg.normalize_decoder:
+                sae.set_decoder_unit_norm()
+            with torch.no_grad():
+                fired = (out.acts > 0).any(0)
+                since_fired += x.shape[0]
+                since_fired[fired] = 0
+            step += 1
+            tokens += x.shape[0]
+            recent.append((float(out.fvu), float(out.l0)))
+            if step % cfg.log_every == 0 or step == stop:
+                fv = sum(r[0] for r in recent) / len(recent)
+                l0 = sum(r[1] for r in recent) / len(recent)
+                dead_frac = float((since_fired >= cfg.dead_after_tokens).float().mean())
+                history.append({"step": step, "tokens": tokens, "lr": cfg.lr_at(step - 1), "fvu": fv, "l0": l0,
+                                "dead_fraction": dead_frac, **{k: float(v) for k, v in out.losses.items()}})
+                recent = []
+                if bar is not None:
+                    bar.set_postfix(L0=f"{l0:.1f}", FVU=f"{fv:.3f}", dead=f"{dead_frac:.2f}")
+            if bar is not None:
+                bar.update(1)
+            if ckpt is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                save_checkpoint(ckpt, sae, opt, since_fired, step, tokens, cfg)
+    except KeyboardInterrupt:
+        if ckpt is not None:
+            save_checkpoint(ckpt, sae, opt, since_fired, step, tokens, cfg)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    if ckpt is not None:
+        save_checkpoint(ckpt, sae, opt, since_fired, step, tokens, cfg)
+    seconds = time.perf_counter() - t0
+    last = history[-1] if history else {"fvu": float("nan"), "l0": float("nan")}
+    dead_frac = float((since_fired >= cfg.dead_after_tokens).float().mean())
+    return TrainResult(sae.eval(), step, tokens, seconds, (tokens - tokens0) / max(seconds, 1e-9),
+                       last["fvu"], last["l0"], dead_frac, history)
