@@ -108,10 +108,16 @@ def test_generic_fallback_maps_shapes_to_figures():
 
 
 def test_sinks_kind_labels_layer_by_head():
-    html = render_results({"kind": "sinks", "sink_score": [[0.9, 0.1], [0.5, 0.95]], "model": "tiny-gpt2"}).to_html()
-    (spec,) = figures_in(html).values()
+    att = np.arange(12.0).reshape(2, 2, 3).tolist()          # [L, H, T]
+    html = render_results({"kind": "sinks", "sink_score": [[0.9, 0.1], [0.5, 0.95]], "model": "tiny-gpt2",
+                           "example_sink_attention": att}).to_html()
+    specs = figures_in(html)
+    spec = specs["fig-sink-score"]
     assert spec["data"][0]["y"] == ["L0", "L1"] and spec["data"][0]["x"] == ["H0", "H1"]
     assert spec["layout"]["yaxis"]["title"]["text"] == "layer"
+    layer1 = specs["fig-example-sink-attention-1"]           # one heatmap per layer: head x position
+    assert layer1["data"][0]["z"] == att[1] and layer1["data"][0]["y"] == ["H0", "H1"]
+    assert layer1["layout"]["xaxis"]["title"]["text"] == "query position"
 
 
 def test_massive_kind_uses_log_scale_for_wide_ranges():

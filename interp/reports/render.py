@@ -54,7 +54,8 @@ MAX_SLICES = 4
 
 
 class Hints(dict):
-    """Axis names for the generic renderer: ``x1``/``x2`` (1-D x axis, 2-D columns), ``y2`` (2-D rows)."""
+    """Axis names for the generic renderer: ``x1`` (1-D x axis), ``x2``/``y2`` (2-D columns/rows),
+    ``x3``/``y3`` (columns/rows of each slice of a 3-D array); ``prefix_*`` label prefixes."""
 
 
 def load_results(results: dict | str | Path) -> tuple[dict, str]:
@@ -229,10 +230,11 @@ def _render_array(r: Report, path: tuple[str, ...], v: list, hints: Hints, xs: l
     if arr.ndim == 3:
         r.add_text(f"`{title}` has shape {tuple(arr.shape)}: one heatmap per leading index"
                    + (f", the first {MAX_SLICES} of {arr.shape[0]}." if arr.shape[0] > MAX_SLICES else "."))
+    d = "2" if arr.ndim == 2 else "3"        # a slice of a 3-D array has its own axis names
+    y_p, x_p = hints.get(f"prefix_y{d}", ""), hints.get(f"prefix_x{d}", "")
     for t, z in slices:
-        y_p, x_p = hints.get("prefix_y2", ""), hints.get("prefix_x2", "")
         r.add_heatmap(t, z, [f"{x_p}{i}" for i in range(z.shape[1])], [f"{y_p}{i}" for i in range(z.shape[0])],
-                      x_title=hints.get("x2", "column"), y_title=hints.get("y2", "row"))
+                      x_title=hints.get(f"x{d}", "column"), y_title=hints.get(f"y{d}", "row"))
 
 
 def _render_list(r: Report, path: tuple[str, ...], v: list, hints: Hints) -> None:
@@ -468,13 +470,15 @@ def _render_attribution(r: Report, data: dict) -> tuple[set, Hints]:
         r.add_section("Example prompts", "Token-level attributions: each token coloured by its score.")
         _render_list(r, ("examples",), data["examples"], Hints())
         claimed.add("examples")
-    return claimed, Hints(x2="head", y2="layer", prefix_x2="H", prefix_y2="L", x1="layer", prefix1="L")
+    return claimed, Hints(x2="head", y2="layer", prefix_x2="H", prefix_y2="L", x1="layer", prefix1="L",
+                          y3="head", prefix_y3="H", x3="token position")
 
 
 def _render_sinks(r: Report, data: dict) -> tuple[set, Hints]:
     r.add_text("Attention-sink statistics. Sink score of a head = mean over queries q >= 1 of the attention "
                "paid to position 0; heatmaps show layers as rows and heads as columns.")
-    return set(), Hints(x2="head", y2="layer", prefix_x2="H", prefix_y2="L", x1="layer", prefix1="L")
+    return set(), Hints(x2="head", y2="layer", prefix_x2="H", prefix_y2="L", x1="layer", prefix1="L",
+                        y3="head", prefix_y3="H", x3="query position")
 
 
 def _render_massive(r: Report, data: dict) -> tuple[set, Hints]:
