@@ -159,3 +159,20 @@ def test_checks_fail_on_a_broken_page(written):
     assert st["state"] == "error" and st["drawn"] == str(N_FIGURES - 1) and st["errors"] == "2", st
     assert "fig-mlp-per-layer" in st["text"] and "JSON" in st["text"] and "boom from the test" in st["text"]
     assert "Uncaught Error: boom from the test" in proc.stderr
+
+
+def test_cli_report_from_results_json_draws(tmp_path, capsys):
+    """The product path: results.json -> ``interp report`` -> a page that draws in Chromium."""
+    import json
+
+    from interp.cli.main import main as cli
+    from tests.test_reports_render import circuit_results
+
+    src = tmp_path / "results.json"
+    src.write_text(json.dumps(circuit_results()))
+    assert cli(["report", str(src), "--out", str(tmp_path / "report.html"), "--json"]) == 0
+    n = json.loads(capsys.readouterr().out)["figures"]
+    proc = chromium(tmp_path / "report.html", tmp_path, "--dump-dom")
+    st = status_of(proc.stdout)
+    assert st["state"] == "ok" and st["figures"] == st["drawn"] == str(n) and n >= 8, st
+    assert all(inner.count('class="main-svg"') >= 2 for inner in plot_divs(proc.stdout).values())

@@ -107,6 +107,16 @@ def test_generic_fallback_maps_shapes_to_figures():
     assert len(specs) == 6            # matrix, 2 cube slices, loss, l0, per_layer
 
 
+def test_examples_with_scores_per_method_and_nan_literals(tmp_path):
+    p = tmp_path / "results.json"
+    p.write_text('{"kind": "circuit", "examples": [{"title": "p0", "tokens": ["a", "b"], '
+                 '"scores": {"atp": [1.0, -1.0], "ig": [NaN, 2.0]}}], "ratio": [1, Infinity]}')
+    r = render_results(p)
+    assert [s.title for s in r.sections if s.kind == "tokens"] == ["examples: p0 (atp)", "examples: p0 (ig)"]
+    assert any(n.startswith("examples: p0 (ig): 1 NaN/inf") for n in r.notes)
+    assert any(n.startswith("ratio: 1 NaN/inf") for n in r.notes)
+
+
 def test_sinks_kind_labels_layer_by_head():
     att = np.arange(12.0).reshape(2, 2, 3).tolist()          # [L, H, T]
     html = render_results({"kind": "sinks", "sink_score": [[0.9, 0.1], [0.5, 0.95]], "model": "tiny-gpt2",

@@ -14,7 +14,7 @@ silently dropped.  Recognised layouts (all fields optional unless noted):
   ``seconds``/``timings: {method: s}`` -> wall-time bars.  ``circuit: {nodes, edges}`` or
   ``circuit: {components: [names]}`` -> a graph; ``faithfulness: {n_components, recovered,
   target?, chosen?}`` -> the faithfulness curve; ``roles`` -> a table; ``examples: [{tokens,
-  scores, title?}]`` -> token views.
+  scores, title?}]`` -> token views (``scores`` may be ``{method: [...]}``: one view per method).
 - ``sinks``: 2-D arrays are layer x head; ``massive``: 1-D arrays are per layer (log scale
   when they span three orders of magnitude); ``sae``/``transcoder``: curves against ``step``;
   ``store``: the manifest as tables.
@@ -243,8 +243,12 @@ def _render_list(r: Report, path: tuple[str, ...], v: list, hints: Hints) -> Non
         tok = [x for x in v if isinstance(x.get("tokens"), list) and "scores" in x]
         if tok and len(tok) == len(v):
             for i, ex in enumerate(v[:20]):
-                name = ex.get("title") or ex.get("name") or ex.get("prompt") or f"example {i}"
-                r.add_token_attributions(f"{title}: {str(name)[:80]}", ex["tokens"], ex["scores"])
+                name = str(ex.get("title") or ex.get("name") or ex.get("prompt") or f"example {i}")[:80]
+                if isinstance(ex["scores"], dict):           # one view per method
+                    for method, sc in ex["scores"].items():
+                        r.add_token_attributions(f"{title}: {name} ({method})", ex["tokens"], sc)
+                else:
+                    r.add_token_attributions(f"{title}: {name}", ex["tokens"], ex["scores"])
             rest = [{k: x for k, x in ex.items() if k not in ("tokens", "scores", "title", "name")} for ex in v]
             if any(rest):
                 r.add_table(f"{title} (fields)", rest)
