@@ -1,0 +1,367 @@
+"""The local interaction basis (LIB) of a chain of layers, and its interaction graph.
+
+Bushnaq et al. 2024, "The local interaction basis: identifying computationally-relevant
+and sparsely interacting features in neural networks" (arXiv 2405.10928); reference code
+``ApolloResearch/rib`` (``rib/interaction_algos.py``, ``rib/linalg.py``), settings
+``basis_formula="jacobian"``, ``edge_formula="squared"``.
+
+Setting
+-------
+A chain of node layers ``f^0 -> f^1 -> ... -> f^L`` with maps ``f^{l+1} = g_l(f^l)``.
+Each activation is ``[N, T_l, d_l]`` (``T_l`` positions; a ``[N, d]`` layer is ``T = 1``).
+The caller supplies ``f^0`` and the maps (a pure module, or hook-patched forward passes of
+a TransformerBridge, see :func:`bridge_chain`).  Activations are centred (``mu_l`` = mean
+over samples and positions) instead of folding biases into a constant dimension.
+
+Algorithm (from the output layer backwards)
+-------------------------------------------
+1. PCA: ``G = Cov(f^l) = U D U^T``; drop ``D < pca_threshold * D_max``;
+   ``R = U D^-1/2`` (whitening), ``R+ = D^1/2 U^T``.  The last layer's basis is ``C^L = U``.
+2. Jacobian of ``h(f) = C^{l+1 T} (g_l(f) - mu_{l+1})`` at ``mu + alpha (f - mu)`` (alpha = 1
+   for ``integration="gradient"``, else Gauss-Legendre points on [0, 1]).
+3. ``M' = 1/(N T_{l+1}) sum_x sum_{t,i} sum_s J_{t,i,s} J_{t,i,s}^T`` (``d_l x d_l``), exactly
+   (one vector-Jacobian product per output node and position) or, with ``probes=P``,
+   unbiasedly from ``P`` Gaussian output probes (``E[(J^T v)(J^T v)^T] = J^T J``).
+4. ``M = R+ M' R+^T = V Lambda V^T`` (descending); drop ``Lambda < lambda_threshold * Lambda_max``.
+5. ``C^l = R V Lambda^1/2`` (importance-scaled basis), ``f_hat = C^T (f - mu)``,
+   ``C+ = Lambda^-1/2 V^T R+`` so that ``C+ C = I`` and ``C C+`` is the projector onto the
+   kept PCA subspace.  ``basis="pca"`` uses ``C = U`` at every layer (the PCA baseline).
+6. Edges ``E^l_ij = 1/(N T_{l+1}) sum_{x,t} (sum_s int_0^1 d f_hat^{l+1}_{t,i}(alpha f_hat^l) /
+   d f_hat^l_{s,j} * f_hat^l_{s,j} d alpha)^2`` with ``f^l = mu + C+^T f_hat^l``.
+
+Memory and cost: Gram matrices ``d_l^2`` (float64) per layer; the VJP kernels replicate a
+batch of samples once per output probe, ``rows = batch * probes_per_pass`` (bounded by
+``max_rows``).  Exact ``M'`` needs ``T_{l+1} k_{l+1}`` VJPs per sample and integration
+point; edges the same (restricted by ``max_edge_nodes`` / ``edge_positions="last"``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+Map = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class LIBConfig:
+    """Settings of a LIB (or PCA-baseline) fit."""
+
+    basis: str = "lib"
+    """``lib`` (interaction basis) or ``pca`` (rotation by the covariance eigenvectors, the baseline)."""
+    pca_threshold: float = 1e-10
+    """Drop PCA directions with variance below this fraction of the largest."""
+    lambda_threshold: float = 1e-10
+    """Drop LIB directions with interaction eigenvalue below this fraction of the largest."""
+    integration: str = "gradient"
+    """``gradient`` (alpha = 1 only) or ``gauss-legendre`` (``n_alpha`` points on [0, 1])."""
+    n_alpha: int = 1
+    """Integration points for ``gauss-legendre``."""
+    probes: int | None = None
+    """``None``: exact Jacobian sums; an int: that many Gaussian output probes per sample for M'."""
+    edges: bool = True
+    """Compute the interaction graph."""
+    max_edge_nodes: int | None = None
+    """Only the first (most important) nodes of each layer enter the edge computation."""
+    edge_positions: str = "all"
+    """Output positions summed in the edges: ``all`` or ``last``."""
+    batch_size: int = 128
+    """Samples per VJP pass."""
+    max_rows: int = 65536
+    """Largest replicated batch (samples x probes) in one pass."""
+    dtype: str = "float64"
+    """Precision of the Gram / interaction matrices and bases."""
+    seed: int = 0
+    """Seed for the Gaussian probes."""
+
+    def __post_init__(self):
+        if self.basis not in ("lib", "pca"):
+            raise ValueError(f"LIBConfig.basis must be 'lib' or 'pca', got {self.basis!r}")
+        if self.integration not in ("gradient", "gauss-legendre"):
+            raise ValueError(f"LIBConfig.integration must be 'gradient' or 'gauss-legendre', got {self.integration!r}")
+        if self.n_alpha < 1 or self.batch_size < 1 or self.max_rows < 1:
+            raise ValueError("LIBConfig.n_alpha, batch_size and max_rows must be >= 1")
+        if self.probes is not None and self.probes < 1:
+            raise ValueError(f"LIBConfig.probes must be None (exact) or >= 1, got {self.probes}")
+        if self.edge_positions not in ("all", "last"):
+            raise ValueError(f"LIBConfig.edge_positions must be 'all' or 'last', got {self.edge_positions!r}")
+        if not (0 <= self.pca_threshold < 1 and 0 <= self.lambda_threshold < 1):
+            raise ValueError("LIBConfig thresholds must be in [0, 1)")
+
+
+@dataclass
+class LayerBasis:
+    """The basis of one node layer: ``f_hat = C^T (f - mean)``, ``f ~ mean + C+^T f_hat``."""
+
+    name: str
+    """Node-layer name (a TransformerLens hook name for transformer chains)."""
+    mean: torch.Tensor
+    """[d] mean activation."""
+    C: torch.Tensor
+    """[d, k] basis (columns = directions, most important first)."""
+    C_pinv: torch.Tensor
+    """[k, d] left inverse: ``C_pinv @ C = I_k``."""
+    importance: torch.Tensor
+    """[k] Lambda (LIB) or variance (PCA, last layer) of each direction, descending."""
+    pca_var: torch.Tensor
+    """[d_kept] PCA eigenvalues kept at this layer."""
+    U: torch.Tensor
+    """[d, d_kept] PCA eigenvectors kept."""
+
+    @property
+    def k(self) -> int:
+        return self.C.shape[1]
+
+    def transform(self, f: torch.Tensor) -> torch.Tensor:
+        """``[..., d] -> [..., k]``."""
+        return (f.to(self.C.dtype) - self.mean) @ self.C
+
+    def inverse(self, f_hat: torch.Tensor) -> torch.Tensor:
+        """``[..., k] -> [..., d]``."""
+        return f_hat.to(self.C.dtype) @ self.C_pinv + self.mean
+
+
+@dataclass
+class LIBResult:
+    """Bases of every node layer and the interaction graph between consecutive layers."""
+
+    names: list[str]
+    """Node-layer names, input first."""
+    bases: list[LayerBasis]
+    """One basis per node layer."""
+    edges: list[torch.Tensor | None]
+    """``edges[l]`` is ``[k_{l+1}, k_l]``: strength of the edge from node j of layer l to node i of layer l+1."""
+    basis_kind: str
+    """``lib`` or ``pca``."""
+    seconds: float
+    """Wall time of the fit."""
+    config: dict = field(default_factory=dict)
+    """The :class:`LIBConfig`, as a dict."""
+
+    def graph(self, top: int | None = 20, min_strength: float = 0.0) -> tuple[list[dict], list[dict]]:
+        """Nodes and edges (``{source, target, weight}``) of the graph, top nodes per layer."""
+        nodes, edges = [], []
+        for l, b in enumerate(self.bases):
+            n = b.k if top is None else min(top, b.k)
+            nodes += [{"id": f"{self.names[l]}:{i}", "layer": l, "index": i,
+                       "importance": float(b.importance[i])} for i in range(n)]
+        for l, E in enumerate(self.edges):
+            if E is None:
+                continue
+            ni = E.shape[0] if top is None else min(top, E.shape[0])
+            nj = E.shape[1] if top is None else min(top, E.shape[1])
+            for i in range(ni):
+                for j in range(nj):
+                    w = float(E[i, j])
+                    if w > min_strength:
+                        edges.append({"source": f"{self.names[l]}:{j}", "target": f"{self.names[l + 1]}:{i}",
+                                      "weight": w})
+        return nodes, edges
+
+    def to_json(self, top: int = 20) -> dict:
+        nodes, edges = self.graph(top=top)
+        return {
+            "basis": self.basis_kind, "names": self.names, "seconds": self.seconds, "config": self.config,
+            "dims": [int(b.mean.numel()) for b in self.bases], "kept": [b.k for b in self.bases],
+            "importance": [b.importance[:top].tolist() for b in self.bases],
+            "edge_totals": [None if E is None else float(E.sum()) for E in self.edges],
+            "nodes": nodes, "edges": edges,
+        }
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+
+def _as3(f: torch.Tensor) -> torch.Tensor:
+    return f.unsqueeze(1) if f.ndim == 2 else f
+
+
+def _alphas(cfg: LIBConfig, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    if cfg.integration == "gradient":
+        return torch.ones(1, dtype=dtype), torch.ones(1, dtype=dtype)
+    import numpy as np
+
+    x, w = np.polynomial.legendre.leggauss(cfg.n_alpha)
+    return torch.tensor((x + 1) / 2, dtype=dtype), torch.tensor(w / 2, dtype=dtype)
+
+
+def run_chain(f0: torch.Tensor, maps: Sequence[Map], batch_size: int = 4096) -> list[torch.Tensor]:
+    """Activations of every node layer (native shapes), computed in batches without gradients."""
+    acts = [f0]
+    with torch.no_grad():
+        for g in maps:
+            prev = acts[-1]
+            acts.append(torch.cat([g(prev[s:s + batch_size]) for s in range(0, prev.shape[0], batch_size)]))
+    return acts
+
+
+def pca(f: torch.Tensor, threshold: float, dtype=torch.float64, centre: bool = True):
+    """Mean ``[d]``, kept eigenvalues ``[m]`` (descending) and eigenvectors ``[d, m]`` of ``Cov(f)``."""
+    x = f.reshape(-1, f.shape[-1]).to(dtype)
+    mean = x.mean(0) if centre else torch.zeros(x.shape[1], dtype=dtype, device=x.device)
+    xc = x - mean
+    G = xc.T @ xc / x.shape[0]
+    D, U = torch.linalg.eigh(G)
+    D, U = D.flip(0), U.flip(1)
+    keep = D > threshold * D[0].clamp_min(1e-300)
+    return mean, D[keep], U[:, keep]
+
+
+def batched_vjp(h: Map, x: torch.Tensor, V: torch.Tensor, max_rows: int) -> torch.Tensor:
+    """``J_h(x)^T v`` for each probe: ``x [B, *in]``, ``V [P, B, *out]`` -> ``[P, B, *in]``.
+
+    The batch is replicated once per probe so that one backward pass gives all VJPs (works
+    for any ``h``, including hook-patched model forwards).
+    """
+    P, B = V.shape[:2]
+    per = max(1, max_rows // max(B, 1))
+    out = []
+    for s in range(0, P, per):
+        v = V[s:s + per]
+        p = v.shape[0]
+        xr = x.unsqueeze(0).expand(p, *x.shape).reshape(p * B, *x.shape[1:]).detach().requires_grad_(True)
+        with torch.enable_grad():
+            y = h(xr)
+            y = y.reshape(p, B, *y.shape[1:])
+            (grad,) = torch.autograd.grad((y * v.to(y.dtype)).sum(), xr)
+        out.append(grad.reshape(p, B, *x.shape[1:]))
+    return torch.cat(out)
+
+
+def _unit_probes(T: int, k: int, B: int, dtype, device, positions=None) -> torch.Tensor:
+    ts = range(T) if positions is None else positions
+    eye = torch.zeros(len(ts) * k, B, T, k, dtype=dtype, device=device)
+    r = 0
+    for t in ts:
+        for i in range(k):
+            eye[r, :, t, i] = 1
+            r += 1
+    return eye
+
+
+# ---------------------------------------------------------------------------------------
+# fitting
+
+def interaction_matrix(g: Map, f: torch.Tensor, mean_in: torch.Tensor, out_basis: LayerBasis,
+                       cfg: LIBConfig) -> torch.Tensor:
+    """``M' = 1/(N T_out) sum_x sum_{t,i,s} J_{t,i,s} J_{t,i,s}^T`` for ``h = C_out^T (g(f) - mu_out)``.
+
+    ``f`` is layer l's activations in ``g``'s input shape (``[N, d]`` or ``[N, T, d]``).
+    """
+    dt = getattr(torch, cfg.dtype)
+    N, d = f.shape[0], f.shape[-1]
+    alphas, weights = _alphas(cfg, dt)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    M = torch.zeros(d, d, dtype=dt, device=f.device)
+
+    def h(x):
+        return (_as3(g(x)).to(dt) - out_basis.mean) @ out_basis.C
+
+    with torch.no_grad():
+        T_out = h(f[:1]).shape[1]
+    k_out = out_basis.k
+    mu = mean_in.to(f.dtype)
+    for s in range(0, N, cfg.batch_size):
+        x = f[s:s + cfg.batch_size]
+        B = x.shape[0]
+        if cfg.probes is None:
+            V = _unit_probes(T_out, k_out, B, dt, f.device)
+            scale = 1.0
+        else:
+            V = torch.randn(cfg.probes, B, T_out, k_out, generator=gen, dtype=dt).to(f.device)
+            scale = 1.0 / cfg.probes
+        for a, w in zip(alphas, weights):
+            xa = mu + float(a) * (x - mu)
+            Jt = batched_vjp(h, xa, V, cfg.max_rows).to(dt).reshape(V.shape[0], B, -1, d)  # [P, B, T, d]
+            M += float(w) * scale * torch.einsum("pbtd,pbte->de", Jt, Jt)
+    return M / (N * T_out)
+
+
+def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None = None,
+            cfg: LIBConfig | None = None, acts: list[torch.Tensor] | None = None) -> LIBResult:
+    """Fit the LIB (or PCA) basis of every node layer of the chain ``f0 -> maps[0] -> ...``.
+
+    ``f0`` is ``[N, d_0]`` or ``[N, T_0, d_0]``; ``maps[l]`` takes layer ``l``'s activations
+    (same rank as produced) to layer ``l+1``'s.  ``acts`` may pass precomputed activations.
+    """
+    cfg = cfg or LIBConfig()
+    if not isinstance(f0, torch.Tensor) or f0.ndim not in (2, 3):
+        raise ValueError(f"fit_lib: f0 must be a tensor [N, d] or [N, T, d], got {getattr(f0, 'shape', type(f0))}")
+    if len(maps) < 1:
+        raise ValueError("fit_lib needs at least one map (two node layers)")
+    if f0.shape[0] < 2:
+        raise ValueError("fit_lib needs at least 2 samples")
+    if cfg.probes is not None and cfg.basis == "lib" and cfg.probes < 1:
+        raise ValueError("probes must be >= 1")
+    names = list(names) if names is not None else [f"layer{l}" for l in range(len(maps) + 1)]
+    if len(names) != len(maps) + 1:
+        raise ValueError(f"fit_lib: {len(maps)} maps need {len(maps) + 1} names, got {len(names)}")
+    dt = getattr(torch, cfg.dtype)
+    t0 = time.perf_counter()
+    raw = acts if acts is not None else run_chain(f0, maps)
+    if not all(torch.isfinite(a).all() for a in raw):
+        raise ValueError("fit_lib: activations contain NaN or inf")
+    L = len(raw) - 1
+    bases: list[LayerBasis | None] = [None] * (L + 1)
+    for l in range(L, -1, -1):
+        mean, D, U = pca(raw[l], cfg.pca_threshold, dt)
+        if cfg.basis == "pca" or l == L:
+            bases[l] = LayerBasis(names[l], mean, U, U.T.contiguous(), D, D, U)
+            continue
+        R = U / D.sqrt()
+        Rp = D.sqrt()[:, None] * U.T
+        Mp = interaction_matrix(maps[l], raw[l], mean, bases[l + 1], cfg)
+        Mr = Rp @ Mp @ Rp.T
+        Mr = (Mr + Mr.T) / 2
+        lam, V = torch.linalg.eigh(Mr)
+        lam, V = lam.flip(0), V.flip(1)
+        keep = lam > cfg.lambda_threshold * lam[0].clamp_min(1e-300)
+        lam, V = lam[keep], V[:, keep]
+        C = R @ V * lam.sqrt()
+        Cp = (V / lam.sqrt()).T @ Rp
+        bases[l] = LayerBasis(names[l], mean, C, Cp, lam, D, U)
+    edges: list[torch.Tensor | None] = [None] * L
+    if cfg.edges:
+        for l in range(L):
+            edges[l] = edge_strengths(maps[l], raw[l], bases[l], bases[l + 1], cfg)
+    return LIBResult(names, bases, edges, cfg.basis, time.perf_counter() - t0, asdict(cfg))
+
+
+def edge_strengths(g: Map, f: torch.Tensor, b_in: LayerBasis, b_out: LayerBasis, cfg: LIBConfig) -> torch.Tensor:
+    """``E_ij = 1/(N T_out) sum_{x,t} (sum_s int d f_hat_out[t,i] / d f_hat_in[s,j] * f_hat_in[s,j])^2``."""
+    dt = getattr(torch, cfg.dtype)
+    two_d = f.ndim == 2
+    f3 = _as3(f)
+    N, T, d = f3.shape
+    k_in = b_in.k if cfg.max_edge_nodes is None else min(b_in.k, cfg.max_edge_nodes)
+    k_out = b_out.k if cfg.max_edge_nodes is None else min(b_out.k, cfg.max_edge_nodes)
+    alphas, weights = _alphas(cfg, dt)
+    Cp_in = b_in.C_pinv[:k_in]
+    Cd = b_out.C[:, :k_out]
+
+    def h(fh):  # [B, T, k_in] -> [B, T_out, k_out]
+        x = fh @ Cp_in.to(fh.dtype) + b_in.mean.to(fh.dtype)  # dropped / unselected nodes sit at the mean
+        x = x.squeeze(1) if two_d else x
+        y = _as3(g(x.to(f.dtype)))
+        return (y.to(dt) - b_out.mean) @ Cd
+
+    with torch.no_grad():
+        fh_all = b_in.transform(f3)[..., :k_in]  # [N, T, k_in]
+        T_out = h(fh_all[:1]).shape[1]
+    positions = [T_out - 1] if cfg.edge_positions == "last" else None
+    n_pos = 1 if positions else T_out
+    E = torch.zeros(k_out, k_in, dtype=dt, device=f.device)
+    for s in range(0, N, cfg.batch_size):
+        fh = fh_all[s:s + cfg.batch_size]
+        B = fh.shape[0]
+        V = _unit_probes(T_out, k_out, B, dt, f.device, positions)  # [n_pos*k_out, B, T_out, k_out]
+        acc = torch.zeros(V.shape[0], B, T, k_in, dtype=dt, device=f.device)
+        for a, w in zip(alphas, weights):
+            acc += float(w) * batched_vjp(h, a * fh, V, cfg.max_rows)
+        contrib = (acc * fh).sum(2)  # sum over input positions s -> [n_pos*k_out, B, k_in]
+        E += (contrib ** 2).reshape(n_pos, k_out, B, k_in).sum((0, 2))
+    return E / (N * n_pos)

@@ -1,0 +1,159 @@
+"""LIB: whitening, invertibility, Jacobians against torch.autograd.functional, planted structure."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.autograd.functional import jacobian
+
+from interp.decompositions.lib import LIBConfig, batched_vjp, edge_strengths, fit_lib, interaction_matrix, pca
+
+torch.set_default_dtype(torch.float32)
+
+
+def _data(N=400, d=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(d, d, generator=g, dtype=torch.float64)
+    return torch.randn(N, d, generator=g, dtype=torch.float64) @ A + 0.3
+
+
+def test_whitened_activations_have_identity_covariance():
+    f = _data()
+    mean, D, U = pca(f, 1e-12)
+    w = (f - mean) @ U / D.sqrt()
+    cov = w.T @ w / f.shape[0]
+    assert torch.allclose(cov, torch.eye(6, dtype=torch.float64), atol=1e-10)
+
+
+def _two_layer_maps(d=6, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    W1 = torch.randn(d, d, generator=g, dtype=torch.float64)
+    W2 = torch.randn(d, 4, generator=g, dtype=torch.float64)
+    return [lambda x: torch.tanh(x @ W1), lambda y: y @ W2 + 0.1 * y[:, :4] ** 2]
+
+
+@pytest.mark.parametrize("basis", ["lib", "pca"])
+def test_transform_is_invertible_on_kept_subspace(basis):
+    f = _data()
+    res = fit_lib(f, _two_layer_maps(), cfg=LIBConfig(basis=basis, edges=False))
+    for b in res.bases:
+        eye = torch.eye(b.k, dtype=torch.float64)
+        assert torch.allclose(b.C_pinv @ b.C, eye, atol=1e-8)
+        # C C+ is a projector onto span(C); with no LIB direction dropped it is the
+        # orthogonal projector onto the kept PCA subspace (the identity when nothing is dropped)
+        P = b.C @ b.C_pinv
+        assert torch.allclose(P @ P, P, atol=1e-8)
+        if b.k == b.U.shape[1]:
+            assert torch.allclose(P, b.U @ b.U.T, atol=1e-8)
+    b0 = res.bases[0]
+    assert b0.k == 6
+    assert torch.allclose(b0.C @ b0.C_pinv, torch.eye(6, dtype=torch.float64), atol=1e-8)
+    assert torch.allclose(b0.inverse(b0.transform(f)), f, atol=1e-8)
+
+
+def test_batched_vjp_matches_autograd_jacobian():
+    g = torch.Generator().manual_seed(2)
+    W = torch.randn(4, 3, generator=g, dtype=torch.float64)
+
+    def h(x):  # [B, T=3, 4] -> [B, T=2, 3], mixes positions nonlinearly
+        att = torch.softmax(x @ x[:, -1:].transpose(1, 2), dim=1)  # [B, 3, 1]
+        return torch.stack([torch.tanh((att * x).sum(1) @ W), (x[:, 0] * x[:, 1]) @ W], 1)
+
+    x = torch.randn(5, 3, 4, generator=g, dtype=torch.float64)
+    eye = torch.zeros(6, 5, 2, 3, dtype=torch.float64)
+    for t in range(2):
+        for i in range(3):
+            eye[t * 3 + i, :, t, i] = 1
+    got = batched_vjp(h, x, eye, max_rows=7)  # [6, B, 3, 4]
+    for b in range(5):
+        J = jacobian(lambda z: h(z[None])[0], x[b])  # [2, 3, 3, 4]
+        assert torch.allclose(got[:, b], J.reshape(6, 3, 4), atol=1e-10)
+
+
+def test_interaction_matrix_and_edges_match_definition():
+    """M' and the integrated edge formula against per-sample autograd Jacobians."""
+    f = _data(N=30, d=5, seed=3)
+    g = torch.Generator().manual_seed(4)
+    W1 = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    maps = [lambda x: torch.tanh(x @ W1)]
+    for integ, n_alpha in (("gradient", 1), ("gauss-legendre", 4)):
+        cfg = LIBConfig(integration=integ, n_alpha=n_alpha, batch_size=7)
+        res = fit_lib(f, maps, cfg=cfg)
+        b0, b1 = res.bases
+        Mp = interaction_matrix(maps[0], f, b0.mean, b1, cfg)
+        import numpy as np
+
+        xs, ws = np.polynomial.legendre.leggauss(n_alpha) if integ != "gradient" else (np.array([1.0]), np.array([2.0]))
+        alphas, weights = (xs + 1) / 2, ws / 2
+        M_ref = torch.zeros(5, 5, dtype=torch.float64)
+        E_ref = torch.zeros(b1.k, b0.k, dtype=torch.float64)
+        for x in f:
+            for a, w in zip(alphas, weights):
+                J = jacobian(lambda z: (maps[0](z[None])[0] - b1.mean) @ b1.C, b0.mean + a * (x - b0.mean))
+                M_ref += w * J.T @ J
+            fh = b0.transform(x)
+            grad = sum(w * jacobian(lambda z: b1.transform(maps[0](b0.inverse(z)[None])[0]), a * fh)
+                       for a, w in zip(alphas, weights))
+            E_ref += (grad * fh) ** 2
+        assert torch.allclose(Mp, M_ref / 30, rtol=1e-8, atol=1e-12)
+        assert torch.allclose(res.edges[0], E_ref / 30, rtol=1e-8, atol=1e-12)
+
+
+def test_random_probes_estimate_interaction_matrix():
+    f = _data(N=200, d=5, seed=5)
+    W = torch.randn(5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    maps = [lambda x: torch.tanh(x @ W)]
+    exact = fit_lib(f, maps, cfg=LIBConfig(edges=False))
+    b0, b1 = exact.bases
+    M = interaction_matrix(maps[0], f, b0.mean, b1, LIBConfig())
+    Mp = interaction_matrix(maps[0], f, b0.mean, b1, LIBConfig(probes=64))
+    assert (Mp - M).norm() < 0.1 * M.norm()
+
+
+def test_planted_interaction_structure_is_recovered():
+    """x = Q [s; n]: y1 = s1 s2, y2 = 2 s3, y3 = 3 s4; n (large variance) never reaches y."""
+    g = torch.Generator().manual_seed(7)
+    N = 4000
+    s = torch.randn(N, 4, generator=g, dtype=torch.float64)
+    n = 5 * torch.randn(N, 2, generator=g, dtype=torch.float64)
+    Q, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))
+    x = torch.cat([s, n], 1) @ Q.T  # mixed coordinates
+
+    def layer(x):
+        z = x @ Q  # back to [s; n]
+        return torch.stack([z[:, 0] * z[:, 1], 2 * z[:, 2], 3 * z[:, 3]], 1)
+
+    lib = fit_lib(x, [layer], cfg=LIBConfig(lambda_threshold=1e-8))
+    pca_res = fit_lib(x, [layer], cfg=LIBConfig(basis="pca"))
+    b0 = lib.bases[0]
+    assert b0.k == 4, f"LIB should keep the 4 relevant directions, kept {b0.k}"
+    assert pca_res.bases[0].k == 6
+    # the kept reading directions span exactly the s-subspace: C^T x depends on s only
+    read = Q.T @ b0.C  # rows: [s; n] coordinates
+    assert read[4:].abs().max() < 1e-6 * read.abs().max()
+    # importance order: s4 (9), s3 (4), then the s1/s2 pair (about 1 each)
+    assert b0.importance[0] / b0.importance[1] == pytest.approx(9 / 4, rel=0.15)
+    assert b0.importance[2] / b0.importance[1] == pytest.approx(1 / 4, rel=0.15)
+    # output PCA order y3, y2, y1; edges: y3 <- node0 only, y2 <- node1 only, y1 <- nodes 2, 3
+    E = lib.edges[0] / lib.edges[0].max()
+    expected = torch.zeros(3, 4, dtype=torch.bool)
+    expected[0, 0] = expected[1, 1] = expected[2, 2] = expected[2, 3] = True
+    assert (E[expected] > 0.01).all()
+    assert E[~expected].max() < 1e-3
+    # the PCA baseline spreads y1's inputs over more (non-zero) edges than LIB needs
+    assert (pca_res.edges[0] / pca_res.edges[0].max() > 1e-3).sum() > (E > 1e-3).sum()
+
+
+def test_bad_input_errors():
+    with pytest.raises(ValueError, match="basis"):
+        LIBConfig(basis="ica")
+    with pytest.raises(ValueError, match="integration"):
+        LIBConfig(integration="simpson")
+    with pytest.raises(ValueError, match="names"):
+        fit_lib(_data(), _two_layer_maps(), names=["a", "b"])
+    with pytest.raises(ValueError, match="f0 must be"):
+        fit_lib(torch.randn(3), _two_layer_maps())
+    with pytest.raises(ValueError, match="NaN"):
+        fit_lib(torch.full((5, 6), float("nan"), dtype=torch.float64), _two_layer_maps())
+    with pytest.raises(ValueError, match="at least one map"):
+        fit_lib(_data(), [])
