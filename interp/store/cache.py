@@ -1,0 +1,357 @@
+"""The caching job: run a model over a corpus and write chosen hook points to a store.
+
+Algorithm (:func:`cache_activations`):
+
+1. Load the model, expand the hook patterns (:func:`interp.models.resolve_hooks`), check the
+   context length against ``model.cfg.n_ctx``.
+2. Probe: one forward pass on two sequences with recording hooks gives each hook's
+   per-token shape (hooks that are not ``[batch, pos, ...]`` are rejected) and the order in
+   which the hooks fire; the last one to fire is the *stop hook*.
+3. Write or check the manifest.  A directory holding a partial store written with the same
+   model (weight hash), hooks, dtype, corpus, context length, batch size and shard size is
+   resumed; any difference is an error naming the field.
+4. Sequences come from :func:`interp.store.corpus.token_sequences` in a fixed order; batch
+   ``i`` is always sequences ``[i*B, (i+1)*B)`` so that a resumed run computes exactly the
+   same batches (same shapes, same floating-point results) as an uninterrupted one.  Only
+   batches overlapping shards still to be written are run.
+5. Each batch runs under ``torch.inference_mode`` with forward hooks on the requested hook
+   points only.  A hook casts its ``[B, T, ...]`` activation to the store dtype and hands the
+   rows to the :class:`~interp.store.writer.ShardWriter` (on CUDA: a non-blocking copy to a
+   pinned buffer, written after the pass).  The stop hook then raises, so layers after the
+   last needed hook -- and the unembedding -- are never computed; caching
+   ``blocks.*.hook_resid_post`` skips the final norm and the ``d_model x vocab`` unembed.
+6. Complete shards are fsynced, renamed into place and recorded in the manifest.
+
+Multi-process: under ``torch.distributed`` (or with explicit ``rank``/``world_size``), rank
+``r`` writes shards ``k % world_size == r`` into the same directory and records them in
+``progress-rank<r>.json``; at the end rank 0 merges them into the manifest.  The shards are
+byte-identical to a single-process run's.
+
+Memory: the model, one batch of activations for the requested hooks, nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import CacheConfig
+from .corpus import CorpusError, load_corpus, token_sequences
+from .format import (
+    DTYPES, FORMAT_VERSION, MANIFEST, ShardRecord, StoreError, read_manifest, write_json_atomic,
+)
+from .writer import ShardWriter, clean_temp
+
+# Manifest fields that must agree for a run to resume a partial store.
+IDENTITY_FIELDS = (
+    "model", "weight_hash", "hooks", "dtype", "context_length", "batch_size", "shard_rows",
+    "n_rows_target", "prepend_bos", "skip_bos", "corpus",
+)
+
+
+class _StopForward(Exception):
+    """Raised by the last needed hook to end the forward pass early."""
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"torch": torch.__version__}
+    for pkg in ("transformer-lens", "transformers", "interp"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _forward(model, tokens: torch.Tensor) -> None:
+    try:
+        model(tokens, return_type=None)
+    except _StopForward:
+        pass
+
+
+def probe_hooks(model, hooks: list[str], tokens: torch.Tensor) -> tuple[list[str], dict[str, list[int]]]:
+    """Firing order of ``hooks`` and each one's per-token shape, from one forward pass."""
+    from interp.models import scoped_hooks
+
+    order: list[str] = []
+    shapes: dict[str, tuple] = {}
+
+    def recorder(name):
+        def fn(t, hook=None):
+            if name not in shapes:
+                order.append(name)
+                shapes[name] = tuple(t.shape)
+
+        return fn
+
+    with scoped_hooks(model, fwd=[(h, recorder(h)) for h in hooks]), torch.inference_mode():
+        _forward(model, tokens)
+    missing = [h for h in hooks if h not in shapes]
+    if missing:
+        raise ValueError(f"hook point(s) {missing} exist but did not fire in a forward pass of this model; "
+                         "they cannot be cached")
+    B, T = tokens.shape
+    bad = {h: list(s) for h, s in shapes.items() if len(s) < 2 or s[0] != B or s[1] != T}
+    if bad:
+        raise ValueError(
+            f"hook(s) {bad} are not per-token activations [batch={B}, pos={T}, ...]: only hooks with one "
+            "activation per token can be stored (e.g. hook_resid_post, attn.hook_z, mlp.hook_post)"
+        )
+    return order, {h: list(shapes[h][2:]) for h in hooks}
+
+
+def _merge_progress(directory: Path, manifest: dict) -> dict:
+    """Fold ``progress-rank*.json`` shard records into ``manifest`` (deduplicated by index)."""
+    recs = {s["index"]: s for s in manifest["shards"]}
+    for p in sorted(directory.glob("progress-rank*.json")):
+        try:
+            for s in json.loads(p.read_text())["shards"]:
+                recs.setdefault(int(s["index"]), ShardRecord.from_json(s).to_json())
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise StoreError(f"{p} is malformed ({e}); delete it to redo that rank's shards") from e
+    manifest["shards"] = [recs[k] for k in sorted(recs)]
+    return manifest
+
+
+def _check_identity(directory: Path, old: dict, new: dict) -> None:
+    diffs = [f"{k}: store has {old.get(k)!r}, this run has {new.get(k)!r}"
+             for k in IDENTITY_FIELDS if old.get(k) != new.get(k)]
+    if diffs:
+        raise StoreError(
+            f"{directory} holds a store written with different settings, so it cannot be resumed: "
+            + "; ".join(diffs) + ". Use another --out directory, or the settings of that store."
+        )
+
+
+def _dist_rank_world(rank, world_size) -> tuple[int, int, bool]:
+    if rank is not None or world_size is not None:
+        return int(rank or 0), int(world_size or 1), False
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), True
+    return 0, 1, False
+
+
+def _barrier(use_dist: bool) -> None:
+    if use_dist:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def cache_activations(
+    cfg: CacheConfig, model=None, progress: bool = True, rank: int | None = None, world_size: int | None = None
+):
+    """Run the caching job described by ``cfg`` and return the :class:`ActivationStore`.
+
+    Resumes when ``cfg.out`` holds a partial store with the same settings.  ``rank`` /
+    ``world_size`` default to the initialised ``torch.distributed`` group (else 0 / 1).
+    """
+    from interp.models import load_model, model_name, resolve_hooks, scoped_hooks, weight_hash
+
+    from .reader import ActivationStore
+
+    rank, world, use_dist = _dist_rank_world(rank, world_size)
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is outside world_size {world}")
+    out = Path(cfg.out)
+    if model is None:
+        model = load_model(cfg.model, device=cfg.device, dtype=cfg.model_dtype)
+    device = next(model.parameters()).device
+    hooks = resolve_hooks(model, cfg.hooks)
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    if n_ctx is not None and cfg.context_length > n_ctx:
+        raise ValueError(f"context_length={cfg.context_length} exceeds the model's context window n_ctx={n_ctx}")
+    tokenizer = model.tokenizer
+    corpus = load_corpus(cfg.corpus, cfg.text_field)
+    C, B, rps = cfg.context_length, cfg.batch_size, cfg.rows_per_sequence
+    n_rows = cfg.n_tokens
+    n_seq = math.ceil(n_rows / rps)
+    s_bos = 1 if cfg.skip_bos else 0
+
+    # 2. probe shapes and firing order on the first (up to) two sequences
+    seq_iter = token_sequences(corpus, tokenizer, C, cfg.prepend_bos)
+    head = [s for _, s in zip(range(2), seq_iter)]
+    if not head:
+        raise CorpusError(f"corpus {corpus.description} is too short for even one sequence of {C} tokens")
+    probe_tokens = torch.tensor(head * (2 // len(head)), dtype=torch.long, device=device)
+    order, row_shapes = probe_hooks(model, hooks, probe_tokens)
+    stop_hook = order[-1]
+    store_np, store_torch, nbytes = DTYPES[cfg.dtype]
+    row_bytes = {h: int(np.prod(row_shapes[h])) * nbytes for h in hooks}
+    shard_rows = cfg.shard_rows or cfg.default_shard_rows(max(row_bytes.values()))
+
+    # 3. manifest: new, or resume after an identity check
+    header = {
+        "format_version": FORMAT_VERSION, "model": model_name(model), "weight_hash": weight_hash(model),
+        "model_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "hooks": hooks, "row_shapes": row_shapes, "dtype": cfg.dtype, "context_length": C,
+        "batch_size": B, "shard_rows": shard_rows, "n_rows_target": n_rows,
+        "prepend_bos": cfg.prepend_bos, "skip_bos": cfg.skip_bos,
+        "bos_token_id": tokenizer.bos_token_id, "corpus": corpus.description,
+        "config": cfg.to_json(), "versions": _versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "shards": [], "complete": False,
+    }
+    manifest_path = out / MANIFEST
+    if rank == 0:
+        if manifest_path.exists():
+            old = read_manifest(out)
+            if cfg.shard_rows is None:
+                header["shard_rows"] = shard_rows = old["shard_rows"]
+            _check_identity(out, old, header)
+            header["shards"], header["created"] = old["shards"], old["created"]
+            header = _merge_progress(out, header)
+        elif out.exists() and any(out.iterdir()):
+            raise FileExistsError(f"{out} exists, is not empty and holds no store manifest; choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        clean_temp(out)
+        write_json_atomic(manifest_path, header)
+        for p in out.glob("progress-rank*.json"):
+            p.unlink()
+    _barrier(use_dist)
+    if rank != 0:
+        old = read_manifest(out)
+        if cfg.shard_rows is None:
+            header["shard_rows"] = shard_rows = old["shard_rows"]
+        _check_identity(out, old, header)
+        header["shards"], header["created"] = old["shards"], old["created"]
+
+    n_shards = math.ceil(n_rows / shard_rows)
+    done = {s["index"] for s in header["shards"]}
+    todo = {k for k in range(n_shards) if k not in done and k % world == rank}
+    needed: set[int] = set()
+    for k in todo:
+        start, end = k * shard_rows, min((k + 1) * shard_rows, n_rows)
+        needed.update(range(start // rps // B, (end - 1) // rps // B + 1))
+
+    shards = list(header["shards"])
+    progress_path = out / (MANIFEST if world == 1 else f"progress-rank{rank}.json")
+
+    def on_shard(rec: ShardRecord) -> None:
+        shards.append(rec.to_json())
+        shards.sort(key=lambda s: s["index"])
+        if world == 1:
+            header["shards"] = shards
+            write_json_atomic(progress_path, header)
+        else:
+            write_json_atomic(progress_path, {"rank": rank, "shards": [s for s in shards if s["index"] % world == rank]})
+
+    writer = ShardWriter(out, row_bytes, shard_rows, n_rows, todo, on_shard)
+    on_cuda = device.type == "cuda"
+    staged: dict[str, torch.Tensor] = {}
+    state = {"row0": 0, "valid": 0}
+
+    def as_numpy(t: torch.Tensor) -> np.ndarray:
+        return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
+
+    def make_hook(h: str):
+        def fn(t, hook=None):
+            rows = (t[:, s_bos:] if s_bos else t).reshape(-1, row_bytes[h] // nbytes)[: state["valid"]]
+            rows = rows.to(store_torch)
+            if on_cuda:
+                buf = staged.get(h)
+                if buf is None or buf.shape[0] < rows.shape[0]:
+                    buf = staged[h] = torch.empty((B * rps, rows.shape[1]), dtype=store_torch, pin_memory=True)
+                buf[: rows.shape[0]].copy_(rows, non_blocking=True)
+            else:
+                writer.write(h, state["row0"], as_numpy(rows.contiguous()))
+            if h == stop_hook:
+                raise _StopForward
+
+        return fn
+
+    from tqdm.auto import tqdm
+
+    total_rows = sum(min((k + 1) * shard_rows, n_rows) - k * shard_rows for k in todo)
+    bar = tqdm(total=total_rows, unit="tok", desc=f"caching {len(hooks)} hook(s)",
+               disable=not progress or rank != 0 or not total_rows, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    last_batch = max(needed) if needed else -1
+    try:
+        with scoped_hooks(model, fwd=[(h, make_hook(h)) for h in hooks]), torch.inference_mode():
+            batch: list[list[int]] = []
+            seq_index = 0
+            for seq in _chain(head, seq_iter):
+                if seq_index >= n_seq or seq_index // B > last_batch:
+                    break
+                batch.append(seq)
+                seq_index += 1
+                if len(batch) < B and seq_index < n_seq:
+                    continue
+                i = (seq_index - 1) // B
+                if i in needed:
+                    _run_batch(model, writer, batch, i * B, rps, s_bos, n_rows, state, device, on_cuda, staged, hooks)
+                    bar.update(_rows_in_todo(i * B * rps, state["valid"], shard_rows, todo))
+                    writer.publish_complete()
+                batch = []
+            if seq_index < n_seq and last_batch >= 0 and seq_index // B <= last_batch:
+                raise CorpusError(
+                    f"corpus {corpus.description} yields only {seq_index} sequences of {C} tokens; "
+                    f"n_tokens={n_rows} needs {n_seq}. Lower --n-tokens or use a larger corpus."
+                )
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+    if writer.open:
+        raise RuntimeError(f"internal error: shards {sorted(writer.open)} were left incomplete")
+
+    _barrier(use_dist)
+    if rank == 0:
+        final = read_manifest(out)
+        final = _merge_progress(out, final)
+        final["complete"] = len(final["shards"]) == n_shards
+        final["last_run"] = {"seconds": round(elapsed, 3), "rows": total_rows, "world_size": world,
+                             "device": str(device)}
+        write_json_atomic(manifest_path, final)
+        for p in out.glob("progress-rank*.json"):
+            p.unlink()
+    _barrier(use_dist)
+    return ActivationStore.open(out)
+
+
+def _chain(head, rest):
+    yield from head
+    yield from rest
+
+
+def _rows_in_todo(row0: int, n: int, shard_rows: int, todo: set[int]) -> int:
+    got = 0
+    for k in range(row0 // shard_rows, (row0 + max(n, 1) - 1) // shard_rows + 1):
+        if k in todo:
+            got += max(0, min((k + 1) * shard_rows, row0 + n) - max(k * shard_rows, row0))
+    return got
+
+
+def _run_batch(model, writer, batch, seq0, rps, s_bos, n_rows, state, device, on_cuda, staged, hooks):
+    """One forward pass over ``batch`` (sequences ``seq0...``) writing rows of every hook."""
+    tokens = torch.tensor(batch, dtype=torch.long)
+    row0 = seq0 * rps
+    valid = min(len(batch) * rps, n_rows - row0)
+    state["row0"], state["valid"] = row0, valid
+    _forward(model, tokens.to(device))
+    if on_cuda:
+        torch.cuda.current_stream(device).synchronize()
+        for h in hooks:
+            writer.write(h, row0, staged[h][:valid].view(torch.int16).numpy()
+                         if staged[h].dtype == torch.bfloat16 else staged[h][:valid].numpy())
+    T = tokens.shape[1]
+    pos = torch.arange(s_bos, T).repeat(len(batch))
+    seq = torch.arange(seq0, seq0 + len(batch)).repeat_interleave(T - s_bos)
+    writer.write("tokens", row0, tokens[:, s_bos:].reshape(-1)[:valid].to(torch.int32).numpy())
+    writer.write("seq_pos", row0, torch.stack([seq, pos], 1)[:valid].to(torch.int64).numpy())
+
+

@@ -1,0 +1,195 @@
+"""On-disk layout of an activation store, its manifest, and the crash-safe write primitives.
+
+Layout of a store directory ``DIR``::
+
+    DIR/manifest.json                          the manifest (JSON, replaced atomically)
+    DIR/shards/000000/blocks.0.hook_resid_post.bin   rows [0, S) of that hook: (rows, d) C-order
+    DIR/shards/000000/tokens.bin               int32  (rows,)    token id of each row
+    DIR/shards/000000/seq_pos.bin              int64  (rows, 2)  (sequence index, position) of each row
+    DIR/shards/000001/...                      rows [S, 2S), and so on; the last shard may be shorter
+
+Every ``.bin`` file is raw little-endian numbers with no header, so it can be memory-mapped
+with ``np.memmap`` (or read with ``np.fromfile``) at any offset.  Activations are stored as
+``float16``, ``float32`` or ``bfloat16`` (bf16 is kept on disk as ``uint16`` bit patterns and
+viewed back as ``torch.bfloat16``).  Hooks whose activation per token is not a vector (e.g.
+``blocks.0.attn.hook_z``: ``[n_heads, d_head]``) are flattened; the manifest keeps each hook's
+``row_shape`` so a reader can reshape.
+
+Size: ``n_rows * (sum_h d_h * bytes(dtype) + 4 + 16)`` bytes.  Example: SmolLM2-135M,
+``blocks.*.hook_resid_post`` (30 hooks x d=576), fp16, 10M tokens -> 10M x (30 x 1152 + 20)
+~= 346 GB; one hook alone is 11.5 GB, i.e. ~1.15 KB per token per hook.
+
+Crash safety (the write protocol, :func:`publish_shard` + :func:`write_json_atomic`):
+
+1. A shard is written into ``shards/.tmp-<index>-<pid>/``; each file is flushed and fsynced.
+2. The temp directory is renamed to ``shards/<index>/`` (``rename`` is atomic) and the parent
+   directory is fsynced: a shard directory exists only when complete.
+3. The manifest is rewritten as ``manifest.json.tmp``, fsynced, and renamed over
+   ``manifest.json``.  The manifest is the authority: a shard directory not listed in it (a
+   crash between steps 2 and 3) is ignored by readers and rewritten on resume.
+
+Integrity: the manifest holds each file's byte size and CRC-32.  Opening a store checks
+sizes (cheap, catches truncation); the CRC of a shard file is checked on the first read of
+that file in a process, and :meth:`ActivationStore.verify` checks every file.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SHARDS = "shards"
+TOKENS_FILE = "tokens.bin"
+SEQPOS_FILE = "seq_pos.bin"
+
+# name -> (numpy storage dtype, torch dtype, bytes per element)
+DTYPES = {
+    "float16": (np.float16, torch.float16, 2),
+    "bfloat16": (np.uint16, torch.bfloat16, 2),
+    "float32": (np.float32, torch.float32, 4),
+}
+_ALIASES = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "float": "float32"}
+
+
+class StoreError(ValueError):
+    """A store on disk is missing, incomplete, corrupt, or does not match the request."""
+
+
+class CorruptShardError(StoreError):
+    """A shard file's size or checksum does not match the manifest."""
+
+
+def canonical_dtype(dtype) -> str:
+    """``fp16``/``half``/``torch.float16`` -> ``float16`` (and bf16, fp32); error on others."""
+    if isinstance(dtype, torch.dtype):
+        dtype = str(dtype).removeprefix("torch.")
+    name = _ALIASES.get(str(dtype), str(dtype))
+    if name not in DTYPES:
+        raise ValueError(f"unknown store dtype {dtype!r}; choose from float16 (fp16), bfloat16 (bf16), float32 (fp32)")
+    return name
+
+
+def hook_file(hook: str) -> str:
+    """File name of a hook's rows inside a shard directory."""
+    return f"{hook}.bin"
+
+
+def shard_dirname(index: int) -> str:
+    return f"{index:06d}"
+
+
+def crc32_file(path: Path, chunk: int = 16 << 20) -> int:
+    """CRC-32 of a file, read in chunks (never the whole file in memory)."""
+    crc = 0
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(chunk)
+        view = memoryview(buf)
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                return crc
+            crc = zlib.crc32(view[:n], crc)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def disk_full_message(path: Path, err: OSError) -> str:
+    return (
+        f"no space left on device while writing {path} ({err.strerror}). The store stays readable "
+        f"up to its last complete shard; free space and rerun the same command to resume."
+    )
+
+
+def is_disk_full(err: OSError) -> bool:
+    return err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write JSON to ``path`` via temp file + fsync + rename (+ fsync of the directory)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(e):
+            raise OSError(e.errno, disk_full_message(path, e)) from e
+        raise
+
+
+@dataclass
+class ShardRecord:
+    """One complete shard as listed in the manifest."""
+
+    index: int
+    """Shard number; the shard holds rows ``[row_start, row_start + rows)``."""
+    row_start: int
+    """Global index of the shard's first row."""
+    rows: int
+    """Rows in this shard (``shard_rows`` except possibly for the last shard)."""
+    files: dict[str, dict] = field(default_factory=dict)
+    """File name -> ``{"bytes": int, "crc32": int}``."""
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "row_start": self.row_start, "rows": self.rows, "files": self.files}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ShardRecord":
+        try:
+            return cls(int(d["index"]), int(d["row_start"]), int(d["rows"]),
+                       {str(k): {"bytes": int(v["bytes"]), "crc32": int(v["crc32"])} for k, v in d["files"].items()})
+        except (KeyError, TypeError, ValueError) as e:
+            raise StoreError(f"malformed shard record in manifest: {d!r} ({e})") from e
+
+
+# Keys every manifest must have, with their JSON types (validated at the I/O boundary).
+_REQUIRED = {
+    "format_version": int, "model": str, "weight_hash": str, "hooks": list, "row_shapes": dict,
+    "dtype": str, "context_length": int, "shard_rows": int, "n_rows_target": int, "shards": list,
+    "complete": bool, "corpus": dict, "config": dict,
+}
+
+
+def read_manifest(directory: Path) -> dict:
+    """Load and validate ``DIR/manifest.json``; clear errors for a missing or malformed one."""
+    path = Path(directory) / MANIFEST
+    if not Path(directory).is_dir():
+        raise FileNotFoundError(f"activation store {directory} does not exist")
+    if not path.exists():
+        raise FileNotFoundError(f"{directory} is not an activation store: {MANIFEST} is missing")
+    try:
+        m = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise StoreError(f"{path} is not valid JSON ({e})") from e
+    if not isinstance(m, dict):
+        raise StoreError(f"{path}: expected a JSON object")
+    for key, typ in _REQUIRED.items():
+        if key not in m:
+            raise StoreError(f"{path}: manifest lacks the field {key!r}")
+        if not isinstance(m[key], typ):
+            raise StoreError(f"{path}: manifest field {key!r} should be {typ.__name__}, got {type(m[key]).__name__}")
+    if m["format_version"] > FORMAT_VERSION:
+        raise StoreError(f"{path}: store format {m['format_version']} is newer than this interp ({FORMAT_VERSION})")
+    canonical_dtype(m["dtype"])
+    m["shards"] = [ShardRecord.from_json(s).to_json() for s in m["shards"]]
+    return m

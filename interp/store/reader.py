@@ -1,0 +1,393 @@
+"""Reading an activation store: random rows, contiguous streams, shuffled training batches.
+
+Nothing is loaded into RAM wholesale.  Three access paths, each bounded in memory:
+
+* :meth:`ActivationStore.rows` -- random access by global row index, through memory maps of
+  the shard files.  At most ``max_mapped_bytes`` (default 256 MiB) of files stay mapped
+  (least recently used are unmapped), so address space stays bounded even for stores
+  far larger than RAM or than ``RLIMIT_AS``.
+* :meth:`ActivationStore.stream` -- rows in storage order, ``batch_size`` at a time, read
+  with plain sequential ``readinto`` calls.
+* :meth:`ActivationStore.batches` -- shuffled mini-batches for training.  Each epoch the
+  shard order is permuted (``seed + epoch``); shards are read sequentially in groups of
+  ``buffer_shards`` into one buffer, the buffer's rows are permuted and cut into batches
+  (a remainder is carried into the next buffer).  Reads stay sequential, memory is
+  ``buffer_shards x shard file size x hooks``, and rows mix across ``buffer_shards`` random
+  shards.  With ``rank``/``world_size`` (DDP) rank ``r`` reads shards ``r, r+W, ...`` of the
+  permuted order, and every rank yields the same number of batches (the smallest).
+
+Tensors come back as ``dtype`` on ``device``; on CUDA the host batch is pinned and copied
+with ``non_blocking=True``, and the cast to ``dtype`` happens on the GPU.
+
+Integrity (see :mod:`interp.store.format`): ``open`` checks that every file exists with the
+manifest's size; the CRC-32 of a file is checked the first time the file is read in this
+process (``verify="lazy"``, default) -- also when it was read only in part -- or never
+(``"size"``), or for all files at open (``"full"``).  :meth:`ActivationStore.verify` checks
+every file.  A mismatch raises :class:`~interp.store.format.CorruptShardError` naming it.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zlib
+from collections import OrderedDict
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .format import (
+    DTYPES, SEQPOS_FILE, SHARDS, TOKENS_FILE, CorruptShardError, StoreError, crc32_file, hook_file,
+    read_manifest, shard_dirname,
+)
+
+
+def _to_torch(arr, store_dtype: str, device, dtype: torch.dtype | None) -> torch.Tensor:
+    """Rows in the storage dtype (numpy array or tensor, freshly read, never a memory map)
+    -> torch tensor of ``dtype`` on ``device``."""
+    t = torch.from_numpy(arr) if isinstance(arr, np.ndarray) else arr
+    if store_dtype == "bfloat16":
+        t = t.view(torch.bfloat16)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type == "cuda":
+        t = t.pin_memory().to(device, non_blocking=True)
+        return t if dtype is None else t.to(dtype)
+    return t if dtype is None else t.to(dtype)
+
+
+class RowView:
+    """Lazy per-row metadata (token ids or (sequence, position)), indexable like a tensor."""
+
+    def __init__(self, store: "ActivationStore", stream: str):
+        self._store, self._stream = store, stream
+
+    def __len__(self) -> int:
+        return self._store.n_rows
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        n = len(self)
+        if isinstance(idx, slice):
+            idx = np.arange(n)[idx]
+        elif isinstance(idx, int):
+            return self._store._gather(self._stream, np.array([idx]), None, None)[0]
+        return self._store._gather(self._stream, np.asarray(idx, dtype=np.int64), None, None)
+
+    def numpy(self) -> np.ndarray:
+        """All rows as one array (``4`` or ``16`` bytes per row)."""
+        return self[:].numpy()
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"RowView({self._stream!r}, rows={len(self)})"
+
+
+class ActivationStore:
+    """A read-only view of a store directory written by :func:`cache_activations`."""
+
+    def __init__(self, path: str | Path, verify: str = "lazy", max_mapped_bytes: int = 256 << 20):
+        if verify not in ("lazy", "size", "full"):
+            raise ValueError(f"verify must be 'lazy', 'size' or 'full', got {verify!r}")
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        m = self.manifest
+        self.dtype: str = m["dtype"]
+        self._np_dtype, self.torch_dtype, self._nbytes = DTYPES[self.dtype]
+        self.hooks: list[str] = list(m["hooks"])
+        self.shard_rows: int = m["shard_rows"]
+        self._verify_mode = verify
+        self._verified: set[Path] = set()
+        self._maps: OrderedDict[Path, np.memmap] = OrderedDict()
+        self._mapped_bytes, self._max_mapped = 0, max_mapped_bytes
+        # the readable part: the contiguous prefix of complete shards
+        by_index = {s["index"]: s for s in m["shards"]}
+        self.shards: list[dict] = []
+        while len(self.shards) in by_index:
+            self.shards.append(by_index[len(self.shards)])
+        if len(self.shards) < len(by_index):
+            warnings.warn(f"{self.path}: shards after {len(self.shards)} are not contiguous; reading only the first "
+                          f"{len(self.shards)} (resume the caching job to fill the gap)", stacklevel=2)
+        for s in self.shards:
+            if s["row_start"] != s["index"] * self.shard_rows:
+                raise StoreError(f"{self.path}: shard {s['index']} starts at row {s['row_start']}, "
+                                 f"expected {s['index'] * self.shard_rows}")
+        self.n_rows: int = sum(s["rows"] for s in self.shards)
+        self.complete: bool = bool(m["complete"]) and self.n_rows == m["n_rows_target"]
+        self._check_sizes()
+        if verify == "full":
+            self.verify()
+
+    @classmethod
+    def open(cls, path: str | Path, verify: str = "lazy", max_mapped_bytes: int = 256 << 20) -> "ActivationStore":
+        """Open a store directory (see class and module docs for ``verify``)."""
+        return cls(path, verify=verify, max_mapped_bytes=max_mapped_bytes)
+
+    # ---------------------------------------------------------------- metadata
+    def d(self, hook: str) -> int:
+        """Width (elements per row) of ``hook``'s rows."""
+        return int(np.prod(self.row_shape(hook)))
+
+    def row_shape(self, hook: str) -> tuple[int, ...]:
+        """Per-token shape of ``hook`` before flattening (e.g. ``(n_heads, d_head)`` for hook_z)."""
+        self._check_hook(hook)
+        return tuple(self.manifest["row_shapes"][hook])
+
+    @property
+    def tokens(self) -> RowView:
+        """Token id of every row (``store.tokens[i]``, ``store.tokens[a:b]``, ``.numpy()``)."""
+        return RowView(self, "tokens")
+
+    @property
+    def seq_pos(self) -> RowView:
+        """``(sequence index, position)`` of every row, int64 ``[n, 2]``."""
+        return RowView(self, "seq_pos")
+
+    def nbytes(self) -> int:
+        """Bytes on disk of the readable shards."""
+        return sum(f["bytes"] for s in self.shards for f in s["files"].values())
+
+    def info(self) -> dict:
+        """A JSON-serialisable summary (what ``interp store info`` prints)."""
+        m = self.manifest
+        return {
+            "path": str(self.path), "model": m["model"], "weight_hash": m["weight_hash"],
+            "hooks": {h: {"d": self.d(h), "row_shape": list(self.row_shape(h))} for h in self.hooks},
+            "dtype": self.dtype, "n_rows": self.n_rows, "n_rows_target": m["n_rows_target"],
+            "complete": self.complete, "context_length": m["context_length"], "shard_rows": self.shard_rows,
+            "n_shards": len(self.shards), "bytes": self.nbytes(), "corpus": m["corpus"],
+            "prepend_bos": m.get("prepend_bos"), "skip_bos": m.get("skip_bos"), "created": m.get("created"),
+        }
+
+    def __repr__(self) -> str:
+        return (f"ActivationStore({str(self.path)!r}, model={self.manifest['model']!r}, hooks={len(self.hooks)}, "
+                f"rows={self.n_rows}, dtype={self.dtype})")
+
+    # ---------------------------------------------------------------- integrity
+    def _file(self, shard: dict, stream: str) -> tuple[Path, dict]:
+        fname = {"tokens": TOKENS_FILE, "seq_pos": SEQPOS_FILE}.get(stream) or hook_file(stream)
+        return self.path / SHARDS / shard_dirname(shard["index"]) / fname, shard["files"][fname]
+
+    def _check_sizes(self) -> None:
+        for s in self.shards:
+            for stream in [*self.hooks, "tokens", "seq_pos"]:
+                path, rec = self._file(s, stream)
+                try:
+                    size = path.stat().st_size
+                except FileNotFoundError:
+                    raise CorruptShardError(f"shard file {path} is missing (listed in the manifest)") from None
+                if size != rec["bytes"]:
+                    raise CorruptShardError(f"shard file {path} has {size} bytes, the manifest says {rec['bytes']} "
+                                            "(truncated or overwritten); re-run the caching job into a new directory")
+
+    def _check_crc(self, path: Path, rec: dict, crc: int | None = None) -> None:
+        if crc is None:
+            crc = crc32_file(path)
+        if crc != rec["crc32"]:
+            raise CorruptShardError(f"shard file {path} is corrupt: CRC-32 {crc:#010x} != {rec['crc32']:#010x} "
+                                    "in the manifest")
+        self._verified.add(path)
+
+    def _ensure_verified(self, path: Path, rec: dict) -> None:
+        if self._verify_mode != "size" and path not in self._verified:
+            self._check_crc(path, rec)
+
+    def verify(self) -> dict:
+        """Check the CRC-32 of every file; raises :class:`CorruptShardError` on the first bad one."""
+        n = 0
+        for s in self.shards:
+            for stream in [*self.hooks, "tokens", "seq_pos"]:
+                self._check_crc(*self._file(s, stream))
+                n += 1
+        return {"files": n, "bytes": self.nbytes(), "ok": True}
+
+    # ---------------------------------------------------------------- low-level reads
+    def _check_hook(self, hook: str) -> None:
+        if hook not in self.manifest["row_shapes"]:
+            raise KeyError(f"hook {hook!r} is not in this store; it holds {self.hooks}")
+
+    def _stream_shape(self, stream: str) -> tuple[np.dtype, int]:
+        if stream == "tokens":
+            return np.dtype(np.int32), 1
+        if stream == "seq_pos":
+            return np.dtype(np.int64), 2
+        self._check_hook(stream)
+        return np.dtype(self._np_dtype), self.d(stream)
+
+    def _map(self, shard: dict, stream: str) -> np.ndarray:
+        path, rec = self._file(shard, stream)
+        mm = self._maps.get(path)
+        if mm is not None:
+            self._maps.move_to_end(path)
+            return mm
+        self._ensure_verified(path, rec)
+        dt, w = self._stream_shape(stream)
+        mm = np.memmap(path, dtype=dt, mode="r", shape=(shard["rows"], w))
+        self._maps[path] = mm
+        self._mapped_bytes += rec["bytes"]
+        while self._mapped_bytes > self._max_mapped and len(self._maps) > 1:
+            old_path, old = self._maps.popitem(last=False)
+            self._mapped_bytes -= old.nbytes
+            del old
+        return mm
+
+    def _read_rows(self, shard: dict, stream: str, a: int, b: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``[a, b)`` (shard-local) of a file with one sequential read; CRC-checked on first use."""
+        path, rec = self._file(shard, stream)
+        dt, w = self._stream_shape(stream)
+        if out is None:
+            out = np.empty((b - a, w), dtype=dt)
+        first = self._verify_mode != "size" and path not in self._verified
+        if first and (a, b) != (0, shard["rows"]):
+            self._ensure_verified(path, rec)
+            first = False
+        with open(path, "rb", buffering=0) as f:
+            f.seek(a * w * dt.itemsize)
+            view = memoryview(out).cast("B")
+            got = 0
+            while got < len(view):
+                n = f.readinto(view[got:])
+                if not n:
+                    raise CorruptShardError(f"shard file {path} ended early (truncated after it was opened)")
+                got += n
+        if first:
+            self._check_crc(path, rec, zlib.crc32(view))
+        return out
+
+    def _locate(self, idx: np.ndarray) -> np.ndarray:
+        if idx.size and (idx.min() < -self.n_rows or idx.max() >= self.n_rows):
+            bad = idx[(idx < -self.n_rows) | (idx >= self.n_rows)][0]
+            raise IndexError(f"row {int(bad)} is out of range for a store of {self.n_rows} rows")
+        return np.where(idx < 0, idx + self.n_rows, idx)
+
+    def _gather(self, stream: str, idx: np.ndarray, device, dtype) -> torch.Tensor:
+        idx = self._locate(np.asarray(idx, dtype=np.int64).reshape(-1))
+        dt, w = self._stream_shape(stream)
+        out = np.empty((idx.size, w), dtype=dt)
+        shard_of = idx // self.shard_rows
+        for k in np.unique(shard_of):
+            sel = np.nonzero(shard_of == k)[0]
+            out[sel] = self._map(self.shards[int(k)], stream)[idx[sel] - int(k) * self.shard_rows]
+        if stream in ("tokens", "seq_pos"):
+            t = torch.from_numpy(out).to(torch.int64)
+            return t[:, 0] if stream == "tokens" else t
+        return _to_torch(out, self.dtype, device, dtype)
+
+    # ---------------------------------------------------------------- public reads
+    def rows(self, hook: str, idx, device=None, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
+        """Rows ``idx`` (ints, array, tensor or slice) of ``hook`` as ``[len(idx), d]``."""
+        if isinstance(idx, slice):
+            idx = np.arange(self.n_rows)[idx]
+        elif isinstance(idx, torch.Tensor):
+            idx = idx.cpu().numpy()
+        return self._gather(hook, np.asarray(idx, dtype=np.int64), device, dtype)
+
+    def stream(
+        self, hook: str, batch_size: int, device=None, dtype: torch.dtype | None = torch.float32,
+        start: int = 0, stop: int | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Rows ``[start, stop)`` of ``hook`` in storage order, ``batch_size`` per tensor (last may be short)."""
+        self._check_hook(hook)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        stop = self.n_rows if stop is None else min(stop, self.n_rows)
+        pos = start
+        carry = None
+        while pos < stop:
+            k = pos // self.shard_rows
+            shard = self.shards[k]
+            a, b = pos - shard["row_start"], min(shard["rows"], stop - shard["row_start"])
+            block = self._read_rows(shard, hook, a, b)
+            if carry is not None:
+                block = np.concatenate([carry, block])
+                carry = None
+            n_full = block.shape[0] // batch_size * batch_size
+            for i in range(0, n_full, batch_size):
+                yield _to_torch(block[i : i + batch_size], self.dtype, device, dtype)
+            if n_full < block.shape[0]:
+                carry = block[n_full:]
+            pos = shard["row_start"] + b
+        if carry is not None and carry.shape[0]:
+            yield _to_torch(np.ascontiguousarray(carry), self.dtype, device, dtype)
+
+    def batches(
+        self,
+        hook_or_hooks: str | Sequence[str],
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        device=None,
+        dtype: torch.dtype | None = torch.float32,
+        rank: int = 0,
+        world_size: int = 1,
+        epochs: int = 1,
+        buffer_shards: int = 4,
+        drop_last: bool | None = None,
+    ) -> Iterator[torch.Tensor | tuple[torch.Tensor, ...]]:
+        """Mini-batches for training (see module docstring); a list of hooks yields aligned tuples.
+
+        ``drop_last`` defaults to ``True`` when ``world_size > 1`` (every rank yields the same
+        number of full batches) and ``False`` otherwise.
+        """
+        multi = not isinstance(hook_or_hooks, str)
+        hooks = list(hook_or_hooks) if multi else [hook_or_hooks]
+        for h in hooks:
+            self._check_hook(h)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        drop_last = world_size > 1 if drop_last is None else drop_last
+        n_shards = len(self.shards)
+        for epoch in range(epochs):
+            order = np.arange(n_shards)
+            rng = np.random.default_rng([seed, epoch])
+            if shuffle:
+                order = rng.permutation(n_shards)
+            per_rank = [order[r::world_size] for r in range(world_size)]
+            if world_size > 1:
+                counts = [sum(self.shards[k]["rows"] for k in ks) // batch_size for ks in per_rank]
+                budget = min(counts)
+            else:
+                budget = None
+            mine = per_rank[rank]
+            yielded = 0
+            carry: list[np.ndarray] | None = None
+            for g in range(0, len(mine), max(1, buffer_shards)):
+                group = [self.shards[int(k)] for k in mine[g : g + max(1, buffer_shards)]]
+                rows = sum(s["rows"] for s in group) + (carry[0].shape[0] if carry else 0)
+                bufs = []
+                for i, h in enumerate(hooks):
+                    dt, w = self._stream_shape(h)
+                    buf = np.empty((rows, w), dtype=dt)
+                    off = 0
+                    if carry:
+                        buf[: carry[i].shape[0]] = carry[i]
+                        off = carry[i].shape[0]
+                    for s in group:
+                        self._read_rows(s, h, 0, s["rows"], out=buf[off : off + s["rows"]])
+                        off += s["rows"]
+                    bufs.append(buf)
+                perm = rng.permutation(rows) if shuffle else np.arange(rows)
+                n_full = rows // batch_size * batch_size
+                for i in range(0, n_full, batch_size):
+                    if budget is not None and yielded >= budget:
+                        break
+                    sel = perm[i : i + batch_size]
+                    out = tuple(self._take(b, sel, device, dtype, shuffle) for b in bufs)
+                    yielded += 1
+                    yield out if multi else out[0]
+                carry = [b[perm[n_full:]] for b in bufs] if n_full < rows else None
+            if carry and not drop_last and (budget is None or yielded < budget):
+                out = tuple(_to_torch(c, self.dtype, device, dtype) for c in carry)
+                yield out if multi else out[0]
+
+    def _take(self, buf: np.ndarray, sel: np.ndarray, device, dtype, shuffle: bool) -> torch.Tensor:
+        if shuffle:
+            rows = torch.from_numpy(buf).index_select(0, torch.from_numpy(sel))
+        else:
+            rows = buf[sel[0] : sel[-1] + 1]
+        return _to_torch(rows, self.dtype, device, dtype)
+

@@ -1,0 +1,161 @@
+"""Activation store: stored rows equal a direct run_with_cache; reading paths; bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from interp.store import ActivationStore, CacheConfig, StoreError, cache_activations
+
+TEXT = (
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age "
+    "of foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season "
+    "of Light, it was the season of Darkness, it was the spring of hope, it was the winter of despair.\n\n"
+)
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    p = tmp_path_factory.mktemp("corpus") / "tale.txt"
+    p.write_text(TEXT * 40)
+    return p
+
+
+def _cfg(tmp_path, corpus_file, **kw):
+    base = dict(model="tiny-llama", hooks=["blocks.*.hook_resid_post"], corpus=str(corpus_file), n_tokens=700,
+                context_length=48, batch_size=4, dtype="float32", shard_rows=160, out=str(tmp_path / "store"))
+    base.update(kw)
+    return CacheConfig(**base)
+
+
+def _reference(model, store, hook):
+    """Run the model directly on the stored sequences and return [n_rows, d] rows of ``hook``."""
+    C = store.manifest["context_length"]
+    seq_pos = store.seq_pos[:]
+    n_seq = int(seq_pos[-1, 0]) + 1
+    tokens = torch.zeros(n_seq, C, dtype=torch.long)
+    tokens[seq_pos[:, 0], seq_pos[:, 1]] = store.tokens[:]
+    if store.manifest["skip_bos"]:
+        tokens[:, 0] = store.manifest["bos_token_id"]
+    _, cache = model.run_with_cache(tokens, names_filter=[hook])
+    act = cache[hook]
+    return act[seq_pos[:, 0], seq_pos[:, 1]].reshape(store.n_rows, -1)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 0.0), ("float16", 1e-3), ("bfloat16", 8e-3)])
+def test_rows_equal_run_with_cache(tiny_llama, tmp_path, corpus_file, dtype, tol):
+    hooks = ["blocks.*.hook_resid_post", "blocks.0.attn.hook_z", "blocks.1.mlp.hook_post"]
+    store = cache_activations(_cfg(tmp_path, corpus_file, dtype=dtype, hooks=hooks), model=tiny_llama, progress=False)
+    assert store.n_rows == 700 and store.complete
+    assert store.hooks == ["blocks.0.hook_resid_post", "blocks.0.attn.hook_z", "blocks.1.hook_resid_post",
+                           "blocks.1.mlp.hook_post"]
+    assert store.row_shape("blocks.0.attn.hook_z") == (4, 8)
+    for h in store.hooks:
+        ref = _reference(tiny_llama, store, h)
+        got = store.rows(h, np.arange(store.n_rows))
+        expect = ref.to(store.torch_dtype).float()  # exactly what storing at this dtype should give
+        assert torch.equal(got, expect), h
+        assert torch.allclose(got, ref, rtol=tol, atol=tol), h
+
+
+def test_skip_bos_and_layout(tiny_gpt2, tmp_path, corpus_file):
+    store = cache_activations(_cfg(tmp_path, corpus_file, skip_bos=True, dtype="float16", n_tokens=500),
+                              model=tiny_gpt2, progress=False)
+    sp = store.seq_pos[:]
+    assert sp.shape == (500, 2) and int(sp[:, 1].min()) == 1 and int(sp[0, 0]) == 0
+    assert torch.equal(sp[:47, 1], torch.arange(1, 48))
+    # the stored tokens are the corpus text in order (char tokenizer: one char per token)
+    text = tiny_gpt2.tokenizer.decode(store.tokens[:47].tolist())
+    assert text == TEXT[:47]
+    h = "blocks.1.hook_resid_post"
+    assert torch.equal(store.rows(h, range(500)), _reference(tiny_gpt2, store, h).half().float())
+
+
+def test_reading_paths_agree(tiny_llama, tmp_path, corpus_file):
+    store = cache_activations(_cfg(tmp_path, corpus_file, n_tokens=1000), model=tiny_llama, progress=False)
+    h = "blocks.1.hook_resid_post"
+    full = store.rows(h, slice(None))
+    assert full.shape == (1000, 32)
+    assert torch.equal(torch.cat(list(store.stream(h, 64))), full)
+    assert torch.equal(torch.cat(list(store.stream(h, 7, start=100, stop=555))), full[100:555])
+    assert torch.equal(store.rows(h, [999, 0, -1, 161]), full[[999, 0, 999, 161]])
+    # shuffled batches: a permutation of all rows; aligned across hooks; deterministic per seed
+    batches = list(store.batches(["blocks.0.hook_resid_post", h], 50, seed=3, buffer_shards=2))
+    got = torch.cat([b[1] for b in batches])
+    assert got.shape == full.shape and not torch.equal(got, full)
+    # as multisets, the (hook 0, hook 1) row pairs equal the stored pairs: a permutation, aligned
+    pairs = torch.cat([torch.cat([b[0] for b in batches]), got], 1)
+    full_pairs = torch.cat([store.rows("blocks.0.hook_resid_post", slice(None)), full], 1)
+    assert sorted(map(tuple, pairs.tolist())) == sorted(map(tuple, full_pairs.tolist()))
+    again = torch.cat(list(store.batches(h, 50, seed=3, buffer_shards=2)))
+    assert torch.equal(again, got)
+    assert not torch.equal(torch.cat(list(store.batches(h, 50, seed=4, buffer_shards=2))), got)
+    # DDP sharding: ranks are disjoint, equal in batch count, and together cover most rows
+    parts = [list(store.batches(h, 50, seed=1, rank=r, world_size=2)) for r in range(2)]
+    assert len(parts[0]) == len(parts[1]) > 0
+    from collections import Counter
+
+    seen = Counter(tuple(x) for p in parts for b in p for x in b.tolist())
+    stored = Counter(map(tuple, full.tolist()))
+    assert not seen - stored  # no row served twice (beyond its multiplicity in the store)
+    assert sum(seen.values()) >= 1000 - 2 * 160 - 2 * 50
+    # epochs reshuffle
+    two = list(store.batches(h, 100, epochs=2, seed=0))
+    assert len(two) == 20 and not torch.equal(two[0], two[10])
+    # dtype / device conversion
+    assert store.rows(h, [1, 2], dtype=torch.float16).dtype == torch.float16
+
+
+def test_manifest_contents(tiny_llama, tmp_path, corpus_file):
+    store = cache_activations(_cfg(tmp_path, corpus_file), model=tiny_llama, progress=False)
+    m = json.loads((tmp_path / "store" / "manifest.json").read_text())
+    from interp.models import weight_hash
+
+    assert m["model"] == "tiny-llama" and m["weight_hash"] == weight_hash(tiny_llama)
+    assert m["hooks"] == store.hooks and m["dtype"] == "float32" and m["context_length"] == 48
+    assert m["corpus"]["kind"] == "text" and m["complete"] is True
+    assert [s["index"] for s in m["shards"]] == [0, 1, 2, 3, 4] and sum(s["rows"] for s in m["shards"]) == 700
+    assert all(set(s["files"]) == {"blocks.0.hook_resid_post.bin", "blocks.1.hook_resid_post.bin", "tokens.bin",
+                                   "seq_pos.bin"} for s in m["shards"])
+
+
+def test_bad_inputs(tiny_llama, tmp_path, corpus_file):
+    from interp.models import HookNotFoundError, ModelNotFoundError
+
+    with pytest.raises(HookNotFoundError, match="hook_nope"):
+        cache_activations(_cfg(tmp_path, corpus_file, hooks=["blocks.*.hook_nope"]), model=tiny_llama)
+    with pytest.raises(ValueError, match="n_ctx=128"):
+        cache_activations(_cfg(tmp_path, corpus_file, context_length=129), model=tiny_llama)
+    with pytest.raises(ModelNotFoundError, match="no-such-model"):
+        cache_activations(_cfg(tmp_path, corpus_file, model="no-such-model"))
+    with pytest.raises(ValueError, match="not per-token"):
+        cache_activations(_cfg(tmp_path, corpus_file, hooks=["blocks.0.attn.hook_pattern"]), model=tiny_llama)
+    with pytest.raises(ValueError, match="unknown store dtype"):
+        _cfg(tmp_path, corpus_file, dtype="int8")
+    with pytest.raises(ValueError, match="positive integer"):
+        _cfg(tmp_path, corpus_file, n_tokens=0)
+    with pytest.raises(ValueError, match="too short|yields only"):
+        cache_activations(_cfg(tmp_path, corpus_file, n_tokens=10**6), model=tiny_llama, progress=False)
+    # a store written with other settings is not resumed, whatever differs
+    out = tmp_path / "other"
+    cache_activations(_cfg(tmp_path, corpus_file, out=str(out)), model=tiny_llama, progress=False)
+    with pytest.raises(StoreError, match="dtype: store has 'float32', this run has 'float16'"):
+        cache_activations(_cfg(tmp_path, corpus_file, out=str(out), dtype="float16"), model=tiny_llama)
+    with pytest.raises(StoreError, match="weight_hash"):
+        from interp.models import load_model
+
+        cache_activations(_cfg(tmp_path, corpus_file, out=str(out), model="tiny-llama"),
+                          model=load_model("tiny-gpt2", device="cpu"))
+    with pytest.raises(StoreError, match="hooks"):
+        cache_activations(_cfg(tmp_path, corpus_file, out=str(out), hooks=["blocks.0.hook_resid_post"]),
+                          model=tiny_llama)
+    store = ActivationStore.open(out)
+    with pytest.raises(KeyError, match="not in this store"):
+        store.rows("blocks.0.hook_mlp_out", [0])
+    with pytest.raises(IndexError, match="out of range"):
+        store.rows("blocks.0.hook_resid_post", [700])
+    with pytest.raises(FileNotFoundError, match="not an activation store"):
+        ActivationStore.open(tmp_path)
