@@ -136,6 +136,23 @@ def test_massive_kind_uses_log_scale_for_wide_ranges():
     assert spec["layout"]["yaxis"]["type"] == "log"
 
 
+def test_store_manifest_tables():
+    manifest = {"kind": "store", "model": "tiny-llama", "hooks": ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"],
+                "row_shapes": {"blocks.0.hook_resid_post": [32], "blocks.1.hook_resid_post": [32]},
+                "shards": [{"index": 0, "row_start": 0, "rows": 512, "files": {
+                    "blocks.0.hook_resid_post.bin": {"bytes": 65536}, "blocks.1.hook_resid_post.bin": {"bytes": 65536},
+                    "tokens.bin": {"bytes": 2048}}},
+                    {"index": 1, "row_start": 512, "rows": 100, "files": {"blocks.0.hook_resid_post.bin": {"bytes": 12800}}}],
+                "config": {"n_tokens": 612}}
+    html = render_results(manifest).to_html()
+    hooks = html[html.index('id="hooks"'):]
+    assert re.search(r"<td>blocks.0.hook_resid_post</td><td><code>\[32\]</code></td><td class=\"num\">612</td>"
+                     r"<td class=\"num\">78336</td>", hooks)        # 65536 + 12800 bytes over both shards
+    shards = html[html.index('id="shards"'):]
+    assert re.search(r'<td class="num">1</td><td class="num">512</td><td class="num">100</td><td class="num">1</td>'
+                     r'<td class="num">12800</td>', shards)
+
+
 def test_results_path_and_folder(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(circuit_results()))
     assert render_results(tmp_path).title == render_results(tmp_path / "results.json").title

@@ -497,11 +497,29 @@ def _render_sae(r: Report, data: dict) -> tuple[set, Hints]:
 
 
 def _render_store(r: Report, data: dict) -> tuple[set, Hints]:
-    claimed = set()
-    if isinstance(data.get("shapes"), dict):
-        rows = [{"hook": h, "shape": s} for h, s in data["shapes"].items()]
-        r.add_table("Hooks and shapes", rows, caption="Each cached hook (TransformerLens name) and its stored shape.")
-        claimed.add("shapes")
+    """The store manifest: one row per hook (shape, rows, bytes) and one row per shard."""
+    claimed: set = set()
+    shapes = data.get("row_shapes", data.get("shapes"))
+    shards = data.get("shards") if isinstance(data.get("shards"), list) else []
+    hooks = data.get("hooks") if isinstance(data.get("hooks"), list) else list(shapes or {})
+    if isinstance(shapes, dict) or hooks:
+        shapes = shapes if isinstance(shapes, dict) else {}
+        rows = []
+        for h in hooks:
+            files = [sh.get("files", {}).get(f"{h}.bin", {}) for sh in shards if isinstance(sh, dict)]
+            rows.append({"hook": h, "row shape": shapes.get(h, ""),
+                         "rows": sum(int(sh.get("rows", 0)) for sh in shards if isinstance(sh, dict)) if shards else "",
+                         "bytes": sum(int(f.get("bytes", 0)) for f in files if isinstance(f, dict)) if shards else ""})
+        r.add_table("Hooks", rows, caption="Each cached hook (TransformerLens name), the shape of one row "
+                                           "(one token), rows stored and bytes on disk.")
+        claimed |= {"hooks", "row_shapes", "shapes"}
+    if shards and all(isinstance(sh, dict) for sh in shards):
+        rows = [{"shard": sh.get("index", i), "row_start": sh.get("row_start", ""), "rows": sh.get("rows", ""),
+                 "files": len(sh.get("files", {})),
+                 "bytes": sum(int(f.get("bytes", 0)) for f in sh.get("files", {}).values() if isinstance(f, dict))}
+                for i, sh in enumerate(shards)]
+        r.add_table("Shards", rows, caption=f"{len(rows)} shard(s): first row, rows, files and bytes of each.")
+        claimed.add("shards")
     return claimed, Hints()
 
 
