@@ -82,6 +82,17 @@ def test_compare_report_table_with_paper_values():
     assert "<td>atp</td><td class=\"num\">0.5</td><td class=\"num\">24</td>" in wall   # 12 / 0.5
 
 
+def test_compare_on_ioi_shows_published_gpt2_numbers_by_default():
+    res = {"kind": "compare", "task": "ioi", "pearson": {"relp": {"mlp": 0.9}, "ig": {"mlp": 0.8}}}
+    html = render_results(res).to_html()
+    # METHODS.md: RelP paper Table 1, GPT-2 small, MLP RelP = 0.992; no published IG value
+    assert re.search(r'<td>relp</td><td>MLP outputs</td><td class="num">0.9</td><td class="num">0.992</td>', html)
+    assert re.search(r'<td>ig</td><td>MLP outputs</td><td class="num">0.8</td><td><span title="not recorded">—</span></td>', html)
+    assert "RelP paper, Table 1, IOI on GPT-2 small" in html
+    html = render_results({**res, "task": "greater-than"}).to_html()
+    assert "0.992" not in html
+
+
 def test_generic_fallback_maps_shapes_to_figures():
     res = {"kind": "mystery", "lr": 0.001, "name": "run-7",
            "matrix": [[1, 2, 3], [4, 5, 6]],

@@ -50,6 +50,11 @@ X_KEYS = ("step", "steps", "epoch", "epochs", "iteration", "iterations", "n_toke
 COMPONENT_NAMES = {"resid": "residual stream", "attn_head": "attention heads", "mlp": "MLP outputs",
                    "attn": "attention outputs"}
 MAX_PLOT_ELEMENTS = 250_000
+#: Published Pearson r with activation patching on IOI, GPT-2 small (RelP paper, Table 1; see
+#: docs METHODS.md section 1), shown beside ours when a ``compare`` run on IOI gives no ``paper``.
+PAPER_IOI_GPT2_SMALL = {"atp": {"resid": 0.753, "attn_head": 0.979, "mlp": 0.195},
+                        "relp": {"resid": 0.968, "attn_head": 0.962, "mlp": 0.992}}
+PAPER_SOURCE = "RelP paper, Table 1, IOI on GPT-2 small (a different model from ours; for scale only)"
 MAX_SLICES = 4
 
 
@@ -114,7 +119,7 @@ def render_results(results: dict | str | Path, title: str | None = None) -> Repo
                    f"(known kinds: {', '.join(sorted(KINDS))}).")
     hints = Hints()
     if renderer is not None:
-        claimed, hints = renderer(r, rest)
+        claimed, hints = renderer(r, rest, data)
         rest = {k: v for k, v in rest.items() if k not in claimed}
     render_generic(r, rest, hints)
     if _n_content(r) == 0:
@@ -263,7 +268,8 @@ def _render_list(r: Report, path: tuple[str, ...], v: list, hints: Hints) -> Non
 
 # ---------------------------------------------------------------------------------- kinds
 
-Renderer = Callable[[Report, dict], tuple[set, Hints]]
+Renderer = Callable[[Report, dict, dict], tuple[set, Hints]]
+"""(report, unclaimed fields, whole results) -> (fields it rendered, axis hints for the rest)."""
 
 
 def _layer_labels(n: int) -> list[str]:
@@ -336,7 +342,7 @@ def _component_labels(ct: str, shape: tuple) -> list[str]:
     return [f"L{i[0]}" + (f" pos {i[1]}" if len(i) > 1 else "") for i in idx]
 
 
-def render_pearson(r: Report, pearson: Any, paper: Any = None) -> None:
+def render_pearson(r: Report, pearson: Any, paper: Any = None, source: str = "published values") -> None:
     """Pearson r of each method with patching per component type (+ published values)."""
     if not isinstance(pearson, dict) or not all(isinstance(v, dict) for v in pearson.values()):
         raise ValueError("pearson: expected an object {method: {component_type: r}}")
@@ -353,7 +359,7 @@ def render_pearson(r: Report, pearson: Any, paper: Any = None) -> None:
     r.add_section("Agreement with activation patching")
     r.add_table("Pearson r with activation patching", rows,
                 caption="Correlation of each method's scores with activation patching over all components of a type "
-                        "(1 = identical ranking and scale)." + (" 'paper': the published values (RelP paper, Table 1, GPT-2 small)." if paper else ""))
+                        "(1 = identical ranking and scale)." + (f" 'paper': {source}." if paper else ""))
     series = {m: [_num(d.get(ct), "") for ct in types] for m, d in pearson.items()}
     series = {m: [math.nan if v is None else v for v in vals] for m, vals in series.items()}
     r.add_bars("Pearson r by component type", [COMPONENT_NAMES.get(ct, ct) for ct in types], series,
@@ -442,14 +448,18 @@ def render_faithfulness(r: Report, f: Any) -> None:
         render_generic(r, extra, Hints(), ("faithfulness",))
 
 
-def _render_attribution(r: Report, data: dict) -> tuple[set, Hints]:
+def _render_attribution(r: Report, data: dict, full: dict | None = None) -> tuple[set, Hints]:
     claimed: set = set()
     summary = {k: data[k] for k in ("metric_clean", "metric_corrupt", "n_prompts", "seed") if k in data}
     if summary:
         r.add_table("Summary", summary, caption="Metric on clean and corrupted prompts and the run's size.")
         claimed |= set(summary)
     if "pearson" in data:
-        render_pearson(r, data["pearson"], data.get("paper"))
+        paper, source = data.get("paper"), "published values given in the results"
+        task = str((full or {}).get("task", "")).lower()
+        if paper is None and task.startswith("ioi"):
+            paper, source = PAPER_IOI_GPT2_SMALL, PAPER_SOURCE
+        render_pearson(r, data["pearson"], paper, source)
         claimed |= {"pearson", "paper"}
     for key in ("seconds", "timings"):
         if isinstance(data.get(key), dict):
@@ -478,25 +488,25 @@ def _render_attribution(r: Report, data: dict) -> tuple[set, Hints]:
                           y3="head", prefix_y3="H", x3="token position")
 
 
-def _render_sinks(r: Report, data: dict) -> tuple[set, Hints]:
+def _render_sinks(r: Report, data: dict, full: dict | None = None) -> tuple[set, Hints]:
     r.add_text("Attention-sink statistics. Sink score of a head = mean over queries q >= 1 of the attention "
                "paid to position 0; heatmaps show layers as rows and heads as columns.")
     return set(), Hints(x2="head", y2="layer", prefix_x2="H", prefix_y2="L", x1="layer", prefix1="L",
                         y3="head", prefix_y3="H", x3="query position")
 
 
-def _render_massive(r: Report, data: dict) -> tuple[set, Hints]:
+def _render_massive(r: Report, data: dict, full: dict | None = None) -> tuple[set, Hints]:
     r.add_text("Massive activations (Sun et al. 2024): scalars in the residual stream with |a| > 100 and "
                "|a| / median|h| >= 1000. Per-layer series are drawn on a log scale when they span three "
                "orders of magnitude.")
     return set(), Hints(x1="layer", prefix1="L", y2="layer", prefix_y2="L", x2="position")
 
 
-def _render_sae(r: Report, data: dict) -> tuple[set, Hints]:
+def _render_sae(r: Report, data: dict, full: dict | None = None) -> tuple[set, Hints]:
     return set(), Hints(x1="index", x2="column", y2="row")
 
 
-def _render_store(r: Report, data: dict) -> tuple[set, Hints]:
+def _render_store(r: Report, data: dict, full: dict | None = None) -> tuple[set, Hints]:
     """The store manifest: one row per hook (shape, rows, bytes) and one row per shard."""
     claimed: set = set()
     shapes = data.get("row_shapes", data.get("shapes"))

@@ -128,8 +128,10 @@ def format_value(v: Any) -> tuple[str, bool]:
     """A table cell's HTML and whether it is numeric (right-aligned)."""
     if type(v).__module__.startswith(("torch", "numpy")) and hasattr(v, "tolist"):
         v = v.tolist()
-    if isinstance(v, bool) or v is None:
-        return html.escape(str(v)), False
+    if v is None:
+        return '<span title="not recorded">—</span>', False
+    if isinstance(v, bool):
+        return str(v), False
     if isinstance(v, int):
         return f"{v:,}" if abs(v) >= 100_000 else str(v), True
     if isinstance(v, float):
