@@ -179,6 +179,7 @@ def test_token_view_colours_escaping_and_whitespace():
     assert "↵</span></span><br>" in v.html                          # newline: mark + real break
     assert "#2 &#x27; Mary&#x27;  score 2" in spans[2][1]            # hover: index, repr, value
     assert v.n_nonfinite == 1 and "1 of the scores is NaN" in v.caption
+    assert v._repr_html_().startswith("<style>") and v.html in v._repr_html_()   # notebook display
 
 
 @pytest.mark.parametrize("tokens,scores,msg", [

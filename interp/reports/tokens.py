@@ -48,6 +48,10 @@ class TokenView(NamedTuple):
     n_nonfinite: int
     """How many scores were NaN or inf."""
 
+    def _repr_html_(self) -> str:
+        """Inline display in Jupyter (the view carries its own CSS)."""
+        return f"<style>{CSS}</style>{self.html}<p style='color:#555;font-size:13px'>{html.escape(self.caption)}</p>"
+
 
 def score_colour(score: float, scale: float) -> tuple[str, str]:
     """Background and text colour for ``score`` on a diverging scale of half-width ``scale``."""
