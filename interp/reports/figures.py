@@ -196,10 +196,14 @@ def lines(title: str, xs: Any, ys_by_name: dict[str, Any], x_title: str = "", y_
 
 def faithfulness_curve(n_components: Any, recovered: Any, target: float | None = None,
                        chosen: int | None = None, total: int | None = None,
-                       title: str = "Faithfulness", caption: str = "") -> Figure:
-    """Share of the clean metric recovered when only the top-n components keep clean values."""
+                       title: str = "Faithfulness", caption: str = "",
+                       y_title: str = "share of clean metric recovered") -> Figure:
+    """Share of the clean metric recovered when only the top-n components keep clean values.
+
+    ``y_title`` names the y axis when the values are not a share (e.g. a raw logit difference).
+    """
     f = lines(title, n_components, {"recovered": recovered}, "components kept in the circuit",
-              "share of clean metric recovered", caption=caption or " ")
+              y_title, caption=caption or " ")
     fig = f.fig
     if target is not None and math.isfinite(float(target)):
         fig.add_hline(y=float(target), line_dash="dash", line_color="#888",
@@ -211,7 +215,7 @@ def faithfulness_curve(n_components: Any, recovered: Any, target: float | None =
         of = f" of {total}" if total else ""
         caption = ("Each point patches every component outside the top-n (by attribution score) "
                    "and reports the metric recovered, as a share of the clean-minus-corrupt metric; "
-                   f"1.0 means the circuit alone reproduces the behaviour.")
+                   "1.0 means the circuit alone reproduces the behaviour.")
         if chosen is not None:
             caption += f" The red dotted line marks the chosen circuit ({chosen}{of} components)."
     return Figure(fig, caption + gap_note(f.n_nonfinite, "points"), f.n_nonfinite)
