@@ -82,6 +82,19 @@ def test_compare_report_table_with_paper_values():
     assert "<td>atp</td><td class=\"num\">0.5</td><td class=\"num\">24</td>" in wall   # 12 / 0.5
 
 
+@pytest.mark.parametrize("layout", ["scores", "results"])
+def test_attribution_result_to_json_records_are_accepted(layout):
+    """``scores: {method: result.to_json()}`` or ``results: [result.to_json(), ...]`` (CONTRACTS.md)."""
+    recs = [{"method": m, "scores": {"mlp": [1.0, 2.0, 3.0]}, "seconds": sec, "metric_clean": 2.5,
+             "metric_corrupt": 0.5} for m, sec in (("patch", 8.0), ("atp", 0.25))]
+    res = {"kind": "circuit", layout: ({r["method"]: r for r in recs} if layout == "scores" else recs)}
+    html = render_results(res).to_html()
+    bars = figures_in(html)["fig-mlp-outputs-score-per-layer"]
+    assert [t["name"] for t in bars["data"]] == ["patch", "atp"] and bars["data"][1]["y"] == [1.0, 2.0, 3.0]
+    assert "<td>atp</td><td class=\"num\">0.25</td><td class=\"num\">32</td>" in html   # 8 / 0.25
+    assert ">metric_clean<" in html and "atp vs patching (Pearson r = 1.000" in html
+
+
 def test_compare_on_ioi_shows_published_gpt2_numbers_by_default():
     res = {"kind": "compare", "task": "ioi", "pearson": {"relp": {"mlp": 0.9}, "ig": {"mlp": 0.8}}}
     html = render_results(res).to_html()

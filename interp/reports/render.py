@@ -6,7 +6,8 @@ silently dropped.  Recognised layouts (all fields optional unless noted):
 
 - common: ``title``, ``config`` (dict), ``meta`` (dict: ``model``, ``versions``, ``timings``...);
   top-level ``model``, ``task``, ``versions``, ``timings``/``seconds`` are shown with ``meta``.
-- ``circuit`` / ``compare``: ``scores: {method: {component_type: array}}`` with component types
+- ``circuit`` / ``compare``: ``scores: {method: {component_type: array}}`` (or ``{method:
+  result.to_json()}``, or ``results: [result.to_json(), ...]``) with component types
   ``attn_head`` [L,H] (or [L,H,T], summed over positions), ``mlp`` / ``resid`` [L] (or [L,T]);
   a method named ``patch``/``patching``/``activation_patching`` is the reference that the other
   methods are scattered against (Pearson r).  ``pearson: {method: {component_type: r}}`` and
@@ -449,8 +450,41 @@ def render_faithfulness(r: Report, f: Any) -> None:
         render_generic(r, extra, Hints(), ("faithfulness",))
 
 
+def unwrap_method_results(data: dict) -> dict:
+    """Accept attribution results as written by ``AttributionResult.to_json()``.
+
+    ``scores: {method: {"method", "scores": {...}, "seconds", ...}}`` and
+    ``results``/``methods: [{"method", "scores", "seconds"}, ...]`` become
+    ``scores: {method: {component_type: array}}`` plus ``seconds: {method: s}`` (unless given).
+    """
+    data = dict(data)
+    records = None
+    for key in ("results", "methods"):
+        v = data.get(key)
+        if isinstance(v, list) and v and all(isinstance(x, dict) and "method" in x and "scores" in x for x in v):
+            records = {str(x["method"]): x for x in v}
+            data.pop(key)
+            break
+    if records is None and isinstance(data.get("scores"), dict) and data["scores"] and all(
+            isinstance(v, dict) and isinstance(v.get("scores"), dict) for v in data["scores"].values()):
+        records = data["scores"]
+    if records is None:
+        return data
+    data["scores"] = {m: rec["scores"] for m, rec in records.items()}
+    secs = {m: rec["seconds"] for m, rec in records.items() if isinstance(rec.get("seconds"), (int, float))}
+    if secs and not isinstance(data.get("seconds"), dict) and not isinstance(data.get("timings"), dict):
+        data["seconds"] = secs
+    for k in ("metric_clean", "metric_corrupt"):
+        vals = [rec[k] for rec in records.values() if isinstance(rec.get(k), (int, float))]
+        if vals and k not in data:
+            data[k] = vals[0]
+    return data
+
+
 def _render_attribution(r: Report, data: dict, full: dict | None = None) -> tuple[set, Hints]:
-    claimed: set = set()
+    before = set(data)
+    data = unwrap_method_results(data)
+    claimed: set = before - set(data)          # a "results"/"methods" list folded into "scores"
     summary = {k: data[k] for k in ("metric_clean", "metric_corrupt", "n_prompts", "seed") if k in data}
     if summary:
         r.add_table("Summary", summary, caption="Metric on clean and corrupted prompts and the run's size.")
