@@ -158,6 +158,9 @@ def test_massive_kind_uses_log_scale_for_wide_ranges():
     html = render_results({"kind": "massive", "ratio": [2.0, 30.0, 4000.0, 3500.0]}).to_html()
     (spec,) = figures_in(html).values()
     assert spec["layout"]["yaxis"]["type"] == "log"
+    html = render_results({"kind": "other", "ratio": [2.0, 30.0, 4000.0, 3500.0]}).to_html()
+    (spec,) = figures_in(html).values()
+    assert spec["layout"]["yaxis"].get("type") != "log"          # only where the kind says so
 
 
 def test_store_manifest_tables():

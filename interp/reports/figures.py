@@ -189,8 +189,10 @@ def lines(title: str, xs: Any, ys_by_name: dict[str, Any], x_title: str = "", y_
     if log_y:
         fig.update_yaxes(type="log")
     if not caption:
-        names = ", ".join(map(str, ys_by_name))
-        caption = f"{y_title or 'Value'} against {x_title or 'x'} for {names}."
+        names = [str(n) for n in ys_by_name]
+        what = f"{y_title or 'value'} of {', '.join(names)}" if names != [y_title] else (y_title or "value")
+        caption = (f"Line: {what} (y{', log scale' if log_y else ''}) against {x_title or 'x'} (x), "
+                   f"{len(x)} points{' per series' if len(names) > 1 else ''}; one colour per series.")
     return Figure(fig, caption + gap_note(bad, "points"), bad)
 
 

@@ -61,7 +61,8 @@ MAX_SLICES = 4
 
 class Hints(dict):
     """Axis names for the generic renderer: ``x1`` (1-D x axis), ``x2``/``y2`` (2-D columns/rows),
-    ``x3``/``y3`` (columns/rows of each slice of a 3-D array); ``prefix_*`` label prefixes."""
+    ``x3``/``y3`` (columns/rows of each slice of a 3-D array); ``prefix_*`` label prefixes;
+    ``log1``: draw positive 1-D series spanning three orders of magnitude on a log axis."""
 
 
 def load_results(results: dict | str | Path) -> tuple[dict, str]:
@@ -222,7 +223,8 @@ def _render_array(r: Report, path: tuple[str, ...], v: list, hints: Hints, xs: l
     if arr.ndim == 1:
         positive = np.isfinite(arr) & (arr > 0)
         fin = arr[np.isfinite(arr)]
-        log_y = bool(fin.size > 1 and positive.sum() == fin.size and fin.max() / fin.min() > 1e3)
+        log_y = bool(hints.get("log1") and fin.size > 1 and positive.sum() == fin.size
+                     and fin.max() / fin.min() > 1e3)
         if xs is not None:
             r.add_line(title, xs, {path[-1]: arr}, x_title=xkey or "", y_title=path[-1], log_y=log_y)
         elif len(arr) <= 60 and not log_y:
@@ -534,7 +536,7 @@ def _render_massive(r: Report, data: dict, full: dict | None = None) -> tuple[se
     r.add_text("Massive activations (Sun et al. 2024): scalars in the residual stream with |a| > 100 and "
                "|a| / median|h| >= 1000. Per-layer series are drawn on a log scale when they span three "
                "orders of magnitude.")
-    return set(), Hints(x1="layer", prefix1="L", y2="layer", prefix_y2="L", x2="position")
+    return set(), Hints(x1="layer", prefix1="L", y2="layer", prefix_y2="L", x2="position", log1=True)
 
 
 def _render_sae(r: Report, data: dict, full: dict | None = None) -> tuple[set, Hints]:

@@ -114,7 +114,7 @@ def token_view(tokens: Sequence[str], scores: Any, title: str = "tokens", captio
     body = f'<div class="tok-view">{"".join(spans)}</div>{legend}'
     bad = int((~np.isfinite(s)).sum())
     if not caption:
-        caption = (f"The {len(toks)} tokens of the prompt, each coloured by its attribution score: red "
+        caption = (f"The {len(toks)} tokens of the prompt, each coloured by its score: red "
                    f"positive, blue negative, white zero, full colour at |score| = {scale:.3g}. "
                    "Whitespace tokens are outlined; ↵ marks a newline.")
     return TokenView(body, caption + gap_note(bad, "scores"), bad)
