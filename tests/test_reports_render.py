@@ -95,6 +95,15 @@ def test_attribution_result_to_json_records_are_accepted(layout):
     assert ">metric_clean<" in html and "atp vs patching (Pearson r = 1.000" in html
 
 
+def test_per_position_scores_labelled_by_tokens():
+    res = {"kind": "circuit", "tokens": ["<bos>", " Mary", " Mary"],
+           "scores": {"patch": {"resid": [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]}}}
+    spec = figures_in(render_results(res).to_html())["fig-residual-stream-patch"]
+    # distinct labels even for repeated tokens (a category axis would merge equal labels)
+    assert spec["data"][0]["x"] == ["0 '<bos>'", "1 ' Mary'", "2 ' Mary'"]
+    assert spec["data"][0]["z"] == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+
+
 def test_compare_on_ioi_shows_published_gpt2_numbers_by_default():
     res = {"kind": "compare", "task": "ioi", "pearson": {"relp": {"mlp": 0.9}, "ig": {"mlp": 0.8}}}
     html = render_results(res).to_html()

@@ -8,7 +8,8 @@ silently dropped.  Recognised layouts (all fields optional unless noted):
   top-level ``model``, ``task``, ``versions``, ``timings``/``seconds`` are shown with ``meta``.
 - ``circuit`` / ``compare``: ``scores: {method: {component_type: array}}`` (or ``{method:
   result.to_json()}``, or ``results: [result.to_json(), ...]``) with component types
-  ``attn_head`` [L,H] (or [L,H,T], summed over positions), ``mlp`` / ``resid`` [L] (or [L,T]);
+  ``attn_head`` [L,H] (or [L,H,T], summed over positions), ``mlp`` / ``resid`` [L] (or [L,T],
+  columns labelled by ``tokens``/``position_labels`` when given);
   a method named ``patch``/``patching``/``activation_patching`` is the reference that the other
   methods are scattered against (Pearson r).  ``pearson: {method: {component_type: r}}`` and
   ``paper: {...}`` (published values, same layout) -> a table and grouped bars;
@@ -283,8 +284,11 @@ def _patch_key(scores: dict) -> str | None:
     return next((k for k in scores if str(k).lower() in PATCH_NAMES), None)
 
 
-def render_scores(r: Report, scores: Any, field: str = "scores") -> None:
-    """Per-method, per-component-type attribution scores: heatmaps, bars, and scatters vs patching."""
+def render_scores(r: Report, scores: Any, field: str = "scores", positions: list | None = None) -> None:
+    """Per-method, per-component-type attribution scores: heatmaps, bars, and scatters vs patching.
+
+    ``positions``: the prompt's tokens; per-position heatmaps then label columns ``"3 ' Mary'"``.
+    """
     if not isinstance(scores, dict) or not scores:
         raise ValueError(f"{field}: expected an object {{method: {{component_type: array}}}}, got {type(scores).__name__}")
     arrays: dict[str, dict[str, np.ndarray]] = {}
@@ -316,7 +320,9 @@ def render_scores(r: Report, scores: Any, field: str = "scores") -> None:
                 r.add_heatmap(f"{name}: {m}{note}", a, [f"H{i}" for i in range(a.shape[1])], _layer_labels(a.shape[0]),
                               x_title="head", y_title="layer")
             else:
-                r.add_heatmap(f"{name}: {m}{note}", a, [str(i) for i in range(a.shape[1])], _layer_labels(a.shape[0]),
+                cols = ([f"{i} {t!r}" for i, t in enumerate(positions)] if positions and len(positions) == a.shape[1]
+                        else [str(i) for i in range(a.shape[1])])
+                r.add_heatmap(f"{name}: {m}{note}", a, cols, _layer_labels(a.shape[0]),
                               x_title="token position", y_title="layer")
     ref = _patch_key(arrays)
     if ref is None or len(arrays) < 2:
@@ -515,7 +521,10 @@ def _render_attribution(r: Report, data: dict, full: dict | None = None) -> tupl
                     caption="Role assigned to each head by the attention-pattern tests.")
         claimed.add("roles")
     if "scores" in data:
-        render_scores(r, data["scores"])
+        toks = data.get("position_labels", data.get("tokens"))
+        toks = [str(t) for t in toks] if isinstance(toks, list) and all(isinstance(t, str) for t in toks) else None
+        render_scores(r, data["scores"], positions=toks)
+        claimed |= {"position_labels", "tokens"} if toks else set()
         claimed.add("scores")
     if isinstance(data.get("examples"), list):
         r.add_section("Example prompts", "Token-level attributions: each token coloured by its score.")
