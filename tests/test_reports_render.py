@@ -150,6 +150,21 @@ def test_examples_with_scores_per_method_and_nan_literals(tmp_path):
     assert any(n.startswith("ratio: 1 NaN/inf") for n in r.notes)
 
 
+def test_deep_nesting_and_many_examples_stay_bounded(tmp_path):
+    deep: dict = {"leaf": [1.0, 2.0]}
+    for i in range(3000):                   # deeper than Python's recursion limit
+        deep = {f"d{i}": deep}
+    r = render_results({"kind": "x", "tree": deep, "n": 1})
+    assert any("nested more than 6 levels" in s.caption for s in r.sections)
+    p = tmp_path / "deep.json"
+    p.write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ValueError, match="nested too deeply"):
+        render_results(p)
+    many = [{"tokens": ["a"], "scores": [float(i)]} for i in range(50)]
+    r = render_results({"kind": "x", "examples": many})
+    assert sum(s.kind == "tokens" for s in r.sections) == 20 and "holds 50 examples" in r.to_html()
+
+
 def test_sinks_kind_labels_layer_by_head():
     att = np.arange(12.0).reshape(2, 2, 3).tolist()          # [L, H, T]
     html = render_results({"kind": "sinks", "sink_score": [[0.9, 0.1], [0.5, 0.95]], "model": "tiny-gpt2",

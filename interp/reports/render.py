@@ -58,6 +58,8 @@ PAPER_IOI_GPT2_SMALL = {"atp": {"resid": 0.753, "attn_head": 0.979, "mlp": 0.195
                         "relp": {"resid": 0.968, "attn_head": 0.962, "mlp": 0.992}}
 PAPER_SOURCE = "RelP paper, Table 1, IOI on GPT-2 small (a different model from ours; for scale only)"
 MAX_SLICES = 4
+MAX_DEPTH = 6
+MAX_TOKEN_VIEWS = 20
 
 
 class Hints(dict):
@@ -87,6 +89,8 @@ def load_results(results: dict | str | Path) -> tuple[dict, str]:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ValueError(f"{src} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+        except RecursionError:
+            raise ValueError(f"{src}: JSON nested too deeply to read") from None
     else:
         raise ValueError(f"render_results expects a dict or a path to a results.json, got {type(results).__name__}")
     if not isinstance(data, dict):
@@ -175,6 +179,10 @@ def _title(path: tuple[str, ...]) -> str:
 def render_generic(r: Report, data: dict, hints: Hints | None = None, path: tuple[str, ...] = ()) -> None:
     """Render every field of ``data`` (see the module docstring for the mapping)."""
     hints = hints or Hints()
+    if len(path) >= MAX_DEPTH:          # deeper structure: one table of compact JSON values
+        r.add_table(_title(path), [{"field": k, "value": v} for k, v in data.items()],
+                    caption=f"{_title(path)} is nested more than {MAX_DEPTH} levels deep; shown as JSON.")
+        return
     scalars = {k: v for k, v in data.items() if _is_scalar(v) or (isinstance(v, (list, dict)) and not v)}
     if scalars:
         rows = [{"field": k, "value": ("(empty)" if isinstance(v, (list, dict)) else v)} for k, v in scalars.items()]
@@ -251,7 +259,9 @@ def _render_list(r: Report, path: tuple[str, ...], v: list, hints: Hints) -> Non
     if all(isinstance(x, dict) for x in v):
         tok = [x for x in v if isinstance(x.get("tokens"), list) and "scores" in x]
         if tok and len(tok) == len(v):
-            for i, ex in enumerate(v[:20]):
+            if len(v) > MAX_TOKEN_VIEWS:
+                r.add_text(f"`{title}` holds {len(v)} examples; the first {MAX_TOKEN_VIEWS} are shown.")
+            for i, ex in enumerate(v[:MAX_TOKEN_VIEWS]):
                 name = str(ex.get("title") or ex.get("name") or ex.get("prompt") or f"example {i}")[:80]
                 if isinstance(ex["scores"], dict):           # one view per method
                     for method, sc in ex["scores"].items():

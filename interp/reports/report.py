@@ -144,6 +144,8 @@ def format_value(v: Any) -> tuple[str, bool]:
         s = json.dumps(v, default=str, allow_nan=True)
     except (TypeError, ValueError):
         s = repr(v)
+    except RecursionError:
+        s = "(nested too deeply to show)"
     return f"<code>{html.escape(s if len(s) <= 200 else s[:200] + '…')}</code>", False
 
 
