@@ -80,6 +80,11 @@ def test_compare_report_table_with_paper_values():
     assert [t["name"] for t in bars["data"]] == ["atp", "relp"] and bars["data"][1]["y"] == [0.95, 0.96, 0.99]
     wall = html[html.index('id="wall-time-per-method"'):]
     assert "<td>atp</td><td class=\"num\">0.5</td><td class=\"num\">24</td>" in wall   # 12 / 0.5
+    wall_fig = figures_in(html)["fig-wall-time-per-method-2"]
+    assert wall_fig["data"][0]["y"] == [12.0, 0.5, 0.6] and wall_fig["layout"]["yaxis"].get("type") != "log"  # 24x
+    res["seconds"] = {"patch": 100.0, "atp": 0.5}                                    # 200x spread: log axis
+    wall_fig = figures_in(render_results(res).to_html())["fig-wall-time-per-method-2"]
+    assert wall_fig["layout"]["yaxis"]["type"] == "log"
 
 
 @pytest.mark.parametrize("layout", ["scores", "results"])

@@ -403,9 +403,15 @@ def render_timings(r: Report, seconds: Any, field: str) -> None:
     rows = [{"method": k, "seconds": v} | ({"speed-up vs patching": (vals[ref] / v if v else math.nan)} if ref and v is not None and vals[ref] is not None else {})
             for k, v in vals.items()]
     r.add_table("Wall time per method", rows, caption="Seconds of wall time per method, measured in the same run.")
-    r.add_bars("Wall time per method", list(vals), {"": [math.nan if v is None else v for v in vals.values()]},
-               x_title="method", y_title="seconds",
-               caption="Bar height is the wall time of each method in seconds (lower is faster).")
+    secs = [math.nan if v is None else v for v in vals.values()]
+    pos = [v for v in secs if math.isfinite(v) and v > 0]
+    log = bool(pos) and len(pos) == len(secs) and max(pos) / min(pos) > 30
+    f = F.grouped_bars("Wall time per method", list(vals), {"": secs}, x_title="method", y_title="seconds",
+                       caption="Bar height is the wall time of each method in seconds (lower is faster"
+                               + ("; log scale: each grid line is a factor of 10)." if log else ")."))
+    if log:
+        f.fig.update_yaxes(type="log")
+    r.add_figure(f)
 
 
 def flatten_numbers(d: dict, prefix: str = "") -> dict:
