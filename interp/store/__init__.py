@@ -10,8 +10,10 @@ from .config import CacheConfig
 from .corpus import Corpus, CorpusError, count_tokens, load_corpus, token_sequences
 from .format import CorruptShardError, StoreError, canonical_dtype
 from .reader import ActivationStore, RowView
+from .writer import write_store
 
 __all__ = [
     "ActivationStore", "CacheConfig", "CorruptShardError", "Corpus", "CorpusError", "RowView", "StoreError",
     "cache_activations", "canonical_dtype", "count_tokens", "load_corpus", "probe_hooks", "token_sequences",
+    "write_store",
 ]

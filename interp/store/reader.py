@@ -380,6 +380,7 @@ class ActivationStore:
                     yielded += 1
                     yield out if multi else out[0]
                 carry = [b[perm[n_full:]] for b in bufs] if n_full < rows else None
+                del bufs  # release this buffer before the next one is allocated
             if carry and not drop_last and (budget is None or yielded < budget):
                 out = tuple(_to_torch(c, self.dtype, device, dtype) for c in carry)
                 yield out if multi else out[0]

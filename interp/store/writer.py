@@ -181,3 +181,67 @@ def clean_temp(directory: str | Path) -> None:
         for p in shards.iterdir():
             if p.name.startswith(".tmp-"):
                 shutil.rmtree(p, ignore_errors=True)
+
+
+def write_store(
+    directory: str | Path,
+    rows: dict[str, "Callable[[int, int], np.ndarray]"],
+    n_rows: int,
+    dtype: str = "float32",
+    shard_rows: int = 65536,
+    chunk_rows: int = 8192,
+    tokens: "Callable[[int, int], np.ndarray] | None" = None,
+    model: str = "external",
+    description: dict | None = None,
+) -> Path:
+    """Write arrays that did not come from a caching job (e.g. SAE codes) as a store.
+
+    ``rows[name](a, b)`` returns rows ``[a, b)`` of that stream as ``[b - a, d]`` (in the
+    storage dtype's numpy type, ``uint16`` bit patterns for bfloat16, or any float array that
+    is cast).  ``tokens(a, b)`` gives their token ids (default -1); positions are
+    ``(row, 0)``.  The same crash-safe shard protocol as :func:`cache_activations` is used.
+    """
+    from .format import DTYPES, FORMAT_VERSION, MANIFEST, canonical_dtype, write_json_atomic
+
+    import torch
+
+    dtype = canonical_dtype(dtype)
+    np_dt, torch_dt, nbytes = DTYPES[dtype]
+    directory = Path(directory)
+    probe = {h: np.asarray(fn(0, 1)) for h, fn in rows.items()}
+    widths = {h: int(np.prod(a.shape[1:])) for h, a in probe.items()}
+    manifest = {
+        "format_version": FORMAT_VERSION, "model": model, "weight_hash": "", "hooks": list(rows),
+        "row_shapes": {h: list(a.shape[1:]) for h, a in probe.items()}, "dtype": dtype, "context_length": 1,
+        "batch_size": chunk_rows, "shard_rows": shard_rows, "n_rows_target": n_rows, "prepend_bos": False,
+        "skip_bos": False, "bos_token_id": None, "corpus": description or {"kind": "external"},
+        "config": {}, "shards": [], "complete": False,
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(directory / MANIFEST, manifest)
+
+    def on_shard(rec: ShardRecord) -> None:
+        manifest["shards"].append(rec.to_json())
+        write_json_atomic(directory / MANIFEST, manifest)
+
+    n_shards = -(-n_rows // shard_rows)
+    w = ShardWriter(directory, {h: widths[h] * nbytes for h in rows}, shard_rows, n_rows, set(range(n_shards)), on_shard)
+    try:
+        for a in range(0, n_rows, chunk_rows):
+            b = min(n_rows, a + chunk_rows)
+            for h, fn in rows.items():
+                arr = np.asarray(fn(a, b)).reshape(b - a, widths[h])
+                if arr.dtype != np_dt:
+                    arr = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(torch_dt)
+                    arr = (arr.view(torch.int16) if torch_dt == torch.bfloat16 else arr).numpy()
+                w.write(h, a, arr)
+            tok = tokens(a, b) if tokens else np.full(b - a, -1)
+            w.write("tokens", a, np.asarray(tok, dtype=np.int32))
+            w.write("seq_pos", a, np.stack([np.arange(a, b), np.zeros(b - a, dtype=np.int64)], 1))
+            w.publish_complete()
+    except BaseException:
+        w.abort()
+        raise
+    manifest["complete"] = True
+    write_json_atomic(directory / MANIFEST, manifest)
+    return directory

@@ -1,0 +1,175 @@
+"""Store integrity: checksums catch corruption, a full disk fails cleanly, reads work under a memory cap."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from interp.store import ActivationStore, CacheConfig, CorruptShardError, cache_activations, write_store
+
+TEXT = ("Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my purse, "
+        "and nothing particular to interest me on shore, I thought I would sail about a little and see the "
+        "watery part of the world.\n\n") * 60
+
+
+@pytest.fixture()
+def small_store(tiny_llama, tmp_path):
+    corpus = tmp_path / "moby.txt"
+    corpus.write_text(TEXT)
+    cfg = CacheConfig(model="tiny-llama", hooks=["blocks.*.hook_resid_post"], corpus=str(corpus), n_tokens=600,
+                      context_length=40, batch_size=4, dtype="float16", shard_rows=200, out=str(tmp_path / "s"))
+    cache_activations(cfg, model=tiny_llama, progress=False)
+    return tmp_path / "s"
+
+
+def test_bit_flip_detected_naming_file(small_store):
+    victim = small_store / "shards" / "000001" / "blocks.1.hook_resid_post.bin"
+    data = bytearray(victim.read_bytes())
+    data[123] ^= 0x10
+    victim.write_bytes(bytes(data))
+    store = ActivationStore.open(small_store)  # sizes still match: opening is cheap and succeeds
+    store.rows("blocks.1.hook_resid_post", [0, 199])  # shard 0 is intact
+    with pytest.raises(CorruptShardError, match=r"000001/blocks\.1\.hook_resid_post\.bin is corrupt"):
+        store.rows("blocks.1.hook_resid_post", [250])
+    with pytest.raises(CorruptShardError, match="000001/blocks.1.hook_resid_post.bin"):
+        list(ActivationStore.open(small_store).stream("blocks.1.hook_resid_post", 64))
+    with pytest.raises(CorruptShardError, match="000001/blocks.1.hook_resid_post.bin"):
+        list(ActivationStore.open(small_store).batches("blocks.1.hook_resid_post", 64))
+    with pytest.raises(CorruptShardError, match="000001/blocks.1.hook_resid_post.bin"):
+        ActivationStore.open(small_store).verify()
+    with pytest.raises(CorruptShardError):
+        ActivationStore.open(small_store, verify="full")
+    # the CLI names the file and exits 2 without a traceback
+    r = subprocess.run([sys.executable, "-m", "interp.cli.main", "store", "info", str(small_store), "--verify"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "000001/blocks.1.hook_resid_post.bin is corrupt" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_truncation_detected_at_open(small_store):
+    victim = small_store / "shards" / "000002" / "tokens.bin"
+    os.truncate(victim, victim.stat().st_size - 8)
+    with pytest.raises(CorruptShardError, match=r"000002/tokens\.bin has \d+ bytes, the manifest says"):
+        ActivationStore.open(small_store)
+    (small_store / "shards" / "000002" / "tokens.bin").unlink()
+    with pytest.raises(CorruptShardError, match=r"000002/tokens\.bin is missing"):
+        ActivationStore.open(small_store)
+
+
+def test_unlisted_shard_ignored_and_rewritten(small_store, tiny_llama):
+    """A crash between the shard rename and the manifest update leaves an unlisted shard: ignored."""
+    import json
+
+    mpath = small_store / "manifest.json"
+    m = json.loads(mpath.read_text())
+    good = ActivationStore.open(small_store).rows("blocks.0.hook_resid_post", slice(None))
+    m["shards"] = m["shards"][:2]
+    m["complete"] = False
+    mpath.write_text(json.dumps(m))
+    (small_store / "shards" / "000002" / "tokens.bin").write_bytes(b"garbage")
+    partial = ActivationStore.open(small_store)
+    assert partial.n_rows == 400 and not partial.complete
+    cfg = CacheConfig(**m["config"])
+    store = cache_activations(cfg, model=tiny_llama, progress=False)
+    assert store.complete and torch.equal(store.rows("blocks.0.hook_resid_post", slice(None)), good)
+    store.verify()
+
+
+def _synthetic(a, b, d=256):
+    i = np.arange(a, b, dtype=np.int64)[:, None]
+    j = np.arange(d, dtype=np.int64)[None, :]
+    return ((i * 31 + j * 7) % 997).astype(np.float32)
+
+
+def test_read_under_memory_cap_larger_store(tmp_path):
+    """A 400 MB store read in a process whose address space is capped ~200 MB above its baseline."""
+    n, d = 400_000, 256  # 400 MB fp32
+    write_store(tmp_path / "big", {"x": lambda a, b: _synthetic(a, b, d)}, n, dtype="float32",
+                shard_rows=16384, chunk_rows=16384)
+    expected_sum = sum(float(_synthetic(a, min(n, a + 50_000), d).sum(dtype=np.float64)) for a in range(0, n, 50_000))
+    script = textwrap.dedent(f"""
+        import resource, numpy as np, torch
+        from interp.store import ActivationStore
+        torch.set_num_threads(1)
+        vm = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize')][0]
+        cap = vm + (200 << 20)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        try:
+            np.empty(cap, dtype=np.uint8)  # the cap is real: allocating it all fails
+            raise SystemExit('cap not enforced')
+        except MemoryError:
+            pass
+        store = ActivationStore.open({str(tmp_path / 'big')!r})
+        assert store.nbytes() > cap - vm
+        s = 0.0
+        for b in store.stream('x', 8192):
+            s += b.double().sum().item()
+        t = 0.0
+        for b in store.batches('x', 4096, seed=0):
+            t += b.double().sum().item()
+        r = store.rows('x', [0, 123_457, {n - 1}])
+        print(s, t, r[1, 5].item(), store.nbytes(), cap - vm)
+    """)
+    # one malloc arena: glibc otherwise reserves 64 MB of address space per thread arena
+    env = {**os.environ, "MALLOC_ARENA_MAX": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    s, t, r15, nbytes, headroom = out.stdout.split()
+    assert float(s) == expected_sum and float(t) == expected_sum
+    assert float(r15) == float((123_457 * 31 + 5 * 7) % 997)
+    assert int(nbytes) > 400_000 * 256 * 4 > int(headroom)
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir()
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    except FileNotFoundError:
+        return False
+    return r.returncode == 0
+
+
+def test_full_disk_clear_error_and_readable_prefix(tiny_llama, tmp_path):
+    """A real full disk: a 1 MiB tmpfs when we may mount one (root), else a subprocess whose
+    RLIMIT_FSIZE makes the kernel refuse writes past a file size (EFBIG), a per-file limit."""
+    corpus = tmp_path / "moby.txt"
+    corpus.write_text(TEXT * 3)
+    mnt = tmp_path / "mnt"
+    if _mount_tmpfs(mnt, "1m"):
+        try:
+            # each shard: 2 hooks x 1000 rows x 32 x 4 B + 20 KB meta = ~276 KB; 1 MiB holds 3
+            cfg = CacheConfig(model="tiny-llama", hooks=["blocks.*.hook_resid_post"], corpus=str(corpus),
+                              n_tokens=8000, context_length=50, batch_size=4, dtype="float32", shard_rows=1000,
+                              out=str(mnt / "s"))
+            with pytest.raises(OSError, match="no space left on device while writing .*shards"):
+                cache_activations(cfg, model=tiny_llama, progress=False)
+            store = ActivationStore.open(mnt / "s")
+            assert 1000 <= store.n_rows < 8000 and store.n_rows % 1000 == 0 and not store.complete
+            store.verify()
+            assert not [p for p in (mnt / "s" / "shards").iterdir() if p.name.startswith(".tmp")]
+            r = subprocess.run([sys.executable, "-m", "interp.cli.main", "cache", "--model", "tiny-llama",
+                                "--corpus", str(corpus), "--n-tokens", "8000", "--context-length", "50",
+                                "--batch-size", "4", "--dtype", "fp32", "--shard-rows", "1000",
+                                "--out", str(mnt / "s")], capture_output=True, text=True)
+            assert r.returncode == 2 and "no space left on device" in r.stderr and "Traceback" not in r.stderr
+        finally:
+            subprocess.run(["umount", str(mnt)], check=False)
+        return
+    script = textwrap.dedent(f"""
+        import resource, signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+        from interp.cli.main import main
+        raise SystemExit(main(['cache', '--model', 'tiny-llama', '--corpus', {str(corpus)!r}, '--n-tokens', '8000',
+                               '--context-length', '50', '--batch-size', '4', '--dtype', 'fp32',
+                               '--shard-rows', '500', '--out', {str(tmp_path / 's')!r}, '--no-progress']))
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert r.returncode == 2 and "no space left on device" in r.stderr, r.stderr[-2000:]
