@@ -1,0 +1,142 @@
+"""Node and edge ablations in a LIB / PCA basis: how many nodes and edges a chain needs.
+
+Following Bushnaq et al. 2024 (arXiv 2405.10928, section 4) and ``ApolloResearch/rib``
+(``rib/ablations.py``):
+
+* **Node ablation** at layer l: keep the first ``n`` basis directions,
+  ``f <- mu + C+^T (mask * C^T (f - mu))`` (the others sit at their mean, 0 in ``f_hat``),
+  run the rest of the chain and score the output.
+* **Edge ablation** between layers l and l+1: keep the ``E`` strongest edges of
+  ``LIBResult.edges[l]``; output node ``i`` is computed from an input whose nodes ``j`` with
+  a removed edge ``(j -> i)`` are set to 0 (their mean), one masked copy of the batch per
+  output node (``rows = N x k_{l+1}``), then the chain runs on.
+* :func:`min_nodes` / :func:`min_edges` bisect for the smallest count whose score stays
+  at or above a target (the score is assumed monotone in the count, as in the reference).
+
+Cost: an edge-ablated pass costs ``k_{l+1}`` forward passes of map ``l``; evaluate on a
+subset of samples where that is large.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from .lib import LIBResult, _as3
+
+Metric = Callable[[torch.Tensor], float]
+
+
+def _run_from(acts_l: torch.Tensor, maps: Sequence, start: int, batch: int = 4096) -> torch.Tensor:
+    out = []
+    with torch.no_grad():
+        for s in range(0, acts_l.shape[0], batch):
+            x = acts_l[s:s + batch]
+            for g in maps[start:]:
+                x = g(x)
+            out.append(x)
+    return torch.cat(out)
+
+
+def _native(x3: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return x3.squeeze(1) if like.ndim == 2 else x3
+
+
+@torch.no_grad()
+def node_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor], layer: int, n_keep: int,
+                       metric: Metric) -> float:
+    """Score with only the first ``n_keep`` directions of ``layer`` kept."""
+    b = res.bases[layer]
+    f = acts[layer]
+    fh = b.transform(_as3(f))
+    fh[..., n_keep:] = 0
+    x = _native(b.inverse(fh), f).to(f.dtype)
+    return metric(_run_from(x, maps, layer))
+
+
+@torch.no_grad()
+def edge_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor], layer: int, n_edges: int,
+                       metric: Metric, max_rows: int = 65536) -> float:
+    """Score with only the ``n_edges`` strongest edges from ``layer`` to ``layer + 1`` kept."""
+    E = res.edges[layer]
+    if E is None:
+        raise ValueError(f"no edges were computed for layer {layer} (LIBConfig.edges / max_edge_nodes)")
+    b_in, b_out = res.bases[layer], res.bases[layer + 1]
+    k_out, k_in = E.shape
+    if k_out != b_out.k or k_in != b_in.k:
+        raise ValueError("edge ablation needs edges over all kept nodes (fit without max_edge_nodes)")
+    keep = torch.zeros(E.numel(), dtype=torch.bool)
+    if n_edges > 0:
+        keep[E.flatten().argsort(descending=True)[:n_edges]] = True
+    keep = keep.view(k_out, k_in).to(E.device)
+    f = acts[layer]
+    g = maps[layer]
+    fh = b_in.transform(_as3(f))  # [N, T, k_in]
+    N = fh.shape[0]
+    per = max(1, max_rows // k_out)
+    outs = []
+    for s in range(0, N, per):
+        x = fh[s:s + per]  # [B, T, k_in]
+        B = x.shape[0]
+        masked = x.unsqueeze(0) * keep[:, None, None, :].to(x.dtype)  # [k_out, B, T, k_in]
+        inp = b_in.inverse(masked.reshape(k_out * B, *x.shape[1:]))
+        y = b_out.transform(_as3(g(_native(inp, f).to(f.dtype))))  # [k_out*B, T_out, k_out]
+        y = y.reshape(k_out, B, y.shape[1], k_out)
+        idx = torch.arange(k_out, device=y.device)
+        outs.append(y[idx, :, :, idx].permute(1, 2, 0))  # diagonal: node i from its own masked copy
+    fh_out = torch.cat(outs)
+    x_next = _native(b_out.inverse(fh_out), acts[layer + 1]).to(acts[layer + 1].dtype)
+    return metric(_run_from(x_next, maps, layer + 1))
+
+
+def _bisect(score: Callable[[int], float], lo: int, hi: int, target: float) -> tuple[int, float]:
+    """Smallest n in [lo, hi] with score(n) >= target (score assumed non-decreasing)."""
+    s_hi = score(hi)
+    if s_hi < target:
+        return hi, s_hi
+    best = (hi, s_hi)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        s = score(mid)
+        if s >= target:
+            hi, best = mid, (mid, s)
+        else:
+            lo = mid + 1
+    return best
+
+
+@dataclass
+class AblationCount:
+    """The smallest number of nodes or edges that keeps the score at the target."""
+
+    layer: str
+    """Node layer (for edges: the source layer of the edge set)."""
+    kind: str
+    """``nodes`` or ``edges``."""
+    needed: int
+    """Smallest count reaching the target (``total`` if even all of them do not)."""
+    total: int
+    """Count available (kept basis directions, or non-zero edges)."""
+    score: float
+    """Score at ``needed``."""
+    full_score: float
+    """Score with everything kept in this basis."""
+    reached: bool
+    """Whether the target was reached."""
+
+
+def min_nodes(res: LIBResult, maps, acts, layer: int, metric: Metric, target: float) -> AblationCount:
+    k = res.bases[layer].k
+    full = node_ablated_score(res, maps, acts, layer, k, metric)
+    n, s = _bisect(lambda n: node_ablated_score(res, maps, acts, layer, n, metric), 0, k, target)
+    return AblationCount(res.names[layer], "nodes", n, k, s, full, s >= target)
+
+
+def min_edges(res: LIBResult, maps, acts, layer: int, metric: Metric, target: float,
+              max_rows: int = 65536) -> AblationCount:
+    total = int((res.edges[layer] > 0).sum())
+    full = edge_ablated_score(res, maps, acts, layer, total, metric, max_rows)
+    n, s = _bisect(lambda n: edge_ablated_score(res, maps, acts, layer, n, metric, max_rows), 0, total, target)
+    return AblationCount(res.names[layer], "edges", n, total, s, full, s >= target)

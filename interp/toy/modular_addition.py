@@ -1,0 +1,235 @@
+"""A one-layer transformer trained on modular addition, as a test bed for LIB.
+
+Task (Nanda et al. 2023, "Progress measures for grokking via mechanistic
+interpretability"; used by Bushnaq et al. 2024 for LIB): the input is the three tokens
+``a b =`` (``=`` has id ``p``), the target ``(a + b) mod p``, read at the last position.
+
+Model: token + learned position embedding (d_model), one attention layer (n_heads, no
+layer norm, as in Nanda's model), a ReLU MLP (d_mlp), unembedding to ``p`` logits.  Only
+the last position's residual is read out, so attention is computed for the last query
+only and the MLP runs at the last position only (what the other positions would compute
+never reaches the logits).
+
+The model exposes the LIB node layers as a chain (:meth:`ModAddTransformer.chain`):
+
+=========  =======================================  ===============
+node       activation                               shape
+=========  =======================================  ===============
+``ln1.0``  residual stream before attention         ``[N, 3, d_model]``
+``ln2.0``  residual after attention, last position  ``[N, d_model]``
+``unembed`` residual after the MLP, last position   ``[N, d_model]``
+``output`` logits                                   ``[N, p]``
+=========  =======================================  ===============
+
+Training: full batch AdamW (lr 3e-3, weight decay 1.0, betas 0.9/0.98) on a random 50%
+of the ``p^2`` pairs until accuracy on all pairs reaches ``target_acc``.  (The LIB paper
+trains on 30%; there grokking took 2,000 to 6,000+ steps here depending on the seed, too
+slow for two shared CPU cores, while 50% generalises within a few hundred steps.)
+Weights are cached as safetensors under ``$INTERP_CACHE/toy`` (default
+``~/.cache/interp/toy``) keyed by the config, so tests and benchmarks reuse them.
+
+Memory: ~230k parameters (d_model 128, d_mlp 512); the full dataset is ``p^2 x 3`` tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModAddConfig:
+    """Model and training settings of the modular-addition toy."""
+
+    p: int = 113
+    """Modulus (also the number of answer tokens); the ``=`` token has id ``p``."""
+    d_model: int = 128
+    """Residual width."""
+    n_heads: int = 4
+    """Attention heads (d_head = d_model / n_heads)."""
+    d_mlp: int = 512
+    """MLP hidden width."""
+    train_frac: float = 0.5
+    """Fraction of the p^2 pairs used for training."""
+    lr: float = 3e-3
+    """AdamW learning rate."""
+    weight_decay: float = 1.0
+    """AdamW weight decay (drives grokking)."""
+    max_steps: int = 6000
+    """Maximum full-batch steps."""
+    target_acc: float = 0.999
+    """Training stops once accuracy over all p^2 pairs reaches this."""
+    seed: int = 0
+    """Seed for the split and the initialisation."""
+
+    def __post_init__(self):
+        if self.p < 2:
+            raise ValueError(f"ModAddConfig.p must be >= 2, got {self.p}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if not 0 < self.train_frac <= 1:
+            raise ValueError(f"ModAddConfig.train_frac must be in (0, 1], got {self.train_frac}")
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def dataset(p: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All pairs: tokens ``[p^2, 3]`` (a, b, =) and labels ``[p^2]`` = (a + b) mod p."""
+    a = torch.arange(p).repeat_interleave(p)
+    b = torch.arange(p).repeat(p)
+    return torch.stack([a, b, torch.full_like(a, p)], 1), (a + b) % p
+
+
+class ModAddTransformer(nn.Module):
+    """One attention layer + ReLU MLP, no layer norm; logits at the last position."""
+
+    def __init__(self, cfg: ModAddConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, p, m = cfg.d_model, cfg.p, cfg.d_mlp
+        self.W_E = nn.Parameter(torch.randn(p + 1, d) / d**0.5)
+        self.W_pos = nn.Parameter(torch.randn(3, d) / d**0.5)
+        self.W_Q = nn.Parameter(torch.randn(d, d) / d**0.5)
+        self.W_K = nn.Parameter(torch.randn(d, d) / d**0.5)
+        self.W_V = nn.Parameter(torch.randn(d, d) / d**0.5)
+        self.W_O = nn.Parameter(torch.randn(d, d) / d**0.5)
+        self.W_in = nn.Parameter(torch.randn(d, m) / d**0.5)
+        self.b_in = nn.Parameter(torch.zeros(m))
+        self.W_out = nn.Parameter(torch.randn(m, d) / m**0.5)
+        self.b_out = nn.Parameter(torch.zeros(d))
+        self.W_U = nn.Parameter(torch.randn(d, p) / d**0.5)
+
+    # the chain of node layers -------------------------------------------------------
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``ln1.0``: residual before attention ``[N, 3, d]``."""
+        return self.W_E[tokens] + self.W_pos
+
+    def attn(self, resid: torch.Tensor) -> torch.Tensor:
+        """``ln1.0 -> ln2.0``: add attention output at the last position ``[N, 3, d] -> [N, d]``."""
+        H = self.cfg.n_heads
+        dh = self.cfg.d_model // H
+        q = (resid[:, -1] @ self.W_Q).view(-1, H, dh)
+        k = (resid @ self.W_K).view(resid.shape[0], -1, H, dh)
+        v = (resid @ self.W_V).view(resid.shape[0], -1, H, dh)
+        pattern = (torch.einsum("bhd,bshd->bhs", q, k) / dh**0.5).softmax(-1)
+        z = torch.einsum("bhs,bshd->bhd", pattern, v).reshape(resid.shape[0], -1)
+        return resid[:, -1] + z @ self.W_O
+
+    def mlp(self, resid_mid: torch.Tensor) -> torch.Tensor:
+        """``ln2.0 -> unembed``: add the ReLU MLP output ``[N, d] -> [N, d]``."""
+        return resid_mid + torch.relu(resid_mid @ self.W_in + self.b_in) @ self.W_out + self.b_out
+
+    def unembed(self, resid_post: torch.Tensor) -> torch.Tensor:
+        """``unembed -> output``: logits ``[N, d] -> [N, p]``."""
+        return resid_post @ self.W_U
+
+    def chain(self) -> tuple[list[str], list]:
+        """Node-layer names and the maps between consecutive node layers (for LIB)."""
+        return ["ln1.0", "ln2.0", "unembed", "output"], [self.attn, self.mlp, self.unembed]
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.unembed(self.mlp(self.attn(self.embed(tokens))))
+
+
+@torch.no_grad()
+def accuracy(model: ModAddTransformer, tokens=None, labels=None, batch: int = 8192) -> float:
+    """Accuracy over ``tokens`` (default: all p^2 pairs)."""
+    if tokens is None:
+        tokens, labels = dataset(model.cfg.p)
+    dev = model.W_E.device
+    hits = 0
+    for s in range(0, len(tokens), batch):
+        hits += int((model(tokens[s:s + batch].to(dev)).argmax(-1).cpu() == labels[s:s + batch]).sum())
+    return hits / len(tokens)
+
+
+@dataclass
+class TrainLog:
+    """What training did."""
+
+    steps: int
+    """Full-batch steps taken."""
+    seconds: float
+    """Wall time."""
+    train_acc: float
+    """Accuracy on the training pairs."""
+    test_acc: float | None
+    """Accuracy on the held-out pairs (``None`` when ``train_frac`` = 1)."""
+    all_acc: float
+    """Accuracy over all p^2 pairs."""
+    history: list[dict]
+    """(step, loss, test_acc) every 100 steps."""
+
+
+def train(cfg: ModAddConfig, device: str | None = None, log_every: int = 100, verbose: bool = False):
+    """Train from scratch; returns ``(model, TrainLog)``."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    dev = torch.device(device or "cpu")
+    X, Y = dataset(cfg.p)
+    perm = torch.randperm(len(X), generator=g)
+    n_train = max(1, int(cfg.train_frac * len(X)))
+    tr, te = perm[:n_train], perm[n_train:]
+    model = ModAddTransformer(cfg).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    Xtr, Ytr = X[tr].to(dev), Y[tr].to(dev)
+    t0, history, step = time.perf_counter(), [], 0
+    for step in range(1, cfg.max_steps + 1):
+        loss = nn.functional.cross_entropy(model(Xtr), Ytr)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % log_every == 0:
+            all_acc = accuracy(model, X, Y)
+            test_acc = accuracy(model, X[te], Y[te]) if len(te) else all_acc
+            history.append({"step": step, "loss": loss.item(), "test_acc": test_acc, "all_acc": all_acc})
+            if verbose:
+                print(f"step {step} loss {loss.item():.4f} test {test_acc:.4f} all {all_acc:.4f}", flush=True)
+            if all_acc >= cfg.target_acc:
+                break
+    model.eval()
+    for prm in model.parameters():
+        prm.requires_grad_(False)
+    log = TrainLog(steps=step, seconds=time.perf_counter() - t0, train_acc=accuracy(model, X[tr], Y[tr]),
+                   test_acc=accuracy(model, X[te], Y[te]) if len(te) else None,
+                   all_acc=accuracy(model, X, Y), history=history)
+    return model, log
+
+
+def cache_path(cfg: ModAddConfig) -> Path:
+    from interp.models.gguf import cache_root
+
+    return cache_root() / "toy" / f"modadd-p{cfg.p}-{cfg.key()}.safetensors"
+
+
+def load_or_train(cfg: ModAddConfig | None = None, device: str | None = None, retrain: bool = False,
+                  verbose: bool = False) -> tuple[ModAddTransformer, dict]:
+    """The trained model for ``cfg`` from the safetensors cache, training (and caching) it if absent.
+
+    Returns ``(model, meta)`` where ``meta`` holds the config and the :class:`TrainLog`.
+    """
+    from safetensors.torch import load_file, save_file
+
+    cfg = cfg or ModAddConfig()
+    path = cache_path(cfg)
+    meta_path = path.with_suffix(".json")
+    if path.exists() and meta_path.exists() and not retrain:
+        model = ModAddTransformer(cfg)
+        model.load_state_dict(load_file(str(path)))
+        model.eval().requires_grad_(False)
+        return model.to(device or "cpu"), json.loads(meta_path.read_text())
+    model, log = train(cfg, device=device, verbose=verbose)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(path)
+    meta = {"config": asdict(cfg), "train": asdict(log)}
+    meta_path.write_text(json.dumps(meta, indent=2))
+    return model, meta

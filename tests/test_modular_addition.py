@@ -1,0 +1,106 @@
+"""The modular-addition toy, and LIB vs PCA on it (small p fast; p = 113 slow)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp.decompositions.lib import LIBConfig, fit_lib, run_chain
+from interp.decompositions.lib_ablation import edge_ablated_score, min_edges, min_nodes, node_ablated_score
+from interp.toy.modular_addition import ModAddConfig, dataset, load_or_train
+
+SMALL = ModAddConfig(p=23, d_model=32, d_mlp=128, train_frac=1.0, max_steps=2000)
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    """Trained once (seconds), then reused from the safetensors cache ($INTERP_CACHE/toy)."""
+    model, meta = load_or_train(SMALL)
+    return model.double()
+
+
+def test_weights_cache_roundtrip(tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path))
+    cfg = ModAddConfig(p=7, d_model=16, d_mlp=32, train_frac=1.0, max_steps=20)
+    model, meta = load_or_train(cfg)
+    assert list((tmp_path / "toy").glob("*.safetensors"))
+    again, meta2 = load_or_train(cfg)
+    for (n, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), n
+    assert meta2 == meta and meta["train"]["steps"] == 20
+
+
+def test_dataset_and_chain_compose_to_forward(small_model):
+    X, Y = dataset(23)
+    assert X.shape == (529, 3) and (X[:, 2] == 23).all()
+    assert torch.equal(Y, (X[:, 0] + X[:, 1]) % 23)
+    names, maps = small_model.chain()
+    acts = run_chain(small_model.embed(X), maps)
+    assert [tuple(a.shape) for a in acts] == [(529, 3, 32), (529, 32), (529, 32), (529, 23)]
+    assert torch.allclose(acts[-1], small_model(X))
+    assert (acts[-1].argmax(-1) == Y).float().mean() >= 0.99
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="divisible"):
+        ModAddConfig(d_model=30, n_heads=4)
+    with pytest.raises(ValueError, match="train_frac"):
+        ModAddConfig(train_frac=0.0)
+
+
+def _setup(model):
+    X, Y = dataset(model.cfg.p)
+    names, maps = model.chain()
+    f0 = model.embed(X)
+    acts = run_chain(f0, maps)
+
+    def metric(logits):
+        return (logits.argmax(-1) == Y).double().mean().item()
+
+    return names, maps, f0, acts, metric
+
+
+def test_ablations_are_consistent(small_model):
+    names, maps, f0, acts, metric = _setup(small_model)
+    res = fit_lib(f0, maps, names, LIBConfig(), acts=acts)
+    base = metric(acts[-1])
+    for l in range(3):
+        b = res.bases[l]
+        # keeping every node reproduces the model where no PCA/LIB direction was dropped
+        assert node_ablated_score(res, maps, acts, l, b.k, metric) >= base - 0.01
+        # keeping every edge equals keeping every node (each output sees its full input)
+        total = int((res.edges[l] > 0).sum())
+        assert edge_ablated_score(res, maps, acts, l, total, metric) == pytest.approx(
+            node_ablated_score(res, maps, acts, l, b.k, metric), abs=1e-9)
+        # ablating everything breaks the task
+        assert node_ablated_score(res, maps, acts, l, 0, metric) < 0.2
+        assert edge_ablated_score(res, maps, acts, l, 0, metric) < 0.2
+
+
+def test_lib_needs_no_more_edges_than_pca_small(small_model):
+    names, maps, f0, acts, metric = _setup(small_model)
+    target = 0.99 * metric(acts[-1])
+    lib = fit_lib(f0, maps, names, LIBConfig(), acts=acts)
+    pca = fit_lib(f0, maps, names, LIBConfig(basis="pca"), acts=acts)
+    for l in range(3):
+        e_lib = min_edges(lib, maps, acts, l, metric, target)
+        e_pca = min_edges(pca, maps, acts, l, metric, target)
+        assert e_lib.reached and e_pca.reached
+        assert e_lib.needed <= e_pca.needed, (names[l], e_lib, e_pca)
+        n_lib = min_nodes(lib, maps, acts, l, metric, target)
+        assert n_lib.reached and n_lib.score >= target
+
+
+@pytest.mark.slow
+def test_lib_vs_pca_p113():
+    """The issue's target on the p = 113 model (trained once, then cached): LIB edges <= PCA edges."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from bench_lib import evaluate
+
+    out = evaluate(ModAddConfig(), n_fit=1500, n_eval=1500)
+    for row in out["rows"]:
+        assert row["lib_edges"]["reached"] and row["pca_edges"]["reached"]
+        assert row["lib_edges"]["needed"] <= row["pca_edges"]["needed"], row
