@@ -166,7 +166,7 @@ def test_cli_report_from_results_json_draws(tmp_path, capsys):
     import json
 
     from interp.cli.main import main as cli
-    from tests.test_reports_render import circuit_results
+    from test_reports_render import circuit_results
 
     src = tmp_path / "results.json"
     src.write_text(json.dumps(circuit_results()))

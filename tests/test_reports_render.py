@@ -16,7 +16,7 @@ from scipy.stats import pearsonr
 
 from interp.cli.main import main as cli
 from interp.reports import render_results
-from tests.test_reports import figures_in
+from test_reports import figures_in  # pytest puts tests/ (no __init__.py) on sys.path
 
 
 def circuit_results(rng=None) -> dict:
