@@ -71,6 +71,11 @@ def test_heatmap_values_nan_gaps_and_colour_scale():
     assert "zmid" not in next(iter(only_pos.values()))["data"][0]   # sequential scale
 
 
+def test_repeated_labels_stay_separate_cells():
+    (spec,) = figures_in(Report("t").add_heatmap("h", [[1.0, 2.0, 3.0]], [" Mary", " and", " Mary"], ["L0"]).to_html()).values()
+    assert spec["data"][0]["x"] == ["0  Mary", "1  and", "2  Mary"]
+
+
 def test_accepts_tensors_arrays_lists_alike():
     base = [[0.25, -1.5], [2.0, 4.0]]
     zs = [base, np.array(base), torch.tensor(base), torch.tensor(base, dtype=torch.bfloat16)]

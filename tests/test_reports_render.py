@@ -100,6 +100,15 @@ def test_attribution_result_to_json_records_are_accepted(layout):
     assert ">metric_clean<" in html and "atp vs patching (Pearson r = 1.000" in html
 
 
+def test_circuit_as_list_of_scored_components():
+    res = {"kind": "circuit", "circuit": [{"name": "blocks.3.attn.hook_z[0]", "score": 0.5},
+                                          {"name": "blocks.1.hook_mlp_out", "score": -0.2}]}
+    spec = figures_in(render_results(res).to_html())["fig-circuit-components-by-layer"]
+    nodes = spec["data"][-1]
+    assert dict(zip(nodes["text"], nodes["x"])) == {"L3H0": 3, "MLP1": 1}
+    assert nodes["marker"]["color"] == [0.5, -0.2]
+
+
 def test_per_position_scores_labelled_by_tokens():
     res = {"kind": "circuit", "tokens": ["<bos>", " Mary", " Mary"],
            "scores": {"patch": {"resid": [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]}}}
@@ -226,6 +235,7 @@ def test_results_path_and_folder(tmp_path):
      "scores['atp']['mlp'] has shape (3,) but scores['patch']['mlp'] has (2,)"),
     ('{"kind": "circuit", "faithfulness": {"a": [1]}}', "faithfulness: needs 'n_components' and 'recovered'"),
     ('{"kind": "compare", "pearson": {"atp": {"mlp": "high"}}}', "pearson['atp']['mlp']: expected a number"),
+    ('{"kind": "circuit", "circuit": 7}', "circuit: expected an object with 'nodes'/'edges'"),
     ('{"config": 5, "x": [1]}', '"config" must be an object'),
 ])
 def test_bad_results_files_fail_clearly(tmp_path, text, msg):

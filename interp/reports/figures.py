@@ -119,6 +119,8 @@ def _labels(labels: Sequence | None, n: int, name: str) -> list[str]:
     labels = [str(v) for v in labels]
     if len(labels) != n:
         raise ValueError(f"{name}: {len(labels)} labels for an axis of length {n}")
+    if len(set(labels)) != n:     # a category axis would merge equal labels into one cell
+        labels = [f"{i} {lab}" for i, lab in enumerate(labels)]
     return labels
 
 

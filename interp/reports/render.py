@@ -426,10 +426,12 @@ def flatten_numbers(d: dict, prefix: str = "") -> dict:
 
 def render_circuit_graph(r: Report, circuit: Any) -> None:
     if not isinstance(circuit, dict):
-        if isinstance(circuit, list) and all(isinstance(c, str) for c in circuit):
+        if isinstance(circuit, list) and all(isinstance(c, str) or (isinstance(c, dict) and ("name" in c or "id" in c))
+                                             for c in circuit):
             circuit = {"components": circuit}
         else:
-            raise ValueError("circuit: expected an object with 'nodes'/'edges' or 'components'")
+            raise ValueError("circuit: expected an object with 'nodes'/'edges' or 'components', or a list of "
+                             "component names")
     r.add_section("The circuit")
     if "nodes" in circuit:
         r.add_graph("Circuit graph", circuit["nodes"], circuit.get("edges") or [])
