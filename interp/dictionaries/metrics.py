@@ -1,0 +1,215 @@
+"""Evaluating a dictionary: reconstruction statistics on rows, and the model with it spliced in.
+
+Row metrics (:func:`evaluate_rows`, SAELens ``evals.py`` definitions), over N rows x with
+targets t (t = x for an SAE) and reconstructions t_hat:
+
+* L0 = mean over rows of #(f > 0);
+* FVU = sum ||t - t_hat||^2 / sum ||t - mean(t)||^2 (pooled over all rows; explained
+  variance = 1 - FVU);
+* dead fraction = fraction of latents that never fire on the N rows;
+* mean cosine(t, t_hat).
+
+Spliced metrics (:func:`spliced_ce`): a real forward pass of the model in which the
+activation at ``hook_out`` is replaced, through a scoped hook, by the dictionary's output
+computed from the activation at ``hook_in`` of the same forward pass (for a transcoder:
+``blocks.L.ln2.hook_normalized`` -> ``blocks.L.hook_mlp_out``).  With next-token
+cross-entropies L_orig (no change), L_dict (spliced) and L_zero (activation set to zero):
+
+    CE recovered = (L_zero - L_dict) / (L_zero - L_orig)
+    KL score     = (KL_zero - KL_dict) / KL_zero,   KL_* = mean_tokens KL(p_orig || p_*)
+
+``skip_bos`` leaves position 0 unreplaced (its activations are attention-sink outliers that
+SAELens also excludes by default).
+
+Memory: one forward pass of ``batch_size`` sequences with logits ``[batch, T, vocab]``, three times.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from .base import SparseCoder
+
+
+class RowMetrics(NamedTuple):
+    """Reconstruction statistics of a dictionary on N activation rows."""
+
+    n_rows: int
+    """Rows evaluated."""
+    l0: float
+    """Mean number of active latents per row."""
+    fvu: float
+    """Fraction of variance unexplained (pooled)."""
+    explained_variance: float
+    """1 - FVU."""
+    dead_fraction: float
+    """Fraction of latents with no activation on these rows."""
+    cosine: float
+    """Mean cosine similarity between target and reconstruction."""
+    mse: float
+    """Mean over rows of the squared reconstruction error summed over features."""
+
+    def to_json(self) -> dict:
+        return self._asdict()
+
+
+class SplicedMetrics(NamedTuple):
+    """Next-token loss of the model with the dictionary spliced in place of an activation."""
+
+    n_tokens: int
+    """Predicted tokens the losses average over."""
+    ce_orig: float
+    """Cross-entropy of the unmodified model (nats/token)."""
+    ce_dict: float
+    """Cross-entropy with the dictionary's reconstruction spliced in."""
+    ce_zero: float
+    """Cross-entropy with the activation zero-ablated."""
+    ce_recovered: float
+    """(ce_zero - ce_dict) / (ce_zero - ce_orig); 1 is perfect, 0 is as bad as zero ablation."""
+    kl_dict: float
+    """Mean KL(p_orig || p_dict) per token (nats)."""
+    kl_zero: float
+    """Mean KL(p_orig || p_zero) per token (nats)."""
+    kl_score: float
+    """(kl_zero - kl_dict) / kl_zero."""
+    hook_in: str
+    """Hook the dictionary read."""
+    hook_out: str
+    """Hook whose activation was replaced."""
+
+    def to_json(self) -> dict:
+        return self._asdict()
+
+
+@torch.no_grad()
+def evaluate_rows(sae: SparseCoder, source, n_rows: int = 65536, batch_size: int = 4096, device=None) -> RowMetrics:
+    """Row metrics on the first ``n_rows`` rows of ``source`` (a store or TensorSource), streamed."""
+    c = sae.cfg
+    device = device or sae.device
+    multi = c.is_transcoder
+    hooks = [c.hook_in, c.target_hook] if multi else c.hook_in
+    n = 0
+    sq_err = tot = 0.0
+    s1 = torch.zeros(c.out_dim, dtype=torch.float64, device=device)
+    s2 = torch.zeros((), dtype=torch.float64, device=device)
+    l0_sum = cos_sum = 0.0
+    fired = torch.zeros(c.d_sae, dtype=torch.bool, device=device)
+    for batch in source.batches(hooks, batch_size, shuffle=False, device=device, dtype=torch.float32):
+        x, t = batch if multi else (batch, batch)
+        take = min(x.shape[0], n_rows - n)
+        x, t = x[:take], t[:take]
+        code = sae.encode(x)
+        t_hat = sae.decode_code(code)
+        sq_err += float((t - t_hat).double().pow(2).sum())
+        s1 += t.double().sum(0)
+        s2 += t.double().pow(2).sum()
+        l0_sum += float((code.acts > 0).sum())
+        cos_sum += float(F.cosine_similarity(t, t_hat, dim=-1).sum())
+        fired |= (code.acts > 0).any(0)
+        n += take
+        if n >= n_rows:
+            break
+    if n == 0:
+        raise ValueError("evaluate_rows: the source yielded no rows")
+    tot = float(s2 - s1.pow(2).sum() / n)
+    f = sq_err / max(tot, 1e-30)
+    return RowMetrics(n, l0_sum / n, f, 1 - f, float((~fired).float().mean()), cos_sum / n, sq_err / n)
+
+
+def _ce_and_logp(logits: torch.Tensor, tokens: torch.Tensor):
+    logp = logits[:, :-1].float().log_softmax(-1)
+    ce = -logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    return ce, logp
+
+
+def _run(model, tokens, fwd):
+    from interp.models import scoped_hooks
+
+    with scoped_hooks(model, fwd=fwd):
+        return model(tokens, return_type="logits")
+
+
+def splice_hooks(sae: SparseCoder, mode: str = "dict", skip_bos: bool = True):
+    """Forward hooks ``[(name, fn)]`` that replace ``hook_out`` by the dictionary output (``mode='dict'``) or zeros."""
+    c = sae.cfg
+    hook_in, hook_out = c.hook_in, c.target_hook
+    if not hook_in:
+        raise ValueError("the dictionary has no hook_in: set SAEConfig.hook_in to the hook it was trained on")
+    if mode not in ("dict", "zero"):
+        raise ValueError(f"mode must be 'dict' or 'zero', got {mode!r}")
+    store: dict = {}
+
+    def capture(act, hook):
+        store["x"] = act
+        return act
+
+    def replace(act, hook):
+        if mode == "zero":
+            new = torch.zeros_like(act)
+        else:
+            x = store.pop("x") if hook_in != hook_out else act
+            if x.shape[-1] != c.d_in:
+                raise ValueError(f"{hook_in} has width {x.shape[-1]}, the dictionary expects d_in={c.d_in}")
+            new = sae(x.reshape(-1, c.d_in)).reshape(*act.shape[:-1], c.out_dim).to(act.dtype)
+        if skip_bos:
+            new = torch.cat([act[:, :1], new[:, 1:]], dim=1)
+        return new
+
+    if mode == "dict" and hook_in != hook_out:
+        return [(hook_in, capture), (hook_out, replace)]
+    return [(hook_out, replace)]
+
+
+@torch.no_grad()
+def spliced_ce(model, sae: SparseCoder, tokens: torch.Tensor, batch_size: int = 8, skip_bos: bool = True) -> SplicedMetrics:
+    """CE loss recovered and KL with ``sae`` spliced into ``model`` (see module docstring).
+
+    ``tokens``: LongTensor ``[n_seq, T]`` (BOS first if the model expects one).
+    """
+    if tokens.ndim != 2 or tokens.shape[1] < 2:
+        raise ValueError(f"tokens must be [n_sequences, T>=2], got {tuple(tokens.shape)}")
+    from interp.models import resolve_hooks
+
+    resolve_hooks(model, [sae.cfg.hook_in, sae.cfg.target_hook])  # clear error for a wrong model
+    dev = next(model.parameters()).device
+    sae = sae.to(dev)
+    tot = {"orig": 0.0, "dict": 0.0, "zero": 0.0, "kl_dict": 0.0, "kl_zero": 0.0}
+    n = 0
+    for s in range(0, tokens.shape[0], batch_size):
+        tk = tokens[s:s + batch_size].to(dev)
+        ce0, lp0 = _ce_and_logp(_run(model, tk, []), tk)
+        ce1, lp1 = _ce_and_logp(_run(model, tk, splice_hooks(sae, "dict", skip_bos)), tk)
+        ce2, lp2 = _ce_and_logp(_run(model, tk, splice_hooks(sae, "zero", skip_bos)), tk)
+        p0 = lp0.exp()
+        tot["orig"] += float(ce0.sum())
+        tot["dict"] += float(ce1.sum())
+        tot["zero"] += float(ce2.sum())
+        tot["kl_dict"] += float((p0 * (lp0 - lp1)).sum())
+        tot["kl_zero"] += float((p0 * (lp0 - lp2)).sum())
+        n += ce0.numel()
+    m = {k: v / n for k, v in tot.items()}
+    denom = m["zero"] - m["orig"]
+    rec = (m["zero"] - m["dict"]) / denom if abs(denom) > 1e-12 else float("nan")
+    kls = (m["kl_zero"] - m["kl_dict"]) / m["kl_zero"] if m["kl_zero"] > 1e-12 else float("nan")
+    return SplicedMetrics(n, m["orig"], m["dict"], m["zero"], rec, m["kl_dict"], m["kl_zero"], kls,
+                          sae.cfg.hook_in, sae.cfg.target_hook)
+
+
+def sequences_from_store(store, n_sequences: int) -> torch.Tensor:
+    """The first ``n_sequences`` complete token sequences of a store, ``[n, T]`` (rows grouped by sequence)."""
+    seq_pos = torch.as_tensor(store.seq_pos[: min(store.n_rows, n_sequences * 4096)].__array__())
+    toks = torch.as_tensor(store.tokens[: seq_pos.shape[0]].__array__()).long()
+    seq_ids = torch.unique_consecutive(seq_pos[:, 0])[:n_sequences]
+    out = []
+    for sid in seq_ids.tolist():
+        rows = (seq_pos[:, 0] == sid).nonzero().squeeze(-1)
+        order = seq_pos[rows, 1].argsort()
+        out.append(toks[rows[order]])
+    lengths = {len(t) for t in out}
+    T = min(lengths)
+    if T < 2:
+        raise ValueError("the store's sequences are too short (< 2 tokens) for a next-token loss")
+    return torch.stack([t[:T] for t in out])
