@@ -179,6 +179,16 @@ def test_deep_nesting_and_many_examples_stay_bounded(tmp_path):
     assert sum(s.kind == "tokens" for s in r.sections) == 20 and "holds 50 examples" in r.to_html()
 
 
+def test_training_log_records_become_curves():
+    """The SAE trainer's history: a list of {"step", "tokens", "lr", "fvu", "l0"} records."""
+    hist = [{"step": s, "tokens": 64 * s, "lr": 1e-3, "fvu": 1.0 / (1 + s), "l0": 40 - s} for s in range(1, 6)]
+    specs = figures_in(render_results({"kind": "sae", "history": hist}).to_html())
+    fvu = specs["fig-history-fvu"]["data"][0]
+    assert fvu["x"] == [1, 2, 3, 4, 5] and fvu["y"] == [0.5, 1 / 3, 0.25, 0.2, 1 / 6]
+    assert specs["fig-history-l0"]["data"][0]["y"] == [39, 38, 37, 36, 35]
+    assert "fig-history-step" not in specs
+
+
 def test_sinks_kind_labels_layer_by_head():
     att = np.arange(12.0).reshape(2, 2, 3).tolist()          # [L, H, T]
     html = render_results({"kind": "sinks", "sink_score": [[0.9, 0.1], [0.5, 0.95]], "model": "tiny-gpt2",

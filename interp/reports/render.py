@@ -22,7 +22,7 @@ silently dropped.  Recognised layouts (all fields optional unless noted):
   ``store``: the manifest as tables.
 - anything else (or no ``kind``): the generic renderer.  Scalars -> a table, 1-D arrays -> bars
   (lines when long or when a sibling ``step``/``steps``/``epoch``/``layer``... array gives the x
-  axis), 2-D -> heatmaps, 3-D -> one heatmap per leading index (up to 4), lists of records ->
+  axis; a list of numeric records with such a key, e.g. a training log, is read as columns), 2-D -> heatmaps, 3-D -> one heatmap per leading index (up to 4), lists of records ->
   tables (or token views when records hold ``tokens`` and ``scores``), nested dicts -> sub-sections.
 
 Malformed JSON, a top level that is not an object, and a file with nothing to show raise
@@ -254,8 +254,24 @@ def _render_array(r: Report, path: tuple[str, ...], v: list, hints: Hints, xs: l
                       x_title=hints.get(f"x{d}", "column"), y_title=hints.get(f"y{d}", "row"))
 
 
+def _numeric_records(v: list) -> dict | None:
+    """A log such as ``[{"step": 0, "loss": 1.2}, ...]`` as columns, when it has an x key and numbers only."""
+    if len(v) < 2 or not all(isinstance(x, dict) and x for x in v):
+        return None
+    keys = list(v[0])
+    if any(list(x) != keys for x in v) or not any(k in X_KEYS for k in keys):
+        return None
+    if not all(x[k] is None or (isinstance(x[k], (int, float)) and not isinstance(x[k], bool)) for x in v for k in keys):
+        return None
+    return {k: [x[k] for x in v] for k in keys}
+
+
 def _render_list(r: Report, path: tuple[str, ...], v: list, hints: Hints) -> None:
     title = _title(path)
+    cols = _numeric_records(v)
+    if cols is not None:                 # a training log: one curve per column against the x key
+        render_generic(r, cols, hints, path)
+        return
     if all(isinstance(x, dict) for x in v):
         tok = [x for x in v if isinstance(x.get("tokens"), list) and "scores" in x]
         if tok and len(tok) == len(v):
