@@ -137,6 +137,7 @@ def test_generic_fallback_maps_shapes_to_figures():
            "per_layer": [0.1, 0.2, None],
            "rows": [{"hook": "blocks.0.hook_resid_post", "n": 10}],
            "ragged": [[1, 2], [3]],
+           "other": {"step": [[1, 2], [3]], "v": [1.0, 2.0]},          # a ragged "x" key is not an x axis
            "tags": ["a", "b"]}
     r = render_results(res)
     html = r.to_html()
@@ -151,7 +152,8 @@ def test_generic_fallback_maps_shapes_to_figures():
     assert "no dedicated layout" in html and "mystery" in html
     assert "blocks.0.hook_resid_post" in html and "ragged array" in html and "0.001" in html and "run-7" in html
     assert by_id["curves-l0"]["data"][0]["y"] == [50, 30, 20]
-    assert len(specs) == 6            # matrix, 2 cube slices, loss, l0, per_layer
+    assert by_id["other-v"]["data"][0]["type"] == "bar"
+    assert len(specs) == 7            # matrix, 2 cube slices, loss, l0, per_layer, other.v
 
 
 def test_examples_with_scores_per_method_and_nan_literals(tmp_path):

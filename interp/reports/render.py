@@ -189,7 +189,7 @@ def render_generic(r: Report, data: dict, hints: Hints | None = None, path: tupl
         r.add_table(_title(path) + " (values)" if path else "Summary", rows,
                     caption=f"{len(rows)} scalar field{'s' if len(rows) != 1 else ''} of {_title(path)}.")
     xkey = next((k for k in X_KEYS if isinstance(data.get(k), list) and _numeric_leaves(data[k])
-                 and np.ndim(data[k]) == 1), None)
+                 and not any(isinstance(e, list) for e in data[k])), None)
     xs = data[xkey] if xkey else None
     for k, v in data.items():
         if k in scalars or k == xkey and any(_same_len_series(v2, len(xs)) for k2, v2 in data.items() if k2 != xkey):
