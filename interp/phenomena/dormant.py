@@ -1,0 +1,225 @@
+"""Active vs dormant heads per input domain, confirmed causally by batched head ablations.
+
+Guo et al. 2024 ("Active-Dormant Attention Heads", arXiv 2410.13835; METHODS.md §7): a head is
+*dormant* on a domain when it puts (almost) all its attention on the first token ⟨s⟩, whose
+value is drained, so it writes ≈ 0 and ablating it barely changes the loss; it is *active*
+otherwise.  The same head can be dormant on one domain and active on another (Llama-2-7B L16H25:
+dormant on Wikipedia, active on GitHub) — a *switching* head.
+
+Algorithm (:func:`active_dormant`):
+
+1. per domain, :func:`interp.phenomena.sinks.sink_stats` (one hooked pass) gives the sink
+   score s_d[ℓ,h], value drain and residual peak;
+2. the heads to ablate: every head (``heads="all"``) or the *candidates*: heads whose sink
+   score reaches ``sink_threshold`` on some domain, most domain-dependent first (largest
+   max_d s_d − min_d s_d), at most ``max_heads``;
+3. ablation, batched: the domain's ``N`` sequences are repeated once per head of a chunk of
+   ``heads_per_pass`` heads; a hook on each involved layer rewrites, for copy j only, head h_j —
+   ``bos``: A[.., h, :, :] = 0, A[.., h, :, 0] = 1 (Guo's MoveAttentionToBOSHook, on
+   ``blocks.ℓ.attn.hook_pattern``) or ``zero``: z[.., h, :] = 0 (``blocks.ℓ.attn.hook_z``) — so
+   one forward pass measures ``heads_per_pass`` ablations; Δloss = ablated − clean next-token loss
+   on that domain (nats/token);
+4. labels per (head, domain): ``dormant`` if s_d >= ``sink_threshold`` and |Δloss| <=
+   ``loss_threshold``, else ``active``.  A head is *switching* if it is dormant on a domain a and,
+   on a domain b, its sink score is below ``sink_threshold`` and Δloss_b > ``loss_threshold``
+   (active there, confirmed by its ablation).
+
+Memory: ``heads_per_pass * N`` sequences per forward (one layer's ``[kN, H, T, T]`` pattern at a
+time).  Compute: per domain, 1 + ceil(n_heads_ablated / heads_per_pass) forward passes of
+``heads_per_pass * N`` sequences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from interp.models import scoped_hooks
+
+from .domains import Domain, domain_tokens
+from .sinks import SinkStats, check_tokens, sink_stats
+
+ABLATIONS = ("bos", "zero")
+
+
+@dataclass(frozen=True)
+class DormantConfig:
+    """Thresholds, ablation kind and budget of the active/dormant analysis."""
+
+    sink_threshold: float = 0.8
+    """A head is a dormant candidate on a domain when its sink score reaches this."""
+    loss_threshold: float = 0.005
+    """|Δloss| (nats/token) at or below this = the ablation "barely changes" the loss."""
+    ablation: str = "bos"
+    """``bos``: move the head's attention to ⟨s⟩ (Guo's MoveAttentionToBOS); ``zero``: zero its output z."""
+    heads: str = "candidates"
+    """``candidates`` (heads reaching ``sink_threshold`` on some domain) or ``all``."""
+    max_heads: int = 24
+    """Most heads ablated when ``heads="candidates"``."""
+    heads_per_pass: int = 4
+    """Ablations batched into one forward pass."""
+    seq_len: int = 64
+    """Tokens per sequence (BOS included) when tokenising domains."""
+    n_seqs: int = 8
+    """Sequences per domain."""
+    batch_size: int = 8
+    """Sequences per forward pass of the sink statistics."""
+
+    def __post_init__(self):
+        if self.ablation not in ABLATIONS:
+            raise ValueError(f"unknown ablation {self.ablation!r}; choose from {ABLATIONS}")
+        if self.heads not in ("candidates", "all"):
+            raise ValueError(f"heads must be 'candidates' or 'all', got {self.heads!r}")
+        if not 0 <= self.sink_threshold <= 1:
+            raise ValueError(f"sink_threshold must be in [0, 1], got {self.sink_threshold}")
+        if self.loss_threshold < 0:
+            raise ValueError(f"loss_threshold must be >= 0, got {self.loss_threshold}")
+        for k in ("max_heads", "heads_per_pass", "seq_len", "n_seqs", "batch_size"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+
+
+@dataclass
+class DormantResult:
+    """Per-domain sink statistics, head ablations and active/dormant labels."""
+
+    domains: list[str]
+    """Domain names, in order."""
+    stats: dict[str, SinkStats]
+    """Sink statistics per domain."""
+    heads: list[tuple[int, int]]
+    """Ablated heads (layer, head)."""
+    clean_loss: dict[str, float]
+    """Mean next-token loss per domain, unablated (nats/token)."""
+    delta_loss: dict[str, list[float]]
+    """Per domain, Δloss of each ablated head (aligned with ``heads``)."""
+    labels: dict[str, list[str]]
+    """Per domain, ``dormant``/``active`` of each ablated head."""
+    switching: list[dict]
+    """Heads dormant on one domain and confirmed active on another, with their scores."""
+    config: DormantConfig = field(default_factory=DormantConfig)
+    """Settings used."""
+
+    def table(self) -> list[dict]:
+        """One row per ablated head: sink score, value drain, Δloss and label per domain."""
+        rows = []
+        for i, (L, h) in enumerate(self.heads):
+            row = {"head": f"L{L}H{h}", "layer": L, "head_index": h}
+            for d in self.domains:
+                row[f"sink[{d}]"] = round(float(self.stats[d].sink_score[L, h]), 4)
+                row[f"dloss[{d}]"] = round(self.delta_loss[d][i], 5)
+                row[f"label[{d}]"] = self.labels[d][i]
+            rows.append(row)
+        return rows
+
+    def to_json(self) -> dict:
+        return {"domains": self.domains, "stats": {d: s.to_json() for d, s in self.stats.items()},
+                "heads": [list(h) for h in self.heads], "clean_loss": self.clean_loss,
+                "delta_loss": self.delta_loss, "labels": self.labels, "switching": self.switching,
+                "table": self.table(), "config": asdict(self.config)}
+
+
+def _loss_per_seq(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    lp = logits[:, :-1].float().log_softmax(-1)
+    return -lp.gather(-1, tokens[:, 1:, None]).squeeze(-1).mean(-1)
+
+
+@torch.no_grad()
+def ablation_losses(model, tokens: torch.Tensor, heads: list[tuple[int, int]], ablation: str = "bos",
+                    heads_per_pass: int = 4) -> tuple[float, list[float]]:
+    """(clean loss, [loss with head (ℓ, h) ablated for each head]) on ``tokens [N, T]``, batched.
+
+    Each forward pass holds ``heads_per_pass`` copies of the batch; copy j has head ``heads[j]``
+    ablated (``bos``: attention moved to position 0; ``zero``: its z zeroed).
+    """
+    tokens = check_tokens(tokens)
+    if ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r}; choose from {ABLATIONS}")
+    n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
+    for L, h in heads:
+        if not (0 <= L < n_layers and 0 <= h < n_heads):
+            raise ValueError(f"head ({L}, {h}) does not exist: the model has {n_layers} layers x {n_heads} heads")
+    device = next(model.parameters()).device
+    tokens = tokens.to(device)
+    N = tokens.shape[0]
+    clean = float(_loss_per_seq(model(tokens), tokens).mean())
+    out: list[float] = []
+    for start in range(0, len(heads), heads_per_pass):
+        chunk = heads[start:start + heads_per_pass]
+        k = len(chunk)
+        masks: dict[int, torch.Tensor] = {}
+        for j, (L, h) in enumerate(chunk):
+            masks.setdefault(L, torch.zeros(k, n_heads, dtype=torch.bool, device=device))[j, h] = True
+
+        def bos_hook(mask):
+            def fn(a, hook):  # [kN, H, Q, K]
+                a5 = a.view(k, N, *a.shape[1:])
+                sink = torch.zeros_like(a5)
+                sink[..., 0] = 1
+                return torch.where(mask[:, None, :, None, None], sink, a5).view_as(a)
+            return fn
+
+        def zero_hook(mask):
+            def fn(z, hook):  # [kN, T, H, d_head]
+                z5 = z.view(k, N, *z.shape[1:])
+                return torch.where(mask[:, None, None, :, None], torch.zeros_like(z5), z5).view_as(z)
+            return fn
+
+        if ablation == "bos":
+            fwd = [(f"blocks.{L}.attn.hook_pattern", bos_hook(m)) for L, m in masks.items()]
+        else:
+            fwd = [(f"blocks.{L}.attn.hook_z", zero_hook(m)) for L, m in masks.items()]
+        batch = tokens.repeat(k, 1)
+        with scoped_hooks(model, fwd=fwd):
+            losses = _loss_per_seq(model(batch), batch).view(k, N).mean(1)
+        out += losses.tolist()
+    return clean, out
+
+
+def candidate_heads(stats: dict[str, SinkStats], sink_threshold: float, max_heads: int) -> list[tuple[int, int]]:
+    """Heads reaching ``sink_threshold`` on some domain, most domain-dependent first."""
+    s = torch.stack([st.sink_score for st in stats.values()])  # [D, L, H]
+    hi, lo = s.max(0).values, s.min(0).values
+    eligible = (hi >= sink_threshold).nonzero().tolist()
+    eligible.sort(key=lambda lh: -float(hi[lh[0], lh[1]] - lo[lh[0], lh[1]]))
+    return [(int(L), int(h)) for L, h in eligible[:max_heads]]
+
+
+def active_dormant(model, domains: list[Domain] | dict[str, torch.Tensor], config: DormantConfig | None = None) -> DormantResult:
+    """Sink statistics per domain, batched head ablations, active/dormant labels and switching heads.
+
+    ``domains``: :class:`Domain` objects (tokenised with ``seq_len``/``n_seqs``) or a dict
+    ``name -> tokens [N, T]`` whose position 0 is the sink token.
+    """
+    cfg = config or DormantConfig()
+    if isinstance(domains, dict):
+        toks = {k: check_tokens(v) for k, v in domains.items()}
+    else:
+        toks = {d.name: domain_tokens(model, d, cfg.seq_len, cfg.n_seqs) for d in domains}
+    if len(toks) < 1:
+        raise ValueError("give at least one domain")
+    stats = {name: sink_stats(model, t, cfg.batch_size) for name, t in toks.items()}
+    if cfg.heads == "all":
+        heads = [(L, h) for L in range(int(model.cfg.n_layers)) for h in range(int(model.cfg.n_heads))]
+    else:
+        heads = candidate_heads(stats, cfg.sink_threshold, cfg.max_heads)
+    clean, delta, labels = {}, {}, {}
+    for name, t in toks.items():
+        c, ab = ablation_losses(model, t, heads, cfg.ablation, cfg.heads_per_pass)
+        clean[name] = c
+        delta[name] = [a - c for a in ab]
+        s = stats[name].sink_score
+        labels[name] = ["dormant" if float(s[L, h]) >= cfg.sink_threshold and abs(dl) <= cfg.loss_threshold
+                        else "active" for (L, h), dl in zip(heads, delta[name])]
+    switching = []
+    names = list(toks)
+    for i, (L, h) in enumerate(heads):
+        dorm = [d for d in names if labels[d][i] == "dormant"]
+        act = [d for d in names if float(stats[d].sink_score[L, h]) < cfg.sink_threshold
+               and delta[d][i] > cfg.loss_threshold]
+        if dorm and act:
+            switching.append({"head": f"L{L}H{h}", "layer": L, "head_index": h, "dormant_on": dorm, "active_on": act,
+                              "sink_score": {d: float(stats[d].sink_score[L, h]) for d in names},
+                              "delta_loss": {d: delta[d][i] for d in names}})
+    return DormantResult(names, stats, heads, clean, delta, labels, switching, cfg)

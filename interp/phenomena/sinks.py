@@ -1,0 +1,274 @@
+"""Attention sinks: sink score, value-state drain and residual-state peak, per head, in one pass.
+
+Definitions (Guo et al. 2024, "Active-Dormant Attention Heads", arXiv 2410.13835; see
+METHODS.md §7).  Position 0 holds the first token ⟨s⟩ (BOS).  For layer ℓ, head h, over a
+batch of equal-length sequences:
+
+* **sink score**      s[ℓ,h] = mean_seq mean_{q>=1} A_h[q, 0]   (``blocks.ℓ.attn.hook_pattern``)
+* **row entropy**     e[ℓ,h] = mean_seq mean_{q>=1} H(A_h[q, :q+1]) / log(q+1)  (Guo's ``entropy.py``
+  row statistic; 0 = all attention on one key, 1 = uniform)
+* **value drain**     ‖v_h(⟨s⟩)‖ against mean_{i>=1} ‖v_h(i)‖ and max_{i>=1} ‖v_h(i)‖
+  (``blocks.ℓ.attn.hook_v``; with grouped-query attention a query head reads the value of its
+  KV group, ``kv = h // (H / n_kv)``).  ``value_drain = sink / rest_mean``: well below 1 means
+  the sink's value is drained, so a head attending only to ⟨s⟩ writes almost nothing.
+* **residual peak**   ‖h^ℓ(⟨s⟩)‖ against max_{i>=1} ‖h^ℓ(i)‖ (``blocks.ℓ.hook_resid_post``);
+  ``resid_peak = sink / rest_max`` above 1 means the first token's residual state is the
+  largest in the sequence.
+
+Algorithm: one forward pass per batch with read-only hooks on every layer's pattern, value and
+residual output.  Each hook reduces its tensor at once over all heads (no loop over heads) to
+per-sequence statistics, which a :class:`PositionStats` accumulates; the same accumulator
+takes per-token rows with their ``(sequence, position)`` from an activation store
+(:func:`position_stats_from_rows`), so value drain and residual peak come out the same whether
+computed live or from stored activations.
+
+Memory: one layer's attention pattern ``[B, H, T, T]`` at a time inside a hook (nothing is
+cached), plus ``O(n_seqs * L * H)`` statistics.  Compute: one forward pass over the inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from interp.models import scoped_hooks
+
+
+class PositionStats:
+    """Per-sequence norms at position 0 vs positions >= 1, accumulated from rows in any order.
+
+    ``update(values, seq, pos)`` takes ``values [N, *S]`` (already reduced to one number per
+    row and per trailing index, e.g. a norm per head), the sequence id ``seq [N]`` and position
+    ``pos [N]`` of each row.  Sequence ids may be any non-negative integers.
+    """
+
+    def __init__(self):
+        self.sink: dict[int, torch.Tensor] = {}
+        self.rest_sum: dict[int, torch.Tensor] = {}
+        self.rest_cnt: dict[int, int] = {}
+        self.rest_max: dict[int, torch.Tensor] = {}
+
+    def update(self, values: torch.Tensor, seq: torch.Tensor, pos: torch.Tensor) -> None:
+        values = values.detach().float().cpu()
+        seq, pos = seq.cpu().long(), pos.cpu().long()
+        if values.shape[0] != seq.shape[0] or seq.shape != pos.shape:
+            raise ValueError(f"values {tuple(values.shape)}, seq {tuple(seq.shape)}, pos {tuple(pos.shape)} disagree")
+        for s in torch.unique(seq).tolist():
+            m = seq == s
+            v, p = values[m], pos[m]
+            first = v[p == 0]
+            if len(first):
+                self.sink[s] = first[0]
+            rest = v[p > 0]
+            if len(rest):
+                self.rest_sum[s] = self.rest_sum.get(s, 0) + rest.sum(0)
+                self.rest_cnt[s] = self.rest_cnt.get(s, 0) + len(rest)
+                mx = rest.max(0).values
+                self.rest_max[s] = torch.maximum(self.rest_max[s], mx) if s in self.rest_max else mx
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sink, rest_mean, rest_max), each the mean over sequences that have a position 0 and a rest."""
+        ids = sorted(set(self.sink) & set(self.rest_cnt))
+        if not ids:
+            raise ValueError("no sequence had both a position-0 row and later rows; cannot compare the sink")
+        sink = torch.stack([self.sink[s] for s in ids]).mean(0)
+        rest_mean = torch.stack([self.rest_sum[s] / self.rest_cnt[s] for s in ids]).mean(0)
+        rest_max = torch.stack([self.rest_max[s] for s in ids]).mean(0)
+        return sink, rest_mean, rest_max
+
+
+@dataclass
+class SinkStats:
+    """Sink statistics of one model on one set of sequences (one domain)."""
+
+    sink_score: torch.Tensor
+    """[L, H] mean over sequences and queries q >= 1 of the attention to position 0."""
+    row_entropy: torch.Tensor
+    """[L, H] mean normalised entropy of attention rows q >= 1 (0 = one key, 1 = uniform)."""
+    value_norm_sink: torch.Tensor
+    """[L, H] mean ‖v_h‖ at position 0 (the head's KV group under GQA)."""
+    value_norm_rest_mean: torch.Tensor
+    """[L, H] mean over sequences of mean_{i>=1} ‖v_h(i)‖."""
+    value_norm_rest_max: torch.Tensor
+    """[L, H] mean over sequences of max_{i>=1} ‖v_h(i)‖."""
+    resid_norm_sink: torch.Tensor
+    """[L] mean ‖h^ℓ‖ (``blocks.ℓ.hook_resid_post``) at position 0."""
+    resid_norm_rest_mean: torch.Tensor
+    """[L] mean over sequences of mean_{i>=1} ‖h^ℓ(i)‖."""
+    resid_norm_rest_max: torch.Tensor
+    """[L] mean over sequences of max_{i>=1} ‖h^ℓ(i)‖."""
+    n_seqs: int
+    """Sequences the statistics average over."""
+    seq_len: int
+    """Tokens per sequence (position 0 included)."""
+    example_tokens: list[int] = field(default_factory=list)
+    """Token ids of the first sequence (for per-token displays)."""
+    example_sink_attention: torch.Tensor | None = None
+    """[L, H, T] attention of each query of the first sequence to position 0."""
+
+    @property
+    def value_drain(self) -> torch.Tensor:
+        """[L, H] ‖v(⟨s⟩)‖ / mean_{i>=1} ‖v(i)‖ (well below 1: the sink's value is drained)."""
+        return self.value_norm_sink / self.value_norm_rest_mean.clamp_min(1e-12)
+
+    @property
+    def resid_peak(self) -> torch.Tensor:
+        """[L] ‖h(⟨s⟩)‖ / max_{i>=1} ‖h(i)‖ (above 1: the first token's residual state peaks)."""
+        return self.resid_norm_sink / self.resid_norm_rest_max.clamp_min(1e-12)
+
+    def to_json(self) -> dict:
+        out = {}
+        for k in ("sink_score", "row_entropy", "value_norm_sink", "value_norm_rest_mean", "value_norm_rest_max",
+                  "resid_norm_sink", "resid_norm_rest_mean", "resid_norm_rest_max"):
+            out[k] = getattr(self, k).tolist()
+        out["value_drain"] = self.value_drain.tolist()
+        out["resid_peak"] = self.resid_peak.tolist()
+        out.update(n_seqs=self.n_seqs, seq_len=self.seq_len, example_tokens=self.example_tokens)
+        if self.example_sink_attention is not None:
+            out["example_sink_attention"] = self.example_sink_attention.tolist()
+        return out
+
+
+def _kv_groups(model) -> tuple[int, int]:
+    n_heads = int(model.cfg.n_heads)
+    n_kv = int(getattr(model.cfg, "n_key_value_heads", None) or n_heads)
+    if n_heads % n_kv:
+        raise ValueError(f"n_heads={n_heads} is not a multiple of n_key_value_heads={n_kv}")
+    return n_heads, n_kv
+
+
+def check_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """Validate a ``[B, T]`` integer batch (T >= 2) and return it as a LongTensor."""
+    if not isinstance(tokens, torch.Tensor):
+        raise ValueError(f"tokens must be a torch.Tensor [batch, seq], got {type(tokens).__name__}")
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be 2-D [batch, seq] (equal-length rows, no padding), got shape {tuple(tokens.shape)}")
+    if tokens.dtype.is_floating_point:
+        raise ValueError(f"tokens must be integer token ids, got dtype {tokens.dtype}")
+    if tokens.shape[1] < 2:
+        raise ValueError(f"sequences need at least 2 tokens (the sink and one query), got length {tokens.shape[1]}")
+    if tokens.shape[0] < 1:
+        raise ValueError("tokens is an empty batch")
+    return tokens.long()
+
+
+@torch.no_grad()
+def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
+    """Sink score, row entropy, value drain and residual peak of every head/layer on ``tokens``.
+
+    ``tokens``: ``[B, T]`` equal-length sequences whose position 0 is the sink token.
+    One hooked forward pass per ``batch_size`` sequences; nothing is cached.
+    """
+    tokens = check_tokens(tokens)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n_layers = int(model.cfg.n_layers)
+    n_heads, n_kv = _kv_groups(model)
+    B, T = tokens.shape
+    device = next(model.parameters()).device
+    q = torch.arange(1, T, device=device)
+    logn = torch.log(q.float() + 1)  # log(q+1): entropy of a uniform row over keys 0..q
+
+    sink = torch.zeros(n_layers, n_heads)
+    ent = torch.zeros(n_layers, n_heads)
+    example = torch.zeros(n_layers, n_heads, T)
+    vstats = [PositionStats() for _ in range(n_layers)]
+    rstats = [PositionStats() for _ in range(n_layers)]
+    state = {}
+
+    def pattern_hook(layer):
+        def fn(a, hook):  # a: [b, H, Q, K]
+            a = a.float()
+            s = a[:, :, 1:, 0]  # [b, H, T-1]
+            sink[layer] += s.sum(0).mean(-1).cpu()
+            rows = a[:, :, 1:, :]
+            h = -(rows * torch.log(rows.clamp_min(1e-30))).sum(-1) / logn  # [b, H, T-1]
+            ent[layer] += h.mean(-1).sum(0).cpu()
+            if state["first"]:
+                example[layer] = a[0, :, :, 0].cpu()
+            return None
+        return fn
+
+    def value_hook(layer):
+        def fn(v, hook):  # v: [b, T, n_kv, d_head]
+            norms = v.float().norm(dim=-1)  # [b, T, n_kv]
+            vstats[layer].update(norms.reshape(-1, n_kv), state["seq"], state["pos"])
+            return None
+        return fn
+
+    def resid_hook(layer):
+        def fn(h, hook):  # h: [b, T, d_model]
+            rstats[layer].update(h.float().norm(dim=-1).reshape(-1), state["seq"], state["pos"])
+            return None
+        return fn
+
+    fwd = []
+    for L in range(n_layers):
+        fwd += [(f"blocks.{L}.attn.hook_pattern", pattern_hook(L)), (f"blocks.{L}.attn.hook_v", value_hook(L)),
+                (f"blocks.{L}.hook_resid_post", resid_hook(L))]
+    with scoped_hooks(model, fwd=fwd):
+        for start in range(0, B, batch_size):
+            chunk = tokens[start:start + batch_size].to(device)
+            b = chunk.shape[0]
+            state["seq"] = torch.arange(start, start + b).repeat_interleave(T)
+            state["pos"] = torch.arange(T).repeat(b)
+            state["first"] = start == 0
+            model(chunk)
+
+    group = n_heads // n_kv
+    vres = [s.result() for s in vstats]  # per layer: (sink, rest_mean, rest_max), each [n_kv]
+    vs, vm, vx = (torch.stack([r[i] for r in vres]).repeat_interleave(group, dim=-1) for i in range(3))
+    rres = [s.result() for s in rstats]
+    rs, rm, rx = (torch.stack([r[i] for r in rres]) for i in range(3))
+    return SinkStats(
+        sink_score=sink / B, row_entropy=ent / B, value_norm_sink=vs, value_norm_rest_mean=vm,
+        value_norm_rest_max=vx, resid_norm_sink=rs, resid_norm_rest_mean=rm, resid_norm_rest_max=rx,
+        n_seqs=B, seq_len=T, example_tokens=tokens[0].tolist(), example_sink_attention=example,
+    )
+
+
+def position_stats_from_rows(rows_iter, reduce=lambda x: x.norm(dim=-1)) -> tuple[torch.Tensor, ...]:
+    """(sink, rest_mean, rest_max) of ``reduce(rows)`` from ``(rows [N, d], seq [N], pos [N])`` batches.
+
+    This is the activation-store path: stream ``blocks.ℓ.hook_resid_post`` rows with
+    ``store.seq_pos`` and get the same residual-peak numbers :func:`sink_stats` computes live.
+    For ``blocks.ℓ.attn.hook_v`` rows (``n_kv * d_head`` wide) pass
+    ``reduce=lambda x: x.view(len(x), n_kv, -1).norm(dim=-1)``.
+    """
+    acc = PositionStats()
+    for rows, seq, pos in rows_iter:
+        acc.update(reduce(rows.float()), seq, pos)
+    return acc.result()
+
+
+def store_rows(store, hook: str, batch_size: int = 4096):
+    """Yield ``(rows, seq, pos)`` batches of ``hook`` from an ``interp.store.ActivationStore``."""
+    if hook not in store.hooks:
+        raise ValueError(f"the store holds no {hook!r}; it holds {store.hooks}")
+    seq_pos = torch.as_tensor(store.seq_pos)
+    start = 0
+    for rows in store.stream(hook, batch_size):
+        n = rows.shape[0]
+        sp = seq_pos[start:start + n]
+        yield rows, sp[:, 0], sp[:, 1]
+        start += n
+
+
+def resid_peak_from_store(store, layers=None, batch_size: int = 4096) -> dict[str, torch.Tensor]:
+    """Residual peak per layer from stored ``blocks.ℓ.hook_resid_post`` rows.
+
+    Returns ``{"resid_norm_sink": [L], "resid_norm_rest_mean": [L], "resid_norm_rest_max": [L],
+    "resid_peak": [L], "layers": [L]}`` over the layers present in the store (or ``layers``).
+    """
+    import re
+
+    found = {int(m.group(1)): h for h in store.hooks if (m := re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", h))}
+    layers = sorted(found) if layers is None else list(layers)
+    missing = [L for L in layers if L not in found]
+    if not layers or missing:
+        raise ValueError(f"the store has no blocks.L.hook_resid_post for layers {missing or 'any'}; it holds {store.hooks}")
+    res = [position_stats_from_rows(store_rows(store, found[L], batch_size)) for L in layers]
+    s, m, x = (torch.stack(t) for t in zip(*res))
+    return {"layers": torch.tensor(layers), "resid_norm_sink": s, "resid_norm_rest_mean": m,
+            "resid_norm_rest_max": x, "resid_peak": s / x.clamp_min(1e-12)}

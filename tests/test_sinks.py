@@ -1,0 +1,222 @@
+"""Sink statistics, domains and active/dormant ablations against their definitions (tiny models)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from interp.phenomena import Domain, default_domains, domain_tokens, domains_from_dir, sink_stats
+from interp.phenomena.dormant import DormantConfig, ablation_losses, active_dormant, candidate_heads
+from interp.phenomena.sinks import PositionStats, position_stats_from_rows
+
+
+def _tokens(n=3, T=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randint(4, 99, (n, T), generator=g)
+    t[:, 0] = 0  # <bos>
+    return t
+
+
+def _reference(model, tokens):
+    """The METHODS.md §7 definitions, computed with explicit loops from run_with_cache."""
+    _, cache = model.run_with_cache(tokens)
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    n_kv = getattr(model.cfg, "n_key_value_heads", None) or H
+    B, T = tokens.shape
+    sink = torch.zeros(L, H)
+    ent = torch.zeros(L, H)
+    vs = torch.zeros(L, H)
+    vm = torch.zeros(L, H)
+    vx = torch.zeros(L, H)
+    rs, rm, rx = torch.zeros(L), torch.zeros(L), torch.zeros(L)
+    for layer in range(L):
+        A = cache[f"blocks.{layer}.attn.hook_pattern"]
+        V = cache[f"blocks.{layer}.attn.hook_v"]
+        R = cache[f"blocks.{layer}.hook_resid_post"]
+        for b in range(B):
+            for h in range(H):
+                kv = h // (H // n_kv)
+                sink[layer, h] += sum(float(A[b, h, q, 0]) for q in range(1, T)) / (T - 1) / B
+                e = 0.0
+                for q in range(1, T):
+                    row = A[b, h, q, : q + 1]
+                    e += float(-(row * row.clamp_min(1e-30).log()).sum()) / math.log(q + 1)
+                ent[layer, h] += e / (T - 1) / B
+                norms = [float(V[b, i, kv].norm()) for i in range(T)]
+                vs[layer, h] += norms[0] / B
+                vm[layer, h] += sum(norms[1:]) / (T - 1) / B
+                vx[layer, h] += max(norms[1:]) / B
+            rn = [float(R[b, i].norm()) for i in range(T)]
+            rs[layer] += rn[0] / B
+            rm[layer] += sum(rn[1:]) / (T - 1) / B
+            rx[layer] += max(rn[1:]) / B
+    return dict(sink_score=sink, row_entropy=ent, value_norm_sink=vs, value_norm_rest_mean=vm,
+                value_norm_rest_max=vx, resid_norm_sink=rs, resid_norm_rest_mean=rm, resid_norm_rest_max=rx)
+
+
+def test_sink_stats_match_definitions(tiny_llama):
+    tokens = _tokens()
+    st = sink_stats(tiny_llama, tokens, batch_size=2)  # two passes: accumulation across batches
+    ref = _reference(tiny_llama, tokens)
+    for k, v in ref.items():
+        torch.testing.assert_close(getattr(st, k), v, atol=1e-5, rtol=1e-4, msg=k)
+    torch.testing.assert_close(st.value_drain, ref["value_norm_sink"] / ref["value_norm_rest_mean"])
+    torch.testing.assert_close(st.resid_peak, ref["resid_norm_sink"] / ref["resid_norm_rest_max"])
+    assert st.example_sink_attention.shape == (2, 4, 10)
+
+
+def test_sink_stats_grouped_query_attention():
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from interp.models.tiny import TinyConfig, char_tokenizer, tiny_hf_model
+
+    tok = char_tokenizer()
+    hf = tiny_hf_model(TinyConfig(arch="llama", n_heads=4, n_kv_heads=2, seed=3), len(tok))
+    model = TransformerBridge.boot_transformers("tiny-llama", hf_model=hf, tokenizer=tok)
+    model.eval()
+    tokens = _tokens(2, 8, seed=1)
+    st = sink_stats(model, tokens)
+    ref = _reference(model, tokens)
+    for k, v in ref.items():
+        torch.testing.assert_close(getattr(st, k), v, atol=1e-5, rtol=1e-4, msg=k)
+    # heads 0,1 share KV head 0; heads 2,3 share KV head 1
+    assert torch.equal(st.value_norm_sink[:, 0], st.value_norm_sink[:, 1])
+
+
+def test_store_row_path_equals_live_path(tiny_llama):
+    """Per-token rows in shuffled chunks (as an activation store streams them) give the live numbers."""
+    tokens = _tokens(4, 12, seed=2)
+    st = sink_stats(tiny_llama, tokens)
+    _, cache = tiny_llama.run_with_cache(tokens)
+    B, T = tokens.shape
+    rows = cache["blocks.1.hook_resid_post"].reshape(B * T, -1)
+    seq = torch.arange(B).repeat_interleave(T)
+    pos = torch.arange(T).repeat(B)
+    perm = torch.randperm(B * T, generator=torch.Generator().manual_seed(0))
+    chunks = [(rows[perm[i:i + 7]], seq[perm[i:i + 7]], pos[perm[i:i + 7]]) for i in range(0, B * T, 7)]
+    s, m, x = position_stats_from_rows(chunks)
+    torch.testing.assert_close(s, st.resid_norm_sink[1])
+    torch.testing.assert_close(m, st.resid_norm_rest_mean[1])
+    torch.testing.assert_close(x, st.resid_norm_rest_max[1])
+
+
+def test_position_stats_hand_computed():
+    acc = PositionStats()
+    acc.update(torch.tensor([5.0, 1.0, 3.0]), torch.tensor([0, 0, 0]), torch.tensor([0, 1, 2]))
+    acc.update(torch.tensor([2.0, 4.0]), torch.tensor([1, 1]), torch.tensor([1, 0]))
+    s, m, x = acc.result()
+    assert float(s) == pytest.approx((5 + 4) / 2)
+    assert float(m) == pytest.approx((2 + 2) / 2)
+    assert float(x) == pytest.approx((3 + 2) / 2)
+    with pytest.raises(ValueError, match="disagree"):
+        acc.update(torch.ones(2), torch.zeros(3), torch.zeros(3))
+    with pytest.raises(ValueError, match="position-0"):
+        PositionStats().result()
+
+
+def test_sink_stats_rejects_bad_tokens(tiny_llama):
+    with pytest.raises(ValueError, match="2-D"):
+        sink_stats(tiny_llama, torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer"):
+        sink_stats(tiny_llama, torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        sink_stats(tiny_llama, torch.zeros(2, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="batch_size"):
+        sink_stats(tiny_llama, _tokens(), batch_size=0)
+
+
+def test_domains(tiny_llama, tmp_path):
+    doms = default_domains()
+    assert [d.name for d in doms] == ["prose", "code", "numbers"]
+    for d in doms:
+        t = domain_tokens(tiny_llama, d, seq_len=32, n_seqs=4)
+        assert t.shape == (4, 32) and (t[:, 0] == 0).all() and (t[:, 1:] != 0).all()
+    # the prose windows are the text itself, in order
+    t = domain_tokens(tiny_llama, doms[0], seq_len=16, n_seqs=2)
+    assert tiny_llama.tokenizer.decode(t[0, 1:].tolist()) == "\n".join(doms[0].texts)[:15]
+    (tmp_path / "legal.txt").write_text("Whereas the party of the first part.\n\nHereinafter the lessee.")
+    (tmp_path / "poems.txt").write_text("Roses are red.")
+    user = domains_from_dir(tmp_path)
+    assert [d.name for d in user] == ["legal", "poems"] and len(user[0].texts) == 2
+    with pytest.raises(ValueError, match="no non-empty text"):
+        Domain("x", ("", " "))
+    with pytest.raises(ValueError, match="not one string"):
+        Domain("x", "abc")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        domains_from_dir(tmp_path / "nope")
+    with pytest.raises(ValueError, match="seq_len"):
+        domain_tokens(tiny_llama, doms[0], seq_len=2)
+
+
+def _manual_loss(model, tokens, fwd):
+    with model.hooks(fwd_hooks=fwd):
+        logits = model(tokens)
+    lp = logits[:, :-1].log_softmax(-1)
+    return float(-lp.gather(-1, tokens[:, 1:, None]).mean())
+
+
+@pytest.mark.parametrize("ablation", ["bos", "zero"])
+def test_batched_ablation_equals_hand_written_intervention(tiny_llama, ablation):
+    tokens = _tokens(3, 12, seed=4)
+    heads = [(0, 1), (1, 3), (1, 0)]
+    clean, losses = ablation_losses(tiny_llama, tokens, heads, ablation, heads_per_pass=2)
+    assert clean == pytest.approx(_manual_loss(tiny_llama, tokens, []), abs=1e-5)
+    for (L, h), got in zip(heads, losses):
+        if ablation == "bos":
+            def fn(a, hook, h=h):
+                a = a.clone()
+                a[:, h] = 0
+                a[:, h, :, 0] = 1
+                return a
+            fwd = [(f"blocks.{L}.attn.hook_pattern", fn)]
+        else:
+            def fn(z, hook, h=h):
+                z = z.clone()
+                z[:, :, h] = 0
+                return z
+            fwd = [(f"blocks.{L}.attn.hook_z", fn)]
+        want = _manual_loss(tiny_llama, tokens, fwd)
+        assert got == pytest.approx(want, abs=1e-5)
+        assert abs(want - clean) > 1e-6  # the intervention does something on a random model
+    with pytest.raises(ValueError, match="does not exist"):
+        ablation_losses(tiny_llama, tokens, [(5, 0)])
+    with pytest.raises(ValueError, match="unknown ablation"):
+        ablation_losses(tiny_llama, tokens, heads, "mean")
+
+
+def test_dormant_labels_follow_definition_on_planted_silent_head():
+    """A head whose output projection is zeroed writes nothing: ablating it changes no loss, so it is
+    dormant wherever its sink score passes the threshold, and every other head's Δloss is nonzero."""
+    from interp.models import load_model
+
+    model = load_model("tiny-llama", device="cpu")
+    hf_o = model.original_model.model.layers[1].self_attn.o_proj
+    d_head = model.cfg.d_head
+    hf_o.weight[:, 2 * d_head:3 * d_head] = 0  # head L1H2 silent
+    doms = {"a": _tokens(3, 12, seed=5), "b": _tokens(3, 12, seed=6)}
+    cfg = DormantConfig(sink_threshold=0.0, loss_threshold=1e-6, heads="all", heads_per_pass=3)
+    res = active_dormant(model, doms, cfg)
+    i = res.heads.index((1, 2))
+    for d in doms:
+        assert abs(res.delta_loss[d][i]) < 1e-6 and res.labels[d][i] == "dormant"
+        others = [x for j, x in enumerate(res.delta_loss[d]) if j != i]
+        assert all(abs(x) > 1e-6 for x in others)
+    assert res.switching == []  # sink threshold 0: no head can be "below" it on another domain
+    assert len(res.table()) == 8
+
+
+def test_candidate_heads_and_config_errors(tiny_llama):
+    toks = {"a": _tokens(2, 10, seed=7), "b": _tokens(2, 10, seed=8)}
+    stats = {k: sink_stats(tiny_llama, v) for k, v in toks.items()}
+    s = torch.stack([st.sink_score for st in stats.values()])
+    thr = float(s.max(0).values.median())
+    cand = candidate_heads(stats, thr, 100)
+    assert set(cand) == {tuple(x) for x in (s.max(0).values >= thr).nonzero().tolist()}
+    spread = [float(s[:, L, h].max() - s[:, L, h].min()) for L, h in cand]
+    assert spread == sorted(spread, reverse=True)
+    with pytest.raises(ValueError, match="unknown ablation"):
+        DormantConfig(ablation="mean")
+    with pytest.raises(ValueError, match="sink_threshold"):
+        DormantConfig(sink_threshold=2)
