@@ -1,0 +1,175 @@
+"""Feature dashboards: what makes a latent fire and what it writes, as one standalone HTML page.
+
+For each chosen latent i of a dictionary trained on ``hook_in`` rows of an activation store:
+
+1. **Top-activating contexts.**  The store's rows are streamed once (``store.stream``), encoded,
+   and the ``n_examples`` rows with the largest f_i are kept (a running top-k merge).  For
+   each, the rows of the same sequence within ``window`` tokens before (and ``after`` after)
+   are read back (``store.rows``), encoded again, and shown as tokens coloured by f_i, so the
+   maximally activating token stands out (``store.tokens`` and ``store.seq_pos`` give the text
+   and its position).
+2. **Activation histogram** of the non-zero f_i over the streamed rows (up to ``hist_cap``
+   values per latent are kept), with the firing frequency.
+3. **Logit effect**: the decoder direction through the unembedding, ``W_dec[i] @ W_U``
+   (Bricken et al. 2023's "logit weights"; it ignores the final norm's per-token scale), top
+   and bottom tokens.
+
+The page is an :class:`interp.reports.Report` (plotly.js inlined, opens offline).
+
+Memory: one ``[batch, d_sae]`` code at a time; ``n_features * (n_examples + hist_cap)`` kept values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import torch
+
+from .base import SparseCoder
+
+
+class FeatureSummary(NamedTuple):
+    """What the dashboard found about one latent."""
+
+    feature: int
+    """Latent index."""
+    frequency: float
+    """Fraction of streamed rows on which it fires."""
+    max_activation: float
+    """Largest activation seen."""
+    top_rows: list
+    """Store row indices of the top-activating examples, best first."""
+    top_values: list
+    """Their activations."""
+    top_logits: list
+    """(token, logit weight) pairs with the largest ``W_dec[i] @ W_U``."""
+    bottom_logits: list
+    """(token, logit weight) pairs with the smallest."""
+
+
+class DashboardResult(NamedTuple):
+    """Output of :func:`feature_dashboard`."""
+
+    path: Path
+    """The HTML file written."""
+    features: list
+    """One :class:`FeatureSummary` per latent shown."""
+    n_rows: int
+    """Rows streamed to find the examples."""
+
+
+@torch.no_grad()
+def scan_features(sae: SparseCoder, store, features: Sequence[int] | None, n_rows: int, n_examples: int,
+                  hist_cap: int = 20000, batch_size: int = 4096):
+    """Stream ``n_rows`` rows: per latent its top rows/values, firing counts, and activation samples."""
+    c = sae.cfg
+    dev = sae.device
+    counts = torch.zeros(c.d_sae, dtype=torch.long, device=dev)
+    feats = None if features is None else torch.as_tensor(list(features), dtype=torch.long, device=dev)
+    best_v = best_r = None
+    hist: dict[int, list] = {}
+    seen = 0
+    for x in store.stream(c.hook_in, batch_size, device=dev, dtype=torch.float32):
+        x = x[: n_rows - seen]
+        acts = sae.encode(x).acts
+        counts += (acts > 0).sum(0)
+        if feats is None:  # first pass decides: the most frequent latents of the first batch onwards
+            feats = counts.topk(min(10, c.d_sae)).indices
+        a = acts[:, feats].T  # [F, b]
+        rows = torch.arange(seen, seen + x.shape[0], device=dev).expand_as(a)
+        v = a if best_v is None else torch.cat([best_v, a], 1)
+        r = rows if best_r is None else torch.cat([best_r, rows], 1)
+        top = v.topk(min(n_examples, v.shape[1]), dim=1)
+        best_v, best_r = top.values, r.gather(1, top.indices)
+        for j, f in enumerate(feats.tolist()):
+            h = hist.setdefault(f, [])
+            if len(h) < hist_cap:
+                nz = a[j][a[j] > 0]
+                h.extend(nz[: hist_cap - len(h)].tolist())
+        seen += x.shape[0]
+        if seen >= n_rows:
+            break
+    if seen == 0:
+        raise ValueError("the store yielded no rows")
+    return feats.tolist(), best_v.cpu(), best_r.cpu(), counts.cpu(), hist, seen
+
+
+def _context(sae, store, row: int, feature: int, before: int, after: int):
+    """Rows of the same sequence around ``row``: (token ids, activations of ``feature``, index of ``row``)."""
+    lo, hi = max(0, row - before), min(store.n_rows, row + after + 1)
+    sp = torch.as_tensor(store.seq_pos[lo:hi].__array__())
+    seq = int(sp[row - lo, 0])
+    keep = (sp[:, 0] == seq).nonzero().squeeze(-1)
+    idx = (torch.arange(lo, hi)[keep]).tolist()
+    acts = sae.encode(store.rows(sae.cfg.hook_in, idx, device=sae.device)).acts[:, feature].cpu()
+    toks = [int(t) for t in torch.as_tensor(store.tokens[lo:hi].__array__())[keep]]
+    return toks, acts.tolist(), idx.index(row)
+
+
+def _tok_str(tokenizer, t: int) -> str:
+    if tokenizer is None:
+        return f"<{t}>"
+    return tokenizer.decode([t])
+
+
+@torch.no_grad()
+def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequence[int] | None = None,
+                      model=None, n_rows: int = 100_000, n_examples: int = 8, window: int = 16, after: int = 4,
+                      n_logits: int = 10, title: str | None = None) -> DashboardResult:
+    """Write a dashboard of ``features`` (default: the 10 most frequent latents) to ``out`` (HTML).
+
+    ``model`` gives the tokenizer and W_U (the logit-effect section is left out without it).
+    """
+    from interp.reports import Report
+
+    c = sae.cfg
+    if c.hook_in not in store.hooks:
+        raise KeyError(f"the store has no rows for {c.hook_in!r} (it holds {list(store.hooks)})")
+    if features is not None:
+        bad = [f for f in features if not 0 <= int(f) < c.d_sae]
+        if bad:
+            raise ValueError(f"feature indices {bad} are outside 0..{c.d_sae - 1}")
+    feats, top_v, top_r, counts, hist, seen = scan_features(sae, store, features, n_rows, n_examples)
+    tok = getattr(model, "tokenizer", None) if model is not None else None
+    logit_w = None
+    if model is not None:
+        W_U = model.W_U.to(sae.device, torch.float32)
+        if W_U.shape[0] != c.out_dim:
+            raise ValueError(f"model d_model={W_U.shape[0]} does not match the dictionary's output width {c.out_dim}")
+        logit_w = sae.W_dec[feats] @ W_U  # [F, vocab]
+    rep = Report(title or f"Feature dashboard: {c.arch} SAE on {c.hook_in}",
+                 config=c.to_dict(), meta={"rows_scanned": seen, "model": c.model_name})
+    rep.add_text(f"Latents of a {c.arch} dictionary ({c.d_sae} latents) on `{c.hook_in}`"
+                 + (f" -> `{c.target_hook}`" if c.is_transcoder else "")
+                 + f". Examples from the first {seen} store rows; token colour = this latent's activation.")
+    summaries = []
+    import plotly.graph_objects as go
+
+    for j, f in enumerate(feats):
+        vals = [v for v in top_v[j].tolist()]
+        rows = [int(r) for r, v in zip(top_r[j].tolist(), vals) if v > 0]
+        vals = [v for v in vals if v > 0]
+        freq = float(counts[f]) / seen
+        rep.add_section(f"Feature {f}", f"fires on {freq:.3%} of rows; max activation {max(vals, default=0.0):.3g}")
+        for r, v in zip(rows, vals):
+            toks, acts, at = _context(sae, store, r, f, window, after)
+            strs = [_tok_str(tok, t) for t in toks]
+            rep.add_token_attributions(f"Feature {f}: row {r} (activation {v:.3g})", strs, acts,
+                                       caption=f"max-activating token: {strs[at]!r} at context index {at}")
+        h = hist.get(f, [])
+        fig = go.Figure(go.Histogram(x=h, nbinsx=50))
+        fig.update_layout(title=f"Feature {f}: non-zero activations", xaxis_title="activation", yaxis_title="count")
+        rep.add_figure(fig, caption=f"{len(h)} non-zero activations of feature {f} (of {seen} rows).")
+        top_l = bot_l = []
+        if logit_w is not None:
+            lw = logit_w[j]
+            ti, bi = lw.topk(n_logits), (-lw).topk(n_logits)
+            top_l = [(_tok_str(tok, int(t)), float(lw[t])) for t in ti.indices]
+            bot_l = [(_tok_str(tok, int(t)), float(lw[t])) for t in bi.indices]
+            rep.add_table(f"Feature {f}: logit effect (W_dec[{f}] @ W_U)",
+                          [{"promoted": a, "logit": round(b, 4), "suppressed": cc, "logit ": round(d, 4)}
+                           for (a, b), (cc, d) in zip(top_l, bot_l)])
+        summaries.append(FeatureSummary(f, freq, max(vals, default=0.0), rows, vals, top_l, bot_l))
+    path = rep.write(out)
+    return DashboardResult(Path(path), summaries, seen)

@@ -1,0 +1,60 @@
+"""Feature dashboards on a tiny store: top examples are the true arg-max rows, contexts are the store's tokens."""
+
+import pytest
+import torch
+
+from interp.dictionaries import SAEConfig, make
+from interp.dictionaries.dashboards import _context, feature_dashboard
+
+HOOK = "blocks.0.hook_resid_post"
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory, tiny_llama):
+    from interp.store import CacheConfig, cache_activations
+
+    d = tmp_path_factory.mktemp("sae_store")
+    corpus = d / "c.txt"
+    corpus.write_text("\n\n".join(f"The {w} sat on the mat number {i}. A quick brown fox {i % 7} jumps."
+                                  for i, w in enumerate(["cat", "dog", "bird", "fish"] * 20)))
+    cfg = CacheConfig(model="tiny-llama", hooks=[HOOK], corpus=str(corpus), n_tokens=1024, context_length=32,
+                      batch_size=8, dtype="float32", out=str(d / "store"), device="cpu")
+    return cache_activations(cfg, model=tiny_llama)
+
+
+def test_dashboard_matches_brute_force(tiny_store, tiny_llama, tmp_path):
+    torch.manual_seed(0)
+    sae = make(SAEConfig(arch="relu", d_in=tiny_llama.cfg.d_model, d_sae=48, hook_in=HOOK))
+    with torch.no_grad():
+        sae.b_enc.fill_(-0.5)
+    res = feature_dashboard(sae, tiny_store, tmp_path / "dash.html", features=[3, 7, 11], model=tiny_llama,
+                            n_rows=800, n_examples=4, window=6, after=2)
+    html = res.path.read_text()
+    assert res.path.exists() and "Feature 7" in html and "plotly" in html.lower()
+    X = tiny_store.rows(HOOK, list(range(800)))
+    with torch.no_grad():
+        A = sae.encode(X).acts
+    for s in res.features:
+        want = A[:, s.feature].topk(4)
+        pos = want.values > 0
+        assert s.top_rows == want.indices[pos].tolist()
+        torch.testing.assert_close(torch.tensor(s.top_values), want.values[pos])
+        assert s.frequency == pytest.approx(float((A[:, s.feature] > 0).float().mean()))
+        lw = sae.W_dec[s.feature].detach() @ tiny_llama.W_U
+        assert s.top_logits[0][1] == pytest.approx(float(lw.max()), rel=1e-5)
+        assert s.bottom_logits[0][1] == pytest.approx(float(lw.min()), rel=1e-5)
+        if s.top_rows:
+            r = s.top_rows[0]
+            toks, acts, at = _context(sae, tiny_store, r, s.feature, 6, 2)
+            assert toks[at] == int(tiny_store.tokens[r]) and acts[at] == pytest.approx(s.top_values[0], rel=1e-5)
+            seq = int(tiny_store.seq_pos[r][0])
+            assert all(int(tiny_store.seq_pos[r - at + i][0]) == seq for i in range(len(toks)))
+
+
+def test_dashboard_errors(tiny_store, tmp_path):
+    sae = make(SAEConfig(arch="relu", d_in=32, d_sae=8, hook_in="blocks.1.hook_resid_post"))
+    with pytest.raises(KeyError, match="no rows for"):
+        feature_dashboard(sae, tiny_store, tmp_path / "x.html")
+    sae = make(SAEConfig(arch="relu", d_in=32, d_sae=8, hook_in=HOOK))
+    with pytest.raises(ValueError, match="outside 0..7"):
+        feature_dashboard(sae, tiny_store, tmp_path / "x.html", features=[8])
