@@ -1,0 +1,187 @@
+"""``interp sae train|eval|dashboard`` and ``interp transcoder train|eval``: dictionaries on an activation store.
+
+Flags map one-to-one onto :class:`interp.dictionaries.SAEConfig` / :class:`TrainConfig`.
+``train`` writes ``OUT/sae`` (SAELens format), ``OUT/train.json`` (result + history) and keeps
+``OUT/checkpoint`` (rerunning the same command resumes from it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from interp.cli.main import UserError, emit
+
+
+def _train_flags(p, transcoder: bool) -> None:
+    p.add_argument("--store", required=True, help="activation store directory (interp cache)")
+    if transcoder:
+        p.add_argument("--layer", type=int, required=True, help="block L: reads blocks.L.ln2.hook_normalized, "
+                       "reconstructs blocks.L.hook_mlp_out")
+    else:
+        p.add_argument("--hook", required=True, help="TransformerLens hook name stored in the store")
+    p.add_argument("--arch", default="relu" if transcoder else "topk", choices=["relu", "topk", "jumprelu"])
+    p.add_argument("--expansion", type=int, default=8, help="latents = expansion * d_in")
+    p.add_argument("--d-sae", type=int, default=None, help="number of latents (overrides --expansion)")
+    p.add_argument("--k", type=int, default=32, help="TopK: latents per token")
+    p.add_argument("--k-aux", type=int, default=None, help="TopK: AuxK latents (default d_in/2)")
+    p.add_argument("--aux-coeff", type=float, default=1 / 32, help="TopK: AuxK weight")
+    p.add_argument("--l1-coeff", type=float, default=5.0, help="ReLU: decoder-norm-weighted L1 weight")
+    p.add_argument("--l0-coeff", type=float, default=1.0, help="JumpReLU: L0 weight")
+    p.add_argument("--bandwidth", type=float, default=0.05, help="JumpReLU: rectangle-kernel width")
+    p.add_argument("--n-tokens", type=int, default=None, help="rows to train on (default: all rows of the store)")
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--decay-frac", type=float, default=0.2, help="fraction of steps with linear LR decay to 0")
+    p.add_argument("--b-dec-init", default="geometric_median", choices=["geometric_median", "mean", "zeros"])
+    p.add_argument("--dead-after-tokens", type=int, default=1_000_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (0: end only)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _eval_flags(p) -> None:
+    p.add_argument("--sae", required=True, help="SAE folder (SAELens format: cfg.json + sae_weights.safetensors)")
+    p.add_argument("--store", required=True, help="activation store directory")
+    p.add_argument("--n-rows", type=int, default=65536, help="rows for L0 / FVU / dead fraction")
+    p.add_argument("--n-seqs", type=int, default=32, help="store sequences for spliced CE / KL (0: skip)")
+    p.add_argument("--model", default=None, help="model for splicing (default: the store's model)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sae", help="train, evaluate and inspect sparse autoencoders on an activation store")
+    ssub = p.add_subparsers(dest="sae_command", metavar="SUBCOMMAND")
+    ssub.required = True
+    t = ssub.add_parser("train", help="train an SAE (relu / topk / jumprelu) on one hook of a store")
+    _train_flags(t, transcoder=False)
+    t.set_defaults(func=run_train, transcoder=False)
+    e = ssub.add_parser("eval", help="L0, FVU, dead fraction, and CE recovered / KL spliced into the model")
+    _eval_flags(e)
+    e.set_defaults(func=run_eval)
+    d = ssub.add_parser("dashboard", help="HTML feature dashboard: top contexts, histograms, logit effects")
+    d.add_argument("--sae", required=True)
+    d.add_argument("--store", required=True)
+    d.add_argument("--out", required=True, help="HTML file to write")
+    d.add_argument("--features", default=None, help="comma-separated latent indices (default: 10 most frequent)")
+    d.add_argument("--n-rows", type=int, default=100_000)
+    d.add_argument("--n-examples", type=int, default=8)
+    d.add_argument("--model", default=None, help="model for tokens and W_U (default: the store's model)")
+    d.add_argument("--device", default=None)
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=run_dashboard)
+
+    tc = sub.add_parser("transcoder", help="train and evaluate transcoders (MLP in -> MLP out)")
+    tsub = tc.add_subparsers(dest="transcoder_command", metavar="SUBCOMMAND")
+    tsub.required = True
+    tt = tsub.add_parser("train", help="train a transcoder blocks.L.ln2.hook_normalized -> blocks.L.hook_mlp_out")
+    _train_flags(tt, transcoder=True)
+    tt.set_defaults(func=run_train, transcoder=True)
+    te = tsub.add_parser("eval", help="as `interp sae eval`, for a transcoder")
+    _eval_flags(te)
+    te.set_defaults(func=run_eval)
+
+
+def _open_store(path):
+    from interp.store import ActivationStore
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"store {path} does not exist (create one with `interp cache`)")
+    return ActivationStore.open(path)
+
+
+def run_train(args) -> int:
+    from interp.dictionaries import SAEConfig, TrainConfig, save_sae, train_sae
+    from interp.dictionaries.transcoder import transcoder_hooks
+
+    store = _open_store(args.store)
+    if args.transcoder:
+        hook_in, hook_out = transcoder_hooks(args.layer)
+    else:
+        hook_in, hook_out = args.hook, None
+    for h in filter(None, [hook_in, hook_out]):
+        if h not in store.hooks:
+            raise UserError(f"the store {args.store} has no rows for {h!r}; it holds {store.hooks}")
+    d_in = store.d(hook_in)
+    scfg = SAEConfig(arch=args.arch, d_in=d_in, d_sae=args.d_sae or args.expansion * d_in,
+                     d_out=store.d(hook_out) if hook_out else None, hook_in=hook_in, hook_out=hook_out, k=args.k,
+                     k_aux=args.k_aux, aux_coeff=args.aux_coeff, l1_coeff=args.l1_coeff, l0_coeff=args.l0_coeff,
+                     jumprelu_bandwidth=args.bandwidth, model_name=str(store.manifest.get("model", "")),
+                     context_length=store.manifest.get("context_length"), extra={"store": str(args.store)})
+    out = Path(args.out)
+    tcfg = TrainConfig(n_tokens=args.n_tokens or store.n_rows, batch_size=args.batch_size, lr=args.lr,
+                       warmup_steps=args.warmup_steps, decay_frac=args.decay_frac, b_dec_init=args.b_dec_init,
+                       dead_after_tokens=args.dead_after_tokens, seed=args.seed, device=args.device,
+                       checkpoint_dir=str(out), checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
+                       progress=not args.no_progress)
+    r = train_sae(store, scfg, tcfg)
+    save_sae(r.sae, out / "sae")
+    payload = {"sae": str(out / "sae"), "steps": r.steps, "tokens": r.tokens, "seconds": r.seconds,
+               "tokens_per_s": r.tokens_per_s, "fvu": r.fvu, "l0": r.l0, "dead_fraction": r.dead_fraction,
+               "complete": r.steps >= tcfg.total_steps, "sae_config": scfg.to_dict(), "history": r.history}
+    (out / "train.json").write_text(json.dumps(payload, indent=2, default=str))
+    human = (f"{'trained' if payload['complete'] else 'stopped (rerun to resume)'} {scfg.arch} "
+             f"{'transcoder' if args.transcoder else 'SAE'} on {hook_in}: {r.steps} steps, {r.tokens:,} tokens, "
+             f"{r.tokens_per_s:,.0f} tok/s; FVU {r.fvu:.4f}, L0 {r.l0:.1f}, dead {r.dead_fraction:.1%}\n"
+             f"  saved {out / 'sae'} (SAELens format), history {out / 'train.json'}")
+    emit(args, {k: v for k, v in payload.items() if k != "history"}, human)
+    return 0
+
+
+def _model_for(args, store, device):
+    from interp.models import load_model
+
+    name = args.model or store.manifest.get("model")
+    if not name:
+        raise UserError("the store's manifest names no model; pass --model")
+    return load_model(name, device=device)
+
+
+def run_eval(args) -> int:
+    from interp.dictionaries import load_sae
+    from interp.dictionaries.metrics import evaluate_rows, sequences_from_store, spliced_ce
+
+    store = _open_store(args.store)
+    sae = load_sae(args.sae, device=args.device)
+    for h in {sae.cfg.hook_in, sae.cfg.target_hook}:
+        if h not in store.hooks:
+            raise UserError(f"the store {args.store} has no rows for {h!r} (the SAE's hook); it holds {store.hooks}")
+    rows = evaluate_rows(sae, store, n_rows=args.n_rows)
+    payload = {"sae": args.sae, "rows": rows.to_json()}
+    human = (f"{sae.cfg.arch} on {sae.cfg.hook_in}: L0 {rows.l0:.1f}, FVU {rows.fvu:.4f}, dead {rows.dead_fraction:.1%}, "
+             f"cos {rows.cosine:.3f} ({rows.n_rows:,} rows)")
+    if args.n_seqs > 0:
+        model = _model_for(args, store, args.device)
+        m = spliced_ce(model, sae, sequences_from_store(store, args.n_seqs))
+        payload["spliced"] = m.to_json()
+        human += (f"\n  spliced into the model ({m.n_tokens:,} tokens): CE orig {m.ce_orig:.4f}, with SAE "
+                  f"{m.ce_dict:.4f}, zero-ablated {m.ce_zero:.4f} -> CE recovered {m.ce_recovered:.3f}; "
+                  f"KL {m.kl_dict:.4f} (score {m.kl_score:.3f})")
+    emit(args, payload, human)
+    return 0
+
+
+def run_dashboard(args) -> int:
+    from interp.dictionaries import load_sae
+    from interp.dictionaries.dashboards import feature_dashboard
+
+    store = _open_store(args.store)
+    sae = load_sae(args.sae, device=args.device)
+    feats = None
+    if args.features:
+        try:
+            feats = [int(f) for f in args.features.split(",") if f.strip()]
+        except ValueError:
+            raise UserError(f"--features must be comma-separated integers, got {args.features!r}") from None
+    model = _model_for(args, store, args.device)
+    r = feature_dashboard(sae, store, args.out, features=feats, model=model, n_rows=args.n_rows,
+                          n_examples=args.n_examples)
+    payload = {"path": str(r.path), "n_rows": r.n_rows, "features": [f._asdict() for f in r.features]}
+    emit(args, payload, f"wrote {r.path}: {len(r.features)} features from {r.n_rows:,} rows")
+    return 0
