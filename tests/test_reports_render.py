@@ -8,6 +8,7 @@ message that names the problem.
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
@@ -282,3 +283,35 @@ def test_cli_report(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert cli(["report", str(tmp_path / "r.html"), "--out", str(tmp_path / "x.png")]) == 2
     assert "ending in .html" in capsys.readouterr().err
+
+
+def test_any_json_renders_or_fails_with_a_value_error():
+    """Property: whatever JSON object comes in, the result is a report or a ValueError, never a crash."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    leaf = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.text(max_size=8),
+                     st.floats(allow_nan=True, allow_infinity=True))
+    keys = st.one_of(st.text(max_size=6), st.sampled_from(
+        ["scores", "pearson", "paper", "seconds", "timings", "circuit", "faithfulness", "roles", "examples",
+         "tokens", "scores", "title", "nodes", "edges", "components", "n_components", "recovered", "target",
+         "hooks", "row_shapes", "shards", "config", "meta", "model", "versions", "step", "attn_head", "mlp",
+         "patch", "atp", "results", "method"]))
+    tree = st.recursive(leaf, lambda kids: st.one_of(st.lists(kids, max_size=5),
+                                                     st.dictionaries(keys, kids, max_size=5)),
+                        max_leaves=30)
+    kinds = st.sampled_from([None, "circuit", "compare", "sinks", "massive", "sae", "store", "other"])
+
+    @settings(max_examples=int(os.environ.get("INTERP_FUZZ_EXAMPLES", 60)), deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.dictionaries(keys, tree, max_size=6), kinds)
+    def check(data, kind):
+        if kind:
+            data = {**data, "kind": kind}
+        try:
+            r = render_results(data)
+        except ValueError as e:
+            assert str(e)
+            return
+        assert "<!DOCTYPE html>" in r.to_html()
+
+    check()

@@ -586,27 +586,41 @@ def _render_sae(r: Report, data: dict, full: dict | None = None) -> tuple[set, H
     return set(), Hints(x1="index", x2="column", y2="row")
 
 
+def _count(x: Any) -> int:
+    return int(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else 0
+
+
+def _files(shard: Any) -> dict:
+    f = shard.get("files") if isinstance(shard, dict) else None
+    return f if isinstance(f, dict) else {}
+
+
 def _render_store(r: Report, data: dict, full: dict | None = None) -> tuple[set, Hints]:
-    """The store manifest: one row per hook (shape, rows, bytes) and one row per shard."""
+    """The store manifest: one row per hook (shape, rows, bytes) and one row per shard.
+
+    Fields that do not look like a manifest's (hooks not strings, shards not objects) are left to
+    the generic renderer.
+    """
     claimed: set = set()
     shapes = data.get("row_shapes", data.get("shapes"))
+    shapes = shapes if isinstance(shapes, dict) else {}
     shards = data.get("shards") if isinstance(data.get("shards"), list) else []
-    hooks = data.get("hooks") if isinstance(data.get("hooks"), list) else list(shapes or {})
-    if isinstance(shapes, dict) or hooks:
-        shapes = shapes if isinstance(shapes, dict) else {}
+    shards_ok = bool(shards) and all(isinstance(sh, dict) for sh in shards)
+    hooks = data.get("hooks") if isinstance(data.get("hooks"), list) else list(shapes)
+    if hooks and all(isinstance(h, str) for h in hooks):
         rows = []
         for h in hooks:
-            files = [sh.get("files", {}).get(f"{h}.bin", {}) for sh in shards if isinstance(sh, dict)]
             rows.append({"hook": h, "row shape": shapes.get(h, ""),
-                         "rows": sum(int(sh.get("rows", 0)) for sh in shards if isinstance(sh, dict)) if shards else "",
-                         "bytes": sum(int(f.get("bytes", 0)) for f in files if isinstance(f, dict)) if shards else ""})
+                         "rows": sum(_count(sh.get("rows")) for sh in shards) if shards_ok else "",
+                         "bytes": sum(_count(f.get("bytes")) for sh in shards
+                                      if isinstance(f := _files(sh).get(f"{h}.bin"), dict)) if shards_ok else ""})
         r.add_table("Hooks", rows, caption="Each cached hook (TransformerLens name), the shape of one row "
                                            "(one token), rows stored and bytes on disk.")
-        claimed |= {"hooks", "row_shapes", "shapes"}
-    if shards and all(isinstance(sh, dict) for sh in shards):
+        claimed |= {"hooks", "row_shapes", "shapes"} & set(data)
+    if shards_ok:
         rows = [{"shard": sh.get("index", i), "row_start": sh.get("row_start", ""), "rows": sh.get("rows", ""),
-                 "files": len(sh.get("files", {})),
-                 "bytes": sum(int(f.get("bytes", 0)) for f in sh.get("files", {}).values() if isinstance(f, dict))}
+                 "files": len(_files(sh)),
+                 "bytes": sum(_count(f.get("bytes")) for f in _files(sh).values() if isinstance(f, dict))}
                 for i, sh in enumerate(shards)]
         r.add_table("Shards", rows, caption=f"{len(rows)} shard(s): first row, rows, files and bytes of each.")
         claimed.add("shards")
