@@ -14,6 +14,15 @@ import torch
 
 from interp.store import ActivationStore, CacheConfig, CorruptShardError, cache_activations, write_store
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from 2 threads, and 2 threads on 2 shared, busy cores crawl."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 TEXT = ("Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my purse, "
         "and nothing particular to interest me on shore, I thought I would sail about a little and see the "
         "watery part of the world.\n\n") * 60
