@@ -115,3 +115,25 @@ def test_no_massive_activations_in_random_model(tiny_llama):
     st = massive_stats(tiny_llama, tokens)
     assert st.n_entries == 0
     assert (st.ratio < 1000).all()
+
+
+def test_store_path_equals_live(planted, tmp_path):
+    """Detection from a real activation store (rows + seq_pos) equals the live detection."""
+    from interp.phenomena.massive import massive_stats_from_store
+    from interp.store import CacheConfig, cache_activations
+
+    model, _ = planted
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("One. Two three. Four five six. Seven.\nEight nine, ten. " * 3)
+    cfg = CacheConfig(model="tiny-llama", hooks=["blocks.*.hook_resid_post"], corpus=str(corpus), n_tokens=4 * 12,
+                      context_length=12, batch_size=3, dtype="float32", out=str(tmp_path / "s"), device="cpu")
+    store = cache_activations(cfg, model=model, progress=False)
+    tokens = torch.as_tensor(store.tokens[:]).long().view(-1, 12)
+    live = massive_stats(model, tokens)
+    got = massive_stats_from_store(store, tokenizer=model.tokenizer, batch_size=5)
+    assert got.hooks == live.hooks
+    torch.testing.assert_close(got.ratio, live.ratio, rtol=1e-4, atol=1e-3)
+    key = lambda e: (e.hook, e.seq, e.pos, e.dim, e.kind, e.token)  # noqa: E731
+    assert sorted(map(key, got.entries)) == sorted(map(key, live.entries)) and got.n_entries > 0
+    with pytest.raises(ValueError, match="no hook matching"):
+        massive_stats_from_store(store, MassiveConfig(hooks="blocks.*.attn.hook_z"))

@@ -220,3 +220,24 @@ def test_candidate_heads_and_config_errors(tiny_llama):
         DormantConfig(ablation="mean")
     with pytest.raises(ValueError, match="sink_threshold"):
         DormantConfig(sink_threshold=2)
+
+
+def test_activation_store_path_equals_live(tiny_llama, tmp_path):
+    """Residual peak from a real activation store (interp.store) equals the live computation."""
+    from interp.phenomena.sinks import resid_peak_from_store
+    from interp.store import CacheConfig, cache_activations
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(default_domains()[0].texts))
+    cfg = CacheConfig(model="tiny-llama", hooks=["blocks.*.hook_resid_post"], corpus=str(corpus), n_tokens=5 * 16,
+                      context_length=16, batch_size=2, dtype="float32", out=str(tmp_path / "store"), device="cpu")
+    store = cache_activations(cfg, model=tiny_llama, progress=False)
+    tokens = torch.as_tensor(store.tokens[:]).long().view(-1, 16)
+    assert (tokens[:, 0] == 0).all()
+    live = sink_stats(tiny_llama, tokens)
+    got = resid_peak_from_store(store, batch_size=7)
+    torch.testing.assert_close(got["resid_norm_sink"], live.resid_norm_sink, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got["resid_norm_rest_max"], live.resid_norm_rest_max, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got["resid_peak"], live.resid_peak, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="no blocks.L.hook_resid_post"):
+        resid_peak_from_store(store, layers=[7])

@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -244,8 +245,8 @@ def massive_stats_from_store(store, config: MassiveConfig | None = None, tokeniz
         raise ValueError(f"the store holds no hook matching {cfg.hooks!r}; it holds {store.hooks}")
     hooks.sort(key=_layer_of)
     det = _Detector(hooks, cfg, _decoder(tokenizer))
-    seq_pos = torch.as_tensor(store.seq_pos)
-    all_tokens = torch.as_tensor(store.tokens)
+    seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
+    all_tokens = torch.as_tensor(np.asarray(store.tokens)).long()
     for hook in hooks:
         buf, start, cur = [], 0, None
         seen = set()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from interp.models import scoped_hooks
@@ -246,7 +247,7 @@ def store_rows(store, hook: str, batch_size: int = 4096):
     """Yield ``(rows, seq, pos)`` batches of ``hook`` from an ``interp.store.ActivationStore``."""
     if hook not in store.hooks:
         raise ValueError(f"the store holds no {hook!r}; it holds {store.hooks}")
-    seq_pos = torch.as_tensor(store.seq_pos)
+    seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
     start = 0
     for rows in store.stream(hook, batch_size):
         n = rows.shape[0]
