@@ -1,0 +1,217 @@
+"""The Task: a behaviour to explain, as clean prompts, corrupted prompts, answers and a metric.
+
+A task is what every attribution method and circuit search in interp consumes.  It holds
+token tensors of equal shape for the clean and the corrupted prompts (so activations line
+up position by position), the answer token pair per prompt, and a metric that maps logits
+``[B, T, V]`` to one number per prompt (``[B]``), read at the last position.
+
+Define your own in a notebook with :meth:`Task.from_prompts`::
+
+    task = Task.from_prompts(model, ["The capital of France is"], ["The capital of Italy is"],
+                             answers=[(" Paris", " Rome")])
+
+Validation (each a ``ValueError`` naming the offending prompt): an empty dataset, clean and
+corrupted lists of different sizes, prompts whose token lengths differ (within the batch or
+between a clean prompt and its corruption), and answers that are not exactly one token.
+
+Memory: two ``[B, T]`` int64 tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+METRICS: dict[str, Callable] = {}
+
+
+def register_metric(name: str):
+    """Register ``fn(logits [B,T,V], task) -> Tensor[B]`` under ``name``."""
+
+    def deco(fn):
+        METRICS[name] = fn
+        return fn
+
+    return deco
+
+
+@register_metric("logit_diff")
+def logit_diff(logits: torch.Tensor, task: "Task") -> torch.Tensor:
+    """logit(correct) - logit(incorrect) at the last position, per prompt."""
+    last = logits[:, -1, :]
+    ans = task.answers.to(last.device)
+    return last.gather(-1, ans[:, :1]).squeeze(-1) - last.gather(-1, ans[:, 1:2]).squeeze(-1)
+
+
+@register_metric("logprob_diff")
+def logprob_diff(logits: torch.Tensor, task: "Task") -> torch.Tensor:
+    """log p(correct) - log p(incorrect) at the last position (equals logit_diff; kept for clarity)."""
+    lp = logits[:, -1, :].log_softmax(-1)
+    ans = task.answers.to(lp.device)
+    return lp.gather(-1, ans[:, :1]).squeeze(-1) - lp.gather(-1, ans[:, 1:2]).squeeze(-1)
+
+
+@dataclass
+class Task:
+    """Clean and corrupted prompts, answers and a metric (see the module docstring)."""
+
+    name: str
+    """Short name, used in reports (``ioi``, ``greater-than``, ...)."""
+    prompts: list[str]
+    """The clean prompts."""
+    corrupt_prompts: list[str]
+    """The corrupted prompts, one per clean prompt."""
+    clean: torch.Tensor
+    """LongTensor ``[B, T]``: tokens of the clean prompts (BOS included)."""
+    corrupt: torch.Tensor
+    """LongTensor ``[B, T]``: tokens of the corrupted prompts, same shape as ``clean``."""
+    answers: torch.Tensor | None = None
+    """LongTensor ``[B, 2]``: (correct, incorrect) answer token per prompt, if the metric uses them."""
+    metric_name: str | Callable = "logit_diff"
+    """A name in :data:`METRICS` or a callable ``fn(logits, task) -> Tensor[B]``."""
+    positions: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Named token positions per prompt (e.g. IOI's ``IO``, ``S1``, ``S2``, ``END``), each ``[B]``."""
+    data: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Other per-prompt tensors a metric needs (first dim ``B``), e.g. greater-than's start year."""
+    meta: dict = field(default_factory=dict)
+    """Free-form, JSON-serialisable description (templates, seed, metric definition)."""
+
+    def __post_init__(self):
+        if len(self.prompts) == 0 or self.clean.numel() == 0:
+            raise ValueError(f"task {self.name!r}: the dataset is empty (no prompts)")
+        if len(self.prompts) != len(self.corrupt_prompts):
+            raise ValueError(
+                f"task {self.name!r}: {len(self.prompts)} clean prompts but "
+                f"{len(self.corrupt_prompts)} corrupted prompts; give one corruption per prompt"
+            )
+        if self.clean.ndim != 2 or self.clean.shape != self.corrupt.shape:
+            raise ValueError(
+                f"task {self.name!r}: clean tokens {tuple(self.clean.shape)} and corrupted tokens "
+                f"{tuple(self.corrupt.shape)} must both be [B, T] with the same shape"
+            )
+        if self.clean.shape[0] != len(self.prompts):
+            raise ValueError(f"task {self.name!r}: {len(self.prompts)} prompts but {self.clean.shape[0]} token rows")
+        if self.answers is not None and (self.answers.ndim != 2 or self.answers.shape[0] != len(self.prompts)):
+            raise ValueError(f"task {self.name!r}: answers must be [B, 2], got {tuple(self.answers.shape)}")
+        if isinstance(self.metric_name, str) and self.metric_name not in METRICS:
+            raise ValueError(f"task {self.name!r}: unknown metric {self.metric_name!r}; choose from {sorted(METRICS)}")
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def from_prompts(
+        cls,
+        model,
+        prompts: Sequence[str],
+        corrupt_prompts: Sequence[str],
+        answers: Sequence[tuple[str, str]] | None = None,
+        metric: str | Callable = "logit_diff",
+        name: str = "custom",
+        prepend_bos: bool = True,
+        **kw,
+    ) -> "Task":
+        """Tokenise ``prompts`` / ``corrupt_prompts`` with ``model``'s tokenizer and validate them.
+
+        ``answers`` are strings that must each be exactly one token (include a leading
+        space where the tokenizer needs it, e.g. ``" Mary"``).
+        """
+        prompts, corrupt_prompts = list(prompts), list(corrupt_prompts)
+        if not prompts:
+            raise ValueError(f"task {name!r}: the dataset is empty (no prompts)")
+        if len(prompts) != len(corrupt_prompts):
+            raise ValueError(
+                f"task {name!r}: {len(prompts)} clean prompts but {len(corrupt_prompts)} corrupted prompts"
+            )
+        clean = tokenize_equal_length(model, prompts, prepend_bos, what="clean prompt")
+        corrupt = tokenize_equal_length(model, corrupt_prompts, prepend_bos, what="corrupted prompt")
+        if clean.shape[1] != corrupt.shape[1]:
+            raise ValueError(
+                f"task {name!r}: clean prompts have {clean.shape[1]} tokens but corrupted prompts have "
+                f"{corrupt.shape[1]} (e.g. {prompts[0]!r} vs {corrupt_prompts[0]!r}); patching needs "
+                "aligned positions, so make each corruption the same token length as its prompt"
+            )
+        ans = None
+        if answers is not None:
+            if len(answers) != len(prompts):
+                raise ValueError(f"task {name!r}: {len(answers)} answer pairs for {len(prompts)} prompts")
+            ans = torch.tensor([[single_token(model, a) for a in pair] for pair in answers], dtype=torch.long)
+        return cls(name=name, prompts=prompts, corrupt_prompts=corrupt_prompts, clean=clean,
+                   corrupt=corrupt, answers=ans, metric_name=metric, **kw)
+
+    # -- use ----------------------------------------------------------------------------
+    def metric(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per-prompt metric ``[B]`` from logits ``[B, T, V]`` (or ``[k*B, T, V]`` for k stacked copies)."""
+        fn = METRICS[self.metric_name] if isinstance(self.metric_name, str) else self.metric_name
+        B = self.clean.shape[0]
+        if logits.shape[0] != B and logits.shape[0] % B == 0:  # k stacked copies of the batch
+            k = logits.shape[0] // B
+            rep = self.repeat(k)
+            return fn(logits, rep)
+        return fn(logits, self)
+
+    def repeat(self, k: int) -> "Task":
+        """The same task with every tensor tiled ``k`` times along the batch (for batched patching)."""
+        if k == 1:
+            return self
+        t = Task.__new__(Task)
+        t.__dict__.update(self.__dict__)
+        t.clean, t.corrupt = self.clean.repeat(k, 1), self.corrupt.repeat(k, 1)
+        t.answers = None if self.answers is None else self.answers.repeat(k, 1)
+        t.positions = {n: p.repeat(k) for n, p in self.positions.items()}
+        t.data = {n: p.repeat(k, *([1] * (p.ndim - 1))) for n, p in self.data.items()}
+        t.prompts, t.corrupt_prompts = self.prompts * k, self.corrupt_prompts * k
+        return t
+
+    def subset(self, idx) -> "Task":
+        """The task restricted to the prompts at ``idx`` (a slice, list or tensor of indices)."""
+        idx = torch.arange(len(self.prompts))[idx] if isinstance(idx, slice) else torch.as_tensor(idx)
+        il = idx.tolist()
+        return Task(
+            name=self.name, prompts=[self.prompts[i] for i in il],
+            corrupt_prompts=[self.corrupt_prompts[i] for i in il], clean=self.clean[idx],
+            corrupt=self.corrupt[idx], answers=None if self.answers is None else self.answers[idx],
+            metric_name=self.metric_name, positions={n: p[idx] for n, p in self.positions.items()},
+            data={n: p[idx] for n, p in self.data.items()},
+            meta=dict(self.meta),
+        )
+
+    @property
+    def n(self) -> int:
+        """Number of prompts."""
+        return len(self.prompts)
+
+    def to_json(self) -> dict:
+        """A JSON-serialisable summary (prompts, answers as ids, metric name, meta)."""
+        return {
+            "name": self.name, "n": self.n, "seq_len": int(self.clean.shape[1]),
+            "prompts": self.prompts, "corrupt_prompts": self.corrupt_prompts,
+            "answers": None if self.answers is None else self.answers.tolist(),
+            "metric": self.metric_name if isinstance(self.metric_name, str) else getattr(self.metric_name, "__name__", "custom"),
+            "meta": self.meta,
+        }
+
+
+def tokenize_equal_length(model, prompts: Sequence[str], prepend_bos: bool = True, what: str = "prompt") -> torch.Tensor:
+    """``[B, T]`` tokens of ``prompts``; a ``ValueError`` names the first prompt whose length differs."""
+    rows = [model.to_tokens(p, prepend_bos=prepend_bos)[0].cpu() for p in prompts]
+    lengths = [len(r) for r in rows]
+    if len(set(lengths)) > 1:
+        j = next(i for i, n in enumerate(lengths) if n != lengths[0])
+        raise ValueError(
+            f"{what}s have unequal token lengths: {prompts[0]!r} has {lengths[0]} tokens but "
+            f"{prompts[j]!r} has {lengths[j]}; all prompts of a task must have the same token length"
+        )
+    return torch.stack(rows)
+
+
+def single_token(model, text: str) -> int:
+    """The id of ``text`` if it is exactly one token for ``model``'s tokenizer, else a ``ValueError``."""
+    ids = model.tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) != 1:
+        pieces = [model.tokenizer.decode([i]) for i in ids]
+        raise ValueError(
+            f"answer {text!r} is {len(ids)} tokens ({pieces}) for this tokenizer; answers must be single "
+            "tokens (try a leading space, or a different word)"
+        )
+    return ids[0]

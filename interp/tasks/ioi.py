@@ -1,0 +1,143 @@
+"""Indirect object identification (IOI), after Wang et al. 2022 ("Interpretability in the Wild").
+
+Prompts such as "When Mary and John went to the store, John gave a drink to" (answer: " Mary",
+the indirect object IO; the distractor is the repeated subject S).  Both name orders are
+generated: ABBA ("IO and S ..., S gave ... to") and BABA ("S and IO ..., S gave ... to"),
+alternating.  The corruption is the paper's p_ABC: the same template with three fresh,
+distinct names, so no name is repeated and the IO is no longer identifiable.
+
+Names, places and objects are filtered for the loaded tokenizer: a name must be a single
+token with its leading space (" Mary"); places and objects are kept in the largest group of
+equal token length, and only templates of one token length are used together, so every
+prompt of the task has the same length.  A char-level tokenizer (the tiny test models) has
+no single-token names, so there the names are single capital letters and the prompt ends
+in "to " (documented fallback; the task is then only a shape-correct stand-in).
+
+Metric: logit difference logit(IO) - logit(S) at the last position.
+
+Positions recorded per prompt (``task.positions``): ``IO``, ``S1``, ``S2``, ``END``.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from .base import Task, tokenize_equal_length
+
+NAMES = [
+    "Mary", "John", "Alice", "Bob", "Tom", "James", "David", "Sarah", "Emma", "Michael", "Anna",
+    "Paul", "Mark", "Kate", "Laura", "Peter", "Lisa", "Daniel", "Jack", "Rachel", "Adam", "Chris",
+    "Lucy", "Sam", "Ben", "Eric", "Kevin", "Jane", "Linda", "Susan", "Mike", "Steve", "Amy",
+    "Robert", "George", "Henry", "Jessica", "Emily", "Andrew", "Brian", "Jason", "Ryan", "Victoria",
+]
+PLACES = ["store", "park", "school", "office", "hospital", "restaurant", "garden", "station",
+          "library", "beach", "house", "market", "church", "bank", "hotel", "kitchen"]
+OBJECTS = ["drink", "book", "ring", "gift", "letter", "ball", "bag", "key", "card", "flower",
+           "computer", "necklace", "basketball", "snack", "bottle", "box"]
+TEMPLATES = [
+    "When {A} and {B} went to the {PLACE}, {S} gave a {OBJECT} to",
+    "Then, {A} and {B} went to the {PLACE}. {S} gave a {OBJECT} to",
+    "After {A} and {B} went to the {PLACE}, {S} gave a {OBJECT} to",
+    "While {A} and {B} were working at the {PLACE}, {S} gave a {OBJECT} to",
+    "When {A} and {B} got a {OBJECT} at the {PLACE}, {S} decided to give it to",
+    "Friends {A} and {B} found a {OBJECT} at the {PLACE}. {S} gave it to",
+]
+
+
+def _n_tokens(model, text: str) -> int:
+    return len(model.tokenizer.encode(text, add_special_tokens=False))
+
+
+def _largest_equal_length_group(model, words: list[str], prefix: str = " ") -> list[str]:
+    groups: dict[int, list[str]] = {}
+    for w in words:
+        groups.setdefault(_n_tokens(model, prefix + w), []).append(w)
+    return max(groups.values(), key=len)
+
+
+def ioi_names(model) -> tuple[list[str], str]:
+    """Names usable for ``model``'s tokenizer and the separator before a name (" " or "")."""
+    names = [n for n in NAMES if _n_tokens(model, " " + n) == 1]
+    if len(names) >= 5:
+        return names, " "
+    letters = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if _n_tokens(model, c) == 1 and _n_tokens(model, " " + c) == 2]
+    if len(letters) >= 5:
+        return letters, ""  # char-level tokenizer: "... to" + " " + "A"
+    raise ValueError(
+        f"IOI needs at least 5 names that are single tokens for this tokenizer; found {len(names)} "
+        f"({names}). Pass names=[...] with single-token names."
+    )
+
+
+def ioi_task(model, n: int = 16, seed: int = 0, templates: list[str] | None = None,
+             names: list[str] | None = None) -> Task:
+    """``n`` IOI prompts (alternating ABBA / BABA) with ABC corruptions; see the module docstring."""
+    if n < 1:
+        raise ValueError(f"ioi_task: n must be >= 1, got {n}")
+    rng = random.Random(seed)
+    if names is None:
+        names, sep = ioi_names(model)
+    else:
+        sep = " "
+        bad = [x for x in names if _n_tokens(model, " " + x) != 1]
+        if bad:
+            raise ValueError(f"ioi_task: names {bad} are not single tokens (with a leading space) for this tokenizer")
+        if len(names) < 5:
+            raise ValueError("ioi_task: give at least 5 names (IO, S and three corruption names must differ)")
+    places = _largest_equal_length_group(model, PLACES)
+    objects = _largest_equal_length_group(model, OBJECTS)
+    templates = list(templates or TEMPLATES)
+
+    def fill(t, a, b, s, place, obj):
+        text = t.format(A=a, B=b, S=s, PLACE=place, OBJECT=obj)
+        return text + (" " if sep == "" else "")  # char tokenizer: the answer follows "to "
+
+    lengths: dict[int, list[str]] = {}
+    for t in templates:
+        lengths.setdefault(_n_tokens(model, fill(t, names[0], names[1], names[1], places[0], objects[0])), []).append(t)
+    templates = max(lengths.values(), key=len)
+
+    prompts, corrupts, answers, io_pos, s1_pos, s2_pos, kinds = [], [], [], [], [], [], []
+    for i in range(n):
+        t = templates[i % len(templates)]
+        io, s, c1, c2, c3 = rng.sample(names, 5)
+        place, obj = rng.choice(places), rng.choice(objects)
+        abba = i % 2 == 0
+        a, b = (io, s) if abba else (s, io)
+        prompts.append(fill(t, a, b, s, place, obj))
+        corrupts.append(fill(t, c1, c2, c3, place, obj))
+        answers.append((sep + io, sep + s))
+        kinds.append("ABBA" if abba else "BABA")
+    clean = tokenize_equal_length(model, prompts, what="IOI prompt")
+    corrupt = tokenize_equal_length(model, corrupts, what="IOI corrupted prompt")
+    ans = torch.tensor([[_tok(model, x) for x in pair] for pair in answers], dtype=torch.long)
+    for row, (io_t, s_t) in zip(clean, ans):
+        io_pos.append(_find(row, io_t, 0, prompts))
+        s1 = _find(row, s_t, 0, prompts)
+        s1_pos.append(s1)
+        s2_pos.append(_find(row, s_t, s1 + 1, prompts))
+    T = clean.shape[1]
+    return Task(
+        name="ioi", prompts=prompts, corrupt_prompts=corrupts, clean=clean, corrupt=corrupt,
+        answers=ans, metric_name="logit_diff",
+        positions={"IO": torch.tensor(io_pos), "S1": torch.tensor(s1_pos), "S2": torch.tensor(s2_pos),
+                   "END": torch.full((n,), T - 1)},
+        meta={"templates": templates, "kinds": kinds, "seed": seed, "corruption": "ABC (three fresh names)",
+              "metric": "logit(IO) - logit(S) at the last position"},
+    )
+
+
+def _tok(model, text: str) -> int:
+    ids = model.tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) != 1:
+        raise ValueError(f"IOI answer {text!r} is {len(ids)} tokens; names must be single tokens")
+    return ids[0]
+
+
+def _find(row: torch.Tensor, tok: int, start: int, prompts) -> int:
+    hits = (row[start:] == tok).nonzero()
+    if len(hits) == 0:
+        raise ValueError(f"IOI: name token {tok} not found in a prompt (tokenizer merges it with its neighbours?)")
+    return int(hits[0]) + start

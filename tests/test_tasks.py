@@ -1,0 +1,88 @@
+"""Tasks: validation errors, and the IOI / greater-than generators' structure."""
+
+import pytest
+import torch
+
+from interp.tasks import Task, greater_than_task, ioi_task
+
+
+def test_from_prompts_builds_aligned_tokens(tiny_llama):
+    t = Task.from_prompts(tiny_llama, ["ab c", "xy z"], ["ab d", "xy w"], answers=[("c", "d"), ("z", "w")])
+    assert t.clean.shape == t.corrupt.shape == (2, 5)
+    assert t.answers.tolist() == [[tiny_llama.tokenizer.encode(c, add_special_tokens=False)[0] for c in p]
+                                  for p in [("c", "d"), ("z", "w")]]
+    logits = torch.zeros(2, 5, 99)
+    logits[0, -1, t.answers[0, 0]] = 3.0
+    logits[1, -1, t.answers[1, 1]] = 2.0
+    assert t.metric(logits).tolist() == [3.0, -2.0]
+
+
+def test_unequal_lengths_error(tiny_llama):
+    with pytest.raises(ValueError, match="unequal token lengths"):
+        Task.from_prompts(tiny_llama, ["ab", "abc"], ["xy", "xyz"], answers=[("a", "b")] * 2)
+    with pytest.raises(ValueError, match="same token length as its prompt"):
+        Task.from_prompts(tiny_llama, ["ab", "cd"], ["xyz", "xyz"], answers=[("a", "b")] * 2)
+
+
+def test_multi_token_answer_error(tiny_llama):
+    with pytest.raises(ValueError, match="answers must be single"):
+        Task.from_prompts(tiny_llama, ["ab"], ["cd"], answers=[("xy", "z")])
+
+
+def test_empty_dataset_error(tiny_llama):
+    with pytest.raises(ValueError, match="empty"):
+        Task.from_prompts(tiny_llama, [], [], answers=[])
+    with pytest.raises(ValueError, match="corrupted prompts"):
+        Task.from_prompts(tiny_llama, ["ab"], [], answers=[("a", "b")])
+
+
+def test_unknown_metric_error(tiny_llama):
+    with pytest.raises(ValueError, match="unknown metric"):
+        Task.from_prompts(tiny_llama, ["ab"], ["cd"], answers=[("a", "b")], metric="nope")
+
+
+def test_ioi_structure_char_tokenizer(tiny_llama):
+    t = ioi_task(tiny_llama, n=6, seed=1)
+    assert t.clean.shape == t.corrupt.shape and t.clean.shape[0] == 6
+    for i in range(6):
+        row = t.clean[i]
+        io, s = t.answers[i].tolist()
+        assert row[t.positions["IO"][i]] == io and row[t.positions["S1"][i]] == s
+        assert row[t.positions["S2"][i]] == s and t.positions["S2"][i] > t.positions["S1"][i]
+        assert (row == io).sum() == 1  # IO appears once, S twice
+        assert (t.corrupt[i] == s).sum() <= 1  # ABC corruption: the subject is no longer repeated
+    assert t.meta["kinds"][:2] == ["ABBA", "BABA"]
+
+
+def test_ioi_bad_names(tiny_llama):
+    with pytest.raises(ValueError, match="not single tokens"):
+        ioi_task(tiny_llama, n=2, names=["Mary", "John", "Ann", "Bob", "Tom"])
+    with pytest.raises(ValueError, match="n must be"):
+        ioi_task(tiny_llama, n=0)
+
+
+def test_greater_than_metric_definition(tiny_llama):
+    t = greater_than_task(tiny_llama, n=4, years=[49, 19])
+    assert t.meta["exact"] and t.clean.shape == t.corrupt.shape
+    assert t.prompts[0].endswith("1749 to the year 17") and "1701" in t.corrupt_prompts[0]
+    logits = torch.zeros(4, t.clean.shape[1], 99)
+    ids = t.data["digit_ids"][0]
+    logits[:, -1, :] = -1e9
+    logits[:, -1, ids[5]] = 0.0  # all mass on tens digit 5
+    m = t.metric(logits)
+    assert torch.allclose(m, torch.tensor([1.0, 1.0, 1.0, 1.0]))  # 5 > 4 and 5 > 1
+    logits[:, -1, ids[5]] = -1e9
+    logits[:, -1, ids[4]] = 0.0  # tens digit 4: years 174Z <= 1749 -> counted as not greater
+    assert torch.allclose(t.metric(logits), torch.tensor([-1.0, 1.0, -1.0, 1.0]))
+    with pytest.raises(ValueError, match="02..98"):
+        greater_than_task(tiny_llama, n=2, years=[1])
+
+
+@pytest.mark.slow
+def test_ioi_and_greater_than_on_smollm2(smollm2):
+    t = ioi_task(smollm2, n=8)
+    with torch.no_grad():
+        assert t.metric(smollm2(t.clean)).mean() > t.metric(smollm2(t.corrupt)).mean() + 1.0
+    g = greater_than_task(smollm2, n=8)
+    with torch.no_grad():
+        assert g.metric(smollm2(g.clean)).mean() > 0.5 > g.metric(smollm2(g.corrupt)).mean()
