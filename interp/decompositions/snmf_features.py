@@ -1,0 +1,260 @@
+"""Reading and steering SNMF features (and any other MLP-activation directions).
+
+Following Shafran, Geiger & Geva 2025 (arXiv 2506.10920, section 4; reference
+``ordavid-s/snmf-mlp-decomposition``):
+
+* **Input side**: the contexts where a feature's coefficient ``Y_i`` is largest
+  (:func:`top_contexts`).
+* **Output side**: the residual-stream direction ``f_i = W_out[L]^T z_i`` and its
+  vocabulary projection ``(g * f_i) @ W_U`` (:func:`vocab_projection`), where ``g`` is the
+  final norm's gain (RMSNorm weight; ``1 + w`` for Gemma; LayerNorm also centres ``f``).
+  The norm's data-dependent ``1/rms`` scale is a positive factor per token and is left
+  out, so the *ranking* of tokens is what the model's unembedding would give.
+* **Steering**: add ``alpha * z_i / ||z_i||`` to ``blocks.L.mlp.hook_post`` at every
+  position; ``alpha`` is bisected so that ``KL(p_base || p_steered)`` of the next token
+  after the prompt (default ``"I think that"``) hits each target.  Every feature, sign
+  and target is one row of a single batch, so each bisection step is one forward pass
+  (:func:`calibrate_steering`); hooks are scoped and removed in ``finally``.
+
+Memory: the steering batch is ``n_features x n_signs x n_targets`` copies of the prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from interp.models import resolve_hooks, scoped_hooks
+
+from .snmf import ActivationSet, SNMFResult
+
+DEFAULT_KL_TARGETS = (0.025, 0.05, 0.1, 0.15, 0.25, 0.35, 0.5)
+
+
+# ---------------------------------------------------------------------------------------
+# output side
+
+def final_norm_gain(model) -> tuple[torch.Tensor | None, bool]:
+    """``(gain [d_model] or None, centres)`` of the model's final normalisation."""
+    ln = getattr(model, "ln_final", None)
+    if ln is None:
+        return None, False
+    orig = getattr(ln, "_original_component", ln)
+    w = getattr(orig, "weight", None)
+    name = type(orig).__name__
+    centres = "RMS" not in name.upper()
+    if w is None:
+        return None, centres
+    w = w.detach().float()
+    if "Gemma" in name:  # Gemma's RMSNorm multiplies by (1 + weight)
+        w = 1 + w
+    return w, centres
+
+
+def residual_directions(model, layer: int, Z: torch.Tensor) -> torch.Tensor:
+    """``W_out[layer]^T z`` for each column of ``Z [d_mlp, k]`` -> ``[k, d_model]``."""
+    W_out = model.W_out[layer].detach().float()  # [d_mlp, d_model]
+    if Z.shape[0] != W_out.shape[0]:
+        raise ValueError(f"Z has {Z.shape[0]} rows but layer {layer}'s MLP width is {W_out.shape[0]}")
+    return Z.T.to(W_out.device, torch.float32) @ W_out
+
+
+def vocab_projection(model, directions: torch.Tensor, k: int = 20) -> list[dict]:
+    """Top and bottom ``k`` tokens of ``(gain * d) @ W_U`` for each direction ``[m, d_model]``."""
+    gain, centres = final_norm_gain(model)
+    d = directions.float().to(model.W_U.device)
+    if centres:
+        d = d - d.mean(-1, keepdim=True)
+    if gain is not None:
+        d = d * gain.to(d.device)
+    logits = d @ model.W_U.detach().float()  # [m, vocab]
+    out = []
+    for row in logits:
+        top = row.topk(k)
+        bot = (-row).topk(k)
+        out.append({
+            "top": [(model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(top.values, top.indices)],
+            "bottom": [(model.tokenizer.decode([int(i)]), float(-v)) for v, i in zip(bot.values, bot.indices)],
+        })
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# input side
+
+def top_contexts(Y: torch.Tensor, acts: ActivationSet, tokenizer, feature: int, k: int = 10,
+                 window: int = 8) -> list[dict]:
+    """The ``k`` rows with the largest coefficient ``Y[feature]`` and their preceding tokens."""
+    if Y.shape[1] != acts.X.shape[0]:
+        raise ValueError(f"Y has {Y.shape[1]} columns but the activation set has {acts.X.shape[0]} rows")
+    lookup = {(int(s), int(p)): int(t) for (s, p), t in zip(acts.seq_pos.tolist(), acts.tokens.tolist())}
+    vals, idx = Y[feature].float().topk(min(k, Y.shape[1]))
+    out = []
+    for v, i in zip(vals.tolist(), idx.tolist()):
+        s, p = acts.seq_pos[i].tolist()
+        if acts.seq_tokens is not None:
+            seq = acts.seq_tokens[s].tolist()
+            before = seq[max(0, p - window):p]
+        else:
+            before = [lookup[(s, q)] for q in range(max(0, p - window), p) if (s, q) in lookup]
+        out.append({"coef": v, "seq": s, "pos": p, "context": tokenizer.decode(before),
+                    "token": tokenizer.decode([int(acts.tokens[i])])})
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# steering
+
+@dataclass
+class SteeringCalibration:
+    """Steering strengths ``alpha`` that reach each next-token KL target."""
+
+    hook: str
+    """Where the direction is added (``blocks.L.mlp.hook_post``)."""
+    prompt: str
+    """The calibration prompt."""
+    targets: list[float]
+    """KL targets (nats)."""
+    signs: list[int]
+    """Signs tried (+1 adds the direction, -1 subtracts it)."""
+    alpha: torch.Tensor
+    """[n_directions, n_signs, n_targets] calibrated |alpha| (unit directions)."""
+    kl: torch.Tensor
+    """[n_directions, n_signs, n_targets] KL reached at that alpha."""
+    reached: torch.Tensor
+    """[n_directions, n_signs, n_targets] whether the bracket search found the target."""
+    forward_passes: int = 0
+    """Batched forward passes used."""
+    extra: dict = field(default_factory=dict)
+
+
+def _steer_hook(U: torch.Tensor, alphas: torch.Tensor):
+    def fn(x, hook=None):
+        return x + (alphas[:, None, None] * U[:, None, :]).to(x.dtype)
+    return fn
+
+
+@torch.no_grad()
+def steered_logits(model, hook: str, U: torch.Tensor, alphas: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Logits ``[R, T, V]`` for ``tokens [T]`` or ``[R, T]`` with row ``r`` steered by ``alphas[r] * U[r]``."""
+    R = U.shape[0]
+    if tokens.ndim == 1:
+        tokens = tokens[None].expand(R, -1)
+    dev = next(model.parameters()).device
+    with scoped_hooks(model, fwd=[(hook, _steer_hook(U.to(dev), alphas.to(dev)))]):
+        return model(tokens.to(dev))
+
+
+@torch.no_grad()
+def calibrate_steering(model, layer: int, directions: torch.Tensor, prompt: str = "I think that",
+                       targets: Sequence[float] = DEFAULT_KL_TARGETS, signs: Sequence[int] = (1, -1),
+                       n_steps: int = 16, alpha0: float = 1.0, max_doublings: int = 24) -> SteeringCalibration:
+    """Bisect ``alpha`` per (direction, sign, target) so ``KL(p_base || p_steered) = target``.
+
+    ``directions [m, d_mlp]`` are normalised to unit length.  One forward pass per step
+    for all rows; first ``alpha`` is doubled until every row overshoots its target.
+    """
+    (hook,) = resolve_hooks(model, [f"blocks.{layer}.mlp.hook_post"])
+    D = torch.nn.functional.normalize(directions.float(), dim=-1)
+    m, nS, nT = D.shape[0], len(signs), len(targets)
+    if any(t <= 0 for t in targets):
+        raise ValueError("KL targets must be > 0")
+    dev = next(model.parameters()).device
+    tokens = model.to_tokens(prompt)[0].to(dev)
+    base = torch.log_softmax(model(tokens[None])[0, -1].float(), -1)
+    U = (D[:, None, None, :] * torch.tensor(signs, dtype=torch.float32)[None, :, None, None]).expand(m, nS, nT, -1)
+    U = U.reshape(-1, D.shape[1])
+    tgt = torch.tensor(list(targets), dtype=torch.float32)[None, None, :].expand(m, nS, nT).reshape(-1)
+    passes = 0
+
+    def kl_at(alpha):
+        nonlocal passes
+        passes += 1
+        lp = torch.log_softmax(steered_logits(model, hook, U, alpha, tokens)[:, -1].float(), -1)
+        return (base.exp() * (base - lp)).sum(-1).cpu()
+
+    lo = torch.zeros(U.shape[0])
+    hi = torch.full((U.shape[0],), alpha0)
+    k_hi = kl_at(hi)
+    for _ in range(max_doublings):
+        under = k_hi < tgt
+        if not under.any():
+            break
+        lo = torch.where(under, hi, lo)
+        hi = torch.where(under, hi * 2, hi)
+        k_hi = torch.where(under, kl_at(hi), k_hi)
+    reached = k_hi >= tgt
+    for _ in range(n_steps):
+        mid = (lo + hi) / 2
+        k = kl_at(mid)
+        over = k >= tgt
+        hi = torch.where(over, mid, hi)
+        lo = torch.where(over, lo, mid)
+    alpha = hi
+    kl = kl_at(alpha)
+    shape = (m, nS, nT)
+    return SteeringCalibration(hook, prompt, list(targets), list(signs), alpha.view(shape), kl.view(shape),
+                               reached.view(shape), passes)
+
+
+@torch.no_grad()
+def steered_generations(model, layer: int, directions: torch.Tensor, alphas: torch.Tensor,
+                        prompt: str = "I think that", n_tokens: int = 12) -> list[str]:
+    """Greedy continuations of ``prompt`` with row ``r`` steered by ``alphas[r] * directions[r]/||.||``."""
+    (hook,) = resolve_hooks(model, [f"blocks.{layer}.mlp.hook_post"])
+    U = torch.nn.functional.normalize(directions.float(), dim=-1)
+    dev = next(model.parameters()).device
+    toks = model.to_tokens(prompt)[0].to(dev)[None].expand(U.shape[0], -1)
+    for _ in range(n_tokens):
+        nxt = steered_logits(model, hook, U, alphas, toks)[:, -1].argmax(-1)
+        toks = torch.cat([toks, nxt[:, None]], 1)
+    n0 = model.to_tokens(prompt).shape[1]
+    return [model.tokenizer.decode(t[n0:].tolist()) for t in toks]
+
+
+# ---------------------------------------------------------------------------------------
+# a feature card
+
+@dataclass
+class FeatureCard:
+    """Everything shown for one SNMF feature."""
+
+    index: int
+    """Feature index (column of Z)."""
+    n_neurons: int
+    """Non-zero entries of z (the neuron group size)."""
+    mean_coef: float
+    """Mean of Y_i over the fitted tokens."""
+    contexts: list[dict]
+    """Top-activating contexts (see :func:`top_contexts`)."""
+    vocab: dict
+    """Top / bottom tokens of the residual direction's vocabulary projection."""
+    alpha: dict
+    """``{"+": [...], "-": [...]}`` calibrated alpha per KL target."""
+    steered: dict
+    """``{"+": text, "-": text}`` greedy continuation at the middle KL target."""
+
+
+def feature_cards(model, layer: int, res: SNMFResult, acts: ActivationSet, features: Sequence[int] | None = None,
+                  n_contexts: int = 8, n_vocab: int = 12, targets: Sequence[float] = DEFAULT_KL_TARGETS,
+                  prompt: str = "I think that", n_tokens: int = 10) -> tuple[list[FeatureCard], SteeringCalibration]:
+    """Input contexts, vocabulary projection and calibrated steering for ``features``."""
+    feats = list(range(res.k)) if features is None else list(features)
+    Z = res.Z[:, feats].float().cpu()
+    vocab = vocab_projection(model, residual_directions(model, layer, Z), n_vocab)
+    cal = calibrate_steering(model, layer, Z.T, prompt, targets)
+    mid = len(targets) // 2
+    gen_dirs = torch.cat([Z.T, -Z.T])
+    gen_alpha = torch.cat([cal.alpha[:, 0, mid], cal.alpha[:, 1, mid]])
+    texts = steered_generations(model, layer, gen_dirs, gen_alpha, prompt, n_tokens)
+    cards = []
+    for r, f in enumerate(feats):
+        cards.append(FeatureCard(
+            index=f, n_neurons=int((res.Z[:, f] != 0).sum()), mean_coef=float(res.Y[f].mean()),
+            contexts=top_contexts(res.Y, acts, model.tokenizer, f, n_contexts),
+            vocab={"top": vocab[r]["top"], "bottom": vocab[r]["bottom"]},
+            alpha={"+": cal.alpha[r, 0].tolist(), "-": cal.alpha[r, 1].tolist()},
+            steered={"+": texts[r], "-": texts[len(feats) + r]}))
+    return cards, cal
