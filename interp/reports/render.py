@@ -316,7 +316,8 @@ def render_scores(r: Report, scores: Any, field: str = "scores", positions: list
     ``positions``: the prompt's tokens; per-position heatmaps then label columns ``"3 ' Mary'"``.
     """
     if not isinstance(scores, dict) or not scores:
-        raise ValueError(f"{field}: expected an object {{method: {{component_type: array}}}}, got {type(scores).__name__}")
+        got = "an empty object" if isinstance(scores, dict) else type(scores).__name__
+        raise ValueError(f"{field}: expected an object {{method: {{component_type: array}}}}, got {got}")
     arrays: dict[str, dict[str, np.ndarray]] = {}
     for method, by_type in scores.items():
         if not isinstance(by_type, dict):
@@ -379,8 +380,8 @@ def _component_labels(ct: str, shape: tuple) -> list[str]:
 
 def render_pearson(r: Report, pearson: Any, paper: Any = None, source: str = "published values") -> None:
     """Pearson r of each method with patching per component type (+ published values)."""
-    if not isinstance(pearson, dict) or not all(isinstance(v, dict) for v in pearson.values()):
-        raise ValueError("pearson: expected an object {method: {component_type: r}}")
+    if not isinstance(pearson, dict) or not pearson or not all(isinstance(v, dict) and v for v in pearson.values()):
+        raise ValueError(f"pearson: expected a non-empty object {{method: {{component_type: r}}}}, got {pearson!r:.60}")
     paper = paper if isinstance(paper, dict) else {}
     types = list(dict.fromkeys(ct for d in pearson.values() for ct in d))
     rows = []
@@ -454,7 +455,10 @@ def render_circuit_graph(r: Report, circuit: Any) -> None:
     elif isinstance(circuit.get("components"), list):
         comps = circuit["components"]
         nodes = []
-        for c in comps:
+        for i, c in enumerate(comps):
+            if not (isinstance(c, str) or (isinstance(c, dict) and ("name" in c or "id" in c))):
+                raise ValueError(f"circuit['components'][{i}]: expected a component name or an object with "
+                                 f"'name', got {c!r:.60}")
             name = c if isinstance(c, str) else str(c.get("name", c.get("id")))
             m = re.search(r"(?:blocks\.|L)(\d+)", name)
             nodes.append({"id": name, "label": _short(name), "layer": int(m.group(1)) if m else -1,
