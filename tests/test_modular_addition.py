@@ -100,7 +100,7 @@ def test_lib_vs_pca_p113():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     from bench_lib import evaluate
 
-    out = evaluate(ModAddConfig(), n_fit=1500, n_eval=1500)
+    out = evaluate(ModAddConfig())
     for row in out["rows"]:
         assert row["lib_edges"]["reached"] and row["pca_edges"]["reached"]
         assert row["lib_edges"]["needed"] <= row["pca_edges"]["needed"], row

@@ -1,0 +1,146 @@
+"""LIB on a range of residual-stream layers of a TransformerBridge (e.g. smollm2-135m).
+
+The node layers are ``blocks.{L}.hook_resid_post`` for the chosen layers ``L_0 < L_1 < ...``
+(TransformerLens hook names, the one address of an activation).  The map between
+consecutive node layers is a hook-patched forward pass: the input tensor replaces
+``blocks.{L_l}.hook_resid_post`` and the pass stops (by an exception raised from a hook)
+once ``blocks.{L_{l+1}}.hook_resid_post`` has been computed.  Blocks after ``L_l`` only see
+the residual stream, so the token ids fed to the pass are placeholders (zeros); the blocks
+before ``L_l`` still run (wasted work, bounded by ``L_l`` blocks).  Hooks are scoped and
+removed in ``finally``.
+
+Because the residual stream is ``d_model`` wide at every position, the exact ``M'`` needs
+``T x d_model`` VJPs per sequence; :func:`lib_on_model` therefore defaults to Gaussian output
+probes for ``M'`` and to edges between the top nodes at the last position only, and says so
+in its result.  Memory: the replicated batch is ``probes x batch_size`` sequences of
+``T`` tokens through ``L_{l+1} + 1`` blocks, with activations kept for the backward pass.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import torch
+
+from interp.models import resolve_hooks
+
+from .lib import LIBConfig, LIBResult, fit_lib
+
+
+class _Stop(Exception):
+    pass
+
+
+def resid_map(model, layer_in: int, layer_out: int):
+    """``resid_post[layer_in] [B, T, d] -> resid_post[layer_out] [B, T, d]`` through the model's blocks."""
+    if not 0 <= layer_in < layer_out < model.cfg.n_layers:
+        raise ValueError(f"need 0 <= layer_in < layer_out < {model.cfg.n_layers}, got {layer_in}, {layer_out}")
+    h_in, h_out = f"blocks.{layer_in}.hook_resid_post", f"blocks.{layer_out}.hook_resid_post"
+    resolve_hooks(model, [h_in, h_out])
+    dev = next(model.parameters()).device
+
+    def g(x: torch.Tensor) -> torch.Tensor:
+        box = {}
+
+        def put(a, hook=None):
+            return x.to(a.dtype)
+
+        def grab(a, hook=None):
+            box["y"] = a
+            raise _Stop
+
+        toks = torch.zeros(x.shape[0], x.shape[1], dtype=torch.long, device=dev)
+        ctx = model.hooks(fwd_hooks=[(h_in, put), (h_out, grab)])
+        ctx.__enter__()
+        try:
+            model(toks)
+        except _Stop:
+            pass
+        finally:
+            ctx.__exit__(None, None, None)
+        if "y" not in box:
+            raise RuntimeError(f"{h_out} was never reached")
+        return box["y"]
+
+    return g
+
+
+@dataclass
+class ModelLIBSettings:
+    """How :func:`lib_on_model` samples text and approximates the Jacobian sums."""
+
+    layers: tuple[int, ...] = (3, 4, 5)
+    """Residual layers (``blocks.L.hook_resid_post``), increasing."""
+    n_texts: int = 16
+    """Sequences used."""
+    seq_len: int = 24
+    """Tokens per sequence (texts are truncated; shorter texts are dropped)."""
+    probes: int = 16
+    """Gaussian output probes per sequence for M' (None would be exact and very slow)."""
+    edge_nodes: int = 16
+    """Edges only between the first this many nodes of each layer."""
+    edge_positions: str = "last"
+    """``last`` or ``all`` output positions in the edges."""
+    batch_size: int = 4
+    """Sequences per VJP pass."""
+
+    def __post_init__(self):
+        if len(self.layers) < 2 or list(self.layers) != sorted(set(self.layers)):
+            raise ValueError(f"layers must be >= 2 increasing layer indices, got {self.layers}")
+
+
+def default_texts(n: int) -> list[str]:
+    """Offline prose: the concept sentences (interp.decompositions.concepts), cycled."""
+    from .concepts import CONCEPTS, NEUTRAL
+
+    pool = [s for v in CONCEPTS.values() for s in v["sentences"]] + NEUTRAL
+    # join neighbours so that sequences are long enough
+    joined = [" ".join(pool[i:i + 3]) for i in range(0, len(pool), 3)]
+    return [joined[i % len(joined)] for i in range(n)]
+
+
+def lib_on_model(model, settings: ModelLIBSettings, texts: Sequence[str] | None = None,
+                 basis: str = "lib", dtype: str = "float64") -> tuple[LIBResult, dict]:
+    """Fit LIB (or PCA) on ``blocks.{L}.hook_resid_post`` for ``settings.layers``.
+
+    Returns the result and a summary dict (shapes, timings, spectra concentration).
+    """
+    s = settings
+    texts = list(texts) if texts is not None else default_texts(s.n_texts)
+    rows = [model.to_tokens(t)[0] for t in texts]
+    rows = [r[:s.seq_len] for r in rows if r.shape[0] >= s.seq_len][: s.n_texts]
+    if len(rows) < 2:
+        raise ValueError(f"need at least 2 texts with >= {s.seq_len} tokens, got {len(rows)}")
+    tokens = torch.stack(rows).to(next(model.parameters()).device)
+    names = [f"blocks.{L}.hook_resid_post" for L in s.layers]
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=names)
+    acts = [cache[n].detach().to(getattr(torch, dtype)) for n in names]
+    maps = [_dtype_map(resid_map(model, a, b), dtype) for a, b in zip(s.layers[:-1], s.layers[1:])]
+    cfg = LIBConfig(basis=basis, probes=s.probes, max_edge_nodes=s.edge_nodes, edge_positions=s.edge_positions,
+                    batch_size=s.batch_size, dtype=dtype)
+    res = fit_lib(acts[0], maps, names, cfg, acts=acts)
+    summary = {"basis": basis, "layers": list(s.layers), "tokens": list(tokens.shape), "settings": asdict(s),
+               "seconds": time.perf_counter() - t0, "kept": [b.k for b in res.bases],
+               "dirs_for_90pct_importance": [_n_for_frac(b.importance, 0.9) for b in res.bases],
+               "edges_for_90pct_strength": [None if E is None else _n_for_frac(E.flatten(), 0.9) for E in res.edges]}
+    return res, summary
+
+
+def _dtype_map(g, dtype):
+    dt = getattr(torch, dtype)
+
+    def h(x):
+        return g(x.float()).to(dt)
+
+    return h
+
+
+def _n_for_frac(v: torch.Tensor, frac: float) -> int:
+    """How many of the largest entries of ``v`` carry ``frac`` of its sum."""
+    v = v.flatten().double().clamp_min(0).sort(descending=True).values
+    c = v.cumsum(0)
+    return int((c < frac * c[-1]).sum()) + 1
