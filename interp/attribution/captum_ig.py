@@ -1,0 +1,47 @@
+"""A thin wrapper over captum's ``LayerIntegratedGradients`` for users who want captum's exact API.
+
+``captum_layer_ig(model, tokens, metric, hook, baseline_tokens, steps, method)`` attaches captum
+to the TransformerLens hook point named ``hook`` (a ``HookPoint`` module) and returns the same
+:class:`~interp.attribution.ig.IGResult` as our batched :func:`layer_integrated_gradients`, so
+the two can be compared value for value (tests/test_ig.py) and timed (bench/bench_ig.py).
+captum runs the baselines through the model and interpolates in the layer's output space.
+
+Memory: captum expands the input ``steps`` times (or ``internal_batch_size`` at a time).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from .ig import IGResult
+
+
+def captum_layer_ig(model, tokens: torch.Tensor, metric: Callable[[torch.Tensor], torch.Tensor],
+                    hook: str = "hook_embed", baseline_tokens: torch.Tensor | None = None, steps: int = 50,
+                    method: str = "gausslegendre", internal_batch_size: int | None = None) -> IGResult:
+    """captum's LayerIntegratedGradients at ``hook`` (baseline: token ids, default all-zero ids)."""
+    from captum.attr import LayerIntegratedGradients
+
+    if hook not in model.hook_dict:
+        from interp.models import resolve_hooks
+
+        resolve_hooks(model, [hook])
+    t0 = time.perf_counter()
+    device = next(model.parameters()).device
+    tokens = tokens.to(device)
+    base = torch.zeros_like(tokens) if baseline_tokens is None else baseline_tokens.to(device)
+
+    def forward(toks):
+        return metric(model(toks))
+
+    lig = LayerIntegratedGradients(forward, model.hook_dict[hook])
+    with torch.enable_grad():
+        attr, delta = lig.attribute(tokens, baselines=base, n_steps=steps, method=method,
+                                    internal_batch_size=internal_batch_size, return_convergence_delta=True)
+    with torch.no_grad():
+        f_x, f_b = metric(model(tokens)).float().cpu(), metric(model(base)).float().cpu()
+    return IGResult(attributions=attr.detach().float(), delta=delta.detach().float().cpu(), f_input=f_x,
+                    f_baseline=f_b, hook=hook, steps=steps, method=method, seconds=time.perf_counter() - t0)

@@ -1,0 +1,219 @@
+"""The component set every attribution method scores, and the typed result they return.
+
+A *component type* names a family of activations by a TransformerLens hook template and says
+which axes of the activation index separate components ("units"):
+
+==========  ==============================  =====================  ==========================
+type        hook                            activation             units per layer
+==========  ==============================  =====================  ==========================
+resid       blocks.{layer}.hook_resid_pre   [B, T, d_model]        1 (summed over d_model)
+attn_head   blocks.{layer}.attn.hook_z      [B, T, H, d_head]      H (summed over d_head)
+mlp         blocks.{layer}.hook_mlp_out     [B, T, d_model]        1
+==========  ==============================  =====================  ==========================
+
+``unit_axes`` is the number of axes after ``[B, T]`` that index units; the remaining trailing
+axes are summed when a score is formed.  New types register with
+:func:`register_component_type`: an SAE's feature activations at a hook
+(``blocks.{layer}.hook_sae_acts``, ``[B, T, F]``) are ``unit_axes=1`` with nothing summed,
+so every method here scores SAE features unchanged once the SAE is spliced in as a hook.
+
+Scores are ``[L, *units]``, or ``[L, *units, T]`` per position, averaged over the batch.
+
+Memory: :func:`cache_components` keeps one activation per hook: for SmolLM2-135M, B=16,
+T=16: 30 x 3 x 256 x 576 floats = 53 MB (and as much again for gradients).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+from interp.models import scoped_hooks
+
+
+@dataclass(frozen=True)
+class ComponentType:
+    """A family of components addressed by a hook template."""
+
+    name: str
+    """Short name used as the key of ``result.scores`` (``resid``, ``attn_head``, ``mlp``)."""
+    hook: str
+    """TransformerLens hook name with ``{layer}`` in place of the layer index."""
+    unit_axes: int
+    """How many axes after ``[B, T]`` index separate components (0: one per layer)."""
+    doc: str = ""
+    """One line for reports."""
+
+    def hook_name(self, layer: int) -> str:
+        return self.hook.format(layer=layer)
+
+    def hooks(self, model) -> list[str]:
+        return [self.hook_name(l) for l in range(model.cfg.n_layers)]
+
+    def label(self, layer: int, unit: tuple = (), pos: int | None = None) -> str:
+        base = {"resid": f"resid{layer}", "attn_head": f"L{layer}H{unit[0] if unit else ''}",
+                "mlp": f"MLP{layer}"}.get(self.name, f"{self.name}{layer}" + "".join(f".{u}" for u in unit))
+        return base if pos is None else f"{base}@{pos}"
+
+
+COMPONENT_TYPES: dict[str, ComponentType] = {}
+
+
+def register_component_type(ct: ComponentType) -> ComponentType:
+    """Add a component type (e.g. SAE features at a spliced hook) to the registry."""
+    COMPONENT_TYPES[ct.name] = ct
+    return ct
+
+
+register_component_type(ComponentType("resid", "blocks.{layer}.hook_resid_pre", 0, "residual stream before block L"))
+register_component_type(ComponentType("attn_head", "blocks.{layer}.attn.hook_z", 1, "attention head output (z, per head)"))
+register_component_type(ComponentType("mlp", "blocks.{layer}.hook_mlp_out", 0, "MLP output"))
+
+
+def component_types(names: str | Sequence[str]) -> list[ComponentType]:
+    """The registered types for ``names``; a ``ValueError`` lists the known ones otherwise."""
+    names = [names] if isinstance(names, str) else list(names)
+    if not names:
+        raise ValueError("no component types given; choose from " + ", ".join(COMPONENT_TYPES))
+    bad = [n for n in names if n not in COMPONENT_TYPES]
+    if bad:
+        raise ValueError(f"unknown component type(s) {bad}; choose from {sorted(COMPONENT_TYPES)}")
+    return [COMPONENT_TYPES[n] for n in names]
+
+
+def per_position_set(per_position, types: Sequence[ComponentType]) -> set[str]:
+    """Normalise ``per_position`` (bool or list of type names) to a set of type names."""
+    if per_position is True:
+        return {t.name for t in types}
+    if not per_position:
+        return set()
+    return set(per_position)
+
+
+@dataclass
+class AttributionResult:
+    """Scores of one method over a component set, with the metric values that frame them."""
+
+    method: str
+    """``patch``, ``atp``, ``relp``, ``ig`` (plus details in ``config``)."""
+    scores: dict[str, torch.Tensor]
+    """Per component type: ``[L, *units]`` or ``[L, *units, T]`` (batch-mean metric change)."""
+    seconds: float
+    """Wall time of the method (model forward/backward passes included)."""
+    metric_clean: float
+    """Batch-mean metric on the clean prompts."""
+    metric_corrupt: float
+    """Batch-mean metric on the corrupted prompts."""
+    per_position: list[str] = field(default_factory=list)
+    """Component types scored per token position."""
+    config: dict = field(default_factory=dict)
+    """The method's settings (rules, steps, direction, ...)."""
+    extras: dict = field(default_factory=dict)
+    """Method-specific diagnostics (e.g. IG completeness delta)."""
+
+    def flat(self, ctype: str) -> torch.Tensor:
+        """Scores of ``ctype`` as one vector (for correlations)."""
+        return self.scores[ctype].reshape(-1)
+
+    def normalized(self, ctype: str) -> torch.Tensor:
+        """Scores divided by (metric_clean - metric_corrupt): 1.0 = the whole effect."""
+        return self.scores[ctype] / (self.metric_clean - self.metric_corrupt)
+
+    def to_json(self) -> dict:
+        return {
+            "method": self.method, "seconds": self.seconds, "metric_clean": self.metric_clean,
+            "metric_corrupt": self.metric_corrupt, "per_position": self.per_position,
+            "scores": {k: v.tolist() for k, v in self.scores.items()}, "config": self.config,
+            "extras": self.extras,
+        }
+
+
+# ------------------------------------------------------------------------------------------
+# caching activations (and gradients) at every component hook
+# ------------------------------------------------------------------------------------------
+LEAF_HOOK = "hook_embed"
+
+
+def cache_components(
+    model,
+    tokens: torch.Tensor,
+    types: Sequence[ComponentType],
+    metric: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    extra_fwd: Iterable[tuple[str, Callable]] = (),
+) -> tuple[dict[str, list[torch.Tensor]], dict[str, list[torch.Tensor]] | None, torch.Tensor]:
+    """Run ``tokens`` once, caching every component activation; with ``metric``, also backprop.
+
+    Returns ``(acts, grads, metric_values)``: ``acts[type][layer]`` detached activations,
+    ``grads[type][layer]`` = d sum_b metric_b / d act (or ``None`` without ``metric``), and the
+    per-prompt metric ``[B]`` (or the logits when ``metric`` is None).  Gradients flow through
+    whatever backward the model has at call time, so RelP calls this inside its rule scope.
+    """
+    store: dict[tuple[str, int], torch.Tensor] = {}
+    want_grad = metric is not None
+
+    def saver(key):
+        def fn(x, hook):
+            store[key] = x
+            return x
+
+        return fn
+
+    def leaf(x, hook):
+        return x.detach().requires_grad_(True)
+
+    fwd = [(LEAF_HOOK, leaf)] if want_grad else []
+    for t in types:
+        for l in range(model.cfg.n_layers):
+            fwd.append((t.hook_name(l), saver((t.name, l))))
+    fwd += list(extra_fwd)
+    device = next(model.parameters()).device
+    tokens = tokens.to(device)
+    with torch.set_grad_enabled(want_grad), scoped_hooks(model, fwd=fwd):
+        logits = model(tokens)
+        if not want_grad:
+            acts = {t.name: [store[(t.name, l)].detach() for l in range(model.cfg.n_layers)] for t in types}
+            return acts, None, logits
+        m = metric(logits)
+        keys = list(store)
+        gs = torch.autograd.grad(m.sum(), [store[k] for k in keys], allow_unused=True)
+    grads: dict[str, list] = {t.name: [None] * model.cfg.n_layers for t in types}
+    acts: dict[str, list] = {t.name: [None] * model.cfg.n_layers for t in types}
+    for k, g in zip(keys, gs):
+        acts[k[0]][k[1]] = store[k].detach()
+        grads[k[0]][k[1]] = torch.zeros_like(store[k]) if g is None else g.detach()
+    return acts, grads, m.detach()
+
+
+def reduce_products(ct: ComponentType, prod: torch.Tensor, per_position: bool) -> torch.Tensor:
+    """``prod [B, T, *units, *rest]`` -> batch-mean score ``[*units]`` or ``[*units, T]``."""
+    rest = prod.ndim - 2 - ct.unit_axes
+    if rest:
+        prod = prod.sum(dim=tuple(range(prod.ndim - rest, prod.ndim)))
+    prod = prod.mean(0)  # [T, *units]
+    if per_position:
+        return prod.movedim(0, -1)
+    return prod.sum(0)
+
+
+def linear_scores(types, acts_a, acts_b, grads, per_pos: set[str]) -> dict[str, torch.Tensor]:
+    """(a - b) . g per component, stacked over layers (the AtP / RelP / IG score form)."""
+    out = {}
+    for t in types:
+        out[t.name] = torch.stack([
+            reduce_products(t, (acts_a[t.name][l] - acts_b[t.name][l]) * grads[t.name][l], t.name in per_pos)
+            for l in range(len(acts_a[t.name]))
+        ]).float().cpu()
+    return out
+
+
+@contextmanager
+def timer():
+    """``with timer() as t: ...; t()`` gives elapsed seconds."""
+    start = time.perf_counter()
+    box = [None]
+    yield lambda: box[0] if box[0] is not None else time.perf_counter() - start
+    box[0] = time.perf_counter() - start

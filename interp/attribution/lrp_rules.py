@@ -1,0 +1,264 @@
+"""LRP rules as modified local Jacobians, installed as scoped hooks on an unchanged forward pass.
+
+Each rule replaces the backward pass of one kind of layer so that gradient x input equals the
+LRP relevance (Arras et al. 2025, LXT; the RelP reference is FarnoushRJ/RelP@aa0e228, see
+METHODS.md section 1).  The trick that keeps the forward pass *bit-identical*: at the layer's
+output hook we return
+
+    y.detach() + (s - s.detach())
+
+where ``y`` is the layer's true output and ``s`` a surrogate computed from the layer's
+(captured) input whose Jacobian is the rule's.  The value is exactly ``y`` (``s - s.detach()``
+is exactly zero) and the gradient is the surrogate's.  Nothing on the model is modified;
+hooks are added with :func:`interp.models.scoped_hooks` and removed in ``finally``.
+
+Rules (registry :data:`LRP_RULES`, one per *site*):
+
+=============  =========  ========================================================================
+rule           site       modified backward (conservation)
+=============  =========  ========================================================================
+LN-rule        norm       y = w * (x - mean x) / scale.detach() (+ b): the normaliser is a constant;
+                          centring keeps its gradient.  Conserves up to the bias b.  Applies to every
+                          LayerNorm / RMSNorm of the residual path (ln1, ln2, Gemma's post-norms,
+                          ln_final); Gemma's (1 + w) offset is honoured.
+Identity-rule  act        act(x) -> x * (act(x)/stab(x)).detach(): the GELU / SiLU passes relevance
+                          through unchanged (conserves).  stab(z) = z + (1[z=0] + sign z) * 1e-6.
+Half-rule      gate       g = act * lin -> gradient lin/2 to act and act/2 to lin (uniform rule, N=2;
+                          conserves).  Gated (SwiGLU / GeGLU) MLPs only.
+AH-rule        attention  CP-LRP: the attention pattern is detached, relevance flows only through
+                          the values (conserves for bias-free value projections).
+epsilon-rule   linear     grad_in = W^T (g * z / (z + eps sign z)) at every linear layer's output;
+                          off by default: plain gradients are already LRP-0 for linear layers.
+=============  =========  ========================================================================
+
+Architectures: Llama family (SmolLM2), Gemma 3, GPT-2 and GPT-NeoX through TransformerBridge's
+hook points ``blocks.L.ln*.hook_in/out``, ``blocks.L.mlp.hook_pre / hook_pre_linear / hook_post``
+and ``blocks.L.attn.hook_pattern``.  Gemma's q/k norms only feed the pattern and are left alone.
+
+Memory: one captured tensor per norm / MLP input during the pass (released on exit).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from interp.models import scoped_hooks
+
+
+def stabilize(z: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """z + (1[z == 0] + sign z) * eps: keeps divisions by z finite (RelP reference)."""
+    return z + ((z == 0).to(z.dtype) + z.sign()) * eps
+
+
+def _grad_through(y: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Value of ``y`` exactly, gradient of ``s``."""
+    s = s.to(y.dtype)
+    return y.detach() + (s - s.detach())
+
+
+@dataclass(frozen=True)
+class LRPRule:
+    """One rule: where it applies and the surrogate that carries its modified gradient."""
+
+    name: str
+    site: str
+    """``norm``, ``act``, ``gate``, ``attention`` or ``linear``: one active rule per site."""
+    doc: str
+    surrogate: Callable
+    """Site-specific: norm ``(x, w, b, eps, rms) -> s``; act ``(pre, act_value) -> s``;
+    gate ``(a, lin) -> s``; attention ``(pattern) -> pattern'``; linear ``(z, eps) -> factor``."""
+
+
+def _ln_rule(x, w, b, eps, rms):
+    xf = x.float()
+    xc = xf if rms else xf - xf.mean(-1, keepdim=True)
+    scale = (xc.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+    return xc * (w.float() / scale).detach()
+
+
+def _identity_rule(pre, act_value):
+    return pre * (act_value / stabilize(pre)).detach()
+
+
+def _half_rule(a, lin):
+    return 0.5 * (a * lin)
+
+
+def _cp_lrp(pattern):
+    return pattern.detach()
+
+
+def _epsilon_factor(z, eps):
+    return (z / stabilize(z, eps)).detach()
+
+
+LRP_RULES: dict[str, LRPRule] = {}
+
+
+def register_rule(rule: LRPRule) -> LRPRule:
+    """Add an LRP rule to the registry (e.g. an AttnLRP variant for the ``attention`` site)."""
+    LRP_RULES[rule.name] = rule
+    return rule
+
+
+register_rule(LRPRule("LN-rule", "norm", "normaliser detached (Ali et al. 2022)", _ln_rule))
+register_rule(LRPRule("Identity-rule", "act", "activation passes relevance unchanged", _identity_rule))
+register_rule(LRPRule("Half-rule", "gate", "gated product splits relevance equally", _half_rule))
+register_rule(LRPRule("AH-rule", "attention", "CP-LRP: attention pattern detached", _cp_lrp))
+register_rule(LRPRule("epsilon-rule", "linear", "R_in = x W^T (R_out / (z + eps))", _epsilon_factor))
+
+RULE_SETS = {
+    "default": ("LN-rule", "Identity-rule", "Half-rule"),  # the RelP reference default
+    "all": ("LN-rule", "Identity-rule", "Half-rule", "AH-rule"),
+    "all+epsilon": ("LN-rule", "Identity-rule", "Half-rule", "AH-rule", "epsilon-rule"),
+}
+
+
+def resolve_rules(rules: str | Sequence[str]) -> tuple[LRPRule, ...]:
+    """A rule-set name or a list of rule names -> rule objects (one per site, validated)."""
+    if isinstance(rules, str):
+        if rules not in RULE_SETS:
+            raise ValueError(f"unknown LRP rule set {rules!r}; choose from {sorted(RULE_SETS)} or list rules "
+                             f"from {sorted(LRP_RULES)}")
+        rules = RULE_SETS[rules]
+    bad = [r for r in rules if r not in LRP_RULES]
+    if bad:
+        raise ValueError(f"unknown LRP rule(s) {bad}; choose from {sorted(LRP_RULES)}")
+    out = tuple(LRP_RULES[r] for r in rules)
+    sites = [r.site for r in out]
+    dup = {s for s in sites if sites.count(s) > 1}
+    if dup:
+        raise ValueError(f"two LRP rules for the same site {sorted(dup)}; give one rule per site")
+    return out
+
+
+_NORM_CHILDREN = ("ln1", "ln2", "ln1_post", "ln2_post")
+
+
+def _norm_paths(model) -> list[str]:
+    paths = []
+    for l in range(model.cfg.n_layers):
+        block = model.blocks[l]
+        for c in _NORM_CHILDREN:
+            if c in block._modules and block._modules[c] is not None:
+                paths.append(f"blocks.{l}.{c}")
+    if hasattr(model, "ln_final"):
+        paths.append("ln_final")
+    return paths
+
+
+def _module(model, path: str):
+    mod = model
+    for p in path.split("."):
+        mod = mod[int(p)] if p.isdigit() else getattr(mod, p)
+    return mod
+
+
+def _norm_params(mod, model):
+    comp = mod.original_component
+    w = comp.weight
+    if getattr(mod, "uses_weight_offset", False):
+        w = 1.0 + w
+    b = getattr(comp, "bias", None)
+    eps = getattr(comp, "eps", None)
+    if eps is None:
+        eps = getattr(comp, "variance_epsilon", None)
+    if eps is None:
+        eps = getattr(model.cfg, "eps", 1e-5)
+    rms = bool(getattr(mod, "uses_rms_norm", False)) or b is None and "RMS" in type(comp).__name__
+    return w, b, float(eps), rms
+
+
+def _act_fn(mlp):
+    comp = mlp.original_component
+    for a in ("act_fn", "act", "activation_fn"):
+        if hasattr(comp, a):
+            return getattr(comp, a)
+    raise ValueError(f"cannot find the activation function of {type(comp).__name__} for the LRP rules")
+
+
+def rule_hooks(model, rules: Sequence[LRPRule], epsilon: float = 1e-6) -> list[tuple[str, Callable]]:
+    """The forward hooks that implement ``rules`` on ``model`` (used by :func:`lrp_rules`)."""
+    by_site = {r.site: r for r in rules}
+    hooks: list[tuple[str, Callable]] = []
+    hd = model.hook_dict
+    if "linear" in by_site:
+        from transformer_lens.model_bridge.generalized_components.linear import LinearBridge
+
+        rule = by_site["linear"]
+        for l in range(model.cfg.n_layers):
+            for sub in ("attn", "mlp"):
+                for name, mod in getattr(model.blocks[l], sub).named_children():
+                    if isinstance(mod, LinearBridge) and f"blocks.{l}.{sub}.{name}.hook_out" in hd:
+                        def lin(z, hook, rule=rule):
+                            f = rule.surrogate(z, epsilon)
+                            return _grad_through(z, z * f)
+
+                        hooks.append((f"blocks.{l}.{sub}.{name}.hook_out", lin))
+    if "norm" in by_site:
+        rule = by_site["norm"]
+        for path in _norm_paths(model):
+            if f"{path}.hook_in" not in hd or f"{path}.hook_out" not in hd:
+                raise ValueError(f"LN-rule: {path} has no hook_in/hook_out on this bridge")
+            box: dict = {}
+
+            def cap(x, hook, box=box):
+                box["x"] = x
+                return x
+
+            def out(y, hook, box=box, mod=_module(model, path), rule=rule):
+                w, b, eps, rms = _norm_params(mod, model)
+                return _grad_through(y, rule.surrogate(box.pop("x"), w, b, eps, rms))
+
+            hooks += [(f"{path}.hook_in", cap), (f"{path}.hook_out", out)]
+    act_rule, gate_rule = by_site.get("act"), by_site.get("gate")
+    if act_rule or gate_rule:
+        gated = bool(getattr(model.cfg, "gated_mlp", False))
+        for l in range(model.cfg.n_layers):
+            p = f"blocks.{l}.mlp"
+            box = {}
+
+            def cap(name, box=box):
+                def fn(x, hook):
+                    box[name] = x
+                    return x
+
+                return fn
+
+            if gated:
+                act = _act_fn(model.blocks[l].mlp)
+
+                def post(y, hook, box=box, act=act):
+                    pre, lin = box.pop("pre"), box.pop("lin")
+                    a = act(pre)
+                    if act_rule:
+                        a = act_rule.surrogate(pre, a.detach())
+                    s = gate_rule.surrogate(a, lin) if gate_rule else a * lin
+                    return _grad_through(y, s)
+
+                hooks += [(f"{p}.hook_pre", cap("pre")), (f"{p}.hook_pre_linear", cap("lin")), (f"{p}.hook_post", post)]
+            elif act_rule:
+                def post(y, hook, box=box):
+                    return _grad_through(y, act_rule.surrogate(box.pop("pre"), y.detach()))
+
+                hooks += [(f"{p}.hook_pre", cap("pre")), (f"{p}.hook_post", post)]
+    if "attention" in by_site:
+        rule = by_site["attention"]
+        for l in range(model.cfg.n_layers):
+            hooks.append((f"blocks.{l}.attn.hook_pattern", lambda pat, hook, rule=rule: rule.surrogate(pat)))
+    return hooks
+
+
+@contextmanager
+def lrp_rules(model, rules: str | Sequence[str] = "default", epsilon: float = 1e-6):
+    """Within the block, ``model``'s backward pass follows the LRP ``rules``; the forward is unchanged.
+
+    The hooks are removed on exit, also when the block raises.
+    """
+    hooks = rule_hooks(model, resolve_rules(rules), epsilon)
+    with scoped_hooks(model, fwd=hooks):
+        yield model

@@ -1,0 +1,225 @@
+"""Activation patching, the ground truth: many patches per forward pass.
+
+Algorithm (denoising, Meng et al. 2022; Wang et al. 2022; METHODS.md section 0):
+    AP(n) = m(run(x_corrupt | a_n <- a_n(x_clean))) - m(x_corrupt)
+1. Cache every component activation on the *source* run (clean for denoising).
+2. Stack k copies of the *base* batch (corrupt for denoising) into one ``[k*B, T]`` batch.
+3. Copy i carries patch i: a boolean mask ``[k, L, *units(, T)]`` per component type marks which
+   unit (and position) of which layer takes the source value; one hook per layer applies
+   ``torch.where(mask, source, act)``.  One forward pass scores k components.
+4. score_i = mean_b m(copy i)_b - mean_b m(base)_b.
+
+Patch sources are small siblings in :data:`PATCH_SOURCES`: ``denoise`` (clean into corrupt),
+``noise`` (corrupt into clean), ``mean`` (batch-mean clean activation into clean, i.e.
+mean-ablation), ``zero`` (zeros into clean, zero-ablation).
+
+:func:`run_with_masks` is the primitive underneath, also used by circuit discovery to run the
+model with everything *outside* a component set patched (:func:`complement_metric`).
+
+Cost: ``n_components / k`` forward passes of ``k*B*T`` tokens (``k`` from ``max_tokens``).
+Memory: the source cache (see components.py) plus one ``k*B*T`` forward.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from interp.models import scoped_hooks
+
+from .components import AttributionResult, ComponentType, cache_components, component_types, per_position_set
+
+
+@dataclass(frozen=True)
+class PatchSource:
+    """Where patched values come from and which run they go into."""
+
+    name: str
+    base: str
+    """``clean`` or ``corrupt``: the tokens of the run being patched."""
+    doc: str
+
+    def values(self, acts_clean: torch.Tensor, acts_corrupt: torch.Tensor) -> torch.Tensor:
+        if self.name == "denoise":
+            return acts_clean
+        if self.name == "noise":
+            return acts_corrupt
+        if self.name == "mean":
+            return acts_clean.mean(0, keepdim=True).expand_as(acts_clean)
+        if self.name == "zero":
+            return torch.zeros_like(acts_clean)
+        raise ValueError(self.name)
+
+
+PATCH_SOURCES = {
+    "denoise": PatchSource("denoise", "corrupt", "clean activation into the corrupted run"),
+    "noise": PatchSource("noise", "clean", "corrupted activation into the clean run"),
+    "mean": PatchSource("mean", "clean", "batch-mean clean activation into the clean run (mean-ablation)"),
+    "zero": PatchSource("zero", "clean", "zeros into the clean run (zero-ablation)"),
+}
+
+
+@dataclass(frozen=True)
+class PatchingConfig:
+    """Settings of :func:`activation_patching`."""
+
+    components: tuple[str, ...] = ("resid", "attn_head", "mlp")
+    """Component types to score (keys of ``COMPONENT_TYPES``)."""
+    per_position: bool | tuple[str, ...] = False
+    """Score every token position separately (True, or the component types to do so for)."""
+    source: str = "denoise"
+    """One of ``denoise``, ``noise``, ``mean``, ``zero`` (see ``PATCH_SOURCES``)."""
+    max_tokens: int = 4096
+    """Tokens per forward pass; sets how many patches share one pass (k = max_tokens // (B*T))."""
+    progress: bool = True
+    """Show a tqdm progress bar."""
+
+    def __post_init__(self):
+        if self.source not in PATCH_SOURCES:
+            raise ValueError(f"unknown patch source {self.source!r}; choose from {sorted(PATCH_SOURCES)}")
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
+        component_types(self.components)
+
+
+def run_with_masks(
+    model,
+    tokens: torch.Tensor,
+    sources: dict[str, list[torch.Tensor]],
+    masks: dict[str, torch.Tensor],
+    types: Sequence[ComponentType],
+) -> torch.Tensor:
+    """Logits of ``k`` stacked copies of ``tokens`` ``[B, T]``, copy i patched where ``masks`` say.
+
+    ``sources[type][layer]`` is ``[B, T, *units, *rest]``; ``masks[type]`` is bool
+    ``[k, L, *units]`` (all positions) or ``[k, L, *units, T]`` (per position).  Returns logits
+    ``[k*B, T, V]``.
+    """
+    B, T = tokens.shape
+    k = next(iter(masks.values())).shape[0]
+    device = next(model.parameters()).device
+    hooks = []
+    for t in types:
+        if t.name not in masks:
+            continue
+        mask_t = masks[t.name].to(device)
+        per_pos = mask_t.ndim == 2 + t.unit_axes + 1
+        for l in range(model.cfg.n_layers):
+            m_l = mask_t[:, l]
+            if not m_l.any():
+                continue
+
+            def fn(act, hook, m_l=m_l, src=sources[t.name][l], t=t, per_pos=per_pos):
+                rest = act.ndim - 2 - t.unit_axes
+                m = m_l.movedim(-1, 1) if per_pos else m_l.unsqueeze(1)  # [k, T|1, *units]
+                m = m.reshape(k, 1, *m.shape[1:], *([1] * rest))  # [k, 1, T|1, *units, 1..]
+                a = act.reshape(k, B, *act.shape[1:])
+                s = src.to(act.device, act.dtype).unsqueeze(0)
+                return torch.where(m, s, a).reshape(act.shape)
+
+            hooks.append((t.hook_name(l), fn))
+    with torch.no_grad(), scoped_hooks(model, fwd=hooks):
+        return model(tokens.to(device).repeat(k, 1))
+
+
+def _units(ct: ComponentType, act_shape, n_layers: int, per_pos: bool):
+    """All (layer, unit index, position) triples of one type, and the per-layer unit shape."""
+    unit_shape = tuple(act_shape[2:2 + ct.unit_axes])
+    T = act_shape[1]
+    out = []
+    for l in range(n_layers):
+        for idx in (torch.cartesian_prod(*[torch.arange(s) for s in unit_shape]).reshape(-1, len(unit_shape)).tolist()
+                    if unit_shape else [[]]):
+            for p in (range(T) if per_pos else [None]):
+                out.append((l, tuple(idx), p))
+    return out, unit_shape, T
+
+
+def activation_patching(model, task, components: Sequence[str] = ("resid", "attn_head", "mlp"),
+                        per_position=False, config: PatchingConfig | None = None, **kw) -> AttributionResult:
+    """Patch every component one at a time (batched k per pass) and record the metric change.
+
+    Keyword arguments override fields of :class:`PatchingConfig` (``source``, ``max_tokens``,
+    ``progress``).
+    """
+    cfg = config or PatchingConfig(components=tuple(components), per_position=per_position, **kw)
+    types = component_types(cfg.components)
+    per_pos = per_position_set(cfg.per_position, types)
+    src_kind = PATCH_SOURCES[cfg.source]
+    t0 = time.perf_counter()
+    acts_clean, _, logits_clean = cache_components(model, task.clean, types)
+    acts_corr, _, logits_corr = cache_components(model, task.corrupt, types)
+    m_clean = task.metric(logits_clean).float().mean().item()
+    m_corr = task.metric(logits_corr).float().mean().item()
+    base_tokens = task.clean if src_kind.base == "clean" else task.corrupt
+    m_base = m_clean if src_kind.base == "clean" else m_corr
+    sources = {t.name: [src_kind.values(acts_clean[t.name][l], acts_corr[t.name][l])
+                        for l in range(model.cfg.n_layers)] for t in types}
+    B, T = base_tokens.shape
+    k_max = max(1, cfg.max_tokens // (B * T))
+    L = model.cfg.n_layers
+    jobs, shapes = [], {}
+    for t in types:
+        units, unit_shape, _ = _units(t, acts_clean[t.name][0].shape, L, t.name in per_pos)
+        shapes[t.name] = unit_shape
+        jobs += [(t, u) for u in units]
+    scores = {t.name: torch.zeros(L, *shapes[t.name], *([T] if t.name in per_pos else [])) for t in types}
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(jobs), desc=f"patching ({cfg.source})", leave=False)
+    for start in range(0, len(jobs), k_max):
+        chunk = jobs[start:start + k_max]
+        k = len(chunk)
+        masks = {t.name: torch.zeros(k, L, *shapes[t.name], *([T] if t.name in per_pos else []), dtype=torch.bool)
+                 for t in types}
+        for i, (t, (l, idx, p)) in enumerate(chunk):
+            masks[t.name][(i, l, *idx) + (() if p is None else (p,))] = True
+        logits = run_with_masks(model, base_tokens, sources, masks, types)
+        m = task.metric(logits).float().reshape(k, B).mean(1).cpu()
+        for i, (t, (l, idx, p)) in enumerate(chunk):
+            scores[t.name][(l, *idx) + (() if p is None else (p,))] = m[i] - m_base
+        if bar is not None:
+            bar.update(k)
+    if bar is not None:
+        bar.close()
+    return AttributionResult(
+        method="patch", scores=scores, seconds=time.perf_counter() - t0, metric_clean=m_clean,
+        metric_corrupt=m_corr, per_position=sorted(per_pos),
+        config={"source": cfg.source, "max_tokens": cfg.max_tokens, "patches_per_pass": k_max,
+                "components": list(cfg.components)},
+    )
+
+
+def complement_metric(model, task, keep_masks: Sequence[dict[str, torch.Tensor]],
+                      types: Sequence[ComponentType], source: str = "corrupt",
+                      acts: tuple | None = None, max_tokens: int = 4096) -> torch.Tensor:
+    """Batch-mean metric of the clean run with every component *outside* each keep set patched.
+
+    ``keep_masks[j][type]`` is bool ``[L, *units]`` (True = in the circuit, runs normally).
+    Components outside take the corrupted activation (``source='corrupt'``) or the clean
+    batch mean (``source='mean'``).  Returns one metric per keep set.  Faithfulness
+    ``F(C) = (m(C) - m(empty)) / (m(all) - m(empty))`` is built from these.
+    """
+    if source not in ("corrupt", "mean"):
+        raise ValueError(f"complement source must be 'corrupt' or 'mean', got {source!r}")
+    if acts is None:
+        ac, _, _ = cache_components(model, task.clean, types)
+        ak, _, _ = cache_components(model, task.corrupt, types)
+    else:
+        ac, ak = acts
+    src = {t.name: [ak[t.name][l] if source == "corrupt" else ac[t.name][l].mean(0, keepdim=True).expand_as(ac[t.name][l])
+                    for l in range(model.cfg.n_layers)] for t in types}
+    B, T = task.clean.shape
+    k_max = max(1, max_tokens // (B * T))
+    out = []
+    for start in range(0, len(keep_masks), k_max):
+        chunk = keep_masks[start:start + k_max]
+        masks = {t.name: torch.stack([~km[t.name].bool() for km in chunk]) for t in types}
+        logits = run_with_masks(model, task.clean, src, masks, types)
+        out.append(task.metric(logits).float().reshape(len(chunk), B).mean(1).cpu())
+    return torch.cat(out)

@@ -1,0 +1,119 @@
+"""Activation patching against hand-written hooks, and its invariants."""
+
+import pytest
+import torch
+
+from interp.attribution import activation_patching, complement_metric, component_types
+from interp.tasks import Task
+
+
+def _task(model, same=False):
+    clean = ["abc defg", "xyz wvut", "hij klmn"]
+    corrupt = clean if same else ["abd degg", "xzz wvat", "hkj kamn"]
+    return Task.from_prompts(model, clean, corrupt, answers=[("a", "b"), ("c", "d"), ("e", "f")])
+
+
+def _hand_patch(model, task, hook, index, base="corrupt", value="clean"):
+    """m(base run with act[index] <- value act[index]) - m(base run), by a hand-written hook."""
+    cache = {}
+    src_tokens = task.clean if value == "clean" else task.corrupt
+    with torch.no_grad():
+        _, c = model.run_with_cache(src_tokens, names_filter=[hook])
+    src = c[hook]
+    if value == "mean":
+        _, c = model.run_with_cache(task.clean, names_filter=[hook])
+        src = c[hook].mean(0, keepdim=True).expand_as(c[hook])
+    if value == "zero":
+        src = torch.zeros_like(src)
+
+    def fn(act, hook):
+        act = act.clone()
+        act[index] = src[index]
+        return act
+
+    tokens = task.corrupt if base == "corrupt" else task.clean
+    with torch.no_grad():
+        m0 = task.metric(model(tokens)).mean()
+        with model.hooks(fwd_hooks=[(hook, fn)]):
+            m1 = task.metric(model(tokens)).mean()
+    return (m1 - m0).item()
+
+
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_gpt2"])
+def test_patching_equals_hand_written_hook(name, request):
+    model = request.getfixturevalue(name)
+    task = _task(model)
+    res = activation_patching(model, task, per_position=("resid",), max_tokens=64, progress=False)
+    S = slice(None)
+    assert res.scores["attn_head"][1, 2].item() == pytest.approx(
+        _hand_patch(model, task, "blocks.1.attn.hook_z", (S, S, 2)), abs=1e-5)
+    assert res.scores["mlp"][0].item() == pytest.approx(_hand_patch(model, task, "blocks.0.hook_mlp_out", (S,)), abs=1e-5)
+    assert res.scores["resid"][1, 4].item() == pytest.approx(
+        _hand_patch(model, task, "blocks.1.hook_resid_pre", (S, 4)), abs=1e-5)
+    assert res.scores["attn_head"].shape == (2, 4) and res.scores["resid"].shape == (2, task.clean.shape[1])
+    # patching the whole residual stream at layer 0 reproduces the clean run
+    full = activation_patching(model, task, components=("resid",), progress=False)
+    assert full.scores["resid"][0].item() == pytest.approx(res.metric_clean - res.metric_corrupt, abs=1e-5)
+
+
+@pytest.mark.parametrize("source,base,value", [("noise", "clean", "corrupt"), ("mean", "clean", "mean"),
+                                               ("zero", "clean", "zero")])
+def test_noise_mean_zero_ablation_equal_hand_hooks(tiny_llama, source, base, value):
+    task = _task(tiny_llama)
+    res = activation_patching(tiny_llama, task, components=("attn_head", "mlp"), source=source, progress=False)
+    S = slice(None)
+    assert res.scores["attn_head"][0, 3].item() == pytest.approx(
+        _hand_patch(tiny_llama, task, "blocks.0.attn.hook_z", (S, S, 3), base=base, value=value), abs=1e-5)
+    assert res.scores["mlp"][1].item() == pytest.approx(
+        _hand_patch(tiny_llama, task, "blocks.1.hook_mlp_out", (S,), base=base, value=value), abs=1e-5)
+
+
+def test_clean_equals_corrupt_gives_zero(tiny_gpt2):
+    task = _task(tiny_gpt2, same=True)
+    res = activation_patching(tiny_gpt2, task, per_position=True, progress=False)
+    for v in res.scores.values():
+        assert v.abs().max().item() < 1e-6
+
+
+def test_complement_metric(tiny_llama):
+    task = _task(tiny_llama)
+    types = component_types(("attn_head", "mlp"))
+    L, H = 2, 4
+    full = {"attn_head": torch.ones(L, H, dtype=torch.bool), "mlp": torch.ones(L, dtype=torch.bool)}
+    empty = {"attn_head": torch.zeros(L, H, dtype=torch.bool), "mlp": torch.zeros(L, dtype=torch.bool)}
+    some = {"attn_head": torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0]], dtype=torch.bool),
+            "mlp": torch.tensor([0, 1], dtype=torch.bool)}
+    m = complement_metric(tiny_llama, task, [full, empty, some], types)
+    with torch.no_grad():
+        m_clean = task.metric(tiny_llama(task.clean)).mean().item()
+        m_corr = task.metric(tiny_llama(task.corrupt)).mean().item()
+    assert m[0].item() == pytest.approx(m_clean, abs=1e-5)
+    # every head and MLP corrupted: the last position sees only corrupted information
+    assert m[1].item() == pytest.approx(m_corr, abs=1e-4)
+    # hand-written: patch the complement of `some`
+    with torch.no_grad():
+        _, cc = tiny_llama.run_with_cache(task.corrupt)
+    hooks = []
+    for l in range(L):
+        def hz(act, hook, l=l):
+            act = act.clone()
+            for h in range(H):
+                if not some["attn_head"][l, h]:
+                    act[:, :, h] = cc[f"blocks.{l}.attn.hook_z"][:, :, h]
+            return act
+
+        hooks.append((f"blocks.{l}.attn.hook_z", hz))
+    hooks.append(("blocks.0.hook_mlp_out", lambda act, hook: cc["blocks.0.hook_mlp_out"]))
+    with torch.no_grad(), tiny_llama.hooks(fwd_hooks=hooks):
+        want = task.metric(tiny_llama(task.clean)).mean().item()
+    assert m[2].item() == pytest.approx(want, abs=1e-5)
+
+
+def test_bad_inputs(tiny_llama):
+    task = _task(tiny_llama)
+    with pytest.raises(ValueError, match="unknown component type"):
+        activation_patching(tiny_llama, task, components=("heads",), progress=False)
+    with pytest.raises(ValueError, match="unknown patch source"):
+        activation_patching(tiny_llama, task, source="resample", progress=False)
+    with pytest.raises(ValueError, match="complement source"):
+        complement_metric(tiny_llama, task, [], component_types(("mlp",)), source="zero")
