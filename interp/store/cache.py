@@ -4,7 +4,7 @@ Algorithm (:func:`cache_activations`):
 
 1. Load the model, expand the hook patterns (:func:`interp.models.resolve_hooks`), check the
    context length against ``model.cfg.n_ctx``.
-2. Probe: one forward pass on two sequences with recording hooks gives each hook's
+2. Probe: one forward pass on two 7-token prefixes with recording hooks gives each hook's
    per-token shape (hooks that are not ``[batch, pos, ...]`` are rejected) and the order in
    which the hooks fire; the last one to fire is the *stop hook*.
 3. Write or check the manifest.  A directory holding a partial store written with the same
@@ -90,6 +90,8 @@ def probe_hooks(model, hooks: list[str], tokens: torch.Tensor) -> tuple[list[str
             if name not in shapes:
                 order.append(name)
                 shapes[name] = tuple(t.shape)
+                if len(shapes) == len(hooks):
+                    raise _StopForward  # everything seen: skip the rest of the model
 
         return fn
 
@@ -184,7 +186,8 @@ def cache_activations(
     head = [s for _, s in zip(range(2), seq_iter)]
     if not head:
         raise CorpusError(f"corpus {corpus.description} is too short for even one sequence of {C} tokens")
-    probe_tokens = torch.tensor(head * (2 // len(head)), dtype=torch.long, device=device)
+    # a short probe (7 positions: unlikely to equal a head count, so [B, H, T, T] hooks are told apart)
+    probe_tokens = torch.tensor([s[:7] for s in head * (2 // len(head))], dtype=torch.long, device=device)
     order, row_shapes = probe_hooks(model, hooks, probe_tokens)
     stop_hook = order[-1]
     store_np, store_torch, nbytes = DTYPES[cfg.dtype]

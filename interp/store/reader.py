@@ -9,12 +9,15 @@ Nothing is loaded into RAM wholesale.  Three access paths, each bounded in memor
 * :meth:`ActivationStore.stream` -- rows in storage order, ``batch_size`` at a time, read
   with plain sequential ``readinto`` calls.
 * :meth:`ActivationStore.batches` -- shuffled mini-batches for training.  Each epoch the
-  shard order is permuted (``seed + epoch``); shards are read sequentially in groups of
-  ``buffer_shards`` into one buffer, the buffer's rows are permuted and cut into batches
-  (a remainder is carried into the next buffer).  Reads stay sequential, memory is
-  ``buffer_shards x shard file size x hooks``, and rows mix across ``buffer_shards`` random
-  shards.  With ``rank``/``world_size`` (DDP) rank ``r`` reads shards ``r, r+W, ...`` of the
-  permuted order, and every rank yields the same number of batches (the smallest).
+  shard order is permuted (``seed + epoch``); shards are taken in groups of
+  ``buffer_shards``, memory-mapped with sequential read-ahead requested
+  (``MADV_WILLNEED``), the group's rows are permuted and cut into batches, and each batch
+  is gathered with one ``index_select`` per shard straight from the maps (a single copy;
+  rows inside a batch come in storage order -- the batch is a uniformly random subset).
+  A remainder is carried into the next group.  Address space is ``buffer_shards x shard
+  file size x hooks``; rows mix across ``buffer_shards`` random shards.  With
+  ``rank``/``world_size`` (DDP) rank ``r`` takes shards ``r, r+W, ...`` of the permuted
+  order, and every rank yields the same number of batches (the smallest).
 
 Tensors come back as ``dtype`` on ``device``; on CUDA the host batch is pinned and copied
 with ``non_blocking=True``, and the cast to ``dtype`` happens on the GPU.
@@ -28,6 +31,7 @@ every file.  A mismatch raises :class:`~interp.store.format.CorruptShardError` n
 
 from __future__ import annotations
 
+import mmap
 import warnings
 import zlib
 from collections import OrderedDict
@@ -243,17 +247,20 @@ class ActivationStore:
         if first and (a, b) != (0, shard["rows"]):
             self._ensure_verified(path, rec)
             first = False
+        crc = 0
         with open(path, "rb", buffering=0) as f:
             f.seek(a * w * dt.itemsize)
             view = memoryview(out).cast("B")
             got = 0
-            while got < len(view):
-                n = f.readinto(view[got:])
+            while got < len(view):  # 4 MiB pieces: each is checksummed while still in cache
+                n = f.readinto(view[got : got + (4 << 20)])
                 if not n:
                     raise CorruptShardError(f"shard file {path} ended early (truncated after it was opened)")
+                if first:
+                    crc = zlib.crc32(view[got : got + n], crc)
                 got += n
         if first:
-            self._check_crc(path, rec, zlib.crc32(view))
+            self._check_crc(path, rec, crc)
         return out
 
     def _locate(self, idx: np.ndarray) -> np.ndarray:
@@ -341,54 +348,76 @@ class ActivationStore:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
         drop_last = world_size > 1 if drop_last is None else drop_last
         n_shards = len(self.shards)
+        step = max(1, buffer_shards)
         for epoch in range(epochs):
-            order = np.arange(n_shards)
             rng = np.random.default_rng([seed, epoch])
-            if shuffle:
-                order = rng.permutation(n_shards)
+            order = rng.permutation(n_shards) if shuffle else np.arange(n_shards)
             per_rank = [order[r::world_size] for r in range(world_size)]
+            budget = None
             if world_size > 1:
-                counts = [sum(self.shards[k]["rows"] for k in ks) // batch_size for ks in per_rank]
-                budget = min(counts)
-            else:
-                budget = None
+                budget = min(sum(self.shards[k]["rows"] for k in ks) // batch_size for ks in per_rank)
             mine = per_rank[rank]
             yielded = 0
-            carry: list[np.ndarray] | None = None
-            for g in range(0, len(mine), max(1, buffer_shards)):
-                group = [self.shards[int(k)] for k in mine[g : g + max(1, buffer_shards)]]
-                rows = sum(s["rows"] for s in group) + (carry[0].shape[0] if carry else 0)
-                bufs = []
-                for i, h in enumerate(hooks):
-                    dt, w = self._stream_shape(h)
-                    buf = np.empty((rows, w), dtype=dt)
-                    off = 0
-                    if carry:
-                        buf[: carry[i].shape[0]] = carry[i]
-                        off = carry[i].shape[0]
-                    for s in group:
-                        self._read_rows(s, h, 0, s["rows"], out=buf[off : off + s["rows"]])
-                        off += s["rows"]
-                    bufs.append(buf)
+            carry: list[torch.Tensor] | None = None  # leftover rows (< batch_size) of the previous group
+            for g in range(0, len(mine), step):
+                group = [self.shards[int(k)] for k in mine[g : g + step]]
+                maps = [[self._group_map(s, h) for s in group] for h in hooks]
+                n_carry = carry[0].shape[0] if carry else 0
+                bounds = np.cumsum([0, n_carry] + [s["rows"] for s in group])  # segment starts
+                rows = int(bounds[-1])
                 perm = rng.permutation(rows) if shuffle else np.arange(rows)
                 n_full = rows // batch_size * batch_size
                 for i in range(0, n_full, batch_size):
                     if budget is not None and yielded >= budget:
                         break
-                    sel = perm[i : i + batch_size]
-                    out = tuple(self._take(b, sel, device, dtype, shuffle) for b in bufs)
+                    out = tuple(self._gather_segments(maps[j], carry[j] if carry else None, bounds, perm[i : i + batch_size])
+                                for j in range(len(hooks)))
                     yielded += 1
+                    out = tuple(_to_torch(t, self.dtype, device, dtype) for t in out)
                     yield out if multi else out[0]
-                carry = [b[perm[n_full:]] for b in bufs] if n_full < rows else None
-                del bufs  # release this buffer before the next one is allocated
+                old, carry = carry, None
+                if n_full < rows:
+                    rest = perm[n_full:]
+                    carry = [self._gather_segments(maps[j], old[j] if old else None, bounds, rest)
+                             for j in range(len(hooks))]
+                del maps
             if carry and not drop_last and (budget is None or yielded < budget):
                 out = tuple(_to_torch(c, self.dtype, device, dtype) for c in carry)
                 yield out if multi else out[0]
 
-    def _take(self, buf: np.ndarray, sel: np.ndarray, device, dtype, shuffle: bool) -> torch.Tensor:
-        if shuffle:
-            rows = torch.from_numpy(buf).index_select(0, torch.from_numpy(sel))
-        else:
-            rows = buf[sel[0] : sel[-1] + 1]
-        return _to_torch(rows, self.dtype, device, dtype)
+    def _group_map(self, shard: dict, hook: str) -> torch.Tensor:
+        """A hook's shard file memory-mapped as a tensor, read-ahead requested, CRC-checked once."""
+        path, rec = self._file(shard, hook)
+        dt, w = self._stream_shape(hook)
+        mm = np.memmap(path, dtype=np.int16 if self.dtype == "bfloat16" else dt, mode="r", shape=(shard["rows"], w))
+        try:
+            mm._mmap.madvise(mmap.MADV_WILLNEED)  # ask for sequential read-ahead of the whole file
+        except (AttributeError, OSError, ValueError):
+            pass
+        if self._verify_mode != "size" and path not in self._verified:
+            self._check_crc(path, rec, zlib.crc32(memoryview(mm).cast("B")))
+        with warnings.catch_warnings():  # read-only map: we never write through it
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(mm)
 
+    @staticmethod
+    def _gather_segments(maps: list[torch.Tensor], carry: torch.Tensor | None, bounds: np.ndarray,
+                         sel: np.ndarray) -> torch.Tensor:
+        """Rows ``sel`` of the virtual concatenation [carry, shard 0, shard 1, ...], one copy.
+
+        ``sel`` is sorted first, so the batch holds a random subset of rows in storage order
+        and each shard is read with one ``index_select`` straight from its memory map.
+        """
+        sel = np.sort(sel)
+        src0 = carry if carry is not None else maps[0]
+        # numpy-allocated output: glibc reuses freed blocks, torch.empty's large blocks fault anew
+        np_dt = {torch.float16: np.float16, torch.float32: np.float32, torch.int16: np.int16}[src0.dtype]
+        out = torch.from_numpy(np.empty((len(sel), src0.shape[1]), dtype=np_dt))
+        cuts = np.searchsorted(sel, bounds)
+        segments = [carry] + maps
+        for j, seg in enumerate(segments):
+            a, b = int(cuts[j]), int(cuts[j + 1])
+            if b > a:
+                idx = torch.from_numpy(sel[a:b] - bounds[j])
+                torch.index_select(seg, 0, idx, out=out[a:b])
+        return out

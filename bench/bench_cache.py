@@ -1,0 +1,199 @@
+"""Caching throughput: interp's store vs a plain forward pass, the naive way, and SAELens.
+
+All contenders process the same token batches (the offline default corpus, packed into
+``context_length`` sequences with BOS) on the same model and hooks, in one run:
+
+* ``plain``: ``model(tokens)`` with no hooks (the ceiling the issue measures against);
+* ``interp``: :func:`interp.store.cache_activations` into a fresh store (fp16, fsync'd
+  shards, manifest); the loop time comes from the manifest, end-to-end adds the probe pass
+  and bookkeeping;
+* ``naive``: ``run_with_cache(names_filter=hooks)`` then ``torch.save`` of the fp16 rows;
+* ``saelens``: SAELens's ``CacheActivationsRunner`` in its own venv (``--saelens-python``),
+  when that venv exists; it needs a HookedTransformer, so it is told to load
+  SmolLM2-135M from the same dequantised local weights (see ``SAELENS_SCRIPT``).
+
+Each contender runs ``--repeats`` times interleaved; the best time counts (the CPU is shared).
+
+    python bench/bench_cache.py --model smollm2-135m --n-tokens 4096 --context-length 128 --batch-size 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from interp.models import load_model, resolve_hooks  # noqa: E402
+from interp.store import CacheConfig, cache_activations, load_corpus, token_sequences  # noqa: E402
+
+
+def machine() -> dict:
+    import importlib.metadata as md
+
+    cpu = "?"
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    vers = {p: md.version(p) for p in ("torch", "transformer-lens", "transformers", "numpy")}
+    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch_threads": torch.get_num_threads(), "load_avg": os.getloadavg(), **vers}
+
+
+SAELENS_SCRIPT = r"""
+import json, sys, time, tempfile, torch
+cfg_in = json.loads(sys.argv[1])
+torch.set_num_threads(cfg_in["threads"])
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformer_lens import HookedTransformer
+import sae_lens
+from sae_lens import CacheActivationsRunner, CacheActivationsRunnerConfig
+hf = AutoModelForCausalLM.from_pretrained(cfg_in["weights"], local_files_only=True, torch_dtype=torch.float32)
+tok = AutoTokenizer.from_pretrained(cfg_in["weights"], local_files_only=True)
+model = HookedTransformer.from_pretrained_no_processing(cfg_in["tl_name"], hf_model=hf, tokenizer=tok,
+                                                        device="cpu", dtype=torch.float32)
+from datasets import Dataset
+ds = Dataset.from_dict({"input_ids": cfg_in["tokens"]})
+out = tempfile.mkdtemp()
+cfg = CacheActivationsRunnerConfig(
+    dataset_path="unused", model_name=cfg_in["tl_name"], hook_name=cfg_in["hook"],
+    d_in=cfg_in["d"], training_tokens=cfg_in["n_tokens"], context_size=cfg_in["ctx"],
+    model_batch_size=cfg_in["batch"], n_batches_in_buffer=2, store_batch_size_prompts=cfg_in["batch"],
+    dtype="float16", device="cpu", new_cached_activations_path=out + "/acts", shuffle=False,
+    prepend_bos=False, is_dataset_tokenized=True)
+runner = CacheActivationsRunner(cfg, override_model=model, override_dataset=ds)
+t = time.perf_counter()
+runner.run()
+print(json.dumps({"seconds": time.perf_counter() - t, "sae_lens": sae_lens.__version__}))
+"""
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--hooks", nargs="+", default=["blocks.*.hook_resid_post"])
+    ap.add_argument("--n-tokens", type=int, default=4096)
+    ap.add_argument("--context-length", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--saelens-python", default="/work/venv-saelens/bin/python")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    model = load_model(args.model, device="cpu")
+    hooks = resolve_hooks(model, args.hooks)
+    C, B = args.context_length, args.batch_size
+    n_seq = -(-args.n_tokens // C)
+    seqs = [s for _, s in zip(range(n_seq), token_sequences(load_corpus("default"), model.tokenizer, C))]
+    batches = [torch.tensor(seqs[i : i + B]) for i in range(0, n_seq, B)]
+    n_tok = n_seq * C
+    tmp = Path(tempfile.mkdtemp(prefix="bench_cache_"))
+
+    def plain():
+        t = time.perf_counter()
+        with torch.inference_mode():
+            for tok in batches:
+                model(tok)
+        return time.perf_counter() - t
+
+    def naive():
+        out = tmp / "naive"
+        out.mkdir(exist_ok=True)
+        t = time.perf_counter()
+        with torch.inference_mode():
+            for i, tok in enumerate(batches):
+                _, cache = model.run_with_cache(tok, names_filter=hooks)
+                torch.save({h: cache[h].reshape(-1, cache[h].shape[-1]).half() for h in hooks}, out / f"{i}.pt")
+        return time.perf_counter() - t
+
+    def ours():
+        out = tmp / "store"
+        shutil.rmtree(out, ignore_errors=True)
+        cfg = CacheConfig(model=args.model, hooks=hooks, corpus="default", n_tokens=n_tok, context_length=C,
+                          batch_size=B, dtype="float16", out=str(out))
+        t = time.perf_counter()
+        store = cache_activations(cfg, model=model, progress=False)
+        total = time.perf_counter() - t
+        return store.manifest["last_run"]["seconds"], total
+
+    results = {"plain": [], "naive": [], "interp_loop": [], "interp_total": []}
+    ours()  # warm-up (weight hash, tokenizer, allocator)
+    for _ in range(args.repeats):
+        results["plain"].append(plain())
+        loop, total = ours()
+        results["interp_loop"].append(loop)
+        results["interp_total"].append(total)
+        results["naive"].append(naive())
+    best = {k: min(v) for k, v in results.items()}
+    tps = {k: n_tok / v for k, v in best.items()}
+
+    sae = {"status": "not run"}
+    if Path(args.saelens_python).exists():
+        from interp.models.gguf import dequantised_dir
+
+        if len(hooks) != 1:
+            hook = hooks[-1]
+            sae_note = f"SAELens caches one hook per run; timed on {hook} only"
+        else:
+            hook, sae_note = hooks[0], ""
+        payload = {"weights": str(dequantised_dir(args.model)) if args.model == "smollm2-135m" else args.model,
+                   "tl_name": "HuggingFaceTB/SmolLM2-135M", "hook": hook, "d": model.cfg.d_model,
+                   "n_tokens": n_tok, "ctx": C, "batch": B, "tokens": seqs, "threads": args.threads}
+        r = subprocess.run([args.saelens_python, "-c", SAELENS_SCRIPT, json.dumps(payload)],
+                           capture_output=True, text=True, timeout=1800)
+        if r.returncode == 0:
+            got = json.loads(r.stdout.strip().splitlines()[-1])
+            sae = {"status": "ok", "seconds": got["seconds"], "tok_per_s": n_tok / got["seconds"],
+                   "sae_lens": got["sae_lens"], "note": sae_note}
+            # interp on the same single hook, for a like-for-like ratio
+            single = CacheConfig(model=args.model, hooks=[hook], corpus="default", n_tokens=n_tok, context_length=C,
+                                 batch_size=B, dtype="float16", out=str(tmp / "single"))
+            t = time.perf_counter()
+            cache_activations(single, model=model, progress=False)
+            sae["interp_same_hook_seconds"] = time.perf_counter() - t
+            sae["ratio_interp_vs_saelens"] = got["seconds"] / sae["interp_same_hook_seconds"]
+        else:
+            sae = {"status": "failed", "error": r.stderr.strip().splitlines()[-5:]}
+    else:
+        sae = {"status": f"no SAELens venv at {args.saelens_python}"}
+
+    report = {
+        "machine": machine(), "model": args.model, "hooks": len(hooks), "tokens": n_tok, "context_length": C,
+        "batch_size": B, "repeats": args.repeats, "seconds_best": best, "tok_per_s": tps,
+        "ratio_interp_loop_vs_plain": best["plain"] / best["interp_loop"],
+        "ratio_interp_total_vs_plain": best["plain"] / best["interp_total"],
+        "speedup_interp_vs_naive": best["naive"] / best["interp_total"],
+        "saelens": sae, "all_seconds": results,
+    }
+    shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        print(json.dumps(report, indent=1, default=str))
+    else:
+        m = report["machine"]
+        print(f"machine: {m['cpu']} ({m['cores']} cores, load {m['load_avg'][0]:.1f}), torch {m['torch']} "
+              f"({m['torch_threads']} threads), transformer-lens {m['transformer-lens']}, transformers {m['transformers']}")
+        print(f"{args.model}, {len(hooks)} hooks ({args.hooks}), {n_tok} tokens, ctx {C}, batch {B}, best of {args.repeats}")
+        for k in ("plain", "interp_loop", "interp_total", "naive"):
+            print(f"  {k:<13} {best[k]:7.2f} s  {tps[k]:8.0f} tok/s")
+        print(f"  ratio interp/plain (target >= 0.85): loop {report['ratio_interp_loop_vs_plain']:.2f}, "
+              f"end-to-end {report['ratio_interp_total_vs_plain']:.2f}")
+        print(f"  interp vs naive run_with_cache+torch.save: {report['speedup_interp_vs_naive']:.2f}x faster")
+        print(f"  SAELens: {json.dumps(sae, default=str)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
