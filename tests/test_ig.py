@@ -1,0 +1,58 @@
+"""Integrated gradients: completeness, agreement with captum, component scores."""
+
+import pytest
+import torch
+
+from interp.attribution.captum_ig import captum_layer_ig
+from interp.attribution.ig import integrated_gradients, layer_integrated_gradients, quadrature
+from interp.tasks import Task
+
+
+def _task(model):
+    return Task.from_prompts(model, ["abc defg", "xyz wvut"], ["abd degg", "xzz wvat"],
+                             answers=[("a", "b"), ("c", "d")])
+
+
+@pytest.mark.parametrize("hook", ["hook_embed", "blocks.1.hook_resid_pre"])
+@pytest.mark.parametrize("method", ["gausslegendre", "riemann_trapezoid"])
+def test_ig_matches_captum(tiny_llama, hook, method):
+    task = _task(tiny_llama)
+    ours = layer_integrated_gradients(tiny_llama, task.clean, task.metric, hook=hook, baseline=task.corrupt,
+                                      steps=12, method=method)
+    ref = captum_layer_ig(tiny_llama, task.clean, task.metric, hook=hook, baseline_tokens=task.corrupt,
+                          steps=12, method=method)
+    scale = ref.attributions.abs().max()
+    assert torch.allclose(ours.attributions, ref.attributions, atol=1e-5 * scale + 1e-8)
+    assert torch.allclose(ours.delta, ref.delta, atol=1e-5)
+
+
+def test_ig_completeness(tiny_gpt2):
+    task = _task(tiny_gpt2)
+    r = layer_integrated_gradients(tiny_gpt2, task.clean, task.metric, baseline=task.corrupt)
+    assert r.relative_delta < 0.02
+    assert torch.allclose(r.attributions.sum((1, 2)), r.f_input - r.f_baseline, atol=1e-4)
+    z = layer_integrated_gradients(tiny_gpt2, task.clean, task.metric, hook="blocks.1.hook_mlp_out", baseline="zeros")
+    assert z.relative_delta < 0.02 and z.token_scores().shape == task.clean.shape
+
+
+def test_quadrature_is_exact_on_polynomials():
+    a, w = quadrature(4, "gausslegendre")
+    assert float((w * a**5).sum()) == pytest.approx(1 / 6, abs=1e-12)  # exact to degree 7
+    a, w = quadrature(3, "riemann_trapezoid")
+    assert a.tolist() == [0.0, 0.5, 1.0] and w.tolist() == [1 / 6, 1 / 3, 1 / 6]
+
+
+def test_component_ig_completeness_and_shapes(tiny_llama):
+    res = integrated_gradients(tiny_llama, _task(tiny_llama), per_position=("mlp",))
+    assert res.extras["relative_delta"] < 0.02
+    assert res.scores["mlp"].shape == (2, 9) and res.scores["attn_head"].shape == (2, 4)
+
+
+def test_ig_errors(tiny_llama):
+    task = _task(tiny_llama)
+    with pytest.raises(ValueError, match="unknown IG method"):
+        quadrature(8, "simpson")
+    with pytest.raises(ValueError, match="steps >= 2"):
+        quadrature(1, "riemann_left")
+    with pytest.raises(ValueError, match="must match"):
+        layer_integrated_gradients(tiny_llama, task.clean, task.metric, baseline=task.corrupt[:1])

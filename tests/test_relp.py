@@ -1,0 +1,105 @@
+"""RelP: conservation where the LRP rules promise it; the model is left exactly as it was."""
+
+import pytest
+import torch
+
+from interp.attribution import (attribution_patching, cache_components, component_types, lrp_rules,
+                                relevance_patching, resolve_rules)
+from interp.attribution.components import LEAF_HOOK
+from interp.attribution.lrp_rules import rule_hooks
+from interp.models import load_model
+from interp.tasks import Task
+
+
+def _task(model):
+    return Task.from_prompts(model, ["abc defg", "xyz wvut"], ["abd degg", "xzz wvat"],
+                             answers=[("a", "b"), ("c", "d")])
+
+
+def _relevance_per_layer(model, task, rules):
+    types = component_types(("resid",))
+    hooks = rule_hooks(model, resolve_rules(rules))
+    acts, grads, m = cache_components(model, task.clean, types, metric=task.metric, extra_fwd=hooks)
+    rel = torch.stack([(acts["resid"][l] * grads["resid"][l]).sum((1, 2)) for l in range(model.cfg.n_layers)])
+    return rel, m
+
+
+@pytest.mark.parametrize("arch", ["tiny-llama", "tiny-gemma3", "tiny-gpt2", "tiny-pythia"])
+def test_all_rules_conserve_relevance(arch):
+    """With LN-, Identity-, Half- and AH-rule every layer is conservative for bias-free layers, so
+    sum(relevance at resid_pre L) == metric for every L.  (The tiny GPT-2 / Pythia models have
+    zero-initialised biases; the logit difference cancels the unembedding bias.)"""
+    model = load_model(arch, device="cpu")
+    task = _task(model)
+    rel, m = _relevance_per_layer(model, task, "all")
+    for l in range(rel.shape[0]):
+        assert torch.allclose(rel[l], m, atol=1e-5, rtol=1e-4), (l, rel[l], m)
+    # the reference default (no AH-rule) keeps the softmax gradient and is not conservative
+    rel_d, _ = _relevance_per_layer(model, task, "default")
+    assert not torch.allclose(rel_d[0], m, atol=1e-6)
+
+
+def test_gpt2_biases_break_conservation_by_bias_terms_only():
+    model = load_model("tiny-gpt2", device="cpu")
+    task = _task(model)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("bias") and "ln" not in n:
+                p.add_(0.05 * torch.randn_like(p))
+    rel, m = _relevance_per_layer(model, task, "all")
+    assert not torch.allclose(rel[0], m, atol=1e-4)  # bias terms absorb relevance
+    assert (rel[-1] - m).abs().max() < (rel[0] - m).abs().max() + 1e-6  # fewer biases downstream
+
+
+def test_forward_unchanged_and_model_restored(tiny_llama):
+    task = _task(tiny_llama)
+    toks = task.clean
+
+    def out_and_grad():
+        def leaf(x, hook):
+            box["e"] = x.detach().requires_grad_(True)
+            return box["e"]
+
+        box = {}
+        with torch.enable_grad(), tiny_llama.hooks(fwd_hooks=[(LEAF_HOOK, leaf)]):
+            logits = tiny_llama(toks)
+            g = torch.autograd.grad(task.metric(logits).sum(), box["e"])[0]
+        return logits.detach(), g
+
+    l0, g0 = out_and_grad()
+    with lrp_rules(tiny_llama, "all"):
+        with torch.no_grad():
+            l_in = tiny_llama(toks)
+    assert torch.equal(l_in, l0)  # forward is bit-identical under the rules
+    relevance_patching(tiny_llama, task, rules="all")
+    l1, g1 = out_and_grad()
+    assert torch.equal(l0, l1) and torch.equal(g0, g1)
+    with pytest.raises(RuntimeError, match="boom"):
+        with lrp_rules(tiny_llama, "all"):
+            raise RuntimeError("boom")
+    l2, g2 = out_and_grad()
+    assert torch.equal(l0, l2) and torch.equal(g0, g2)
+    assert all(not hp.fwd_hooks for hp in tiny_llama.hook_dict.values())
+
+
+def test_no_rules_is_atp_and_rules_matter(tiny_gpt2):
+    task = _task(tiny_gpt2)
+    atp = attribution_patching(tiny_gpt2, task)
+    none = relevance_patching(tiny_gpt2, task, rules=())
+    for k in atp.scores:
+        assert torch.equal(atp.scores[k], none.scores[k])
+    relp = relevance_patching(tiny_gpt2, task, rules="all")
+    assert not torch.allclose(relp.scores["mlp"], atp.scores["mlp"])
+    assert relp.config["rules"] == ["LN-rule", "Identity-rule", "Half-rule", "AH-rule"]
+
+
+def test_rule_errors():
+    with pytest.raises(ValueError, match="unknown LRP rule set"):
+        resolve_rules("everything")
+    with pytest.raises(ValueError, match="unknown LRP rule"):
+        resolve_rules(["LN-rule", "Gamma-rule"])
+    with pytest.raises(ValueError, match="same site"):
+        from interp.attribution import LRPRule, register_rule
+
+        register_rule(LRPRule("test-AttnLRP", "attention", "test", lambda p: p))
+        resolve_rules(["AH-rule", "test-AttnLRP"])
