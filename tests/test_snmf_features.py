@@ -90,3 +90,43 @@ def test_feature_cards_and_contexts(tiny_llama):
         greedy = torch.cat([greedy, tiny_llama(greedy)[:, -1].argmax(-1, keepdim=True)], 1)
     n0 = tiny_llama.to_tokens("hi").shape[1]
     assert texts[0] == tiny_llama.tokenizer.decode(greedy[0, n0:].tolist())  # alpha = 0: the plain model
+
+
+def test_auc_matches_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    from interp.decompositions.snmf_compare import _auc
+
+    g = torch.Generator().manual_seed(0)
+    pos, neg = torch.randn(20, generator=g) + 0.5, torch.randn(30, generator=g)
+    pos[0] = neg[0]  # a tie
+    want = roc_auc_score([1] * 20 + [0] * 30, torch.cat([pos, neg]).tolist())
+    assert _auc(pos.tolist(), neg.tolist()) == pytest.approx(want)
+
+
+@pytest.mark.slow  # two model loads and fits: ~15 s idle, minutes on a busy machine
+def test_cli_snmf_and_lib_write_results(tmp_path):
+    import json
+
+    from interp.cli.main import main
+
+    assert main(["snmf", "--model", "tiny-llama", "--layer", "1", "--k", "4", "--sparsity", "0.25",
+                 "--max-iter", "30", "--features", "1", "--out", str(tmp_path / "s")]) == 0
+    res = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert res["kind"] == "snmf" and res["fit"]["k"] == 4 and len(res["features"]) == 1
+    assert (tmp_path / "s" / "report.html").stat().st_size > 1000
+    assert main(["lib", "--model", "tiny-llama", "--layers", "0-1", "--n-texts", "3", "--seq-len", "8",
+                 "--probes", "2", "--edge-nodes", "3", "--out", str(tmp_path / "l")]) == 0
+    res = json.loads((tmp_path / "l" / "results.json").read_text())
+    assert res["kind"] == "lib" and res["lib"]["names"] == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    assert main(["snmf", "--model", "tiny-llama", "--layer", "7", "--k", "4", "--out", str(tmp_path / "x")]) == 2
+    assert main(["lib", "--model", "tiny-llama", "--layers", "3,x", "--out", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.slow
+def test_compare_on_concepts_smollm2(smollm2):
+    from interp.decompositions.snmf_compare import compare_on_concepts
+
+    out = compare_on_concepts(smollm2, 12, k=30)
+    assert set(out["summary"]) >= {"snmf", "diffmeans"}
+    assert all(abs(r["kl"] - 0.25) < 0.02 for r in out["rows"])

@@ -1,0 +1,203 @@
+"""``interp snmf`` and ``interp lib``: decompositions of activations (SNMF features, LIB bases).
+
+Both write ``results.json`` (with ``"kind"``) and ``report.html`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("snmf", help="semi-NMF of MLP activations (blocks.L.mlp.hook_post) into neuron-group features")
+    p.add_argument("--model", default="smollm2-135m", help="model name (see `interp models`)")
+    p.add_argument("--layer", type=int, required=True, help="MLP layer L (hook blocks.L.mlp.hook_post)")
+    p.add_argument("--k", type=int, default=50, help="number of features")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--texts", default=None, help="text file, one sequence per line (default: the built-in concept sentences)")
+    p.add_argument("--store", default=None, help="activation store folder to read the rows from instead of running the model")
+    p.add_argument("--max-rows", type=int, default=20000, help="rows (tokens) used from the store")
+    p.add_argument("--sparsity", type=float, default=0.01, help="fraction of neurons kept per feature (WTA)")
+    p.add_argument("--init", default="random", choices=["random", "svd", "kmeans"])
+    p.add_argument("--max-iter", type=int, default=2000)
+    p.add_argument("--patience", type=int, default=200)
+    p.add_argument("--restarts", type=int, default=1, help="independent fits batched together; the best is kept")
+    p.add_argument("--features", type=int, default=8, help="features given contexts, vocabulary and steering")
+    p.add_argument("--compare", action="store_true", help="also compare SNMF / DiffMeans (/ SAE) on the concept set")
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run_snmf)
+
+    q = sub.add_parser("lib", help="local interaction basis over residual layers (or the modular-addition toy)")
+    q.add_argument("--model", default="smollm2-135m", help="model name, or modadd-p113 for the toy")
+    q.add_argument("--layers", default="3,4,5", help="residual layers, e.g. 3,4,5 or 3-5")
+    q.add_argument("--out", required=True, help="output folder")
+    q.add_argument("--n-texts", type=int, default=16)
+    q.add_argument("--seq-len", type=int, default=24)
+    q.add_argument("--probes", type=int, default=16, help="Gaussian output probes per sequence for M'")
+    q.add_argument("--edge-nodes", type=int, default=16, help="edges between the top nodes of each layer")
+    q.add_argument("--device", default=None)
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(func=run_lib)
+
+
+def parse_layers(spec: str) -> tuple[int, ...]:
+    try:
+        if "-" in spec:
+            a, b = spec.split("-")
+            return tuple(range(int(a), int(b) + 1))
+        return tuple(int(x) for x in spec.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--layers must look like 3,4,5 or 3-5, got {spec!r}") from None
+
+
+def _write(out: Path, payload: dict, report) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
+    written = [str(out / "results.json")]
+    if report is not None:
+        report.write(out / "report.html")
+        written.append(str(out / "report.html"))
+    return written
+
+
+def _report(title, config, meta):
+    try:
+        from interp.reports import Report
+    except ImportError:
+        return None
+    return Report(title, config=config, meta=meta)
+
+
+# ---------------------------------------------------------------------------------------
+
+def run_snmf(args) -> int:
+    from interp.cli.main import emit
+    from interp.decompositions.concepts import CONCEPTS, NEUTRAL
+    from interp.decompositions.snmf import SNMFConfig, collect_activations, fit_snmf, mlp_hook, store_activations
+    from interp.decompositions.snmf_features import feature_cards
+    from interp.models import load_model, model_name
+
+    cfg = SNMFConfig(k=args.k, sparsity=args.sparsity, init=args.init, max_iter=args.max_iter,
+                     patience=args.patience, n_restarts=args.restarts, device=args.device)
+    model = load_model(args.model, device=args.device)
+    if not 0 <= args.layer < model.cfg.n_layers:
+        raise ValueError(f"--layer must be in [0, {model.cfg.n_layers - 1}] for {args.model}, got {args.layer}")
+    hook = mlp_hook(args.layer)
+    t0 = time.perf_counter()
+    if args.store:
+        from interp.store import ActivationStore
+
+        acts = store_activations(ActivationStore.open(args.store), hook, args.max_rows)
+        source = {"store": args.store, "rows": int(acts.X.shape[0])}
+    else:
+        if args.texts:
+            texts = [ln.strip() for ln in Path(args.texts).read_text().splitlines() if ln.strip()]
+            if not texts:
+                raise ValueError(f"{args.texts} holds no text lines")
+        else:
+            texts = [s for v in CONCEPTS.values() for s in v["sentences"]] + NEUTRAL
+        acts = collect_activations(model, texts, hook)
+        source = {"texts": args.texts or "built-in concept sentences", "n_texts": len(texts), "rows": int(acts.X.shape[0])}
+    t_collect = time.perf_counter() - t0
+    res = fit_snmf(acts.X, cfg)
+    order = res.Y.mean(1).argsort(descending=True)[: args.features].tolist()
+    cards, cal = feature_cards(model, args.layer, res, acts, order)
+    payload = {"kind": "snmf", "model": model_name(model), "hook": hook, "source": source,
+               "fit": res.to_json(), "collect_seconds": t_collect,
+               "features": [c.__dict__ for c in cards],
+               "steering": {"prompt": cal.prompt, "targets": cal.targets, "forward_passes": cal.forward_passes}}
+    if args.compare:
+        from interp.decompositions.snmf_compare import compare_on_concepts
+
+        payload["comparison"] = compare_on_concepts(model, args.layer, k=args.k, snmf_cfg=cfg)
+    rep = _report(f"SNMF features of {hook}", {"k": args.k, "sparsity": args.sparsity, "init": args.init},
+                  {"model": model_name(model), "fit_seconds": res.seconds})
+    if rep is not None:
+        rep.add_text(f"Fit on {source['rows']} tokens: relative loss {res.rel_loss:.4f}, "
+                     f"{res.n_iter} iterations (best {res.best_iter}), {res.seconds:.1f}s.")
+        rep.add_line("reconstruction loss", list(range(len(res.losses))), {"loss": res.losses}, "iteration", "||A - ZY||^2")
+        rep.add_table("features", [{
+            "feature": c.index, "neurons": c.n_neurons, "mean coef": round(c.mean_coef, 4),
+            "top contexts": " | ".join(f"{x['context']}[{x['token']}]" for x in c.contexts[:4]),
+            "vocab top": " ".join(t for t, _ in c.vocab["top"][:8]),
+            "steer +": c.steered["+"], "steer -": c.steered["-"]} for c in cards])
+        if "comparison" in payload:
+            rep.add_table("concept comparison", payload["comparison"]["rows"])
+    written = _write(Path(args.out), payload, rep)
+    lines = [f"SNMF {hook} k={args.k}: rel loss {res.rel_loss:.4f} after {res.n_iter} it ({res.seconds:.1f}s)"]
+    for c in cards:
+        lines.append(f"  f{c.index:<3} n={c.n_neurons:<3} top: {' '.join(repr(t) for t, _ in c.vocab['top'][:5])}"
+                     f"  steer+: {c.steered['+']!r}")
+    if "comparison" in payload:
+        for r in payload["comparison"]["rows"]:
+            lines.append("  " + "  ".join(f"{k}={v}" for k, v in r.items()))
+    lines.append("wrote " + ", ".join(written))
+    emit(args, payload, "\n".join(lines))
+    return 0
+
+
+def run_lib(args) -> int:
+    from interp.cli.main import emit
+
+    out = Path(args.out)
+    if args.model.startswith("modadd"):
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+        from bench_lib import evaluate, graph_figure
+
+        from interp.toy.modular_addition import ModAddConfig
+
+        p = int(args.model.split("-p")[1]) if "-p" in args.model else 113
+        res = evaluate(ModAddConfig(p=p))
+        fits = res.pop("_results")
+        rep = _report(f"LIB vs PCA, modular addition p={p}", {"p": p}, {"timing": res["timing"]})
+        if rep is not None:
+            rep.add_table("nodes / edges for >= 99% accuracy", [
+                {"layer": r["layer"], "LIB nodes": r["lib_nodes"]["needed"], "PCA nodes": r["pca_nodes"]["needed"],
+                 "LIB edges": r["lib_edges"]["needed"], "PCA edges": r["pca_edges"]["needed"]} for r in res["rows"]])
+            rep.add_figure(graph_figure(fits["lib"]).fig)
+        written = _write(out, res, rep)
+        human = "\n".join(f"{r['layer']}: nodes LIB {r['lib_nodes']['needed']} PCA {r['pca_nodes']['needed']}; "
+                          f"edges LIB {r['lib_edges']['needed']} PCA {r['pca_edges']['needed']}" for r in res["rows"])
+        emit(args, res, human + "\nwrote " + ", ".join(written))
+        return 0
+
+    from interp.decompositions.lib_transformer import ModelLIBSettings, lib_on_model
+    from interp.models import load_model, model_name
+
+    layers = parse_layers(args.layers)
+    model = load_model(args.model, device=args.device)
+    if max(layers) >= model.cfg.n_layers:
+        raise ValueError(f"--layers must be < {model.cfg.n_layers} for {args.model}, got {layers}")
+    s = ModelLIBSettings(layers=layers, n_texts=args.n_texts, seq_len=args.seq_len, probes=args.probes,
+                         edge_nodes=args.edge_nodes)
+    results, summaries = {}, {}
+    for basis in ("lib", "pca"):
+        results[basis], summaries[basis] = lib_on_model(model, s, basis=basis)
+    payload = {"kind": "lib", "model": model_name(model), "layers": list(layers), "settings": s.__dict__,
+               "summary": summaries, "lib": results["lib"].to_json(top=16), "pca": results["pca"].to_json(top=16),
+               "notes": ("M' from Gaussian output probes (unbiased, not exact); edges only between the top "
+                         f"{s.edge_nodes} nodes per layer at the last position; activations centred, BOS position included.")}
+    rep = _report(f"LIB on {model_name(model)} residual layers {list(layers)}", s.__dict__, {"model": model_name(model)})
+    if rep is not None:
+        rep.add_text(payload["notes"])
+        rep.add_table("LIB vs PCA", [{"basis": b, **{k: str(v) for k, v in summaries[b].items() if k != "settings"}}
+                                     for b in ("lib", "pca")])
+        for b in ("lib", "pca"):
+            nodes, edges = results[b].graph(top=12)
+            for nd in nodes:
+                nd["label"] = f"L{nd['layer']}:{nd['index']:03d}"
+            rep.add_graph(f"{b.upper()} interaction graph (top 12 nodes per layer)", nodes, edges)
+    written = _write(out, payload, rep)
+    human = [f"LIB on {model_name(model)} layers {list(layers)}:"]
+    for b in ("lib", "pca"):
+        sm = summaries[b]
+        human.append(f"  {b}: kept {sm['kept']}  dirs for 90% importance {sm['dirs_for_90pct_importance']}  "
+                     f"edges for 90% strength {sm['edges_for_90pct_strength']}  ({sm['seconds']:.1f}s)")
+    human.append("wrote " + ", ".join(written))
+    emit(args, payload, "\n".join(human))
+    return 0
