@@ -17,19 +17,23 @@ def _task(model, same=False):
 @pytest.mark.parametrize("arch", ["tiny-llama", "tiny-gpt2"])
 def test_atp_equals_patching_when_linear(arch):
     """Freeze ln_final's normaliser (a constant scale): the logit difference is then linear in the
-    last block's MLP output and head outputs z, so first-order AtP must equal patching exactly."""
+    last block's MLP output (per position too), so first-order AtP must equal patching exactly."""
     model = load_model(arch, device="cpu")  # a private copy: we add a permanent hook to it
     task = _task(model)
     model.add_hook("ln_final.hook_scale", lambda s, hook: torch.full_like(s, 0.05), is_permanent=True)
     try:
-        ap = activation_patching(model, task, components=("attn_head", "mlp"), progress=False)
-        atp = attribution_patching(model, task, components=("attn_head", "mlp"))
+        ap = activation_patching(model, task, components=("attn_head", "mlp"), per_position=("mlp",),
+                                 progress=False)
+        atp = attribution_patching(model, task, components=("attn_head", "mlp"), per_position=("mlp",))
     finally:
         model.reset_hooks(including_permanent=True)
     last = model.cfg.n_layers - 1
-    assert torch.allclose(atp.scores["mlp"][last], ap.scores["mlp"][last], rtol=1e-3, atol=2e-5)
-    assert torch.allclose(atp.scores["attn_head"][last], ap.scores["attn_head"][last], rtol=1e-3, atol=2e-5)
-    assert ap.scores["attn_head"][last].abs().max().item() > 1e-3  # a non-trivial effect was compared
+    a, b = atp.scores["mlp"][last], ap.scores["mlp"][last]
+    assert b.abs().max().item() > 1e-4  # a non-trivial effect was compared
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+    # heads of the last layer feed its MLP (non-linear): there AtP is only approximate
+    h_atp, h_ap = atp.scores["attn_head"][last], ap.scores["attn_head"][last]
+    assert torch.corrcoef(torch.stack([h_atp, h_ap]))[0, 1] > 0.9
 
 
 def test_atp_zero_when_clean_equals_corrupt(tiny_llama):
