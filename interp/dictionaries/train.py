@@ -21,6 +21,14 @@ transcoder: x = rows of ``hook_in``, target = rows of ``hook_out``):
 
 A tqdm bar shows live L0, FVU and dead fraction.
 
+Data parallel: when ``torch.distributed`` is initialised (e.g. under ``torchrun``, see
+:mod:`interp.parallel`), every rank reads the same global batch of ``batch_size`` rows and
+trains on its slice (``tensor_split`` into ``world_size`` parts); each rank's loss is weighted
+by its share of the rows and the gradients are summed with one all-reduce, the fired-latent
+masks are OR-ed, and only rank 0 writes checkpoints.  For losses that are means over rows
+(``relu``, ``jumprelu``, transcoders of them) this is the single-process step on the whole
+batch; TopK's batch-normalised MSE is normalised per slice instead.
+
 Memory: parameters + two Adam moments (3x the SAE's size) + one batch's activations.
 """
 
@@ -230,6 +238,39 @@ def _restore_optimizer(opt, sae, tensors, device):
             opt.state[p] = st
 
 
+# -- data parallel (torch.distributed) --------------------------------------------------------
+def _dist_rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@torch.no_grad()
+def _broadcast_params(sae: SparseCoder) -> None:
+    for p in sae.parameters():
+        torch.distributed.broadcast(p.data, src=0)
+
+
+@torch.no_grad()
+def _all_reduce_grads(sae: SparseCoder) -> None:
+    """Sum every parameter's gradient over ranks with one all-reduce of a flat buffer."""
+    params = [p for p in sae.parameters() if p.grad is not None]
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    torch.distributed.all_reduce(flat)
+    i = 0
+    for p in params:
+        p.grad = flat[i:i + p.numel()].view_as(p).clone()
+        i += p.numel()
+
+
+def _all_reduce_max(mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(torch.int32)
+    torch.distributed.all_reduce(m, op=torch.distributed.ReduceOp.MAX)
+    return m.bool()
+
+
 # -- the loop -------------------------------------------------------------------------------
 def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None, sae: SparseCoder | None = None) -> TrainResult:
     """Train a dictionary described by ``sae_cfg`` on rows from ``source`` (a store or a TensorSource).
@@ -279,11 +320,14 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None, sae: S
 
     total = cfg.total_steps
     stop = total if cfg.max_steps is None else min(total, start_step + cfg.max_steps)
+    rank, world = _dist_rank_world()
+    if world > 1:
+        _broadcast_params(sae)
     epochs = max(1, math.ceil(total * cfg.batch_size / max(1, source.n_rows)))
     batches = source.batches(hooks, cfg.batch_size, shuffle=True, seed=cfg.seed, device=device,
                              dtype=torch.float32, epochs=epochs)
     bar = None
-    if cfg.progress:
+    if cfg.progress and rank == 0:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, initial=start_step, desc=f"{sae_cfg.arch} {sae_cfg.hook_in}", unit="step")
@@ -296,12 +340,20 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None, sae: S
             if step >= stop:
                 break
             x, y = _split(batch, sae_cfg.is_transcoder)
+            n_global = x.shape[0]
+            if world > 1:  # this rank's slice of the global batch
+                if n_global < world:
+                    continue  # an epoch's tail with fewer rows than ranks (every rank skips it)
+                x = x.tensor_split(world)[rank]
+                y = y.tensor_split(world)[rank] if y is not None else None
             dead = since_fired >= cfg.dead_after_tokens
             for g in opt.param_groups:
                 g["lr"] = cfg.lr_at(step)
             out = sae.loss(x, y, dead_mask=dead)
             opt.zero_grad(set_to_none=True)
-            out.loss.backward()
+            (out.loss * (x.shape[0] / n_global) if world > 1 else out.loss).backward()
+            if world > 1:
+                _all_reduce_grads(sae)
             if cfg.normalize_decoder:
                 sae.remove_parallel_decoder_grad()
             opt.step()
@@ -309,10 +361,12 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None, sae: S
                 sae.set_decoder_unit_norm()
             with torch.no_grad():
                 fired = (out.acts > 0).any(0)
-                since_fired += x.shape[0]
+                if world > 1:
+                    fired = _all_reduce_max(fired)
+                since_fired += n_global
                 since_fired[fired] = 0
             step += 1
-            tokens += x.shape[0]
+            tokens += n_global
             recent.append((float(out.fvu), float(out.l0)))
             if step % cfg.log_every == 0 or step == stop:
                 fv = sum(r[0] for r in recent) / len(recent)
@@ -325,17 +379,19 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None, sae: S
                     bar.set_postfix(L0=f"{l0:.1f}", FVU=f"{fv:.3f}", dead=f"{dead_frac:.2f}")
             if bar is not None:
                 bar.update(1)
-            if ckpt is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            if ckpt is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and rank == 0:
                 save_checkpoint(ckpt, sae, opt, since_fired, step, tokens, cfg)
     except KeyboardInterrupt:
-        if ckpt is not None:
+        if ckpt is not None and rank == 0:
             save_checkpoint(ckpt, sae, opt, since_fired, step, tokens, cfg)
         raise
     finally:
         if bar is not None:
             bar.close()
-    if ckpt is not None:
+    if ckpt is not None and rank == 0:
         save_checkpoint(ckpt, sae, opt, since_fired, step, tokens, cfg)
+    if world > 1:
+        torch.distributed.barrier()  # the final checkpoint exists before any rank returns
     seconds = time.perf_counter() - t0
     last = history[-1] if history else {"fvu": float("nan"), "l0": float("nan")}
     dead_frac = float((since_fired >= cfg.dead_after_tokens).float().mean())
