@@ -9,8 +9,10 @@ All contenders process the same token batches (the offline default corpus, packe
   and bookkeeping;
 * ``naive``: ``run_with_cache(names_filter=hooks)`` then ``torch.save`` of the fp16 rows;
 * ``saelens``: SAELens's ``CacheActivationsRunner`` in its own venv (``--saelens-python``),
-  when that venv exists; it needs a HookedTransformer, so it is told to load
-  SmolLM2-135M from the same dequantised local weights (see ``SAELENS_SCRIPT``).
+  when that venv exists (sae-lens needs transformer-lens < 4).  Its HookedTransformer path needs
+  a hub and does not know SmolLM2, so it runs SAELens's ``AutoModelForCausalLM`` path
+  (``HookedProxyLM``) on the same dequantised local weights, one hook per run (see
+  ``SAELENS_SCRIPT``); interp is timed on the same single hook for that ratio.
 
 Each contender runs ``--repeats`` times interleaved; the best time counts (the CPU is shared).
 
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -55,27 +58,25 @@ SAELENS_SCRIPT = r"""
 import json, sys, time, tempfile, torch
 cfg_in = json.loads(sys.argv[1])
 torch.set_num_threads(cfg_in["threads"])
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from transformer_lens import HookedTransformer
 import sae_lens
 from sae_lens import CacheActivationsRunner, CacheActivationsRunnerConfig
-hf = AutoModelForCausalLM.from_pretrained(cfg_in["weights"], local_files_only=True, torch_dtype=torch.float32)
-tok = AutoTokenizer.from_pretrained(cfg_in["weights"], local_files_only=True)
-model = HookedTransformer.from_pretrained_no_processing(cfg_in["tl_name"], hf_model=hf, tokenizer=tok,
-                                                        device="cpu", dtype=torch.float32)
 from datasets import Dataset
 ds = Dataset.from_dict({"input_ids": cfg_in["tokens"]})
 out = tempfile.mkdtemp()
+# SAELens's own AutoModelForCausalLM path (HookedProxyLM over the HF model, loaded from the local
+# dequantised folder): its HookedTransformer path needs a hub and does not know SmolLM2.
 cfg = CacheActivationsRunnerConfig(
-    dataset_path="unused", model_name=cfg_in["tl_name"], hook_name=cfg_in["hook"],
-    d_in=cfg_in["d"], training_tokens=cfg_in["n_tokens"], context_size=cfg_in["ctx"],
-    model_batch_size=cfg_in["batch"], n_batches_in_buffer=2, store_batch_size_prompts=cfg_in["batch"],
-    dtype="float16", device="cpu", new_cached_activations_path=out + "/acts", shuffle=False,
-    prepend_bos=False, is_dataset_tokenized=True)
-runner = CacheActivationsRunner(cfg, override_model=model, override_dataset=ds)
+    dataset_path="unused", model_name=cfg_in["weights"], model_class_name="AutoModelForCausalLM",
+    hook_name=cfg_in["hook"], d_in=cfg_in["d"], training_tokens=cfg_in["n_tokens"], context_size=cfg_in["ctx"],
+    model_batch_size=cfg_in["batch"], dtype="float16", device="cpu", new_cached_activations_path=out + "/acts",
+    shuffle=False, prepend_bos=False, buffer_size_gb=cfg_in["n_tokens"] * cfg_in["d"] * 2 / 1e9)
+t0 = time.perf_counter()
+runner = CacheActivationsRunner(cfg, override_dataset=ds)
 t = time.perf_counter()
-runner.run()
-print(json.dumps({"seconds": time.perf_counter() - t, "sae_lens": sae_lens.__version__}))
+ds_out = runner.run()
+secs = time.perf_counter() - t
+print(json.dumps({"seconds": secs, "load_seconds": t - t0, "sae_lens": sae_lens.__version__,
+                  "tokens_cached": len(ds_out) * cfg_in["ctx"]}))
 """
 
 
@@ -146,17 +147,22 @@ def main(argv=None) -> int:
 
         if len(hooks) != 1:
             hook = hooks[-1]
-            sae_note = f"SAELens caches one hook per run; timed on {hook} only"
+            sae_note = f"SAELens caches one hook per run; timed on {hook} only (both sides)"
         else:
             hook, sae_note = hooks[0], ""
+        m_layer = re.match(r"blocks\.(\d+)\.hook_resid_post$", hook)
+        if not m_layer:
+            raise SystemExit(f"the SAELens comparison maps only blocks.L.hook_resid_post to HF names, not {hook}")
+        hf_hook = f"model.layers.{m_layer.group(1)}"  # HookedProxyLM names hooks by HF module
         payload = {"weights": str(dequantised_dir(args.model)) if args.model == "smollm2-135m" else args.model,
-                   "tl_name": "HuggingFaceTB/SmolLM2-135M", "hook": hook, "d": model.cfg.d_model,
+                   "hook": hf_hook, "d": model.cfg.d_model,
                    "n_tokens": n_tok, "ctx": C, "batch": B, "tokens": seqs, "threads": args.threads}
         r = subprocess.run([args.saelens_python, "-c", SAELENS_SCRIPT, json.dumps(payload)],
                            capture_output=True, text=True, timeout=1800)
         if r.returncode == 0:
             got = json.loads(r.stdout.strip().splitlines()[-1])
-            sae = {"status": "ok", "seconds": got["seconds"], "tok_per_s": n_tok / got["seconds"],
+            sae = {"status": "ok", "seconds": got["seconds"], "tokens_cached": got["tokens_cached"],
+                   "tok_per_s": got["tokens_cached"] / got["seconds"],
                    "sae_lens": got["sae_lens"], "note": sae_note}
             # interp on the same single hook, for a like-for-like ratio
             single = CacheConfig(model=args.model, hooks=[hook], corpus="default", n_tokens=n_tok, context_length=C,
@@ -164,7 +170,8 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             cache_activations(single, model=model, progress=False)
             sae["interp_same_hook_seconds"] = time.perf_counter() - t
-            sae["ratio_interp_vs_saelens"] = got["seconds"] / sae["interp_same_hook_seconds"]
+            sae["interp_same_hook_tok_per_s"] = n_tok / sae["interp_same_hook_seconds"]
+            sae["ratio_interp_vs_saelens"] = sae["interp_same_hook_tok_per_s"] / sae["tok_per_s"]
         else:
             sae = {"status": "failed", "error": r.stderr.strip().splitlines()[-5:]}
     else:
