@@ -168,3 +168,29 @@ def test_bad_inputs(tiny_llama, tmp_path, corpus_file):
         store.rows("blocks.0.hook_resid_post", [700])
     with pytest.raises(FileNotFoundError, match="not an activation store"):
         ActivationStore.open(tmp_path)
+
+
+@pytest.mark.slow
+def test_smollm2_store_equals_run_with_cache(smollm2, tmp_path):
+    """The real model, default corpus, every residual stream, fp16 (~256 tokens)."""
+    cfg = CacheConfig(model="smollm2-135m", hooks=["blocks.*.hook_resid_post", "blocks.3.attn.hook_z"],
+                      corpus="default", n_tokens=256, context_length=64, batch_size=2, dtype="float16",
+                      out=str(tmp_path / "s"))
+    store = cache_activations(cfg, model=smollm2, progress=False)
+    assert store.n_rows == 256 and len(store.hooks) == 31 and store.d("blocks.3.attn.hook_z") == 9 * 64
+    assert store.manifest["corpus"]["kind"] == "default"
+    text = smollm2.tokenizer.decode(store.tokens[1:64].tolist())
+    assert sum(c.isalpha() for c in text) > 0.6 * len(text)  # natural text, not random tokens
+    for h in ["blocks.0.hook_resid_post", "blocks.3.attn.hook_z", "blocks.29.hook_resid_post"]:
+        ref = _reference(smollm2, store, h)
+        got = store.rows(h, slice(None))
+        assert torch.equal(got, ref.half().float()), h
+        assert torch.allclose(got, ref, rtol=1e-3, atol=1e-3 * ref.abs().max().item()), h
+
+
+@pytest.mark.slow
+def test_smollm2_context_beyond_model_is_an_error(smollm2, tmp_path):
+    n_ctx = smollm2.cfg.n_ctx
+    with pytest.raises(ValueError, match=f"n_ctx={n_ctx}"):
+        cache_activations(CacheConfig(model="smollm2-135m", context_length=n_ctx + 1, out=str(tmp_path / "s")),
+                          model=smollm2)
