@@ -194,3 +194,43 @@ def test_smollm2_context_beyond_model_is_an_error(smollm2, tmp_path):
     with pytest.raises(ValueError, match=f"n_ctx={n_ctx}"):
         cache_activations(CacheConfig(model="smollm2-135m", context_length=n_ctx + 1, out=str(tmp_path / "s")),
                           model=smollm2)
+
+
+def test_cli_cache_and_store_info_json(tmp_path, corpus_file, capsys):
+    from interp.cli.main import main
+
+    out = tmp_path / "cli"
+    rc = main(["cache", "--model", "tiny-gpt2", "--hooks", "blocks.1.hook_resid_post", "blocks.0.attn.hook_z",
+               "--n-tokens", "300", "--context-length", "30", "--batch-size", "4", "--dtype", "bf16",
+               "--corpus", str(corpus_file), "--out", str(out), "--skip-bos", "--json"])
+    assert rc == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["n_rows"] == 300 and info["dtype"] == "bfloat16" and info["complete"] and info["skip_bos"]
+    assert list(info["hooks"]) == ["blocks.0.attn.hook_z", "blocks.1.hook_resid_post"]
+    assert main(["store", "info", str(out), "--json", "--verify"]) == 0
+    info2 = json.loads(capsys.readouterr().out)
+    assert info2["verify"]["ok"] and info2["verify"]["files"] == 4 and info2["bytes"] == 300 * (2 * 32 * 2 + 20)
+    assert main(["store", "info", str(out)]) == 0
+    assert "complete" in capsys.readouterr().out
+    # errors exit 2 with the message, no traceback
+    assert main(["store", "info", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["cache", "--model", "no-such-model", "--out", str(tmp_path / "x"), "--corpus", str(corpus_file)]) == 2
+    assert "no-such-model" in capsys.readouterr().err
+
+
+def test_out_dir_and_manifest_errors(tiny_llama, tmp_path, corpus_file):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty and holds no store manifest"):
+        cache_activations(_cfg(tmp_path, corpus_file, out=str(busy)), model=tiny_llama, progress=False)
+    assert (busy / "notes.txt").read_text() == "mine"
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "manifest.json").write_text("{not json")
+    with pytest.raises(StoreError, match="manifest.json is not valid JSON"):
+        ActivationStore.open(bad)
+    (bad / "manifest.json").write_text(json.dumps({"format_version": 1}))
+    with pytest.raises(StoreError, match="lacks the field 'model'"):
+        ActivationStore.open(bad)
