@@ -141,3 +141,24 @@ def test_collect_activations_matches_run_with_cache(tiny_llama):
     assert torch.allclose(rows, ref, atol=1e-5)
     with pytest.raises(KeyError, match="no hook point"):
         collect_activations(tiny_llama, texts, "blocks.9.mlp.hook_post")
+
+
+def test_rows_from_the_activation_store(tmp_path):
+    from interp.decompositions.snmf import store_activations
+    from interp.store import ActivationStore, write_store
+
+    Z, Y, A = planted(seed=8)
+    X = A.T.contiguous()
+    toks = torch.arange(X.shape[0]) % 97
+    write_store(tmp_path / "st", {"blocks.0.mlp.hook_post": lambda a, b: X[a:b].numpy()}, X.shape[0],
+                tokens=lambda a, b: toks[a:b].numpy())
+    store = ActivationStore.open(tmp_path / "st")
+    acts = store_activations(store, "blocks.0.mlp.hook_post")
+    assert torch.equal(acts.X, X) and torch.equal(acts.tokens, toks)
+    sub = store_activations(store, "blocks.0.mlp.hook_post", max_rows=500)
+    rows = sub.seq_pos[:, 0]  # write_store positions are (row, 0)
+    assert torch.equal(sub.X, X[rows]) and torch.equal(sub.tokens, toks[rows])
+    res = fit_snmf(acts.X, SNMFConfig(k=8, sparsity=0.1, max_iter=300, patience=50, n_restarts=4))
+    assert recovered(Z, res.Z)[0] >= 0.9
+    with pytest.raises(KeyError, match="not in the store"):
+        store_activations(store, "blocks.1.mlp.hook_post")

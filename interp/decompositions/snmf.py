@@ -446,7 +446,10 @@ def _accepts_return_type(model) -> bool:
 
 
 def store_activations(store, hook: str, max_rows: int | None = None, seed: int = 0) -> ActivationSet:
-    """Rows of ``hook`` from an :class:`interp.store.ActivationStore` (a random subset if ``max_rows``)."""
+    """Rows of ``hook`` from an :class:`interp.store.ActivationStore` (a random subset if ``max_rows``).
+
+    The subset is held in memory as float32 (``max_rows x d`` x 4 bytes; 20k x 1536 = 123 MB).
+    """
     if hook not in store.hooks:
         raise KeyError(f"hook {hook!r} is not in the store (it holds {store.hooks})")
     n = store.n_rows
@@ -454,7 +457,8 @@ def store_activations(store, hook: str, max_rows: int | None = None, seed: int =
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_rows].sort().values
     else:
         idx = torch.arange(n)
-    X = store.rows(hook, idx, device="cpu", dtype=torch.float32)
-    tokens = torch.as_tensor(store.tokens[idx.numpy()] if hasattr(store.tokens, "shape") else store.tokens)[...]
-    seq_pos = torch.as_tensor(store.seq_pos[idx.numpy()])
-    return ActivationSet(hook=hook, X=X, tokens=torch.as_tensor(tokens).long(), seq_pos=seq_pos.long())
+    idx_np = idx.numpy()
+    X = store.rows(hook, idx_np, device="cpu", dtype=torch.float32)
+    tokens = torch.as_tensor(store.tokens[idx_np]).long().reshape(-1)
+    seq_pos = torch.as_tensor(store.seq_pos[idx_np]).long().reshape(-1, 2)
+    return ActivationSet(hook=hook, X=X, tokens=tokens, seq_pos=seq_pos)
