@@ -1,0 +1,40 @@
+"""``interp compare ioi|greater-than``: every attribution method vs activation patching (Pearson r, time)."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("compare", help="AtP, RelP, IG vs activation patching on one task (Pearson r, wall time)")
+    p.add_argument("task", choices=["ioi", "greater-than"])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--n", type=int, default=8, help="number of prompts")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", default="patch,atp,relp,relp-default,ig")
+    p.add_argument("--out", default=None, help="folder for results.json and report.html")
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from interp.circuits.compare import compare_methods
+    from interp.cli.main import emit
+    from interp.models import load_model
+
+    if args.n < 1:
+        raise ValueError("--n must be >= 1")
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    model = load_model(args.model, device=args.device)
+    r = compare_methods(model, args.task, n=args.n, seed=args.seed, methods=methods, out=args.out, progress=True)
+    lines = [f"{args.task} on {args.model}, {r['n_prompts']} prompts; Pearson r with activation patching:",
+             f"{'method':14s} {'resid':>7s} {'heads':>7s} {'mlp':>7s} {'seconds':>9s}"]
+    for m, c in r["pearson"].items():
+        lines.append(f"{m:14s} {c['resid']:7.3f} {c['attn_head']:7.3f} {c['mlp']:7.3f} {r['seconds'][m]:9.2f}")
+    lines.append(f"{'patch':14s} {'':7s} {'':7s} {'':7s} {r['seconds']['patch']:9.2f}")
+    if "paper" in r:
+        lines.append(f"paper ({r['paper_source']}):")
+        for m, c in r["paper"].items():
+            lines.append(f"{m:14s} {c['resid']:7.3f} {c['attn_head']:7.3f} {c['mlp']:7.3f}")
+    emit(args, {k: r[k] for k in ("pearson", "seconds", "speed", "paper") if k in r}, "\n".join(lines))
+    return 0
