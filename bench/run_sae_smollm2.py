@@ -1,0 +1,96 @@
+"""Train and evaluate a residual-stream TopK SAE and a transcoder on SmolLM2-135M from a cached store.
+
+    python bench/run_sae_smollm2.py --store runs/sae_store_l15 --layer 15 --epochs 4
+
+The store holds ``blocks.L.hook_resid_post``, ``blocks.L.ln2.hook_normalized`` and
+``blocks.L.hook_mlp_out`` (cache it with ``interp cache``).  Rows at position 0 (BOS: the
+attention-sink outliers, ~100x the norm of other rows) are left out of training and of the
+FVU, as SAELens's evals do; the spliced CE leaves position 0 unreplaced.  The last
+``--held`` sequences are held out for FVU/L0 and for the spliced CE / KL.
+
+Prints one JSON document (also written to ``runs/sae_smollm2.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    from interp.dictionaries import SAEConfig, TensorSource, TrainConfig, save_sae, train_sae
+    from interp.dictionaries.metrics import evaluate_rows, spliced_ce
+    from interp.dictionaries.transcoder import transcoder_config, transcoder_hooks
+    from interp.models import load_model
+    from interp.store import ActivationStore
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--store", default="runs/sae_store_l15")
+    ap.add_argument("--layer", type=int, default=15)
+    ap.add_argument("--epochs", type=float, default=4)
+    ap.add_argument("--expansion", type=int, default=8)
+    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--held", type=int, default=48, help="held-out sequences")
+    ap.add_argument("--tc-l1", type=float, default=None, help="ReLU transcoder L1 (default: TopK transcoder)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip", default="", help="sae,transcoder")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    store = ActivationStore.open(args.store)
+    resid = f"blocks.{args.layer}.hook_resid_post"
+    tin, tout = transcoder_hooks(args.layer)
+    sp = torch.as_tensor(store.seq_pos[:].__array__())
+    T = int(sp[:, 1].max()) + 1
+    n_seq = store.n_rows // T
+    n_rows = n_seq * T
+    held_from = (n_seq - args.held) * T
+    keep = sp[:n_rows, 1] != 0
+    train_idx = torch.arange(held_from)[keep[:held_from]]
+    held_idx = torch.arange(held_from, n_rows)[keep[held_from:]]
+    t0 = time.perf_counter()
+    data = {h: torch.cat(list(store.stream(h, 16384, dtype=torch.float32)))[:n_rows] for h in (resid, tin, tout)}
+    load_s = time.perf_counter() - t0
+    train = TensorSource({h: v[train_idx] for h, v in data.items()})
+    held = TensorSource({h: v[held_idx] for h, v in data.items()})
+    toks = torch.as_tensor(store.tokens[held_from:n_rows].__array__()).long().view(args.held, T)
+    model = load_model(store.manifest["model"], device="cpu")
+    out: dict = {"machine": f"{platform.machine()}, {args.threads} torch thread(s), shared CPU",
+                 "torch": torch.__version__, "store": args.store, "store_rows": store.n_rows,
+                 "train_rows": len(train_idx), "held_rows": len(held_idx), "held_sequences": args.held,
+                 "load_seconds": load_s}
+    n_tokens = int(args.epochs * len(train_idx))
+    tcfg = dict(n_tokens=n_tokens, batch_size=args.batch, lr=args.lr, warmup_steps=50, progress=True,
+                dead_after_tokens=max(args.batch * 50, len(train_idx) // 2), device="cpu")
+    runs = []
+    if "sae" not in args.skip:
+        runs.append(("sae", SAEConfig(arch="topk", d_in=576, d_sae=args.expansion * 576, k=args.k, hook_in=resid,
+                                      model_name="smollm2-135m", context_length=T)))
+    if "transcoder" not in args.skip:
+        kw = dict(arch="relu", l1_coeff=args.tc_l1) if args.tc_l1 else dict(arch="topk", k=args.k)
+        runs.append(("transcoder", transcoder_config(args.layer, d_model=576, expansion=args.expansion,
+                                                     model_name="smollm2-135m", context_length=T, **kw)))
+    for name, cfg in runs:
+        r = train_sae(train, cfg, TrainConfig(**tcfg, checkpoint_dir=str(ROOT / "runs" / f"smollm2_{name}")))
+        save_sae(r.sae, ROOT / "runs" / f"smollm2_{name}" / "sae")
+        rows = evaluate_rows(r.sae, held, n_rows=len(held_idx))
+        sp_m = spliced_ce(model, r.sae, toks, batch_size=8)
+        out[name] = {"config": cfg.to_dict(), "train_tokens": r.tokens, "steps": r.steps,
+                     "train_seconds": r.seconds, "train_tokens_per_s": r.tokens_per_s,
+                     "train_fvu_last": r.fvu, "dead_fraction": r.dead_fraction,
+                     "held": rows.to_json(), "spliced": sp_m.to_json()}
+        print(json.dumps({name: out[name]["held"] | {"ce_recovered": sp_m.ce_recovered, "kl": sp_m.kl_dict}}))
+    (ROOT / "runs" / "sae_smollm2.json").write_text(json.dumps(out, indent=1, default=str))
+    print(json.dumps(out, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
