@@ -56,3 +56,13 @@ def test_lib_on_tiny_model_runs_and_is_consistent(tiny_llama):
         ModelLIBSettings(layers=(3, 2))
     with pytest.raises(ValueError, match="at least 2 texts"):
         lib_on_model(tiny_llama, s, ["short"])
+
+
+@pytest.mark.slow
+def test_lib_on_smollm2_residual_layers(smollm2):
+    s = ModelLIBSettings(layers=(3, 4, 5), n_texts=8, seq_len=16, probes=4, edge_nodes=8, batch_size=2)
+    res, summary = lib_on_model(smollm2, s)
+    assert summary["tokens"] == [8, 16]
+    for b in res.bases:
+        assert torch.allclose(b.C_pinv @ b.C, torch.eye(b.k, dtype=b.C.dtype), atol=1e-6)
+    assert all(E.shape == (8, 8) and (E >= 0).all() for E in res.edges)

@@ -295,8 +295,6 @@ def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None =
         raise ValueError("fit_lib needs at least one map (two node layers)")
     if f0.shape[0] < 2:
         raise ValueError("fit_lib needs at least 2 samples")
-    if cfg.probes is not None and cfg.basis == "lib" and cfg.probes < 1:
-        raise ValueError("probes must be >= 1")
     names = list(names) if names is not None else [f"layer{l}" for l in range(len(maps) + 1)]
     if len(names) != len(maps) + 1:
         raise ValueError(f"fit_lib: {len(maps)} maps need {len(maps) + 1} names, got {len(names)}")
