@@ -1,0 +1,14 @@
+"""Running the workbench on several processes, GPUs or machines with ``torch.distributed``.
+
+Launch with ``torchrun`` (no home-made scheduler).  :mod:`interp.parallel.launch` turns
+torchrun's environment into a process group; the caching job and the SAE trainer are
+already rank-aware (see :func:`interp.store.cache_activations` and
+:func:`interp.dictionaries.train_sae`).  :mod:`interp.parallel.ddp_train` is the entry point
+for data-parallel dictionary training; ``interp dist cache ...`` runs the caching CLI under
+torchrun.  docs/distributed.md has the commands.
+"""
+
+from .ddp_train import train_sae_ddp
+from .launch import DistEnv, default_backend, dist_env, distributed, init_distributed, teardown
+
+__all__ = ["DistEnv", "default_backend", "dist_env", "distributed", "init_distributed", "teardown", "train_sae_ddp"]

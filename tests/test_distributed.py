@@ -1,0 +1,202 @@
+"""Distributed caching and DDP dictionary training on 2 real gloo ranks, checked against one process.
+
+Each test launches ``torchrun --nproc_per_node=2`` (real ``torch.distributed``, gloo backend,
+separate processes talking over TCP).  The reference is always an ordinary single-process
+run of the same job in this process: the multi-process result must equal it (byte for byte
+for the store; up to float summation order for trained weights).
+
+This file doubles as the training worker: ``torchrun ... tests/test_distributed.py STORE OUT``
+trains several dictionaries under one process group (see ``_worker``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+        "foolishness, it was the epoch of belief, it was the epoch of incredulity.\n\n") * 40
+CACHE_ARGS = ["--model", "tiny-llama", "--hooks", "blocks.*.hook_resid_post", "blocks.0.attn.hook_z",
+              "--n-tokens", "600", "--context-length", "32", "--batch-size", "4", "--shard-rows", "64",
+              "--dtype", "bf16", "--no-progress"]
+# manifest fields that legitimately differ between two runs of the same job
+RUN_FIELDS = {"created", "last_run"}
+
+# (name, SAEConfig kwargs, TrainConfig kwargs, tolerance) trained by the worker and by the reference.
+# Tolerance: ||W_ddp - W_ref|| / ||W_ref - W_start|| per tensor.  ReLU is smooth, so only float
+# summation order differs (~1e-7 seen).  JumpReLU's threshold pseudo-gradient is a boxcar
+# kernel: a pre-activation at the kernel's edge flips in or out under a 1-ulp change, a discrete
+# jump that Adam carries on (~6e-3 seen on b_enc); that is the arch, not the DDP reduction.
+JOBS = [
+    ("relu_sae", dict(arch="relu", d_sae=64, hook_in="blocks.1.hook_resid_post", l1_coeff=0.05), {}, 1e-5),
+    ("jumprelu_sae", dict(arch="jumprelu", d_sae=64, hook_in="blocks.1.hook_resid_post", l0_coeff=0.01,
+                          jumprelu_init_threshold=0.05), {}, 3e-2),
+    ("relu_transcoder", dict(arch="relu", d_sae=64, hook_in="blocks.0.ln2.hook_normalized",
+                             hook_out="blocks.0.hook_mlp_out", l1_coeff=0.05), {}, 1e-5),
+]
+TRAIN = dict(n_tokens=24 * 64, batch_size=64, lr=3e-3, warmup_steps=4, dead_after_tokens=256, b_dec_init="mean",
+             init_rows=512, seed=3, progress=False, log_every=4)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", *args]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, f"torchrun failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}"
+    return p
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.bin"))}
+
+
+def _comparable(manifest: dict) -> dict:
+    m = {k: v for k, v in manifest.items() if k not in RUN_FIELDS}
+    m["config"] = {k: v for k, v in m["config"].items() if k != "out"}
+    return m
+
+
+def test_dist_cache_two_ranks_equals_single_process(tiny_llama, tmp_path):
+    """`torchrun -m interp.cli.main dist cache` on 2 gloo ranks writes the single-process store."""
+    from interp.store import ActivationStore, CacheConfig, cache_activations
+
+    corpus = tmp_path / "tale.txt"
+    corpus.write_text(TEXT)
+    out = tmp_path / "dist"
+    p = _torchrun(["-m", "interp.cli.main", "dist", "cache", *CACHE_ARGS, "--corpus", str(corpus),
+                   "--out", str(out), "--json"])
+    info = json.loads(p.stdout)  # only rank 0 printed: exactly one JSON document
+    assert info["n_rows"] == 600 and info["complete"] and info["last_run"]["world_size"] == 2
+
+    ref_cfg = CacheConfig(model="tiny-llama", hooks=["blocks.*.hook_resid_post", "blocks.0.attn.hook_z"],
+                          corpus=str(corpus), n_tokens=600, context_length=32, batch_size=4, shard_rows=64,
+                          dtype="bf16", out=str(tmp_path / "ref"))
+    ref = cache_activations(ref_cfg, model=tiny_llama, progress=False)
+    dist = ActivationStore.open(out, verify="full")
+    assert len(dist.shards) == 10  # 10 shards: 5 written by each rank, the last one short
+    assert not list(out.glob("progress-rank*.json")), "per-rank progress files must be merged and removed"
+    assert _comparable(dist.manifest) == _comparable(ref.manifest)
+    ref_files, dist_files = _files(tmp_path / "ref"), _files(out)
+    assert ref_files.keys() == dist_files.keys() and len(ref_files) == 10 * 5
+    for name in ref_files:
+        assert ref_files[name] == dist_files[name], f"{name} differs"
+    torch.testing.assert_close(dist.tokens[:], ref.tokens[:], rtol=0, atol=0)
+    torch.testing.assert_close(dist.seq_pos[:], ref.seq_pos[:], rtol=0, atol=0)
+    for h in ref.hooks:
+        assert torch.equal(dist.rows(h, slice(None), dtype=None).view(torch.int16),
+                           ref.rows(h, slice(None), dtype=None).view(torch.int16))
+
+
+def test_dist_cli_refuses_commands_that_are_not_rank_aware(capsys):
+    from interp.cli.main import main
+
+    assert main(["dist", "sae", "train"]) == 2
+    assert "interp.parallel.ddp_train" in capsys.readouterr().err
+
+
+# -- DDP training ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def train_store(tmp_path_factory, tiny_llama):
+    from interp.store import CacheConfig, cache_activations
+
+    d = tmp_path_factory.mktemp("ddp")
+    (d / "tale.txt").write_text(TEXT)
+    cfg = CacheConfig(model="tiny-llama", hooks=["blocks.1.hook_resid_post", "blocks.0.ln2.hook_normalized",
+                                                 "blocks.0.hook_mlp_out"], corpus=str(d / "tale.txt"),
+                      n_tokens=1000, context_length=40, batch_size=5, shard_rows=200, dtype="float32",
+                      out=str(d / "store"))
+    return cache_activations(cfg, model=tiny_llama, progress=False)
+
+
+def _configs(store, kw, train_kw, ckpt=None):
+    from interp.dictionaries import SAEConfig, TrainConfig
+
+    d_out = store.d(kw["hook_out"]) if "hook_out" in kw else None
+    scfg = SAEConfig(d_in=store.d(kw["hook_in"]), d_out=d_out, model_name="tiny-llama", **kw)
+    return scfg, TrainConfig(**{**TRAIN, **train_kw}, checkpoint_dir=ckpt)
+
+
+def _worker(store_path: str, out: str) -> None:
+    """Runs on every rank under torchrun: DDP-train each job, rank 0 saves the weights."""
+    from safetensors.torch import save_file
+
+    from interp.parallel import distributed, train_sae_ddp
+    from interp.parallel.ddp_train import main as ddp_main
+    from interp.store import ActivationStore
+
+    torch.set_num_threads(1)
+    store = ActivationStore.open(store_path)
+    with distributed(backend="gloo") as env:
+        assert env.world_size == 2
+        for name, kw, train_kw, _ in JOBS:
+            scfg, tcfg = _configs(store, kw, train_kw)
+            r = train_sae_ddp(store, scfg, tcfg)
+            if env.is_main:
+                save_file({k: v.contiguous() for k, v in r.sae.state_dict().items()}, f"{out}/{name}.safetensors")
+                Path(f"{out}/{name}.json").write_text(json.dumps({"steps": r.steps, "tokens": r.tokens}))
+        # the torchrun entry point (checkpoints + SAELens folder from rank 0)
+        ddp_main(["--store", store_path, "--hook", "blocks.1.hook_resid_post", "--arch", "relu", "--d-sae", "64",
+                  "--l1-coeff", "0.05", "--n-tokens", str(TRAIN["n_tokens"]), "--batch-size", "64", "--lr", "3e-3",
+                  "--warmup-steps", "4", "--seed", "3", "--checkpoint-every", "8", "--out", f"{out}/cli",
+                  "--backend", "gloo"])
+
+
+def test_ddp_two_ranks_equals_single_process(train_store, tmp_path):
+    """2 ranks x 32 rows per step == 1 process x 64 rows per step (ReLU, JumpReLU, transcoder)."""
+    from safetensors.torch import load_file
+
+    from interp.dictionaries import TrainConfig, load_sae, make, train_sae
+
+    _torchrun([__file__, str(train_store.path), str(tmp_path)])
+    for name, kw, train_kw, tol in JOBS:
+        scfg, tcfg = _configs(train_store, kw, train_kw)
+        ref = train_sae(train_store, scfg, tcfg)
+        got = load_file(tmp_path / f"{name}.safetensors")
+        meta = json.loads((tmp_path / f"{name}.json").read_text())
+        assert meta == {"steps": ref.steps, "tokens": ref.tokens}  # incl. a short epoch-tail batch (1000 % 64 rows)
+        assert ref.steps == 24 and ref.tokens < 24 * 64
+        # distance to the reference, relative to how far training moved each tensor from its start
+        torch.manual_seed(TRAIN["seed"])
+        start = make(scfg).state_dict()
+        for k, v in ref.sae.state_dict().items():
+            moved = (v - start[k]).norm()
+            assert moved > 1e-2, f"{name}.{k} barely trained"
+            rel = float((got[k] - v).norm() / moved)
+            assert rel < tol, f"{name}.{k}: DDP differs from one process by {rel:.2e} of the training update"
+
+    # the CLI entry point: same ReLU SAE, written once by rank 0 in SAELens format, plus a checkpoint
+    scfg, _ = _configs(train_store, JOBS[0][1], {})
+    ref = train_sae(train_store, scfg, TrainConfig(n_tokens=TRAIN["n_tokens"], batch_size=64, lr=3e-3,
+                                                   warmup_steps=4, seed=3, progress=False))
+    cli = load_sae(tmp_path / "cli" / "sae")
+    for k, v in ref.sae.state_dict().items():
+        torch.testing.assert_close(cli.state_dict()[k], v, rtol=1e-4, atol=1e-5)
+    state = json.loads((tmp_path / "cli" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["step"] == 24 and json.loads((tmp_path / "cli" / "train.json").read_text())["world_size"] == 2
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1], sys.argv[2])
