@@ -109,8 +109,9 @@ def fsync_dir(path: Path) -> None:
 
 
 def disk_full_message(path: Path, err: OSError) -> str:
+    what = "file size limit exceeded" if err.errno == errno.EFBIG else "no space left on device"
     return (
-        f"no space left on device while writing {path} ({err.strerror}). The store stays readable "
+        f"{what} while writing {path} ({err.strerror}). The store stays readable "
         f"up to its last complete shard; free space and rerun the same command to resume."
     )
 
