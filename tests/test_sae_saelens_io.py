@@ -1,8 +1,10 @@
 """SAELens on-disk format: files written by SAELens itself load and compute what SAELens computed."""
 
+import json
+import os
+import subprocess
 from pathlib import Path
 
-import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -43,6 +45,7 @@ def test_round_trip(tmp_path, arch, transcoder):
     cj = json.loads((tmp_path / "s" / "cfg.json").read_text())
     assert set(load_file(tmp_path / "s" / "sae_weights.safetensors")) >= {"W_enc", "W_dec", "b_enc", "b_dec"}
     assert cj["metadata"]["hook_name"] == "blocks.1.hook_resid_post"
+    assert cj["metadata"]["sae_lens_version"] >= "6"  # else SAELens reads it as a pre-6.0 config
     back = load_sae(tmp_path / "s")
     assert back.cfg == cfg
     for (n, p), (n2, p2) in zip(sae.state_dict().items(), back.state_dict().items()):
@@ -87,3 +90,37 @@ def test_bad_files_give_clear_errors(tmp_path):
               tmp_path / "sae_weights.safetensors")
     with pytest.raises(SAELensFormatError, match=r"W_dec has shape \(8, 5\)"):
         load_sae(tmp_path)
+
+
+SAELENS_PY = Path(os.environ.get("INTERP_SAELENS_PYTHON", "/work/venv-saelens/bin/python"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SAELENS_PY.exists(), reason="no Python with sae-lens (set INTERP_SAELENS_PYTHON)")
+@pytest.mark.parametrize("arch,transcoder", [("relu", False), ("topk", False), ("jumprelu", False), ("relu", True)])
+def test_saelens_itself_loads_our_files(tmp_path, arch, transcoder):
+    """SAELens's own SAE.load_from_disk reads what save_sae wrote and computes the same outputs."""
+    cfg = SAEConfig(arch=arch, d_in=8, d_sae=24, k=3, hook_in="blocks.1.ln2.hook_normalized" if transcoder else
+                    "blocks.1.hook_resid_post", model_name="tiny-llama", d_out=8 if transcoder else None,
+                    hook_out="blocks.1.hook_mlp_out" if transcoder else None)
+    torch.manual_seed(0)
+    sae = make(cfg)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    save_sae(sae, tmp_path / "s")
+    x = torch.randn(16, 8)
+    with torch.no_grad():
+        save_file({"x": x, "acts": sae.encode(x).acts, "out": sae(x)}, tmp_path / "want.safetensors")
+    code = (
+        "import sys, torch; from safetensors.torch import load_file; from sae_lens import SAE\n"
+        "s = SAE.load_from_disk(sys.argv[1]); w = load_file(sys.argv[2])\n"
+        "a = s.encode(w['x']); o = s.decode(a)\n"
+        "assert torch.allclose(a, w['acts'], atol=1e-5), (a - w['acts']).abs().max()\n"
+        "assert torch.allclose(o, w['out'], atol=1e-5), (o - w['out']).abs().max()\n"
+        "print(type(s).__name__, s.cfg.metadata.hook_name)\n"
+    )
+    p = subprocess.run([str(SAELENS_PY), "-c", code, str(tmp_path / "s"), str(tmp_path / "want.safetensors")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert p.returncode == 0, p.stderr[-1500:]
+    assert cfg.hook_in in p.stdout

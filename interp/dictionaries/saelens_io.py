@@ -42,6 +42,8 @@ _TC_TO_SAELENS = {"relu": "transcoder", "jumprelu": "jumprelu_transcoder", "topk
 _FROM_SAELENS = {"standard": ("relu", False), "topk": ("topk", False), "jumprelu": ("jumprelu", False),
                  "transcoder": ("relu", True), "jumprelu_transcoder": ("jumprelu", True),
                  "topk_transcoder": ("topk", True)}
+SAELENS_FORMAT_VERSION = "6.0.0"
+"""Written as ``metadata.sae_lens_version``: SAELens treats configs without it as pre-6.0 and drops the metadata."""
 _INTERP_KEYS = ("k", "k_aux", "aux_coeff", "l1_coeff", "l0_coeff", "jumprelu_bandwidth", "jumprelu_init_threshold")
 
 
@@ -55,7 +57,7 @@ def save_sae(sae: SparseCoder, path: str | Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     c = sae.cfg
     arch = (_TC_TO_SAELENS if c.is_transcoder else _TO_SAELENS)[c.arch]
-    meta = {"model_name": c.model_name, "hook_name": c.hook_in, "hook_head_index": None,
+    meta = {"sae_lens_version": SAELENS_FORMAT_VERSION, "model_name": c.model_name, "hook_name": c.hook_in, "hook_head_index": None,
             "context_size": c.context_length, "sae_lens_training_version": None,
             "interp": {k: getattr(c, k) for k in _INTERP_KEYS} | {"extra": c.extra}}
     if c.is_transcoder:
