@@ -11,7 +11,8 @@ Nothing is loaded into RAM wholesale.  Three access paths, each bounded in memor
 * :meth:`ActivationStore.batches` -- shuffled mini-batches for training.  Each epoch the
   shard order is permuted (``seed + epoch``); shards are taken in groups of
   ``buffer_shards``, memory-mapped with sequential read-ahead requested
-  (``MADV_WILLNEED``), the group's rows are permuted and cut into batches, and each batch
+  (``MADV_WILLNEED``; the next group's files get ``POSIX_FADV_WILLNEED`` so the kernel
+  reads them while this group is consumed), the group's rows are permuted and cut into batches, and each batch
   is gathered with one ``index_select`` per shard straight from the maps (a single copy;
   rows inside a batch come in storage order -- the batch is a uniformly random subset).
   A remainder is carried into the next group.  Address space is ``buffer_shards x shard
@@ -32,6 +33,7 @@ every file.  A mismatch raises :class:`~interp.store.format.CorruptShardError` n
 from __future__ import annotations
 
 import mmap
+import os
 import warnings
 import zlib
 from collections import OrderedDict
@@ -362,6 +364,9 @@ class ActivationStore:
             for g in range(0, len(mine), step):
                 group = [self.shards[int(k)] for k in mine[g : g + step]]
                 maps = [[self._group_map(s, h) for s in group] for h in hooks]
+                for s in mine[g + step : g + 2 * step]:  # let the OS read the next group meanwhile
+                    for h in hooks:
+                        self._prefetch(self.shards[int(s)], h)
                 n_carry = carry[0].shape[0] if carry else 0
                 bounds = np.cumsum([0, n_carry] + [s["rows"] for s in group])  # segment starts
                 rows = int(bounds[-1])
@@ -399,6 +404,18 @@ class ActivationStore:
         with warnings.catch_warnings():  # read-only map: we never write through it
             warnings.simplefilter("ignore", UserWarning)
             return torch.from_numpy(mm)
+
+    def _prefetch(self, shard: dict, hook: str) -> None:
+        """Ask the kernel to start reading a shard file into the page cache (asynchronous)."""
+        path, _ = self._file(shard, hook)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
+        except (OSError, AttributeError):
+            pass
 
     @staticmethod
     def _gather_segments(maps: list[torch.Tensor], carry: torch.Tensor | None, bounds: np.ndarray,
