@@ -1,0 +1,415 @@
+"""The Bigram-Backcopy (BB) task and a tiny Llama trained on it, with checkpoints.
+
+Guo et al. 2024 ("Active-Dormant Attention Heads", arXiv 2410.13835, ``BBM/data.py: bbm``;
+METHODS.md §7).  Vocabulary: the characters of a Shakespeare passage (public domain, below),
+plus ⟨s⟩ (first token) and ⟨d⟩ (delimiter, unused by the generator).  A bigram transition
+table P(b|a) and the marginal are counted from the passage (wrapping around, so every row is a
+distribution); the *triggers* are the top-k characters by marginal probability.  A sequence is
+
+    x₀ = ⟨s⟩;  x₁ ~ marginal restricted to non-triggers;  x₂ ~ P(·|x₁);
+    x_{t+1} = x_{t-1}        if x_t is a trigger   (backcopy)
+    x_{t+1} ~ P(·|x_t)       otherwise             (bigram)
+
+so the best predictor copies the previous token after a trigger (loss 0) and uses the bigram
+elsewhere (loss = the bigram's conditional entropy).  A one-layer, one-head model solves the
+copy with attention to the previous token at triggers; elsewhere the head has nothing to do and
+becomes *dormant*: it attends to ⟨s⟩, whose value is drained to ~0, while ‖h(⟨s⟩)‖ grows
+(residual peak).
+
+:func:`train_bb` trains a Hugging Face Llama (``n_layers`` x one head, RoPE, RMSNorm) with
+AdamW on freshly sampled batches and saves Hugging Face checkpoints (safetensors + config +
+a character tokenizer) at ``checkpoint_steps`` under ``out/step_<N>``, plus ``bb_task.json``
+describing the task, so that ``interp.models.load_model(out/step_<N>)`` returns a
+TransformerBridge and every analysis of :mod:`interp.phenomena` runs on it unchanged.
+:func:`bb_mechanism` measures the mechanism on trigger vs non-trigger positions, with a causal
+check (attention moved to ⟨s⟩ at all positions, batched with the clean run).
+
+Paper scale: 1-3 layers, dim 256, batch 512, 10k steps.  Default here: 1 layer, dim 64, batch
+32 x 64 tokens, 600 steps, about a CPU minute; the mechanism is already clear there.
+Memory: < 1 MB of weights per checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+SHAKESPEARE = """Shall I compare thee to a summer's day?
+Thou art more lovely and more temperate:
+Rough winds do shake the darling buds of May,
+And summer's lease hath all too short a date;
+Sometime too hot the eye of heaven shines,
+And often is his gold complexion dimm'd;
+And every fair from fair sometime declines,
+By chance or nature's changing course untrimm'd;
+But thy eternal summer shall not fade,
+Nor lose possession of that fair thou ow'st;
+Nor shall Death brag thou wander'st in his shade,
+When in eternal lines to time thou grow'st:
+So long as men can breathe or eyes can see,
+So long lives this, and this gives life to thee.
+
+To be, or not to be, that is the question:
+Whether 'tis nobler in the mind to suffer
+The slings and arrows of outrageous fortune,
+Or to take arms against a sea of troubles
+And by opposing end them. To die: to sleep;
+No more; and by a sleep to say we end
+The heart-ache and the thousand natural shocks
+That flesh is heir to, 'tis a consummation
+Devoutly to be wish'd. To die, to sleep;
+To sleep: perchance to dream: ay, there's the rub;
+For in that sleep of death what dreams may come
+When we have shuffled off this mortal coil,
+Must give us pause: there's the respect
+That makes calamity of so long life.
+
+Tomorrow, and tomorrow, and tomorrow,
+Creeps in this petty pace from day to day,
+To the last syllable of recorded time;
+And all our yesterdays have lighted fools
+The way to dusty death. Out, out, brief candle!
+Life's but a walking shadow, a poor player,
+That struts and frets his hour upon the stage,
+And then is heard no more. It is a tale
+Told by an idiot, full of sound and fury,
+Signifying nothing.
+
+Friends, Romans, countrymen, lend me your ears;
+I come to bury Caesar, not to praise him.
+The evil that men do lives after them;
+The good is oft interred with their bones;
+So let it be with Caesar. The noble Brutus
+Hath told you Caesar was ambitious:
+If it were so, it was a grievous fault,
+And grievously hath Caesar answer'd it.
+
+All the world's a stage,
+And all the men and women merely players;
+They have their exits and their entrances,
+And one man in his time plays many parts,
+His acts being seven ages. At first, the infant,
+Mewling and puking in the nurse's arms.
+Then the whining school-boy, with his satchel
+And shining morning face, creeping like snail
+Unwillingly to school.
+"""
+
+BOS, DELIM = "<s>", "<d>"
+
+
+@dataclass(frozen=True)
+class BBTask:
+    """The Bigram-Backcopy data distribution."""
+
+    n_triggers: int = 3
+    """Triggers: the top-k characters by marginal probability (k = 3 or 5 in the paper)."""
+    seq_len: int = 64
+    """Tokens per sequence, ⟨s⟩ included (paper: 256)."""
+    text: str = SHAKESPEARE
+    """Text the bigram table and marginal are counted from."""
+
+    def __post_init__(self):
+        if self.seq_len < 4:
+            raise ValueError(f"seq_len must be >= 4, got {self.seq_len}")
+        n_chars = len(set(self.text))
+        if not 1 <= self.n_triggers < n_chars - 1:
+            raise ValueError(f"n_triggers must be in [1, {n_chars - 2}] for this text, got {self.n_triggers}")
+
+    @property
+    def chars(self) -> list[str]:
+        return sorted(set(self.text))
+
+    @property
+    def vocab(self) -> list[str]:
+        """Characters, then ⟨s⟩, then ⟨d⟩ (ids = positions)."""
+        return self.chars + [BOS, DELIM]
+
+    @property
+    def bos_id(self) -> int:
+        return len(self.chars)
+
+    def tables(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(marginal [C], bigram P [C, C] with rows P(·|a), trigger ids [k])."""
+        idx = {c: i for i, c in enumerate(self.chars)}
+        ids = torch.tensor([idx[c] for c in self.text])
+        C = len(self.chars)
+        counts = torch.zeros(C, C)
+        counts.index_put_((ids, ids.roll(-1)), torch.ones(len(ids)), accumulate=True)
+        marginal = torch.bincount(ids, minlength=C).float()
+        marginal /= marginal.sum()
+        bigram = counts / counts.sum(1, keepdim=True)
+        triggers = marginal.argsort(descending=True)[: self.n_triggers]
+        return marginal, bigram, triggers
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``[n, seq_len]`` LongTensor of BB sequences (vectorised over the batch)."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        marginal, bigram, triggers = self.tables()
+        is_trig = torch.zeros(len(marginal), dtype=torch.bool)
+        is_trig[triggers] = True
+        x = torch.empty(n, self.seq_len, dtype=torch.long)
+        x[:, 0] = self.bos_id
+        m = marginal.masked_fill(is_trig, 0)
+        x[:, 1] = torch.multinomial(m / m.sum(), n, replacement=True, generator=generator)
+        for t in range(1, self.seq_len - 1):
+            nxt = torch.multinomial(bigram[x[:, t]], 1, generator=generator).squeeze(1)
+            if t >= 2:
+                nxt = torch.where(is_trig[x[:, t]], x[:, t - 1], nxt)
+            x[:, t + 1] = nxt
+        return x
+
+    def trigger_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T] bool: x_t is a trigger and t >= 2 (positions whose next token is a backcopy)."""
+        _, _, triggers = self.tables()
+        m = torch.isin(x, triggers)
+        m[:, :2] = False
+        return m
+
+    def bigram_entropy(self) -> float:
+        """Mean conditional entropy (nats) of the bigram step, weighted by the marginal over non-triggers."""
+        marginal, bigram, triggers = self.tables()
+        h = -(bigram * bigram.clamp_min(1e-30).log()).sum(1)
+        w = marginal.clone()
+        w[triggers] = 0
+        return float((w * h).sum() / w.sum())
+
+
+def bb_tokenizer(task: BBTask):
+    """A character-level fast tokenizer over the task vocabulary that prepends ⟨s⟩."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {c: i for i, c in enumerate(task.vocab)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token=DELIM))
+    tk.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tk.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, task.bos_id)])
+    tk.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=BOS, unk_token=DELIM, pad_token=DELIM,
+                                   add_bos_token=True, name_or_path="interp-bb-char")
+
+
+def log_spaced_steps(steps: int, n: int = 16) -> tuple[int, ...]:
+    """Step 0 and about ``n`` log-spaced steps from 10 to ``steps`` (dense early, where sinks form)."""
+    import numpy as np
+
+    if steps < 10:
+        return tuple(range(steps + 1))
+    return (0,) + tuple(sorted({int(round(x / 10.0)) * 10 for x in np.geomspace(10, steps, n)} | {steps}))
+
+
+@dataclass(frozen=True)
+class BBTrainConfig:
+    """Model and optimisation of the BB toy run."""
+
+    arch: str = "gpt2"
+    """``gpt2`` (learned absolute positions, LayerNorm) or ``llama`` (RoPE, RMSNorm)."""
+    n_layers: int = 1
+    """Transformer blocks (paper: 1 or 3)."""
+    d_model: int = 64
+    """Residual width (paper: 256)."""
+    d_mlp: int = 256
+    """MLP hidden width."""
+    steps: int = 600
+    """Optimisation steps (paper: 10k)."""
+    batch_size: int = 32
+    """Sequences per step (paper: 512)."""
+    lr: float = 3e-3
+    """AdamW learning rate (paper: Adam 3e-4 for 10k steps)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay (paper: 1e-4)."""
+    seed: int = 0
+    """Seed for initialisation and data."""
+    checkpoint_steps: tuple[int, ...] | None = None
+    """Steps after which a checkpoint is written (those <= ``steps``; the last step is always saved);
+    ``None``: :func:`log_spaced_steps` (0 and ~16 log-spaced steps)."""
+
+    def __post_init__(self):
+        if self.arch not in ("gpt2", "llama"):
+            raise ValueError(f"arch must be 'gpt2' or 'llama', got {self.arch!r}")
+        for k in ("n_layers", "d_model", "d_mlp", "steps", "batch_size"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+def bb_model(task: BBTask, cfg: BBTrainConfig):
+    """A fresh Hugging Face GPT-2 or Llama with one attention head per layer, for the BB vocabulary."""
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+
+    ids = dict(bos_token_id=task.bos_id, eos_token_id=task.bos_id + 1, pad_token_id=task.bos_id + 1)
+    if cfg.arch == "gpt2":
+        hf = GPT2Config(vocab_size=len(task.vocab), n_positions=task.seq_len, n_embd=cfg.d_model,
+                        n_layer=cfg.n_layers, n_head=1, n_inner=cfg.d_mlp, resid_pdrop=0.0, embd_pdrop=0.0,
+                        attn_pdrop=0.0, tie_word_embeddings=False, **ids)
+        hf.architectures = ["GPT2LMHeadModel"]
+        torch.manual_seed(cfg.seed)
+        return AutoModelForCausalLM.from_config(hf, attn_implementation="eager")
+    hf = LlamaConfig(vocab_size=len(task.vocab), hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp,
+                     num_hidden_layers=cfg.n_layers, num_attention_heads=1, num_key_value_heads=1,
+                     max_position_embeddings=task.seq_len, tie_word_embeddings=False, **ids)
+    hf.architectures = ["LlamaForCausalLM"]
+    torch.manual_seed(cfg.seed)
+    return AutoModelForCausalLM.from_config(hf, attn_implementation="eager")
+
+
+@dataclass
+class BBRun:
+    """What :func:`train_bb` did."""
+
+    out: str
+    """Folder holding ``step_<N>`` checkpoints and ``bb_task.json``."""
+    steps: list[int]
+    """Checkpointed steps."""
+    losses: list[float]
+    """Training loss per step."""
+    seconds: float
+    """Wall-clock training time."""
+    tokens_per_second: float
+    """Training throughput (tokens/s, forward + backward)."""
+
+
+def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | None = None,
+             device: str | None = None, log=None) -> BBRun:
+    """Train the BB toy model, saving Hugging Face checkpoints under ``out/step_<N>``."""
+    import time
+
+    task, cfg = task or BBTask(), cfg or BBTrainConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    (out / "bb_task.json").write_text(json.dumps({"kind": "bigram_backcopy", "task": asdict(task),
+                                                  "train": asdict(cfg)}, indent=1))
+    tok = bb_tokenizer(task)
+    model = bb_model(task, cfg).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    wanted = cfg.checkpoint_steps if cfg.checkpoint_steps is not None else log_spaced_steps(cfg.steps)
+    ckpts = sorted({s for s in wanted if s <= cfg.steps} | {cfg.steps})
+    saved, losses = [], []
+
+    def save(step):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        model.save_pretrained(out / f"step_{step:06d}")
+        tok.save_pretrained(out / f"step_{step:06d}")
+        saved.append(step)
+
+    t0 = time.time()
+    if 0 in ckpts:
+        save(0)
+    for step in range(1, cfg.steps + 1):
+        x = task.sample(cfg.batch_size, gen).to(device)
+        logits = model(x).logits
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if log and (step % 100 == 0 or step == cfg.steps):
+            log(f"step {step}: loss {loss.item():.3f}")
+        if step in ckpts:
+            save(step)
+    secs = time.time() - t0
+    return BBRun(str(out), saved, losses, secs, cfg.steps * cfg.batch_size * task.seq_len / max(secs, 1e-9))
+
+
+def load_task(directory: str | Path) -> BBTask | None:
+    """The :class:`BBTask` of a folder written by :func:`train_bb` (or its parent), else ``None``."""
+    for d in (Path(directory), Path(directory).parent):
+        f = d / "bb_task.json"
+        if f.exists():
+            meta = json.loads(f.read_text())
+            if meta.get("kind") == "bigram_backcopy":
+                return BBTask(**meta["task"])
+    return None
+
+
+@dataclass
+class BBMechanism:
+    """The active-dormant mechanism of one BB model, measured per layer (one head each)."""
+
+    attn_prev_at_trigger: list[float]
+    """[L] mean attention to the previous token at trigger positions (active: backcopy)."""
+    attn_bos_at_trigger: list[float]
+    """[L] mean attention to ⟨s⟩ at trigger positions."""
+    attn_bos_at_other: list[float]
+    """[L] mean attention to ⟨s⟩ at non-trigger positions (dormant: sink)."""
+    loss_trigger: float
+    """Mean loss predicting the token after a trigger (optimum 0)."""
+    loss_other: float
+    """Mean loss elsewhere (optimum: the bigram entropy)."""
+    bigram_entropy: float
+    """The optimum of ``loss_other``."""
+    ablation_delta_trigger: list[float]
+    """[L] loss change at triggers when the layer's head attends only to ⟨s⟩."""
+    ablation_delta_other: list[float]
+    """[L] loss change elsewhere under the same ablation (≈ 0 for a dormant head)."""
+    value_drain: list[float]
+    """[L] ‖v(⟨s⟩)‖ / mean_{i>=1} ‖v(i)‖."""
+    resid_peak: list[float]
+    """[L] ‖h(⟨s⟩)‖ / max_{i>=1} ‖h(i)‖ (``blocks.ℓ.hook_resid_post``)."""
+    resid_norm_sink: list[float]
+    """[L] ‖h(⟨s⟩)‖."""
+
+
+@torch.no_grad()
+def bb_mechanism(model, task: BBTask, n_seqs: int = 64, seed: int = 1) -> BBMechanism:
+    """Measure backcopy/sink attention, losses, the batched ⟨s⟩ ablation, value drain and residual peak."""
+    from interp.models import scoped_hooks
+
+    from ..sinks import sink_stats
+
+    device = next(model.parameters()).device
+    x = task.sample(n_seqs, torch.Generator().manual_seed(seed))
+    trig_full = task.trigger_mask(x)  # [B, T]
+    trig = trig_full[:, :-1]  # loss masks: predicting x_{t+1} from position t
+    other = ~trig
+    other[:, 0] = False  # x₁ comes from the marginal, not a bigram
+    L, B, T = int(model.cfg.n_layers), n_seqs, task.seq_len
+    # variants: clean, then one copy per layer with that layer's head moved to ⟨s⟩
+    pats = {}
+
+    def record(layer):
+        def fn(a, hook):  # [(1+L)B, 1, T, T]
+            pats[layer] = a[:B, 0].float().cpu()
+            a = a.clone()
+            sl = slice((1 + layer) * B, (2 + layer) * B)
+            a[sl] = 0
+            a[sl, ..., 0] = 1
+            return a
+        return fn
+
+    with scoped_hooks(model, fwd=[(f"blocks.{l}.attn.hook_pattern", record(l)) for l in range(L)]):
+        logits = model(x.repeat(1 + L, 1).to(device))
+    lp = logits[:, :-1].float().log_softmax(-1).cpu()
+    nll = -lp.gather(-1, x.repeat(1 + L, 1)[:, 1:, None]).squeeze(-1).view(1 + L, B, T - 1)
+    lt = [float(nll[i][trig].mean()) for i in range(1 + L)]
+    lo = [float(nll[i][other].mean()) for i in range(1 + L)]
+    q = torch.arange(T)
+    prev = torch.stack([pats[l][:, q[1:], q[1:] - 1] for l in range(L)])  # [L, B, T-1] attention q -> q-1
+    bos = torch.stack([pats[l][:, 1:, 0] for l in range(L)])
+    t_mask, o_mask = trig_full[:, 1:], ~trig_full[:, 1:]  # attention masks over queries 1..T-1
+    st = sink_stats(model, x.to(device), batch_size=B)
+    return BBMechanism(
+        attn_prev_at_trigger=[float(prev[l][t_mask].mean()) for l in range(L)],
+        attn_bos_at_trigger=[float(bos[l][t_mask].mean()) for l in range(L)],
+        attn_bos_at_other=[float(bos[l][o_mask].mean()) for l in range(L)],
+        loss_trigger=lt[0], loss_other=lo[0], bigram_entropy=task.bigram_entropy(),
+        ablation_delta_trigger=[lt[1 + l] - lt[0] for l in range(L)],
+        ablation_delta_other=[lo[1 + l] - lo[0] for l in range(L)],
+        value_drain=st.value_drain[:, 0].tolist(), resid_peak=st.resid_peak.tolist(),
+        resid_norm_sink=st.resid_norm_sink.tolist(),
+    )
+
+
+def bb_eval_tokens(task: BBTask, n_seqs: int = 16, seed: int = 1) -> torch.Tensor:
+    """Held-out BB sequences (for the checkpoint dynamics)."""
+    return task.sample(n_seqs, torch.Generator().manual_seed(seed))
