@@ -234,3 +234,19 @@ def test_out_dir_and_manifest_errors(tiny_llama, tmp_path, corpus_file):
     (bad / "manifest.json").write_text(json.dumps({"format_version": 1}))
     with pytest.raises(StoreError, match="lacks the field 'model'"):
         ActivationStore.open(bad)
+
+
+def test_non_finite_activations_are_refused(tmp_path, corpus_file):
+    """fp16 overflows above 65504: such a batch is refused with a clear error, nothing of it kept."""
+    from interp.models import load_model
+
+    model = load_model("tiny-llama", device="cpu")
+    with torch.no_grad():
+        model.original_model.get_input_embeddings().weight.mul_(1e7)  # embeddings ~1e5 > fp16 max
+    cfg = _cfg(tmp_path, corpus_file, hooks=["hook_embed"], dtype="float16")
+    with pytest.raises(ValueError, match=r"non-finite activations .*hook_embed.*float16.*bf16 or fp32"):
+        cache_activations(cfg, model=model, progress=False)
+    assert not [p for p in (tmp_path / "store" / "shards").iterdir()]  # no shard, no temp left
+    store = cache_activations(_cfg(tmp_path, corpus_file, hooks=["hook_embed"], dtype="float32", out=str(tmp_path / "f")),
+                              model=model, progress=False)
+    assert store.rows("hook_embed", [0]).abs().max() > 65504

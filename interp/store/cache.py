@@ -253,7 +253,7 @@ def cache_activations(
     writer = ShardWriter(out, row_bytes, shard_rows, n_rows, todo, on_shard)
     on_cuda = device.type == "cuda"
     staged: dict[str, torch.Tensor] = {}
-    state = {"row0": 0, "valid": 0}
+    state = {"row0": 0, "valid": 0, "finite": {}, "dtype": cfg.dtype}
 
     def as_numpy(t: torch.Tensor) -> np.ndarray:
         return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
@@ -262,6 +262,7 @@ def cache_activations(
         def fn(t, hook=None):
             rows = (t[:, s_bos:] if s_bos else t).reshape(-1, row_bytes[h] // nbytes)[: state["valid"]]
             rows = rows.to(store_torch)
+            state["finite"][h] = torch.isfinite(rows).all()  # checked after the pass (no sync here)
             if on_cuda:
                 buf = staged.get(h)
                 if buf is None or buf.shape[0] < rows.shape[0]:
@@ -345,7 +346,15 @@ def _run_batch(model, writer, batch, seq0, rps, s_bos, n_rows, state, device, on
     row0 = seq0 * rps
     valid = min(len(batch) * rps, n_rows - row0)
     state["row0"], state["valid"] = row0, valid
+    state["finite"] = {}
     _forward(model, tokens.to(device))
+    bad = [h for h, ok in state["finite"].items() if not bool(ok)]
+    if bad:  # the open shards holding these rows are deleted by the caller's abort
+        raise ValueError(
+            f"non-finite activations (NaN or inf) at {bad} in rows [{row0}, {row0 + valid}) (sequences "
+            f"{seq0}..{seq0 + len(batch) - 1}) when stored as {state['dtype']}; nothing from this batch was kept. "
+            "inf after an fp16 cast means the values exceed 65504: cache with --dtype bf16 or fp32; NaN/inf in the "
+            "model itself means broken weights or an overflowing model dtype")
     if on_cuda:
         torch.cuda.current_stream(device).synchronize()
         for h in hooks:
