@@ -224,8 +224,26 @@ def load_checkpoint(path, device=None):
     meta = json.loads((path / STATE_JSON).read_text())
     if meta.get("format") != "interp-sae-checkpoint-v1":
         raise ValueError(f"{path / STATE_JSON} is not an interp SAE checkpoint (format {meta.get('format')!r})")
-    sae = load_sae(path, device=device)
-    return sae, meta, load_file(path / STATE_TENSORS, device=str(device or "cpu"))
+    from safetensors import SafetensorError
+
+    try:
+        sae = load_sae(path, device=device)
+        tensors = load_file(path / STATE_TENSORS, device=str(device or "cpu"))
+    except SafetensorError as e:  # e.g. a pickle saved under the .safetensors name: never unpickled
+        bad = next((f for f in ("sae_weights.safetensors", STATE_TENSORS) if _bad_safetensors(path / f)), "a file")
+        raise ValueError(f"checkpoint {path}: {bad} is not a valid safetensors file ({e}); interp loads "
+                         "checkpoints only as safetensors, never pickles. Delete the checkpoint to start over") from e
+    return sae, meta, tensors
+
+
+def _bad_safetensors(f: Path) -> bool:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(f, "pt"):
+            return False
+    except (SafetensorError, OSError):
+        return True
 
 
 def _restore_optimizer(opt, sae, tensors, device):
@@ -346,6 +364,11 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None, sae: S
                     continue  # an epoch's tail with fewer rows than ranks (every rank skips it)
                 x = x.tensor_split(world)[rank]
                 y = y.tensor_split(world)[rank] if y is not None else None
+            if not (torch.isfinite(x).all() and (y is None or torch.isfinite(y).all())):
+                raise ValueError(f"training rows at step {step} contain NaN or inf ({sae_cfg.hook_in}"
+                                 f"{' -> ' + sae_cfg.target_hook if y is not None else ''}); the source holds "
+                                 "non-finite activations, so the dictionary would be ruined. Re-cache them "
+                                 "(fp16 overflows above 65504: use bf16 or fp32) or filter the rows")
             dead = since_fired >= cfg.dead_after_tokens
             for g in opt.param_groups:
                 g["lr"] = cfg.lr_at(step)
