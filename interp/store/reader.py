@@ -6,8 +6,8 @@ Nothing is loaded into RAM wholesale.  Three access paths, each bounded in memor
   the shard files.  At most ``max_mapped_bytes`` (default 256 MiB) of files stay mapped
   (least recently used are unmapped), so address space stays bounded even for stores
   far larger than RAM or than ``RLIMIT_AS``.
-* :meth:`ActivationStore.stream` -- rows in storage order, ``batch_size`` at a time, read
-  with plain sequential ``readinto`` calls.
+* :meth:`ActivationStore.stream` -- rows in storage order, ``batch_size`` at a time, each
+  batch read with plain sequential ``readinto`` calls straight into its own array.
 * :meth:`ActivationStore.batches` -- shuffled mini-batches for training.  Each epoch the
   shard order is permuted (``seed + epoch``); shards are taken in groups of
   ``buffer_shards``, memory-mapped with sequential read-ahead requested
@@ -59,7 +59,22 @@ def _to_torch(arr, store_dtype: str, device, dtype: torch.dtype | None) -> torch
     if device.type == "cuda":
         t = t.pin_memory().to(device, non_blocking=True)
         return t if dtype is None else t.to(dtype)
-    return t if dtype is None else t.to(dtype)
+    if dtype is None or dtype == t.dtype:
+        return t
+    return _np_empty(t.shape, dtype).copy_(t)
+
+
+_NP_OF = {torch.float32: np.float32, torch.float16: np.float16, torch.float64: np.float64,
+          torch.bfloat16: np.int16, torch.int16: np.int16}
+
+
+def _np_empty(shape, dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised CPU tensor whose memory comes from numpy (glibc malloc reuses freed
+    blocks, while large torch allocations are fresh pages that fault on every batch)."""
+    if dtype not in _NP_OF:
+        return torch.empty(shape, dtype=dtype)
+    t = torch.from_numpy(np.empty(tuple(shape), dtype=_NP_OF[dtype]))
+    return t.view(torch.bfloat16) if dtype == torch.bfloat16 else t
 
 
 class RowView:
@@ -302,24 +317,20 @@ class ActivationStore:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         stop = self.n_rows if stop is None else min(stop, self.n_rows)
+        dt, w = self._stream_shape(hook)
         pos = start
-        carry = None
-        while pos < stop:
-            k = pos // self.shard_rows
-            shard = self.shards[k]
-            a, b = pos - shard["row_start"], min(shard["rows"], stop - shard["row_start"])
-            block = self._read_rows(shard, hook, a, b)
-            if carry is not None:
-                block = np.concatenate([carry, block])
-                carry = None
-            n_full = block.shape[0] // batch_size * batch_size
-            for i in range(0, n_full, batch_size):
-                yield _to_torch(block[i : i + batch_size], self.dtype, device, dtype)
-            if n_full < block.shape[0]:
-                carry = block[n_full:]
-            pos = shard["row_start"] + b
-        if carry is not None and carry.shape[0]:
-            yield _to_torch(np.ascontiguousarray(carry), self.dtype, device, dtype)
+        while pos < stop:  # each batch is read straight into its own array, across shard ends
+            n = min(batch_size, stop - pos)
+            arr = np.empty((n, w), dtype=dt)
+            filled = 0
+            while filled < n:
+                shard = self.shards[(pos + filled) // self.shard_rows]
+                a = pos + filled - shard["row_start"]
+                b = min(shard["rows"], a + n - filled)
+                self._read_rows(shard, hook, a, b, out=arr[filled : filled + b - a])
+                filled += b - a
+            pos += n
+            yield _to_torch(arr, self.dtype, device, dtype)
 
     def batches(
         self,
@@ -427,9 +438,7 @@ class ActivationStore:
         """
         sel = np.sort(sel)
         src0 = carry if carry is not None else maps[0]
-        # numpy-allocated output: glibc reuses freed blocks, torch.empty's large blocks fault anew
-        np_dt = {torch.float16: np.float16, torch.float32: np.float32, torch.int16: np.int16}[src0.dtype]
-        out = torch.from_numpy(np.empty((len(sel), src0.shape[1]), dtype=np_dt))
+        out = _np_empty((len(sel), src0.shape[1]), src0.dtype)
         cuts = np.searchsorted(sel, bounds)
         segments = [carry] + maps
         for j, seg in enumerate(segments):
