@@ -4,6 +4,8 @@
 1. build the task on the model (IOI or greater-than, ``n`` prompts);
 2. score every residual position, attention head and MLP with the chosen method
    (``patch`` = activation patching, ``atp``, ``relp``, ``ig``);
+   scored in the *noising* direction (corrupting one component in the clean run), which is the
+   first-order estimate of what step 3 tests;
 3. prune to the smallest head+MLP set keeping ``share`` of the metric (faithfulness curve,
    everything outside patched from the corrupted run) and verify it by real patching;
 4. for IOI, classify heads by attention-pattern tests;
@@ -35,14 +37,25 @@ COMPONENTS = ("resid", "attn_head", "mlp")
 
 
 def run_method(model, task, method: str, per_position=("resid",), rules="all", steps: int | None = None,
-               progress: bool = False):
-    """One attribution method over resid / heads / MLPs (a ``ValueError`` for unknown names)."""
+               progress: bool = False, direction: str = "denoise"):
+    """One attribution method over resid / heads / MLPs (a ``ValueError`` for unknown names).
+
+    ``direction='noise'`` scores the effect of corrupting a component in the clean run (patching
+    source ``noise``; AtP / RelP gradients at the clean run); IG's straight path is the same
+    either way.
+    """
+    if direction not in ("denoise", "noise"):
+        raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
     if method == "patch":
-        return activation_patching(model, task, COMPONENTS, per_position=per_position, progress=progress)
+        return activation_patching(model, task, COMPONENTS, per_position=per_position, progress=progress,
+                                   source=direction)
     if method == "atp":
-        return attribution_patching(model, task, COMPONENTS, per_position=per_position)
+        return attribution_patching(model, task, COMPONENTS, per_position=per_position, direction=direction)
     if method == "relp":
-        return relevance_patching(model, task, COMPONENTS, per_position=per_position, rules=rules)
+        from interp.attribution import RelPConfig
+
+        return relevance_patching(model, task, COMPONENTS, per_position=per_position,
+                                  config=RelPConfig(rules=rules, direction=direction))
     if method == "ig":
         kw = {} if steps is None else {"steps": steps}
         return integrated_gradients(model, task, COMPONENTS, per_position=per_position, **kw)
@@ -93,15 +106,18 @@ def run_circuit(model, task_name: str, method: str = "relp", out: str | Path | N
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     t0 = time.perf_counter()
     task = make_task(task_name, model, n=n, seed=seed)
-    res = run_method(model, task, method, rules=rules, progress=progress)
+    # The circuit is judged by corrupting everything outside it in the clean run, so components
+    # are ranked by their noising effect (what is lost when each one alone is corrupted).
+    res = run_method(model, task, method, rules=rules, progress=progress, direction="noise")
     circuit = discover_circuit(model, task, res, CircuitConfig(share=share))
     roles = None
     if task_name == "ioi":
         hr = classify_heads(model, task)
-        in_circuit = {c.split("hook_z")[0] for c in circuit.components}
-        roles = {f"L{k.split('.')[0]}H{k.split('.')[1]}": v for k, v in hr.roles.items()
-                 if f"blocks.{k.split('.')[0]}.attn." in in_circuit
-                 and f"blocks.{k.split('.')[0]}.attn.hook_z[{k.split('.')[1]}]" in circuit.components}
+        roles = {}
+        for key, role in hr.roles.items():
+            l, h = key.split(".")
+            if f"blocks.{l}.attn.hook_z[{h}]" in circuit.components:
+                roles[f"L{l}H{h}"] = role
     examples = token_examples(model, task)
     from interp.models import model_name
 
