@@ -117,6 +117,60 @@ def test_dist_cli_refuses_commands_that_are_not_rank_aware(capsys):
     assert "interp.parallel.ddp_train" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_dist_cache_killed_then_resumed_equals_uninterrupted(tiny_llama, tmp_path):
+    """SIGKILL a 2-rank caching job mid-run; one process resumes it (merging both ranks' progress)."""
+    import signal
+    import time
+
+    from interp.store import ActivationStore, CacheConfig, cache_activations
+
+    corpus = tmp_path / "tale.txt"
+    corpus.write_text(TEXT * 4)
+    out = tmp_path / "dist"
+    args = dict(model="tiny-llama", hooks=["blocks.*.hook_resid_post"], corpus=str(corpus), n_tokens=6000,
+                context_length=40, batch_size=2, shard_rows=80, dtype="float16")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", "-m", "interp.cli.main", "dist", "cache", "--model", "tiny-llama",
+           "--hooks", "blocks.*.hook_resid_post", "--corpus", str(corpus), "--n-tokens", "6000",
+           "--context-length", "40", "--batch-size", "2", "--shard-rows", "80", "--dtype", "fp16",
+           "--out", str(out), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+    def recorded(r):
+        try:
+            return len(json.loads((out / f"progress-rank{r}.json").read_text())["shards"])
+        except (FileNotFoundError, json.JSONDecodeError):
+            return 0
+
+    try:
+        deadline = time.time() + 240
+        while min(recorded(0), recorded(1)) < 3 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, f"caching ended before the kill:\n{proc.stderr.read().decode()[-3000:]}"
+        os.killpg(proc.pid, signal.SIGKILL)  # the torchrun agent and both ranks, no cleanup
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    partial = json.loads((out / "manifest.json").read_text())
+    assert not partial["complete"] and recorded(0) >= 3 and recorded(1) >= 3
+    done_before = recorded(0) + recorded(1)
+
+    store = cache_activations(CacheConfig(**args, out=str(out)), model=tiny_llama, progress=False)
+    assert store.complete and store.manifest["last_run"]["rows"] == 6000 - 80 * done_before  # nothing redone
+    assert not list(out.glob("progress-rank*.json"))
+    ref = cache_activations(CacheConfig(**args, out=str(tmp_path / "ref")), model=tiny_llama, progress=False)
+    assert _comparable(store.manifest) == _comparable(ref.manifest)
+    ref_files, got = _files(tmp_path / "ref"), _files(out)
+    assert ref_files.keys() == got.keys()
+    assert all(ref_files[k] == got[k] for k in ref_files)
+    ActivationStore.open(out, verify="full")
+
+
 # -- DDP training ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def train_store(tmp_path_factory, tiny_llama):
