@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +92,7 @@ class DynamicsFit:
 
 def fit_dynamics(t, y, max_nfev: int = 20000) -> DynamicsFit:
     """Fit f(t) = A exp(-λ(γt+t₀)) log(γt+t₀) + K to ``(t, y)`` (see module docstring)."""
-    from scipy.optimize import curve_fit
+    from scipy.optimize import OptimizeWarning, curve_fit
 
     t, y = np.asarray(t, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
     if t.shape != y.shape:
@@ -118,7 +119,9 @@ def fit_dynamics(t, y, max_nfev: int = 20000) -> DynamicsFit:
     for p0 in starts:
         p0 = np.clip(p0, [-1e9, 0, 1e-6, 1e-6, -1e9], [1e9, 1e9, 1e9, 1e9, 1e9])
         try:
-            p, _ = curve_fit(curve, tn, yn, p0=p0, jac=jacobian, method="trf", bounds=(lo, hi), max_nfev=max_nfev)
+            with warnings.catch_warnings():  # covariance is not used; flat directions are expected
+                warnings.simplefilter("ignore", OptimizeWarning)
+                p, _ = curve_fit(curve, tn, yn, p0=p0, jac=jacobian, method="trf", bounds=(lo, hi), max_nfev=max_nfev)
         except (RuntimeError, ValueError):
             continue
         sse = float(((curve(tn, *p) - yn) ** 2).sum())

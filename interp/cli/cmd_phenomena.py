@@ -1,0 +1,197 @@
+"""``interp sinks``, ``interp massive``, ``interp bigram-backcopy``: extreme-token phenomena.
+
+Each writes ``results.json`` (with ``"kind"``) and ``report.html`` into ``--out`` and prints a
+summary (or, with ``--json``, the results).  Flags map one-to-one onto
+:class:`interp.phenomena.dormant.DormantConfig`, :class:`interp.phenomena.massive.MassiveConfig`
+and :class:`interp.phenomena.toy.bigram_backcopy.BBTrainConfig`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from interp.cli.main import UserError, emit
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sinks", help="attention sinks, value drains, residual peaks, active/dormant heads per domain")
+    p.add_argument("--model", default="smollm2-135m", help="model name or checkpoint folder")
+    p.add_argument("--out", required=True, help="output folder (results.json, report.html)")
+    p.add_argument("--domains", default=None, help="folder of *.txt files, one domain each (default: prose, code, numbers)")
+    p.add_argument("--seq-len", type=int, default=64, help="tokens per sequence, BOS included")
+    p.add_argument("--n-seqs", type=int, default=8, help="sequences per domain")
+    p.add_argument("--sink-threshold", type=float, default=0.8, help="sink score for a dormant candidate")
+    p.add_argument("--loss-threshold", type=float, default=0.005, help="|Δloss| (nats/token) that counts as 'barely'")
+    p.add_argument("--ablation", choices=["bos", "zero"], default="bos", help="move attention to BOS, or zero the head")
+    p.add_argument("--heads", choices=["candidates", "all"], default="candidates", help="which heads to ablate")
+    p.add_argument("--max-heads", type=int, default=24, help="most candidate heads ablated")
+    p.add_argument("--heads-per-pass", type=int, default=4, help="ablations batched into one forward pass")
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.set_defaults(func=run_sinks)
+
+    p = sub.add_parser("massive", help="massive activations: detection, zero/mean ablation, dynamics over checkpoints")
+    p.add_argument("--model", default=None, help="model name or folder (default: smollm2-135m, or the last checkpoint)")
+    p.add_argument("--checkpoints", default=None, help="folder of step_<N> checkpoints: fit the ratio dynamics per layer")
+    p.add_argument("--out", required=True, help="output folder (results.json, report.html)")
+    p.add_argument("--abs-threshold", type=float, default=100.0, help="|a| must exceed this")
+    p.add_argument("--ratio-threshold", type=float, default=1000.0, help="|a| / layer median must reach this")
+    p.add_argument("--seq-len", type=int, default=64, help="tokens per sequence, BOS included")
+    p.add_argument("--n-seqs", type=int, default=4, help="sequences per built-in domain")
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.set_defaults(func=run_massive)
+
+    p = sub.add_parser("bigram-backcopy", help="train the Bigram-Backcopy toy model with checkpoints and measure it")
+    p.add_argument("--out", required=True, help="checkpoint folder (step_<N>/, bb_task.json, results.json, report.html)")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--layers", type=int, default=1)
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--arch", choices=["gpt2", "llama"], default="gpt2")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.set_defaults(func=run_bb)
+
+
+def _meta(model, seconds: float) -> dict:
+    from interp.models import model_name, weight_hash
+
+    return {"model": model_name(model), "weight_hash": weight_hash(model), "seconds": round(seconds, 2),
+            "device": str(next(model.parameters()).device)}
+
+
+def _write(out: Path, payload: dict, report) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(payload, indent=1, default=str))
+    report.write(out / "report.html")
+
+
+def run_sinks(args) -> int:
+    from dataclasses import asdict
+
+    from interp.models import load_model
+    from interp.phenomena import default_domains, domains_from_dir
+    from interp.phenomena.dormant import DormantConfig, active_dormant
+    from interp.phenomena.reporting import sinks_report
+
+    cfg = DormantConfig(sink_threshold=args.sink_threshold, loss_threshold=args.loss_threshold, ablation=args.ablation,
+                        heads=args.heads, max_heads=args.max_heads, heads_per_pass=args.heads_per_pass,
+                        seq_len=args.seq_len, n_seqs=args.n_seqs)
+    domains = domains_from_dir(args.domains) if args.domains else default_domains()
+    t0 = time.time()
+    model = load_model(args.model, device=args.device)
+    res = active_dormant(model, domains, cfg)
+    meta = _meta(model, time.time() - t0)
+    payload = {"kind": "sinks", "meta": meta, "config": asdict(cfg), **res.to_json()}
+    decode = lambda i: model.tokenizer.decode([i])  # noqa: E731
+    _write(Path(args.out), payload, sinks_report(res, meta, asdict(cfg), decode))
+    lines = [f"sinks: {meta['model']}, domains {res.domains}, {len(res.heads)} heads ablated, {meta['seconds']} s"]
+    for d in res.domains:
+        st = res.stats[d]
+        top = st.sink_score.flatten().topk(3)
+        H = st.sink_score.shape[1]
+        heads = ", ".join(f"L{int(i) // H}H{int(i) % H}={float(v):.3f}" for v, i in zip(top.values, top.indices))
+        L = int(st.resid_peak.argmax())
+        lines.append(f"  {d}: clean loss {res.clean_loss[d]:.3f}; top sink heads {heads}; "
+                     f"min value drain {float(st.value_drain.min()):.3f}; "
+                     f"max residual peak {float(st.resid_peak.max()):.2f} at L{L}")
+    for s in res.switching:
+        lines.append(f"  switching {s['head']}: dormant on {s['dormant_on']}, active on {s['active_on']}; "
+                     f"sink {({k: round(v, 3) for k, v in s['sink_score'].items()})}, "
+                     f"Δloss {({k: round(v, 4) for k, v in s['delta_loss'].items()})}")
+    if not res.switching:
+        lines.append("  no switching head meets the criteria (see results.json 'table')")
+    lines.append(f"wrote {args.out}/results.json and report.html")
+    emit(args, payload, "\n".join(lines))
+    return 0
+
+
+def run_massive(args) -> int:
+    from dataclasses import asdict
+
+    import torch
+
+    from interp.models import load_model
+    from interp.phenomena import default_domains, domain_tokens
+    from interp.phenomena.dynamics import checkpoint_dynamics, list_checkpoints
+    from interp.phenomena.massive import MassiveConfig, massive_ablation, massive_stats
+    from interp.phenomena.reporting import massive_report
+    from interp.phenomena.toy.bigram_backcopy import bb_eval_tokens, load_task
+
+    cfg = MassiveConfig(abs_threshold=args.abs_threshold, ratio_threshold=args.ratio_threshold)
+    task = load_task(args.checkpoints) if args.checkpoints else None
+    if args.model:
+        task = task or (load_task(args.model) if Path(args.model).is_dir() else None)
+
+    def tokens_for(model):
+        if task is not None:
+            return bb_eval_tokens(task, n_seqs=16)
+        return torch.cat([domain_tokens(model, d, args.seq_len, args.n_seqs) for d in default_domains()])
+
+    t0 = time.time()
+    dynamics = None
+    if args.checkpoints:
+        ckpts = list_checkpoints(args.checkpoints)
+        dynamics = checkpoint_dynamics(args.checkpoints, tokens_for, cfg, device=args.device)
+    name = args.model or (str(ckpts[-1][1]) if args.checkpoints else "smollm2-135m")
+    model = load_model(name, device=args.device)
+    tokens = tokens_for(model)
+    stats = massive_stats(model, tokens, cfg)
+    ablation = massive_ablation(model, tokens, stats) if stats.entries else None
+    meta = _meta(model, time.time() - t0)
+    payload = {"kind": "massive", "meta": meta, "config": asdict(cfg), "checkpoints": args.checkpoints,
+               "stats": stats.to_json(), "ablation": ablation.to_json() if ablation else None,
+               "dynamics": dynamics.to_json() if dynamics else None}
+    _write(Path(args.out), payload, massive_report(stats, ablation, dynamics, meta, {**asdict(cfg), "checkpoints": args.checkpoints}))
+    lines = [f"massive: {meta['model']}, {tokens.shape[0]}x{tokens.shape[1]} tokens, {stats.n_entries} massive "
+             f"activations {stats.kinds()}, {meta['seconds']} s"]
+    for row in stats.summary()[:12]:
+        lines.append(f"  L{row['layer']} dim {row['dim']} {row['kind']}: n={row['count']} mean {row['mean_value']:.1f}")
+    lines.append("  top-1/median ratio per layer: " + " ".join(f"{x:.0f}" for x in stats.ratio.tolist()))
+    if ablation:
+        lines.append(f"  overwrite at {ablation.hook} dims {ablation.dims} ({ablation.n_overwritten} entries): loss "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in ablation.loss.items()) + "; KL "
+                     + ", ".join(f"{k} {v:.4f}" for k, v in ablation.kl.items()))
+    if dynamics:
+        lines.append(f"  dynamics over {len(dynamics.steps)} checkpoints:")
+        for j, (f, e) in enumerate(zip(dynamics.fits, dynamics.errors)):
+            lines.append(f"    L{j}: " + (f"R2 {f.r2:.3f} A {f.A:.3g} lam {f.lam:.3g} gamma {f.gamma:.3g} t0 {f.t0:.3g} "
+                                          f"K {f.K:.3g} t_peak {f.t_peak:.3g}" if f else f"fit failed: {e}"))
+    lines.append(f"wrote {args.out}/results.json and report.html")
+    emit(args, payload, "\n".join(lines))
+    return 0
+
+
+def run_bb(args) -> int:
+    from dataclasses import asdict
+
+    from interp.models import load_model
+    from interp.phenomena.reporting import bb_report
+    from interp.phenomena.toy.bigram_backcopy import BBTask, BBTrainConfig, bb_mechanism, train_bb
+
+    task = BBTask()
+    cfg = BBTrainConfig(arch=args.arch, n_layers=args.layers, d_model=args.d_model, d_mlp=4 * args.d_model,
+                        steps=args.steps, lr=args.lr, seed=args.seed)
+    out = Path(args.out)
+    if out.exists() and any(out.glob("step_*")):
+        raise UserError(f"{out} already holds checkpoints; choose an empty --out")
+    run = train_bb(out, task, cfg, device=args.device)
+    mechs = {}
+    for s in run.steps:
+        m = load_model(str(out / f"step_{s:06d}"), device=args.device)
+        mechs[s] = bb_mechanism(m, task)
+    meta = {"model": "bigram-backcopy", "seconds": round(run.seconds, 1), "tokens_per_second": round(run.tokens_per_second)}
+    payload = {"kind": "bigram_backcopy", "meta": meta, "task": {k: v for k, v in asdict(task).items() if k != "text"},
+               "train": asdict(cfg), "final_loss": run.losses[-1],
+               "mechanism": {str(s): asdict(v) for s, v in mechs.items()}}
+    _write(out, payload, bb_report(mechs, run, meta, asdict(cfg)))
+    last = mechs[run.steps[-1]]
+    human = (f"bigram-backcopy: {cfg.steps} steps in {run.seconds:.0f} s ({run.tokens_per_second:.0f} tok/s), "
+             f"{len(run.steps)} checkpoints in {out}\n  final: {json.dumps(asdict(last))}\n"
+             f"  next: interp massive --checkpoints {out} --out {out}/massive")
+    emit(args, payload, human)
+    return 0

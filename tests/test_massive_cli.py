@@ -1,0 +1,41 @@
+"""``interp sinks`` / ``interp massive`` / ``interp bigram-backcopy`` end to end on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+from interp.cli.main import main
+
+
+def test_sinks_cli_writes_results_and_report(tmp_path, capsys):
+    out = tmp_path / "s"
+    rc = main(["sinks", "--model", "tiny-llama", "--out", str(out), "--seq-len", "12", "--n-seqs", "2",
+               "--heads", "all", "--heads-per-pass", "8", "--device", "cpu"])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["kind"] == "sinks" and res["domains"] == ["prose", "code", "numbers"]
+    assert len(res["heads"]) == 8 and len(res["delta_loss"]["code"]) == 8
+    assert (out / "report.html").stat().st_size > 10_000
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_massive_cli_on_bb_checkpoints(tmp_path, capsys):
+    ck = tmp_path / "bb"
+    assert main(["bigram-backcopy", "--out", str(ck), "--steps", "40", "--d-model", "32", "--device", "cpu"]) == 0
+    assert json.loads((ck / "results.json").read_text())["kind"] == "bigram_backcopy"
+    out = tmp_path / "m"
+    capsys.readouterr()
+    assert main(["massive", "--checkpoints", str(ck), "--out", str(out), "--device", "cpu", "--json"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["kind"] == "massive" and res["dynamics"]["steps"] == [0, 10, 20, 30, 40]
+    assert len(res["dynamics"]["ratio"]) == 5 and len(res["dynamics"]["ratio"][0]) == 1
+    assert len(res["dynamics"]["fits"]) == 1 and res["stats"]["hooks"] == ["blocks.0.hook_resid_post"]
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["dynamics"]["steps"] == res["dynamics"]["steps"]
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(["massive", "--checkpoints", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["sinks", "--model", "tiny-llama", "--domains", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "no *.txt files" in capsys.readouterr().err
