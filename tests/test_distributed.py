@@ -69,6 +69,13 @@ def _torchrun(args: list[str], timeout: int = 240) -> subprocess.CompletedProces
     return p
 
 
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return "Z"
+
+
 def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.bin"))}
 
@@ -136,8 +143,7 @@ def test_dist_cache_killed_then_resumed_equals_uninterrupted(tiny_llama, tmp_pat
            "--context-length", "40", "--batch-size", "2", "--shard-rows", "80", "--dtype", "fp16",
            "--out", str(out), "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def recorded(r):
         try:
@@ -150,11 +156,18 @@ def test_dist_cache_killed_then_resumed_equals_uninterrupted(tiny_llama, tmp_pat
         while min(recorded(0), recorded(1)) < 3 and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         assert proc.poll() is None, f"caching ended before the kill:\n{proc.stderr.read().decode()[-3000:]}"
-        os.killpg(proc.pid, signal.SIGKILL)  # the torchrun agent and both ranks, no cleanup
+        # torchrun starts each rank in its own session: SIGKILL the ranks and the agent, no cleanup
+        ranks = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        assert len(ranks) == 2
+        for pid in [*ranks, proc.pid]:
+            os.kill(pid, signal.SIGKILL)
         proc.wait(30)
+        for pid in ranks:  # both ranks are gone before we look at what they left
+            while Path(f"/proc/{pid}").exists() and "Z" not in _proc_state(pid):
+                time.sleep(0.01)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
             proc.wait()
     partial = json.loads((out / "manifest.json").read_text())
     assert not partial["complete"] and recorded(0) >= 3 and recorded(1) >= 3
