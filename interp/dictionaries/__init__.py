@@ -2,6 +2,22 @@
 
 Variants are sibling files behind :mod:`interp.dictionaries.registry`; see each module's
 docstring for the algorithm and paper.
+
+    from interp.store import ActivationStore
+    from interp.dictionaries import SAEConfig, TrainConfig, train_sae, save_sae
+    from interp.dictionaries.metrics import evaluate_rows, spliced_ce, sequences_from_store
+
+    store = ActivationStore.open("runs/store")
+    cfg = SAEConfig(arch="topk", d_in=576, d_sae=4608, k=32, hook_in="blocks.15.hook_resid_post")
+    sae = train_sae(store, cfg, TrainConfig(n_tokens=1_000_000, checkpoint_dir="runs/sae")).sae
+    save_sae(sae, "runs/sae/final")                      # SAELens format
+    evaluate_rows(sae, store)                             # L0, FVU, dead fraction
+    spliced_ce(model, sae, sequences_from_store(store, 32))  # CE recovered, KL
+
+Transcoders: ``transcoder.transcoder_config(layer, d_model)``; dashboards:
+``dashboards.feature_dashboard``; sparse TopK kernels: ``sparse_decode`` (``INTERP_SPARSE_DECODER=0``
+forces the dense reference).  Not here yet: feature-level circuits (transcoder circuit
+analysis), discrete-SAE circuit identification.
 """
 
 from .base import EncodeOutput, ForwardOutput, SAEConfig, SparseCoder, fvu

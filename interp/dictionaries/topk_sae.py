@@ -47,7 +47,7 @@ class TopKSAE(SparseCoder):
             pre = xc @ self.W_enc + self.b_enc
             idx = pre.topk(self.cfg.k, dim=-1, sorted=False).indices
         top = torch.relu(encode_at(xc, self.W_enc, self.b_enc, idx))
-        acts = torch.zeros_like(pre).scatter(1, idx, top.detach())
+        acts = torch.zeros_like(pre).scatter(1, idx, top)  # dense view; gradients flow to the top-k
         return EncodeOutput(acts, pre, idx, top)
 
     def decode_code(self, code: EncodeOutput) -> torch.Tensor:
