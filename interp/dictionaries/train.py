@@ -206,8 +206,8 @@ def save_checkpoint(path, sae, opt, since_fired, step, tokens, tcfg: TrainConfig
             "format": "interp-sae-checkpoint-v1"}
     (tmp / STATE_JSON).write_text(json.dumps(meta, indent=2))
     old = path.with_name(path.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if path.exists():
+    if path.exists():  # else ``old`` may be the only whole checkpoint (a crash between the renames)
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
@@ -311,8 +311,12 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None, sae: S
 
     ckpt = Path(cfg.checkpoint_dir) / "checkpoint" if cfg.checkpoint_dir else None
     start_step, tokens, state, fresh = 0, 0, None, False
-    if ckpt is not None and ckpt.exists():
-        sae, meta, state = load_checkpoint(ckpt, device)
+    if ckpt is not None and not ckpt.exists() and ckpt.with_name(ckpt.name + ".old").exists():
+        ckpt_src = ckpt.with_name(ckpt.name + ".old")  # killed between save_checkpoint's two renames
+    else:
+        ckpt_src = ckpt
+    if ckpt_src is not None and ckpt_src.exists():
+        sae, meta, state = load_checkpoint(ckpt_src, device)
         if meta["sae_config"] != sae_cfg.to_dict():
             raise ValueError(f"checkpoint {ckpt} was trained with a different SAEConfig; use another "
                              f"checkpoint_dir or the same config. Checkpoint: {meta['sae_config']}")
