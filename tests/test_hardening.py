@@ -100,6 +100,29 @@ def test_sae_training_killed_then_resumed_equals_uninterrupted(store, tmp_path):
         assert torch.equal(a, b), f"{name} differs after kill -9 at step {killed_at} and resume"
 
 
+def test_crash_between_checkpoint_renames_resumes_from_previous(store, tmp_path):
+    """save_checkpoint moves checkpoint -> checkpoint.old, then checkpoint.tmp -> checkpoint.  A kill
+    between the two leaves exactly this on disk: the previous checkpoint as .old and the new one
+    (whole or not) as .tmp.  Resuming must use .old, not start over, and still end equal."""
+    import shutil
+
+    kw = {**TRAIN_KW, "n_tokens": 32 * 60, "checkpoint_every": 10}
+    run = tmp_path / "run"
+    train_sae(store, SAEConfig(**SAE_KW), TrainConfig(**kw, checkpoint_dir=str(run), max_steps=30))
+    # the state a kill leaves after the first rename of the step-40 save: step 30 as .old, a partial .tmp
+    os.replace(run / "checkpoint", run / "checkpoint.old")
+    partial = run / "checkpoint.tmp"
+    partial.mkdir()
+    shutil.copy(run / "checkpoint.old" / "cfg.json", partial / "cfg.json")
+    resumed = train_sae(store, SAEConfig(**SAE_KW), TrainConfig(**kw, checkpoint_dir=str(run)))
+    # history holds only the steps this call trained (every log_every=10): it went on from step 30
+    assert [h["step"] for h in resumed.history] == [40, 50, 60], "resume must use .old, not start over"
+    full = train_sae(store, SAEConfig(**SAE_KW), TrainConfig(**kw))
+    for (name, a), (_, b) in zip(full.sae.state_dict().items(), resumed.sae.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert (run / "checkpoint").is_dir() and not (run / "checkpoint.old").exists()
+
+
 # -- a store read while it is being written ----------------------------------------------------
 def test_store_read_while_written_sees_only_complete_shards(tmp_path):
     corpus = tmp_path / "fox.txt"
