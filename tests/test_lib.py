@@ -157,3 +157,37 @@ def test_bad_input_errors():
         fit_lib(torch.full((5, 6), float("nan"), dtype=torch.float64), _two_layer_maps())
     with pytest.raises(ValueError, match="at least one map"):
         fit_lib(_data(), [])
+
+
+def test_skip_first_position_matches_definition():
+    """With skip_first=1, position 0 is left out of the statistics and held fixed in the Jacobians."""
+    g = torch.Generator().manual_seed(9)
+    W = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    f = torch.randn(6, 4, 4, generator=g, dtype=torch.float64)
+    f[:, 0] *= 30  # a "massive" first position
+
+    def layer(x):  # [B, T, 4] -> [B, T, 3]; every position reads the first one
+        return torch.tanh(x @ W + 0.1 * x[:, :1] @ W) + 0.1 * torch.cumsum(x, 1) @ W
+
+    cfg = LIBConfig(skip_first=1, integration="gauss-legendre", n_alpha=2)
+    res = fit_lib(f, [layer], cfg=cfg)
+    b0, b1 = res.bases
+    assert torch.allclose(b0.mean, f[:, 1:].reshape(-1, 4).mean(0))
+    import numpy as np
+
+    xs, ws = np.polynomial.legendre.leggauss(2)
+    alphas, weights = (xs + 1) / 2, ws / 2
+    M_ref = torch.zeros(4, 4, dtype=torch.float64)
+    E_ref = torch.zeros(b1.k, b0.k, dtype=torch.float64)
+    for x in f:
+        for a, w in zip(alphas, weights):
+            J = jacobian(lambda z: (layer(torch.cat([x[:1], z])[None])[0, 1:] - b1.mean) @ b1.C,
+                         b0.mean + a * (x[1:] - b0.mean))  # [3, k1, 3, 4]
+            M_ref += w * torch.einsum("tisd,tise->de", J, J)
+        fh = b0.transform(x[1:])
+        grad = sum(w * jacobian(lambda z: b1.transform(layer(torch.cat([x[:1], b0.inverse(z)])[None])[0, 1:]),
+                                a * fh) for a, w in zip(alphas, weights))  # [3, k1, 3, k0]
+        E_ref += ((grad * fh).sum(2) ** 2).sum(0)
+    Mp = interaction_matrix(layer, f, b0.mean, b1, cfg)
+    assert torch.allclose(Mp, M_ref / (6 * 3), rtol=1e-8, atol=1e-12)
+    assert torch.allclose(res.edges[0], E_ref / (6 * 3), rtol=1e-8, atol=1e-12)

@@ -38,6 +38,7 @@ def register(sub) -> None:
     q.add_argument("--seq-len", type=int, default=24)
     q.add_argument("--probes", type=int, default=16, help="Gaussian output probes per sequence for M'")
     q.add_argument("--edge-nodes", type=int, default=16, help="edges between the top nodes of each layer")
+    q.add_argument("--keep-bos", action="store_true", help="include the BOS position in the statistics")
     q.add_argument("--device", default=None)
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(func=run_lib)
@@ -61,6 +62,12 @@ def _write(out: Path, payload: dict, report) -> list[str]:
         report.write(out / "report.html")
         written.append(str(out / "report.html"))
     return written
+
+
+def _log(msg: str) -> None:
+    import sys
+
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def _report(title, config, meta):
@@ -102,9 +109,12 @@ def run_snmf(args) -> int:
         acts = collect_activations(model, texts, hook)
         source = {"texts": args.texts or "built-in concept sentences", "n_texts": len(texts), "rows": int(acts.X.shape[0])}
     t_collect = time.perf_counter() - t0
+    _log(f"collected {acts.X.shape[0]} rows of {hook} in {t_collect:.1f}s; fitting SNMF k={args.k}")
     res = fit_snmf(acts.X, cfg)
+    _log(f"SNMF: rel loss {res.rel_loss:.4f}, {res.n_iter} iterations in {res.seconds:.1f}s; describing features")
     order = res.Y.mean(1).argsort(descending=True)[: args.features].tolist()
     cards, cal = feature_cards(model, args.layer, res, acts, order)
+    _log(f"features described ({cal.forward_passes} batched steering passes)")
     payload = {"kind": "snmf", "model": model_name(model), "hook": hook, "source": source,
                "fit": res.to_json(), "collect_seconds": t_collect,
                "features": [c.__dict__ for c in cards],
@@ -174,14 +184,15 @@ def run_lib(args) -> int:
     if max(layers) >= model.cfg.n_layers:
         raise ValueError(f"--layers must be < {model.cfg.n_layers} for {args.model}, got {layers}")
     s = ModelLIBSettings(layers=layers, n_texts=args.n_texts, seq_len=args.seq_len, probes=args.probes,
-                         edge_nodes=args.edge_nodes)
+                         edge_nodes=args.edge_nodes, skip_bos=not args.keep_bos)
     results, summaries = {}, {}
     for basis in ("lib", "pca"):
         results[basis], summaries[basis] = lib_on_model(model, s, basis=basis)
     payload = {"kind": "lib", "model": model_name(model), "layers": list(layers), "settings": s.__dict__,
                "summary": summaries, "lib": results["lib"].to_json(top=16), "pca": results["pca"].to_json(top=16),
                "notes": ("M' from Gaussian output probes (unbiased, not exact); edges only between the top "
-                         f"{s.edge_nodes} nodes per layer at the last position; activations centred, BOS position included.")}
+                         f"{s.edge_nodes} nodes per layer at the last position; activations centred; " + ("the BOS position is included." if args.keep_bos else
+                         "the BOS position is left out of the statistics (held fixed in the Jacobians).")))}
     rep = _report(f"LIB on {model_name(model)} residual layers {list(layers)}", s.__dict__, {"model": model_name(model)})
     if rep is not None:
         rep.add_text(payload["notes"])

@@ -77,6 +77,10 @@ class LIBConfig:
     """Precision of the Gram / interaction matrices and bases."""
     seed: int = 0
     """Seed for the Gaussian probes."""
+    skip_first: int = 0
+    """Positions excluded from the statistics (e.g. 1 for a BOS/attention-sink token whose massive
+    activations would dominate the covariance): left out of the means, Gram matrices and the sums
+    over t and s, and held at their actual values (never scaled or projected) in the Jacobians."""
 
     def __post_init__(self):
         if self.basis not in ("lib", "pca"):
@@ -89,6 +93,8 @@ class LIBConfig:
             raise ValueError(f"LIBConfig.probes must be None (exact) or >= 1, got {self.probes}")
         if self.edge_positions not in ("all", "last"):
             raise ValueError(f"LIBConfig.edge_positions must be 'all' or 'last', got {self.edge_positions!r}")
+        if self.skip_first < 0:
+            raise ValueError(f"LIBConfig.skip_first must be >= 0, got {self.skip_first}")
         if not (0 <= self.pca_threshold < 1 and 0 <= self.lambda_threshold < 1):
             raise ValueError("LIBConfig thresholds must be in [0, 1)")
 
@@ -199,8 +205,15 @@ def run_chain(f0: torch.Tensor, maps: Sequence[Map], batch_size: int = 4096) -> 
     return acts
 
 
-def pca(f: torch.Tensor, threshold: float, dtype=torch.float64, centre: bool = True):
+def _skip(T: int, skip: int) -> int:
+    """Positions to skip in a layer with ``T`` positions (none for 2-D layers or too-short ones)."""
+    return skip if 1 < T and skip < T else 0
+
+
+def pca(f: torch.Tensor, threshold: float, dtype=torch.float64, centre: bool = True, skip_first: int = 0):
     """Mean ``[d]``, kept eigenvalues ``[m]`` (descending) and eigenvectors ``[d, m]`` of ``Cov(f)``."""
+    if f.ndim == 3:
+        f = f[:, _skip(f.shape[1], skip_first):]
     x = f.reshape(-1, f.shape[-1]).to(dtype)
     mean = x.mean(0) if centre else torch.zeros(x.shape[1], dtype=dtype, device=x.device)
     xc = x - mean
@@ -265,20 +278,25 @@ def interaction_matrix(g: Map, f: torch.Tensor, mean_in: torch.Tensor, out_basis
         T_out = h(f[:1]).shape[1]
     k_out = out_basis.k
     mu = mean_in.to(f.dtype)
+    sk_in = _skip(f.shape[1], cfg.skip_first) if f.ndim == 3 else 0
+    sk_out = _skip(T_out, cfg.skip_first)
     for s in range(0, N, cfg.batch_size):
         x = f[s:s + cfg.batch_size]
         B = x.shape[0]
         if cfg.probes is None:
-            V = _unit_probes(T_out, k_out, B, dt, f.device)
+            V = _unit_probes(T_out, k_out, B, dt, f.device, range(sk_out, T_out))
             scale = 1.0
         else:
             V = torch.randn(cfg.probes, B, T_out, k_out, generator=gen, dtype=dt).to(f.device)
+            V[:, :, :sk_out] = 0
             scale = 1.0 / cfg.probes
         for a, w in zip(alphas, weights):
-            xa = mu + float(a) * (x - mu)
+            xa = x.clone()
+            xa[:, sk_in:] = mu + float(a) * (x[:, sk_in:] - mu)  # skipped positions stay as they are
             Jt = batched_vjp(h, xa, V, cfg.max_rows).to(dt).reshape(V.shape[0], B, -1, d)  # [P, B, T, d]
+            Jt = Jt[:, :, sk_in:]
             M += float(w) * scale * torch.einsum("pbtd,pbte->de", Jt, Jt)
-    return M / (N * T_out)
+    return M / (N * (T_out - sk_out))
 
 
 def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None = None,
@@ -306,7 +324,7 @@ def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None =
     L = len(raw) - 1
     bases: list[LayerBasis | None] = [None] * (L + 1)
     for l in range(L, -1, -1):
-        mean, D, U = pca(raw[l], cfg.pca_threshold, dt)
+        mean, D, U = pca(raw[l], cfg.pca_threshold, dt, skip_first=cfg.skip_first)
         if cfg.basis == "pca" or l == L:
             bases[l] = LayerBasis(names[l], mean, U, U.T.contiguous(), D, D, U)
             continue
@@ -341,25 +359,34 @@ def edge_strengths(g: Map, f: torch.Tensor, b_in: LayerBasis, b_out: LayerBasis,
     Cp_in = b_in.C_pinv[:k_in]
     Cd = b_out.C[:, :k_out]
 
+    sk_in = _skip(T, cfg.skip_first)
+    raw = {}
+
     def h(fh):  # [B, T, k_in] -> [B, T_out, k_out]
         x = fh @ Cp_in.to(fh.dtype) + b_in.mean.to(fh.dtype)  # dropped / unselected nodes sit at the mean
+        if sk_in:  # skipped positions keep their actual activation
+            x = torch.cat([raw["f"].repeat(x.shape[0] // raw["f"].shape[0], 1, 1)[:, :sk_in].to(x.dtype),
+                           x[:, sk_in:]], 1)
         x = x.squeeze(1) if two_d else x
         y = _as3(g(x.to(f.dtype)))
         return (y.to(dt) - b_out.mean) @ Cd
 
     with torch.no_grad():
         fh_all = b_in.transform(f3)[..., :k_in]  # [N, T, k_in]
+        raw["f"] = f3[:1]
         T_out = h(fh_all[:1]).shape[1]
-    positions = [T_out - 1] if cfg.edge_positions == "last" else None
-    n_pos = 1 if positions else T_out
+    sk_out = _skip(T_out, cfg.skip_first)
+    positions = [T_out - 1] if cfg.edge_positions == "last" else list(range(sk_out, T_out))
+    n_pos = len(positions)
     E = torch.zeros(k_out, k_in, dtype=dt, device=f.device)
     for s in range(0, N, cfg.batch_size):
         fh = fh_all[s:s + cfg.batch_size]
+        raw["f"] = f3[s:s + cfg.batch_size]
         B = fh.shape[0]
         V = _unit_probes(T_out, k_out, B, dt, f.device, positions)  # [n_pos*k_out, B, T_out, k_out]
         acc = torch.zeros(V.shape[0], B, T, k_in, dtype=dt, device=f.device)
         for a, w in zip(alphas, weights):
             acc += float(w) * batched_vjp(h, a * fh, V, cfg.max_rows)
-        contrib = (acc * fh).sum(2)  # sum over input positions s -> [n_pos*k_out, B, k_in]
+        contrib = (acc * fh)[:, :, sk_in:].sum(2)  # sum over input positions s -> [n_pos*k_out, B, k_in]
         E += (contrib ** 2).reshape(n_pos, k_out, B, k_in).sum((0, 2))
     return E / (N * n_pos)

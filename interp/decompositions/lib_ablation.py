@@ -48,6 +48,7 @@ def _native(x3: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def node_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor], layer: int, n_keep: int,
                        metric: Metric) -> float:
     """Score with only the first ``n_keep`` directions of ``layer`` kept."""
+    _no_skip(res)
     b = res.bases[layer]
     f = acts[layer]
     fh = b.transform(_as3(f))
@@ -60,6 +61,7 @@ def node_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor],
 def edge_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor], layer: int, n_edges: int,
                        metric: Metric, max_rows: int = 65536) -> float:
     """Score with only the ``n_edges`` strongest edges from ``layer`` to ``layer + 1`` kept."""
+    _no_skip(res)
     E = res.edges[layer]
     if E is None:
         raise ValueError(f"no edges were computed for layer {layer} (LIBConfig.edges / max_edge_nodes)")
@@ -89,6 +91,11 @@ def edge_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor],
     fh_out = torch.cat(outs)
     x_next = _native(b_out.inverse(fh_out), acts[layer + 1]).to(acts[layer + 1].dtype)
     return metric(_run_from(x_next, maps, layer + 1))
+
+
+def _no_skip(res: LIBResult) -> None:
+    if res.config.get("skip_first", 0):
+        raise ValueError("ablations are not implemented for fits with LIBConfig.skip_first > 0")
 
 
 def _bisect(score: Callable[[int], float], lo: int, hi: int, target: float) -> tuple[int, float]:

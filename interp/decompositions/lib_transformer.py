@@ -12,7 +12,9 @@ removed in ``finally``.
 Because the residual stream is ``d_model`` wide at every position, the exact ``M'`` needs
 ``T x d_model`` VJPs per sequence; :func:`lib_on_model` therefore defaults to Gaussian output
 probes for ``M'`` and to edges between the top nodes at the last position only, and says so
-in its result.  Memory: the replicated batch is ``probes x batch_size`` sequences of
+in its result.  The BOS position carries massive activations (one direction holds ~98%
+of the variance when it is included), so by default it is left out of the statistics
+(``LIBConfig.skip_first = 1``) while still feeding the maps.  Memory: the replicated batch is ``probes x batch_size`` sequences of
 ``T`` tokens through ``L_{l+1} + 1`` blocks, with activations kept for the backward pass.
 """
 
@@ -85,6 +87,8 @@ class ModelLIBSettings:
     """``last`` or ``all`` output positions in the edges."""
     batch_size: int = 4
     """Sequences per VJP pass."""
+    skip_bos: bool = True
+    """Leave the BOS position (attention sink, massive activations) out of the statistics."""
 
     def __post_init__(self):
         if len(self.layers) < 2 or list(self.layers) != sorted(set(self.layers)):
@@ -121,7 +125,7 @@ def lib_on_model(model, settings: ModelLIBSettings, texts: Sequence[str] | None 
     acts = [cache[n].detach().to(getattr(torch, dtype)) for n in names]
     maps = [_dtype_map(resid_map(model, a, b), dtype) for a, b in zip(s.layers[:-1], s.layers[1:])]
     cfg = LIBConfig(basis=basis, probes=s.probes, max_edge_nodes=s.edge_nodes, edge_positions=s.edge_positions,
-                    batch_size=s.batch_size, dtype=dtype)
+                    batch_size=s.batch_size, dtype=dtype, skip_first=1 if s.skip_bos else 0)
     res = fit_lib(acts[0], maps, names, cfg, acts=acts)
     summary = {"basis": basis, "layers": list(s.layers), "tokens": list(tokens.shape), "settings": asdict(s),
                "seconds": time.perf_counter() - t0, "kept": [b.k for b in res.bases],
