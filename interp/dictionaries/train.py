@@ -34,6 +34,7 @@ Memory: parameters + two Adam moments (3x the SAE's size) + one batch's activati
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -188,11 +189,29 @@ STATE_JSON, STATE_TENSORS = "trainer_state.json", "trainer_state.safetensors"
 
 def save_checkpoint(path, sae, opt, since_fired, step, tokens, tcfg: TrainConfig) -> None:
     """Write the SAE (SAELens format) and the trainer state to ``path`` atomically."""
-    from .saelens_io import save_sae
+    from safetensors import SafetensorError
 
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_checkpoint(tmp, sae, opt, since_fired, step, tokens, tcfg)
+    except (OSError, SafetensorError) as e:  # e.g. a full disk: keep the previous checkpoint, free the space
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(getattr(e, "errno", None) or errno.EIO,
+                      f"could not write the step-{step} checkpoint to {tmp} ({e}); the previous checkpoint "
+                      f"{path} is intact: free space and rerun to resume from it") from e
+    old = path.with_name(path.name + ".old")
+    if path.exists():  # else ``old`` may be the only whole checkpoint (a crash between the renames)
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_checkpoint(tmp: Path, sae, opt, since_fired, step, tokens, tcfg: TrainConfig) -> None:
+    from .saelens_io import save_sae
+
     save_sae(sae, tmp)
     tensors = {"since_fired": since_fired.detach().cpu().contiguous()}
     params = list(sae.parameters())
@@ -205,12 +224,6 @@ def save_checkpoint(path, sae, opt, since_fired, step, tokens, tcfg: TrainConfig
     meta = {"step": step, "tokens": tokens, "train_config": asdict(tcfg), "sae_config": sae.cfg.to_dict(),
             "format": "interp-sae-checkpoint-v1"}
     (tmp / STATE_JSON).write_text(json.dumps(meta, indent=2))
-    old = path.with_name(path.name + ".old")
-    if path.exists():  # else ``old`` may be the only whole checkpoint (a crash between the renames)
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_checkpoint(path, device=None):
