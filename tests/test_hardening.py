@@ -123,6 +123,39 @@ def test_crash_between_checkpoint_renames_resumes_from_previous(store, tmp_path)
     assert (run / "checkpoint").is_dir() and not (run / "checkpoint.old").exists()
 
 
+def _mount_tmpfs(mnt: Path, size: str) -> bool:
+    mnt.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True)
+    return r.returncode == 0
+
+
+def test_full_disk_during_sae_checkpoint(tmp_path):
+    """A real full disk (a 300 KiB tmpfs): the first checkpoint (~200 KB) fits, the second cannot
+    (the new one is written beside the old).  Clear OSError, previous checkpoint intact, no temp
+    left; after the disk grows, resuming ends equal to an uninterrupted run."""
+    mnt = tmp_path / "mnt"
+    if not _mount_tmpfs(mnt, "300k"):
+        pytest.skip("cannot mount a tmpfs here (needs root); the store's full-disk test covers RLIMIT_FSIZE")
+    try:
+        x = torch.randn(2000, 32, generator=torch.Generator().manual_seed(0))
+        cfg = SAEConfig(arch="relu", d_in=32, d_sae=256, hook_in="h")
+        kw = dict(n_tokens=64 * 20, batch_size=64, warmup_steps=1, progress=False, b_dec_init="zeros",
+                  checkpoint_every=5, log_every=1)
+        with pytest.raises(OSError, match=r"could not write the step-10 checkpoint .*No space left on device.*"
+                                          r"previous checkpoint .* is intact"):
+            train_sae(TensorSource({"h": x}), cfg, TrainConfig(**kw, checkpoint_dir=str(mnt / "run")))
+        assert sorted(p.name for p in (mnt / "run").iterdir()) == ["checkpoint"]
+        assert json.loads((mnt / "run" / "checkpoint" / "trainer_state.json").read_text())["step"] == 5
+        subprocess.run(["mount", "-o", "remount,size=4m", str(mnt)], check=True)
+        resumed = train_sae(TensorSource({"h": x}), cfg, TrainConfig(**kw, checkpoint_dir=str(mnt / "run")))
+        full = train_sae(TensorSource({"h": x}), cfg, TrainConfig(**kw))
+        assert resumed.history[0]["step"] == 6  # it went on from the kept step-5 checkpoint
+        for (name, a), (_, b) in zip(full.sae.state_dict().items(), resumed.sae.state_dict().items()):
+            assert torch.equal(a, b), name
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
 # -- a store read while it is being written ----------------------------------------------------
 def test_store_read_while_written_sees_only_complete_shards(tmp_path):
     corpus = tmp_path / "fox.txt"
