@@ -191,8 +191,9 @@ def run_lib(args) -> int:
     payload = {"kind": "lib", "model": model_name(model), "layers": list(layers), "settings": s.__dict__,
                "summary": summaries, "lib": results["lib"].to_json(top=16), "pca": results["pca"].to_json(top=16),
                "notes": ("M' from Gaussian output probes (unbiased, not exact); edges only between the top "
-                         f"{s.edge_nodes} nodes per layer at the last position; activations centred; " + ("the BOS position is included." if args.keep_bos else
-                         "the BOS position is left out of the statistics (held fixed in the Jacobians).")))}
+                         f"{s.edge_nodes} nodes per layer at the last position; activations centred; "
+                         + ("the BOS position is included." if args.keep_bos else
+                            "the BOS position is left out of the statistics (held fixed in the Jacobians)."))}
     rep = _report(f"LIB on {model_name(model)} residual layers {list(layers)}", s.__dict__, {"model": model_name(model)})
     if rep is not None:
         rep.add_text(payload["notes"])
