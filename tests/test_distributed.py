@@ -265,5 +265,45 @@ def test_ddp_two_ranks_equals_single_process(train_store, tmp_path):
     assert state["step"] == 24 and json.loads((tmp_path / "cli" / "train.json").read_text())["world_size"] == 2
 
 
+def _resume_worker(store_path: str, out: str, max_steps: int) -> None:
+    """Every rank: DDP-train JOBS[0] into checkpoint dir ``out`` for at most ``max_steps`` more steps."""
+    from safetensors.torch import save_file
+
+    from interp.parallel import distributed, train_sae_ddp
+    from interp.store import ActivationStore
+
+    torch.set_num_threads(1)
+    store = ActivationStore.open(store_path)
+    with distributed(backend="gloo") as env:
+        scfg, tcfg = _configs(store, JOBS[0][1], {"checkpoint_every": 4, "max_steps": max_steps}, ckpt=out)
+        r = train_sae_ddp(store, scfg, tcfg)
+        if env.is_main:
+            save_file({k: v.contiguous() for k, v in r.sae.state_dict().items()}, f"{out}/final.safetensors")
+            Path(f"{out}/result.json").write_text(json.dumps({"steps": r.steps, "history": r.history}))
+
+
+@pytest.mark.slow
+def test_ddp_stopped_then_resumed_on_two_ranks_equals_single_process(train_store, tmp_path):
+    """Stop a 2-rank run at step 10 (rank 0 checkpoints), resume it with a new 2-rank job."""
+    from safetensors.torch import load_file
+
+    from interp.dictionaries import train_sae
+
+    _torchrun([__file__, "resume", str(train_store.path), str(tmp_path), "10"])
+    state = json.loads((tmp_path / "checkpoint" / "trainer_state.json").read_text())
+    assert state["step"] == 10
+    _torchrun([__file__, "resume", str(train_store.path), str(tmp_path), "1000"])
+    res = json.loads((tmp_path / "result.json").read_text())
+    assert res["steps"] == 24 and res["history"][0]["step"] == 12  # went on from step 10 (log every 4)
+    scfg, tcfg = _configs(train_store, JOBS[0][1], {})
+    ref = train_sae(train_store, scfg, tcfg)
+    got = load_file(tmp_path / "final.safetensors")
+    for k, v in ref.sae.state_dict().items():
+        torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-5)
+
+
 if __name__ == "__main__":
-    _worker(sys.argv[1], sys.argv[2])
+    if sys.argv[1] == "resume":
+        _resume_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    else:
+        _worker(sys.argv[1], sys.argv[2])
