@@ -1,0 +1,207 @@
+"""Transcoder feature circuits: exact direct-path attribution through MLP and attention hops, greedy path search.
+
+After Dunefsky, Chlenski & Nanda 2024 (arXiv 2406.11944, ``circuit_analysis.py``).  With a
+transcoder TC_l at every layer's MLP, the residual stream at a location is a sum of terms, each
+produced by a node upstream.  For a vector ``u`` read at ``resid_mid`` or ``resid_pre`` of layer
+L, position t (e.g. a feature's encoder row, or a logit-difference direction):
+
+1. **Decompose** ``u . resid[t]`` exactly into direct contributions (with the norms' scales
+   held constant, the paper's "LayerNorm as a constant"):
+
+   * embedding:        ``u . embed[t]``
+   * MLP hop (feature j of TC_l, l < L):  ``z_j(t) * (W_dec_l[j] . u)``  (activation x weight)
+   * transcoder bias and error:           ``u . b_dec_l``,  ``u . (mlp_out_l[t] - TC_l(x)[t])``
+   * attention hop (head l.h, source s):  ``A_lh[t, s] * (x~_s W_V^h W_O^h) . u`` with
+     ``x~_s = ln1.hook_normalized[s] * w_ln1`` (the OV circuit times the attention weight).
+
+   The terms sum to ``u . resid[t]`` of the real forward pass (tested).
+2. **Continue** a path through a node with its *input-side* vector: a feature j of layer l
+   continues with ``W_enc_l[:, j] / s_ln2(t)`` at ``resid_mid_l[t]`` (its pre-activation is
+   linear in that residual when the ln2 scale ``s`` is frozen); a head continues with
+   ``A[t, s] * w_ln1 * (W_V^h W_O^h u) / s_ln1(s)`` at ``resid_pre_l[s]``.
+3. **Greedy path search** (:func:`greedy_paths`): a beam search from the target, expanding
+   each path by its ``n_branches`` largest contributions for ``n_iters`` hops.
+4. **De-embedding** (:func:`de_embedding`): ``W_E @ f_enc`` scores every vocabulary token by
+   its direct effect on a feature's encoder through the embedding.
+
+Assumes a TransformerBridge whose ``blocks.L.ln{1,2}.hook_normalized`` is the normalised input
+before the norm weight (RMSNorm/LayerNorm) and attention without output bias (as Llama);
+``W_V``/``W_O`` as TransformerLens stacks them ([L, H, d_model, d_head], [L, H, d_head, d_model]).
+
+Memory: one cached forward pass of the prompt (all hooks used, ~``12 * L * T * d_model`` floats
+plus patterns ``L * H * T^2``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .base import SparseCoder
+
+
+class Contribution(NamedTuple):
+    """One direct term of ``u . resid[t]``."""
+
+    kind: str
+    """``feature``, ``head``, ``embed``, ``tc_bias``, ``tc_error`` or ``attn_bias``."""
+    layer: int
+    """Layer of the node (-1 for the embedding)."""
+    index: int
+    """Feature index (feature) or head index (head); -1 otherwise."""
+    position: int
+    """Position the node writes from (the source position for a head)."""
+    value: float
+    """Its contribution to ``u . resid[t]``."""
+
+
+class Path(NamedTuple):
+    """A path of nodes from the target back upstream, with the contribution of its last hop."""
+
+    nodes: list
+    """Contributions, target-side first."""
+    value: float
+    """Contribution of the last node along this path (the beam's score)."""
+
+
+class CircuitCache(NamedTuple):
+    """The activations a decomposition needs, from one forward pass."""
+
+    cache: dict
+    """Hook name -> tensor [T, ...] for the single prompt."""
+    tokens: torch.Tensor
+    """The prompt's token ids [T]."""
+
+
+def run_cache(model, tokens: torch.Tensor) -> CircuitCache:
+    """One forward pass of a single prompt ``[T]`` (or ``[1, T]``) caching what decompositions read."""
+    tokens = tokens.reshape(1, -1) if tokens.ndim == 1 else tokens
+    if tokens.shape[0] != 1:
+        raise ValueError(f"run_cache takes one prompt, got a batch of {tokens.shape[0]}")
+    keep = ("hook_embed", "hook_pos_embed", "ln1.hook_normalized", "ln1.hook_scale", "ln2.hook_normalized",
+            "ln2.hook_scale", "attn.hook_pattern", "hook_mlp_out", "hook_attn_out", "hook_resid_pre",
+            "hook_resid_mid")
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith(keep))
+    return CircuitCache({k: v[0].detach() for k, v in cache.items()}, tokens[0])
+
+
+def _embed(cc: CircuitCache) -> torch.Tensor:
+    e = cc.cache["hook_embed"]
+    return e + cc.cache["hook_pos_embed"] if "hook_pos_embed" in cc.cache else e
+
+
+def decompose(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u: torch.Tensor, layer: int,
+              where: str = "mid", position: int = -1) -> list[Contribution]:
+    """All direct contributions to ``u . resid_{where}_layer[position]`` (see module docstring)."""
+    if where not in ("pre", "mid"):
+        raise ValueError(f"where must be 'pre' or 'mid', got {where!r}")
+    T = cc.tokens.shape[0]
+    t = position % T
+    u = u.to(torch.float32)
+    out = [Contribution("embed", -1, -1, t, float(_embed(cc)[t] @ u))]
+    last_attn = layer if where == "mid" else layer - 1
+    for l in range(0, layer + (1 if where == "mid" else 0)):
+        if l <= last_attn:
+            out += _attn_terms(model, cc, u, l, t)
+        if l < layer:
+            out += _mlp_terms(transcoders, cc, u, l, t)
+    return out
+
+
+def _mlp_terms(transcoders, cc, u, l, t):
+    if l not in transcoders:
+        raise KeyError(f"no transcoder for layer {l}: pass transcoders={{layer: tc}} for every layer up to the target")
+    tc = transcoders[l]
+    x = cc.cache[f"blocks.{l}.ln2.hook_normalized"][t : t + 1]
+    code = tc.encode(x.to(tc.W_enc.device))
+    z = code.acts[0].detach().cpu()
+    w = (tc.W_dec.detach().cpu() @ u)  # [d_sae]
+    contrib = z * w
+    nz = z.nonzero().squeeze(-1).tolist()
+    res = [Contribution("feature", l, j, t, float(contrib[j])) for j in nz]
+    recon = tc.decode_code(code)[0].detach().cpu()
+    res.append(Contribution("tc_bias", l, -1, t, float(tc.b_dec.detach().cpu() @ u)))
+    res.append(Contribution("tc_error", l, -1, t, float((cc.cache[f"blocks.{l}.hook_mlp_out"][t] - recon) @ u)))
+    return res
+
+
+def _ov(model, l):
+    W_V, W_O = model.W_V[l].detach().float(), model.W_O[l].detach().float()  # [H, d, dh], [H, dh, d]
+    return W_V, W_O
+
+
+def _ln1_weight(model, l, d):
+    ln = model.blocks[l].ln1
+    w = getattr(ln, "w", None)
+    if w is None:
+        w = getattr(ln, "weight", None)
+    return torch.ones(d) if w is None else w.detach().float().cpu()
+
+
+def _attn_terms(model, cc, u, l, t):
+    A = cc.cache[f"blocks.{l}.attn.hook_pattern"][:, t]  # [H, S]
+    x = cc.cache[f"blocks.{l}.ln1.hook_normalized"]  # [S, d]
+    W_V, W_O = _ov(model, l)
+    xw = x * _ln1_weight(model, l, x.shape[-1])
+    ovu = torch.einsum("hdk,hkm,m->hd", W_V, W_O, u)  # [H, d]: W_V W_O u per head
+    per = A * (xw @ ovu.T).T  # [H, S]
+    res = [Contribution("head", l, h, s, float(per[h, s])) for h in range(per.shape[0]) for s in range(t + 1)]
+    full = float(cc.cache[f"blocks.{l}.hook_attn_out"][t] @ u)
+    res.append(Contribution("attn_bias", l, -1, t, full - float(per.sum())))  # b_O (and any remainder)
+    return res
+
+
+def greedy_paths(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u: torch.Tensor, layer: int,
+                 where: str = "mid", position: int = -1, n_iters: int = 3, n_branches: int = 5,
+                 beam: int = 20) -> list[Path]:
+    """Beam search for the paths carrying the most direct contribution into ``u . resid[position]``.
+
+    Each hop decomposes the current vector, keeps the ``n_branches`` largest positive
+    contributions from features and heads, and continues through them; the ``beam`` best
+    paths survive each iteration.  Returns paths sorted by their last hop's contribution.
+    """
+    T = cc.tokens.shape[0]
+    frontier = [(Path([], float("inf")), u.float(), layer, where, position % T)]
+    done: list[Path] = []
+    for _ in range(n_iters):
+        cand = []
+        for path, vec, L, wh, t in frontier:
+            terms = [c for c in decompose(model, transcoders, cc, vec, L, wh, t) if c.kind in ("feature", "head")]
+            terms.sort(key=lambda c: -c.value)
+            for c in terms[:n_branches]:
+                if c.value <= 0:
+                    break
+                cand.append((Path(path.nodes + [c], c.value), vec, t, c))
+        cand.sort(key=lambda x: -x[0].value)
+        frontier = []
+        for p, vec, t, c in cand[:beam]:
+            done.append(p)
+            nv = _continue(model, transcoders, cc, c, vec, t)
+            if nv is not None:
+                frontier.append((p, *nv))
+        if not frontier:
+            break
+    return sorted(done, key=lambda p: -p.value)
+
+
+def _continue(model, transcoders, cc, c: Contribution, u: torch.Tensor, t: int):
+    if c.kind == "feature":
+        tc = transcoders[c.layer]
+        s = cc.cache[f"blocks.{c.layer}.ln2.hook_scale"][c.position].reshape(())
+        return tc.W_enc[:, c.index].detach().cpu().float() / s, c.layer, "mid", c.position
+    if c.kind == "head":
+        W_V, W_O = _ov(model, c.layer)
+        A = cc.cache[f"blocks.{c.layer}.attn.hook_pattern"][c.index]
+        s = cc.cache[f"blocks.{c.layer}.ln1.hook_scale"][c.position].reshape(())
+        w = _ln1_weight(model, c.layer, u.shape[0])
+        v = A[t, c.position] * w * (W_V[c.index] @ (W_O[c.index] @ u)) / s
+        return v, c.layer, "pre", c.position
+    return None
+
+
+def de_embedding(model, transcoder: SparseCoder, feature: int, top: int = 10) -> list[tuple[int, float]]:
+    """Tokens whose embedding most excites ``feature`` of a layer-0 transcoder: top of ``W_E @ f_enc``."""
+    scores = model.W_E.detach().float().cpu() @ transcoder.W_enc[:, feature].detach().cpu()
+    v, i = scores.topk(top)
+    return list(zip(i.tolist(), v.tolist()))
