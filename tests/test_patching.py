@@ -43,7 +43,7 @@ def _hand_patch(model, task, hook, index, base="corrupt", value="clean"):
 def test_patching_equals_hand_written_hook(name, request):
     model = request.getfixturevalue(name)
     task = _task(model)
-    res = activation_patching(model, task, per_position=("resid",), max_tokens=64, progress=False)
+    res = activation_patching(model, task, per_position=("resid",), max_tokens=300, progress=False)
     S = slice(None)
     assert res.scores["attn_head"][1, 2].item() == pytest.approx(
         _hand_patch(model, task, "blocks.1.attn.hook_z", (S, S, 2)), abs=1e-5)
