@@ -86,3 +86,13 @@ def test_de_embedding_and_errors(setup):
         fc.decompose(model, {0: tcs[0]}, cc, torch.randn(model.cfg.d_model), 2, "mid", 3)
     with pytest.raises(ValueError, match="where must be"):
         fc.decompose(model, tcs, cc, torch.randn(model.cfg.d_model), 2, "post", 3)
+
+
+def test_logit_difference_decomposes_exactly(setup):
+    """Target = logit[a] - logit[b] at the last position: the decomposition sums to the model's logit difference."""
+    model, tcs, cc = setup
+    logits = model(cc.tokens[None], return_type="logits")[0, -1]
+    u = fc.logit_direction(model, cc, 5, 9, position=-1)
+    terms = fc.decompose(model, tcs, cc, u, model.cfg.n_layers, "pre", -1)
+    want = float(logits[5] - logits[9])
+    assert sum(c.value for c in terms) == pytest.approx(want, rel=1e-4, abs=1e-5 * sum(abs(c.value) for c in terms))

@@ -16,8 +16,9 @@ docstring for the algorithm and paper.
 
 Transcoders: ``transcoder.transcoder_config(layer, d_model)``; dashboards:
 ``dashboards.feature_dashboard``; sparse TopK kernels: ``sparse_decode`` (``INTERP_SPARSE_DECODER=0``
-forces the dense reference).  Not here yet: feature-level circuits (transcoder circuit
-analysis), discrete-SAE circuit identification.
+forces the dense reference); transcoder feature circuits: ``feature_circuits`` (exact
+direct-path decomposition, MLP and attention hops, greedy path search, de-embeddings).
+Not here yet: RelP/IG attribution over SAE features, discrete-SAE circuit identification.
 """
 
 from .base import EncodeOutput, ForwardOutput, SAEConfig, SparseCoder, fvu

@@ -19,7 +19,8 @@ L, position t (e.g. a feature's encoder row, or a logit-difference direction):
    continues with ``W_enc_l[:, j] / s_ln2(t)`` at ``resid_mid_l[t]`` (its pre-activation is
    linear in that residual when the ln2 scale ``s`` is frozen); a head continues with
    ``A[t, s] * w_ln1 * (W_V^h W_O^h u) / s_ln1(s)`` at ``resid_pre_l[s]``.
-3. **Greedy path search** (:func:`greedy_paths`): a beam search from the target, expanding
+3. **Greedy path search** (:func:`greedy_paths`): a beam search from the target (e.g.
+   :func:`logit_direction`, a logit difference through the frozen final norm), expanding
    each path by its ``n_branches`` largest contributions for ``n_iters`` hops.
 4. **De-embedding** (:func:`de_embedding`): ``W_E @ f_enc`` scores every vocabulary token by
    its direct effect on a feature's encoder through the embedding.
@@ -79,7 +80,7 @@ def run_cache(model, tokens: torch.Tensor) -> CircuitCache:
     tokens = tokens.reshape(1, -1) if tokens.ndim == 1 else tokens
     if tokens.shape[0] != 1:
         raise ValueError(f"run_cache takes one prompt, got a batch of {tokens.shape[0]}")
-    keep = ("hook_embed", "hook_pos_embed", "ln1.hook_normalized", "ln1.hook_scale", "ln2.hook_normalized",
+    keep = ("hook_embed", "hook_pos_embed", "ln_final.hook_scale", "ln1.hook_normalized", "ln1.hook_scale", "ln2.hook_normalized",
             "ln2.hook_scale", "attn.hook_pattern", "hook_mlp_out", "hook_attn_out", "hook_resid_pre",
             "hook_resid_mid")
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith(keep))
@@ -198,6 +199,21 @@ def _continue(model, transcoders, cc, c: Contribution, u: torch.Tensor, t: int):
         v = A[t, c.position] * w * (W_V[c.index] @ (W_O[c.index] @ u)) / s
         return v, c.layer, "pre", c.position
     return None
+
+
+def logit_direction(model, cc: CircuitCache, good: int, bad: int, position: int = -1) -> torch.Tensor:
+    """``u`` with ``u . resid_final[position] = logit[good] - logit[bad]`` (final-norm scale frozen).
+
+    Use it as the target of :func:`decompose` / :func:`greedy_paths` with
+    ``layer=model.cfg.n_layers, where="pre"`` (the residual stream after the last block).
+    """
+    t = position % cc.tokens.shape[0]
+    W_U = model.W_U.detach().float().cpu()
+    ln = model.ln_final
+    w = getattr(ln, "w", None)
+    w = torch.ones(W_U.shape[0]) if w is None else w.detach().float().cpu()
+    s = cc.cache["ln_final.hook_scale"][t].reshape(())
+    return w * (W_U[:, good] - W_U[:, bad]) / s
 
 
 def de_embedding(model, transcoder: SparseCoder, feature: int, top: int = 10) -> list[tuple[int, float]]:
