@@ -316,7 +316,10 @@ def cache_activations(
     _barrier(use_dist)
     if rank == 0:
         final = read_manifest(out)
+        before = {s["index"] for s in final["shards"]}
         final = _merge_progress(out, final)
+        if world > 1:  # rows written by all ranks in this run (the shards the merge added)
+            total_rows = sum(s["rows"] for s in final["shards"] if s["index"] not in before)
         final["complete"] = len(final["shards"]) == n_shards
         final["last_run"] = {"seconds": round(elapsed, 3), "rows": total_rows, "world_size": world,
                              "device": str(device)}
