@@ -97,6 +97,7 @@ def test_dist_cache_two_ranks_equals_single_process(tiny_llama, tmp_path):
                    "--out", str(out), "--json"])
     info = json.loads(p.stdout)  # only rank 0 printed: exactly one JSON document
     assert info["n_rows"] == 600 and info["complete"] and info["last_run"]["world_size"] == 2
+    assert info["last_run"]["rows"] == 600  # rows written by both ranks
 
     ref_cfg = CacheConfig(model="tiny-llama", hooks=["blocks.*.hook_resid_post", "blocks.0.attn.hook_z"],
                           corpus=str(corpus), n_tokens=600, context_length=32, batch_size=4, shard_rows=64,
