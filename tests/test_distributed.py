@@ -185,6 +185,25 @@ def test_dist_cache_killed_then_resumed_equals_uninterrupted(tiny_llama, tmp_pat
     ActivationStore.open(out, verify="full")
 
 
+def test_launch_env_errors_are_clear(monkeypatch):
+    from interp.parallel import dist_env, init_distributed
+
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert init_distributed().world_size == 1  # one process: nothing to initialise
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match=r"\['MASTER_ADDR', 'MASTER_PORT'\] is not set: launch with torchrun"):
+        init_distributed()
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match="rank=2, world_size=2"):
+        dist_env()
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="WORLD_SIZE='two' is not an integer"):
+        dist_env()
+
+
 # -- DDP training ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def train_store(tmp_path_factory, tiny_llama):
