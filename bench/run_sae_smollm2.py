@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--held", type=int, default=48, help="held-out sequences")
     ap.add_argument("--tc-l1", type=float, default=None, help="ReLU transcoder L1 (default: TopK transcoder)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dead-after", type=int, default=None, help="dead-latent window in tokens (default max(50 batches, rows/2))")
+    ap.add_argument("--tag", default="", help="suffix for the output names")
     ap.add_argument("--skip", default="", help="sae,transcoder")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -69,7 +71,7 @@ def main() -> None:
                  "load_seconds": load_s}
     n_tokens = int(args.epochs * len(train_idx))
     tcfg = dict(n_tokens=n_tokens, batch_size=args.batch, lr=args.lr, warmup_steps=50, progress=True,
-                dead_after_tokens=max(args.batch * 50, len(train_idx) // 2), device="cpu")
+                dead_after_tokens=args.dead_after or max(args.batch * 50, len(train_idx) // 2), device="cpu")
     runs = []
     if "sae" not in args.skip:
         runs.append(("sae", SAEConfig(arch="topk", d_in=576, d_sae=args.expansion * 576, k=args.k, hook_in=resid,
@@ -79,8 +81,8 @@ def main() -> None:
         runs.append(("transcoder", transcoder_config(args.layer, d_model=576, expansion=args.expansion,
                                                      model_name="smollm2-135m", context_length=T, **kw)))
     for name, cfg in runs:
-        r = train_sae(train, cfg, TrainConfig(**tcfg, checkpoint_dir=str(ROOT / "runs" / f"smollm2_{name}")))
-        save_sae(r.sae, ROOT / "runs" / f"smollm2_{name}" / "sae")
+        r = train_sae(train, cfg, TrainConfig(**tcfg, checkpoint_dir=str(ROOT / "runs" / f"smollm2_{name}{args.tag}")))
+        save_sae(r.sae, ROOT / "runs" / f"smollm2_{name}{args.tag}" / "sae")
         rows = evaluate_rows(r.sae, held, n_rows=len(held_idx))
         sp_m = spliced_ce(model, r.sae, toks, batch_size=8)
         out[name] = {"config": cfg.to_dict(), "train_tokens": r.tokens, "steps": r.steps,
@@ -88,7 +90,7 @@ def main() -> None:
                      "train_fvu_last": r.fvu, "dead_fraction": r.dead_fraction,
                      "held": rows.to_json(), "spliced": sp_m.to_json()}
         print(json.dumps({name: out[name]["held"] | {"ce_recovered": sp_m.ce_recovered, "kl": sp_m.kl_dict}}))
-    (ROOT / "runs" / "sae_smollm2.json").write_text(json.dumps(out, indent=1, default=str))
+    (ROOT / "runs" / f"sae_smollm2{args.tag}.json").write_text(json.dumps(out, indent=1, default=str))
     print(json.dumps(out, indent=1, default=str))
 
 
