@@ -77,3 +77,27 @@ def test_small_run_learns_backcopy_and_dormancy(tmp_path):
     assert m.ablation_delta_trigger[0] > 1.0  # active at triggers, causally
     assert abs(m.ablation_delta_other[0]) < 0.05  # dormant elsewhere, causally
     assert m.attn_bos_at_other[0] > m.attn_bos_at_trigger[0] * 10
+
+
+@pytest.mark.slow
+def test_full_run_sink_value_drain_and_dynamics(tmp_path):
+    """1500 steps (about 2-3 CPU minutes): over training the head's attention to ⟨s⟩ at
+    non-trigger positions grows, the value at ⟨s⟩ is drained, ‖h(⟨s⟩)‖ grows, and the
+    massive-activation ratio of every layer gets a five-parameter fit over the checkpoints."""
+    from interp.models import load_model
+    from interp.phenomena.dynamics import checkpoint_dynamics
+    from interp.phenomena.toy.bigram_backcopy import bb_eval_tokens
+
+    task = BBTask()
+    run = train_bb(tmp_path, task, BBTrainConfig(steps=1500), device="cpu")
+    first = bb_mechanism(load_model(str(tmp_path / "step_000000"), device="cpu"), task)
+    last = bb_mechanism(load_model(str(tmp_path / "step_001500"), device="cpu"), task)
+    assert last.attn_prev_at_trigger[0] > 0.9 and last.ablation_delta_trigger[0] > 2.0
+    assert abs(last.ablation_delta_other[0]) < 0.01
+    assert last.attn_bos_at_other[0] > 3 * first.attn_bos_at_other[0]
+    assert last.attn_bos_at_other[0] > 100 * last.attn_bos_at_trigger[0]
+    assert last.value_drain[0] < 0.5 * first.value_drain[0]
+    assert last.resid_norm_sink[0] > 5 * first.resid_norm_sink[0]
+    dyn = checkpoint_dynamics(tmp_path, lambda m: bb_eval_tokens(task), device="cpu")
+    assert dyn.steps == run.steps and all(f is not None for f in dyn.fits)
+    assert all(0.0 <= f.r2 <= 1.0 for f in dyn.fits)

@@ -80,6 +80,10 @@ def test_zero_breaks_mean_preserves(planted):
     assert ab.loss["clean"] == pytest.approx(float(_clean_loss(model, tokens)), abs=1e-4)
     assert ab.kl["clean"] == pytest.approx(0.0, abs=1e-6)
     assert ab.kl["zero"] > 10 * ab.kl["random_zero"]
+    at1 = massive_ablation(model, tokens, st, hook="blocks.1.hook_resid_post")
+    assert at1.hook == "blocks.1.hook_resid_post" and at1.n_overwritten == 6
+    with pytest.raises(ValueError, match="no massive activations were detected at"):
+        massive_ablation(model, tokens, st, hook="blocks.0.hook_mlp_out")
 
 
 def test_mean_restores_when_values_agree():

@@ -38,6 +38,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (results.json, report.html)")
     p.add_argument("--abs-threshold", type=float, default=100.0, help="|a| must exceed this")
     p.add_argument("--ratio-threshold", type=float, default=1000.0, help="|a| / layer median must reach this")
+    p.add_argument("--ablation-hook", default=None,
+                   help="residual hook to overwrite the massive activations at (default: where the big ones appear)")
     p.add_argument("--seq-len", type=int, default=64, help="tokens per sequence, BOS included")
     p.add_argument("--n-seqs", type=int, default=4, help="sequences per built-in domain")
     p.add_argument("--device", default=None)
@@ -141,7 +143,7 @@ def run_massive(args) -> int:
     model = load_model(name, device=args.device)
     tokens = tokens_for(model)
     stats = massive_stats(model, tokens, cfg)
-    ablation = massive_ablation(model, tokens, stats) if stats.entries else None
+    ablation = massive_ablation(model, tokens, stats, hook=args.ablation_hook) if stats.entries else None
     meta = _meta(model, time.time() - t0)
     payload = {"kind": "massive", "meta": meta, "config": asdict(cfg), "checkpoints": args.checkpoints,
                "stats": stats.to_json(), "ablation": ablation.to_json() if ablation else None,

@@ -14,8 +14,8 @@ Algorithm:
    entries that pass both thresholds with layer, position, dimension, value and token kind
    (``first``, ``delimiter``, ``other``).  The same per-sequence detector runs on stored rows
    (:func:`massive_stats_from_store`).
-2. :func:`massive_ablation` re-runs the inputs with the massive entries of the first layer where
-   they appear set to zero, set to their mean value (per dimension, over the detected entries),
+2. :func:`massive_ablation` re-runs the inputs with the massive entries of the layer where
+   they appear (the earliest reaching half the largest magnitude, or a chosen hook) set to zero, set to their mean value (per dimension, over the detected entries),
    and, as a control, the same number of random non-massive entries of that layer set to zero;
    all variants run batched in one forward pass and are compared with the clean run by loss and
    next-token KL(clean || variant).  Sun et al. find zero breaks the model and mean does not.
@@ -304,18 +304,29 @@ def _next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor
 
 
 @torch.no_grad()
-def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int = 0) -> MassiveAblation:
-    """Zero vs mean vs random-zero control of the massive entries of their first layer, batched.
+def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int = 0,
+                     hook: str | None = None) -> MassiveAblation:
+    """Zero vs mean vs random-zero control of the massive entries of one layer, batched.
 
-    The entries to overwrite are found again on ``tokens`` with ``stats.config`` thresholds, at
-    the first hook that had any, restricted to the dimensions detected there.
+    ``hook``: the residual hook to intervene at; default the earliest hook where the massive
+    activations reach half their largest magnitude (where the big ones *appear*: in
+    SmolLM2-135M a few delimiter entries of ~800 show up at layer 2, the first-token entries of
+    ~25,000 at layer 11).  The entries to overwrite are found again on ``tokens`` with
+    ``stats.config`` thresholds, restricted to the dimensions detected at that hook.
     """
     tokens = check_tokens(tokens)
     if not stats.entries:
         raise ValueError("no massive activations were detected, so there is nothing to ablate "
                          f"(thresholds abs>{stats.config.abs_threshold}, ratio>={stats.config.ratio_threshold})")
-    first_layer = min(e.layer for e in stats.entries)
-    hook_name = next(e.hook for e in stats.entries if e.layer == first_layer)
+    if hook is None:
+        big = max(abs(e.value) for e in stats.entries)
+        first_layer = min(e.layer for e in stats.entries if abs(e.value) >= 0.5 * big)
+        hook_name = next(e.hook for e in stats.entries if e.layer == first_layer)
+    elif hook not in {e.hook for e in stats.entries}:
+        raise ValueError(f"no massive activations were detected at {hook!r}; they are at "
+                         f"{sorted({e.hook for e in stats.entries}, key=_layer_of)}")
+    else:
+        hook_name = hook
     at = [e for e in stats.entries if e.hook == hook_name]
     dims = sorted({e.dim for e in at})
     mean_val = {d: sum(e.value for e in at if e.dim == d) / sum(1 for e in at if e.dim == d) for d in dims}
