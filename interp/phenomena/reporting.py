@@ -30,6 +30,10 @@ def sinks_report(res, meta: dict, config: dict, decode=None):
     lines = [f"Domains: {', '.join(res.domains)}; {first.n_seqs} sequences x {first.seq_len} tokens each; "
              f"{len(res.heads)} heads ablated ({res.config.ablation}); thresholds: sink >= {res.config.sink_threshold}, "
              f"|Δloss| <= {res.config.loss_threshold} nats/token."]
+    neg = [-x for d in res.domains for x in res.delta_loss[d] if x < 0]
+    if neg:
+        lines.append(f"Noise floor: ablations that *lower* the loss reach {max(neg):.4f} nats/token on these inputs; "
+                     "treat |Δloss| below that as indistinguishable from zero (use more --n-seqs to lower it).")
     if res.switching:
         lines.append("Switching heads (dormant on one domain, active and causally confirmed on another): "
                      + ", ".join(f"{s['head']} (dormant on {'/'.join(s['dormant_on'])}, active on {'/'.join(s['active_on'])})"
@@ -48,7 +52,7 @@ def sinks_report(res, meta: dict, config: dict, decode=None):
                    {"‖h(⟨s⟩)‖": st.resid_norm_sink.tolist(), "max_{i>=1} ‖h(i)‖": st.resid_norm_rest_max.tolist(),
                     "mean_{i>=1} ‖h(i)‖": st.resid_norm_rest_mean.tolist()}, x_title="layer", y_title="norm", log_y=True)
         if st.example_sink_attention is not None and res.heads and decode:
-            Lh, hh = res.heads[0]
+            Lh, hh = (res.switching[0]["layer"], res.switching[0]["head_index"]) if res.switching else res.heads[0]
             toks = [decode(t) for t in st.example_tokens]
             r.add_token_attributions(f"{d}: attention of each token to the first token, head L{Lh}H{hh}", toks,
                                      st.example_sink_attention[Lh, hh].tolist())
