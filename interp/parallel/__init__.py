@@ -8,7 +8,14 @@ for data-parallel dictionary training; ``interp dist cache ...`` runs the cachin
 torchrun.  docs/distributed.md has the commands.
 """
 
-from .ddp_train import train_sae_ddp
 from .launch import DistEnv, default_backend, dist_env, distributed, init_distributed, teardown
+
+
+def __getattr__(name):  # lazy, so `python -m interp.parallel.ddp_train` runs without a runpy warning
+    if name == "train_sae_ddp":
+        from .ddp_train import train_sae_ddp
+
+        return train_sae_ddp
+    raise AttributeError(f"module 'interp.parallel' has no attribute {name!r}")
 
 __all__ = ["DistEnv", "default_backend", "dist_env", "distributed", "init_distributed", "teardown", "train_sae_ddp"]
