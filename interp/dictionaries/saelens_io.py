@@ -31,6 +31,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .base import SAEConfig, SparseCoder
@@ -126,7 +127,11 @@ def load_sae(path: str | Path, device=None) -> SparseCoder:
     wfile = path / WEIGHTS_FILE
     if not wfile.exists():
         raise FileNotFoundError(f"{path}: {WEIGHTS_FILE} is missing")
-    w = load_file(wfile)
+    try:
+        w = load_file(wfile)
+    except SafetensorError as e:  # e.g. a pickle (torch.save) under this name: refused, never unpickled
+        raise SAELensFormatError(f"{wfile} is not a valid safetensors file ({e}); interp reads weights only "
+                                 "as safetensors, never pickles (.pt/.bin)") from e
     ours, transcoder = _FROM_SAELENS[arch]
     need = ["W_enc", "W_dec", "b_enc", "b_dec"] + (["threshold"] if ours == "jumprelu" else [])
     missing = [n for n in need if n not in w]
