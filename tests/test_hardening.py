@@ -254,7 +254,7 @@ def test_pickle_in_a_checkpoint_is_refused(store, tmp_path):
     train_sae(store, cfg, TrainConfig(**tcfg, checkpoint_dir=str(run)))
     weights = run / "checkpoint" / "sae_weights.safetensors"
     weights.write_bytes(blob)
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match=r"sae_weights\.safetensors is not a valid safetensors file"):
         load_sae(run / "checkpoint")
     with pytest.raises(ValueError, match=r"sae_weights\.safetensors is not a valid safetensors file"):
         train_sae(store, cfg, TrainConfig(**tcfg, checkpoint_dir=str(run)))
@@ -269,7 +269,7 @@ def test_pickle_in_a_checkpoint_is_refused(store, tmp_path):
     # a pickle saved under the safetensors name of a saved SAE folder
     folder = save_sae(train_sae(store, cfg, TrainConfig(**tcfg)).sae, tmp_path / "sae")
     torch.save({"W_enc": _Payload(marker)}, folder / "sae_weights.safetensors")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="never pickles"):
         load_sae(folder)
     assert not marker.exists(), "a pickle in a checkpoint was executed"
 
