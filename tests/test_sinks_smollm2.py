@@ -8,7 +8,6 @@ Regenerate the numbers with:
 from __future__ import annotations
 
 import pytest
-import torch
 
 from interp.phenomena import default_domains, domain_tokens, sink_stats
 from interp.phenomena.dormant import ablation_losses

@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from interp.models import resolve_hooks, scoped_hooks
 
