@@ -111,3 +111,14 @@ def test_local_checkpoint_folder_loads_like_hf(tmp_path, arch):
     model = load_model(str(tmp_path), device="cpu")
     tokens = torch.tensor([[0, 40, 41, 42, 43]])
     torch.testing.assert_close(model(tokens), hf(tokens).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_nested_scoped_hooks_keep_the_outer_scope(tiny_llama):
+    tokens = tiny_llama.to_tokens("abc")
+    outer, inner = [], []
+    with scoped_hooks(tiny_llama, fwd=[("blocks.0.hook_resid_post", lambda t, hook: outer.append(1))]):
+        with scoped_hooks(tiny_llama, fwd=[("blocks.1.hook_resid_post", lambda t, hook: inner.append(1))]):
+            tiny_llama(tokens)
+        tiny_llama(tokens)  # the outer hook must still fire
+    tiny_llama(tokens)  # and nothing after both scopes closed
+    assert (len(outer), len(inner)) == (2, 1)

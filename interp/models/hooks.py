@@ -98,19 +98,6 @@ def scoped_hooks(
     for name, _ in fwd + bwd:
         if name not in model.hook_dict:
             resolve_hooks(model, [name])  # raises with a helpful message
-    ctx = model.hooks(fwd_hooks=fwd, bwd_hooks=bwd)
-    ctx.__enter__()
-    try:
+    # The bridge's context removes exactly the hooks it added (outer scopes keep theirs).
+    with model.hooks(fwd_hooks=fwd, bwd_hooks=bwd):
         yield model
-    finally:
-        ctx.__exit__(None, None, None)
-        model.reset_hooks(including_permanent=False) if _has_kw(model.reset_hooks, "including_permanent") else None
-
-
-def _has_kw(fn, kw: str) -> bool:
-    import inspect
-
-    try:
-        return kw in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
