@@ -39,6 +39,9 @@ JOBS = [
     ("relu_sae", dict(arch="relu", d_sae=64, hook_in="blocks.1.hook_resid_post", l1_coeff=0.05), {}, 1e-5),
     ("jumprelu_sae", dict(arch="jumprelu", d_sae=64, hook_in="blocks.1.hook_resid_post", l0_coeff=0.01,
                           jumprelu_init_threshold=0.05), {}, 3e-2),
+    # TopK (with AuxK: dead_after_tokens below makes latents dead): the normalisers are global-batch
+    # variances; the top-k selection is discrete, so allow the same tolerance as JumpReLU.
+    ("topk_sae", dict(arch="topk", d_sae=64, hook_in="blocks.1.hook_resid_post", k=4), {}, 3e-2),
     ("relu_transcoder", dict(arch="relu", d_sae=64, hook_in="blocks.0.ln2.hook_normalized",
                              hook_out="blocks.0.hook_mlp_out", l1_coeff=0.05), {}, 1e-5),
 ]

@@ -21,6 +21,9 @@ Memory: the ``[B, d_sae]`` no-grad pre-activations; autograd keeps only ``[B, k]
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
 
 from .base import EncodeOutput, ForwardOutput, SparseCoder, fvu
@@ -28,9 +31,38 @@ from .registry import register
 from .sparse_decode import encode_at, sparse_decode
 
 
+_DATA_PARALLEL = contextvars.ContextVar("interp_topk_data_parallel", default=False)
+
+
+@contextlib.contextmanager
+def data_parallel_normaliser(enabled: bool = True):
+    """Inside this block (the trainer's data-parallel loop) the normalisers ``||x - mean x||^2`` are
+    computed over the *global* batch (two all-reduces), and the loss is scaled by N / n_rank, so
+    that the trainer's share weighting (n_rank / N) and gradient sum reproduce the single-process
+    loss exactly.  Every rank must call ``loss`` the same number of times inside the block."""
+    token = _DATA_PARALLEL.set(enabled)
+    try:
+        yield
+    finally:
+        _DATA_PARALLEL.reset(token)
+
+
 def _normalized_mse(x_hat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    tiny = torch.finfo(target.dtype).tiny
+    if _DATA_PARALLEL.get() and torch.distributed.is_available() and torch.distributed.is_initialized():
+        dist = torch.distributed
+        with torch.no_grad():
+            t = target.detach()
+            stats = torch.cat([t.sum(0), t.new_tensor([t.shape[0]])])
+            dist.all_reduce(stats)
+            n_global = stats[-1]
+            mean = stats[:-1] / n_global
+            total = (t - mean).pow(2).sum().reshape(1)
+            dist.all_reduce(total)
+        scale = n_global / max(1, target.shape[0])
+        return (x_hat - target).pow(2).sum() / total[0].clamp_min(tiny) * scale
     total = (target - target.mean(0, keepdim=True)).pow(2).sum()
-    return (x_hat - target).pow(2).sum() / total.clamp_min(torch.finfo(total.dtype).tiny)
+    return (x_hat - target).pow(2).sum() / total.clamp_min(tiny)
 
 
 @register("topk")

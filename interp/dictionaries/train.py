@@ -49,6 +49,7 @@ from safetensors.torch import load_file, save_file
 
 from .base import SAEConfig, SparseCoder
 from .registry import make
+from .topk_sae import data_parallel_normaliser
 
 
 @dataclass
@@ -389,7 +390,8 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None, sae: S
             dead = since_fired >= cfg.dead_after_tokens
             for g in opt.param_groups:
                 g["lr"] = cfg.lr_at(step)
-            out = sae.loss(x, y, dead_mask=dead)
+            with data_parallel_normaliser(world > 1):  # TopK: normalise by the global batch's variance
+                out = sae.loss(x, y, dead_mask=dead)
             opt.zero_grad(set_to_none=True)
             (out.loss * (x.shape[0] / n_global) if world > 1 else out.loss).backward()
             if world > 1:
