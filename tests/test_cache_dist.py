@@ -9,20 +9,11 @@ import sys
 import textwrap
 
 import pytest
-import torch
 
 from interp.store import ActivationStore, CacheConfig, cache_activations
 
 TEXT = ("In the beginning God created the heaven and the earth. And the earth was without form, and void; "
         "and darkness was upon the face of the deep.\n\n") * 60
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 WORKER = textwrap.dedent("""

@@ -11,18 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from interp.store import ActivationStore, CacheConfig, cache_activations
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from 2 threads, and 2 threads on 2 shared, busy cores crawl."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 TEXT = ("Happy families are all alike; every unhappy family is unhappy in its own way. Everything was in "
         "confusion in the Oblonskys' house. The wife had discovered that the husband was carrying on an "

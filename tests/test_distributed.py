@@ -49,14 +49,6 @@ TRAIN = dict(n_tokens=24 * 64, batch_size=64, lr=3e-3, warmup_steps=4, dead_afte
              init_rows=512, seed=3, progress=False, log_every=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

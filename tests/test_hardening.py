@@ -30,14 +30,6 @@ TEXT = ("The quick brown fox jumps over the lazy dog while the five boxing wizar
         "pack my box with five dozen liquor jugs.\n\n") * 80
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 

@@ -10,15 +10,6 @@ from interp.dictionaries import SAEConfig, TensorSource, TrainConfig, geometric_
 from interp.dictionaries.jumprelu_sae import JumpReLUFn, StepFn
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matmuls on 2 contended cores run ~10x slower with 2 threads than with 1."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def planted(n=40000, d=32, m=64, p=0.05, seed=0, offset=0.3):
     """Rows x = sum_i a_i D_i + offset + noise, each of the m unit directions D_i on with probability p."""
     g = torch.Generator().manual_seed(seed)

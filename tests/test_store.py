@@ -11,14 +11,6 @@ import torch
 from interp.store import ActivationStore, CacheConfig, StoreError, cache_activations
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from 2 threads, and 2 threads on 2 shared, busy cores crawl."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 TEXT = (
     "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age "
     "of foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season "

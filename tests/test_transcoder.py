@@ -10,14 +10,6 @@ from interp.dictionaries.registry import make
 from interp.dictionaries.transcoder import layer_of, transcoder_config, transcoder_hooks
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def planted_mlp(n=40000, d_in=24, d_out=20, m=48, p=0.06, seed=0):
     """x = A @ D_in + noise, y = A @ D_out + 0.5: a sparse 'MLP' whose output features are D_out."""
     g = torch.Generator().manual_seed(seed)
