@@ -126,3 +126,155 @@ def test_ioi_circuit_target_smollm2(smollm2):
     c = r["circuit"]
     assert c["faithfulness"] >= 0.8
     assert c["fraction"] <= 0.10, c["fraction"]
+
+
+# ---------------------------------------------------------------------------------------------
+# greedy search by real patching (interp/circuits/search.py)
+# ---------------------------------------------------------------------------------------------
+def _hand_metric(model, task, keep_heads, keep_mlps, source):
+    """m(S) with plain hooks written here: every head / MLP outside S gets its corrupted (or clean-mean) value."""
+    from interp.models import scoped_hooks
+
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    names = [f"blocks.{l}.attn.hook_z" for l in range(L)] + [f"blocks.{l}.hook_mlp_out" for l in range(L)]
+
+    def cache(tokens):
+        out = {}
+
+        def save(name):
+            def fn(x, hook):
+                out[name] = x.detach().clone()
+            return fn
+
+        with torch.no_grad(), scoped_hooks(model, fwd=[(n, save(n)) for n in names]):
+            model(tokens)
+        return out
+
+    src = cache(task.corrupt) if source == "corrupt" else {n: a.mean(0, keepdim=True).expand_as(a).clone()
+                                                          for n, a in cache(task.clean).items()}
+
+    def patch(name, l):
+        def fn(x, hook):
+            x = x.clone()
+            if "hook_z" in name:
+                for h in range(H):
+                    if (l, h) not in keep_heads:
+                        x[:, :, h] = src[name][:, :, h]
+            elif l not in keep_mlps:
+                x = src[name].clone()
+            return x
+        return fn
+
+    fwd = [(f"blocks.{l}.attn.hook_z", patch(f"blocks.{l}.attn.hook_z", l)) for l in range(L)]
+    fwd += [(f"blocks.{l}.hook_mlp_out", patch(f"blocks.{l}.hook_mlp_out", l)) for l in range(L)]
+    with torch.no_grad(), scoped_hooks(model, fwd=fwd):
+        return task.metric(model(task.clean)).float().mean().item()
+
+
+def _hand_F(model, task, components, source):
+    from interp.circuits.search import parse_component
+
+    units = [parse_component(c) for c in components]
+    heads = {(l, i[0]) for t, l, i in units if t == "attn_head"}
+    mlps = {l for t, l, i in units if t == "mlp"}
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    full = _hand_metric(model, task, {(l, h) for l in range(L) for h in range(H)}, set(range(L)), source)
+    empty = _hand_metric(model, task, set(), set(), source)
+    return (_hand_metric(model, task, heads, mlps, source) - empty) / (full - empty)
+
+
+@pytest.mark.parametrize("source", ["corrupt", "mean"])
+def test_greedy_search_F_matches_hand_hooks_and_is_minimal(tiny_llama, source):
+    from interp.attribution import attribution_patching
+    from interp.circuits import SearchConfig, search_circuit
+
+    task = ioi_task(tiny_llama, n=4, seed=0)
+    prior = attribution_patching(tiny_llama, task, ("attn_head", "mlp"), direction="noise")
+    c = search_circuit(tiny_llama, task, prior, SearchConfig(share=0.8, source=source))
+    assert 0 < len(c.components) < c.n_total == 10
+    F = _hand_F(tiny_llama, task, c.components, source)
+    assert F == pytest.approx(c.faithfulness, abs=1e-4) and F >= 0.8
+    assert c.minimal
+    for drop in c.components:  # 1-minimal: dropping any one member takes F below the threshold
+        rest = [x for x in c.components if x != drop]
+        f_rest = _hand_F(tiny_llama, task, rest, source) if rest else 0.0
+        assert f_rest < 0.8
+        if rest:
+            assert f_rest == pytest.approx(c.single_removal_F[drop], abs=1e-4)
+    # the trajectory is what was measured: every accepted step kept F >= threshold
+    assert c.trajectory_sizes[0] == 10 and c.trajectory_sizes[-1] == len(c.components)
+    assert all(f >= 0.8 for f in c.trajectory_F)
+
+
+def test_greedy_search_stays_inside_planted_circuit(tiny_llama):
+    """Zero every head and MLP except a planted set: the others carry nothing, so none may enter the circuit,
+    whatever order the prior suggests (here the prior ranks the silenced components as most important)."""
+    from interp.circuits import SearchConfig, circuit_faithfulness, search_circuit
+    from interp.models import scoped_hooks
+
+    task = _task(tiny_llama)
+    planted_heads, planted_mlps = {(0, 1), (1, 2), (1, 3)}, {1}
+
+    def silence(l):
+        def z(x, hook):
+            x = x.clone()
+            for h in range(x.shape[2]):
+                if (l, h) not in planted_heads:
+                    x[:, :, h] = 0
+            return x
+
+        def mlp(x, hook):
+            return x if l in planted_mlps else torch.zeros_like(x)
+        return z, mlp
+
+    fwd = []
+    for l in range(2):
+        z, mlp = silence(l)
+        fwd += [(f"blocks.{l}.attn.hook_z", z), (f"blocks.{l}.hook_mlp_out", mlp)]
+    adversarial = {"attn_head": torch.ones(2, 4), "mlp": torch.ones(2)}
+    for l, h in planted_heads:
+        adversarial["attn_head"][l, h] = 0.0
+    adversarial["mlp"][1] = 0.0
+    prior = AttributionResult("planted", adversarial, 0.0, 0.0, 0.0)
+    planted = {f"blocks.{l}.attn.hook_z[{h}]" for l, h in planted_heads} | {"blocks.1.hook_mlp_out"}
+    with scoped_hooks(tiny_llama, fwd=fwd):
+        for p in (prior, None):
+            c = search_circuit(tiny_llama, task, p, SearchConfig(share=0.9, max_group=2))
+            assert set(c.components) <= planted, c.components
+            assert c.faithfulness >= 0.9
+            assert circuit_faithfulness(tiny_llama, task, c.components)["F"] == pytest.approx(c.faithfulness, abs=1e-5)
+        assert circuit_faithfulness(tiny_llama, task, sorted(planted))["F"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_search_errors(tiny_llama):
+    from interp.circuits import SearchConfig, search_circuit
+    from interp.circuits.search import parse_component
+
+    with pytest.raises(ValueError, match="margin"):
+        SearchConfig(margin=-0.1)
+    with pytest.raises(ValueError, match="source"):
+        SearchConfig(source="zero")
+    with pytest.raises(ValueError, match="cannot parse"):
+        parse_component("blocks.1.hook_resid_pre")
+    same = Task.from_prompts(tiny_llama, ["ab"], ["ab"], answers=[("a", "b")])
+    with pytest.raises(ValueError, match="does not change"):
+        search_circuit(tiny_llama, same)
+    with pytest.raises(ValueError, match="no scores for"):
+        search_circuit(tiny_llama, _task(tiny_llama), AttributionResult("x", {"mlp": torch.zeros(2)}, 0.0, 0.0, 0.0))
+
+
+def test_cli_circuit_greedy_heldout(tmp_path, capsys):
+    from interp.cli.main import main
+
+    out = tmp_path / "g"
+    assert main(["circuit", "ioi", "--model", "tiny-llama", "--method", "atp", "--n", "4", "--heldout-n", "4",
+                 "--source", "mean", "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    r = json.loads((out / "results.json").read_text())
+    c = r["circuit"]
+    assert summary["search"] == "greedy" and c["method"] == "greedy" and c["source"] == "mean"
+    assert c["faithfulness"] >= 0.8 + 0.05 - 1e-9 and c["n_components"] == len(c["components"])
+    assert c["heldout"]["seed"] == 1 and c["heldout"]["n"] == 4
+    assert summary["heldout_faithfulness"] == c["heldout"]["F"]
+    assert r["faithfulness"]["chosen"] == c["n_components"] and r["faithfulness"]["n_components"][-1] == 10
+    assert "greedy_search" in r["timings"] and (out / "report.html").stat().st_size > 1000

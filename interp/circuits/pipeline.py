@@ -6,14 +6,19 @@
    (``patch`` = activation patching, ``atp``, ``relp``, ``ig``);
    scored in the *noising* direction (corrupting one component in the clean run), which is the
    first-order estimate of what step 3 tests;
-3. prune to the smallest head+MLP set keeping ``share`` of the metric (faithfulness curve,
-   everything outside patched from the corrupted run) and verify it by real patching;
+3. find the circuit, judged by patching everything outside it (``source``: from the corrupted
+   run, or mean-ablation):
+   ``search='greedy'`` (default): greedy pruning by real patching with the method's scores as
+   the order of tries (search.py), then the circuit's F on held-out prompts (another seed);
+   the top-k curve of step 3b is kept beside it for comparison.
+   ``search='topk'``: the smallest top-k set of the ranking with F >= ``share`` (discovery.py);
 4. for IOI, classify heads by attention-pattern tests;
 5. token-level IG attributions (embeddings, corrupted prompt as baseline) for two prompts;
 6. write ``results.json`` (scores, circuit, faithfulness, roles, timings) and ``report.html``
    (rendered by :mod:`interp.reports`).
 
-Cost: dominated by step 2 for ``patch`` (one forward per component, batched) and by step 3.
+Cost: dominated by step 2 for ``patch`` (one forward per component, batched) and by step 3
+(a few hundred patched B*T-token runs for the greedy search on 300 components).
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ from interp.tasks import make_task
 
 from .discovery import CircuitConfig, discover_circuit
 from .roles import classify_heads
+from .search import SearchConfig, circuit_faithfulness, search_circuit
 
 METHODS = ("patch", "atp", "relp", "ig")
+SEARCHES = ("greedy", "topk")
 COMPONENTS = ("resid", "attn_head", "mlp")
 
 
@@ -100,41 +107,93 @@ def write_outputs(results: dict, out: str | Path) -> tuple[Path, Path | None]:
 
 
 def run_circuit(model, task_name: str, method: str = "relp", out: str | Path | None = None, n: int = 8,
-                seed: int = 0, share: float = 0.8, rules="all", progress: bool = False) -> dict:
-    """The whole pipeline (see module doc); returns the results dict (also written when ``out``)."""
+                seed: int = 0, share: float = 0.8, rules="all", progress: bool = False, search: str = "greedy",
+                source: str = "corrupt", margin: float = 0.05, heldout_n: int = 16,
+                heldout_seed: int | None = None, examples: bool = True) -> dict:
+    """The whole pipeline (see module doc); returns the results dict (also written when ``out``).
+
+    ``search``: ``greedy`` (pruning by real patching) or ``topk`` (ranking only).  ``source``:
+    what components outside the circuit get (``corrupt`` or ``mean``).  ``margin``: the greedy
+    search keeps F >= share + margin on the discovery prompts.  ``heldout_n`` prompts with seed
+    ``heldout_seed`` (default ``seed + 1``) re-measure the final circuit's F (0 skips it).
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if search not in SEARCHES:
+        raise ValueError(f"unknown search {search!r}; choose from {SEARCHES}")
     t0 = time.perf_counter()
     task = make_task(task_name, model, n=n, seed=seed)
     # The circuit is judged by corrupting everything outside it in the clean run, so components
     # are ranked by their noising effect (what is lost when each one alone is corrupted).
     res = run_method(model, task, method, rules=rules, progress=progress, direction="noise")
-    circuit = discover_circuit(model, task, res, CircuitConfig(share=share))
+    timings = {method: res.seconds}
+    topk = discover_circuit(model, task, res, CircuitConfig(share=share, source=source))
+    timings["topk_search"] = topk.seconds
+    heldout = None
+    if search == "greedy":
+        found = search_circuit(model, task, res, SearchConfig(share=share, margin=margin, source=source),
+                               progress=progress)
+        timings["greedy_search"] = found.seconds
+        circuit_json = found.to_json()
+        circuit_json["components"] = [{"name": c, "score": _score_of(res, c)} for c in found.components]
+        # pruning trajectory, smallest circuit first: F measured at each accepted size
+        curve = sorted(zip(found.trajectory_sizes, found.trajectory_F))
+        faith = {"n_components": [k for k, _ in curve], "recovered": [f for _, f in curve], "target": share,
+                 "chosen": len(found.components), "total": found.n_total,
+                 "what": "greedy pruning trajectory: F after each accepted removal (real patched runs)"}
+        components = found.components
+    else:
+        circuit_json = topk.to_json()
+        faith = {"n_components": topk.curve_sizes, "recovered": topk.curve_faithfulness, "target": share,
+                 "chosen": len(topk.components), "total": topk.n_total,
+                 "what": f"top-k of the {method} ranking, everything else patched ({source})"}
+        components = topk.components
+    if heldout_n:
+        th = time.perf_counter()
+        hs = seed + 1 if heldout_seed is None else heldout_seed
+        ho_task = make_task(task_name, model, n=heldout_n, seed=hs)
+        heldout = circuit_faithfulness(model, ho_task, components, source=source)
+        heldout["seed"] = hs
+        timings["heldout_check"] = time.perf_counter() - th
+        circuit_json["heldout"] = heldout
     roles = None
     if task_name == "ioi":
         hr = classify_heads(model, task)
         roles = {}
         for key, role in hr.roles.items():
             l, h = key.split(".")
-            if f"blocks.{l}.attn.hook_z[{h}]" in circuit.components:
+            if f"blocks.{l}.attn.hook_z[{h}]" in components:
                 roles[f"L{l}H{h}"] = role
-    examples = token_examples(model, task)
+    token_ex = token_examples(model, task) if examples else []
     from interp.models import model_name
 
+    timings["total"] = time.perf_counter() - t0
     results = {
-        "kind": "circuit", "title": f"{task_name} circuit on {model_name(model)} ({method})",
+        "kind": "circuit", "title": f"{task_name} circuit on {model_name(model)} ({method}, {search})",
         "model": model_name(model), "task": task_name, "n_prompts": task.n, "seed": seed,
-        "config": {"method": method, "share": share, "rules": rules if method == "relp" else None, "n": n},
+        "config": {"method": method, "share": share, "rules": rules if method == "relp" else None, "n": n,
+                   "search": search, "source": source, "margin": margin if search == "greedy" else None,
+                   "heldout_n": heldout_n},
         "metric_clean": res.metric_clean, "metric_corrupt": res.metric_corrupt,
         "scores": {method: res.to_json()},
         "position_labels": [model.tokenizer.decode([t]) for t in task.clean[0].tolist()],
-        "circuit": circuit.to_json(),
-        "faithfulness": {"n_components": circuit.curve_sizes, "recovered": circuit.curve_faithfulness,
-                         "target": share, "chosen": len(circuit.components), "total": circuit.n_total},
-        "roles": roles or {}, "examples": examples, "prompts": task.to_json(),
-        "timings": {method: res.seconds, "circuit_search": circuit.seconds, "total": time.perf_counter() - t0},
-        "versions": versions(),
+        "circuit": circuit_json,
+        "faithfulness": faith,
+        "circuit_topk": {"n_components": len(topk.components), "faithfulness": topk.faithfulness,
+                         "curve_sizes": topk.curve_sizes, "curve_faithfulness": topk.curve_faithfulness},
+        "roles": roles or {}, "examples": token_ex, "prompts": task.to_json(),
+        "timings": timings, "versions": versions(),
     }
     if out is not None:
         write_outputs(results, out)
     return results
+
+
+def _score_of(res, name: str) -> float:
+    from .search import parse_component
+
+    t, l, idx = parse_component(name)
+    s = res.scores[t]
+    if t in res.per_position:
+        s = s.sum(-1)
+    return float(s[(l, *idx)])
