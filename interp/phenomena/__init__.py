@@ -11,10 +11,11 @@ from .domains import Domain, default_domains, domain_tokens, domains_from_dir
 from .dormant import DormantConfig, DormantResult, ablation_losses, active_dormant
 from .dynamics import DynamicsFit, checkpoint_dynamics, fit_dynamics
 from .massive import MassiveAblation, MassiveConfig, MassiveStats, massive_ablation, massive_stats
-from .sinks import SinkStats, sink_stats
+from .sinks import SinkStats, resid_peak_from_store, sink_scores_from_store, sink_stats
 
 __all__ = [
     "Domain", "DormantConfig", "DormantResult", "DynamicsFit", "MassiveAblation", "MassiveConfig", "MassiveStats",
     "SinkStats", "ablation_losses", "active_dormant", "checkpoint_dynamics", "default_domains", "domain_tokens",
-    "domains_from_dir", "fit_dynamics", "massive_ablation", "massive_stats", "sink_stats",
+    "domains_from_dir", "fit_dynamics", "massive_ablation", "massive_stats", "resid_peak_from_store",
+    "sink_scores_from_store", "sink_stats",
 ]

@@ -20,7 +20,10 @@ residual output.  Each hook reduces its tensor at once over all heads (no loop o
 per-sequence statistics, which a :class:`PositionStats` accumulates; the same accumulator
 takes per-token rows with their ``(sequence, position)`` from an activation store
 (:func:`position_stats_from_rows`), so value drain and residual peak come out the same whether
-computed live or from stored activations.
+computed live or from stored activations.  The sink score from a store
+(:func:`sink_scores_from_store`) rebuilds each stored sequence's pattern from its post-rotary
+queries and keys (``blocks.ℓ.attn.hook_rot_q`` / ``hook_rot_k``), since the ``[T, T]`` pattern
+itself is not a per-token row.
 
 Memory: one layer's attention pattern ``[B, H, T, T]`` at a time inside a hook (nothing is
 cached), plus ``O(n_seqs * L * H)`` statistics.  Compute: one forward pass over the inputs.
@@ -273,3 +276,106 @@ def resid_peak_from_store(store, layers=None, batch_size: int = 4096) -> dict[st
     s, m, x = (torch.stack(t) for t in zip(*res))
     return {"layers": torch.tensor(layers), "resid_norm_sink": s, "resid_norm_rest_mean": m,
             "resid_norm_rest_max": x, "resid_peak": s / x.clamp_min(1e-12)}
+
+
+def _attention_stats(q: torch.Tensor, k: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sink [H], row entropy [H]) of one sequence from post-rotary ``q [T, H, d]``, ``k [T, n_kv, d]``.
+
+    A = softmax(q k^T * scale) with a causal mask, all heads at once; keys of a KV group are
+    shared by ``H / n_kv`` consecutive query heads.
+    """
+    T, H, _ = q.shape
+    n_kv = k.shape[1]
+    if H % n_kv:
+        raise ValueError(f"{H} query heads are not a multiple of {n_kv} key heads")
+    k = k.repeat_interleave(H // n_kv, dim=1)
+    scores = torch.einsum("qhd,khd->hqk", q, k) * scale
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    a = scores.masked_fill(~causal, float("-inf")).softmax(-1)  # [H, T, T]
+    rows = a[:, 1:, :]
+    logn = torch.log(torch.arange(2, T + 1, dtype=a.dtype))
+    ent = (-(rows * torch.log(rows.clamp_min(1e-30))).sum(-1) / logn).mean(-1)
+    return a[:, 1:, 0].mean(-1), ent
+
+
+def sink_scores_from_store(store, layers=None, scale: float | None = None, batch_size: int = 4096,
+                           max_seqs: int | None = None) -> dict[str, torch.Tensor]:
+    """Sink score and row entropy per (layer, head) recomputed from stored post-rotary queries and keys.
+
+    The store must hold ``blocks.ℓ.attn.hook_rot_q`` and ``blocks.ℓ.attn.hook_rot_k`` (rows
+    ``[n_heads, d_head]`` and ``[n_kv_heads, d_head]``: the queries and keys the attention uses,
+    after RoPE) with the position-0 rows kept (``skip_bos=False``).  Rows are streamed in store
+    order and grouped by their ``(sequence, position)``; per complete sequence the causal pattern
+    A = softmax(q kᵀ · scale) is rebuilt for all heads at once and s = mean_{q>=1} A[q, 0] is
+    averaged over sequences, as :func:`sink_stats` does live from ``hook_pattern``.
+
+    ``scale`` defaults to 1/sqrt(d_head) (Llama, GPT-2, Pythia); pass the model's own for
+    architectures that scale differently (Gemma 3: ``query_pre_attn_scalar ** -0.5``).  Attention
+    soft-capping and sliding windows are not modelled.  Memory: one sequence's ``[H, T, T]``
+    pattern plus ``batch_size`` rows of q and k.
+
+    Returns ``{"layers": [L], "sink_score": [L, H], "row_entropy": [L, H], "n_seqs": int}``.
+    """
+    import re
+
+    found = {int(m.group(1)) for h in store.hooks if (m := re.fullmatch(r"blocks\.(\d+)\.attn\.hook_rot_q", h))}
+    found &= {int(m.group(1)) for h in store.hooks if (m := re.fullmatch(r"blocks\.(\d+)\.attn\.hook_rot_k", h))}
+    layers = sorted(found) if layers is None else list(layers)
+    missing = [L for L in layers if L not in found]
+    if not layers or missing:
+        raise ValueError(f"the store has no blocks.L.attn.hook_rot_q and hook_rot_k for layers {missing or 'any'}; "
+                         f"it holds {store.hooks}")
+    seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
+    sinks, ents, n_seqs = [], [], 0
+    for L in layers:
+        qh, kh = f"blocks.{L}.attn.hook_rot_q", f"blocks.{L}.attn.hook_rot_k"
+        qshape, kshape = tuple(store.row_shape(qh)), tuple(store.row_shape(kh))
+        if len(qshape) != 2 or len(kshape) != 2 or qshape[1] != kshape[1]:
+            raise ValueError(f"{qh} rows {qshape} and {kh} rows {kshape} are not [heads, d_head] with one d_head")
+        sc = scale if scale is not None else qshape[1] ** -0.5
+        s_sum, e_sum, n = torch.zeros(qshape[0]), torch.zeros(qshape[0]), 0
+        buf_q, buf_k, cur, start = [], [], None, 0
+
+        def flush():
+            nonlocal s_sum, e_sum, n
+            if not buf_q:
+                return
+            q, k = torch.cat(buf_q), torch.cat(buf_k)
+            if len(q) >= 2:
+                s, e = _attention_stats(q, k, sc)
+                s_sum, e_sum, n = s_sum + s, e_sum + e, n + 1
+            buf_q.clear()
+            buf_k.clear()
+
+        for qr, kr in zip(store.stream(qh, batch_size), store.stream(kh, batch_size)):
+            sp = seq_pos[start:start + len(qr)]
+            start += len(qr)
+            qr, kr = qr.float().view(-1, *qshape), kr.float().view(-1, *kshape)
+            # split the batch where the sequence id changes
+            cuts = (torch.nonzero(sp[1:, 0] != sp[:-1, 0]).flatten() + 1).tolist()
+            for a, b in zip([0] + cuts, cuts + [len(sp)]):
+                s_id, p0 = int(sp[a, 0]), int(sp[a, 1])
+                if s_id != cur:
+                    flush()
+                    if max_seqs is not None and n >= max_seqs:
+                        break
+                    cur = s_id
+                    if p0 != 0:
+                        raise ValueError(f"sequence {s_id} starts at position {p0}: the store has no position-0 rows "
+                                         "(cached with skip_bos=True?), so the sink cannot be scored")
+                expect = sum(len(x) for x in buf_q)
+                if not torch.equal(sp[a:b, 1], torch.arange(expect, expect + b - a)):
+                    raise ValueError(f"rows of sequence {s_id} are not in position order in the store")
+                buf_q.append(qr[a:b])
+                buf_k.append(kr[a:b])
+            if max_seqs is not None and n >= max_seqs:
+                break
+        if max_seqs is None or n < max_seqs:
+            flush()
+        if n == 0:
+            raise ValueError(f"no sequence of length >= 2 in the store for layer {L}")
+        sinks.append(s_sum / n)
+        ents.append(e_sum / n)
+        n_seqs = n
+    return {"layers": torch.tensor(layers), "sink_score": torch.stack(sinks), "row_entropy": torch.stack(ents),
+            "n_seqs": n_seqs}
