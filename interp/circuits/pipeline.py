@@ -140,13 +140,18 @@ def run_circuit(model, task_name: str, method: str = "relp", out: str | Path | N
         curve = sorted(zip(found.trajectory_sizes, found.trajectory_F))
         faith = {"n_components": [k for k, _ in curve], "recovered": [f for _, f in curve], "target": share,
                  "chosen": len(found.components), "total": found.n_total,
-                 "what": "greedy pruning trajectory: F after each accepted removal (real patched runs)"}
+                 "caption": ("Greedy pruning by real patching: each point is a circuit size the search reached and "
+                             f"its measured F (everything outside patched from {source}); it starts from all "
+                             f"{found.n_total} components and stops at the chosen circuit (red). The top-k curve "
+                             "of the attribution ranking is under circuit_topk.")}
         components = found.components
     else:
         circuit_json = topk.to_json()
         faith = {"n_components": topk.curve_sizes, "recovered": topk.curve_faithfulness, "target": share,
                  "chosen": len(topk.components), "total": topk.n_total,
-                 "what": f"top-k of the {method} ranking, everything else patched ({source})"}
+                 "caption": (f"Top-k of the {method} ranking: each point keeps the k best-ranked components and "
+                             f"patches every other one ({source}); F is the share of the clean-minus-empty "
+                             "metric recovered.")}
         components = topk.components
     if heldout_n:
         th = time.perf_counter()

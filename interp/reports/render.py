@@ -15,7 +15,7 @@ silently dropped.  Recognised layouts (all fields optional unless noted):
   ``paper: {...}`` (published values, same layout) -> a table and grouped bars;
   ``seconds``/``timings: {method: s}`` -> wall-time bars.  ``circuit: {nodes, edges}`` or
   ``circuit: {components: [names]}`` -> a graph; ``faithfulness: {n_components, recovered,
-  target?, chosen?, total?, y_title?}`` -> the faithfulness curve; ``roles`` -> a table; ``examples: [{tokens,
+  target?, chosen?, total?, y_title?, caption?}`` -> the faithfulness curve; ``roles`` -> a table; ``examples: [{tokens,
   scores, title?}]`` -> token views (``scores`` may be ``{method: [...]}``: one view per method).
 - ``sinks``: 2-D arrays are layer x head; ``massive``: 1-D arrays are per layer (log scale
   when they span three orders of magnitude); ``sae``/``transcoder``: curves against ``step``;
@@ -489,9 +489,11 @@ def render_faithfulness(r: Report, f: Any) -> None:
     if xk is None or yk is None:
         raise ValueError(f"faithfulness: needs 'n_components' and 'recovered' arrays, found keys {sorted(f)}")
     y_title = str(f.get("y_title") or "share of clean metric recovered")
+    cap = f.get("caption")  # how the curve was made (e.g. a greedy search's trajectory), else top-n wording
     r.add_figure(F.faithfulness_curve(f[xk], f[yk], f.get("target"), f.get("chosen"), f.get("total"),
-                                      title="Faithfulness curve", y_title=y_title))
-    extra = {k: v for k, v in f.items() if k not in (xk, yk, "target", "chosen", "total", "y_title")}
+                                      title="Faithfulness curve", y_title=y_title,
+                                      caption=cap if isinstance(cap, str) else ""))
+    extra = {k: v for k, v in f.items() if k not in (xk, yk, "target", "chosen", "total", "y_title", "caption")}
     if extra:
         render_generic(r, extra, Hints(), ("faithfulness",))
 
