@@ -15,6 +15,10 @@ def test_sinks_cli_writes_results_and_report(tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())
     assert res["kind"] == "sinks" and res["domains"] == ["prose", "code", "numbers"]
     assert len(res["heads"]) == 8 and len(res["delta_loss"]["code"]) == 8
+    for d in res["domains"]:  # every head gets a Δloss interval around its mean and a three-way label
+        for (lo, hi), m in zip(res["delta_ci"][d], res["delta_loss"][d]):
+            assert lo <= m + 1e-9 and m <= hi + 1e-9
+        assert set(res["labels"][d]) <= {"dormant", "active", "undetermined"}
     assert (out / "report.html").stat().st_size > 10_000
     assert "wrote" in capsys.readouterr().out
 

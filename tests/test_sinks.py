@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from interp.phenomena import Domain, default_domains, domain_tokens, domains_from_dir, sink_stats
-from interp.phenomena.dormant import DormantConfig, ablation_losses, active_dormant, candidate_heads
+from interp.phenomena.dormant import (DormantConfig, ablation_loss_matrix, ablation_losses, active_dormant, candidate_heads,
+                                     label_head, paired_bootstrap_ci)
 from interp.phenomena.sinks import PositionStats, position_stats_from_rows
 
 
@@ -150,11 +151,12 @@ def test_domains(tiny_llama, tmp_path):
         domain_tokens(tiny_llama, doms[0], seq_len=2)
 
 
-def _manual_loss(model, tokens, fwd):
+def _manual_loss(model, tokens, fwd, per_seq=False):
     with model.hooks(fwd_hooks=fwd):
         logits = model(tokens)
     lp = logits[:, :-1].log_softmax(-1)
-    return float(-lp.gather(-1, tokens[:, 1:, None]).mean())
+    nll = -lp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    return nll.mean(-1) if per_seq else float(nll.mean())
 
 
 @pytest.mark.parametrize("ablation", ["bos", "zero"])
@@ -162,8 +164,10 @@ def test_batched_ablation_equals_hand_written_intervention(tiny_llama, ablation)
     tokens = _tokens(3, 12, seed=4)
     heads = [(0, 1), (1, 3), (1, 0)]
     clean, losses = ablation_losses(tiny_llama, tokens, heads, ablation, heads_per_pass=2)
+    clean_seq, ablated_seq = ablation_loss_matrix(tiny_llama, tokens, heads, ablation, heads_per_pass=2)
     assert clean == pytest.approx(_manual_loss(tiny_llama, tokens, []), abs=1e-5)
-    for (L, h), got in zip(heads, losses):
+    torch.testing.assert_close(clean_seq, _manual_loss(tiny_llama, tokens, [], per_seq=True), atol=1e-5, rtol=0)
+    for (L, h), got, got_seq in zip(heads, losses, ablated_seq):
         if ablation == "bos":
             def fn(a, hook, h=h):
                 a = a.clone()
@@ -179,6 +183,7 @@ def test_batched_ablation_equals_hand_written_intervention(tiny_llama, ablation)
             fwd = [(f"blocks.{L}.attn.hook_z", fn)]
         want = _manual_loss(tiny_llama, tokens, fwd)
         assert got == pytest.approx(want, abs=1e-5)
+        torch.testing.assert_close(got_seq, _manual_loss(tiny_llama, tokens, fwd, per_seq=True), atol=1e-5, rtol=0)
         assert abs(want - clean) > 1e-6  # the intervention does something on a random model
     with pytest.raises(ValueError, match="does not exist"):
         ablation_losses(tiny_llama, tokens, [(5, 0)])
@@ -203,8 +208,34 @@ def test_dormant_labels_follow_definition_on_planted_silent_head():
         assert abs(res.delta_loss[d][i]) < 1e-6 and res.labels[d][i] == "dormant"
         others = [x for j, x in enumerate(res.delta_loss[d]) if j != i]
         assert all(abs(x) > 1e-6 for x in others)
-    assert res.switching == []  # sink threshold 0: no head can be "below" it on another domain
+    for d in doms:  # an exactly silent head has the degenerate interval [0, 0]
+        assert res.delta_ci[d][i] == (0.0, 0.0)
+    assert res.switching == []  # the only dormant head is dormant on both domains
     assert len(res.table()) == 8
+
+
+def test_paired_bootstrap_ci_and_labels():
+    """The interval matches the normal-theory interval of a mean on a large sample, is the point
+    [c, c] for a constant difference, and the labels call dormant/active only outside the threshold."""
+    g = torch.Generator().manual_seed(0)
+    d = torch.randn(2, 400, generator=g) * torch.tensor([[0.01], [0.03]]) + torch.tensor([[0.0], [0.02]])
+    lo, hi = paired_bootstrap_ci(d, n_boot=4000, level=0.95, seed=1)
+    se = d.std(1) / 400 ** 0.5
+    torch.testing.assert_close(lo, d.mean(1) - 1.96 * se, atol=float(se.max()) * 0.25, rtol=0)
+    torch.testing.assert_close(hi, d.mean(1) + 1.96 * se, atol=float(se.max()) * 0.25, rtol=0)
+    lo1, hi1 = paired_bootstrap_ci(torch.full((1, 5), 0.3), n_boot=50)
+    assert float(lo1) == pytest.approx(0.3) and float(hi1) == pytest.approx(0.3)
+    assert torch.equal(paired_bootstrap_ci(d, seed=3)[0], paired_bootstrap_ci(d, seed=3)[0])  # seeded
+    with pytest.raises(ValueError, match="heads, sequences"):
+        paired_bootstrap_ci(torch.zeros(3))
+    tau = 0.005
+    assert label_head(0.95, -0.001, 0.004, 0.8, tau) == "dormant"
+    assert label_head(0.95, -0.001, 0.006, 0.8, tau) == "undetermined"  # interval straddles +τ
+    assert label_head(0.50, -0.001, 0.004, 0.8, tau) == "undetermined"  # no sink, writes little
+    assert label_head(0.50, 0.006, 0.03, 0.8, tau) == "active"
+    assert label_head(0.95, -0.03, -0.006, 0.8, tau) == "active"  # ablation confidently lowers the loss
+    with pytest.raises(ValueError, match="ci_level"):
+        DormantConfig(ci_level=1.0)
 
 
 def test_candidate_heads_and_config_errors(tiny_llama):

@@ -28,6 +28,8 @@ def register(sub) -> None:
     p.add_argument("--heads", choices=["candidates", "all"], default="candidates", help="which heads to ablate")
     p.add_argument("--max-heads", type=int, default=24, help="most candidate heads ablated")
     p.add_argument("--heads-per-pass", type=int, default=4, help="ablations batched into one forward pass")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of the sequences for the Δloss CI")
+    p.add_argument("--ci-level", type=float, default=0.95, help="confidence level of the Δloss interval")
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.set_defaults(func=run_sinks)
@@ -82,7 +84,7 @@ def run_sinks(args) -> int:
 
     cfg = DormantConfig(sink_threshold=args.sink_threshold, loss_threshold=args.loss_threshold, ablation=args.ablation,
                         heads=args.heads, max_heads=args.max_heads, heads_per_pass=args.heads_per_pass,
-                        seq_len=args.seq_len, n_seqs=args.n_seqs)
+                        seq_len=args.seq_len, n_seqs=args.n_seqs, n_boot=args.n_boot, ci_level=args.ci_level)
     domains = domains_from_dir(args.domains) if args.domains else default_domains()
     t0 = time.time()
     model = load_model(args.model, device=args.device)
@@ -104,7 +106,8 @@ def run_sinks(args) -> int:
     for s in res.switching:
         lines.append(f"  switching {s['head']}: dormant on {s['dormant_on']}, active on {s['active_on']}; "
                      f"sink {({k: round(v, 3) for k, v in s['sink_score'].items()})}, "
-                     f"Δloss {({k: round(v, 4) for k, v in s['delta_loss'].items()})}")
+                     f"Δloss {({k: round(v, 4) for k, v in s['delta_loss'].items()})}, "
+                     f"{args.ci_level:.0%} CI {({k: [round(x, 4) for x in v] for k, v in s['delta_ci'].items()})}")
     if not res.switching:
         lines.append("  no switching head meets the criteria (see results.json 'table')")
     lines.append(f"wrote {args.out}/results.json and report.html")

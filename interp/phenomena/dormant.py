@@ -19,14 +19,22 @@ Algorithm (:func:`active_dormant`):
    ``blocks.ℓ.attn.hook_pattern``) or ``zero``: z[.., h, :] = 0 (``blocks.ℓ.attn.hook_z``) — so
    one forward pass measures ``heads_per_pass`` ablations; Δloss = ablated − clean next-token loss
    on that domain (nats/token);
-4. labels per (head, domain): ``dormant`` if s_d >= ``sink_threshold`` and |Δloss| <=
-   ``loss_threshold``, else ``active``.  A head is *switching* if it is dormant on a domain a and,
-   on a domain b, its sink score is below ``sink_threshold`` and Δloss_b > ``loss_threshold``
-   (active there, confirmed by its ablation).
+4. statistics: Δloss is computed per sequence (ablated − clean on the same sequence, so the
+   sequences' own loss spread cancels), and a paired bootstrap over sequences (``n_boot``
+   resamples of the N sequences with replacement; percentile interval at ``ci_level``) gives a
+   confidence interval [lo, hi] of the domain's mean Δloss;
+5. labels per (head, domain), called only where the interval excludes the threshold τ =
+   ``loss_threshold``: ``dormant`` if s_d >= ``sink_threshold`` and −τ < lo <= hi < τ (the
+   ablation confidently changes the loss by less than τ); ``active`` if lo > τ or hi < −τ (the
+   ablation confidently changes it by more than τ); ``undetermined`` otherwise (the interval
+   straddles ±τ, or a head that does not sink writes too little to matter).  A head is
+   *switching* if it is ``dormant`` on a domain a and ``active`` with lo > τ (its ablation hurts)
+   on a domain b.  With few sequences the percentile bootstrap is optimistic (it under-covers for
+   N < ~20); more sequences narrow the interval and make it honest.
 
 Memory: ``heads_per_pass * N`` sequences per forward (one layer's ``[kN, H, T, T]`` pattern at a
 time).  Compute: per domain, 1 + ceil(n_heads_ablated / heads_per_pass) forward passes of
-``heads_per_pass * N`` sequences.
+``heads_per_pass * N`` sequences.  Bootstrap: ``n_heads * n_boot * N`` floats.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from .domains import Domain, domain_tokens
 from .sinks import SinkStats, check_tokens, sink_stats
 
 ABLATIONS = ("bos", "zero")
+LABELS = ("dormant", "active", "undetermined")
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,12 @@ class DormantConfig:
     """Sequences per domain."""
     batch_size: int = 8
     """Sequences per forward pass of the sink statistics."""
+    n_boot: int = 2000
+    """Bootstrap resamples of the sequences for the Δloss confidence interval."""
+    ci_level: float = 0.95
+    """Confidence level of the Δloss interval."""
+    seed: int = 0
+    """Seed of the bootstrap resampling."""
 
     def __post_init__(self):
         if self.ablation not in ABLATIONS:
@@ -75,7 +90,9 @@ class DormantConfig:
             raise ValueError(f"sink_threshold must be in [0, 1], got {self.sink_threshold}")
         if self.loss_threshold < 0:
             raise ValueError(f"loss_threshold must be >= 0, got {self.loss_threshold}")
-        for k in ("max_heads", "heads_per_pass", "seq_len", "n_seqs", "batch_size"):
+        if not 0 < self.ci_level < 1:
+            raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+        for k in ("max_heads", "heads_per_pass", "seq_len", "n_seqs", "batch_size", "n_boot"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
 
@@ -93,11 +110,13 @@ class DormantResult:
     clean_loss: dict[str, float]
     """Mean next-token loss per domain, unablated (nats/token)."""
     delta_loss: dict[str, list[float]]
-    """Per domain, Δloss of each ablated head (aligned with ``heads``)."""
+    """Per domain, mean over sequences of Δloss of each ablated head (aligned with ``heads``)."""
+    delta_ci: dict[str, list[tuple[float, float]]]
+    """Per domain, the paired-bootstrap confidence interval (lo, hi) of each head's mean Δloss."""
     labels: dict[str, list[str]]
-    """Per domain, ``dormant``/``active`` of each ablated head."""
+    """Per domain, ``dormant``/``active``/``undetermined`` of each ablated head (see the module docstring)."""
     switching: list[dict]
-    """Heads dormant on one domain and confirmed active on another, with their scores."""
+    """Heads dormant on one domain and confirmed active on another, with their scores and intervals."""
     config: DormantConfig = field(default_factory=DormantConfig)
     """Settings used."""
 
@@ -109,6 +128,8 @@ class DormantResult:
             for d in self.domains:
                 row[f"sink[{d}]"] = round(float(self.stats[d].sink_score[L, h]), 4)
                 row[f"dloss[{d}]"] = round(self.delta_loss[d][i], 5)
+                lo, hi = self.delta_ci[d][i]
+                row[f"ci[{d}]"] = f"[{lo:.4f}, {hi:.4f}]"
                 row[f"label[{d}]"] = self.labels[d][i]
             rows.append(row)
         return rows
@@ -116,7 +137,8 @@ class DormantResult:
     def to_json(self) -> dict:
         return {"domains": self.domains, "stats": {d: s.to_json() for d, s in self.stats.items()},
                 "heads": [list(h) for h in self.heads], "clean_loss": self.clean_loss,
-                "delta_loss": self.delta_loss, "labels": self.labels, "switching": self.switching,
+                "delta_loss": self.delta_loss, "delta_ci": {d: [list(c) for c in v] for d, v in self.delta_ci.items()},
+                "labels": self.labels, "switching": self.switching,
                 "table": self.table(), "config": asdict(self.config)}
 
 
@@ -125,10 +147,18 @@ def _loss_per_seq(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return -lp.gather(-1, tokens[:, 1:, None]).squeeze(-1).mean(-1)
 
 
-@torch.no_grad()
 def ablation_losses(model, tokens: torch.Tensor, heads: list[tuple[int, int]], ablation: str = "bos",
                     heads_per_pass: int = 4) -> tuple[float, list[float]]:
-    """(clean loss, [loss with head (ℓ, h) ablated for each head]) on ``tokens [N, T]``, batched.
+    """(clean loss, [loss with head (ℓ, h) ablated for each head]) on ``tokens [N, T]``, batched
+    (means over sequences of :func:`ablation_loss_matrix`)."""
+    clean, ablated = ablation_loss_matrix(model, tokens, heads, ablation, heads_per_pass)
+    return float(clean.mean()), ablated.mean(1).tolist()
+
+
+@torch.no_grad()
+def ablation_loss_matrix(model, tokens: torch.Tensor, heads: list[tuple[int, int]], ablation: str = "bos",
+                         heads_per_pass: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence next-token losses: (clean ``[N]``, ablated ``[len(heads), N]``) on ``tokens [N, T]``.
 
     Each forward pass holds ``heads_per_pass`` copies of the batch; copy j has head ``heads[j]``
     ablated (``bos``: attention moved to position 0; ``zero``: its z zeroed).
@@ -143,8 +173,8 @@ def ablation_losses(model, tokens: torch.Tensor, heads: list[tuple[int, int]], a
     device = next(model.parameters()).device
     tokens = tokens.to(device)
     N = tokens.shape[0]
-    clean = float(_loss_per_seq(model(tokens), tokens).mean())
-    out: list[float] = []
+    clean = _loss_per_seq(model(tokens), tokens).cpu()
+    out: list[torch.Tensor] = [torch.zeros(0, N)]
     for start in range(0, len(heads), heads_per_pass):
         chunk = heads[start:start + heads_per_pass]
         k = len(chunk)
@@ -172,9 +202,34 @@ def ablation_losses(model, tokens: torch.Tensor, heads: list[tuple[int, int]], a
             fwd = [(f"blocks.{L}.attn.hook_z", zero_hook(m)) for L, m in masks.items()]
         batch = tokens.repeat(k, 1)
         with scoped_hooks(model, fwd=fwd):
-            losses = _loss_per_seq(model(batch), batch).view(k, N).mean(1)
-        out += losses.tolist()
-    return clean, out
+            out.append(_loss_per_seq(model(batch), batch).view(k, N).cpu())
+    return clean, torch.cat(out)
+
+
+def paired_bootstrap_ci(delta: torch.Tensor, n_boot: int = 2000, level: float = 0.95,
+                        seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Percentile bootstrap interval (lo ``[K]``, hi ``[K]``) of the mean over sequences of ``delta [K, N]``.
+
+    ``delta[k, i]`` is a paired difference (ablated − clean loss of sequence i); the same
+    resampled sequence indices serve every row.  N = 1 gives the degenerate interval [x, x].
+    """
+    if delta.ndim != 2 or delta.shape[1] < 1:
+        raise ValueError(f"delta must be [heads, sequences] with >= 1 sequence, got {tuple(delta.shape)}")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, delta.shape[1], (n_boot, delta.shape[1]), generator=g)
+    means = delta.double()[:, idx].mean(-1)  # [K, n_boot]
+    a = (1 - level) / 2
+    q = torch.quantile(means, torch.tensor([a, 1 - a], dtype=means.dtype), dim=1)
+    return q[0].float(), q[1].float()
+
+
+def label_head(sink: float, lo: float, hi: float, sink_threshold: float, loss_threshold: float) -> str:
+    """``dormant`` / ``active`` / ``undetermined`` from the sink score and the Δloss interval (module docstring, step 5)."""
+    if lo > loss_threshold or hi < -loss_threshold:
+        return "active"
+    if sink >= sink_threshold and -loss_threshold < lo and hi < loss_threshold:
+        return "dormant"
+    return "undetermined"
 
 
 def candidate_heads(stats: dict[str, SinkStats], sink_threshold: float, max_heads: int) -> list[tuple[int, int]]:
@@ -204,22 +259,26 @@ def active_dormant(model, domains: list[Domain] | dict[str, torch.Tensor], confi
         heads = [(L, h) for L in range(int(model.cfg.n_layers)) for h in range(int(model.cfg.n_heads))]
     else:
         heads = candidate_heads(stats, cfg.sink_threshold, cfg.max_heads)
-    clean, delta, labels = {}, {}, {}
+    clean, delta, ci, labels = {}, {}, {}, {}
+    tau = cfg.loss_threshold
     for name, t in toks.items():
-        c, ab = ablation_losses(model, t, heads, cfg.ablation, cfg.heads_per_pass)
-        clean[name] = c
-        delta[name] = [a - c for a in ab]
+        c, ab = ablation_loss_matrix(model, t, heads, cfg.ablation, cfg.heads_per_pass)
+        clean[name] = float(c.mean())
+        d = ab - c  # [heads, N] paired per-sequence differences
+        lo, hi = paired_bootstrap_ci(d, cfg.n_boot, cfg.ci_level, cfg.seed) if heads else (torch.zeros(0),) * 2
+        delta[name] = d.mean(1).tolist()
+        ci[name] = list(zip(lo.tolist(), hi.tolist()))
         s = stats[name].sink_score
-        labels[name] = ["dormant" if float(s[L, h]) >= cfg.sink_threshold and abs(dl) <= cfg.loss_threshold
-                        else "active" for (L, h), dl in zip(heads, delta[name])]
+        labels[name] = [label_head(float(s[L, h]), a, b, cfg.sink_threshold, tau)
+                        for (L, h), (a, b) in zip(heads, ci[name])]
     switching = []
     names = list(toks)
     for i, (L, h) in enumerate(heads):
         dorm = [d for d in names if labels[d][i] == "dormant"]
-        act = [d for d in names if float(stats[d].sink_score[L, h]) < cfg.sink_threshold
-               and delta[d][i] > cfg.loss_threshold]
+        act = [d for d in names if labels[d][i] == "active" and ci[d][i][0] > tau]
         if dorm and act:
             switching.append({"head": f"L{L}H{h}", "layer": L, "head_index": h, "dormant_on": dorm, "active_on": act,
                               "sink_score": {d: float(stats[d].sink_score[L, h]) for d in names},
-                              "delta_loss": {d: delta[d][i] for d in names}})
-    return DormantResult(names, stats, heads, clean, delta, labels, switching, cfg)
+                              "delta_loss": {d: delta[d][i] for d in names},
+                              "delta_ci": {d: list(ci[d][i]) for d in names}})
+    return DormantResult(names, stats, heads, clean, delta, ci, labels, switching, cfg)

@@ -30,16 +30,23 @@ def sinks_report(res, meta: dict, config: dict, decode=None):
     lines = [f"Domains: {', '.join(res.domains)}; {first.n_seqs} sequences x {first.seq_len} tokens each; "
              f"{len(res.heads)} heads ablated ({res.config.ablation}); thresholds: sink >= {res.config.sink_threshold}, "
              f"|Δloss| <= {res.config.loss_threshold} nats/token."]
-    neg = [-x for d in res.domains for x in res.delta_loss[d] if x < 0]
-    if neg:
-        lines.append(f"Noise floor: ablations that *lower* the loss reach {max(neg):.4f} nats/token on these inputs; "
-                     "treat |Δloss| below that as indistinguishable from zero (use more --n-seqs to lower it).")
+    c = res.config
+    lines.append(f"Each Δloss is the mean over sequences of the paired per-sequence difference (ablated − clean); "
+                 f"[lo, hi] is its {c.ci_level:.0%} paired-bootstrap interval over sequences ({c.n_boot} resamples). "
+                 f"A head is called dormant on a domain only when its sink score reaches {c.sink_threshold} and the "
+                 f"whole interval lies inside ±{c.loss_threshold}, active only when the interval lies outside ±"
+                 f"{c.loss_threshold}, and undetermined otherwise (more --n-seqs narrow the intervals).")
+    widths = [hi - lo for d in res.domains for lo, hi in res.delta_ci[d]]
+    if widths:
+        lines.append(f"Interval widths: median {float(np.median(widths)):.4f}, max {max(widths):.4f} nats/token.")
     if res.switching:
-        lines.append("Switching heads (dormant on one domain, active and causally confirmed on another): "
-                     + ", ".join(f"{s['head']} (dormant on {'/'.join(s['dormant_on'])}, active on {'/'.join(s['active_on'])})"
-                                 for s in res.switching))
+        lines.append("Switching heads (dormant on one domain, active and causally confirmed on another): " + ", ".join(
+            f"{s['head']} (dormant on {'/'.join(s['dormant_on'])}, active on {'/'.join(s['active_on'])}; Δloss CI "
+            + "; ".join(f"{d} [{s['delta_ci'][d][0]:.4f}, {s['delta_ci'][d][1]:.4f}]" for d in res.domains) + ")"
+            for s in res.switching))
     else:
-        lines.append("No head meets the switching criteria with these thresholds; see the ablation table for the scores.")
+        lines.append("No head meets the switching criteria with these thresholds and intervals; see the ablation "
+                     "table for the scores.")
     r.add_text("\n\n".join(lines))
     for d in res.domains:
         st = res.stats[d]
@@ -66,7 +73,8 @@ def sinks_report(res, meta: dict, config: dict, decode=None):
         r.add_table("Switching heads", [{"head": s["head"], "dormant_on": ", ".join(s["dormant_on"]),
                                           "active_on": ", ".join(s["active_on"]),
                                           **{f"sink[{d}]": round(v, 4) for d, v in s["sink_score"].items()},
-                                          **{f"dloss[{d}]": round(v, 5) for d, v in s["delta_loss"].items()}}
+                                          **{f"dloss[{d}]": round(v, 5) for d, v in s["delta_loss"].items()},
+                                          **{f"ci[{d}]": f"[{v[0]:.4f}, {v[1]:.4f}]" for d, v in s["delta_ci"].items()}}
                                          for s in res.switching])
     return r
 
