@@ -50,7 +50,8 @@ def cases(draw):
         n_rows=n_rows, shapes=shapes, dtype=draw(st.sampled_from(sorted(TORCH_DT))),
         shard_rows=draw(st.integers(1, 64)), chunk_rows=draw(st.integers(1, 50)),
         cut=draw(st.one_of(st.none(), st.integers(1, n_rows))), seed=draw(st.integers(0, 2**16)),
-        batch_size=draw(st.integers(1, 40)), buffer_shards=draw(st.integers(1, 3)),
+        batch_size=draw(st.integers(1, 40)), read_chunk=draw(st.integers(1, 30)),
+        window_batches=draw(st.integers(1, 4)),
     )
 
 
@@ -107,7 +108,8 @@ def test_writer_reader_roundtrip_with_interruptions(c):
         # shuffled batches: aligned across hooks, one epoch = a permutation of the rows
         hooks = list(data)
         ids = []
-        for batch in s.batches(hooks, c["batch_size"], seed=c["seed"], dtype=None, buffer_shards=c["buffer_shards"]):
+        win = dict(chunk_rows=c["read_chunk"], buffer_rows=c["batch_size"] * c["window_batches"])
+        for batch in s.batches(hooks, c["batch_size"], seed=c["seed"], dtype=None, **win):
             rid = batch[-1].float().long()[:, 0]
             for h, t in zip(hooks, batch):
                 assert torch.equal(_bits(t), _bits(want[h][rid]))
@@ -118,7 +120,7 @@ def test_writer_reader_roundtrip_with_interruptions(c):
         per_rank = []
         for r in range(2):
             bs = list(s.batches("id", c["batch_size"], seed=c["seed"], rank=r, world_size=2, dtype=torch.float32,
-                                buffer_shards=c["buffer_shards"]))
+                                **win))
             assert all(b.shape[0] == c["batch_size"] for b in bs)
             per_rank.append(torch.cat(bs).long()[:, 0] if bs else torch.empty(0, dtype=torch.long))
         assert len(per_rank[0]) == len(per_rank[1])
