@@ -22,18 +22,27 @@ Algorithm (:func:`cache_activations`):
    ``blocks.*.hook_resid_post`` skips the final norm and the ``d_model x vocab`` unembed.
 6. Complete shards are fsynced, renamed into place and recorded in the manifest.
 
+On CPU, steps 5's file writes (page-cache copy and CRC-32) and step 6 run on one writer thread
+(:class:`_AsyncWriter`, jobs in order, both release the GIL) while the next batch's forward
+pass runs; a batch's rows are handed over as fresh arrays, and at most two batches wait in the
+queue.  Errors on that thread (a full disk) are raised in the caller at its next call.  On
+CUDA the writes of a batch finish before the next pass reuses the pinned buffers.
+
 Multi-process: under ``torch.distributed`` (or with explicit ``rank``/``world_size``), rank
 ``r`` writes shards ``k % world_size == r`` into the same directory and records them in
 ``progress-rank<r>.json``; at the end rank 0 merges them into the manifest.  The shards are
 byte-identical to a single-process run's.
 
-Memory: the model, one batch of activations for the requested hooks, nothing else.
+Memory: the model, up to three batches of activations for the requested hooks (one being
+computed, two queued for the writer thread), nothing else.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import queue
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -252,6 +261,7 @@ def cache_activations(
 
     writer = ShardWriter(out, row_bytes, shard_rows, n_rows, todo, on_shard)
     on_cuda = device.type == "cuda"
+    sink = _AsyncWriter(writer, max_jobs=2 * (len(hooks) + 3))
     staged: dict[str, torch.Tensor] = {}
     state = {"row0": 0, "valid": 0, "finite": {}, "dtype": cfg.dtype}
 
@@ -261,7 +271,8 @@ def cache_activations(
     def make_hook(h: str):
         def fn(t, hook=None):
             rows = (t[:, s_bos:] if s_bos else t).reshape(-1, row_bytes[h] // nbytes)[: state["valid"]]
-            rows = rows.to(store_torch)
+            # a copy in any case: the writer thread reads it while the model goes on
+            rows = rows.to(store_torch, memory_format=torch.contiguous_format, copy=not on_cuda)
             state["finite"][h] = torch.isfinite(rows).all()  # checked after the pass (no sync here)
             if on_cuda:
                 buf = staged.get(h)
@@ -269,7 +280,7 @@ def cache_activations(
                     buf = staged[h] = torch.empty((B * rps, rows.shape[1]), dtype=store_torch, pin_memory=True)
                 buf[: rows.shape[0]].copy_(rows, non_blocking=True)
             else:
-                writer.write(h, state["row0"], as_numpy(rows.contiguous()))
+                sink.write(h, state["row0"], as_numpy(rows))
             if h == stop_hook:
                 raise _StopForward
 
@@ -295,19 +306,24 @@ def cache_activations(
                     continue
                 i = (seq_index - 1) // B
                 if i in needed:
-                    _run_batch(model, writer, batch, i * B, rps, s_bos, n_rows, state, device, on_cuda, staged, hooks)
+                    _run_batch(model, sink, batch, i * B, rps, s_bos, n_rows, state, device, on_cuda, staged, hooks)
                     bar.update(_rows_in_todo(i * B * rps, state["valid"], shard_rows, todo))
-                    writer.publish_complete()
+                    sink.publish_complete()
+                    if on_cuda:  # the pinned buffers are reused by the next batch
+                        sink.flush()
                 batch = []
             if seq_index < n_seq and last_batch >= 0 and seq_index // B <= last_batch:
                 raise CorpusError(
                     f"corpus {corpus.description} yields only {seq_index} sequences of {C} tokens; "
                     f"n_tokens={n_rows} needs {n_seq}. Lower --n-tokens or use a larger corpus."
                 )
+        sink.flush()
     except BaseException:
+        sink.close()
         writer.abort()
         raise
     finally:
+        sink.close()
         bar.close()
     elapsed = time.perf_counter() - t0
     if writer.open:
@@ -328,6 +344,61 @@ def cache_activations(
             p.unlink()
     _barrier(use_dist)
     return ActivationStore.open(out)
+
+
+class _AsyncWriter:
+    """Run a :class:`ShardWriter`'s ``write`` and ``publish_complete`` in order on one thread.
+
+    ``write`` enqueues (the array must not change afterwards); the queue holds at most
+    ``max_jobs`` jobs, so a slow disk holds the producer back.  An error on the thread is
+    re-raised by the next ``write``/``publish_complete``/``flush``; later jobs are dropped.
+    """
+
+    def __init__(self, writer: ShardWriter, max_jobs: int):
+        self.writer = writer
+        self._q: queue.Queue = queue.Queue(maxsize=max(2, max_jobs))
+        self._err: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="interp-shard-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._q.get()
+            try:
+                if job is None:
+                    return
+                if self._err is None:
+                    if job[0] == "write":
+                        self.writer.write(*job[1:])
+                    else:
+                        self.writer.publish_complete()
+            except BaseException as e:  # noqa: BLE001 -- handed to the caller
+                self._err = e
+            finally:
+                self._q.task_done()
+
+    def _check(self) -> None:
+        if self._err is not None:  # stays set: every later call fails too
+            raise self._err
+
+    def write(self, stream: str, row0: int, arr: np.ndarray) -> None:
+        self._check()
+        self._q.put(("write", stream, row0, arr))
+
+    def publish_complete(self) -> None:
+        self._check()
+        self._q.put(("publish",))
+
+    def flush(self) -> None:
+        """Wait for every queued job; raise the thread's error if one happened."""
+        self._q.join()
+        self._check()
+
+    def close(self) -> None:
+        """Finish queued jobs and stop the thread (idempotent; errors are kept for :meth:`flush`)."""
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
 
 
 def _chain(head, rest):
