@@ -154,3 +154,18 @@ def test_softmax_scores_and_config_errors():
     with pytest.raises(ValueError, match="head outputs"):
         sc.scores_from_outputs(torch.randn(4, 2, 6), torch.randn(4, 2, 6), sc.SAECircuitConfig())
     assert not math.isnan(r.sae_loss)
+
+
+def test_cli_sae_circuit(tmp_path, capsys):
+    import json
+
+    from interp.cli.main import main
+
+    rc = main(["sae-circuit", "ioi", "--model", "tiny-llama", "--n", "4", "--epochs", "20", "--latents", "16",
+               "--n-train", "4", "--truth-n", "4", "--top", "3", "--json", "--out", str(tmp_path)])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["top"]) == 3 and set(out["evaluation"]) == {"0.5", "0.8"}
+    assert 0 <= out["evaluation"]["0.8"]["node"]["roc_auc"] <= 1 and out["patching_seconds"] > 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert len(saved["result"]["unique_codes"]) == 2  # [L, H] for the 2-layer tiny model
