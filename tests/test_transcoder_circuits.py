@@ -96,3 +96,27 @@ def test_logit_difference_decomposes_exactly(setup):
     terms = fc.decompose(model, tcs, cc, u, model.cfg.n_layers, "pre", -1)
     want = float(logits[5] - logits[9])
     assert sum(c.value for c in terms) == pytest.approx(want, rel=1e-4, abs=1e-5 * sum(abs(c.value) for c in terms))
+
+
+def test_attention_hop_under_grouped_query_attention(tmp_path):
+    """GQA (4 query heads, 2 key/value heads, as SmolLM2's 9/3): the bridge's W_V holds the kv heads; each
+    query head's OV x pattern term must equal the direct measurement z_h W_O[h] . u from hook_z."""
+    from interp.models import load_model
+    from interp.models.tiny import TinyConfig, char_tokenizer, tiny_hf_model
+
+    tok = char_tokenizer()
+    tiny_hf_model(TinyConfig(arch="llama", n_layers=2, n_kv_heads=2), len(tok)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    model = load_model(str(tmp_path), device="cpu")
+    assert model.W_V.shape[1] == 2 and model.W_O.shape[1] == 4  # the case under test
+    toks = torch.randint(4, 99, (8,), generator=torch.Generator().manual_seed(4))
+    toks[0] = 0
+    cc = fc.run_cache(model, toks)
+    _, cache = model.run_with_cache(toks[None], names_filter=lambda n: n.endswith("attn.hook_z"))
+    u = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(5))
+    for layer in range(2):
+        terms = fc._attn_terms(model, cc, u, layer, 7)
+        for h in range(4):
+            ov = sum(c.value for c in terms if c.kind == "head" and c.index == h)
+            direct = float(cache[f"blocks.{layer}.attn.hook_z"][0, -1, h] @ model.W_O[layer, h].float() @ u)
+            assert ov == pytest.approx(direct, rel=1e-4, abs=1e-6)
