@@ -120,3 +120,20 @@ def test_attention_hop_under_grouped_query_attention(tmp_path):
             ov = sum(c.value for c in terms if c.kind == "head" and c.index == h)
             direct = float(cache[f"blocks.{layer}.attn.hook_z"][0, -1, h] @ model.W_O[layer, h].float() @ u)
             assert ov == pytest.approx(direct, rel=1e-4, abs=1e-6)
+
+
+def test_layers_without_a_transcoder_count_as_whole_mlps(setup):
+    model, tcs, cc = setup
+    u = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(11))
+    only1 = {1: tcs[1]}
+    terms = fc.decompose(model, only1, cc, u, 2, "mid", 5, missing="mlp")
+    actual = float(cc.cache["blocks.2.hook_resid_mid"][5] @ u)
+    assert sum(c.value for c in terms) == pytest.approx(actual, rel=1e-4, abs=1e-5 * sum(abs(c.value) for c in terms))
+    mlp = [c for c in terms if c.kind == "mlp"]
+    assert [c.layer for c in mlp] == [0]
+    assert mlp[0].value == pytest.approx(float(cc.cache["blocks.0.hook_mlp_out"][5] @ u))
+    assert {c.layer for c in terms if c.kind == "feature"} <= {1}
+    paths = fc.greedy_paths(model, only1, cc, u, 2, "mid", 5, n_iters=2, n_branches=3, beam=4, missing="mlp")
+    assert paths and all(n.kind in ("feature", "head") for p in paths for n in p.nodes)
+    with pytest.raises(ValueError, match="missing must be"):
+        fc.decompose(model, only1, cc, u, 2, "mid", 5, missing="skip")

@@ -11,6 +11,7 @@ L, position t (e.g. a feature's encoder row, or a logit-difference direction):
    * embedding:        ``u . embed[t]``
    * MLP hop (feature j of TC_l, l < L):  ``z_j(t) * (W_dec_l[j] . u)``  (activation x weight)
    * transcoder bias and error:           ``u . b_dec_l``,  ``u . (mlp_out_l[t] - TC_l(x)[t])``
+   * an MLP without a transcoder (``missing="mlp"``): ``u . mlp_out_l[t]``, one node, not traced further
    * attention hop (head l.h, source s):  ``A_lh[t, s] * (x~_s W_V^h W_O^h) . u`` with
      ``x~_s = ln1.hook_normalized[s] * w_ln1`` (the OV circuit times the attention weight).
 
@@ -93,10 +94,16 @@ def _embed(cc: CircuitCache) -> torch.Tensor:
 
 
 def decompose(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u: torch.Tensor, layer: int,
-              where: str = "mid", position: int = -1) -> list[Contribution]:
-    """All direct contributions to ``u . resid_{where}_layer[position]`` (see module docstring)."""
+              where: str = "mid", position: int = -1, missing: str = "error") -> list[Contribution]:
+    """All direct contributions to ``u . resid_{where}_layer[position]`` (see module docstring).
+
+    ``missing``: what a layer without a transcoder contributes: ``error`` raises a ``KeyError``;
+    ``mlp`` adds its whole MLP output as one ``mlp`` node (exact, but not traced further).
+    """
     if where not in ("pre", "mid"):
         raise ValueError(f"where must be 'pre' or 'mid', got {where!r}")
+    if missing not in ("error", "mlp"):
+        raise ValueError(f"missing must be 'error' or 'mlp', got {missing!r}")
     T = cc.tokens.shape[0]
     t = position % T
     u = u.to(torch.float32)
@@ -106,11 +113,13 @@ def decompose(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u: t
         if l <= last_attn:
             out += _attn_terms(model, cc, u, l, t)
         if l < layer:
-            out += _mlp_terms(transcoders, cc, u, l, t)
+            out += _mlp_terms(transcoders, cc, u, l, t, missing)
     return out
 
 
-def _mlp_terms(transcoders, cc, u, l, t):
+def _mlp_terms(transcoders, cc, u, l, t, missing="error"):
+    if l not in transcoders and missing == "mlp":
+        return [Contribution("mlp", l, -1, t, float(cc.cache[f"blocks.{l}.hook_mlp_out"][t] @ u))]
     if l not in transcoders:
         raise KeyError(f"no transcoder for layer {l}: pass transcoders={{layer: tc}} for every layer up to the target")
     tc = transcoders[l]
@@ -162,7 +171,7 @@ def _attn_terms(model, cc, u, l, t):
 
 def greedy_paths(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u: torch.Tensor, layer: int,
                  where: str = "mid", position: int = -1, n_iters: int = 3, n_branches: int = 5,
-                 beam: int = 20) -> list[Path]:
+                 beam: int = 20, missing: str = "error") -> list[Path]:
     """Beam search for the paths carrying the most direct contribution into ``u . resid[position]``.
 
     Each hop decomposes the current vector, keeps the ``n_branches`` largest positive
@@ -175,7 +184,8 @@ def greedy_paths(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u
     for _ in range(n_iters):
         cand = []
         for path, vec, L, wh, t in frontier:
-            terms = [c for c in decompose(model, transcoders, cc, vec, L, wh, t) if c.kind in ("feature", "head")]
+            terms = [c for c in decompose(model, transcoders, cc, vec, L, wh, t, missing)
+                     if c.kind in ("feature", "head")]
             terms.sort(key=lambda c: -c.value)
             for c in terms[:n_branches]:
                 if c.value <= 0:
