@@ -92,6 +92,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--saelens-python", default="/work/venv-saelens/bin/python")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_cache.json"),
+                    help="write the report here as JSON ('' to skip)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -231,6 +233,9 @@ def main(argv=None) -> int:
     if "saelens" in best_cpu:
         report["cpu_ratio_interp_vs_saelens"] = best_cpu["saelens"] / best_cpu["interp_1hook_total"]
     shutil.rmtree(tmp, ignore_errors=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1, default=str) + "\n")
     if args.json:
         print(json.dumps(report, indent=1, default=str))
     else:

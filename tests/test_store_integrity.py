@@ -154,8 +154,12 @@ def test_full_disk_clear_error_and_readable_prefix(tiny_llama, tmp_path):
             cfg = CacheConfig(model="tiny-llama", hooks=["blocks.*.hook_resid_post"], corpus=str(corpus),
                               n_tokens=8000, context_length=50, batch_size=4, dtype="float32", shard_rows=1000,
                               out=str(mnt / "s"))
-            with pytest.raises(OSError, match="no space left on device while writing .*shards"):
+            with pytest.raises(OSError, match="no space left on device while writing .*shards") as err:
                 cache_activations(cfg, model=tiny_llama, progress=False)
+            # no file on the full disk stays open, even while the error's traceback is alive
+            held = [t for t in (os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd"))
+                    if t.startswith(str(mnt))]
+            assert not held and err.value is not None, held
             store = ActivationStore.open(mnt / "s")
             assert 1000 <= store.n_rows < 8000 and store.n_rows % 1000 == 0 and not store.complete
             store.verify()

@@ -31,17 +31,24 @@ class _OpenShard:
         self.tmp, self.index, self.start, self.rows = tmp, index, start, rows
         self.files, self.written, self.crc, self.row_bytes = {}, {}, {}, {}
         tmp.mkdir(parents=True, exist_ok=False)
-        for stream, (fname, row_bytes) in streams.items():
-            path = tmp / fname
-            f = open(path, "w+b", buffering=0)
-            self.files[stream] = (fname, f)
-            try:
-                os.posix_fallocate(f.fileno(), 0, rows * row_bytes)
-            except OSError as e:
-                if is_disk_full(e):
-                    raise
-                # filesystem without fallocate support: writes will report a full disk instead
-            self.written[stream], self.crc[stream], self.row_bytes[stream] = 0, 0, row_bytes
+        try:
+            for stream, (fname, row_bytes) in streams.items():
+                path = tmp / fname
+                f = open(path, "w+b", buffering=0)
+                self.files[stream] = (fname, f)
+                try:
+                    os.posix_fallocate(f.fileno(), 0, rows * row_bytes)
+                except OSError as e:
+                    if is_disk_full(e):
+                        raise
+                    # filesystem without fallocate support: writes will report a full disk instead
+                self.written[stream], self.crc[stream], self.row_bytes[stream] = 0, 0, row_bytes
+        except BaseException:
+            # close what was opened: a traceback kept alive (e.g. handed across the writer
+            # thread) would otherwise hold the files open, and the filesystem busy
+            for _, f in self.files.values():
+                f.close()
+            raise
 
     def write(self, stream: str, local_row: int, data: memoryview) -> None:
         if local_row != self.written[stream]:
