@@ -495,8 +495,8 @@ class ActivationStore:
                     a, b = i * batch_size, min(n, (i + 1) * batch_size)
                     # the window's last batch is copied out: a caller holding it while asking for
                     # the next batch does not pin the window buffer, which is then reused
-                    last = i == n_batches - 1
-                    out = tuple(_to_torch(buf[a:b].copy() if last else buf[a:b], self.dtype, device, dtype)
+                    copy = i == n_batches - 1 and dtype in (None, self.torch_dtype)  # else a cast copies anyway
+                    out = tuple(_to_torch(buf[a:b].copy() if copy else buf[a:b], self.dtype, device, dtype)
                                 for buf in bufs)
                     yielded += 1
                     yield out if multi else out[0]
