@@ -81,23 +81,28 @@ def test_small_run_learns_backcopy_and_dormancy(tmp_path):
 
 @pytest.mark.slow
 def test_full_run_sink_value_drain_and_dynamics(tmp_path):
-    """1500 steps (about 2-3 CPU minutes): over training the head's attention to ⟨s⟩ at
-    non-trigger positions grows, the value at ⟨s⟩ is drained, ‖h(⟨s⟩)‖ grows, and the
-    massive-activation ratio of every layer gets a five-parameter fit over the checkpoints."""
+    """3 layers x 1 head, 32-token sequences, 2500 Adam steps, no weight decay, seed 0 (about 2 CPU
+    minutes unloaded, 5-8 under load).  Layer 0's head backcopies at triggers and sinks to ⟨s⟩
+    elsewhere (Guo et al. 2024's definitions, measured on held-out sequences), its value at ⟨s⟩ is
+    drained, and ``interp massive --checkpoints`` fits the five-parameter dynamics to every layer."""
+    from interp.cli.main import main
     from interp.models import load_model
-    from interp.phenomena.dynamics import checkpoint_dynamics
-    from interp.phenomena.toy.bigram_backcopy import bb_eval_tokens
 
-    task = BBTask()
-    run = train_bb(tmp_path, task, BBTrainConfig(steps=1500), device="cpu")
-    first = bb_mechanism(load_model(str(tmp_path / "step_000000"), device="cpu"), task)
-    last = bb_mechanism(load_model(str(tmp_path / "step_001500"), device="cpu"), task)
-    assert last.attn_prev_at_trigger[0] > 0.9 and last.ablation_delta_trigger[0] > 2.0
-    assert abs(last.ablation_delta_other[0]) < 0.01
-    assert last.attn_bos_at_other[0] > 3 * first.attn_bos_at_other[0]
-    assert last.attn_bos_at_other[0] > 100 * last.attn_bos_at_trigger[0]
-    assert last.value_drain[0] < 0.5 * first.value_drain[0]
-    assert last.resid_norm_sink[0] > 5 * first.resid_norm_sink[0]
-    dyn = checkpoint_dynamics(tmp_path, lambda m: bb_eval_tokens(task), device="cpu")
-    assert dyn.steps == run.steps and all(f is not None for f in dyn.fits)
-    assert all(0.0 <= f.r2 <= 1.0 for f in dyn.fits)
+    task = BBTask(seq_len=32)
+    run = train_bb(tmp_path / "bb", task, BBTrainConfig(n_layers=3, steps=2500, weight_decay=0.0), device="cpu")
+    first = bb_mechanism(load_model(str(tmp_path / "bb" / "step_000000"), device="cpu"), task)
+    last = bb_mechanism(load_model(str(tmp_path / "bb" / "step_002500"), device="cpu"), task)
+    print("first", first, "\nlast", last)
+    assert last.attn_prev_at_trigger[0] >= 0.9 and last.ablation_delta_trigger[0] > 2.0  # active: backcopy
+    assert last.attn_bos_at_other[0] >= 0.8  # dormant: sink to ⟨s⟩ off-trigger
+    assert first.attn_bos_at_other[0] < 0.2  # ... which emerged during training
+    assert abs(last.ablation_delta_other[0]) < 0.01  # ... and is functionally silent there
+    assert last.value_drain[0] < 0.5  # ‖v(⟨s⟩)‖ < 0.5 x mean_{i>=1} ‖v(i)‖
+    assert last.value_drain[0] < 0.5 * first.value_drain[0]  # drained during training
+    out = tmp_path / "massive"
+    assert main(["massive", "--checkpoints", str(tmp_path / "bb"), "--out", str(out), "--device", "cpu"]) == 0
+    dyn = json.loads((out / "results.json").read_text())["dynamics"]
+    assert dyn["steps"] == run.steps and len(dyn["fits"]) == 3
+    r2 = [f["r2"] if f else None for f in dyn["fits"]]
+    print("dynamics R^2 per layer", r2)
+    assert all(f is not None and 0.0 <= f["r2"] <= 1.0 for f in dyn["fits"])
