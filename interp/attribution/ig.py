@@ -26,6 +26,7 @@ Memory: ``max_tokens`` tokens of activations for the backward, plus the per-comp
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -35,6 +36,7 @@ import torch
 from interp.models import scoped_hooks
 
 from .components import AttributionResult, cache_components, component_types, linear_scores, per_position_set
+from .fastpath import PrefixCache, fast_enabled, fast_forward, hook_layer, reads_last_position_only
 
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 DEFAULT_STEPS = 32
@@ -92,24 +94,37 @@ class IGResult:
         return a.sum(dim=tuple(range(2, a.ndim))) if a.ndim > 2 else a
 
 
-def _acts_at(model, tokens, hook, metric):
+def _acts_at(model, tokens, hook, metric, prefix: PrefixCache | None = None, rows: slice | None = None):
+    """Activation at ``hook``, metric ``[B]`` and whether the metric reads only the last position."""
     box = {}
 
     def save(x, hook):
         box["a"] = x.detach()
 
     device = next(model.parameters()).device
-    with torch.no_grad(), scoped_hooks(model, fwd=[(hook, save)]):
-        f = metric(model(tokens.to(device))).detach()
-    return box["a"], f
+    with ExitStack() as stack:
+        stack.enter_context(torch.no_grad())
+        stack.enter_context(scoped_hooks(model, fwd=[(hook, save)]))
+        if prefix is not None:
+            stack.enter_context(prefix.capture(rows))
+        logits = model(tokens.to(device))
+        f = metric(logits).detach()
+    return box["a"], f, reads_last_position_only(metric, logits)
 
 
 def _interpolate(model, tokens, hook, x_act, base_act, alphas, weights, metric, max_tokens,
-                 collect=(), leaf_only=False):
-    """Sum_k w_k grad F at the interpolated points, at ``hook`` and at the ``collect`` hooks."""
+                 collect=(), prefix: PrefixCache | None = None, last_only: bool = False):
+    """Sum_k w_k grad F at the interpolated points, at ``hook`` and at the ``collect`` hooks.
+
+    ``prefix`` (captured on ``tokens``) replays the blocks before ``hook``; ``last_only`` keeps only
+    the last position's logits (fastpath.py).  Neither changes a value: both only skip work.
+    """
     B, T = tokens.shape
     device = x_act.device
     chunk = max(1, max_tokens // (B * T))
+    layer = hook_layer(hook) if prefix is not None else 0
+    if collect and prefix is not None:
+        layer = min([layer] + [hook_layer(n) for n in collect])
     g_hook = torch.zeros_like(x_act, dtype=torch.float32)
     g_col: dict[str, torch.Tensor] = {}
     for s in range(0, len(alphas), chunk):
@@ -132,7 +147,7 @@ def _interpolate(model, tokens, hook, x_act, base_act, alphas, weights, metric, 
             return fn
 
         hooks = [(hook, replace)] + [(n, saver(n)) for n in collect]
-        with torch.enable_grad(), scoped_hooks(model, fwd=hooks):
+        with torch.enable_grad(), scoped_hooks(model, fwd=hooks), fast_forward(model, prefix, c, layer, last_only):
             logits = model(tokens.to(device).repeat(c, 1))
             f = metric(logits).reshape(c, B)
             names = list(store)
@@ -156,24 +171,29 @@ def layer_integrated_gradients(
     steps: int = DEFAULT_STEPS,
     method: str = "gausslegendre",
     max_tokens: int = 4096,
+    fast: bool | None = None,
 ) -> IGResult:
     """IG of ``metric(logits) -> [B]`` w.r.t. the activation at ``hook``; see the module doc.
 
     ``baseline``: token ids of the same shape as ``tokens`` (their activation at the hook is the
     baseline, as in captum's LayerIntegratedGradients), an activation tensor, or ``"zeros"`` /
-    ``None`` (zero activation).
+    ``None`` (zero activation).  ``fast`` (default: on unless ``INTERP_IG_REFERENCE=1``) reuses the
+    blocks before the hook and computes only the last position's logits when the metric reads
+    only those (fastpath.py); ``fast=False`` is the plain reference path.
     """
     t0 = time.perf_counter()
     tokens = tokens if tokens.ndim == 2 else tokens[None]
     alphas, weights = quadrature(steps, method)
+    B = tokens.shape[0]
+    prefix = PrefixCache(model) if fast_enabled(fast) and hook_layer(hook) > 0 else None
     if isinstance(baseline, torch.Tensor) and not baseline.is_floating_point():
         if baseline.shape != tokens.shape:
             raise ValueError(f"baseline tokens {tuple(baseline.shape)} must match the input tokens {tuple(tokens.shape)}")
-        both, f_both = _acts_at(model, torch.cat([tokens, baseline.to(tokens.device)]), hook, metric)
-        B = tokens.shape[0]
+        both, f_both, last = _acts_at(model, torch.cat([tokens, baseline.to(tokens.device)]), hook, metric,
+                                      prefix, slice(0, B))
         x_act, base_act, f_x, f_b = both[:B], both[B:], f_both[:B], f_both[B:]
     else:
-        x_act, f_x = _acts_at(model, tokens, hook, metric)
+        x_act, f_x, last = _acts_at(model, tokens, hook, metric, prefix)
         if baseline is None or (isinstance(baseline, str) and baseline == "zeros"):
             base_act = torch.zeros_like(x_act)
         elif isinstance(baseline, torch.Tensor):
@@ -182,7 +202,8 @@ def layer_integrated_gradients(
             raise ValueError(f"baseline must be token ids, an activation tensor or 'zeros', got {baseline!r}")
         with torch.no_grad(), scoped_hooks(model, fwd=[(hook, lambda x, hook: base_act)]):
             f_b = metric(model(tokens.to(x_act.device))).detach()
-    g, _ = _interpolate(model, tokens, hook, x_act, base_act, alphas, weights, metric, max_tokens)
+    g, _ = _interpolate(model, tokens, hook, x_act, base_act, alphas, weights, metric, max_tokens,
+                        prefix=prefix, last_only=last and fast_enabled(fast))
     attr = (x_act.float() - base_act.float()) * g
     delta = attr.reshape(attr.shape[0], -1).sum(-1) - (f_x.float() - f_b.float())
     return IGResult(attributions=attr, delta=delta.cpu(), f_input=f_x.float().cpu(), f_baseline=f_b.float().cpu(),
@@ -199,8 +220,8 @@ def integrated_gradients(model, task, components: Sequence[str] = ("resid", "att
     t0 = time.perf_counter()
     acts_c, _, logits_c = cache_components(model, task.clean, types)
     acts_k, _, logits_k = cache_components(model, task.corrupt, types)
-    e_c, f_c = _acts_at(model, task.clean, "hook_embed", task.metric)
-    e_k, f_k = _acts_at(model, task.corrupt, "hook_embed", task.metric)
+    e_c, f_c, _ = _acts_at(model, task.clean, "hook_embed", task.metric)
+    e_k, f_k, _ = _acts_at(model, task.corrupt, "hook_embed", task.metric)
     names = {(t.name, l): t.hook_name(l) for t in types for l in range(model.cfg.n_layers)}
     # Interpolating the embeddings of the clean tokens' run: the positional / rotary inputs are
     # identical for both prompts (same length), so only the token embeddings move.
