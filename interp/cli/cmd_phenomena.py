@@ -55,9 +55,13 @@ def register(sub) -> None:
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--arch", choices=["gpt2", "llama"], default="gpt2")
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seq-len", type=int, default=64, help="tokens per sequence, ⟨s⟩ included")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.epilog = ("the sink forms with e.g. --layers 3 --seq-len 32 --steps 2500 --weight-decay 0 (attention to "
+                "⟨s⟩ off-trigger 0.97 at seed 0; tests/test_bigram_backcopy.py)")
     p.set_defaults(func=run_bb)
 
 
@@ -178,9 +182,9 @@ def run_bb(args) -> int:
     from interp.phenomena.reporting import bb_report
     from interp.phenomena.toy.bigram_backcopy import BBTask, BBTrainConfig, bb_mechanism, train_bb
 
-    task = BBTask()
+    task = BBTask(seq_len=args.seq_len)
     cfg = BBTrainConfig(arch=args.arch, n_layers=args.layers, d_model=args.d_model, d_mlp=4 * args.d_model,
-                        steps=args.steps, lr=args.lr, seed=args.seed)
+                        steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed)
     out = Path(args.out)
     if out.exists() and any(out.glob("step_*")):
         raise UserError(f"{out} already holds checkpoints; choose an empty --out")
