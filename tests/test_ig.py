@@ -46,7 +46,7 @@ def test_quadrature_is_exact_on_polynomials():
 
 
 def test_component_ig_completeness_and_shapes(tiny_llama):
-    res = integrated_gradients(tiny_llama, _task(tiny_llama), per_position=("mlp",))
+    res = integrated_gradients(tiny_llama, _task(tiny_llama), per_position=("mlp",), path="embeddings")
     assert res.extras["relative_delta"] < 0.02
     assert res.scores["mlp"].shape == (2, 9) and res.scores["attn_head"].shape == (2, 4)
 
@@ -85,3 +85,63 @@ def test_last_position_check():
     assert reads_last_position_only(lambda l: l[:, -1, 0] - l[:, -1, 1], logits)
     assert not reads_last_position_only(lambda l: l[:, -2, 0], logits)
     assert not reads_last_position_only(lambda l: l.mean((1, 2)), logits)
+
+
+def _hook_patch_effect(model, task, hook):
+    """m(corrupt run with the whole hook <- clean value) - m(corrupt), by a hand-written hook."""
+    with torch.no_grad():
+        _, c = model.run_with_cache(task.clean, names_filter=[hook])
+        m0 = task.metric(model(task.corrupt))
+        value = c[hook]
+        with model.hooks(fwd_hooks=[(hook, lambda a, hook: value)]):
+            m1 = task.metric(model(task.corrupt))
+    return (m1 - m0).mean().item()
+
+
+@pytest.mark.parametrize("arch", ["tiny_llama", "tiny_gpt2"])
+def test_hook_ig_completeness_equals_patching_the_hook(arch, request):
+    """Per hook, the IG attributions sum to activation patching of that whole hook (its definition)."""
+    model = request.getfixturevalue(arch)
+    task = _task(model)
+    res = integrated_gradients(model, task, per_position=("resid", "mlp"), steps=16)
+    for ctype, hook in [("mlp", "blocks.0.hook_mlp_out"), ("attn_head", "blocks.1.attn.hook_z"),
+                        ("resid", "blocks.1.hook_resid_pre")]:
+        layer = int(hook.split(".")[1])
+        want = _hook_patch_effect(model, task, hook)
+        assert abs(want) > 1e-4
+        assert res.scores[ctype][layer].sum().item() == pytest.approx(want, rel=2e-3, abs=1e-5)
+        assert res.extras["hook_completeness"][ctype][layer]["patch_effect"] == pytest.approx(want, rel=1e-4, abs=1e-6)
+    assert res.extras["max_abs_delta_over_max_effect"] < 2e-3
+    ref = integrated_gradients(model, task, per_position=("resid", "mlp"), steps=16, fast=False)
+    for k in res.scores:
+        assert torch.allclose(res.scores[k], ref.scores[k], atol=1e-5 * ref.scores[k].abs().max() + 1e-8)
+
+
+@pytest.mark.parametrize("arch", ["tiny-llama", "tiny-gpt2"])
+def test_hook_ig_equals_atp_and_patching_when_linear(arch):
+    """ln_final's scale frozen: the metric is linear in the last MLP output, so IG == AtP == patching."""
+    from interp.attribution import activation_patching, attribution_patching
+    from interp.models import load_model
+
+    model = load_model(arch, device="cpu")
+    task = _task(model)
+    model.add_hook("ln_final.hook_scale", lambda s, hook: torch.full_like(s, 0.05), is_permanent=True)
+    try:
+        ig = integrated_gradients(model, task, ("mlp",), per_position=True, steps=3)
+        ap = activation_patching(model, task, ("mlp",), per_position=True, progress=False)
+        atp = attribution_patching(model, task, ("mlp",), per_position=True)
+    finally:
+        model.reset_hooks(including_permanent=True)
+    last = model.cfg.n_layers - 1
+    b = ap.scores["mlp"][last]
+    assert b.abs().max() > 1e-4
+    tol = 1e-4 * b.abs().max().item()
+    assert torch.allclose(ig.scores["mlp"][last], b, atol=tol)
+    assert torch.allclose(atp.scores["mlp"][last], b, atol=tol)
+
+
+def test_embedding_path_ig_still_complete(tiny_llama):
+    res = integrated_gradients(tiny_llama, _task(tiny_llama), path="embeddings")
+    assert res.extras["relative_delta"] < 0.02
+    with pytest.raises(ValueError, match="unknown IG path"):
+        integrated_gradients(tiny_llama, _task(tiny_llama), path="sideways")
