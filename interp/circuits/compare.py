@@ -3,7 +3,9 @@
 For each component type (residual stream per layer and position, attention heads, MLP outputs per
 layer and position) we compute activation patching (the ground truth), AtP, RelP (two rule
 sets: ``all`` = LN + Identity + Half + AH/CP-LRP, and the reference ``default`` without the
-AH-rule) and IG (EAP-IG node form), then the Pearson r of each method's scores with patching,
+AH-rule) and IG (``ig``: each component hook interpolated corrupt -> clean in
+the corrupted run, its per-hook sum = patching of that hook; ``ig-embed``, opt-in: the EAP-IG node
+form along the input embeddings), then the Pearson r of each method's scores with patching,
 and the wall time of each method measured in this run.
 
 The published numbers (Jafari et al. 2025, Table 1, IOI on GPT-2 small; METHODS.md section 1) sit
@@ -34,7 +36,8 @@ METHOD_SPECS = {
     "atp": ("atp", {}),
     "relp": ("relp", {"rules": "all"}),
     "relp-default": ("relp", {"rules": "default"}),
-    "ig": ("ig", {}),
+    "ig": ("ig", {"path": "hooks"}),
+    "ig-embed": ("ig", {"path": "embeddings"}),
 }
 
 
@@ -46,13 +49,14 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a * b).sum() / den) if den > 0 else float("nan")
 
 
-def compare_methods(model, task_name: str, n: int = 8, seed: int = 0, methods=tuple(METHOD_SPECS),
+def compare_methods(model, task_name: str, n: int = 8, seed: int = 0, methods=None,
                     per_position=("resid", "mlp"), out: str | Path | None = None, progress: bool = False) -> dict:
     """Run ``methods`` on one task; Pearson r vs patching per component type; timings."""
     from interp.attribution import activation_patching, attribution_patching, relevance_patching
     from interp.attribution.ig import integrated_gradients
     from interp.models import model_name
 
+    methods = tuple(m for m in METHOD_SPECS if m != "ig-embed") if methods is None else tuple(methods)
     bad = [m for m in methods if m not in METHOD_SPECS]
     if bad:
         raise ValueError(f"unknown method(s) {bad}; choose from {sorted(METHOD_SPECS)}")
@@ -70,7 +74,7 @@ def compare_methods(model, task_name: str, n: int = 8, seed: int = 0, methods=tu
         elif kind == "relp":
             r = relevance_patching(model, task, comps, per_position=per_position, **kw)
         else:
-            r = integrated_gradients(model, task, comps, per_position=per_position)
+            r = integrated_gradients(model, task, comps, per_position=per_position, **kw)
         r.method = name
         results[name] = r
     ref = results["patch"]

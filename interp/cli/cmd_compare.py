@@ -9,7 +9,8 @@ def register(subparsers) -> None:
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--n", type=int, default=8, help="number of prompts")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--methods", default="patch,atp,relp,relp-default,ig")
+    p.add_argument("--methods", default="patch,atp,relp,relp-default,ig",
+                   help="comma list from patch, atp, relp, relp-default, ig (per-hook IG), ig-embed (EAP-IG node form)")
     p.add_argument("--out", default=None, help="folder for results.json and report.html")
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true")
