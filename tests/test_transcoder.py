@@ -71,3 +71,34 @@ def test_transcoder_helpers_validate():
     assert layer_of("blocks.12.hook_mlp_out") == 12
     with pytest.raises(ValueError, match="per-block"):
         layer_of("hook_embed")
+
+
+def test_transcoder_regression_init_and_offset_inputs():
+    """transcoder_init="regression": W_enc = c * B W_dec^T (B the least-squares map x -> y), b_enc = -mean(x) W_enc,
+    and on inputs with a large common offset (as ln2.hook_normalized rows have) the planted output features are
+    recovered with few dead latents."""
+    from interp.dictionaries.train import init_b_dec
+
+    X, Y, D_out = planted_mlp(seed=1)
+    X = X + 3.0 * F.normalize(torch.ones(X.shape[1]), dim=0)  # a common component larger than the signal
+    hin, hout = transcoder_hooks(3)
+    cfg = transcoder_config(3, d_model=24, expansion=4, arch="topk", d_out=20, k=4)
+    src = TensorSource({hin: X, hout: Y})
+    tc = TrainConfig(n_tokens=200_000, batch_size=256, lr=1e-2, warmup_steps=20, progress=False,
+                     dead_after_tokens=20_000, b_dec_init="mean", init_rows=40000)
+    torch.manual_seed(0)
+    sae = make(cfg)
+    W_dec = sae.W_dec.detach().clone()
+    init_b_dec(sae, src, tc, "cpu")
+    xc, yc = X - X.mean(0), Y - Y.mean(0)
+    B = torch.linalg.lstsq(xc, yc).solution
+    ref = B @ W_dec.T
+    assert float(F.cosine_similarity(sae.W_enc.detach().flatten(), ref.flatten(), dim=0)) > 0.9999  # ridge 1e-3
+    assert torch.allclose(sae.b_enc, -(X.mean(0) @ sae.W_enc), atol=1e-4)
+    assert torch.allclose(sae.b_dec, Y.mean(0), atol=1e-5)
+    r = train_sae(src, cfg, tc)
+    cos = (F.normalize(r.sae.W_dec.detach(), dim=-1) @ D_out.T).max(0).values
+    assert float((cos >= 0.9).float().mean()) >= 0.9
+    assert r.dead_fraction < 0.5 and r.fvu < 0.3
+    with pytest.raises(ValueError, match="transcoder_init"):
+        TrainConfig(transcoder_init="tied")

@@ -5,6 +5,16 @@ transcoder: x = rows of ``hook_in``, target = rows of ``hook_out``):
 
 1. Before the first step, ``b_dec`` is set from data: the geometric median (Weiszfeld
    iterations) or the mean of ``init_rows`` target rows (Gao et al. 2024; Bricken et al. 2023).
+   A transcoder's input and output live in different spaces, so the SAE's tied init
+   (W_enc = W_dec^T) means nothing there; ``transcoder_init`` picks its encoder init:
+   ``"regression"`` (default) sets W_enc = B W_dec^T, with B the ridge least-squares map
+   from centred inputs to centred targets on the same rows (the encoder starts as the tied
+   encoder of the best linear prediction of the output), then ``b_enc = -mean(x) @ W_enc``
+   (input-mean centring: b_dec lives in output space and cannot centre the input), then
+   W_enc, b_enc scaled so the mean norm of the first TopK reconstruction equals that of the
+   centred targets; ``"centre"`` only does the centring; ``"random"`` leaves the random
+   encoder.  On SmolLM2 layer 15 (54k rows, 150 steps, k=32, 4608 latents) ``random`` left
+   67% of latents dead at held-out FVU 0.59; ``regression`` 0% dead at FVU 0.57.
 2. loss = ``sae.loss(x, target, dead_mask)``; backward.
 3. The decoder gradient's component parallel to each (unit) decoder row is removed, Adam
    steps with a linear warm-up (``warmup_steps``) and a linear decay to zero over the last
@@ -72,6 +82,8 @@ class TrainConfig:
     """Adam epsilon (Gao et al. 2024)."""
     b_dec_init: str = "geometric_median"
     """``geometric_median``, ``mean`` or ``zeros``: how ``b_dec`` starts."""
+    transcoder_init: str = "regression"
+    """Transcoders: ``regression``, ``centre`` or ``random`` encoder init (see the module docstring)."""
     init_rows: int = 16384
     """Rows read to initialise ``b_dec``."""
     normalize_decoder: bool = True
@@ -100,6 +112,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.decay_frac <= 1:
             raise ValueError(f"decay_frac must be in [0, 1], got {self.decay_frac}")
+        if self.transcoder_init not in ("regression", "centre", "random"):
+            raise ValueError(f"transcoder_init must be regression, centre or random, got {self.transcoder_init!r}")
         if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
             raise ValueError(f"b_dec_init must be geometric_median, mean or zeros, got {self.b_dec_init!r}")
         if self.warmup_steps < 0 or self.checkpoint_every < 0 or self.log_every < 1:
@@ -168,20 +182,45 @@ def _split(batch, transcoder: bool):
 
 @torch.no_grad()
 def init_b_dec(sae: SparseCoder, source, cfg: TrainConfig, device) -> None:
-    """Set ``b_dec`` to the geometric median / mean of up to ``cfg.init_rows`` target rows."""
+    """Set ``b_dec`` to the geometric median / mean of up to ``cfg.init_rows`` target rows (and, for a
+    transcoder, its encoder by ``cfg.transcoder_init`` from the same rows)."""
+    centre = sae.cfg.is_transcoder and cfg.transcoder_init != "random"
     if cfg.b_dec_init == "zeros":
         sae.b_dec.zero_()
-        return
-    rows, n = [], 0
+        if not centre:
+            return
+    rows, xs, n = [], [], 0
     for batch in source.batches(_hooks(sae.cfg), min(cfg.init_rows, 8192), shuffle=True, seed=cfg.seed + 7919,
                                 device=device, dtype=torch.float32):
         x, y = _split(batch, sae.cfg.is_transcoder)
         rows.append(y if y is not None else x)
+        xs.append(x)
         n += rows[-1].shape[0]
         if n >= cfg.init_rows:
             break
     data = torch.cat(rows)[: cfg.init_rows]
-    sae.b_dec.copy_(geometric_median(data) if cfg.b_dec_init == "geometric_median" else data.mean(0))
+    if cfg.b_dec_init != "zeros":
+        sae.b_dec.copy_(geometric_median(data) if cfg.b_dec_init == "geometric_median" else data.mean(0))
+    if centre:
+        _init_transcoder_encoder(sae, torch.cat(xs)[: cfg.init_rows], data, cfg.transcoder_init == "regression")
+
+
+@torch.no_grad()
+def _init_transcoder_encoder(sae: SparseCoder, x: torch.Tensor, y: torch.Tensor, regression: bool) -> None:
+    mx, my = x.mean(0), y.mean(0)
+    if regression:
+        xc, yc = x - mx, y - my
+        gram = xc.T @ xc
+        ridge = 1e-3 * gram.diagonal().mean().clamp_min(1e-12)
+        B = torch.linalg.solve(gram + ridge * torch.eye(gram.shape[0], device=x.device, dtype=x.dtype), xc.T @ yc)
+        sae.W_enc.copy_(B @ sae.W_dec.T)  # [d_in, d_sae]: pre = (predicted y) . W_dec rows
+    sae.b_enc.copy_(-(mx @ sae.W_enc))
+    if regression:
+        rec = sae.decode_code(sae.encode(x[:4096])) - sae.b_dec
+        scale = (y[:4096] - my).norm(dim=-1).mean() / rec.norm(dim=-1).mean().clamp_min(1e-12)
+        if torch.isfinite(scale) and scale > 0:
+            sae.W_enc.mul_(scale)
+            sae.b_enc.mul_(scale)
 
 
 # -- checkpoints ----------------------------------------------------------------------------
