@@ -227,6 +227,11 @@ def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid",
     position) is its share of that patch.  Each hook's ``steps`` interpolations plus one copy at
     alpha = 1 (the patched value, for the completeness check) run as one batch, several hooks per
     pass; the blocks before a chunk's first hook are replayed from the corrupted run (fastpath.py).
+    Per-position scores split the *joint* patch of all positions; they are not single-cell
+    patches.  Where positions interact the two disagree: on SmolLM2 IOI (n=4, seed 0) patching
+    MLP0 at all positions moves the logit difference by +3.49 while its 16 single-position patches
+    sum to -2.74, so every IG (and per-layer total) at MLP0 has the opposite sign to per-cell
+    patching; layers 1-29 agree (r = 0.996 per (layer, position), 4 steps).
     Cost: n_hooks * (steps + 1) forward/backward passes of B*T tokens, the prefix skipped.
     """
     types = component_types(components)
