@@ -30,7 +30,9 @@ but the sink is not (attention to ⟨s⟩ off-trigger ~0.3-0.5).  Measured at se
 with 32-token sequences, 3 layers and no weight decay, layer 0's head reaches attention 0.99 to
 ⟨s⟩ off-trigger by step 2000 (1 layer: 0.76-0.82 at 2500-3000 steps, not monotone); the residual
 peak at ⟨s⟩ stays below 1.5x the mean other token at these budgets (the paper trains ~50x more
-sequences).
+sequences).  The Llama variant (RoPE, RMSNorm), same settings, shows the opposite half: ‖h(⟨s⟩)‖
+after layer 1 reaches 2.1x the mean other token (1.06x the largest) by step 2000, while no head
+puts more than ~0.5 of its off-trigger attention on ⟨s⟩.  Both halves at once were not found.
 Memory: < 1 MB of weights per checkpoint.
 """
 
