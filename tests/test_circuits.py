@@ -119,13 +119,23 @@ def test_cli_circuit_and_compare(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_ioi_circuit_target_smollm2(smollm2):
-    """Target: <= 10% of heads+MLPs recover >= 80% of the clean logit difference (RelP ranking)."""
+    """Target: <= 10% of heads+MLPs recover >= 80% of the clean logit difference (greedy search, RelP prior).
+
+    Measured here (8 prompts, seed 0): 17/300 components, F = 0.857 on the discovery prompts; the same
+    circuit on 16 held-out prompts (seed 1) keeps F = 0.740, below the target: the held-out value is
+    recorded, not asserted.  Takes ~15-20 min on a shared 2-core CPU.
+    """
+    import math
+
     from interp.circuits import run_circuit
 
-    r = run_circuit(smollm2, "ioi", "relp", n=8)
+    r = run_circuit(smollm2, "ioi", "relp", n=8, examples=False)
     c = r["circuit"]
-    assert c["faithfulness"] >= 0.8
+    assert c["method"] == "greedy" and c["minimal"]
+    assert c["faithfulness"] >= 0.8 + 0.05
     assert c["fraction"] <= 0.10, c["fraction"]
+    assert all(f < c["threshold"] for f in c["single_removal_F"].values())
+    assert math.isfinite(c["heldout"]["F"]) and c["heldout"]["n"] == 16
 
 
 # ---------------------------------------------------------------------------------------------
