@@ -273,9 +273,9 @@ def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid",
             hooks.append((t.hook_name(l), fn))
         with torch.enable_grad(), scoped_hooks(model, fwd=hooks), fast_forward(model, prefix, k, chunk[0][0], last):
             f = task.metric(model(task.corrupt.to(device).repeat(k, 1))).reshape(J, S + 1, B)
-            gs = torch.autograd.grad((f[:, :S] * w_.view(1, S, 1)).sum(), leaves)
-        for (l, t), g, fj in zip(chunk, gs, f.detach()):
-            grads[t.name][l] = g.sum(0)
+            gs = torch.autograd.grad((f[:, :S] * w_.view(1, S, 1)).sum(), leaves, allow_unused=True)
+        for (l, t), g, leaf, fj in zip(chunk, gs, leaves, f.detach()):  # g None: the hook did not fire
+            grads[t.name][l] = torch.zeros_like(leaf[0]) if g is None else g.sum(0)
             patched[t.name][l] = fj[S].float().cpu()
     acts_c32 = {kk: [a.float() for a in v] for kk, v in acts_c.items()}
     acts_k32 = {kk: [a.float() for a in v] for kk, v in acts_k.items()}
