@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=300_000)
     ap.add_argument("--expansion", type=int, default=4)
     ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=1, help="passes over the training rows")
     ap.add_argument("--n", type=int, default=8, help="greater-than prompts")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "bench/results/transcoder_greater_than_smollm2.json"))
@@ -67,7 +68,7 @@ def main() -> None:
     src = TensorSource({h: store.rows(h, tr) for h in (tin, tout)})
     cfg = transcoder_config(args.layer, d_model=store.d(tin), expansion=args.expansion, arch="topk", k=args.k,
                             model_name="smollm2-135m")
-    res = train_sae(src, cfg, TrainConfig(n_tokens=len(tr), batch_size=1024, lr=1e-3, warmup_steps=50,
+    res = train_sae(src, cfg, TrainConfig(n_tokens=args.epochs * len(tr), batch_size=1024, lr=1e-3, warmup_steps=50,
                                           dead_after_tokens=len(tr) // 2, progress=False, device="cpu"))
     tc = res.sae.eval()
     with torch.no_grad():
@@ -118,7 +119,7 @@ def main() -> None:
               f"MLPs {by_kind['mlp']:.2f}, tc{args.layer} features {by_kind['feature']:.2f} error "
               f"{by_kind['tc_error']:.2f}, embed {by_kind['embed']:.2f}; top path "
               f"{[_name(n) for n in paths[0].nodes] if paths else None}", flush=True)
-    out = {"transcoder": {"layer": args.layer, "rows": len(tr), "d_sae": cfg.d_sae, "k": args.k,
+    out = {"transcoder": {"layer": args.layer, "rows": len(tr), "epochs": args.epochs, "d_sae": cfg.d_sae, "k": args.k,
                           "held_fvu": held_fvu, "l0": l0, "dead_fraction": res.dead_fraction, "seconds": train_s,
                           "store": args.store},
            "top_heads_mean_direct_contribution": sorted(heads_total.items(), key=lambda kv: -abs(kv[1]))[:12],
