@@ -18,7 +18,9 @@ Transcoders: ``transcoder.transcoder_config(layer, d_model)``; dashboards:
 ``dashboards.feature_dashboard``; sparse TopK kernels: ``sparse_decode`` (``INTERP_SPARSE_DECODER=0``
 forces the dense reference); transcoder feature circuits: ``feature_circuits`` (exact
 direct-path decomposition, MLP and attention hops, greedy path search, de-embeddings).
-Not here yet: RelP/IG attribution over SAE features, discrete-SAE circuit identification.
+SAE/transcoder features as attribution components (patching, AtP, RelP, IG over features plus
+an error term): ``feature_components.splice_features``.  Discrete-SAE circuit identification
+(O'Neill & Bui 2024) lives in :mod:`interp.circuits.sae_circuits`.
 """
 
 from .base import EncodeOutput, ForwardOutput, SAEConfig, SparseCoder, fvu
