@@ -30,3 +30,50 @@ def test_topk_sae_on_smollm2(smollm2, tmp_path):
     m = spliced_ce(smollm2, sae, sequences_from_store(store, 8))
     assert m.ce_orig < m.ce_dict < m.ce_zero and m.ce_recovered > 0.5, m
     print(rows, m)
+
+
+
+def _bench_results():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    return root, sorted((root / "bench" / "results").glob("sae_smollm2_l15_*.json"))
+
+
+def test_trained_sae_fvu_recomputed_from_store():
+    """The bench's big-store SAE/transcoder (bench/run_sae_smollm2.py with --tag), loaded through the SAELens-format
+    loader, gives the held-out FVU recorded in its bench/results/sae_smollm2_l15_<tag>.json when recomputed by hand
+    from the store's rows (no trainer, no evaluate_rows).  Skipped where the run's store and weights are absent."""
+    import json
+
+    from interp.dictionaries import load_sae
+    from interp.store import ActivationStore
+
+    root, files = _bench_results()
+    checked = 0
+    for res_file in files:
+        res = json.loads(res_file.read_text())
+        if "tag" not in res or not (root / res["store"]).exists():
+            continue
+        store = ActivationStore.open(root / res["store"])
+        T = int(store.manifest["context_length"])
+        n_seq = res["store_rows"] // T
+        held_from = (n_seq - res["held_sequences"]) * T
+        idx = [i for i in range(held_from, n_seq * T) if (i - held_from) % T != 0]  # BOS rows left out
+        for name in ("sae", "transcoder"):
+            if name not in res:
+                continue
+            d = root / "runs" / f"smollm2_{name}{res['tag']}" / ("checkpoint" if "checkpoint" in res[name] else "sae")
+            if not d.exists():
+                continue
+            sae = load_sae(d)
+            x = store.rows(sae.cfg.hook_in, idx, dtype=torch.float32)
+            t = store.rows(sae.cfg.hook_out or sae.cfg.hook_in, idx, dtype=torch.float32)
+            with torch.no_grad():
+                t_hat = sae(x)
+            fvu = float((t - t_hat).pow(2).sum() / (t - t.mean(0)).pow(2).sum())
+            assert len(idx) == res[name]["held"]["n_rows"]
+            assert fvu == pytest.approx(res[name]["held"]["fvu"], rel=1e-3, abs=1e-4), (res_file.name, name)
+            checked += 1
+    if not checked:
+        pytest.skip("no big-store bench run (results + store + weights) on this machine")
