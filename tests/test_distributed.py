@@ -265,9 +265,13 @@ def test_ddp_two_ranks_equals_single_process(train_store, tmp_path):
         start = make(scfg).state_dict()
         for k, v in ref.sae.state_dict().items():
             moved = (v - start[k]).norm()
-            assert moved > 1e-2, f"{name}.{k} barely trained"
-            rel = float((got[k] - v).norm() / moved)
-            assert rel < tol, f"{name}.{k}: DDP differs from one process by {rel:.2e} of the training update"
+            if k.startswith("W_"):
+                assert moved > 1e-2, f"{name}.{k} barely trained"
+            if moved > 1e-2:
+                rel = float((got[k] - v).norm() / moved)
+                assert rel < tol, f"{name}.{k}: DDP differs from one process by {rel:.2e} of the training update"
+            else:  # a bias the data init already put in place (transcoder regression init): compare absolutely
+                torch.testing.assert_close(got[k], v, rtol=0, atol=1e-5)
 
     # the CLI entry point: same ReLU SAE, written once by rank 0 in SAELens format, plus a checkpoint
     scfg, _ = _configs(train_store, JOBS[0][1], {})
