@@ -30,6 +30,15 @@ from interp.attribution.components import AttributionResult, cache_components, c
 from interp.attribution.patching import complement_metric, run_with_masks
 
 
+def check_circuit_settings(share: float, source: str, types) -> None:
+    """Validate the settings every circuit search shares (raises ValueError naming the bad one)."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    if source not in ("corrupt", "mean"):
+        raise ValueError(f"source must be 'corrupt' or 'mean', got {source!r}")
+    component_types(types)
+
+
 @dataclass(frozen=True)
 class CircuitConfig:
     """Settings of :func:`discover_circuit`."""
@@ -50,15 +59,11 @@ class CircuitConfig:
     """Tokens per forward pass."""
 
     def __post_init__(self):
-        if not 0 < self.share <= 1:
-            raise ValueError(f"share must be in (0, 1], got {self.share}")
+        check_circuit_settings(self.share, self.source, self.types)
         if self.order not in ("signed", "abs"):
             raise ValueError(f"order must be 'signed' or 'abs', got {self.order!r}")
-        if self.source not in ("corrupt", "mean"):
-            raise ValueError(f"source must be 'corrupt' or 'mean', got {self.source!r}")
         if self.grid < 2:
             raise ValueError("grid must be >= 2")
-        component_types(self.types)
 
 
 @dataclass

@@ -46,7 +46,7 @@ import torch
 from interp.attribution.components import AttributionResult, cache_components, component_types
 from interp.attribution.patching import complement_metric, run_with_masks
 
-from .discovery import rank_components, unit_name
+from .discovery import check_circuit_settings, rank_components, unit_name
 
 Unit = tuple  # (type name, layer, unit index tuple)
 
@@ -71,15 +71,11 @@ class SearchConfig:
     """Tokens per forward pass (masks per pass = max_tokens // (B*T))."""
 
     def __post_init__(self):
-        if not 0 < self.share <= 1:
-            raise ValueError(f"share must be in (0, 1], got {self.share}")
+        check_circuit_settings(self.share, self.source, self.types)
         if self.margin < 0:
             raise ValueError(f"margin must be >= 0, got {self.margin}")
-        if self.source not in ("corrupt", "mean"):
-            raise ValueError(f"source must be 'corrupt' or 'mean', got {self.source!r}")
         if self.max_group < 1:
             raise ValueError("max_group must be >= 1")
-        component_types(self.types)
 
 
 @dataclass
