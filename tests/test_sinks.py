@@ -305,3 +305,13 @@ def test_sink_score_from_store_equals_live(tmp_path, n_kv):
     torch.testing.assert_close(part["sink_score"][0], sink_stats(model, tokens[:2]).sink_score[1], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="hook_rot_q and hook_rot_k"):
         sink_scores_from_store(store, layers=[7])
+    if n_kv == 2:  # the CLI face prints the same numbers as the live path
+        import json
+        import subprocess
+        import sys
+
+        out = subprocess.run([sys.executable, "-m", "interp.cli.main", "store", "sinks", str(store.path), "--json",
+                              "--threshold", "0"], capture_output=True, text=True, check=True).stdout
+        cli = json.loads(out)
+        torch.testing.assert_close(torch.tensor(cli["sink_score"]), live.sink_score, rtol=1e-4, atol=1e-5)
+        assert cli["n_seqs"] == 5 and len(cli["sink_heads"]) == live.sink_score.numel()

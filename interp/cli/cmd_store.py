@@ -1,4 +1,8 @@
-"""``interp store info DIR``: summarise (and optionally verify) an activation store."""
+"""``interp store info DIR``: summarise (and optionally verify) an activation store.
+
+``interp store sinks DIR``: attention-sink score and row entropy per (layer, head), rebuilt from
+stored post-rotary queries and keys (:func:`interp.phenomena.sinks.sink_scores_from_store`).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,14 @@ def register(sub) -> None:
     q.add_argument("--verify", action="store_true", help="check the CRC-32 of every shard file")
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(func=run_info)
+    q = ssub.add_parser("sinks", help="sink score / row entropy per head from stored blocks.L.attn.hook_rot_q/k rows")
+    q.add_argument("dir", help="store directory (cached with skip_bos off, hooks blocks.*.attn.hook_rot_q/k)")
+    q.add_argument("--layers", type=int, nargs="*", default=None, help="layers (default: every layer stored)")
+    q.add_argument("--scale", type=float, default=None, help="attention scale (default 1/sqrt(d_head))")
+    q.add_argument("--max-seqs", type=int, default=None, help="use at most this many sequences")
+    q.add_argument("--threshold", type=float, default=0.8, help="sink score at which a head is listed")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(func=run_sinks)
 
 
 def run_info(args) -> int:
@@ -34,4 +46,24 @@ def run_info(args) -> int:
         + ("\n  verify: all files match their CRC-32" if args.verify else "")
     )
     emit(args, info, human)
+    return 0
+
+
+def run_sinks(args) -> int:
+    from interp.phenomena.sinks import sink_scores_from_store
+    from interp.store import ActivationStore
+
+    store = ActivationStore.open(args.dir, verify="size")
+    res = sink_scores_from_store(store, layers=args.layers, scale=args.scale, max_seqs=args.max_seqs)
+    layers = res["layers"].tolist()
+    sink = res["sink_score"]
+    heads = [(L, h, float(sink[i, h])) for i, L in enumerate(layers) for h in range(sink.shape[1])
+             if sink[i, h] >= args.threshold]
+    info = {"store": str(store.path), "model": store.manifest.get("model"), "n_seqs": int(res["n_seqs"]),
+            "layers": layers, "sink_score": sink.tolist(), "row_entropy": res["row_entropy"].tolist(),
+            "threshold": args.threshold, "sink_heads": [f"L{L}H{h}" for L, h, _ in heads]}
+    lines = [f"sinks from store {store.path}: {info['n_seqs']} sequences, layers {layers[0]}..{layers[-1]}",
+             f"  heads with sink score >= {args.threshold}: {len(heads)} of {sink.numel()}"]
+    lines += [f"  L{L}H{h}  {s:.3f}" for L, h, s in sorted(heads, key=lambda t: -t[2])[:20]]
+    emit(args, info, "\n".join(lines))
     return 0
