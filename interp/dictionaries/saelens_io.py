@@ -34,6 +34,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from interp.store.format import read_json_object
+
 from .base import SAEConfig, SparseCoder
 from .registry import make
 
@@ -83,12 +85,7 @@ def _read_cfg(path: Path) -> dict:
     f = path / CFG_FILE
     if not f.exists():
         raise FileNotFoundError(f"{path} is not a SAELens SAE folder: {CFG_FILE} is missing")
-    try:
-        cfg = json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise SAELensFormatError(f"{f} is not valid JSON: {e}") from None
-    if not isinstance(cfg, dict):
-        raise SAELensFormatError(f"{f} must hold a JSON object")
+    cfg = read_json_object(f, SAELensFormatError)
     meta = dict(cfg.get("metadata") or {})
     if "hook_point" in cfg or "activation_fn_str" in cfg or not cfg.get("metadata"):  # pre-6.0 layout
         rename = {"hook_point": "hook_name", "hook_point_head_index": "hook_head_index",

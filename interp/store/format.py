@@ -171,6 +171,17 @@ _REQUIRED = {
 }
 
 
+def read_json_object(path: Path, error: type[Exception] = ValueError) -> dict:
+    """Parse ``path`` as a JSON object; ``error`` names the file for invalid JSON or a non-object."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise error(f"{path}: expected a JSON object")
+    return obj
+
+
 def read_manifest(directory: Path) -> dict:
     """Load and validate ``DIR/manifest.json``; clear errors for a missing or malformed one."""
     path = Path(directory) / MANIFEST
@@ -178,12 +189,7 @@ def read_manifest(directory: Path) -> dict:
         raise FileNotFoundError(f"activation store {directory} does not exist")
     if not path.exists():
         raise FileNotFoundError(f"{directory} is not an activation store: {MANIFEST} is missing")
-    try:
-        m = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise StoreError(f"{path} is not valid JSON ({e})") from e
-    if not isinstance(m, dict):
-        raise StoreError(f"{path}: expected a JSON object")
+    m = read_json_object(path, StoreError)
     for key, typ in _REQUIRED.items():
         if key not in m:
             raise StoreError(f"{path}: manifest lacks the field {key!r}")
