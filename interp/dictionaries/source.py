@@ -16,6 +16,8 @@ from typing import Iterator, Sequence
 
 import torch
 
+from interp.store.reader import batch_request
+
 
 class TensorSource:
     """Rows of one or more hooks held in memory; rows with the same index are aligned across hooks."""
@@ -52,14 +54,7 @@ class TensorSource:
 
     def batches(self, hook_or_hooks: str | Sequence[str], batch_size: int, shuffle: bool = True, seed: int = 0,
                 device=None, dtype=torch.float32, rank: int = 0, world_size: int = 1, epochs: int = 1):
-        multi = not isinstance(hook_or_hooks, str)
-        hooks = list(hook_or_hooks) if multi else [hook_or_hooks]
-        for h in hooks:
-            self._check(h)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        multi, hooks = batch_request(hook_or_hooks, batch_size, rank, world_size, self._check)
         for epoch in range(epochs):
             if shuffle:
                 g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)

@@ -196,6 +196,19 @@ class RowView:
         return f"RowView({self._stream!r}, rows={len(self)})"
 
 
+def batch_request(hook_or_hooks, batch_size: int, rank: int, world_size: int, check_hook) -> tuple[bool, list[str]]:
+    """Validate the arguments every ``batches()`` shares; returns (several hooks asked?, the hook list)."""
+    multi = not isinstance(hook_or_hooks, str)
+    hooks = list(hook_or_hooks) if multi else [hook_or_hooks]
+    for h in hooks:
+        check_hook(h)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world_size {world_size}")
+    return multi, hooks
+
+
 class ActivationStore:
     """A read-only view of a store directory written by :func:`cache_activations`."""
 
@@ -453,16 +466,9 @@ class ActivationStore:
         ``drop_last`` defaults to ``True`` when ``world_size > 1`` (every rank yields the same
         number of full batches) and ``False`` otherwise.
         """
-        multi = not isinstance(hook_or_hooks, str)
-        hooks = list(hook_or_hooks) if multi else [hook_or_hooks]
-        for h in hooks:
-            self._check_hook(h)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        multi, hooks = batch_request(hook_or_hooks, batch_size, rank, world_size, self._check_hook)
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is outside world_size {world_size}")
         drop_last = world_size > 1 if drop_last is None else drop_last
         widths = [self.d(h) for h in hooks]
         window = max(1, buffer_rows // batch_size) * batch_size  # rows per mixing window
