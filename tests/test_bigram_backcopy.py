@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from interp.phenomena.toy.bigram_backcopy import BBTask, BBTrainConfig, bb_mechanism, bb_tokenizer, load_task, train_bb
+from interp.toy.bigram_backcopy import BBTask, BBTrainConfig, bb_mechanism, bb_tokenizer, load_task, train_bb
 
 
 def test_generator_follows_the_definition():

@@ -3,7 +3,7 @@
 Each writes ``results.json`` (with ``"kind"``) and ``report.html`` into ``--out`` and prints a
 summary (or, with ``--json``, the results).  Flags map one-to-one onto
 :class:`interp.phenomena.dormant.DormantConfig`, :class:`interp.phenomena.massive.MassiveConfig`
-and :class:`interp.phenomena.toy.bigram_backcopy.BBTrainConfig`.
+and :class:`interp.toy.bigram_backcopy.BBTrainConfig`.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def run_massive(args) -> int:
     from interp.phenomena.dynamics import checkpoint_dynamics, list_checkpoints
     from interp.phenomena.massive import MassiveConfig, massive_ablation, massive_stats
     from interp.phenomena.reporting import massive_report
-    from interp.phenomena.toy.bigram_backcopy import bb_eval_tokens, load_task
+    from interp.toy.bigram_backcopy import bb_eval_tokens, load_task
 
     cfg = MassiveConfig(abs_threshold=args.abs_threshold, ratio_threshold=args.ratio_threshold)
     task = load_task(args.checkpoints) if args.checkpoints else None
@@ -180,7 +180,7 @@ def run_bb(args) -> int:
 
     from interp.models import load_model
     from interp.phenomena.reporting import bb_report
-    from interp.phenomena.toy.bigram_backcopy import BBTask, BBTrainConfig, bb_mechanism, train_bb
+    from interp.toy.bigram_backcopy import BBTask, BBTrainConfig, bb_mechanism, train_bb
 
     task = BBTask(seq_len=args.seq_len)
     cfg = BBTrainConfig(arch=args.arch, n_layers=args.layers, d_model=args.d_model, d_mlp=4 * args.d_model,

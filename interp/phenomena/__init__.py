@@ -1,5 +1,6 @@
 """Extreme-token phenomena: attention sinks, active-dormant heads, massive activations and their
-training dynamics, and the Bigram-Backcopy toy model that shows the mechanism (METHODS.md §7).
+training dynamics (METHODS.md §7).  The Bigram-Backcopy toy model that shows the mechanism is in
+:mod:`interp.toy.bigram_backcopy`.
 
     from interp.phenomena import default_domains, active_dormant, massive_stats, massive_ablation
     res = active_dormant(model, default_domains())          # sink/value/residual stats + ablations

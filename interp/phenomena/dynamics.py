@@ -19,7 +19,7 @@ Algorithm (:func:`fit_dynamics`):
    λ, t₀ are unchanged because x is unchanged) and report R² = 1 - SS_res/SS_tot on raw data.
 
 :func:`checkpoint_dynamics` loads every checkpoint of a folder (``step_<N>`` sub-folders holding
-Hugging Face checkpoints, as :mod:`interp.phenomena.toy.bigram_backcopy` writes them), computes
+Hugging Face checkpoints, as :mod:`interp.toy.bigram_backcopy` writes them), computes
 r_ℓ with :func:`interp.phenomena.massive.massive_stats` and fits every layer.
 
 Memory: one checkpoint at a time; the fit is O(n_checkpoints) per layer.

@@ -1,2 +1,6 @@
-"""Toy models trained in the project: modular addition (for LIB). The Bigram-Backcopy toy lives in
-:mod:`interp.phenomena.toy` beside the phenomena it demonstrates."""
+"""Toy models trained in the project on planted tasks: modular addition (p = 113, for the local
+interaction basis) and Bigram-Backcopy (the active-dormant attention-sink mechanism)."""
+
+from .bigram_backcopy import BBTask, BBTrainConfig, bb_mechanism, train_bb
+
+__all__ = ["BBTask", "BBTrainConfig", "bb_mechanism", "train_bb"]

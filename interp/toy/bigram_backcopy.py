@@ -376,7 +376,7 @@ def bb_mechanism(model, task: BBTask, n_seqs: int = 64, seed: int = 1) -> BBMech
     """Measure backcopy/sink attention, losses, the batched ⟨s⟩ ablation, value drain and residual peak."""
     from interp.models import scoped_hooks
 
-    from ..sinks import sink_stats
+    from interp.phenomena.sinks import sink_stats
 
     device = next(model.parameters()).device
     x = task.sample(n_seqs, torch.Generator().manual_seed(seed))
