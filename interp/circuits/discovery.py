@@ -123,11 +123,16 @@ def rank_components(result: AttributionResult, types, order: str = "signed"):
     return sorted(rows, key=key)
 
 
-def _keep_mask(ranked, k, shapes):
+def keep_mask(units, shapes: dict[str, tuple]) -> dict[str, torch.Tensor]:
+    """Bool masks ``[L, *units]`` per type, True for the ``(type name, layer, unit index)`` in ``units``."""
     mask = {name: torch.zeros(shape, dtype=torch.bool) for name, shape in shapes.items()}
-    for t, l, idx, _ in ranked[:k]:
-        mask[t.name][(l, *idx)] = True
+    for name, l, idx in units:
+        mask[name][(l, *idx)] = True
     return mask
+
+
+def _keep_mask(ranked, k, shapes):
+    return keep_mask([(t.name, l, idx) for t, l, idx, _ in ranked[:k]], shapes)
 
 
 def size_grid(n: int, points: int) -> list[int]:

@@ -46,7 +46,7 @@ import torch
 from interp.attribution.components import AttributionResult, cache_components, component_types
 from interp.attribution.patching import complement_metric, run_with_masks
 
-from .discovery import check_circuit_settings, rank_components, unit_name
+from .discovery import check_circuit_settings, keep_mask, rank_components, unit_name
 
 Unit = tuple  # (type name, layer, unit index tuple)
 
@@ -136,14 +136,6 @@ def all_units(model, acts, types) -> list[Unit]:
         for l in range(model.cfg.n_layers):
             out += [(t.name, l, tuple(i)) for i in idxs]
     return sorted(out, key=lambda u: (u[1], u[0] != "attn_head", u[2]))
-
-
-def keep_mask(units: Sequence[Unit], shapes: dict[str, tuple]) -> dict[str, torch.Tensor]:
-    """Bool masks ``[L, *units]`` per type, True for the components in ``units``."""
-    mask = {name: torch.zeros(shape, dtype=torch.bool) for name, shape in shapes.items()}
-    for name, l, idx in units:
-        mask[name][(l, *idx)] = True
-    return mask
 
 
 def parse_component(name: str) -> Unit:
