@@ -315,3 +315,6 @@ def test_sink_score_from_store_equals_live(tmp_path, n_kv):
         cli = json.loads(out)
         torch.testing.assert_close(torch.tensor(cli["sink_score"]), live.sink_score, rtol=1e-4, atol=1e-5)
         assert cli["n_seqs"] == 5 and len(cli["sink_heads"]) == live.sink_score.numel()
+        bad = subprocess.run([sys.executable, "-m", "interp.cli.main", "store", "sinks", str(store.path), "--layers", "7"],
+                             capture_output=True, text=True)
+        assert bad.returncode != 0 and "hook_rot_q and hook_rot_k for layers [7]" in bad.stderr
