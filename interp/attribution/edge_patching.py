@@ -1,0 +1,122 @@
+"""Edge patching (path patching of one edge): the ground truth that EAP and EAP-IG estimate.
+
+Algorithm (Wang et al. 2022's path patching restricted to one edge; Conmy et al. 2023's ACDC
+edge ablation; the intervention EAP linearises, Hanna et al. 2024):
+    E(u -> v) = m(clean run with in_v <- in_v(x) - z_u(x) + eps (z_u(x~) - z_u(x)) ... ) - m(x)
+with eps = 1 the real edge patch: receiver v alone reads the residual stream in which sender u
+carries its corrupted value; every other node, the skip connection and u's other readers see the
+clean run, and v's downstream effects are recomputed.  A small eps gives the finite-difference
+derivative whose limit is the EAP score (tests/test_edges.py).
+1. One clean and one corrupted forward cache every sender's write ``z_u`` (edges.py).
+2. ``k`` edges share one forward pass of ``k`` stacked copies of the clean batch; copy i moves its
+   receiver's input by ``eps * (z_u(x~) - z_u(x))`` (:func:`edges.receiver_input_hooks`).
+3. E_i = batch-mean metric of copy i - batch-mean clean metric.
+
+Fast path (default; ``fast=False`` or ``INTERP_EDGES_REFERENCE=1`` for the plain forward): edges
+are sorted by receiver layer and the blocks before a batch's first receiver are replayed from the
+clean run (fastpath.PrefixCache); when the metric reads only the last position, only that
+position is unembedded.  Both skip work only; the test compares the two paths.
+
+Cost: ``n_edges / k`` forward passes of ``k*B*T`` tokens (k = max_tokens // (B*T)), minus the
+replayed prefix.  Memory: the sender cache ``N_s*B*T*d_model`` floats (two runs, kept as their
+difference) and one ``k*B*T`` forward.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from interp.models import scoped_hooks
+
+from .edges import (EdgeGraph, check_task, edge_graph, fast_enabled, layer_weights, receiver_input_hooks,
+                    sender_outputs)
+from .fastpath import PrefixCache, fast_forward, reads_last_position_only
+
+
+@dataclass
+class EdgePatchResult:
+    """Metric change of patching each edge alone."""
+
+    edges: list[tuple[int, int]]
+    """(sender index, receiver index) per edge, in the order asked for."""
+    names: list[str]
+    """``"u->v"`` per edge."""
+    effects: torch.Tensor
+    """``[n_edges]`` float64: batch-mean metric(patched) - metric(clean)."""
+    metric_clean: float
+    metric_corrupt: float
+    eps: float
+    seconds: float
+    graph: EdgeGraph
+    config: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"edges": self.names, "effects": self.effects.tolist(), "metric_clean": self.metric_clean,
+                "metric_corrupt": self.metric_corrupt, "eps": self.eps, "seconds": self.seconds, "config": self.config}
+
+
+def edge_patching(model, task, edges: Sequence, eps: float = 1.0, max_tokens: int = 4096,
+                  fast: bool | None = None, progress: bool = False) -> EdgePatchResult:
+    """Patch each edge alone in the clean run (see the module doc); ``edges`` as names
+    (``("L3H2", "L5H1.q")`` or ``"L3H2->L5H1.q"``) or (sender, receiver) index pairs."""
+    check_task(task)
+    if max_tokens < 1:
+        raise ValueError("max_tokens must be >= 1")
+    t0 = time.perf_counter()
+    fast = fast_enabled(fast)
+    weights = layer_weights(model)
+    graph = edge_graph(model, weights)
+    pairs = graph.resolve(edges)
+    if not pairs:
+        raise ValueError("no edges given")
+    prefix = PrefixCache(model) if fast else None
+    with (prefix.capture() if prefix is not None else nullcontext()):
+        Z_clean, logits_c = sender_outputs(model, task.clean, graph, weights)
+    Z_corr, logits_k = sender_outputs(model, task.corrupt, graph, weights)
+    D = Z_corr - Z_clean
+    del Z_clean, Z_corr
+    m_clean = task.metric(logits_c).double()
+    last = fast and reads_last_position_only(task.metric, logits_c)
+    B, T = task.clean.shape
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    k_max = max(1, max_tokens // (B * T))
+    order = sorted(range(len(pairs)), key=lambda i: graph.receivers[pairs[i][1]].layer)
+    effects = torch.zeros(len(pairs), dtype=torch.float64)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(pairs), desc="edge patching", leave=False)
+    for s in range(0, len(order), k_max):
+        chunk = order[s:s + k_max]
+        k = len(chunk)
+        by_recv: dict[int, list[int]] = {}
+        for c, i in enumerate(chunk):
+            by_recv.setdefault(pairs[i][1], []).append(c)
+        patches = {}
+        for j, copies in by_recv.items():
+            senders = [pairs[chunk[c]][0] for c in copies]
+            patches[j] = (torch.tensor(copies, device=device), (eps * D[senders]).to(device, dtype))
+        first = min(graph.receivers[pairs[i][1]].layer for i in chunk)
+        hooks = receiver_input_hooks(model, graph, patches, B)
+        with torch.no_grad(), scoped_hooks(model, fwd=hooks), fast_forward(model, prefix, k, first, last):
+            logits = model(task.clean.to(device).repeat(k, 1))
+        m = task.metric(logits).double().reshape(k, B).mean(1).cpu()
+        for c, i in enumerate(chunk):
+            effects[i] = m[c] - m_clean.mean().cpu()
+        if bar is not None:
+            bar.update(k)
+    if bar is not None:
+        bar.close()
+    return EdgePatchResult(
+        edges=pairs, names=[graph.edge_name(i, j) for i, j in pairs], effects=effects,
+        metric_clean=m_clean.mean().item(), metric_corrupt=task.metric(logits_k).double().mean().item(), eps=eps,
+        seconds=time.perf_counter() - t0, graph=graph,
+        config={"max_tokens": max_tokens, "edges_per_pass": k_max, "fast": fast, "last_position_only": last},
+    )

@@ -1,0 +1,540 @@
+"""Edge attribution patching (EAP) and EAP-IG: a score for every edge of the residual-stream graph.
+
+The graph (Elhage et al. 2021's residual-stream view; the ACDC / EAP graph):
+
+* **senders** ``u`` write into the residual stream: the token embedding (``hook_embed``), the
+  positional embedding where the model adds one (``hook_pos_embed``, GPT-2), every attention
+  head's output ``z_h @ W_O[h]`` (``blocks.L.attn.hook_z``, head h) and every MLP output
+  (``blocks.L.hook_mlp_out``).  The residual stream before ``ln_final`` is exactly the sum of the
+  sender outputs plus the attention output biases ``b_O`` (constant, so they never score).
+* **receivers** ``v`` read the residual stream: the q, k and v input of every head (per query
+  head for q; per *key/value* head for k and v, so a grouped-query model such as SmolLM2 has
+  H q receivers and H_kv k and v receivers per layer, the units that really exist), every MLP
+  input and the logits (the final residual, read by ``ln_final`` and the unembedding).
+  TransformerLens names: ``blocks.L.hook_q_input`` / ``hook_k_input`` / ``hook_v_input`` (head),
+  ``blocks.L.hook_mlp_in``, ``ln_final.hook_in``.
+* an edge ``u -> v`` exists when ``u`` writes before ``v`` reads (a head of layer L feeds the MLP
+  of layer L only in sequential blocks, not in parallel attention/MLP blocks such as Pythia's).
+
+Score (Hanna, Pezzelle & Belinkov 2024, "Have Faith in Faithfulness"; reference
+``hannamw/EAP-IG`` ``src/eap/attribute.py``; METHODS.md section 2)::
+
+    S(u -> v) = sum_t (z_u(x~) - z_u(x)) . g_v ,  batch mean,
+    g_v = (1/m) sum_{k=0}^{m-1} dL/d in_v |_{e_k},  e_k = e(x~) + (k/m) (e(x) - e(x~))
+
+``z_u`` is u's write into the residual (``d_model``), ``x`` the clean and ``x~`` the corrupted
+prompt, ``e`` the input embeddings (left Riemann sum, m = 5 as in the paper).  ``in_v`` is v's own
+copy of the residual stream: ``g_v`` is the gradient through v only, not through the skip
+connection.  ``eap`` takes the gradient at the clean input only (m = 1, alpha = 1);
+``clean-corrupted`` averages the gradients at the two ends.  The score is the first-order
+estimate of edge patching (edge_patching.py): the clean run with v's input moved by
+``z_u(x~) - z_u(x)`` and nothing else changed.
+
+Algorithm (one forward + one backward per batch of interpolation steps):
+1. Forward clean and corrupted prompts once each, caching every sender output; the sender
+   differences ``D [N_s, B, T, d_model]``.
+2. Forward the ``m`` interpolated inputs as one ``[m*B, T]`` batch (chunks of ``max_tokens``);
+   one backward of ``sum_k w_k sum_b L_kb`` gives
+   - MLP and logits receivers: the gradient at a zero "identity node" ``delta`` added to the input
+     of ``ln2`` / ``ln_final`` only (it feeds that receiver and nothing else); ``delta`` is
+     ``[B, T, d]`` shared by the m copies, so its gradient is already the sum over steps;
+   - head receivers (fast path): the gradient at the projection outputs ``hook_q/k/v``
+     ``[N, T, H, d_head]``, mapped back per head through ``W_Q[h]`` and the Jacobian of ``ln1``
+     at that copy's residual (``ln1`` recomputed on ``[N, T, R, d]``, R = receivers of the layer);
+   - reference path (``fast=False`` or ``INTERP_EDGES_REFERENCE=1``): a zero ``delta`` per head
+     receiver, the head's slice of q/k/v recomputed from ``ln1(x + delta)`` by the model's own
+     modules inside the forward.  tests/test_edges.py checks the two agree.
+3. ``S = D.flatten(1) @ G.flatten(1).T / B``, zero where there is no edge.
+
+Cost: EAP 2 forward + 1 forward/backward of B*T tokens; EAP-IG 2 forward + m forward/backward
+(batched).  Memory: sender differences ``N_s*B*T*d`` and receiver gradients ``N_r*B*T*d`` floats
+(SmolLM2-135M, B = 8, T = 20: N_s = 301, N_r = 481: 111 MB + 177 MB), the score matrix
+``N_s x N_r`` (145k floats), and the activations of one ``max_tokens`` forward/backward plus,
+per layer, ``ln1`` on ``N*T*R*d`` floats (R = 15 for SmolLM2) during the head step.
+
+Not supported: models that normalise a sublayer's output before adding it to the residual
+(Gemma 2/3 ``post_attention_layernorm``): their head outputs are not additive senders, and
+:func:`edge_graph` raises.  ``EAP-IG-activations`` (interpolating every node) is not implemented.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from interp.models import scoped_hooks
+
+from .fastpath import fast_forward, reads_last_position_only
+
+METHODS = ("eap", "eap-ig", "clean-corrupted")
+RECEIVER_KINDS = ("q", "k", "v", "mlp", "logits")
+SENDER_KINDS = ("embed", "pos", "head", "mlp")
+
+
+def acc_dtype(model) -> torch.dtype:
+    """Accumulation dtype of scores and gradients: float64 for a float64 model, else float32."""
+    return torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
+
+
+def fast_enabled(fast: bool | None = None) -> bool:
+    """``fast`` if given, else True unless ``INTERP_EDGES_REFERENCE=1`` forces the reference path."""
+    if fast is not None:
+        return bool(fast)
+    return os.environ.get("INTERP_EDGES_REFERENCE", "0") not in ("1", "true", "yes")
+
+
+# ------------------------------------------------------------------------------------------
+# the graph
+# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Node:
+    """One sender or receiver of the edge graph."""
+
+    name: str
+    """Short label: ``embed``, ``pos_embed``, ``L3H2``, ``MLP4`` (senders); ``L3H2.q``,
+    ``L3KV1.k`` (grouped-query k/v head), ``MLP4``, ``logits`` (receivers)."""
+    kind: str
+    """Sender: ``embed``, ``pos``, ``head``, ``mlp``; receiver: ``q``, ``k``, ``v``, ``mlp``, ``logits``."""
+    layer: int
+    """Block index; -1 for the embeddings, ``n_layers`` for the logits."""
+    head: int | None
+    """Head index (query head for q and senders; key/value head for k and v); None otherwise."""
+    hook: str
+    """TransformerLens hook name of the activation (indexed by ``head`` on its head axis)."""
+    stage: int
+    """Order in the residual stream: a sender feeds a receiver iff ``sender.stage < receiver.stage``."""
+
+
+@dataclass
+class EdgeGraph:
+    """Senders, receivers and which (sender, receiver) pairs are edges."""
+
+    senders: list[Node]
+    receivers: list[Node]
+    mask: torch.Tensor
+    """Bool ``[N_s, N_r]``: True where the sender writes before the receiver reads."""
+    n_heads: int
+    n_kv_heads: int
+    parallel: bool
+    """Attention and MLP of a block read the same residual (Pythia, GPT-J)."""
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.mask.sum())
+
+    def sender_index(self, name: str) -> int:
+        return _index(self.senders, name, "sender")
+
+    def receiver_index(self, name: str) -> int:
+        return _index(self.receivers, name, "receiver")
+
+    def edge_name(self, i: int, j: int) -> str:
+        return f"{self.senders[i].name}->{self.receivers[j].name}"
+
+    def resolve(self, edges: Sequence) -> list[tuple[int, int]]:
+        """``edges`` as (sender index, receiver index); accepts names, index pairs or ``"u->v"``.
+
+        A ``ValueError`` names any pair that is not an edge (the receiver reads before the sender writes).
+        """
+        out = []
+        for e in edges:
+            if isinstance(e, str):
+                if "->" not in e:
+                    raise ValueError(f"edge {e!r} must read 'sender->receiver'")
+                e = tuple(e.split("->", 1))
+            if len(e) != 2:
+                raise ValueError(f"edge {e!r} must be a (sender, receiver) pair")
+            u, v = e
+            i = self.sender_index(u) if isinstance(u, str) else int(u)
+            j = self.receiver_index(v) if isinstance(v, str) else int(v)
+            if not (0 <= i < len(self.senders) and 0 <= j < len(self.receivers)):
+                raise ValueError(f"edge {e!r} is out of range ({len(self.senders)} senders, "
+                                 f"{len(self.receivers)} receivers)")
+            if not self.mask[i, j]:
+                raise ValueError(f"{self.edge_name(i, j)} is not an edge: {self.receivers[j].name} reads the "
+                                 f"residual stream before {self.senders[i].name} writes to it")
+            out.append((i, j))
+        return out
+
+
+def _index(nodes: list[Node], name: str, what: str) -> int:
+    for i, n in enumerate(nodes):
+        if n.name == name:
+            return i
+    import difflib
+
+    near = difflib.get_close_matches(name, [n.name for n in nodes], n=3)
+    raise ValueError(f"unknown {what} {name!r}" + (f" (did you mean {', '.join(near)}?)" if near else "")
+                     + f"; {what}s are named like " + ", ".join(n.name for n in nodes[:3]) + ", ...")
+
+
+@dataclass
+class LayerWeights:
+    """The linear maps of one block in a fixed layout, read off the modules (identity probes)."""
+
+    W_q: torch.Tensor
+    """``[H, d_head, d_model]``: head h's query = W_q[h] @ ln1(x) + bias."""
+    W_k: torch.Tensor
+    """``[H_kv, d_head, d_model]``."""
+    W_v: torch.Tensor
+    """``[H_kv, d_head, d_model]``."""
+    W_o: torch.Tensor
+    """``[H, d_head, d_model]``: head h writes z_h @ W_o[h] into the residual."""
+    b_o: torch.Tensor
+    """``[d_model]``: the attention output bias (zeros where there is none)."""
+
+
+def _linear_map(mod, d_in: int, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W [d_in, d_out], b [d_out])`` of an affine module, whatever its weight layout (Linear, Conv1D)."""
+    with torch.no_grad():
+        b = mod(torch.zeros(1, d_in, dtype=ref.dtype, device=ref.device))[0]
+        W = mod(torch.eye(d_in, dtype=ref.dtype, device=ref.device)) - b
+    return W, b
+
+
+def _orig(mod):
+    return getattr(mod, "original_component", None) or getattr(mod, "_original_component", None) or mod
+
+
+def check_supported(model) -> None:
+    """A ``ValueError`` for architectures whose sublayer outputs are not additive senders."""
+    blk = model.blocks[0]
+    names = {n for n, _ in blk.named_children()}
+    if names & {"ln1_post", "ln2_post"}:
+        raise ValueError(
+            f"edge attribution needs the residual stream to be a sum of sender outputs; {type(blk).__name__} of "
+            f"this model normalises the attention/MLP output before adding it (post-norms {sorted(names & {'ln1_post', 'ln2_post'})}, "
+            "Gemma 2/3), so per-head writes are not additive. Use node-level attribution (interp.attribution) instead.")
+    for sub in ("q", "k", "v", "o"):
+        if not hasattr(blk.attn, sub):
+            raise ValueError(f"edge attribution needs separate q/k/v/o projections; block attention has no {sub!r}")
+
+
+def layer_weights(model) -> list[LayerWeights]:
+    """Per block, W_Q, W_K, W_V, W_O per head and b_O (see :class:`LayerWeights`)."""
+    check_supported(model)
+    d, dh, H = model.cfg.d_model, model.cfg.d_head, model.cfg.n_heads
+    ref = next(model.parameters())
+    out = []
+    for blk in model.blocks:
+        maps = {s: _linear_map(_orig(getattr(blk.attn, s)), d if s != "o" else H * dh, ref) for s in "qkvo"}
+        W = {s: maps[s][0].T.reshape(-1, dh, d).contiguous() for s in "qkv"}  # [d, H*dh] -> [H, dh, d]
+        W_o, b_o = maps["o"]
+        out.append(LayerWeights(W["q"], W["k"], W["v"], W_o.reshape(H, dh, d).contiguous(), b_o))
+    return out
+
+
+def edge_graph(model, weights: list[LayerWeights] | None = None) -> EdgeGraph:
+    """The senders, receivers and edge mask of ``model`` (see the module doc)."""
+    weights = weights if weights is not None else layer_weights(model)
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    Hkv = weights[0].W_k.shape[0]
+    parallel = bool(getattr(model.cfg, "parallel_attn_mlp", False))
+    gqa = Hkv != H
+    senders = [Node("embed", "embed", -1, None, "hook_embed", -1)]
+    if getattr(model.cfg, "positional_embedding_type", "") == "standard" and "hook_pos_embed" in model.hook_dict:
+        senders.append(Node("pos_embed", "pos", -1, None, "hook_pos_embed", -1))
+    receivers = []
+    for l in range(L):
+        senders += [Node(f"L{l}H{h}", "head", l, h, f"blocks.{l}.attn.hook_z", 2 * l) for h in range(H)]
+        senders.append(Node(f"MLP{l}", "mlp", l, None, f"blocks.{l}.hook_mlp_out", 2 * l + 1))
+        receivers += [Node(f"L{l}H{h}.q", "q", l, h, f"blocks.{l}.hook_q_input", 2 * l) for h in range(H)]
+        for kind in "kv":
+            receivers += [Node(f"L{l}{'KV' if gqa else 'H'}{g}.{kind}", kind, l, g, f"blocks.{l}.hook_{kind}_input", 2 * l)
+                          for g in range(Hkv)]
+        receivers.append(Node(f"MLP{l}", "mlp", l, None, f"blocks.{l}.hook_mlp_in", 2 * l + (0 if parallel else 1)))
+    receivers.append(Node("logits", "logits", L, None, "ln_final.hook_in", 2 * L))
+    s_stage = torch.tensor([n.stage for n in senders])
+    r_stage = torch.tensor([n.stage for n in receivers])
+    mask = s_stage[:, None] < r_stage[None, :]
+    return EdgeGraph(senders, receivers, mask, H, Hkv, parallel)
+
+
+# ------------------------------------------------------------------------------------------
+# senders: what each one writes into the residual stream
+# ------------------------------------------------------------------------------------------
+def sender_outputs(model, tokens: torch.Tensor, graph: EdgeGraph, weights: list[LayerWeights],
+                   extra_fwd=()) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Z [N_s, B, T, d_model], logits)``: every sender's write into the residual stream (float32,
+    float64 for a float64 model)."""
+    acc = acc_dtype(model)
+    store: dict[str, torch.Tensor] = {}
+
+    def saver(name):
+        def fn(x, hook):
+            store[name] = x.detach()
+
+        return fn
+
+    names = sorted({n.hook for n in graph.senders})
+    device = next(model.parameters()).device
+    with torch.no_grad(), scoped_hooks(model, fwd=[(n, saver(n)) for n in names] + list(extra_fwd)):
+        logits = model(tokens.to(device))
+    rows = []
+    for l_or_none in [None] + list(range(model.cfg.n_layers)):
+        if l_or_none is None:
+            rows += [store[n.hook].to(acc) for n in graph.senders if n.layer == -1]
+            continue
+        l = l_or_none
+        z = store[f"blocks.{l}.attn.hook_z"].to(acc)  # [B, T, H, dh]
+        rows += list(torch.einsum("bthe,hed->hbtd", z, weights[l].W_o.to(acc)).unbind(0))
+        rows.append(store[f"blocks.{l}.hook_mlp_out"].to(acc))
+    return torch.stack(rows), logits
+
+
+# ------------------------------------------------------------------------------------------
+# receivers: moving one receiver's input (the primitive of edge patching and of the reference gradient)
+# ------------------------------------------------------------------------------------------
+def receiver_input_hooks(model, graph: EdgeGraph, patches: dict[int, tuple], B: int) -> list[tuple[str, Callable]]:
+    """Forward hooks that move receiver ``j``'s input by ``patches[j] = (copies, offset)``.
+
+    The forward runs ``c`` stacked copies of a ``[B, T]`` batch.  ``copies`` is a LongTensor of
+    copy indices with ``offset [len(copies), B, T, d]``, or None with ``offset [B, T, d]`` added
+    to every copy.  Only receiver j sees ``in_j + offset``: an MLP / logits receiver through the
+    input of ``ln2`` / ``ln_final`` (which feed nothing else), a head through its own slice of the
+    q/k/v projection, recomputed by the model's modules as ``proj(ln1(x + offset))``.
+    """
+    hooks: list[tuple[str, Callable]] = []
+    xs: dict[int, torch.Tensor] = {}
+    heads: dict[tuple[int, str], list] = {}
+    for j, (copies, off) in patches.items():
+        r = graph.receivers[j]
+        if r.kind not in RECEIVER_KINDS:
+            raise ValueError(f"unknown receiver kind {r.kind!r}; choose from {RECEIVER_KINDS}")
+        if r.kind in ("mlp", "logits"):
+            name = f"blocks.{r.layer}.ln2.hook_in" if r.kind == "mlp" else "ln_final.hook_in"
+            hooks.append((name, _add_hook(copies, off, B)))
+        else:
+            heads.setdefault((r.layer, r.kind), []).append((r.head, copies, off))
+    for l in sorted({l for l, _ in heads}):
+        def save_x(x, hook, l=l):
+            xs[l] = x
+
+        hooks.insert(0, (f"blocks.{l}.ln1.hook_in", save_x))
+    for (l, kind), items in heads.items():
+        blk = model.blocks[l]
+        ln, proj = _orig(blk.ln1), _orig(getattr(blk.attn, kind))
+
+        def fn(act, hook, l=l, items=items, ln=ln, proj=proj):  # act [c*B, T, Hx, dh]
+            c = act.shape[0] // B
+            x = xs[l].reshape(c, B, *xs[l].shape[1:])
+            out = act.clone().reshape(c, B, *act.shape[1:])
+            for h, copies, off in items:
+                xin = x + off.to(x.dtype) if copies is None else x[copies] + off.to(x.dtype)
+                new = proj(ln(xin)).reshape(*xin.shape[:3], *act.shape[2:])[..., h, :]
+                if copies is None:
+                    out[:, :, :, h] = new.to(out.dtype)
+                else:
+                    out[copies, :, :, h] = new.to(out.dtype)
+            return out.reshape(act.shape)
+
+        hooks.append((f"blocks.{l}.attn.hook_{kind}", fn))
+    return hooks
+
+
+def _add_hook(copies, off, B):
+    def fn(x, hook):
+        c = x.shape[0] // B
+        xv = x.reshape(c, B, *x.shape[1:])
+        if copies is None:
+            return (xv + off.to(x.dtype)).reshape(x.shape)
+        xv = xv.clone()
+        xv[copies] = xv[copies] + off.to(x.dtype)
+        return xv.reshape(x.shape)
+
+    return fn
+
+
+# ------------------------------------------------------------------------------------------
+# receiver gradients
+# ------------------------------------------------------------------------------------------
+def _head_grads_posthoc(ln, x: torch.Tensor, g: dict[str, torch.Tensor], w: LayerWeights) -> torch.Tensor:
+    """``[N, T, R, d]``: per-head gradient at ln1's input through each q/k/v slice (R = H + 2 H_kv)."""
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    u = torch.cat([torch.einsum("nthe,hed->nthd", g[k].to(acc), getattr(w, f"W_{k}").to(acc)) for k in "qkv"], dim=2)
+    with torch.enable_grad():
+        xr = x.detach()[:, :, None, :].expand(*x.shape[:2], u.shape[2], x.shape[-1]).clone().requires_grad_(True)
+        y = ln(xr)
+        (gx,) = torch.autograd.grad(y, xr, grad_outputs=u.to(y.dtype))
+    return gx.to(acc)
+
+
+def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGraph, weights: list[LayerWeights],
+                   alphas: torch.Tensor, step_weights: torch.Tensor, e_clean: torch.Tensor | None = None,
+                   e_corrupt: torch.Tensor | None = None, max_tokens: int = 4096, fast: bool | None = None,
+                   last_only: bool = False) -> torch.Tensor:
+    """``G [N_r, B, T, d]`` = sum_k w_k dL/d in_v at the inputs ``e_corrupt + alpha_k (e_clean - e_corrupt)``.
+
+    With ``e_clean``/``e_corrupt`` None the plain run of ``tokens`` is differentiated (EAP; one
+    step).  Steps are batched ``max_tokens // (B*T)`` at a time, one backward per batch.
+    """
+    fast = fast_enabled(fast)
+    B, T = tokens.shape
+    L, d = model.cfg.n_layers, model.cfg.d_model
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    Nr = len(graph.receivers)
+    acc = acc_dtype(model)
+    G = torch.zeros(Nr, B, T, d, dtype=acc, device=device)
+    idx = {(r.layer, r.kind, r.head): j for j, r in enumerate(graph.receivers)}
+    head_rows = {l: [idx[(l, k, h)] for k in "qkv" for h in range(graph.n_heads if k == "q" else graph.n_kv_heads)]
+                 for l in range(L)}
+    chunk = max(1, max_tokens // (B * T))
+    for s in range(0, len(alphas), chunk):
+        a = alphas[s:s + chunk].to(device, acc)
+        wts = step_weights[s:s + chunk].to(device, acc)
+        c = len(a)
+        # identity nodes: zero offsets whose gradient is the gradient through that receiver only
+        deltas = {j: torch.zeros(B, T, d, dtype=dtype, device=device, requires_grad=True)
+                  for j, r in enumerate(graph.receivers) if r.kind in ("mlp", "logits") or not fast}
+        hooks = receiver_input_hooks(model, graph, {j: (None, dl) for j, dl in deltas.items()}, B)
+        store: dict[str, torch.Tensor] = {}
+        if e_clean is not None:
+            interp = (e_corrupt.unsqueeze(0) + a.view(c, 1, 1, 1).to(e_clean.dtype) * (e_clean - e_corrupt).unsqueeze(0))
+            interp = interp.reshape(c * B, T, d).to(dtype).requires_grad_(True)
+            hooks.insert(0, ("hook_embed", lambda x, hook, v=interp: v))
+        else:  # a leaf so that every layer's q/k/v is in the graph (the weights do not require grad)
+            hooks.insert(0, ("hook_embed", lambda x, hook: x.detach().requires_grad_(True)))
+        if fast:
+            def saver(name):
+                def fn(x, hook):
+                    store[name] = x
+                    return x
+
+                return fn
+
+            for l in range(L):
+                hooks.append((f"blocks.{l}.ln1.hook_in", saver(f"x{l}")))
+                hooks += [(f"blocks.{l}.attn.hook_{k}", saver(f"{k}{l}")) for k in "qkv"]
+        with torch.enable_grad(), scoped_hooks(model, fwd=hooks), fast_forward(model, None, c, 0, last_only):
+            logits = model(tokens.to(device).repeat(c, 1))
+            f = metric(logits).reshape(c, B)
+            keys = [k for k in store if not k.startswith("x")]
+            gs = torch.autograd.grad((f * wts[:, None]).sum(), list(deltas.values()) + [store[k] for k in keys],
+                                     allow_unused=True)
+        for j, gj in zip(deltas, gs[:len(deltas)]):
+            if gj is not None:
+                G[j] += gj.to(acc)
+        if fast:
+            gq = dict(zip(keys, gs[len(deltas):]))
+            for l in range(L):
+                g = {k: gq[f"{k}{l}"] if gq.get(f"{k}{l}") is not None else torch.zeros_like(store[f"{k}{l}"])
+                     for k in "qkv"}
+                gx = _head_grads_posthoc(_orig(model.blocks[l].ln1), store[f"x{l}"], g, weights[l])
+                G[head_rows[l]] += gx.reshape(c, B, T, -1, d).sum(0).permute(2, 0, 1, 3)
+    return G
+
+
+# ------------------------------------------------------------------------------------------
+# scores
+# ------------------------------------------------------------------------------------------
+@dataclass
+class EdgeScores:
+    """Edge scores of one method with the metric values that frame them."""
+
+    method: str
+    """``eap``, ``eap-ig`` or ``clean-corrupted``."""
+    graph: EdgeGraph
+    scores: torch.Tensor
+    """``[N_s, N_r]`` (float32; float64 for a float64 model): estimated metric change when the edge carries the corrupted value
+    (batch mean); 0 where there is no edge (``graph.mask``)."""
+    seconds: float
+    """Wall time (all forward and backward passes)."""
+    metric_clean: float
+    metric_corrupt: float
+    config: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    """Seconds per phase (``senders``, ``gradients``, ``scores``)."""
+
+    def score(self, sender: str, receiver: str) -> float:
+        return float(self.scores[self.graph.sender_index(sender), self.graph.receiver_index(receiver)])
+
+    def top(self, k: int = 50) -> list[dict]:
+        """The ``k`` edges of largest |score|, largest first."""
+        flat = self.scores.abs().masked_fill(~self.graph.mask, -1).reshape(-1)
+        k = min(k, self.graph.n_edges)
+        idx = flat.topk(k).indices.tolist()
+        Nr = self.scores.shape[1]
+        out = []
+        for f in idx:
+            i, j = divmod(f, Nr)
+            u, v = self.graph.senders[i], self.graph.receivers[j]
+            out.append({"edge": f"{u.name}->{v.name}", "sender": u.name, "receiver": v.name,
+                        "score": float(self.scores[i, j]), "sender_hook": u.hook, "receiver_hook": v.hook})
+        return out
+
+    def edge_list(self) -> list[tuple[int, int]]:
+        """All edges as (sender index, receiver index)."""
+        return [tuple(x) for x in self.graph.mask.nonzero().tolist()]
+
+    def to_json(self, top: int = 100, full: bool = False) -> dict:
+        out = {"method": self.method, "seconds": self.seconds, "timings": self.timings,
+               "metric_clean": self.metric_clean, "metric_corrupt": self.metric_corrupt,
+               "n_senders": len(self.graph.senders), "n_receivers": len(self.graph.receivers),
+               "n_edges": self.graph.n_edges, "config": self.config, "top_edges": self.top(top)}
+        if full:
+            out["senders"] = [n.name for n in self.graph.senders]
+            out["receivers"] = [n.name for n in self.graph.receivers]
+            out["scores"] = self.scores.tolist()
+        return out
+
+
+def check_task(task) -> None:
+    """Clear errors for tasks whose clean and corrupted prompts do not line up."""
+    c, k = task.clean, task.corrupt
+    if c.ndim != 2 or c.shape != k.shape:
+        raise ValueError(f"clean tokens {tuple(c.shape)} and corrupted tokens {tuple(k.shape)} must both be "
+                         "[B, T] with equal lengths: edge scores compare the two runs position by position")
+
+
+def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_tokens: int = 4096,
+                     fast: bool | None = None) -> EdgeScores:
+    """Score every edge with EAP (gradient at the clean input) or EAP-IG (see the module doc).
+
+    ``steps`` (EAP-IG): interpolation steps m (left Riemann sum, the paper's m = 5).  ``fast``:
+    post-hoc per-head gradients and last-position logits (default on; ``INTERP_EDGES_REFERENCE=1``
+    or ``fast=False`` runs the reference path).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown edge attribution method {method!r}; choose from {METHODS}")
+    if method == "eap-ig" and steps < 1:
+        raise ValueError(f"EAP-IG needs steps >= 1, got {steps}")
+    check_task(task)
+    t0 = time.perf_counter()
+    weights = layer_weights(model)
+    graph = edge_graph(model, weights)
+    Z_clean, logits_c = sender_outputs(model, task.clean, graph, weights)
+    Z_corr, logits_k = sender_outputs(model, task.corrupt, graph, weights)
+    D = Z_corr - Z_clean
+    e_c, e_k = Z_clean[0], Z_corr[0]  # sender 0 is the token embedding (hook_embed)
+    del Z_clean, Z_corr
+    t1 = time.perf_counter()
+    last = fast_enabled(fast) and reads_last_position_only(task.metric, logits_c)
+    if method == "eap":
+        alphas, w = torch.ones(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+        e_c = e_k = None
+    elif method == "eap-ig":  # left Riemann sum: alpha_k = k/m, k = 0..m-1
+        alphas = torch.arange(steps, dtype=torch.float64) / steps
+        w = torch.full((steps,), 1.0 / steps, dtype=torch.float64)
+    else:
+        alphas, w = torch.tensor([0.0, 1.0], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64)
+    G = receiver_grads(model, task.clean, task.metric, graph, weights, alphas, w, e_c, e_k, max_tokens, fast, last)
+    t2 = time.perf_counter()
+    B = task.clean.shape[0]
+    S = (D.reshape(D.shape[0], -1).to(G.device) @ G.reshape(G.shape[0], -1).T) / B
+    S = S.cpu().masked_fill(~graph.mask, 0.0)
+    t3 = time.perf_counter()
+    return EdgeScores(
+        method=method, graph=graph, scores=S, seconds=t3 - t0,
+        metric_clean=task.metric(logits_c).double().mean().item(),
+        metric_corrupt=task.metric(logits_k).double().mean().item(),
+        config={"steps": 1 if method == "eap" else len(alphas), "quadrature": "riemann_left" if method == "eap-ig" else
+                ("clean" if method == "eap" else "ends"), "max_tokens": max_tokens, "fast": fast_enabled(fast),
+                "direction": "noising: corrupted sender value into the clean run"},
+        timings={"senders": t1 - t0, "gradients": t2 - t1, "scores": t3 - t2},
+    )
+
