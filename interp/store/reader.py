@@ -45,6 +45,7 @@ every file.  A mismatch raises :class:`~interp.store.format.CorruptShardError` n
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import sys
@@ -145,6 +146,89 @@ def _anon_array(size: int, dtype) -> np.ndarray:
     return np.frombuffer(mm, dtype=dtype, count=size)
 
 
+def _libc_preadv():
+    """libc's ``preadv`` through ctypes (``preadv64`` where glibc has it), or ``None`` where it is missing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = getattr(libc, "preadv64", None) or libc.preadv
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_ssize_t
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int64]
+    return fn
+
+
+_PREADV = _libc_preadv()
+try:
+    _IOV_MAX = max(1, min(1024, os.sysconf("SC_IOV_MAX")))
+except (AttributeError, ValueError, OSError):
+    _IOV_MAX = 16
+#: default for ``batches(fast=None)``: the kernel-scatter reader (``INTERP_STORE_FAST_READ=0`` forces the reference)
+FAST_READ = _PREADV is not None and os.environ.get("INTERP_STORE_FAST_READ", "1") != "0"
+
+
+def _preadv_rows(fd: int, iov: np.ndarray, offset: int, path: Path) -> None:
+    """Read consecutive file bytes from ``offset`` into the buffers of ``iov`` (``[k, 2]`` uint64
+    rows of (address, length), consumed in order) with ``preadv``: the kernel copies each row from
+    the page cache straight to its own address.  Short reads resume; end of file is an error naming ``path``."""
+    k, n = 0, len(iov)
+    while k < n:
+        m = min(_IOV_MAX, n - k)
+        got = _PREADV(fd, iov.ctypes.data + k * iov.strides[0], m, offset)
+        if got < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"preadv of {path}: {os.strerror(err)}")
+        if got == 0:
+            raise CorruptShardError(f"shard file {path} ended early (truncated after it was opened)")
+        offset += got
+        if got == int(iov[k : k + m, 1].sum()):
+            k += m
+            continue
+        while got:  # a short read (rare): skip the buffers filled, trim the one filled in part
+            take = min(got, int(iov[k, 1]))
+            got -= take
+            if take == int(iov[k, 1]):
+                k += 1
+            else:
+                iov[k, 0] += np.uint64(take)
+                iov[k, 1] -= np.uint64(take)
+
+
+def _prefetch(ranges: list[tuple[Path, int, int]]) -> None:
+    """Ask the kernel to start reading ``(path, byte offset, length)`` ranges into the page cache
+    (``posix_fadvise(WILLNEED)``: asynchronous readahead).  A range whose first and last bytes are
+    cached already (probed with a 1-byte ``RWF_NOWAIT`` read, which fails instead of waiting for
+    the disk) is skipped: the advice walks every page, which costs ~8% of a warm epoch."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    nowait = getattr(os, "RWF_NOWAIT", None)
+    probe = bytearray(1)
+    by_path: dict[Path, list[tuple[int, int]]] = {}
+    for path, off, ln in ranges:
+        by_path.setdefault(path, []).append((off, ln))
+    for path, rs in by_path.items():
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # the read itself names the problem
+        try:
+            for off, ln in rs:
+                if nowait is not None and ln > 0:
+                    try:
+                        os.preadv(fd, [probe], off, nowait)
+                        os.preadv(fd, [probe], off + ln - 1, nowait)
+                        continue  # both ends cached
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        nowait = None  # RWF_NOWAIT unsupported here: advise every range
+                os.posix_fadvise(fd, off, ln, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 class _WindowPool:
     """Window buffers (one array per hook), reused when no batch handed out still views them.
 
@@ -225,6 +309,7 @@ class ActivationStore:
         self._verify_mode = verify
         self._verified: set[Path] = set()
         self._maps: OrderedDict[Path, np.memmap] = OrderedDict()
+        self._files: dict[tuple[int, str], tuple[Path, dict]] = {}
         self._mapped_bytes, self._max_mapped = 0, max_mapped_bytes
         # the readable part: the contiguous prefix of complete shards
         by_index = {s["index"]: s for s in m["shards"]}
@@ -291,8 +376,13 @@ class ActivationStore:
 
     # ---------------------------------------------------------------- integrity
     def _file(self, shard: dict, stream: str) -> tuple[Path, dict]:
-        fname = {"tokens": TOKENS_FILE, "seq_pos": SEQPOS_FILE}.get(stream) or hook_file(stream)
-        return self.path / SHARDS / shard_dirname(shard["index"]) / fname, shard["files"][fname]
+        key = (shard["index"], stream)
+        hit = self._files.get(key)
+        if hit is None:  # memoised: building the Path costs more than a warm read of a chunk's rows
+            fname = {"tokens": TOKENS_FILE, "seq_pos": SEQPOS_FILE}.get(stream) or hook_file(stream)
+            hit = self._files[key] = (self.path / SHARDS / shard_dirname(shard["index"]) / fname,
+                                      shard["files"][fname])
+        return hit
 
     def _check_sizes(self) -> None:
         for s in self.shards:
@@ -449,6 +539,7 @@ class ActivationStore:
         chunk_rows: int = 1024,
         buffer_rows: int = 65536,
         drop_last: bool | None = None,
+        fast: bool | None = None,
     ) -> Iterator[torch.Tensor | tuple[torch.Tensor, ...]]:
         """Mini-batches for training; a list of hooks yields aligned tuples.
 
@@ -464,13 +555,21 @@ class ActivationStore:
         staging.
 
         ``drop_last`` defaults to ``True`` when ``world_size > 1`` (every rank yields the same
-        number of full batches) and ``False`` otherwise.
+        number of full batches) and ``False`` otherwise.  ``fast`` picks how a shuffled window is
+        filled: the kernel scatter (``True``) or the reference staging + numpy scatter (``False``);
+        both give bit-identical batches.  ``None`` takes :data:`FAST_READ` (on where libc has
+        ``preadv``, off with ``INTERP_STORE_FAST_READ=0``).
         """
         multi, hooks = batch_request(hook_or_hooks, batch_size, rank, world_size, self._check_hook)
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
         drop_last = world_size > 1 if drop_last is None else drop_last
+        fast = FAST_READ if fast is None else bool(fast)
+        if fast and _PREADV is None:
+            raise RuntimeError("fast=True needs libc's preadv, which this platform lacks; use fast=False")
+        fill = self._fill_window_fast if fast else self._fill_window
         widths = [self.d(h) for h in hooks]
+        rbytes = [w * np.dtype(self._np_dtype).itemsize for w in widths]
         window = max(1, buffer_rows // batch_size) * batch_size  # rows per mixing window
         # chunks: (shard, first row, last row + 1), shard-local, in storage order
         chunks = [(s, a, min(a + chunk_rows, s["rows"])) for s in self.shards for a in range(0, s["rows"], chunk_rows)]
@@ -485,7 +584,8 @@ class ActivationStore:
             mine = [chunks[int(k)] for k in per_rank[rank]]
             total = sum(b - a for _, a, b in mine)
             yielded = 0
-            for w0, segs in _windows(mine, window):
+            wins = list(_windows(mine, window))
+            for wi, (w0, segs) in enumerate(wins):
                 n = min(window, total - w0)
                 n_batches = -(-n // batch_size)
                 if budget is not None:
@@ -496,18 +596,31 @@ class ActivationStore:
                     break
                 bufs = pool.get(n)
                 dest = _append_destinations(rng.permutation(n) // batch_size) if shuffle else None
-                self._fill_window(hooks, segs, bufs, dest)
+                if fast and shuffle and wi + 1 < len(wins):  # the disk reads the next window meanwhile
+                    _prefetch([(self._file(sh, h)[0], a * rb, (b - a) * rb)
+                               for h, rb in zip(hooks, rbytes) for sh, a, b, _ in wins[wi + 1][1]])
+                # the window's last batch gets its own array: a caller holding it while asking for the
+                # next batch does not pin the window buffer, which is then reused (a cast copies anyway)
+                own_last = dtype in (None, self.torch_dtype)
+                cut = (n_batches - 1) * batch_size
+                tails = None
+                if fast and dest is not None and own_last:  # read straight into it
+                    tails = [np.empty((min(n, cut + batch_size) - cut, w), dtype=self._np_dtype) for w in widths]
+                    self._fill_window_fast(hooks, segs, bufs, dest, tails, cut)
+                else:
+                    fill(hooks, segs, bufs, dest)
                 for i in range(n_batches):
                     a, b = i * batch_size, min(n, (i + 1) * batch_size)
-                    # the window's last batch is copied out: a caller holding it while asking for
-                    # the next batch does not pin the window buffer, which is then reused
-                    copy = i == n_batches - 1 and dtype in (None, self.torch_dtype)  # else a cast copies anyway
-                    out = tuple(_to_torch(buf[a:b].copy() if copy else buf[a:b], self.dtype, device, dtype)
-                                for buf in bufs)
+                    if i < n_batches - 1 or not own_last:
+                        parts = [buf[a:b] for buf in bufs]
+                    else:
+                        parts = tails if tails is not None else [buf[a:b].copy() for buf in bufs]
+                    out = tuple(_to_torch(x, self.dtype, device, dtype) for x in parts)
                     yielded += 1
+                    del parts
                     yield out if multi else out[0]
                     del out
-                del bufs
+                del bufs, tails
                 if budget is not None and yielded >= budget:
                     break
 
@@ -541,3 +654,44 @@ class ActivationStore:
             for fd in fds.values():
                 os.close(fd)
 
+    def _fill_window_fast(self, hooks: list[str], segs: list[tuple[dict, int, int, int]], bufs: list[np.ndarray],
+                          dest: np.ndarray | None, tails: list[np.ndarray] | None = None, cut: int = 0) -> None:
+        """:meth:`_fill_window` in one pass: with ``dest``, each segment is read by ``preadv`` with
+        one ``iovec`` per row pointing at the row's slot ``dest[offset + i]`` in the window buffer,
+        so the kernel copies every row from the page cache straight to its place (no staging
+        copy, no Python per row).  With ``tails``, window rows ``[cut, cut + len(tails[j]))`` go
+        to ``tails[j]`` instead (the window's last batch, handed out in its own array).  Without
+        ``dest`` it is :meth:`_fill_window`."""
+        if dest is None:
+            return self._fill_window(hooks, segs, bufs, dest)
+        n = bufs[0].shape[0]
+        if dest.shape != (n,) or (n and (int(dest.min()) < 0 or int(dest.max()) >= n)):
+            raise RuntimeError(f"window destinations out of range for a window of {n} rows")  # a pointer guard
+        for arr in [*bufs, *(tails or [])]:
+            if not arr.flags.c_contiguous:
+                raise RuntimeError("window buffers must be C-contiguous")
+        fds: dict[Path, int] = {}
+        iov = np.empty((n, 2), dtype=np.uint64)
+        in_tail = None
+        if tails is not None:
+            in_tail = (dest >= cut) & (dest < cut + tails[0].shape[0])
+        try:
+            for j, h in enumerate(hooks):
+                buf = bufs[j]
+                rb = buf.shape[1] * buf.itemsize
+                np.multiply(dest, rb, out=iov[:, 0], casting="unsafe")
+                iov[:, 0] += np.uint64(buf.ctypes.data)
+                if in_tail is not None:  # those rows' address: in the tail array instead
+                    shift = (tails[j].ctypes.data - buf.ctypes.data - cut * rb) % (1 << 64)  # wraps as uint64
+                    iov[in_tail, 0] += np.uint64(shift)
+                iov[:, 1] = rb
+                for shard, a, b, off in segs:
+                    path, rec = self._file(shard, h)
+                    fd = fds.get(path)
+                    if fd is None:
+                        self._ensure_verified(path, rec)
+                        fd = fds[path] = os.open(path, os.O_RDONLY)
+                    _preadv_rows(fd, iov[off : off + b - a], a * rb, path)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
