@@ -253,11 +253,13 @@ def _id_store(tmp_path, n, shard_rows):
     return ActivationStore.open(tmp_path / "ids")
 
 
-def test_shuffled_batches_window_guarantee(tmp_path):
+@pytest.mark.parametrize("fast", [True, False])
+def test_shuffled_batches_window_guarantee(tmp_path, fast):
     """The documented guarantee: every row once per epoch; a batch holds rows of the chunks of one
-    window only; a window's batches together are exactly its chunks; seeds reproduce."""
+    window only; a window's batches together are exactly its chunks; seeds reproduce.  Both
+    window fills (kernel scatter, reference staging + scatter) are held to it."""
     store = _id_store(tmp_path, 200, 48)  # shards of 48 rows: chunks of 6 never straddle a shard
-    kw = dict(chunk_rows=6, buffer_rows=24, dtype=torch.float32)
+    kw = dict(chunk_rows=6, buffer_rows=24, dtype=torch.float32, fast=fast)
     for epoch_batches in [list(store.batches("id", 8, seed=5, epochs=3, **kw))]:
         ids = [b[:, 0].long() for b in epoch_batches]
         per_epoch = [torch.cat(ids[i : i + 25]) for i in range(0, 75, 25)]  # 200 / 8 = 25 batches an epoch
@@ -278,13 +280,14 @@ def test_shuffled_batches_window_guarantee(tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(again, ids))
 
 
-def test_shuffled_batch_is_a_uniform_subset(tmp_path):
+@pytest.mark.parametrize("fast", [True, False])
+def test_shuffled_batch_is_a_uniform_subset(tmp_path, fast):
     """With one-row chunks and one window, batch 0 is a uniformly random subset: over 400 seeds
     each of 64 rows lands in it ~50 times (chi-square, 63 degrees of freedom; p < 1e-4 fails)."""
     store = _id_store(tmp_path, 64, 16)
     counts = np.zeros(64)
     for seed in range(400):
-        first = next(iter(store.batches("id", 8, seed=seed, chunk_rows=1, buffer_rows=64)))
+        first = next(iter(store.batches("id", 8, seed=seed, chunk_rows=1, buffer_rows=64, fast=fast)))
         counts[first[:, 0].long().numpy()] += 1
     expected = 400 * 8 / 64
     chi2 = float(((counts - expected) ** 2 / expected).sum())

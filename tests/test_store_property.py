@@ -9,7 +9,8 @@ with :func:`interp.store.write_store` must read back as the definition says:
 * an interrupted write leaves a readable store of exactly the whole shards finished before
   the interruption, marked incomplete, with no temp directories, and rewriting completes it;
 * one epoch of shuffled batches is a permutation of all rows; ranks get disjoint, equally
-  many full batches.
+  many full batches; the fast window fill (``fast=True``, kernel scatter) and the reference
+  (``fast=False``) give bit-identical batches.
 
 Each row carries its own index in an ``id`` stream (exact in every dtype for < 256 rows), so
 the tests check alignment across hooks and which rows came back, not only values.
@@ -115,6 +116,11 @@ def test_writer_reader_roundtrip_with_interruptions(c):
                 assert torch.equal(_bits(t), _bits(want[h][rid]))
             ids.append(rid)
         assert torch.equal(torch.cat(ids).sort().values, torch.arange(n))
+        # the fast window fill (kernel scatter) and the reference (staging + numpy scatter) agree bit for bit
+        fast = list(s.batches(hooks, c["batch_size"], seed=c["seed"], dtype=None, fast=True, **win))
+        ref = list(s.batches(hooks, c["batch_size"], seed=c["seed"], dtype=None, fast=False, **win))
+        assert len(fast) == len(ref) == len(ids)
+        assert all(torch.equal(_bits(x), _bits(y)) for f, r in zip(fast, ref) for x, y in zip(f, r))
 
         # two ranks: disjoint rows, the same number of full batches each
         per_rank = []

@@ -1,0 +1,152 @@
+"""The fast shuffled reader (kernel scatter by ``preadv``) against its definition and the reference.
+
+``ActivationStore.batches(fast=True)`` fills each mixing window with one ``preadv`` per segment,
+an ``iovec`` per row pointing at the row's batch slot; ``fast=False`` is the plain reference
+(sequential read into a staging array, numpy scatter).  Both must give bit-identical batches;
+independently of either, every batch must hold exactly the source rows its ``id`` column names
+and an epoch must be a permutation of the store.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import interp.store.reader as reader
+from interp.store import ActivationStore, write_store
+from interp.store.format import CorruptShardError
+
+pytestmark = pytest.mark.skipif(reader._PREADV is None, reason="libc has no preadv here")
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.int32) if t.element_size() == 4 else t.view(torch.int16)
+
+
+def _store(tmp_path, n=1000, shard_rows=300, dtype="float16", name="s"):
+    """Two hooks of different widths plus an ``id`` column (exact in every dtype below 256 * 256)."""
+    rng = np.random.default_rng(0)
+    data = {"blocks.0.hook_resid_post": rng.standard_normal((n, 24)).astype(np.float32),
+            "blocks.1.hook_mlp_out": rng.standard_normal((n, 7)).astype(np.float32),
+            "id": (np.arange(n, dtype=np.float32) % 256)[:, None],
+            "hi": (np.arange(n, dtype=np.float32) // 256)[:, None]}
+    write_store(tmp_path / name, {h: (lambda a, b, h=h: data[h][a:b]) for h in data}, n, dtype=dtype,
+                shard_rows=shard_rows, chunk_rows=128)
+    return ActivationStore.open(tmp_path / name), data
+
+
+def _row_ids(batch) -> torch.Tensor:
+    return (batch[-1].float()[:, 0] * 256 + batch[-2].float()[:, 0]).long()
+
+
+HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_mlp_out", "id", "hi"]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("kw", [
+    dict(chunk_rows=64, buffer_rows=256),                    # chunks inside shards, several windows
+    dict(chunk_rows=70, buffer_rows=300, drop_last=True),    # chunks and windows straddle everything
+    dict(chunk_rows=1, buffer_rows=1000),                    # one window, row-level shuffle
+    dict(chunk_rows=50, buffer_rows=200, rank=1, world_size=3, epochs=2),
+])
+def test_fast_equals_reference_and_definition(tmp_path, dtype, kw):
+    store, data = _store(tmp_path, dtype=dtype)
+    torch_dt = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+    for out_dtype in (None, torch.float32):
+        fast = list(store.batches(HOOKS, 64, seed=7, dtype=out_dtype, fast=True, **kw))
+        ref = list(store.batches(HOOKS, 64, seed=7, dtype=out_dtype, fast=False, **kw))
+        assert len(fast) == len(ref) > 0
+        for f, r in zip(fast, ref):
+            assert all(torch.equal(_bits(a), _bits(b)) for a, b in zip(f, r))
+        # the definition, independent of both paths: each row is the source row its id names
+        for f in fast:
+            ids = _row_ids(f).numpy()
+            for h, t in zip(HOOKS[:2], f):
+                want = torch.from_numpy(data[h][ids]).to(torch_dt)
+                assert torch.equal(_bits(t if out_dtype is None else t.to(torch_dt)), _bits(want))
+    if "world_size" not in kw and not kw.get("drop_last"):
+        ids = torch.cat([_row_ids(f) for f in fast])
+        assert torch.equal(ids.sort().values, torch.arange(store.n_rows))  # every row once
+
+
+def test_fast_is_the_default_and_the_switch_picks_the_reference(tmp_path, monkeypatch):
+    store, _ = _store(tmp_path)
+    calls = {"fast": 0, "ref": 0}
+    fast_fill, ref_fill = ActivationStore._fill_window_fast, ActivationStore._fill_window
+
+    def count_fast(self, *a, **k):
+        calls["fast"] += 1
+        return fast_fill(self, *a, **k)
+
+    def count_ref(self, *a, **k):
+        calls["ref"] += 1
+        return ref_fill(self, *a, **k)
+
+    monkeypatch.setattr(ActivationStore, "_fill_window_fast", count_fast)
+    monkeypatch.setattr(ActivationStore, "_fill_window", count_ref)
+    for flag, path in ((True, "fast"), (False, "ref")):
+        monkeypatch.setattr(reader, "FAST_READ", flag)
+        calls.update(fast=0, ref=0)
+        list(store.batches("id", 64, chunk_rows=64, buffer_rows=256))
+        assert calls[path] > 0 and calls["ref" if path == "fast" else "fast"] == 0
+
+
+def test_short_reads_resume_inside_rows(tmp_path, monkeypatch):
+    """preadv may return fewer bytes than asked (partial rows too): the reader resumes where it stopped."""
+    store, _ = _store(tmp_path)
+    real = reader._PREADV
+    cap = 7 * 4 + 3  # shorter than two fp16 rows of 24, not a row multiple
+
+    def short(fd, iov_addr, count, offset):
+        # present at most `cap` bytes: a one-iovec read of the first entry, trimmed
+        entry = np.frombuffer((ctypes.c_uint64 * 2).from_address(iov_addr), dtype=np.uint64).copy()
+        entry[1] = min(int(entry[1]), cap)
+        return real(fd, entry.ctypes.data, 1, offset)
+
+    want = list(store.batches(HOOKS, 64, seed=3, chunk_rows=64, buffer_rows=256, fast=False, dtype=None))
+    monkeypatch.setattr(reader, "_PREADV", short)
+    got = list(store.batches(HOOKS, 64, seed=3, chunk_rows=64, buffer_rows=256, fast=True, dtype=None))
+    assert all(torch.equal(_bits(a), _bits(b)) for f, r in zip(got, want) for a, b in zip(f, r))
+
+
+def test_truncated_after_open_names_the_file(tmp_path):
+    store, _ = _store(tmp_path)
+    store = ActivationStore.open(store.path, verify="size")  # skip the CRC so the read itself meets the end
+    path = store._file(store.shards[1], "blocks.0.hook_resid_post")[0]
+    os.truncate(path, 1000)
+    with pytest.raises(CorruptShardError, match=str(path.parent.name)):
+        list(store.batches("blocks.0.hook_resid_post", 64, fast=True))
+
+
+def test_prefetch_covers_every_later_window_once(tmp_path, monkeypatch):
+    store, _ = _store(tmp_path)
+    asked = []
+    monkeypatch.setattr(reader, "_prefetch", lambda ranges: asked.extend(ranges))
+    hook = "blocks.0.hook_resid_post"
+    rb = store.d(hook) * 2
+    first = next(iter(store.batches(hook, 100, seed=1, chunk_rows=64, buffer_rows=300, fast=True)))
+    assert first.shape[0] == 100 and len(asked) > 0  # the second window was advised before the first batch
+    asked.clear()
+    list(store.batches(hook, 100, seed=1, chunk_rows=64, buffer_rows=300, fast=True))
+    covered = np.zeros(store.n_rows, dtype=int)
+    for path, off, ln in asked:
+        shard = int(path.parent.name)
+        assert off % rb == 0 and ln % rb == 0
+        covered[shard * 300 + off // rb : shard * 300 + (off + ln) // rb] += 1
+    # every row but those of the first window (300 rows) is advised exactly once
+    assert (covered <= 1).all() and covered.sum() == store.n_rows - 300
+
+
+def test_bad_inputs(tmp_path, monkeypatch):
+    store, _ = _store(tmp_path)
+    with pytest.raises(RuntimeError, match="out of range"):  # the pointer guard: no write outside the window
+        bufs = [np.empty((10, 24), dtype=np.float16)]
+        seg = [(store.shards[0], 0, 10, 0)]
+        store._fill_window_fast(["blocks.0.hook_resid_post"], seg, bufs, np.arange(1, 11))
+    monkeypatch.setattr(reader, "_PREADV", None)
+    with pytest.raises(RuntimeError, match="preadv"):
+        next(iter(store.batches("id", 64, fast=True)))
