@@ -6,7 +6,8 @@ Algorithm (:func:`cache_activations`):
    context length against ``model.cfg.n_ctx``.
 2. Probe: one forward pass on two 7-token prefixes with recording hooks gives each hook's
    per-token shape (hooks that are not ``[batch, pos, ...]`` are rejected) and the order in
-   which the hooks fire; the last one to fire is the *stop hook*.
+   which the hooks fire; the last one to fire is the *stop hook*.  The probe's activations are
+   the reference the fast capture path is checked against (step 5).
 3. Write or check the manifest.  A directory holding a partial store written with the same
    model (weight hash), hooks, dtype, corpus, context length, batch size and shard size is
    resumed; any difference is an error naming the field.
@@ -15,10 +16,20 @@ Algorithm (:func:`cache_activations`):
    same batches (same shapes, same floating-point results) as an uninterrupted one.  Only
    batches overlapping shards still to be written are run.
 5. Each batch runs under ``torch.inference_mode`` with forward hooks on the requested hook
-   points only.  A hook casts its ``[B, T, ...]`` activation to the store dtype and hands the
+   points only, on one of two paths (``CacheConfig.capture``):
+
+   * ``hf`` (:mod:`interp.models.hf_capture`): the bridge's Hugging Face model, rebuilt as a
+     shadow sharing the bridge's tensors, runs directly under plain torch hooks on the modules
+     whose input/output the hooks are -- no bridge component or ``HookPoint`` on the way, which
+     saves the bridge's per-module overhead (about 20% of a SmolLM2-135M pass on a CPU).  It is
+     taken (``auto``) only when every hook maps and equals the bridge's value on the probe
+     tokens of step 2; the manifest's ``capture`` records the path and why.
+   * ``bridge``: the TransformerBridge with hooks on its hook points (the reference path).
+
+   On both paths a hook casts its ``[B, T, ...]`` activation to the store dtype and hands the
    rows to the :class:`~interp.store.writer.ShardWriter` (on CUDA: a non-blocking copy to a
-   pinned buffer, written after the pass).  The stop hook then raises, so layers after the
-   last needed hook -- and the unembedding -- are never computed; caching
+   pinned buffer, written after the pass).  After the last needed hook an exception ends the
+   pass, so later layers -- and the unembedding -- are never computed; caching
    ``blocks.*.hook_resid_post`` skips the final norm and the ``d_model x vocab`` unembed.
 6. Complete shards are fsynced, renamed into place and recorded in the manifest.
 
@@ -64,6 +75,10 @@ IDENTITY_FIELDS = (
 )
 
 
+# capture='hf' accepts the fast path when it is within this fraction of each activation's scale
+HF_RTOL = 1e-5
+
+
 class _StopForward(Exception):
     """Raised by the last needed hook to end the forward pass early."""
 
@@ -87,8 +102,12 @@ def _forward(model, tokens: torch.Tensor) -> None:
         pass
 
 
-def probe_hooks(model, hooks: list[str], tokens: torch.Tensor) -> tuple[list[str], dict[str, list[int]]]:
-    """Firing order of ``hooks`` and each one's per-token shape, from one forward pass."""
+def probe_hooks(model, hooks: list[str], tokens: torch.Tensor,
+                values: dict[str, torch.Tensor] | None = None) -> tuple[list[str], dict[str, list[int]]]:
+    """Firing order of ``hooks`` and each one's per-token shape, from one forward pass.
+
+    With ``values`` (a dict), each hook's activation on ``tokens`` is stored in it (a copy).
+    """
     from interp.models import scoped_hooks
 
     order: list[str] = []
@@ -99,6 +118,8 @@ def probe_hooks(model, hooks: list[str], tokens: torch.Tensor) -> tuple[list[str
             if name not in shapes:
                 order.append(name)
                 shapes[name] = tuple(t.shape)
+                if values is not None:
+                    values[name] = t.detach().clone()
                 if len(shapes) == len(hooks):
                     raise _StopForward  # everything seen: skip the rest of the model
 
@@ -118,6 +139,32 @@ def probe_hooks(model, hooks: list[str], tokens: torch.Tensor) -> tuple[list[str
             "activation per token can be stored (e.g. hook_resid_post, attn.hook_z, mlp.hook_post)"
         )
     return order, {h: list(shapes[h][2:]) for h in hooks}
+
+
+def _choose_capture(mode: str, model, hooks: list[str], tokens: torch.Tensor,
+                    reference: dict[str, torch.Tensor]):
+    """The capture plan for ``mode`` (None: the bridge path) and a record of the choice for the manifest."""
+    if mode == "bridge":
+        return None, {"path": "bridge", "reason": "capture='bridge' requested"}
+    from interp.models.hf_capture import CaptureUnavailable, hf_model, plan_capture, verify_plan
+
+    try:
+        # auto: bit-for-bit equal to the bridge on the probe (so the store does not depend on the path);
+        # hf: equal up to fp32 rounding (GPT-2 / Pythia: the bridge reimplements the fused-QKV attention)
+        rtol = 0.0 if mode == "auto" else HF_RTOL
+        plan = verify_plan(model, plan_capture(model, hooks, hf_model(model)), tokens, reference, rtol=rtol)
+        reason = "; ".join(f"{h}: {r}" for h, r in list(plan.unmapped.items())[:5])
+        if len(plan.unmapped) > 5:
+            reason += f"; and {len(plan.unmapped) - 5} more"
+    except CaptureUnavailable as e:
+        plan, reason = None, str(e)
+    if plan is not None and plan.complete:
+        return plan, {"path": "hf", "reason": "every hook maps to a Hugging Face module and equals the bridge's value "
+                      + ("bit for bit" if rtol == 0 else f"within {rtol:g} of its scale") + " on the probe"}
+    if mode == "hf":
+        raise CaptureUnavailable(
+            f"capture='hf' cannot serve these hooks ({reason}); use capture='auto' or 'bridge' (--capture)")
+    return None, {"path": "bridge", "reason": "fast path unavailable: " + reason}
 
 
 def _merge_progress(directory: Path, manifest: dict) -> dict:
@@ -197,8 +244,11 @@ def cache_activations(
         raise CorpusError(f"corpus {corpus.description} is too short for even one sequence of {C} tokens")
     # a short probe (7 positions: unlikely to equal a head count, so [B, H, T, T] hooks are told apart)
     probe_tokens = torch.tensor([s[:7] for s in head * (2 // len(head))], dtype=torch.long, device=device)
-    order, row_shapes = probe_hooks(model, hooks, probe_tokens)
-    stop_hook = order[-1]
+    probe_values: dict[str, torch.Tensor] = {}
+    order, row_shapes = probe_hooks(model, hooks, probe_tokens, probe_values)
+    plan, capture_info = _choose_capture(cfg.capture, model, hooks, probe_tokens, probe_values)
+    del probe_values
+    stop_hook = order[-1] if plan is None else None  # the hf path stops itself after the last hook
     store_np, store_torch, nbytes = DTYPES[cfg.dtype]
     row_bytes = {h: int(np.prod(row_shapes[h])) * nbytes for h in hooks}
     shard_rows = cfg.shard_rows or cfg.default_shard_rows(max(row_bytes.values()))
@@ -211,7 +261,7 @@ def cache_activations(
         "batch_size": B, "shard_rows": shard_rows, "n_rows_target": n_rows,
         "prepend_bos": cfg.prepend_bos, "skip_bos": cfg.skip_bos,
         "bos_token_id": tokenizer.bos_token_id, "corpus": corpus.description,
-        "config": cfg.to_json(), "versions": _versions(),
+        "config": cfg.to_json(), "versions": _versions(), "capture": capture_info,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "shards": [], "complete": False,
     }
@@ -281,7 +331,7 @@ def cache_activations(
                 buf[: rows.shape[0]].copy_(rows, non_blocking=True)
             else:
                 sink.write(h, state["row0"], as_numpy(rows))
-            if h == stop_hook:
+            if stop_hook is not None and h == stop_hook:
                 raise _StopForward
 
         return fn
@@ -293,8 +343,15 @@ def cache_activations(
                disable=not progress or rank != 0 or not total_rows, dynamic_ncols=True)
     t0 = time.perf_counter()
     last_batch = max(needed) if needed else -1
+    if plan is None:
+        hooked = scoped_hooks(model, fwd=[(h, make_hook(h)) for h in hooks])
+    else:
+        from interp.models.hf_capture import capture
+
+        hooked = capture(plan, {h: make_hook(h) for h in hooks})
     try:
-        with scoped_hooks(model, fwd=[(h, make_hook(h)) for h in hooks]), torch.inference_mode():
+        with hooked as run, torch.inference_mode():
+            forward = (lambda tokens: _forward(model, tokens)) if plan is None else run
             batch: list[list[int]] = []
             seq_index = 0
             for seq in _chain(head, seq_iter):
@@ -306,7 +363,7 @@ def cache_activations(
                     continue
                 i = (seq_index - 1) // B
                 if i in needed:
-                    _run_batch(model, sink, batch, i * B, rps, s_bos, n_rows, state, device, on_cuda, staged, hooks)
+                    _run_batch(forward, sink, batch, i * B, rps, s_bos, n_rows, state, device, on_cuda, staged, hooks)
                     bar.update(_rows_in_todo(i * B * rps, state["valid"], shard_rows, todo))
                     sink.publish_complete()
                     if on_cuda:  # the pinned buffers are reused by the next batch
@@ -338,7 +395,7 @@ def cache_activations(
             total_rows = sum(s["rows"] for s in final["shards"] if s["index"] not in before)
         final["complete"] = len(final["shards"]) == n_shards
         final["last_run"] = {"seconds": round(elapsed, 3), "rows": total_rows, "world_size": world,
-                             "device": str(device)}
+                             "device": str(device), "capture": capture_info["path"]}
         write_json_atomic(manifest_path, final)
         for p in out.glob("progress-rank*.json"):
             p.unlink()
@@ -414,14 +471,14 @@ def _rows_in_todo(row0: int, n: int, shard_rows: int, todo: set[int]) -> int:
     return got
 
 
-def _run_batch(model, writer, batch, seq0, rps, s_bos, n_rows, state, device, on_cuda, staged, hooks):
+def _run_batch(forward, writer, batch, seq0, rps, s_bos, n_rows, state, device, on_cuda, staged, hooks):
     """One forward pass over ``batch`` (sequences ``seq0...``) writing rows of every hook."""
     tokens = torch.tensor(batch, dtype=torch.long)
     row0 = seq0 * rps
     valid = min(len(batch) * rps, n_rows - row0)
     state["row0"], state["valid"] = row0, valid
     state["finite"] = {}
-    _forward(model, tokens.to(device))
+    forward(tokens.to(device))
     bad = [h for h, ok in state["finite"].items() if not bool(ok)]
     if bad:  # the open shards holding these rows are deleted by the caller's abort
         raise ValueError(
