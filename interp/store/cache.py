@@ -148,6 +148,12 @@ def _choose_capture(mode: str, model, hooks: list[str], tokens: torch.Tensor,
         return None, {"path": "bridge", "reason": "capture='bridge' requested"}
     from interp.models.hf_capture import CaptureUnavailable, hf_model, plan_capture, verify_plan
 
+    hooked = sorted({hp.name for hp in model.hook_dict.values() if hp.has_hooks(dir="fwd")})
+    if hooked:  # the user's own hooks on the bridge would not run on the fast path
+        reason = f"the bridge carries forward hooks of its own at {hooked[:3]}, which only the bridge path runs"
+        if mode == "hf":
+            raise CaptureUnavailable(f"capture='hf' refused: {reason}; remove them or use capture='bridge'")
+        return None, {"path": "bridge", "reason": reason}
     try:
         # auto: bit-for-bit equal to the bridge on the probe (so the store does not depend on the path);
         # hf: equal up to fp32 rounding (GPT-2 / Pythia: the bridge reimplements the fused-QKV attention)
