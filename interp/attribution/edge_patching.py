@@ -25,7 +25,6 @@ difference) and one ``k*B*T`` forward.
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -34,7 +33,7 @@ import torch
 from interp.models import scoped_hooks
 
 from .edges import (EdgeGraph, check_task, edge_graph, fast_enabled, layer_weights, receiver_input_hooks,
-                    sender_outputs)
+                    sender_differences)
 from .fastpath import PrefixCache, fast_forward, reads_last_position_only
 
 
@@ -75,11 +74,7 @@ def edge_patching(model, task, edges: Sequence, eps: float = 1.0, max_tokens: in
     if not pairs:
         raise ValueError("no edges given")
     prefix = PrefixCache(model) if fast else None
-    with (prefix.capture() if prefix is not None else nullcontext()):
-        Z_clean, logits_c = sender_outputs(model, task.clean, graph, weights)
-    Z_corr, logits_k = sender_outputs(model, task.corrupt, graph, weights)
-    D = Z_corr - Z_clean
-    del Z_clean, Z_corr
+    D, _, _, logits_c, logits_k = sender_differences(model, task, graph, weights, prefix)
     m_clean = task.metric(logits_c).double()
     last = fast and reads_last_position_only(task.metric, logits_c)
     B, T = task.clean.shape

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -188,8 +189,20 @@ class LayerWeights:
     """``[d_model]``: the attention output bias (zeros where there is none)."""
 
 
-def _linear_map(mod, d_in: int, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(W [d_in, d_out], b [d_out])`` of an affine module, whatever its weight layout (Linear, Conv1D)."""
+def _linear_map(mod, d_in: int, ref: torch.Tensor, probe: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W [d_in, d_out], b [d_out])`` of an affine module: read from ``nn.Linear`` ([out, in]) and
+    Hugging Face ``Conv1D`` ([in, out]) weights, else (or with ``probe``) by probing the module with
+    the identity, which works for any affine layout (tests compare the two)."""
+    w, b = getattr(mod, "weight", None), getattr(mod, "bias", None)
+    if not probe and isinstance(w, torch.Tensor) and w.ndim == 2:
+        if isinstance(mod, torch.nn.Linear) and w.shape[1] == d_in:
+            W = w.detach().T
+        elif type(mod).__name__ == "Conv1D" and w.shape[0] == d_in:
+            W = w.detach()
+        else:
+            W = None
+        if W is not None:
+            return W, (b.detach() if isinstance(b, torch.Tensor) else torch.zeros(W.shape[1], dtype=W.dtype, device=W.device))
     with torch.no_grad():
         b = mod(torch.zeros(1, d_in, dtype=ref.dtype, device=ref.device))[0]
         W = mod(torch.eye(d_in, dtype=ref.dtype, device=ref.device)) - b
@@ -214,14 +227,15 @@ def check_supported(model) -> None:
             raise ValueError(f"edge attribution needs separate q/k/v/o projections; block attention has no {sub!r}")
 
 
-def layer_weights(model) -> list[LayerWeights]:
-    """Per block, W_Q, W_K, W_V, W_O per head and b_O (see :class:`LayerWeights`)."""
+def layer_weights(model, probe: bool = False) -> list[LayerWeights]:
+    """Per block, W_Q, W_K, W_V, W_O per head and b_O (see :class:`LayerWeights`); ``probe`` reads
+    every map by probing the module with the identity instead of its weight attribute."""
     check_supported(model)
     d, dh, H = model.cfg.d_model, model.cfg.d_head, model.cfg.n_heads
     ref = next(model.parameters())
     out = []
     for blk in model.blocks:
-        maps = {s: _linear_map(_orig(getattr(blk.attn, s)), d if s != "o" else H * dh, ref) for s in "qkvo"}
+        maps = {s: _linear_map(_orig(getattr(blk.attn, s)), d if s != "o" else H * dh, ref, probe) for s in "qkvo"}
         W = {s: maps[s][0].T.reshape(-1, dh, d).contiguous() for s in "qkv"}  # [d, H*dh] -> [H, dh, d]
         W_o, b_o = maps["o"]
         out.append(LayerWeights(W["q"], W["k"], W["v"], W_o.reshape(H, dh, d).contiguous(), b_o))
@@ -274,16 +288,23 @@ def sender_outputs(model, tokens: torch.Tensor, graph: EdgeGraph, weights: list[
     device = next(model.parameters()).device
     with torch.no_grad(), scoped_hooks(model, fwd=[(n, saver(n)) for n in names] + list(extra_fwd)):
         logits = model(tokens.to(device))
-    rows = []
-    for l_or_none in [None] + list(range(model.cfg.n_layers)):
-        if l_or_none is None:
-            rows += [store[n.hook].to(acc) for n in graph.senders if n.layer == -1]
-            continue
-        l = l_or_none
+    rows = [store[n.hook].to(acc) for n in graph.senders if n.layer == -1]
+    for l in range(model.cfg.n_layers):
         z = store[f"blocks.{l}.attn.hook_z"].to(acc)  # [B, T, H, dh]
         rows += list(torch.einsum("bthe,hed->hbtd", z, weights[l].W_o.to(acc)).unbind(0))
         rows.append(store[f"blocks.{l}.hook_mlp_out"].to(acc))
     return torch.stack(rows), logits
+
+
+def sender_differences(model, task, graph: EdgeGraph, weights: list[LayerWeights], prefix=None):
+    """``(D = Z(corrupt) - Z(clean) [N_s, B, T, d], e_clean, e_corrupt, logits_clean, logits_corrupt)``
+    from one forward of the stacked ``[2B, T]`` batch (``prefix``: a PrefixCache to record the clean rows)."""
+    B = task.clean.shape[0]
+    ctx = prefix.capture(slice(0, B)) if prefix is not None else nullcontext()
+    with ctx:
+        Z, logits = sender_outputs(model, torch.cat([task.clean, task.corrupt]), graph, weights)
+    D = Z[:, B:] - Z[:, :B]
+    return D, Z[0, :B], Z[0, B:], logits[:B], logits[B:]
 
 
 # ------------------------------------------------------------------------------------------
@@ -507,11 +528,7 @@ def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_to
     t0 = time.perf_counter()
     weights = layer_weights(model)
     graph = edge_graph(model, weights)
-    Z_clean, logits_c = sender_outputs(model, task.clean, graph, weights)
-    Z_corr, logits_k = sender_outputs(model, task.corrupt, graph, weights)
-    D = Z_corr - Z_clean
-    e_c, e_k = Z_clean[0], Z_corr[0]  # sender 0 is the token embedding (hook_embed)
-    del Z_clean, Z_corr
+    D, e_c, e_k, logits_c, logits_k = sender_differences(model, task, graph, weights)  # sender 0 = hook_embed
     t1 = time.perf_counter()
     last = fast_enabled(fast) and reads_last_position_only(task.metric, logits_c)
     if method == "eap":

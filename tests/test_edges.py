@@ -1,0 +1,292 @@
+"""EAP / EAP-IG edge scores (interp/attribution/edges.py) against their definitions.
+
+Ground truths used here: real edge patching (edge_patching.py) with a small eps (the derivative EAP
+is, by definition), the model made linear in the final residual (EAP == patching exactly), the
+bridge's own residual stream and an independent hook-level AtP at ``ln_final.hook_in``, the
+bridge's ``ln1`` input hook as an all-heads intervention, and ig.py's layer IG at the embeddings.
+All on tiny random models in float64 (Llama's RMSNorm computes in float32 internally, so the
+Llama finite differences use a larger eps).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from interp.attribution.edge_patching import edge_patching
+from interp.attribution.edges import (edge_attribution, edge_graph, layer_weights, receiver_input_hooks,
+                                      sender_differences, sender_outputs)
+from interp.models import load_model, scoped_hooks
+from interp.tasks import ioi_task
+
+
+def _gqa_llama():
+    """A tiny grouped-query Llama (4 query heads, 2 key/value heads), float64."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from interp.models.tiny import TinyConfig, char_tokenizer, tiny_hf_model
+
+    tok = char_tokenizer()
+    hf = tiny_hf_model(TinyConfig(arch="llama", n_heads=4, n_kv_heads=2), len(tok)).double()
+    b = TransformerBridge.boot_transformers("tiny-llama", hf_model=hf, tokenizer=tok)
+    b.eval()
+    for p in b.parameters():
+        p.requires_grad_(False)
+    return b
+
+
+_MODELS: dict = {}
+
+
+def model_for(name):
+    if name not in _MODELS:
+        _MODELS[name] = _gqa_llama() if name == "gqa-llama" else load_model(name, device="cpu", dtype=torch.float64)
+    return _MODELS[name]
+
+
+def task_for(model, n=3):
+    return ioi_task(model, n=n, seed=0)
+
+
+def sample_edges(graph, per_kind=2):
+    """The last ``per_kind`` edges into the last receiver of every kind (q, k, v, mlp, logits)."""
+    out = []
+    for kind in ("q", "k", "v", "mlp", "logits"):
+        j = [j for j, r in enumerate(graph.receivers) if r.kind == kind][-1]
+        out += [(i, j) for i in graph.mask[:, j].nonzero().flatten().tolist()[-per_kind:]]
+    return out
+
+
+# ---------------------------------------------------------------------------------- graph
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-pythia", "gqa-llama"])
+def test_graph_nodes_and_edges(name):
+    m = model_for(name)
+    g = edge_graph(m)
+    L, H = m.cfg.n_layers, m.cfg.n_heads
+    Hkv = 2 if name == "gqa-llama" else H
+    n_emb = 2 if name == "tiny-gpt2" else 1  # GPT-2 adds learned positions
+    assert len(g.senders) == n_emb + L * (H + 1)
+    assert len(g.receivers) == L * (H + 2 * Hkv + 1) + 1
+    assert [r.kind for r in g.receivers].count("k") == L * Hkv
+    s, r = g.sender_index, g.receiver_index
+    kv = "KV" if name == "gqa-llama" else "H"
+    assert g.mask[s("embed"), :].all()  # the embedding feeds every receiver
+    assert g.mask[:, r("logits")].all()  # every sender feeds the logits
+    assert not g.mask[s("L0H1"), r("L0H0.q")]  # a head does not feed its own layer's attention
+    assert not g.mask[s("L1H0"), r(f"L0{kv}0.k")]  # nor an earlier layer
+    assert g.mask[s("MLP0"), r(f"L1{kv}1.v")]
+    # sequential blocks: heads of layer l feed MLP l; Pythia's parallel blocks do not
+    assert bool(g.mask[s("L1H2"), r("MLP1")]) == (name != "tiny-pythia")
+    assert not g.mask[s("MLP1"), r("MLP1")]
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "gqa-llama"])
+def test_weights_read_equal_identity_probe(name):
+    """W_Q/K/V/O read from the weight attributes (Linear, GPT-2 Conv1D) == probing the module with the identity."""
+    m = model_for(name)
+    for a, b in zip(layer_weights(m), layer_weights(m, probe=True)):
+        for f in ("W_q", "W_k", "W_v", "W_o", "b_o"):
+            torch.testing.assert_close(getattr(a, f), getattr(b, f), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-pythia", "gqa-llama"])
+def test_residual_is_the_sum_of_sender_outputs(name):
+    """The bridge's final residual (ln_final.hook_in) == sum of sender writes + attention output biases."""
+    m = model_for(name)
+    task = task_for(m)
+    w = layer_weights(m)
+    g = edge_graph(m, w)
+    box = {}
+    Z, _ = sender_outputs(m, task.clean, g, w, extra_fwd=[("ln_final.hook_in", lambda x, hook: box.update(r=x))])
+    total = Z.sum(0) + sum(lw.b_o for lw in w)
+    torch.testing.assert_close(total, box["r"], rtol=1e-9, atol=1e-9)
+
+
+def test_all_heads_receiver_patch_equals_moving_the_attention_input():
+    """Moving every q, k and v receiver of a layer by the same offset == moving ln1's input (the bridge's hook)."""
+    m = model_for("gqa-llama")
+    task = task_for(m)
+    w = layer_weights(m)
+    g = edge_graph(m, w)
+    D, *_ = sender_differences(m, task, g, w)
+    off = D[g.sender_index("MLP0")]
+    B = task.clean.shape[0]
+    js = [j for j, r in enumerate(g.receivers) if r.layer == 1 and r.kind in "qkv"]
+    hooks = receiver_input_hooks(m, g, {j: (None, off) for j in js}, B)
+    with torch.no_grad(), scoped_hooks(m, fwd=hooks):
+        ours = m(task.clean)
+    with torch.no_grad(), scoped_hooks(m, fwd=[("blocks.1.ln1.hook_in", lambda x, hook: x + off)]):
+        ref = m(task.clean)
+    with torch.no_grad():
+        clean = m(task.clean)
+    assert (ref - clean).abs().max() > 1e-6  # the intervention does something
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------- definitions
+@pytest.mark.parametrize("name,eps,tol", [("tiny-gpt2", 1e-4, 1e-6), ("tiny-pythia", 1e-4, 1e-6),
+                                          ("gqa-llama", 5e-2, 1e-3)])
+def test_eap_is_the_derivative_of_edge_patching(name, eps, tol):
+    """EAP(u->v) == d/d eps of m(clean, v's input moved by eps (z_u(corr) - z_u(clean))), every receiver kind."""
+    m = model_for(name)
+    task = task_for(m)
+    r = edge_attribution(m, task, "eap")
+    edges = sample_edges(r.graph)
+    plus = edge_patching(m, task, edges, eps=eps).effects
+    minus = edge_patching(m, task, edges, eps=-eps).effects
+    fd = (plus - minus) / (2 * eps)  # central difference
+    sc = torch.tensor([float(r.scores[i, j]) for i, j in edges], dtype=torch.float64)
+    scale = sc.abs().max()
+    assert scale > 0
+    for (i, j), a, b in zip(edges, sc, fd):
+        assert abs(a - b) <= tol * scale + 1e-12, (r.graph.edge_name(i, j), float(a), float(b))
+
+
+def test_eap_equals_edge_patching_where_the_model_is_linear():
+    """With ln_final's scale fixed to 1 the logit difference is linear in the final residual: EAP == patching."""
+    m = model_for("tiny-gpt2")
+    task = task_for(m)
+    lin = [("ln_final.hook_scale", lambda x, hook: torch.ones_like(x))]
+    with scoped_hooks(m, fwd=lin):
+        r = edge_attribution(m, task, "eap")
+        j = r.graph.receiver_index("logits")
+        edges = [(i, j) for i in range(len(r.graph.senders))]
+        p = edge_patching(m, task, edges, eps=1.0)
+    sc = r.scores[:, j].double()
+    assert sc.abs().max() > 1e-6
+    torch.testing.assert_close(sc, p.effects, rtol=1e-8, atol=1e-10)
+    # the unmodified model is not linear: there the two differ (so the check above has teeth)
+    r0 = edge_attribution(m, task, "eap")
+    p0 = edge_patching(m, task, edges, eps=1.0)
+    assert (r0.scores[:, j].double() - p0.effects).abs().max() > 1e-7
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "gqa-llama"])
+def test_logits_scores_sum_to_residual_atp(name):
+    """sum_u S(u -> logits) == AtP of the final residual, computed independently at ln_final.hook_in."""
+    m = model_for(name)
+    task = task_for(m)
+    r = edge_attribution(m, task, "eap")
+    total = r.scores[:, r.graph.receiver_index("logits")].sum()
+    box = {}
+
+    def leaf(x, hook):
+        box["x"] = x.detach().requires_grad_(True)
+        return box["x"]
+
+    with torch.enable_grad(), scoped_hooks(m, fwd=[("ln_final.hook_in", leaf)]):
+        mc = task.metric(m(task.clean)).sum()
+        (g,) = torch.autograd.grad(mc, box["x"])
+    x_clean = box["x"].detach()
+    with torch.no_grad(), scoped_hooks(m, fwd=[("ln_final.hook_in", lambda x, hook: box.update(k=x))]):
+        m(task.corrupt)
+    atp = ((box["k"] - x_clean) * g).sum() / task.n
+    torch.testing.assert_close(total.double(), atp.double(), rtol=1e-9, atol=1e-12)
+
+
+def test_eap_ig_embedding_edges_sum_to_layer_ig():
+    """sum_v S_IG(embed -> v) == -(ig.py's left-Riemann layer IG at hook_embed, corrupted baseline), batch mean:
+    the embedding's total gradient is the sum of the gradients through every receiver."""
+    from interp.attribution.ig import layer_integrated_gradients
+
+    m = model_for("gqa-llama")
+    task = task_for(m)
+    r = edge_attribution(m, task, "eap-ig", steps=4)
+    ours = r.scores[r.graph.sender_index("embed")].sum()
+    ig = layer_integrated_gradients(m, task.clean, task.metric, hook="hook_embed", baseline=task.corrupt,
+                                    steps=4, method="riemann_left", fast=False)
+    # ig.py accumulates its gradients in float32
+    torch.testing.assert_close(ours.double(), -ig.attributions.sum().double() / task.n, rtol=1e-5, atol=1e-12)
+
+
+def test_eap_ig_end_points():
+    """EAP-IG with m = 1 takes the gradient at the corrupted input: -EAP of the swapped task;
+    clean-corrupted averages the two ends."""
+    m = model_for("tiny-gpt2")
+    task = task_for(m)
+    swapped = dataclasses.replace(task, clean=task.corrupt, corrupt=task.clean,
+                                  prompts=task.corrupt_prompts, corrupt_prompts=task.prompts)
+    ig1 = edge_attribution(m, task, "eap-ig", steps=1).scores
+    eap = edge_attribution(m, task, "eap").scores
+    eap_swapped = edge_attribution(m, swapped, "eap").scores
+    torch.testing.assert_close(ig1, -eap_swapped, rtol=1e-8, atol=1e-12)
+    cc = edge_attribution(m, task, "clean-corrupted").scores
+    torch.testing.assert_close(cc, (eap + ig1) / 2, rtol=1e-8, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------- fast paths
+@pytest.mark.parametrize("method", ["eap", "eap-ig"])
+def test_fast_receiver_gradients_match_reference(method):
+    """Post-hoc per-head gradients (W_Q and ln1's Jacobian) == an identity node per head inside the forward."""
+    m = model_for("gqa-llama")
+    task = task_for(m)
+    a = edge_attribution(m, task, method, steps=3, fast=True)
+    b = edge_attribution(m, task, method, steps=3, fast=False, max_tokens=task.clean.numel())  # also step-chunked
+    assert a.config["fast"] and not b.config["fast"]
+    torch.testing.assert_close(a.scores, b.scores, rtol=1e-6, atol=1e-9 * float(a.scores.abs().max()))
+
+
+def test_fast_edge_patching_matches_reference():
+    """Prefix replay + last-position logits == the plain forward."""
+    m = model_for("tiny-pythia")
+    task = task_for(m)
+    g = edge_graph(m)
+    edges = sample_edges(g, per_kind=3)
+    a = edge_patching(m, task, edges, fast=True, max_tokens=4 * task.clean.numel())
+    b = edge_patching(m, task, edges, fast=False)
+    assert a.effects.abs().max() > 0
+    torch.testing.assert_close(a.effects, b.effects, rtol=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------- hygiene and errors
+def _hook_count(m):
+    return sum(len(hp.fwd_hooks) + len(hp.bwd_hooks) for hp in m.hook_dict.values())
+
+
+def test_hooks_removed_and_model_unchanged():
+    m = model_for("tiny-gpt2")
+    task = task_for(m)
+    with torch.no_grad():
+        before = m(task.clean)
+    n0 = _hook_count(m)
+    edge_attribution(m, task, "eap-ig", steps=2)
+    edge_attribution(m, task, "eap", fast=False)
+    edge_patching(m, task, ["embed->logits", "L0H1->MLP1"])
+    assert _hook_count(m) == n0
+    assert not any(p.requires_grad for p in m.parameters())
+    assert all("forward" not in b.__dict__ for b in m.blocks)  # prefix replay restored
+    with torch.no_grad():
+        torch.testing.assert_close(m(task.clean), before, rtol=0, atol=0)
+
+
+def test_bad_input_errors():
+    m = model_for("tiny-gpt2")
+    task = task_for(m)
+    with pytest.raises(ValueError, match="unknown edge attribution method"):
+        edge_attribution(m, task, "acdc")
+    with pytest.raises(ValueError, match="steps >= 1"):
+        edge_attribution(m, task, "eap-ig", steps=0)
+    bad = dataclasses.replace(task)
+    bad.corrupt = task.corrupt[:, :-1]  # bypasses Task's own check: ours must catch it
+    with pytest.raises(ValueError, match="equal lengths"):
+        edge_attribution(m, bad, "eap")
+    with pytest.raises(ValueError, match="equal lengths"):
+        edge_patching(m, bad, ["embed->logits"])
+    with pytest.raises(ValueError, match="unknown receiver 'L0H9.q'"):
+        edge_patching(m, task, [("embed", "L0H9.q")])
+    with pytest.raises(ValueError, match="unknown sender"):
+        edge_patching(m, task, ["MLP7->logits"])
+    with pytest.raises(ValueError, match="is not an edge"):
+        edge_patching(m, task, ["L1H0->L0H0.q"])
+    g = edge_graph(m)
+    g.receivers[0] = dataclasses.replace(g.receivers[0], kind="attn")
+    with pytest.raises(ValueError, match="unknown receiver kind 'attn'"):
+        receiver_input_hooks(m, g, {0: (None, torch.zeros(1))}, 1)
+
+
+def test_post_norm_architecture_is_refused():
+    m = load_model("tiny-gemma3", device="cpu")
+    with pytest.raises(ValueError, match="post-norms"):
+        edge_graph(m)
