@@ -51,17 +51,64 @@ def test_tokenizer_and_bad_input():
         BBTrainConfig(arch="mamba")
     with pytest.raises(ValueError, match="steps"):
         BBTrainConfig(steps=0)
+    with pytest.raises(ValueError, match="init"):
+        BBTrainConfig(init="xavier")
+    with pytest.raises(ValueError, match="activation"):
+        BBTrainConfig(activation="tanh")
+    with pytest.raises(ValueError, match="betas"):
+        BBTrainConfig(betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match="warmup"):
+        BBTrainConfig(warmup=-1)
     with pytest.raises(ValueError, match="n must be"):
         task.sample(0)
 
 
+def _copy_layer(m) -> int:
+    """The layer whose head does the backcopy: moving its attention to ⟨s⟩ costs the most at triggers."""
+    return max(range(len(m.ablation_delta_trigger)), key=lambda l: m.ablation_delta_trigger[l])
+
+
+def _peak_over_mean(m) -> list[float]:
+    """Per layer ‖h^ℓ(⟨s⟩)‖ / mean_{i>=1} ‖h^ℓ(i)‖ (blocks.ℓ.hook_resid_post)."""
+    return [s / r for s, r in zip(m.resid_norm_sink, m.resid_norm_rest_mean)]
+
+
+def test_paper_init_follows_pytorch_defaults():
+    """``init="paper"``: embeddings N(0, 1), linear weights U(±1/sqrt(fan_in)), biases 0 (the paper's nn.Module defaults)."""
+    from interp.toy.bigram_backcopy import bb_model
+
+    task = BBTask()
+    m = bb_model(task, BBTrainConfig(d_model=64, init="paper")).requires_grad_(False)
+    wte = m.transformer.wte.weight
+    assert abs(float(wte.std()) - 1.0) < 0.15 and abs(float(m.transformer.wpe.weight.std()) - 1.0) < 0.15
+    w = m.transformer.h[0].mlp.c_fc.weight  # Conv1D [in=64, out=256]
+    assert float(w.abs().max()) <= 1 / 64 ** 0.5 and float(w.abs().max()) > 0.9 / 64 ** 0.5
+    w2 = m.transformer.h[0].mlp.c_proj.weight  # Conv1D [in=256, out=64]
+    assert float(w2.abs().max()) <= 1 / 256 ** 0.5
+    assert float(m.transformer.h[0].attn.c_attn.bias.abs().max()) == 0.0
+    hf = bb_model(task, BBTrainConfig(d_model=64, init="hf"))
+    assert abs(float(hf.transformer.wte.weight.std()) - 0.02) < 0.005
+    assert m.config.activation_function == "relu"
+
+
+def test_warmup_schedule():
+    from interp.toy.bigram_backcopy import lr_at
+
+    cfg = BBTrainConfig(lr=1e-2, warmup=200)
+    assert lr_at(cfg, 1) == pytest.approx(5e-5) and lr_at(cfg, 100) == pytest.approx(5e-3)
+    assert lr_at(cfg, 200) == lr_at(cfg, 5000) == pytest.approx(1e-2)
+    assert lr_at(BBTrainConfig(lr=1e-3, warmup=0), 1) == 1e-3
+
+
 def test_small_run_learns_backcopy_and_dormancy(tmp_path):
-    """~15 CPU seconds: the head copies the previous token at triggers (ablating it there costs
-    nats) and is functionally dormant elsewhere (ablating it there costs ~nothing)."""
+    """~20-40 CPU seconds (default 3-layer model, 250 steps): one head copies the previous token at
+    triggers (moving its attention to ⟨s⟩ there costs nats) and is functionally dormant elsewhere
+    (the same ablation costs ~nothing), and its attention off-trigger already goes to ⟨s⟩ far more
+    than at triggers."""
     from interp.models import load_model
 
     task = BBTask(seq_len=32)
-    cfg = BBTrainConfig(steps=250, batch_size=32, checkpoint_steps=(0, 50, 250))
+    cfg = BBTrainConfig(steps=250, checkpoint_steps=(0, 50, 250))
     run = train_bb(tmp_path, task, cfg, device="cpu")
     assert run.steps == [0, 50, 250]
     for s in run.steps:
@@ -71,38 +118,53 @@ def test_small_run_learns_backcopy_and_dormancy(tmp_path):
     assert json.loads((tmp_path / "bb_task.json").read_text())["kind"] == "bigram_backcopy"
     m0 = bb_mechanism(load_model(str(tmp_path / "step_000000"), device="cpu"), task, n_seqs=32)
     m = bb_mechanism(load_model(str(tmp_path / "step_000250"), device="cpu"), task, n_seqs=32)
-    assert m0.attn_prev_at_trigger[0] < 0.2
-    assert m.attn_prev_at_trigger[0] > 0.7  # backcopy
+    print("step 0", m0, "\nstep 250", m)
+    c = _copy_layer(m)
+    assert max(m0.attn_prev_at_trigger) < 0.2
+    assert m.attn_prev_at_trigger[c] > 0.8  # backcopy
     assert m.loss_trigger < 0.3 < m0.loss_trigger
-    assert m.ablation_delta_trigger[0] > 1.0  # active at triggers, causally
-    assert abs(m.ablation_delta_other[0]) < 0.05  # dormant elsewhere, causally
-    assert m.attn_bos_at_other[0] > m.attn_bos_at_trigger[0] * 10
+    assert m.ablation_delta_trigger[c] > 1.0  # active at triggers, causally
+    assert abs(m.ablation_delta_other[c]) < 0.05  # dormant elsewhere, causally
+    assert m.attn_bos_at_other[c] > m.attn_bos_at_trigger[c] * 10
 
 
 @pytest.mark.slow
-def test_full_run_sink_value_drain_and_dynamics(tmp_path):
-    """3 layers x 1 head, 32-token sequences, 2500 Adam steps, no weight decay, seed 0 (about 2 CPU
-    minutes unloaded, 5-8 under load).  Layer 0's head backcopies at triggers and sinks to ⟨s⟩
-    elsewhere (Guo et al. 2024's definitions, measured on held-out sequences), its value at ⟨s⟩ is
-    drained, and ``interp massive --checkpoints`` fits the five-parameter dynamics to every layer."""
+def test_full_run_sink_value_drain_residual_peak_and_dynamics(tmp_path):
+    """The default run (3 layers x 1 head, paper init, 2000 AdamW steps of 32 x 32 tokens, seed 0;
+    about 2 CPU minutes unloaded, 4-6 under load) shows the whole active-dormant mechanism of Guo
+    et al. 2024 on held-out sequences: the head that does the backcopy (the one whose move to ⟨s⟩
+    costs the most at triggers) attends to the previous token at triggers and to ⟨s⟩ elsewhere,
+    where it is functionally silent; its value at ⟨s⟩ is drained; the residual state at ⟨s⟩ peaks;
+    and ``interp massive --checkpoints`` fits the five-parameter dynamics to the top-1/median ratio
+    of the layer where the peak sits.  Thresholds: the weakest of seeds 0, 1, 2 with a margin
+    (bench/results/bb_sweep_p3_lr1e2_s*.json, the module docstring)."""
     from interp.cli.main import main
     from interp.models import load_model
 
-    task = BBTask(seq_len=32)
-    run = train_bb(tmp_path / "bb", task, BBTrainConfig(n_layers=3, steps=2500, weight_decay=0.0), device="cpu")
+    task = BBTask()
+    run = train_bb(tmp_path / "bb", task, BBTrainConfig(), device="cpu")
     first = bb_mechanism(load_model(str(tmp_path / "bb" / "step_000000"), device="cpu"), task)
-    last = bb_mechanism(load_model(str(tmp_path / "bb" / "step_002500"), device="cpu"), task)
+    last = bb_mechanism(load_model(str(tmp_path / "bb" / f"step_{run.steps[-1]:06d}"), device="cpu"), task)
     print("first", first, "\nlast", last)
-    assert last.attn_prev_at_trigger[0] >= 0.9 and last.ablation_delta_trigger[0] > 2.0  # active: backcopy
-    assert last.attn_bos_at_other[0] >= 0.8  # dormant: sink to ⟨s⟩ off-trigger
-    assert first.attn_bos_at_other[0] < 0.2  # ... which emerged during training
-    assert abs(last.ablation_delta_other[0]) < 0.01  # ... and is functionally silent there
-    assert last.value_drain[0] < 0.5  # ‖v(⟨s⟩)‖ < 0.5 x mean_{i>=1} ‖v(i)‖
-    assert last.value_drain[0] < 0.5 * first.value_drain[0]  # drained during training
+    c = _copy_layer(last)
+    # active: backcopy at triggers, causally
+    assert last.attn_prev_at_trigger[c] >= 0.9 and last.ablation_delta_trigger[c] > 2.0
+    # dormant: sink to ⟨s⟩ off-trigger (seeds 0-2: 0.98-0.99), emerged in training, functionally silent
+    assert last.attn_bos_at_other[c] >= 0.9 and first.attn_bos_at_other[c] < 0.2
+    assert abs(last.ablation_delta_other[c]) < 0.02
+    # value drain: ‖v(⟨s⟩)‖ / mean_{i>=1} ‖v(i)‖ (seeds 0-2: 0.11-0.20; ~1 at init)
+    assert last.value_drain[c] < 0.35 and last.value_drain[c] < 0.5 * first.value_drain[c]
+    # residual peak: ‖h(⟨s⟩)‖ / mean_{i>=1} ‖h(i)‖ at the layer where it is largest (seeds 0-2:
+    # 1.6-6.6 after layer 0; 1.1-1.2 at init)
+    peak0, peak = _peak_over_mean(first), _peak_over_mean(last)
+    p = max(range(len(peak)), key=lambda l: peak[l])
+    assert peak[p] >= 1.4 and peak[p] >= 1.25 * peak0[p]
     out = tmp_path / "massive"
     assert main(["massive", "--checkpoints", str(tmp_path / "bb"), "--out", str(out), "--device", "cpu"]) == 0
     dyn = json.loads((out / "results.json").read_text())["dynamics"]
     assert dyn["steps"] == run.steps and len(dyn["fits"]) == 3
-    r2 = [f["r2"] if f else None for f in dyn["fits"]]
-    print("dynamics R^2 per layer", r2)
-    assert all(f is not None and 0.0 <= f["r2"] <= 1.0 for f in dyn["fits"])
+    r = [row[p] for row in dyn["ratio"]]
+    print("top-1/median ratio at the peak layer", [round(x, 1) for x in r], "R^2 per layer",
+          [f["r2"] if f else None for f in dyn["fits"]])
+    assert r[-1] > 2 * r[0]  # the massive activation at ⟨s⟩ grew during training
+    assert dyn["fits"][p] is not None and dyn["fits"][p]["r2"] >= 0.8

@@ -16,24 +16,41 @@ copy with attention to the previous token at triggers; elsewhere the head has no
 becomes *dormant*: it attends to ⟨s⟩, whose value is drained to ~0, while ‖h(⟨s⟩)‖ grows
 (residual peak).
 
-:func:`train_bb` trains a Hugging Face Llama (``n_layers`` x one head, RoPE, RMSNorm) with
-AdamW on freshly sampled batches and saves Hugging Face checkpoints (safetensors + config +
-a character tokenizer) at ``checkpoint_steps`` under ``out/step_<N>``, plus ``bb_task.json``
-describing the task, so that ``interp.models.load_model(out/step_<N>)`` returns a
-TransformerBridge and every analysis of :mod:`interp.phenomena` runs on it unchanged.
-:func:`bb_mechanism` measures the mechanism on trigger vs non-trigger positions, with a causal
-check (attention moved to ⟨s⟩ at all positions, batched with the clean run).
+:func:`train_bb` trains a Hugging Face GPT-2 (pre-LayerNorm, learned absolute positions, one
+head per layer, ReLU MLP of width 4 x d_model: the paper's model, ``BBM`` ``Transformer``, up to
+the biases GPT-2 keeps and trains from 0) or a Llama (RoPE, RMSNorm) with AdamW on freshly
+sampled batches.  ``init="paper"`` reproduces the paper's PyTorch-default initialisation
+(embeddings N(0, 1), linear weights U(±1/sqrt(fan_in))) instead of Hugging Face's N(0, 0.02).
+Checkpoints (safetensors + config + a character tokenizer) go to ``out/step_<N>``, plus
+``bb_task.json`` describing the task, so that ``interp.models.load_model(out/step_<N>)`` returns
+a TransformerBridge and every analysis of :mod:`interp.phenomena` (and ``interp massive
+--checkpoints``) runs on it unchanged.  :func:`bb_mechanism` measures the mechanism on trigger vs
+non-trigger positions, with a causal check (attention moved to ⟨s⟩ at all positions, batched
+with the clean run).
 
-Paper scale: 1-3 layers, dim 256, batch 512, 10k steps.  Default here: 1 layer, dim 64, batch
-32 x 64 tokens, 600 steps, about a CPU minute: backcopy and functional dormancy are clear there,
-but the sink is not (attention to ⟨s⟩ off-trigger ~0.3-0.5).  Measured at seed 0 (1 thread):
-with 32-token sequences, 3 layers and no weight decay, layer 0's head reaches attention 0.99 to
-⟨s⟩ off-trigger by step 2000 (1 layer: 0.76-0.82 at 2500-3000 steps, not monotone); the residual
-peak at ⟨s⟩ stays below 1.5x the mean other token at these budgets (the paper trains ~50x more
-sequences).  The Llama variant (RoPE, RMSNorm), same settings, shows the opposite half: ‖h(⟨s⟩)‖
-after layer 1 reaches 2.1x the mean other token (1.06x the largest) by step 2000, while no head
-puts more than ~0.5 of its off-trigger attention on ⟨s⟩.  Both halves at once were not found.
-Memory: < 1 MB of weights per checkpoint.
+Paper scale: 1-3 layers, dim 256, Adam(W) 3e-4, betas (0.9, 0.99), wd 1e-4, batch 512 x 256
+tokens, 10k steps.  Default here (about 2 CPU minutes on one thread, unloaded): 3 layers, dim 64,
+the paper's init and betas, wd 1e-4, lr 1e-2 after 200 warm-up steps, 2000 steps of 32 x 32
+tokens.  Measured on 64 held-out sequences at steps 1500-2000, seeds 0, 1, 2
+(``bench/run_bb_sweep.py``, ``bench/results/bb_sweep_p3_lr1e2_s*.json``):
+
+* the copy head (layer 1 at seed 0, layer 0 at seeds 1, 2) attends to the previous token at
+  triggers (0.97) and to ⟨s⟩ elsewhere (0.98-0.999; 0.1 at init); moving it to ⟨s⟩ costs > 5
+  nats at triggers and < 0.01 elsewhere;
+* value drain ‖v(⟨s⟩)‖ / mean_{i>=1} ‖v(i)‖ of that head: 0.11-0.20 (~0.9-1.0 at init);
+* residual peak after layer 0: ‖h(⟨s⟩)‖ / mean_{i>=1} ‖h(i)‖ = 6.6, 4.9, 1.6-2.0 (seeds 0, 1,
+  2; 1.1 at init), / max_{i>=1} = 5.1, 2.5, 0.95-1.35; the layer-0 top-1/median |h| ratio sits
+  at ⟨s⟩ in every sequence and grows from ~4 to 70, 68, 17.  After layers 1-2 the other tokens'
+  norms grow faster and ⟨s⟩ is not the largest (0.4-0.9 x mean).  This is the paper's layout
+  (an MLP before the dormant head writes the peak), but the peak is seed-dependent in size and
+  far from the paper's (or LLMs') orders of magnitude: no entry reaches Sun et al.'s
+  |a| > 100 and 1000 x median.
+
+What did not work (same budget): Hugging Face init (N(0, 0.02)) with GELU, lr 3e-3, betas
+(0.9, 0.999): sink 0.99 at layer 0 only without weight decay and 32-token sequences, residual
+peak <= 1.2 x mean; the Llama variant: peak 2.1 x mean after layer 1, no head above 0.5 to ⟨s⟩;
+paper init at lr 3e-3 without warm-up: peak 2.8-3.5 x mean after layer 0 but the sink only
+0.4-0.9 by step 2000.  Memory: < 1 MB of weights per checkpoint.
 """
 
 from __future__ import annotations
@@ -115,7 +132,7 @@ class BBTask:
 
     n_triggers: int = 3
     """Triggers: the top-k characters by marginal probability (k = 3 or 5 in the paper)."""
-    seq_len: int = 64
+    seq_len: int = 32
     """Tokens per sequence, ⟨s⟩ included (paper: 256)."""
     text: str = SHAKESPEARE
     """Text the bigram table and marginal are counted from."""
@@ -215,19 +232,28 @@ class BBTrainConfig:
     """Model and optimisation of the BB toy run."""
 
     arch: str = "gpt2"
-    """``gpt2`` (learned absolute positions, LayerNorm) or ``llama`` (RoPE, RMSNorm)."""
-    n_layers: int = 1
+    """``gpt2`` (learned absolute positions, pre-LayerNorm, as the paper's model) or ``llama`` (RoPE, RMSNorm)."""
+    n_layers: int = 3
     """Transformer blocks (paper: 1 or 3)."""
     d_model: int = 64
     """Residual width (paper: 256)."""
     d_mlp: int = 256
-    """MLP hidden width."""
-    steps: int = 600
+    """MLP hidden width (paper: 4 x d_model)."""
+    activation: str = "relu"
+    """MLP nonlinearity of the ``gpt2`` arch (``relu`` in the paper; Llama always uses SwiGLU)."""
+    init: str = "paper"
+    """``hf``: Hugging Face init (every weight N(0, 0.02)); ``paper``: PyTorch-default init as the
+    paper's model (embeddings N(0, 1), linear weights U(±1/sqrt(fan_in)), biases 0)."""
+    steps: int = 2000
     """Optimisation steps (paper: 10k)."""
     batch_size: int = 32
     """Sequences per step (paper: 512)."""
-    lr: float = 3e-3
-    """AdamW learning rate (paper: Adam 3e-4 for 10k steps)."""
+    lr: float = 1e-2
+    """Peak AdamW learning rate (paper: 3e-4 for 10k steps of 512 x 256 tokens)."""
+    betas: tuple[float, float] = (0.9, 0.99)
+    """AdamW betas (paper: (0.9, 0.99))."""
+    warmup: int = 200
+    """Linear learning-rate warm-up steps (then constant; paper: none)."""
     weight_decay: float = 1e-4
     """AdamW weight decay (paper: 1e-4)."""
     seed: int = 0
@@ -239,11 +265,48 @@ class BBTrainConfig:
     def __post_init__(self):
         if self.arch not in ("gpt2", "llama"):
             raise ValueError(f"arch must be 'gpt2' or 'llama', got {self.arch!r}")
+        if self.init not in ("hf", "paper"):
+            raise ValueError(f"init must be 'hf' or 'paper', got {self.init!r}")
+        if self.activation not in ("gelu_new", "gelu", "relu"):
+            raise ValueError(f"activation must be 'gelu_new', 'gelu' or 'relu', got {self.activation!r}")
         for k in ("n_layers", "d_model", "d_mlp", "steps", "batch_size"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.warmup < 0 or self.weight_decay < 0:
+            raise ValueError(f"warmup and weight_decay must be >= 0, got {self.warmup}, {self.weight_decay}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+
+
+def lr_at(cfg: BBTrainConfig, step: int) -> float:
+    """Learning rate at optimisation step ``step`` (1-based): linear warm-up, then constant."""
+    return cfg.lr * min(1.0, step / cfg.warmup) if cfg.warmup else cfg.lr
+
+
+def bb_optimizer(model, cfg: BBTrainConfig) -> torch.optim.Optimizer:
+    """AdamW over all parameters with the config's lr, betas and weight decay (as the paper's ``train_main.py``)."""
+    return torch.optim.AdamW(model.parameters(), lr=lr_at(cfg, 1), betas=tuple(cfg.betas), eps=1e-8,
+                             weight_decay=cfg.weight_decay)
+
+
+@torch.no_grad()
+def _paper_init(model) -> None:
+    """PyTorch-default init, as the paper's hand-written model: embeddings N(0, 1), linear weights
+    U(±1/sqrt(fan_in)) (``nn.Linear``'s kaiming-uniform with a = sqrt 5), biases 0, norms (1, 0)."""
+    import math
+
+    from transformers.pytorch_utils import Conv1D
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Embedding):
+            m.weight.normal_(0.0, 1.0)
+        elif isinstance(m, (torch.nn.Linear, Conv1D)):
+            fan_in = m.weight.shape[0] if isinstance(m, Conv1D) else m.weight.shape[1]
+            m.weight.uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+            if getattr(m, "bias", None) is not None:
+                m.bias.zero_()
 
 
 def bb_model(task: BBTask, cfg: BBTrainConfig):
@@ -254,16 +317,18 @@ def bb_model(task: BBTask, cfg: BBTrainConfig):
     if cfg.arch == "gpt2":
         hf = GPT2Config(vocab_size=len(task.vocab), n_positions=task.seq_len, n_embd=cfg.d_model,
                         n_layer=cfg.n_layers, n_head=1, n_inner=cfg.d_mlp, resid_pdrop=0.0, embd_pdrop=0.0,
-                        attn_pdrop=0.0, tie_word_embeddings=False, **ids)
+                        attn_pdrop=0.0, activation_function=cfg.activation, tie_word_embeddings=False, **ids)
         hf.architectures = ["GPT2LMHeadModel"]
-        torch.manual_seed(cfg.seed)
-        return AutoModelForCausalLM.from_config(hf, attn_implementation="eager")
-    hf = LlamaConfig(vocab_size=len(task.vocab), hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp,
-                     num_hidden_layers=cfg.n_layers, num_attention_heads=1, num_key_value_heads=1,
-                     max_position_embeddings=task.seq_len, tie_word_embeddings=False, **ids)
-    hf.architectures = ["LlamaForCausalLM"]
+    else:
+        hf = LlamaConfig(vocab_size=len(task.vocab), hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp,
+                         num_hidden_layers=cfg.n_layers, num_attention_heads=1, num_key_value_heads=1,
+                         max_position_embeddings=task.seq_len, tie_word_embeddings=False, **ids)
+        hf.architectures = ["LlamaForCausalLM"]
     torch.manual_seed(cfg.seed)
-    return AutoModelForCausalLM.from_config(hf, attn_implementation="eager")
+    model = AutoModelForCausalLM.from_config(hf, attn_implementation="eager")
+    if cfg.init == "paper":
+        _paper_init(model)
+    return model
 
 
 @dataclass
@@ -295,7 +360,7 @@ def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | N
                                                   "train": asdict(cfg)}, indent=1))
     tok = bb_tokenizer(task)
     model = bb_model(task, cfg).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = bb_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     wanted = cfg.checkpoint_steps if cfg.checkpoint_steps is not None else log_spaced_steps(cfg.steps)
     ckpts = sorted({s for s in wanted if s <= cfg.steps} | {cfg.steps})
@@ -313,6 +378,8 @@ def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | N
     if 0 in ckpts:
         save(0)
     for step in range(1, cfg.steps + 1):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step)
         x = task.sample(cfg.batch_size, gen).to(device)
         logits = model(x).logits
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
