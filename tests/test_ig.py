@@ -13,10 +13,9 @@ def _task(model):
                              answers=[("a", "b"), ("c", "d")])
 
 
-# captum's LayerIntegratedGradients runs the un-expanded inputs and swaps in a steps*B layer output;
-# on a TransformerBridge that only works at hook_embed (a mid-layer hook hits a batch-size mismatch
-# at the residual add inside captum's forward), so the captum agreement is checked there.
-@pytest.mark.parametrize("hook", ["hook_embed"])
+# captum's LayerIntegratedGradients swaps in a steps*B layer output; at a mid-layer resid_pre hook
+# captum_layer_ig attaches to the block's input (attribute_to_layer_input=True), see captum_ig.py.
+@pytest.mark.parametrize("hook", ["hook_embed", "blocks.1.hook_resid_pre"])
 @pytest.mark.parametrize("method", ["gausslegendre", "riemann_trapezoid"])
 def test_ig_matches_captum(tiny_llama, hook, method):
     task = _task(tiny_llama)

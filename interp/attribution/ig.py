@@ -31,6 +31,7 @@ Memory: ``max_tokens`` tokens of activations for the backward, plus the per-comp
 from __future__ import annotations
 
 import time
+import warnings
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -41,7 +42,8 @@ import torch
 from interp.models import scoped_hooks
 
 from .components import AttributionResult, cache_components, component_types, linear_scores, per_position_set
-from .fastpath import PrefixCache, fast_enabled, fast_forward, hook_layer, reads_last_position_only
+from .fastpath import (LeanLlama, PrefixCache, fast_enabled, fast_forward, hook_layer, lean_llama, lean_start_layer,
+                       reads_last_position_only)
 
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 DEFAULT_STEPS = 32
@@ -87,6 +89,9 @@ class IGResult:
     steps: int
     method: str
     seconds: float
+    path: str = "plain"
+    """Which forward ran the steps: ``plain`` (the bridge, whole model), ``replay`` (the bridge,
+    blocks before the hook replayed, last-position logits) or ``lean`` (fastpath.LeanLlama)."""
 
     @property
     def relative_delta(self) -> float:
@@ -167,6 +172,41 @@ def _interpolate(model, tokens, hook, x_act, base_act, alphas, weights, metric, 
     return g_hook, g_col
 
 
+def _interpolate_lean(lean: LeanLlama, start: int, x_act, base_act, f_x, alphas, weights, metric,
+                      max_tokens) -> torch.Tensor | None:
+    """:func:`_interpolate` through fastpath.LeanLlama (residual-stream hooks, last-position metrics).
+
+    Positions before the first one where input and baseline differ (``p0``) are the same in every
+    copy; they run once (their keys/values are shared) and their gradient is not needed: their
+    attribution is ``0 * grad`` = 0.  Returns None when the lean forward does not reproduce the
+    bridge's metric on the input (then the caller takes the bridge path).
+    """
+    B, T = x_act.shape[:2]
+    differs = (x_act != base_act).reshape(B, T, -1).any(-1).any(0)
+    p0 = min(int(differs.int().argmax()) if bool(differs.any()) else T, T - 1)
+    with torch.no_grad():
+        prefix = lean.prefix_kv(x_act[:, :p0], start)
+        check = metric(lean.logits(x_act[:, p0:], start, T, prefix)).float()
+    if check.shape != f_x.shape or not torch.allclose(check, f_x.float(), rtol=1e-3,
+                                                      atol=1e-3 * (1 + f_x.float().abs().max().item())):
+        return None
+    g = torch.zeros_like(x_act, dtype=torch.float32)
+    x_s, b_s = x_act[:, p0:], base_act[:, p0:]
+    chunk = max(1, max_tokens // (B * (T - p0)))
+    for s in range(0, len(alphas), chunk):
+        a = alphas[s:s + chunk].to(x_act.device, torch.float32)
+        w = weights[s:s + chunk].to(x_act.device, torch.float32)
+        c = len(a)
+        shape = (c,) + (1,) * x_s.ndim
+        interp = (b_s.unsqueeze(0) + a.view(shape) * (x_s - b_s).unsqueeze(0))
+        interp = interp.reshape(c * B, *x_s.shape[1:]).to(x_act.dtype).requires_grad_(True)
+        with torch.enable_grad():
+            f = metric(lean.logits(interp, start, T, prefix)).reshape(c, B)
+            (gi,) = torch.autograd.grad((f * w[:, None]).sum(), [interp])
+        g[:, p0:] += gi.reshape(c, *x_s.shape).sum(0).float()
+    return g
+
+
 def layer_integrated_gradients(
     model,
     tokens: torch.Tensor,
@@ -184,7 +224,8 @@ def layer_integrated_gradients(
     baseline, as in captum's LayerIntegratedGradients), an activation tensor, or ``"zeros"`` /
     ``None`` (zero activation).  ``fast`` (default: on unless ``INTERP_IG_REFERENCE=1``) reuses the
     blocks before the hook and computes only the last position's logits when the metric reads
-    only those (fastpath.py); ``fast=False`` is the plain reference path.
+    only those; on Llama-family models at a residual-stream hook the steps run the lean forward
+    (fastpath.py; ``result.path`` says which ran); ``fast=False`` is the plain reference path.
     """
     t0 = time.perf_counter()
     tokens = tokens if tokens.ndim == 2 else tokens[None]
@@ -207,12 +248,23 @@ def layer_integrated_gradients(
             raise ValueError(f"baseline must be token ids, an activation tensor or 'zeros', got {baseline!r}")
         with torch.no_grad(), scoped_hooks(model, fwd=[(hook, lambda x, hook: base_act)]):
             f_b = metric(model(tokens.to(x_act.device))).detach()
-    g, _ = _interpolate(model, tokens, hook, x_act, base_act, alphas, weights, metric, max_tokens,
-                        prefix=prefix, last_only=last and fast_enabled(fast))
+    g, path = None, "plain"
+    lean = lean_llama(model, hook) if fast_enabled(fast) and last else None
+    if lean is not None:
+        g = _interpolate_lean(lean, lean_start_layer(model, hook), x_act, base_act, f_x, alphas, weights, metric,
+                              max_tokens)
+        if g is None:
+            warnings.warn("lean Llama forward does not reproduce the model's metric here; using the bridge path",
+                          RuntimeWarning, stacklevel=2)
+        path = "lean"
+    if g is None:
+        g, _ = _interpolate(model, tokens, hook, x_act, base_act, alphas, weights, metric, max_tokens,
+                            prefix=prefix, last_only=last and fast_enabled(fast))
+        path = "replay" if fast_enabled(fast) and (prefix is not None or last) else "plain"
     attr = (x_act.float() - base_act.float()) * g
     delta = attr.reshape(attr.shape[0], -1).sum(-1) - (f_x.float() - f_b.float())
     return IGResult(attributions=attr, delta=delta.cpu(), f_input=f_x.float().cpu(), f_baseline=f_b.float().cpu(),
-                    hook=hook, steps=steps, method=method, seconds=time.perf_counter() - t0)
+                    hook=hook, steps=steps, method=method, seconds=time.perf_counter() - t0, path=path)
 
 
 def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid", "attn_head", "mlp"),
