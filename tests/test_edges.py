@@ -290,3 +290,35 @@ def test_post_norm_architecture_is_refused():
     m = load_model("tiny-gemma3", device="cpu")
     with pytest.raises(ValueError, match="post-norms"):
         edge_graph(m)
+
+
+# ---------------------------------------------------------------------------------- CLI
+def test_cli_writes_results_and_report(tmp_path, capsys):
+    import json
+
+    from interp.cli.main import main
+
+    out = tmp_path / "edges"
+    rc = main(["edges", "ioi", "--model", "tiny-gpt2", "--method", "eap", "--n", "2", "--top", "4", "--check", "4",
+               "--out", str(out), "--json"])
+    assert rc == 0
+    payload = json.loads(capsys.readouterr().out)
+    res = json.loads((out / "results.json").read_text())
+    assert res["kind"] == "edges" and res["config"]["method"] == "eap"
+    assert (out / "report.html").stat().st_size > 1000
+    top = res["top_edges"]
+    assert len(top) == 4 and payload["top_edges"] == top
+    assert [abs(e["score"]) for e in top] == sorted((abs(e["score"]) for e in top), reverse=True)
+    # every listed edge carries its real patched effect, and the stage matrix holds every |score|
+    m = load_model("tiny-gpt2", device="cpu")
+    p = edge_patching(m, ioi_task(m, n=2, seed=0), [e["edge"] for e in top])
+    assert [e["patch"] for e in top] == pytest.approx(p.effects.tolist(), rel=1e-5, abs=1e-9)
+    z = torch.tensor(res["abs_score_by_stage"]["z"])
+    assert z.shape == (5, 5) and float(z.sum()) >= sum(abs(e["score"]) for e in top) - 1e-9
+
+
+def test_cli_bad_input(capsys):
+    from interp.cli.main import main
+
+    assert main(["edges", "ioi", "--model", "tiny-gpt2", "--n", "0"]) == 2
+    assert "--n must be >= 1" in capsys.readouterr().err

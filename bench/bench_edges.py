@@ -1,0 +1,145 @@
+"""Benchmark: EAP and EAP-IG edge scores vs real edge patching on IOI (SmolLM2-135M).
+
+In one run, on the same prompts:
+1. EAP (gradient at the clean input) and EAP-IG (m = ``--steps`` left-Riemann steps over the
+   input embeddings, Hanna et al. 2024) score every edge of the graph (interp.attribution.edges):
+   wall time of each.
+2. Real edge patching (interp.attribution.edge_patching: the clean run with one receiver's input
+   carrying the sender's corrupted value) on a sample: the ``--top`` edges by |EAP-IG| plus
+   ``--random`` edges drawn uniformly from the rest.  Pearson and Spearman r of each estimate with
+   the patched effect, on the whole sample and on each part.
+3. Speed: edge patching's seconds per edge, extrapolated to every edge, over EAP / EAP-IG's time
+   for all of them.  The peer implementation (hannamw/EAP-IG) needs TransformerLens's
+   HookedTransformer, which TransformerLens 4.3 no longer has, so real patching is the peer here.
+
+    python bench/bench_edges.py [--model smollm2-135m] [--n 8] [--steps 5] [--top 100] [--random 100]
+
+Writes bench/results/bench_edges.json with the machine, load average, versions and command line.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
+    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-300))
+
+
+def ranks(x: torch.Tensor) -> torch.Tensor:
+    """Average ranks (ties share their mean rank)."""
+    x = x.double()
+    order = x.argsort()
+    r = torch.empty_like(x)
+    r[order] = torch.arange(len(x), dtype=torch.float64)
+    for v in x.unique():
+        m = x == v
+        if m.sum() > 1:
+            r[m] = r[m].mean()
+    return r
+
+
+def spearman(a, b) -> float:
+    return pearson(ranks(a), ranks(b))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--task", default="ioi", choices=["ioi", "greater-than"])
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--top", type=int, default=100)
+    ap.add_argument("--random", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-tokens", type=int, default=4096)
+    ap.add_argument("--reference", action="store_true", help="also time the reference gradient path (fast=False)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_edges.json"))
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from interp.attribution.edge_patching import edge_patching
+    from interp.attribution.edges import edge_attribution
+    from interp.circuits.pipeline import make_task, versions
+    from interp.models import load_model
+
+    load0 = open("/proc/loadavg").read().split()[:3]
+    model = load_model(args.model, device="cpu" if not torch.cuda.is_available() else None)
+    task = make_task(args.task, model, n=args.n, seed=args.seed)
+    print(f"{args.task} on {args.model}: {task.n} prompts x {task.clean.shape[1]} tokens; load {load0}", flush=True)
+
+    eap = edge_attribution(model, task, "eap", max_tokens=args.max_tokens)
+    print(f"EAP: {eap.seconds:.1f} s for {eap.graph.n_edges} edges {eap.timings}", flush=True)
+    ig = edge_attribution(model, task, "eap-ig", steps=args.steps, max_tokens=args.max_tokens)
+    print(f"EAP-IG (m={args.steps}): {ig.seconds:.1f} s {ig.timings}", flush=True)
+    ref = None
+    if args.reference:
+        ref = edge_attribution(model, task, "eap", max_tokens=args.max_tokens, fast=False)
+        print(f"EAP reference path: {ref.seconds:.1f} s; max |fast - ref| = "
+              f"{float((ref.scores - eap.scores).abs().max()):.3g}", flush=True)
+
+    # the sample: top edges by |EAP-IG| plus uniform random others
+    g = ig.graph
+    all_edges = g.mask.nonzero()  # [E, 2]
+    vals = ig.scores[all_edges[:, 0], all_edges[:, 1]].abs()
+    order = vals.argsort(descending=True)
+    top = order[:args.top]
+    gen = torch.Generator().manual_seed(args.seed)
+    rest = order[args.top:]
+    rnd = rest[torch.randperm(len(rest), generator=gen)[:args.random]]
+    sample = torch.cat([top, rnd])
+    pairs = [tuple(all_edges[i].tolist()) for i in sample]
+    patch = edge_patching(model, task, pairs, max_tokens=args.max_tokens, progress=True)
+    per_edge = patch.seconds / len(pairs)
+    print(f"edge patching: {patch.seconds:.1f} s for {len(pairs)} edges ({per_edge:.2f} s/edge)", flush=True)
+
+    truth = patch.effects
+    est = {"eap": torch.tensor([float(eap.scores[i, j]) for i, j in pairs]),
+           "eap-ig": torch.tensor([float(ig.scores[i, j]) for i, j in pairs])}
+    parts = {"all": slice(None), "top": slice(0, len(top)), "random": slice(len(top), None)}
+    corr = {m: {p: {"pearson": pearson(v[s], truth[s]), "spearman": spearman(v[s], truth[s])}
+                for p, s in parts.items() if len(truth[s]) > 2}
+            for m, v in est.items()}
+    for m, c in corr.items():
+        print(m, {p: {k: round(x, 3) for k, x in d.items()} for p, d in c.items()})
+    all_patch_s = per_edge * g.n_edges
+    res = {
+        "command": " ".join([sys.executable.split("/")[-1]] + sys.argv),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "loadavg_start": load0, "loadavg_end": open("/proc/loadavg").read().split()[:3]},
+        "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": args.model, "task": args.task, "n_prompts": task.n, "tokens": int(task.clean.shape[1]),
+        "steps": args.steps, "n_senders": len(g.senders), "n_receivers": len(g.receivers), "n_edges": g.n_edges,
+        "metric_clean": eap.metric_clean, "metric_corrupt": eap.metric_corrupt,
+        "seconds": {"eap": eap.seconds, "eap-ig": ig.seconds, "eap_reference": ref.seconds if ref else None,
+                    "edge_patching_sample": patch.seconds, "edge_patching_per_edge": per_edge,
+                    "edge_patching_all_edges_extrapolated": all_patch_s},
+        "timings": {"eap": eap.timings, "eap-ig": ig.timings},
+        "speedup_over_patching_all_edges": {"eap": all_patch_s / eap.seconds, "eap-ig": all_patch_s / ig.seconds},
+        "eap_ig_over_eap_time": ig.seconds / eap.seconds,
+        "fast_vs_reference_max_abs_diff": float((ref.scores - eap.scores).abs().max()) if ref else None,
+        "sample": {"top_by_abs_eap_ig": len(top), "random": len(rnd), "seed": args.seed,
+                   "patching_config": patch.config},
+        "correlation_with_edge_patching": corr,
+        "edges": [{"edge": g.edge_name(i, j), "part": "top" if k < len(top) else "random",
+                   "eap": float(est["eap"][k]), "eap_ig": float(est["eap-ig"][k]), "patch": float(truth[k])}
+                  for k, (i, j) in enumerate(pairs)],
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=1))
+    print(f"patching all {g.n_edges} edges would take ~{all_patch_s / 3600:.1f} h: EAP is "
+          f"{res['speedup_over_patching_all_edges']['eap']:.0f}x, EAP-IG "
+          f"{res['speedup_over_patching_all_edges']['eap-ig']:.0f}x faster; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""``interp edges ioi|greater-than``: EAP / EAP-IG scores for every edge; the top edges to results.json.
+
+    interp edges ioi --model smollm2-135m --method eap-ig --steps 5 --n 8 --top 50 --out runs/edges
+
+Writes ``DIR/results.json`` (kind ``edges``: the top edges with their scores, the method, timings,
+the configuration, |score| summed per (sender stage, receiver stage) block) and ``DIR/report.html``.
+``--check K`` also patches the top K edges for real (edge_patching.py) and reports the Pearson r.
+"""
+
+from __future__ import annotations
+
+import time
+
+METHOD_CHOICES = ("eap", "eap-ig", "clean-corrupted")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("edges", help="EAP / EAP-IG edge attribution scores for every edge on one task")
+    p.add_argument("task", choices=["ioi", "greater-than"])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--method", default="eap-ig", choices=METHOD_CHOICES,
+                   help="eap: gradient at the clean input; eap-ig: mean gradient over --steps interpolations of "
+                        "the input embeddings (Hanna et al. 2024); clean-corrupted: mean of the two ends")
+    p.add_argument("--steps", type=int, default=5, help="EAP-IG interpolation steps (left Riemann; paper: 5)")
+    p.add_argument("--n", type=int, default=8, help="number of prompts")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--top", type=int, default=50, help="how many top edges (by |score|) to list and store")
+    p.add_argument("--check", type=int, default=0, help="also edge-patch the top K edges for real (ground truth)")
+    p.add_argument("--max-tokens", type=int, default=4096, help="tokens per forward/backward pass")
+    p.add_argument("--out", default=None, help="folder for results.json and report.html")
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=_run)
+
+
+def stage_matrix(res) -> tuple[list[list[float]], list[str], list[str]]:
+    """|score| summed per (sender stage, receiver stage): rows embed, L0 heads, MLP0, ...; columns
+    L0 attention (q/k/v), MLP0, ..., logits."""
+    import torch
+
+    g = res.graph
+    s_st = torch.tensor([n.stage for n in g.senders]) + 1  # -1 (embeddings) -> 0
+    r_st = torch.tensor([n.stage for n in g.receivers])
+    L = len({n.layer for n in g.receivers if n.kind == "mlp"})
+    M = torch.zeros(2 * L + 1, 2 * L + 1, dtype=torch.float64)
+    a = res.scores.abs().double()
+    M.index_put_((s_st[:, None].expand_as(a).reshape(-1), r_st[None, :].expand_as(a).reshape(-1)), a.reshape(-1),
+                 accumulate=True)
+    rows = ["embed"] + [f"{w}{l}" for l in range(L) for w in ("heads L", "MLP")]
+    cols = [f"{w}{l}" for l in range(L) for w in ("attn L", "MLP")] + ["logits"]
+    return M.tolist(), rows, cols
+
+
+def _run(args) -> int:
+    from interp.attribution.edge_patching import edge_patching
+    from interp.attribution.edges import edge_attribution
+    from interp.circuits.pipeline import make_task, versions, write_outputs
+    from interp.models import load_model, model_name
+
+    if args.n < 1:
+        raise ValueError("--n must be >= 1")
+    if args.top < 1:
+        raise ValueError("--top must be >= 1")
+    if args.check < 0:
+        raise ValueError("--check must be >= 0")
+    if args.method == "eap-ig" and args.steps < 1:
+        raise ValueError("--steps must be >= 1")
+    model = load_model(args.model, device=args.device)
+    task = make_task(args.task, model, n=args.n, seed=args.seed)
+    res = edge_attribution(model, task, args.method, steps=args.steps, max_tokens=args.max_tokens)
+    top = res.top(args.top)
+    span = res.metric_clean - res.metric_corrupt
+    for e in top:
+        e["normalized"] = e["score"] / span if span else None
+    seconds = {args.method: res.seconds}
+    check = None
+    if args.check:
+        k = min(args.check, len(top))
+        p = edge_patching(model, task, [e["edge"] for e in top[:k]], max_tokens=args.max_tokens)
+        for e, eff in zip(top, p.effects.tolist()):
+            e["patch"] = eff
+        seconds["edge_patching"] = p.seconds
+        import torch
+
+        a = torch.tensor([e["score"] for e in top[:k]], dtype=torch.float64)
+        b = p.effects.double()
+        r = float(((a - a.mean()) * (b - b.mean())).sum() / ((a - a.mean()).norm() * (b - b.mean()).norm()).clamp_min(1e-300)) if k > 2 else None
+        check = {"n_edges": k, "pearson": r, "seconds": p.seconds}
+    matrix, rows, cols = stage_matrix(res)
+    results = {
+        "kind": "edges",
+        "title": f"Edge attribution ({args.method}): {args.task} on {model_name(model)}",
+        "model": model_name(model), "task": args.task, "n_prompts": task.n,
+        "config": {"method": args.method, "steps": res.config["steps"], "n": args.n, "seed": args.seed,
+                   "top": args.top, "check": args.check, "max_tokens": args.max_tokens, "fast": res.config["fast"],
+                   "direction": res.config["direction"]},
+        "metric_clean": res.metric_clean, "metric_corrupt": res.metric_corrupt,
+        "n_senders": len(res.graph.senders), "n_receivers": len(res.graph.receivers), "n_edges": res.graph.n_edges,
+        "seconds": seconds, "timings": res.timings,
+        "top_edges": top,
+        "abs_score_by_stage": {"z": matrix, "rows": rows, "columns": cols,
+                               "caption": "sum of |score| over the edges from a sender stage (row) to a receiver stage (column)"},
+        "check": check,
+        "prompts": task.to_json(), "versions": versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    paths = None
+    if args.out:
+        paths = write_outputs(results, args.out)
+    lines = [f"{args.method} on {args.task} ({model_name(model)}, {task.n} prompts): {res.graph.n_edges} edges "
+             f"in {res.seconds:.1f} s; metric clean {res.metric_clean:.3f}, corrupt {res.metric_corrupt:.3f}",
+             f"{'edge':28s} {'score':>9s}" + (f" {'patch':>9s}" if check else "")]
+    for e in top:
+        lines.append(f"{e['edge']:28s} {e['score']:9.4f}" + (f" {e['patch']:9.4f}" if "patch" in e else ""))
+    if check:
+        lines.append(f"Pearson r with edge patching over the top {check['n_edges']}: {check['pearson']}")
+    if paths:
+        lines.append(f"wrote {paths[0]}" + (f" and {paths[1]}" if paths[1] else ""))
+    payload = {k: results[k] for k in ("config", "metric_clean", "metric_corrupt", "n_edges", "seconds", "top_edges",
+                                       "check")}
+    if paths:
+        payload["results"] = str(paths[0])
+    from interp.cli.main import emit
+
+    emit(args, payload, "\n".join(lines))
+    return 0
