@@ -4,24 +4,36 @@ The store is ``--rows`` x ``--d`` fp16 rows of one hook (default 400k x 576 = 46
 width of SmolLM2-135M's residual stream), written with :func:`interp.store.write_store`
 (content does not affect read speed), or an existing store given with ``--store``.
 
-* ``raw_batches``: sequential ``readinto`` of every shard file into fresh batch-sized numpy
-  arrays: a plain sequential read delivering the same bytes in batches (the issue's baseline).
-* ``raw_reuse``: the same into one reused buffer: memcpy from the page cache, an upper bound.
-* ``shuffled_1st``: ``store.batches(hook, batch_size, shuffle=True)`` on a freshly opened store,
-  so the one-time CRC-32 check of every file is included; ``shuffled_fp16``/``fp32``: later
-  epochs (storage dtype / cast to fp32).  ``stream``: ``store.stream(hook, batch_size)``.
-* ``raw_cold`` / ``shuffled_cold``: ``raw_batches`` / ``shuffled_fp16`` after the store's files
-  were dropped from the page cache (``posix_fadvise(POSIX_FADV_DONTNEED)`` on every file),
-  so both read from the disk.
+The baseline, ``raw_batches``, is what a training loop minimally needs: every byte of the
+hook's files brought into user memory, in batch-sized pieces, in storage order -- a sequential
+``readinto`` of each shard file into a fresh ``np.empty`` array of ``batch_size`` rows per read
+(a real copy from the page cache, not a view; glibc hands back the block the previous batch
+freed, so the destination stays in the CPU cache, as it does for a loop that drops each batch).
 
-Page cache: warm for every contender but the ``_cold`` pair (each warm contender runs once as
-warm-up), so the warm numbers measure the reader's own cost.  Throughput is bytes of the
-hook's rows delivered per second, by wall clock and by process CPU time (user + system,
-insensitive to other processes on a shared machine); ratios are to ``raw_batches`` (target
-for shuffled batches: >= 0.5) and ``raw_cold``.  Contenders run interleaved ``--repeats``
-times; the best time counts.  Writes ``--out`` (JSON).
+* ``raw_reuse``: the same files read whole into one reused file-sized buffer (a destination
+  that does not stay in the cache; for scale only).
+* ``shuffled_fp16`` / ``shuffled_fp32``: a later epoch of ``store.batches(hook, batch_size,
+  shuffle=True)`` (storage dtype / cast to fp32) with the fast window fill (``fast=True``:
+  kernel scatter, ``preadv`` with one ``iovec`` per row into its batch slot); ``*_ref``: the
+  reference fill (``fast=False``: sequential read into a staging array + numpy scatter), which
+  gives bit-identical batches.  ``shuffled_1st``: the first epoch of a freshly opened store
+  (includes the one-time CRC-32 check of every file).  ``stream_fp16``: ``store.stream``.
+* ``raw_cold`` / ``shuffled_cold`` / ``shuffled_cold_ref``: ``raw_batches`` / ``shuffled_fp16``
+  (fast / reference) after the store's files were dropped from the page cache
+  (``posix_fadvise(POSIX_FADV_DONTNEED)`` on every file), so all read from the disk.
+* ``--settings C/W,...``: ``shuffled_fp16`` (fast) with ``chunk_rows=C, buffer_rows=W``, with
+  the mixing each gives, measured on an id-only store of the same row count: distinct chunks
+  per batch, most rows of one chunk in a batch, and distinct ``--context``-row sequences per
+  batch (rows of one sequence in one batch are the correlated ones; a full shuffle gives
+  ~``batch_size`` distinct sequences).
 
-    python bench/bench_store_read.py --rows 400000 --d 576 --batch-size 4096
+Page cache: warm for every contender but the ``_cold`` ones (each warm contender runs once as
+warm-up).  Throughput is bytes of the hook's rows delivered per second, by wall clock and by
+process CPU time (user + system; less sensitive to other processes on a shared machine);
+ratios are to ``raw_batches`` (target for shuffled fp16 batches: >= 0.5) and ``raw_cold``.
+Contenders run interleaved ``--repeats`` times; the best time counts.  Writes ``--out`` (JSON).
+
+    python bench/bench_store_read.py --repeats 5 --cold-repeats 2 --settings 1024/65536,1024/16384,256/16384
 """
 
 from __future__ import annotations
@@ -43,6 +55,25 @@ from bench.bench_cache import machine  # noqa: E402
 from interp.store import ActivationStore, write_store  # noqa: E402
 
 
+def mixing(n_rows: int, batch_size: int, chunk_rows: int, buffer_rows: int, context: int, tmp: Path) -> dict:
+    """Mixing of one epoch of ``batches`` on an id-only store of ``n_rows`` rows (shards as the bench store)."""
+    write_store(tmp / f"ids_{chunk_rows}_{buffer_rows}", {"id": lambda a, b: np.arange(a, b, dtype=np.float32)[:, None]},
+                n_rows, dtype="float32", shard_rows=28672, chunk_rows=16384)
+    s = ActivationStore.open(tmp / f"ids_{chunk_rows}_{buffer_rows}")
+    chunks, top, seqs = [], [], []
+    for b in s.batches("id", batch_size, seed=0, chunk_rows=chunk_rows, buffer_rows=buffer_rows):
+        if b.shape[0] < batch_size:
+            continue
+        ids = b[:, 0].long().numpy()
+        ch = (ids // 28672) * 10**6 + (ids % 28672) // chunk_rows
+        _, counts = np.unique(ch, return_counts=True)
+        chunks.append(counts.size)
+        top.append(int(counts.max()))
+        seqs.append(np.unique(ids // context).size)
+    return {"chunks_per_batch": float(np.mean(chunks)), "max_rows_of_one_chunk": int(max(top)),
+            "sequences_per_batch": float(np.mean(seqs)), "rows_per_sequence": batch_size / float(np.mean(seqs))}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store", default=None, help="an existing store (default: write a synthetic one)")
@@ -53,13 +84,16 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cold-repeats", type=int, default=2)
+    ap.add_argument("--settings", default="", help="chunk_rows/buffer_rows pairs to sweep, e.g. 1024/65536,256/16384")
+    ap.add_argument("--context", type=int, default=128, help="sequence length assumed by the mixing measure")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_store_read.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    settings = [tuple(int(x) for x in s.split("/")) for s in args.settings.split(",") if s]
 
+    tmp = Path(tempfile.mkdtemp(prefix="bench_read_"))
     if args.store is None:
-        tmp = Path(tempfile.mkdtemp(prefix="bench_read_"))
         rng = np.random.default_rng(0)
         block = rng.standard_normal((16384, args.d)).astype(np.float16)
         write_store(tmp / "s", {"blocks.0.hook_resid_post": lambda a, b: block[: b - a]}, args.rows,
@@ -71,9 +105,7 @@ def main(argv=None) -> int:
     hook = args.hook or store.hooks[0]
     files = [store._file(s, hook)[0] for s in store.shards]
     nbytes = sum(f.stat().st_size for f in files)
-
-    row_bytes = store.d(hook) * 2 if store.dtype != "float32" else store.d(hook) * 4
-
+    row_bytes = store.d(hook) * np.dtype(store._np_dtype).itemsize
     reuse_buf = bytearray(max(f.stat().st_size for f in files))
 
     def raw_reuse():
@@ -84,13 +116,16 @@ def main(argv=None) -> int:
                     got += n
 
     def raw_batches():
+        got = 0
         for f in files:
             with open(f, "rb", buffering=0) as fh:
                 while True:
                     a = np.empty(args.batch_size * row_bytes, dtype=np.uint8)
-                    n = fh.readinto(a)
+                    n = fh.readinto(a)  # one read of up to a batch: the bytes land in `a`
                     if not n:
                         break
+                    got += n
+        assert got == nbytes
 
     warm = ActivationStore.open(path)
     list(warm.batches(hook, args.batch_size))  # CRC of every file checked once here
@@ -107,9 +142,10 @@ def main(argv=None) -> int:
         n = sum(b.shape[0] for b in s.batches(hook, args.batch_size, shuffle=True, seed=0, dtype=None))
         assert n == s.n_rows
 
-    def shuffled(dtype):
+    def shuffled(dtype, fast=True, chunk_rows=1024, buffer_rows=65536):
         def run():
-            n = sum(b.shape[0] for b in warm.batches(hook, args.batch_size, shuffle=True, seed=1, dtype=dtype))
+            n = sum(b.shape[0] for b in warm.batches(hook, args.batch_size, shuffle=True, seed=1, dtype=dtype,
+                                                     fast=fast, chunk_rows=chunk_rows, buffer_rows=buffer_rows))
             assert n == warm.n_rows
         return run
 
@@ -133,32 +169,44 @@ def main(argv=None) -> int:
         return run
 
     contenders = {"raw_reuse": timed(raw_reuse), "raw_batches": timed(raw_batches),
-                  "shuffled_1st": timed(shuffled_first_epoch), "shuffled_fp16": timed(shuffled(None)),
-                  "shuffled_fp32": timed(shuffled(torch.float32)), "stream_fp16": timed(stream)}
-    cold_contenders = {"raw_cold": cold(raw_batches), "shuffled_cold": cold(shuffled(None))}
+                  "shuffled_1st": timed(shuffled_first_epoch),
+                  "shuffled_fp16": timed(shuffled(None)), "shuffled_fp16_ref": timed(shuffled(None, fast=False)),
+                  "shuffled_fp32": timed(shuffled(torch.float32)),
+                  "shuffled_fp32_ref": timed(shuffled(torch.float32, fast=False)), "stream_fp16": timed(stream)}
+    for c, w in settings:
+        contenders[f"shuffled_fp16_c{c}_w{w}"] = timed(shuffled(None, chunk_rows=c, buffer_rows=w))
+    cold_contenders = {"raw_cold": cold(raw_batches), "shuffled_cold": cold(shuffled(None)),
+                       "shuffled_cold_ref": cold(shuffled(None, fast=False))}
     for fn in contenders.values():
         fn()  # warm-up: page cache, allocator
     wall = {k: [] for k in [*contenders, *cold_contenders]}
     cpu = {k: [] for k in wall}
+    load = [os.getloadavg()]
     for r in range(max(args.repeats, args.cold_repeats)):
         todo = {**(contenders if r < args.repeats else {}), **(cold_contenders if r < args.cold_repeats else {})}
         for k, fn in todo.items():
             w, c = fn()
             wall[k].append(w)
             cpu[k].append(c)
+        load.append(os.getloadavg())
     best = {k: min(v) for k, v in wall.items() if v}
     best_cpu = {k: min(v) for k, v in cpu.items() if v}
     gbps = {k: nbytes / v / 1e9 for k, v in best.items()}
     ratios = {k: best["raw_batches"] / v for k, v in best.items()}
     cpu_ratios = {k: best_cpu["raw_batches"] / v for k, v in best_cpu.items()}
-    report = {"machine": machine(), "store": str(path), "rows": store.n_rows, "d": store.d(hook), "dtype": store.dtype,
+    mix = {f"c{c}_w{w}": mixing(store.n_rows, args.batch_size, c, w, args.context, tmp)
+           for c, w in [(1024, 65536), *[s for s in settings if s != (1024, 65536)]]}
+    report = {"machine": machine(), "load_avg_during": load, "command": " ".join([sys.executable, *sys.argv]),
+              "store": str(path), "rows": store.n_rows, "d": store.d(hook), "dtype": store.dtype,
               "bytes": nbytes, "n_files": len(files), "batch_size": args.batch_size,
-              "reader": {"chunk_rows": 1024, "buffer_rows": 65536, "note": "batches() defaults"},
-              "page_cache": "warm for all but raw_cold/shuffled_cold (dropped by posix_fadvise DONTNEED before each)",
+              "reader": {"chunk_rows": 1024, "buffer_rows": 65536, "note": "batches() defaults unless named c*_w*"},
+              "page_cache": "warm for all but *_cold (dropped by posix_fadvise DONTNEED before each)",
               "seconds_best": best, "cpu_seconds_best": best_cpu, "GB_per_s": gbps,
               "ratio_vs_raw_batches": ratios, "cpu_ratio_vs_raw_batches": cpu_ratios,
               "ratio_vs_raw_reuse": {k: best["raw_reuse"] / v for k, v in best.items()},
               "cold_ratio_shuffled_vs_raw": best["raw_cold"] / best["shuffled_cold"] if "raw_cold" in best else None,
+              "cold_ratio_shuffled_ref_vs_raw": best["raw_cold"] / best["shuffled_cold_ref"] if "raw_cold" in best else None,
+              "mixing": mix, "context_for_mixing": args.context,
               "all_seconds": wall, "all_cpu_seconds": cpu}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -167,25 +215,26 @@ def main(argv=None) -> int:
         print(json.dumps(report, indent=1, default=str))
     else:
         m = report["machine"]
-        print(f"machine: {m['cpu']} ({m['cores']} cores, load {m['load_avg'][0]:.1f}), torch {m['torch']} "
-              f"({m['torch_threads']} threads), numpy {m['numpy']}")
+        print(f"machine: {m['cpu']} ({m['cores']} cores, load {', '.join(f'{x[0]:.1f}' for x in load)}), "
+              f"torch {m['torch']} ({m['torch_threads']} threads), numpy {m['numpy']}")
         print(f"store: {store.n_rows} rows x d={store.d(hook)} {store.dtype} = {nbytes / 1e6:.0f} MB in "
               f"{len(files)} shard files; batch {args.batch_size}; best of {args.repeats} (cold: {args.cold_repeats})")
-        print("  raw_reuse: readinto one reused buffer (memcpy bound); raw_batches: sequential readinto fresh "
-              "batch-sized arrays; shuffled_1st: first epoch of a fresh store object (CRC-32 checks included); "
-              "_cold: page cache dropped first")
-        print(f"  {'':<14} {'wall':>8} {'GB/s':>7} {'vs raw':>7} {'CPU':>8} {'CPU vs raw':>10}")
+        print(f"  {'':<26} {'wall':>8} {'GB/s':>7} {'vs raw':>7} {'CPU':>8} {'CPU vs raw':>10}")
         for k in best:
-            print(f"  {k:<14} {best[k]:7.3f}s {gbps[k]:7.2f} {ratios[k]:7.2f} {best_cpu[k]:7.3f}s {cpu_ratios[k]:10.2f}")
-        print(f"  shuffled batches / raw sequential read, page cache warm (target >= 0.5): wall "
-              f"{ratios['shuffled_fp16']:.2f}, CPU {cpu_ratios['shuffled_fp16']:.2f}; "
-              f"first epoch with CRC: {ratios['shuffled_1st']:.2f}")
+            print(f"  {k:<26} {best[k]:7.3f}s {gbps[k]:7.2f} {ratios[k]:7.2f} {best_cpu[k]:7.3f}s {cpu_ratios[k]:10.2f}")
+        print(f"  shuffled fp16 batches / raw sequential read, page cache warm (target >= 0.5): wall "
+              f"{ratios['shuffled_fp16']:.2f}, CPU {cpu_ratios['shuffled_fp16']:.2f} (reference fill: wall "
+              f"{ratios['shuffled_fp16_ref']:.2f}, CPU {cpu_ratios['shuffled_fp16_ref']:.2f})")
         if report["cold_ratio_shuffled_vs_raw"] is not None:
-            print(f"  both cold (from disk): shuffled / raw = {report['cold_ratio_shuffled_vs_raw']:.2f} (wall)")
-    if args.store is None:
-        import shutil
+            print(f"  both cold (from disk): shuffled / raw = {report['cold_ratio_shuffled_vs_raw']:.2f} (wall; "
+                  f"reference fill {report['cold_ratio_shuffled_ref_vs_raw']:.2f})")
+        for k, v in mix.items():
+            print(f"  mixing {k}: {v['chunks_per_batch']:.0f} chunks per batch (at most {v['max_rows_of_one_chunk']} "
+                  f"rows of one), {v['sequences_per_batch']:.0f} {args.context}-row sequences per batch "
+                  f"({v['rows_per_sequence']:.1f} rows each)")
+    import shutil
 
-        shutil.rmtree(path.parent, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -15,23 +15,41 @@ Nothing is loaded into RAM wholesale.  Three access paths, each bounded in memor
      1024) are put in a uniformly random order (``numpy`` generator seeded ``[seed, epoch]``);
   2. the rows, in that chunk order, are cut into *windows* of ``W`` rows: ``buffer_rows``
      (default 65536; 75 MB for one d=576 fp16 hook) rounded down to whole batches;
-  3. a window is split into batches by a uniformly random permutation of its ``W`` rows.
-     Each chunk is read with one sequential ``readinto`` into a staging array that stays in
-     the CPU cache, and its rows are scattered to their batches' slots in the window buffer,
-     so every row is copied once from the page cache and once inside the cache-to-RAM
-     scatter (a gather of random rows out of RAM costs ~4x a sequential copy).
+  3. a window is split into batches by a uniformly random permutation of its ``W`` rows:
+     batch ``k`` takes the rows whose permuted index falls in ``[kB, (k+1)B)``.
 
-  Randomness guarantee: each batch is a uniformly random ``batch_size``-subset of its
-  window, and a window holds ``W / chunk_rows`` (+1) chunks drawn uniformly at random from
+  Filling a window (``fast=True``, the default where libc has ``preadv``): each chunk is read
+  by one ``preadv`` call whose ``iovec`` list has one entry per row, pointing at the row's
+  slot in the window buffer (the window's last batch: in an array of its own), so the kernel
+  copies every row from the page cache straight to its batch slot -- one pass, no staging,
+  no Python per row.  The reference (``fast=False``, or ``INTERP_STORE_FAST_READ=0``) reads the
+  chunk with one sequential read into a staging array and scatters its rows with numpy: two
+  passes, the same bytes in the same slots (tested bit for bit).  A gather of each batch
+  straight out of memory-mapped shards (one pass too, into a cache-resident batch) was tried
+  and is slower on the 2-core bench machine: a random 1152-byte row costs a DRAM miss that one
+  thread cannot overlap (0.11-0.13 s CPU an epoch of the 461 MB bench store vs ~0.065 s for
+  the kernel scatter, measured in one run at load ~4; bench/bench_store_read.py).  The
+  chunks of the next window (and of the first, at the start) are handed to
+  ``posix_fadvise(WILLNEED)`` first, so a cold store is read from disk ahead of use; ranges
+  whose ends are cached already are skipped (probed with a 1-byte ``RWF_NOWAIT`` read).
+
+  Randomness guarantee (both fills): each batch is a uniformly random ``batch_size``-subset of
+  its window, and a window holds ``W / chunk_rows`` (+1) chunks drawn uniformly at random from
   the whole store; two rows can be in one batch only if their chunks fall in the same window.
+  With sequences of ``T`` tokens stored contiguously (``T <= chunk_rows``), a batch holds about
+  ``B * T / W`` rows of each sequence it touches (8 for ``B`` = 4096, ``T`` = 128 and the
+  default ``W``; a full shuffle of a large store gives ~1).
   Inside a batch, rows of one chunk are adjacent and in storage order (order within a batch
   is not random: shuffle it yourself if you slice batches).  Every row is emitted exactly
-  once per epoch (``drop_last`` aside); a seed gives the same batches.  Memory: one window
-  buffer (``W`` rows of every hook asked for), a second only while the caller still holds a storage-dtype
-  batch (a view of the window buffer) of the previous window, plus one chunk of staging per
-  hook.  With ``rank``/``world_size`` (DDP) rank ``r`` takes chunks ``r, r+W', ...`` of the
-  permuted order (``W'`` = world size) and every rank yields the same number of full batches.
-  ``shuffle=False`` reads rows in storage order through the same windows.
+  once per epoch (``drop_last`` aside); a seed gives the same batches, with either fill.
+  Memory: one window buffer (``W`` rows of every hook asked for; the store keeps it for its
+  next ``batches`` call), a second only while the caller still holds a storage-dtype batch (a
+  view of the window buffer) of the previous window, plus the window's last batch in its own
+  array (the reference: one chunk of staging per hook instead); the ``iovec`` list is 16
+  bytes a row of the window.  With ``rank``/``world_size`` (DDP) rank ``r`` takes chunks
+  ``r, r+W', ...`` of the permuted order (``W'`` = world size) and every rank yields the same
+  number of full batches.  ``shuffle=False`` reads rows in storage order through the same
+  windows (one sequential read per segment).
 
 Tensors come back as ``dtype`` on ``device``; on CUDA the host batch is pinned and copied
 with ``non_blocking=True``, and the cast to ``dtype`` happens on the GPU.
@@ -49,6 +67,7 @@ import ctypes
 import mmap
 import os
 import sys
+import threading
 import warnings
 import zlib
 from collections import OrderedDict
@@ -123,13 +142,22 @@ def _windows(chunks: list[tuple[dict, int, int]], window: int) -> Iterator[tuple
         yield w0, segs
 
 
-def _append_destinations(batch_of: np.ndarray) -> np.ndarray:
-    """Window position of each row, given the batch each row (in reading order) belongs to:
-    batch ``k``'s rows fill ``[k * B, k * B + count_k)`` in reading order (a stable sort)."""
-    dest = np.empty(batch_of.size, dtype=np.int64)
-    if batch_of.size and batch_of.max() < 1 << 16:
-        batch_of = batch_of.astype(np.uint16)  # numpy sorts 16-bit keys stably by radix sort
-    dest[np.argsort(batch_of, kind="stable")] = np.arange(batch_of.size)
+def _append_destinations(perm: np.ndarray, batch_size: int) -> np.ndarray:
+    """Window slot of each row, given a uniformly random permutation ``perm`` of the window's rows
+    (in reading order): batch ``k`` takes the rows ``p`` with ``perm[p] // batch_size == k`` and
+    holds them in reading order, at slots ``[k * batch_size, k * batch_size + count_k)``.
+
+    That is ``dest[argsort(perm // batch_size, stable)] = arange(n)``; computed here from the
+    inverse permutation (row of each value), whose batch-sized pieces only need sorting."""
+    n = perm.size
+    inv = np.empty(n, dtype=np.uint16 if n <= 1 << 16 else np.int64)  # 16-bit keys: numpy's radix sort
+    inv[perm] = np.arange(n, dtype=inv.dtype)
+    dest = np.empty(n, dtype=np.int64)
+    full = n // batch_size * batch_size
+    if full:
+        dest[np.sort(inv[:full].reshape(-1, batch_size), axis=1, kind="stable").reshape(-1)] = np.arange(full)
+    if full < n:
+        dest[np.sort(inv[full:], kind="stable")] = np.arange(full, n)
     return dest
 
 
@@ -169,9 +197,10 @@ FAST_READ = _PREADV is not None and os.environ.get("INTERP_STORE_FAST_READ", "1"
 
 def _preadv_rows(fd: int, iov: np.ndarray, offset: int, path: Path) -> None:
     """Read consecutive file bytes from ``offset`` into the buffers of ``iov`` (``[k, 2]`` uint64
-    rows of (address, length), consumed in order) with ``preadv``: the kernel copies each row from
+    rows of (address, length), all of one length, consumed in order) with ``preadv``: the kernel copies each row from
     the page cache straight to its own address.  Short reads resume; end of file is an error naming ``path``."""
     k, n = 0, len(iov)
+    row = int(iov[0, 1]) if n else 0  # every entry has this length; only iov[k] may be trimmed (below)
     while k < n:
         m = min(_IOV_MAX, n - k)
         got = _PREADV(fd, iov.ctypes.data + k * iov.strides[0], m, offset)
@@ -181,7 +210,7 @@ def _preadv_rows(fd: int, iov: np.ndarray, offset: int, path: Path) -> None:
         if got == 0:
             raise CorruptShardError(f"shard file {path} ended early (truncated after it was opened)")
         offset += got
-        if got == int(iov[k : k + m, 1].sum()):
+        if got == m * row - (row - int(iov[k, 1])):
             k += m
             continue
         while got:  # a short read (rare): skip the buffers filled, trim the one filled in part
@@ -238,17 +267,19 @@ class _WindowPool:
     """
 
     def __init__(self, specs: list[tuple[int, np.dtype]], keep: int = 2):
-        self._specs, self._keep = specs, keep
+        self.specs, self._keep = specs, keep
         self._free: list[list[np.ndarray]] = []
+        self._lock = threading.Lock()
 
     def get(self, n: int) -> list[np.ndarray]:
-        for owners in self._free:
-            if owners[0].size >= n * self._specs[0][0] and all(sys.getrefcount(o) <= 3 for o in owners):
-                return [o[: n * w].reshape(n, w) for o, (w, _) in zip(owners, self._specs)]
-        owners = [_anon_array(n * w, dt) for w, dt in self._specs]
-        if len(self._free) < self._keep:
-            self._free.append(owners)
-        return [o.reshape(n, w) for o, (w, _) in zip(owners, self._specs)]
+        with self._lock:  # the views returned hold their owners before another thread can look
+            for owners in self._free:
+                if owners[0].size >= n * self.specs[0][0] and all(sys.getrefcount(o) <= 3 for o in owners):
+                    return [o[: n * w].reshape(n, w) for o, (w, _) in zip(owners, self.specs)]
+            owners = [_anon_array(n * w, dt) for w, dt in self.specs]
+            if len(self._free) < self._keep:
+                self._free.append(owners)
+            return [o.reshape(n, w) for o, (w, _) in zip(owners, self.specs)]
 
 
 class RowView:
@@ -310,6 +341,7 @@ class ActivationStore:
         self._verified: set[Path] = set()
         self._maps: OrderedDict[Path, np.memmap] = OrderedDict()
         self._files: dict[tuple[int, str], tuple[Path, dict]] = {}
+        self._pool: _WindowPool | None = None  # window buffers of the last batches() call, reused by the next
         self._mapped_bytes, self._max_mapped = 0, max_mapped_bytes
         # the readable part: the contiguous prefix of complete shards
         by_index = {s["index"]: s for s in m["shards"]}
@@ -550,9 +582,9 @@ class ActivationStore:
         permutation.  Every row comes exactly once per epoch (``drop_last`` aside); the same
         ``seed``, ``chunk_rows`` and ``buffer_rows`` give the same batches, whichever hooks are
         asked for.  Memory: one window buffer (``buffer_rows x sum of the hooks' row bytes``,
-        75 MB for one d=576 fp16 hook at the default), a second one only while the caller
-        still holds a storage-dtype batch of the previous window, plus one chunk per hook of
-        staging.
+        75 MB for one d=576 fp16 hook at the default; kept by the store for the next call), a
+        second one only while the caller still holds a storage-dtype batch of the previous
+        window, plus the window's last batch (reference fill: one chunk per hook of staging).
 
         ``drop_last`` defaults to ``True`` when ``world_size > 1`` (every rank yields the same
         number of full batches) and ``False`` otherwise.  ``fast`` picks how a shuffled window is
@@ -573,7 +605,10 @@ class ActivationStore:
         window = max(1, buffer_rows // batch_size) * batch_size  # rows per mixing window
         # chunks: (shard, first row, last row + 1), shard-local, in storage order
         chunks = [(s, a, min(a + chunk_rows, s["rows"])) for s in self.shards for a in range(0, s["rows"], chunk_rows)]
-        pool = _WindowPool([(w, self._np_dtype) for w in widths])
+        specs = [(w, self._np_dtype) for w in widths]
+        if self._pool is None or self._pool.specs != specs:  # the store keeps one pool for the next call:
+            self._pool = _WindowPool(specs)  # a fresh 75 MB buffer costs ~10% of a warm epoch in page faults
+        pool = self._pool
         for epoch in range(epochs):
             rng = np.random.default_rng([seed, epoch])
             order = rng.permutation(len(chunks)) if shuffle else np.arange(len(chunks))
@@ -595,10 +630,11 @@ class ActivationStore:
                 if n_batches <= 0:
                     break
                 bufs = pool.get(n)
-                dest = _append_destinations(rng.permutation(n) // batch_size) if shuffle else None
-                if fast and shuffle and wi + 1 < len(wins):  # the disk reads the next window meanwhile
-                    _prefetch([(self._file(sh, h)[0], a * rb, (b - a) * rb)
-                               for h, rb in zip(hooks, rbytes) for sh, a, b, _ in wins[wi + 1][1]])
+                dest = _append_destinations(rng.permutation(n), batch_size) if shuffle else None
+                if fast and shuffle:  # the disk reads ahead: this window's chunks at the start, then the next's
+                    _prefetch([(self._file(sh, h)[0], a * rb, (b - a) * rb) for h, rb in zip(hooks, rbytes)
+                               for k in ((0, 1) if wi == 0 else (wi + 1,)) if k < len(wins)
+                               for sh, a, b, _ in wins[k][1]])
                 # the window's last batch gets its own array: a caller holding it while asking for the
                 # next batch does not pin the window buffer, which is then reused (a cast copies anyway)
                 own_last = dtype in (None, self.torch_dtype)
