@@ -1,0 +1,144 @@
+"""The fast IG paths (fastpath.py: prefix replay, last-position logits, lean Llama forward) against
+the plain reference path (``fast=False``: the bridge's whole forward per step, what captum runs)."""
+
+import pytest
+import torch
+
+from interp.attribution.fastpath import LeanLlama, lean_llama, model_has_hooks
+from interp.attribution.ig import layer_integrated_gradients
+from interp.models import load_model, scoped_hooks
+from interp.tasks import Task
+
+
+def _task(model, metric="logit_diff"):
+    return Task.from_prompts(model, ["abc defg", "xyz wvut"], ["abd degg", "xzz wvat"],
+                             answers=[("a", "b"), ("c", "d")], metric=metric)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {}
+
+
+def _model(models, name):
+    if name not in models:
+        models[name] = _gqa_llama() if name == "gqa-llama" else load_model(name, device="cpu")
+    return models[name]
+
+
+def _gqa_llama():
+    """tiny-llama with 2 key/value heads for 4 query heads (grouped-query attention, as SmolLM2)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from interp.models.tiny import TinyConfig, char_tokenizer, tiny_hf_model
+
+    tok = char_tokenizer()
+    hf = tiny_hf_model(TinyConfig(arch="llama", n_layers=3, n_kv_heads=2, seed=1), len(tok))
+    bridge = TransformerBridge.boot_transformers("tiny-llama", hf_model=hf, tokenizer=tok)
+    bridge.eval()
+    for p in bridge.parameters():
+        p.requires_grad_(False)
+    assert hf.config.num_key_value_heads == 2 and hf.config.num_attention_heads == 4
+    return bridge
+
+
+def _close(a, b, rel=1e-5):
+    return torch.allclose(a, b, atol=rel * b.abs().max().item() + 1e-8)
+
+
+@pytest.mark.parametrize("name,lean", [("tiny-llama", True), ("gqa-llama", True), ("tiny-gpt2", False),
+                                       ("tiny-pythia", False), ("tiny-gemma3", False)])
+@pytest.mark.parametrize("hook", ["hook_embed", "blocks.1.hook_resid_pre", "blocks.0.hook_resid_post"])
+def test_fast_ig_equals_reference(models, name, lean, hook):
+    """Attributions (= diff * path-averaged gradient) and completeness agree with the plain path."""
+    model = _model(models, name)
+    task = _task(model)
+    kw = dict(hook=hook, baseline=task.corrupt, steps=6)
+    fast = layer_integrated_gradients(model, task.clean, task.metric, **kw)
+    ref = layer_integrated_gradients(model, task.clean, task.metric, fast=False, **kw)
+    assert ref.path == "plain" and fast.path == ("lean" if lean else "replay")
+    assert ref.attributions.abs().max() > 0
+    assert _close(fast.attributions, ref.attributions)
+    assert torch.allclose(fast.delta, ref.delta, atol=1e-5)
+    assert torch.allclose(fast.f_input, ref.f_input) and torch.allclose(fast.f_baseline, ref.f_baseline)
+    assert not model_has_hooks(model)  # nothing left registered
+
+
+def test_reference_switch_by_environment(models, monkeypatch):
+    model = _model(models, "tiny-llama")
+    task = _task(model)
+    monkeypatch.setenv("INTERP_IG_REFERENCE", "1")
+    assert layer_integrated_gradients(model, task.clean, task.metric, baseline=task.corrupt, steps=2).path == "plain"
+
+
+def test_lean_forward_equals_hf_logits_and_gradients(models):
+    """LeanLlama vs the Hugging Face model itself (an independent implementation): logits at every
+    position and the gradient of the metric w.r.t. the embeddings, with grouped KV heads."""
+    model = _model(models, "gqa-llama")
+    task = _task(model)
+    hf = model.original_model
+    lean = lean_llama(model, "hook_embed")
+    assert isinstance(lean, LeanLlama)
+    emb = hf.model.embed_tokens(task.clean).detach()
+    e1 = emb.clone().requires_grad_(True)
+    want = hf(inputs_embeds=e1).logits
+    e2 = emb.clone().requires_grad_(True)
+    got = lean.logits(e2, 0, emb.shape[1], last_only=False)
+    assert _close(got, want)
+    g1, = torch.autograd.grad(task.metric(want).sum(), e1)
+    g2, = torch.autograd.grad(task.metric(got).sum(), e2)
+    assert g1.abs().max() > 0 and _close(g2, g1)
+    # last position only, with the first 3 positions' keys/values shared from a batch-B prefix run
+    T, p0 = emb.shape[1], 3
+    prefix = lean.prefix_kv(emb[:, :p0], 0)
+    e3 = emb[:, p0:].repeat(2, 1, 1).clone().requires_grad_(True)  # two stacked copies
+    last = lean.logits(e3, 0, T, prefix, last_only=True)
+    assert last.shape == (4, 1, want.shape[-1]) and _close(last, want[:, -1:].repeat(2, 1, 1).detach())
+    g3, = torch.autograd.grad(task.metric(last).sum(), e3)
+    assert _close(g3[:2], g1[:, p0:]) and _close(g3[2:], g1[:, p0:])
+
+
+def test_lean_skips_shared_positions_only_where_equal(models):
+    """Input == baseline everywhere: every attribution is exactly 0 and F(x) - F(x') = 0."""
+    model = _model(models, "tiny-llama")
+    task = _task(model)
+    r = layer_integrated_gradients(model, task.clean, task.metric, baseline=task.clean, steps=4)
+    assert r.path == "lean" and r.attributions.abs().max() == 0 and r.delta.abs().max() < 1e-6
+
+
+def test_user_hook_disables_lean_and_is_respected(models):
+    """A hook on the model changes its function: the lean pass (which would skip it) is not used."""
+    model = _model(models, "tiny-llama")
+    task = _task(model)
+
+    def scale(x, hook):
+        return x * 0.5
+
+    with scoped_hooks(model, fwd=[("blocks.0.hook_mlp_out", scale)]):
+        assert model_has_hooks(model) and lean_llama(model, "hook_embed") is None
+        fast = layer_integrated_gradients(model, task.clean, task.metric, baseline=task.corrupt, steps=4)
+        ref = layer_integrated_gradients(model, task.clean, task.metric, baseline=task.corrupt, steps=4, fast=False)
+    assert fast.path != "lean" and _close(fast.attributions, ref.attributions)
+    assert not model_has_hooks(model)
+
+
+def test_metric_reading_other_positions_uses_full_logits(models):
+    """A metric of every position: no last-position shortcut, no lean pass; equal to the reference."""
+    model = _model(models, "tiny-llama")
+
+    def mean_logit(logits, task):
+        return logits[..., 5].mean(-1)
+
+    task = _task(model, metric=mean_logit)
+    fast = layer_integrated_gradients(model, task.clean, task.metric, baseline=task.corrupt, steps=4)
+    ref = layer_integrated_gradients(model, task.clean, task.metric, baseline=task.corrupt, steps=4, fast=False)
+    assert fast.path != "lean" and _close(fast.attributions, ref.attributions)
+
+
+def test_lean_not_offered_where_it_cannot_run(models):
+    model = _model(models, "tiny-llama")
+    assert lean_llama(model, "blocks.1.attn.hook_z") is None  # not a residual-stream hook
+    assert lean_llama(_model(models, "tiny-gpt2"), "hook_embed") is None  # not a Llama
+    with pytest.raises(ValueError, match="shared positions"):
+        lean = lean_llama(model, "hook_embed")
+        lean.logits(torch.zeros(2, 4, model.cfg.d_model), 0, 6, None, last_only=False)
