@@ -322,3 +322,13 @@ def test_cli_bad_input(capsys):
 
     assert main(["edges", "ioi", "--model", "tiny-gpt2", "--n", "0"]) == 2
     assert "--n must be >= 1" in capsys.readouterr().err
+
+
+def test_reference_switch_by_environment(monkeypatch):
+    m = model_for("tiny-gpt2")
+    task = task_for(m)
+    monkeypatch.setenv("INTERP_EDGES_REFERENCE", "1")
+    assert edge_attribution(m, task, "eap").config["fast"] is False
+    assert edge_patching(m, task, ["embed->logits"]).config["fast"] is False
+    monkeypatch.delenv("INTERP_EDGES_REFERENCE")
+    assert edge_attribution(m, task, "eap").config["fast"] is True
