@@ -56,21 +56,26 @@ from interp.store import ActivationStore, write_store  # noqa: E402
 
 
 def mixing(n_rows: int, batch_size: int, chunk_rows: int, buffer_rows: int, context: int, tmp: Path) -> dict:
-    """Mixing of one epoch of ``batches`` on an id-only store of ``n_rows`` rows (shards as the bench store)."""
+    """Mixing of the batches of full windows of one epoch of ``batches`` on an id-only store of ``n_rows``
+    rows (shards as the bench store): distinct chunks per batch, the most rows of one chunk in a batch
+    (max and mean over batches), distinct ``context``-row sequences per batch."""
     write_store(tmp / f"ids_{chunk_rows}_{buffer_rows}", {"id": lambda a, b: np.arange(a, b, dtype=np.float32)[:, None]},
                 n_rows, dtype="float32", shard_rows=28672, chunk_rows=16384)
     s = ActivationStore.open(tmp / f"ids_{chunk_rows}_{buffer_rows}")
     chunks, top, seqs = [], [], []
-    for b in s.batches("id", batch_size, seed=0, chunk_rows=chunk_rows, buffer_rows=buffer_rows):
-        if b.shape[0] < batch_size:
-            continue
+    window = max(1, buffer_rows // batch_size) * batch_size
+    n_full = n_rows // window * (window // batch_size)  # batches of full windows (the epoch's last is short)
+    for i, b in enumerate(s.batches("id", batch_size, seed=0, chunk_rows=chunk_rows, buffer_rows=buffer_rows)):
+        if i >= n_full:
+            break
         ids = b[:, 0].long().numpy()
         ch = (ids // 28672) * 10**6 + (ids % 28672) // chunk_rows
         _, counts = np.unique(ch, return_counts=True)
         chunks.append(counts.size)
         top.append(int(counts.max()))
         seqs.append(np.unique(ids // context).size)
-    return {"chunks_per_batch": float(np.mean(chunks)), "max_rows_of_one_chunk": int(max(top)),
+    return {"batches_measured": len(chunks), "chunks_per_batch": float(np.mean(chunks)),
+            "max_rows_of_one_chunk": int(max(top)), "mean_max_rows_of_one_chunk": float(np.mean(top)),
             "sequences_per_batch": float(np.mean(seqs)), "rows_per_sequence": batch_size / float(np.mean(seqs))}
 
 
@@ -230,7 +235,8 @@ def main(argv=None) -> int:
                   f"reference fill {report['cold_ratio_shuffled_ref_vs_raw']:.2f})")
         for k, v in mix.items():
             print(f"  mixing {k}: {v['chunks_per_batch']:.0f} chunks per batch (at most {v['max_rows_of_one_chunk']} "
-                  f"rows of one), {v['sequences_per_batch']:.0f} {args.context}-row sequences per batch "
+                  f"rows of one, {v['mean_max_rows_of_one_chunk']:.0f} on average), "
+                  f"{v['sequences_per_batch']:.0f} {args.context}-row sequences per batch "
                   f"({v['rows_per_sequence']:.1f} rows each)")
     import shutil
 
