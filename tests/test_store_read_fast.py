@@ -168,3 +168,15 @@ def test_window_slots_follow_the_definition(n, batch_size):
         rows = np.nonzero(perm // batch_size == k)[0]
         assert np.array_equal(np.sort(dest[rows]), np.arange(k * batch_size, k * batch_size + rows.size))
         assert np.all(np.diff(dest[rows]) == 1)
+
+
+def test_store_pickles_without_its_buffers(tmp_path):
+    """The store keeps its window buffers (and a lock) between calls; a pickled copy leaves them out and reads the same."""
+    import pickle
+
+    store, _ = _store(tmp_path)
+    want = list(store.batches(HOOKS, 64, seed=2, chunk_rows=64, buffer_rows=256, dtype=None))
+    copy = pickle.loads(pickle.dumps(store))
+    assert copy._pool is None and store._pool is not None
+    got = list(copy.batches(HOOKS, 64, seed=2, chunk_rows=64, buffer_rows=256, dtype=None))
+    assert all(torch.equal(_bits(a), _bits(b)) for f, r in zip(got, want) for a, b in zip(f, r))

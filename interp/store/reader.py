@@ -361,6 +361,10 @@ class ActivationStore:
         if verify == "full":
             self.verify()
 
+    def __getstate__(self) -> dict:
+        """Pickling (e.g. into DataLoader workers) leaves out the per-process caches: maps, window buffers."""
+        return {**self.__dict__, "_maps": OrderedDict(), "_mapped_bytes": 0, "_pool": None, "_files": {}}
+
     @classmethod
     def open(cls, path: str | Path, verify: str = "lazy", max_mapped_bytes: int = 64 << 20) -> "ActivationStore":
         """Open a store directory (see class and module docs for ``verify``)."""
