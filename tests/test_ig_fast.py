@@ -142,3 +142,25 @@ def test_lean_not_offered_where_it_cannot_run(models):
     with pytest.raises(ValueError, match="shared positions"):
         lean = lean_llama(model, "hook_embed")
         lean.logits(torch.zeros(2, 4, model.cfg.d_model), 0, 6, None, last_only=False)
+
+
+@pytest.mark.parametrize("name,forward", [("tiny-llama", "lean"), ("gqa-llama", "lean"), ("tiny-pythia", "replay"),
+                                          ("tiny-gemma3", "replay")])
+def test_hook_ig_fast_equals_reference(models, name, forward):
+    """Per-hook IG (path='hooks'): every component score, per position, fast == plain reference."""
+    from interp.attribution.ig import integrated_gradients
+
+    model = _model(models, name)
+    task = _task(model)
+    kw = dict(per_position=True, steps=4)
+    fast = integrated_gradients(model, task, **kw)
+    ref = integrated_gradients(model, task, fast=False, **kw)
+    assert fast.config["forward"] == forward and ref.config["forward"] == "plain"
+    if forward == "lean":
+        assert fast.config["shared_prefix"] == 2  # "<bos>" and the first character: "xyz" vs "xzz"
+    for k in ref.scores:
+        assert ref.scores[k].abs().max() > 0
+        assert _close(fast.scores[k], ref.scores[k], rel=2e-5), k
+    for k, rows in ref.extras["hook_completeness"].items():
+        for a, b in zip(fast.extras["hook_completeness"][k], rows):
+            assert a["patch_effect"] == pytest.approx(b["patch_effect"], abs=1e-5)

@@ -257,6 +257,7 @@ class LeanLlama:
                 gate=_unwrap(mlp.gate_proj).weight, up=_unwrap(mlp.up_proj).weight, down=_unwrap(mlp.down_proj).weight))
         lnf = _unwrap(model.ln_final)
         self.lnf, self.eps_f = lnf.weight, lnf.variance_epsilon
+        self.w_e = _unwrap(model.embed).weight
         unembed = _unwrap(model.unembed)
         self.w_u, self.b_u = unembed.weight, getattr(unembed, "bias", None)
 
@@ -285,13 +286,37 @@ class LeanLlama:
         v = (x @ L["v"].T).view(N, T, self.n_kv, self.d_head).transpose(1, 2)
         return self._rope(q, cos, sin), self._rope(k, cos, sin), v
 
-    def _attend(self, L, h, q, k, v, mask):
+    def _attend(self, L, l, h, q, k, v, mask, edits=None):
+        """The rest of block ``l``: attention output (``hook_z`` edit), MLP (``hook_mlp_out`` edit)."""
         N, Tq = h.shape[0], q.shape[2]
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False, scale=L["scale"],
                                            enable_gqa=self.n_kv != self.n_heads)
-        h = h + a.transpose(1, 2).reshape(N, Tq, self.n_heads * self.d_head) @ L["o"].T
+        z = a.transpose(1, 2)  # [N, Tq, H, d_head]: TransformerLens' blocks.l.attn.hook_z
+        if edits and f"blocks.{l}.attn.hook_z" in edits:
+            z = edits[f"blocks.{l}.attn.hook_z"](z)
+        h = h + z.reshape(N, Tq, self.n_heads * self.d_head) @ L["o"].T
         x = self._rms(h, L["ln2"], L["eps2"])
-        return h + (F.silu(x @ L["gate"].T) * (x @ L["up"].T)) @ L["down"].T
+        m = (F.silu(x @ L["gate"].T) * (x @ L["up"].T)) @ L["down"].T
+        if edits and f"blocks.{l}.hook_mlp_out" in edits:
+            m = edits[f"blocks.{l}.hook_mlp_out"](m)
+        return h + m
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``hook_embed`` of ``tokens`` (the embedding lookup; Llama has no positional embedding)."""
+        return F.embedding(tokens, self.w_e)
+
+    def residuals(self, h: torch.Tensor) -> list[torch.Tensor]:
+        """``blocks.l.hook_resid_pre`` for every block ``l`` from the embeddings ``h [B, T, d]`` (no grad)."""
+        T = h.shape[1]
+        cos, sin = self.rotary(T, h)
+        mask = torch.ones(T, T, dtype=torch.bool, device=h.device).tril()
+        out = []
+        with torch.no_grad():
+            for l, L in enumerate(self.layers):
+                out.append(h)
+                q, k, v = self._qkv(L, h, cos, sin)
+                h = self._attend(L, l, h, q, k, v, mask)
+        return out
 
     def prefix_kv(self, h: torch.Tensor, start: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Keys/values of blocks ``start ..`` for the shared positions ``0 .. p0-1`` (``h [B, p0, d]``)."""
@@ -302,22 +327,25 @@ class LeanLlama:
         mask = torch.ones(p0, p0, dtype=torch.bool, device=h.device).tril()
         out = []
         with torch.no_grad():
-            for L in self.layers[start:]:
+            for l, L in enumerate(self.layers[start:], start):
                 q, k, v = self._qkv(L, h, cos, sin)
                 out.append((k, v))
-                h = self._attend(L, h, q, k, v, mask)
+                h = self._attend(L, l, h, q, k, v, mask)
         return out
 
     def logits(self, h: torch.Tensor, start: int, T: int, prefix: list | None = None,
-               last_only: bool = True) -> torch.Tensor:
+               last_only: bool = True, edits: dict | None = None) -> torch.Tensor:
         """Logits from the residual input ``h [N, T-p0, d]`` of block ``start`` (positions ``p0 ..``).
 
         ``prefix``: :meth:`prefix_kv` of the shared positions (batch ``B``, ``N`` a multiple of it);
         ``last_only``: the last block and the unembedding run on the last position only, and the
-        logits are ``[N, 1, V]``; else ``[N, T-p0, V]``.
+        logits are ``[N, 1, V]``; else ``[N, T-p0, V]``.  ``edits``: ``{hook name: fn(act) -> act}``
+        for ``blocks.l.hook_resid_pre``, ``blocks.l.attn.hook_z`` and ``blocks.l.hook_mlp_out``
+        (the activations of positions ``p0 ..``), applied where the bridge's hook would fire.
         """
         N, Ts, _ = h.shape
         p0 = T - Ts
+        edits = edits or {}
         if p0 and not last_only:
             raise ValueError("skipping shared positions needs a metric of the last position only")
         cos, sin = self.rotary(T, h)
@@ -325,17 +353,21 @@ class LeanLlama:
         mask = torch.ones(Ts, T, dtype=torch.bool, device=h.device).tril(diagonal=p0)
         n = len(self.layers)
         for i, L in enumerate(self.layers[start:]):
+            l = start + i
+            if f"blocks.{l}.hook_resid_pre" in edits:
+                h = edits[f"blocks.{l}.hook_resid_pre"](h)
             q, k, v = self._qkv(L, h, cos, sin)
             if p0:
                 pk, pv = prefix[i]
                 rep = N // pk.shape[0]
                 k = torch.cat([pk.repeat(rep, 1, 1, 1), k], dim=2)
                 v = torch.cat([pv.repeat(rep, 1, 1, 1), v], dim=2)
-            if last_only and start + i == n - 1:  # the last block: only the last query is read
-                h = self._attend(L, h[:, -1:], q[:, :, -1:], k, v, None)
+            edited = f"blocks.{l}.attn.hook_z" in edits or f"blocks.{l}.hook_mlp_out" in edits
+            if last_only and l == n - 1 and not edited:  # the last block: only the last query is read
+                h = self._attend(L, l, h[:, -1:], q[:, :, -1:], k, v, None)
             else:
-                h = self._attend(L, h, q, k, v, mask)
-        if last_only and start >= n:
+                h = self._attend(L, l, h, q, k, v, mask, edits)
+        if last_only:
             h = h[:, -1:]
         x = self._rms(h, self.lnf, self.eps_f)
         out = x @ self.w_u.T

@@ -30,6 +30,7 @@ Memory: ``max_tokens`` tokens of activations for the backward, plus the per-comp
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from contextlib import ExitStack, nullcontext
@@ -267,6 +268,37 @@ def layer_integrated_gradients(
                     hook=hook, steps=steps, method=method, seconds=time.perf_counter() - t0, path=path)
 
 
+_LEAN_HOOK = re.compile(r"^blocks\.\d+\.(hook_resid_pre|attn\.hook_z|hook_mlp_out)$")
+
+
+def _lean_for_hooks(model, types, task, acts_c, acts_k, m_k):
+    """(LeanLlama, corrupted-run resid_pre per block, shared prefix length p0) for hook IG, or None.
+
+    ``p0``: positions before the first token where clean and corrupt differ, kept only if every
+    cached component activation agrees exactly there (then those positions are the same in every
+    interpolated copy, and their attributions are ``0 * grad`` = 0).
+    """
+    names = [t.hook_name(l) for t in types for l in range(model.cfg.n_layers)]
+    lean = lean_llama(model, "hook_embed") if all(_LEAN_HOOK.match(n) for n in names) else None
+    if lean is None:
+        return None
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        resids = lean.residuals(lean.embed(task.corrupt.to(device)))
+        T = task.corrupt.shape[1]
+        check = task.metric(lean.logits(resids[0], 0, T)).float()
+    if check.shape != m_k.shape or not torch.allclose(check, m_k, rtol=1e-3, atol=1e-3 * (1 + m_k.abs().max().item())):
+        warnings.warn("lean Llama forward does not reproduce the model's metric here; using the bridge path",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    differs = (task.clean != task.corrupt).any(0)
+    p0 = min(int(differs.int().argmax()) if bool(differs.any()) else T, T - 1)
+    if not all(torch.equal(acts_c[t.name][l][:, :p0], acts_k[t.name][l][:, :p0])
+               for t in types for l in range(model.cfg.n_layers)):
+        p0 = 0
+    return lean, resids, p0
+
+
 def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid", "attn_head", "mlp"),
                               per_position=False, steps: int = 8, method: str = "gausslegendre",
                               max_tokens: int = 4096, fast: bool | None = None) -> AttributionResult:
@@ -278,7 +310,10 @@ def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid",
     m(x~ | a_h <- a_h(x)) - m(x~): activation patching of the whole hook.  A unit's score (head,
     position) is its share of that patch.  Each hook's ``steps`` interpolations plus one copy at
     alpha = 1 (the patched value, for the completeness check) run as one batch, several hooks per
-    pass; the blocks before a chunk's first hook are replayed from the corrupted run (fastpath.py).
+    pass; the blocks before a chunk's first hook are replayed from the corrupted run (fastpath.py;
+    on Llama-family models the lean forward runs from the chunk's first block, and positions before
+    the first token where clean and corrupt differ run once: ``config['forward']``,
+    ``config['shared_prefix']``).
     Per-position scores split the *joint* patch of all positions; they are not single-cell
     patches.  Where positions interact the two disagree: on SmolLM2 IOI (n=4, seed 0) patching
     MLP0 at all positions moves the logit difference by +3.49 while its 16 single-position patches
@@ -298,6 +333,8 @@ def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid",
     last = fast_enabled(fast) and reads_last_position_only(task.metric, logits_k)
     m_k = task.metric(logits_k).float()
     B, T = task.corrupt.shape
+    lean = _lean_for_hooks(model, types, task, acts_c, acts_k, m_k) if last else None
+    p0 = lean[2] if lean is not None else 0
     S = len(alphas)
     device = next(model.parameters()).device
     a_ = alphas.to(device, torch.float32)
@@ -311,7 +348,7 @@ def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid",
         J, k = len(chunk), len(chunk) * (S + 1)
         leaves, hooks = [], []
         for j, (l, t) in enumerate(chunk):
-            ac, ak = acts_c[t.name][l].float(), acts_k[t.name][l].float()
+            ac, ak = acts_c[t.name][l][:, p0:].float(), acts_k[t.name][l][:, p0:].float()
             shape = (S,) + (1,) * ac.ndim
             leaf = (ak.unsqueeze(0) + a_.view(shape) * (ac - ak).unsqueeze(0)).requires_grad_(True)
             leaves.append(leaf)
@@ -323,11 +360,24 @@ def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid",
                 return a.reshape(act.shape)
 
             hooks.append((t.hook_name(l), fn))
-        with torch.enable_grad(), scoped_hooks(model, fwd=hooks), fast_forward(model, prefix, k, chunk[0][0], last):
-            f = task.metric(model(task.corrupt.to(device).repeat(k, 1))).reshape(J, S + 1, B)
-            gs = torch.autograd.grad((f[:, :S] * w_.view(1, S, 1)).sum(), leaves, allow_unused=True)
+        if lean is not None:  # fastpath.LeanLlama from the chunk's first block, shared prefix once
+            ll, resids, start = lean[0], lean[1], chunk[0][0]
+            kv = ll.prefix_kv(resids[start][:, :p0], start)
+            edits = {name: (lambda x, fn=fn: fn(x, None)) for name, fn in hooks}
+            with torch.enable_grad():
+                f = task.metric(ll.logits(resids[start][:, p0:].repeat(k, 1, 1), start, T, kv, True, edits))
+                f = f.reshape(J, S + 1, B)
+                gs = torch.autograd.grad((f[:, :S] * w_.view(1, S, 1)).sum(), leaves, allow_unused=True)
+        else:
+            with (torch.enable_grad(), scoped_hooks(model, fwd=hooks),
+                  fast_forward(model, prefix, k, chunk[0][0], last)):
+                f = task.metric(model(task.corrupt.to(device).repeat(k, 1))).reshape(J, S + 1, B)
+                gs = torch.autograd.grad((f[:, :S] * w_.view(1, S, 1)).sum(), leaves, allow_unused=True)
         for (l, t), g, leaf, fj in zip(chunk, gs, leaves, f.detach()):  # g None: the hook did not fire
-            grads[t.name][l] = torch.zeros_like(leaf[0]) if g is None else g.sum(0)
+            full_g = torch.zeros_like(acts_c[t.name][l], dtype=torch.float32)
+            if g is not None:
+                full_g[:, p0:] = g.sum(0)
+            grads[t.name][l] = full_g
             patched[t.name][l] = fj[S].float().cpu()
     acts_c32 = {kk: [a.float() for a in v] for kk, v in acts_c.items()}
     acts_k32 = {kk: [a.float() for a in v] for kk, v in acts_k.items()}
@@ -346,7 +396,9 @@ def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid",
         method="ig", scores=scores, seconds=time.perf_counter() - t0,
         metric_clean=task.metric(logits_c).float().mean().item(), metric_corrupt=m_k.mean().item(),
         per_position=sorted(per_pos),
-        config={"steps": steps, "method": method, "path": "each hook's activation, corrupt -> clean, in the corrupted run"},
+        config={"steps": steps, "method": method, "path": "each hook's activation, corrupt -> clean, in the corrupted run",
+                "forward": "lean" if lean is not None else ("replay" if fast_enabled(fast) else "plain"),
+                "shared_prefix": p0},
         extras={"hook_completeness": {kk: [{"delta": d, "patch_effect": e} for d, e in v] for kk, v in deltas.items()},
                 "max_abs_delta": worst, "max_abs_delta_over_max_effect": worst / max(scale, 1e-12)},
     )
