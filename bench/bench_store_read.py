@@ -16,8 +16,10 @@ freed, so the destination stays in the CPU cache, as it does for a loop that dro
   shuffle=True)`` (storage dtype / cast to fp32) with the fast window fill (``fast=True``:
   kernel scatter, ``preadv`` with one ``iovec`` per row into its batch slot); ``*_ref``: the
   reference fill (``fast=False``: sequential read into a staging array + numpy scatter), which
-  gives bit-identical batches.  ``shuffled_1st``: the first epoch of a freshly opened store
-  (includes the one-time CRC-32 check of every file).  ``stream_fp16``: ``store.stream``.
+  gives bit-identical batches.  Each epoch is a new ``batches()`` call on one store object, which
+  keeps its window buffer between calls (as the raw loop's malloc keeps its batch block).
+  ``shuffled_1st``: the first epoch of a freshly opened store (includes the one-time CRC-32
+  check of every file and the first touch of the window buffer).  ``stream_fp16``: ``store.stream``.
 * ``raw_cold`` / ``shuffled_cold`` / ``shuffled_cold_ref``: ``raw_batches`` / ``shuffled_fp16``
   (fast / reference) after the store's files were dropped from the page cache
   (``posix_fadvise(POSIX_FADV_DONTNEED)`` on every file), so all read from the disk.

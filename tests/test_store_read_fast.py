@@ -180,3 +180,15 @@ def test_store_pickles_without_its_buffers(tmp_path):
     assert copy._pool is None and store._pool is not None
     got = list(copy.batches(HOOKS, 64, seed=2, chunk_rows=64, buffer_rows=256, dtype=None))
     assert all(torch.equal(_bits(a), _bits(b)) for f, r in zip(got, want) for a, b in zip(f, r))
+
+
+def test_no_prefetch_when_windows_are_a_large_part_of_ram(tmp_path, monkeypatch):
+    store, _ = _store(tmp_path)
+    asked = []
+    monkeypatch.setattr(reader, "_prefetch", lambda ranges: asked.extend(ranges))
+    monkeypatch.setattr(reader, "_ram_bytes", lambda: 8 * 2 * 300 * 48 - 1)  # two 300-row windows of 48 B rows
+    list(store.batches("blocks.0.hook_resid_post", 100, chunk_rows=64, buffer_rows=300, fast=True))
+    assert asked == []
+    monkeypatch.setattr(reader, "_ram_bytes", lambda: 8 * 2 * 300 * 48)
+    list(store.batches("blocks.0.hook_resid_post", 100, chunk_rows=64, buffer_rows=300, fast=True))
+    assert asked

@@ -31,7 +31,8 @@ Nothing is loaded into RAM wholesale.  Three access paths, each bounded in memor
   the kernel scatter, measured in one run at load ~4; bench/bench_store_read.py).  The
   chunks of the next window (and of the first, at the start) are handed to
   ``posix_fadvise(WILLNEED)`` first, so a cold store is read from disk ahead of use; ranges
-  whose ends are cached already are skipped (probed with a 1-byte ``RWF_NOWAIT`` read).
+  whose ends are cached already are skipped (probed with a 1-byte ``RWF_NOWAIT`` read), and
+  nothing is advised when two windows exceed 1/8 of RAM.
 
   Randomness guarantee (both fills): each batch is a uniformly random ``batch_size``-subset of
   its window, and a window holds ``W / chunk_rows`` (+1) chunks drawn uniformly at random from
@@ -221,6 +222,13 @@ def _preadv_rows(fd: int, iov: np.ndarray, offset: int, path: Path) -> None:
             else:
                 iov[k, 0] += np.uint64(take)
                 iov[k, 1] -= np.uint64(take)
+
+
+def _ram_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 0
 
 
 def _prefetch(ranges: list[tuple[Path, int, int]]) -> None:
@@ -613,6 +621,9 @@ class ActivationStore:
         if self._pool is None or self._pool.specs != specs:  # the store keeps one pool for the next call:
             self._pool = _WindowPool(specs)  # a fresh 75 MB buffer costs ~10% of a warm epoch in page faults
         pool = self._pool
+        # read-ahead only while two windows of page cache are a small part of RAM (else it could evict the
+        # window being read)
+        prefetch = fast and shuffle and 2 * window * sum(rbytes) <= _ram_bytes() // 8
         for epoch in range(epochs):
             rng = np.random.default_rng([seed, epoch])
             order = rng.permutation(len(chunks)) if shuffle else np.arange(len(chunks))
@@ -635,7 +646,7 @@ class ActivationStore:
                     break
                 bufs = pool.get(n)
                 dest = _append_destinations(rng.permutation(n), batch_size) if shuffle else None
-                if fast and shuffle:  # the disk reads ahead: this window's chunks at the start, then the next's
+                if prefetch:  # the disk reads ahead: this window's chunks at the start, then the next's
                     _prefetch([(self._file(sh, h)[0], a * rb, (b - a) * rb) for h, rb in zip(hooks, rbytes)
                                for k in ((0, 1) if wi == 0 else (wi + 1,)) if k < len(wins)
                                for sh, a, b, _ in wins[k][1]])
