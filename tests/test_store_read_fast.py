@@ -192,3 +192,15 @@ def test_no_prefetch_when_windows_are_a_large_part_of_ram(tmp_path, monkeypatch)
     monkeypatch.setattr(reader, "_ram_bytes", lambda: 8 * 2 * 300 * 48)
     list(store.batches("blocks.0.hook_resid_post", 100, chunk_rows=64, buffer_rows=300, fast=True))
     assert asked
+
+
+def test_env_switch_turns_the_fast_fill_off():
+    import subprocess
+    import sys
+
+    code = "import interp.store.reader as r; print(r.FAST_READ)"
+    for value, want in (("0", "False"), ("1", "True")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "INTERP_STORE_FAST_READ": value})
+        assert out.returncode == 0, out.stderr[-1000:]
+        assert out.stdout.strip() == want
