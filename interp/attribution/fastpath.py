@@ -1,6 +1,6 @@
 """Forward passes that skip work an attribution method does not need: the shared prefix and unused logits.
 
-Two exact shortcuts, used by the batched integrated gradients (ig.py) when ``k`` copies of one
+Three exact shortcuts, used by the batched integrated gradients (ig.py) when ``k`` copies of one
 prompt batch run with different values at a hook in block ``L``:
 
 1. **Prefix reuse.**  Blocks ``0 .. L-1`` see the same tokens in every copy and nothing upstream
@@ -14,12 +14,12 @@ prompt batch run with different values at a hook in block ``L``:
    ``T - 1`` positions is wasted: a hook at ``unembed.hook_in`` keeps ``x[:, -1:]``, so the
    ``d_model x d_vocab`` matmul (about a fifth of SmolLM2-135M's forward, vocab 49,152) runs on
    one position.  :func:`reads_last_position_only` checks this on the real logits before it is used.
-
 3. **Lean Llama forward** (:class:`LeanLlama`, Llama-family models only).  Profiling one IG call
    on SmolLM2-135M (128 interpolated copies of 16 tokens) showed the matmuls at ~53% of the time
    and the rest in element-wise work and copies of the bridge's per-op hook points and eager
    attention (``repeat_kv``, mask add, softmax, transposes).  For a residual-stream hook
-   (``hook_embed``, ``blocks.L.hook_resid_pre|post``) the steps instead run a plain PyTorch
+   (``hook_embed``, ``blocks.L.hook_resid_pre|post``; and for hook IG, edits at ``hook_resid_pre``,
+   ``attn.hook_z`` and ``hook_mlp_out``) the steps instead run a plain PyTorch
    re-implementation of the HF ``LlamaDecoderLayer`` on the bridge's own weights (no copies):
    RMSNorm, rotary from the model's own ``rotary_emb``, fused SDPA attention with grouped KV heads,
    SwiGLU.  It also skips work the metric cannot see: (a) positions before the first position
