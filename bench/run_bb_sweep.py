@@ -9,10 +9,15 @@ sequences with plain Hugging Face forward hooks (not the bridge, for speed):
 * residual peak: ‖h^ℓ(⟨s⟩)‖ / mean_{i>=1} ‖h^ℓ(i)‖ and / max_{i>=1} (block output, before ln_f);
 * massive ratio: top-1 |h^ℓ| / median |h^ℓ| per sequence (what ``interp massive`` fits).
 
-Writes ``bench/results/bb_sweep_<name>.json`` with the machine, load average, versions and the
-command line.  Usage::
+With ``--full DIR`` it instead runs what the slow test runs: :func:`train_bb` with checkpoints
+in DIR, :func:`bb_mechanism` (through the TransformerBridge) at the first and last checkpoint,
+and ``interp massive --checkpoints DIR`` (the five-parameter dynamics fit per layer).
 
-    .venv/bin/python bench/run_bb_sweep.py --name paper3 --layers 3 --init paper --steps 2000
+Writes ``bench/results/bb_sweep_<name>.json`` (or ``bb_full_<name>.json``) with the machine,
+load average, versions and the command line.  Usage::
+
+    .venv/bin/python bench/run_bb_sweep.py --name s0 --seed 0 --steps 2000
+    .venv/bin/python bench/run_bb_sweep.py --name default_s0 --seed 0 --full /tmp/bb_s0
 """
 
 from __future__ import annotations
@@ -86,6 +91,7 @@ def main(argv=None):
             continue
         p.add_argument("--" + k.replace("_", "-"), type=type(v) if not isinstance(v, tuple) else str, default=v)
     p.add_argument("--seq-len", type=int, default=32)
+    p.add_argument("--full", default=None, help="checkpoint folder: run train_bb + bb_mechanism + interp massive")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     kw = {k: getattr(args, k) for k in vars(BBTrainConfig()) if k not in ("checkpoint_steps", "steps")}
@@ -93,6 +99,8 @@ def main(argv=None):
         kw["betas"] = tuple(float(b) for b in kw["betas"].strip("()").split(","))
     cfg = BBTrainConfig(steps=args.steps, checkpoint_steps=(), **kw)
     task = BBTask(seq_len=args.seq_len)
+    if args.full:
+        return full(args, task, BBTrainConfig(steps=args.steps, **kw))
     model = bb_model(task, cfg).train()
     opt = bb_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -114,16 +122,44 @@ def main(argv=None):
             print(f"{step:5d} {time.time() - t0:6.0f}s loss {loss.item():.3f} sink {m['sink_other']} prev "
                   f"{m['prev_trig']} vdrain {m['value_drain']} peak/mean {m['peak_mean']} peak/max {m['peak_max']} "
                   f"|h0| {m['norm_s']} massive {m['massive_ratio']} pos0 {m['argmax_pos0']}", flush=True)
+    write(args, "sweep", {"task": {"seq_len": task.seq_len, "n_triggers": task.n_triggers},
+                          "config": {k: v for k, v in vars(cfg).items()}, "log": log}, t0)
+
+
+def write(args, kind: str, payload: dict, t0: float) -> None:
     import transformers
 
     rec = {"name": args.name, "command": " ".join(sys.argv), "machine": platform.machine(),
            "processor": platform.processor(), "loadavg": os.getloadavg(), "torch": torch.__version__,
-           "transformers": transformers.__version__, "threads": args.threads, "seconds": round(time.time() - t0, 1),
-           "task": {"seq_len": task.seq_len, "n_triggers": task.n_triggers},
-           "config": {k: v for k, v in vars(cfg).items()}, "log": log}
-    out = Path(__file__).resolve().parent / "results" / f"bb_sweep_{args.name}.json"
+           "transformers": transformers.__version__, "threads": args.threads, "seconds": round(time.time() - t0, 1), **payload}
+    out = Path(__file__).resolve().parent / "results" / f"bb_{kind}_{args.name}.json"
     out.write_text(json.dumps(rec, indent=1, default=str))
     print("wrote", out)
+
+
+def full(args, task: BBTask, cfg: BBTrainConfig) -> None:
+    """The slow test's pipeline on the real code paths, recorded."""
+    from dataclasses import asdict
+
+    from interp.cli.main import main as cli
+    from interp.models import load_model
+    from interp.toy.bigram_backcopy import bb_mechanism, train_bb
+
+    t0 = time.time()
+    run = train_bb(args.full, task, cfg, device="cpu")
+    t_train = time.time() - t0
+    mech = {}
+    for s in (run.steps[0], run.steps[-1]):
+        m = bb_mechanism(load_model(f"{args.full}/step_{s:06d}", device="cpu"), task)
+        mech[s] = {**asdict(m), "peak_over_mean": [a / b for a, b in zip(m.resid_norm_sink, m.resid_norm_rest_mean)]}
+        print(s, json.dumps({k: [round(x, 3) for x in v] if isinstance(v, list) else round(v, 3)
+                             for k, v in mech[s].items()}), flush=True)
+    t1 = time.time()
+    assert cli(["massive", "--checkpoints", args.full, "--out", f"{args.full}/massive", "--device", "cpu"]) == 0
+    dyn = json.loads(Path(f"{args.full}/massive/results.json").read_text())["dynamics"]
+    write(args, "full", {"task": {"seq_len": task.seq_len, "n_triggers": task.n_triggers}, "config": asdict(cfg),
+                         "train_seconds": round(t_train, 1), "massive_seconds": round(time.time() - t1, 1),
+                         "final_loss": run.losses[-1], "mechanism": mech, "dynamics": dyn}, t0)
 
 
 if __name__ == "__main__":

@@ -29,22 +29,27 @@ non-trigger positions, with a causal check (attention moved to ⟨s⟩ at all po
 with the clean run).
 
 Paper scale: 1-3 layers, dim 256, Adam(W) 3e-4, betas (0.9, 0.99), wd 1e-4, batch 512 x 256
-tokens, 10k steps.  Default here (about 2 CPU minutes on one thread, unloaded): 3 layers, dim 64,
-the paper's init and betas, wd 1e-4, lr 1e-2 after 200 warm-up steps, 2000 steps of 32 x 32
-tokens.  Measured on 64 held-out sequences at steps 1500-2000, seeds 0, 1, 2
-(``bench/run_bb_sweep.py``, ``bench/results/bb_sweep_p3_lr1e2_s*.json``):
+tokens, 10k steps.  Default here: 3 layers, dim 64, the paper's init, ReLU, betas and wd, lr 1e-2
+after 200 linear warm-up steps, 2000 steps of 32 x 32 tokens (training: 85-120 s on one thread at
+load average 4-5, 180-190 s at 9 on 2 cores).  Measured through the bridge on 64 held-out
+sequences at step 2000, seeds 0 / 1 / 2 (``bench/run_bb_sweep.py --full``, records in
+``bench/results/bb_full_*.json``; per-250-step curves in ``bb_sweep_p3_lr1e2_s*.json``):
 
-* the copy head (layer 1 at seed 0, layer 0 at seeds 1, 2) attends to the previous token at
-  triggers (0.97) and to ⟨s⟩ elsewhere (0.98-0.999; 0.1 at init); moving it to ⟨s⟩ costs > 5
-  nats at triggers and < 0.01 elsewhere;
-* value drain ‖v(⟨s⟩)‖ / mean_{i>=1} ‖v(i)‖ of that head: 0.11-0.20 (~0.9-1.0 at init);
-* residual peak after layer 0: ‖h(⟨s⟩)‖ / mean_{i>=1} ‖h(i)‖ = 6.6, 4.9, 1.6-2.0 (seeds 0, 1,
-  2; 1.1 at init), / max_{i>=1} = 5.1, 2.5, 0.95-1.35; the layer-0 top-1/median |h| ratio sits
-  at ⟨s⟩ in every sequence and grows from ~4 to 70, 68, 17.  After layers 1-2 the other tokens'
-  norms grow faster and ⟨s⟩ is not the largest (0.4-0.9 x mean).  This is the paper's layout
-  (an MLP before the dormant head writes the peak), but the peak is seed-dependent in size and
-  far from the paper's (or LLMs') orders of magnitude: no entry reaches Sun et al.'s
-  |a| > 100 and 1000 x median.
+* active-dormant: the copy head (layer 1 at seed 0, layer 0 at seeds 1 and 2) attends to the
+  previous token at triggers 0.978 / 0.979 / 0.979 and to ⟨s⟩ elsewhere 1.000 / 0.980 / 0.945
+  (0.10 at init); moving it to ⟨s⟩ costs 3.98 / 5.52 / 4.66 nats at triggers and < 0.001
+  elsewhere;
+* value drain ‖v(⟨s⟩)‖ / mean_{i>=1} ‖v(i)‖ of that head: 0.122 / 0.181 / 0.099 (0.95-1.06 at init);
+* residual peak after layer 0 (``blocks.0.hook_resid_post``): ‖h(⟨s⟩)‖ / mean_{i>=1} ‖h(i)‖ =
+  6.61 / 4.87 / 2.54 (1.00-1.08 at init), / max_{i>=1} = 4.99 / 2.48 / 1.33; the layer-0
+  top-1/median |h| ratio sits at ⟨s⟩ in every sequence and grows from 5.3-5.5 to 68 / 68 / 29,
+  saturating rather than rising and falling: the five-parameter fit of ``interp massive
+  --checkpoints`` gets R² 0.993 (seed 0) and 0.983 (seed 2) on layer 0 with A < 0 (a
+  saturating curve; its "t_peak" is then the minimum, not a peak).  After layers 1-2 the other
+  tokens' norms grow faster and ⟨s⟩ is no longer the largest (0.45-0.81 x mean).  This is the
+  paper's layout (an MLP before the dormant head writes the peak; ``minimal-res-peak.sh``), but
+  the peak's size is seed-dependent and far from LLM scale: no entry reaches Sun et al.'s
+  |a| > 100 and 1000 x median, so ``interp massive`` reports 0 massive activations.
 
 What did not work (same budget): Hugging Face init (N(0, 0.02)) with GELU, lr 3e-3, betas
 (0.9, 0.999): sink 0.99 at layer 0 only without weight decay and 32-token sequences, residual
