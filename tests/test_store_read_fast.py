@@ -204,3 +204,18 @@ def test_env_switch_turns_the_fast_fill_off():
                              env={**os.environ, "INTERP_STORE_FAST_READ": value})
         assert out.returncode == 0, out.stderr[-1000:]
         assert out.stdout.strip() == want
+
+
+def test_tail_arrays_must_match_the_window(tmp_path):
+    store, _ = _store(tmp_path)
+    bufs = [np.empty((10, 24), dtype=np.float16)]
+    seg = [(store.shards[0], 0, 10, 0)]
+    for tail in (np.empty((4, 23), dtype=np.float16), np.empty((4, 24), dtype=np.float32),
+                 np.empty((8, 24), dtype=np.float16)):  # wrong width, wrong dtype, runs past the window
+        with pytest.raises(RuntimeError, match="tails to match"):
+            store._fill_window_fast(["blocks.0.hook_resid_post"], seg, bufs, np.arange(10), [tail], cut=6)
+    tail = np.empty((4, 24), dtype=np.float16)  # and the right one: rows 6..9 of the window land in it
+    store._fill_window_fast(["blocks.0.hook_resid_post"], seg, bufs, np.arange(10), [tail], cut=6)
+    want = store.rows("blocks.0.hook_resid_post", range(10), dtype=None).numpy()
+    assert np.array_equal(bufs[0][:6].view(np.int16), want[:6].view(np.int16))
+    assert np.array_equal(tail.view(np.int16), want[6:].view(np.int16))

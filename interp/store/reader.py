@@ -718,9 +718,11 @@ class ActivationStore:
         n = bufs[0].shape[0]
         if dest.shape != (n,) or (n and (int(dest.min()) < 0 or int(dest.max()) >= n)):
             raise RuntimeError(f"window destinations out of range for a window of {n} rows")  # a pointer guard
-        for arr in [*bufs, *(tails or [])]:
-            if not arr.flags.c_contiguous:
-                raise RuntimeError("window buffers must be C-contiguous")
+        for j, buf in enumerate(bufs):  # every address below must fall inside these arrays
+            t = tails[j] if tails is not None else buf
+            if (buf.shape[0] != n or not buf.flags.c_contiguous or not t.flags.c_contiguous
+                    or t.shape[1:] != buf.shape[1:] or t.dtype != buf.dtype or cut + t.shape[0] > n):
+                raise RuntimeError("window buffers must be C-contiguous, of the window's rows, with tails to match")
         fds: dict[Path, int] = {}
         iov = np.empty((n, 2), dtype=np.uint64)
         in_tail = None
