@@ -47,6 +47,7 @@ captured activations the caller keeps, as on the bridge path.
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
@@ -109,9 +110,10 @@ def _original_model(bridge) -> nn.Module:
     return m
 
 
-def hf_model(bridge) -> nn.Module:
+def hf_model(bridge, attn_implementation: str | None = None) -> nn.Module:
     """A Hugging Face model of the bridge's class sharing every parameter and buffer with it.
 
+    Its config is a copy of the bridge's (``attn_implementation``: default the bridge's own).
     Raises :class:`CaptureUnavailable` when a tensor of the fresh model has no counterpart in
     the bridge (an architecture the bridge restructures beyond wrapping).
     """
@@ -121,10 +123,11 @@ def hf_model(bridge) -> nn.Module:
         tensors.setdefault(_strip(n), p)
     for n, b in orig.named_buffers(remove_duplicate=False):
         tensors.setdefault(_strip(n), b)
-    cfg = orig.config
+    cfg = copy.deepcopy(orig.config)  # the shadow's modules keep a reference: never share the bridge's
+    attn = attn_implementation or getattr(orig.config, "_attn_implementation", None)
     try:
         with torch.device("meta"):
-            shadow = type(orig)._from_config(cfg, attn_implementation=getattr(cfg, "_attn_implementation", None))
+            shadow = type(orig)._from_config(cfg, attn_implementation=attn)
     except Exception as e:  # noqa: BLE001 -- any failure means: no fast path, say why
         raise CaptureUnavailable(f"cannot rebuild {type(orig).__name__} from its config: {e}") from e
     missing = []
@@ -170,8 +173,9 @@ def plan_capture(bridge, hooks: list[str], shadow: nn.Module | None = None) -> C
     paths = _module_paths(_original_model(bridge), shadow_modules)
     sites: dict[str, Site] = {}
     unmapped: dict[str, str] = {}
+    hook_dict = bridge.hook_dict  # rebuilt by the bridge on every access: read it once
     for h in hooks:
-        hp = bridge.hook_dict.get(h)
+        hp = hook_dict.get(h)
         native = getattr(hp, "name", None) or h
         comp_path, _, port = native.rpartition(".")
         if port not in ("hook_in", "hook_out") or not comp_path:
@@ -273,7 +277,8 @@ def verify_plan(bridge, plan: CapturePlan, tokens: torch.Tensor, reference: dict
             got.setdefault(h, []).append(t.detach().clone())
         return fn
 
-    with torch.inference_mode(), capture(plan, {h: rec(h) for h in mapped}, stop=False) as run:
+    # stopped after the last hook, as the real passes are (a module called again later never matters)
+    with torch.inference_mode(), capture(plan, {h: rec(h) for h in mapped}, stop=True) as run:
         run(tokens)
     for h in mapped:
         vals = got.get(h, [])
