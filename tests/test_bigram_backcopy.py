@@ -132,6 +132,25 @@ def test_small_run_learns_backcopy_and_dormancy(tmp_path):
     assert max(_peak_over_mean(m)) >= 1.3 and max(_peak_over_mean(m0)) < 1.25
 
 
+def test_cli_flags_map_onto_the_config(tmp_path, capsys):
+    """``interp bigram-backcopy`` flags land in BBTrainConfig; a folder with checkpoints is refused."""
+    from interp.cli.main import main
+
+    out = tmp_path / "bb"
+    assert main(["bigram-backcopy", "--out", str(out), "--steps", "20", "--layers", "1", "--d-model", "16",
+                 "--init", "hf", "--activation", "gelu_new", "--batch-size", "8", "--lr", "0.002", "--beta2", "0.95",
+                 "--warmup", "5", "--seq-len", "16", "--weight-decay", "0", "--seed", "3", "--device", "cpu"]) == 0
+    train = json.loads((out / "results.json").read_text())["train"]
+    assert {k: train[k] for k in ("n_layers", "d_model", "d_mlp", "init", "activation", "batch_size", "lr", "warmup",
+                                  "weight_decay", "seed", "steps")} == dict(
+        n_layers=1, d_model=16, d_mlp=64, init="hf", activation="gelu_new", batch_size=8, lr=0.002, warmup=5,
+        weight_decay=0.0, seed=3, steps=20)
+    assert train["betas"] == [0.9, 0.95] and load_task(out).seq_len == 16
+    assert "copy head L0" in capsys.readouterr().out
+    assert main(["bigram-backcopy", "--out", str(out), "--steps", "5", "--device", "cpu"]) == 2
+    assert "already holds checkpoints" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_full_run_sink_value_drain_residual_peak_and_dynamics(tmp_path):
     """The default run (3 layers x 1 head, paper init, 2000 AdamW steps of 32 x 32 tokens, seed 0;
@@ -172,5 +191,5 @@ def test_full_run_sink_value_drain_residual_peak_and_dynamics(tmp_path):
     r = [row[p] for row in dyn["ratio"]]
     print("top-1/median ratio at the peak layer", [round(x, 1) for x in r], "R^2 per layer",
           [f["r2"] if f else None for f in dyn["fits"]])
-    assert r[-1] > 2 * r[0]  # top-1/median grew during training (seeds 0/2: 5.3 -> 68, 5.5 -> 29)
-    assert dyn["fits"][p] is not None and dyn["fits"][p]["r2"] >= 0.8  # seeds 0/2: 0.993, 0.983
+    assert r[-1] > 2 * r[0]  # top-1/median grew during training (seeds 0/1/2: 5.3-5.5 -> 68/66/29)
+    assert dyn["fits"][p] is not None and dyn["fits"][p]["r2"] >= 0.8  # seeds 0/1/2: 0.993/0.993/0.983

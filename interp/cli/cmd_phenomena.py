@@ -211,8 +211,16 @@ def run_bb(args) -> int:
                "mechanism": {str(s): asdict(v) for s, v in mechs.items()}}
     _write(out, payload, bb_report(mechs, run, meta, asdict(cfg)))
     last = mechs[run.steps[-1]]
+    c = max(range(cfg.n_layers), key=lambda l: last.ablation_delta_trigger[l])  # the copy head
+    peak = [f"{x / y:.2f}" for x, y in zip(last.resid_norm_sink, last.resid_norm_rest_mean)]
     human = (f"bigram-backcopy: {cfg.steps} steps in {run.seconds:.0f} s ({run.tokens_per_second:.0f} tok/s), "
-             f"{len(run.steps)} checkpoints in {out}\n  final: {json.dumps(asdict(last))}\n"
+             f"{len(run.steps)} checkpoints in {out}\n"
+             f"  copy head L{c}: attention to previous token at triggers {last.attn_prev_at_trigger[c]:.3f}, "
+             f"to ⟨s⟩ elsewhere {last.attn_bos_at_other[c]:.3f}; moved to ⟨s⟩: Δloss "
+             f"{last.ablation_delta_trigger[c]:.3f} at triggers, {last.ablation_delta_other[c]:.4f} elsewhere; "
+             f"value drain {last.value_drain[c]:.3f}\n"
+             f"  residual peak ‖h(⟨s⟩)‖ / mean other per layer: {' '.join(peak)}\n"
+             f"  final: {json.dumps(asdict(last))}\n"
              f"  next: interp massive --checkpoints {out} --out {out}/massive")
     emit(args, payload, human)
     return 0

@@ -1,4 +1,4 @@
-"""The Bigram-Backcopy (BB) task and a tiny Llama trained on it, with checkpoints.
+"""The Bigram-Backcopy (BB) task and a tiny GPT-2 (or Llama) trained on it, with checkpoints.
 
 Guo et al. 2024 ("Active-Dormant Attention Heads", arXiv 2410.13835, ``BBM/data.py: bbm``;
 METHODS.md §7).  Vocabulary: the characters of a Shakespeare passage (public domain, below),
@@ -42,9 +42,9 @@ sequences at step 2000, seeds 0 / 1 / 2 (``bench/run_bb_sweep.py --full``, recor
 * value drain ‖v(⟨s⟩)‖ / mean_{i>=1} ‖v(i)‖ of that head: 0.122 / 0.181 / 0.099 (0.95-1.06 at init);
 * residual peak after layer 0 (``blocks.0.hook_resid_post``): ‖h(⟨s⟩)‖ / mean_{i>=1} ‖h(i)‖ =
   6.61 / 4.87 / 2.54 (1.00-1.08 at init), / max_{i>=1} = 4.99 / 2.48 / 1.33; the layer-0
-  top-1/median |h| ratio sits at ⟨s⟩ in every sequence and grows from 5.3-5.5 to 68 / 68 / 29,
+  top-1/median |h| ratio sits at ⟨s⟩ in every sequence and grows from 5.3-5.5 to 68 / 66 / 29,
   saturating rather than rising and falling: the five-parameter fit of ``interp massive
-  --checkpoints`` gets R² 0.993 (seed 0) and 0.983 (seed 2) on layer 0 with A < 0 (a
+  --checkpoints`` gets R² 0.993 / 0.993 / 0.983 on layer 0 with A < 0 (a
   saturating curve; its "t_peak" is then the minimum, not a peak).  After layers 1-2 the other
   tokens' norms grow faster and ⟨s⟩ is no longer the largest (0.45-0.81 x mean).  This is the
   paper's layout (an MLP before the dormant head writes the peak; ``minimal-res-peak.sh``), but
