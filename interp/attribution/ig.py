@@ -24,7 +24,11 @@ Two entry points:
   is averaged over runs where every upstream node moves too, which is not the patching question.
 
 Cost: layer IG 2 + k forward/backward passes of B*T tokens (k = steps), the blocks before the
-hook replayed (fastpath.py); hook IG n_hooks * (k + 1) passes, the prefix replayed.
+hook replayed (fastpath.py); hook IG n_hooks * (k + 1) passes, the prefix replayed.  On Llama-family
+models (SmolLM2) the k copies run fastpath.LeanLlama instead of the bridge: the same arithmetic
+without the bridge's per-op hook overhead, positions shared by input and baseline run once, and
+the last block runs on the last position only (``IGResult.path`` / ``config['forward']`` say
+which forward ran; ``fast=False`` or ``INTERP_IG_REFERENCE=1`` is the plain reference).
 Memory: ``max_tokens`` tokens of activations for the backward, plus the per-component caches.
 """
 
