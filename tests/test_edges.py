@@ -332,3 +332,27 @@ def test_reference_switch_by_environment(monkeypatch):
     assert edge_patching(m, task, ["embed->logits"]).config["fast"] is False
     monkeypatch.delenv("INTERP_EDGES_REFERENCE")
     assert edge_attribution(m, task, "eap").config["fast"] is True
+
+
+# ---------------------------------------------------------------------------------- the real model
+@pytest.mark.slow
+def test_smollm2_edges_against_definitions(smollm2):
+    """SmolLM2-135M (grouped-query, 30 layers), 2 IOI prompts: residual decomposition, EAP as the derivative of
+    edge patching on a sample of every receiver kind, fast == reference gradients."""
+    m = smollm2
+    task = ioi_task(m, n=2, seed=0)
+    w = layer_weights(m)
+    g = edge_graph(m, w)
+    assert (len(g.senders), len(g.receivers), g.n_edges) == (301, 481, 70651)
+    box = {}
+    Z, _ = sender_outputs(m, task.clean, g, w, extra_fwd=[("ln_final.hook_in", lambda x, hook: box.update(r=x))])
+    torch.testing.assert_close(Z.sum(0), box["r"], rtol=1e-4, atol=1e-3 * float(box["r"].abs().max()))
+    r = edge_attribution(m, task, "eap")
+    edges = sample_edges(g, per_kind=2) + [(g.sender_index(e["sender"]), g.receiver_index(e["receiver"]))
+                                           for e in r.top(6)]
+    eps = 0.05  # float32 model: central differences with a moderate eps
+    fd = (edge_patching(m, task, edges, eps=eps).effects - edge_patching(m, task, edges, eps=-eps).effects) / (2 * eps)
+    sc = torch.tensor([float(r.scores[i, j]) for i, j in edges], dtype=torch.float64)
+    assert (fd - sc).abs().max() <= 0.02 * sc.abs().max(), list(zip([g.edge_name(*e) for e in edges], sc.tolist(), fd.tolist()))
+    ref = edge_attribution(m, task, "eap", fast=False)
+    torch.testing.assert_close(r.scores, ref.scores, rtol=1e-3, atol=1e-4 * float(ref.scores.abs().max()))

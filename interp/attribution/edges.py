@@ -222,6 +222,9 @@ def check_supported(model) -> None:
             f"edge attribution needs the residual stream to be a sum of sender outputs; {type(blk).__name__} of "
             f"this model normalises the attention/MLP output before adding it (post-norms {sorted(names & {'ln1_post', 'ln2_post'})}, "
             "Gemma 2/3), so per-head writes are not additive. Use node-level attribution (interp.attribution) instead.")
+    if not {"ln1", "ln2"} <= names:
+        raise ValueError("edge attribution needs separate norms before attention (ln1) and MLP (ln2), so that a "
+                         f"receiver's input can move alone; {type(blk).__name__} has {sorted(n for n in names if n.startswith('ln'))}")
     for sub in ("q", "k", "v", "o"):
         if not hasattr(blk.attn, sub):
             raise ValueError(f"edge attribution needs separate q/k/v/o projections; block attention has no {sub!r}")
