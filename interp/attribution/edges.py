@@ -31,7 +31,8 @@ estimate of edge patching (edge_patching.py): the clean run with v's input moved
 ``z_u(x~) - z_u(x)`` and nothing else changed.
 
 Algorithm (one forward + one backward per batch of interpolation steps):
-1. Forward clean and corrupted prompts once each, caching every sender output; the sender
+1. Forward clean and corrupted prompts once each (one stacked ``[2B, T]`` batch; EAP reads the
+   clean senders in its gradient pass instead), caching every sender output; the sender
    differences ``D [N_s, B, T, d_model]``.
 2. Forward the ``m`` interpolated inputs as one ``[m*B, T]`` batch (chunks of ``max_tokens``);
    one backward of ``sum_k w_k sum_b L_kb`` gives
@@ -46,8 +47,8 @@ Algorithm (one forward + one backward per batch of interpolation steps):
      modules inside the forward.  tests/test_edges.py checks the two agree.
 3. ``S = D.flatten(1) @ G.flatten(1).T / B``, zero where there is no edge.
 
-Cost: EAP 2 forward + 1 forward/backward of B*T tokens; EAP-IG 2 forward + m forward/backward
-(batched).  Memory: sender differences ``N_s*B*T*d`` and receiver gradients ``N_r*B*T*d`` floats
+Cost: EAP 1 forward (corrupted) + 1 forward/backward of B*T tokens (the clean senders are read in
+the gradient pass); EAP-IG 2 forward + m forward/backward (batched).  Memory: sender differences ``N_s*B*T*d`` and receiver gradients ``N_r*B*T*d`` floats
 (SmolLM2-135M, B = 8, T = 20: N_s = 301, N_r = 481: 111 MB + 177 MB), the score matrix
 ``N_s x N_r`` (145k floats), and the activations of one ``max_tokens`` forward/backward plus,
 per layer, ``ln1`` on ``N*T*R*d`` floats (R = 15 for SmolLM2) during the head step.
@@ -287,16 +288,25 @@ def sender_outputs(model, tokens: torch.Tensor, graph: EdgeGraph, weights: list[
 
         return fn
 
-    names = sorted({n.hook for n in graph.senders})
     device = next(model.parameters()).device
-    with torch.no_grad(), scoped_hooks(model, fwd=[(n, saver(n)) for n in names] + list(extra_fwd)):
+    with torch.no_grad(), scoped_hooks(model, fwd=[(n, saver(n)) for n in sender_hooks(graph)] + list(extra_fwd)):
         logits = model(tokens.to(device))
-    rows = [store[n.hook].to(acc) for n in graph.senders if n.layer == -1]
-    for l in range(model.cfg.n_layers):
-        z = store[f"blocks.{l}.attn.hook_z"].to(acc)  # [B, T, H, dh]
+    return _sender_rows(store, graph, weights, acc), logits
+
+
+def sender_hooks(graph: EdgeGraph) -> list[str]:
+    """The hook names the senders are read from."""
+    return sorted({n.hook for n in graph.senders})
+
+
+def _sender_rows(store: dict, graph: EdgeGraph, weights: list[LayerWeights], acc: torch.dtype,
+                 rows_slice: slice = slice(None)) -> torch.Tensor:
+    rows = [store[n.hook][rows_slice].to(acc) for n in graph.senders if n.layer == -1]
+    for l in range(len(weights)):
+        z = store[f"blocks.{l}.attn.hook_z"][rows_slice].to(acc)  # [B, T, H, dh]
         rows += list(torch.einsum("bthe,hed->hbtd", z, weights[l].W_o.to(acc)).unbind(0))
-        rows.append(store[f"blocks.{l}.hook_mlp_out"].to(acc))
-    return torch.stack(rows), logits
+        rows.append(store[f"blocks.{l}.hook_mlp_out"][rows_slice].to(acc))
+    return torch.stack(rows)
 
 
 def sender_differences(model, task, graph: EdgeGraph, weights: list[LayerWeights], prefix=None):
@@ -390,11 +400,13 @@ def _head_grads_posthoc(ln, x: torch.Tensor, g: dict[str, torch.Tensor], w: Laye
 def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGraph, weights: list[LayerWeights],
                    alphas: torch.Tensor, step_weights: torch.Tensor, e_clean: torch.Tensor | None = None,
                    e_corrupt: torch.Tensor | None = None, max_tokens: int = 4096, fast: bool | None = None,
-                   last_only: bool = False) -> torch.Tensor:
+                   last_only: bool = False, capture: dict | None = None) -> torch.Tensor:
     """``G [N_r, B, T, d]`` = sum_k w_k dL/d in_v at the inputs ``e_corrupt + alpha_k (e_clean - e_corrupt)``.
 
     With ``e_clean``/``e_corrupt`` None the plain run of ``tokens`` is differentiated (EAP; one
     step).  Steps are batched ``max_tokens // (B*T)`` at a time, one backward per batch.
+    ``capture`` (a dict) receives ``Z`` (the sender outputs of step 0, as :func:`sender_outputs`)
+    and ``metric`` (its per-prompt metric), so EAP needs no separate clean forward.
     """
     fast = fast_enabled(fast)
     B, T = tokens.shape
@@ -434,12 +446,24 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
             for l in range(L):
                 hooks.append((f"blocks.{l}.ln1.hook_in", saver(f"x{l}")))
                 hooks += [(f"blocks.{l}.attn.hook_{k}", saver(f"{k}{l}")) for k in "qkv"]
+        senders: dict[str, torch.Tensor] = {}
+        if capture is not None and s == 0:
+            def keep(name):
+                def fn(x, hook):
+                    senders[name] = x.detach()[:B]
+
+                return fn
+
+            hooks += [(n, keep(n)) for n in sender_hooks(graph)]
         with torch.enable_grad(), scoped_hooks(model, fwd=hooks), fast_forward(model, None, c, 0, last_only):
             logits = model(tokens.to(device).repeat(c, 1))
             f = metric(logits).reshape(c, B)
             keys = [k for k in store if not k.startswith("x")]
             gs = torch.autograd.grad((f * wts[:, None]).sum(), list(deltas.values()) + [store[k] for k in keys],
                                      allow_unused=True)
+        if senders:
+            capture["Z"] = _sender_rows(senders, graph, weights, acc)
+            capture["metric"] = f[0].detach()
         for j, gj in zip(deltas, gs[:len(deltas)]):
             if gj is not None:
                 G[j] += gj.to(acc)
@@ -531,18 +555,28 @@ def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_to
     t0 = time.perf_counter()
     weights = layer_weights(model)
     graph = edge_graph(model, weights)
-    D, e_c, e_k, logits_c, logits_k = sender_differences(model, task, graph, weights)  # sender 0 = hook_embed
-    t1 = time.perf_counter()
-    last = fast_enabled(fast) and reads_last_position_only(task.metric, logits_c)
     if method == "eap":
-        alphas, w = torch.ones(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
-        e_c = e_k = None
-    elif method == "eap-ig":  # left Riemann sum: alpha_k = k/m, k = 0..m-1
-        alphas = torch.arange(steps, dtype=torch.float64) / steps
-        w = torch.full((steps,), 1.0 / steps, dtype=torch.float64)
+        # the clean senders come from the gradient pass itself (its one copy is the clean run)
+        cap: dict = {}
+        Z_k, logits_k = sender_outputs(model, task.corrupt, graph, weights)
+        t1 = time.perf_counter()
+        last = fast_enabled(fast) and reads_last_position_only(task.metric, logits_k)
+        one = torch.ones(1, dtype=torch.float64)
+        G = receiver_grads(model, task.clean, task.metric, graph, weights, one, one, None, None, max_tokens, fast,
+                           last, capture=cap)
+        D = Z_k - cap["Z"]
+        m_clean = cap["metric"].double().mean().item()
     else:
-        alphas, w = torch.tensor([0.0, 1.0], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64)
-    G = receiver_grads(model, task.clean, task.metric, graph, weights, alphas, w, e_c, e_k, max_tokens, fast, last)
+        D, e_c, e_k, logits_c, logits_k = sender_differences(model, task, graph, weights)  # sender 0 = hook_embed
+        t1 = time.perf_counter()
+        last = fast_enabled(fast) and reads_last_position_only(task.metric, logits_c)
+        m_clean = task.metric(logits_c).double().mean().item()
+        if method == "eap-ig":  # left Riemann sum: alpha_k = k/m, k = 0..m-1
+            alphas = torch.arange(steps, dtype=torch.float64) / steps
+            w = torch.full((steps,), 1.0 / steps, dtype=torch.float64)
+        else:
+            alphas, w = torch.tensor([0.0, 1.0], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64)
+        G = receiver_grads(model, task.clean, task.metric, graph, weights, alphas, w, e_c, e_k, max_tokens, fast, last)
     t2 = time.perf_counter()
     B = task.clean.shape[0]
     S = (D.reshape(D.shape[0], -1).to(G.device) @ G.reshape(G.shape[0], -1).T) / B
@@ -550,9 +584,8 @@ def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_to
     t3 = time.perf_counter()
     return EdgeScores(
         method=method, graph=graph, scores=S, seconds=t3 - t0,
-        metric_clean=task.metric(logits_c).double().mean().item(),
-        metric_corrupt=task.metric(logits_k).double().mean().item(),
-        config={"steps": 1 if method == "eap" else len(alphas), "quadrature": "riemann_left" if method == "eap-ig" else
+        metric_clean=m_clean, metric_corrupt=task.metric(logits_k).double().mean().item(),
+        config={"steps": 1 if method == "eap" else steps if method == "eap-ig" else 2, "quadrature": "riemann_left" if method == "eap-ig" else
                 ("clean" if method == "eap" else "ends"), "max_tokens": max_tokens, "fast": fast_enabled(fast),
                 "direction": "noising: corrupted sender value into the clean run"},
         timings={"senders": t1 - t0, "gradients": t2 - t1, "scores": t3 - t2},
