@@ -106,6 +106,7 @@ def main(argv=None) -> int:
                     help="write the report here as JSON ('' to skip)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()
 
     model = load_model(args.model, device="cpu")
     hooks = resolve_hooks(model, args.hooks)
@@ -250,7 +251,7 @@ def main(argv=None) -> int:
         sae = {"status": "not run", "reason": sae_err}
 
     report = {
-        "command": [sys.executable, *sys.argv], "machine": machine(), "load_avg_end": os.getloadavg(),
+        "command": [sys.executable, *sys.argv], "machine": machine(), "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
         "model": args.model, "hooks": len(hooks), "hook_patterns": args.hooks, "tokens": n_tok,
         "context_length": C, "batch_size": B, "repeats": args.repeats, "threads": args.threads,
         "capture_paths": capture_paths, "seconds_best": best, "tok_per_s": tps,
