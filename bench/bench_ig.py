@@ -20,6 +20,7 @@ Writes bench/results/bench_ig.json with the machine, versions, load average and 
 """
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -28,6 +29,8 @@ import time
 from pathlib import Path
 
 import torch
+
+print = functools.partial(print, flush=True)  # progress shows under a pipe
 
 
 def _time(fn):
