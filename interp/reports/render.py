@@ -17,6 +17,8 @@ silently dropped.  Recognised layouts (all fields optional unless noted):
   ``circuit: {components: [names]}`` -> a graph; ``faithfulness: {n_components, recovered,
   target?, chosen?, total?, y_title?, caption?}`` -> the faithfulness curve; ``roles`` -> a table; ``examples: [{tokens,
   scores, title?}]`` -> token views (``scores`` may be ``{method: [...]}``: one view per method).
+- ``edges``: ``top_edges`` [{sender, receiver, score, ...}] -> a graph and a table; ``abs_score_by_stage``
+  {z, rows, columns} -> a heatmap.
 - ``sinks``: 2-D arrays are layer x head; ``massive``: 1-D arrays are per layer (log scale
   when they span three orders of magnitude); ``sae``/``transcoder``: curves against ``step``;
   ``store``: the manifest as tables.
@@ -633,8 +635,49 @@ def _render_store(r: Report, data: dict, full: dict | None = None) -> tuple[set,
     return claimed, Hints()
 
 
+def _edge_node(name: str, n_layers: int) -> dict:
+    """A graph node for an edge endpoint, by component (receiver ``L5H1.q`` -> ``L5H1``)."""
+    comp = name.split(".")[0]
+    m = re.match(r"(?:L|MLP)(\d+)", comp)
+    layer = int(m.group(1)) if m else (-1 if "embed" in comp else n_layers)
+    return {"id": comp, "label": comp, "layer": layer, "kind": "mlp" if comp.startswith("MLP") else ("head" if m else comp)}
+
+
+def _render_edges(r: Report, data: dict, full: dict | None = None) -> tuple[set, Hints]:
+    """``edges`` (interp edges): top edges as a graph and a table; |score| by sender x receiver stage."""
+    r.add_text("Edge attribution (EAP / EAP-IG, Hanna et al. 2024): the score of edge u -> v estimates the metric "
+               "change when receiver v alone reads sender u's corrupted output. Receivers `.q/.k/.v` are a head's "
+               "query/key/value input, `MLPn` an MLP input, `logits` the final residual stream.")
+    claimed = set()
+    top = data.get("top_edges")
+    if top is not None:
+        if not isinstance(top, list) or not all(isinstance(e, dict) and {"sender", "receiver", "score"} <= set(e)
+                                                for e in top):
+            raise ValueError("top_edges: expected a list of objects with 'sender', 'receiver' and 'score'")
+        layers = [int(m.group(1)) for e in top for s in (e["sender"], e["receiver"])
+                  for m in [re.match(r"(?:L|MLP)(\d+)", str(s))] if m]
+        n_layers = max(layers, default=0) + 1
+        nodes, edges = {}, []
+        for e in top:
+            a, b = _edge_node(str(e["sender"]), n_layers), _edge_node(str(e["receiver"]), n_layers)
+            nodes.setdefault(a["id"], a)
+            nodes.setdefault(b["id"], b)
+            edges.append({"source": a["id"], "target": b["id"], "weight": float(e["score"])})
+        r.add_section("Top edges")
+        r.add_graph(f"Top {len(top)} edges by |score|", list(nodes.values()), edges,
+                    caption="Nodes by layer (left = early); receivers by component (q/k/v input in the table).")
+        r.add_table("Top edges", top)
+        claimed.add("top_edges")
+    st = data.get("abs_score_by_stage")
+    if isinstance(st, dict) and "z" in st:
+        r.add_heatmap("|score| summed by sender stage x receiver stage", st["z"], st.get("columns"), st.get("rows"),
+                      caption=str(st.get("caption", "")), x_title="receiver", y_title="sender")
+        claimed.add("abs_score_by_stage")
+    return claimed, Hints()
+
+
 KINDS: dict[str, Renderer] = {
     "circuit": _render_attribution, "compare": _render_attribution, "attribution": _render_attribution,
     "sinks": _render_sinks, "massive": _render_massive, "sae": _render_sae, "transcoder": _render_sae,
-    "store": _render_store,
+    "store": _render_store, "edges": _render_edges,
 }
