@@ -69,9 +69,11 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="print results as JSON")
-    p.epilog = ("defaults (3 layers, paper init, ReLU, AdamW betas (0.9, 0.99), 2000 steps of 32 x 32 tokens; "
-                "~2 CPU minutes) reproduce the mechanism: layer 1's head sinks to ⟨s⟩ off-trigger with a drained "
-                "value, and the residual after layer 0 peaks at ⟨s⟩ (see interp/toy/bigram_backcopy.py)")
+    p.epilog = ("defaults (3 layers, paper init, ReLU, AdamW lr 1e-2 with 200 warm-up steps, betas (0.9, 0.99), "
+                "2000 steps of 32 x 32 tokens; 2-3 CPU minutes) reproduce the mechanism: the copy head sinks to ⟨s⟩ "
+                "off-trigger (0.95-1.0) with a drained value (0.10-0.27 x other tokens) at seeds 0-4; the residual "
+                "after layer 0 peaks at ⟨s⟩ (2.5-6.6 x mean) at seeds 0-2 but only 1.4-1.9 x at seeds 3-4, and stays far "
+                "from LLM-scale massive activations (see interp/toy/bigram_backcopy.py)")
     p.set_defaults(func=run_bb)
 
 
