@@ -199,6 +199,18 @@ def test_launch_env_errors_are_clear(monkeypatch):
         dist_env()
 
 
+def test_exit_worker_flushes_and_skips_interpreter_teardown_only_for_ranks(tmp_path):
+    """A torchrun rank leaves with os._exit after flushing (no atexit); one process exits normally."""
+    code = ("import atexit, sys\nfrom interp.parallel import exit_worker\n"
+            "atexit.register(lambda: print('atexit ran'))\nprint('saved', end='')\nsys.stderr.write('log')\n"
+            "exit_worker(3)\n")
+    for world, atexit_ran in (("2", False), ("1", True)):
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "WORLD_SIZE": world, "RANK": "0"}
+        p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 3 and p.stdout.startswith("saved") and p.stderr == "log"
+        assert ("atexit ran" in p.stdout) == atexit_ran
+
+
 # -- DDP training ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def train_store(tmp_path_factory, tiny_llama):
@@ -322,7 +334,10 @@ def test_ddp_stopped_then_resumed_on_two_ranks_equals_single_process(train_store
 
 
 if __name__ == "__main__":
+    from interp.parallel import exit_worker
+
     if sys.argv[1] == "resume":
         _resume_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
         _worker(sys.argv[1], sys.argv[2])
+    exit_worker(0)

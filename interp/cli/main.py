@@ -57,5 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # also the torchrun entry point (`-m interp.cli.main dist cache`)
+    from interp.parallel.launch import exit_worker
+
+    exit_worker(main())
