@@ -75,7 +75,8 @@ def test_resume_in_process_after_exception(tiny_llama, tmp_path):
     lines = [json.dumps({"text": TEXT * 3}) for _ in range(30)]
     corpus.write_text("\n".join(lines) + "\n")
     args = dict(model="tiny-llama", hooks=["blocks.1.hook_resid_post"], corpus=str(corpus), n_tokens=8_000,
-                context_length=50, batch_size=5, dtype="float16", shard_rows=1500)
+                context_length=50, batch_size=5, dtype="float16", shard_rows=1500,
+                capture="bridge")  # the interruption is injected into bridge.forward (the hf path: test_cache_capture)
     ref = cache_activations(CacheConfig(**args, out=str(tmp_path / "ref")), model=tiny_llama, progress=False)
     calls = {"n": 0}
     orig = tiny_llama.forward

@@ -38,10 +38,11 @@ def _layer_key(name: str) -> tuple[int, int]:
 
 def hook_names(model) -> list[str]:
     """Every hook point of ``model``, one TransformerLens-style name each, in layer order."""
+    hd = model.hook_dict  # rebuilt by the bridge on every access: read it once
     seen: dict[int, str] = {}
-    for name, hp in model.hook_dict.items():
+    for name, hp in hd.items():
         seen[id(hp)] = name  # later entries are the TransformerLens aliases: prefer them
-    order = {n: i for i, n in enumerate(model.hook_dict)}
+    order = {n: i for i, n in enumerate(hd)}
     return sorted(seen.values(), key=lambda n: (_layer_key(n), order[n]))
 
 
@@ -55,10 +56,12 @@ def resolve_hooks(model, patterns: str | Sequence[str]) -> list[str]:
         patterns = [patterns]
     if not patterns:
         raise HookNotFoundError("no hook names given")
-    canonical = {id(hp): None for hp in model.hook_dict.values()}
-    for name in hook_names(model):
-        canonical[id(model.hook_dict[name])] = name
-    all_names = list(model.hook_dict)
+    hd = model.hook_dict  # a bridge rebuilds this dict on every access (~0.3 ms): read it once
+    canonical = {id(hp): None for hp in hd.values()}
+    tl = hook_names(model)
+    for name in tl:
+        canonical[id(hd[name])] = name
+    all_names = list(hd)
     chosen: list[str] = []
     missing: list[str] = []
     for pat in patterns:
@@ -66,13 +69,12 @@ def resolve_hooks(model, patterns: str | Sequence[str]) -> list[str]:
         if not hits:
             missing.append(pat)
         for n in hits:
-            c = canonical[id(model.hook_dict[n])]
+            c = canonical[id(hd[n])]
             if c not in chosen:
                 chosen.append(c)
     if missing:
         import difflib
 
-        tl = hook_names(model)
         hints = {p: difflib.get_close_matches(p, tl, n=3) for p in missing}
         raise HookNotFoundError(
             "no hook point matches "
@@ -80,7 +82,7 @@ def resolve_hooks(model, patterns: str | Sequence[str]) -> list[str]:
             + f". This model has {len(tl)} hook points, e.g. blocks.0.hook_resid_post, "
             "blocks.0.attn.hook_z, blocks.0.mlp.hook_post; list them with interp.models.hook_names(model)."
         )
-    order = {n: i for i, n in enumerate(hook_names(model))}
+    order = {n: i for i, n in enumerate(tl)}
     return sorted(chosen, key=order.__getitem__)
 
 
