@@ -692,11 +692,7 @@ class ActivationStore:
                 stage = np.empty((max(b - a for _, a, b, _ in segs), bufs[j].shape[1]), dtype=bufs[j].dtype)
                 stage_rows = stage.view(item).reshape(-1)
                 for shard, a, b, off in segs:
-                    path, rec = self._file(shard, h)
-                    fd = fds.get(path)
-                    if fd is None:
-                        self._ensure_verified(path, rec)
-                        fd = fds[path] = os.open(path, os.O_RDONLY)
+                    path, fd = self._open_verified(fds, shard, h)
                     target = bufs[j][off : off + b - a] if dest is None else stage[: b - a]
                     _pread_full(fd, target, a * rows.itemsize, path)
                     if dest is not None:
@@ -704,6 +700,15 @@ class ActivationStore:
         finally:
             for fd in fds.values():
                 os.close(fd)
+
+    def _open_verified(self, fds: dict[Path, int], shard: dict, hook: str) -> tuple[Path, int]:
+        """The file of ``hook`` in ``shard``, CRC-checked on first use, opened once into ``fds``."""
+        path, rec = self._file(shard, hook)
+        fd = fds.get(path)
+        if fd is None:
+            self._ensure_verified(path, rec)
+            fd = fds[path] = os.open(path, os.O_RDONLY)
+        return path, fd
 
     def _fill_window_fast(self, hooks: list[str], segs: list[tuple[dict, int, int, int]], bufs: list[np.ndarray],
                           dest: np.ndarray | None, tails: list[np.ndarray] | None = None, cut: int = 0) -> None:
@@ -739,11 +744,7 @@ class ActivationStore:
                     iov[in_tail, 0] += np.uint64(shift)
                 iov[:, 1] = rb
                 for shard, a, b, off in segs:
-                    path, rec = self._file(shard, h)
-                    fd = fds.get(path)
-                    if fd is None:
-                        self._ensure_verified(path, rec)
-                        fd = fds[path] = os.open(path, os.O_RDONLY)
+                    path, fd = self._open_verified(fds, shard, h)
                     _preadv_rows(fd, iov[off : off + b - a], a * rb, path)
         finally:
             for fd in fds.values():
