@@ -17,10 +17,11 @@ import pytest
 import torch
 
 import interp.store.reader as reader
+import interp.store.window_io as window_io
 from interp.store import ActivationStore, write_store
 from interp.store.format import CorruptShardError
 
-pytestmark = pytest.mark.skipif(reader._PREADV is None, reason="libc has no preadv here")
+pytestmark = pytest.mark.skipif(window_io._PREADV is None, reason="libc has no preadv here")
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
@@ -89,7 +90,7 @@ def test_fast_is_the_default_and_the_switch_picks_the_reference(tmp_path, monkey
     monkeypatch.setattr(ActivationStore, "_fill_window_fast", count_fast)
     monkeypatch.setattr(ActivationStore, "_fill_window", count_ref)
     for flag, path in ((True, "fast"), (False, "ref")):
-        monkeypatch.setattr(reader, "FAST_READ", flag)
+        monkeypatch.setattr(window_io, "FAST_READ", flag)
         calls.update(fast=0, ref=0)
         list(store.batches("id", 64, chunk_rows=64, buffer_rows=256))
         assert calls[path] > 0 and calls["ref" if path == "fast" else "fast"] == 0
@@ -98,7 +99,7 @@ def test_fast_is_the_default_and_the_switch_picks_the_reference(tmp_path, monkey
 def test_short_reads_resume_inside_rows(tmp_path, monkeypatch):
     """preadv may return fewer bytes than asked (partial rows too): the reader resumes where it stopped."""
     store, _ = _store(tmp_path)
-    real = reader._PREADV
+    real = window_io._PREADV
     cap = 7 * 4 + 3  # shorter than two fp16 rows of 24, not a row multiple
 
     def short(fd, iov_addr, count, offset):
@@ -108,7 +109,7 @@ def test_short_reads_resume_inside_rows(tmp_path, monkeypatch):
         return real(fd, entry.ctypes.data, 1, offset)
 
     want = list(store.batches(HOOKS, 64, seed=3, chunk_rows=64, buffer_rows=256, fast=False, dtype=None))
-    monkeypatch.setattr(reader, "_PREADV", short)
+    monkeypatch.setattr(window_io, "_PREADV", short)
     got = list(store.batches(HOOKS, 64, seed=3, chunk_rows=64, buffer_rows=256, fast=True, dtype=None))
     assert all(torch.equal(_bits(a), _bits(b)) for f, r in zip(got, want) for a, b in zip(f, r))
 
@@ -150,7 +151,7 @@ def test_bad_inputs(tmp_path, monkeypatch):
         bufs = [np.empty((10, 24), dtype=np.float16)]
         seg = [(store.shards[0], 0, 10, 0)]
         store._fill_window_fast(["blocks.0.hook_resid_post"], seg, bufs, np.arange(1, 11))
-    monkeypatch.setattr(reader, "_PREADV", None)
+    monkeypatch.setattr(window_io, "_PREADV", None)
     with pytest.raises(RuntimeError, match="preadv"):
         next(iter(store.batches("id", 64, fast=True)))
 
@@ -160,7 +161,7 @@ def test_window_slots_follow_the_definition(n, batch_size):
     """Slot of each row: batch k = rows whose permuted value falls in [kB, (k+1)B), in reading order
     (the definition as a stable argsort, written out here without the fast inverse-permutation route)."""
     perm = np.random.default_rng(n).permutation(n)
-    dest = reader._append_destinations(perm, batch_size)
+    dest = window_io._append_destinations(perm, batch_size)
     want = np.empty(n, dtype=np.int64)
     want[np.argsort(perm // batch_size, kind="stable")] = np.arange(n)
     assert np.array_equal(dest, want)
@@ -198,7 +199,7 @@ def test_env_switch_turns_the_fast_fill_off():
     import subprocess
     import sys
 
-    code = "import interp.store.reader as r; print(r.FAST_READ)"
+    code = "import interp.store.window_io as w; print(w.FAST_READ)"
     for value, want in (("0", "False"), ("1", "True")):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                              env={**os.environ, "INTERP_STORE_FAST_READ": value})

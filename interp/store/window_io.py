@@ -1,0 +1,206 @@
+"""Low-level window I/O for the shuffled store reader (:meth:`ActivationStore.batches`).
+
+The pieces :mod:`interp.store.reader` composes into a window fill: cutting the epoch's chunk
+order into windows (:func:`_windows`), the slot of each row for uniformly random batches
+(:func:`_append_destinations`), whole-range reads (:func:`_pread_full`, the reference fill),
+the kernel scatter through libc's ``preadv`` with one ``iovec`` per row (:func:`_preadv_rows`,
+the fast fill; :data:`FAST_READ` is the default switch, ``INTERP_STORE_FAST_READ=0`` turns it
+off), ``posix_fadvise(WILLNEED)`` readahead of the next window (:func:`_prefetch`), and the
+pool of window buffers in anonymous memory maps (:class:`_WindowPool`).  The algorithm and the
+randomness guarantee are documented in :mod:`interp.store.reader`.
+
+Memory: a window buffer is ``W`` rows of each hook read (outside the malloc heap); the
+``iovec`` list is 16 bytes a row; nothing else scales with the store.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .format import CorruptShardError
+
+
+def _pread_full(fd: int, out: np.ndarray, offset: int, path: Path) -> None:
+    """Fill ``out`` (C-contiguous) from ``fd`` at byte ``offset``; error naming ``path`` if the file ends early."""
+    view = memoryview(out).cast("B")
+    got = 0
+    while got < len(view):
+        n = os.preadv(fd, [view[got:]], offset + got)
+        if not n:
+            raise CorruptShardError(f"shard file {path} ended early (truncated after it was opened)")
+        got += n
+
+
+def _windows(chunks: list[tuple[dict, int, int]], window: int) -> Iterator[tuple[int, list[tuple[dict, int, int, int]]]]:
+    """Cut the rows of ``chunks`` (in this order) into windows of ``window`` rows.
+
+    Yields ``(first row of the window in the epoch, [(shard, a, b, offset in window), ...])``;
+    a chunk that straddles a window end is split between the two windows.
+    """
+    segs: list[tuple[dict, int, int, int]] = []
+    w0, fill = 0, 0
+    for shard, a, b in chunks:
+        while a < b:
+            take = min(b - a, window - fill)
+            segs.append((shard, a, a + take, fill))
+            a, fill = a + take, fill + take
+            if fill == window:
+                yield w0, segs
+                segs, w0, fill = [], w0 + window, 0
+    if segs:
+        yield w0, segs
+
+
+def _append_destinations(perm: np.ndarray, batch_size: int) -> np.ndarray:
+    """Window slot of each row, given a uniformly random permutation ``perm`` of the window's rows
+    (in reading order): batch ``k`` takes the rows ``p`` with ``perm[p] // batch_size == k`` and
+    holds them in reading order, at slots ``[k * batch_size, k * batch_size + count_k)``.
+
+    That is ``dest[argsort(perm // batch_size, stable)] = arange(n)``; computed here from the
+    inverse permutation (row of each value), whose batch-sized pieces only need sorting."""
+    n = perm.size
+    inv = np.empty(n, dtype=np.uint16 if n <= 1 << 16 else np.int64)  # 16-bit keys: numpy's radix sort
+    inv[perm] = np.arange(n, dtype=inv.dtype)
+    dest = np.empty(n, dtype=np.int64)
+    full = n // batch_size * batch_size
+    if full:
+        dest[np.sort(inv[:full].reshape(-1, batch_size), axis=1, kind="stable").reshape(-1)] = np.arange(full)
+    if full < n:
+        dest[np.sort(inv[full:], kind="stable")] = np.arange(full, n)
+    return dest
+
+
+def _anon_array(size: int, dtype) -> np.ndarray:
+    """A 1-D array in its own anonymous memory map: outside the malloc heap, so freeing it returns
+    the memory to the OS at once (no heap growth or fragmentation), with transparent huge pages
+    asked for as numpy does for its large arrays (the scatter runs ~25% faster with fewer TLB
+    misses).  Every view of it has it as ``.base``."""
+    mm = mmap.mmap(-1, max(1, size * np.dtype(dtype).itemsize), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        mm.madvise(mmap.MADV_HUGEPAGE)
+    except (AttributeError, OSError, ValueError):
+        pass
+    return np.frombuffer(mm, dtype=dtype, count=size)
+
+
+def _libc_preadv():
+    """libc's ``preadv`` through ctypes (``preadv64`` where glibc has it), or ``None`` where it is missing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = getattr(libc, "preadv64", None) or libc.preadv
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_ssize_t
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int64]
+    return fn
+
+
+_PREADV = _libc_preadv()
+try:
+    _IOV_MAX = max(1, min(1024, os.sysconf("SC_IOV_MAX")))
+except (AttributeError, ValueError, OSError):
+    _IOV_MAX = 16
+#: default for ``batches(fast=None)``: the kernel-scatter reader (``INTERP_STORE_FAST_READ=0`` forces the reference)
+FAST_READ = _PREADV is not None and os.environ.get("INTERP_STORE_FAST_READ", "1") != "0"
+
+
+def _preadv_rows(fd: int, iov: np.ndarray, offset: int, path: Path) -> None:
+    """Read consecutive file bytes from ``offset`` into the buffers of ``iov`` (``[k, 2]`` uint64
+    rows of (address, length), all of one length, consumed in order) with ``preadv``: the kernel copies each row from
+    the page cache straight to its own address.  Short reads resume; end of file is an error naming ``path``."""
+    k, n = 0, len(iov)
+    row = int(iov[0, 1]) if n else 0  # every entry has this length; only iov[k] may be trimmed (below)
+    while k < n:
+        m = min(_IOV_MAX, n - k)
+        got = _PREADV(fd, iov.ctypes.data + k * iov.strides[0], m, offset)
+        if got < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"preadv of {path}: {os.strerror(err)}")
+        if got == 0:
+            raise CorruptShardError(f"shard file {path} ended early (truncated after it was opened)")
+        offset += got
+        if got == m * row - (row - int(iov[k, 1])):
+            k += m
+            continue
+        while got:  # a short read (rare): skip the buffers filled, trim the one filled in part
+            take = min(got, int(iov[k, 1]))
+            got -= take
+            if take == int(iov[k, 1]):
+                k += 1
+            else:
+                iov[k, 0] += np.uint64(take)
+                iov[k, 1] -= np.uint64(take)
+
+
+def _ram_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
+def _prefetch(ranges: list[tuple[Path, int, int]]) -> None:
+    """Ask the kernel to start reading ``(path, byte offset, length)`` ranges into the page cache
+    (``posix_fadvise(WILLNEED)``: asynchronous readahead).  A range whose first and last bytes are
+    cached already (probed with a 1-byte ``RWF_NOWAIT`` read, which fails instead of waiting for
+    the disk) is skipped: the advice walks every page, which costs ~8% of a warm epoch."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    nowait = getattr(os, "RWF_NOWAIT", None)
+    probe = bytearray(1)
+    by_path: dict[Path, list[tuple[int, int]]] = {}
+    for path, off, ln in ranges:
+        by_path.setdefault(path, []).append((off, ln))
+    for path, rs in by_path.items():
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # the read itself names the problem
+        try:
+            for off, ln in rs:
+                if nowait is not None and ln > 0:
+                    try:
+                        os.preadv(fd, [probe], off, nowait)
+                        os.preadv(fd, [probe], off + ln - 1, nowait)
+                        continue  # both ends cached
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        nowait = None  # RWF_NOWAIT unsupported here: advise every range
+                os.posix_fadvise(fd, off, ln, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+class _WindowPool:
+    """Window buffers (one array per hook), reused when no batch handed out still views them.
+
+    A batch in the storage dtype is a view of its window buffer; the buffer is reused for a
+    later window only when nothing outside the pool refers to it any more (reference count),
+    so a caller that keeps batches never sees them overwritten: it gets a fresh buffer instead.
+    """
+
+    def __init__(self, specs: list[tuple[int, np.dtype]], keep: int = 2):
+        self.specs, self._keep = specs, keep
+        self._free: list[list[np.ndarray]] = []
+        self._lock = threading.Lock()
+
+    def get(self, n: int) -> list[np.ndarray]:
+        with self._lock:  # the views returned hold their owners before another thread can look
+            for owners in self._free:
+                if owners[0].size >= n * self.specs[0][0] and all(sys.getrefcount(o) <= 3 for o in owners):
+                    return [o[: n * w].reshape(n, w) for o, (w, _) in zip(owners, self.specs)]
+            owners = [_anon_array(n * w, dt) for w, dt in self.specs]
+            if len(self._free) < self._keep:
+                self._free.append(owners)
+            return [o.reshape(n, w) for o, (w, _) in zip(owners, self.specs)]
