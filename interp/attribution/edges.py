@@ -60,7 +60,6 @@ Not supported: models that normalise a sublayer's output before adding it to the
 
 from __future__ import annotations
 
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -70,6 +69,7 @@ import torch
 
 from interp.models import scoped_hooks
 
+from .fastpath import fast_enabled as _fast_enabled
 from .fastpath import fast_forward, reads_last_position_only
 
 METHODS = ("eap", "eap-ig", "clean-corrupted")
@@ -84,9 +84,7 @@ def acc_dtype(model) -> torch.dtype:
 
 def fast_enabled(fast: bool | None = None) -> bool:
     """``fast`` if given, else True unless ``INTERP_EDGES_REFERENCE=1`` forces the reference path."""
-    if fast is not None:
-        return bool(fast)
-    return os.environ.get("INTERP_EDGES_REFERENCE", "0") not in ("1", "true", "yes")
+    return _fast_enabled(fast, env="INTERP_EDGES_REFERENCE")
 
 
 # ------------------------------------------------------------------------------------------

@@ -55,11 +55,12 @@ import torch.nn.functional as F
 from interp.models import scoped_hooks
 
 
-def fast_enabled(fast: bool | None = None) -> bool:
-    """``fast`` if given, else True unless ``INTERP_IG_REFERENCE=1`` forces the plain path."""
+def fast_enabled(fast: bool | None = None, env: str = "INTERP_IG_REFERENCE") -> bool:
+    """``fast`` if given, else True unless the environment variable ``env`` (``INTERP_IG_REFERENCE``
+    for IG, ``INTERP_EDGES_REFERENCE`` for edges) is ``1`` and forces the plain reference path."""
     if fast is not None:
         return bool(fast)
-    return os.environ.get("INTERP_IG_REFERENCE", "0") not in ("1", "true", "yes")
+    return os.environ.get(env, "0") not in ("1", "true", "yes")
 
 
 def hook_layer(hook: str) -> int:
