@@ -88,7 +88,7 @@ def test_head_roles_previous_token_planted(tiny_llama):
     tiny_llama.add_hook("blocks.0.attn.hook_pattern", plant, is_permanent=True)
     tiny_llama.add_hook("blocks.1.attn.hook_pattern", plant, is_permanent=True)
     try:
-        hr = classify_heads(tiny_llama, task)
+        hr = classify_heads(tiny_llama, task, copy_threshold=0.0)  # the pattern alone (copy tested below)
     finally:
         tiny_llama.reset_hooks(including_permanent=True)
     assert hr.scores["previous_token"][0, 1] == pytest.approx(1.0)
@@ -290,3 +290,75 @@ def test_cli_circuit_greedy_heldout(tmp_path, capsys):
     assert summary["heldout_faithfulness"] == c["heldout"]["F"]
     assert r["faithfulness"]["chosen"] == c["n_components"] and r["faithfulness"]["n_components"][-1] == 10
     assert "greedy_search" in r["timings"] and (out / "report.html").stat().st_size > 1000
+
+
+def _planted_copier(l: int = 1, h: int = 2, n: int = 4, seed: int = 0):
+    """A tiny grouped-query Llama (4 query heads, 2 KV heads) whose head ``l.h`` copies ``n`` planted
+    names: its value rows (KV head ``h // 2``) map ``ln1`` of each name's residual vector to a one-hot
+    in head space, its ``W_O`` columns map that one-hot to a direction whose unembedding favours the name."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from interp.models.tiny import TinyConfig, char_tokenizer, tiny_hf_model
+
+    tok = char_tokenizer()
+    hf = tiny_hf_model(TinyConfig(arch="llama", n_heads=4, n_kv_heads=2, seed=seed), len(tok)).double()
+    m = TransformerBridge.boot_transformers("tiny-llama", hf_model=hf, tokenizer=tok)
+    m.eval()
+    g = torch.Generator().manual_seed(seed)
+    d, dh = m.cfg.d_model, m.cfg.d_head
+    names = torch.tensor([10, 20, 30, 40][:n])
+    resid = torch.randn(n, d, generator=g, dtype=torch.float64)
+    attn = hf.model.layers[l].self_attn
+    with torch.no_grad():
+        X = m.blocks[l].ln1(resid).T  # [d, n]
+        E = torch.eye(dh, n, dtype=torch.float64)
+        kv = h // (m.cfg.n_heads // m.cfg.n_key_value_heads)
+        attn.v_proj.weight[kv * dh:(kv + 1) * dh] = E @ torch.linalg.pinv(X)
+        U = hf.lm_head.weight[names].T  # [d, n] unembedding directions of the names
+        w = hf.model.norm.weight
+        attn.o_proj.weight[:, h * dh:(h + 1) * dh] = 10 * (U / w[:, None]) @ E.T
+    return m, names, resid, attn
+
+
+def test_copy_scores_planted_head_and_sign():
+    """A head built to copy the names scores copy 1 / negative copy 0 (at its GQA value head); with W_O
+    negated the two swap -- the definition of the two scores (Wang et al. 2022)."""
+    from interp.circuits.roles import copy_scores
+
+    m, names, resid, attn = _planted_copier(l=1, h=2)
+    pos, neg = copy_scores(m, names, resid, k=1)
+    assert pos.shape == (2, 4) and pos[1, 2] == 1.0 and neg[1, 2] == 0.0
+    with torch.no_grad():
+        attn.o_proj.weight[:, 2 * 8:3 * 8] *= -1
+    pos2, neg2 = copy_scores(m, names, resid, k=1)
+    assert pos2[1, 2] == 0.0 and neg2[1, 2] == 1.0
+    others = [(l, h) for l in range(2) for h in range(4) if (l, h) != (1, 2)]
+    for l, h in others:  # untouched heads do not move
+        assert pos2[l, h] == pos[l, h] and neg2[l, h] == neg[l, h]
+
+
+def test_head_roles_copy_decides_name_mover(tiny_llama):
+    """END -> IO attention is a name mover only with a copy score: the same planted pattern makes a
+    name mover of a copying head, a negative name mover of an anti-copying one, and no name mover of
+    a head whose OV does neither (copy threshold above its scores)."""
+    task = ioi_task(tiny_llama, n=4)
+
+    def plant(pat, hook):
+        pat = pat.clone()
+        if pat.shape[0] == task.n:
+            pat[:, 2] = 0.0
+            for b in range(task.n):
+                pat[b, 2, :, task.positions["IO"][b]] = 1.0
+        return pat
+
+    tiny_llama.add_hook("blocks.1.attn.hook_pattern", plant, is_permanent=True)
+    try:
+        hr = classify_heads(tiny_llama, task, copy_threshold=0.0)
+        c, nc = float(hr.scores["copy"][1, 2]), float(hr.scores["negative_copy"][1, 2])
+        assert hr.roles["1.2"] == "name_mover"  # threshold 0: every head copies "enough"; name_mover listed first
+        hr_strict = classify_heads(tiny_llama, task, copy_threshold=max(c, nc) + 0.01)
+        assert hr_strict.roles.get("1.2") not in ("name_mover", "negative_name_mover")
+        assert hr_strict.scores["name_mover"][1, 2] == pytest.approx(1.0)  # the pattern score itself is kept
+        assert not hr_strict.notes
+    finally:
+        tiny_llama.reset_hooks(including_permanent=True)

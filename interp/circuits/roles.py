@@ -1,36 +1,55 @@
-"""IOI head roles from attention-pattern tests (Wang et al. 2022, section 3; METHODS.md section 8).
+"""IOI head roles from attention-pattern and copy-score tests (Wang et al. 2022, section 3; METHODS.md section 8).
 
 Each test is one number per head, the mean attention probability on a diagnostic position:
 
 ==================  ==========================================  ==============================
 role                prompts                                     query -> key
 ==================  ==========================================  ==============================
-name mover          IOI clean prompts                           END -> IO
+name mover          IOI clean prompts                           END -> IO, and copy score
+negative name mover IOI clean prompts                           END -> IO, and negative copy
+copy suppression    IOI clean prompts                           END -> S2, and negative copy
 S-inhibition        IOI clean prompts                           END -> S2
 induction           random tokens r, repeated: [BOS] r r        t -> t - R + 1 (after the copy)
 duplicate token     same repeated sequence                      t -> t - R (the earlier copy)
 previous token      same, first half                            t -> t - 1
 ==================  ==========================================  ==============================
 
-A head gets the role with the highest score among those at or above ``threshold`` (default
-0.3); all scores are returned so a reader can apply their own cut.  These are pattern tests
-only: Wang et al. also check what the heads write (copy scores) and their causal effect, which
-is what the circuit's patching scores add.  Note that name movers and S-inhibition heads both
-attend from END; the paper separates them by layer and by output, not by pattern alone.
+What a head writes is tested by its **copy score** (Wang et al. 2022, section 3.1 and appendix):
+take the residual stream at a name token after the first block (``blocks.0.hook_resid_post``
+at the IO and S1 positions of the clean prompts), pass it through the head's OV circuit as if
+the head attended to that token alone (the layer's ``ln1``, the head's slice of ``W_V`` -- its
+key/value head under grouped-query attention -- and ``W_O``), then ``ln_final`` and the
+unembedding; the copy score is the share of names whose own token is among the ``copy_k``
+(default 5) largest logits, the negative copy score the share among the ``copy_k`` smallest
+(the same with ``-W_O``).
 
-Cost: two forward passes of B*T and of B*(2R+1) tokens.  Memory: the patterns ``[B, H, T, T]``
-of every layer.
+A head gets the role with the highest pattern score among those at or above ``threshold``
+(default 0.3), where the END -> IO pattern counts as ``name_mover`` only with a copy score at or
+above ``copy_threshold`` (default 0.5) and as ``negative_name_mover`` with a negative copy score
+at or above it; a head that attends END -> IO but writes neither gets its next role, if any.
+A head that attends END -> S2 and has a negative copy score at or above ``copy_threshold`` is a
+``copy_suppression`` head (McDougall et al. 2023, "Copy Suppression"): it lowers the logit of the
+name it attends to, S, directly -- not through the name movers' queries as an S-inhibition head
+does; ties between the two go to ``copy_suppression``.
+All scores are returned so a reader can apply their own cut.  Causal effect is what the
+circuit's patching scores add.  Name movers and S-inhibition heads both attend from END; the
+paper separates them by output and by layer: S-inhibition stays a pattern test here.
+
+Cost: two forward passes of B*T and of B*(2R+1) tokens, and per layer one ``ln1`` + ``W_V`` +
+``W_O`` + ``ln_final`` + unembedding of ``2B`` name vectors per head (``2B*H`` rows of
+``d_vocab`` logits a layer).  Memory: the patterns ``[B, H, T, T]`` of every layer and one
+layer's ``[2B*H, d_vocab]`` logits.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from interp.models import scoped_hooks
 
-ROLES = ("name_mover", "s_inhibition", "induction", "duplicate_token", "previous_token")
+ROLES = ("name_mover", "negative_name_mover", "copy_suppression", "s_inhibition", "induction", "duplicate_token", "previous_token")
 
 
 @dataclass
@@ -38,41 +57,92 @@ class HeadRoles:
     """Per-head role scores and assigned roles."""
 
     scores: dict[str, torch.Tensor]
-    """Role -> ``[L, H]`` mean attention on the diagnostic position."""
+    """Role -> ``[L, H]`` mean attention on the diagnostic position (``negative_name_mover`` shares
+    the END -> IO pattern of ``name_mover``, ``copy_suppression`` the END -> S2 one); also ``copy`` and ``negative_copy``, the ``[L, H]``
+    copy scores (absent when the model's modules could not be read, see ``notes``)."""
     roles: dict[str, str]
     """``"L.H"`` -> role, for heads with some score >= threshold."""
     threshold: float
+    copy_threshold: float = 0.5
+    notes: list[str] = field(default_factory=list)
+    """Why a test was skipped, if one was."""
 
     def to_json(self) -> dict:
         return {"scores": {k: v.tolist() for k, v in self.scores.items()}, "roles": self.roles,
-                "threshold": self.threshold}
+                "threshold": self.threshold, "copy_threshold": self.copy_threshold, "notes": self.notes}
 
 
-def _patterns(model, tokens):
+def _patterns(model, tokens, keep: str | None = None):
+    """Attention patterns ``[L, B, H, T, T]`` of every layer (and the activation at hook ``keep``)."""
     L = model.cfg.n_layers
     store = {}
 
-    def saver(l):
+    def saver(key):
         def fn(p, hook):
-            store[l] = p.detach().float()
+            store[key] = p.detach().float()
 
         return fn
 
-    with torch.no_grad(), scoped_hooks(model, fwd=[(f"blocks.{l}.attn.hook_pattern", saver(l)) for l in range(L)]):
+    hooks = [(f"blocks.{l}.attn.hook_pattern", saver(l)) for l in range(L)] + ([(keep, saver("keep"))] if keep else [])
+    with torch.no_grad(), scoped_hooks(model, fwd=hooks):
         model(tokens.to(next(model.parameters()).device))
-    return torch.stack([store[l] for l in range(L)])  # [L, B, H, T, T]
+    pats = torch.stack([store[l] for l in range(L)])
+    return (pats, store["keep"]) if keep else pats
 
 
-def classify_heads(model, task, threshold: float = 0.3, rep_len: int = 20, n_rep: int = 8, seed: int = 0) -> HeadRoles:
-    """Score every head on the five pattern tests and assign roles (see module doc)."""
-    for k in ("IO", "S2", "END"):
+def copy_scores(model, names: torch.Tensor, resid: torch.Tensor, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copy and negative copy scores ``([L, H], [L, H])`` of every head (see the module doc).
+
+    ``names`` ``[N]`` are token ids, ``resid`` ``[N, d_model]`` the residual stream at those tokens
+    after the first block.  Uses the bridge's own ``ln1``, ``attn.v``, ``attn.o``, ``ln_final`` and
+    ``unembed`` modules, so norms, GQA and biases are the model's.  The value bias of a head is
+    part of what it writes when it attends to one token; ``W_O``'s bias is not (it is written
+    whatever the head does) and is left out."""
+    cfg = model.cfg
+    L, H, dh = cfg.n_layers, cfg.n_heads, cfg.d_head
+    H_kv = getattr(cfg, "n_key_value_heads", None) or H
+    dev = next(model.parameters()).device
+    resid, names = resid.to(dev), names.to(dev)
+    N = names.shape[0]
+    pos, neg = torch.zeros(L, H), torch.zeros(L, H)
+    with torch.no_grad():
+        for l in range(L):
+            blk = model.blocks[l]
+            v = blk.attn.v(blk.ln1(resid))  # [N, H_kv * dh]
+            if v.shape[-1] != H_kv * dh:
+                raise ValueError(f"copy scores: blocks.{l}.attn.v gives width {v.shape[-1]}, expected {H_kv} x {dh}")
+            v = v.reshape(N, H_kv, dh).repeat_interleave(H // H_kv, dim=1)  # [N, H, dh], query-head order
+            z = torch.zeros(H, N, H, dh, dtype=v.dtype, device=dev)
+            z[torch.arange(H), :, torch.arange(H)] = v.transpose(0, 1)  # head h's slot only
+            o0 = blk.attn.o(torch.zeros(1, H * dh, dtype=v.dtype, device=dev))
+            out = blk.attn.o(z.reshape(H * N, H * dh)) - o0  # [H*N, d]: z_h W_O[h]
+            for sign, dst in ((1.0, pos), (-1.0, neg)):
+                logits = model.unembed(model.ln_final(sign * out)[:, None, :])[:, 0].reshape(H, N, -1)
+                top = logits.topk(k, dim=-1).indices  # [H, N, k]
+                dst[l] = (top == names[None, :, None]).any(-1).float().mean(-1).cpu()
+    return pos, neg
+
+
+def classify_heads(model, task, threshold: float = 0.3, rep_len: int = 20, n_rep: int = 8, seed: int = 0,
+                   copy_k: int = 5, copy_threshold: float = 0.5) -> HeadRoles:
+    """Score every head on the pattern and copy tests and assign roles (see module doc)."""
+    for k in ("IO", "S1", "S2", "END"):
         if k not in task.positions:
-            raise ValueError(f"head roles need IOI positions (IO, S2, END); the task has {sorted(task.positions)}")
-    pats = _patterns(model, task.clean)  # [L, B, H, T, T]
+            raise ValueError(f"head roles need IOI positions (IO, S1, S2, END); the task has {sorted(task.positions)}")
+    pats, r0 = _patterns(model, task.clean, keep="blocks.0.hook_resid_post")  # [L, B, H, T, T], [B, T, d]
     b = torch.arange(task.n)
-    end, io, s2 = task.positions["END"], task.positions["IO"], task.positions["S2"]
+    end, io, s1, s2 = (task.positions[k] for k in ("END", "IO", "S1", "S2"))
     pb = pats.permute(1, 0, 2, 3, 4)  # [B, L, H, T, T]; indexing below gives [B, L, H]
     scores = {"name_mover": pb[b, :, :, end, io].mean(0), "s_inhibition": pb[b, :, :, end, s2].mean(0)}
+    scores["negative_name_mover"] = scores["name_mover"].clone()
+    scores["copy_suppression"] = scores["s_inhibition"].clone()
+    notes: list[str] = []
+    names = torch.cat([task.clean[b, io], task.clean[b, s1]])
+    resid = torch.cat([r0[b, io], r0[b, s1]])
+    try:
+        scores["copy"], scores["negative_copy"] = copy_scores(model, names, resid, k=copy_k)
+    except (AttributeError, TypeError, RuntimeError, ValueError) as e:  # a bridge without separate v/o modules
+        notes.append(f"copy scores skipped ({type(e).__name__}: {e}); name movers by attention pattern alone")
     g = torch.Generator().manual_seed(seed)
     V = model.cfg.d_vocab
     lo = min(1000, V // 4)
@@ -85,8 +155,15 @@ def classify_heads(model, task, threshold: float = 0.3, rep_len: int = 20, n_rep
     scores["induction"] = pr[:, :, :, t2[:-1], t2[:-1] - rep_len + 1].mean((1, 3))
     scores["duplicate_token"] = pr[:, :, :, t2, t2 - rep_len].mean((1, 3))
     scores["previous_token"] = pr[:, :, :, t1, t1 - 1].mean((1, 3))
-    stacked = torch.stack([scores[k] for k in ROLES])  # [5, L, H]
-    best, idx = stacked.max(0)
+    eligible = torch.stack([scores[k] for k in ROLES])  # [roles, L, H]
+    if "copy" in scores:  # END -> IO attention is a name mover only if the head copies (or anti-copies)
+        eligible[ROLES.index("name_mover")] *= scores["copy"] >= copy_threshold
+        for role in ("negative_name_mover", "copy_suppression"):
+            eligible[ROLES.index(role)] *= scores["negative_copy"] >= copy_threshold
+    else:
+        eligible[ROLES.index("negative_name_mover")] = eligible[ROLES.index("copy_suppression")] = 0.0
+    best, idx = eligible.max(0)
     roles = {f"{l}.{h}": ROLES[int(idx[l, h])] for l in range(best.shape[0]) for h in range(best.shape[1])
              if best[l, h] >= threshold}
-    return HeadRoles(scores={k: v.cpu() for k, v in scores.items()}, roles=roles, threshold=threshold)
+    return HeadRoles(scores={k: v.cpu() for k, v in scores.items()}, roles=roles, threshold=threshold,
+                     copy_threshold=copy_threshold, notes=notes)
