@@ -433,7 +433,6 @@ class ActivationStore:
         fast = wio.FAST_READ if fast is None else bool(fast)
         if fast and wio._PREADV is None:
             raise RuntimeError("fast=True needs libc's preadv, which this platform lacks; use fast=False")
-        fill = self._fill_window_fast if fast else self._fill_window
         widths = [self.d(h) for h in hooks]
         rbytes = [w * np.dtype(self._np_dtype).itemsize for w in widths]
         window = max(1, buffer_rows // batch_size) * batch_size  # rows per mixing window
@@ -443,70 +442,86 @@ class ActivationStore:
         if self._pool is None or self._pool.specs != specs:  # the store keeps one pool for the next call:
             self._pool = _WindowPool(specs)  # a fresh 75 MB buffer costs ~10% of a warm epoch in page faults
         pool = self._pool
-        # read-ahead only while two windows of page cache are a small part of RAM (else it could evict the
+        # read-ahead only while three windows of page cache are a small part of RAM (else it could evict the
         # window being read)
-        prefetch = fast and shuffle and 2 * window * sum(rbytes) <= _ram_bytes() // 8
-        for epoch in range(epochs):
-            rng = np.random.default_rng([seed, epoch])
-            order = rng.permutation(len(chunks)) if shuffle else np.arange(len(chunks))
-            per_rank = [order[r::world_size] for r in range(world_size)]
-            budget = None
-            if world_size > 1:
-                budget = min(sum(chunks[k][2] - chunks[k][1] for k in ks) for ks in per_rank) // batch_size
-            mine = [chunks[int(k)] for k in per_rank[rank]]
-            total = sum(b - a for _, a, b in mine)
-            yielded = 0
-            wins = list(_windows(mine, window))
-            for wi, (w0, segs) in enumerate(wins):
-                n = min(window, total - w0)
-                n_batches = -(-n // batch_size)
-                if budget is not None:
-                    n_batches = min(n_batches, budget - yielded)
-                if drop_last and n % batch_size:
-                    n_batches = min(n_batches, n // batch_size)
-                if n_batches <= 0:
-                    break
-                bufs = pool.get(n)
-                dest = _append_destinations(rng.permutation(n), batch_size) if shuffle else None
-                if prefetch:  # the disk reads ahead: this window's chunks at the start, then the next's
+        prefetch = fast and shuffle and 3 * window * sum(rbytes) <= _ram_bytes() // 8
+        own_last = dtype in (None, self.torch_dtype)
+        # the window's last batch gets its own array: a caller holding it while asking for the next batch
+        # does not pin the window buffer, which is then reused (a cast copies anyway)
+        direct_tail = fast and shuffle and own_last
+        # fast: helper threads plan the next window (permutation, slots) and share this one's reads
+        planner = wio._Planner(batch_size, wio.READ_THREADS if fast and shuffle else 1)
+        fds: dict[Path, int] = {}  # files opened once per call, closed when the iterator ends
+        try:
+            for epoch in range(epochs):
+                rng = np.random.default_rng([seed, epoch])
+                order = rng.permutation(len(chunks)) if shuffle else np.arange(len(chunks))
+                per_rank = [order[r::world_size] for r in range(world_size)]
+                budget = None
+                if world_size > 1:
+                    budget = min(sum(chunks[k][2] - chunks[k][1] for k in ks) for ks in per_rank) // batch_size
+                mine = [chunks[int(k)] for k in per_rank[rank]]
+                total = sum(b - a for _, a, b in mine)
+                wins = list(_windows(mine, window))
+                plan = []  # per window: rows, batches yielded, first row of its last batch
+                yielded = 0
+                for w0, _ in wins:
+                    n = min(window, total - w0)
+                    n_batches = -(-n // batch_size)
+                    if budget is not None:
+                        n_batches = min(n_batches, budget - yielded)
+                    if drop_last and n % batch_size:
+                        n_batches = min(n_batches, n // batch_size)
+                    if n_batches <= 0:
+                        break
+                    plan.append((n, n_batches, (n_batches - 1) * batch_size))
+                    yielded += n_batches
+
+                def advise(k: int, wins=wins) -> None:  # the disk reads ahead (see _Planner.slots)
                     _prefetch([(self._file(sh, h)[0], a * rb, (b - a) * rb) for h, rb in zip(hooks, rbytes)
-                               for k in ((0, 1) if wi == 0 else (wi + 1,)) if k < len(wins)
                                for sh, a, b, _ in wins[k][1]])
-                # the window's last batch gets its own array: a caller holding it while asking for the
-                # next batch does not pin the window buffer, which is then reused (a cast copies anyway)
-                own_last = dtype in (None, self.torch_dtype)
-                cut = (n_batches - 1) * batch_size
-                tails = None
-                if fast and dest is not None and own_last:  # read straight into it
-                    tails = [np.empty((min(n, cut + batch_size) - cut, w), dtype=self._np_dtype) for w in widths]
-                    self._fill_window_fast(hooks, segs, bufs, dest, tails, cut)
-                else:
-                    fill(hooks, segs, bufs, dest)
-                for i in range(n_batches):
-                    a, b = i * batch_size, min(n, (i + 1) * batch_size)
-                    if i < n_batches - 1 or not own_last:
-                        parts = [buf[a:b] for buf in bufs]
+
+                slots = planner.slots(rng, [n for n, _, _ in plan] if shuffle else [], advise if prefetch else None)
+                for wi, (n, n_batches, cut) in enumerate(plan):
+                    segs = wins[wi][1]
+                    bufs = pool.get(n)
+                    dest = next(slots) if shuffle else None
+                    tails = None
+                    if direct_tail:  # read the last batch straight into its own arrays
+                        tails = [np.empty((min(n, cut + batch_size) - cut, w), dtype=self._np_dtype) for w in widths]
+                        self._fill_window_fast(hooks, segs, bufs, dest, tails, cut, fds=fds, planner=planner)
+                    elif fast:
+                        self._fill_window_fast(hooks, segs, bufs, dest, fds=fds, planner=planner)
                     else:
-                        parts = tails if tails is not None else [buf[a:b].copy() for buf in bufs]
-                    out = tuple(_to_torch(x, self.dtype, device, dtype) for x in parts)
-                    yielded += 1
-                    del parts
-                    yield out if multi else out[0]
-                    del out
-                del bufs, tails
-                if budget is not None and yielded >= budget:
-                    break
+                        self._fill_window(hooks, segs, bufs, dest, fds=fds)
+                    for i in range(n_batches):
+                        a, b = i * batch_size, min(n, (i + 1) * batch_size)
+                        if i < n_batches - 1 or not own_last:
+                            parts = [buf[a:b] for buf in bufs]
+                        else:
+                            parts = tails if tails is not None else [buf[a:b].copy() for buf in bufs]
+                        out = tuple(_to_torch(x, self.dtype, device, dtype) for x in parts)
+                        del parts
+                        yield out if multi else out[0]
+                        del out
+                    del bufs, tails, dest
+        finally:
+            planner.close()
+            for fd in fds.values():
+                os.close(fd)
 
     def _fill_window(self, hooks: list[str], segs: list[tuple[dict, int, int, int]], bufs: list[np.ndarray],
-                     dest: np.ndarray | None) -> None:
+                     dest: np.ndarray | None, fds: dict[Path, int] | None = None) -> None:
         """Read every segment ``(shard, a, b, window offset)`` of a window into ``bufs``.
 
         Without ``dest`` rows land at their window offset (one sequential read each); with
         ``dest`` a segment is read into a staging array that fits in the CPU cache and its
         rows are scattered to ``dest[offset : offset + len]``, each row moved as one opaque
-        item (a ``void`` view: one ``memcpy`` per row).  Files are CRC-checked whole on first use.
+        item (a ``void`` view: one ``memcpy`` per row).  Files are CRC-checked whole on first use;
+        they are opened into ``fds`` (the caller closes them) or, without it, for this call only.
         """
-        fds: dict[Path, int] = {}
+        own = fds is None
+        fds = {} if own else fds
         try:
             for j, h in enumerate(hooks):
                 item = np.dtype((np.void, bufs[j].shape[1] * bufs[j].itemsize))
@@ -520,8 +535,9 @@ class ActivationStore:
                     if dest is not None:
                         rows[dest[off : off + b - a]] = stage_rows[: b - a]
         finally:
-            for fd in fds.values():
-                os.close(fd)
+            if own:
+                for fd in fds.values():
+                    os.close(fd)
 
     def _open_verified(self, fds: dict[Path, int], shard: dict, hook: str) -> tuple[Path, int]:
         """The file of ``hook`` in ``shard``, CRC-checked on first use, opened once into ``fds``."""
@@ -533,15 +549,18 @@ class ActivationStore:
         return path, fd
 
     def _fill_window_fast(self, hooks: list[str], segs: list[tuple[dict, int, int, int]], bufs: list[np.ndarray],
-                          dest: np.ndarray | None, tails: list[np.ndarray] | None = None, cut: int = 0) -> None:
+                          dest: np.ndarray | None, tails: list[np.ndarray] | None = None, cut: int = 0,
+                          fds: dict[Path, int] | None = None, planner: wio._Planner | None = None) -> None:
         """:meth:`_fill_window` in one pass: with ``dest``, each segment is read by ``preadv`` with
         one ``iovec`` per row pointing at the row's slot ``dest[offset + i]`` in the window buffer,
         so the kernel copies every row from the page cache straight to its place (no staging
         copy, no Python per row).  With ``tails``, window rows ``[cut, cut + len(tails[j]))`` go
-        to ``tails[j]`` instead (the window's last batch, handed out in its own array).  Without
-        ``dest`` it is :meth:`_fill_window`."""
+        to ``tails[j]`` instead (the window's last batch, handed out in its own array).  With a
+        ``planner`` of 2+ threads, its helpers take shares of the ``preadv`` calls (every row has
+        its own slot, so the shares never write the same bytes).  Without ``dest`` it is
+        :meth:`_fill_window`.  ``fds`` as there."""
         if dest is None:
-            return self._fill_window(hooks, segs, bufs, dest)
+            return self._fill_window(hooks, segs, bufs, dest, fds)
         n = bufs[0].shape[0]
         if dest.shape != (n,) or (n and (int(dest.min()) < 0 or int(dest.max()) >= n)):
             raise RuntimeError(f"window destinations out of range for a window of {n} rows")  # a pointer guard
@@ -550,24 +569,36 @@ class ActivationStore:
             if (buf.shape[0] != n or not buf.flags.c_contiguous or not t.flags.c_contiguous
                     or t.shape[1:] != buf.shape[1:] or t.dtype != buf.dtype or cut + t.shape[0] > n):
                 raise RuntimeError("window buffers must be C-contiguous, of the window's rows, with tails to match")
-        fds: dict[Path, int] = {}
-        iov = np.empty((n, 2), dtype=np.uint64)
-        in_tail = None
         if tails is not None:
-            in_tail = (dest >= cut) & (dest < cut + tails[0].shape[0])
+            in_tail = np.flatnonzero((dest >= cut) & (dest < cut + tails[0].shape[0]))
+        own = fds is None
+        fds = {} if own else fds
+        preadv = wio._PREADV
+        jobs = []  # (path, fd, iovec array, its address, row bytes, segment)
         try:
             for j, h in enumerate(hooks):
                 buf = bufs[j]
                 rb = buf.shape[1] * buf.itemsize
+                iov = np.empty((n, 2), dtype=np.uint64)
                 np.multiply(dest, rb, out=iov[:, 0], casting="unsafe")
                 iov[:, 0] += np.uint64(buf.ctypes.data)
-                if in_tail is not None:  # those rows' address: in the tail array instead
+                if tails is not None:  # those rows' address: in the tail array instead
                     shift = (tails[j].ctypes.data - buf.ctypes.data - cut * rb) % (1 << 64)  # wraps as uint64
                     iov[in_tail, 0] += np.uint64(shift)
                 iov[:, 1] = rb
-                for shard, a, b, off in segs:
-                    path, fd = self._open_verified(fds, shard, h)
-                    _preadv_rows(fd, iov[off : off + b - a], a * rb, path)
+                jobs += [(*self._open_verified(fds, shard, h), iov, iov.ctypes.data, rb, a, b, off)
+                         for shard, a, b, off in segs]
+
+            def run(part):  # one preadv per segment; the general loop only where it falls short
+                for path, fd, iov, at, rb, a, b, off in part:
+                    if b - a > wio._IOV_MAX or preadv(fd, at + 16 * off, b - a, a * rb) != (b - a) * rb:
+                        _preadv_rows(fd, iov[off : off + b - a], a * rb, path)  # from the start: same bytes
+
+            if planner is None:
+                run(jobs)
+            else:
+                planner.split(run, jobs)
         finally:
-            for fd in fds.values():
-                os.close(fd)
+            if own:
+                for fd in fds.values():
+                    os.close(fd)

@@ -20,6 +20,7 @@ import mmap
 import os
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -78,6 +79,84 @@ def _append_destinations(perm: np.ndarray, batch_size: int) -> np.ndarray:
     return dest
 
 
+class _Planner:
+    """The slots of each window's rows (:func:`_append_destinations` of a fresh permutation from the
+    epoch's generator, window after window), and the helper threads of the fast fill.
+
+    With ``threads`` >= 2, one worker computes the next window's slots while the current one is
+    read (the permutation and sorts take ~2 ms for a 65536-row window; numpy releases the GIL in
+    them), and ``threads - 1`` more take a share of each window's ``preadv`` calls
+    (:meth:`split`).  The generator is used in the same order either way, so the slots, and the
+    batches, do not depend on ``threads``."""
+
+    def __init__(self, batch_size: int, threads: int = 1):
+        self.batch_size, self.threads = batch_size, threads
+        self._plan = ThreadPoolExecutor(1, thread_name_prefix="interp-store-plan") if threads > 1 else None
+        self._read = ThreadPoolExecutor(threads - 1, thread_name_prefix="interp-store-read") if threads > 1 else None
+
+    def _one(self, rng: np.random.Generator, sizes: list[int], k: int, advise) -> np.ndarray:
+        dest = _append_destinations(rng.permutation(sizes[k]), self.batch_size)
+        if advise is not None:
+            for w in ((0, 1) if k == 0 else (k + 1,)):
+                if w < len(sizes):
+                    advise(w)
+        return dest
+
+    def slots(self, rng: np.random.Generator, sizes: list[int], advise=None) -> Iterator[np.ndarray]:
+        """Slots for windows of ``sizes`` rows, in order (a generator; with a worker, the next window's are
+        computed while one is used).  ``advise(k)``, if given, asks the disk for window ``k``'s rows
+        (:func:`_prefetch`): windows 0 and 1 with the first slots, window ``k + 1`` with window ``k``'s,
+        so the disk reads one window ahead (two with a worker, which plans a window ahead)."""
+        if self._plan is None:
+            for k in range(len(sizes)):
+                yield self._one(rng, sizes, k, advise)
+            return
+        fut = self._plan.submit(self._one, rng, sizes, 0, advise) if sizes else None
+        for k in range(len(sizes)):
+            dest = fut.result()
+            fut = self._plan.submit(self._one, rng, sizes, k + 1, advise) if k + 1 < len(sizes) else None
+            yield dest
+
+    def split(self, run, jobs: list) -> None:
+        """``run(jobs)`` shared by this thread and the ``threads - 1`` helpers: each takes the next job until
+        none is left (so a thread slowed by another process takes fewer); returns when all are done (also
+        when one raises: then the first error is raised, after the others let go of the buffers)."""
+        if self._read is None or len(jobs) < 2:
+            run(jobs)
+            return
+        lock, it = threading.Lock(), iter(jobs)
+
+        def take():
+            while True:
+                with lock:
+                    job = next(it, None)
+                if job is None:
+                    return
+                yield job
+
+        futs = [self._read.submit(run, take()) for _ in range(min(self.threads, len(jobs)) - 1)]
+        err = None
+        try:
+            run(take())
+        except BaseException as e:  # noqa: BLE001 -- re-raised below, once the helpers let go of the buffers
+            err = e
+            with lock:
+                for _ in it:  # the helpers stop at their next job
+                    pass
+        for f in futs:
+            try:
+                f.result()
+            except BaseException as e:  # noqa: BLE001
+                err = err or e
+        if err is not None:
+            raise err
+
+    def close(self) -> None:
+        for pool in (self._plan, self._read):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _anon_array(size: int, dtype) -> np.ndarray:
     """A 1-D array in its own anonymous memory map: outside the malloc heap, so freeing it returns
     the memory to the OS at once (no heap growth or fragmentation), with transparent huge pages
@@ -110,6 +189,23 @@ except (AttributeError, ValueError, OSError):
     _IOV_MAX = 16
 #: default for ``batches(fast=None)``: the kernel-scatter reader (``INTERP_STORE_FAST_READ=0`` forces the reference)
 FAST_READ = _PREADV is not None and os.environ.get("INTERP_STORE_FAST_READ", "1") != "0"
+
+
+def _read_threads() -> int:
+    try:
+        n = int(os.environ.get("INTERP_STORE_READ_THREADS", "2"))
+    except ValueError:
+        raise ValueError("INTERP_STORE_READ_THREADS must be an integer >= 1, got "
+                         f"{os.environ['INTERP_STORE_READ_THREADS']!r}") from None
+    if n < 1:
+        raise ValueError(f"INTERP_STORE_READ_THREADS must be >= 1, got {n}")
+    return min(n, os.cpu_count() or 1)
+
+
+#: threads of the fast fill (``INTERP_STORE_READ_THREADS``, default 2, at most the CPU count): with 2+,
+#: the window's ``preadv`` calls are split between the calling thread and helpers, and one more thread
+#: plans the next window (:class:`_Planner`); 1 keeps everything on the calling thread.
+READ_THREADS = _read_threads()
 
 
 def _preadv_rows(fd: int, iov: np.ndarray, offset: int, path: Path) -> None:
