@@ -13,6 +13,15 @@ delta <= 2% of F(x) - F(baseline) at our default step count.  On IOI prompts wit
 3. Equal accuracy: the fewest Gauss-Legendre steps whose completeness delta is within captum's at
    ``--steps``, timed: a separate number, not the equal-steps speed-up.
 4. Our default step count: completeness delta per prompt.
+5. The compute floor (``floor`` in the same interleaved rounds): the same ``n*steps`` interpolated
+   embeddings through the plain Hugging Face model (a weight-sharing copy without the bridge,
+   hf_capture.hf_model, SDPA attention, ``logits_to_keep=1``) and one ``torch.autograd.grad`` of
+   the weighted metric w.r.t. ``inputs_embeds``: the least work any IG at the embeddings with that
+   many steps does unless it skips arithmetic.  Achieved GFLOP/s of each contender (matmul FLOPs
+   of the full job: 2 * non-embedding params * tokens forward, the same again for the
+   activation-only backward, attention QK^T/AV forward and twice that backward, the last-position
+   unembedding) against a measured fp32 GEMM peak (torch.mm 2048^3 and one of the job's own
+   shapes, same threads).
 
     python bench/bench_ig.py [--model smollm2-135m] [--n 4] [--steps 32] [--mid-hook blocks.20.hook_resid_pre]
 
@@ -41,6 +50,35 @@ def _time(fn):
 
 def _load():
     return open("/proc/loadavg").read().split()[:3]
+
+
+def gemm_peak(n: int = 2048, shapes=((2048, 576, 1536),), repeat: int = 5) -> dict:
+    """Best-of-``repeat`` fp32 torch.mm GFLOP/s: a square ``n^3`` product and the given (m, k, n) shapes."""
+    out = {}
+    for m, k, nn in ((n, n, n),) + tuple(shapes):
+        a, b = torch.randn(m, k), torch.randn(k, nn)
+        torch.mm(a, b)
+        best = min(_time(lambda: torch.mm(a, b))[1] for _ in range(repeat))
+        out[f"{m}x{k}x{nn}"] = 2 * m * k * nn / best / 1e9
+    return out
+
+
+def job_flops(shadow, n_seq: int, T: int) -> dict:
+    """Matmul FLOPs of IG at the embeddings: ``n_seq`` sequences of ``T`` tokens through the Hugging
+    Face model ``shadow``, forward + activation backward (no weight gradients), last-position
+    unembedding; attention counted over the full ``T x T`` scores (QK^T and AV)."""
+    cfg = shadow.config
+    skip = {id(shadow.get_input_embeddings().weight), id(shadow.get_output_embeddings().weight)}
+    dense_params = sum(p.numel() for n, p in shadow.named_parameters()
+                       if p.ndim == 2 and id(p) not in skip and "wpe" not in n)
+    H = cfg.num_attention_heads
+    dh = getattr(cfg, "head_dim", None) or cfg.hidden_size // H
+    dense = n_seq * T * 2 * dense_params
+    attn = n_seq * cfg.num_hidden_layers * 2 * 2 * T * T * H * dh
+    unembed = n_seq * 2 * cfg.hidden_size * cfg.vocab_size
+    fwd = dense + attn + unembed
+    bwd = dense + 2 * attn + unembed
+    return {"dense_params": dense_params, "forward": fwd, "backward": bwd, "total": fwd + bwd}
 
 
 def main():
@@ -81,7 +119,28 @@ def main():
         layer_integrated_gradients(model, task.clean[:1], t1.metric, hook=h, baseline=task.corrupt[:1], steps=2)
         captum_layer_ig(model, task.clean[:1], t1.metric, hook=h, baseline_tokens=task.corrupt[:1], steps=2)
 
+    from interp.attribution.ig import quadrature
+    from interp.models.hf_capture import hf_model
+
+    shadow = hf_model(model, attn_implementation="sdpa")
+    device = next(model.parameters()).device
+    alphas, weights = quadrature(args.steps, "gausslegendre")
+
+    def floor():
+        """The same interpolated embeddings through the plain HF model: forward + one input gradient."""
+        emb = shadow.get_input_embeddings()
+        with torch.no_grad():
+            x, b = emb(task.clean.to(device)), emb(task.corrupt.to(device))
+        a = alphas.to(device, x.dtype).view(-1, 1, 1, 1)
+        pts = (b + a * (x - b)).reshape(-1, *x.shape[1:]).requires_grad_(True)
+        with torch.enable_grad():
+            f = task.metric(shadow(inputs_embeds=pts, use_cache=False, logits_to_keep=1).logits)
+            (g,) = torch.autograd.grad((f.reshape(args.steps, -1) * weights.to(f)[:, None]).sum(), pts)
+        return (x - b) * g.reshape(args.steps, *x.shape).sum(0)
+
+    floor()  # warm-up
     runs = {
+        "embed_floor": floor,
         "embed_ours": lambda: layer_integrated_gradients(model, task.clean, task.metric, hook="hook_embed", **kw),
         "embed_captum": lambda: captum_layer_ig(model, task.clean, task.metric, hook="hook_embed",
                                                 baseline_tokens=task.corrupt, steps=args.steps),
@@ -93,15 +152,17 @@ def main():
     }
     best, out, rounds = {}, {}, []
     for r in range(args.repeat):
-        row = {"loadavg": _load()}
+        row = {"loadavg": _load(), "gemm_peak_gflops": max(gemm_peak(shapes=(), repeat=3).values())}
         for name, fn in runs.items():
             out[name], t = _time(fn)
             row[name] = t
             best[name] = min(best.get(name, float("inf")), t)
         rounds.append(row)
-        print(f"round {r}: " + ", ".join(f"{k} {v:.2f} s" for k, v in row.items() if k != "loadavg")
-              + f"  (load {row['loadavg']})")
-        print(f"   ratios this round: embed captum/ours {row['embed_captum'] / row['embed_ours']:.2f}x, "
+        print(f"round {r}: " + ", ".join(f"{k} {v:.2f} s" for k, v in row.items() if k.startswith(("embed", "mid")))
+              + f"  (load {row['loadavg']}, GEMM {row['gemm_peak_gflops']:.0f} GFLOP/s)")
+        print(f"   ratios this round: embed captum/floor {row['embed_captum'] / row['embed_floor']:.2f}, "
+              f"ours/floor {row['embed_ours'] / row['embed_floor']:.2f}, "
+              f"embed captum/ours {row['embed_captum'] / row['embed_ours']:.2f}x, "
               f"mid captum/ours {row['mid_captum'] / row['mid_ours']:.2f}x, "
               f"mid plain/ours {row['mid_plain'] / row['mid_ours']:.2f}x")
     res["rounds"] = rounds
@@ -119,6 +180,28 @@ def main():
     print(f"hook_embed: ours {e['ours_s']:.2f} s ({e['ours_path']}), captum {e['captum_s']:.2f} s -> "
           f"{e['speedup']:.2f}x (target >= 3x); max|diff| {e['max_abs_diff']:.2e} of max|attr| "
           f"{e['max_abs_attr']:.2e}; rel. delta ours {e['ours_rel_delta']:.4f} captum {e['ref_rel_delta']:.4f}")
+    fl = job_flops(shadow, task.n * args.steps, task.clean.shape[1])
+    peak = gemm_peak(shapes=((task.n * args.steps * task.clean.shape[1], model.cfg.d_model, model.cfg.d_mlp),))
+    f_attr = out["embed_floor"]
+    e["floor"] = {
+        "floor_s": best["embed_floor"], "captum_over_floor": best["embed_captum"] / best["embed_floor"],
+        "ours_over_floor": best["embed_ours"] / best["embed_floor"],
+        "per_round": [{"captum_over_floor": r["embed_captum"] / r["embed_floor"],
+                       "ours_over_floor": r["embed_ours"] / r["embed_floor"]} for r in rounds],
+        "max_abs_diff_floor_vs_captum": (f_attr - out["embed_captum"].attributions).abs().max().item(),
+        "job_gflop": fl["total"] / 1e9, "dense_params": fl["dense_params"],
+        "gflops": {k: fl["total"] / 1e9 / best[f"embed_{k}"] for k in ("floor", "ours", "captum")},
+        "gflops_over_round_peak": [{k: fl["total"] / 1e9 / r[f"embed_{k}"] / r["gemm_peak_gflops"]
+                                    for k in ("floor", "ours", "captum")} for r in rounds],
+        "gemm_peak_gflops": peak, "threads": torch.get_num_threads(),
+        "max_speedup_vs_captum_at_floor": best["embed_captum"] / best["embed_floor"]}
+    ef = e["floor"]
+    print(f"floor (plain HF fwd+input grad, same {task.n * args.steps} sequences): {ef['floor_s']:.2f} s; "
+          f"captum/floor {ef['captum_over_floor']:.2f}, ours/floor {ef['ours_over_floor']:.2f}; "
+          f"floor vs captum max|diff| {ef['max_abs_diff_floor_vs_captum']:.2e}")
+    print(f"job {ef['job_gflop']:.1f} GFLOP -> GFLOP/s floor {ef['gflops']['floor']:.1f}, ours "
+          f"{ef['gflops']['ours']:.1f}, captum {ef['gflops']['captum']:.1f}; fp32 GEMM peak "
+          + ", ".join(f"{k} {v:.1f}" for k, v in peak.items()) + f" GFLOP/s ({torch.get_num_threads()} threads)")
     m = {"hook": args.mid_hook, "ours_s": best["mid_ours"], "captum_s": best["mid_captum"],
          "plain_s": best["mid_plain"], "speedup_vs_captum": best["mid_captum"] / best["mid_ours"],
          "speedup_vs_plain": best["mid_plain"] / best["mid_ours"],

@@ -1,10 +1,10 @@
-"""The fast IG paths (fastpath.py: prefix replay, last-position logits, lean Llama forward) against
+"""The fast IG paths (fastpath.py: prefix replay, last-position logits, lean forwards) against
 the plain reference path (``fast=False``: the bridge's whole forward per step, what captum runs)."""
 
 import pytest
 import torch
 
-from interp.attribution.fastpath import LeanLlama, lean_llama, model_has_hooks
+from interp.attribution.fastpath import LeanLlama, lean_forward, lean_llama, model_has_hooks
 from interp.attribution.ig import layer_integrated_gradients
 from interp.models import load_model, scoped_hooks
 from interp.tasks import Task
@@ -46,8 +46,8 @@ def _close(a, b, rel=1e-5):
     return torch.allclose(a, b, atol=rel * b.abs().max().item() + 1e-8)
 
 
-@pytest.mark.parametrize("name,lean", [("tiny-llama", True), ("gqa-llama", True), ("tiny-gpt2", False),
-                                       ("tiny-pythia", False), ("tiny-gemma3", False)])
+@pytest.mark.parametrize("name,lean", [("tiny-llama", True), ("gqa-llama", True), ("tiny-gpt2", True),
+                                       ("tiny-pythia", True), ("tiny-gemma3", True)])
 @pytest.mark.parametrize("hook", ["hook_embed", "blocks.1.hook_resid_pre", "blocks.0.hook_resid_post"])
 def test_fast_ig_equals_reference(models, name, lean, hook):
     """Attributions (= diff * path-averaged gradient) and completeness agree with the plain path."""
@@ -137,15 +137,34 @@ def test_metric_reading_other_positions_uses_full_logits(models):
 
 def test_lean_not_offered_where_it_cannot_run(models):
     model = _model(models, "tiny-llama")
-    assert lean_llama(model, "blocks.1.attn.hook_z") is None  # not a residual-stream hook
-    assert lean_llama(_model(models, "tiny-gpt2"), "hook_embed") is None  # not a Llama
+    lean, why = lean_forward(model, "blocks.1.attn.hook_z")
+    assert lean is None and "not hook_embed" in why  # not a residual-stream hook
     with pytest.raises(ValueError, match="shared positions"):
         lean = lean_llama(model, "hook_embed")
         lean.logits(torch.zeros(2, 4, model.cfg.d_model), 0, 6, None, last_only=False)
 
 
-@pytest.mark.parametrize("name,forward", [("tiny-llama", "lean"), ("gqa-llama", "lean"), ("tiny-pythia", "replay"),
-                                          ("tiny-gemma3", "replay")])
+def test_uncovered_architecture_option_falls_back_with_reason(models):
+    """An option the lean transcription does not implement (Gemma 2-style attention-logit
+    softcapping on a Gemma 3 config) -> the bridge path, the reason recorded, values unchanged."""
+    model = _model(models, "tiny-gemma3")
+    task = _task(model)
+    cfg = model.original_model.config
+    try:
+        cfg.attn_logit_softcapping = 50.0  # the bridge's attention reads it too: the reference changes alike
+        lean, why = lean_forward(model, "hook_embed")
+        assert lean is None and "softcapping" in why
+        fast = layer_integrated_gradients(model, task.clean, task.metric, baseline=task.corrupt, steps=4)
+        ref = layer_integrated_gradients(model, task.clean, task.metric, baseline=task.corrupt, steps=4, fast=False)
+    finally:
+        cfg.attn_logit_softcapping = None
+    assert fast.path == "replay" and "softcapping" in fast.lean_skipped
+    assert _close(fast.attributions, ref.attributions)
+    assert ref.lean_skipped.startswith("reference path")
+
+
+@pytest.mark.parametrize("name,forward", [("tiny-llama", "lean"), ("gqa-llama", "lean"), ("tiny-gpt2", "lean"),
+                                          ("tiny-pythia", "lean"), ("tiny-gemma3", "lean")])
 def test_hook_ig_fast_equals_reference(models, name, forward):
     """Per-hook IG (path='hooks'): every component score, per position, fast == plain reference."""
     from interp.attribution.ig import integrated_gradients

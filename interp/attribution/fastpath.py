@@ -50,9 +50,10 @@ from contextlib import ExitStack, contextmanager
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from interp.models import scoped_hooks
+
+from .lean_models import LEAN_ARCHS, LeanForward, LeanLlama  # noqa: F401 (LeanLlama: re-exported)
 
 
 def fast_enabled(fast: bool | None = None, env: str = "INTERP_IG_REFERENCE") -> bool:
@@ -174,17 +175,11 @@ def fast_forward(model, prefix: PrefixCache | None, k: int, layer: int, last_onl
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. Lean Llama forward
+# 3. Lean forward (lean_models.py: Llama, GPT-2, GPT-NeoX, Gemma 3)
 # ---------------------------------------------------------------------------------------------
 
-LEAN_MODEL_TYPES = ("llama",)
+LEAN_MODEL_TYPES = tuple(LEAN_ARCHS)
 _RESID = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
-
-
-def _unwrap(mod):
-    while hasattr(mod, "_original_component"):
-        mod = mod._original_component
-    return mod
 
 
 def _fn_module(fn) -> str:
@@ -221,155 +216,30 @@ def lean_start_layer(model, hook: str) -> int | None:
     return int(m[1]) + (m[2] == "post")
 
 
-def lean_llama(model, hook: str) -> "LeanLlama | None":
-    """A :class:`LeanLlama` for ``model`` when it can run IG at ``hook`` exactly, else None."""
+def lean_forward(model, hook: str) -> tuple[LeanForward | None, str]:
+    """``(lean forward, "")`` for ``model`` when it can run IG at ``hook`` exactly, else
+    ``(None, reason)``: the architecture or its options are not covered, ``hook`` is not on the
+    residual stream, or a user hook is registered (the lean pass would skip it)."""
     cfg = getattr(getattr(model, "original_model", None), "config", None)
-    if cfg is None or getattr(cfg, "model_type", None) not in LEAN_MODEL_TYPES:
-        return None
-    if getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False) or cfg.hidden_act != "silu":
-        return None
-    if getattr(cfg, "sliding_window", None) or lean_start_layer(model, hook) is None or model_has_hooks(model):
-        return None
-    return LeanLlama(model)
+    kind = getattr(cfg, "model_type", None)
+    if kind not in LEAN_ARCHS:
+        return None, f"no lean forward for model_type {kind!r} (covered: {', '.join(LEAN_MODEL_TYPES)})"
+    if lean_start_layer(model, hook) is None:
+        return None, f"hook {hook!r} is not hook_embed or a blocks.L.hook_resid_pre/post"
+    if model_has_hooks(model):
+        return None, "a hook is registered on the model"
+    cls, check = LEAN_ARCHS[kind]
+    reason = check(cfg)
+    if reason:
+        return None, reason
+    from interp.models.hf_capture import CaptureUnavailable, hf_model
+
+    try:
+        return cls(hf_model(model)), ""
+    except (CaptureUnavailable, AttributeError) as e:  # a variant whose modules differ from the transcription
+        return None, f"lean {kind} forward unavailable: {e}"
 
 
-class LeanLlama:
-    """The HF ``LlamaDecoderLayer`` stack as plain tensor code on the bridge's weights (no copies).
-
-    Residual stream layout: ``h [N, T', d_model]`` for positions ``p0 .. T-1``; prefix keys/values
-    ``[B, n_kv, p0, d_head]`` per block, shared by the ``N = k*B`` copies (row ``i*B + b`` is copy
-    ``i`` of prompt ``b``, the layout ig.py uses).
-    """
-
-    def __init__(self, model):
-        hf = model.original_model
-        cfg = hf.config
-        self.hf, self.cfg = hf, cfg
-        self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
-        self.d_head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        self.layers = []
-        for b in model.blocks:
-            att, mlp = _unwrap(b.attn), _unwrap(b.mlp)
-            ln1, ln2 = _unwrap(b.ln1), _unwrap(b.ln2)
-            self.layers.append(dict(
-                ln1=ln1.weight, eps1=ln1.variance_epsilon, ln2=ln2.weight, eps2=ln2.variance_epsilon,
-                q=_unwrap(att.q_proj).weight, k=_unwrap(att.k_proj).weight, v=_unwrap(att.v_proj).weight,
-                o=_unwrap(att.o_proj).weight, scale=float(att.scaling),
-                gate=_unwrap(mlp.gate_proj).weight, up=_unwrap(mlp.up_proj).weight, down=_unwrap(mlp.down_proj).weight))
-        lnf = _unwrap(model.ln_final)
-        self.lnf, self.eps_f = lnf.weight, lnf.variance_epsilon
-        self.w_e = _unwrap(model.embed).weight
-        unembed = _unwrap(model.unembed)
-        self.w_u, self.b_u = unembed.weight, getattr(unembed, "bias", None)
-
-    def rotary(self, T: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin ``[T, d_head]`` from the model's own rotary module (its scaling included)."""
-        with torch.no_grad():
-            pos = torch.arange(T, device=like.device)[None]
-            cos, sin = self.hf.model.rotary_emb(like[:1, :1].expand(1, T, -1), pos)
-        return cos[0].to(like.dtype), sin[0].to(like.dtype)
-
-    @staticmethod
-    def _rms(x, w, eps):
-        xf = x.float()
-        return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
-
-    @staticmethod
-    def _rope(x, cos, sin):
-        x1, x2 = x.chunk(2, dim=-1)
-        return x * cos + torch.cat((-x2, x1), dim=-1) * sin
-
-    def _qkv(self, L, h, cos, sin):
-        N, T, _ = h.shape
-        x = self._rms(h, L["ln1"], L["eps1"])
-        q = (x @ L["q"].T).view(N, T, self.n_heads, self.d_head).transpose(1, 2)
-        k = (x @ L["k"].T).view(N, T, self.n_kv, self.d_head).transpose(1, 2)
-        v = (x @ L["v"].T).view(N, T, self.n_kv, self.d_head).transpose(1, 2)
-        return self._rope(q, cos, sin), self._rope(k, cos, sin), v
-
-    def _attend(self, L, l, h, q, k, v, mask, edits=None):
-        """The rest of block ``l``: attention output (``hook_z`` edit), MLP (``hook_mlp_out`` edit)."""
-        N, Tq = h.shape[0], q.shape[2]
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False, scale=L["scale"],
-                                           enable_gqa=self.n_kv != self.n_heads)
-        z = a.transpose(1, 2)  # [N, Tq, H, d_head]: TransformerLens' blocks.l.attn.hook_z
-        if edits and f"blocks.{l}.attn.hook_z" in edits:
-            z = edits[f"blocks.{l}.attn.hook_z"](z)
-        h = h + z.reshape(N, Tq, self.n_heads * self.d_head) @ L["o"].T
-        x = self._rms(h, L["ln2"], L["eps2"])
-        m = (F.silu(x @ L["gate"].T) * (x @ L["up"].T)) @ L["down"].T
-        if edits and f"blocks.{l}.hook_mlp_out" in edits:
-            m = edits[f"blocks.{l}.hook_mlp_out"](m)
-        return h + m
-
-    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``hook_embed`` of ``tokens`` (the embedding lookup; Llama has no positional embedding)."""
-        return F.embedding(tokens, self.w_e)
-
-    def residuals(self, h: torch.Tensor) -> list[torch.Tensor]:
-        """``blocks.l.hook_resid_pre`` for every block ``l`` from the embeddings ``h [B, T, d]`` (no grad)."""
-        T = h.shape[1]
-        cos, sin = self.rotary(T, h)
-        mask = torch.ones(T, T, dtype=torch.bool, device=h.device).tril()
-        out = []
-        with torch.no_grad():
-            for l, L in enumerate(self.layers):
-                out.append(h)
-                q, k, v = self._qkv(L, h, cos, sin)
-                h = self._attend(L, l, h, q, k, v, mask)
-        return out
-
-    def prefix_kv(self, h: torch.Tensor, start: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Keys/values of blocks ``start ..`` for the shared positions ``0 .. p0-1`` (``h [B, p0, d]``)."""
-        p0 = h.shape[1]
-        if p0 == 0:
-            return [None] * (len(self.layers) - start)
-        cos, sin = self.rotary(p0, h)
-        mask = torch.ones(p0, p0, dtype=torch.bool, device=h.device).tril()
-        out = []
-        with torch.no_grad():
-            for l, L in enumerate(self.layers[start:], start):
-                q, k, v = self._qkv(L, h, cos, sin)
-                out.append((k, v))
-                h = self._attend(L, l, h, q, k, v, mask)
-        return out
-
-    def logits(self, h: torch.Tensor, start: int, T: int, prefix: list | None = None,
-               last_only: bool = True, edits: dict | None = None) -> torch.Tensor:
-        """Logits from the residual input ``h [N, T-p0, d]`` of block ``start`` (positions ``p0 ..``).
-
-        ``prefix``: :meth:`prefix_kv` of the shared positions (batch ``B``, ``N`` a multiple of it);
-        ``last_only``: the last block and the unembedding run on the last position only, and the
-        logits are ``[N, 1, V]``; else ``[N, T-p0, V]``.  ``edits``: ``{hook name: fn(act) -> act}``
-        for ``blocks.l.hook_resid_pre``, ``blocks.l.attn.hook_z`` and ``blocks.l.hook_mlp_out``
-        (the activations of positions ``p0 ..``), applied where the bridge's hook would fire.
-        """
-        N, Ts, _ = h.shape
-        p0 = T - Ts
-        edits = edits or {}
-        if p0 and not last_only:
-            raise ValueError("skipping shared positions needs a metric of the last position only")
-        cos, sin = self.rotary(T, h)
-        cos, sin = cos[p0:], sin[p0:]
-        mask = torch.ones(Ts, T, dtype=torch.bool, device=h.device).tril(diagonal=p0)
-        n = len(self.layers)
-        for i, L in enumerate(self.layers[start:]):
-            l = start + i
-            if f"blocks.{l}.hook_resid_pre" in edits:
-                h = edits[f"blocks.{l}.hook_resid_pre"](h)
-            q, k, v = self._qkv(L, h, cos, sin)
-            if p0:
-                pk, pv = prefix[i]
-                rep = N // pk.shape[0]
-                k = torch.cat([pk.repeat(rep, 1, 1, 1), k], dim=2)
-                v = torch.cat([pv.repeat(rep, 1, 1, 1), v], dim=2)
-            edited = f"blocks.{l}.attn.hook_z" in edits or f"blocks.{l}.hook_mlp_out" in edits
-            if last_only and l == n - 1 and not edited:  # the last block: only the last query is read
-                h = self._attend(L, l, h[:, -1:], q[:, :, -1:], k, v, None)
-            else:
-                h = self._attend(L, l, h, q, k, v, mask, edits)
-        if last_only:
-            h = h[:, -1:]
-        x = self._rms(h, self.lnf, self.eps_f)
-        out = x @ self.w_u.T
-        return out if self.b_u is None else out + self.b_u
+def lean_llama(model, hook: str) -> LeanForward | None:
+    """:func:`lean_forward` without the reason (kept for callers of the Llama-only version)."""
+    return lean_forward(model, hook)[0]

@@ -47,8 +47,8 @@ import torch
 from interp.models import scoped_hooks
 
 from .components import AttributionResult, cache_components, component_types, linear_scores, per_position_set
-from .fastpath import (LeanLlama, PrefixCache, fast_enabled, fast_forward, hook_layer, lean_llama, lean_start_layer,
-                       reads_last_position_only)
+from .fastpath import (LeanForward, PrefixCache, fast_enabled, fast_forward, hook_layer, lean_forward,
+                       lean_start_layer, reads_last_position_only)
 
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 DEFAULT_STEPS = 32
@@ -96,7 +96,10 @@ class IGResult:
     seconds: float
     path: str = "plain"
     """Which forward ran the steps: ``plain`` (the bridge, whole model), ``replay`` (the bridge,
-    blocks before the hook replayed, last-position logits) or ``lean`` (fastpath.LeanLlama)."""
+    blocks before the hook replayed, last-position logits) or ``lean`` (lean_models.py)."""
+    lean_skipped: str = ""
+    """Why the lean forward did not run (empty when it did): not fast, a metric of other positions,
+    an architecture or hook it does not cover, a user hook, or a failed self-check."""
 
     @property
     def relative_delta(self) -> float:
@@ -177,9 +180,10 @@ def _interpolate(model, tokens, hook, x_act, base_act, alphas, weights, metric, 
     return g_hook, g_col
 
 
-def _interpolate_lean(lean: LeanLlama, start: int, x_act, base_act, f_x, alphas, weights, metric,
+def _interpolate_lean(lean: LeanForward, hook: str, start: int, x_act, base_act, f_x, alphas, weights, metric,
                       max_tokens) -> torch.Tensor | None:
-    """:func:`_interpolate` through fastpath.LeanLlama (residual-stream hooks, last-position metrics).
+    """:func:`_interpolate` through a lean forward (lean_models.py; residual-stream hooks,
+    last-position metrics).
 
     Positions before the first one where input and baseline differ (``p0``) are the same in every
     copy; they run once (their keys/values are shared) and their gradient is not needed: their
@@ -190,8 +194,8 @@ def _interpolate_lean(lean: LeanLlama, start: int, x_act, base_act, f_x, alphas,
     differs = (x_act != base_act).reshape(B, T, -1).any(-1).any(0)
     p0 = min(int(differs.int().argmax()) if bool(differs.any()) else T, T - 1)
     with torch.no_grad():
-        prefix = lean.prefix_kv(x_act[:, :p0], start)
-        check = metric(lean.logits(x_act[:, p0:], start, T, prefix)).float()
+        prefix = lean.prefix_kv(lean.from_hook(x_act[:, :p0], hook), start)
+        check = metric(lean.logits(lean.from_hook(x_act[:, p0:], hook, p0), start, T, prefix)).float()
     if check.shape != f_x.shape or not torch.allclose(check, f_x.float(), rtol=1e-3,
                                                       atol=1e-3 * (1 + f_x.float().abs().max().item())):
         return None
@@ -206,7 +210,7 @@ def _interpolate_lean(lean: LeanLlama, start: int, x_act, base_act, f_x, alphas,
         interp = (b_s.unsqueeze(0) + a.view(shape) * (x_s - b_s).unsqueeze(0))
         interp = interp.reshape(c * B, *x_s.shape[1:]).to(x_act.dtype).requires_grad_(True)
         with torch.enable_grad():
-            f = metric(lean.logits(interp, start, T, prefix)).reshape(c, B)
+            f = metric(lean.logits(lean.from_hook(interp, hook, p0), start, T, prefix)).reshape(c, B)
             (gi,) = torch.autograd.grad((f * w[:, None]).sum(), [interp])
         g[:, p0:] += gi.reshape(c, *x_s.shape).sum(0).float()
     return g
@@ -254,13 +258,18 @@ def layer_integrated_gradients(
         with torch.no_grad(), scoped_hooks(model, fwd=[(hook, lambda x, hook: base_act)]):
             f_b = metric(model(tokens.to(x_act.device))).detach()
     g, path = None, "plain"
-    lean = lean_llama(model, hook) if fast_enabled(fast) and last else None
+    if not fast_enabled(fast):
+        lean, why = None, "reference path (fast=False or INTERP_IG_REFERENCE=1)"
+    elif not last:
+        lean, why = None, "the metric reads positions other than the last"
+    else:
+        lean, why = lean_forward(model, hook)
     if lean is not None:
-        g = _interpolate_lean(lean, lean_start_layer(model, hook), x_act, base_act, f_x, alphas, weights, metric,
-                              max_tokens)
+        g = _interpolate_lean(lean, hook, lean_start_layer(model, hook), x_act, base_act, f_x, alphas, weights,
+                              metric, max_tokens)
         if g is None:
-            warnings.warn("lean Llama forward does not reproduce the model's metric here; using the bridge path",
-                          RuntimeWarning, stacklevel=2)
+            why = f"lean {lean.arch} forward failed its self-check against the model's metric"
+            warnings.warn(why + "; using the bridge path", RuntimeWarning, stacklevel=2)
         path = "lean"
     if g is None:
         g, _ = _interpolate(model, tokens, hook, x_act, base_act, alphas, weights, metric, max_tokens,
@@ -269,38 +278,43 @@ def layer_integrated_gradients(
     attr = (x_act.float() - base_act.float()) * g
     delta = attr.reshape(attr.shape[0], -1).sum(-1) - (f_x.float() - f_b.float())
     return IGResult(attributions=attr, delta=delta.cpu(), f_input=f_x.float().cpu(), f_baseline=f_b.float().cpu(),
-                    hook=hook, steps=steps, method=method, seconds=time.perf_counter() - t0, path=path)
+                    hook=hook, steps=steps, method=method, seconds=time.perf_counter() - t0, path=path,
+                    lean_skipped="" if path == "lean" else why)
 
 
 _LEAN_HOOK = re.compile(r"^blocks\.\d+\.(hook_resid_pre|attn\.hook_z|hook_mlp_out)$")
 
 
 def _lean_for_hooks(model, types, task, acts_c, acts_k, m_k):
-    """(LeanLlama, corrupted-run resid_pre per block, shared prefix length p0) for hook IG, or None.
+    """``((lean forward, corrupted-run resid_pre per block, shared prefix length p0), "")`` for hook
+    IG, or ``(None, reason)``.
 
     ``p0``: positions before the first token where clean and corrupt differ, kept only if every
     cached component activation agrees exactly there (then those positions are the same in every
     interpolated copy, and their attributions are ``0 * grad`` = 0).
     """
     names = [t.hook_name(l) for t in types for l in range(model.cfg.n_layers)]
-    lean = lean_llama(model, "hook_embed") if all(_LEAN_HOOK.match(n) for n in names) else None
+    bad = [n for n in names if not _LEAN_HOOK.match(n)]
+    if bad:
+        return None, f"component hook {bad[0]!r} has no lean edit point"
+    lean, why = lean_forward(model, "hook_embed")
     if lean is None:
-        return None
+        return None, why
     device = next(model.parameters()).device
     with torch.no_grad():
         resids = lean.residuals(lean.embed(task.corrupt.to(device)))
         T = task.corrupt.shape[1]
         check = task.metric(lean.logits(resids[0], 0, T)).float()
     if check.shape != m_k.shape or not torch.allclose(check, m_k, rtol=1e-3, atol=1e-3 * (1 + m_k.abs().max().item())):
-        warnings.warn("lean Llama forward does not reproduce the model's metric here; using the bridge path",
-                      RuntimeWarning, stacklevel=3)
-        return None
+        why = f"lean {lean.arch} forward failed its self-check against the model's metric"
+        warnings.warn(why + "; using the bridge path", RuntimeWarning, stacklevel=3)
+        return None, why
     differs = (task.clean != task.corrupt).any(0)
     p0 = min(int(differs.int().argmax()) if bool(differs.any()) else T, T - 1)
     if not all(torch.equal(acts_c[t.name][l][:, :p0], acts_k[t.name][l][:, :p0])
                for t in types for l in range(model.cfg.n_layers)):
         p0 = 0
-    return lean, resids, p0
+    return (lean, resids, p0), ""
 
 
 def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid", "attn_head", "mlp"),
@@ -337,7 +351,11 @@ def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid",
     last = fast_enabled(fast) and reads_last_position_only(task.metric, logits_k)
     m_k = task.metric(logits_k).float()
     B, T = task.corrupt.shape
-    lean = _lean_for_hooks(model, types, task, acts_c, acts_k, m_k) if last else None
+    if last:
+        lean, why = _lean_for_hooks(model, types, task, acts_c, acts_k, m_k)
+    else:
+        lean, why = None, ("reference path (fast=False or INTERP_IG_REFERENCE=1)" if not fast_enabled(fast)
+                           else "the metric reads positions other than the last")
     p0 = lean[2] if lean is not None else 0
     S = len(alphas)
     device = next(model.parameters()).device
@@ -364,7 +382,7 @@ def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid",
                 return a.reshape(act.shape)
 
             hooks.append((t.hook_name(l), fn))
-        if lean is not None:  # fastpath.LeanLlama from the chunk's first block, shared prefix once
+        if lean is not None:  # the lean forward from the chunk's first block, shared prefix once
             ll, resids, start = lean[0], lean[1], chunk[0][0]
             kv = ll.prefix_kv(resids[start][:, :p0], start)
             edits = {name: (lambda x, fn=fn: fn(x, None)) for name, fn in hooks}
@@ -402,7 +420,7 @@ def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid",
         per_position=sorted(per_pos),
         config={"steps": steps, "method": method, "path": "each hook's activation, corrupt -> clean, in the corrupted run",
                 "forward": "lean" if lean is not None else ("replay" if fast_enabled(fast) else "plain"),
-                "shared_prefix": p0},
+                "shared_prefix": p0, "lean_skipped": why},
         extras={"hook_completeness": {kk: [{"delta": d, "patch_effect": e} for d, e in v] for kk, v in deltas.items()},
                 "max_abs_delta": worst, "max_abs_delta_over_max_effect": worst / max(scale, 1e-12)},
     )
