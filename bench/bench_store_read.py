@@ -16,12 +16,14 @@ freed, so the destination stays in the CPU cache, as it does for a loop that dro
   shuffle=True)`` (storage dtype / cast to fp32) with the fast window fill (``fast=True``:
   kernel scatter, ``preadv`` with one ``iovec`` per row into its batch slot); ``*_ref``: the
   reference fill (``fast=False``: sequential read into a staging array + numpy scatter), which
-  gives bit-identical batches.  Each epoch is a new ``batches()`` call on one store object, which
+  gives bit-identical batches.  The fast fill runs on ``INTERP_STORE_READ_THREADS`` threads
+  (default 2: the window's ``preadv`` calls shared with a helper, the next window planned on
+  another); ``shuffled_fp16_1thread``: all on the calling thread.  Each epoch is a new ``batches()`` call on one store object, which
   keeps its window buffer between calls (as the raw loop's malloc keeps its batch block).
   ``shuffled_1st``: the first epoch of a freshly opened store (includes the one-time CRC-32
   check of every file and the first touch of the window buffer).  ``stream_fp16``: ``store.stream``.
-* ``raw_cold`` / ``shuffled_cold`` / ``shuffled_cold_ref``: ``raw_batches`` / ``shuffled_fp16``
-  (fast / reference) after the store's files were dropped from the page cache
+* ``raw_cold`` / ``shuffled_cold`` / ``shuffled_cold_1thread`` / ``shuffled_cold_ref``:
+  ``raw_batches`` / ``shuffled_fp16`` (fast / fast on one thread / reference) after the store's files were dropped from the page cache
   (``posix_fadvise(POSIX_FADV_DONTNEED)`` on every file), so all read from the disk.
 * ``--settings C/W,...``: ``shuffled_fp16`` (fast) with ``chunk_rows=C, buffer_rows=W``, with
   the mixing each gives, measured on an id-only store of the same row count: distinct chunks
@@ -29,10 +31,11 @@ freed, so the destination stays in the CPU cache, as it does for a loop that dro
   batch (rows of one sequence in one batch are the correlated ones; a full shuffle gives
   ~``batch_size`` distinct sequences).
 
-Page-cache states.  How the files sit in the page cache changes the raw read ~3x (on ext4 with
-large folios, a file just written is cached in large folios and a sequential read of it runs at
-~17 GB/s; after the cache was dropped and the file re-read, in smaller folios, at ~6 GB/s), so
-the warm contenders run in three phases, each ``--repeats`` interleaved rounds:
+Page-cache states.  How the files sit in the page cache changes the raw read up to ~3x: on the
+bench machine (ext4, Linux 6.18) a sequential read of a file just written runs at ~17 GB/s, and
+at ~6-8 GB/s after the cache was dropped and the file read back (presumably the folio sizes the
+writer and the readahead leave differ: the cost per cached page is what changes), so the warm
+contenders run in three phases, each ``--repeats`` interleaved rounds:
 
 * ``as_written``: the store as the writer left it in the cache (``as_found`` with ``--store``);
 * ``reread_raw``: after dropping the files (``posix_fadvise(POSIX_FADV_DONTNEED)``) and reading
@@ -67,6 +70,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_cache import machine  # noqa: E402
 from interp.store import ActivationStore, write_store  # noqa: E402
+from interp.store import window_io as wio  # noqa: E402
 
 
 def mixing(n_rows: int, batch_size: int, chunk_rows: int, buffer_rows: int, context: int, tmp: Path) -> dict:
@@ -161,10 +165,15 @@ def main(argv=None) -> int:
         n = sum(b.shape[0] for b in s.batches(hook, args.batch_size, shuffle=True, seed=0, dtype=None))
         assert n == s.n_rows
 
-    def shuffled(dtype, fast=True, chunk_rows=1024, buffer_rows=65536):
+    def shuffled(dtype, fast=True, chunk_rows=1024, buffer_rows=65536, threads=None):
         def run():
-            n = sum(b.shape[0] for b in warm.batches(hook, args.batch_size, shuffle=True, seed=1, dtype=dtype,
-                                                     fast=fast, chunk_rows=chunk_rows, buffer_rows=buffer_rows))
+            saved = wio.READ_THREADS
+            wio.READ_THREADS = saved if threads is None else threads
+            try:
+                n = sum(b.shape[0] for b in warm.batches(hook, args.batch_size, shuffle=True, seed=1, dtype=dtype,
+                                                         fast=fast, chunk_rows=chunk_rows, buffer_rows=buffer_rows))
+            finally:
+                wio.READ_THREADS = saved
             assert n == warm.n_rows
         return run
 
@@ -189,12 +198,14 @@ def main(argv=None) -> int:
 
     contenders = {"raw_reuse": timed(raw_reuse), "raw_batches": timed(raw_batches),
                   "shuffled_1st": timed(shuffled_first_epoch),
-                  "shuffled_fp16": timed(shuffled(None)), "shuffled_fp16_ref": timed(shuffled(None, fast=False)),
+                  "shuffled_fp16": timed(shuffled(None)), "shuffled_fp16_1thread": timed(shuffled(None, threads=1)),
+                  "shuffled_fp16_ref": timed(shuffled(None, fast=False)),
                   "shuffled_fp32": timed(shuffled(torch.float32)),
                   "shuffled_fp32_ref": timed(shuffled(torch.float32, fast=False)), "stream_fp16": timed(stream)}
     for c, w in settings:
         contenders[f"shuffled_fp16_c{c}_w{w}"] = timed(shuffled(None, chunk_rows=c, buffer_rows=w))
     cold_contenders = {"raw_cold": cold(raw_batches), "shuffled_cold": cold(shuffled(None)),
+                       "shuffled_cold_1thread": cold(shuffled(None, threads=1)),
                        "shuffled_cold_ref": cold(shuffled(None, fast=False))}
     def phase(todo: dict, repeats: int) -> dict:
         """``repeats`` interleaved rounds of ``todo``: per-round seconds, best-of and paired ratios to raw_batches."""
@@ -241,6 +252,8 @@ def main(argv=None) -> int:
                    "paired_min": phases[k]["ratio_paired"]["shuffled_fp16"]["min"],
                    "paired_max": phases[k]["ratio_paired"]["shuffled_fp16"]["max"],
                    "best_of": phases[k]["ratio_best"]["shuffled_fp16"],
+                   "cpu_paired_median": phases[k]["cpu_ratio_paired_median"]["shuffled_fp16"],
+                   "one_thread_paired_median": phases[k]["ratio_paired"]["shuffled_fp16_1thread"]["median"],
                    "raw_batches_best_s": phases[k]["seconds_best"]["raw_batches"],
                    "shuffled_fp16_best_s": phases[k]["seconds_best"]["shuffled_fp16"]} for k in warm_states}
     if "cold" in phases:
@@ -249,6 +262,7 @@ def main(argv=None) -> int:
                            "paired_min": c["ratio_paired"]["shuffled_cold"]["min"],
                            "paired_max": c["ratio_paired"]["shuffled_cold"]["max"],
                            "best_of": c["ratio_best"]["shuffled_cold"],
+                           "one_thread_paired_median": c["ratio_paired"]["shuffled_cold_1thread"]["median"],
                            "ref_paired_median": c["ratio_paired"]["shuffled_cold_ref"]["median"]}
     mix = {f"c{c}_w{w}": mixing(store.n_rows, args.batch_size, c, w, args.context, tmp)
            for c, w in [(1024, 65536), *[s for s in settings if s != (1024, 65536)]]}
@@ -256,7 +270,8 @@ def main(argv=None) -> int:
               "store": str(path), "rows": store.n_rows, "d": store.d(hook), "dtype": store.dtype,
               "bytes": nbytes, "n_files": len(files), "batch_size": args.batch_size, "repeats": args.repeats,
               "cold_repeats": args.cold_repeats,
-              "reader": {"chunk_rows": 1024, "buffer_rows": 65536, "note": "batches() defaults unless named c*_w*"},
+              "reader": {"chunk_rows": 1024, "buffer_rows": 65536, "read_threads": wio.READ_THREADS,
+                         "note": "batches() defaults unless named c*_w* (*_1thread: INTERP_STORE_READ_THREADS=1)"},
               "page_cache": {first_state: "as the writer left it" if args.store is None else "as found",
                              "cold": "files dropped (posix_fadvise DONTNEED) before each contender",
                              "reread_raw": "dropped, then read back by one sequential raw read",
@@ -287,7 +302,8 @@ def main(argv=None) -> int:
                       f"{ph['cpu_ratio_paired_median'][k]:10.2f}")
         for k, v in summary.items():
             print(f"  shuffled fp16 / raw, {k}: paired median {v['paired_median']:.2f} "
-                  f"[{v['paired_min']:.2f}, {v['paired_max']:.2f}], best-of {v['best_of']:.2f}")
+                  f"[{v['paired_min']:.2f}, {v['paired_max']:.2f}], best-of {v['best_of']:.2f}; one read thread: "
+                  f"{v['one_thread_paired_median']:.2f}")
         print(f"  target (>= 0.5 in every warm state): {'met' if report['target_met'] else 'NOT met'}")
         for k, v in mix.items():
             print(f"  mixing {k}: {v['chunks_per_batch']:.0f} chunks per batch (at most {v['max_rows_of_one_chunk']} "

@@ -23,17 +23,32 @@ Nothing is loaded into RAM wholesale.  Three access paths, each bounded in memor
   by one ``preadv`` call whose ``iovec`` list has one entry per row, pointing at the row's
   slot in the window buffer (the window's last batch: in an array of its own), so the kernel
   copies every row from the page cache straight to its batch slot -- one pass, no staging,
-  no Python per row.  The reference (``fast=False``, or ``INTERP_STORE_FAST_READ=0``) reads the
+  no Python per row.  The calls of a window are shared by the calling thread and a helper
+  thread (each takes the next chunk; rows have distinct slots, so they never write the same
+  bytes), and a third thread plans the next window meanwhile (its permutation and slots, ~2 ms,
+  and its readahead); ``INTERP_STORE_READ_THREADS`` (default 2, at most the CPU count) sets the
+  reading threads, 1 keeps everything on the calling thread.  The batches do not depend on it.
+  The reference (``fast=False``, or ``INTERP_STORE_FAST_READ=0``) reads the
   chunk with one sequential read into a staging array and scatters its rows with numpy: two
-  passes, the same bytes in the same slots (tested bit for bit).  A gather of each batch
-  straight out of memory-mapped shards (one pass too, into a cache-resident batch) was tried
-  and is slower on the 2-core bench machine: a random 1152-byte row costs a DRAM miss that one
-  thread cannot overlap (0.11-0.13 s CPU an epoch of the 461 MB bench store vs ~0.065 s for
-  the kernel scatter, measured in one run at load ~4; bench/bench_store_read.py).  The
-  chunks of the next window (and of the first, at the start) are handed to
-  ``posix_fadvise(WILLNEED)`` first, so a cold store is read from disk ahead of use; ranges
-  whose ends are cached already are skipped (probed with a 1-byte ``RWF_NOWAIT`` read), and
-  nothing is advised when two windows exceed 1/8 of RAM.
+  passes, the same bytes in the same slots (tested bit for bit).  The chunks of the next
+  window (and of the first, at the start) are handed to ``posix_fadvise(WILLNEED)`` first
+  (with the planning thread, up to two windows ahead), so a cold store is read from disk ahead
+  of use; ranges whose ends are cached already are skipped (probed with a 1-byte
+  ``RWF_NOWAIT`` read), and nothing is advised when three windows exceed 1/8 of RAM.
+
+  Measured (bench/bench_store_read.py, 461 MB fp16 store, batch 4096, 2-core AMD EPYC, load ~1;
+  ratio of throughput to a raw sequential read into a cache-resident batch array, median of
+  rounds paired with the raw read just before them): page cache as the writer left it 0.56
+  (0.31 on one thread), after a drop and a sequential re-read 0.93 (0.53), after a drop and a
+  shuffled re-read 0.78 (0.54); cold, against a raw read from disk, 0.97.  The second thread
+  costs CPU: per CPU second the fill moves 0.30-0.51 of what the raw read does.  What bounds it:
+  rows of a chunk go to every batch of the window, so the kernel writes ``W / B`` interleaved
+  streams into a window far larger than the CPU cache (the same scatter into a sequential
+  destination runs ~1.4x faster).  Tried and dropped on that machine: a gather of each batch
+  straight out of memory maps (random 1152-byte rows copied in user space: 0.12 of raw), a kernel gather
+  with ``process_vm_readv`` from such maps (0.11: a page pin per row), and small chunks with a
+  window that fits in L3 (chunk 32, ``W`` 16384: the same mixing, but each ``preadv`` costs
+  ~2 us of kernel time even from C, 0.25-0.32 of raw).
 
   Randomness guarantee (both fills): each batch is a uniformly random ``batch_size``-subset of
   its window, and a window holds ``W / chunk_rows`` (+1) chunks drawn uniformly at random from
@@ -47,8 +62,8 @@ Nothing is loaded into RAM wholesale.  Three access paths, each bounded in memor
   Memory: one window buffer (``W`` rows of every hook asked for; the store keeps it for its
   next ``batches`` call), a second only while the caller still holds a storage-dtype batch (a
   view of the window buffer) of the previous window, plus the window's last batch in its own
-  array (the reference: one chunk of staging per hook instead); the ``iovec`` list is 16
-  bytes a row of the window.  With ``rank``/``world_size`` (DDP) rank ``r`` takes chunks
+  array (the reference: one chunk of staging per hook instead); the ``iovec`` lists are 16
+  bytes a row of the window and hook, the slots of this and the next window 8 bytes a row each.  With ``rank``/``world_size`` (DDP) rank ``r`` takes chunks
   ``r, r+W', ...`` of the permuted order (``W'`` = world size) and every rank yields the same
   number of full batches.  ``shuffle=False`` reads rows in storage order through the same
   windows (one sequential read per segment).
@@ -424,7 +439,9 @@ class ActivationStore:
         number of full batches) and ``False`` otherwise.  ``fast`` picks how a shuffled window is
         filled: the kernel scatter (``True``) or the reference staging + numpy scatter (``False``);
         both give bit-identical batches.  ``None`` takes :data:`interp.store.window_io.FAST_READ` (on where libc has
-        ``preadv``, off with ``INTERP_STORE_FAST_READ=0``).
+        ``preadv``, off with ``INTERP_STORE_FAST_READ=0``).  The fast fill reads on
+        :data:`interp.store.window_io.READ_THREADS` threads (``INTERP_STORE_READ_THREADS``, default 2)
+        and plans the next window on another; the batches are the same on any number.
         """
         multi, hooks = batch_request(hook_or_hooks, batch_size, rank, world_size, self._check_hook)
         if chunk_rows < 1:

@@ -5,12 +5,15 @@ order into windows (:func:`_windows`), the slot of each row for uniformly random
 (:func:`_append_destinations`), whole-range reads (:func:`_pread_full`, the reference fill),
 the kernel scatter through libc's ``preadv`` with one ``iovec`` per row (:func:`_preadv_rows`,
 the fast fill; :data:`FAST_READ` is the default switch, ``INTERP_STORE_FAST_READ=0`` turns it
-off), ``posix_fadvise(WILLNEED)`` readahead of the next window (:func:`_prefetch`), and the
-pool of window buffers in anonymous memory maps (:class:`_WindowPool`).  The algorithm and the
+off), ``posix_fadvise(WILLNEED)`` readahead of the next window (:func:`_prefetch`), the
+helper threads that plan the next window and share a window's reads (:class:`_Planner`;
+:data:`READ_THREADS`, ``INTERP_STORE_READ_THREADS``), and the pool of window buffers in
+anonymous memory maps (:class:`_WindowPool`).  The algorithm and the
 randomness guarantee are documented in :mod:`interp.store.reader`.
 
 Memory: a window buffer is ``W`` rows of each hook read (outside the malloc heap); the
-``iovec`` list is 16 bytes a row; nothing else scales with the store.
+``iovec`` lists are 16 bytes a row and hook, the slots 8 bytes a row (this window's and the
+next's); nothing else scales with the store.
 """
 
 from __future__ import annotations
