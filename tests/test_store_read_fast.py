@@ -235,9 +235,12 @@ def test_tail_arrays_must_match_the_window(tmp_path):
     assert np.array_equal(tail.view(np.int16), want[6:].view(np.int16))
 
 
-@pytest.mark.parametrize("threads", [1, 3])
-def test_read_threads_do_not_change_batches(tmp_path, monkeypatch, threads):
-    """The fill's helper threads (planning ahead, shares of the preadv calls) give the reference's batches."""
+@pytest.mark.parametrize("threads,iov_max", [(1, None), (3, None), (2, 16)])
+def test_read_threads_do_not_change_batches(tmp_path, monkeypatch, threads, iov_max):
+    """The fill's helper threads (planning ahead, shares of the preadv calls) give the reference's batches,
+    also where a chunk has more rows than one preadv takes (IOV_MAX)."""
+    if iov_max is not None:
+        monkeypatch.setattr(window_io, "_IOV_MAX", iov_max)
     store, _ = _store(tmp_path)
     kw = dict(chunk_rows=50, buffer_rows=200, seed=5, epochs=2, dtype=None)
     want = list(store.batches(HOOKS, 64, fast=False, **kw))
