@@ -322,6 +322,40 @@ def test_cli_bad_input(capsys):
 
     assert main(["edges", "ioi", "--model", "tiny-gpt2", "--n", "0"]) == 2
     assert "--n must be >= 1" in capsys.readouterr().err
+    assert main(["edges", "ioi", "--model", "tiny-gpt2", "--circuit", "10,x"]) == 2
+    assert "--circuit expects comma-separated" in capsys.readouterr().err
+    assert main(["edges", "ioi", "--model", "tiny-gpt2", "--compare", "eap"]) == 2
+    assert "--compare needs --circuit" in capsys.readouterr().err
+    assert main(["edges", "ioi", "--model", "tiny-gpt2", "--circuit", "5", "--compare", "magic"]) == 2
+    assert "unknown methods" in capsys.readouterr().err
+
+
+def test_cli_circuit_curve_is_the_python_api(tmp_path, capsys):
+    """``--circuit`` writes the curve of faithfulness_curve() on the same scores; the report shows it."""
+    import json
+
+    from interp.attribution.edge_circuit import faithfulness_curve
+    from interp.cli.main import main
+
+    out = tmp_path / "c"
+    rc = main(["edges", "ioi", "--model", "tiny-gpt2", "--method", "eap", "--n", "2", "--circuit", "5,20,1000",
+               "--compare", "eap-ig", "--steps", "2", "--out", str(out), "--json"])
+    assert rc == 0
+    capsys.readouterr()
+    res = json.loads((out / "results.json").read_text())
+    fc = res["faithfulness_curve"]
+    m = load_model("tiny-gpt2", device="cpu")
+    task = ioi_task(m, n=2, seed=0)
+    sc = [edge_attribution(m, task, "eap"), edge_attribution(m, task, "eap-ig", steps=2)]
+    n_all = sc[0].graph.n_edges
+    assert fc["sizes"] == [5, 20, n_all]
+    want = faithfulness_curve(m, task, sc, [5, 20, n_all])
+    for mth in ("eap", "eap-ig"):
+        assert fc["curves"][mth]["n_edges"] == want.curves[mth]["n_edges"]
+        assert fc["curves"][mth]["f_norm"] == pytest.approx(want.curves[mth]["f_norm"], abs=1e-5)
+        assert fc["curves"][mth]["f_norm"][-1] == pytest.approx(1.0, abs=1e-5)
+    html = (out / "report.html").read_text()
+    assert "Faithfulness of top-n edge circuits" in html and "Faithfulness per circuit" in html
 
 
 def test_reference_switch_by_environment(monkeypatch):

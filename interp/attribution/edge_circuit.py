@@ -26,7 +26,8 @@ record ``D_cur [c, N_s, B, T, d] = z(current) - z(x~)``; at each receiver the of
 ``-sum_u A[c, u, v] D_cur[c, u]`` (A = 1 on edges not in C; one batched matmul per layer) is added to
 its input: MLP and logits receivers at the input of ``ln2`` / ``ln_final`` (which feed nothing
 else), heads by recomputing their own q/k/v slice ``W[h] ln1(x + offset_h) + b[h]`` (replaced only
-in the copies where the offset is not zero, so the full circuit is the clean run bit for bit).
+in the copies where the offset is not zero: the full circuit is the clean run up to the rounding of a
+larger batch, 1e-6 in float32 on SmolLM2).
 
 Selection: top-n edges by |score| (:func:`top_n_circuit`), then :func:`prune_circuit` keeps only the
 edges on some path embeddings -> ... -> logits (a node reached by no circuit edge writes its

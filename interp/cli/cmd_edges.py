@@ -5,6 +5,12 @@
 Writes ``DIR/results.json`` (kind ``edges``: the top edges with their scores, the method, timings,
 the configuration, |score| summed per (sender stage, receiver stage) block) and ``DIR/report.html``.
 ``--check K`` also patches the top K edges for real (edge_patching.py) and reports the Pearson r.
+``--circuit N1,N2,...`` evaluates the top-N circuits (pruned to paths embeddings -> logits) by
+faithfulness (edge_circuit.py: every edge outside the circuit carries the corrupted run) for
+``--method`` and the ``--compare`` methods; ``--curve`` does so on a log grid of sizes for every
+method (results key ``faithfulness_curve``, a figure with one curve per method in the report).
+
+    interp edges ioi --method eap-ig --curve --out runs/edges_curve
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import time
 
 METHOD_CHOICES = ("eap", "eap-ig", "clean-corrupted")
+CURVE_GRID = (10, 30, 100, 300, 1000, 3000, 10000, 30000)
 
 
 def register(subparsers) -> None:
@@ -26,12 +33,43 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top", type=int, default=50, help="how many top edges (by |score|) to list and store")
     p.add_argument("--check", type=int, default=0, help="also edge-patch the top K edges for real (ground truth)")
+    p.add_argument("--circuit", default=None,
+                   help="comma-separated circuit sizes N1,N2,...: faithfulness of the top-N edge circuits (pruned)")
+    p.add_argument("--curve", action="store_true",
+                   help=f"faithfulness curve: sizes {','.join(map(str, CURVE_GRID))} (and all edges) for every method")
+    p.add_argument("--compare", default=None,
+                   help="comma-separated extra methods for --circuit/--curve (default with --curve: all others)")
+    p.add_argument("--no-prune", action="store_true", help="keep dead-end edges in --circuit/--curve circuits")
     p.add_argument("--max-tokens", type=int, default=4096, help="tokens per forward/backward pass")
     p.add_argument("--out", default=None, help="folder for results.json and report.html")
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true")
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=_run)
+
+
+def _curve_args(args) -> tuple[list[int] | None, list[str]]:
+    """``(sizes or None, extra methods)`` from --circuit / --curve / --compare, with clear errors."""
+    sizes = None
+    if args.circuit:
+        try:
+            sizes = [int(x) for x in args.circuit.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"--circuit expects comma-separated edge counts like 10,100,1000, got {args.circuit!r}")
+        if not sizes or min(sizes) < 0:
+            raise ValueError(f"--circuit sizes must be >= 0, got {args.circuit!r}")
+    if args.curve:
+        sizes = sorted(set(sizes or []) | set(CURVE_GRID) | {10 ** 9})  # 10**9: all edges
+    if args.compare:
+        compare = [m.strip() for m in args.compare.split(",") if m.strip()]
+        bad = [m for m in compare if m not in METHOD_CHOICES]
+        if bad:
+            raise ValueError(f"--compare: unknown methods {bad}; choose from {METHOD_CHOICES}")
+        if sizes is None:
+            raise ValueError("--compare needs --circuit or --curve")
+    else:
+        compare = list(METHOD_CHOICES) if args.curve else []
+    return sizes, [m for m in dict.fromkeys(compare) if m != args.method]
 
 
 def stage_matrix(res) -> tuple[list[list[float]], list[str], list[str]]:
@@ -66,6 +104,7 @@ def _run(args) -> int:
         raise ValueError("--check must be >= 0")
     if args.method == "eap-ig" and args.steps < 1:
         raise ValueError("--steps must be >= 1")
+    sizes, compare = _curve_args(args)
     model = load_model(args.model, device=args.device)
     task = make_task(args.task, model, n=args.n, seed=args.seed)
     res = edge_attribution(model, task, args.method, steps=args.steps, max_tokens=args.max_tokens)
@@ -87,6 +126,20 @@ def _run(args) -> int:
         b = p.effects.double()
         r = float(((a - a.mean()) * (b - b.mean())).sum() / ((a - a.mean()).norm() * (b - b.mean()).norm()).clamp_min(1e-300)) if k > 2 else None
         check = {"n_edges": k, "pearson": r, "seconds": p.seconds}
+    curve = None
+    if sizes is not None:
+        from interp.attribution.edge_circuit import faithfulness_curve
+
+        scores = [res] + [edge_attribution(model, task, mth, steps=args.steps, max_tokens=args.max_tokens)
+                          for mth in compare]
+        for sc in scores[1:]:
+            seconds[sc.method] = sc.seconds
+        sizes = sorted({min(n, res.graph.n_edges) for n in sizes})
+        fc = faithfulness_curve(model, task, scores, sizes, prune=not args.no_prune, max_tokens=args.max_tokens)
+        seconds["faithfulness"] = fc.seconds
+        curve = {**fc.to_json(), "sizes": sizes,
+                 "caption": "F_norm = (m(C) - m(corrupt)) / (m(clean) - m(corrupt)) of the top-n edge circuit of each "
+                            "method (x: edges after pruning dead ends); every edge outside C carries the corrupted run"}
     matrix, rows, cols = stage_matrix(res)
     results = {
         "kind": "edges",
@@ -102,6 +155,7 @@ def _run(args) -> int:
         "abs_score_by_stage": {"z": matrix, "rows": rows, "columns": cols,
                                "caption": "sum of |score| over the edges from a sender stage (row) to a receiver stage (column)"},
         "check": check,
+        "faithfulness_curve": curve,
         "prompts": task.to_json(), "versions": versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -115,10 +169,14 @@ def _run(args) -> int:
         lines.append(f"{e['edge']:28s} {e['score']:9.4f}" + (f" {e['patch']:9.4f}" if "patch" in e else ""))
     if check:
         lines.append(f"Pearson r with edge patching over the top {check['n_edges']}: {check['pearson']}")
+    if curve:
+        lines.append(f"faithfulness (F_norm) of top-n circuits, pruned; n = {curve['sizes']}:")
+        for mth, c in curve["curves"].items():
+            lines.append(f"  {mth:16s} " + " ".join(f"{e}:{f:.3f}" for e, f in zip(c["n_edges"], c["f_norm"])))
     if paths:
         lines.append(f"wrote {paths[0]}" + (f" and {paths[1]}" if paths[1] else ""))
     payload = {k: results[k] for k in ("config", "metric_clean", "metric_corrupt", "n_edges", "seconds", "top_edges",
-                                       "check")}
+                                       "check", "faithfulness_curve")}
     if paths:
         payload["results"] = str(paths[0])
     from interp.cli.main import emit

@@ -18,7 +18,8 @@ silently dropped.  Recognised layouts (all fields optional unless noted):
   target?, chosen?, total?, y_title?, caption?}`` -> the faithfulness curve; ``roles`` -> a table; ``examples: [{tokens,
   scores, title?}]`` -> token views (``scores`` may be ``{method: [...]}``: one view per method).
 - ``edges``: ``top_edges`` [{sender, receiver, score, ...}] -> a graph and a table; ``abs_score_by_stage``
-  {z, rows, columns} -> a heatmap.
+  {z, rows, columns} -> a heatmap; ``faithfulness_curve`` {curves: {method: {n_edges, f_norm, ...}}} -> one
+  figure with a curve per method and a table.
 - ``sinks``: 2-D arrays are layer x head; ``massive``: 1-D arrays are per layer (log scale
   when they span three orders of magnitude); ``sae``/``transcoder``: curves against ``step``;
   ``store``: the manifest as tables.
@@ -673,7 +674,41 @@ def _render_edges(r: Report, data: dict, full: dict | None = None) -> tuple[set,
         r.add_heatmap("|score| summed by sender stage x receiver stage", st["z"], st.get("columns"), st.get("rows"),
                       caption=str(st.get("caption", "")), x_title="receiver", y_title="sender")
         claimed.add("abs_score_by_stage")
+    fc = data.get("faithfulness_curve")
+    if fc is not None:
+        _render_edge_curve(r, fc)
+        claimed.add("faithfulness_curve")
     return claimed, Hints()
+
+
+def _render_edge_curve(r: Report, fc: dict) -> None:
+    """``faithfulness_curve: {curves: {method: {n_edges, f_norm, ...}}, ...}`` -> one figure, a curve per method."""
+    import plotly.graph_objects as go
+
+    curves = fc.get("curves") if isinstance(fc, dict) else None
+    if not isinstance(curves, dict) or not curves or not all(
+            isinstance(c, dict) and isinstance(c.get("n_edges"), list) and isinstance(c.get("f_norm"), list)
+            and len(c["n_edges"]) == len(c["f_norm"]) for c in curves.values()):
+        raise ValueError("faithfulness_curve: expected {'curves': {method: {'n_edges': [...], 'f_norm': [...]}}} "
+                         "with equal-length lists")
+    fig = go.Figure()
+    rows = []
+    for mth, c in curves.items():
+        pts = [(max(int(n), 1), float(f)) for n, f in zip(c["n_edges"], c["f_norm"]) if f is not None]
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=mth))
+        for k, (n, f) in enumerate(zip(c["n_edges"], c["f_norm"])):
+            rows.append({"method": mth, "n requested": (c.get("n_requested") or [None] * len(c["n_edges"]))[k],
+                         "edges (pruned)": n, "nodes": (c.get("n_nodes") or [None] * len(c["n_edges"]))[k],
+                         "metric": (c.get("metric") or [None] * len(c["n_edges"]))[k], "F_norm": f})
+    fig.add_hline(y=1.0, line_dash="dot", line_color="gray")
+    fig.update_layout(title="Faithfulness of top-n edge circuits", xaxis_type="log",
+                      xaxis_title="edges in the circuit (after pruning)", yaxis_title="F_norm")
+    r.add_section("Circuit faithfulness")
+    ident = fc.get("identity") or {}
+    r.add_figure(fig, caption=str(fc.get("caption", "F_norm vs circuit size")) + (
+        f" Checks: full circuit - clean metric = {ident.get('full_minus_clean', float('nan')):.2e}, empty circuit - "
+        f"corrupted metric = {ident.get('empty_minus_corrupt', float('nan')):.2e}." if ident else ""))
+    r.add_table("Faithfulness per circuit", rows)
 
 
 KINDS: dict[str, Renderer] = {
