@@ -24,6 +24,14 @@ delta <= 2% of F(x) - F(baseline) at our default step count.  On IOI prompts wit
    shapes, same threads).
 
     python bench/bench_ig.py [--model smollm2-135m] [--n 4] [--steps 32] [--mid-hook blocks.20.hook_resid_pre]
+    python bench/bench_ig.py --gpt2-random [--n 4] [--steps 32]   # adds "gpt2_random" to the same JSON
+
+``--gpt2-random``: the lean GPT-2 forward at real size without hub access: a random-initialised
+``GPT2Config()`` (124M: 12 layers, d_model 768, vocab 50,257) under a bridge, ``n`` random prompts
+of 16 tokens whose corrupted copy differs at positions 2, 5 and 11, a last-position logit
+difference; ours (lean) vs our plain path vs captum at ``hook_embed`` vs the floor, and ours vs
+plain at ``blocks.6.hook_resid_pre`` (captum cannot attach to a GPT-2 block input, captum_ig.py),
+interleaved, best of ``--repeat``.
 
 Writes bench/results/bench_ig.json with the machine, versions, load average and command line.
 """
@@ -81,6 +89,114 @@ def job_flops(shadow, n_seq: int, T: int) -> dict:
     return {"dense_params": dense_params, "forward": fwd, "backward": bwd, "total": fwd + bwd}
 
 
+def floor_fn(shadow, clean, corrupt, metric, steps):
+    """IG at the embeddings by the plain HF model: forward of the ``steps * B`` interpolated
+    embeddings (``logits_to_keep=1``) and one input gradient; returns the attributions."""
+    from interp.attribution.ig import quadrature
+
+    alphas, weights = quadrature(steps, "gausslegendre")
+    emb = shadow.get_input_embeddings()
+
+    def floor():
+        with torch.no_grad():
+            x, b = emb(clean), emb(corrupt)
+        a = alphas.to(x).view(-1, 1, 1, 1)
+        pts = (b + a * (x - b)).reshape(-1, *x.shape[1:]).requires_grad_(True)
+        with torch.enable_grad():
+            f = metric(shadow(inputs_embeds=pts, use_cache=False, logits_to_keep=1).logits)
+            (g,) = torch.autograd.grad((f.reshape(steps, -1) * weights.to(f)[:, None]).sum(), pts)
+        return (x - b) * g.reshape(steps, *x.shape).sum(0)
+
+    return floor
+
+
+def gpt2_random(args) -> dict:
+    """The ``--gpt2-random`` section (see the module doc)."""
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from interp.attribution.captum_ig import captum_layer_ig
+    from interp.attribution.ig import layer_integrated_gradients
+    from interp.models.hf_capture import hf_model
+    from interp.models.tiny import char_tokenizer
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    hf = GPT2LMHeadModel(cfg).eval()
+    model = TransformerBridge.boot_transformers("gpt2", hf_model=hf, tokenizer=char_tokenizer())
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    T, n = 16, args.n
+    g = torch.Generator().manual_seed(1)
+    clean = torch.randint(0, cfg.vocab_size, (n, T), generator=g)
+    corrupt = clean.clone()
+    corrupt[:, [2, 5, 11]] = torch.randint(0, cfg.vocab_size, (n, 3), generator=g)
+    a_tok, b_tok = 464, 262
+
+    def metric(logits):
+        return logits[:, -1, a_tok] - logits[:, -1, b_tok]
+
+    mid = "blocks.6.hook_resid_pre"
+    kw = dict(baseline=corrupt, steps=args.steps, method="gausslegendre", max_tokens=1 << 20)
+    floor = floor_fn(hf_model(model, attn_implementation="sdpa"), clean, corrupt, metric, args.steps)
+    runs = {
+        "embed_floor": floor,
+        "embed_ours": lambda: layer_integrated_gradients(model, clean, metric, hook="hook_embed", **kw),
+        "embed_plain": lambda: layer_integrated_gradients(model, clean, metric, hook="hook_embed", fast=False, **kw),
+        "embed_captum": lambda: captum_layer_ig(model, clean, metric, hook="hook_embed", baseline_tokens=corrupt,
+                                                steps=args.steps),
+        "mid_ours": lambda: layer_integrated_gradients(model, clean, metric, hook=mid, **kw),
+        "mid_plain": lambda: layer_integrated_gradients(model, clean, metric, hook=mid, fast=False, **kw),
+    }
+    floor()
+    layer_integrated_gradients(model, clean[:1], metric, hook="hook_embed", baseline=corrupt[:1], steps=2)
+    captum_layer_ig(model, clean[:1], metric, hook="hook_embed", baseline_tokens=corrupt[:1], steps=2)
+    best, out, rounds = {}, {}, []
+    for r in range(args.repeat):
+        row = {"loadavg": _load()}
+        for name, fn in runs.items():
+            out[name], t = _time(fn)
+            row[name] = t
+            best[name] = min(best.get(name, float("inf")), t)
+        rounds.append(row)
+        print(f"gpt2 round {r}: " + ", ".join(f"{k} {v:.2f} s" for k, v in row.items() if k != "loadavg")
+              + f"  (load {row['loadavg']})")
+        print(f"   ratios this round: embed plain/ours {row['embed_plain'] / row['embed_ours']:.2f}x, "
+              f"captum/ours {row['embed_captum'] / row['embed_ours']:.2f}x, captum/floor "
+              f"{row['embed_captum'] / row['embed_floor']:.2f}, ours/floor {row['embed_ours'] / row['embed_floor']:.2f}; "
+              f"mid plain/ours {row['mid_plain'] / row['mid_ours']:.2f}x")
+    ref = out["embed_captum"].attributions
+    res = {
+        "config": "GPT2Config() random init (seed 0): 12 layers, d_model 768, 12 heads, vocab 50257",
+        "n": n, "tokens": T, "steps": args.steps, "corrupt_positions": [2, 5, 11], "repeat": args.repeat,
+        "threads": torch.get_num_threads(), "rounds": rounds, "best_s": best,
+        "paths": {k: out[k].path for k in ("embed_ours", "embed_plain", "mid_ours", "mid_plain")},
+        "hook_embed": {"plain_over_ours": best["embed_plain"] / best["embed_ours"],
+                       "captum_over_ours": best["embed_captum"] / best["embed_ours"],
+                       "captum_over_floor": best["embed_captum"] / best["embed_floor"],
+                       "ours_over_floor": best["embed_ours"] / best["embed_floor"],
+                       "per_round_captum_over_ours": [r["embed_captum"] / r["embed_ours"] for r in rounds],
+                       "per_round_plain_over_ours": [r["embed_plain"] / r["embed_ours"] for r in rounds],
+                       "max_abs_diff_vs_captum": (out["embed_ours"].attributions - ref).abs().max().item(),
+                       "max_abs_diff_plain_vs_captum": (out["embed_plain"].attributions - ref).abs().max().item(),
+                       "max_abs_diff_floor_vs_captum": (out["embed_floor"] - ref).abs().max().item(),
+                       "max_abs_attr": ref.abs().max().item()},
+        mid: {"plain_over_ours": best["mid_plain"] / best["mid_ours"],
+              "per_round_plain_over_ours": [r["mid_plain"] / r["mid_ours"] for r in rounds],
+              "max_abs_diff_vs_plain": (out["mid_ours"].attributions - out["mid_plain"].attributions).abs().max().item(),
+              "max_abs_attr": out["mid_plain"].attributions.abs().max().item()},
+    }
+    e = res["hook_embed"]
+    print(f"gpt2 hook_embed: ours {best['embed_ours']:.2f} s ({res['paths']['embed_ours']}), plain "
+          f"{best['embed_plain']:.2f} s, captum {best['embed_captum']:.2f} s, floor {best['embed_floor']:.2f} s -> "
+          f"plain/ours {e['plain_over_ours']:.2f}x, captum/ours {e['captum_over_ours']:.2f}x; max|diff| vs captum "
+          f"{e['max_abs_diff_vs_captum']:.2e} of {e['max_abs_attr']:.2e}")
+    print(f"gpt2 {mid}: ours {best['mid_ours']:.2f} s ({res['paths']['mid_ours']}), plain {best['mid_plain']:.2f} s "
+          f"-> {res[mid]['plain_over_ours']:.2f}x; max|diff| {res[mid]['max_abs_diff_vs_plain']:.2e}")
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
@@ -90,10 +206,24 @@ def main():
     ap.add_argument("--repeat", type=int, default=2, help="timed rounds; the best of each is kept")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--skip-equal-accuracy", action="store_true")
+    ap.add_argument("--gpt2-random", action="store_true", help="only the random GPT-2 (124M) section")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_ig.json"))
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    out_path = Path(args.out)
+    old = json.loads(out_path.read_text()) if out_path.exists() else {}
+    if args.gpt2_random:
+        from interp.circuits.pipeline import versions
+
+        sec = gpt2_random(args)
+        sec.update(command=" ".join([Path(sys.executable).name] + sys.argv), versions=versions(),
+                   platform=platform.platform(), loadavg_end=_load())
+        old["gpt2_random"] = sec
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(old, indent=2))
+        print("wrote", out_path)
+        return
 
     from interp.attribution.captum_ig import captum_layer_ig
     from interp.attribution.ig import DEFAULT_STEPS, layer_integrated_gradients
@@ -119,25 +249,11 @@ def main():
         layer_integrated_gradients(model, task.clean[:1], t1.metric, hook=h, baseline=task.corrupt[:1], steps=2)
         captum_layer_ig(model, task.clean[:1], t1.metric, hook=h, baseline_tokens=task.corrupt[:1], steps=2)
 
-    from interp.attribution.ig import quadrature
     from interp.models.hf_capture import hf_model
 
     shadow = hf_model(model, attn_implementation="sdpa")
     device = next(model.parameters()).device
-    alphas, weights = quadrature(args.steps, "gausslegendre")
-
-    def floor():
-        """The same interpolated embeddings through the plain HF model: forward + one input gradient."""
-        emb = shadow.get_input_embeddings()
-        with torch.no_grad():
-            x, b = emb(task.clean.to(device)), emb(task.corrupt.to(device))
-        a = alphas.to(device, x.dtype).view(-1, 1, 1, 1)
-        pts = (b + a * (x - b)).reshape(-1, *x.shape[1:]).requires_grad_(True)
-        with torch.enable_grad():
-            f = task.metric(shadow(inputs_embeds=pts, use_cache=False, logits_to_keep=1).logits)
-            (g,) = torch.autograd.grad((f.reshape(args.steps, -1) * weights.to(f)[:, None]).sum(), pts)
-        return (x - b) * g.reshape(args.steps, *x.shape).sum(0)
-
+    floor = floor_fn(shadow, task.clean.to(device), task.corrupt.to(device), task.metric, args.steps)
     floor()  # warm-up
     runs = {
         "embed_floor": floor,
@@ -235,9 +351,11 @@ def main():
     print(f"default steps ({DEFAULT_STEPS}): {t_d:.2f} s, relative completeness delta {dflt.relative_delta:.4f} "
           f"(target <= 0.02)")
     res["machine"]["loadavg_end"] = _load()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2))
-    print("wrote", args.out)
+    if "gpt2_random" in old:  # written by a --gpt2-random run: kept
+        res["gpt2_random"] = old["gpt2_random"]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(res, indent=2))
+    print("wrote", out_path)
 
 
 if __name__ == "__main__":

@@ -14,25 +14,26 @@ prompt batch run with different values at a hook in block ``L``:
    ``T - 1`` positions is wasted: a hook at ``unembed.hook_in`` keeps ``x[:, -1:]``, so the
    ``d_model x d_vocab`` matmul (about a fifth of SmolLM2-135M's forward, vocab 49,152) runs on
    one position.  :func:`reads_last_position_only` checks this on the real logits before it is used.
-3. **Lean Llama forward** (:class:`LeanLlama`, Llama-family models only).  Profiling one IG call
-   on SmolLM2-135M (128 interpolated copies of 16 tokens) showed the matmuls at ~53% of the time
-   and the rest in element-wise work and copies of the bridge's per-op hook points and eager
+3. **Lean forward** (lean_models.py: Llama, GPT-2, GPT-NeoX/Pythia, Gemma 3).  Profiling one IG
+   call on SmolLM2-135M (128 interpolated copies of 16 tokens) showed the matmuls at ~53% of the
+   time and the rest in element-wise work and copies of the bridge's per-op hook points and eager
    attention (``repeat_kv``, mask add, softmax, transposes).  For a residual-stream hook
    (``hook_embed``, ``blocks.L.hook_resid_pre|post``; and for hook IG, edits at ``hook_resid_pre``,
-   ``attn.hook_z`` and ``hook_mlp_out``) the steps instead run a plain PyTorch
-   re-implementation of the HF ``LlamaDecoderLayer`` on the bridge's own weights (no copies):
-   RMSNorm, rotary from the model's own ``rotary_emb``, fused SDPA attention with grouped KV heads,
-   SwiGLU.  It also skips work the metric cannot see: (a) positions before the first position
+   ``attn.hook_z`` and ``hook_mlp_out``) the steps instead run a plain PyTorch transcription of
+   the Hugging Face decoder layer on the bridge's own weights (no copies) with fused SDPA
+   attention.  It also skips work the metric cannot see: (a) positions before the first position
    where input and baseline differ are identical in every copy (causal attention), so their
    keys/values are computed once at batch ``B`` and only the later positions run ``k`` times;
    (b) in the last block only the last position's query, output and MLP are computed.  It is used
    only when the metric reads the last position alone, no hook is registered on the model (the
-   lean pass would skip it), and a self-check on the unexpanded batch reproduces the bridge's
-   metric (else: the bridge path, with a warning).
+   lean pass would skip it), the architecture and its options are covered (:func:`lean_forward`
+   returns the reason when not; ``IGResult.lean_skipped`` records it), and a self-check on the
+   unexpanded batch reproduces the bridge's metric (else: the bridge path, with a warning).
 
 All are switched off by ``INTERP_IG_REFERENCE=1`` (or ``fast=False`` in ig.py), which runs the
 plain full forward; tests/test_ig.py and tests/test_ig_fast.py check that values and gradients
-agree between the paths on tiny llama, gpt2, pythia and gemma3 models (grouped KV heads included).
+agree between the paths on tiny llama, gpt2, pythia and gemma3 models (grouped KV heads included),
+and tests/test_ig_lean_archs.py checks each lean forward against the Hugging Face model itself.
 
 The module forwards are patched on the instance and restored in ``finally`` (nothing leaks if the
 forward raises).  Memory: the cached block output ``B*T*d_model`` floats, repeated ``k`` times

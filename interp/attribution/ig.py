@@ -24,11 +24,15 @@ Two entry points:
   is averaged over runs where every upstream node moves too, which is not the patching question.
 
 Cost: layer IG 2 + k forward/backward passes of B*T tokens (k = steps), the blocks before the
-hook replayed (fastpath.py); hook IG n_hooks * (k + 1) passes, the prefix replayed.  On Llama-family
-models (SmolLM2) the k copies run fastpath.LeanLlama instead of the bridge: the same arithmetic
-without the bridge's per-op hook overhead, positions shared by input and baseline run once, and
-the last block runs on the last position only (``IGResult.path`` / ``config['forward']`` say
-which forward ran; ``fast=False`` or ``INTERP_IG_REFERENCE=1`` is the plain reference).
+hook replayed (fastpath.py); hook IG n_hooks * (k + 1) passes, the prefix replayed.  On Llama,
+GPT-2, GPT-NeoX/Pythia and Gemma 3 models the k copies run a lean forward (lean_models.py) instead
+of the bridge: the same arithmetic without the bridge's per-op hook overhead, positions shared by
+input and baseline run once, and the last block runs on the last position only (``IGResult.path``
+/ ``config['forward']`` say which forward ran, ``lean_skipped`` why not; ``fast=False`` or
+``INTERP_IG_REFERENCE=1`` is the plain reference).  At ``hook_embed`` this is close to the compute
+floor: the same interpolated batch through the plain Hugging Face model plus one input gradient
+(bench/bench_ig.py measures it); equal-step IG cannot be much faster than that on CPU without
+skipping arithmetic, and the only exact skips are the shared positions and the last block.
 Memory: ``max_tokens`` tokens of activations for the backward, plus the per-component caches.
 """
 
@@ -233,8 +237,9 @@ def layer_integrated_gradients(
     baseline, as in captum's LayerIntegratedGradients), an activation tensor, or ``"zeros"`` /
     ``None`` (zero activation).  ``fast`` (default: on unless ``INTERP_IG_REFERENCE=1``) reuses the
     blocks before the hook and computes only the last position's logits when the metric reads
-    only those; on Llama-family models at a residual-stream hook the steps run the lean forward
-    (fastpath.py; ``result.path`` says which ran); ``fast=False`` is the plain reference path.
+    only those; at a residual-stream hook of a covered architecture the steps run the lean forward
+    (lean_models.py; ``result.path`` says which ran, ``result.lean_skipped`` why not);
+    ``fast=False`` is the plain reference path.
     """
     t0 = time.perf_counter()
     tokens = tokens if tokens.ndim == 2 else tokens[None]
@@ -329,7 +334,7 @@ def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid",
     position) is its share of that patch.  Each hook's ``steps`` interpolations plus one copy at
     alpha = 1 (the patched value, for the completeness check) run as one batch, several hooks per
     pass; the blocks before a chunk's first hook are replayed from the corrupted run (fastpath.py;
-    on Llama-family models the lean forward runs from the chunk's first block, and positions before
+    on covered architectures the lean forward runs from the chunk's first block, and positions before
     the first token where clean and corrupt differ run once: ``config['forward']``,
     ``config['shared_prefix']``).
     Per-position scores split the *joint* patch of all positions; they are not single-cell
