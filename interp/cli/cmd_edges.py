@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 
-METHOD_CHOICES = ("eap", "eap-ig", "clean-corrupted")
+METHOD_CHOICES = ("eap", "eap-ig", "clean-corrupted", "eap-ig-activations")
 CURVE_GRID = (10, 30, 100, 300, 1000, 3000, 10000, 30000)
 
 
@@ -27,8 +27,12 @@ def register(subparsers) -> None:
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--method", default="eap-ig", choices=METHOD_CHOICES,
                    help="eap: gradient at the clean input; eap-ig: mean gradient over --steps interpolations of "
-                        "the input embeddings (Hanna et al. 2024); clean-corrupted: mean of the two ends")
+                        "the input embeddings (Hanna et al. 2024); clean-corrupted: mean of the two ends; eap-ig-activations: "
+                        "interpolate each sender group's output instead ((2L+1)*steps passes)")
     p.add_argument("--steps", type=int, default=5, help="EAP-IG interpolation steps (left Riemann; paper: 5)")
+    p.add_argument("--share", default="own", choices=["own", "all"],
+                   help="eap-ig-activations: score a sender with its own group's gradients (own) or their mean "
+                        "over all groups (all, as hannamw/EAP-IG)")
     p.add_argument("--n", type=int, default=8, help="number of prompts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top", type=int, default=50, help="how many top edges (by |score|) to list and store")
@@ -68,7 +72,7 @@ def _curve_args(args) -> tuple[list[int] | None, list[str]]:
         if sizes is None:
             raise ValueError("--compare needs --circuit or --curve")
     else:
-        compare = list(METHOD_CHOICES) if args.curve else []
+        compare = [m for m in METHOD_CHOICES if m != "eap-ig-activations"] if args.curve else []
     return sizes, [m for m in dict.fromkeys(compare) if m != args.method]
 
 
@@ -102,12 +106,12 @@ def _run(args) -> int:
         raise ValueError("--top must be >= 1")
     if args.check < 0:
         raise ValueError("--check must be >= 0")
-    if args.method == "eap-ig" and args.steps < 1:
+    if args.method in ("eap-ig", "eap-ig-activations") and args.steps < 1:
         raise ValueError("--steps must be >= 1")
     sizes, compare = _curve_args(args)
     model = load_model(args.model, device=args.device)
     task = make_task(args.task, model, n=args.n, seed=args.seed)
-    res = edge_attribution(model, task, args.method, steps=args.steps, max_tokens=args.max_tokens)
+    res = edge_attribution(model, task, args.method, steps=args.steps, max_tokens=args.max_tokens, share=args.share)
     top = res.top(args.top)
     span = res.metric_clean - res.metric_corrupt
     for e in top:
@@ -130,8 +134,8 @@ def _run(args) -> int:
     if sizes is not None:
         from interp.attribution.edge_circuit import faithfulness_curve
 
-        scores = [res] + [edge_attribution(model, task, mth, steps=args.steps, max_tokens=args.max_tokens)
-                          for mth in compare]
+        scores = [res] + [edge_attribution(model, task, mth, steps=args.steps, max_tokens=args.max_tokens,
+                                           share=args.share) for mth in compare]
         for sc in scores[1:]:
             seconds[sc.method] = sc.seconds
         sizes = sorted({min(n, res.graph.n_edges) for n in sizes})
@@ -145,7 +149,8 @@ def _run(args) -> int:
         "kind": "edges",
         "title": f"Edge attribution ({args.method}): {args.task} on {model_name(model)}",
         "model": model_name(model), "task": args.task, "n_prompts": task.n,
-        "config": {"method": args.method, "steps": res.config["steps"], "n": args.n, "seed": args.seed,
+        "config": {"method": args.method, "steps": res.config["steps"], "share": res.config.get("share"),
+                   "n": args.n, "seed": args.seed,
                    "top": args.top, "check": args.check, "max_tokens": args.max_tokens, "fast": res.config["fast"],
                    "direction": res.config["direction"]},
         "metric_clean": res.metric_clean, "metric_corrupt": res.metric_corrupt,
