@@ -18,6 +18,15 @@ In one run, on the same prompts:
     python bench/bench_edges.py [--model smollm2-135m] [--n 8] [--steps 5] [--top 100] [--random 100]
 
 Writes bench/results/bench_edges.json with the machine, load average, versions and command line.
+
+``--faithfulness`` (a separate run; it updates only the ``faithfulness`` key of the JSON): for IOI
+and greater-than, the faithfulness curve of top-n edge circuits (edge_circuit.py: every edge
+outside the circuit carries the corrupted run; circuits pruned to paths embeddings -> logits) for
+EAP, EAP-IG and clean-corrupted (``--activations``: also EAP-IG-activations), F_norm per size, the
+node overlap (Jaccard) of the EAP and EAP-IG circuits, and the seconds of scoring and of the
+circuit runs (Hanna et al. 2024's claim: EAP-IG circuits are more faithful at equal size).
+
+    python bench/bench_edges.py --faithfulness --threads 1
 """
 
 import argparse
@@ -73,6 +82,54 @@ def _plain_forward_backward(model, task) -> float:
     return time.perf_counter() - t0
 
 
+SIZES = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 40000)
+
+
+def faithfulness_bench(args) -> None:
+    from interp.attribution.edge_circuit import faithfulness_curve, top_n_circuit
+    from interp.attribution.edges import edge_attribution
+    from interp.circuits.pipeline import make_task, versions
+    from interp.models import load_model
+
+    load0 = open("/proc/loadavg").read().split()[:3]
+    model = load_model(args.model, device="cpu" if not torch.cuda.is_available() else None)
+    methods = ["eap", "eap-ig", "clean-corrupted"] + (["eap-ig-activations"] if args.activations else [])
+    out = {"command": " ".join([sys.executable.split("/")[-1]] + sys.argv), "created": time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "model": args.model, "n_prompts": args.n, "steps": args.steps,
+        "sizes": list(SIZES), "loadavg_start": load0, "torch_threads": torch.get_num_threads(),
+        "versions": versions(), "tasks": {}}
+    for tname in ("ioi", "greater-than"):
+        task = make_task(tname, model, n=args.n, seed=args.seed)
+        scores = []
+        for m in methods:
+            scores.append(edge_attribution(model, task, m, steps=args.steps, max_tokens=args.max_tokens))
+            print(f"{tname} {m}: {scores[-1].seconds:.1f} s", flush=True)
+        sizes = [n for n in SIZES if n <= scores[0].graph.n_edges]
+        cur = faithfulness_curve(model, task, scores, sizes, max_tokens=args.max_tokens)
+        overlap = []
+        for n in sizes:
+            a, b = (set(top_n_circuit(s, n).nodes()) for s in scores[:2])
+            overlap.append(len(a & b) / max(1, len(a | b)))
+        n_circ = len(methods) * len(sizes) + 2
+        out["tasks"][tname] = {
+            "tokens": int(task.clean.shape[1]), "n_edges": scores[0].graph.n_edges,
+            "metric_clean": cur.metric_clean, "metric_corrupt": cur.metric_corrupt, "identity": cur.identity,
+            "curves": cur.curves, "node_jaccard_eap_vs_eap_ig": overlap,
+            "seconds": {**{s.method: s.seconds for s in scores}, "faithfulness_all_circuits": cur.seconds,
+                        "per_circuit": cur.seconds / n_circ, "n_circuits_incl_full_and_empty": n_circ},
+            "config": cur.config}
+        print(f"{tname}: {n_circ} circuits in {cur.seconds:.1f} s; identity {cur.identity}", flush=True)
+        for m, c in cur.curves.items():
+            print(f"  {m:18s}", " ".join(f"{n}:{f:.2f}" for n, f in zip(c["n_edges"], c["f_norm"])), flush=True)
+    out["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    path = Path(args.out)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data["faithfulness" + ("_activations" if args.activations else "")] = out
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+    print(f"wrote {path}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
@@ -87,9 +144,13 @@ def main():
     ap.add_argument("--repeats", type=int, default=2, help="time each method this many times, keep the best")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_edges.json"))
+    ap.add_argument("--faithfulness", action="store_true", help="the faithfulness curves (see the module doc)")
+    ap.add_argument("--activations", action="store_true", help="with --faithfulness: also EAP-IG-activations")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.faithfulness:
+        return faithfulness_bench(args)
 
     from interp.attribution.edge_patching import edge_patching
     from interp.attribution.edges import edge_attribution

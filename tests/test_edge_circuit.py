@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from interp.attribution.edge_circuit import (Circuit, as_edge_mask, edge_circuit_faithfulness, faithfulness_curve,
-                                             prune_circuit, top_n_circuit)
+                                             greedy_circuit, prune_circuit, top_n_circuit)
 from interp.attribution.edge_patching import edge_patching
 from interp.attribution.edges import edge_attribution, edge_graph
 from interp.models import load_model
@@ -221,3 +221,32 @@ def test_hooks_removed():
         torch.testing.assert_close(m(task.clean), before, rtol=0, atol=0)
     if n0 is not None:
         assert sum(len(h.fwd_hooks) for h in m.hook_dict.values()) == n0
+
+
+def test_greedy_grows_from_the_logits():
+    """Hand-set scores: top-n takes the two largest edges; greedy first needs an edge into the logits."""
+    m = model_for("tiny-gpt2")
+    task = ioi_task(m, n=2, seed=0)
+    sc = edge_attribution(m, task, "eap")
+    g = sc.graph
+    sc.scores = torch.zeros_like(sc.scores)
+    val = {"embed->L1H2.q": 10.0, "L0H0->L1H3.v": -9.0, "L1H2->logits": 5.0, "MLP1->logits": -4.0}
+    for e, v in val.items():
+        (i, j), = g.resolve([e])
+        sc.scores[i, j] = v
+    assert sorted(top_n_circuit(sc, 2, prune=False).edge_names()) == ["L0H0->L1H3.v", "embed->L1H2.q"]
+    assert greedy_circuit(sc, 1, prune=False).edge_names() == ["L1H2->logits"]
+    assert sorted(greedy_circuit(sc, 2, prune=False).edge_names()) == ["L1H2->logits", "embed->L1H2.q"]
+    assert sorted(greedy_circuit(sc, 3, prune=False).edge_names()) == ["L1H2->logits", "MLP1->logits",
+                                                                        "embed->L1H2.q"]
+    # MLP1 is reached by nothing: pruning drops its edge
+    assert sorted(greedy_circuit(sc, 3).edge_names()) == ["L1H2->logits", "embed->L1H2.q"]
+    # every edge of an unpruned greedy circuit leads to the logits (backward pruning keeps them all)
+    real = edge_attribution(m, task, "eap")
+    c = greedy_circuit(real, 40, prune=False)
+    assert c.n_edges == 40
+    fwd_all = c.edges.clone()
+    fwd_all[0] = fwd_all[0] | g.mask[0]  # feed every receiver from the embedding: all nodes forward-live
+    assert (prune_circuit(g, fwd_all) & c.edges).sum() == 40
+    with pytest.raises(ValueError, match="must lie in"):
+        greedy_circuit(real, g.n_edges + 1)

@@ -389,7 +389,7 @@ def test_cli_circuit_curve_is_the_python_api(tmp_path, capsys):
 
     out = tmp_path / "c"
     rc = main(["edges", "ioi", "--model", "tiny-gpt2", "--method", "eap", "--n", "2", "--circuit", "5,20,1000",
-               "--compare", "eap-ig", "--steps", "2", "--out", str(out), "--json"])
+               "--compare", "eap-ig", "--steps", "2", "--greedy", "--out", str(out), "--json"])
     assert rc == 0
     capsys.readouterr()
     res = json.loads((out / "results.json").read_text())
@@ -404,6 +404,7 @@ def test_cli_circuit_curve_is_the_python_api(tmp_path, capsys):
         assert fc["curves"][mth]["n_edges"] == want.curves[mth]["n_edges"]
         assert fc["curves"][mth]["f_norm"] == pytest.approx(want.curves[mth]["f_norm"], abs=1e-5)
         assert fc["curves"][mth]["f_norm"][-1] == pytest.approx(1.0, abs=1e-5)
+    assert set(fc["curves"]) == {"eap", "eap-ig", "eap greedy", "eap-ig greedy"}
     html = (out / "report.html").read_text()
     assert "Faithfulness of top-n edge circuits" in html and "Faithfulness per circuit" in html
 

@@ -32,7 +32,8 @@ larger batch, 1e-6 in float32 on SmolLM2).
 Selection: top-n edges by |score| (:func:`top_n_circuit`), then :func:`prune_circuit` keeps only the
 edges on some path embeddings -> ... -> logits (a node reached by no circuit edge writes its
 corrupted value; one whose output reaches no kept receiver changes nothing): pruning leaves m(C)
-unchanged (tested) and makes the edge count honest.  Greedy selection is not implemented.
+unchanged (tested) and makes the edge count honest.  :func:`greedy_circuit` grows the circuit from
+the logits backwards instead (the reference's ``greedy``).
 
 Cost: one corrupted forward + ``c / k`` forwards of ``k*B*T`` tokens (k copies per pass, bounded by
 ``max_tokens`` and ``max_bytes``); per layer a ``[R, N_s] x [N_s, B*T*d]`` matmul per copy (R = 15
@@ -166,6 +167,45 @@ def top_n_circuit(scores: EdgeScores, n: int, prune: bool = True, absolute: bool
         m[flat.topk(n).indices] = True
     m = m.reshape(g.mask.shape)
     return Circuit(g, prune_circuit(g, m) if prune else m, f"{scores.method} top {n}", n)
+
+
+def greedy_circuit(scores: EdgeScores, n: int, prune: bool = True, absolute: bool = True) -> Circuit:
+    """Greedy selection from the logits backwards (hannamw/EAP-IG ``Graph.apply_greedy``): start
+    with the edges into the logits as candidates; repeatedly add the candidate of largest |score|;
+    when that adds a new component (head or MLP), the edges into its receivers (a head's q and its
+    key/value group's k and v) become candidates.  Every chosen edge leads to the logits; pruning
+    then drops the ones not reached from the embeddings."""
+    import heapq
+
+    g = scores.graph
+    if not 0 <= n <= g.n_edges:
+        raise ValueError(f"greedy_circuit: n must lie in 0..{g.n_edges} (the number of edges), got {n}")
+    s = (scores.scores.abs() if absolute else scores.scores).double()
+    recv_of: dict[int, list[int]] = {}
+    for j, cs in enumerate(_components(g)):
+        for i in cs:
+            recv_of.setdefault(i, []).append(j)
+    heap: list = []
+    seen_r: set[int] = set()
+
+    def push(j):
+        if j not in seen_r:
+            seen_r.add(j)
+            for i in g.mask[:, j].nonzero().flatten().tolist():
+                heapq.heappush(heap, (-float(s[i, j]), i, j))
+
+    push(g.receiver_index("logits"))
+    m = torch.zeros_like(g.mask)
+    in_graph: set[int] = set()
+    while n > 0 and heap:
+        _, i, j = heapq.heappop(heap)
+        m[i, j] = True
+        n -= 1
+        if i not in in_graph:
+            in_graph.add(i)
+            for jj in recv_of.get(i, []):
+                push(jj)
+    return Circuit(g, prune_circuit(g, m) if prune else m, f"{scores.method} greedy {int(m.sum())}", int(m.sum()))
 
 
 # ------------------------------------------------------------------------------------------
@@ -363,8 +403,11 @@ class FaithfulnessCurve:
 
 
 def faithfulness_curve(model, task, scores: Sequence[EdgeScores], sizes: Sequence[int], prune: bool = True,
-                       max_tokens: int = 4096, max_bytes: float = 1e9) -> FaithfulnessCurve:
-    """Top-n circuits (pruned) of each method's scores at each size in ``sizes``, evaluated together."""
+                       max_tokens: int = 4096, max_bytes: float = 1e9, selection: str = "top-n") -> FaithfulnessCurve:
+    """Top-n (or ``selection="greedy"``) circuits, pruned, of each method's scores at each size in
+    ``sizes``, evaluated together; with both selections the keys read ``method`` and ``method greedy``."""
+    if selection not in ("top-n", "greedy", "both"):
+        raise ValueError(f"unknown selection {selection!r}; choose from top-n, greedy, both")
     if not scores:
         raise ValueError("faithfulness_curve needs at least one EdgeScores")
     sizes = [int(n) for n in sizes]
@@ -375,14 +418,17 @@ def faithfulness_curve(model, task, scores: Sequence[EdgeScores], sizes: Sequenc
     if bad:
         raise ValueError(f"circuit sizes {bad} out of range 0..{n_all} (the number of edges)")
     t0 = time.perf_counter()
-    circuits = [top_n_circuit(s, n, prune) for s in scores for n in sizes]
+    pickers = ([("", top_n_circuit)] if selection != "greedy" else []) + (
+        [(" greedy", greedy_circuit)] if selection != "top-n" else [])
+    runs = [(s.method + suffix, s, pick) for s in scores for suffix, pick in pickers]
+    circuits = [pick(s, n, prune) for _, s, pick in runs for n in sizes]
     res = edge_circuit_faithfulness(model, task, circuits, max_tokens=max_tokens, max_bytes=max_bytes)
     curves = {}
-    for a, s in enumerate(scores):
+    for a, (name, _, _) in enumerate(runs):
         part = range(a * len(sizes), (a + 1) * len(sizes))
-        curves[s.method] = {"n_requested": sizes, "n_edges": [circuits[i].n_edges for i in part],
+        curves[name] = {"n_requested": sizes, "n_edges": [circuits[i].n_edges for i in part],
                             "n_nodes": [len(circuits[i].nodes()) for i in part],
                             "metric": [res.metrics[i].item() for i in part],
                             "f_norm": [res.f_norm[i].item() for i in part]}
     return FaithfulnessCurve(curves, res.metric_clean, res.metric_corrupt, res.identity, time.perf_counter() - t0,
-                             config={"prune": prune, "selection": "top-n by |score|", **res.config})
+                             config={"prune": prune, "selection": selection, **res.config})

@@ -43,6 +43,8 @@ def register(subparsers) -> None:
                    help=f"faithfulness curve: sizes {','.join(map(str, CURVE_GRID))} (and all edges) for every method")
     p.add_argument("--compare", default=None,
                    help="comma-separated extra methods for --circuit/--curve (default with --curve: all others)")
+    p.add_argument("--greedy", action="store_true",
+                   help="also greedy circuits grown from the logits (curves named 'METHOD greedy')")
     p.add_argument("--no-prune", action="store_true", help="keep dead-end edges in --circuit/--curve circuits")
     p.add_argument("--max-tokens", type=int, default=4096, help="tokens per forward/backward pass")
     p.add_argument("--out", default=None, help="folder for results.json and report.html")
@@ -139,7 +141,8 @@ def _run(args) -> int:
         for sc in scores[1:]:
             seconds[sc.method] = sc.seconds
         sizes = sorted({min(n, res.graph.n_edges) for n in sizes})
-        fc = faithfulness_curve(model, task, scores, sizes, prune=not args.no_prune, max_tokens=args.max_tokens)
+        fc = faithfulness_curve(model, task, scores, sizes, prune=not args.no_prune, max_tokens=args.max_tokens,
+                                selection="both" if args.greedy else "top-n")
         seconds["faithfulness"] = fc.seconds
         curve = {**fc.to_json(), "sizes": sizes,
                  "caption": "F_norm = (m(C) - m(corrupt)) / (m(clean) - m(corrupt)) of the top-n edge circuit of each "
