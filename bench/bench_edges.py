@@ -98,19 +98,20 @@ def faithfulness_bench(args) -> None:
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "model": args.model, "n_prompts": args.n, "steps": args.steps,
         "sizes": list(SIZES), "loadavg_start": load0, "torch_threads": torch.get_num_threads(),
         "versions": versions(), "tasks": {}}
-    for tname in ("ioi", "greater-than"):
+    for tname in args.tasks.split(","):
         task = make_task(tname, model, n=args.n, seed=args.seed)
         scores = []
         for m in methods:
             scores.append(edge_attribution(model, task, m, steps=args.steps, max_tokens=args.max_tokens))
             print(f"{tname} {m}: {scores[-1].seconds:.1f} s", flush=True)
         sizes = [n for n in SIZES if n <= scores[0].graph.n_edges]
-        cur = faithfulness_curve(model, task, scores, sizes, max_tokens=args.max_tokens)
+        cur = faithfulness_curve(model, task, scores, sizes, max_tokens=args.max_tokens,
+                                 selection="both" if args.greedy else "top-n")
         overlap = []
         for n in sizes:
             a, b = (set(top_n_circuit(s, n).nodes()) for s in scores[:2])
             overlap.append(len(a & b) / max(1, len(a | b)))
-        n_circ = len(methods) * len(sizes) + 2
+        n_circ = len(cur.curves) * len(sizes) + 2
         out["tasks"][tname] = {
             "tokens": int(task.clean.shape[1]), "n_edges": scores[0].graph.n_edges,
             "metric_clean": cur.metric_clean, "metric_corrupt": cur.metric_corrupt, "identity": cur.identity,
@@ -124,7 +125,7 @@ def faithfulness_bench(args) -> None:
     out["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     path = Path(args.out)
     data = json.loads(path.read_text()) if path.exists() else {}
-    data["faithfulness" + ("_activations" if args.activations else "")] = out
+    data["faithfulness" + ("_activations" if args.activations else "") + ("_greedy" if args.greedy else "")] = out
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1))
     print(f"wrote {path}")
@@ -146,6 +147,8 @@ def main():
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_edges.json"))
     ap.add_argument("--faithfulness", action="store_true", help="the faithfulness curves (see the module doc)")
     ap.add_argument("--activations", action="store_true", help="with --faithfulness: also EAP-IG-activations")
+    ap.add_argument("--greedy", action="store_true", help="with --faithfulness: also greedy circuits")
+    ap.add_argument("--tasks", default="ioi,greater-than", help="with --faithfulness: comma-separated tasks")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
