@@ -250,3 +250,26 @@ def test_greedy_grows_from_the_logits():
     assert (prune_circuit(g, fwd_all) & c.edges).sum() == 40
     with pytest.raises(ValueError, match="must lie in"):
         greedy_circuit(real, g.n_edges + 1)
+
+
+@pytest.mark.slow
+def test_smollm2_circuit_identities(smollm2):
+    """SmolLM2-135M (grouped-query, float32), 2 IOI prompts: full / empty circuits == clean / corrupted runs,
+    full minus one edge == edge patching, pruning leaves the metric unchanged."""
+    m = smollm2
+    task = ioi_task(m, n=2, seed=0)
+    sc = edge_attribution(m, task, "eap")
+    g = sc.graph
+    top = [g.resolve([e["edge"]])[0] for e in sc.top(3)]
+    masks = []
+    for i, j in top:
+        c = g.mask.clone()
+        c[i, j] = False
+        masks.append(c)
+    raw = top_n_circuit(sc, 200, prune=False)
+    f = edge_circuit_faithfulness(m, task, masks + [raw, top_n_circuit(sc, 200)])
+    span = abs(f.metric_clean - f.metric_corrupt)
+    assert abs(f.identity["full_minus_clean"]) < 1e-4 * span and abs(f.identity["empty_minus_corrupt"]) < 1e-4 * span
+    p = edge_patching(m, task, top)
+    torch.testing.assert_close(f.metrics[:3] - f.metric_clean, p.effects, rtol=1e-3, atol=1e-4 * span)
+    assert abs(f.metrics[3].item() - f.metrics[4].item()) < 1e-4 * span
