@@ -441,3 +441,13 @@ def test_smollm2_edges_against_definitions(smollm2):
     assert (fd - sc).abs().max() <= 0.02 * sc.abs().max(), list(zip([g.edge_name(*e) for e in edges], sc.tolist(), fd.tolist()))
     ref = edge_attribution(m, task, "eap", fast=False)
     torch.testing.assert_close(r.scores, ref.scores, rtol=1e-3, atol=1e-4 * float(ref.scores.abs().max()))
+
+
+def test_report_faithfulness_curve_and_bad_layout():
+    from interp.reports import render_results
+
+    curves = {"eap": {"n_edges": [3, 40], "f_norm": [0.1, 0.9]}, "eap-ig": {"n_edges": [4, 41], "f_norm": [0.2, 1.0]}}
+    html = render_results({"kind": "edges", "faithfulness_curve": {"curves": curves}}).to_html()
+    assert "Faithfulness of top-n edge circuits" in html and html.count('"eap-ig"') >= 1
+    with pytest.raises(ValueError, match="faithfulness_curve: expected"):
+        render_results({"kind": "edges", "faithfulness_curve": {"curves": {"eap": {"n_edges": [1, 2], "f_norm": [0.5]}}}})

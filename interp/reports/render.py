@@ -705,7 +705,7 @@ def _render_edge_curve(r: Report, fc: dict) -> None:
                       xaxis_title="edges in the circuit (after pruning)", yaxis_title="F_norm")
     r.add_section("Circuit faithfulness")
     ident = fc.get("identity") or {}
-    r.add_figure(fig, caption=str(fc.get("caption", "F_norm vs circuit size")) + (
+    r.add_figure(fig, caption=str(fc.get("caption", "F_norm vs circuit size")).rstrip(".") + "." + (
         f" Checks: full circuit - clean metric = {ident.get('full_minus_clean', float('nan')):.2e}, empty circuit - "
         f"corrupted metric = {ident.get('empty_minus_corrupt', float('nan')):.2e}." if ident else ""))
     r.add_table("Faithfulness per circuit", rows)
