@@ -498,7 +498,7 @@ class EdgeScores:
     """Edge scores of one method with the metric values that frame them."""
 
     method: str
-    """``eap``, ``eap-ig`` or ``clean-corrupted``."""
+    """``eap``, ``eap-ig``, ``clean-corrupted`` or ``eap-ig-activations``."""
     graph: EdgeGraph
     scores: torch.Tensor
     """``[N_s, N_r]`` (float32; float64 for a float64 model): estimated metric change when the edge carries the corrupted value
