@@ -33,9 +33,12 @@ freed, so the destination stays in the CPU cache, as it does for a loop that dro
 
 Page-cache states.  How the files sit in the page cache changes the raw read up to ~3x: on the
 bench machine (ext4, Linux 6.18) a sequential read of a file just written runs at ~17 GB/s, and
-at ~6-8 GB/s after the cache was dropped and the file read back (presumably the folio sizes the
-writer and the readahead leave differ: the cost per cached page is what changes), so the warm
-contenders run in three phases, each ``--repeats`` interleaved rounds:
+at ~6-8 GB/s after the cache was dropped and the file read back.  The folios differ (seen with
+``/proc/self/pagemap`` + ``/proc/kpageflags`` on 4 shard files): as written, every page sits in
+a large folio (~1.7 MiB on average); read back sequentially, 75% do (~36 KiB); read back by a
+shuffled epoch (its ``WILLNEED`` readahead), 8% do, the rest are single 4 KiB pages -- and the
+kernel's cost is per folio.  So the warm contenders run in three phases, each ``--repeats``
+interleaved rounds:
 
 * ``as_written``: the store as the writer left it in the cache (``as_found`` with ``--store``);
 * ``reread_raw``: after dropping the files (``posix_fadvise(POSIX_FADV_DONTNEED)``) and reading

@@ -36,19 +36,23 @@ Nothing is loaded into RAM wholesale.  Three access paths, each bounded in memor
   of use; ranges whose ends are cached already are skipped (probed with a 1-byte
   ``RWF_NOWAIT`` read), and nothing is advised when three windows exceed 1/8 of RAM.
 
-  Measured (bench/bench_store_read.py, 461 MB fp16 store, batch 4096, 2-core AMD EPYC, load ~1;
-  ratio of throughput to a raw sequential read into a cache-resident batch array, median of
-  rounds paired with the raw read just before them): page cache as the writer left it 0.56
-  (0.31 on one thread), after a drop and a sequential re-read 0.93 (0.53), after a drop and a
-  shuffled re-read 0.78 (0.54); cold, against a raw read from disk, 0.97.  The second thread
-  costs CPU: per CPU second the fill moves 0.30-0.51 of what the raw read does.  What bounds it:
-  rows of a chunk go to every batch of the window, so the kernel writes ``W / B`` interleaved
-  streams into a window far larger than the CPU cache (the same scatter into a sequential
-  destination runs ~1.4x faster).  Tried and dropped on that machine: a gather of each batch
-  straight out of memory maps (random 1152-byte rows copied in user space: 0.12 of raw), a kernel gather
-  with ``process_vm_readv`` from such maps (0.11: a page pin per row), and small chunks with a
-  window that fits in L3 (chunk 32, ``W`` 16384: the same mixing, but each ``preadv`` costs
-  ~2 us of kernel time even from C, 0.25-0.32 of raw).
+  Measured (bench/bench_store_read.py: 461 MB fp16 store, batch 4096, 2-core AMD EPYC; ratio
+  of throughput to a raw sequential read into a cache-resident batch array, median of rounds
+  each paired with the raw read just before it; page cache as the writer left it / dropped and
+  read back sequentially / dropped and read back by a shuffled epoch): with the second core
+  free (load ~1) 0.56 / 0.93 / 0.78, on one thread 0.31 / 0.53 / 0.54; with both cores busy
+  with other work (load 3-4) the helper gains nothing: 0.40 / 0.55 / 0.45 (one thread 0.39 /
+  0.54 / 0.46).  Cold, against a raw read from disk: 0.85-0.97.  Per CPU second the fill moves
+  0.3-0.5 of what the raw read does.  What bounds it: rows of a chunk go to every batch of the
+  window, so the kernel writes ``W / B`` interleaved streams into a window far larger than the
+  CPU cache (the same copies into a sequential destination ran ~1.4x faster).  Tried and
+  dropped on that machine: a gather of each batch straight out of memory maps (random
+  1152-byte rows copied in user space: 0.12 of raw), a kernel gather with ``process_vm_readv``
+  from such maps (0.11), and small chunks with a window that fits in L3 (chunk 32, ``W`` 16384:
+  about the same mixing, but each ``preadv`` costs ~2 us of kernel time: 0.15-0.23 of raw,
+  0.25-0.32 with the calls made from C).  A shuffled epoch over a cold store leaves it cached mostly in 4 KiB pages (the
+  ``WILLNEED`` readahead), which slows later warm epochs (raw reads too) against a store cached
+  as written, in large folios.
 
   Randomness guarantee (both fills): each batch is a uniformly random ``batch_size``-subset of
   its window, and a window holds ``W / chunk_rows`` (+1) chunks drawn uniformly at random from
@@ -63,7 +67,8 @@ Nothing is loaded into RAM wholesale.  Three access paths, each bounded in memor
   next ``batches`` call), a second only while the caller still holds a storage-dtype batch (a
   view of the window buffer) of the previous window, plus the window's last batch in its own
   array (the reference: one chunk of staging per hook instead); the ``iovec`` lists are 16
-  bytes a row of the window and hook, the slots of this and the next window 8 bytes a row each.  With ``rank``/``world_size`` (DDP) rank ``r`` takes chunks
+  bytes a row of the window and hook, the slots of this and the next window 8 bytes a row
+  each.  With ``rank``/``world_size`` (DDP) rank ``r`` takes chunks
   ``r, r+W', ...`` of the permuted order (``W'`` = world size) and every rank yields the same
   number of full batches.  ``shuffle=False`` reads rows in storage order through the same
   windows (one sequential read per segment).
