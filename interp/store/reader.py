@@ -40,10 +40,10 @@ Nothing is loaded into RAM wholesale.  Three access paths, each bounded in memor
   of throughput to a raw sequential read into a cache-resident batch array, median of rounds
   each paired with the raw read just before it; page cache as the writer left it / dropped and
   read back sequentially / dropped and read back by a shuffled epoch): with the second core
-  free (load ~1) 0.56 / 0.93 / 0.78, on one thread 0.31 / 0.53 / 0.54; with both cores busy
-  with other work (load 3-4) the helper gains nothing: 0.40 / 0.55 / 0.45 (one thread 0.39 /
-  0.54 / 0.46).  Cold, against a raw read from disk: 0.85-0.97.  Per CPU second the fill moves
-  0.3-0.5 of what the raw read does.  What bounds it: rows of a chunk go to every batch of the
+  mostly free (load 1.3-1.7; bench/results/bench_store_read.json) 0.57 / 0.83 / 0.95, on one
+  thread 0.42 / 0.51 / 0.56; with both cores busy with other work (load 3-4) the helper gains
+  nothing: 0.40 / 0.55 / 0.45 (one thread 0.39 / 0.54 / 0.46).  Cold, against a raw read from
+  disk: 0.82-0.97.  Per CPU second the fill moves 0.3-0.5 of what the raw read does.  What bounds it: rows of a chunk go to every batch of the
   window, so the kernel writes ``W / B`` interleaved streams into a window far larger than the
   CPU cache (the same copies into a sequential destination ran ~1.4x faster).  Tried and
   dropped on that machine: a gather of each batch straight out of memory maps (random
