@@ -118,14 +118,17 @@ def faithfulness_bench(args) -> None:
             "curves": cur.curves, "node_jaccard_eap_vs_eap_ig": overlap,
             "seconds": {**{s.method: s.seconds for s in scores}, "faithfulness_all_circuits": cur.seconds,
                         "per_circuit": cur.seconds / n_circ, "n_circuits_incl_full_and_empty": n_circ},
-            "config": cur.config}
+            "config": cur.config, "command": out["command"], "created": out["created"],
+            "loadavg_end": open("/proc/loadavg").read().split()[:3]}
         print(f"{tname}: {n_circ} circuits in {cur.seconds:.1f} s; identity {cur.identity}", flush=True)
         for m, c in cur.curves.items():
             print(f"  {m:18s}", " ".join(f"{n}:{f:.2f}" for n, f in zip(c["n_edges"], c["f_norm"])), flush=True)
     out["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     path = Path(args.out)
     data = json.loads(path.read_text()) if path.exists() else {}
-    data["faithfulness" + ("_activations" if args.activations else "") + ("_greedy" if args.greedy else "")] = out
+    key = "faithfulness" + ("_activations" if args.activations else "") + ("_greedy" if args.greedy else "")
+    old = data.get(key, {}).get("tasks", {})  # a run of other tasks keeps the earlier tasks (each records its command)
+    data[key] = {**out, "tasks": {**old, **out["tasks"]}}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1))
     print(f"wrote {path}")
