@@ -4,7 +4,7 @@ Targets (issue 3): agreement to numerical tolerance, >= 3x faster than captum, a
 delta <= 2% of F(x) - F(baseline) at our default step count.  On IOI prompts with the corrupted
 (ABC) prompt as the baseline, in one run, interleaved, best of ``--repeat``:
 
-1. ``hook_embed``: ours (default fast path; on a Llama model the lean forward of fastpath.py) vs
+1. ``hook_embed``: ours (default fast path; the lean forward of lean_models.py) vs
    captum at the ``hook_embed`` HookPoint (whole expanded batch at once, internal_batch_size=None,
    its fastest setting).
 2. A mid-layer hook (``--mid-hook blocks.L.hook_resid_pre``): ours vs captum attached to block L's
@@ -20,8 +20,11 @@ delta <= 2% of F(x) - F(baseline) at our default step count.  On IOI prompts wit
    many steps does unless it skips arithmetic.  Achieved GFLOP/s of each contender (matmul FLOPs
    of the full job: 2 * non-embedding params * tokens forward, the same again for the
    activation-only backward, attention QK^T/AV forward and twice that backward, the last-position
-   unembedding) against a measured fp32 GEMM peak (torch.mm 2048^3 and one of the job's own
-   shapes, same threads).
+   unembedding) against a measured fp32 GEMM peak (torch.mm 2048^3 each round, and one of the
+   job's own shapes, same threads), and the ceiling: the lean forward's work at that peak, i.e.
+   the most any equal-step IG at the embeddings could gain on captum without skipping arithmetic.
+   Each contender's process CPU time is recorded beside its wall time (robust to other processes
+   holding the cores; ratios of both are printed).
 
     python bench/bench_ig.py [--model smollm2-135m] [--n 4] [--steps 32] [--mid-hook blocks.20.hook_resid_pre]
     python bench/bench_ig.py --gpt2-random [--n 4] [--steps 32]   # adds "gpt2_random" to the same JSON
