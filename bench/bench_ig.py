@@ -63,6 +63,23 @@ def _load():
     return open("/proc/loadavg").read().split()[:3]
 
 
+def _round(runs: dict, out: dict, best: dict, label: str, r: int, **extra) -> dict:
+    """One interleaved round: every contender once; wall and process-CPU seconds into the returned row,
+    results into ``out``, the best wall time into ``best``; prints the row."""
+    row, cpu = {"loadavg": _load(), **extra}, {}
+    for name, fn in runs.items():
+        c0 = time.process_time()
+        out[name], t = _time(fn)
+        row[name], cpu[name] = t, time.process_time() - c0
+        best[name] = min(best.get(name, float("inf")), t)
+    row["cpu_s"] = cpu
+    gemm = f", GEMM {extra['gemm_peak_gflops']:.0f} GFLOP/s" if "gemm_peak_gflops" in extra else ""
+    print(f"{label} {r}: " + ", ".join(f"{k} {v:.2f} s" for k, v in row.items() if k.startswith(("embed", "mid")))
+          + "  (process CPU s: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()) + ")"
+          + f"  (load {row['loadavg']}{gemm})")
+    return row
+
+
 def gemm_peak(n: int = 2048, shapes=((2048, 576, 1536),), repeat: int = 5) -> dict:
     """Best-of-``repeat`` fp32 torch.mm GFLOP/s: a square ``n^3`` product and the given (m, k, n) shapes."""
     out = {}
@@ -155,19 +172,10 @@ def gpt2_random(args) -> dict:
     floor()
     layer_integrated_gradients(model, clean[:1], metric, hook="hook_embed", baseline=corrupt[:1], steps=2)
     captum_layer_ig(model, clean[:1], metric, hook="hook_embed", baseline_tokens=corrupt[:1], steps=2)
-    best, out, rounds, cpu = {}, {}, [], {}
+    best, out, rounds = {}, {}, []
     for r in range(args.repeat):
-        row = {"loadavg": _load()}
-        for name, fn in runs.items():
-            c0 = time.process_time()
-            out[name], t = _time(fn)
-            row[name], cpu[name] = t, time.process_time() - c0
-            best[name] = min(best.get(name, float("inf")), t)
-        row["cpu_s"] = dict(cpu)
+        row = _round(runs, out, best, "gpt2 round", r)
         rounds.append(row)
-        print(f"gpt2 round {r}: " + ", ".join(f"{k} {v:.2f} s" for k, v in row.items() if k.startswith(("embed", "mid")))
-              + f"  (process CPU s: " + ", ".join(f"{k} {v:.1f}" for k, v in row["cpu_s"].items()) + ")"
-              + f"  (load {row['loadavg']})")
         print(f"   ratios this round: embed plain/ours {row['embed_plain'] / row['embed_ours']:.2f}x, "
               f"captum/ours {row['embed_captum'] / row['embed_ours']:.2f}x, captum/floor "
               f"{row['embed_captum'] / row['embed_floor']:.2f}, ours/floor {row['embed_ours'] / row['embed_floor']:.2f}; "
@@ -302,19 +310,11 @@ def main():
         "mid_plain": lambda: layer_integrated_gradients(model, task.clean, task.metric, hook=args.mid_hook,
                                                         fast=False, **kw),
     }
-    best, out, rounds, cpu = {}, {}, [], {}
+    best, out, rounds = {}, {}, []
     for r in range(args.repeat):
-        row = {"loadavg": _load(), "gemm_peak_gflops": max(gemm_peak(shapes=(), repeat=3).values())}
-        for name, fn in runs.items():
-            c0 = time.process_time()
-            out[name], t = _time(fn)
-            row[name], cpu[name] = t, time.process_time() - c0
-            best[name] = min(best.get(name, float("inf")), t)
-        row["cpu_s"] = dict(cpu)
+        row = _round(runs, out, best, "round", r,
+                     gemm_peak_gflops=max(gemm_peak(shapes=(), repeat=3).values()))
         rounds.append(row)
-        print(f"round {r}: " + ", ".join(f"{k} {v:.2f} s" for k, v in row.items() if k.startswith(("embed", "mid")))
-              + f"  (process CPU s: " + ", ".join(f"{k} {v:.1f}" for k, v in row["cpu_s"].items()) + ")"
-              + f"  (load {row['loadavg']}, GEMM {row['gemm_peak_gflops']:.0f} GFLOP/s)")
         print(f"   ratios this round: embed captum/floor {row['embed_captum'] / row['embed_floor']:.2f}, "
               f"ours/floor {row['embed_ours'] / row['embed_floor']:.2f}, "
               f"embed captum/ours {row['embed_captum'] / row['embed_ours']:.2f}x, "
