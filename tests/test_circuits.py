@@ -362,3 +362,17 @@ def test_head_roles_copy_decides_name_mover(tiny_llama):
         assert not hr_strict.notes
     finally:
         tiny_llama.reset_hooks(including_permanent=True)
+
+
+def test_head_roles_without_copy_scores_fall_back_with_a_note(tiny_llama, monkeypatch):
+    """Where a bridge's v/o modules cannot be read, roles come from the patterns alone and ``notes`` says so."""
+    import interp.circuits.roles as roles_mod
+
+    def unreadable(*a, **k):
+        raise AttributeError("'Block' has no attribute 'v'")
+
+    monkeypatch.setattr(roles_mod, "copy_scores", unreadable)
+    hr = classify_heads(tiny_llama, ioi_task(tiny_llama, n=4), threshold=0.0)
+    assert "copy" not in hr.scores and len(hr.notes) == 1 and "copy scores skipped" in hr.notes[0]
+    assert set(hr.roles.values()) <= set(roles_mod.ROLES) - {"negative_name_mover", "copy_suppression"}
+    assert len(hr.roles) == tiny_llama.cfg.n_layers * tiny_llama.cfg.n_heads  # threshold 0: every head has a role
