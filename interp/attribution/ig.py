@@ -188,6 +188,21 @@ def _interpolate(model, tokens, hook, x_act, base_act, alphas, weights, metric, 
     return g_hook, g_col
 
 
+def _lean_off(fast: bool | None, last: bool) -> str:
+    """Why the lean forward cannot run before trying it ("" if it may): the reference path was
+    asked for, or the metric reads positions other than the last."""
+    if not fast_enabled(fast):
+        return "reference path (fast=False or INTERP_IG_REFERENCE=1)"
+    return "" if last else "the metric reads positions other than the last"
+
+
+def _self_check_failed(lean: LeanForward, stacklevel: int) -> str:
+    """Warn that the lean forward did not reproduce the model's metric; the reason recorded."""
+    why = f"lean {lean.arch} forward failed its self-check against the model's metric"
+    warnings.warn(why + "; using the bridge path", RuntimeWarning, stacklevel=stacklevel)
+    return why
+
+
 def _interpolate_lean(lean: LeanForward, hook: str, start: int, x_act, base_act, f_x, alphas, weights, metric,
                       max_tokens) -> torch.Tensor | None:
     """:func:`_interpolate` through a lean forward (lean_models.py; residual-stream hooks,
@@ -267,18 +282,13 @@ def layer_integrated_gradients(
         with torch.no_grad(), scoped_hooks(model, fwd=[(hook, lambda x, hook: base_act)]):
             f_b = metric(model(tokens.to(x_act.device))).detach()
     g, path = None, "plain"
-    if not fast_enabled(fast):
-        lean, why = None, "reference path (fast=False or INTERP_IG_REFERENCE=1)"
-    elif not last:
-        lean, why = None, "the metric reads positions other than the last"
-    else:
-        lean, why = lean_forward(model, hook)
+    why = _lean_off(fast, last)
+    lean, why = (None, why) if why else lean_forward(model, hook)
     if lean is not None:
         g = _interpolate_lean(lean, hook, lean_start_layer(model, hook), x_act, base_act, f_x, alphas, weights,
                               metric, max_tokens)
         if g is None:
-            why = f"lean {lean.arch} forward failed its self-check against the model's metric"
-            warnings.warn(why + "; using the bridge path", RuntimeWarning, stacklevel=2)
+            why = _self_check_failed(lean, stacklevel=3)
         path = "lean"
     if g is None:
         g, _ = _interpolate(model, tokens, hook, x_act, base_act, alphas, weights, metric, max_tokens,
@@ -315,9 +325,7 @@ def _lean_for_hooks(model, types, task, acts_c, acts_k, m_k):
         T = task.corrupt.shape[1]
         check = task.metric(lean.logits(resids[0], 0, T)).float()
     if check.shape != m_k.shape or not torch.allclose(check, m_k, rtol=1e-3, atol=1e-3 * (1 + m_k.abs().max().item())):
-        why = f"lean {lean.arch} forward failed its self-check against the model's metric"
-        warnings.warn(why + "; using the bridge path", RuntimeWarning, stacklevel=3)
-        return None, why
+        return None, _self_check_failed(lean, stacklevel=4)
     differs = (task.clean != task.corrupt).any(0)
     p0 = min(int(differs.int().argmax()) if bool(differs.any()) else T, T - 1)
     if not all(torch.equal(acts_c[t.name][l][:, :p0], acts_k[t.name][l][:, :p0])
@@ -360,11 +368,8 @@ def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid",
     last = fast_enabled(fast) and reads_last_position_only(task.metric, logits_k)
     m_k = task.metric(logits_k).float()
     B, T = task.corrupt.shape
-    if last:
-        lean, why = _lean_for_hooks(model, types, task, acts_c, acts_k, m_k)
-    else:
-        lean, why = None, ("reference path (fast=False or INTERP_IG_REFERENCE=1)" if not fast_enabled(fast)
-                           else "the metric reads positions other than the last")
+    why = _lean_off(fast, last)
+    lean, why = (None, why) if why else _lean_for_hooks(model, types, task, acts_c, acts_k, m_k)
     p0 = lean[2] if lean is not None else 0
     S = len(alphas)
     device = next(model.parameters()).device
