@@ -274,6 +274,67 @@ def test_fast_receiver_gradients_match_reference(method):
     torch.testing.assert_close(a.scores, b.scores, rtol=1e-6, atol=1e-9 * float(a.scores.abs().max()))
 
 
+@pytest.mark.parametrize("share", ["own", "all"])
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-pythia", "gqa-llama"])
+def test_ig_activations_prefix_replay_matches_reference(name, share):
+    """EAP-IG-activations with the blocks before each sender group replayed (fast) == every block
+    recomputed for every copy (reference), on sequential, parallel (Pythia) and grouped-query blocks;
+    the scores that are exactly 0 in the reference stay exactly 0."""
+    m = model_for(name)
+    task = task_for(m)
+    a = edge_attribution(m, task, "eap-ig-activations", steps=3, share=share)
+    b = edge_attribution(m, task, "eap-ig-activations", steps=3, share=share, fast=False)
+    assert a.config["prefix_replay"] == {"own": "cached", "all": "batch"}[share]
+    assert b.config["prefix_replay"] is False
+    assert (a.scores[b.scores == 0] == 0).all()
+    assert (b.scores != 0).sum() > 0.5 * b.graph.n_edges
+    torch.testing.assert_close(a.scores, b.scores, rtol=1e-6, atol=1e-9 * float(b.scores.abs().max()))
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-pythia", "gqa-llama"])
+def test_prefix_replay_receiver_gradients(name):
+    """receiver_grads for a group in block L: the cached (detached) replay gives 0 at the receivers of blocks
+    < L (nonzero in the reference: their write reaches the metric around the group) and the reference
+    gradient at every other receiver; the batch-B replay with autograd gives the reference gradient everywhere."""
+    from interp.attribution.edges import receiver_grads
+    from interp.attribution.fastpath import PrefixCache
+
+    m = model_for(name)
+    task = task_for(m)
+    w = layer_weights(m)
+    g = edge_graph(m, w)
+    B = task.n
+    L = m.cfg.n_layers - 1
+    hooks = [f"blocks.{L}.attn.hook_z", f"blocks.{L}.hook_mlp_out"]
+    raw = {}
+    prefix = PrefixCache(m)
+    with prefix.capture(slice(0, B)), torch.no_grad(), scoped_hooks(
+            m, fwd=[(h, lambda x, hook, h=h: raw.__setitem__(h, x.detach())) for h in hooks]):
+        m(torch.cat([task.clean, task.corrupt]))
+    prefix.outs = {l: o.detach().requires_grad_(True) if isinstance(o, torch.Tensor) else
+                   tuple(v.detach().requires_grad_(True) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                         for v in o) for l, o in prefix.outs.items()}
+    alphas = torch.tensor([0.5, 1.0], dtype=torch.float64)
+    wts = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    upstream = torch.tensor([r.layer < L for r in g.receivers])
+    own_qkv = torch.tensor([r.layer == L and r.kind in "qkv" for r in g.receivers])
+    for h in hooks:
+        args = (m, task.clean, task.metric, g, w, alphas, wts, raw[h][:B], raw[h][B:], 4096, True, False)
+        ref = receiver_grads(*args, at=h)
+        cached = receiver_grads(*args, at=h, prefix=prefix)
+        batch = receiver_grads(*args, at=h, prefix_grad=True)
+        assert ref[upstream].abs().amax(dim=(1, 2, 3)).min() > 0
+        assert (cached[upstream] == 0).all()
+        # Llama's RMSNorm computes in float32: the batch replay sums the copies before the prefix backward
+        tol = dict(rtol=1e-7, atol=(3e-8 if name == "gqa-llama" else 1e-9) * float(ref.abs().max()))
+        torch.testing.assert_close(cached[~upstream], ref[~upstream], **tol)
+        torch.testing.assert_close(batch, ref, **tol)
+        if h.endswith("hook_z"):  # the heads' output is fixed: their own q/k/v get no gradient
+            assert (ref[own_qkv] == 0).all() and (cached[own_qkv] == 0).all() and (batch[own_qkv] == 0).all()
+        else:
+            assert ref[own_qkv].abs().max() > 0
+
+
 def test_fast_edge_patching_matches_reference():
     """Prefix replay + last-position logits == the plain forward."""
     m = model_for("tiny-pythia")
@@ -299,6 +360,8 @@ def test_hooks_removed_and_model_unchanged():
     n0 = _hook_count(m)
     edge_attribution(m, task, "eap-ig", steps=2)
     edge_attribution(m, task, "eap", fast=False)
+    for share in ("own", "all"):  # prefix replay; "all" stops a forward after the prefix blocks
+        edge_attribution(m, task, "eap-ig-activations", steps=2, share=share)
     edge_patching(m, task, ["embed->logits", "L0H1->MLP1"])
     assert _hook_count(m) == n0
     assert not any(p.requires_grad for p in m.parameters())

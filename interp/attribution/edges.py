@@ -38,9 +38,16 @@ with n's gradients; then, with m -> infinity, the scores out of group n sum to n
 patch (the path integral of d m / d alpha; tested):
 ``sum_{u in n} sum_v S(u -> v) -> m(x | z_n <- z_n(x~)) - m(x)``.  ``share="all"`` (the
 reference) uses the mean of the gradients over every group for every edge; it has no such identity
-(the gradient into group n's own receivers is zero while n's output is fixed).  Cost: (2L + 1) * m
-forward/backward passes of B*T tokens.  Where the model is linear in the senders every variant
-equals edge patching (tested on the logits receiver).
+(the gradient into group n's own receivers is zero while n's output is fixed).  Cost: 2L + 1 groups of
+m forward/backward passes of B*T tokens; on the fast path (prefix replay, ``config["prefix_replay"]``)
+the blocks before group n's layer l compute the clean run in every copy and are not recomputed:
+the m copies run blocks l .. L-1 only, so over the groups (L + 2) * m full passes instead of
+(2L + 1) * m.  ``share="own"`` replays the clean block outputs cached in the first forward (the
+receivers before block l get no gradient, and no edge out of n reads them); ``share="all"`` needs
+their gradients and runs blocks 0 .. l-1 once per step batch at batch B with autograd (their output
+repeated for the m copies, so one backward through them): (L + 2) * m + L - 1 passes.  Replay is
+exact (tests/test_edges.py compares it with the reference).  Where the model is linear in the senders
+every variant equals edge patching (tested on the logits receiver).
 
 Algorithm (one forward + one backward per batch of interpolation steps):
 1. Forward clean and corrupted prompts once each (one stacked ``[2B, T]`` batch; EAP reads the
@@ -82,7 +89,7 @@ import torch
 from interp.models import scoped_hooks
 
 from .fastpath import fast_enabled as _fast_enabled
-from .fastpath import fast_forward, reads_last_position_only
+from .fastpath import PrefixCache, fast_forward, hook_layer, reads_last_position_only
 
 METHODS = ("eap", "eap-ig", "clean-corrupted", "eap-ig-activations")
 SHARES = ("own", "all")
@@ -411,7 +418,8 @@ def _head_grads_posthoc(ln, x: torch.Tensor, g: dict[str, torch.Tensor], w: Laye
 def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGraph, weights: list[LayerWeights],
                    alphas: torch.Tensor, step_weights: torch.Tensor, e_clean: torch.Tensor | None = None,
                    e_corrupt: torch.Tensor | None = None, max_tokens: int = 4096, fast: bool | None = None,
-                   last_only: bool = False, capture: dict | None = None, at: str = "hook_embed") -> torch.Tensor:
+                   last_only: bool = False, capture: dict | None = None, at: str = "hook_embed",
+                   prefix: PrefixCache | None = None, prefix_grad: bool = False) -> torch.Tensor:
     """``G [N_r, B, T, d]`` = sum_k w_k dL/d in_v with the activation at hook ``at`` (default the input
     embeddings) replaced by ``e_corrupt + alpha_k (e_clean - e_corrupt)`` in the run of ``tokens``.
 
@@ -419,6 +427,18 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
     step).  Steps are batched ``max_tokens // (B*T)`` at a time, one backward per batch.
     ``capture`` (a dict) receives ``Z`` (the sender outputs of step 0, as :func:`sender_outputs`)
     and ``metric`` (its per-prompt metric), so EAP needs no separate clean forward.
+
+    Prefix replay (fast path, ``at`` in block ``L > 0``): blocks ``0 .. L-1`` compute the plain run of
+    ``tokens`` in every copy, so they run at most once at batch ``B``:
+
+    * ``prefix`` (a :class:`PrefixCache` captured on ``tokens``): their output is replayed, detached.
+      No gradient reaches the receivers of blocks ``< L`` (their rows of ``G`` stay 0); the
+      receivers of block ``L`` and later get exactly the full computation's gradient.
+    * ``prefix_grad``: per step batch they run once at batch ``B`` with autograd (every receiver
+      hook in place) and their output is repeated for the ``c`` copies; the backward sums the
+      copies' gradients at that output and runs through the prefix once.  Exact for every receiver
+      (the prefix Jacobian is the same in every copy).  Cost: the prefix forward/backward of ``B``
+      rows instead of ``c*B``.
     """
     fast = fast_enabled(fast)
     B, T = tokens.shape
@@ -468,10 +488,13 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
                 return fn
 
             hooks += [(n, keep(n)) for n in sender_hooks(graph)]
-        with torch.enable_grad(), scoped_hooks(model, fwd=hooks), fast_forward(model, None, c, 0, last_only):
-            logits = model(tokens.to(device).repeat(c, 1))
+        layer = hook_layer(at) if fast and (prefix is not None or prefix_grad) else 0
+        with torch.enable_grad(), scoped_hooks(model, fwd=hooks):
+            pre = _prefix_with_grad(model, tokens.to(device), layer) if layer and prefix_grad else prefix
+            with fast_forward(model, pre if layer else None, c, layer, last_only):
+                logits = model(tokens.to(device).repeat(c, 1))
             f = metric(logits).reshape(c, B)
-            keys = [k for k in store if not k.startswith("x")]
+            keys = [k for k in store if not k.startswith("x") and store[k].requires_grad]
             gs = torch.autograd.grad((f * wts[:, None]).sum(), list(deltas.values()) + [store[k] for k in keys],
                                      allow_unused=True)
         if senders:
@@ -483,11 +506,40 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
         if fast:
             gq = dict(zip(keys, gs[len(deltas):]))
             for l in range(L):
+                if f"x{l}" not in store:  # a replayed, detached block: no gradient reaches its receivers
+                    continue
                 g = {k: gq[f"{k}{l}"] if gq.get(f"{k}{l}") is not None else torch.zeros_like(store[f"{k}{l}"])
                      for k in "qkv"}
                 gx = _head_grads_posthoc(_orig(model.blocks[l].ln1), store[f"x{l}"], g, weights[l])
-                G[head_rows[l]] += gx.reshape(c, B, T, -1, d).sum(0).permute(2, 0, 1, 3)
+                # rows: c*B copies, or B for a prefix block run once (prefix_grad)
+                G[head_rows[l]] += gx.reshape(-1, B, T, gx.shape[2], d).sum(0).permute(2, 0, 1, 3)
     return G
+
+
+class _PrefixDone(Exception):
+    """Stops a forward once the prefix blocks have run (:func:`_prefix_with_grad`)."""
+
+
+def _prefix_with_grad(model, tokens: torch.Tensor, layer: int) -> PrefixCache:
+    """A :class:`PrefixCache` holding block ``layer-1``'s output on ``tokens`` *with* its autograd graph:
+    the forward (every registered hook fires) stops after that block.  Memory: the activations of
+    blocks ``0 .. layer-1`` at batch ``B``."""
+    cache = PrefixCache(model)
+
+    def stop(mod, inp, out):
+        cache.outs[layer - 1] = out
+        raise _PrefixDone
+
+    handle = model.blocks[layer - 1].register_forward_hook(stop)
+    try:
+        model(tokens)
+    except _PrefixDone:
+        pass
+    finally:
+        handle.remove()
+    if layer - 1 not in cache.outs:
+        raise RuntimeError(f"the forward did not reach block {layer - 1}")
+    return cache
 
 
 # ------------------------------------------------------------------------------------------
@@ -563,7 +615,17 @@ def sender_groups(graph: EdgeGraph) -> list[tuple[str, list[int]]]:
 
 
 def _ig_activations(model, task, graph, weights, steps, max_tokens, fast, share):
-    """EAP-IG-activations scores (module doc); returns ``(S, m_clean, logits_corrupt)``."""
+    """EAP-IG-activations scores (module doc); returns ``(S, m_clean, logits_corrupt, replay)``.
+
+    Per sender group at block ``L`` one :func:`receiver_grads` call (m steps, batched).  Fast path
+    (``replay`` names it, else False): blocks ``0 .. L-1`` are not recomputed for the m copies.
+    ``share="own"`` replays their clean output cached in the first forward (``"cached"``): the
+    receivers they hold get no gradient, but no edge out of group n reads them (a sender of n writes
+    after they read), so every score is exact.  ``share="all"`` needs those gradients: the prefix
+    runs once per step batch at batch ``B`` with autograd (``"batch"``).  Memory of the cache: every
+    block's output on the clean prompts, ``n_layers * B * T * d_model`` floats.
+    """
+    fast = fast_enabled(fast)
     B = task.clean.shape[0]
     groups = sender_groups(graph)
     raw: dict[str, torch.Tensor] = {}
@@ -574,24 +636,39 @@ def _ig_activations(model, task, graph, weights, steps, max_tokens, fast, share)
 
         return fn
 
-    Z, logits = sender_outputs(model, torch.cat([task.clean, task.corrupt]), graph, weights,
-                               extra_fwd=[(h, keep(h)) for h, _ in groups])
+    replay = (share == "own" and "cached" or "batch") if fast else False
+    prefix = PrefixCache(model) if replay == "cached" else None
+    with (prefix.capture(slice(0, B)) if prefix is not None else nullcontext()):
+        Z, logits = sender_outputs(model, torch.cat([task.clean, task.corrupt]), graph, weights,
+                                   extra_fwd=[(h, keep(h)) for h, _ in groups])
+    if prefix is not None:  # leaves, so that block L's own receivers still get their gradient
+        prefix.outs = {l: _grad_leaf(o) for l, o in prefix.outs.items()}
     D = (Z[:, B:] - Z[:, :B]).flatten(1)
-    last = fast_enabled(fast) and reads_last_position_only(task.metric, logits[:B])
+    last = fast and reads_last_position_only(task.metric, logits[:B])
     alphas = torch.arange(1, steps + 1, dtype=torch.float64) / steps  # right Riemann, as the reference
     w = torch.full((steps,), 1.0 / steps, dtype=torch.float64)
     S = torch.zeros(len(graph.senders), len(graph.receivers), dtype=D.dtype, device=D.device)
     G_all = None
     for hook, rows in groups:
         G = receiver_grads(model, task.clean, task.metric, graph, weights, alphas, w, raw[hook][:B], raw[hook][B:],
-                           max_tokens, fast, last, at=hook).flatten(1)
+                           max_tokens, fast, last, at=hook, prefix=prefix,
+                           prefix_grad=replay == "batch").flatten(1)
         if share == "own":
             S[rows] = D[rows].to(G.device) @ G.T / B
         else:
             G_all = G if G_all is None else G_all + G
     if share == "all":
         S = D.to(G_all.device) @ (G_all / len(groups)).T / B
-    return S, task.metric(logits[:B]).double().mean().item(), logits[B:]
+    return S, task.metric(logits[:B]).double().mean().item(), logits[B:], replay
+
+
+def _grad_leaf(x):
+    """``x`` (a tensor or a tuple of them) with its floating-point tensors as fresh autograd leaves."""
+    if isinstance(x, tuple):
+        return tuple(_grad_leaf(v) for v in x)
+    if isinstance(x, torch.Tensor) and x.is_floating_point():
+        return x.detach().requires_grad_(True)
+    return x
 
 
 def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_tokens: int = 4096,
@@ -616,14 +693,15 @@ def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_to
     weights = layer_weights(model)
     graph = edge_graph(model, weights)
     if method == "eap-ig-activations":
-        S, m_clean, logits_k = _ig_activations(model, task, graph, weights, steps, max_tokens, fast, share)
+        S, m_clean, logits_k, replay = _ig_activations(model, task, graph, weights, steps, max_tokens, fast, share)
         S = S.cpu().masked_fill(~graph.mask, 0.0)
         t3 = time.perf_counter()
         return EdgeScores(
             method=method, graph=graph, scores=S, seconds=t3 - t0, metric_clean=m_clean,
             metric_corrupt=task.metric(logits_k).double().mean().item(),
             config={"steps": steps, "quadrature": "riemann_right", "share": share, "max_tokens": max_tokens,
-                    "fast": fast_enabled(fast), "direction": "noising: corrupted sender value into the clean run"},
+                    "fast": fast_enabled(fast), "prefix_replay": replay,
+                    "direction": "noising: corrupted sender value into the clean run"},
             timings={"total": t3 - t0})
     if method == "eap":
         # the clean senders come from the gradient pass itself (its one copy is the clean run)
