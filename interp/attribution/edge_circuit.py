@@ -51,8 +51,8 @@ import torch
 
 from interp.models import scoped_hooks
 
-from .edges import (EdgeGraph, EdgeScores, _linear_map, _orig, acc_dtype, check_task, edge_graph, layer_weights,
-                    sender_outputs)
+from .edges import (EdgeGraph, EdgeScores, _linear_map, _orig, acc_dtype, check_task, edge_graph, fast_enabled,
+                    layer_weights, sender_outputs)
 from .fastpath import fast_forward, reads_last_position_only
 
 
@@ -326,13 +326,15 @@ class _CircuitRun:
 
 def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[str] | None = None,
                               max_tokens: int = 4096, max_bytes: float = 1e9, check_ends: bool = True,
-                              fast: bool = True) -> Faithfulness:
+                              fast: bool | None = None) -> Faithfulness:
     """m(C) and F_norm(C) for each circuit (see the module doc), as stacked copies in few forwards.
 
     ``circuits``: each a :class:`Circuit`, a bool ``[N_s, N_r]`` mask or a list of edges.
     ``check_ends`` also runs the full and the empty circuit (``result.identity``).  ``fast``:
-    unembed only the last position when the metric reads only that one.
+    unembed only the last position when the metric reads only that one (default on;
+    ``INTERP_EDGES_REFERENCE=1`` or ``fast=False``: the full logits, as in edges.py).
     """
+    fast = fast_enabled(fast)
     check_task(task)
     if isinstance(circuits, (Circuit, torch.Tensor)):
         raise ValueError("circuits must be a sequence of circuits (wrap a single one in a list)")
@@ -378,7 +380,8 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[
     return Faithfulness(labels=labels, n_edges=[int(m.sum()) for m in masks[:K]], metrics=metrics[:K],
                         f_norm=f[:K], metric_clean=mc, metric_corrupt=mk, seconds=time.perf_counter() - t0,
                         per_prompt=per[:K], identity=identity,
-                        config={"copies_per_pass": k_max, "last_position_only": last, "max_tokens": max_tokens,
+                        config={"copies_per_pass": k_max, "last_position_only": last, "fast": fast,
+                                "max_tokens": max_tokens,
                                 "direction": "edges outside the circuit carry the corrupted run"})
 
 
@@ -403,9 +406,11 @@ class FaithfulnessCurve:
 
 
 def faithfulness_curve(model, task, scores: Sequence[EdgeScores], sizes: Sequence[int], prune: bool = True,
-                       max_tokens: int = 4096, max_bytes: float = 1e9, selection: str = "top-n") -> FaithfulnessCurve:
+                       max_tokens: int = 4096, max_bytes: float = 1e9, selection: str = "top-n",
+                       fast: bool | None = None) -> FaithfulnessCurve:
     """Top-n (or ``selection="greedy"``) circuits, pruned, of each method's scores at each size in
-    ``sizes``, evaluated together; with both selections the keys read ``method`` and ``method greedy``."""
+    ``sizes``, evaluated together; with both selections the keys read ``method`` and ``method greedy``.
+    ``fast``: as :func:`edge_circuit_faithfulness` (``INTERP_EDGES_REFERENCE=1`` switches it off)."""
     if selection not in ("top-n", "greedy", "both"):
         raise ValueError(f"unknown selection {selection!r}; choose from top-n, greedy, both")
     if not scores:
@@ -422,7 +427,7 @@ def faithfulness_curve(model, task, scores: Sequence[EdgeScores], sizes: Sequenc
         [(" greedy", greedy_circuit)] if selection != "top-n" else [])
     runs = [(s.method + suffix, s, pick) for s in scores for suffix, pick in pickers]
     circuits = [pick(s, n, prune) for _, s, pick in runs for n in sizes]
-    res = edge_circuit_faithfulness(model, task, circuits, max_tokens=max_tokens, max_bytes=max_bytes)
+    res = edge_circuit_faithfulness(model, task, circuits, max_tokens=max_tokens, max_bytes=max_bytes, fast=fast)
     curves = {}
     for a, (name, _, _) in enumerate(runs):
         part = range(a * len(sizes), (a + 1) * len(sizes))
