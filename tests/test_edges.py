@@ -282,7 +282,8 @@ def test_ig_activations_prefix_replay_matches_reference(name, share):
     the scores that are exactly 0 in the reference stay exactly 0."""
     m = model_for(name)
     task = task_for(m)
-    a = edge_attribution(m, task, "eap-ig-activations", steps=3, share=share)
+    a = edge_attribution(m, task, "eap-ig-activations", steps=3, share=share,
+                         max_tokens=2 * task.clean.numel())  # step batches of 2 and 1 copies
     b = edge_attribution(m, task, "eap-ig-activations", steps=3, share=share, fast=False)
     assert a.config["prefix_replay"] == {"own": "cached", "all": "batch"}[share]
     assert b.config["prefix_replay"] is False
