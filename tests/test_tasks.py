@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from interp.tasks import Task, greater_than_task, ioi_task
+from interp.tasks import Task, greater_than_task, ioi_task, make_task
 
 
 def test_from_prompts_builds_aligned_tokens(tiny_llama):
@@ -54,6 +54,23 @@ def test_ioi_structure_char_tokenizer(tiny_llama):
     assert t.meta["kinds"][:2] == ["ABBA", "BABA"]
 
 
+def test_ioi_s2_corruption_changes_only_s2_to_the_io_name(tiny_llama):
+    clean = ioi_task(tiny_llama, n=6, seed=1)
+    t = ioi_task(tiny_llama, n=6, seed=1, corruption="s2")
+    assert torch.equal(t.clean, clean.clean) and t.prompts == clean.prompts
+    for i in range(6):
+        io, s = t.answers[i].tolist()
+        differ = (t.clean[i] != t.corrupt[i]).nonzero().flatten().tolist()
+        assert len(differ) == 1 and differ[0] > t.positions["IO"][i]  # one token, after both names
+        assert t.clean[i, differ[0]] == s and t.corrupt[i, differ[0]] == io  # the IO name is now the repeated one
+    assert t.meta["corruption"].startswith("S2 -> IO")
+    with pytest.raises(ValueError, match="unknown corruption 'xyz'"):
+        ioi_task(tiny_llama, n=2, corruption="xyz")
+    with pytest.raises(ValueError, match="no corruption 's2'"):
+        make_task("greater-than", tiny_llama, n=2, corruption="s2")
+    assert torch.equal(make_task("ioi", tiny_llama, n=6, seed=1, corruption="s2").corrupt, t.corrupt)
+
+
 def test_ioi_bad_names(tiny_llama):
     with pytest.raises(ValueError, match="not single tokens"):
         ioi_task(tiny_llama, n=2, names=["Mary", "John", "Ann", "Bob", "Tom"])
@@ -83,6 +100,10 @@ def test_ioi_and_greater_than_on_smollm2(smollm2):
     t = ioi_task(smollm2, n=8)
     with torch.no_grad():
         assert t.metric(smollm2(t.clean)).mean() > t.metric(smollm2(t.corrupt)).mean() + 1.0
+    s2 = ioi_task(smollm2, n=8, corruption="s2")  # the model now names the other person: LD flips sign
+    with torch.no_grad():
+        assert smollm2(s2.clean)[:, -1].argmax(-1).eq(s2.answers[:, 0]).float().mean() > 0.7
+        assert (s2.metric(smollm2(s2.corrupt)) < 0).float().mean() > 0.7
     g = greater_than_task(smollm2, n=8)
     with torch.no_grad():
         assert g.metric(smollm2(g.clean)).mean() > 0.5 > g.metric(smollm2(g.corrupt)).mean()

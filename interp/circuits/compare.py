@@ -9,7 +9,12 @@ form along the input embeddings), then the Pearson r of each method's scores wit
 and the wall time of each method measured in this run.
 
 The published numbers (Jafari et al. 2025, Table 1, IOI on GPT-2 small; METHODS.md section 1) sit
-beside ours.  They are for a different model and their "attn" column is attention outputs per
+beside ours.  The paper's code demo (TransformerLens ``demos/lrp_patching.ipynb``, after the
+Attribution Patching demo) corrupts IOI by swapping the two names at S2; ``corruption="s2"`` does
+the same (tasks/ioi.py) and is the like-for-like reproduction.  Our default IOI corruption is
+ABC (three fresh names), where every name position differs and the residual cells at S2 patch
+non-monotonically in the interpolation (so every gradient-at-corrupt method, AtP and RelP alike,
+correlates less there).  They are for a different model and their "attn" column is attention outputs per
 (layer, position) while ours is per head, so they are context, not a test oracle.
 
 Cost: patching dominates: L*T (resid) + L*H (heads) + L*T (MLPs) patched forward passes of B*T tokens.
@@ -27,7 +32,8 @@ from interp.tasks import make_task
 from .pipeline import versions, write_outputs
 
 PAPER = {
-    "ioi": {"source": "RelP paper (arXiv 2508.21258) Table 1, IOI, GPT-2 small (attn = attention outputs)",
+    "ioi": {"source": "RelP paper (arXiv 2508.21258) Table 1, IOI, GPT-2 small (attn = attention outputs); "
+                      "the paper's demo corrupts by the S2 -> IO name swap (our --corruption s2)",
             "atp": {"resid": 0.753, "attn_head": 0.979, "mlp": 0.195},
             "relp": {"resid": 0.968, "attn_head": 0.962, "mlp": 0.992}},
 }
@@ -50,8 +56,12 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def compare_methods(model, task_name: str, n: int = 8, seed: int = 0, methods=None,
-                    per_position=("resid", "mlp"), out: str | Path | None = None, progress: bool = False) -> dict:
-    """Run ``methods`` on one task; Pearson r vs patching per component type; timings."""
+                    per_position=("resid", "mlp"), out: str | Path | None = None, progress: bool = False,
+                    corruption: str | None = None) -> dict:
+    """Run ``methods`` on one task; Pearson r vs patching per component type; timings.
+
+    ``corruption``: the task's corruption (``interp.tasks.CORRUPTIONS``; None = the default).
+    """
     from interp.attribution import activation_patching, attribution_patching, relevance_patching
     from interp.attribution.ig import integrated_gradients
     from interp.models import model_name
@@ -62,7 +72,7 @@ def compare_methods(model, task_name: str, n: int = 8, seed: int = 0, methods=No
         raise ValueError(f"unknown method(s) {bad}; choose from {sorted(METHOD_SPECS)}")
     if "patch" not in methods:
         methods = ("patch",) + tuple(methods)
-    task = make_task(task_name, model, n=n, seed=seed)
+    task = make_task(task_name, model, n=n, seed=seed, corruption=corruption)
     comps = ("resid", "attn_head", "mlp")
     results = {}
     for name in methods:
@@ -84,6 +94,7 @@ def compare_methods(model, task_name: str, n: int = 8, seed: int = 0, methods=No
     out_dict = {
         "kind": "compare", "title": f"Attribution methods vs activation patching: {task_name} on {model_name(model)}",
         "model": model_name(model), "task": task_name, "n_prompts": task.n, "seed": seed,
+        "corruption": task.meta.get("corruption", corruption),
         "config": {"per_position": list(per_position), "methods": list(methods),
                    "relp_rules": {"relp": "all (LN, Identity, Half, AH/CP-LRP)",
                                   "relp-default": "default (LN, Identity, Half)"}},

@@ -109,20 +109,21 @@ def write_outputs(results: dict, out: str | Path) -> tuple[Path, Path | None]:
 def run_circuit(model, task_name: str, method: str = "relp", out: str | Path | None = None, n: int = 8,
                 seed: int = 0, share: float = 0.8, rules="all", progress: bool = False, search: str = "greedy",
                 source: str = "corrupt", margin: float = 0.05, heldout_n: int = 16,
-                heldout_seed: int | None = None, examples: bool = True) -> dict:
+                heldout_seed: int | None = None, examples: bool = True, corruption: str | None = None) -> dict:
     """The whole pipeline (see module doc); returns the results dict (also written when ``out``).
 
     ``search``: ``greedy`` (pruning by real patching) or ``topk`` (ranking only).  ``source``:
     what components outside the circuit get (``corrupt`` or ``mean``).  ``margin``: the greedy
     search keeps F >= share + margin on the discovery prompts.  ``heldout_n`` prompts with seed
     ``heldout_seed`` (default ``seed + 1``) re-measure the final circuit's F (0 skips it).
+    ``corruption``: the task's corruption (``interp.tasks.CORRUPTIONS``; None = its default).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     if search not in SEARCHES:
         raise ValueError(f"unknown search {search!r}; choose from {SEARCHES}")
     t0 = time.perf_counter()
-    task = make_task(task_name, model, n=n, seed=seed)
+    task = make_task(task_name, model, n=n, seed=seed, corruption=corruption)
     # The circuit is judged by corrupting everything outside it in the clean run, so components
     # are ranked by their noising effect (what is lost when each one alone is corrupted).
     res = run_method(model, task, method, rules=rules, progress=progress, direction="noise")
@@ -156,7 +157,7 @@ def run_circuit(model, task_name: str, method: str = "relp", out: str | Path | N
     if heldout_n:
         th = time.perf_counter()
         hs = seed + 1 if heldout_seed is None else heldout_seed
-        ho_task = make_task(task_name, model, n=heldout_n, seed=hs)
+        ho_task = make_task(task_name, model, n=heldout_n, seed=hs, corruption=corruption)
         heldout = circuit_faithfulness(model, ho_task, components, source=source)
         heldout["seed"] = hs
         timings["heldout_check"] = time.perf_counter() - th
@@ -176,6 +177,7 @@ def run_circuit(model, task_name: str, method: str = "relp", out: str | Path | N
     results = {
         "kind": "circuit", "title": f"{task_name} circuit on {model_name(model)} ({method}, {search})",
         "model": model_name(model), "task": task_name, "n_prompts": task.n, "seed": seed,
+        "corruption": task.meta.get("corruption"),
         "config": {"method": method, "share": share, "rules": rules if method == "relp" else None, "n": n,
                    "search": search, "source": source, "margin": margin if search == "greedy" else None,
                    "heldout_n": heldout_n},

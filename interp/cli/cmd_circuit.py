@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from interp.cli.main import CORRUPTION_HELP
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("circuit", help="find a circuit (IOI / greater-than) and write results.json + report.html")
@@ -11,6 +13,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder (results.json, report.html)")
     p.add_argument("--n", type=int, default=8, help="number of prompts")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--corruption", default=None, help=CORRUPTION_HELP)
     p.add_argument("--share", type=float, default=0.8, help="share of the metric the circuit must keep")
     p.add_argument("--rules", default="all", help="RelP rule set: all | default | all+epsilon")
     p.add_argument("--search", default="greedy", choices=["greedy", "topk"],
@@ -42,7 +45,7 @@ def _run(args) -> int:
     model = load_model(args.model, device=args.device)
     r = run_circuit(model, args.task, args.method, out=args.out, n=args.n, seed=args.seed, share=args.share,
                     rules=args.rules, progress=True, search=args.search, source=args.source, margin=args.margin,
-                    heldout_n=args.heldout_n)
+                    heldout_n=args.heldout_n, corruption=args.corruption)
     c = r["circuit"]
     ho = c.get("heldout")
     summary = {"out": args.out, "n_components": c["n_components"], "n_total": c["n_total"],

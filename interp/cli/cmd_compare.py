@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from interp.cli.main import CORRUPTION_HELP
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("compare", help="AtP, RelP, IG vs activation patching on one task (Pearson r, wall time)")
@@ -9,6 +11,7 @@ def register(subparsers) -> None:
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--n", type=int, default=8, help="number of prompts")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--corruption", default=None, help=CORRUPTION_HELP + " (s2 is the like-for-like RelP Table 1 setting)")
     p.add_argument("--methods", default="patch,atp,relp,relp-default,ig",
                    help="comma list from patch, atp, relp, relp-default, ig (per-hook IG), ig-embed (EAP-IG node form)")
     p.add_argument("--out", default=None, help="folder for results.json and report.html")
@@ -27,8 +30,10 @@ def _run(args) -> int:
         raise ValueError("--n must be >= 1")
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     model = load_model(args.model, device=args.device)
-    r = compare_methods(model, args.task, n=args.n, seed=args.seed, methods=methods, out=args.out, progress=True)
-    lines = [f"{args.task} on {args.model}, {r['n_prompts']} prompts; Pearson r with activation patching:",
+    r = compare_methods(model, args.task, n=args.n, seed=args.seed, methods=methods, out=args.out, progress=True,
+                         corruption=args.corruption)
+    lines = [f"{args.task} on {args.model}, {r['n_prompts']} prompts, corruption {r['corruption']}; "
+             "Pearson r with activation patching:",
              f"{'method':14s} {'resid':>7s} {'heads':>7s} {'mlp':>7s} {'seconds':>9s}"]
     for m, c in r["pearson"].items():
         lines.append(f"{m:14s} {c['resid']:7.3f} {c['attn_head']:7.3f} {c['mlp']:7.3f} {r['seconds'][m]:9.2f}")

@@ -15,6 +15,8 @@ method (results key ``faithfulness_curve``, a figure with one curve per method i
 
 from __future__ import annotations
 
+from interp.cli.main import CORRUPTION_HELP
+
 import time
 
 METHOD_CHOICES = ("eap", "eap-ig", "clean-corrupted", "eap-ig-activations")
@@ -35,6 +37,7 @@ def register(subparsers) -> None:
                         "over all groups (all, as hannamw/EAP-IG)")
     p.add_argument("--n", type=int, default=8, help="number of prompts")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--corruption", default=None, help=CORRUPTION_HELP)
     p.add_argument("--top", type=int, default=50, help="how many top edges (by |score|) to list and store")
     p.add_argument("--check", type=int, default=0, help="also edge-patch the top K edges for real (ground truth)")
     p.add_argument("--circuit", default=None,
@@ -112,7 +115,7 @@ def _run(args) -> int:
         raise ValueError("--steps must be >= 1")
     sizes, compare = _curve_args(args)
     model = load_model(args.model, device=args.device)
-    task = make_task(args.task, model, n=args.n, seed=args.seed)
+    task = make_task(args.task, model, n=args.n, seed=args.seed, corruption=args.corruption)
     res = edge_attribution(model, task, args.method, steps=args.steps, max_tokens=args.max_tokens, share=args.share)
     top = res.top(args.top)
     span = res.metric_clean - res.metric_corrupt
@@ -152,6 +155,7 @@ def _run(args) -> int:
         "kind": "edges",
         "title": f"Edge attribution ({args.method}): {args.task} on {model_name(model)}",
         "model": model_name(model), "task": args.task, "n_prompts": task.n,
+        "corruption": task.meta.get("corruption"),
         "config": {"method": args.method, "steps": res.config["steps"], "share": res.config.get("share"),
                    "n": args.n, "seed": args.seed,
                    "top": args.top, "check": args.check, "max_tokens": args.max_tokens, "fast": res.config["fast"],

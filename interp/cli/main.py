@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+CORRUPTION_HELP = ("the task's corruption: ioi abc (default, three fresh names) or s2 (the second S replaced by "
+                   "the IO name, as in the RelP / TL attribution-patching demos); greater-than 01")
+
+
 def emit(args, payload: dict, human: str) -> None:
     """Print ``payload`` as JSON when ``--json`` was given, else the human summary."""
     if getattr(args, "json", False):

@@ -536,9 +536,9 @@ def _render_attribution(r: Report, data: dict, full: dict | None = None) -> tupl
     before = set(data)
     data = unwrap_method_results(data)
     claimed: set = before - set(data)          # a "results"/"methods" list folded into "scores"
-    summary = {k: data[k] for k in ("metric_clean", "metric_corrupt", "n_prompts", "seed") if k in data}
+    summary = {k: data[k] for k in ("metric_clean", "metric_corrupt", "n_prompts", "seed", "corruption") if k in data}
     if summary:
-        r.add_table("Summary", summary, caption="Metric on clean and corrupted prompts and the run's size.")
+        r.add_table("Summary", summary, caption="Metric on clean and corrupted prompts, the run's size and its corruption.")
         claimed |= set(summary)
     if "pearson" in data:
         paper, source = data.get("paper"), "published values given in the results"

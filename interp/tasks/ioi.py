@@ -3,8 +3,16 @@
 Prompts such as "When Mary and John went to the store, John gave a drink to" (answer: " Mary",
 the indirect object IO; the distractor is the repeated subject S).  Both name orders are
 generated: ABBA ("IO and S ..., S gave ... to") and BABA ("S and IO ..., S gave ... to"),
-alternating.  The corruption is the paper's p_ABC: the same template with three fresh,
-distinct names, so no name is repeated and the IO is no longer identifiable.
+alternating.  Two corruptions (``corruption=``):
+
+* ``"abc"`` (default): the paper's p_ABC, the same template with three fresh, distinct names,
+  so no name is repeated and the IO is no longer identifiable.  Every name position differs
+  between the clean and the corrupted prompt; the corrupted logit difference is near zero.
+* ``"s2"``: the second mention of S replaced by the IO name ("..., Mary gave a drink to"), the
+  corruption of TransformerLens's Attribution Patching demo and of the RelP demo
+  (``demos/lrp_patching.ipynb``: adjacent prompts of a pair swapped), used for the RelP
+  paper's Table 1 comparison.  Only the S2 token differs; the corrupted prompt's answer is S,
+  so its logit difference is negative (the metric's span is about twice the ABC one).
 
 Names, places and objects are filtered for the loaded tokenizer: a name must be a single
 token with its leading space (" Mary"); places and objects are kept in the largest group of
@@ -71,11 +79,16 @@ def ioi_names(model) -> tuple[list[str], str]:
     )
 
 
+CORRUPTIONS = {"abc": "ABC (three fresh names)", "s2": "S2 -> IO (the second S replaced by the IO name)"}
+
+
 def ioi_task(model, n: int = 16, seed: int = 0, templates: list[str] | None = None,
-             names: list[str] | None = None) -> Task:
-    """``n`` IOI prompts (alternating ABBA / BABA) with ABC corruptions; see the module docstring."""
+             names: list[str] | None = None, corruption: str = "abc") -> Task:
+    """``n`` IOI prompts (alternating ABBA / BABA) with ``abc`` or ``s2`` corruptions (module docstring)."""
     if n < 1:
         raise ValueError(f"ioi_task: n must be >= 1, got {n}")
+    if corruption not in CORRUPTIONS:
+        raise ValueError(f"ioi_task: unknown corruption {corruption!r}; choose from {sorted(CORRUPTIONS)}")
     rng = random.Random(seed)
     if names is None:
         names, sep = ioi_names(model)
@@ -107,7 +120,7 @@ def ioi_task(model, n: int = 16, seed: int = 0, templates: list[str] | None = No
         abba = i % 2 == 0
         a, b = (io, s) if abba else (s, io)
         prompts.append(fill(t, a, b, s, place, obj))
-        corrupts.append(fill(t, c1, c2, c3, place, obj))
+        corrupts.append(fill(t, c1, c2, c3, place, obj) if corruption == "abc" else fill(t, a, b, io, place, obj))
         answers.append((sep + io, sep + s))
         kinds.append("ABBA" if abba else "BABA")
     clean = tokenize_equal_length(model, prompts, what="IOI prompt")
@@ -124,7 +137,7 @@ def ioi_task(model, n: int = 16, seed: int = 0, templates: list[str] | None = No
         answers=ans, metric_name="logit_diff",
         positions={"IO": torch.tensor(io_pos), "S1": torch.tensor(s1_pos), "S2": torch.tensor(s2_pos),
                    "END": torch.full((n,), T - 1)},
-        meta={"templates": templates, "kinds": kinds, "seed": seed, "corruption": "ABC (three fresh names)",
+        meta={"templates": templates, "kinds": kinds, "seed": seed, "corruption": CORRUPTIONS[corruption],
               "metric": "logit(IO) - logit(S) at the last position"},
     )
 
