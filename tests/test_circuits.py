@@ -119,6 +119,7 @@ def test_cli_circuit_and_compare(tmp_path, capsys):
     assert main(["compare", "ioi", "--model", "tiny-llama", "--n", "2", "--methods", "atp", "--corruption", "s2",
                  "--out", str(tmp_path / "s2")]) == 0
     r = json.loads((tmp_path / "s2" / "results.json").read_text())
+    assert set(r["pearson"]["atp"]) == {"resid", "attn", "attn_head", "mlp"} and r["paper"]["relp"]["attn"] == 0.962
     assert r["corruption"].startswith("S2 -> IO") and "S2 -&gt; IO" in (tmp_path / "s2" / "report.html").read_text()
     assert main(["compare", "greater-than", "--model", "tiny-llama", "--corruption", "s2"]) == 2
     assert "no corruption 's2'" in capsys.readouterr().err

@@ -51,6 +51,10 @@ def test_patching_equals_hand_written_hook(name, request):
     assert res.scores["resid"][1, 4].item() == pytest.approx(
         _hand_patch(model, task, "blocks.1.hook_resid_pre", (S, 4)), abs=1e-5)
     assert res.scores["attn_head"].shape == (2, 4) and res.scores["resid"].shape == (2, task.clean.shape[1])
+    attn = activation_patching(model, task, components=("attn",), per_position=True, progress=False)
+    assert attn.scores["attn"].shape == (2, task.clean.shape[1])  # the RelP paper's 'attn': per (layer, position)
+    assert attn.scores["attn"][1, 3].item() == pytest.approx(
+        _hand_patch(model, task, "blocks.1.hook_attn_out", (S, 3)), abs=1e-5)
     # patching the whole residual stream at layer 0 reproduces the clean run
     full = activation_patching(model, task, components=("resid",), progress=False)
     assert full.scores["resid"][0].item() == pytest.approx(res.metric_clean - res.metric_corrupt, abs=1e-5)

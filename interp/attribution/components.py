@@ -8,6 +8,7 @@ type        hook                            activation             units per lay
 ==========  ==============================  =====================  ==========================
 resid       blocks.{layer}.hook_resid_pre   [B, T, d_model]        1 (summed over d_model)
 attn_head   blocks.{layer}.attn.hook_z      [B, T, H, d_head]      H (summed over d_head)
+attn        blocks.{layer}.hook_attn_out    [B, T, d_model]        1 (all heads + output bias)
 mlp         blocks.{layer}.hook_mlp_out     [B, T, d_model]        1
 ==========  ==============================  =====================  ==========================
 
@@ -55,7 +56,7 @@ class ComponentType:
         return [self.hook_name(l) for l in range(model.cfg.n_layers)]
 
     def label(self, layer: int, unit: tuple = (), pos: int | None = None) -> str:
-        base = {"resid": f"resid{layer}", "attn_head": f"L{layer}H{unit[0] if unit else ''}",
+        base = {"resid": f"resid{layer}", "attn_head": f"L{layer}H{unit[0] if unit else ''}", "attn": f"attn{layer}",
                 "mlp": f"MLP{layer}"}.get(self.name, f"{self.name}{layer}" + "".join(f".{u}" for u in unit))
         return base if pos is None else f"{base}@{pos}"
 
@@ -71,6 +72,8 @@ def register_component_type(ct: ComponentType) -> ComponentType:
 
 register_component_type(ComponentType("resid", "blocks.{layer}.hook_resid_pre", 0, "residual stream before block L"))
 register_component_type(ComponentType("attn_head", "blocks.{layer}.attn.hook_z", 1, "attention head output (z, per head)"))
+register_component_type(ComponentType("attn", "blocks.{layer}.hook_attn_out", 0,
+                                      "attention output of the layer (all heads; the RelP paper's 'attn')"))
 register_component_type(ComponentType("mlp", "blocks.{layer}.hook_mlp_out", 0, "MLP output"))
 
 

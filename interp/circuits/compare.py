@@ -1,7 +1,7 @@
 """Every attribution method on the same prompts, against activation patching (RelP paper, Table 1).
 
-For each component type (residual stream per layer and position, attention heads, MLP outputs per
-layer and position) we compute activation patching (the ground truth), AtP, RelP (two rule
+For each component type (residual stream per layer and position, attention outputs per layer and
+position -- the paper's "attn" column --, attention heads, MLP outputs per layer and position) we compute activation patching (the ground truth), AtP, RelP (two rule
 sets: ``all`` = LN + Identity + Half + AH/CP-LRP, and the reference ``default`` without the
 AH-rule) and IG (``ig``: each component hook interpolated corrupt -> clean in
 the corrupted run, its per-hook sum = patching of that hook; ``ig-embed``, opt-in: the EAP-IG node
@@ -14,10 +14,11 @@ Attribution Patching demo) corrupts IOI by swapping the two names at S2; ``corru
 the same (tasks/ioi.py) and is the like-for-like reproduction.  Our default IOI corruption is
 ABC (three fresh names), where every name position differs and the residual cells at S2 patch
 non-monotonically in the interpolation (so every gradient-at-corrupt method, AtP and RelP alike,
-correlates less there).  They are for a different model and their "attn" column is attention outputs per
-(layer, position) while ours is per head, so they are context, not a test oracle.
+correlates less there).  The published values are for a different model, so they are context,
+not a test oracle.
 
-Cost: patching dominates: L*T (resid) + L*H (heads) + L*T (MLPs) patched forward passes of B*T tokens.
+Cost: patching dominates: L*T (resid) + L*T (attn) + L*H (heads) + L*T (MLPs) patched forward passes
+of B*T tokens.
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ from interp.tasks import make_task
 from .pipeline import versions, write_outputs
 
 PAPER = {
-    "ioi": {"source": "RelP paper (arXiv 2508.21258) Table 1, IOI, GPT-2 small (attn = attention outputs); "
+    "ioi": {"source": "RelP paper (arXiv 2508.21258) Table 1, IOI, GPT-2 small (attn = attention outputs per layer and position); "
                       "the paper's demo corrupts by the S2 -> IO name swap (our --corruption s2)",
-            "atp": {"resid": 0.753, "attn_head": 0.979, "mlp": 0.195},
-            "relp": {"resid": 0.968, "attn_head": 0.962, "mlp": 0.992}},
+            "atp": {"resid": 0.753, "attn": 0.979, "mlp": 0.195},
+            "relp": {"resid": 0.968, "attn": 0.962, "mlp": 0.992}},
 }
+COMPONENTS = ("resid", "attn", "attn_head", "mlp")
 METHOD_SPECS = {
     "patch": ("patch", {}),
     "atp": ("atp", {}),
@@ -56,13 +58,15 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def compare_methods(model, task_name: str, n: int = 8, seed: int = 0, methods=None,
-                    per_position=("resid", "mlp"), out: str | Path | None = None, progress: bool = False,
-                    corruption: str | None = None) -> dict:
+                    per_position=("resid", "attn", "mlp"), out: str | Path | None = None, progress: bool = False,
+                    corruption: str | None = None, components=COMPONENTS) -> dict:
     """Run ``methods`` on one task; Pearson r vs patching per component type; timings.
 
     ``corruption``: the task's corruption (``interp.tasks.CORRUPTIONS``; None = the default).
+    ``components``: the component types compared (``attn`` is the paper's attention column: each
+    layer's attention output per position; ``attn_head`` our per-head one).
     """
-    from interp.attribution import activation_patching, attribution_patching, relevance_patching
+    from interp.attribution import activation_patching, attribution_patching, component_types, relevance_patching
     from interp.attribution.ig import integrated_gradients
     from interp.models import model_name
 
@@ -72,8 +76,9 @@ def compare_methods(model, task_name: str, n: int = 8, seed: int = 0, methods=No
         raise ValueError(f"unknown method(s) {bad}; choose from {sorted(METHOD_SPECS)}")
     if "patch" not in methods:
         methods = ("patch",) + tuple(methods)
+    comps = tuple(t.name for t in component_types(components))  # unknown names: a ValueError listing the known
     task = make_task(task_name, model, n=n, seed=seed, corruption=corruption)
-    comps = ("resid", "attn_head", "mlp")
+    per_position = tuple(c for c in per_position if c in comps)
     results = {}
     for name in methods:
         kind, kw = METHOD_SPECS[name]
@@ -95,7 +100,7 @@ def compare_methods(model, task_name: str, n: int = 8, seed: int = 0, methods=No
         "kind": "compare", "title": f"Attribution methods vs activation patching: {task_name} on {model_name(model)}",
         "model": model_name(model), "task": task_name, "n_prompts": task.n, "seed": seed,
         "corruption": task.meta.get("corruption", corruption),
-        "config": {"per_position": list(per_position), "methods": list(methods),
+        "config": {"per_position": list(per_position), "methods": list(methods), "components": list(comps),
                    "relp_rules": {"relp": "all (LN, Identity, Half, AH/CP-LRP)",
                                   "relp-default": "default (LN, Identity, Half)"}},
         "metric_clean": ref.metric_clean, "metric_corrupt": ref.metric_corrupt,

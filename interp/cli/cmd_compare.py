@@ -14,6 +14,9 @@ def register(subparsers) -> None:
     p.add_argument("--corruption", default=None, help=CORRUPTION_HELP + " (s2 is the like-for-like RelP Table 1 setting)")
     p.add_argument("--methods", default="patch,atp,relp,relp-default,ig",
                    help="comma list from patch, atp, relp, relp-default, ig (per-hook IG), ig-embed (EAP-IG node form)")
+    p.add_argument("--components", default="resid,attn,attn_head,mlp",
+                   help="comma list of component types: resid, attn (attention output per layer and position, "
+                        "the RelP paper's column), attn_head, mlp")
     p.add_argument("--out", default=None, help="folder for results.json and report.html")
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true")
@@ -29,18 +32,26 @@ def _run(args) -> int:
     if args.n < 1:
         raise ValueError("--n must be >= 1")
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    components = tuple(c.strip() for c in args.components.split(",") if c.strip())
     model = load_model(args.model, device=args.device)
     r = compare_methods(model, args.task, n=args.n, seed=args.seed, methods=methods, out=args.out, progress=True,
-                         corruption=args.corruption)
+                         corruption=args.corruption, components=components)
+    cts = list(r["config"]["components"])
+    head = {"resid": "resid", "attn": "attn", "attn_head": "heads", "mlp": "mlp"}
     lines = [f"{args.task} on {args.model}, {r['n_prompts']} prompts, corruption {r['corruption']}; "
              "Pearson r with activation patching:",
-             f"{'method':14s} {'resid':>7s} {'heads':>7s} {'mlp':>7s} {'seconds':>9s}"]
+             f"{'method':14s} " + " ".join(f"{head.get(c, c):>7s}" for c in cts) + f" {'seconds':>9s}"]
+
+    def row(name, vals, secs=""):
+        cells = " ".join(f"{vals[c]:7.3f}" if vals.get(c) is not None else f"{'':7s}" for c in cts)
+        return f"{name:14s} {cells} {secs:>9s}"
+
     for m, c in r["pearson"].items():
-        lines.append(f"{m:14s} {c['resid']:7.3f} {c['attn_head']:7.3f} {c['mlp']:7.3f} {r['seconds'][m]:9.2f}")
-    lines.append(f"{'patch':14s} {'':7s} {'':7s} {'':7s} {r['seconds']['patch']:9.2f}")
+        lines.append(row(m, c, f"{r['seconds'][m]:.2f}"))
+    lines.append(row("patch", {}, f"{r['seconds']['patch']:.2f}"))
     if "paper" in r:
         lines.append(f"paper ({r['paper_source']}):")
         for m, c in r["paper"].items():
-            lines.append(f"{m:14s} {c['resid']:7.3f} {c['attn_head']:7.3f} {c['mlp']:7.3f}")
+            lines.append(row(m, c))
     emit(args, {k: r[k] for k in ("pearson", "seconds", "speed", "paper") if k in r}, "\n".join(lines))
     return 0

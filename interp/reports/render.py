@@ -57,8 +57,8 @@ COMPONENT_NAMES = {"resid": "residual stream", "attn_head": "attention heads", "
 MAX_PLOT_ELEMENTS = 250_000
 #: Published Pearson r with activation patching on IOI, GPT-2 small (RelP paper, Table 1; see
 #: docs METHODS.md section 1), shown beside ours when a ``compare`` run on IOI gives no ``paper``.
-PAPER_IOI_GPT2_SMALL = {"atp": {"resid": 0.753, "attn_head": 0.979, "mlp": 0.195},
-                        "relp": {"resid": 0.968, "attn_head": 0.962, "mlp": 0.992}}
+PAPER_IOI_GPT2_SMALL = {"atp": {"resid": 0.753, "attn": 0.979, "mlp": 0.195},
+                        "relp": {"resid": 0.968, "attn": 0.962, "mlp": 0.992}}
 PAPER_SOURCE = "RelP paper, Table 1, IOI on GPT-2 small (a different model from ours; for scale only)"
 MAX_SLICES = 4
 MAX_DEPTH = 6
