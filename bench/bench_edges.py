@@ -27,6 +27,17 @@ node overlap (Jaccard) of the EAP and EAP-IG circuits, and the seconds of scorin
 circuit runs (Hanna et al. 2024's claim: EAP-IG circuits are more faithful at equal size).
 
     python bench/bench_edges.py --faithfulness --threads 1
+
+``--activations-replay`` (a separate run; it updates only the ``activations_replay`` key): the wall
+time of EAP-IG-activations (IOI, ``--share``) with the prefix replay (the fast path: the blocks
+before each sender group are not recomputed for the m copies) against the reference path
+(``fast=False``: every block recomputed, per-head identity nodes, full logits), in the same run, and
+max |replay - reference| over the scores.  ``--isolate`` also times the fast path with the replay
+alone switched off (the bench patches edges.hook_layer to 0), which separates the replay's gain
+from the other fast-path shortcuts.  Records os.getloadavg() before and after each run, torch's
+version and thread count.
+
+    python bench/bench_edges.py --activations-replay --threads 1 [--isolate] [--share own]
 """
 
 import argparse
@@ -134,6 +145,62 @@ def faithfulness_bench(args) -> None:
     print(f"wrote {path}")
 
 
+def replay_bench(args) -> None:
+    """EAP-IG-activations: prefix replay (fast) vs reference (fast=False) in one run (module doc)."""
+    from interp.attribution import edges as E
+    from interp.circuits.pipeline import versions
+    from interp.models import load_model
+    from interp.tasks import ioi_task
+
+    model = load_model(args.model, device="cpu" if not torch.cuda.is_available() else None)
+    task = ioi_task(model, n=args.n, seed=args.seed)
+    out = {"command": " ".join([sys.executable.split("/")[-1]] + sys.argv),
+           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "model": args.model, "task": "ioi",
+           "n_prompts": task.n, "tokens": int(task.clean.shape[1]), "steps": args.steps, "share": args.share,
+           "max_tokens": args.max_tokens, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+           "cpus": os.cpu_count(), "platform": platform.platform(), "versions": versions(), "runs": {}}
+    path = Path(args.out)
+
+    def save():
+        data = json.loads(path.read_text()) if path.exists() else {}
+        data["activations_replay"] = out
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1))
+
+    E.edge_attribution(model, task.subset([0]), "eap-ig-activations", steps=1)  # warm-up
+    runs = [("replay", True)] + ([("fast_no_replay", True)] if args.isolate else []) + [("reference", False)]
+    scores = {}
+    for name, fast in runs:
+        load0 = os.getloadavg()
+        orig = E.hook_layer
+        if name == "fast_no_replay":
+            E.hook_layer = lambda hook: 0  # receiver_grads replays blocks < hook_layer(at): none
+        try:
+            r = E.edge_attribution(model, task, "eap-ig-activations", steps=args.steps, max_tokens=args.max_tokens,
+                                   fast=fast, share=args.share)
+        finally:
+            E.hook_layer = orig
+        scores[name] = r.scores
+        out["runs"][name] = {"seconds": r.seconds, "config": r.config, "loadavg_start": list(load0),
+                             "loadavg_end": list(os.getloadavg())}
+        if name == "fast_no_replay":
+            out["runs"][name]["note"] = "replay switched off by the bench (edges.hook_layer patched to 0)"
+        print(f"eap-ig-activations {name}: {r.seconds:.1f} s (load {load0} -> {os.getloadavg()})", flush=True)
+        save()
+    ref, rep = scores["reference"], scores["replay"]
+    out["reference_over_replay"] = out["runs"]["reference"]["seconds"] / out["runs"]["replay"]["seconds"]
+    out["max_abs_diff_replay_vs_reference"] = float((rep - ref).abs().max())
+    out["max_abs_score_reference"] = float(ref.abs().max())
+    if "fast_no_replay" in scores:
+        out["no_replay_over_replay"] = out["runs"]["fast_no_replay"]["seconds"] / out["runs"]["replay"]["seconds"]
+        out["max_abs_diff_replay_vs_no_replay"] = float((rep - scores["fast_no_replay"]).abs().max())
+    save()
+    print(f"reference / replay = {out['reference_over_replay']:.2f}x; max |replay - reference| = "
+          f"{out['max_abs_diff_replay_vs_reference']:.3g} (max |score| {out['max_abs_score_reference']:.3g})"
+          + (f"; no-replay fast / replay = {out['no_replay_over_replay']:.2f}x" if "no_replay_over_replay" in out
+             else "") + f"; wrote {path}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
@@ -152,11 +219,17 @@ def main():
     ap.add_argument("--activations", action="store_true", help="with --faithfulness: also EAP-IG-activations")
     ap.add_argument("--greedy", action="store_true", help="with --faithfulness: also greedy circuits")
     ap.add_argument("--tasks", default="ioi,greater-than", help="with --faithfulness: comma-separated tasks")
+    ap.add_argument("--activations-replay", action="store_true",
+                    help="EAP-IG-activations prefix replay vs reference (see the module doc)")
+    ap.add_argument("--isolate", action="store_true", help="with --activations-replay: also the fast path without replay")
+    ap.add_argument("--share", default="own", choices=["own", "all"], help="with --activations-replay")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.faithfulness:
         return faithfulness_bench(args)
+    if args.activations_replay:
+        return replay_bench(args)
 
     from interp.attribution.edge_patching import edge_patching
     from interp.attribution.edges import edge_attribution

@@ -431,9 +431,11 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
     Prefix replay (fast path, ``at`` in block ``L > 0``): blocks ``0 .. L-1`` compute the plain run of
     ``tokens`` in every copy, so they run at most once at batch ``B``:
 
-    * ``prefix`` (a :class:`PrefixCache` captured on ``tokens``): their output is replayed, detached.
-      No gradient reaches the receivers of blocks ``< L`` (their rows of ``G`` stay 0); the
-      receivers of block ``L`` and later get exactly the full computation's gradient.
+    * ``prefix`` (a :class:`PrefixCache` captured on ``tokens``): their output is replayed with no
+      graph behind it.  No gradient reaches the receivers of blocks ``< L`` (their rows of ``G``
+      stay 0); the receivers of block ``L`` and later get exactly the full computation's gradient
+      (block ``L``'s q/k/v receivers only if the cached outputs are autograd leaves, as
+      :func:`_ig_activations` makes them; else theirs stay 0 too).
     * ``prefix_grad``: per step batch they run once at batch ``B`` with autograd (every receiver
       hook in place) and their output is repeated for the ``c`` copies; the backward sums the
       copies' gradients at that output and runs through the prefix once.  Exact for every receiver
