@@ -202,12 +202,11 @@ def gpt2_random(args) -> dict:
               "max_abs_attr": out["mid_plain"].attributions.abs().max().item()},
     }
     cb = res["best_cpu_s"]
-    res["cpu_ratios"] = {"embed_plain_over_ours": cb["embed_plain"] / cb["embed_ours"],
-                         "embed_captum_over_ours": cb["embed_captum"] / cb["embed_ours"],
-                         "embed_ours_over_floor": cb["embed_ours"] / cb["embed_floor"],
-                         "embed_captum_over_floor": cb["embed_captum"] / cb["embed_floor"],
-                         "mid_plain_over_ours": cb["mid_plain"] / cb["mid_ours"]}
-    print("gpt2 process-CPU ratios (best of rounds): " + ", ".join(f"{k} {v:.2f}" for k, v in res["cpu_ratios"].items()))
+    res["cpu_ratios"] = cpu_ratios(cb, {"embed_plain_over_ours": ("embed_plain", "embed_ours"),
+                                        "embed_captum_over_ours": ("embed_captum", "embed_ours"),
+                                        "embed_ours_over_floor": ("embed_ours", "embed_floor"),
+                                        "embed_captum_over_floor": ("embed_captum", "embed_floor"),
+                                        "mid_plain_over_ours": ("mid_plain", "mid_ours")}, "gpt2 ")
     e = res["hook_embed"]
     print(f"gpt2 hook_embed: ours {best['embed_ours']:.2f} s ({res['paths']['embed_ours']}), plain "
           f"{best['embed_plain']:.2f} s, captum {best['embed_captum']:.2f} s, floor {best['embed_floor']:.2f} s -> "
@@ -223,6 +222,13 @@ def cpu_best(rounds: list) -> dict:
     other processes on the cores: time waiting for a core is not counted)."""
     names = rounds[0]["cpu_s"]
     return {k: min(r["cpu_s"][k] for r in rounds) for k in names}
+
+
+def cpu_ratios(cb: dict, pairs: dict, label: str = "") -> dict:
+    """``{name: cb[a] / cb[b]}`` for ``pairs = {name: (a, b)}`` of best CPU seconds; printed on one line."""
+    out = {k: cb[a] / cb[b] for k, (a, b) in pairs.items()}
+    print(f"{label}process-CPU ratios (best of rounds): " + ", ".join(f"{k} {v:.2f}" for k, v in out.items()))
+    return out
 
 
 def ceiling(fl: dict, L: int, T: int, p0: int, rounds: list) -> dict:
@@ -334,12 +340,11 @@ def main():
     res["hook_embed"] = e
     cb = cpu_best(rounds)
     e["best_cpu_s"] = cb
-    e["cpu_ratios"] = {"captum_over_ours": cb["embed_captum"] / cb["embed_ours"],
-                       "captum_over_floor": cb["embed_captum"] / cb["embed_floor"],
-                       "ours_over_floor": cb["embed_ours"] / cb["embed_floor"],
-                       "mid_captum_over_ours": cb["mid_captum"] / cb["mid_ours"],
-                       "mid_plain_over_ours": cb["mid_plain"] / cb["mid_ours"]}
-    print("process-CPU ratios (best of rounds): " + ", ".join(f"{k} {v:.2f}" for k, v in e["cpu_ratios"].items()))
+    e["cpu_ratios"] = cpu_ratios(cb, {"captum_over_ours": ("embed_captum", "embed_ours"),
+                                      "captum_over_floor": ("embed_captum", "embed_floor"),
+                                      "ours_over_floor": ("embed_ours", "embed_floor"),
+                                      "mid_captum_over_ours": ("mid_captum", "mid_ours"),
+                                      "mid_plain_over_ours": ("mid_plain", "mid_ours")})
     print(f"hook_embed: ours {e['ours_s']:.2f} s ({e['ours_path']}), captum {e['captum_s']:.2f} s -> "
           f"{e['speedup']:.2f}x (target >= 3x); max|diff| {e['max_abs_diff']:.2e} of max|attr| "
           f"{e['max_abs_attr']:.2e}; rel. delta ours {e['ours_rel_delta']:.4f} captum {e['ref_rel_delta']:.4f}")

@@ -293,18 +293,25 @@ def edge_graph(model, weights: list[LayerWeights] | None = None) -> EdgeGraph:
 # ------------------------------------------------------------------------------------------
 # senders: what each one writes into the residual stream
 # ------------------------------------------------------------------------------------------
-def sender_outputs(model, tokens: torch.Tensor, graph: EdgeGraph, weights: list[LayerWeights],
-                   extra_fwd=()) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(Z [N_s, B, T, d_model], logits)``: every sender's write into the residual stream (float32,
-    float64 for a float64 model)."""
-    acc = acc_dtype(model)
-    store: dict[str, torch.Tensor] = {}
+def _saver(store: dict):
+    """``saver(name)`` -> a forward hook that keeps its activation, detached, in ``store[name]``."""
 
     def saver(name):
         def fn(x, hook):
             store[name] = x.detach()
 
         return fn
+
+    return saver
+
+
+def sender_outputs(model, tokens: torch.Tensor, graph: EdgeGraph, weights: list[LayerWeights],
+                   extra_fwd=()) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Z [N_s, B, T, d_model], logits)``: every sender's write into the residual stream (float32,
+    float64 for a float64 model)."""
+    acc = acc_dtype(model)
+    store: dict[str, torch.Tensor] = {}
+    saver = _saver(store)
 
     device = next(model.parameters()).device
     with torch.no_grad(), scoped_hooks(model, fwd=[(n, saver(n)) for n in sender_hooks(graph)] + list(extra_fwd)):
@@ -631,14 +638,8 @@ def _ig_activations(model, task, graph, weights, steps, max_tokens, fast, share)
     B = task.clean.shape[0]
     groups = sender_groups(graph)
     raw: dict[str, torch.Tensor] = {}
-
-    def keep(name):
-        def fn(x, hook):
-            raw[name] = x.detach()
-
-        return fn
-
-    replay = (share == "own" and "cached" or "batch") if fast else False
+    keep = _saver(raw)
+    replay = ("cached" if share == "own" else "batch") if fast else False
     prefix = PrefixCache(model) if replay == "cached" else None
     with (prefix.capture(slice(0, B)) if prefix is not None else nullcontext()):
         Z, logits = sender_outputs(model, torch.cat([task.clean, task.corrupt]), graph, weights,
