@@ -122,3 +122,50 @@ def test_nested_scoped_hooks_keep_the_outer_scope(tiny_llama):
         tiny_llama(tokens)  # the outer hook must still fire
     tiny_llama(tokens)  # and nothing after both scopes closed
     assert (len(outer), len(inner)) == (2, 1)
+
+
+def test_bring_your_own_model_object():
+    """load_model wraps a Hugging Face model (with its tokenizer) or a bridge the user built, without
+    copying or re-initialising it: the bridge's logits are the HF model's own, and analyses run on it."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from interp.attribution import activation_patching
+    from interp.models.tiny import TinyConfig, char_tokenizer, tiny_hf_model
+    from interp.tasks import Task
+
+    tok = char_tokenizer()
+    hf = tiny_hf_model(TinyConfig(arch="llama"), len(tok))
+    with torch.no_grad():  # the user's own weights: not what load_model("tiny-llama") would build
+        for p in hf.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    ours = load_model(hf, tokenizer=tok)
+    assert weight_hash(ours) != weight_hash(load_model("tiny-llama"))
+    assert not any(p.requires_grad for p in ours.parameters()) and not ours.training
+    ids = tok(["abc defg"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        # same modules, same arithmetic: the bridge's logits equal the HF model's to float32 rounding
+        # of a 2-layer forward (a few ulps of logits ~1; measured max 0 here)
+        torch.testing.assert_close(ours(ids), hf(ids).logits, rtol=0, atol=1e-5)
+
+    def patch(model):
+        task = Task.from_prompts(model, ["abc defg", "xyz wvut"], ["abd degg", "xzz wvat"],
+                                 answers=[("a", "b"), ("c", "d")])
+        return activation_patching(model, task, components=("attn_head",), progress=False).scores["attn_head"]
+
+    want = patch(ours)
+    assert want.abs().max() > 0  # a non-trivial result
+    # a bridge the user booted over the same HF model is returned as the same object and gives the same scores
+    bridge = TransformerBridge.boot_transformers("mine", hf_model=hf, tokenizer=tok)
+    assert load_model(bridge) is bridge
+    torch.testing.assert_close(patch(bridge), want, rtol=0, atol=0)
+
+
+def test_bring_your_own_model_errors():
+    from interp.models.tiny import TinyConfig, char_tokenizer, tiny_hf_model
+
+    with pytest.raises(ValueError, match="needs its tokenizer"):
+        load_model(tiny_hf_model(TinyConfig(arch="gpt2"), 99))
+    with pytest.raises(TypeError, match="not dict"):
+        load_model({"not": "a model"})
+    with pytest.raises(ValueError, match="tokenizer= is for a model object"):
+        load_model("tiny-gpt2", tokenizer=char_tokenizer())

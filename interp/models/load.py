@@ -9,6 +9,8 @@ Names:
 * a local folder holding a Hugging Face checkpoint.
 * any Hugging Face model id, loaded the ordinary way where a hub or a local HF cache is
   reachable; where it is not, a :class:`ModelNotFoundError` says so.
+* a model you already built: a ``transformers`` causal LM (with its tokenizer) or a
+  ``TransformerBridge``; it is wrapped, not copied.
 
 Every model comes back as a ``transformer_lens.TransformerBridge`` in eval mode, so
 TransformerLens hook names (``blocks.8.hook_resid_post``, ``blocks.3.attn.hook_z``) address
@@ -145,21 +147,41 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = None, dtype="float32"):
-    """Load ``name`` and return it as a TransformerBridge in eval mode.
+def load_model(name=DEFAULT_MODEL, device: str | torch.device | None = None, dtype=None, *, tokenizer=None):
+    """Load a model and return it as a TransformerBridge in eval mode with frozen parameters.
 
     Args:
-        name: ``smollm2-135m``, ``gemma3-270m``, ``tiny-<arch>[-l<n>]``, a checkpoint folder,
-            or a Hugging Face id.
-        device: torch device; default CUDA when available, else CPU.
-        dtype: ``float32`` (default), ``bfloat16`` or ``float16`` (or a torch dtype).
-    """
-    from transformer_lens.model_bridge import TransformerBridge
+        name: ``smollm2-135m``, ``gemma3-270m``, ``tiny-<arch>[-l<n>]``, a checkpoint folder or a
+            Hugging Face id; or a model you already have: a ``transformers`` causal LM (pass its
+            ``tokenizer=``) or a ``TransformerBridge`` (its own tokenizer is used unless you pass one).
+            Objects are wrapped, not copied: a bridge comes back as the same object, a Hugging Face
+            model inside a new bridge that shares its weights.
+        device: torch device. For a name, default CUDA when available, else CPU; for a model
+            object, default where its weights already are.
+        dtype: ``float32``, ``bfloat16`` or ``float16`` (or a torch dtype). For a name, default
+            ``float32``; for a model object, default its own dtype.
+        tokenizer: the tokenizer of a model object (required for a Hugging Face model).
 
-    dtype = _resolve_dtype(dtype)
+    The model is put in eval mode and its parameters stop requiring gradients: interp's analyses
+    take gradients with respect to activations only.
+    """
+    if not isinstance(name, (str, Path)):
+        return _wrap_model_object(name, device, dtype, tokenizer)
+    if tokenizer is not None:
+        raise ValueError("tokenizer= is for a model object; a model loaded by name brings its own tokenizer")
+    name = str(name)
+    dtype = _resolve_dtype(dtype or "float32")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     bridge_name, hf_model, tok = _hf_model_and_tokenizer(name, dtype)
-    hf_model = hf_model.to(device=device, dtype=dtype).eval()
+    hf_model = hf_model.to(device=device, dtype=dtype)
+    return _boot_bridge(bridge_name, hf_model, tok, name)
+
+
+def _boot_bridge(bridge_name: str, hf_model, tok, name: str):
+    """Wrap a Hugging Face causal LM in a TransformerBridge (eval mode, frozen parameters)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    hf_model.eval()
     if not getattr(hf_model.config, "architectures", None):  # GGUF configs omit it; the bridge needs it
         hf_model.config.architectures = [type(hf_model).__name__]
     import logging
@@ -170,11 +192,41 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
         bridge = TransformerBridge.boot_transformers(bridge_name, hf_model=hf_model, tokenizer=tok)
     finally:
         logging.getLogger().setLevel(level)
+    return _freeze(bridge, name)
+
+
+def _freeze(bridge, name: str):
     bridge.eval()
     for p in bridge.parameters():
         p.requires_grad_(False)
     bridge.interp_name = name
     return bridge
+
+
+def _wrap_model_object(model, device, dtype, tokenizer):
+    """``load_model`` for a model object: a TransformerBridge or a Hugging Face causal LM."""
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedModel
+
+    if isinstance(model, TransformerBridge):
+        if tokenizer is not None:
+            model.tokenizer = tokenizer
+        if getattr(model, "tokenizer", None) is None:
+            raise ValueError("this TransformerBridge has no tokenizer: pass tokenizer= to load_model")
+        if device is not None or dtype is not None:
+            model.to(device=device, dtype=_resolve_dtype(dtype) if dtype is not None else None)
+        name = getattr(model, "interp_name", None) or getattr(model.cfg, "model_name", None) or "bridge"
+        return _freeze(model, name)
+    if isinstance(model, PreTrainedModel):
+        if tokenizer is None:
+            raise ValueError(f"a Hugging Face model ({type(model).__name__}) needs its tokenizer: "
+                             "load_model(model, tokenizer=tokenizer)")
+        if device is not None or dtype is not None:
+            model = model.to(device=device, dtype=_resolve_dtype(dtype) if dtype is not None else None)
+        name = getattr(model.config, "_name_or_path", "") or type(model).__name__
+        return _boot_bridge(name, model, tokenizer, name)
+    raise TypeError(f"load_model takes a model name, a transformers PreTrainedModel or a TransformerBridge, "
+                    f"not {type(model).__name__}")
 
 
 def weight_hash(model) -> str:
