@@ -2,6 +2,7 @@
 
 ``Report`` builds a report section by section (heatmaps, lines, circuit graphs, token-level
 attributions, tables) and writes one self-contained HTML file that opens offline;
+``attention_patterns(model, prompt)`` gives an offline attention-pattern viewer (notebooks and reports);
 ``render_results`` turns any ``results.json`` written by interp into such a report.
 
     from interp.reports import Report, render_results
@@ -11,9 +12,10 @@ attributions, tables) and writes one self-contained HTML file that opens offline
     render_results("runs/ioi/results.json").write("runs/ioi/report.html")
 """
 
+from interp.reports.attention import AttentionPatterns, attention_patterns
 from interp.reports.figures import Figure, pearson
 from interp.reports.render import load_results, render_results
 from interp.reports.report import Report
 from interp.reports.tokens import token_view
 
-__all__ = ["Figure", "Report", "load_results", "pearson", "render_results", "token_view"]
+__all__ = ["AttentionPatterns", "Figure", "attention_patterns", "Report", "load_results", "pearson", "render_results", "token_view"]

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple, Sequence
 
 from interp.reports import figures as F
 from interp.reports import markdown
+from interp.reports.attention import CSS as ATTENTION_CSS
 from interp.reports.tokens import CSS as TOKEN_CSS
 from interp.reports.tokens import token_view
 
@@ -56,7 +57,7 @@ class Section(NamedTuple):
 
     kind: str
     """``"group"`` (a heading that later sections nest under), ``"text"``, ``"figure"``,
-    ``"tokens"`` or ``"table"``."""
+    ``"tokens"``, ``"attention"`` or ``"table"``."""
     title: str
     """Heading shown above the block and in the contents (empty for untitled text)."""
     anchor: str
@@ -86,7 +87,7 @@ table.data td.num { text-align: right; font-variant-numeric: tabular-nums; font-
   padding: 6px 14px; font-size: 13.5px; }
 code { background: #f2f2f2; padding: 0 3px; border-radius: 3px; }
 #interp-status { color: #999; font-size: 12px; margin-top: 40px; }
-""" + TOKEN_CSS
+""" + TOKEN_CSS + ATTENTION_CSS
 
 _HEAD_SCRIPT = """window.__interpErrors = [];
 window.addEventListener('error', function (e) { window.__interpErrors.push(String(e.message || e)); });
@@ -301,6 +302,16 @@ class Report:
         v = token_view(tokens, scores, title, caption)
         self._note(title, v.caption, v.n_nonfinite)
         self.sections.append(Section("tokens", title, self._anchor(title), v.html, html.escape(v.caption)))
+        return self
+
+    def add_attention(self, title: str, view, caption: str = "", layer: int | None = None,
+                      head: int = 0) -> "Report":
+        """An attention-pattern viewer (:class:`interp.reports.attention.AttentionPatterns`):
+        layer and head selectors, the token x token pattern, hover a token for its row and column."""
+        cap = caption or (f"Attention patterns of one prompt ({len(view.tokens)} tokens, layers "
+                          f"{view.layers[0]}-{view.layers[-1]}): pick a layer and head; hover a token or a cell "
+                          "to shade where that token attends (first strip) and which tokens attend to it (second).")
+        self.sections.append(Section("attention", title, self._anchor(title), view.html(layer, head), html.escape(cap)))
         return self
 
     def add_table(self, title: str, rows: Sequence[dict] | dict, caption: str = "",
