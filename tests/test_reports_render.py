@@ -122,7 +122,7 @@ def test_per_position_scores_labelled_by_tokens():
 def test_compare_on_ioi_shows_published_gpt2_numbers_by_default():
     res = {"kind": "compare", "task": "ioi", "pearson": {"relp": {"mlp": 0.9}, "ig": {"mlp": 0.8}}}
     html = render_results(res).to_html()
-    # METHODS.md: RelP paper Table 1, GPT-2 small, MLP RelP = 0.992; no published IG value
+    # docs/methods.md, RelP: RelP paper Table 1, GPT-2 small, MLP RelP = 0.992; no published IG value
     assert re.search(r'<td>relp</td><td>MLP outputs</td><td class="num">0.9</td><td class="num">0.992</td>', html)
     assert re.search(r'<td>ig</td><td>MLP outputs</td><td class="num">0.8</td><td><span title="not recorded">—</span></td>', html)
     assert "RelP paper, Table 1, IOI on GPT-2 small" in html

@@ -21,7 +21,7 @@ def _tokens(n=3, T=10, seed=0):
 
 
 def _reference(model, tokens):
-    """The METHODS.md §7 definitions, computed with explicit loops from run_with_cache."""
+    """The definitions of docs/methods.md, Attention sinks, computed with explicit loops from run_with_cache."""
     _, cache = model.run_with_cache(tokens)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     n_kv = getattr(model.cfg, "n_key_value_heads", None) or H

@@ -1,6 +1,6 @@
 """Attribution patching (AtP): a first-order Taylor estimate of activation patching.
 
-Algorithm (Nanda 2023; Kramar et al. 2024; METHODS.md section 0), denoising form:
+Algorithm (Nanda 2023; Kramar et al. 2024; docs/methods.md, Attribution patching (AtP)), denoising form:
     AtP(n) = (a_n(x_clean) - a_n(x_corrupt)) . dm/da_n |_(x_corrupt)
 1. Forward the clean prompts, caching every component activation.
 2. Forward the corrupted prompts caching activations, then one backward pass of sum_b m_b

@@ -1,7 +1,7 @@
 """Edge circuits: faithfulness of a set of edges, top-n selection with dead-end pruning, and the curve.
 
 Faithfulness (Hanna, Pezzelle & Belinkov 2024, "Have Faith in Faithfulness"; reference
-``hannamw/EAP-IG`` ``src/eap/evaluate.py``; METHODS.md sections 0 and 2).  A circuit C is a set of
+``hannamw/EAP-IG`` ``src/eap/evaluate.py``; docs/methods.md, Edge-circuit faithfulness).  A circuit C is a set of
 edges of the residual-stream graph (edges.py).  In the circuit run every edge outside C carries its
 corrupted value: receiver v reads
 

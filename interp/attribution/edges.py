@@ -17,7 +17,7 @@ The graph (Elhage et al. 2021's residual-stream view; the ACDC / EAP graph):
   of layer L only in sequential blocks, not in parallel attention/MLP blocks such as Pythia's).
 
 Score (Hanna, Pezzelle & Belinkov 2024, "Have Faith in Faithfulness"; reference
-``hannamw/EAP-IG`` ``src/eap/attribute.py``; METHODS.md section 2)::
+``hannamw/EAP-IG`` ``src/eap/attribute.py``; docs/methods.md, EAP and EAP-IG)::
 
     S(u -> v) = sum_t (z_u(x~) - z_u(x)) . g_v ,  batch mean,
     g_v = (1/m) sum_{k=0}^{m-1} dL/d in_v |_{e_k},  e_k = e(x~) + (k/m) (e(x) - e(x~))

@@ -1,6 +1,6 @@
 """Integrated gradients, batched: the interpolation steps run as one batch (chunked by memory).
 
-Algorithm (Sundararajan et al. 2017; METHODS.md section 2):
+Algorithm (Sundararajan et al. 2017; docs/methods.md, Integrated gradients):
     IG_i = (x_i - x'_i) * sum_k w_k dF(x' + alpha_k (x - x'))/dx_i
 with (alpha_k, w_k) from Gauss-Legendre (default) or a Riemann rule, the same nodes captum uses.
 1. One forward pass of the input and the baseline (stacked) gives the activations x, x' at

@@ -2,7 +2,7 @@
 
 Each rule replaces the backward pass of one kind of layer so that gradient x input equals the
 LRP relevance (Arras et al. 2025, LXT; the RelP reference is FarnoushRJ/RelP@aa0e228, see
-METHODS.md section 1).  The trick that keeps the forward pass *bit-identical*: at the layer's
+docs/methods.md, LRP rules).  The trick that keeps the forward pass *bit-identical*: at the layer's
 output hook we return
 
     y.detach() + (s - s.detach())

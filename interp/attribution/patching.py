@@ -1,6 +1,6 @@
 """Activation patching, the ground truth: many patches per forward pass.
 
-Algorithm (denoising, Meng et al. 2022; Wang et al. 2022; METHODS.md section 0):
+Algorithm (denoising, Meng et al. 2022; Wang et al. 2022; docs/methods.md, Activation patching):
     AP(n) = m(run(x_corrupt | a_n <- a_n(x_clean))) - m(x_corrupt)
 1. Cache every component activation on the *source* run (clean for denoising).
 2. Stack k copies of the *base* batch (corrupt for denoising) into one ``[k*B, T]`` batch.

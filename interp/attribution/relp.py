@@ -1,6 +1,6 @@
 """Relevance patching (RelP): attribution patching with LRP propagation coefficients.
 
-Algorithm (Jafari, Eberle, Khakzar, Nanda 2025, arXiv 2508.21258; METHODS.md section 1):
+Algorithm (Jafari, Eberle, Khakzar, Nanda 2025, arXiv 2508.21258; docs/methods.md, RelP):
     RelP(n) = (a_n(x_clean) - a_n(x_corrupt)) . grad~_{a_n} m |_(x_corrupt)
 where grad~ is the gradient of a *modified backward pass* (lrp_rules.py) over the unchanged
 forward pass.  Steps: 1. forward clean, cache activations; 2. inside ``lrp_rules(model)``

@@ -8,7 +8,7 @@ the corrupted run, its per-hook sum = patching of that hook; ``ig-embed``, opt-i
 form along the input embeddings), then the Pearson r of each method's scores with patching,
 and the wall time of each method measured in this run.
 
-The published numbers (Jafari et al. 2025, Table 1, IOI on GPT-2 small; METHODS.md section 1) sit
+The published numbers (Jafari et al. 2025, Table 1, IOI on GPT-2 small; docs/methods.md, RelP) sit
 beside ours.  The paper's code demo (TransformerLens ``demos/lrp_patching.ipynb``, after the
 Attribution Patching demo) corrupts IOI by swapping the two names at S2; ``corruption="s2"`` does
 the same (tasks/ioi.py) and is the like-for-like reproduction.  Our default IOI corruption is

@@ -1,6 +1,6 @@
 """Circuit discovery: prune to the smallest component set that keeps a share of the metric.
 
-Algorithm (node-level circuits as in Wang et al. 2022 and Hanna et al. 2024; METHODS.md section 0):
+Algorithm (node-level circuits as in Wang et al. 2022 and Hanna et al. 2024; docs/methods.md, Circuit discovery):
 1. Rank the components (attention heads and MLPs) by an attribution method's score, largest
    first (``order='signed'``: components that push the metric up; ``'abs'``: by magnitude).
 2. Faithfulness curve: for a grid of sizes k, keep the top-k components running normally on the

@@ -1,4 +1,4 @@
-"""IOI head roles from attention-pattern and copy-score tests (Wang et al. 2022, section 3; METHODS.md section 8).
+"""IOI head roles from attention-pattern and copy-score tests (Wang et al. 2022, section 3; docs/methods.md, IOI head roles).
 
 Each test is one number per head, the mean attention probability on a diagnostic position:
 

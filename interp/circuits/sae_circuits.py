@@ -2,7 +2,7 @@
 
 After O'Neill & Bui 2024, "Sparse autoencoders enable scalable and reliable circuit
 identification in language models" (arXiv 2405.12522; reference ``charlieoneill11/sae-circuits``
-@10fd2e7, ``src/{sae,train,node,edge,main}.py``; METHODS.md section 4).
+@10fd2e7, ``src/{sae,train,node,edge,main}.py``; docs/methods.md, Discrete-SAE circuits).
 
 Algorithm
 1. **Representations.** Run the positive prompts (the task's clean prompts, which the model

@@ -4,7 +4,7 @@ Ranking components by one attribution score and keeping the top k (``discovery.p
 components that matter only jointly, and its faithfulness curve is not monotone.  This module
 searches for the circuit with the ground truth itself: every decision is a real patched run.
 
-Definitions (METHODS.md section 0).  C = every attention head and MLP.  For a set S of
+Definitions (docs/methods.md, Circuit discovery).  C = every attention head and MLP.  For a set S of
 components, m(S) is the batch-mean metric of the clean run with every component *outside* S
 patched -- with its activation from the corrupted run (``source='corrupt'``, the ABC run for
 IOI) or with the clean batch mean (``source='mean'``, mean-ablation).

@@ -1,5 +1,5 @@
 """Extreme-token phenomena: attention sinks, active-dormant heads, massive activations and their
-training dynamics (METHODS.md §7).  The Bigram-Backcopy toy model that shows the mechanism is in
+training dynamics (docs/methods.md, Extreme-token phenomena).  The Bigram-Backcopy toy model that shows the mechanism is in
 :mod:`interp.toy.bigram_backcopy`.
 
     from interp.phenomena import default_domains, active_dormant, massive_stats, massive_ablation

@@ -1,6 +1,6 @@
 """Active vs dormant heads per input domain, confirmed causally by batched head ablations.
 
-Guo et al. 2024 ("Active-Dormant Attention Heads", arXiv 2410.13835; METHODS.md §7): a head is
+Guo et al. 2024 ("Active-Dormant Attention Heads", arXiv 2410.13835; docs/methods.md, Active-dormant heads): a head is
 *dormant* on a domain when it puts (almost) all its attention on the first token ⟨s⟩, whose
 value is drained, so it writes ≈ 0 and ablating it barely changes the loss; it is *active*
 otherwise.  The same head can be dormant on one domain and active on another (Llama-2-7B L16H25:

@@ -1,6 +1,6 @@
 """Training dynamics of massive activations: the five-parameter fit across checkpoints.
 
-Gallego-Feliciano et al. 2025 (arXiv 2508.03616; METHODS.md §7) track, per layer ℓ, the ratio
+Gallego-Feliciano et al. 2025 (arXiv 2508.03616; docs/methods.md, Massive-activation dynamics) track, per layer ℓ, the ratio
 r_ℓ(t) = top-1 |h^ℓ| / median |h^ℓ| of the residual output over training checkpoints t and fit
 
     f(t) = A · exp(-λ x) · log(x) + K,      x = γ t + t₀,      λ >= 0, γ > 0, t₀ > 0,

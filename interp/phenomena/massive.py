@@ -1,7 +1,7 @@
 """Massive activations: detection in the residual stream, the tokens that carry them, and ablation.
 
 Definition (Sun et al. 2024, "Massive Activations in Large Language Models", arXiv 2402.17762;
-METHODS.md §7): a scalar a of a residual-stream state h^ℓ (``blocks.ℓ.hook_resid_post``) is
+docs/methods.md, Massive activations): a scalar a of a residual-stream state h^ℓ (``blocks.ℓ.hook_resid_post``) is
 *massive* when |a| > ``abs_threshold`` (100) and |a| >= ``ratio_threshold`` (1000) times the
 median |h^ℓ| of that sequence at that layer (median over all positions and dimensions).  They sit
 in a few fixed dimensions, on the first token and on the first delimiter ("." or "\\n").

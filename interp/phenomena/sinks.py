@@ -1,7 +1,7 @@
 """Attention sinks: sink score, value-state drain and residual-state peak, per head, in one pass.
 
 Definitions (Guo et al. 2024, "Active-Dormant Attention Heads", arXiv 2410.13835; see
-METHODS.md §7).  Position 0 holds the first token ⟨s⟩ (BOS).  For layer ℓ, head h, over a
+docs/methods.md, Attention sinks).  Position 0 holds the first token ⟨s⟩ (BOS).  For layer ℓ, head h, over a
 batch of equal-length sequences:
 
 * **sink score**      s[ℓ,h] = mean_seq mean_{q>=1} A_h[q, 0]   (``blocks.ℓ.attn.hook_pattern``)

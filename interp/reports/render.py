@@ -56,7 +56,7 @@ COMPONENT_NAMES = {"resid": "residual stream", "attn_head": "attention heads", "
                    "attn": "attention outputs"}
 MAX_PLOT_ELEMENTS = 250_000
 #: Published Pearson r with activation patching on IOI, GPT-2 small (RelP paper, Table 1; see
-#: docs METHODS.md section 1), shown beside ours when a ``compare`` run on IOI gives no ``paper``.
+#: docs/methods.md, RelP), shown beside ours when a ``compare`` run on IOI gives no ``paper``.
 PAPER_IOI_GPT2_SMALL = {"atp": {"resid": 0.753, "attn": 0.979, "mlp": 0.195},
                         "relp": {"resid": 0.968, "attn": 0.962, "mlp": 0.992}}
 PAPER_SOURCE = "RelP paper, Table 1, IOI on GPT-2 small (a different model from ours; for scale only)"

@@ -1,7 +1,7 @@
 """The Bigram-Backcopy (BB) task and a tiny GPT-2 (or Llama) trained on it, with checkpoints.
 
 Guo et al. 2024 ("Active-Dormant Attention Heads", arXiv 2410.13835, ``BBM/data.py: bbm``;
-METHODS.md §7).  Vocabulary: the characters of a Shakespeare passage (public domain, below),
+docs/methods.md, Bigram-Backcopy toy).  Vocabulary: the characters of a Shakespeare passage (public domain, below),
 plus ⟨s⟩ (first token) and ⟨d⟩ (delimiter, unused by the generator).  A bigram transition
 table P(b|a) and the marginal are counted from the passage (wrapping around, so every row is a
 distribution); the *triggers* are the top-k characters by marginal probability.  A sequence is
