@@ -2,7 +2,7 @@
 
 Algorithm (Wang et al. 2022's path patching restricted to one edge; Conmy et al. 2023's ACDC
 edge ablation; the intervention EAP linearises, Hanna et al. 2024):
-    E(u -> v) = m(clean run with in_v <- in_v(x) - z_u(x) + eps (z_u(x~) - z_u(x)) ... ) - m(x)
+    E(u -> v) = m(clean run with in_v <- in_v(x) + eps (z_u(x~) - z_u(x)) ... ) - m(x)
 with eps = 1 the real edge patch: receiver v alone reads the residual stream in which sender u
 carries its corrupted value; every other node, the skip connection and u's other readers see the
 clean run, and v's downstream effects are recomputed.  A small eps gives the finite-difference
