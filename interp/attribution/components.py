@@ -29,11 +29,12 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, ClassVar, Iterable, Sequence
 
 import torch
 
 from interp.models import scoped_hooks
+from interp.results import Result, register
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,12 @@ def per_position_set(per_position, types: Sequence[ComponentType]) -> set[str]:
     return set(per_position)
 
 
+@register
 @dataclass
-class AttributionResult:
+class AttributionResult(Result):
     """Scores of one method over a component set, with the metric values that frame them."""
+
+    kind: ClassVar[str] = "attribution"
 
     method: str
     """``patch``, ``atp``, ``relp``, ``ig`` (plus details in ``config``)."""
@@ -126,13 +130,71 @@ class AttributionResult:
         """Scores divided by (metric_clean - metric_corrupt): 1.0 = the whole effect."""
         return self.scores[ctype] / (self.metric_clean - self.metric_corrupt)
 
-    def to_json(self) -> dict:
-        return {
-            "method": self.method, "seconds": self.seconds, "metric_clean": self.metric_clean,
-            "metric_corrupt": self.metric_corrupt, "per_position": self.per_position,
-            "scores": {k: v.tolist() for k, v in self.scores.items()}, "config": self.config,
-            "extras": self.extras,
-        }
+    def per_component(self, ctype: str) -> torch.Tensor:
+        """``[L, *units]`` scores of ``ctype``, summed over positions when scored per position."""
+        s = self.scores[ctype]
+        return s.sum(-1) if ctype in self.per_position else s
+
+    def top(self, k: int = 5) -> list[tuple[str, float]]:
+        """The ``k`` components with the largest |score| as (display name, score), all types pooled."""
+        items = []
+        for ctype, s in self.scores.items():
+            s = self.per_component(ctype)
+            for idx in torch.nonzero(torch.ones_like(s, dtype=torch.bool)):
+                items.append((display_name(ctype, [int(i) for i in idx]), float(s[tuple(idx)])))
+        return sorted(items, key=lambda x: -abs(x[1]))[:k]
+
+    def summary(self) -> str:
+        gap = self.metric_clean - self.metric_corrupt
+        counts = ", ".join(f"{self.per_component(c).numel()} {c}" for c in self.scores)
+        top = "; ".join(f"{n} {v:+.3g}" + (f" ({v / gap:+.0%} of the gap)" if gap else "") for n, v in self.top(3))
+        return (f"**{self.method}** scored {counts} components in {self.seconds:.1f} s. Metric: clean "
+                f"{self.metric_clean:.3g}, corrupted {self.metric_corrupt:.3g}. Largest effects: {top}.")
+
+    def report(self):
+        from interp.reports import Report
+
+        r = Report(f"Attribution scores: {self.method}", config=self.config,
+                   meta={"timings": {self.method: self.seconds}}, summary=self.summary())
+        add_score_figures(r, {self.method: self})
+        return r
+
+
+def display_name(ctype: str, idx: Sequence[int]) -> str:
+    """The display form of a component: ``L3H2`` for a head, ``MLP3``, ``attn3``, ``resid3``."""
+    if ctype == "attn_head":
+        return f"L{idx[0]}H{idx[1]}"
+    if ctype == "mlp":
+        return f"MLP{idx[0]}"
+    return f"{ctype}{idx[0]}" + "".join(f"[{i}]" for i in idx[1:])
+
+
+def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str | None = None) -> None:
+    """Figures of each method's scores (normalised by the clean - corrupted gap) into report ``r``:
+    layer x head heatmaps, per-layer bars for MLP / attention / residual, and, when ``reference``
+    names one of ``results``, each other method against it as a scatter with Pearson r."""
+    from interp.reports import figures as F
+
+    first = next(iter(results.values()))
+    for ctype in first.scores:
+        mats = {m: res.per_component(ctype) / (res.metric_clean - res.metric_corrupt or 1.0)
+                for m, res in results.items() if ctype in res.scores}
+        if ctype == "attn_head":
+            for m, z in mats.items():
+                L, H = z.shape
+                r.add_heatmap(f"Attention heads: {m}", z, [f"H{h}" for h in range(H)], [f"L{l}" for l in range(L)],
+                              x_title="head", y_title="layer",
+                              caption=f"Each cell: the metric change {m} assigns to one head, as a share of the "
+                                      "clean - corrupted gap (summed over positions).")
+        elif all(z.ndim == 1 for z in mats.values()):
+            L = len(next(iter(mats.values())))
+            r.add_bars(f"{ctype} per layer", [f"{ctype}{l}" for l in range(L)], mats, x_title="layer",
+                       y_title="share of the gap",
+                       caption=f"The {ctype} component of each layer, summed over positions, per method.")
+        if reference in mats:
+            for m, z in mats.items():
+                if m != reference:
+                    r.add_figure(F.method_vs_patching(f"{ctype}: {m} vs {reference}", mats[reference], z, m))
 
 
 # ------------------------------------------------------------------------------------------

@@ -99,13 +99,27 @@ def load_results(results: dict | str | Path) -> tuple[dict, str]:
     if not isinstance(data, dict):
         raise ValueError(f"{src}: expected a JSON object at the top level (with a \"kind\" field such as "
                          f"\"circuit\"), got a JSON {type(data).__name__}")
-    return data, src
+    from interp.results import decode
+
+    try:
+        return decode(data), src  # typed results' tensors ({"__tensor__": ...}) back to tensors
+    except RecursionError:  # deeper than Python's stack: no typed result; the generic view bounds it
+        return data, src
 
 
 def render_results(results: dict | str | Path, title: str | None = None) -> Report:
-    """Turn a results dict or ``results.json`` path into a :class:`Report` (see the module docstring)."""
+    """Turn a results dict or ``results.json`` path into a :class:`Report` (see the module docstring).
+
+    A typed result kind (:mod:`interp.results`) renders with its own ``report()``; its errors
+    (unknown or newer schema) are raised as they are."""
+    from interp.results import known_kinds, load_result
+
     data, src = load_results(results)
     kind = data.get("kind")
+    if isinstance(kind, str) and kind in known_kinds():
+        rep = load_result(results if isinstance(results, dict) else Path(src)).report()
+        rep.title = title or rep.title
+        return rep
     if kind is not None and not isinstance(kind, str):
         raise ValueError(f"{src}: \"kind\" must be a string, got {kind!r:.60}")
     config = data.get("config")

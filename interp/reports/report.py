@@ -2,9 +2,9 @@
 
 How a report is assembled:
 
-1. ``Report(title, config, meta)`` records the run (configuration, model, versions,
-   timings); that "Run" section always comes first, so a reader knows what produced the
-   numbers.
+1. ``Report(title, config, meta, summary=...)`` records the finding in a sentence or two
+   (shown first, under the title) and the run (configuration, model, versions, timings; shown
+   last, as "Method and provenance", so the page leads with the result).
 2. ``add_*`` calls append sections in reading order.  Figures are built by
    :mod:`interp.reports.figures` (each returns a caption saying what the reader sees),
    token views by :mod:`interp.reports.tokens`, prose by :mod:`interp.reports.markdown`.
@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import html
+import itertools
 import json
 import math
 import platform
@@ -40,6 +41,8 @@ from interp.reports.tokens import CSS as TOKEN_CSS
 from interp.reports.tokens import token_view
 
 _PLOTLY_JS: str | None = None
+_FRAGMENTS = itertools.count()
+_PLOTLY_SENT = False
 
 
 def plotly_js() -> str:
@@ -87,6 +90,8 @@ table.data td.num { text-align: right; font-variant-numeric: tabular-nums; font-
   padding: 6px 14px; font-size: 13.5px; }
 code { background: #f2f2f2; padding: 0 3px; border-radius: 3px; }
 #interp-status { color: #999; font-size: 12px; margin-top: 40px; }
+.summary { font-size: 16.5px; background: #fff; border-left: 4px solid #1f5f99; padding: 6px 14px; margin: 8px 0 14px; }
+.summary p { margin: 4px 0; }
 """ + TOKEN_CSS + ATTENTION_CSS
 
 _HEAD_SCRIPT = """window.__interpErrors = [];
@@ -202,10 +207,12 @@ class Report:
     timings and anything else about the run (dict).  Every ``add_*`` method returns ``self``.
     """
 
-    def __init__(self, title: str, config: Any = None, meta: Any = None):
+    def __init__(self, title: str, config: Any = None, meta: Any = None, summary: str = ""):
         if not isinstance(title, str) or not title.strip():
             raise ValueError("Report title must be a non-empty string")
         self.title = title.strip()
+        self.summary = summary
+        """The finding, written from the numbers (Markdown); shown first, under the title."""
         self.config = _as_dict(config, "config")
         self.meta = _as_dict(meta, "meta")
         self.sections: list[Section] = []
@@ -363,9 +370,9 @@ class Report:
         return "".join(parts)
 
     def _toc_html(self) -> str:
-        items, open_group = ['<li><a href="#run">Run: configuration, model, versions, timings</a></li>'], False
+        items, open_group = [], False
         if self.notes:
-            items.insert(0, '<li><a href="#notes">Notes on the data</a></li>')
+            items.append('<li><a href="#notes">Notes on the data</a></li>')
         for s in self.sections:
             if s.kind == "text" or not s.title:
                 continue
@@ -379,6 +386,7 @@ class Report:
                 items.append(f"<li>{link}</li>")
         if open_group:
             items.append("</ol></li>")
+        items.append('<li><a href="#run">Method and provenance: configuration, model, versions, timings</a></li>')
         html_items = "".join(items).replace("<ol></ol>", "")
         return f'<nav class="toc" id="contents"><b>Contents</b><ol>{html_items}</ol></nav>'
 
@@ -396,15 +404,22 @@ class Report:
             inner = s.body
         return f'{head}<div class="block">{inner}<p class="caption">{s.caption}</p></div>'
 
+    def _summary_html(self) -> str:
+        if not self.summary:
+            return ""
+        return f'<div class="summary" id="summary">{self._text_html(self.summary)}</div>'
+
+    def _notes_html(self) -> str:
+        if not self.notes:
+            return ""
+        return ('<div class="notes" id="notes"><b>Notes on the data</b><ul>'
+                + "".join(f"<li>{html.escape(n)}</li>" for n in self.notes) + "</ul></div>")
+
     def to_html(self) -> str:
         """The whole report as one HTML document (plotly.js inlined once if there are figures)."""
         n_fig = sum(s.kind == "figure" for s in self.sections)
         js = f"<script>{plotly_js()}</script>" if n_fig else ""
         now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        notes = ""
-        if self.notes:
-            notes = ('<div class="notes" id="notes"><b>Notes on the data</b><ul>'
-                     + "".join(f"<li>{html.escape(n)}</li>" for n in self.notes) + "</ul></div>")
         body = "\n".join(self._section_html(s) for s in self.sections)
         return (
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -412,14 +427,41 @@ class Report:
             f"<title>{html.escape(self.title)}</title><style>{CSS}</style>"
             f"<script>{_HEAD_SCRIPT}</script>{js}</head><body>"
             f"<h1>{html.escape(self.title)}</h1>"
+            f"{self._summary_html()}"
             f'<div class="subtitle">Generated {now} by interp; {n_fig} interactive figure'
             f"{'s' if n_fig != 1 else ''} (hover for values, drag to zoom, double-click to reset). "
             "This file is self-contained and opens offline.</div>"
-            f"{self._toc_html()}{notes}"
-            f'<h2 id="run">Run</h2>{self._run_html()}\n{body}'
+            f"{self._toc_html()}{self._notes_html()}\n{body}"
+            f'<h2 id="run">Method and provenance</h2>{self._run_html()}'
             '<div id="interp-status" data-state="pending">Figures not drawn (JavaScript disabled?).</div>'
             f"<script>{_DRAW_SCRIPT}</script></body></html>\n"
         )
+
+    def fragment_html(self, include_plotlyjs: bool | None = None) -> str:
+        """The report as an HTML fragment for a notebook output: summary, sections, provenance folded.
+
+        Figures are drawn by a script scoped to this fragment.  ``include_plotlyjs``: inline
+        plotly.js (about 4.8 MB) in this fragment; ``None`` (default) does so for the first
+        fragment with figures in this Python session only, as plotly's own notebook mode does, so
+        a notebook carries one copy and its HTML export opens offline.
+        """
+        global _PLOTLY_SENT
+        if include_plotlyjs is None:
+            include_plotlyjs = not _PLOTLY_SENT
+        root = f"interp-frag-{next(_FRAGMENTS)}"
+        sections = [s._replace(anchor=f"{root}-{s.anchor}") for s in self.sections]
+        body = "\n".join(self._section_html(s) for s in sections)
+        js = ""
+        if include_plotlyjs and any(s.kind == "figure" for s in sections):
+            js, _PLOTLY_SENT = f"<script>{plotly_js()}</script>", True
+        draw = ("<script>(function () { var root = document.getElementById('" + root + "');"
+                "if (typeof Plotly === 'undefined') return;"
+                "root.querySelectorAll('div.interp-plot').forEach(function (div) {"
+                "var spec = JSON.parse(document.getElementById(div.id + '-data').textContent);"
+                "Plotly.newPlot(div, spec.data, spec.layout, {responsive: true, displaylogo: false}); }); })();</script>")
+        return (f'<div class="interp-report" id="{root}"><style>{CSS.replace("body {", ".interp-report {")}</style>{js}'
+                f"<h3>{html.escape(self.title)}</h3>{self._summary_html()}{self._notes_html()}{body}"
+                f"<details><summary>Method and provenance</summary>{self._run_html()}</details>{draw}</div>")
 
     def write(self, path: str | Path) -> Path:
         """Write the standalone HTML file (parent folders are created) and return its path."""

@@ -1,0 +1,183 @@
+"""Typed results: one serialisation, one dispatch, one notebook display for every analysis.
+
+An analysis returns a dataclass that subclasses :class:`Result`.  Each result type declares
+
+* ``kind`` (a class attribute): the name written into ``results.json`` and used by
+  ``interp report`` / :func:`load_result` to pick the type back;
+* ``schema_version`` (a class attribute, an int): raised when a field changes meaning; a file
+  with a newer version than this code knows is refused with a clear error, never half-read;
+* ``summary()``: one or two sentences written from the numbers (the finding first);
+* ``report()``: a :class:`interp.reports.Report` that opens with that summary, then the figures
+  that carry the finding, then method and provenance.
+
+``to_json()`` writes every dataclass field: tensors become ``{"__tensor__": dtype, "shape": [...],
+"data": [...]}`` (plain JSON numbers; NaN and inf as strings), nested dataclasses and dicts
+recurse.  ``from_json()`` is the inverse and checks ``kind`` and ``schema_version``.  Nothing is
+unpickled: JSON in, tensors rebuilt with ``torch.tensor``.  In Jupyter a cell that ends with a
+result shows its summary and figures (``_repr_html_``; plotly.js inlined once per notebook
+session, so the figures survive an HTML export and open offline).
+
+Memory: a result holds what its fields hold; JSON text is about 10-20 bytes per float.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+#: kind -> result class; filled by :func:`register`.
+KINDS: dict[str, type["Result"]] = {}
+#: Modules that define result kinds (imported by :func:`load_result` so every kind is known).
+KIND_MODULES = ("interp.attribution.components",)
+
+
+class ResultSchemaError(ValueError):
+    """A results file this code cannot read: unknown kind, newer schema, or malformed fields."""
+
+
+def register(cls):
+    """Class decorator: make ``cls`` loadable by its ``kind`` (a duplicate kind is an error)."""
+    if not getattr(cls, "kind", None):
+        raise TypeError(f"{cls.__name__} must set a class attribute `kind`")
+    if cls.kind in KINDS and KINDS[cls.kind] is not cls:
+        raise TypeError(f"result kind {cls.kind!r} is registered twice ({KINDS[cls.kind].__name__}, {cls.__name__})")
+    KINDS[cls.kind] = cls
+    return cls
+
+
+def encode(v: Any) -> Any:
+    """A JSON-safe form of ``v`` (tensors, numpy arrays, dataclasses, tuples, non-finite floats)."""
+    if isinstance(v, torch.Tensor):
+        t = v.detach().cpu()
+        data = t.reshape(-1).tolist()
+        if t.is_floating_point():
+            data = [x if math.isfinite(x) else str(x) for x in data]
+        return {"__tensor__": str(t.dtype).removeprefix("torch."), "shape": list(t.shape), "data": data}
+    if hasattr(v, "__array__") and not isinstance(v, (str, bytes)):
+        return encode(torch.as_tensor(v.__array__()))
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {f.name: encode(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if isinstance(v, dict):
+        return {str(k): encode(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [encode(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+def decode(v: Any) -> Any:
+    """Inverse of :func:`encode` for tensors (dataclass fields are rebuilt by ``from_json``)."""
+    if isinstance(v, dict):
+        if "__tensor__" in v:
+            dtype = getattr(torch, v["__tensor__"], None)
+            if not isinstance(dtype, torch.dtype):
+                raise ResultSchemaError(f"unknown tensor dtype {v['__tensor__']!r}")
+            data = [float(x) if isinstance(x, str) else x for x in v["data"]]
+            return torch.tensor(data, dtype=dtype).reshape(v["shape"])
+        return {k: decode(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [decode(x) for x in v]
+    return v
+
+
+class Result:
+    """Base of every typed analysis result (subclasses are dataclasses)."""
+
+    kind: ClassVar[str] = ""
+    schema_version: ClassVar[int] = 1
+
+    # ------------------------------------------------------------------ serialisation
+    def to_json(self) -> dict:
+        """Every field, JSON-safe, under ``kind`` and ``schema_version``."""
+        out = {"kind": self.kind, "schema_version": self.schema_version}
+        out.update({f.name: encode(getattr(self, f.name)) for f in dataclasses.fields(self)})
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict):
+        """Rebuild from :meth:`to_json` output (checks ``kind`` and ``schema_version``)."""
+        check_header(data, cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = [f.name for f in dataclasses.fields(cls)
+                   if f.name not in data and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ResultSchemaError(f"{cls.kind} results lack field(s) {missing}")
+        kwargs = {k: cls._decode_field(k, decode(v)) for k, v in data.items() if k in names}
+        return cls(**kwargs)
+
+    @classmethod
+    def _decode_field(cls, name: str, value: Any) -> Any:
+        """Hook for fields that are themselves typed (override in subclasses)."""
+        return value
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``to_json()`` to ``path`` (a ``results.json``); parent folders are created."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1))
+        tmp.replace(p)  # never a half-written results file
+        return p
+
+    # ------------------------------------------------------------------ reading
+    def summary(self) -> str:
+        """The finding in a sentence or two, written from the numbers."""
+        raise NotImplementedError(f"{type(self).__name__} has no summary")
+
+    def report(self):
+        """An :class:`interp.reports.Report` that leads with :meth:`summary`."""
+        raise NotImplementedError(f"{type(self).__name__} has no report")
+
+    def _repr_html_(self) -> str:
+        return self.report().fragment_html()
+
+
+def check_header(data: Any, cls: type[Result] | None = None) -> type[Result]:
+    """The result class for ``data``'s ``kind``; a clear error for anything else."""
+    if not isinstance(data, dict):
+        raise ResultSchemaError(f"results must be a JSON object, got {type(data).__name__}")
+    kind = data.get("kind")
+    if cls is not None and kind != cls.kind:
+        raise ResultSchemaError(f"expected results of kind {cls.kind!r}, got {kind!r}")
+    target = cls or known_kinds().get(kind)
+    if target is None:
+        raise ResultSchemaError(f"unknown results kind {kind!r}; known kinds: {', '.join(sorted(KINDS)) or 'none'}")
+    version = data.get("schema_version")
+    if not isinstance(version, int):
+        raise ResultSchemaError(f"{kind} results have no integer schema_version (got {version!r})")
+    if version > target.schema_version:
+        raise ResultSchemaError(f"{kind} results have schema_version {version}, newer than this interp reads "
+                                f"({target.schema_version}): upgrade interp to read them")
+    return target
+
+
+def known_kinds() -> dict[str, type[Result]]:
+    """Every registered result kind (imports the modules that define them)."""
+    import importlib
+
+    for module in KIND_MODULES:
+        importlib.import_module(module)
+    return KINDS
+
+
+def load_result(source: str | Path | dict) -> Result:
+    """A typed result from a ``results.json`` path or its parsed dict (dispatch on ``kind``)."""
+    known_kinds()
+    if isinstance(source, dict):
+        data = source
+    else:
+        p = Path(source)
+        if not p.is_file():
+            raise FileNotFoundError(f"no results file at {p}")
+        try:
+            data = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise ResultSchemaError(f"{p}: not valid JSON ({e})") from None
+    return check_header(data).from_json(data)
