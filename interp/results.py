@@ -33,7 +33,7 @@ import torch
 #: kind -> result class; filled by :func:`register`.
 KINDS: dict[str, type["Result"]] = {}
 #: Modules that define result kinds (imported by :func:`load_result` so every kind is known).
-KIND_MODULES = ("interp.attribution.components",)
+KIND_MODULES = ("interp.attribution.components", "interp.circuits.result")
 
 
 class ResultSchemaError(ValueError):
@@ -51,7 +51,9 @@ def register(cls):
 
 
 def encode(v: Any) -> Any:
-    """A JSON-safe form of ``v`` (tensors, numpy arrays, dataclasses, tuples, non-finite floats)."""
+    """A JSON-safe form of ``v`` (tensors, numpy arrays, results, dataclasses, tuples, non-finite floats)."""
+    if isinstance(v, Result):
+        return v.to_json()
     if isinstance(v, torch.Tensor):
         t = v.detach().cpu()
         data = t.reshape(-1).tolist()

@@ -107,7 +107,8 @@ def test_cli_circuit_and_compare(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     r = json.loads((out / "results.json").read_text())
     assert r["circuit"]["n_components"] == summary["n_components"] and (out / "report.html").stat().st_size > 1000
-    assert set(r["scores"]["atp"]["scores"]) == {"resid", "attn_head", "mlp"}
+    assert r["kind"] == "circuit" and r["scores"]["method"] == "atp"
+    assert set(r["scores"]["scores"]) == {"resid", "attn_head", "mlp"}
     assert main(["circuit", "ioi", "--model", "tiny-llama", "--n", "0", "--out", str(out)]) == 2
     assert "--n must be" in capsys.readouterr().err
     assert main(["compare", "greater-than", "--model", "tiny-llama", "--n", "2", "--methods", "atp,relp",
@@ -139,8 +140,8 @@ def test_ioi_circuit_target_smollm2(smollm2):
 
     from interp.circuits import run_circuit
 
-    r = run_circuit(smollm2, "ioi", "relp", n=8, examples=False)
-    c = r["circuit"]
+    r = run_circuit(smollm2, "ioi", "relp", n=8, examples=False, check_patching=False, edges=False)
+    c = r.circuit
     assert c["method"] == "greedy" and c["minimal"]
     assert c["faithfulness"] >= 0.8 + 0.05
     assert c["fraction"] <= 0.10, c["fraction"]
@@ -296,7 +297,7 @@ def test_cli_circuit_greedy_heldout(tmp_path, capsys):
     assert c["faithfulness"] >= 0.8 + 0.05 - 1e-9 and c["n_components"] == len(c["components"])
     assert c["heldout"]["seed"] == 1 and c["heldout"]["n"] == 4
     assert summary["heldout_faithfulness"] == c["heldout"]["F"]
-    assert r["faithfulness"]["chosen"] == c["n_components"] and r["faithfulness"]["n_components"][-1] == 10
+    assert r["curve"]["chosen"] == c["n_components"] and r["curve"]["n_components"][-1] == 10
     assert "greedy_search" in r["timings"] and (out / "report.html").stat().st_size > 1000
 
 

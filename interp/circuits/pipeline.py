@@ -14,11 +14,14 @@
    ``search='topk'``: the smallest top-k set of the ranking with F >= ``share`` (discovery.py);
 4. for IOI, classify heads by attention-pattern tests;
 5. token-level IG attributions (embeddings, corrupted prompt as baseline) for two prompts;
-6. write ``results.json`` (scores, circuit, faithfulness, roles, timings) and ``report.html``
-   (rendered by :mod:`interp.reports`).
+6. activation patching of every head and MLP beside the method's scores, EAP edges between
+   circuit members, the first prompt's attention patterns;
+7. return a :class:`~interp.circuits.result.CircuitResult`; with ``out``, write its
+   ``results.json`` and ``report.html`` (the report leads with the finding).
 
-Cost: dominated by step 2 for ``patch`` (one forward per component, batched) and by step 3
-(a few hundred patched B*T-token runs for the greedy search on 300 components).
+Cost: dominated by the per-component patching (step 2 for ``patch``, step 6 otherwise: one forward
+per component, batched) and by step 3 (a few hundred patched B*T-token runs for the greedy search
+on 300 components).
 """
 
 from __future__ import annotations
@@ -34,7 +37,10 @@ from interp.attribution import activation_patching, attribution_patching, releva
 from interp.attribution.ig import integrated_gradients, layer_integrated_gradients
 from interp.tasks import make_task
 
+from interp.results import Result
+
 from .discovery import CircuitConfig, discover_circuit
+from .result import CircuitResult, circuit_edges
 from .roles import classify_heads
 from .search import SearchConfig, circuit_faithfulness, search_circuit
 
@@ -91,11 +97,16 @@ def token_examples(model, task, n_examples: int = 2, steps: int = 16) -> list[di
     return out
 
 
-def write_outputs(results: dict, out: str | Path) -> tuple[Path, Path | None]:
-    """``out/results.json`` and, via interp.reports, ``out/report.html``."""
+def write_outputs(results, out: str | Path) -> tuple[Path, Path | None]:
+    """``out/results.json`` and, via interp.reports, ``out/report.html`` (a typed result or a dict)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rj = out / "results.json"
+    if isinstance(results, Result):
+        results.save(rj)
+        html = out / "report.html"
+        results.report().write(html)
+        return rj, html
     rj.write_text(json.dumps(results, indent=1, default=float))
     try:
         from interp.reports import render_results
@@ -109,14 +120,17 @@ def write_outputs(results: dict, out: str | Path) -> tuple[Path, Path | None]:
 def run_circuit(model, task_name: str, method: str = "relp", out: str | Path | None = None, n: int = 8,
                 seed: int = 0, share: float = 0.8, rules="all", progress: bool = False, search: str = "greedy",
                 source: str = "corrupt", margin: float = 0.05, heldout_n: int = 16,
-                heldout_seed: int | None = None, examples: bool = True, corruption: str | None = None) -> dict:
-    """The whole pipeline (see module doc); returns the results dict (also written when ``out``).
+                heldout_seed: int | None = None, examples: bool = True, corruption: str | None = None,
+                check_patching: bool = True, edges: bool = True) -> CircuitResult:
+    """The whole pipeline (see module doc); returns a :class:`CircuitResult` (also written when ``out``).
 
     ``search``: ``greedy`` (pruning by real patching) or ``topk`` (ranking only).  ``source``:
     what components outside the circuit get (``corrupt`` or ``mean``).  ``margin``: the greedy
     search keeps F >= share + margin on the discovery prompts.  ``heldout_n`` prompts with seed
     ``heldout_seed`` (default ``seed + 1``) re-measure the final circuit's F (0 skips it).
     ``corruption``: the task's corruption (``interp.tasks.CORRUPTIONS``; None = its default).
+    ``check_patching``: also run activation patching of every head and MLP (the report shows the
+    method's scores beside it).  ``edges``: EAP edge scores between circuit members (the graph).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
@@ -139,7 +153,7 @@ def run_circuit(model, task_name: str, method: str = "relp", out: str | Path | N
         circuit_json["components"] = [{"name": c, "score": _score_of(res, c)} for c in found.components]
         # pruning trajectory, smallest circuit first: F measured at each accepted size
         curve = sorted(zip(found.trajectory_sizes, found.trajectory_F))
-        faith = {"n_components": [k for k, _ in curve], "recovered": [f for _, f in curve], "target": share,
+        faith = {"n_components": [k for k, _ in curve], "faithfulness": [f for _, f in curve], "target": share,
                  "chosen": len(found.components), "total": found.n_total,
                  "caption": ("Greedy pruning by real patching: each point is a circuit size the search reached and "
                              f"its measured F (everything outside patched from {source}); it starts from all "
@@ -148,7 +162,7 @@ def run_circuit(model, task_name: str, method: str = "relp", out: str | Path | N
         components = found.components
     else:
         circuit_json = topk.to_json()
-        faith = {"n_components": topk.curve_sizes, "recovered": topk.curve_faithfulness, "target": share,
+        faith = {"n_components": topk.curve_sizes, "faithfulness": topk.curve_faithfulness, "target": share,
                  "chosen": len(topk.components), "total": topk.n_total,
                  "caption": (f"Top-k of the {method} ranking: each point keeps the k best-ranked components and "
                              f"patches every other one ({source}); F is the share of the clean-minus-empty "
@@ -162,38 +176,48 @@ def run_circuit(model, task_name: str, method: str = "relp", out: str | Path | N
         heldout["seed"] = hs
         timings["heldout_check"] = time.perf_counter() - th
         circuit_json["heldout"] = heldout
-    roles = None
+    roles = {}
     if task_name == "ioi":
         hr = classify_heads(model, task)
-        roles = {}
         for key, role in hr.roles.items():
             l, h = key.split(".")
             if f"blocks.{l}.attn.hook_z[{h}]" in components:
                 roles[f"L{l}H{h}"] = role
+    patching = None
+    if check_patching:
+        tp = time.perf_counter()
+        patching = res if method == "patch" else activation_patching(
+            model, task, ("attn_head", "mlp"), progress=progress, source="noise")
+        timings["patching_check"] = time.perf_counter() - tp
+    edge_list, edges_note = [], "edges were not requested (edges=False)."
+    if edges:
+        te = time.perf_counter()
+        edge_list, edges_note = circuit_edges(model, task, components)
+        timings["edges"] = time.perf_counter() - te
     token_ex = token_examples(model, task) if examples else []
     from interp.models import model_name
+    from interp.reports.attention import attention_patterns
 
     timings["total"] = time.perf_counter() - t0
-    results = {
-        "kind": "circuit", "title": f"{task_name} circuit on {model_name(model)} ({method}, {search})",
-        "model": model_name(model), "task": task_name, "n_prompts": task.n, "seed": seed,
-        "corruption": task.meta.get("corruption"),
-        "config": {"method": method, "share": share, "rules": rules if method == "relp" else None, "n": n,
-                   "search": search, "source": source, "margin": margin if search == "greedy" else None,
-                   "heldout_n": heldout_n},
-        "metric_clean": res.metric_clean, "metric_corrupt": res.metric_corrupt,
-        "scores": {method: res.to_json()},
-        "position_labels": [model.tokenizer.decode([t]) for t in task.clean[0].tolist()],
-        "circuit": circuit_json,
-        "faithfulness": faith,
-        "circuit_topk": {"n_components": len(topk.components), "faithfulness": topk.faithfulness,
-                         "curve_sizes": topk.curve_sizes, "curve_faithfulness": topk.curve_faithfulness},
-        "roles": roles or {}, "examples": token_ex, "prompts": task.to_json(),
-        "timings": timings, "versions": versions(),
-    }
+    result = CircuitResult(
+        task=task_name, model=model_name(model), method=method, search=search,
+        corruption=task.meta.get("corruption"), n_prompts=task.n, seed=seed,
+        metric_clean=res.metric_clean, metric_corrupt=res.metric_corrupt,
+        circuit=circuit_json, curve=faith,
+        topk={"n_components": len(topk.components), "faithfulness": topk.faithfulness,
+              "curve_sizes": topk.curve_sizes, "curve_faithfulness": topk.curve_faithfulness},
+        scores=res, patching=patching, edges=edge_list, edges_note=edges_note, roles=roles,
+        attention=attention_patterns(model, task.prompts[0]), examples=token_ex,
+        position_labels=[model.tokenizer.decode([t]) for t in task.clean[0].tolist()],
+        prompts=task.to_json(),
+        config={"method": method, "share": share, "rules": rules if method == "relp" else None, "n": n,
+                "search": search, "source": source, "margin": margin if search == "greedy" else None,
+                "heldout_n": heldout_n, "check_patching": check_patching, "edges": edges},
+        timings=timings, versions=versions(),
+    )
     if out is not None:
-        write_outputs(results, out)
-    return results
+        write_outputs(result, out)
+    return result
 
 
 def _score_of(res, name: str) -> float:

@@ -25,6 +25,9 @@ def register(subparsers) -> None:
                    help="greedy search keeps F >= share + margin on the discovery prompts")
     p.add_argument("--heldout-n", type=int, default=16,
                    help="held-out prompts (seed + 1) on which the final circuit's F is re-measured; 0 skips")
+    p.add_argument("--no-patching-check", action="store_true",
+                   help="skip activation patching of every head and MLP beside the method's scores")
+    p.add_argument("--no-edges", action="store_true", help="skip EAP edge scores between circuit members")
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--debug", action="store_true")
@@ -45,13 +48,15 @@ def _run(args) -> int:
     model = load_model(args.model, device=args.device)
     r = run_circuit(model, args.task, args.method, out=args.out, n=args.n, seed=args.seed, share=args.share,
                     rules=args.rules, progress=True, search=args.search, source=args.source, margin=args.margin,
-                    heldout_n=args.heldout_n, corruption=args.corruption)
-    c = r["circuit"]
+                    heldout_n=args.heldout_n, corruption=args.corruption,
+                    check_patching=not args.no_patching_check, edges=not args.no_edges)
+    c = r.circuit
     ho = c.get("heldout")
     summary = {"out": args.out, "n_components": c["n_components"], "n_total": c["n_total"],
                "fraction": c["fraction"], "faithfulness": c["faithfulness"],
                "denoise_recovered": c["denoise_recovered"], "search": args.search, "source": args.source,
-               "heldout_faithfulness": None if ho is None else ho["F"], "timings": r["timings"], "roles": r["roles"]}
+               "heldout_faithfulness": None if ho is None else ho["F"], "timings": r.timings, "roles": r.roles,
+               "n_edges": len(r.edges)}
     held = "" if ho is None else f"; held-out ({ho['n']} prompts, seed {ho['seed']}): {100 * ho['F']:.1f}%"
     human = (f"{args.task} on {args.model} ({args.method}, {args.search}, outside patched from {args.source}): "
              f"{c['n_components']}/{c['n_total']} components ({100 * c['fraction']:.1f}%) keep "

@@ -357,18 +357,23 @@ def circuit_graph(title: str, nodes: list[dict], edges: list[dict], caption: str
     texts = [str(nd.get("label", nd["id"])) for nd in nodes]
     hover = [f"{t}<br>layer {nd['layer']}" + (f"<br>kind {nd['kind']}" if nd.get("kind") else "")
              + (f"<br>score {s:.4g}" if s is not None else "") for t, nd, s in zip(texts, nodes, so)]
-    marker: dict = {"size": 18, "line": {"width": 1, "color": "#333"}}
-    if has_scores:
-        fin = sc[np.isfinite(sc)]
-        div = fin.min() < 0 < fin.max()
-        marker.update(color=[v if v is not None else 0.0 for v in so], colorscale=DIVERGING if div else SEQUENTIAL,
-                      cmid=0.0 if div else None, showscale=True, colorbar={"title": {"text": "score"}})
-    else:
-        marker["color"] = "#9ecae1"
-    fig.add_trace(go.Scatter(
-        x=[pos[str(nd["id"])][0] for nd in nodes], y=[pos[str(nd["id"])][1] for nd in nodes],
-        mode="markers+text", text=texts, textposition="top center", marker=marker,
-        hovertext=hover, hoverinfo="text", showlegend=False))
+    scored = [i for i, v in enumerate(so) if v is not None] if has_scores else []
+    plain = [i for i in range(len(nodes)) if i not in set(scored)]
+    for idx, colour in ((plain, None), (scored, "score")):  # nodes without a score are drawn grey
+        if not idx:
+            continue
+        marker: dict = {"size": 18, "line": {"width": 1, "color": "#333"}, "color": "#d9d9d9"}
+        if colour:
+            fin = sc[np.isfinite(sc)]
+            div = fin.min() < 0 < fin.max()
+            marker.update(color=[so[i] for i in idx], colorscale=DIVERGING if div else SEQUENTIAL,
+                          cmid=0.0 if div else None, showscale=True, colorbar={"title": {"text": "score"}})
+        elif not has_scores:
+            marker["color"] = "#9ecae1"
+        fig.add_trace(go.Scatter(
+            x=[pos[str(nodes[i]["id"])][0] for i in idx], y=[pos[str(nodes[i]["id"])][1] for i in idx],
+            mode="markers+text", text=[texts[i] for i in idx], textposition="top center", marker=marker,
+            hovertext=[hover[i] for i in idx], hoverinfo="text", showlegend=False))
     n_per = max(len(g) for g in by_layer.values())
     _layout(fig, title, height=int(min(900, max(360, 140 + 45 * n_per))), xaxis_title="layer")
     fig.update_yaxes(visible=False)

@@ -76,7 +76,8 @@ body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-se
   max-width: 1120px; margin: 0 auto; padding: 24px 28px 60px; line-height: 1.5; background: #fafafa; }
 h1 { font-size: 28px; margin: 0 0 4px; } h2 { margin-top: 38px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
 h3 { margin: 26px 0 6px; } .subtitle { color: #666; font-size: 13px; margin-bottom: 18px; }
-nav.toc { background: #fff; border: 1px solid #e3e3e3; border-radius: 6px; padding: 10px 18px; font-size: 14px; }
+nav.toc { background: #fff; border: 1px solid #e3e3e3; border-radius: 6px; padding: 6px 18px; font-size: 14px; }
+nav.toc summary { cursor: pointer; }
 nav.toc ol { margin: 4px 0; padding-left: 22px; } nav.toc a { color: #1f5f99; text-decoration: none; }
 .block { background: #fff; border: 1px solid #e3e3e3; border-radius: 6px; padding: 8px 12px; margin: 8px 0; }
 .interp-plot { width: 100%; min-height: 300px; }
@@ -388,7 +389,8 @@ class Report:
             items.append("</ol></li>")
         items.append('<li><a href="#run">Method and provenance: configuration, model, versions, timings</a></li>')
         html_items = "".join(items).replace("<ol></ol>", "")
-        return f'<nav class="toc" id="contents"><b>Contents</b><ol>{html_items}</ol></nav>'
+        return (f'<nav class="toc" id="contents"><details{"" if self.summary else " open"}><summary><b>Contents</b>'
+                f'</summary><ol>{html_items}</ol></details></nav>')
 
     def _section_html(self, s: Section) -> str:
         if s.kind == "group":

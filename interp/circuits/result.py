@@ -1,0 +1,257 @@
+"""The typed result of ``run_circuit``: the circuit, the evidence for it, and its report.
+
+A :class:`CircuitResult` holds what a reader needs to judge a circuit: its members and how much
+of the behaviour they keep (on the discovery prompts and on held-out ones), the curve the search
+walked, the attribution scores that ordered it beside real activation patching of every head and
+MLP, the edges between members (EAP: gradient x corrupted-minus-clean sender output, one
+forward and one backward pass; Syed et al. 2023), IOI head roles, one prompt's attention
+patterns, and per-token attributions on example prompts.
+
+Its report leads with one sentence written from those numbers, then the circuit graph and the
+faithfulness curve, then the scores beside patching, then the examples, then method and
+provenance.  ``to_json`` / ``from_json`` round-trip every field (see :mod:`interp.results`).
+
+Names: components are addressed by hook (``blocks.9.attn.hook_z[2]``, ``blocks.4.hook_mlp_out``)
+in data and shown as ``L9H2`` / ``MLP4`` (:func:`short_name`).
+
+Memory: the scores ([L, H] and [L] per method, [L, T] for the residual) and one prompt's attention
+patterns (L x H x T x T floats); edges are at most a few hundred records.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from interp.attribution.components import AttributionResult, add_score_figures
+from interp.reports.attention import AttentionPatterns
+from interp.results import Result, register
+
+_HEAD = re.compile(r"^blocks\.(\d+)\.attn\.hook_z\[(\d+)\]$")
+_MLP = re.compile(r"^blocks\.(\d+)\.hook_mlp_out$")
+
+
+def short_name(component: str) -> str:
+    """``blocks.9.attn.hook_z[2]`` -> ``L9H2``, ``blocks.4.hook_mlp_out`` -> ``MLP4``; other names unchanged."""
+    m = _HEAD.match(component)
+    if m:
+        return f"L{m.group(1)}H{m.group(2)}"
+    m = _MLP.match(component)
+    return f"MLP{m.group(1)}" if m else component
+
+
+def component_layer(component: str) -> int:
+    m = _HEAD.match(component) or _MLP.match(component) or re.match(r"^blocks\.(\d+)\.", component)
+    if not m:
+        raise ValueError(f"cannot read a layer from component {component!r}")
+    return int(m.group(1))
+
+
+@register
+@dataclass
+class CircuitResult(Result):
+    """A circuit found on a task, with its faithfulness, the scores behind it and its edges."""
+
+    kind: ClassVar[str] = "circuit"
+
+    task: str
+    """``ioi`` or ``greater-than``."""
+    model: str
+    """Name of the model."""
+    method: str
+    """Attribution method that ordered the search (``patch``, ``atp``, ``relp``, ``ig``)."""
+    search: str
+    """``greedy`` (pruning by real patching) or ``topk`` (smallest top-k of the ranking)."""
+    corruption: str | None
+    """How the corrupted prompts were made (the task's description)."""
+    n_prompts: int
+    """Discovery prompts."""
+    seed: int
+    """Seed that drew the discovery prompts."""
+    metric_clean: float
+    """Batch-mean metric (e.g. logit difference) on the clean discovery prompts."""
+    metric_corrupt: float
+    """Batch-mean metric on the corrupted discovery prompts."""
+    circuit: dict
+    """The search's record: ``components`` (hook addresses with scores), ``n_components``,
+    ``n_total``, ``fraction``, ``faithfulness`` (F on the discovery prompts), ``heldout``
+    (``F``, ``n``, ``seed``) and the search's own evidence (``denoise_recovered``, ...)."""
+    curve: dict
+    """The faithfulness curve the search walked: ``n_components`` (circuit sizes, real counts) and
+    ``faithfulness`` (F at each size), ``target`` share, ``chosen`` size, ``total``, ``how``."""
+    topk: dict
+    """The top-k curve of the ranking alone (``curve_sizes``, ``curve_faithfulness``, the smallest
+    top-k circuit's ``n_components`` and ``faithfulness``), for comparison with a greedy search."""
+    scores: AttributionResult
+    """The method's scores (noising: each component corrupted alone in the clean run)."""
+    patching: AttributionResult | None = None
+    """Activation patching of every head and MLP in the same direction (ground truth beside
+    ``scores``); None when skipped."""
+    edges: list[dict] = field(default_factory=list)
+    """Edges between circuit members (plus ``embed`` and ``logits``): ``source``, ``target`` (short
+    names) and ``score`` (EAP estimate of the metric change when the edge is corrupted)."""
+    edges_note: str = ""
+    """Why edges are missing or how they were aggregated."""
+    roles: dict = field(default_factory=dict)
+    """IOI head roles of circuit heads (``L9H2`` -> ``name_mover``, ...)."""
+    attention: AttentionPatterns | None = None
+    """Attention patterns of the first clean prompt (every layer and head)."""
+    examples: list[dict] = field(default_factory=list)
+    """Per-token IG attributions: ``title``, ``tokens``, ``scores`` per example prompt."""
+    position_labels: list[str] = field(default_factory=list)
+    """Tokens of the first clean prompt (labels for per-position scores)."""
+    prompts: dict = field(default_factory=dict)
+    """The task's prompts and answers (``Task.to_json``)."""
+    config: dict = field(default_factory=dict)
+    """The run's settings (share, margin, source, rules, ...)."""
+    timings: dict = field(default_factory=dict)
+    """Seconds per step."""
+    versions: dict = field(default_factory=dict)
+    """Package versions and machine."""
+
+    @classmethod
+    def _decode_field(cls, name: str, value: Any) -> Any:
+        if name in ("scores", "patching") and isinstance(value, dict):
+            return AttributionResult.from_json(value)
+        if name == "attention" and isinstance(value, dict):
+            return AttentionPatterns(**value)
+        return value
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def components(self) -> list[str]:
+        """Hook addresses of the circuit's members."""
+        return [c["name"] if isinstance(c, dict) else c for c in self.circuit["components"]]
+
+    def summary(self) -> str:
+        c = self.circuit
+        text = (f"**{c['n_components']} of {c['n_total']} components ({100 * c['fraction']:.1f}%) keep "
+                f"{100 * c['faithfulness']:.1f}% of the clean - corrupted metric** on {self.n_prompts} "
+                f"{self.task} prompts")
+        ho = c.get("heldout")
+        if ho:
+            text += f"; {100 * ho['F']:.1f}% on {ho['n']} held-out prompts (seed {ho['seed']})"
+        how = ("greedy pruning by real activation patching, tries ordered by " if self.search == "greedy"
+               else "the smallest top-k set of the ranking by ")
+        text += (f". Found by {how}{self.method} scores on {self.model}; outside the circuit every component "
+                 f"takes its {self.config.get('source', 'corrupt')} value (corruption: {self.corruption}).")
+        if self.patching is not None:
+            from interp.reports.figures import pearson
+
+            r, _ = pearson(self.patching.per_component("attn_head"), self.scores.per_component("attn_head"))
+            text += f" On heads, {self.method} tracks activation patching with Pearson r = {r:.3f}."
+        if self.roles:
+            named = ", ".join(f"{h} {role.replace('_', ' ')}" for h, role in sorted(self.roles.items(),
+                                                                                   key=lambda x: _layer_key(x[0])))
+            text += f" Head roles in the circuit: {named}."
+        return text
+
+    def graph(self) -> tuple[list[dict], list[dict]]:
+        """Nodes (circuit members, with embed and logits when edges reach them) and edges for a figure."""
+        # shown as importance: the metric lost when the component or edge alone is corrupted (-noising score)
+        scores = {short_name(c["name"]): -c["score"] for c in self.circuit["components"]
+                  if isinstance(c, dict) and c.get("score") is not None}
+        nodes = [{"id": short_name(c), "label": _node_label(short_name(c), self.roles), "layer": component_layer(c),
+                  "score": scores.get(short_name(c)), "kind": "head" if _HEAD.match(c) else "mlp"}
+                 for c in self.components]
+        ends = {e["source"] for e in self.edges} | {e["target"] for e in self.edges}
+        n_layers = self.scores.scores["attn_head"].shape[0] if "attn_head" in self.scores.scores else 0
+        if "embed" in ends:
+            nodes.insert(0, {"id": "embed", "label": "embed", "layer": -1, "kind": "embed"})
+        if "logits" in ends:
+            nodes.append({"id": "logits", "label": "logits", "layer": n_layers, "kind": "logits"})
+        edges = [{"source": e["source"], "target": e["target"], "weight": -e["score"]} for e in self.edges]
+        return nodes, edges
+
+    def report(self):
+        from interp.reports import Report
+        from interp.reports import figures as F
+
+        title = f"{self.task} circuit on {self.model} ({self.method}, {self.search})"
+        r = Report(title, config=self.config, summary=self.summary(),
+                   meta={"model": self.model, "task": self.task, "method": self.method, "timings": self.timings,
+                         "versions": self.versions})
+        nodes, edges = self.graph()
+        cap = (f"The {len(self.components)} circuit members in columns by layer (left = early). Node colour: the "
+               f"metric lost when that component alone is corrupted, by {self.method} (-score, noising). ")
+        cap += (f"Edges: the {len(edges)} strongest EAP edges between members (embeddings and logits included); "
+                "width follows the metric lost when that edge alone is corrupted; red edges carry the behaviour, "
+                "blue ones work against it. " + self.edges_note
+                if edges else f"No edges drawn: {self.edges_note or 'edge scores were not computed.'}")
+        r.add_graph("The circuit", nodes, edges, caption=cap)
+        cv = self.curve
+        r.add_figure(F.faithfulness_curve(cv["n_components"], cv["faithfulness"], target=cv.get("target"),
+                                          chosen=cv.get("chosen"), total=cv.get("total"),
+                                          title="Faithfulness against circuit size",
+                                          caption=cv.get("caption", "")), title="Faithfulness against circuit size")
+        if self.roles:
+            r.add_table("Head roles", [{"head": h, "role": role} for h, role in
+                                       sorted(self.roles.items(), key=lambda x: _layer_key(x[0]))],
+                        caption="Roles of the circuit's heads from attention-pattern and copy-score tests "
+                                "(Wang et al. 2022).")
+        r.add_section("Scores beside activation patching",
+                      "Each method's score of every head and MLP (noising: the component alone corrupted in the "
+                      "clean run), as a share of the clean - corrupted metric.")
+        results = {self.method: self.scores}
+        if self.patching is not None and self.method != "patch":
+            results = {"patching": self.patching, self.method: self.scores}
+        add_score_figures(r, results, reference="patching" if "patching" in results else None)
+        if self.attention is not None:
+            r.add_attention("Attention patterns (first prompt)", self.attention)
+        if self.examples:
+            r.add_section("Example prompts", "Per-token IG attributions (input embeddings, corrupted prompt as "
+                                             "baseline): red tokens push the metric up, blue down.")
+            for ex in self.examples:
+                r.add_token_attributions(ex["title"], ex["tokens"], ex["scores"])
+        return r
+
+
+def _layer_key(head: str) -> tuple[int, int]:
+    m = re.match(r"L(\d+)H(\d+)", head)
+    return (int(m.group(1)), int(m.group(2))) if m else (10**6, 0)
+
+
+def _node_label(name: str, roles: dict) -> str:
+    role = roles.get(name)
+    return f"{name} ({role.replace('_', ' ')})" if role else name
+
+
+def circuit_edges(model, task, components: list[str], top: int | None = None) -> tuple[list[dict], str]:
+    """EAP scores of the edges between ``components`` (plus embed and logits), strongest first.
+
+    A head's incoming edges add its query, key and value receivers (a grouped-query key/value head
+    is shared by its query heads: its score is added to each circuit head it serves).  Returns
+    ``(edges, note)``; a model the edge graph does not support gives no edges and the reason.
+    """
+    from interp.attribution.edges import edge_attribution
+
+    try:
+        es = edge_attribution(model, task, method="eap")
+    except (ValueError, NotImplementedError) as e:
+        return [], f"edge attribution is not available for this model ({e})"
+    members = {short_name(c) for c in components}
+    g = es.graph
+    group = max(1, g.n_heads // max(1, g.n_kv_heads))
+    totals: dict[tuple[str, str], float] = {}
+    for j, rcv in enumerate(g.receivers):
+        if rcv.kind in ("q", "k", "v"):
+            if rcv.kind == "q":
+                targets = [f"L{rcv.layer}H{rcv.head}"]
+            else:  # a key/value head serves query heads kv*group .. kv*group + group - 1
+                targets = [f"L{rcv.layer}H{h}" for h in range(rcv.head * group, (rcv.head + 1) * group)]
+        else:
+            targets = [rcv.name]
+        targets = [t for t in targets if t in members or t == "logits"]
+        for i, snd in enumerate(g.senders):
+            if not g.mask[i, j] or not (snd.name in members or snd.kind == "embed"):
+                continue
+            src = "embed" if snd.kind == "embed" else snd.name
+            for t in targets:
+                totals[(src, t)] = totals.get((src, t), 0.0) + float(es.scores[i, j])
+    edges = sorted(({"source": s, "target": t, "score": v} for (s, t), v in totals.items()),
+                   key=lambda e: -abs(e["score"]))
+    top = 3 * len(members) if top is None else top
+    note = (f"EAP on the discovery prompts ({es.seconds:.1f} s); {len(edges)} edges among members, "
+            f"the {min(top, len(edges))} strongest kept.")
+    return edges[:top], note
