@@ -42,7 +42,6 @@ from interp.reports.tokens import token_view
 
 _PLOTLY_JS: str | None = None
 _FRAGMENTS = itertools.count()
-_PLOTLY_SENT = False
 
 
 def plotly_js() -> str:
@@ -189,6 +188,25 @@ def table_html(rows: Sequence[dict], max_rows: int = 500) -> tuple[str, int]:
     more = (f'<tr><td colspan="{len(cols)}">… {len(rows) - max_rows} more rows not shown</td></tr>'
             if len(rows) > max_rows else "")
     return f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}{more}</tbody></table>', bad
+
+
+class Table(NamedTuple):
+    """Rows of dicts shown as a table in Jupyter (a cell that ends with it renders it); no pandas."""
+
+    rows: Sequence[dict]
+    """One dict per row; columns are the union of keys in first-seen order."""
+    caption: str = ""
+    """Shown under the table."""
+
+    def _repr_html_(self) -> str:
+        body, _ = table_html(list(self.rows))
+        cap = f'<p style="color:#555;font-size:13px">{html.escape(self.caption)}</p>' if self.caption else ""
+        return _TABLE_STYLE + body + cap
+
+
+_TABLE_STYLE = ("<style>table.data{border-collapse:collapse;font-size:13px}table.data th,table.data td{"
+                "border-bottom:1px solid #eee;padding:3px 8px;text-align:left}table.data th{background:#f3f3f3}"
+                "table.data td.num{text-align:right;font-family:ui-monospace,Menlo,monospace}</style>")
 
 
 def _as_dict(x: Any, name: str) -> dict:
@@ -447,15 +465,13 @@ class Report:
         fragment with figures in this Python session only, as plotly's own notebook mode does, so
         a notebook carries one copy and its HTML export opens offline.
         """
-        global _PLOTLY_SENT
-        if include_plotlyjs is None:
-            include_plotlyjs = not _PLOTLY_SENT
         root = f"interp-frag-{next(_FRAGMENTS)}"
         sections = [s._replace(anchor=f"{root}-{s.anchor}") for s in self.sections]
         body = "\n".join(self._section_html(s) for s in sections)
         js = ""
-        if include_plotlyjs and any(s.kind == "figure" for s in sections):
-            js, _PLOTLY_SENT = f"<script>{plotly_js()}</script>", True
+        if any(s.kind == "figure" for s in sections) and (
+                F.plotly_js_once() if include_plotlyjs is None else include_plotlyjs):
+            js = f"<script>{plotly_js()}</script>"
         draw = ("<script>(function () { var root = document.getElementById('" + root + "');"
                 "if (typeof Plotly === 'undefined') return;"
                 "root.querySelectorAll('div.interp-plot').forEach(function (div) {"
@@ -492,12 +508,16 @@ def _as_versions(v: Any) -> dict[str, str]:
 
 
 def _generator_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
     import numpy
     import plotly
 
-    import interp
-
-    out = {"interp": getattr(interp, "__version__", "?"), "python": platform.python_version(),
+    try:
+        ours = version("interp")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        ours = "?"
+    out = {"interp": ours, "python": platform.python_version(),
            "plotly": plotly.__version__, "numpy": numpy.__version__}
     if "torch" in sys.modules:
         out["torch"] = sys.modules["torch"].__version__
