@@ -143,10 +143,11 @@ def test_circuit_graph_layout_by_layer():
     edges = [{"source": "a", "target": "b", "weight": 2.0}, {"source": "b", "target": "out", "weight": -1.0},
              {"source": "a", "target": "c", "weight": 0.5}]
     f = F.circuit_graph("g", nodes, edges)
-    node_trace = f.fig.data[-1]
-    x = dict(zip(node_trace.text, node_trace.x))
-    y = dict(zip(node_trace.text, node_trace.y))
+    node_traces = [t for t in f.fig.data if t.mode == "markers+text"]  # scored nodes; unscored ones drawn grey
+    x = {k: v for t in node_traces for k, v in zip(t.text, t.x)}
+    y = {k: v for t in node_traces for k, v in zip(t.text, t.y)}
     assert x == {"L0H1": 0, "MLP1": 1, "L1H2": 1, "logits": 3}
+    assert [t.marker.color for t in node_traces][0] == "#d9d9d9"  # the nodes without a score
     assert y["MLP1"] != y["L1H2"]                           # two nodes of a layer do not overlap
     lines = f.fig.data[:3]
     assert [ln.line.color for ln in lines] == ["#b2182b", "#2166ac", "#b2182b"]    # sign -> colour

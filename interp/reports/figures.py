@@ -41,8 +41,25 @@ SEQUENTIAL = "Viridis"
 TEMPLATE = "plotly_white"
 
 
+_PLOTLY_JS_SENT = False
+
+
+def plotly_js_once() -> bool:
+    """True the first time it is called in this Python session (then False): whether a notebook
+    output should carry plotly.js inline.  One copy per notebook keeps figures drawable offline and
+    in an HTML export (nbconvert) without a CDN."""
+    global _PLOTLY_JS_SENT
+    first, _PLOTLY_JS_SENT = not _PLOTLY_JS_SENT, True
+    return first
+
+
 class Figure(NamedTuple):
-    """A plotly figure with the caption a report prints under it."""
+    """A plotly figure with the caption a report prints under it.
+
+    In Jupyter, a cell that ends with a ``Figure`` shows it with its caption: as plotly's own
+    mimetype (JupyterLab) and as HTML that carries plotly.js inline once per session, so the
+    figure also survives ``jupyter nbconvert --to html`` and opens offline.
+    """
 
     fig: go.Figure
     """The plotly figure (JSON-serialisable, no numpy inside)."""
@@ -50,6 +67,17 @@ class Figure(NamedTuple):
     """What the reader sees, in one or two sentences, including a note on NaN/inf gaps."""
     n_nonfinite: int = 0
     """How many input values were NaN or inf (drawn as gaps)."""
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        import html as _html
+
+        import plotly.io as pio
+
+        body = pio.to_html(self.fig, include_plotlyjs=plotly_js_once(), full_html=False,
+                           config={"displaylogo": False})
+        cap = f'<p style="color:#555;font-size:13px;max-width:900px">{_html.escape(self.caption)}</p>'
+        return {"application/vnd.plotly.v1+json": self.fig.to_plotly_json(), "text/html": body + cap,
+                "text/plain": f"Figure: {self.fig.layout.title.text or ''}"}
 
 
 def as_array(x: Any, name: str = "values", ndim: int | Sequence[int] | None = None) -> np.ndarray:
