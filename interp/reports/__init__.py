@@ -15,7 +15,7 @@ attributions, tables) and writes one self-contained HTML file that opens offline
 from interp.reports.attention import AttentionPatterns, attention_patterns
 from interp.reports.figures import Figure, pearson
 from interp.reports.render import load_results, render_results
-from interp.reports.report import Report
+from interp.reports.report import Report, Table
 from interp.reports.tokens import token_view
 
-__all__ = ["AttentionPatterns", "Figure", "attention_patterns", "Report", "load_results", "pearson", "render_results", "token_view"]
+__all__ = ["AttentionPatterns", "Figure", "attention_patterns", "Report", "load_results", "pearson", "render_results", "Table", "token_view"]
