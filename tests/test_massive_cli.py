@@ -45,3 +45,8 @@ def test_cli_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["sinks", "--model", "tiny-llama", "--domains", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "no *.txt files" in capsys.readouterr().err
+
+
+def test_massive_cli_heldout_option(tmp_path, capsys):
+    assert main(["massive", "--model", "tiny-llama", "--out", str(tmp_path / "o"), "--heldout-seqs", "0"]) == 2
+    assert "--heldout-seqs must be >= 1" in capsys.readouterr().err
