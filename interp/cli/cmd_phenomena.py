@@ -121,7 +121,9 @@ def run_sinks(args) -> int:
         L = int(st.resid_peak.argmax())
         lines.append(f"  {d}: clean loss {res.clean_loss[d]:.3f}; top sink heads {heads}; "
                      f"min value drain {float(st.value_drain.min()):.3f}; "
-                     f"max residual peak {float(st.resid_peak.max()):.2f} at L{L}")
+                     f"max residual peak {float(st.resid_peak.max()):.2f} at L{L}; "
+                     f"column entropy (Guo) min {float(res.column_entropy[d].min()):.3f} "
+                     f"max {float(res.column_entropy[d].max()):.3f}")
     for s in res.switching:
         lines.append(f"  switching {s['head']}: dormant on {s['dormant_on']}, active on {s['active_on']}; "
                      f"sink {({k: round(v, 3) for k, v in s['sink_score'].items()})}, "
