@@ -191,3 +191,57 @@ def test_skip_first_position_matches_definition():
     Mp = interaction_matrix(layer, f, b0.mean, b1, cfg)
     assert torch.allclose(Mp, M_ref / (6 * 3), rtol=1e-8, atol=1e-12)
     assert torch.allclose(res.edges[0], E_ref / (6 * 3), rtol=1e-8, atol=1e-12)
+
+
+def _ln_split_chain(d=6, seed=3):
+    """x -> f1 = [var(r), r] with r = W0 x (the layer before a LayerNorm's output, as in rib's LayerNormIn)
+    -> y = W1 (r - mean r) / sqrt(var + eps) (LayerNormOut dividing by the *given* variance, then a linear map)."""
+    g = torch.Generator().manual_seed(seed)
+    W0 = torch.randn(d, d, generator=g, dtype=torch.float64)
+    W1 = torch.randn(d, 5, generator=g, dtype=torch.float64)
+
+    def ln_in(x):
+        r = x @ W0
+        return torch.cat([(r - r.mean(-1, keepdim=True)).pow(2).mean(-1, keepdim=True), r], -1)
+
+    def ln_out(f):
+        var, r = f[..., :1], f[..., 1:]
+        return ((r - r.mean(-1, keepdim=True)) / (var + 1e-5).sqrt()) @ W1
+
+    return [ln_in, ln_out]
+
+
+def test_ln_variance_coordinate_is_isolated():
+    """With ``isolated=[0, 1, 0]`` the variance coordinate of the layer before LN-out is one basis direction of
+    its own, C[:, 0] = sqrt(M'_00) e_0 with M'_00 = E_x sum_i (d yhat_i / d var)^2 computed here by autograd,
+    and no other direction touches it; without isolation the variance mixes into the other directions."""
+    f = _data(N=300)
+    maps = _ln_split_chain()
+    res = fit_lib(f, maps, cfg=LIBConfig(edges=False), isolated=[0, 1, 0])
+    b = res.bases[1]
+    assert b.C.shape[0] == 7
+    assert (b.C[1:, 0] == 0).all() and (b.C[0, 1:] == 0).all()  # exact: block-diagonal rotations
+    assert (b.C_pinv[0, 1:] == 0).all() and (b.C_pinv[1:, 0] == 0).all()
+    torch.testing.assert_close(b.C_pinv @ b.C, torch.eye(b.k, dtype=torch.float64), atol=1e-8, rtol=0)  # float64 eigh
+    # independent M'_00: the output basis is the last layer's PCA rotation U (centred)
+    f1 = maps[0](f)
+    out = res.bases[2]
+    M00 = 0.0
+    for x in f1:
+        J = jacobian(lambda z: (maps[1](z[None])[0] - out.mean) @ out.C, x)  # [k_out, 7]
+        M00 += float((J[:, 0] ** 2).sum())
+    M00 /= f1.shape[0]
+    # float64 sums over 300 samples x 5 outputs; relative 1e-9 is ~1e5 x eps64
+    assert float(b.C[0, 0]) == pytest.approx(M00 ** 0.5, rel=1e-9)
+    assert float(b.importance[0]) == pytest.approx(M00 * float(f1[:, 0].var(unbiased=False)), rel=1e-9)
+    # f_hat_0 is the centred variance, scaled: the LN statistic, alone
+    fh = b.transform(f1)
+    torch.testing.assert_close(fh[:, 0], (f1[:, 0] - f1[:, 0].mean()) * M00 ** 0.5, atol=1e-9, rtol=1e-9)
+    # without isolation the variance coordinate is spread over the directions
+    plain = fit_lib(f, maps, cfg=LIBConfig(edges=False)).bases[1]
+    assert float(plain.C[0, 1:].abs().max()) > 1e-3
+    with pytest.raises(ValueError, match="one count >= 0 per node layer"):
+        fit_lib(f, maps, cfg=LIBConfig(edges=False), isolated=[1, 1])
+    with pytest.raises(ValueError, match="zero variance"):
+        fit_lib(torch.cat([torch.ones(300, 1, dtype=torch.float64), f], 1), [lambda x: x[:, 1:] @ torch.ones(6, 2, dtype=torch.float64)],
+                cfg=LIBConfig(edges=False), isolated=[1, 0])

@@ -71,19 +71,79 @@ def test_thresholds_are_configurable(planted):
 def test_zero_breaks_mean_preserves(planted):
     model, _ = planted
     tokens = _tokens(model, ["ab. cd ef", "x.y z w q", "hello. wo"])
+    held = _tokens(model, ["q. rs tu v", "mn o.p qrs"])
     st = massive_stats(model, tokens)
-    ab = massive_ablation(model, tokens, st)
+    ab = massive_ablation(model, tokens, st, heldout=held)
     assert ab.hook == "blocks.0.hook_resid_post" and ab.dims == [DIM]
-    assert ab.n_overwritten == 6  # 3 first tokens + 3 dots
-    # the planted mean mixes +2000 (bos) and -3000 (dot): report the mean value actually used
-    assert ab.mean_values[0] == pytest.approx((3 * V_BOS + 3 * V_DOT) / 6, rel=0.01)
+    assert ab.n_overwritten == 6 and ab.n_by_kind == {"first": 3, "delimiter": 3, "other": 0}
+    assert ab.n_heldout == {"first": 2, "delimiter": 2, "other": 0}
+    # one mean per kind: +2000 on <bos>, -3000 on '.'; the block-0 output adds < 5 (see test_detection_matches_definition)
+    assert abs(ab.mean_values["first"][0] - V_BOS) < 5 and abs(ab.mean_values["delimiter"][0] - V_DOT) < 5
+    assert ab.mean_values["other"] == [None]
     assert ab.loss["clean"] == pytest.approx(float(_clean_loss(model, tokens)), abs=1e-4)
     assert ab.kl["clean"] == pytest.approx(0.0, abs=1e-6)
     assert ab.kl["zero"] > 10 * ab.kl["random_zero"]
-    at1 = massive_ablation(model, tokens, st, hook="blocks.1.hook_resid_post")
+    # each kind gets (almost) its own value back, so the mean variant stays close to clean
+    assert ab.kl["mean"] < 0.01 * ab.kl["zero"]
+    at1 = massive_ablation(model, tokens, st, hook="blocks.1.hook_resid_post", heldout=held)
     assert at1.hook == "blocks.1.hook_resid_post" and at1.n_overwritten == 6
     with pytest.raises(ValueError, match="no massive activations were detected at"):
-        massive_ablation(model, tokens, st, hook="blocks.0.hook_mlp_out")
+        massive_ablation(model, tokens, st, hook="blocks.0.hook_mlp_out", heldout=held)
+
+
+def test_mean_variant_uses_heldout_mean_per_kind():
+    """The mean variant writes, into each massive entry, the held-out mean of its own token kind.
+
+    '.' plants -3000 and ',' plants -1000 (both delimiters).  The analysed rows hold only '.', the
+    held-out rows '.' and ',' equally often, so the held-out delimiter mean (~-2000) differs from
+    the in-sample one (-3000) and from any mean pooled with the first token (+2000)."""
+    from interp.models import load_model
+
+    model = load_model("tiny-llama", device="cpu")
+    emb = model.original_model.model.embed_tokens.weight
+    dot, comma = (model.tokenizer.convert_tokens_to_ids(c) for c in ".,")
+    with torch.no_grad():
+        emb[0, DIM], emb[dot, DIM], emb[comma, DIM] = V_BOS, V_DOT, -1000.0
+    tokens = _tokens(model, ["ab. cd ef", "x.y z w q", "hello. wo"])
+    held = _tokens(model, ["q. rs, tu", "m, o.p qr"])
+    st = massive_stats(model, tokens)
+    hook = "blocks.0.hook_resid_post"
+    # expected means, by an explicit loop over the held-out residual
+    _, cache = model.run_with_cache(held)
+    h = cache[hook]
+    first = [float(h[b, 0, DIM]) for b in range(h.shape[0])]
+    delim = [float(h[b, p, DIM]) for b in range(h.shape[0]) for p in range(1, h.shape[1])
+             if int(held[b, p]) in (dot, comma)]
+    exp_first, exp_delim = sum(first) / len(first), sum(delim) / len(delim)
+    assert len(delim) == 4 and abs(exp_delim - (V_DOT - 1000.0) / 2) < 5
+    # capture what the mean variant (copies 2B..3B of the batched pass) feeds to block 1
+    seen = {}
+
+    def grab(x, hook):
+        seen["h"] = x.detach().clone()
+
+    with model.hooks(fwd_hooks=[("blocks.1.hook_resid_pre", grab)]):
+        ab = massive_ablation(model, tokens, st, hook=hook, heldout=held)
+    B = tokens.shape[0]
+    got = seen["h"][2 * B:3 * B]
+    # float32 means of 2-4 values of size ~3e3: rounding ~ 4 * eps32 * 3e3 = 1.4e-3; 1e-2 leaves room
+    assert ab.mean_values["first"][0] == pytest.approx(exp_first, abs=1e-2)
+    assert ab.mean_values["delimiter"][0] == pytest.approx(exp_delim, abs=1e-2)
+    n_dot = 0
+    for b in range(B):
+        assert float(got[b, 0, DIM]) == pytest.approx(exp_first, abs=1e-2)  # same rounding as above
+        for p in range(1, tokens.shape[1]):
+            if int(tokens[b, p]) == dot:
+                assert float(got[b, p, DIM]) == pytest.approx(exp_delim, abs=1e-2)
+                n_dot += 1
+    assert n_dot == 3
+    # held-out text without a delimiter: no delimiter mean, so a clear error
+    with pytest.raises(ValueError, match="no massive 'delimiter' entry"):
+        massive_ablation(model, tokens, st, hook=hook, heldout=_tokens(model, ["ab cd ef", "gh ij kl"]))
+    with pytest.raises(ValueError, match="needs heldout="):
+        massive_ablation(model, tokens, st, hook=hook)
+    with pytest.raises(ValueError, match="equals analysed row"):
+        massive_ablation(model, tokens, st, hook=hook, heldout=tokens[1:2])
 
 
 def test_mean_restores_when_values_agree():
@@ -93,7 +153,8 @@ def test_mean_restores_when_values_agree():
     model = load_model("tiny-llama", device="cpu")
     model.original_model.model.embed_tokens.weight[0, DIM] = V_BOS
     tokens = _tokens(model, ["ab cd ef", "xy z w q", "hello wo"])
-    ab = massive_ablation(model, tokens, massive_stats(model, tokens))
+    held = _tokens(model, ["mn op qr", "st uv wx"])
+    ab = massive_ablation(model, tokens, massive_stats(model, tokens), heldout=held)
     assert ab.n_overwritten == 3
     assert ab.kl["mean"] < 1e-4 < ab.kl["zero"]
     assert ab.loss["zero"] != pytest.approx(ab.loss["clean"], abs=1e-4)
@@ -114,11 +175,40 @@ def test_token_kind_and_config_errors():
         MassiveConfig(batch_size=0)
 
 
-def test_no_massive_activations_in_random_model(tiny_llama):
-    tokens = torch.stack([tiny_llama.to_tokens("some text. more")[0]] * 2)
-    st = massive_stats(tiny_llama, tokens)
-    assert st.n_entries == 0
-    assert (st.ratio < 1000).all()
+def test_both_thresholds_are_required():
+    """Negative controls: a large entry that misses one threshold is not massive.
+
+    (a) embedding x100 (layer median |h| ~1.5) with 150 planted on <bos>: |a| > 100 but |a| / median
+    ~ 100 < 1000; (b) the random embedding (median ~0.016) with 50 planted: ratio ~ 3000 >= 1000 but
+    |a| < 100.  Both planted entries are the largest |h| of their sequences, so a detector that flags
+    the top activation, or that checks only one threshold, fails here; lowering the missed threshold
+    finds exactly the planted entries (the controls are not vacuous)."""
+    from interp.models import load_model
+
+    texts = ["some text. more", "other text, mor"]
+    for scale, value, missed in ((100.0, 150.0, "ratio"), (1.0, 50.0, "abs")):
+        model = load_model("tiny-llama", device="cpu")
+        emb = model.original_model.model.embed_tokens.weight
+        with torch.no_grad():
+            emb.mul_(scale)
+            emb[0, DIM] = value
+        tokens = _tokens(model, texts)
+        st = massive_stats(model, tokens)
+        assert st.n_entries == 0 and st.entries == [], missed
+        _, cache = model.run_with_cache(tokens)
+        for h in st.hooks:  # the planted entry is each sequence's top |h| and misses exactly one threshold
+            a = cache[h].abs()
+            med = a.reshape(2, -1).median(1).values
+            assert (a.reshape(2, -1).argmax(1) == DIM).all()
+            ratio = a[:, 0, DIM] / med
+            if missed == "ratio":
+                assert (a[:, 0, DIM] > 100).all() and (ratio < 1000).all() and (ratio > 50).all()
+            else:
+                assert (a[:, 0, DIM] < 100).all() and (ratio >= 1000).all() and (a[:, 0, DIM] > 10).all()
+        lowered = MassiveConfig(ratio_threshold=50) if missed == "ratio" else MassiveConfig(abs_threshold=10)
+        found = massive_stats(model, tokens, lowered)
+        assert {(e.seq, e.pos, e.dim) for e in found.entries} == {(0, 0, DIM), (1, 0, DIM)}
+        assert found.n_entries == 2 * len(st.hooks)
 
 
 def test_store_path_equals_live(planted, tmp_path):

@@ -19,6 +19,10 @@ def test_sinks_cli_writes_results_and_report(tmp_path, capsys):
         for (lo, hi), m in zip(res["delta_ci"][d], res["delta_loss"][d]):
             assert lo <= m + 1e-9 and m <= hi + 1e-9
         assert set(res["labels"][d]) <= {"dormant", "active", "undetermined"}
+    L, H = len(res["stats"]["prose"]["sink_score"]), len(res["stats"]["prose"]["sink_score"][0])
+    for d in res["domains"]:  # Guo's column-entropy score per head, normalised to [0, 1]
+        ce = res["column_entropy"][d]
+        assert len(ce) == L and len(ce[0]) == H and all(0 <= x <= 1 + 1e-6 for row in ce for x in row)
     assert (out / "report.html").stat().st_size > 10_000
     assert "wrote" in capsys.readouterr().out
 
@@ -45,3 +49,8 @@ def test_cli_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["sinks", "--model", "tiny-llama", "--domains", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "no *.txt files" in capsys.readouterr().err
+
+
+def test_massive_cli_heldout_option(tmp_path, capsys):
+    assert main(["massive", "--model", "tiny-llama", "--out", str(tmp_path / "o"), "--heldout-seqs", "0"]) == 2
+    assert "--heldout-seqs must be >= 1" in capsys.readouterr().err

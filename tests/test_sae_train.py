@@ -73,8 +73,8 @@ def test_lr_schedule_warmup_and_decay():
     assert c.lr_at(80) == pytest.approx(1.0) and c.lr_at(90) == pytest.approx(0.5) and c.lr_at(99) == pytest.approx(0.05)
 
 
-def test_dead_latents_tracked_and_auxk_revives():
-    """Latents pushed far below threshold are reported dead; with AuxK they receive gradient, without it none."""
+def test_auxk_sends_gradient_to_dead_latents_only():
+    """Latents that cannot win the top-k get encoder gradient through the AuxK term only."""
     X, _, _ = planted(n=4096)
     torch.manual_seed(0)
     sae = make(SAEConfig(arch="topk", d_in=32, d_sae=64, k=4, k_aux=16, hook_in="h"))
@@ -89,9 +89,34 @@ def test_dead_latents_tracked_and_auxk_revives():
     sae.zero_grad()
     sae.loss(X[:512], dead_mask=None).loss.backward()
     assert sae.W_enc.grad[:, 32:].abs().sum() == 0
-    cfg = TrainConfig(**{**FAST, "n_tokens": 2048, "dead_after_tokens": 1024, "lr": 1e-9})
-    r = train_sae(TensorSource({"h": X}), sae.cfg, cfg, sae=sae)
-    assert r.dead_fraction >= 0.5
+
+
+def test_auxk_revives_dead_latents_in_training():
+    """Half the latents are made dead (zero encoder columns, pre-activation a constant 1e-3, so they never
+    reach the top-k); training with AuxK makes them fire again, training without it leaves them untouched.
+
+    Measured (seed 0, 200 steps of 256 rows, 1 and 2 threads): 22 of 32 revived with AuxK, dead fraction
+    0.50 -> 0.16; 0 of 32 without, their encoder columns bit-identical.  The bound (>= 8) is ~1/3 of that."""
+    X, _, _ = planted(n=8192)
+    revived = {}
+    for aux in (1 / 32, 0.0):
+        torch.manual_seed(0)
+        sae = make(SAEConfig(arch="topk", d_in=32, d_sae=64, k=4, k_aux=16, aux_coeff=aux, hook_in="h"))
+        with torch.no_grad():
+            sae.W_enc[:, 32:] = 0
+            sae.b_enc[32:] = 1e-3
+        W0 = sae.W_enc.detach()[:, 32:].clone()
+        cfg = TrainConfig(**{**FAST, "n_tokens": 256 * 200, "dead_after_tokens": 512, "b_dec_init": "zeros"})
+        r = train_sae(TensorSource({"h": X}), sae.cfg, cfg, sae=sae)
+        assert r.history[0]["dead_fraction"] >= 0.25  # they were counted dead before any revival
+        with torch.no_grad():
+            acts = r.sae.encode(X).acts
+            revived[aux] = int((acts[:, 32:] > 0).any(0).sum())
+            moved = float((r.sae.W_enc[:, 32:] - W0).abs().max())
+        if aux == 0:
+            assert revived[aux] == 0 and moved == 0.0 and r.dead_fraction == 0.5
+        else:
+            assert revived[aux] >= 8 and r.dead_fraction < 0.4
 
 
 def test_jumprelu_straight_through_gradients_match_definition():

@@ -9,6 +9,7 @@ import torch
 
 from interp.phenomena import Domain, default_domains, domain_tokens, domains_from_dir, sink_stats
 from interp.phenomena.dormant import (DormantConfig, ablation_loss_matrix, ablation_losses, active_dormant, candidate_heads,
+                                     column_entropy, column_entropy_score, column_entropy_stats,
                                      label_head, paired_bootstrap_ci)
 from interp.phenomena.sinks import PositionStats, position_stats_from_rows
 
@@ -318,3 +319,57 @@ def test_sink_score_from_store_equals_live(tmp_path, n_kv):
         bad = subprocess.run([sys.executable, "-m", "interp.cli.main", "store", "sinks", str(store.path), "--layers", "7"],
                              capture_output=True, text=True)
         assert bad.returncode != 0 and "hook_rot_q and hook_rot_k for layers [7]" in bad.stderr
+
+
+def _column_entropy_loop(A):
+    """Guo et al.'s column statistic, written out: max over keys k of H(A[:, k] / sum_q A[q, k]) / log(T - k)."""
+    T = len(A)
+    best = 0.0
+    for k in range(T):
+        col = [A[q][k] for q in range(T)]
+        total = sum(col)
+        H = -sum(x / total * math.log(x / total) for x in col if x > 0) if total > 0 else 0.0
+        score = H / math.log(T - k) if T - k > 1 else 0.0
+        best = max(best, score)
+    return best
+
+
+def test_column_entropy_matches_definition():
+    T = 6
+    sink = torch.zeros(T, T)
+    sink[:, 0] = 1  # every query on key 0: column 0 is uniform over the T queries
+    assert float(column_entropy(sink)[0]) == pytest.approx(1.0, abs=1e-12)  # log T / log T
+    assert float(column_entropy_score(sink)) == pytest.approx(1.0, abs=1e-12)
+    assert (column_entropy(sink)[1:] == 0).all()  # keys that receive nothing
+    diag = torch.eye(T)  # every key attended by exactly one query
+    assert float(column_entropy_score(diag)) == 0.0
+    uniform = torch.tril(torch.ones(T, T)) / torch.arange(1, T + 1)[:, None]  # row q uniform over keys <= q
+    g = torch.Generator().manual_seed(0)
+    rand = torch.tril(torch.rand(T, T, generator=g) ** 3)
+    rand = rand / rand.sum(-1, keepdim=True)
+    for A in (sink, diag, uniform, rand):
+        # float64 inside; 1e-6 covers the float32 result (eps32 ~ 1.2e-7 on values <= 1)
+        assert float(column_entropy_score(A)) == pytest.approx(_column_entropy_loop(A.tolist()), abs=1e-6)
+    # batched over [b, H, T, T]: one score per (sequence, head)
+    batch = torch.stack([torch.stack([sink, diag]), torch.stack([uniform, rand])])
+    got = column_entropy_score(batch)
+    assert got.shape == (2, 2)
+    assert got[1, 1] == pytest.approx(_column_entropy_loop(rand.tolist()), abs=1e-6)  # same float32 bound
+    with pytest.raises(ValueError, match="square causal"):
+        column_entropy(torch.ones(3, 4))
+
+
+def test_column_entropy_stats_on_model_and_in_result(tiny_llama):
+    toks = _tokens(2, 10, seed=3)
+    got = column_entropy_stats(tiny_llama, toks, batch_size=1)
+    _, cache = tiny_llama.run_with_cache(toks)
+    L, H = tiny_llama.cfg.n_layers, tiny_llama.cfg.n_heads
+    assert got.shape == (L, H)
+    for l in range(L):
+        A = cache[f"blocks.{l}.attn.hook_pattern"]
+        for h in range(H):
+            exp = sum(_column_entropy_loop(A[b, h].tolist()) for b in range(2)) / 2
+            assert float(got[l, h]) == pytest.approx(exp, abs=1e-5)  # float32 pattern entries, sums over 10 keys
+    res = active_dormant(tiny_llama, {"a": toks}, DormantConfig(heads="all", n_boot=10))
+    torch.testing.assert_close(res.column_entropy["a"], got)
+    assert "colent[a]" in res.table()[0] and len(res.to_json()["column_entropy"]["a"]) == L

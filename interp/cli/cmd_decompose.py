@@ -39,6 +39,9 @@ def register(sub) -> None:
     q.add_argument("--probes", type=int, default=16, help="Gaussian output probes per sequence for M'")
     q.add_argument("--edge-nodes", type=int, default=16, help="edges between the top nodes of each layer")
     q.add_argument("--keep-bos", action="store_true", help="include the BOS position in the statistics")
+    q.add_argument("--no-isolate-ln-var", action="store_true",
+                   help="plain residual node layers; by default each is [norm statistic, residual] with the statistic "
+                        "that the next LayerNorm/RMSNorm divides by kept as its own basis direction (node 0)")
     q.add_argument("--device", default=None)
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(func=run_lib)
@@ -184,7 +187,8 @@ def run_lib(args) -> int:
     if max(layers) >= model.cfg.n_layers:
         raise ValueError(f"--layers must be < {model.cfg.n_layers} for {args.model}, got {layers}")
     s = ModelLIBSettings(layers=layers, n_texts=args.n_texts, seq_len=args.seq_len, probes=args.probes,
-                         edge_nodes=args.edge_nodes, skip_bos=not args.keep_bos)
+                         edge_nodes=args.edge_nodes, skip_bos=not args.keep_bos,
+                         isolate_ln_var=not args.no_isolate_ln_var)
     results, summaries = {}, {}
     for basis in ("lib", "pca"):
         results[basis], summaries[basis] = lib_on_model(model, s, basis=basis)
@@ -193,7 +197,10 @@ def run_lib(args) -> int:
                "notes": ("M' from Gaussian output probes (unbiased, not exact); edges only between the top "
                          f"{s.edge_nodes} nodes per layer at the last position; activations centred; "
                          + ("the BOS position is included." if args.keep_bos else
-                            "the BOS position is left out of the statistics (held fixed in the Jacobians)."))}
+                            "the BOS position is left out of the statistics (held fixed in the Jacobians).")
+                         + (" Node layers are [norm statistic, residual]; node 0 of each layer is the statistic the next "
+                            "LayerNorm/RMSNorm divides by, isolated (LIB paper, LayerNorm appendix; rib's isolate_ln_var)."
+                            if s.isolate_ln_var else " Node layers are the plain residual (LN variance not isolated)."))}
     rep = _report(f"LIB on {model_name(model)} residual layers {list(layers)}", s.__dict__, {"model": model_name(model)})
     if rep is not None:
         rep.add_text(payload["notes"])

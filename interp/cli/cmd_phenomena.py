@@ -44,6 +44,9 @@ def register(sub) -> None:
                    help="residual hook to overwrite the massive activations at (default: where the big ones appear)")
     p.add_argument("--seq-len", type=int, default=64, help="tokens per sequence, BOS included")
     p.add_argument("--n-seqs", type=int, default=4, help="sequences per built-in domain")
+    p.add_argument("--heldout-seqs", type=int, default=4,
+                   help="held-out sequences per domain (the text after the analysed ones; Bigram-Backcopy: another "
+                        "seed) from which the mean ablation takes one mean per token kind (first token, delimiter)")
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.set_defaults(func=run_massive)
@@ -118,7 +121,9 @@ def run_sinks(args) -> int:
         L = int(st.resid_peak.argmax())
         lines.append(f"  {d}: clean loss {res.clean_loss[d]:.3f}; top sink heads {heads}; "
                      f"min value drain {float(st.value_drain.min()):.3f}; "
-                     f"max residual peak {float(st.resid_peak.max()):.2f} at L{L}")
+                     f"max residual peak {float(st.resid_peak.max()):.2f} at L{L}; "
+                     f"column entropy (Guo) min {float(res.column_entropy[d].min()):.3f} "
+                     f"max {float(res.column_entropy[d].max()):.3f}")
     for s in res.switching:
         lines.append(f"  switching {s['head']}: dormant on {s['dormant_on']}, active on {s['active_on']}; "
                      f"sink {({k: round(v, 3) for k, v in s['sink_score'].items()})}, "
@@ -148,10 +153,20 @@ def run_massive(args) -> int:
     if args.model:
         task = task or (load_task(args.model) if Path(args.model).is_dir() else None)
 
+    if args.heldout_seqs < 1:
+        raise UserError(f"--heldout-seqs must be >= 1, got {args.heldout_seqs}")
+
     def tokens_for(model):
         if task is not None:
             return bb_eval_tokens(task, n_seqs=16)
         return torch.cat([domain_tokens(model, d, args.seq_len, args.n_seqs) for d in default_domains()])
+
+    def heldout_for(model):
+        """Rows not in ``tokens_for``: the windows after the analysed ones in each domain (BB: another seed)."""
+        if task is not None:
+            return bb_eval_tokens(task, n_seqs=args.heldout_seqs, seed=2)
+        n = args.n_seqs + args.heldout_seqs
+        return torch.cat([domain_tokens(model, d, args.seq_len, n)[args.n_seqs:] for d in default_domains()])
 
     t0 = time.time()
     dynamics = None
@@ -162,7 +177,8 @@ def run_massive(args) -> int:
     model = load_model(name, device=args.device)
     tokens = tokens_for(model)
     stats = massive_stats(model, tokens, cfg)
-    ablation = massive_ablation(model, tokens, stats, hook=args.ablation_hook) if stats.entries else None
+    ablation = (massive_ablation(model, tokens, stats, hook=args.ablation_hook, heldout=heldout_for(model))
+                if stats.entries else None)
     meta = _meta(model, time.time() - t0)
     payload = {"kind": "massive", "meta": meta, "config": asdict(cfg), "checkpoints": args.checkpoints,
                "stats": stats.to_json(), "ablation": ablation.to_json() if ablation else None,
@@ -177,6 +193,9 @@ def run_massive(args) -> int:
         lines.append(f"  overwrite at {ablation.hook} dims {ablation.dims} ({ablation.n_overwritten} entries): loss "
                      + ", ".join(f"{k} {v:.3f}" for k, v in ablation.loss.items()) + "; KL "
                      + ", ".join(f"{k} {v:.4f}" for k, v in ablation.kl.items()))
+        lines.append("  held-out means per kind: " + "; ".join(
+            f"{k} {[None if x is None else round(x, 1) for x in v]} (n={ablation.n_heldout[k]})"
+            for k, v in ablation.mean_values.items() if any(x is not None for x in v)))
     if dynamics:
         lines.append(f"  dynamics over {len(dynamics.steps)} checkpoints:")
         for j, (f, e) in enumerate(zip(dynamics.fits, dynamics.errors)):

@@ -29,6 +29,18 @@ Algorithm (from the output layer backwards)
 6. Edges ``E^l_ij = 1/(N T_{l+1}) sum_{x,t} (sum_s int_0^1 d f_hat^{l+1}_{t,i}(alpha f_hat^l) /
    d f_hat^l_{s,j} * f_hat^l_{s,j} d alpha)^2`` with ``f^l = mu + C+^T f_hat^l``.
 
+LayerNorm variance (the paper's appendix on LayerNorm; reference ``rib/interaction_algos.py``,
+``isolate_ln_var``, and ``rib/linalg.py: masked_eigendecompose``).  A LayerNorm acts on its
+input both linearly and through one scalar, the variance it divides by.  rib splits the norm in
+two: the layer before the norm's output carries that variance as an extra coordinate (coordinate
+0, ``[var, residual]``), and the next map divides by it.  ``fit_lib(..., isolated=[n_0, ...])``
+treats the first ``n_l`` coordinates of layer l as such: the PCA step eigendecomposes only the
+block of the other coordinates (``U = diag(I_n, U')``, ``D = (G_00.., D')``) and the rotation
+step likewise (``V = diag(I_n, V')``, ``Lambda = (M_00.., Lambda')``), so each isolated
+coordinate is one basis direction of its own (node 0, before the sorted rest), never mixed into
+the others, and never dropped by ``lambda_threshold``.  :mod:`lib_transformer` builds such
+``[var, residual]`` layers for residual streams that feed a LayerNorm / RMSNorm.
+
 Memory and cost: Gram matrices ``d_l^2`` (float64) per layer; the VJP kernels replicate a
 batch of samples once per output probe, ``rows = batch * probes_per_pass`` (bounded by
 ``max_rows``).  Exact ``M'`` needs ``T_{l+1} k_{l+1}`` VJPs per sample and integration
@@ -112,7 +124,7 @@ class LayerBasis:
     C_pinv: torch.Tensor
     """[k, d] left inverse: ``C_pinv @ C = I_k``."""
     importance: torch.Tensor
-    """[k] Lambda (LIB) or variance (PCA, last layer) of each direction, descending."""
+    """[k] Lambda (LIB) or variance (PCA, last layer) of each direction: isolated directions first, the rest descending."""
     pca_var: torch.Tensor
     """[d_kept] PCA eigenvalues kept at this layer."""
     U: torch.Tensor
@@ -210,17 +222,40 @@ def _skip(T: int, skip: int) -> int:
     return skip if 1 < T and skip < T else 0
 
 
-def pca(f: torch.Tensor, threshold: float, dtype=torch.float64, centre: bool = True, skip_first: int = 0):
-    """Mean ``[d]``, kept eigenvalues ``[m]`` (descending) and eigenvectors ``[d, m]`` of ``Cov(f)``."""
+def masked_eigh(A: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (descending) and eigenvectors of symmetric ``A`` with its first ``n`` coordinates isolated.
+
+    The first ``n`` eigenvectors are the unit vectors ``e_0 .. e_{n-1}`` with "eigenvalues"
+    ``A_ii``; the rest are the eigenpairs of the block ``A[n:, n:]`` (rib's ``masked_eigendecompose``).
+    """
+    D, U = torch.linalg.eigh(A[n:, n:])
+    D, U = D.flip(0), U.flip(1)
+    if n == 0:
+        return D, U
+    return torch.cat([A.diagonal()[:n], D]), torch.block_diag(torch.eye(n, dtype=U.dtype, device=U.device), U)
+
+
+def pca(f: torch.Tensor, threshold: float, dtype=torch.float64, centre: bool = True, skip_first: int = 0,
+        isolated: int = 0):
+    """Mean ``[d]``, kept eigenvalues ``[m]`` (descending) and eigenvectors ``[d, m]`` of ``Cov(f)``.
+
+    ``isolated``: the first this many coordinates are their own directions (:func:`masked_eigh`),
+    placed first and always kept.
+    """
     if f.ndim == 3:
         f = f[:, _skip(f.shape[1], skip_first):]
     x = f.reshape(-1, f.shape[-1]).to(dtype)
     mean = x.mean(0) if centre else torch.zeros(x.shape[1], dtype=dtype, device=x.device)
     xc = x - mean
     G = xc.T @ xc / x.shape[0]
-    D, U = torch.linalg.eigh(G)
-    D, U = D.flip(0), U.flip(1)
-    keep = D > threshold * D[0].clamp_min(1e-300)
+    D, U = masked_eigh(G, isolated)
+    if isolated and not bool((D[:isolated] > 0).all()):
+        raise ValueError(f"an isolated coordinate (one of the first {isolated}) has zero variance, so it "
+                         "cannot be a basis direction; is it the LayerNorm statistic of this layer?")
+    rest = D[isolated:]
+    keep = torch.ones_like(D, dtype=torch.bool)
+    if rest.numel():
+        keep[isolated:] = rest > threshold * rest[0].clamp_min(1e-300)
     return mean, D[keep], U[:, keep]
 
 
@@ -300,11 +335,14 @@ def interaction_matrix(g: Map, f: torch.Tensor, mean_in: torch.Tensor, out_basis
 
 
 def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None = None,
-            cfg: LIBConfig | None = None, acts: list[torch.Tensor] | None = None) -> LIBResult:
+            cfg: LIBConfig | None = None, acts: list[torch.Tensor] | None = None,
+            isolated: Sequence[int] | None = None) -> LIBResult:
     """Fit the LIB (or PCA) basis of every node layer of the chain ``f0 -> maps[0] -> ...``.
 
     ``f0`` is ``[N, d_0]`` or ``[N, T_0, d_0]``; ``maps[l]`` takes layer ``l``'s activations
     (same rank as produced) to layer ``l+1``'s.  ``acts`` may pass precomputed activations.
+    ``isolated[l]``: how many leading coordinates of layer l are kept as their own basis
+    directions (e.g. 1 for a ``[LayerNorm variance, residual]`` layer; module docstring).
     """
     cfg = cfg or LIBConfig()
     if not isinstance(f0, torch.Tensor) or f0.ndim not in (2, 3):
@@ -316,15 +354,22 @@ def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None =
     names = list(names) if names is not None else [f"layer{l}" for l in range(len(maps) + 1)]
     if len(names) != len(maps) + 1:
         raise ValueError(f"fit_lib: {len(maps)} maps need {len(maps) + 1} names, got {len(names)}")
+    iso = [0] * len(names) if isolated is None else [int(n) for n in isolated]
+    if len(iso) != len(names) or any(n < 0 for n in iso):
+        raise ValueError(f"fit_lib: isolated needs one count >= 0 per node layer ({len(names)}), got {isolated}")
     dt = getattr(torch, cfg.dtype)
     t0 = time.perf_counter()
     raw = acts if acts is not None else run_chain(f0, maps)
+    for l, n in enumerate(iso):
+        if n >= raw[l].shape[-1]:
+            raise ValueError(f"fit_lib: layer {names[l]!r} has {raw[l].shape[-1]} coordinates, cannot isolate {n}")
     if not all(torch.isfinite(a).all() for a in raw):
         raise ValueError("fit_lib: activations contain NaN or inf")
     L = len(raw) - 1
     bases: list[LayerBasis | None] = [None] * (L + 1)
     for l in range(L, -1, -1):
-        mean, D, U = pca(raw[l], cfg.pca_threshold, dt, skip_first=cfg.skip_first)
+        n_iso = iso[l]
+        mean, D, U = pca(raw[l], cfg.pca_threshold, dt, skip_first=cfg.skip_first, isolated=n_iso)
         if cfg.basis == "pca" or l == L:
             bases[l] = LayerBasis(names[l], mean, U, U.T.contiguous(), D, D, U)
             continue
@@ -333,9 +378,13 @@ def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None =
         Mp = interaction_matrix(maps[l], raw[l], mean, bases[l + 1], cfg)
         Mr = Rp @ Mp @ Rp.T
         Mr = (Mr + Mr.T) / 2
-        lam, V = torch.linalg.eigh(Mr)
-        lam, V = lam.flip(0), V.flip(1)
-        keep = lam > cfg.lambda_threshold * lam[0].clamp_min(1e-300)
+        lam, V = masked_eigh(Mr, n_iso)
+        if n_iso and not bool((lam[:n_iso] > 0).all()):
+            raise ValueError(f"fit_lib: an isolated coordinate of {names[l]!r} has no interaction with the next "
+                             "layer (its M entry is 0), so it cannot carry a LIB direction")
+        keep = torch.ones_like(lam, dtype=torch.bool)
+        if lam.numel() > n_iso:
+            keep[n_iso:] = lam[n_iso:] > cfg.lambda_threshold * lam[n_iso].clamp_min(1e-300)
         lam, V = lam[keep], V[:, keep]
         C = R @ V * lam.sqrt()
         Cp = (V / lam.sqrt()).T @ Rp

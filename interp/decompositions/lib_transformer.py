@@ -16,11 +16,24 @@ in its result.  The BOS position carries massive activations (one direction hold
 of the variance when it is included), so by default it is left out of the statistics
 (``LIBConfig.skip_first = 1``) while still feeding the maps.  Memory: the replicated batch is ``probes x batch_size`` sequences of
 ``T`` tokens through ``L_{l+1} + 1`` blocks, with activations kept for the backward pass.
+
+LayerNorm variance (``ModelLIBSettings.isolate_ln_var``, default on; the LIB paper's appendix on
+LayerNorm, reference ``ApolloResearch/rib``'s ``LayerNormIn`` / ``LayerNormOut`` split and
+``isolate_ln_var``).  Each ``resid_post`` node layer feeds a norm (the next block's ``ln1``, and
+its ``ln2`` too in parallel-attention models such as Pythia; ``ln_final`` after the last block),
+so its node activation becomes ``[s, resid]`` (``d_model + 1`` coordinates), with ``s`` the
+statistic that norm divides by: the variance over ``d_model`` (LayerNorm) or the mean square
+(RMSNorm).  The map (:func:`resid_ln_map`) feeds ``s`` to that norm through its ``hook_scale``
+(``sqrt(s + eps)``) instead of letting it recompute it from the residual, so the Jacobian
+separates the scalar normalisation from the linear part, and :func:`fit_lib` keeps coordinate
+0 as its own basis direction (node 0 of every layer).  Fed its own statistic the map equals the
+plain forward pass.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -43,7 +56,7 @@ def resid_map(model, layer_in: int, layer_out: int):
     resolve_hooks(model, [h_in, h_out])
     dev = next(model.parameters()).device
 
-    def g(x: torch.Tensor) -> torch.Tensor:
+    def g(x: torch.Tensor, extra: list | None = None) -> torch.Tensor:
         box = {}
 
         def put(a, hook=None):
@@ -54,7 +67,7 @@ def resid_map(model, layer_in: int, layer_out: int):
             raise _Stop
 
         toks = torch.zeros(x.shape[0], x.shape[1], dtype=torch.long, device=dev)
-        ctx = model.hooks(fwd_hooks=[(h_in, put), (h_out, grab)])
+        ctx = model.hooks(fwd_hooks=[(h_in, put), *(extra or []), (h_out, grab)])
         ctx.__enter__()
         try:
             model(toks)
@@ -67,6 +80,61 @@ def resid_map(model, layer_in: int, layer_out: int):
         return box["y"]
 
     return g
+
+
+def _norms_after(model, layer: int) -> list[tuple[str, object]]:
+    """(hook_scale name, norm module) of the norms that normalise ``blocks.{layer}.hook_resid_post`` itself."""
+    if layer + 1 < model.cfg.n_layers:
+        blk = model.blocks[layer + 1]
+        out = [(f"blocks.{layer + 1}.ln1.hook_scale", blk.ln1)]
+        if getattr(model.cfg, "parallel_attn_mlp", False):
+            out.append((f"blocks.{layer + 1}.ln2.hook_scale", blk.ln2))
+        return out
+    return [("ln_final.hook_scale", model.ln_final)]
+
+
+def _norm_eps(model, norm) -> float:
+    oc = getattr(norm, "original_component", None)
+    for name in ("eps", "variance_epsilon"):
+        v = getattr(oc, name, None)
+        if v is not None:
+            return float(v)
+    return float(getattr(model.cfg, "eps", 1e-5))
+
+
+def ln_statistic(model, layer: int, resid: torch.Tensor) -> torch.Tensor:
+    """``[..., 1]`` what the norm after ``resid_post[layer]`` divides by (before ``+ eps``, ``sqrt``):
+    the variance over ``d_model`` (LayerNorm) or the mean square (RMSNorm)."""
+    norm = _norms_after(model, layer)[0][1]
+    x = resid if getattr(norm, "uses_rms_norm", False) else resid - resid.mean(-1, keepdim=True)
+    return x.pow(2).mean(-1, keepdim=True)
+
+
+def resid_ln_map(model, layer_in: int, layer_out: int):
+    """``[s, resid_post[layer_in]] [B, T, d+1] -> [s', resid_post[layer_out]] [B, T, d+1]``.
+
+    ``s`` replaces the statistic of the norm(s) right after ``layer_in`` (their ``hook_scale`` is
+    set to ``sqrt(max(s, 0) + eps)``); ``s'`` is :func:`ln_statistic` of the output.
+    """
+    g = resid_map(model, layer_in, layer_out)
+    norms = _norms_after(model, layer_in)
+    resolve_hooks(model, [n for n, _ in norms])
+    eps = [_norm_eps(model, m) for _, m in norms]
+
+    def h(x: torch.Tensor) -> torch.Tensor:
+        s = x[..., :1]
+
+        def scale(e):
+            def fn(a, hook=None):
+                return (s.clamp_min(0) + e).sqrt().to(a.dtype)
+            return fn
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="A forward hook edited hook_scale")
+            y = g(x[..., 1:], extra=[(n, scale(e)) for (n, _), e in zip(norms, eps)])
+        return torch.cat([ln_statistic(model, layer_out, y).to(y.dtype), y], -1)
+
+    return h
 
 
 @dataclass
@@ -89,6 +157,9 @@ class ModelLIBSettings:
     """Sequences per VJP pass."""
     skip_bos: bool = True
     """Leave the BOS position (attention sink, massive activations) out of the statistics."""
+    isolate_ln_var: bool = True
+    """Node layers ``[s, resid]`` with the next norm's statistic ``s`` as an isolated basis direction
+    (module docstring); off: plain ``resid`` layers, the norm's scaling mixed into the other directions."""
 
     def __post_init__(self):
         if len(self.layers) < 2 or list(self.layers) != sorted(set(self.layers)):
@@ -123,10 +194,14 @@ def lib_on_model(model, settings: ModelLIBSettings, texts: Sequence[str] | None 
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=names)
     acts = [cache[n].detach().to(getattr(torch, dtype)) for n in names]
-    maps = [_dtype_map(resid_map(model, a, b), dtype) for a, b in zip(s.layers[:-1], s.layers[1:])]
+    if s.isolate_ln_var:
+        acts = [torch.cat([ln_statistic(model, L, a), a], -1) for L, a in zip(s.layers, acts)]
+        maps = [_dtype_map(resid_ln_map(model, a, b), dtype) for a, b in zip(s.layers[:-1], s.layers[1:])]
+    else:
+        maps = [_dtype_map(resid_map(model, a, b), dtype) for a, b in zip(s.layers[:-1], s.layers[1:])]
     cfg = LIBConfig(basis=basis, probes=s.probes, max_edge_nodes=s.edge_nodes, edge_positions=s.edge_positions,
                     batch_size=s.batch_size, dtype=dtype, skip_first=1 if s.skip_bos else 0)
-    res = fit_lib(acts[0], maps, names, cfg, acts=acts)
+    res = fit_lib(acts[0], maps, names, cfg, acts=acts, isolated=[1 if s.isolate_ln_var else 0] * len(names))
     summary = {"basis": basis, "layers": list(s.layers), "tokens": list(tokens.shape), "settings": asdict(s),
                "seconds": time.perf_counter() - t0, "kept": [b.k for b in res.bases],
                "dirs_for_90pct_importance": [_n_for_frac(b.importance, 0.9) for b in res.bases],

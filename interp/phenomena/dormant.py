@@ -32,9 +32,21 @@ Algorithm (:func:`active_dormant`):
    on a domain b.  With few sequences the percentile bootstrap is optimistic (it under-covers for
    N < ~20); more sequences narrow the interval and make it honest.
 
+Column entropy (Guo et al.'s entropy detector, ``LLM/src/entropy.py`` of
+``GuoTianYu2000/Active-Dormant-Attention``): for key position k of a causal ``[T, T]`` pattern,
+the column A[:, k] (attention that key k receives) is normalised over the queries to p_q =
+A[q, k] / sum_q A[q, k], its entropy H_k = -sum_q p_q log p_q is divided by log(T - k) (the
+entropy of a uniform spread over the T - k queries q >= k that can see key k; the last key,
+seen by one query, scores 0), and the head's score is max_k H_k / log(T - k) per sequence,
+averaged over sequences (:func:`column_entropy`, ``DormantResult.column_entropy``).  A sink
+head scores 1 (key 0 is attended evenly by every query), a head that attends to a different
+key from every query scores 0.  Guo's detector flags a head as dormant when its mean
+normalised row entropy is below τ_r and its column score above τ_c (free thresholds); here
+the score is reported next to the ablation labels.
+
 Memory: ``heads_per_pass * N`` sequences per forward (one layer's ``[kN, H, T, T]`` pattern at a
 time).  Compute: per domain, 1 + ceil(n_heads_ablated / heads_per_pass) forward passes of
-``heads_per_pass * N`` sequences.  Bootstrap: ``n_heads * n_boot * N`` floats.
+``heads_per_pass * N`` sequences, plus one pass for the column entropy.  Bootstrap: ``n_heads * n_boot * N`` floats.
 """
 
 from __future__ import annotations
@@ -119,6 +131,9 @@ class DormantResult:
     """Heads dormant on one domain and confirmed active on another, with their scores and intervals."""
     config: DormantConfig = field(default_factory=DormantConfig)
     """Settings used."""
+    column_entropy: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Per domain, ``[L, H]`` Guo's column-entropy score (module docstring): mean over sequences of
+    max_k of the normalised entropy of key k's column; 1 = a key (the sink) attended evenly by all queries."""
 
     def table(self) -> list[dict]:
         """One row per ablated head: sink score, value drain, Δloss and label per domain."""
@@ -127,6 +142,8 @@ class DormantResult:
             row = {"head": f"L{L}H{h}", "layer": L, "head_index": h}
             for d in self.domains:
                 row[f"sink[{d}]"] = round(float(self.stats[d].sink_score[L, h]), 4)
+                if d in self.column_entropy:
+                    row[f"colent[{d}]"] = round(float(self.column_entropy[d][L, h]), 4)
                 row[f"dloss[{d}]"] = round(self.delta_loss[d][i], 5)
                 lo, hi = self.delta_ci[d][i]
                 row[f"ci[{d}]"] = f"[{lo:.4f}, {hi:.4f}]"
@@ -139,7 +156,50 @@ class DormantResult:
                 "heads": [list(h) for h in self.heads], "clean_loss": self.clean_loss,
                 "delta_loss": self.delta_loss, "delta_ci": {d: [list(c) for c in v] for d, v in self.delta_ci.items()},
                 "labels": self.labels, "switching": self.switching,
+                "column_entropy": {d: v.tolist() for d, v in self.column_entropy.items()},
                 "table": self.table(), "config": asdict(self.config)}
+
+
+def column_entropy(pattern: torch.Tensor) -> torch.Tensor:
+    """``[..., K]`` normalised column entropy of each key of causal patterns ``pattern [..., Q, K]`` (Q = K).
+
+    Column k is normalised over the queries (zero entries contribute 0), its entropy is divided by
+    log(Q - k), the entropy of a uniform spread over the queries q >= k; the last key scores 0.
+    """
+    if pattern.ndim < 2 or pattern.shape[-1] != pattern.shape[-2]:
+        raise ValueError(f"column_entropy needs square causal patterns [..., T, T], got {tuple(pattern.shape)}")
+    a = pattern.double()
+    pos = a > 0
+    p = torch.where(pos, a / a.sum(-2, keepdim=True).clamp_min(1e-300), 0.0)
+    H = torch.where(pos, -p * p.clamp_min(1e-300).log(), 0.0).sum(-2)  # [..., K]
+    T = a.shape[-1]
+    norm = torch.log(T - torch.arange(T, dtype=torch.float64, device=a.device))
+    return torch.where(norm > 0, H / norm.clamp_min(1e-300), 0.0).to(pattern.dtype if pattern.is_floating_point() else torch.float32)
+
+
+def column_entropy_score(pattern: torch.Tensor) -> torch.Tensor:
+    """``[...]`` Guo's per-head column score: max over keys of :func:`column_entropy`."""
+    return column_entropy(pattern).max(-1).values
+
+
+@torch.no_grad()
+def column_entropy_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    """``[L, H]`` mean over the sequences of ``tokens [N, T]`` of each head's :func:`column_entropy_score`."""
+    tokens = check_tokens(tokens)
+    n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
+    out = torch.zeros(n_layers, n_heads, dtype=torch.float64)
+    device = next(model.parameters()).device
+
+    def hook(L):
+        def fn(a, hook):  # [b, H, T, T]
+            out[L] += column_entropy_score(a.detach().float()).double().sum(0).cpu()
+            return None
+        return fn
+
+    with scoped_hooks(model, fwd=[(f"blocks.{L}.attn.hook_pattern", hook(L)) for L in range(n_layers)]):
+        for s in range(0, tokens.shape[0], batch_size):
+            model(tokens[s:s + batch_size].to(device))
+    return (out / tokens.shape[0]).float()
 
 
 def _loss_per_seq(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -255,6 +315,7 @@ def active_dormant(model, domains: list[Domain] | dict[str, torch.Tensor], confi
     if len(toks) < 1:
         raise ValueError("give at least one domain")
     stats = {name: sink_stats(model, t, cfg.batch_size) for name, t in toks.items()}
+    colent = {name: column_entropy_stats(model, t, cfg.batch_size) for name, t in toks.items()}
     if cfg.heads == "all":
         heads = [(L, h) for L in range(int(model.cfg.n_layers)) for h in range(int(model.cfg.n_heads))]
     else:
@@ -281,4 +342,4 @@ def active_dormant(model, domains: list[Domain] | dict[str, torch.Tensor], confi
                               "sink_score": {d: float(stats[d].sink_score[L, h]) for d in names},
                               "delta_loss": {d: delta[d][i] for d in names},
                               "delta_ci": {d: list(ci[d][i]) for d in names}})
-    return DormantResult(names, stats, heads, clean, delta, ci, labels, switching, cfg)
+    return DormantResult(names, stats, heads, clean, delta, ci, labels, switching, cfg, colent)

@@ -15,14 +15,19 @@ Algorithm:
    (``first``, ``delimiter``, ``other``).  The same per-sequence detector runs on stored rows
    (:func:`massive_stats_from_store`).
 2. :func:`massive_ablation` re-runs the inputs with the massive entries of the layer where
-   they appear (the earliest reaching half the largest magnitude, or a chosen hook) set to zero, set to their mean value (per dimension, over the detected entries),
-   and, as a control, the same number of random non-massive entries of that layer set to zero;
-   all variants run batched in one forward pass and are compared with the clean run by loss and
-   next-token KL(clean || variant).  Sun et al. find zero breaks the model and mean does not.
+   they appear (the earliest reaching half the largest magnitude, or a chosen hook) set to zero,
+   set to the mean value of their token kind, and, as a control, the same number of random
+   non-massive entries of that layer set to zero; all variants run batched in one forward pass
+   and are compared with the clean run by loss and next-token KL(clean || variant).  Sun et al.
+   find zero breaks the model and mean does not.  The means are taken per token kind and per
+   dimension (one for first-token entries, one for delimiter entries; their values differ in
+   sign and size, e.g. Llama-2-7B layer 2: 767.6 vs 2546.8 at dim 2533) over the massive entries
+   of *held-out* sequences (``heldout``, rows not in the analysed batch), so the variant does not
+   restore each entry from its own value.
 
 Memory: one layer's ``[B, T, d_model]`` residual at a time inside a hook, plus the detected
-entries (capped by ``max_entries``).  Compute: one forward pass (detection) and one forward pass
-on a 4x batch (ablation).
+entries (capped by ``max_entries``).  Compute: one forward pass (detection), one pass over the
+held-out rows (the means) and one forward pass on a 4x batch (ablation).
 """
 
 from __future__ import annotations
@@ -275,6 +280,9 @@ def massive_stats_from_store(store, config: MassiveConfig | None = None, tokeniz
     return det.result()
 
 
+KINDS = ("first", "delimiter", "other")
+
+
 @dataclass
 class MassiveAblation:
     """Effect of overwriting the massive activations at the layer where they first appear."""
@@ -283,10 +291,16 @@ class MassiveAblation:
     """Residual hook where the entries were overwritten."""
     dims: list[int]
     """Dimensions whose massive entries were overwritten."""
-    mean_values: list[float]
-    """The per-dimension mean value used by the ``mean`` variant."""
+    mean_values: dict[str, list[float | None]]
+    """Per token kind (``first``, ``delimiter``, ``other``), the per-dimension mean (aligned with
+    ``dims``) of the massive entries of that kind in the held-out rows, used by the ``mean``
+    variant; ``None`` where the held-out rows have no such entry (no analysed entry needed it)."""
+    n_heldout: dict[str, int]
+    """Per token kind, the held-out massive entries (at ``dims``) the means were taken over."""
     n_overwritten: int
     """Entries overwritten per variant (summed over the batch)."""
+    n_by_kind: dict[str, int]
+    """``n_overwritten`` split by token kind."""
     loss: dict[str, float]
     """Mean next-token loss (nats) for ``clean``, ``zero``, ``mean``, ``random_zero``."""
     kl: dict[str, float]
@@ -302,21 +316,95 @@ def _next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor
     return -lp.gather(-1, tokens[:, 1:, None]).squeeze(-1).mean(-1)
 
 
+def kind_codes(tokens: torch.Tensor, decode) -> torch.Tensor:
+    """``[B, T]`` index into :data:`KINDS` of every position (:func:`token_kind` of its decoded token)."""
+    cache: dict[int, int] = {}
+    out = torch.empty(tokens.shape, dtype=torch.long)
+    for (b, p), i in zip(((b, p) for b in range(tokens.shape[0]) for p in range(tokens.shape[1])),
+                         tokens.reshape(-1).tolist()):
+        if p == 0:
+            out[b, p] = 0
+            continue
+        if i not in cache:
+            cache[i] = KINDS.index(token_kind(p, decode(i)))
+        out[b, p] = cache[i]
+    return out
+
+
+def _massive_mask(h: torch.Tensor, cfg: MassiveConfig, dim_mask: torch.Tensor) -> torch.Tensor:
+    """``[B, T, d]`` bool: the entries of ``h`` that pass both thresholds, restricted to ``dim_mask``."""
+    a = h.abs().float()
+    med = a.reshape(a.shape[0], -1).median(dim=1).values
+    return (a > cfg.abs_threshold) & (a >= cfg.ratio_threshold * med[:, None, None]) & dim_mask
+
+
+@torch.no_grad()
+def heldout_kind_means(model, heldout: torch.Tensor, hook: str, dims: list[int], cfg: MassiveConfig,
+                       batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per token kind and dimension, the mean of the massive entries of ``heldout [N, T]`` at ``hook``.
+
+    Returns ``(means [3, d_model], present [3, d_model] bool, counts [3])`` with rows in
+    :data:`KINDS` order; only the dimensions ``dims`` are considered.
+    """
+    heldout = check_tokens(heldout)
+    device = next(model.parameters()).device
+    d_model = int(model.cfg.d_model)
+    dim_mask = torch.zeros(d_model, dtype=torch.bool)
+    dim_mask[dims] = True
+    codes = kind_codes(heldout, _decoder(getattr(model, "tokenizer", None)))
+    total = torch.zeros(len(KINDS), d_model, dtype=torch.float64)
+    count = torch.zeros(len(KINDS), d_model, dtype=torch.float64)
+    bs = batch_size or cfg.batch_size
+    state = {}
+
+    def fn(h, hook):
+        hc = h.detach().float().cpu()
+        m = _massive_mask(hc, cfg, dim_mask)
+        onehot = torch.nn.functional.one_hot(state["codes"], len(KINDS)).double()  # [b, T, 3]
+        total.add_(torch.einsum("btk,btd->kd", onehot, torch.where(m, hc, 0).double()))
+        count.add_(torch.einsum("btk,btd->kd", onehot, m.double()))
+        return None
+
+    with scoped_hooks(model, fwd=[(hook, fn)]):
+        for s in range(0, heldout.shape[0], bs):
+            state["codes"] = codes[s:s + bs]
+            model(heldout[s:s + bs].to(device))
+    present = count > 0
+    means = torch.where(present, total / count.clamp_min(1), 0.0).float()
+    return means, present, count[:, dims].sum(1).long()
+
+
 @torch.no_grad()
 def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int = 0,
-                     hook: str | None = None) -> MassiveAblation:
-    """Zero vs mean vs random-zero control of the massive entries of one layer, batched.
+                     hook: str | None = None, *, heldout: torch.Tensor | None = None) -> MassiveAblation:
+    """Zero vs per-kind mean vs random-zero control of the massive entries of one layer, batched.
 
     ``hook``: the residual hook to intervene at; default the earliest hook where the massive
     activations reach half their largest magnitude (where the big ones *appear*: in
     SmolLM2-135M a few delimiter entries of ~800 show up at layer 2, the first-token entries of
     ~25,000 at layer 11).  The entries to overwrite are found again on ``tokens`` with
     ``stats.config`` thresholds, restricted to the dimensions detected at that hook.
+
+    ``heldout``: token rows (``[N', T']``, none equal to a row of ``tokens``) from which the
+    ``mean`` variant's values are taken: each massive entry of ``tokens`` is set to the mean of
+    the held-out massive entries of its token kind (first token / delimiter / other) at its
+    dimension.  Raises if ``heldout`` is missing, overlaps ``tokens``, or lacks a kind (e.g. a
+    delimiter) that the analysed entries need.
     """
     tokens = check_tokens(tokens)
     if not stats.entries:
         raise ValueError("no massive activations were detected, so there is nothing to ablate "
                          f"(thresholds abs>{stats.config.abs_threshold}, ratio>={stats.config.ratio_threshold})")
+    if heldout is None:
+        raise ValueError("massive_ablation needs heldout=: token rows not in `tokens` from which the 'mean' "
+                         "variant takes one mean per token kind (first token, delimiter); e.g. a separate "
+                         "slice of the corpus")
+    heldout = check_tokens(heldout)
+    if heldout.shape[1] == tokens.shape[1]:
+        same = (heldout[:, None, :] == tokens[None, :, :]).all(-1)  # [N', B]
+        if bool(same.any()):
+            i, j = same.nonzero()[0].tolist()
+            raise ValueError(f"heldout row {i} equals analysed row {j}: held-out rows must not be in the analysed batch")
     if hook is None:
         big = max(abs(e.value) for e in stats.entries)
         first_layer = min(e.layer for e in stats.entries if abs(e.value) >= 0.5 * big)
@@ -326,27 +414,33 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int
                          f"{sorted({e.hook for e in stats.entries}, key=_layer_of)}")
     else:
         hook_name = hook
-    at = [e for e in stats.entries if e.hook == hook_name]
-    dims = sorted({e.dim for e in at})
-    mean_val = {d: sum(e.value for e in at if e.dim == d) / sum(1 for e in at if e.dim == d) for d in dims}
+    dims = sorted({e.dim for e in stats.entries if e.hook == hook_name})
+    cfg = stats.config
+    means, present, n_held = heldout_kind_means(model, heldout, hook_name, dims, cfg)
     device = next(model.parameters()).device
     B = tokens.shape[0]
     variants = ["clean", "zero", "mean", "random_zero"]
-    cfg = stats.config
     dim_mask = torch.zeros(int(model.cfg.d_model), dtype=torch.bool, device=device)
     dim_mask[dims] = True
-    mean_vec = torch.zeros(int(model.cfg.d_model), device=device)
-    mean_vec[dims] = torch.tensor([mean_val[d] for d in dims], device=device)
+    codes = kind_codes(tokens, _decoder(getattr(model, "tokenizer", None))).to(device)
+    means, present = means.to(device), present.to(device)
     gen = torch.Generator().manual_seed(seed)
     info = {}
 
     def fn(h, hook):  # h: [4B, T, d]
         clean = h[:B]
-        a = clean.abs().float()
-        med = a.reshape(B, -1).median(dim=1).values
-        mask = (a > cfg.abs_threshold) & (a >= cfg.ratio_threshold * med[:, None, None]) & dim_mask
+        mask = _massive_mask(clean, cfg, dim_mask)
         n = int(mask.sum())
         info["n"] = n
+        info["by_kind"] = {k: int((mask & (codes == i)[..., None]).sum()) for i, k in enumerate(KINDS)}
+        missing = mask & ~present[codes]  # massive entries whose kind/dim has no held-out mean
+        if bool(missing.any()):
+            b, p, d = missing.nonzero()[0].tolist()
+            k = KINDS[int(codes[b, p])]
+            raise ValueError(f"the held-out rows have no massive {k!r} entry at {hook_name} dim {d} (the analysed "
+                             f"batch has one at sequence {b}, position {p}), so there is no held-out {k} mean; "
+                             f"give held-out text that contains {'a delimiter' if k == 'delimiter' else k + ' tokens'} "
+                             "carrying the massive activation")
         # control: as many random entries of the same layer that are not massive
         free = (~mask).reshape(-1).nonzero().squeeze(-1).cpu()
         pick = free[torch.randperm(len(free), generator=gen)[:n]].to(h.device)
@@ -355,7 +449,7 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int
         rmask = rmask.view_as(mask)
         h = h.clone()
         h[B:2 * B] = torch.where(mask, torch.zeros_like(clean), clean)
-        h[2 * B:3 * B] = torch.where(mask, mean_vec.to(h.dtype).expand_as(clean), clean)
+        h[2 * B:3 * B] = torch.where(mask, means[codes].to(h.dtype), clean)  # [B, T, d]: each entry's kind mean
         h[3 * B:] = torch.where(rmask, torch.zeros_like(clean), clean)
         return h
 
@@ -365,5 +459,7 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int
     loss = _next_token_loss(logits, batch[:, :]).view(len(variants), B).mean(1)
     lp = logits[:, :-1].float().log_softmax(-1).view(len(variants), B, tokens.shape[1] - 1, -1)
     kl = (lp[0].exp() * (lp[0] - lp)).sum(-1).mean((1, 2))
-    return MassiveAblation(hook_name, dims, [mean_val[d] for d in dims], info["n"],
-                           {v: float(x) for v, x in zip(variants, loss)}, {v: float(x) for v, x in zip(variants, kl)})
+    mean_values = {k: [float(means[i, d]) if bool(present[i, d]) else None for d in dims] for i, k in enumerate(KINDS)}
+    return MassiveAblation(hook_name, dims, mean_values, {k: int(n_held[i]) for i, k in enumerate(KINDS)}, info["n"],
+                           info["by_kind"], {v: float(x) for v, x in zip(variants, loss)},
+                           {v: float(x) for v, x in zip(variants, kl)})

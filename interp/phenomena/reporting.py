@@ -100,9 +100,11 @@ def massive_report(stats, ablation, dynamics, meta: dict, config: dict):
         r.add_table(f"Overwriting the massive activations at {ablation.hook} (dims {ablation.dims})",
                     [{"variant": v, "loss": round(ablation.loss[v], 4), "KL(clean||variant)": round(ablation.kl[v], 4)}
                      for v in ablation.loss],
-                    caption=f"{ablation.n_overwritten} entries overwritten per variant; mean values "
-                            f"{[round(x, 1) for x in ablation.mean_values]}; random_zero zeroes as many random "
-                            "non-massive entries of the same layer (control).")
+                    caption=f"{ablation.n_overwritten} entries overwritten per variant ({ablation.n_by_kind}); "
+                            "mean sets each to the held-out mean of its token kind, per dimension: "
+                            + "; ".join(f"{k} {[None if x is None else round(x, 1) for x in v]}"
+                                        for k, v in ablation.mean_values.items() if any(x is not None for x in v))
+                            + "; random_zero zeroes as many random non-massive entries of the same layer (control).")
     if dynamics is not None:
         r.add_section("Dynamics over training checkpoints")
         ratio = np.array(dynamics.ratio)
