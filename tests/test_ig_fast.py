@@ -49,26 +49,21 @@ def _close(a, b, rel=1e-5):
 @pytest.mark.parametrize("name,lean", [("tiny-llama", True), ("gqa-llama", True), ("tiny-gpt2", True),
                                        ("tiny-pythia", True), ("tiny-gemma3", True)])
 @pytest.mark.parametrize("hook", ["hook_embed", "blocks.1.hook_resid_pre", "blocks.0.hook_resid_post"])
-def test_fast_ig_equals_reference(models, name, lean, hook):
-    """Attributions (= diff * path-averaged gradient) and completeness agree with the plain path."""
+def test_fast_ig_equals_reference(models, name, lean, hook, fast):
+    """Attributions (= diff * path-averaged gradient) and completeness agree with the plain path; the
+    switch (INTERP_REFERENCE, the ``fast`` fixture) picks the path, the other one is asked for."""
     model = _model(models, name)
     task = _task(model)
     kw = dict(hook=hook, baseline=task.corrupt, steps=6)
-    fast = layer_integrated_gradients(model, task.clean, task.metric, **kw)
-    ref = layer_integrated_gradients(model, task.clean, task.metric, fast=False, **kw)
+    got = layer_integrated_gradients(model, task.clean, task.metric, **kw)
+    other = layer_integrated_gradients(model, task.clean, task.metric, fast=not fast, **kw)
+    fast, ref = (got, other) if fast else (other, got)
     assert ref.path == "plain" and fast.path == ("lean" if lean else "replay")
     assert ref.attributions.abs().max() > 0
     assert _close(fast.attributions, ref.attributions)
     assert torch.allclose(fast.delta, ref.delta, atol=1e-5)
     assert torch.allclose(fast.f_input, ref.f_input) and torch.allclose(fast.f_baseline, ref.f_baseline)
     assert not model_has_hooks(model)  # nothing left registered
-
-
-def test_reference_switch_by_environment(models, monkeypatch):
-    model = _model(models, "tiny-llama")
-    task = _task(model)
-    monkeypatch.setenv("INTERP_IG_REFERENCE", "1")
-    assert layer_integrated_gradients(model, task.clean, task.metric, baseline=task.corrupt, steps=2).path == "plain"
 
 
 def test_lean_forward_equals_hf_logits_and_gradients(models):

@@ -30,8 +30,8 @@ prompt batch run with different values at a hook in block ``L``:
    returns the reason when not; ``IGResult.lean_skipped`` records it), and a self-check on the
    unexpanded batch reproduces the bridge's metric (else: the bridge path, with a warning).
 
-All are switched off by ``INTERP_IG_REFERENCE=1`` (or ``fast=False`` in ig.py), which runs the
-plain full forward; tests/test_ig.py and tests/test_ig_fast.py check that values and gradients
+All are switched off by ``fast=False`` or ``INTERP_REFERENCE=1`` (interp/fastpath.py), which runs
+the plain full forward; tests/test_ig.py and tests/test_ig_fast.py check that values and gradients
 agree between the paths on tiny llama, gpt2, pythia and gemma3 models (grouped KV heads included),
 and tests/test_ig_lean_archs.py checks each lean forward against the Hugging Face model itself.
 
@@ -44,7 +44,6 @@ prefix keys/values (``2 * n_layers * B * p0 * d_kv`` floats) and the autograd gr
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from contextlib import ExitStack, contextmanager
@@ -55,14 +54,6 @@ import torch
 from interp.models import scoped_hooks
 
 from .lean_models import LEAN_ARCHS, LeanForward, LeanLlama  # noqa: F401 (LeanLlama: re-exported)
-
-
-def fast_enabled(fast: bool | None = None, env: str = "INTERP_IG_REFERENCE") -> bool:
-    """``fast`` if given, else True unless the environment variable ``env`` (``INTERP_IG_REFERENCE``
-    for IG, ``INTERP_EDGES_REFERENCE`` for edges) is ``1`` and forces the plain reference path."""
-    if fast is not None:
-        return bool(fast)
-    return os.environ.get(env, "0") not in ("1", "true", "yes")
 
 
 def hook_layer(hook: str) -> int:
