@@ -4,7 +4,7 @@ Targets (issue 3): agreement to numerical tolerance, >= 3x faster than captum, a
 delta <= 2% of F(x) - F(baseline) at our default step count.  On IOI prompts with the corrupted
 (ABC) prompt as the baseline, in one run, interleaved, best of ``--repeat``:
 
-1. ``hook_embed``: ours (default fast path; the lean forward of lean_models.py) vs
+1. ``hook_embed``: ours (default fast path; on Gemma 3 the lean forward of interp/models/lean.py) vs
    captum at the ``hook_embed`` HookPoint (whole expanded batch at once, internal_batch_size=None,
    its fastest setting).
 2. A mid-layer hook (``--mid-hook blocks.L.hook_resid_pre``): ours vs captum attached to block L's
@@ -15,7 +15,7 @@ delta <= 2% of F(x) - F(baseline) at our default step count.  On IOI prompts wit
 4. Our default step count: completeness delta per prompt.
 5. The compute floor (``floor`` in the same interleaved rounds): the same ``n*steps`` interpolated
    embeddings through the plain Hugging Face model (a weight-sharing copy without the bridge,
-   hf_capture.hf_model, SDPA attention, ``logits_to_keep=1``) and one ``torch.autograd.grad`` of
+   interp.models.lean.hf_model, SDPA attention, ``logits_to_keep=1``) and one ``torch.autograd.grad`` of
    the weighted metric w.r.t. ``inputs_embeds``: the least work any IG at the embeddings with that
    many steps does unless it skips arithmetic.  Achieved GFLOP/s of each contender (matmul FLOPs
    of the full job: 2 * non-embedding params * tokens forward, the same again for the
@@ -30,13 +30,13 @@ delta <= 2% of F(x) - F(baseline) at our default step count.  On IOI prompts wit
     python bench/bench_ig.py --gpt2-random [--n 4] [--steps 32]   # adds "gpt2_random" to the same JSON
     python bench/bench_ig.py --lean-vs-replay [--n 2] [--steps 16]   # adds "lean_vs_replay"
 
-``--lean-vs-replay``: whether each lean forward pays, with everything else equal.  Per architecture,
-IG at ``hook_embed`` and at a mid-layer ``blocks.L.hook_resid_pre`` (``L = n_layers // 2``) on the
+``--lean-vs-replay``: whether the lean forward pays, with everything else equal.  IG at
+``hook_embed`` and at a mid-layer ``blocks.L.hook_resid_pre`` (``L = n_layers // 2``) on the
 default fast path twice: with the lean forward (``path == "lean"``) and with it switched off
 (``path == "replay"``: the same prefix replay, last-position logits, batching and steps through the
-bridge).  Models: SmolLM2-135M (``llama``) and Gemma 3 270M (``gemma3_text``) as bundled, and
-random-initialised GPT-2 and GPT-NeoX/Pythia of GPT-2-small shape (12 layers, d_model 768, 12
-heads, d_mlp 3072, char vocabulary: TinyConfig).  ``n`` random prompts of 16 tokens whose baseline
+bridge), on Gemma 3 270M as bundled.  (The same section measured lean Llama, GPT-2 and GPT-NeoX
+forwards on SmolLM2-135M and random GPT-2-small-shaped models before they were removed for
+gaining under 1.5x: bench/results/bench_ig_issue14.json.)  ``n`` random prompts of 16 tokens whose baseline
 differs at positions 2, 5 and 11, a last-position logit difference; interleaved rounds, best of
 ``--repeat`` and the per-round ratio spread; writes the ``lean_vs_replay`` section.
 
@@ -148,7 +148,7 @@ def gpt2_random(args) -> dict:
 
     from interp.attribution.captum_ig import captum_layer_ig
     from interp.attribution.ig import layer_integrated_gradients
-    from interp.models.hf_capture import hf_model
+    from interp.models.lean import hf_model
     from interp.models.tiny import char_tokenizer
 
     torch.manual_seed(0)
@@ -229,22 +229,9 @@ def gpt2_random(args) -> dict:
 
 
 def _lean_models():
-    """``(label, bridge)`` for each lean architecture (see ``--lean-vs-replay`` in the module doc)."""
-    from transformer_lens.model_bridge import TransformerBridge
-
+    """``(label, bridge)`` for each architecture with a lean forward (see ``--lean-vs-replay``)."""
     from interp.models import load_model
-    from interp.models.tiny import TinyConfig, char_tokenizer, tiny_hf_model
 
-    yield "llama (smollm2-135m)", load_model("smollm2-135m", device="cpu")
-    tok = char_tokenizer()
-    for arch, name in (("gpt2", "gpt2"), ("pythia", "EleutherAI/pythia-160m")):
-        cfg = TinyConfig(arch=arch, n_layers=12, d_model=768, n_heads=12, d_mlp=3072)
-        hf = tiny_hf_model(cfg, len(tok))
-        model = TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=tok)
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        yield f"{arch} (random, 12x768)", model
     yield "gemma3_text (gemma3-270m)", load_model("gemma3-270m", device="cpu")
 
 
@@ -390,7 +377,7 @@ def main():
         layer_integrated_gradients(model, task.clean[:1], t1.metric, hook=h, baseline=task.corrupt[:1], steps=2)
         captum_layer_ig(model, task.clean[:1], t1.metric, hook=h, baseline_tokens=task.corrupt[:1], steps=2)
 
-    from interp.models.hf_capture import hf_model
+    from interp.models.lean import hf_model
 
     shadow = hf_model(model, attn_implementation="sdpa")
     device = next(model.parameters()).device

@@ -24,19 +24,12 @@ Two entry points:
   is averaged over runs where every upstream node moves too, which is not the patching question.
 
 Cost: layer IG 2 + k forward/backward passes of B*T tokens (k = steps), the blocks before the
-hook replayed (fastpath.py); hook IG n_hooks * (k + 1) passes, the prefix replayed.  On Llama,
-GPT-2, GPT-NeoX/Pythia and Gemma 3 models the k copies run a lean forward (lean_models.py) instead
-of the bridge: the same arithmetic without the bridge's per-op hook overhead, positions shared by
+hook replayed (fastpath.py); hook IG n_hooks * (k + 1) passes, the prefix replayed.  On Gemma 3
+models the k copies run a lean forward (interp/models/lean.py) instead of the bridge: the same arithmetic without the bridge's per-op hook overhead, positions shared by
 input and baseline run once, and the last block runs on the last position only (``IGResult.path``
 / ``config['forward']`` say which forward ran, ``lean_skipped`` why not; ``fast=False`` or
-``INTERP_REFERENCE=1`` is the plain reference).  At ``hook_embed`` this is close to the compute
-floor: the same interpolated batch through the plain Hugging Face model plus one input gradient
-(bench/bench_ig.py measures it); equal-step IG cannot be much faster than that on CPU without
-skipping arithmetic, and the only exact skips are the shared positions and the last block.
-Measured (SmolLM2-135M, IOI n=4 x 16 tokens, 32 steps, 2 threads, load ~2): ours 5.1 s, the plain
-HF floor 6.3 s, captum 8.1 s (1.6x); the lean work (756 GFLOP) at the measured fp32 GEMM peak
-(189 GFLOP/s) alone takes 4.0 s, so no equal-step IG at the embeddings can beat captum by more
-than ~2.0x here (ours runs at 79% of that peak).  Random GPT-2 124M: 2.0x captum, 1.8x our plain path.
+``INTERP_REFERENCE=1`` is the plain reference).  bench/bench_ig.py compares it with captum, the
+plain Hugging Face compute floor and (``--lean-vs-replay``) the lean forward with the bridge.
 Memory: ``max_tokens`` tokens of activations for the backward, plus the per-component caches.
 """
 
@@ -105,7 +98,7 @@ class IGResult:
     seconds: float
     path: str = "plain"
     """Which forward ran the steps: ``plain`` (the bridge, whole model), ``replay`` (the bridge,
-    blocks before the hook replayed, last-position logits) or ``lean`` (lean_models.py)."""
+    blocks before the hook replayed, last-position logits) or ``lean`` (interp/models/lean.py)."""
     lean_skipped: str = ""
     """Why the lean forward did not run (empty when it did): not fast, a metric of other positions,
     an architecture or hook it does not cover, a user hook, or a failed self-check."""
@@ -206,7 +199,7 @@ def _self_check_failed(lean: LeanForward, stacklevel: int) -> str:
 
 def _interpolate_lean(lean: LeanForward, hook: str, start: int, x_act, base_act, f_x, alphas, weights, metric,
                       max_tokens) -> torch.Tensor | None:
-    """:func:`_interpolate` through a lean forward (lean_models.py; residual-stream hooks,
+    """:func:`_interpolate` through a lean forward (interp/models/lean.py; residual-stream hooks,
     last-position metrics).
 
     Positions before the first one where input and baseline differ (``p0``) are the same in every
@@ -258,7 +251,7 @@ def layer_integrated_gradients(
     ``None`` (zero activation).  ``fast`` (default: on unless ``INTERP_REFERENCE=1``) reuses the
     blocks before the hook and computes only the last position's logits when the metric reads
     only those; at a residual-stream hook of a covered architecture the steps run the lean forward
-    (lean_models.py; ``result.path`` says which ran, ``result.lean_skipped`` why not);
+    (interp/models/lean.py; ``result.path`` says which ran, ``result.lean_skipped`` why not);
     ``fast=False`` is the plain reference path.
     """
     t0 = time.perf_counter()
