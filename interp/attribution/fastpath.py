@@ -33,7 +33,7 @@ prompt batch run with different values at a hook in block ``L``:
 All are switched off by ``fast=False`` or ``INTERP_REFERENCE=1`` (interp/fastpath.py), which runs
 the plain full forward; tests/test_ig.py and tests/test_ig_fast.py check that values and gradients
 agree between the paths on tiny llama, gpt2, pythia and gemma3 models (grouped KV heads included),
-and tests/test_ig_lean_archs.py checks the lean forward against the Hugging Face model itself.
+and tests/test_lean.py checks the lean forward against the Hugging Face model itself.
 
 The module forwards are patched on the instance and restored in ``finally`` (nothing leaks if the
 forward raises).  Memory: the cached block output ``B*T*d_model`` floats, repeated ``k`` times

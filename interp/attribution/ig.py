@@ -25,8 +25,9 @@ Two entry points:
 
 Cost: layer IG 2 + k forward/backward passes of B*T tokens (k = steps), the blocks before the
 hook replayed (fastpath.py); hook IG n_hooks * (k + 1) passes, the prefix replayed.  On Gemma 3
-models the k copies run a lean forward (interp/models/lean.py) instead of the bridge: the same arithmetic without the bridge's per-op hook overhead, positions shared by
-input and baseline run once, and the last block runs on the last position only (``IGResult.path``
+models the k copies run a lean forward (interp/models/lean.py) instead of the bridge: the same
+arithmetic without the bridge's per-op hook overhead, positions shared by input and baseline run
+once, and the last block runs on the last position only (``IGResult.path``
 / ``config['forward']`` say which forward ran, ``lean_skipped`` why not; ``fast=False`` or
 ``INTERP_REFERENCE=1`` is the plain reference).  bench/bench_ig.py compares it with captum, the
 plain Hugging Face compute floor and (``--lean-vs-replay``) the lean forward with the bridge.

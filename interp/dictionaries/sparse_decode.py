@@ -121,7 +121,8 @@ def encode_at_reference(x, W_enc, b_enc, idx):
     return (x @ W_enc + b_enc).gather(1, idx)
 
 
-def sparse_decode(idx: torch.Tensor, vals: torch.Tensor, W_dec: torch.Tensor, fast: bool | None = None) -> torch.Tensor:
+def sparse_decode(idx: torch.Tensor, vals: torch.Tensor, W_dec: torch.Tensor,
+                  fast: bool | None = None) -> torch.Tensor:
     """``out[b] = sum_j vals[b, j] * W_dec[idx[b, j]]`` -> ``[B, d]``; the dense reference with ``fast=False``."""
     _check(idx, vals, W_dec.shape[0], "sparse_decode")
     if not use_fast(fast):

@@ -28,7 +28,7 @@ the output projection) and ``blocks.l.hook_mlp_out`` (after Gemma's post feed-fo
 
 Memory: prefix keys/values ``2 * n_layers * B * p0 * d_kv`` floats, plus the autograd graph of the
 ``k*B*(T-p0)`` rows that run, about what the bridge keeps for the same rows.  Exactness is checked
-by tests/test_ig_fast.py and tests/test_ig_lean_archs.py against the bridge and against the Hugging
+by tests/test_ig_fast.py and tests/test_lean.py against the bridge and against the Hugging
 Face model itself (values and gradients), and at run time by ig.py's self-check on the input.
 """
 
