@@ -5,12 +5,11 @@ All contenders process the same token batches (the offline default corpus, packe
 intra-op thread count (``--threads``, passed to the SAELens subprocess too):
 
 * ``plain_bridge``: ``bridge(tokens)`` with no hooks (the TransformerBridge's forward);
-* ``plain_hf``: the bridge's Hugging Face model run directly (:func:`interp.models.hf_capture.hf_model`,
+* ``plain_hf``: the bridge's Hugging Face model run directly (:func:`interp.models.lean.hf_model`,
   sharing the weights), full forward with logits, ``use_cache=False``, no hooks.  This is the
   faster of the two plain passes and the honest ceiling for ">= 0.85 of a plain forward";
 * ``interp``: :func:`interp.store.cache_activations` into a fresh store (fp16, fsync'd shards,
-  CRC-32, manifest) with the default ``capture="auto"`` (the fast Hugging Face path where it
-  applies); ``interp_bridge``: the same with ``capture="bridge"`` (the reference path).  The
+  CRC-32, manifest).  The
   loop time comes from the manifest; end-to-end (``_total``) adds model-side setup: the probe
   pass, the fast path's check, weight hash, manifest;
 * ``naive``: ``run_with_cache(names_filter=hooks)`` then ``torch.save`` of the fp16 rows;
@@ -47,7 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from interp.models import load_model, resolve_hooks  # noqa: E402
-from interp.models.hf_capture import hf_model  # noqa: E402
+from interp.models.lean import hf_model  # noqa: E402
 from interp.store import CacheConfig, cache_activations, load_corpus, token_sequences  # noqa: E402
 
 
@@ -158,24 +157,20 @@ def main(argv=None) -> int:
                 torch.save({h: cache[h].reshape(-1, cache[h].shape[-1]).half() for h in hooks}, out / f"{i}.pt")
         return time.perf_counter() - t
 
-    capture_paths: dict[str, str] = {}
-
-    def run_store(key, hook_list, capture):
+    def run_store(key, hook_list):
         @cpu_timed(key + "_total")
         def go():
             out = tmp / key
             shutil.rmtree(out, ignore_errors=True)
             cfg = CacheConfig(model=args.model, hooks=hook_list, corpus="default", n_tokens=n_tok, context_length=C,
-                              batch_size=B, dtype="float16", out=str(out), capture=capture)
+                              batch_size=B, dtype="float16", out=str(out))
             t = time.perf_counter()
             store = cache_activations(cfg, model=model, progress=False)
             total = time.perf_counter() - t
-            capture_paths[key] = store.manifest["capture"]["path"]
             return store.manifest["last_run"]["seconds"], total
         return go
 
-    ours = run_store("interp", hooks, "auto")
-    ours_bridge = run_store("interp_bridge", hooks, "bridge")
+    ours = run_store("interp", hooks)
 
     # SAELens caches one hook per run: compare it with interp on that same hook
     hook = hooks[-1]
@@ -202,10 +197,9 @@ def main(argv=None) -> int:
         got = json.loads(r.stdout.strip().splitlines()[-1])
         return got
 
-    ours_single = run_store("interp_1hook", [hook], "auto")
+    ours_single = run_store("interp_1hook", [hook])
 
-    results = {"plain_bridge": [], "plain_hf": [], "naive": [], "interp_loop": [], "interp_total": [],
-               "interp_bridge_loop": [], "interp_bridge_total": []}
+    results = {"plain_bridge": [], "plain_hf": [], "naive": [], "interp_loop": [], "interp_total": []}
     if sae_payload:
         results.update({"saelens": [], "interp_1hook_loop": [], "interp_1hook_total": []})
     sae_info: dict = {}
@@ -218,9 +212,6 @@ def main(argv=None) -> int:
         loop, total = ours()
         results["interp_loop"].append(loop)
         results["interp_total"].append(total)
-        loop, total = ours_bridge()
-        results["interp_bridge_loop"].append(loop)
-        results["interp_bridge_total"].append(total)
         results["naive"].append(naive())
         if sae_payload:
             try:
@@ -254,21 +245,19 @@ def main(argv=None) -> int:
         "command": [sys.executable, *sys.argv], "machine": machine(), "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
         "model": args.model, "hooks": len(hooks), "hook_patterns": args.hooks, "tokens": n_tok,
         "context_length": C, "batch_size": B, "repeats": args.repeats, "threads": args.threads,
-        "capture_paths": capture_paths, "seconds_best": best, "tok_per_s": tps,
+        "seconds_best": best, "tok_per_s": tps,
         "plain_baseline": plain_key,
         "ratio_plain_hf_vs_plain_bridge": best["plain_bridge"] / best["plain_hf"],
         "ratio_interp_loop_vs_plain": best[plain_key] / best["interp_loop"],
         "ratio_interp_total_vs_plain": best[plain_key] / best["interp_total"],
         "ratio_interp_total_vs_plain_bridge": best["plain_bridge"] / best["interp_total"],
         "ratio_interp_total_vs_plain_hf": best["plain_hf"] / best["interp_total"],
-        "speedup_interp_vs_interp_bridge": best["interp_bridge_total"] / best["interp_total"],
         "speedup_interp_vs_naive": best["naive"] / best["interp_total"],
         "saelens": sae, "all_seconds": results, "cpu_seconds_best": best_cpu, "all_cpu_seconds": cpu,
         "cpu_ratio_interp_total_vs_plain": best_cpu[plain_key] / best_cpu["interp_total"],
         "cpu_ratio_interp_total_vs_plain_bridge": best_cpu["plain_bridge"] / best_cpu["interp_total"],
         "cpu_ratio_interp_total_vs_plain_hf": best_cpu["plain_hf"] / best_cpu["interp_total"],
         "cpu_speedup_interp_vs_naive": best_cpu["naive"] / best_cpu["interp_total"],
-        "cpu_speedup_interp_vs_interp_bridge": best_cpu["interp_bridge_total"] / best_cpu["interp_total"],
     }
     if "saelens" in best_cpu:
         report["cpu_ratio_interp_vs_saelens"] = best_cpu["saelens"] / best_cpu["interp_1hook_total"]
@@ -287,14 +276,13 @@ def main(argv=None) -> int:
         for k in results:
             c = f"{best_cpu[k]:8.2f}s {n_tok / best_cpu[k]:10.0f}" if k in best_cpu else ""
             print(f"  {k:<18} {best[k]:8.2f}s {tps[k]:11.0f} {c}")
-        print(f"  capture paths: {capture_paths}; plain HF forward is {report['ratio_plain_hf_vs_plain_bridge']:.2f}x "
+        print(f"  plain HF forward is {report['ratio_plain_hf_vs_plain_bridge']:.2f}x "
               f"the bridge's")
         print(f"  interp throughput / plain (target >= 0.85), baseline {plain_key}: loop "
               f"{report['ratio_interp_loop_vs_plain']:.2f}, end-to-end {report['ratio_interp_total_vs_plain']:.2f} "
               f"(vs plain_bridge {report['ratio_interp_total_vs_plain_bridge']:.2f}, "
               f"vs plain_hf {report['ratio_interp_total_vs_plain_hf']:.2f})")
-        print(f"  interp vs its bridge path: {report['speedup_interp_vs_interp_bridge']:.2f}x; vs naive "
-              f"run_with_cache+torch.save: {report['speedup_interp_vs_naive']:.2f}x")
+        print(f"  interp vs naive run_with_cache+torch.save: {report['speedup_interp_vs_naive']:.2f}x")
         if sae["status"] == "ok":
             print(f"  interp vs SAELens {sae['sae_lens']} on {hook}: {sae['ratio_interp_vs_saelens_total']:.2f}x "
                   f"(end-to-end), {sae['ratio_interp_vs_saelens_loop']:.2f}x (loop), "
@@ -302,8 +290,7 @@ def main(argv=None) -> int:
         else:
             print(f"  SAELens: not run ({sae['reason']})")
         print(f"  by process CPU time: interp/plain end-to-end {report['cpu_ratio_interp_total_vs_plain']:.2f}, "
-              f"interp vs naive {report['cpu_speedup_interp_vs_naive']:.2f}x, "
-              f"vs its bridge path {report['cpu_speedup_interp_vs_interp_bridge']:.2f}x")
+              f"interp vs naive {report['cpu_speedup_interp_vs_naive']:.2f}x")
     return 0
 
 

@@ -4,7 +4,7 @@ Targets (issue 3): agreement to numerical tolerance, >= 3x faster than captum, a
 delta <= 2% of F(x) - F(baseline) at our default step count.  On IOI prompts with the corrupted
 (ABC) prompt as the baseline, in one run, interleaved, best of ``--repeat``:
 
-1. ``hook_embed``: ours (default fast path; the lean forward of lean_models.py) vs
+1. ``hook_embed``: ours (default fast path; on Gemma 3 the lean forward of interp/models/lean.py) vs
    captum at the ``hook_embed`` HookPoint (whole expanded batch at once, internal_batch_size=None,
    its fastest setting).
 2. A mid-layer hook (``--mid-hook blocks.L.hook_resid_pre``): ours vs captum attached to block L's
@@ -15,7 +15,7 @@ delta <= 2% of F(x) - F(baseline) at our default step count.  On IOI prompts wit
 4. Our default step count: completeness delta per prompt.
 5. The compute floor (``floor`` in the same interleaved rounds): the same ``n*steps`` interpolated
    embeddings through the plain Hugging Face model (a weight-sharing copy without the bridge,
-   hf_capture.hf_model, SDPA attention, ``logits_to_keep=1``) and one ``torch.autograd.grad`` of
+   interp.models.lean.hf_model, SDPA attention, ``logits_to_keep=1``) and one ``torch.autograd.grad`` of
    the weighted metric w.r.t. ``inputs_embeds``: the least work any IG at the embeddings with that
    many steps does unless it skips arithmetic.  Achieved GFLOP/s of each contender (matmul FLOPs
    of the full job: 2 * non-embedding params * tokens forward, the same again for the
@@ -28,6 +28,17 @@ delta <= 2% of F(x) - F(baseline) at our default step count.  On IOI prompts wit
 
     python bench/bench_ig.py [--model smollm2-135m] [--n 4] [--steps 32] [--mid-hook blocks.20.hook_resid_pre]
     python bench/bench_ig.py --gpt2-random [--n 4] [--steps 32]   # adds "gpt2_random" to the same JSON
+    python bench/bench_ig.py --lean-vs-replay [--n 2] [--steps 16]   # adds "lean_vs_replay"
+
+``--lean-vs-replay``: whether the lean forward pays, with everything else equal.  IG at
+``hook_embed`` and at a mid-layer ``blocks.L.hook_resid_pre`` (``L = n_layers // 2``) on the
+default fast path twice: with the lean forward (``path == "lean"``) and with it switched off
+(``path == "replay"``: the same prefix replay, last-position logits, batching and steps through the
+bridge), on Gemma 3 270M as bundled.  (The same section measured lean Llama, GPT-2 and GPT-NeoX
+forwards on SmolLM2-135M and random GPT-2-small-shaped models before they were removed for
+gaining under 1.5x: bench/results/bench_ig_issue14.json.)  ``n`` random prompts of 16 tokens whose baseline
+differs at positions 2, 5 and 11, a last-position logit difference; interleaved rounds, best of
+``--repeat`` and the per-round ratio spread; writes the ``lean_vs_replay`` section.
 
 ``--gpt2-random``: the lean GPT-2 forward at real size without hub access: a random-initialised
 ``GPT2Config()`` (124M: 12 layers, d_model 768, vocab 50,257) under a bridge, ``n`` random prompts
@@ -137,7 +148,7 @@ def gpt2_random(args) -> dict:
 
     from interp.attribution.captum_ig import captum_layer_ig
     from interp.attribution.ig import layer_integrated_gradients
-    from interp.models.hf_capture import hf_model
+    from interp.models.lean import hf_model
     from interp.models.tiny import char_tokenizer
 
     torch.manual_seed(0)
@@ -217,6 +228,70 @@ def gpt2_random(args) -> dict:
     return res
 
 
+def _lean_models():
+    """``(label, bridge)`` for each architecture with a lean forward (see ``--lean-vs-replay``)."""
+    from interp.models import load_model
+
+    yield "gemma3_text (gemma3-270m)", load_model("gemma3-270m", device="cpu")
+
+
+def lean_vs_replay(args) -> dict:
+    """The ``--lean-vs-replay`` section (see the module doc)."""
+    import interp.attribution.ig as ig_mod
+
+    real_lean = ig_mod.lean_forward
+
+    def ig(model, clean, corrupt, metric, hook, lean: bool):
+        ig_mod.lean_forward = real_lean if lean else (lambda m, h: (None, "bench: lean forward off"))
+        try:
+            r = ig_mod.layer_integrated_gradients(model, clean, metric, hook=hook, baseline=corrupt,
+                                                  steps=args.steps, max_tokens=1 << 20)
+        finally:
+            ig_mod.lean_forward = real_lean
+        want = "lean" if lean else "replay"
+        if r.path != want:
+            raise RuntimeError(f"expected the {want} path, got {r.path} ({r.lean_skipped})")
+        return r
+
+    res = {}
+    for label, model in _lean_models():
+        V, T, n = model.cfg.d_vocab, 16, args.n
+        g = torch.Generator().manual_seed(1)
+        clean = torch.randint(1, V, (n, T), generator=g)
+        corrupt = clean.clone()
+        corrupt[:, [2, 5, 11]] = torch.randint(1, V, (n, 3), generator=g)
+        a_tok, b_tok = 3, 5
+
+        def metric(logits, a_tok=a_tok, b_tok=b_tok):
+            return logits[:, -1, a_tok] - logits[:, -1, b_tok]
+
+        mid = f"blocks.{model.cfg.n_layers // 2}.hook_resid_pre"
+        runs = {f"{w}_{p}": (lambda h=h, lean=(p == "lean"): ig(model, clean, corrupt, metric, h, lean))
+                for w, h in (("embed", "hook_embed"), ("mid", mid)) for p in ("lean", "replay")}
+        for fn in runs.values():  # warm-up
+            fn()
+        best, out, rounds = {}, {}, []
+        for r in range(args.repeat):
+            row = _round(runs, out, best, f"{label} round", r)
+            rounds.append(row)
+        sec = {"hooks": ["hook_embed", mid], "n": n, "tokens": T, "steps": args.steps, "rounds": rounds,
+               "best_s": best, "best_cpu_s": cpu_best(rounds)}
+        for w in ("embed", "mid"):
+            per = [r[f"{w}_replay"] / r[f"{w}_lean"] for r in rounds]
+            cpu = [r["cpu_s"][f"{w}_replay"] / r["cpu_s"][f"{w}_lean"] for r in rounds]
+            sec[w] = {"replay_over_lean_best": best[f"{w}_replay"] / best[f"{w}_lean"],
+                      "per_round": per, "per_round_cpu": cpu,
+                      "cpu_best_ratio": sec["best_cpu_s"][f"{w}_replay"] / sec["best_cpu_s"][f"{w}_lean"],
+                      "max_abs_diff": (out[f"{w}_lean"].attributions - out[f"{w}_replay"].attributions).abs().max().item(),
+                      "max_abs_attr": out[f"{w}_replay"].attributions.abs().max().item()}
+            print(f"{label} {w}: replay/lean best {sec[w]['replay_over_lean_best']:.2f}x, per round "
+                  f"{', '.join(f'{x:.2f}' for x in per)}; CPU best {sec[w]['cpu_best_ratio']:.2f}x; "
+                  f"max|diff| {sec[w]['max_abs_diff']:.1e} of {sec[w]['max_abs_attr']:.1e}")
+        res[label] = sec
+        del model
+    return res
+
+
 def cpu_best(rounds: list) -> dict:
     """Best process CPU seconds per contender over the rounds (less sensitive than wall time to
     other processes on the cores: time waiting for a core is not counted)."""
@@ -257,19 +332,22 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--skip-equal-accuracy", action="store_true")
     ap.add_argument("--gpt2-random", action="store_true", help="only the random GPT-2 (124M) section")
+    ap.add_argument("--lean-vs-replay", action="store_true", help="only the lean-vs-replay section per architecture")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_ig.json"))
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     out_path = Path(args.out)
     old = json.loads(out_path.read_text()) if out_path.exists() else {}
-    if args.gpt2_random:
+    if args.gpt2_random or args.lean_vs_replay:
         from interp.circuits.pipeline import versions
 
-        sec = gpt2_random(args)
+        key = "gpt2_random" if args.gpt2_random else "lean_vs_replay"
+        load0 = _load()
+        sec = gpt2_random(args) if args.gpt2_random else {"models": lean_vs_replay(args), "loadavg_start": load0}
         sec.update(command=" ".join([Path(sys.executable).name] + sys.argv), versions=versions(),
                    platform=platform.platform(), loadavg_end=_load())
-        old["gpt2_random"] = sec
+        old[key] = sec
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(old, indent=2))
         print("wrote", out_path)
@@ -299,7 +377,7 @@ def main():
         layer_integrated_gradients(model, task.clean[:1], t1.metric, hook=h, baseline=task.corrupt[:1], steps=2)
         captum_layer_ig(model, task.clean[:1], t1.metric, hook=h, baseline_tokens=task.corrupt[:1], steps=2)
 
-    from interp.models.hf_capture import hf_model
+    from interp.models.lean import hf_model
 
     shadow = hf_model(model, attn_implementation="sdpa")
     device = next(model.parameters()).device

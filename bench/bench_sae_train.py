@@ -13,7 +13,7 @@ printed beside the speed so a speed-up is not bought with quality.
 Contenders:
 
 * ``interp``         -- ``interp.dictionaries.train_sae`` (sparse TopK kernels on).
-* ``interp-dense``   -- the same with ``INTERP_SPARSE_DECODER=0`` (dense references).
+* ``interp-dense``   -- the same with ``INTERP_REFERENCE=1`` (dense references).
 * ``plain-pytorch``  -- a minimal TopK loop: dense encode, scatter, dense decode, Adam, renorm.
 * ``saelens``        -- ``sae_lens.SAETrainer`` + ``TopKTrainingSAE`` (default dense decode),
 * ``saelens-sparse`` -- the same with ``use_sparse_activations=True`` (its COO sparse decode).
@@ -68,13 +68,13 @@ def held_metrics(sae, held) -> dict:
 def run_interp(train, held, args, sparse: bool) -> dict:
     from interp.dictionaries import SAEConfig, TensorSource, TrainConfig, train_sae
 
-    os.environ["INTERP_SPARSE_DECODER"] = "1" if sparse else "0"
+    os.environ["INTERP_REFERENCE"] = "0" if sparse else "1"
     cfg = SAEConfig(arch="topk", d_in=train.shape[1], d_sae=args.expansion * train.shape[1], k=args.k, hook_in="h")
     tc = TrainConfig(n_tokens=args.steps * args.batch, batch_size=args.batch, lr=4e-4,
                      warmup_steps=min(100, args.steps // 10), progress=False, device="cpu",
                      dead_after_tokens=max(args.batch, args.rows // 2))
     r = train_sae(TensorSource({"h": train}), cfg, tc)
-    os.environ.pop("INTERP_SPARSE_DECODER", None)
+    os.environ.pop("INTERP_REFERENCE", None)
     return {"tokens_per_s": r.tokens_per_s, "seconds": r.seconds, **held_metrics(r.sae, held)}
 
 

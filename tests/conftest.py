@@ -32,3 +32,17 @@ def smollm2():
     from interp.models import load_model
 
     return load_model("smollm2-135m", device="cpu")
+
+
+@pytest.fixture(params=[True, False], ids=["fast", "reference"])
+def fast(request, monkeypatch):
+    """Both sides of interp/fastpath.py's one switch: True runs with ``INTERP_REFERENCE=0`` (the fast
+    paths), False with ``INTERP_REFERENCE=1`` (every reference path).  A test calls the API under test
+    without ``fast=`` so that the switch picks the path, asserts which path ran, and compares with
+    the other path asked for explicitly (``fast=not fast``)."""
+    from interp.fastpath import RETIRED
+
+    for name in RETIRED:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("INTERP_REFERENCE", "0" if request.param else "1")
+    return request.param

@@ -70,13 +70,15 @@ def test_resume_after_kill9_equals_uninterrupted(tiny_llama, tmp_path):
 
 
 def test_resume_in_process_after_exception(tiny_llama, tmp_path):
-    """An exception in the middle (here: Ctrl-C during the 25th forward pass) leaves a resumable store."""
+    """An exception in the middle (here: Ctrl-C during the 25th forward pass) leaves a resumable store; one
+    whose manifest says an earlier release wrote it on the retired Hugging Face capture path (``capture``
+    records) opens, verifies and resumes the same way."""
     corpus = tmp_path / "a.jsonl"
     lines = [json.dumps({"text": TEXT * 3}) for _ in range(30)]
     corpus.write_text("\n".join(lines) + "\n")
     args = dict(model="tiny-llama", hooks=["blocks.1.hook_resid_post"], corpus=str(corpus), n_tokens=8_000,
                 context_length=50, batch_size=5, dtype="float16", shard_rows=1500,
-                capture="bridge")  # the interruption is injected into bridge.forward (the hf path: test_cache_capture)
+)
     ref = cache_activations(CacheConfig(**args, out=str(tmp_path / "ref")), model=tiny_llama, progress=False)
     calls = {"n": 0}
     orig = tiny_llama.forward
@@ -93,8 +95,15 @@ def test_resume_in_process_after_exception(tiny_llama, tmp_path):
             cache_activations(CacheConfig(**args, out=str(tmp_path / "s")), model=tiny_llama, progress=False)
     finally:
         del tiny_llama.forward
+    manifest = tmp_path / "s" / "manifest.json"
+    m = json.loads(manifest.read_text())  # as the hf capture path of an earlier release left it
+    m["capture"] = {"path": "hf", "reason": "every hook maps to a Hugging Face module"}
+    m["config"]["capture"] = "hf"
+    m["last_run"] = {"seconds": 1.0, "rows": 1500, "world_size": 1, "device": "cpu", "capture": "hf"}
+    manifest.write_text(json.dumps(m))
     part = ActivationStore.open(tmp_path / "s")
     assert 0 < part.n_rows < 8_000
+    part.verify()
     store = cache_activations(CacheConfig(**args, out=str(tmp_path / "s")), model=tiny_llama, progress=False)
     assert store.manifest["shards"] == ref.manifest["shards"]
     assert _files(tmp_path / "s") == _files(tmp_path / "ref")

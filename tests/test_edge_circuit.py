@@ -192,26 +192,25 @@ def test_top_n_and_curve():
     assert cur.curves["eap-ig"]["metric"][1] == pytest.approx(f.metrics[0].item(), abs=1e-10)
 
 
-def test_reference_switch_by_environment(monkeypatch):
-    """INTERP_EDGES_REFERENCE=1 turns the last-position logits off in the circuit runs (as in edges.py), the
-    faithfulness curve included; the full logits give the same metric and F_norm."""
+def test_reference_switch(fast):
+    """The switch (INTERP_REFERENCE, the ``fast`` fixture) turns the last-position logits off in the circuit
+    runs (as in edges.py), the faithfulness curve included; the full logits give the same metric and F_norm."""
     m = model_for("tiny-gpt2")
     task = ioi_task(m, n=3, seed=0)
-    eap = edge_attribution(m, task, "eap")
+    eap = edge_attribution(m, task, "eap", fast=True)
     circuits = [top_n_circuit(eap, n) for n in (3, 12)]
-    fast = edge_circuit_faithfulness(m, task, circuits)
-    cur_fast = faithfulness_curve(m, task, [eap], [3, 12])
-    assert fast.config["last_position_only"] and fast.config["fast"] and cur_fast.config["last_position_only"]
-    monkeypatch.setenv("INTERP_EDGES_REFERENCE", "1")
-    ref = edge_circuit_faithfulness(m, task, circuits)
-    cur_ref = faithfulness_curve(m, task, [eap], [3, 12])
-    assert ref.config["last_position_only"] is False and ref.config["fast"] is False
-    assert cur_ref.config["last_position_only"] is False
-    assert edge_circuit_faithfulness(m, task, circuits, fast=True).config["last_position_only"]  # explicit wins
-    assert (fast.f_norm - 1).abs().max() > 1e-3  # not the trivial full circuit
-    torch.testing.assert_close(ref.f_norm, fast.f_norm, rtol=1e-9, atol=1e-12)
-    torch.testing.assert_close(ref.metrics, fast.metrics, rtol=1e-9, atol=1e-12)
-    assert cur_ref.curves["eap"]["f_norm"] == pytest.approx(cur_fast.curves["eap"]["f_norm"], rel=1e-9, abs=1e-12)
+    got = edge_circuit_faithfulness(m, task, circuits)
+    cur_got = faithfulness_curve(m, task, [eap], [3, 12])
+    assert got.config["fast"] is fast and got.config["last_position_only"] is fast
+    assert cur_got.config["last_position_only"] is fast
+    other = edge_circuit_faithfulness(m, task, circuits, fast=not fast)  # explicit wins over the switch
+    cur_other = faithfulness_curve(m, task, [eap], [3, 12], fast=not fast)
+    assert other.config["last_position_only"] is not fast and cur_other.config["last_position_only"] is not fast
+    (f, ref), (cur_f, cur_ref) = ((got, other), (cur_got, cur_other)) if fast else ((other, got), (cur_other, cur_got))
+    assert (f.f_norm - 1).abs().max() > 1e-3  # not the trivial full circuit
+    torch.testing.assert_close(ref.f_norm, f.f_norm, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(ref.metrics, f.metrics, rtol=1e-9, atol=1e-12)
+    assert cur_ref.curves["eap"]["f_norm"] == pytest.approx(cur_f.curves["eap"]["f_norm"], rel=1e-9, abs=1e-12)
 
 
 def test_bad_input():

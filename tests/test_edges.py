@@ -264,27 +264,31 @@ def test_eap_ig_end_points():
 
 # ---------------------------------------------------------------------------------- fast paths
 @pytest.mark.parametrize("method", ["eap", "eap-ig", "eap-ig-activations"])
-def test_fast_receiver_gradients_match_reference(method):
-    """Post-hoc per-head gradients (W_Q and ln1's Jacobian) == an identity node per head inside the forward."""
+def test_fast_receiver_gradients_match_reference(method, fast):
+    """Post-hoc per-head gradients (W_Q and ln1's Jacobian) == an identity node per head inside the forward
+    (the ``fast`` fixture's switch picks one path, the other is asked for)."""
     m = model_for("gqa-llama")
     task = task_for(m)
-    a = edge_attribution(m, task, method, steps=3, fast=True)
-    b = edge_attribution(m, task, method, steps=3, fast=False, max_tokens=task.clean.numel())  # also step-chunked
-    assert a.config["fast"] and not b.config["fast"]
+    got = edge_attribution(m, task, method, steps=3, max_tokens=task.clean.numel())  # also step-chunked
+    other = edge_attribution(m, task, method, steps=3, fast=not fast)
+    assert got.config["fast"] is fast and other.config["fast"] is not fast
+    a, b = (got, other) if fast else (other, got)
     torch.testing.assert_close(a.scores, b.scores, rtol=1e-6, atol=1e-9 * float(a.scores.abs().max()))
 
 
 @pytest.mark.parametrize("share", ["own", "all"])
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-pythia", "gqa-llama"])
-def test_ig_activations_prefix_replay_matches_reference(name, share):
+def test_ig_activations_prefix_replay_matches_reference(name, share, fast):
     """EAP-IG-activations with the blocks before each sender group replayed (fast) == every block
     recomputed for every copy (reference), on sequential, parallel (Pythia) and grouped-query blocks;
     the scores that are exactly 0 in the reference stay exactly 0."""
     m = model_for(name)
     task = task_for(m)
-    a = edge_attribution(m, task, "eap-ig-activations", steps=3, share=share,
-                         max_tokens=2 * task.clean.numel())  # step batches of 2 and 1 copies
-    b = edge_attribution(m, task, "eap-ig-activations", steps=3, share=share, fast=False)
+    kw = dict(steps=3, share=share, max_tokens=2 * task.clean.numel())  # step batches of 2 and 1 copies
+    got = edge_attribution(m, task, "eap-ig-activations", **kw)
+    other = edge_attribution(m, task, "eap-ig-activations", fast=not fast, **kw)
+    assert got.config["fast"] is fast and other.config["fast"] is not fast
+    a, b = (got, other) if fast else (other, got)
     assert a.config["prefix_replay"] == {"own": "cached", "all": "batch"}[share]
     assert b.config["prefix_replay"] is False
     assert (a.scores[b.scores == 0] == 0).all()
@@ -336,14 +340,16 @@ def test_prefix_replay_receiver_gradients(name):
             assert ref[own_qkv].abs().max() > 0
 
 
-def test_fast_edge_patching_matches_reference():
+def test_fast_edge_patching_matches_reference(fast):
     """Prefix replay + last-position logits == the plain forward."""
     m = model_for("tiny-pythia")
     task = task_for(m)
     g = edge_graph(m)
     edges = sample_edges(g, per_kind=3)
-    a = edge_patching(m, task, edges, fast=True, max_tokens=4 * task.clean.numel())
-    b = edge_patching(m, task, edges, fast=False)
+    got = edge_patching(m, task, edges, max_tokens=4 * task.clean.numel())
+    other = edge_patching(m, task, edges, fast=not fast, max_tokens=4 * task.clean.numel())
+    assert got.config["fast"] is fast and other.config["fast"] is not fast
+    a, b = (got, other) if fast else (other, got)
     assert a.effects.abs().max() > 0
     torch.testing.assert_close(a.effects, b.effects, rtol=1e-9, atol=1e-12)
 
@@ -471,16 +477,6 @@ def test_cli_circuit_curve_is_the_python_api(tmp_path, capsys):
     assert set(fc["curves"]) == {"eap", "eap-ig", "eap greedy", "eap-ig greedy"}
     html = (out / "report.html").read_text()
     assert "Faithfulness of top-n edge circuits" in html and "Faithfulness per circuit" in html
-
-
-def test_reference_switch_by_environment(monkeypatch):
-    m = model_for("tiny-gpt2")
-    task = task_for(m)
-    monkeypatch.setenv("INTERP_EDGES_REFERENCE", "1")
-    assert edge_attribution(m, task, "eap").config["fast"] is False
-    assert edge_patching(m, task, ["embed->logits"]).config["fast"] is False
-    monkeypatch.delenv("INTERP_EDGES_REFERENCE")
-    assert edge_attribution(m, task, "eap").config["fast"] is True
 
 
 # ---------------------------------------------------------------------------------- the real model

@@ -63,26 +63,29 @@ def test_repeated_indices_accumulate():
     torch.testing.assert_close(gW[1], torch.full((3,), 3.0, dtype=torch.float64))
 
 
-def test_env_switch_forces_reference(monkeypatch):
-    monkeypatch.setenv("INTERP_SPARSE_DECODER", "0")
-    assert not sd.sparse_enabled()
-    monkeypatch.setenv("INTERP_SPARSE_DECODER", "1")
-    assert sd.sparse_enabled()
-
-
-def test_topk_sae_step_same_with_and_without_kernels(monkeypatch):
-    """A whole TopK training loss (incl. AuxK) gives the same loss and parameter gradients either way."""
+def test_topk_sae_step_same_with_and_without_kernels(monkeypatch, fast):
+    """A whole TopK training loss (incl. AuxK) gives the same loss and parameter gradients either way; the
+    switch (the ``fast`` fixture) picks the kernels: the dense references run exactly when it says so."""
     torch.manual_seed(0)
     sae = make(SAEConfig(arch="topk", d_in=16, d_sae=64, k=4, k_aux=8)).double()
     x = torch.randn(40, 16, dtype=torch.float64)
     dead = torch.zeros(64, dtype=torch.bool)
     dead[::3] = True
+    names = ("sparse_decode_reference", "encode_at_reference")
+    calls = dict.fromkeys(names, 0)
+    for name in names:
+        def counted(*a, _f=getattr(sd, name), _n=name):
+            calls[_n] += 1
+            return _f(*a)
+        monkeypatch.setattr(sd, name, counted)
     results = []
-    for flag in ("1", "0"):
-        monkeypatch.setenv("INTERP_SPARSE_DECODER", flag)
+    for env in ("0" if fast else "1", "1" if fast else "0"):  # the switch's own path first, then the other
+        monkeypatch.setenv("INTERP_REFERENCE", env)
+        calls.update(dict.fromkeys(names, 0))
         sae.zero_grad()
         out = sae.loss(x, dead_mask=dead)
         out.loss.backward()
+        assert all((calls[n] > 0) is (env == "1") for n in names), calls  # each dense reference iff asked for
         results.append((out.loss.detach(), [p.grad.clone() for p in sae.parameters()]))
     torch.testing.assert_close(results[0][0], results[1][0])
     for a, b in zip(results[0][1], results[1][1]):

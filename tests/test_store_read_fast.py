@@ -74,7 +74,7 @@ def test_fast_equals_reference_and_definition(tmp_path, dtype, kw):
         assert torch.equal(ids.sort().values, torch.arange(store.n_rows))  # every row once
 
 
-def test_fast_is_the_default_and_the_switch_picks_the_reference(tmp_path, monkeypatch):
+def test_fast_is_the_default_and_the_switch_picks_the_reference(tmp_path, monkeypatch, fast):
     store, _ = _store(tmp_path)
     calls = {"fast": 0, "ref": 0}
     fast_fill, ref_fill = ActivationStore._fill_window_fast, ActivationStore._fill_window
@@ -89,10 +89,10 @@ def test_fast_is_the_default_and_the_switch_picks_the_reference(tmp_path, monkey
 
     monkeypatch.setattr(ActivationStore, "_fill_window_fast", count_fast)
     monkeypatch.setattr(ActivationStore, "_fill_window", count_ref)
-    for flag, path in ((True, "fast"), (False, "ref")):
-        monkeypatch.setattr(window_io, "FAST_READ", flag)
+    for flag in (None, not fast):  # the switch (the ``fast`` fixture: INTERP_REFERENCE), then asked for
+        path = "fast" if (fast if flag is None else flag) else "ref"
         calls.update(fast=0, ref=0)
-        list(store.batches("id", 64, chunk_rows=64, buffer_rows=256))
+        list(store.batches("id", 64, chunk_rows=64, buffer_rows=256, fast=flag))
         assert calls[path] > 0 and calls["ref" if path == "fast" else "fast"] == 0
 
 
@@ -206,18 +206,6 @@ def test_no_prefetch_when_windows_are_a_large_part_of_ram(tmp_path, monkeypatch)
     monkeypatch.setattr(reader, "_ram_bytes", lambda: 8 * 3 * 300 * 48)
     list(store.batches("blocks.0.hook_resid_post", 100, chunk_rows=64, buffer_rows=300, fast=True))
     assert asked
-
-
-def test_env_switch_turns_the_fast_fill_off():
-    import subprocess
-    import sys
-
-    code = "import interp.store.window_io as w; print(w.FAST_READ)"
-    for value, want in (("0", "False"), ("1", "True")):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                             env={**os.environ, "INTERP_STORE_FAST_READ": value})
-        assert out.returncode == 0, out.stderr[-1000:]
-        assert out.stdout.strip() == want
 
 
 def test_tail_arrays_must_match_the_window(tmp_path):

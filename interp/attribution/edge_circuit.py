@@ -49,9 +49,10 @@ from typing import Sequence
 
 import torch
 
+from interp.fastpath import use_fast
 from interp.models import scoped_hooks
 
-from .edges import (EdgeGraph, EdgeScores, _linear_map, _orig, acc_dtype, check_task, edge_graph, fast_enabled,
+from .edges import (EdgeGraph, EdgeScores, _linear_map, _orig, acc_dtype, check_task, edge_graph,
                     layer_weights, sender_outputs)
 from .fastpath import fast_forward, reads_last_position_only
 
@@ -332,9 +333,9 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[
     ``circuits``: each a :class:`Circuit`, a bool ``[N_s, N_r]`` mask or a list of edges.
     ``check_ends`` also runs the full and the empty circuit (``result.identity``).  ``fast``:
     unembed only the last position when the metric reads only that one (default on;
-    ``INTERP_EDGES_REFERENCE=1`` or ``fast=False``: the full logits, as in edges.py).
+    ``INTERP_REFERENCE=1`` or ``fast=False``: the full logits, as in edges.py).
     """
-    fast = fast_enabled(fast)
+    fast = use_fast(fast)
     check_task(task)
     if isinstance(circuits, (Circuit, torch.Tensor)):
         raise ValueError("circuits must be a sequence of circuits (wrap a single one in a list)")
@@ -410,7 +411,7 @@ def faithfulness_curve(model, task, scores: Sequence[EdgeScores], sizes: Sequenc
                        fast: bool | None = None) -> FaithfulnessCurve:
     """Top-n (or ``selection="greedy"``) circuits, pruned, of each method's scores at each size in
     ``sizes``, evaluated together; with both selections the keys read ``method`` and ``method greedy``.
-    ``fast``: as :func:`edge_circuit_faithfulness` (``INTERP_EDGES_REFERENCE=1`` switches it off)."""
+    ``fast``: as :func:`edge_circuit_faithfulness` (``INTERP_REFERENCE=1`` switches it off)."""
     if selection not in ("top-n", "greedy", "both"):
         raise ValueError(f"unknown selection {selection!r}; choose from top-n, greedy, both")
     if not scores:

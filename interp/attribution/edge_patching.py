@@ -12,7 +12,7 @@ derivative whose limit is the EAP score (tests/test_edges.py).
    receiver's input by ``eps * (z_u(x~) - z_u(x))`` (:func:`edges.receiver_input_hooks`).
 3. E_i = batch-mean metric of copy i - batch-mean clean metric.
 
-Fast path (default; ``fast=False`` or ``INTERP_EDGES_REFERENCE=1`` for the plain forward): edges
+Fast path (default; ``fast=False`` or ``INTERP_REFERENCE=1`` for the plain forward): edges
 are sorted by receiver layer and the blocks before a batch's first receiver are replayed from the
 clean run (fastpath.PrefixCache); when the metric reads only the last position, only that
 position is unembedded.  Both skip work only; the test compares the two paths.
@@ -30,9 +30,10 @@ from typing import Sequence
 
 import torch
 
+from interp.fastpath import use_fast
 from interp.models import scoped_hooks
 
-from .edges import (EdgeGraph, check_task, edge_graph, fast_enabled, layer_weights, receiver_input_hooks,
+from .edges import (EdgeGraph, check_task, edge_graph, layer_weights, receiver_input_hooks,
                     sender_differences)
 from .fastpath import PrefixCache, fast_forward, reads_last_position_only
 
@@ -67,7 +68,7 @@ def edge_patching(model, task, edges: Sequence, eps: float = 1.0, max_tokens: in
     if max_tokens < 1:
         raise ValueError("max_tokens must be >= 1")
     t0 = time.perf_counter()
-    fast = fast_enabled(fast)
+    fast = use_fast(fast)
     weights = layer_weights(model)
     graph = edge_graph(model, weights)
     pairs = graph.resolve(edges)

@@ -61,7 +61,7 @@ Algorithm (one forward + one backward per batch of interpolation steps):
    - head receivers (fast path): the gradient at the projection outputs ``hook_q/k/v``
      ``[N, T, H, d_head]``, mapped back per head through ``W_Q[h]`` and the Jacobian of ``ln1``
      at that copy's residual (``ln1`` recomputed on ``[N, T, R, d]``, R = receivers of the layer);
-   - reference path (``fast=False`` or ``INTERP_EDGES_REFERENCE=1``): a zero ``delta`` per head
+   - reference path (``fast=False`` or ``INTERP_REFERENCE=1``): a zero ``delta`` per head
      receiver, the head's slice of q/k/v recomputed from ``ln1(x + delta)`` by the model's own
      modules inside the forward.  tests/test_edges.py checks the two agree.
 3. ``S = D.flatten(1) @ G.flatten(1).T / B``, zero where there is no edge.
@@ -86,9 +86,9 @@ from typing import Callable, Sequence
 
 import torch
 
+from interp.fastpath import use_fast
 from interp.models import scoped_hooks
 
-from .fastpath import fast_enabled as _fast_enabled
 from .fastpath import PrefixCache, fast_forward, hook_layer, reads_last_position_only
 
 METHODS = ("eap", "eap-ig", "clean-corrupted", "eap-ig-activations")
@@ -100,11 +100,6 @@ SENDER_KINDS = ("embed", "pos", "head", "mlp")
 def acc_dtype(model) -> torch.dtype:
     """Accumulation dtype of scores and gradients: float64 for a float64 model, else float32."""
     return torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
-
-
-def fast_enabled(fast: bool | None = None) -> bool:
-    """``fast`` if given, else True unless ``INTERP_EDGES_REFERENCE=1`` forces the reference path."""
-    return _fast_enabled(fast, env="INTERP_EDGES_REFERENCE")
 
 
 # ------------------------------------------------------------------------------------------
@@ -449,7 +444,7 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
       (the prefix Jacobian is the same in every copy).  Cost: the prefix forward/backward of ``B``
       rows instead of ``c*B``.
     """
-    fast = fast_enabled(fast)
+    fast = use_fast(fast)
     B, T = tokens.shape
     L, d = model.cfg.n_layers, model.cfg.d_model
     device = next(model.parameters()).device
@@ -634,7 +629,7 @@ def _ig_activations(model, task, graph, weights, steps, max_tokens, fast, share)
     runs once per step batch at batch ``B`` with autograd (``"batch"``).  Memory of the cache: every
     block's output on the clean prompts, ``n_layers * B * T * d_model`` floats.
     """
-    fast = fast_enabled(fast)
+    fast = use_fast(fast)
     B = task.clean.shape[0]
     groups = sender_groups(graph)
     raw: dict[str, torch.Tensor] = {}
@@ -682,7 +677,7 @@ def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_to
     ``steps`` (EAP-IG, EAP-IG-activations): interpolation steps m (the paper's m = 5).  ``share``
     (EAP-IG-activations): ``own`` scores a sender with the gradients of its own group's
     interpolation, ``all`` with their mean over every group (hannamw/EAP-IG).  ``fast``:
-    post-hoc per-head gradients and last-position logits (default on; ``INTERP_EDGES_REFERENCE=1``
+    post-hoc per-head gradients and last-position logits (default on; ``INTERP_REFERENCE=1``
     or ``fast=False`` runs the reference path).
     """
     if method not in METHODS:
@@ -703,7 +698,7 @@ def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_to
             method=method, graph=graph, scores=S, seconds=t3 - t0, metric_clean=m_clean,
             metric_corrupt=task.metric(logits_k).double().mean().item(),
             config={"steps": steps, "quadrature": "riemann_right", "share": share, "max_tokens": max_tokens,
-                    "fast": fast_enabled(fast), "prefix_replay": replay,
+                    "fast": use_fast(fast), "prefix_replay": replay,
                     "direction": "noising: corrupted sender value into the clean run"},
             timings={"total": t3 - t0})
     if method == "eap":
@@ -711,7 +706,7 @@ def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_to
         cap: dict = {}
         Z_k, logits_k = sender_outputs(model, task.corrupt, graph, weights)
         t1 = time.perf_counter()
-        last = fast_enabled(fast) and reads_last_position_only(task.metric, logits_k)
+        last = use_fast(fast) and reads_last_position_only(task.metric, logits_k)
         one = torch.ones(1, dtype=torch.float64)
         G = receiver_grads(model, task.clean, task.metric, graph, weights, one, one, None, None, max_tokens, fast,
                            last, capture=cap)
@@ -720,7 +715,7 @@ def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_to
     else:
         D, e_c, e_k, logits_c, logits_k = sender_differences(model, task, graph, weights)  # sender 0 = hook_embed
         t1 = time.perf_counter()
-        last = fast_enabled(fast) and reads_last_position_only(task.metric, logits_c)
+        last = use_fast(fast) and reads_last_position_only(task.metric, logits_c)
         m_clean = task.metric(logits_c).double().mean().item()
         if method == "eap-ig":  # left Riemann sum: alpha_k = k/m, k = 0..m-1
             alphas = torch.arange(steps, dtype=torch.float64) / steps
@@ -737,7 +732,7 @@ def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_to
         method=method, graph=graph, scores=S, seconds=t3 - t0,
         metric_clean=m_clean, metric_corrupt=task.metric(logits_k).double().mean().item(),
         config={"steps": 1 if method == "eap" else steps if method == "eap-ig" else 2, "quadrature": "riemann_left" if method == "eap-ig" else
-                ("clean" if method == "eap" else "ends"), "max_tokens": max_tokens, "fast": fast_enabled(fast),
+                ("clean" if method == "eap" else "ends"), "max_tokens": max_tokens, "fast": use_fast(fast),
                 "direction": "noising: corrupted sender value into the clean run"},
         timings={"senders": t1 - t0, "gradients": t2 - t1, "scores": t3 - t2},
     )

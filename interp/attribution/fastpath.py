@@ -14,10 +14,10 @@ prompt batch run with different values at a hook in block ``L``:
    ``T - 1`` positions is wasted: a hook at ``unembed.hook_in`` keeps ``x[:, -1:]``, so the
    ``d_model x d_vocab`` matmul (about a fifth of SmolLM2-135M's forward, vocab 49,152) runs on
    one position.  :func:`reads_last_position_only` checks this on the real logits before it is used.
-3. **Lean forward** (lean_models.py: Llama, GPT-2, GPT-NeoX/Pythia, Gemma 3).  Profiling one IG
-   call on SmolLM2-135M (128 interpolated copies of 16 tokens) showed the matmuls at ~53% of the
-   time and the rest in element-wise work and copies of the bridge's per-op hook points and eager
-   attention (``repeat_kv``, mask add, softmax, transposes).  For a residual-stream hook
+3. **Lean forward** (interp/models/lean.py: Gemma 3, the one architecture where it measured
+   >= 1.5x over the bridge with 1 and 2 applied; see that module).  The bridge's time outside
+   the matmuls goes to element-wise work and copies of its per-op hook points and eager
+   attention.  For a residual-stream hook
    (``hook_embed``, ``blocks.L.hook_resid_pre|post``; and for hook IG, edits at ``hook_resid_pre``,
    ``attn.hook_z`` and ``hook_mlp_out``) the steps instead run a plain PyTorch transcription of
    the Hugging Face decoder layer on the bridge's own weights (no copies) with fused SDPA
@@ -30,10 +30,10 @@ prompt batch run with different values at a hook in block ``L``:
    returns the reason when not; ``IGResult.lean_skipped`` records it), and a self-check on the
    unexpanded batch reproduces the bridge's metric (else: the bridge path, with a warning).
 
-All are switched off by ``INTERP_IG_REFERENCE=1`` (or ``fast=False`` in ig.py), which runs the
-plain full forward; tests/test_ig.py and tests/test_ig_fast.py check that values and gradients
+All are switched off by ``fast=False`` or ``INTERP_REFERENCE=1`` (interp/fastpath.py), which runs
+the plain full forward; tests/test_ig.py and tests/test_ig_fast.py check that values and gradients
 agree between the paths on tiny llama, gpt2, pythia and gemma3 models (grouped KV heads included),
-and tests/test_ig_lean_archs.py checks each lean forward against the Hugging Face model itself.
+and tests/test_lean.py checks the lean forward against the Hugging Face model itself.
 
 The module forwards are patched on the instance and restored in ``finally`` (nothing leaks if the
 forward raises).  Memory: the cached block output ``B*T*d_model`` floats, repeated ``k`` times
@@ -44,7 +44,6 @@ prefix keys/values (``2 * n_layers * B * p0 * d_kv`` floats) and the autograd gr
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from contextlib import ExitStack, contextmanager
@@ -54,15 +53,7 @@ import torch
 
 from interp.models import scoped_hooks
 
-from .lean_models import LEAN_ARCHS, LeanForward, LeanLlama  # noqa: F401 (LeanLlama: re-exported)
-
-
-def fast_enabled(fast: bool | None = None, env: str = "INTERP_IG_REFERENCE") -> bool:
-    """``fast`` if given, else True unless the environment variable ``env`` (``INTERP_IG_REFERENCE``
-    for IG, ``INTERP_EDGES_REFERENCE`` for edges) is ``1`` and forces the plain reference path."""
-    if fast is not None:
-        return bool(fast)
-    return os.environ.get(env, "0") not in ("1", "true", "yes")
+from interp.models.lean import LEAN_ARCHS, LeanForward, LeanUnavailable, hf_model
 
 
 def hook_layer(hook: str) -> int:
@@ -176,7 +167,7 @@ def fast_forward(model, prefix: PrefixCache | None, k: int, layer: int, last_onl
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. Lean forward (lean_models.py: Llama, GPT-2, GPT-NeoX, Gemma 3)
+# 3. Lean forward (interp/models/lean.py: Gemma 3)
 # ---------------------------------------------------------------------------------------------
 
 LEAN_MODEL_TYPES = tuple(LEAN_ARCHS)
@@ -233,14 +224,7 @@ def lean_forward(model, hook: str) -> tuple[LeanForward | None, str]:
     reason = check(cfg)
     if reason:
         return None, reason
-    from interp.models.hf_capture import CaptureUnavailable, hf_model
-
     try:
         return cls(hf_model(model)), ""
-    except (CaptureUnavailable, AttributeError) as e:  # a variant whose modules differ from the transcription
+    except (LeanUnavailable, AttributeError) as e:  # a variant whose modules differ from the transcription
         return None, f"lean {kind} forward unavailable: {e}"
-
-
-def lean_llama(model, hook: str) -> LeanForward | None:
-    """:func:`lean_forward` without the reason (kept for callers of the Llama-only version)."""
-    return lean_forward(model, hook)[0]

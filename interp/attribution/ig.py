@@ -24,19 +24,13 @@ Two entry points:
   is averaged over runs where every upstream node moves too, which is not the patching question.
 
 Cost: layer IG 2 + k forward/backward passes of B*T tokens (k = steps), the blocks before the
-hook replayed (fastpath.py); hook IG n_hooks * (k + 1) passes, the prefix replayed.  On Llama,
-GPT-2, GPT-NeoX/Pythia and Gemma 3 models the k copies run a lean forward (lean_models.py) instead
-of the bridge: the same arithmetic without the bridge's per-op hook overhead, positions shared by
-input and baseline run once, and the last block runs on the last position only (``IGResult.path``
+hook replayed (fastpath.py); hook IG n_hooks * (k + 1) passes, the prefix replayed.  On Gemma 3
+models the k copies run a lean forward (interp/models/lean.py) instead of the bridge: the same
+arithmetic without the bridge's per-op hook overhead, positions shared by input and baseline run
+once, and the last block runs on the last position only (``IGResult.path``
 / ``config['forward']`` say which forward ran, ``lean_skipped`` why not; ``fast=False`` or
-``INTERP_IG_REFERENCE=1`` is the plain reference).  At ``hook_embed`` this is close to the compute
-floor: the same interpolated batch through the plain Hugging Face model plus one input gradient
-(bench/bench_ig.py measures it); equal-step IG cannot be much faster than that on CPU without
-skipping arithmetic, and the only exact skips are the shared positions and the last block.
-Measured (SmolLM2-135M, IOI n=4 x 16 tokens, 32 steps, 2 threads, load ~2): ours 5.1 s, the plain
-HF floor 6.3 s, captum 8.1 s (1.6x); the lean work (756 GFLOP) at the measured fp32 GEMM peak
-(189 GFLOP/s) alone takes 4.0 s, so no equal-step IG at the embeddings can beat captum by more
-than ~2.0x here (ours runs at 79% of that peak).  Random GPT-2 124M: 2.0x captum, 1.8x our plain path.
+``INTERP_REFERENCE=1`` is the plain reference).  bench/bench_ig.py compares it with captum, the
+plain Hugging Face compute floor and (``--lean-vs-replay``) the lean forward with the bridge.
 Memory: ``max_tokens`` tokens of activations for the backward, plus the per-component caches.
 """
 
@@ -52,10 +46,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from interp.fastpath import use_fast
 from interp.models import scoped_hooks
 
 from .components import AttributionResult, cache_components, component_types, linear_scores, per_position_set
-from .fastpath import (LeanForward, PrefixCache, fast_enabled, fast_forward, hook_layer, lean_forward,
+from .fastpath import (LeanForward, PrefixCache, fast_forward, hook_layer, lean_forward,
                        lean_start_layer, reads_last_position_only)
 
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
@@ -104,7 +99,7 @@ class IGResult:
     seconds: float
     path: str = "plain"
     """Which forward ran the steps: ``plain`` (the bridge, whole model), ``replay`` (the bridge,
-    blocks before the hook replayed, last-position logits) or ``lean`` (lean_models.py)."""
+    blocks before the hook replayed, last-position logits) or ``lean`` (interp/models/lean.py)."""
     lean_skipped: str = ""
     """Why the lean forward did not run (empty when it did): not fast, a metric of other positions,
     an architecture or hook it does not cover, a user hook, or a failed self-check."""
@@ -191,8 +186,8 @@ def _interpolate(model, tokens, hook, x_act, base_act, alphas, weights, metric, 
 def _lean_off(fast: bool | None, last: bool) -> str:
     """Why the lean forward cannot run before trying it ("" if it may): the reference path was
     asked for, or the metric reads positions other than the last."""
-    if not fast_enabled(fast):
-        return "reference path (fast=False or INTERP_IG_REFERENCE=1)"
+    if not use_fast(fast):
+        return "reference path (fast=False or INTERP_REFERENCE=1)"
     return "" if last else "the metric reads positions other than the last"
 
 
@@ -205,7 +200,7 @@ def _self_check_failed(lean: LeanForward, stacklevel: int) -> str:
 
 def _interpolate_lean(lean: LeanForward, hook: str, start: int, x_act, base_act, f_x, alphas, weights, metric,
                       max_tokens) -> torch.Tensor | None:
-    """:func:`_interpolate` through a lean forward (lean_models.py; residual-stream hooks,
+    """:func:`_interpolate` through a lean forward (interp/models/lean.py; residual-stream hooks,
     last-position metrics).
 
     Positions before the first one where input and baseline differ (``p0``) are the same in every
@@ -254,17 +249,17 @@ def layer_integrated_gradients(
 
     ``baseline``: token ids of the same shape as ``tokens`` (their activation at the hook is the
     baseline, as in captum's LayerIntegratedGradients), an activation tensor, or ``"zeros"`` /
-    ``None`` (zero activation).  ``fast`` (default: on unless ``INTERP_IG_REFERENCE=1``) reuses the
+    ``None`` (zero activation).  ``fast`` (default: on unless ``INTERP_REFERENCE=1``) reuses the
     blocks before the hook and computes only the last position's logits when the metric reads
     only those; at a residual-stream hook of a covered architecture the steps run the lean forward
-    (lean_models.py; ``result.path`` says which ran, ``result.lean_skipped`` why not);
+    (interp/models/lean.py; ``result.path`` says which ran, ``result.lean_skipped`` why not);
     ``fast=False`` is the plain reference path.
     """
     t0 = time.perf_counter()
     tokens = tokens if tokens.ndim == 2 else tokens[None]
     alphas, weights = quadrature(steps, method)
     B = tokens.shape[0]
-    prefix = PrefixCache(model) if fast_enabled(fast) and hook_layer(hook) > 0 else None
+    prefix = PrefixCache(model) if use_fast(fast) and hook_layer(hook) > 0 else None
     if isinstance(baseline, torch.Tensor) and not baseline.is_floating_point():
         if baseline.shape != tokens.shape:
             raise ValueError(f"baseline tokens {tuple(baseline.shape)} must match the input tokens {tuple(tokens.shape)}")
@@ -292,8 +287,8 @@ def layer_integrated_gradients(
         path = "lean"
     if g is None:
         g, _ = _interpolate(model, tokens, hook, x_act, base_act, alphas, weights, metric, max_tokens,
-                            prefix=prefix, last_only=last and fast_enabled(fast))
-        path = "replay" if fast_enabled(fast) and (prefix is not None or last) else "plain"
+                            prefix=prefix, last_only=last and use_fast(fast))
+        path = "replay" if use_fast(fast) and (prefix is not None or last) else "plain"
     attr = (x_act.float() - base_act.float()) * g
     delta = attr.reshape(attr.shape[0], -1).sum(-1) - (f_x.float() - f_b.float())
     return IGResult(attributions=attr, delta=delta.cpu(), f_input=f_x.float().cpu(), f_baseline=f_b.float().cpu(),
@@ -361,11 +356,11 @@ def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid",
     alphas, weights = quadrature(steps, method)
     t0 = time.perf_counter()
     L = model.cfg.n_layers
-    prefix = PrefixCache(model) if fast_enabled(fast) else None
+    prefix = PrefixCache(model) if use_fast(fast) else None
     acts_c, _, logits_c = cache_components(model, task.clean, types)
     with (prefix.capture() if prefix is not None else nullcontext()):
         acts_k, _, logits_k = cache_components(model, task.corrupt, types)
-    last = fast_enabled(fast) and reads_last_position_only(task.metric, logits_k)
+    last = use_fast(fast) and reads_last_position_only(task.metric, logits_k)
     m_k = task.metric(logits_k).float()
     B, T = task.corrupt.shape
     why = _lean_off(fast, last)
@@ -433,7 +428,7 @@ def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid",
         metric_clean=task.metric(logits_c).float().mean().item(), metric_corrupt=m_k.mean().item(),
         per_position=sorted(per_pos),
         config={"steps": steps, "method": method, "path": "each hook's activation, corrupt -> clean, in the corrupted run",
-                "forward": "lean" if lean is not None else ("replay" if fast_enabled(fast) else "plain"),
+                "forward": "lean" if lean is not None else ("replay" if use_fast(fast) else "plain"),
                 "shared_prefix": p0, "lean_skipped": why},
         extras={"hook_completeness": {kk: [{"delta": d, "patch_effect": e} for d, e in v] for kk, v in deltas.items()},
                 "max_abs_delta": worst, "max_abs_delta_over_max_effect": worst / max(scale, 1e-12)},

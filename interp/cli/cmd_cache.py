@@ -28,10 +28,6 @@ def register(sub) -> None:
     p.add_argument("--skip-bos", action="store_true", help="do not store the BOS position's rows")
     p.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
     p.add_argument("--model-dtype", default="float32", help="dtype to run the model in")
-    p.add_argument("--capture", default="auto", choices=["auto", "hf", "bridge"],
-                   help="hf: run the Hugging Face model directly under torch hooks (faster; checked against "
-                   "the bridge on a probe); bridge: the TransformerBridge's hook points (reference); "
-                   "auto (default): hf where every hook maps, else bridge")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
@@ -44,19 +40,18 @@ def run(args) -> int:
         model=args.model, hooks=args.hooks, corpus=args.corpus, n_tokens=args.n_tokens,
         context_length=args.context_length, batch_size=args.batch_size, dtype=args.dtype,
         shard_rows=args.shard_rows, prepend_bos=not args.no_bos, skip_bos=args.skip_bos, out=args.out,
-        device=args.device, model_dtype=args.model_dtype, text_field=args.text_field, capture=args.capture,
+        device=args.device, model_dtype=args.model_dtype, text_field=args.text_field,
     )
     store = cache_activations(cfg, progress=not args.no_progress and not args.json)
     info = store.info()
     run_info = store.manifest.get("last_run", {})
     secs = run_info.get("seconds") or 0.0
     info["last_run"] = run_info
-    info["capture"] = store.manifest.get("capture")
     human = (
         f"cached {info['n_rows']:,} tokens x {len(store.hooks)} hook(s) of {info['model']} into {info['path']} "
         f"({info['bytes'] / 2**20:.1f} MiB, {info['dtype']}, {info['n_shards']} shards)"
         + (f"; this run wrote {run_info.get('rows', 0):,} rows in {secs:.1f} s "
-           f"({run_info.get('rows', 0) / secs:,.0f} tok/s, {run_info.get('capture', '?')} capture)" if secs else "")
+           f"({run_info.get('rows', 0) / secs:,.0f} tok/s)" if secs else "")
     )
     emit(args, info, human)
     return 0

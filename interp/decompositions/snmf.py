@@ -34,8 +34,9 @@ so ``X`` may live in CPU memory while the factors sit on the GPU.  The loss is s
 by chunk from the residual (the expansion ``||X||^2 - 2 sum(P G) + sum(G^T G Q)`` loses
 too much to cancellation in float32).  The plain
 reference kernel (:func:`snmf_reference`) is a line-by-line transcription of the
-updates; ``SNMFConfig(kernel="reference")`` or ``INTERP_SNMF_REFERENCE=1`` forces it and
-``tests/test_snmf.py`` checks that both agree.
+updates; ``SNMFConfig(fast=False)`` or ``INTERP_REFERENCE=1`` (interp/fastpath.py) forces it
+(one restart), ``SNMFResult.path`` says which kernel ran, and ``tests/test_snmf.py`` checks that
+both agree.
 
 Memory: factors ``r * (d_a + n) * k`` floats (twice, for the best iterate) plus one chunk
 ``r * chunk_size * d_a`` on the device; e.g. 100k tokens x 1536 neurons x k=50 x 4 restarts is
@@ -45,14 +46,14 @@ Memory: factors ``r * (d_a + n) * k`` floats (twice, for the best iterate) plus 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import torch
 
+from interp.fastpath import use_fast
+
 INITS = ("random", "svd", "kmeans")
-KERNELS = ("auto", "batched", "reference")
 
 
 @dataclass
@@ -83,8 +84,9 @@ class SNMFConfig:
     """Rows of X processed per kernel call (bounds device memory)."""
     kmeans_iter: int = 15
     """Lloyd iterations of the k-means initialisation."""
-    kernel: str = "auto"
-    """``batched`` (default for ``auto``), or ``reference`` (plain transcription, one restart)."""
+    fast: bool | None = None
+    """The batched kernel (``None``: unless ``INTERP_REFERENCE=1``), or with ``False`` the plain
+    reference transcription (one restart)."""
     device: str | None = None
     """Device for the factors; ``None`` uses the device of X."""
 
@@ -95,8 +97,6 @@ class SNMFConfig:
             raise ValueError(f"SNMFConfig.sparsity must be in (0, 1], got {self.sparsity}")
         if self.init not in INITS:
             raise ValueError(f"SNMFConfig.init must be one of {INITS}, got {self.init!r}")
-        if self.kernel not in KERNELS:
-            raise ValueError(f"SNMFConfig.kernel must be one of {KERNELS}, got {self.kernel!r}")
         if self.max_iter < 1 or self.patience < 1 or self.n_restarts < 1 or self.chunk_size < 1:
             raise ValueError("SNMFConfig.max_iter, patience, n_restarts and chunk_size must be >= 1")
         if self.tol < 0 or self.ridge < 0 or self.eps <= 0:
@@ -125,6 +125,8 @@ class SNMFResult:
     """Wall time of the fit."""
     config: dict = field(default_factory=dict)
     """The :class:`SNMFConfig` used, as a dict."""
+    path: str = "batched"
+    """The kernel that ran: ``batched`` or ``reference``."""
 
     @property
     def k(self) -> int:
@@ -146,7 +148,7 @@ class SNMFResult:
     def to_json(self) -> dict:
         return {"k": self.k, "d_a": self.Z.shape[0], "n": self.Y.shape[1], "loss": self.loss,
                 "rel_loss": self.rel_loss, "best_iter": self.best_iter, "n_iter": self.n_iter,
-                "seconds": self.seconds, "config": self.config, "losses": self.losses}
+                "seconds": self.seconds, "config": self.config, "path": self.path, "losses": self.losses}
 
 
 # ---------------------------------------------------------------------------------------
@@ -326,10 +328,6 @@ def snmf_batched(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFCon
     return best_F, best_G, losses, best_it, it + 1
 
 
-def _use_reference(cfg: SNMFConfig) -> bool:
-    return cfg.kernel == "reference" or (cfg.kernel == "auto" and os.environ.get("INTERP_SNMF_REFERENCE") == "1")
-
-
 def fit_snmf(X: torch.Tensor, cfg: SNMFConfig | None = None, progress=None) -> SNMFResult:
     """Factorise activation rows ``X [n, d_a]`` (tokens x neurons) as ``X^T ~ Z Y``.
 
@@ -350,7 +348,8 @@ def fit_snmf(X: torch.Tensor, cfg: SNMFConfig | None = None, progress=None) -> S
     dev = torch.device(cfg.device) if cfg.device else X.device
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    if _use_reference(cfg):
+    fast = use_fast(cfg.fast)
+    if not fast:
         F0, G0 = _init(X, cfg, dev, 0, gen)
         F, G, loss_list, best_it, n_iter = snmf_reference(X, F0, G0, cfg)
     else:
@@ -366,7 +365,8 @@ def fit_snmf(X: torch.Tensor, cfg: SNMFConfig | None = None, progress=None) -> S
     best_loss = loss_list[best_it]
     return SNMFResult(Z=F, Y=G.T.contiguous(), loss=best_loss, rel_loss=best_loss / max(norm2, 1e-30),
                       losses=loss_list, best_iter=best_it, n_iter=n_iter,
-                      seconds=time.perf_counter() - t0, config=asdict(cfg))
+                      seconds=time.perf_counter() - t0, config=asdict(cfg),
+                      path="batched" if fast else "reference")
 
 
 # ---------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ docstring for the algorithm and paper.
     spliced_ce(model, sae, sequences_from_store(store, 32))  # CE recovered, KL
 
 Transcoders: ``transcoder.transcoder_config(layer, d_model)``; dashboards:
-``dashboards.feature_dashboard``; sparse TopK kernels: ``sparse_decode`` (``INTERP_SPARSE_DECODER=0``
-forces the dense reference); transcoder feature circuits: ``feature_circuits`` (exact
+``dashboards.feature_dashboard``; sparse TopK kernels: ``sparse_decode`` (``fast=False`` or
+``INTERP_REFERENCE=1`` forces the dense reference); transcoder feature circuits: ``feature_circuits`` (exact
 direct-path decomposition, MLP and attention hops, greedy path search, de-embeddings).
 SAE/transcoder features as attribution components (patching, AtP, RelP, IG over features plus
 an error term): ``feature_components.splice_features``.  Discrete-SAE circuit identification

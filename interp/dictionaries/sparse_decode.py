@@ -23,22 +23,18 @@ besides the no-grad selection product.  The same torch sparse ops run on CUDA (c
 
 The plain PyTorch references, :func:`sparse_decode_reference` and
 :func:`encode_at_reference`, build the dense ``[B, d_sae]`` matrix.  Set
-``INTERP_SPARSE_DECODER=0`` to make :func:`sparse_decode` and :func:`encode_at` use them
-(``tests/test_sparse_decode.py`` checks values and every gradient agree).
+``fast=False`` (or ``INTERP_REFERENCE=1``, interp/fastpath.py) makes :func:`sparse_decode` and
+:func:`encode_at` use them (``tests/test_sparse_decode.py`` checks values and every gradient agree).
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import torch
 import torch.nn.functional as F
 
-def sparse_enabled() -> bool:
-    """False when ``INTERP_SPARSE_DECODER`` is ``0``/``false``/``off``: use the dense references."""
-    return os.environ.get("INTERP_SPARSE_DECODER", "1").strip().lower() not in ("0", "false", "off", "no")
-
+from interp.fastpath import use_fast
 
 def _check(idx: torch.Tensor, vals: torch.Tensor, n: int, name: str):
     if idx.shape != vals.shape or idx.ndim != 2:
@@ -125,19 +121,22 @@ def encode_at_reference(x, W_enc, b_enc, idx):
     return (x @ W_enc + b_enc).gather(1, idx)
 
 
-def sparse_decode(idx: torch.Tensor, vals: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
-    """``out[b] = sum_j vals[b, j] * W_dec[idx[b, j]]`` -> ``[B, d]``; sparse unless INTERP_SPARSE_DECODER=0."""
+def sparse_decode(idx: torch.Tensor, vals: torch.Tensor, W_dec: torch.Tensor,
+                  fast: bool | None = None) -> torch.Tensor:
+    """``out[b] = sum_j vals[b, j] * W_dec[idx[b, j]]`` -> ``[B, d]``; the dense reference with ``fast=False``."""
     _check(idx, vals, W_dec.shape[0], "sparse_decode")
-    if not sparse_enabled():
+    if not use_fast(fast):
         return sparse_decode_reference(idx, vals, W_dec)
     return _SparseDecode.apply(idx.long(), vals, W_dec)
 
 
-def encode_at(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Pre-activations ``(x @ W_enc + b_enc)[b, idx[b, j]]`` -> ``[B, k]`` without the dense product."""
+def encode_at(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, idx: torch.Tensor,
+              fast: bool | None = None) -> torch.Tensor:
+    """Pre-activations ``(x @ W_enc + b_enc)[b, idx[b, j]]`` -> ``[B, k]`` without the dense product
+    (with it: the reference, ``fast=False``)."""
     if x.ndim != 2 or idx.ndim != 2 or x.shape[0] != idx.shape[0] or x.shape[1] != W_enc.shape[0]:
         raise ValueError(f"encode_at: x [B, d] must match W_enc [d, d_sae] and idx [B, k]; got "
                          f"{tuple(x.shape)}, {tuple(W_enc.shape)}, {tuple(idx.shape)}")
-    if not sparse_enabled():
+    if not use_fast(fast):
         return encode_at_reference(x, W_enc, b_enc, idx)
     return _EncodeAt.apply(x, W_enc, b_enc, idx.long())

@@ -14,7 +14,7 @@ Dead latents (no firing over the trainer's ``dead_after_tokens`` window) come in
 The k (and k_aux) kept latents are selected with a no-grad dense product and their
 pre-activations recomputed with :func:`~interp.dictionaries.sparse_decode.encode_at`; decoding
 uses :func:`~interp.dictionaries.sparse_decode.sparse_decode`.  Both are exact (the selection
-is piecewise constant) and fall back to dense references with ``INTERP_SPARSE_DECODER=0``.
+is piecewise constant) and fall back to dense references with ``INTERP_REFERENCE=1``.
 
 Memory: the ``[B, d_sae]`` no-grad pre-activations; autograd keeps only ``[B, k]`` codes.
 """

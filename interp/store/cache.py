@@ -6,8 +6,7 @@ Algorithm (:func:`cache_activations`):
    context length against ``model.cfg.n_ctx``.
 2. Probe: one forward pass on two 7-token prefixes with recording hooks gives each hook's
    per-token shape (hooks that are not ``[batch, pos, ...]`` are rejected) and the order in
-   which the hooks fire; the last one to fire is the *stop hook*.  The probe's activations are
-   the reference the fast capture path is checked against (step 5).
+   which the hooks fire; the last one to fire is the *stop hook*.
 3. Write or check the manifest.  A directory holding a partial store written with the same
    model (weight hash), hooks, dtype, corpus, context length, batch size and shard size is
    resumed; any difference is an error naming the field.
@@ -15,19 +14,8 @@ Algorithm (:func:`cache_activations`):
    ``i`` is always sequences ``[i*B, (i+1)*B)`` so that a resumed run computes exactly the
    same batches (same shapes, same floating-point results) as an uninterrupted one.  Only
    batches overlapping shards still to be written are run.
-5. Each batch runs under ``torch.inference_mode`` with forward hooks on the requested hook
-   points only, on one of two paths (``CacheConfig.capture``):
-
-   * ``hf`` (:mod:`interp.models.hf_capture`): the bridge's Hugging Face model, rebuilt as a
-     shadow sharing the bridge's tensors, runs directly under plain torch hooks on the modules
-     whose input/output the hooks are -- no bridge component or ``HookPoint`` on the way, which
-     saves the bridge's per-module Python overhead (SmolLM2-135M, 30 hooks, 8 x 128 batches on a
-     CPU: 1.03-1.08x less process CPU time, bench/bench_cache.py).  It is
-     taken (``auto``) only when every hook maps and equals the bridge's value on the probe
-     tokens of step 2; the manifest's ``capture`` records the path and why.
-   * ``bridge``: the TransformerBridge with hooks on its hook points (the reference path).
-
-   On both paths a hook casts its ``[B, T, ...]`` activation to the store dtype and hands the
+5. Each batch runs the TransformerBridge under ``torch.inference_mode`` with forward hooks on
+   the requested hook points only.  A hook casts its ``[B, T, ...]`` activation to the store dtype and hands the
    rows to the :class:`~interp.store.writer.ShardWriter` (on CUDA: a non-blocking copy to a
    pinned buffer, written after the pass).  After the last needed hook an exception ends the
    pass, so later layers -- and the unembedding -- are never computed; caching
@@ -74,10 +62,6 @@ IDENTITY_FIELDS = (
     "model", "weight_hash", "hooks", "dtype", "context_length", "batch_size", "shard_rows",
     "n_rows_target", "prepend_bos", "skip_bos", "corpus",
 )
-
-
-# capture='hf' accepts the fast path when it is within this fraction of each activation's scale
-HF_RTOL = 1e-5
 
 
 class _StopForward(Exception):
@@ -140,38 +124,6 @@ def probe_hooks(model, hooks: list[str], tokens: torch.Tensor,
             "activation per token can be stored (e.g. hook_resid_post, attn.hook_z, mlp.hook_post)"
         )
     return order, {h: list(shapes[h][2:]) for h in hooks}
-
-
-def _choose_capture(mode: str, model, hooks: list[str], tokens: torch.Tensor,
-                    reference: dict[str, torch.Tensor]):
-    """The capture plan for ``mode`` (None: the bridge path) and a record of the choice for the manifest."""
-    if mode == "bridge":
-        return None, {"path": "bridge", "reason": "capture='bridge' requested"}
-    from interp.models.hf_capture import CaptureUnavailable, hf_model, plan_capture, verify_plan
-
-    hooked = sorted({hp.name for hp in model.hook_dict.values() if hp.has_hooks(dir="fwd")})
-    if hooked:  # the user's own hooks on the bridge would not run on the fast path
-        reason = f"the bridge carries forward hooks of its own at {hooked[:3]}, which only the bridge path runs"
-        if mode == "hf":
-            raise CaptureUnavailable(f"capture='hf' refused: {reason}; remove them or use capture='bridge'")
-        return None, {"path": "bridge", "reason": reason}
-    try:
-        # auto: bit-for-bit equal to the bridge on the probe (so the store does not depend on the path);
-        # hf: equal up to fp32 rounding (GPT-2 / Pythia: the bridge reimplements the fused-QKV attention)
-        rtol = 0.0 if mode == "auto" else HF_RTOL
-        plan = verify_plan(model, plan_capture(model, hooks, hf_model(model)), tokens, reference, rtol=rtol)
-        reason = "; ".join(f"{h}: {r}" for h, r in list(plan.unmapped.items())[:5])
-        if len(plan.unmapped) > 5:
-            reason += f"; and {len(plan.unmapped) - 5} more"
-    except CaptureUnavailable as e:
-        plan, reason = None, str(e)
-    if plan is not None and plan.complete:
-        return plan, {"path": "hf", "reason": "every hook maps to a Hugging Face module and equals the bridge's value "
-                      + ("bit for bit" if rtol == 0 else f"within {rtol:g} of its scale") + " on the probe"}
-    if mode == "hf":
-        raise CaptureUnavailable(
-            f"capture='hf' cannot serve these hooks ({reason}); use capture='auto' or 'bridge' (--capture)")
-    return None, {"path": "bridge", "reason": "fast path unavailable: " + reason}
 
 
 def _merge_progress(directory: Path, manifest: dict) -> dict:
@@ -253,9 +205,8 @@ def cache_activations(
     probe_tokens = torch.tensor([s[:7] for s in head * (2 // len(head))], dtype=torch.long, device=device)
     probe_values: dict[str, torch.Tensor] = {}
     order, row_shapes = probe_hooks(model, hooks, probe_tokens, probe_values)
-    plan, capture_info = _choose_capture(cfg.capture, model, hooks, probe_tokens, probe_values)
     del probe_values
-    stop_hook = order[-1] if plan is None else None  # the hf path stops itself after the last hook
+    stop_hook = order[-1]
     store_np, store_torch, nbytes = DTYPES[cfg.dtype]
     row_bytes = {h: int(np.prod(row_shapes[h])) * nbytes for h in hooks}
     shard_rows = cfg.shard_rows or cfg.default_shard_rows(max(row_bytes.values()))
@@ -268,7 +219,7 @@ def cache_activations(
         "batch_size": B, "shard_rows": shard_rows, "n_rows_target": n_rows,
         "prepend_bos": cfg.prepend_bos, "skip_bos": cfg.skip_bos,
         "bos_token_id": tokenizer.bos_token_id, "corpus": corpus.description,
-        "config": cfg.to_json(), "versions": _versions(), "capture": capture_info,
+        "config": cfg.to_json(), "versions": _versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "shards": [], "complete": False,
     }
@@ -350,15 +301,9 @@ def cache_activations(
                disable=not progress or rank != 0 or not total_rows, dynamic_ncols=True)
     t0 = time.perf_counter()
     last_batch = max(needed) if needed else -1
-    if plan is None:
-        hooked = scoped_hooks(model, fwd=[(h, make_hook(h)) for h in hooks])
-    else:
-        from interp.models.hf_capture import capture
-
-        hooked = capture(plan, {h: make_hook(h) for h in hooks})
     try:
-        with hooked as run, torch.inference_mode():
-            forward = (lambda tokens: _forward(model, tokens)) if plan is None else run
+        with scoped_hooks(model, fwd=[(h, make_hook(h)) for h in hooks]), torch.inference_mode():
+            forward = lambda tokens: _forward(model, tokens)  # noqa: E731
             batch: list[list[int]] = []
             seq_index = 0
             for seq in _chain(head, seq_iter):
@@ -402,7 +347,7 @@ def cache_activations(
             total_rows = sum(s["rows"] for s in final["shards"] if s["index"] not in before)
         final["complete"] = len(final["shards"]) == n_shards
         final["last_run"] = {"seconds": round(elapsed, 3), "rows": total_rows, "world_size": world,
-                             "device": str(device), "capture": capture_info["path"]}
+                             "device": str(device)}
         write_json_atomic(manifest_path, final)
         for p in out.glob("progress-rank*.json"):
             p.unlink()

@@ -8,8 +8,6 @@ from .format import DTYPES, canonical_dtype
 
 # Default shard size: about this many bytes per (shard, hook) file.
 TARGET_SHARD_BYTES = 32 << 20
-# Activation capture paths (CacheConfig.capture).
-CAPTURE_PATHS = ("auto", "hf", "bridge")
 
 
 @dataclass
@@ -44,12 +42,6 @@ class CacheConfig:
     """Dtype the model is loaded in."""
     text_field: str = "text"
     """Field holding the text in JSONL / Hugging Face corpora."""
-    capture: str = "auto"
-    """How activations are read: ``hf`` runs the bridge's Hugging Face model directly under torch
-    hooks (:mod:`interp.models.hf_capture`; faster; checked against the bridge on a probe, equal
-    within 1e-5 of each activation's scale), ``bridge`` runs the TransformerBridge with its hook
-    points (the reference path), ``auto`` takes ``hf`` when every hook maps and equals the
-    bridge bit for bit on the probe (Llama, Gemma 3, Pythia), else ``bridge``."""
 
     def __post_init__(self):
         if isinstance(self.hooks, str):
@@ -58,8 +50,6 @@ class CacheConfig:
         if not self.hooks:
             raise ValueError("CacheConfig.hooks is empty: name at least one hook or pattern")
         self.dtype = canonical_dtype(self.dtype)
-        if self.capture not in CAPTURE_PATHS:
-            raise ValueError(f"CacheConfig.capture must be one of {CAPTURE_PATHS}, got {self.capture!r}")
         for name in ("n_tokens", "context_length", "batch_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:

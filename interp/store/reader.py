@@ -28,7 +28,7 @@ Nothing is loaded into RAM wholesale.  Three access paths, each bounded in memor
   bytes), and a third thread plans the next window meanwhile (its permutation and slots, ~2 ms,
   and its readahead); ``INTERP_STORE_READ_THREADS`` (default 2, at most the CPU count) sets the
   reading threads, 1 keeps everything on the calling thread.  The batches do not depend on it.
-  The reference (``fast=False``, or ``INTERP_STORE_FAST_READ=0``) reads the
+  The reference (``fast=False``, or ``INTERP_REFERENCE=1``: interp/fastpath.py) reads the
   chunk with one sequential read into a staging array and scatters its rows with numpy: two
   passes, the same bytes in the same slots (tested bit for bit).  The chunks of the next
   window (and of the first, at the start) are handed to ``posix_fadvise(WILLNEED)`` first
@@ -95,6 +95,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+
+from interp.fastpath import use_fast
 
 from . import window_io as wio
 from .window_io import _WindowPool, _append_destinations, _pread_full, _prefetch, _preadv_rows, _ram_bytes, _windows
@@ -443,8 +445,8 @@ class ActivationStore:
         ``drop_last`` defaults to ``True`` when ``world_size > 1`` (every rank yields the same
         number of full batches) and ``False`` otherwise.  ``fast`` picks how a shuffled window is
         filled: the kernel scatter (``True``) or the reference staging + numpy scatter (``False``);
-        both give bit-identical batches.  ``None`` takes :data:`interp.store.window_io.FAST_READ` (on where libc has
-        ``preadv``, off with ``INTERP_STORE_FAST_READ=0``).  The fast fill reads on
+        both give bit-identical batches.  ``None`` takes the kernel scatter where libc has ``preadv``
+        unless ``INTERP_REFERENCE=1``.  The fast fill reads on
         :data:`interp.store.window_io.READ_THREADS` threads (``INTERP_STORE_READ_THREADS``, default 2)
         and plans the next window on another; the batches are the same on any number.
         """
@@ -452,9 +454,9 @@ class ActivationStore:
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
         drop_last = world_size > 1 if drop_last is None else drop_last
-        fast = wio.FAST_READ if fast is None else bool(fast)
         if fast and wio._PREADV is None:
             raise RuntimeError("fast=True needs libc's preadv, which this platform lacks; use fast=False")
+        fast = use_fast(fast) and wio._PREADV is not None
         widths = [self.d(h) for h in hooks]
         rbytes = [w * np.dtype(self._np_dtype).itemsize for w in widths]
         window = max(1, buffer_rows // batch_size) * batch_size  # rows per mixing window

@@ -1,15 +1,14 @@
 """Low-level window I/O for the shuffled store reader (:meth:`ActivationStore.batches`).
 
-The pieces :mod:`interp.store.reader` composes into a window fill: cutting the epoch's chunk
-order into windows (:func:`_windows`), the slot of each row for uniformly random batches
-(:func:`_append_destinations`), whole-range reads (:func:`_pread_full`, the reference fill),
-the kernel scatter through libc's ``preadv`` with one ``iovec`` per row (:func:`_preadv_rows`,
-the fast fill; :data:`FAST_READ` is the default switch, ``INTERP_STORE_FAST_READ=0`` turns it
-off), ``posix_fadvise(WILLNEED)`` readahead of the next window (:func:`_prefetch`), the
-helper threads that plan the next window and share a window's reads (:class:`_Planner`;
-:data:`READ_THREADS`, ``INTERP_STORE_READ_THREADS``), and the pool of window buffers in
-anonymous memory maps (:class:`_WindowPool`).  The algorithm and the
-randomness guarantee are documented in :mod:`interp.store.reader`.
+The pieces :mod:`interp.store.reader` composes into a window fill: cutting the epoch's chunk order
+into windows (:func:`_windows`), the slot of each row for uniformly random batches
+(:func:`_append_destinations`), whole-range reads (:func:`_pread_full`, the reference fill), the
+kernel scatter through libc's ``preadv`` with one ``iovec`` per row (:func:`_preadv_rows`, the fast
+fill, where libc has it: ``_PREADV``), ``posix_fadvise(WILLNEED)`` readahead of the next window
+(:func:`_prefetch`), the helper threads that plan the next window and share a window's reads
+(:class:`_Planner`; :data:`READ_THREADS`, ``INTERP_STORE_READ_THREADS``), and the pool of window
+buffers in anonymous memory maps (:class:`_WindowPool`). The algorithm and the randomness guarantee
+are documented in :mod:`interp.store.reader`.
 
 Memory: a window buffer is ``W`` rows of each hook read (outside the malloc heap); the
 ``iovec`` lists are 16 bytes a row and hook, the slots 8 bytes a row (this window's and the
@@ -190,8 +189,6 @@ try:
     _IOV_MAX = max(1, min(1024, os.sysconf("SC_IOV_MAX")))
 except (AttributeError, ValueError, OSError):
     _IOV_MAX = 16
-#: default for ``batches(fast=None)``: the kernel-scatter reader (``INTERP_STORE_FAST_READ=0`` forces the reference)
-FAST_READ = _PREADV is not None and os.environ.get("INTERP_STORE_FAST_READ", "1") != "0"
 
 
 def _read_threads() -> int:

@@ -1,0 +1,358 @@
+"""Lean forward: the Gemma 3 decoder stack as plain tensor code on the bridge's own weights.
+
+Used by integrated gradients (interp/attribution/ig.py, through
+:func:`interp.attribution.fastpath.lean_forward`) for the ``k`` interpolated copies of a prompt
+batch.  The bridge's forward spends much of its time outside the matmuls (per-op hook points,
+eager attention, copies); :class:`LeanGemma3` runs the same arithmetic as the Hugging Face
+``Gemma3DecoderLayer`` with fused SDPA attention and skips work the metric cannot see:
+
+* positions before the first one where input and baseline differ (``p0``) are identical in every
+  copy (causal attention), so their keys/values are computed once at batch ``B``
+  (:meth:`LeanForward.prefix_kv`) and only positions ``p0 ..`` run ``k`` times;
+* in the last block only the last position's query, attention output and MLP are computed, and
+  only its logits (the metric reads the last position only; ig.py checks this first).
+
+Only Gemma 3 has one: bench/bench_ig.py ``--lean-vs-replay`` measures each lean forward against
+the bridge with the same prefix replay, last-position logits, batching and steps, and a second
+implementation is kept only at >= 1.5x (Gemma 3 270M: 1.7-2.2x less process CPU time; the Llama,
+GPT-2 and GPT-NeoX forwards measured 1.05-1.4x and were removed; bench/results/bench_ig_issue14.json).
+
+:class:`LeanForward` is the driver (masks, prefix keys/values, the block loop, hook edits);
+:class:`LeanGemma3` the transcription: (1 + w) RMSNorm incl. q/k norms, per-layer-type rotary,
+sliding-window masks, ``query_pre_attn_scalar``, pre/post attention and feed-forward norms,
+scaled embedding (part of ``hook_embed``), GeGLU, final logit softcapping.  Weights are read from
+:func:`hf_model`, a Hugging Face model sharing every tensor with the bridge (no copies), by their
+native names.  Activations a hook edit can replace (hook IG) follow the bridge's definitions:
+``blocks.l.hook_resid_pre`` (block input), ``blocks.l.attn.hook_z`` (``[N, T, H, d_head]`` before
+the output projection) and ``blocks.l.hook_mlp_out`` (after Gemma's post feed-forward norm).
+
+Memory: prefix keys/values ``2 * n_layers * B * p0 * d_kv`` floats, plus the autograd graph of the
+``k*B*(T-p0)`` rows that run, about what the bridge keeps for the same rows.  Exactness is checked
+by tests/test_ig_fast.py and tests/test_lean.py against the bridge and against the Hugging
+Face model itself (values and gradients), and at run time by ig.py's self-check on the input.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_ORIG = "._original_component"
+
+
+class LeanUnavailable(ValueError):
+    """The bridge's Hugging Face model cannot be rebuilt as a weight-sharing copy."""
+
+
+def _strip(name: str) -> str:
+    return name.replace(_ORIG, "")
+
+
+def _original_model(bridge) -> nn.Module:
+    m = getattr(bridge, "original_model", None)
+    if not isinstance(m, nn.Module):
+        raise LeanUnavailable("the bridge exposes no Hugging Face original_model")
+    return m
+
+
+def hf_model(bridge, attn_implementation: str | None = None) -> nn.Module:
+    """A Hugging Face model of the bridge's class sharing every parameter and buffer with it.
+
+    Its config is a copy of the bridge's (``attn_implementation``: default the bridge's own).
+    Raises :class:`LeanUnavailable` when a tensor of the fresh model has no counterpart in
+    the bridge (an architecture the bridge restructures beyond wrapping).
+    """
+    orig = _original_model(bridge)
+    tensors: dict[str, torch.Tensor] = {}
+    for n, p in orig.named_parameters(remove_duplicate=False):
+        tensors.setdefault(_strip(n), p)
+    for n, b in orig.named_buffers(remove_duplicate=False):
+        tensors.setdefault(_strip(n), b)
+    cfg = copy.deepcopy(orig.config)  # the shadow's modules keep a reference: never share the bridge's
+    attn = attn_implementation or getattr(orig.config, "_attn_implementation", None)
+    try:
+        with torch.device("meta"):
+            shadow = type(orig)._from_config(cfg, attn_implementation=attn)
+    except Exception as e:  # noqa: BLE001 -- any failure means: no fast path, say why
+        raise LeanUnavailable(f"cannot rebuild {type(orig).__name__} from its config: {e}") from e
+    missing = []
+    for kind, named in (("param", shadow.named_parameters(remove_duplicate=False)),
+                        ("buffer", shadow.named_buffers(remove_duplicate=False))):
+        for n, _ in list(named):
+            src = tensors.get(n)
+            if src is None:
+                missing.append(n)
+                continue
+            mod_name, _, attr = n.rpartition(".")
+            mod = shadow.get_submodule(mod_name)
+            (mod._parameters if kind == "param" else mod._buffers)[attr] = src
+    if missing:
+        raise LeanUnavailable(f"the bridge has no tensor for {missing[:3]} of a fresh {type(orig).__name__}")
+    # attributes computed from buffers at init (e.g. rotary ``original_inv_freq`` kept as a plain attribute)
+    for name, mod in shadow.named_modules():
+        for attr, val in list(vars(mod).items()):
+            if isinstance(val, torch.Tensor) and val.device.type == "meta":
+                src = tensors.get(f"{name}.{attr}" if name else attr)
+                if src is None:
+                    raise LeanUnavailable(f"{name}.{attr} of the fresh model has no value in the bridge")
+                setattr(mod, attr, src)
+    shadow.eval()
+    return shadow
+
+
+
+def rms_norm(x, w, eps):
+    """Gemma's ``(1 + w) * x / rms(x)``, computed in float32."""
+    xf = x.float()
+    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return (y * (1.0 + w.float())).to(x.dtype)
+
+
+def rotate(x, cos, sin):
+    """Rotary embedding of ``x [N, H, T, d_head]``."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+def fused_act(act):
+    """The model's MLP activation module as one fused torch op where it is the same function:
+    the tanh-approximated GELU (Gemma's ``gelu_pytorch_tanh``) is ``F.gelu(approximate='tanh')``
+    up to rounding (~1e-7 relative; tests compare with the HF model).  Anything else: the module."""
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    if isinstance(act, (NewGELUActivation, GELUTanh)):
+        return lambda x: F.gelu(x, approximate="tanh")
+    return act
+
+
+def _heads(x, N, T, H, dh):
+    return x.view(N, T, H, dh).transpose(1, 2)
+
+
+class LeanForward:
+    """The driver.  Subclasses set ``layers`` (one dict of tensors per block), ``n_heads``,
+    ``n_kv``, ``d_head``, ``scale`` (per block) and ``window`` (per block, None: full causal) and
+    implement :meth:`positions`, :meth:`qkv`, :meth:`out` and :meth:`final`.
+
+    Residual stream layout: ``h [N, T', d_model]`` for positions ``p0 .. T-1``; prefix keys/values
+    ``[B, n_kv, p0, d_head]`` per block, shared by the ``N = k*B`` copies (row ``i*B + b`` is copy
+    ``i`` of prompt ``b``, the layout ig.py uses).
+    """
+
+    arch = "?"
+    layers: list
+    n_heads: int
+    n_kv: int
+    d_head: int
+    scale: list
+    window: list
+
+    # -- per architecture ------------------------------------------------------------------
+    def positions(self, p0: int, T: int, like: torch.Tensor):
+        """Whatever :meth:`qkv` needs for positions ``p0 .. T-1`` (rotary cos/sin, or None)."""
+        return None
+
+    def qkv(self, l: int, h: torch.Tensor, pos) -> tuple:
+        """Queries ``[N, H, T', d_head]``, keys and values ``[N, n_kv, T', d_head]`` of block ``l``."""
+        raise NotImplementedError
+
+    def out(self, l: int, h: torch.Tensor, z: torch.Tensor, edits: dict) -> torch.Tensor:
+        """The rest of block ``l`` from its input ``h`` and attention ``z [N, T', H, d_head]``."""
+        raise NotImplementedError
+
+    def final(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits from the last block's output."""
+        raise NotImplementedError
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``blocks.0.hook_resid_pre`` of ``tokens``."""
+        raise NotImplementedError
+
+    def from_hook(self, x: torch.Tensor, hook: str, p0: int = 0) -> torch.Tensor:
+        """The residual input of the start block from the activation at ``hook`` for positions
+        ``p0 ..`` (identity except at ``hook_embed`` on models with learned positions)."""
+        return x
+
+    def _set_unembed(self, hf):
+        lm = hf.get_output_embeddings()
+        self.w_u, self.b_u = lm.weight, getattr(lm, "bias", None)
+
+    def unembed(self, x):
+        return F.linear(x, self.w_u, self.b_u)
+
+    # -- driver ----------------------------------------------------------------------------
+    def _mask(self, l: int, p0: int, T: int, device, cache: dict):
+        """Boolean ``[T-p0, T]``: query ``i`` sees key ``j <= i`` (and ``j > i - window``)."""
+        w = self.window[l]
+        key = (w, p0, T)
+        if key not in cache:
+            i = torch.arange(p0, T, device=device)[:, None]
+            j = torch.arange(T, device=device)[None]
+            m = j <= i
+            if w is not None:
+                m = m & (j > i - w)
+            cache[key] = m
+        return cache[key]
+
+    def _attend(self, l, q, k, v, mask, edits):
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale[l],
+                                           enable_gqa=self.n_kv != self.n_heads)
+        z = a.transpose(1, 2)  # [N, Tq, H, d_head]: TransformerLens' blocks.l.attn.hook_z
+        if edits and f"blocks.{l}.attn.hook_z" in edits:
+            z = edits[f"blocks.{l}.attn.hook_z"](z)
+        return z
+
+    def residuals(self, h: torch.Tensor) -> list[torch.Tensor]:
+        """``blocks.l.hook_resid_pre`` for every block ``l`` from ``blocks.0.hook_resid_pre`` (no grad)."""
+        T = h.shape[1]
+        pos, masks = self.positions(0, T, h), {}
+        out = []
+        with torch.no_grad():
+            for l in range(len(self.layers)):
+                out.append(h)
+                q, k, v = self.qkv(l, h, pos)
+                h = self.out(l, h, self._attend(l, q, k, v, self._mask(l, 0, T, h.device, masks), None), {})
+        return out
+
+    def prefix_kv(self, h: torch.Tensor, start: int) -> list:
+        """Keys/values of blocks ``start ..`` for the shared positions ``0 .. p0-1`` (``h [B, p0, d]``,
+        the residual input of block ``start``)."""
+        p0 = h.shape[1]
+        if p0 == 0:
+            return [None] * (len(self.layers) - start)
+        pos, masks = self.positions(0, p0, h), {}
+        out = []
+        with torch.no_grad():
+            for l in range(start, len(self.layers)):
+                q, k, v = self.qkv(l, h, pos)
+                out.append((k, v))
+                h = self.out(l, h, self._attend(l, q, k, v, self._mask(l, 0, p0, h.device, masks), None), {})
+        return out
+
+    def logits(self, h: torch.Tensor, start: int, T: int, prefix: list | None = None,
+               last_only: bool = True, edits: dict | None = None) -> torch.Tensor:
+        """Logits from the residual input ``h [N, T-p0, d]`` of block ``start`` (positions ``p0 ..``).
+
+        ``prefix``: :meth:`prefix_kv` of the shared positions (batch ``B``, ``N`` a multiple of it);
+        ``last_only``: the last block and the unembedding run on the last position only, and the
+        logits are ``[N, 1, V]``; else ``[N, T-p0, V]``.  ``edits``: ``{hook name: fn(act) -> act}``
+        for ``blocks.l.hook_resid_pre``, ``blocks.l.attn.hook_z`` and ``blocks.l.hook_mlp_out``
+        (the activations of positions ``p0 ..``), applied where the bridge's hook would fire.
+        """
+        N, Ts, _ = h.shape
+        p0 = T - Ts
+        edits = edits or {}
+        if p0 and not last_only:
+            raise ValueError("skipping shared positions needs a metric of the last position only")
+        pos, masks = self.positions(p0, T, h), {}
+        n = len(self.layers)
+        for i, l in enumerate(range(start, n)):
+            if f"blocks.{l}.hook_resid_pre" in edits:
+                h = edits[f"blocks.{l}.hook_resid_pre"](h)
+            q, k, v = self.qkv(l, h, pos)
+            if p0:
+                pk, pv = prefix[i]
+                rep = N // pk.shape[0]
+                k = torch.cat([pk.repeat(rep, 1, 1, 1), k], dim=2)
+                v = torch.cat([pv.repeat(rep, 1, 1, 1), v], dim=2)
+            mask = self._mask(l, p0, T, h.device, masks)
+            edited = f"blocks.{l}.attn.hook_z" in edits or f"blocks.{l}.hook_mlp_out" in edits
+            if last_only and l == n - 1 and not edited:  # the last block: only the last query is read
+                m = mask[-1:]
+                z = self._attend(l, q[:, :, -1:], k, v, None if bool(m.all()) else m, None)
+                h = self.out(l, h[:, -1:], z, {})
+            else:
+                h = self.out(l, h, self._attend(l, q, k, v, mask, edits), edits)
+        if last_only:
+            h = h[:, -1:]
+        return self.final(h)
+
+
+def _mlp_edit(edits, l, m):
+    name = f"blocks.{l}.hook_mlp_out"
+    return edits[name](m) if edits and name in edits else m
+
+
+# ---------------------------------------------------------------------------------------------
+# Gemma 3 (text)
+# ---------------------------------------------------------------------------------------------
+
+
+class LeanGemma3(LeanForward):
+    """``Gemma3DecoderLayer``: (1 + w) RMSNorms (q/k norms, pre/post attention and feed-forward),
+    per-layer-type rotary and sliding windows, ``query_pre_attn_scalar``, GeGLU, logit softcap."""
+
+    arch = "gemma3_text"
+
+    def __init__(self, hf):
+        cfg = hf.config
+        self.hf, self.cfg = hf, cfg
+        m = hf.model
+        self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.d_head = cfg.head_dim
+        self.layers, self.scale, self.window, self.types = [], [], [], []
+        for b in m.layers:
+            att, mlp = b.self_attn, b.mlp
+            n = {k: (getattr(b, k).weight, getattr(b, k).eps) for k in (
+                "input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm")}
+            self.layers.append(dict(
+                **n, qn=(att.q_norm.weight, att.q_norm.eps), kn=(att.k_norm.weight, att.k_norm.eps),
+                q=att.q_proj.weight, k=att.k_proj.weight, v=att.v_proj.weight, o=att.o_proj.weight,
+                gate=mlp.gate_proj.weight, up=mlp.up_proj.weight, down=mlp.down_proj.weight, act=fused_act(mlp.act_fn)))
+            self.scale.append(float(att.scaling))
+            self.window.append(att.sliding_window if att.is_sliding else None)
+            self.types.append(att.layer_type)
+        self.lnf = (m.norm.weight, m.norm.eps)
+        self.embedding = m.embed_tokens
+        self._set_unembed(hf)
+        self.softcap = cfg.final_logit_softcapping
+
+    def positions(self, p0, T, like):
+        out = {}
+        with torch.no_grad():
+            for t in set(self.types):
+                cos, sin = self.hf.model.rotary_emb(like[:1, :1], torch.arange(T, device=like.device)[None], t)
+                out[t] = (cos[0, p0:].to(like.dtype), sin[0, p0:].to(like.dtype))
+        return out
+
+    def qkv(self, l, h, pos):
+        L, (N, T, _) = self.layers[l], h.shape
+        x = rms_norm(h, *L["input_layernorm"])
+        q = rms_norm(_heads(x @ L["q"].T, N, T, self.n_heads, self.d_head), *L["qn"])
+        k = rms_norm(_heads(x @ L["k"].T, N, T, self.n_kv, self.d_head), *L["kn"])
+        v = _heads(x @ L["v"].T, N, T, self.n_kv, self.d_head)
+        cs = pos[self.types[l]]
+        return rotate(q, *cs), rotate(k, *cs), v
+
+    def out(self, l, h, z, edits):
+        L, (N, T) = self.layers[l], h.shape[:2]
+        h = h + rms_norm(z.reshape(N, T, -1) @ L["o"].T, *L["post_attention_layernorm"])
+        x = rms_norm(h, *L["pre_feedforward_layernorm"])
+        m = (L["act"](x @ L["gate"].T) * (x @ L["up"].T)) @ L["down"].T
+        return h + _mlp_edit(edits, l, rms_norm(m, *L["post_feedforward_layernorm"]))
+
+    def final(self, h):
+        logits = self.unembed(rms_norm(h, *self.lnf))
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+    def embed(self, tokens):
+        return self.embedding(tokens)  # Gemma3TextScaledWordEmbedding: lookup * sqrt(d_model)
+
+
+def check_gemma3(cfg) -> str | None:
+    if getattr(cfg, "attn_logit_softcapping", None) is not None:
+        return "Gemma 3 with attention-logit softcapping (no fused SDPA form)"
+    if getattr(cfg, "use_bidirectional_attention", False):
+        return "Gemma 3 with bidirectional attention"
+    if getattr(cfg, "attention_bias", False):
+        return "Gemma 3 with attention biases"
+    return None
+
+
+# model_type -> (class, check returning the reason it cannot run, or None)
+LEAN_ARCHS = {"gemma3_text": (LeanGemma3, check_gemma3)}
