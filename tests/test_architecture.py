@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "interp"
 LAYERS = {  # package (first component under interp/) -> layer; keep in step with docs/architecture.md
-    "results": 0,
+    "results": 0, "fastpath": 0,
     "models": 1,
     "reports": 2,
     "store": 3,
