@@ -278,7 +278,7 @@ def test_cli_capture_flag(tmp_path, corpus, capsys):
     from interp.cli.main import main
 
     rc = main(["cache", "--model", "tiny-llama", "--hooks", "blocks.1.hook_resid_post", "--corpus", str(corpus),
-               "--n-tokens", "200", "--context-length", "40", "--out", str(tmp_path / "s"), "--capture", "bridge",
+               "--n-tokens", "200", "--seq-len", "40", "--out", str(tmp_path / "s"), "--capture", "bridge",
                "--json"])
     assert rc == 0
     info = json.loads(capsys.readouterr().out)

@@ -1,7 +1,7 @@
 """Acceptance on the bundled SmolLM2-135M (slow): massive activations on the first token at dim 507
 from layer 11 (~25,000), zeroing them breaks the model, setting them to their mean does not.
 
-Regenerate with: interp massive --model smollm2-135m --out runs/massive --n-seqs 2
+Regenerate with: interp massive --model smollm2-135m --out runs/massive --n 2
 (2026-11: loss clean 2.439, zero 16.25, mean 2.439; KL zero 13.8, mean 0.0000)."""
 
 from __future__ import annotations
