@@ -140,7 +140,7 @@ RENAMED = [
 @pytest.mark.parametrize("argv,old,new", RENAMED, ids=[f"{a[0]}{o}" for a, o, _ in RENAMED])
 def test_old_spelling_names_the_new_flag(argv, old, new, capsys):
     with pytest.raises(SystemExit) as e:
-        main(argv + [old, "3"])
+        build_parser().parse_args(argv + [old, "3"])  # parse only: a wrongly accepted flag must not start a run
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert f"{old} was renamed {new}" in err
