@@ -32,7 +32,8 @@ def register(sub) -> None:
                    help="rows per shard (None: ~32 MiB per hook file)")
     p.add_argument("--no-bos", action="store_true", help="do not prepend BOS to each sequence")
     p.add_argument("--skip-bos", action="store_true", help="do not store the BOS position's rows")
-    p.add_argument("--model-dtype", default=d("model_dtype"), help="dtype to run the model in")
+    p.add_argument("--model-dtype", default=d("model_dtype"), choices=["float32", "bfloat16", "float16"],
+                   help="dtype to run the model in")
     p.add_argument("--capture", default=d("capture"), choices=["auto", "hf", "bridge"],
                    help="hf: run the Hugging Face model directly under torch hooks (faster; checked against "
                    "the bridge on a probe); bridge: the TransformerBridge's hook points (reference); "

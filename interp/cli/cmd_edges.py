@@ -89,26 +89,9 @@ def _curve_args(args) -> tuple[list[int] | None, list[str]]:
     return sizes, [m for m in dict.fromkeys(compare) if m != args.method]
 
 
-def stage_matrix(res) -> tuple[list[list[float]], list[str], list[str]]:
-    """|score| summed per (sender stage, receiver stage): rows embed, L0 heads, MLP0, ...; columns
-    L0 attention (q/k/v), MLP0, ..., logits."""
-    import torch
-
-    g = res.graph
-    s_st = torch.tensor([n.stage for n in g.senders]) + 1  # -1 (embeddings) -> 0
-    r_st = torch.tensor([n.stage for n in g.receivers])
-    L = len({n.layer for n in g.receivers if n.kind == "mlp"})
-    M = torch.zeros(2 * L + 1, 2 * L + 1, dtype=torch.float64)
-    a = res.scores.abs().double()
-    M.index_put_((s_st[:, None].expand_as(a).reshape(-1), r_st[None, :].expand_as(a).reshape(-1)), a.reshape(-1),
-                 accumulate=True)
-    rows = ["embed"] + [f"{w}{l}" for l in range(L) for w in ("heads L", "MLP")]
-    cols = [f"{w}{l}" for l in range(L) for w in ("attn L", "MLP")] + ["logits"]
-    return M.tolist(), rows, cols
-
-
 def _run(args) -> int:
     from interp.attribution.edge_patching import edge_patching
+    from interp.attribution.edge_stages import stage_matrix
     from interp.attribution.edges import edge_attribution
     from interp.circuits.pipeline import make_task, versions, write_outputs
     from interp.models import load_model, model_name
@@ -137,11 +120,14 @@ def _run(args) -> int:
         for e, eff in zip(top, p.effects.tolist()):
             e["patch"] = eff
         seconds["edge_patching"] = p.seconds
+        import math
+
         import torch
 
-        a = torch.tensor([e["score"] for e in top[:k]], dtype=torch.float64)
-        b = p.effects.double()
-        r = float(((a - a.mean()) * (b - b.mean())).sum() / ((a - a.mean()).norm() * (b - b.mean()).norm()).clamp_min(1e-300)) if k > 2 else None
+        from interp.circuits.compare import pearson
+
+        r = pearson(torch.tensor([e["score"] for e in top[:k]]), p.effects) if k > 2 else None
+        r = None if r is None or math.isnan(r) else r
         check = {"n_edges": k, "pearson": r, "seconds": p.seconds}
     curve = None
     if sizes is not None:
