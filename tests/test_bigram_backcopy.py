@@ -137,7 +137,7 @@ def test_cli_flags_map_onto_the_config(tmp_path, capsys):
     from interp.cli.main import main
 
     out = tmp_path / "bb"
-    assert main(["bigram-backcopy", "--out", str(out), "--steps", "20", "--layers", "1", "--d-model", "16",
+    assert main(["bigram-backcopy", "--out", str(out), "--train-steps", "20", "--n-layers", "1", "--d-model", "16",
                  "--init", "hf", "--activation", "gelu_new", "--batch-size", "8", "--lr", "0.002", "--beta2", "0.95",
                  "--warmup", "5", "--seq-len", "16", "--weight-decay", "0", "--seed", "3", "--device", "cpu"]) == 0
     train = json.loads((out / "results.json").read_text())["train"]
@@ -147,7 +147,7 @@ def test_cli_flags_map_onto_the_config(tmp_path, capsys):
         weight_decay=0.0, seed=3, steps=20)
     assert train["betas"] == [0.9, 0.95] and load_task(out).seq_len == 16
     assert "copy head L0" in capsys.readouterr().out
-    assert main(["bigram-backcopy", "--out", str(out), "--steps", "5", "--device", "cpu"]) == 2
+    assert main(["bigram-backcopy", "--out", str(out), "--train-steps", "5", "--device", "cpu"]) == 2
     assert "already holds checkpoints" in capsys.readouterr().err
 
 

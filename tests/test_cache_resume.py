@@ -34,7 +34,7 @@ def test_resume_after_kill9_equals_uninterrupted(tiny_llama, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "interp.cli.main", "cache", "--model", "tiny-llama", "--hooks",
            "blocks.*.hook_resid_post", "blocks.0.mlp.hook_post", "--corpus", str(corpus), "--n-tokens", "24000",
-           "--context-length", "60", "--batch-size", "4", "--dtype", "bf16", "--shard-rows", "500",
+           "--seq-len", "60", "--batch-size", "4", "--dtype", "bf16", "--shard-rows", "500",
            "--out", str(out), "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # 2 busy threads on 2 shared cores crawl
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)

@@ -112,7 +112,7 @@ def test_cli_circuit_and_compare(tmp_path, capsys):
     assert main(["circuit", "ioi", "--model", "tiny-llama", "--n", "0", "--out", str(out)]) == 2
     assert "--n must be" in capsys.readouterr().err
     assert main(["compare", "greater-than", "--model", "tiny-llama", "--n", "2", "--methods", "atp,relp",
-                 "--json"]) == 0
+                 "--out", str(tmp_path / "gt"), "--json"]) == 0
     cmp = json.loads(capsys.readouterr().out)
     assert set(cmp["pearson"]) == {"atp", "relp"}
     assert main(["compare", "ioi", "--model", "tiny-llama", "--methods", "magic"]) == 2

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
         "foolishness, it was the epoch of belief, it was the epoch of incredulity.\n\n") * 40
 CACHE_ARGS = ["--model", "tiny-llama", "--hooks", "blocks.*.hook_resid_post", "blocks.0.attn.hook_z",
-              "--n-tokens", "600", "--context-length", "32", "--batch-size", "4", "--shard-rows", "64",
+              "--n-tokens", "600", "--seq-len", "32", "--batch-size", "4", "--shard-rows", "64",
               "--dtype", "bf16", "--no-progress"]
 # manifest fields that legitimately differ between two runs of the same job
 RUN_FIELDS = {"created", "last_run"}
@@ -136,7 +136,7 @@ def test_dist_cache_killed_then_resumed_equals_uninterrupted(tiny_llama, tmp_pat
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={_free_port()}", "-m", "interp.cli.main", "dist", "cache", "--model", "tiny-llama",
            "--hooks", "blocks.*.hook_resid_post", "--corpus", str(corpus), "--n-tokens", "6000",
-           "--context-length", "40", "--batch-size", "2", "--shard-rows", "80", "--dtype", "fp16",
+           "--seq-len", "40", "--batch-size", "2", "--shard-rows", "80", "--dtype", "fp16",
            "--out", str(out), "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

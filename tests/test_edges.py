@@ -459,7 +459,7 @@ def test_cli_circuit_curve_is_the_python_api(tmp_path, capsys):
 
     out = tmp_path / "c"
     rc = main(["edges", "ioi", "--model", "tiny-gpt2", "--method", "eap", "--n", "2", "--circuit", "5,20,1000",
-               "--compare", "eap-ig", "--steps", "2", "--greedy", "--out", str(out), "--json"])
+               "--compare", "eap-ig", "--ig-steps", "2", "--greedy", "--out", str(out), "--json"])
     assert rc == 0
     capsys.readouterr()
     res = json.loads((out / "results.json").read_text())

@@ -154,7 +154,7 @@ def test_store_read_while_written_sees_only_complete_shards(tmp_path):
     corpus.write_text(TEXT * 3)
     out = tmp_path / "live"
     cmd = [sys.executable, "-m", "interp.cli.main", "cache", "--model", "tiny-llama", "--hooks",
-           "blocks.*.hook_resid_post", "--corpus", str(corpus), "--n-tokens", "6000", "--context-length", "40",
+           "blocks.*.hook_resid_post", "--corpus", str(corpus), "--n-tokens", "6000", "--seq-len", "40",
            "--batch-size", "2", "--shard-rows", "80", "--dtype", "fp16", "--out", str(out), "--no-progress"]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen = []  # (n_rows, {hook: rows}, tokens) of every successful mid-run open

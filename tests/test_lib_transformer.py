@@ -144,7 +144,7 @@ def test_lib_cli_isolate_ln_var_option(tmp_path):
 
     from interp.cli.main import main
 
-    base = ["lib", "--model", "tiny-llama", "--layers", "0-1", "--n-texts", "3", "--seq-len", "8", "--probes", "2",
+    base = ["lib", "--model", "tiny-llama", "--layers", "0-1", "--n", "3", "--seq-len", "8", "--probes", "2",
             "--edge-nodes", "3"]
     assert main(base + ["--out", str(tmp_path / "a")]) == 0
     res = json.loads((tmp_path / "a" / "results.json").read_text())

@@ -9,7 +9,7 @@ from interp.cli.main import main
 
 def test_sinks_cli_writes_results_and_report(tmp_path, capsys):
     out = tmp_path / "s"
-    rc = main(["sinks", "--model", "tiny-llama", "--out", str(out), "--seq-len", "12", "--n-seqs", "2",
+    rc = main(["sinks", "--model", "tiny-llama", "--out", str(out), "--seq-len", "12", "--n", "2",
                "--heads", "all", "--heads-per-pass", "8", "--device", "cpu"])
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
@@ -29,7 +29,7 @@ def test_sinks_cli_writes_results_and_report(tmp_path, capsys):
 
 def test_massive_cli_on_bb_checkpoints(tmp_path, capsys):
     ck = tmp_path / "bb"
-    assert main(["bigram-backcopy", "--out", str(ck), "--steps", "40", "--layers", "1", "--d-model", "32", "--seq-len", "24",
+    assert main(["bigram-backcopy", "--out", str(ck), "--train-steps", "40", "--n-layers", "1", "--d-model", "32", "--seq-len", "24",
                  "--weight-decay", "0", "--device", "cpu"]) == 0
     bb = json.loads((ck / "results.json").read_text())
     assert bb["kind"] == "bigram_backcopy" and bb["task"]["seq_len"] == 24 and bb["train"]["weight_decay"] == 0

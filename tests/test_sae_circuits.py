@@ -161,7 +161,7 @@ def test_cli_sae_circuit(tmp_path, capsys):
 
     from interp.cli.main import main
 
-    rc = main(["sae-circuit", "ioi", "--model", "tiny-llama", "--n", "4", "--epochs", "20", "--latents", "16",
+    rc = main(["sae-circuit", "ioi", "--model", "tiny-llama", "--n", "4", "--epochs", "20", "--d-sae", "16",
                "--n-train", "4", "--truth-n", "4", "--top", "3", "--json", "--out", str(tmp_path)])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)

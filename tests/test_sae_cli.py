@@ -41,12 +41,12 @@ def test_sae_train_eval_dashboard(store_dir, tmp_path, capsys):
     sae = load_sae(out / "sae")
     assert sae.cfg.hook_in == HOOKS[0] and sae.cfg.k == 4 and sae.cfg.d_sae == 64
 
-    assert main(["sae", "eval", "--sae", str(out / "sae"), "--store", str(store_dir), "--n-seqs", "4",
+    assert main(["sae", "eval", "--sae", str(out / "sae"), "--store", str(store_dir), "--n", "4",
                  "--json"]) == 0
     ev = _json(capsys)
     assert ev["rows"]["l0"] <= 4 and 0 <= ev["rows"]["fvu"] and ev["spliced"]["n_tokens"] == 4 * 31
     assert main(["sae", "dashboard", "--sae", str(out / "sae"), "--store", str(store_dir), "--out",
-                 str(tmp_path / "d.html"), "--features", "0,1", "--n-rows", "500", "--json"]) == 0
+                 str(tmp_path / "d.html"), "--features", "0,1", "--n-tokens", "500", "--json"]) == 0
     assert (tmp_path / "d.html").exists() and len(_json(capsys)["features"]) == 2
 
 
@@ -56,7 +56,7 @@ def test_transcoder_train_eval(store_dir, tmp_path, capsys):
                  "--l1-coeff", "0.01", "--batch-size", "256", "--no-progress", "--out", str(out), "--json"]) == 0
     r = _json(capsys)
     assert r["complete"] and r["sae_config"]["hook_out"] == "blocks.0.hook_mlp_out"
-    assert main(["transcoder", "eval", "--sae", str(out / "sae"), "--store", str(store_dir), "--n-seqs", "2",
+    assert main(["transcoder", "eval", "--sae", str(out / "sae"), "--store", str(store_dir), "--n", "2",
                  "--json"]) == 0
     assert _json(capsys)["spliced"]["hook_out"] == "blocks.0.hook_mlp_out"
 

@@ -2,7 +2,7 @@
 active/dormant calls of two domain-dependent heads backed by bootstrap intervals of their ablation.
 
 Regenerate the numbers with:
-    interp sinks --model smollm2-135m --out runs/sinks --seq-len 48 --n-seqs 16 --max-heads 16
+    interp sinks --model smollm2-135m --out runs/sinks --seq-len 48 --n 16 --max-heads 16
 (2026-11, 6 sequences: L20H6 sink 0.97/0.95/0.52 on prose/code/numbers, Δloss 0.0006/0.0005/0.023
 nats; the 16-sequence intervals are in the switching test)."""
 

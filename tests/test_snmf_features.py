@@ -111,11 +111,11 @@ def test_cli_snmf_and_lib_write_results(tmp_path):
     from interp.cli.main import main
 
     assert main(["snmf", "--model", "tiny-llama", "--layer", "1", "--k", "4", "--sparsity", "0.25",
-                 "--max-iter", "30", "--features", "1", "--out", str(tmp_path / "s")]) == 0
+                 "--max-iter", "30", "--n-features", "1", "--out", str(tmp_path / "s")]) == 0
     res = json.loads((tmp_path / "s" / "results.json").read_text())
     assert res["kind"] == "snmf" and res["fit"]["k"] == 4 and len(res["features"]) == 1
     assert (tmp_path / "s" / "report.html").stat().st_size > 1000
-    assert main(["lib", "--model", "tiny-llama", "--layers", "0-1", "--n-texts", "3", "--seq-len", "8",
+    assert main(["lib", "--model", "tiny-llama", "--layers", "0-1", "--n", "3", "--seq-len", "8",
                  "--probes", "2", "--edge-nodes", "3", "--out", str(tmp_path / "l")]) == 0
     res = json.loads((tmp_path / "l" / "results.json").read_text())
     assert res["kind"] == "lib" and res["lib"]["names"] == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]

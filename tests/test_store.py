@@ -193,7 +193,7 @@ def test_cli_cache_and_store_info_json(tmp_path, corpus_file, capsys):
 
     out = tmp_path / "cli"
     rc = main(["cache", "--model", "tiny-gpt2", "--hooks", "blocks.1.hook_resid_post", "blocks.0.attn.hook_z",
-               "--n-tokens", "300", "--context-length", "30", "--batch-size", "4", "--dtype", "bf16",
+               "--n-tokens", "300", "--seq-len", "30", "--batch-size", "4", "--dtype", "bf16",
                "--corpus", str(corpus_file), "--out", str(out), "--skip-bos", "--json"])
     assert rc == 0
     info = json.loads(capsys.readouterr().out)

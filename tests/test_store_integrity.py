@@ -165,7 +165,7 @@ def test_full_disk_clear_error_and_readable_prefix(tiny_llama, tmp_path):
             store.verify()
             assert not [p for p in (mnt / "s" / "shards").iterdir() if p.name.startswith(".tmp")]
             r = subprocess.run([sys.executable, "-m", "interp.cli.main", "cache", "--model", "tiny-llama",
-                                "--corpus", str(corpus), "--n-tokens", "8000", "--context-length", "50",
+                                "--corpus", str(corpus), "--n-tokens", "8000", "--seq-len", "50",
                                 "--batch-size", "4", "--dtype", "fp32", "--shard-rows", "1000",
                                 "--out", str(mnt / "s")], capture_output=True, text=True)
             assert r.returncode == 2 and "no space left on device" in r.stderr and "Traceback" not in r.stderr
@@ -178,7 +178,7 @@ def test_full_disk_clear_error_and_readable_prefix(tiny_llama, tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
         from interp.cli.main import main
         raise SystemExit(main(['cache', '--model', 'tiny-llama', '--corpus', {str(corpus)!r}, '--n-tokens', '8000',
-                               '--context-length', '50', '--batch-size', '4', '--dtype', 'fp32',
+                               '--seq-len', '50', '--batch-size', '4', '--dtype', 'fp32',
                                '--shard-rows', '1000', '--out', {str(tmp_path / 's')!r}, '--no-progress']))
     """)
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

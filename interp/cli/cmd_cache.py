@@ -6,31 +6,45 @@ from interp.cli.main import emit
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "cache",
+    from interp.cli.common import command, default_of, renamed
+    from interp.store import CacheConfig
+    from interp.store.format import DTYPES, canonical_dtype
+
+    d = lambda f: default_of(CacheConfig, f)  # noqa: E731
+    p = command(
+        sub, "cache",
         help="cache hook activations over a corpus into a memory-mapped store (resumes a partial one)",
         description="Run MODEL over a corpus and write the activations of the hooks matching PATTERN "
-        "to a store directory. Re-running the same command after an interruption resumes it.",
+        "to a store directory (--out). Re-running the same command after an interruption resumes it.",
+        out=d("out"), model=d("model"),
     )
-    p.add_argument("--model", default="smollm2-135m", help="model name (see `interp models`); default smollm2-135m")
-    p.add_argument("--hooks", nargs="+", default=["blocks.*.hook_resid_post"], metavar="PATTERN",
-                   help="TransformerLens hook names or glob patterns (default blocks.*.hook_resid_post)")
-    p.add_argument("--n-tokens", type=int, default=100_000, help="token budget: rows stored per hook")
-    p.add_argument("--context-length", type=int, default=128, help="tokens per sequence, BOS included")
-    p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
-    p.add_argument("--dtype", default="float16", help="storage dtype: fp16 (default), bf16 or fp32")
-    p.add_argument("--corpus", default="default",
+    p.add_argument("--hooks", nargs="+", default=d("hooks"), metavar="PATTERN",
+                   help="TransformerLens hook names or glob patterns")
+    p.add_argument("--n-tokens", type=int, default=d("n_tokens"), help="token budget: rows stored per hook")
+    p.add_argument("--seq-len", type=int, default=d("context_length"), help="tokens per sequence, BOS included")
+    p.add_argument("--batch-size", type=int, default=d("batch_size"), help="sequences per forward pass")
+    p.add_argument("--dtype", default=d("dtype"), type=canonical_dtype, choices=sorted(DTYPES),
+                   help="storage dtype (aliases fp16, bf16, fp32)")
+    p.add_argument("--corpus", default=d("corpus"),
                    help="'default' (offline, shipped), a .txt/.jsonl file or folder, or hf:NAME[:CONFIG][:SPLIT]")
-    p.add_argument("--text-field", default="text", help="JSON field holding the text (JSONL / HF corpora)")
-    p.add_argument("--out", required=True, help="store directory")
-    p.add_argument("--shard-rows", type=int, default=None, help="rows per shard (default ~32 MiB per hook file)")
+    p.add_argument("--text-field", default=d("text_field"), help="JSON field holding the text (JSONL / HF corpora)")
+    p.add_argument("--shard-rows", type=int, default=d("shard_rows"),
+                   help="rows per shard (None: ~32 MiB per hook file)")
     p.add_argument("--no-bos", action="store_true", help="do not prepend BOS to each sequence")
     p.add_argument("--skip-bos", action="store_true", help="do not store the BOS position's rows")
-    p.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
-    p.add_argument("--model-dtype", default="float32", help="dtype to run the model in")
+    p.add_argument("--model-dtype", default=d("model_dtype"), choices=["float32", "bfloat16", "float16"],
+                   help="dtype to run the model in")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    renamed(p, "--context-length", "--seq-len")
     p.set_defaults(func=run)
+
+
+CONFIG_FLAGS = [(("cache",), "interp.store:CacheConfig", {
+    "model": "model", "hooks": "hooks", "n_tokens": "n_tokens", "seq_len": "context_length",
+    "batch_size": "batch_size", "dtype": "dtype", "corpus": "corpus", "text_field": "text_field",
+    "shard_rows": "shard_rows", "model_dtype": "model_dtype", "out": "out",
+    "device": "device"})]
+"""(command path, config class, flag dest -> field): checked by tests/test_cli_grammar.py."""
 
 
 def run(args) -> int:
@@ -38,7 +52,7 @@ def run(args) -> int:
 
     cfg = CacheConfig(
         model=args.model, hooks=args.hooks, corpus=args.corpus, n_tokens=args.n_tokens,
-        context_length=args.context_length, batch_size=args.batch_size, dtype=args.dtype,
+        context_length=args.seq_len, batch_size=args.batch_size, dtype=args.dtype,
         shard_rows=args.shard_rows, prepend_bos=not args.no_bos, skip_bos=args.skip_bos, out=args.out,
         device=args.device, model_dtype=args.model_dtype, text_field=args.text_field,
     )

@@ -2,40 +2,48 @@
 
 from __future__ import annotations
 
-from interp.cli.main import CORRUPTION_HELP
+from interp.cli.main import CORRUPTION_HELP, corruption_choices
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("circuit", help="find a circuit (IOI / greater-than) and write results.json + report.html")
+    from interp.attribution.lrp_rules import RULE_SETS
+    from interp.circuits.pipeline import METHODS, SEARCHES, run_circuit
+    from interp.cli.common import command, default_of
+
+    d = lambda f: default_of(run_circuit, f)  # noqa: E731
+    p = command(subparsers, "circuit", help="find a circuit (IOI / greater-than) and write results.json + report.html",
+                out="runs/circuit-<task>", model="smollm2-135m", seed=d("seed"))
     p.add_argument("task", choices=["ioi", "greater-than"])
-    p.add_argument("--model", default="smollm2-135m", help="model name for interp.models.load_model")
-    p.add_argument("--method", default="relp", choices=["patch", "atp", "relp", "ig"])
-    p.add_argument("--out", required=True, help="output folder (results.json, report.html)")
-    p.add_argument("--n", type=int, default=8, help="number of prompts")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--corruption", default=None, help=CORRUPTION_HELP)
-    p.add_argument("--share", type=float, default=0.8, help="share of the metric the circuit must keep")
-    p.add_argument("--rules", default="all", help="RelP rule set: all | default | all+epsilon")
-    p.add_argument("--search", default="greedy", choices=["greedy", "topk"],
-                   help="greedy: prune by real patching, the method's scores order the tries (default); "
+    p.add_argument("--method", default=d("method"), choices=list(METHODS), help="how components are scored")
+    p.add_argument("--n", type=int, default=d("n"), help="number of prompts")
+    p.add_argument("--corruption", default=d("corruption"), choices=corruption_choices(), help=CORRUPTION_HELP)
+    p.add_argument("--share", type=float, default=d("share"), help="share of the metric the circuit must keep")
+    p.add_argument("--rules", default=d("rules"), choices=sorted(RULE_SETS),
+                   help="RelP rule set (interp.attribution.lrp_rules.RULE_SETS)")
+    p.add_argument("--search", default=d("search"), choices=list(SEARCHES),
+                   help="greedy: prune by real patching, the method's scores order the tries; "
                         "topk: smallest top-k of the method's ranking")
-    p.add_argument("--source", default="corrupt", choices=["corrupt", "mean"],
+    p.add_argument("--source", default=d("source"), choices=["corrupt", "mean"],
                    help="what components outside the circuit get: corrupted-run activations or the clean mean")
-    p.add_argument("--margin", type=float, default=0.05,
+    p.add_argument("--margin", type=float, default=d("margin"),
                    help="greedy search keeps F >= share + margin on the discovery prompts")
-    p.add_argument("--heldout-n", type=int, default=16,
+    p.add_argument("--heldout-n", type=int, default=d("heldout_n"),
                    help="held-out prompts (seed + 1) on which the final circuit's F is re-measured; 0 skips")
     p.add_argument("--no-patching-check", action="store_true",
                    help="skip activation patching of every head and MLP beside the method's scores")
     p.add_argument("--no-edges", action="store_true", help="skip EAP edge scores between circuit members")
-    p.add_argument("--device", default=None)
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--debug", action="store_true")
     p.set_defaults(func=_run)
+
+
+CONFIG_FLAGS = [(("circuit",), "interp.circuits.pipeline:run_circuit", {
+    "method": "method", "n": "n", "seed": "seed", "corruption": "corruption", "share": "share", "rules": "rules",
+    "search": "search", "source": "source", "margin": "margin", "heldout_n": "heldout_n"})]
+"""(command path, config, flag dest -> field / parameter): checked by tests/test_cli_grammar.py."""
 
 
 def _run(args) -> int:
     from interp.circuits import run_circuit
+    from interp.cli.common import out_path
     from interp.cli.main import emit
     from interp.models import load_model
 
@@ -45,14 +53,15 @@ def _run(args) -> int:
         raise ValueError("--share must be in (0, 1]")
     if args.margin < 0 or args.heldout_n < 0:
         raise ValueError("--margin and --heldout-n must be >= 0")
+    out = out_path(args)
     model = load_model(args.model, device=args.device)
-    r = run_circuit(model, args.task, args.method, out=args.out, n=args.n, seed=args.seed, share=args.share,
+    r = run_circuit(model, args.task, args.method, out=out, n=args.n, seed=args.seed, share=args.share,
                     rules=args.rules, progress=True, search=args.search, source=args.source, margin=args.margin,
                     heldout_n=args.heldout_n, corruption=args.corruption,
                     check_patching=not args.no_patching_check, edges=not args.no_edges)
     c = r.circuit
     ho = c.get("heldout")
-    summary = {"out": args.out, "n_components": c["n_components"], "n_total": c["n_total"],
+    summary = {"out": out, "n_components": c["n_components"], "n_total": c["n_total"],
                "fraction": c["fraction"], "faithfulness": c["faithfulness"],
                "denoise_recovered": c["denoise_recovered"], "search": args.search, "source": args.source,
                "heldout_faithfulness": None if ho is None else ho["F"], "timings": r.timings, "roles": r.roles,
@@ -61,6 +70,6 @@ def _run(args) -> int:
     human = (f"{args.task} on {args.model} ({args.method}, {args.search}, outside patched from {args.source}): "
              f"{c['n_components']}/{c['n_total']} components ({100 * c['fraction']:.1f}%) keep "
              f"{100 * c['faithfulness']:.1f}% of the metric{held} (denoising check "
-             f"{100 * c['denoise_recovered']:.1f}%); wrote {args.out}/results.json and report.html")
+             f"{100 * c['denoise_recovered']:.1f}%); wrote {out}/results.json and report.html")
     emit(args, summary, human)
     return 0

@@ -2,39 +2,46 @@
 
 from __future__ import annotations
 
-from interp.cli.main import CORRUPTION_HELP
+from interp.cli.main import CORRUPTION_HELP, corruption_choices
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("compare", help="AtP, RelP, IG vs activation patching on one task (Pearson r, wall time)")
+    from interp.circuits.compare import COMPONENTS, METHOD_SPECS, compare_methods
+    from interp.cli.common import command, default_of
+
+    d = lambda f: default_of(compare_methods, f)  # noqa: E731
+    p = command(subparsers, "compare", help="AtP, RelP, IG vs activation patching on one task (Pearson r, wall time)",
+                out="runs/compare-<task>", model="smollm2-135m", seed=d("seed"))
     p.add_argument("task", choices=["ioi", "greater-than"])
-    p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--n", type=int, default=8, help="number of prompts")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--corruption", default=None, help=CORRUPTION_HELP + " (s2 is the like-for-like RelP Table 1 setting)")
-    p.add_argument("--methods", default="patch,atp,relp,relp-default,ig",
-                   help="comma list from patch, atp, relp, relp-default, ig (per-hook IG), ig-embed (EAP-IG node form)")
-    p.add_argument("--components", default="resid,attn,attn_head,mlp",
-                   help="comma list of component types: resid, attn (attention output per layer and position, "
-                        "the RelP paper's column), attn_head, mlp")
-    p.add_argument("--out", default=None, help="folder for results.json and report.html")
-    p.add_argument("--device", default=None)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--n", type=int, default=d("n"), help="number of prompts")
+    p.add_argument("--corruption", default=d("corruption"), choices=corruption_choices(),
+                   help=CORRUPTION_HELP + "; s2 is the like-for-like RelP Table 1 setting")
+    p.add_argument("--methods", default=",".join(m for m in METHOD_SPECS if m != "ig-embed"),
+                   help=f"comma list from {', '.join(METHOD_SPECS)} (ig: per-hook IG; ig-embed: EAP-IG node form)")
+    p.add_argument("--components", default=",".join(d("components")),
+                   help=f"comma list of component types from {', '.join(COMPONENTS)} (attn: attention output per "
+                        "layer and position, the RelP paper's column)")
     p.set_defaults(func=_run)
 
 
+CONFIG_FLAGS = [(("compare",), "interp.circuits.compare:compare_methods", {
+    "n": "n", "seed": "seed", "corruption": "corruption"})]
+"""(command path, config, flag dest -> field / parameter): checked by tests/test_cli_grammar.py."""
+
+
 def _run(args) -> int:
-    from interp.circuits.compare import compare_methods
+    from interp.circuits.compare import COMPONENTS, METHOD_SPECS, compare_methods
+    from interp.cli.common import out_path, parse_list
     from interp.cli.main import emit
     from interp.models import load_model
 
     if args.n < 1:
         raise ValueError("--n must be >= 1")
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    components = tuple(c.strip() for c in args.components.split(",") if c.strip())
+    methods = parse_list(args.methods, "--methods", METHOD_SPECS)
+    components = parse_list(args.components, "--components", COMPONENTS)
+    out = out_path(args)
     model = load_model(args.model, device=args.device)
-    r = compare_methods(model, args.task, n=args.n, seed=args.seed, methods=methods, out=args.out, progress=True,
+    r = compare_methods(model, args.task, n=args.n, seed=args.seed, methods=methods, out=out, progress=True,
                          corruption=args.corruption, components=components)
     cts = list(r["config"]["components"])
     head = {"resid": "resid", "attn": "attn", "attn_head": "heads", "mlp": "mlp"}
@@ -53,5 +60,8 @@ def _run(args) -> int:
         lines.append(f"paper ({r['paper_source']}):")
         for m, c in r["paper"].items():
             lines.append(row(m, c))
-    emit(args, {k: r[k] for k in ("pearson", "seconds", "speed", "paper") if k in r}, "\n".join(lines))
+    if out:
+        lines.append(f"wrote {out}/results.json and report.html")
+    payload = {k: r[k] for k in ("pearson", "seconds", "speed", "paper") if k in r}
+    emit(args, {**payload, "out": out}, "\n".join(lines))
     return 0

@@ -11,50 +11,62 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    p = sub.add_parser("snmf", help="semi-NMF of MLP activations (blocks.L.mlp.hook_post) into neuron-group features")
-    p.add_argument("--model", default="smollm2-135m", help="model name (see `interp models`)")
+    from interp.cli.common import command, default_of, renamed
+    from interp.decompositions.lib_transformer import ModelLIBSettings
+    from interp.decompositions.snmf import SNMFConfig
+
+    d = lambda f: default_of(SNMFConfig, f)  # noqa: E731
+    p = command(sub, "snmf", help="semi-NMF of MLP activations (blocks.L.mlp.hook_post) into neuron-group features",
+                out="runs/snmf", model="smollm2-135m", seed=d("seed"))
     p.add_argument("--layer", type=int, required=True, help="MLP layer L (hook blocks.L.mlp.hook_post)")
-    p.add_argument("--k", type=int, default=50, help="number of features")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--texts", default=None, help="text file, one sequence per line (default: the built-in concept sentences)")
+    p.add_argument("--k", type=int, default=d("k"), help="number of features")
+    p.add_argument("--texts", default=None, help="text file, one sequence per line (None: the built-in concept sentences)")
     p.add_argument("--store", default=None, help="activation store folder to read the rows from instead of running the model")
-    p.add_argument("--max-rows", type=int, default=20000, help="rows (tokens) used from the store")
-    p.add_argument("--sparsity", type=float, default=0.01, help="fraction of neurons kept per feature (WTA)")
-    p.add_argument("--init", default="random", choices=["random", "svd", "kmeans"])
-    p.add_argument("--max-iter", type=int, default=2000)
-    p.add_argument("--patience", type=int, default=200)
-    p.add_argument("--restarts", type=int, default=1, help="independent fits batched together; the best is kept")
-    p.add_argument("--features", type=int, default=8, help="features given contexts, vocabulary and steering")
+    p.add_argument("--n-tokens", type=int, default=20000, help="token budget: rows used from the store")
+    p.add_argument("--sparsity", type=float, default=d("sparsity"), help="fraction of neurons kept per feature (WTA)")
+    p.add_argument("--init", default=d("init"), choices=["random", "svd", "kmeans"], help="initialisation of the factors")
+    p.add_argument("--max-iter", type=int, default=d("max_iter"), help="most multiplicative-update iterations")
+    p.add_argument("--patience", type=int, default=d("patience"),
+                   help="stop after this many iterations without a relative loss improvement")
+    p.add_argument("--restarts", type=int, default=d("n_restarts"), help="independent fits batched together; the best is kept")
+    p.add_argument("--n-features", type=int, default=8, help="features given contexts, vocabulary and steering")
     p.add_argument("--compare", action="store_true", help="also compare SNMF / DiffMeans (/ SAE) on the concept set")
-    p.add_argument("--device", default=None)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    renamed(p, "--max-rows", "--n-tokens")
+    renamed(p, "--features", "--n-features")
     p.set_defaults(func=run_snmf)
 
-    q = sub.add_parser("lib", help="local interaction basis over residual layers (or the modular-addition toy)")
-    q.add_argument("--model", default="smollm2-135m", help="model name, or modadd-p113 for the toy")
-    q.add_argument("--layers", default="3,4,5", help="residual layers, e.g. 3,4,5 or 3-5")
-    q.add_argument("--out", required=True, help="output folder")
-    q.add_argument("--n-texts", type=int, default=16)
-    q.add_argument("--seq-len", type=int, default=24)
-    q.add_argument("--probes", type=int, default=16, help="Gaussian output probes per sequence for M'")
-    q.add_argument("--edge-nodes", type=int, default=16, help="edges between the top nodes of each layer")
+    s = lambda f: default_of(ModelLIBSettings, f)  # noqa: E731
+    q = command(sub, "lib", help="local interaction basis over residual layers (or the modular-addition toy)",
+                out="runs/lib", model="smollm2-135m")
+    q.add_argument("--layers", nargs="+", default=[",".join(map(str, s("layers")))],
+                   help="residual layers, e.g. 3,4,5 or 3-5 or 3 4 5 (ignored for --model modadd-p113, the toy)")
+    q.add_argument("--n", type=int, default=s("n_texts"), help="number of sequences")
+    q.add_argument("--seq-len", type=int, default=s("seq_len"), help="tokens per sequence")
+    q.add_argument("--probes", type=int, default=s("probes"), help="Gaussian output probes per sequence for M'")
+    q.add_argument("--edge-nodes", type=int, default=s("edge_nodes"), help="edges between the top nodes of each layer")
     q.add_argument("--keep-bos", action="store_true", help="include the BOS position in the statistics")
     q.add_argument("--no-isolate-ln-var", action="store_true",
                    help="plain residual node layers; by default each is [norm statistic, residual] with the statistic "
                         "that the next LayerNorm/RMSNorm divides by kept as its own basis direction (node 0)")
-    q.add_argument("--device", default=None)
-    q.add_argument("--json", action="store_true", help="machine-readable output")
+    renamed(q, "--n-texts", "--n")
     q.set_defaults(func=run_lib)
 
 
-def parse_layers(spec: str) -> tuple[int, ...]:
-    try:
-        if "-" in spec:
-            a, b = spec.split("-")
-            return tuple(range(int(a), int(b) + 1))
-        return tuple(int(x) for x in spec.split(",") if x.strip())
-    except ValueError:
-        raise ValueError(f"--layers must look like 3,4,5 or 3-5, got {spec!r}") from None
+CONFIG_FLAGS = [
+    (("snmf",), "interp.decompositions.snmf:SNMFConfig", {
+        "k": "k", "sparsity": "sparsity", "init": "init", "max_iter": "max_iter", "patience": "patience",
+        "restarts": "n_restarts", "seed": "seed", "device": "device"}),
+    (("lib",), "interp.decompositions.lib_transformer:ModelLIBSettings", {
+        "n": "n_texts", "seq_len": "seq_len", "probes": "probes", "edge_nodes": "edge_nodes"}),
+]
+"""(command path, config, flag dest -> field): checked by tests/test_cli_grammar.py."""
+
+
+def parse_layers(spec) -> tuple[int, ...]:
+    """``3,4,5`` / ``3-5`` / ``3 4 5`` -> layer indices (:func:`interp.cli.common.parse_layers`)."""
+    from interp.cli.common import parse_layers as parse
+
+    return parse(spec)
 
 
 def _write(out: Path, payload: dict, report) -> list[str]:
@@ -84,6 +96,7 @@ def _report(title, config, meta):
 # ---------------------------------------------------------------------------------------
 
 def run_snmf(args) -> int:
+    from interp.cli.common import out_path
     from interp.cli.main import emit
     from interp.decompositions.concepts import CONCEPTS, NEUTRAL
     from interp.decompositions.snmf import SNMFConfig, collect_activations, fit_snmf, mlp_hook, store_activations
@@ -91,7 +104,7 @@ def run_snmf(args) -> int:
     from interp.models import load_model, model_name
 
     cfg = SNMFConfig(k=args.k, sparsity=args.sparsity, init=args.init, max_iter=args.max_iter,
-                     patience=args.patience, n_restarts=args.restarts, device=args.device)
+                     patience=args.patience, n_restarts=args.restarts, device=args.device, seed=args.seed)
     model = load_model(args.model, device=args.device)
     if not 0 <= args.layer < model.cfg.n_layers:
         raise ValueError(f"--layer must be in [0, {model.cfg.n_layers - 1}] for {args.model}, got {args.layer}")
@@ -100,7 +113,7 @@ def run_snmf(args) -> int:
     if args.store:
         from interp.store import ActivationStore
 
-        acts = store_activations(ActivationStore.open(args.store), hook, args.max_rows)
+        acts = store_activations(ActivationStore.open(args.store), hook, args.n_tokens)
         source = {"store": args.store, "rows": int(acts.X.shape[0])}
     else:
         if args.texts:
@@ -115,7 +128,7 @@ def run_snmf(args) -> int:
     _log(f"collected {acts.X.shape[0]} rows of {hook} in {t_collect:.1f}s; fitting SNMF k={args.k}")
     res = fit_snmf(acts.X, cfg)
     _log(f"SNMF: rel loss {res.rel_loss:.4f}, {res.n_iter} iterations in {res.seconds:.1f}s; describing features")
-    order = res.Y.mean(1).argsort(descending=True)[: args.features].tolist()
+    order = res.Y.mean(1).argsort(descending=True)[: args.n_features].tolist()
     cards, cal = feature_cards(model, args.layer, res, acts, order)
     _log(f"features described ({cal.forward_passes} batched steering passes)")
     payload = {"kind": "snmf", "model": model_name(model), "hook": hook, "source": source,
@@ -139,7 +152,7 @@ def run_snmf(args) -> int:
             "steer +": c.steered["+"], "steer -": c.steered["-"]} for c in cards])
         if "comparison" in payload:
             rep.add_table("concept comparison", payload["comparison"]["rows"])
-    written = _write(Path(args.out), payload, rep)
+    written = _write(Path(out_path(args)), payload, rep)
     lines = [f"SNMF {hook} k={args.k}: rel loss {res.rel_loss:.4f} after {res.n_iter} it ({res.seconds:.1f}s)"]
     for c in cards:
         lines.append(f"  f{c.index:<3} n={c.n_neurons:<3} top: {' '.join(repr(t) for t, _ in c.vocab['top'][:5])}"
@@ -153,9 +166,10 @@ def run_snmf(args) -> int:
 
 
 def run_lib(args) -> int:
+    from interp.cli.common import out_path
     from interp.cli.main import emit
 
-    out = Path(args.out)
+    out = Path(out_path(args))
     if args.model.startswith("modadd"):
         import sys
 
@@ -186,7 +200,7 @@ def run_lib(args) -> int:
     model = load_model(args.model, device=args.device)
     if max(layers) >= model.cfg.n_layers:
         raise ValueError(f"--layers must be < {model.cfg.n_layers} for {args.model}, got {layers}")
-    s = ModelLIBSettings(layers=layers, n_texts=args.n_texts, seq_len=args.seq_len, probes=args.probes,
+    s = ModelLIBSettings(layers=layers, n_texts=args.n, seq_len=args.seq_len, probes=args.probes,
                          edge_nodes=args.edge_nodes, skip_bos=not args.keep_bos,
                          isolate_ln_var=not args.no_isolate_ln_var)
     results, summaries = {}, {}

@@ -1,9 +1,10 @@
 """``interp edges ioi|greater-than``: EAP / EAP-IG scores for every edge; the top edges to results.json.
 
-    interp edges ioi --model smollm2-135m --method eap-ig --steps 5 --n 8 --top 50 --out runs/edges
+    interp edges ioi --model smollm2-135m --method eap-ig --ig-steps 5 --n 8 --top 50 --out runs/edges
 
 Writes ``DIR/results.json`` (kind ``edges``: the top edges with their scores, the method, timings,
-the configuration, |score| summed per (sender stage, receiver stage) block) and ``DIR/report.html``.
+the configuration, |score| summed per (sender stage, receiver stage) block) and ``DIR/report.html``
+(``--out``, default ``runs/edges-<task>``).
 ``--check K`` also patches the top K edges for real (edge_patching.py) and reports the Pearson r.
 ``--circuit N1,N2,...`` evaluates the top-N circuits (pruned to paths embeddings -> logits) by
 faithfulness (edge_circuit.py: every edge outside the circuit carries the corrupted run) for
@@ -15,29 +16,33 @@ method (results key ``faithfulness_curve``, a figure with one curve per method i
 
 from __future__ import annotations
 
-from interp.cli.main import CORRUPTION_HELP
-
 import time
+
+from interp.cli.main import CORRUPTION_HELP, corruption_choices
 
 METHOD_CHOICES = ("eap", "eap-ig", "clean-corrupted", "eap-ig-activations")
 CURVE_GRID = (10, 30, 100, 300, 1000, 3000, 10000, 30000)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("edges", help="EAP / EAP-IG edge attribution scores for every edge on one task")
+    from interp.attribution.edges import edge_attribution
+    from interp.cli.common import command, default_of, renamed
+    from interp.tasks import make_task
+
+    d = lambda f: default_of(edge_attribution, f)  # noqa: E731
+    p = command(subparsers, "edges", help="EAP / EAP-IG edge attribution scores for every edge on one task",
+                out="runs/edges-<task>", model="smollm2-135m", seed=default_of(make_task, "seed"))
     p.add_argument("task", choices=["ioi", "greater-than"])
-    p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--method", default="eap-ig", choices=METHOD_CHOICES,
-                   help="eap: gradient at the clean input; eap-ig: mean gradient over --steps interpolations of "
-                        "the input embeddings (Hanna et al. 2024); clean-corrupted: mean of the two ends; eap-ig-activations: "
-                        "interpolate each sender group's output instead ((2L+1)*steps passes)")
-    p.add_argument("--steps", type=int, default=5, help="EAP-IG interpolation steps (left Riemann; paper: 5)")
-    p.add_argument("--share", default="own", choices=["own", "all"],
+    p.add_argument("--method", default=d("method"), choices=METHOD_CHOICES,
+                   help="eap: gradient at the clean input; eap-ig: mean gradient over --ig-steps interpolations of "
+                        "the input embeddings (Hanna et al. 2024); clean-corrupted: mean of the two ends; "
+                        "eap-ig-activations: interpolate each sender group's output instead ((2L+1)*steps passes)")
+    p.add_argument("--ig-steps", type=int, default=d("steps"), help="EAP-IG interpolation steps (left Riemann; paper: 5)")
+    p.add_argument("--gradient-share", default=d("share"), choices=["own", "all"],
                    help="eap-ig-activations: score a sender with its own group's gradients (own) or their mean "
                         "over all groups (all, as hannamw/EAP-IG)")
     p.add_argument("--n", type=int, default=8, help="number of prompts")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--corruption", default=None, help=CORRUPTION_HELP)
+    p.add_argument("--corruption", default=None, choices=corruption_choices(), help=CORRUPTION_HELP)
     p.add_argument("--top", type=int, default=50, help="how many top edges (by |score|) to list and store")
     p.add_argument("--check", type=int, default=0, help="also edge-patch the top K edges for real (ground truth)")
     p.add_argument("--circuit", default=None,
@@ -45,16 +50,19 @@ def register(subparsers) -> None:
     p.add_argument("--curve", action="store_true",
                    help=f"faithfulness curve: sizes {','.join(map(str, CURVE_GRID))} (and all edges) for every method")
     p.add_argument("--compare", default=None,
-                   help="comma-separated extra methods for --circuit/--curve (default with --curve: all others)")
+                   help="comma-separated extra methods for --circuit/--curve (None; with --curve: all others)")
     p.add_argument("--greedy", action="store_true",
                    help="also greedy circuits grown from the logits (curves named 'METHOD greedy')")
     p.add_argument("--no-prune", action="store_true", help="keep dead-end edges in --circuit/--curve circuits")
-    p.add_argument("--max-tokens", type=int, default=4096, help="tokens per forward/backward pass")
-    p.add_argument("--out", default=None, help="folder for results.json and report.html")
-    p.add_argument("--device", default=None)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--max-tokens", type=int, default=d("max_tokens"), help="tokens per forward/backward pass")
+    renamed(p, "--steps", "--ig-steps")
+    renamed(p, "--share", "--gradient-share")
     p.set_defaults(func=_run)
+
+
+CONFIG_FLAGS = [(("edges",), "interp.attribution.edges:edge_attribution", {
+    "method": "method", "ig_steps": "steps", "gradient_share": "share", "max_tokens": "max_tokens"})]
+"""(command path, config, flag dest -> field / parameter): checked by tests/test_cli_grammar.py."""
 
 
 def _curve_args(args) -> tuple[list[int] | None, list[str]]:
@@ -81,26 +89,9 @@ def _curve_args(args) -> tuple[list[int] | None, list[str]]:
     return sizes, [m for m in dict.fromkeys(compare) if m != args.method]
 
 
-def stage_matrix(res) -> tuple[list[list[float]], list[str], list[str]]:
-    """|score| summed per (sender stage, receiver stage): rows embed, L0 heads, MLP0, ...; columns
-    L0 attention (q/k/v), MLP0, ..., logits."""
-    import torch
-
-    g = res.graph
-    s_st = torch.tensor([n.stage for n in g.senders]) + 1  # -1 (embeddings) -> 0
-    r_st = torch.tensor([n.stage for n in g.receivers])
-    L = len({n.layer for n in g.receivers if n.kind == "mlp"})
-    M = torch.zeros(2 * L + 1, 2 * L + 1, dtype=torch.float64)
-    a = res.scores.abs().double()
-    M.index_put_((s_st[:, None].expand_as(a).reshape(-1), r_st[None, :].expand_as(a).reshape(-1)), a.reshape(-1),
-                 accumulate=True)
-    rows = ["embed"] + [f"{w}{l}" for l in range(L) for w in ("heads L", "MLP")]
-    cols = [f"{w}{l}" for l in range(L) for w in ("attn L", "MLP")] + ["logits"]
-    return M.tolist(), rows, cols
-
-
 def _run(args) -> int:
     from interp.attribution.edge_patching import edge_patching
+    from interp.attribution.edge_stages import stage_matrix
     from interp.attribution.edges import edge_attribution
     from interp.circuits.pipeline import make_task, versions, write_outputs
     from interp.models import load_model, model_name
@@ -111,12 +102,12 @@ def _run(args) -> int:
         raise ValueError("--top must be >= 1")
     if args.check < 0:
         raise ValueError("--check must be >= 0")
-    if args.method in ("eap-ig", "eap-ig-activations") and args.steps < 1:
-        raise ValueError("--steps must be >= 1")
+    if args.method in ("eap-ig", "eap-ig-activations") and args.ig_steps < 1:
+        raise ValueError("--ig-steps must be >= 1")
     sizes, compare = _curve_args(args)
     model = load_model(args.model, device=args.device)
     task = make_task(args.task, model, n=args.n, seed=args.seed, corruption=args.corruption)
-    res = edge_attribution(model, task, args.method, steps=args.steps, max_tokens=args.max_tokens, share=args.share)
+    res = edge_attribution(model, task, args.method, steps=args.ig_steps, max_tokens=args.max_tokens, share=args.gradient_share)
     top = res.top(args.top)
     span = res.metric_clean - res.metric_corrupt
     for e in top:
@@ -129,18 +120,21 @@ def _run(args) -> int:
         for e, eff in zip(top, p.effects.tolist()):
             e["patch"] = eff
         seconds["edge_patching"] = p.seconds
+        import math
+
         import torch
 
-        a = torch.tensor([e["score"] for e in top[:k]], dtype=torch.float64)
-        b = p.effects.double()
-        r = float(((a - a.mean()) * (b - b.mean())).sum() / ((a - a.mean()).norm() * (b - b.mean()).norm()).clamp_min(1e-300)) if k > 2 else None
+        from interp.circuits.compare import pearson
+
+        r = pearson(torch.tensor([e["score"] for e in top[:k]]), p.effects) if k > 2 else None
+        r = None if r is None or math.isnan(r) else r
         check = {"n_edges": k, "pearson": r, "seconds": p.seconds}
     curve = None
     if sizes is not None:
         from interp.attribution.edge_circuit import faithfulness_curve
 
-        scores = [res] + [edge_attribution(model, task, mth, steps=args.steps, max_tokens=args.max_tokens,
-                                           share=args.share) for mth in compare]
+        scores = [res] + [edge_attribution(model, task, mth, steps=args.ig_steps, max_tokens=args.max_tokens,
+                                           share=args.gradient_share) for mth in compare]
         for sc in scores[1:]:
             seconds[sc.method] = sc.seconds
         sizes = sorted({min(n, res.graph.n_edges) for n in sizes})
@@ -171,9 +165,11 @@ def _run(args) -> int:
         "prompts": task.to_json(), "versions": versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    from interp.cli.common import out_path
+
     paths = None
-    if args.out:
-        paths = write_outputs(results, args.out)
+    if out_path(args):
+        paths = write_outputs(results, out_path(args))
     lines = [f"{args.method} on {args.task} ({model_name(model)}, {task.n} prompts): {res.graph.n_edges} edges "
              f"in {res.seconds:.1f} s; metric clean {res.metric_clean:.3f}, corrupt {res.metric_corrupt:.3f}",
              f"{'edge':28s} {'score':>9s}" + (f" {'patch':>9s}" if check else "")]

@@ -6,8 +6,9 @@ from interp.cli.main import emit
 
 
 def register(sub) -> None:
-    p = sub.add_parser("models", help="list known models (bundled real models and tiny test models)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    from interp.cli.common import command
+
+    p = command(sub, "models", help="list known models (bundled real models and tiny test models)", out=None)
     p.set_defaults(func=run)
 
 

@@ -24,7 +24,7 @@ def register(sub) -> None:
         description="Initialise torch.distributed from torchrun's environment and run COMMAND on every rank. "
         f"Rank-aware commands: {', '.join(RANK_AWARE)}.",
     )
-    p.add_argument("--backend", default=None, help="gloo or nccl (default: nccl when CUDA is available)")
+    p.add_argument("--backend", default=None, choices=["gloo", "nccl"], help="gloo or nccl (None: nccl when CUDA is available)")
     p.add_argument("rest", nargs=argparse.REMAINDER, metavar="COMMAND ...", help="the subcommand and its flags")
     p.set_defaults(func=run)
 

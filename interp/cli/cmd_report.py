@@ -9,15 +9,16 @@ from interp.cli.main import emit
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="render a results.json as a standalone HTML report",
-                       description="Render RESULTS.json (or a run folder holding results.json) as one "
-                                   "self-contained HTML file with interactive plotly figures.")
+    from interp.cli.common import command
+
+    p = command(sub, "report", help="render a results.json as a standalone HTML report",
+                description="Render RESULTS.json (or a run folder holding results.json) as one "
+                            "self-contained HTML file with interactive plotly figures; --out is the HTML file "
+                            "(None: report.html beside the results file).",
+                out=None)
     p.add_argument("results", help="path to results.json, or a folder that contains one")
-    p.add_argument("--out", default=None,
-                   help="HTML file to write (default: report.html beside the results file)")
-    p.add_argument("--title", default=None, help="report title (default: from the results)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--title", default=None, help="report title (None: from the results)")
+    p.set_defaults(_out_is_json=False)
     p.set_defaults(func=run)
 
 

@@ -1,6 +1,7 @@
 """``interp sae train|eval|dashboard`` and ``interp transcoder train|eval``: dictionaries on an activation store.
 
-Flags map one-to-one onto :class:`interp.dictionaries.SAEConfig` / :class:`TrainConfig`.
+Flags map one-to-one onto :class:`interp.dictionaries.SAEConfig` / :class:`TrainConfig` and take
+their defaults (see ``CONFIG_FLAGS``).
 ``train`` writes ``OUT/sae`` (SAELens format), ``OUT/train.json`` (result + history) and keeps
 ``OUT/checkpoint`` (rerunning the same command resumes from it).
 """
@@ -10,82 +11,114 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from interp.cli.common import out_path
 from interp.cli.main import UserError, emit
 
 
-def _train_flags(p, transcoder: bool) -> None:
+def _train_flags(sub, name: str, help: str, transcoder: bool):
+    from interp.cli.common import command, default_of, renamed
+    from interp.dictionaries import SAEConfig, TrainConfig
+    from interp.dictionaries.registry import ARCHS, _load_builtin
+
+    _load_builtin()
+    s, t = (lambda f: default_of(SAEConfig, f)), (lambda f: default_of(TrainConfig, f))
+    kind = "transcoder" if transcoder else "sae"
+    p = command(sub, name, help=help, out=f"runs/{kind}-train", device=True, seed=t("seed"),
+                description=help + "; --out receives sae/ (SAELens format), train.json and checkpoint/ "
+                                   "(rerunning the same command resumes from it)")
     p.add_argument("--store", required=True, help="activation store directory (interp cache)")
     if transcoder:
         p.add_argument("--layer", type=int, required=True, help="block L: reads blocks.L.ln2.hook_normalized, "
                        "reconstructs blocks.L.hook_mlp_out")
     else:
         p.add_argument("--hook", required=True, help="TransformerLens hook name stored in the store")
-    p.add_argument("--arch", default="relu" if transcoder else "topk", choices=["relu", "topk", "jumprelu"])
+    p.add_argument("--arch", default="relu" if transcoder else s("arch"), choices=sorted(ARCHS),
+                   help="dictionary architecture")
     p.add_argument("--expansion", type=int, default=8, help="latents = expansion * d_in")
     p.add_argument("--d-sae", type=int, default=None, help="number of latents (overrides --expansion)")
-    p.add_argument("--k", type=int, default=32, help="TopK: latents per token")
-    p.add_argument("--k-aux", type=int, default=None, help="TopK: AuxK latents (default d_in/2)")
-    p.add_argument("--aux-coeff", type=float, default=1 / 32, help="TopK: AuxK weight")
-    p.add_argument("--l1-coeff", type=float, default=5.0, help="ReLU: decoder-norm-weighted L1 weight")
-    p.add_argument("--l0-coeff", type=float, default=1.0, help="JumpReLU: L0 weight")
-    p.add_argument("--bandwidth", type=float, default=0.05, help="JumpReLU: rectangle-kernel width")
-    p.add_argument("--n-tokens", type=int, default=None, help="rows to train on (default: all rows of the store)")
-    p.add_argument("--batch-size", type=int, default=4096)
-    p.add_argument("--lr", type=float, default=4e-4)
-    p.add_argument("--warmup-steps", type=int, default=100)
-    p.add_argument("--decay-frac", type=float, default=0.2, help="fraction of steps with linear LR decay to 0")
-    p.add_argument("--b-dec-init", default="geometric_median", choices=["geometric_median", "mean", "zeros"])
-    p.add_argument("--dead-after-tokens", type=int, default=1_000_000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (0: end only)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--k", type=int, default=s("k"), help="TopK: latents per token")
+    p.add_argument("--k-aux", type=int, default=s("k_aux"), help="TopK: AuxK latents (None: d_in/2)")
+    p.add_argument("--aux-coeff", type=float, default=s("aux_coeff"), help="TopK: AuxK weight")
+    p.add_argument("--l1-coeff", type=float, default=s("l1_coeff"), help="ReLU: decoder-norm-weighted L1 weight")
+    p.add_argument("--l0-coeff", type=float, default=s("l0_coeff"), help="JumpReLU: L0 weight")
+    p.add_argument("--bandwidth", type=float, default=s("jumprelu_bandwidth"), help="JumpReLU: rectangle-kernel width")
+    p.add_argument("--n-tokens", type=int, default=None,
+                   help="token budget: rows to train on (None: all rows of the store)")
+    p.add_argument("--batch-size", type=int, default=t("batch_size"), help="rows per optimiser step")
+    p.add_argument("--lr", type=float, default=t("lr"), help="peak Adam learning rate")
+    p.add_argument("--warmup-steps", type=int, default=t("warmup_steps"), help="linear learning-rate warm-up steps")
+    p.add_argument("--decay-frac", type=float, default=t("decay_frac"), help="fraction of steps with linear LR decay to 0")
+    p.add_argument("--b-dec-init", default=t("b_dec_init"), choices=["geometric_median", "mean", "zeros"],
+                   help="how the decoder bias starts")
+    p.add_argument("--dead-after-tokens", type=int, default=t("dead_after_tokens"),
+                   help="a latent silent for this many rows counts as dead")
+    p.add_argument("--checkpoint-every", type=int, default=t("checkpoint_every"),
+                   help="steps between checkpoints (0: only at the end and on interruption)")
+    p.add_argument("--max-steps", type=int, default=t("max_steps"), help="stop after this many steps (resumable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
 
 
-def _eval_flags(p) -> None:
+def _eval_flags(sub, name: str, help: str):
+    from interp.cli.common import command, renamed
+
+    p = command(sub, name, help=help, out=None, model=None,
+                description=help + "; --model None: the store's model")
     p.add_argument("--sae", required=True, help="SAE folder (SAELens format: cfg.json + sae_weights.safetensors)")
     p.add_argument("--store", required=True, help="activation store directory")
-    p.add_argument("--n-rows", type=int, default=65536, help="rows for L0 / FVU / dead fraction")
-    p.add_argument("--n-seqs", type=int, default=32, help="store sequences for spliced CE / KL (0: skip)")
-    p.add_argument("--model", default=None, help="model for splicing (default: the store's model)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--n-tokens", type=int, default=65536, help="token budget: rows for L0 / FVU / dead fraction")
+    p.add_argument("--n", type=int, default=32, help="store sequences for spliced CE / KL (0: skip)")
+    renamed(p, "--n-rows", "--n-tokens")
+    renamed(p, "--n-seqs", "--n")
+    return p
 
 
 def register(sub) -> None:
+    from interp.cli.common import command, renamed
+
     p = sub.add_parser("sae", help="train, evaluate and inspect sparse autoencoders on an activation store")
     ssub = p.add_subparsers(dest="sae_command", metavar="SUBCOMMAND")
     ssub.required = True
-    t = ssub.add_parser("train", help="train an SAE (relu / topk / jumprelu) on one hook of a store")
-    _train_flags(t, transcoder=False)
+    t = _train_flags(ssub, "train", "train an SAE (relu / topk / jumprelu) on one hook of a store", transcoder=False)
     t.set_defaults(func=run_train, transcoder=False)
-    e = ssub.add_parser("eval", help="L0, FVU, dead fraction, and CE recovered / KL spliced into the model")
-    _eval_flags(e)
+    e = _eval_flags(ssub, "eval", "L0, FVU, dead fraction, and CE recovered / KL spliced into the model")
     e.set_defaults(func=run_eval)
-    d = ssub.add_parser("dashboard", help="HTML feature dashboard: top contexts, histograms, logit effects")
-    d.add_argument("--sae", required=True)
-    d.add_argument("--store", required=True)
-    d.add_argument("--out", required=True, help="HTML file to write")
-    d.add_argument("--features", default=None, help="comma-separated latent indices (default: 10 most frequent)")
-    d.add_argument("--n-rows", type=int, default=100_000)
-    d.add_argument("--n-examples", type=int, default=8)
-    d.add_argument("--model", default=None, help="model for tokens and W_U (default: the store's model)")
-    d.add_argument("--device", default=None)
-    d.add_argument("--json", action="store_true")
+    d = command(ssub, "dashboard", help="HTML feature dashboard: top contexts, histograms, logit effects",
+                description="HTML feature dashboard (--out: the HTML file): top contexts, histograms, logit effects; "
+                            "--model None: the store's model",
+                out="runs/sae-dashboard.html", model=None)
+    d.add_argument("--sae", required=True, help="SAE folder (SAELens format)")
+    d.add_argument("--store", required=True, help="activation store directory")
+    d.add_argument("--features", default=None, help="comma-separated latent indices (None: the 10 most frequent)")
+    d.add_argument("--n-tokens", type=int, default=100_000, help="token budget: rows scanned for contexts")
+    d.add_argument("--n-examples", type=int, default=8, help="top contexts shown per feature")
+    renamed(d, "--n-rows", "--n-tokens")
     d.set_defaults(func=run_dashboard)
 
     tc = sub.add_parser("transcoder", help="train and evaluate transcoders (MLP in -> MLP out)")
     tsub = tc.add_subparsers(dest="transcoder_command", metavar="SUBCOMMAND")
     tsub.required = True
-    tt = tsub.add_parser("train", help="train a transcoder blocks.L.ln2.hook_normalized -> blocks.L.hook_mlp_out")
-    _train_flags(tt, transcoder=True)
+    tt = _train_flags(tsub, "train", "train a transcoder blocks.L.ln2.hook_normalized -> blocks.L.hook_mlp_out",
+                      transcoder=True)
     tt.set_defaults(func=run_train, transcoder=True)
-    te = tsub.add_parser("eval", help="as `interp sae eval`, for a transcoder")
-    _eval_flags(te)
+    te = _eval_flags(tsub, "eval", "as `interp sae eval`, for a transcoder")
     te.set_defaults(func=run_eval)
+
+
+_SAE = {"arch": "arch", "k": "k", "k_aux": "k_aux", "aux_coeff": "aux_coeff", "l1_coeff": "l1_coeff",
+        "l0_coeff": "l0_coeff", "bandwidth": "jumprelu_bandwidth"}
+_TRAIN = {"batch_size": "batch_size", "lr": "lr", "warmup_steps": "warmup_steps", "decay_frac": "decay_frac",
+          "b_dec_init": "b_dec_init", "dead_after_tokens": "dead_after_tokens", "seed": "seed", "device": "device",
+          "checkpoint_every": "checkpoint_every", "max_steps": "max_steps"}
+CONFIG_FLAGS = [
+    (("sae", "train"), "interp.dictionaries:SAEConfig", _SAE),
+    (("sae", "train"), "interp.dictionaries:TrainConfig", _TRAIN),
+    (("transcoder", "train"), "interp.dictionaries:SAEConfig", {k: v for k, v in _SAE.items() if k != "arch"}),
+    (("transcoder", "train"), "interp.dictionaries:TrainConfig", _TRAIN),
+]
+"""(command path, config, flag dest -> field): checked by tests/test_cli_grammar.py.  Not mirrored on
+purpose: ``--n-tokens`` (None: every row of the store, TrainConfig says 1M) and the transcoder's
+``--arch`` (relu, the SAE default is topk)."""
 
 
 def _open_store(path):
@@ -114,7 +147,7 @@ def run_train(args) -> int:
                      k_aux=args.k_aux, aux_coeff=args.aux_coeff, l1_coeff=args.l1_coeff, l0_coeff=args.l0_coeff,
                      jumprelu_bandwidth=args.bandwidth, model_name=str(store.manifest.get("model", "")),
                      context_length=store.manifest.get("context_length"), extra={"store": str(args.store)})
-    out = Path(args.out)
+    out = Path(out_path(args))
     tcfg = TrainConfig(n_tokens=args.n_tokens or store.n_rows, batch_size=args.batch_size, lr=args.lr,
                        warmup_steps=args.warmup_steps, decay_frac=args.decay_frac, b_dec_init=args.b_dec_init,
                        dead_after_tokens=args.dead_after_tokens, seed=args.seed, device=args.device,
@@ -152,13 +185,13 @@ def run_eval(args) -> int:
     for h in {sae.cfg.hook_in, sae.cfg.target_hook}:
         if h not in store.hooks:
             raise UserError(f"the store {args.store} has no rows for {h!r} (the SAE's hook); it holds {store.hooks}")
-    rows = evaluate_rows(sae, store, n_rows=args.n_rows)
+    rows = evaluate_rows(sae, store, n_rows=args.n_tokens)
     payload = {"sae": args.sae, "rows": rows.to_json()}
     human = (f"{sae.cfg.arch} on {sae.cfg.hook_in}: L0 {rows.l0:.1f}, FVU {rows.fvu:.4f}, dead {rows.dead_fraction:.1%}, "
              f"cos {rows.cosine:.3f} ({rows.n_rows:,} rows)")
-    if args.n_seqs > 0:
+    if args.n > 0:
         model = _model_for(args, store, args.device)
-        m = spliced_ce(model, sae, sequences_from_store(store, args.n_seqs))
+        m = spliced_ce(model, sae, sequences_from_store(store, args.n))
         payload["spliced"] = m.to_json()
         human += (f"\n  spliced into the model ({m.n_tokens:,} tokens): CE orig {m.ce_orig:.4f}, with SAE "
                   f"{m.ce_dict:.4f}, zero-ablated {m.ce_zero:.4f} -> CE recovered {m.ce_recovered:.3f}; "
@@ -180,7 +213,7 @@ def run_dashboard(args) -> int:
         except ValueError:
             raise UserError(f"--features must be comma-separated integers, got {args.features!r}") from None
     model = _model_for(args, store, args.device)
-    r = feature_dashboard(sae, store, args.out, features=feats, model=model, n_rows=args.n_rows,
+    r = feature_dashboard(sae, store, out_path(args), features=feats, model=model, n_rows=args.n_tokens,
                           n_examples=args.n_examples)
     payload = {"path": str(r.path), "n_rows": r.n_rows, "features": [f._asdict() for f in r.features]}
     emit(args, payload, f"wrote {r.path}: {len(r.features)} features from {r.n_rows:,} rows")

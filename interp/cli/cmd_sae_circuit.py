@@ -14,22 +14,31 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("sae-circuit", help="discrete-SAE circuit identification (node/edge head scores)")
+    from interp.circuits.sae_circuits import SAECircuitConfig
+    from interp.cli.common import command, default_of, renamed
+    from interp.cli.main import CORRUPTION_HELP, corruption_choices
+    from interp.tasks import make_task
+
+    d = lambda f: default_of(SAECircuitConfig, f)  # noqa: E731
+    p = command(subparsers, "sae-circuit", help="discrete-SAE circuit identification (node/edge head scores)",
+                out="runs/sae-circuit-<task>", model="smollm2-135m", seed=default_of(make_task, "seed"))
     p.add_argument("task", choices=["ioi", "greater-than"])
-    p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--n", type=int, default=32, help="positive (= negative) prompts")
-    p.add_argument("--seed", type=int, default=0, help="task seed")
-    p.add_argument("--sae-seed", type=int, default=0)
-    p.add_argument("--latents", type=int, default=200)
-    p.add_argument("--epochs", type=int, default=500)
-    p.add_argument("--n-train", type=int, default=10, help="prompts the SAE trains on")
+    p.add_argument("--corruption", default=None, choices=corruption_choices(), help=CORRUPTION_HELP)
+    p.add_argument("--sae-seed", type=int, default=d("seed"), help="seed of the SAE initialisation and training draw")
+    p.add_argument("--d-sae", type=int, default=d("n_latents"), help="latents of the shared SAE")
+    p.add_argument("--epochs", type=int, default=d("epochs"), help="full-batch training steps")
+    p.add_argument("--n-train", type=int, default=d("n_train"), help="prompts the SAE trains on")
     p.add_argument("--truth-n", type=int, default=0, help="prompts for the activation-patching ground truth (0: none)")
     p.add_argument("--shares", default="0.5,0.8", help="shares of total |patching effect| defining the truth")
-    p.add_argument("--top", type=int, default=10)
-    p.add_argument("--out", default=None, help="folder for results.json")
-    p.add_argument("--device", default=None)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--top", type=int, default=10, help="how many top heads to list")
+    renamed(p, "--latents", "--d-sae")
     p.set_defaults(func=_run)
+
+
+CONFIG_FLAGS = [(("sae-circuit",), "interp.circuits.sae_circuits:SAECircuitConfig", {
+    "sae_seed": "seed", "d_sae": "n_latents", "epochs": "epochs", "n_train": "n_train"})]
+"""(command path, config, flag dest -> field): checked by tests/test_cli_grammar.py."""
 
 
 def _run(args) -> int:
@@ -40,10 +49,12 @@ def _run(args) -> int:
 
     if args.n < 1 or args.truth_n < 0:
         raise ValueError("--n must be >= 1 and --truth-n >= 0")
-    shares = [float(s) for s in args.shares.split(",") if s.strip()]
+    from interp.cli.common import out_path, parse_list
+
+    shares = parse_list(args.shares, "--shares", cast=float)
     model = load_model(args.model, device=args.device)
-    task = make_task(args.task, model, n=max(args.n, args.truth_n), seed=args.seed)
-    cfg = sc.SAECircuitConfig(n_latents=args.latents, epochs=args.epochs, n_train=args.n_train, seed=args.sae_seed)
+    task = make_task(args.task, model, n=max(args.n, args.truth_n), seed=args.seed, corruption=args.corruption)
+    cfg = sc.SAECircuitConfig(n_latents=args.d_sae, epochs=args.epochs, n_train=args.n_train, seed=args.sae_seed)
     r = sc.sae_circuit(model, task.subset(slice(0, args.n)), cfg)
     H = model.cfg.n_heads
     order = r.unique_codes.flatten().argsort(descending=True)[:args.top].tolist()
@@ -69,8 +80,8 @@ def _run(args) -> int:
                          f"{ev[str(s)]['edge']['roc_auc']:.3f} F1 {ev[str(s)]['edge']['best_f1']:.3f}")
         lines.append(f"activation patching: {ap.seconds:.1f} s on {args.truth_n} prompts")
         payload.update(evaluation=ev, patching_seconds=ap.seconds, patching=ap.scores["attn_head"].tolist())
-    if args.out:
-        out = Path(args.out)
+    if out_path(args):
+        out = Path(out_path(args))
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(payload, indent=1, default=str))
         lines.append(f"wrote {out / 'results.json'}")

@@ -10,21 +10,23 @@ from interp.cli.main import emit
 
 
 def register(sub) -> None:
+    from interp.cli.common import command, parse_layers, renamed
+
     p = sub.add_parser("store", help="inspect activation stores")
     ssub = p.add_subparsers(dest="store_command", metavar="SUBCOMMAND")
     ssub.required = True
-    q = ssub.add_parser("info", help="summarise a store: model, hooks, rows, size, completeness")
+    q = command(ssub, "info", help="summarise a store: model, hooks, rows, size, completeness", out=None)
     q.add_argument("dir", help="store directory")
     q.add_argument("--verify", action="store_true", help="check the CRC-32 of every shard file")
-    q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(func=run_info)
-    q = ssub.add_parser("sinks", help="sink score / row entropy per head from stored blocks.L.attn.hook_rot_q/k rows")
+    q = command(ssub, "sinks", help="sink score / row entropy per head from stored blocks.L.attn.hook_rot_q/k rows",
+                out=None)
     q.add_argument("dir", help="store directory (cached with skip_bos off, hooks blocks.*.attn.hook_rot_q/k)")
-    q.add_argument("--layers", type=int, nargs="*", default=None, help="layers (default: every layer stored)")
-    q.add_argument("--scale", type=float, default=None, help="attention scale (default 1/sqrt(d_head))")
-    q.add_argument("--max-seqs", type=int, default=None, help="use at most this many sequences")
+    q.add_argument("--layers", nargs="+", default=None, help="layers, e.g. 3,4,5 or 3-5 or 3 4 5 (None: every layer stored)")
+    q.add_argument("--scale", type=float, default=None, help="attention scale (None: 1/sqrt(d_head))")
+    q.add_argument("--n", type=int, default=None, help="use at most this many sequences (None: all)")
     q.add_argument("--threshold", type=float, default=0.8, help="sink score at which a head is listed")
-    q.add_argument("--json", action="store_true", help="machine-readable output")
+    renamed(q, "--max-seqs", "--n")
     q.set_defaults(func=run_sinks)
 
 
@@ -54,7 +56,10 @@ def run_sinks(args) -> int:
     from interp.store import ActivationStore
 
     store = ActivationStore.open(args.dir, verify="size")
-    res = sink_scores_from_store(store, layers=args.layers, scale=args.scale, max_seqs=args.max_seqs)
+    from interp.cli.common import parse_layers
+
+    layers = None if args.layers is None else list(parse_layers(args.layers))
+    res = sink_scores_from_store(store, layers=layers, scale=args.scale, max_seqs=args.n)
     layers = res["layers"].tolist()
     sink = res["sink_score"]
     heads = [(L, h, float(sink[i, h])) for i, L in enumerate(layers) for h in range(sink.shape[1])

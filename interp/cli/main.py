@@ -1,7 +1,8 @@
 """``interp`` entry point.
 
 Every module ``interp/cli/cmd_<topic>.py`` defines ``register(subparsers)``, which adds its
-subcommand(s) and sets ``func`` on the parser; this file discovers and wires them.  Each
+subcommand(s) (with :func:`interp.cli.common.command`: the shared flags and their help) and sets
+``func`` on the parser; this file discovers and wires them.  Each
 command calls the same public Python function a notebook would, and prints either a human
 summary or, with ``--json``, one JSON document on stdout.
 """
@@ -22,8 +23,10 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from interp.cli.common import HelpFormatter
+
     parser = argparse.ArgumentParser(
-        prog="interp", description="interp: a mechanistic-interpretability workbench."
+        prog="interp", description="interp: a mechanistic-interpretability workbench.", formatter_class=HelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -33,12 +36,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-CORRUPTION_HELP = ("the task's corruption: ioi abc (default, three fresh names) or s2 (the second S replaced by "
-                   "the IO name, as in the RelP / TL attribution-patching demos); greater-than 01")
+CORRUPTION_HELP = ("the task's corruption: ioi abc (three fresh names) or s2 (the second S replaced by "
+                   "the IO name, as in the RelP / TL attribution-patching demos); greater-than 01 "
+                   "(None: the task's default, the first)")
+
+
+def corruption_choices() -> list[str]:
+    """Every corruption of every task (``interp.tasks.CORRUPTIONS``); make_task checks the pair."""
+    from interp.tasks import CORRUPTIONS
+
+    return sorted({c for cs in CORRUPTIONS.values() for c in cs})
 
 
 def emit(args, payload: dict, human: str) -> None:
-    """Print ``payload`` as JSON when ``--json`` was given, else the human summary."""
+    """Print ``payload`` as JSON when ``--json`` was given, else the human summary.
+
+    For commands that only print (``--out`` defaults to None), ``--out FILE`` also writes the
+    JSON document to FILE."""
+    if getattr(args, "_out_is_json", False) and getattr(args, "out", None):
+        from interp.cli.common import write_json
+
+        path = write_json(args.out, payload)
+        human += f"\nwrote {path}"
     if getattr(args, "json", False):
         print(json.dumps(payload, indent=2, default=str))
     else:

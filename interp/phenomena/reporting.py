@@ -35,7 +35,7 @@ def sinks_report(res, meta: dict, config: dict, decode=None):
                  f"[lo, hi] is its {c.ci_level:.0%} paired-bootstrap interval over sequences ({c.n_boot} resamples). "
                  f"A head is called dormant on a domain only when its sink score reaches {c.sink_threshold} and the "
                  f"whole interval lies inside ±{c.loss_threshold}, active only when the interval lies outside ±"
-                 f"{c.loss_threshold}, and undetermined otherwise (more --n-seqs narrow the intervals).")
+                 f"{c.loss_threshold}, and undetermined otherwise (more sequences, --n, narrow the intervals).")
     widths = [hi - lo for d in res.domains for lo, hi in res.delta_ci[d]]
     if widths:
         lines.append(f"Interval widths: median {float(np.median(widths)):.4f}, max {max(widths):.4f} nats/token.")

@@ -1,0 +1,176 @@
+"""The one CLI grammar every ``interp`` subcommand is built from.
+
+* :func:`command` makes a subparser whose ``--help`` shows every default
+  (:class:`HelpFormatter`) and adds the shared flags with one help text each:
+  ``--json``, ``--debug`` and ``--out`` everywhere; ``--model`` and ``--device`` where a model is
+  loaded; ``--seed`` where prompts are drawn or something is initialised at random.
+* One name per idea: ``--n`` counts prompts / sequences / texts, ``--n-tokens`` is a token (store
+  row) budget, ``--seq-len`` is tokens per sequence, ``--ig-steps`` are integrated-gradient
+  interpolation steps, ``--train-steps`` optimiser steps.
+* ``--out``: commands that write files default it to ``runs/<command>[-<task>]`` (``<task>`` is
+  filled in from the positional task; :func:`out_path`) and name it in their summary; commands
+  that only print take ``--out FILE`` to also write their JSON document there (:func:`emit`).
+* A renamed flag's old spelling is rejected with an error naming the new one (:func:`renamed`).
+* Flags that mirror a config dataclass field take its default (:func:`default_of`);
+  tests/test_cli_grammar.py checks the mapping in :data:`CONFIG_FLAGS` of every module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import json
+from pathlib import Path
+
+HELP = {
+    "json": "print one JSON document on stdout instead of the human summary",
+    "debug": "show the full traceback on errors",
+    "out": ("where the command writes: its output folder or file (see the description), named in the summary; "
+            "commands that only print write their JSON document there"),
+    "model": "model name or checkpoint folder (see `interp models`); None: the model named by the input",
+    "device": "torch device for the model, e.g. cpu, cuda, cuda:1 (None: cuda when available, else cpu)",
+    "seed": "random seed of the prompts / data drawn and of any random initialisation",
+}
+"""The help text of each shared flag, the same under every command."""
+
+TASK = "<task>"
+"""Placeholder in an ``--out`` default, replaced by the positional task (``runs/circuit-<task>``)."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after every option that has a default (not for None / off switches)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.help == argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def command(sub, name: str, help: str, *, out: str | None, model: str | None | bool = False,
+            seed: int | None | bool = False, device: bool | None = None, description: str | None = None,
+            **kw) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` with the shared flags.
+
+    ``out``: the ``--out`` default (``runs/...``, may hold ``<task>``), ``None`` for commands that
+    only print (``--out FILE`` then also receives the JSON).  ``model``: the ``--model`` default,
+    or ``False`` for commands that load no model (then no ``--model`` / ``--device``).
+    ``seed``: the ``--seed`` default, or ``False`` for commands that draw nothing at random.
+    ``device``: add ``--device`` (default: whenever ``--model`` is added; a command that builds its
+    own model, such as a training run, sets it alone).
+    """
+    p = sub.add_parser(name, help=help, description=description or help, formatter_class=HelpFormatter, **kw)
+    add_shared(p, out=out, model=model, seed=seed, device=device)
+    return p
+
+
+def add_shared(p, *, out, model=False, seed=False, device=None) -> None:
+    """The shared flags (see :data:`HELP`) on parser ``p``."""
+    g = p.add_argument_group("shared options")
+    g.add_argument("--json", action="store_true", help=HELP["json"])
+    g.add_argument("--debug", action="store_true", help=HELP["debug"])
+    g.add_argument("--out", default=out, metavar="PATH", help=HELP["out"])
+    if model is not False:
+        g.add_argument("--model", default=model, help=HELP["model"])
+    if device or (device is None and model is not False):
+        g.add_argument("--device", type=device_arg, default=None, help=HELP["device"])
+    if seed is not False:
+        g.add_argument("--seed", type=int, default=seed, help=HELP["seed"])
+    p.set_defaults(_out_is_json=out is None)
+
+
+def device_arg(spec: str) -> str:
+    """``--device`` value check: a torch device string whose backend is available here."""
+    import torch
+
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, TypeError):
+        raise argparse.ArgumentTypeError(f"{spec!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{spec!r}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{spec!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{spec!r}: MPS is not available on this machine")
+    if dev.type == "meta":
+        raise argparse.ArgumentTypeError(f"{spec!r}: meta tensors hold no data; the commands need real weights")
+    return spec
+
+
+def out_path(args) -> str | None:
+    """``--out`` with ``<task>`` filled in from the positional task."""
+    if args.out is None:
+        return None
+    return args.out.replace(TASK, getattr(args, "task", "") or "")
+
+
+class _Renamed(argparse.Action):
+    def __init__(self, option_strings, dest, new: str, **kw):
+        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs="?", default=argparse.SUPPRESS,
+                         help=argparse.SUPPRESS)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} was renamed {self.new} (one name per idea across interp commands)")
+
+
+def renamed(p, old: str, new: str) -> None:
+    """Reject the old spelling ``old`` with an error naming ``new`` (hidden from --help)."""
+    p.add_argument(old, action=_Renamed, new=new)
+
+
+def default_of(cls, name: str):
+    """The default of field ``name`` of dataclass ``cls`` (or of parameter ``name`` of a function)."""
+    if dataclasses.is_dataclass(cls):
+        for f in dataclasses.fields(cls):
+            if f.name == name:
+                if f.default is not dataclasses.MISSING:
+                    return f.default
+                return f.default_factory()
+        raise KeyError(f"{cls.__name__} has no field {name!r}")
+    return inspect.signature(cls).parameters[name].default
+
+
+def parse_list(spec: str, flag: str, choices=None, cast=str) -> tuple:
+    """A comma-separated flag value -> tuple, each item cast and checked against ``choices``."""
+    try:
+        items = tuple(cast(x.strip()) for x in spec.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"{flag} expects a comma-separated list, got {spec!r}") from None
+    if not items:
+        raise ValueError(f"{flag} is empty")
+    if choices is not None:
+        bad = [x for x in items if x not in choices]
+        if bad:
+            raise ValueError(f"{flag}: unknown {bad}; choose from {list(choices)}")
+    return items
+
+
+def parse_layers(spec) -> tuple[int, ...]:
+    """``3,4,5`` / ``3-5`` / ``3 4 5`` (a list of such) -> sorted unique layer indices."""
+    parts = [spec] if isinstance(spec, str) else list(spec)
+    out: list[int] = []
+    for part in parts:
+        for item in str(part).split(","):
+            item = item.strip()
+            if not item:
+                continue
+            try:
+                if "-" in item:
+                    a, b = item.split("-")
+                    out += range(int(a), int(b) + 1)
+                else:
+                    out.append(int(item))
+            except ValueError:
+                raise ValueError(f"--layers must look like 3,4,5 or 3-5, got {spec!r}") from None
+    if not out:
+        raise ValueError(f"--layers is empty, got {spec!r}")
+    return tuple(sorted(set(out)))
+
+
+def write_json(path, payload: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path
