@@ -173,3 +173,60 @@ def test_a_component_without_gradient_is_refused_not_zero(method):
             method(model, task, (ct.name,))
     finally:
         COMPONENT_TYPES.pop(ct.name)
+
+
+def test_pearson_over_a_constant_vector_is_reported_not_nan():
+    from interp.circuits.compare import pearson_or_reason
+
+    a, b = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([1.0, 3.0, 2.0])
+    r, why = pearson_or_reason(a, b)
+    want = torch.corrcoef(torch.stack([a, b]).double())[0, 1].item()
+    assert why is None and r == pytest.approx(want, abs=1e-12)  # both in float64: equal to ~1e-15
+    assert pearson_or_reason(torch.zeros(3), b, "relp") == (None, "constant: all 3 relp scores equal 0")
+    assert pearson_or_reason(a, torch.full((3,), 2.0)) == (None, "constant: all 3 patching scores equal 2")
+    assert pearson_or_reason(torch.tensor([1.0, float("nan"), 2.0]), b)[1].startswith("non-finite: 1 of 3")
+
+
+def test_compare_reports_a_constant_method_as_undefined(tmp_path, monkeypatch, capsys):
+    """A method whose scores for one component type are all equal (RelP's zeros on Gemma 3 before the fix):
+    compare gives r = None with the reason, warns, writes strict JSON (no NaN) and prints the reason."""
+    import json
+
+    import interp.attribution as A
+    from interp.circuits.compare import compare_methods
+    from interp.cli.main import main
+
+    real = A.attribution_patching
+
+    def zero_mlp(*a, **kw):
+        r = real(*a, **kw)
+        r.scores["mlp"] = torch.zeros_like(r.scores["mlp"])
+        return r
+
+    monkeypatch.setattr(A, "attribution_patching", zero_mlp)
+    model = load_model("tiny-llama", device="cpu")
+    with pytest.warns(UserWarning, match=r"atp vs patching on 'mlp' is undefined \(constant: all \d+ atp scores equal 0"):
+        out = compare_methods(model, "ioi", n=2, methods=("atp",), components=("resid", "mlp"),
+                              out=tmp_path / "c")
+    assert out["pearson"]["atp"]["mlp"] is None and out["pearson"]["atp"]["resid"] is not None
+    n_mlp = out["scores"]["atp"]["scores"]["mlp"]
+    n_mlp = len(n_mlp) * len(n_mlp[0])  # [L, T] per position
+    assert out["pearson_undefined"] == {"atp": {"mlp": f"constant: all {n_mlp} atp scores equal 0"}}
+    json.dumps({k: out[k] for k in ("pearson", "pearson_undefined")}, allow_nan=False)
+    saved = json.loads((tmp_path / "c" / "results.json").read_text())
+    assert saved["pearson"]["atp"]["mlp"] is None and (tmp_path / "c" / "report.html").stat().st_size > 1000
+    assert main(["compare", "ioi", "--model", "tiny-llama", "--n", "2", "--methods", "atp",
+                 "--components", "resid,mlp"]) == 0
+    assert f"WARNING: r of atp on mlp is undefined: constant: all {n_mlp} atp scores equal 0" in capsys.readouterr().out
+
+
+def test_relp_refuses_a_block_norm_it_does_not_cover(monkeypatch):
+    """Were Gemma 3's post-feedforward norm unknown to the LN-rule, RelP would silently run another method
+    (plain gradient through that norm): it must refuse, naming the norm and the architecture."""
+    import importlib
+
+    R = importlib.import_module("interp.attribution.lrp_rules")  # the package re-exports a function of that name
+    model = load_model("tiny-gemma3", device="cpu")
+    monkeypatch.setattr(R, "_NORM_CHILDREN", ("ln1", "ln2", "ln1_post"))
+    with pytest.raises(ValueError, match=r"LN-rule cannot serve Gemma3ForCausalLM: blocks\.0\.ln2_post"):
+        relevance_patching(model, _task(model), ("mlp",))

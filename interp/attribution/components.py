@@ -12,6 +12,14 @@ attn        blocks.{layer}.hook_attn_out    [B, T, d_model]        1 (all heads 
 mlp         blocks.{layer}.hook_mlp_out     [B, T, d_model]        1
 ==========  ==============================  =====================  ==========================
 
+``attn`` and ``mlp`` are what each sublayer adds to the residual stream, so a block's update is their sum
+(``resid_post - resid_pre = attn + mlp``; tests/test_attribution_archs.py checks it on every tiny
+architecture).  On Gemma 2/3, whose sublayer outputs pass a post-norm (post-attention / post-feedforward
+RMSNorm) before the addition, TransformerBridge aliases ``hook_attn_out`` / ``hook_mlp_out`` to
+``ln1_post.hook_out`` / ``ln2_post.hook_out``: the normalised outputs, not the raw ``attn.hook_out`` /
+``mlp.hook_out``.  Patching the raw output would go through the post-norm's scale (a change of the
+raw output's norm is divided away) and would not be the residual-stream addition.
+
 ``unit_axes`` is the number of axes after ``[B, T]`` that index units; the remaining trailing
 axes are summed when a score is formed.  New types register with
 :func:`register_component_type`: an SAE's feature activations at a hook
