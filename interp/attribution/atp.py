@@ -36,7 +36,8 @@ def gradient_patching(model, task, components: Sequence[str], per_position, dire
     t0 = time.perf_counter()
     base, src = (task.corrupt, task.clean) if direction == "denoise" else (task.clean, task.corrupt)
     acts_src, _, logits_src = cache_components(model, src, types)
-    acts_base, grads, m_base = cache_components(model, base, types, metric=task.metric, extra_fwd=extra_fwd)
+    acts_base, grads, m_base = cache_components(model, base, types, metric=task.metric, extra_fwd=extra_fwd,
+                                                 method=method)
     scores = linear_scores(types, acts_src, acts_base, grads, per_pos)
     seconds = time.perf_counter() - t0
     m_src = task.metric(logits_src).float().mean().item()

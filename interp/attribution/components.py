@@ -12,6 +12,14 @@ attn        blocks.{layer}.hook_attn_out    [B, T, d_model]        1 (all heads 
 mlp         blocks.{layer}.hook_mlp_out     [B, T, d_model]        1
 ==========  ==============================  =====================  ==========================
 
+``attn`` and ``mlp`` are what each sublayer adds to the residual stream, so a block's update is their sum
+(``resid_post - resid_pre = attn + mlp``; tests/test_attribution_archs.py checks it on every tiny
+architecture).  On Gemma 2/3, whose sublayer outputs pass a post-norm (post-attention / post-feedforward
+RMSNorm) before the addition, TransformerBridge aliases ``hook_attn_out`` / ``hook_mlp_out`` to
+``ln1_post.hook_out`` / ``ln2_post.hook_out``: the normalised outputs, not the raw ``attn.hook_out`` /
+``mlp.hook_out``.  Patching the raw output would go through the post-norm's scale (a change of the
+raw output's norm is divided away) and would not be the residual-stream addition.
+
 ``unit_axes`` is the number of axes after ``[B, T]`` that index units; the remaining trailing
 axes are summed when a score is formed.  New types register with
 :func:`register_component_type`: an SAE's feature activations at a hook
@@ -209,6 +217,7 @@ def cache_components(
     types: Sequence[ComponentType],
     metric: Callable[[torch.Tensor], torch.Tensor] | None = None,
     extra_fwd: Iterable[tuple[str, Callable]] = (),
+    method: str = "",
 ) -> tuple[dict[str, list[torch.Tensor]], dict[str, list[torch.Tensor]] | None, torch.Tensor]:
     """Run ``tokens`` once, caching every component activation; with ``metric``, also backprop.
 
@@ -216,6 +225,8 @@ def cache_components(
     ``grads[type][layer]`` = d sum_b metric_b / d act (or ``None`` without ``metric``), and the
     per-prompt metric ``[B]`` (or the logits when ``metric`` is None).  Gradients flow through
     whatever backward the model has at call time, so RelP calls this inside its rule scope.
+    A component whose saved activation gets no gradient (it does not feed the metric on this bridge)
+    raises a ``RuntimeError`` naming ``method``, the hooks and the architecture, never a zero score.
     """
     store: dict[tuple[str, int], torch.Tensor] = {}
     want_grad = metric is not None
@@ -230,11 +241,14 @@ def cache_components(
     def leaf(x, hook):
         return x.detach().requires_grad_(True)
 
-    fwd = [(LEAF_HOOK, leaf)] if want_grad else []
+    # ``extra_fwd`` first: a hook that replaces a value (an LRP rule's surrogate at a norm's output, which on
+    # Gemma 3 is the very point hook_attn_out / hook_mlp_out alias) must run before the saver, so the saver
+    # keeps the tensor the rest of the forward uses; saved before the replacement, it would be cut off from
+    # the metric and get no gradient.
+    fwd = ([(LEAF_HOOK, leaf)] if want_grad else []) + list(extra_fwd)
     for t in types:
         for l in range(model.cfg.n_layers):
             fwd.append((t.hook_name(l), saver((t.name, l))))
-    fwd += list(extra_fwd)
     device = next(model.parameters()).device
     tokens = tokens.to(device)
     with torch.set_grad_enabled(want_grad), scoped_hooks(model, fwd=fwd):
@@ -243,14 +257,29 @@ def cache_components(
             acts = {t.name: [store[(t.name, l)].detach() for l in range(model.cfg.n_layers)] for t in types}
             return acts, None, logits
         m = metric(logits)
-        keys = list(store)
-        gs = torch.autograd.grad(m.sum(), [store[k] for k in keys], allow_unused=True)
+        keys = [k for k in store if store[k].requires_grad]
+        gs = dict(zip(keys, torch.autograd.grad(m.sum(), [store[k] for k in keys], allow_unused=True))) if keys else {}
+    cut = [k for k in store if gs.get(k) is None]
+    if cut:
+        ct = {t.name: t for t in types}
+        names = [ct[k[0]].hook_name(k[1]) for k in cut]
+        raise RuntimeError(
+            f"{method or 'this gradient method'} cannot score {sorted({k[0] for k in cut})} on {_arch(model)}: "
+            f"no gradient reaches {names[:4]}{' ...' if len(names) > 4 else ''} ({len(names)} hook(s)); the "
+            f"activation saved there does not feed the metric on this bridge, so its score would be a silent zero")
     grads: dict[str, list] = {t.name: [None] * model.cfg.n_layers for t in types}
     acts: dict[str, list] = {t.name: [None] * model.cfg.n_layers for t in types}
-    for k, g in zip(keys, gs):
+    for k, g in gs.items():
         acts[k[0]][k[1]] = store[k].detach()
-        grads[k[0]][k[1]] = torch.zeros_like(store[k]) if g is None else g.detach()
+        grads[k[0]][k[1]] = g.detach()
     return acts, grads, m.detach()
+
+
+def _arch(model) -> str:
+    """The Hugging Face architecture name of a bridge (for error messages)."""
+    cfg = getattr(model, "cfg", None)
+    arch = getattr(cfg, "architecture", None) or getattr(cfg, "original_architecture", None)
+    return str(arch) if arch else type(model).__name__
 
 
 def reduce_products(ct: ComponentType, prod: torch.Tensor, per_position: bool) -> torch.Tensor:

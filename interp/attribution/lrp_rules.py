@@ -34,6 +34,10 @@ epsilon-rule   linear     grad_in = W^T (g * z / (z + eps sign z)) at every line
 Architectures: Llama family (SmolLM2), Gemma 3, GPT-2 and GPT-NeoX through TransformerBridge's
 hook points ``blocks.L.ln*.hook_in/out``, ``blocks.L.mlp.hook_pre / hook_pre_linear / hook_post``
 and ``blocks.L.attn.hook_pattern``.  Gemma's q/k norms only feed the pattern and are left alone.
+On Gemma 3 the post-norm outputs the LN-rule replaces are the ``attn`` / ``mlp`` component hooks
+themselves (``hook_attn_out`` / ``hook_mlp_out`` alias ``ln1_post`` / ``ln2_post.hook_out``), so the rule
+hooks must run before a hook that saves a component (components.cache_components registers them first).
+A block norm the rules do not know raises a ``ValueError`` naming it.
 
 Memory: one captured tensor per norm / MLP input during the pass (released on exit).
 """
@@ -140,9 +144,16 @@ _NORM_CHILDREN = ("ln1", "ln2", "ln1_post", "ln2_post")
 
 
 def _norm_paths(model) -> list[str]:
+    """Every residual-path norm of ``model``; a ``ValueError`` naming the architecture for a block norm the
+    rules do not know (its relevance would pass unmodified and RelP would be silently another method)."""
     paths = []
     for l in range(model.cfg.n_layers):
         block = model.blocks[l]
+        unknown = [c for c, m in block.named_children() if "Normalization" in type(m).__name__ and c not in _NORM_CHILDREN]
+        if unknown:
+            arch = getattr(model.cfg, "architecture", None) or type(model).__name__
+            raise ValueError(f"LN-rule cannot serve {arch}: blocks.{l}.{unknown[0]} is a norm the LRP rules do not "
+                             f"cover (known: {', '.join(_NORM_CHILDREN)})")
         for c in _NORM_CHILDREN:
             if c in block._modules and block._modules[c] is not None:
                 paths.append(f"blocks.{l}.{c}")

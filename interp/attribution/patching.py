@@ -16,13 +16,20 @@ mean-ablation), ``zero`` (zeros into clean, zero-ablation).
 :func:`run_with_masks` is the primitive underneath, also used by circuit discovery to run the
 model with everything *outside* a component set patched (:func:`complement_metric`).
 
-Cost: ``n_components / k`` forward passes of ``k*B*T`` tokens (``k`` from ``max_tokens``).
+Exact shortcuts (fastpath.py; off with ``fast=False`` or ``INTERP_REFERENCE=1``): the blocks before
+the first layer patched in a pass see the base run's values in every copy, so they are replayed from the
+base run's cache; when the metric reads only the last position (checked on the base run's logits), only
+that position is unembedded (for Gemma 3 270M, vocab 262,144, the unembedding is most of a forward).
+
+Cost: ``n_components / k`` forward passes of ``k*B*T`` tokens (``k`` from ``max_tokens``), each from the
+first patched block on.
 Memory: the source cache (see components.py) plus one ``k*B*T`` forward.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -31,6 +38,9 @@ import torch
 from interp.models import scoped_hooks
 
 from .components import AttributionResult, ComponentType, cache_components, component_types, per_position_set
+from interp.fastpath import use_fast
+
+from .fastpath import PrefixCache, fast_forward, reads_last_position_only
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,9 @@ class PatchingConfig:
     """Tokens per forward pass; sets how many patches share one pass (k = max_tokens // (B*T))."""
     progress: bool = True
     """Show a tqdm progress bar."""
+    fast: bool | None = None
+    """Skip work the metric cannot see (replayed prefix blocks, last-position logits); None: on unless
+    ``INTERP_REFERENCE=1``.  False runs every copy's full forward (the reference)."""
 
     def __post_init__(self):
         if self.source not in PATCH_SOURCES:
@@ -91,16 +104,22 @@ def run_with_masks(
     sources: dict[str, list[torch.Tensor]],
     masks: dict[str, torch.Tensor],
     types: Sequence[ComponentType],
+    prefix: PrefixCache | None = None,
+    last_only: bool = False,
 ) -> torch.Tensor:
     """Logits of ``k`` stacked copies of ``tokens`` ``[B, T]``, copy i patched where ``masks`` say.
 
     ``sources[type][layer]`` is ``[B, T, *units, *rest]``; ``masks[type]`` is bool
     ``[k, L, *units]`` (all positions) or ``[k, L, *units, T]`` (per position).  Returns logits
-    ``[k*B, T, V]``.
+    ``[k*B, T, V]`` (``[k*B, 1, V]`` with ``last_only``).  ``prefix`` (captured on ``tokens``) replays
+    the blocks before the first patched layer; ``last_only`` unembeds only the last position
+    (fastpath.py); neither changes a value the metric reads.
     """
     B, T = tokens.shape
     k = next(iter(masks.values())).shape[0]
     device = next(model.parameters()).device
+    first = min((l for t in types if t.name in masks for l in range(model.cfg.n_layers) if masks[t.name][:, l].any()),
+                default=0)
     hooks = []
     for t in types:
         if t.name not in masks:
@@ -121,7 +140,7 @@ def run_with_masks(
                 return torch.where(m, s, a).reshape(act.shape)
 
             hooks.append((t.hook_name(l), fn))
-    with torch.no_grad(), scoped_hooks(model, fwd=hooks):
+    with torch.no_grad(), scoped_hooks(model, fwd=hooks), fast_forward(model, prefix, k, first, last_only):
         return model(tokens.to(device).repeat(k, 1))
 
 
@@ -150,10 +169,15 @@ def activation_patching(model, task, components: Sequence[str] = ("resid", "attn
     per_pos = per_position_set(cfg.per_position, types)
     src_kind = PATCH_SOURCES[cfg.source]
     t0 = time.perf_counter()
-    acts_clean, _, logits_clean = cache_components(model, task.clean, types)
-    acts_corr, _, logits_corr = cache_components(model, task.corrupt, types)
+    fast = use_fast(cfg.fast)
+    prefix = PrefixCache(model) if fast else None
+    with prefix.capture() if fast and src_kind.base == "clean" else nullcontext():
+        acts_clean, _, logits_clean = cache_components(model, task.clean, types)
+    with prefix.capture() if fast and src_kind.base == "corrupt" else nullcontext():
+        acts_corr, _, logits_corr = cache_components(model, task.corrupt, types)
     m_clean = task.metric(logits_clean).float().mean().item()
     m_corr = task.metric(logits_corr).float().mean().item()
+    last = fast and reads_last_position_only(task.metric, logits_clean if src_kind.base == "clean" else logits_corr)
     base_tokens = task.clean if src_kind.base == "clean" else task.corrupt
     m_base = m_clean if src_kind.base == "clean" else m_corr
     sources = {t.name: [src_kind.values(acts_clean[t.name][l], acts_corr[t.name][l])
@@ -179,7 +203,7 @@ def activation_patching(model, task, components: Sequence[str] = ("resid", "attn
                  for t in types}
         for i, (t, (l, idx, p)) in enumerate(chunk):
             masks[t.name][(i, l, *idx) + (() if p is None else (p,))] = True
-        logits = run_with_masks(model, base_tokens, sources, masks, types)
+        logits = run_with_masks(model, base_tokens, sources, masks, types, prefix=prefix, last_only=last)
         m = task.metric(logits).float().reshape(k, B).mean(1).cpu()
         for i, (t, (l, idx, p)) in enumerate(chunk):
             scores[t.name][(l, *idx) + (() if p is None else (p,))] = m[i] - m_base
@@ -191,7 +215,8 @@ def activation_patching(model, task, components: Sequence[str] = ("resid", "attn
         method="patch", scores=scores, seconds=time.perf_counter() - t0, metric_clean=m_clean,
         metric_corrupt=m_corr, per_position=sorted(per_pos),
         config={"source": cfg.source, "max_tokens": cfg.max_tokens, "patches_per_pass": k_max,
-                "components": list(cfg.components)},
+                "components": list(cfg.components),
+                "forward": "full" if not fast else "prefix replay" + (" + last-position logits" if last else "")},
     )
 
 

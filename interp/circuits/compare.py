@@ -5,8 +5,9 @@ position -- the paper's "attn" column --, attention heads, MLP outputs per layer
 sets: ``all`` = LN + Identity + Half + AH/CP-LRP, and the reference ``default`` without the
 AH-rule) and IG (``ig``: each component hook interpolated corrupt -> clean in
 the corrupted run, its per-hook sum = patching of that hook; ``ig-embed``, opt-in: the EAP-IG node
-form along the input embeddings), then the Pearson r of each method's scores with patching,
-and the wall time of each method measured in this run.
+form along the input embeddings), then the Pearson r of each method's scores with patching
+(``None``, with the reason in ``pearson_undefined``, where r is undefined: a constant or non-finite score
+vector; never nan), and the wall time of each method measured in this run.
 
 The published numbers (Jafari et al. 2025, Table 1, IOI on GPT-2 small; docs/methods.md, RelP) sit
 beside ours.  The paper's code demo (TransformerLens ``demos/lrp_patching.ipynb``, after the
@@ -24,6 +25,7 @@ of B*T tokens.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -50,11 +52,29 @@ METHOD_SPECS = {
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Pearson correlation of two flattened score arrays (nan when either is constant)."""
+    """Pearson correlation of two flattened score arrays (nan when either is constant; see
+    :func:`pearson_or_reason` for the form that says why)."""
     a, b = a.reshape(-1).double(), b.reshape(-1).double()
     a, b = a - a.mean(), b - b.mean()
     den = a.norm() * b.norm()
     return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
+def pearson_or_reason(scores: torch.Tensor, truth: torch.Tensor, name: str = "method",
+                      truth_name: str = "patching") -> tuple[float | None, str | None]:
+    """``(r, None)``, or ``(None, reason)`` where r is undefined: non-finite scores, or a constant vector
+    (zero variance: "constant: all <name> scores equal 0.0"), which is how a method that silently
+    returns zeros shows up.  Never nan."""
+    for v, who in ((scores, name), (truth, truth_name)):
+        v = v.reshape(-1).double()
+        if v.numel() < 2:
+            return None, f"only {v.numel()} {who} score(s)"
+        bad = int((~torch.isfinite(v)).sum())
+        if bad:
+            return None, f"non-finite: {bad} of {v.numel()} {who} scores are nan/inf"
+        if bool((v == v[0]).all()):
+            return None, f"constant: all {v.numel()} {who} scores equal {v[0].item():.6g}"
+    return pearson(scores, truth), None
 
 
 def compare_methods(model, task_name: str, n: int = 8, seed: int = 0, methods=None,
@@ -93,8 +113,17 @@ def compare_methods(model, task_name: str, n: int = 8, seed: int = 0, methods=No
         r.method = name
         results[name] = r
     ref = results["patch"]
-    corr = {name: {c: pearson(r.scores[c], ref.scores[c]) for c in comps}
-            for name, r in results.items() if name != "patch"}
+    corr, undefined = {}, {}
+    for name, r in results.items():
+        if name == "patch":
+            continue
+        corr[name] = {}
+        for c in comps:
+            corr[name][c], why = pearson_or_reason(r.scores[c], ref.scores[c], name)
+            if why is not None:
+                undefined.setdefault(name, {})[c] = why
+                warnings.warn(f"compare: Pearson r of {name} vs patching on {c!r} is undefined ({why}); "
+                              f"reported as None", stacklevel=2)
     secs = {name: r.seconds for name, r in results.items()}
     out_dict = {
         "kind": "compare", "title": f"Attribution methods vs activation patching: {task_name} on {model_name(model)}",
@@ -104,7 +133,7 @@ def compare_methods(model, task_name: str, n: int = 8, seed: int = 0, methods=No
                    "relp_rules": {"relp": "all (LN, Identity, Half, AH/CP-LRP)",
                                   "relp-default": "default (LN, Identity, Half)"}},
         "metric_clean": ref.metric_clean, "metric_corrupt": ref.metric_corrupt,
-        "pearson": corr, "seconds": secs,
+        "pearson": corr, "pearson_undefined": undefined, "seconds": secs,
         "speed": {"patch_over_relp": secs["patch"] / secs["relp"] if "relp" in secs else None,
                   "relp_over_atp": secs["relp"] / secs["atp"] if {"relp", "atp"} <= set(secs) else None},
         "scores": {name: r.to_json() for name, r in results.items()},

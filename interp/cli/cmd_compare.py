@@ -49,19 +49,25 @@ def _run(args) -> int:
              "Pearson r with activation patching:",
              f"{'method':14s} " + " ".join(f"{head.get(c, c):>7s}" for c in cts) + f" {'seconds':>9s}"]
 
-    def row(name, vals, secs=""):
-        cells = " ".join(f"{vals[c]:7.3f}" if vals.get(c) is not None else f"{'':7s}" for c in cts)
+    undefined = r.get("pearson_undefined") or {}
+
+    def row(name, vals, secs="", undef=()):
+        cells = " ".join(f"{vals[c]:7.3f}" if vals.get(c) is not None else f"{'undef' if c in undef else '':>7s}"
+                         for c in cts)
         return f"{name:14s} {cells} {secs:>9s}"
 
     for m, c in r["pearson"].items():
-        lines.append(row(m, c, f"{r['seconds'][m]:.2f}"))
+        lines.append(row(m, c, f"{r['seconds'][m]:.2f}", undefined.get(m, {})))
     lines.append(row("patch", {}, f"{r['seconds']['patch']:.2f}"))
+    for m, d in undefined.items():
+        for c, why in d.items():
+            lines.append(f"WARNING: r of {m} on {head.get(c, c)} is undefined: {why}")
     if "paper" in r:
         lines.append(f"paper ({r['paper_source']}):")
         for m, c in r["paper"].items():
             lines.append(row(m, c))
     if out:
         lines.append(f"wrote {out}/results.json and report.html")
-    payload = {k: r[k] for k in ("pearson", "seconds", "speed", "paper") if k in r}
+    payload = {k: r[k] for k in ("pearson", "pearson_undefined", "seconds", "speed", "paper") if k in r}
     emit(args, {**payload, "out": out}, "\n".join(lines))
     return 0
