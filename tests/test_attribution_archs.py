@@ -209,14 +209,14 @@ def test_compare_reports_a_constant_method_as_undefined(tmp_path, monkeypatch, c
         out = compare_methods(model, "ioi", n=2, methods=("atp",), components=("resid", "mlp"),
                               out=tmp_path / "c")
     assert out["pearson"]["atp"]["mlp"] is None and out["pearson"]["atp"]["resid"] is not None
-    n_mlp = out["scores"]["atp"]["scores"]["mlp"]
-    n_mlp = len(n_mlp) * len(n_mlp[0])  # [L, T] per position
+    L, T = out["scores"]["atp"]["scores"]["mlp"]["shape"]  # [L, T] per position (a typed result's tensor)
+    n_mlp = L * T
     assert out["pearson_undefined"] == {"atp": {"mlp": f"constant: all {n_mlp} atp scores equal 0"}}
     json.dumps({k: out[k] for k in ("pearson", "pearson_undefined")}, allow_nan=False)
     saved = json.loads((tmp_path / "c" / "results.json").read_text())
     assert saved["pearson"]["atp"]["mlp"] is None and (tmp_path / "c" / "report.html").stat().st_size > 1000
     assert main(["compare", "ioi", "--model", "tiny-llama", "--n", "2", "--methods", "atp",
-                 "--components", "resid,mlp"]) == 0
+                 "--components", "resid,mlp", "--out", str(tmp_path / "cli")]) == 0
     assert f"WARNING: r of atp on mlp is undefined: constant: all {n_mlp} atp scores equal 0" in capsys.readouterr().out
 
 

@@ -83,7 +83,10 @@ def test_atp_over_features_equals_patching_when_linear(kind):
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
     torch.testing.assert_close(atp.scores[sp.error][last], ap.scores[sp.error][last], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(relp.scores[sp.feat][last], b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
-    assert ap.scores[sp.feat][:last].abs().max() == 0  # layers without a dictionary have no features
+    # layers without a dictionary have no features: patching their (zero) slot changes nothing; what remains is
+    # the rounding between the base run and patching's shortcut forward (last-position logits): measured 9e-9
+    # on logits ~1, bounded by float32 eps (1.2e-7) times |logit| -- 1e-6 leaves a 10x margin
+    assert ap.scores[sp.feat][:last].abs().max() <= 1e-6 * max(1.0, abs(ap.metric_clean))
 
 
 def test_patching_all_features_and_error_from_clean_is_the_clean_run(tiny_llama):

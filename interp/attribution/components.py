@@ -259,7 +259,10 @@ def cache_components(
         m = metric(logits)
         keys = [k for k in store if store[k].requires_grad]
         gs = dict(zip(keys, torch.autograd.grad(m.sum(), [store[k] for k in keys], allow_unused=True))) if keys else {}
-    cut = [k for k in store if gs.get(k) is None]
+    # A leaf saved at a hook (a placeholder a hook created, e.g. the feature slot of a layer without a dictionary)
+    # does not depend on the input: its score is exactly 0.  A computed activation without a gradient is a
+    # broken graph and is refused.
+    cut = [k for k in store if gs.get(k) is None and not store[k].is_leaf]
     if cut:
         ct = {t.name: t for t in types}
         names = [ct[k[0]].hook_name(k[1]) for k in cut]
@@ -269,9 +272,9 @@ def cache_components(
             f"activation saved there does not feed the metric on this bridge, so its score would be a silent zero")
     grads: dict[str, list] = {t.name: [None] * model.cfg.n_layers for t in types}
     acts: dict[str, list] = {t.name: [None] * model.cfg.n_layers for t in types}
-    for k, g in gs.items():
-        acts[k[0]][k[1]] = store[k].detach()
-        grads[k[0]][k[1]] = g.detach()
+    for k, x in store.items():
+        acts[k[0]][k[1]] = x.detach()
+        grads[k[0]][k[1]] = gs[k].detach() if gs.get(k) is not None else torch.zeros_like(x).detach()
     return acts, grads, m.detach()
 
 
