@@ -34,6 +34,28 @@ def test_discovery_finds_smallest_prefix_and_is_verified_by_patching(tiny_llama)
     assert c.components[0].startswith("blocks.") and c.to_json()["n_components"] == k
 
 
+@pytest.mark.parametrize("direction", ["denoise", "noise"])
+@pytest.mark.parametrize("arch", ["tiny_llama", "tiny_gpt2"])
+def test_every_method_agrees_in_sign_with_patching_in_both_directions(arch, direction, request):
+    """run_method(..., direction=d): AtP, RelP and IG estimate activation patching in direction d, so
+    each correlates positively with patching (source d) on every component type.  Measured (3 prompts,
+    IG 8 steps): lowest r 0.61 (AtP resid, tiny-llama, noise), the others >= 0.74; a method scored in
+    the other direction has the opposite sign (r <= -0.6).  MLP has 2 layers, so its r is +-1: a sign."""
+    from interp.circuits.pipeline import run_method
+
+    model = request.getfixturevalue(arch)
+    task = _task(model)
+    res = {m: run_method(model, task, m, per_position=("resid",), direction=direction, steps=8)
+           for m in ("patch", "atp", "relp", "ig")}
+    truth = res["patch"]
+    assert truth.config["source"] == direction
+    for m in ("atp", "relp", "ig"):
+        for c in ("resid", "attn_head", "mlp"):
+            assert truth.scores[c].abs().max() > 1e-4  # a non-trivial effect is compared
+            r = pearson(res[m].scores[c], truth.scores[c])
+            assert r > 0.5, (m, c, r)  # 0.5: below the measured minimum 0.61, far above a flipped sign's -0.6
+
+
 def test_planted_scores_rank_circuit(tiny_llama):
     """Scores planted by hand: discovery must follow them (first components in the given order)."""
     task = _task(tiny_llama)

@@ -48,8 +48,9 @@ def run_method(model, task, method: str, per_position=("resid",), rules="all", s
     """One attribution method over resid / heads / MLPs (a ``ValueError`` for unknown names).
 
     ``direction='noise'`` scores the effect of corrupting a component in the clean run (patching
-    source ``noise``; AtP / RelP gradients at the clean run); IG's straight path is the same
-    either way.
+    source ``noise``; AtP / RelP gradients at the clean run; IG's path from the clean to the
+    corrupted activation inside the clean run), ``'denoise'`` the effect of restoring it in the
+    corrupted run; every method's scores then carry the sign of patching in that direction.
     """
     if direction not in ("denoise", "noise"):
         raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
@@ -65,7 +66,7 @@ def run_method(model, task, method: str, per_position=("resid",), rules="all", s
                                   config=RelPConfig(rules=rules, direction=direction))
     if method == "ig":
         kw = {} if steps is None else {"steps": steps}
-        return integrated_gradients(model, task, COMPONENTS, per_position=per_position, **kw)
+        return integrated_gradients(model, task, COMPONENTS, per_position=per_position, direction=direction, **kw)
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 
 
