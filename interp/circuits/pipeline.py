@@ -11,14 +11,16 @@
    ``search='greedy'`` (default): greedy pruning by real patching with the method's scores as
    the order of tries (search.py), then the circuit's F on held-out prompts (another seed);
    the top-k curve of step 3b is kept beside it for comparison.
-   ``search='topk'``: the smallest top-k set of the ranking with F >= ``share`` (discovery.py);
+   ``search='topk'``: the smallest top-k set of the ranking with F >= ``share`` (discovery.py:
+   F measured at every size k, since F(k) is not monotone);
 4. for IOI, classify heads by attention-pattern tests;
 5. token-level IG attributions (embeddings, corrupted prompt as baseline) for two prompts;
 6. write ``results.json`` (scores, circuit, faithfulness, roles, timings) and ``report.html``
    (rendered by :mod:`interp.reports`).
 
 Cost: dominated by step 2 for ``patch`` (one forward per component, batched) and by step 3
-(a few hundred patched B*T-token runs for the greedy search on 300 components).
+(a few hundred patched B*T-token runs for the greedy search on 300 components, plus n + 1 for the
+top-k curve, which is always measured).
 """
 
 from __future__ import annotations
