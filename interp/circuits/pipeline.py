@@ -45,9 +45,12 @@ SEARCHES = ("greedy", "topk")
 COMPONENTS = ("resid", "attn_head", "mlp")
 
 
-def run_method(model, task, method: str, per_position=("resid",), rules="all", steps: int | None = None,
+def run_method(model, task, method: str, per_position=("resid",), rules="default", steps: int | None = None,
                progress: bool = False, direction: str = "denoise"):
     """One attribution method over resid / heads / MLPs (a ``ValueError`` for unknown names).
+
+    ``rules``: RelP's LRP rule set (``default``: the paper's LN, Identity, Half rules;
+    ``default+cp-lrp`` adds the AH-rule; see relp.py) or a tuple of rule names.
 
     ``direction='noise'`` scores the effect of corrupting a component in the clean run (patching
     source ``noise``; AtP / RelP gradients at the clean run; IG's path from the clean to the
@@ -110,7 +113,7 @@ def write_outputs(results: dict, out: str | Path) -> tuple[Path, Path | None]:
 
 
 def run_circuit(model, task_name: str, method: str = "relp", out: str | Path | None = None, n: int = 8,
-                seed: int = 0, share: float = 0.8, rules="all", progress: bool = False, search: str = "greedy",
+                seed: int = 0, share: float = 0.8, rules="default", progress: bool = False, search: str = "greedy",
                 source: str = "corrupt", margin: float = 0.05, heldout_n: int = 16,
                 heldout_seed: int | None = None, examples: bool = True, corruption: str | None = None) -> dict:
     """The whole pipeline (see module doc); returns the results dict (also written when ``out``).
@@ -120,6 +123,7 @@ def run_circuit(model, task_name: str, method: str = "relp", out: str | Path | N
     search keeps F >= share + margin on the discovery prompts.  ``heldout_n`` prompts with seed
     ``heldout_seed`` (default ``seed + 1``) re-measure the final circuit's F (0 skips it).
     ``corruption``: the task's corruption (``interp.tasks.CORRUPTIONS``; None = its default).
+    ``rules``: RelP's rule set (``default``, the paper's; see :func:`run_method`).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
@@ -181,7 +185,7 @@ def run_circuit(model, task_name: str, method: str = "relp", out: str | Path | N
         "kind": "circuit", "title": f"{task_name} circuit on {model_name(model)} ({method}, {search})",
         "model": model_name(model), "task": task_name, "n_prompts": task.n, "seed": seed,
         "corruption": task.meta.get("corruption"),
-        "config": {"method": method, "share": share, "rules": rules if method == "relp" else None, "n": n,
+        "config": {"method": method, "share": share, "rules": res.config["rules"] if method == "relp" else None, "n": n,
                    "search": search, "source": source, "margin": margin if search == "greedy" else None,
                    "heldout_n": heldout_n},
         "metric_clean": res.metric_clean, "metric_corrupt": res.metric_corrupt,

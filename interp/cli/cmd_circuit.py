@@ -15,7 +15,10 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--corruption", default=None, help=CORRUPTION_HELP)
     p.add_argument("--share", type=float, default=0.8, help="share of the metric the circuit must keep")
-    p.add_argument("--rules", default="all", help="RelP rule set: all | default | all+epsilon")
+    p.add_argument("--rules", default="default",
+                   help="RelP LRP rule set: default (the RelP paper's: LN, Identity, Half rules) | default+cp-lrp "
+                        "(adds the AH-rule, CP-LRP on attention) | default+cp-lrp+epsilon; 'all' is an old name "
+                        "of default+cp-lrp")
     p.add_argument("--search", default="greedy", choices=["greedy", "topk"],
                    help="greedy: prune by real patching, the method's scores order the tries (default); "
                         "topk: smallest top-k of the method's ranking")

@@ -12,8 +12,9 @@ def register(subparsers) -> None:
     p.add_argument("--n", type=int, default=8, help="number of prompts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--corruption", default=None, help=CORRUPTION_HELP + " (s2 is the like-for-like RelP Table 1 setting)")
-    p.add_argument("--methods", default="patch,atp,relp,relp-default,ig",
-                   help="comma list from patch, atp, relp, relp-default, ig (per-hook IG), ig-embed (EAP-IG node form)")
+    p.add_argument("--methods", default="patch,atp,relp,relp-cp-lrp,ig",
+                   help="comma list from patch, atp, relp (the RelP paper's default rules), relp-cp-lrp (adds the "
+                        "AH-rule, CP-LRP on attention), ig (per-hook IG), ig-embed (EAP-IG node form)")
     p.add_argument("--components", default="resid,attn,attn_head,mlp",
                    help="comma list of component types: resid, attn (attention output per layer and position, "
                         "the RelP paper's column), attn_head, mlp")
