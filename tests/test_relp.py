@@ -210,6 +210,10 @@ def test_rule_set_names():
         assert inspect.signature(f).parameters["rules"].default == "default", f
     assert METHOD_SPECS["relp"] == ("relp", {"rules": "default"})
     assert METHOD_SPECS["relp-cp-lrp"] == ("relp", {"rules": "default+cp-lrp"})
+    from interp.circuits.compare import compare_methods
+
+    with pytest.raises(ValueError, match="'relp-default' was renamed"):  # checked before the model is used
+        compare_methods(None, "ioi", methods=("patch", "relp-default"))
 
 
 def test_rule_errors():

@@ -1,9 +1,10 @@
 """Every attribution method on the same prompts, against activation patching (RelP paper, Table 1).
 
 For each component type (residual stream per layer and position, attention outputs per layer and
-position -- the paper's "attn" column --, attention heads, MLP outputs per layer and position) we compute activation patching (the ground truth), AtP, RelP (two rule
-sets: ``relp`` = the paper's ``default`` LN + Identity + Half rules, and ``relp-cp-lrp`` =
-``default+cp-lrp``, which adds the AH-rule, CP-LRP on attention) and IG (``ig``: each component hook interpolated corrupt -> clean in
+position -- the paper's "attn" column --, attention heads, MLP outputs per layer and position) we
+compute activation patching (the ground truth), AtP, RelP (two rule sets: ``relp`` = the paper's
+``default`` LN + Identity + Half rules, and ``relp-cp-lrp`` = ``default+cp-lrp``, which adds the
+AH-rule, CP-LRP on attention) and IG (``ig``: each component hook interpolated corrupt -> clean in
 the corrupted run, its per-hook sum = patching of that hook; ``ig-embed``, opt-in: the EAP-IG node
 form along the input embeddings), then the Pearson r of each method's scores with patching,
 and the wall time of each method measured in this run.
