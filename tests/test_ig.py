@@ -84,7 +84,8 @@ def test_component_ig_node_scores_match_hand_loop(tiny_llama, direction):
         scale = want.abs().max().item()
         assert scale > 1e-5  # a non-trivial score is compared
         # float32 sums over d_model=64 and 6 steps, batched vs looped: ~1e-6 relative; 1e-4 leaves room
-        assert torch.allclose(res.scores["mlp"][layer], want, atol=1e-4 * scale), (layer, res.scores["mlp"][layer], want)
+        got = res.scores["mlp"][layer]
+        assert torch.allclose(got, want, atol=1e-4 * scale), (layer, got, want)
 
 
 def test_ig_errors(tiny_llama):

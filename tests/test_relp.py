@@ -64,7 +64,7 @@ def test_half_rule_splits_gate_relevance_equally(tiny_llama, rules):
         m = task.metric(tiny_llama(task.clean)).sum()
         grads = dict(zip(names, torch.autograd.grad(m, [box[n] for n in names])))
     for l in range(tiny_llama.cfg.n_layers):
-        r = {s: box[f"blocks.{l}.mlp.hook_{s}"] * grads[f"blocks.{l}.mlp.hook_{s}"] for s in ("pre", "pre_linear", "post")}
+        r = {s: box[n] * grads[n] for s in ("pre", "pre_linear", "post") for n in [f"blocks.{l}.mlp.hook_{s}"]}
         scale = r["post"].abs().max().item()
         assert scale > 1e-6  # relevance reaches the MLP
         # 1e-4 * max: float32 products (~1e-7 relative) and the Identity rule's stabiliser, pre / (pre + 1e-6),
