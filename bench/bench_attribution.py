@@ -48,7 +48,7 @@ def main():
         return min(ts), r
 
     t_atp, atp = best(lambda: attribution_patching(model, task, comps))
-    t_relp, relp = best(lambda: relevance_patching(model, task, comps, rules="all"))
+    t_relp, relp = best(lambda: relevance_patching(model, task, comps, rules="default+cp-lrp"))
     t_relp_d, relp_d = best(lambda: relevance_patching(model, task, comps, rules="default"))
     t0 = time.perf_counter()
     ap_res = activation_patching(model, task, comps, progress=False)

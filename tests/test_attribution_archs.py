@@ -100,7 +100,7 @@ def test_every_method_equals_patching_where_the_metric_is_linear():
             res = {"patch": activation_patching(model, task, ("mlp",), per_position=True, progress=False),
                    "atp": attribution_patching(model, task, ("mlp",), per_position=True),
                    "relp-default": relevance_patching(model, task, ("mlp",), per_position=True, rules="default"),
-                   "relp-all": relevance_patching(model, task, ("mlp",), per_position=True, rules="all"),
+                   "relp-cp-lrp": relevance_patching(model, task, ("mlp",), per_position=True, rules="default+cp-lrp"),
                    "ig": integrated_gradients(model, task, ("mlp",), per_position=True, steps=3)}
         finally:
             model.reset_hooks(including_permanent=True)

@@ -44,10 +44,48 @@ def test_quadrature_is_exact_on_polynomials():
     assert a.tolist() == [0.0, 0.5, 1.0] and w.tolist() == [1 / 6, 1 / 3, 1 / 6]
 
 
-def test_component_ig_completeness_and_shapes(tiny_llama):
-    res = integrated_gradients(tiny_llama, _task(tiny_llama), per_position=("mlp",), path="embeddings")
+def _embedding_path_node_score(model, task, hook, direction, steps):
+    """EAP-IG node score at ``hook`` by hand: one plain forward + torch.autograd.grad per quadrature
+    node, the input embeddings moved along the straight path by a hand-written hook; returns the
+    per-position score (batch mean of (a_src - a_base) . sum_k w_k dm/da at the path's points)."""
+    alphas, weights = quadrature(steps)
+    with torch.no_grad():
+        _, cc = model.run_with_cache(task.clean, names_filter=["hook_embed", hook])
+        _, ck = model.run_with_cache(task.corrupt, names_filter=["hook_embed", hook])
+    (e_src, a_src), (e_base, a_base) = ((cc["hook_embed"], cc[hook]), (ck["hook_embed"], ck[hook]))
+    if direction == "noise":
+        (e_src, a_src), (e_base, a_base) = (e_base, a_base), (e_src, a_src)
+    g = torch.zeros_like(a_src)
+    for a, w in zip(alphas.tolist(), weights.tolist()):
+        box = {}
+
+        def save(x, hook):
+            box["x"] = x
+            return x
+
+        emb = (e_base + a * (e_src - e_base)).requires_grad_(True)
+        with torch.enable_grad(), model.hooks(fwd_hooks=[("hook_embed", lambda x, hook: emb), (hook, save)]):
+            m = task.metric(model(task.clean)).sum()
+            g += w * torch.autograd.grad(m, box["x"])[0]
+    return ((a_src - a_base) * g).sum(-1).mean(0)  # [T]
+
+
+@pytest.mark.parametrize("direction", ["denoise", "noise"])
+def test_component_ig_node_scores_match_hand_loop(tiny_llama, direction):
+    """Embedding-path (EAP-IG node) scores == an independent per-step loop of plain forwards and
+    autograd.grad; the noising path gives the noising scores (opposite path, (a_corrupt - a_clean))."""
+    task = _task(tiny_llama)
+    res = integrated_gradients(tiny_llama, task, per_position=("mlp",), path="embeddings", steps=6,
+                               direction=direction)
     assert res.extras["relative_delta"] < 0.02
     assert res.scores["mlp"].shape == (2, 9) and res.scores["attn_head"].shape == (2, 4)
+    for layer in range(2):
+        want = _embedding_path_node_score(tiny_llama, task, f"blocks.{layer}.hook_mlp_out", direction, 6)
+        scale = want.abs().max().item()
+        assert scale > 1e-5  # a non-trivial score is compared
+        # float32 sums over d_model=64 and 6 steps, batched vs looped: ~1e-6 relative; 1e-4 leaves room
+        got = res.scores["mlp"][layer]
+        assert torch.allclose(got, want, atol=1e-4 * scale), (layer, got, want)
 
 
 def test_ig_errors(tiny_llama):
@@ -86,32 +124,37 @@ def test_last_position_check():
     assert not reads_last_position_only(lambda l: l.mean((1, 2)), logits)
 
 
-def _hook_patch_effect(model, task, hook):
-    """m(corrupt run with the whole hook <- clean value) - m(corrupt), by a hand-written hook."""
+def _hook_patch_effect(model, task, hook, direction="denoise"):
+    """Denoise: m(corrupt run with the whole hook <- clean value) - m(corrupt); noise: m(clean run
+    with the hook <- corrupted value) - m(clean); by a hand-written hook."""
+    src, base = (task.clean, task.corrupt) if direction == "denoise" else (task.corrupt, task.clean)
     with torch.no_grad():
-        _, c = model.run_with_cache(task.clean, names_filter=[hook])
-        m0 = task.metric(model(task.corrupt))
+        _, c = model.run_with_cache(src, names_filter=[hook])
+        m0 = task.metric(model(base))
         value = c[hook]
         with model.hooks(fwd_hooks=[(hook, lambda a, hook: value)]):
-            m1 = task.metric(model(task.corrupt))
+            m1 = task.metric(model(base))
     return (m1 - m0).mean().item()
 
 
+@pytest.mark.parametrize("direction", ["denoise", "noise"])
 @pytest.mark.parametrize("arch", ["tiny_llama", "tiny_gpt2"])
-def test_hook_ig_completeness_equals_patching_the_hook(arch, request):
-    """Per hook, the IG attributions sum to activation patching of that whole hook (its definition)."""
+def test_hook_ig_completeness_equals_patching_the_hook(arch, direction, request):
+    """Per hook, the IG attributions sum to activation patching of that whole hook (its definition),
+    in the direction asked for: noising IG is the path inside the clean run."""
     model = request.getfixturevalue(arch)
     task = _task(model)
-    res = integrated_gradients(model, task, per_position=("resid", "mlp"), steps=16)
+    res = integrated_gradients(model, task, per_position=("resid", "mlp"), steps=16, direction=direction)
+    assert res.config["direction"] == direction
     for ctype, hook in [("mlp", "blocks.0.hook_mlp_out"), ("attn_head", "blocks.1.attn.hook_z"),
                         ("resid", "blocks.1.hook_resid_pre")]:
         layer = int(hook.split(".")[1])
-        want = _hook_patch_effect(model, task, hook)
+        want = _hook_patch_effect(model, task, hook, direction)
         assert abs(want) > 1e-4
         assert res.scores[ctype][layer].sum().item() == pytest.approx(want, rel=2e-3, abs=1e-5)
         assert res.extras["hook_completeness"][ctype][layer]["patch_effect"] == pytest.approx(want, rel=1e-4, abs=1e-6)
     assert res.extras["max_abs_delta_over_max_effect"] < 2e-3
-    ref = integrated_gradients(model, task, per_position=("resid", "mlp"), steps=16, fast=False)
+    ref = integrated_gradients(model, task, per_position=("resid", "mlp"), steps=16, fast=False, direction=direction)
     for k in res.scores:
         assert torch.allclose(res.scores[k], ref.scores[k], atol=1e-5 * ref.scores[k].abs().max() + 1e-8)
 
@@ -144,3 +187,5 @@ def test_embedding_path_ig_still_complete(tiny_llama):
     assert res.extras["relative_delta"] < 0.02
     with pytest.raises(ValueError, match="unknown IG path"):
         integrated_gradients(tiny_llama, _task(tiny_llama), path="sideways")
+    with pytest.raises(ValueError, match="unknown direction"):
+        integrated_gradients(tiny_llama, _task(tiny_llama), direction="sideways")

@@ -299,9 +299,10 @@ def layer_integrated_gradients(
 _LEAN_HOOK = re.compile(r"^blocks\.\d+\.(hook_resid_pre|attn\.hook_z|hook_mlp_out)$")
 
 
-def _lean_for_hooks(model, types, task, acts_c, acts_k, m_k):
-    """``((lean forward, corrupted-run resid_pre per block, shared prefix length p0), "")`` for hook
-    IG, or ``(None, reason)``.
+def _lean_for_hooks(model, types, task, base_tokens, acts_src, acts_base, m_base):
+    """``((lean forward, base-run resid_pre per block, shared prefix length p0), "")`` for hook
+    IG, or ``(None, reason)``.  ``base_tokens``: the run the hooks are interpolated in; ``m_base``
+    its metric.
 
     ``p0``: positions before the first token where clean and corrupt differ, kept only if every
     cached component activation agrees exactly there (then those positions are the same in every
@@ -316,14 +317,15 @@ def _lean_for_hooks(model, types, task, acts_c, acts_k, m_k):
         return None, why
     device = next(model.parameters()).device
     with torch.no_grad():
-        resids = lean.residuals(lean.embed(task.corrupt.to(device)))
-        T = task.corrupt.shape[1]
+        resids = lean.residuals(lean.embed(base_tokens.to(device)))
+        T = base_tokens.shape[1]
         check = task.metric(lean.logits(resids[0], 0, T)).float()
-    if check.shape != m_k.shape or not torch.allclose(check, m_k, rtol=1e-3, atol=1e-3 * (1 + m_k.abs().max().item())):
+    if check.shape != m_base.shape or not torch.allclose(check, m_base, rtol=1e-3,
+                                                          atol=1e-3 * (1 + m_base.abs().max().item())):
         return None, _self_check_failed(lean, stacklevel=4)
     differs = (task.clean != task.corrupt).any(0)
     p0 = min(int(differs.int().argmax()) if bool(differs.any()) else T, T - 1)
-    if not all(torch.equal(acts_c[t.name][l][:, :p0], acts_k[t.name][l][:, :p0])
+    if not all(torch.equal(acts_src[t.name][l][:, :p0], acts_base[t.name][l][:, :p0])
                for t in types for l in range(model.cfg.n_layers)):
         p0 = 0
     return (lean, resids, p0), ""
@@ -331,14 +333,18 @@ def _lean_for_hooks(model, types, task, acts_c, acts_k, m_k):
 
 def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid", "attn_head", "mlp"),
                               per_position=False, steps: int = 8, method: str = "gausslegendre",
-                              max_tokens: int = 4096, fast: bool | None = None) -> AttributionResult:
-    """IG per component hook in the corrupted run: the patching analogue (EAP-IG-activations form).
+                              max_tokens: int = 4096, fast: bool | None = None,
+                              direction: str = "denoise") -> AttributionResult:
+    """IG per component hook: the patching analogue (EAP-IG-activations form).
 
-    For every hook h (one layer of one component type) the activation moves along
-    a_h(x~) + alpha (a_h(x) - a_h(x~)) inside the corrupted run (upstream is unaffected, downstream
-    is recomputed), so by completeness the attributions at h sum to
-    m(x~ | a_h <- a_h(x)) - m(x~): activation patching of the whole hook.  A unit's score (head,
-    position) is its share of that patch.  Each hook's ``steps`` interpolations plus one copy at
+    ``direction='denoise'`` (default): for every hook h (one layer of one component type) the
+    activation moves along a_h(x~) + alpha (a_h(x) - a_h(x~)) inside the corrupted run x~
+    (upstream is unaffected, downstream is recomputed), so by completeness the attributions at h
+    sum to m(x~ | a_h <- a_h(x)) - m(x~): activation patching of the whole hook (patching source
+    ``denoise``).  ``direction='noise'``: the path a_h(x) + alpha (a_h(x~) - a_h(x)) inside the
+    clean run x, and the attributions sum to m(x | a_h <- a_h(x~)) - m(x) (patching source
+    ``noise``; the same sign convention as AtP / RelP with ``direction='noise'``).  A unit's score
+    (head, position) is its share of that patch.  Each hook's ``steps`` interpolations plus one copy at
     alpha = 1 (the patched value, for the completeness check) run as one batch, several hooks per
     pass; the blocks before a chunk's first hook are replayed from the corrupted run (fastpath.py;
     on covered architectures the lean forward runs from the chunk's first block, and positions before
@@ -351,20 +357,24 @@ def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid",
     patching; layers 1-29 agree (r = 0.996 per (layer, position), 4 steps).
     Cost: n_hooks * (steps + 1) forward/backward passes of B*T tokens, the prefix skipped.
     """
+    if direction not in ("denoise", "noise"):
+        raise ValueError(f"unknown direction {direction!r}; choose 'denoise' or 'noise'")
     types = component_types(components)
     per_pos = per_position_set(per_position, types)
     alphas, weights = quadrature(steps, method)
     t0 = time.perf_counter()
     L = model.cfg.n_layers
     prefix = PrefixCache(model) if use_fast(fast) else None
-    acts_c, _, logits_c = cache_components(model, task.clean, types)
+    # src: where each hook's path ends (the patch value); base: the run the path lies in
+    src_tokens, base_tokens = (task.clean, task.corrupt) if direction == "denoise" else (task.corrupt, task.clean)
+    acts_src, _, logits_src = cache_components(model, src_tokens, types)
     with (prefix.capture() if prefix is not None else nullcontext()):
-        acts_k, _, logits_k = cache_components(model, task.corrupt, types)
-    last = use_fast(fast) and reads_last_position_only(task.metric, logits_k)
-    m_k = task.metric(logits_k).float()
-    B, T = task.corrupt.shape
+        acts_base, _, logits_base = cache_components(model, base_tokens, types)
+    last = use_fast(fast) and reads_last_position_only(task.metric, logits_base)
+    m_base = task.metric(logits_base).float()
+    B, T = base_tokens.shape
     why = _lean_off(fast, last)
-    lean, why = (None, why) if why else _lean_for_hooks(model, types, task, acts_c, acts_k, m_k)
+    lean, why = (None, why) if why else _lean_for_hooks(model, types, task, base_tokens, acts_src, acts_base, m_base)
     p0 = lean[2] if lean is not None else 0
     S = len(alphas)
     device = next(model.parameters()).device
@@ -379,11 +389,11 @@ def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid",
         J, k = len(chunk), len(chunk) * (S + 1)
         leaves, hooks = [], []
         for j, (l, t) in enumerate(chunk):
-            ac, ak = acts_c[t.name][l][:, p0:].float(), acts_k[t.name][l][:, p0:].float()
-            shape = (S,) + (1,) * ac.ndim
-            leaf = (ak.unsqueeze(0) + a_.view(shape) * (ac - ak).unsqueeze(0)).requires_grad_(True)
+            a_src, a_base = acts_src[t.name][l][:, p0:].float(), acts_base[t.name][l][:, p0:].float()
+            shape = (S,) + (1,) * a_src.ndim
+            leaf = (a_base.unsqueeze(0) + a_.view(shape) * (a_src - a_base).unsqueeze(0)).requires_grad_(True)
             leaves.append(leaf)
-            full = torch.cat([leaf, ac.unsqueeze(0)])  # [S+1, B, ...]: the last copy is the patch itself
+            full = torch.cat([leaf, a_src.unsqueeze(0)])  # [S+1, B, ...]: the last copy is the patch itself
 
             def fn(act, hook, j=j, full=full):
                 a = act.reshape(k, B, *act.shape[1:])
@@ -402,32 +412,35 @@ def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid",
         else:
             with (torch.enable_grad(), scoped_hooks(model, fwd=hooks),
                   fast_forward(model, prefix, k, chunk[0][0], last)):
-                f = task.metric(model(task.corrupt.to(device).repeat(k, 1))).reshape(J, S + 1, B)
+                f = task.metric(model(base_tokens.to(device).repeat(k, 1))).reshape(J, S + 1, B)
                 gs = torch.autograd.grad((f[:, :S] * w_.view(1, S, 1)).sum(), leaves, allow_unused=True)
         for (l, t), g, leaf, fj in zip(chunk, gs, leaves, f.detach()):  # g None: the hook did not fire
-            full_g = torch.zeros_like(acts_c[t.name][l], dtype=torch.float32)
+            full_g = torch.zeros_like(acts_src[t.name][l], dtype=torch.float32)
             if g is not None:
                 full_g[:, p0:] = g.sum(0)
             grads[t.name][l] = full_g
             patched[t.name][l] = fj[S].float().cpu()
-    acts_c32 = {kk: [a.float() for a in v] for kk, v in acts_c.items()}
-    acts_k32 = {kk: [a.float() for a in v] for kk, v in acts_k.items()}
-    scores = linear_scores(types, acts_c32, acts_k32, grads, per_pos)
+    acts_src32 = {kk: [a.float() for a in v] for kk, v in acts_src.items()}
+    acts_base32 = {kk: [a.float() for a in v] for kk, v in acts_base.items()}
+    scores = linear_scores(types, acts_src32, acts_base32, grads, per_pos)
     deltas = {}
     for t in types:
         rows = []
         for l in range(L):
-            attr = ((acts_c32[t.name][l] - acts_k32[t.name][l]) * grads[t.name][l]).reshape(B, -1).sum(-1).cpu()
-            effect = patched[t.name][l] - m_k.cpu()
+            attr = ((acts_src32[t.name][l] - acts_base32[t.name][l]) * grads[t.name][l]).reshape(B, -1).sum(-1).cpu()
+            effect = patched[t.name][l] - m_base.cpu()
             rows.append((float((attr - effect).mean()), float(effect.mean())))
         deltas[t.name] = rows
     worst = max(abs(d) for rows in deltas.values() for d, _ in rows)
     scale = max(abs(e) for rows in deltas.values() for _, e in rows)
+    m_src = task.metric(logits_src).float().mean().item()
+    m_clean, m_corr = (m_src, m_base.mean().item()) if direction == "denoise" else (m_base.mean().item(), m_src)
+    path = ("each hook's activation, corrupt -> clean, in the corrupted run" if direction == "denoise"
+            else "each hook's activation, clean -> corrupt, in the clean run")
     return AttributionResult(
         method="ig", scores=scores, seconds=time.perf_counter() - t0,
-        metric_clean=task.metric(logits_c).float().mean().item(), metric_corrupt=m_k.mean().item(),
-        per_position=sorted(per_pos),
-        config={"steps": steps, "method": method, "path": "each hook's activation, corrupt -> clean, in the corrupted run",
+        metric_clean=m_clean, metric_corrupt=m_corr, per_position=sorted(per_pos),
+        config={"direction": direction, "steps": steps, "method": method, "path": path,
                 "forward": "lean" if lean is not None else ("replay" if use_fast(fast) else "plain"),
                 "shared_prefix": p0, "lean_skipped": why},
         extras={"hook_completeness": {kk: [{"delta": d, "patch_effect": e} for d, e in v] for kk, v in deltas.items()},
@@ -437,14 +450,21 @@ def hook_integrated_gradients(model, task, components: Sequence[str] = ("resid",
 
 def integrated_gradients(model, task, components: Sequence[str] = ("resid", "attn_head", "mlp"),
                          per_position=False, steps: int | None = None, method: str = "gausslegendre",
-                         max_tokens: int = 4096, path: str = "hooks", fast: bool | None = None) -> AttributionResult:
+                         max_tokens: int = 4096, path: str = "hooks", fast: bool | None = None,
+                         direction: str = "denoise") -> AttributionResult:
     """Component scores by IG: ``path='hooks'`` (default) interpolates each component hook in the
     corrupted run (:func:`hook_integrated_gradients`, completeness = patching of the hook);
     ``path='embeddings'`` interpolates the input embeddings corrupt -> clean and scores
     (a_n(x) - a_n(x~)) . mean gradient at every node (EAP-IG node form, cheaper, but not an
-    estimate of patching node n: the gradient is taken on runs where *every* upstream node moves)."""
+    estimate of patching node n: the gradient is taken on runs where *every* upstream node moves).
+    ``direction='noise'`` reverses both: hooks interpolated clean -> corrupt in the clean run
+    (completeness = noising patch of the hook), embeddings clean -> corrupt, scored
+    (a_n(x~) - a_n(x)) . mean gradient."""
+    if direction not in ("denoise", "noise"):
+        raise ValueError(f"unknown direction {direction!r}; choose 'denoise' or 'noise'")
     if path == "hooks":
-        return hook_integrated_gradients(model, task, components, per_position, steps or 8, method, max_tokens, fast)
+        return hook_integrated_gradients(model, task, components, per_position, steps or 8, method, max_tokens, fast,
+                                         direction)
     if path != "embeddings":
         raise ValueError(f"unknown IG path {path!r}; choose 'hooks' or 'embeddings'")
     steps = steps or DEFAULT_STEPS
@@ -457,7 +477,9 @@ def integrated_gradients(model, task, components: Sequence[str] = ("resid", "att
     e_c, f_c, _ = _acts_at(model, task.clean, "hook_embed", task.metric)
     e_k, f_k, _ = _acts_at(model, task.corrupt, "hook_embed", task.metric)
     names = {(t.name, l): t.hook_name(l) for t in types for l in range(model.cfg.n_layers)}
-    # Interpolating the embeddings of the clean tokens' run: the positional / rotary inputs are
+    if direction == "noise":  # the path runs clean -> corrupt: swap the roles of the two runs
+        acts_c, acts_k, e_c, e_k, f_c, f_k = acts_k, acts_c, e_k, e_c, f_k, f_c
+    # Interpolating the embeddings in one prompt's run: the positional / rotary inputs are
     # identical for both prompts (same length), so only the token embeddings move.
     g_emb, g_col = _interpolate(model, task.clean, "hook_embed", e_c, e_k, alphas, weights, task.metric,
                                 max_tokens, collect=list(names.values()))
@@ -473,6 +495,7 @@ def integrated_gradients(model, task, components: Sequence[str] = ("resid", "att
         method="ig", scores=scores, seconds=time.perf_counter() - t0,
         metric_clean=task.metric(logits_c).float().mean().item(),
         metric_corrupt=task.metric(logits_k).float().mean().item(), per_position=sorted(per_pos),
-        config={"steps": steps, "method": method, "path": "input embeddings, corrupt -> clean"},
+        config={"direction": direction, "steps": steps, "method": method,
+                "path": "input embeddings, " + ("corrupt -> clean" if direction == "denoise" else "clean -> corrupt")},
         extras={"completeness_delta": delta, "relative_delta": abs(delta) / max(abs(total), 1e-12)},
     )

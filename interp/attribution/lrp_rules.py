@@ -44,6 +44,7 @@ Memory: one captured tensor per norm / MLP input during the pass (released on ex
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -116,15 +117,31 @@ register_rule(LRPRule("AH-rule", "attention", "CP-LRP: attention pattern detache
 register_rule(LRPRule("epsilon-rule", "linear", "R_in = x W^T (R_out / (z + eps))", _epsilon_factor))
 
 RULE_SETS = {
-    "default": ("LN-rule", "Identity-rule", "Half-rule"),  # the RelP reference default
-    "all": ("LN-rule", "Identity-rule", "Half-rule", "AH-rule"),
-    "all+epsilon": ("LN-rule", "Identity-rule", "Half-rule", "AH-rule", "epsilon-rule"),
+    # the RelP paper's and reference implementation's default: the one to use
+    "default": ("LN-rule", "Identity-rule", "Half-rule"),
+    # + CP-LRP on attention (pattern detached): conservative layer by layer, but it drops the
+    # pattern's gradient and tracks activation patching less closely than ``default`` on IOI
+    "default+cp-lrp": ("LN-rule", "Identity-rule", "Half-rule", "AH-rule"),
+    "default+cp-lrp+epsilon": ("LN-rule", "Identity-rule", "Half-rule", "AH-rule", "epsilon-rule"),
 }
+
+RENAMED_RULE_SETS = {"all": "default+cp-lrp", "all+epsilon": "default+cp-lrp+epsilon"}
+"""Old rule-set names, still accepted with a warning that says what they are."""
 
 
 def resolve_rules(rules: str | Sequence[str]) -> tuple[LRPRule, ...]:
-    """A rule-set name or a list of rule names -> rule objects (one per site, validated)."""
+    """A rule-set name or a list of rule names -> rule objects (one per site, validated).
+
+    The old names ``all`` / ``all+epsilon`` resolve to ``default+cp-lrp`` / ``default+cp-lrp+epsilon``
+    with a warning: they are not the paper's default rule set."""
     if isinstance(rules, str):
+        if rules in RENAMED_RULE_SETS:
+            new = RENAMED_RULE_SETS[rules]
+            warnings.warn(f"LRP rule set {rules!r} is the old name of {new!r}: the paper's default rules (LN, "
+                          "Identity, Half) plus the AH-rule (CP-LRP, attention pattern detached). It is not the "
+                          "default and tracks activation patching less closely than 'default'; pass "
+                          f"{new!r} to keep it, or 'default'.", UserWarning, stacklevel=3)
+            rules = new
         if rules not in RULE_SETS:
             raise ValueError(f"unknown LRP rule set {rules!r}; choose from {sorted(RULE_SETS)} or list rules "
                              f"from {sorted(LRP_RULES)}")

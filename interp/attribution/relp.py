@@ -6,8 +6,11 @@ where grad~ is the gradient of a *modified backward pass* (lrp_rules.py) over th
 forward pass.  Steps: 1. forward clean, cache activations; 2. inside ``lrp_rules(model)``
 forward corrupt, cache activations, one backward of sum_b m_b; 3. multiply, reduce.
 
-Rule sets: ``default`` = LN-, Identity-, Half-rule (the reference implementation's default);
-``all`` adds the AH-rule (CP-LRP).  Any list of rule names from ``LRP_RULES`` works.
+Rule sets (``RULE_SETS``): ``default`` = LN-, Identity-, Half-rule, the paper's and its reference
+implementation's default, and ours everywhere; ``default+cp-lrp`` adds the AH-rule (CP-LRP: the
+attention pattern detached), which makes every layer conservative but tracks activation patching
+less closely (tests/test_relp.py, slow).  ``all`` / ``all+epsilon`` are old names of the ``+cp-lrp``
+sets (accepted with a warning).  Any list of rule names from ``LRP_RULES`` works.
 
 Cost: as AtP, 2 forward + 1 backward, plus a few elementwise surrogate ops per layer.
 Memory: as AtP plus one captured input per norm / MLP during the backward.
@@ -20,7 +23,7 @@ from typing import Sequence
 
 from .atp import gradient_patching
 from .components import AttributionResult
-from .lrp_rules import resolve_rules, rule_hooks
+from .lrp_rules import RENAMED_RULE_SETS, resolve_rules, rule_hooks
 
 
 @dataclass(frozen=True)
@@ -28,14 +31,16 @@ class RelPConfig:
     """Settings of :func:`relevance_patching`."""
 
     rules: str | tuple[str, ...] = "default"
-    """A rule-set name (``default``, ``all``, ``all+epsilon``) or a tuple of rule names."""
+    """A rule-set name (``default``, ``default+cp-lrp``, ``default+cp-lrp+epsilon``) or a tuple of rule names."""
     epsilon: float = 1e-6
     """Stabiliser of the epsilon-rule (used only when it is active)."""
     direction: str = "denoise"
     """``denoise`` (gradient at the corrupted run) or ``noise`` (at the clean run)."""
 
     def __post_init__(self):
-        resolve_rules(self.rules)
+        resolve_rules(self.rules)  # validates; an old set name warns once here and is replaced
+        if isinstance(self.rules, str) and self.rules in RENAMED_RULE_SETS:
+            object.__setattr__(self, "rules", RENAMED_RULE_SETS[self.rules])
         if self.epsilon <= 0:
             raise ValueError("epsilon must be > 0")
 

@@ -1,9 +1,10 @@
 """Every attribution method on the same prompts, against activation patching (RelP paper, Table 1).
 
 For each component type (residual stream per layer and position, attention outputs per layer and
-position -- the paper's "attn" column --, attention heads, MLP outputs per layer and position) we compute activation patching (the ground truth), AtP, RelP (two rule
-sets: ``all`` = LN + Identity + Half + AH/CP-LRP, and the reference ``default`` without the
-AH-rule) and IG (``ig``: each component hook interpolated corrupt -> clean in
+position -- the paper's "attn" column --, attention heads, MLP outputs per layer and position) we
+compute activation patching (the ground truth), AtP, RelP (two rule sets: ``relp`` = the paper's
+``default`` LN + Identity + Half rules, and ``relp-cp-lrp`` = ``default+cp-lrp``, which adds the
+AH-rule, CP-LRP on attention) and IG (``ig``: each component hook interpolated corrupt -> clean in
 the corrupted run, its per-hook sum = patching of that hook; ``ig-embed``, opt-in: the EAP-IG node
 form along the input embeddings), then the Pearson r of each method's scores with patching
 (``None``, with the reason in ``pearson_undefined``, where r is undefined: a constant or non-finite score
@@ -44,8 +45,8 @@ COMPONENTS = ("resid", "attn", "attn_head", "mlp")
 METHOD_SPECS = {
     "patch": ("patch", {}),
     "atp": ("atp", {}),
-    "relp": ("relp", {"rules": "all"}),
-    "relp-default": ("relp", {"rules": "default"}),
+    "relp": ("relp", {"rules": "default"}),
+    "relp-cp-lrp": ("relp", {"rules": "default+cp-lrp"}),
     "ig": ("ig", {"path": "hooks"}),
     "ig-embed": ("ig", {"path": "embeddings"}),
 }
@@ -91,6 +92,9 @@ def compare_methods(model, task_name: str, n: int = 8, seed: int = 0, methods=No
     from interp.models import model_name
 
     methods = tuple(m for m in METHOD_SPECS if m != "ig-embed") if methods is None else tuple(methods)
+    if "relp-default" in methods:
+        raise ValueError("method 'relp-default' was renamed: 'relp' is now RelP with the paper's default rules "
+                         "(LN, Identity, Half); 'relp-cp-lrp' adds the AH-rule (CP-LRP), which the old 'relp' used")
     bad = [m for m in methods if m not in METHOD_SPECS]
     if bad:
         raise ValueError(f"unknown method(s) {bad}; choose from {sorted(METHOD_SPECS)}")
@@ -130,8 +134,8 @@ def compare_methods(model, task_name: str, n: int = 8, seed: int = 0, methods=No
         "model": model_name(model), "task": task_name, "n_prompts": task.n, "seed": seed,
         "corruption": task.meta.get("corruption", corruption),
         "config": {"per_position": list(per_position), "methods": list(methods), "components": list(comps),
-                   "relp_rules": {"relp": "all (LN, Identity, Half, AH/CP-LRP)",
-                                  "relp-default": "default (LN, Identity, Half)"}},
+                   "relp_rules": {"relp": "default (LN, Identity, Half: the paper's)",
+                                  "relp-cp-lrp": "default+cp-lrp (LN, Identity, Half, AH/CP-LRP)"}},
         "metric_clean": ref.metric_clean, "metric_corrupt": ref.metric_corrupt,
         "pearson": corr, "pearson_undefined": undefined, "seconds": secs,
         "speed": {"patch_over_relp": secs["patch"] / secs["relp"] if "relp" in secs else None,

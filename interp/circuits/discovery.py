@@ -3,17 +3,24 @@
 Algorithm (node-level circuits as in Wang et al. 2022 and Hanna et al. 2024; docs/methods.md, Circuit discovery):
 1. Rank the components (attention heads and MLPs) by an attribution method's score, largest
    first (``order='signed'``: components that push the metric up; ``'abs'``: by magnitude).
-2. Faithfulness curve: for a grid of sizes k, keep the top-k components running normally on the
-   clean prompts and patch *every other* component with its corrupted activation (or the clean
-   mean); F(k) = (m(C_k) - m(empty)) / (m(all) - m(empty)).  Many sizes share one forward pass
-   (``complement_metric``).  With every head and MLP corrupted the last position sees only
+2. Faithfulness curve: for every size k = 0..n, keep the top-k components running normally on
+   the clean prompts and patch *every other* component with its corrupted activation (or the
+   clean mean); F(k) = (m(C_k) - m(empty)) / (m(all) - m(empty)).  Many sizes share one forward
+   pass (``complement_metric``).  With every head and MLP corrupted the last position sees only
    corrupted information, so m(empty) equals m(corrupt) for tasks whose last token is shared.
-3. The circuit is the smallest k with F(k) >= share: the first grid point over the line, then a
-   bisection between it and the previous grid point (F is measured, never extrapolated).
+3. The circuit is the smallest k with F(k) >= share, read off the measured curve.  F(k) is not
+   monotone in k (a component that pushes the metric down can enter before one that restores
+   it), so no search that assumes monotonicity can promise the smallest k; measuring every k can.
+   ``grid=G`` (opt-in, cheaper) measures only ~G geometric sizes and returns precisely: the
+   first grid size g with F(g) >= share, refined by bisection on (g_prev, g] (g_prev the grid
+   size before g): mid = (lo + hi) // 2, hi = mid if F(mid) >= share else lo = mid, until
+   hi = lo + 1; it returns hi, a size where F crosses ``share`` upwards (F(hi - 1) < share <=
+   F(hi)); it is the smallest k only when F is monotone up to g.
 4. Verification by real patching: the chosen circuit's F is a real patched run; we also report
    the denoising check (corrupted run with only the circuit's components patched from clean).
 
-Cost: (grid + log2(gap)) * B*T tokens of forward passes, batched ``max_tokens`` at a time.
+Cost: (n + 1) * B*T tokens of forward passes (n = number of components; ``grid=G``:
+(G + log2(gap)) * B*T), batched ``max_tokens`` tokens a pass.
 Memory: clean and corrupted activations of every head and MLP (see attribution/components.py).
 """
 
@@ -28,6 +35,15 @@ import torch
 
 from interp.attribution.components import AttributionResult, cache_components, component_types
 from interp.attribution.patching import complement_metric, run_with_masks
+
+
+def no_metric_gap(full: float, empty: float) -> bool:
+    """True when m(all) and m(empty) are equal up to float32 rounding: nothing to attribute.
+
+    The two come from different rows of batched float32 forwards, whose reduction order (and so the
+    last bits) can depend on the batch and the thread count: identical prompts measured 6e-8 apart
+    at |m| = 0.82 on two threads.  1e-5 relative is ~100x that."""
+    return abs(full - empty) <= 1e-5 * max(1.0, abs(full), abs(empty))
 
 
 def check_circuit_settings(share: float, source: str, types) -> None:
@@ -53,8 +69,10 @@ class CircuitConfig:
     """Rank by |score| (``abs``, default: a strongly negative linear estimate still marks a
     component the metric depends on, e.g. MLP0 acting as an extended embedding) or by score
     (``signed``: only components that push the metric up come first)."""
-    grid: int = 24
-    """Number of sizes on the faithfulness curve (geometric spacing, always including 0 and all)."""
+    grid: int | None = None
+    """None (default): measure F at every size 0..n and return the smallest k with F >= share.
+    An int G: measure ~G geometric sizes (always 0 and all) plus a bisection (module doc, step 3):
+    cheaper, and the smallest k only where F is monotone."""
     max_tokens: int = 4096
     """Tokens per forward pass."""
 
@@ -62,8 +80,8 @@ class CircuitConfig:
         check_circuit_settings(self.share, self.source, self.types)
         if self.order not in ("signed", "abs"):
             raise ValueError(f"order must be 'signed' or 'abs', got {self.order!r}")
-        if self.grid < 2:
-            raise ValueError("grid must be >= 2")
+        if self.grid is not None and self.grid < 2:
+            raise ValueError(f"grid must be None (every size) or >= 2, got {self.grid}")
 
 
 @dataclass
@@ -144,7 +162,8 @@ def size_grid(n: int, points: int) -> list[int]:
 
 
 def discover_circuit(model, task, result: AttributionResult, config: CircuitConfig | None = None) -> Circuit:
-    """Prune to the smallest top-k set with faithfulness >= ``config.share`` (see module doc)."""
+    """The smallest top-k set of the ranking with faithfulness >= ``config.share`` (``grid=None``,
+    default; with ``grid=G`` the grid-and-bisection size of the module doc, step 3)."""
     cfg = config or CircuitConfig()
     types = component_types(cfg.types)
     missing = [t.name for t in types if t.name not in result.scores]
@@ -166,17 +185,17 @@ def discover_circuit(model, task, result: AttributionResult, config: CircuitConf
                                  source=cfg.source, acts=(ac, ak), max_tokens=cfg.max_tokens)
         measured.update(zip(sizes, vals.tolist()))
 
-    grid = size_grid(n, cfg.grid)
+    grid = list(range(n + 1)) if cfg.grid is None else size_grid(n, cfg.grid)
     measure(grid)
     full, empty = measured[n], measured[0]
     gap = full - empty
-    if abs(gap) < 1e-9:
+    if no_metric_gap(full, empty):
         raise ValueError("the metric does not change between the full model and the all-patched model; "
                          "nothing to attribute (are clean and corrupted prompts identical?)")
     F = lambda k: (measured[k] - empty) / gap  # noqa: E731
-    hi = next(k for k in grid if F(k) >= cfg.share)
+    hi = next(k for k in grid if F(k) >= cfg.share)  # exists: F(n) = 1 >= share
     lo = max([k for k in grid if k < hi], default=0)
-    while hi - lo > 1:  # bisection on measured values
+    while hi - lo > 1:  # grid mode only: bisection on measured values (every size measured: hi = lo + 1)
         mid = (lo + hi) // 2
         measure([mid])
         if F(mid) >= cfg.share:

@@ -11,7 +11,8 @@
    ``search='greedy'`` (default): greedy pruning by real patching with the method's scores as
    the order of tries (search.py), then the circuit's F on held-out prompts (another seed);
    the top-k curve of step 3b is kept beside it for comparison.
-   ``search='topk'``: the smallest top-k set of the ranking with F >= ``share`` (discovery.py);
+   ``search='topk'``: the smallest top-k set of the ranking with F >= ``share`` (discovery.py:
+   F measured at every size k, since F(k) is not monotone);
 4. for IOI, classify heads by attention-pattern tests;
 5. token-level IG attributions (embeddings, corrupted prompt as baseline) for two prompts;
 6. activation patching of every head and MLP beside the method's scores, EAP edges between
@@ -21,7 +22,7 @@
 
 Cost: dominated by the per-component patching (step 2 for ``patch``, step 6 otherwise: one forward
 per component, batched) and by step 3 (a few hundred patched B*T-token runs for the greedy search
-on 300 components).
+on 300 components, plus n + 1 for the top-k curve, which is always measured).
 """
 
 from __future__ import annotations
@@ -49,13 +50,17 @@ SEARCHES = ("greedy", "topk")
 COMPONENTS = ("resid", "attn_head", "mlp")
 
 
-def run_method(model, task, method: str, per_position=("resid",), rules="all", steps: int | None = None,
+def run_method(model, task, method: str, per_position=("resid",), rules="default", steps: int | None = None,
                progress: bool = False, direction: str = "denoise"):
     """One attribution method over resid / heads / MLPs (a ``ValueError`` for unknown names).
 
+    ``rules``: RelP's LRP rule set (``default``: the paper's LN, Identity, Half rules;
+    ``default+cp-lrp`` adds the AH-rule; see relp.py) or a tuple of rule names.
+
     ``direction='noise'`` scores the effect of corrupting a component in the clean run (patching
-    source ``noise``; AtP / RelP gradients at the clean run); IG's straight path is the same
-    either way.
+    source ``noise``; AtP / RelP gradients at the clean run; IG's path from the clean to the
+    corrupted activation inside the clean run), ``'denoise'`` the effect of restoring it in the
+    corrupted run; every method's scores then carry the sign of patching in that direction.
     """
     if direction not in ("denoise", "noise"):
         raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
@@ -71,7 +76,7 @@ def run_method(model, task, method: str, per_position=("resid",), rules="all", s
                                   config=RelPConfig(rules=rules, direction=direction))
     if method == "ig":
         kw = {} if steps is None else {"steps": steps}
-        return integrated_gradients(model, task, COMPONENTS, per_position=per_position, **kw)
+        return integrated_gradients(model, task, COMPONENTS, per_position=per_position, direction=direction, **kw)
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 
 
@@ -118,7 +123,7 @@ def write_outputs(results, out: str | Path) -> tuple[Path, Path | None]:
 
 
 def run_circuit(model, task_name: str, method: str = "relp", out: str | Path | None = None, n: int = 8,
-                seed: int = 0, share: float = 0.8, rules="all", progress: bool = False, search: str = "greedy",
+                seed: int = 0, share: float = 0.8, rules="default", progress: bool = False, search: str = "greedy",
                 source: str = "corrupt", margin: float = 0.05, heldout_n: int = 16,
                 heldout_seed: int | None = None, examples: bool = True, corruption: str | None = None,
                 check_patching: bool = True, edges: bool = True) -> CircuitResult:
@@ -129,6 +134,7 @@ def run_circuit(model, task_name: str, method: str = "relp", out: str | Path | N
     search keeps F >= share + margin on the discovery prompts.  ``heldout_n`` prompts with seed
     ``heldout_seed`` (default ``seed + 1``) re-measure the final circuit's F (0 skips it).
     ``corruption``: the task's corruption (``interp.tasks.CORRUPTIONS``; None = its default).
+    ``rules``: RelP's rule set (``default``, the paper's; see :func:`run_method`).
     ``check_patching``: also run activation patching of every head and MLP (the report shows the
     method's scores beside it).  ``edges``: EAP edge scores between circuit members (the graph).
     """
@@ -210,7 +216,7 @@ def run_circuit(model, task_name: str, method: str = "relp", out: str | Path | N
         attention=attention_patterns(model, task.prompts[0]), examples=token_ex,
         position_labels=[model.tokenizer.decode([t]) for t in task.clean[0].tolist()],
         prompts=task.to_json(),
-        config={"method": method, "share": share, "rules": rules if method == "relp" else None, "n": n,
+        config={"method": method, "share": share, "rules": res.config["rules"] if method == "relp" else None, "n": n,
                 "search": search, "source": source, "margin": margin if search == "greedy" else None,
                 "heldout_n": heldout_n, "check_patching": check_patching, "edges": edges},
         timings=timings, versions=versions(),

@@ -46,7 +46,7 @@ import torch
 from interp.attribution.components import AttributionResult, cache_components, component_types
 from interp.attribution.patching import complement_metric, run_with_masks
 
-from .discovery import check_circuit_settings, keep_mask, rank_components, unit_name
+from .discovery import check_circuit_settings, keep_mask, no_metric_gap, rank_components, unit_name
 
 Unit = tuple  # (type name, layer, unit index tuple)
 
@@ -175,7 +175,7 @@ def circuit_faithfulness(model, task, components: Sequence[str], types=("attn_he
     units = [parse_component(c) for c in components]
     full, empty, mc = ev.metric([all_units(model, ev.ac, ev.types), [], units])
     gap = full - empty
-    if abs(gap) < 1e-9:
+    if no_metric_gap(full, empty):
         raise ValueError("the metric does not change between the full model and the all-patched model")
     return {"F": (mc - empty) / gap, "metric_full": full, "metric_empty": empty, "metric_circuit": mc, "n": task.n}
 
@@ -199,7 +199,7 @@ def search_circuit(model, task, prior: AttributionResult | None = None, config: 
         order = list(units)
     full, empty = ev.metric([units, []])
     gap = full - empty
-    if abs(gap) < 1e-9:
+    if no_metric_gap(full, empty):
         raise ValueError("the metric does not change between the full model and the all-patched model; "
                          "nothing to attribute (are clean and corrupted prompts identical?)")
     F = lambda m: (m - empty) / gap  # noqa: E731

@@ -19,7 +19,8 @@ def register(subparsers) -> None:
     p.add_argument("--corruption", default=d("corruption"), choices=corruption_choices(), help=CORRUPTION_HELP)
     p.add_argument("--share", type=float, default=d("share"), help="share of the metric the circuit must keep")
     p.add_argument("--rules", default=d("rules"), choices=sorted(RULE_SETS),
-                   help="RelP rule set (interp.attribution.lrp_rules.RULE_SETS)")
+                   help="RelP LRP rule set: default (the RelP paper's: LN, Identity, Half rules) | default+cp-lrp "
+                        "(adds the AH-rule, CP-LRP on attention) | default+cp-lrp+epsilon")
     p.add_argument("--search", default=d("search"), choices=list(SEARCHES),
                    help="greedy: prune by real patching, the method's scores order the tries; "
                         "topk: smallest top-k of the method's ranking")

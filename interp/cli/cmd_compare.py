@@ -17,7 +17,8 @@ def register(subparsers) -> None:
     p.add_argument("--corruption", default=d("corruption"), choices=corruption_choices(),
                    help=CORRUPTION_HELP + "; s2 is the like-for-like RelP Table 1 setting")
     p.add_argument("--methods", default=",".join(m for m in METHOD_SPECS if m != "ig-embed"),
-                   help=f"comma list from {', '.join(METHOD_SPECS)} (ig: per-hook IG; ig-embed: EAP-IG node form)")
+                   help=f"comma list from {', '.join(METHOD_SPECS)} (relp: the RelP paper's default rules; relp-cp-lrp "
+                        "adds the AH-rule, CP-LRP on attention; ig: per-hook IG; ig-embed: EAP-IG node form)")
     p.add_argument("--components", default=",".join(d("components")),
                    help=f"comma list of component types from {', '.join(COMPONENTS)} (attn: attention output per "
                         "layer and position, the RelP paper's column)")
