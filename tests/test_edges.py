@@ -444,6 +444,25 @@ def test_cli_bad_input(capsys):
     assert "unknown methods" in capsys.readouterr().err
 
 
+def _metric_rounding_bound(m, task) -> float:
+    """Worst-case float32 change of the IOI logit difference when the same forward is summed in another order.
+
+    Each logit at the last position is the length-d_model sum h . W_U[:, t] (+ b_U).  Any summation order of a
+    length-n float32 inner product lies within n * eps * sum_i |h_i W_U[i, t]| of the exact value (Higham,
+    "Accuracy and Stability of Numerical Algorithms", 2nd ed., section 3.1, gamma_n), so two orders differ by at
+    most twice that; the metric is the difference of two such logits, averaged over prompts.  The rounding that h
+    itself carries from upstream is of the same relative order and left to the slack of this worst-case bound
+    (tiny-gpt2 IOI: the metric moved by 1/370 of the bound).
+    """
+    with torch.no_grad():
+        _, cache = m.run_with_cache(task.clean, names_filter=lambda n: n == "ln_final.hook_normalized")
+    h = cache["ln_final.hook_normalized"][:, -1].double()
+    W = m.W_U.double()
+    io, s = task.answers[:, 0], task.answers[:, 1]
+    terms = (h * W[:, io].T).abs().sum(-1) + (h * W[:, s].T).abs().sum(-1)
+    return 2 * m.cfg.d_model * torch.finfo(torch.float32).eps * float(terms.mean())
+
+
 def test_cli_circuit_curve_is_the_python_api(tmp_path, capsys):
     """``--circuit`` writes the curve of faithfulness_curve() on the same scores; the report shows it."""
     import json
@@ -464,10 +483,16 @@ def test_cli_circuit_curve_is_the_python_api(tmp_path, capsys):
     n_all = sc[0].graph.n_edges
     assert fc["sizes"] == [5, 20, n_all]
     want = faithfulness_curve(m, task, sc, [5, 20, n_all])
+    # The CLI, the API and the clean run are the same float32 forwards in other batch layouts (another number of
+    # stacked circuit copies), so F_norm = (m(C) - m(x~)) / (m(x) - m(x~)) moves by rounding only: at most
+    # _metric_rounding_bound over the span, 4.4e-3 here (the random model's span is 1.3e-3; seen: 1.2e-5,
+    # one float32 ulp of m ~ 0.16, on an Intel Xeon).  The exact identities are checked in float64 in
+    # test_edge_circuit.py.
+    tol = _metric_rounding_bound(m, task) / abs(want.metric_clean - want.metric_corrupt)
     for mth in ("eap", "eap-ig"):
         assert fc["curves"][mth]["n_edges"] == want.curves[mth]["n_edges"]
-        assert fc["curves"][mth]["f_norm"] == pytest.approx(want.curves[mth]["f_norm"], abs=1e-5)
-        assert fc["curves"][mth]["f_norm"][-1] == pytest.approx(1.0, abs=1e-5)
+        assert fc["curves"][mth]["f_norm"] == pytest.approx(want.curves[mth]["f_norm"], abs=tol)
+        assert fc["curves"][mth]["f_norm"][-1] == pytest.approx(1.0, abs=tol)
     assert set(fc["curves"]) == {"eap", "eap-ig", "eap greedy", "eap-ig greedy"}
     html = (out / "report.html").read_text()
     assert "Faithfulness of top-n edge circuits" in html and "Faithfulness per circuit" in html
