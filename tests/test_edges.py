@@ -338,7 +338,7 @@ def test_prefix_replay_receiver_gradients(name):
         # float64 models: 1e-9 of the largest score ~ 5e6 eps64; gqa-llama's RMSNorm runs in float32: 3e-8 ~ eps32 / 4
         tol = dict(rtol=1e-7, atol=(3e-8 if name == "gqa-llama" else 1e-9) * float(ref.abs().max()))
         torch.testing.assert_close(cached[~upstream], ref[~upstream], **tol)
-        torch.testing.assert_close(batch, ref, **tol)
+        torch.testing.assert_close(batch, ref, **tol)  # the same tol
         if h.endswith("hook_z"):  # the heads' output is fixed: their own q/k/v get no gradient
             assert (ref[own_qkv] == 0).all() and (cached[own_qkv] == 0).all() and (batch[own_qkv] == 0).all()
         else:

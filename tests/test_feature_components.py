@@ -86,6 +86,7 @@ def test_atp_over_features_equals_patching_when_linear(kind):
     # difference cancels to ~eps32 x |logit| / |effect| relative, so 1e-4 of the largest effect
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
     torch.testing.assert_close(atp.scores[sp.error][last], ap.scores[sp.error][last], rtol=1e-4, atol=1e-5)
+    # same as AtP above
     torch.testing.assert_close(relp.scores[sp.feat][last], b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
     assert ap.scores[sp.feat][:last].abs().max() == 0  # layers without a dictionary have no features
 

@@ -144,7 +144,7 @@ def test_hook_ig_equals_atp_and_patching_when_linear(arch):
     assert b.abs().max() > 1e-4
     tol = 1e-4 * b.abs().max().item()
     assert torch.allclose(ig.scores["mlp"][last], b, atol=tol)  # linear case: float32, 840 eps32 of max
-    assert torch.allclose(atp.scores["mlp"][last], b, atol=tol)
+    assert torch.allclose(atp.scores["mlp"][last], b, atol=tol)  # the same tol
 
 
 def test_embedding_path_ig_still_complete(tiny_llama):

@@ -152,4 +152,4 @@ def test_lean_gemma3_270m_equals_bridge():
         kw = dict(hook=hook, baseline=task.corrupt, steps=4)
         fast = layer_integrated_gradients(model, task.clean, task.metric, **kw)
         ref = layer_integrated_gradients(model, task.clean, task.metric, fast=False, **kw)
-        assert fast.path == "lean" and _close(fast.attributions, ref.attributions, rel=1e-5)
+        assert fast.path == "lean" and _close(fast.attributions, ref.attributions, rel=1e-5)  # see _close

@@ -279,7 +279,7 @@ def test_activation_store_path_equals_live(tiny_llama, tmp_path):
     # float32 store rows re-batched (batch 7) vs the live forward: norms over d, 840 eps32
     torch.testing.assert_close(got["resid_norm_sink"], live.resid_norm_sink, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got["resid_norm_rest_max"], live.resid_norm_rest_max, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(got["resid_peak"], live.resid_peak, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got["resid_peak"], live.resid_peak, rtol=1e-4, atol=1e-5)  # as above
     with pytest.raises(ValueError, match="no blocks.L.hook_resid_post"):
         resid_peak_from_store(store, layers=[7])
 

@@ -92,7 +92,7 @@ def test_batched_kernel_agrees_with_reference():
     # 1 thread); 1e-3 leaves 250x for rounding growth over the iterations on other CPUs
     assert torch.allclose(Fb[0], Fr, rtol=1e-3, atol=1e-4)
     assert torch.allclose(Gb[1], Gr, rtol=1e-3, atol=1e-4)
-    assert [row[0] for row in lb] == pytest.approx(lr, rel=1e-3)
+    assert [row[0] for row in lb] == pytest.approx(lr, rel=1e-3)  # as above
 
 
 def test_reference_switch_via_config_and_env(monkeypatch):
