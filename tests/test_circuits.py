@@ -218,7 +218,7 @@ def test_greedy_search_F_matches_hand_hooks_and_is_minimal(tiny_llama, source):
     c = search_circuit(tiny_llama, task, prior, SearchConfig(share=0.8, source=source))
     assert 0 < len(c.components) < c.n_total == 10
     F = _hand_F(tiny_llama, task, c.components, source)
-    assert F == pytest.approx(c.faithfulness, abs=1e-4) and F >= 0.8  # 1e-4 of F ~ 14 ulps of m / span (unhooked: 0.037, 5e-4)
+    assert F == pytest.approx(c.faithfulness, abs=1e-4) and F >= 0.8  # 1e-4 of F ~ 14 ulps of m / span
     assert c.minimal
     for drop in c.components:  # 1-minimal: dropping any one member takes F below the threshold
         rest = [x for x in c.components if x != drop]

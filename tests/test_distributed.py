@@ -264,8 +264,8 @@ def _worker(store_path: str, out: str) -> None:
                 Path(f"{out}/{name}.json").write_text(json.dumps({"steps": r.steps, "tokens": r.tokens}))
         # the torchrun entry point (checkpoints + SAELens folder from rank 0)
         ddp_main(["--store", store_path, "--hook", "blocks.1.hook_resid_post", "--arch", "relu", "--d-sae", "64",
-                  "--l1-coeff", "0.05", "--n-tokens", str(TRAIN["n_tokens"]), "--batch-size", str(TRAIN["batch_size"]), "--lr", "3e-3",
-                  "--warmup-steps", "4", "--seed", "3", "--checkpoint-every", "8", "--out", f"{out}/cli",
+                  "--l1-coeff", "0.05", "--n-tokens", str(TRAIN["n_tokens"]), "--batch-size", str(TRAIN["batch_size"]),
+                  "--lr", "3e-3", "--warmup-steps", "4", "--seed", "3", "--checkpoint-every", "8", "--out", f"{out}/cli",
                   "--backend", "gloo"])
 
 
