@@ -12,6 +12,17 @@ import torch
 torch.set_num_threads(int(os.environ.get("INTERP_TEST_THREADS", "1")))
 
 
+def pytest_report_header(config):
+    """The machine in the header of every run: float results depend on the CPU model and the thread count."""
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"machine: {cpu}, {os.cpu_count()} cores; torch threads: {torch.get_num_threads()} (INTERP_TEST_THREADS)"
+
+
 @pytest.fixture(scope="session")
 def tiny_llama():
     from interp.models import load_model

@@ -14,10 +14,12 @@ def test_generator_follows_the_definition():
     task = BBTask(n_triggers=3, seq_len=48)
     marginal, bigram, triggers = task.tables()
     # tables are distributions; triggers are the top-3 characters by frequency in the text
+    # allclose defaults (rtol 1e-5 = 84 float32 eps): a float32 row sum of len(chars) probabilities
     assert torch.allclose(bigram.sum(1), torch.ones(len(bigram)))
     counts = {c: task.text.count(c) for c in task.chars}
     top = sorted(counts, key=counts.get, reverse=True)[:3]
     assert sorted(task.chars[i] for i in triggers) == sorted(top)
+    # approx default (rel 1e-6): one float division against the exact count ratio
     assert marginal[task.chars.index("e")] == pytest.approx(counts["e"] / len(task.text))
     x = task.sample(200, torch.Generator().manual_seed(0))
     assert x.shape == (200, 48) and (x[:, 0] == task.bos_id).all()
@@ -95,6 +97,7 @@ def test_warmup_schedule():
     from interp.toy.bigram_backcopy import lr_at
 
     cfg = BBTrainConfig(lr=1e-2, warmup=200)
+    # approx default (rel 1e-6): lr_at is a product and a ratio of floats, exact to ~1 ulp
     assert lr_at(cfg, 1) == pytest.approx(5e-5) and lr_at(cfg, 100) == pytest.approx(5e-3)
     assert lr_at(cfg, 200) == lr_at(cfg, 5000) == pytest.approx(1e-2)
     assert lr_at(BBTrainConfig(lr=1e-3, warmup=0), 1) == 1e-3

@@ -27,7 +27,9 @@ def test_discovery_finds_smallest_prefix_and_is_verified_by_patching(tiny_llama)
     assert F[k] >= 0.6 and all(F[j] < 0.6 for j in range(k))  # the smallest size
     assert F[0] == pytest.approx(0.0) and F[c.n_total] == pytest.approx(1.0)
     # the empty circuit (all heads + MLPs corrupted) is the corrupted run: same last token
+    # float32 forward, all components patched: 840 eps32 x |m|
     assert c.metric_empty == pytest.approx(res.metric_corrupt, abs=1e-4)
+    # float32 forward in another batch layout: 84 eps32 x |m|
     assert c.metric_full == pytest.approx(res.metric_clean, abs=1e-5)
     ranked = rank_components(res, component_types(("attn_head", "mlp")), "abs")
     assert [abs(r[3]) for r in ranked] == sorted([abs(r[3]) for r in ranked], reverse=True)
@@ -115,6 +117,7 @@ def test_config_errors(tiny_llama):
 def test_size_grid_and_pearson():
     g = size_grid(300, 10)
     assert g[0] == 0 and g[-1] == 300 and g == sorted(set(g))
+    # approx default: exact collinear data
     assert pearson(torch.tensor([1.0, 2, 3]), torch.tensor([2.0, 4, 6])) == pytest.approx(1.0)
     assert pearson(torch.tensor([1.0, 2, 3]), torch.tensor([3.0, 2, 1])) == pytest.approx(-1.0)
 
@@ -142,8 +145,9 @@ def test_head_roles_previous_token_planted(tiny_llama):
         hr = classify_heads(tiny_llama, task, copy_threshold=0.0)  # the pattern alone (copy tested below)
     finally:
         tiny_llama.reset_hooks(including_permanent=True)
-    assert hr.scores["previous_token"][0, 1] == pytest.approx(1.0)
+    assert hr.scores["previous_token"][0, 1] == pytest.approx(1.0)  # approx default: a planted attention pattern
     assert hr.roles["0.1"] == "previous_token"
+    # approx default: a planted pattern
     assert hr.scores["name_mover"][1, 2] == pytest.approx(1.0) and hr.roles["1.2"] == "name_mover"
     with pytest.raises(ValueError, match="IOI positions"):
         classify_heads(tiny_llama, _task(tiny_llama))
@@ -265,14 +269,14 @@ def test_greedy_search_F_matches_hand_hooks_and_is_minimal(tiny_llama, source):
     c = search_circuit(tiny_llama, task, prior, SearchConfig(share=0.8, source=source))
     assert 0 < len(c.components) < c.n_total == 10
     F = _hand_F(tiny_llama, task, c.components, source)
-    assert F == pytest.approx(c.faithfulness, abs=1e-4) and F >= 0.8
+    assert F == pytest.approx(c.faithfulness, abs=1e-4) and F >= 0.8  # 1e-4 of F ~ 14 ulps of m / span
     assert c.minimal
     for drop in c.components:  # 1-minimal: dropping any one member takes F below the threshold
         rest = [x for x in c.components if x != drop]
         f_rest = _hand_F(tiny_llama, task, rest, source) if rest else 0.0
         assert f_rest < 0.8
         if rest:
-            assert f_rest == pytest.approx(c.single_removal_F[drop], abs=1e-4)
+            assert f_rest == pytest.approx(c.single_removal_F[drop], abs=1e-4)  # 14 ulps of m / span, as above
     # the trajectory is what was measured: every accepted step kept F >= threshold
     assert c.trajectory_sizes[0] == 10 and c.trajectory_sizes[-1] == len(c.components)
     assert all(f >= 0.8 for f in c.trajectory_F)
@@ -314,7 +318,9 @@ def test_greedy_search_stays_inside_planted_circuit(tiny_llama):
             c = search_circuit(tiny_llama, task, p, SearchConfig(share=0.9, max_group=2))
             assert set(c.components) <= planted, c.components
             assert c.faithfulness >= 0.9
+            # 1e-5 of F = 1e-5 x span of m: with the unhooked span (5.1e-4) ~1.4 float32 ulps of m (0.037): tight
             assert circuit_faithfulness(tiny_llama, task, c.components)["F"] == pytest.approx(c.faithfulness, abs=1e-5)
+        # as above
         assert circuit_faithfulness(tiny_llama, task, sorted(planted))["F"] == pytest.approx(1.0, abs=1e-5)
 
 
@@ -418,6 +424,7 @@ def test_head_roles_copy_decides_name_mover(tiny_llama):
         assert hr.roles["1.2"] == "name_mover"  # threshold 0: every head copies "enough"; name_mover listed first
         hr_strict = classify_heads(tiny_llama, task, copy_threshold=max(c, nc) + 0.01)
         assert hr_strict.roles.get("1.2") not in ("name_mover", "negative_name_mover")
+        # approx default: the planted pattern
         assert hr_strict.scores["name_mover"][1, 2] == pytest.approx(1.0)  # the pattern score itself is kept
         assert not hr_strict.notes
     finally:

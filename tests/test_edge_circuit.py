@@ -44,11 +44,14 @@ def test_full_and_empty_circuits_are_the_clean_and_corrupted_runs(name):
         corrupt = task.metric(m(task.corrupt)).double().mean().item()
     assert abs(clean - corrupt) > 1e-6  # the two ends differ, so the check has teeth
     f = edge_circuit_faithfulness(m, task, [g.mask, torch.zeros_like(g.mask)], labels=["full", "empty"])
+    # float64 model: the same metric computed the same way (1e-12 ~ 5e3 eps64 x |m|); circuit runs re-sum the
+    # residual in another batch layout: 1e-10 ~ 5e5 eps64 x |m|, far above the 2 x d_model x eps64 re-sum bound
     assert f.metric_clean == pytest.approx(clean, abs=1e-12)
     assert f.metric_corrupt == pytest.approx(corrupt, abs=1e-12)
-    assert f.metrics[0].item() == pytest.approx(clean, abs=1e-10)
-    assert f.metrics[1].item() == pytest.approx(corrupt, abs=1e-10)
-    assert f.f_norm.tolist() == pytest.approx([1.0, 0.0], abs=1e-8)
+    assert f.metrics[0].item() == pytest.approx(clean, abs=1e-10)  # float64 circuit run: 1e-10 as above
+    assert f.metrics[1].item() == pytest.approx(corrupt, abs=1e-10)  # float64 circuit run: 1e-10 as above
+    assert f.f_norm.tolist() == pytest.approx([1.0, 0.0], abs=1e-8)  # 1e-10 / span (1e-3 here) with slack: float64
+    # float64, as above
     assert abs(f.identity["full_minus_clean"]) < 1e-10 and abs(f.identity["empty_minus_corrupt"]) < 1e-10
     # the logits receiver matters: keeping only the edges into the logits is not the clean run
     only = torch.zeros_like(g.mask)
@@ -74,6 +77,7 @@ def test_full_minus_one_edge_is_edge_patching(name):
         masks.append(c)
     f = edge_circuit_faithfulness(m, task, masks, check_ends=False)
     p = edge_patching(m, task, picks, eps=1.0, fast=False)
+    # float64: circuit minus one edge == edge patching, re-summed
     torch.testing.assert_close(f.metrics - f.metric_clean, p.effects, rtol=1e-7, atol=1e-11)
     assert p.effects.abs().max() > 1e-6
 
@@ -91,6 +95,7 @@ def test_pruning_keeps_the_metric_and_removes_dead_ends():
     assert sorted(Circuit(g, p).edge_names()) == sorted(["embed->L0H1.v", "L0H1->MLP1", "MLP1->logits"])
     assert Circuit(g, p).nodes() == ["embed", "L0H1", "MLP1", "logits"]
     f = edge_circuit_faithfulness(m, task, [c, p], check_ends=False)
+    # float64, pruning changes nothing: ~5e3 eps64
     assert f.metrics[0].item() == pytest.approx(f.metrics[1].item(), abs=1e-12)
     assert abs(f.metrics[0].item() - f.metric_corrupt) > 1e-9  # the kept path carries clean information
     assert f.n_edges == [6, 3]
@@ -166,6 +171,7 @@ def test_matches_hand_written_gpt2_circuit_run():
         bridge = task.metric(m(task.clean)).double().mean().item()
     for c, got in zip(circuits, f.metrics.tolist()):
         plain, want = _gpt2_circuit_run(m, task, as_edge_mask(g, c))
+        # float64 (1e-10 ~ 5e5 eps64 x |m|): the hand-written GPT-2 forward vs the bridge, another op order
         assert plain == pytest.approx(bridge, abs=1e-10)  # the hand-written forward is GPT-2
         assert got == pytest.approx(want, abs=1e-10), c
     assert len({round(x, 12) for x in f.metrics.tolist() + [f.metric_corrupt]}) == 4  # all differ from x~
@@ -185,11 +191,12 @@ def test_top_n_and_curve():
     for meth in ("eap", "eap-ig"):
         c = cur.curves[meth]
         assert c["n_edges"][0] == 0 and c["n_edges"][2] == n_all
+        # float64 ends, as in test_full_and_empty_circuits
         assert c["f_norm"][0] == pytest.approx(0.0, abs=1e-8) and c["f_norm"][2] == pytest.approx(1.0, abs=1e-8)
         assert c["n_edges"][1] <= 5
     # the curve's middle point is the circuit run of the same circuit
     f = edge_circuit_faithfulness(m, task, [top_n_circuit(ig, 5)], check_ends=False)
-    assert cur.curves["eap-ig"]["metric"][1] == pytest.approx(f.metrics[0].item(), abs=1e-10)
+    assert cur.curves["eap-ig"]["metric"][1] == pytest.approx(f.metrics[0].item(), abs=1e-10)  # float64
 
 
 def test_reference_switch(fast):
@@ -208,8 +215,11 @@ def test_reference_switch(fast):
     assert other.config["last_position_only"] is not fast and cur_other.config["last_position_only"] is not fast
     (f, ref), (cur_f, cur_ref) = ((got, other), (cur_got, cur_other)) if fast else ((other, got), (cur_other, cur_got))
     assert (f.f_norm - 1).abs().max() > 1e-3  # not the trivial full circuit
+    # float64: fast (last-position unembed) vs reference, the same sums in another batch layout: 1e-9 relative ~ 5e6
+    # eps64
     torch.testing.assert_close(ref.f_norm, f.f_norm, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(ref.metrics, f.metrics, rtol=1e-9, atol=1e-12)
+    # float64, as above
     assert cur_ref.curves["eap"]["f_norm"] == pytest.approx(cur_f.curves["eap"]["f_norm"], rel=1e-9, abs=1e-12)
 
 
@@ -239,7 +249,7 @@ def test_hooks_removed():
         edge_circuit_faithfulness(m, task, [["embed->logits"], ["L1H0->L0H0.q"]])
     edge_circuit_faithfulness(m, task, [["embed->logits"]])
     with torch.no_grad():
-        torch.testing.assert_close(m(task.clean), before, rtol=0, atol=0)
+        torch.testing.assert_close(m(task.clean), before, rtol=0, atol=0)  # exact: hooks removed
     if n0 is not None:
         assert sum(len(h.fwd_hooks) for h in m.hook_dict.values()) == n0
 
@@ -290,7 +300,10 @@ def test_smollm2_circuit_identities(smollm2):
     raw = top_n_circuit(sc, 200, prune=False)
     f = edge_circuit_faithfulness(m, task, masks + [raw, top_n_circuit(sc, 200)])
     span = abs(f.metric_clean - f.metric_corrupt)
+    # SmolLM2 in float32, 30 layers re-summed in stacked copies: 1e-6 of the metric seen (module docstring);
+    # 1e-4 of the span (span ~1-3 logits) leaves ~100x
     assert abs(f.identity["full_minus_clean"]) < 1e-4 * span and abs(f.identity["empty_minus_corrupt"]) < 1e-4 * span
     p = edge_patching(m, task, top)
+    # float32 SmolLM2: circuit effects vs edge patching, each a difference of two 30-layer forwards: 1e-4 of the span
     torch.testing.assert_close(f.metrics[:3] - f.metric_clean, p.effects, rtol=1e-3, atol=1e-4 * span)
-    assert abs(f.metrics[3].item() - f.metrics[4].item()) < 1e-4 * span
+    assert abs(f.metrics[3].item() - f.metrics[4].item()) < 1e-4 * span  # pruning changes nothing: float32 rounding

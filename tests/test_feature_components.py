@@ -48,16 +48,18 @@ def test_splice_leaves_the_model_unchanged_and_reconstructs(tiny_llama):
     with splice_features(model, {0: sae}) as sp:
         acts, _, logits = cache_components(model, toks, component_types(sp.components))
         _, cache = model.run_with_cache(toks, names_filter=lambda n: n == "blocks.0.hook_resid_post")
+    # float32, same ops in another order (spliced hook adds decode + error): 1e-5 = 84 eps >= eps x d_mlp (64)
     torch.testing.assert_close(logits, ref, atol=1e-5, rtol=1e-5)
     f, err = acts[sp.feat][0], acts[sp.error][0]
     assert (f > 0).float().mean() > 0.2  # a live dictionary
+    # float32 decode (d_sae terms) + error: 1e-5 = 84 eps32
     torch.testing.assert_close(sae.decode(f) + err, cache["blocks.0.hook_resid_post"], atol=1e-5, rtol=1e-5)
     # a layer without a dictionary: zero features, the error is the whole activation
     assert acts[sp.feat][1].abs().max() == 0
     assert acts[sp.error][1].shape == (3, toks.shape[1], model.cfg.d_model)
     # nothing outlives the splice
     assert sp.feat not in COMPONENT_TYPES and "blocks.0.sae.hook_acts" not in model.hook_dict
-    torch.testing.assert_close(model(toks), ref)
+    torch.testing.assert_close(model(toks), ref)  # defaults (float32: rtol 1.3e-6, atol 1e-5): the splice is gone
 
 
 @pytest.mark.parametrize("kind", ["sae", "transcoder"])
@@ -80,8 +82,11 @@ def test_atp_over_features_equals_patching_when_linear(kind):
         model.reset_hooks(including_permanent=True)
     a, b = atp.scores[sp.feat][last], ap.scores[sp.feat][last]
     assert b.abs().max() > 1e-3 and (b.abs() > 1e-6).sum() >= 3  # several non-trivial feature effects
+    # patching (a difference of two float32 forwards) vs AtP (a gradient): equal in exact arithmetic; the patched
+    # difference cancels to ~eps32 x |logit| / |effect| relative, so 1e-4 of the largest effect
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
     torch.testing.assert_close(atp.scores[sp.error][last], ap.scores[sp.error][last], rtol=1e-4, atol=1e-5)
+    # same as AtP above
     torch.testing.assert_close(relp.scores[sp.feat][last], b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
     # layers without a dictionary have no features: patching their (zero) slot changes nothing; what remains is
     # the rounding between the base run and patching's shortcut forward (last-position logits): measured 9e-9
@@ -104,6 +109,7 @@ def test_patching_all_features_and_error_from_clean_is_the_clean_run(tiny_llama)
         masks[sp.feat][1, 0] = True  # copy 1: features only (the corrupted error stays)
         logits = run_with_masks(model, task.corrupt, acts, masks, types)
     B = task.clean.shape[0]
+    # float32 forward of stacked masked copies vs the plain clean forward: 1e-4 = 840 eps32 for a 2-layer re-sum
     torch.testing.assert_close(logits[:B], clean_logits, atol=1e-4, rtol=1e-4)
     assert (logits[B:] - clean_logits).abs().max() > 1e-3  # the error term carries part of the difference
 

@@ -24,14 +24,16 @@ def test_ig_matches_captum(tiny_llama, hook, method):
     ref = captum_layer_ig(tiny_llama, task.clean, task.metric, hook=hook, baseline_tokens=task.corrupt,
                           steps=12, method=method)
     scale = ref.attributions.abs().max()
+    # float32 re-sums: 84 eps32 of max
     assert torch.allclose(ours.attributions, ref.attributions, atol=1e-5 * scale + 1e-8)
-    assert torch.allclose(ours.delta, ref.delta, atol=1e-5)
+    assert torch.allclose(ours.delta, ref.delta, atol=1e-5)  # float32 delta of |F| ~ 1: 84 eps32
 
 
 def test_ig_completeness(tiny_gpt2):
     task = _task(tiny_gpt2)
     r = layer_integrated_gradients(tiny_gpt2, task.clean, task.metric, baseline=task.corrupt)
     assert r.relative_delta < 0.02
+    # completeness up to delta, the quadrature error checked above
     assert torch.allclose(r.attributions.sum((1, 2)), r.f_input - r.f_baseline, atol=1e-4)
     z = layer_integrated_gradients(tiny_gpt2, task.clean, task.metric, hook="blocks.1.hook_mlp_out", baseline="zeros")
     assert z.relative_delta < 0.02 and z.token_scores().shape == task.clean.shape
@@ -39,6 +41,7 @@ def test_ig_completeness(tiny_gpt2):
 
 def test_quadrature_is_exact_on_polynomials():
     a, w = quadrature(4, "gausslegendre")
+    # Gauss-Legendre, 4 nodes: exact to degree 7 in float64
     assert float((w * a**5).sum()) == pytest.approx(1 / 6, abs=1e-12)  # exact to degree 7
     a, w = quadrature(3, "riemann_trapezoid")
     assert a.tolist() == [0.0, 0.5, 1.0] and w.tolist() == [1 / 6, 1 / 3, 1 / 6]
@@ -109,8 +112,9 @@ def test_fast_path_agrees_with_reference(arch, hook, request):
     ref = layer_integrated_gradients(model, task.clean, task.metric, fast=False, **kw)
     scale = ref.attributions.abs().max()
     assert scale > 0
+    # float32 re-sums: 84 eps32 of max
     assert torch.allclose(fast.attributions, ref.attributions, atol=1e-5 * scale + 1e-8)
-    assert torch.allclose(fast.delta, ref.delta, atol=1e-5)
+    assert torch.allclose(fast.delta, ref.delta, atol=1e-5)  # float32 delta of |F| ~ 1: 84 eps32
     # the blocks' forwards are restored: a plain run is unchanged afterwards
     assert not any("forward" in b.__dict__ for b in model.blocks)
 
@@ -151,11 +155,15 @@ def test_hook_ig_completeness_equals_patching_the_hook(arch, direction, request)
         layer = int(hook.split(".")[1])
         want = _hook_patch_effect(model, task, hook, direction)
         assert abs(want) > 1e-4
+        # IG completeness up to its quadrature error (the method's; max_abs_delta_over_max_effect < 2e-3 below)
         assert res.scores[ctype][layer].sum().item() == pytest.approx(want, rel=2e-3, abs=1e-5)
+        # float32 difference of two forwards
         assert res.extras["hook_completeness"][ctype][layer]["patch_effect"] == pytest.approx(want, rel=1e-4, abs=1e-6)
+    # the quadrature error, measured relative to the largest effect
     assert res.extras["max_abs_delta_over_max_effect"] < 2e-3
     ref = integrated_gradients(model, task, per_position=("resid", "mlp"), steps=16, fast=False, direction=direction)
     for k in res.scores:
+        # float32 re-sums: 84 eps32 of max
         assert torch.allclose(res.scores[k], ref.scores[k], atol=1e-5 * ref.scores[k].abs().max() + 1e-8)
 
 
@@ -178,8 +186,8 @@ def test_hook_ig_equals_atp_and_patching_when_linear(arch):
     b = ap.scores["mlp"][last]
     assert b.abs().max() > 1e-4
     tol = 1e-4 * b.abs().max().item()
-    assert torch.allclose(ig.scores["mlp"][last], b, atol=tol)
-    assert torch.allclose(atp.scores["mlp"][last], b, atol=tol)
+    assert torch.allclose(ig.scores["mlp"][last], b, atol=tol)  # linear case: float32, 840 eps32 of max
+    assert torch.allclose(atp.scores["mlp"][last], b, atol=tol)  # the same tol
 
 
 def test_embedding_path_ig_still_complete(tiny_llama):

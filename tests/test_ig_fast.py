@@ -42,6 +42,8 @@ def _gqa_llama():
     return bridge
 
 
+# rel is of the largest |b|: the fast and plain paths are the same float32 math in another order (1e-5 = 84 eps32,
+# above eps x d_mlp = 64); +1e-8 absolute for an all-zero b
 def _close(a, b, rel=1e-5):
     return torch.allclose(a, b, atol=rel * b.abs().max().item() + 1e-8)
 
@@ -61,7 +63,9 @@ def test_fast_ig_equals_reference(models, name, lean, hook, fast):
     assert ref.path == "plain" and fast.path == ("lean" if lean else "replay")
     assert ref.attributions.abs().max() > 0
     assert _close(fast.attributions, ref.attributions)
+    # delta = F(x) - F(x') - sum(attr): float32 sums of T*d terms, 1e-5 ~ 84 eps32 x |F|
     assert torch.allclose(fast.delta, ref.delta, atol=1e-5)
+    # allclose defaults (rtol 1e-5 = 84 eps32): the same forward
     assert torch.allclose(fast.f_input, ref.f_input) and torch.allclose(fast.f_baseline, ref.f_baseline)
     assert not model_has_hooks(model)  # nothing left registered
 
@@ -71,6 +75,7 @@ def test_lean_skips_shared_positions_only_where_equal(models):
     model = _model(models, "tiny-gemma3")
     task = _task(model)
     r = layer_integrated_gradients(model, task.clean, task.metric, baseline=task.clean, steps=4)
+    # F(x) - F(x) computed twice in float32: 1e-6 ~ 8 eps32 x |F|
     assert r.path == "lean" and r.attributions.abs().max() == 0 and r.delta.abs().max() < 1e-6
 
 
@@ -149,7 +154,9 @@ def test_hook_ig_fast_equals_reference(models, name, forward):
         assert fast.config["shared_prefix"] == 2  # "<bos>" and the first character: "xyz" vs "xzz"
     for k in ref.scores:
         assert ref.scores[k].abs().max() > 0
+        # per-position scores sum T positions (<= 20) more: 2x the 1e-5 above
         assert _close(fast.scores[k], ref.scores[k], rel=2e-5), k
     for k, rows in ref.extras["hook_completeness"].items():
         for a, b in zip(fast.extras["hook_completeness"][k], rows):
+            # patch effect: difference of two float32 forwards, 1e-5 ~ 84 eps32 x |logit|
             assert a["patch_effect"] == pytest.approx(b["patch_effect"], abs=1e-5)

@@ -61,6 +61,8 @@ def _task(model):
                              answers=[("a", "b"), ("c", "d")])
 
 
+# rel is of the largest |b|: the lean and plain paths are the same float32 math in another order (1e-5 = 84
+# eps32, above eps x d_mlp = 64); +1e-8 absolute for an all-zero b
 def _close(a, b, rel=1e-5):
     return torch.allclose(a, b, atol=rel * b.abs().max().item() + 1e-8)
 
@@ -109,7 +111,7 @@ def test_layer_ig_lean_equals_bridge(bridges, case, hook):
     ref = layer_integrated_gradients(model, task.clean, task.metric, fast=False, **kw)
     assert fast.path == "lean" and fast.lean_skipped == "" and ref.path == "plain"
     assert ref.attributions.abs().max() > 0 and _close(fast.attributions, ref.attributions)
-    assert torch.allclose(fast.delta, ref.delta, atol=1e-5)
+    assert torch.allclose(fast.delta, ref.delta, atol=1e-5)  # delta: float32 sums of T*d terms, 1e-5 ~ 84 eps32 x |F|
 
 
 @pytest.mark.parametrize("case", ["gemma3-window"])
@@ -122,6 +124,7 @@ def test_hook_ig_lean_equals_bridge(bridges, case):
     assert fast.config["forward"] == "lean" and fast.config["shared_prefix"] == 2
     for k in ref.scores:
         assert ref.scores[k].abs().max() > 0
+        # per-position scores sum T positions more: 2x the 1e-5 above
         assert _close(fast.scores[k], ref.scores[k], rel=2e-5), k
 
 
@@ -140,9 +143,9 @@ def test_lean_gemma3_270m_equals_bridge():
     with torch.no_grad():
         want = model(task.clean)
         got = lean.logits(lean.embed(task.clean), 0, task.clean.shape[1], last_only=False)
-    assert _close(got, want, rel=3e-6)
+    assert _close(got, want, rel=3e-6)  # one forward, float32, reordered: 3e-6 = 25 eps32 of the largest logit
     for hook in ("hook_embed", "blocks.9.hook_resid_pre"):
         kw = dict(hook=hook, baseline=task.corrupt, steps=4)
         fast = layer_integrated_gradients(model, task.clean, task.metric, **kw)
         ref = layer_integrated_gradients(model, task.clean, task.metric, fast=False, **kw)
-        assert fast.path == "lean" and _close(fast.attributions, ref.attributions, rel=1e-5)
+        assert fast.path == "lean" and _close(fast.attributions, ref.attributions, rel=1e-5)  # see _close

@@ -22,7 +22,7 @@ def test_whitened_activations_have_identity_covariance():
     mean, D, U = pca(f, 1e-12)
     w = (f - mean) @ U / D.sqrt()
     cov = w.T @ w / f.shape[0]
-    assert torch.allclose(cov, torch.eye(6, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose(cov, torch.eye(6, dtype=torch.float64), atol=1e-10)  # float64 whitening: ~1e6 eps64
 
 
 def _two_layer_maps(d=6, seed=1):
@@ -38,17 +38,18 @@ def test_transform_is_invertible_on_kept_subspace(basis):
     res = fit_lib(f, _two_layer_maps(), cfg=LIBConfig(basis=basis, edges=False))
     for b in res.bases:
         eye = torch.eye(b.k, dtype=torch.float64)
-        assert torch.allclose(b.C_pinv @ b.C, eye, atol=1e-8)
+        assert torch.allclose(b.C_pinv @ b.C, eye, atol=1e-8)  # float64 pseudo-inverse: ~1e8 eps64 x cond
         # C C+ is a projector onto span(C); with no LIB direction dropped it is the
         # orthogonal projector onto the kept PCA subspace (the identity when nothing is dropped)
         P = b.C @ b.C_pinv
-        assert torch.allclose(P @ P, P, atol=1e-8)
+        assert torch.allclose(P @ P, P, atol=1e-8)  # float64 projector, as above
         if b.k == b.U.shape[1]:
-            assert torch.allclose(P, b.U @ b.U.T, atol=1e-8)
+            assert torch.allclose(P, b.U @ b.U.T, atol=1e-8)  # float64 projector, as above
     b0 = res.bases[0]
     assert b0.k == 6
+    # float64 pseudo-inverse, as above
     assert torch.allclose(b0.C @ b0.C_pinv, torch.eye(6, dtype=torch.float64), atol=1e-8)
-    assert torch.allclose(b0.inverse(b0.transform(f)), f, atol=1e-8)
+    assert torch.allclose(b0.inverse(b0.transform(f)), f, atol=1e-8)  # float64 round trip, as above
 
 
 def test_batched_vjp_matches_autograd_jacobian():
@@ -67,7 +68,7 @@ def test_batched_vjp_matches_autograd_jacobian():
     got = batched_vjp(h, x, eye, max_rows=7)  # [6, B, 3, 4]
     for b in range(5):
         J = jacobian(lambda z: h(z[None])[0], x[b])  # [2, 3, 3, 4]
-        assert torch.allclose(got[:, b], J.reshape(6, 3, 4), atol=1e-10)
+        assert torch.allclose(got[:, b], J.reshape(6, 3, 4), atol=1e-10)  # float64 Jacobian vs autograd: ~1e6 eps64
 
 
 def test_interaction_matrix_and_edges_match_definition():
@@ -95,8 +96,8 @@ def test_interaction_matrix_and_edges_match_definition():
             grad = sum(w * jacobian(lambda z: b1.transform(maps[0](b0.inverse(z)[None])[0]), a * fh)
                        for a, w in zip(alphas, weights))
             E_ref += (grad * fh) ** 2
-        assert torch.allclose(Mp, M_ref / 30, rtol=1e-8, atol=1e-12)
-        assert torch.allclose(res.edges[0], E_ref / 30, rtol=1e-8, atol=1e-12)
+        assert torch.allclose(Mp, M_ref / 30, rtol=1e-8, atol=1e-12)  # float64 probes vs the definition
+        assert torch.allclose(res.edges[0], E_ref / 30, rtol=1e-8, atol=1e-12)  # float64, as above
 
 
 def test_random_probes_estimate_interaction_matrix():
@@ -130,8 +131,9 @@ def test_planted_interaction_structure_is_recovered():
     assert pca_res.bases[0].k == 6
     # the kept reading directions span exactly the s-subspace: C^T x depends on s only
     read = Q.T @ b0.C  # rows: [s; n] coordinates
-    assert read[4:].abs().max() < 1e-6 * read.abs().max()
+    assert read[4:].abs().max() < 1e-6 * read.abs().max()  # 0 in exact arithmetic (n never reaches y); float64
     # importance order: s4 (9), s3 (4), then the s1/s2 pair (about 1 each)
+    # sampling error of N = 4000 draws: ~sqrt(2/N) = 2% per Gaussian second moment (more for s1 s2); 0.15 ~ 5 sd
     assert b0.importance[0] / b0.importance[1] == pytest.approx(9 / 4, rel=0.15)
     assert b0.importance[2] / b0.importance[1] == pytest.approx(1 / 4, rel=0.15)
     # output PCA order y3, y2, y1; edges: y3 <- node0 only, y2 <- node1 only, y1 <- nodes 2, 3
@@ -139,7 +141,7 @@ def test_planted_interaction_structure_is_recovered():
     expected = torch.zeros(3, 4, dtype=torch.bool)
     expected[0, 0] = expected[1, 1] = expected[2, 2] = expected[2, 3] = True
     assert (E[expected] > 0.01).all()
-    assert E[~expected].max() < 1e-3
+    assert E[~expected].max() < 1e-3  # 0 in exact arithmetic; sampled: 1e-3 of max
     # the PCA baseline spreads y1's inputs over more (non-zero) edges than LIB needs
     assert (pca_res.edges[0] / pca_res.edges[0].max() > 1e-3).sum() > (E > 1e-3).sum()
 
@@ -172,7 +174,7 @@ def test_skip_first_position_matches_definition():
     cfg = LIBConfig(skip_first=1, integration="gauss-legendre", n_alpha=2)
     res = fit_lib(f, [layer], cfg=cfg)
     b0, b1 = res.bases
-    assert torch.allclose(b0.mean, f[:, 1:].reshape(-1, 4).mean(0))
+    assert torch.allclose(b0.mean, f[:, 1:].reshape(-1, 4).mean(0))  # allclose defaults: float32 means
     import numpy as np
 
     xs, ws = np.polynomial.legendre.leggauss(2)

@@ -16,6 +16,7 @@ def test_tiny_bridge_matches_hf_and_has_tl_hooks(arch):
     tokens = model.to_tokens("hello world, said the cat")
     logits, cache = model.run_with_cache(tokens)
     hf_logits = model.original_model(tokens).logits
+    # float32 bridge vs HF: same math reordered, 84 eps32
     torch.testing.assert_close(logits, hf_logits, atol=1e-5, rtol=1e-5)
     L = model.cfg.n_layers
     for name in [f"blocks.{L-1}.hook_resid_post", "blocks.0.attn.hook_z", "blocks.0.hook_mlp_out",
@@ -63,7 +64,7 @@ def test_scoped_hooks_are_removed_even_on_error(tiny_llama):
             patched = tiny_llama(tokens)
             assert not torch.allclose(patched, clean)
             raise RuntimeError("boom")
-    torch.testing.assert_close(tiny_llama(tokens), clean)
+    torch.testing.assert_close(tiny_llama(tokens), clean)  # defaults: hooks removed, the same forward
     assert len(calls) == 1
 
 
@@ -86,6 +87,7 @@ def test_smollm2_cache_equals_direct_gguf_load(smollm2):
     direct = AutoModelForCausalLM.from_pretrained(g.parent, gguf_file=g.name, dtype=torch.float32).eval()
     tokens = smollm2.to_tokens("The cat sat on the mat.")
     with torch.no_grad():
+        # 30 float32 layers re-summed: 840 eps32 of the logits
         torch.testing.assert_close(smollm2(tokens), direct(tokens).logits, atol=1e-4, rtol=1e-4)
 
 
@@ -110,6 +112,7 @@ def test_local_checkpoint_folder_loads_like_hf(tmp_path, arch):
     tok.save_pretrained(tmp_path)
     model = load_model(str(tmp_path), device="cpu")
     tokens = torch.tensor([[0, 40, 41, 42, 43]])
+    # float32 bridge vs HF: same math reordered, 84 eps32
     torch.testing.assert_close(model(tokens), hf(tokens).logits, atol=1e-5, rtol=1e-5)
 
 

@@ -37,6 +37,7 @@ def test_dataset_and_chain_compose_to_forward(small_model):
     names, maps = small_model.chain()
     acts = run_chain(small_model.embed(X), maps)
     assert [tuple(a.shape) for a in acts] == [(529, 3, 32), (529, 32), (529, 32), (529, 23)]
+    # float64 model: the same layers chained; allclose defaults (rtol 1e-5) are ~1e10 eps64
     assert torch.allclose(acts[-1], small_model(X))
     assert (acts[-1].argmax(-1) == Y).float().mean() >= 0.99
 
@@ -71,6 +72,7 @@ def test_ablations_are_consistent(small_model):
         # keeping every edge equals keeping every node (each output sees its full input)
         total = int((res.edges[l] > 0).sum())
         assert edge_ablated_score(res, maps, acts, l, total, metric) == pytest.approx(
+            # accuracies over 529 inputs (multiples of 1/529): 1e-9 absorbs the float64 mean
             node_ablated_score(res, maps, acts, l, b.k, metric), abs=1e-9)
         # ablating everything breaks the task
         assert node_ablated_score(res, maps, acts, l, 0, metric) < 0.2

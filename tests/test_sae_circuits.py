@@ -80,6 +80,7 @@ def test_planted_head_gets_the_top_node_and_edge_score():
     assert int(flat.argmax()) == top and flat[top] > flat[torch.arange(L * H) != top].max()
     votes = r.edge_votes.flatten()
     assert votes[top] == 5 and votes[torch.arange(L * H) != top].max() < 5  # in every one of the top 5 pairs
+    # approx default rel 1e-6: a normalised float sum of L*H terms
     assert r.node_scores.sum().item() == pytest.approx(1.0)
     truth = torch.zeros(L, H, dtype=torch.bool)
     truth[planted] = True
@@ -95,6 +96,7 @@ def test_head_outputs_sum_to_attention_output(tiny_llama):
     _, cache = model.run_with_cache(toks, names_filter=lambda n: n.endswith("hook_attn_out"))
     for l in range(model.cfg.n_layers):
         want = cache[f"blocks.{l}.hook_attn_out"].mean(1)
+        # float32 per-head split summed back over heads: 1e-4 = 840 eps32 relative
         torch.testing.assert_close(out[:, l].sum(1), want, atol=1e-5, rtol=1e-4)
 
 
@@ -138,8 +140,8 @@ def test_ground_truth_and_metrics_hand_computed():
     # AUC: pairs (pos, neg) ordered correctly: (.9>.8), (.9>.1), (.3>.1) of 4 -> 0.75
     # F1 by threshold: .9 -> 2/3, .8 -> 1/2, .3 -> 0.8 (P 2/3, R 1), .1 -> 2/3
     m = sc.evaluate_scores(torch.tensor([0.9, 0.8, 0.3, 0.1]), torch.tensor([True, False, True, False]))
-    assert m["roc_auc"] == pytest.approx(0.75)
-    assert m["best_f1"] == pytest.approx(0.8)
+    assert m["roc_auc"] == pytest.approx(0.75)  # approx default: a ratio of small integers
+    assert m["best_f1"] == pytest.approx(0.8)  # approx default: a ratio of small integers
     with pytest.raises(ValueError, match="both"):
         sc.evaluate_scores(torch.ones(3), torch.zeros(3, dtype=torch.bool))
 
@@ -148,6 +150,7 @@ def test_softmax_scores_and_config_errors():
     r = sc.scores_from_outputs(torch.randn(4, 1, 2, 6), torch.randn(4, 1, 2, 6),
                                sc.SAECircuitConfig(n_latents=5, epochs=3, n_train=2))
     u = r.unique_codes.flatten().double()
+    # float64 softmax vs its definition: assert_close float64 defaults (rtol 1e-7)
     torch.testing.assert_close(r.node_scores.flatten(), u.exp() / u.exp().sum())
     with pytest.raises(ValueError, match="n_latents"):
         sc.SAECircuitConfig(n_latents=1)

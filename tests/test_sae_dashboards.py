@@ -38,14 +38,19 @@ def test_dashboard_matches_brute_force(tiny_store, tiny_llama, tmp_path):
         want = A[:, s.feature].topk(4)
         pos = want.values > 0
         assert s.top_rows == want.indices[pos].tolist()
+        # defaults (float32 rtol 1.3e-6): the same activations read back
         torch.testing.assert_close(torch.tensor(s.top_values), want.values[pos])
+        # approx default rel 1e-6: a mean of 0/1 values
         assert s.frequency == pytest.approx(float((A[:, s.feature] > 0).float().mean()))
         lw = sae.W_dec[s.feature].detach() @ tiny_llama.W_U
+        # one float32 d_model-term matmul, reordered: 84 eps32
         assert s.top_logits[0][1] == pytest.approx(float(lw.max()), rel=1e-5)
+        # one float32 d_model-term matmul, reordered: 84 eps32
         assert s.bottom_logits[0][1] == pytest.approx(float(lw.min()), rel=1e-5)
         if s.top_rows:
             r = s.top_rows[0]
             toks, acts, at = _context(sae, tiny_store, r, s.feature, 6, 2)
+            # float32 encode of one row vs of a batch: rel 1e-5 = 84 eps32 >= eps x d_model
             assert toks[at] == int(tiny_store.tokens[r]) and acts[at] == pytest.approx(s.top_values[0], rel=1e-5)
             seq = int(tiny_store.seq_pos[r][0])
             assert all(int(tiny_store.seq_pos[r - at + i][0]) == seq for i in range(len(toks)))

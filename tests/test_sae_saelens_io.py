@@ -24,6 +24,7 @@ def test_load_file_written_by_saelens(name):
     exp = load_file(FIX / name / "expected.safetensors")
     with torch.no_grad():
         code = sae.encode(exp["x"])
+        # SAELens' own encode recorded: float32, same formula, another op order: 84 eps32
         torch.testing.assert_close(code.acts, exp["acts"], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(sae(exp["x"]), exp["out"], rtol=1e-5, atol=1e-5)
     assert sae.cfg.is_transcoder == ("transcoder" in name)
@@ -50,9 +51,10 @@ def test_round_trip(tmp_path, arch, transcoder):
     assert back.cfg == cfg
     for (n, p), (n2, p2) in zip(sae.state_dict().items(), back.state_dict().items()):
         assert n == n2
+        # a float32 save/load is exact in principle: 1e-6 = 8 eps32 of slack
         torch.testing.assert_close(p, p2, rtol=1e-6, atol=1e-7)
     x = torch.randn(5, 8)
-    torch.testing.assert_close(sae(x), back(x))
+    torch.testing.assert_close(sae(x), back(x))  # defaults (float32): the same weights
 
 
 def test_pre6_config_and_b_dec_not_applied(tmp_path):
@@ -67,7 +69,7 @@ def test_pre6_config_and_b_dec_not_applied(tmp_path):
     sae = load_sae(tmp_path)
     x = torch.randn(4, 6, generator=g)
     want = torch.relu(x @ w["W_enc"] + w["b_enc"]) @ w["W_dec"] + w["b_dec"]  # definition, b_dec not subtracted
-    torch.testing.assert_close(sae(x), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sae(x), want, rtol=1e-5, atol=1e-5)  # float32 formula vs module: 84 eps32
     assert sae.cfg.hook_in == "blocks.0.hook_resid_pre"
 
 
@@ -116,6 +118,7 @@ def test_saelens_itself_loads_our_files(tmp_path, arch, transcoder):
         "import sys, torch; from safetensors.torch import load_file; from sae_lens import SAE\n"
         "s = SAE.load_from_disk(sys.argv[1]); w = load_file(sys.argv[2])\n"
         "a = s.encode(w['x']); o = s.decode(a)\n"
+        # float32 in another process/library version: 1e-5 ~ 84 eps32 x |acts| (~1)
         "assert torch.allclose(a, w['acts'], atol=1e-5), (a - w['acts']).abs().max()\n"
         "assert torch.allclose(o, w['out'], atol=1e-5), (o - w['out']).abs().max()\n"
         "print(type(s).__name__, s.cfg.metadata.hook_name)\n"

@@ -73,6 +73,7 @@ def test_trained_sae_fvu_recomputed_from_store():
                 t_hat = sae(x)
             fvu = float((t - t_hat).pow(2).sum() / (t - t.mean(0)).pow(2).sum())
             assert len(idx) == res[name]["held"]["n_rows"]
+            # float32 FVU over held rows x 576 re-batched
             assert fvu == pytest.approx(res[name]["held"]["fvu"], rel=1e-3, abs=1e-4), (res_file.name, name)
             checked += 1
     if not checked:

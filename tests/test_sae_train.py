@@ -37,7 +37,7 @@ def test_recovers_planted_dictionary(arch):
     assert recovered(r.sae.W_dec.detach(), D) >= 0.9
     assert r.fvu < 0.3 and r.l0 < 16
     norms = r.sae.W_dec.norm(dim=-1)
-    torch.testing.assert_close(norms, torch.ones_like(norms))
+    torch.testing.assert_close(norms, torch.ones_like(norms))  # float32 renormalised rows: defaults (rtol 1.3e-6)
     assert r.history and {"fvu", "l0", "dead_fraction", "lr"} <= set(r.history[-1])
 
 
@@ -47,6 +47,7 @@ def test_parallel_gradient_removed():
     sae.W_dec.grad = torch.randn_like(sae.W_dec)
     sae.remove_parallel_decoder_grad()
     dots = (sae.W_dec.grad * sae.W_dec).sum(-1)
+    # float32 d_in-term dots of projected grads: 84 eps32 x |grad|
     torch.testing.assert_close(dots, torch.zeros_like(dots), atol=1e-6, rtol=0)
 
 
@@ -64,12 +65,15 @@ def test_b_dec_initialised_from_data():
     X, _, _ = planted(n=4000, offset=2.0)
     cfg = TrainConfig(**{**FAST, "n_tokens": 256, "batch_size": 256, "b_dec_init": "mean", "init_rows": 4000, "lr": 1e-9})
     r = train_sae(TensorSource({"h": X}), SAEConfig(arch="topk", d_in=32, d_sae=64, k=4, hook_in="h"), cfg)
+    # float32 mean of 4000 rows (offset 2) in other chunks: <= 4000 x eps32 x 2 = 1e-3; one lr-1e-9 step adds ~1e-9
     torch.testing.assert_close(r.sae.b_dec.detach(), X.mean(0), atol=1e-3, rtol=0)
 
 
 def test_lr_schedule_warmup_and_decay():
     c = TrainConfig(n_tokens=100 * 10, batch_size=10, lr=1.0, warmup_steps=10, decay_frac=0.2)
+    # approx default rel 1e-6: float ratios
     assert c.lr_at(0) == pytest.approx(0.1) and c.lr_at(9) == pytest.approx(1.0) and c.lr_at(50) == 1.0
+    # approx default rel 1e-6: float ratios
     assert c.lr_at(80) == pytest.approx(1.0) and c.lr_at(90) == pytest.approx(0.5) and c.lr_at(99) == pytest.approx(0.05)
 
 
@@ -126,13 +130,13 @@ def test_jumprelu_straight_through_gradients_match_definition():
     eps = 0.05
     g = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]], dtype=torch.float64)
     f = JumpReLUFn.apply(z, theta, eps)
-    torch.testing.assert_close(f, z.detach() * (z.detach() > theta.detach()))
+    torch.testing.assert_close(f, z.detach() * (z.detach() > theta.detach()))  # float64 defaults: the same formula
     gz, gt = torch.autograd.grad(f, [z, theta], g)
     K = ((z - theta).abs() / eps < 0.5).double().detach()
-    torch.testing.assert_close(gz, (z > theta).double().detach() * g)
-    torch.testing.assert_close(gt, (-(theta / eps) * K * g).sum(0).detach())
+    torch.testing.assert_close(gz, (z > theta).double().detach() * g)  # float64 defaults
+    torch.testing.assert_close(gt, (-(theta / eps) * K * g).sum(0).detach())  # float64 defaults
     (gt2,) = torch.autograd.grad(StepFn.apply(z, theta, eps), [theta], g)
-    torch.testing.assert_close(gt2, (-(1 / eps) * K * g).sum(0))
+    torch.testing.assert_close(gt2, (-(1 / eps) * K * g).sum(0))  # float64 defaults
 
 
 class _Crash(Exception):

@@ -63,8 +63,11 @@ def test_sink_stats_match_definitions(tiny_llama):
     st = sink_stats(tiny_llama, tokens, batch_size=2)  # two passes: accumulation across batches
     ref = _reference(tiny_llama, tokens)
     for k, v in ref.items():
+        # float32 stats via another batch layout: 840 eps32
         torch.testing.assert_close(getattr(st, k), v, atol=1e-5, rtol=1e-4, msg=k)
+    # defaults for the dtype: one division
     torch.testing.assert_close(st.value_drain, ref["value_norm_sink"] / ref["value_norm_rest_mean"])
+    # defaults for the dtype: one division
     torch.testing.assert_close(st.resid_peak, ref["resid_norm_sink"] / ref["resid_norm_rest_max"])
     assert st.example_sink_attention.shape == (2, 4, 10)
 
@@ -82,6 +85,7 @@ def test_sink_stats_grouped_query_attention():
     st = sink_stats(model, tokens)
     ref = _reference(model, tokens)
     for k, v in ref.items():
+        # float32 stats via another batch layout: 840 eps32
         torch.testing.assert_close(getattr(st, k), v, atol=1e-5, rtol=1e-4, msg=k)
     # heads 0,1 share KV head 0; heads 2,3 share KV head 1
     assert torch.equal(st.value_norm_sink[:, 0], st.value_norm_sink[:, 1])
@@ -99,9 +103,9 @@ def test_store_row_path_equals_live_path(tiny_llama):
     perm = torch.randperm(B * T, generator=torch.Generator().manual_seed(0))
     chunks = [(rows[perm[i:i + 7]], seq[perm[i:i + 7]], pos[perm[i:i + 7]]) for i in range(0, B * T, 7)]
     s, m, x = position_stats_from_rows(chunks)
-    torch.testing.assert_close(s, st.resid_norm_sink[1])
-    torch.testing.assert_close(m, st.resid_norm_rest_mean[1])
-    torch.testing.assert_close(x, st.resid_norm_rest_max[1])
+    torch.testing.assert_close(s, st.resid_norm_sink[1])  # defaults: the same rows reduced again
+    torch.testing.assert_close(m, st.resid_norm_rest_mean[1])  # defaults
+    torch.testing.assert_close(x, st.resid_norm_rest_max[1])  # defaults
 
 
 def test_position_stats_hand_computed():
@@ -109,9 +113,9 @@ def test_position_stats_hand_computed():
     acc.update(torch.tensor([5.0, 1.0, 3.0]), torch.tensor([0, 0, 0]), torch.tensor([0, 1, 2]))
     acc.update(torch.tensor([2.0, 4.0]), torch.tensor([1, 1]), torch.tensor([1, 0]))
     s, m, x = acc.result()
-    assert float(s) == pytest.approx((5 + 4) / 2)
-    assert float(m) == pytest.approx((2 + 2) / 2)
-    assert float(x) == pytest.approx((3 + 2) / 2)
+    assert float(s) == pytest.approx((5 + 4) / 2)  # approx default: exact small numbers
+    assert float(m) == pytest.approx((2 + 2) / 2)  # approx default
+    assert float(x) == pytest.approx((3 + 2) / 2)  # approx default
     with pytest.raises(ValueError, match="disagree"):
         acc.update(torch.ones(2), torch.zeros(3), torch.zeros(3))
     with pytest.raises(ValueError, match="position-0"):
@@ -166,7 +170,9 @@ def test_batched_ablation_equals_hand_written_intervention(tiny_llama, ablation)
     heads = [(0, 1), (1, 3), (1, 0)]
     clean, losses = ablation_losses(tiny_llama, tokens, heads, ablation, heads_per_pass=2)
     clean_seq, ablated_seq = ablation_loss_matrix(tiny_llama, tokens, heads, ablation, heads_per_pass=2)
+    # float32 CE in another batch layout: 84 eps32 x CE
     assert clean == pytest.approx(_manual_loss(tiny_llama, tokens, []), abs=1e-5)
+    # float32 per-sequence CE in another batch layout: 84 eps32 x CE (~1)
     torch.testing.assert_close(clean_seq, _manual_loss(tiny_llama, tokens, [], per_seq=True), atol=1e-5, rtol=0)
     for (L, h), got, got_seq in zip(heads, losses, ablated_seq):
         if ablation == "bos":
@@ -183,7 +189,8 @@ def test_batched_ablation_equals_hand_written_intervention(tiny_llama, ablation)
                 return z
             fwd = [(f"blocks.{L}.attn.hook_z", fn)]
         want = _manual_loss(tiny_llama, tokens, fwd)
-        assert got == pytest.approx(want, abs=1e-5)
+        assert got == pytest.approx(want, abs=1e-5)  # float32 CE in another batch layout: 84 eps32 x CE
+        # float32 per-sequence CE in another batch layout: 84 eps32 x CE (~1)
         torch.testing.assert_close(got_seq, _manual_loss(tiny_llama, tokens, fwd, per_seq=True), atol=1e-5, rtol=0)
         assert abs(want - clean) > 1e-6  # the intervention does something on a random model
     with pytest.raises(ValueError, match="does not exist"):
@@ -206,6 +213,7 @@ def test_dormant_labels_follow_definition_on_planted_silent_head():
     res = active_dormant(model, doms, cfg)
     i = res.heads.index((1, 2))
     for d in doms:
+        # a dormant head changes nothing: rounding only
         assert abs(res.delta_loss[d][i]) < 1e-6 and res.labels[d][i] == "dormant"
         others = [x for j, x in enumerate(res.delta_loss[d]) if j != i]
         assert all(abs(x) > 1e-6 for x in others)
@@ -222,10 +230,11 @@ def test_paired_bootstrap_ci_and_labels():
     d = torch.randn(2, 400, generator=g) * torch.tensor([[0.01], [0.03]]) + torch.tensor([[0.0], [0.02]])
     lo, hi = paired_bootstrap_ci(d, n_boot=4000, level=0.95, seed=1)
     se = d.std(1) / 400 ** 0.5
+    # bootstrap quantiles vs the normal interval at n = 400: Monte-Carlo + normal-approximation error, 0.25 se
     torch.testing.assert_close(lo, d.mean(1) - 1.96 * se, atol=float(se.max()) * 0.25, rtol=0)
     torch.testing.assert_close(hi, d.mean(1) + 1.96 * se, atol=float(se.max()) * 0.25, rtol=0)
     lo1, hi1 = paired_bootstrap_ci(torch.full((1, 5), 0.3), n_boot=50)
-    assert float(lo1) == pytest.approx(0.3) and float(hi1) == pytest.approx(0.3)
+    assert float(lo1) == pytest.approx(0.3) and float(hi1) == pytest.approx(0.3)  # approx default: a constant sample
     assert torch.equal(paired_bootstrap_ci(d, seed=3)[0], paired_bootstrap_ci(d, seed=3)[0])  # seeded
     with pytest.raises(ValueError, match="heads, sequences"):
         paired_bootstrap_ci(torch.zeros(3))
@@ -268,9 +277,10 @@ def test_activation_store_path_equals_live(tiny_llama, tmp_path):
     assert (tokens[:, 0] == 0).all()
     live = sink_stats(tiny_llama, tokens)
     got = resid_peak_from_store(store, batch_size=7)
+    # float32 store rows re-batched (batch 7) vs the live forward: norms over d, 840 eps32
     torch.testing.assert_close(got["resid_norm_sink"], live.resid_norm_sink, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got["resid_norm_rest_max"], live.resid_norm_rest_max, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(got["resid_peak"], live.resid_peak, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got["resid_peak"], live.resid_peak, rtol=1e-4, atol=1e-5)  # as above
     with pytest.raises(ValueError, match="no blocks.L.hook_resid_post"):
         resid_peak_from_store(store, layers=[7])
 
@@ -300,9 +310,11 @@ def test_sink_score_from_store_equals_live(tmp_path, n_kv):
     live = sink_stats(model, tokens)
     got = sink_scores_from_store(store, batch_size=7)  # batches cut across sequences
     assert got["n_seqs"] == 5 and got["layers"].tolist() == list(range(model.cfg.n_layers))
+    # float32 attention statistics re-batched from the store: 840 eps32
     torch.testing.assert_close(got["sink_score"], live.sink_score, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got["row_entropy"], live.row_entropy, rtol=1e-4, atol=1e-5)
     part = sink_scores_from_store(store, layers=[1], max_seqs=2)
+    # float32 attention statistics re-batched: 840 eps32
     torch.testing.assert_close(part["sink_score"][0], sink_stats(model, tokens[:2]).sink_score[1], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="hook_rot_q and hook_rot_k"):
         sink_scores_from_store(store, layers=[7])
@@ -314,6 +326,7 @@ def test_sink_score_from_store_equals_live(tmp_path, n_kv):
         out = subprocess.run([sys.executable, "-m", "interp.cli.main", "store", "sinks", str(store.path), "--json",
                               "--threshold", "0"], capture_output=True, text=True, check=True).stdout
         cli = json.loads(out)
+        # CLI JSON of the same float32 stats: 840 eps32
         torch.testing.assert_close(torch.tensor(cli["sink_score"]), live.sink_score, rtol=1e-4, atol=1e-5)
         assert cli["n_seqs"] == 5 and len(cli["sink_heads"]) == live.sink_score.numel()
         bad = subprocess.run([sys.executable, "-m", "interp.cli.main", "store", "sinks", str(store.path), "--layers", "7"],

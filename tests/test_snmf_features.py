@@ -23,6 +23,7 @@ def test_residual_direction_is_the_mlp_output_change(tiny_llama):
         _, steered = tiny_llama.run_with_cache(tokens, names_filter=["blocks.1.hook_mlp_out"])
     diff = steered["blocks.1.hook_mlp_out"] - base["blocks.1.hook_mlp_out"]
     f = residual_directions(tiny_llama, 1, z)[0]
+    # float32 difference of two forwards: ~84 eps32 x |mlp_out|
     assert torch.allclose(diff, f.expand_as(diff), atol=1e-5)
     with pytest.raises(ValueError, match="MLP width"):
         residual_directions(tiny_llama, 1, torch.randn(10, 2))
@@ -56,6 +57,7 @@ def test_calibrated_alpha_reaches_kl_targets(tiny_llama):
     targets = (0.002, 0.006)  # a random tiny model saturates near KL 0.02
     cal = calibrate_steering(tiny_llama, 1, dirs, prompt="hi there", targets=targets, n_steps=20)
     assert cal.reached.all()
+    # calibration stops within 2% of each KL target (bisection tolerance)
     assert torch.allclose(cal.kl, torch.tensor(targets).expand(3, 2, 2), rtol=0.02, atol=1e-4)
     assert (cal.alpha[..., 1] > cal.alpha[..., 0]).all()
     # independent check of one row: the hand-written intervention gives the same KL
@@ -66,6 +68,7 @@ def test_calibrated_alpha_reaches_kl_targets(tiny_llama):
     with scoped_hooks(tiny_llama, fwd=[("blocks.1.mlp.hook_post", lambda x, hook=None: x - a * u)]):
         lp = torch.log_softmax(tiny_llama(toks)[0, -1], -1)
     kl = float((base.exp() * (base - lp)).sum())
+    # KL ~ 5e-3 from float32 log-softmaxes: 1e-4 relative = ~eps32 x |logp| / KL
     assert kl == pytest.approx(float(cal.kl[2, 1, 0]), rel=1e-4)
     with pytest.raises(ValueError, match="targets"):
         calibrate_steering(tiny_llama, 1, dirs, targets=(0.0,))
@@ -75,7 +78,7 @@ def test_feature_cards_and_contexts(tiny_llama):
     acts = collect_activations(tiny_llama, TEXTS, "blocks.1.mlp.hook_post")
     res = fit_snmf(acts.X, SNMFConfig(k=4, sparsity=0.25, max_iter=50, patience=50, init="svd"))
     ctx = top_contexts(res.Y, acts, tiny_llama.tokenizer, 0, k=3, window=4)
-    assert ctx[0]["coef"] == pytest.approx(float(res.Y[0].max()))
+    assert ctx[0]["coef"] == pytest.approx(float(res.Y[0].max()))  # approx default: the same float copied
     i = int(res.Y[0].argmax())
     s, p = acts.seq_pos[i].tolist()
     assert ctx[0]["token"] == TEXTS[s][p - 1]  # char tokenizer: position p is character p-1 (BOS first)
@@ -101,7 +104,7 @@ def test_auc_matches_sklearn():
     pos, neg = torch.randn(20, generator=g) + 0.5, torch.randn(30, generator=g)
     pos[0] = neg[0]  # a tie
     want = roc_auc_score([1] * 20 + [0] * 30, torch.cat([pos, neg]).tolist())
-    assert _auc(pos.tolist(), neg.tolist()) == pytest.approx(want)
+    assert _auc(pos.tolist(), neg.tolist()) == pytest.approx(want)  # approx default: a ratio of small integers
 
 
 @pytest.mark.slow  # two model loads and fits: ~15 s idle, minutes on a busy machine

@@ -28,9 +28,9 @@ def test_sparse_decode_matches_dense_values_and_grads():
     W_dec, _, _, _, idx, vals = _data()
     fast = sd.sparse_decode(idx, vals, W_dec)
     ref = sd.sparse_decode_reference(idx, vals, W_dec)
-    torch.testing.assert_close(fast, ref)
+    torch.testing.assert_close(fast, ref)  # float64 data: assert_close defaults (rtol 1e-7)
     for a, b in zip(_grads(fast, [vals, W_dec]), _grads(ref, [vals, W_dec])):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, b)  # float64 defaults
 
 
 def test_sparse_decode_gradcheck():
@@ -42,9 +42,9 @@ def test_encode_at_matches_dense_values_and_grads():
     _, W_enc, b_enc, x, idx, _ = _data()
     fast = sd.encode_at(x, W_enc, b_enc, idx)
     ref = sd.encode_at_reference(x, W_enc, b_enc, idx)
-    torch.testing.assert_close(fast, ref)
+    torch.testing.assert_close(fast, ref)  # float64 defaults
     for a, b in zip(_grads(fast, [x, W_enc, b_enc]), _grads(ref, [x, W_enc, b_enc])):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, b)  # float64 defaults
 
 
 def test_encode_at_gradcheck():
@@ -58,9 +58,9 @@ def test_repeated_indices_accumulate():
     idx = torch.tensor([[1, 1], [2, 5]])
     vals = torch.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=torch.float64, requires_grad=True)
     out = sd.sparse_decode(idx, vals, W)
-    torch.testing.assert_close(out[0], 3.0 * W[1])
+    torch.testing.assert_close(out[0], 3.0 * W[1])  # float64 defaults
     (gW,) = torch.autograd.grad(out.sum(), [W])
-    torch.testing.assert_close(gW[1], torch.full((3,), 3.0, dtype=torch.float64))
+    torch.testing.assert_close(gW[1], torch.full((3,), 3.0, dtype=torch.float64))  # float64 defaults
 
 
 def test_topk_sae_step_same_with_and_without_kernels(monkeypatch, fast):
@@ -87,9 +87,9 @@ def test_topk_sae_step_same_with_and_without_kernels(monkeypatch, fast):
         out.loss.backward()
         assert all((calls[n] > 0) is (env == "1") for n in names), calls  # each dense reference iff asked for
         results.append((out.loss.detach(), [p.grad.clone() for p in sae.parameters()]))
-    torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][0], results[1][0])  # float32 defaults (rtol 1.3e-6 = 11 eps32): k-term sums
     for a, b in zip(results[0][1], results[1][1]):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, b)  # float32 defaults (rtol 1.3e-6 = 11 eps32)
 
 
 def test_bad_input_errors():

@@ -59,6 +59,7 @@ def test_rows_equal_run_with_cache(tiny_llama, tmp_path, corpus_file, dtype, tol
         got = store.rows(h, np.arange(store.n_rows))
         expect = ref.to(store.torch_dtype).float()  # exactly what storing at this dtype should give
         assert torch.equal(got, expect), h
+        # tol: one rounding to the storage dtype (fp16 2^-11, bf16 2^-8 relative, x2)
         assert torch.allclose(got, ref, rtol=tol, atol=tol), h
 
 
@@ -177,6 +178,7 @@ def test_smollm2_store_equals_run_with_cache(smollm2, tmp_path):
         ref = _reference(smollm2, store, h)
         got = store.rows(h, slice(None))
         assert torch.equal(got, ref.half().float()), h
+        # fp16 storage: one rounding, 2^-11 relative x2
         assert torch.allclose(got, ref, rtol=1e-3, atol=1e-3 * ref.abs().max().item()), h
 
 

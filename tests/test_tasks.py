@@ -87,9 +87,11 @@ def test_greater_than_metric_definition(tiny_llama):
     logits[:, -1, :] = -1e9
     logits[:, -1, ids[5]] = 0.0  # all mass on tens digit 5
     m = t.metric(logits)
+    # allclose defaults: softmax of logits 0 / -1e9 is exactly 0 or 1
     assert torch.allclose(m, torch.tensor([1.0, 1.0, 1.0, 1.0]))  # 5 > 4 and 5 > 1
     logits[:, -1, ids[5]] = -1e9
     logits[:, -1, ids[4]] = 0.0  # tens digit 4: years 174Z <= 1749 -> counted as not greater
+    # allclose defaults: softmax of logits 0 / -1e9 is exactly 0 or 1
     assert torch.allclose(t.metric(logits), torch.tensor([-1.0, 1.0, -1.0, 1.0]))
     with pytest.raises(ValueError, match="02..98"):
         greater_than_task(tiny_llama, n=2, years=[1])

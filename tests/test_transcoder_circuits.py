@@ -32,10 +32,11 @@ def test_decomposition_is_complete(setup, layer, where):
     terms = fc.decompose(model, tcs, cc, u, layer, where, position=5)
     actual = float(cc.cache[f"blocks.{layer}.hook_resid_{where}"][5] @ u)
     scale = sum(abs(c.value) for c in terms)  # float32 sums of cancelling terms
+    # float32: 84 eps32 of the sum of |terms|
     assert sum(c.value for c in terms) == pytest.approx(actual, rel=1e-4, abs=1e-5 * scale)
     for c in terms:
         if c.kind == "attn_bias":  # tiny-llama has no b_O: the per-head OV terms account for all of attn_out
-            assert abs(c.value) < 1e-5
+            assert abs(c.value) < 1e-5  # no b_O: exactly 0 up to float32 noise
         if c.kind == "head":
             assert c.position <= 5  # causal
 
@@ -50,6 +51,7 @@ def test_feature_preactivation_from_its_input_vector(setup):
         vec, L, where, pos = fc._continue(model, tcs, cc, fc.Contribution("feature", 2, j, 4, 0.0), None, 4)
         terms = fc.decompose(model, tcs, cc, vec, L, where, pos)
         total = sum(c.value for c in terms) + float(tc.b_enc[j].detach())
+        # float32, 84 eps32 of sum |terms|
         assert total == pytest.approx(float(pre[j]), rel=1e-4, abs=1e-5 * sum(abs(c.value) for c in terms))
 
 
@@ -61,6 +63,7 @@ def test_head_hop_continuation_reproduces_its_contribution(setup):
         vec, L, where, pos = fc._continue(model, tcs, cc, c, u, 6)
         terms = fc.decompose(model, tcs, cc, vec, L, where, pos)
         total = sum(x.value for x in terms)
+        # float32, 84 eps32 of sum |terms|
         assert total == pytest.approx(c.value, rel=1e-4, abs=1e-5 * sum(abs(x.value) for x in terms))
 
 
@@ -95,6 +98,7 @@ def test_logit_difference_decomposes_exactly(setup):
     u = fc.logit_direction(model, cc, 5, 9, position=-1)
     terms = fc.decompose(model, tcs, cc, u, model.cfg.n_layers, "pre", -1)
     want = float(logits[5] - logits[9])
+    # float32 decomposition of a logit difference: 1e-5 = 84 eps32 of the sum of |terms| (cancelling terms)
     assert sum(c.value for c in terms) == pytest.approx(want, rel=1e-4, abs=1e-5 * sum(abs(c.value) for c in terms))
 
 
@@ -119,7 +123,7 @@ def test_attention_hop_under_grouped_query_attention(tmp_path):
         for h in range(4):
             ov = sum(c.value for c in terms if c.kind == "head" and c.index == h)
             direct = float(cache[f"blocks.{layer}.attn.hook_z"][0, -1, h] @ model.W_O[layer, h].float() @ u)
-            assert ov == pytest.approx(direct, rel=1e-4, abs=1e-6)
+            assert ov == pytest.approx(direct, rel=1e-4, abs=1e-6)  # one float32 d_head x d_model product: 1e-4 / 1e-6
 
 
 def test_layers_without_a_transcoder_count_as_whole_mlps(setup):
@@ -128,9 +132,11 @@ def test_layers_without_a_transcoder_count_as_whole_mlps(setup):
     only1 = {1: tcs[1]}
     terms = fc.decompose(model, only1, cc, u, 2, "mid", 5, missing="mlp")
     actual = float(cc.cache["blocks.2.hook_resid_mid"][5] @ u)
+    # float32, 84 eps32 of sum |terms|
     assert sum(c.value for c in terms) == pytest.approx(actual, rel=1e-4, abs=1e-5 * sum(abs(c.value) for c in terms))
     mlp = [c for c in terms if c.kind == "mlp"]
     assert [c.layer for c in mlp] == [0]
+    # approx default rel 1e-6: the same float32 product
     assert mlp[0].value == pytest.approx(float(cc.cache["blocks.0.hook_mlp_out"][5] @ u))
     assert {c.layer for c in terms if c.kind == "feature"} <= {1}
     paths = fc.greedy_paths(model, only1, cc, u, 2, "mid", 5, n_iters=2, n_branches=3, beam=4, missing="mlp")

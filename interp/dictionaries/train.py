@@ -37,7 +37,7 @@ trains on its slice (``tensor_split`` into ``world_size`` parts); each rank's lo
 by its share of the rows and the gradients are summed with one all-reduce, the fired-latent
 masks are OR-ed, and only rank 0 writes checkpoints.  For losses that are means over rows
 (``relu``, ``jumprelu``, transcoders of them) this is the single-process step on the whole
-batch; TopK's batch-normalised MSE is normalised per slice instead.
+batch; TopK's batch-variance normaliser is all-reduced over the global batch, so it is too.
 
 Memory: parameters + two Adam moments (3x the SAE's size) + one batch's activations.
 """
@@ -79,7 +79,11 @@ class TrainConfig:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     """Adam beta1, beta2."""
     adam_eps: float = 6.25e-10
-    """Adam epsilon (Gao et al. 2024)."""
+    """Adam epsilon (Gao et al. 2024).  Adam turns any gradient much larger than eps into a step of about ``lr``,
+    so a gradient that is zero in exact arithmetic but not in float (a JumpReLU latent firing alone on a row at
+    the tied init: its reconstruction gradient cancels) becomes an lr-sized step in a random direction.  With
+    activations of small norm (tiny random models: ~0.1) that makes runs chaotic in the float summation order;
+    raise eps towards the gradients' scale there."""
     b_dec_init: str = "geometric_median"
     """``geometric_median``, ``mean`` or ``zeros``: how ``b_dec`` starts."""
     transcoder_init: str = "regression"

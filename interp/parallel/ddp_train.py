@@ -15,11 +15,13 @@ Algorithm (the rank-aware loop itself lives in :func:`interp.dictionaries.train_
    rank 0 writes checkpoints, and a resumed job reads them on every rank (shared
    filesystem for multi-node).
 
-Hence for ``relu`` and ``jumprelu`` SAEs and transcoders a W-rank run with ``batch_size``
-B equals the single-process run with batch B up to float summation order (tested with 2
-gloo ranks).  TopK normalises its MSE by the variance of the batch it sees, so under DDP
-each slice is normalised by its own variance: the objective is the mean of the slices'
-normalised errors, close to but not the same as one process's.
+Hence a W-rank run with ``batch_size`` B equals the single-process run with batch B up to
+float summation order, for every arch: ReLU and JumpReLU losses are means over rows, and
+TopK's MSE normaliser (the batch's variance) is computed over the global batch with two
+extra all-reduces (:func:`interp.dictionaries.topk_sae.data_parallel_normaliser`).  Tested
+with 2 gloo ranks against the single-process run's own summation-order noise (the same run
+with the rows of each batch permuted).  Float order still matters where the optimiser
+amplifies rounding noise: see ``TrainConfig.adam_eps``.
 
 Cost per rank: the SAE, two Adam moments, one global batch of rows read (the slicing
 happens after the read: store I/O is W-fold redundant, compute is not) and one extra
