@@ -1,0 +1,17 @@
+"""Steering: build a direction from a model's own behaviour and add it at inference.
+
+One family over the project's models, tasks and reports (docs/methods_steering.md):
+
+* builders, each returning a :class:`SteeringVector`: :func:`mean_difference` (CAA / ActAdd),
+  :func:`grains` (GrAInS), :func:`sae_latent` / :func:`snmf_feature` (dictionary features);
+* :func:`steer` (scoped hook, a context manager), :func:`load_vector` / :meth:`SteeringVector.save`
+  (safetensors + JSON with the model's weight hash);
+* tasks with preferred / dispreferred outputs (:func:`sentiment_task`, :func:`ioi_steering_task`) and
+  :func:`evaluate_steering` / :func:`compare_methods` (strength calibrated to equal next-token KL).
+"""
+
+from .build import contrastive_token_scores, grains, layer_hook, mean_difference
+from .vector import METHODS, MODES, ModelMismatchError, SteeringVector, check_model, load_vector, steer
+
+__all__ = ["SteeringVector", "steer", "load_vector", "check_model", "ModelMismatchError", "METHODS", "MODES",
+           "mean_difference", "grains", "contrastive_token_scores", "layer_hook"]
