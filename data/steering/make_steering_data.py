@@ -8,6 +8,9 @@ subjects), so the vectors never see an evaluation prompt.
 
 * sentiment: preferred = a positive word, dispreferred = a negative word after a neutral review-like opener;
   evaluated by the sentiment of greedy continuations of neutral openers (VADER compound score).
+Also ``<task>_corpus.txt``: text containing the behaviour (from the build templates only) on which the
+dictionaries for feature steering are trained (the default corpus has little of either behaviour).
+
 * ioi: "When Mary and John went to the store, John gave a drink to" with preferred = the repeated name (S, " John")
   and dispreferred = the indirect object (IO, " Mary"): steering against the model's IOI behaviour, scored by
   log p(S) - log p(IO) (names from interp.tasks.ioi; single tokens for SmolLM2's tokenizer).
@@ -73,8 +76,36 @@ def ioi(seed: int = 0, n_build: int = 16, n_eval: int = 24) -> dict:
             "eval": make(IOI_EVAL_TEMPLATES, n_eval)}
 
 
+SUBJECTS = ["The movie", "The food", "The hotel", "The concert", "The service", "The book", "Our trip", "The phone",
+            "The class", "The game", "The team", "The exhibition", "The coffee", "The show", "The staff", "The room"]
+POS_TAILS = ["was great and I loved every minute of it.", "was wonderful, truly a delight.",
+             "was excellent and I would happily go again.", "was lovely; everyone was so kind.",
+             "was amazing, the best in years.", "was fantastic and made my day.", "was perfect from start to end.",
+             "was delightful and left me smiling."]
+NEG_TAILS = ["was terrible and I hated every minute of it.", "was awful, a complete waste of time.",
+             "was horrible and I will never go back.", "was dreadful; everyone was so rude.",
+             "was disappointing, the worst in years.", "was boring and ruined my day.",
+             "was bad from start to end.", "was miserable and left me angry."]
+
+
+def corpus(task: dict, seed: int = 0, n: int = 400) -> str:
+    """Text that contains the behaviour, for training dictionaries (from the build templates only)."""
+    rng = random.Random(seed)
+    lines = []
+    if task["task"] == "sentiment":
+        for _ in range(n):
+            tails = POS_TAILS if rng.random() < 0.5 else NEG_TAILS
+            lines.append(f"{rng.choice(SUBJECTS)} {rng.choice(tails)}")
+    else:
+        for r in ioi(seed=seed + 1, n_build=n, n_eval=0)["build"]:  # build templates, other name draws
+            lines.append(r["prompt"] + r["dispreferred"] + ".")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
     for d in (sentiment(), ioi()):
         d["generator"] = "data/steering/make_steering_data.py (seed 0)"
         (HERE / f"{d['task']}.json").write_text(json.dumps(d, indent=1) + "\n")
         print(f"wrote {HERE / (d['task'] + '.json')}: {len(d['build'])} build, {len(d['eval'])} eval")
+        (HERE / f"{d['task']}_corpus.txt").write_text(corpus(d))
+        print(f"wrote {HERE / (d['task'] + '_corpus.txt')}")
