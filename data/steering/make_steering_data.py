@@ -88,7 +88,7 @@ NEG_TAILS = ["was terrible and I hated every minute of it.", "was awful, a compl
              "was bad from start to end.", "was miserable and left me angry."]
 
 
-def corpus(task: dict, seed: int = 0, n: int = 400) -> str:
+def corpus(task: dict, seed: int = 0, n: int = 1200) -> str:
     """Text that contains the behaviour, for training dictionaries (from the build templates only)."""
     rng = random.Random(seed)
     lines = []
