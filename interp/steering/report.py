@@ -14,6 +14,7 @@ LABELS = {"mean_diff": "mean difference (CAA)", "grains": "GrAInS", "sae": "SAE 
           "transcoder latent", "snmf": "SNMF feature"}
 SUCCESS = {"generation": "change in mean VADER sentiment of the continuation",
            "logit": "change in log p(preferred) - log p(dispreferred)"}
+AXIS = {"generation": "change in VADER sentiment", "logit": "change in log-prob difference"}
 
 
 def _label(name: str) -> str:
@@ -44,7 +45,7 @@ def comparison_report(c) -> Report:
         fig.add_trace(go.Scatter(x=[p["kl"] for p in pts], y=[p["delta"] for p in pts], mode="lines+markers",
                                  name=_label(m), text=[f"s={p['strength']:.3g}" for p in pts]))
     fig.update_layout(xaxis_title="next-token KL from the unsteered model (nats)",
-                      yaxis_title=SUCCESS.get(c.task_kind, "success change"), xaxis_type="log")
+                      yaxis_title=AXIS.get(c.task_kind, "success change"), xaxis_type="log")
     r.add_section("Success versus fluency cost")
     r.add_figure(fig, title="Success versus KL, per method",
                  caption="Each point: the strength calibrated to one KL target; x is the KL reached.")
@@ -55,8 +56,9 @@ def comparison_report(c) -> Report:
                                   name=_label(m)))
     fig2.add_hline(y=c.baseline["ppl"], line_dash="dot", annotation_text="unsteered")
     fig2.update_layout(xaxis_title="next-token KL (nats)", xaxis_type="log",
-                       yaxis_title="perplexity of the continuation under the unsteered model")
-    r.add_figure(fig2, title="Continuation perplexity versus KL, per method")
+                       yaxis_title="continuation perplexity")
+    r.add_figure(fig2, title="Continuation perplexity versus KL, per method",
+                 caption="Perplexity of the steered greedy continuation under the unsteered model.")
     rows = []
     for t in c.kl_targets:
         for m, p in c.at(t).items():
