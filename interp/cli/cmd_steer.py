@@ -1,0 +1,153 @@
+"""``interp steer build|eval|compare``: steering vectors (GrAInS, mean difference, dictionary features).
+
+* ``build TASK --method M --out V``: build one vector from the task's build examples; writes ``V.safetensors`` +
+  ``V.json`` (hook, layer, method, model weight hash).
+* ``eval TASK --vector V [--vector V2 ...]``: calibrate each vector to the KL targets on the held-out prompts.
+* ``compare TASK``: build every ``--methods`` vector and evaluate them at equal KL; writes ``results.json``
+  (kind ``steering_comparison``) and ``report.html`` under ``--out``.
+See :mod:`interp.steering` and docs/methods_steering.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _common(p, vector_task: bool = True) -> None:
+    p.add_argument("task", help="sentiment | ioi, or a task JSON file (data/steering/*.json format)")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-build", type=int, default=None, help="build examples used (default: all in the file)")
+    p.add_argument("--n-eval", type=int, default=None, help="held-out eval prompts used (default: all)")
+    p.add_argument("--json", action="store_true")
+
+
+def _eval_args(p) -> None:
+    p.add_argument("--kl", default="0.1,0.3,1.0", help="next-token KL targets (nats), comma separated")
+    p.add_argument("--n-new", type=int, default=12, help="greedy tokens generated per prompt and point")
+    p.add_argument("--out", default=None, help="folder for results.json and report.html")
+
+
+def _build_args(p) -> None:
+    p.add_argument("--layer", type=int, default=None, help="block whose output is steered (default: n_layers // 2)")
+    p.add_argument("--k", type=int, default=3, help="GrAInS: tokens masked per example and sign")
+    p.add_argument("--steps", type=int, default=20, help="GrAInS: integrated-gradients steps")
+    p.add_argument("--corpus-tokens", type=int, default=20000, help="sae/snmf: tokens of the behaviour corpus")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("steer", help="steering vectors: build, evaluate, compare at equal KL")
+    sub = p.add_subparsers(dest="steer_command", metavar="build|eval|compare")
+    sub.required = True
+    b = sub.add_parser("build", help="build one steering vector")
+    _common(b)
+    _build_args(b)
+    b.add_argument("--method", required=True, help="mean_diff | grains | sae | snmf")
+    b.add_argument("--out", required=True, help="vector path (without suffix)")
+    b.set_defaults(func=_build)
+    e = sub.add_parser("eval", help="evaluate saved vectors at equal KL")
+    _common(e)
+    _eval_args(e)
+    e.add_argument("--vector", action="append", required=True, help="a vector written by `steer build`")
+    e.set_defaults(func=_eval)
+    c = sub.add_parser("compare", help="build and compare all methods on one task")
+    _common(c)
+    _eval_args(c)
+    _build_args(c)
+    c.add_argument("--methods", default="mean_diff,grains", help="comma separated: mean_diff,grains,sae,snmf")
+    c.set_defaults(func=_compare)
+
+
+def _task(args):
+    from interp.steering import load_task
+
+    path = args.task if args.task.endswith(".json") else None
+    return load_task(Path(args.task).stem if path else args.task, args.n_build, args.n_eval, path)
+
+
+def _kl(args) -> list[float]:
+    try:
+        ks = [float(x) for x in args.kl.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--kl must be comma-separated numbers, got {args.kl!r}") from None
+    if not ks:
+        raise ValueError("--kl needs at least one target")
+    return ks
+
+
+def _layer(args, model) -> int:
+    return model.cfg.n_layers // 2 if args.layer is None else args.layer
+
+
+def _write(args, res) -> list[str]:
+    if not args.out:
+        return []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(res.to_json(), indent=1, default=str))
+    res.report().write(out / "report.html")
+    return [f"wrote {out / 'results.json'} and {out / 'report.html'}"]
+
+
+def _human(res) -> str:
+    lines = [res.summary(), f"{'method':12s} {'KL target':>9s} {'KL':>7s} {'strength':>10s} {'success':>9s} {'ppl':>8s}"]
+    for m, rec in res.methods.items():
+        for p in rec["points"]:
+            lines.append(f"{m:12s} {p['target']:9.3g} {p['kl']:7.3f} {p['strength']:10.4g} {p['delta']:+9.4f} "
+                         f"{p['ppl']:8.2f}")
+    return "\n".join(lines)
+
+
+def _build(args) -> int:
+    import torch
+
+    from interp.cli.main import emit
+    from interp.models import load_model
+    from interp.steering import build_vector
+
+    torch.manual_seed(args.seed)
+    model = load_model(args.model, device=args.device)
+    kw = {"corpus_tokens": args.corpus_tokens, "seed": args.seed} if args.method in ("sae", "snmf") else {}
+    vec = build_vector(model, args.method, _task(args), _layer(args, model), k=args.k, steps=args.steps, **kw)
+    path = vec.save(args.out)
+    info = {"vector": str(path), "method": vec.method, "hook_name": vec.hook_name, "mode": vec.mode,
+            "model_hash": vec.model_hash, "norm": float(vec.vector.norm()),
+            "cost": {k: vec.meta.get(k) for k in ("forward_passes", "backward_passes", "seconds")}}
+    emit(args, info, f"{vec.method} vector at {vec.hook_name} (|v| = {info['norm']:.3g}, mode {vec.mode}) -> {path}")
+    return 0
+
+
+def _eval(args) -> int:
+    from interp.cli.main import emit
+    from interp.models import load_model
+    from interp.steering import evaluate_steering, load_vector
+
+    model = load_model(args.model, device=args.device)
+    vecs = {}
+    for v in args.vector:
+        vec = load_vector(v, model)
+        vecs[vec.method if vec.method not in vecs else Path(v).stem] = vec
+    res = evaluate_steering(model, vecs, _task(args), _kl(args), n_new=args.n_new, seed=args.seed)
+    lines = _write(args, res)
+    emit(args, res.to_json(), "\n".join([_human(res)] + lines))
+    return 0
+
+
+def _compare(args) -> int:
+    import torch
+
+    from interp.cli.main import emit
+    from interp.models import load_model
+    from interp.steering import compare_methods
+
+    torch.manual_seed(args.seed)
+    model = load_model(args.model, device=args.device)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    res = compare_methods(model, _task(args), _layer(args, model), methods, _kl(args), n_new=args.n_new, k=args.k,
+                          steps=args.steps, seed=args.seed,
+                          feature_kw={"corpus_tokens": args.corpus_tokens, "seed": args.seed})
+    lines = _write(args, res)
+    emit(args, res.to_json(), "\n".join([_human(res)] + lines))
+    return 0

@@ -1,0 +1,275 @@
+"""Steering tasks and the equal-KL comparison of steering methods.
+
+Tasks (``data/steering/*.json``, written by ``data/steering/make_steering_data.py``) hold ``build`` examples
+``(prompt, preferred, dispreferred)`` for the builders and disjoint held-out ``eval`` prompts.  Two kinds:
+
+* ``generation`` (sentiment): success = mean VADER compound score (Hutto & Gilbert 2014; the
+  ``vaderSentiment`` package, lexicon inside) of the greedy continuations, minus the unsteered mean;
+* ``logit`` (IOI towards the repeated name): success = change of ``log p(preferred | x) - log p(dispreferred | x)``
+  (teacher-forced, summed over the response tokens), averaged over the eval prompts.
+
+Equal cost to fluency: for every method the strength ``s`` is calibrated (doubling then bisection on ``s >= 0``)
+so that the mean next-token ``KL(p_unsteered || p_steered)`` after the eval prompts hits each target; at that
+strength we measure success, the KL reached, and the perplexity of the steered greedy continuation under the
+unsteered model.  Cost per method: the builder's forward/backward passes and seconds (``vector.meta``), plus the
+calibration passes.  Time: per (method, target) ~10 batched forwards for the calibration and ``n_new`` forwards
+of the eval prompts for the generations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .runs import continuation_nll, generate, groups, kl_divergence, last_logprobs, activations_at, tokenize
+from .vector import SteeringVector, check_model
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "steering"
+TASKS = ("sentiment", "ioi")
+SCHEMA_VERSION = 1
+DEFAULT_KL_TARGETS = (0.1, 0.3, 1.0)
+
+# What the seed paper reports (Nguyen et al. 2025, arXiv 2507.18043, abstract), for the comparison table.
+PAPER_CLAIMS = {
+    "grains": "TruthfulQA MC +13.22 points (34.15 -> 47.37) on Llama-3.1-8B-Instruct; MMHal-Bench hallucination "
+              "0.624 -> 0.514 on LLaVA-1.6-7B; SPA-VL win rate +8.11 (7-8B models, other benchmarks)",
+    "mean_diff": "the baseline GrAInS reports beating (CAA / ITI-style mean differences)",
+}
+
+
+@dataclass
+class SteeringTask:
+    """Prompts with preferred / dispreferred outputs."""
+
+    name: str
+    kind: str
+    """``generation`` (scored by ``scorer`` on continuations) or ``logit`` (log-prob difference)."""
+    build: list[dict]
+    """``{prompt, preferred, dispreferred}`` rows the vectors are built from."""
+    eval: list[dict]
+    """Held-out ``{prompt, preferred, dispreferred}`` rows (empty responses for generation tasks)."""
+    scorer: str = ""
+
+    @property
+    def eval_prompts(self) -> list[str]:
+        return [r["prompt"] for r in self.eval]
+
+
+def load_task(name: str, n_build: int | None = None, n_eval: int | None = None, path: str | Path | None = None
+              ) -> SteeringTask:
+    """The task ``name`` (``sentiment`` | ``ioi``) from ``data/steering/<name>.json`` (or ``path``)."""
+    p = Path(path) if path else DATA / f"{name}.json"
+    if not p.exists():
+        raise ValueError(f"unknown steering task {name!r}; known: {', '.join(TASKS)} (or give a JSON path)")
+    d = json.loads(p.read_text())
+    build, ev = d["build"][:n_build], d["eval"][:n_eval]
+    if not build or not ev:
+        raise ValueError(f"task {name!r} needs at least one build and one eval example")
+    overlap = {r["prompt"] for r in build} & {r["prompt"] for r in ev}
+    if overlap:
+        raise ValueError(f"task {name!r}: eval prompts also used to build vectors: {sorted(overlap)[:3]}")
+    return SteeringTask(d["task"], d["kind"], build, ev, d.get("scorer", ""))
+
+
+def vader_scores(texts: Sequence[str]) -> list[float]:
+    """VADER compound sentiment in [-1, 1] per text (vaderSentiment, lexicon shipped in the package)."""
+    try:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+    except ImportError as e:  # pragma: no cover - it is a dependency
+        raise ImportError("the sentiment task needs vaderSentiment (pip install vaderSentiment==3.3.2)") from e
+    an = SentimentIntensityAnalyzer()
+    return [an.polarity_scores(t)["compound"] for t in texts]
+
+
+@torch.no_grad()
+def response_logprob_diff(model, task: SteeringTask, vector: SteeringVector | None = None, strength: float = 0.0
+                          ) -> torch.Tensor:
+    """``[N]``: ``log p(preferred | x) - log p(dispreferred | x)`` per eval prompt (teacher forced)."""
+    from .build import _split
+    from .runs import _ctx, device_of
+
+    seqs, spans = [], []
+    for r in task.eval:
+        for resp in (r["preferred"], r["dispreferred"]):
+            s, n_p = _split(model, r["prompt"], resp)
+            seqs.append(s)
+            spans.append(n_p)
+    lp_resp = torch.zeros(len(seqs))
+    dev = device_of(model)
+    with _ctx(model, vector, strength):
+        for idx, toks in groups(seqs):
+            lp = torch.log_softmax(model(toks.to(dev)).float(), -1).cpu()
+            for j, i in enumerate(idx):
+                n_p = spans[i]
+                lp_resp[i] = lp[j, n_p - 1:-1].gather(-1, toks[j, n_p:, None]).sum()
+    return lp_resp[0::2] - lp_resp[1::2]
+
+
+@dataclass
+class Calibration:
+    strength: float
+    kl: float
+    reached: bool
+    passes: int
+
+
+def calibrate(model, vector: SteeringVector, token_lists, base_lp: torch.Tensor, target: float, s0: float,
+              rel_tol: float = 0.1, max_doublings: int = 20, max_bisect: int = 12) -> Calibration:
+    """The strength ``s >= 0`` whose mean next-token KL over ``token_lists`` is ``target`` (within ``rel_tol``)."""
+    if not (target > 0 and math.isfinite(target)):
+        raise ValueError(f"KL targets must be positive and finite, got {target}")
+    passes = 0
+
+    def kl_at(s):
+        nonlocal passes
+        passes += 1
+        return float(kl_divergence(base_lp, last_logprobs(model, token_lists, vector, s)).mean())
+
+    lo, hi = 0.0, s0
+    k_hi = kl_at(hi)
+    for _ in range(max_doublings):
+        if k_hi >= target:
+            break
+        lo, hi = hi, hi * 2
+        k_hi = kl_at(hi)
+    if k_hi < target:
+        return Calibration(hi, k_hi, False, passes)
+    best = (hi, k_hi)
+    for _ in range(max_bisect):
+        if abs(best[1] - target) <= rel_tol * target:
+            break
+        mid = 0.5 * (lo + hi)
+        k = kl_at(mid)
+        if k >= target:
+            hi = mid
+        else:
+            lo = mid
+        if abs(k - target) < abs(best[1] - target):
+            best = (mid, k)
+    return Calibration(best[0], best[1], abs(best[1] - target) <= rel_tol * target, passes)
+
+
+@dataclass
+class SteeringComparison:
+    """Every method on one task at equal next-token KL; JSON round trip, report."""
+
+    task: str
+    task_kind: str
+    """``generation`` or ``logit``."""
+    model: str
+    model_hash: str
+    kl_targets: list[float]
+    baseline: dict
+    """Unsteered ``success`` (mean score / log-prob diff) and ``ppl`` of its continuations."""
+    methods: dict
+    """``{method: {hook_name, layer, mode, cost {forward_passes, backward_passes, seconds}, chosen (what was
+    picked and why), points: [{target, strength, kl, reached, success, delta, ppl, calibration_passes}]}}``."""
+    examples: list[dict]
+    """``[{prompt, unsteered, <method>: text}]`` at the middle KL target."""
+    config: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """Plain JSON types only, with ``kind`` and ``schema_version``."""
+        return {"kind": "steering_comparison", "schema_version": SCHEMA_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, d: dict | str | Path) -> "SteeringComparison":
+        if isinstance(d, (str, Path)):
+            d = json.loads(Path(d).read_text())
+        if d.get("kind") != "steering_comparison":
+            raise ValueError(f"not a steering comparison (kind={d.get('kind')!r})")
+        if d.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"schema_version {d.get('schema_version')} is not {SCHEMA_VERSION}")
+        return cls(task=d["task"], task_kind=d["task_kind"], model=d["model"], model_hash=d["model_hash"],
+                   kl_targets=d["kl_targets"], baseline=d["baseline"], methods=d["methods"], examples=d["examples"],
+                   config=d.get("config", {}), meta=d.get("meta", {}))
+
+    def at(self, target: float) -> dict:
+        """``{method: point}`` at KL target ``target``."""
+        return {m: next(p for p in r["points"] if p["target"] == target) for m, r in self.methods.items()}
+
+    def summary(self) -> str:
+        from .report import summary_sentence
+
+        return summary_sentence(self)
+
+    def report(self):
+        from .report import comparison_report
+
+        return comparison_report(self)
+
+    def _repr_html_(self) -> str:
+        return self.report().to_html()
+
+
+def evaluate_steering(model, vectors: dict[str, SteeringVector] | Sequence[SteeringVector], task: SteeringTask,
+                      kl_targets: Sequence[float] = DEFAULT_KL_TARGETS, n_new: int = 12, n_examples: int = 4,
+                      seed: int = 0) -> SteeringComparison:
+    """Calibrate each vector to every KL target on ``task``'s eval prompts and measure success and fluency."""
+    from interp.models.load import model_name, weight_hash
+
+    if not isinstance(vectors, dict):
+        vectors = {v.method: v for v in vectors}
+    if not vectors:
+        raise ValueError("evaluate_steering needs at least one steering vector")
+    targets = sorted(float(t) for t in kl_targets)
+    for t in targets:
+        if not (t > 0 and math.isfinite(t)):
+            raise ValueError(f"KL targets must be positive and finite, got {t}")
+    for v in vectors.values():
+        check_model(model, v)
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    toks = tokenize(model, task.eval_prompts)
+    base_lp = last_logprobs(model, toks)
+    tok = model.tokenizer
+
+    def measure(vec, s):
+        out = {}
+        if task.kind == "logit":
+            out["success"] = float(response_logprob_diff(model, task, vec, s).mean())
+        conts = generate(model, toks, n_new, vec, s)
+        texts = [tok.decode(c.tolist()) for c in conts]
+        if task.kind == "generation":
+            out["success"] = float(torch.tensor(vader_scores(texts)).mean())
+        out["ppl"] = float(continuation_nll(model, toks, conts).mean().exp())
+        return out, texts
+
+    base, base_texts = measure(None, 0.0)
+    examples = [{"prompt": p, "unsteered": t} for p, t in list(zip(task.eval_prompts, base_texts))[:n_examples]]
+    mid = targets[len(targets) // 2]
+    methods = {}
+    for name, vec in vectors.items():
+        h = activations_at(model, toks, vec.hook_name, -1).norm(dim=-1).mean()
+        s0 = 0.05 * float(h) / max(float(vec.vector.norm()), 1e-12)
+        pts = []
+        for t in targets:
+            tc = time.perf_counter()
+            cal = calibrate(model, vec, toks, base_lp, t, s0)
+            res, texts = measure(vec, cal.strength)
+            pts.append({"target": t, "strength": cal.strength, "kl": cal.kl, "reached": cal.reached,
+                        "success": res["success"], "delta": res["success"] - base["success"], "ppl": res["ppl"],
+                        "calibration_passes": cal.passes, "seconds": time.perf_counter() - tc})
+            if t == mid:
+                for e, txt in zip(examples, texts):
+                    e[name] = txt
+        cost = {k: vec.meta.get(k) for k in ("forward_passes", "backward_passes", "seconds")}
+        methods[name] = {"hook_name": vec.hook_name, "layer": vec.layer, "mode": vec.mode, "method": vec.method,
+                         "cost": cost, "chosen": vec.meta.get("chosen", ""), "points": pts}
+    from importlib.metadata import version
+
+    meta = {"model": model_name(model), "seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(),
+            "versions": {"torch": torch.__version__, "transformer_lens": version("transformer-lens"),
+                                              "vaderSentiment": version("vaderSentiment")}}
+    cfg = {"kl_targets": targets, "n_new": n_new, "n_eval": len(task.eval), "n_build": len(task.build),
+           "seed": seed}
+    return SteeringComparison(task=task.name, task_kind=task.kind, model=model_name(model), model_hash=weight_hash(model),
+                              kl_targets=targets, baseline=base, methods=methods, examples=examples, config=cfg,
+                              meta=meta)

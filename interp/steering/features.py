@@ -1,0 +1,114 @@
+"""Feature steering: one dictionary latent (SAE) or SNMF feature as the steering direction.
+
+1. Cache the hook's activations on text that contains the behaviour (``data/steering/<task>_corpus.txt``, written
+   by ``data/steering/make_steering_data.py``) into an activation store (:func:`interp.store.cache_activations`).
+2. Fit the dictionary on the store: a ReLU SAE at ``blocks.L.hook_resid_post``
+   (:func:`interp.dictionaries.train_sae`), or SNMF on ``blocks.L.mlp.hook_post``
+   (:func:`interp.decompositions.snmf.fit_snmf`, Shafran et al. 2025).
+3. Choose the latent whose activation differs most between the task's build texts ``prompt + preferred`` and
+   ``prompt + dispreferred`` (last position, mean over the build examples): for the SAE the latent activation
+   ``relu(w_enc . (h - b_dec) + b_enc)``, for SNMF the projection of the MLP activation on the unit feature
+   ``z_i / ||z_i||``.  ``meta['chosen']`` says which latent and why (the two means, its corpus firing rate).
+4. Steer: SAE ``add`` (``h + s W_dec[j] / ||W_dec[j]||``) or ``clamp`` (the latent set to ``s``); SNMF ``add``
+   of ``z_i / ||z_i||`` at ``mlp.hook_post`` -- the same direction and site as
+   :func:`interp.decompositions.snmf_features.calibrate_steering`, with the strength calibrated by the same
+   KL rule as every other method here.
+Cost: caching ``corpus_tokens`` forward tokens, the dictionary fit, and one forward per build text.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from interp.models.load import weight_hash
+
+from .build import _hook_layer, layer_hook
+from .evaluate import DATA, SteeringTask
+from .runs import activations_at, tokenize
+from .vector import SteeringVector
+
+
+def _store(model, task: SteeringTask, hook: str, corpus_tokens: int, out: str | None):
+    from interp.store import CacheConfig, cache_activations
+
+    corpus = DATA / f"{task.name}_corpus.txt"
+    if not corpus.exists():
+        raise ValueError(f"no behaviour corpus {corpus} for task {task.name!r}; run data/steering/make_steering_data.py")
+    out = out or tempfile.mkdtemp(prefix=f"steer_{task.name}_")
+    cfg = CacheConfig(hooks=[hook], corpus=str(corpus), n_tokens=corpus_tokens, context_length=64, batch_size=8,
+                      dtype="float32", out=out)
+    return cache_activations(cfg, model=model), corpus
+
+
+def _contrast(model, task: SteeringTask, hook: str) -> tuple[torch.Tensor, torch.Tensor]:
+    pos = activations_at(model, tokenize(model, [r["prompt"] + r["preferred"] for r in task.build]), hook)
+    neg = activations_at(model, tokenize(model, [r["prompt"] + r["dispreferred"] for r in task.build]), hook)
+    return pos, neg
+
+
+def feature_vector(model, method: str, task: SteeringTask, layer: int, corpus_tokens: int = 20000,
+                   d_sae: int | None = None, snmf_k: int = 32, mode: str = "add", seed: int = 0,
+                   store_dir: str | None = None) -> SteeringVector:
+    """An SAE latent (``method='sae'``) or SNMF feature (``'snmf'``) direction for ``task`` (see module doc)."""
+    if method not in ("sae", "snmf"):
+        raise ValueError(f"feature_vector: method must be 'sae' or 'snmf', got {method!r}")
+    if mode not in ("add", "clamp") or (method == "snmf" and mode != "add"):
+        raise ValueError(f"feature steering mode must be 'add' (or 'clamp' for an SAE), got {mode!r}")
+    t0 = time.perf_counter()
+    hook = layer_hook(model, layer, "hook_resid_post" if method == "sae" else "mlp.hook_post")
+    store, corpus = _store(model, task, hook, corpus_tokens, store_dir)
+    n_fwd = store.n_rows  # tokens, counted as forward rows
+    pos, neg = _contrast(model, task, hook)
+    n_fwd_build = 2 * len(task.build)
+    if method == "sae":
+        from interp.dictionaries import SAEConfig, TrainConfig, train_sae
+
+        d = store.d(hook)
+        scfg = SAEConfig(arch="relu", d_in=d, d_sae=d_sae or 4 * d, hook_in=hook, l1_coeff=1.0)
+        tcfg = TrainConfig(n_tokens=4 * store.n_rows, batch_size=256, lr=1e-3, warmup_steps=10, seed=seed,
+                           progress=False, init_rows=min(4096, store.n_rows), dead_after_tokens=10 ** 9)
+        sae = train_sae(store, scfg, tcfg).sae
+        W_enc, b_enc = sae.W_enc.detach().float().cpu(), sae.b_enc.detach().float().cpu()
+        W_dec, b_dec = sae.W_dec.detach().float().cpu(), sae.b_dec.detach().float().cpu()
+
+        def acts(h):
+            return torch.relu((h - b_dec) @ W_enc + b_enc)
+
+        ap, an = acts(pos).mean(0), acts(neg).mean(0)
+        j = int((ap - an).argmax())
+        from interp.decompositions.snmf import store_activations
+
+        X = store_activations(store, hook).X
+        fire = float((acts(X)[:, j] > 0).float().mean())
+        dec = W_dec[j]
+        vec = dec / dec.norm() if mode == "add" else dec
+        extra = {"encoder": W_enc[:, j], "encoder_bias": float(b_enc[j] - W_enc[:, j] @ b_dec)} if mode == "clamp" else {}
+        chosen = (f"SAE latent {j} of {W_enc.shape[1]} (ReLU SAE at {hook}, trained on {store.n_rows} tokens of "
+                  f"{corpus.name}): the largest mean activation difference between preferred and dispreferred "
+                  f"build texts, {float(ap[j]):.3f} vs {float(an[j]):.3f}; fires on {fire:.1%} of corpus tokens")
+        meta = {"latent": j, "d_sae": int(W_enc.shape[1]), "mean_pos": float(ap[j]), "mean_neg": float(an[j]),
+                "fire_rate": fire}
+        sv = SteeringVector(vec, hook, _hook_layer(hook), "sae", weight_hash(model), mode, **extra)
+    else:
+        from interp.decompositions.snmf import SNMFConfig, fit_snmf, store_activations
+
+        X = store_activations(store, hook).X
+        res = fit_snmf(X, SNMFConfig(k=snmf_k, max_iter=300, patience=100, seed=seed))
+        Z = torch.nn.functional.normalize(res.Z.float().T, dim=-1)  # [k, d_mlp]
+        ap, an = (pos @ Z.T).mean(0), (neg @ Z.T).mean(0)
+        i = int((ap - an).argmax())
+        chosen = (f"SNMF feature {i} of {snmf_k} (fit on {X.shape[0]} tokens of {corpus.name} at {hook}, relative "
+                  f"loss {res.rel_loss:.3f}): the largest mean projection difference between preferred and "
+                  f"dispreferred build texts, {float(ap[i]):.3f} vs {float(an[i]):.3f}")
+        meta = {"feature": i, "k": snmf_k, "mean_pos": float(ap[i]), "mean_neg": float(an[i]),
+                "rel_loss": res.rel_loss}
+        sv = SteeringVector(Z[i], hook, _hook_layer(hook), "snmf", weight_hash(model), "add")
+    sv.meta.update(meta)
+    sv.meta.update({"chosen": chosen, "corpus": str(corpus.name), "corpus_tokens": int(store.n_rows),
+                    "forward_passes": n_fwd_build, "forward_tokens_cached": n_fwd, "backward_passes": 0,
+                    "seconds": time.perf_counter() - t0})
+    return sv

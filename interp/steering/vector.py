@@ -1,0 +1,184 @@
+"""Steering vectors: the typed object, its file format, and the scoped hook that applies it.
+
+A :class:`SteeringVector` is a direction ``v`` at one TransformerLens hook (``blocks.L.hook_resid_post``,
+``blocks.L.mlp.hook_post``, ...) plus how it is applied (``mode``):
+
+* ``add`` (contrastive activation addition, SAE/SNMF feature addition): ``h <- h + s v`` at every position.
+* ``renorm`` (GrAInS, Nguyen et al. 2025): ``h' = h + s v``, then ``h <- h' ||h|| / ||h'||`` per position
+  (the norm over the hidden axis), so each hidden state keeps its norm and only its direction turns.
+* ``clamp`` (SAE latent clamping): the latent ``a(h) = relu(w_enc . h + b)`` is set to ``s``:
+  ``h <- h + (s - a(h)) v`` with ``v`` the latent's decoder row (exact for a ReLU SAE's reconstruction).
+
+:func:`steer` is a context manager: the hook is added with :func:`interp.models.scoped_hooks` and removed on
+exit, also when the block raises.  Files: ``<path>.safetensors`` (``vector`` and, for clamping, ``encoder``)
+plus ``<path>.json`` (hook, layer, method, mode, model weight hash, meta); :func:`load_vector` checks the
+hash against the model it is given.  Cost: one ``[B, T, d]`` elementwise pass per hooked forward.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from interp.models import resolve_hooks, scoped_hooks
+from interp.models.load import weight_hash
+
+MODES = ("add", "renorm", "clamp")
+METHODS = ("mean_diff", "grains", "sae", "transcoder", "snmf")
+SCHEMA_VERSION = 1
+
+
+class ModelMismatchError(ValueError):
+    """The steering vector was built on a model with other weights."""
+
+
+@dataclass
+class SteeringVector:
+    """A direction at one hook and how to apply it."""
+
+    vector: torch.Tensor
+    """``[d]`` float32: the direction added (``add``, ``renorm``) or the decoder row (``clamp``)."""
+    hook_name: str
+    """TransformerLens hook it is applied at, e.g. ``blocks.15.hook_resid_post``."""
+    layer: int
+    """Block index of ``hook_name`` (``-1`` for hooks outside the blocks)."""
+    method: str
+    """Which builder made it: one of :data:`METHODS`."""
+    model_hash: str
+    """:func:`interp.models.load.weight_hash` of the model it was built on."""
+    mode: str = "add"
+    """How :func:`steer` applies it: one of :data:`MODES`."""
+    encoder: torch.Tensor | None = None
+    """``[d]`` encoder row ``w_enc`` of the latent (``clamp`` only)."""
+    encoder_bias: float = 0.0
+    """``b`` in ``a(h) = relu(w_enc . h + b)`` (``clamp`` only; the SAE's ``b_dec`` folded in)."""
+    meta: dict = field(default_factory=dict)
+    """JSON-able provenance: prompts, chosen tokens/latent, build cost (``forward_passes``, ``backward_passes``,
+    ``seconds``), hyperparameters."""
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown steering method {self.method!r}; known: {', '.join(METHODS)}")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown steering mode {self.mode!r}; known: {', '.join(MODES)}")
+        v = torch.as_tensor(self.vector).detach().float().cpu()
+        if v.ndim != 1:
+            raise ValueError(f"a steering vector is 1-D [d], got shape {tuple(v.shape)}")
+        if not torch.isfinite(v).all():
+            raise ValueError("the steering vector has non-finite entries")
+        self.vector = v
+        if self.mode == "clamp":
+            if self.encoder is None:
+                raise ValueError("mode 'clamp' needs the latent's encoder row (encoder=...)")
+            e = torch.as_tensor(self.encoder).detach().float().cpu()
+            if e.shape != v.shape:
+                raise ValueError(f"encoder row {tuple(e.shape)} and decoder row {tuple(v.shape)} differ in shape")
+            self.encoder = e
+
+    @property
+    def d(self) -> int:
+        return int(self.vector.shape[0])
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path.safetensors`` and ``path.json`` (``path`` without suffix); returns the JSON path."""
+        from safetensors.torch import save_file
+
+        p = Path(path)
+        p = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {"vector": self.vector.contiguous()}
+        if self.encoder is not None:
+            tensors["encoder"] = self.encoder.contiguous()
+        save_file(tensors, str(p.with_suffix(".safetensors")))
+        info = {"kind": "steering_vector", "schema_version": SCHEMA_VERSION, "hook_name": self.hook_name,
+                "layer": self.layer, "method": self.method, "mode": self.mode, "model_hash": self.model_hash,
+                "encoder_bias": self.encoder_bias, "d": self.d, "meta": self.meta}
+        p.with_suffix(".json").write_text(json.dumps(info, indent=1, default=str))
+        return p.with_suffix(".json")
+
+
+def load_vector(path: str | Path, model=None) -> SteeringVector:
+    """Read a vector written by :meth:`SteeringVector.save`; with ``model``, refuse one built on other weights."""
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    p = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
+    js, st = p.with_suffix(".json"), p.with_suffix(".safetensors")
+    for f in (js, st):
+        if not f.exists():
+            raise FileNotFoundError(f"steering vector file {f} does not exist")
+    info = json.loads(js.read_text())
+    if info.get("kind") != "steering_vector":
+        raise ValueError(f"{js} is not a steering vector (kind={info.get('kind')!r})")
+    if info.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{js}: schema_version {info.get('schema_version')} is not {SCHEMA_VERSION}")
+    t = load_file(str(st))
+    vec = SteeringVector(vector=t["vector"], hook_name=info["hook_name"], layer=int(info["layer"]),
+                         method=info["method"], model_hash=info["model_hash"], mode=info["mode"],
+                         encoder=t.get("encoder"), encoder_bias=float(info.get("encoder_bias", 0.0)),
+                         meta=info.get("meta", {}))
+    if model is not None:
+        check_model(model, vec)
+    return vec
+
+
+def check_model(model, vec: SteeringVector) -> None:
+    """Raise :class:`ModelMismatchError` / ``HookNotFoundError`` / ``ValueError`` if ``vec`` cannot steer ``model``."""
+    h = weight_hash(model)
+    if h != vec.model_hash:
+        raise ModelMismatchError(f"steering vector ({vec.method}, {vec.hook_name}) was built on a model with weight "
+                                 f"hash {vec.model_hash}, but this model's hash is {h}; rebuild it on this model")
+    resolve_hooks(model, [vec.hook_name])  # HookNotFoundError with hints when the model lacks it
+
+
+def _check_strength(strength) -> float:
+    try:
+        s = float(strength)
+    except (TypeError, ValueError):
+        raise ValueError(f"steering strength must be a finite number, got {strength!r}") from None
+    if not math.isfinite(s):
+        raise ValueError(f"steering strength must be finite, got {s}")
+    return s
+
+
+def steering_hook(vec: SteeringVector, strength: float, device=None):
+    """The hook function ``fn(x, hook) -> x'`` applying ``vec`` at ``strength`` (see the module doc)."""
+    s = _check_strength(strength)
+    v = vec.vector.to(device) if device is not None else vec.vector
+    enc = vec.encoder.to(device) if (vec.encoder is not None and device is not None) else vec.encoder
+
+    def fn(x, hook=None):
+        if x.shape[-1] != v.shape[0]:
+            raise ValueError(f"steering vector has width {v.shape[0]} but {vec.hook_name} has width {x.shape[-1]}")
+        vx = v.to(x.dtype)
+        if vec.mode == "add":
+            return x + s * vx
+        if vec.mode == "renorm":
+            y = x + s * vx
+            # ||y|| is 0 only if s v = -x exactly; the clamp keeps that case finite (it returns 0 there).
+            return y * (x.norm(dim=-1, keepdim=True) / y.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny))
+        a = torch.relu(x @ enc.to(x.dtype) + vec.encoder_bias)
+        return x + (s - a)[..., None] * vx
+
+    return fn
+
+
+@contextmanager
+def steer(model, vector: SteeringVector, strength: float):
+    """``with steer(model, vector, s): model(tokens)`` runs steered; the hook is removed on exit (also on errors).
+
+    Raises :class:`ModelMismatchError` for a vector built on other weights, ``HookNotFoundError`` for a hook the
+    model lacks and ``ValueError`` for a non-finite strength.
+    """
+    if not isinstance(vector, SteeringVector):
+        raise TypeError(f"steer() needs a SteeringVector, got {type(vector).__name__}")
+    s = _check_strength(strength)
+    check_model(model, vector)
+    dev = next(model.parameters()).device
+    with scoped_hooks(model, fwd=[(vector.hook_name, steering_hook(vector, s, dev))]):
+        yield model

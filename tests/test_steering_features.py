@@ -1,0 +1,37 @@
+"""Feature steering (SAE latent, SNMF feature) on a tiny model: the chosen latent, its direction, and agreement
+with the existing SNMF steering helper."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp.decompositions.snmf_features import steered_logits
+from interp.steering import load_task, steer
+from interp.steering.features import feature_vector
+
+
+@pytest.fixture(scope="module")
+def task():
+    return load_task("sentiment", n_build=4)
+
+
+def test_sae_latent_vector(tiny_llama, task, tmp_path):
+    v = feature_vector(tiny_llama, "sae", task, 0, corpus_tokens=1500, store_dir=str(tmp_path / "s"))
+    assert v.method == "sae" and v.mode == "add" and v.hook_name == "blocks.0.hook_resid_post"
+    assert float(v.vector.norm()) == pytest.approx(1.0, abs=1e-6)  # unit decoder row; float32 normalise
+    assert "SAE latent" in v.meta["chosen"] and v.meta["mean_pos"] >= v.meta["mean_neg"]
+    c = feature_vector(tiny_llama, "sae", task, 0, corpus_tokens=1500, mode="clamp", store_dir=str(tmp_path / "c"))
+    assert c.mode == "clamp" and c.encoder is not None and c.encoder.shape == c.vector.shape
+    with pytest.raises(ValueError, match="mode"):
+        feature_vector(tiny_llama, "snmf", task, 0, mode="clamp")
+
+
+def test_snmf_feature_steers_like_the_snmf_helper(tiny_llama, task, tmp_path):
+    v = feature_vector(tiny_llama, "snmf", task, 1, corpus_tokens=1500, snmf_k=8, store_dir=str(tmp_path / "s"))
+    assert v.hook_name == "blocks.1.mlp.hook_post" and v.mode == "add"
+    toks = tiny_llama.to_tokens("I think that")
+    with steer(tiny_llama, v, 2.0):
+        ours = tiny_llama(toks)
+    theirs = steered_logits(tiny_llama, v.hook_name, v.vector[None], torch.tensor([2.0]), toks[0])
+    torch.testing.assert_close(ours, theirs)  # the same sum x + 2 z/||z|| at every position
