@@ -33,7 +33,7 @@ import torch
 #: kind -> result class; filled by :func:`register`.
 KINDS: dict[str, type["Result"]] = {}
 #: Modules that define result kinds (imported by :func:`load_result` so every kind is known).
-KIND_MODULES = ("interp.attribution.components", "interp.circuits.result")
+KIND_MODULES = ("interp.attribution.components", "interp.circuits.result", "interp.steering.evaluate")
 
 
 class ResultSchemaError(ValueError):

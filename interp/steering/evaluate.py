@@ -21,11 +21,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
+
+from interp.results import Result, register
 
 from .runs import continuation_nll, generate, groups, kl_divergence, last_logprobs, activations_at, tokenize
 from .vector import SteeringVector, check_model
@@ -155,9 +157,13 @@ def calibrate(model, vector: SteeringVector, token_lists, base_lp: torch.Tensor,
     return Calibration(best[0], best[1], abs(best[1] - target) <= rel_tol * target, passes)
 
 
+@register
 @dataclass
-class SteeringComparison:
+class SteeringComparison(Result):
     """Every method on one task at equal next-token KL; JSON round trip, report."""
+
+    kind: ClassVar[str] = "steering_comparison"
+    schema_version: ClassVar[int] = SCHEMA_VERSION
 
     task: str
     task_kind: str
@@ -175,21 +181,11 @@ class SteeringComparison:
     config: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
 
-    def to_json(self) -> dict:
-        """Plain JSON types only, with ``kind`` and ``schema_version``."""
-        return {"kind": "steering_comparison", "schema_version": SCHEMA_VERSION, **asdict(self)}
-
     @classmethod
     def from_json(cls, d: dict | str | Path) -> "SteeringComparison":
         if isinstance(d, (str, Path)):
             d = json.loads(Path(d).read_text())
-        if d.get("kind") != "steering_comparison":
-            raise ValueError(f"not a steering comparison (kind={d.get('kind')!r})")
-        if d.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"schema_version {d.get('schema_version')} is not {SCHEMA_VERSION}")
-        return cls(task=d["task"], task_kind=d["task_kind"], model=d["model"], model_hash=d["model_hash"],
-                   kl_targets=d["kl_targets"], baseline=d["baseline"], methods=d["methods"], examples=d["examples"],
-                   config=d.get("config", {}), meta=d.get("meta", {}))
+        return super().from_json(d)
 
     def at(self, target: float) -> dict:
         """``{method: point}`` at KL target ``target``."""
@@ -205,8 +201,6 @@ class SteeringComparison:
 
         return comparison_report(self)
 
-    def _repr_html_(self) -> str:
-        return self.report().to_html()
 
 
 def evaluate_steering(model, vectors: dict[str, SteeringVector] | Sequence[SteeringVector], task: SteeringTask,

@@ -37,8 +37,8 @@ def summary_sentence(c) -> str:
 def comparison_report(c) -> Report:
     import plotly.graph_objects as go
 
-    r = Report(f"Steering comparison: {c.task} on {c.model}", config=c.config, meta=c.meta)
-    r.add_section("Finding", summary_sentence(c))
+    r = Report(f"Steering comparison: {c.task} on {c.model}", config=c.config, meta=c.meta,
+               summary=summary_sentence(c))
     fig = go.Figure()
     for m, rec in c.methods.items():
         pts = rec["points"]
