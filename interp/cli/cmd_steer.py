@@ -5,7 +5,7 @@
 * ``eval TASK --vector V [--vector V2 ...]``: calibrate each vector to the KL targets on the held-out prompts.
 * ``compare TASK``: build every ``--methods`` vector and evaluate them at equal KL; writes ``results.json``
   (kind ``steering_comparison``) and ``report.html`` under ``--out``.
-See :mod:`interp.steering` and docs/methods_steering.md.
+See :mod:`interp.steering` and docs/methods.md, Steering (GrAInS, mean-difference, feature steering).
 """
 
 from __future__ import annotations

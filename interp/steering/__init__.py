@@ -1,6 +1,7 @@
 """Steering: build a direction from a model's own behaviour and add it at inference.
 
-One family over the project's models, tasks and reports (docs/methods_steering.md):
+One family over the project's models, tasks and reports
+(docs/methods.md, Steering (GrAInS, mean-difference, feature steering)):
 
 * builders, each returning a :class:`SteeringVector`: :func:`mean_difference` (CAA / ActAdd),
   :func:`grains` (GrAInS), :func:`feature_vector` (an SAE latent or SNMF feature);

@@ -20,7 +20,8 @@
 
   applied with ``mode='renorm'``: ``h' = h + s v`` then rescaled to ``||h||`` per position.
   Cost: per example ``2 (steps + 2)`` forwards and ``2 steps`` backwards (IG) plus 6 forwards.
-  docs/methods_steering.md lists where this differs from the reference code.
+  docs/methods.md, Steering (GrAInS, mean-difference, feature steering) lists where this differs from
+  the reference code.
 """
 
 from __future__ import annotations

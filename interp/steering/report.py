@@ -79,7 +79,8 @@ def comparison_report(c) -> Report:
     r.add_section("Method and provenance",
                   "Strength per method: doubling then bisection on s >= 0 until the mean next-token "
                   "KL(p_unsteered || p_steered) over the held-out prompts is within 10% of each target. "
-                  "See docs/methods_steering.md for the formulas and where GrAInS differs from its reference code.")
+                  "See docs/methods.md, Steering (GrAInS, mean-difference, feature steering) for the formulas "
+                  "and where GrAInS differs from its reference code.")
     prov = [{"method": _label(m), "hook": rec["hook_name"], "mode": rec["mode"], "chosen": html.escape(
         str(rec.get("chosen", "")))} for m, rec in c.methods.items()]
     r.add_table("Vectors", prov)
