@@ -60,7 +60,7 @@ def main() -> int:
     for t in args.tasks.split(","):
         out = ROOT / "runs" / f"steer_bench_{t}"
         cmd = [sys.executable, "-m", "interp.cli.main", "steer", "compare", t, "--model", "smollm2-135m",
-               "--methods", args.methods, "--corpus-tokens", "8000", *SETTINGS[t], "--out", str(out)]
+               "--methods", args.methods, "--n-tokens", "8000", *SETTINGS[t], "--out", str(out)]
         print(" ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
         (ROOT / "bench" / "results" / f"steering_{t}.json").write_text((out / "results.json").read_text())

@@ -82,7 +82,7 @@ def test_cli_build_eval_compare(tmp_path, capsys):
     assert main(["steer", "eval", "ioi", "--vector", str(tmp_path / "v"), "--kl", "0.02", "--n-new", "2",
                  "--out", str(tmp_path / "e"), *common]) == 0
     assert json.loads((tmp_path / "e" / "results.json").read_text())["kind"] == "steering_comparison"
-    assert main(["steer", "compare", "sentiment", "--kl", "0.02", "--n-new", "2", "--steps", "2", "--layer", "0",
+    assert main(["steer", "compare", "sentiment", "--kl", "0.02", "--n-new", "2", "--ig-steps", "2", "--layer", "0",
                  "--out", str(tmp_path / "c"), "--json", *common]) == 0
     capsys.readouterr()
     out = json.loads((tmp_path / "c" / "results.json").read_text())
@@ -91,7 +91,8 @@ def test_cli_build_eval_compare(tmp_path, capsys):
     # bad input: a vector for another model, an unknown method, a non-finite KL target
     assert main(["steer", "eval", "ioi", "--vector", str(tmp_path / "v"), "--model", "tiny-gpt2"]) == 2
     assert "hash" in capsys.readouterr().err
-    assert main(["steer", "build", "ioi", "--method", "magic", "--out", str(tmp_path / "w"), *common]) == 2
-    assert "unknown steering method" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # argparse refuses it, listing the methods
+        main(["steer", "build", "ioi", "--method", "magic", "--out", str(tmp_path / "w"), *common])
+    assert exit_.value.code == 2 and "invalid choice: 'magic'" in capsys.readouterr().err
     assert main(["steer", "eval", "ioi", "--vector", str(tmp_path / "v"), "--kl", "nan", *common]) == 2
     assert "finite" in capsys.readouterr().err

@@ -10,53 +10,56 @@ See :mod:`interp.steering` and docs/methods.md, Steering (GrAInS, mean-differenc
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from interp.cli.common import command, out_path, parse_list, renamed
 
-def _common(p, vector_task: bool = True) -> None:
+
+METHODS = ("mean_diff", "grains", "sae", "snmf")
+
+
+def _common(p) -> None:
     p.add_argument("task", help="sentiment | ioi, or a task JSON file (data/steering/*.json format)")
-    p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--device", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-build", type=int, default=None, help="build examples used (default: all in the file)")
-    p.add_argument("--n-eval", type=int, default=None, help="held-out eval prompts used (default: all)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--n-build", type=int, default=None, help="build examples used (None: all in the file)")
+    p.add_argument("--n-eval", type=int, default=None, help="held-out eval prompts used (None: all)")
 
 
 def _eval_args(p) -> None:
     p.add_argument("--kl", default="0.1,0.3,1.0", help="next-token KL targets (nats), comma separated")
     p.add_argument("--n-new", type=int, default=12, help="greedy tokens generated per prompt and point")
-    p.add_argument("--out", default=None, help="folder for results.json and report.html")
 
 
 def _build_args(p) -> None:
-    p.add_argument("--layer", type=int, default=None, help="block whose output is steered (default: n_layers // 2)")
+    p.add_argument("--layer", type=int, default=None, help="block whose output is steered (None: n_layers // 2)")
     p.add_argument("--k", type=int, default=3, help="GrAInS: tokens masked per example and sign")
-    p.add_argument("--steps", type=int, default=20, help="GrAInS: integrated-gradients steps")
-    p.add_argument("--corpus-tokens", type=int, default=20000, help="sae/snmf: tokens of the behaviour corpus")
+    p.add_argument("--ig-steps", type=int, default=20, help="GrAInS: integrated-gradients steps")
+    p.add_argument("--n-tokens", type=int, default=20000, help="sae/snmf: tokens of the behaviour corpus")
+    renamed(p, "--steps", "--ig-steps")
+    renamed(p, "--corpus-tokens", "--n-tokens")
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("steer", help="steering vectors: build, evaluate, compare at equal KL")
     sub = p.add_subparsers(dest="steer_command", metavar="build|eval|compare")
     sub.required = True
-    b = sub.add_parser("build", help="build one steering vector")
+    b = command(sub, "build", help="build one steering vector (writes OUT.safetensors + OUT.json)",
+                out="runs/steer-<task>-vector", model="smollm2-135m", seed=0)
     _common(b)
     _build_args(b)
-    b.add_argument("--method", required=True, help="mean_diff | grains | sae | snmf")
-    b.add_argument("--out", required=True, help="vector path (without suffix)")
+    b.add_argument("--method", required=True, choices=METHODS, help="how the direction is built")
     b.set_defaults(func=_build)
-    e = sub.add_parser("eval", help="evaluate saved vectors at equal KL")
+    e = command(sub, "eval", help="evaluate saved vectors at equal KL", out="runs/steer-eval-<task>",
+                model="smollm2-135m", seed=0)
     _common(e)
     _eval_args(e)
     e.add_argument("--vector", action="append", required=True, help="a vector written by `steer build`")
     e.set_defaults(func=_eval)
-    c = sub.add_parser("compare", help="build and compare all methods on one task")
+    c = command(sub, "compare", help="build and compare all methods on one task", out="runs/steer-compare-<task>",
+                model="smollm2-135m", seed=0)
     _common(c)
     _eval_args(c)
     _build_args(c)
-    c.add_argument("--methods", default="mean_diff,grains", help="comma separated: mean_diff,grains,sae,snmf")
+    c.add_argument("--methods", default="mean_diff,grains", help=f"comma separated, from {', '.join(METHODS)}")
     c.set_defaults(func=_compare)
 
 
@@ -82,11 +85,8 @@ def _layer(args, model) -> int:
 
 
 def _write(args, res) -> list[str]:
-    if not args.out:
-        return []
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(res.to_json(), indent=1, default=str))
+    out = Path(out_path(args))
+    res.save(out / "results.json")
     res.report().write(out / "report.html")
     return [f"wrote {out / 'results.json'} and {out / 'report.html'}"]
 
@@ -109,9 +109,9 @@ def _build(args) -> int:
 
     torch.manual_seed(args.seed)
     model = load_model(args.model, device=args.device)
-    kw = {"corpus_tokens": args.corpus_tokens, "seed": args.seed} if args.method in ("sae", "snmf") else {}
-    vec = build_vector(model, args.method, _task(args), _layer(args, model), k=args.k, steps=args.steps, **kw)
-    path = vec.save(args.out)
+    kw = {"corpus_tokens": args.n_tokens, "seed": args.seed} if args.method in ("sae", "snmf") else {}
+    vec = build_vector(model, args.method, _task(args), _layer(args, model), k=args.k, steps=args.ig_steps, **kw)
+    path = vec.save(out_path(args))
     info = {"vector": str(path), "method": vec.method, "hook_name": vec.hook_name, "mode": vec.mode,
             "model_hash": vec.model_hash, "norm": float(vec.vector.norm()),
             "cost": {k: vec.meta.get(k) for k in ("forward_passes", "backward_passes", "seconds")}}
@@ -144,10 +144,10 @@ def _compare(args) -> int:
 
     torch.manual_seed(args.seed)
     model = load_model(args.model, device=args.device)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = list(parse_list(args.methods, "--methods", METHODS))
     res = compare_methods(model, _task(args), _layer(args, model), methods, _kl(args), n_new=args.n_new, k=args.k,
-                          steps=args.steps, seed=args.seed,
-                          feature_kw={"corpus_tokens": args.corpus_tokens, "seed": args.seed})
+                          steps=args.ig_steps, seed=args.seed,
+                          feature_kw={"corpus_tokens": args.n_tokens, "seed": args.seed})
     lines = _write(args, res)
     emit(args, res.to_json(), "\n".join([_human(res)] + lines))
     return 0
