@@ -400,7 +400,9 @@ def circuit_graph(title: str, nodes: list[dict], edges: list[dict], caption: str
             marker["color"] = "#9ecae1"
         fig.add_trace(go.Scatter(
             x=[pos[str(nodes[i]["id"])][0] for i in idx], y=[pos[str(nodes[i]["id"])][1] for i in idx],
-            mode="markers+text", text=[texts[i] for i in idx], textposition="top center", marker=marker,
+            mode="markers+text", text=[texts[i] for i in idx], marker=marker,
+            # labels above for even layers, below for odd ones: neighbouring columns do not print over each other
+            textposition=["top center" if int(pos[str(nodes[i]["id"])][0]) % 2 == 0 else "bottom center" for i in idx],
             hovertext=[hover[i] for i in idx], hoverinfo="text", showlegend=False))
     n_per = max(len(g) for g in by_layer.values())
     _layout(fig, title, height=int(min(900, max(360, 140 + 45 * n_per))), xaxis_title="layer")
