@@ -83,6 +83,7 @@ def test_cli_build_eval_compare(tmp_path, capsys):
                  "--out", str(tmp_path / "e"), *common]) == 0
     assert json.loads((tmp_path / "e" / "results.json").read_text())["kind"] == "steering_comparison"
     assert main(["steer", "compare", "sentiment", "--kl", "0.02", "--n-new", "2", "--ig-steps", "2", "--layer", "0",
+                 "--methods", "mean_diff,grains",
                  "--out", str(tmp_path / "c"), "--json", *common]) == 0
     capsys.readouterr()
     out = json.loads((tmp_path / "c" / "results.json").read_text())
@@ -96,3 +97,12 @@ def test_cli_build_eval_compare(tmp_path, capsys):
     assert exit_.value.code == 2 and "invalid choice: 'magic'" in capsys.readouterr().err
     assert main(["steer", "eval", "ioi", "--vector", str(tmp_path / "v"), "--kl", "nan", *common]) == 2
     assert "finite" in capsys.readouterr().err
+
+
+def test_cli_compare_runs_every_method_by_default():
+    """`interp steer compare TASK` compares all methods unless --methods narrows them."""
+    from interp.cli.main import build_parser
+    from interp.cli.cmd_steer import METHODS
+
+    args = build_parser().parse_args(["steer", "compare", "ioi"])
+    assert args.methods.split(",") == list(METHODS) == ["mean_diff", "grains", "sae", "snmf"]

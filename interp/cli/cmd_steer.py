@@ -59,7 +59,7 @@ def register(subparsers) -> None:
     _common(c)
     _eval_args(c)
     _build_args(c)
-    c.add_argument("--methods", default="mean_diff,grains", help=f"comma separated, from {', '.join(METHODS)}")
+    c.add_argument("--methods", default=",".join(METHODS), help="comma separated; default: every method")
     c.set_defaults(func=_compare)
 
 
