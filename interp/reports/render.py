@@ -117,7 +117,7 @@ def render_results(results: dict | str | Path, title: str | None = None) -> Repo
     data, src = load_results(results)
     kind = data.get("kind")
     if isinstance(kind, str) and kind in known_kinds() and "schema_version" in data:  # older files: below
-        rep = load_result(results if isinstance(results, dict) else Path(src)).report()
+        rep = load_result(data).report()  # already read and decoded above: no second parse of the file
         rep.title = title or rep.title
         return rep
     if kind is not None and not isinstance(kind, str):
