@@ -27,8 +27,8 @@ def main():
     args = ap.parse_args()
 
     from interp.attribution import activation_patching, attribution_patching, relevance_patching
-    from interp.circuits.compare import pearson
-    from interp.circuits.pipeline import versions
+    from interp.results import pearson
+    from interp.results import versions
     from interp.models import load_model
     from interp.tasks import ioi_task
 

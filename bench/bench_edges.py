@@ -99,7 +99,8 @@ SIZES = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 40000)
 def faithfulness_bench(args) -> None:
     from interp.attribution.edge_circuit import faithfulness_curve, top_n_circuit
     from interp.attribution.edges import edge_attribution
-    from interp.circuits.pipeline import make_task, versions
+    from interp.circuits.pipeline import make_task
+    from interp.results import versions
     from interp.models import load_model
 
     load0 = open("/proc/loadavg").read().split()[:3]
@@ -148,7 +149,7 @@ def faithfulness_bench(args) -> None:
 def replay_bench(args) -> None:
     """EAP-IG-activations: prefix replay (fast) vs reference (fast=False) in one run (module doc)."""
     from interp.attribution import edges as E
-    from interp.circuits.pipeline import versions
+    from interp.results import versions
     from interp.models import load_model
     from interp.tasks import ioi_task
 
@@ -233,7 +234,8 @@ def main():
 
     from interp.attribution.edge_patching import edge_patching
     from interp.attribution.edges import edge_attribution
-    from interp.circuits.pipeline import make_task, versions
+    from interp.circuits.pipeline import make_task
+    from interp.results import versions
     from interp.models import load_model
 
     load0 = open("/proc/loadavg").read().split()[:3]

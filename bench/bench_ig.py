@@ -340,7 +340,7 @@ def main():
     out_path = Path(args.out)
     old = json.loads(out_path.read_text()) if out_path.exists() else {}
     if args.gpt2_random or args.lean_vs_replay:
-        from interp.circuits.pipeline import versions
+        from interp.results import versions
 
         key = "gpt2_random" if args.gpt2_random else "lean_vs_replay"
         load0 = _load()
@@ -355,7 +355,7 @@ def main():
 
     from interp.attribution.captum_ig import captum_layer_ig
     from interp.attribution.ig import DEFAULT_STEPS, layer_integrated_gradients
-    from interp.circuits.pipeline import versions
+    from interp.results import versions
     from interp.models import load_model
     from interp.tasks import ioi_task
 

@@ -89,7 +89,7 @@ def run_task(model, name: str, args) -> dict:
 
 
 def main() -> None:
-    from interp.circuits.pipeline import versions
+    from interp.results import versions
     from interp.models import load_model
 
     ap = argparse.ArgumentParser()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import platform
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -93,6 +94,12 @@ class Result:
 
     kind: ClassVar[str] = ""
     schema_version: ClassVar[int] = 1
+    #: What each plotted quantity is, as its axis must be titled: field path -> axis title.  A path
+    #: is a dotted field name (``"curve.sizes"``); ``"#d"`` names dimension ``d`` of a tensor field
+    #: (``"scores.attn_head#0"``: the layer index of a layer x head matrix).  A report figure records
+    #: the paths its axes show (``Report.add_*(..., fields=(x, y))``); the browser test checks each
+    #: drawn axis title against this table, so a figure of a list index is never labelled "layer".
+    axes: ClassVar[dict[str, str]] = {}
 
     # ------------------------------------------------------------------ serialisation
     def to_json(self) -> dict:
@@ -183,3 +190,49 @@ def load_result(source: str | Path | dict) -> Result:
         except json.JSONDecodeError as e:
             raise ResultSchemaError(f"{p}: not valid JSON ({e})") from None
     return check_header(data).from_json(data)
+
+
+# ---------------------------------------------------------------------------------- shared numbers
+def pearson(a, b) -> float:
+    """Pearson correlation of two flattened score arrays, in float64 (nan when either is constant;
+    :func:`pearson_or_reason` says why).  The one Pearson of the project."""
+    a, b = torch.as_tensor(a).reshape(-1).double(), torch.as_tensor(b).reshape(-1).double()
+    if a.shape != b.shape:
+        raise ValueError(f"pearson: {a.numel()} values vs {b.numel()} values")
+    a, b = a - a.mean(), b - b.mean()
+    den = a.norm() * b.norm()
+    return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
+def pearson_or_reason(scores, truth, name: str = "method",
+                      truth_name: str = "patching") -> tuple[float | None, str | None]:
+    """``(r, None)``, or ``(None, reason)`` where r is undefined: too few, non-finite scores, or a
+    constant vector ("constant: all <name> scores equal 0.0", which is how a method that silently
+    returns zeros shows up).  Never nan."""
+    for v, who in ((scores, name), (truth, truth_name)):
+        v = torch.as_tensor(v).reshape(-1).double()
+        if v.numel() < 2:
+            return None, f"only {v.numel()} {who} score(s)"
+        bad = int((~torch.isfinite(v)).sum())
+        if bad:
+            return None, f"non-finite: {bad} of {v.numel()} {who} scores are nan/inf"
+        if bool((v == v[0]).all()):
+            return None, f"constant: all {v.numel()} {who} scores equal {v[0].item():.6g}"
+    return pearson(scores, truth), None
+
+
+def versions() -> dict:
+    """What produced a result: Python, torch and the packages interp's numbers depend on, the machine
+    and torch's thread count (float results differ at rounding scale between CPUs and thread counts).
+    The one ``versions()`` of the project; every result and report records it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for pkg in ("interp", "transformer-lens", "transformers", "captum", "numpy", "plotly"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    out["machine"] = f"{platform.machine()} {platform.processor() or ''}".strip()
+    out["threads"] = torch.get_num_threads()
+    return out

@@ -176,7 +176,7 @@ def test_a_component_without_gradient_is_refused_not_zero(method):
 
 
 def test_pearson_over_a_constant_vector_is_reported_not_nan():
-    from interp.circuits.compare import pearson_or_reason
+    from interp.results import pearson_or_reason
 
     a, b = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([1.0, 3.0, 2.0])
     r, why = pearson_or_reason(a, b)

@@ -7,7 +7,7 @@ import torch
 
 from interp.attribution import AttributionResult, activation_patching, component_types
 from interp.circuits import CircuitConfig, classify_heads, discover_circuit, rank_components
-from interp.circuits.compare import pearson
+from interp.results import pearson
 from interp.circuits.discovery import size_grid
 from interp.tasks import Task, ioi_task
 
@@ -248,7 +248,7 @@ def _hand_metric(model, task, keep_heads, keep_mlps, source):
 
 
 def _hand_F(model, task, components, source):
-    from interp.circuits.search import parse_component
+    from interp.models.hooks import parse_component
 
     units = [parse_component(c) for c in components]
     heads = {(l, i[0]) for t, l, i in units if t == "attn_head"}
@@ -326,7 +326,7 @@ def test_greedy_search_stays_inside_planted_circuit(tiny_llama):
 
 def test_search_errors(tiny_llama):
     from interp.circuits import SearchConfig, search_circuit
-    from interp.circuits.search import parse_component
+    from interp.models.hooks import parse_component
 
     with pytest.raises(ValueError, match="margin"):
         SearchConfig(margin=-0.1)

@@ -255,7 +255,7 @@ def test_relp_tracks_patching_better_than_atp_on_smollm2_ioi(smollm2):
     RelP(default, the paper's rule set) 0.962; MLP 0.845 / 0.963 / 0.977 (n = 4: 0.734 / 0.893 / 0.901).
     The paper's default set must beat the +CP-LRP set on both: that is why it is the default everywhere."""
     from interp.attribution import activation_patching, attribution_patching, relevance_patching
-    from interp.circuits.compare import pearson
+    from interp.results import pearson
     from interp.tasks import ioi_task
 
     task = ioi_task(smollm2, n=8, seed=0, corruption="s2")

@@ -32,8 +32,11 @@ from pathlib import Path
 import torch
 
 from interp.tasks import make_task
+from interp.results import pearson, pearson_or_reason  # noqa: F401  (re-exported: the one Pearson)
 
-from .pipeline import versions, write_outputs
+from interp.results import versions
+
+from .pipeline import write_outputs
 
 PAPER = {
     "ioi": {"source": "RelP paper (arXiv 2508.21258) Table 1, IOI, GPT-2 small (attn = attention outputs per layer and position); "
@@ -50,32 +53,6 @@ METHOD_SPECS = {
     "ig": ("ig", {"path": "hooks"}),
     "ig-embed": ("ig", {"path": "embeddings"}),
 }
-
-
-def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Pearson correlation of two flattened score arrays (nan when either is constant; see
-    :func:`pearson_or_reason` for the form that says why)."""
-    a, b = a.reshape(-1).double(), b.reshape(-1).double()
-    a, b = a - a.mean(), b - b.mean()
-    den = a.norm() * b.norm()
-    return float((a * b).sum() / den) if den > 0 else float("nan")
-
-
-def pearson_or_reason(scores: torch.Tensor, truth: torch.Tensor, name: str = "method",
-                      truth_name: str = "patching") -> tuple[float | None, str | None]:
-    """``(r, None)``, or ``(None, reason)`` where r is undefined: non-finite scores, or a constant vector
-    (zero variance: "constant: all <name> scores equal 0.0"), which is how a method that silently
-    returns zeros shows up.  Never nan."""
-    for v, who in ((scores, name), (truth, truth_name)):
-        v = v.reshape(-1).double()
-        if v.numel() < 2:
-            return None, f"only {v.numel()} {who} score(s)"
-        bad = int((~torch.isfinite(v)).sum())
-        if bad:
-            return None, f"non-finite: {bad} of {v.numel()} {who} scores are nan/inf"
-        if bool((v == v[0]).all()):
-            return None, f"constant: all {v.numel()} {who} scores equal {v[0].item():.6g}"
-    return pearson(scores, truth), None
 
 
 def compare_methods(model, task_name: str, n: int = 8, seed: int = 0, methods=None,

@@ -28,7 +28,6 @@ on 300 components, plus ~24 for the comparison top-k curve, or n + 1 when ``sear
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from interp.attribution import activation_patching, attribution_patching, releva
 from interp.attribution.ig import integrated_gradients, layer_integrated_gradients
 from interp.tasks import make_task
 
-from interp.results import Result
+from interp.results import Result, versions
 
 from .discovery import CircuitConfig, discover_circuit
 from .result import CircuitResult, circuit_edges
@@ -78,16 +77,6 @@ def run_method(model, task, method: str, per_position=("resid",), rules="default
         kw = {} if steps is None else {"steps": steps}
         return integrated_gradients(model, task, COMPONENTS, per_position=per_position, direction=direction, **kw)
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-
-
-def versions() -> dict:
-    from importlib.metadata import version
-
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformer_lens": version("transformer-lens"), "transformers": version("transformers"),
-            "captum": version("captum"),
-            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-            "threads": torch.get_num_threads()}
 
 
 def token_examples(model, task, n_examples: int = 2, steps: int = 16) -> list[dict]:
@@ -230,7 +219,7 @@ def run_circuit(model, task_name: str, method: str = "relp", out: str | Path | N
 
 
 def _score_of(res, name: str) -> float:
-    from .search import parse_component
+    from interp.models.hooks import parse_component
 
     t, l, idx = parse_component(name)
     s = res.scores[t]

@@ -25,24 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from interp.attribution.components import AttributionResult, add_score_figures
+from interp.models.hooks import HEAD_RE, MLP_RE, component_label
 from interp.reports.attention import AttentionPatterns
 from interp.results import Result, register
 
-_HEAD = re.compile(r"^blocks\.(\d+)\.attn\.hook_z\[(\d+)\]$")
-_MLP = re.compile(r"^blocks\.(\d+)\.hook_mlp_out$")
-
-
-def short_name(component: str) -> str:
-    """``blocks.9.attn.hook_z[2]`` -> ``L9H2``, ``blocks.4.hook_mlp_out`` -> ``MLP4``; other names unchanged."""
-    m = _HEAD.match(component)
-    if m:
-        return f"L{m.group(1)}H{m.group(2)}"
-    m = _MLP.match(component)
-    return f"MLP{m.group(1)}" if m else component
+short_name = component_label  # the display form: L9H2 / MLP4
 
 
 def component_layer(component: str) -> int:
-    m = _HEAD.match(component) or _MLP.match(component) or re.match(r"^blocks\.(\d+)\.", component)
+    m = HEAD_RE.match(component) or MLP_RE.match(component) or re.match(r"^blocks\.(\d+)\.", component)
     if not m:
         raise ValueError(f"cannot read a layer from component {component!r}")
     return int(m.group(1))
@@ -153,7 +144,7 @@ class CircuitResult(Result):
         scores = {short_name(c["name"]): -c["score"] for c in self.circuit["components"]
                   if isinstance(c, dict) and c.get("score") is not None}
         nodes = [{"id": short_name(c), "label": _node_label(short_name(c), self.roles), "layer": component_layer(c),
-                  "score": scores.get(short_name(c)), "kind": "head" if _HEAD.match(c) else "mlp"}
+                  "score": scores.get(short_name(c)), "kind": "head" if HEAD_RE.match(c) else "mlp"}
                  for c in self.components]
         ends = {e["source"] for e in self.edges} | {e["target"] for e in self.edges}
         n_layers = self.scores.scores["attn_head"].shape[0] if "attn_head" in self.scores.scores else 0

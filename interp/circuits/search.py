@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
+from interp.models.hooks import parse_component
 
 from interp.attribution.components import AttributionResult, cache_components, component_types
 from interp.attribution.patching import complement_metric, run_with_masks
@@ -136,19 +137,6 @@ def all_units(model, acts, types) -> list[Unit]:
         for l in range(model.cfg.n_layers):
             out += [(t.name, l, tuple(i)) for i in idxs]
     return sorted(out, key=lambda u: (u[1], u[0] != "attn_head", u[2]))
-
-
-def parse_component(name: str) -> Unit:
-    """``blocks.9.attn.hook_z[3]`` -> ``('attn_head', 9, (3,))``; ``blocks.4.hook_mlp_out`` -> ``('mlp', 4, ())``."""
-    import re
-
-    m = re.fullmatch(r"blocks\.(\d+)\.attn\.hook_z\[(\d+)\]", name)
-    if m:
-        return ("attn_head", int(m.group(1)), (int(m.group(2)),))
-    m = re.fullmatch(r"blocks\.(\d+)\.hook_mlp_out", name)
-    if m:
-        return ("mlp", int(m.group(1)), ())
-    raise ValueError(f"cannot parse component {name!r}; expected blocks.L.attn.hook_z[H] or blocks.L.hook_mlp_out")
 
 
 class _Evaluator:

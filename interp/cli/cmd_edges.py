@@ -93,7 +93,8 @@ def _run(args) -> int:
     from interp.attribution.edge_patching import edge_patching
     from interp.attribution.edge_stages import stage_matrix
     from interp.attribution.edges import edge_attribution
-    from interp.circuits.pipeline import make_task, versions, write_outputs
+    from interp.circuits.pipeline import make_task, write_outputs
+    from interp.results import versions
     from interp.models import load_model, model_name
 
     if args.n < 1:
@@ -124,7 +125,7 @@ def _run(args) -> int:
 
         import torch
 
-        from interp.circuits.compare import pearson
+        from interp.results import pearson
 
         r = pearson(torch.tensor([e["score"] for e in top[:k]]), p.effects) if k > 2 else None
         r = None if r is None or math.isnan(r) else r

@@ -36,6 +36,54 @@ def _layer_key(name: str) -> tuple[int, int]:
     return (0, 0) if ("embed" in name and "unembed" not in name) else (2, 0)
 
 
+#: Components are addressed by hook name: a head is ``blocks.L.attn.hook_z[h]`` (its slice of
+#: ``hook_z``), an MLP ``blocks.L.hook_mlp_out``.  The display form is ``L{l}H{h}`` / ``MLP{l}``.
+HEAD_RE = re.compile(r"^blocks\.(\d+)\.attn\.hook_z\[(\d+)\]$")
+MLP_RE = re.compile(r"^blocks\.(\d+)\.hook_mlp_out$")
+_LABEL_RE = re.compile(r"^L(\d+)H(\d+)$|^MLP(\d+)$")
+
+
+def head_hook(layer: int, head: int) -> str:
+    """The data address of one attention head: ``blocks.{layer}.attn.hook_z[{head}]``."""
+    return f"blocks.{int(layer)}.attn.hook_z[{int(head)}]"
+
+
+def mlp_hook(layer: int) -> str:
+    """The data address of one MLP's output: ``blocks.{layer}.hook_mlp_out``."""
+    return f"blocks.{int(layer)}.hook_mlp_out"
+
+
+def parse_component(name: str) -> tuple[str, int, tuple[int, ...]]:
+    """``blocks.9.attn.hook_z[3]`` (or ``L9H3``) -> ``("attn_head", 9, (3,))``;
+    ``blocks.4.hook_mlp_out`` (or ``MLP4``) -> ``("mlp", 4, ())``.  Anything else is a ``ValueError``."""
+    m = HEAD_RE.match(name)
+    if m:
+        return ("attn_head", int(m.group(1)), (int(m.group(2)),))
+    m = MLP_RE.match(name)
+    if m:
+        return ("mlp", int(m.group(1)), ())
+    m = _LABEL_RE.match(name)
+    if m:
+        return ("mlp", int(m.group(3)), ()) if m.group(3) else ("attn_head", int(m.group(1)), (int(m.group(2)),))
+    raise ValueError(f"cannot parse component {name!r}; expected blocks.L.attn.hook_z[H], blocks.L.hook_mlp_out, "
+                     "L<l>H<h> or MLP<l>")
+
+
+def component_label(name: str) -> str:
+    """Display form: ``blocks.9.attn.hook_z[2]`` -> ``L9H2``, ``blocks.4.hook_mlp_out`` -> ``MLP4``;
+    other names unchanged."""
+    try:
+        kind, layer, unit = parse_component(name)
+    except ValueError:
+        return name
+    return f"L{layer}H{unit[0]}" if kind == "attn_head" else f"MLP{layer}"
+
+
+def head_label(layer: int, head: int) -> str:
+    """Display form of one head: ``L{layer}H{head}``."""
+    return component_label(head_hook(layer, head))
+
+
 def hook_names(model) -> list[str]:
     """Every hook point of ``model``, one TransformerLens-style name each, in layer order."""
     hd = model.hook_dict  # rebuilt by the bridge on every access: read it once

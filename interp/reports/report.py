@@ -28,17 +28,16 @@ import html
 import itertools
 import json
 import math
-import platform
 import re
-import sys
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 from interp.reports import figures as F
 from interp.reports import markdown
 from interp.reports.attention import CSS as ATTENTION_CSS
 from interp.reports.tokens import CSS as TOKEN_CSS
 from interp.reports.tokens import token_view
+from interp.results import versions as _versions
 
 _PLOTLY_JS: str | None = None
 _FRAGMENTS = itertools.count()
@@ -219,6 +218,10 @@ def _as_dict(x: Any, name: str) -> dict:
     raise ValueError(f"Report {name} must be a dict or a dataclass instance, got {type(x).__name__}")
 
 
+#: ``(x_field, y_field)``: which result field each axis of a figure shows (either may be None).
+Fields = Optional[tuple[Optional[str], Optional[str]]]
+
+
 class Report:
     """A standalone HTML report: title, run information, contents, then sections in order.
 
@@ -271,26 +274,32 @@ class Report:
 
     def add_heatmap(self, title: str, z: Any, x_labels: Sequence | None = None,
                     y_labels: Sequence | None = None, caption: str = "", x_title: str = "",
-                    y_title: str = "") -> "Report":
+                    y_title: str = "", fields: Fields = None) -> "Report":
         """A matrix (e.g. layer x head) as a heatmap; rows are ``y_labels`` from the top."""
-        return self._add(F.heatmap(title, z, x_labels, y_labels, x_title, y_title, caption), title)
+        return self._add(F.heatmap(title, z, x_labels, y_labels, x_title, y_title, caption), title, fields)
 
     def add_line(self, title: str, xs: Any, ys_by_name: dict, x_title: str = "", y_title: str = "",
-                 caption: str = "", log_y: bool = False) -> "Report":
+                 caption: str = "", log_y: bool = False, fields: Fields = None) -> "Report":
         """Named series over a shared x axis."""
-        return self._add(F.lines(title, xs, ys_by_name, x_title, y_title, caption, log_y), title)
+        return self._add(F.lines(title, xs, ys_by_name, x_title, y_title, caption, log_y), title, fields)
 
     def add_bars(self, title: str, categories: Sequence | None, values_by_name: dict,
-                 x_title: str = "", y_title: str = "", caption: str = "") -> "Report":
+                 x_title: str = "", y_title: str = "", caption: str = "", fields: Fields = None) -> "Report":
         """Grouped bars: one group per category, one colour per named series."""
-        return self._add(F.grouped_bars(title, categories, values_by_name, x_title, y_title, caption), title)
+        return self._add(F.grouped_bars(title, categories, values_by_name, x_title, y_title, caption), title, fields)
 
-    def add_graph(self, title: str, nodes: list[dict], edges: list[dict], caption: str = "") -> "Report":
+    def add_graph(self, title: str, nodes: list[dict], edges: list[dict], caption: str = "",
+                  fields: Fields = None) -> "Report":
         """A circuit graph: ``nodes`` (id, label, layer, optional score/kind), ``edges`` (source, target, weight)."""
-        return self._add(F.circuit_graph(title, nodes, edges, caption), title)
+        return self._add(F.circuit_graph(title, nodes, edges, caption), title, fields)
 
-    def add_figure(self, fig: Any, caption: str = "", title: str = "") -> "Report":
-        """Any plotly figure (``go.Figure`` or its dict form)."""
+    def add_figure(self, fig: Any, caption: str = "", title: str = "", fields: Fields = None) -> "Report":
+        """Any plotly figure (``go.Figure`` or its dict form).
+
+        ``fields``: ``(x_field, y_field)``, the result fields the x and y axes show (see
+        :attr:`interp.results.Result.axes`); recorded in the figure's ``layout.meta`` so a test can
+        check each axis title against what the result type declares, independently of this code.
+        """
         import plotly.graph_objects as go
 
         n_bad = 0
@@ -306,16 +315,21 @@ class Report:
         if not caption:
             kinds = sorted({tr.type for tr in fig.data})
             caption = f"{title}: {len(fig.data)} trace(s) of type {', '.join(kinds) or 'none'}."
-        return self._add(F.Figure(fig, caption, n_bad), title)
+        return self._add(F.Figure(fig, caption, n_bad), title, fields)
 
-    def _add(self, f: F.Figure, title: str) -> "Report":
+    def _add(self, f: F.Figure, title: str, fields: Fields = None) -> "Report":
         self._n_fig += 1
         fig = f.fig
         inner = fig.layout.title.text if fig.layout.title is not None else None
+        if inner or fields:
+            fig = go_copy(fig)
         if inner:  # the section heading shows the title; do not repeat it inside the plot
             title = inner
-            fig = go_copy(fig)
             fig.update_layout(title=None, margin={"t": 30})
+        if fields:
+            if len(fields) != 2:
+                raise ValueError(f"{title}: fields must be (x_field, y_field), got {fields!r}")
+            fig.update_layout(meta={"fields": {"x": fields[0], "y": fields[1]}})
         self._note(title, f.caption, f.n_nonfinite)
         body = _script_json(fig.to_json())
         self.sections.append(Section("figure", title, self._anchor(title), body,
@@ -377,7 +391,7 @@ class Report:
                 [{"step": k, "seconds": v} for k, v in flatten(timings).items()])[0])
         elif timings is not None:
             parts.append(f"<p><b>Time:</b> {format_value(timings)[0]} s</p>")
-        gen = _generator_versions()
+        gen = {k: str(v) for k, v in _versions().items()}
         rows = [{"package": k, "run": versions.get(k, ""), "report": gen.get(k, "")}
                 for k in list(versions) + [k for k in gen if k not in versions]]
         parts.append("<h3>Versions</h3>" + table_html(rows)[0]
@@ -507,18 +521,3 @@ def _as_versions(v: Any) -> dict[str, str]:
     return {} if v is None else {"recorded": str(v)}
 
 
-def _generator_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    import numpy
-    import plotly
-
-    try:
-        ours = version("interp")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        ours = "?"
-    out = {"interp": ours, "python": platform.python_version(),
-           "plotly": plotly.__version__, "numpy": numpy.__version__}
-    if "torch" in sys.modules:
-        out["torch"] = sys.modules["torch"].__version__
-    return out

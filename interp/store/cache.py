@@ -50,6 +50,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from interp.results import versions
+
 from .config import CacheConfig
 from .corpus import CorpusError, load_corpus, token_sequences
 from .format import (
@@ -66,18 +68,6 @@ IDENTITY_FIELDS = (
 
 class _StopForward(Exception):
     """Raised by the last needed hook to end the forward pass early."""
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"torch": torch.__version__}
-    for pkg in ("transformer-lens", "transformers", "interp"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 def _forward(model, tokens: torch.Tensor) -> None:
@@ -219,7 +209,7 @@ def cache_activations(
         "batch_size": B, "shard_rows": shard_rows, "n_rows_target": n_rows,
         "prepend_bos": cfg.prepend_bos, "skip_bos": cfg.skip_bos,
         "bos_token_id": tokenizer.bos_token_id, "corpus": corpus.description,
-        "config": cfg.to_json(), "versions": _versions(),
+        "config": cfg.to_json(), "versions": versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "shards": [], "complete": False,
     }
