@@ -34,7 +34,8 @@ import torch
 #: kind -> result class; filled by :func:`register`.
 KINDS: dict[str, type["Result"]] = {}
 #: Modules that define result kinds (imported by :func:`load_result` so every kind is known).
-KIND_MODULES = ("interp.attribution.components", "interp.circuits.result", "interp.steering.evaluate")
+KIND_MODULES = ("interp.attribution.components", "interp.circuits.result", "interp.circuits.compare",
+                "interp.steering.evaluate")
 
 
 class ResultSchemaError(ValueError):
@@ -96,7 +97,9 @@ class Result:
     schema_version: ClassVar[int] = 1
     #: What each plotted quantity is, as its axis must be titled: field path -> axis title.  A path
     #: is a dotted field name (``"curve.sizes"``); ``"#d"`` names dimension ``d`` of a tensor field
-    #: (``"scores.attn_head#0"``: the layer index of a layer x head matrix).  A report figure records
+    #: (``"scores.attn_head#0"``: the layer index of a layer x head matrix) or the ``d``-th level of
+    #: keys of a nested dict (``"seconds#0"``: the method names of ``{method: seconds}``); ``"*"``
+    #: stands for every key of a dict or every record of a list (``"methods.*.points.kl"``).  A report figure records
     #: the paths its axes show (``Report.add_*(..., fields=(x, y))``); the browser test checks each
     #: drawn axis title against this table, so a figure of a list index is never labelled "layer".
     axes: ClassVar[dict[str, str]] = {}

@@ -4,12 +4,19 @@
 report, opens it in Chromium, and checks, from the rendered DOM, that the page drew every figure
 without a script error, that every visible axis of every plotly figure has a title, and that each
 title is what the result type declares the plotted field to be (``Result.axes``; the figure code
-only records *which* field an axis shows).  With ``INTERP_SCREENSHOT_DIR`` set, a 1400 x 900
-screenshot of the first screen and a tall one of the whole page are kept there.
+only records *which* field an axis shows).  The page it checks is the one ``interp report``
+writes from the saved ``results.json``, after a JSON round trip that must give the result back.
+With ``INTERP_SCREENSHOT_DIR`` set, a 1400 x 900 screenshot of the first screen and a tall one of
+the whole page are kept there.
+
+:func:`report_test` declares a test to be the browser test of result kinds; the test fails unless
+it ran :func:`check_result_report` on each declared kind, and tests/test_report_kinds.py checks
+(from the test sources) that every registered kind has such a test.
 """
 
 from __future__ import annotations
 
+import functools
 import html as _html
 import json
 import os
@@ -104,10 +111,37 @@ def keep_screenshots(page: Path, workdir: Path, stem: str) -> None:
         chromium(page, workdir, f"--screenshot={shot}", f"--window-size={size}")
 
 
+CHECKED: list[str] = []
+"""Kinds :func:`check_result_report` has checked in this session, in order."""
+
+
+def report_test(*kinds: str):
+    """Decorator: the test is the browser test of ``kinds``; it fails unless it checked each of them
+    with :func:`check_result_report` (tests/test_report_kinds.py reads these declarations)."""
+    def wrap(test):
+        @functools.wraps(test)
+        def run(*args, **kwargs):
+            start = len(CHECKED)
+            test(*args, **kwargs)
+            missing = set(kinds) - set(CHECKED[start:])
+            assert not missing, f"{test.__name__} declares report kind(s) {sorted(missing)} but did not check them"
+        return run
+    return wrap
+
+
 def check_result_report(result, workdir: Path, stem: str | None = None) -> str:
-    """Write ``result.report()``, render it in Chromium, check status and axes; return the DOM."""
+    """Save ``result``, check its JSON round trip, write its report with ``interp report``, render
+    it in Chromium, check status and axes; return the DOM."""
+    from interp.cli.main import main as cli
+    from interp.results import load_result
+
     stem = stem or result.kind
-    page = result.report().write(Path(workdir) / f"{stem}.html")
+    src = result.save(Path(workdir) / f"{stem}.json")
+    back = load_result(src)
+    assert type(back) is type(result) and back.to_json() == json.loads(json.dumps(result.to_json())), \
+        f"{stem}: the result does not survive its JSON round trip"
+    page = Path(workdir) / f"{stem}.html"
+    assert cli(["report", str(src), "--out", str(page)]) == 0, f"{stem}: `interp report` failed"
     proc = chromium(page, Path(workdir), "--dump-dom")
     dom = proc.stdout
     st = status_of(dom)
@@ -121,4 +155,5 @@ def check_result_report(result, workdir: Path, stem: str | None = None) -> str:
     assert 0 <= dom.find('id="summary"') and (first_fig < 0 or dom.find('id="summary"') < first_fig), \
         f"{stem}: the report does not open with the summary"
     keep_screenshots(page, Path(workdir), stem)
+    CHECKED.append(result.kind)
     return dom

@@ -206,17 +206,17 @@ def test_compare_reports_a_constant_method_as_undefined(tmp_path, monkeypatch, c
     monkeypatch.setattr(A, "attribution_patching", zero_mlp)
     model = load_model("tiny-llama", device="cpu")
     with pytest.warns(UserWarning, match=r"atp vs patching on 'mlp' is undefined \(constant: all \d+ atp scores equal 0"):
-        out = compare_methods(model, "ioi", n=2, methods=("atp",), components=("resid", "mlp"),
-                              out=tmp_path / "c")
-    assert out["pearson"]["atp"]["mlp"] is None and out["pearson"]["atp"]["resid"] is not None
-    L, T = out["scores"]["atp"]["scores"]["mlp"]["shape"]  # [L, T] per position (a typed result's tensor)
+        out = compare_methods(model, "ioi", n=2, methods=("atp",), components=("resid", "mlp"))
+    assert out.pearson["atp"]["mlp"] is None and out.pearson["atp"]["resid"] is not None
+    L, T = out.scores["atp"].scores["mlp"].shape  # [L, T] per position
     n_mlp = L * T
-    assert out["pearson_undefined"] == {"atp": {"mlp": f"constant: all {n_mlp} atp scores equal 0"}}
-    json.dumps({k: out[k] for k in ("pearson", "pearson_undefined")}, allow_nan=False)
-    saved = json.loads((tmp_path / "c" / "results.json").read_text())
-    assert saved["pearson"]["atp"]["mlp"] is None and (tmp_path / "c" / "report.html").stat().st_size > 1000
+    assert out.pearson_undefined == {"atp": {"mlp": f"constant: all {n_mlp} atp scores equal 0"}}
+    json.dumps({"pearson": out.pearson, "pearson_undefined": out.pearson_undefined}, allow_nan=False)
+    assert "r is undefined for atp on MLP outputs (constant: all" in out.summary()
     assert main(["compare", "ioi", "--model", "tiny-llama", "--n", "2", "--methods", "atp",
                  "--components", "resid,mlp", "--out", str(tmp_path / "cli")]) == 0
+    saved = json.loads((tmp_path / "cli" / "results.json").read_text())
+    assert saved["pearson"]["atp"]["mlp"] is None and (tmp_path / "cli" / "report.html").stat().st_size > 1000
     assert f"WARNING: r of atp on mlp is undefined: constant: all {n_mlp} atp scores equal 0" in capsys.readouterr().out
 
 

@@ -1,15 +1,14 @@
-"""A report opened in a real headless Chromium (Debian's ``chromium`` package): every plotly
-figure must draw, no script error may occur, and a screenshot is saved.
+"""Reports opened in a real headless Chromium (Debian's ``chromium`` package): every plotly figure
+must draw, no script error may occur, every axis is titled as the result type declares its field.
 
 How: ``chromium --headless --dump-dom`` with a virtual-time budget runs the page's scripts to
-completion and prints the DOM.  The report's own draw script records the outcome in
-``#interp-status`` (figures, figures drawn, errors caught by ``window.onerror`` /
-``unhandledrejection``); independently of that script, the test checks that each figure's
-``div`` now holds plotly's ``svg.main-svg`` and the trace layers for its type.  A second run
-takes ``--screenshot``; its pixels must contain the heatmap's saturated red and blue.  A
-third run feeds a deliberately broken page, so the checks are shown to fail when they should.
+completion and prints the DOM (tests/browser.py).  The report's own draw script records the outcome
+in ``#interp-status``; independently of that script, the test checks that each figure's ``div`` now
+holds plotly's ``svg.main-svg`` and the trace layers for its type.  A screenshot's pixels must
+contain the heatmap's saturated red and blue, and a deliberately broken page must fail the checks.
+Then each typed result kind from a real run on a tiny model goes through ``check_result_report``.
 
-Set ``INTERP_SCREENSHOT_DIR`` to keep the screenshot; ``INTERP_CHROMIUM`` to use another binary.
+Set ``INTERP_SCREENSHOT_DIR`` to keep the screenshots; ``INTERP_CHROMIUM`` to use another binary.
 """
 
 from __future__ import annotations
@@ -18,49 +17,19 @@ import os
 import re
 import shutil
 import struct
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+from scipy.stats import pearsonr
 
+from browser import check_result_report, chromium, needs_chromium, plot_divs, report_test, status_of
 from interp.reports import Report
+from test_reports import figures_in
 
-CHROMIUM = (os.environ.get("INTERP_CHROMIUM") or shutil.which("chromium")
-            or shutil.which("chromium-browser") or shutil.which("google-chrome"))
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="headless Chromium not found: install Debian's package "
-                             "(apt-get update && apt-get install -y chromium); CI installs it")
-
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", "--virtual-time-budget=20000", "--enable-logging=stderr", "--v=0"]
+pytestmark = needs_chromium
 N_FIGURES = 7
-
-
-def chromium(page: Path, workdir: Path, *extra: str) -> subprocess.CompletedProcess:
-    """Run headless Chromium on ``page`` with a fresh profile folder."""
-    profile = tempfile.mkdtemp(prefix="profile-", dir=workdir)
-    cmd = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, page.resolve().as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}"
-    return proc
-
-
-def status_of(dom: str) -> dict:
-    m = re.search(r'<div id="interp-status"([^>]*)>([^<]*)</div>', dom)
-    assert m, "the report's status element is missing from the DOM"
-    attrs = dict(re.findall(r'data-([a-z]+)="([^"]*)"', m.group(1)))
-    return {**attrs, "text": m.group(2)}
-
-
-def plot_divs(dom: str) -> dict[str, str]:
-    """The inner DOM of each figure div, by id."""
-    starts = [(m.start(), m.group(1)) for m in re.finditer(r'<div class="interp-plot[^"]*" id="([^"]+)"', dom)]
-    ends = [s for s, _ in starts[1:]] + [len(dom)]
-    return {fid: dom[s:e] for (s, fid), e in zip(starts, ends)}
 
 
 def build_report() -> Report:
@@ -161,18 +130,59 @@ def test_checks_fail_on_a_broken_page(written):
     assert "Uncaught Error: boom from the test" in proc.stderr
 
 
-def test_cli_report_from_results_json_draws(tmp_path, capsys):
-    """The product path: results.json -> ``interp report`` -> a page that draws in Chromium."""
-    import json
+@report_test("attribution")
+def test_attribution_report(tiny_gpt2, tmp_path):
+    from interp.attribution import attribution_patching
+    from interp.tasks import make_task
 
-    from interp.cli.main import main as cli
-    from test_reports_render import circuit_results
+    res = attribution_patching(tiny_gpt2, make_task("ioi", tiny_gpt2, n=2, seed=0), per_position=("resid",))
+    check_result_report(res, tmp_path)
+    figs = figures_in((tmp_path / "attribution.html").read_text())
+    gap = res.metric_clean - res.metric_corrupt
+    heads = figs["fig-attention-heads-atp"]["data"][0]["z"]   # the scores as a share of the gap
+    assert np.allclose(heads, (res.scores["attn_head"] / gap).tolist(), rtol=1e-6)
 
-    src = tmp_path / "results.json"
-    src.write_text(json.dumps(circuit_results()))
-    assert cli(["report", str(src), "--out", str(tmp_path / "report.html"), "--json"]) == 0
-    n = json.loads(capsys.readouterr().out)["figures"]
-    proc = chromium(tmp_path / "report.html", tmp_path, "--dump-dom")
-    st = status_of(proc.stdout)
-    assert st["state"] == "ok" and st["figures"] == st["drawn"] == str(n) and n >= 8, st
-    assert all(inner.count('class="main-svg"') >= 2 for inner in plot_divs(proc.stdout).values())
+
+@report_test("compare")
+def test_compare_report(tiny_llama, tmp_path):
+    from interp.circuits.compare import compare_methods
+
+    res = compare_methods(tiny_llama, "ioi", n=2, methods=("atp", "relp"))
+    dom = check_result_report(res, tmp_path)
+    html = (tmp_path / "compare.html").read_text()
+    figs = figures_in(html)
+    # the Pearson bars and every scatter's r are the r recomputed here (scipy) from the saved scores
+    ref = res.scores["patch"].scores
+    for m in ("atp", "relp"):
+        for c in ("resid", "attn", "attn_head", "mlp"):
+            want = pearsonr(ref[c].reshape(-1).double(), res.scores[m].scores[c].reshape(-1).double()).statistic
+            assert res.pearson[m][c] == pytest.approx(want, abs=1e-9)
+            assert f"{c}: {m} vs patch (Pearson r = {want:.3f}" in html
+    bars = figs["fig-pearson-r-with-activation-patching-by-method"]["data"]
+    assert {t["name"]: t["y"] for t in bars} == {m: list(res.pearson[m].values()) for m in ("atp", "relp")}
+    best = max(("atp", "relp"), key=lambda m: sum(res.pearson[m].values()))
+    assert f"{best} agrees best with activation patching" in res.summary()
+    assert dom.count("Wall time per method") >= 1 and html.count('id="wall-time-per-method') == 1  # once
+
+
+@report_test("steering_comparison")
+def test_steering_comparison_report(tiny_llama, tmp_path):
+    from interp.steering import compare_methods, load_task
+
+    res = compare_methods(tiny_llama, load_task("sentiment", n_build=2, n_eval=2), layer=0, kl_targets=(0.02,),
+                          n_new=2, steps=2)
+    check_result_report(res, tmp_path)
+    fig = figures_in((tmp_path / "steering_comparison.html").read_text())["fig-success-versus-kl-per-method"]
+    assert {t["name"]: t["y"] for t in fig["data"]} == {
+        "mean difference (CAA)": [p["delta"] for p in res.methods["mean_diff"]["points"]],
+        "GrAInS": [p["delta"] for p in res.methods["grains"]["points"]]}
+
+
+def test_report_test_fails_when_the_kind_is_not_checked():
+    """The declaration cannot lie: a test declared for a kind that it never checks fails."""
+    @report_test("compare")
+    def declared_but_unchecked():
+        pass
+
+    with pytest.raises(AssertionError, match=r"declares report kind\(s\) \['compare'\] but did not check"):
+        declared_but_unchecked()

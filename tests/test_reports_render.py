@@ -1,8 +1,8 @@
-"""``render_results`` and ``interp report``: every kind of results.json, and bad files.
+"""``render_results`` and ``interp report``: typed kinds through their own report, the legacy kinds
+not yet typed, and bad files.
 
-Ground truth is the results dict itself: the figures embedded in the HTML must carry its
-numbers, Pearson r must equal scipy's on the same scores, and bad files must fail with a
-message that names the problem.
+Ground truth is the results data itself: the figures embedded in the HTML must carry its numbers,
+and bad files must fail with a message that names the problem.
 """
 
 from __future__ import annotations
@@ -13,121 +13,34 @@ import re
 
 import numpy as np
 import pytest
-from scipy.stats import pearsonr
+import torch
 
+from interp.attribution import AttributionResult
 from interp.cli.main import main as cli
 from interp.reports import render_results
 from test_reports import figures_in  # pytest puts tests/ (no __init__.py) on sys.path
 
 
-def circuit_results(rng=None) -> dict:
-    rng = rng or np.random.default_rng(0)
-    L, H = 3, 4
-    patch = {"attn_head": rng.normal(size=(L, H)), "mlp": rng.normal(size=L), "resid": rng.normal(size=L)}
-    atp = {k: v + 0.3 * rng.normal(size=v.shape) for k, v in patch.items()}
-    return {
-        "kind": "circuit", "task": "ioi", "model": "tiny-llama",
-        "config": {"method": "atp", "n_prompts": 8, "seed": 0},
-        "meta": {"versions": {"torch": "2.13.0"}, "timings": {"patch": 3.25, "atp": 0.125}},
-        "metric_clean": 3.5, "metric_corrupt": -0.25,
-        "scores": {"patch": {k: v.tolist() for k, v in patch.items()},
-                   "atp": {k: v.tolist() for k, v in atp.items()}},
-        "circuit": {"components": ["blocks.2.attn.hook_z[1]", "blocks.1.hook_mlp_out", "blocks.0.attn.hook_z[3]"]},
-        "faithfulness": {"n_components": [1, 2, 3], "recovered": [0.3, 0.7, 0.9], "target": 0.8, "chosen": 3},
-        "roles": {"L2H1": "name mover"},
-        "examples": [{"title": "BABA", "tokens": ["When", " Mary", "\n"], "scores": [0.1, -0.4, None]}],
-        "verification": {"recovered": 0.87},
-    }
+def attribution_results() -> dict:
+    """A typed result's JSON (hand-made scores: the renderer is under test, not the method)."""
+    g = torch.Generator().manual_seed(0)
+    return AttributionResult("atp", {"attn_head": torch.randn(3, 4, generator=g), "mlp": torch.randn(3, generator=g)},
+                             seconds=0.125, metric_clean=3.5, metric_corrupt=-0.25).to_json()
 
 
-def test_circuit_report_carries_the_numbers(tmp_path):
-    res = circuit_results()
-    r = render_results(res)
-    html = r.to_html()
-    figs = {spec["layout"].get("xaxis", {}).get("title", {}).get("text", "") + "|" + fid: spec
-            for fid, spec in figures_in(html).items()}
-    heat = [s for k, s in figs.items() if "attention-heads-patch" in k]
-    assert heat and heat[0]["data"][0]["z"] == res["scores"]["patch"]["attn_head"]
-    assert heat[0]["data"][0]["y"] == ["L0", "L1", "L2"] and heat[0]["data"][0]["x"] == ["H0", "H1", "H2", "H3"]
-    # scatter vs patching: Pearson r in the heading equals scipy's
-    for ct in ("attn_head", "mlp", "resid"):
-        expect = pearsonr(np.ravel(res["scores"]["patch"][ct]), np.ravel(res["scores"]["atp"][ct])).statistic
-        assert f"atp vs patching (Pearson r = {expect:.3f}" in html
-    # faithfulness curve, circuit graph from component names, token view, run section
-    faith = [s for k, s in figs.items() if "faithfulness-curve" in k][0]
-    assert faith["data"][0]["y"] == [0.3, 0.7, 0.9]
-    graph = [s for k, s in figs.items() if "circuit-components" in k][0]
-    nodes = graph["data"][-1]
-    assert dict(zip(nodes["text"], nodes["x"])) == {"L2H1": 2, "MLP1": 1, "L0H3": 0}
-    assert "↵" in html and "name mover" in html and ">recovered<" in html and "0.87" in html
-    assert "tiny-llama" in html and "3.25" in html and "n_prompts" in html
-    assert r.title == "Circuit: ioi on tiny-llama"
-    assert any("examples: BABA" in n for n in r.notes)           # the None score is noted
-    assert 'data-state="pending"' in html
-
-
-def test_compare_report_table_with_paper_values():
-    res = circuit_results()
-    res.update(kind="compare", pearson={"atp": {"resid": 0.71, "attn_head": 0.97, "mlp": 0.2},
-                                         "relp": {"resid": 0.95, "attn_head": 0.96, "mlp": 0.99}},
-               paper={"atp": {"resid": 0.753, "attn_head": 0.979, "mlp": 0.195},
-                      "relp": {"resid": 0.968, "attn_head": 0.962, "mlp": 0.992}},
-               seconds={"patch": 12.0, "atp": 0.5, "relp": 0.6})
-    html = render_results(res).to_html()
-    table = html[html.index('id="pearson-r-with-activation-patching"'):]
-    table = table[:table.index("</table>")]
-    assert re.search(r"<td>relp</td><td>MLP outputs</td><td class=\"num\">0.99</td><td class=\"num\">0.992</td>", table)
-    bars = [s for fid, s in figures_in(html).items() if "pearson-r-by-component" in fid][0]
-    assert [t["name"] for t in bars["data"]] == ["atp", "relp"] and bars["data"][1]["y"] == [0.95, 0.96, 0.99]
-    wall = html[html.index('id="wall-time-per-method"'):]
-    assert "<td>atp</td><td class=\"num\">0.5</td><td class=\"num\">24</td>" in wall   # 12 / 0.5
-    wall_fig = figures_in(html)["fig-wall-time-per-method-2"]
-    assert wall_fig["data"][0]["y"] == [12.0, 0.5, 0.6] and wall_fig["layout"]["yaxis"].get("type") != "log"  # 24x
-    res["seconds"] = {"patch": 100.0, "atp": 0.5}                                    # 200x spread: log axis
-    wall_fig = figures_in(render_results(res).to_html())["fig-wall-time-per-method-2"]
-    assert wall_fig["layout"]["yaxis"]["type"] == "log"
-
-
-@pytest.mark.parametrize("layout", ["scores", "results"])
-def test_attribution_result_to_json_records_are_accepted(layout):
-    """``scores: {method: result.to_json()}`` or ``results: [result.to_json(), ...]`` (CONTRACTS.md)."""
-    recs = [{"method": m, "scores": {"mlp": [1.0, 2.0, 3.0]}, "seconds": sec, "metric_clean": 2.5,
-             "metric_corrupt": 0.5} for m, sec in (("patch", 8.0), ("atp", 0.25))]
-    res = {"kind": "circuit", layout: ({r["method"]: r for r in recs} if layout == "scores" else recs)}
-    html = render_results(res).to_html()
-    bars = figures_in(html)["fig-mlp-outputs-score-per-layer"]
-    assert [t["name"] for t in bars["data"]] == ["patch", "atp"] and bars["data"][1]["y"] == [1.0, 2.0, 3.0]
-    assert "<td>atp</td><td class=\"num\">0.25</td><td class=\"num\">32</td>" in html   # 8 / 0.25
-    assert ">metric_clean<" in html and "atp vs patching (Pearson r = 1.000" in html
-
-
-def test_circuit_as_list_of_scored_components():
-    res = {"kind": "circuit", "circuit": [{"name": "blocks.3.attn.hook_z[0]", "score": 0.5},
-                                          {"name": "blocks.1.hook_mlp_out", "score": -0.2}]}
-    spec = figures_in(render_results(res).to_html())["fig-circuit-components-by-layer"]
-    nodes = spec["data"][-1]
-    assert dict(zip(nodes["text"], nodes["x"])) == {"L3H0": 3, "MLP1": 1}
-    assert nodes["marker"]["color"] == [0.5, -0.2]
-
-
-def test_per_position_scores_labelled_by_tokens():
-    res = {"kind": "circuit", "tokens": ["<bos>", " Mary", " Mary"],
-           "scores": {"patch": {"resid": [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]}}}
-    spec = figures_in(render_results(res).to_html())["fig-residual-stream-patch"]
-    # distinct labels even for repeated tokens (a category axis would merge equal labels)
-    assert spec["data"][0]["x"] == ["0 '<bos>'", "1 ' Mary'", "2 ' Mary'"]
-    assert spec["data"][0]["z"] == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
-
-
-def test_compare_on_ioi_shows_published_gpt2_numbers_by_default():
-    res = {"kind": "compare", "task": "ioi", "pearson": {"relp": {"mlp": 0.9}, "ig": {"mlp": 0.8}}}
-    html = render_results(res).to_html()
-    # docs/methods.md, RelP: RelP paper Table 1, GPT-2 small, MLP RelP = 0.992; no published IG value
-    assert re.search(r'<td>relp</td><td>MLP outputs</td><td class="num">0.9</td><td class="num">0.992</td>', html)
-    assert re.search(r'<td>ig</td><td>MLP outputs</td><td class="num">0.8</td><td><span title="not recorded">—</span></td>', html)
-    assert "RelP paper, Table 1, IOI on GPT-2 small" in html
-    html = render_results({**res, "task": "greater-than"}).to_html()
-    assert "0.992" not in html
+def test_typed_kinds_use_their_own_report_only():
+    """A typed kind renders with its result's report(); a file of that kind the type cannot read is an
+    error naming why, never a guess from key names and shapes."""
+    d = attribution_results()
+    html = render_results(d).to_html()
+    want = (AttributionResult.from_json(d).scores["attn_head"] / 3.75).tolist()        # share of the gap
+    assert np.allclose(figures_in(html)["fig-attention-heads-atp"]["data"][0]["z"], want, rtol=1e-6)  # float32
+    for bad, msg in (({k: v for k, v in d.items() if k != "schema_version"}, "no integer schema_version"),
+                     ({**d, "schema_version": 9}, "newer than this interp reads"),
+                     ({"kind": "compare", "schema_version": 1, "scores": {}}, "compare results lack field(s)"),
+                     ({"kind": "circuit", "scores": {"patch": {"mlp": [1.0]}}}, "no integer schema_version")):
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            render_results(bad)
 
 
 def test_generic_fallback_maps_shapes_to_figures():
@@ -159,7 +72,7 @@ def test_generic_fallback_maps_shapes_to_figures():
 
 def test_examples_with_scores_per_method_and_nan_literals(tmp_path):
     p = tmp_path / "results.json"
-    p.write_text('{"kind": "circuit", "examples": [{"title": "p0", "tokens": ["a", "b"], '
+    p.write_text('{"kind": "other", "examples": [{"title": "p0", "tokens": ["a", "b"], '
                  '"scores": {"atp": [1.0, -1.0], "ig": [NaN, 2.0]}}], "ratio": [1, Infinity]}')
     r = render_results(p)
     assert [s.title for s in r.sections if s.kind == "tokens"] == ["examples: p0 (atp)", "examples: p0 (ig)"]
@@ -232,23 +145,18 @@ def test_store_manifest_tables():
 
 
 def test_results_path_and_folder(tmp_path):
-    (tmp_path / "results.json").write_text(json.dumps(circuit_results()))
+    (tmp_path / "results.json").write_text(json.dumps(attribution_results()))
     assert render_results(tmp_path).title == render_results(tmp_path / "results.json").title
 
 
 @pytest.mark.parametrize("text,msg", [
-    ('{"kind": "circuit", "scores": ', "is not valid JSON: Expecting value at line 1, column 31"),
+    ('{"kind": "edges", "scores": ', "is not valid JSON: Expecting value at line 1, column 29"),
     ("", "is empty"),
     ("[1, 2, 3]", "expected a JSON object at the top level"),
-    ('{"kind": "circuit"}', "nothing to render"),
+    ('{"kind": "edges"}', "nothing to render"),
     ('{"kind": 3, "x": [1]}', '"kind" must be a string'),
-    ('{"kind": "circuit", "scores": {"atp": [1, 2]}}', "scores['atp']: expected an object {component_type: array}"),
-    ('{"kind": "circuit", "scores": {"atp": {"mlp": ["a"]}}}', "scores['atp']['mlp']: expected numbers"),
-    ('{"kind": "circuit", "scores": {"patch": {"mlp": [1, 2]}, "atp": {"mlp": [1, 2, 3]}}}',
-     "scores['atp']['mlp'] has shape (3,) but scores['patch']['mlp'] has (2,)"),
-    ('{"kind": "circuit", "faithfulness": {"a": [1]}}', "faithfulness: needs 'n_components' and 'recovered'"),
-    ('{"kind": "compare", "pearson": {"atp": {"mlp": "high"}}}', "pearson['atp']['mlp']: expected a number"),
-    ('{"kind": "circuit", "circuit": 7}', "circuit: expected an object with 'nodes'/'edges'"),
+    ('{"kind": "edges", "top_edges": [{"sender": "L0H1"}]}', "top_edges: expected a list of objects"),
+    ('{"kind": "compare", "pearson": {"atp": {"mlp": "high"}}}', "compare results have no integer schema_version"),
     ('{"config": 5, "x": [1]}', '"config" must be an object'),
 ])
 def test_bad_results_files_fail_clearly(tmp_path, text, msg):
@@ -268,12 +176,12 @@ def test_missing_and_binary_files(tmp_path):
 
 def test_cli_report(tmp_path, capsys):
     src = tmp_path / "results.json"
-    src.write_text(json.dumps(circuit_results()))
+    src.write_text(json.dumps(attribution_results()))
     out = tmp_path / "out" / "r.html"
     assert cli(["report", str(src), "--out", str(out), "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["out"] == str(out) and out.exists() and payload["bytes"] == out.stat().st_size
-    assert payload["figures"] == len(figures_in(out.read_text(encoding="utf-8"))) > 5
+    assert payload["figures"] == len(figures_in(out.read_text(encoding="utf-8"))) == 2    # heads, MLP bars
     assert cli(["report", str(src)]) == 0                       # default: report.html beside results
     assert (tmp_path / "report.html").exists() and "wrote" in capsys.readouterr().out
     src.write_text("{broken")

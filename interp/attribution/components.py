@@ -106,12 +106,29 @@ def per_position_set(per_position, types: Sequence[ComponentType]) -> set[str]:
     return set(per_position)
 
 
+SHARE = "score (share of the gap)"
+PATCHING_SHARE = "activation patching (share of the gap)"
+
+
+def score_axes(path: str = "", reference: bool = False, types: Sequence[str] = ("resid", "attn", "attn_head", "mlp")
+               ) -> dict[str, str]:
+    """``Result.axes`` entries for the figures :func:`add_score_figures` draws from the
+    AttributionResult at field ``path`` of a result ("" = the result itself, ``"scores.*"`` = every
+    value of a dict field): dimension 0 of every score tensor is the layer, dimension 1 of
+    ``attn_head`` the head, and the scores themselves a share of the clean - corrupted gap
+    (``reference``: activation patching's, the x of the scatters)."""
+    p = f"{path}.scores" if path else "scores"
+    out = {f"{p}.{t}#0": "layer" for t in types} | {f"{p}.{t}": PATCHING_SHARE if reference else SHARE for t in types}
+    return out | {f"{p}.attn_head#1": "head"}
+
+
 @register
 @dataclass
 class AttributionResult(Result):
     """Scores of one method over a component set, with the metric values that frame them."""
 
     kind: ClassVar[str] = "attribution"
+    axes: ClassVar[dict[str, str]] = score_axes()
 
     method: str
     """``patch``, ``atp``, ``relp``, ``ig`` (plus details in ``config``)."""
@@ -177,32 +194,53 @@ def display_name(ctype: str, idx: Sequence[int]) -> str:
     return f"{ctype}{idx[0]}" + "".join(f"[{i}]" for i in idx[1:])
 
 
-def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str | None = None) -> None:
+def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str | None = None,
+                      paths: dict[str, str] | None = None) -> None:
     """Figures of each method's scores (normalised by the clean - corrupted gap) into report ``r``:
     layer x head heatmaps, per-layer bars for MLP / attention / residual, and, when ``reference``
-    names one of ``results``, each other method against it as a scatter with Pearson r."""
+    names one of ``results``, each other method against it as a scatter with Pearson r (over every
+    score, per position where both are per position: the r a comparison reports).
+
+    ``paths``: method -> field path of its AttributionResult in the result being reported ("" for
+    the result itself, the default); each figure records the fields its axes show (declare them with
+    :func:`score_axes`)."""
     from interp.reports import figures as F
 
-    first = next(iter(results.values()))
-    for ctype in first.scores:
-        mats = {m: res.per_component(ctype) / (res.metric_clean - res.metric_corrupt or 1.0)
-                for m, res in results.items() if ctype in res.scores}
+    paths = paths or {m: "" for m in results}
+
+    def fld(m: str, ctype: str, dim: int | None = None) -> str:
+        base = f"{paths[m]}.scores.{ctype}" if paths[m] else f"scores.{ctype}"
+        return base if dim is None else f"{base}#{dim}"
+
+    def share(res, ctype, full=False):
+        s = res.scores[ctype] if full else res.per_component(ctype)
+        return s / (res.metric_clean - res.metric_corrupt or 1.0)
+
+    main = next((m for m in results if m != reference), next(iter(results)))
+    for ctype in next(iter(results.values())).scores:
+        mats = {m: share(res, ctype) for m, res in results.items() if ctype in res.scores}
         if ctype == "attn_head":
             for m, z in mats.items():
                 L, H = z.shape
                 r.add_heatmap(f"Attention heads: {m}", z, [f"H{h}" for h in range(H)], [f"L{l}" for l in range(L)],
-                              x_title="head", y_title="layer",
+                              x_title="head", y_title="layer", fields=(fld(m, ctype, 1), fld(m, ctype, 0)),
                               caption=f"Each cell: the metric change {m} assigns to one head, as a share of the "
                                       "clean - corrupted gap (summed over positions).")
         elif all(z.ndim == 1 for z in mats.values()):
             L = len(next(iter(mats.values())))
-            r.add_bars(f"{ctype} per layer", [f"{ctype}{l}" for l in range(L)], mats, x_title="layer",
-                       y_title="share of the gap",
+            r.add_bars(f"{ctype} per layer", [f"{ctype}{l}" for l in range(L)], mats, x_title="layer", y_title=SHARE,
+                       fields=(fld(main, ctype, 0), fld(main, ctype)),
                        caption=f"The {ctype} component of each layer, summed over positions, per method.")
-        if reference in mats:
-            for m, z in mats.items():
-                if m != reference:
-                    r.add_figure(F.method_vs_patching(f"{ctype}: {m} vs {reference}", mats[reference], z, m))
+        if reference not in mats:
+            continue
+        ref = results[reference]
+        for m, res in results.items():
+            if m == reference or ctype not in res.scores:
+                continue
+            full = ctype in res.per_position and ctype in ref.per_position
+            r.add_figure(F.method_vs_patching(f"{ctype}: {m} vs {reference}", share(ref, ctype, full),
+                                              share(res, ctype, full), m, x_title=PATCHING_SHARE, y_title=SHARE),
+                         fields=(fld(reference, ctype), fld(m, ctype)))
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,42 +1,34 @@
 """Every attribution method on the same prompts, against activation patching (RelP paper, Table 1).
 
 For each component type (residual stream per layer and position, attention outputs per layer and
-position -- the paper's "attn" column --, attention heads, MLP outputs per layer and position) we
-compute activation patching (the ground truth), AtP, RelP (two rule sets: ``relp`` = the paper's
-``default`` LN + Identity + Half rules, and ``relp-cp-lrp`` = ``default+cp-lrp``, which adds the
-AH-rule, CP-LRP on attention) and IG (``ig``: each component hook interpolated corrupt -> clean in
-the corrupted run, its per-hook sum = patching of that hook; ``ig-embed``, opt-in: the EAP-IG node
-form along the input embeddings), then the Pearson r of each method's scores with patching
-(``None``, with the reason in ``pearson_undefined``, where r is undefined: a constant or non-finite score
-vector; never nan), and the wall time of each method measured in this run.
+position -- the paper's "attn" column --, attention heads, MLP outputs per layer and position)
+:func:`compare_methods` runs activation patching (the ground truth), AtP, RelP (``relp``: the
+paper's default LN + Identity + Half rules; ``relp-cp-lrp`` adds the AH-rule, CP-LRP on attention)
+and IG (``ig``: each component hook interpolated corrupt -> clean in the corrupted run, its
+per-hook sum = patching of that hook; ``ig-embed``, opt-in: the EAP-IG node form along the input
+embeddings), then the Pearson r of each method's scores with patching (``None`` with the reason
+where r is undefined, a constant or non-finite score vector) and the wall time of each method in
+this run.  It returns a :class:`CompareResult`, whose report leads with which method agrees best.
 
-The published numbers (Jafari et al. 2025, Table 1, IOI on GPT-2 small; docs/methods.md, RelP) sit
-beside ours.  The paper's code demo (TransformerLens ``demos/lrp_patching.ipynb``, after the
-Attribution Patching demo) corrupts IOI by swapping the two names at S2; ``corruption="s2"`` does
-the same (tasks/ioi.py) and is the like-for-like reproduction.  Our default IOI corruption is
-ABC (three fresh names), where every name position differs and the residual cells at S2 patch
-non-monotonically in the interpolation (so every gradient-at-corrupt method, AtP and RelP alike,
-correlates less there).  The published values are for a different model, so they are context,
-not a test oracle.
+The published numbers (Jafari et al. 2025, Table 1, IOI on GPT-2 small) are kept beside ours as
+context, not an oracle: they are for another model.  The paper's demo corrupts IOI by swapping the
+two names at S2 (``corruption="s2"``, the like-for-like setting); our default ABC corruption (three
+fresh names) changes every name position, where every gradient-at-corrupt method correlates less.
 
-Cost: patching dominates: L*T (resid) + L*T (attn) + L*H (heads) + L*T (MLPs) patched forward passes
-of B*T tokens.
+Cost: patching dominates: L*T (resid) + L*T (attn) + L*H (heads) + L*T (MLPs) patched forward
+passes of B*T tokens; each gradient method is a few forward and backward passes.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-import torch
-
+from interp.attribution.components import AttributionResult, add_score_figures, score_axes
+from interp.results import Result, pearson_or_reason, register, versions
 from interp.tasks import make_task
-from interp.results import pearson, pearson_or_reason  # noqa: F401  (re-exported: the one Pearson)
-
-from interp.results import versions
-
-from .pipeline import write_outputs
 
 PAPER = {
     "ioi": {"source": "RelP paper (arXiv 2508.21258) Table 1, IOI, GPT-2 small (attn = attention outputs per layer and position); "
@@ -53,11 +45,135 @@ METHOD_SPECS = {
     "ig": ("ig", {"path": "hooks"}),
     "ig-embed": ("ig", {"path": "embeddings"}),
 }
+NAMES = {"resid": "residual stream", "attn": "attention outputs", "attn_head": "heads", "mlp": "MLP outputs"}
+
+
+@register
+@dataclass
+class CompareResult(Result):
+    """Attribution methods against activation patching on one task: scores, Pearson r, wall time."""
+
+    kind: ClassVar[str] = "compare"
+    axes: ClassVar[dict[str, str]] = {
+        **score_axes("scores.*"), **score_axes("scores.patch", reference=True),
+        "pearson#1": "component type", "pearson": "Pearson r with activation patching",
+        "seconds#0": "method", "seconds": "wall time (s)"}
+
+    task: str
+    """``ioi`` or ``greater-than``."""
+    model: str
+    """Name of the model."""
+    n_prompts: int
+    """Prompts every method scored (the same for all)."""
+    seed: int
+    """Seed that drew the prompts."""
+    corruption: str | None
+    """How the corrupted prompts were made."""
+    metric_clean: float
+    """Batch-mean metric on the clean prompts."""
+    metric_corrupt: float
+    """Batch-mean metric on the corrupted prompts."""
+    scores: dict[str, AttributionResult]
+    """Per method (``patch`` first, the ground truth): its scores of every component type."""
+    pearson: dict[str, dict[str, float | None]]
+    """``pearson[method][component type]``: r with activation patching over every score of that
+    type (per position where scored per position); None where r is undefined."""
+    pearson_undefined: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Why r is undefined (``pearson_undefined[method][type]``; ``interp.results.pearson_or_reason``)."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time of each method in this run (model passes included)."""
+    position_labels: list[str] = field(default_factory=list)
+    """Tokens of the first clean prompt (labels for per-position scores)."""
+    paper: dict = field(default_factory=dict)
+    """Published r for this task (``source``, then ``{method: {type: r}}``); empty when none."""
+    prompts: dict = field(default_factory=dict)
+    """The task's prompts and answers (``Task.to_json``)."""
+    config: dict = field(default_factory=dict)
+    """Methods, component types, per-position types, RelP rule sets."""
+    versions: dict = field(default_factory=dict)
+    """Package versions and machine (``interp.results.versions``)."""
+    created: str = ""
+    """UTC time the run finished."""
+
+    @classmethod
+    def _decode_field(cls, name: str, value: Any) -> Any:
+        if name == "scores":
+            return {m: v if isinstance(v, AttributionResult) else AttributionResult.from_json(v)
+                    for m, v in value.items()}
+        return value
+
+    def mean_r(self, method: str) -> float | None:
+        vals = [v for v in self.pearson.get(method, {}).values() if v is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    def summary(self) -> str:
+        head = f"On {self.task} (n={self.n_prompts}, corruption {self.corruption}) with {self.model}"
+        ranked = sorted((m for m in self.pearson if self.mean_r(m) is not None), key=lambda m: -self.mean_r(m))
+        if not ranked:
+            return head + ", no method's Pearson r with activation patching is defined" + (
+                ": " + self._undefined_text() if self.pearson_undefined else " (only patching ran).")
+        best = ranked[0]
+        per = ", ".join(f"{v:.3f} on {NAMES.get(c, c)}" for c, v in self.pearson[best].items() if v is not None)
+        text = f"{head}, **{best} agrees best with activation patching**: r = {per}."
+        if len(ranked) > 1:
+            text += " Mean r over component types: " + ", ".join(f"{m} {self.mean_r(m):.2f}" for m in ranked) + "."
+        if self.pearson_undefined:
+            text += " " + self._undefined_text()
+        fast = min((m for m in self.seconds if m != "patch"), key=self.seconds.get, default=None)
+        if fast and "patch" in self.seconds and self.seconds[fast] > 0:
+            text += (f" Patching took {self.seconds['patch']:.2f} s, {fast} {self.seconds[fast]:.2f} s "
+                     f"({self.seconds['patch'] / self.seconds[fast]:.0f}x faster).")
+        return text
+
+    def _undefined_text(self) -> str:
+        return "r is undefined for " + "; ".join(f"{m} on {NAMES.get(c, c)} ({why})" for m, d in
+                                                 self.pearson_undefined.items() for c, why in d.items()) + "."
+
+    def report(self):
+        import math
+
+        from interp.reports import Report
+
+        r = Report(f"Attribution methods vs activation patching: {self.task} on {self.model}", config=self.config,
+                   meta={"model": self.model, "task": self.task, "created": self.created, "versions": self.versions},
+                   summary=self.summary())
+        types = list(dict.fromkeys(c for d in self.pearson.values() for c in d))
+        if self.pearson:
+            r.add_bars("Pearson r with activation patching, by method", [NAMES.get(c, c) for c in types],
+                       {m: [math.nan if d.get(c) is None else d[c] for c in types] for m, d in self.pearson.items()},
+                       x_title="component type", y_title="Pearson r with activation patching",
+                       fields=("pearson#1", "pearson"),
+                       caption="Each method's Pearson r with activation patching over every component of a type "
+                               "(per position for the residual stream, attention and MLP outputs); 1 is perfect "
+                               "agreement. A missing bar is an undefined r (see the summary).")
+        if self.paper:
+            r.add_table("Published values", [{"method": m, **{NAMES.get(c, c): v for c, v in d.items()}}
+                                             for m, d in self.paper.items() if m != "source"],
+                        caption=str(self.paper.get("source", "")) + ". Another model: for scale, not a test.")
+        r.add_section("Scores beside activation patching",
+                      "Each method's score of every component as a share of the clean - corrupted metric, then "
+                      "each method against patching (x) with its Pearson r.")
+        paths = {m: "scores.patch" if m == "patch" else "scores.*" for m in self.scores}
+        add_score_figures(r, self.scores, reference="patch", paths=paths)
+        if self.seconds:
+            r.add_bars("Wall time per method", list(self.seconds), {"": list(self.seconds.values())},
+                       x_title="method", y_title="wall time (s)", fields=("seconds#0", "seconds"),
+                       caption="Seconds of wall time per method, measured in this run on "
+                               f"{self.versions.get('machine', 'this machine')} with {self.versions.get('threads')} "
+                               "threads.")
+        r.add_section("Method and provenance",
+                      f"{self.n_prompts} {self.task} prompts (seed {self.seed}), corruption {self.corruption}; "
+                      f"metric {self.metric_clean:.4g} clean, {self.metric_corrupt:.4g} corrupted. RelP rules: relp = "
+                      "the paper's default (LN, Identity, Half); relp-cp-lrp adds the AH-rule (CP-LRP). "
+                      "See docs/methods.md for each method.")
+        return r
+
+
 
 
 def compare_methods(model, task_name: str, n: int = 8, seed: int = 0, methods=None,
-                    per_position=("resid", "attn", "mlp"), out: str | Path | None = None, progress: bool = False,
-                    corruption: str | None = None, components=COMPONENTS) -> dict:
+                    per_position=("resid", "attn", "mlp"), progress: bool = False,
+                    corruption: str | None = None, components=COMPONENTS) -> CompareResult:
     """Run ``methods`` on one task; Pearson r vs patching per component type; timings.
 
     ``corruption``: the task's corruption (``interp.tasks.CORRUPTIONS``; None = the default).
@@ -75,8 +191,7 @@ def compare_methods(model, task_name: str, n: int = 8, seed: int = 0, methods=No
     bad = [m for m in methods if m not in METHOD_SPECS]
     if bad:
         raise ValueError(f"unknown method(s) {bad}; choose from {sorted(METHOD_SPECS)}")
-    if "patch" not in methods:
-        methods = ("patch",) + tuple(methods)
+    methods = ("patch",) + tuple(m for m in methods if m != "patch")
     comps = tuple(t.name for t in component_types(components))  # unknown names: a ValueError listing the known
     task = make_task(task_name, model, n=n, seed=seed, corruption=corruption)
     per_position = tuple(c for c in per_position if c in comps)
@@ -95,9 +210,7 @@ def compare_methods(model, task_name: str, n: int = 8, seed: int = 0, methods=No
         results[name] = r
     ref = results["patch"]
     corr, undefined = {}, {}
-    for name, r in results.items():
-        if name == "patch":
-            continue
+    for name, r in list(results.items())[1:]:
         corr[name] = {}
         for c in comps:
             corr[name][c], why = pearson_or_reason(r.scores[c], ref.scores[c], name)
@@ -105,27 +218,14 @@ def compare_methods(model, task_name: str, n: int = 8, seed: int = 0, methods=No
                 undefined.setdefault(name, {})[c] = why
                 warnings.warn(f"compare: Pearson r of {name} vs patching on {c!r} is undefined ({why}); "
                               f"reported as None", stacklevel=2)
-    secs = {name: r.seconds for name, r in results.items()}
-    out_dict = {
-        "kind": "compare", "title": f"Attribution methods vs activation patching: {task_name} on {model_name(model)}",
-        "model": model_name(model), "task": task_name, "n_prompts": task.n, "seed": seed,
-        "corruption": task.meta.get("corruption", corruption),
-        "config": {"per_position": list(per_position), "methods": list(methods), "components": list(comps),
-                   "relp_rules": {"relp": "default (LN, Identity, Half: the paper's)",
-                                  "relp-cp-lrp": "default+cp-lrp (LN, Identity, Half, AH/CP-LRP)"}},
-        "metric_clean": ref.metric_clean, "metric_corrupt": ref.metric_corrupt,
-        "pearson": corr, "pearson_undefined": undefined, "seconds": secs,
-        "speed": {"patch_over_relp": secs["patch"] / secs["relp"] if "relp" in secs else None,
-                  "relp_over_atp": secs["relp"] / secs["atp"] if {"relp", "atp"} <= set(secs) else None},
-        "scores": {name: r.to_json() for name, r in results.items()},
-        "position_labels": [model.tokenizer.decode([t]) for t in task.clean[0].tolist()],
-        "ig_completeness": results["ig"].extras if "ig" in results else None,
-        "prompts": task.to_json(), "versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    if task_name in PAPER:
-        p = PAPER[task_name]
-        out_dict["paper"] = {k: v for k, v in p.items() if k != "source"}
-        out_dict["paper_source"] = p["source"]
-    if out is not None:
-        write_outputs(out_dict, out)
-    return out_dict
+    return CompareResult(
+        task=task_name, model=model_name(model), n_prompts=task.n, seed=seed,
+        corruption=task.meta.get("corruption", corruption), metric_clean=ref.metric_clean,
+        metric_corrupt=ref.metric_corrupt, scores=results, pearson=corr, pearson_undefined=undefined,
+        seconds={name: r.seconds for name, r in results.items()},
+        position_labels=[model.tokenizer.decode([t]) for t in task.clean[0].tolist()],
+        paper=PAPER.get(task_name, {}), prompts=task.to_json(),
+        config={"methods": list(methods), "components": list(comps), "per_position": list(per_position),
+                "relp_rules": {"relp": "default (LN, Identity, Half: the paper's)",
+                               "relp-cp-lrp": "default+cp-lrp (LN, Identity, Half, AH/CP-LRP)"}},
+        versions=versions(), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

@@ -31,6 +31,8 @@ CONFIG_FLAGS = [(("compare",), "interp.circuits.compare:compare_methods", {
 
 
 def _run(args) -> int:
+    from pathlib import Path
+
     from interp.circuits.compare import COMPONENTS, METHOD_SPECS, compare_methods
     from interp.cli.common import out_path, parse_list
     from interp.cli.main import emit
@@ -40,35 +42,23 @@ def _run(args) -> int:
         raise ValueError("--n must be >= 1")
     methods = parse_list(args.methods, "--methods", METHOD_SPECS)
     components = parse_list(args.components, "--components", COMPONENTS)
-    out = out_path(args)
+    out = Path(out_path(args))
     model = load_model(args.model, device=args.device)
-    r = compare_methods(model, args.task, n=args.n, seed=args.seed, methods=methods, out=out, progress=True,
-                         corruption=args.corruption, components=components)
-    cts = list(r["config"]["components"])
-    head = {"resid": "resid", "attn": "attn", "attn_head": "heads", "mlp": "mlp"}
-    lines = [f"{args.task} on {args.model}, {r['n_prompts']} prompts, corruption {r['corruption']}; "
-             "Pearson r with activation patching:",
-             f"{'method':14s} " + " ".join(f"{head.get(c, c):>7s}" for c in cts) + f" {'seconds':>9s}"]
-
-    undefined = r.get("pearson_undefined") or {}
-
-    def row(name, vals, secs="", undef=()):
-        cells = " ".join(f"{vals[c]:7.3f}" if vals.get(c) is not None else f"{'undef' if c in undef else '':>7s}"
-                         for c in cts)
-        return f"{name:14s} {cells} {secs:>9s}"
-
-    for m, c in r["pearson"].items():
-        lines.append(row(m, c, f"{r['seconds'][m]:.2f}", undefined.get(m, {})))
-    lines.append(row("patch", {}, f"{r['seconds']['patch']:.2f}"))
-    for m, d in undefined.items():
-        for c, why in d.items():
-            lines.append(f"WARNING: r of {m} on {head.get(c, c)} is undefined: {why}")
-    if "paper" in r:
-        lines.append(f"paper ({r['paper_source']}):")
-        for m, c in r["paper"].items():
-            lines.append(row(m, c))
-    if out:
-        lines.append(f"wrote {out}/results.json and report.html")
-    payload = {k: r[k] for k in ("pearson", "pearson_undefined", "seconds", "speed", "paper") if k in r}
-    emit(args, {**payload, "out": out}, "\n".join(lines))
+    r = compare_methods(model, args.task, n=args.n, seed=args.seed, methods=methods, progress=True,
+                        corruption=args.corruption, components=components)
+    r.save(out / "results.json")
+    r.report().write(out / "report.html")
+    cts = r.config["components"]
+    lines = [r.summary().replace("**", ""), "",
+             f"{'method':14s} " + " ".join(f"{c:>9s}" for c in cts) + f" {'seconds':>9s}"]
+    for m, secs in r.seconds.items():
+        vals = r.pearson.get(m, {})
+        cells = " ".join(f"{vals[c]:9.3f}" if vals.get(c) is not None else f"{'undef' if vals else '':>9s}" for c in cts)
+        lines.append(f"{m:14s} {cells} {secs:9.2f}")
+    lines += [f"WARNING: r of {m} on {c} is undefined: {why}"
+              for m, d in r.pearson_undefined.items() for c, why in d.items()]
+    lines.append(f"wrote {out}/results.json and report.html")
+    payload = {"summary": r.summary(), "pearson": r.pearson, "pearson_undefined": r.pearson_undefined,
+               "seconds": r.seconds, "out": str(out)}
+    emit(args, payload, "\n".join(lines))
     return 0

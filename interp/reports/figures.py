@@ -297,8 +297,10 @@ def pearson(x: Any, y: Any) -> tuple[float, int]:
 
 
 def method_vs_patching(title: str, patching: Any, method: Any, method_name: str,
-                       labels: Sequence | None = None, caption: str = "") -> Figure:
-    """Scatter of a method's scores (y) against activation patching (x), with Pearson r."""
+                       labels: Sequence | None = None, caption: str = "", x_title: str = "activation patching",
+                       y_title: str | None = None) -> Figure:
+    """Scatter of a method's scores (y, titled ``y_title``, default the method's name) against
+    activation patching (x), with Pearson r."""
     p, m = as_array(patching, f"{title}: patching").ravel(), as_array(method, f"{title}: {method_name}").ravel()
     if p.shape != m.shape:
         raise ValueError(f"{title}: patching has {p.size} scores but {method_name} has {m.size}")
@@ -316,7 +318,7 @@ def method_vs_patching(title: str, patching: Any, method: Any, method_name: str,
                                  line={"dash": "dash", "color": "#888"}, hoverinfo="skip"))
     r_txt = f"{r:.3f}" if math.isfinite(r) else "undefined"
     _layout(fig, f"{title} (Pearson r = {r_txt}, n = {n})", height=380,
-            xaxis_title="activation patching", yaxis_title=method_name, showlegend=False)
+            xaxis_title=x_title, yaxis_title=y_title or method_name, showlegend=False)
     bad = int((~ok).sum())
     if not caption:
         caption = (f"Each point is one component: its activation-patching effect (x) against its "

@@ -1,36 +1,17 @@
-"""``render_results``: any ``results.json`` -> a :class:`Report`.
+"""``render_results``: a ``results.json`` -> a :class:`Report`.
 
-The top-level ``"kind"`` field picks a renderer; every renderer first claims the keys it
-understands and then hands the rest to the generic renderer, so no field of a results file is
-silently dropped.  Recognised layouts (all fields optional unless noted):
+A typed result kind (:mod:`interp.results`: attribution, circuit, compare, steering_comparison,
+and every kind listed in ``KIND_MODULES``) renders with its own ``report()``; an unknown kind, a
+newer schema or a file of a typed kind without ``schema_version`` is a clear error.
 
-- common: ``title``, ``config`` (dict), ``meta`` (dict: ``model``, ``versions``, ``timings``...);
-  top-level ``model``, ``task``, ``versions``, ``timings``/``seconds`` are shown with ``meta``.
-- ``circuit`` / ``compare``: ``scores: {method: {component_type: array}}`` (or ``{method:
-  result.to_json()}``, or ``results: [result.to_json(), ...]``) with component types
-  ``attn_head`` [L,H] (or [L,H,T], summed over positions), ``mlp`` / ``resid`` [L] (or [L,T],
-  columns labelled by ``tokens``/``position_labels`` when given);
-  a method named ``patch``/``patching``/``activation_patching`` is the reference that the other
-  methods are scattered against (Pearson r).  ``pearson: {method: {component_type: r}}`` and
-  ``paper: {...}`` (published values, same layout) -> a table and grouped bars;
-  ``seconds``/``timings: {method: s}`` -> wall-time bars.  ``circuit: {nodes, edges}`` or
-  ``circuit: {components: [names]}`` -> a graph; ``faithfulness: {n_components, recovered,
-  target?, chosen?, total?, y_title?, caption?}`` -> the faithfulness curve; ``roles`` -> a table; ``examples: [{tokens,
-  scores, title?}]`` -> token views (``scores`` may be ``{method: [...]}``: one view per method).
-- ``edges``: ``top_edges`` [{sender, receiver, score, ...}] -> a graph and a table; ``abs_score_by_stage``
-  {z, rows, columns} -> a heatmap; ``faithfulness_curve`` {curves: {method: {n_edges, f_norm, ...}}} -> one
-  figure with a curve per method and a table.
-- ``sinks``: 2-D arrays are layer x head; ``massive``: 1-D arrays are per layer (log scale
-  when they span three orders of magnitude); ``sae``/``transcoder``: curves against ``step``;
-  ``store``: the manifest as tables.
-- anything else (or no ``kind``): the generic renderer.  Scalars -> a table, 1-D arrays -> bars
-  (lines when long or when a sibling ``step``/``steps``/``epoch``/``layer``... array gives the x
-  axis; a list of numeric records with such a key, e.g. a training log, is read as columns), 2-D -> heatmaps, 3-D -> one heatmap per leading index (up to 4), lists of records ->
-  tables (or token views when records hold ``tokens`` and ``scores``), nested dicts -> sub-sections.
+Legacy path, for results dicts of kinds not yet typed (``edges``, ``sinks``, ``massive``, ``sae``,
+``transcoder``, ``store``, or no kind): each such kind's renderer claims the keys it understands
+and the generic renderer shows the rest (scalars -> a table, 1-D arrays -> bars or lines, 2-D ->
+heatmaps, 3-D -> one heatmap per leading index, lists of records -> tables or token views, nested
+dicts -> sub-sections).  This path goes once every kind is typed (issue 15).
 
 Malformed JSON, a top level that is not an object, and a file with nothing to show raise
-``ValueError`` naming the problem; a field of a known kind with the wrong shape raises
-``ValueError`` naming the field (``scores['atp']['mlp']: expected numbers ...``).
+``ValueError`` naming the problem.
 """
 
 from __future__ import annotations
@@ -49,17 +30,9 @@ from interp.reports.report import Report
 #: Keys shown in the Run section rather than as data.
 META_KEYS = ("model", "task", "versions", "timings", "created", "host")
 RESERVED = ("kind", "title", "config", "meta", "model", "versions", "created", "host")
-PATCH_NAMES = ("patch", "patching", "activation_patching", "ap")
 X_KEYS = ("step", "steps", "epoch", "epochs", "iteration", "iterations", "n_tokens", "tokens_seen",
           "n_components", "layer", "layers", "x")
-COMPONENT_NAMES = {"resid": "residual stream", "attn_head": "attention heads", "mlp": "MLP outputs",
-                   "attn": "attention outputs"}
 MAX_PLOT_ELEMENTS = 250_000
-#: Published Pearson r with activation patching on IOI, GPT-2 small (RelP paper, Table 1; see
-#: docs/methods.md, RelP), shown beside ours when a ``compare`` run on IOI gives no ``paper``.
-PAPER_IOI_GPT2_SMALL = {"atp": {"resid": 0.753, "attn": 0.979, "mlp": 0.195},
-                        "relp": {"resid": 0.968, "attn": 0.962, "mlp": 0.992}}
-PAPER_SOURCE = "RelP paper, Table 1, IOI on GPT-2 small (a different model from ours; for scale only)"
 MAX_SLICES = 4
 MAX_DEPTH = 6
 MAX_TOKEN_VIEWS = 20
@@ -99,25 +72,20 @@ def load_results(results: dict | str | Path) -> tuple[dict, str]:
     if not isinstance(data, dict):
         raise ValueError(f"{src}: expected a JSON object at the top level (with a \"kind\" field such as "
                          f"\"circuit\"), got a JSON {type(data).__name__}")
-    from interp.results import decode
-
-    try:
-        return decode(data), src  # typed results' tensors ({"__tensor__": ...}) back to tensors
-    except RecursionError:  # deeper than Python's stack: no typed result; the generic view bounds it
-        return data, src
+    return data, src
 
 
 def render_results(results: dict | str | Path, title: str | None = None) -> Report:
     """Turn a results dict or ``results.json`` path into a :class:`Report` (see the module docstring).
 
     A typed result kind (:mod:`interp.results`) renders with its own ``report()``; its errors
-    (unknown or newer schema) are raised as they are."""
+    (no or newer schema, missing fields) are raised as they are."""
     from interp.results import known_kinds, load_result
 
     data, src = load_results(results)
     kind = data.get("kind")
-    if isinstance(kind, str) and kind in known_kinds() and "schema_version" in data:  # older files: below
-        rep = load_result(data).report()  # already read and decoded above: no second parse of the file
+    if isinstance(kind, str) and kind in known_kinds():
+        rep = load_result(data).report()  # already read above: no second parse of the file
         rep.title = title or rep.title
         return rep
     if kind is not None and not isinstance(kind, str):
@@ -130,7 +98,7 @@ def render_results(results: dict | str | Path, title: str | None = None) -> Repo
         raise ValueError(f"{src}: \"meta\" must be an object, got {type(meta).__name__}")
     meta = dict(meta)
     for k in META_KEYS:
-        if k in data and k not in meta and not (k == "timings" and kind in ("compare", "circuit")):
+        if k in data and k not in meta:
             meta[k] = data[k]
     if "seconds" in data and not isinstance(data["seconds"], dict) and "timings" not in meta:
         meta["timings"] = {"total": data["seconds"]}
@@ -158,8 +126,8 @@ def _n_content(r: Report) -> int:
 
 
 def _default_title(kind: str | None, data: dict) -> str:
-    name = {"circuit": "Circuit", "compare": "Attribution methods compared", "sinks": "Attention sinks",
-            "massive": "Massive activations", "sae": "Sparse autoencoder", "store": "Activation store"}
+    name = {"sinks": "Attention sinks", "massive": "Massive activations", "sae": "Sparse autoencoder",
+            "store": "Activation store"}
     title = name.get(kind or "", f"Results ({kind})" if kind else "Results")
     if isinstance(data.get("task"), str):
         title += f": {data['task']}"
@@ -319,278 +287,6 @@ Renderer = Callable[[Report, dict, dict], tuple[set, Hints]]
 """(report, unclaimed fields, whole results) -> (fields it rendered, axis hints for the rest)."""
 
 
-def _layer_labels(n: int) -> list[str]:
-    return [f"L{i}" for i in range(n)]
-
-
-def _patch_key(scores: dict) -> str | None:
-    return next((k for k in scores if str(k).lower() in PATCH_NAMES), None)
-
-
-def render_scores(r: Report, scores: Any, field: str = "scores", positions: list | None = None) -> None:
-    """Per-method, per-component-type attribution scores: heatmaps, bars, and scatters vs patching.
-
-    ``positions``: the prompt's tokens; per-position heatmaps then label columns ``"3 ' Mary'"``.
-    """
-    if not isinstance(scores, dict) or not scores:
-        got = "an empty object" if isinstance(scores, dict) else type(scores).__name__
-        raise ValueError(f"{field}: expected an object {{method: {{component_type: array}}}}, got {got}")
-    arrays: dict[str, dict[str, np.ndarray]] = {}
-    for method, by_type in scores.items():
-        if not isinstance(by_type, dict):
-            raise ValueError(f"{field}['{method}']: expected an object {{component_type: array}}, got {type(by_type).__name__}")
-        arrays[method] = {ct: F.as_array(a, f"{field}['{method}']['{ct}']", ndim=(1, 2, 3)) for ct, a in by_type.items()}
-    types = list(dict.fromkeys(ct for d in arrays.values() for ct in d))
-    r.add_section("Attribution scores", "Scores per component and method. For each method, a component's score "
-                  "estimates how much the metric changes when that component takes its clean value.")
-    for ct in types:
-        name = COMPONENT_NAMES.get(ct, ct)
-        have = {m: d[ct] for m, d in arrays.items() if ct in d}
-        one_d = {m: a for m, a in have.items() if a.ndim == 1}
-        if len(one_d) == len(have) and len({a.shape for a in have.values()}) == 1:
-            n = next(iter(have.values())).shape[0]
-            r.add_bars(f"{name}: score per layer", _layer_labels(n), have, x_title="layer", y_title="score",
-                       caption=f"Score of each layer's {name} component (bar height), one colour per method; "
-                               "methods that agree with patching have bars of the same height and sign.")
-            continue
-        for m, a in have.items():
-            if a.ndim == 1:
-                r.add_bars(f"{name}: {m}", _layer_labels(len(a)), {m: a}, x_title="layer", y_title="score")
-                continue
-            note = ""
-            if a.ndim == 3:
-                a, note = a.sum(axis=-1), " (summed over token positions)"
-            if ct == "attn_head":
-                r.add_heatmap(f"{name}: {m}{note}", a, [f"H{i}" for i in range(a.shape[1])], _layer_labels(a.shape[0]),
-                              x_title="head", y_title="layer")
-            else:
-                cols = ([f"{i} {t!r}" for i, t in enumerate(positions)] if positions and len(positions) == a.shape[1]
-                        else [str(i) for i in range(a.shape[1])])
-                r.add_heatmap(f"{name}: {m}{note}", a, cols, _layer_labels(a.shape[0]),
-                              x_title="token position", y_title="layer")
-    ref = _patch_key(arrays)
-    if ref is None or len(arrays) < 2:
-        return
-    r.add_section("Methods against activation patching",
-                  f"Each panel scatters one method's scores against `{ref}` (the ground truth) over the "
-                  "components of one type; Pearson r is in the title.")
-    for ct in types:
-        if ct not in arrays[ref]:
-            continue
-        p = arrays[ref][ct]
-        labels = _component_labels(ct, p.shape)
-        for m, d in arrays.items():
-            if m == ref or ct not in d:
-                continue
-            if d[ct].shape != p.shape:
-                raise ValueError(f"{field}['{m}']['{ct}'] has shape {d[ct].shape} but {field}['{ref}']['{ct}'] "
-                                 f"has {p.shape}; they must match to be compared")
-            r.add_figure(F.method_vs_patching(f"{COMPONENT_NAMES.get(ct, ct)}: {m} vs patching", p, d[ct], m, labels))
-
-
-def _component_labels(ct: str, shape: tuple) -> list[str]:
-    idx = np.ndindex(*shape)
-    if ct == "attn_head":
-        return [f"L{i[0]}H{i[1]}" + (f" pos {i[2]}" if len(i) > 2 else "") for i in idx]
-    return [f"L{i[0]}" + (f" pos {i[1]}" if len(i) > 1 else "") for i in idx]
-
-
-def render_pearson(r: Report, pearson: Any, paper: Any = None, source: str = "published values") -> None:
-    """Pearson r of each method with patching per component type (+ published values)."""
-    if not isinstance(pearson, dict) or not pearson or not all(isinstance(v, dict) and v for v in pearson.values()):
-        raise ValueError(f"pearson: expected a non-empty object {{method: {{component_type: r}}}}, got {pearson!r:.60}")
-    paper = paper if isinstance(paper, dict) else {}
-    types = list(dict.fromkeys(ct for d in pearson.values() for ct in d))
-    rows = []
-    for m, d in pearson.items():
-        for ct in types:
-            row = {"method": m, "component type": COMPONENT_NAMES.get(ct, ct), "Pearson r (ours)": _num(d.get(ct), f"pearson['{m}']['{ct}']")}
-            pm = paper.get(m)
-            if paper:
-                row["paper"] = _num(pm.get(ct), f"paper['{m}']['{ct}']") if isinstance(pm, dict) else None
-            rows.append(row)
-    r.add_section("Agreement with activation patching")
-    r.add_table("Pearson r with activation patching", rows,
-                caption="Correlation of each method's scores with activation patching over all components of a type "
-                        "(1 = identical ranking and scale)." + (f" 'paper': {source}." if paper else ""))
-    series = {m: [_num(d.get(ct), "") for ct in types] for m, d in pearson.items()}
-    series = {m: [math.nan if v is None else v for v in vals] for m, vals in series.items()}
-    r.add_bars("Pearson r by component type", [COMPONENT_NAMES.get(ct, ct) for ct in types], series,
-               x_title="component type", y_title="Pearson r with patching",
-               caption="Bar height is each method's Pearson correlation with activation patching, grouped by "
-                       "component type; higher is better, 1 is perfect agreement.")
-
-
-def _num(v: Any, name: str) -> float | None:
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"{name}: expected a number, got {v!r:.40}")
-    return float(v)
-
-
-def render_timings(r: Report, seconds: Any, field: str) -> None:
-    if not isinstance(seconds, dict) or not seconds:
-        return
-    vals = {k: _num(v, f"{field}['{k}']") for k, v in flatten_numbers(seconds).items()}
-    ref = _patch_key(vals)
-    rows = [{"method": k, "seconds": v} | ({"speed-up vs patching": (vals[ref] / v if v else math.nan)} if ref and v is not None and vals[ref] is not None else {})
-            for k, v in vals.items()]
-    r.add_table("Wall time per method", rows, caption="Seconds of wall time per method, measured in the same run.")
-    secs = [math.nan if v is None else v for v in vals.values()]
-    pos = [v for v in secs if math.isfinite(v) and v > 0]
-    log = bool(pos) and len(pos) == len(secs) and max(pos) / min(pos) > 30
-    f = F.grouped_bars("Wall time per method", list(vals), {"": secs}, x_title="method", y_title="seconds",
-                       caption="Bar height is the wall time of each method in seconds (lower is faster"
-                               + ("; log scale: each grid line is a factor of 10)." if log else ")."))
-    if log:
-        f.fig.update_yaxes(type="log")
-    r.add_figure(f)
-
-
-def flatten_numbers(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten_numbers(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def render_circuit_graph(r: Report, circuit: Any) -> None:
-    if not isinstance(circuit, dict):
-        if isinstance(circuit, list) and all(isinstance(c, str) or (isinstance(c, dict) and ("name" in c or "id" in c))
-                                             for c in circuit):
-            circuit = {"components": circuit}
-        else:
-            raise ValueError("circuit: expected an object with 'nodes'/'edges' or 'components', or a list of "
-                             "component names")
-    r.add_section("The circuit")
-    if "nodes" in circuit:
-        r.add_graph("Circuit graph", circuit["nodes"], circuit.get("edges") or [])
-    elif isinstance(circuit.get("components"), list):
-        comps = circuit["components"]
-        nodes = []
-        for i, c in enumerate(comps):
-            if not (isinstance(c, str) or (isinstance(c, dict) and ("name" in c or "id" in c))):
-                raise ValueError(f"circuit['components'][{i}]: expected a component name or an object with "
-                                 f"'name', got {c!r:.60}")
-            name = c if isinstance(c, str) else str(c.get("name", c.get("id")))
-            m = re.search(r"(?:blocks\.|L)(\d+)", name)
-            nodes.append({"id": name, "label": _short(name), "layer": int(m.group(1)) if m else -1,
-                          **({"score": c.get("score")} if isinstance(c, dict) else {})})
-        r.add_graph("Circuit components by layer", nodes, [],
-                    caption=f"The {len(nodes)} components of the circuit placed by layer (left = early). "
-                            "Components whose layer could not be read from their name sit at layer -1.")
-    extra = {k: v for k, v in circuit.items() if k not in ("nodes", "edges", "components")}
-    if extra:
-        render_generic(r, extra, Hints(), ("circuit",))
-
-
-def _short(name: str) -> str:
-    m = re.match(r"blocks\.(\d+)\.attn\.hook_z\[(\d+)\]", name)
-    if m:
-        return f"L{m.group(1)}H{m.group(2)}"
-    m = re.match(r"blocks\.(\d+)\.hook_(mlp_out|resid_pre|resid_post)", name)
-    return f"{m.group(2).split('_')[0].upper()}{m.group(1)}" if m else name
-
-
-def render_faithfulness(r: Report, f: Any) -> None:
-    if isinstance(f, list) and all(isinstance(x, dict) for x in f) and f:
-        f = {k: [x.get(k) for x in f] for k in f[0]}
-    if not isinstance(f, dict):
-        raise ValueError("faithfulness: expected an object {n_components: [...], recovered: [...]}")
-    xk = next((k for k in ("n_components", "n", "sizes", "x") if k in f), None)
-    yk = next((k for k in ("recovered", "faithfulness", "fraction", "metric", "y") if k in f), None)
-    if xk is None or yk is None:
-        raise ValueError(f"faithfulness: needs 'n_components' and 'recovered' arrays, found keys {sorted(f)}")
-    y_title = str(f.get("y_title") or "share of clean metric recovered")
-    cap = f.get("caption")  # how the curve was made (e.g. a greedy search's trajectory), else top-n wording
-    r.add_figure(F.faithfulness_curve(f[xk], f[yk], f.get("target"), f.get("chosen"), f.get("total"),
-                                      title="Faithfulness curve", y_title=y_title,
-                                      caption=cap if isinstance(cap, str) else ""))
-    extra = {k: v for k, v in f.items() if k not in (xk, yk, "target", "chosen", "total", "y_title", "caption")}
-    if extra:
-        render_generic(r, extra, Hints(), ("faithfulness",))
-
-
-def unwrap_method_results(data: dict) -> dict:
-    """Accept attribution results as written by ``AttributionResult.to_json()``.
-
-    ``scores: {method: {"method", "scores": {...}, "seconds", ...}}`` and
-    ``results``/``methods: [{"method", "scores", "seconds"}, ...]`` become
-    ``scores: {method: {component_type: array}}`` plus ``seconds: {method: s}`` (unless given).
-    """
-    data = dict(data)
-    records = None
-    for key in ("results", "methods"):
-        v = data.get(key)
-        if isinstance(v, list) and v and all(isinstance(x, dict) and "method" in x and "scores" in x for x in v):
-            records = {str(x["method"]): x for x in v}
-            data.pop(key)
-            break
-    if records is None and isinstance(data.get("scores"), dict) and data["scores"] and all(
-            isinstance(v, dict) and isinstance(v.get("scores"), dict) for v in data["scores"].values()):
-        records = data["scores"]
-    if records is None:
-        return data
-    data["scores"] = {m: rec["scores"] for m, rec in records.items()}
-    secs = {m: rec["seconds"] for m, rec in records.items() if isinstance(rec.get("seconds"), (int, float))}
-    if secs and not isinstance(data.get("seconds"), dict) and not isinstance(data.get("timings"), dict):
-        data["seconds"] = secs
-    for k in ("metric_clean", "metric_corrupt"):
-        vals = [rec[k] for rec in records.values() if isinstance(rec.get(k), (int, float))]
-        if vals and k not in data:
-            data[k] = vals[0]
-    return data
-
-
-def _render_attribution(r: Report, data: dict, full: dict | None = None) -> tuple[set, Hints]:
-    before = set(data)
-    data = unwrap_method_results(data)
-    claimed: set = before - set(data)          # a "results"/"methods" list folded into "scores"
-    summary = {k: data[k] for k in ("metric_clean", "metric_corrupt", "n_prompts", "seed", "corruption") if k in data}
-    if summary:
-        r.add_table("Summary", summary, caption="Metric on clean and corrupted prompts, the run's size and its corruption.")
-        claimed |= set(summary)
-    if "pearson" in data:
-        paper, source = data.get("paper"), "published values given in the results"
-        task = str((full or {}).get("task", "")).lower()
-        if paper is None and task.startswith("ioi"):
-            paper, source = PAPER_IOI_GPT2_SMALL, PAPER_SOURCE
-        render_pearson(r, data["pearson"], paper, source)
-        claimed |= {"pearson", "paper"}
-    for key in ("seconds", "timings"):
-        if isinstance(data.get(key), dict):
-            render_timings(r, data[key], key)
-            claimed.add(key)
-    if "circuit" in data:
-        render_circuit_graph(r, data["circuit"])
-        claimed.add("circuit")
-    if "faithfulness" in data:
-        if "circuit" not in data:
-            r.add_section("The circuit")
-        render_faithfulness(r, data["faithfulness"])
-        claimed.add("faithfulness")
-    if isinstance(data.get("roles"), dict) and all(_is_scalar(v) for v in data["roles"].values()):
-        r.add_table("Head roles", [{"head": k, "role": v} for k, v in data["roles"].items()],
-                    caption="Role assigned to each head by the attention-pattern tests.")
-        claimed.add("roles")
-    if "scores" in data:
-        toks = data.get("position_labels", data.get("tokens"))
-        toks = [str(t) for t in toks] if isinstance(toks, list) and all(isinstance(t, str) for t in toks) else None
-        render_scores(r, data["scores"], positions=toks)
-        claimed |= {"position_labels", "tokens"} if toks else set()
-        claimed.add("scores")
-    if isinstance(data.get("examples"), list):
-        r.add_section("Example prompts", "Token-level attributions: each token coloured by its score.")
-        _render_list(r, ("examples",), data["examples"], Hints())
-        claimed.add("examples")
-    return claimed, Hints(x2="head", y2="layer", prefix_x2="H", prefix_y2="L", x1="layer", prefix1="L",
-                          y3="head", prefix_y3="H", x3="token position")
-
-
 def _render_sinks(r: Report, data: dict, full: dict | None = None) -> tuple[set, Hints]:
     r.add_text("Attention-sink statistics. Sink score of a head = mean over queries q >= 1 of the attention "
                "paid to position 0; heatmaps show layers as rows and heads as columns.")
@@ -726,7 +422,6 @@ def _render_edge_curve(r: Report, fc: dict) -> None:
 
 
 KINDS: dict[str, Renderer] = {
-    "circuit": _render_attribution, "compare": _render_attribution, "attribution": _render_attribution,
     "sinks": _render_sinks, "massive": _render_massive, "sae": _render_sae, "transcoder": _render_sae,
     "store": _render_store, "edges": _render_edges,
 }

@@ -27,7 +27,7 @@ from typing import ClassVar, Sequence
 
 import torch
 
-from interp.results import Result, register
+from interp.results import Result, register, versions
 
 from .runs import continuation_nll, generate, groups, kl_divergence, last_logprobs, activations_at, tokenize
 from .vector import SteeringVector, check_model
@@ -164,6 +164,9 @@ class SteeringComparison(Result):
 
     kind: ClassVar[str] = "steering_comparison"
     schema_version: ClassVar[int] = SCHEMA_VERSION
+    axes: ClassVar[dict[str, str]] = {"methods.*.points.kl": "next-token KL from the unsteered model (nats)",
+                                      "methods.*.points.delta": "success change from unsteered",
+                                      "methods.*.points.ppl": "continuation perplexity"}
 
     task: str
     task_kind: str
@@ -200,7 +203,6 @@ class SteeringComparison(Result):
         from .report import comparison_report
 
         return comparison_report(self)
-
 
 
 def evaluate_steering(model, vectors: dict[str, SteeringVector] | Sequence[SteeringVector], task: SteeringTask,
@@ -259,9 +261,8 @@ def evaluate_steering(model, vectors: dict[str, SteeringVector] | Sequence[Steer
                          "cost": cost, "chosen": vec.meta.get("chosen", ""), "points": pts}
     from importlib.metadata import version
 
-    meta = {"model": model_name(model), "seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(),
-            "versions": {"torch": torch.__version__, "transformer_lens": version("transformer-lens"),
-                                              "vaderSentiment": version("vaderSentiment")}}
+    meta = {"model": model_name(model), "seconds": time.perf_counter() - t0,
+            "versions": {**versions(), "vaderSentiment": version("vaderSentiment")}}
     cfg = {"kl_targets": targets, "n_new": n_new, "n_eval": len(task.eval), "n_build": len(task.build),
            "seed": seed}
     return SteeringComparison(task=task.name, task_kind=task.kind, model=model_name(model), model_hash=weight_hash(model),

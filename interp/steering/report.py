@@ -8,13 +8,14 @@ import html
 
 from interp.reports import Report
 
-from .evaluate import PAPER_CLAIMS
+from .evaluate import PAPER_CLAIMS, SteeringComparison
+
+KL, SUCCESS_CHANGE, PPL = (SteeringComparison.axes[f"methods.*.points.{k}"] for k in ("kl", "delta", "ppl"))
 
 LABELS = {"mean_diff": "mean difference (CAA)", "grains": "GrAInS", "sae": "SAE latent", "transcoder":
           "transcoder latent", "snmf": "SNMF feature"}
 SUCCESS = {"generation": "change in mean VADER sentiment of the continuation",
            "logit": "change in log p(preferred) - log p(dispreferred)"}
-AXIS = {"generation": "change in VADER sentiment", "logit": "change in log-prob difference"}
 
 
 def _label(name: str) -> str:
@@ -44,20 +45,20 @@ def comparison_report(c) -> Report:
         pts = rec["points"]
         fig.add_trace(go.Scatter(x=[p["kl"] for p in pts], y=[p["delta"] for p in pts], mode="lines+markers",
                                  name=_label(m), text=[f"s={p['strength']:.3g}" for p in pts]))
-    fig.update_layout(xaxis_title="next-token KL from the unsteered model (nats)",
-                      yaxis_title=AXIS.get(c.task_kind, "success change"), xaxis_type="log")
+    fig.update_layout(xaxis_title=KL, yaxis_title=SUCCESS_CHANGE, xaxis_type="log")
     r.add_section("Success versus fluency cost")
-    r.add_figure(fig, title="Success versus KL, per method",
-                 caption="Each point: the strength calibrated to one KL target; x is the KL reached.")
+    r.add_figure(fig, title="Success versus KL, per method", fields=("methods.*.points.kl", "methods.*.points.delta"),
+                 caption=f"Each point: the strength calibrated to one KL target; x is the KL reached, y the "
+                         f"{SUCCESS.get(c.task_kind, 'success')} relative to the unsteered model.")
     fig2 = go.Figure()
     for m, rec in c.methods.items():
         pts = rec["points"]
         fig2.add_trace(go.Scatter(x=[p["kl"] for p in pts], y=[p["ppl"] for p in pts], mode="lines+markers",
                                   name=_label(m)))
     fig2.add_hline(y=c.baseline["ppl"], line_dash="dot", annotation_text="unsteered")
-    fig2.update_layout(xaxis_title="next-token KL (nats)", xaxis_type="log",
-                       yaxis_title="continuation perplexity")
+    fig2.update_layout(xaxis_title=KL, xaxis_type="log", yaxis_title=PPL)
     r.add_figure(fig2, title="Continuation perplexity versus KL, per method",
+                 fields=("methods.*.points.kl", "methods.*.points.ppl"),
                  caption="Perplexity of the steered greedy continuation under the unsteered model.")
     rows = []
     for t in c.kl_targets:
