@@ -90,6 +90,30 @@ def test_defaults_shown_and_out_rule():
                 assert f"(default: {a.default})" in " ".join(h.split()), (path, a.option_strings[0])
 
 
+def test_out_default_is_per_command_and_task():
+    """Commands that write files default --out to their own folder under runs/, with <task> filled in
+    by every command that takes a task: two commands (or two tasks) never write into one folder."""
+    seen = {}
+    for path, sp in leaves():
+        out = sp.get_default("out")
+        if path in WRAPPERS or out is None:
+            continue
+        has_task = any(a.dest == "task" and not a.option_strings for a in sp._actions)
+        assert ("<task>" in out) == has_task, (path, out)
+        assert out not in seen, f"`interp {' '.join(path)}` and `interp {' '.join(seen[out])}` both write to {out}"
+        seen[out] = path
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    """Without --debug an error is one line on stderr (exit 2); with it, the exception propagates."""
+    missing = str(tmp_path / "missing.json")
+    assert main(["report", missing]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("interp report: error:") and "does not exist" in err and "Traceback" not in err
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        main(["report", missing, "--debug"])
+
+
 def _config_flags():
     for info in pkgutil.iter_modules(cli_pkg.__path__):
         mod = importlib.import_module(f"interp.cli.{info.name}")
@@ -161,8 +185,16 @@ def _edges(tmp_path, seed: int, name: str) -> list[str]:
     return json.loads((out / "results.json").read_text())["prompts"]["prompts"]
 
 
-def test_seed_changes_the_prompts_drawn(tmp_path, capsys):
-    a, b, c = _edges(tmp_path, 0, "a"), _edges(tmp_path, 0, "b"), _edges(tmp_path, 1, "c")
+def _compare(tmp_path, seed: int, name: str) -> list[str]:
+    out = tmp_path / name
+    assert main(["compare", "ioi", "--model", "tiny-llama", "--methods", "atp", "--components", "mlp", "--n", "3",
+                 "--seed", str(seed), "--out", str(out), "--json"]) == 0
+    return json.loads((out / "results.json").read_text())["prompts"]["prompts"]
+
+
+@pytest.mark.parametrize("run", [_edges, _compare], ids=["edges", "compare"])
+def test_seed_changes_the_prompts_drawn(tmp_path, capsys, run):
+    a, b, c = run(tmp_path, 0, "a"), run(tmp_path, 0, "b"), run(tmp_path, 1, "c")
     assert a == b and a != c and len(a) == 3
 
 
