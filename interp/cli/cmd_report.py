@@ -1,5 +1,5 @@
-"""``interp report``: turn a results.json (circuit, compare, sinks, massive, sae, store, or any
-JSON object of numbers) into a standalone HTML report that opens offline."""
+"""``interp report``: turn a results.json into a standalone HTML report that opens offline (a typed
+result's own report, dispatched on ``kind``; see :func:`interp.reports.render_results`)."""
 
 from __future__ import annotations
 
