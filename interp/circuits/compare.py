@@ -107,14 +107,14 @@ class CompareResult(Result):
         return sum(vals) / len(vals) if vals else None
 
     def summary(self) -> str:
-        head = f"On {self.task} (n={self.n_prompts}, corruption {self.corruption}) with {self.model}"
+        head = f"On {self.task} with {self.model}, {self.n_prompts} prompts corrupted by {self.corruption}"
         ranked = sorted((m for m in self.pearson if self.mean_r(m) is not None), key=lambda m: -self.mean_r(m))
         if not ranked:
             return head + ", no method's Pearson r with activation patching is defined" + (
                 ": " + self._undefined_text() if self.pearson_undefined else " (only patching ran).")
         best = ranked[0]
         per = ", ".join(f"{v:.3f} on {NAMES.get(c, c)}" for c, v in self.pearson[best].items() if v is not None)
-        text = f"{head}, **{best} agrees best with activation patching**: r = {per}."
+        text = f"{head}: **{best} agrees best with activation patching**, r = {per}."
         if len(ranked) > 1:
             text += " Mean r over component types: " + ", ".join(f"{m} {self.mean_r(m):.2f}" for m in ranked) + "."
         if self.pearson_undefined:

@@ -30,8 +30,10 @@ def summary_sentence(c) -> str:
     best, bp = ranked[0]
     parts = [f"{_label(m)} {p['delta']:+.3f}" + ("" if p["reached"] else f" (KL only {p['kl']:.2f})")
              for m, p in ranked]
-    return (f"On {c.task} ({c.model}), at next-token KL {t:g} nats from the unsteered model, {_label(best)} moves the "
-            f"metric most: {SUCCESS.get(c.task_kind, 'success')} = " + ", ".join(parts) +
+    lead = (f"{_label(best)} moves the metric most" if bp["delta"] != ranked[-1][1]["delta"]
+            else "no method moves the metric more than another")
+    return (f"On {c.task} ({c.model}), at next-token KL {t:g} nats from the unsteered model, {lead}: "
+            f"{SUCCESS.get(c.task_kind, 'success')} = " + ", ".join(parts) +
             f" (unsteered {c.baseline['success']:+.3f}, continuation perplexity {c.baseline['ppl']:.1f}).")
 
 
