@@ -44,7 +44,7 @@ def test_typed_kinds_use_their_own_report_only():
 
 
 def test_generic_fallback_maps_shapes_to_figures():
-    res = {"kind": "mystery", "lr": 0.001, "name": "run-7",
+    res = {"kind": "lib", "lr": 0.001, "name": "run-7",
            "matrix": [[1, 2, 3], [4, 5, 6]],
            "cube": np.arange(24).reshape(2, 3, 4).tolist(),
            "curves": {"step": [0, 10, 20], "loss": [3.0, 2.0, 1.5], "l0": [50, 30, 20]},
@@ -63,7 +63,6 @@ def test_generic_fallback_maps_shapes_to_figures():
     assert loss["type"] == "scatter" and loss["x"] == [0, 10, 20] and loss["y"] == [3.0, 2.0, 1.5]
     assert "curves-step" not in by_id                           # the x axis is not plotted against itself
     assert by_id["per-layer"]["data"][0]["type"] == "bar" and by_id["per-layer"]["data"][0]["y"] == [0.1, 0.2, None]
-    assert "no dedicated layout" in html and "mystery" in html
     assert "blocks.0.hook_resid_post" in html and "ragged array" in html and "0.001" in html and "run-7" in html
     assert by_id["curves-l0"]["data"][0]["y"] == [50, 30, 20]
     assert by_id["other-v"]["data"][0]["type"] == "bar"
@@ -72,7 +71,7 @@ def test_generic_fallback_maps_shapes_to_figures():
 
 def test_examples_with_scores_per_method_and_nan_literals(tmp_path):
     p = tmp_path / "results.json"
-    p.write_text('{"kind": "other", "examples": [{"title": "p0", "tokens": ["a", "b"], '
+    p.write_text('{"kind": "lib", "examples": [{"title": "p0", "tokens": ["a", "b"], '
                  '"scores": {"atp": [1.0, -1.0], "ig": [NaN, 2.0]}}], "ratio": [1, Infinity]}')
     r = render_results(p)
     assert [s.title for s in r.sections if s.kind == "tokens"] == ["examples: p0 (atp)", "examples: p0 (ig)"]
@@ -84,14 +83,14 @@ def test_deep_nesting_and_many_examples_stay_bounded(tmp_path):
     deep: dict = {"leaf": [1.0, 2.0]}
     for i in range(3000):                   # deeper than Python's recursion limit
         deep = {f"d{i}": deep}
-    r = render_results({"kind": "x", "tree": deep, "n": 1})
+    r = render_results({"kind": "lib", "tree": deep, "n": 1})
     assert any("nested more than 6 levels" in s.caption for s in r.sections)
     p = tmp_path / "deep.json"
     p.write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
     with pytest.raises(ValueError, match="nested too deeply"):
         render_results(p)
     many = [{"tokens": ["a"], "scores": [float(i)]} for i in range(50)]
-    r = render_results({"kind": "x", "examples": many})
+    r = render_results({"kind": "lib", "examples": many})
     assert sum(s.kind == "tokens" for s in r.sections) == 20 and "holds 50 examples" in r.to_html()
 
 
@@ -122,7 +121,7 @@ def test_massive_kind_uses_log_scale_for_wide_ranges():
     html = render_results({"kind": "massive", "ratio": [2.0, 30.0, 4000.0, 3500.0]}).to_html()
     (spec,) = figures_in(html).values()
     assert spec["layout"]["yaxis"]["type"] == "log"
-    html = render_results({"kind": "other", "ratio": [2.0, 30.0, 4000.0, 3500.0]}).to_html()
+    html = render_results({"kind": "lib", "ratio": [2.0, 30.0, 4000.0, 3500.0]}).to_html()
     (spec,) = figures_in(html).values()
     assert spec["layout"]["yaxis"].get("type") != "log"          # only where the kind says so
 
@@ -154,10 +153,13 @@ def test_results_path_and_folder(tmp_path):
     ("", "is empty"),
     ("[1, 2, 3]", "expected a JSON object at the top level"),
     ('{"kind": "edges"}', "nothing to render"),
-    ('{"kind": 3, "x": [1]}', '"kind" must be a string'),
     ('{"kind": "edges", "top_edges": [{"sender": "L0H1"}]}', "top_edges: expected a list of objects"),
     ('{"kind": "compare", "pearson": {"atp": {"mlp": "high"}}}', "compare results have no integer schema_version"),
-    ('{"config": 5, "x": [1]}', '"config" must be an object'),
+    ('{"kind": "lib", "config": 5, "x": [1]}', '"config" must be an object'),
+    ('{"kind": "mystery", "x": [1]}', "unknown results kind 'mystery'; known kinds: attribution, bigram_backcopy"),
+    ('{"x": [1]}', "unknown results kind None"),
+    ('{"kind": 3, "x": [1]}', "unknown results kind 3"),
+    ('{"kind": [1], "x": [1]}', "unknown results kind [1]"),
 ])
 def test_bad_results_files_fail_clearly(tmp_path, text, msg):
     p = tmp_path / "results.json"

@@ -4,9 +4,10 @@ A typed result kind (:mod:`interp.results`: attribution, circuit, compare, steer
 and every kind listed in ``KIND_MODULES``) renders with its own ``report()``; an unknown kind, a
 newer schema or a file of a typed kind without ``schema_version`` is a clear error.
 
-Legacy path, for results dicts of kinds not yet typed (``edges``, ``sinks``, ``massive``, ``sae``,
-``transcoder``, ``store``, or no kind): each such kind's renderer claims the keys it understands
-and the generic renderer shows the rest (scalars -> a table, 1-D arrays -> bars or lines, 2-D ->
+Legacy path, for results dicts of the kinds not yet typed (``LEGACY_KINDS``: ``edges``, ``sinks``,
+``massive``, ``sae``, ``transcoder``, ``store``, ``snmf``, ``lib``, ``sae_circuit``,
+``bigram_backcopy``); any other kind, or none, is an error.  Each such kind's renderer claims the
+keys it understands and the generic renderer shows the rest (scalars -> a table, 1-D arrays -> bars or lines, 2-D ->
 heatmaps, 3-D -> one heatmap per leading index, lists of records -> tables or token views, nested
 dicts -> sub-sections).  This path goes once every kind is typed (issue 15).
 
@@ -80,7 +81,7 @@ def render_results(results: dict | str | Path, title: str | None = None) -> Repo
 
     A typed result kind (:mod:`interp.results`) renders with its own ``report()``; its errors
     (no or newer schema, missing fields) are raised as they are."""
-    from interp.results import known_kinds, load_result
+    from interp.results import ResultSchemaError, known_kinds, load_result
 
     data, src = load_results(results)
     kind = data.get("kind")
@@ -88,8 +89,9 @@ def render_results(results: dict | str | Path, title: str | None = None) -> Repo
         rep = load_result(data).report()  # already read above: no second parse of the file
         rep.title = title or rep.title
         return rep
-    if kind is not None and not isinstance(kind, str):
-        raise ValueError(f"{src}: \"kind\" must be a string, got {kind!r:.60}")
+    if not isinstance(kind, str) or kind not in LEGACY_KINDS:
+        raise ResultSchemaError(f"{src}: unknown results kind {kind!r:.60}; known kinds: "
+                                f"{', '.join(sorted(set(known_kinds()) | LEGACY_KINDS))}")
     config = data.get("config")
     if config is not None and not isinstance(config, dict):
         raise ValueError(f"{src}: \"config\" must be an object, got {type(config).__name__}")
@@ -104,11 +106,8 @@ def render_results(results: dict | str | Path, title: str | None = None) -> Repo
         meta["timings"] = {"total": data["seconds"]}
     heading = title or data.get("title") or _default_title(kind, data)
     r = Report(str(heading), config=config, meta=meta)
-    renderer = KINDS.get(kind or "", None)
+    renderer = KINDS.get(kind)
     rest = {k: v for k, v in data.items() if k not in RESERVED and not (k == "task" and isinstance(v, str))}
-    if kind and renderer is None:
-        r.add_text(f"Results of kind `{kind}` have no dedicated layout; every field is shown generically "
-                   f"(known kinds: {', '.join(sorted(KINDS))}).")
     hints = Hints()
     if renderer is not None:
         claimed, hints = renderer(r, rest, data)
@@ -421,6 +420,10 @@ def _render_edge_curve(r: Report, fc: dict) -> None:
     r.add_table("Faithfulness per circuit", rows)
 
 
+#: Kinds the commands still write as plain dicts (each goes once its result is typed); any other kind,
+#: or none, is an error.
+LEGACY_KINDS = {"edges", "sinks", "massive", "sae", "transcoder", "store", "snmf", "lib", "sae_circuit",
+                "bigram_backcopy"}
 KINDS: dict[str, Renderer] = {
     "sinks": _render_sinks, "massive": _render_massive, "sae": _render_sae, "transcoder": _render_sae,
     "store": _render_store, "edges": _render_edges,
