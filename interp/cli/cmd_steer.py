@@ -43,7 +43,7 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="steer_command", metavar="build|eval|compare")
     sub.required = True
     b = command(sub, "build", help="build one steering vector (writes OUT.safetensors + OUT.json)",
-                out="runs/steer-<task>-vector", model="smollm2-135m", seed=0)
+                out="runs/steer-build-<task>", model="smollm2-135m", seed=0)
     _common(b)
     _build_args(b)
     b.add_argument("--method", required=True, choices=METHODS, help="how the direction is built")
