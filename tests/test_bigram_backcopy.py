@@ -149,7 +149,7 @@ def test_cli_flags_map_onto_the_config(tmp_path, capsys):
         n_layers=1, d_model=16, d_mlp=64, init="hf", activation="gelu_new", batch_size=8, lr=0.002, warmup=5,
         weight_decay=0.0, seed=3, steps=20)
     assert train["betas"] == [0.9, 0.95] and load_task(out).seq_len == 16
-    assert "copy head L0" in capsys.readouterr().out
+    assert "copy head L0H0" in capsys.readouterr().out
     assert main(["bigram-backcopy", "--out", str(out), "--train-steps", "5", "--device", "cpu"]) == 2
     assert "already holds checkpoints" in capsys.readouterr().err
 

@@ -51,16 +51,23 @@ time).  Compute: per domain, 1 + ceil(n_heads_ablated / heads_per_pass) forward 
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import torch
 
 from interp.models import scoped_hooks
+from interp.models.hooks import head_label
+from interp.reports.attention import AttentionPatterns
+from interp.results import Result, register
 
 from .domains import Domain, domain_tokens
-from .sinks import SinkStats, check_tokens, sink_stats
+from .sinks import SinkStats, add_sink_figures, attention_view, check_tokens, provenance, sink_stats
 
 ABLATIONS = ("bos", "zero")
+VIEW_HEADS, VIEW_TOKENS = 3, 32
+"""The report's attention viewer shows the layers of the 3 strongest sink heads on the first 32 tokens."""
 LABELS = ("dormant", "active", "undetermined")
 
 
@@ -109,9 +116,14 @@ class DormantConfig:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
 
 
+@register
 @dataclass
-class DormantResult:
-    """Per-domain sink statistics, head ablations and active/dormant labels."""
+class DormantResult(Result):
+    """Per-domain sink statistics, head ablations and active/dormant labels (``interp sinks``)."""
+
+    kind: ClassVar[str] = "sinks"
+    axes: ClassVar[dict[str, str]] = {**{f"stats[domain].{k}": v for k, v in SinkStats.axes.items()},
+                                      "heads": "head", "domains": "domain"}
 
     domains: list[str]
     """Domain names, in order."""
@@ -134,12 +146,31 @@ class DormantResult:
     column_entropy: dict[str, torch.Tensor] = field(default_factory=dict)
     """Per domain, ``[L, H]`` Guo's column-entropy score (module docstring): mean over sequences of
     max_k of the normalised entropy of key k's column; 1 = a key (the sink) attended evenly by all queries."""
+    attention: AttentionPatterns | None = None
+    """Attention patterns of the first domain's first sequence (its first tokens) at the layers of
+    the strongest sink heads, for the viewer."""
+    meta: dict = field(default_factory=dict)
+    """Provenance: ``model``, ``weight_hash``, ``device``, ``seconds``, ``versions``."""
+
+    @classmethod
+    def _decode_field(cls, name, value):
+        if name == "stats":
+            return {d: SinkStats.from_json(v) for d, v in value.items()}
+        if name == "heads":
+            return [tuple(h) for h in value]
+        if name == "delta_ci":
+            return {d: [tuple(c) for c in v] for d, v in value.items()}
+        if name == "config":
+            return DormantConfig(**value)
+        if name == "attention" and value is not None:
+            return AttentionPatterns(**value)
+        return value
 
     def table(self) -> list[dict]:
         """One row per ablated head: sink score, value drain, Δloss and label per domain."""
         rows = []
         for i, (L, h) in enumerate(self.heads):
-            row = {"head": f"L{L}H{h}", "layer": L, "head_index": h}
+            row = {"head": head_label(L, h)}
             for d in self.domains:
                 row[f"sink[{d}]"] = round(float(self.stats[d].sink_score[L, h]), 4)
                 if d in self.column_entropy:
@@ -151,13 +182,67 @@ class DormantResult:
             rows.append(row)
         return rows
 
-    def to_json(self) -> dict:
-        return {"domains": self.domains, "stats": {d: s.to_json() for d, s in self.stats.items()},
-                "heads": [list(h) for h in self.heads], "clean_loss": self.clean_loss,
-                "delta_loss": self.delta_loss, "delta_ci": {d: [list(c) for c in v] for d, v in self.delta_ci.items()},
-                "labels": self.labels, "switching": self.switching,
-                "column_entropy": {d: v.tolist() for d, v in self.column_entropy.items()},
-                "table": self.table(), "config": asdict(self.config)}
+    def summary(self) -> str:
+        c = self.config
+        L, H = self.stats[self.domains[0]].sink_score.shape
+        per = {d: len(self.stats[d].sink_heads(c.sink_threshold)) for d in self.domains}
+        any_sink = torch.stack([self.stats[d].sink_score for d in self.domains]).amax(0) >= c.sink_threshold
+        text = (f"**{int(any_sink.sum())} of {L * H} heads are attention sinks** (>= {c.sink_threshold:g} of their "
+                f"attention on the first token) on at least one of {len(self.domains)} domains ("
+                + ", ".join(f"{d} {n}" for d, n in per.items()) + ")")
+        model = self.meta.get("model")
+        text += f" of {model}." if model else "."
+        if not self.heads:
+            return text + " No head was ablated."
+        n_lab = {k: sum(any(self.labels[d][i] == k for d in self.domains) for i in range(len(self.heads)))
+                 for k in ("dormant", "active")}
+        text += (f" Of {len(self.heads)} heads ablated ({c.ablation}), {n_lab['dormant']} are dormant on some domain "
+                 f"(the {c.ci_level:.0%} interval of Δloss lies within ±{c.loss_threshold:g} nats/token) and "
+                 f"{n_lab['active']} active on some domain (interval outside ±{c.loss_threshold:g}).")
+        if self.switching:
+            text += f" **{len(self.switching)} switch**: " + "; ".join(
+                f"{s['head']} dormant on {'/'.join(s['dormant_on'])}, active on {'/'.join(s['active_on'])} "
+                f"(Δloss {max(s['delta_loss'][d] for d in s['active_on']):+.4f})" for s in self.switching[:3]) + "."
+        else:
+            text += " No head is dormant on one domain and active on another at these thresholds."
+        return text
+
+    def report(self):
+        from interp.reports import Report
+
+        c = self.config
+        r = Report(f"Attention sinks and active-dormant heads: {self.meta.get('model', '')}".rstrip(": "),
+                   config=asdict(c), meta=self.meta, summary=self.summary())
+        if self.heads:
+            labels = [head_label(L, h) for L, h in self.heads]
+            r.add_heatmap("Loss change when each head is ablated, per domain",
+                          [self.delta_loss[d] for d in self.domains], labels, self.domains, x_title="head",
+                          y_title="domain", fields=("heads", "domains"),
+                          caption=f"Mean over sequences of ablated - clean next-token loss (nats/token), ablation "
+                                  f"'{c.ablation}'; near 0: the head is dormant there.")
+            if self.switching:
+                r.add_table("Switching heads", [{
+                    "head": s["head"], "dormant_on": ", ".join(s["dormant_on"]), "active_on": ", ".join(s["active_on"]),
+                    **{f"dloss[{d}]": round(v, 5) for d, v in s["delta_loss"].items()},
+                    **{f"ci[{d}]": f"[{v[0]:.4f}, {v[1]:.4f}]" for d, v in s["delta_ci"].items()}}
+                    for s in self.switching])
+            r.add_table("Ablated heads: sink score, Δloss and label per domain", self.table())
+        if self.attention is not None:
+            top = self.stats[self.domains[0]].sink_heads(0.0)[0]
+            r.add_attention(f"Attention patterns of the strongest sink heads ({self.domains[0]}, first sequence)",
+                            self.attention, layer=top[0], head=top[1])
+        for d in self.domains:
+            r.add_section(f"Domain: {d}", f"clean loss {self.clean_loss[d]:.4f} nats/token; "
+                                          + self.stats[d].summary())
+            add_sink_figures(r, self.stats[d], d, "stats[domain].")
+        r.add_section("Method", (
+            f"Sink score: mean attention of queries q >= 1 to the first token (Guo et al. 2024). Each head in the table "
+            f"is ablated ('{c.ablation}') on every domain's {c.n_seqs} sequences of {c.seq_len} tokens; Δloss is the "
+            f"mean over sequences of the paired per-sequence difference (ablated - clean) and [lo, hi] its "
+            f"{c.ci_level:.0%} paired-bootstrap interval ({c.n_boot} resamples). Dormant: sink score >= "
+            f"{c.sink_threshold:g} and the whole interval inside ±{c.loss_threshold:g}; active: the interval outside "
+            f"±{c.loss_threshold:g}; undetermined otherwise (more sequences narrow the intervals)."))
+        return r
 
 
 def column_entropy(pattern: torch.Tensor) -> torch.Tensor:
@@ -308,6 +393,7 @@ def active_dormant(model, domains: list[Domain] | dict[str, torch.Tensor], confi
     ``name -> tokens [N, T]`` whose position 0 is the sink token.
     """
     cfg = config or DormantConfig()
+    t0 = time.time()
     if isinstance(domains, dict):
         toks = {k: check_tokens(v) for k, v in domains.items()}
     else:
@@ -315,6 +401,8 @@ def active_dormant(model, domains: list[Domain] | dict[str, torch.Tensor], confi
     if len(toks) < 1:
         raise ValueError("give at least one domain")
     stats = {name: sink_stats(model, t, cfg.batch_size) for name, t in toks.items()}
+    for st in stats.values():
+        st.sink_threshold = cfg.sink_threshold
     colent = {name: column_entropy_stats(model, t, cfg.batch_size) for name, t in toks.items()}
     if cfg.heads == "all":
         heads = [(L, h) for L in range(int(model.cfg.n_layers)) for h in range(int(model.cfg.n_heads))]
@@ -338,8 +426,14 @@ def active_dormant(model, domains: list[Domain] | dict[str, torch.Tensor], confi
         dorm = [d for d in names if labels[d][i] == "dormant"]
         act = [d for d in names if labels[d][i] == "active" and ci[d][i][0] > tau]
         if dorm and act:
-            switching.append({"head": f"L{L}H{h}", "layer": L, "head_index": h, "dormant_on": dorm, "active_on": act,
+            switching.append({"head": head_label(L, h), "dormant_on": dorm, "active_on": act,
                               "sink_score": {d: float(stats[d].sink_score[L, h]) for d in names},
                               "delta_loss": {d: delta[d][i] for d in names},
                               "delta_ci": {d: list(ci[d][i]) for d in names}})
-    return DormantResult(names, stats, heads, clean, delta, ci, labels, switching, cfg, colent)
+    first = stats[names[0]]
+    top = sorted(((float(first.sink_score[L, h]), L, h) for L in range(first.sink_score.shape[0])
+                  for h in range(first.sink_score.shape[1])), reverse=True)[:VIEW_HEADS]
+    view = attention_view(model, toks[names[0]][0, :VIEW_TOKENS], [L for _, L, _ in top])
+    return DormantResult(domains=names, stats=stats, heads=heads, clean_loss=clean, delta_loss=delta, delta_ci=ci,
+                         labels=labels, switching=switching, config=cfg, column_entropy=colent, attention=view,
+                         meta=provenance(model, time.time() - t0))

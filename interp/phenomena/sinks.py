@@ -32,11 +32,18 @@ cached), plus ``O(n_seqs * L * H)`` statistics.  Compute: one forward pass over 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from interp.models import scoped_hooks
+from interp.models import model_name, scoped_hooks
+from interp.models.hooks import head_label
+from interp.reports.attention import AttentionPatterns
+from interp.results import Result, register
+
+SINK_THRESHOLD = 0.8
+"""Default sink score at which a head counts as an attention sink (Guo et al. use 0.8 for dormant candidates)."""
 
 
 class PositionStats:
@@ -82,9 +89,15 @@ class PositionStats:
         return sink, rest_mean, rest_max
 
 
+@register
 @dataclass
-class SinkStats:
+class SinkStats(Result):
     """Sink statistics of one model on one set of sequences (one domain)."""
+
+    kind: ClassVar[str] = "sink_stats"
+    axes: ClassVar[dict[str, str]] = {
+        "sink_score#0": "layer", "sink_score#1": "head", "value_drain#0": "layer", "value_drain#1": "head",
+        "resid_norm_sink#0": "layer", "resid_norm_sink": "residual norm"}
 
     sink_score: torch.Tensor
     """[L, H] mean over sequences and queries q >= 1 of the attention to position 0."""
@@ -106,10 +119,14 @@ class SinkStats:
     """Sequences the statistics average over."""
     seq_len: int
     """Tokens per sequence (position 0 included)."""
-    example_tokens: list[int] = field(default_factory=list)
-    """Token ids of the first sequence (for per-token displays)."""
+    example_tokens: list[str] = field(default_factory=list)
+    """Tokens of the first sequence, decoded (for per-token displays)."""
     example_sink_attention: torch.Tensor | None = None
     """[L, H, T] attention of each query of the first sequence to position 0."""
+    model: str = ""
+    """Name of the model."""
+    sink_threshold: float = SINK_THRESHOLD
+    """Sink score at which :meth:`summary` counts a head as an attention sink."""
 
     @property
     def value_drain(self) -> torch.Tensor:
@@ -121,17 +138,60 @@ class SinkStats:
         """[L] ‖h(⟨s⟩)‖ / max_{i>=1} ‖h(i)‖ (above 1: the first token's residual state peaks)."""
         return self.resid_norm_sink / self.resid_norm_rest_max.clamp_min(1e-12)
 
-    def to_json(self) -> dict:
-        out = {}
-        for k in ("sink_score", "row_entropy", "value_norm_sink", "value_norm_rest_mean", "value_norm_rest_max",
-                  "resid_norm_sink", "resid_norm_rest_mean", "resid_norm_rest_max"):
-            out[k] = getattr(self, k).tolist()
-        out["value_drain"] = self.value_drain.tolist()
-        out["resid_peak"] = self.resid_peak.tolist()
-        out.update(n_seqs=self.n_seqs, seq_len=self.seq_len, example_tokens=self.example_tokens)
-        if self.example_sink_attention is not None:
-            out["example_sink_attention"] = self.example_sink_attention.tolist()
-        return out
+    def sink_heads(self, threshold: float | None = None) -> list[tuple[int, int, float]]:
+        """``(layer, head, sink score)`` of every head whose score reaches ``threshold``, strongest first."""
+        t = self.sink_threshold if threshold is None else threshold
+        idx = (self.sink_score >= t).nonzero().tolist()
+        return sorted(((L, h, float(self.sink_score[L, h])) for L, h in idx), key=lambda x: -x[2])
+
+    def summary(self) -> str:
+        L, H = self.sink_score.shape
+        sinks = self.sink_heads()
+        text = (f"**{len(sinks)} of {L * H} heads are attention sinks** (>= {self.sink_threshold:g} of their "
+                f"attention on the first token, mean over {self.n_seqs} sequences of {self.seq_len} tokens"
+                + (f" on {self.model}" if self.model else "") + ")")
+        if sinks:
+            top = ", ".join(f"{head_label(a, b)} {s:.2f}" for a, b, s in sinks[:3])
+            drain = float(torch.stack([self.value_drain[a, b] for a, b, _ in sinks]).median())
+            text += f"; strongest {top}. Their value at the first token is {drain:.2f}x the other tokens' (median)"
+        peak = self.resid_peak
+        top_l = int(peak.argmax())
+        return text + (f". The first token's residual state is the largest in {int((peak > 1).sum())} of {L} layers "
+                       f"(up to {float(peak[top_l]):.1f}x the largest other token's, after layer {top_l}).")
+
+    def report(self):
+        from interp.reports import Report
+
+        r = Report(f"Attention sinks: {self.model or 'model'}", summary=self.summary(),
+                   config={"n_seqs": self.n_seqs, "seq_len": self.seq_len, "sink_threshold": self.sink_threshold})
+        add_sink_figures(r, self)
+        return r
+
+
+def add_sink_figures(r, st: SinkStats, where: str = "", prefix: str = "") -> None:
+    """Sink score and value drain (layer x head heatmaps), residual norms per layer and the first
+    sequence's attention to ⟨s⟩ of the strongest sink head, into report ``r``; ``prefix`` is the
+    path of ``st`` in the result that owns the report (for the figures' ``fields``)."""
+    L, H = st.sink_score.shape
+    cols, rows = [f"H{h}" for h in range(H)], [f"L{layer}" for layer in range(L)]
+    tag = f"{where}: " if where else ""
+    r.add_heatmap(f"{tag}sink score", st.sink_score, cols, rows, x_title="head", y_title="layer",
+                  fields=(f"{prefix}sink_score#1", f"{prefix}sink_score#0"),
+                  caption="Mean attention of queries q >= 1 to the first token ⟨s⟩ (blocks.ℓ.attn.hook_pattern).")
+    r.add_heatmap(f"{tag}value drain", st.value_drain, cols, rows, x_title="head", y_title="layer",
+                  fields=(f"{prefix}value_drain#1", f"{prefix}value_drain#0"),
+                  caption="‖v(⟨s⟩)‖ / mean ‖v(i>=1)‖ (blocks.ℓ.attn.hook_v): well below 1, a head that attends to "
+                          "⟨s⟩ reads almost nothing.")
+    r.add_line(f"{tag}residual norm at the first token and the others", list(range(L)),
+               {"‖h(⟨s⟩)‖": st.resid_norm_sink, "max ‖h(i>=1)‖": st.resid_norm_rest_max,
+                "mean ‖h(i>=1)‖": st.resid_norm_rest_mean}, x_title="layer", y_title="residual norm", log_y=True,
+               fields=(f"{prefix}resid_norm_sink#0", f"{prefix}resid_norm_sink"),
+               caption="blocks.ℓ.hook_resid_post, mean over sequences.")
+    sinks = st.sink_heads(0.0)
+    if st.example_sink_attention is not None and st.example_tokens and sinks:
+        a, b, _ = sinks[0]
+        r.add_token_attributions(f"{tag}attention of each token to the first token, head {head_label(a, b)}",
+                                 st.example_tokens, st.example_sink_attention[a, b])
 
 
 def _kv_groups(model) -> tuple[int, int]:
@@ -140,6 +200,47 @@ def _kv_groups(model) -> tuple[int, int]:
     if n_heads % n_kv:
         raise ValueError(f"n_heads={n_heads} is not a multiple of n_key_value_heads={n_kv}")
     return n_heads, n_kv
+
+
+def decoder(tokenizer):
+    """``id -> text`` through ``tokenizer`` (cached per id; ``<id>`` without a tokenizer)."""
+    if tokenizer is None:
+        return lambda i: f"<{i}>"
+    cache: dict[int, str] = {}
+
+    def decode(i: int) -> str:
+        if i not in cache:
+            cache[i] = tokenizer.decode([i])
+        return cache[i]
+    return decode
+
+
+@torch.no_grad()
+def attention_view(model, tokens: torch.Tensor, layers) -> AttentionPatterns:
+    """The attention viewer (:class:`interp.reports.attention.AttentionPatterns`) of one sequence
+    ``tokens [T]`` at ``layers``: one forward pass, ``blocks.ℓ.attn.hook_pattern`` kept."""
+    layers = sorted({int(x) for x in layers})
+    pats = {}
+
+    def keep(layer):
+        def fn(a, hook):
+            pats[layer] = a[0].float().cpu()
+        return fn
+
+    with scoped_hooks(model, fwd=[(f"blocks.{x}.attn.hook_pattern", keep(x)) for x in layers]):
+        model(tokens.reshape(1, -1).long().to(next(model.parameters()).device))
+    decode = decoder(getattr(model, "tokenizer", None))
+    return AttentionPatterns(tokens=[decode(i) for i in tokens.reshape(-1).tolist()], layers=layers,
+                             patterns=torch.stack([pats[x] for x in layers]), model=model_name(model))
+
+
+def provenance(model, seconds: float) -> dict:
+    """What produced a result: model name, weight hash, device, wall seconds and :func:`interp.results.versions`."""
+    from interp.models import weight_hash
+    from interp.results import versions
+
+    return {"model": model_name(model), "weight_hash": weight_hash(model), "seconds": round(seconds, 2),
+            "device": str(next(model.parameters()).device), "versions": versions()}
 
 
 def check_tokens(tokens: torch.Tensor) -> torch.Tensor:
@@ -220,6 +321,7 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
             state["first"] = start == 0
             model(chunk)
 
+    decode = decoder(getattr(model, "tokenizer", None))
     group = n_heads // n_kv
     vres = [s.result() for s in vstats]  # per layer: (sink, rest_mean, rest_max), each [n_kv]
     vs, vm, vx = (torch.stack([r[i] for r in vres]).repeat_interleave(group, dim=-1) for i in range(3))
@@ -228,7 +330,8 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
     return SinkStats(
         sink_score=sink / B, row_entropy=ent / B, value_norm_sink=vs, value_norm_rest_mean=vm,
         value_norm_rest_max=vx, resid_norm_sink=rs, resid_norm_rest_mean=rm, resid_norm_rest_max=rx,
-        n_seqs=B, seq_len=T, example_tokens=tokens[0].tolist(), example_sink_attention=example,
+        n_seqs=B, seq_len=T, example_tokens=[decode(i) for i in tokens[0].tolist()], example_sink_attention=example,
+        model=model_name(model),
     )
 
 

@@ -67,11 +67,14 @@ paper init at lr 3e-3 without warm-up: peak 2.8-3.5 x mean after layer 0 but the
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+
+from interp.results import Result, register
 
 SHAKESPEARE = """Shall I compare thee to a summer's day?
 Thou art more lovely and more temperate:
@@ -503,3 +506,115 @@ def bb_mechanism(model, task: BBTask, n_seqs: int = 64, seed: int = 1) -> BBMech
 def bb_eval_tokens(task: BBTask, n_seqs: int = 16, seed: int = 1) -> torch.Tensor:
     """Held-out BB sequences (for the checkpoint dynamics)."""
     return task.sample(n_seqs, torch.Generator().manual_seed(seed))
+
+
+@register
+@dataclass
+class BBResult(Result):
+    """A Bigram-Backcopy training run and its mechanism measured at every checkpoint (``interp bigram-backcopy``)."""
+
+    kind: ClassVar[str] = "bigram_backcopy"
+    axes: ClassVar[dict[str, str]] = {
+        "losses#0": "training step", "losses": "training loss (nats/token)", "steps": "training step",
+        "mechanism[step].attn_bos_at_other": "attention to ⟨s⟩ off-trigger",
+        "mechanism[step].attn_prev_at_trigger": "attention to the previous token at triggers",
+        "mechanism[step].value_drain": "value drain", "mechanism[step].resid_peak": "residual ‖h(⟨s⟩)‖ / mean other"}
+
+    out: str
+    """Folder holding the ``step_<N>`` checkpoints and ``bb_task.json``."""
+    task: dict
+    """The :class:`BBTask` settings (its text left out)."""
+    train: BBTrainConfig
+    """Model and optimisation settings."""
+    steps: list[int]
+    """Checkpointed steps."""
+    losses: list[float]
+    """Training loss per optimisation step (step 1 first)."""
+    mechanism: list[BBMechanism]
+    """:func:`bb_mechanism` at each checkpoint (aligned with ``steps``)."""
+    seconds: float = 0.0
+    """Wall-clock training time."""
+    tokens_per_second: float = 0.0
+    """Training throughput (forward + backward)."""
+    meta: dict = field(default_factory=dict)
+    """Provenance: ``device``, ``versions``."""
+
+    @classmethod
+    def _decode_field(cls, name, value):
+        if name == "train":
+            return BBTrainConfig(**{**value, "betas": tuple(value["betas"]),
+                                    "checkpoint_steps": None if value["checkpoint_steps"] is None
+                                    else tuple(value["checkpoint_steps"])})
+        if name == "mechanism":
+            return [BBMechanism(**m) for m in value]
+        return value
+
+    def copy_layer(self) -> int:
+        """The layer whose head does the backcopy: its ⟨s⟩ ablation costs most at triggers (last checkpoint)."""
+        last = self.mechanism[-1]
+        return max(range(len(last.ablation_delta_trigger)), key=lambda l: last.ablation_delta_trigger[l])
+
+    def summary(self) -> str:
+        from interp.models.hooks import head_label
+        from interp.phenomena.dormant import DormantConfig
+
+        m, c = self.mechanism[-1], self.copy_layer()
+        d = DormantConfig()
+        dormant = m.attn_bos_at_other[c] >= d.sink_threshold and abs(m.ablation_delta_other[c]) <= d.loss_threshold
+        state = (f"{'' if dormant else 'not '}dormant off-trigger by the sinks criteria (attention to ⟨s⟩ >= "
+                 f"{d.sink_threshold:g}, |Δloss| <= {d.loss_threshold:g})")
+        rest = m.resid_norm_rest_mean or [float("nan")] * len(m.resid_norm_sink)
+        peak = ", ".join(f"{a / b:.2f}" for a, b in zip(m.resid_norm_sink, rest))
+        return (f"After {self.train.steps} steps (loss {m.loss_trigger:.3f} nats after triggers, optimum 0; "
+                f"{m.loss_other:.3f} elsewhere, optimum {m.bigram_entropy:.3f}), **the copy head {head_label(c, 0)} attends "
+                f"to the previous token at triggers ({m.attn_prev_at_trigger[c]:.2f}) and to ⟨s⟩ elsewhere "
+                f"({m.attn_bos_at_other[c]:.2f})**; moving its attention to ⟨s⟩ costs {m.ablation_delta_trigger[c]:.3f} "
+                f"nats at triggers and {m.ablation_delta_other[c]:+.4f} elsewhere: {state}. Its "
+                f"value at ⟨s⟩ is {m.value_drain[c]:.2f}x the other tokens' (value drain); ‖h(⟨s⟩)‖ / mean other "
+                f"token per layer: {peak}.")
+
+    def report(self):
+        from dataclasses import asdict
+
+        from interp.reports import Report
+
+        r = Report(f"Bigram-Backcopy toy model ({self.train.n_layers} layers, {self.train.steps} steps)",
+                   config={**asdict(self.train), **self.task}, summary=self.summary(),
+                   meta={**self.meta, "seconds": round(self.seconds, 1), "tokens_per_second": round(self.tokens_per_second)})
+        L = len(self.mechanism[-1].attn_prev_at_trigger)
+        per_layer = lambda f: {f"layer {j}": [f(m)[j] for m in self.mechanism] for j in range(L)}  # noqa: E731
+        for field_name, title in (("attn_bos_at_other", "Attention to ⟨s⟩ at non-trigger positions (dormant)"),
+                                  ("attn_prev_at_trigger", "Attention to the previous token at triggers (active)"),
+                                  ("value_drain", "Value drain ‖v(⟨s⟩)‖ / mean ‖v(i>=1)‖")):
+            r.add_line(title, self.steps, per_layer(lambda m: getattr(m, field_name)), x_title="training step",
+                       y_title=self.axes[f"mechanism[step].{field_name}"],
+                       fields=("steps", f"mechanism[step].{field_name}"))
+        if all(m.resid_norm_rest_mean for m in self.mechanism):
+            r.add_line("Residual peak at ⟨s⟩", self.steps,
+                       per_layer(lambda m: [a / b for a, b in zip(m.resid_norm_sink, m.resid_norm_rest_mean)]),
+                       x_title="training step", y_title="residual ‖h(⟨s⟩)‖ / mean other",
+                       fields=("steps", "mechanism[step].resid_peak"),
+                       caption="‖h(⟨s⟩)‖ / mean_{i>=1} ‖h(i)‖ after each layer (blocks.ℓ.hook_resid_post).")
+        r.add_line("Training loss", list(range(1, len(self.losses) + 1)), {"loss": self.losses},
+                   x_title="training step", y_title="training loss (nats/token)", fields=("losses#0", "losses"))
+        r.add_table("Mechanism per checkpoint", [{"step": s, **vars(m)} for s, m in zip(self.steps, self.mechanism)])
+        r.add_section("Method", "Guo et al. 2024's Bigram-Backcopy task: after a trigger the next token copies the "
+                                "previous one, elsewhere it follows a bigram table. Attention, losses and the ⟨s⟩ ablation "
+                                f"are measured on 64 held-out sequences per checkpoint; checkpoints in {self.out}.")
+        return r
+
+
+def bb_experiment(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | None = None,
+                  device: str | None = None) -> BBResult:
+    """Train (:func:`train_bb`) and measure :func:`bb_mechanism` at every checkpoint (``interp bigram-backcopy``)."""
+    from interp.models import load_model
+    from interp.results import versions
+
+    task, cfg = task or BBTask(), cfg or BBTrainConfig()
+    run = train_bb(out, task, cfg, device=device)
+    mechs = [bb_mechanism(load_model(str(Path(out) / f"step_{s:06d}"), device=device), task) for s in run.steps]
+    return BBResult(out=str(out), task={k: v for k, v in asdict(task).items() if k != "text"}, train=cfg,
+                    steps=run.steps, losses=run.losses, mechanism=mechs, seconds=run.seconds,
+                    tokens_per_second=run.tokens_per_second,
+                    meta={"model": "bigram-backcopy", "versions": versions(),
+                          "device": device or ("cuda" if torch.cuda.is_available() else "cpu")})
