@@ -38,15 +38,20 @@ the column A[:, k] (attention that key k receives) is normalised over the querie
 A[q, k] / sum_q A[q, k], its entropy H_k = -sum_q p_q log p_q is divided by log(T - k) (the
 entropy of a uniform spread over the T - k queries q >= k that can see key k; the last key,
 seen by one query, scores 0), and the head's score is max_k H_k / log(T - k) per sequence,
-averaged over sequences (:func:`column_entropy`, ``DormantResult.column_entropy``).  A sink
+averaged over sequences (:func:`interp.phenomena.sinks.column_entropy`, ``SinkStats.column_entropy``).  A sink
 head scores 1 (key 0 is attended evenly by every query), a head that attends to a different
 key from every query scores 0.  Guo's detector flags a head as dormant when its mean
 normalised row entropy is below τ_r and its column score above τ_c (free thresholds); here
 the score is reported next to the ablation labels.
 
+:func:`active_dormant` returns a typed :class:`DormantResult` (kind ``sinks``, what ``interp sinks``
+writes); its report leads with the per-domain ablation effect of every head, then the attention
+viewer of the strongest sink heads, then each domain's sink statistics.
+
 Memory: ``heads_per_pass * N`` sequences per forward (one layer's ``[kN, H, T, T]`` pattern at a
 time).  Compute: per domain, 1 + ceil(n_heads_ablated / heads_per_pass) forward passes of
-``heads_per_pass * N`` sequences, plus one pass for the column entropy.  Bootstrap: ``n_heads * n_boot * N`` floats.
+``heads_per_pass * N`` sequences and one :func:`sink_stats` pass, plus one pass of one sequence for
+the viewer.  Bootstrap: ``n_heads * n_boot * N`` floats.
 """
 
 from __future__ import annotations
@@ -63,7 +68,8 @@ from interp.reports.attention import AttentionPatterns
 from interp.results import Result, register
 
 from .domains import Domain, domain_tokens
-from .sinks import SinkStats, add_sink_figures, attention_view, check_tokens, provenance, sink_stats
+from .sinks import (SinkStats, add_sink_figures, attention_view, check_tokens, next_token_loss, provenance,
+                    sink_stats)
 
 ABLATIONS = ("bos", "zero")
 VIEW_HEADS, VIEW_TOKENS = 3, 32
@@ -143,9 +149,6 @@ class DormantResult(Result):
     """Heads dormant on one domain and confirmed active on another, with their scores and intervals."""
     config: DormantConfig = field(default_factory=DormantConfig)
     """Settings used."""
-    column_entropy: dict[str, torch.Tensor] = field(default_factory=dict)
-    """Per domain, ``[L, H]`` Guo's column-entropy score (module docstring): mean over sequences of
-    max_k of the normalised entropy of key k's column; 1 = a key (the sink) attended evenly by all queries."""
     attention: AttentionPatterns | None = None
     """Attention patterns of the first domain's first sequence (its first tokens) at the layers of
     the strongest sink heads, for the viewer."""
@@ -166,6 +169,11 @@ class DormantResult(Result):
             return AttentionPatterns(**value)
         return value
 
+    @property
+    def column_entropy(self) -> dict[str, torch.Tensor]:
+        """Per domain, ``[L, H]`` Guo's column-entropy score (:attr:`SinkStats.column_entropy`)."""
+        return {d: self.stats[d].column_entropy for d in self.domains}
+
     def table(self) -> list[dict]:
         """One row per ablated head: sink score, value drain, Δloss and label per domain."""
         rows = []
@@ -173,8 +181,7 @@ class DormantResult(Result):
             row = {"head": head_label(L, h)}
             for d in self.domains:
                 row[f"sink[{d}]"] = round(float(self.stats[d].sink_score[L, h]), 4)
-                if d in self.column_entropy:
-                    row[f"colent[{d}]"] = round(float(self.column_entropy[d][L, h]), 4)
+                row[f"colent[{d}]"] = round(float(self.stats[d].column_entropy[L, h]), 4)
                 row[f"dloss[{d}]"] = round(self.delta_loss[d][i], 5)
                 lo, hi = self.delta_ci[d][i]
                 row[f"ci[{d}]"] = f"[{lo:.4f}, {hi:.4f}]"
@@ -220,12 +227,6 @@ class DormantResult(Result):
                           y_title="domain", fields=("heads", "domains"),
                           caption=f"Mean over sequences of ablated - clean next-token loss (nats/token), ablation "
                                   f"'{c.ablation}'; near 0: the head is dormant there.")
-            if self.switching:
-                r.add_table("Switching heads", [{
-                    "head": s["head"], "dormant_on": ", ".join(s["dormant_on"]), "active_on": ", ".join(s["active_on"]),
-                    **{f"dloss[{d}]": round(v, 5) for d, v in s["delta_loss"].items()},
-                    **{f"ci[{d}]": f"[{v[0]:.4f}, {v[1]:.4f}]" for d, v in s["delta_ci"].items()}}
-                    for s in self.switching])
             r.add_table("Ablated heads: sink score, Δloss and label per domain", self.table())
         if self.attention is not None:
             top = self.stats[self.domains[0]].sink_heads(0.0)[0]
@@ -243,61 +244,6 @@ class DormantResult(Result):
             f"{c.sink_threshold:g} and the whole interval inside ±{c.loss_threshold:g}; active: the interval outside "
             f"±{c.loss_threshold:g}; undetermined otherwise (more sequences narrow the intervals)."))
         return r
-
-
-def column_entropy(pattern: torch.Tensor) -> torch.Tensor:
-    """``[..., K]`` normalised column entropy of each key of causal patterns ``pattern [..., Q, K]`` (Q = K).
-
-    Column k is normalised over the queries (zero entries contribute 0), its entropy is divided by
-    log(Q - k), the entropy of a uniform spread over the queries q >= k; the last key scores 0.
-    """
-    if pattern.ndim < 2 or pattern.shape[-1] != pattern.shape[-2]:
-        raise ValueError(f"column_entropy needs square causal patterns [..., T, T], got {tuple(pattern.shape)}")
-    a = pattern.double()
-    pos = a > 0
-    p = torch.where(pos, a / a.sum(-2, keepdim=True).clamp_min(1e-300), 0.0)
-    H = torch.where(pos, -p * p.clamp_min(1e-300).log(), 0.0).sum(-2)  # [..., K]
-    T = a.shape[-1]
-    norm = torch.log(T - torch.arange(T, dtype=torch.float64, device=a.device))
-    return torch.where(norm > 0, H / norm.clamp_min(1e-300), 0.0).to(pattern.dtype if pattern.is_floating_point() else torch.float32)
-
-
-def column_entropy_score(pattern: torch.Tensor) -> torch.Tensor:
-    """``[...]`` Guo's per-head column score: max over keys of :func:`column_entropy`."""
-    return column_entropy(pattern).max(-1).values
-
-
-@torch.no_grad()
-def column_entropy_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    """``[L, H]`` mean over the sequences of ``tokens [N, T]`` of each head's :func:`column_entropy_score`."""
-    tokens = check_tokens(tokens)
-    n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
-    out = torch.zeros(n_layers, n_heads, dtype=torch.float64)
-    device = next(model.parameters()).device
-
-    def hook(L):
-        def fn(a, hook):  # [b, H, T, T]
-            out[L] += column_entropy_score(a.detach().float()).double().sum(0).cpu()
-            return None
-        return fn
-
-    with scoped_hooks(model, fwd=[(f"blocks.{L}.attn.hook_pattern", hook(L)) for L in range(n_layers)]):
-        for s in range(0, tokens.shape[0], batch_size):
-            model(tokens[s:s + batch_size].to(device))
-    return (out / tokens.shape[0]).float()
-
-
-def _loss_per_seq(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    lp = logits[:, :-1].float().log_softmax(-1)
-    return -lp.gather(-1, tokens[:, 1:, None]).squeeze(-1).mean(-1)
-
-
-def ablation_losses(model, tokens: torch.Tensor, heads: list[tuple[int, int]], ablation: str = "bos",
-                    heads_per_pass: int = 4) -> tuple[float, list[float]]:
-    """(clean loss, [loss with head (ℓ, h) ablated for each head]) on ``tokens [N, T]``, batched
-    (means over sequences of :func:`ablation_loss_matrix`)."""
-    clean, ablated = ablation_loss_matrix(model, tokens, heads, ablation, heads_per_pass)
-    return float(clean.mean()), ablated.mean(1).tolist()
 
 
 @torch.no_grad()
@@ -318,7 +264,7 @@ def ablation_loss_matrix(model, tokens: torch.Tensor, heads: list[tuple[int, int
     device = next(model.parameters()).device
     tokens = tokens.to(device)
     N = tokens.shape[0]
-    clean = _loss_per_seq(model(tokens), tokens).cpu()
+    clean = next_token_loss(model(tokens), tokens).cpu()
     out: list[torch.Tensor] = [torch.zeros(0, N)]
     for start in range(0, len(heads), heads_per_pass):
         chunk = heads[start:start + heads_per_pass]
@@ -347,7 +293,7 @@ def ablation_loss_matrix(model, tokens: torch.Tensor, heads: list[tuple[int, int
             fwd = [(f"blocks.{L}.attn.hook_z", zero_hook(m)) for L, m in masks.items()]
         batch = tokens.repeat(k, 1)
         with scoped_hooks(model, fwd=fwd):
-            out.append(_loss_per_seq(model(batch), batch).view(k, N).cpu())
+            out.append(next_token_loss(model(batch), batch).view(k, N).cpu())
     return clean, torch.cat(out)
 
 
@@ -403,7 +349,6 @@ def active_dormant(model, domains: list[Domain] | dict[str, torch.Tensor], confi
     stats = {name: sink_stats(model, t, cfg.batch_size) for name, t in toks.items()}
     for st in stats.values():
         st.sink_threshold = cfg.sink_threshold
-    colent = {name: column_entropy_stats(model, t, cfg.batch_size) for name, t in toks.items()}
     if cfg.heads == "all":
         heads = [(L, h) for L in range(int(model.cfg.n_layers)) for h in range(int(model.cfg.n_heads))]
     else:
@@ -435,5 +380,5 @@ def active_dormant(model, domains: list[Domain] | dict[str, torch.Tensor], confi
                   for h in range(first.sink_score.shape[1])), reverse=True)[:VIEW_HEADS]
     view = attention_view(model, toks[names[0]][0, :VIEW_TOKENS], [L for _, L, _ in top])
     return DormantResult(domains=names, stats=stats, heads=heads, clean_loss=clean, delta_loss=delta, delta_ci=ci,
-                         labels=labels, switching=switching, config=cfg, column_entropy=colent, attention=view,
+                         labels=labels, switching=switching, config=cfg, attention=view,
                          meta=provenance(model, time.time() - t0))

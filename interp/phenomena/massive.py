@@ -25,6 +25,10 @@ Algorithm:
    of *held-out* sequences (``heldout``, rows not in the analysed batch), so the variant does not
    restore each entry from its own value.
 
+:func:`massive_run` does both on the built-in domains (or a Bigram-Backcopy task), plus the
+dynamics over training checkpoints, and returns a typed :class:`MassiveResult` (kind ``massive``,
+what ``interp massive`` writes).
+
 Memory: one layer's ``[B, T, d_model]`` residual at a time inside a hook, plus the detected
 entries (capped by ``max_entries``).  Compute: one forward pass (detection), one pass over the
 held-out rows (the means) and one forward pass on a 4x batch (ablation).
@@ -32,6 +36,7 @@ held-out rows (the means) and one forward pass on a 4x batch (ablation).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -43,7 +48,7 @@ from interp.models import resolve_hooks, scoped_hooks
 from interp.results import Result, register
 
 from .dynamics import CheckpointDynamics, DynamicsFit
-from .sinks import check_tokens, decoder, provenance
+from .sinks import check_tokens, decoder, next_token_loss, provenance, store_sequences
 
 DELIMITER_CHARS = set(".,;:!?\n\t\r ")
 
@@ -232,34 +237,10 @@ def massive_stats_from_store(store, config: MassiveConfig | None = None, tokeniz
         raise ValueError(f"the store holds no hook matching {cfg.hooks!r}; it holds {store.hooks}")
     hooks.sort(key=_layer_of)
     det = _Detector(hooks, cfg, decoder(tokenizer))
-    seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
     all_tokens = torch.as_tensor(np.asarray(store.tokens)).long()
     for hook in hooks:
-        buf, start, cur = [], 0, None
-        seen = set()
-
-        def flush():
-            if buf:
-                rows = torch.cat([r for r, _ in buf])
-                idx = torch.cat([i for _, i in buf])
-                order = seq_pos[idx, 1].argsort()
-                det.add(hook, rows[order][None], torch.tensor([cur]), all_tokens[idx][order][None])
-
-        for rows in store.stream(hook, batch_size):
-            n = rows.shape[0]
-            ids = torch.arange(start, start + n)
-            seqs = seq_pos[ids, 0]
-            for s in torch.unique_consecutive(seqs).tolist():
-                m = seqs == s
-                if s != cur:
-                    flush()
-                    if s in seen:
-                        raise ValueError(f"sequence {s} is not contiguous in the store; cannot compute its median")
-                    seen.add(s)
-                    buf, cur = [], s
-                buf.append((rows[m], ids[m]))
-            start += n
-        flush()
+        for sid, rows, ids in store_sequences(store, hook, batch_size):
+            det.add(hook, rows[None], torch.tensor([sid]), all_tokens[ids][None])
     return det.result()
 
 
@@ -290,24 +271,11 @@ class MassiveAblation:
     """Mean KL(clean || variant) of the next-token distributions (nats)."""
 
 
-def _next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """[B] mean cross-entropy of predicting tokens[:, 1:] (nats)."""
-    lp = logits[:, :-1].float().log_softmax(-1)
-    return -lp.gather(-1, tokens[:, 1:, None]).squeeze(-1).mean(-1)
-
-
 def kind_codes(tokens: torch.Tensor, decode) -> torch.Tensor:
     """``[B, T]`` index into :data:`KINDS` of every position (:func:`token_kind` of its decoded token)."""
-    cache: dict[int, int] = {}
-    out = torch.empty(tokens.shape, dtype=torch.long)
-    for (b, p), i in zip(((b, p) for b in range(tokens.shape[0]) for p in range(tokens.shape[1])),
-                         tokens.reshape(-1).tolist()):
-        if p == 0:
-            out[b, p] = 0
-            continue
-        if i not in cache:
-            cache[i] = KINDS.index(token_kind(p, decode(i)))
-        out[b, p] = cache[i]
+    kind = functools.lru_cache(maxsize=None)(lambda i: KINDS.index(token_kind(1, decode(i))))
+    out = torch.tensor([[kind(i) for i in row] for row in tokens.tolist()], dtype=torch.long).reshape(tokens.shape)
+    out[:, 0] = 0  # the first token
     return out
 
 
@@ -436,7 +404,7 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int
     batch = tokens.to(device).repeat(len(variants), 1)
     with scoped_hooks(model, fwd=[(hook_name, fn)]):
         logits = model(batch)
-    loss = _next_token_loss(logits, batch[:, :]).view(len(variants), B).mean(1)
+    loss = next_token_loss(logits, batch).view(len(variants), B).mean(1)
     lp = logits[:, :-1].float().log_softmax(-1).view(len(variants), B, tokens.shape[1] - 1, -1)
     kl = (lp[0].exp() * (lp[0] - lp)).sum(-1).mean((1, 2))
     mean_values = {k: [float(means[i, d]) if bool(present[i, d]) else None for d in dims] for i, k in enumerate(KINDS)}

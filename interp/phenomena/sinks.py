@@ -25,8 +25,15 @@ computed live or from stored activations.  The sink score from a store
 queries and keys (``blocks.ℓ.attn.hook_rot_q`` / ``hook_rot_k``), since the ``[T, T]`` pattern
 itself is not a per-token row.
 
+The live pass also gives Guo et al.'s column-entropy score (:func:`column_entropy_score`).
+:func:`sink_stats` returns a typed :class:`SinkStats` (kind ``sink_stats``) whose report shows the
+layer x head sink score and value drain and the residual norms per layer; :func:`add_sink_figures`
+puts the same figures into the active-dormant report; :func:`attention_view` keeps one sequence's
+patterns for the attention viewer.
+
 Memory: one layer's attention pattern ``[B, H, T, T]`` at a time inside a hook (nothing is
-cached), plus ``O(n_seqs * L * H)`` statistics.  Compute: one forward pass over the inputs.
+cached; the column entropy briefly holds it in float64), plus ``O(n_seqs * L * H)`` statistics.
+Compute: one forward pass over the inputs.
 """
 
 from __future__ import annotations
@@ -103,6 +110,9 @@ class SinkStats(Result):
     """[L, H] mean over sequences and queries q >= 1 of the attention to position 0."""
     row_entropy: torch.Tensor
     """[L, H] mean normalised entropy of attention rows q >= 1 (0 = one key, 1 = uniform)."""
+    column_entropy: torch.Tensor
+    """[L, H] Guo's column score, mean over sequences of :func:`column_entropy_score` (1 = a key, the
+    sink, attended evenly by every query)."""
     value_norm_sink: torch.Tensor
     """[L, H] mean ‖v_h‖ at position 0 (the head's KV group under GQA)."""
     value_norm_rest_mean: torch.Tensor
@@ -243,6 +253,34 @@ def provenance(model, seconds: float) -> dict:
             "device": str(next(model.parameters()).device), "versions": versions()}
 
 
+def column_entropy(pattern: torch.Tensor) -> torch.Tensor:
+    """``[..., K]`` normalised column entropy of each key of causal patterns ``pattern [..., Q, K]`` (Q = K).
+
+    Column k is normalised over the queries (zero entries contribute 0), its entropy is divided by
+    log(Q - k), the entropy of a uniform spread over the queries q >= k; the last key scores 0.
+    """
+    if pattern.ndim < 2 or pattern.shape[-1] != pattern.shape[-2]:
+        raise ValueError(f"column_entropy needs square causal patterns [..., T, T], got {tuple(pattern.shape)}")
+    a = pattern.double()
+    pos = a > 0
+    p = torch.where(pos, a / a.sum(-2, keepdim=True).clamp_min(1e-300), 0.0)
+    H = torch.where(pos, -p * p.clamp_min(1e-300).log(), 0.0).sum(-2)  # [..., K]
+    T = a.shape[-1]
+    norm = torch.log(T - torch.arange(T, dtype=torch.float64, device=a.device))
+    return torch.where(norm > 0, H / norm.clamp_min(1e-300), 0.0).to(pattern.dtype if pattern.is_floating_point() else torch.float32)
+
+
+def column_entropy_score(pattern: torch.Tensor) -> torch.Tensor:
+    """``[...]`` Guo's per-head column score: max over keys of :func:`column_entropy`."""
+    return column_entropy(pattern).max(-1).values
+
+
+def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``[B]`` mean cross-entropy (nats) of predicting ``tokens[:, 1:]`` from ``logits [B, T, V]``."""
+    lp = logits[:, :-1].float().log_softmax(-1)
+    return -lp.gather(-1, tokens[:, 1:, None]).squeeze(-1).mean(-1)
+
+
 def check_tokens(tokens: torch.Tensor) -> torch.Tensor:
     """Validate a ``[B, T]`` integer batch (T >= 2) and return it as a LongTensor."""
     if not isinstance(tokens, torch.Tensor):
@@ -277,6 +315,7 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
 
     sink = torch.zeros(n_layers, n_heads)
     ent = torch.zeros(n_layers, n_heads)
+    col = torch.zeros(n_layers, n_heads, dtype=torch.float64)
     example = torch.zeros(n_layers, n_heads, T)
     vstats = [PositionStats() for _ in range(n_layers)]
     rstats = [PositionStats() for _ in range(n_layers)]
@@ -290,6 +329,7 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
             rows = a[:, :, 1:, :]
             h = -(rows * torch.log(rows.clamp_min(1e-30))).sum(-1) / logn  # [b, H, T-1]
             ent[layer] += h.mean(-1).sum(0).cpu()
+            col[layer] += column_entropy_score(a).double().sum(0).cpu()
             if state["first"]:
                 example[layer] = a[0, :, :, 0].cpu()
             return None
@@ -328,8 +368,9 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
     rres = [s.result() for s in rstats]
     rs, rm, rx = (torch.stack([r[i] for r in rres]) for i in range(3))
     return SinkStats(
-        sink_score=sink / B, row_entropy=ent / B, value_norm_sink=vs, value_norm_rest_mean=vm,
-        value_norm_rest_max=vx, resid_norm_sink=rs, resid_norm_rest_mean=rm, resid_norm_rest_max=rx,
+        sink_score=sink / B, row_entropy=ent / B, column_entropy=(col / B).float(), value_norm_sink=vs,
+        value_norm_rest_mean=vm, value_norm_rest_max=vx, resid_norm_sink=rs, resid_norm_rest_mean=rm,
+        resid_norm_rest_max=rx,
         n_seqs=B, seq_len=T, example_tokens=[decode(i) for i in tokens[0].tolist()], example_sink_attention=example,
         model=model_name(model),
     )
@@ -356,10 +397,37 @@ def store_rows(store, hook: str, batch_size: int = 4096):
     seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
     start = 0
     for rows in store.stream(hook, batch_size):
-        n = rows.shape[0]
-        sp = seq_pos[start:start + n]
+        sp = seq_pos[start:start + rows.shape[0]]
         yield rows, sp[:, 0], sp[:, 1]
-        start += n
+        start += rows.shape[0]
+
+
+def store_sequences(store, hook: str, batch_size: int = 4096):
+    """Yield ``(seq, rows [T_s, ...], row_ids [T_s])`` for each sequence of ``hook`` in an activation
+    store, its rows in position order (``row_ids`` index ``store.seq_pos`` / ``store.tokens``).  The rows of
+    one sequence must be contiguous in store order, as ``cache_activations`` writes them."""
+    seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
+    buf, cur, seen, start = [], None, set(), 0
+
+    def whole():
+        rows, ids = torch.cat([r for r, _ in buf]), torch.cat([i for _, i in buf])
+        order = seq_pos[ids, 1].argsort()
+        return cur, rows[order], ids[order]
+
+    for rows, seqs, _ in store_rows(store, hook, batch_size):
+        ids = torch.arange(start, start + len(rows))
+        start += len(rows)
+        for sid in torch.unique_consecutive(seqs).tolist():
+            if sid != cur:
+                if buf:
+                    yield whole()
+                if sid in seen:
+                    raise ValueError(f"sequence {sid} is not contiguous in the store")
+                seen.add(sid)
+                buf, cur = [], sid
+            buf.append((rows[seqs == sid], ids[seqs == sid]))
+    if buf:
+        yield whole()
 
 
 def resid_peak_from_store(store, layers=None, batch_size: int = 4096) -> dict[str, torch.Tensor]:
@@ -437,44 +505,16 @@ def sink_scores_from_store(store, layers=None, scale: float | None = None, batch
             raise ValueError(f"{qh} rows {qshape} and {kh} rows {kshape} are not [heads, d_head] with one d_head")
         sc = scale if scale is not None else qshape[1] ** -0.5
         s_sum, e_sum, n = torch.zeros(qshape[0]), torch.zeros(qshape[0]), 0
-        buf_q, buf_k, cur, start = [], [], None, 0
-
-        def flush():
-            nonlocal s_sum, e_sum, n
-            if not buf_q:
-                return
-            q, k = torch.cat(buf_q), torch.cat(buf_k)
-            if len(q) >= 2:
-                s, e = _attention_stats(q, k, sc)
-                s_sum, e_sum, n = s_sum + s, e_sum + e, n + 1
-            buf_q.clear()
-            buf_k.clear()
-
-        for qr, kr in zip(store.stream(qh, batch_size), store.stream(kh, batch_size)):
-            sp = seq_pos[start:start + len(qr)]
-            start += len(qr)
-            qr, kr = qr.float().view(-1, *qshape), kr.float().view(-1, *kshape)
-            # split the batch where the sequence id changes
-            cuts = (torch.nonzero(sp[1:, 0] != sp[:-1, 0]).flatten() + 1).tolist()
-            for a, b in zip([0] + cuts, cuts + [len(sp)]):
-                s_id, p0 = int(sp[a, 0]), int(sp[a, 1])
-                if s_id != cur:
-                    flush()
-                    if max_seqs is not None and n >= max_seqs:
-                        break
-                    cur = s_id
-                    if p0 != 0:
-                        raise ValueError(f"sequence {s_id} starts at position {p0}: the store has no position-0 rows "
-                                         "(cached with skip_bos=True?), so the sink cannot be scored")
-                expect = sum(len(x) for x in buf_q)
-                if not torch.equal(sp[a:b, 1], torch.arange(expect, expect + b - a)):
-                    raise ValueError(f"rows of sequence {s_id} are not in position order in the store")
-                buf_q.append(qr[a:b])
-                buf_k.append(kr[a:b])
+        pairs = zip(store_sequences(store, qh, batch_size), store_sequences(store, kh, batch_size))
+        for (sid, q, ids), (_, k, _) in pairs:
             if max_seqs is not None and n >= max_seqs:
                 break
-        if max_seqs is None or n < max_seqs:
-            flush()
+            if not torch.equal(seq_pos[ids, 1], torch.arange(len(ids))):
+                raise ValueError(f"sequence {sid} holds positions {seq_pos[ids, 1][:4].tolist()}...: the store lacks its "
+                                 "position-0 row (cached with skip_bos=True?) or a later one, so the sink cannot be scored")
+            if len(q) >= 2:
+                sk, ek = _attention_stats(q.float().view(-1, *qshape), k.float().view(-1, *kshape), sc)
+                s_sum, e_sum, n = s_sum + sk, e_sum + ek, n + 1
         if n == 0:
             raise ValueError(f"no sequence of length >= 2 in the store for layer {L}")
         sinks.append(s_sum / n)

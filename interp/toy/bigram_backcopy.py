@@ -28,40 +28,21 @@ a TransformerBridge and every analysis of :mod:`interp.phenomena` (and ``interp 
 non-trigger positions, with a causal check (attention moved to ⟨s⟩ at all positions, batched
 with the clean run).
 
+:func:`bb_experiment` trains and measures every checkpoint and returns a :class:`BBResult`
+(kind ``bigram_backcopy``; what ``interp bigram-backcopy`` writes), whose report follows the
+mechanism over training.
+
 Paper scale: 1-3 layers, dim 256, Adam(W) 3e-4, betas (0.9, 0.99), wd 1e-4, batch 512 x 256
 tokens, 10k steps.  Default here: 3 layers, dim 64, the paper's init, ReLU, betas and wd, lr 1e-2
-after 200 linear warm-up steps, 2000 steps of 32 x 32 tokens (training: 85-120 s on one thread at
-load average 4-5, 180-190 s at 9 on 2 cores).  Measured through the bridge on 64 held-out
-sequences at step 2000, seeds 0 / 1 / 2 (``bench/run_bb_sweep.py --full``, records in
-``bench/results/bb_full_*.json``; per-250-step curves in ``bb_sweep_p3_lr1e2_s*.json``):
+after 200 linear warm-up steps, 2000 steps of 32 x 32 tokens: the sink and the value drain form
+at every seed tried, the residual peak at ⟨s⟩ is seed-dependent and far below LLM-scale massive
+activations (measured numbers per seed, and the settings that did not work: docs/methods.md,
+Bigram-Backcopy toy; ``bench/results/bb_*.json``).  Design choice: Hugging Face checkpoints, so
+the toy needs no model code of its own.
 
-* active-dormant: the copy head (layer 1 at seed 0, layer 0 at seeds 1 and 2) attends to the
-  previous token at triggers 0.978 / 0.979 / 0.979 and to ⟨s⟩ elsewhere 1.000 / 0.980 / 0.945
-  (0.10 at init); moving it to ⟨s⟩ costs 3.98 / 5.52 / 4.66 nats at triggers and < 0.001
-  elsewhere;
-* value drain ‖v(⟨s⟩)‖ / mean_{i>=1} ‖v(i)‖ of that head: 0.122 / 0.181 / 0.099 (0.95-1.06 at init);
-* residual peak after layer 0 (``blocks.0.hook_resid_post``): ‖h(⟨s⟩)‖ / mean_{i>=1} ‖h(i)‖ =
-  6.61 / 4.87 / 2.54 (1.00-1.08 at init), / max_{i>=1} = 4.99 / 2.48 / 1.33; the layer-0
-  top-1/median |h| ratio sits at ⟨s⟩ in every sequence and grows from 5.3-5.5 to 68 / 66 / 29,
-  saturating rather than rising and falling: the five-parameter fit of ``interp massive
-  --checkpoints`` gets R² 0.993 / 0.993 / 0.983 on layer 0 with A < 0 (a
-  saturating curve; its "t_peak" is then the minimum, not a peak).  After layers 1-2 the other
-  tokens' norms grow faster and ⟨s⟩ is no longer the largest (0.45-0.81 x mean).  This is the
-  paper's layout (an MLP before the dormant head writes the peak; ``minimal-res-peak.sh``), but
-  the peak's size is seed-dependent and far from LLM scale: no entry reaches Sun et al.'s
-  |a| > 100 and 1000 x median, so ``interp massive`` reports 0 massive activations.  Two
-  further seeds, 3 and 4 (sweeps only, copy head at layer 0 as at seeds 1-2,
-  ``bb_sweep_p3_lr1e2_s3/4.json``) give sink 0.98 / 0.98 and drain 0.27 / 0.15 at layer 0 but a
-  peak of only 1.44 / 1.93 x mean and 0.67 / 0.84 x max: ⟨s⟩ is then not the largest residual,
-  and the layer-0 top-1 |h| sits at ⟨s⟩ in only 23% / 25% of sequences.  So sink and drain are
-  robust (5 of 5 seeds); ⟨s⟩ carries the largest residual in 3 of 5 seeds (the slow test runs
-  seed 0) and more than the mean in all 5.
-
-What did not work (same budget): Hugging Face init (N(0, 0.02)) with GELU, lr 3e-3, betas
-(0.9, 0.999): sink 0.99 at layer 0 only without weight decay and 32-token sequences, residual
-peak <= 1.2 x mean; the Llama variant: peak 2.1 x mean after layer 1, no head above 0.5 to ⟨s⟩;
-paper init at lr 3e-3 without warm-up: peak 2.8-3.5 x mean after layer 0 but the sink only
-0.4-0.9 by step 2000.  Memory: < 1 MB of weights per checkpoint.
+Cost: training is O(steps x batch x seq_len) forward + backward passes of a < 1 MB model;
+:func:`bb_mechanism` is one forward pass of (1 + n_layers) x n_seqs sequences plus one of
+:func:`interp.phenomena.sinks.sink_stats`.
 """
 
 from __future__ import annotations
@@ -446,9 +427,9 @@ class BBMechanism:
     """[L] ‖h(⟨s⟩)‖ / max_{i>=1} ‖h(i)‖ (``blocks.ℓ.hook_resid_post``)."""
     resid_norm_sink: list[float]
     """[L] ‖h(⟨s⟩)‖."""
-    resid_norm_rest_mean: list[float] = None
+    resid_norm_rest_mean: list[float]
     """[L] mean_{i>=1} ‖h(i)‖ (so ``resid_norm_sink / resid_norm_rest_mean`` > 1: ⟨s⟩ carries the largest state)."""
-    value_norm_sink: list[float] = None
+    value_norm_sink: list[float]
     """[L] ‖v(⟨s⟩)‖ (the head's value at the first token)."""
 
 
@@ -518,7 +499,7 @@ class BBResult(Result):
         "losses#0": "training step", "losses": "training loss (nats/token)", "steps": "training step",
         "mechanism[step].attn_bos_at_other": "attention to ⟨s⟩ off-trigger",
         "mechanism[step].attn_prev_at_trigger": "attention to the previous token at triggers",
-        "mechanism[step].value_drain": "value drain", "mechanism[step].resid_peak": "residual ‖h(⟨s⟩)‖ / mean other"}
+        "mechanism[step].value_drain": "value drain", "mechanism[step].resid_peak": "residual ‖h(⟨s⟩)‖ / max other"}
 
     out: str
     """Folder holding the ``step_<N>`` checkpoints and ``bb_task.json``."""
@@ -563,8 +544,7 @@ class BBResult(Result):
         dormant = m.attn_bos_at_other[c] >= d.sink_threshold and abs(m.ablation_delta_other[c]) <= d.loss_threshold
         state = (f"{'' if dormant else 'not '}dormant off-trigger by the sinks criteria (attention to ⟨s⟩ >= "
                  f"{d.sink_threshold:g}, |Δloss| <= {d.loss_threshold:g})")
-        rest = m.resid_norm_rest_mean or [float("nan")] * len(m.resid_norm_sink)
-        peak = ", ".join(f"{a / b:.2f}" for a, b in zip(m.resid_norm_sink, rest))
+        peak = ", ".join(f"{a / b:.2f}" for a, b in zip(m.resid_norm_sink, m.resid_norm_rest_mean))
         return (f"After {self.train.steps} steps (loss {m.loss_trigger:.3f} nats after triggers, optimum 0; "
                 f"{m.loss_other:.3f} elsewhere, optimum {m.bigram_entropy:.3f}), **the copy head {head_label(c, 0)} attends "
                 f"to the previous token at triggers ({m.attn_prev_at_trigger[c]:.2f}) and to ⟨s⟩ elsewhere "
@@ -589,12 +569,10 @@ class BBResult(Result):
             r.add_line(title, self.steps, per_layer(lambda m: getattr(m, field_name)), x_title="training step",
                        y_title=self.axes[f"mechanism[step].{field_name}"],
                        fields=("steps", f"mechanism[step].{field_name}"))
-        if all(m.resid_norm_rest_mean for m in self.mechanism):
-            r.add_line("Residual peak at ⟨s⟩", self.steps,
-                       per_layer(lambda m: [a / b for a, b in zip(m.resid_norm_sink, m.resid_norm_rest_mean)]),
-                       x_title="training step", y_title="residual ‖h(⟨s⟩)‖ / mean other",
-                       fields=("steps", "mechanism[step].resid_peak"),
-                       caption="‖h(⟨s⟩)‖ / mean_{i>=1} ‖h(i)‖ after each layer (blocks.ℓ.hook_resid_post).")
+        r.add_line("Residual peak at ⟨s⟩", self.steps, per_layer(lambda m: m.resid_peak), x_title="training step",
+                   y_title="residual ‖h(⟨s⟩)‖ / max other", fields=("steps", "mechanism[step].resid_peak"),
+                   caption="‖h(⟨s⟩)‖ / max_{i>=1} ‖h(i)‖ after each layer (blocks.ℓ.hook_resid_post): above 1, "
+                           "⟨s⟩ carries the largest residual state.")
         r.add_line("Training loss", list(range(1, len(self.losses) + 1)), {"loss": self.losses},
                    x_title="training step", y_title="training loss (nats/token)", fields=("losses#0", "losses"))
         r.add_table("Mechanism per checkpoint", [{"step": s, **vars(m)} for s, m in zip(self.steps, self.mechanism)])
