@@ -478,10 +478,11 @@ class MassiveResult(Result):
                     f"({big.ratio:.0f}x the median) after layer {big.layer}, dim {big.dim}.")
         ab = self.ablation
         if ab is not None:
-            text += (f" Zeroing them after layer {_layer_of(ab.hook)} raises the loss from {ab.loss['clean']:.3f} to "
-                     f"{ab.loss['zero']:.3f} nats (KL {ab.kl['zero']:.3f}); setting them to their held-out mean gives "
-                     f"{ab.loss['mean']:.3f} (KL {ab.kl['mean']:.3f}); zeroing as many random entries "
-                     f"{ab.loss['random_zero']:.3f} (KL {ab.kl['random_zero']:.3f}).")
+            kl = {k: round(v, 3) + 0.0 for k, v in ab.kl.items()}  # + 0.0: a rounding -0.000 reads 0.000
+            text += (f" Zeroing them after layer {_layer_of(ab.hook)} changes the loss from {ab.loss['clean']:.3f} to "
+                     f"{ab.loss['zero']:.3f} nats (KL {kl['zero']:.3f}); setting them to their held-out mean gives "
+                     f"{ab.loss['mean']:.3f} (KL {kl['mean']:.3f}); zeroing as many random entries "
+                     f"{ab.loss['random_zero']:.3f} (KL {kl['random_zero']:.3f}).")
         dyn = self.dynamics
         if dyn is not None:
             ok = [(j, f) for j, f in enumerate(dyn.fits) if f is not None]

@@ -326,25 +326,12 @@ def bb_model(task: BBTask, cfg: BBTrainConfig):
     return model
 
 
-@dataclass
-class BBRun:
-    """What :func:`train_bb` did."""
-
-    out: str
-    """Folder holding ``step_<N>`` checkpoints and ``bb_task.json``."""
-    steps: list[int]
-    """Checkpointed steps."""
-    losses: list[float]
-    """Training loss per step."""
-    seconds: float
-    """Wall-clock training time."""
-    tokens_per_second: float
-    """Training throughput (tokens/s, forward + backward)."""
-
-
 def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | None = None,
-             device: str | None = None, log=None) -> BBRun:
-    """Train the BB toy model, saving Hugging Face checkpoints under ``out/step_<N>``."""
+             device: str | None = None, log=None) -> "BBResult":
+    """Train the BB toy model, saving Hugging Face checkpoints under ``out/step_<N>``; the result's
+    ``mechanism`` is empty (:func:`bb_experiment` measures it)."""
+    from interp.results import versions
+
     import time
 
     task, cfg = task or BBTask(), cfg or BBTrainConfig()
@@ -387,7 +374,10 @@ def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | N
         if step in ckpts:
             save(step)
     secs = time.time() - t0
-    return BBRun(str(out), saved, losses, secs, cfg.steps * cfg.batch_size * task.seq_len / max(secs, 1e-9))
+    tps = cfg.steps * cfg.batch_size * task.seq_len / max(secs, 1e-9)
+    return BBResult(out=str(out), task={k: v for k, v in asdict(task).items() if k != "text"}, train=cfg, steps=saved,
+                    losses=losses, seconds=secs, tokens_per_second=tps,
+                    meta={"model": "bigram-backcopy", "device": str(device), "versions": versions()})
 
 
 def load_task(directory: str | Path) -> BBTask | None:
@@ -511,8 +501,8 @@ class BBResult(Result):
     """Checkpointed steps."""
     losses: list[float]
     """Training loss per optimisation step (step 1 first)."""
-    mechanism: list[BBMechanism]
-    """:func:`bb_mechanism` at each checkpoint (aligned with ``steps``)."""
+    mechanism: list[BBMechanism] = field(default_factory=list)
+    """:func:`bb_mechanism` at each checkpoint (aligned with ``steps``; empty straight from :func:`train_bb`)."""
     seconds: float = 0.0
     """Wall-clock training time."""
     tokens_per_second: float = 0.0
@@ -586,13 +576,8 @@ def bb_experiment(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfi
                   device: str | None = None) -> BBResult:
     """Train (:func:`train_bb`) and measure :func:`bb_mechanism` at every checkpoint (``interp bigram-backcopy``)."""
     from interp.models import load_model
-    from interp.results import versions
 
-    task, cfg = task or BBTask(), cfg or BBTrainConfig()
-    run = train_bb(out, task, cfg, device=device)
-    mechs = [bb_mechanism(load_model(str(Path(out) / f"step_{s:06d}"), device=device), task) for s in run.steps]
-    return BBResult(out=str(out), task={k: v for k, v in asdict(task).items() if k != "text"}, train=cfg,
-                    steps=run.steps, losses=run.losses, mechanism=mechs, seconds=run.seconds,
-                    tokens_per_second=run.tokens_per_second,
-                    meta={"model": "bigram-backcopy", "versions": versions(),
-                          "device": device or ("cuda" if torch.cuda.is_available() else "cpu")})
+    task = task or BBTask()
+    res = train_bb(out, task, cfg, device=device)
+    res.mechanism = [bb_mechanism(load_model(str(Path(out) / f"step_{s:06d}"), device=device), task) for s in res.steps]
+    return res
