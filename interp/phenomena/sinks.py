@@ -38,6 +38,7 @@ Compute: one forward pass over the inputs.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -216,13 +217,7 @@ def decoder(tokenizer):
     """``id -> text`` through ``tokenizer`` (cached per id; ``<id>`` without a tokenizer)."""
     if tokenizer is None:
         return lambda i: f"<{i}>"
-    cache: dict[int, str] = {}
-
-    def decode(i: int) -> str:
-        if i not in cache:
-            cache[i] = tokenizer.decode([i])
-        return cache[i]
-    return decode
+    return functools.lru_cache(maxsize=None)(lambda i: tokenizer.decode([i]))
 
 
 @torch.no_grad()
