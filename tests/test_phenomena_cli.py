@@ -128,4 +128,4 @@ def test_cli_errors(tmp_path, capsys):
     assert main(["sinks", "--model", "tiny-llama", "--domains", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "no *.txt files" in capsys.readouterr().err
     assert main(["massive", "--model", "tiny-llama", "--out", str(tmp_path / "o"), "--heldout-seqs", "0"]) == 2
-    assert "--heldout-seqs must be >= 1" in capsys.readouterr().err
+    assert "heldout_seqs must be >= 1" in capsys.readouterr().err

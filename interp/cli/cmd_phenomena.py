@@ -19,7 +19,7 @@ from interp.cli.main import UserError, emit
 def register(sub) -> None:
     from interp.cli.common import command, default_of, renamed
     from interp.phenomena.dormant import ABLATIONS, DormantConfig
-    from interp.phenomena.massive import MassiveConfig
+    from interp.phenomena.massive import MassiveConfig, massive_run
     from interp.toy.bigram_backcopy import BBTask, BBTrainConfig
 
     d = lambda f: default_of(DormantConfig, f)  # noqa: E731
@@ -51,9 +51,10 @@ def register(sub) -> None:
     p.add_argument("--ratio-threshold", type=float, default=m("ratio_threshold"), help="|a| / layer median must reach this")
     p.add_argument("--ablation-hook", default=None,
                    help="residual hook to overwrite the massive activations at (None: where the big ones appear)")
-    p.add_argument("--seq-len", type=int, default=64, help="tokens per sequence, BOS included")
-    p.add_argument("--n", type=int, default=4, help="sequences per built-in domain")
-    p.add_argument("--heldout-seqs", type=int, default=4,
+    r = lambda f: default_of(massive_run, f)  # noqa: E731
+    p.add_argument("--seq-len", type=int, default=r("seq_len"), help="tokens per sequence, BOS included")
+    p.add_argument("--n", type=int, default=r("n_seqs"), help="sequences per built-in domain")
+    p.add_argument("--heldout-seqs", type=int, default=r("heldout_seqs"),
                    help="held-out sequences per domain (the text after the analysed ones; Bigram-Backcopy: another "
                         "seed) from which the mean ablation takes one mean per token kind (first token, delimiter)")
     renamed(p, "--n-seqs", "--n")
@@ -92,6 +93,8 @@ CONFIG_FLAGS = [
         "n_boot": "n_boot", "ci_level": "ci_level", "seed": "seed"}),
     (("massive",), "interp.phenomena.massive:MassiveConfig", {
         "abs_threshold": "abs_threshold", "ratio_threshold": "ratio_threshold"}),
+    (("massive",), "interp.phenomena.massive:massive_run", {
+        "n": "n_seqs", "seq_len": "seq_len", "heldout_seqs": "heldout_seqs", "ablation_hook": "hook"}),
     (("bigram-backcopy",), "interp.toy.bigram_backcopy:BBTrainConfig", {
         "train_steps": "steps", "n_layers": "n_layers", "d_model": "d_model", "arch": "arch", "init": "init",
         "activation": "activation", "batch_size": "batch_size", "lr": "lr", "warmup": "warmup",
@@ -125,8 +128,6 @@ def run_sinks(args) -> int:
 def run_massive(args) -> int:
     from interp.phenomena.massive import MassiveConfig, massive_run
 
-    if args.heldout_seqs < 1:
-        raise UserError(f"--heldout-seqs must be >= 1, got {args.heldout_seqs}")
     res = massive_run(args.model, args.checkpoints, MassiveConfig(abs_threshold=args.abs_threshold,
                                                                   ratio_threshold=args.ratio_threshold),
                       n_seqs=args.n, seq_len=args.seq_len, heldout_seqs=args.heldout_seqs, hook=args.ablation_hook,
