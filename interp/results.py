@@ -34,8 +34,16 @@ import torch
 #: kind -> result class; filled by :func:`register`.
 KINDS: dict[str, type["Result"]] = {}
 #: Modules that define result kinds (imported by :func:`load_result` so every kind is known).
-KIND_MODULES = ("interp.attribution.components", "interp.circuits.result", "interp.circuits.compare",
-                "interp.steering.evaluate")
+KIND_MODULES = (
+    "interp.attribution.components",
+    "interp.circuits.result",
+    "interp.circuits.compare",
+    "interp.steering.evaluate",
+    "interp.phenomena.sinks",
+    "interp.phenomena.dormant",
+    "interp.phenomena.massive",
+    "interp.toy.bigram_backcopy",
+)
 
 
 class ResultSchemaError(ValueError):

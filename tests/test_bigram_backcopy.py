@@ -149,7 +149,7 @@ def test_cli_flags_map_onto_the_config(tmp_path, capsys):
         n_layers=1, d_model=16, d_mlp=64, init="hf", activation="gelu_new", batch_size=8, lr=0.002, warmup=5,
         weight_decay=0.0, seed=3, steps=20)
     assert train["betas"] == [0.9, 0.95] and load_task(out).seq_len == 16
-    assert "copy head L0" in capsys.readouterr().out
+    assert "copy head L0H0" in capsys.readouterr().out
     assert main(["bigram-backcopy", "--out", str(out), "--train-steps", "5", "--device", "cpu"]) == 2
     assert "already holds checkpoints" in capsys.readouterr().err
 
@@ -163,7 +163,7 @@ def test_full_run_sink_value_drain_residual_peak_and_dynamics(tmp_path):
     where it is functionally silent; its value at ⟨s⟩ is drained; the residual state at ⟨s⟩ peaks;
     and ``interp massive --checkpoints`` fits the five-parameter dynamics to the top-1/median ratio
     of the layer where the peak sits.  Thresholds: the weakest of seeds 0, 1, 2 with a margin
-    (bench/results/bb_sweep_p3_lr1e2_s*.json, the module docstring)."""
+    (bench/results/bb_sweep_p3_lr1e2_s*.json, docs/methods.md)."""
     from interp.cli.main import main
     from interp.models import load_model
 
@@ -184,7 +184,7 @@ def test_full_run_sink_value_drain_residual_peak_and_dynamics(tmp_path):
     assert last.value_drain[c] < 0.35 and last.value_drain[c] < 0.5 * first.value_drain[c]
     # residual peak: ‖h(⟨s⟩)‖ / mean_{i>=1} ‖h(i)‖ at the layer where it is largest (seeds 0/1/2:
     # 6.6/4.9/2.5 after layer 0, 1.6-1.8 for seed 2 without weight decay; 1.0-1.2 at init).  Seed
-    # 3/4 reach only 1.44/1.93 (the peak is seed-dependent; see the module docstring): seed 0 is fixed.
+    # 3/4 reach only 1.44/1.93 (the peak is seed-dependent; see docs/methods.md): seed 0 is fixed.
     peak0, peak = _peak_over_mean(first), _peak_over_mean(last)
     p = max(range(len(peak)), key=lambda l: peak[l])
     assert peak[p] >= 1.4 and peak[p] >= 1.25 * peak0[p]

@@ -53,7 +53,7 @@ def test_detection_matches_definition(planted):
     assert st.top_dim == [DIM] * len(st.hooks)
     firsts = [e.value for e in st.entries if e.kind == "first"]
     assert all(abs(v - V_BOS) < 5 for v in firsts)
-    rows = st.summary()
+    rows = st.table()
     assert {r["kind"] for r in rows} == {"first", "delimiter"} and all(r["dim"] == DIM for r in rows)
 
 

@@ -38,29 +38,42 @@ the column A[:, k] (attention that key k receives) is normalised over the querie
 A[q, k] / sum_q A[q, k], its entropy H_k = -sum_q p_q log p_q is divided by log(T - k) (the
 entropy of a uniform spread over the T - k queries q >= k that can see key k; the last key,
 seen by one query, scores 0), and the head's score is max_k H_k / log(T - k) per sequence,
-averaged over sequences (:func:`column_entropy`, ``DormantResult.column_entropy``).  A sink
+averaged over sequences (:func:`interp.phenomena.sinks.column_entropy`, ``SinkStats.column_entropy``).  A sink
 head scores 1 (key 0 is attended evenly by every query), a head that attends to a different
 key from every query scores 0.  Guo's detector flags a head as dormant when its mean
 normalised row entropy is below τ_r and its column score above τ_c (free thresholds); here
 the score is reported next to the ablation labels.
 
+:func:`active_dormant` returns a typed :class:`DormantResult` (kind ``sinks``, what ``interp sinks``
+writes); its report leads with the per-domain ablation effect of every head, then the attention
+viewer of the strongest sink heads, then each domain's sink statistics.
+
 Memory: ``heads_per_pass * N`` sequences per forward (one layer's ``[kN, H, T, T]`` pattern at a
 time).  Compute: per domain, 1 + ceil(n_heads_ablated / heads_per_pass) forward passes of
-``heads_per_pass * N`` sequences, plus one pass for the column entropy.  Bootstrap: ``n_heads * n_boot * N`` floats.
+``heads_per_pass * N`` sequences and one :func:`sink_stats` pass, plus one pass of one sequence for
+the viewer.  Bootstrap: ``n_heads * n_boot * N`` floats.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import torch
 
 from interp.models import scoped_hooks
+from interp.models.hooks import head_label
+from interp.reports.attention import AttentionPatterns
+from interp.results import Result, register
 
 from .domains import Domain, domain_tokens
-from .sinks import SinkStats, check_tokens, sink_stats
+from .sinks import (SinkStats, add_sink_figures, attention_view, check_tokens, next_token_loss, provenance,
+                    sink_stats)
 
 ABLATIONS = ("bos", "zero")
+VIEW_HEADS, VIEW_TOKENS = 3, 32
+"""The report's attention viewer shows the layers of the 3 strongest sink heads on the first 32 tokens."""
 LABELS = ("dormant", "active", "undetermined")
 
 
@@ -109,9 +122,14 @@ class DormantConfig:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
 
 
+@register
 @dataclass
-class DormantResult:
-    """Per-domain sink statistics, head ablations and active/dormant labels."""
+class DormantResult(Result):
+    """Per-domain sink statistics, head ablations and active/dormant labels (``interp sinks``)."""
+
+    kind: ClassVar[str] = "sinks"
+    axes: ClassVar[dict[str, str]] = {**{f"stats[domain].{k}": v for k, v in SinkStats.axes.items()},
+                                      "heads": "head", "domains": "domain"}
 
     domains: list[str]
     """Domain names, in order."""
@@ -131,19 +149,39 @@ class DormantResult:
     """Heads dormant on one domain and confirmed active on another, with their scores and intervals."""
     config: DormantConfig = field(default_factory=DormantConfig)
     """Settings used."""
-    column_entropy: dict[str, torch.Tensor] = field(default_factory=dict)
-    """Per domain, ``[L, H]`` Guo's column-entropy score (module docstring): mean over sequences of
-    max_k of the normalised entropy of key k's column; 1 = a key (the sink) attended evenly by all queries."""
+    attention: AttentionPatterns | None = None
+    """Attention patterns of the first domain's first sequence (its first tokens) at the layers of
+    the strongest sink heads, for the viewer."""
+    meta: dict = field(default_factory=dict)
+    """Provenance: ``model``, ``weight_hash``, ``device``, ``seconds``, ``versions``."""
+
+    @classmethod
+    def _decode_field(cls, name, value):
+        if name == "stats":
+            return {d: SinkStats.from_json(v) for d, v in value.items()}
+        if name == "heads":
+            return [tuple(h) for h in value]
+        if name == "delta_ci":
+            return {d: [tuple(c) for c in v] for d, v in value.items()}
+        if name == "config":
+            return DormantConfig(**value)
+        if name == "attention" and value is not None:
+            return AttentionPatterns(**value)
+        return value
+
+    @property
+    def column_entropy(self) -> dict[str, torch.Tensor]:
+        """Per domain, ``[L, H]`` Guo's column-entropy score (:attr:`SinkStats.column_entropy`)."""
+        return {d: self.stats[d].column_entropy for d in self.domains}
 
     def table(self) -> list[dict]:
         """One row per ablated head: sink score, value drain, Δloss and label per domain."""
         rows = []
         for i, (L, h) in enumerate(self.heads):
-            row = {"head": f"L{L}H{h}", "layer": L, "head_index": h}
+            row = {"head": head_label(L, h)}
             for d in self.domains:
                 row[f"sink[{d}]"] = round(float(self.stats[d].sink_score[L, h]), 4)
-                if d in self.column_entropy:
-                    row[f"colent[{d}]"] = round(float(self.column_entropy[d][L, h]), 4)
+                row[f"colent[{d}]"] = round(float(self.stats[d].column_entropy[L, h]), 4)
                 row[f"dloss[{d}]"] = round(self.delta_loss[d][i], 5)
                 lo, hi = self.delta_ci[d][i]
                 row[f"ci[{d}]"] = f"[{lo:.4f}, {hi:.4f}]"
@@ -151,68 +189,61 @@ class DormantResult:
             rows.append(row)
         return rows
 
-    def to_json(self) -> dict:
-        return {"domains": self.domains, "stats": {d: s.to_json() for d, s in self.stats.items()},
-                "heads": [list(h) for h in self.heads], "clean_loss": self.clean_loss,
-                "delta_loss": self.delta_loss, "delta_ci": {d: [list(c) for c in v] for d, v in self.delta_ci.items()},
-                "labels": self.labels, "switching": self.switching,
-                "column_entropy": {d: v.tolist() for d, v in self.column_entropy.items()},
-                "table": self.table(), "config": asdict(self.config)}
+    def summary(self) -> str:
+        c = self.config
+        L, H = self.stats[self.domains[0]].sink_score.shape
+        per = {d: len(self.stats[d].sink_heads(c.sink_threshold)) for d in self.domains}
+        any_sink = torch.stack([self.stats[d].sink_score for d in self.domains]).amax(0) >= c.sink_threshold
+        text = (f"**{int(any_sink.sum())} of {L * H} heads are attention sinks** (>= {c.sink_threshold:g} of their "
+                f"attention on the first token) on at least one of {len(self.domains)} domains ("
+                + ", ".join(f"{d} {n}" for d, n in per.items()) + ")")
+        model = self.meta.get("model")
+        text += f" of {model}." if model else "."
+        if not self.heads:
+            return text + " No head was ablated."
+        n_lab = {k: sum(any(self.labels[d][i] == k for d in self.domains) for i in range(len(self.heads)))
+                 for k in ("dormant", "active")}
+        text += (f" Of {len(self.heads)} heads ablated ({c.ablation}), {n_lab['dormant']} are dormant on some domain "
+                 f"(the {c.ci_level:.0%} interval of Δloss lies within ±{c.loss_threshold:g} nats/token) and "
+                 f"{n_lab['active']} active on some domain (interval outside ±{c.loss_threshold:g}).")
+        if self.switching:
+            text += f" **{len(self.switching)} switch**: " + "; ".join(
+                f"{s['head']} dormant on {'/'.join(s['dormant_on'])}, active on {'/'.join(s['active_on'])} "
+                f"(Δloss {max(s['delta_loss'][d] for d in s['active_on']):+.4f})" for s in self.switching[:3]) + "."
+        else:
+            text += " No head is dormant on one domain and active on another at these thresholds."
+        return text
 
+    def report(self):
+        from interp.reports import Report
 
-def column_entropy(pattern: torch.Tensor) -> torch.Tensor:
-    """``[..., K]`` normalised column entropy of each key of causal patterns ``pattern [..., Q, K]`` (Q = K).
-
-    Column k is normalised over the queries (zero entries contribute 0), its entropy is divided by
-    log(Q - k), the entropy of a uniform spread over the queries q >= k; the last key scores 0.
-    """
-    if pattern.ndim < 2 or pattern.shape[-1] != pattern.shape[-2]:
-        raise ValueError(f"column_entropy needs square causal patterns [..., T, T], got {tuple(pattern.shape)}")
-    a = pattern.double()
-    pos = a > 0
-    p = torch.where(pos, a / a.sum(-2, keepdim=True).clamp_min(1e-300), 0.0)
-    H = torch.where(pos, -p * p.clamp_min(1e-300).log(), 0.0).sum(-2)  # [..., K]
-    T = a.shape[-1]
-    norm = torch.log(T - torch.arange(T, dtype=torch.float64, device=a.device))
-    return torch.where(norm > 0, H / norm.clamp_min(1e-300), 0.0).to(pattern.dtype if pattern.is_floating_point() else torch.float32)
-
-
-def column_entropy_score(pattern: torch.Tensor) -> torch.Tensor:
-    """``[...]`` Guo's per-head column score: max over keys of :func:`column_entropy`."""
-    return column_entropy(pattern).max(-1).values
-
-
-@torch.no_grad()
-def column_entropy_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    """``[L, H]`` mean over the sequences of ``tokens [N, T]`` of each head's :func:`column_entropy_score`."""
-    tokens = check_tokens(tokens)
-    n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
-    out = torch.zeros(n_layers, n_heads, dtype=torch.float64)
-    device = next(model.parameters()).device
-
-    def hook(L):
-        def fn(a, hook):  # [b, H, T, T]
-            out[L] += column_entropy_score(a.detach().float()).double().sum(0).cpu()
-            return None
-        return fn
-
-    with scoped_hooks(model, fwd=[(f"blocks.{L}.attn.hook_pattern", hook(L)) for L in range(n_layers)]):
-        for s in range(0, tokens.shape[0], batch_size):
-            model(tokens[s:s + batch_size].to(device))
-    return (out / tokens.shape[0]).float()
-
-
-def _loss_per_seq(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    lp = logits[:, :-1].float().log_softmax(-1)
-    return -lp.gather(-1, tokens[:, 1:, None]).squeeze(-1).mean(-1)
-
-
-def ablation_losses(model, tokens: torch.Tensor, heads: list[tuple[int, int]], ablation: str = "bos",
-                    heads_per_pass: int = 4) -> tuple[float, list[float]]:
-    """(clean loss, [loss with head (ℓ, h) ablated for each head]) on ``tokens [N, T]``, batched
-    (means over sequences of :func:`ablation_loss_matrix`)."""
-    clean, ablated = ablation_loss_matrix(model, tokens, heads, ablation, heads_per_pass)
-    return float(clean.mean()), ablated.mean(1).tolist()
+        c = self.config
+        r = Report(f"Attention sinks and active-dormant heads: {self.meta.get('model', '')}".rstrip(": "),
+                   config=asdict(c), meta=self.meta, summary=self.summary())
+        if self.heads:
+            labels = [head_label(L, h) for L, h in self.heads]
+            r.add_heatmap("Loss change when each head is ablated, per domain",
+                          [self.delta_loss[d] for d in self.domains], labels, self.domains, x_title="head",
+                          y_title="domain", fields=("heads", "domains"),
+                          caption=f"Mean over sequences of ablated - clean next-token loss (nats/token), ablation "
+                                  f"'{c.ablation}'; near 0: the head is dormant there.")
+            r.add_table("Ablated heads: sink score, Δloss and label per domain", self.table())
+        if self.attention is not None:
+            top = self.stats[self.domains[0]].sink_heads(0.0)[0]
+            r.add_attention(f"Attention patterns of the strongest sink heads ({self.domains[0]}, first sequence)",
+                            self.attention, layer=top[0], head=top[1])
+        for d in self.domains:
+            r.add_section(f"Domain: {d}", f"clean loss {self.clean_loss[d]:.4f} nats/token; "
+                                          + self.stats[d].summary())
+            add_sink_figures(r, self.stats[d], d, "stats[domain].")
+        r.add_section("Method", (
+            f"Sink score: mean attention of queries q >= 1 to the first token (Guo et al. 2024). Each head in the table "
+            f"is ablated ('{c.ablation}') on every domain's {c.n_seqs} sequences of {c.seq_len} tokens; Δloss is the "
+            f"mean over sequences of the paired per-sequence difference (ablated - clean) and [lo, hi] its "
+            f"{c.ci_level:.0%} paired-bootstrap interval ({c.n_boot} resamples). Dormant: sink score >= "
+            f"{c.sink_threshold:g} and the whole interval inside ±{c.loss_threshold:g}; active: the interval outside "
+            f"±{c.loss_threshold:g}; undetermined otherwise (more sequences narrow the intervals)."))
+        return r
 
 
 @torch.no_grad()
@@ -233,7 +264,7 @@ def ablation_loss_matrix(model, tokens: torch.Tensor, heads: list[tuple[int, int
     device = next(model.parameters()).device
     tokens = tokens.to(device)
     N = tokens.shape[0]
-    clean = _loss_per_seq(model(tokens), tokens).cpu()
+    clean = next_token_loss(model(tokens), tokens).cpu()
     out: list[torch.Tensor] = [torch.zeros(0, N)]
     for start in range(0, len(heads), heads_per_pass):
         chunk = heads[start:start + heads_per_pass]
@@ -262,7 +293,7 @@ def ablation_loss_matrix(model, tokens: torch.Tensor, heads: list[tuple[int, int
             fwd = [(f"blocks.{L}.attn.hook_z", zero_hook(m)) for L, m in masks.items()]
         batch = tokens.repeat(k, 1)
         with scoped_hooks(model, fwd=fwd):
-            out.append(_loss_per_seq(model(batch), batch).view(k, N).cpu())
+            out.append(next_token_loss(model(batch), batch).view(k, N).cpu())
     return clean, torch.cat(out)
 
 
@@ -308,6 +339,7 @@ def active_dormant(model, domains: list[Domain] | dict[str, torch.Tensor], confi
     ``name -> tokens [N, T]`` whose position 0 is the sink token.
     """
     cfg = config or DormantConfig()
+    t0 = time.time()
     if isinstance(domains, dict):
         toks = {k: check_tokens(v) for k, v in domains.items()}
     else:
@@ -315,7 +347,8 @@ def active_dormant(model, domains: list[Domain] | dict[str, torch.Tensor], confi
     if len(toks) < 1:
         raise ValueError("give at least one domain")
     stats = {name: sink_stats(model, t, cfg.batch_size) for name, t in toks.items()}
-    colent = {name: column_entropy_stats(model, t, cfg.batch_size) for name, t in toks.items()}
+    for st in stats.values():
+        st.sink_threshold = cfg.sink_threshold
     if cfg.heads == "all":
         heads = [(L, h) for L in range(int(model.cfg.n_layers)) for h in range(int(model.cfg.n_heads))]
     else:
@@ -338,8 +371,14 @@ def active_dormant(model, domains: list[Domain] | dict[str, torch.Tensor], confi
         dorm = [d for d in names if labels[d][i] == "dormant"]
         act = [d for d in names if labels[d][i] == "active" and ci[d][i][0] > tau]
         if dorm and act:
-            switching.append({"head": f"L{L}H{h}", "layer": L, "head_index": h, "dormant_on": dorm, "active_on": act,
+            switching.append({"head": head_label(L, h), "dormant_on": dorm, "active_on": act,
                               "sink_score": {d: float(stats[d].sink_score[L, h]) for d in names},
                               "delta_loss": {d: delta[d][i] for d in names},
                               "delta_ci": {d: list(ci[d][i]) for d in names}})
-    return DormantResult(names, stats, heads, clean, delta, ci, labels, switching, cfg, colent)
+    first = stats[names[0]]
+    top = sorted(((float(first.sink_score[L, h]), L, h) for L in range(first.sink_score.shape[0])
+                  for h in range(first.sink_score.shape[1])), reverse=True)[:VIEW_HEADS]
+    view = attention_view(model, toks[names[0]][0, :VIEW_TOKENS], [L for _, L, _ in top])
+    return DormantResult(domains=names, stats=stats, heads=heads, clean_loss=clean, delta_loss=delta, delta_ci=ci,
+                         labels=labels, switching=switching, config=cfg, attention=view,
+                         meta=provenance(model, time.time() - t0))

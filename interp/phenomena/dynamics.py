@@ -86,9 +86,6 @@ class DynamicsFit:
     def predict(self, t) -> np.ndarray:
         return curve(t, self.A, self.lam, self.gamma, self.t0, self.K)
 
-    def to_json(self) -> dict:
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in vars(self).items()}
-
 
 def fit_dynamics(t, y, max_nfev: int = 20000) -> DynamicsFit:
     """Fit f(t) = A exp(-λ(γt+t₀)) log(γt+t₀) + K to ``(t, y)`` (see module docstring)."""
@@ -170,10 +167,6 @@ class CheckpointDynamics:
     """Per layer, the fit (``None`` where it failed; see ``errors``)."""
     errors: list[str | None]
     """Per layer, why the fit failed."""
-
-    def to_json(self) -> dict:
-        return {"steps": self.steps, "hooks": self.hooks, "ratio": self.ratio,
-                "fits": [f.to_json() if f else None for f in self.fits], "errors": self.errors}
 
 
 def checkpoint_dynamics(directory, tokens_for, config=None, device=None) -> CheckpointDynamics:

@@ -25,6 +25,10 @@ Algorithm:
    of *held-out* sequences (``heldout``, rows not in the analysed batch), so the variant does not
    restore each entry from its own value.
 
+:func:`massive_run` does both on the built-in domains (or a Bigram-Backcopy task), plus the
+dynamics over training checkpoints, and returns a typed :class:`MassiveResult` (kind ``massive``,
+what ``interp massive`` writes).
+
 Memory: one layer's ``[B, T, d_model]`` residual at a time inside a hook, plus the detected
 entries (capped by ``max_entries``).  Compute: one forward pass (detection), one pass over the
 held-out rows (the means) and one forward pass on a 4x batch (ablation).
@@ -32,15 +36,19 @@ held-out rows (the means) and one forward pass on a 4x batch (ablation).
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from interp.models import resolve_hooks, scoped_hooks
+from interp.results import Result, register
 
-from .sinks import check_tokens
+from .dynamics import CheckpointDynamics, DynamicsFit
+from .sinks import check_tokens, decoder, next_token_loss, provenance, store_sequences
 
 DELIMITER_CHARS = set(".,;:!?\n\t\r ")
 
@@ -112,7 +120,7 @@ class MassiveStats:
     config: MassiveConfig = field(default_factory=MassiveConfig)
     """Thresholds used."""
 
-    def summary(self) -> list[dict]:
+    def table(self) -> list[dict]:
         """One row per (layer, dim, token kind): count and mean value of the detected entries."""
         groups: dict[tuple, list[float]] = {}
         for e in self.entries:
@@ -129,14 +137,6 @@ class MassiveStats:
         for e in self.entries:
             out[e.kind] += 1
         return out
-
-    def to_json(self) -> dict:
-        return {
-            "hooks": self.hooks, "top1": self.top1.tolist(), "median": self.median.tolist(),
-            "ratio": self.ratio.tolist(), "top_dim": self.top_dim, "n_entries": self.n_entries,
-            "kinds": self.kinds(), "summary": self.summary(), "config": asdict(self.config),
-            "entries": [asdict(e) for e in self.entries[:200]],
-        }
 
 
 def token_kind(pos: int, text: str) -> str:
@@ -197,25 +197,13 @@ class _Detector:
         return MassiveStats(list(self.hooks), top1, med, ratio, top_dim, self.entries, self.n_entries, self.cfg)
 
 
-def _decoder(tokenizer):
-    if tokenizer is None:
-        return lambda i: f"<{i}>"
-    cache: dict[int, str] = {}
-
-    def decode(i: int) -> str:
-        if i not in cache:
-            cache[i] = tokenizer.decode([i])
-        return cache[i]
-    return decode
-
-
 @torch.no_grad()
 def massive_stats(model, tokens: torch.Tensor, config: MassiveConfig | None = None) -> MassiveStats:
     """Detect massive activations of ``model`` on ``tokens [B, T]`` (one hooked pass per batch)."""
     cfg = config or MassiveConfig()
     tokens = check_tokens(tokens)
     hooks = resolve_hooks(model, cfg.hooks)
-    det = _Detector(hooks, cfg, _decoder(getattr(model, "tokenizer", None)))
+    det = _Detector(hooks, cfg, decoder(getattr(model, "tokenizer", None)))
     device = next(model.parameters()).device
     state = {}
 
@@ -248,35 +236,11 @@ def massive_stats_from_store(store, config: MassiveConfig | None = None, tokeniz
     if not hooks:
         raise ValueError(f"the store holds no hook matching {cfg.hooks!r}; it holds {store.hooks}")
     hooks.sort(key=_layer_of)
-    det = _Detector(hooks, cfg, _decoder(tokenizer))
-    seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
+    det = _Detector(hooks, cfg, decoder(tokenizer))
     all_tokens = torch.as_tensor(np.asarray(store.tokens)).long()
     for hook in hooks:
-        buf, start, cur = [], 0, None
-        seen = set()
-
-        def flush():
-            if buf:
-                rows = torch.cat([r for r, _ in buf])
-                idx = torch.cat([i for _, i in buf])
-                order = seq_pos[idx, 1].argsort()
-                det.add(hook, rows[order][None], torch.tensor([cur]), all_tokens[idx][order][None])
-
-        for rows in store.stream(hook, batch_size):
-            n = rows.shape[0]
-            ids = torch.arange(start, start + n)
-            seqs = seq_pos[ids, 0]
-            for s in torch.unique_consecutive(seqs).tolist():
-                m = seqs == s
-                if s != cur:
-                    flush()
-                    if s in seen:
-                        raise ValueError(f"sequence {s} is not contiguous in the store; cannot compute its median")
-                    seen.add(s)
-                    buf, cur = [], s
-                buf.append((rows[m], ids[m]))
-            start += n
-        flush()
+        for sid, rows, ids in store_sequences(store, hook, batch_size):
+            det.add(hook, rows[None], torch.tensor([sid]), all_tokens[ids][None])
     return det.result()
 
 
@@ -306,28 +270,12 @@ class MassiveAblation:
     kl: dict[str, float]
     """Mean KL(clean || variant) of the next-token distributions (nats)."""
 
-    def to_json(self) -> dict:
-        return asdict(self)
-
-
-def _next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """[B] mean cross-entropy of predicting tokens[:, 1:] (nats)."""
-    lp = logits[:, :-1].float().log_softmax(-1)
-    return -lp.gather(-1, tokens[:, 1:, None]).squeeze(-1).mean(-1)
-
 
 def kind_codes(tokens: torch.Tensor, decode) -> torch.Tensor:
     """``[B, T]`` index into :data:`KINDS` of every position (:func:`token_kind` of its decoded token)."""
-    cache: dict[int, int] = {}
-    out = torch.empty(tokens.shape, dtype=torch.long)
-    for (b, p), i in zip(((b, p) for b in range(tokens.shape[0]) for p in range(tokens.shape[1])),
-                         tokens.reshape(-1).tolist()):
-        if p == 0:
-            out[b, p] = 0
-            continue
-        if i not in cache:
-            cache[i] = KINDS.index(token_kind(p, decode(i)))
-        out[b, p] = cache[i]
+    kind = functools.lru_cache(maxsize=None)(lambda i: KINDS.index(token_kind(1, decode(i))))
+    out = torch.tensor([[kind(i) for i in row] for row in tokens.tolist()], dtype=torch.long).reshape(tokens.shape)
+    out[:, 0] = 0  # the first token
     return out
 
 
@@ -351,7 +299,7 @@ def heldout_kind_means(model, heldout: torch.Tensor, hook: str, dims: list[int],
     d_model = int(model.cfg.d_model)
     dim_mask = torch.zeros(d_model, dtype=torch.bool)
     dim_mask[dims] = True
-    codes = kind_codes(heldout, _decoder(getattr(model, "tokenizer", None)))
+    codes = kind_codes(heldout, decoder(getattr(model, "tokenizer", None)))
     total = torch.zeros(len(KINDS), d_model, dtype=torch.float64)
     count = torch.zeros(len(KINDS), d_model, dtype=torch.float64)
     bs = batch_size or cfg.batch_size
@@ -422,7 +370,7 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int
     variants = ["clean", "zero", "mean", "random_zero"]
     dim_mask = torch.zeros(int(model.cfg.d_model), dtype=torch.bool, device=device)
     dim_mask[dims] = True
-    codes = kind_codes(tokens, _decoder(getattr(model, "tokenizer", None))).to(device)
+    codes = kind_codes(tokens, decoder(getattr(model, "tokenizer", None))).to(device)
     means, present = means.to(device), present.to(device)
     gen = torch.Generator().manual_seed(seed)
     info = {}
@@ -456,10 +404,192 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int
     batch = tokens.to(device).repeat(len(variants), 1)
     with scoped_hooks(model, fwd=[(hook_name, fn)]):
         logits = model(batch)
-    loss = _next_token_loss(logits, batch[:, :]).view(len(variants), B).mean(1)
+    loss = next_token_loss(logits, batch).view(len(variants), B).mean(1)
     lp = logits[:, :-1].float().log_softmax(-1).view(len(variants), B, tokens.shape[1] - 1, -1)
     kl = (lp[0].exp() * (lp[0] - lp)).sum(-1).mean((1, 2))
     mean_values = {k: [float(means[i, d]) if bool(present[i, d]) else None for d in dims] for i, k in enumerate(KINDS)}
     return MassiveAblation(hook_name, dims, mean_values, {k: int(n_held[i]) for i, k in enumerate(KINDS)}, info["n"],
                            info["by_kind"], {v: float(x) for v, x in zip(variants, loss)},
                            {v: float(x) for v, x in zip(variants, kl)})
+
+
+@register
+@dataclass
+class MassiveResult(Result):
+    """Massive activations of one model: detection, ablation and (over checkpoints) their dynamics."""
+
+    kind: ClassVar[str] = "massive"
+    axes: ClassVar[dict[str, str]] = {
+        "stats.entries.dim": "residual dimension", "stats.entries.layer": "layer",
+        "stats.ratio#0": "layer", "stats.ratio": "top-1 / median |h|", "stats.top1#0": "layer", "stats.top1": "|h|",
+        "ablation.loss#0": "variant", "ablation.loss": "next-token loss (nats)",
+        "ablation.kl#0": "variant", "ablation.kl": "KL(clean || variant) (nats)",
+        "dynamics.steps": "training step", "dynamics.ratio": "top-1 / median |h|"}
+
+    stats: MassiveStats
+    """Detection on the analysed tokens."""
+    n_seqs: int
+    """Analysed sequences."""
+    seq_len: int
+    """Tokens per sequence (first token included)."""
+    source: str = ""
+    """Where the tokens come from (built-in domains, or a Bigram-Backcopy task)."""
+    ablation: MassiveAblation | None = None
+    """Zero / held-out-mean / random-zero overwrite of the massive entries (None: none were found)."""
+    dynamics: CheckpointDynamics | None = None
+    """The top-1 / median ratio per layer over training checkpoints and its fit (with ``checkpoints``)."""
+    checkpoints: str | None = None
+    """Folder of ``step_<N>`` checkpoints the dynamics come from."""
+    meta: dict = field(default_factory=dict)
+    """Provenance: ``model``, ``weight_hash``, ``device``, ``seconds``, ``versions``."""
+
+    @classmethod
+    def _decode_field(cls, name, value):
+        if value is None:
+            return None
+        if name == "stats":
+            return MassiveStats(**{**value, "entries": [MassiveEntry(**e) for e in value["entries"]],
+                                   "config": MassiveConfig(**value["config"])})
+        if name == "ablation":
+            return MassiveAblation(**value)
+        if name == "dynamics":
+            fits = [None if f is None else DynamicsFit(**{k: v if k == "n_points" else float(v) for k, v in f.items()})
+                    for f in value["fits"]]
+            return CheckpointDynamics(**{**value, "fits": fits})
+        return value
+
+    def summary(self) -> str:
+        st, c = self.stats, self.stats.config
+        where = f"{self.n_seqs} x {self.seq_len} tokens ({self.source}) of {self.meta.get('model', 'the model')}"
+        if not st.n_entries:
+            top = int(st.ratio.argmax())
+            text = (f"**No massive activations** (|a| > {c.abs_threshold:g} and >= {c.ratio_threshold:g}x the layer "
+                    f"median) in {where}: the largest top-1 / median ratio is {float(st.ratio[top]):.0f}x, "
+                    f"after layer {top}.")
+        else:
+            k = st.kinds()
+            big = max(st.entries, key=lambda e: abs(e.value))
+            dims = sorted({e.dim for e in st.entries})
+            text = (f"**{st.n_entries} massive activations** (|a| > {c.abs_threshold:g} and >= {c.ratio_threshold:g}x "
+                    f"the layer median) in {where}: {k['first']} on the first token, {k['delimiter']} on delimiters, "
+                    f"{k['other']} elsewhere (of {len(st.entries)} listed), in dimension"
+                    f"{'s' if len(dims) > 1 else ''} {', '.join(map(str, dims[:6]))}{' ...' if len(dims) > 6 else ''}, "
+                    f"from layer {min(e.layer for e in st.entries)} on; the largest is {big.value:.0f} "
+                    f"({big.ratio:.0f}x the median) after layer {big.layer}, dim {big.dim}.")
+        ab = self.ablation
+        if ab is not None:
+            kl = {k: round(v, 3) + 0.0 for k, v in ab.kl.items()}  # + 0.0: a rounding -0.000 reads 0.000
+            text += (f" Zeroing them after layer {_layer_of(ab.hook)} changes the loss from {ab.loss['clean']:.3f} to "
+                     f"{ab.loss['zero']:.3f} nats (KL {kl['zero']:.3f}); setting them to their held-out mean gives "
+                     f"{ab.loss['mean']:.3f} (KL {kl['mean']:.3f}); zeroing as many random entries "
+                     f"{ab.loss['random_zero']:.3f} (KL {kl['random_zero']:.3f}).")
+        dyn = self.dynamics
+        if dyn is not None:
+            ok = [(j, f) for j, f in enumerate(dyn.fits) if f is not None]
+            text += f" Over {len(dyn.steps)} checkpoints the five-parameter fit converged on {len(ok)} of {len(dyn.fits)} layers"
+            text += (f" (layer {ok[0][0]}: R² {ok[0][1].r2:.3f}, A {ok[0][1].A:+.3g})." if ok else ".")
+        return text
+
+    def report(self):
+        from dataclasses import asdict
+
+        from interp.reports import Report
+
+        st, ab, dyn = self.stats, self.ablation, self.dynamics
+        r = Report(f"Massive activations: {self.meta.get('model', '')}".rstrip(": "), summary=self.summary(),
+                   config={**asdict(st.config), "n_seqs": self.n_seqs, "seq_len": self.seq_len, "source": self.source,
+                           "checkpoints": self.checkpoints}, meta=self.meta)
+        if st.entries:
+            layers, dims = sorted({e.layer for e in st.entries}), sorted({e.dim for e in st.entries})
+            z = [[max((abs(e.value) for e in st.entries if e.layer == L and e.dim == d), default=0.0) for d in dims]
+                 for L in layers]
+            r.add_heatmap("Largest massive activation by layer and dimension", z, [str(d) for d in dims],
+                          [f"L{L}" for L in layers], x_title="residual dimension", y_title="layer",
+                          fields=("stats.entries.dim", "stats.entries.layer"),
+                          caption="Max |a| of the detected entries after each layer (blocks.ℓ.hook_resid_post), "
+                                  "only the layers and dimensions that hold one.")
+        if ab is not None:
+            variants = list(ab.loss)
+            cap = (f"{ab.n_overwritten} entries overwritten after layer {_layer_of(ab.hook)} (dims {ab.dims}; "
+                   f"{ab.n_by_kind}); mean: each set to the held-out mean of its token kind; random_zero: as many "
+                   "random non-massive entries of that layer zeroed (control).")
+            r.add_bars("Next-token loss with the massive activations overwritten", variants,
+                       {"loss": [ab.loss[v] for v in variants]}, x_title="variant", y_title="next-token loss (nats)",
+                       fields=("ablation.loss#0", "ablation.loss"), caption=cap)
+            r.add_bars("KL from the clean next-token distribution", variants[1:],
+                       {"KL": [ab.kl[v] for v in variants[1:]]}, x_title="variant",
+                       y_title="KL(clean || variant) (nats)", fields=("ablation.kl#0", "ablation.kl"))
+        n = list(range(len(st.hooks)))
+        r.add_line("Top-1 / median |h| per layer", n, {"ratio": st.ratio}, x_title="layer", y_title="top-1 / median |h|",
+                   log_y=True, fields=("stats.ratio#0", "stats.ratio"),
+                   caption="Mean over sequences of max |h| / median |h| of blocks.ℓ.hook_resid_post.")
+        r.add_line("Top-1 and median |h| per layer", n, {"top-1": st.top1, "median": st.median}, x_title="layer",
+                   y_title="|h|", log_y=True, fields=("stats.top1#0", "stats.top1"))
+        if dyn is not None:
+            ratio = torch.tensor(dyn.ratio)
+            ys = {f"L{j}": ratio[:, j] for j in range(ratio.shape[1])}
+            ys.update({f"L{j} fit": f.predict(dyn.steps) for j, f in enumerate(dyn.fits) if f is not None})
+            r.add_line("Top-1 / median |h| over training, with the five-parameter fit", dyn.steps, ys,
+                       x_title="training step", y_title="top-1 / median |h|", fields=("dynamics.steps", "dynamics.ratio"))
+            r.add_table("Fit f(t) = A exp(-λx) log x + K, x = γt + t₀, per layer",
+                        [{"layer": j, **(vars(f) if f else {"error": e})} for j, (f, e) in enumerate(zip(dyn.fits, dyn.errors))])
+        if st.entries:
+            r.add_table("Massive activations by layer, dimension and token kind", st.table())
+        r.add_section("Method", (
+            "Sun et al. 2024: a scalar of the residual state after layer ℓ is massive when |a| > "
+            f"{st.config.abs_threshold:g} and |a| >= {st.config.ratio_threshold:g} x the median |h| of that sequence "
+            "and layer. The ablation overwrites them after the earliest layer reaching half the largest magnitude and "
+            "compares next-token loss and KL(clean || variant); the mean variant takes one mean per token kind and "
+            "dimension from held-out sequences. Dynamics: Gallego-Feliciano et al. 2025's five-parameter fit of the "
+            "ratio over checkpoints."))
+        return r
+
+
+def massive_run(model=None, checkpoints=None, config: MassiveConfig | None = None, n_seqs: int = 4,
+                seq_len: int = 64, heldout_seqs: int = 4, hook: str | None = None, device=None) -> MassiveResult:
+    """Detect, ablate and (with ``checkpoints``) follow massive activations over training.
+
+    ``model``: a loaded model, a name or a checkpoint folder (None: the last of ``checkpoints``, else
+    smollm2-135m).  Tokens: ``n_seqs`` windows of ``seq_len`` tokens of each built-in domain, the
+    held-out rows of the mean ablation the next ``heldout_seqs`` windows; for a Bigram-Backcopy
+    checkpoint (``bb_task.json`` beside it) 16 sequences of its task and ``heldout_seqs`` of another
+    seed.  ``checkpoints``: a folder of ``step_<N>`` checkpoints whose per-layer ratio is fitted
+    (:func:`interp.phenomena.dynamics.checkpoint_dynamics`).
+    """
+    import time
+    from pathlib import Path
+
+    from interp.models import load_model
+    from interp.toy.bigram_backcopy import bb_eval_tokens, load_task
+
+    from .domains import default_domains, domain_tokens
+    from .dynamics import checkpoint_dynamics, list_checkpoints
+
+    if heldout_seqs < 1:
+        raise ValueError(f"heldout_seqs must be >= 1, got {heldout_seqs}")
+    cfg = config or MassiveConfig()
+    t0 = time.time()
+    folder = checkpoints or (model if isinstance(model, (str, Path)) and Path(model).is_dir() else None)
+    task = load_task(folder) if folder else None
+
+    def tokens_for(m, held: bool = False):
+        if task is not None:
+            return bb_eval_tokens(task, n_seqs=heldout_seqs, seed=2) if held else bb_eval_tokens(task, n_seqs=16)
+        n = n_seqs + heldout_seqs if held else n_seqs
+        return torch.cat([domain_tokens(m, d, seq_len, n)[n_seqs if held else 0:] for d in default_domains()])
+
+    dynamics = None
+    if checkpoints:
+        dynamics = checkpoint_dynamics(checkpoints, tokens_for, cfg, device=device)
+        model = model or str(list_checkpoints(checkpoints)[-1][1])
+    if model is None or isinstance(model, (str, Path)):
+        model = load_model(str(model or "smollm2-135m"), device=device)
+    tokens = tokens_for(model)
+    stats = massive_stats(model, tokens, cfg)
+    ablation = (massive_ablation(model, tokens, stats, hook=hook, heldout=tokens_for(model, held=True))
+                if stats.entries else None)
+    source = "Bigram-Backcopy task" if task is not None else "built-in domains " + ", ".join(
+        d.name for d in default_domains())
+    return MassiveResult(stats=stats, n_seqs=tokens.shape[0], seq_len=tokens.shape[1], source=source,
+                         ablation=ablation, dynamics=dynamics, checkpoints=str(checkpoints) if checkpoints else None,
+                         meta=provenance(model, time.time() - t0))

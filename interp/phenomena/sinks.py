@@ -25,18 +25,33 @@ computed live or from stored activations.  The sink score from a store
 queries and keys (``blocks.ℓ.attn.hook_rot_q`` / ``hook_rot_k``), since the ``[T, T]`` pattern
 itself is not a per-token row.
 
+The live pass also gives Guo et al.'s column-entropy score (:func:`column_entropy_score`).
+:func:`sink_stats` returns a typed :class:`SinkStats` (kind ``sink_stats``) whose report shows the
+layer x head sink score and value drain and the residual norms per layer; :func:`add_sink_figures`
+puts the same figures into the active-dormant report; :func:`attention_view` keeps one sequence's
+patterns for the attention viewer.
+
 Memory: one layer's attention pattern ``[B, H, T, T]`` at a time inside a hook (nothing is
-cached), plus ``O(n_seqs * L * H)`` statistics.  Compute: one forward pass over the inputs.
+cached; the column entropy briefly holds it in float64), plus ``O(n_seqs * L * H)`` statistics.
+Compute: one forward pass over the inputs.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from interp.models import scoped_hooks
+from interp.models import model_name, scoped_hooks
+from interp.models.hooks import head_label
+from interp.reports.attention import AttentionPatterns
+from interp.results import Result, register
+
+SINK_THRESHOLD = 0.8
+"""Default sink score at which a head counts as an attention sink (Guo et al. use 0.8 for dormant candidates)."""
 
 
 class PositionStats:
@@ -82,14 +97,23 @@ class PositionStats:
         return sink, rest_mean, rest_max
 
 
+@register
 @dataclass
-class SinkStats:
+class SinkStats(Result):
     """Sink statistics of one model on one set of sequences (one domain)."""
+
+    kind: ClassVar[str] = "sink_stats"
+    axes: ClassVar[dict[str, str]] = {
+        "sink_score#0": "layer", "sink_score#1": "head", "value_drain#0": "layer", "value_drain#1": "head",
+        "resid_norm_sink#0": "layer", "resid_norm_sink": "residual norm"}
 
     sink_score: torch.Tensor
     """[L, H] mean over sequences and queries q >= 1 of the attention to position 0."""
     row_entropy: torch.Tensor
     """[L, H] mean normalised entropy of attention rows q >= 1 (0 = one key, 1 = uniform)."""
+    column_entropy: torch.Tensor
+    """[L, H] Guo's column score, mean over sequences of :func:`column_entropy_score` (1 = a key, the
+    sink, attended evenly by every query)."""
     value_norm_sink: torch.Tensor
     """[L, H] mean ‖v_h‖ at position 0 (the head's KV group under GQA)."""
     value_norm_rest_mean: torch.Tensor
@@ -106,10 +130,14 @@ class SinkStats:
     """Sequences the statistics average over."""
     seq_len: int
     """Tokens per sequence (position 0 included)."""
-    example_tokens: list[int] = field(default_factory=list)
-    """Token ids of the first sequence (for per-token displays)."""
+    example_tokens: list[str] = field(default_factory=list)
+    """Tokens of the first sequence, decoded (for per-token displays)."""
     example_sink_attention: torch.Tensor | None = None
     """[L, H, T] attention of each query of the first sequence to position 0."""
+    model: str = ""
+    """Name of the model."""
+    sink_threshold: float = SINK_THRESHOLD
+    """Sink score at which :meth:`summary` counts a head as an attention sink."""
 
     @property
     def value_drain(self) -> torch.Tensor:
@@ -121,17 +149,60 @@ class SinkStats:
         """[L] ‖h(⟨s⟩)‖ / max_{i>=1} ‖h(i)‖ (above 1: the first token's residual state peaks)."""
         return self.resid_norm_sink / self.resid_norm_rest_max.clamp_min(1e-12)
 
-    def to_json(self) -> dict:
-        out = {}
-        for k in ("sink_score", "row_entropy", "value_norm_sink", "value_norm_rest_mean", "value_norm_rest_max",
-                  "resid_norm_sink", "resid_norm_rest_mean", "resid_norm_rest_max"):
-            out[k] = getattr(self, k).tolist()
-        out["value_drain"] = self.value_drain.tolist()
-        out["resid_peak"] = self.resid_peak.tolist()
-        out.update(n_seqs=self.n_seqs, seq_len=self.seq_len, example_tokens=self.example_tokens)
-        if self.example_sink_attention is not None:
-            out["example_sink_attention"] = self.example_sink_attention.tolist()
-        return out
+    def sink_heads(self, threshold: float | None = None) -> list[tuple[int, int, float]]:
+        """``(layer, head, sink score)`` of every head whose score reaches ``threshold``, strongest first."""
+        t = self.sink_threshold if threshold is None else threshold
+        idx = (self.sink_score >= t).nonzero().tolist()
+        return sorted(((L, h, float(self.sink_score[L, h])) for L, h in idx), key=lambda x: -x[2])
+
+    def summary(self) -> str:
+        L, H = self.sink_score.shape
+        sinks = self.sink_heads()
+        text = (f"**{len(sinks)} of {L * H} heads are attention sinks** (>= {self.sink_threshold:g} of their "
+                f"attention on the first token, mean over {self.n_seqs} sequences of {self.seq_len} tokens"
+                + (f" on {self.model}" if self.model else "") + ")")
+        if sinks:
+            top = ", ".join(f"{head_label(a, b)} {s:.2f}" for a, b, s in sinks[:3])
+            drain = float(torch.stack([self.value_drain[a, b] for a, b, _ in sinks]).median())
+            text += f"; strongest {top}. Their value at the first token is {drain:.2f}x the other tokens' (median)"
+        peak = self.resid_peak
+        top_l = int(peak.argmax())
+        return text + (f". The first token's residual state is the largest in {int((peak > 1).sum())} of {L} layers "
+                       f"(up to {float(peak[top_l]):.1f}x the largest other token's, after layer {top_l}).")
+
+    def report(self):
+        from interp.reports import Report
+
+        r = Report(f"Attention sinks: {self.model or 'model'}", summary=self.summary(),
+                   config={"n_seqs": self.n_seqs, "seq_len": self.seq_len, "sink_threshold": self.sink_threshold})
+        add_sink_figures(r, self)
+        return r
+
+
+def add_sink_figures(r, st: SinkStats, where: str = "", prefix: str = "") -> None:
+    """Sink score and value drain (layer x head heatmaps), residual norms per layer and the first
+    sequence's attention to ⟨s⟩ of the strongest sink head, into report ``r``; ``prefix`` is the
+    path of ``st`` in the result that owns the report (for the figures' ``fields``)."""
+    L, H = st.sink_score.shape
+    cols, rows = [f"H{h}" for h in range(H)], [f"L{layer}" for layer in range(L)]
+    tag = f"{where}: " if where else ""
+    r.add_heatmap(f"{tag}sink score", st.sink_score, cols, rows, x_title="head", y_title="layer",
+                  fields=(f"{prefix}sink_score#1", f"{prefix}sink_score#0"),
+                  caption="Mean attention of queries q >= 1 to the first token ⟨s⟩ (blocks.ℓ.attn.hook_pattern).")
+    r.add_heatmap(f"{tag}value drain", st.value_drain, cols, rows, x_title="head", y_title="layer",
+                  fields=(f"{prefix}value_drain#1", f"{prefix}value_drain#0"),
+                  caption="‖v(⟨s⟩)‖ / mean ‖v(i>=1)‖ (blocks.ℓ.attn.hook_v): well below 1, a head that attends to "
+                          "⟨s⟩ reads almost nothing.")
+    r.add_line(f"{tag}residual norm at the first token and the others", list(range(L)),
+               {"‖h(⟨s⟩)‖": st.resid_norm_sink, "max ‖h(i>=1)‖": st.resid_norm_rest_max,
+                "mean ‖h(i>=1)‖": st.resid_norm_rest_mean}, x_title="layer", y_title="residual norm", log_y=True,
+               fields=(f"{prefix}resid_norm_sink#0", f"{prefix}resid_norm_sink"),
+               caption="blocks.ℓ.hook_resid_post, mean over sequences.")
+    sinks = st.sink_heads(0.0)
+    if st.example_sink_attention is not None and st.example_tokens and sinks:
+        a, b, _ = sinks[0]
+        r.add_token_attributions(f"{tag}attention of each token to the first token, head {head_label(a, b)}",
+                                 st.example_tokens, st.example_sink_attention[a, b])
 
 
 def _kv_groups(model) -> tuple[int, int]:
@@ -140,6 +211,69 @@ def _kv_groups(model) -> tuple[int, int]:
     if n_heads % n_kv:
         raise ValueError(f"n_heads={n_heads} is not a multiple of n_key_value_heads={n_kv}")
     return n_heads, n_kv
+
+
+def decoder(tokenizer):
+    """``id -> text`` through ``tokenizer`` (cached per id; ``<id>`` without a tokenizer)."""
+    if tokenizer is None:
+        return lambda i: f"<{i}>"
+    return functools.lru_cache(maxsize=None)(lambda i: tokenizer.decode([i]))
+
+
+@torch.no_grad()
+def attention_view(model, tokens: torch.Tensor, layers) -> AttentionPatterns:
+    """The attention viewer (:class:`interp.reports.attention.AttentionPatterns`) of one sequence
+    ``tokens [T]`` at ``layers``: one forward pass, ``blocks.ℓ.attn.hook_pattern`` kept."""
+    layers = sorted({int(x) for x in layers})
+    pats = {}
+
+    def keep(layer):
+        def fn(a, hook):
+            pats[layer] = a[0].float().cpu()
+        return fn
+
+    with scoped_hooks(model, fwd=[(f"blocks.{x}.attn.hook_pattern", keep(x)) for x in layers]):
+        model(tokens.reshape(1, -1).long().to(next(model.parameters()).device))
+    decode = decoder(getattr(model, "tokenizer", None))
+    return AttentionPatterns(tokens=[decode(i) for i in tokens.reshape(-1).tolist()], layers=layers,
+                             patterns=torch.stack([pats[x] for x in layers]), model=model_name(model))
+
+
+def provenance(model, seconds: float) -> dict:
+    """What produced a result: model name, weight hash, device, wall seconds and :func:`interp.results.versions`."""
+    from interp.models import weight_hash
+    from interp.results import versions
+
+    return {"model": model_name(model), "weight_hash": weight_hash(model), "seconds": round(seconds, 2),
+            "device": str(next(model.parameters()).device), "versions": versions()}
+
+
+def column_entropy(pattern: torch.Tensor) -> torch.Tensor:
+    """``[..., K]`` normalised column entropy of each key of causal patterns ``pattern [..., Q, K]`` (Q = K).
+
+    Column k is normalised over the queries (zero entries contribute 0), its entropy is divided by
+    log(Q - k), the entropy of a uniform spread over the queries q >= k; the last key scores 0.
+    """
+    if pattern.ndim < 2 or pattern.shape[-1] != pattern.shape[-2]:
+        raise ValueError(f"column_entropy needs square causal patterns [..., T, T], got {tuple(pattern.shape)}")
+    a = pattern.double()
+    pos = a > 0
+    p = torch.where(pos, a / a.sum(-2, keepdim=True).clamp_min(1e-300), 0.0)
+    H = torch.where(pos, -p * p.clamp_min(1e-300).log(), 0.0).sum(-2)  # [..., K]
+    T = a.shape[-1]
+    norm = torch.log(T - torch.arange(T, dtype=torch.float64, device=a.device))
+    return torch.where(norm > 0, H / norm.clamp_min(1e-300), 0.0).to(pattern.dtype if pattern.is_floating_point() else torch.float32)
+
+
+def column_entropy_score(pattern: torch.Tensor) -> torch.Tensor:
+    """``[...]`` Guo's per-head column score: max over keys of :func:`column_entropy`."""
+    return column_entropy(pattern).max(-1).values
+
+
+def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``[B]`` mean cross-entropy (nats) of predicting ``tokens[:, 1:]`` from ``logits [B, T, V]``."""
+    lp = logits[:, :-1].float().log_softmax(-1)
+    return -lp.gather(-1, tokens[:, 1:, None]).squeeze(-1).mean(-1)
 
 
 def check_tokens(tokens: torch.Tensor) -> torch.Tensor:
@@ -176,6 +310,7 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
 
     sink = torch.zeros(n_layers, n_heads)
     ent = torch.zeros(n_layers, n_heads)
+    col = torch.zeros(n_layers, n_heads, dtype=torch.float64)
     example = torch.zeros(n_layers, n_heads, T)
     vstats = [PositionStats() for _ in range(n_layers)]
     rstats = [PositionStats() for _ in range(n_layers)]
@@ -189,6 +324,7 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
             rows = a[:, :, 1:, :]
             h = -(rows * torch.log(rows.clamp_min(1e-30))).sum(-1) / logn  # [b, H, T-1]
             ent[layer] += h.mean(-1).sum(0).cpu()
+            col[layer] += column_entropy_score(a).double().sum(0).cpu()
             if state["first"]:
                 example[layer] = a[0, :, :, 0].cpu()
             return None
@@ -220,15 +356,18 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
             state["first"] = start == 0
             model(chunk)
 
+    decode = decoder(getattr(model, "tokenizer", None))
     group = n_heads // n_kv
     vres = [s.result() for s in vstats]  # per layer: (sink, rest_mean, rest_max), each [n_kv]
     vs, vm, vx = (torch.stack([r[i] for r in vres]).repeat_interleave(group, dim=-1) for i in range(3))
     rres = [s.result() for s in rstats]
     rs, rm, rx = (torch.stack([r[i] for r in rres]) for i in range(3))
     return SinkStats(
-        sink_score=sink / B, row_entropy=ent / B, value_norm_sink=vs, value_norm_rest_mean=vm,
-        value_norm_rest_max=vx, resid_norm_sink=rs, resid_norm_rest_mean=rm, resid_norm_rest_max=rx,
-        n_seqs=B, seq_len=T, example_tokens=tokens[0].tolist(), example_sink_attention=example,
+        sink_score=sink / B, row_entropy=ent / B, column_entropy=(col / B).float(), value_norm_sink=vs,
+        value_norm_rest_mean=vm, value_norm_rest_max=vx, resid_norm_sink=rs, resid_norm_rest_mean=rm,
+        resid_norm_rest_max=rx,
+        n_seqs=B, seq_len=T, example_tokens=[decode(i) for i in tokens[0].tolist()], example_sink_attention=example,
+        model=model_name(model),
     )
 
 
@@ -253,10 +392,37 @@ def store_rows(store, hook: str, batch_size: int = 4096):
     seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
     start = 0
     for rows in store.stream(hook, batch_size):
-        n = rows.shape[0]
-        sp = seq_pos[start:start + n]
+        sp = seq_pos[start:start + rows.shape[0]]
         yield rows, sp[:, 0], sp[:, 1]
-        start += n
+        start += rows.shape[0]
+
+
+def store_sequences(store, hook: str, batch_size: int = 4096):
+    """Yield ``(seq, rows [T_s, ...], row_ids [T_s])`` for each sequence of ``hook`` in an activation
+    store, its rows in position order (``row_ids`` index ``store.seq_pos`` / ``store.tokens``).  The rows of
+    one sequence must be contiguous in store order, as ``cache_activations`` writes them."""
+    seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
+    buf, cur, seen, start = [], None, set(), 0
+
+    def whole():
+        rows, ids = torch.cat([r for r, _ in buf]), torch.cat([i for _, i in buf])
+        order = seq_pos[ids, 1].argsort()
+        return cur, rows[order], ids[order]
+
+    for rows, seqs, _ in store_rows(store, hook, batch_size):
+        ids = torch.arange(start, start + len(rows))
+        start += len(rows)
+        for sid in torch.unique_consecutive(seqs).tolist():
+            if sid != cur:
+                if buf:
+                    yield whole()
+                if sid in seen:
+                    raise ValueError(f"sequence {sid} is not contiguous in the store")
+                seen.add(sid)
+                buf, cur = [], sid
+            buf.append((rows[seqs == sid], ids[seqs == sid]))
+    if buf:
+        yield whole()
 
 
 def resid_peak_from_store(store, layers=None, batch_size: int = 4096) -> dict[str, torch.Tensor]:
@@ -334,44 +500,16 @@ def sink_scores_from_store(store, layers=None, scale: float | None = None, batch
             raise ValueError(f"{qh} rows {qshape} and {kh} rows {kshape} are not [heads, d_head] with one d_head")
         sc = scale if scale is not None else qshape[1] ** -0.5
         s_sum, e_sum, n = torch.zeros(qshape[0]), torch.zeros(qshape[0]), 0
-        buf_q, buf_k, cur, start = [], [], None, 0
-
-        def flush():
-            nonlocal s_sum, e_sum, n
-            if not buf_q:
-                return
-            q, k = torch.cat(buf_q), torch.cat(buf_k)
-            if len(q) >= 2:
-                s, e = _attention_stats(q, k, sc)
-                s_sum, e_sum, n = s_sum + s, e_sum + e, n + 1
-            buf_q.clear()
-            buf_k.clear()
-
-        for qr, kr in zip(store.stream(qh, batch_size), store.stream(kh, batch_size)):
-            sp = seq_pos[start:start + len(qr)]
-            start += len(qr)
-            qr, kr = qr.float().view(-1, *qshape), kr.float().view(-1, *kshape)
-            # split the batch where the sequence id changes
-            cuts = (torch.nonzero(sp[1:, 0] != sp[:-1, 0]).flatten() + 1).tolist()
-            for a, b in zip([0] + cuts, cuts + [len(sp)]):
-                s_id, p0 = int(sp[a, 0]), int(sp[a, 1])
-                if s_id != cur:
-                    flush()
-                    if max_seqs is not None and n >= max_seqs:
-                        break
-                    cur = s_id
-                    if p0 != 0:
-                        raise ValueError(f"sequence {s_id} starts at position {p0}: the store has no position-0 rows "
-                                         "(cached with skip_bos=True?), so the sink cannot be scored")
-                expect = sum(len(x) for x in buf_q)
-                if not torch.equal(sp[a:b, 1], torch.arange(expect, expect + b - a)):
-                    raise ValueError(f"rows of sequence {s_id} are not in position order in the store")
-                buf_q.append(qr[a:b])
-                buf_k.append(kr[a:b])
+        pairs = zip(store_sequences(store, qh, batch_size), store_sequences(store, kh, batch_size))
+        for (sid, q, ids), (_, k, _) in pairs:
             if max_seqs is not None and n >= max_seqs:
                 break
-        if max_seqs is None or n < max_seqs:
-            flush()
+            if not torch.equal(seq_pos[ids, 1], torch.arange(len(ids))):
+                raise ValueError(f"sequence {sid} holds positions {seq_pos[ids, 1][:4].tolist()}...: the store lacks its "
+                                 "position-0 row (cached with skip_bos=True?) or a later one, so the sink cannot be scored")
+            if len(q) >= 2:
+                sk, ek = _attention_stats(q.float().view(-1, *qshape), k.float().view(-1, *kshape), sc)
+                s_sum, e_sum, n = s_sum + sk, e_sum + ek, n + 1
         if n == 0:
             raise ValueError(f"no sequence of length >= 2 in the store for layer {L}")
         sinks.append(s_sum / n)

@@ -28,50 +28,34 @@ a TransformerBridge and every analysis of :mod:`interp.phenomena` (and ``interp 
 non-trigger positions, with a causal check (attention moved to ⟨s⟩ at all positions, batched
 with the clean run).
 
+:func:`bb_experiment` trains and measures every checkpoint and returns a :class:`BBResult`
+(kind ``bigram_backcopy``; what ``interp bigram-backcopy`` writes), whose report follows the
+mechanism over training.
+
 Paper scale: 1-3 layers, dim 256, Adam(W) 3e-4, betas (0.9, 0.99), wd 1e-4, batch 512 x 256
 tokens, 10k steps.  Default here: 3 layers, dim 64, the paper's init, ReLU, betas and wd, lr 1e-2
-after 200 linear warm-up steps, 2000 steps of 32 x 32 tokens (training: 85-120 s on one thread at
-load average 4-5, 180-190 s at 9 on 2 cores).  Measured through the bridge on 64 held-out
-sequences at step 2000, seeds 0 / 1 / 2 (``bench/run_bb_sweep.py --full``, records in
-``bench/results/bb_full_*.json``; per-250-step curves in ``bb_sweep_p3_lr1e2_s*.json``):
+after 200 linear warm-up steps, 2000 steps of 32 x 32 tokens: the sink and the value drain form
+at every seed tried, the residual peak at ⟨s⟩ is seed-dependent and far below LLM-scale massive
+activations (measured numbers per seed, and the settings that did not work: docs/methods.md,
+Bigram-Backcopy toy; ``bench/results/bb_*.json``).  Design choice: Hugging Face checkpoints, so
+the toy needs no model code of its own.
 
-* active-dormant: the copy head (layer 1 at seed 0, layer 0 at seeds 1 and 2) attends to the
-  previous token at triggers 0.978 / 0.979 / 0.979 and to ⟨s⟩ elsewhere 1.000 / 0.980 / 0.945
-  (0.10 at init); moving it to ⟨s⟩ costs 3.98 / 5.52 / 4.66 nats at triggers and < 0.001
-  elsewhere;
-* value drain ‖v(⟨s⟩)‖ / mean_{i>=1} ‖v(i)‖ of that head: 0.122 / 0.181 / 0.099 (0.95-1.06 at init);
-* residual peak after layer 0 (``blocks.0.hook_resid_post``): ‖h(⟨s⟩)‖ / mean_{i>=1} ‖h(i)‖ =
-  6.61 / 4.87 / 2.54 (1.00-1.08 at init), / max_{i>=1} = 4.99 / 2.48 / 1.33; the layer-0
-  top-1/median |h| ratio sits at ⟨s⟩ in every sequence and grows from 5.3-5.5 to 68 / 66 / 29,
-  saturating rather than rising and falling: the five-parameter fit of ``interp massive
-  --checkpoints`` gets R² 0.993 / 0.993 / 0.983 on layer 0 with A < 0 (a
-  saturating curve; its "t_peak" is then the minimum, not a peak).  After layers 1-2 the other
-  tokens' norms grow faster and ⟨s⟩ is no longer the largest (0.45-0.81 x mean).  This is the
-  paper's layout (an MLP before the dormant head writes the peak; ``minimal-res-peak.sh``), but
-  the peak's size is seed-dependent and far from LLM scale: no entry reaches Sun et al.'s
-  |a| > 100 and 1000 x median, so ``interp massive`` reports 0 massive activations.  Two
-  further seeds, 3 and 4 (sweeps only, copy head at layer 0 as at seeds 1-2,
-  ``bb_sweep_p3_lr1e2_s3/4.json``) give sink 0.98 / 0.98 and drain 0.27 / 0.15 at layer 0 but a
-  peak of only 1.44 / 1.93 x mean and 0.67 / 0.84 x max: ⟨s⟩ is then not the largest residual,
-  and the layer-0 top-1 |h| sits at ⟨s⟩ in only 23% / 25% of sequences.  So sink and drain are
-  robust (5 of 5 seeds); ⟨s⟩ carries the largest residual in 3 of 5 seeds (the slow test runs
-  seed 0) and more than the mean in all 5.
-
-What did not work (same budget): Hugging Face init (N(0, 0.02)) with GELU, lr 3e-3, betas
-(0.9, 0.999): sink 0.99 at layer 0 only without weight decay and 32-token sequences, residual
-peak <= 1.2 x mean; the Llama variant: peak 2.1 x mean after layer 1, no head above 0.5 to ⟨s⟩;
-paper init at lr 3e-3 without warm-up: peak 2.8-3.5 x mean after layer 0 but the sink only
-0.4-0.9 by step 2000.  Memory: < 1 MB of weights per checkpoint.
+Cost: training is O(steps x batch x seq_len) forward + backward passes of a < 1 MB model;
+:func:`bb_mechanism` is one forward pass of (1 + n_layers) x n_seqs sequences plus one of
+:func:`interp.phenomena.sinks.sink_stats`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+
+from interp.results import Result, register
 
 SHAKESPEARE = """Shall I compare thee to a summer's day?
 Thou art more lovely and more temperate:
@@ -342,25 +326,12 @@ def bb_model(task: BBTask, cfg: BBTrainConfig):
     return model
 
 
-@dataclass
-class BBRun:
-    """What :func:`train_bb` did."""
-
-    out: str
-    """Folder holding ``step_<N>`` checkpoints and ``bb_task.json``."""
-    steps: list[int]
-    """Checkpointed steps."""
-    losses: list[float]
-    """Training loss per step."""
-    seconds: float
-    """Wall-clock training time."""
-    tokens_per_second: float
-    """Training throughput (tokens/s, forward + backward)."""
-
-
 def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | None = None,
-             device: str | None = None, log=None) -> BBRun:
-    """Train the BB toy model, saving Hugging Face checkpoints under ``out/step_<N>``."""
+             device: str | None = None, log=None) -> "BBResult":
+    """Train the BB toy model, saving Hugging Face checkpoints under ``out/step_<N>``; the result's
+    ``mechanism`` is empty (:func:`bb_experiment` measures it)."""
+    from interp.results import versions
+
     import time
 
     task, cfg = task or BBTask(), cfg or BBTrainConfig()
@@ -403,7 +374,10 @@ def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | N
         if step in ckpts:
             save(step)
     secs = time.time() - t0
-    return BBRun(str(out), saved, losses, secs, cfg.steps * cfg.batch_size * task.seq_len / max(secs, 1e-9))
+    tps = cfg.steps * cfg.batch_size * task.seq_len / max(secs, 1e-9)
+    return BBResult(out=str(out), task={k: v for k, v in asdict(task).items() if k != "text"}, train=cfg, steps=saved,
+                    losses=losses, seconds=secs, tokens_per_second=tps,
+                    meta={"model": "bigram-backcopy", "device": str(device), "versions": versions()})
 
 
 def load_task(directory: str | Path) -> BBTask | None:
@@ -443,9 +417,9 @@ class BBMechanism:
     """[L] ‖h(⟨s⟩)‖ / max_{i>=1} ‖h(i)‖ (``blocks.ℓ.hook_resid_post``)."""
     resid_norm_sink: list[float]
     """[L] ‖h(⟨s⟩)‖."""
-    resid_norm_rest_mean: list[float] = None
+    resid_norm_rest_mean: list[float]
     """[L] mean_{i>=1} ‖h(i)‖ (so ``resid_norm_sink / resid_norm_rest_mean`` > 1: ⟨s⟩ carries the largest state)."""
-    value_norm_sink: list[float] = None
+    value_norm_sink: list[float]
     """[L] ‖v(⟨s⟩)‖ (the head's value at the first token)."""
 
 
@@ -503,3 +477,107 @@ def bb_mechanism(model, task: BBTask, n_seqs: int = 64, seed: int = 1) -> BBMech
 def bb_eval_tokens(task: BBTask, n_seqs: int = 16, seed: int = 1) -> torch.Tensor:
     """Held-out BB sequences (for the checkpoint dynamics)."""
     return task.sample(n_seqs, torch.Generator().manual_seed(seed))
+
+
+@register
+@dataclass
+class BBResult(Result):
+    """A Bigram-Backcopy training run and its mechanism measured at every checkpoint (``interp bigram-backcopy``)."""
+
+    kind: ClassVar[str] = "bigram_backcopy"
+    axes: ClassVar[dict[str, str]] = {
+        "losses#0": "training step", "losses": "training loss (nats/token)", "steps": "training step",
+        "mechanism[step].attn_bos_at_other": "attention to ⟨s⟩ off-trigger",
+        "mechanism[step].attn_prev_at_trigger": "attention to the previous token at triggers",
+        "mechanism[step].value_drain": "value drain", "mechanism[step].resid_peak": "residual ‖h(⟨s⟩)‖ / max other"}
+
+    out: str
+    """Folder holding the ``step_<N>`` checkpoints and ``bb_task.json``."""
+    task: dict
+    """The :class:`BBTask` settings (its text left out)."""
+    train: BBTrainConfig
+    """Model and optimisation settings."""
+    steps: list[int]
+    """Checkpointed steps."""
+    losses: list[float]
+    """Training loss per optimisation step (step 1 first)."""
+    mechanism: list[BBMechanism] = field(default_factory=list)
+    """:func:`bb_mechanism` at each checkpoint (aligned with ``steps``; empty straight from :func:`train_bb`)."""
+    seconds: float = 0.0
+    """Wall-clock training time."""
+    tokens_per_second: float = 0.0
+    """Training throughput (forward + backward)."""
+    meta: dict = field(default_factory=dict)
+    """Provenance: ``device``, ``versions``."""
+
+    @classmethod
+    def _decode_field(cls, name, value):
+        if name == "train":
+            return BBTrainConfig(**{**value, "betas": tuple(value["betas"]),
+                                    "checkpoint_steps": None if value["checkpoint_steps"] is None
+                                    else tuple(value["checkpoint_steps"])})
+        if name == "mechanism":
+            return [BBMechanism(**m) for m in value]
+        return value
+
+    def copy_layer(self) -> int:
+        """The layer whose head does the backcopy: its ⟨s⟩ ablation costs most at triggers (last checkpoint)."""
+        last = self.mechanism[-1]
+        return max(range(len(last.ablation_delta_trigger)), key=lambda l: last.ablation_delta_trigger[l])
+
+    def summary(self) -> str:
+        from interp.models.hooks import head_label
+        from interp.phenomena.dormant import DormantConfig
+
+        m, c = self.mechanism[-1], self.copy_layer()
+        d = DormantConfig()
+        dormant = m.attn_bos_at_other[c] >= d.sink_threshold and abs(m.ablation_delta_other[c]) <= d.loss_threshold
+        state = (f"{'' if dormant else 'not '}dormant off-trigger by the sinks criteria (attention to ⟨s⟩ >= "
+                 f"{d.sink_threshold:g}, |Δloss| <= {d.loss_threshold:g})")
+        peak = ", ".join(f"{a / b:.2f}" for a, b in zip(m.resid_norm_sink, m.resid_norm_rest_mean))
+        return (f"After {self.train.steps} steps (loss {m.loss_trigger:.3f} nats after triggers, optimum 0; "
+                f"{m.loss_other:.3f} elsewhere, optimum {m.bigram_entropy:.3f}), **the copy head {head_label(c, 0)} attends "
+                f"to the previous token at triggers ({m.attn_prev_at_trigger[c]:.2f}) and to ⟨s⟩ elsewhere "
+                f"({m.attn_bos_at_other[c]:.2f})**; moving its attention to ⟨s⟩ costs {m.ablation_delta_trigger[c]:.3f} "
+                f"nats at triggers and {m.ablation_delta_other[c]:+.4f} elsewhere: {state}. Its "
+                f"value at ⟨s⟩ is {m.value_drain[c]:.2f}x the other tokens' (value drain); ‖h(⟨s⟩)‖ / mean other "
+                f"token per layer: {peak}.")
+
+    def report(self):
+        from dataclasses import asdict
+
+        from interp.reports import Report
+
+        r = Report(f"Bigram-Backcopy toy model ({self.train.n_layers} layers, {self.train.steps} steps)",
+                   config={**asdict(self.train), **self.task}, summary=self.summary(),
+                   meta={**self.meta, "seconds": round(self.seconds, 1), "tokens_per_second": round(self.tokens_per_second)})
+        L = len(self.mechanism[-1].attn_prev_at_trigger)
+        per_layer = lambda f: {f"layer {j}": [f(m)[j] for m in self.mechanism] for j in range(L)}  # noqa: E731
+        for field_name, title in (("attn_bos_at_other", "Attention to ⟨s⟩ at non-trigger positions (dormant)"),
+                                  ("attn_prev_at_trigger", "Attention to the previous token at triggers (active)"),
+                                  ("value_drain", "Value drain ‖v(⟨s⟩)‖ / mean ‖v(i>=1)‖")):
+            r.add_line(title, self.steps, per_layer(lambda m: getattr(m, field_name)), x_title="training step",
+                       y_title=self.axes[f"mechanism[step].{field_name}"],
+                       fields=("steps", f"mechanism[step].{field_name}"))
+        r.add_line("Residual peak at ⟨s⟩", self.steps, per_layer(lambda m: m.resid_peak), x_title="training step",
+                   y_title="residual ‖h(⟨s⟩)‖ / max other", fields=("steps", "mechanism[step].resid_peak"),
+                   caption="‖h(⟨s⟩)‖ / max_{i>=1} ‖h(i)‖ after each layer (blocks.ℓ.hook_resid_post): above 1, "
+                           "⟨s⟩ carries the largest residual state.")
+        r.add_line("Training loss", list(range(1, len(self.losses) + 1)), {"loss": self.losses},
+                   x_title="training step", y_title="training loss (nats/token)", fields=("losses#0", "losses"))
+        r.add_table("Mechanism per checkpoint", [{"step": s, **vars(m)} for s, m in zip(self.steps, self.mechanism)])
+        r.add_section("Method", "Guo et al. 2024's Bigram-Backcopy task: after a trigger the next token copies the "
+                                "previous one, elsewhere it follows a bigram table. Attention, losses and the ⟨s⟩ ablation "
+                                f"are measured on 64 held-out sequences per checkpoint; checkpoints in {self.out}.")
+        return r
+
+
+def bb_experiment(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | None = None,
+                  device: str | None = None) -> BBResult:
+    """Train (:func:`train_bb`) and measure :func:`bb_mechanism` at every checkpoint (``interp bigram-backcopy``)."""
+    from interp.models import load_model
+
+    task = task or BBTask()
+    res = train_bb(out, task, cfg, device=device)
+    res.mechanism = [bb_mechanism(load_model(str(Path(out) / f"step_{s:06d}"), device=device), task) for s in res.steps]
+    return res
