@@ -10,7 +10,7 @@ from html import unescape
 
 import pytest
 import torch
-from browser import check_result_report, needs_chromium
+from browser import check_result_report, needs_chromium, report_test
 
 from interp.cli.main import main
 from interp.results import load_result
@@ -98,6 +98,7 @@ def test_massive_result_on_planted_activation():
 
 
 @needs_chromium
+@report_test("sinks", "bigram_backcopy", "massive", "sink_stats")
 def test_each_report_kind_renders(runs, tmp_path):
     from interp.phenomena import sink_stats
     from interp.models import load_model

@@ -104,28 +104,6 @@ def test_training_log_records_become_curves():
     assert "fig-history-step" not in specs
 
 
-def test_sinks_kind_labels_layer_by_head():
-    att = np.arange(12.0).reshape(2, 2, 3).tolist()          # [L, H, T]
-    html = render_results({"kind": "sinks", "sink_score": [[0.9, 0.1], [0.5, 0.95]], "model": "tiny-gpt2",
-                           "example_sink_attention": att}).to_html()
-    specs = figures_in(html)
-    spec = specs["fig-sink-score"]
-    assert spec["data"][0]["y"] == ["L0", "L1"] and spec["data"][0]["x"] == ["H0", "H1"]
-    assert spec["layout"]["yaxis"]["title"]["text"] == "layer"
-    layer1 = specs["fig-example-sink-attention-1"]           # one heatmap per layer: head x position
-    assert layer1["data"][0]["z"] == att[1] and layer1["data"][0]["y"] == ["H0", "H1"]
-    assert layer1["layout"]["xaxis"]["title"]["text"] == "query position"
-
-
-def test_massive_kind_uses_log_scale_for_wide_ranges():
-    html = render_results({"kind": "massive", "ratio": [2.0, 30.0, 4000.0, 3500.0]}).to_html()
-    (spec,) = figures_in(html).values()
-    assert spec["layout"]["yaxis"]["type"] == "log"
-    html = render_results({"kind": "lib", "ratio": [2.0, 30.0, 4000.0, 3500.0]}).to_html()
-    (spec,) = figures_in(html).values()
-    assert spec["layout"]["yaxis"].get("type") != "log"          # only where the kind says so
-
-
 def test_store_manifest_tables():
     manifest = {"kind": "store", "model": "tiny-llama", "hooks": ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"],
                 "row_shapes": {"blocks.0.hook_resid_post": [32], "blocks.1.hook_resid_post": [32]},
@@ -210,7 +188,7 @@ def test_any_json_renders_or_fails_with_a_value_error():
     tree = st.recursive(leaf, lambda kids: st.one_of(st.lists(kids, max_size=5),
                                                      st.dictionaries(keys, kids, max_size=5)),
                         max_leaves=30)
-    kinds = st.sampled_from([None, "circuit", "compare", "sinks", "massive", "sae", "store", "other"])
+    kinds = st.sampled_from([None, "circuit", "compare", "sae", "store", "other"])
 
     @settings(max_examples=int(os.environ.get("INTERP_FUZZ_EXAMPLES", 60)), deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.dictionaries(keys, tree, max_size=6), kinds)

@@ -286,20 +286,6 @@ Renderer = Callable[[Report, dict, dict], tuple[set, Hints]]
 """(report, unclaimed fields, whole results) -> (fields it rendered, axis hints for the rest)."""
 
 
-def _render_sinks(r: Report, data: dict, full: dict | None = None) -> tuple[set, Hints]:
-    r.add_text("Attention-sink statistics. Sink score of a head = mean over queries q >= 1 of the attention "
-               "paid to position 0; heatmaps show layers as rows and heads as columns.")
-    return set(), Hints(x2="head", y2="layer", prefix_x2="H", prefix_y2="L", x1="layer", prefix1="L",
-                        y3="head", prefix_y3="H", x3="query position")
-
-
-def _render_massive(r: Report, data: dict, full: dict | None = None) -> tuple[set, Hints]:
-    r.add_text("Massive activations (Sun et al. 2024): scalars in the residual stream with |a| > 100 and "
-               "|a| / median|h| >= 1000. Per-layer series are drawn on a log scale when they span three "
-               "orders of magnitude.")
-    return set(), Hints(x1="layer", prefix1="L", y2="layer", prefix_y2="L", x2="position", log1=True)
-
-
 def _render_sae(r: Report, data: dict, full: dict | None = None) -> tuple[set, Hints]:
     return set(), Hints(x1="index", x2="column", y2="row")
 
@@ -422,9 +408,8 @@ def _render_edge_curve(r: Report, fc: dict) -> None:
 
 #: Kinds the commands still write as plain dicts (each goes once its result is typed); any other kind,
 #: or none, is an error.
-LEGACY_KINDS = {"edges", "sinks", "massive", "sae", "transcoder", "store", "snmf", "lib", "sae_circuit",
-                "bigram_backcopy"}
+LEGACY_KINDS = {"edges", "sae", "transcoder", "store", "snmf", "lib", "sae_circuit"}
 KINDS: dict[str, Renderer] = {
-    "sinks": _render_sinks, "massive": _render_massive, "sae": _render_sae, "transcoder": _render_sae,
+    "sae": _render_sae, "transcoder": _render_sae,
     "store": _render_store, "edges": _render_edges,
 }
