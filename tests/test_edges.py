@@ -484,7 +484,7 @@ def test_cli_circuit_curve_is_the_python_api(tmp_path, capsys):
     """``--circuit`` writes the curve of faithfulness_curve() on the same scores; the report shows it."""
     import json
 
-    from interp.attribution.edge_circuit import faithfulness_curve
+    from interp.circuits import faithfulness_curve
     from interp.cli.main import main
 
     out = tmp_path / "c"

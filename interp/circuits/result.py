@@ -25,18 +25,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from interp.attribution.components import AttributionResult, add_score_figures
-from interp.models.hooks import HEAD_RE, MLP_RE, component_label
+from interp.models.hooks import HEAD_RE, component_label, head_label, parse_component
 from interp.reports.attention import AttentionPatterns
-from interp.results import Result, register
+from interp.results import Result, pearson_or_reason, register
 
 short_name = component_label  # the display form: L9H2 / MLP4
 
 
 def component_layer(component: str) -> int:
-    m = HEAD_RE.match(component) or MLP_RE.match(component) or re.match(r"^blocks\.(\d+)\.", component)
-    if not m:
-        raise ValueError(f"cannot read a layer from component {component!r}")
-    return int(m.group(1))
+    m = re.match(r"^blocks\.(\d+)\.", component)
+    return int(m.group(1)) if m else parse_component(component)[1]
 
 
 @register
@@ -45,6 +43,9 @@ class CircuitResult(Result):
     """A circuit found on a task, with its faithfulness, the scores behind it and its edges."""
 
     kind: ClassVar[str] = "circuit"
+    axes: ClassVar[dict[str, str]] = {
+        "components.layer": "layer", "curve.n_components": "components kept in the circuit",
+        "curve.faithfulness": "share of clean metric recovered"}
 
     task: str
     """``ioi`` or ``greater-than``."""
@@ -128,10 +129,10 @@ class CircuitResult(Result):
         text += (f". Found by {how}{self.method} scores on {self.model}; outside the circuit every component "
                  f"takes its {self.config.get('source', 'corrupt')} value (corruption: {self.corruption}).")
         if self.patching is not None:
-            from interp.reports.figures import pearson
-
-            r, _ = pearson(self.patching.per_component("attn_head"), self.scores.per_component("attn_head"))
-            text += f" On heads, {self.method} tracks activation patching with Pearson r = {r:.3f}."
+            r, why = pearson_or_reason(self.scores.per_component("attn_head"), self.patching.per_component("attn_head"),
+                                       self.method)
+            text += (f" On heads, {self.method} tracks activation patching with Pearson r = {r:.3f}." if why is None
+                     else f" On heads, Pearson r with activation patching is undefined ({why}).")
         if self.roles:
             named = ", ".join(f"{h} {role.replace('_', ' ')}" for h, role in sorted(self.roles.items(),
                                                                                    key=lambda x: _layer_key(x[0])))
@@ -170,12 +171,13 @@ class CircuitResult(Result):
                 "width follows the metric lost when that edge alone is corrupted; red edges carry the behaviour, "
                 "blue ones work against it. " + self.edges_note
                 if edges else f"No edges drawn: {self.edges_note or 'edge scores were not computed.'}")
-        r.add_graph("The circuit", nodes, edges, caption=cap)
+        r.add_graph("The circuit", nodes, edges, caption=cap, fields=("components.layer", "components"))
         cv = self.curve
         r.add_figure(F.faithfulness_curve(cv["n_components"], cv["faithfulness"], target=cv.get("target"),
                                           chosen=cv.get("chosen"), total=cv.get("total"),
                                           title="Faithfulness against circuit size",
-                                          caption=cv.get("caption", "")), title="Faithfulness against circuit size")
+                                          caption=cv.get("caption", "")), title="Faithfulness against circuit size",
+                     fields=("curve.n_components", "curve.faithfulness"))
         if self.roles:
             r.add_table("Head roles", [{"head": h, "role": role} for h, role in
                                        sorted(self.roles.items(), key=lambda x: _layer_key(x[0]))],
@@ -199,8 +201,8 @@ class CircuitResult(Result):
 
 
 def _layer_key(head: str) -> tuple[int, int]:
-    m = re.match(r"L(\d+)H(\d+)", head)
-    return (int(m.group(1)), int(m.group(2))) if m else (10**6, 0)
+    _, layer, unit = parse_component(head)
+    return layer, unit[0] if unit else -1
 
 
 def _node_label(name: str, roles: dict) -> str:
@@ -228,9 +230,9 @@ def circuit_edges(model, task, components: list[str], top: int | None = None) ->
     for j, rcv in enumerate(g.receivers):
         if rcv.kind in ("q", "k", "v"):
             if rcv.kind == "q":
-                targets = [f"L{rcv.layer}H{rcv.head}"]
+                targets = [head_label(rcv.layer, rcv.head)]
             else:  # a key/value head serves query heads kv*group .. kv*group + group - 1
-                targets = [f"L{rcv.layer}H{h}" for h in range(rcv.head * group, (rcv.head + 1) * group)]
+                targets = [head_label(rcv.layer, h) for h in range(rcv.head * group, (rcv.head + 1) * group)]
         else:
             targets = [rcv.name]
         targets = [t for t in targets if t in members or t == "logits"]

@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 import torch
 
-from .base import SparseCoder
+from interp.dictionaries.base import SparseCoder
 
 
 class Contribution(NamedTuple):
