@@ -308,7 +308,7 @@ def test_prefix_replay_receiver_gradients(name):
     """receiver_grads for a group in block L: the cached (detached) replay gives 0 at the receivers of blocks
     < L (nonzero in the reference: their write reaches the metric around the group) and the reference
     gradient at every other receiver; the batch-B replay with autograd gives the reference gradient everywhere."""
-    from interp.attribution.edges import receiver_grads
+    from interp.attribution.edges import GradPath, receiver_grads
     from interp.attribution.fastpath import PrefixCache
 
     m = model_for(name)
@@ -331,10 +331,9 @@ def test_prefix_replay_receiver_gradients(name):
     upstream = torch.tensor([r.layer < L for r in g.receivers])
     own_qkv = torch.tensor([r.layer == L and r.kind in "qkv" for r in g.receivers])
     for h in hooks:
-        args = (m, task.clean, task.metric, g, w, alphas, wts, raw[h][:B], raw[h][B:], 4096, True, False)
-        ref = receiver_grads(*args, at=h)
-        cached = receiver_grads(*args, at=h, prefix=prefix)
-        batch = receiver_grads(*args, at=h, prefix_grad=True)
+        args = (m, task.clean, task.metric, g, w)
+        ref, cached, batch = (receiver_grads(*args, GradPath(alphas, wts, raw[h][:B], raw[h][B:], at=h, **kw), True)[0]
+                              for kw in ({}, {"prefix": prefix}, {"prefix_grad": True}))
         assert ref[upstream].abs().amax(dim=(1, 2, 3)).min() > 0
         assert (cached[upstream] == 0).all()
         # Llama's RMSNorm computes in float32: the batch replay sums the copies before the prefix backward
@@ -443,7 +442,7 @@ def test_cli_writes_results_and_report(tmp_path, capsys):
     p = edge_patching(m, task, [e["edge"] for e in top])
     # an effect is a difference of two float32 metrics, each within _metric_rounding_bound of another summation order
     assert [e["patch"] for e in top] == pytest.approx(p.effects.tolist(), abs=2 * _metric_rounding_bound(m, task))
-    z = torch.tensor(res["abs_score_by_stage"]["z"])
+    z = torch.tensor(res["stages"]["z"])
     # z is float32: its rounding (~eps32 x sum z) is far below the other 21 cells' share
     assert z.shape == (5, 5) and float(z.sum()) >= sum(abs(e["score"]) for e in top) - 1e-9
 
@@ -452,13 +451,13 @@ def test_cli_bad_input(capsys):
     from interp.cli.main import main
 
     assert main(["edges", "ioi", "--model", "tiny-gpt2", "--n", "0"]) == 2
-    assert "--n must be >= 1" in capsys.readouterr().err
+    assert "n must be >= 1" in capsys.readouterr().err
     assert main(["edges", "ioi", "--model", "tiny-gpt2", "--circuit", "10,x"]) == 2
-    assert "--circuit expects comma-separated" in capsys.readouterr().err
+    assert "--circuit expects a comma-separated" in capsys.readouterr().err
     assert main(["edges", "ioi", "--model", "tiny-gpt2", "--compare", "eap"]) == 2
-    assert "--compare needs --circuit" in capsys.readouterr().err
+    assert "compare needs circuit sizes" in capsys.readouterr().err
     assert main(["edges", "ioi", "--model", "tiny-gpt2", "--circuit", "5", "--compare", "magic"]) == 2
-    assert "unknown methods" in capsys.readouterr().err
+    assert "--compare: unknown" in capsys.readouterr().err
 
 
 def _metric_rounding_bound(m, task) -> float:
@@ -493,7 +492,8 @@ def test_cli_circuit_curve_is_the_python_api(tmp_path, capsys):
     assert rc == 0
     capsys.readouterr()
     res = json.loads((out / "results.json").read_text())
-    fc = res["faithfulness_curve"]
+    assert res["kind"] == "edges"
+    fc = res["curve"]
     m = load_model("tiny-gpt2", device="cpu")
     task = ioi_task(m, n=2, seed=0)
     sc = [edge_attribution(m, task, "eap"), edge_attribution(m, task, "eap-ig", steps=2)]

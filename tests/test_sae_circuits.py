@@ -169,6 +169,9 @@ def test_cli_sae_circuit(tmp_path, capsys):
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["top"]) == 3 and set(out["evaluation"]) == {"0.5", "0.8"}
-    assert 0 <= out["evaluation"]["0.8"]["node"]["roc_auc"] <= 1 and out["patching_seconds"] > 0
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert len(saved["result"]["unique_codes"]) == 2  # [L, H] for the 2-layer tiny model
+    assert 0 <= out["evaluation"]["0.8"]["node"]["roc_auc"] <= 1 and out["seconds"]["patching"] > 0
+    from interp.results import load_result
+
+    saved = load_result(tmp_path / "results.json")
+    assert saved.kind == "sae_circuit" and saved.unique_codes.shape == (2, 4)  # [L, H] for the 2-layer tiny model
+    assert saved.top_heads(3) == out["top"] and (tmp_path / "report.html").stat().st_size > 1000
