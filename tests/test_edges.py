@@ -11,6 +11,7 @@ Llama finite differences use a larger eps).
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -552,3 +553,37 @@ def test_report_faithfulness_curve_and_bad_layout():
     assert "Faithfulness of top-n edge circuits" in html and html.count('"eap-ig"') >= 1
     with pytest.raises(ValueError, match="faithfulness_curve: expected"):
         render_results({"kind": "edges", "faithfulness_curve": {"curves": {"eap": {"n_edges": [1, 2], "f_norm": [0.5]}}}})
+
+
+# ---------------------------------------------------------------------------------- the typed result
+def test_edge_result_from_a_real_run(tmp_path):
+    """run_edges on tiny-gpt2: its circuit is the smallest measured top-n circuit with F_norm >= target, re-measured
+    here with edge_circuit_faithfulness; its graph sums exactly the circuit's edge scores; its check's r is the
+    one Pearson of score vs real edge patching; JSON round trip; the report renders in Chromium with declared axes.
+    A circuit picked by requested n instead of edges kept, or a graph over all edges, fails here."""
+    from browser import check_result_report, needs_chromium
+
+    from interp.circuits import edge_circuit_faithfulness, top_n_circuit
+    from interp.circuits.edge_circuits import EdgeResult, run_edges
+    from interp.results import load_result, pearson
+
+    m = load_model("tiny-gpt2", device="cpu", dtype=torch.float64)
+    r = run_edges(m, "ioi", method="eap", n=3, top=6, check=6, sizes=(2, 5, 20, 80, 10 ** 9), target=0.5)
+    task = ioi_task(m, n=3, seed=0)
+    sc = edge_attribution(m, task, "eap")
+    c = r.circuit
+    assert c is not None and c["edges"] == top_n_circuit(sc, c["n_requested"]).edge_names()
+    f = edge_circuit_faithfulness(m, task, [c["edges"]], check_ends=False).f_norm.item()
+    assert f == pytest.approx(c["f_norm"], abs=1e-9) and f >= 0.5  # float64 model: the same run, re-batched
+    own = r.curve["curves"]["eap"]
+    assert all(fn < 0.5 or e >= c["n_edges"] for e, fn in zip(own["n_edges"], own["f_norm"]))  # the smallest
+    g = edge_graph(m)
+    want = sum(sc.score(*e.split("->")) for e in c["edges"])
+    assert sum(e["score"] for e in r.graph) == pytest.approx(want, abs=1e-12)  # float64 sums in another order
+    assert r.check["pearson"] == pytest.approx(pearson([e["score"] for e in r.top_edges], [e["patch"] for e in r.top_edges]))
+    assert r.n_edges == g.n_edges and "keep" in r.summary()
+    back = load_result(json.loads(json.dumps(r.to_json())))
+    assert isinstance(back, EdgeResult) and back.to_json() == r.to_json()
+    if needs_chromium.args[0]:
+        pytest.skip(needs_chromium.kwargs["reason"])
+    check_result_report(back, tmp_path)

@@ -202,6 +202,8 @@ class LayerWeights:
     """``[H, d_head, d_model]``: head h writes z_h @ W_o[h] into the residual."""
     b_o: torch.Tensor
     """``[d_model]``: the attention output bias (zeros where there is none)."""
+    b_qkv: dict[str, torch.Tensor]
+    """``"q"``: ``[H, d_head]``, ``"k"`` / ``"v"``: ``[H_kv, d_head]``: the projection biases (zeros where none)."""
 
 
 def _linear_map(mod, d_in: int, ref: torch.Tensor, probe: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,7 +258,8 @@ def layer_weights(model, probe: bool = False) -> list[LayerWeights]:
         maps = {s: _linear_map(_orig(getattr(blk.attn, s)), d if s != "o" else H * dh, ref, probe) for s in "qkvo"}
         W = {s: maps[s][0].T.reshape(-1, dh, d).contiguous() for s in "qkv"}  # [d, H*dh] -> [H, dh, d]
         W_o, b_o = maps["o"]
-        out.append(LayerWeights(W["q"], W["k"], W["v"], W_o.reshape(H, dh, d).contiguous(), b_o))
+        out.append(LayerWeights(W["q"], W["k"], W["v"], W_o.reshape(H, dh, d).contiguous(), b_o,
+                                {s: maps[s][1].reshape(-1, dh) for s in "qkv"}))
     return out
 
 

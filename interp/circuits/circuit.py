@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from interp.attribution.edges import EdgeGraph, EdgeScores
+from interp.models.hooks import head_label, parse_component
 
 
 @dataclass
@@ -237,6 +238,35 @@ def greedy_circuit(scores: EdgeScores, n: int, prune: bool = True, absolute: boo
                 push(jj)
     k = int(m.sum())
     return Circuit.of_edges(g, prune_circuit(g, m) if prune else m, f"{scores.method} greedy {k}", k)
+
+
+def component_edges(scores: EdgeScores, mask: torch.Tensor | None = None, members=None) -> list[dict]:
+    """Edge scores summed per (sender, receiving component), strongest first: ``[{source, target, score}]``.
+
+    A head's q, k and v receivers add into the head (a grouped-query key/value head's into every query
+    head it serves); MLP and logits receivers are their own component.  ``mask`` (default every edge)
+    picks the edges; ``members`` (display names, ``L3H2`` / ``MLP4``) keeps only edges between them
+    and from the token embedding (``embed``) or into the ``logits``."""
+    g = scores.graph
+    group = max(1, g.n_heads // max(1, g.n_kv_heads))
+    totals: dict[tuple[str, str], float] = {}
+    for i, j in (g.mask if mask is None else mask).nonzero().tolist():
+        snd, rcv = g.senders[i], g.receivers[j]
+        heads = [rcv.head] if rcv.kind == "q" else range(rcv.head * group, (rcv.head + 1) * group) \
+            if rcv.kind in ("k", "v") else []
+        targets = [head_label(rcv.layer, h) for h in heads] or [rcv.name]
+        if members is not None:
+            if snd.name not in members and snd.kind != "embed":
+                continue
+            targets = [t for t in targets if t in members or t == "logits"]
+        for t in targets:
+            totals[(snd.name, t)] = totals.get((snd.name, t), 0.0) + float(scores.scores[i, j])
+    return sorted(({"source": s, "target": t, "score": v} for (s, t), v in totals.items()), key=lambda e: -abs(e["score"]))
+
+
+def node_layer(name: str, n_layers: int) -> int:
+    """Column of a graph node: -1 for the embeddings, ``n_layers`` for the logits, else the component's layer."""
+    return -1 if name.endswith("embed") else n_layers if name == "logits" else parse_component(name)[1]
 
 
 def config_from(cls, config, settings: dict):

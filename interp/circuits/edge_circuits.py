@@ -20,18 +20,17 @@ result's top edges, stage matrix ``(2L+1)^2`` and curves (a few kB).
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from interp.attribution.edge_patching import edge_patching
 from interp.attribution.edge_stages import stage_matrix
-from interp.attribution.edges import METHODS, SHARES, EdgeScores, edge_attribution
+from interp.attribution.edges import METHODS, SHARES, edge_attribution
 from interp.models import model_name
 from interp.results import Result, pearson_or_reason, register, versions
 from interp.tasks import make_task
 
-from .circuit import config_from, top_n_circuit
+from .circuit import as_edge_mask, component_edges, config_from, node_layer, top_n_circuit
 from .faithfulness import faithfulness_curve
 
 SELECTIONS = ("top-n", "greedy", "both")
@@ -86,23 +85,6 @@ class EdgeRunConfig:
             raise ValueError("compare needs circuit sizes")
 
 
-def _layer(hook: str, n_layers: int) -> int:
-    m = re.match(r"^blocks\.(\d+)\.", hook)
-    return int(m.group(1)) if m else (n_layers if hook.startswith("ln_final") else -1)
-
-
-def _edge_records(scores: EdgeScores, pairs, n_layers: int) -> list[dict]:
-    g, span = scores.graph, scores.metric_clean - scores.metric_corrupt
-    out = []
-    for i, j in pairs:
-        u, v = g.senders[i], g.receivers[j]
-        s = float(scores.scores[i, j])
-        out.append({"edge": g.edge_name(i, j), "sender": u.name, "receiver": v.name, "score": s,
-                    "normalized": s / span if span else None, "sender_layer": _layer(u.hook, n_layers),
-                    "receiver_layer": _layer(v.hook, n_layers)})
-    return out
-
-
 @register
 @dataclass
 class EdgeResult(Result):
@@ -110,7 +92,7 @@ class EdgeResult(Result):
 
     kind: ClassVar[str] = "edges"
     axes: ClassVar[dict[str, str]] = {
-        "circuit.edges.sender_layer": "layer", "top_edges.sender_layer": "layer",
+        "graph.layer": "layer",
         "curve.curves.n_edges": "edges kept", "curve.curves.f_norm": "F_norm",
         "stages.columns": "receiver stage", "stages.rows": "sender stage",
         "top_edges.patch": "edge patching effect", "top_edges.score": "edge score"}
@@ -129,10 +111,11 @@ class EdgeResult(Result):
     n_receivers: int
     n_edges: int
     """Edges of the graph (sender writes before receiver reads)."""
+    n_layers: int
     top_edges: list[dict]
-    """The ``top`` edges by |score|: ``edge``, ``sender``, ``receiver``, ``score`` (estimated metric change
-    when the edge alone carries the corrupted value), ``normalized`` (score / (clean - corrupt)),
-    ``sender_layer`` / ``receiver_layer`` (-1 embeddings, n_layers logits) and, when checked, ``patch``."""
+    """The ``top`` edges by |score| (``EdgeScores.top``): ``edge``, ``sender``, ``receiver``, ``score``
+    (estimated metric change when the edge alone carries the corrupted value), their hooks,
+    ``normalized`` (score / (clean - corrupt)) and, when checked, ``patch`` (the real effect)."""
     stages: dict
     """``z`` [sender stage][receiver stage]: sum of |score|; ``rows`` / ``columns`` their names."""
     check: dict | None = None
@@ -141,8 +124,11 @@ class EdgeResult(Result):
     """Faithfulness of edge circuits: ``sizes`` (edges requested), ``curves`` {method: {n_requested, n_edges
     (after pruning), n_nodes, metric, f_norm}}, ``identity`` (full / empty circuit checks), ``target``."""
     circuit: dict | None = None
-    """The smallest measured circuit of ``method`` with F_norm >= target: ``n_requested``, ``n_edges``,
-    ``f_norm``, ``edges`` (records as in ``top_edges``); None without a curve or when none reaches it."""
+    """The smallest measured top-n circuit of ``method`` with F_norm >= target: ``n_requested``, ``n_edges``
+    (after pruning), ``f_norm``, ``edges`` (``u->v`` names); None without a curve or when none reaches it."""
+    graph: list[dict] = field(default_factory=list)
+    """The drawn graph: the circuit's edges (else the top edges') summed per component
+    (:func:`interp.circuits.circuit.component_edges`: ``source``, ``target``, ``score``)."""
     prompts: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
@@ -174,20 +160,17 @@ class EdgeResult(Result):
         r = Report(f"Edge attribution ({self.method}): {self.task} on {self.model}", config=self.config,
                    summary=self.summary(), meta={"model": self.model, "task": self.task, "timings": self.timings,
                                                  "versions": self.versions})
-        where, edges = ("circuit.edges", self.circuit["edges"]) if self.circuit else ("top_edges", self.top_edges)
-        nodes = {}
-        for e in edges:
-            for name, layer in ((e["sender"], e["sender_layer"]), (e["receiver"].split(".")[0], e["receiver_layer"])):
-                nodes.setdefault(name, {"id": name, "label": name, "layer": layer})
-        what = (f"The {self.method} circuit of {len(edges)} edges (top {self.circuit['n_requested']}, pruned) that "
-                f"keeps {100 * self.circuit['f_norm']:.1f}% of the metric" if self.circuit
-                else f"The top {len(edges)} edges by |score|")
+        nodes = {n: {"id": n, "label": n, "layer": node_layer(n, self.n_layers)}
+                 for e in self.graph for n in (e["source"], e["target"])}
+        what = (f"The {self.method} circuit (top {self.circuit['n_requested']}, pruned to {self.circuit['n_edges']} "
+                f"edges) that keeps {100 * self.circuit['f_norm']:.1f}% of the metric" if self.circuit
+                else f"The top {len(self.top_edges)} edges by |score|")
         r.add_graph("The edge circuit" if self.circuit else "Top edges", list(nodes.values()),
-                    [{"source": e["sender"], "target": e["receiver"].split(".")[0], "weight": -e["score"]} for e in edges],
-                    caption=f"{what}, nodes in columns by layer (embeddings left, logits right); a head's q/k/v "
-                            "receivers are drawn as the head. Edge width: |score|; red edges carry the behaviour "
-                            "(corrupting the edge alone lowers the metric), blue ones work against it.",
-                    fields=(f"{where}.sender_layer", where))
+                    [{"source": e["source"], "target": e["target"], "weight": -e["score"]} for e in self.graph],
+                    caption=f"{what}, summed per component (a head's q/k/v inputs into the head), in columns by "
+                            "layer (embeddings left, logits right). Edge width: |score|; red edges carry the behaviour "
+                            "(corrupting them lowers the metric), blue ones work against it.",
+                    fields=("graph.layer", "graph"))
         if self.curve:
             fig, rows = go.Figure(), []
             for mth, c in self.curve["curves"].items():
@@ -235,14 +218,12 @@ def run_edges(model, task_name: str, config: EdgeRunConfig | None = None, *, pro
     kw = {"steps": cfg.steps, "max_tokens": cfg.max_tokens, "share": cfg.share}
     res = edge_attribution(model, task, cfg.method, **kw)
     timings = {cfg.method: res.seconds}
-    L = model.cfg.n_layers
-    flat = res.scores.abs().masked_fill(~res.graph.mask, -1).reshape(-1)
-    pairs = [divmod(f, res.scores.shape[1]) for f in flat.topk(min(cfg.top, res.graph.n_edges)).indices.tolist()]
-    top = _edge_records(res, pairs, L)
+    span = res.metric_clean - res.metric_corrupt
+    top = [{**e, "normalized": e["score"] / span if span else None} for e in res.top(cfg.top)]
     check = None
     if cfg.check:
         k = min(cfg.check, len(top))
-        p = edge_patching(model, task, pairs[:k], max_tokens=cfg.max_tokens, progress=progress)
+        p = edge_patching(model, task, [e["edge"] for e in top[:k]], max_tokens=cfg.max_tokens, progress=progress)
         for e, eff in zip(top, p.effects.tolist()):
             e["patch"] = eff
         r, why = pearson_or_reason([e["score"] for e in top[:k]], p.effects, cfg.method, "edge patching")
@@ -257,18 +238,19 @@ def run_edges(model, task_name: str, config: EdgeRunConfig | None = None, *, pro
                                 selection=cfg.selection)
         timings["faithfulness"] = fc.seconds
         curve = {**fc.to_json(), "sizes": sizes, "target": cfg.target}
-        own = fc.curves.get(cfg.method) or fc.curves[f"{cfg.method} greedy"]
+        own = fc.curves.get(cfg.method, {"n_requested": []})  # top-n circuits (absent with selection="greedy")
         ok = [(n, e, f) for n, e, f in zip(own["n_requested"], own["n_edges"], own["f_norm"]) if f >= cfg.target]
-        if ok and cfg.selection != "greedy":
+        if ok:
             n, e, f = min(ok, key=lambda x: x[1])
             c = top_n_circuit(res, n, prune=cfg.prune)
-            circuit = {"n_requested": n, "n_edges": e, "f_norm": f,
-                       "edges": _edge_records(res, c.edges.nonzero().tolist(), L)}
+            circuit = {"n_requested": n, "n_edges": e, "f_norm": f, "edges": c.edge_names()}
     s = res.graph
+    shown = c.edges if circuit else as_edge_mask(s, [e["edge"] for e in top])
     return EdgeResult(
         task=task_name, model=model_name(model), method=cfg.method, n_prompts=task.n,
         corruption=task.meta.get("corruption"), metric_clean=res.metric_clean, metric_corrupt=res.metric_corrupt,
-        n_senders=len(s.senders), n_receivers=len(s.receivers), n_edges=s.n_edges, top_edges=top,
+        n_senders=len(s.senders), n_receivers=len(s.receivers), n_edges=s.n_edges, n_layers=model.cfg.n_layers,
+        top_edges=top, graph=component_edges(res, shown),
         stages=dict(zip(("z", "rows", "columns"), stage_matrix(res))), check=check, curve=curve, circuit=circuit,
         prompts=task.to_json(), config={**dataclasses.asdict(cfg), "scoring": res.config}, timings=timings,
         versions=versions())

@@ -47,8 +47,7 @@ from typing import Sequence
 import torch
 
 from interp.attribution.components import cache_components, component_types
-from interp.attribution.edges import (EdgeScores, _linear_map, _orig, check_task, edge_graph, layer_weights,
-                                      sender_outputs)
+from interp.attribution.edges import EdgeScores, _orig, check_task, edge_graph, layer_weights, sender_outputs
 from interp.attribution.fastpath import fast_forward, reads_last_position_only
 from interp.attribution.patching import complement_metric, run_with_masks
 from interp.fastpath import use_fast
@@ -195,13 +194,7 @@ class _CircuitRun:
         for j, r in enumerate(graph.receivers):
             self.n_prev[j] = int((s_stage < r.stage).sum())  # senders are in stage order
         self.xs: dict[int, torch.Tensor] = {}
-        self.qkv = {}
-        ref = next(model.parameters())
-        for l, blk in enumerate(model.blocks):
-            for k in "qkv":
-                W, b = _linear_map(_orig(getattr(blk.attn, k)), model.cfg.d_model, ref)
-                dh = model.cfg.d_head
-                self.qkv[(l, k)] = (W.T.reshape(-1, dh, W.shape[0]), b.reshape(-1, dh))
+        self.qkv = {(l, k): (getattr(w, f"W_{k}"), w.b_qkv[k]) for l, w in enumerate(weights) for k in "qkv"}
 
     def offsets(self, js: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """``([c, R, B, T, d] offsets, needs [c, R])`` for receivers ``js`` (all of one stage)."""

@@ -20,21 +20,17 @@ patterns (L x H x T x T floats); edges are at most a few hundred records.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from interp.attribution.components import AttributionResult, add_score_figures
-from interp.models.hooks import HEAD_RE, component_label, head_label, parse_component
+from interp.models.hooks import HEAD_RE, component_label, parse_component
 from interp.reports.attention import AttentionPatterns
 from interp.results import Result, pearson_or_reason, register
 
+from .circuit import component_edges, node_layer
+
 short_name = component_label  # the display form: L9H2 / MLP4
-
-
-def component_layer(component: str) -> int:
-    m = re.match(r"^blocks\.(\d+)\.", component)
-    return int(m.group(1)) if m else parse_component(component)[1]
 
 
 @register
@@ -144,7 +140,7 @@ class CircuitResult(Result):
         # shown as importance: the metric lost when the component or edge alone is corrupted (-noising score)
         scores = {short_name(c["name"]): -c["score"] for c in self.circuit["components"]
                   if isinstance(c, dict) and c.get("score") is not None}
-        nodes = [{"id": short_name(c), "label": _node_label(short_name(c), self.roles), "layer": component_layer(c),
+        nodes = [{"id": short_name(c), "label": _node_label(short_name(c), self.roles), "layer": node_layer(c, 0),
                   "score": scores.get(short_name(c)), "kind": "head" if HEAD_RE.match(c) else "mlp"}
                  for c in self.components]
         ends = {e["source"] for e in self.edges} | {e["target"] for e in self.edges}
@@ -211,40 +207,17 @@ def _node_label(name: str, roles: dict) -> str:
 
 
 def circuit_edges(model, task, components: list[str], top: int | None = None) -> tuple[list[dict], str]:
-    """EAP scores of the edges between ``components`` (plus embed and logits), strongest first.
-
-    A head's incoming edges add its query, key and value receivers (a grouped-query key/value head
-    is shared by its query heads: its score is added to each circuit head it serves).  Returns
-    ``(edges, note)``; a model the edge graph does not support gives no edges and the reason.
-    """
+    """EAP scores of the edges between ``components`` (plus embed and logits), strongest first
+    (:func:`interp.circuits.circuit.component_edges`).  Returns ``(edges, note)``; a model the edge
+    graph does not support gives no edges and the reason."""
     from interp.attribution.edges import edge_attribution
 
     try:
         es = edge_attribution(model, task, method="eap")
     except (ValueError, NotImplementedError) as e:
         return [], f"edge attribution is not available for this model ({e})"
-    members = {short_name(c) for c in components}
-    g = es.graph
-    group = max(1, g.n_heads // max(1, g.n_kv_heads))
-    totals: dict[tuple[str, str], float] = {}
-    for j, rcv in enumerate(g.receivers):
-        if rcv.kind in ("q", "k", "v"):
-            if rcv.kind == "q":
-                targets = [head_label(rcv.layer, rcv.head)]
-            else:  # a key/value head serves query heads kv*group .. kv*group + group - 1
-                targets = [head_label(rcv.layer, h) for h in range(rcv.head * group, (rcv.head + 1) * group)]
-        else:
-            targets = [rcv.name]
-        targets = [t for t in targets if t in members or t == "logits"]
-        for i, snd in enumerate(g.senders):
-            if not g.mask[i, j] or not (snd.name in members or snd.kind == "embed"):
-                continue
-            src = "embed" if snd.kind == "embed" else snd.name
-            for t in targets:
-                totals[(src, t)] = totals.get((src, t), 0.0) + float(es.scores[i, j])
-    edges = sorted(({"source": s, "target": t, "score": v} for (s, t), v in totals.items()),
-                   key=lambda e: -abs(e["score"]))
-    top = 3 * len(members) if top is None else top
+    edges = component_edges(es, members={short_name(c) for c in components})
+    top = 3 * len(components) if top is None else top
     note = (f"EAP on the discovery prompts ({es.seconds:.1f} s); {len(edges)} edges among members, "
             f"the {min(top, len(edges))} strongest kept.")
     return edges[:top], note
