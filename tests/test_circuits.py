@@ -444,3 +444,23 @@ def test_head_roles_without_copy_scores_fall_back_with_a_note(tiny_llama, monkey
     assert "copy" not in hr.scores and len(hr.notes) == 1 and "copy scores skipped" in hr.notes[0]
     assert set(hr.roles.values()) <= set(roles_mod.ROLES) - {"negative_name_mover", "copy_suppression"}
     assert len(hr.roles) == tiny_llama.cfg.n_layers * tiny_llama.cfg.n_heads  # threshold 0: every head has a role
+
+
+def test_config_or_keywords_never_both(tiny_llama):
+    """Every circuit entry point takes its config dataclass or the fields as keywords; both is a TypeError
+    before any work (the old `config or Config(**kw)` silently dropped the keywords and fails here)."""
+    from interp.circuits import CircuitRunConfig, run_circuit
+    from interp.circuits.edge_circuits import EdgeRunConfig, run_edges
+    from interp.circuits.feature_circuits import PathSearch, greedy_paths
+    from interp.circuits.sae_circuits import SAECircuitConfig, sae_circuit
+
+    task = _task(tiny_llama)
+    for call in (lambda: run_circuit(tiny_llama, "ioi", CircuitRunConfig(), method="atp"),
+                 lambda: run_edges(tiny_llama, "ioi", EdgeRunConfig(), method="eap"),
+                 lambda: sae_circuit(tiny_llama, task, SAECircuitConfig(), epochs=3),
+                 lambda: greedy_paths(tiny_llama, {}, None, None, 0, config=PathSearch(), beam=3)):
+        with pytest.raises(TypeError, match="not both"):
+            call()
+    assert CircuitRunConfig(method="atp", n=3) == CircuitRunConfig(**{"method": "atp", "n": 3})
+    with pytest.raises(ValueError, match="unknown method"):
+        run_circuit(tiny_llama, "ioi", method="magic")

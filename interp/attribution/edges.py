@@ -610,9 +610,6 @@ class EdgeScores:
                         "score": float(self.scores[i, j]), "sender_hook": u.hook, "receiver_hook": v.hook})
         return out
 
-    def edge_list(self) -> list[tuple[int, int]]:
-        """All edges as (sender index, receiver index)."""
-        return [tuple(x) for x in self.graph.mask.nonzero().tolist()]
 
     def to_json(self, top: int = 100, full: bool = False) -> dict:
         out = {"method": self.method, "seconds": self.seconds, "timings": self.timings,

@@ -27,7 +27,7 @@ from interp.attribution.edge_patching import edge_patching
 from interp.attribution.edge_stages import stage_matrix
 from interp.attribution.edges import METHODS, SHARES, edge_attribution
 from interp.models import model_name
-from interp.results import Result, pearson_or_reason, register, versions
+from interp.results import Result, encode, pearson_or_reason, register, versions
 from interp.tasks import make_task
 
 from .circuit import as_edge_mask, component_edges, config_from, node_layer, top_n_circuit
@@ -237,7 +237,7 @@ def run_edges(model, task_name: str, config: EdgeRunConfig | None = None, *, pro
         fc = faithfulness_curve(model, task, scores, sizes, prune=cfg.prune, max_tokens=cfg.max_tokens,
                                 selection=cfg.selection)
         timings["faithfulness"] = fc.seconds
-        curve = {**fc.to_json(), "sizes": sizes, "target": cfg.target}
+        curve = {**encode(fc), "sizes": sizes, "target": cfg.target}
         own = fc.curves.get(cfg.method, {"n_requested": []})  # top-n circuits (absent with selection="greedy")
         ok = [(n, e, f) for n, e, f in zip(own["n_requested"], own["n_edges"], own["f_norm"]) if f >= cfg.target]
         if ok:

@@ -173,12 +173,6 @@ class Faithfulness:
     distance to the clean / corrupted metric (0 up to rounding by definition)."""
     config: dict = field(default_factory=dict)
 
-    def to_json(self) -> dict:
-        return {"labels": self.labels, "n_edges": self.n_edges, "metrics": self.metrics.tolist(),
-                "f_norm": self.f_norm.tolist(), "metric_clean": self.metric_clean,
-                "metric_corrupt": self.metric_corrupt, "seconds": self.seconds, "identity": self.identity,
-                "config": self.config}
-
 
 class _CircuitRun:
     """Hooks for ``c`` stacked circuit copies (see the module doc)."""
@@ -335,10 +329,6 @@ class FaithfulnessCurve:
     identity: dict
     seconds: float
     config: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {"curves": self.curves, "metric_clean": self.metric_clean, "metric_corrupt": self.metric_corrupt,
-                "identity": self.identity, "seconds": self.seconds, "config": self.config}
 
 
 def faithfulness_curve(model, task, scores: Sequence[EdgeScores], sizes: Sequence[int], prune: bool = True,

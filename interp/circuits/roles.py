@@ -69,10 +69,6 @@ class HeadRoles:
     notes: list[str] = field(default_factory=list)
     """Why a test was skipped, if one was."""
 
-    def to_json(self) -> dict:
-        return {"scores": {k: v.tolist() for k, v in self.scores.items()}, "roles": self.roles,
-                "threshold": self.threshold, "copy_threshold": self.copy_threshold, "notes": self.notes}
-
 
 def _patterns(model, tokens, keep: str | None = None):
     """Attention patterns ``[L, B, H, T, T]`` of every layer (and the activation at hook ``keep``)."""
