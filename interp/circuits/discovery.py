@@ -48,8 +48,8 @@ def check_circuit_settings(share: float, source: str, types) -> None:
 
 
 @dataclass(frozen=True)
-class CircuitConfig:
-    """Settings of :func:`discover_circuit`."""
+class CircuitSettings:
+    """What every component-circuit search takes (:class:`CircuitConfig`, ``search.SearchConfig``)."""
 
     share: float = 0.8
     """Fraction of the clean-vs-empty metric gap the circuit must recover (0 < share <= 1)."""
@@ -57,6 +57,17 @@ class CircuitConfig:
     """Component types that can enter the circuit."""
     source: str = "corrupt"
     """What components outside the circuit get: ``corrupt`` activations or the clean ``mean``."""
+    max_tokens: int = 4096
+    """Tokens per forward pass."""
+
+    def __post_init__(self):
+        check_circuit_settings(self.share, self.source, self.types)
+
+
+@dataclass(frozen=True)
+class CircuitConfig(CircuitSettings):
+    """Settings of :func:`discover_circuit`."""
+
     order: str = "abs"
     """Rank by |score| (``abs``, default: a strongly negative linear estimate still marks a
     component the metric depends on, e.g. MLP0 acting as an extended embedding) or by score
@@ -65,11 +76,9 @@ class CircuitConfig:
     """None (default): measure F at every size 0..n and return the smallest k with F >= share.
     An int G: measure ~G geometric sizes (always 0 and all) plus a bisection (module doc, step 3):
     cheaper, and the smallest k only where F is monotone."""
-    max_tokens: int = 4096
-    """Tokens per forward pass."""
 
     def __post_init__(self):
-        check_circuit_settings(self.share, self.source, self.types)
+        super().__post_init__()
         if self.order not in ("signed", "abs"):
             raise ValueError(f"order must be 'signed' or 'abs', got {self.order!r}")
         if self.grid is not None and self.grid < 2:

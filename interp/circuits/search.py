@@ -42,31 +42,24 @@ from dataclasses import dataclass
 from interp.attribution.components import AttributionResult, component_types
 
 from .circuit import Circuit
-from .discovery import check_circuit_settings, rank_components
+from .discovery import CircuitSettings, rank_components
 from .faithfulness import ComponentPatcher, Unit
 
 
 @dataclass(frozen=True)
-class SearchConfig:
-    """Settings of :func:`search_circuit`."""
+class SearchConfig(CircuitSettings):
+    """Settings of :func:`search_circuit` (``share``: the faithfulness the circuit must keep)."""
 
-    share: float = 0.8
-    """Faithfulness the circuit must keep (0 < share <= 1)."""
     margin: float = 0.0
     """Prune only while F >= share + margin on the discovery prompts (slack for held-out prompts)."""
-    types: tuple[str, ...] = ("attn_head", "mlp")
-    """Component types that can enter the circuit."""
-    source: str = "corrupt"
-    """What components outside the circuit get: ``corrupt`` activations or the clean ``mean``."""
     max_group: int = 32
-    """Largest prefix of the prior order removed in one try (powers of two up to it are tried)."""
+    """Largest prefix of the prior order removed in one try (powers of two up to it are tried);
+    masks per forward pass = max_tokens // (B*T)."""
     refine: bool = True
     """Run the refinement sweeps (step 3) that make the circuit 1-minimal."""
-    max_tokens: int = 4096
-    """Tokens per forward pass (masks per pass = max_tokens // (B*T))."""
 
     def __post_init__(self):
-        check_circuit_settings(self.share, self.source, self.types)
+        super().__post_init__()
         if self.margin < 0:
             raise ValueError(f"margin must be >= 0, got {self.margin}")
         if self.max_group < 1:
