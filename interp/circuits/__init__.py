@@ -2,16 +2,18 @@
 functions, and the searches and analyses that produce them (top-k and greedy component circuits,
 edge circuits from EAP scores, transcoder feature circuits, discrete-SAE circuits, IOI head roles)."""
 
-from .circuit import Circuit, as_edge_mask, greedy_circuit, prune_circuit, top_n_circuit
+from .circuit import Circuit, as_edge_mask, component_edges, greedy_circuit, prune_circuit, top_n_circuit
 from .discovery import CircuitConfig, discover_circuit, rank_components
+from .edge_circuits import EdgeResult, EdgeRunConfig, run_edges
 from .faithfulness import (ComponentPatcher, Faithfulness, FaithfulnessCurve, circuit_faithfulness,
                            edge_circuit_faithfulness, faithfulness_curve)
 from .pipeline import METHODS, SEARCHES, CircuitRunConfig, run_circuit, run_method, write_outputs
 from .roles import HeadRoles, classify_heads
 from .search import SearchConfig, search_circuit
 
-__all__ = ["Circuit", "CircuitConfig", "CircuitRunConfig", "ComponentPatcher", "Faithfulness", "FaithfulnessCurve",
+__all__ = ["Circuit", "CircuitConfig", "CircuitRunConfig", "ComponentPatcher", "EdgeResult", "EdgeRunConfig",
+           "Faithfulness", "FaithfulnessCurve",
            "HeadRoles", "METHODS", "SEARCHES", "SearchConfig", "as_edge_mask", "circuit_faithfulness",
-           "classify_heads", "discover_circuit", "edge_circuit_faithfulness", "faithfulness_curve", "greedy_circuit",
-           "prune_circuit", "rank_components", "run_circuit", "run_method", "search_circuit", "top_n_circuit",
+           "classify_heads", "component_edges", "discover_circuit", "edge_circuit_faithfulness", "faithfulness_curve", "greedy_circuit",
+           "prune_circuit", "rank_components", "run_circuit", "run_edges", "run_method", "search_circuit", "top_n_circuit",
            "write_outputs"]
