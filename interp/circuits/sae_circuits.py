@@ -137,10 +137,11 @@ class SAECircuitResult(Result):
                  "edge_votes": int(self.edge_votes.flatten()[i])} for i in order]
 
     def summary(self) -> str:
-        top = ", ".join(f"{t['head']} ({t['unique_codes']})" for t in self.top_heads(5))
-        text = (f"Heads with the most codes unique to the positive prompts: **{top}**; {self.config.get('n_pos')} "
-                f"positive and {self.config.get('n_neg')} negative {self.task} prompts on {self.model}, one "
-                f"{self.config.get('n_latents')}-latent SAE over every head's output.")
+        top = ", ".join(f"{t['head']} ({t['unique_codes']})" for t in self.top_heads(5) if t["unique_codes"])
+        text = (f"Heads with the most codes unique to the positive prompts: **{top}**" if top else
+                "**No head has a code unique to the positive prompts**")
+        text += (f"; {self.config.get('n_pos')} positive and {self.config.get('n_neg')} negative {self.task} prompts "
+                 f"on {self.model}, one {self.config.get('n_latents')}-latent SAE over every head's output.")
         for share, ev in self.evaluation.items():
             text += (f" Against the {ev['n_truth']} heads carrying {float(share):.0%} of the total |patching effect|: "
                      f"node ROC-AUC {ev['node']['roc_auc']:.3f} (best F1 {ev['node']['best_f1']:.3f}), edge ROC-AUC "
