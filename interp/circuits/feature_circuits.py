@@ -30,8 +30,11 @@ Assumes a TransformerBridge whose ``blocks.L.ln{1,2}.hook_normalized`` is the no
 before the norm weight (RMSNorm/LayerNorm) and attention without output bias (as Llama);
 ``W_V``/``W_O`` as TransformerLens stacks them ([L, H, d_model, d_head], [L, H, d_head, d_model]).
 
-Memory: one cached forward pass of the prompt (all hooks used, ~``12 * L * T * d_model`` floats
-plus patterns ``L * H * T^2``).
+Cost: one forward pass of the prompt; each decomposition encodes one row per transcoder layer and
+reads every head's OV circuit, O(L (d_sae d_model + H d_head d_model + H T d_model)); a path search
+runs at most ``beam * n_branches`` decompositions per hop.  Memory: the cached forward pass (all
+hooks used, ~``12 * L * T * d_model`` floats plus patterns ``L * H * T^2``).  Design: the norms'
+scales are frozen (the paper's choice), which makes every term exact and linear in ``u``.
 """
 
 from __future__ import annotations

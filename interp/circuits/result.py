@@ -4,7 +4,8 @@ A :class:`CircuitResult` holds what a reader needs to judge a circuit: its membe
 of the behaviour they keep (on the discovery prompts and on held-out ones), the curve the search
 walked, the attribution scores that ordered it beside real activation patching of every head and
 MLP, the edges between members (EAP: gradient x corrupted-minus-clean sender output, one
-forward and one backward pass; Syed et al. 2023), IOI head roles, one prompt's attention
+forward and one backward pass, Syed et al. 2023; summed per receiving component by
+:func:`interp.circuits.circuit.component_edges`), IOI head roles, one prompt's attention
 patterns, and per-token attributions on example prompts.
 
 Its report leads with one sentence written from those numbers, then the circuit graph and the
