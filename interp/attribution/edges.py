@@ -293,12 +293,14 @@ def edge_graph(model, weights: list[LayerWeights] | None = None) -> EdgeGraph:
 # ------------------------------------------------------------------------------------------
 # senders: what each one writes into the residual stream
 # ------------------------------------------------------------------------------------------
-def _saver(store: dict):
-    """``saver(name)`` -> a forward hook that keeps its activation, detached, in ``store[name]``."""
+def _saver(store: dict, keep: Callable = lambda x: x.detach()):
+    """``saver(name)`` -> a forward hook that puts ``keep(activation)`` (default: detached) in ``store[name]``
+    and returns the activation (the bridge then computes on that very tensor, so a kept one is in the graph)."""
 
     def saver(name):
         def fn(x, hook):
-            store[name] = x.detach()
+            store[name] = keep(x)
+            return x
 
         return fn
 
@@ -500,24 +502,13 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
             interp = interp.reshape(c * B, *e_clean.shape[1:]).to(dtype).requires_grad_(True)
             hooks.insert(1 if at != "hook_embed" else 0, (at, lambda x, hook, v=interp: v))
         if fast:
-            def saver(name):
-                def fn(x, hook):
-                    store[name] = x
-                    return x
-
-                return fn
-
+            saver = _saver(store, lambda x: x)  # kept in the autograd graph
             for l in range(L):
                 hooks.append((f"blocks.{l}.ln1.hook_in", saver(f"x{l}")))
                 hooks += [(f"blocks.{l}.attn.hook_{k}", saver(f"{k}{l}")) for k in "qkv"]
         senders: dict[str, torch.Tensor] = {}
         if path.keep_senders and s == 0:
-            def keep(name):
-                def fn(x, hook):
-                    senders[name] = x.detach()[:B]
-
-                return fn
-
+            keep = _saver(senders, lambda x: x.detach()[:B])
             hooks += [(n, keep(n)) for n in sender_hooks(graph)]
         layer = hook_layer(at) if fast and (prefix is not None or prefix_grad) else 0
         with torch.enable_grad(), scoped_hooks(model, fwd=hooks):
