@@ -11,9 +11,9 @@ from .pipeline import METHODS, SEARCHES, CircuitRunConfig, run_circuit, run_meth
 from .roles import HeadRoles, classify_heads
 from .search import SearchConfig, search_circuit
 
-__all__ = ["Circuit", "CircuitConfig", "CircuitRunConfig", "ComponentPatcher", "EdgeResult", "EdgeRunConfig",
-           "Faithfulness", "FaithfulnessCurve",
-           "HeadRoles", "METHODS", "SEARCHES", "SearchConfig", "as_edge_mask", "circuit_faithfulness",
-           "classify_heads", "component_edges", "discover_circuit", "edge_circuit_faithfulness", "faithfulness_curve", "greedy_circuit",
-           "prune_circuit", "rank_components", "run_circuit", "run_edges", "run_method", "search_circuit", "top_n_circuit",
-           "write_outputs"]
+__all__ = [
+    "Circuit", "CircuitConfig", "CircuitRunConfig", "ComponentPatcher", "EdgeResult", "EdgeRunConfig", "Faithfulness",
+    "FaithfulnessCurve", "HeadRoles", "METHODS", "SEARCHES", "SearchConfig", "as_edge_mask", "circuit_faithfulness",
+    "classify_heads", "component_edges", "discover_circuit", "edge_circuit_faithfulness", "faithfulness_curve",
+    "greedy_circuit", "prune_circuit", "rank_components", "run_circuit", "run_edges", "run_method", "search_circuit",
+    "top_n_circuit", "write_outputs"]

@@ -261,7 +261,8 @@ def component_edges(scores: EdgeScores, mask: torch.Tensor | None = None, member
             targets = [t for t in targets if t in members or t == "logits"]
         for t in targets:
             totals[(snd.name, t)] = totals.get((snd.name, t), 0.0) + float(scores.scores[i, j])
-    return sorted(({"source": s, "target": t, "score": v} for (s, t), v in totals.items()), key=lambda e: -abs(e["score"]))
+    edges = [{"source": s, "target": t, "score": v} for (s, t), v in totals.items()]
+    return sorted(edges, key=lambda e: -abs(e["score"]))
 
 
 def node_layer(name: str, n_layers: int) -> int:

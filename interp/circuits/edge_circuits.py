@@ -182,11 +182,11 @@ class EdgeResult(Result):
             fig.add_hline(y=self.curve["target"], line_dash="dash", line_color="#888")
             fig.update_layout(xaxis_type="log", xaxis_title="edges kept", yaxis_title="F_norm")
             ident = self.curve.get("identity") or {}
-            r.add_figure(fig, title="Faithfulness of top-n edge circuits", fields=("curve.curves.n_edges",
-                                                                                   "curve.curves.f_norm"),
+            r.add_figure(fig, title="Faithfulness of top-n edge circuits",
+                         fields=("curve.curves.n_edges", "curve.curves.f_norm"),
                          caption="F_norm = (m(C) - m(corrupt)) / (m(clean) - m(corrupt)) of each method's circuit "
-                                 "against the edges it keeps (after pruning dead ends; log scale); every edge outside C "
-                                 "carries the corrupted run; dashed: the target. Checks: full circuit - clean metric "
+                                 "against the edges it keeps (after pruning dead ends; log scale); every edge outside "
+                                 "C carries the corrupted run; dashed: the target. Checks: full circuit - clean metric "
                                  f"= {ident.get('full_minus_clean', float('nan')):.2e}, empty circuit - corrupted "
                                  f"metric = {ident.get('empty_minus_corrupt', float('nan')):.2e}.")
             r.add_table("Faithfulness per circuit", rows)
@@ -199,7 +199,8 @@ class EdgeResult(Result):
             fig = go.Figure(go.Scatter(x=[e["patch"] for e in pts], y=[e["score"] for e in pts], mode="markers",
                                        text=[e["edge"] for e in pts]))
             fig.update_layout(xaxis_title="edge patching effect", yaxis_title="edge score")
-            r.add_figure(fig, title=f"{self.method} against edge patching", fields=("top_edges.patch", "top_edges.score"),
+            r.add_figure(fig, title=f"{self.method} against edge patching",
+                         fields=("top_edges.patch", "top_edges.score"),
                          caption=f"Each point one of the top {len(pts)} edges: the metric change of patching it for "
                                  f"real (x) and its {self.method} score (y).")
         r.add_table("Top edges", self.top_edges, caption="Receivers .q/.k/.v are a head's query/key/value input "
@@ -231,7 +232,8 @@ def run_edges(model, task_name: str, config: EdgeRunConfig | None = None, *, pro
         timings["edge_patching"] = p.seconds
     curve = circuit = None
     if cfg.sizes:
-        scores = [res] + [edge_attribution(model, task, m, **kw) for m in dict.fromkeys(cfg.compare) if m != cfg.method]
+        others = [m for m in dict.fromkeys(cfg.compare) if m != cfg.method]
+        scores = [res] + [edge_attribution(model, task, m, **kw) for m in others]
         timings.update({s.method: s.seconds for s in scores[1:]})
         sizes = sorted({min(n, res.graph.n_edges) for n in cfg.sizes})
         fc = faithfulness_curve(model, task, scores, sizes, prune=cfg.prune, max_tokens=cfg.max_tokens,
