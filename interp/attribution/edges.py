@@ -597,10 +597,9 @@ class EdgeScores:
         for f in idx:
             i, j = divmod(f, Nr)
             u, v = self.graph.senders[i], self.graph.receivers[j]
-            out.append({"edge": f"{u.name}->{v.name}", "sender": u.name, "receiver": v.name,
+            out.append({"edge": self.graph.edge_name(i, j), "sender": u.name, "receiver": v.name,
                         "score": float(self.scores[i, j]), "sender_hook": u.hook, "receiver_hook": v.hook})
         return out
-
 
     def to_json(self, top: int = 100, full: bool = False) -> dict:
         out = {"method": self.method, "seconds": self.seconds, "timings": self.timings,
