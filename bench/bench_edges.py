@@ -20,7 +20,7 @@ In one run, on the same prompts:
 Writes bench/results/bench_edges.json with the machine, load average, versions and command line.
 
 ``--faithfulness`` (a separate run; it updates only the ``faithfulness`` key of the JSON): for IOI
-and greater-than, the faithfulness curve of top-n edge circuits (edge_circuit.py: every edge
+and greater-than, the faithfulness curve of top-n edge circuits (interp/circuits/faithfulness.py: every edge
 outside the circuit carries the corrupted run; circuits pruned to paths embeddings -> logits) for
 EAP, EAP-IG and clean-corrupted (``--activations``: also EAP-IG-activations), F_norm per size, the
 node overlap (Jaccard) of the EAP and EAP-IG circuits, and the seconds of scoring and of the
@@ -97,7 +97,7 @@ SIZES = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 40000)
 
 
 def faithfulness_bench(args) -> None:
-    from interp.attribution.edge_circuit import faithfulness_curve, top_n_circuit
+    from interp.circuits import faithfulness_curve, top_n_circuit
     from interp.attribution.edges import edge_attribution
     from interp.circuits.pipeline import make_task
     from interp.results import versions

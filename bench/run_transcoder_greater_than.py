@@ -39,7 +39,7 @@ def _name(c) -> str:
 
 def main() -> None:
     from interp.dictionaries import TensorSource, TrainConfig, fvu, train_sae
-    from interp.dictionaries import feature_circuits as fc
+    from interp.circuits import feature_circuits as fc
     from interp.dictionaries.transcoder import transcoder_config, transcoder_hooks
     from interp.models import load_model
     from interp.store import ActivationStore

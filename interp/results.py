@@ -38,6 +38,8 @@ KIND_MODULES = (
     "interp.attribution.components",
     "interp.circuits.result",
     "interp.circuits.compare",
+    "interp.circuits.edge_circuits",
+    "interp.circuits.sae_circuits",
     "interp.steering.evaluate",
     "interp.phenomena.sinks",
     "interp.phenomena.dormant",

@@ -18,7 +18,7 @@ from interp.tasks import make_task
 @pytest.fixture(scope="module")
 def tiny_run(tiny_llama, tmp_path_factory):
     out = tmp_path_factory.mktemp("circ")
-    return run_circuit(tiny_llama, "ioi", "atp", n=3, out=out, heldout_n=4), out
+    return run_circuit(tiny_llama, "ioi", method="atp", n=3, out=out, heldout_n=4), out
 
 
 def test_edges_sum_the_receivers_of_each_member(tiny_llama):
@@ -80,3 +80,18 @@ def test_first_screen_shows_summary_and_graph(tiny_run, tmp_path):
     got = json.loads(re.search(r"data-probe=\"([^\"]*)\"", dom).group(1).replace("&quot;", '"'))
     assert got["gid"] == "fig-the-circuit"
     assert got["s"] < 900 and got["g"] <= 900, got  # both end inside the first 1400 x 900 screen
+
+
+def test_report_renders_with_declared_axes(tiny_run, tmp_path):
+    """The circuit report in Chromium: every figure draws and every axis title is the one CircuitResult.axes
+    declares for the field it shows (the graph's x is the layer, the curve's x the circuit size)."""
+    from browser import check_result_report, needs_chromium
+
+    import interp.attribution.components as scores
+
+    if needs_chromium.args[0]:
+        pytest.skip(needs_chromium.kwargs["reason"])
+    if not hasattr(scores, "score_axes"):  # the score figures of add_score_figures record their fields there
+        pytest.skip("needs add_score_figures(paths=...) and score_axes (interp.attribution.components)")
+    r, out = tiny_run
+    check_result_report(load_result(out / "results.json"), tmp_path)

@@ -71,20 +71,21 @@ def test_discovery_on_non_monotone_F(tiny_llama, monkeypatch):
     """A constructed non-monotone F(k): the default returns the smallest k with F >= share (3); grid
     mode returns exactly what its definition says: grid {0, 2, 10} (grid=3), first grid size over 0.8
     is 10, bisection on (2, 10]: F(6) = .6 < .8 -> lo 6, F(8) = .9 -> hi 8, F(7) = .7 -> lo 7 -> 8."""
-    import interp.circuits.discovery as disc
+    import interp.circuits.faithfulness as faith
+    from interp.models.hooks import head_hook, mlp_hook
 
     task = _task(tiny_llama)
     scores = {"attn_head": torch.arange(8.0).reshape(2, 4), "mlp": torch.tensor([8.0, 9.0])}
     fake = AttributionResult("planted", scores, 0.0, 0.0, 0.0)
-    monkeypatch.setattr(disc, "complement_metric", _fake_complement_metric)
+    monkeypatch.setattr(faith, "complement_metric", _fake_complement_metric)
     c = discover_circuit(tiny_llama, task, fake, CircuitConfig(share=0.8))
     assert len(c.components) == 3 and c.faithfulness == pytest.approx(0.85)
     assert c.curve_faithfulness == pytest.approx(_NON_MONOTONE_F)
     g = discover_circuit(tiny_llama, task, fake, CircuitConfig(share=0.8, grid=3))
     assert size_grid(10, 3) == [0, 2, 10]
     assert len(g.components) == 8 and g.curve_sizes == [0, 2, 6, 7, 8, 10]
-    assert g.components == c.components + [disc.unit_name(*r[:3]) for r in rank_components(
-        fake, component_types(("attn_head", "mlp")), "abs")[3:8]]  # the same ranking, a longer prefix
+    assert g.components == c.components + [head_hook(l, i[0]) if t.name == "attn_head" else mlp_hook(l) for t, l, i, _ in
+                                           rank_components(fake, component_types(("attn_head", "mlp")), "abs")[3:8]]  # the same ranking, a longer prefix
 
 
 def test_planted_scores_rank_circuit(tiny_llama):
@@ -146,9 +147,9 @@ def test_head_roles_previous_token_planted(tiny_llama):
     finally:
         tiny_llama.reset_hooks(including_permanent=True)
     assert hr.scores["previous_token"][0, 1] == pytest.approx(1.0)  # approx default: a planted attention pattern
-    assert hr.roles["0.1"] == "previous_token"
+    assert hr.roles["L0H1"] == "previous_token"
     # approx default: a planted pattern
-    assert hr.scores["name_mover"][1, 2] == pytest.approx(1.0) and hr.roles["1.2"] == "name_mover"
+    assert hr.scores["name_mover"][1, 2] == pytest.approx(1.0) and hr.roles["L1H2"] == "name_mover"
     with pytest.raises(ValueError, match="IOI positions"):
         classify_heads(tiny_llama, _task(tiny_llama))
 
@@ -165,7 +166,7 @@ def test_cli_circuit_and_compare(tmp_path, capsys):
     assert r["kind"] == "circuit" and r["scores"]["method"] == "atp"
     assert set(r["scores"]["scores"]) == {"resid", "attn_head", "mlp"}
     assert main(["circuit", "ioi", "--model", "tiny-llama", "--n", "0", "--out", str(out)]) == 2
-    assert "--n must be" in capsys.readouterr().err
+    assert "n must be >= 1" in capsys.readouterr().err
     assert main(["compare", "greater-than", "--model", "tiny-llama", "--n", "2", "--methods", "atp,relp",
                  "--out", str(tmp_path / "gt"), "--json"]) == 0
     cmp = json.loads(capsys.readouterr().out)
@@ -195,7 +196,7 @@ def test_ioi_circuit_target_smollm2(smollm2):
 
     from interp.circuits import run_circuit
 
-    r = run_circuit(smollm2, "ioi", "relp", n=8, examples=False, check_patching=False, edges=False)
+    r = run_circuit(smollm2, "ioi", method="relp", n=8, examples=False, check_patching=False, edges=False)
     c = r.circuit
     assert c["method"] == "greedy" and c["minimal"]
     assert c["faithfulness"] >= 0.8 + 0.05
@@ -278,8 +279,8 @@ def test_greedy_search_F_matches_hand_hooks_and_is_minimal(tiny_llama, source):
         if rest:
             assert f_rest == pytest.approx(c.single_removal_F[drop], abs=1e-4)  # 14 ulps of m / span, as above
     # the trajectory is what was measured: every accepted step kept F >= threshold
-    assert c.trajectory_sizes[0] == 10 and c.trajectory_sizes[-1] == len(c.components)
-    assert all(f >= 0.8 for f in c.trajectory_F)
+    assert c.curve_sizes[0] == 10 and c.curve_sizes[-1] == len(c.components)
+    assert all(f >= 0.8 for f in c.curve_faithfulness)
 
 
 def test_greedy_search_stays_inside_planted_circuit(tiny_llama):
@@ -350,7 +351,7 @@ def test_cli_circuit_greedy_heldout(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     r = json.loads((out / "results.json").read_text())
     c = r["circuit"]
-    assert summary["search"] == "greedy" and c["method"] == "greedy" and c["source"] == "mean"
+    assert summary["search"] == "greedy" and c["method"] == "greedy" and c["config"]["source"] == "mean"
     assert c["faithfulness"] >= 0.8 + 0.05 - 1e-9 and c["n_components"] == len(c["components"])
     assert c["heldout"]["seed"] == 1 and c["heldout"]["n"] == 4
     assert summary["heldout_faithfulness"] == c["heldout"]["F"]
@@ -421,9 +422,9 @@ def test_head_roles_copy_decides_name_mover(tiny_llama):
     try:
         hr = classify_heads(tiny_llama, task, copy_threshold=0.0)
         c, nc = float(hr.scores["copy"][1, 2]), float(hr.scores["negative_copy"][1, 2])
-        assert hr.roles["1.2"] == "name_mover"  # threshold 0: every head copies "enough"; name_mover listed first
+        assert hr.roles["L1H2"] == "name_mover"  # threshold 0: every head copies "enough"; name_mover listed first
         hr_strict = classify_heads(tiny_llama, task, copy_threshold=max(c, nc) + 0.01)
-        assert hr_strict.roles.get("1.2") not in ("name_mover", "negative_name_mover")
+        assert hr_strict.roles.get("L1H2") not in ("name_mover", "negative_name_mover")
         # approx default: the planted pattern
         assert hr_strict.scores["name_mover"][1, 2] == pytest.approx(1.0)  # the pattern score itself is kept
         assert not hr_strict.notes
@@ -443,3 +444,23 @@ def test_head_roles_without_copy_scores_fall_back_with_a_note(tiny_llama, monkey
     assert "copy" not in hr.scores and len(hr.notes) == 1 and "copy scores skipped" in hr.notes[0]
     assert set(hr.roles.values()) <= set(roles_mod.ROLES) - {"negative_name_mover", "copy_suppression"}
     assert len(hr.roles) == tiny_llama.cfg.n_layers * tiny_llama.cfg.n_heads  # threshold 0: every head has a role
+
+
+def test_config_or_keywords_never_both(tiny_llama):
+    """Every circuit entry point takes its config dataclass or the fields as keywords; both is a TypeError
+    before any work (the old `config or Config(**kw)` silently dropped the keywords and fails here)."""
+    from interp.circuits import CircuitRunConfig, run_circuit
+    from interp.circuits.edge_circuits import EdgeRunConfig, run_edges
+    from interp.circuits.feature_circuits import PathSearch, greedy_paths
+    from interp.circuits.sae_circuits import SAECircuitConfig, sae_circuit
+
+    task = _task(tiny_llama)
+    for call in (lambda: run_circuit(tiny_llama, "ioi", CircuitRunConfig(), method="atp"),
+                 lambda: run_edges(tiny_llama, "ioi", EdgeRunConfig(), method="eap"),
+                 lambda: sae_circuit(tiny_llama, task, SAECircuitConfig(), epochs=3),
+                 lambda: greedy_paths(tiny_llama, {}, None, None, 0, config=PathSearch(), beam=3)):
+        with pytest.raises(TypeError, match="not both"):
+            call()
+    assert CircuitRunConfig(method="atp", n=3) == CircuitRunConfig(**{"method": "atp", "n": 3})
+    with pytest.raises(ValueError, match="unknown method"):
+        run_circuit(tiny_llama, "ioi", method="magic")

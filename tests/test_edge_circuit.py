@@ -1,4 +1,4 @@
-"""Edge-circuit faithfulness (interp/attribution/edge_circuit.py) against its definition.
+"""Edge-circuit faithfulness (interp/circuits/faithfulness.py, circuit.py) against its definition.
 
 Ground truths: the clean and the corrupted run (all edges / no edges), real edge patching
 (edge_patching.py) for the full circuit minus one edge, and an independent plain-torch GPT-2 forward
@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from interp.attribution.edge_circuit import (Circuit, as_edge_mask, edge_circuit_faithfulness, faithfulness_curve,
+from interp.circuits import (Circuit, as_edge_mask, edge_circuit_faithfulness, faithfulness_curve,
                                              greedy_circuit, prune_circuit, top_n_circuit)
 from interp.attribution.edge_patching import edge_patching
 from interp.attribution.edges import edge_attribution, edge_graph
@@ -92,8 +92,8 @@ def test_pruning_keeps_the_metric_and_removes_dead_ends():
                          "L0H3->L1H0.k",  # L0H3 is reached by nothing; L1H0 reaches nothing
                          "MLP0->logits"])  # MLP0 is reached by nothing
     p = prune_circuit(g, c)
-    assert sorted(Circuit(g, p).edge_names()) == sorted(["embed->L0H1.v", "L0H1->MLP1", "MLP1->logits"])
-    assert Circuit(g, p).nodes() == ["embed", "L0H1", "MLP1", "logits"]
+    assert sorted(Circuit.of_edges(g, p).edge_names()) == sorted(["embed->L0H1.v", "L0H1->MLP1", "MLP1->logits"])
+    assert Circuit.of_edges(g, p).nodes() == ["embed", "L0H1", "MLP1", "logits"]
     f = edge_circuit_faithfulness(m, task, [c, p], check_ends=False)
     # float64, pruning changes nothing: ~5e3 eps64
     assert f.metrics[0].item() == pytest.approx(f.metrics[1].item(), abs=1e-12)
@@ -109,7 +109,7 @@ def test_grouped_kv_receiver_makes_its_whole_group_live():
     m = model_for("gqa-llama")  # 4 query heads, 2 kv heads: L1KV0 feeds L1H0 and L1H1
     g = edge_graph(m)
     c = as_edge_mask(g, ["embed->L1KV0.v", "L1H1->logits", "L1H2->logits"])
-    assert sorted(Circuit(g, prune_circuit(g, c)).edge_names()) == ["L1H1->logits", "embed->L1KV0.v"]
+    assert sorted(Circuit.of_edges(g, prune_circuit(g, c)).edge_names()) == ["L1H1->logits", "embed->L1KV0.v"]
 
 
 def _gpt2_circuit_run(m, task, circuit):

@@ -11,6 +11,7 @@ Llama finite differences use a larger eps).
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -308,7 +309,7 @@ def test_prefix_replay_receiver_gradients(name):
     """receiver_grads for a group in block L: the cached (detached) replay gives 0 at the receivers of blocks
     < L (nonzero in the reference: their write reaches the metric around the group) and the reference
     gradient at every other receiver; the batch-B replay with autograd gives the reference gradient everywhere."""
-    from interp.attribution.edges import receiver_grads
+    from interp.attribution.edges import GradPath, receiver_grads
     from interp.attribution.fastpath import PrefixCache
 
     m = model_for(name)
@@ -331,10 +332,9 @@ def test_prefix_replay_receiver_gradients(name):
     upstream = torch.tensor([r.layer < L for r in g.receivers])
     own_qkv = torch.tensor([r.layer == L and r.kind in "qkv" for r in g.receivers])
     for h in hooks:
-        args = (m, task.clean, task.metric, g, w, alphas, wts, raw[h][:B], raw[h][B:], 4096, True, False)
-        ref = receiver_grads(*args, at=h)
-        cached = receiver_grads(*args, at=h, prefix=prefix)
-        batch = receiver_grads(*args, at=h, prefix_grad=True)
+        args = (m, task.clean, task.metric, g, w)
+        ref, cached, batch = (receiver_grads(*args, GradPath(alphas, wts, raw[h][:B], raw[h][B:], at=h, **kw), True)[0]
+                              for kw in ({}, {"prefix": prefix}, {"prefix_grad": True}))
         assert ref[upstream].abs().amax(dim=(1, 2, 3)).min() > 0
         assert (cached[upstream] == 0).all()
         # Llama's RMSNorm computes in float32: the batch replay sums the copies before the prefix backward
@@ -443,7 +443,7 @@ def test_cli_writes_results_and_report(tmp_path, capsys):
     p = edge_patching(m, task, [e["edge"] for e in top])
     # an effect is a difference of two float32 metrics, each within _metric_rounding_bound of another summation order
     assert [e["patch"] for e in top] == pytest.approx(p.effects.tolist(), abs=2 * _metric_rounding_bound(m, task))
-    z = torch.tensor(res["abs_score_by_stage"]["z"])
+    z = torch.tensor(res["stages"]["z"])
     # z is float32: its rounding (~eps32 x sum z) is far below the other 21 cells' share
     assert z.shape == (5, 5) and float(z.sum()) >= sum(abs(e["score"]) for e in top) - 1e-9
 
@@ -452,13 +452,13 @@ def test_cli_bad_input(capsys):
     from interp.cli.main import main
 
     assert main(["edges", "ioi", "--model", "tiny-gpt2", "--n", "0"]) == 2
-    assert "--n must be >= 1" in capsys.readouterr().err
+    assert "n must be >= 1" in capsys.readouterr().err
     assert main(["edges", "ioi", "--model", "tiny-gpt2", "--circuit", "10,x"]) == 2
-    assert "--circuit expects comma-separated" in capsys.readouterr().err
+    assert "--circuit expects a comma-separated" in capsys.readouterr().err
     assert main(["edges", "ioi", "--model", "tiny-gpt2", "--compare", "eap"]) == 2
-    assert "--compare needs --circuit" in capsys.readouterr().err
+    assert "compare needs circuit sizes" in capsys.readouterr().err
     assert main(["edges", "ioi", "--model", "tiny-gpt2", "--circuit", "5", "--compare", "magic"]) == 2
-    assert "unknown methods" in capsys.readouterr().err
+    assert "--compare: unknown" in capsys.readouterr().err
 
 
 def _metric_rounding_bound(m, task) -> float:
@@ -484,7 +484,7 @@ def test_cli_circuit_curve_is_the_python_api(tmp_path, capsys):
     """``--circuit`` writes the curve of faithfulness_curve() on the same scores; the report shows it."""
     import json
 
-    from interp.attribution.edge_circuit import faithfulness_curve
+    from interp.circuits import faithfulness_curve
     from interp.cli.main import main
 
     out = tmp_path / "c"
@@ -493,7 +493,8 @@ def test_cli_circuit_curve_is_the_python_api(tmp_path, capsys):
     assert rc == 0
     capsys.readouterr()
     res = json.loads((out / "results.json").read_text())
-    fc = res["faithfulness_curve"]
+    assert res["kind"] == "edges"
+    fc = res["curve"]
     m = load_model("tiny-gpt2", device="cpu")
     task = ioi_task(m, n=2, seed=0)
     sc = [edge_attribution(m, task, "eap"), edge_attribution(m, task, "eap-ig", steps=2)]
@@ -552,3 +553,37 @@ def test_report_faithfulness_curve_and_bad_layout():
     assert "Faithfulness of top-n edge circuits" in html and html.count('"eap-ig"') >= 1
     with pytest.raises(ValueError, match="faithfulness_curve: expected"):
         render_results({"kind": "edges", "faithfulness_curve": {"curves": {"eap": {"n_edges": [1, 2], "f_norm": [0.5]}}}})
+
+
+# ---------------------------------------------------------------------------------- the typed result
+def test_edge_result_from_a_real_run(tmp_path):
+    """run_edges on tiny-gpt2: its circuit is the smallest measured top-n circuit with F_norm >= target, re-measured
+    here with edge_circuit_faithfulness; its graph sums exactly the circuit's edge scores; its check's r is the
+    one Pearson of score vs real edge patching; JSON round trip; the report renders in Chromium with declared axes.
+    A circuit picked by requested n instead of edges kept, or a graph over all edges, fails here."""
+    from browser import check_result_report, needs_chromium
+
+    from interp.circuits import edge_circuit_faithfulness, top_n_circuit
+    from interp.circuits.edge_circuits import EdgeResult, run_edges
+    from interp.results import load_result, pearson
+
+    m = load_model("tiny-gpt2", device="cpu", dtype=torch.float64)
+    r = run_edges(m, "ioi", method="eap", n=3, top=6, check=6, sizes=(2, 5, 20, 80, 10 ** 9), target=0.5)
+    task = ioi_task(m, n=3, seed=0)
+    sc = edge_attribution(m, task, "eap")
+    c = r.circuit
+    assert c is not None and c["edges"] == top_n_circuit(sc, c["n_requested"]).edge_names()
+    f = edge_circuit_faithfulness(m, task, [c["edges"]], check_ends=False).f_norm.item()
+    assert f == pytest.approx(c["f_norm"], abs=1e-9) and f >= 0.5  # float64 model: the same run, re-batched
+    own = r.curve["curves"]["eap"]
+    assert all(fn < 0.5 or e >= c["n_edges"] for e, fn in zip(own["n_edges"], own["f_norm"]))  # the smallest
+    g = edge_graph(m)
+    want = sum(sc.score(*e.split("->")) for e in c["edges"])
+    assert sum(e["score"] for e in r.graph) == pytest.approx(want, abs=1e-12)  # float64 sums in another order
+    assert r.check["pearson"] == pytest.approx(pearson([e["score"] for e in r.top_edges], [e["patch"] for e in r.top_edges]))
+    assert r.n_edges == g.n_edges and "keep" in r.summary()
+    back = load_result(json.loads(json.dumps(r.to_json())))
+    assert isinstance(back, EdgeResult) and back.to_json() == r.to_json()
+    if needs_chromium.args[0]:
+        pytest.skip(needs_chromium.kwargs["reason"])
+    check_result_report(back, tmp_path)

@@ -198,7 +198,7 @@ def test_rule_set_names():
 
     from interp.attribution import RULE_SETS, RelPConfig
     from interp.circuits.compare import METHOD_SPECS
-    from interp.circuits.pipeline import run_circuit, run_method
+    from interp.circuits.pipeline import CircuitRunConfig, run_method
 
     assert RULE_SETS["default"] == ("LN-rule", "Identity-rule", "Half-rule")
     assert RULE_SETS["default+cp-lrp"] == RULE_SETS["default"] + ("AH-rule",)
@@ -207,8 +207,9 @@ def test_rule_set_names():
     with pytest.warns(UserWarning, match="old name"):
         assert RelPConfig(rules="all").rules == "default+cp-lrp"
     assert RelPConfig().rules == "default"
-    for f in (relevance_patching, run_method, run_circuit):
+    for f in (relevance_patching, run_method):
         assert inspect.signature(f).parameters["rules"].default == "default", f
+    assert CircuitRunConfig().rules == "default"  # run_circuit's settings
     assert METHOD_SPECS["relp"] == ("relp", {"rules": "default"})
     assert METHOD_SPECS["relp-cp-lrp"] == ("relp", {"rules": "default+cp-lrp"})
     from interp.circuits.compare import compare_methods

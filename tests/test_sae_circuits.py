@@ -2,6 +2,7 @@
 definition of the edge count, planted heads, and the evaluation metrics against hand-computed values."""
 
 import functools
+import json
 import math
 
 import pytest
@@ -169,6 +170,38 @@ def test_cli_sae_circuit(tmp_path, capsys):
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["top"]) == 3 and set(out["evaluation"]) == {"0.5", "0.8"}
-    assert 0 <= out["evaluation"]["0.8"]["node"]["roc_auc"] <= 1 and out["patching_seconds"] > 0
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert len(saved["result"]["unique_codes"]) == 2  # [L, H] for the 2-layer tiny model
+    assert 0 <= out["evaluation"]["0.8"]["node"]["roc_auc"] <= 1 and out["seconds"]["patching"] > 0
+    from interp.results import load_result
+
+    saved = load_result(tmp_path / "results.json")
+    assert saved.kind == "sae_circuit" and saved.unique_codes.shape == (2, 4)  # [L, H] for the 2-layer tiny model
+    assert saved.top_heads(3) == out["top"] and (tmp_path / "report.html").stat().st_size > 1000
+
+
+def test_sae_circuit_result_from_a_real_run(tiny_llama, tmp_path):
+    """run_sae_circuit with a patching truth on tiny-llama: its evaluation is evaluate_scores against
+    ground_truth_heads of activation patching run here (a truth taken from the wrong direction or the wrong
+    share fails), the top heads are the argmax of unique codes, JSON round trip, and the report renders."""
+    from browser import check_result_report, needs_chromium
+
+    from interp.attribution import activation_patching
+    from interp.results import load_result
+    from interp.tasks import make_task
+
+    r = sc.run_sae_circuit(tiny_llama, "ioi", sc.SAECircuitConfig(n_latents=32, epochs=200, n_train=8), n=6, truth_n=6,
+                           shares=(0.5, 0.8))
+    ap = activation_patching(tiny_llama, make_task("ioi", tiny_llama, n=6, seed=0), components=("attn_head",))
+    assert torch.equal(r.patching, ap.scores["attn_head"])
+    for s in (0.5, 0.8):
+        truth = sc.ground_truth_heads(ap.scores["attn_head"], s)
+        assert r.evaluation[str(s)] == {"n_truth": int(truth.sum()), "node": sc.evaluate_scores(r.node_scores, truth),
+                                        "edge": sc.evaluate_scores(r.edge_scores, truth)}
+    H = tiny_llama.cfg.n_heads
+    assert r.unique_codes.max() > 0  # some head has a code unique to the positives: the ranking below has teeth
+    best = int(r.unique_codes.flatten().argmax())
+    assert r.top_heads(1)[0]["head"] == f"L{best // H}H{best % H}" and r.top_heads(1)[0]["head"] in r.summary()
+    back = load_result(json.loads(json.dumps(r.to_json())))
+    assert isinstance(back, sc.SAECircuitResult) and back.to_json() == r.to_json()
+    if needs_chromium.args[0]:
+        pytest.skip(needs_chromium.kwargs["reason"])
+    check_result_report(back, tmp_path)

@@ -4,7 +4,7 @@ continuation vector reproduces the contribution it continues (with the norm scal
 import pytest
 import torch
 
-from interp.dictionaries import feature_circuits as fc
+from interp.circuits import feature_circuits as fc
 from interp.dictionaries import make
 from interp.dictionaries.transcoder import transcoder_config
 

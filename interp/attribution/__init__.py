@@ -1,11 +1,10 @@
-"""Attribution: which components carry a behaviour (patching, AtP, RelP, integrated gradients, EAP/EAP-IG edges)."""
+"""Attribution: scores of which components and edges carry a behaviour (patching, AtP, RelP, integrated
+gradients, EAP/EAP-IG edge scores, edge patching).  Circuits built from these scores live in interp.circuits."""
 
 from .atp import attribution_patching, gradient_patching
 from .components import (COMPONENT_TYPES, AttributionResult, ComponentType, cache_components, component_types,
                          register_component_type)
 from .captum_ig import captum_layer_ig
-from .edge_circuit import (Circuit, Faithfulness, FaithfulnessCurve, edge_circuit_faithfulness, faithfulness_curve,
-                           prune_circuit, top_n_circuit)
 from .edge_patching import EdgePatchResult, edge_patching
 from .edges import EdgeGraph, EdgeScores, edge_attribution, edge_graph
 from .ig import IGResult, integrated_gradients, layer_integrated_gradients, quadrature
@@ -18,8 +17,6 @@ __all__ = [
     "COMPONENT_TYPES", "LRP_RULES", "PATCH_SOURCES", "RULE_SETS", "AttributionResult", "ComponentType",
     "LRPRule", "PatchingConfig", "RelPConfig", "activation_patching", "attribution_patching",
     "cache_components", "complement_metric", "component_types", "gradient_patching", "lrp_rules",
-    "Circuit", "Faithfulness", "FaithfulnessCurve", "edge_circuit_faithfulness", "faithfulness_curve",
-    "prune_circuit", "top_n_circuit",
     "EdgeGraph", "EdgePatchResult", "EdgeScores", "edge_attribution", "edge_graph", "edge_patching",
     "register_component_type", "register_rule", "relevance_patching", "resolve_rules", "run_with_masks",
 ]

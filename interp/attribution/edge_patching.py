@@ -55,10 +55,6 @@ class EdgePatchResult:
     graph: EdgeGraph
     config: dict = field(default_factory=dict)
 
-    def to_json(self) -> dict:
-        return {"edges": self.names, "effects": self.effects.tolist(), "metric_clean": self.metric_clean,
-                "metric_corrupt": self.metric_corrupt, "eps": self.eps, "seconds": self.seconds, "config": self.config}
-
 
 def edge_patching(model, task, edges: Sequence, eps: float = 1.0, max_tokens: int = 4096,
                   fast: bool | None = None, progress: bool = False) -> EdgePatchResult:

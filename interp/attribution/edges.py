@@ -88,6 +88,7 @@ import torch
 
 from interp.fastpath import use_fast
 from interp.models import scoped_hooks
+from interp.models.hooks import component_label, head_label, mlp_hook
 
 from .fastpath import PrefixCache, fast_forward, hook_layer, reads_last_position_only
 
@@ -201,6 +202,8 @@ class LayerWeights:
     """``[H, d_head, d_model]``: head h writes z_h @ W_o[h] into the residual."""
     b_o: torch.Tensor
     """``[d_model]``: the attention output bias (zeros where there is none)."""
+    b_qkv: dict[str, torch.Tensor]
+    """``"q"``: ``[H, d_head]``, ``"k"`` / ``"v"``: ``[H_kv, d_head]``: the projection biases (zeros where none)."""
 
 
 def _linear_map(mod, d_in: int, ref: torch.Tensor, probe: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,7 +258,8 @@ def layer_weights(model, probe: bool = False) -> list[LayerWeights]:
         maps = {s: _linear_map(_orig(getattr(blk.attn, s)), d if s != "o" else H * dh, ref, probe) for s in "qkvo"}
         W = {s: maps[s][0].T.reshape(-1, dh, d).contiguous() for s in "qkv"}  # [d, H*dh] -> [H, dh, d]
         W_o, b_o = maps["o"]
-        out.append(LayerWeights(W["q"], W["k"], W["v"], W_o.reshape(H, dh, d).contiguous(), b_o))
+        out.append(LayerWeights(W["q"], W["k"], W["v"], W_o.reshape(H, dh, d).contiguous(), b_o,
+                                {s: maps[s][1].reshape(-1, dh) for s in "qkv"}))
     return out
 
 
@@ -271,13 +275,14 @@ def edge_graph(model, weights: list[LayerWeights] | None = None) -> EdgeGraph:
         senders.append(Node("pos_embed", "pos", -1, None, "hook_pos_embed", -1))
     receivers = []
     for l in range(L):
-        senders += [Node(f"L{l}H{h}", "head", l, h, f"blocks.{l}.attn.hook_z", 2 * l) for h in range(H)]
-        senders.append(Node(f"MLP{l}", "mlp", l, None, f"blocks.{l}.hook_mlp_out", 2 * l + 1))
-        receivers += [Node(f"L{l}H{h}.q", "q", l, h, f"blocks.{l}.hook_q_input", 2 * l) for h in range(H)]
-        for kind in "kv":
-            receivers += [Node(f"L{l}{'KV' if gqa else 'H'}{g}.{kind}", kind, l, g, f"blocks.{l}.hook_{kind}_input", 2 * l)
-                          for g in range(Hkv)]
-        receivers.append(Node(f"MLP{l}", "mlp", l, None, f"blocks.{l}.hook_mlp_in", 2 * l + (0 if parallel else 1)))
+        mlp = component_label(mlp_hook(l))
+        senders += [Node(head_label(l, h), "head", l, h, f"blocks.{l}.attn.hook_z", 2 * l) for h in range(H)]
+        senders.append(Node(mlp, "mlp", l, None, mlp_hook(l), 2 * l + 1))
+        receivers += [Node(f"{head_label(l, h)}.q", "q", l, h, f"blocks.{l}.hook_q_input", 2 * l) for h in range(H)]
+        for kind in "kv":  # a grouped key/value head is not a query head: L3KV1.k
+            receivers += [Node(f"{f'L{l}KV{g}' if gqa else head_label(l, g)}.{kind}", kind, l, g,
+                               f"blocks.{l}.hook_{kind}_input", 2 * l) for g in range(Hkv)]
+        receivers.append(Node(mlp, "mlp", l, None, f"blocks.{l}.hook_mlp_in", 2 * l + (0 if parallel else 1)))
     receivers.append(Node("logits", "logits", L, None, "ln_final.hook_in", 2 * L))
     s_stage = torch.tensor([n.stage for n in senders])
     r_stage = torch.tensor([n.stage for n in receivers])
@@ -288,12 +293,14 @@ def edge_graph(model, weights: list[LayerWeights] | None = None) -> EdgeGraph:
 # ------------------------------------------------------------------------------------------
 # senders: what each one writes into the residual stream
 # ------------------------------------------------------------------------------------------
-def _saver(store: dict):
-    """``saver(name)`` -> a forward hook that keeps its activation, detached, in ``store[name]``."""
+def _saver(store: dict, keep: Callable = lambda x: x.detach()):
+    """``saver(name)`` -> a forward hook that puts ``keep(activation)`` (default: detached) in ``store[name]``
+    and returns the activation (the bridge then computes on that very tensor, so a kept one is in the graph)."""
 
     def saver(name):
         def fn(x, hook):
-            store[name] = x.detach()
+            store[name] = keep(x)
+            return x
 
         return fn
 
@@ -417,33 +424,55 @@ def _head_grads_posthoc(ln, x: torch.Tensor, g: dict[str, torch.Tensor], w: Laye
     return gx.to(acc)
 
 
+@dataclass
+class GradPath:
+    """What :func:`receiver_grads` differentiates: the run of ``tokens`` with the activation at hook
+    ``at`` replaced by ``corrupt + alpha_k (clean - corrupt)`` for each step k (weight ``weights[k]``)."""
+
+    alphas: torch.Tensor
+    """``[m]`` interpolation points (float64)."""
+    weights: torch.Tensor
+    """``[m]`` quadrature weights."""
+    clean: torch.Tensor | None = None
+    """The activation at ``at`` in the clean run; None with ``corrupt`` None: the plain run (EAP, one step)."""
+    corrupt: torch.Tensor | None = None
+    at: str = "hook_embed"
+    prefix: PrefixCache | None = None
+    """Fast path: block outputs replayed before ``at``'s block (no gradient reaches their receivers)."""
+    prefix_grad: bool = False
+    """Fast path: the blocks before ``at``'s block run once at batch B with autograd (exact everywhere)."""
+    max_tokens: int = 4096
+    """Tokens per forward/backward; ``max_tokens // (B*T)`` steps a batch."""
+    last_only: bool = False
+    """Unembed only the last position (the metric reads only it)."""
+    keep_senders: bool = False
+    """Also return step 0's sender outputs and per-prompt metric (EAP's clean run, no extra forward)."""
+
+
 def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGraph, weights: list[LayerWeights],
-                   alphas: torch.Tensor, step_weights: torch.Tensor, e_clean: torch.Tensor | None = None,
-                   e_corrupt: torch.Tensor | None = None, max_tokens: int = 4096, fast: bool | None = None,
-                   last_only: bool = False, capture: dict | None = None, at: str = "hook_embed",
-                   prefix: PrefixCache | None = None, prefix_grad: bool = False) -> torch.Tensor:
-    """``G [N_r, B, T, d]`` = sum_k w_k dL/d in_v with the activation at hook ``at`` (default the input
-    embeddings) replaced by ``e_corrupt + alpha_k (e_clean - e_corrupt)`` in the run of ``tokens``.
+                   path: GradPath, fast: bool | None = None):
+    """``(G [N_r, B, T, d], Z, metric)``: G = sum_k w_k dL/d in_v along ``path`` (see :class:`GradPath`);
+    ``Z`` (the sender outputs of step 0, as :func:`sender_outputs`) and ``metric`` (its per-prompt
+    metric) only with ``path.keep_senders``, else None.
 
-    With ``e_clean``/``e_corrupt`` None the plain run of ``tokens`` is differentiated (EAP; one
-    step).  Steps are batched ``max_tokens // (B*T)`` at a time, one backward per batch.
-    ``capture`` (a dict) receives ``Z`` (the sender outputs of step 0, as :func:`sender_outputs`)
-    and ``metric`` (its per-prompt metric), so EAP needs no separate clean forward.
-
+    Steps are batched ``max_tokens // (B*T)`` at a time, one backward per batch.
     Prefix replay (fast path, ``at`` in block ``L > 0``): blocks ``0 .. L-1`` compute the plain run of
     ``tokens`` in every copy, so they run at most once at batch ``B``:
 
-    * ``prefix`` (a :class:`PrefixCache` captured on ``tokens``): their output is replayed with no
+    * ``path.prefix`` (a :class:`PrefixCache` captured on ``tokens``): their output is replayed with no
       graph behind it.  No gradient reaches the receivers of blocks ``< L`` (their rows of ``G``
       stay 0); the receivers of block ``L`` and later get exactly the full computation's gradient
       (block ``L``'s q/k/v receivers only if the cached outputs are autograd leaves, as
       :func:`_ig_activations` makes them; else theirs stay 0 too).
-    * ``prefix_grad``: per step batch they run once at batch ``B`` with autograd (every receiver
+    * ``path.prefix_grad``: per step batch they run once at batch ``B`` with autograd (every receiver
       hook in place) and their output is repeated for the ``c`` copies; the backward sums the
       copies' gradients at that output and runs through the prefix once.  Exact for every receiver
       (the prefix Jacobian is the same in every copy).  Cost: the prefix forward/backward of ``B``
       rows instead of ``c*B``.
     """
+    alphas, step_weights, e_clean, e_corrupt, at = path.alphas, path.weights, path.clean, path.corrupt, path.at
+    prefix, prefix_grad, max_tokens, last_only = path.prefix, path.prefix_grad, path.max_tokens, path.last_only
+    kept: dict = {}
     fast = use_fast(fast)
     B, T = tokens.shape
     L, d = model.cfg.n_layers, model.cfg.d_model
@@ -473,24 +502,13 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
             interp = interp.reshape(c * B, *e_clean.shape[1:]).to(dtype).requires_grad_(True)
             hooks.insert(1 if at != "hook_embed" else 0, (at, lambda x, hook, v=interp: v))
         if fast:
-            def saver(name):
-                def fn(x, hook):
-                    store[name] = x
-                    return x
-
-                return fn
-
+            saver = _saver(store, lambda x: x)  # kept in the autograd graph
             for l in range(L):
                 hooks.append((f"blocks.{l}.ln1.hook_in", saver(f"x{l}")))
                 hooks += [(f"blocks.{l}.attn.hook_{k}", saver(f"{k}{l}")) for k in "qkv"]
         senders: dict[str, torch.Tensor] = {}
-        if capture is not None and s == 0:
-            def keep(name):
-                def fn(x, hook):
-                    senders[name] = x.detach()[:B]
-
-                return fn
-
+        if path.keep_senders and s == 0:
+            keep = _saver(senders, lambda x: x.detach()[:B])
             hooks += [(n, keep(n)) for n in sender_hooks(graph)]
         layer = hook_layer(at) if fast and (prefix is not None or prefix_grad) else 0
         with torch.enable_grad(), scoped_hooks(model, fwd=hooks):
@@ -502,8 +520,7 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
             gs = torch.autograd.grad((f * wts[:, None]).sum(), list(deltas.values()) + [store[k] for k in keys],
                                      allow_unused=True)
         if senders:
-            capture["Z"] = _sender_rows(senders, graph, weights, acc)
-            capture["metric"] = f[0].detach()
+            kept = {"Z": _sender_rows(senders, graph, weights, acc), "metric": f[0].detach()}
         for j, gj in zip(deltas, gs[:len(deltas)]):
             if gj is not None:
                 G[j] += gj.to(acc)
@@ -517,7 +534,7 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
                 gx = _head_grads_posthoc(_orig(model.blocks[l].ln1), store[f"x{l}"], g, weights[l])
                 # rows: c*B copies, or B for a prefix block run once (prefix_grad)
                 G[head_rows[l]] += gx.reshape(-1, B, T, gx.shape[2], d).sum(0).permute(2, 0, 1, 3)
-    return G
+    return G, kept.get("Z"), kept.get("metric")
 
 
 class _PrefixDone(Exception):
@@ -580,13 +597,9 @@ class EdgeScores:
         for f in idx:
             i, j = divmod(f, Nr)
             u, v = self.graph.senders[i], self.graph.receivers[j]
-            out.append({"edge": f"{u.name}->{v.name}", "sender": u.name, "receiver": v.name,
+            out.append({"edge": self.graph.edge_name(i, j), "sender": u.name, "receiver": v.name,
                         "score": float(self.scores[i, j]), "sender_hook": u.hook, "receiver_hook": v.hook})
         return out
-
-    def edge_list(self) -> list[tuple[int, int]]:
-        """All edges as (sender index, receiver index)."""
-        return [tuple(x) for x in self.graph.mask.nonzero().tolist()]
 
     def to_json(self, top: int = 100, full: bool = False) -> dict:
         out = {"method": self.method, "seconds": self.seconds, "timings": self.timings,
@@ -648,9 +661,10 @@ def _ig_activations(model, task, graph, weights, steps, max_tokens, fast, share)
     S = torch.zeros(len(graph.senders), len(graph.receivers), dtype=D.dtype, device=D.device)
     G_all = None
     for hook, rows in groups:
-        G = receiver_grads(model, task.clean, task.metric, graph, weights, alphas, w, raw[hook][:B], raw[hook][B:],
-                           max_tokens, fast, last, at=hook, prefix=prefix,
-                           prefix_grad=replay == "batch").flatten(1)
+        G = receiver_grads(model, task.clean, task.metric, graph, weights,
+                           GradPath(alphas, w, raw[hook][:B], raw[hook][B:], at=hook, prefix=prefix,
+                                    prefix_grad=replay == "batch", max_tokens=max_tokens, last_only=last),
+                           fast)[0].flatten(1)
         if share == "own":
             S[rows] = D[rows].to(G.device) @ G.T / B
         else:
@@ -703,15 +717,14 @@ def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_to
             timings={"total": t3 - t0})
     if method == "eap":
         # the clean senders come from the gradient pass itself (its one copy is the clean run)
-        cap: dict = {}
         Z_k, logits_k = sender_outputs(model, task.corrupt, graph, weights)
         t1 = time.perf_counter()
         last = use_fast(fast) and reads_last_position_only(task.metric, logits_k)
         one = torch.ones(1, dtype=torch.float64)
-        G = receiver_grads(model, task.clean, task.metric, graph, weights, one, one, None, None, max_tokens, fast,
-                           last, capture=cap)
-        D = Z_k - cap["Z"]
-        m_clean = cap["metric"].double().mean().item()
+        G, Z_c, f_c = receiver_grads(model, task.clean, task.metric, graph, weights,
+                                     GradPath(one, one, max_tokens=max_tokens, last_only=last, keep_senders=True), fast)
+        D = Z_k - Z_c
+        m_clean = f_c.double().mean().item()
     else:
         D, e_c, e_k, logits_c, logits_k = sender_differences(model, task, graph, weights)  # sender 0 = hook_embed
         t1 = time.perf_counter()
@@ -722,7 +735,8 @@ def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_to
             w = torch.full((steps,), 1.0 / steps, dtype=torch.float64)
         else:
             alphas, w = torch.tensor([0.0, 1.0], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64)
-        G = receiver_grads(model, task.clean, task.metric, graph, weights, alphas, w, e_c, e_k, max_tokens, fast, last)
+        G = receiver_grads(model, task.clean, task.metric, graph, weights,
+                           GradPath(alphas, w, e_c, e_k, max_tokens=max_tokens, last_only=last), fast)[0]
     t2 = time.perf_counter()
     B = task.clean.shape[0]
     S = (D.reshape(D.shape[0], -1).to(G.device) @ G.reshape(G.shape[0], -1).T) / B

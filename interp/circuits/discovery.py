@@ -28,22 +28,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import dataclass
 
 import torch
 
-from interp.attribution.components import AttributionResult, cache_components, component_types
-from interp.attribution.patching import complement_metric, run_with_masks
+from interp.attribution.components import AttributionResult, component_types
 
-
-def no_metric_gap(full: float, empty: float) -> bool:
-    """True when m(all) and m(empty) are equal up to float32 rounding: nothing to attribute.
-
-    The two come from different rows of batched float32 forwards, whose reduction order (and so the
-    last bits) can depend on the batch and the thread count: identical prompts measured 6e-8 apart
-    at |m| = 0.82 on two threads.  1e-5 relative is ~100x that."""
-    return abs(full - empty) <= 1e-5 * max(1.0, abs(full), abs(empty))
+from .circuit import Circuit
+from .faithfulness import ComponentPatcher
 
 
 def check_circuit_settings(share: float, source: str, types) -> None:
@@ -56,8 +48,8 @@ def check_circuit_settings(share: float, source: str, types) -> None:
 
 
 @dataclass(frozen=True)
-class CircuitConfig:
-    """Settings of :func:`discover_circuit`."""
+class CircuitSettings:
+    """What every component-circuit search takes (:class:`CircuitConfig`, ``search.SearchConfig``)."""
 
     share: float = 0.8
     """Fraction of the clean-vs-empty metric gap the circuit must recover (0 < share <= 1)."""
@@ -65,6 +57,17 @@ class CircuitConfig:
     """Component types that can enter the circuit."""
     source: str = "corrupt"
     """What components outside the circuit get: ``corrupt`` activations or the clean ``mean``."""
+    max_tokens: int = 4096
+    """Tokens per forward pass."""
+
+    def __post_init__(self):
+        check_circuit_settings(self.share, self.source, self.types)
+
+
+@dataclass(frozen=True)
+class CircuitConfig(CircuitSettings):
+    """Settings of :func:`discover_circuit`."""
+
     order: str = "abs"
     """Rank by |score| (``abs``, default: a strongly negative linear estimate still marks a
     component the metric depends on, e.g. MLP0 acting as an extended embedding) or by score
@@ -73,84 +76,27 @@ class CircuitConfig:
     """None (default): measure F at every size 0..n and return the smallest k with F >= share.
     An int G: measure ~G geometric sizes (always 0 and all) plus a bisection (module doc, step 3):
     cheaper, and the smallest k only where F is monotone."""
-    max_tokens: int = 4096
-    """Tokens per forward pass."""
 
     def __post_init__(self):
-        check_circuit_settings(self.share, self.source, self.types)
+        super().__post_init__()
         if self.order not in ("signed", "abs"):
             raise ValueError(f"order must be 'signed' or 'abs', got {self.order!r}")
         if self.grid is not None and self.grid < 2:
             raise ValueError(f"grid must be None (every size) or >= 2, got {self.grid}")
 
 
-@dataclass
-class Circuit:
-    """A discovered circuit and the evidence for it."""
-
-    components: list[str]
-    """Hook-name addresses, e.g. ``blocks.9.attn.hook_z[3]``, ``blocks.4.hook_mlp_out``; ranked."""
-    scores: list[float]
-    """The ranking method's score of each component."""
-    n_total: int
-    """Number of candidate components."""
-    faithfulness: float
-    """F of the circuit, measured by patching everything outside it."""
-    denoise_recovered: float
-    """Verification: (m(corrupt + circuit patched from clean) - m(corrupt)) / (m(clean) - m(corrupt))."""
-    metric_full: float
-    metric_empty: float
-    curve_sizes: list[int]
-    curve_faithfulness: list[float]
-    method: str
-    share: float
-    seconds: float
-    config: dict = field(default_factory=dict)
-
-    @property
-    def fraction(self) -> float:
-        """Share of all candidate components that are in the circuit."""
-        return len(self.components) / self.n_total
-
-    def to_json(self) -> dict:
-        return {
-            "components": [{"name": c, "score": s} for c, s in zip(self.components, self.scores)],
-            "n_components": len(self.components), "n_total": self.n_total, "fraction": self.fraction,
-            "faithfulness": self.faithfulness, "denoise_recovered": self.denoise_recovered,
-            "metric_full": self.metric_full, "metric_empty": self.metric_empty, "method": self.method,
-            "share": self.share, "seconds": self.seconds, "config": self.config,
-        }
-
-
-def unit_name(ctype, layer: int, idx: tuple) -> str:
-    """The hook-name address of one component: ``blocks.L.attn.hook_z[h]`` or ``blocks.L.hook_mlp_out``."""
-    base = ctype.hook_name(layer)
-    return base + "".join(f"[{i}]" for i in idx)
-
-
 def rank_components(result: AttributionResult, types, order: str = "signed"):
     """``[(type, layer, unit_index, score)]`` sorted best first (per-position scores are summed)."""
+    missing = [t.name for t in types if t.name not in result.scores]
+    if missing:
+        raise ValueError(f"the {result.method} result has no scores for {missing}; run it with these components")
     rows = []
     for t in types:
-        s = result.scores[t.name]
-        if t.name in result.per_position:
-            s = s.sum(-1)
+        s = result.per_component(t.name)
         for pos in torch.cartesian_prod(*[torch.arange(n) for n in s.shape]).reshape(-1, s.ndim).tolist():
             rows.append((t, pos[0], tuple(pos[1:]), float(s[tuple(pos)])))
     key = (lambda r: -r[3]) if order == "signed" else (lambda r: -abs(r[3]))
     return sorted(rows, key=key)
-
-
-def keep_mask(units, shapes: dict[str, tuple]) -> dict[str, torch.Tensor]:
-    """Bool masks ``[L, *units]`` per type, True for the ``(type name, layer, unit index)`` in ``units``."""
-    mask = {name: torch.zeros(shape, dtype=torch.bool) for name, shape in shapes.items()}
-    for name, l, idx in units:
-        mask[name][(l, *idx)] = True
-    return mask
-
-
-def _keep_mask(ranked, k, shapes):
-    return keep_mask([(t.name, l, idx) for t, l, idx, _ in ranked[:k]], shapes)
 
 
 def size_grid(n: int, points: int) -> list[int]:
@@ -165,57 +111,32 @@ def discover_circuit(model, task, result: AttributionResult, config: CircuitConf
     """The smallest top-k set of the ranking with faithfulness >= ``config.share`` (``grid=None``,
     default; with ``grid=G`` the grid-and-bisection size of the module doc, step 3)."""
     cfg = config or CircuitConfig()
-    types = component_types(cfg.types)
-    missing = [t.name for t in types if t.name not in result.scores]
-    if missing:
-        raise ValueError(f"the {result.method} result has no scores for {missing}; run it with these components")
     t0 = time.perf_counter()
-    ranked = rank_components(result, types, cfg.order)
+    ranked = rank_components(result, component_types(cfg.types), cfg.order)
+    units = [(t.name, l, idx) for t, l, idx, _ in ranked]
     n = len(ranked)
-    ac, _, _ = cache_components(model, task.clean, types)
-    ak, _, _ = cache_components(model, task.corrupt, types)
-    shapes = {t.name: (model.cfg.n_layers, *ac[t.name][0].shape[2:2 + t.unit_axes]) for t in types}
+    ev = ComponentPatcher(model, task, cfg.types, cfg.source, cfg.max_tokens)
     measured: dict[int, float] = {}
 
     def measure(sizes):
         sizes = [s for s in sizes if s not in measured]
-        if not sizes:
-            return
-        vals = complement_metric(model, task, [_keep_mask(ranked, k, shapes) for k in sizes], types,
-                                 source=cfg.source, acts=(ac, ak), max_tokens=cfg.max_tokens)
-        measured.update(zip(sizes, vals.tolist()))
+        measured.update(zip(sizes, ev.metric([units[:k] for k in sizes])))
 
     grid = list(range(n + 1)) if cfg.grid is None else size_grid(n, cfg.grid)
     measure(grid)
-    full, empty = measured[n], measured[0]
-    gap = full - empty
-    if no_metric_gap(full, empty):
-        raise ValueError("the metric does not change between the full model and the all-patched model; "
-                         "nothing to attribute (are clean and corrupted prompts identical?)")
-    F = lambda k: (measured[k] - empty) / gap  # noqa: E731
+    ev.set_ends(measured[n], measured[0])
+    F = lambda k: ev.F(measured[k])  # noqa: E731
     hi = next(k for k in grid if F(k) >= cfg.share)  # exists: F(n) = 1 >= share
     lo = max([k for k in grid if k < hi], default=0)
     while hi - lo > 1:  # grid mode only: bisection on measured values (every size measured: hi = lo + 1)
         mid = (lo + hi) // 2
         measure([mid])
-        if F(mid) >= cfg.share:
-            hi = mid
-        else:
-            lo = mid
-    k = hi
-    # verification: corrupted run, only the circuit patched in from clean
-    keep = _keep_mask(ranked, k, shapes)
-    logits = run_with_masks(model, task.corrupt, ac, {n_: m[None] for n_, m in keep.items()}, types)
-    m_den = task.metric(logits).float().mean().item()
-    with torch.no_grad():
-        m_clean = task.metric(model(task.clean.to(next(model.parameters()).device))).float().mean().item()
-        m_corr = task.metric(model(task.corrupt.to(next(model.parameters()).device))).float().mean().item()
+        hi, lo = (mid, lo) if F(mid) >= cfg.share else (hi, mid)
     sizes = sorted(measured)
     return Circuit(
-        components=[unit_name(t, l, idx) for t, l, idx, _ in ranked[:k]],
-        scores=[s for *_, s in ranked[:k]], n_total=n, faithfulness=F(k),
-        denoise_recovered=(m_den - m_corr) / (m_clean - m_corr) if abs(m_clean - m_corr) > 1e-12 else float("nan"),
-        metric_full=full, metric_empty=empty, curve_sizes=sizes, curve_faithfulness=[F(s) for s in sizes],
-        method=result.method, share=cfg.share, seconds=time.perf_counter() - t0,
+        components=[ev.name(u) for u in units[:hi]], scores=[s for *_, s in ranked[:hi]], n_total=n,
+        faithfulness=F(hi), denoise_recovered=ev.denoise(units[:hi]), metric_full=ev.full, metric_empty=ev.empty,
+        curve_sizes=sizes, curve_faithfulness=[F(s) for s in sizes], method=result.method, share=cfg.share,
+        n_masks=ev.n_masks, seconds=time.perf_counter() - t0,
         config={"types": list(cfg.types), "source": cfg.source, "order": cfg.order, "grid": cfg.grid},
     )

@@ -20,6 +20,8 @@
 7. return a :class:`~interp.circuits.result.CircuitResult`; with ``out``, write its
    ``results.json`` and ``report.html`` (the report leads with the finding).
 
+Settings come as a :class:`CircuitRunConfig` or as its fields in keywords, never both.
+
 Cost: dominated by the per-component patching (step 2 for ``patch``, step 6 otherwise: one forward
 per component, batched) and by step 3 (a few hundred patched B*T-token runs for the greedy search
 on 300 components, plus ~24 for the comparison top-k curve, or n + 1 when ``search='topk'``).
@@ -27,22 +29,26 @@ on 300 components, plus ~24 for the comparison top-k curve, or n + 1 when ``sear
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from interp.attribution import activation_patching, attribution_patching, relevance_patching
 from interp.attribution.ig import integrated_gradients, layer_integrated_gradients
+from interp.models import model_name
+from interp.models.hooks import component_label
+from interp.reports.attention import attention_patterns
+from interp.results import Result, versions
 from interp.tasks import make_task
 
-from interp.results import Result, versions
-
-from .discovery import CircuitConfig, discover_circuit
+from .circuit import config_from
+from .discovery import CircuitConfig, check_circuit_settings, discover_circuit
+from .faithfulness import circuit_faithfulness
 from .result import CircuitResult, circuit_edges
 from .roles import classify_heads
-from .search import SearchConfig, circuit_faithfulness, search_circuit
+from .search import SearchConfig, search_circuit
 
 METHODS = ("patch", "atp", "relp", "ig")
 SEARCHES = ("greedy", "topk")
@@ -111,95 +117,113 @@ def write_outputs(results, out: str | Path) -> tuple[Path, Path | None]:
     return rj, html
 
 
-def run_circuit(model, task_name: str, method: str = "relp", out: str | Path | None = None, n: int = 8,
-                seed: int = 0, share: float = 0.8, rules="default", progress: bool = False, search: str = "greedy",
-                source: str = "corrupt", margin: float = 0.05, heldout_n: int = 16,
-                heldout_seed: int | None = None, examples: bool = True, corruption: str | None = None,
-                check_patching: bool = True, edges: bool = True) -> CircuitResult:
+@dataclass(frozen=True)
+class CircuitRunConfig:
+    """Settings of :func:`run_circuit` (also its keywords, one to one)."""
+
+    method: str = "relp"
+    """Attribution method that scores the components and orders the search (:data:`METHODS`)."""
+    n: int = 8
+    """Discovery prompts."""
+    seed: int = 0
+    """Seed of the discovery prompts."""
+    share: float = 0.8
+    """Faithfulness the circuit must keep (0 < share <= 1)."""
+    rules: str = "default"
+    """RelP's LRP rule set (``default``, the paper's; see :func:`run_method`)."""
+    search: str = "greedy"
+    """``greedy`` (pruning by real patching) or ``topk`` (ranking only)."""
+    source: str = "corrupt"
+    """What components outside the circuit get: ``corrupt`` activations or the clean ``mean``."""
+    margin: float = 0.05
+    """The greedy search keeps F >= share + margin on the discovery prompts."""
+    heldout_n: int = 16
+    """Held-out prompts on which the final circuit's F is re-measured (0 skips it)."""
+    heldout_seed: int | None = None
+    """Seed of the held-out prompts (None: ``seed + 1``)."""
+    corruption: str | None = None
+    """The task's corruption (``interp.tasks.CORRUPTIONS``; None: its default)."""
+    examples: bool = True
+    """Per-token IG attributions on two example prompts."""
+    check_patching: bool = True
+    """Also run activation patching of every head and MLP (the report shows the scores beside it)."""
+    edges: bool = True
+    """EAP edge scores between circuit members (the circuit graph)."""
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose from {METHODS}")
+        if self.search not in SEARCHES:
+            raise ValueError(f"unknown search {self.search!r}; choose from {SEARCHES}")
+        for name, low in (("n", 1), ("heldout_n", 0), ("margin", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        check_circuit_settings(self.share, self.source, ("attn_head", "mlp"))
+
+
+def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *, out: str | Path | None = None,
+                progress: bool = False, **settings) -> CircuitResult:
     """The whole pipeline (see module doc); returns a :class:`CircuitResult` (also written when ``out``).
 
-    ``search``: ``greedy`` (pruning by real patching) or ``topk`` (ranking only).  ``source``:
-    what components outside the circuit get (``corrupt`` or ``mean``).  ``margin``: the greedy
-    search keeps F >= share + margin on the discovery prompts.  ``heldout_n`` prompts with seed
-    ``heldout_seed`` (default ``seed + 1``) re-measure the final circuit's F (0 skips it).
-    ``corruption``: the task's corruption (``interp.tasks.CORRUPTIONS``; None = its default).
-    ``rules``: RelP's rule set (``default``, the paper's; see :func:`run_method`).
-    ``check_patching``: also run activation patching of every head and MLP (the report shows the
-    method's scores beside it).  ``edges``: EAP edge scores between circuit members (the graph).
+    Settings: a :class:`CircuitRunConfig` or its fields as keywords (``method="atp", n=16``), not both.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-    if search not in SEARCHES:
-        raise ValueError(f"unknown search {search!r}; choose from {SEARCHES}")
+    cfg = config_from(CircuitRunConfig, config, settings)
+    method, search, source, share = cfg.method, cfg.search, cfg.source, cfg.share
     t0 = time.perf_counter()
-    task = make_task(task_name, model, n=n, seed=seed, corruption=corruption)
+    task = make_task(task_name, model, n=cfg.n, seed=cfg.seed, corruption=cfg.corruption)
     # The circuit is judged by corrupting everything outside it in the clean run, so components
     # are ranked by their noising effect (what is lost when each one alone is corrupted).
-    res = run_method(model, task, method, rules=rules, progress=progress, direction="noise")
+    res = run_method(model, task, method, rules=cfg.rules, progress=progress, direction="noise")
     timings = {method: res.seconds}
     # the top-k circuit: every size when it is the answer (search='topk'); beside a greedy search it is only a
     # comparison, measured on ~24 sizes (grid + bisection, discovery.py) at a tenth of the cost
     topk = discover_circuit(model, task, res, CircuitConfig(share=share, source=source,
                                                             grid=24 if search == "greedy" else None))
     timings["topk_search"] = topk.seconds
-    heldout = None
+    found = topk
     if search == "greedy":
-        found = search_circuit(model, task, res, SearchConfig(share=share, margin=margin, source=source),
+        found = search_circuit(model, task, res, SearchConfig(share=share, margin=cfg.margin, source=source),
                                progress=progress)
         timings["greedy_search"] = found.seconds
-        circuit_json = found.to_json()
-        circuit_json["components"] = [{"name": c, "score": _score_of(res, c)} for c in found.components]
-        # pruning trajectory, smallest circuit first: F measured at each accepted size
-        curve = sorted(zip(found.trajectory_sizes, found.trajectory_F))
-        faith = {"n_components": [k for k, _ in curve], "faithfulness": [f for _, f in curve], "target": share,
-                 "chosen": len(found.components), "total": found.n_total,
-                 "caption": ("Greedy pruning by real patching: each point is a circuit size the search reached and "
-                             f"its measured F (everything outside patched from {source}); it starts from all "
-                             f"{found.n_total} components and stops at the chosen circuit (red). The top-k curve "
-                             "of the attribution ranking is in the results (`topk`).")}
-        components = found.components
-    else:
-        circuit_json = topk.to_json()
-        faith = {"n_components": topk.curve_sizes, "faithfulness": topk.curve_faithfulness, "target": share,
-                 "chosen": len(topk.components), "total": topk.n_total,
-                 "caption": (f"Top-k of the {method} ranking: each point keeps the k best-ranked components and "
-                             f"patches every other one ({source}); F is the share of the clean-minus-empty "
-                             "metric recovered.")}
-        components = topk.components
-    if heldout_n:
+    circuit_json = found.to_json()
+    # the curve the search walked, smallest circuit first: F measured at each size
+    curve = sorted(zip(found.curve_sizes, found.curve_faithfulness))
+    faith = {"n_components": [k for k, _ in curve], "faithfulness": [f for _, f in curve], "target": share,
+             "chosen": len(found.components), "total": found.n_total,
+             "caption": ("Greedy pruning by real patching: each point is a circuit size the search reached and "
+                         f"its measured F (everything outside patched from {source}); it starts from all "
+                         f"{found.n_total} components and stops at the chosen circuit (red). The top-k curve "
+                         "of the attribution ranking is in the results (`topk`)." if search == "greedy" else
+                         f"Top-k of the {method} ranking: each point keeps the k best-ranked components and "
+                         f"patches every other one ({source}); F is the share of the clean-minus-empty "
+                         "metric recovered.")}
+    components = found.components
+    if cfg.heldout_n:
         th = time.perf_counter()
-        hs = seed + 1 if heldout_seed is None else heldout_seed
-        ho_task = make_task(task_name, model, n=heldout_n, seed=hs, corruption=corruption)
-        heldout = circuit_faithfulness(model, ho_task, components, source=source)
-        heldout["seed"] = hs
+        hs = cfg.seed + 1 if cfg.heldout_seed is None else cfg.heldout_seed
+        ho_task = make_task(task_name, model, n=cfg.heldout_n, seed=hs, corruption=cfg.corruption)
+        circuit_json["heldout"] = {**circuit_faithfulness(model, ho_task, components, source=source), "seed": hs}
         timings["heldout_check"] = time.perf_counter() - th
-        circuit_json["heldout"] = heldout
     roles = {}
     if task_name == "ioi":
-        hr = classify_heads(model, task)
-        for key, role in hr.roles.items():
-            l, h = key.split(".")
-            if f"blocks.{l}.attn.hook_z[{h}]" in components:
-                roles[f"L{l}H{h}"] = role
+        members = {component_label(c) for c in components}
+        roles = {h: role for h, role in classify_heads(model, task).roles.items() if h in members}
     patching = None
-    if check_patching:
+    if cfg.check_patching:
         tp = time.perf_counter()
         patching = res if method == "patch" else activation_patching(
             model, task, ("attn_head", "mlp"), progress=progress, source="noise")
         timings["patching_check"] = time.perf_counter() - tp
     edge_list, edges_note = [], "edges were not requested (edges=False)."
-    if edges:
+    if cfg.edges:
         te = time.perf_counter()
         edge_list, edges_note = circuit_edges(model, task, components)
         timings["edges"] = time.perf_counter() - te
-    token_ex = token_examples(model, task) if examples else []
-    from interp.models import model_name
-    from interp.reports.attention import attention_patterns
-
+    token_ex = token_examples(model, task) if cfg.examples else []
     timings["total"] = time.perf_counter() - t0
     result = CircuitResult(
         task=task_name, model=model_name(model), method=method, search=search,
-        corruption=task.meta.get("corruption"), n_prompts=task.n, seed=seed,
+        corruption=task.meta.get("corruption"), n_prompts=task.n, seed=cfg.seed,
         metric_clean=res.metric_clean, metric_corrupt=res.metric_corrupt,
         circuit=circuit_json, curve=faith,
         topk={"n_components": len(topk.components), "faithfulness": topk.faithfulness,
@@ -208,21 +232,9 @@ def run_circuit(model, task_name: str, method: str = "relp", out: str | Path | N
         attention=attention_patterns(model, task.prompts[0]), examples=token_ex,
         position_labels=[model.tokenizer.decode([t]) for t in task.clean[0].tolist()],
         prompts=task.to_json(),
-        config={"method": method, "share": share, "rules": res.config["rules"] if method == "relp" else None, "n": n,
-                "search": search, "source": source, "margin": margin if search == "greedy" else None,
-                "heldout_n": heldout_n, "check_patching": check_patching, "edges": edges},
+        config={**dataclasses.asdict(cfg), "rules": res.config["rules"] if method == "relp" else None},
         timings=timings, versions=versions(),
     )
     if out is not None:
         write_outputs(result, out)
     return result
-
-
-def _score_of(res, name: str) -> float:
-    from interp.models.hooks import parse_component
-
-    t, l, idx = parse_component(name)
-    s = res.scores[t]
-    if t in res.per_position:
-        s = s.sum(-1)
-    return float(s[(l, *idx)])

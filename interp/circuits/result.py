@@ -4,7 +4,8 @@ A :class:`CircuitResult` holds what a reader needs to judge a circuit: its membe
 of the behaviour they keep (on the discovery prompts and on held-out ones), the curve the search
 walked, the attribution scores that ordered it beside real activation patching of every head and
 MLP, the edges between members (EAP: gradient x corrupted-minus-clean sender output, one
-forward and one backward pass; Syed et al. 2023), IOI head roles, one prompt's attention
+forward and one backward pass, Syed et al. 2023; summed per receiving component by
+:func:`interp.circuits.circuit.component_edges`), IOI head roles, one prompt's attention
 patterns, and per-token attributions on example prompts.
 
 Its report leads with one sentence written from those numbers, then the circuit graph and the
@@ -20,23 +21,17 @@ patterns (L x H x T x T floats); edges are at most a few hundred records.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from interp.attribution.components import AttributionResult, add_score_figures
-from interp.models.hooks import HEAD_RE, MLP_RE, component_label
+from interp.models.hooks import HEAD_RE, component_label, parse_component
 from interp.reports.attention import AttentionPatterns
-from interp.results import Result, register
+from interp.results import Result, pearson_or_reason, register
+
+from .circuit import component_edges, node_layer
 
 short_name = component_label  # the display form: L9H2 / MLP4
-
-
-def component_layer(component: str) -> int:
-    m = HEAD_RE.match(component) or MLP_RE.match(component) or re.match(r"^blocks\.(\d+)\.", component)
-    if not m:
-        raise ValueError(f"cannot read a layer from component {component!r}")
-    return int(m.group(1))
 
 
 @register
@@ -45,6 +40,9 @@ class CircuitResult(Result):
     """A circuit found on a task, with its faithfulness, the scores behind it and its edges."""
 
     kind: ClassVar[str] = "circuit"
+    axes: ClassVar[dict[str, str]] = {
+        "components.layer": "layer", "curve.n_components": "components kept in the circuit",
+        "curve.faithfulness": "share of clean metric recovered"}
 
     task: str
     """``ioi`` or ``greater-than``."""
@@ -128,10 +126,10 @@ class CircuitResult(Result):
         text += (f". Found by {how}{self.method} scores on {self.model}; outside the circuit every component "
                  f"takes its {self.config.get('source', 'corrupt')} value (corruption: {self.corruption}).")
         if self.patching is not None:
-            from interp.reports.figures import pearson
-
-            r, _ = pearson(self.patching.per_component("attn_head"), self.scores.per_component("attn_head"))
-            text += f" On heads, {self.method} tracks activation patching with Pearson r = {r:.3f}."
+            r, why = pearson_or_reason(self.scores.per_component("attn_head"), self.patching.per_component("attn_head"),
+                                       self.method)
+            text += (f" On heads, {self.method} tracks activation patching with Pearson r = {r:.3f}." if why is None
+                     else f" On heads, Pearson r with activation patching is undefined ({why}).")
         if self.roles:
             named = ", ".join(f"{h} {role.replace('_', ' ')}" for h, role in sorted(self.roles.items(),
                                                                                    key=lambda x: _layer_key(x[0])))
@@ -143,7 +141,7 @@ class CircuitResult(Result):
         # shown as importance: the metric lost when the component or edge alone is corrupted (-noising score)
         scores = {short_name(c["name"]): -c["score"] for c in self.circuit["components"]
                   if isinstance(c, dict) and c.get("score") is not None}
-        nodes = [{"id": short_name(c), "label": _node_label(short_name(c), self.roles), "layer": component_layer(c),
+        nodes = [{"id": short_name(c), "label": _node_label(short_name(c), self.roles), "layer": node_layer(c, 0),
                   "score": scores.get(short_name(c)), "kind": "head" if HEAD_RE.match(c) else "mlp"}
                  for c in self.components]
         ends = {e["source"] for e in self.edges} | {e["target"] for e in self.edges}
@@ -170,12 +168,13 @@ class CircuitResult(Result):
                 "width follows the metric lost when that edge alone is corrupted; red edges carry the behaviour, "
                 "blue ones work against it. " + self.edges_note
                 if edges else f"No edges drawn: {self.edges_note or 'edge scores were not computed.'}")
-        r.add_graph("The circuit", nodes, edges, caption=cap)
+        r.add_graph("The circuit", nodes, edges, caption=cap, fields=("components.layer", "components"))
         cv = self.curve
         r.add_figure(F.faithfulness_curve(cv["n_components"], cv["faithfulness"], target=cv.get("target"),
                                           chosen=cv.get("chosen"), total=cv.get("total"),
                                           title="Faithfulness against circuit size",
-                                          caption=cv.get("caption", "")), title="Faithfulness against circuit size")
+                                          caption=cv.get("caption", "")), title="Faithfulness against circuit size",
+                     fields=("curve.n_components", "curve.faithfulness"))
         if self.roles:
             r.add_table("Head roles", [{"head": h, "role": role} for h, role in
                                        sorted(self.roles.items(), key=lambda x: _layer_key(x[0]))],
@@ -199,8 +198,8 @@ class CircuitResult(Result):
 
 
 def _layer_key(head: str) -> tuple[int, int]:
-    m = re.match(r"L(\d+)H(\d+)", head)
-    return (int(m.group(1)), int(m.group(2))) if m else (10**6, 0)
+    _, layer, unit = parse_component(head)
+    return layer, unit[0] if unit else -1
 
 
 def _node_label(name: str, roles: dict) -> str:
@@ -209,40 +208,17 @@ def _node_label(name: str, roles: dict) -> str:
 
 
 def circuit_edges(model, task, components: list[str], top: int | None = None) -> tuple[list[dict], str]:
-    """EAP scores of the edges between ``components`` (plus embed and logits), strongest first.
-
-    A head's incoming edges add its query, key and value receivers (a grouped-query key/value head
-    is shared by its query heads: its score is added to each circuit head it serves).  Returns
-    ``(edges, note)``; a model the edge graph does not support gives no edges and the reason.
-    """
+    """EAP scores of the edges between ``components`` (plus embed and logits), strongest first
+    (:func:`interp.circuits.circuit.component_edges`).  Returns ``(edges, note)``; a model the edge
+    graph does not support gives no edges and the reason."""
     from interp.attribution.edges import edge_attribution
 
     try:
         es = edge_attribution(model, task, method="eap")
     except (ValueError, NotImplementedError) as e:
         return [], f"edge attribution is not available for this model ({e})"
-    members = {short_name(c) for c in components}
-    g = es.graph
-    group = max(1, g.n_heads // max(1, g.n_kv_heads))
-    totals: dict[tuple[str, str], float] = {}
-    for j, rcv in enumerate(g.receivers):
-        if rcv.kind in ("q", "k", "v"):
-            if rcv.kind == "q":
-                targets = [f"L{rcv.layer}H{rcv.head}"]
-            else:  # a key/value head serves query heads kv*group .. kv*group + group - 1
-                targets = [f"L{rcv.layer}H{h}" for h in range(rcv.head * group, (rcv.head + 1) * group)]
-        else:
-            targets = [rcv.name]
-        targets = [t for t in targets if t in members or t == "logits"]
-        for i, snd in enumerate(g.senders):
-            if not g.mask[i, j] or not (snd.name in members or snd.kind == "embed"):
-                continue
-            src = "embed" if snd.kind == "embed" else snd.name
-            for t in targets:
-                totals[(src, t)] = totals.get((src, t), 0.0) + float(es.scores[i, j])
-    edges = sorted(({"source": s, "target": t, "score": v} for (s, t), v in totals.items()),
-                   key=lambda e: -abs(e["score"]))
-    top = 3 * len(members) if top is None else top
+    edges = component_edges(es, members={short_name(c) for c in components})
+    top = 3 * len(components) if top is None else top
     note = (f"EAP on the discovery prompts ({es.seconds:.1f} s); {len(edges)} edges among members, "
             f"the {min(top, len(edges))} strongest kept.")
     return edges[:top], note

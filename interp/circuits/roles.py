@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 import torch
 
 from interp.models import scoped_hooks
+from interp.models.hooks import head_label
 
 ROLES = ("name_mover", "negative_name_mover", "copy_suppression", "s_inhibition", "induction", "duplicate_token", "previous_token")
 
@@ -61,15 +62,12 @@ class HeadRoles:
     the END -> IO pattern of ``name_mover``, ``copy_suppression`` the END -> S2 one); also ``copy`` and ``negative_copy``, the ``[L, H]``
     copy scores (absent when the model's modules could not be read, see ``notes``)."""
     roles: dict[str, str]
-    """``"L.H"`` -> role, for heads with some score >= threshold."""
+    """Head (display form ``L3H2``, :func:`interp.models.hooks.head_label`) -> role, for heads with some
+    score >= threshold."""
     threshold: float
     copy_threshold: float = 0.5
     notes: list[str] = field(default_factory=list)
     """Why a test was skipped, if one was."""
-
-    def to_json(self) -> dict:
-        return {"scores": {k: v.tolist() for k, v in self.scores.items()}, "roles": self.roles,
-                "threshold": self.threshold, "copy_threshold": self.copy_threshold, "notes": self.notes}
 
 
 def _patterns(model, tokens, keep: str | None = None):
@@ -163,7 +161,7 @@ def classify_heads(model, task, threshold: float = 0.3, rep_len: int = 20, n_rep
     else:
         eligible[ROLES.index("negative_name_mover")] = eligible[ROLES.index("copy_suppression")] = 0.0
     best, idx = eligible.max(0)
-    roles = {f"{l}.{h}": ROLES[int(idx[l, h])] for l in range(best.shape[0]) for h in range(best.shape[1])
+    roles = {head_label(l, h): ROLES[int(idx[l, h])] for l in range(best.shape[0]) for h in range(best.shape[1])
              if best[l, h] >= threshold}
     return HeadRoles(scores={k: v.cpu() for k, v in scores.items()}, roles=roles, threshold=threshold,
                      copy_threshold=copy_threshold, notes=notes)

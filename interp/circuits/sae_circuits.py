@@ -46,11 +46,16 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from interp.models import scoped_hooks
+from interp.models.hooks import head_label
+from interp.results import Result, register
+
+from .circuit import config_from
 
 
 @dataclass(frozen=True)
@@ -85,9 +90,16 @@ class SAECircuitConfig:
             raise ValueError(f"edge_k must be >= 1, got {self.edge_k}")
 
 
+@register
 @dataclass
-class SAECircuitResult:
-    """Node and edge scores of every head, and what produced them."""
+class SAECircuitResult(Result):
+    """Node and edge scores of every head, what produced them, and (optionally) their check against
+    activation patching."""
+
+    kind: ClassVar[str] = "sae_circuit"
+    axes: ClassVar[dict[str, str]] = {"unique_codes#0": "layer", "unique_codes#1": "head",
+                                      "edge_votes#0": "layer", "edge_votes#1": "head",
+                                      "patching#0": "layer", "patching#1": "head"}
 
     node_scores: torch.Tensor
     """``[L, H]``: softmax over heads of ``unique_codes``."""
@@ -104,15 +116,61 @@ class SAECircuitResult:
     codes_neg: torch.Tensor
     """``[n, L*H]`` int: the same on the negative prompts."""
     seconds: dict
-    """Wall time of each stage (``representations``, ``train``, ``score``) and ``total``."""
+    """Wall time of each stage (``representations``, ``train``, ``score``, ``patching``) and ``total``."""
     sae_loss: float
     """Training loss at the last step."""
     config: dict = field(default_factory=dict)
+    task: str = ""
+    model: str = ""
+    patching: torch.Tensor | None = None
+    """``[L, H]``: activation patching effect of each head (the ground truth), when run."""
+    evaluation: dict = field(default_factory=dict)
+    """Share of total |patching effect| -> ``n_truth`` (heads carrying it) and ``node`` / ``edge``
+    (:func:`evaluate_scores`: ``roc_auc``, ``best_f1``) of the scores against those heads."""
+    versions: dict = field(default_factory=dict)
 
-    def to_json(self) -> dict:
-        return {"node_scores": self.node_scores.tolist(), "unique_codes": self.unique_codes.tolist(),
-                "edge_scores": self.edge_scores.tolist(), "edge_votes": self.edge_votes.tolist(),
-                "seconds": self.seconds, "sae_loss": self.sae_loss, "config": self.config}
+    def top_heads(self, k: int = 10) -> list[dict]:
+        """The ``k`` heads with the most unique codes: ``head`` (``L3H2``), ``unique_codes``, ``edge_votes``."""
+        H = self.unique_codes.shape[1]
+        order = self.unique_codes.flatten().argsort(descending=True, stable=True)[:k].tolist()
+        return [{"head": head_label(i // H, i % H), "unique_codes": int(self.unique_codes.flatten()[i]),
+                 "edge_votes": int(self.edge_votes.flatten()[i])} for i in order]
+
+    def summary(self) -> str:
+        top = ", ".join(f"{t['head']} ({t['unique_codes']})" for t in self.top_heads(5) if t["unique_codes"])
+        text = (f"Heads with the most codes unique to the positive prompts: **{top}**" if top else
+                "**No head has a code unique to the positive prompts**")
+        text += (f"; {self.config.get('n_pos')} positive and {self.config.get('n_neg')} negative {self.task} prompts "
+                 f"on {self.model}, one {self.config.get('n_latents')}-latent SAE over every head's output.")
+        for share, ev in self.evaluation.items():
+            text += (f" Against the {ev['n_truth']} heads carrying {float(share):.0%} of the total |patching effect|: "
+                     f"node ROC-AUC {ev['node']['roc_auc']:.3f} (best F1 {ev['node']['best_f1']:.3f}), edge ROC-AUC "
+                     f"{ev['edge']['roc_auc']:.3f} (best F1 {ev['edge']['best_f1']:.3f}).")
+        return text
+
+    def report(self):
+        from interp.reports import Report
+
+        r = Report(f"Discrete-SAE circuit: {self.task} on {self.model}", config=self.config, summary=self.summary(),
+                   meta={"model": self.model, "timings": self.seconds, "versions": self.versions})
+        L, H = self.unique_codes.shape
+        maps = [("unique_codes", "Unique codes per head", "codes of the head seen on positive prompts and never on "
+                 "negative ones (the node score before its softmax)"),
+                ("edge_votes", "Edge votes per head", "appearances of the head among the top head pairs by code pairs "
+                 "unique to positive prompts (the edge score before its softmax)")]
+        if self.patching is not None:
+            maps.append(("patching", "Activation patching per head", "the metric change when the head is patched "
+                         "with its corrupted activation (the ground truth)"))
+        for name, title, what in maps:
+            r.add_heatmap(title, getattr(self, name), [f"H{h}" for h in range(H)], [f"L{l}" for l in range(L)],
+                          x_title="head", y_title="layer", fields=(f"{name}#1", f"{name}#0"), caption=f"Each cell: {what}.")
+        if self.evaluation:
+            r.add_table("Scores against activation patching", [
+                {"share of |effect|": s, "truth heads": ev["n_truth"], **{f"{w} {k}": ev[w][k] for w in ("node", "edge")
+                                                                         for k in ("roc_auc", "best_f1")}}
+                for s, ev in self.evaluation.items()])
+        r.add_table("Top heads", self.top_heads())
+        return r
 
 
 # ------------------------------------------------------------------------------------------
@@ -231,9 +289,10 @@ def edge_votes(counts: torch.Tensor, k: int) -> torch.Tensor:
     return torch.bincount(unrolled[:k], minlength=N)
 
 
-def sae_circuit(model, task, config: SAECircuitConfig | None = None, **kw) -> SAECircuitResult:
-    """Node and edge scores of every head for ``task`` (positives: clean, negatives: corrupt); see module doc."""
-    cfg = config or SAECircuitConfig(**kw)
+def sae_circuit(model, task, config: SAECircuitConfig | None = None, **settings) -> SAECircuitResult:
+    """Node and edge scores of every head for ``task`` (positives: clean, negatives: corrupt); see module doc.
+    Settings: a :class:`SAECircuitConfig` or its fields as keywords, not both."""
+    cfg = config_from(SAECircuitConfig, config, settings)
     t0 = time.perf_counter()
     pos = head_outputs(model, task.clean, cfg.batch_size)
     neg = head_outputs(model, task.corrupt, cfg.batch_size)
@@ -300,3 +359,29 @@ def evaluate_scores(scores: torch.Tensor, truth: torch.Tensor) -> dict:
     p, r, _ = precision_recall_curve(y, s)
     f1 = (2 * p * r / (p + r + 1e-300)).max()
     return {"roc_auc": float(roc_auc_score(y, s)), "best_f1": float(f1), "n_true": int(y.sum()), "n": int(y.size)}
+
+
+def run_sae_circuit(model, task_name: str, config: SAECircuitConfig | None = None, *, n: int = 32, seed: int = 0,
+                    corruption: str | None = None, truth_n: int = 0, shares=(0.5, 0.8)) -> SAECircuitResult:
+    """:func:`sae_circuit` on ``n`` prompts of ``task_name``; with ``truth_n``, activation patching of every
+    head on the first ``truth_n`` prompts and :func:`evaluate_scores` of the node and edge scores against
+    the heads carrying each of ``shares`` of the total |effect| (``interp sae-circuit``)."""
+    from interp.attribution import activation_patching
+    from interp.models import model_name
+    from interp.results import versions
+    from interp.tasks import make_task
+
+    if n < 1 or truth_n < 0:
+        raise ValueError(f"n must be >= 1 and truth_n >= 0, got {n} and {truth_n}")
+    task = make_task(task_name, model, n=max(n, truth_n), seed=seed, corruption=corruption)
+    r = sae_circuit(model, task.subset(slice(0, n)), config)
+    r.task, r.model, r.versions = task_name, model_name(model), versions()
+    r.config.update(n=n, task_seed=seed, corruption=task.meta.get("corruption"), truth_n=truth_n)
+    if truth_n:
+        ap = activation_patching(model, task.subset(slice(0, truth_n)), components=("attn_head",))
+        r.patching, r.seconds["patching"] = ap.scores["attn_head"], ap.seconds
+        for s in shares:
+            truth = ground_truth_heads(r.patching, s)
+            r.evaluation[str(s)] = {"n_truth": int(truth.sum()), "node": evaluate_scores(r.node_scores, truth),
+                                    "edge": evaluate_scores(r.edge_scores, truth)}
+    return r

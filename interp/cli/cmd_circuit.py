@@ -7,10 +7,10 @@ from interp.cli.main import CORRUPTION_HELP, corruption_choices
 
 def register(subparsers) -> None:
     from interp.attribution.lrp_rules import RULE_SETS
-    from interp.circuits.pipeline import METHODS, SEARCHES, run_circuit
+    from interp.circuits.pipeline import METHODS, SEARCHES, CircuitRunConfig
     from interp.cli.common import command, default_of
 
-    d = lambda f: default_of(run_circuit, f)  # noqa: E731
+    d = lambda f: default_of(CircuitRunConfig, f)  # noqa: E731
     p = command(subparsers, "circuit", help="find a circuit (IOI / greater-than) and write results.json + report.html",
                 out="runs/circuit-<task>", model="smollm2-135m", seed=d("seed"))
     p.add_argument("task", choices=["ioi", "greater-than"])
@@ -36,41 +36,29 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run)
 
 
-CONFIG_FLAGS = [(("circuit",), "interp.circuits.pipeline:run_circuit", {
+CONFIG_FLAGS = [(("circuit",), "interp.circuits.pipeline:CircuitRunConfig", {
     "method": "method", "n": "n", "seed": "seed", "corruption": "corruption", "share": "share", "rules": "rules",
     "search": "search", "source": "source", "margin": "margin", "heldout_n": "heldout_n"})]
 """(command path, config, flag dest -> field / parameter): checked by tests/test_cli_grammar.py."""
 
 
 def _run(args) -> int:
-    from interp.circuits import run_circuit
+    from interp.circuits import CircuitRunConfig, run_circuit
     from interp.cli.common import out_path
     from interp.cli.main import emit
     from interp.models import load_model
 
-    if args.n < 1:
-        raise ValueError("--n must be >= 1")
-    if not 0 < args.share <= 1:
-        raise ValueError("--share must be in (0, 1]")
-    if args.margin < 0 or args.heldout_n < 0:
-        raise ValueError("--margin and --heldout-n must be >= 0")
+    cfg = CircuitRunConfig(method=args.method, n=args.n, seed=args.seed, share=args.share, rules=args.rules,
+                           search=args.search, source=args.source, margin=args.margin, heldout_n=args.heldout_n,
+                           corruption=args.corruption, check_patching=not args.no_patching_check,
+                           edges=not args.no_edges)  # checks every setting before the model loads
     out = out_path(args)
-    model = load_model(args.model, device=args.device)
-    r = run_circuit(model, args.task, args.method, out=out, n=args.n, seed=args.seed, share=args.share,
-                    rules=args.rules, progress=True, search=args.search, source=args.source, margin=args.margin,
-                    heldout_n=args.heldout_n, corruption=args.corruption,
-                    check_patching=not args.no_patching_check, edges=not args.no_edges)
+    r = run_circuit(load_model(args.model, device=args.device), args.task, cfg, out=out, progress=True)
     c = r.circuit
     ho = c.get("heldout")
-    summary = {"out": out, "n_components": c["n_components"], "n_total": c["n_total"],
-               "fraction": c["fraction"], "faithfulness": c["faithfulness"],
-               "denoise_recovered": c["denoise_recovered"], "search": args.search, "source": args.source,
-               "heldout_faithfulness": None if ho is None else ho["F"], "timings": r.timings, "roles": r.roles,
-               "n_edges": len(r.edges)}
-    held = "" if ho is None else f"; held-out ({ho['n']} prompts, seed {ho['seed']}): {100 * ho['F']:.1f}%"
-    human = (f"{args.task} on {args.model} ({args.method}, {args.search}, outside patched from {args.source}): "
-             f"{c['n_components']}/{c['n_total']} components ({100 * c['fraction']:.1f}%) keep "
-             f"{100 * c['faithfulness']:.1f}% of the metric{held} (denoising check "
-             f"{100 * c['denoise_recovered']:.1f}%); wrote {out}/results.json and report.html")
-    emit(args, summary, human)
+    summary = {"out": out, **{k: c[k] for k in ("n_components", "n_total", "fraction", "faithfulness",
+                                                "denoise_recovered")},
+               "search": args.search, "source": args.source, "heldout_faithfulness": None if ho is None else ho["F"],
+               "timings": r.timings, "roles": r.roles, "n_edges": len(r.edges)}
+    emit(args, summary, f"{r.summary()}\nwrote {out}/results.json and report.html")
     return 0

@@ -16,11 +16,10 @@ docstring for the algorithm and paper.
 
 Transcoders: ``transcoder.transcoder_config(layer, d_model)``; dashboards:
 ``dashboards.feature_dashboard``; sparse TopK kernels: ``sparse_decode`` (``fast=False`` or
-``INTERP_REFERENCE=1`` forces the dense reference); transcoder feature circuits: ``feature_circuits`` (exact
-direct-path decomposition, MLP and attention hops, greedy path search, de-embeddings).
+``INTERP_REFERENCE=1`` forces the dense reference).
 SAE/transcoder features as attribution components (patching, AtP, RelP, IG over features plus
-an error term): ``feature_components.splice_features``.  Discrete-SAE circuit identification
-(O'Neill & Bui 2024) lives in :mod:`interp.circuits.sae_circuits`.
+an error term): ``feature_components.splice_features``.  Circuits over features (transcoder feature
+circuits, discrete-SAE circuits) live in :mod:`interp.circuits`.
 """
 
 from .base import EncodeOutput, ForwardOutput, SAEConfig, SparseCoder, fvu

@@ -1,44 +1,41 @@
-"""Edge circuits: faithfulness of a set of edges, top-n selection with dead-end pruning, and the curve.
+"""Faithfulness of a circuit: how much of the behaviour survives when everything outside it is patched.
 
-Faithfulness (Hanna, Pezzelle & Belinkov 2024, "Have Faith in Faithfulness"; reference
-``hannamw/EAP-IG`` ``src/eap/evaluate.py``; docs/methods.md, Edge-circuit faithfulness).  A circuit C is a set of
-edges of the residual-stream graph (edges.py).  In the circuit run every edge outside C carries its
-corrupted value: receiver v reads
+One definition for every circuit (Wang et al. 2022; Conmy et al. 2023; Hanna, Pezzelle & Belinkov 2024,
+"Have Faith in Faithfulness"; docs/methods.md, Circuit discovery and Edge-circuit faithfulness):
+run the clean prompts with every part *outside* the circuit C carrying its corrupted value; m(C) is
+the batch-mean metric, and
+
+    F(C) = (m(C) - m(empty)) / (m(full) - m(empty)).
+
+**Components** (:class:`ComponentPatcher`, :func:`circuit_faithfulness`): each head / MLP outside C
+takes its activation from the corrupted run (``source='corrupt'``) or the clean batch mean
+(``source='mean'``); many sets share one batched forward (``attribution.patching.complement_metric``).
+With every head and MLP patched the last position sees only corrupted information, so m(empty) =
+m(corrupt) for tasks whose last token is shared.  The denoising check (:meth:`ComponentPatcher.denoise`)
+runs the corrupted prompts with only C patched from clean.  Cost: one forward of B*T tokens per set,
+``max_tokens`` tokens a pass; memory: clean and corrupted activations of every candidate component.
+
+**Edges** (:func:`edge_circuit_faithfulness`; reference ``hannamw/EAP-IG`` ``src/eap/evaluate.py``):
+C is a set of edges of the residual-stream graph (:mod:`interp.attribution.edges`); receiver v reads
 
     in_v = sum_u [ z_u(current run) if (u -> v) in C else z_u(x~) ]  (+ the constant biases)
          = resid_v(current) - sum_{u -> v not in C} (z_u(current) - z_u(x~))
 
 where ``current`` is this patched run (a sender downstream of a patched receiver changes, and what
-it writes is what its circuit edges carry).  The clean tokens are run; ``z_u(x~)`` comes from one
-corrupted forward.  Then ``m(C)`` is the batch-mean metric and
-
-    F_norm(C) = (m(C) - m(empty)) / (m(full) - m(empty)),
-
-with m(full) = m(x) (no edge patched) and m(empty) = m(x~) (every receiver reads corrupted senders,
-so every sender writes its corrupted value and the final residual is the corrupted one).  Both ends
-are also run as circuits in the same forward and reported (``identity_error``): they check the
-graph (the logits receiver included) covers the whole residual stream.  Removing one edge from the
-full circuit is edge patching of that edge (edge_patching.py, eps = 1); tests check all three.
-
-Algorithm: ``c`` circuits run as ``c`` stacked copies of the clean batch in one forward.  Hooks on
-the sender outputs (``hook_embed``, ``hook_pos_embed``, ``attn.hook_z`` x W_O, ``hook_mlp_out``)
-record ``D_cur [c, N_s, B, T, d] = z(current) - z(x~)``; at each receiver the offset
-``-sum_u A[c, u, v] D_cur[c, u]`` (A = 1 on edges not in C; one batched matmul per layer) is added to
-its input: MLP and logits receivers at the input of ``ln2`` / ``ln_final`` (which feed nothing
-else), heads by recomputing their own q/k/v slice ``W[h] ln1(x + offset_h) + b[h]`` (replaced only
-in the copies where the offset is not zero: the full circuit is the clean run up to the rounding of a
-larger batch, 1e-6 in float32 on SmolLM2).
-
-Selection: top-n edges by |score| (:func:`top_n_circuit`), then :func:`prune_circuit` keeps only the
-edges on some path embeddings -> ... -> logits (a node reached by no circuit edge writes its
-corrupted value; one whose output reaches no kept receiver changes nothing): pruning leaves m(C)
-unchanged (tested) and makes the edge count honest.  :func:`greedy_circuit` grows the circuit from
-the logits backwards instead (the reference's ``greedy``).
-
-Cost: one corrupted forward + ``c / k`` forwards of ``k*B*T`` tokens (k copies per pass, bounded by
-``max_tokens`` and ``max_bytes``); per layer a ``[R, N_s] x [N_s, B*T*d]`` matmul per copy (R = 15
-receivers per SmolLM2 layer).  Memory: ``D_cur`` is ``c*N_s*B*T*d`` floats per pass (SmolLM2, B = 8,
-T = 16: 89 MB per copy) plus the masks ``c*N_s*N_r`` and the corrupted senders ``N_s*B*T*d``.
+it writes is what its circuit edges carry).  m(full) = m(x) and m(empty) = m(x~) (every receiver
+reads corrupted senders); both ends are also run as circuits in the same forward (``identity``):
+they check the graph, the logits receiver included, covers the whole residual stream.  Removing one
+edge from the full circuit is edge patching of that edge (eps = 1); tests check all three.
+``c`` circuits run as ``c`` stacked copies of the clean batch.  Hooks on the sender outputs record
+``D_cur [c, N_s, B, T, d] = z(current) - z(x~)``; at each receiver the offset
+``-sum_u A[c, u, v] D_cur[c, u]`` (A = 1 on edges not in C; one batched matmul per layer) is added:
+MLP and logits receivers at the input of ``ln2`` / ``ln_final`` (which feed nothing else), heads by
+recomputing their own q/k/v slice ``W[h] ln1(x + offset_h) + b[h]`` (only in the copies where the
+offset is not zero).  :func:`faithfulness_curve` evaluates top-n (or greedy) circuits of several
+scorings at several sizes in the same batched runs.  Cost: one corrupted forward + ``c / k`` forwards
+of ``k*B*T`` tokens (k copies per pass, bounded by ``max_tokens`` and ``max_bytes``).  Memory:
+``D_cur`` is ``c*N_s*B*T*d`` floats per pass (SmolLM2, B = 8, T = 16: 89 MB per copy) plus the masks
+``c*N_s*N_r`` and the corrupted senders ``N_s*B*T*d``.
 """
 
 from __future__ import annotations
@@ -49,168 +46,112 @@ from typing import Sequence
 
 import torch
 
+from interp.attribution.components import cache_components, component_types
+from interp.attribution.edges import EdgeScores, _orig, check_task, edge_graph, layer_weights, sender_outputs
+from interp.attribution.fastpath import fast_forward, reads_last_position_only
+from interp.attribution.patching import complement_metric, run_with_masks
 from interp.fastpath import use_fast
 from interp.models import scoped_hooks
+from interp.models.hooks import parse_component
 
-from .edges import (EdgeGraph, EdgeScores, _linear_map, _orig, acc_dtype, check_task, edge_graph,
-                    layer_weights, sender_outputs)
-from .fastpath import fast_forward, reads_last_position_only
+from .circuit import Circuit, as_edge_mask, greedy_circuit, top_n_circuit
 
-
-# ------------------------------------------------------------------------------------------
-# circuits: edge sets, selection and pruning
-# ------------------------------------------------------------------------------------------
-@dataclass
-class Circuit:
-    """A set of edges of ``graph`` (bool ``[N_s, N_r]``, a subset of ``graph.mask``)."""
-
-    graph: EdgeGraph
-    edges: torch.Tensor
-    label: str = ""
-    n_requested: int | None = None
-    """The n of a top-n circuit before pruning."""
-
-    @property
-    def n_edges(self) -> int:
-        return int(self.edges.sum())
-
-    def nodes(self) -> list[str]:
-        """Components touched by an edge: sender names and receiver components (``L3H2.q`` -> ``L3H2``;
-        a grouped k/v receiver ``L3KV1.k`` stays as is), in graph order."""
-        s = [self.graph.senders[i].name for i in self.edges.any(1).nonzero().flatten().tolist()]
-        r = [self.graph.receivers[j].name.split(".")[0] for j in self.edges.any(0).nonzero().flatten().tolist()]
-        return list(dict.fromkeys(s + r))
-
-    def edge_names(self) -> list[str]:
-        return [self.graph.edge_name(i, j) for i, j in self.edges.nonzero().tolist()]
+Unit = tuple  # (component type name, layer, unit index tuple)
 
 
-def as_edge_mask(graph: EdgeGraph, circuit) -> torch.Tensor:
-    """``circuit`` (a :class:`Circuit`, a bool ``[N_s, N_r]`` tensor or a sequence of edges as
-    ``"u->v"`` / name pairs / index pairs) as a bool mask; a ``ValueError`` names a non-edge."""
-    if isinstance(circuit, Circuit):
-        circuit = circuit.edges
-    if isinstance(circuit, torch.Tensor):
-        if circuit.shape != graph.mask.shape or circuit.dtype != torch.bool:
-            raise ValueError(f"circuit mask must be bool {tuple(graph.mask.shape)} (senders x receivers), "
-                             f"got {circuit.dtype} {tuple(circuit.shape)}")
-        if (circuit & ~graph.mask).any():
-            i, j = (circuit & ~graph.mask).nonzero()[0].tolist()
-            raise ValueError(f"circuit mask contains {graph.edge_name(i, j)}, which is not an edge of the graph")
-        return circuit.clone()
-    m = torch.zeros_like(graph.mask)
-    for i, j in graph.resolve(list(circuit)):
-        m[i, j] = True
-    return m
+def no_metric_gap(full: float, empty: float) -> bool:
+    """True when m(all) and m(empty) are equal up to float32 rounding: nothing to attribute.
 
-
-def _components(graph: EdgeGraph) -> list[list[int]]:
-    """Per receiver, the sender indices of the component(s) it feeds (empty for the logits)."""
-    idx = {(n.kind, n.layer, n.head): i for i, n in enumerate(graph.senders)}
-    group = graph.n_heads // graph.n_kv_heads
-    out = []
-    for r in graph.receivers:
-        if r.kind == "q":
-            out.append([idx[("head", r.layer, r.head)]])
-        elif r.kind in ("k", "v"):
-            out.append([idx[("head", r.layer, h)] for h in range(r.head * group, (r.head + 1) * group)])
-        elif r.kind == "mlp":
-            out.append([idx[("mlp", r.layer, None)]])
-        else:
-            out.append([])
-    return out
-
-
-def prune_circuit(graph: EdgeGraph, edges: torch.Tensor) -> torch.Tensor:
-    """The edges of ``edges`` that lie on a path from the embeddings to the logits.
-
-    Forward: the embeddings are live; a receiver is live if a circuit edge reaches it from a live
-    sender; a component (head, MLP) is live if one of its receivers is (a head reads its q and its
-    key/value group's k and v).  Backward: the logits are live; a sender is live if a circuit edge
-    leads from it to a live receiver; a receiver is live if its component is.  Kept:
-    ``edges & forward_live[u] & backward_live[v]``.
-    """
-    edges = as_edge_mask(graph, edges)
-    comp = _components(graph)
-    s_stage = [n.stage for n in graph.senders]
-    r_stage = [n.stage for n in graph.receivers]
-    stages = sorted(set(s_stage) | set(r_stage))
-    fwd_s = torch.tensor([n.layer == -1 for n in graph.senders])
-    fwd_r = torch.zeros(len(graph.receivers), dtype=torch.bool)
-    feeds: dict[int, list[int]] = {}
-    for j, cs in enumerate(comp):
-        for i in cs:
-            feeds.setdefault(i, []).append(j)
-    for s in stages:
-        for j in (j for j, st in enumerate(r_stage) if st == s):
-            fwd_r[j] = bool((edges[:, j] & fwd_s).any())
-        for i in (i for i, st in enumerate(s_stage) if st == s and graph.senders[i].layer >= 0):
-            fwd_s[i] = bool(fwd_r[feeds.get(i, [])].any())
-    back_r = torch.tensor([r.kind == "logits" for r in graph.receivers])
-    back_s = torch.zeros(len(graph.senders), dtype=torch.bool)
-    for s in reversed(stages):
-        for i in (i for i, st in enumerate(s_stage) if st == s):
-            back_s[i] = bool((edges[i] & back_r).any())
-        for j in (j for j, st in enumerate(r_stage) if st == s and comp[j]):
-            back_r[j] = bool(back_s[comp[j]].any())
-    return edges & fwd_s[:, None] & back_r[None, :]
-
-
-def top_n_circuit(scores: EdgeScores, n: int, prune: bool = True, absolute: bool = True) -> Circuit:
-    """The ``n`` edges of largest |score| (``absolute=False``: largest score), then pruned."""
-    g = scores.graph
-    if not 0 <= n <= g.n_edges:
-        raise ValueError(f"top_n_circuit: n must lie in 0..{g.n_edges} (the number of edges), got {n}")
-    s = scores.scores.abs() if absolute else scores.scores
-    flat = s.double().masked_fill(~g.mask, float("-inf")).reshape(-1)
-    m = torch.zeros(flat.numel(), dtype=torch.bool)
-    if n:
-        m[flat.topk(n).indices] = True
-    m = m.reshape(g.mask.shape)
-    return Circuit(g, prune_circuit(g, m) if prune else m, f"{scores.method} top {n}", n)
-
-
-def greedy_circuit(scores: EdgeScores, n: int, prune: bool = True, absolute: bool = True) -> Circuit:
-    """Greedy selection from the logits backwards (hannamw/EAP-IG ``Graph.apply_greedy``): start
-    with the edges into the logits as candidates; repeatedly add the candidate of largest |score|;
-    when that adds a new component (head or MLP), the edges into its receivers (a head's q and its
-    key/value group's k and v) become candidates.  Every chosen edge leads to the logits; pruning
-    then drops the ones not reached from the embeddings."""
-    import heapq
-
-    g = scores.graph
-    if not 0 <= n <= g.n_edges:
-        raise ValueError(f"greedy_circuit: n must lie in 0..{g.n_edges} (the number of edges), got {n}")
-    s = (scores.scores.abs() if absolute else scores.scores).double()
-    recv_of: dict[int, list[int]] = {}
-    for j, cs in enumerate(_components(g)):
-        for i in cs:
-            recv_of.setdefault(i, []).append(j)
-    heap: list = []
-    seen_r: set[int] = set()
-
-    def push(j):
-        if j not in seen_r:
-            seen_r.add(j)
-            for i in g.mask[:, j].nonzero().flatten().tolist():
-                heapq.heappush(heap, (-float(s[i, j]), i, j))
-
-    push(g.receiver_index("logits"))
-    m = torch.zeros_like(g.mask)
-    in_graph: set[int] = set()
-    while n > 0 and heap:
-        _, i, j = heapq.heappop(heap)
-        m[i, j] = True
-        n -= 1
-        if i not in in_graph:
-            in_graph.add(i)
-            for jj in recv_of.get(i, []):
-                push(jj)
-    return Circuit(g, prune_circuit(g, m) if prune else m, f"{scores.method} greedy {int(m.sum())}", int(m.sum()))
+    The two come from different rows of batched float32 forwards, whose reduction order (and so the
+    last bits) can depend on the batch and the thread count: identical prompts measured 6e-8 apart
+    at |m| = 0.82 on two threads.  1e-5 relative is ~100x that."""
+    return abs(full - empty) <= 1e-5 * max(1.0, abs(full), abs(empty))
 
 
 # ------------------------------------------------------------------------------------------
-# the circuit run
+# component circuits
+# ------------------------------------------------------------------------------------------
+class ComponentPatcher:
+    """m(S) for many component sets S (each a list of units), batched; counts the sets (``n_masks``)."""
+
+    def __init__(self, model, task, types=("attn_head", "mlp"), source: str = "corrupt", max_tokens: int = 4096):
+        self.model, self.task, self.source, self.max_tokens = model, task, source, max_tokens
+        self.types = component_types(types)
+        self.ac, _, _ = cache_components(model, task.clean, self.types)
+        self.ak, _, _ = cache_components(model, task.corrupt, self.types)
+        self.unit_shapes = {t.name: tuple(self.ac[t.name][0].shape[2:2 + t.unit_axes]) for t in self.types}
+        self.n_masks = 0
+        self.full = self.empty = None
+
+    def units(self) -> list[Unit]:
+        """Every (type, layer, unit) in layer order (heads before the MLP of their layer)."""
+        out = []
+        for t in self.types:
+            shape = self.unit_shapes[t.name]
+            idxs = torch.cartesian_prod(*[torch.arange(s) for s in shape]).reshape(-1, len(shape)).tolist() \
+                if shape else [[]]
+            out += [(t.name, l, tuple(i)) for l in range(self.model.cfg.n_layers) for i in idxs]
+        return sorted(out, key=lambda u: (u[1], u[0] != "attn_head", u[2]))
+
+    def name(self, unit: Unit) -> str:
+        """The hook address of a unit: ``blocks.L.attn.hook_z[h]``, ``blocks.L.hook_mlp_out``."""
+        t = next(t for t in self.types if t.name == unit[0])
+        return t.hook_name(unit[1]) + "".join(f"[{i}]" for i in unit[2])
+
+    def keep_mask(self, units) -> dict[str, torch.Tensor]:
+        """Bool masks ``[L, *units]`` per type, True for the members."""
+        L = self.model.cfg.n_layers
+        mask = {n: torch.zeros((L, *s), dtype=torch.bool) for n, s in self.unit_shapes.items()}
+        for name, l, idx in units:
+            mask[name][(l, *idx)] = True
+        return mask
+
+    def metric(self, sets: Sequence[Sequence[Unit]]) -> list[float]:
+        self.n_masks += len(sets)
+        vals = complement_metric(self.model, self.task, [self.keep_mask(s) for s in sets], self.types,
+                                 source=self.source, acts=(self.ac, self.ak), max_tokens=self.max_tokens)
+        return vals.tolist()
+
+    def ends(self) -> tuple[float, float]:
+        """``(m(all), m(empty))``, measured once; a ``ValueError`` when they do not differ."""
+        if self.full is None:
+            self.set_ends(*self.metric([self.units(), []]))
+        return self.full, self.empty
+
+    def set_ends(self, full: float, empty: float) -> None:
+        if no_metric_gap(full, empty):
+            raise ValueError("the metric does not change between the full model and the all-patched model; "
+                             "nothing to attribute (are clean and corrupted prompts identical?)")
+        self.full, self.empty = full, empty
+
+    def F(self, m: float) -> float:
+        full, empty = self.ends()
+        return (m - empty) / (full - empty)
+
+    def denoise(self, units) -> float:
+        """(m(corrupt run, ``units`` patched from clean) - m(corrupt)) / (m(clean) - m(corrupt))."""
+        keep = self.keep_mask(units)
+        logits = run_with_masks(self.model, self.task.corrupt, self.ac, {k: m[None] for k, m in keep.items()},
+                                self.types)
+        m_den = self.task.metric(logits).float().mean().item()
+        with torch.no_grad():
+            dev = next(self.model.parameters()).device
+            m_clean, m_corr = (self.task.metric(self.model(x.to(dev))).float().mean().item()
+                               for x in (self.task.clean, self.task.corrupt))
+        return (m_den - m_corr) / (m_clean - m_corr) if abs(m_clean - m_corr) > 1e-12 else float("nan")
+
+
+def circuit_faithfulness(model, task, components: Sequence[str], types=("attn_head", "mlp"),
+                         source: str = "corrupt", max_tokens: int = 4096) -> dict:
+    """F of a fixed circuit on ``task`` by real patching: ``{F, metric_full, metric_empty, metric_circuit, n}``."""
+    ev = ComponentPatcher(model, task, types, source, max_tokens)
+    full, empty, mc = ev.metric([ev.units(), [], [parse_component(c) for c in components]])
+    ev.set_ends(full, empty)
+    return {"F": ev.F(mc), "metric_full": full, "metric_empty": empty, "metric_circuit": mc, "n": task.n}
+
+
+# ------------------------------------------------------------------------------------------
+# edge circuits
 # ------------------------------------------------------------------------------------------
 @dataclass
 class Faithfulness:
@@ -232,12 +173,6 @@ class Faithfulness:
     distance to the clean / corrupted metric (0 up to rounding by definition)."""
     config: dict = field(default_factory=dict)
 
-    def to_json(self) -> dict:
-        return {"labels": self.labels, "n_edges": self.n_edges, "metrics": self.metrics.tolist(),
-                "f_norm": self.f_norm.tolist(), "metric_clean": self.metric_clean,
-                "metric_corrupt": self.metric_corrupt, "seconds": self.seconds, "identity": self.identity,
-                "config": self.config}
-
 
 class _CircuitRun:
     """Hooks for ``c`` stacked circuit copies (see the module doc)."""
@@ -253,13 +188,7 @@ class _CircuitRun:
         for j, r in enumerate(graph.receivers):
             self.n_prev[j] = int((s_stage < r.stage).sum())  # senders are in stage order
         self.xs: dict[int, torch.Tensor] = {}
-        self.qkv = {}
-        ref = next(model.parameters())
-        for l, blk in enumerate(model.blocks):
-            for k in "qkv":
-                W, b = _linear_map(_orig(getattr(blk.attn, k)), model.cfg.d_model, ref)
-                dh = model.cfg.d_head
-                self.qkv[(l, k)] = (W.T.reshape(-1, dh, W.shape[0]), b.reshape(-1, dh))
+        self.qkv = {(l, k): (getattr(w, f"W_{k}"), w.b_qkv[k]) for l, w in enumerate(weights) for k in "qkv"}
 
     def offsets(self, js: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """``([c, R, B, T, d] offsets, needs [c, R])`` for receivers ``js`` (all of one stage)."""
@@ -400,10 +329,6 @@ class FaithfulnessCurve:
     identity: dict
     seconds: float
     config: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {"curves": self.curves, "metric_clean": self.metric_clean, "metric_corrupt": self.metric_corrupt,
-                "identity": self.identity, "seconds": self.seconds, "config": self.config}
 
 
 def faithfulness_curve(model, task, scores: Sequence[EdgeScores], sizes: Sequence[int], prune: bool = True,

@@ -30,17 +30,23 @@ Assumes a TransformerBridge whose ``blocks.L.ln{1,2}.hook_normalized`` is the no
 before the norm weight (RMSNorm/LayerNorm) and attention without output bias (as Llama);
 ``W_V``/``W_O`` as TransformerLens stacks them ([L, H, d_model, d_head], [L, H, d_head, d_model]).
 
-Memory: one cached forward pass of the prompt (all hooks used, ~``12 * L * T * d_model`` floats
-plus patterns ``L * H * T^2``).
+Cost: one forward pass of the prompt; each decomposition encodes one row per transcoder layer and
+reads every head's OV circuit, O(L (d_sae d_model + H d_head d_model + H T d_model)); a path search
+runs at most ``beam * n_branches`` decompositions per hop.  Memory: the cached forward pass (all
+hooks used, ~``12 * L * T * d_model`` floats plus patterns ``L * H * T^2``).  Design: the norms'
+scales are frozen (the paper's choice), which makes every term exact and linear in ``u``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 
-from .base import SparseCoder
+from interp.dictionaries.base import SparseCoder
+
+from .circuit import config_from
 
 
 class Contribution(NamedTuple):
@@ -169,15 +175,31 @@ def _attn_terms(model, cc, u, l, t):
     return res
 
 
+@dataclass(frozen=True)
+class PathSearch:
+    """Settings of :func:`greedy_paths`."""
+
+    n_iters: int = 3
+    """Hops searched upstream from the target."""
+    n_branches: int = 5
+    """Largest positive contributions (features and heads) each path continues through per hop."""
+    beam: int = 20
+    """Paths that survive each hop."""
+    missing: str = "error"
+    """A layer without a transcoder: ``error`` or ``mlp`` (its whole MLP output, one node; see :func:`decompose`)."""
+
+
 def greedy_paths(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u: torch.Tensor, layer: int,
-                 where: str = "mid", position: int = -1, n_iters: int = 3, n_branches: int = 5,
-                 beam: int = 20, missing: str = "error") -> list[Path]:
+                 where: str = "mid", position: int = -1, config: PathSearch | None = None, **settings) -> list[Path]:
     """Beam search for the paths carrying the most direct contribution into ``u . resid[position]``.
 
     Each hop decomposes the current vector, keeps the ``n_branches`` largest positive
     contributions from features and heads, and continues through them; the ``beam`` best
     paths survive each iteration.  Returns paths sorted by their last hop's contribution.
+    Settings: a :class:`PathSearch` or its fields as keywords (``n_iters=2, beam=4``), not both.
     """
+    cfg = config_from(PathSearch, config, settings)
+    n_iters, n_branches, beam, missing = cfg.n_iters, cfg.n_branches, cfg.beam, cfg.missing
     T = cc.tokens.shape[0]
     frontier = [(Path([], float("inf")), u.float(), layer, where, position % T)]
     done: list[Path] = []
