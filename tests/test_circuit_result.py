@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+from browser import report_test
 import torch
 
 from interp.circuits import run_circuit
@@ -82,16 +83,13 @@ def test_first_screen_shows_summary_and_graph(tiny_run, tmp_path):
     assert got["s"] < 900 and got["g"] <= 900, got  # both end inside the first 1400 x 900 screen
 
 
+@report_test("circuit")
 def test_report_renders_with_declared_axes(tiny_run, tmp_path):
     """The circuit report in Chromium: every figure draws and every axis title is the one CircuitResult.axes
     declares for the field it shows (the graph's x is the layer, the curve's x the circuit size)."""
     from browser import check_result_report, needs_chromium
 
-    import interp.attribution.components as scores
-
     if needs_chromium.args[0]:
         pytest.skip(needs_chromium.kwargs["reason"])
-    if not hasattr(scores, "score_axes"):  # the score figures of add_score_figures record their fields there
-        pytest.skip("needs add_score_figures(paths=...) and score_axes (interp.attribution.components)")
     r, out = tiny_run
     check_result_report(load_result(out / "results.json"), tmp_path)

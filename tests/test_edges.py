@@ -14,6 +14,7 @@ import dataclasses
 import json
 
 import pytest
+from browser import report_test
 import torch
 
 from interp.attribution.edge_patching import edge_patching
@@ -545,17 +546,8 @@ def test_smollm2_edges_against_definitions(smollm2):
     torch.testing.assert_close(r.scores, ref.scores, rtol=1e-3, atol=1e-4 * float(ref.scores.abs().max()))
 
 
-def test_report_faithfulness_curve_and_bad_layout():
-    from interp.reports import render_results
-
-    curves = {"eap": {"n_edges": [3, 40], "f_norm": [0.1, 0.9]}, "eap-ig": {"n_edges": [4, 41], "f_norm": [0.2, 1.0]}}
-    html = render_results({"kind": "edges", "faithfulness_curve": {"curves": curves}}).to_html()
-    assert "Faithfulness of top-n edge circuits" in html and html.count('"eap-ig"') >= 1
-    with pytest.raises(ValueError, match="faithfulness_curve: expected"):
-        render_results({"kind": "edges", "faithfulness_curve": {"curves": {"eap": {"n_edges": [1, 2], "f_norm": [0.5]}}}})
-
-
 # ---------------------------------------------------------------------------------- the typed result
+@report_test("edges")
 def test_edge_result_from_a_real_run(tmp_path):
     """run_edges on tiny-gpt2: its circuit is the smallest measured top-n circuit with F_norm >= target, re-measured
     here with edge_circuit_faithfulness; its graph sums exactly the circuit's edge scores; its check's r is the

@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+from browser import report_test
 import torch
 
 from interp.circuits import sae_circuits as sc
@@ -178,6 +179,7 @@ def test_cli_sae_circuit(tmp_path, capsys):
     assert saved.top_heads(3) == out["top"] and (tmp_path / "report.html").stat().st_size > 1000
 
 
+@report_test("sae_circuit")
 def test_sae_circuit_result_from_a_real_run(tiny_llama, tmp_path):
     """run_sae_circuit with a patching truth on tiny-llama: its evaluation is evaluate_scores against
     ground_truth_heads of activation patching run here (a truth taken from the wrong direction or the wrong

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from interp.attribution.components import AttributionResult, add_score_figures
+from interp.attribution.components import AttributionResult, add_score_figures, score_axes
 from interp.models.hooks import HEAD_RE, component_label, parse_component
 from interp.reports.attention import AttentionPatterns
 from interp.results import Result, pearson_or_reason, register
@@ -40,7 +40,7 @@ class CircuitResult(Result):
     """A circuit found on a task, with its faithfulness, the scores behind it and its edges."""
 
     kind: ClassVar[str] = "circuit"
-    axes: ClassVar[dict[str, str]] = {
+    axes: ClassVar[dict[str, str]] = score_axes("scores") | score_axes("patching", reference=True) | {
         "components.layer": "layer", "curve.n_components": "components kept in the circuit",
         "curve.faithfulness": "share of clean metric recovered"}
 
@@ -186,7 +186,8 @@ class CircuitResult(Result):
         results = {self.method: self.scores}
         if self.patching is not None and self.method != "patch":
             results = {"patching": self.patching, self.method: self.scores}
-        add_score_figures(r, results, reference="patching" if "patching" in results else None)
+        add_score_figures(r, results, reference="patching" if "patching" in results else None,
+                          paths={"patching": "patching", self.method: "scores"})
         if self.attention is not None:
             r.add_attention("Attention patterns (first prompt)", self.attention)
         if self.examples:

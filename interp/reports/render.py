@@ -4,9 +4,7 @@ A typed result kind (:mod:`interp.results`: attribution, circuit, compare, steer
 and every kind listed in ``KIND_MODULES``) renders with its own ``report()``; an unknown kind, a
 newer schema or a file of a typed kind without ``schema_version`` is a clear error.
 
-Legacy path, for results dicts of the kinds not yet typed (``LEGACY_KINDS``: ``edges``, ``sinks``,
-``massive``, ``sae``, ``transcoder``, ``store``, ``snmf``, ``lib``, ``sae_circuit``,
-``bigram_backcopy``); any other kind, or none, is an error.  Each such kind's renderer claims the
+Legacy path, for results dicts of the kinds not yet typed (``LEGACY_KINDS``); any other kind, or none, is an error.  Each such kind's renderer claims the
 keys it understands and the generic renderer shows the rest (scalars -> a table, 1-D arrays -> bars or lines, 2-D ->
 heatmaps, 3-D -> one heatmap per leading index, lists of records -> tables or token views, nested
 dicts -> sub-sections).  This path goes once every kind is typed (issue 15).
@@ -331,85 +329,10 @@ def _render_store(r: Report, data: dict, full: dict | None = None) -> tuple[set,
     return claimed, Hints()
 
 
-def _edge_node(name: str, n_layers: int) -> dict:
-    """A graph node for an edge endpoint, by component (receiver ``L5H1.q`` -> ``L5H1``)."""
-    comp = name.split(".")[0]
-    m = re.match(r"(?:L|MLP)(\d+)", comp)
-    layer = int(m.group(1)) if m else (-1 if "embed" in comp else n_layers)
-    return {"id": comp, "label": comp, "layer": layer, "kind": "mlp" if comp.startswith("MLP") else ("head" if m else comp)}
-
-
-def _render_edges(r: Report, data: dict, full: dict | None = None) -> tuple[set, Hints]:
-    """``edges`` (interp edges): top edges as a graph and a table; |score| by sender x receiver stage."""
-    r.add_text("Edge attribution (EAP / EAP-IG, Hanna et al. 2024): the score of edge u -> v estimates the metric "
-               "change when receiver v alone reads sender u's corrupted output. Receivers `.q/.k/.v` are a head's "
-               "query/key/value input, `MLPn` an MLP input, `logits` the final residual stream.")
-    claimed = set()
-    top = data.get("top_edges")
-    if top is not None:
-        if not isinstance(top, list) or not all(isinstance(e, dict) and {"sender", "receiver", "score"} <= set(e)
-                                                for e in top):
-            raise ValueError("top_edges: expected a list of objects with 'sender', 'receiver' and 'score'")
-        layers = [int(m.group(1)) for e in top for s in (e["sender"], e["receiver"])
-                  for m in [re.match(r"(?:L|MLP)(\d+)", str(s))] if m]
-        n_layers = max(layers, default=0) + 1
-        nodes, edges = {}, []
-        for e in top:
-            a, b = _edge_node(str(e["sender"]), n_layers), _edge_node(str(e["receiver"]), n_layers)
-            nodes.setdefault(a["id"], a)
-            nodes.setdefault(b["id"], b)
-            edges.append({"source": a["id"], "target": b["id"], "weight": float(e["score"])})
-        r.add_section("Top edges")
-        r.add_graph(f"Top {len(top)} edges by |score|", list(nodes.values()), edges,
-                    caption="Nodes by layer (left = early); receivers by component (q/k/v input in the table).")
-        r.add_table("Top edges", top)
-        claimed.add("top_edges")
-    st = data.get("abs_score_by_stage")
-    if isinstance(st, dict) and "z" in st:
-        r.add_heatmap("|score| summed by sender stage x receiver stage", st["z"], st.get("columns"), st.get("rows"),
-                      caption=str(st.get("caption", "")), x_title="receiver", y_title="sender")
-        claimed.add("abs_score_by_stage")
-    fc = data.get("faithfulness_curve")
-    if fc is not None:
-        _render_edge_curve(r, fc)
-        claimed.add("faithfulness_curve")
-    return claimed, Hints()
-
-
-def _render_edge_curve(r: Report, fc: dict) -> None:
-    """``faithfulness_curve: {curves: {method: {n_edges, f_norm, ...}}, ...}`` -> one figure, a curve per method."""
-    import plotly.graph_objects as go
-
-    curves = fc.get("curves") if isinstance(fc, dict) else None
-    if not isinstance(curves, dict) or not curves or not all(
-            isinstance(c, dict) and isinstance(c.get("n_edges"), list) and isinstance(c.get("f_norm"), list)
-            and len(c["n_edges"]) == len(c["f_norm"]) for c in curves.values()):
-        raise ValueError("faithfulness_curve: expected {'curves': {method: {'n_edges': [...], 'f_norm': [...]}}} "
-                         "with equal-length lists")
-    fig = go.Figure()
-    rows = []
-    for mth, c in curves.items():
-        pts = [(max(int(n), 1), float(f)) for n, f in zip(c["n_edges"], c["f_norm"]) if f is not None]
-        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=mth))
-        for k, (n, f) in enumerate(zip(c["n_edges"], c["f_norm"])):
-            rows.append({"method": mth, "n requested": (c.get("n_requested") or [None] * len(c["n_edges"]))[k],
-                         "edges (pruned)": n, "nodes": (c.get("n_nodes") or [None] * len(c["n_edges"]))[k],
-                         "metric": (c.get("metric") or [None] * len(c["n_edges"]))[k], "F_norm": f})
-    fig.add_hline(y=1.0, line_dash="dot", line_color="gray")
-    fig.update_layout(title="Faithfulness of top-n edge circuits", xaxis_type="log",
-                      xaxis_title="edges in the circuit (after pruning)", yaxis_title="F_norm")
-    r.add_section("Circuit faithfulness")
-    ident = fc.get("identity") or {}
-    r.add_figure(fig, caption=str(fc.get("caption", "F_norm vs circuit size")).rstrip(".") + "." + (
-        f" Checks: full circuit - clean metric = {ident.get('full_minus_clean', float('nan')):.2e}, empty circuit - "
-        f"corrupted metric = {ident.get('empty_minus_corrupt', float('nan')):.2e}." if ident else ""))
-    r.add_table("Faithfulness per circuit", rows)
-
-
 #: Kinds the commands still write as plain dicts (each goes once its result is typed); any other kind,
 #: or none, is an error.
-LEGACY_KINDS = {"edges", "sae", "transcoder", "store", "snmf", "lib", "sae_circuit"}
+LEGACY_KINDS = {"sae", "transcoder", "store", "snmf", "lib"}
 KINDS: dict[str, Renderer] = {
     "sae": _render_sae, "transcoder": _render_sae,
-    "store": _render_store, "edges": _render_edges,
+    "store": _render_store,
 }
