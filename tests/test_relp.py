@@ -192,8 +192,8 @@ def test_no_rules_is_gradient_times_delta_and_rules_matter(tiny_gpt2, direction)
 
 
 def test_rule_set_names():
-    """``default`` is the paper's set; ``default+cp-lrp`` adds the AH-rule; the old name ``all`` warns
-    and says what it is; every entry point defaults to the paper's set."""
+    """``default`` is the paper's set; ``default+cp-lrp`` adds the AH-rule; the old name ``all`` is an
+    error that says what it is now; every entry point defaults to the paper's set."""
     import inspect
 
     from interp.attribution import RULE_SETS, RelPConfig
@@ -202,10 +202,10 @@ def test_rule_set_names():
 
     assert RULE_SETS["default"] == ("LN-rule", "Identity-rule", "Half-rule")
     assert RULE_SETS["default+cp-lrp"] == RULE_SETS["default"] + ("AH-rule",)
-    with pytest.warns(UserWarning, match="old name of 'default\\+cp-lrp'.*AH-rule"):
-        assert resolve_rules("all") == resolve_rules("default+cp-lrp")
-    with pytest.warns(UserWarning, match="old name"):
-        assert RelPConfig(rules="all").rules == "default+cp-lrp"
+    with pytest.raises(ValueError, match="'all' was renamed 'default\\+cp-lrp'.*AH-rule"):
+        resolve_rules("all")
+    with pytest.raises(ValueError, match="renamed"):
+        RelPConfig(rules="all+epsilon")
     assert RelPConfig().rules == "default"
     for f in (relevance_patching, run_method, run_circuit):
         assert inspect.signature(f).parameters["rules"].default == "default", f

@@ -28,20 +28,26 @@ so every method here scores SAE features unchanged once the SAE is spliced in as
 
 Scores are ``[L, *units]``, or ``[L, *units, T]`` per position, averaged over the batch.
 
+Every method is called ``method(model, task, components, per_position, ...)``: what to score, then its
+settings, given one way (:func:`takes_config`): as keywords that are exactly the fields of the method's
+config dataclass (``PatchingConfig``, ``AtPConfig``, ``RelPConfig``, ``IGConfig``) or as ``config=``.
+
 Memory: :func:`cache_components` keeps one activation per hook: for SmolLM2-135M, B=16,
 T=16: 30 x 3 x 256 x 576 floats = 53 MB (and as much again for gradients).
 """
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
+import dataclasses
+import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable, Sequence
 
 import torch
 
 from interp.models import scoped_hooks
+from interp.models.hooks import component_label, head_label, mlp_hook
 from interp.results import Result, register
 
 
@@ -60,14 +66,6 @@ class ComponentType:
 
     def hook_name(self, layer: int) -> str:
         return self.hook.format(layer=layer)
-
-    def hooks(self, model) -> list[str]:
-        return [self.hook_name(l) for l in range(model.cfg.n_layers)]
-
-    def label(self, layer: int, unit: tuple = (), pos: int | None = None) -> str:
-        base = {"resid": f"resid{layer}", "attn_head": f"L{layer}H{unit[0] if unit else ''}", "attn": f"attn{layer}",
-                "mlp": f"MLP{layer}"}.get(self.name, f"{self.name}{layer}" + "".join(f".{u}" for u in unit))
-        return base if pos is None else f"{base}@{pos}"
 
 
 COMPONENT_TYPES: dict[str, ComponentType] = {}
@@ -104,6 +102,35 @@ def per_position_set(per_position, types: Sequence[ComponentType]) -> set[str]:
     if not per_position:
         return set()
     return set(per_position)
+
+
+def takes_config(cls):
+    """Decorate an entry point ``fn(..., *, config)`` so that it takes its settings one way: either
+    ``config=cls(...)`` or ``cls``'s fields as keywords, which then map one-to-one onto the fields
+    (the signature shows them with the dataclass's defaults).  Both at once is a ``TypeError`` naming
+    the conflict, never a silent winner."""
+    names = [f.name for f in dataclasses.fields(cls)]
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, config=None, **kw):
+            given = {k: kw.pop(k) for k in names if k in kw}
+            if config is not None and given:
+                raise TypeError(f"{fn.__name__}: pass either config={cls.__name__}(...) or its keywords "
+                                f"{', '.join(given)}, not both")
+            if config is not None and not isinstance(config, cls):
+                raise TypeError(f"{fn.__name__}: config must be a {cls.__name__}, not {type(config).__name__}")
+            return fn(*args, config=cls(**given) if config is None else config, **kw)
+
+        params = [p for p in inspect.signature(fn).parameters.values() if p.name != "config"]
+        params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+                   for f in dataclasses.fields(cls)]
+        params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=f"{cls.__name__} | None"))
+        wrapper.__signature__ = inspect.Signature(params, return_annotation=inspect.signature(fn).return_annotation)
+        return wrapper
+
+    return deco
 
 
 @register
@@ -169,11 +196,11 @@ class AttributionResult(Result):
 
 
 def display_name(ctype: str, idx: Sequence[int]) -> str:
-    """The display form of a component: ``L3H2`` for a head, ``MLP3``, ``attn3``, ``resid3``."""
+    """The display form of a component: ``L3H2`` / ``MLP3`` (interp.models.hooks), ``attn3``, ``resid3``."""
     if ctype == "attn_head":
-        return f"L{idx[0]}H{idx[1]}"
+        return head_label(idx[0], idx[1])
     if ctype == "mlp":
-        return f"MLP{idx[0]}"
+        return component_label(mlp_hook(idx[0]))
     return f"{ctype}{idx[0]}" + "".join(f"[{i}]" for i in idx[1:])
 
 
@@ -306,11 +333,3 @@ def linear_scores(types, acts_a, acts_b, grads, per_pos: set[str]) -> dict[str, 
         ]).float().cpu()
     return out
 
-
-@contextmanager
-def timer():
-    """``with timer() as t: ...; t()`` gives elapsed seconds."""
-    start = time.perf_counter()
-    box = [None]
-    yield lambda: box[0] if box[0] is not None else time.perf_counter() - start
-    box[0] = time.perf_counter() - start

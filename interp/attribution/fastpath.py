@@ -198,7 +198,7 @@ def model_has_hooks(model) -> bool:
     return False
 
 
-def lean_start_layer(model, hook: str) -> int | None:
+def lean_start_layer(hook: str) -> int | None:
     """Block whose residual input ``hook`` is (``hook_embed`` -> 0, ``blocks.L.hook_resid_post`` -> L+1)."""
     if hook == "hook_embed":
         return 0
@@ -216,7 +216,7 @@ def lean_forward(model, hook: str) -> tuple[LeanForward | None, str]:
     kind = getattr(cfg, "model_type", None)
     if kind not in LEAN_ARCHS:
         return None, f"no lean forward for model_type {kind!r} (covered: {', '.join(LEAN_MODEL_TYPES)})"
-    if lean_start_layer(model, hook) is None:
+    if lean_start_layer(hook) is None:
         return None, f"hook {hook!r} is not hook_embed or a blocks.L.hook_resid_pre/post"
     if model_has_hooks(model):
         return None, "a hook is registered on the model"

@@ -44,7 +44,6 @@ Memory: one captured tensor per norm / MLP input during the pass (released on ex
 
 from __future__ import annotations
 
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -126,22 +125,16 @@ RULE_SETS = {
 }
 
 RENAMED_RULE_SETS = {"all": "default+cp-lrp", "all+epsilon": "default+cp-lrp+epsilon"}
-"""Old rule-set names, still accepted with a warning that says what they are."""
+"""Old rule-set names: refused with an error naming the new one (they are not the paper's default set)."""
 
 
 def resolve_rules(rules: str | Sequence[str]) -> tuple[LRPRule, ...]:
-    """A rule-set name or a list of rule names -> rule objects (one per site, validated).
-
-    The old names ``all`` / ``all+epsilon`` resolve to ``default+cp-lrp`` / ``default+cp-lrp+epsilon``
-    with a warning: they are not the paper's default rule set."""
+    """A rule-set name or a list of rule names -> rule objects (one per site, validated)."""
     if isinstance(rules, str):
         if rules in RENAMED_RULE_SETS:
-            new = RENAMED_RULE_SETS[rules]
-            warnings.warn(f"LRP rule set {rules!r} is the old name of {new!r}: the paper's default rules (LN, "
-                          "Identity, Half) plus the AH-rule (CP-LRP, attention pattern detached). It is not the "
-                          "default and tracks activation patching less closely than 'default'; pass "
-                          f"{new!r} to keep it, or 'default'.", UserWarning, stacklevel=3)
-            rules = new
+            raise ValueError(f"LRP rule set {rules!r} was renamed {RENAMED_RULE_SETS[rules]!r}: the paper's default "
+                             "rules (LN, Identity, Half) plus the AH-rule (CP-LRP, attention pattern detached), which "
+                             "tracks activation patching less closely than 'default'")
         if rules not in RULE_SETS:
             raise ValueError(f"unknown LRP rule set {rules!r}; choose from {sorted(RULE_SETS)} or list rules "
                              f"from {sorted(LRP_RULES)}")
