@@ -128,9 +128,9 @@ class CircuitResult(Result):
         text += (f". Found by {how}{self.method} scores on {self.model}; outside the circuit every component "
                  f"takes its {self.config.get('source', 'corrupt')} value (corruption: {self.corruption}).")
         if self.patching is not None:
-            from interp.reports.figures import pearson
+            from interp.results import pearson
 
-            r, _ = pearson(self.patching.per_component("attn_head"), self.scores.per_component("attn_head"))
+            r = pearson(self.patching.per_component("attn_head"), self.scores.per_component("attn_head"))
             text += f" On heads, {self.method} tracks activation patching with Pearson r = {r:.3f}."
         if self.roles:
             named = ", ".join(f"{h} {role.replace('_', ' ')}" for h, role in sorted(self.roles.items(),
