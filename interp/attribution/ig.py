@@ -52,7 +52,7 @@ from interp.models import scoped_hooks
 from .atp import DIRECTIONS
 from .components import (AttributionResult, cache_components, component_types, linear_scores, per_position_set,
                          takes_config)
-from .fastpath import (LeanForward, PrefixCache, fast_forward, hook_layer, lean_forward, lean_start_layer,
+from .fastpath import (LeanGemma3, PrefixCache, fast_forward, hook_layer, lean_forward, lean_start_layer,
                        reads_last_position_only)
 
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
@@ -208,7 +208,7 @@ def _lean_off(fast: bool | None, last: bool) -> str:
     return "" if last else "the metric reads positions other than the last"
 
 
-def _self_check_failed(lean: LeanForward, stacklevel: int) -> str:
+def _self_check_failed(lean: LeanGemma3, stacklevel: int) -> str:
     """Warn that the lean forward did not reproduce the model's metric; the reason recorded."""
     why = f"lean {lean.arch} forward failed its self-check against the model's metric"
     warnings.warn(why + "; using the bridge path", RuntimeWarning, stacklevel=stacklevel)
@@ -222,7 +222,7 @@ def _matches(check: torch.Tensor, want: torch.Tensor) -> bool:
                                                         atol=1e-3 * (1 + want.abs().max().item()))
 
 
-def _interpolate_lean(lean: LeanForward, hook: str, x_act, base_act, f_x, q, metric, max_tokens):
+def _interpolate_lean(lean: LeanGemma3, hook: str, x_act, base_act, f_x, q, metric, max_tokens):
     """The path integral through a lean forward (interp/models/lean.py; residual-stream hooks,
     last-position metrics).
 
