@@ -324,12 +324,8 @@ def reduce_products(ct: ComponentType, prod: torch.Tensor, per_position: bool) -
 
 
 def linear_scores(types, acts_a, acts_b, grads, per_pos: set[str]) -> dict[str, torch.Tensor]:
-    """(a - b) . g per component, stacked over layers (the AtP / RelP / IG score form)."""
-    out = {}
-    for t in types:
-        out[t.name] = torch.stack([
-            reduce_products(t, (acts_a[t.name][l] - acts_b[t.name][l]) * grads[t.name][l], t.name in per_pos)
-            for l in range(len(acts_a[t.name]))
-        ]).float().cpu()
-    return out
+    """(a - b) . g per component in float32, stacked over layers (the AtP / RelP / IG score form)."""
+    return {t.name: torch.stack([
+        reduce_products(t, (a.float() - b.float()) * g.float(), t.name in per_pos)
+        for a, b, g in zip(acts_a[t.name], acts_b[t.name], grads[t.name])]).cpu() for t in types}
 

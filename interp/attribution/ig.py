@@ -385,7 +385,7 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
     jobs = sorted(((l, t) for t in types for l in range(L)), key=lambda j: j[0])
     per_chunk = max(1, cfg.max_tokens // ((S + 1) * B * T))
     grads = {t.name: [None] * L for t in types}
-    patched = {t.name: [None] * L for t in types}
+    effects = {t.name: [None] * L for t in types}  # the patch effect of each whole hook (alpha = 1 copy)
     for i in range(0, len(jobs), per_chunk):
         chunk = jobs[i:i + per_chunk]
         J, k = len(chunk), len(chunk) * (S + 1)
@@ -419,20 +419,12 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
             if g is not None:
                 full_g[:, p0:] = g.sum(0)
             grads[t.name][l] = full_g
-            patched[t.name][l] = fj[S].float().cpu()
-    acts_src32 = {kk: [a.float() for a in v] for kk, v in acts_src.items()}
-    acts_base32 = {kk: [a.float() for a in v] for kk, v in acts_base.items()}
-    scores = linear_scores(types, acts_src32, acts_base32, grads, per_pos)
-    deltas = {}
-    for t in types:
-        rows = []
-        for l in range(L):
-            attr = ((acts_src32[t.name][l] - acts_base32[t.name][l]) * grads[t.name][l]).reshape(B, -1).sum(-1).cpu()
-            effect = patched[t.name][l] - m_base.cpu()
-            rows.append((float((attr - effect).mean()), float(effect.mean())))
-        deltas[t.name] = rows
-    worst = max(abs(d) for rows in deltas.values() for d, _ in rows)
-    scale = max(abs(e) for rows in deltas.values() for _, e in rows)
+            effects[t.name][l] = float((fj[S].float() - m_base).mean())
+    scores = linear_scores(types, acts_src, acts_base, grads, per_pos)
+    completeness = {k: [{"delta": float(scores[k][l].sum()) - e, "patch_effect": e} for l, e in enumerate(v)]
+                    for k, v in effects.items()}  # by completeness the attributions at a hook sum to its patch
+    worst = max(abs(r["delta"]) for v in completeness.values() for r in v)
+    scale = max(abs(r["patch_effect"]) for v in completeness.values() for r in v)
     m_src = task.metric(logits_src).float().mean().item()
     m_b = m_base.mean().item()
     m_clean, m_corr = (m_src, m_b) if cfg.direction == "denoise" else (m_b, m_src)
@@ -444,8 +436,8 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
         config={"direction": cfg.direction, "steps": cfg.steps, "method": cfg.method, "path": path,
                 "forward": "lean" if lean is not None else ("replay" if fast else "plain"),
                 "shared_prefix": p0, "lean_skipped": why},
-        extras={"hook_completeness": {kk: [{"delta": d, "patch_effect": e} for d, e in v] for kk, v in deltas.items()},
-                "max_abs_delta": worst, "max_abs_delta_over_max_effect": worst / max(scale, 1e-12)},
+        extras={"hook_completeness": completeness, "max_abs_delta": worst,
+                "max_abs_delta_over_max_effect": worst / max(scale, 1e-12)},
     )
 
 
@@ -474,8 +466,7 @@ def _embedding_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attri
     g_emb, g_col = _path_integral(e_c, e_k, q, max(1, cfg.max_tokens // (B * T)), f_of)
     grads = {t.name: [g_col.get(names[(t.name, l)], torch.zeros_like(acts_c[t.name][l]).float()) for l in range(L)]
              for t in types}
-    scores = linear_scores(types, {k: [a.float() for a in v] for k, v in acts_c.items()},
-                           {k: [a.float() for a in v] for k, v in acts_k.items()}, grads, per_pos)
+    scores = linear_scores(types, acts_c, acts_k, grads, per_pos)
     emb_attr = ((e_c.float() - e_k.float()) * g_emb).reshape(e_c.shape[0], -1).sum(-1)
     delta = float((emb_attr - (f_c - f_k).float()).mean())
     total = float((f_c - f_k).float().mean())

@@ -32,7 +32,7 @@ import random
 
 import torch
 
-from .base import Task, tokenize_equal_length
+from .base import Task, single_token, tokenize_equal_length
 
 NAMES = [
     "Mary", "John", "Alice", "Bob", "Tom", "James", "David", "Sarah", "Emma", "Michael", "Anna",
@@ -125,7 +125,7 @@ def ioi_task(model, n: int = 16, seed: int = 0, templates: list[str] | None = No
         kinds.append("ABBA" if abba else "BABA")
     clean = tokenize_equal_length(model, prompts, what="IOI prompt")
     corrupt = tokenize_equal_length(model, corrupts, what="IOI corrupted prompt")
-    ans = torch.tensor([[_tok(model, x) for x in pair] for pair in answers], dtype=torch.long)
+    ans = torch.tensor([[single_token(model, x) for x in pair] for pair in answers], dtype=torch.long)
     for row, (io_t, s_t) in zip(clean, ans):
         io_pos.append(_find(row, io_t, 0, prompts))
         s1 = _find(row, s_t, 0, prompts)
@@ -140,13 +140,6 @@ def ioi_task(model, n: int = 16, seed: int = 0, templates: list[str] | None = No
         meta={"templates": templates, "kinds": kinds, "seed": seed, "corruption": CORRUPTIONS[corruption],
               "metric": "logit(IO) - logit(S) at the last position"},
     )
-
-
-def _tok(model, text: str) -> int:
-    ids = model.tokenizer.encode(text, add_special_tokens=False)
-    if len(ids) != 1:
-        raise ValueError(f"IOI answer {text!r} is {len(ids)} tokens; names must be single tokens")
-    return ids[0]
 
 
 def _find(row: torch.Tensor, tok: int, start: int, prompts) -> int:
