@@ -256,14 +256,7 @@ def cache_components(
     raises a ``RuntimeError`` naming ``method``, the hooks and the architecture, never a zero score.
     """
     store: dict[tuple[str, int], torch.Tensor] = {}
-    want_grad = metric is not None
-
-    def saver(key):
-        def fn(x, hook):
-            store[key] = x
-            return x
-
-        return fn
+    want_grad, L = metric is not None, model.cfg.n_layers
 
     def leaf(x, hook):
         return x.detach().requires_grad_(True)
@@ -273,15 +266,11 @@ def cache_components(
     # keeps the tensor the rest of the forward uses; saved before the replacement, it would be cut off from
     # the metric and get no gradient.
     fwd = ([(LEAF_HOOK, leaf)] if want_grad else []) + list(extra_fwd)
-    for t in types:
-        for l in range(model.cfg.n_layers):
-            fwd.append((t.hook_name(l), saver((t.name, l))))
-    device = next(model.parameters()).device
-    tokens = tokens.to(device)
+    fwd += [(t.hook_name(l), lambda x, hook, key=(t.name, l): store.setdefault(key, x)) for t in types for l in range(L)]
     with torch.set_grad_enabled(want_grad), scoped_hooks(model, fwd=fwd):
-        logits = model(tokens)
+        logits = model(tokens.to(next(model.parameters()).device))
+        acts = {t.name: [store[(t.name, l)].detach() for l in range(L)] for t in types}
         if not want_grad:
-            acts = {t.name: [store[(t.name, l)].detach() for l in range(model.cfg.n_layers)] for t in types}
             return acts, None, logits
         m = metric(logits)
         keys = [k for k in store if store[k].requires_grad]
@@ -297,11 +286,8 @@ def cache_components(
             f"{method or 'this gradient method'} cannot score {sorted({k[0] for k in cut})} on {_arch(model)}: "
             f"no gradient reaches {names[:4]}{' ...' if len(names) > 4 else ''} ({len(names)} hook(s)); the "
             f"activation saved there does not feed the metric on this bridge, so its score would be a silent zero")
-    grads: dict[str, list] = {t.name: [None] * model.cfg.n_layers for t in types}
-    acts: dict[str, list] = {t.name: [None] * model.cfg.n_layers for t in types}
-    for k, x in store.items():
-        acts[k[0]][k[1]] = x.detach()
-        grads[k[0]][k[1]] = gs[k].detach() if gs.get(k) is not None else torch.zeros_like(x).detach()
+    grads = {t.name: [gs[(t.name, l)].detach() if gs.get((t.name, l)) is not None else torch.zeros_like(acts[t.name][l])
+                      for l in range(L)] for t in types}
     return acts, grads, m.detach()
 
 

@@ -172,13 +172,6 @@ def _norm_paths(model) -> list[str]:
     return paths
 
 
-def _module(model, path: str):
-    mod = model
-    for p in path.split("."):
-        mod = mod[int(p)] if p.isdigit() else getattr(mod, p)
-    return mod
-
-
 def _norm_params(mod, model):
     comp = mod.original_component
     w = comp.weight
@@ -192,6 +185,15 @@ def _norm_params(mod, model):
         eps = getattr(model.cfg, "eps", 1e-5)
     rms = bool(getattr(mod, "uses_rms_norm", False)) or b is None and "RMS" in type(comp).__name__
     return w, b, float(eps), rms
+
+
+def _capture(box: dict, key: str) -> Callable:
+    """A forward hook that keeps its input in ``box[key]`` for a later hook of the same pass."""
+    def fn(x, hook):
+        box[key] = x
+        return x
+
+    return fn
 
 
 def _act_fn(mlp):
@@ -227,29 +229,17 @@ def rule_hooks(model, rules: Sequence[LRPRule], epsilon: float = 1e-6) -> list[t
                 raise ValueError(f"LN-rule: {path} has no hook_in/hook_out on this bridge")
             box: dict = {}
 
-            def cap(x, hook, box=box):
-                box["x"] = x
-                return x
-
-            def out(y, hook, box=box, mod=_module(model, path), rule=rule):
+            def out(y, hook, box=box, mod=model.get_submodule(path), rule=rule):
                 w, b, eps, rms = _norm_params(mod, model)
                 return _grad_through(y, rule.surrogate(box.pop("x"), w, b, eps, rms))
 
-            hooks += [(f"{path}.hook_in", cap), (f"{path}.hook_out", out)]
+            hooks += [(f"{path}.hook_in", _capture(box, "x")), (f"{path}.hook_out", out)]
     act_rule, gate_rule = by_site.get("act"), by_site.get("gate")
     if act_rule or gate_rule:
         gated = bool(getattr(model.cfg, "gated_mlp", False))
         for l in range(model.cfg.n_layers):
             p = f"blocks.{l}.mlp"
             box = {}
-
-            def cap(name, box=box):
-                def fn(x, hook):
-                    box[name] = x
-                    return x
-
-                return fn
-
             if gated:
                 act = _act_fn(model.blocks[l].mlp)
 
@@ -261,12 +251,13 @@ def rule_hooks(model, rules: Sequence[LRPRule], epsilon: float = 1e-6) -> list[t
                     s = gate_rule.surrogate(a, lin) if gate_rule else a * lin
                     return _grad_through(y, s)
 
-                hooks += [(f"{p}.hook_pre", cap("pre")), (f"{p}.hook_pre_linear", cap("lin")), (f"{p}.hook_post", post)]
+                hooks += [(f"{p}.hook_pre", _capture(box, "pre")), (f"{p}.hook_pre_linear", _capture(box, "lin")),
+                          (f"{p}.hook_post", post)]
             elif act_rule:
                 def post(y, hook, box=box):
                     return _grad_through(y, act_rule.surrogate(box.pop("pre"), y.detach()))
 
-                hooks += [(f"{p}.hook_pre", cap("pre")), (f"{p}.hook_post", post)]
+                hooks += [(f"{p}.hook_pre", _capture(box, "pre")), (f"{p}.hook_post", post)]
     if "attention" in by_site:
         rule = by_site["attention"]
         for l in range(model.cfg.n_layers):

@@ -16,10 +16,11 @@ mean-ablation), ``zero`` (zeros into clean, zero-ablation).
 :func:`run_with_masks` is the primitive underneath, also used by circuit discovery to run the
 model with everything *outside* a component set patched (:func:`complement_metric`).
 
-Exact shortcuts (fastpath.py; off with ``fast=False`` or ``INTERP_REFERENCE=1``): the blocks before
-the first layer patched in a pass see the base run's values in every copy, so they are replayed from the
-base run's cache; when the metric reads only the last position (checked on the base run's logits), only
-that position is unembedded (for Gemma 3 270M, vocab 262,144, the unembedding is most of a forward).
+Design: many patches share one batched forward, and exact shortcuts (fastpath.py; off with
+``fast=False`` or ``INTERP_REFERENCE=1``) skip what the metric cannot see: the blocks before the first
+layer patched in a pass see the base run's values in every copy, so they are replayed from the base run's
+cache; when the metric reads only the last position (checked on the base run's logits), only that
+position is unembedded (a large-vocabulary model spends much of a forward there).
 
 Cost: ``n_components / k`` forward passes of ``k*B*T`` tokens (``k`` from ``max_tokens``), each from the
 first patched block on.

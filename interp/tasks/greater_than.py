@@ -19,6 +19,8 @@ digit equal to Y is then counted as "not greater", which makes the metric a lowe
 the two-digit prob_diff (``meta['exact']`` says which case applies).
 
 The tokens of "1749" and "1701" must have the same length (checked), so positions align.
+
+Cost: tokenising ``2n`` prompts; memory: two ``[n, T]`` token tensors.
 """
 
 from __future__ import annotations

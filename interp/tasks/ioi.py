@@ -24,6 +24,8 @@ in "to " (documented fallback; the task is then only a shape-correct stand-in).
 Metric: logit difference logit(IO) - logit(S) at the last position.
 
 Positions recorded per prompt (``task.positions``): ``IO``, ``S1``, ``S2``, ``END``.
+
+Cost: tokenising ``2n`` prompts; memory: two ``[n, T]`` token tensors.
 """
 
 from __future__ import annotations
