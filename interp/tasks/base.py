@@ -215,3 +215,17 @@ def single_token(model, text: str) -> int:
             "tokens (try a leading space, or a different word)"
         )
     return ids[0]
+
+
+def n_tokens(model, text: str) -> int:
+    """How many tokens ``text`` is for ``model``'s tokenizer (no special tokens)."""
+    return len(model.tokenizer.encode(text, add_special_tokens=False))
+
+
+def equal_length_group(model, items: Sequence, text: Callable = lambda w: " " + w) -> list:
+    """The largest group of ``items`` whose ``text(item)`` share one token length (so prompts built from
+    any of them align position by position); the first such group on a tie."""
+    groups: dict[int, list] = {}
+    for w in items:
+        groups.setdefault(n_tokens(model, text(w)), []).append(w)
+    return max(groups.values(), key=len)
