@@ -39,7 +39,7 @@ from __future__ import annotations
 import re
 import time
 import warnings
-from contextlib import ExitStack, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
@@ -68,19 +68,12 @@ def quadrature(steps: int, method: str = "gausslegendre") -> tuple[torch.Tensor,
     if method == "gausslegendre":
         x, w = np.polynomial.legendre.leggauss(steps)
         return torch.tensor(0.5 * (x + 1), dtype=torch.float64), torch.tensor(0.5 * w, dtype=torch.float64)
-    w = torch.full((steps,), 1.0 / steps, dtype=torch.float64)
-    kind = method.split("_")[1]
-    if kind == "trapezoid":
-        w[0] /= 2
-        w[-1] /= 2
-        a = torch.linspace(0, 1, steps, dtype=torch.float64)
-    elif kind == "left":
-        a = torch.linspace(0, 1 - 1 / steps, steps, dtype=torch.float64)
-    elif kind == "middle":
-        a = torch.linspace(1 / (2 * steps), 1 - 1 / (2 * steps), steps, dtype=torch.float64)
-    else:
-        a = torch.linspace(1 / steps, 1, steps, dtype=torch.float64)
-    return a, w
+    w = torch.full((steps,), 1.0 / steps, dtype=torch.float64)  # captum's Riemann nodes and weights
+    lo, hi = {"left": (0, 1 - 1 / steps), "right": (1 / steps, 1), "middle": (0.5 / steps, 1 - 0.5 / steps),
+              "trapezoid": (0, 1)}[method.split("_")[1]]
+    if method == "riemann_trapezoid":
+        w[[0, -1]] /= 2
+    return torch.linspace(lo, hi, steps, dtype=torch.float64), w
 
 
 @dataclass(frozen=True)
@@ -162,13 +155,9 @@ def _acts_at(model, tokens, hook, metric, prefix: PrefixCache | None = None, row
     def save(x, hook):
         box["a"] = x.detach()
 
-    device = next(model.parameters()).device
-    with ExitStack() as stack:
-        stack.enter_context(torch.no_grad())
-        stack.enter_context(scoped_hooks(model, fwd=[(hook, save)]))
-        if prefix is not None:
-            stack.enter_context(prefix.capture(rows))
-        logits = model(tokens.to(device))
+    with torch.no_grad(), scoped_hooks(model, fwd=[(hook, save)]), \
+            (prefix.capture(rows) if prefix is not None else nullcontext()):
+        logits = model(tokens.to(next(model.parameters()).device))
         f = metric(logits).detach()
     return box["a"], f, reads_last_position_only(metric, logits)
 
