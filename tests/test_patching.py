@@ -203,5 +203,8 @@ def test_settings_one_way(tiny_llama, i):
         fn(*args, config=cls(**settings), **{clash: getattr(cls(), clash)})
     with pytest.raises(TypeError, match=f"config must be a {cls.__name__}"):
         fn(*args, config=dict(settings))
+    for other in {c for _, c, _, _ in _entry_points()} - {cls}:  # a sibling's config (e.g. RelP's rules for AtP)
+        with pytest.raises(TypeError, match=f"config must be a {cls.__name__}, not {other.__name__}"):
+            fn(*args, config=other())
     with pytest.raises(TypeError, match="unexpected keyword"):
         fn(*args, no_such_setting=1)

@@ -97,11 +97,7 @@ def component_types(names: str | Sequence[str]) -> list[ComponentType]:
 
 def per_position_set(per_position, types: Sequence[ComponentType]) -> set[str]:
     """Normalise ``per_position`` (bool or list of type names) to a set of type names."""
-    if per_position is True:
-        return {t.name for t in types}
-    if not per_position:
-        return set()
-    return set(per_position)
+    return {t.name for t in types} if per_position is True else set(per_position or ())
 
 
 def takes_config(cls):
@@ -118,7 +114,7 @@ def takes_config(cls):
             if config is not None and given:
                 raise TypeError(f"{fn.__name__}: pass either config={cls.__name__}(...) or its keywords "
                                 f"{', '.join(given)}, not both")
-            if config is not None and not isinstance(config, cls):
+            if config is not None and type(config) is not cls:  # a RelPConfig's rules would not reach AtP
                 raise TypeError(f"{fn.__name__}: config must be a {cls.__name__}, not {type(config).__name__}")
             return fn(*args, config=cls(**given) if config is None else config, **kw)
 
