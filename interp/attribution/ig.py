@@ -225,13 +225,13 @@ def _interpolate_lean(lean: LeanGemma3, hook: str, x_act, base_act, f_x, q, metr
     differs = (x_act != base_act).reshape(B, T, -1).any(-1).any(0)
     p0 = min(int(differs.int().argmax()) if bool(differs.any()) else T, T - 1)
     with torch.no_grad():
-        prefix = lean.prefix_kv(lean.from_hook(x_act[:, :p0], hook), start)
-        if not _matches(metric(lean.logits(lean.from_hook(x_act[:, p0:], hook, p0), start, T, prefix)), f_x):
+        prefix = lean.prefix_kv(x_act[:, :p0], start)  # a residual-stream hook: the block input itself
+        if not _matches(metric(lean.logits(x_act[:, p0:], start, T, prefix)), f_x):
             return None
     g = torch.zeros_like(x_act, dtype=torch.float32)
     g[:, p0:], _ = _path_integral(
         x_act[:, p0:], base_act[:, p0:], q, max(1, max_tokens // (B * (T - p0))),
-        lambda pts: (metric(lean.logits(lean.from_hook(pts, hook, p0), start, T, prefix)), {}))
+        lambda pts: (metric(lean.logits(pts, start, T, prefix)), {}))
     return g
 
 

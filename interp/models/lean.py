@@ -207,11 +207,6 @@ class LeanGemma3:
         """``blocks.0.hook_resid_pre`` of ``tokens`` (Gemma3TextScaledWordEmbedding: lookup * sqrt(d_model))."""
         return self.embedding(tokens)
 
-    def from_hook(self, x: torch.Tensor, hook: str, p0: int = 0) -> torch.Tensor:
-        """The residual input of the start block from the activation at ``hook`` (positions ``p0 ..``):
-        the activation itself (the embedding scale is part of ``hook_embed``; no learned positions)."""
-        return x
-
     # -- driver ----------------------------------------------------------------------------
     def _mask(self, l: int, p0: int, T: int, device, cache: dict):
         """Boolean ``[T-p0, T]``: query ``i`` sees key ``j <= i`` (and ``j > i - window``)."""
