@@ -79,7 +79,7 @@ class Task:
     """Free-form, JSON-serialisable description (templates, seed, metric definition)."""
 
     def __post_init__(self):
-        _check_pairs(self.name, self.prompts, self.corrupt_prompts)
+        _check_pairs(self.name, self.prompts if self.clean.numel() else [], self.corrupt_prompts)  # no tokens: empty
         if self.clean.ndim != 2 or self.clean.shape != self.corrupt.shape:
             raise ValueError(
                 f"task {self.name!r}: clean tokens {tuple(self.clean.shape)} and corrupted tokens "
