@@ -262,7 +262,8 @@ def cache_components(
     # keeps the tensor the rest of the forward uses; saved before the replacement, it would be cut off from
     # the metric and get no gradient.
     fwd = ([(LEAF_HOOK, leaf)] if want_grad else []) + list(extra_fwd)
-    fwd += [(t.hook_name(l), lambda x, hook, key=(t.name, l): store.setdefault(key, x)) for t in types for l in range(L)]
+    fwd += [(t.hook_name(l), lambda x, hook, key=(t.name, l): store.setdefault(key, x))  # saves x, returns it
+            for t in types for l in range(L)]
     with torch.set_grad_enabled(want_grad), scoped_hooks(model, fwd=fwd):
         logits = model(tokens.to(next(model.parameters()).device))
         acts = {t.name: [store[(t.name, l)].detach() for l in range(L)] for t in types}

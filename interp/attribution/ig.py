@@ -463,8 +463,8 @@ def _embedding_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attri
         method="ig", scores=scores, seconds=time.perf_counter() - t0,
         metric_clean=task.metric(logits_c).float().mean().item(),
         metric_corrupt=task.metric(logits_k).float().mean().item(), per_position=sorted(per_pos),
-        config={"direction": cfg.direction, "steps": cfg.steps, "method": cfg.method,
-                "path": "input embeddings, " + ("corrupt -> clean" if cfg.direction == "denoise" else "clean -> corrupt")},
+        config={"direction": cfg.direction, "steps": cfg.steps, "method": cfg.method, "path": "input embeddings, "
+                + ("corrupt -> clean" if cfg.direction == "denoise" else "clean -> corrupt")},
         extras={"completeness_delta": delta, "relative_delta": abs(delta) / max(abs(total), 1e-12)},
     )
 
