@@ -144,7 +144,7 @@ def test_lrp_conservation_through_each_sublayer(model):
     extra = [ComponentType(f"ln{i}_out", f"blocks.{{layer}}.ln{i}.hook_out", 0) for i in (1, 2)]
     types = component_types(("attn", "mlp")) + extra
     acts, grads, m = cache_components(model, task.clean, types, metric=task.metric,
-                                      extra_fwd=rule_hooks(model, resolve_rules("all")))
+                                      extra_fwd=rule_hooks(model, resolve_rules("default+cp-lrp")))
     rel = {t.name: torch.stack([(acts[t.name][l] * grads[t.name][l]).sum(-1) for l in range(model.cfg.n_layers)])
            for t in types}  # [L, B, T]
     scale = m.abs().max().item()

@@ -87,15 +87,15 @@ def test_lean_equals_hf_model(bridges, case):
     e1 = emb.clone().requires_grad_(True)
     want = hf(inputs_embeds=e1, use_cache=False).logits
     e2 = emb.clone().requires_grad_(True)
-    got = lean.logits(lean.from_hook(e2, "hook_embed"), 0, T, last_only=False)
+    got = lean.logits(e2, 0, T, last_only=False)
     assert _close(got, want)
     g1, = torch.autograd.grad(_metric(want).sum(), e1)
     g2, = torch.autograd.grad(_metric(got).sum(), e2)
     assert g1.abs().max() > 0 and _close(g2, g1)
     p0 = 3
-    prefix = lean.prefix_kv(lean.from_hook(emb[:, :p0], "hook_embed"), 0)
+    prefix = lean.prefix_kv(emb[:, :p0], 0)
     e3 = emb[:, p0:].repeat(2, 1, 1).clone().requires_grad_(True)
-    last = lean.logits(lean.from_hook(e3, "hook_embed", p0), 0, T, prefix, last_only=True)
+    last = lean.logits(e3, 0, T, prefix, last_only=True)
     assert last.shape == (2 * B, 1, want.shape[-1]) and _close(last, want[:, -1:].repeat(2, 1, 1).detach())
     g3, = torch.autograd.grad(_metric(last).sum(), e3)
     assert _close(g3[:B], g1[:, p0:]) and _close(g3[B:], g1[:, p0:])

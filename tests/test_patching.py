@@ -165,3 +165,46 @@ def test_fast_forward_equals_reference(arch, fast):
             # the replayed blocks gave bit-equal scores here; unembedding 1 position instead of T rounds the
             # matmul differently: measured max |diff| 4.5e-8 over the 4 archs at 1 thread; 1e-6 is a 20x margin
             assert torch.allclose(fast_r.scores[k], v, rtol=0, atol=1e-6), (arch, metric, k)
+
+
+def _entry_points():
+    from interp.attribution import (AtPConfig, IGConfig, LayerIGConfig, PatchingConfig, RelPConfig,
+                                    attribution_patching, integrated_gradients, layer_integrated_gradients,
+                                    relevance_patching)
+
+    # (entry point, its config class, non-default settings, a settings keyword to clash with a config)
+    return [(activation_patching, PatchingConfig, {"source": "noise", "progress": False}, "max_tokens"),
+            (attribution_patching, AtPConfig, {"direction": "noise"}, "direction"),
+            (relevance_patching, RelPConfig, {"direction": "noise", "rules": "default+cp-lrp"}, "rules"),
+            (integrated_gradients, IGConfig, {"steps": 3, "direction": "noise"}, "fast"),
+            (layer_integrated_gradients, LayerIGConfig, {"steps": 3, "fast": False}, "steps")]
+
+
+@pytest.mark.parametrize("i", range(5))
+def test_settings_one_way(tiny_llama, i):
+    """Each entry point takes its settings as keywords that are exactly its config's fields (same names,
+    same defaults, in order) or as ``config=``: both give the same result, and both at once is a TypeError
+    naming the clash (a wrapper that let the config or the keywords silently win fails the last checks)."""
+    import dataclasses
+    import inspect
+
+    fn, cls, settings, clash = _entry_points()[i]
+    params = inspect.signature(fn).parameters.values()
+    kw_only = [(p.name, p.default) for p in params if p.kind is p.KEYWORD_ONLY and p.name != "config"]
+    assert kw_only == [(f.name, f.default) for f in dataclasses.fields(cls)]
+    task = _task(tiny_llama)
+    args = (tiny_llama, task.clean, task.metric) if cls.__name__ == "LayerIGConfig" else (tiny_llama, task, ("mlp",))
+    by_kw, by_cfg = fn(*args, **settings), fn(*args, config=cls(**settings))
+    default = fn(*args, **({"progress": False} if "progress" in settings else {}))
+    out = (lambda r: r.attributions) if cls.__name__ == "LayerIGConfig" else (lambda r: r.scores["mlp"])
+    assert torch.equal(out(by_kw), out(by_cfg))
+    assert not torch.allclose(out(by_kw), out(default))  # the settings reached the computation
+    with pytest.raises(TypeError, match=f"either config=.*{clash}.*not both"):
+        fn(*args, config=cls(**settings), **{clash: getattr(cls(), clash)})
+    with pytest.raises(TypeError, match=f"config must be a {cls.__name__}"):
+        fn(*args, config=dict(settings))
+    for other in {c for _, c, _, _ in _entry_points()} - {cls}:  # a sibling's config (e.g. RelP's rules for AtP)
+        with pytest.raises(TypeError, match=f"config must be a {cls.__name__}, not {other.__name__}"):
+            fn(*args, config=other())
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        fn(*args, no_such_setting=1)

@@ -192,8 +192,8 @@ def test_no_rules_is_gradient_times_delta_and_rules_matter(tiny_gpt2, direction)
 
 
 def test_rule_set_names():
-    """``default`` is the paper's set; ``default+cp-lrp`` adds the AH-rule; the old name ``all`` warns
-    and says what it is; every entry point defaults to the paper's set."""
+    """``default`` is the paper's set; ``default+cp-lrp`` adds the AH-rule; the old name ``all`` is an
+    error that says what it is now; every entry point defaults to the paper's set."""
     import inspect
 
     from interp.attribution import RULE_SETS, RelPConfig
@@ -202,10 +202,10 @@ def test_rule_set_names():
 
     assert RULE_SETS["default"] == ("LN-rule", "Identity-rule", "Half-rule")
     assert RULE_SETS["default+cp-lrp"] == RULE_SETS["default"] + ("AH-rule",)
-    with pytest.warns(UserWarning, match="old name of 'default\\+cp-lrp'.*AH-rule"):
-        assert resolve_rules("all") == resolve_rules("default+cp-lrp")
-    with pytest.warns(UserWarning, match="old name"):
-        assert RelPConfig(rules="all").rules == "default+cp-lrp"
+    with pytest.raises(ValueError, match="'all' was renamed 'default\\+cp-lrp'.*AH-rule"):
+        resolve_rules("all")
+    with pytest.raises(ValueError, match="renamed"):
+        RelPConfig(rules="all+epsilon")
     assert RelPConfig().rules == "default"
     for f in (relevance_patching, run_method):
         assert inspect.signature(f).parameters["rules"].default == "default", f
@@ -273,3 +273,27 @@ def test_relp_tracks_patching_better_than_atp_on_smollm2_ioi(smollm2):
         r_default = pearson(r["default"].scores[c], truth.scores[c])
         assert r_default >= 0.9  # the issue's target, paper's rules
         assert r_default > pearson(r["default+cp-lrp"].scores[c], truth.scores[c]), c  # measured +0.065 / +0.014
+
+
+def test_epsilon_rule_scales_the_gradient_at_each_linear_output(tiny_gpt2):
+    """The epsilon-rule's definition: at a linear layer's output z the incoming gradient g becomes
+    g * z / stab(z, eps), so the gradient at the layer's input is W^T (g * z / (z + eps sign z)).  Checked
+    at the last MLP's output projection against autograd through that projection alone (plain g at z;
+    nothing downstream of it is a rule site); the forward is unchanged."""
+    from interp.attribution import ComponentType
+    from interp.attribution.lrp_rules import stabilize
+
+    model, task, eps = tiny_gpt2, _task(tiny_gpt2), 0.05
+    L = model.cfg.n_layers - 1
+    types = [ComponentType("post", "blocks.{layer}.mlp.hook_post", 0),
+             ComponentType("z", "blocks.{layer}.mlp.out.hook_out", 0)]
+    acts, plain, m0 = cache_components(model, task.clean, types, metric=task.metric)
+    _, ruled, m1 = cache_components(model, task.clean, types, metric=task.metric,
+                                    extra_fwd=rule_hooks(model, resolve_rules(("epsilon-rule",)), eps))
+    assert torch.equal(m0, m1)  # forward bit-identical
+    post = acts["post"][L].clone().requires_grad_(True)
+    z = acts["z"][L]
+    v = plain["z"][L] * z / stabilize(z, eps)
+    want, = torch.autograd.grad(model.blocks[L].mlp.out(post), post, v)
+    assert not torch.allclose(want, plain["post"][L], rtol=1e-3)  # eps matters at this scale
+    torch.testing.assert_close(ruled["post"][L], want, rtol=1e-5, atol=1e-7)  # float32, one matmul apart

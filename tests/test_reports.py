@@ -17,7 +17,8 @@ import pytest
 import torch
 from scipy.stats import pearsonr
 
-from interp.reports import Report, pearson, token_view
+from interp.reports import Report, token_view
+from interp.results import pearson
 from interp.reports import figures as F
 from interp.reports import markdown
 
@@ -110,21 +111,22 @@ def test_faithfulness_curve_marks_target_and_circuit():
     assert "4 of 20 components" in f.caption
 
 
-def test_pearson_matches_scipy_and_ignores_nonfinite():
+def test_pearson_matches_scipy_and_scatter_uses_finite_pairs():
+    """interp.results.pearson (the one Pearson) equals scipy's; the method-vs-patching scatter computes it
+    over the pairs where both scores are finite and says how many."""
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=50), rng.normal(size=50)
     y = 0.6 * x + y
-    r, n = pearson(x, y)
     # float64 Pearson vs scipy's: 50 terms, ~50 eps64
-    assert n == 50 and r == pytest.approx(pearsonr(x, y).statistic, abs=1e-12)
+    assert pearson(x, y) == pytest.approx(pearsonr(x, y).statistic, abs=1e-12)
     x2, y2 = x.copy(), y.copy()
     x2[3], y2[7] = np.nan, np.inf
     keep = np.ones(50, bool)
     keep[[3, 7]] = False
-    r2, n2 = pearson(x2, y2)
-    # float64, 48 terms, ~50 eps64
-    assert n2 == 48 and r2 == pytest.approx(pearsonr(x[keep], y[keep]).statistic, abs=1e-12)
-    assert math.isnan(pearson([1, 1, 1], [1, 2, 3])[0])   # constant input: undefined, not a crash
+    title = F.method_vs_patching("t", x2, y2, "m").fig.layout.title.text
+    assert f"Pearson r = {pearsonr(x[keep], y[keep]).statistic:.3f}, n = 48" in title  # the title's 3 decimals
+    assert math.isnan(pearson([1, 1, 1], [1, 2, 3]))   # constant input: undefined, not a crash
+    assert "r = undefined, n = 3" in F.method_vs_patching("t", [1, 1, 1], [1, 2, 3], "m").fig.layout.title.text
 
 
 def test_method_vs_patching_scatter_reports_r():

@@ -19,22 +19,36 @@ Memory: activations of both runs and the gradients at every component hook (see 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
-from .components import AttributionResult, cache_components, component_types, linear_scores, per_position_set
+from .components import (AttributionResult, cache_components, component_types, linear_scores, per_position_set,
+                         takes_config)
 
 DIRECTIONS = ("denoise", "noise")
 
 
-def gradient_patching(model, task, components: Sequence[str], per_position, direction: str,
-                      method: str, extra_fwd=(), config: dict | None = None) -> AttributionResult:
-    """(a_source - a_base) . grad m at the base run, for every component (see module doc)."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"unknown direction {direction!r}; choose from {DIRECTIONS}")
+@dataclass(frozen=True)
+class AtPConfig:
+    """Settings of :func:`attribution_patching` (and, with the LRP rules, of RelP's ``RelPConfig``)."""
+
+    direction: str = "denoise"
+    """``denoise``: gradient at the corrupted run, clean - corrupted activations (patching source
+    ``denoise``); ``noise``: gradient at the clean run, corrupted - clean (source ``noise``)."""
+
+    def __post_init__(self):
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"unknown direction {self.direction!r}; choose from {DIRECTIONS}")
+
+
+def gradient_patching(model, task, components: Sequence[str], per_position, cfg: AtPConfig, method: str,
+                      extra_fwd=(), record: dict | None = None) -> AttributionResult:
+    """(a_source - a_base) . grad m at the base run, for every component (see module doc); ``extra_fwd``:
+    forward hooks that shape the backward (RelP's rules), ``record``: settings for ``result.config``."""
     types = component_types(components)
     per_pos = per_position_set(per_position, types)
     t0 = time.perf_counter()
-    base, src = (task.corrupt, task.clean) if direction == "denoise" else (task.clean, task.corrupt)
+    base, src = (task.corrupt, task.clean) if cfg.direction == "denoise" else (task.clean, task.corrupt)
     acts_src, _, logits_src = cache_components(model, src, types)
     acts_base, grads, m_base = cache_components(model, base, types, metric=task.metric, extra_fwd=extra_fwd,
                                                  method=method)
@@ -42,13 +56,15 @@ def gradient_patching(model, task, components: Sequence[str], per_position, dire
     seconds = time.perf_counter() - t0
     m_src = task.metric(logits_src).float().mean().item()
     m_b = m_base.float().mean().item()
-    m_clean, m_corr = (m_src, m_b) if direction == "denoise" else (m_b, m_src)
+    m_clean, m_corr = (m_src, m_b) if cfg.direction == "denoise" else (m_b, m_src)
     return AttributionResult(method=method, scores=scores, seconds=seconds, metric_clean=m_clean,
                              metric_corrupt=m_corr, per_position=sorted(per_pos),
-                             config={"direction": direction, "components": list(components), **(config or {})})
+                             config={"direction": cfg.direction, "components": list(components), **(record or {})})
 
 
+@takes_config(AtPConfig)
 def attribution_patching(model, task, components: Sequence[str] = ("resid", "attn_head", "mlp"),
-                         per_position=False, direction: str = "denoise") -> AttributionResult:
-    """AtP scores for every component: 2 forward + 1 backward pass (see module doc)."""
-    return gradient_patching(model, task, components, per_position, direction, method="atp")
+                         per_position=False, *, config: AtPConfig) -> AttributionResult:
+    """AtP scores for every component: 2 forward + 1 backward pass (see module doc).  Settings: the
+    fields of :class:`AtPConfig` as keywords (``direction``), or ``config=``; not both."""
+    return gradient_patching(model, task, components, per_position, config, method="atp")

@@ -28,20 +28,26 @@ so every method here scores SAE features unchanged once the SAE is spliced in as
 
 Scores are ``[L, *units]``, or ``[L, *units, T]`` per position, averaged over the batch.
 
+Every method is called ``method(model, task, components, per_position, ...)``: what to score, then its
+settings, given one way (:func:`takes_config`): as keywords that are exactly the fields of the method's
+config dataclass (``PatchingConfig``, ``AtPConfig``, ``RelPConfig``, ``IGConfig``) or as ``config=``.
+
 Memory: :func:`cache_components` keeps one activation per hook: for SmolLM2-135M, B=16,
 T=16: 30 x 3 x 256 x 576 floats = 53 MB (and as much again for gradients).
 """
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
+import dataclasses
+import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable, Sequence
 
 import torch
 
 from interp.models import scoped_hooks
+from interp.models.hooks import component_label, head_label, mlp_hook
 from interp.results import Result, register
 
 
@@ -60,14 +66,6 @@ class ComponentType:
 
     def hook_name(self, layer: int) -> str:
         return self.hook.format(layer=layer)
-
-    def hooks(self, model) -> list[str]:
-        return [self.hook_name(l) for l in range(model.cfg.n_layers)]
-
-    def label(self, layer: int, unit: tuple = (), pos: int | None = None) -> str:
-        base = {"resid": f"resid{layer}", "attn_head": f"L{layer}H{unit[0] if unit else ''}", "attn": f"attn{layer}",
-                "mlp": f"MLP{layer}"}.get(self.name, f"{self.name}{layer}" + "".join(f".{u}" for u in unit))
-        return base if pos is None else f"{base}@{pos}"
 
 
 COMPONENT_TYPES: dict[str, ComponentType] = {}
@@ -99,11 +97,36 @@ def component_types(names: str | Sequence[str]) -> list[ComponentType]:
 
 def per_position_set(per_position, types: Sequence[ComponentType]) -> set[str]:
     """Normalise ``per_position`` (bool or list of type names) to a set of type names."""
-    if per_position is True:
-        return {t.name for t in types}
-    if not per_position:
-        return set()
-    return set(per_position)
+    return {t.name for t in types} if per_position is True else set(per_position or ())
+
+
+def takes_config(cls):
+    """Decorate an entry point ``fn(..., *, config)`` so that it takes its settings one way: either
+    ``config=cls(...)`` or ``cls``'s fields as keywords, which then map one-to-one onto the fields
+    (the signature shows them with the dataclass's defaults).  Both at once is a ``TypeError`` naming
+    the conflict, never a silent winner."""
+    names = [f.name for f in dataclasses.fields(cls)]
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, config=None, **kw):
+            given = {k: kw.pop(k) for k in names if k in kw}
+            if config is not None and given:
+                raise TypeError(f"{fn.__name__}: pass either config={cls.__name__}(...) or its keywords "
+                                f"{', '.join(given)}, not both")
+            if config is not None and type(config) is not cls:  # a RelPConfig's rules would not reach AtP
+                raise TypeError(f"{fn.__name__}: config must be a {cls.__name__}, not {type(config).__name__}")
+            return fn(*args, config=cls(**given) if config is None else config, **kw)
+
+        params = [p for p in inspect.signature(fn).parameters.values() if p.name != "config"]
+        params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+                   for f in dataclasses.fields(cls)]
+        params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=f"{cls.__name__} | None"))
+        wrapper.__signature__ = inspect.Signature(params, return_annotation=inspect.signature(fn).return_annotation)
+        return wrapper
+
+    return deco
 
 
 SHARE = "score (share of the gap)"
@@ -186,11 +209,11 @@ class AttributionResult(Result):
 
 
 def display_name(ctype: str, idx: Sequence[int]) -> str:
-    """The display form of a component: ``L3H2`` for a head, ``MLP3``, ``attn3``, ``resid3``."""
+    """The display form of a component: ``L3H2`` / ``MLP3`` (interp.models.hooks), ``attn3``, ``resid3``."""
     if ctype == "attn_head":
-        return f"L{idx[0]}H{idx[1]}"
+        return head_label(idx[0], idx[1])
     if ctype == "mlp":
-        return f"MLP{idx[0]}"
+        return component_label(mlp_hook(idx[0]))
     return f"{ctype}{idx[0]}" + "".join(f"[{i}]" for i in idx[1:])
 
 
@@ -267,14 +290,7 @@ def cache_components(
     raises a ``RuntimeError`` naming ``method``, the hooks and the architecture, never a zero score.
     """
     store: dict[tuple[str, int], torch.Tensor] = {}
-    want_grad = metric is not None
-
-    def saver(key):
-        def fn(x, hook):
-            store[key] = x
-            return x
-
-        return fn
+    want_grad, L = metric is not None, model.cfg.n_layers
 
     def leaf(x, hook):
         return x.detach().requires_grad_(True)
@@ -284,15 +300,12 @@ def cache_components(
     # keeps the tensor the rest of the forward uses; saved before the replacement, it would be cut off from
     # the metric and get no gradient.
     fwd = ([(LEAF_HOOK, leaf)] if want_grad else []) + list(extra_fwd)
-    for t in types:
-        for l in range(model.cfg.n_layers):
-            fwd.append((t.hook_name(l), saver((t.name, l))))
-    device = next(model.parameters()).device
-    tokens = tokens.to(device)
+    fwd += [(t.hook_name(l), lambda x, hook, key=(t.name, l): store.setdefault(key, x))  # saves x, returns it
+            for t in types for l in range(L)]
     with torch.set_grad_enabled(want_grad), scoped_hooks(model, fwd=fwd):
-        logits = model(tokens)
+        logits = model(tokens.to(next(model.parameters()).device))
+        acts = {t.name: [store[(t.name, l)].detach() for l in range(L)] for t in types}
         if not want_grad:
-            acts = {t.name: [store[(t.name, l)].detach() for l in range(model.cfg.n_layers)] for t in types}
             return acts, None, logits
         m = metric(logits)
         keys = [k for k in store if store[k].requires_grad]
@@ -308,11 +321,8 @@ def cache_components(
             f"{method or 'this gradient method'} cannot score {sorted({k[0] for k in cut})} on {_arch(model)}: "
             f"no gradient reaches {names[:4]}{' ...' if len(names) > 4 else ''} ({len(names)} hook(s)); the "
             f"activation saved there does not feed the metric on this bridge, so its score would be a silent zero")
-    grads: dict[str, list] = {t.name: [None] * model.cfg.n_layers for t in types}
-    acts: dict[str, list] = {t.name: [None] * model.cfg.n_layers for t in types}
-    for k, x in store.items():
-        acts[k[0]][k[1]] = x.detach()
-        grads[k[0]][k[1]] = gs[k].detach() if gs.get(k) is not None else torch.zeros_like(x).detach()
+    grads = {t.name: [gs[(t.name, l)].detach() if gs.get((t.name, l)) is not None else torch.zeros_like(acts[t.name][l])
+                      for l in range(L)] for t in types}
     return acts, grads, m.detach()
 
 
@@ -335,20 +345,8 @@ def reduce_products(ct: ComponentType, prod: torch.Tensor, per_position: bool) -
 
 
 def linear_scores(types, acts_a, acts_b, grads, per_pos: set[str]) -> dict[str, torch.Tensor]:
-    """(a - b) . g per component, stacked over layers (the AtP / RelP / IG score form)."""
-    out = {}
-    for t in types:
-        out[t.name] = torch.stack([
-            reduce_products(t, (acts_a[t.name][l] - acts_b[t.name][l]) * grads[t.name][l], t.name in per_pos)
-            for l in range(len(acts_a[t.name]))
-        ]).float().cpu()
-    return out
+    """(a - b) . g per component in float32, stacked over layers (the AtP / RelP / IG score form)."""
+    return {t.name: torch.stack([
+        reduce_products(t, (a.float() - b.float()) * g.float(), t.name in per_pos)
+        for a, b, g in zip(acts_a[t.name], acts_b[t.name], grads[t.name])]).cpu() for t in types}
 
-
-@contextmanager
-def timer():
-    """``with timer() as t: ...; t()`` gives elapsed seconds."""
-    start = time.perf_counter()
-    box = [None]
-    yield lambda: box[0] if box[0] is not None else time.perf_counter() - start
-    box[0] = time.perf_counter() - start

@@ -1,59 +1,38 @@
 """Forward passes that skip work an attribution method does not need: the shared prefix and unused logits.
 
-Three exact shortcuts, used by the batched integrated gradients (ig.py) when ``k`` copies of one
-prompt batch run with different values at a hook in block ``L``:
+Exact shortcuts for ``k`` copies of one prompt batch that differ only from block ``L`` on (the IG steps,
+patched copies, edge copies):
 
-1. **Prefix reuse.**  Blocks ``0 .. L-1`` see the same tokens in every copy and nothing upstream
-   of the hook changes, so their output is identical across copies.  We run the prompts once at
-   batch ``B`` (the forward that caches the activations anyway), keep block ``L-1``'s output, and
-   during the ``k*B`` forward replace ``forward`` of blocks ``0 .. L-1`` by a function that returns
-   that output repeated ``k`` times.  The copies then pay only for blocks ``L ..`` (plus the
-   embedding lookup).  For a hook at ``hook_embed`` there is nothing to skip.
-2. **Last-position logits.**  When the metric reads only the last position's logits (the IOI
-   logit difference, greater-than probability difference), the unembedding of the other
-   ``T - 1`` positions is wasted: a hook at ``unembed.hook_in`` keeps ``x[:, -1:]``, so the
-   ``d_model x d_vocab`` matmul (about a fifth of SmolLM2-135M's forward, vocab 49,152) runs on
-   one position.  :func:`reads_last_position_only` checks this on the real logits before it is used.
-3. **Lean forward** (interp/models/lean.py: Gemma 3, the one architecture where it measured
-   >= 1.5x over the bridge with 1 and 2 applied; see that module).  The bridge's time outside
-   the matmuls goes to element-wise work and copies of its per-op hook points and eager
-   attention.  For a residual-stream hook
-   (``hook_embed``, ``blocks.L.hook_resid_pre|post``; and for hook IG, edits at ``hook_resid_pre``,
-   ``attn.hook_z`` and ``hook_mlp_out``) the steps instead run a plain PyTorch transcription of
-   the Hugging Face decoder layer on the bridge's own weights (no copies) with fused SDPA
-   attention.  It also skips work the metric cannot see: (a) positions before the first position
-   where input and baseline differ are identical in every copy (causal attention), so their
-   keys/values are computed once at batch ``B`` and only the later positions run ``k`` times;
-   (b) in the last block only the last position's query, output and MLP are computed.  It is used
-   only when the metric reads the last position alone, no hook is registered on the model (the
-   lean pass would skip it), the architecture and its options are covered (:func:`lean_forward`
-   returns the reason when not; ``IGResult.lean_skipped`` records it), and a self-check on the
-   unexpanded batch reproduces the bridge's metric (else: the bridge path, with a warning).
+1. **Prefix reuse** (:class:`PrefixCache`).  Blocks ``0 .. L-1`` see the same tokens in every copy, so
+   their output is identical across copies: it is recorded on the batch-``B`` forward that caches the
+   activations anyway, and during the ``k*B`` forward blocks ``0 .. L-1`` return it repeated ``k`` times.
+2. **Last-position logits** (:func:`fast_forward`).  When the metric reads only the last position's
+   logits (checked on real logits by :func:`reads_last_position_only`), a hook at ``unembed.hook_in``
+   keeps ``x[:, -1:]``, so the ``d_model x d_vocab`` unembedding runs on one position.
+3. **Lean forward** (:func:`lean_forward`; interp/models/lean.py, Gemma 3 only: the one architecture
+   where it paid, see that module).  Used only when the metric reads the last position alone, no user
+   hook is on the model (the lean pass would skip it), the architecture's options are covered (else
+   the reason is returned and recorded in ``IGResult.lean_skipped``), and a self-check on the
+   unexpanded batch reproduces the bridge's metric.
 
-All are switched off by ``fast=False`` or ``INTERP_REFERENCE=1`` (interp/fastpath.py), which runs
-the plain full forward; tests/test_ig.py and tests/test_ig_fast.py check that values and gradients
-agree between the paths on tiny llama, gpt2, pythia and gemma3 models (grouped KV heads included),
-and tests/test_lean.py checks the lean forward against the Hugging Face model itself.
-
-The module forwards are patched on the instance and restored in ``finally`` (nothing leaks if the
-forward raises).  Memory: the cached block output ``B*T*d_model`` floats, repeated ``k`` times
-during the pass (the size of one activation of the expanded batch); the lean forward keeps the
-prefix keys/values (``2 * n_layers * B * p0 * d_kv`` floats) and the autograd graph of the
-``k*B*(T-p0)`` rows it runs, about what the bridge keeps for the same rows.
+Design: each shortcut replaces work whose result the metric cannot see, never a value it reads, so
+``fast=False`` or ``INTERP_REFERENCE=1`` (interp/fastpath.py), the plain full forward, gives the same
+numbers up to float re-association; tests/test_ig.py, test_ig_fast.py, test_patching.py and
+test_lean.py compare the paths.  Block forwards are patched on the instance and restored in
+``finally``.  Memory: the cached block outputs (``B*T*d_model`` floats per block), repeated ``k`` times
+for the pass (one activation of the expanded batch).
 """
 
 from __future__ import annotations
 
 import re
-import warnings
 from contextlib import ExitStack, contextmanager
 from typing import Callable
 
 import torch
 
 from interp.models import scoped_hooks
-
-from interp.models.lean import LEAN_ARCHS, LeanForward, LeanUnavailable, hf_model
+from interp.models.lean import LEAN_ARCHS, LeanGemma3, LeanUnavailable, hf_model
 
 
 def hook_layer(hook: str) -> int:
@@ -78,16 +57,11 @@ def reads_last_position_only(metric: Callable[[torch.Tensor], torch.Tensor], log
     return full.shape == last.shape and bool(torch.equal(full, last))
 
 
-def _blocks(model):
-    return list(model.blocks)
-
-
-def _repeat_batch(x, k: int):
+def _tree(fn, x):
+    """``fn`` on every tensor of ``x`` (a tensor or nested tuples; anything else unchanged)."""
     if isinstance(x, torch.Tensor):
-        return x.repeat(k, *([1] * (x.ndim - 1)))
-    if isinstance(x, tuple):
-        return tuple(_repeat_batch(v, k) for v in x)
-    return x
+        return fn(x)
+    return tuple(_tree(fn, v) for v in x) if isinstance(x, tuple) else x
 
 
 class PrefixCache:
@@ -103,13 +77,12 @@ class PrefixCache:
 
         def saver(l):
             def fn(mod, inp, out):
-                out = _detach(out)
-                self.outs[l] = out if rows is None else _rows(out, rows)
+                self.outs[l] = _tree(lambda t: t.detach() if rows is None else t.detach()[rows], out)
 
             return fn
 
         try:
-            for l, b in enumerate(_blocks(self.model)):
+            for l, b in enumerate(self.model.blocks):
                 handles.append(b.register_forward_hook(saver(l)))
             yield self
         finally:
@@ -124,8 +97,8 @@ class PrefixCache:
             return
         if layer - 1 not in self.outs:
             raise RuntimeError("PrefixCache.replay before capture")
-        rep = _repeat_batch(self.outs[layer - 1], k)
-        blocks = _blocks(self.model)[:layer]
+        rep = _tree(lambda t: t.repeat(k, *([1] * (t.ndim - 1))), self.outs[layer - 1])
+        blocks = list(self.model.blocks)[:layer]
         try:
             for b in blocks:  # object.__setattr__: the bridge's __setattr__ forwards to the HF module
                 object.__setattr__(b, "forward", lambda *a, _rep=rep, **kw: _rep)
@@ -135,26 +108,6 @@ class PrefixCache:
                 b.__dict__.pop("forward", None)
 
 
-def _detach(x):
-    if isinstance(x, torch.Tensor):
-        return x.detach()
-    if isinstance(x, tuple):
-        return tuple(_detach(v) for v in x)
-    return x
-
-
-def _rows(x, idx):
-    if isinstance(x, torch.Tensor):
-        return x[idx]
-    if isinstance(x, tuple):
-        return tuple(_rows(v, idx) for v in x)
-    return x
-
-
-def _last_position(x, hook):
-    return x[:, -1:]
-
-
 @contextmanager
 def fast_forward(model, prefix: PrefixCache | None, k: int, layer: int, last_only: bool):
     """Context for the ``k``-copy forward: replay blocks ``< layer`` and/or keep only last-position logits."""
@@ -162,15 +115,12 @@ def fast_forward(model, prefix: PrefixCache | None, k: int, layer: int, last_onl
         if prefix is not None:
             stack.enter_context(prefix.replay(k, layer))
         if last_only:
-            stack.enter_context(scoped_hooks(model, fwd=[("unembed.hook_in", _last_position)]))
+            stack.enter_context(scoped_hooks(model, fwd=[("unembed.hook_in", lambda x, hook: x[:, -1:])]))
         yield
 
 
-# ---------------------------------------------------------------------------------------------
-# 3. Lean forward (interp/models/lean.py: Gemma 3)
-# ---------------------------------------------------------------------------------------------
+# -- 3. the lean forward (interp/models/lean.py) --------------------------------------------
 
-LEAN_MODEL_TYPES = tuple(LEAN_ARCHS)
 _RESID = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 
 
@@ -198,7 +148,7 @@ def model_has_hooks(model) -> bool:
     return False
 
 
-def lean_start_layer(model, hook: str) -> int | None:
+def lean_start_layer(hook: str) -> int | None:
     """Block whose residual input ``hook`` is (``hook_embed`` -> 0, ``blocks.L.hook_resid_post`` -> L+1)."""
     if hook == "hook_embed":
         return 0
@@ -208,15 +158,15 @@ def lean_start_layer(model, hook: str) -> int | None:
     return int(m[1]) + (m[2] == "post")
 
 
-def lean_forward(model, hook: str) -> tuple[LeanForward | None, str]:
+def lean_forward(model, hook: str) -> tuple[LeanGemma3 | None, str]:
     """``(lean forward, "")`` for ``model`` when it can run IG at ``hook`` exactly, else
     ``(None, reason)``: the architecture or its options are not covered, ``hook`` is not on the
     residual stream, or a user hook is registered (the lean pass would skip it)."""
     cfg = getattr(getattr(model, "original_model", None), "config", None)
     kind = getattr(cfg, "model_type", None)
     if kind not in LEAN_ARCHS:
-        return None, f"no lean forward for model_type {kind!r} (covered: {', '.join(LEAN_MODEL_TYPES)})"
-    if lean_start_layer(model, hook) is None:
+        return None, f"no lean forward for model_type {kind!r} (covered: {', '.join(LEAN_ARCHS)})"
+    if lean_start_layer(hook) is None:
         return None, f"hook {hook!r} is not hook_embed or a blocks.L.hook_resid_pre/post"
     if model_has_hooks(model):
         return None, "a hook is registered on the model"

@@ -44,7 +44,6 @@ Memory: one captured tensor per norm / MLP input during the pass (released on ex
 
 from __future__ import annotations
 
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -126,22 +125,16 @@ RULE_SETS = {
 }
 
 RENAMED_RULE_SETS = {"all": "default+cp-lrp", "all+epsilon": "default+cp-lrp+epsilon"}
-"""Old rule-set names, still accepted with a warning that says what they are."""
+"""Old rule-set names: refused with an error naming the new one (they are not the paper's default set)."""
 
 
 def resolve_rules(rules: str | Sequence[str]) -> tuple[LRPRule, ...]:
-    """A rule-set name or a list of rule names -> rule objects (one per site, validated).
-
-    The old names ``all`` / ``all+epsilon`` resolve to ``default+cp-lrp`` / ``default+cp-lrp+epsilon``
-    with a warning: they are not the paper's default rule set."""
+    """A rule-set name or a list of rule names -> rule objects (one per site, validated)."""
     if isinstance(rules, str):
         if rules in RENAMED_RULE_SETS:
-            new = RENAMED_RULE_SETS[rules]
-            warnings.warn(f"LRP rule set {rules!r} is the old name of {new!r}: the paper's default rules (LN, "
-                          "Identity, Half) plus the AH-rule (CP-LRP, attention pattern detached). It is not the "
-                          "default and tracks activation patching less closely than 'default'; pass "
-                          f"{new!r} to keep it, or 'default'.", UserWarning, stacklevel=3)
-            rules = new
+            raise ValueError(f"LRP rule set {rules!r} was renamed {RENAMED_RULE_SETS[rules]!r}: the paper's default "
+                             "rules (LN, Identity, Half) plus the AH-rule (CP-LRP, attention pattern detached), which "
+                             "tracks activation patching less closely than 'default'")
         if rules not in RULE_SETS:
             raise ValueError(f"unknown LRP rule set {rules!r}; choose from {sorted(RULE_SETS)} or list rules "
                              f"from {sorted(LRP_RULES)}")
@@ -179,13 +172,6 @@ def _norm_paths(model) -> list[str]:
     return paths
 
 
-def _module(model, path: str):
-    mod = model
-    for p in path.split("."):
-        mod = mod[int(p)] if p.isdigit() else getattr(mod, p)
-    return mod
-
-
 def _norm_params(mod, model):
     comp = mod.original_component
     w = comp.weight
@@ -199,6 +185,15 @@ def _norm_params(mod, model):
         eps = getattr(model.cfg, "eps", 1e-5)
     rms = bool(getattr(mod, "uses_rms_norm", False)) or b is None and "RMS" in type(comp).__name__
     return w, b, float(eps), rms
+
+
+def _capture(box: dict, key: str) -> Callable:
+    """A forward hook that keeps its input in ``box[key]`` for a later hook of the same pass."""
+    def fn(x, hook):
+        box[key] = x
+        return x
+
+    return fn
 
 
 def _act_fn(mlp):
@@ -234,29 +229,17 @@ def rule_hooks(model, rules: Sequence[LRPRule], epsilon: float = 1e-6) -> list[t
                 raise ValueError(f"LN-rule: {path} has no hook_in/hook_out on this bridge")
             box: dict = {}
 
-            def cap(x, hook, box=box):
-                box["x"] = x
-                return x
-
-            def out(y, hook, box=box, mod=_module(model, path), rule=rule):
+            def out(y, hook, box=box, mod=model.get_submodule(path), rule=rule):
                 w, b, eps, rms = _norm_params(mod, model)
                 return _grad_through(y, rule.surrogate(box.pop("x"), w, b, eps, rms))
 
-            hooks += [(f"{path}.hook_in", cap), (f"{path}.hook_out", out)]
+            hooks += [(f"{path}.hook_in", _capture(box, "x")), (f"{path}.hook_out", out)]
     act_rule, gate_rule = by_site.get("act"), by_site.get("gate")
     if act_rule or gate_rule:
         gated = bool(getattr(model.cfg, "gated_mlp", False))
         for l in range(model.cfg.n_layers):
             p = f"blocks.{l}.mlp"
             box = {}
-
-            def cap(name, box=box):
-                def fn(x, hook):
-                    box[name] = x
-                    return x
-
-                return fn
-
             if gated:
                 act = _act_fn(model.blocks[l].mlp)
 
@@ -268,12 +251,13 @@ def rule_hooks(model, rules: Sequence[LRPRule], epsilon: float = 1e-6) -> list[t
                     s = gate_rule.surrogate(a, lin) if gate_rule else a * lin
                     return _grad_through(y, s)
 
-                hooks += [(f"{p}.hook_pre", cap("pre")), (f"{p}.hook_pre_linear", cap("lin")), (f"{p}.hook_post", post)]
+                hooks += [(f"{p}.hook_pre", _capture(box, "pre")), (f"{p}.hook_pre_linear", _capture(box, "lin")),
+                          (f"{p}.hook_post", post)]
             elif act_rule:
                 def post(y, hook, box=box):
                     return _grad_through(y, act_rule.surrogate(box.pop("pre"), y.detach()))
 
-                hooks += [(f"{p}.hook_pre", cap("pre")), (f"{p}.hook_post", post)]
+                hooks += [(f"{p}.hook_pre", _capture(box, "pre")), (f"{p}.hook_post", post)]
     if "attention" in by_site:
         rule = by_site["attention"]
         for l in range(model.cfg.n_layers):

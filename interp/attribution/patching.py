@@ -16,10 +16,11 @@ mean-ablation), ``zero`` (zeros into clean, zero-ablation).
 :func:`run_with_masks` is the primitive underneath, also used by circuit discovery to run the
 model with everything *outside* a component set patched (:func:`complement_metric`).
 
-Exact shortcuts (fastpath.py; off with ``fast=False`` or ``INTERP_REFERENCE=1``): the blocks before
-the first layer patched in a pass see the base run's values in every copy, so they are replayed from the
-base run's cache; when the metric reads only the last position (checked on the base run's logits), only
-that position is unembedded (for Gemma 3 270M, vocab 262,144, the unembedding is most of a forward).
+Design: many patches share one batched forward, and exact shortcuts (fastpath.py; off with
+``fast=False`` or ``INTERP_REFERENCE=1``) skip what the metric cannot see: the blocks before the first
+layer patched in a pass see the base run's values in every copy, so they are replayed from the base run's
+cache; when the metric reads only the last position (checked on the base run's logits), only that
+position is unembedded (a large-vocabulary model spends much of a forward there).
 
 Cost: ``n_components / k`` forward passes of ``k*B*T`` tokens (``k`` from ``max_tokens``), each from the
 first patched block on.
@@ -28,6 +29,7 @@ Memory: the source cache (see components.py) plus one ``k*B*T`` forward.
 
 from __future__ import annotations
 
+import itertools
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -37,49 +39,34 @@ import torch
 
 from interp.models import scoped_hooks
 
-from .components import AttributionResult, ComponentType, cache_components, component_types, per_position_set
 from interp.fastpath import use_fast
 
+from .components import (AttributionResult, ComponentType, cache_components, component_types, per_position_set,
+                         takes_config)
 from .fastpath import PrefixCache, fast_forward, reads_last_position_only
 
 
-@dataclass(frozen=True)
-class PatchSource:
-    """Where patched values come from and which run they go into."""
-
-    name: str
-    base: str
-    """``clean`` or ``corrupt``: the tokens of the run being patched."""
-    doc: str
-
-    def values(self, acts_clean: torch.Tensor, acts_corrupt: torch.Tensor) -> torch.Tensor:
-        if self.name == "denoise":
-            return acts_clean
-        if self.name == "noise":
-            return acts_corrupt
-        if self.name == "mean":
-            return acts_clean.mean(0, keepdim=True).expand_as(acts_clean)
-        if self.name == "zero":
-            return torch.zeros_like(acts_clean)
-        raise ValueError(self.name)
-
-
-PATCH_SOURCES = {
-    "denoise": PatchSource("denoise", "corrupt", "clean activation into the corrupted run"),
-    "noise": PatchSource("noise", "clean", "corrupted activation into the clean run"),
-    "mean": PatchSource("mean", "clean", "batch-mean clean activation into the clean run (mean-ablation)"),
-    "zero": PatchSource("zero", "clean", "zeros into the clean run (zero-ablation)"),
+PATCH_SOURCES = {  # name: (the run that is patched, what goes into it)
+    "denoise": ("corrupt", "clean activation into the corrupted run"),
+    "noise": ("clean", "corrupted activation into the clean run"),
+    "mean": ("clean", "batch-mean clean activation into the clean run (mean-ablation)"),
+    "zero": ("clean", "zeros into the clean run (zero-ablation)"),
 }
+
+
+def _source_values(source: str, clean: torch.Tensor, corrupt: torch.Tensor) -> torch.Tensor:
+    """The values patch source ``source`` puts in, from one hook's clean and corrupted activations."""
+    if source == "mean":
+        return clean.mean(0, keepdim=True).expand_as(clean)
+    if source == "zero":
+        return torch.zeros_like(clean)
+    return clean if source == "denoise" else corrupt
 
 
 @dataclass(frozen=True)
 class PatchingConfig:
     """Settings of :func:`activation_patching`."""
 
-    components: tuple[str, ...] = ("resid", "attn_head", "mlp")
-    """Component types to score (keys of ``COMPONENT_TYPES``)."""
-    per_position: bool | tuple[str, ...] = False
-    """Score every token position separately (True, or the component types to do so for)."""
     source: str = "denoise"
     """One of ``denoise``, ``noise``, ``mean``, ``zero`` (see ``PATCH_SOURCES``)."""
     max_tokens: int = 4096
@@ -95,7 +82,6 @@ class PatchingConfig:
             raise ValueError(f"unknown patch source {self.source!r}; choose from {sorted(PATCH_SOURCES)}")
         if self.max_tokens < 1:
             raise ValueError("max_tokens must be >= 1")
-        component_types(self.components)
 
 
 def run_with_masks(
@@ -144,78 +130,56 @@ def run_with_masks(
         return model(tokens.to(device).repeat(k, 1))
 
 
-def _units(ct: ComponentType, act_shape, n_layers: int, per_pos: bool):
-    """All (layer, unit index, position) triples of one type, and the per-layer unit shape."""
-    unit_shape = tuple(act_shape[2:2 + ct.unit_axes])
-    T = act_shape[1]
-    out = []
-    for l in range(n_layers):
-        for idx in (torch.cartesian_prod(*[torch.arange(s) for s in unit_shape]).reshape(-1, len(unit_shape)).tolist()
-                    if unit_shape else [[]]):
-            for p in (range(T) if per_pos else [None]):
-                out.append((l, tuple(idx), p))
-    return out, unit_shape, T
-
-
+@takes_config(PatchingConfig)
 def activation_patching(model, task, components: Sequence[str] = ("resid", "attn_head", "mlp"),
-                        per_position=False, config: PatchingConfig | None = None, **kw) -> AttributionResult:
+                        per_position=False, *, config: PatchingConfig) -> AttributionResult:
     """Patch every component one at a time (batched k per pass) and record the metric change.
 
-    Keyword arguments override fields of :class:`PatchingConfig` (``source``, ``max_tokens``,
-    ``progress``).
+    Settings: the fields of :class:`PatchingConfig` as keywords (``source``, ``max_tokens``,
+    ``progress``, ``fast``), or ``config=``; not both.
     """
-    cfg = config or PatchingConfig(components=tuple(components), per_position=per_position, **kw)
-    types = component_types(cfg.components)
-    per_pos = per_position_set(cfg.per_position, types)
-    src_kind = PATCH_SOURCES[cfg.source]
+    from tqdm.auto import tqdm
+
+    cfg = config
+    types = component_types(components)
+    per_pos = per_position_set(per_position, types)
+    base = PATCH_SOURCES[cfg.source][0]
     t0 = time.perf_counter()
     fast = use_fast(cfg.fast)
     prefix = PrefixCache(model) if fast else None
-    with prefix.capture() if fast and src_kind.base == "clean" else nullcontext():
+    with prefix.capture() if fast and base == "clean" else nullcontext():
         acts_clean, _, logits_clean = cache_components(model, task.clean, types)
-    with prefix.capture() if fast and src_kind.base == "corrupt" else nullcontext():
+    with prefix.capture() if fast and base == "corrupt" else nullcontext():
         acts_corr, _, logits_corr = cache_components(model, task.corrupt, types)
     m_clean = task.metric(logits_clean).float().mean().item()
     m_corr = task.metric(logits_corr).float().mean().item()
-    last = fast and reads_last_position_only(task.metric, logits_clean if src_kind.base == "clean" else logits_corr)
-    base_tokens = task.clean if src_kind.base == "clean" else task.corrupt
-    m_base = m_clean if src_kind.base == "clean" else m_corr
-    sources = {t.name: [src_kind.values(acts_clean[t.name][l], acts_corr[t.name][l])
-                        for l in range(model.cfg.n_layers)] for t in types}
+    last = fast and reads_last_position_only(task.metric, logits_clean if base == "clean" else logits_corr)
+    base_tokens, m_base = (task.clean, m_clean) if base == "clean" else (task.corrupt, m_corr)
+    L = model.cfg.n_layers
+    sources = {t.name: [_source_values(cfg.source, acts_clean[t.name][l], acts_corr[t.name][l]) for l in range(L)]
+               for t in types}
     B, T = base_tokens.shape
     k_max = max(1, cfg.max_tokens // (B * T))
-    L = model.cfg.n_layers
-    jobs, shapes = [], {}
-    for t in types:
-        units, unit_shape, _ = _units(t, acts_clean[t.name][0].shape, L, t.name in per_pos)
-        shapes[t.name] = unit_shape
-        jobs += [(t, u) for u in units]
-    scores = {t.name: torch.zeros(L, *shapes[t.name], *([T] if t.name in per_pos else [])) for t in types}
-    bar = None
-    if cfg.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(jobs), desc=f"patching ({cfg.source})", leave=False)
-    for start in range(0, len(jobs), k_max):
-        chunk = jobs[start:start + k_max]
-        k = len(chunk)
-        masks = {t.name: torch.zeros(k, L, *shapes[t.name], *([T] if t.name in per_pos else []), dtype=torch.bool)
-                 for t in types}
-        for i, (t, (l, idx, p)) in enumerate(chunk):
-            masks[t.name][(i, l, *idx) + (() if p is None else (p,))] = True
-        logits = run_with_masks(model, base_tokens, sources, masks, types, prefix=prefix, last_only=last)
-        m = task.metric(logits).float().reshape(k, B).mean(1).cpu()
-        for i, (t, (l, idx, p)) in enumerate(chunk):
-            scores[t.name][(l, *idx) + (() if p is None else (p,))] = m[i] - m_base
-        if bar is not None:
-            bar.update(k)
-    if bar is not None:
-        bar.close()
+    shapes = {t.name: tuple(acts_clean[t.name][0].shape[2:2 + t.unit_axes]) + ((T,) if t.name in per_pos else ())
+              for t in types}
+    jobs = [(t, (l, *idx)) for t in types for l in range(L) for idx in itertools.product(*map(range, shapes[t.name]))]
+    scores = {t.name: torch.zeros(L, *shapes[t.name]) for t in types}
+    with tqdm(total=len(jobs), desc=f"patching ({cfg.source})", leave=False, disable=not cfg.progress) as bar:
+        for start in range(0, len(jobs), k_max):
+            chunk = jobs[start:start + k_max]
+            masks = {t.name: torch.zeros(len(chunk), L, *shapes[t.name], dtype=torch.bool) for t in types}
+            for i, (t, cell) in enumerate(chunk):
+                masks[t.name][(i, *cell)] = True
+            logits = run_with_masks(model, base_tokens, sources, masks, types, prefix=prefix, last_only=last)
+            m = task.metric(logits).float().reshape(len(chunk), B).mean(1).cpu()
+            for i, (t, cell) in enumerate(chunk):
+                scores[t.name][cell] = m[i] - m_base
+            bar.update(len(chunk))
     return AttributionResult(
         method="patch", scores=scores, seconds=time.perf_counter() - t0, metric_clean=m_clean,
         metric_corrupt=m_corr, per_position=sorted(per_pos),
         config={"source": cfg.source, "max_tokens": cfg.max_tokens, "patches_per_pass": k_max,
-                "components": list(cfg.components),
+                "components": list(components),
                 "forward": "full" if not fast else "prefix replay" + (" + last-position logits" if last else "")},
     )
 
@@ -237,7 +201,7 @@ def complement_metric(model, task, keep_masks: Sequence[dict[str, torch.Tensor]]
         ak, _, _ = cache_components(model, task.corrupt, types)
     else:
         ac, ak = acts
-    src = {t.name: [ak[t.name][l] if source == "corrupt" else ac[t.name][l].mean(0, keepdim=True).expand_as(ac[t.name][l])
+    src = {t.name: [_source_values("noise" if source == "corrupt" else "mean", ac[t.name][l], ak[t.name][l])
                     for l in range(model.cfg.n_layers)] for t in types}
     B, T = task.clean.shape
     k_max = max(1, max_tokens // (B * T))

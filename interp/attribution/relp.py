@@ -9,8 +9,7 @@ forward corrupt, cache activations, one backward of sum_b m_b; 3. multiply, redu
 Rule sets (``RULE_SETS``): ``default`` = LN-, Identity-, Half-rule, the paper's and its reference
 implementation's default, and ours everywhere; ``default+cp-lrp`` adds the AH-rule (CP-LRP: the
 attention pattern detached), which makes every layer conservative but tracks activation patching
-less closely (tests/test_relp.py, slow).  ``all`` / ``all+epsilon`` are old names of the ``+cp-lrp``
-sets (accepted with a warning).  Any list of rule names from ``LRP_RULES`` works.
+less closely (tests/test_relp.py, slow).  Any list of rule names from ``LRP_RULES`` works.
 
 Cost: as AtP, 2 forward + 1 backward, plus a few elementwise surrogate ops per layer.
 Memory: as AtP plus one captured input per norm / MLP during the backward.
@@ -21,35 +20,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from .atp import gradient_patching
-from .components import AttributionResult
-from .lrp_rules import RENAMED_RULE_SETS, resolve_rules, rule_hooks
+from .atp import AtPConfig, gradient_patching
+from .components import AttributionResult, takes_config
+from .lrp_rules import resolve_rules, rule_hooks
 
 
 @dataclass(frozen=True)
-class RelPConfig:
-    """Settings of :func:`relevance_patching`."""
+class RelPConfig(AtPConfig):
+    """Settings of :func:`relevance_patching`: AtP's ``direction``, the LRP rules and their epsilon."""
 
     rules: str | tuple[str, ...] = "default"
     """A rule-set name (``default``, ``default+cp-lrp``, ``default+cp-lrp+epsilon``) or a tuple of rule names."""
     epsilon: float = 1e-6
     """Stabiliser of the epsilon-rule (used only when it is active)."""
-    direction: str = "denoise"
-    """``denoise`` (gradient at the corrupted run) or ``noise`` (at the clean run)."""
 
     def __post_init__(self):
-        resolve_rules(self.rules)  # validates; an old set name warns once here and is replaced
-        if isinstance(self.rules, str) and self.rules in RENAMED_RULE_SETS:
-            object.__setattr__(self, "rules", RENAMED_RULE_SETS[self.rules])
+        super().__post_init__()
+        if not isinstance(self.rules, str):
+            object.__setattr__(self, "rules", tuple(self.rules))
+        resolve_rules(self.rules)  # validates: unknown names, two rules for one site, renamed sets
         if self.epsilon <= 0:
             raise ValueError("epsilon must be > 0")
 
 
+@takes_config(RelPConfig)
 def relevance_patching(model, task, components: Sequence[str] = ("resid", "attn_head", "mlp"),
-                       per_position=False, rules="default", config: RelPConfig | None = None) -> AttributionResult:
-    """RelP scores for every component (see module doc); the model is left exactly as it was."""
-    cfg = config or RelPConfig(rules=rules if isinstance(rules, str) else tuple(rules))
-    hooks = rule_hooks(model, resolve_rules(cfg.rules), cfg.epsilon)
-    names = [r.name for r in resolve_rules(cfg.rules)]
-    return gradient_patching(model, task, components, per_position, cfg.direction, method="relp",
-                             extra_fwd=hooks, config={"rules": names, "epsilon": cfg.epsilon})
+                       per_position=False, *, config: RelPConfig) -> AttributionResult:
+    """RelP scores for every component (see module doc); the model is left exactly as it was.  Settings:
+    the fields of :class:`RelPConfig` as keywords (``direction``, ``rules``, ``epsilon``), or ``config=``;
+    not both."""
+    rules = resolve_rules(config.rules)
+    return gradient_patching(model, task, components, per_position, config, method="relp",
+                             extra_fwd=rule_hooks(model, rules, config.epsilon),
+                             record={"rules": [r.name for r in rules], "epsilon": config.epsilon})

@@ -9,6 +9,9 @@ in layer order.
 
 :func:`scoped_hooks` adds forward/backward hooks for the duration of a ``with`` block and
 removes them in ``finally``, so an exception never leaves hooks on the user's model.
+
+Cost: :func:`resolve_hooks` reads the bridge's ``hook_dict`` once per call (the bridge rebuilds it on
+every access).
 """
 
 from __future__ import annotations

@@ -8,18 +8,17 @@ eager attention, copies); :class:`LeanGemma3` runs the same arithmetic as the Hu
 
 * positions before the first one where input and baseline differ (``p0``) are identical in every
   copy (causal attention), so their keys/values are computed once at batch ``B``
-  (:meth:`LeanForward.prefix_kv`) and only positions ``p0 ..`` run ``k`` times;
+  (:meth:`LeanGemma3.prefix_kv`) and only positions ``p0 ..`` run ``k`` times;
 * in the last block only the last position's query, attention output and MLP are computed, and
   only its logits (the metric reads the last position only; ig.py checks this first).
 
-Only Gemma 3 has one: bench/bench_ig.py ``--lean-vs-replay`` measures each lean forward against
-the bridge with the same prefix replay, last-position logits, batching and steps, and a second
-implementation is kept only at >= 1.5x (Gemma 3 270M: 1.7-2.2x less process CPU time; the Llama,
-GPT-2 and GPT-NeoX forwards measured 1.05-1.4x and were removed; bench/results/bench_ig_issue14.json).
+Design: a second implementation of the forward is kept only where it pays at least 1.5x over the bridge
+with the same prefix replay, last-position logits, batching and steps (bench/bench_ig.py
+``--lean-vs-replay``; bench/results/bench_ig_issue14.json): Gemma 3 only; the Llama, GPT-2 and GPT-NeoX
+transcriptions fell short and were removed.
 
-:class:`LeanForward` is the driver (masks, prefix keys/values, the block loop, hook edits);
-:class:`LeanGemma3` the transcription: (1 + w) RMSNorm incl. q/k norms, per-layer-type rotary,
-sliding-window masks, ``query_pre_attn_scalar``, pre/post attention and feed-forward norms,
+:class:`LeanGemma3` is the transcription and its driver: (1 + w) RMSNorm incl. q/k norms, per-layer-type
+rotary, sliding-window masks, ``query_pre_attn_scalar``, pre/post attention and feed-forward norms,
 scaled embedding (part of ``hook_embed``), GeGLU, final logit softcapping.  Weights are read from
 :func:`hf_model`, a Hugging Face model sharing every tensor with the bridge (no copies), by their
 native names.  Activations a hook edit can replace (hook IG) follow the bridge's definitions:
@@ -132,56 +131,81 @@ def _heads(x, N, T, H, dh):
     return x.view(N, T, H, dh).transpose(1, 2)
 
 
-class LeanForward:
-    """The driver.  Subclasses set ``layers`` (one dict of tensors per block), ``n_heads``,
-    ``n_kv``, ``d_head``, ``scale`` (per block) and ``window`` (per block, None: full causal) and
-    implement :meth:`positions`, :meth:`qkv`, :meth:`out` and :meth:`final`.
+class LeanGemma3:
+    """``Gemma3DecoderLayer`` as plain tensor code: (1 + w) RMSNorms (q/k norms, pre/post attention and
+    feed-forward), per-layer-type rotary and sliding windows, ``query_pre_attn_scalar``, GeGLU, logit
+    softcap; and the driver (masks, prefix keys/values, the block loop, hook edits).
 
     Residual stream layout: ``h [N, T', d_model]`` for positions ``p0 .. T-1``; prefix keys/values
     ``[B, n_kv, p0, d_head]`` per block, shared by the ``N = k*B`` copies (row ``i*B + b`` is copy
     ``i`` of prompt ``b``, the layout ig.py uses).
     """
 
-    arch = "?"
-    layers: list
-    n_heads: int
-    n_kv: int
-    d_head: int
-    scale: list
-    window: list
+    arch = "gemma3_text"
 
-    # -- per architecture ------------------------------------------------------------------
-    def positions(self, p0: int, T: int, like: torch.Tensor):
-        """Whatever :meth:`qkv` needs for positions ``p0 .. T-1`` (rotary cos/sin, or None)."""
-        return None
+    def __init__(self, hf):
+        cfg = hf.config
+        self.hf, self.cfg = hf, cfg
+        m = hf.model
+        self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.d_head = cfg.head_dim
+        self.layers, self.scale, self.window, self.types = [], [], [], []
+        for b in m.layers:
+            att, mlp = b.self_attn, b.mlp
+            n = {k: (getattr(b, k).weight, getattr(b, k).eps) for k in (
+                "input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm")}
+            self.layers.append(dict(
+                **n, qn=(att.q_norm.weight, att.q_norm.eps), kn=(att.k_norm.weight, att.k_norm.eps),
+                q=att.q_proj.weight, k=att.k_proj.weight, v=att.v_proj.weight, o=att.o_proj.weight,
+                gate=mlp.gate_proj.weight, up=mlp.up_proj.weight, down=mlp.down_proj.weight, act=fused_act(mlp.act_fn)))
+            self.scale.append(float(att.scaling))
+            self.window.append(att.sliding_window if att.is_sliding else None)
+            self.types.append(att.layer_type)
+        self.lnf = (m.norm.weight, m.norm.eps)
+        self.embedding = m.embed_tokens
+        lm = hf.get_output_embeddings()
+        self.w_u, self.b_u = lm.weight, getattr(lm, "bias", None)
+        self.softcap = cfg.final_logit_softcapping
+
+    # -- the transcription ------------------------------------------------------------------
+    def positions(self, p0: int, T: int, like: torch.Tensor) -> dict:
+        """Rotary ``(cos, sin)`` per layer type for positions ``p0 .. T-1``."""
+        out = {}
+        with torch.no_grad():
+            for t in set(self.types):
+                cos, sin = self.hf.model.rotary_emb(like[:1, :1], torch.arange(T, device=like.device)[None], t)
+                out[t] = (cos[0, p0:].to(like.dtype), sin[0, p0:].to(like.dtype))
+        return out
 
     def qkv(self, l: int, h: torch.Tensor, pos) -> tuple:
         """Queries ``[N, H, T', d_head]``, keys and values ``[N, n_kv, T', d_head]`` of block ``l``."""
-        raise NotImplementedError
+        L, (N, T, _) = self.layers[l], h.shape
+        x = rms_norm(h, *L["input_layernorm"])
+        q = rms_norm(_heads(x @ L["q"].T, N, T, self.n_heads, self.d_head), *L["qn"])
+        k = rms_norm(_heads(x @ L["k"].T, N, T, self.n_kv, self.d_head), *L["kn"])
+        v = _heads(x @ L["v"].T, N, T, self.n_kv, self.d_head)
+        cs = pos[self.types[l]]
+        return rotate(q, *cs), rotate(k, *cs), v
 
     def out(self, l: int, h: torch.Tensor, z: torch.Tensor, edits: dict) -> torch.Tensor:
         """The rest of block ``l`` from its input ``h`` and attention ``z [N, T', H, d_head]``."""
-        raise NotImplementedError
+        L, (N, T) = self.layers[l], h.shape[:2]
+        h = h + rms_norm(z.reshape(N, T, -1) @ L["o"].T, *L["post_attention_layernorm"])
+        x = rms_norm(h, *L["pre_feedforward_layernorm"])
+        m = rms_norm((L["act"](x @ L["gate"].T) * (x @ L["up"].T)) @ L["down"].T, *L["post_feedforward_layernorm"])
+        edit = edits.get(f"blocks.{l}.hook_mlp_out") if edits else None
+        return h + (edit(m) if edit else m)
 
     def final(self, h: torch.Tensor) -> torch.Tensor:
-        """Logits from the last block's output."""
-        raise NotImplementedError
+        """Logits from the last block's output (final norm, unembedding, softcap)."""
+        logits = F.linear(rms_norm(h, *self.lnf), self.w_u, self.b_u)
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``blocks.0.hook_resid_pre`` of ``tokens``."""
-        raise NotImplementedError
-
-    def from_hook(self, x: torch.Tensor, hook: str, p0: int = 0) -> torch.Tensor:
-        """The residual input of the start block from the activation at ``hook`` for positions
-        ``p0 ..`` (identity except at ``hook_embed`` on models with learned positions)."""
-        return x
-
-    def _set_unembed(self, hf):
-        lm = hf.get_output_embeddings()
-        self.w_u, self.b_u = lm.weight, getattr(lm, "bias", None)
-
-    def unembed(self, x):
-        return F.linear(x, self.w_u, self.b_u)
+        """``blocks.0.hook_resid_pre`` of ``tokens`` (Gemma3TextScaledWordEmbedding: lookup * sqrt(d_model))."""
+        return self.embedding(tokens)
 
     # -- driver ----------------------------------------------------------------------------
     def _mask(self, l: int, p0: int, T: int, device, cache: dict):
@@ -269,79 +293,6 @@ class LeanForward:
         if last_only:
             h = h[:, -1:]
         return self.final(h)
-
-
-def _mlp_edit(edits, l, m):
-    name = f"blocks.{l}.hook_mlp_out"
-    return edits[name](m) if edits and name in edits else m
-
-
-# ---------------------------------------------------------------------------------------------
-# Gemma 3 (text)
-# ---------------------------------------------------------------------------------------------
-
-
-class LeanGemma3(LeanForward):
-    """``Gemma3DecoderLayer``: (1 + w) RMSNorms (q/k norms, pre/post attention and feed-forward),
-    per-layer-type rotary and sliding windows, ``query_pre_attn_scalar``, GeGLU, logit softcap."""
-
-    arch = "gemma3_text"
-
-    def __init__(self, hf):
-        cfg = hf.config
-        self.hf, self.cfg = hf, cfg
-        m = hf.model
-        self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
-        self.d_head = cfg.head_dim
-        self.layers, self.scale, self.window, self.types = [], [], [], []
-        for b in m.layers:
-            att, mlp = b.self_attn, b.mlp
-            n = {k: (getattr(b, k).weight, getattr(b, k).eps) for k in (
-                "input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm")}
-            self.layers.append(dict(
-                **n, qn=(att.q_norm.weight, att.q_norm.eps), kn=(att.k_norm.weight, att.k_norm.eps),
-                q=att.q_proj.weight, k=att.k_proj.weight, v=att.v_proj.weight, o=att.o_proj.weight,
-                gate=mlp.gate_proj.weight, up=mlp.up_proj.weight, down=mlp.down_proj.weight, act=fused_act(mlp.act_fn)))
-            self.scale.append(float(att.scaling))
-            self.window.append(att.sliding_window if att.is_sliding else None)
-            self.types.append(att.layer_type)
-        self.lnf = (m.norm.weight, m.norm.eps)
-        self.embedding = m.embed_tokens
-        self._set_unembed(hf)
-        self.softcap = cfg.final_logit_softcapping
-
-    def positions(self, p0, T, like):
-        out = {}
-        with torch.no_grad():
-            for t in set(self.types):
-                cos, sin = self.hf.model.rotary_emb(like[:1, :1], torch.arange(T, device=like.device)[None], t)
-                out[t] = (cos[0, p0:].to(like.dtype), sin[0, p0:].to(like.dtype))
-        return out
-
-    def qkv(self, l, h, pos):
-        L, (N, T, _) = self.layers[l], h.shape
-        x = rms_norm(h, *L["input_layernorm"])
-        q = rms_norm(_heads(x @ L["q"].T, N, T, self.n_heads, self.d_head), *L["qn"])
-        k = rms_norm(_heads(x @ L["k"].T, N, T, self.n_kv, self.d_head), *L["kn"])
-        v = _heads(x @ L["v"].T, N, T, self.n_kv, self.d_head)
-        cs = pos[self.types[l]]
-        return rotate(q, *cs), rotate(k, *cs), v
-
-    def out(self, l, h, z, edits):
-        L, (N, T) = self.layers[l], h.shape[:2]
-        h = h + rms_norm(z.reshape(N, T, -1) @ L["o"].T, *L["post_attention_layernorm"])
-        x = rms_norm(h, *L["pre_feedforward_layernorm"])
-        m = (L["act"](x @ L["gate"].T) * (x @ L["up"].T)) @ L["down"].T
-        return h + _mlp_edit(edits, l, rms_norm(m, *L["post_feedforward_layernorm"]))
-
-    def final(self, h):
-        logits = self.unembed(rms_norm(h, *self.lnf))
-        if self.softcap is not None:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits
-
-    def embed(self, tokens):
-        return self.embedding(tokens)  # Gemma3TextScaledWordEmbedding: lookup * sqrt(d_model)
 
 
 def check_gemma3(cfg) -> str | None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from .gguf import GGUF_SOURCES, dequantised_dir
+from .gguf import dequantised_dir
 from .tiny import TINY_ARCHS, TinyConfig, char_tokenizer, tiny_hf_model
 
 

@@ -71,38 +71,24 @@ class TinyConfig:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
 
     def hf_config(self, vocab_size: int):
-        from transformers import Gemma3TextConfig, GPT2Config, GPTNeoXConfig, LlamaConfig
+        import transformers as tf
 
         kv = self.n_kv_heads or self.n_heads
+        shape = dict(vocab_size=vocab_size, hidden_size=self.d_model, intermediate_size=self.d_mlp,
+                     num_hidden_layers=self.n_layers, num_attention_heads=self.n_heads,
+                     max_position_embeddings=self.n_ctx)
         if self.arch == "gpt2":
-            cfg = GPT2Config(
-                vocab_size=vocab_size, n_positions=self.n_ctx, n_embd=self.d_model,
-                n_layer=self.n_layers, n_head=self.n_heads, n_inner=self.d_mlp,
-                resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-            )
-            cfg.architectures = ["GPT2LMHeadModel"]
+            cfg = tf.GPT2Config(vocab_size=vocab_size, n_positions=self.n_ctx, n_embd=self.d_model,
+                                n_layer=self.n_layers, n_head=self.n_heads, n_inner=self.d_mlp,
+                                resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
         elif self.arch == "llama":
-            cfg = LlamaConfig(
-                vocab_size=vocab_size, hidden_size=self.d_model, intermediate_size=self.d_mlp,
-                num_hidden_layers=self.n_layers, num_attention_heads=self.n_heads,
-                num_key_value_heads=kv, max_position_embeddings=self.n_ctx, tie_word_embeddings=True,
-            )
-            cfg.architectures = ["LlamaForCausalLM"]
+            cfg = tf.LlamaConfig(**shape, num_key_value_heads=kv, tie_word_embeddings=True)
         elif self.arch == "pythia":
-            cfg = GPTNeoXConfig(
-                vocab_size=vocab_size, hidden_size=self.d_model, intermediate_size=self.d_mlp,
-                num_hidden_layers=self.n_layers, num_attention_heads=self.n_heads,
-                max_position_embeddings=self.n_ctx, hidden_dropout=0.0, attention_dropout=0.0,
-            )
-            cfg.architectures = ["GPTNeoXForCausalLM"]
+            cfg = tf.GPTNeoXConfig(**shape, hidden_dropout=0.0, attention_dropout=0.0)
         else:
-            cfg = Gemma3TextConfig(
-                vocab_size=vocab_size, hidden_size=self.d_model, intermediate_size=self.d_mlp,
-                num_hidden_layers=self.n_layers, num_attention_heads=self.n_heads,
-                num_key_value_heads=kv, head_dim=self.d_model // self.n_heads,
-                max_position_embeddings=self.n_ctx,
-            )
-            cfg.architectures = ["Gemma3ForCausalLM"]
+            cfg = tf.Gemma3TextConfig(**shape, num_key_value_heads=kv, head_dim=self.d_model // self.n_heads)
+        cfg.architectures = [{"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "pythia": "GPTNeoXForCausalLM",
+                              "gemma3": "Gemma3ForCausalLM"}[self.arch]]
         return cfg
 
 

@@ -32,6 +32,8 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from interp.results import pearson
+
 #: Diverging scale (blue = negative, white = zero, red = positive), colour-blind safe (RdBu).
 DIVERGING = [
     [0.0, "#053061"], [0.15, "#2166ac"], [0.3, "#4393c3"], [0.45, "#d1e5f0"], [0.5, "#f7f7f7"],
@@ -284,18 +286,6 @@ def grouped_bars(title: str, categories: Sequence | None, values_by_name: dict[s
     return Figure(fig, caption + gap_note(bad, "bars"), bad)
 
 
-def pearson(x: Any, y: Any) -> tuple[float, int]:
-    """Pearson r over the pairs where both are finite, and the number of such pairs (NaN if < 2 or constant)."""
-    a, b = as_array(x, "x").ravel(), as_array(y, "y").ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"pearson: {a.size} values vs {b.size} values")
-    ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok], b[ok]
-    if a.size < 2 or a.std() == 0 or b.std() == 0:
-        return math.nan, int(a.size)
-    return float(np.corrcoef(a, b)[0, 1]), int(a.size)
-
-
 def method_vs_patching(title: str, patching: Any, method: Any, method_name: str,
                        labels: Sequence | None = None, caption: str = "", x_title: str = "activation patching",
                        y_title: str | None = None) -> Figure:
@@ -305,8 +295,9 @@ def method_vs_patching(title: str, patching: Any, method: Any, method_name: str,
     if p.shape != m.shape:
         raise ValueError(f"{title}: patching has {p.size} scores but {method_name} has {m.size}")
     lab = _labels(labels, p.size, f"{title}: labels") if labels is not None else [str(i) for i in range(p.size)]
-    r, n = pearson(p, m)
-    ok = np.isfinite(p) & np.isfinite(m)
+    ok = np.isfinite(p) & np.isfinite(m)  # r over the finite pairs (a gap is counted in the caption)
+    n = int(ok.sum())
+    r = pearson(p[ok], m[ok]) if n >= 2 else math.nan
     fig = go.Figure(go.Scatter(
         x=p[ok].tolist(), y=m[ok].tolist(), mode="markers", text=[l for l, o in zip(lab, ok) if o],
         marker={"size": 7, "opacity": 0.75}, name="components",

@@ -79,13 +79,7 @@ class Task:
     """Free-form, JSON-serialisable description (templates, seed, metric definition)."""
 
     def __post_init__(self):
-        if len(self.prompts) == 0 or self.clean.numel() == 0:
-            raise ValueError(f"task {self.name!r}: the dataset is empty (no prompts)")
-        if len(self.prompts) != len(self.corrupt_prompts):
-            raise ValueError(
-                f"task {self.name!r}: {len(self.prompts)} clean prompts but "
-                f"{len(self.corrupt_prompts)} corrupted prompts; give one corruption per prompt"
-            )
+        _check_pairs(self.name, self.prompts if self.clean.numel() else [], self.corrupt_prompts)  # no tokens: empty
         if self.clean.ndim != 2 or self.clean.shape != self.corrupt.shape:
             raise ValueError(
                 f"task {self.name!r}: clean tokens {tuple(self.clean.shape)} and corrupted tokens "
@@ -117,12 +111,7 @@ class Task:
         space where the tokenizer needs it, e.g. ``" Mary"``).
         """
         prompts, corrupt_prompts = list(prompts), list(corrupt_prompts)
-        if not prompts:
-            raise ValueError(f"task {name!r}: the dataset is empty (no prompts)")
-        if len(prompts) != len(corrupt_prompts):
-            raise ValueError(
-                f"task {name!r}: {len(prompts)} clean prompts but {len(corrupt_prompts)} corrupted prompts"
-            )
+        _check_pairs(name, prompts, corrupt_prompts)  # before tokenising: an empty list cannot be stacked
         clean = tokenize_equal_length(model, prompts, prepend_bos, what="clean prompt")
         corrupt = tokenize_equal_length(model, corrupt_prompts, prepend_bos, what="corrupted prompt")
         if clean.shape[1] != corrupt.shape[1]:
@@ -192,6 +181,15 @@ class Task:
         }
 
 
+def _check_pairs(name: str, prompts: list, corrupt_prompts: list) -> None:
+    """A ``ValueError`` for an empty dataset or a clean / corrupted count mismatch."""
+    if not prompts:
+        raise ValueError(f"task {name!r}: the dataset is empty (no prompts)")
+    if len(prompts) != len(corrupt_prompts):
+        raise ValueError(f"task {name!r}: {len(prompts)} clean prompts but {len(corrupt_prompts)} corrupted prompts; "
+                         "give one corruption per prompt")
+
+
 def tokenize_equal_length(model, prompts: Sequence[str], prepend_bos: bool = True, what: str = "prompt") -> torch.Tensor:
     """``[B, T]`` tokens of ``prompts``; a ``ValueError`` names the first prompt whose length differs."""
     rows = [model.to_tokens(p, prepend_bos=prepend_bos)[0].cpu() for p in prompts]
@@ -215,3 +213,17 @@ def single_token(model, text: str) -> int:
             "tokens (try a leading space, or a different word)"
         )
     return ids[0]
+
+
+def n_tokens(model, text: str) -> int:
+    """How many tokens ``text`` is for ``model``'s tokenizer (no special tokens)."""
+    return len(model.tokenizer.encode(text, add_special_tokens=False))
+
+
+def equal_length_group(model, items: Sequence, text: Callable = lambda w: " " + w) -> list:
+    """The largest group of ``items`` whose ``text(item)`` share one token length (so prompts built from
+    any of them align position by position); the first such group on a tie."""
+    groups: dict[int, list] = {}
+    for w in items:
+        groups.setdefault(n_tokens(model, text(w)), []).append(w)
+    return max(groups.values(), key=len)

@@ -19,6 +19,8 @@ digit equal to Y is then counted as "not greater", which makes the metric a lowe
 the two-digit prob_diff (``meta['exact']`` says which case applies).
 
 The tokens of "1749" and "1701" must have the same length (checked), so positions align.
+
+Cost: tokenising ``2n`` prompts; memory: two ``[n, T]`` token tensors.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import random
 
 import torch
 
-from .base import Task, register_metric, single_token, tokenize_equal_length
+from .base import Task, equal_length_group, register_metric, single_token, tokenize_equal_length
 
 NOUNS = ["war", "expedition", "drought", "siege", "reign", "famine", "plague", "strike", "voyage",
          "trial", "occupation", "conflict", "dynasty", "rebellion", "revolution", "journey",
@@ -57,10 +59,7 @@ def greater_than_task(model, n: int = 16, seed: int = 0, century: int = 17,
         raise ValueError(f"greater_than_task: start years YY must lie in 02..98, got {bad}")
     rng = random.Random(seed)
     digit_ids = [single_token(model, str(d)) for d in range(10)]
-    nouns: dict[int, list[str]] = {}
-    for w in NOUNS:
-        nouns.setdefault(len(model.tokenizer.encode(" " + w, add_special_tokens=False)), []).append(w)
-    nouns_ok = max(nouns.values(), key=len)
+    nouns_ok = equal_length_group(model, NOUNS)
     prompts, corrupts, tens = [], [], []
     for i in range(n):
         yy = years[i % len(years)]

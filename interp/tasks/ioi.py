@@ -24,6 +24,8 @@ in "to " (documented fallback; the task is then only a shape-correct stand-in).
 Metric: logit difference logit(IO) - logit(S) at the last position.
 
 Positions recorded per prompt (``task.positions``): ``IO``, ``S1``, ``S2``, ``END``.
+
+Cost: tokenising ``2n`` prompts; memory: two ``[n, T]`` token tensors.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import random
 
 import torch
 
-from .base import Task, tokenize_equal_length
+from .base import Task, equal_length_group, n_tokens, single_token, tokenize_equal_length
 
 NAMES = [
     "Mary", "John", "Alice", "Bob", "Tom", "James", "David", "Sarah", "Emma", "Michael", "Anna",
@@ -54,23 +56,12 @@ TEMPLATES = [
 ]
 
 
-def _n_tokens(model, text: str) -> int:
-    return len(model.tokenizer.encode(text, add_special_tokens=False))
-
-
-def _largest_equal_length_group(model, words: list[str], prefix: str = " ") -> list[str]:
-    groups: dict[int, list[str]] = {}
-    for w in words:
-        groups.setdefault(_n_tokens(model, prefix + w), []).append(w)
-    return max(groups.values(), key=len)
-
-
 def ioi_names(model) -> tuple[list[str], str]:
     """Names usable for ``model``'s tokenizer and the separator before a name (" " or "")."""
-    names = [n for n in NAMES if _n_tokens(model, " " + n) == 1]
+    names = [n for n in NAMES if n_tokens(model, " " + n) == 1]
     if len(names) >= 5:
         return names, " "
-    letters = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if _n_tokens(model, c) == 1 and _n_tokens(model, " " + c) == 2]
+    letters = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if n_tokens(model, c) == 1 and n_tokens(model, " " + c) == 2]
     if len(letters) >= 5:
         return letters, ""  # char-level tokenizer: "... to" + " " + "A"
     raise ValueError(
@@ -94,23 +85,21 @@ def ioi_task(model, n: int = 16, seed: int = 0, templates: list[str] | None = No
         names, sep = ioi_names(model)
     else:
         sep = " "
-        bad = [x for x in names if _n_tokens(model, " " + x) != 1]
+        bad = [x for x in names if n_tokens(model, " " + x) != 1]
         if bad:
             raise ValueError(f"ioi_task: names {bad} are not single tokens (with a leading space) for this tokenizer")
         if len(names) < 5:
             raise ValueError("ioi_task: give at least 5 names (IO, S and three corruption names must differ)")
-    places = _largest_equal_length_group(model, PLACES)
-    objects = _largest_equal_length_group(model, OBJECTS)
+    places = equal_length_group(model, PLACES)
+    objects = equal_length_group(model, OBJECTS)
     templates = list(templates or TEMPLATES)
 
     def fill(t, a, b, s, place, obj):
         text = t.format(A=a, B=b, S=s, PLACE=place, OBJECT=obj)
         return text + (" " if sep == "" else "")  # char tokenizer: the answer follows "to "
 
-    lengths: dict[int, list[str]] = {}
-    for t in templates:
-        lengths.setdefault(_n_tokens(model, fill(t, names[0], names[1], names[1], places[0], objects[0])), []).append(t)
-    templates = max(lengths.values(), key=len)
+    templates = equal_length_group(model, templates, lambda t: fill(t, names[0], names[1], names[1], places[0],
+                                                                    objects[0]))
 
     prompts, corrupts, answers, io_pos, s1_pos, s2_pos, kinds = [], [], [], [], [], [], []
     for i in range(n):
@@ -125,7 +114,7 @@ def ioi_task(model, n: int = 16, seed: int = 0, templates: list[str] | None = No
         kinds.append("ABBA" if abba else "BABA")
     clean = tokenize_equal_length(model, prompts, what="IOI prompt")
     corrupt = tokenize_equal_length(model, corrupts, what="IOI corrupted prompt")
-    ans = torch.tensor([[_tok(model, x) for x in pair] for pair in answers], dtype=torch.long)
+    ans = torch.tensor([[single_token(model, x) for x in pair] for pair in answers], dtype=torch.long)
     for row, (io_t, s_t) in zip(clean, ans):
         io_pos.append(_find(row, io_t, 0, prompts))
         s1 = _find(row, s_t, 0, prompts)
@@ -140,13 +129,6 @@ def ioi_task(model, n: int = 16, seed: int = 0, templates: list[str] | None = No
         meta={"templates": templates, "kinds": kinds, "seed": seed, "corruption": CORRUPTIONS[corruption],
               "metric": "logit(IO) - logit(S) at the last position"},
     )
-
-
-def _tok(model, text: str) -> int:
-    ids = model.tokenizer.encode(text, add_special_tokens=False)
-    if len(ids) != 1:
-        raise ValueError(f"IOI answer {text!r} is {len(ids)} tokens; names must be single tokens")
-    return ids[0]
 
 
 def _find(row: torch.Tensor, tok: int, start: int, prompts) -> int:
