@@ -36,8 +36,8 @@ Paper scale: 1-3 layers, dim 256, Adam(W) 3e-4, betas (0.9, 0.99), wd 1e-4, batc
 tokens, 10k steps.  Default here: 3 layers, dim 64, the paper's init, ReLU, betas and wd, lr 1e-2
 after 200 linear warm-up steps, 2000 steps of 32 x 32 tokens: the sink and the value drain form
 at every seed tried, the residual peak at ⟨s⟩ is seed-dependent and far below LLM-scale massive
-activations (measured numbers per seed, and the settings that did not work: docs/methods.md,
-Bigram-Backcopy toy; ``bench/results/bb_*.json``).  Design choice: Hugging Face checkpoints, so
+activations (measured numbers per seed, and the settings that did not work, in
+``bench/results/bb_*.json`` and docs/methods.md, Bigram-Backcopy toy).  Design choice: Hugging Face checkpoints, so
 the toy needs no model code of its own.
 
 Cost: training is O(steps x batch x seq_len) forward + backward passes of a < 1 MB model;
