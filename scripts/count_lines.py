@@ -2,8 +2,9 @@
 """Count code lines of a Python tree: non-blank, non-comment, non-docstring.
 
 Usage: ``python scripts/count_lines.py [DIR ...]`` (default ``interp``); ``--per-file`` lists each file.
-A docstring is a string expression statement that opens a module, class or function body; its lines
-are not counted, nor are comment-only and blank lines. Everything else (code, including lines of a
+A docstring is a string expression statement that opens a module, class or function body, or an
+attribute docstring (a string right after an assignment in a module or class body); its lines are
+not counted, nor are comment-only and blank lines. Everything else (code, including lines of a
 multi-line expression) counts once per physical line.
 """
 
@@ -17,15 +18,24 @@ import tokenize
 from pathlib import Path
 
 
+def _is_string(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+
+
 def docstring_lines(tree: ast.AST) -> set[int]:
-    """Line numbers covered by module / class / function docstrings."""
+    """Line numbers covered by docstrings: the string that opens a module / class / function body,
+    and an attribute docstring (PEP 257: a string right after an assignment in a module or class
+    body, e.g. under a dataclass field), which Sphinx and IDEs show as that attribute's doc."""
     lines: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = getattr(node, "body", [])
-            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            if body and _is_string(body[0]):
                 lines.update(range(body[0].lineno, body[0].end_lineno + 1))
+            if isinstance(node, (ast.Module, ast.ClassDef)):
+                for prev, stmt in zip(body, body[1:]):
+                    if _is_string(stmt) and isinstance(prev, (ast.Assign, ast.AnnAssign)):
+                        lines.update(range(stmt.lineno, stmt.end_lineno + 1))
     return lines
 
 
