@@ -34,7 +34,8 @@ import torch
 #: kind -> result class; filled by :func:`register`.
 KINDS: dict[str, type["Result"]] = {}
 #: Modules that define result kinds (imported by :func:`load_result` so every kind is known).
-KIND_MODULES = ("interp.attribution.components", "interp.circuits.result", "interp.steering.evaluate")
+KIND_MODULES = ("interp.attribution.components", "interp.circuits.result", "interp.steering.evaluate",
+                "interp.dictionaries.results", "interp.decompositions.results", "interp.store.summary")
 
 
 class ResultSchemaError(ValueError):
