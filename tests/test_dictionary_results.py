@@ -51,11 +51,10 @@ def _train(store, hook_in, hook_out=None, steps=6):
 @needs_chromium
 def test_sae_evaluation_and_training(store, tiny_llama, tmp_path):
     from interp.dictionaries.metrics import evaluate_dictionary
-    from interp.dictionaries.results import DictionaryTraining
 
     run, tcfg = _train(store, HOOKS[0])
-    tr = DictionaryTraining.from_run(run, tcfg, "mem")
-    assert tr.steps == 6 and not tr.complete and [h["step"] for h in tr.history] == [2, 4, 6]
+    tr = run
+    assert tr.total_steps == tcfg.total_steps and tr.steps == 6 and not tr.complete and [h["step"] for h in tr.history] == [2, 4, 6]
     check_result_report(tr, tmp_path)
     round_trip_and_cli(tr, tmp_path / "train")
 

@@ -136,7 +136,6 @@ def _open_store(path):
 
 def run_train(args) -> int:
     from interp.dictionaries import SAEConfig, TrainConfig, save_sae, train_sae
-    from interp.dictionaries.results import DictionaryTraining
     from interp.dictionaries.transcoder import transcoder_hooks
 
     store = _open_store(args.store)
@@ -159,10 +158,9 @@ def run_train(args) -> int:
                        dead_after_tokens=args.dead_after_tokens, seed=args.seed, device=args.device,
                        checkpoint_dir=str(out), checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
                        progress=not args.no_progress)
-    r = train_sae(store, scfg, tcfg)
-    save_sae(r.sae, out / "sae")
-    res = DictionaryTraining.from_run(r, tcfg, out / "sae")
-    _write(res, out, args, f"  saved {out / 'sae'} (SAELens format)")
+    res = train_sae(store, scfg, tcfg)
+    res.saved_to = str(save_sae(res.sae, out / "sae"))
+    _write(res, out, args, f"  saved {res.saved_to} (SAELens format)")
     return 0
 
 

@@ -19,6 +19,7 @@ import torch
 
 from interp.results import Result, register
 
+from .base import SparseCoder
 from .metrics import RowMetrics, SplicedMetrics
 
 SCHEMA_VERSION = 1
@@ -182,7 +183,8 @@ class TranscoderEvaluation(DictionaryEvaluation):
 @register
 @dataclass
 class DictionaryTraining(Result):
-    """One training run of an SAE or transcoder (:func:`interp.dictionaries.train_sae`)."""
+    """One training run of an SAE or transcoder: what :func:`interp.dictionaries.train_sae` returns, the
+    trained dictionary in ``sae`` (not serialised: save it with :func:`~interp.dictionaries.save_sae`)."""
 
     kind: ClassVar[str] = "dictionary_training"
     schema_version: ClassVar[int] = SCHEMA_VERSION
@@ -190,8 +192,6 @@ class DictionaryTraining(Result):
         "history.step": "optimiser step", "history.fvu": "fraction of variance unexplained",
         "history.l0": "active latents per row (L0)", "history.dead_fraction": "dead latent fraction"}
 
-    sae: str
-    """Where the trained dictionary was saved (SAELens format)."""
     sae_config: dict
     train_config: dict
     steps: int
@@ -210,24 +210,20 @@ class DictionaryTraining(Result):
     """Latents silent for ``dead_after_tokens`` rows at the end."""
     history: list[dict] = field(default_factory=list)
     """Logged steps: ``{step, tokens, lr, fvu, l0, dead_fraction, <loss terms>}``."""
+    saved_to: str = ""
+    """Where the trained dictionary was saved (SAELens format), "" if not saved."""
     meta: dict = field(default_factory=dict)
+    sae: SparseCoder | None = field(default=None, repr=False, compare=False)
+    """The trained dictionary (eval mode); None when read back from JSON."""
 
     @property
     def complete(self) -> bool:
         return self.steps >= self.total_steps
 
     def to_json(self) -> dict:
-        return {**super().to_json(), "complete": self.complete}
-
-    @classmethod
-    def from_run(cls, run, train_config, sae_path: str = "") -> "DictionaryTraining":
-        """From :func:`~interp.dictionaries.train_sae`'s :class:`~interp.dictionaries.TrainResult`."""
-        from interp.results import encode, versions
-
-        return cls(sae=str(sae_path), sae_config=encode(run.sae.cfg.to_dict()), train_config=encode(asdict(train_config)),
-                   steps=run.steps, total_steps=train_config.total_steps, tokens=run.tokens, seconds=run.seconds,
-                   tokens_per_s=run.tokens_per_s, fvu=run.fvu, l0=run.l0, dead_fraction=run.dead_fraction,
-                   history=run.history, meta={"versions": versions()})
+        out = super().to_json()
+        del out["sae"]
+        return {**out, "complete": self.complete}
 
     def summary(self) -> str:
         c = self.sae_config
@@ -253,6 +249,6 @@ class DictionaryTraining(Result):
         r.add_section("Method and provenance",
                       "Adam with linear warm-up and decay, decoder rows kept at unit norm, b_dec initialised from "
                       "the data (interp.dictionaries.train). Logged values are means over the training batches "
-                      f"since the previous log. Saved to {self.sae or '(not saved)'}.")
+                      f"since the previous log. Saved to {self.saved_to or '(not saved)'}.")
         r.add_table("Dictionary configuration", self.sae_config)
         return r
