@@ -169,9 +169,8 @@ class ModelLIBSettings:
 
 def default_texts(n: int) -> list[str]:
     """Offline prose: the concept sentences (interp.decompositions.concepts), cycled."""
-    from .concepts import CONCEPTS, NEUTRAL
+    from .concepts import SENTENCES as pool
 
-    pool = [s for v in CONCEPTS.values() for s in v["sentences"]] + NEUTRAL
     # join neighbours so that sequences are long enough
     joined = [" ".join(pool[i:i + 3]) for i in range(0, len(pool), 3)]
     return [joined[i % len(joined)] for i in range(n)]

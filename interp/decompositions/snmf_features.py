@@ -273,7 +273,7 @@ def describe_snmf(model, layer: int, cfg=None, texts: Sequence[str] | None = Non
     from interp.models import model_name
     from interp.results import encode, versions
 
-    from .concepts import CONCEPTS, NEUTRAL
+    from .concepts import SENTENCES
     from .results import SNMFFeatures
     from .snmf import SNMFConfig, collect_activations, fit_snmf, mlp_hook, store_activations
 
@@ -287,7 +287,7 @@ def describe_snmf(model, layer: int, cfg=None, texts: Sequence[str] | None = Non
         source = {"store": str(store.path), "rows": int(acts.X.shape[0])}
     else:
         given = texts is not None
-        texts = list(texts) if given else [s for v in CONCEPTS.values() for s in v["sentences"]] + NEUTRAL
+        texts = list(texts) if given else SENTENCES
         if not texts:
             raise ValueError("texts holds no text")
         acts = collect_activations(model, texts, hook)
