@@ -53,7 +53,7 @@ class SNMFFeatures(Result):
         if self.features:
             c = self.features[0]
             top = ", ".join(repr(t) for t, _ in c["vocab"]["top"][:4])
-            s += (f" The strongest feature, {c['index']} (mean coefficient {c['mean_coef']:.3g}, {c['n_neurons']} "
+            s += (f" The strongest, feature {c['index']} (mean coefficient {c['mean_coef']:.3g}, {c['n_neurons']} "
                   f"neurons), promotes {top}; steered +, the model continues {c['steered']['+']!r}.")
         return s
 
@@ -61,15 +61,10 @@ class SNMFFeatures(Result):
         from interp.reports import Report
 
         f = self.fit
-        r = Report(f"SNMF features of {self.hook} ({self.model})", config=self.config, meta=self.meta,
-                   summary=self.summary())
+        r = Report(f"SNMF features of {self.hook} ({self.model})", config=self.config,
+                   meta={"model": self.model, **self.meta}, summary=self.summary())
         if self.features:
             r.add_section("The strongest features")
-            r.add_bars("Mean coefficient per feature", [str(c["index"]) for c in self.features],
-                       {"mean coefficient": [c["mean_coef"] for c in self.features]},
-                       x_title=self.axes["features.index"], y_title=self.axes["features.mean_coef"],
-                       fields=("features.index", "features.mean_coef"),
-                       caption="Mean of each described feature's non-negative coefficient over the fitted tokens.")
             r.add_table("Feature cards", [{
                 "feature": c["index"], "neurons": c["n_neurons"], "mean coef": round(c["mean_coef"], 4),
                 "top contexts": " | ".join(f"{x['context']}[{x['token']}]" for x in c["contexts"][:4]),
@@ -77,6 +72,11 @@ class SNMFFeatures(Result):
                 "steered +": c["steered"]["+"], "steered -": c["steered"]["-"]} for c in self.features],
                 caption="Input side: the contexts with the largest coefficient (token in brackets); output side: the "
                         "tokens the feature's residual direction promotes; steering at the middle KL target.")
+            r.add_bars("Mean coefficient per feature", [str(c["index"]) for c in self.features],
+                       {"": [c["mean_coef"] for c in self.features]},
+                       x_title=self.axes["features.index"], y_title=self.axes["features.mean_coef"],
+                       fields=("features.index", "features.mean_coef"),
+                       caption="Mean of each described feature's non-negative coefficient over the fitted tokens.")
         r.add_section("The fit")
         r.add_line("Reconstruction error per iteration", list(range(len(f["losses"]))), {"loss": f["losses"]},
                    x_title=self.axes["fit.losses#0"], y_title=self.axes["fit.losses"], log_y=True,
@@ -84,7 +84,7 @@ class SNMFFeatures(Result):
                    caption=f"||A - ZY||^2 of the winning restart; best at iteration {f['best_iter']}.")
         if self.comparison:
             r.add_table("Concept comparison", self.comparison["rows"])
-        r.add_section("Method and provenance",
+        r.add_section("Method",
                       "Semi-NMF A ~ ZY (Shafran, Geiger & Geva 2025) with winner-take-all sparsity on Z "
                       f"({f['config'].get('sparsity')}), {f['config'].get('init')} initialisation, "
                       f"{f['config'].get('n_restarts')} restart(s), the {f['path']} kernel "
@@ -161,7 +161,7 @@ class LIBComparison(Result):
         from interp.reports.figures import circuit_graph
 
         fit = getattr(self, basis)
-        nodes = [dict(nd, label=f"{nd['index']}", score=nd["importance"]) for nd in fit["nodes"]
+        nodes = [dict(nd, label=f"{nd['index']:02d}", score=nd["importance"]) for nd in fit["nodes"]
                  if nd["index"] < top]
         ids = {nd["id"] for nd in nodes}
         edges = sorted((e for e in fit["edges"] if e["source"] in ids and e["target"] in ids), key=lambda e: -e["weight"])
@@ -174,7 +174,8 @@ class LIBComparison(Result):
     def report(self):
         from interp.reports import Report
 
-        r = Report(f"LIB vs PCA on {self.model}", config=self.settings, meta=self.meta, summary=self.summary())
+        r = Report(f"LIB vs PCA on {self.model}", config=self.settings, meta={"model": self.model, **self.meta},
+                   summary=self.summary())
         r.add_section("How compact each basis is")
         if self.ablation:
             layers = [x["layer"] for x in self.ablation]
@@ -201,7 +202,7 @@ class LIBComparison(Result):
         r.add_section("Interaction graphs")
         for basis in ("lib", "pca"):
             self._graph(r, basis)
-        r.add_section("Method and provenance",
+        r.add_section("Method",
                       "Local interaction basis (Bushnaq et al. 2024, arXiv 2405.10928): per node layer the "
                       "directions rotated by the Gram matrix of the Jacobian of later layers, scaled by their "
                       "importance; PCA is the same pipeline with the variance basis. " + self.notes)

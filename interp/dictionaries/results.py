@@ -23,8 +23,6 @@ from .base import SparseCoder
 from .metrics import RowMetrics, SplicedMetrics
 
 SCHEMA_VERSION = 1
-DENSITY_FLOOR = 1e-7
-"""Latents that never fired are drawn at log10 of this (left of every live latent)."""
 
 
 def _pct(x: float) -> str:
@@ -93,17 +91,17 @@ class DictionaryEvaluation(Result):
         return [{"latent": i, "density": round(float(d[i]), 5)} for i in idx]
 
     def _add_density(self, r) -> None:
-        d = self.rows.density.double().clamp_min(DENSITY_FLOOR).log10()
-        lo = math.floor(float(d.min()))
-        edges = torch.arange(lo, 0.0001 + 0.25, 0.25, dtype=torch.float64)
-        counts = torch.histc(d, bins=len(edges) - 1, min=float(edges[0]), max=float(edges[-1])).long()
-        centres = [f"{float(a + 0.125):.2f}" for a in edges[:-1]]
-        r.add_bars("Latent firing density", centres, {"latents": counts.tolist()},
+        d = self.rows.density.double()
+        live = d[d > 0].log10()
+        lo = math.floor(4 * float(live.min())) / 4 if live.numel() else -1.0
+        n_bins = max(1, round(-lo / 0.25))
+        counts = torch.histc(live, bins=n_bins, min=lo, max=0.0).long().tolist() if live.numel() else [0] * n_bins
+        centres = [f"{lo + 0.25 * (i + 0.5):.2f}" for i in range(n_bins)]
+        r.add_bars("Latent firing density", ["dead"] + centres, {"": [int((d == 0).sum())] + counts},
                    x_title=self.axes["rows.density"], y_title=self.axes["rows.density#0"],
-                   caption=f"How often each of the {d.numel()} latents fires on the {self.rows.n_rows:,} rows "
-                           f"(log10 of the fraction, bins of 0.25); dead latents ({_pct(self.rows.dead_fraction)}) "
-                           f"sit at log10 {DENSITY_FLOOR:g} = {math.log10(DENSITY_FLOOR):.0f}.",
-                   fields=("rows.density", "rows.density#0"))
+                   caption=f"How often each of the {d.numel()} latents fires on the {self.rows.n_rows:,} rows: log10 of "
+                           f"the fraction, bins of 0.25; the first bar counts the latents that never fired "
+                           f"({_pct(self.rows.dead_fraction)}).", fields=("rows.density", "rows.density#0"))
         r.add_table("Densest latents", self.top_latents(),
                     caption="Latents that fire on the largest fraction of rows (candidates for dense, "
                             "uninterpretable latents).")
@@ -113,7 +111,7 @@ class DictionaryEvaluation(Result):
         if s is None:
             return
         r.add_bars("Next-token loss with the dictionary spliced in", ["original", f"with {self.noun}", "zero-ablated"],
-                   {"CE": [s.ce_orig, s.ce_dict, s.ce_zero]}, x_title=self.axes["spliced"],
+                   {"": [s.ce_orig, s.ce_dict, s.ce_zero]}, x_title=self.axes["spliced"],
                    y_title=self.axes["spliced.ce_orig"],
                    caption=f"Cross-entropy of {self.model} on {s.n_tokens:,} next tokens: unchanged, with "
                            f"{s.hook_out} replaced by the {self.noun}'s output, and with it set to zero. CE recovered "
@@ -126,7 +124,7 @@ class DictionaryEvaluation(Result):
         r.add_table("All numbers", rows)
 
     def _add_method(self, r) -> None:
-        r.add_section("Method and provenance",
+        r.add_section("Method",
                       "Row metrics (SAELens definitions): L0 = mean active latents per row; FVU = pooled squared "
                       "error / pooled variance of the target; dead = latents that never fire on these rows. "
                       "Spliced metrics: a forward pass with the target hook replaced (BOS position kept) through a "
@@ -137,8 +135,8 @@ class DictionaryEvaluation(Result):
     def _report(self):
         from interp.reports import Report
 
-        return Report(f"{self.noun} evaluation: {self._what()}", config=self.config, meta=self.meta,
-                      summary=self.summary())
+        return Report(f"{self.noun} evaluation: {self._what()}", config=self.config,
+                      meta={"model": self.model, **self.meta}, summary=self.summary())
 
     def report(self):
         r = self._report()
@@ -238,7 +236,8 @@ class DictionaryTraining(Result):
         from interp.reports import Report
 
         r = Report(f"Dictionary training: {self.sae_config.get('arch')} on {self.sae_config.get('hook_in')}",
-                   config=self.train_config, meta=self.meta, summary=self.summary())
+                   config=self.train_config, meta={"model": self.sae_config.get("model_name"), **self.meta},
+                   summary=self.summary())
         if self.history:
             steps = [h["step"] for h in self.history]
             r.add_section("Training curves")
@@ -246,7 +245,7 @@ class DictionaryTraining(Result):
                 r.add_line(self.axes[f"history.{key}"].capitalize(), steps, {key: [h[key] for h in self.history]},
                            x_title=self.axes["history.step"], y_title=self.axes[f"history.{key}"], log_y=log,
                            fields=("history.step", f"history.{key}"))
-        r.add_section("Method and provenance",
+        r.add_section("Method",
                       "Adam with linear warm-up and decay, decoder rows kept at unit norm, b_dec initialised from "
                       "the data (interp.dictionaries.train). Logged values are means over the training batches "
                       f"since the previous log. Saved to {self.saved_to or '(not saved)'}.")

@@ -70,26 +70,27 @@ class StoreSummary(Result):
 
     def report(self):
         from interp.reports import Report
+        from interp.reports.figures import grouped_bars
 
         r = Report(f"Activation store: {self.path}", meta={"model": self.model, "weight_hash": self.weight_hash,
                    **self.meta}, summary=self.summary())
         if self.norms:
             hs = list(self.norms)
             r.add_section("Row norms per hook")
-            r.add_bars("Row L2 norm per hook", hs, {s: [self.norms[h][s] for h in hs] for s in ("mean", "p99")},
-                       x_title=self.axes["hooks"], y_title=self.axes["norms.mean"], fields=("hooks", "norms.mean"),
-                       caption=f"Mean and 99th percentile of the L2 norm of {self.norms[hs[0]]['rows']} rows per hook, "
-                               "spread evenly over the store.")
+            fig = grouped_bars("", hs, {s: [self.norms[h][s] for h in hs] for s in ("mean", "p99")},
+                               self.axes["hooks"], self.axes["norms.mean"]).fig
+            r.add_figure(fig.update_yaxes(type="log"), title="Row L2 norm per hook", fields=("hooks", "norms.mean"),
+                         caption=f"Mean and 99th percentile of the L2 norm of {self.norms[hs[0]]['rows']} rows per "
+                                 "hook, spread evenly over the store (log scale).")
         r.add_section("Contents and integrity")
         r.add_table("Hooks", [{"hook": h, "d": v["d"], "row shape": str(tuple(v["row_shape"])),
                                **{k: round(x, 4) if isinstance(x, float) else x
                                   for k, x in self.norms.get(h, {}).items()}} for h, v in self.hooks.items()])
         if len(self.shards) > 1:
-            r.add_bars("Rows per shard", None, {"rows": self.shards}, x_title=self.axes["shards#0"],
+            r.add_bars("Rows per shard", None, {"": self.shards}, x_title=self.axes["shards#0"],
                        y_title=self.axes["shards"], fields=("shards#0", "shards"),
                        caption=f"Full shards hold {self.shard_rows:,} rows; a short last shard is a partial run "
                                "or the end of the budget.")
-        r.add_section("Provenance")
         r.add_table("Manifest", {"corpus": self.corpus, "context length": self.context_length,
                                  "prepend BOS": self.prepend_bos, "skip BOS": self.skip_bos,
                                  "created": self.created, "verified": self.verify or "sizes only",
