@@ -52,6 +52,7 @@ def run_info(args) -> int:
 
 
 def run_sinks(args) -> int:
+    from interp.models.hooks import head_hook, head_label
     from interp.phenomena.sinks import sink_scores_from_store
     from interp.store import ActivationStore
 
@@ -66,9 +67,9 @@ def run_sinks(args) -> int:
              if sink[i, h] >= args.threshold]
     info = {"store": str(store.path), "model": store.manifest.get("model"), "n_seqs": int(res["n_seqs"]),
             "layers": layers, "sink_score": sink.tolist(), "row_entropy": res["row_entropy"].tolist(),
-            "threshold": args.threshold, "sink_heads": [f"L{L}H{h}" for L, h, _ in heads]}
+            "threshold": args.threshold, "sink_heads": [head_hook(L, h) for L, h, _ in heads]}
     lines = [f"sinks from store {store.path}: {info['n_seqs']} sequences, layers {layers[0]}..{layers[-1]}",
              f"  heads with sink score >= {args.threshold}: {len(heads)} of {sink.numel()}"]
-    lines += [f"  L{L}H{h}  {s:.3f}" for L, h, s in sorted(heads, key=lambda t: -t[2])[:20]]
+    lines += [f"  {head_label(L, h)}  {s:.3f}" for L, h, s in sorted(heads, key=lambda t: -t[2])[:20]]
     emit(args, info, "\n".join(lines))
     return 0
