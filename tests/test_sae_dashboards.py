@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from interp.dictionaries import SAEConfig, make
-from interp.dictionaries.dashboards import _context, feature_dashboard
+from interp.dictionaries.dashboards import DashboardConfig, _context, feature_dashboard
 
 HOOK = "blocks.0.hook_resid_post"
 
@@ -63,3 +63,5 @@ def test_dashboard_errors(tiny_store, tmp_path):
     sae = make(SAEConfig(arch="relu", d_in=32, d_sae=8, hook_in=HOOK))
     with pytest.raises(ValueError, match="outside 0..7"):
         feature_dashboard(sae, tiny_store, tmp_path / "x.html", features=[8])
+    with pytest.raises(TypeError, match="not both"):  # a config and keywords: no silent winner
+        feature_dashboard(sae, tiny_store, tmp_path / "x.html", config=DashboardConfig(), n_rows=10)

@@ -77,7 +77,8 @@ def _eval_flags(sub, name: str, help: str, kind: str):
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, renamed
+    from interp.cli.common import command, default_of, renamed
+    from interp.dictionaries.dashboards import DashboardConfig
 
     p = sub.add_parser("sae", help="train, evaluate and inspect sparse autoencoders on an activation store")
     ssub = p.add_subparsers(dest="sae_command", metavar="SUBCOMMAND")
@@ -93,8 +94,10 @@ def register(sub) -> None:
     d.add_argument("--sae", required=True, help="SAE folder (SAELens format)")
     d.add_argument("--store", required=True, help="activation store directory")
     d.add_argument("--features", default=None, help="comma-separated latent indices (None: the 10 most frequent)")
-    d.add_argument("--n-tokens", type=int, default=100_000, help="token budget: rows scanned for contexts")
-    d.add_argument("--n-examples", type=int, default=8, help="top contexts shown per feature")
+    d.add_argument("--n-tokens", type=int, default=default_of(DashboardConfig, "n_rows"),
+                   help="token budget: rows scanned for contexts")
+    d.add_argument("--n-examples", type=int, default=default_of(DashboardConfig, "n_examples"),
+                   help="top contexts shown per feature")
     renamed(d, "--n-rows", "--n-tokens")
     d.set_defaults(func=run_dashboard)
 
@@ -120,6 +123,8 @@ CONFIG_FLAGS = [
     (("transcoder", "train"), "interp.dictionaries:TrainConfig", _TRAIN),
     (("sae", "eval"), "interp.dictionaries.metrics:evaluate_dictionary", {"n_tokens": "n_tokens", "n": "n"}),
     (("transcoder", "eval"), "interp.dictionaries.metrics:evaluate_dictionary", {"n_tokens": "n_tokens", "n": "n"}),
+    (("sae", "dashboard"), "interp.dictionaries.dashboards:DashboardConfig",
+     {"n_tokens": "n_rows", "n_examples": "n_examples"}),
 ]
 """(command path, config, flag dest -> field): checked by tests/test_cli_grammar.py.  Not mirrored on
 purpose: ``--n-tokens`` (None: every row of the store, TrainConfig says 1M) and the transcoder's

@@ -237,10 +237,30 @@ class FeatureCard:
     """``{"+": text, "-": text}`` greedy continuation at the middle KL target."""
 
 
+@dataclass
+class CardConfig:
+    """What :func:`feature_cards` shows per feature."""
+
+    n_contexts: int = 8
+    """Top-coefficient contexts."""
+    n_vocab: int = 12
+    """Promoted and suppressed tokens of the residual direction."""
+    targets: Sequence[float] = DEFAULT_KL_TARGETS
+    """Next-token KL targets the steering strength is calibrated to (the middle one is generated at)."""
+    prompt: str = "I think that"
+    """The steering prompt."""
+    n_tokens: int = 10
+    """Tokens generated per steered continuation."""
+
+
 def feature_cards(model, layer: int, res: SNMFResult, acts: ActivationSet, features: Sequence[int] | None = None,
-                  n_contexts: int = 8, n_vocab: int = 12, targets: Sequence[float] = DEFAULT_KL_TARGETS,
-                  prompt: str = "I think that", n_tokens: int = 10) -> tuple[list[FeatureCard], SteeringCalibration]:
-    """Input contexts, vocabulary projection and calibrated steering for ``features``."""
+                  config: CardConfig | None = None, **kw) -> tuple[list[FeatureCard], SteeringCalibration]:
+    """Input contexts, vocabulary projection and calibrated steering for ``features``; ``config``, or its
+    fields as keywords (not both)."""
+    if config is not None and kw:
+        raise TypeError(f"feature_cards: pass a CardConfig or its fields {sorted(kw)} as keywords, not both")
+    c = config or CardConfig(**kw)
+    n_contexts, n_vocab, targets, prompt, n_tokens = c.n_contexts, c.n_vocab, c.targets, c.prompt, c.n_tokens
     feats = list(range(res.k)) if features is None else list(features)
     Z = res.Z[:, feats].float().cpu()
     vocab = vocab_projection(model, residual_directions(model, layer, Z), n_vocab)

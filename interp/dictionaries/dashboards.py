@@ -21,12 +21,29 @@ Memory: one ``[batch, d_sae]`` code at a time; ``n_features * (n_examples + hist
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import torch
 
 from .base import SparseCoder
+
+
+@dataclass
+class DashboardConfig:
+    """How much :func:`feature_dashboard` reads and shows."""
+
+    n_rows: int = 100_000
+    """Store rows streamed to find the examples."""
+    n_examples: int = 8
+    """Top-activating contexts per latent."""
+    window: int = 16
+    """Tokens of context before the activating token."""
+    after: int = 4
+    """Tokens of context after it."""
+    n_logits: int = 10
+    """Promoted and suppressed tokens listed per latent."""
 
 
 class FeatureSummary(NamedTuple):
@@ -115,14 +132,19 @@ def _tok_str(tokenizer, t: int) -> str:
 
 @torch.no_grad()
 def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequence[int] | None = None,
-                      model=None, n_rows: int = 100_000, n_examples: int = 8, window: int = 16, after: int = 4,
-                      n_logits: int = 10, title: str | None = None) -> DashboardResult:
+                      model=None, config: DashboardConfig | None = None, title: str | None = None,
+                      **kw) -> DashboardResult:
     """Write a dashboard of ``features`` (default: the 10 most frequent latents) to ``out`` (HTML).
 
     ``model`` gives the tokenizer and W_U (the logit-effect section is left out without it).
+    ``config``, or its fields as keywords (not both): how many rows, examples and tokens.
     """
     from interp.reports import Report
 
+    if config is not None and kw:
+        raise TypeError(f"feature_dashboard: pass a DashboardConfig or its fields {sorted(kw)} as keywords, not both")
+    cfg = config or DashboardConfig(**kw)
+    n_examples, window, after, n_logits = cfg.n_examples, cfg.window, cfg.after, cfg.n_logits
     c = sae.cfg
     if c.hook_in not in store.hooks:
         raise KeyError(f"the store has no rows for {c.hook_in!r} (it holds {list(store.hooks)})")
@@ -130,7 +152,7 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
         bad = [f for f in features if not 0 <= int(f) < c.d_sae]
         if bad:
             raise ValueError(f"feature indices {bad} are outside 0..{c.d_sae - 1}")
-    feats, top_v, top_r, counts, hist, seen = scan_features(sae, store, features, n_rows, n_examples)
+    feats, top_v, top_r, counts, hist, seen = scan_features(sae, store, features, cfg.n_rows, n_examples)
     tok = getattr(model, "tokenizer", None) if model is not None else None
     logit_w = None
     if model is not None:
