@@ -6,7 +6,7 @@ probability is the offline steering proxy (the paper uses an LLM judge instead).
 concept is a topic that a small LM represents: the words overlap little across concepts.
 
 The data live in ``data/concepts.json`` (``{"concepts": {name: {"sentences": [...], "words": [...]}},
-"neutral": [...]}``); here they are ``CONCEPTS[name]`` and the list ``NEUTRAL``.
+"neutral": [...]}``); here they are ``CONCEPTS[name]`` and the list ``NEUTRAL``.  Read once at import (a few kB).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ with how much of the activations the features explain and what the strongest fea
 write; LIB leads with how much more compact the LIB basis is than PCA (directions carrying 90% of
 the interaction importance, or on the toy the nodes and edges that keep 99% of the accuracy), then
 the interaction graphs.  Design choice: the results hold the numbers a reader needs (factor shapes,
-loss curve, feature cards, top-``n`` graph), never the factors themselves.
+loss curve, feature cards, top-``n`` graph), never the factors themselves.  Memory: a few kB to a few MB of
+JSON (the loss curve, ``top`` importances and the graph's ``top^2`` edges per layer pair).
 """
 
 from __future__ import annotations

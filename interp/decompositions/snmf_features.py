@@ -16,7 +16,8 @@ Following Shafran, Geiger & Geva 2025 (arXiv 2506.10920, section 4; reference
   and target is one row of a single batch, so each bisection step is one forward pass
   (:func:`calibrate_steering`); hooks are scoped and removed in ``finally``.
 
-Memory: the steering batch is ``n_features x n_signs x n_targets`` copies of the prompt.
+Memory: the steering batch is ``n_features x n_signs x n_targets`` copies of the prompt.  Time: one
+forward pass of that batch per bisection step (``n_steps`` plus the doublings), one per generated token.
 """
 
 from __future__ import annotations

@@ -39,7 +39,9 @@ masks are OR-ed, and only rank 0 writes checkpoints.  For losses that are means 
 (``relu``, ``jumprelu``, transcoders of them) this is the single-process step on the whole
 batch; TopK's batch-variance normaliser is all-reduced over the global batch, so it is too.
 
-Memory: parameters + two Adam moments (3x the SAE's size) + one batch's activations.
+Memory: parameters + two Adam moments (3x the SAE's size) + one batch's activations.  Time per step:
+the encoder and decoder products and their gradients, ``O(batch_size * d_sae * d)`` (TopK:
+``O(batch_size * k * d)`` besides the no-grad selection, :mod:`~interp.dictionaries.sparse_decode`).
 """
 
 from __future__ import annotations
