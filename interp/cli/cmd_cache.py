@@ -3,8 +3,6 @@ store's :class:`~interp.store.summary.StoreSummary` goes to ``results.json`` and
 
 from __future__ import annotations
 
-from interp.cli.main import emit
-
 
 def register(sub) -> None:
     from interp.cli.common import command, default_of, renamed
@@ -58,10 +56,7 @@ def run(args) -> int:
         device=args.device, model_dtype=args.model_dtype, text_field=args.text_field,
     )
     store = cache_activations(cfg, progress=not args.no_progress and not args.json)
+    from interp.cli.common import write_result
     from interp.store.summary import summarize_store
 
-    res = summarize_store(store)
-    res.save(store.path / "results.json")
-    res.report().write(store.path / "report.html")
-    emit(args, res.to_json(), f"{res.summary()}\n  wrote {store.path / 'results.json'}, {store.path / 'report.html'}")
-    return 0
+    return write_result(args, summarize_store(store), store.path)

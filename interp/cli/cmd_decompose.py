@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from interp.cli.common import out_path, write_result
+
 
 def register(sub) -> None:
     from interp.cli.common import command, default_of, renamed
@@ -65,18 +67,6 @@ CONFIG_FLAGS = [
 """(command path, config, flag dest -> field): checked by tests/test_cli_grammar.py."""
 
 
-def _write(args, res, human: str = "") -> int:
-    from interp.cli.common import out_path
-    from interp.cli.main import emit
-
-    out = Path(out_path(args))
-    res.save(out / "results.json")
-    res.report().write(out / "report.html")
-    lines = [res.summary(), human, f"wrote {out / 'results.json'}, {out / 'report.html'}"]
-    emit(args, res.to_json(), "\n".join(x for x in lines if x))
-    return 0
-
-
 def run_snmf(args) -> int:
     from interp.decompositions.snmf import SNMFConfig
     from interp.decompositions.snmf_features import describe_snmf
@@ -96,14 +86,15 @@ def run_snmf(args) -> int:
                         n_features=args.n_features, compare=args.compare)
     cards = [f"  f{c['index']:<3} n={c['n_neurons']:<3} top: {' '.join(repr(t) for t, _ in c['vocab']['top'][:5])}"
              f"  steer+: {c['steered']['+']!r}" for c in res.features]
-    return _write(args, res, "\n".join(cards))
+    return write_result(args, res, out_path(args), "\n".join(cards))
 
 
 def run_lib(args) -> int:
     if args.model.startswith("modadd"):
         from interp.toy.modular_addition import ModAddConfig, lib_vs_pca
 
-        return _write(args, lib_vs_pca(ModAddConfig(p=int(args.model.split("-p")[1]) if "-p" in args.model else 113)))
+        p = int(args.model.split("-p")[1]) if "-p" in args.model else 113
+        return write_result(args, lib_vs_pca(ModAddConfig(p=p)), out_path(args))
 
     from interp.cli.common import parse_layers
     from interp.decompositions.lib_transformer import ModelLIBSettings, compare_lib_pca
@@ -116,4 +107,4 @@ def run_lib(args) -> int:
     s = ModelLIBSettings(layers=layers, n_texts=args.n, seq_len=args.seq_len, probes=args.probes,
                          edge_nodes=args.edge_nodes, skip_bos=not args.keep_bos,
                          isolate_ln_var=not args.no_isolate_ln_var)
-    return _write(args, compare_lib_pca(model, s))
+    return write_result(args, compare_lib_pca(model, s), out_path(args))

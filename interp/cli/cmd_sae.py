@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import out_path
+from interp.cli.common import out_path, write_result
 from interp.cli.main import UserError, emit
 
 
@@ -165,16 +165,7 @@ def run_train(args) -> int:
                        progress=not args.no_progress)
     res = train_sae(store, scfg, tcfg)
     res.saved_to = str(save_sae(res.sae, out / "sae"))
-    _write(res, out, args, f"  saved {res.saved_to} (SAELens format)")
-    return 0
-
-
-def _write(res, out: Path, args, extra: str = "") -> None:
-    """``results.json`` and ``report.html`` into ``out``; print the summary (or the JSON)."""
-    res.save(out / "results.json")
-    res.report().write(out / "report.html")
-    lines = [res.summary(), extra, f"  wrote {out / 'results.json'}, {out / 'report.html'}"]
-    emit(args, res.to_json(), "\n".join(x for x in lines if x))
+    return write_result(args, res, out, f"  saved {res.saved_to} (SAELens format)")
 
 
 def _model_for(args, store, device):
@@ -194,8 +185,7 @@ def run_eval(args) -> int:
     sae = load_sae(args.sae, device=args.device)
     model = _model_for(args, store, args.device) if args.n > 0 else None
     res = evaluate_dictionary(sae, store, model, n_tokens=args.n_tokens, n=args.n, sae_path=args.sae)
-    _write(res, Path(out_path(args)), args)
-    return 0
+    return write_result(args, res, out_path(args))
 
 
 def run_dashboard(args) -> int:
