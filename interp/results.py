@@ -35,7 +35,8 @@ import torch
 KINDS: dict[str, type["Result"]] = {}
 #: Modules that define result kinds (imported by :func:`load_result` so every kind is known).
 KIND_MODULES = ("interp.attribution.components", "interp.circuits.result", "interp.steering.evaluate",
-                "interp.dictionaries.results", "interp.decompositions.results", "interp.store.summary")
+                "interp.dictionaries.results", "interp.dictionaries.dashboards", "interp.decompositions.results",
+                "interp.store.summary")
 
 
 class ResultSchemaError(ValueError):

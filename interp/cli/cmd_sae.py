@@ -88,8 +88,8 @@ def register(sub) -> None:
     e = _eval_flags(ssub, "eval", "L0, FVU, dead fraction, and CE recovered / KL spliced into the model", "sae")
     e.set_defaults(func=run_eval)
     d = command(ssub, "dashboard", help="HTML feature dashboard: top contexts, histograms, logit effects",
-                description="HTML feature dashboard (--out: the HTML file): top contexts, histograms, logit effects; "
-                            "--model None: the store's model",
+                description="HTML feature dashboard (--out: the HTML file; its typed result goes beside it as .json): "
+                            "top contexts, histograms, logit effects; --model None: the store's model",
                 out="runs/sae-dashboard.html", model=None)
     d.add_argument("--sae", required=True, help="SAE folder (SAELens format)")
     d.add_argument("--store", required=True, help="activation store directory")
@@ -201,8 +201,8 @@ def run_dashboard(args) -> int:
         except ValueError:
             raise UserError(f"--features must be comma-separated integers, got {args.features!r}") from None
     model = _model_for(args, store, args.device)
-    r = feature_dashboard(sae, store, out_path(args), features=feats, model=model, n_rows=args.n_tokens,
-                          n_examples=args.n_examples)
-    payload = {"path": str(r.path), "n_rows": r.n_rows, "features": [f._asdict() for f in r.features]}
-    emit(args, payload, f"wrote {r.path}: {len(r.features)} features from {r.n_rows:,} rows")
+    res = feature_dashboard(sae, store, out_path(args), features=feats, model=model, n_rows=args.n_tokens,
+                            n_examples=args.n_examples)
+    json_path = res.save(Path(res.path).with_suffix(".json"))
+    emit(args, res.to_json(), f"{res.summary()}\n  wrote {res.path}, {json_path}")
     return 0
