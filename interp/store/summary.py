@@ -64,9 +64,13 @@ class StoreSummary(Result):
                  else "file sizes match the manifest (CRC-32 not checked)")
         norms = "; ".join(f"{h} {v['mean']:.3g}" + (f" ({v['nonfinite']} non-finite rows)" if v["nonfinite"] else "")
                           for h, v in self.norms.items())
+        size = f"{self.bytes / 2**20:.1f} MiB" if self.bytes >= 2**20 else f"{self.bytes / 2**10:.1f} KiB"
+        run = self.last_run
         return (f"The store is {state}: {self.n_rows:,} rows x {len(self.hooks)} hook(s) of {self.model} "
-                f"({self.dtype}, {self.bytes / 2**20:.1f} MiB in {self.n_shards} shards); {check}."
-                + (f" Mean row L2 norm: {norms}." if norms else ""))
+                f"({self.dtype}, {size} in {self.n_shards} shards); {check}."
+                + (f" Mean row L2 norm: {norms}." if norms else "")
+                + (f" The last caching run wrote {run['rows']:,} rows in {run['seconds']:.1f} s."
+                   if run.get("rows") and run.get("seconds") else ""))
 
     def report(self):
         from interp.reports import Report
