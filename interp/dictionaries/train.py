@@ -466,6 +466,3 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
         seconds=seconds, tokens_per_s=(tokens - tokens0) / max(seconds, 1e-9), fvu=last["fvu"], l0=last["l0"],
         dead_fraction=dead_frac, history=history, meta={"versions": versions()}, sae=sae.eval())
 
-
-TrainResult = DictionaryTraining
-"""The old name of :func:`train_sae`'s result."""
