@@ -41,7 +41,7 @@ class DictionaryEvaluation(Result):
         "spliced": "forward pass", "spliced.ce_orig": "next-token cross-entropy (nats)"}
     noun: ClassVar[str] = "SAE"
 
-    sae: str
+    sae_path: str
     """The dictionary's folder (SAELens format), "" when evaluated from memory."""
     sae_config: dict
     """Its :class:`~interp.dictionaries.SAEConfig` as a dict (arch, d_in, d_sae, hook_in, hook_out, ...)."""
@@ -129,7 +129,7 @@ class DictionaryEvaluation(Result):
                       "error / pooled variance of the target; dead = latents that never fire on these rows. "
                       "Spliced metrics: a forward pass with the target hook replaced (BOS position kept) through a "
                       "scoped hook; CE recovered = (CE_zero - CE_dict) / (CE_zero - CE_orig). "
-                      f"Dictionary: {self.sae or '(in memory)'}; store: {self.store}.")
+                      f"Dictionary: {self.sae_path or '(in memory)'}; store: {self.store}.")
         r.add_table("Dictionary configuration", self.sae_config)
 
     def _report(self):
