@@ -241,10 +241,12 @@ class DictionaryTraining(Result):
         if self.history:
             steps = [h["step"] for h in self.history]
             r.add_section("Training curves")
-            for key, log in (("fvu", True), ("l0", False), ("dead_fraction", False)):
-                r.add_line(self.axes[f"history.{key}"].capitalize(), steps, {key: [h[key] for h in self.history]},
-                           x_title=self.axes["history.step"], y_title=self.axes[f"history.{key}"], log_y=log,
-                           fields=("history.step", f"history.{key}"))
+            for key, title, log in (("fvu", "Reconstruction (FVU)", True), ("l0", "Sparsity (L0)", False),
+                                    ("dead_fraction", "Dead latents", False)):
+                r.add_line(title, steps, {key: [h[key] for h in self.history]}, x_title=self.axes["history.step"],
+                           y_title=self.axes[f"history.{key}"], log_y=log, fields=("history.step", f"history.{key}"),
+                           caption=f"{self.axes[f'history.{key}'].capitalize()} per logged step: the mean over the "
+                                   "training batches since the previous log" + (" (log scale)." if log else "."))
         r.add_section("Method",
                       "Adam with linear warm-up and decay, decoder rows kept at unit norm, b_dec initialised from "
                       "the data (interp.dictionaries.train). Logged values are means over the training batches "
