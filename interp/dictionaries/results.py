@@ -25,8 +25,9 @@ from .metrics import RowMetrics, SplicedMetrics
 SCHEMA_VERSION = 1
 
 
-def _pct(x: float) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
+def _pct(x: float | str | None) -> str:
+    """``x`` as a percentage; "n/a" for None or a non-finite value (JSON keeps those as "nan" strings)."""
+    return "n/a" if x is None or not math.isfinite(float(x)) else f"{100 * float(x):.1f}%"
 
 
 @register
