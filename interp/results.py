@@ -45,6 +45,10 @@ KIND_MODULES = (
     "interp.phenomena.dormant",
     "interp.phenomena.massive",
     "interp.toy.bigram_backcopy",
+    "interp.dictionaries.results",
+    "interp.dictionaries.dashboards",
+    "interp.decompositions.results",
+    "interp.store.summary",
 )
 
 

@@ -72,8 +72,7 @@ def test_shared_flags_help_identical():
 def test_defaults_shown_and_out_rule():
     """Every option with a default shows it in --help; --out: runs/... for commands that write files,
     None (then --out FILE also gets the JSON) for commands that only print."""
-    prints_only = {("models",), ("store", "info"), ("store", "sinks"), ("sae", "eval"), ("transcoder", "eval"),
-                   ("report",)}
+    prints_only = {("models",), ("store", "info"), ("store", "sinks"), ("report",)}
     for path, sp in leaves():
         if path in WRAPPERS:
             continue

@@ -96,13 +96,24 @@ def test_lib_needs_no_more_edges_than_pca_small(small_model):
 @pytest.mark.slow
 def test_lib_vs_pca_p113():
     """The issue's target on the p = 113 model (trained once, then cached): LIB edges <= PCA edges."""
-    import sys
-    from pathlib import Path
+    from interp.toy.modular_addition import lib_vs_pca
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from bench_lib import evaluate
-
-    out = evaluate(ModAddConfig())
-    for row in out["rows"]:
+    out = lib_vs_pca(ModAddConfig())
+    for row in out.ablation:
         assert row["lib_edges"]["reached"] and row["pca_edges"]["reached"]
         assert row["lib_edges"]["needed"] <= row["pca_edges"]["needed"], row
+
+
+def test_lib_vs_pca_result_report(small_model, tmp_path):
+    """The toy's LIB comparison as a typed result: target 0.99 x accuracy, one ablation row per map, the
+    summary's totals are the rows' sums, JSON round trip, and its report renders with the declared axes."""
+    from browser import CHROMIUM, check_result_report
+    from interp.results import load_result
+    from interp.toy.modular_addition import lib_vs_pca
+
+    res = lib_vs_pca(SMALL, n_fit=200, n_eval=100)
+    assert res.kind == "lib" and len(res.ablation) == len(res.names) - 1 and res.target == pytest.approx(0.99 * res.accuracy)
+    assert f"{sum(r['lib_edges']['needed'] for r in res.ablation)} edges in the LIB basis" in res.summary()
+    assert load_result(res.to_json()).to_json() == res.to_json()
+    if CHROMIUM:
+        check_result_report(res, tmp_path)

@@ -6,6 +6,7 @@ import pytest
 
 from interp.cli.main import main
 from interp.dictionaries import load_sae
+from interp.results import load_result
 
 HOOKS = ["blocks.0.hook_resid_post", "blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out"]
 
@@ -41,9 +42,11 @@ def test_sae_train_eval_dashboard(store_dir, tmp_path, capsys):
     sae = load_sae(out / "sae")
     assert sae.cfg.hook_in == HOOKS[0] and sae.cfg.k == 4 and sae.cfg.d_sae == 64
 
+    assert load_result(out / "results.json").steps == done["steps"] and (out / "report.html").exists()
     assert main(["sae", "eval", "--sae", str(out / "sae"), "--store", str(store_dir), "--n", "4",
-                 "--json"]) == 0
+                 "--out", str(tmp_path / "ev"), "--json"]) == 0
     ev = _json(capsys)
+    assert ev["kind"] == "sae" and ev == json.loads((tmp_path / "ev" / "results.json").read_text())
     assert ev["rows"]["l0"] <= 4 and 0 <= ev["rows"]["fvu"] and ev["spliced"]["n_tokens"] == 4 * 31
     assert main(["sae", "dashboard", "--sae", str(out / "sae"), "--store", str(store_dir), "--out",
                  str(tmp_path / "d.html"), "--features", "0,1", "--n-tokens", "500", "--json"]) == 0
@@ -57,8 +60,9 @@ def test_transcoder_train_eval(store_dir, tmp_path, capsys):
     r = _json(capsys)
     assert r["complete"] and r["sae_config"]["hook_out"] == "blocks.0.hook_mlp_out"
     assert main(["transcoder", "eval", "--sae", str(out / "sae"), "--store", str(store_dir), "--n", "2",
-                 "--json"]) == 0
-    assert _json(capsys)["spliced"]["hook_out"] == "blocks.0.hook_mlp_out"
+                 "--out", str(tmp_path / "ev"), "--json"]) == 0
+    ev = _json(capsys)
+    assert ev["kind"] == "transcoder" and ev["spliced"]["hook_out"] == "blocks.0.hook_mlp_out"
 
 
 def test_cli_errors(store_dir, tmp_path, capsys):
@@ -67,5 +71,5 @@ def test_cli_errors(store_dir, tmp_path, capsys):
     assert main(["sae", "train", "--store", str(store_dir), "--hook", "blocks.5.hook_resid_post",
                  "--out", str(tmp_path)]) == 2
     assert "has no rows for 'blocks.5.hook_resid_post'" in capsys.readouterr().err
-    assert main(["sae", "eval", "--sae", str(tmp_path), "--store", str(store_dir)]) == 2
+    assert main(["sae", "eval", "--sae", str(tmp_path), "--store", str(store_dir), "--out", str(tmp_path)]) == 2
     assert "cfg.json is missing" in capsys.readouterr().err

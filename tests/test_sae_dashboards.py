@@ -1,10 +1,12 @@
 """Feature dashboards on a tiny store: top examples are the true arg-max rows, contexts are the store's tokens."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from interp.dictionaries import SAEConfig, make
-from interp.dictionaries.dashboards import _context, feature_dashboard
+from interp.dictionaries.dashboards import DashboardConfig, _context, feature_dashboard
 
 HOOK = "blocks.0.hook_resid_post"
 
@@ -29,8 +31,8 @@ def test_dashboard_matches_brute_force(tiny_store, tiny_llama, tmp_path):
         sae.b_enc.fill_(-0.5)
     res = feature_dashboard(sae, tiny_store, tmp_path / "dash.html", features=[3, 7, 11], model=tiny_llama,
                             n_rows=800, n_examples=4, window=6, after=2)
-    html = res.path.read_text()
-    assert res.path.exists() and "Feature 7" in html and "plotly" in html.lower()
+    html = Path(res.path).read_text()
+    assert "Feature 7" in html and "plotly" in html.lower()
     X = tiny_store.rows(HOOK, list(range(800)))
     with torch.no_grad():
         A = sae.encode(X).acts
@@ -63,3 +65,29 @@ def test_dashboard_errors(tiny_store, tmp_path):
     sae = make(SAEConfig(arch="relu", d_in=32, d_sae=8, hook_in=HOOK))
     with pytest.raises(ValueError, match="outside 0..7"):
         feature_dashboard(sae, tiny_store, tmp_path / "x.html", features=[8])
+    with pytest.raises(TypeError, match="not both"):  # a config and keywords: no silent winner
+        feature_dashboard(sae, tiny_store, tmp_path / "x.html", config=DashboardConfig(), n_rows=10)
+
+
+def test_dashboard_is_a_typed_result(tiny_store, tiny_llama, tmp_path):
+    """The histogram counts every non-zero activation streamed (its rows sum to frequency x rows when the
+    cap is not reached), the JSON round trip, `interp report` on it, and the page in Chromium."""
+    import json
+
+    from browser import CHROMIUM, check_result_report
+    from interp.cli.main import main
+    from interp.results import load_result
+
+    torch.manual_seed(1)
+    sae = make(SAEConfig(arch="relu", d_in=tiny_llama.cfg.d_model, d_sae=16, hook_in=HOOK))
+    res = feature_dashboard(sae, tiny_store, tmp_path / "d.html", model=tiny_llama, n_rows=600, n_examples=2)
+    assert res.kind == "sae_dashboard" and len(res.features) == 10 and res.n_rows == 600
+    for f in res.features:
+        assert sum(f.hist_counts) == round(f.frequency * 600) and len(f.hist_edges) == len(f.hist_counts) + 1
+        assert [x["row"] for x in f.contexts] == f.top_rows
+    data = json.loads(json.dumps(res.to_json()))
+    assert load_result(data).to_json() == res.to_json()
+    res.save(tmp_path / "results.json")
+    assert main(["report", str(tmp_path / "results.json"), "--out", str(tmp_path / "r.html")]) == 0
+    if CHROMIUM:
+        check_result_report(res, tmp_path)

@@ -202,3 +202,23 @@ def test_bad_configs_and_inputs():
         train_sae(src, SAEConfig(arch="relu", d_in=6, d_sae=16, hook_in="h"), TrainConfig(progress=False))
     with pytest.raises(ValueError, match=r"expected input rows \[batch, 8\]"):
         make(SAEConfig(arch="relu", d_in=8, d_sae=16)).loss(torch.randn(3, 5))
+
+
+@pytest.mark.parametrize("arch", ["relu", "jumprelu"])
+def test_loss_is_mse_plus_weighted_sparsity_term(arch):
+    """ReLU: mse + l1_coeff * sum_i f_i ||W_dec[i]||; JumpReLU: mse + l0_coeff * #(pre > theta) (mse summed over
+    features, everything averaged over rows).  Decoder rows are rescaled off the unit sphere, so an L1 without the
+    decoder norms fails."""
+    torch.manual_seed(0)
+    sae = make(SAEConfig(arch=arch, d_in=6, d_sae=12, **ARCH_KW[arch]))
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.rand(12, 1) + 0.5)
+    x = torch.randn(20, 6)
+    out = sae.loss(x)
+    code = sae.encode(x)
+    mse = ((code.acts @ sae.W_dec + sae.b_dec - x) ** 2).sum(-1).mean()
+    term = ((code.acts * sae.W_dec.norm(dim=-1)).sum(-1).mean() if arch == "relu"
+            else (code.pre > sae.threshold).float().sum(-1).mean())
+    coeff = ARCH_KW[arch]["l1_coeff" if arch == "relu" else "l0_coeff"]
+    torch.testing.assert_close(out.loss, mse + coeff * term)  # the same float32 ops: default tolerances
+    assert float(out.l0) == float((code.acts != 0).float().sum(-1).mean())

@@ -1,8 +1,7 @@
-"""``interp cache``: run a model over a corpus and store chosen hook activations (resumable)."""
+"""``interp cache``: run a model over a corpus and store chosen hook activations (resumable); the
+store's :class:`~interp.store.summary.StoreSummary` goes to ``results.json`` and ``report.html`` in it."""
 
 from __future__ import annotations
-
-from interp.cli.main import emit
 
 
 def register(sub) -> None:
@@ -57,15 +56,7 @@ def run(args) -> int:
         device=args.device, model_dtype=args.model_dtype, text_field=args.text_field,
     )
     store = cache_activations(cfg, progress=not args.no_progress and not args.json)
-    info = store.info()
-    run_info = store.manifest.get("last_run", {})
-    secs = run_info.get("seconds") or 0.0
-    info["last_run"] = run_info
-    human = (
-        f"cached {info['n_rows']:,} tokens x {len(store.hooks)} hook(s) of {info['model']} into {info['path']} "
-        f"({info['bytes'] / 2**20:.1f} MiB, {info['dtype']}, {info['n_shards']} shards)"
-        + (f"; this run wrote {run_info.get('rows', 0):,} rows in {secs:.1f} s "
-           f"({run_info.get('rows', 0) / secs:,.0f} tok/s)" if secs else "")
-    )
-    emit(args, info, human)
-    return 0
+    from interp.cli.common import write_result
+    from interp.store.summary import summarize_store
+
+    return write_result(args, summarize_store(store), store.path)

@@ -2,16 +2,17 @@
 
 Flags map one-to-one onto :class:`interp.dictionaries.SAEConfig` / :class:`TrainConfig` and take
 their defaults (see ``CONFIG_FLAGS``).
-``train`` writes ``OUT/sae`` (SAELens format), ``OUT/train.json`` (result + history) and keeps
-``OUT/checkpoint`` (rerunning the same command resumes from it).
+``train`` writes ``OUT/sae`` (SAELens format), ``OUT/results.json`` (a
+:class:`~interp.dictionaries.results.DictionaryTraining`) and ``OUT/report.html``, and keeps
+``OUT/checkpoint`` (rerunning the same command resumes from it).  ``eval`` writes the
+:class:`~interp.dictionaries.results.DictionaryEvaluation` (kind ``sae`` or ``transcoder``) and its report.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from interp.cli.common import out_path
+from interp.cli.common import out_path, write_result
 from interp.cli.main import UserError, emit
 
 
@@ -24,7 +25,7 @@ def _train_flags(sub, name: str, help: str, transcoder: bool):
     s, t = (lambda f: default_of(SAEConfig, f)), (lambda f: default_of(TrainConfig, f))
     kind = "transcoder" if transcoder else "sae"
     p = command(sub, name, help=help, out=f"runs/{kind}-train", device=True, seed=t("seed"),
-                description=help + "; --out receives sae/ (SAELens format), train.json and checkpoint/ "
+                description=help + "; --out receives sae/ (SAELens format), results.json, report.html and checkpoint/ "
                                    "(rerunning the same command resumes from it)")
     p.add_argument("--store", required=True, help="activation store directory (interp cache)")
     if transcoder:
@@ -59,39 +60,44 @@ def _train_flags(sub, name: str, help: str, transcoder: bool):
     return p
 
 
-def _eval_flags(sub, name: str, help: str):
-    from interp.cli.common import command, renamed
+def _eval_flags(sub, name: str, help: str, kind: str):
+    from interp.cli.common import command, default_of, renamed
+    from interp.dictionaries.metrics import evaluate_dictionary
 
-    p = command(sub, name, help=help, out=None, model=None,
-                description=help + "; --model None: the store's model")
+    d = lambda f: default_of(evaluate_dictionary, f)  # noqa: E731
+    p = command(sub, name, help=help, out=f"runs/{kind}-eval", model=None,
+                description=help + "; --out receives results.json and report.html; --model None: the store's model")
     p.add_argument("--sae", required=True, help="SAE folder (SAELens format: cfg.json + sae_weights.safetensors)")
     p.add_argument("--store", required=True, help="activation store directory")
-    p.add_argument("--n-tokens", type=int, default=65536, help="token budget: rows for L0 / FVU / dead fraction")
-    p.add_argument("--n", type=int, default=32, help="store sequences for spliced CE / KL (0: skip)")
+    p.add_argument("--n-tokens", type=int, default=d("n_tokens"), help="token budget: rows for L0 / FVU / dead fraction")
+    p.add_argument("--n", type=int, default=d("n"), help="store sequences for spliced CE / KL (0: skip)")
     renamed(p, "--n-rows", "--n-tokens")
     renamed(p, "--n-seqs", "--n")
     return p
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, renamed
+    from interp.cli.common import command, default_of, renamed
+    from interp.dictionaries.dashboards import DashboardConfig
 
     p = sub.add_parser("sae", help="train, evaluate and inspect sparse autoencoders on an activation store")
     ssub = p.add_subparsers(dest="sae_command", metavar="SUBCOMMAND")
     ssub.required = True
     t = _train_flags(ssub, "train", "train an SAE (relu / topk / jumprelu) on one hook of a store", transcoder=False)
     t.set_defaults(func=run_train, transcoder=False)
-    e = _eval_flags(ssub, "eval", "L0, FVU, dead fraction, and CE recovered / KL spliced into the model")
+    e = _eval_flags(ssub, "eval", "L0, FVU, dead fraction, and CE recovered / KL spliced into the model", "sae")
     e.set_defaults(func=run_eval)
     d = command(ssub, "dashboard", help="HTML feature dashboard: top contexts, histograms, logit effects",
-                description="HTML feature dashboard (--out: the HTML file): top contexts, histograms, logit effects; "
-                            "--model None: the store's model",
+                description="HTML feature dashboard (--out: the HTML file; its typed result goes beside it as .json): "
+                            "top contexts, histograms, logit effects; --model None: the store's model",
                 out="runs/sae-dashboard.html", model=None)
     d.add_argument("--sae", required=True, help="SAE folder (SAELens format)")
     d.add_argument("--store", required=True, help="activation store directory")
     d.add_argument("--features", default=None, help="comma-separated latent indices (None: the 10 most frequent)")
-    d.add_argument("--n-tokens", type=int, default=100_000, help="token budget: rows scanned for contexts")
-    d.add_argument("--n-examples", type=int, default=8, help="top contexts shown per feature")
+    d.add_argument("--n-tokens", type=int, default=default_of(DashboardConfig, "n_rows"),
+                   help="token budget: rows scanned for contexts")
+    d.add_argument("--n-examples", type=int, default=default_of(DashboardConfig, "n_examples"),
+                   help="top contexts shown per feature")
     renamed(d, "--n-rows", "--n-tokens")
     d.set_defaults(func=run_dashboard)
 
@@ -101,7 +107,7 @@ def register(sub) -> None:
     tt = _train_flags(tsub, "train", "train a transcoder blocks.L.ln2.hook_normalized -> blocks.L.hook_mlp_out",
                       transcoder=True)
     tt.set_defaults(func=run_train, transcoder=True)
-    te = _eval_flags(tsub, "eval", "as `interp sae eval`, for a transcoder")
+    te = _eval_flags(tsub, "eval", "as `interp sae eval`, for a transcoder", "transcoder")
     te.set_defaults(func=run_eval)
 
 
@@ -115,6 +121,10 @@ CONFIG_FLAGS = [
     (("sae", "train"), "interp.dictionaries:TrainConfig", _TRAIN),
     (("transcoder", "train"), "interp.dictionaries:SAEConfig", {k: v for k, v in _SAE.items() if k != "arch"}),
     (("transcoder", "train"), "interp.dictionaries:TrainConfig", _TRAIN),
+    (("sae", "eval"), "interp.dictionaries.metrics:evaluate_dictionary", {"n_tokens": "n_tokens", "n": "n"}),
+    (("transcoder", "eval"), "interp.dictionaries.metrics:evaluate_dictionary", {"n_tokens": "n_tokens", "n": "n"}),
+    (("sae", "dashboard"), "interp.dictionaries.dashboards:DashboardConfig",
+     {"n_tokens": "n_rows", "n_examples": "n_examples"}),
 ]
 """(command path, config, flag dest -> field): checked by tests/test_cli_grammar.py.  Not mirrored on
 purpose: ``--n-tokens`` (None: every row of the store, TrainConfig says 1M) and the transcoder's
@@ -153,18 +163,9 @@ def run_train(args) -> int:
                        dead_after_tokens=args.dead_after_tokens, seed=args.seed, device=args.device,
                        checkpoint_dir=str(out), checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
                        progress=not args.no_progress)
-    r = train_sae(store, scfg, tcfg)
-    save_sae(r.sae, out / "sae")
-    payload = {"sae": str(out / "sae"), "steps": r.steps, "tokens": r.tokens, "seconds": r.seconds,
-               "tokens_per_s": r.tokens_per_s, "fvu": r.fvu, "l0": r.l0, "dead_fraction": r.dead_fraction,
-               "complete": r.steps >= tcfg.total_steps, "sae_config": scfg.to_dict(), "history": r.history}
-    (out / "train.json").write_text(json.dumps(payload, indent=2, default=str))
-    human = (f"{'trained' if payload['complete'] else 'stopped (rerun to resume)'} {scfg.arch} "
-             f"{'transcoder' if args.transcoder else 'SAE'} on {hook_in}: {r.steps} steps, {r.tokens:,} tokens, "
-             f"{r.tokens_per_s:,.0f} tok/s; FVU {r.fvu:.4f}, L0 {r.l0:.1f}, dead {r.dead_fraction:.1%}\n"
-             f"  saved {out / 'sae'} (SAELens format), history {out / 'train.json'}")
-    emit(args, {k: v for k, v in payload.items() if k != "history"}, human)
-    return 0
+    res = train_sae(store, scfg, tcfg)
+    res.saved_to = str(save_sae(res.sae, out / "sae"))
+    return write_result(args, res, out, f"  saved {res.saved_to} (SAELens format)")
 
 
 def _model_for(args, store, device):
@@ -178,26 +179,13 @@ def _model_for(args, store, device):
 
 def run_eval(args) -> int:
     from interp.dictionaries import load_sae
-    from interp.dictionaries.metrics import evaluate_rows, sequences_from_store, spliced_ce
+    from interp.dictionaries.metrics import evaluate_dictionary
 
     store = _open_store(args.store)
     sae = load_sae(args.sae, device=args.device)
-    for h in {sae.cfg.hook_in, sae.cfg.target_hook}:
-        if h not in store.hooks:
-            raise UserError(f"the store {args.store} has no rows for {h!r} (the SAE's hook); it holds {store.hooks}")
-    rows = evaluate_rows(sae, store, n_rows=args.n_tokens)
-    payload = {"sae": args.sae, "rows": rows.to_json()}
-    human = (f"{sae.cfg.arch} on {sae.cfg.hook_in}: L0 {rows.l0:.1f}, FVU {rows.fvu:.4f}, dead {rows.dead_fraction:.1%}, "
-             f"cos {rows.cosine:.3f} ({rows.n_rows:,} rows)")
-    if args.n > 0:
-        model = _model_for(args, store, args.device)
-        m = spliced_ce(model, sae, sequences_from_store(store, args.n))
-        payload["spliced"] = m.to_json()
-        human += (f"\n  spliced into the model ({m.n_tokens:,} tokens): CE orig {m.ce_orig:.4f}, with SAE "
-                  f"{m.ce_dict:.4f}, zero-ablated {m.ce_zero:.4f} -> CE recovered {m.ce_recovered:.3f}; "
-                  f"KL {m.kl_dict:.4f} (score {m.kl_score:.3f})")
-    emit(args, payload, human)
-    return 0
+    model = _model_for(args, store, args.device) if args.n > 0 else None
+    res = evaluate_dictionary(sae, store, model, n_tokens=args.n_tokens, n=args.n, sae_path=args.sae)
+    return write_result(args, res, out_path(args))
 
 
 def run_dashboard(args) -> int:
@@ -213,8 +201,8 @@ def run_dashboard(args) -> int:
         except ValueError:
             raise UserError(f"--features must be comma-separated integers, got {args.features!r}") from None
     model = _model_for(args, store, args.device)
-    r = feature_dashboard(sae, store, out_path(args), features=feats, model=model, n_rows=args.n_tokens,
-                          n_examples=args.n_examples)
-    payload = {"path": str(r.path), "n_rows": r.n_rows, "features": [f._asdict() for f in r.features]}
-    emit(args, payload, f"wrote {r.path}: {len(r.features)} features from {r.n_rows:,} rows")
+    res = feature_dashboard(sae, store, out_path(args), features=feats, model=model, n_rows=args.n_tokens,
+                            n_examples=args.n_examples)
+    json_path = res.save(Path(res.path).with_suffix(".json"))
+    emit(args, res.to_json(), f"{res.summary()}\n  wrote {res.path}, {json_path}")
     return 0

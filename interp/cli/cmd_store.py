@@ -1,4 +1,6 @@
-"""``interp store info DIR``: summarise (and optionally verify) an activation store.
+"""``interp store info DIR``: summarise (and optionally verify) an activation store: prints the
+summary of its :class:`~interp.store.summary.StoreSummary` (kind ``store``), or its JSON; ``--out FILE``
+also writes that JSON (a results file: ``interp report FILE`` renders it).
 
 ``interp store sinks DIR``: attention-sink score and row entropy per (layer, head), rebuilt from
 stored post-rotary queries and keys (:func:`interp.phenomena.sinks.sink_scores_from_store`).
@@ -10,14 +12,19 @@ from interp.cli.main import emit
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, parse_layers, renamed
+    from interp.cli.common import command, default_of, renamed
+    from interp.store.summary import summarize_store
 
     p = sub.add_parser("store", help="inspect activation stores")
     ssub = p.add_subparsers(dest="store_command", metavar="SUBCOMMAND")
     ssub.required = True
-    q = command(ssub, "info", help="summarise a store: model, hooks, rows, size, completeness", out=None)
+    q = command(ssub, "info", help="summarise a store: model, hooks, rows, size, completeness, row norms", out=None,
+                description="summarise a store: model, hooks, rows, size, completeness, row norms; "
+                            "--out FILE receives the typed result (render it with `interp report FILE`)")
     q.add_argument("dir", help="store directory")
     q.add_argument("--verify", action="store_true", help="check the CRC-32 of every shard file")
+    q.add_argument("--n-tokens", type=int, default=default_of(summarize_store, "n_norm_rows"),
+                   help="token budget: rows per hook, spread over the store, for the row norms")
     q.set_defaults(func=run_info)
     q = command(ssub, "sinks", help="sink score / row entropy per head from stored blocks.L.attn.hook_rot_q/k rows",
                 out=None)
@@ -30,28 +37,22 @@ def register(sub) -> None:
     q.set_defaults(func=run_sinks)
 
 
+CONFIG_FLAGS = [(("store", "info"), "interp.store.summary:summarize_store", {"n_tokens": "n_norm_rows"})]
+"""(command path, function, flag dest -> parameter): checked by tests/test_cli_grammar.py."""
+
+
 def run_info(args) -> int:
     from interp.store import ActivationStore
+    from interp.store.summary import summarize_store
 
-    store = ActivationStore.open(args.dir, verify="size")
-    info = store.info()
-    if args.verify:
-        info["verify"] = store.verify()
-    hooks = "\n".join(f"  {h:<40} d={v['d']:<6} row_shape={tuple(v['row_shape'])}" for h, v in info["hooks"].items())
-    status = "complete" if info["complete"] else f"PARTIAL ({info['n_rows']:,} of {info['n_rows_target']:,} rows)"
-    human = (
-        f"store {info['path']}: {status}\n"
-        f"  model {info['model']} (weights {info['weight_hash']}), dtype {info['dtype']}, "
-        f"context {info['context_length']}, {info['n_rows']:,} rows in {info['n_shards']} shards of "
-        f"{info['shard_rows']:,}, {info['bytes'] / 2**20:.1f} MiB\n"
-        f"  corpus {info['corpus']}\n  hooks:\n{hooks}"
-        + ("\n  verify: all files match their CRC-32" if args.verify else "")
-    )
-    emit(args, info, human)
+    res = summarize_store(ActivationStore.open(args.dir, verify="size"), verify=args.verify,
+                          n_norm_rows=args.n_tokens)
+    emit(args, res.to_json(), res.summary())
     return 0
 
 
 def run_sinks(args) -> int:
+    from interp.models.hooks import head_hook, head_label
     from interp.phenomena.sinks import sink_scores_from_store
     from interp.store import ActivationStore
 
@@ -66,9 +67,9 @@ def run_sinks(args) -> int:
              if sink[i, h] >= args.threshold]
     info = {"store": str(store.path), "model": store.manifest.get("model"), "n_seqs": int(res["n_seqs"]),
             "layers": layers, "sink_score": sink.tolist(), "row_entropy": res["row_entropy"].tolist(),
-            "threshold": args.threshold, "sink_heads": [f"L{L}H{h}" for L, h, _ in heads]}
+            "threshold": args.threshold, "sink_heads": [head_hook(L, h) for L, h, _ in heads]}
     lines = [f"sinks from store {store.path}: {info['n_seqs']} sequences, layers {layers[0]}..{layers[-1]}",
              f"  heads with sink score >= {args.threshold}: {len(heads)} of {sink.numel()}"]
-    lines += [f"  L{L}H{h}  {s:.3f}" for L, h, s in sorted(heads, key=lambda t: -t[2])[:20]]
+    lines += [f"  {head_label(L, h)}  {s:.3f}" for L, h, s in sorted(heads, key=lambda t: -t[2])[:20]]
     emit(args, info, "\n".join(lines))
     return 0

@@ -174,3 +174,16 @@ def write_json(path, payload: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str))
     return path
+
+
+def write_result(args, result, out, extra: str = "") -> int:
+    """A command's typed result: ``out/results.json`` and ``out/report.html``, then its summary sentence
+    (and ``extra`` lines) or, with ``--json``, the result's JSON on stdout."""
+    from interp.cli.main import emit
+
+    out = Path(out)
+    result.save(out / "results.json")
+    result.report().write(out / "report.html")
+    lines = [result.summary(), extra, f"  wrote {out / 'results.json'}, {out / 'report.html'}"]
+    emit(args, result.to_json(), "\n".join(x for x in lines if x))
+    return 0

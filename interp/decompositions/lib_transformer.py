@@ -42,6 +42,7 @@ import torch
 from interp.models import resolve_hooks
 
 from .lib import LIBConfig, LIBResult, fit_lib
+from .results import LIBComparison, spectra
 
 
 class _Stop(Exception):
@@ -168,9 +169,8 @@ class ModelLIBSettings:
 
 def default_texts(n: int) -> list[str]:
     """Offline prose: the concept sentences (interp.decompositions.concepts), cycled."""
-    from .concepts import CONCEPTS, NEUTRAL
+    from .concepts import SENTENCES as pool
 
-    pool = [s for v in CONCEPTS.values() for s in v["sentences"]] + NEUTRAL
     # join neighbours so that sequences are long enough
     joined = [" ".join(pool[i:i + 3]) for i in range(0, len(pool), 3)]
     return [joined[i % len(joined)] for i in range(n)]
@@ -203,10 +203,30 @@ def lib_on_model(model, settings: ModelLIBSettings, texts: Sequence[str] | None 
                     batch_size=s.batch_size, dtype=dtype, skip_first=1 if s.skip_bos else 0)
     res = fit_lib(acts[0], maps, names, cfg, acts=acts, isolated=[1 if s.isolate_ln_var else 0] * len(names))
     summary = {"basis": basis, "layers": list(s.layers), "tokens": list(tokens.shape), "settings": asdict(s),
-               "seconds": time.perf_counter() - t0, "kept": [b.k for b in res.bases],
-               "dirs_for_90pct_importance": [_n_for_frac(b.importance, 0.9) for b in res.bases],
-               "edges_for_90pct_strength": [None if E is None else _n_for_frac(E.flatten(), 0.9) for E in res.edges]}
+               **spectra(res), "seconds": time.perf_counter() - t0}
     return res, summary
+
+
+def compare_lib_pca(model, settings: ModelLIBSettings, texts: Sequence[str] | None = None, top: int = 16):
+    """LIB and PCA fitted by :func:`lib_on_model` on the same texts: a
+    :class:`~interp.decompositions.results.LIBComparison` (graphs of the ``top`` nodes per layer)."""
+    from interp.models import model_name
+    from interp.results import encode, versions
+
+    fits = {b: lib_on_model(model, settings, texts, basis=b) for b in ("lib", "pca")}
+    s = settings
+    notes = ("M' from Gaussian output probes (unbiased, not exact); " if s.probes else "M' exact; ") + (
+        f"edges only between the top {s.edge_nodes} nodes per layer at the {s.edge_positions} position(s); "
+        "activations centred; " + ("the BOS position is left out of the statistics (held fixed in the Jacobians)."
+                                   if s.skip_bos else "the BOS position is included.")
+        + (" Node layers are [norm statistic, residual]; node 0 of each layer is the statistic the next "
+           "LayerNorm/RMSNorm divides by, isolated (LIB paper, LayerNorm appendix; rib's isolate_ln_var)."
+           if s.isolate_ln_var else " Node layers are the plain residual (LN variance not isolated)."))
+    return LIBComparison(model=model_name(model), names=fits["lib"][0].names,
+                         lib=encode(fits["lib"][0].to_json(top=top)), pca=encode(fits["pca"][0].to_json(top=top)),
+                         spectra=encode({b: {k: v for k, v in sm.items() if k not in ("settings", "basis")}
+                                         for b, (_, sm) in fits.items()}),
+                         settings=encode(asdict(s)), notes=notes, meta={"versions": versions()})
 
 
 def _dtype_map(g, dtype):
@@ -216,10 +236,3 @@ def _dtype_map(g, dtype):
         return g(x.float()).to(dt)
 
     return h
-
-
-def _n_for_frac(v: torch.Tensor, frac: float) -> int:
-    """How many of the largest entries of ``v`` carry ``frac`` of its sum."""
-    v = v.flatten().double().clamp_min(0).sort(descending=True).values
-    c = v.cumsum(0)
-    return int((c < frac * c[-1]).sum()) + 1

@@ -102,19 +102,16 @@ def compare_on_concepts(model, layer: int, k: int = 30, snmf_cfg: SNMFConfig | N
     directions["diffmeans"] = [X[tok_lab == c].mean(0) - X[tok_lab != c].mean(0) for c in range(len(names))]
     # SAE
     if sae:
-        try:
-            from interp.dictionaries import SAEConfig, TensorSource, TrainConfig, make, train_sae
-        except ImportError:
-            info["sae"] = "interp.dictionaries not available"
-        else:
-            scfg = SAEConfig(arch="topk", d_in=X.shape[1], d_sae=4 * k, hook_in=hook, k=8)
-            tcfg = TrainConfig(n_tokens=sae_steps * 256, batch_size=256, lr=1e-3, warmup_steps=20, progress=False,
-                               b_dec_init="mean", init_rows=X.shape[0], dead_after_tokens=10 * X.shape[0])
-            tr = train_sae(TensorSource({hook: X}), scfg, tcfg)
-            with torch.no_grad():
-                codes = tr.sae.encode(X.to(next(tr.sae.parameters()).device)).acts.cpu()
-            directions["sae"] = [tr.sae.W_dec[_pick(codes, tok_lab, c)].detach().cpu() for c in range(len(names))]
-            info["sae"] = {"d_sae": 4 * k, "k": 8, "fvu": tr.fvu, "l0": tr.l0, "dead": tr.dead_fraction}
+        from interp.dictionaries import SAEConfig, TensorSource, TrainConfig, train_sae
+
+        scfg = SAEConfig(arch="topk", d_in=X.shape[1], d_sae=4 * k, hook_in=hook, k=8)
+        tcfg = TrainConfig(n_tokens=sae_steps * 256, batch_size=256, lr=1e-3, warmup_steps=20, progress=False,
+                           b_dec_init="mean", init_rows=X.shape[0], dead_after_tokens=10 * X.shape[0])
+        tr = train_sae(TensorSource({hook: X}), scfg, tcfg)
+        with torch.no_grad():
+            codes = tr.sae.encode(X.to(tr.sae.device)).acts.cpu()
+        directions["sae"] = [tr.sae.W_dec[_pick(codes, tok_lab, c)].detach().cpu() for c in range(len(names))]
+        info["sae"] = {"d_sae": 4 * k, "k": 8, "fvu": tr.fvu, "l0": tr.l0, "dead": tr.dead_fraction}
     # detection
     rows = []
     for m, dirs in directions.items():

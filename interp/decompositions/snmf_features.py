@@ -16,12 +16,13 @@ Following Shafran, Geiger & Geva 2025 (arXiv 2506.10920, section 4; reference
   and target is one row of a single batch, so each bisection step is one forward pass
   (:func:`calibrate_steering`); hooks are scoped and removed in ``finally``.
 
-Memory: the steering batch is ``n_features x n_signs x n_targets`` copies of the prompt.
+Memory: the steering batch is ``n_features x n_signs x n_targets`` copies of the prompt.  Time: one
+forward pass of that batch per bisection step (``n_steps`` plus the doublings), one per generated token.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import torch
@@ -237,10 +238,30 @@ class FeatureCard:
     """``{"+": text, "-": text}`` greedy continuation at the middle KL target."""
 
 
+@dataclass
+class CardConfig:
+    """What :func:`feature_cards` shows per feature."""
+
+    n_contexts: int = 8
+    """Top-coefficient contexts."""
+    n_vocab: int = 12
+    """Promoted and suppressed tokens of the residual direction."""
+    targets: Sequence[float] = DEFAULT_KL_TARGETS
+    """Next-token KL targets the steering strength is calibrated to (the middle one is generated at)."""
+    prompt: str = "I think that"
+    """The steering prompt."""
+    n_tokens: int = 10
+    """Tokens generated per steered continuation."""
+
+
 def feature_cards(model, layer: int, res: SNMFResult, acts: ActivationSet, features: Sequence[int] | None = None,
-                  n_contexts: int = 8, n_vocab: int = 12, targets: Sequence[float] = DEFAULT_KL_TARGETS,
-                  prompt: str = "I think that", n_tokens: int = 10) -> tuple[list[FeatureCard], SteeringCalibration]:
-    """Input contexts, vocabulary projection and calibrated steering for ``features``."""
+                  config: CardConfig | None = None, **kw) -> tuple[list[FeatureCard], SteeringCalibration]:
+    """Input contexts, vocabulary projection and calibrated steering for ``features``; ``config``, or its
+    fields as keywords (not both)."""
+    if config is not None and kw:
+        raise TypeError(f"feature_cards: pass a CardConfig or its fields {sorted(kw)} as keywords, not both")
+    c = config or CardConfig(**kw)
+    n_contexts, n_vocab, targets, prompt, n_tokens = c.n_contexts, c.n_vocab, c.targets, c.prompt, c.n_tokens
     feats = list(range(res.k)) if features is None else list(features)
     Z = res.Z[:, feats].float().cpu()
     vocab = vocab_projection(model, residual_directions(model, layer, Z), n_vocab)
@@ -258,3 +279,52 @@ def feature_cards(model, layer: int, res: SNMFResult, acts: ActivationSet, featu
             alpha={"+": cal.alpha[r, 0].tolist(), "-": cal.alpha[r, 1].tolist()},
             steered={"+": texts[r], "-": texts[len(feats) + r]}))
     return cards, cal
+
+
+def describe_snmf(model, layer: int, cfg=None, texts: Sequence[str] | None = None, store=None,
+                  n_tokens: int = 20000, n_features: int = 8, compare: bool = False):
+    """Fit SNMF to ``blocks.{layer}.mlp.hook_post`` and describe its ``n_features`` strongest features
+    (largest mean coefficient): a :class:`~interp.decompositions.results.SNMFFeatures`.
+
+    Rows come from ``store`` (an ActivationStore, ``n_tokens`` rows), else from running the model on
+    ``texts`` (default: the built-in concept sentences).  ``compare`` adds SNMF / DiffMeans / SAE on
+    the concept set (:func:`~interp.decompositions.snmf_compare.compare_on_concepts`)."""
+    import time
+
+    from interp.models import model_name
+    from interp.results import encode, versions
+
+    from .concepts import SENTENCES
+    from .results import SNMFFeatures
+    from .snmf import SNMFConfig, collect_activations, fit_snmf, mlp_hook, store_activations
+
+    cfg = cfg or SNMFConfig()
+    if not 0 <= layer < model.cfg.n_layers:
+        raise ValueError(f"layer must be in [0, {model.cfg.n_layers - 1}] for {model_name(model)}, got {layer}")
+    hook = mlp_hook(layer)
+    t0 = time.perf_counter()
+    if store is not None:
+        acts = store_activations(store, hook, n_tokens)
+        source = {"store": str(store.path), "rows": int(acts.X.shape[0])}
+    else:
+        given = texts is not None
+        texts = list(texts) if given else SENTENCES
+        if not texts:
+            raise ValueError("texts holds no text")
+        acts = collect_activations(model, texts, hook)
+        source = {"texts": "given" if given else "built-in concept sentences", "n_texts": len(texts),
+                  "rows": int(acts.X.shape[0])}
+    collect_s = time.perf_counter() - t0
+    res = fit_snmf(acts.X, cfg)
+    order = res.Y.mean(1).argsort(descending=True)[:n_features].tolist()
+    cards, cal = feature_cards(model, layer, res, acts, order)
+    comparison = None
+    if compare:
+        from .snmf_compare import compare_on_concepts
+
+        comparison = compare_on_concepts(model, layer, k=cfg.k, snmf_cfg=cfg)
+    return SNMFFeatures(model=model_name(model), hook=hook, source=source, fit=encode(res.to_json()),
+                        features=encode([asdict(c) for c in cards]),
+                        steering={"prompt": cal.prompt, "targets": list(cal.targets), "forward_passes": cal.forward_passes},
+                        comparison=encode(comparison), config={"n_tokens": n_tokens, "n_features": n_features},
+                        meta={"collect_seconds": collect_s, "versions": versions()})

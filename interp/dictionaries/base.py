@@ -193,7 +193,19 @@ class SparseCoder(nn.Module):
         return self.decode_code(self.encode(x))
 
     def loss(self, x: torch.Tensor, target: torch.Tensor | None = None, dead_mask=None) -> ForwardOutput:
-        """Training loss on a batch; ``target`` defaults to ``x`` (SAE). Subclasses add the sparsity term."""
+        """Training loss on a batch: the squared error summed over features and averaged over rows, plus
+        ``coeff * term`` from :meth:`penalty`; ``target`` defaults to ``x`` (SAE).  TopK overrides it."""
+        self._check_batch(x, target)
+        target = x if target is None else target
+        code = self.encode(x)
+        x_hat = self.decode(code.acts)
+        mse = (x_hat - target).pow(2).sum(-1).mean()
+        name, coeff, term = self.penalty(code)
+        return ForwardOutput(x_hat, code.acts, mse + coeff * term, {"mse": mse.detach(), name: term.detach()},
+                             fvu(x_hat.detach(), target), (code.acts != 0).float().sum(-1).mean())
+
+    def penalty(self, code: EncodeOutput) -> tuple[str, float, torch.Tensor]:  # pragma: no cover - abstract
+        """The sparsity term of :meth:`loss`: ``(name, coefficient, value)``."""
         raise NotImplementedError
 
     def _check_batch(self, x: torch.Tensor, target: torch.Tensor | None):
@@ -229,8 +241,3 @@ class SparseCoder(nn.Module):
         c = self.cfg
         return f"arch={c.arch}, d_in={c.d_in}, d_sae={c.d_sae}, d_out={c.out_dim}, hook_in={c.hook_in!r}"
 
-
-def _mse_terms(x_hat: torch.Tensor, target: torch.Tensor):
-    """(sum-over-features MSE per row averaged over the batch, FVU) for a batch."""
-    mse = (x_hat - target).pow(2).sum(-1).mean()
-    return mse, fvu(x_hat.detach(), target)

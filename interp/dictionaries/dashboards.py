@@ -14,22 +14,45 @@ For each chosen latent i of a dictionary trained on ``hook_in`` rows of an activ
    (Bricken et al. 2023's "logit weights"; it ignores the final norm's per-token scale), top
    and bottom tokens.
 
-The page is an :class:`interp.reports.Report` (plotly.js inlined, opens offline).
+The result is a typed :class:`FeatureDashboard` (kind ``sae_dashboard``); its report is the page
+(plotly.js inlined, opens offline).
 
 Memory: one ``[batch, d_sae]`` code at a time; ``n_features * (n_examples + hist_cap)`` kept values.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import ClassVar, Sequence
 
 import torch
 
+from interp.results import Result, register
+
 from .base import SparseCoder
 
+HIST_BINS = 40
 
-class FeatureSummary(NamedTuple):
+
+@dataclass
+class DashboardConfig:
+    """How much :func:`feature_dashboard` reads and shows."""
+
+    n_rows: int = 100_000
+    """Store rows streamed to find the examples."""
+    n_examples: int = 8
+    """Top-activating contexts per latent."""
+    window: int = 16
+    """Tokens of context before the activating token."""
+    after: int = 4
+    """Tokens of context after it."""
+    n_logits: int = 10
+    """Promoted and suppressed tokens listed per latent."""
+
+
+@dataclass
+class FeatureSummary:
     """What the dashboard found about one latent."""
 
     feature: int
@@ -46,17 +69,68 @@ class FeatureSummary(NamedTuple):
     """(token, logit weight) pairs with the largest ``W_dec[i] @ W_U``."""
     bottom_logits: list
     """(token, logit weight) pairs with the smallest."""
+    contexts: list = field(default_factory=list)
+    """Per top row ``{row, value, tokens, acts, at}``: the tokens around it and this latent's activation on each."""
+    hist_edges: list = field(default_factory=list)
+    """Bin edges of the histogram of its non-zero activations."""
+    hist_counts: list = field(default_factory=list)
+    """Rows per bin."""
 
 
-class DashboardResult(NamedTuple):
-    """Output of :func:`feature_dashboard`."""
+@register
+@dataclass
+class FeatureDashboard(Result):
+    """Top contexts, activation histogram and logit effect of chosen latents (:func:`feature_dashboard`)."""
 
-    path: Path
-    """The HTML file written."""
-    features: list
-    """One :class:`FeatureSummary` per latent shown."""
+    kind: ClassVar[str] = "sae_dashboard"
+    axes: ClassVar[dict[str, str]] = {"features.hist_edges": "activation", "features.hist_counts": "rows"}
+
+    sae_config: dict
     n_rows: int
     """Rows streamed to find the examples."""
+    features: list[FeatureSummary]
+    path: str = ""
+    """The HTML page written ("" if none)."""
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def _decode_field(cls, name, value):
+        return [FeatureSummary(**f) for f in value] if name == "features" else value
+
+    def summary(self) -> str:
+        c = self.sae_config
+        best = max(self.features, key=lambda f: f.frequency)
+        s = (f"{len(self.features)} latents of the {c.get('arch')} dictionary on {c.get('hook_in')} over {self.n_rows:,} "
+             f"rows: the most frequent, {best.feature}, fires on {best.frequency:.2%} of rows")
+        if best.top_logits:
+            s += " and promotes " + ", ".join(repr(t) for t, _ in best.top_logits[:4])
+        return s + "."
+
+    def report(self):
+        from interp.reports import Report
+
+        c = self.sae_config
+        r = Report(f"Feature dashboard: {c.get('arch')} dictionary on {c.get('hook_in')}", config=c,
+                   meta={"rows_scanned": self.n_rows, "model": c.get("model_name"), **self.meta}, summary=self.summary())
+        for f in self.features:
+            r.add_section(f"Feature {f.feature}",
+                          f"fires on {f.frequency:.3%} of rows; max activation {f.max_activation:.3g}")
+            for x in f.contexts:
+                r.add_token_attributions(f"Feature {f.feature}: row {x['row']} (activation {x['value']:.3g})",
+                                         x["tokens"], x["acts"], caption=f"max-activating token: {x['tokens'][x['at']]!r} "
+                                                                         f"at context index {x['at']}")
+            if f.hist_counts:
+                centres = [f"{(a + b) / 2:.3g}" for a, b in zip(f.hist_edges[:-1], f.hist_edges[1:])]
+                r.add_bars(f"Feature {f.feature}: non-zero activations", centres, {"": f.hist_counts},
+                           x_title=self.axes["features.hist_edges"], y_title=self.axes["features.hist_counts"],
+                           fields=("features.hist_edges", "features.hist_counts"),
+                           caption=f"{sum(f.hist_counts)} non-zero activations of feature {f.feature} (of {self.n_rows} "
+                                   f"rows), {len(f.hist_counts)} bins.")
+            if f.top_logits:
+                r.add_table(f"Feature {f.feature}: logit effect (W_dec[{f.feature}] @ W_U)",
+                            [{"promoted": a, "logit": round(b, 4), "suppressed": cc, "logit ": round(d, 4)}
+                             for (a, b), (cc, d) in zip(f.top_logits, f.bottom_logits)])
+        return r
 
 
 @torch.no_grad()
@@ -115,14 +189,19 @@ def _tok_str(tokenizer, t: int) -> str:
 
 @torch.no_grad()
 def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequence[int] | None = None,
-                      model=None, n_rows: int = 100_000, n_examples: int = 8, window: int = 16, after: int = 4,
-                      n_logits: int = 10, title: str | None = None) -> DashboardResult:
+                      model=None, config: DashboardConfig | None = None, title: str | None = None,
+                      **kw) -> FeatureDashboard:
     """Write a dashboard of ``features`` (default: the 10 most frequent latents) to ``out`` (HTML).
 
     ``model`` gives the tokenizer and W_U (the logit-effect section is left out without it).
+    ``config``, or its fields as keywords (not both): how many rows, examples and tokens.
     """
-    from interp.reports import Report
+    from interp.results import encode, versions
 
+    if config is not None and kw:
+        raise TypeError(f"feature_dashboard: pass a DashboardConfig or its fields {sorted(kw)} as keywords, not both")
+    cfg = config or DashboardConfig(**kw)
+    n_examples, window, after, n_logits = cfg.n_examples, cfg.window, cfg.after, cfg.n_logits
     c = sae.cfg
     if c.hook_in not in store.hooks:
         raise KeyError(f"the store has no rows for {c.hook_in!r} (it holds {list(store.hooks)})")
@@ -130,7 +209,7 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
         bad = [f for f in features if not 0 <= int(f) < c.d_sae]
         if bad:
             raise ValueError(f"feature indices {bad} are outside 0..{c.d_sae - 1}")
-    feats, top_v, top_r, counts, hist, seen = scan_features(sae, store, features, n_rows, n_examples)
+    feats, top_v, top_r, counts, hist, seen = scan_features(sae, store, features, cfg.n_rows, n_examples)
     tok = getattr(model, "tokenizer", None) if model is not None else None
     logit_w = None
     if model is not None:
@@ -138,38 +217,28 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
         if W_U.shape[0] != c.out_dim:
             raise ValueError(f"model d_model={W_U.shape[0]} does not match the dictionary's output width {c.out_dim}")
         logit_w = sae.W_dec[feats] @ W_U  # [F, vocab]
-    rep = Report(title or f"Feature dashboard: {c.arch} SAE on {c.hook_in}",
-                 config=c.to_dict(), meta={"rows_scanned": seen, "model": c.model_name})
-    rep.add_text(f"Latents of a {c.arch} dictionary ({c.d_sae} latents) on `{c.hook_in}`"
-                 + (f" -> `{c.target_hook}`" if c.is_transcoder else "")
-                 + f". Examples from the first {seen} store rows; token colour = this latent's activation.")
     summaries = []
-    import plotly.graph_objects as go
-
     for j, f in enumerate(feats):
-        vals = [v for v in top_v[j].tolist()]
+        vals = top_v[j].tolist()
         rows = [int(r) for r, v in zip(top_r[j].tolist(), vals) if v > 0]
         vals = [v for v in vals if v > 0]
-        freq = float(counts[f]) / seen
-        rep.add_section(f"Feature {f}", f"fires on {freq:.3%} of rows; max activation {max(vals, default=0.0):.3g}")
+        contexts = []
         for r, v in zip(rows, vals):
             toks, acts, at = _context(sae, store, r, f, window, after)
-            strs = [_tok_str(tok, t) for t in toks]
-            rep.add_token_attributions(f"Feature {f}: row {r} (activation {v:.3g})", strs, acts,
-                                       caption=f"max-activating token: {strs[at]!r} at context index {at}")
-        h = hist.get(f, [])
-        fig = go.Figure(go.Histogram(x=h, nbinsx=50))
-        fig.update_layout(title=f"Feature {f}: non-zero activations", xaxis_title="activation", yaxis_title="count")
-        rep.add_figure(fig, caption=f"{len(h)} non-zero activations of feature {f} (of {seen} rows).")
+            contexts.append({"row": r, "value": v, "tokens": [_tok_str(tok, t) for t in toks], "acts": acts, "at": at})
+        h = torch.tensor(hist.get(f, []))
+        lo, hi = (float(h.min()), float(h.max())) if h.numel() else (0.0, 0.0)
+        edges = torch.linspace(lo, max(hi, lo + 1e-6), HIST_BINS + 1) if h.numel() else torch.zeros(0)
+        counts_f = torch.histc(h, HIST_BINS, float(edges[0]), float(edges[-1])).long() if h.numel() else edges
         top_l = bot_l = []
         if logit_w is not None:
             lw = logit_w[j]
-            ti, bi = lw.topk(n_logits), (-lw).topk(n_logits)
-            top_l = [(_tok_str(tok, int(t)), float(lw[t])) for t in ti.indices]
-            bot_l = [(_tok_str(tok, int(t)), float(lw[t])) for t in bi.indices]
-            rep.add_table(f"Feature {f}: logit effect (W_dec[{f}] @ W_U)",
-                          [{"promoted": a, "logit": round(b, 4), "suppressed": cc, "logit ": round(d, 4)}
-                           for (a, b), (cc, d) in zip(top_l, bot_l)])
-        summaries.append(FeatureSummary(f, freq, max(vals, default=0.0), rows, vals, top_l, bot_l))
-    path = rep.write(out)
-    return DashboardResult(Path(path), summaries, seen)
+            top_l = [[_tok_str(tok, int(t)), float(lw[t])] for t in lw.topk(n_logits).indices]
+            bot_l = [[_tok_str(tok, int(t)), float(lw[t])] for t in (-lw).topk(n_logits).indices]
+        summaries.append(FeatureSummary(f, float(counts[f]) / seen, max(vals, default=0.0), rows, vals, top_l, bot_l,
+                                        contexts, edges.tolist(), counts_f.tolist()))
+    res = FeatureDashboard(sae_config=encode(c.to_dict()), n_rows=seen, features=summaries, meta={"versions": versions()})
+    rep = res.report()
+    rep.title = title or rep.title
+    res.path = str(rep.write(out))
+    return res

@@ -26,7 +26,7 @@ import math
 import torch
 from torch import nn
 
-from .base import EncodeOutput, ForwardOutput, SparseCoder, _mse_terms
+from .base import EncodeOutput, SparseCoder
 from .registry import register
 
 
@@ -86,13 +86,6 @@ class JumpReLUSAE(SparseCoder):
         acts = JumpReLUFn.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth)
         return EncodeOutput(acts, pre, None, None)
 
-    def loss(self, x, target=None, dead_mask=None) -> ForwardOutput:
-        self._check_batch(x, target)
-        target = x if target is None else target
-        code = self.encode(x)
-        x_hat = self.decode(code.acts)
-        mse, batch_fvu = _mse_terms(x_hat, target)
-        l0_term = StepFn.apply(code.pre, self.threshold, self.cfg.jumprelu_bandwidth).sum(-1).mean()
-        loss = mse + self.cfg.l0_coeff * l0_term
-        l0 = (code.acts != 0).float().sum(-1).mean()
-        return ForwardOutput(x_hat, code.acts, loss, {"mse": mse.detach(), "l0": l0_term.detach()}, batch_fvu, l0)
+    def penalty(self, code: EncodeOutput):
+        """The L0 count through the step function's pseudo-derivative (for theta), averaged over rows."""
+        return "l0", self.cfg.l0_coeff, StepFn.apply(code.pre, self.threshold, self.cfg.jumprelu_bandwidth).sum(-1).mean()

@@ -7,7 +7,9 @@ targets t (t = x for an SAE) and reconstructions t_hat:
 * FVU = sum ||t - t_hat||^2 / sum ||t - mean(t)||^2 (pooled over all rows; explained
   variance = 1 - FVU);
 * dead fraction = fraction of latents that never fire on the N rows;
-* mean cosine(t, t_hat).
+* mean cosine(t, t_hat);
+* density of latent i = fraction of the N rows on which f_i > 0 (its histogram on a log scale
+  is the usual picture of a dictionary's health: dead latents at 0, dense ones near 1).
 
 Spliced metrics (:func:`spliced_ce`): a real forward pass of the model in which the
 activation at ``hook_out`` is replaced, through a scoped hook, by the dictionary's output
@@ -21,12 +23,18 @@ cross-entropies L_orig (no change), L_dict (spliced) and L_zero (activation set 
 ``skip_bos`` leaves position 0 unreplaced (its activations are attention-sink outliers that
 SAELens also excludes by default).
 
-Memory: one forward pass of ``batch_size`` sequences with logits ``[batch, T, vocab]``, three times.
+:func:`evaluate_dictionary` runs both and returns the typed result
+(:class:`interp.dictionaries.results.DictionaryEvaluation`, kind ``sae`` or ``transcoder``).
+
+Memory: rows are streamed (one batch of ``batch_size`` rows and codes); the spliced metrics run one
+forward pass of ``batch_size`` sequences with logits ``[batch, T, vocab]``, three times.
+Time: one encode/decode per row, three model forwards per sequence.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +42,8 @@ import torch.nn.functional as F
 from .base import SparseCoder
 
 
-class RowMetrics(NamedTuple):
+@dataclass
+class RowMetrics:
     """Reconstruction statistics of a dictionary on N activation rows."""
 
     n_rows: int
@@ -51,12 +60,12 @@ class RowMetrics(NamedTuple):
     """Mean cosine similarity between target and reconstruction."""
     mse: float
     """Mean over rows of the squared reconstruction error summed over features."""
+    density: torch.Tensor
+    """``[d_sae]`` fraction of the rows on which each latent fires (f > 0)."""
 
-    def to_json(self) -> dict:
-        return self._asdict()
 
-
-class SplicedMetrics(NamedTuple):
+@dataclass
+class SplicedMetrics:
     """Next-token loss of the model with the dictionary spliced in place of an activation."""
 
     n_tokens: int
@@ -80,9 +89,6 @@ class SplicedMetrics(NamedTuple):
     hook_out: str
     """Hook whose activation was replaced."""
 
-    def to_json(self) -> dict:
-        return self._asdict()
-
 
 @torch.no_grad()
 def evaluate_rows(sae: SparseCoder, source, n_rows: int = 65536, batch_size: int = 4096, device=None) -> RowMetrics:
@@ -96,7 +102,7 @@ def evaluate_rows(sae: SparseCoder, source, n_rows: int = 65536, batch_size: int
     s1 = torch.zeros(c.out_dim, dtype=torch.float64, device=device)
     s2 = torch.zeros((), dtype=torch.float64, device=device)
     l0_sum = cos_sum = 0.0
-    fired = torch.zeros(c.d_sae, dtype=torch.bool, device=device)
+    fired = torch.zeros(c.d_sae, dtype=torch.long, device=device)
     for batch in source.batches(hooks, batch_size, shuffle=False, device=device, dtype=torch.float32):
         x, t = batch if multi else (batch, batch)
         take = min(x.shape[0], n_rows - n)
@@ -108,7 +114,7 @@ def evaluate_rows(sae: SparseCoder, source, n_rows: int = 65536, batch_size: int
         s2 += t.double().pow(2).sum()
         l0_sum += float((code.acts > 0).sum())
         cos_sum += float(F.cosine_similarity(t, t_hat, dim=-1).sum())
-        fired |= (code.acts > 0).any(0)
+        fired += (code.acts > 0).sum(0)
         n += take
         if n >= n_rows:
             break
@@ -116,7 +122,8 @@ def evaluate_rows(sae: SparseCoder, source, n_rows: int = 65536, batch_size: int
         raise ValueError("evaluate_rows: the source yielded no rows")
     tot = float(s2 - s1.pow(2).sum() / n)
     f = sq_err / max(tot, 1e-30)
-    return RowMetrics(n, l0_sum / n, f, 1 - f, float((~fired).float().mean()), cos_sum / n, sq_err / n)
+    return RowMetrics(n, l0_sum / n, f, 1 - f, float((fired == 0).float().mean()), cos_sum / n, sq_err / n,
+                      (fired.double() / n).float().cpu())
 
 
 def _ce_and_logp(logits: torch.Tensor, tokens: torch.Tensor):
@@ -213,3 +220,31 @@ def sequences_from_store(store, n_sequences: int) -> torch.Tensor:
     if T < 2:
         raise ValueError("the store's sequences are too short (< 2 tokens) for a next-token loss")
     return torch.stack([t[:T] for t in out])
+
+
+def evaluate_dictionary(sae: SparseCoder, store, model=None, n_tokens: int = 65536, n: int = 32,
+                        sae_path: str = "", batch_size: int = 4096):
+    """Row metrics on ``n_tokens`` store rows and, with ``model`` and ``n > 0``, the spliced CE / KL on the
+    store's first ``n`` sequences: a :class:`~interp.dictionaries.results.DictionaryEvaluation`
+    (a :class:`~interp.dictionaries.results.TranscoderEvaluation` for a transcoder)."""
+    from interp.results import encode, versions
+
+    from .results import DictionaryEvaluation, TranscoderEvaluation
+
+    for h in {sae.cfg.hook_in, sae.cfg.target_hook}:
+        if h not in store.hooks:
+            raise KeyError(f"the store {getattr(store, 'path', '')} has no rows for {h!r} (the dictionary's hook); "
+                           f"it holds {list(store.hooks)}")
+    t0 = time.perf_counter()
+    rows = evaluate_rows(sae, store, n_rows=n_tokens, batch_size=batch_size)
+    spliced = None
+    if model is not None and n > 0:
+        spliced = spliced_ce(model, sae, sequences_from_store(store, n))
+    from interp.models import model_name
+
+    manifest = getattr(store, "manifest", {})
+    cls = TranscoderEvaluation if sae.cfg.is_transcoder else DictionaryEvaluation
+    return cls(sae_path=str(sae_path), sae_config=encode(sae.cfg.to_dict()), store=str(getattr(store, "path", "")),
+               model=model_name(model) if model is not None else str(manifest.get("model", "")),
+               rows=rows, spliced=spliced, config={"n_tokens": n_tokens, "n": n, "batch_size": batch_size},
+               meta={"seconds": time.perf_counter() - t0, "versions": versions()})

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import EncodeOutput, ForwardOutput, SparseCoder, _mse_terms
+from .base import EncodeOutput, SparseCoder
 from .registry import register
 
 
@@ -28,13 +28,6 @@ class ReLUSAE(SparseCoder):
         pre = self.pre_acts(x)
         return EncodeOutput(torch.relu(pre), pre, None, None)
 
-    def loss(self, x, target=None, dead_mask=None) -> ForwardOutput:
-        self._check_batch(x, target)
-        target = x if target is None else target
-        code = self.encode(x)
-        x_hat = self.decode(code.acts)
-        mse, batch_fvu = _mse_terms(x_hat, target)
-        l1 = (code.acts * self.W_dec.norm(dim=-1)).sum(-1).mean()
-        loss = mse + self.cfg.l1_coeff * l1
-        l0 = (code.acts > 0).float().sum(-1).mean()
-        return ForwardOutput(x_hat, code.acts, loss, {"mse": mse.detach(), "l1": l1.detach()}, batch_fvu, l0)
+    def penalty(self, code: EncodeOutput):
+        """Decoder-norm-weighted L1: ``sum_i f_i ||W_dec[i]||``, averaged over rows."""
+        return "l1", self.cfg.l1_coeff, (code.acts * self.W_dec.norm(dim=-1)).sum(-1).mean()

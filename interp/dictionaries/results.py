@@ -1,0 +1,256 @@
+"""Typed results of dictionary work: an evaluation of an SAE (kind ``sae``) or a transcoder (kind
+``transcoder``), and a training run of either (kind ``dictionary_training``).
+
+Each result holds the numbers (:mod:`interp.dictionaries.metrics` defines them), writes a summary
+sentence from them and a report with its own layout: an SAE report leads with reconstruction
+(explained variance at L0) and the latent-density histogram; a transcoder report leads with what
+replacing the MLP costs the model (CE recovered); a training report with the curves.  Design
+choice: the results keep paths and configs, never weights (those are SAELens folders).
+Memory: the per-latent density vector (``d_sae`` floats) and the training history.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
+
+import torch
+
+from interp.results import Result, register
+
+from .base import SparseCoder
+from .metrics import RowMetrics, SplicedMetrics
+
+SCHEMA_VERSION = 1
+
+
+def _pct(x: float | str | None) -> str:
+    """``x`` as a percentage; "n/a" for None or a non-finite value (JSON keeps those as "nan" strings)."""
+    return "n/a" if x is None or not math.isfinite(float(x)) else f"{100 * float(x):.1f}%"
+
+
+@register
+@dataclass
+class DictionaryEvaluation(Result):
+    """An SAE evaluated on store rows and, optionally, spliced into its model."""
+
+    kind: ClassVar[str] = "sae"
+    schema_version: ClassVar[int] = SCHEMA_VERSION
+    axes: ClassVar[dict[str, str]] = {
+        "rows.density": "log10 firing density", "rows.density#0": "latents",
+        "spliced": "forward pass", "spliced.ce_orig": "next-token cross-entropy (nats)"}
+    noun: ClassVar[str] = "SAE"
+
+    sae_path: str
+    """The dictionary's folder (SAELens format), "" when evaluated from memory."""
+    sae_config: dict
+    """Its :class:`~interp.dictionaries.SAEConfig` as a dict (arch, d_in, d_sae, hook_in, hook_out, ...)."""
+    store: str
+    """The activation store the rows came from."""
+    model: str
+    """The model the store was cached from (and the dictionary spliced into)."""
+    rows: RowMetrics
+    """L0, FVU, explained variance, dead fraction, cosine, MSE and per-latent density."""
+    spliced: SplicedMetrics | None = None
+    """CE / KL with the dictionary spliced into the model; None when not measured."""
+    config: dict = field(default_factory=dict)
+    """How it was measured: ``n_tokens`` rows, ``n`` sequences, ``batch_size``."""
+    meta: dict = field(default_factory=dict)
+    """Seconds and versions."""
+
+    @classmethod
+    def _decode_field(cls, name, value):
+        if name == "rows":
+            return RowMetrics(**value)
+        if name == "spliced" and value is not None:
+            return SplicedMetrics(**value)
+        return value
+
+    # ------------------------------------------------------------------ reading
+    def _what(self) -> str:
+        c = self.sae_config
+        return f"{c.get('arch')} {self.noun} on {c.get('hook_in')} ({c.get('d_sae')} latents)"
+
+    def _spliced_sentence(self) -> str:
+        s = self.spliced
+        if s is None:
+            return "The spliced CE was not measured."
+        return (f"Spliced into {self.model} over {s.n_tokens:,} tokens, it recovers {_pct(s.ce_recovered)} of the "
+                f"cross-entropy lost to zero-ablation (CE {s.ce_orig:.3f} -> {s.ce_dict:.3f} nats; zero-ablated "
+                f"{s.ce_zero:.3f}), KL {s.kl_dict:.4f} nats (KL score {_pct(s.kl_score)}).")
+
+    def summary(self) -> str:
+        r = self.rows
+        return (f"The {self._what()} explains {_pct(r.explained_variance)} of the variance of {r.n_rows:,} rows "
+                f"at L0 {r.l0:.1f}, with {_pct(r.dead_fraction)} of latents dead. " + self._spliced_sentence())
+
+    def top_latents(self, n: int = 10) -> list[dict]:
+        """The ``n`` densest latents (index and firing density)."""
+        d = self.rows.density
+        idx = d.argsort(descending=True)[:n].tolist()
+        return [{"latent": i, "density": round(float(d[i]), 5)} for i in idx]
+
+    def _add_density(self, r) -> None:
+        d = self.rows.density.double()
+        live = d[d > 0].log10()
+        lo = math.floor(4 * float(live.min())) / 4 if live.numel() else -1.0
+        n_bins = max(1, round(-lo / 0.25))
+        counts = torch.histc(live, bins=n_bins, min=lo, max=0.0).long().tolist() if live.numel() else [0] * n_bins
+        centres = [f"{lo + 0.25 * (i + 0.5):.2f}" for i in range(n_bins)]
+        r.add_bars("Latent firing density", ["dead"] + centres, {"": [int((d == 0).sum())] + counts},
+                   x_title=self.axes["rows.density"], y_title=self.axes["rows.density#0"],
+                   caption=f"How often each of the {d.numel()} latents fires on the {self.rows.n_rows:,} rows: log10 of "
+                           f"the fraction, bins of 0.25; the first bar counts the latents that never fired "
+                           f"({_pct(self.rows.dead_fraction)}).", fields=("rows.density", "rows.density#0"))
+        r.add_table("Densest latents", self.top_latents(),
+                    caption="Latents that fire on the largest fraction of rows (candidates for dense, "
+                            "uninterpretable latents).")
+
+    def _add_spliced(self, r) -> None:
+        s = self.spliced
+        if s is None:
+            return
+        r.add_bars("Next-token loss with the dictionary spliced in", ["original", f"with {self.noun}", "zero-ablated"],
+                   {"": [s.ce_orig, s.ce_dict, s.ce_zero]}, x_title=self.axes["spliced"],
+                   y_title=self.axes["spliced.ce_orig"],
+                   caption=f"Cross-entropy of {self.model} on {s.n_tokens:,} next tokens: unchanged, with "
+                           f"{s.hook_out} replaced by the {self.noun}'s output, and with it set to zero. CE recovered "
+                           f"= {_pct(s.ce_recovered)}.", fields=("spliced", "spliced.ce_orig"))
+
+    def _add_rows_table(self, r) -> None:
+        rows = {k: v for k, v in asdict(self.rows).items() if k != "density"}
+        if self.spliced is not None:
+            rows.update({f"spliced {k}": v for k, v in asdict(self.spliced).items()})
+        r.add_table("All numbers", rows)
+
+    def _add_method(self, r) -> None:
+        r.add_section("Method",
+                      "Row metrics (SAELens definitions): L0 = mean active latents per row; FVU = pooled squared "
+                      "error / pooled variance of the target; dead = latents that never fire on these rows. "
+                      "Spliced metrics: a forward pass with the target hook replaced (BOS position kept) through a "
+                      "scoped hook; CE recovered = (CE_zero - CE_dict) / (CE_zero - CE_orig). "
+                      f"Dictionary: {self.sae_path or '(in memory)'}; store: {self.store}.")
+        r.add_table("Dictionary configuration", self.sae_config)
+
+    def _report(self):
+        from interp.reports import Report
+
+        return Report(f"{self.noun} evaluation: {self._what()}", config=self.config,
+                      meta={"model": self.model, **self.meta}, summary=self.summary())
+
+    def report(self):
+        r = self._report()
+        r.add_section("Reconstruction and sparsity")
+        self._add_density(r)
+        self._add_spliced(r)
+        self._add_rows_table(r)
+        self._add_method(r)
+        return r
+
+
+@register
+@dataclass
+class TranscoderEvaluation(DictionaryEvaluation):
+    """A transcoder (MLP input -> MLP output) evaluated as :class:`DictionaryEvaluation`; the report
+    leads with what replacing the MLP by it costs the model."""
+
+    kind: ClassVar[str] = "transcoder"
+    noun: ClassVar[str] = "transcoder"
+
+    def _what(self) -> str:
+        c = self.sae_config
+        return f"{c.get('arch')} transcoder {c.get('hook_in')} -> {c.get('hook_out')} ({c.get('d_sae')} latents)"
+
+    def summary(self) -> str:
+        r = self.rows
+        return (f"The {self._what()} predicts the MLP output with {_pct(r.explained_variance)} of its variance "
+                f"explained ({r.n_rows:,} rows) at L0 {r.l0:.1f}, {_pct(r.dead_fraction)} of latents dead. "
+                + self._spliced_sentence().replace("Spliced into", "Replacing the MLP of"))
+
+    def report(self):
+        r = self._report()
+        r.add_section("Replacing the MLP")
+        self._add_spliced(r)
+        r.add_section("Prediction of the MLP output and sparsity")
+        self._add_density(r)
+        self._add_rows_table(r)
+        self._add_method(r)
+        return r
+
+
+@register
+@dataclass
+class DictionaryTraining(Result):
+    """One training run of an SAE or transcoder: what :func:`interp.dictionaries.train_sae` returns, the
+    trained dictionary in ``sae`` (not serialised: save it with :func:`~interp.dictionaries.save_sae`)."""
+
+    kind: ClassVar[str] = "dictionary_training"
+    schema_version: ClassVar[int] = SCHEMA_VERSION
+    axes: ClassVar[dict[str, str]] = {
+        "history.step": "optimiser step", "history.fvu": "fraction of variance unexplained",
+        "history.l0": "active latents per row (L0)", "history.dead_fraction": "dead latent fraction"}
+
+    sae_config: dict
+    train_config: dict
+    steps: int
+    """Optimiser steps taken so far (over every resumed run)."""
+    total_steps: int
+    """Steps the configuration asks for."""
+    tokens: int
+    """Rows trained on so far."""
+    seconds: float
+    """Wall time of this (possibly resumed) run."""
+    tokens_per_s: float
+    fvu: float
+    """FVU of the last logged steps (training batches)."""
+    l0: float
+    dead_fraction: float
+    """Latents silent for ``dead_after_tokens`` rows at the end."""
+    history: list[dict] = field(default_factory=list)
+    """Logged steps: ``{step, tokens, lr, fvu, l0, dead_fraction, <loss terms>}``."""
+    saved_to: str = ""
+    """Where the trained dictionary was saved (SAELens format), "" if not saved."""
+    meta: dict = field(default_factory=dict)
+    sae: SparseCoder | None = field(default=None, repr=False, compare=False)
+    """The trained dictionary (eval mode); None when read back from JSON."""
+
+    @property
+    def complete(self) -> bool:
+        return self.steps >= self.total_steps
+
+    def to_json(self) -> dict:
+        out = super().to_json()
+        del out["sae"]
+        return {**out, "complete": self.complete}
+
+    def summary(self) -> str:
+        c = self.sae_config
+        what = (f"transcoder {c.get('hook_in')} -> {c.get('hook_out')}" if c.get("hook_out")
+                else f"SAE on {c.get('hook_in')}")
+        state = "trained" if self.complete else f"stopped at step {self.steps} of {self.total_steps} (rerun to resume)"
+        return (f"The {c.get('arch')} {what} ({c.get('d_sae')} latents) {state}: {self.steps} steps on "
+                f"{self.tokens:,} rows ending at FVU {self.fvu:.4f} (training batches), L0 {self.l0:.1f}, "
+                f"{_pct(self.dead_fraction)} of latents dead; {self.tokens_per_s:,.0f} rows/s.")
+
+    def report(self):
+        from interp.reports import Report
+
+        r = Report(f"Dictionary training: {self.sae_config.get('arch')} on {self.sae_config.get('hook_in')}",
+                   config=self.train_config, meta={"model": self.sae_config.get("model_name"), **self.meta},
+                   summary=self.summary())
+        if self.history:
+            steps = [h["step"] for h in self.history]
+            r.add_section("Training curves")
+            for key, title, log in (("fvu", "Reconstruction (FVU)", True), ("l0", "Sparsity (L0)", False),
+                                    ("dead_fraction", "Dead latents", False)):
+                r.add_line(title, steps, {key: [h[key] for h in self.history]}, x_title=self.axes["history.step"],
+                           y_title=self.axes[f"history.{key}"], log_y=log, fields=("history.step", f"history.{key}"),
+                           caption=f"{self.axes[f'history.{key}'].capitalize()} per logged step: the mean over the "
+                                   "training batches since the previous log" + (" (log scale)." if log else "."))
+        r.add_section("Method",
+                      "Adam with linear warm-up and decay, decoder rows kept at unit norm, b_dec initialised from "
+                      "the data (interp.dictionaries.train). Logged values are means over the training batches "
+                      f"since the previous log. Saved to {self.saved_to or '(not saved)'}.")
+        r.add_table("Dictionary configuration", self.sae_config)
+        return r
