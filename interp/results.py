@@ -152,6 +152,13 @@ class Result:
         tmp.replace(p)  # never a half-written results file
         return p
 
+    def write(self, folder: str | Path) -> tuple[Path, Path]:
+        """The one results writer: ``folder/results.json`` (:meth:`save`) and ``folder/report.html``
+        (:meth:`report`); returns both paths."""
+        folder = Path(folder)
+        rj = self.save(folder / "results.json")
+        return rj, self.report().write(folder / "report.html")
+
     # ------------------------------------------------------------------ reading
     def summary(self) -> str:
         """The finding in a sentence or two, written from the numbers."""

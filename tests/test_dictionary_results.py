@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from browser import check_result_report, needs_chromium
+from browser import check_result_report, needs_chromium, report_test
 from interp.cli.main import main
 from interp.results import load_result
 
@@ -52,6 +52,7 @@ def _train(store, hook_in, hook_out=None, steps=6):
 
 
 @needs_chromium
+@report_test("dictionary_training", "sae")
 def test_sae_evaluation_and_training(store, tiny_llama, tmp_path):
     from interp.dictionaries.metrics import evaluate_dictionary
 
@@ -79,6 +80,7 @@ def test_sae_evaluation_and_training(store, tiny_llama, tmp_path):
 
 
 @needs_chromium
+@report_test("transcoder")
 def test_transcoder_evaluation(store, tiny_llama, tmp_path):
     from interp.dictionaries.metrics import evaluate_dictionary
 
@@ -92,6 +94,7 @@ def test_transcoder_evaluation(store, tiny_llama, tmp_path):
 
 
 @needs_chromium
+@report_test("store")
 def test_store_summary(store, tmp_path):
     from interp.store.summary import summarize_store
 
@@ -109,6 +112,7 @@ def test_store_summary(store, tmp_path):
 
 
 @needs_chromium
+@report_test("snmf")
 def test_snmf_features(store, tiny_llama, tmp_path):
     from interp.decompositions.snmf import SNMFConfig
     from interp.decompositions.snmf_features import describe_snmf
@@ -123,6 +127,7 @@ def test_snmf_features(store, tiny_llama, tmp_path):
 
 
 @needs_chromium
+@report_test("lib")
 def test_lib_comparison(tiny_llama, tmp_path):
     from interp.decompositions.lib_transformer import ModelLIBSettings, compare_lib_pca
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from browser import report_test
 import torch
 
 from interp.dictionaries import SAEConfig, make
@@ -69,6 +70,7 @@ def test_dashboard_errors(tiny_store, tmp_path):
         feature_dashboard(sae, tiny_store, tmp_path / "x.html", config=DashboardConfig(), n_rows=10)
 
 
+@report_test("sae_dashboard")
 def test_dashboard_is_a_typed_result(tiny_store, tiny_llama, tmp_path):
     """The histogram counts every non-zero activation streamed (its rows sum to frequency x rows when the
     cap is not reached), the JSON round trip, `interp report` on it, and the page in Chromium."""

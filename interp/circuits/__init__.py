@@ -7,7 +7,7 @@ from .discovery import CircuitConfig, discover_circuit, rank_components
 from .edge_circuits import EdgeResult, EdgeRunConfig, run_edges
 from .faithfulness import (ComponentPatcher, Faithfulness, FaithfulnessCurve, circuit_faithfulness,
                            edge_circuit_faithfulness, faithfulness_curve)
-from .pipeline import METHODS, SEARCHES, CircuitRunConfig, run_circuit, run_method, write_outputs
+from .pipeline import METHODS, SEARCHES, CircuitRunConfig, run_circuit, run_method
 from .roles import HeadRoles, classify_heads
 from .search import SearchConfig, search_circuit
 
@@ -16,4 +16,4 @@ __all__ = [
     "FaithfulnessCurve", "HeadRoles", "METHODS", "SEARCHES", "SearchConfig", "as_edge_mask", "circuit_faithfulness",
     "classify_heads", "component_edges", "discover_circuit", "edge_circuit_faithfulness", "faithfulness_curve",
     "greedy_circuit", "prune_circuit", "rank_components", "run_circuit", "run_edges", "run_method", "search_circuit",
-    "top_n_circuit", "write_outputs"]
+    "top_n_circuit"]

@@ -30,7 +30,6 @@ on 300 components, plus ~24 for the comparison top-k curve, or n + 1 when ``sear
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,26 +94,6 @@ def token_examples(model, task, n_examples: int = 2, steps: int = 16) -> list[di
         out.append({"title": f"IG (embeddings, corrupt baseline): {task.prompts[i]}", "tokens": toks,
                     "scores": r.token_scores()[0].tolist(), "completeness_relative_delta": r.relative_delta})
     return out
-
-
-def write_outputs(results, out: str | Path) -> tuple[Path, Path | None]:
-    """``out/results.json`` and, via interp.reports, ``out/report.html`` (a typed result or a dict)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rj = out / "results.json"
-    if isinstance(results, Result):
-        results.save(rj)
-        html = out / "report.html"
-        results.report().write(html)
-        return rj, html
-    rj.write_text(json.dumps(results, indent=1, default=float))
-    try:
-        from interp.reports import render_results
-    except ImportError:  # reports module not available: results.json only
-        return rj, None
-    html = out / "report.html"
-    render_results(rj).write(html)
-    return rj, html
 
 
 @dataclass(frozen=True)
@@ -236,5 +215,5 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
         timings=timings, versions=versions(),
     )
     if out is not None:
-        write_outputs(result, out)
+        result.write(out)
     return result

@@ -46,8 +46,7 @@ def _run(args) -> int:
     model = load_model(args.model, device=args.device)
     r = compare_methods(model, args.task, n=args.n, seed=args.seed, methods=methods, progress=True,
                         corruption=args.corruption, components=components)
-    r.save(out / "results.json")
-    r.report().write(out / "report.html")
+    r.write(out)
     cts = r.config["components"]
     lines = [r.summary().replace("**", ""), "",
              f"{'method':14s} " + " ".join(f"{c:>9s}" for c in cts) + f" {'seconds':>9s}"]

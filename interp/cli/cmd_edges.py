@@ -60,7 +60,6 @@ CONFIG_FLAGS = [(("edges",), "interp.circuits.edge_circuits:EdgeRunConfig", {
 
 def _run(args) -> int:
     from interp.circuits.edge_circuits import EdgeRunConfig, run_edges
-    from interp.circuits.pipeline import write_outputs
     from interp.cli.common import out_path, parse_list
     from interp.cli.main import emit
     from interp.models import load_model
@@ -82,7 +81,7 @@ def _run(args) -> int:
     payload = {k: getattr(r, k) for k in ("config", "metric_clean", "metric_corrupt", "n_edges", "timings",
                                           "top_edges", "check", "curve", "circuit")}
     if out_path(args):
-        payload["results"] = str(write_outputs(r, out_path(args))[0])
+        payload["results"] = str(r.write(out_path(args))[0])
         lines.append(f"wrote {payload['results']} and report.html")
     emit(args, payload, "\n".join(lines))
     return 0

@@ -106,8 +106,7 @@ CONFIG_FLAGS = [
 
 def _write(args, res, out: Path, next_step: str = "") -> int:
     """``results.json`` and ``report.html`` into ``out``; the summary (or, with --json, the results) printed."""
-    res.save(out / "results.json")
-    res.report().write(out / "report.html")
+    res.write(out)
     emit(args, res.to_json(), f"{res.summary()}\nwrote {out}/results.json and report.html{next_step}")
     return 0
 

@@ -41,7 +41,6 @@ CONFIG_FLAGS = [(("sae-circuit",), "interp.circuits.sae_circuits:SAECircuitConfi
 
 def _run(args) -> int:
     from interp.circuits import sae_circuits as sc
-    from interp.circuits.pipeline import write_outputs
     from interp.cli.common import out_path, parse_list
     from interp.cli.main import emit
     from interp.models import load_model
@@ -56,7 +55,7 @@ def _run(args) -> int:
     payload = {"task": args.task, "model": r.model, "n": args.n, "top": top, "seconds": r.seconds,
                "evaluation": r.evaluation}
     if out_path(args):
-        payload["results"] = str(write_outputs(r, out_path(args))[0])
+        payload["results"] = str(r.write(out_path(args))[0])
         lines.append(f"wrote {payload['results']} and report.html")
     emit(args, payload, "\n".join(lines))
     return 0

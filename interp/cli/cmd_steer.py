@@ -86,8 +86,7 @@ def _layer(args, model) -> int:
 
 def _write(args, res) -> list[str]:
     out = Path(out_path(args))
-    res.save(out / "results.json")
-    res.report().write(out / "report.html")
+    res.write(out)
     return [f"wrote {out / 'results.json'} and {out / 'report.html'}"]
 
 

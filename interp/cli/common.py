@@ -181,9 +181,7 @@ def write_result(args, result, out, extra: str = "") -> int:
     (and ``extra`` lines) or, with ``--json``, the result's JSON on stdout."""
     from interp.cli.main import emit
 
-    out = Path(out)
-    result.save(out / "results.json")
-    result.report().write(out / "report.html")
-    lines = [result.summary(), extra, f"  wrote {out / 'results.json'}, {out / 'report.html'}"]
+    rj, html = result.write(out)
+    lines = [result.summary(), extra, f"  wrote {rj}, {html}"]
     emit(args, result.to_json(), "\n".join(x for x in lines if x))
     return 0
