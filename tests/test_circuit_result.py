@@ -34,7 +34,7 @@ def test_edges_sum_the_receivers_of_each_member(tiny_llama):
     got = {(e["source"], e["target"]): e["score"] for e in edges}
     group = tiny_llama.cfg.n_heads // (getattr(tiny_llama.cfg, "n_key_value_heads", None) or tiny_llama.cfg.n_heads)
     kv = 2 // group
-    qkv = [f"L1H2.q", f"L1KV{kv}.k", f"L1KV{kv}.v"] if group > 1 else ["L1H2.q", "L1H2.k", "L1H2.v"]
+    qkv = ["L1H2.q", f"L1KV{kv}.k", f"L1KV{kv}.v"] if group > 1 else ["L1H2.q", "L1H2.k", "L1H2.v"]
     want = sum(es.score("L0H1", r) for r in qkv)
     assert got[("L0H1", "L1H2")] == pytest.approx(want, rel=1e-12, abs=1e-12)  # same float64 sums, any order
     assert got[("MLP0", "logits")] == pytest.approx(es.score("MLP0", "logits"), rel=1e-12, abs=1e-12)

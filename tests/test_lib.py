@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from interp.decompositions.lib import LIBConfig, batched_vjp, edge_strengths, fit_lib, interaction_matrix, pca
+from interp.decompositions.lib import LIBConfig, batched_vjp, fit_lib, interaction_matrix, pca
 
 torch.set_default_dtype(torch.float32)
 

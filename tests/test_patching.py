@@ -15,7 +15,6 @@ def _task(model, same=False):
 
 def _hand_patch(model, task, hook, index, base="corrupt", value="clean"):
     """m(base run with act[index] <- value act[index]) - m(base run), by a hand-written hook."""
-    cache = {}
     src_tokens = task.clean if value == "clean" else task.corrupt
     with torch.no_grad():
         _, c = model.run_with_cache(src_tokens, names_filter=[hook])

@@ -244,11 +244,9 @@ def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str
         mats = {m: share(res, ctype) for m, res in results.items() if ctype in res.scores}
         if ctype == "attn_head":
             for m, z in mats.items():
-                L, H = z.shape
-                r.add_heatmap(f"Attention heads: {m}", z, [f"H{h}" for h in range(H)], [f"L{l}" for l in range(L)],
-                              x_title="head", y_title="layer", fields=(fld(m, ctype, 1), fld(m, ctype, 0)),
-                              caption=f"Each cell: the metric change {m} assigns to one head, as a share of the "
-                                      "clean - corrupted gap (summed over positions).")
+                r.add_layer_heads(f"Attention heads: {m}", z, fld(m, ctype),
+                                  caption=f"Each cell: the metric change {m} assigns to one head, as a share of the "
+                                          "clean - corrupted gap (summed over positions).")
         elif all(z.ndim == 1 for z in mats.values()):
             L = len(next(iter(mats.values())))
             r.add_bars(f"{ctype} per layer", [f"{ctype}{l}" for l in range(L)], mats, x_title="layer", y_title=SHARE,

@@ -39,7 +39,7 @@ from interp.attribution.ig import integrated_gradients, layer_integrated_gradien
 from interp.models import model_name
 from interp.models.hooks import component_label
 from interp.reports.attention import attention_patterns
-from interp.results import Result, versions
+from interp.results import versions
 from interp.tasks import make_task
 
 from .circuit import config_from

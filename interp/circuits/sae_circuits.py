@@ -153,7 +153,6 @@ class SAECircuitResult(Result):
 
         r = Report(f"Discrete-SAE circuit: {self.task} on {self.model}", config=self.config, summary=self.summary(),
                    meta={"model": self.model, "timings": self.seconds, "versions": self.versions})
-        L, H = self.unique_codes.shape
         maps = [("unique_codes", "Unique codes per head", "codes of the head seen on positive prompts and never on "
                  "negative ones (the node score before its softmax)"),
                 ("edge_votes", "Edge votes per head", "appearances of the head among the top head pairs by code pairs "
@@ -162,8 +161,7 @@ class SAECircuitResult(Result):
             maps.append(("patching", "Activation patching per head", "the metric change when the head is patched "
                          "with its corrupted activation (the ground truth)"))
         for name, title, what in maps:
-            r.add_heatmap(title, getattr(self, name), [f"H{h}" for h in range(H)], [f"L{l}" for l in range(L)],
-                          x_title="head", y_title="layer", fields=(f"{name}#1", f"{name}#0"), caption=f"Each cell: {what}.")
+            r.add_layer_heads(title, getattr(self, name), name, caption=f"Each cell: {what}.")
         if self.evaluation:
             r.add_table("Scores against activation patching", [
                 {"share of |effect|": s, "truth heads": ev["n_truth"], **{f"{w} {k}": ev[w][k] for w in ("node", "edge")

@@ -17,7 +17,7 @@ from interp.cli.main import UserError, emit
 
 
 def _train_flags(sub, name: str, help: str, transcoder: bool):
-    from interp.cli.common import command, default_of, renamed
+    from interp.cli.common import command, default_of
     from interp.dictionaries import SAEConfig, TrainConfig
     from interp.dictionaries.registry import ARCHS, _load_builtin
 

@@ -49,7 +49,6 @@ point; edges the same (restricted by ``max_edge_nodes`` / ``edge_positions="last
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence

@@ -183,16 +183,13 @@ def add_sink_figures(r, st: SinkStats, where: str = "", prefix: str = "") -> Non
     """Sink score and value drain (layer x head heatmaps), residual norms per layer and the first
     sequence's attention to ⟨s⟩ of the strongest sink head, into report ``r``; ``prefix`` is the
     path of ``st`` in the result that owns the report (for the figures' ``fields``)."""
-    L, H = st.sink_score.shape
-    cols, rows = [f"H{h}" for h in range(H)], [f"L{layer}" for layer in range(L)]
+    L = st.sink_score.shape[0]
     tag = f"{where}: " if where else ""
-    r.add_heatmap(f"{tag}sink score", st.sink_score, cols, rows, x_title="head", y_title="layer",
-                  fields=(f"{prefix}sink_score#1", f"{prefix}sink_score#0"),
-                  caption="Mean attention of queries q >= 1 to the first token ⟨s⟩ (blocks.ℓ.attn.hook_pattern).")
-    r.add_heatmap(f"{tag}value drain", st.value_drain, cols, rows, x_title="head", y_title="layer",
-                  fields=(f"{prefix}value_drain#1", f"{prefix}value_drain#0"),
-                  caption="‖v(⟨s⟩)‖ / mean ‖v(i>=1)‖ (blocks.ℓ.attn.hook_v): well below 1, a head that attends to "
-                          "⟨s⟩ reads almost nothing.")
+    r.add_layer_heads(f"{tag}sink score", st.sink_score, f"{prefix}sink_score",
+                      caption="Mean attention of queries q >= 1 to the first token ⟨s⟩ (blocks.ℓ.attn.hook_pattern).")
+    r.add_layer_heads(f"{tag}value drain", st.value_drain, f"{prefix}value_drain",
+                      caption="‖v(⟨s⟩)‖ / mean ‖v(i>=1)‖ (blocks.ℓ.attn.hook_v): well below 1, a head that attends to "
+                              "⟨s⟩ reads almost nothing.")
     r.add_line(f"{tag}residual norm at the first token and the others", list(range(L)),
                {"‖h(⟨s⟩)‖": st.resid_norm_sink, "max ‖h(i>=1)‖": st.resid_norm_rest_max,
                 "mean ‖h(i>=1)‖": st.resid_norm_rest_mean}, x_title="layer", y_title="residual norm", log_y=True,

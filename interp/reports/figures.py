@@ -10,6 +10,7 @@ Helpers:
 
 - :func:`heatmap` -- a matrix, e.g. layer x head scores; diverging colours centred on zero
   when the values have both signs, a sequential scale otherwise.
+- :func:`layer_head` -- a layer x head matrix with the standard labels and axis titles.
 - :func:`lines` -- one or more named series over a shared x axis (training curves, ratios).
 - :func:`faithfulness_curve` -- metric recovered vs number of components kept, with the
   target share and the chosen circuit size marked.
@@ -199,6 +200,15 @@ def heatmap(title: str, z: Any, x_labels: Sequence | None = None, y_labels: Sequ
         caption += _range_note(arr)
     note = gap_note(bad, "cells").replace("shown as gaps", "shown as grey gaps")
     return Figure(fig, caption + note, bad)
+
+
+def layer_head(title: str, z: Any, caption: str = "") -> Figure:
+    """A layer x head matrix (rows = layers ``L0..``, columns = heads ``H0..``): :func:`heatmap` with
+    the axes every per-head figure of interp uses ("head" across, "layer" down)."""
+    arr = as_array(z, title or "layer x head", ndim=2)
+    n_layers, n_heads = arr.shape
+    return heatmap(title, arr, [f"H{h}" for h in range(n_heads)], [f"L{l}" for l in range(n_layers)],
+                   x_title="head", y_title="layer", caption=caption)
 
 
 def lines(title: str, xs: Any, ys_by_name: dict[str, Any], x_title: str = "", y_title: str = "",

@@ -278,6 +278,11 @@ class Report:
         """A matrix (e.g. layer x head) as a heatmap; rows are ``y_labels`` from the top."""
         return self._add(F.heatmap(title, z, x_labels, y_labels, x_title, y_title, caption), title, fields)
 
+    def add_layer_heads(self, title: str, z: Any, field: str, caption: str = "") -> "Report":
+        """A layer x head matrix (:func:`interp.reports.figures.layer_head`); ``field`` is the result
+        field it shows (its dimension 0 is the layer, 1 the head)."""
+        return self._add(F.layer_head(title, z, caption), title, (f"{field}#1", f"{field}#0"))
+
     def add_line(self, title: str, xs: Any, ys_by_name: dict, x_title: str = "", y_title: str = "",
                  caption: str = "", log_y: bool = False, fields: Fields = None) -> "Report":
         """Named series over a shared x axis."""
