@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "interp"
 LAYERS = {  # package (first component under interp/) -> layer; keep in step with docs/architecture.md
-    "results": 0, "fastpath": 0,
+    "results": 0, "fastpath": 0, "config": 0,
     "models": 1,
     "reports": 2,
     "store": 3,
@@ -30,7 +30,8 @@ def imports(path: Path) -> list[tuple[int, str]]:
             else:
                 mod = node.module or ""
             names = [mod] if mod != "interp" else [  # `from interp import load_model` imports the root
-                f"interp.{a.name}" if (ROOT / a.name).is_dir() or a.name == "results" else "interp" for a in node.names]
+                f"interp.{a.name}" if (ROOT / a.name).is_dir() or (ROOT / f"{a.name}.py").exists() else "interp"
+                for a in node.names]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         else:

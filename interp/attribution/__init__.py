@@ -3,7 +3,7 @@ gradients, EAP/EAP-IG edge scores, edge patching).  Circuits built from these sc
 
 from .atp import AtPConfig, attribution_patching, gradient_patching
 from .components import (COMPONENT_TYPES, AttributionResult, ComponentType, cache_components, component_types,
-                         register_component_type, takes_config)
+                         register_component_type)
 from .captum_ig import captum_layer_ig
 from .edge_patching import EdgePatchResult, edge_patching
 from .edges import EdgeGraph, EdgeScores, edge_attribution, edge_graph
@@ -19,5 +19,5 @@ __all__ = [
     "LRPRule", "PatchingConfig", "RelPConfig", "activation_patching", "attribution_patching",
     "cache_components", "complement_metric", "component_types", "gradient_patching", "lrp_rules",
     "EdgeGraph", "EdgePatchResult", "EdgeScores", "edge_attribution", "edge_graph", "edge_patching",
-    "register_component_type", "register_rule", "relevance_patching", "resolve_rules", "run_with_masks", "takes_config",
+    "register_component_type", "register_rule", "relevance_patching", "resolve_rules", "run_with_masks",
 ]

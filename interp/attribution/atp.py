@@ -22,8 +22,9 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from .components import (AttributionResult, cache_components, component_types, linear_scores, per_position_set,
-                         takes_config)
+from interp.config import takes_config
+
+from .components import AttributionResult, cache_components, component_types, linear_scores, per_position_set
 
 DIRECTIONS = ("denoise", "noise")
 

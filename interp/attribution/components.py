@@ -29,7 +29,7 @@ so every method here scores SAE features unchanged once the SAE is spliced in as
 Scores are ``[L, *units]``, or ``[L, *units, T]`` per position, averaged over the batch.
 
 Every method is called ``method(model, task, components, per_position, ...)``: what to score, then its
-settings, given one way (:func:`takes_config`): as keywords that are exactly the fields of the method's
+settings, given one way (:func:`interp.config.takes_config`): as keywords that are exactly the fields of the method's
 config dataclass (``PatchingConfig``, ``AtPConfig``, ``RelPConfig``, ``IGConfig``) or as ``config=``.
 
 Memory: :func:`cache_components` keeps one activation per hook: for SmolLM2-135M, B=16,
@@ -38,9 +38,6 @@ T=16: 30 x 3 x 256 x 576 floats = 53 MB (and as much again for gradients).
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import inspect
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable, Sequence
 
@@ -98,35 +95,6 @@ def component_types(names: str | Sequence[str]) -> list[ComponentType]:
 def per_position_set(per_position, types: Sequence[ComponentType]) -> set[str]:
     """Normalise ``per_position`` (bool or list of type names) to a set of type names."""
     return {t.name for t in types} if per_position is True else set(per_position or ())
-
-
-def takes_config(cls):
-    """Decorate an entry point ``fn(..., *, config)`` so that it takes its settings one way: either
-    ``config=cls(...)`` or ``cls``'s fields as keywords, which then map one-to-one onto the fields
-    (the signature shows them with the dataclass's defaults).  Both at once is a ``TypeError`` naming
-    the conflict, never a silent winner."""
-    names = [f.name for f in dataclasses.fields(cls)]
-
-    def deco(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, config=None, **kw):
-            given = {k: kw.pop(k) for k in names if k in kw}
-            if config is not None and given:
-                raise TypeError(f"{fn.__name__}: pass either config={cls.__name__}(...) or its keywords "
-                                f"{', '.join(given)}, not both")
-            if config is not None and type(config) is not cls:  # a RelPConfig's rules would not reach AtP
-                raise TypeError(f"{fn.__name__}: config must be a {cls.__name__}, not {type(config).__name__}")
-            return fn(*args, config=cls(**given) if config is None else config, **kw)
-
-        params = [p for p in inspect.signature(fn).parameters.values() if p.name != "config"]
-        params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
-                   for f in dataclasses.fields(cls)]
-        params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
-                                        annotation=f"{cls.__name__} | None"))
-        wrapper.__signature__ = inspect.Signature(params, return_annotation=inspect.signature(fn).return_annotation)
-        return wrapper
-
-    return deco
 
 
 SHARE = "score (share of the gap)"

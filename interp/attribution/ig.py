@@ -46,12 +46,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from interp.config import takes_config
 from interp.fastpath import use_fast
 from interp.models import scoped_hooks
 
 from .atp import DIRECTIONS
-from .components import (AttributionResult, cache_components, component_types, linear_scores, per_position_set,
-                         takes_config)
+from .components import AttributionResult, cache_components, component_types, linear_scores, per_position_set
 from .fastpath import (LeanGemma3, PrefixCache, fast_forward, hook_layer, lean_forward, lean_start_layer,
                        reads_last_position_only)
 

@@ -37,12 +37,11 @@ from typing import Sequence
 
 import torch
 
+from interp.config import takes_config
+from interp.fastpath import use_fast
 from interp.models import scoped_hooks
 
-from interp.fastpath import use_fast
-
-from .components import (AttributionResult, ComponentType, cache_components, component_types, per_position_set,
-                         takes_config)
+from .components import AttributionResult, ComponentType, cache_components, component_types, per_position_set
 from .fastpath import PrefixCache, fast_forward, reads_last_position_only
 
 

@@ -20,8 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from interp.config import takes_config
+
 from .atp import AtPConfig, gradient_patching
-from .components import AttributionResult, takes_config
+from .components import AttributionResult
 from .lrp_rules import resolve_rules, rule_hooks
 
 

@@ -1,0 +1,64 @@
+"""Settings one way: an entry point takes its config dataclass or that dataclass's fields as keywords.
+
+``@takes_config(Cls)`` on ``fn(..., *, config)`` gives ``fn`` one keyword-only parameter per field
+of ``Cls`` (same name, same default, in order) beside ``config=``.  The keywords build ``Cls(**kw)``;
+``config=Cls(...)`` is passed through; both at once is a ``TypeError`` naming the clashing keywords
+(never a silent winner), and so is a config of another class (a subclass too: a ``RelPConfig``'s
+rules would not reach a function that reads only ``AtPConfig``).  ``fn`` itself always receives a
+``Cls`` instance, so its body reads one object.  Cost: one dict walk per call.
+
+Design choice: the dataclass is the single list of settings (defaults, docs, validation in
+``__post_init__``); the signature is generated from it, so the keywords cannot drift from it.
+tests/test_configure.py checks every decorated function and that no function in ``interp/`` takes
+more than eight parameters (more go into a config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+
+
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING \
+        else f.default
+
+
+def takes_config(cls):
+    """Decorate an entry point ``fn(..., *, config)`` so that it takes its settings one way: either
+    ``config=cls(...)`` or ``cls``'s fields as keywords, which then map one-to-one onto the fields
+    (the signature shows them with the dataclass's defaults).  Both at once is a ``TypeError`` naming
+    the conflict, never a silent winner.  The wrapper's ``__config__`` is ``cls``."""
+    fields = dataclasses.fields(cls)
+    names = [f.name for f in fields]
+
+    def deco(fn):
+        own = inspect.signature(fn).parameters
+        if "config" not in own or own["config"].kind is not inspect.Parameter.KEYWORD_ONLY:
+            raise TypeError(f"@takes_config: {fn.__qualname__} must take a keyword-only `config`")
+        shadowed = [n for n in names if n in own]
+        if shadowed:  # the wrapper would take these keywords for the config: fn's own would never be set
+            raise TypeError(f"@takes_config: {fn.__qualname__}'s parameters {shadowed} are fields of {cls.__name__}")
+
+        @functools.wraps(fn)
+        def wrapper(*args, config=None, **kw):
+            given = {k: kw.pop(k) for k in names if k in kw}
+            if config is not None and given:
+                raise TypeError(f"{fn.__name__}: pass either config={cls.__name__}(...) or its keywords "
+                                f"{', '.join(given)}, not both")
+            if config is not None and type(config) is not cls:
+                raise TypeError(f"{fn.__name__}: config must be a {cls.__name__}, not {type(config).__name__}")
+            return fn(*args, config=cls(**given) if config is None else config, **kw)
+
+        params = [p for p in own.values() if p.name != "config"]
+        at = next((i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD), len(params))
+        params[at:at] = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=_default(f),
+                                           annotation=f.type) for f in fields]
+        params.insert(at + len(fields), inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                                          annotation=f"{cls.__name__} | None"))
+        wrapper.__signature__ = inspect.Signature(params, return_annotation=inspect.signature(fn).return_annotation)
+        wrapper.__config__ = cls
+        return wrapper
+
+    return deco
