@@ -1,8 +1,8 @@
 """In-memory activation rows behind the activation store's batch interface.
 
 :class:`TensorSource` holds ``{hook: Tensor[n_rows, d]}`` and yields mini-batches exactly like
-``ActivationStore.batches`` (same signature: a hook or a list of hooks, ``batch_size``,
-``shuffle``, ``seed``, ``device``, ``dtype``, ``rank``, ``world_size``, ``epochs``), so the
+``ActivationStore.batches`` (a hook or a list of hooks, ``batch_size``, and the settings of
+:class:`interp.store.reader.Batching` as keywords or ``config=``), so the
 trainer never cares whether rows come from memory (tests, synthetic data) or from a store on
 disk.  The order is a function of ``(seed, epoch)`` only, which makes resumed training
 reproducible.
@@ -12,11 +12,13 @@ Memory: the tensors given (no copies besides each yielded batch).
 
 from __future__ import annotations
 
+from dataclasses import astuple
 from typing import Iterator, Sequence
 
 import torch
 
-from interp.store.reader import batch_request
+from interp.config import takes_config
+from interp.store.reader import Batching, batch_request
 
 
 class TensorSource:
@@ -52,9 +54,10 @@ class TensorSource:
         for s in range(0, self.n_rows, batch_size):
             yield self._t[hook][s:s + batch_size].to(device=device, dtype=dtype)
 
-    def batches(self, hook_or_hooks: str | Sequence[str], batch_size: int, shuffle: bool = True, seed: int = 0,
-                device=None, dtype=torch.float32, rank: int = 0, world_size: int = 1, epochs: int = 1):
-        multi, hooks = batch_request(hook_or_hooks, batch_size, rank, world_size, self._check)
+    @takes_config(Batching)
+    def batches(self, hook_or_hooks: str | Sequence[str], batch_size: int, *, config: Batching):
+        multi, hooks = batch_request(hook_or_hooks, batch_size, config, self._check)
+        shuffle, seed, device, dtype, rank, world_size, epochs = astuple(config)
         for epoch in range(epochs):
             if shuffle:
                 g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)

@@ -91,11 +91,13 @@ import warnings
 import zlib
 from collections import OrderedDict
 from pathlib import Path
-from typing import Iterator, Sequence
+from dataclasses import astuple, dataclass
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from interp.config import takes_config
 from interp.fastpath import use_fast
 
 from . import window_io as wio
@@ -163,8 +165,40 @@ class RowView:
         return f"RowView({self._stream!r}, rows={len(self)})"
 
 
-def batch_request(hook_or_hooks, batch_size: int, rank: int, world_size: int, check_hook) -> tuple[bool, list[str]]:
+@dataclass(frozen=True)
+class Batching:
+    """How ``batches()`` orders and delivers rows; an in-memory source takes the same settings."""
+
+    shuffle: bool = True
+    """Rows in a random order (a function of ``seed`` and the epoch), else in storage order."""
+    seed: int = 0
+    device: Any = None
+    """Where the batches go (``None``: the CPU)."""
+    dtype: torch.dtype | None = torch.float32
+    """The batches' dtype (``None``: the storage dtype)."""
+    rank: int = 0
+    """This process's share of the rows: every ``world_size``-th chunk from ``rank`` on."""
+    world_size: int = 1
+    epochs: int = 1
+
+
+@dataclass(frozen=True)
+class StoreBatching(Batching):
+    """:class:`Batching` plus the store's chunk shuffle and read path (see ``ActivationStore.batches``)."""
+
+    chunk_rows: int = 1024
+    """Consecutive rows read (and shuffled) as one chunk."""
+    buffer_rows: int = 65536
+    """Rows of one mixing window (rounded down to whole batches)."""
+    drop_last: bool | None = None
+    """Drop a short last batch (``None``: only when ``world_size > 1``, so every rank yields as many)."""
+    fast: bool | None = None
+    """The kernel scatter fill (``True``) or the reference one (``False``); ``None``: :func:`use_fast`."""
+
+
+def batch_request(hook_or_hooks, batch_size: int, config: Batching, check_hook) -> tuple[bool, list[str]]:
     """Validate the arguments every ``batches()`` shares; returns (several hooks asked?, the hook list)."""
+    rank, world_size = config.rank, config.world_size
     multi = not isinstance(hook_or_hooks, str)
     hooks = list(hook_or_hooks) if multi else [hook_or_hooks]
     for h in hooks:
@@ -413,22 +447,9 @@ class ActivationStore:
             pos += n
             yield _to_torch(arr, self.dtype, device, dtype)
 
-    def batches(
-        self,
-        hook_or_hooks: str | Sequence[str],
-        batch_size: int,
-        shuffle: bool = True,
-        seed: int = 0,
-        device=None,
-        dtype: torch.dtype | None = torch.float32,
-        rank: int = 0,
-        world_size: int = 1,
-        epochs: int = 1,
-        chunk_rows: int = 1024,
-        buffer_rows: int = 65536,
-        drop_last: bool | None = None,
-        fast: bool | None = None,
-    ) -> Iterator[torch.Tensor | tuple[torch.Tensor, ...]]:
+    @takes_config(StoreBatching)
+    def batches(self, hook_or_hooks: str | Sequence[str], batch_size: int, *, config: StoreBatching
+                ) -> Iterator[torch.Tensor | tuple[torch.Tensor, ...]]:
         """Mini-batches for training; a list of hooks yields aligned tuples.
 
         A chunk shuffle with a mixing window (see the module docstring for the guarantee):
@@ -450,7 +471,9 @@ class ActivationStore:
         :data:`interp.store.window_io.READ_THREADS` threads (``INTERP_STORE_READ_THREADS``, default 2)
         and plans the next window on another; the batches are the same on any number.
         """
-        multi, hooks = batch_request(hook_or_hooks, batch_size, rank, world_size, self._check_hook)
+        multi, hooks = batch_request(hook_or_hooks, batch_size, config, self._check_hook)
+        shuffle, seed, device, dtype, rank, world_size, epochs = astuple(config)[:7]
+        chunk_rows, buffer_rows, drop_last, fast = astuple(config)[7:]
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
         drop_last = world_size > 1 if drop_last is None else drop_last
