@@ -261,7 +261,7 @@ def cache_activations(
     on_cuda = device.type == "cuda"
     sink = _AsyncWriter(writer, max_jobs=2 * (len(hooks) + 3))
     staged: dict[str, torch.Tensor] = {}
-    state = {"row0": 0, "valid": 0, "finite": {}, "dtype": cfg.dtype}
+    state = {"row0": 0, "valid": 0, "finite": {}}
 
     def as_numpy(t: torch.Tensor) -> np.ndarray:
         return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
@@ -305,7 +305,7 @@ def cache_activations(
                     continue
                 i = (seq_index - 1) // B
                 if i in needed:
-                    _run_batch(forward, sink, batch, i * B, rps, s_bos, n_rows, state, device, on_cuda, staged, hooks)
+                    _run_batch(forward, sink, batch, i * B, cfg, state, device, staged)
                     bar.update(_rows_in_todo(i * B * rps, state["valid"], shard_rows, todo))
                     sink.publish_complete()
                     if on_cuda:  # the pinned buffers are reused by the next batch
@@ -413,11 +413,13 @@ def _rows_in_todo(row0: int, n: int, shard_rows: int, todo: set[int]) -> int:
     return got
 
 
-def _run_batch(forward, writer, batch, seq0, rps, s_bos, n_rows, state, device, on_cuda, staged, hooks):
-    """One forward pass over ``batch`` (sequences ``seq0...``) writing rows of every hook."""
+def _run_batch(forward, writer, batch, seq0, cfg: CacheConfig, state: dict, device, staged: dict[str, torch.Tensor]):
+    """One forward pass over ``batch`` (sequences ``seq0...``) writing rows of every hook (on CUDA from the
+    pinned buffers ``staged`` the hooks filled)."""
     tokens = torch.tensor(batch, dtype=torch.long)
+    rps, s_bos = cfg.rows_per_sequence, 1 if cfg.skip_bos else 0
     row0 = seq0 * rps
-    valid = min(len(batch) * rps, n_rows - row0)
+    valid = min(len(batch) * rps, cfg.n_tokens - row0)
     state["row0"], state["valid"] = row0, valid
     state["finite"] = {}
     forward(tokens.to(device))
@@ -425,14 +427,14 @@ def _run_batch(forward, writer, batch, seq0, rps, s_bos, n_rows, state, device, 
     if bad:  # the open shards holding these rows are deleted by the caller's abort
         raise ValueError(
             f"non-finite activations (NaN or inf) at {bad} in rows [{row0}, {row0 + valid}) (sequences "
-            f"{seq0}..{seq0 + len(batch) - 1}) when stored as {state['dtype']}; nothing from this batch was kept. "
+            f"{seq0}..{seq0 + len(batch) - 1}) when stored as {cfg.dtype}; nothing from this batch was kept. "
             "inf after an fp16 cast means the values exceed 65504: cache with --dtype bf16 or fp32; NaN/inf in the "
             "model itself means broken weights or an overflowing model dtype")
-    if on_cuda:
+    if device.type == "cuda":
         torch.cuda.current_stream(device).synchronize()
-        for h in hooks:
-            writer.write(h, row0, staged[h][:valid].view(torch.int16).numpy()
-                         if staged[h].dtype == torch.bfloat16 else staged[h][:valid].numpy())
+        for h, buf in staged.items():
+            writer.write(h, row0, buf[:valid].view(torch.int16).numpy() if buf.dtype == torch.bfloat16
+                         else buf[:valid].numpy())
     T = tokens.shape[1]
     pos = torch.arange(s_bos, T).repeat(len(batch))
     seq = torch.arange(seq0, seq0 + len(batch)).repeat_interleave(T - s_bos)

@@ -198,7 +198,6 @@ def write_store(
     shard_rows: int = 65536,
     chunk_rows: int = 8192,
     tokens: "Callable[[int, int], np.ndarray] | None" = None,
-    model: str = "external",
     description: dict | None = None,
 ) -> Path:
     """Write arrays that did not come from a caching job (e.g. SAE codes) as a store.
@@ -206,7 +205,9 @@ def write_store(
     ``rows[name](a, b)`` returns rows ``[a, b)`` of that stream as ``[b - a, d]`` (in the
     storage dtype's numpy type, ``uint16`` bit patterns for bfloat16, or any float array that
     is cast).  ``tokens(a, b)`` gives their token ids (default -1); positions are
-    ``(row, 0)``.  The same crash-safe shard protocol as :func:`cache_activations` is used.
+    ``(row, 0)``.  ``description`` (default ``{"kind": "external"}``) is the manifest's corpus
+    record, its ``"model"`` entry the manifest's model.  The same crash-safe shard protocol as
+    :func:`cache_activations` is used.
     """
     from .format import DTYPES, FORMAT_VERSION, MANIFEST, canonical_dtype, write_json_atomic
 
@@ -217,11 +218,13 @@ def write_store(
     directory = Path(directory)
     probe = {h: np.asarray(fn(0, 1)) for h, fn in rows.items()}
     widths = {h: int(np.prod(a.shape[1:])) for h, a in probe.items()}
+    description = description or {"kind": "external"}
     manifest = {
-        "format_version": FORMAT_VERSION, "model": model, "weight_hash": "", "hooks": list(rows),
+        "format_version": FORMAT_VERSION, "model": description.get("model", "external"), "weight_hash": "",
+        "hooks": list(rows),
         "row_shapes": {h: list(a.shape[1:]) for h, a in probe.items()}, "dtype": dtype, "context_length": 1,
         "batch_size": chunk_rows, "shard_rows": shard_rows, "n_rows_target": n_rows, "prepend_bos": False,
-        "skip_bos": False, "bos_token_id": None, "corpus": description or {"kind": "external"},
+        "skip_bos": False, "bos_token_id": None, "corpus": description,
         "config": {}, "shards": [], "complete": False,
     }
     directory.mkdir(parents=True, exist_ok=True)
