@@ -26,23 +26,31 @@ def _default(f: dataclasses.Field):
 
 
 def takes_config(cls):
-    """Decorate an entry point ``fn(..., *, config)`` so that it takes its settings one way: either
-    ``config=cls(...)`` or ``cls``'s fields as keywords, which then map one-to-one onto the fields
-    (the signature shows them with the dataclass's defaults).  Both at once is a ``TypeError`` naming
-    the conflict, never a silent winner.  The wrapper's ``__config__`` is ``cls``."""
+    """Decorate an entry point ``fn(..., *, config)`` (or ``fn(..., config=None, *, ...)``, the config the
+    last positional parameter) so that it takes its settings one way: either ``config=cls(...)`` or
+    ``cls``'s fields as keywords, which then map one-to-one onto the fields (the signature shows them,
+    keyword-only, with the dataclass's defaults).  Both at once is a ``TypeError`` naming the conflict,
+    never a silent winner.  The wrapper's ``__config__`` is ``cls``."""
     fields = dataclasses.fields(cls)
     names = [f.name for f in fields]
 
     def deco(fn):
         own = inspect.signature(fn).parameters
-        if "config" not in own or own["config"].kind is not inspect.Parameter.KEYWORD_ONLY:
-            raise TypeError(f"@takes_config: {fn.__qualname__} must take a keyword-only `config`")
+        P = inspect.Parameter
+        positional = [p for p in own.values() if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
+        at = len(positional) - 1 if positional and positional[-1].name == "config" else None
+        if "config" not in own or (at is None and own["config"].kind is not P.KEYWORD_ONLY):
+            raise TypeError(f"@takes_config: {fn.__qualname__} must take `config` keyword-only or last positional")
         shadowed = [n for n in names if n in own]
         if shadowed:  # the wrapper would take these keywords for the config: fn's own would never be set
             raise TypeError(f"@takes_config: {fn.__qualname__}'s parameters {shadowed} are fields of {cls.__name__}")
 
         @functools.wraps(fn)
         def wrapper(*args, config=None, **kw):
+            if at is not None and len(args) > at:  # the config given positionally
+                if config is not None or len(args) > at + 1:
+                    raise TypeError(f"{fn.__name__}: too many positional arguments")
+                args, config = args[:at], args[at]
             given = {k: kw.pop(k) for k in names if k in kw}
             if config is not None and given:
                 raise TypeError(f"{fn.__name__}: pass either config={cls.__name__}(...) or its keywords "
@@ -51,12 +59,13 @@ def takes_config(cls):
                 raise TypeError(f"{fn.__name__}: config must be a {cls.__name__}, not {type(config).__name__}")
             return fn(*args, config=cls(**given) if config is None else config, **kw)
 
-        params = [p for p in own.values() if p.name != "config"]
-        at = next((i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD), len(params))
-        params[at:at] = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=_default(f),
-                                           annotation=f.type) for f in fields]
-        params.insert(at + len(fields), inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
-                                                          annotation=f"{cls.__name__} | None"))
+        cfg = P("config", P.KEYWORD_ONLY if at is None else P.POSITIONAL_OR_KEYWORD, default=None,
+                annotation=f"{cls.__name__} | None")
+        params = [cfg if p.name == "config" else p for p in own.values() if at is not None or p.name != "config"]
+        end = next((i for i, p in enumerate(params) if p.kind is P.VAR_KEYWORD), len(params))
+        params[end:end] = [P(f.name, P.KEYWORD_ONLY, default=_default(f), annotation=f.type) for f in fields]
+        if at is None:
+            params.insert(end + len(fields), cfg)
         wrapper.__signature__ = inspect.Signature(params, return_annotation=inspect.signature(fn).return_annotation)
         wrapper.__config__ = cls
         return wrapper

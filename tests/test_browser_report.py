@@ -167,10 +167,10 @@ def test_compare_report(tiny_llama, tmp_path):
 
 @report_test("steering_comparison")
 def test_steering_comparison_report(tiny_llama, tmp_path):
-    from interp.steering import compare_methods, load_task
+    from interp.steering import GrainsConfig, compare_methods, load_task
 
     res = compare_methods(tiny_llama, load_task("sentiment", n_build=2, n_eval=2), layer=0, kl_targets=(0.02,),
-                          n_new=2, steps=2)
+                          n_new=2, grains=GrainsConfig(steps=2))
     check_result_report(res, tmp_path)
     fig = figures_in((tmp_path / "steering_comparison.html").read_text())["fig-success-versus-kl-per-method"]
     assert {t["name"]: t["y"] for t in fig["data"]} == {

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from interp.cli.main import main
-from interp.steering import (SteeringComparison, calibrate, compare_methods, load_task, mean_difference,
+from interp.steering import (GrainsConfig, SteeringComparison, calibrate, compare_methods, load_task, mean_difference,
                              vader_scores)
 from interp.steering.evaluate import response_logprob_diff
 from interp.steering.runs import kl_divergence, last_logprobs, tokenize
@@ -59,7 +59,7 @@ def test_calibration_hits_the_kl_target(tiny_llama):
 
 def test_comparison_round_trip_and_report(tiny_llama, tmp_path):
     task = load_task("sentiment", n_build=2, n_eval=2)
-    c = compare_methods(tiny_llama, task, layer=0, kl_targets=(0.02,), n_new=2, steps=2)
+    c = compare_methods(tiny_llama, task, layer=0, kl_targets=(0.02,), n_new=2, grains=GrainsConfig(steps=2))
     d = c.to_json()
     assert d["kind"] == "steering_comparison" and d["schema_version"] == 1
     back = SteeringComparison.from_json(json.loads(json.dumps(d)))

@@ -268,11 +268,3 @@ def component_edges(scores: EdgeScores, mask: torch.Tensor | None = None, member
 def node_layer(name: str, n_layers: int) -> int:
     """Column of a graph node: -1 for the embeddings, ``n_layers`` for the logits, else the component's layer."""
     return -1 if name.endswith("embed") else n_layers if name == "logits" else parse_component(name)[1]
-
-
-def config_from(cls, config, settings: dict):
-    """``config`` or ``cls(**settings)``: an entry point takes a config dataclass or its fields as
-    keywords, never both (a ``TypeError`` instead of a silent winner)."""
-    if config is not None and settings:
-        raise TypeError(f"pass either config= or the {cls.__name__} fields {sorted(settings)} as keywords, not both")
-    return config if config is not None else cls(**settings)

@@ -23,6 +23,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from interp.config import takes_config
 from interp.attribution.edge_patching import edge_patching
 from interp.attribution.edge_stages import stage_matrix
 from interp.attribution.edges import METHODS, SHARES, edge_attribution
@@ -30,7 +31,7 @@ from interp.models import model_name
 from interp.results import Result, encode, pearson_or_reason, register, versions
 from interp.tasks import make_task
 
-from .circuit import as_edge_mask, component_edges, config_from, node_layer, top_n_circuit
+from .circuit import as_edge_mask, component_edges, node_layer, top_n_circuit
 from .faithfulness import faithfulness_curve
 
 SELECTIONS = ("top-n", "greedy", "both")
@@ -208,13 +209,13 @@ class EdgeResult(Result):
         return r
 
 
-def run_edges(model, task_name: str, config: EdgeRunConfig | None = None, *, progress: bool = False,
-              **settings) -> EdgeResult:
+@takes_config(EdgeRunConfig)
+def run_edges(model, task_name: str, config: EdgeRunConfig | None = None, *, progress: bool = False) -> EdgeResult:
     """Edge scores, their check and edge circuits on ``task_name`` (see module doc): an :class:`EdgeResult`.
 
     Settings: an :class:`EdgeRunConfig` or its fields as keywords (``method="eap", sizes=(10, 100)``), not both.
     """
-    cfg = config_from(EdgeRunConfig, config, settings)
+    cfg = config
     task = make_task(task_name, model, n=cfg.n, seed=cfg.seed, corruption=cfg.corruption)
     kw = {"steps": cfg.steps, "max_tokens": cfg.max_tokens, "share": cfg.share}
     res = edge_attribution(model, task, cfg.method, **kw)

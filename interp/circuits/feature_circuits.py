@@ -44,9 +44,9 @@ from typing import NamedTuple
 
 import torch
 
+from interp.config import takes_config
 from interp.dictionaries.base import SparseCoder
 
-from .circuit import config_from
 
 
 class Contribution(NamedTuple):
@@ -189,8 +189,9 @@ class PathSearch:
     """A layer without a transcoder: ``error`` or ``mlp`` (its whole MLP output, one node; see :func:`decompose`)."""
 
 
+@takes_config(PathSearch)
 def greedy_paths(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u: torch.Tensor, layer: int,
-                 where: str = "mid", position: int = -1, config: PathSearch | None = None, **settings) -> list[Path]:
+                 where: str = "mid", position: int = -1, *, config: PathSearch) -> list[Path]:
     """Beam search for the paths carrying the most direct contribution into ``u . resid[position]``.
 
     Each hop decomposes the current vector, keeps the ``n_branches`` largest positive
@@ -198,7 +199,7 @@ def greedy_paths(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u
     paths survive each iteration.  Returns paths sorted by their last hop's contribution.
     Settings: a :class:`PathSearch` or its fields as keywords (``n_iters=2, beam=4``), not both.
     """
-    cfg = config_from(PathSearch, config, settings)
+    cfg = config
     n_iters, n_branches, beam, missing = cfg.n_iters, cfg.n_branches, cfg.beam, cfg.missing
     T = cc.tokens.shape[0]
     frontier = [(Path([], float("inf")), u.float(), layer, where, position % T)]

@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from interp.config import takes_config
 from interp.attribution import activation_patching, attribution_patching, relevance_patching
 from interp.attribution.ig import integrated_gradients, layer_integrated_gradients
 from interp.models import model_name
@@ -42,7 +43,6 @@ from interp.reports.attention import attention_patterns
 from interp.results import versions
 from interp.tasks import make_task
 
-from .circuit import config_from
 from .discovery import CircuitConfig, check_circuit_settings, discover_circuit
 from .faithfulness import circuit_faithfulness
 from .result import CircuitResult, circuit_edges
@@ -140,13 +140,14 @@ class CircuitRunConfig:
         check_circuit_settings(self.share, self.source, ("attn_head", "mlp"))
 
 
+@takes_config(CircuitRunConfig)
 def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *, out: str | Path | None = None,
-                progress: bool = False, **settings) -> CircuitResult:
+                progress: bool = False) -> CircuitResult:
     """The whole pipeline (see module doc); returns a :class:`CircuitResult` (also written when ``out``).
 
     Settings: a :class:`CircuitRunConfig` or its fields as keywords (``method="atp", n=16``), not both.
     """
-    cfg = config_from(CircuitRunConfig, config, settings)
+    cfg = config
     method, search, source, share = cfg.method, cfg.search, cfg.source, cfg.share
     t0 = time.perf_counter()
     task = make_task(task_name, model, n=cfg.n, seed=cfg.seed, corruption=cfg.corruption)

@@ -51,11 +51,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from interp.config import takes_config
 from interp.models import scoped_hooks
 from interp.models.hooks import head_label
 from interp.results import Result, register
 
-from .circuit import config_from
 
 
 @dataclass(frozen=True)
@@ -287,10 +287,11 @@ def edge_votes(counts: torch.Tensor, k: int) -> torch.Tensor:
     return torch.bincount(unrolled[:k], minlength=N)
 
 
-def sae_circuit(model, task, config: SAECircuitConfig | None = None, **settings) -> SAECircuitResult:
+@takes_config(SAECircuitConfig)
+def sae_circuit(model, task, config: SAECircuitConfig | None = None) -> SAECircuitResult:
     """Node and edge scores of every head for ``task`` (positives: clean, negatives: corrupt); see module doc.
     Settings: a :class:`SAECircuitConfig` or its fields as keywords, not both."""
-    cfg = config_from(SAECircuitConfig, config, settings)
+    cfg = config
     t0 = time.perf_counter()
     pos = head_outputs(model, task.clean, cfg.batch_size)
     neg = head_outputs(model, task.corrupt, cfg.batch_size)
@@ -359,7 +360,7 @@ def evaluate_scores(scores: torch.Tensor, truth: torch.Tensor) -> dict:
     return {"roc_auc": float(roc_auc_score(y, s)), "best_f1": float(f1), "n_true": int(y.sum()), "n": int(y.size)}
 
 
-def run_sae_circuit(model, task_name: str, config: SAECircuitConfig | None = None, *, n: int = 32, seed: int = 0,
+def run_sae_circuit(model, task_name: str, config: SAECircuitConfig | None = None, *, n: int = 32, task_seed: int = 0,
                     corruption: str | None = None, truth_n: int = 0, shares=(0.5, 0.8)) -> SAECircuitResult:
     """:func:`sae_circuit` on ``n`` prompts of ``task_name``; with ``truth_n``, activation patching of every
     head on the first ``truth_n`` prompts and :func:`evaluate_scores` of the node and edge scores against
@@ -371,10 +372,10 @@ def run_sae_circuit(model, task_name: str, config: SAECircuitConfig | None = Non
 
     if n < 1 or truth_n < 0:
         raise ValueError(f"n must be >= 1 and truth_n >= 0, got {n} and {truth_n}")
-    task = make_task(task_name, model, n=max(n, truth_n), seed=seed, corruption=corruption)
+    task = make_task(task_name, model, n=max(n, truth_n), seed=task_seed, corruption=corruption)
     r = sae_circuit(model, task.subset(slice(0, n)), config)
     r.task, r.model, r.versions = task_name, model_name(model), versions()
-    r.config.update(n=n, task_seed=seed, corruption=task.meta.get("corruption"), truth_n=truth_n)
+    r.config.update(n=n, task_seed=task_seed, corruption=task.meta.get("corruption"), truth_n=truth_n)
     if truth_n:
         ap = activation_patching(model, task.subset(slice(0, truth_n)), components=("attn_head",))
         r.patching, r.seconds["patching"] = ap.scores["attn_head"], ap.seconds

@@ -17,7 +17,7 @@ def register(subparsers) -> None:
     d = lambda f: default_of(SAECircuitConfig, f)  # noqa: E731
     run = lambda f: default_of(run_sae_circuit, f)  # noqa: E731
     p = command(subparsers, "sae-circuit", help="discrete-SAE circuit identification (node/edge head scores)",
-                out="runs/sae-circuit-<task>", model="smollm2-135m", seed=run("seed"))
+                out="runs/sae-circuit-<task>", model="smollm2-135m", seed=run("task_seed"))
     p.add_argument("task", choices=["ioi", "greater-than"])
     p.add_argument("--n", type=int, default=run("n"), help="positive (= negative) prompts")
     p.add_argument("--corruption", default=run("corruption"), choices=corruption_choices(), help=CORRUPTION_HELP)
@@ -35,7 +35,7 @@ def register(subparsers) -> None:
 CONFIG_FLAGS = [(("sae-circuit",), "interp.circuits.sae_circuits:SAECircuitConfig", {
     "sae_seed": "seed", "d_sae": "n_latents", "epochs": "epochs", "n_train": "n_train"}),
     (("sae-circuit",), "interp.circuits.sae_circuits:run_sae_circuit", {
-        "n": "n", "seed": "seed", "corruption": "corruption", "truth_n": "truth_n"})]
+        "n": "n", "seed": "task_seed", "corruption": "corruption", "truth_n": "truth_n"})]
 """(command path, config, flag dest -> field): checked by tests/test_cli_grammar.py."""
 
 
@@ -47,7 +47,7 @@ def _run(args) -> int:
 
     shares = parse_list(args.shares, "--shares", cast=float)
     cfg = sc.SAECircuitConfig(n_latents=args.d_sae, epochs=args.epochs, n_train=args.n_train, seed=args.sae_seed)
-    r = sc.run_sae_circuit(load_model(args.model, device=args.device), args.task, cfg, n=args.n, seed=args.seed,
+    r = sc.run_sae_circuit(load_model(args.model, device=args.device), args.task, cfg, n=args.n, task_seed=args.seed,
                            corruption=args.corruption, truth_n=args.truth_n, shares=shares)
     top = r.top_heads(args.top)
     lines = [r.summary(), f"{'head':8s} {'unique codes':>12s} {'edge votes':>10s}"]

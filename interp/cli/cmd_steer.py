@@ -108,8 +108,10 @@ def _build(args) -> int:
 
     torch.manual_seed(args.seed)
     model = load_model(args.model, device=args.device)
-    kw = {"corpus_tokens": args.n_tokens, "seed": args.seed} if args.method in ("sae", "snmf") else {}
-    vec = build_vector(model, args.method, _task(args), _layer(args, model), k=args.k, steps=args.ig_steps, **kw)
+    from interp.steering import FeatureSteering, GrainsConfig
+
+    vec = build_vector(model, args.method, _task(args), _layer(args, model),
+                       GrainsConfig(k=args.k, steps=args.ig_steps), FeatureSteering(corpus_tokens=args.n_tokens, seed=args.seed))
     path = vec.save(out_path(args))
     info = {"vector": str(path), "method": vec.method, "hook_name": vec.hook_name, "mode": vec.mode,
             "model_hash": vec.model_hash, "norm": float(vec.vector.norm()),
@@ -144,9 +146,11 @@ def _compare(args) -> int:
     torch.manual_seed(args.seed)
     model = load_model(args.model, device=args.device)
     methods = list(parse_list(args.methods, "--methods", METHODS))
-    res = compare_methods(model, _task(args), _layer(args, model), methods, _kl(args), n_new=args.n_new, k=args.k,
-                          steps=args.ig_steps, seed=args.seed,
-                          feature_kw={"corpus_tokens": args.n_tokens, "seed": args.seed})
+    from interp.steering import FeatureSteering, GrainsConfig
+
+    res = compare_methods(model, _task(args), _layer(args, model), methods=methods, kl_targets=_kl(args),
+                          n_new=args.n_new, seed=args.seed, grains=GrainsConfig(k=args.k, steps=args.ig_steps),
+                          features=FeatureSteering(corpus_tokens=args.n_tokens, seed=args.seed))
     lines = _write(args, res)
     emit(args, res.to_json(), "\n".join([_human(res)] + lines))
     return 0

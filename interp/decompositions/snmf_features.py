@@ -27,6 +27,7 @@ from typing import Sequence
 
 import torch
 
+from interp.config import takes_config
 from interp.models import resolve_hooks, scoped_hooks
 
 from .snmf import ActivationSet, SNMFResult
@@ -148,14 +149,19 @@ def steered_logits(model, hook: str, U: torch.Tensor, alphas: torch.Tensor, toke
         return model(tokens.to(dev))
 
 
+MAX_DOUBLINGS = 24
+"""Doublings of ``alpha0`` before :func:`calibrate_steering` gives a row up (2^24 x ``alpha0``)."""
+
+
 @torch.no_grad()
 def calibrate_steering(model, layer: int, directions: torch.Tensor, prompt: str = "I think that",
                        targets: Sequence[float] = DEFAULT_KL_TARGETS, signs: Sequence[int] = (1, -1),
-                       n_steps: int = 16, alpha0: float = 1.0, max_doublings: int = 24) -> SteeringCalibration:
+                       n_steps: int = 16, alpha0: float = 1.0) -> SteeringCalibration:
     """Bisect ``alpha`` per (direction, sign, target) so ``KL(p_base || p_steered) = target``.
 
     ``directions [m, d_mlp]`` are normalised to unit length.  One forward pass per step
-    for all rows; first ``alpha`` is doubled until every row overshoots its target.
+    for all rows; first ``alpha`` (from ``alpha0``) is doubled until every row overshoots its target
+    (at most :data:`MAX_DOUBLINGS` times; a row still short is marked not ``reached``).
     """
     (hook,) = resolve_hooks(model, [f"blocks.{layer}.mlp.hook_post"])
     D = torch.nn.functional.normalize(directions.float(), dim=-1)
@@ -179,7 +185,7 @@ def calibrate_steering(model, layer: int, directions: torch.Tensor, prompt: str 
     lo = torch.zeros(U.shape[0])
     hi = torch.full((U.shape[0],), alpha0)
     k_hi = kl_at(hi)
-    for _ in range(max_doublings):
+    for _ in range(MAX_DOUBLINGS):
         under = k_hi < tgt
         if not under.any():
             break
@@ -254,13 +260,12 @@ class CardConfig:
     """Tokens generated per steered continuation."""
 
 
-def feature_cards(model, layer: int, res: SNMFResult, acts: ActivationSet, features: Sequence[int] | None = None,
-                  config: CardConfig | None = None, **kw) -> tuple[list[FeatureCard], SteeringCalibration]:
+@takes_config(CardConfig)
+def feature_cards(model, layer: int, res: SNMFResult, acts: ActivationSet, features: Sequence[int] | None = None, *,
+                  config: CardConfig) -> tuple[list[FeatureCard], SteeringCalibration]:
     """Input contexts, vocabulary projection and calibrated steering for ``features``; ``config``, or its
     fields as keywords (not both)."""
-    if config is not None and kw:
-        raise TypeError(f"feature_cards: pass a CardConfig or its fields {sorted(kw)} as keywords, not both")
-    c = config or CardConfig(**kw)
+    c = config
     n_contexts, n_vocab, targets, prompt, n_tokens = c.n_contexts, c.n_vocab, c.targets, c.prompt, c.n_tokens
     feats = list(range(res.k)) if features is None else list(features)
     Z = res.Z[:, feats].float().cpu()

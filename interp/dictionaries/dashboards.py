@@ -28,6 +28,7 @@ from typing import ClassVar, Sequence
 
 import torch
 
+from interp.config import takes_config
 from interp.results import Result, register
 
 from .base import SparseCoder
@@ -188,9 +189,9 @@ def _tok_str(tokenizer, t: int) -> str:
 
 
 @torch.no_grad()
+@takes_config(DashboardConfig)
 def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequence[int] | None = None,
-                      model=None, config: DashboardConfig | None = None, title: str | None = None,
-                      **kw) -> FeatureDashboard:
+                      model=None, title: str | None = None, *, config: DashboardConfig) -> FeatureDashboard:
     """Write a dashboard of ``features`` (default: the 10 most frequent latents) to ``out`` (HTML).
 
     ``model`` gives the tokenizer and W_U (the logit-effect section is left out without it).
@@ -198,9 +199,7 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
     """
     from interp.results import encode, versions
 
-    if config is not None and kw:
-        raise TypeError(f"feature_dashboard: pass a DashboardConfig or its fields {sorted(kw)} as keywords, not both")
-    cfg = config or DashboardConfig(**kw)
+    cfg = config
     n_examples, window, after, n_logits = cfg.n_examples, cfg.window, cfg.after, cfg.n_logits
     c = sae.cfg
     if c.hook_in not in store.hooks:

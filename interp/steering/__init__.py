@@ -11,13 +11,13 @@ One family over the project's models, tasks and reports
   :func:`evaluate_steering` / :func:`compare_methods` (strength calibrated to equal next-token KL).
 """
 
-from .build import contrastive_token_scores, grains, layer_hook, mean_difference
-from .compare import build_vector, compare_methods
-from .features import feature_vector
+from .build import GrainsConfig, contrastive_token_scores, grains, layer_hook, mean_difference
+from .compare import SteeringCompareConfig, build_vector, compare_methods
+from .features import FeatureSteering, feature_vector
 from .evaluate import SteeringComparison, SteeringTask, calibrate, evaluate_steering, load_task, vader_scores
 from .vector import METHODS, MODES, ModelMismatchError, SteeringVector, check_model, load_vector, steer
 
 __all__ = ["SteeringVector", "steer", "load_vector", "check_model", "ModelMismatchError", "METHODS", "MODES",
            "mean_difference", "grains", "contrastive_token_scores", "layer_hook",
            "build_vector", "compare_methods", "SteeringComparison", "SteeringTask", "calibrate", "evaluate_steering",
-           "load_task", "vader_scores", "feature_vector"]
+           "load_task", "vader_scores", "feature_vector", "GrainsConfig", "FeatureSteering", "SteeringCompareConfig"]

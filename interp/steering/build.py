@@ -27,11 +27,13 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from interp.attribution.ig import layer_integrated_gradients
+from interp.config import takes_config
 from interp.models import resolve_hooks
 from interp.models.load import weight_hash
 
@@ -138,13 +140,28 @@ def _principal(diffs: torch.Tensor) -> torch.Tensor:
     return v if float(v @ mean) >= 0 else -v
 
 
-def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred: Sequence[str], layer: int,
-           k: int = 3, steps: int = 20, combine: str = "pca", site: str = "hook_resid_post") -> SteeringVector:
+@dataclass(frozen=True)
+class GrainsConfig:
+    """The settings of :func:`grains`."""
+
+    k: int = 3
+    """Tokens masked per example and mode (the top-``k`` contrastive IG scores)."""
+    steps: int = 20
+    """Integrated-gradient steps per example."""
+    combine: str = "pca"
+    """``pca`` (the reference's scripts' default: first principal direction per mode) or ``mean``."""
+    site: str = "hook_resid_post"
+    """The hook of ``layer`` read and steered."""
+
+
+@takes_config(GrainsConfig)
+def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred: Sequence[str], layer: int, *,
+           config: GrainsConfig) -> SteeringVector:
     """GrAInS steering vector from contrastive examples (see the module doc).
 
-    ``combine``: ``pca`` (the reference's scripts' default: first principal direction per mode) or ``mean``.
     ``meta['examples']`` keeps each example's prompt tokens, scores and masked positions.
     """
+    k, steps, combine, site = config.k, config.steps, config.combine, config.site
     if not (len(prompts) == len(preferred) == len(dispreferred)) or not prompts:
         raise ValueError("grains needs equally many (>= 1) prompts, preferred and dispreferred outputs")
     if combine not in ("pca", "mean"):

@@ -121,9 +121,14 @@ class Calibration:
     passes: int
 
 
+MAX_DOUBLINGS = 20
+"""Doublings of the starting strength before a KL target counts as out of reach (2^20 x ``s0``)."""
+
+
 def calibrate(model, vector: SteeringVector, token_lists, base_lp: torch.Tensor, target: float, s0: float,
-              rel_tol: float = 0.1, max_doublings: int = 20, max_bisect: int = 12) -> Calibration:
-    """The strength ``s >= 0`` whose mean next-token KL over ``token_lists`` is ``target`` (within ``rel_tol``)."""
+              rel_tol: float = 0.1, max_bisect: int = 12) -> Calibration:
+    """The strength ``s >= 0`` whose mean next-token KL over ``token_lists`` is ``target`` (within ``rel_tol``):
+    ``s0`` doubled until the KL passes the target (at most :data:`MAX_DOUBLINGS` times), then bisected."""
     if not (target > 0 and math.isfinite(target)):
         raise ValueError(f"KL targets must be positive and finite, got {target}")
     passes = 0
@@ -135,7 +140,7 @@ def calibrate(model, vector: SteeringVector, token_lists, base_lp: torch.Tensor,
 
     lo, hi = 0.0, s0
     k_hi = kl_at(hi)
-    for _ in range(max_doublings):
+    for _ in range(MAX_DOUBLINGS):
         if k_hi >= target:
             break
         lo, hi = hi, hi * 2

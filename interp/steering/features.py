@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass
 
 import torch
 
+from interp.config import takes_config
 from interp.models.load import weight_hash
 
 from .build import _hook_layer, layer_hook
@@ -49,10 +51,28 @@ def _contrast(model, task: SteeringTask, hook: str) -> tuple[torch.Tensor, torch
     return pos, neg
 
 
-def feature_vector(model, method: str, task: SteeringTask, layer: int, corpus_tokens: int = 20000,
-                   d_sae: int | None = None, snmf_k: int = 32, mode: str = "add", seed: int = 0,
-                   store_dir: str | None = None) -> SteeringVector:
+@dataclass(frozen=True)
+class FeatureSteering:
+    """The settings of :func:`feature_vector`."""
+
+    corpus_tokens: int = 20000
+    """Corpus tokens cached at the hook to train the SAE / fit the SNMF on."""
+    d_sae: int | None = None
+    """SAE width (``None``: 4 x the hook's width)."""
+    snmf_k: int = 32
+    """SNMF features."""
+    mode: str = "add"
+    """``add`` the unit direction, or ``clamp`` the SAE latent (SAE only)."""
+    seed: int = 0
+    store_dir: str | None = None
+    """Where the corpus store is written (``None``: a temporary folder)."""
+
+
+@takes_config(FeatureSteering)
+def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config: FeatureSteering) -> SteeringVector:
     """An SAE latent (``method='sae'``) or SNMF feature (``'snmf'``) direction for ``task`` (see module doc)."""
+    corpus_tokens, d_sae, snmf_k, mode, seed, store_dir = (config.corpus_tokens, config.d_sae, config.snmf_k,
+                                                           config.mode, config.seed, config.store_dir)
     if method not in ("sae", "snmf"):
         raise ValueError(f"feature_vector: method must be 'sae' or 'snmf', got {method!r}")
     if mode not in ("add", "clamp") or (method == "snmf" and mode != "add"):
