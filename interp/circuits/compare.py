@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from interp.attribution.components import AttributionResult, add_score_figures, score_axes
+from interp.config import takes_config
 from interp.results import Result, pearson_or_reason, register, versions
 from interp.tasks import make_task
 
@@ -171,15 +172,30 @@ class CompareResult(Result):
 
 
 
-def compare_methods(model, task_name: str, n: int = 8, seed: int = 0, methods=None,
-                    per_position=("resid", "attn", "mlp"), progress: bool = False,
-                    corruption: str | None = None, components=COMPONENTS) -> CompareResult:
-    """Run ``methods`` on one task; Pearson r vs patching per component type; timings.
+@dataclass(frozen=True)
+class CompareConfig:
+    """The settings of :func:`compare_methods`."""
 
-    ``corruption``: the task's corruption (``interp.tasks.CORRUPTIONS``; None = the default).
-    ``components``: the component types compared (``attn`` is the paper's attention column: each
-    layer's attention output per position; ``attn_head`` our per-head one).
-    """
+    n: int = 8
+    """Prompts of the task."""
+    seed: int = 0
+    """Seed of the prompts drawn."""
+    methods: tuple[str, ...] | None = None
+    """Of :data:`METHOD_SPECS` (``None``: all but ``ig-embed``); activation patching always runs."""
+    per_position: tuple[str, ...] = ("resid", "attn", "mlp")
+    """Component types scored per position."""
+    corruption: str | None = None
+    """The task's corruption (``interp.tasks.CORRUPTIONS``; ``None``: the task's default)."""
+    components: tuple[str, ...] = COMPONENTS
+    """The component types compared (``attn`` is the paper's attention column: each layer's attention
+    output per position; ``attn_head`` our per-head one)."""
+
+
+@takes_config(CompareConfig)
+def compare_methods(model, task_name: str, *, progress: bool = False, config: CompareConfig) -> CompareResult:
+    """Run the methods on one task; Pearson r vs patching per component type; timings."""
+    n, seed, methods, per_position, corruption, components = (config.n, config.seed, config.methods,
+                                                              config.per_position, config.corruption, config.components)
     from interp.attribution import activation_patching, attribution_patching, component_types, relevance_patching
     from interp.attribution.ig import integrated_gradients
     from interp.models import model_name

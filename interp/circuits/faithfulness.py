@@ -332,11 +332,12 @@ class FaithfulnessCurve:
 
 
 def faithfulness_curve(model, task, scores: Sequence[EdgeScores], sizes: Sequence[int], prune: bool = True,
-                       max_tokens: int = 4096, max_bytes: float = 1e9, selection: str = "top-n",
-                       fast: bool | None = None) -> FaithfulnessCurve:
+                       max_tokens: int = 4096, selection: str = "top-n", fast: bool | None = None
+                       ) -> FaithfulnessCurve:
     """Top-n (or ``selection="greedy"``) circuits, pruned, of each method's scores at each size in
     ``sizes``, evaluated together; with both selections the keys read ``method`` and ``method greedy``.
-    ``fast``: as :func:`edge_circuit_faithfulness` (``INTERP_REFERENCE=1`` switches it off)."""
+    ``max_tokens`` and ``fast``: as :func:`edge_circuit_faithfulness` (``INTERP_REFERENCE=1`` switches
+    the fast path off)."""
     if selection not in ("top-n", "greedy", "both"):
         raise ValueError(f"unknown selection {selection!r}; choose from top-n, greedy, both")
     if not scores:
@@ -353,7 +354,7 @@ def faithfulness_curve(model, task, scores: Sequence[EdgeScores], sizes: Sequenc
         [(" greedy", greedy_circuit)] if selection != "top-n" else [])
     runs = [(s.method + suffix, s, pick) for s in scores for suffix, pick in pickers]
     circuits = [pick(s, n, prune) for _, s, pick in runs for n in sizes]
-    res = edge_circuit_faithfulness(model, task, circuits, max_tokens=max_tokens, max_bytes=max_bytes, fast=fast)
+    res = edge_circuit_faithfulness(model, task, circuits, max_tokens=max_tokens, fast=fast)
     curves = {}
     for a, (name, _, _) in enumerate(runs):
         part = range(a * len(sizes), (a + 1) * len(sizes))

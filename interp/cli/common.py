@@ -48,8 +48,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def command(sub, name: str, help: str, *, out: str | None, model: str | None | bool = False,
-            seed: int | None | bool = False, device: bool | None = None, description: str | None = None,
-            **kw) -> argparse.ArgumentParser:
+            seed: int | None | bool = False, device: bool | None = None, **kw) -> argparse.ArgumentParser:
     """Add subcommand ``name`` with the shared flags.
 
     ``out``: the ``--out`` default (``runs/...``, may hold ``<task>``), ``None`` for commands that
@@ -57,9 +56,10 @@ def command(sub, name: str, help: str, *, out: str | None, model: str | None | b
     or ``False`` for commands that load no model (then no ``--model`` / ``--device``).
     ``seed``: the ``--seed`` default, or ``False`` for commands that draw nothing at random.
     ``device``: add ``--device`` (default: whenever ``--model`` is added; a command that builds its
-    own model, such as a training run, sets it alone).
+    own model, such as a training run, sets it alone).  ``kw`` goes to ``add_parser`` (``description``
+    defaults to ``help``).
     """
-    p = sub.add_parser(name, help=help, description=description or help, formatter_class=HelpFormatter, **kw)
+    p = sub.add_parser(name, help=help, formatter_class=HelpFormatter, **{"description": help, **kw})
     add_shared(p, out=out, model=model, seed=seed, device=device)
     return p
 
