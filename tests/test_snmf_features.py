@@ -130,6 +130,6 @@ def test_cli_snmf_and_lib_write_results(tmp_path):
 def test_compare_on_concepts_smollm2(smollm2):
     from interp.decompositions.snmf_compare import compare_on_concepts
 
-    out = compare_on_concepts(smollm2, 12, k=30)
+    out = compare_on_concepts(smollm2, 12)
     assert set(out["summary"]) >= {"snmf", "diffmeans"}
     assert all(abs(r["kl"] - 0.25) < 0.02 for r in out["rows"])

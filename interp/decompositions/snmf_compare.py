@@ -72,9 +72,10 @@ def _has_prepend(model) -> bool:
         return False
 
 
-def compare_on_concepts(model, layer: int, k: int = 30, snmf_cfg: SNMFConfig | None = None, sae: bool = True,
+def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, sae: bool = True,
                         kl_target: float = 0.25, prompt: str = "I think that", sae_steps: int = 300) -> dict:
-    """Detection AUC and steering proxy for SNMF, DiffMeans and (if available) a TopK SAE."""
+    """Detection AUC and steering proxy for SNMF (``snmf_cfg``; default k=30), DiffMeans and a TopK SAE of
+    4k latents (``sae``)."""
     t0 = time.perf_counter()
     hook = mlp_hook(layer)
     train, test, neu_tr, neu_te = concept_split()
@@ -91,9 +92,8 @@ def compare_on_concepts(model, layer: int, k: int = 30, snmf_cfg: SNMFConfig | N
     directions: dict[str, list[torch.Tensor]] = {}
     info: dict = {"rows": int(X.shape[0]), "hook": hook}
     # SNMF
-    cfg = snmf_cfg or SNMFConfig(k=k, max_iter=500, patience=100)
-    if cfg.k != k:
-        cfg = SNMFConfig(**{**cfg.__dict__, "k": k})
+    cfg = snmf_cfg or SNMFConfig(k=30, max_iter=500, patience=100)
+    k = cfg.k
     res = fit_snmf(X, cfg)
     Ycoef = res.Y.T.cpu()
     directions["snmf"] = [res.Z[:, _pick(Ycoef, tok_lab, c)].cpu() for c in range(len(names))]

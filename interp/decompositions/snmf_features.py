@@ -327,7 +327,7 @@ def describe_snmf(model, layer: int, cfg=None, texts: Sequence[str] | None = Non
     if compare:
         from .snmf_compare import compare_on_concepts
 
-        comparison = compare_on_concepts(model, layer, k=cfg.k, snmf_cfg=cfg)
+        comparison = compare_on_concepts(model, layer, snmf_cfg=cfg)
     return SNMFFeatures(model=model_name(model), hook=hook, source=source, fit=encode(res.to_json()),
                         features=encode([asdict(c) for c in cards]),
                         steering={"prompt": cal.prompt, "targets": list(cal.targets), "forward_passes": cal.forward_passes},

@@ -222,12 +222,12 @@ def massive_stats(model, tokens: torch.Tensor, config: MassiveConfig | None = No
 
 
 def massive_stats_from_store(store, config: MassiveConfig | None = None, tokenizer=None,
-                             batch_size: int = 4096) -> MassiveStats:
+                             read_rows: int = 4096) -> MassiveStats:
     """Detect massive activations from an ``interp.store.ActivationStore`` (rows + ``seq_pos``).
 
     Rows of one sequence must be contiguous in the store's order (they are, as written by
     ``cache_activations``); each sequence is reassembled and passed to the same detector as
-    :func:`massive_stats`.
+    :func:`massive_stats`, ``read_rows`` store rows at a time.
     """
     import fnmatch
 
@@ -239,7 +239,7 @@ def massive_stats_from_store(store, config: MassiveConfig | None = None, tokeniz
     det = _Detector(hooks, cfg, decoder(tokenizer))
     all_tokens = torch.as_tensor(np.asarray(store.tokens)).long()
     for hook in hooks:
-        for sid, rows, ids in store_sequences(store, hook, batch_size):
+        for sid, rows, ids in store_sequences(store, hook, read_rows):
             det.add(hook, rows[None], torch.tensor([sid]), all_tokens[ids][None])
     return det.result()
 
@@ -287,8 +287,7 @@ def _massive_mask(h: torch.Tensor, cfg: MassiveConfig, dim_mask: torch.Tensor) -
 
 
 @torch.no_grad()
-def heldout_kind_means(model, heldout: torch.Tensor, hook: str, dims: list[int], cfg: MassiveConfig,
-                       batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def heldout_kind_means(model, heldout: torch.Tensor, hook: str, dims: list[int], cfg: MassiveConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per token kind and dimension, the mean of the massive entries of ``heldout [N, T]`` at ``hook``.
 
     Returns ``(means [3, d_model], present [3, d_model] bool, counts [3])`` with rows in
@@ -302,7 +301,7 @@ def heldout_kind_means(model, heldout: torch.Tensor, hook: str, dims: list[int],
     codes = kind_codes(heldout, decoder(getattr(model, "tokenizer", None)))
     total = torch.zeros(len(KINDS), d_model, dtype=torch.float64)
     count = torch.zeros(len(KINDS), d_model, dtype=torch.float64)
-    bs = batch_size or cfg.batch_size
+    bs = cfg.batch_size
     state = {}
 
     def fn(h, hook):

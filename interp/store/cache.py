@@ -162,7 +162,9 @@ def cache_activations(
     """Run the caching job described by ``cfg`` and return the :class:`ActivationStore`.
 
     Resumes when ``cfg.out`` holds a partial store with the same settings.  ``rank`` /
-    ``world_size`` default to the initialised ``torch.distributed`` group (else 0 / 1).
+    ``world_size`` default to the initialised ``torch.distributed`` group (else 0 / 1).  ``model``: a
+    model already loaded, used instead of loading ``cfg.model`` (on ``cfg.device``, in ``cfg.model_dtype``);
+    the manifest records the model that ran (its name and weight hash).
     """
     from interp.models import load_model, model_name, resolve_hooks, scoped_hooks, weight_hash
 

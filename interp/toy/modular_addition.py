@@ -242,10 +242,11 @@ def load_or_train(cfg: ModAddConfig | None = None, device: str | None = None, re
     return model, meta
 
 
-def lib_vs_pca(cfg: ModAddConfig | None = None, n_fit: int = 600, n_eval: int = 500, seed: int = 0,
+def lib_vs_pca(cfg: ModAddConfig | None = None, n_fit: int = 600, n_eval: int = 500, split_seed: int = 0,
                verbose: bool = False):
     """LIB and PCA on the trained model's chain: a :class:`~interp.decompositions.results.LIBComparison`
-    with the nodes and edges each basis needs for 99% of the accuracy (module docstring)."""
+    with the nodes and edges each basis needs for 99% of the accuracy (module docstring); ``split_seed`` draws
+    the ``n_fit`` and ``n_eval`` inputs (``cfg.seed`` trains the model)."""
     from interp.decompositions.lib import LIBConfig, fit_lib, run_chain
     from interp.decompositions.lib_ablation import min_edges, min_nodes
     from interp.decompositions.results import LIBComparison, spectra
@@ -256,7 +257,7 @@ def lib_vs_pca(cfg: ModAddConfig | None = None, n_fit: int = 600, n_eval: int = 
     model = model.double()
     X, Y = dataset(cfg.p)
     names, maps = model.chain()
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(split_seed)
     fit_idx, eval_idx = torch.randperm(len(X), generator=g)[:n_fit], torch.randperm(len(X), generator=g)[:n_eval]
     acts_all = run_chain(model.embed(X), maps)
     acts_fit, acts_eval = [a[fit_idx] for a in acts_all], [a[eval_idx] for a in acts_all]
@@ -283,7 +284,8 @@ def lib_vs_pca(cfg: ModAddConfig | None = None, n_fit: int = 600, n_eval: int = 
     return LIBComparison(model=f"modular addition p={cfg.p}", names=list(names), lib=encode(fits["lib"].to_json(top=12)),
                          pca=encode(fits["pca"].to_json(top=12)), spectra={b: spectra(r) for b, r in fits.items()},
                          ablation=encode(rows), accuracy=base, target=target_all,
-                         settings={"model": encode(asdict(cfg)), "n_fit": n_fit, "n_eval": n_eval, "seed": seed},
+                         settings={"model": encode(asdict(cfg)), "n_fit": n_fit, "n_eval": n_eval,
+                                   "split_seed": split_seed},
                          notes="Node ablations are scored on all p^2 pairs, edge ablations on the n_eval pairs; "
                                "removed nodes and edges are mean-ablated.",
                          meta={"train": meta["train"] | {"history": None}, "versions": versions()})
