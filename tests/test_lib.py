@@ -247,3 +247,24 @@ def test_ln_variance_coordinate_is_isolated():
     with pytest.raises(ValueError, match="zero variance"):
         fit_lib(torch.cat([torch.ones(300, 1, dtype=torch.float64), f], 1), [lambda x: x[:, 1:] @ torch.ones(6, 2, dtype=torch.float64)],
                 cfg=LIBConfig(edges=False), isolated=[1, 0])
+
+
+@pytest.mark.parametrize("n", [1, 3, 8])
+def test_alpha_integral_is_igs_gauss_legendre_rule(n):
+    """LIB's integral over alpha uses the one quadrature, interp.attribution.ig.quadrature: the same points
+    and weights, which integrate x^k on [0, 1] exactly (1 / (k + 1)) up to degree 2n - 1, the defining
+    property of an n-point Gauss-Legendre rule; the gradient mode is the single point alpha = 1."""
+    from interp.attribution.ig import quadrature
+    from interp.decompositions.lib import _alphas
+
+    x, w = _alphas(LIBConfig(integration="gauss-legendre", n_alpha=n), torch.float64)
+    qx, qw = quadrature(n)
+    assert torch.equal(x, qx) and torch.equal(w, qw)
+    for k in range(2 * n):
+        # float64 rounding of nodes and weights: about 1e-16 per term, n <= 8 terms; 1e-13 is a wide margin
+        assert abs(float((w * x ** k).sum()) - 1 / (k + 1)) < 1e-13, k
+    # degree 2n is not exact (its error, 3.6e-10 at n = 8, is far above the rounding above): the check
+    # above is the rule's own degree, not a rule that integrates more
+    assert abs(float((w * x ** (2 * n)).sum()) - 1 / (2 * n + 1)) > 1e-12
+    g = _alphas(LIBConfig(integration="gradient"), torch.float32)
+    assert g[0].tolist() == [1.0] and g[1].tolist() == [1.0]

@@ -55,6 +55,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from interp.attribution.ig import quadrature
+
 Map = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -198,12 +200,11 @@ def _as3(f: torch.Tensor) -> torch.Tensor:
 
 
 def _alphas(cfg: LIBConfig, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points and weights of the integral over alpha: IG's Gauss-Legendre quadrature on [0, 1], or alpha = 1."""
     if cfg.integration == "gradient":
         return torch.ones(1, dtype=dtype), torch.ones(1, dtype=dtype)
-    import numpy as np
-
-    x, w = np.polynomial.legendre.leggauss(cfg.n_alpha)
-    return torch.tensor((x + 1) / 2, dtype=dtype), torch.tensor(w / 2, dtype=dtype)
+    x, w = quadrature(cfg.n_alpha)
+    return x.to(dtype), w.to(dtype)
 
 
 def run_chain(f0: torch.Tensor, maps: Sequence[Map], batch_size: int = 4096) -> list[torch.Tensor]:
