@@ -41,6 +41,8 @@ def takes_config(cls):
         at = len(positional) - 1 if positional and positional[-1].name == "config" else None
         if "config" not in own or (at is None and own["config"].kind is not P.KEYWORD_ONLY):
             raise TypeError(f"@takes_config: {fn.__qualname__} must take `config` keyword-only or last positional")
+        if any(p.kind is P.VAR_KEYWORD for p in own.values()):  # a misspelt setting would vanish into it
+            raise TypeError(f"@takes_config: {fn.__qualname__} takes **kwargs beside its config")
         shadowed = [n for n in names if n in own]
         if shadowed:  # the wrapper would take these keywords for the config: fn's own would never be set
             raise TypeError(f"@takes_config: {fn.__qualname__}'s parameters {shadowed} are fields of {cls.__name__}")
@@ -62,10 +64,8 @@ def takes_config(cls):
         cfg = P("config", P.KEYWORD_ONLY if at is None else P.POSITIONAL_OR_KEYWORD, default=None,
                 annotation=f"{cls.__name__} | None")
         params = [cfg if p.name == "config" else p for p in own.values() if at is not None or p.name != "config"]
-        end = next((i for i, p in enumerate(params) if p.kind is P.VAR_KEYWORD), len(params))
-        params[end:end] = [P(f.name, P.KEYWORD_ONLY, default=_default(f), annotation=f.type) for f in fields]
-        if at is None:
-            params.insert(end + len(fields), cfg)
+        params += [P(f.name, P.KEYWORD_ONLY, default=_default(f), annotation=f.type) for f in fields]
+        params += [cfg] if at is None else []
         wrapper.__signature__ = inspect.Signature(params, return_annotation=inspect.signature(fn).return_annotation)
         wrapper.__config__ = cls
         return wrapper

@@ -108,6 +108,8 @@ def test_takes_config_refuses_a_function_it_would_misconfigure():
         takes_config(C)(lambda x, steps=2, *, config: None)
     with pytest.raises(TypeError, match="must take `config`"):
         takes_config(C)(lambda x, steps=2: None)
+    with pytest.raises(TypeError, match="takes \\*\\*kwargs"):  # a misspelt setting would vanish into **kw
+        takes_config(C)(lambda x, *, config, **kw: None)
 
     @takes_config(C)
     def f(x, config=None):  # the config may also be the last positional parameter

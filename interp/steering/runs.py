@@ -8,7 +8,7 @@ mask to get wrong; generation is greedy without a KV cache (``n_new`` forwards o
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -104,15 +104,4 @@ def continuation_nll(model, token_lists: Sequence[torch.Tensor], continuations: 
             n0 = token_lists[i].shape[0]
             tgt = toks[j, n0:]
             out[i] = -lp[j, n0 - 1:-1].gather(-1, tgt[:, None]).mean()
-    return out
-
-
-def metric_on(model, token_lists, metric: Callable[[torch.Tensor, list[int]], torch.Tensor],
-              vector: SteeringVector | None = None, strength: float = 0.0) -> torch.Tensor:
-    """``[N]``: ``metric(logits [B, T, V], indices)`` per input, optionally steered."""
-    out = torch.zeros(len(token_lists))
-    dev = device_of(model)
-    with torch.no_grad(), _ctx(model, vector, strength):
-        for idx, toks in groups(token_lists):
-            out[idx] = metric(model(toks.to(dev)).float().cpu(), idx)
     return out
