@@ -47,14 +47,10 @@ CONFIG_FLAGS = [(("cache",), "interp.store:CacheConfig", {
 
 
 def run(args) -> int:
+    from interp.cli.common import flag_settings
     from interp.store import CacheConfig, cache_activations
 
-    cfg = CacheConfig(
-        model=args.model, hooks=args.hooks, corpus=args.corpus, n_tokens=args.n_tokens,
-        context_length=args.seq_len, batch_size=args.batch_size, dtype=args.dtype,
-        shard_rows=args.shard_rows, prepend_bos=not args.no_bos, skip_bos=args.skip_bos, out=args.out,
-        device=args.device, model_dtype=args.model_dtype, text_field=args.text_field,
-    )
+    cfg = CacheConfig(**flag_settings(args, CONFIG_FLAGS[0]), prepend_bos=not args.no_bos, skip_bos=args.skip_bos)
     store = cache_activations(cfg, progress=not args.no_progress and not args.json)
     from interp.cli.common import write_result
     from interp.store.summary import summarize_store

@@ -44,13 +44,11 @@ CONFIG_FLAGS = [(("circuit",), "interp.circuits.pipeline:CircuitRunConfig", {
 
 def _run(args) -> int:
     from interp.circuits import CircuitRunConfig, run_circuit
-    from interp.cli.common import out_path
+    from interp.cli.common import flag_settings, out_path
     from interp.cli.main import emit
     from interp.models import load_model
 
-    cfg = CircuitRunConfig(method=args.method, n=args.n, seed=args.seed, share=args.share, rules=args.rules,
-                           search=args.search, source=args.source, margin=args.margin, heldout_n=args.heldout_n,
-                           corruption=args.corruption, check_patching=not args.no_patching_check,
+    cfg = CircuitRunConfig(**flag_settings(args, CONFIG_FLAGS[0]), check_patching=not args.no_patching_check,
                            edges=not args.no_edges)  # checks every setting before the model loads
     out = out_path(args)
     r = run_circuit(load_model(args.model, device=args.device), args.task, cfg, out=out, progress=True)

@@ -34,7 +34,7 @@ def _run(args) -> int:
     from pathlib import Path
 
     from interp.circuits.compare import COMPONENTS, METHOD_SPECS, compare_methods
-    from interp.cli.common import out_path, parse_list
+    from interp.cli.common import flag_settings, out_path, parse_list
     from interp.cli.main import emit
     from interp.models import load_model
 
@@ -44,8 +44,8 @@ def _run(args) -> int:
     components = parse_list(args.components, "--components", COMPONENTS)
     out = Path(out_path(args))
     model = load_model(args.model, device=args.device)
-    r = compare_methods(model, args.task, n=args.n, seed=args.seed, methods=methods, progress=True,
-                        corruption=args.corruption, components=components)
+    r = compare_methods(model, args.task, **flag_settings(args, CONFIG_FLAGS[0]), methods=methods, progress=True,
+                        components=components)
     r.write(out)
     cts = r.config["components"]
     lines = [r.summary().replace("**", ""), "",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import out_path, write_result
+from interp.cli.common import flag_settings, out_path, write_result
 
 
 def register(sub) -> None:
@@ -72,8 +72,7 @@ def run_snmf(args) -> int:
     from interp.decompositions.snmf_features import describe_snmf
     from interp.models import load_model
 
-    cfg = SNMFConfig(k=args.k, sparsity=args.sparsity, init=args.init, max_iter=args.max_iter,
-                     patience=args.patience, n_restarts=args.restarts, device=args.device, seed=args.seed)
+    cfg = SNMFConfig(**flag_settings(args, CONFIG_FLAGS[0]))
     model = load_model(args.model, device=args.device)
     store = texts = None
     if args.store:
@@ -104,7 +103,6 @@ def run_lib(args) -> int:
     model = load_model(args.model, device=args.device)
     if max(layers) >= model.cfg.n_layers:
         raise ValueError(f"--layers must be < {model.cfg.n_layers} for {args.model}, got {layers}")
-    s = ModelLIBSettings(layers=layers, n_texts=args.n, seq_len=args.seq_len, probes=args.probes,
-                         edge_nodes=args.edge_nodes, skip_bos=not args.keep_bos,
+    s = ModelLIBSettings(layers=layers, **flag_settings(args, CONFIG_FLAGS[2]), skip_bos=not args.keep_bos,
                          isolate_ln_var=not args.no_isolate_ln_var)
     return write_result(args, compare_lib_pca(model, s), out_path(args))

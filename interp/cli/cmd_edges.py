@@ -60,7 +60,7 @@ CONFIG_FLAGS = [(("edges",), "interp.circuits.edge_circuits:EdgeRunConfig", {
 
 def _run(args) -> int:
     from interp.circuits.edge_circuits import EdgeRunConfig, run_edges
-    from interp.cli.common import out_path, parse_list
+    from interp.cli.common import flag_settings, out_path, parse_list
     from interp.cli.main import emit
     from interp.models import load_model
 
@@ -68,10 +68,8 @@ def _run(args) -> int:
     sizes = tuple(sorted(set(sizes) | set(CURVE_GRID))) if args.curve else sizes
     compare = (parse_list(args.compare, "--compare", choices=METHOD_CHOICES) if args.compare else
                tuple(m for m in METHOD_CHOICES if m != "eap-ig-activations") if args.curve else ())
-    cfg = EdgeRunConfig(method=args.method, steps=args.ig_steps, share=args.gradient_share, n=args.n, seed=args.seed,
-                        corruption=args.corruption, top=args.top, check=args.check, sizes=sizes, compare=compare,
-                        selection="both" if args.greedy else "top-n", prune=not args.no_prune,
-                        max_tokens=args.max_tokens)  # checks every setting before the model loads
+    cfg = EdgeRunConfig(**flag_settings(args, CONFIG_FLAGS[0]), sizes=sizes, compare=compare,  # checks every
+                        selection="both" if args.greedy else "top-n", prune=not args.no_prune)  # setting first
     r = run_edges(load_model(args.model, device=args.device), args.task, cfg, progress=True)
     lines = [r.summary(), f"{'edge':28s} {'score':>9s}" + (f" {'patch':>9s}" if r.check else "")]
     lines += [f"{e['edge']:28s} {e['score']:9.4f}" + (f" {e['patch']:9.4f}" if "patch" in e else "")

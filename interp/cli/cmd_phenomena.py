@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import out_path
+from interp.cli.common import flag_settings, out_path
 from interp.cli.main import UserError, emit
 
 
@@ -116,9 +116,7 @@ def run_sinks(args) -> int:
     from interp.phenomena import default_domains, domains_from_dir
     from interp.phenomena.dormant import DormantConfig, active_dormant
 
-    cfg = DormantConfig(sink_threshold=args.sink_threshold, loss_threshold=args.loss_threshold, ablation=args.ablation,
-                        heads=args.heads, max_heads=args.max_heads, heads_per_pass=args.heads_per_pass,
-                        seq_len=args.seq_len, n_seqs=args.n, n_boot=args.n_boot, ci_level=args.ci_level, seed=args.seed)
+    cfg = DormantConfig(**flag_settings(args, CONFIG_FLAGS[0]))
     domains = domains_from_dir(args.domains) if args.domains else default_domains()
     res = active_dormant(load_model(args.model, device=args.device), domains, cfg)
     return _write(args, res, Path(out_path(args)))
@@ -127,10 +125,8 @@ def run_sinks(args) -> int:
 def run_massive(args) -> int:
     from interp.phenomena.massive import MassiveConfig, massive_run
 
-    res = massive_run(args.model, args.checkpoints, MassiveConfig(abs_threshold=args.abs_threshold,
-                                                                  ratio_threshold=args.ratio_threshold),
-                      n_seqs=args.n, seq_len=args.seq_len, heldout_seqs=args.heldout_seqs, hook=args.ablation_hook,
-                      device=args.device)
+    res = massive_run(args.model, args.checkpoints, MassiveConfig(**flag_settings(args, CONFIG_FLAGS[1])),
+                      **flag_settings(args, CONFIG_FLAGS[2]), device=args.device)
     return _write(args, res, Path(out_path(args)))
 
 
@@ -138,10 +134,7 @@ def run_bb(args) -> int:
     from interp.toy.bigram_backcopy import BBTask, BBTrainConfig, bb_experiment
 
     task = BBTask(seq_len=args.seq_len)
-    cfg = BBTrainConfig(arch=args.arch, n_layers=args.n_layers, d_model=args.d_model, d_mlp=4 * args.d_model,
-                        activation=args.activation, init=args.init, steps=args.train_steps, batch_size=args.batch_size,
-                        lr=args.lr, betas=(0.9, args.beta2), warmup=args.warmup, weight_decay=args.weight_decay,
-                        seed=args.seed)
+    cfg = BBTrainConfig(**flag_settings(args, CONFIG_FLAGS[3]), d_mlp=4 * args.d_model, betas=(0.9, args.beta2))
     out = Path(out_path(args))
     if out.exists() and any(out.glob("step_*")):
         raise UserError(f"{out} already holds checkpoints; choose an empty --out")

@@ -41,14 +41,14 @@ CONFIG_FLAGS = [(("sae-circuit",), "interp.circuits.sae_circuits:SAECircuitConfi
 
 def _run(args) -> int:
     from interp.circuits import sae_circuits as sc
-    from interp.cli.common import out_path, parse_list
+    from interp.cli.common import flag_settings, out_path, parse_list
     from interp.cli.main import emit
     from interp.models import load_model
 
     shares = parse_list(args.shares, "--shares", cast=float)
-    cfg = sc.SAECircuitConfig(n_latents=args.d_sae, epochs=args.epochs, n_train=args.n_train, seed=args.sae_seed)
-    r = sc.run_sae_circuit(load_model(args.model, device=args.device), args.task, cfg, n=args.n, task_seed=args.seed,
-                           corruption=args.corruption, truth_n=args.truth_n, shares=shares)
+    cfg = sc.SAECircuitConfig(**flag_settings(args, CONFIG_FLAGS[0]))
+    r = sc.run_sae_circuit(load_model(args.model, device=args.device), args.task, cfg,
+                           **flag_settings(args, CONFIG_FLAGS[1]), shares=shares)
     top = r.top_heads(args.top)
     lines = [r.summary(), f"{'head':8s} {'unique codes':>12s} {'edge votes':>10s}"]
     lines += [f"{t['head']:8s} {t['unique_codes']:12d} {t['edge_votes']:10d}" for t in top]

@@ -132,6 +132,12 @@ def default_of(cls, name: str):
     return inspect.signature(cls).parameters[name].default
 
 
+def flag_settings(args, entry) -> dict:
+    """``{field: args.<dest>}`` for a :data:`CONFIG_FLAGS` entry ``(path, target, {dest: field})``: the
+    settings a command passes on, named once (the same mapping tests/test_cli_grammar.py checks)."""
+    return {field: getattr(args, dest) for dest, field in entry[2].items()}
+
+
 def parse_list(spec: str, flag: str, choices=None, cast=str) -> tuple:
     """A comma-separated flag value -> tuple, each item cast and checked against ``choices``."""
     try:

@@ -86,12 +86,11 @@ every file.  A mismatch raises :class:`~interp.store.format.CorruptShardError` n
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 import zlib
 from collections import OrderedDict
-from pathlib import Path
 from dataclasses import astuple, dataclass
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -101,7 +100,7 @@ from interp.config import takes_config
 from interp.fastpath import use_fast
 
 from . import window_io as wio
-from .window_io import _WindowPool, _append_destinations, _pread_full, _prefetch, _preadv_rows, _ram_bytes, _windows
+from .window_io import _WindowPool, _pread_full, _prefetch, _preadv_rows, _ram_bytes, _windows
 from .format import (
     DTYPES, SEQPOS_FILE, SHARDS, TOKENS_FILE, CorruptShardError, StoreError, crc32_file, hook_file,
     read_manifest, shard_dirname,
