@@ -20,7 +20,8 @@ import functools
 import inspect
 
 
-def _default(f: dataclasses.Field):
+def field_default(f: dataclasses.Field):
+    """A dataclass field's default (its factory called), or ``dataclasses.MISSING``."""
     return f.default_factory() if f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING \
         else f.default
 
@@ -64,7 +65,7 @@ def takes_config(cls):
         cfg = P("config", P.KEYWORD_ONLY if at is None else P.POSITIONAL_OR_KEYWORD, default=None,
                 annotation=f"{cls.__name__} | None")
         params = [cfg if p.name == "config" else p for p in own.values() if at is not None or p.name != "config"]
-        params += [P(f.name, P.KEYWORD_ONLY, default=_default(f), annotation=f.type) for f in fields]
+        params += [P(f.name, P.KEYWORD_ONLY, default=field_default(f), annotation=f.type) for f in fields]
         params += [cfg] if at is None else []
         wrapper.__signature__ = inspect.Signature(params, return_annotation=inspect.signature(fn).return_annotation)
         wrapper.__config__ = cls

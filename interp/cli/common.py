@@ -23,6 +23,8 @@ import inspect
 import json
 from pathlib import Path
 
+from interp.config import field_default
+
 HELP = {
     "json": "print one JSON document on stdout instead of the human summary",
     "debug": "show the full traceback on errors",
@@ -125,9 +127,7 @@ def default_of(cls, name: str):
     if dataclasses.is_dataclass(cls):
         for f in dataclasses.fields(cls):
             if f.name == name:
-                if f.default is not dataclasses.MISSING:
-                    return f.default
-                return f.default_factory()
+                return field_default(f)
         raise KeyError(f"{cls.__name__} has no field {name!r}")
     return inspect.signature(cls).parameters[name].default
 
