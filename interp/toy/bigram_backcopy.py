@@ -57,66 +57,8 @@ import torch.nn.functional as F
 
 from interp.results import Result, register
 
-SHAKESPEARE = """Shall I compare thee to a summer's day?
-Thou art more lovely and more temperate:
-Rough winds do shake the darling buds of May,
-And summer's lease hath all too short a date;
-Sometime too hot the eye of heaven shines,
-And often is his gold complexion dimm'd;
-And every fair from fair sometime declines,
-By chance or nature's changing course untrimm'd;
-But thy eternal summer shall not fade,
-Nor lose possession of that fair thou ow'st;
-Nor shall Death brag thou wander'st in his shade,
-When in eternal lines to time thou grow'st:
-So long as men can breathe or eyes can see,
-So long lives this, and this gives life to thee.
-
-To be, or not to be, that is the question:
-Whether 'tis nobler in the mind to suffer
-The slings and arrows of outrageous fortune,
-Or to take arms against a sea of troubles
-And by opposing end them. To die: to sleep;
-No more; and by a sleep to say we end
-The heart-ache and the thousand natural shocks
-That flesh is heir to, 'tis a consummation
-Devoutly to be wish'd. To die, to sleep;
-To sleep: perchance to dream: ay, there's the rub;
-For in that sleep of death what dreams may come
-When we have shuffled off this mortal coil,
-Must give us pause: there's the respect
-That makes calamity of so long life.
-
-Tomorrow, and tomorrow, and tomorrow,
-Creeps in this petty pace from day to day,
-To the last syllable of recorded time;
-And all our yesterdays have lighted fools
-The way to dusty death. Out, out, brief candle!
-Life's but a walking shadow, a poor player,
-That struts and frets his hour upon the stage,
-And then is heard no more. It is a tale
-Told by an idiot, full of sound and fury,
-Signifying nothing.
-
-Friends, Romans, countrymen, lend me your ears;
-I come to bury Caesar, not to praise him.
-The evil that men do lives after them;
-The good is oft interred with their bones;
-So let it be with Caesar. The noble Brutus
-Hath told you Caesar was ambitious:
-If it were so, it was a grievous fault,
-And grievously hath Caesar answer'd it.
-
-All the world's a stage,
-And all the men and women merely players;
-They have their exits and their entrances,
-And one man in his time plays many parts,
-His acts being seven ages. At first, the infant,
-Mewling and puking in the nurse's arms.
-Then the whining school-boy, with his satchel
-And shining morning face, creeping like snail
-Unwillingly to school.
-"""
+SHAKESPEARE = (Path(__file__).parent / "shakespeare.txt").read_text(encoding="utf-8")
+"""The default training text: five public-domain Shakespeare passages (data, kept beside this module)."""
 
 BOS, DELIM = "<s>", "<d>"
 
