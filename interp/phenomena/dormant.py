@@ -155,20 +155,6 @@ class DormantResult(Result):
     meta: dict = field(default_factory=dict)
     """Provenance: ``model``, ``weight_hash``, ``device``, ``seconds``, ``versions``."""
 
-    @classmethod
-    def _decode_field(cls, name, value):
-        if name == "stats":
-            return {d: SinkStats.from_json(v) for d, v in value.items()}
-        if name == "heads":
-            return [tuple(h) for h in value]
-        if name == "delta_ci":
-            return {d: [tuple(c) for c in v] for d, v in value.items()}
-        if name == "config":
-            return DormantConfig(**value)
-        if name == "attention" and value is not None:
-            return AttentionPatterns(**value)
-        return value
-
     @property
     def column_entropy(self) -> dict[str, torch.Tensor]:
         """Per domain, ``[L, H]`` Guo's column-entropy score (:attr:`SinkStats.column_entropy`)."""

@@ -452,16 +452,6 @@ class BBResult(Result):
     meta: dict = field(default_factory=dict)
     """Provenance: ``device``, ``versions``."""
 
-    @classmethod
-    def _decode_field(cls, name, value):
-        if name == "train":
-            return BBTrainConfig(**{**value, "betas": tuple(value["betas"]),
-                                    "checkpoint_steps": None if value["checkpoint_steps"] is None
-                                    else tuple(value["checkpoint_steps"])})
-        if name == "mechanism":
-            return [BBMechanism(**m) for m in value]
-        return value
-
     def copy_layer(self) -> int:
         """The layer whose head does the backcopy: its ⟨s⟩ ablation costs most at triggers (last checkpoint)."""
         last = self.mechanism[-1]
