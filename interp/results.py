@@ -240,6 +240,19 @@ def load_result(source: str | Path | dict) -> Result:
     return check_header(data).from_json(data)
 
 
+# ---------------------------------------------------------------------------------- shared checks
+def check_fields(cfg: Any, choices: dict[str, Any] | None = None, at_least: dict[str, float] | None = None) -> None:
+    """The one check of a config dataclass's fields: a ``ValueError`` naming the first field whose value
+    is not among its ``choices`` or lies below its ``at_least`` bound (``None`` values pass the bound)."""
+    name = type(cfg).__name__
+    for k, options in (choices or {}).items():
+        if getattr(cfg, k) not in options:
+            raise ValueError(f"unknown {k} {getattr(cfg, k)!r} ({name}.{k}); choose from {tuple(options)}")
+    for k, low in (at_least or {}).items():
+        if getattr(cfg, k) is not None and getattr(cfg, k) < low:
+            raise ValueError(f"{name}.{k} must be >= {low}, got {getattr(cfg, k)}")
+
+
 # ---------------------------------------------------------------------------------- shared numbers
 def pearson(a, b) -> float:
     """Pearson correlation of two flattened score arrays, in float64 (nan when either is constant;

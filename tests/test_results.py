@@ -11,7 +11,7 @@ import torch
 
 from interp.attribution import AttributionResult, attribution_patching
 from interp.reports import render_results
-from interp.results import ResultSchemaError, decode, encode, load_result, typed
+from interp.results import ResultSchemaError, check_fields, decode, encode, load_result, typed
 from interp.tasks import Task
 
 
@@ -70,6 +70,18 @@ def test_typed_rebuilds_annotated_fields_from_json():
     assert back.free == {"k": [1, 2]}  # an unparameterised dict is left as it is
     w = typed({"x": 1.0, "pair": [3, 4]}, typing.Optional[_Inner])
     assert w == _Inner(1.0, (3, 4))
+
+
+def test_check_fields_names_the_bad_field():
+    """The one config check: a value outside its choices or below its bound is refused with the field's
+    name; the bound itself, choices that match and None (an optional field left unset) pass."""
+    ok = _Inner(x=0.0, pair=(1, 2))
+    check_fields(ok, {"pair": [(1, 2)]}, {"x": 0.0})
+    check_fields(_Outer({}, None, [], (), {}), at_least={"maybe": 1})
+    with pytest.raises(ValueError, match=r"unknown pair \(1, 3\) \(_Inner.pair\)"):
+        check_fields(_Inner(0.0, (1, 3)), {"pair": [(1, 2)]})
+    with pytest.raises(ValueError, match=r"_Inner.x must be >= 0.5, got 0.0"):
+        check_fields(ok, at_least={"x": 0.5})
 
 
 def test_unknown_kind_and_newer_schema_are_clear_errors(atp_result):

@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass
 
 from interp.attribution.components import AttributionResult, component_types
+from interp.results import check_fields
 
 from .circuit import Circuit
 from .discovery import CircuitSettings, rank_components
@@ -60,10 +61,7 @@ class SearchConfig(CircuitSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.margin < 0:
-            raise ValueError(f"margin must be >= 0, got {self.margin}")
-        if self.max_group < 1:
-            raise ValueError("max_group must be >= 1")
+        check_fields(self, at_least={"margin": 0, "max_group": 1})
 
 
 def search_circuit(model, task, prior: AttributionResult | None = None, config: SearchConfig | None = None,

@@ -57,7 +57,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from interp.results import encode, versions
+from interp.results import check_fields, encode, versions
 
 from .base import SAEConfig, SparseCoder
 from .registry import make
@@ -113,18 +113,13 @@ class TrainConfig:
     """Stop after this many steps in this call (the schedule still spans ``n_tokens``); for tests/time limits."""
 
     def __post_init__(self):
-        if self.n_tokens < 1 or self.batch_size < 1:
-            raise ValueError(f"n_tokens and batch_size must be >= 1, got {self.n_tokens}, {self.batch_size}")
+        check_fields(self, {"transcoder_init": ("regression", "centre", "random"),
+                            "b_dec_init": ("geometric_median", "mean", "zeros")},
+                     {"n_tokens": 1, "batch_size": 1, "warmup_steps": 0, "checkpoint_every": 0, "log_every": 1})
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.decay_frac <= 1:
             raise ValueError(f"decay_frac must be in [0, 1], got {self.decay_frac}")
-        if self.transcoder_init not in ("regression", "centre", "random"):
-            raise ValueError(f"transcoder_init must be regression, centre or random, got {self.transcoder_init!r}")
-        if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
-            raise ValueError(f"b_dec_init must be geometric_median, mean or zeros, got {self.b_dec_init!r}")
-        if self.warmup_steps < 0 or self.checkpoint_every < 0 or self.log_every < 1:
-            raise ValueError("warmup_steps and checkpoint_every must be >= 0 and log_every >= 1")
         self.adam_betas = tuple(self.adam_betas)
 
     @property

@@ -55,7 +55,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from interp.results import Result, register
+from interp.results import Result, check_fields, register
 
 SHAKESPEARE = (Path(__file__).parent / "shakespeare.txt").read_text(encoding="utf-8")
 """The default training text: five public-domain Shakespeare passages (data, kept beside this module)."""
@@ -200,19 +200,11 @@ class BBTrainConfig:
     ``None``: :func:`log_spaced_steps` (0 and ~16 log-spaced steps)."""
 
     def __post_init__(self):
-        if self.arch not in ("gpt2", "llama"):
-            raise ValueError(f"arch must be 'gpt2' or 'llama', got {self.arch!r}")
-        if self.init not in ("hf", "paper"):
-            raise ValueError(f"init must be 'hf' or 'paper', got {self.init!r}")
-        if self.activation not in ("gelu_new", "gelu", "relu"):
-            raise ValueError(f"activation must be 'gelu_new', 'gelu' or 'relu', got {self.activation!r}")
-        for k in ("n_layers", "d_model", "d_mlp", "steps", "batch_size"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        check_fields(self, {"arch": ("gpt2", "llama"), "init": ("hf", "paper"), "activation": ("gelu_new", "gelu", "relu")},
+                     {**dict.fromkeys(("n_layers", "d_model", "d_mlp", "steps", "batch_size"), 1), "warmup": 0,
+                      "weight_decay": 0})
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.warmup < 0 or self.weight_decay < 0:
-            raise ValueError(f"warmup and weight_decay must be >= 0, got {self.warmup}, {self.weight_decay}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
 
