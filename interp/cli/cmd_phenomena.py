@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import out_path
-from interp.cli.main import UserError, emit
+from interp.cli.common import out_path, write_result
+from interp.cli.main import UserError
 
 
 def register(sub) -> None:
@@ -104,13 +104,6 @@ CONFIG_FLAGS = [
 """(command path, config, flag dest -> field): checked by tests/test_cli_grammar.py."""
 
 
-def _write(args, res, out: Path, next_step: str = "") -> int:
-    """``results.json`` and ``report.html`` into ``out``; the summary (or, with --json, the results) printed."""
-    res.write(out)
-    emit(args, res.to_json(), f"{res.summary()}\nwrote {out}/results.json and report.html{next_step}")
-    return 0
-
-
 def run_sinks(args) -> int:
     from interp.models import load_model
     from interp.phenomena import default_domains, domains_from_dir
@@ -121,7 +114,7 @@ def run_sinks(args) -> int:
                         seq_len=args.seq_len, n_seqs=args.n, n_boot=args.n_boot, ci_level=args.ci_level, seed=args.seed)
     domains = domains_from_dir(args.domains) if args.domains else default_domains()
     res = active_dormant(load_model(args.model, device=args.device), domains, cfg)
-    return _write(args, res, Path(out_path(args)))
+    return write_result(args, res, out_path(args))
 
 
 def run_massive(args) -> int:
@@ -131,7 +124,7 @@ def run_massive(args) -> int:
                                                                   ratio_threshold=args.ratio_threshold),
                       n_seqs=args.n, seq_len=args.seq_len, heldout_seqs=args.heldout_seqs, hook=args.ablation_hook,
                       device=args.device)
-    return _write(args, res, Path(out_path(args)))
+    return write_result(args, res, out_path(args))
 
 
 def run_bb(args) -> int:
@@ -145,5 +138,5 @@ def run_bb(args) -> int:
     out = Path(out_path(args))
     if out.exists() and any(out.glob("step_*")):
         raise UserError(f"{out} already holds checkpoints; choose an empty --out")
-    return _write(args, bb_experiment(out, task, cfg, device=args.device), out,
-                  f"\nnext: interp massive --checkpoints {out} --out {out}/massive")
+    return write_result(args, bb_experiment(out, task, cfg, device=args.device), out,
+                        f"  next: interp massive --checkpoints {out} --out {out}/massive")
