@@ -381,11 +381,10 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
     epochs = max(1, math.ceil(total * cfg.batch_size / max(1, source.n_rows)))
     batches = source.batches(hooks, cfg.batch_size, shuffle=True, seed=cfg.seed, device=device,
                              dtype=torch.float32, epochs=epochs)
-    bar = None
-    if cfg.progress and rank == 0:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, initial=start_step, desc=f"{sae_cfg.arch} {sae_cfg.hook_in}", unit="step")
+    bar = tqdm(total=total, initial=start_step, desc=f"{sae_cfg.arch} {sae_cfg.hook_in}", unit="step",
+               disable=not cfg.progress or rank != 0)
     history, recent, step = [], [], start_step
     t0, tokens0 = time.perf_counter(), tokens
     try:
@@ -436,10 +435,8 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
                 history.append({"step": step, "tokens": tokens, "lr": cfg.lr_at(step - 1), "fvu": fv, "l0": l0,
                                 "dead_fraction": dead_frac, **{k: float(v) for k, v in out.losses.items()}})
                 recent = []
-                if bar is not None:
-                    bar.set_postfix(L0=f"{l0:.1f}", FVU=f"{fv:.3f}", dead=f"{dead_frac:.2f}")
-            if bar is not None:
-                bar.update(1)
+                bar.set_postfix(L0=f"{l0:.1f}", FVU=f"{fv:.3f}", dead=f"{dead_frac:.2f}")
+            bar.update(1)
             if ckpt is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and rank == 0:
                 save_checkpoint(ckpt, sae, opt, since_fired, step, tokens, cfg)
     except KeyboardInterrupt:
@@ -447,8 +444,7 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
             save_checkpoint(ckpt, sae, opt, since_fired, step, tokens, cfg)
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     if ckpt is not None and rank == 0:
         save_checkpoint(ckpt, sae, opt, since_fired, step, tokens, cfg)
     if world > 1:
