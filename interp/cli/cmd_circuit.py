@@ -36,21 +36,19 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run)
 
 
-CONFIG_FLAGS = [(("circuit",), "interp.circuits.pipeline:CircuitRunConfig", {
-    "method": "method", "n": "n", "seed": "seed", "corruption": "corruption", "share": "share", "rules": "rules",
-    "search": "search", "source": "source", "margin": "margin", "heldout_n": "heldout_n"})]
+_RUN = {"method": "method", "n": "n", "seed": "seed", "corruption": "corruption", "share": "share", "rules": "rules",
+        "search": "search", "source": "source", "margin": "margin", "heldout_n": "heldout_n"}
+CONFIG_FLAGS = [(("circuit",), "interp.circuits.pipeline:CircuitRunConfig", _RUN)]
 """(command path, config, flag dest -> field / parameter): checked by tests/test_cli_grammar.py."""
 
 
 def _run(args) -> int:
     from interp.circuits import CircuitRunConfig, run_circuit
-    from interp.cli.common import out_path
+    from interp.cli.common import from_flags, out_path
     from interp.cli.main import emit
     from interp.models import load_model
 
-    cfg = CircuitRunConfig(method=args.method, n=args.n, seed=args.seed, share=args.share, rules=args.rules,
-                           search=args.search, source=args.source, margin=args.margin, heldout_n=args.heldout_n,
-                           corruption=args.corruption, check_patching=not args.no_patching_check,
+    cfg = CircuitRunConfig(**from_flags(args, _RUN), check_patching=not args.no_patching_check,
                            edges=not args.no_edges)  # checks every setting before the model loads
     out = out_path(args)
     r = run_circuit(load_model(args.model, device=args.device), args.task, cfg, out=out, progress=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import out_path, write_result
+from interp.cli.common import from_flags, out_path, write_result
 
 
 def register(sub) -> None:
@@ -55,14 +55,14 @@ def register(sub) -> None:
     q.set_defaults(func=run_lib)
 
 
+_SNMF = {"k": "k", "sparsity": "sparsity", "init": "init", "max_iter": "max_iter", "patience": "patience",
+         "restarts": "n_restarts", "seed": "seed", "device": "device"}
+_DESCRIBE = {"n_tokens": "n_tokens", "n_features": "n_features", "compare": "compare"}
+_LIB = {"n": "n_texts", "seq_len": "seq_len", "probes": "probes", "edge_nodes": "edge_nodes"}
 CONFIG_FLAGS = [
-    (("snmf",), "interp.decompositions.snmf:SNMFConfig", {
-        "k": "k", "sparsity": "sparsity", "init": "init", "max_iter": "max_iter", "patience": "patience",
-        "restarts": "n_restarts", "seed": "seed", "device": "device"}),
-    (("snmf",), "interp.decompositions.snmf_features:describe_snmf", {
-        "n_tokens": "n_tokens", "n_features": "n_features", "compare": "compare"}),
-    (("lib",), "interp.decompositions.lib_transformer:ModelLIBSettings", {
-        "n": "n_texts", "seq_len": "seq_len", "probes": "probes", "edge_nodes": "edge_nodes"}),
+    (("snmf",), "interp.decompositions.snmf:SNMFConfig", _SNMF),
+    (("snmf",), "interp.decompositions.snmf_features:describe_snmf", _DESCRIBE),
+    (("lib",), "interp.decompositions.lib_transformer:ModelLIBSettings", _LIB),
 ]
 """(command path, config, flag dest -> field): checked by tests/test_cli_grammar.py."""
 
@@ -72,8 +72,7 @@ def run_snmf(args) -> int:
     from interp.decompositions.snmf_features import describe_snmf
     from interp.models import load_model
 
-    cfg = SNMFConfig(k=args.k, sparsity=args.sparsity, init=args.init, max_iter=args.max_iter,
-                     patience=args.patience, n_restarts=args.restarts, device=args.device, seed=args.seed)
+    cfg = SNMFConfig(**from_flags(args, _SNMF))
     model = load_model(args.model, device=args.device)
     store = texts = None
     if args.store:
@@ -82,8 +81,7 @@ def run_snmf(args) -> int:
         store = ActivationStore.open(args.store)
     elif args.texts:
         texts = [ln.strip() for ln in Path(args.texts).read_text().splitlines() if ln.strip()]
-    res = describe_snmf(model, args.layer, cfg, texts=texts, store=store, n_tokens=args.n_tokens,
-                        n_features=args.n_features, compare=args.compare)
+    res = describe_snmf(model, args.layer, cfg, texts=texts, store=store, **from_flags(args, _DESCRIBE))
     cards = [f"  f{c['index']:<3} n={c['n_neurons']:<3} top: {' '.join(repr(t) for t, _ in c['vocab']['top'][:5])}"
              f"  steer+: {c['steered']['+']!r}" for c in res.features]
     return write_result(args, res, out_path(args), "\n".join(cards))
@@ -104,7 +102,6 @@ def run_lib(args) -> int:
     model = load_model(args.model, device=args.device)
     if max(layers) >= model.cfg.n_layers:
         raise ValueError(f"--layers must be < {model.cfg.n_layers} for {args.model}, got {layers}")
-    s = ModelLIBSettings(layers=layers, n_texts=args.n, seq_len=args.seq_len, probes=args.probes,
-                         edge_nodes=args.edge_nodes, skip_bos=not args.keep_bos,
+    s = ModelLIBSettings(**from_flags(args, _LIB), layers=layers, skip_bos=not args.keep_bos,
                          isolate_ln_var=not args.no_isolate_ln_var)
     return write_result(args, compare_lib_pca(model, s), out_path(args))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import out_path, write_result
+from interp.cli.common import from_flags, out_path, write_result
 from interp.cli.main import UserError
 
 
@@ -86,19 +86,19 @@ def register(sub) -> None:
     p.set_defaults(func=run_bb)
 
 
+_DORMANT = {"seq_len": "seq_len", "n": "n_seqs", "sink_threshold": "sink_threshold", "loss_threshold": "loss_threshold",
+            "ablation": "ablation", "heads": "heads", "max_heads": "max_heads", "heads_per_pass": "heads_per_pass",
+            "n_boot": "n_boot", "ci_level": "ci_level", "seed": "seed"}
+_MASSIVE = {"abs_threshold": "abs_threshold", "ratio_threshold": "ratio_threshold"}
+_MASSIVE_RUN = {"n": "n_seqs", "seq_len": "seq_len", "heldout_seqs": "heldout_seqs", "ablation_hook": "hook"}
+_BB = {"train_steps": "steps", "n_layers": "n_layers", "d_model": "d_model", "arch": "arch", "init": "init",
+       "activation": "activation", "batch_size": "batch_size", "lr": "lr", "warmup": "warmup",
+       "weight_decay": "weight_decay", "seed": "seed"}
 CONFIG_FLAGS = [
-    (("sinks",), "interp.phenomena.dormant:DormantConfig", {
-        "seq_len": "seq_len", "n": "n_seqs", "sink_threshold": "sink_threshold", "loss_threshold": "loss_threshold",
-        "ablation": "ablation", "heads": "heads", "max_heads": "max_heads", "heads_per_pass": "heads_per_pass",
-        "n_boot": "n_boot", "ci_level": "ci_level", "seed": "seed"}),
-    (("massive",), "interp.phenomena.massive:MassiveConfig", {
-        "abs_threshold": "abs_threshold", "ratio_threshold": "ratio_threshold"}),
-    (("massive",), "interp.phenomena.massive:massive_run", {
-        "n": "n_seqs", "seq_len": "seq_len", "heldout_seqs": "heldout_seqs", "ablation_hook": "hook"}),
-    (("bigram-backcopy",), "interp.toy.bigram_backcopy:BBTrainConfig", {
-        "train_steps": "steps", "n_layers": "n_layers", "d_model": "d_model", "arch": "arch", "init": "init",
-        "activation": "activation", "batch_size": "batch_size", "lr": "lr", "warmup": "warmup",
-        "weight_decay": "weight_decay", "seed": "seed"}),
+    (("sinks",), "interp.phenomena.dormant:DormantConfig", _DORMANT),
+    (("massive",), "interp.phenomena.massive:MassiveConfig", _MASSIVE),
+    (("massive",), "interp.phenomena.massive:massive_run", _MASSIVE_RUN),
+    (("bigram-backcopy",), "interp.toy.bigram_backcopy:BBTrainConfig", _BB),
     (("bigram-backcopy",), "interp.toy.bigram_backcopy:BBTask", {"seq_len": "seq_len"}),
 ]
 """(command path, config, flag dest -> field): checked by tests/test_cli_grammar.py."""
@@ -109,9 +109,7 @@ def run_sinks(args) -> int:
     from interp.phenomena import default_domains, domains_from_dir
     from interp.phenomena.dormant import DormantConfig, active_dormant
 
-    cfg = DormantConfig(sink_threshold=args.sink_threshold, loss_threshold=args.loss_threshold, ablation=args.ablation,
-                        heads=args.heads, max_heads=args.max_heads, heads_per_pass=args.heads_per_pass,
-                        seq_len=args.seq_len, n_seqs=args.n, n_boot=args.n_boot, ci_level=args.ci_level, seed=args.seed)
+    cfg = DormantConfig(**from_flags(args, _DORMANT))
     domains = domains_from_dir(args.domains) if args.domains else default_domains()
     res = active_dormant(load_model(args.model, device=args.device), domains, cfg)
     return write_result(args, res, out_path(args))
@@ -120,10 +118,8 @@ def run_sinks(args) -> int:
 def run_massive(args) -> int:
     from interp.phenomena.massive import MassiveConfig, massive_run
 
-    res = massive_run(args.model, args.checkpoints, MassiveConfig(abs_threshold=args.abs_threshold,
-                                                                  ratio_threshold=args.ratio_threshold),
-                      n_seqs=args.n, seq_len=args.seq_len, heldout_seqs=args.heldout_seqs, hook=args.ablation_hook,
-                      device=args.device)
+    res = massive_run(args.model, args.checkpoints, MassiveConfig(**from_flags(args, _MASSIVE)), device=args.device,
+                      **from_flags(args, _MASSIVE_RUN))
     return write_result(args, res, out_path(args))
 
 
@@ -131,10 +127,7 @@ def run_bb(args) -> int:
     from interp.toy.bigram_backcopy import BBTask, BBTrainConfig, bb_experiment
 
     task = BBTask(seq_len=args.seq_len)
-    cfg = BBTrainConfig(arch=args.arch, n_layers=args.n_layers, d_model=args.d_model, d_mlp=4 * args.d_model,
-                        activation=args.activation, init=args.init, steps=args.train_steps, batch_size=args.batch_size,
-                        lr=args.lr, betas=(0.9, args.beta2), warmup=args.warmup, weight_decay=args.weight_decay,
-                        seed=args.seed)
+    cfg = BBTrainConfig(**from_flags(args, _BB), d_mlp=4 * args.d_model, betas=(0.9, args.beta2))
     out = Path(out_path(args))
     if out.exists() and any(out.glob("step_*")):
         raise UserError(f"{out} already holds checkpoints; choose an empty --out")

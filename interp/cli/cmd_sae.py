@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import out_path, write_result
+from interp.cli.common import from_flags, out_path, write_result
 from interp.cli.main import UserError, emit
 
 
@@ -152,16 +152,12 @@ def run_train(args) -> int:
         if h not in store.hooks:
             raise UserError(f"the store {args.store} has no rows for {h!r}; it holds {store.hooks}")
     d_in = store.d(hook_in)
-    scfg = SAEConfig(arch=args.arch, d_in=d_in, d_sae=args.d_sae or args.expansion * d_in,
-                     d_out=store.d(hook_out) if hook_out else None, hook_in=hook_in, hook_out=hook_out, k=args.k,
-                     k_aux=args.k_aux, aux_coeff=args.aux_coeff, l1_coeff=args.l1_coeff, l0_coeff=args.l0_coeff,
-                     jumprelu_bandwidth=args.bandwidth, model_name=str(store.manifest.get("model", "")),
+    scfg = SAEConfig(**from_flags(args, _SAE), d_in=d_in, d_sae=args.d_sae or args.expansion * d_in,
+                     d_out=store.d(hook_out) if hook_out else None, hook_in=hook_in, hook_out=hook_out,
+                     model_name=str(store.manifest.get("model", "")),
                      context_length=store.manifest.get("context_length"), extra={"store": str(args.store)})
     out = Path(out_path(args))
-    tcfg = TrainConfig(n_tokens=args.n_tokens or store.n_rows, batch_size=args.batch_size, lr=args.lr,
-                       warmup_steps=args.warmup_steps, decay_frac=args.decay_frac, b_dec_init=args.b_dec_init,
-                       dead_after_tokens=args.dead_after_tokens, seed=args.seed, device=args.device,
-                       checkpoint_dir=str(out), checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
+    tcfg = TrainConfig(**from_flags(args, _TRAIN), n_tokens=args.n_tokens or store.n_rows, checkpoint_dir=str(out),
                        progress=not args.no_progress)
     res = train_sae(store, scfg, tcfg)
     res.saved_to = str(save_sae(res.sae, out / "sae"))

@@ -32,23 +32,23 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run)
 
 
-CONFIG_FLAGS = [(("sae-circuit",), "interp.circuits.sae_circuits:SAECircuitConfig", {
-    "sae_seed": "seed", "d_sae": "n_latents", "epochs": "epochs", "n_train": "n_train"}),
-    (("sae-circuit",), "interp.circuits.sae_circuits:run_sae_circuit", {
-        "n": "n", "seed": "seed", "corruption": "corruption", "truth_n": "truth_n"})]
+_SAE = {"sae_seed": "seed", "d_sae": "n_latents", "epochs": "epochs", "n_train": "n_train"}
+_RUN = {"n": "n", "seed": "seed", "corruption": "corruption", "truth_n": "truth_n"}
+CONFIG_FLAGS = [(("sae-circuit",), "interp.circuits.sae_circuits:SAECircuitConfig", _SAE),
+                (("sae-circuit",), "interp.circuits.sae_circuits:run_sae_circuit", _RUN)]
 """(command path, config, flag dest -> field): checked by tests/test_cli_grammar.py."""
 
 
 def _run(args) -> int:
     from interp.circuits import sae_circuits as sc
-    from interp.cli.common import out_path, parse_list
+    from interp.cli.common import from_flags, out_path, parse_list
     from interp.cli.main import emit
     from interp.models import load_model
 
     shares = parse_list(args.shares, "--shares", cast=float)
-    cfg = sc.SAECircuitConfig(n_latents=args.d_sae, epochs=args.epochs, n_train=args.n_train, seed=args.sae_seed)
-    r = sc.run_sae_circuit(load_model(args.model, device=args.device), args.task, cfg, n=args.n, seed=args.seed,
-                           corruption=args.corruption, truth_n=args.truth_n, shares=shares)
+    cfg = sc.SAECircuitConfig(**from_flags(args, _SAE))
+    r = sc.run_sae_circuit(load_model(args.model, device=args.device), args.task, cfg, shares=shares,
+                           **from_flags(args, _RUN))
     top = r.top_heads(args.top)
     lines = [r.summary(), f"{'head':8s} {'unique codes':>12s} {'edge votes':>10s}"]
     lines += [f"{t['head']:8s} {t['unique_codes']:12d} {t['edge_votes']:10d}" for t in top]

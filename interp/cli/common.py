@@ -132,6 +132,12 @@ def default_of(cls, name: str):
     return inspect.signature(cls).parameters[name].default
 
 
+def from_flags(args, flags: dict[str, str]) -> dict:
+    """``{field: args.<dest>}`` for a ``CONFIG_FLAGS`` mapping (flag dest -> field): a command builds its
+    config from the very table tests/test_cli_grammar.py checks against the config's defaults."""
+    return {field: getattr(args, dest) for dest, field in flags.items()}
+
+
 def parse_list(spec: str, flag: str, choices=None, cast=str) -> tuple:
     """A comma-separated flag value -> tuple, each item cast and checked against ``choices``."""
     try:
