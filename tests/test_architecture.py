@@ -67,7 +67,6 @@ def test_no_module_imports_from_a_layer_above():
 
 def test_the_check_sees_function_level_and_relative_imports(tmp_path, monkeypatch):
     """A planted upward import (inside a function, relative form) is caught."""
-    global ROOT
     pkg = tmp_path / "interp"
     (pkg / "models").mkdir(parents=True)
     (pkg / "circuits").mkdir()
