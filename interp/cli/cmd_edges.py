@@ -52,15 +52,15 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run)
 
 
-CONFIG_FLAGS = [(("edges",), "interp.circuits.edge_circuits:EdgeRunConfig", {
-    "method": "method", "ig_steps": "steps", "gradient_share": "share", "max_tokens": "max_tokens", "n": "n",
-    "seed": "seed", "corruption": "corruption", "top": "top", "check": "check"})]
+_RUN = {"method": "method", "ig_steps": "steps", "gradient_share": "share", "max_tokens": "max_tokens", "n": "n",
+        "seed": "seed", "corruption": "corruption", "top": "top", "check": "check"}
+CONFIG_FLAGS = [(("edges",), "interp.circuits.edge_circuits:EdgeRunConfig", _RUN)]
 """(command path, config, flag dest -> field / parameter): checked by tests/test_cli_grammar.py."""
 
 
 def _run(args) -> int:
     from interp.circuits.edge_circuits import EdgeRunConfig, run_edges
-    from interp.cli.common import out_path, parse_list
+    from interp.cli.common import from_flags, out_path, parse_list
     from interp.cli.main import emit
     from interp.models import load_model
 
@@ -68,10 +68,8 @@ def _run(args) -> int:
     sizes = tuple(sorted(set(sizes) | set(CURVE_GRID))) if args.curve else sizes
     compare = (parse_list(args.compare, "--compare", choices=METHOD_CHOICES) if args.compare else
                tuple(m for m in METHOD_CHOICES if m != "eap-ig-activations") if args.curve else ())
-    cfg = EdgeRunConfig(method=args.method, steps=args.ig_steps, share=args.gradient_share, n=args.n, seed=args.seed,
-                        corruption=args.corruption, top=args.top, check=args.check, sizes=sizes, compare=compare,
-                        selection="both" if args.greedy else "top-n", prune=not args.no_prune,
-                        max_tokens=args.max_tokens)  # checks every setting before the model loads
+    cfg = EdgeRunConfig(**from_flags(args, _RUN), sizes=sizes, compare=compare, prune=not args.no_prune,
+                        selection="both" if args.greedy else "top-n")  # checks every setting before the model loads
     r = run_edges(load_model(args.model, device=args.device), args.task, cfg, progress=True)
     lines = [r.summary(), f"{'edge':28s} {'score':>9s}" + (f" {'patch':>9s}" if r.check else "")]
     lines += [f"{e['edge']:28s} {e['score']:9.4f}" + (f" {e['patch']:9.4f}" if "patch" in e else "")
