@@ -27,6 +27,8 @@ import json
 import math
 import platform
 from pathlib import Path
+import types
+import typing
 from typing import Any, ClassVar
 
 import torch
@@ -104,6 +106,33 @@ def decode(v: Any) -> Any:
     return v
 
 
+def typed(value: Any, tp: Any) -> Any:
+    """``value`` (decoded JSON) rebuilt as the annotated type ``tp``: dataclasses (a :class:`Result`
+    through its ``from_json``), ``X | None``, ``list`` / ``tuple`` / ``dict`` of them; a float written
+    as a string (``"nan"``) back to a float; anything else as it is."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if value is None:
+        return None
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return typed(value, inner[0]) if len(inner) == 1 else value
+    if isinstance(tp, type) and issubclass(tp, Result) and isinstance(value, dict):
+        return tp.from_json(value)
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        hints = typing.get_type_hints(tp)
+        return tp(**{k: typed(v, hints.get(k, Any)) for k, v in value.items()})
+    if origin in (list, tuple) and isinstance(value, list):
+        if origin is list or args[1:] == (Ellipsis,):
+            args = args[:1] * len(value)
+        items = [typed(v, t) for v, t in zip(value, args)] if len(args) == len(value) else value
+        return tuple(items) if origin is tuple else items
+    if origin is dict and isinstance(value, dict) and len(args) == 2:
+        return {k: typed(v, args[1]) for k, v in value.items()}
+    if tp is float and isinstance(value, str):
+        return float(value)
+    return value
+
+
 class Result:
     """Base of every typed analysis result (subclasses are dataclasses)."""
 
@@ -135,13 +164,8 @@ class Result:
                    and f.default_factory is dataclasses.MISSING]
         if missing:
             raise ResultSchemaError(f"{cls.kind} results lack field(s) {missing}")
-        kwargs = {k: cls._decode_field(k, decode(v)) for k, v in data.items() if k in names}
-        return cls(**kwargs)
-
-    @classmethod
-    def _decode_field(cls, name: str, value: Any) -> Any:
-        """Hook for fields that are themselves typed (override in subclasses)."""
-        return value
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: typed(decode(v), hints.get(k, Any)) for k, v in data.items() if k in names})
 
     def save(self, path: str | Path) -> Path:
         """Write ``to_json()`` to ``path`` (a ``results.json``); parent folders are created."""
@@ -214,6 +238,19 @@ def load_result(source: str | Path | dict) -> Result:
         except json.JSONDecodeError as e:
             raise ResultSchemaError(f"{p}: not valid JSON ({e})") from None
     return check_header(data).from_json(data)
+
+
+# ---------------------------------------------------------------------------------- shared checks
+def check_fields(cfg: Any, choices: dict[str, Any] | None = None, at_least: dict[str, float] | None = None) -> None:
+    """The one check of a config dataclass's fields: a ``ValueError`` naming the first field whose value
+    is not among its ``choices`` or lies below its ``at_least`` bound (``None`` values pass the bound)."""
+    name = type(cfg).__name__
+    for k, options in (choices or {}).items():
+        if getattr(cfg, k) not in options:
+            raise ValueError(f"unknown {k} {getattr(cfg, k)!r} ({name}.{k}); choose from {tuple(options)}")
+    for k, low in (at_least or {}).items():
+        if getattr(cfg, k) is not None and getattr(cfg, k) < low:
+            raise ValueError(f"{name}.{k} must be >= {low}, got {getattr(cfg, k)}")
 
 
 # ---------------------------------------------------------------------------------- shared numbers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -62,9 +63,7 @@ def test_token_sequences_pack_documents_with_separators(tiny_llama, tmp_path):
 def test_hf_spec_without_network_or_package_is_clear(monkeypatch):
     with pytest.raises(CorpusError, match="hf:NAME"):
         load_corpus("hf:")
-    try:
-        import datasets  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("datasets") is None:
         with pytest.raises(CorpusError, match="needs the 'datasets' package"):
             load_corpus("hf:wikitext:wikitext-2-raw-v1:train")
         return

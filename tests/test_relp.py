@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from interp.attribution import (cache_components, component_types, lrp_rules,
-                                relevance_patching, resolve_rules)
+from interp.attribution import (cache_components, component_types, lrp_rules, relevance_patching,
+                                resolve_rules)
 from interp.attribution.components import LEAF_HOOK
 from interp.attribution.lrp_rules import rule_hooks
 from interp.models import load_model

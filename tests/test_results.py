@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -10,7 +11,7 @@ import torch
 
 from interp.attribution import AttributionResult, attribution_patching
 from interp.reports import render_results
-from interp.results import ResultSchemaError, decode, encode, load_result
+from interp.results import ResultSchemaError, check_fields, decode, encode, load_result, typed
 from interp.tasks import Task
 
 
@@ -39,6 +40,48 @@ def test_encode_keeps_dtype_shape_and_non_finite_values():
     assert math.isnan(back["x"][0, 1]) and back["x"][1, 0] == float("inf") and back["x"][1, 1] == -2.0
     assert back["i"].dtype == torch.int16 and back["i"].tolist() == [0, 1, 2]
     assert enc["f"] == "-inf"  # strict JSON: no bare NaN/Infinity tokens
+
+
+@dataclasses.dataclass
+class _Inner:
+    x: float
+    pair: tuple[int, int]
+
+
+@dataclasses.dataclass
+class _Outer:
+    inners: dict[str, list[_Inner]]
+    maybe: _Inner | None
+    spans: list[tuple[float, float]]
+    scores: tuple[float, ...]
+    free: dict
+
+
+def test_typed_rebuilds_annotated_fields_from_json():
+    """The one decoder of typed fields (Result.from_json): nested dataclasses, X | None, tuples inside
+    lists and dicts, and non-finite floats written as strings come back as the annotated types."""
+    import typing
+
+    v = _Outer({"a": [_Inner(math.nan, (1, 2))]}, None, [(0.5, 1.5)], (math.inf, 2.0), {"k": [1, 2]})
+    back = typed(json.loads(json.dumps(encode(v))), _Outer)
+    assert isinstance(back.inners["a"][0], _Inner) and back.inners["a"][0].pair == (1, 2)
+    assert math.isnan(back.inners["a"][0].x) and back.scores == (math.inf, 2.0)
+    assert back.maybe is None and back.spans == [(0.5, 1.5)] and isinstance(back.spans[0], tuple)
+    assert back.free == {"k": [1, 2]}  # an unparameterised dict is left as it is
+    w = typed({"x": 1.0, "pair": [3, 4]}, typing.Optional[_Inner])
+    assert w == _Inner(1.0, (3, 4))
+
+
+def test_check_fields_names_the_bad_field():
+    """The one config check: a value outside its choices or below its bound is refused with the field's
+    name; the bound itself, choices that match and None (an optional field left unset) pass."""
+    ok = _Inner(x=0.0, pair=(1, 2))
+    check_fields(ok, {"pair": [(1, 2)]}, {"x": 0.0})
+    check_fields(_Outer({}, None, [], (), {}), at_least={"maybe": 1})
+    with pytest.raises(ValueError, match=r"unknown pair \(1, 3\) \(_Inner.pair\)"):
+        check_fields(_Inner(0.0, (1, 3)), {"pair": [(1, 2)]})
+    with pytest.raises(ValueError, match=r"_Inner.x must be >= 0.5, got 0.0"):
+        check_fields(ok, at_least={"x": 0.5})
 
 
 def test_unknown_kind_and_newer_schema_are_clear_errors(atp_result):

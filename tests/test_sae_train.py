@@ -191,7 +191,7 @@ def test_bad_configs_and_inputs():
         SAEConfig(arch="gated", d_in=4, d_sae=8)
     with pytest.raises(ValueError, match="k must be in"):
         SAEConfig(arch="topk", d_in=4, d_sae=8, k=9)
-    with pytest.raises(ValueError, match="d_in and d_sae must be positive"):
+    with pytest.raises(ValueError, match="SAEConfig.d_in must be >= 1"):
         SAEConfig(arch="relu", d_in=0, d_sae=8)
     with pytest.raises(ValueError, match="b_dec_init"):
         TrainConfig(b_dec_init="median")

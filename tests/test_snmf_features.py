@@ -95,18 +95,6 @@ def test_feature_cards_and_contexts(tiny_llama):
     assert texts[0] == tiny_llama.tokenizer.decode(greedy[0, n0:].tolist())  # alpha = 0: the plain model
 
 
-def test_auc_matches_sklearn():
-    from sklearn.metrics import roc_auc_score
-
-    from interp.decompositions.snmf_compare import _auc
-
-    g = torch.Generator().manual_seed(0)
-    pos, neg = torch.randn(20, generator=g) + 0.5, torch.randn(30, generator=g)
-    pos[0] = neg[0]  # a tie
-    want = roc_auc_score([1] * 20 + [0] * 30, torch.cat([pos, neg]).tolist())
-    assert _auc(pos.tolist(), neg.tolist()) == pytest.approx(want)  # approx default: a ratio of small integers
-
-
 @pytest.mark.slow  # two model loads and fits: ~15 s idle, minutes on a busy machine
 def test_cli_snmf_and_lib_write_results(tmp_path):
     import json

@@ -80,11 +80,9 @@ def edge_patching(model, task, edges: Sequence, eps: float = 1.0, max_tokens: in
     k_max = max(1, max_tokens // (B * T))
     order = sorted(range(len(pairs)), key=lambda i: graph.receivers[pairs[i][1]].layer)
     effects = torch.zeros(len(pairs), dtype=torch.float64)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(pairs), desc="edge patching", leave=False)
+    bar = tqdm(total=len(pairs), desc="edge patching", leave=False, disable=not progress)
     for s in range(0, len(order), k_max):
         chunk = order[s:s + k_max]
         k = len(chunk)
@@ -102,10 +100,8 @@ def edge_patching(model, task, edges: Sequence, eps: float = 1.0, max_tokens: in
         m = task.metric(logits).double().reshape(k, B).mean(1).cpu()
         for c, i in enumerate(chunk):
             effects[i] = m[c] - m_clean.mean().cpu()
-        if bar is not None:
-            bar.update(k)
-    if bar is not None:
-        bar.close()
+        bar.update(k)
+    bar.close()
     return EdgePatchResult(
         edges=pairs, names=[graph.edge_name(i, j) for i, j in pairs], effects=effects,
         metric_clean=m_clean.mean().item(), metric_corrupt=task.metric(logits_k).double().mean().item(), eps=eps,

@@ -95,7 +95,6 @@ from .fastpath import PrefixCache, fast_forward, hook_layer, reads_last_position
 METHODS = ("eap", "eap-ig", "clean-corrupted", "eap-ig-activations")
 SHARES = ("own", "all")
 RECEIVER_KINDS = ("q", "k", "v", "mlp", "logits")
-SENDER_KINDS = ("embed", "pos", "head", "mlp")
 
 
 def acc_dtype(model) -> torch.dtype:

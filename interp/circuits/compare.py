@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from interp.attribution.components import AttributionResult, add_score_figures, score_axes
 from interp.config import takes_config
@@ -95,13 +95,6 @@ class CompareResult(Result):
     """Package versions and machine (``interp.results.versions``)."""
     created: str = ""
     """UTC time the run finished."""
-
-    @classmethod
-    def _decode_field(cls, name: str, value: Any) -> Any:
-        if name == "scores":
-            return {m: v if isinstance(v, AttributionResult) else AttributionResult.from_json(v)
-                    for m, v in value.items()}
-        return value
 
     def mean_r(self, method: str) -> float | None:
         vals = [v for v in self.pearson.get(method, {}).values() if v is not None]

@@ -28,7 +28,7 @@ from interp.attribution.edge_patching import edge_patching
 from interp.attribution.edge_stages import stage_matrix
 from interp.attribution.edges import METHODS, SHARES, edge_attribution
 from interp.models import model_name
-from interp.results import Result, encode, pearson_or_reason, register, versions
+from interp.results import Result, check_fields, encode, pearson_or_reason, register, versions
 from interp.tasks import make_task
 
 from .circuit import as_edge_mask, component_edges, node_layer, top_n_circuit
@@ -75,11 +75,7 @@ class EdgeRunConfig:
         bad = [m for m in (self.method, *self.compare) if m not in METHODS]
         if bad:
             raise ValueError(f"unknown edge methods {bad}; choose from {METHODS}")
-        if self.share not in SHARES or self.selection not in SELECTIONS:
-            raise ValueError(f"share must be one of {SHARES} and selection one of {SELECTIONS}")
-        for name, low in (("n", 1), ("top", 1), ("check", 0), ("steps", 1)):
-            if getattr(self, name) < low:
-                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        check_fields(self, {"share": SHARES, "selection": SELECTIONS}, {"n": 1, "top": 1, "check": 0, "steps": 1})
         if any(s < 0 for s in self.sizes):
             raise ValueError(f"circuit sizes must be >= 0, got {self.sizes}")
         if self.compare and not self.sizes:

@@ -40,7 +40,7 @@ from interp.attribution.ig import integrated_gradients, layer_integrated_gradien
 from interp.models import model_name
 from interp.models.hooks import component_label
 from interp.reports.attention import attention_patterns
-from interp.results import versions
+from interp.results import check_fields, versions
 from interp.tasks import make_task
 
 from .discovery import CircuitConfig, check_circuit_settings, discover_circuit
@@ -130,13 +130,7 @@ class CircuitRunConfig:
     """EAP edge scores between circuit members (the circuit graph)."""
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose from {METHODS}")
-        if self.search not in SEARCHES:
-            raise ValueError(f"unknown search {self.search!r}; choose from {SEARCHES}")
-        for name, low in (("n", 1), ("heldout_n", 0), ("margin", 0)):
-            if getattr(self, name) < low:
-                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        check_fields(self, {"method": METHODS, "search": SEARCHES}, {"n": 1, "heldout_n": 0, "margin": 0})
         check_circuit_settings(self.share, self.source, ("attn_head", "mlp"))
 
 

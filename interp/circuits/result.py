@@ -22,7 +22,7 @@ patterns (L x H x T x T floats); edges are at most a few hundred records.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from interp.attribution.components import AttributionResult, add_score_figures, score_axes
 from interp.models.hooks import HEAD_RE, component_label, parse_component
@@ -98,14 +98,6 @@ class CircuitResult(Result):
     """Seconds per step."""
     versions: dict = field(default_factory=dict)
     """Package versions and machine."""
-
-    @classmethod
-    def _decode_field(cls, name: str, value: Any) -> Any:
-        if name in ("scores", "patching") and isinstance(value, dict):
-            return AttributionResult.from_json(value)
-        if name == "attention" and isinstance(value, dict):
-            return AttentionPatterns(**value)
-        return value
 
     # ------------------------------------------------------------------ reading
     @property

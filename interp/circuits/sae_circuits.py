@@ -54,7 +54,7 @@ from torch import nn
 from interp.config import takes_config
 from interp.models import scoped_hooks
 from interp.models.hooks import head_label
-from interp.results import Result, register
+from interp.results import Result, check_fields, register
 
 
 
@@ -80,14 +80,10 @@ class SAECircuitConfig:
     """Prompts per forward pass when collecting head outputs."""
 
     def __post_init__(self):
-        if self.n_latents < 2:
-            raise ValueError(f"n_latents must be >= 2, got {self.n_latents}")
-        if self.epochs < 1 or self.n_train < 1 or self.batch_size < 1:
-            raise ValueError("epochs, n_train and batch_size must be >= 1")
-        if self.l1_coeff < 0 or self.lr <= 0:
-            raise ValueError("l1_coeff must be >= 0 and lr > 0")
-        if self.edge_k is not None and self.edge_k < 1:
-            raise ValueError(f"edge_k must be >= 1, got {self.edge_k}")
+        check_fields(self, at_least={"n_latents": 2, "epochs": 1, "n_train": 1, "batch_size": 1, "edge_k": 1,
+                                     "l1_coeff": 0})
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
 @register

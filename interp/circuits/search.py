@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass
 
 from interp.attribution.components import AttributionResult, component_types
+from interp.results import check_fields
 
 from .circuit import Circuit
 from .discovery import CircuitSettings, rank_components
@@ -60,10 +61,7 @@ class SearchConfig(CircuitSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.margin < 0:
-            raise ValueError(f"margin must be >= 0, got {self.margin}")
-        if self.max_group < 1:
-            raise ValueError("max_group must be >= 1")
+        check_fields(self, at_least={"margin": 0, "max_group": 1})
 
 
 def search_circuit(model, task, prior: AttributionResult | None = None, config: SearchConfig | None = None,
@@ -86,11 +84,9 @@ def search_circuit(model, task, prior: AttributionResult | None = None, config: 
     thr = cfg.share + cfg.margin
     S = set(units)
     traj_n, traj_F = [n], [1.0]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, desc="greedy pruning", leave=False)
+    bar = tqdm(total=n, desc="greedy pruning", leave=False, disable=not progress)
     # step 2: pruning pass with speculative prefixes
     q = list(order)
     group = cfg.max_group
@@ -107,10 +103,8 @@ def search_circuit(model, task, prior: AttributionResult | None = None, config: 
         else:
             p, group = 1, max(1, group // 2)  # q[0] stays in the circuit
         q = q[p:]
-        if bar is not None:
-            bar.update(p)
-    if bar is not None:
-        bar.close()
+        bar.update(p)
+    bar.close()
     # step 3: refinement sweeps until no single removal keeps F >= threshold
     single: dict[Unit, float] = {}
     minimal = False

@@ -38,21 +38,18 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-CONFIG_FLAGS = [(("cache",), "interp.store:CacheConfig", {
-    "model": "model", "hooks": "hooks", "n_tokens": "n_tokens", "seq_len": "context_length",
-    "batch_size": "batch_size", "dtype": "dtype", "corpus": "corpus", "text_field": "text_field",
-    "shard_rows": "shard_rows", "model_dtype": "model_dtype", "out": "out",
-    "device": "device"})]
+_CACHE = {"model": "model", "hooks": "hooks", "n_tokens": "n_tokens", "seq_len": "context_length",
+          "batch_size": "batch_size", "dtype": "dtype", "corpus": "corpus", "text_field": "text_field",
+          "shard_rows": "shard_rows", "model_dtype": "model_dtype", "out": "out", "device": "device"}
+CONFIG_FLAGS = [(("cache",), "interp.store:CacheConfig", _CACHE)]
 """(command path, config class, flag dest -> field): checked by tests/test_cli_grammar.py."""
 
 
 def run(args) -> int:
-    from interp.cli.common import flag_settings
+    from interp.cli.common import flag_settings, write_result
     from interp.store import CacheConfig, cache_activations
+    from interp.store.summary import summarize_store
 
     cfg = CacheConfig(**flag_settings(args, CONFIG_FLAGS[0]), prepend_bos=not args.no_bos, skip_bos=args.skip_bos)
     store = cache_activations(cfg, progress=not args.no_progress and not args.json)
-    from interp.cli.common import write_result
-    from interp.store.summary import summarize_store
-
     return write_result(args, summarize_store(store), store.path)

@@ -36,9 +36,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run)
 
 
-CONFIG_FLAGS = [(("circuit",), "interp.circuits.pipeline:CircuitRunConfig", {
-    "method": "method", "n": "n", "seed": "seed", "corruption": "corruption", "share": "share", "rules": "rules",
-    "search": "search", "source": "source", "margin": "margin", "heldout_n": "heldout_n"})]
+_RUN = {"method": "method", "n": "n", "seed": "seed", "corruption": "corruption", "share": "share", "rules": "rules",
+        "search": "search", "source": "source", "margin": "margin", "heldout_n": "heldout_n"}
+CONFIG_FLAGS = [(("circuit",), "interp.circuits.pipeline:CircuitRunConfig", _RUN)]
 """(command path, config, flag dest -> field / parameter): checked by tests/test_cli_grammar.py."""
 
 

@@ -55,14 +55,14 @@ def register(sub) -> None:
     q.set_defaults(func=run_lib)
 
 
+_SNMF = {"k": "k", "sparsity": "sparsity", "init": "init", "max_iter": "max_iter", "patience": "patience",
+         "restarts": "n_restarts", "seed": "seed", "device": "device"}
+_DESCRIBE = {"n_tokens": "n_tokens", "n_features": "n_features", "compare": "compare"}
+_LIB = {"n": "n_texts", "seq_len": "seq_len", "probes": "probes", "edge_nodes": "edge_nodes"}
 CONFIG_FLAGS = [
-    (("snmf",), "interp.decompositions.snmf:SNMFConfig", {
-        "k": "k", "sparsity": "sparsity", "init": "init", "max_iter": "max_iter", "patience": "patience",
-        "restarts": "n_restarts", "seed": "seed", "device": "device"}),
-    (("snmf",), "interp.decompositions.snmf_features:describe_snmf", {
-        "n_tokens": "n_tokens", "n_features": "n_features", "compare": "compare"}),
-    (("lib",), "interp.decompositions.lib_transformer:ModelLIBSettings", {
-        "n": "n_texts", "seq_len": "seq_len", "probes": "probes", "edge_nodes": "edge_nodes"}),
+    (("snmf",), "interp.decompositions.snmf:SNMFConfig", _SNMF),
+    (("snmf",), "interp.decompositions.snmf_features:describe_snmf", _DESCRIBE),
+    (("lib",), "interp.decompositions.lib_transformer:ModelLIBSettings", _LIB),
 ]
 """(command path, config, flag dest -> field): checked by tests/test_cli_grammar.py."""
 
@@ -81,8 +81,7 @@ def run_snmf(args) -> int:
         store = ActivationStore.open(args.store)
     elif args.texts:
         texts = [ln.strip() for ln in Path(args.texts).read_text().splitlines() if ln.strip()]
-    res = describe_snmf(model, args.layer, cfg, texts=texts, store=store, n_tokens=args.n_tokens,
-                        n_features=args.n_features, compare=args.compare)
+    res = describe_snmf(model, args.layer, cfg, texts=texts, store=store, **flag_settings(args, CONFIG_FLAGS[1]))
     cards = [f"  f{c['index']:<3} n={c['n_neurons']:<3} top: {' '.join(repr(t) for t, _ in c['vocab']['top'][:5])}"
              f"  steer+: {c['steered']['+']!r}" for c in res.features]
     return write_result(args, res, out_path(args), "\n".join(cards))

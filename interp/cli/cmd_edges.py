@@ -52,9 +52,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run)
 
 
-CONFIG_FLAGS = [(("edges",), "interp.circuits.edge_circuits:EdgeRunConfig", {
-    "method": "method", "ig_steps": "steps", "gradient_share": "share", "max_tokens": "max_tokens", "n": "n",
-    "seed": "seed", "corruption": "corruption", "top": "top", "check": "check"})]
+_RUN = {"method": "method", "ig_steps": "steps", "gradient_share": "share", "max_tokens": "max_tokens", "n": "n",
+        "seed": "seed", "corruption": "corruption", "top": "top", "check": "check"}
+CONFIG_FLAGS = [(("edges",), "interp.circuits.edge_circuits:EdgeRunConfig", _RUN)]
 """(command path, config, flag dest -> field / parameter): checked by tests/test_cli_grammar.py."""
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import flag_settings, out_path
-from interp.cli.main import UserError, emit
+from interp.cli.common import flag_settings, out_path, write_result
+from interp.cli.main import UserError
 
 
 def register(sub) -> None:
@@ -86,29 +86,22 @@ def register(sub) -> None:
     p.set_defaults(func=run_bb)
 
 
+_DORMANT = {"seq_len": "seq_len", "n": "n_seqs", "sink_threshold": "sink_threshold", "loss_threshold": "loss_threshold",
+            "ablation": "ablation", "heads": "heads", "max_heads": "max_heads", "heads_per_pass": "heads_per_pass",
+            "n_boot": "n_boot", "ci_level": "ci_level", "seed": "seed"}
+_MASSIVE = {"abs_threshold": "abs_threshold", "ratio_threshold": "ratio_threshold"}
+_MASSIVE_RUN = {"n": "n_seqs", "seq_len": "seq_len", "heldout_seqs": "heldout_seqs", "ablation_hook": "hook"}
+_BB = {"train_steps": "steps", "n_layers": "n_layers", "d_model": "d_model", "arch": "arch", "init": "init",
+       "activation": "activation", "batch_size": "batch_size", "lr": "lr", "warmup": "warmup",
+       "weight_decay": "weight_decay", "seed": "seed"}
 CONFIG_FLAGS = [
-    (("sinks",), "interp.phenomena.dormant:DormantConfig", {
-        "seq_len": "seq_len", "n": "n_seqs", "sink_threshold": "sink_threshold", "loss_threshold": "loss_threshold",
-        "ablation": "ablation", "heads": "heads", "max_heads": "max_heads", "heads_per_pass": "heads_per_pass",
-        "n_boot": "n_boot", "ci_level": "ci_level", "seed": "seed"}),
-    (("massive",), "interp.phenomena.massive:MassiveConfig", {
-        "abs_threshold": "abs_threshold", "ratio_threshold": "ratio_threshold"}),
-    (("massive",), "interp.phenomena.massive:massive_run", {
-        "n": "n_seqs", "seq_len": "seq_len", "heldout_seqs": "heldout_seqs", "ablation_hook": "hook"}),
-    (("bigram-backcopy",), "interp.toy.bigram_backcopy:BBTrainConfig", {
-        "train_steps": "steps", "n_layers": "n_layers", "d_model": "d_model", "arch": "arch", "init": "init",
-        "activation": "activation", "batch_size": "batch_size", "lr": "lr", "warmup": "warmup",
-        "weight_decay": "weight_decay", "seed": "seed"}),
+    (("sinks",), "interp.phenomena.dormant:DormantConfig", _DORMANT),
+    (("massive",), "interp.phenomena.massive:MassiveConfig", _MASSIVE),
+    (("massive",), "interp.phenomena.massive:massive_run", _MASSIVE_RUN),
+    (("bigram-backcopy",), "interp.toy.bigram_backcopy:BBTrainConfig", _BB),
     (("bigram-backcopy",), "interp.toy.bigram_backcopy:BBTask", {"seq_len": "seq_len"}),
 ]
 """(command path, config, flag dest -> field): checked by tests/test_cli_grammar.py."""
-
-
-def _write(args, res, out: Path, next_step: str = "") -> int:
-    """``results.json`` and ``report.html`` into ``out``; the summary (or, with --json, the results) printed."""
-    res.write(out)
-    emit(args, res.to_json(), f"{res.summary()}\nwrote {out}/results.json and report.html{next_step}")
-    return 0
 
 
 def run_sinks(args) -> int:
@@ -119,7 +112,7 @@ def run_sinks(args) -> int:
     cfg = DormantConfig(**flag_settings(args, CONFIG_FLAGS[0]))
     domains = domains_from_dir(args.domains) if args.domains else default_domains()
     res = active_dormant(load_model(args.model, device=args.device), domains, cfg)
-    return _write(args, res, Path(out_path(args)))
+    return write_result(args, res, out_path(args))
 
 
 def run_massive(args) -> int:
@@ -127,7 +120,7 @@ def run_massive(args) -> int:
 
     res = massive_run(args.model, args.checkpoints, MassiveConfig(**flag_settings(args, CONFIG_FLAGS[1])),
                       **flag_settings(args, CONFIG_FLAGS[2]), device=args.device)
-    return _write(args, res, Path(out_path(args)))
+    return write_result(args, res, out_path(args))
 
 
 def run_bb(args) -> int:
@@ -138,5 +131,5 @@ def run_bb(args) -> int:
     out = Path(out_path(args))
     if out.exists() and any(out.glob("step_*")):
         raise UserError(f"{out} already holds checkpoints; choose an empty --out")
-    return _write(args, bb_experiment(out, task, cfg, device=args.device), out,
-                  f"\nnext: interp massive --checkpoints {out} --out {out}/massive")
+    return write_result(args, bb_experiment(out, task, cfg, device=args.device), out,
+                        f"  next: interp massive --checkpoints {out} --out {out}/massive")

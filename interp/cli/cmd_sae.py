@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import flag_settings, out_path, write_result
+from interp.cli.common import flag_settings, out_path, parse_list, write_result
 from interp.cli.main import UserError, emit
 
 
@@ -190,12 +190,7 @@ def run_dashboard(args) -> int:
 
     store = _open_store(args.store)
     sae = load_sae(args.sae, device=args.device)
-    feats = None
-    if args.features:
-        try:
-            feats = [int(f) for f in args.features.split(",") if f.strip()]
-        except ValueError:
-            raise UserError(f"--features must be comma-separated integers, got {args.features!r}") from None
+    feats = list(parse_list(args.features, "--features", cast=int)) if args.features else None
     model = _model_for(args, store, args.device)
     res = feature_dashboard(sae, store, out_path(args), features=feats, model=model, n_rows=args.n_tokens,
                             n_examples=args.n_examples)

@@ -56,6 +56,7 @@ from typing import Callable, Sequence
 import torch
 
 from interp.attribution.ig import quadrature
+from interp.results import check_fields
 
 Map = Callable[[torch.Tensor], torch.Tensor]
 
@@ -96,18 +97,9 @@ class LIBConfig:
     over t and s, and held at their actual values (never scaled or projected) in the Jacobians."""
 
     def __post_init__(self):
-        if self.basis not in ("lib", "pca"):
-            raise ValueError(f"LIBConfig.basis must be 'lib' or 'pca', got {self.basis!r}")
-        if self.integration not in ("gradient", "gauss-legendre"):
-            raise ValueError(f"LIBConfig.integration must be 'gradient' or 'gauss-legendre', got {self.integration!r}")
-        if self.n_alpha < 1 or self.batch_size < 1 or self.max_rows < 1:
-            raise ValueError("LIBConfig.n_alpha, batch_size and max_rows must be >= 1")
-        if self.probes is not None and self.probes < 1:
-            raise ValueError(f"LIBConfig.probes must be None (exact) or >= 1, got {self.probes}")
-        if self.edge_positions not in ("all", "last"):
-            raise ValueError(f"LIBConfig.edge_positions must be 'all' or 'last', got {self.edge_positions!r}")
-        if self.skip_first < 0:
-            raise ValueError(f"LIBConfig.skip_first must be >= 0, got {self.skip_first}")
+        check_fields(self, {"basis": ("lib", "pca"), "integration": ("gradient", "gauss-legendre"),
+                            "edge_positions": ("all", "last")},
+                     {"n_alpha": 1, "batch_size": 1, "max_rows": 1, "probes": 1, "skip_first": 0})
         if not (0 <= self.pca_threshold < 1 and 0 <= self.lambda_threshold < 1):
             raise ValueError("LIBConfig thresholds must be in [0, 1)")
 

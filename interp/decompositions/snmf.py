@@ -53,6 +53,7 @@ from typing import Sequence
 import torch
 
 from interp.fastpath import use_fast
+from interp.results import check_fields
 
 INITS = ("random", "svd", "kmeans")
 
@@ -92,14 +93,9 @@ class SNMFConfig:
     """Device for the factors; ``None`` uses the device of X."""
 
     def __post_init__(self):
-        if self.k < 1:
-            raise ValueError(f"SNMFConfig.k must be >= 1, got {self.k}")
+        check_fields(self, {"init": INITS}, dict.fromkeys(("k", "max_iter", "patience", "n_restarts", "chunk_size"), 1))
         if not 0.0 < self.sparsity <= 1.0:
             raise ValueError(f"SNMFConfig.sparsity must be in (0, 1], got {self.sparsity}")
-        if self.init not in INITS:
-            raise ValueError(f"SNMFConfig.init must be one of {INITS}, got {self.init!r}")
-        if self.max_iter < 1 or self.patience < 1 or self.n_restarts < 1 or self.chunk_size < 1:
-            raise ValueError("SNMFConfig.max_iter, patience, n_restarts and chunk_size must be >= 1")
         if self.tol < 0 or self.ridge < 0 or self.eps <= 0:
             raise ValueError("SNMFConfig.tol and ridge must be >= 0 and eps > 0")
 

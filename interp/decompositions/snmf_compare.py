@@ -33,13 +33,6 @@ from .snmf import SNMFConfig, collect_activations, fit_snmf, mlp_hook
 from .snmf_features import calibrate_steering, steered_logits
 
 
-def _auc(pos: list[float], neg: list[float]) -> float:
-    """ROC-AUC as P(score_pos > score_neg) (ties count half)."""
-    p = torch.tensor(pos)[:, None]
-    n = torch.tensor(neg)[None, :]
-    return float(((p > n).float() + 0.5 * (p == n).float()).mean())
-
-
 def _pick(scores: torch.Tensor, labels: torch.Tensor, concept: int) -> int:
     """Feature with the largest standardised mean difference (concept tokens vs the rest)."""
     a, b = scores[labels == concept], scores[labels != concept]
@@ -76,6 +69,8 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
                         kl_target: float = 0.25, prompt: str = "I think that", sae_steps: int = 300) -> dict:
     """Detection AUC and steering proxy for SNMF (``snmf_cfg``; default k=30), DiffMeans and a TopK SAE of
     4k latents (``sae``)."""
+    from sklearn.metrics import roc_auc_score
+
     t0 = time.perf_counter()
     hook = mlp_hook(layer)
     train, test, neu_tr, neu_te = concept_split()
@@ -117,8 +112,8 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
     for m, dirs in directions.items():
         for c, name in enumerate(names):
             s = _sentence_max_cos(acts_te, dirs[c])
-            rows.append({"method": m, "concept": name,
-                         "auc": round(_auc(s[te_lab == c].tolist(), s[te_lab != c].tolist()), 3)})
+            auc = roc_auc_score((te_lab == c).numpy(), s.numpy())
+            rows.append({"method": m, "concept": name, "auc": round(float(auc), 3)})
     # steering at matched KL, both signs, one batch
     D = torch.stack([d for m in directions for d in directions[m]])  # [M*C, d]
     cal = calibrate_steering(model, layer, D, prompt, targets=(kl_target,), signs=(1, -1))

@@ -31,6 +31,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from interp.results import check_fields
+
 
 @dataclass
 class SAEConfig:
@@ -75,18 +77,13 @@ class SAEConfig:
         _load_builtin()
         if self.arch not in ARCHS:
             raise ValueError(f"unknown SAE architecture {self.arch!r}; registered: {sorted(ARCHS)}")
-        if self.d_in <= 0 or self.d_sae <= 0:
-            raise ValueError(f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}")
-        if self.d_out is not None and self.d_out <= 0:
-            raise ValueError(f"d_out must be positive, got {self.d_out}")
+        check_fields(self, at_least={"d_in": 1, "d_sae": 1, "d_out": 1, "l1_coeff": 0, "l0_coeff": 0, "aux_coeff": 0})
         if self.arch == "topk" and not 0 < self.k <= self.d_sae:
             raise ValueError(f"k must be in 1..d_sae={self.d_sae}, got k={self.k}")
         if self.k_aux is not None and not 0 < self.k_aux <= self.d_sae:
             raise ValueError(f"k_aux must be in 1..d_sae={self.d_sae}, got {self.k_aux}")
         if self.jumprelu_bandwidth <= 0 or self.jumprelu_init_threshold <= 0:
             raise ValueError("jumprelu_bandwidth and jumprelu_init_threshold must be positive")
-        if min(self.l1_coeff, self.l0_coeff, self.aux_coeff) < 0:
-            raise ValueError("l1_coeff, l0_coeff and aux_coeff must be >= 0")
 
     @property
     def out_dim(self) -> int:

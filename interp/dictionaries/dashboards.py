@@ -94,10 +94,6 @@ class FeatureDashboard(Result):
     """The HTML page written ("" if none)."""
     meta: dict = field(default_factory=dict)
 
-    @classmethod
-    def _decode_field(cls, name, value):
-        return [FeatureSummary(**f) for f in value] if name == "features" else value
-
     def summary(self) -> str:
         c = self.sae_config
         best = max(self.features, key=lambda f: f.frequency)

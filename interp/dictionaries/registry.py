@@ -8,6 +8,8 @@ SAELens architecture names map onto ours in :mod:`interp.dictionaries.saelens_io
 
 from __future__ import annotations
 
+import importlib
+
 ARCHS: dict[str, type] = {}
 """Registered architectures by name."""
 
@@ -26,7 +28,8 @@ def register(name: str):
 
 
 def _load_builtin() -> None:
-    from . import jumprelu_sae, relu_sae, topk_sae  # noqa: F401  (they register themselves)
+    for name in ("jumprelu_sae", "relu_sae", "topk_sae"):  # they register themselves
+        importlib.import_module(f"{__package__}.{name}")
 
 
 def make(cfg):

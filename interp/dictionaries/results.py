@@ -59,14 +59,6 @@ class DictionaryEvaluation(Result):
     meta: dict = field(default_factory=dict)
     """Seconds and versions."""
 
-    @classmethod
-    def _decode_field(cls, name, value):
-        if name == "rows":
-            return RowMetrics(**value)
-        if name == "spliced" and value is not None:
-            return SplicedMetrics(**value)
-        return value
-
     # ------------------------------------------------------------------ reading
     def _what(self) -> str:
         c = self.sae_config

@@ -57,7 +57,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from interp.results import encode, versions
+from interp.results import check_fields, encode, versions
 
 from .base import SAEConfig, SparseCoder
 from .registry import make
@@ -113,18 +113,13 @@ class TrainConfig:
     """Stop after this many steps in this call (the schedule still spans ``n_tokens``); for tests/time limits."""
 
     def __post_init__(self):
-        if self.n_tokens < 1 or self.batch_size < 1:
-            raise ValueError(f"n_tokens and batch_size must be >= 1, got {self.n_tokens}, {self.batch_size}")
+        check_fields(self, {"transcoder_init": ("regression", "centre", "random"),
+                            "b_dec_init": ("geometric_median", "mean", "zeros")},
+                     {"n_tokens": 1, "batch_size": 1, "warmup_steps": 0, "checkpoint_every": 0, "log_every": 1})
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.decay_frac <= 1:
             raise ValueError(f"decay_frac must be in [0, 1], got {self.decay_frac}")
-        if self.transcoder_init not in ("regression", "centre", "random"):
-            raise ValueError(f"transcoder_init must be regression, centre or random, got {self.transcoder_init!r}")
-        if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
-            raise ValueError(f"b_dec_init must be geometric_median, mean or zeros, got {self.b_dec_init!r}")
-        if self.warmup_steps < 0 or self.checkpoint_every < 0 or self.log_every < 1:
-            raise ValueError("warmup_steps and checkpoint_every must be >= 0 and log_every >= 1")
         self.adam_betas = tuple(self.adam_betas)
 
     @property
@@ -386,11 +381,10 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
     epochs = max(1, math.ceil(total * cfg.batch_size / max(1, source.n_rows)))
     batches = source.batches(hooks, cfg.batch_size, shuffle=True, seed=cfg.seed, device=device,
                              dtype=torch.float32, epochs=epochs)
-    bar = None
-    if cfg.progress and rank == 0:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, initial=start_step, desc=f"{sae_cfg.arch} {sae_cfg.hook_in}", unit="step")
+    bar = tqdm(total=total, initial=start_step, desc=f"{sae_cfg.arch} {sae_cfg.hook_in}", unit="step",
+               disable=not cfg.progress or rank != 0)
     history, recent, step = [], [], start_step
     t0, tokens0 = time.perf_counter(), tokens
     try:
@@ -441,10 +435,8 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
                 history.append({"step": step, "tokens": tokens, "lr": cfg.lr_at(step - 1), "fvu": fv, "l0": l0,
                                 "dead_fraction": dead_frac, **{k: float(v) for k, v in out.losses.items()}})
                 recent = []
-                if bar is not None:
-                    bar.set_postfix(L0=f"{l0:.1f}", FVU=f"{fv:.3f}", dead=f"{dead_frac:.2f}")
-            if bar is not None:
-                bar.update(1)
+                bar.set_postfix(L0=f"{l0:.1f}", FVU=f"{fv:.3f}", dead=f"{dead_frac:.2f}")
+            bar.update(1)
             if ckpt is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and rank == 0:
                 save_checkpoint(ckpt, sae, opt, since_fired, step, tokens, cfg)
     except KeyboardInterrupt:
@@ -452,8 +444,7 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
             save_checkpoint(ckpt, sae, opt, since_fired, step, tokens, cfg)
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     if ckpt is not None and rank == 0:
         save_checkpoint(ckpt, sae, opt, since_fired, step, tokens, cfg)
     if world > 1:

@@ -23,7 +23,6 @@ Memory: as an SAE with ``d_in`` inputs and ``d_out`` outputs.
 
 from __future__ import annotations
 
-import re
 
 from .base import SAEConfig
 
@@ -48,11 +47,3 @@ def transcoder_config(layer: int, d_model: int, expansion: int = 32, arch: str =
     hook_in, hook_out = transcoder_hooks(layer)
     return SAEConfig(arch=arch, d_in=d_model, d_sae=expansion * d_model, d_out=d_out or d_model,
                      hook_in=hook_in, hook_out=hook_out, **kw)
-
-
-def layer_of(hook: str) -> int:
-    """The block index in a hook name (``blocks.8.hook_mlp_out`` -> 8)."""
-    m = re.match(r"^blocks\.(\d+)\.", hook)
-    if not m:
-        raise ValueError(f"{hook!r} is not a per-block hook name (blocks.L....)")
-    return int(m.group(1))

@@ -65,7 +65,7 @@ import torch
 from interp.models import scoped_hooks
 from interp.models.hooks import head_label
 from interp.reports.attention import AttentionPatterns
-from interp.results import Result, register
+from interp.results import Result, check_fields, register
 
 from .domains import Domain, domain_tokens
 from .sinks import (SinkStats, add_sink_figures, attention_view, check_tokens, next_token_loss, provenance,
@@ -107,19 +107,14 @@ class DormantConfig:
     """Seed of the bootstrap resampling."""
 
     def __post_init__(self):
-        if self.ablation not in ABLATIONS:
-            raise ValueError(f"unknown ablation {self.ablation!r}; choose from {ABLATIONS}")
-        if self.heads not in ("candidates", "all"):
-            raise ValueError(f"heads must be 'candidates' or 'all', got {self.heads!r}")
+        check_fields(self, {"ablation": ABLATIONS, "heads": ("candidates", "all")},
+                     dict.fromkeys(("max_heads", "heads_per_pass", "seq_len", "n_seqs", "batch_size", "n_boot"), 1))
         if not 0 <= self.sink_threshold <= 1:
             raise ValueError(f"sink_threshold must be in [0, 1], got {self.sink_threshold}")
         if self.loss_threshold < 0:
             raise ValueError(f"loss_threshold must be >= 0, got {self.loss_threshold}")
         if not 0 < self.ci_level < 1:
             raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
-        for k in ("max_heads", "heads_per_pass", "seq_len", "n_seqs", "batch_size", "n_boot"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
 
 
 @register
@@ -154,20 +149,6 @@ class DormantResult(Result):
     the strongest sink heads, for the viewer."""
     meta: dict = field(default_factory=dict)
     """Provenance: ``model``, ``weight_hash``, ``device``, ``seconds``, ``versions``."""
-
-    @classmethod
-    def _decode_field(cls, name, value):
-        if name == "stats":
-            return {d: SinkStats.from_json(v) for d, v in value.items()}
-        if name == "heads":
-            return [tuple(h) for h in value]
-        if name == "delta_ci":
-            return {d: [tuple(c) for c in v] for d, v in value.items()}
-        if name == "config":
-            return DormantConfig(**value)
-        if name == "attention" and value is not None:
-            return AttentionPatterns(**value)
-        return value
 
     @property
     def column_entropy(self) -> dict[str, torch.Tensor]:

@@ -47,7 +47,7 @@ import torch
 from interp.models import resolve_hooks, scoped_hooks
 from interp.results import Result, register
 
-from .dynamics import CheckpointDynamics, DynamicsFit
+from .dynamics import CheckpointDynamics
 from .sinks import check_tokens, decoder, next_token_loss, provenance, store_sequences
 
 DELIMITER_CHARS = set(".,;:!?\n\t\r ")
@@ -441,21 +441,6 @@ class MassiveResult(Result):
     """Folder of ``step_<N>`` checkpoints the dynamics come from."""
     meta: dict = field(default_factory=dict)
     """Provenance: ``model``, ``weight_hash``, ``device``, ``seconds``, ``versions``."""
-
-    @classmethod
-    def _decode_field(cls, name, value):
-        if value is None:
-            return None
-        if name == "stats":
-            return MassiveStats(**{**value, "entries": [MassiveEntry(**e) for e in value["entries"]],
-                                   "config": MassiveConfig(**value["config"])})
-        if name == "ablation":
-            return MassiveAblation(**value)
-        if name == "dynamics":
-            fits = [None if f is None else DynamicsFit(**{k: v if k == "n_points" else float(v) for k, v in f.items()})
-                    for f in value["fits"]]
-            return CheckpointDynamics(**{**value, "fits": fits})
-        return value
 
     def summary(self) -> str:
         st, c = self.stats, self.stats.config

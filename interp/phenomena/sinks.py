@@ -245,6 +245,15 @@ def provenance(model, seconds: float) -> dict:
             "device": str(next(model.parameters()).device), "versions": versions()}
 
 
+def sink_and_entropy(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sink, row entropy)``, each ``[...]``, of causal patterns ``a [..., T, T]``: the mean over queries
+    q >= 1 of A[q, 0] and of the row entropy divided by log(q + 1) (that of a uniform row over keys 0..q)."""
+    rows = a[..., 1:, :]
+    logn = torch.log(torch.arange(2, a.shape[-1] + 1, dtype=a.dtype, device=a.device))
+    ent = -(rows * torch.log(rows.clamp_min(1e-30))).sum(-1) / logn
+    return rows[..., 0].mean(-1), ent.mean(-1)
+
+
 def column_entropy(pattern: torch.Tensor) -> torch.Tensor:
     """``[..., K]`` normalised column entropy of each key of causal patterns ``pattern [..., Q, K]`` (Q = K).
 
@@ -302,8 +311,6 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
     n_heads, n_kv = _kv_groups(model)
     B, T = tokens.shape
     device = next(model.parameters()).device
-    q = torch.arange(1, T, device=device)
-    logn = torch.log(q.float() + 1)  # log(q+1): entropy of a uniform row over keys 0..q
 
     sink = torch.zeros(n_layers, n_heads)
     ent = torch.zeros(n_layers, n_heads)
@@ -316,11 +323,9 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
     def pattern_hook(layer):
         def fn(a, hook):  # a: [b, H, Q, K]
             a = a.float()
-            s = a[:, :, 1:, 0]  # [b, H, T-1]
-            sink[layer] += s.sum(0).mean(-1).cpu()
-            rows = a[:, :, 1:, :]
-            h = -(rows * torch.log(rows.clamp_min(1e-30))).sum(-1) / logn  # [b, H, T-1]
-            ent[layer] += h.mean(-1).sum(0).cpu()
+            s, h = sink_and_entropy(a)  # [b, H] each
+            sink[layer] += s.sum(0).cpu()
+            ent[layer] += h.sum(0).cpu()
             col[layer] += column_entropy_score(a).double().sum(0).cpu()
             if state["first"]:
                 example[layer] = a[0, :, :, 0].cpu()
@@ -454,11 +459,7 @@ def _attention_stats(q: torch.Tensor, k: torch.Tensor, scale: float) -> tuple[to
     k = k.repeat_interleave(H // n_kv, dim=1)
     scores = torch.einsum("qhd,khd->hqk", q, k) * scale
     causal = torch.ones(T, T, dtype=torch.bool).tril()
-    a = scores.masked_fill(~causal, float("-inf")).softmax(-1)  # [H, T, T]
-    rows = a[:, 1:, :]
-    logn = torch.log(torch.arange(2, T + 1, dtype=a.dtype))
-    ent = (-(rows * torch.log(rows.clamp_min(1e-30))).sum(-1) / logn).mean(-1)
-    return a[:, 1:, 0].mean(-1), ent
+    return sink_and_entropy(scores.masked_fill(~causal, float("-inf")).softmax(-1))  # pattern [H, T, T]
 
 
 def sink_scores_from_store(store, layers=None, scale: float | None = None, batch_size: int = 4096,

@@ -77,12 +77,8 @@ def _forward(model, tokens: torch.Tensor) -> None:
         pass
 
 
-def probe_hooks(model, hooks: list[str], tokens: torch.Tensor,
-                values: dict[str, torch.Tensor] | None = None) -> tuple[list[str], dict[str, list[int]]]:
-    """Firing order of ``hooks`` and each one's per-token shape, from one forward pass.
-
-    With ``values`` (a dict), each hook's activation on ``tokens`` is stored in it (a copy).
-    """
+def probe_hooks(model, hooks: list[str], tokens: torch.Tensor) -> tuple[list[str], dict[str, list[int]]]:
+    """Firing order of ``hooks`` and each one's per-token shape, from one forward pass."""
     from interp.models import scoped_hooks
 
     order: list[str] = []
@@ -93,8 +89,6 @@ def probe_hooks(model, hooks: list[str], tokens: torch.Tensor,
             if name not in shapes:
                 order.append(name)
                 shapes[name] = tuple(t.shape)
-                if values is not None:
-                    values[name] = t.detach().clone()
                 if len(shapes) == len(hooks):
                     raise _StopForward  # everything seen: skip the rest of the model
 
@@ -195,9 +189,7 @@ def cache_activations(
         raise CorpusError(f"corpus {corpus.description} is too short for even one sequence of {C} tokens")
     # a short probe (7 positions: unlikely to equal a head count, so [B, H, T, T] hooks are told apart)
     probe_tokens = torch.tensor([s[:7] for s in head * (2 // len(head))], dtype=torch.long, device=device)
-    probe_values: dict[str, torch.Tensor] = {}
-    order, row_shapes = probe_hooks(model, hooks, probe_tokens, probe_values)
-    del probe_values
+    order, row_shapes = probe_hooks(model, hooks, probe_tokens)
     stop_hook = order[-1]
     store_np, store_torch, nbytes = DTYPES[cfg.dtype]
     row_bytes = {h: int(np.prod(row_shapes[h])) * nbytes for h in hooks}

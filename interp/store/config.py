@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .format import DTYPES, canonical_dtype
+from .format import canonical_dtype
 
 # Default shard size: about this many bytes per (shard, hook) file.
 TARGET_SHARD_BYTES = 32 << 20
@@ -72,9 +72,6 @@ class CacheConfig:
         rps = self.rows_per_sequence
         rows = max(rps, rows // rps * rps)
         return min(rows, max(rps, -(-self.n_tokens // rps) * rps))
-
-    def bytes_per_element(self) -> int:
-        return DTYPES[self.dtype][2]
 
     def to_json(self) -> dict:
         return asdict(self)

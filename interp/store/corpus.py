@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import json
 import lzma
 from dataclasses import dataclass, field
@@ -116,10 +117,8 @@ def _hf_corpus(spec: str, text_field: str) -> Corpus:
     name = parts[0]
     config = parts[1] if len(parts) > 2 else None
     split = parts[-1] if len(parts) > 1 else "train"
-    try:
-        import datasets  # noqa: F401
-    except ImportError:
-        raise CorpusError(f"corpus {spec!r} needs the 'datasets' package (pip install datasets)") from None
+    if importlib.util.find_spec("datasets") is None:
+        raise CorpusError(f"corpus {spec!r} needs the 'datasets' package (pip install datasets)")
 
     def docs():
         import datasets

@@ -55,68 +55,10 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from interp.results import Result, register
+from interp.results import Result, check_fields, register
 
-SHAKESPEARE = """Shall I compare thee to a summer's day?
-Thou art more lovely and more temperate:
-Rough winds do shake the darling buds of May,
-And summer's lease hath all too short a date;
-Sometime too hot the eye of heaven shines,
-And often is his gold complexion dimm'd;
-And every fair from fair sometime declines,
-By chance or nature's changing course untrimm'd;
-But thy eternal summer shall not fade,
-Nor lose possession of that fair thou ow'st;
-Nor shall Death brag thou wander'st in his shade,
-When in eternal lines to time thou grow'st:
-So long as men can breathe or eyes can see,
-So long lives this, and this gives life to thee.
-
-To be, or not to be, that is the question:
-Whether 'tis nobler in the mind to suffer
-The slings and arrows of outrageous fortune,
-Or to take arms against a sea of troubles
-And by opposing end them. To die: to sleep;
-No more; and by a sleep to say we end
-The heart-ache and the thousand natural shocks
-That flesh is heir to, 'tis a consummation
-Devoutly to be wish'd. To die, to sleep;
-To sleep: perchance to dream: ay, there's the rub;
-For in that sleep of death what dreams may come
-When we have shuffled off this mortal coil,
-Must give us pause: there's the respect
-That makes calamity of so long life.
-
-Tomorrow, and tomorrow, and tomorrow,
-Creeps in this petty pace from day to day,
-To the last syllable of recorded time;
-And all our yesterdays have lighted fools
-The way to dusty death. Out, out, brief candle!
-Life's but a walking shadow, a poor player,
-That struts and frets his hour upon the stage,
-And then is heard no more. It is a tale
-Told by an idiot, full of sound and fury,
-Signifying nothing.
-
-Friends, Romans, countrymen, lend me your ears;
-I come to bury Caesar, not to praise him.
-The evil that men do lives after them;
-The good is oft interred with their bones;
-So let it be with Caesar. The noble Brutus
-Hath told you Caesar was ambitious:
-If it were so, it was a grievous fault,
-And grievously hath Caesar answer'd it.
-
-All the world's a stage,
-And all the men and women merely players;
-They have their exits and their entrances,
-And one man in his time plays many parts,
-His acts being seven ages. At first, the infant,
-Mewling and puking in the nurse's arms.
-Then the whining school-boy, with his satchel
-And shining morning face, creeping like snail
-Unwillingly to school.
-"""
+SHAKESPEARE = (Path(__file__).parent / "shakespeare.txt").read_text(encoding="utf-8")
+"""The default training text: five public-domain Shakespeare passages (data, kept beside this module)."""
 
 BOS, DELIM = "<s>", "<d>"
 
@@ -258,19 +200,11 @@ class BBTrainConfig:
     ``None``: :func:`log_spaced_steps` (0 and ~16 log-spaced steps)."""
 
     def __post_init__(self):
-        if self.arch not in ("gpt2", "llama"):
-            raise ValueError(f"arch must be 'gpt2' or 'llama', got {self.arch!r}")
-        if self.init not in ("hf", "paper"):
-            raise ValueError(f"init must be 'hf' or 'paper', got {self.init!r}")
-        if self.activation not in ("gelu_new", "gelu", "relu"):
-            raise ValueError(f"activation must be 'gelu_new', 'gelu' or 'relu', got {self.activation!r}")
-        for k in ("n_layers", "d_model", "d_mlp", "steps", "batch_size"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        check_fields(self, {"arch": ("gpt2", "llama"), "init": ("hf", "paper"), "activation": ("gelu_new", "gelu", "relu")},
+                     {**dict.fromkeys(("n_layers", "d_model", "d_mlp", "steps", "batch_size"), 1), "warmup": 0,
+                      "weight_decay": 0})
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.warmup < 0 or self.weight_decay < 0:
-            raise ValueError(f"warmup and weight_decay must be >= 0, got {self.warmup}, {self.weight_decay}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
 
@@ -509,16 +443,6 @@ class BBResult(Result):
     """Training throughput (forward + backward)."""
     meta: dict = field(default_factory=dict)
     """Provenance: ``device``, ``versions``."""
-
-    @classmethod
-    def _decode_field(cls, name, value):
-        if name == "train":
-            return BBTrainConfig(**{**value, "betas": tuple(value["betas"]),
-                                    "checkpoint_steps": None if value["checkpoint_steps"] is None
-                                    else tuple(value["checkpoint_steps"])})
-        if name == "mechanism":
-            return [BBMechanism(**m) for m in value]
-        return value
 
     def copy_layer(self) -> int:
         """The layer whose head does the backcopy: its ⟨s⟩ ablation costs most at triggers (last checkpoint)."""
