@@ -1,0 +1,137 @@
+"""Issue 14's bench ratios before and after, back to back in one run, same sizes, same interpreter.
+
+Each bench script of each tree runs with ``PYTHONPATH`` at that tree (its own copy of the bench
+script and of ``interp``), before then after, so the two sides of a row are seconds apart and
+see about the same machine load; ``uptime`` is recorded around every run.  The noise of a ratio
+is measured by running the after side of ``--noise`` benches ``--noise-repeats`` times more.
+
+    git archive 17e6454 | tar -x -C /tmp/before      # where issue 14 started
+    git archive HEAD | tar -x -C /tmp/after
+    nice -n 5 python bench/issue14_before_after.py --before /tmp/before --after /tmp/after \
+        --out bench/results/issue14_before_after.json
+
+Sizes are small (the whole run is ~20 minutes on two shared cores); the ratios, not the
+absolute times, are what the table in docs/benchmarks.md compares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def get(d, path, default=None):
+    for k in path.split("/"):
+        if not isinstance(d, dict) or k not in d:
+            return default
+        d = d[k]
+    return d
+
+
+def _sae_ratio(d, other):
+    r = get(d, "results") or {}
+    a, b = get(r, "interp/tokens_per_s"), get(r, f"{other}/tokens_per_s")
+    return a / b if a and b else None
+
+
+# name -> (argv after the script, json file the script writes (relative to the tree or absolute), ratio extractors)
+BENCHES = {
+    "cache": (["bench/bench_cache.py", "--model", "smollm2-135m", "--n-tokens", "1024", "--context-length", "128",
+               "--batch-size", "8", "--repeats", "2", "--saelens-python", "/nonexistent", "--out", "{tmp}/cache.json"],
+              "{tmp}/cache.json",
+              {"interp_total_vs_plain_bridge (tok/s ratio)": lambda d: get(d, "ratio_interp_total_vs_plain_bridge"),
+               "interp_total_vs_plain_hf (tok/s ratio)": lambda d: get(d, "ratio_interp_total_vs_plain_hf"),
+               "interp_total_vs_plain_bridge (CPU-time ratio)": lambda d: get(d, "cpu_ratio_interp_total_vs_plain_bridge")}),
+    "store_read": (["bench/bench_store_read.py", "--rows", "100000", "--repeats", "3", "--cold-repeats", "1",
+                    "--out", "{tmp}/store_read.json"],
+                   "{tmp}/store_read.json",
+                   {"shuffled_fp16/raw_batches as_written (paired median)": lambda d: get(d, "shuffled_fp16_vs_raw/as_written/paired_median"),
+                    "shuffled_fp16/raw_batches reread_raw (paired median)": lambda d: get(d, "shuffled_fp16_vs_raw/reread_raw/paired_median"),
+                    "shuffled_fp16/raw_cold (best of 1)": lambda d: get(d, "shuffled_fp16_vs_raw/cold/paired_median")}),
+    "ig": (["bench/bench_ig.py", "--model", "smollm2-135m", "--n", "2", "--steps", "16", "--repeat", "2",
+            "--threads", "2", "--mid-hook", "blocks.15.hook_resid_pre", "--skip-equal-accuracy", "--out", "{tmp}/ig.json"],
+           "{tmp}/ig.json",
+           {"captum/ours hook_embed (speed-up)": lambda d: get(d, "hook_embed/speedup"),
+            "captum/ours blocks.15.hook_resid_pre (speed-up)": lambda d: get(d, "mid_hook/speedup_vs_captum"),
+            "path at hook_embed": lambda d: get(d, "hook_embed/ours_path")}),
+    "attribution": (["bench/bench_attribution.py", "--model", "smollm2-135m", "--n", "4", "--repeats", "2",
+                     "--json", "{tmp}/attribution.json"],
+                    "{tmp}/attribution.json",
+                    {"RelP(default)/AtP time": lambda d: get(d, "rows/relp(default)/seconds") / get(d, "rows/atp/seconds"),
+                     "RelP(default+cp-lrp)/AtP time": lambda d: get(d, "rows/relp(all)/seconds") / get(d, "rows/atp/seconds")}),
+    "sae_train": (["bench/bench_sae_train.py", "--rows", "16384", "--held", "2048", "--batch", "2048", "--steps", "20",
+                   "--threads", "2", "--saelens-python", "/nonexistent"],
+                  "runs/bench_sae_train.json",
+                  {"interp/plain-pytorch (tok/s)": lambda d: _sae_ratio(d, "plain-pytorch"),
+                   "interp/interp-dense reference (tok/s)": lambda d: _sae_ratio(d, "interp-dense")}),
+}
+
+
+def run_one(tree: Path, name: str, tmp: Path, python: str) -> dict:
+    argv, out, extract = BENCHES[name]
+    argv = [a.format(tmp=tmp) for a in argv]
+    out_path = Path(out.format(tmp=tmp))
+    out_path = out_path if out_path.is_absolute() else tree / out_path
+    out_path.unlink(missing_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(tree), PYTHONUNBUFFERED="1")
+    env.pop("INTERP_REFERENCE", None)
+    rec = {"tree": str(tree), "command": " ".join([python, *argv]), "uptime_start": uptime(),
+           "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    t0 = time.perf_counter()
+    p = subprocess.run([python, *argv], cwd=tree, env=env, capture_output=True, text=True)
+    rec.update(wall_s=round(time.perf_counter() - t0, 1), rc=p.returncode, uptime_end=uptime(),
+               stdout_tail=p.stdout[-3000:], stderr_tail=p.stderr[-2000:] if p.returncode else "")
+    if p.returncode == 0 and out_path.exists():
+        rec["raw"] = json.loads(out_path.read_text())
+        ratios = {}
+        for k, f in extract.items():
+            try:
+                ratios[k] = f(rec["raw"])
+            except Exception as e:  # a key the older script does not write
+                ratios[k] = f"n/a ({type(e).__name__})"
+        rec["ratios"] = ratios
+    print(f"[{name}] {tree}: rc={p.returncode} {rec['wall_s']}s {rec.get('ratios')}", flush=True)
+    return rec
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--before", required=True)
+    ap.add_argument("--after", required=True)
+    ap.add_argument("--before-commit", default="17e6454")
+    ap.add_argument("--after-commit", default="")
+    ap.add_argument("--benches", default=",".join(BENCHES))
+    ap.add_argument("--noise", default="sae_train,ig", help="benches whose after side runs --noise-repeats more times")
+    ap.add_argument("--noise-repeats", type=int, default=2)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "issue14_before_after.json"))
+    args = ap.parse_args(argv)
+    python = sys.executable
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "issue14_ba"
+    tmp.mkdir(parents=True, exist_ok=True)
+    res = {"before": {"tree": args.before, "commit": args.before_commit},
+           "after": {"tree": args.after, "commit": args.after_commit},
+           "python": python, "cores": os.cpu_count(), "benches": {}, "noise": {}}
+    out = Path(args.out)
+    for name in filter(None, args.benches.split(",")):
+        res["benches"][name] = {"before": run_one(Path(args.before), name, tmp, python),
+                                "after": run_one(Path(args.after), name, tmp, python)}
+        out.write_text(json.dumps(res, indent=1))
+    for name in filter(None, args.noise.split(",")):
+        reps = [run_one(Path(args.after), name, tmp, python) for _ in range(args.noise_repeats)]
+        res["noise"][name] = [{k: r.get(k) for k in ("ratios", "uptime_start", "uptime_end", "wall_s", "rc")} for r in reps]
+        out.write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
