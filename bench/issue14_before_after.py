@@ -77,6 +77,77 @@ BENCHES = {
 }
 
 
+# RelP vs AtP by one timing script for both trees (the API it calls is the same at both commits):
+# wall and process-CPU seconds per call, interleaved rounds; CPU time is far less sensitive to the
+# other jobs on the machine than wall time (bench_attribution.py records wall time only).
+RELP_ATP = r"""
+import json, sys, time, torch
+from interp.attribution import attribution_patching, relevance_patching
+from interp.models import load_model
+from interp.tasks import ioi_task
+torch.set_num_threads(1)
+n, rounds, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+model = load_model("smollm2-135m", device="cpu")
+task = ioi_task(model, n=n, seed=0)
+comps = ("attn_head", "mlp")
+runs = {"atp": lambda: attribution_patching(model, task, comps),
+        "relp_default": lambda: relevance_patching(model, task, comps, rules="default"),
+        "relp_all": lambda: relevance_patching(model, task, comps, rules="default+cp-lrp")}
+for fn in runs.values():
+    fn()  # warm-up
+wall, cpu = {k: [] for k in runs}, {k: [] for k in runs}
+for _ in range(rounds):
+    for k, fn in runs.items():
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        wall[k].append(time.perf_counter() - t)
+        cpu[k].append(time.process_time() - c)
+res = {"n": n, "rounds": rounds, "threads": 1, "wall": wall, "cpu": cpu}
+for k in ("relp_default", "relp_all"):
+    res[f"{k}_over_atp_wall_best"] = min(wall[k]) / min(wall["atp"])
+    res[f"{k}_over_atp_cpu_best"] = min(cpu[k]) / min(cpu["atp"])
+json.dump(res, open(out, "w"), indent=1)
+print(json.dumps({k: v for k, v in res.items() if k.endswith("best")}))
+"""
+BENCHES["relp_atp"] = (["-c", RELP_ATP, "4", "4", "{tmp}/relp_atp.json"], "{tmp}/relp_atp.json",
+                       {"RelP(default)/AtP process-CPU time (best of 4)": lambda d: d["relp_default_over_atp_cpu_best"],
+                        "RelP(default+cp-lrp)/AtP process-CPU time": lambda d: d["relp_all_over_atp_cpu_best"],
+                        "RelP(default)/AtP wall time (best of 4)": lambda d: d["relp_default_over_atp_wall_best"]})
+
+
+# SAE training vs the plain PyTorch loop in process-CPU time, each tree's own bench_sae_train.py functions
+# (run_interp switches that tree's sparse kernels on its own way), interleaved rounds, one thread.
+SAE_CPU = r"""
+import argparse, json, sys, time, torch
+sys.path.insert(0, "bench")
+import bench_sae_train as b
+torch.set_num_threads(1)
+rounds, out = int(sys.argv[1]), sys.argv[2]
+args = argparse.Namespace(store=None, hook="blocks.15.hook_resid_post", rows=16384, held=2048, expansion=8, k=32,
+                          batch=2048, steps=20, threads=1, device="cpu")
+train, held = b.load_rows(args)
+runs = {"interp": lambda: b.run_interp(train, held, args, True), "plain": lambda: b.run_plain(train, held, args)}
+wall, cpu, fvu = {k: [] for k in runs}, {k: [] for k in runs}, {}
+for _ in range(rounds):
+    for k, fn in runs.items():
+        t, c = time.perf_counter(), time.process_time()
+        r = fn()
+        wall[k].append(time.perf_counter() - t)
+        cpu[k].append(time.process_time() - c)
+        fvu[k] = r["fvu"]
+res = {"rows": 16384, "d": 576, "d_sae": 4608, "k": 32, "batch": 2048, "steps": 20, "threads": 1, "rounds": rounds,
+       "wall": wall, "cpu": cpu, "held_fvu": fvu,
+       "plain_over_interp_cpu_best": min(cpu["plain"]) / min(cpu["interp"]),
+       "plain_over_interp_wall_best": min(wall["plain"]) / min(wall["interp"])}
+json.dump(res, open(out, "w"), indent=1)
+print(json.dumps({k: v for k, v in res.items() if k.endswith("best")}))
+"""
+BENCHES["sae_cpu"] = (["-c", SAE_CPU, "3", "{tmp}/sae_cpu.json"], "{tmp}/sae_cpu.json",
+                      {"interp/plain-pytorch, process-CPU time (best of 3; includes held-out eval)":
+                           lambda d: d["plain_over_interp_cpu_best"],
+                       "interp/plain-pytorch, wall (best of 3)": lambda d: d["plain_over_interp_wall_best"]})
+
+
 def run_one(tree: Path, name: str, tmp: Path, python: str) -> dict:
     argv, out, extract = BENCHES[name]
     argv = [a.format(tmp=tmp) for a in argv]
@@ -85,7 +156,8 @@ def run_one(tree: Path, name: str, tmp: Path, python: str) -> dict:
     out_path.unlink(missing_ok=True)
     env = dict(os.environ, PYTHONPATH=str(tree), PYTHONUNBUFFERED="1")
     env.pop("INTERP_REFERENCE", None)
-    rec = {"tree": str(tree), "command": " ".join([python, *argv]), "uptime_start": uptime(),
+    shown = [a if len(a) < 200 else "<RELP_ATP script>" for a in argv]
+    rec = {"tree": str(tree), "command": " ".join([python, *shown]), "uptime_start": uptime(),
            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     t0 = time.perf_counter()
     p = subprocess.run([python, *argv], cwd=tree, env=env, capture_output=True, text=True)
@@ -111,6 +183,7 @@ def main(argv=None) -> int:
     ap.add_argument("--before-commit", default="17e6454")
     ap.add_argument("--after-commit", default="")
     ap.add_argument("--benches", default=",".join(BENCHES))
+    ap.add_argument("--merge", action="store_true", help="add to an existing --out instead of starting anew")
     ap.add_argument("--noise", default="sae_train,ig", help="benches whose after side runs --noise-repeats more times")
     ap.add_argument("--noise-repeats", type=int, default=2)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "issue14_before_after.json"))
@@ -122,6 +195,10 @@ def main(argv=None) -> int:
            "after": {"tree": args.after, "commit": args.after_commit},
            "python": python, "cores": os.cpu_count(), "benches": {}, "noise": {}}
     out = Path(args.out)
+    if args.merge and out.exists():
+        old = json.loads(out.read_text())
+        old["benches"].update(res["benches"])
+        res["benches"], res["noise"] = old["benches"], old.get("noise", {})
     for name in filter(None, args.benches.split(",")):
         res["benches"][name] = {"before": run_one(Path(args.before), name, tmp, python),
                                 "after": run_one(Path(args.after), name, tmp, python)}

@@ -62,16 +62,16 @@ PYEOF
 
 rc=0
 step "tests marked gpu (tests/test_gpu.py)"
-timeout 240 "$PY" -m pytest tests/test_gpu.py -m gpu -v -rs -p no:cacheprovider --junitxml="$OUTDIR/gpu_tests.xml" || rc=1
+timeout 180 "$PY" -m pytest tests/test_gpu.py -m gpu -v -rs -p no:cacheprovider --junitxml="$OUTDIR/gpu_tests.xml" || rc=1
 
 step "bench: IG vs captum at hook_embed (random GPT-2 small, cuda)"
-timeout 150 "$PY" bench/bench_ig.py --gpt2-random --device cuda --n 4 --steps 32 --repeat 3 \
+timeout 100 "$PY" bench/bench_ig.py --gpt2-random --device cuda --n 4 --steps 32 --repeat 3 \
   --out "$OUTDIR/bench_ig_gpu.json" || rc=1
 step "bench: SAE training, interp vs the plain PyTorch loop (cuda)"
-timeout 120 "$PY" bench/bench_sae_train.py --device cuda --rows 32768 --held 4096 --batch 4096 --steps 50 \
+timeout 90 "$PY" bench/bench_sae_train.py --device cuda --rows 32768 --held 4096 --batch 4096 --steps 50 \
   --threads 8 --repeats 2 --saelens-python /nonexistent --out "$OUTDIR/bench_sae_train_gpu.json" || rc=1
 step "bench: store batches to the GPU vs raw host read"
-timeout 120 "$PY" bench/bench_store_read.py --device cuda --rows 200000 --repeats 3 --cold-repeats 1 \
+timeout 90 "$PY" bench/bench_store_read.py --device cuda --rows 200000 --repeats 3 --cold-repeats 1 \
   --out "$OUTDIR/bench_store_read_gpu.json" || rc=1
 
 step "summary"

@@ -200,11 +200,12 @@ def _train(X, device, perturb=0.0):
     return train_sae(TensorSource({"h": X}), cfg, tc, sae=sae)
 
 
-# How far the final FVU of this run moves when the start point moves by float32 rounding (1e-6 relative),
-# measured on the CPU (INTERP_GPU_TEST_DEVICE=cpu runs that measurement as a test; docs/benchmarks.md
-# records it): ~0.3% relative over the 187 steps.  A device switch perturbs every step by the same order,
-# so its final FVU is allowed 10x the measured spread, 3% relative; the per-log FVU curves alike.
-SAE_FVU_REL_TOL = 0.03
+# How far the FVU curve of this run moves when the start point moves, measured on the CPU (docs/benchmarks.md,
+# "SAE training on another device"): a 1e-6 relative change moves the late curve by 3.6e-8 relative, 1e-5 by
+# 3.5e-7 (the run contracts perturbations).  A device switch perturbs every one of the ~190 steps at float32
+# rounding level (eps32 = 1.2e-7 relative per sum, and a near-tie in the TopK selection can swap a latent),
+# which this machine cannot measure; allowed: 1e-3 relative, ~3000x the effect of a 1e-5 start perturbation.
+SAE_FVU_REL_TOL = 1e-3
 
 
 def test_sae_training_on_device_learns_and_tracks_cpu():
@@ -226,7 +227,7 @@ def test_sae_training_on_device_learns_and_tracks_cpu():
 
 def test_sae_training_sensitivity_to_float32_rounding():
     """The measurement behind SAE_FVU_REL_TOL, on the CPU: a 1e-6 relative change of the start point
-    moves the late FVU curve by under a tenth of the tolerance."""
+    moves the late FVU curve by under a tenth of the tolerance (measured: 3.6e-8)."""
     X = _planted()
     a = [h["fvu"] for h in _train(X, "cpu").history]
     b = [h["fvu"] for h in _train(X, "cpu", perturb=1e-6).history]
