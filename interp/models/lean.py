@@ -12,10 +12,10 @@ eager attention, copies); :class:`LeanGemma3` runs the same arithmetic as the Hu
 * in the last block only the last position's query, attention output and MLP are computed, and
   only its logits (the metric reads the last position only; ig.py checks this first).
 
-Only Gemma 3 has one: bench/bench_ig.py ``--lean-vs-replay`` measures each lean forward against
-the bridge with the same prefix replay, last-position logits, batching and steps, and a second
-implementation is kept only at >= 1.5x (Gemma 3 270M: 1.7-2.2x less process CPU time; the Llama,
-GPT-2 and GPT-NeoX forwards measured 1.05-1.4x and were removed; bench/results/bench_ig_issue14.json).
+Only Gemma 3 has one.  Design choice: a second implementation of a forward is kept only where
+bench/bench_ig.py ``--lean-vs-replay`` shows it at >= 1.5x the bridge with the same prefix replay,
+last-position logits, batching and steps; the Llama, GPT-2 and GPT-NeoX forwards fell short and were
+removed (the figures: docs/benchmarks.md, "Integrated gradients").
 
 :class:`LeanForward` is the driver (masks, prefix keys/values, the block loop, hook edits);
 :class:`LeanGemma3` the transcription: (1 + w) RMSNorm incl. q/k norms, per-layer-type rotary,
