@@ -62,6 +62,8 @@ BENCHES = {
             "--threads", "2", "--mid-hook", "blocks.15.hook_resid_pre", "--skip-equal-accuracy", "--out", "{tmp}/ig.json"],
            "{tmp}/ig.json",
            {"captum/ours hook_embed (speed-up)": lambda d: get(d, "hook_embed/speedup"),
+            "captum/ours hook_embed, process-CPU time": lambda d: get(d, "hook_embed/cpu_ratios/captum_over_ours"),
+            "captum/ours blocks.15, process-CPU time": lambda d: get(d, "hook_embed/cpu_ratios/mid_captum_over_ours"),
             "captum/ours blocks.15.hook_resid_pre (speed-up)": lambda d: get(d, "mid_hook/speedup_vs_captum"),
             "path at hook_embed": lambda d: get(d, "hook_embed/ours_path")}),
     "attribution": (["bench/bench_attribution.py", "--model", "smollm2-135m", "--n", "4", "--repeats", "2",
@@ -92,7 +94,9 @@ task = ioi_task(model, n=n, seed=0)
 comps = ("attn_head", "mlp")
 runs = {"atp": lambda: attribution_patching(model, task, comps),
         "relp_default": lambda: relevance_patching(model, task, comps, rules="default"),
-        "relp_all": lambda: relevance_patching(model, task, comps, rules="default+cp-lrp")}
+        "relp_all": lambda: relevance_patching(model, task, comps, rules=ALL)}
+from interp.attribution.lrp_rules import RULE_SETS
+ALL = "default+cp-lrp" if "default+cp-lrp" in RULE_SETS else "all"  # the name of the full rule set at 17e6454: "all"
 for fn in runs.values():
     fn()  # warm-up
 wall, cpu = {k: [] for k in runs}, {k: [] for k in runs}
@@ -148,10 +152,13 @@ BENCHES["sae_cpu"] = (["-c", SAE_CPU, "3", "{tmp}/sae_cpu.json"], "{tmp}/sae_cpu
                        "interp/plain-pytorch, wall (best of 3)": lambda d: d["plain_over_interp_wall_best"]})
 
 
+BENCHES["ig_repeat"] = BENCHES["ig"]  # the same pair again, later in the run (another machine load)
+
+
 def run_one(tree: Path, name: str, tmp: Path, python: str) -> dict:
     argv, out, extract = BENCHES[name]
-    argv = [a.format(tmp=tmp) for a in argv]
-    out_path = Path(out.format(tmp=tmp))
+    argv = [a.replace("{tmp}", str(tmp)) for a in argv]
+    out_path = Path(out.replace("{tmp}", str(tmp)))
     out_path = out_path if out_path.is_absolute() else tree / out_path
     out_path.unlink(missing_ok=True)
     env = dict(os.environ, PYTHONPATH=str(tree), PYTHONUNBUFFERED="1")
@@ -176,6 +183,43 @@ def run_one(tree: Path, name: str, tmp: Path, python: str) -> dict:
     return rec
 
 
+def _load(rec: dict) -> str:
+    up = rec.get("uptime_start", "")
+    return up.split("load average:")[-1].split(",")[0].strip() if "load average" in up else "?"
+
+
+def _fmt(v) -> str:
+    return f"{v:.2f}" if isinstance(v, (int, float)) else str(v)
+
+
+def _ratios(name: str, rec: dict) -> dict:
+    """The ratios of a run, recomputed from its raw JSON where kept (so extractors added later apply)."""
+    if "raw" not in rec:
+        return rec.get("ratios") or {}
+    out = {}
+    for k, f in BENCHES[name][2].items():
+        try:
+            out[k] = f(rec["raw"])
+        except Exception as e:
+            out[k] = f"n/a ({type(e).__name__})"
+    return out
+
+
+def table(res: dict) -> str:
+    """The Markdown table of docs/benchmarks.md: one row per ratio, before and after, the 1-minute load
+    average at the start of each run, and the after side's repeats (the noise)."""
+    lines = ["| bench | ratio | before (17e6454) | after | load before / after | after, repeated |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, b in res["benches"].items():
+        before, after = _ratios(name, b["before"]), _ratios(name, b["after"])
+        reps = [r.get("ratios") or {} for r in res.get("noise", {}).get(name, [])]
+        for key in after or before:
+            again = ", ".join(_fmt(r.get(key)) for r in reps) or "-"
+            lines.append(f"| {name} | {key} | {_fmt(before.get(key, 'failed'))} | {_fmt(after.get(key))} | "
+                         f"{_load(b['before'])} / {_load(b['after'])} | {again} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--before", required=True)
@@ -187,7 +231,11 @@ def main(argv=None) -> int:
     ap.add_argument("--noise", default="sae_train,ig", help="benches whose after side runs --noise-repeats more times")
     ap.add_argument("--noise-repeats", type=int, default=2)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "issue14_before_after.json"))
+    ap.add_argument("--table", action="store_true", help="only print the Markdown table of --out")
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(json.loads(Path(args.out).read_text())))
+        return 0
     python = sys.executable
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "issue14_ba"
     tmp.mkdir(parents=True, exist_ok=True)
