@@ -189,7 +189,7 @@ def _load(rec: dict) -> str:
 
 
 def _fmt(v) -> str:
-    return f"{v:.2f}" if isinstance(v, (int, float)) else str(v)
+    return f"{v:.2f}" if isinstance(v, (int, float)) else "-" if v is None else str(v)
 
 
 def _ratios(name: str, rec: dict) -> dict:
