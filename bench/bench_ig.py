@@ -27,7 +27,7 @@ delta <= 2% of F(x) - F(baseline) at our default step count.  On IOI prompts wit
    holding the cores; ratios of both are printed).
 
     python bench/bench_ig.py [--model smollm2-135m] [--n 4] [--steps 32] [--mid-hook blocks.20.hook_resid_pre]
-    python bench/bench_ig.py --gpt2-random [--n 4] [--steps 32]   # adds "gpt2_random" to the same JSON
+    python bench/bench_ig.py --gpt2-random [--n 4] [--steps 32] [--device cuda]   # adds "gpt2_random" to the same JSON
     python bench/bench_ig.py --lean-vs-replay [--n 2] [--steps 16]   # adds "lean_vs_replay"
 
 ``--lean-vs-replay``: whether the lean forward pays, with everything else equal.  IG at
@@ -64,9 +64,16 @@ import torch
 print = functools.partial(print, flush=True)  # progress shows under a pipe
 
 
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # CUDA kernels run asynchronously: time to their end
+
+
 def _time(fn):
+    _sync()
     t0 = time.perf_counter()
     out = fn()
+    _sync()
     return out, time.perf_counter() - t0
 
 
@@ -153,9 +160,9 @@ def gpt2_random(args) -> dict:
 
     torch.manual_seed(0)
     cfg = GPT2Config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    hf = GPT2LMHeadModel(cfg).eval()
+    hf = GPT2LMHeadModel(cfg).eval().to(args.device)
     model = TransformerBridge.boot_transformers("gpt2", hf_model=hf, tokenizer=char_tokenizer())
-    model.eval()
+    model.eval().to(args.device)
     for p in model.parameters():
         p.requires_grad_(False)
     T, n = 16, args.n
@@ -163,6 +170,7 @@ def gpt2_random(args) -> dict:
     clean = torch.randint(0, cfg.vocab_size, (n, T), generator=g)
     corrupt = clean.clone()
     corrupt[:, [2, 5, 11]] = torch.randint(0, cfg.vocab_size, (n, 3), generator=g)
+    clean, corrupt = clean.to(args.device), corrupt.to(args.device)
     a_tok, b_tok = 464, 262
 
     def metric(logits):
@@ -195,6 +203,7 @@ def gpt2_random(args) -> dict:
     res = {
         "config": "GPT2Config() random init (seed 0): 12 layers, d_model 768, 12 heads, vocab 50257",
         "n": n, "tokens": T, "steps": args.steps, "corrupt_positions": [2, 5, 11], "repeat": args.repeat,
+        "device": str(next(model.parameters()).device),
         "threads": torch.get_num_threads(), "rounds": rounds, "best_s": best, "best_cpu_s": cpu_best(rounds),
         "paths": {k: out[k].path for k in ("embed_ours", "embed_plain", "mid_ours", "mid_plain")},
         "hook_embed": {"plain_over_ours": best["embed_plain"] / best["embed_ours"],
@@ -333,6 +342,7 @@ def main():
     ap.add_argument("--skip-equal-accuracy", action="store_true")
     ap.add_argument("--gpt2-random", action="store_true", help="only the random GPT-2 (124M) section")
     ap.add_argument("--lean-vs-replay", action="store_true", help="only the lean-vs-replay section per architecture")
+    ap.add_argument("--device", default="cpu", help="--gpt2-random: where the model runs (cuda on a GPU machine)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_ig.json"))
     args = ap.parse_args()
     if args.threads:

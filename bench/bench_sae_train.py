@@ -71,27 +71,31 @@ def run_interp(train, held, args, sparse: bool) -> dict:
     os.environ["INTERP_REFERENCE"] = "0" if sparse else "1"
     cfg = SAEConfig(arch="topk", d_in=train.shape[1], d_sae=args.expansion * train.shape[1], k=args.k, hook_in="h")
     tc = TrainConfig(n_tokens=args.steps * args.batch, batch_size=args.batch, lr=4e-4,
-                     warmup_steps=min(100, args.steps // 10), progress=False, device="cpu",
+                     warmup_steps=min(100, args.steps // 10), progress=False, device=args.device,
                      dead_after_tokens=max(args.batch, args.rows // 2))
     r = train_sae(TensorSource({"h": train}), cfg, tc)
     os.environ.pop("INTERP_REFERENCE", None)
-    return {"tokens_per_s": r.tokens_per_s, "seconds": r.seconds, **held_metrics(r.sae, held)}
+    return {"tokens_per_s": r.tokens_per_s, "seconds": r.seconds, **held_metrics(r.sae.cpu(), held)}
 
 
 def run_plain(train, held, args) -> dict:
-    """The smallest honest TopK trainer: what one would write by hand in PyTorch."""
+    """The smallest honest TopK trainer: what one would write by hand in PyTorch.  On ``--device cuda``
+    each batch is copied from host memory, as interp's trainer reads its batches from a host source."""
     torch.manual_seed(0)
+    dev = torch.device(args.device)
     d, n = train.shape[1], args.expansion * train.shape[1]
-    W_dec = torch.nn.functional.normalize(torch.randn(n, d), dim=-1).requires_grad_()
+    W_dec = torch.nn.functional.normalize(torch.randn(n, d), dim=-1).to(dev).requires_grad_()
     W_enc = W_dec.detach().T.clone().requires_grad_()
-    b_enc, b_dec = torch.zeros(n, requires_grad=True), train[:4096].mean(0).clone().requires_grad_()
+    b_enc = torch.zeros(n, device=dev, requires_grad=True)
+    b_dec = train[:4096].mean(0).to(dev).clone().requires_grad_()
     opt = torch.optim.Adam([W_enc, W_dec, b_enc, b_dec], lr=4e-4)
     g = torch.Generator().manual_seed(0)
+    _sync()
     t0 = time.perf_counter()
     perm = torch.randperm(train.shape[0], generator=g)
     for step in range(args.steps):
         s = (step * args.batch) % (train.shape[0] - args.batch + 1)
-        x = train[perm[s:s + args.batch]]
+        x = train[perm[s:s + args.batch]].to(dev)
         pre = (x - b_dec) @ W_enc + b_enc
         v, i = pre.topk(args.k, dim=-1)
         f = torch.zeros_like(pre).scatter(1, i, v.relu())
@@ -102,13 +106,20 @@ def run_plain(train, held, args) -> dict:
         opt.step()
         with torch.no_grad():
             W_dec /= W_dec.norm(dim=-1, keepdim=True)
+    _sync()
     secs = time.perf_counter() - t0
+    W_enc, W_dec, b_enc, b_dec = (t.detach().cpu() for t in (W_enc, W_dec, b_enc, b_dec))
     with torch.no_grad():
         pre = (held - b_dec) @ W_enc + b_enc
         v, i = pre.topk(args.k, dim=-1)
         xh = torch.zeros_like(pre).scatter(1, i, v.relu()) @ W_dec + b_dec
         fvu = float((held - xh).pow(2).sum() / (held - held.mean(0)).pow(2).sum())
     return {"tokens_per_s": args.steps * args.batch / secs, "seconds": secs, "fvu": fvu, "l0": float(args.k)}
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def run_saelens(rows_path: Path, train, args, sparse: bool) -> dict:
@@ -137,6 +148,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="runs per contender (best kept; the machine is shared)")
     ap.add_argument("--saelens-python", default="/work/venv-saelens/bin/python")
     ap.add_argument("--skip", default="", help="comma-separated contenders to skip")
+    ap.add_argument("--device", default="cpu", help="where interp's and the plain loop train (cuda on a GPU machine)")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench_sae_train.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     train, held = load_rows(args)
@@ -168,7 +181,7 @@ def main() -> None:
                        f"{args.threads} torch threads, shared with other jobs", "python": platform.python_version(),
             "torch": torch.__version__, "transformer_lens": version("transformer-lens"),
             "data": f"{args.store or 'synthetic'}:{args.hook} {train.shape[0]} rows x {train.shape[1]}",
-            "config": {k: getattr(args, k) for k in ("expansion", "k", "batch", "steps", "threads", "repeats")}}
+            "config": {k: getattr(args, k) for k in ("expansion", "k", "batch", "steps", "threads", "repeats", "device")}}
     print(json.dumps(meta, indent=1))
     print(f"{'trainer':<16}{'tokens/s':>12}{'seconds':>10}{'held FVU':>10}{'L0':>7}")
     for name, r in results.items():
@@ -180,7 +193,7 @@ def main() -> None:
     for other in ("saelens", "saelens-sparse", "plain-pytorch", "interp-dense"):
         if ours and "tokens_per_s" in results.get(other, {}):
             print(f"interp / {other}: {ours / results[other]['tokens_per_s']:.2f}x")
-    (ROOT / "runs" / "bench_sae_train.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

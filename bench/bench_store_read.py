@@ -25,6 +25,9 @@ freed, so the destination stays in the CPU cache, as it does for a loop that dro
 * ``raw_cold`` / ``shuffled_cold`` / ``shuffled_cold_1thread`` / ``shuffled_cold_ref``:
   ``raw_batches`` / ``shuffled_fp16`` (fast / fast on one thread / reference) after the store's files were dropped from the page cache
   (``posix_fadvise(POSIX_FADV_DONTNEED)`` on every file), so all read from the disk.
+* ``--device cuda``: ``shuffled_fp16_to_device`` / ``shuffled_fp32_to_device`` (the store's batches on the GPU:
+  pinned host batch, asynchronous copy, synchronised at the end of the epoch) and
+  ``raw_batches_to_device`` (each raw batch pinned and copied), all against the host ``raw_batches``.
 * ``--settings C/W,...``: ``shuffled_fp16`` (fast) with ``chunk_rows=C, buffer_rows=W``, with
   the mixing each gives, measured on an id-only store of the same row count: distinct chunks
   per batch, most rows of one chunk in a batch, and distinct ``--context``-row sequences per
@@ -112,6 +115,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cold-repeats", type=int, default=2)
     ap.add_argument("--settings", default="", help="chunk_rows/buffer_rows pairs to sweep, e.g. 1024/65536,256/16384")
     ap.add_argument("--context", type=int, default=128, help="sequence length assumed by the mixing measure")
+    ap.add_argument("--device", default="cpu", help="also time batches delivered to this device (cuda)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_store_read.json"))
     args = ap.parse_args(argv)
@@ -168,13 +172,16 @@ def main(argv=None) -> int:
         n = sum(b.shape[0] for b in s.batches(hook, args.batch_size, shuffle=True, seed=0, dtype=None))
         assert n == s.n_rows
 
-    def shuffled(dtype, fast=True, chunk_rows=1024, buffer_rows=65536, threads=None):
+    def shuffled(dtype, fast=True, chunk_rows=1024, buffer_rows=65536, threads=None, device=None):
         def run():
             saved = wio.READ_THREADS
             wio.READ_THREADS = saved if threads is None else threads
             try:
                 n = sum(b.shape[0] for b in warm.batches(hook, args.batch_size, shuffle=True, seed=1, dtype=dtype,
-                                                         fast=fast, chunk_rows=chunk_rows, buffer_rows=buffer_rows))
+                                                         fast=fast, chunk_rows=chunk_rows, buffer_rows=buffer_rows,
+                                                         device=device))
+                if device is not None and torch.device(device).type == "cuda":
+                    torch.cuda.synchronize()  # the last copies are asynchronous
             finally:
                 wio.READ_THREADS = saved
             assert n == warm.n_rows
@@ -205,6 +212,21 @@ def main(argv=None) -> int:
                   "shuffled_fp16_ref": timed(shuffled(None, fast=False)),
                   "shuffled_fp32": timed(shuffled(torch.float32)),
                   "shuffled_fp32_ref": timed(shuffled(torch.float32, fast=False)), "stream_fp16": timed(stream)}
+    if args.device != "cpu":  # the store's batches on the GPU vs the raw host read (and a raw read copied there)
+        def raw_batches_to_device():
+            for f in files:
+                with open(f, "rb", buffering=0) as fh:
+                    while True:
+                        a = np.empty(args.batch_size * row_bytes, dtype=np.uint8)
+                        n = fh.readinto(a)
+                        if not n:
+                            break
+                        torch.from_numpy(a[:n]).pin_memory().to(args.device, non_blocking=True)
+            torch.cuda.synchronize()
+
+        contenders["raw_batches_to_device"] = timed(raw_batches_to_device)
+        contenders["shuffled_fp16_to_device"] = timed(shuffled(None, device=args.device))
+        contenders["shuffled_fp32_to_device"] = timed(shuffled(torch.float32, device=args.device))
     for c, w in settings:
         contenders[f"shuffled_fp16_c{c}_w{w}"] = timed(shuffled(None, chunk_rows=c, buffer_rows=w))
     cold_contenders = {"raw_cold": cold(raw_batches), "shuffled_cold": cold(shuffled(None)),
@@ -259,6 +281,11 @@ def main(argv=None) -> int:
                    "one_thread_paired_median": phases[k]["ratio_paired"]["shuffled_fp16_1thread"]["median"],
                    "raw_batches_best_s": phases[k]["seconds_best"]["raw_batches"],
                    "shuffled_fp16_best_s": phases[k]["seconds_best"]["shuffled_fp16"]} for k in warm_states}
+    if args.device != "cpu":
+        for k in warm_states:
+            rp = phases[k]["ratio_paired"]
+            summary[k].update({f"{c}_paired_median": rp[c]["median"] for c in
+                               ("raw_batches_to_device", "shuffled_fp16_to_device", "shuffled_fp32_to_device")})
     if "cold" in phases:
         c = phases["cold"]
         summary["cold"] = {"paired_median": c["ratio_paired"]["shuffled_cold"]["median"],

@@ -12,10 +12,10 @@ eager attention, copies); :class:`LeanGemma3` runs the same arithmetic as the Hu
 * in the last block only the last position's query, attention output and MLP are computed, and
   only its logits (the metric reads the last position only; ig.py checks this first).
 
-Design: a second implementation of the forward is kept only where it pays at least 1.5x over the bridge
-with the same prefix replay, last-position logits, batching and steps (bench/bench_ig.py
-``--lean-vs-replay``; bench/results/bench_ig_issue14.json): Gemma 3 only; the Llama, GPT-2 and GPT-NeoX
-transcriptions fell short and were removed.
+Only Gemma 3 has one.  Design choice: a second implementation of a forward is kept only where
+bench/bench_ig.py ``--lean-vs-replay`` shows it at >= 1.5x the bridge with the same prefix replay,
+last-position logits, batching and steps; the Llama, GPT-2 and GPT-NeoX forwards fell short and were
+removed (the figures: docs/benchmarks.md, "Integrated gradients").
 
 :class:`LeanGemma3` is the transcription and its driver: (1 + w) RMSNorm incl. q/k norms, per-layer-type
 rotary, sliding-window masks, ``query_pre_attn_scalar``, pre/post attention and feed-forward norms,

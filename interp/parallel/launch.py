@@ -15,10 +15,9 @@ module is the one place that turns the environment into an initialised process g
    exception on one rank does not leave a dangling group behind.  On a normal exit every
    rank first meets the others at a barrier: a rank that destroys its gloo group while a
    peer is still working (rank 0 saving files) can abort at interpreter exit with
-   "terminate called without an active exception" (gloo teardown; seen in CI).  Measured on
-   the 2-rank DDP test worker: 1 abort in ~12 runs without the barrier, 2 in ~250 with it, so
-   the barrier makes it rare, not impossible.  After an exception there is no barrier (the
-   other ranks may never arrive).
+   "terminate called without an active exception" (gloo teardown; seen in CI).  The barrier
+   makes that rare, not impossible (counts in docs/benchmarks.md, "Distributed").  After an
+   exception there is no barrier (the other ranks may never arrive).
 
 Memory: nothing (a process group holds a few sockets / NCCL communicators).
 """

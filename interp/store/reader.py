@@ -19,40 +19,29 @@ Nothing is loaded into RAM wholesale.  Three access paths, each bounded in memor
      batch ``k`` takes the rows whose permuted index falls in ``[kB, (k+1)B)``.
 
   Filling a window (``fast=True``, the default where libc has ``preadv``; the low-level pieces
-  are in :mod:`interp.store.window_io`): each chunk is read
-  by one ``preadv`` call whose ``iovec`` list has one entry per row, pointing at the row's
-  slot in the window buffer (the window's last batch: in an array of its own), so the kernel
-  copies every row from the page cache straight to its batch slot -- one pass, no staging,
-  no Python per row.  The calls of a window are shared by the calling thread and a helper
-  thread (each takes the next chunk; rows have distinct slots, so they never write the same
-  bytes), and a third thread plans the next window meanwhile (its permutation and slots, ~2 ms,
-  and its readahead); ``INTERP_STORE_READ_THREADS`` (default 2, at most the CPU count) sets the
-  reading threads, 1 keeps everything on the calling thread.  The batches do not depend on it.
-  The reference (``fast=False``, or ``INTERP_REFERENCE=1``: interp/fastpath.py) reads the
-  chunk with one sequential read into a staging array and scatters its rows with numpy: two
-  passes, the same bytes in the same slots (tested bit for bit).  The chunks of the next
-  window (and of the first, at the start) are handed to ``posix_fadvise(WILLNEED)`` first
-  (with the planning thread, up to two windows ahead), so a cold store is read from disk ahead
-  of use; ranges whose ends are cached already are skipped (probed with a 1-byte
-  ``RWF_NOWAIT`` read), and nothing is advised when three windows exceed 1/8 of RAM.
+  are in :mod:`interp.store.window_io`): each chunk is read by one ``preadv`` call whose
+  ``iovec`` list has one entry per row, pointing at the row's slot in the window buffer (the
+  window's last batch: in an array of its own), so the kernel copies every row from the page
+  cache straight to its batch slot -- one pass, no staging, no Python per row.  The calls of a
+  window are shared by the calling thread and a helper thread (rows have distinct slots, so
+  they never write the same bytes), and a third thread plans the next window meanwhile (its
+  permutation, slots and readahead); ``INTERP_STORE_READ_THREADS`` (default 2, at most the CPU
+  count) sets the reading threads, 1 keeps everything on the calling thread; the batches do not
+  depend on it.  The reference (``fast=False``, or ``INTERP_REFERENCE=1``: interp/fastpath.py)
+  reads the chunk with one sequential read into a staging array and scatters its rows with
+  numpy: two passes, the same bytes in the same slots (tested bit for bit).  The chunks of the
+  next window (and of the first) are handed to ``posix_fadvise(WILLNEED)`` first (up to two
+  windows ahead), so a cold store is read from disk ahead of use; ranges whose ends are cached
+  already are skipped (probed with a 1-byte ``RWF_NOWAIT`` read), and nothing is advised when
+  three windows exceed 1/8 of RAM.
 
-  Measured (bench/bench_store_read.py: 461 MB fp16 store, batch 4096, 2-core AMD EPYC; ratio
-  of throughput to a raw sequential read into a cache-resident batch array, median of rounds
-  each paired with the raw read just before it; page cache as the writer left it / dropped and
-  read back sequentially / dropped and read back by a shuffled epoch): with the second core
-  mostly free (load 1.3-1.7; bench/results/bench_store_read.json) 0.57 / 0.83 / 0.95, on one
-  thread 0.42 / 0.51 / 0.56; with both cores busy with other work (load 3-4) the helper gains
-  nothing: 0.40 / 0.55 / 0.45 (one thread 0.39 / 0.54 / 0.46).  Cold, against a raw read from
-  disk: 0.82-0.97.  Per CPU second the fill moves 0.3-0.5 of what the raw read does.  What bounds it: rows of a chunk go to every batch of the
-  window, so the kernel writes ``W / B`` interleaved streams into a window far larger than the
-  CPU cache (the same copies into a sequential destination ran ~1.4x faster).  Tried and
-  dropped on that machine: a gather of each batch straight out of memory maps (random
-  1152-byte rows copied in user space: 0.12 of raw), a kernel gather with ``process_vm_readv``
-  from such maps (0.11), and small chunks with a window that fits in L3 (chunk 32, ``W`` 16384:
-  about the same mixing, but each ``preadv`` costs ~2 us of kernel time: 0.15-0.23 of raw,
-  0.25-0.32 with the calls made from C).  A shuffled epoch over a cold store leaves it cached mostly in 4 KiB pages (the
-  ``WILLNEED`` readahead), which slows later warm epochs (raw reads too) against a store cached
-  as written, in large folios.
+  Cost: one pass over the bytes, in ``W / B`` interleaved destination streams (rows of a chunk
+  go to every batch of the window), which bounds it below a sequential read; the ratios to a
+  raw read, the page-cache states they depend on, and the alternatives measured and dropped
+  (user-space gathers from memory maps, ``process_vm_readv``, small chunks with a window in L3)
+  are in docs/benchmarks.md ("Store reads") with the commands that produced them.  Design
+  choice: the kernel scatter stays beside the plain reference because it reads faster in every
+  page-cache state measured there; the reference is kept as the definition.
 
   Randomness guarantee (both fills): each batch is a uniformly random ``batch_size``-subset of
   its window, and a window holds ``W / chunk_rows`` (+1) chunks drawn uniformly at random from
