@@ -275,7 +275,7 @@ def lean_vs_replay(args) -> dict:
             return logits[:, -1, a_tok] - logits[:, -1, b_tok]
 
         mid = f"blocks.{model.cfg.n_layers // 2}.hook_resid_pre"
-        runs = {f"{w}_{p}": (lambda h=h, lean=(p == "lean"): ig(model, clean, corrupt, metric, h, lean))
+        runs = {f"{w}_{p}": (lambda h=h, lean=(p == "lean"), model=model: ig(model, clean, corrupt, metric, h, lean))
                 for w, h in (("embed", "hook_embed"), ("mid", mid)) for p in ("lean", "replay")}
         for fn in runs.values():  # warm-up
             fn()
