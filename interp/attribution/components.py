@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import itertools
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable, Sequence
 
@@ -266,8 +267,12 @@ def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str
             if m == reference or ctype not in res.scores:
                 continue
             full = ctype in res.per_position and ctype in ref.per_position
-            r.add_figure(F.method_vs_patching(f"{name.capitalize()}: {m} vs {'patching' if reference == 'patch' else reference}", share(ref, ctype, full),
-                                              share(res, ctype, full), m, x_title=PATCHING_SHARE, y_title=SHARE),
+            x = share(ref, ctype, full)
+            labels = [display_name(ctype, i[:-1] if full else i) + (f" @ position {i[-1]}" if full else "")
+                      for i in itertools.product(*map(range, x.shape))]  # hover names, in reshape(-1) order
+            ref_name = "patching" if reference == "patch" else reference
+            r.add_figure(F.method_vs_patching(f"{name.capitalize()}: {m} vs {ref_name}", x, share(res, ctype, full), m,
+                                              labels, x_title=PATCHING_SHARE, y_title=SHARE),
                          fields=(fld(reference, ctype), fld(m, ctype)))
 
 

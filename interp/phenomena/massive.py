@@ -483,7 +483,7 @@ class MassiveResult(Result):
         ab = self.ablation
         if ab is not None:
             kl = {k: round(v, 3) + 0.0 for k, v in ab.kl.items()}  # + 0.0: a rounding -0.000 reads 0.000
-            text += (f" Zeroing them after layer {_layer_of(ab.hook)} changes the loss from {ab.loss['clean']:.3f} to "
+            text += (f" Zeroing the {ab.n_overwritten} after layer {_layer_of(ab.hook)} changes the loss from {ab.loss['clean']:.3f} to "
                      f"{ab.loss['zero']:.3f} nats (KL {kl['zero']:.3f}); setting them to their held-out mean gives "
                      f"{ab.loss['mean']:.3f} (KL {kl['mean']:.3f}); zeroing as many random entries "
                      f"{ab.loss['random_zero']:.3f} (KL {kl['random_zero']:.3f}).")

@@ -330,8 +330,9 @@ def method_vs_patching(title: str, patching: Any, method: Any, method_name: str,
     bad = int((~ok).sum())
     if not caption:
         caption = (f"Each point is one component: its activation-patching effect (x) against its "
-                   f"{method_name} score (y). Pearson r = {r_txt} over {n} components; points on one "
-                   "line mean the method ranks and scales components like patching.")
+                   f"{method_name} score (y); hover for its name. Pearson r = {r_txt} over {n} components; the "
+                   "dashed line is the least-squares fit: points on it mean the method's scores are patching's up "
+                   "to scale and offset.")
     return Figure(fig, caption + gap_note(bad, "components"), bad)
 
 

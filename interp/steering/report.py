@@ -28,7 +28,7 @@ def summary_sentence(c) -> str:
     pts = c.at(t)
     ranked = sorted(pts.items(), key=lambda kv: kv[1]["delta"], reverse=True)
     best, bp = ranked[0]
-    parts = [f"{_label(m)} {p['delta']:+.3f}" + ("" if p["reached"] else f" (KL only {p['kl']:.2f})")
+    parts = [f"{_label(m)} {p['delta']:+.3f}" + ("" if p["reached"] else f" (KL reached only {p['kl']:.3g})")
              for m, p in ranked]
     lead = (f"{_label(best)} moves the metric most" if bp["delta"] != ranked[-1][1]["delta"]
             else "no method moves the metric more than another")
