@@ -168,7 +168,7 @@ class SinkStats(Result):
         peak = self.resid_peak
         top_l = int(peak.argmax())
         return text + (f". The first token's residual state is the largest in {int((peak > 1).sum())} of {L} layers "
-                       f"(up to {float(peak[top_l]):.2f}x the largest other token's, after layer {top_l}).")
+                       f"(up to {float(peak[top_l]):.3g}x the largest other token's, after layer {top_l}).")
 
     def report(self):
         from interp.reports import Report
