@@ -88,6 +88,10 @@ class DictionaryEvaluation(Result):
         s = self.spliced
         if s is None:
             return "The spliced CE was not measured."
+        if abs(s.ce_zero - s.ce_orig) < 1e-3:  # a ratio over a gap this small (nats/token) is noise, not a score
+            return (f"Spliced into {self.model} over {s.n_tokens:,} tokens, CE goes {s.ce_orig:.4f} -> {s.ce_dict:.4f} "
+                    f"nats, KL {s.kl_dict:.4f} nats; zero-ablating the activation changes CE by only "
+                    f"{s.ce_zero - s.ce_orig:+.4f} nats, so CE recovered ({_pct(s.ce_recovered)}) means nothing here.")
         return (f"Spliced into {self.model} over {s.n_tokens:,} tokens, it recovers {_pct(s.ce_recovered)} of the "
                 f"cross-entropy lost to zero-ablation (CE {s.ce_orig:.3f} -> {s.ce_dict:.3f} nats; zero-ablated "
                 f"{s.ce_zero:.3f}), KL {s.kl_dict:.4f} nats (KL score {_pct(s.kl_score)}).")
@@ -158,7 +162,7 @@ class DictionaryEvaluation(Result):
     def _report(self):
         from interp.reports import Report
 
-        return Report(f"{self.noun} evaluation: {self._what()}", config=self.config,
+        return Report(f"{self.noun[0].upper()}{self.noun[1:]} evaluation: {self._what()}", config=self.config,
                       meta={"model": self.model, **self.meta}, summary=self.summary())
 
     def report(self):
