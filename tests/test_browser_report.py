@@ -145,6 +145,7 @@ def test_attribution_report(tiny_gpt2, tmp_path):
 
 @report_test("compare")
 def test_compare_report(tiny_llama, tmp_path):
+    from interp.attribution.components import TYPE_NAMES
     from interp.circuits.compare import compare_methods
 
     res = compare_methods(tiny_llama, "ioi", n=2, methods=("atp", "relp"))
@@ -157,7 +158,7 @@ def test_compare_report(tiny_llama, tmp_path):
         for c in ("resid", "attn", "attn_head", "mlp"):
             want = pearsonr(ref[c].reshape(-1).double(), res.scores[m].scores[c].reshape(-1).double()).statistic
             assert res.pearson[m][c] == pytest.approx(want, abs=1e-9)
-            assert f"{c}: {m} vs patch (Pearson r = {want:.3f}" in html
+            assert f"{TYPE_NAMES[c].capitalize()}: {m} vs patching (Pearson r = {want:.3f}" in html
     bars = figs["fig-pearson-r-with-activation-patching-by-method"]["data"]
     assert {t["name"]: t["y"] for t in bars} == {m: list(res.pearson[m].values()) for m in ("atp", "relp")}
     best = max(("atp", "relp"), key=lambda m: sum(res.pearson[m].values()))

@@ -142,3 +142,25 @@ def test_lib_comparison(tiny_llama, tmp_path):
                 assert sum(s[:n]) >= 0.9 * sum(s) - 1e-9 and sum(s[:n - 1]) < 0.9 * sum(s)
     check_result_report(res, tmp_path)
     round_trip_and_cli(res, tmp_path / "lib")
+
+
+def test_spliced_sentence_refuses_a_ratio_over_a_vanishing_gap():
+    """CE recovered = (CE_zero - CE_dict) / (CE_zero - CE_orig): with zero-ablation costing < 1e-3 nats/token the
+    ratio is noise (the tiny-llama transcoder read '-13006.7% recovered'), so the summary says so instead."""
+    from interp.dictionaries.metrics import RowMetrics, SplicedMetrics
+    from interp.dictionaries.results import DictionaryEvaluation
+
+    rows = RowMetrics(n_rows=10, l0=2.0, fvu=0.5, explained_variance=0.5, dead_fraction=0.0, cosine=0.9, mse=0.1,
+                      density=torch.full((4,), 0.5))
+
+    def ev(ce_orig, ce_dict, ce_zero):
+        rec = (ce_zero - ce_dict) / (ce_zero - ce_orig)
+        sp = SplicedMetrics(n_tokens=8, ce_orig=ce_orig, ce_dict=ce_dict, ce_zero=ce_zero, ce_recovered=rec,
+                            kl_dict=0.01, kl_zero=0.5, kl_score=0.98, hook_in="h", hook_out="h")
+        return DictionaryEvaluation(sae_path="", sae_config={"arch": "topk", "hook_in": "h", "d_sae": 4}, store="",
+                                    model="m", rows=rows, spliced=sp).summary()
+
+    small = ev(4.6133, 4.6162, 4.6135)  # gap 2e-4 nats: the ratio would be -1350%
+    assert "means nothing here" in small and "recovers" not in small
+    big = ev(3.0, 3.1, 5.0)  # gap 2 nats: 95% recovered, (5 - 3.1) / (5 - 3)
+    assert "recovers 95.0% of the cross-entropy" in big

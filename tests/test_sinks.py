@@ -219,7 +219,7 @@ def test_dormant_labels_follow_definition_on_planted_silent_head():
     for d in doms:  # an exactly silent head has the degenerate interval [0, 0]
         assert res.delta_ci[d][i] == (0.0, 0.0)
     assert res.switching == []  # the only dormant head is dormant on both domains
-    assert len(res.table()) == 8
+    assert len(res.table()) == 8 * len(doms)  # one row per ablated head and domain
 
 
 def test_paired_bootstrap_ci_and_labels():
@@ -384,7 +384,8 @@ def test_column_entropy_stats_on_model_and_in_result(tiny_llama):
             assert float(got[l, h]) == pytest.approx(exp, abs=1e-5)  # float32 pattern entries, sums over 10 keys
     res = active_dormant(tiny_llama, {"a": toks}, DormantConfig(heads="all", n_boot=10))
     torch.testing.assert_close(res.column_entropy["a"], got)
-    assert "colent[a]" in res.table()[0]
+    (l0, h0), row = res.heads[0], res.table()[0]
+    assert (row["domain"], row["column entropy"]) == ("a", round(float(got[l0, h0]), 4))
     from interp.results import load_result
 
     torch.testing.assert_close(load_result(res.to_json()).column_entropy["a"], got)  # kept through the JSON

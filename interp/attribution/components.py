@@ -38,6 +38,7 @@ T=16: 30 x 3 x 256 x 576 floats = 53 MB (and as much again for gradients).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable, Sequence
 
@@ -98,6 +99,8 @@ def per_position_set(per_position, types: Sequence[ComponentType]) -> set[str]:
 
 
 SHARE = "score (share of the gap)"
+TYPE_NAMES = {"resid": "residual stream", "attn": "attention outputs", "attn_head": "heads", "mlp": "MLP outputs"}
+"""What a component type is called in summaries and figure titles."""
 PATCHING_SHARE = "activation patching (share of the gap)"
 
 
@@ -162,10 +165,12 @@ class AttributionResult(Result):
 
     def summary(self) -> str:
         gap = self.metric_clean - self.metric_corrupt
-        counts = ", ".join(f"{self.per_component(c).numel()} {c}" for c in self.scores)
+        n = {c: self.per_component(c).numel() for c in self.scores}
+        counts = ", ".join(f"{TYPE_NAMES.get(c, c)} {k}" for c, k in n.items())
         top = "; ".join(f"{n} {v:+.3g}" + (f" ({v / gap:+.0%} of the gap)" if gap else "") for n, v in self.top(3))
-        return (f"**{self.method}** scored {counts} components in {self.seconds:.1f} s. Metric: clean "
-                f"{self.metric_clean:.3g}, corrupted {self.metric_corrupt:.3g}. Largest effects: {top}.")
+        return (f"**{self.method}** scored {sum(n.values())} components ({counts}) in {self.seconds:.3g} s. "
+                f"Metric: clean {self.metric_clean:.3g}, corrupted {self.metric_corrupt:.3g}. Largest effects "
+                f"(summed over positions): {top}.")
 
     def report(self):
         from interp.reports import Report
@@ -209,6 +214,7 @@ def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str
 
     main = next((m for m in results if m != reference), next(iter(results)))
     for ctype in next(iter(results.values())).scores:
+        name = TYPE_NAMES.get(ctype, ctype)
         mats = {m: share(res, ctype) for m, res in results.items() if ctype in res.scores}
         if ctype == "attn_head":
             for m, z in mats.items():
@@ -217,9 +223,11 @@ def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str
                                           "clean - corrupted gap (summed over positions).")
         elif all(z.ndim == 1 for z in mats.values()):
             L = len(next(iter(mats.values())))
-            r.add_bars(f"{ctype} per layer", [f"{ctype}{l}" for l in range(L)], mats, x_title="layer", y_title=SHARE,
-                       fields=(fld(main, ctype, 0), fld(main, ctype)),
-                       caption=f"The {ctype} component of each layer, summed over positions, per method.")
+            r.add_bars(f"{name.capitalize()} per layer", [f"L{l}" for l in range(L)],
+                       {("patching" if m == reference else m): z for m, z in mats.items()}, x_title="layer",
+                       y_title=SHARE, fields=(fld(main, ctype, 0), fld(main, ctype)),
+                       caption=f"Each layer's {name} ({COMPONENT_TYPES[ctype].hook.format(layer='L') if ctype in COMPONENT_TYPES else ctype}), "
+                               "summed over positions, as a share of the clean - corrupted gap, per method.")
         if reference not in mats:
             continue
         ref = results[reference]
@@ -227,8 +235,12 @@ def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str
             if m == reference or ctype not in res.scores:
                 continue
             full = ctype in res.per_position and ctype in ref.per_position
-            r.add_figure(F.method_vs_patching(f"{ctype}: {m} vs {reference}", share(ref, ctype, full),
-                                              share(res, ctype, full), m, x_title=PATCHING_SHARE, y_title=SHARE),
+            x = share(ref, ctype, full)
+            labels = [display_name(ctype, i[:-1] if full else i) + (f" @ position {i[-1]}" if full else "")
+                      for i in itertools.product(*map(range, x.shape))]  # hover names, in reshape(-1) order
+            ref_name = "patching" if reference == "patch" else reference
+            r.add_figure(F.method_vs_patching(f"{name.capitalize()}: {m} vs {ref_name}", x, share(res, ctype, full), m,
+                                              labels, x_title=PATCHING_SHARE, y_title=SHARE),
                          fields=(fld(reference, ctype), fld(m, ctype)))
 
 

@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from interp.attribution.components import AttributionResult, add_score_figures, score_axes
+from interp.attribution.components import TYPE_NAMES, AttributionResult, add_score_figures, score_axes
 from interp.config import takes_config
 from interp.results import Result, pearson_or_reason, register, versions
 from interp.tasks import make_task
@@ -46,7 +46,6 @@ METHOD_SPECS = {
     "ig": ("ig", {"path": "hooks"}),
     "ig-embed": ("ig", {"path": "embeddings"}),
 }
-NAMES = {"resid": "residual stream", "attn": "attention outputs", "attn_head": "heads", "mlp": "MLP outputs"}
 
 
 @register
@@ -107,7 +106,7 @@ class CompareResult(Result):
             return head + ", no method's Pearson r with activation patching is defined" + (
                 ": " + self._undefined_text() if self.pearson_undefined else " (only patching ran).")
         best = ranked[0]
-        per = ", ".join(f"{v:.3f} on {NAMES.get(c, c)}" for c, v in self.pearson[best].items() if v is not None)
+        per = ", ".join(f"{v:.3f} on {TYPE_NAMES.get(c, c)}" for c, v in self.pearson[best].items() if v is not None)
         text = f"{head}: **{best} agrees best with activation patching**, r = {per}."
         if len(ranked) > 1:
             text += " Mean r over component types: " + ", ".join(f"{m} {self.mean_r(m):.2f}" for m in ranked) + "."
@@ -120,7 +119,7 @@ class CompareResult(Result):
         return text
 
     def _undefined_text(self) -> str:
-        return "r is undefined for " + "; ".join(f"{m} on {NAMES.get(c, c)} ({why})" for m, d in
+        return "r is undefined for " + "; ".join(f"{m} on {TYPE_NAMES.get(c, c)} ({why})" for m, d in
                                                  self.pearson_undefined.items() for c, why in d.items()) + "."
 
     def report(self):
@@ -133,7 +132,7 @@ class CompareResult(Result):
                    summary=self.summary())
         types = list(dict.fromkeys(c for d in self.pearson.values() for c in d))
         if self.pearson:
-            r.add_bars("Pearson r with activation patching, by method", [NAMES.get(c, c) for c in types],
+            r.add_bars("Pearson r with activation patching, by method", [TYPE_NAMES.get(c, c) for c in types],
                        {m: [math.nan if d.get(c) is None else d[c] for c in types] for m, d in self.pearson.items()},
                        x_title="component type", y_title="Pearson r with activation patching",
                        fields=("pearson#1", "pearson"),
@@ -141,7 +140,7 @@ class CompareResult(Result):
                                "(per position for the residual stream, attention and MLP outputs); 1 is perfect "
                                "agreement. A missing bar is an undefined r (see the summary).")
         if self.paper:
-            r.add_table("Published values", [{"method": m, **{NAMES.get(c, c): v for c, v in d.items()}}
+            r.add_table("Published values", [{"method": m, **{TYPE_NAMES.get(c, c): v for c, v in d.items()}}
                                              for m, d in self.paper.items() if m != "source"],
                         caption=str(self.paper.get("source", "")) + ". Another model: for scale, not a test.")
         r.add_section("Scores beside activation patching",

@@ -138,7 +138,8 @@ class EdgeResult(Result):
         if c:
             text = (f"**{c['n_edges']} of {self.n_edges} edges ({100 * c['n_edges'] / self.n_edges:.2f}%) keep "
                     f"{100 * c['f_norm']:.1f}% of the clean - corrupted metric** ({self.method} top {c['n_requested']}"
-                    f", pruned) on {self.n_prompts} {self.task} prompts of {self.model}. " + text)
+                    f", pruned) on {self.n_prompts} {self.task} prompts of {self.model} (metric clean "
+                    f"{self.metric_clean:.3f}, corrupted {self.metric_corrupt:.3f}).")
         elif self.curve:
             best = max(self.curve["curves"][self.method]["f_norm"])
             text += f" No measured {self.method} circuit keeps {self.curve['target']:.0%} (best F_norm {best:.3f})."
@@ -176,7 +177,8 @@ class EdgeResult(Result):
                 rows += [{"method": mth, "n requested": q, "edges (pruned)": n, "nodes": k, "metric": m, "F_norm": f}
                          for q, n, k, m, f in zip(c["n_requested"], c["n_edges"], c["n_nodes"], c["metric"],
                                                   c["f_norm"])]
-            fig.add_hline(y=self.curve["target"], line_dash="dash", line_color="#888")
+            fig.add_hline(y=self.curve["target"], line_dash="dash", line_color="#888",
+                          annotation_text=f"target {self.curve['target']:.0%}")
             fig.update_layout(xaxis_type="log", xaxis_title="edges kept", yaxis_title="F_norm")
             ident = self.curve.get("identity") or {}
             r.add_figure(fig, title="Faithfulness of top-n edge circuits",
@@ -200,8 +202,14 @@ class EdgeResult(Result):
                          fields=("top_edges.patch", "top_edges.score"),
                          caption=f"Each point one of the top {len(pts)} edges: the metric change of patching it for "
                                  f"real (x) and its {self.method} score (y).")
-        r.add_table("Top edges", self.top_edges, caption="Receivers .q/.k/.v are a head's query/key/value input "
-                                                         "(L3KV1: grouped key/value head 1), MLPn an MLP input.")
+        cols = {"edge": "edge", "score": "score", "normalized": "share of the gap", "patch": "edge patching effect",
+                "sender_hook": "sender hook", "receiver_hook": "receiver hook"}
+        r.add_table("Top edges", [{cols[k]: e[k] for k in cols if k in e} for e in self.top_edges],
+                    caption=f"The {len(self.top_edges)} edges with the largest |{self.method} score| (estimated metric "
+                            "change when the edge alone carries the corrupted value); share of the gap = score / "
+                            "(clean - corrupted metric); edge patching effect: the real change, where checked. "
+                            "Receivers .q/.k/.v are a head's query/key/value input (L3KV1: grouped key/value head 1), "
+                            "MLPn an MLP input.")
         return r
 
 

@@ -160,10 +160,14 @@ class SAECircuitResult(Result):
             r.add_layer_heads(title, getattr(self, name), name, caption=f"Each cell: {what}.")
         if self.evaluation:
             r.add_table("Scores against activation patching", [
-                {"share of |effect|": s, "truth heads": ev["n_truth"], **{f"{w} {k}": ev[w][k] for w in ("node", "edge")
-                                                                         for k in ("roc_auc", "best_f1")}}
-                for s, ev in self.evaluation.items()])
-        r.add_table("Top heads", self.top_heads())
+                {"share of |effect|": s, "truth heads": ev["n_truth"],
+                 **{f"{w} {name}": ev[w][k] for w in ("node", "edge") for k, name in
+                    (("roc_auc", "ROC-AUC"), ("best_f1", "best F1"))}}
+                for s, ev in self.evaluation.items()],
+                caption="Truth heads: the fewest heads whose |patching effect| sums to that share of the total; "
+                        "each score ranks every head against them.")
+        r.add_table("Top heads", [{"head": t["head"], "unique codes": t["unique_codes"], "edge votes": t["edge_votes"]}
+                                  for t in self.top_heads()])
         return r
 
 

@@ -153,10 +153,10 @@ class LIBComparison(Result):
         s = self.spectra
         d = {b: s[b]["dirs_for_90pct_importance"] for b in ("lib", "pca")}
         e = {b: [x for x in s[b]["edges_for_90pct_strength"] if x is not None] for b in ("lib", "pca")}
-        return (f"On {self.model}, node layers {', '.join(self.names)}: 90% of the interaction importance lies in "
-                f"{d['lib']} LIB directions against {d['pca']} PCA directions (of {s['lib']['kept']} and "
-                f"{s['pca']['kept']} kept), and 90% of the edge strength in {sum(e['lib'])} LIB edges against "
-                f"{sum(e['pca'])} PCA edges.")
+        per = "; ".join(f"{n}: {dl} LIB against {dp} PCA directions (of {kl} and {kp} kept)" for n, dl, dp, kl, kp
+                        in zip(self.names, d["lib"], d["pca"], s["lib"]["kept"], s["pca"]["kept"]))
+        return (f"On {self.model}, the directions holding 90% of the interaction importance, per node layer: {per}. "
+                f"90% of the edge strength lies in {sum(e['lib'])} LIB edges against {sum(e['pca'])} PCA edges.")
 
     def _graph(self, r, basis: str, top: int = 12) -> None:
         from interp.reports.figures import circuit_graph

@@ -25,6 +25,18 @@ from .metrics import RowMetrics, SplicedMetrics
 SCHEMA_VERSION = 1
 
 
+NUMBER_NAMES = {
+    "n_rows": "rows evaluated", "l0": "L0 (active latents per row)", "fvu": "fraction of variance unexplained",
+    "explained_variance": "explained variance", "dead_fraction": "dead latent fraction",
+    "cosine": "mean cosine (target, reconstruction)", "mse": "mean squared error per row",
+    "n_tokens": "spliced: tokens predicted", "ce_orig": "spliced: CE original (nats)",
+    "ce_dict": "spliced: CE with the dictionary (nats)", "ce_zero": "spliced: CE zero-ablated (nats)",
+    "ce_recovered": "spliced: CE recovered", "kl_dict": "spliced: KL with the dictionary (nats)",
+    "kl_zero": "spliced: KL zero-ablated (nats)", "kl_score": "spliced: KL score",
+    "hook_in": "spliced: hook read", "hook_out": "spliced: hook replaced"}
+"""Readable names of the RowMetrics / SplicedMetrics fields in the report's table."""
+
+
 def _pct(x: float | str | None) -> str:
     """``x`` as a percentage; "n/a" for None or a non-finite value (JSON keeps those as "nan" strings)."""
     return "n/a" if x is None or not math.isfinite(float(x)) else f"{100 * float(x):.1f}%"
@@ -68,6 +80,10 @@ class DictionaryEvaluation(Result):
         s = self.spliced
         if s is None:
             return "The spliced CE was not measured."
+        if abs(s.ce_zero - s.ce_orig) < 1e-3:  # a ratio over a gap this small (nats/token) is noise, not a score
+            return (f"Spliced into {self.model} over {s.n_tokens:,} tokens, CE goes {s.ce_orig:.4f} -> {s.ce_dict:.4f} "
+                    f"nats, KL {s.kl_dict:.4f} nats; zero-ablating the activation changes CE by only "
+                    f"{s.ce_zero - s.ce_orig:+.4f} nats, so CE recovered ({_pct(s.ce_recovered)}) means nothing here.")
         return (f"Spliced into {self.model} over {s.n_tokens:,} tokens, it recovers {_pct(s.ce_recovered)} of the "
                 f"cross-entropy lost to zero-ablation (CE {s.ce_orig:.3f} -> {s.ce_dict:.3f} nats; zero-ablated "
                 f"{s.ce_zero:.3f}), KL {s.kl_dict:.4f} nats (KL score {_pct(s.kl_score)}).")
@@ -103,18 +119,28 @@ class DictionaryEvaluation(Result):
         s = self.spliced
         if s is None:
             return
-        r.add_bars("Next-token loss with the dictionary spliced in", ["original", f"with {self.noun}", "zero-ablated"],
-                   {"": [s.ce_orig, s.ce_dict, s.ce_zero]}, x_title=self.axes["spliced"],
-                   y_title=self.axes["spliced.ce_orig"],
-                   caption=f"Cross-entropy of {self.model} on {s.n_tokens:,} next tokens: unchanged, with "
-                           f"{s.hook_out} replaced by the {self.noun}'s output, and with it set to zero. CE recovered "
-                           f"= {_pct(s.ce_recovered)}.", fields=("spliced", "spliced.ce_orig"))
+        from interp.reports import figures as F
+
+        ce = [s.ce_orig, s.ce_dict, s.ce_zero]
+        fig = F.grouped_bars("Next-token loss with the dictionary spliced in",
+                             ["original", f"with {self.noun}", "zero-ablated"], {"": ce},
+                             self.axes["spliced"], self.axes["spliced.ce_orig"])
+        fig.fig.update_traces(text=[f"{v:.4f}" for v in ce], textposition="outside")
+        lo, hi = min(ce), max(ce)  # the differences are what matter: zoom the axis onto them
+        pad = max(hi - lo, 1e-3 * max(abs(hi), 1.0))
+        fig.fig.update_yaxes(range=[lo - pad, hi + pad])
+        r.add_figure(fig, fields=("spliced", "spliced.ce_orig"),
+                     caption=f"Cross-entropy of {self.model} on {s.n_tokens:,} next tokens: unchanged, with "
+                             f"{s.hook_out} replaced by the {self.noun}'s output, and with it set to zero (the axis "
+                             f"is zoomed onto the three values; it does not start at 0). CE recovered = "
+                             f"{_pct(s.ce_recovered)}.")
 
     def _add_rows_table(self, r) -> None:
-        rows = {k: v for k, v in asdict(self.rows).items() if k != "density"}
+        rows = [{"quantity": NUMBER_NAMES.get(k, k), "value": v} for k, v in asdict(self.rows).items() if k != "density"]
         if self.spliced is not None:
-            rows.update({f"spliced {k}": v for k, v in asdict(self.spliced).items()})
-        r.add_table("All numbers", rows)
+            rows += [{"quantity": NUMBER_NAMES.get(k, k), "value": v} for k, v in asdict(self.spliced).items()]
+        r.add_table("All numbers", rows, caption="Row metrics on the store rows, then the spliced forward pass "
+                                                 "(definitions in Method).")
 
     def _add_method(self, r) -> None:
         r.add_section("Method",
@@ -128,7 +154,7 @@ class DictionaryEvaluation(Result):
     def _report(self):
         from interp.reports import Report
 
-        return Report(f"{self.noun} evaluation: {self._what()}", config=self.config,
+        return Report(f"{self.noun[0].upper()}{self.noun[1:]} evaluation: {self._what()}", config=self.config,
                       meta={"model": self.model, **self.meta}, summary=self.summary())
 
     def report(self):

@@ -156,18 +156,17 @@ class DormantResult(Result):
         return {d: self.stats[d].column_entropy for d in self.domains}
 
     def table(self) -> list[dict]:
-        """One row per ablated head: sink score, value drain, Δloss and label per domain."""
+        """One row per ablated head and domain: sink score, column entropy, Δloss, its interval, label."""
+        ci = f"{self.config.ci_level:.0%} interval"
         rows = []
         for i, (L, h) in enumerate(self.heads):
-            row = {"head": head_label(L, h)}
             for d in self.domains:
-                row[f"sink[{d}]"] = round(float(self.stats[d].sink_score[L, h]), 4)
-                row[f"colent[{d}]"] = round(float(self.stats[d].column_entropy[L, h]), 4)
-                row[f"dloss[{d}]"] = round(self.delta_loss[d][i], 5)
                 lo, hi = self.delta_ci[d][i]
-                row[f"ci[{d}]"] = f"[{lo:.4f}, {hi:.4f}]"
-                row[f"label[{d}]"] = self.labels[d][i]
-            rows.append(row)
+                rows.append({"head": head_label(L, h), "domain": d,
+                             "sink score": round(float(self.stats[d].sink_score[L, h]), 4),
+                             "column entropy": round(float(self.stats[d].column_entropy[L, h]), 4),
+                             "Δloss (nats/token)": round(self.delta_loss[d][i], 5),
+                             ci: f"[{lo:.4f}, {hi:.4f}]", "label": self.labels[d][i]})
         return rows
 
     def summary(self) -> str:

@@ -53,6 +53,10 @@ from .sinks import check_tokens, decoder, next_token_loss, provenance, store_seq
 DELIMITER_CHARS = set(".,;:!?\n\t\r ")
 
 
+KIND_WORDS = {"first": "on the first token", "delimiter": "on delimiters", "other": "elsewhere"}
+"""How a token kind reads in a caption."""
+
+
 @dataclass(frozen=True)
 class MassiveConfig:
     """Thresholds and scope of massive-activation detection."""
@@ -463,7 +467,7 @@ class MassiveResult(Result):
         ab = self.ablation
         if ab is not None:
             kl = {k: round(v, 3) + 0.0 for k, v in ab.kl.items()}  # + 0.0: a rounding -0.000 reads 0.000
-            text += (f" Zeroing them after layer {_layer_of(ab.hook)} changes the loss from {ab.loss['clean']:.3f} to "
+            text += (f" Zeroing the {ab.n_overwritten} after layer {_layer_of(ab.hook)} changes the loss from {ab.loss['clean']:.3f} to "
                      f"{ab.loss['zero']:.3f} nats (KL {kl['zero']:.3f}); setting them to their held-out mean gives "
                      f"{ab.loss['mean']:.3f} (KL {kl['mean']:.3f}); zeroing as many random entries "
                      f"{ab.loss['random_zero']:.3f} (KL {kl['random_zero']:.3f}).")
@@ -494,29 +498,38 @@ class MassiveResult(Result):
                                   "only the layers and dimensions that hold one.")
         if ab is not None:
             variants = list(ab.loss)
-            cap = (f"{ab.n_overwritten} entries overwritten after layer {_layer_of(ab.hook)} (dims {ab.dims}; "
-                   f"{ab.n_by_kind}); mean: each set to the held-out mean of its token kind; random_zero: as many "
-                   "random non-massive entries of that layer zeroed (control).")
-            r.add_bars("Next-token loss with the massive activations overwritten", variants,
-                       {"loss": [ab.loss[v] for v in variants]}, x_title="variant", y_title="next-token loss (nats)",
+            kinds = ", ".join(f"{n} {KIND_WORDS.get(k, k)}" for k, n in ab.n_by_kind.items())
+            cap = (f"{ab.n_overwritten} entries overwritten after layer {_layer_of(ab.hook)} (dimensions "
+                   f"{', '.join(map(str, ab.dims))}; {kinds}). zero: set to 0; mean: each set to the held-out mean of its "
+                   "token kind; random zero: as many random non-massive entries of that layer zeroed (control).")
+            names = [v.replace("_", " ") for v in variants]
+            r.add_bars("Next-token loss with the massive activations overwritten", names,
+                       {"": [ab.loss[v] for v in variants]}, x_title="variant", y_title="next-token loss (nats)",
                        fields=("ablation.loss#0", "ablation.loss"), caption=cap)
-            r.add_bars("KL from the clean next-token distribution", variants[1:],
-                       {"KL": [ab.kl[v] for v in variants[1:]]}, x_title="variant",
-                       y_title="KL(clean || variant) (nats)", fields=("ablation.kl#0", "ablation.kl"))
+            r.add_bars("KL from the clean next-token distribution", names[1:],
+                       {"": [ab.kl[v] for v in variants[1:]]}, x_title="variant",
+                       y_title="KL(clean || variant) (nats)", fields=("ablation.kl#0", "ablation.kl"),
+                       caption="Mean KL(clean || variant) of the next-token distribution per token, same variants.")
         n = list(range(len(st.hooks)))
         r.add_line("Top-1 / median |h| per layer", n, {"ratio": st.ratio}, x_title="layer", y_title="top-1 / median |h|",
                    log_y=True, fields=("stats.ratio#0", "stats.ratio"),
                    caption="Mean over sequences of max |h| / median |h| of blocks.ℓ.hook_resid_post.")
         r.add_line("Top-1 and median |h| per layer", n, {"top-1": st.top1, "median": st.median}, x_title="layer",
-                   y_title="|h|", log_y=True, fields=("stats.top1#0", "stats.top1"))
+                   y_title="|h|", log_y=True, fields=("stats.top1#0", "stats.top1"),
+                   caption="Mean over sequences of the largest |h| and of the median |h| of blocks.ℓ.hook_resid_post "
+                           "(log scale): their ratio is the figure above.")
         if dyn is not None:
             ratio = torch.tensor(dyn.ratio)
             ys = {f"L{j}": ratio[:, j] for j in range(ratio.shape[1])}
             ys.update({f"L{j} fit": f.predict(dyn.steps) for j, f in enumerate(dyn.fits) if f is not None})
             r.add_line("Top-1 / median |h| over training, with the five-parameter fit", dyn.steps, ys,
-                       x_title="training step", y_title="top-1 / median |h|", fields=("dynamics.steps", "dynamics.ratio"))
+                       x_title="training step", y_title="top-1 / median |h|", fields=("dynamics.steps", "dynamics.ratio"),
+                       caption=f"The ratio of each layer at each of the {len(dyn.steps)} checkpoints (Lℓ) and the "
+                               "fitted curve at the same steps (Lℓ fit; a layer whose fit did not converge has none).")
+            sym = {"lam": "λ", "gamma": "γ", "t0": "t₀", "r2": "R²", "t_peak": "peak step", "n_points": "checkpoints"}
             r.add_table("Fit f(t) = A exp(-λx) log x + K, x = γt + t₀, per layer",
-                        [{"layer": j, **(vars(f) if f else {"error": e})} for j, (f, e) in enumerate(zip(dyn.fits, dyn.errors))])
+                        [{"layer": f"L{j}", **({sym.get(k, k): v for k, v in vars(f).items()} if f else {"error": e})}
+                         for j, (f, e) in enumerate(zip(dyn.fits, dyn.errors))])
         if st.entries:
             r.add_table("Massive activations by layer, dimension and token kind", st.table())
         r.add_section("Method", (

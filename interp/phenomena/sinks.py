@@ -168,7 +168,7 @@ class SinkStats(Result):
         peak = self.resid_peak
         top_l = int(peak.argmax())
         return text + (f". The first token's residual state is the largest in {int((peak > 1).sum())} of {L} layers "
-                       f"(up to {float(peak[top_l]):.1f}x the largest other token's, after layer {top_l}).")
+                       f"(up to {float(peak[top_l]):.3g}x the largest other token's, after layer {top_l}).")
 
     def report(self):
         from interp.reports import Report
@@ -184,13 +184,16 @@ def add_sink_figures(r, st: SinkStats, where: str = "", prefix: str = "") -> Non
     sequence's attention to ⟨s⟩ of the strongest sink head, into report ``r``; ``prefix`` is the
     path of ``st`` in the result that owns the report (for the figures' ``fields``)."""
     L = st.sink_score.shape[0]
-    tag = f"{where}: " if where else ""
-    r.add_layer_heads(f"{tag}sink score", st.sink_score, f"{prefix}sink_score",
-                      caption="Mean attention of queries q >= 1 to the first token ⟨s⟩ (blocks.ℓ.attn.hook_pattern).")
-    r.add_layer_heads(f"{tag}value drain", st.value_drain, f"{prefix}value_drain",
+    def tag(what: str) -> str:
+        return f"{where}: {what}" if where else what[0].upper() + what[1:]
+
+    r.add_layer_heads(tag("sink score"), st.sink_score, f"{prefix}sink_score",
+                      caption="Mean attention of queries q >= 1 to the first token ⟨s⟩ (blocks.ℓ.attn.hook_pattern); "
+                              "colour scale fixed at 0 to 1.", zrange=(0.0, 1.0))
+    r.add_layer_heads(tag("value drain"), st.value_drain, f"{prefix}value_drain",
                       caption="‖v(⟨s⟩)‖ / mean ‖v(i>=1)‖ (blocks.ℓ.attn.hook_v): well below 1, a head that attends to "
                               "⟨s⟩ reads almost nothing.")
-    r.add_line(f"{tag}residual norm at the first token and the others", list(range(L)),
+    r.add_line(tag("residual norm at the first token and the others"), list(range(L)),
                {"‖h(⟨s⟩)‖": st.resid_norm_sink, "max ‖h(i>=1)‖": st.resid_norm_rest_max,
                 "mean ‖h(i>=1)‖": st.resid_norm_rest_mean}, x_title="layer", y_title="residual norm", log_y=True,
                fields=(f"{prefix}resid_norm_sink#0", f"{prefix}resid_norm_sink"),
@@ -198,7 +201,7 @@ def add_sink_figures(r, st: SinkStats, where: str = "", prefix: str = "") -> Non
     sinks = st.sink_heads(0.0)
     if st.example_sink_attention is not None and st.example_tokens and sinks:
         a, b, _ = sinks[0]
-        r.add_token_attributions(f"{tag}attention of each token to the first token, head {head_label(a, b)}",
+        r.add_token_attributions(tag(f"attention of each token to the first token, head {head_label(a, b)}"),
                                  st.example_tokens, st.example_sink_attention[a, b])
 
 

@@ -34,7 +34,7 @@ _COUNTER = itertools.count()
 
 CSS = """
 .attn-view { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; font-size: 13px;
-  background: #fff; border: 1px solid #e3e3e3; border-radius: 6px; padding: 8px 10px; }
+  background: #fff; border: 1px solid #e3e3e3; border-radius: 6px; padding: 8px 10px; overflow-x: auto; }
 .attn-view .ctl { margin-bottom: 6px; } .attn-view select { margin: 0 10px 0 4px; }
 .attn-view .strip { font-family: ui-monospace, Menlo, Consolas, monospace; margin: 4px 0; line-height: 1.9; }
 .attn-view .strip .lab { color: #555; display: inline-block; width: 150px; font-family: sans-serif; }

@@ -172,8 +172,11 @@ def _range_note(arr: np.ndarray) -> str:
 
 def heatmap(title: str, z: Any, x_labels: Sequence | None = None, y_labels: Sequence | None = None,
             x_title: str = "", y_title: str = "", caption: str = "",
-            diverging: bool | None = None) -> Figure:
-    """A matrix as a heatmap (rows = ``y_labels``, top to bottom; columns = ``x_labels``)."""
+            diverging: bool | None = None, zrange: tuple[float, float] | None = None) -> Figure:
+    """A matrix as a heatmap (rows = ``y_labels``, top to bottom; columns = ``x_labels``).
+
+    ``zrange``: the colour scale's fixed (min, max), for a quantity with a natural range (an attention
+    share in [0, 1]); by default it spans the data, which makes tiny differences look large."""
     arr = as_array(z, title or "heatmap", ndim=2)
     n_rows, n_cols = arr.shape
     xl, yl = _labels(x_labels, n_cols, f"{title}: x_labels"), _labels(y_labels, n_rows, f"{title}: y_labels")
@@ -182,6 +185,8 @@ def heatmap(title: str, z: Any, x_labels: Sequence | None = None, y_labels: Sequ
     if diverging is None:
         diverging = fin.size > 0 and fin.min() < 0 < fin.max()
     scale = {"colorscale": DIVERGING, "zmid": 0.0} if diverging else {"colorscale": SEQUENTIAL}
+    if zrange is not None:
+        scale.update(zmin=zrange[0], zmax=zrange[1])
     hover = (f"{y_title or 'row'} %{{y}}<br>{x_title or 'column'} %{{x}}<br>value %{{z:.4g}}"
              "<extra></extra>")
     fig = go.Figure(go.Heatmap(z=obj, x=xl, y=yl, hovertemplate=hover, hoverongaps=False,
@@ -202,13 +207,13 @@ def heatmap(title: str, z: Any, x_labels: Sequence | None = None, y_labels: Sequ
     return Figure(fig, caption + note, bad)
 
 
-def layer_head(title: str, z: Any, caption: str = "") -> Figure:
+def layer_head(title: str, z: Any, caption: str = "", zrange: tuple[float, float] | None = None) -> Figure:
     """A layer x head matrix (rows = layers ``L0..``, columns = heads ``H0..``): :func:`heatmap` with
     the axes every per-head figure of interp uses ("head" across, "layer" down)."""
     arr = as_array(z, title or "layer x head", ndim=2)
     n_layers, n_heads = arr.shape
     return heatmap(title, arr, [f"H{h}" for h in range(n_heads)], [f"L{l}" for l in range(n_layers)],
-                   x_title="head", y_title="layer", caption=caption)
+                   x_title="head", y_title="layer", caption=caption, zrange=zrange)
 
 
 def lines(title: str, xs: Any, ys_by_name: dict[str, Any], x_title: str = "", y_title: str = "",
@@ -228,6 +233,8 @@ def lines(title: str, xs: Any, ys_by_name: dict[str, Any], x_title: str = "", y_
         fig.add_trace(go.Scatter(x=xo, y=yo, name=str(name), mode="lines+markers" if len(x) <= 60 else "lines",
                                  hovertemplate=f"{name}<br>{x_title or 'x'} %{{x}}<br>{y_title or 'y'} %{{y:.4g}}<extra></extra>"))
     _layout(fig, title, height=380, xaxis_title=x_title, yaxis_title=y_title)
+    if len(x) <= 40 and np.all(np.isfinite(x)) and np.all(x == np.round(x)):  # layers, steps: no 0.2 ticks
+        fig.update_xaxes(dtick=max(1, int(np.ceil((x.max() - x.min()) / 12))) if len(x) > 1 else 1)
     if log_y:
         fig.update_yaxes(type="log")
     if not caption:
@@ -323,8 +330,9 @@ def method_vs_patching(title: str, patching: Any, method: Any, method_name: str,
     bad = int((~ok).sum())
     if not caption:
         caption = (f"Each point is one component: its activation-patching effect (x) against its "
-                   f"{method_name} score (y). Pearson r = {r_txt} over {n} components; points on one "
-                   "line mean the method ranks and scales components like patching.")
+                   f"{method_name} score (y); hover for its name. Pearson r = {r_txt} over {n} components; the "
+                   "dashed line is the least-squares fit: points on it mean the method's scores are patching's up "
+                   "to scale and offset.")
     return Figure(fig, caption + gap_note(bad, "components"), bad)
 
 

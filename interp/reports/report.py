@@ -278,10 +278,11 @@ class Report:
         """A matrix (e.g. layer x head) as a heatmap; rows are ``y_labels`` from the top."""
         return self._add(F.heatmap(title, z, x_labels, y_labels, x_title, y_title, caption), title, fields)
 
-    def add_layer_heads(self, title: str, z: Any, field: str, caption: str = "") -> "Report":
+    def add_layer_heads(self, title: str, z: Any, field: str, caption: str = "",
+                        zrange: tuple[float, float] | None = None) -> "Report":
         """A layer x head matrix (:func:`interp.reports.figures.layer_head`); ``field`` is the result
-        field it shows (its dimension 0 is the layer, 1 the head)."""
-        return self._add(F.layer_head(title, z, caption), title, (f"{field}#1", f"{field}#0"))
+        field it shows (its dimension 0 is the layer, 1 the head); ``zrange`` fixes the colour scale."""
+        return self._add(F.layer_head(title, z, caption, zrange), title, (f"{field}#1", f"{field}#0"))
 
     def add_line(self, title: str, xs: Any, ys_by_name: dict, x_title: str = "", y_title: str = "",
                  caption: str = "", log_y: bool = False, fields: Fields = None) -> "Report":
@@ -307,13 +308,18 @@ class Report:
         """
         import plotly.graph_objects as go
 
-        n_bad = 0
+        n_bad, raw = 0, not isinstance(fig, F.Figure)
         if isinstance(fig, F.Figure):
             fig, caption, n_bad = fig.fig, caption or fig.caption, fig.n_nonfinite
         if isinstance(fig, dict):
             fig = go.Figure(fig)
         if not isinstance(fig, go.Figure):
             raise ValueError(f"add_figure expects a plotly Figure, got {type(fig).__name__}")
+        if raw:  # a figure built by hand gets the report's look: its template, margins, a readable height
+            fig = go_copy(fig)
+            fig.update_layout(template=F.TEMPLATE, height=fig.layout.height or 380,
+                              margin={k: v for k, v in {"l": 60, "r": 20, "t": 30, "b": 50}.items()
+                                      if getattr(fig.layout.margin, k) is None})
         if not title:
             t = fig.layout.title.text if fig.layout.title is not None else None
             title = t or f"Figure {self._n_fig + 1}"
@@ -397,11 +403,14 @@ class Report:
         elif timings is not None:
             parts.append(f"<p><b>Time:</b> {format_value(timings)[0]} s</p>")
         gen = {k: str(v) for k, v in _versions().items()}
-        rows = [{"package": k, "run": versions.get(k, ""), "report": gen.get(k, "")}
-                for k in list(versions) + [k for k in gen if k not in versions]]
-        parts.append("<h3>Versions</h3>" + table_html(rows)[0]
-                     + '<p class="caption">"run": versions recorded by the run; "report": versions '
-                       "that generated this file.</p>")
+        if versions:
+            rows = [{"package": k, "run": versions.get(k, ""), "report": gen.get(k, "")}
+                    for k in list(versions) + [k for k in gen if k not in versions]]
+            note = '"run": versions recorded by the run; "report": versions that generated this file.'
+        else:  # no empty "run" column: say the run recorded none
+            rows = [{"package": k, "report": v} for k, v in gen.items()]
+            note = "The run recorded no versions; these generated this file."
+        parts.append("<h3>Versions</h3>" + table_html(rows)[0] + f'<p class="caption">{note}</p>')
         if meta:
             parts.append("<h3>Other run information</h3>" + table_html(
                 [{"field": k, "value": v} for k, v in flatten(meta).items()])[0])

@@ -28,7 +28,7 @@ def summary_sentence(c) -> str:
     pts = c.at(t)
     ranked = sorted(pts.items(), key=lambda kv: kv[1]["delta"], reverse=True)
     best, bp = ranked[0]
-    parts = [f"{_label(m)} {p['delta']:+.3f}" + ("" if p["reached"] else f" (KL only {p['kl']:.2f})")
+    parts = [f"{_label(m)} {p['delta']:+.3f}" + ("" if p["reached"] else f" (KL reached only {p['kl']:.3g})")
              for m, p in ranked]
     lead = (f"{_label(best)} moves the metric most" if bp["delta"] != ranked[-1][1]["delta"]
             else "no method moves the metric more than another")
@@ -77,8 +77,11 @@ def comparison_report(c) -> Report:
                         "numbers are for 7-8B models on TruthfulQA, MMHal-Bench and SPA-VL.")
     if c.examples:
         r.add_section("Example generations (middle KL target)")
-        ex_rows = [{k: v for k, v in e.items()} for e in c.examples]
-        r.add_table("Before and after", ex_rows)
+        ex_rows = [{_label(k): v for k, v in e.items()} for e in c.examples]
+        t = c.kl_targets[len(c.kl_targets) // 2]
+        r.add_table("Before and after", ex_rows,
+                    caption=f"Greedy continuations of evaluation prompts, unsteered and with each method's vector at "
+                            f"the strength calibrated to next-token KL {t:g} nats.")
     r.add_section("Method and provenance",
                   "Strength per method: doubling then bisection on s >= 0 until the mean next-token "
                   "KL(p_unsteered || p_steered) over the held-out prompts is within 10% of each target. "

@@ -460,10 +460,11 @@ class BBResult(Result):
                  f"{d.sink_threshold:g}, |Δloss| <= {d.loss_threshold:g})")
         peak = ", ".join(f"{a / b:.2f}" for a, b in zip(m.resid_norm_sink, m.resid_norm_rest_mean))
         return (f"After {self.train.steps} steps (loss {m.loss_trigger:.3f} nats after triggers, optimum 0; "
-                f"{m.loss_other:.3f} elsewhere, optimum {m.bigram_entropy:.3f}), **the copy head {head_label(c, 0)} attends "
-                f"to the previous token at triggers ({m.attn_prev_at_trigger[c]:.2f}) and to ⟨s⟩ elsewhere "
-                f"({m.attn_bos_at_other[c]:.2f})**; moving its attention to ⟨s⟩ costs {m.ablation_delta_trigger[c]:.3f} "
-                f"nats at triggers and {m.ablation_delta_other[c]:+.4f} elsewhere: {state}. Its "
+                f"{m.loss_other:.3f} elsewhere, optimum {m.bigram_entropy:.3f}), **the copy head {head_label(c, 0)} puts "
+                f"{m.attn_prev_at_trigger[c]:.2f} of its attention on the previous token at triggers and "
+                f"{m.attn_bos_at_other[c]:.2f} on ⟨s⟩ elsewhere**; moving all its attention to ⟨s⟩ changes the loss by "
+                f"{m.ablation_delta_trigger[c]:+.3f} nats at triggers and {m.ablation_delta_other[c]:+.4f} elsewhere: "
+                f"{state}. Its "
                 f"value at ⟨s⟩ is {m.value_drain[c]:.2f}x the other tokens' (value drain); ‖h(⟨s⟩)‖ / mean other "
                 f"token per layer: {peak}.")
 
@@ -472,7 +473,8 @@ class BBResult(Result):
 
         from interp.reports import Report
 
-        r = Report(f"Bigram-Backcopy toy model ({self.train.n_layers} layers, {self.train.steps} steps)",
+        n_l = self.train.n_layers
+        r = Report(f"Bigram-Backcopy toy model ({n_l} layer{'s' if n_l != 1 else ''}, {self.train.steps} steps)",
                    config={**asdict(self.train), **self.task}, summary=self.summary(),
                    meta={**self.meta, "seconds": round(self.seconds, 1), "tokens_per_second": round(self.tokens_per_second)})
         L = len(self.mechanism[-1].attn_prev_at_trigger)
@@ -489,7 +491,18 @@ class BBResult(Result):
                            "⟨s⟩ carries the largest residual state.")
         r.add_line("Training loss", list(range(1, len(self.losses) + 1)), {"loss": self.losses},
                    x_title="training step", y_title="training loss (nats/token)", fields=("losses#0", "losses"))
-        r.add_table("Mechanism per checkpoint", [{"step": s, **vars(m)} for s, m in zip(self.steps, self.mechanism)])
+        cols = {"attn_prev_at_trigger": "attention to previous, triggers", "attn_bos_at_trigger":
+                "attention to ⟨s⟩, triggers", "attn_bos_at_other": "attention to ⟨s⟩, elsewhere",
+                "ablation_delta_trigger": "Δloss ⟨s⟩-only, triggers", "ablation_delta_other":
+                "Δloss ⟨s⟩-only, elsewhere", "value_drain": "value drain", "resid_peak": "residual peak"}
+        r.add_table("Mechanism per checkpoint and layer",
+                    [{"step": s, "layer": f"L{j}", **{name: round(getattr(m, k)[j], 4) for k, name in cols.items()},
+                      "loss, triggers": round(m.loss_trigger, 4), "loss, elsewhere": round(m.loss_other, 4)}
+                     for s, m in zip(self.steps, self.mechanism) for j in range(L)],
+                    caption="Each layer's head at each checkpoint: attention shares (mean over positions), the loss "
+                            "change (nats/token) when that head attends only to ⟨s⟩, value drain and residual peak as "
+                            "in the figures; the losses are the model's (optimum after triggers 0, elsewhere the "
+                            f"bigram entropy {self.mechanism[-1].bigram_entropy:.3f}).")
         r.add_section("Method", "Guo et al. 2024's Bigram-Backcopy task: after a trigger the next token copies the "
                                 "previous one, elsewhere it follows a bigram table. Attention, losses and the ⟨s⟩ ablation "
                                 f"are measured on 64 held-out sequences per checkpoint; checkpoints in {self.out}.")
