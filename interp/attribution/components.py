@@ -168,9 +168,9 @@ class AttributionResult(Result):
         n = {c: self.per_component(c).numel() for c in self.scores}
         counts = ", ".join(f"{TYPE_NAMES.get(c, c)} {k}" for c, k in n.items())
         top = "; ".join(f"{n} {v:+.3g}" + (f" ({v / gap:+.0%} of the gap)" if gap else "") for n, v in self.top(3))
-        return (f"**{self.method}** scored {sum(n.values())} components ({counts}) in {self.seconds:.3g} s. "
-                f"Metric: clean {self.metric_clean:.3g}, corrupted {self.metric_corrupt:.3g}. Largest effects "
-                f"(summed over positions): {top}.")
+        return (f"Largest effects: {top} (per-position scores summed over positions). **{self.method}** scored "
+                f"{sum(n.values())} components ({counts}) in {self.seconds:.3g} s; metric clean "
+                f"{self.metric_clean:.3g}, corrupted {self.metric_corrupt:.3g}.")
 
     def report(self):
         from interp.reports import Report

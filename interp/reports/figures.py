@@ -172,8 +172,9 @@ def _range_note(arr: np.ndarray) -> str:
 
 def heatmap(title: str, z: Any, x_labels: Sequence | None = None, y_labels: Sequence | None = None,
             x_title: str = "", y_title: str = "", caption: str = "",
-            diverging: bool | None = None, zrange: tuple[float, float] | None = None) -> Figure:
-    """A matrix as a heatmap (rows = ``y_labels``, top to bottom; columns = ``x_labels``).
+            zrange: tuple[float, float] | None = None) -> Figure:
+    """A matrix as a heatmap (rows = ``y_labels``, top to bottom; columns = ``x_labels``); a diverging
+    scale centred on 0 when the values (or ``zrange``) have both signs, a sequential one otherwise.
 
     ``zrange``: the colour scale's fixed (min, max), for a quantity with a natural range (an attention
     share in [0, 1]); by default it spans the data, which makes tiny differences look large."""
@@ -182,8 +183,8 @@ def heatmap(title: str, z: Any, x_labels: Sequence | None = None, y_labels: Sequ
     xl, yl = _labels(x_labels, n_cols, f"{title}: x_labels"), _labels(y_labels, n_rows, f"{title}: y_labels")
     obj, bad = jsonable(arr)
     fin = arr[np.isfinite(arr)]
-    if diverging is None:
-        diverging = fin.size > 0 and fin.min() < 0 < fin.max()
+    lo, hi = zrange if zrange is not None else ((fin.min(), fin.max()) if fin.size else (0.0, 0.0))
+    diverging = lo < 0 < hi
     scale = {"colorscale": DIVERGING, "zmid": 0.0} if diverging else {"colorscale": SEQUENTIAL}
     if zrange is not None:
         scale.update(zmin=zrange[0], zmax=zrange[1])
