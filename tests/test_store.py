@@ -41,8 +41,14 @@ def _reference(model, store, hook):
     tokens[seq_pos[:, 0], seq_pos[:, 1]] = store.tokens[:]
     if store.manifest["skip_bos"]:
         tokens[:, 0] = store.manifest["bos_token_id"]
-    _, cache = model.run_with_cache(tokens, names_filter=[hook])
-    act = cache[hook]
+    # in the store's own batches: a float32 matmul's rounding can depend on the batch shape (seen on Intel
+    # Xeon, not on AMD EPYC), and one ulp there can flip a float16 rounding of the stored value
+    bs = store.manifest.get("batch_size") or n_seq
+    acts = []
+    for i in range(0, n_seq, bs):
+        _, cache = model.run_with_cache(tokens[i:i + bs], names_filter=[hook])
+        acts.append(cache[hook])
+    act = torch.cat(acts)
     return act[seq_pos[:, 0], seq_pos[:, 1]].reshape(store.n_rows, -1)
 
 
