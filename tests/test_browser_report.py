@@ -158,7 +158,7 @@ def test_compare_report(tiny_llama, tmp_path):
         for c in ("resid", "attn", "attn_head", "mlp"):
             want = pearsonr(ref[c].reshape(-1).double(), res.scores[m].scores[c].reshape(-1).double()).statistic
             assert res.pearson[m][c] == pytest.approx(want, abs=1e-9)
-            assert f"{TYPE_NAMES[c].capitalize()}: {m} vs patching (Pearson r = {want:.3f}" in html
+            assert f"{TYPE_NAMES[c][:1].upper() + TYPE_NAMES[c][1:]}: {m} vs patching (Pearson r = {want:.3f}" in html
     bars = figs["fig-pearson-r-with-activation-patching-by-method"]["data"]
     assert {t["name"]: t["y"] for t in bars} == {m: list(res.pearson[m].values()) for m in ("atp", "relp")}
     best = max(("atp", "relp"), key=lambda m: sum(res.pearson[m].values()))

@@ -223,7 +223,7 @@ def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str
                                           "clean - corrupted gap (summed over positions).")
         elif all(z.ndim == 1 for z in mats.values()):
             L = len(next(iter(mats.values())))
-            r.add_bars(f"{name.capitalize()} per layer", [f"L{l}" for l in range(L)],
+            r.add_bars(f"{name[:1].upper() + name[1:]} per layer", [f"L{l}" for l in range(L)],
                        {("patching" if m == reference else m): z for m, z in mats.items()}, x_title="layer",
                        y_title=SHARE, fields=(fld(main, ctype, 0), fld(main, ctype)),
                        caption=f"Each layer's {name} ({COMPONENT_TYPES[ctype].hook.format(layer='L') if ctype in COMPONENT_TYPES else ctype}), "
@@ -239,7 +239,7 @@ def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str
             labels = [display_name(ctype, i[:-1] if full else i) + (f" @ position {i[-1]}" if full else "")
                       for i in itertools.product(*map(range, x.shape))]  # hover names, in reshape(-1) order
             ref_name = "patching" if reference == "patch" else reference
-            r.add_figure(F.method_vs_patching(f"{name.capitalize()}: {m} vs {ref_name}", x, share(res, ctype, full), m,
+            r.add_figure(F.method_vs_patching(f"{name[:1].upper() + name[1:]}: {m} vs {ref_name}", x, share(res, ctype, full), m,
                                               labels, x_title=PATCHING_SHARE, y_title=SHARE),
                          fields=(fld(reference, ctype), fld(m, ctype)))
 
