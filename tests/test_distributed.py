@@ -89,6 +89,8 @@ def _files(root: Path) -> dict[str, bytes]:
 def _comparable(manifest: dict) -> dict:
     m = {k: v for k, v in manifest.items() if k not in RUN_FIELDS}
     m["config"] = {k: v for k, v in m["config"].items() if k != "out"}
+    # the torch thread count is how this process ran (torchrun ranks and the test process may differ), not data
+    m["versions"] = {k: v for k, v in m.get("versions", {}).items() if k != "threads"}
     return m
 
 
