@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import platform
 from pathlib import Path
 import types
@@ -171,7 +172,7 @@ class Result:
         """Write ``to_json()`` to ``path`` (a ``results.json``); parent folders are created."""
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + ".tmp")
+        tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")  # per process: ranks may write the same folder
         tmp.write_text(json.dumps(self.to_json(), indent=1))
         tmp.replace(p)  # never a half-written results file
         return p

@@ -184,9 +184,14 @@ def write_json(path, payload: dict) -> Path:
 
 def write_result(args, result, out, extra: str = "") -> int:
     """A command's typed result: ``out/results.json`` and ``out/report.html``, then its summary sentence
-    (and ``extra`` lines) or, with ``--json``, the result's JSON on stdout."""
+    (and ``extra`` lines) or, with ``--json``, the result's JSON on stdout.  Under ``interp dist`` only
+    rank 0 writes: every rank holds the same result once the run's closing barrier has passed."""
+    import torch.distributed as dist
+
     from interp.cli.main import emit
 
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return 0
     rj, html = result.write(out)
     lines = [result.summary(), extra, f"  wrote {rj}, {html}"]
     emit(args, result.to_json(), "\n".join(x for x in lines if x))
