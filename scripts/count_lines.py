@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Count code lines of a Python tree: non-blank, non-comment, non-docstring.
 
-Usage: ``python scripts/count_lines.py [DIR ...]`` (default ``interp``); ``--per-file`` lists each file.
+Usage: ``python scripts/count_lines.py [PATH ...]`` (folders or files; default ``interp``); ``--per-file``
+lists each file; ``--tokens`` also counts code tokens (names, operators, literals; docstrings, comments
+and layout excluded), a size that joining lines cannot shrink.
 A docstring is a string expression statement that opens a module, class or function body, or an
 attribute docstring (a string right after an assignment in a module or class body); its lines are
 not counted, nor are comment-only and blank lines. Everything else (code, including lines of a
@@ -39,34 +41,42 @@ def docstring_lines(tree: ast.AST) -> set[int]:
     return lines
 
 
-def code_lines(source: str) -> int:
-    """Physical lines that carry a token other than a comment, newline or docstring."""
+def code_size(source: str) -> tuple[int, int]:
+    """(physical lines, tokens) of code: tokens other than comments, layout and docstrings, and the
+    lines they touch."""
     skip = docstring_lines(ast.parse(source))
     counted: set[int] = set()
+    n_tokens = 0
     ignore = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
               tokenize.ENCODING, tokenize.ENDMARKER}
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type in ignore:
+        if tok.type in ignore or tok.start[0] in skip:
             continue
-        for line in range(tok.start[0], tok.end[0] + 1):
-            if line not in skip:
-                counted.add(line)
-    return len(counted)
+        n_tokens += 1
+        counted.update(range(tok.start[0], tok.end[0] + 1))
+    return len(counted), n_tokens
+
+
+def code_lines(source: str) -> int:
+    """Physical lines that carry a token other than a comment, newline or docstring."""
+    return code_size(source)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("dirs", nargs="*", default=["interp"])
+    ap.add_argument("dirs", nargs="*", default=["interp"], help="folders or .py files")
     ap.add_argument("--per-file", action="store_true", help="print each file's count")
+    ap.add_argument("--tokens", action="store_true", help="also count code tokens")
     args = ap.parse_args(argv)
-    total = 0
+    lines = tokens = 0
     for d in args.dirs:
-        for path in sorted(Path(d).rglob("*.py")):
-            n = code_lines(path.read_text())
-            total += n
+        paths = [Path(d)] if Path(d).is_file() else sorted(Path(d).rglob("*.py"))
+        for path in paths:
+            n, t = code_size(path.read_text())
+            lines, tokens = lines + n, tokens + t
             if args.per_file:
-                print(f"{n:6d}  {path}")
-    print(f"{total} code lines in {', '.join(args.dirs)}")
+                print(f"{n:6d}  {path}" + (f"  {t:7d} tokens" if args.tokens else ""))
+    print(f"{lines} code lines in {', '.join(args.dirs)}" + (f"; {tokens} code tokens" if args.tokens else ""))
     return 0
 
 
