@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -131,6 +132,36 @@ def test_read_under_memory_cap_larger_store(tmp_path):
     assert float(s) == expected_sum and float(t) == expected_sum
     assert float(r15) == float((123_457 * 31 + 5 * 7) % 997)
     assert int(nbytes) > 400_000 * 256 * 4 > int(headroom)
+
+
+def test_a_map_refused_for_address_space_releases_the_cached_buffers(tmp_path):
+    """A shard map refused with ENOMEM (address space capped) drops the store's cached maps and kept
+    window buffers and maps again: reads that fit once those are gone do not fail.
+
+    The cap is set after an epoch of ``batches()`` (whose window buffers the store keeps for the next
+    call) at 8 MB above the process's size, so no 16 MB shard maps until those buffers are gone;
+    ``rows()`` then maps three shards in turn (releasing only the maps is not enough)."""
+    n, d = 4 * 16384, 256  # 64 MB fp32, four 16 MB shards
+    write_store(tmp_path / "s", {"x": lambda a, b: _synthetic(a, b, d)}, n, dtype="float32",
+                shard_rows=16384, chunk_rows=16384)
+    script = textwrap.dedent(f"""
+        import resource, numpy as np, torch
+        from interp.store import ActivationStore
+        store = ActivationStore.open({str(tmp_path / 's')!r})
+        for b in store.batches('x', 4096, seed=0):
+            pass
+        kept = store._pool is not None
+        vm = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize')][0]
+        resource.setrlimit(resource.RLIMIT_AS, (vm + (8 << 20),) * 2)
+        r = store.rows('x', [5, 16384 + 5, 2 * 16384 + 5])
+        print(kept, r[:, 5].tolist())
+    """)
+    env = {**os.environ, "MALLOC_ARENA_MAX": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    kept, values = out.stdout.split(maxsplit=1)
+    assert kept == "True"  # the buffers were there to release
+    assert json.loads(values) == [float((i * 31 + 5 * 7) % 997) for i in (5, 16384 + 5, 2 * 16384 + 5)]
 
 
 def _mount_tmpfs(path: Path, size: str) -> bool:

@@ -74,6 +74,7 @@ every file.  A mismatch raises :class:`~interp.store.format.CorruptShardError` n
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 import zlib
@@ -348,7 +349,14 @@ class ActivationStore:
             return mm
         self._ensure_verified(path, rec)
         dt, w = self._stream_shape(stream)
-        mm = np.memmap(path, dtype=dt, mode="r", shape=(shard["rows"], w))
+        try:
+            mm = np.memmap(path, dtype=dt, mode="r", shape=(shard["rows"], w))
+        except OSError as e:  # address space short (a `ulimit -v` cap): drop what this store caches, retry
+            if e.errno != errno.ENOMEM:
+                raise
+            self._maps.clear()
+            self._mapped_bytes, self._pool = 0, None
+            mm = np.memmap(path, dtype=dt, mode="r", shape=(shard["rows"], w))
         self._maps[path] = mm
         self._mapped_bytes += rec["bytes"]
         while self._mapped_bytes > self._max_mapped and len(self._maps) > 1:
