@@ -42,24 +42,21 @@ def _pread_full(fd: int, out: np.ndarray, offset: int, path: Path) -> None:
         got += n
 
 
-def _windows(chunks: list[tuple[dict, int, int]], window: int) -> Iterator[tuple[int, list[tuple[dict, int, int, int]]]]:
-    """Cut the rows of ``chunks`` (in this order) into windows of ``window`` rows.
-
-    Yields ``(first row of the window in the epoch, [(shard, a, b, offset in window), ...])``;
-    a chunk that straddles a window end is split between the two windows.
-    """
+def _windows(chunks: list[tuple[dict, int, int]], window: int) -> Iterator[list[tuple[dict, int, int, int]]]:
+    """Cut the rows of ``chunks`` (in this order) into windows of ``window`` rows: yields each window's
+    ``[(shard, a, b, offset in window), ...]``; a chunk across a window end is split between the two."""
     segs: list[tuple[dict, int, int, int]] = []
-    w0, fill = 0, 0
+    fill = 0
     for shard, a, b in chunks:
         while a < b:
             take = min(b - a, window - fill)
             segs.append((shard, a, a + take, fill))
             a, fill = a + take, fill + take
             if fill == window:
-                yield w0, segs
-                segs, w0, fill = [], w0 + window, 0
+                yield segs
+                segs, fill = [], 0
     if segs:
-        yield w0, segs
+        yield segs
 
 
 def _append_destinations(perm: np.ndarray, batch_size: int) -> np.ndarray:
