@@ -222,7 +222,7 @@ class ActivationStore:
         self.manifest = read_manifest(self.path)
         m = self.manifest
         self.dtype: str = m["dtype"]
-        self._np_dtype, self.torch_dtype, self._nbytes = DTYPES[self.dtype]
+        self._np_dtype, self.torch_dtype, _ = DTYPES[self.dtype]
         self.hooks: list[str] = list(m["hooks"])
         self.shard_rows: int = m["shard_rows"]
         self._verify_mode = verify
