@@ -189,14 +189,10 @@ except (AttributeError, ValueError, OSError):
 
 
 def _read_threads() -> int:
-    try:
-        n = int(os.environ.get("INTERP_STORE_READ_THREADS", "2"))
-    except ValueError:
-        raise ValueError("INTERP_STORE_READ_THREADS must be an integer >= 1, got "
-                         f"{os.environ['INTERP_STORE_READ_THREADS']!r}") from None
-    if n < 1:
-        raise ValueError(f"INTERP_STORE_READ_THREADS must be >= 1, got {n}")
-    return min(n, os.cpu_count() or 1)
+    raw = os.environ.get("INTERP_STORE_READ_THREADS", "2")
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"INTERP_STORE_READ_THREADS must be an integer >= 1, got {raw!r}")
+    return min(int(raw), os.cpu_count() or 1)
 
 
 #: threads of the fast fill (``INTERP_STORE_READ_THREADS``, default 2, at most the CPU count): with 2+,
