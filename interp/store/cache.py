@@ -57,7 +57,7 @@ from interp.results import versions
 from .config import CacheConfig
 from .corpus import CorpusError, load_corpus, token_sequences
 from .format import (
-    DTYPES, FORMAT_VERSION, MANIFEST, StoreError, read_manifest, shard_record, write_json_atomic,
+    DTYPES, FORMAT_VERSION, MANIFEST, StoreError, as_storage, read_manifest, shard_record, write_json_atomic,
 )
 from .writer import ShardWriter, clean_temp
 
@@ -250,7 +250,7 @@ def cache_activations(
                     buf = staged[h] = torch.empty((B * rps, rows.shape[1]), dtype=store_torch, pin_memory=True)
                 buf[: rows.shape[0]].copy_(rows, non_blocking=True)
             else:
-                sink.submit(writer.write, h, state["row0"], _as_numpy(rows))
+                sink.submit(writer.write, h, state["row0"], as_storage(rows))
             if h == stop_hook:
                 raise _StopForward
 
@@ -335,10 +335,6 @@ class _AsyncWriter:
         self._pool.shutdown(wait=True)
 
 
-def _as_numpy(t: torch.Tensor) -> np.ndarray:
-    return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
-
-
 def _run_batch(model, sink: _AsyncWriter, writer: ShardWriter, batch, seq0, cfg: CacheConfig, state: dict,
                device, staged: dict[str, torch.Tensor]):
     """One forward pass over ``batch`` (sequences ``seq0...``) writing rows of every hook (on CUDA from the
@@ -359,7 +355,7 @@ def _run_batch(model, sink: _AsyncWriter, writer: ShardWriter, batch, seq0, cfg:
     if device.type == "cuda":
         torch.cuda.current_stream(device).synchronize()
         for h, buf in staged.items():
-            sink.submit(writer.write, h, row0, _as_numpy(buf[:valid]))
+            sink.submit(writer.write, h, row0, as_storage(buf[:valid]))
     T = tokens.shape[1]
     pos = torch.arange(s_bos, T).repeat(len(batch))
     seq = torch.arange(seq0, seq0 + len(batch)).repeat_interleave(T - s_bos)

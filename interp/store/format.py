@@ -68,6 +68,11 @@ class CorruptShardError(StoreError):
     """A shard file's size or checksum does not match the manifest."""
 
 
+def as_storage(t: torch.Tensor) -> np.ndarray:
+    """A tensor in a storage dtype -> the array written to disk (bfloat16 as its 16-bit patterns)."""
+    return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
+
+
 def canonical_dtype(dtype) -> str:
     """``fp16``/``half``/``torch.float16`` -> ``float16`` (and bf16, fp32); error on others."""
     if isinstance(dtype, torch.dtype):

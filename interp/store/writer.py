@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from .format import (
-    DISK_FULL, DTYPES, FORMAT_VERSION, MANIFEST, SEQPOS_FILE, SHARDS, TOKENS_FILE, canonical_dtype, fsync_dir,
-    hook_file, naming_full_disk, shard_dirname, write_json_atomic,
+    DISK_FULL, DTYPES, FORMAT_VERSION, MANIFEST, SEQPOS_FILE, SHARDS, TOKENS_FILE, as_storage,
+    canonical_dtype, fsync_dir, hook_file, naming_full_disk, shard_dirname, write_json_atomic,
 )
 
 
@@ -203,9 +203,8 @@ def write_store(
             b = min(n_rows, a + chunk_rows)
             for h, fn in rows.items():
                 arr = np.asarray(fn(a, b)).reshape(b - a, widths[h])
-                if arr.dtype != np_dt:
-                    arr = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(torch_dt)
-                    arr = (arr.view(torch.int16) if torch_dt == torch.bfloat16 else arr).numpy()
+                if arr.dtype != np_dt:  # cast through float32 (bfloat16: its bit patterns)
+                    arr = as_storage(torch.from_numpy(arr.astype(np.float32)).to(torch_dt))
                 w.write(h, a, arr)
             tok = tokens(a, b) if tokens else np.full(b - a, -1)
             w.write("tokens", a, np.asarray(tok, dtype=np.int32))
