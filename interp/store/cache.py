@@ -44,6 +44,7 @@ import json
 import math
 import threading
 import time
+from dataclasses import asdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -199,7 +200,7 @@ def cache_activations(
         "batch_size": B, "shard_rows": cfg.shard_rows or cfg.default_shard_rows(max(row_bytes.values())),
         "n_rows_target": n_rows, "prepend_bos": cfg.prepend_bos, "skip_bos": cfg.skip_bos,
         "bos_token_id": tokenizer.bos_token_id, "corpus": corpus.description,
-        "config": cfg.to_json(), "versions": versions(),
+        "config": asdict(cfg), "versions": versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "shards": [], "complete": False,
     }
@@ -219,9 +220,8 @@ def cache_activations(
     todo = {k for k in range(math.ceil(n_rows / shard_rows)) if k not in done and k % world == rank}
     shards = list(header["shards"])
 
-    def on_shard(rec: dict) -> None:
+    def on_shard(rec: dict) -> None:  # the manifest's shards are sorted by index when the run ends
         shards.append(rec)
-        shards.sort(key=lambda s: s["index"])
         if world == 1:
             write_json_atomic(out / MANIFEST, {**header, "shards": shards})
         else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from .format import canonical_dtype
 
@@ -68,6 +68,3 @@ class CacheConfig:
         rps = self.rows_per_sequence
         rows = max(rps, rows // rps * rps)
         return min(rows, max(rps, -(-self.n_tokens // rps) * rps))
-
-    def to_json(self) -> dict:
-        return asdict(self)

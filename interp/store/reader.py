@@ -157,8 +157,7 @@ class RowView:
         return self[:].numpy()
 
     def __array__(self, dtype=None, copy=None):
-        a = self.numpy()
-        return a if dtype is None else a.astype(dtype)
+        return self.numpy() if dtype is None else self.numpy().astype(dtype)
 
     def __repr__(self) -> str:
         return f"RowView({self._stream!r}, rows={len(self)})"
