@@ -235,26 +235,54 @@ def cache_activations(
         needed.update(range(a // rps // B, (e - 1) // rps // B + 1))
     on_cuda = device.type == "cuda"
     sink = _AsyncWriter(max_jobs=2 * (len(hooks) + 3))
-    staged: dict[str, torch.Tensor] = {}
-    state = {"row0": 0, "valid": 0, "finite": {}}
+    staged: dict[str, torch.Tensor] = {}  # on CUDA: pinned host buffers the hooks copy into
+    finite: dict[str, torch.Tensor] = {}
+    row0 = valid = 0  # the rows of the batch being run
 
     def make_hook(h: str):
         def fn(t, hook=None):
-            rows = (t[:, s_bos:] if s_bos else t).reshape(-1, row_bytes[h] // nbytes)[: state["valid"]]
+            rows = (t[:, s_bos:] if s_bos else t).reshape(-1, row_bytes[h] // nbytes)[:valid]
             # a copy in any case: the writer thread reads it while the model goes on
             rows = rows.to(store_torch, memory_format=torch.contiguous_format, copy=not on_cuda)
-            state["finite"][h] = torch.isfinite(rows).all()  # checked after the pass (no sync here)
+            finite[h] = torch.isfinite(rows).all()  # checked after the pass (no sync here)
             if on_cuda:
                 buf = staged.get(h)
                 if buf is None or buf.shape[0] < rows.shape[0]:
                     buf = staged[h] = torch.empty((B * rps, rows.shape[1]), dtype=store_torch, pin_memory=True)
                 buf[: rows.shape[0]].copy_(rows, non_blocking=True)
             else:
-                sink.submit(writer.write, h, state["row0"], as_storage(rows))
+                sink.submit(writer.write, h, row0, as_storage(rows))
             if h == stop_hook:
                 raise _StopForward
 
         return fn
+
+    def run_batch(batch: list[list[int]], seq0: int) -> None:
+        """One forward pass over sequences ``seq0...``: the rows of every hook (on CUDA from ``staged``),
+        tokens and positions to the writer, then publish the shards completed."""
+        nonlocal row0, valid
+        tokens = torch.tensor(batch, dtype=torch.long)
+        row0, valid = seq0 * rps, min(len(batch) * rps, n_rows - seq0 * rps)
+        finite.clear()
+        _forward(model, tokens.to(device))
+        bad = [h for h, ok in finite.items() if not bool(ok)]
+        if bad:  # the open shards holding these rows are deleted by the caller's abort
+            raise ValueError(
+                f"non-finite activations (NaN or inf) at {bad} in rows [{row0}, {row0 + valid}) (sequences "
+                f"{seq0}..{seq0 + len(batch) - 1}) when stored as {cfg.dtype}; nothing from this batch was "
+                "kept. inf after an fp16 cast means the values exceed 65504: cache with --dtype bf16 or "
+                "fp32; NaN/inf in the model itself means broken weights or an overflowing model dtype")
+        if on_cuda:
+            torch.cuda.current_stream(device).synchronize()
+            for h, buf in staged.items():
+                sink.submit(writer.write, h, row0, as_storage(buf[:valid]))
+        pos = torch.arange(s_bos, C).repeat(len(batch))
+        seq = torch.arange(seq0, seq0 + len(batch)).repeat_interleave(C - s_bos)
+        sink.submit(writer.write, "tokens", row0, tokens[:, s_bos:].reshape(-1)[:valid].int().numpy())
+        sink.submit(writer.write, "seq_pos", row0, torch.stack([seq, pos], 1)[:valid].numpy())
+        sink.submit(writer.publish_complete)
+        if on_cuda:  # the pinned buffers are reused by the next batch
+            sink.flush()
 
     bar = tqdm(total=sum(e - a for a, e in map(writer.shard_range, todo)), unit="tok", dynamic_ncols=True,
                desc=f"caching {len(hooks)} hook(s)", disable=not progress or rank != 0 or not todo)
@@ -270,7 +298,7 @@ def cache_activations(
                         f"tokens; n_tokens={n_rows} needs {n_seq}. Lower --n-tokens or use a larger corpus."
                     )
                 if i in needed:
-                    _run_batch(model, sink, writer, batch, i * B, cfg, state, device, staged)
+                    run_batch(batch, i * B)
         sink.flush()
     except BaseException:
         sink.close()
@@ -333,34 +361,3 @@ class _AsyncWriter:
     def close(self) -> None:
         """Finish queued jobs and stop the thread (idempotent; errors are kept for :meth:`flush`)."""
         self._pool.shutdown(wait=True)
-
-
-def _run_batch(model, sink: _AsyncWriter, writer: ShardWriter, batch, seq0, cfg: CacheConfig, state: dict,
-               device, staged: dict[str, torch.Tensor]):
-    """One forward pass over ``batch`` (sequences ``seq0...``) writing rows of every hook (on CUDA from the
-    pinned buffers ``staged`` the hooks filled), then publishing the shards it completed."""
-    tokens = torch.tensor(batch, dtype=torch.long)
-    rps, s_bos = cfg.rows_per_sequence, 1 if cfg.skip_bos else 0
-    row0 = seq0 * rps
-    valid = min(len(batch) * rps, cfg.n_tokens - row0)
-    state.update(row0=row0, valid=valid, finite={})
-    _forward(model, tokens.to(device))
-    bad = [h for h, ok in state["finite"].items() if not bool(ok)]
-    if bad:  # the open shards holding these rows are deleted by the caller's abort
-        raise ValueError(
-            f"non-finite activations (NaN or inf) at {bad} in rows [{row0}, {row0 + valid}) (sequences "
-            f"{seq0}..{seq0 + len(batch) - 1}) when stored as {cfg.dtype}; nothing from this batch was kept. "
-            "inf after an fp16 cast means the values exceed 65504: cache with --dtype bf16 or fp32; NaN/inf in the "
-            "model itself means broken weights or an overflowing model dtype")
-    if device.type == "cuda":
-        torch.cuda.current_stream(device).synchronize()
-        for h, buf in staged.items():
-            sink.submit(writer.write, h, row0, as_storage(buf[:valid]))
-    T = tokens.shape[1]
-    pos = torch.arange(s_bos, T).repeat(len(batch))
-    seq = torch.arange(seq0, seq0 + len(batch)).repeat_interleave(T - s_bos)
-    sink.submit(writer.write, "tokens", row0, tokens[:, s_bos:].reshape(-1)[:valid].to(torch.int32).numpy())
-    sink.submit(writer.write, "seq_pos", row0, torch.stack([seq, pos], 1)[:valid].to(torch.int64).numpy())
-    sink.submit(writer.publish_complete)
-    if device.type == "cuda":  # the pinned buffers are reused by the next batch
-        sink.flush()

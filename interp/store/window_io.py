@@ -95,10 +95,8 @@ class _Planner:
 
     def _one(self, rng: np.random.Generator, sizes: list[int], k: int, advise) -> np.ndarray:
         dest = _append_destinations(rng.permutation(sizes[k]), self.batch_size)
-        if advise is not None:
-            for w in ((0, 1) if k == 0 else (k + 1,)):
-                if w < len(sizes):
-                    advise(w)
+        for w in range(k and k + 1, min(k + 2, len(sizes))) if advise else ():  # windows 0, 1; then k + 1
+            advise(w)
         return dest
 
     def slots(self, rng: np.random.Generator, sizes: list[int], advise=None) -> Iterator[np.ndarray]:
@@ -123,25 +121,15 @@ class _Planner:
         if self._read is None or len(jobs) < 2:
             run(jobs)
             return
-        lock, it = threading.Lock(), iter(jobs)
-
-        def take():
-            while True:
-                with lock:
-                    job = next(it, None)
-                if job is None:
-                    return
-                yield job
-
-        futs = [self._read.submit(run, take()) for _ in range(min(self.threads, len(jobs)) - 1)]
+        it = iter(jobs)  # shared: a list iterator hands out each item once (its next() holds the GIL)
+        futs = [self._read.submit(run, it) for _ in range(min(self.threads, len(jobs)) - 1)]
         err = None
         try:
-            run(take())
+            run(it)
         except BaseException as e:  # noqa: BLE001 -- re-raised below, once the helpers let go of the buffers
             err = e
-            with lock:
-                for _ in it:  # the helpers stop at their next job
-                    pass
+            for _ in it:  # the helpers stop at their next job
+                pass
         for f in futs:
             try:
                 f.result()
