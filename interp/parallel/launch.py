@@ -58,7 +58,7 @@ class DistEnv:
 
 def _int_env(name: str, default: int) -> int:
     raw = os.environ.get(name)
-    if raw is None or raw == "":
+    if not raw:
         return default
     try:
         return int(raw)

@@ -84,11 +84,8 @@ def jsonl_documents(path: Path, text_field: str = "text") -> Iterator[str]:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise CorpusError(f"{path}, line {lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-            if isinstance(obj, str):
-                text = obj
-            elif isinstance(obj, dict) and isinstance(obj.get(text_field), str):
-                text = obj[text_field]
-            else:
+            text = obj.get(text_field) if isinstance(obj, dict) else obj
+            if not isinstance(text, str):
                 keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
                 raise CorpusError(
                     f"{path}, line {lineno}: expected an object with a string field {text_field!r} "

@@ -112,13 +112,12 @@ def _opened(fds: dict[Path, int] | None):
 
 
 def _to_torch(arr, store_dtype: str, device, dtype: torch.dtype | None) -> torch.Tensor:
-    """Rows in the storage dtype (numpy array or tensor, freshly read, never a memory map)
+    """Rows in the storage dtype (a numpy array freshly read, never a memory map)
     -> torch tensor of ``dtype`` on ``device``."""
-    t = torch.from_numpy(arr) if isinstance(arr, np.ndarray) else arr
+    t = torch.from_numpy(arr)
     if store_dtype == "bfloat16":
         t = t.view(torch.bfloat16)
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    if device.type == "cuda":
+    if device is not None and torch.device(device).type == "cuda":
         t = t.pin_memory().to(device, non_blocking=True)
         return t if dtype is None else t.to(dtype)
     if dtype is None or dtype == t.dtype:
