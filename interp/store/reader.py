@@ -74,6 +74,7 @@ every file.  A mismatch raises :class:`~interp.store.format.CorruptShardError` n
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import warnings
@@ -229,11 +230,9 @@ class ActivationStore:
         self._files: dict[tuple[int, str], tuple[Path, dict]] = {}
         self._pool: _WindowPool | None = None  # window buffers of the last batches() call, reused by the next
         self._mapped_bytes = 0
-        # the readable part: the contiguous prefix of complete shards
+        # the readable part: the contiguous prefix of complete shards (0, 1, ... up to the first gap)
         by_index = {s["index"]: s for s in m["shards"]}
-        self.shards: list[dict] = []
-        while len(self.shards) in by_index:
-            self.shards.append(by_index[len(self.shards)])
+        self.shards: list[dict] = list(itertools.takewhile(bool, map(by_index.get, itertools.count())))
         if len(self.shards) < len(by_index):
             warnings.warn(f"{self.path}: shards after {len(self.shards)} are not contiguous; reading only the first "
                           f"{len(self.shards)} (resume the caching job to fill the gap)", stacklevel=2)

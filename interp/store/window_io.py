@@ -17,6 +17,7 @@ next's); nothing else scales with the store.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import os
@@ -237,26 +238,22 @@ def _prefetch(ranges: list[tuple[Path, int, int]]) -> None:
     for path, off, ln in ranges:
         by_path.setdefault(path, []).append((off, ln))
     for path, rs in by_path.items():
-        try:
+        with contextlib.suppress(OSError):  # advice only: the read itself names a problem
             fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue  # the read itself names the problem
-        try:
-            for off, ln in rs:
-                if nowait is not None and ln > 0:
-                    try:
-                        os.preadv(fd, [probe], off, nowait)
-                        os.preadv(fd, [probe], off + ln - 1, nowait)
-                        continue  # both ends cached
-                    except BlockingIOError:
-                        pass
-                    except OSError:
-                        nowait = None  # RWF_NOWAIT unsupported here: advise every range
-                os.posix_fadvise(fd, off, ln, os.POSIX_FADV_WILLNEED)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+            try:
+                for off, ln in rs:
+                    if nowait is not None and ln > 0:
+                        try:
+                            os.preadv(fd, [probe], off, nowait)
+                            os.preadv(fd, [probe], off + ln - 1, nowait)
+                            continue  # both ends cached
+                        except BlockingIOError:
+                            pass
+                        except OSError:
+                            nowait = None  # RWF_NOWAIT unsupported here: advise every range
+                    os.posix_fadvise(fd, off, ln, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
 
 
 class _WindowPool:
