@@ -143,7 +143,7 @@ def load_corpus(spec: str | Path = "default", text_field: str = "text") -> Corpu
                 "`python -m interp.store.default_corpus` or pass --corpus PATH"
             )
         c = load_corpus(DEFAULT_CORPUS, "text")
-        c.description = {"kind": "default", **{k: v for k, v in c.description.items() if k != "kind"}}
+        c.description = {**c.description, "kind": "default"}
         return c
     if spec_s.startswith("hf:"):
         return _hf_corpus(spec_s, text_field)
