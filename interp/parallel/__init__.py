@@ -8,7 +8,7 @@ for data-parallel dictionary training; ``interp dist cache ...`` runs the cachin
 torchrun.  docs/distributed.md has the commands.
 """
 
-from .launch import DistEnv, default_backend, dist_env, distributed, exit_worker, init_distributed, teardown
+from .launch import DistEnv, dist_env, distributed, exit_worker, init_distributed
 
 
 def __getattr__(name):  # lazy, so `python -m interp.parallel.ddp_train` runs without a runpy warning
@@ -18,4 +18,4 @@ def __getattr__(name):  # lazy, so `python -m interp.parallel.ddp_train` runs wi
         return train_sae_ddp
     raise AttributeError(f"module 'interp.parallel' has no attribute {name!r}")
 
-__all__ = ["DistEnv", "default_backend", "dist_env", "distributed", "exit_worker", "init_distributed", "teardown", "train_sae_ddp"]
+__all__ = ["DistEnv", "dist_env", "distributed", "exit_worker", "init_distributed", "train_sae_ddp"]

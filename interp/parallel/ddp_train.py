@@ -53,7 +53,12 @@ def train_sae_ddp(source, sae_cfg, cfg=None, sae=None, backend: str | None = Non
         return train_sae(source, sae_cfg, cfg, sae=sae)
 
 
-def _parser() -> argparse.ArgumentParser:
+def main(argv: list[str] | None = None) -> int:
+    from interp.dictionaries import SAEConfig, TrainConfig, save_sae
+    from interp.store import ActivationStore
+
+    from .launch import dist_env
+
     p = argparse.ArgumentParser(
         prog="python -m interp.parallel.ddp_train",
         description="Data-parallel SAE/transcoder training over a store; launch with "
@@ -75,16 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (rank 0 writes)")
     p.add_argument("--out", required=True, help="output folder: checkpoint/, sae/ (SAELens format), train.json")
     p.add_argument("--backend", default=None, help="gloo or nccl (default: nccl when CUDA is available)")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    from interp.dictionaries import SAEConfig, TrainConfig, save_sae
-    from interp.store import ActivationStore
-
-    from .launch import dist_env
-
-    args = _parser().parse_args(argv)
+    args = p.parse_args(argv)
     store = ActivationStore.open(args.store)
     for h in filter(None, [args.hook, args.hook_out]):
         if h not in store.hooks:

@@ -58,7 +58,7 @@ class DistEnv:
 
 def _int_env(name: str, default: int) -> int:
     raw = os.environ.get(name)
-    if raw is None or raw == "":
+    if not raw:
         return default
     try:
         return int(raw)
@@ -69,11 +69,6 @@ def _int_env(name: str, default: int) -> int:
 def dist_env() -> DistEnv:
     """The ``torchrun`` environment of this process; rank 0 of 1 when it is not set."""
     return DistEnv(_int_env("RANK", 0), _int_env("WORLD_SIZE", 1), _int_env("LOCAL_RANK", 0))
-
-
-def default_backend() -> str:
-    """``nccl`` on CUDA machines, ``gloo`` otherwise (CPU; also what the tests use)."""
-    return "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
 
 
 def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> DistEnv:
@@ -89,7 +84,8 @@ def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> D
     if missing:
         raise RuntimeError(f"WORLD_SIZE={env.world_size} but {missing} is not set: launch with torchrun "
                            "(e.g. torchrun --nproc_per_node=2 -m interp.cli.main dist cache ...)")
-    backend = backend or default_backend()
+    # default: nccl on CUDA machines, gloo otherwise (CPU; also what the tests use)
+    backend = backend or ("nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo")
     if backend == "nccl":
         torch.cuda.set_device(env.local_rank)
     dist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size,
@@ -112,24 +108,18 @@ def exit_worker(code: int | None) -> None:
     raise SystemExit(code)
 
 
-def teardown(barrier: bool = False) -> None:
-    """Destroy the default process group if one exists (after a barrier of all ranks if asked)."""
-    if dist.is_available() and dist.is_initialized():
-        if barrier:
-            dist.barrier()
-        dist.destroy_process_group()
-
-
 @contextmanager
 def distributed(backend: str | None = None, timeout_s: float = 1800.0):
     """``with distributed() as env:`` -- init from the environment, always tear down."""
-    owned = not (dist.is_available() and dist.is_initialized())
+    owned = not dist.is_initialized()
     env = init_distributed(backend, timeout_s)
+    owned = owned and dist.is_initialized()  # one process: no group to tear down
     try:
         yield env
     except BaseException:
         if owned:
-            teardown()
+            dist.destroy_process_group()
         raise
     if owned:
-        teardown(barrier=True)
+        dist.barrier()
+        dist.destroy_process_group()

@@ -39,23 +39,26 @@ computed, two queued for the writer thread), nothing else.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-import queue
 import threading
 import time
+from dataclasses import asdict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from interp.results import versions
 
 from .config import CacheConfig
 from .corpus import CorpusError, load_corpus, token_sequences
 from .format import (
-    DTYPES, FORMAT_VERSION, MANIFEST, ShardRecord, StoreError, read_manifest, write_json_atomic,
+    DTYPES, FORMAT_VERSION, MANIFEST, StoreError, as_storage, read_manifest, shard_record, write_json_atomic,
 )
 from .writer import ShardWriter, clean_temp
 
@@ -81,16 +84,13 @@ def probe_hooks(model, hooks: list[str], tokens: torch.Tensor) -> tuple[list[str
     """Firing order of ``hooks`` and each one's per-token shape, from one forward pass."""
     from interp.models import scoped_hooks
 
-    order: list[str] = []
-    shapes: dict[str, tuple] = {}
+    shapes: dict[str, tuple] = {}  # in firing order
 
     def recorder(name):
         def fn(t, hook=None):
-            if name not in shapes:
-                order.append(name)
-                shapes[name] = tuple(t.shape)
-                if len(shapes) == len(hooks):
-                    raise _StopForward  # everything seen: skip the rest of the model
+            shapes.setdefault(name, tuple(t.shape))
+            if len(shapes) == len(hooks):
+                raise _StopForward  # everything seen: skip the rest of the model
 
         return fn
 
@@ -107,47 +107,41 @@ def probe_hooks(model, hooks: list[str], tokens: torch.Tensor) -> tuple[list[str
             f"hook(s) {bad} are not per-token activations [batch={B}, pos={T}, ...]: only hooks with one "
             "activation per token can be stored (e.g. hook_resid_post, attn.hook_z, mlp.hook_post)"
         )
-    return order, {h: list(shapes[h][2:]) for h in hooks}
+    return list(shapes), {h: list(shapes[h][2:]) for h in hooks}
 
 
-def _merge_progress(directory: Path, manifest: dict) -> dict:
-    """Fold ``progress-rank*.json`` shard records into ``manifest`` (deduplicated by index)."""
+def _commit(directory: Path, manifest: dict) -> None:
+    """Fold the ``progress-rank*.json`` shard records into ``manifest`` (deduplicated by index), mark it
+    complete when every shard is there, write it and remove the progress files."""
     recs = {s["index"]: s for s in manifest["shards"]}
-    for p in sorted(directory.glob("progress-rank*.json")):
+    progress = sorted(directory.glob("progress-rank*.json"))
+    for p in progress:
         try:
             for s in json.loads(p.read_text())["shards"]:
-                recs.setdefault(int(s["index"]), ShardRecord.from_json(s).to_json())
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+                recs.setdefault(int(s["index"]), shard_record(s))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise StoreError(f"{p} is malformed ({e}); delete it to redo that rank's shards") from e
     manifest["shards"] = [recs[k] for k in sorted(recs)]
-    return manifest
+    manifest["complete"] = len(recs) == math.ceil(manifest["n_rows_target"] / manifest["shard_rows"])
+    write_json_atomic(directory / MANIFEST, manifest)
+    for p in progress:
+        p.unlink()
 
 
-def _check_identity(directory: Path, old: dict, new: dict) -> None:
-    diffs = [f"{k}: store has {old.get(k)!r}, this run has {new.get(k)!r}"
-             for k in IDENTITY_FIELDS if old.get(k) != new.get(k)]
+def _resume(directory: Path, header: dict, cfg: CacheConfig) -> None:
+    """Take over the partial store's shards (and its shard size unless ``cfg`` names one); an error
+    naming every field where it differs from this run."""
+    old = read_manifest(directory)
+    if cfg.shard_rows is None:
+        header["shard_rows"] = old["shard_rows"]
+    diffs = [f"{k}: store has {old.get(k)!r}, this run has {header.get(k)!r}"
+             for k in IDENTITY_FIELDS if old.get(k) != header.get(k)]
     if diffs:
         raise StoreError(
             f"{directory} holds a store written with different settings, so it cannot be resumed: "
             + "; ".join(diffs) + ". Use another --out directory, or the settings of that store."
         )
-
-
-def _dist_rank_world(rank, world_size) -> tuple[int, int, bool]:
-    if rank is not None or world_size is not None:
-        return int(rank or 0), int(world_size or 1), False
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), True
-    return 0, 1, False
-
-
-def _barrier(use_dist: bool) -> None:
-    if use_dist:
-        import torch.distributed as dist
-
-        dist.barrier()
+    header["shards"], header["created"] = old["shards"], old["created"]
 
 
 def cache_activations(
@@ -160,13 +154,17 @@ def cache_activations(
     model already loaded, used instead of loading ``cfg.model`` (on ``cfg.device``, in ``cfg.model_dtype``);
     the manifest records the model that ran (its name and weight hash).
     """
+    from tqdm.auto import tqdm
+
     from interp.models import load_model, model_name, resolve_hooks, scoped_hooks, weight_hash
 
     from .reader import ActivationStore
 
-    rank, world, use_dist = _dist_rank_world(rank, world_size)
+    use_dist = rank is None and world_size is None and dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if use_dist else (rank or 0, world_size or 1)
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is outside world_size {world}")
+    barrier = dist.barrier if use_dist else lambda: None
     out = Path(cfg.out)
     if model is None:
         model = load_model(cfg.model, device=cfg.device, dtype=cfg.model_dtype)
@@ -184,132 +182,123 @@ def cache_activations(
 
     # 2. probe shapes and firing order on the first (up to) two sequences
     seq_iter = token_sequences(corpus, tokenizer, C, cfg.prepend_bos)
-    head = [s for _, s in zip(range(2), seq_iter)]
+    head = list(itertools.islice(seq_iter, 2))
     if not head:
         raise CorpusError(f"corpus {corpus.description} is too short for even one sequence of {C} tokens")
     # a short probe (7 positions: unlikely to equal a head count, so [B, H, T, T] hooks are told apart)
     probe_tokens = torch.tensor([s[:7] for s in head * (2 // len(head))], dtype=torch.long, device=device)
     order, row_shapes = probe_hooks(model, hooks, probe_tokens)
     stop_hook = order[-1]
-    store_np, store_torch, nbytes = DTYPES[cfg.dtype]
+    _, store_torch, nbytes = DTYPES[cfg.dtype]
     row_bytes = {h: int(np.prod(row_shapes[h])) * nbytes for h in hooks}
-    shard_rows = cfg.shard_rows or cfg.default_shard_rows(max(row_bytes.values()))
 
     # 3. manifest: new, or resume after an identity check
     header = {
         "format_version": FORMAT_VERSION, "model": model_name(model), "weight_hash": weight_hash(model),
         "model_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "hooks": hooks, "row_shapes": row_shapes, "dtype": cfg.dtype, "context_length": C,
-        "batch_size": B, "shard_rows": shard_rows, "n_rows_target": n_rows,
-        "prepend_bos": cfg.prepend_bos, "skip_bos": cfg.skip_bos,
+        "batch_size": B, "shard_rows": cfg.shard_rows or cfg.default_shard_rows(max(row_bytes.values())),
+        "n_rows_target": n_rows, "prepend_bos": cfg.prepend_bos, "skip_bos": cfg.skip_bos,
         "bos_token_id": tokenizer.bos_token_id, "corpus": corpus.description,
-        "config": cfg.to_json(), "versions": versions(),
+        "config": asdict(cfg), "versions": versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "shards": [], "complete": False,
     }
-    manifest_path = out / MANIFEST
     if rank == 0:
-        if manifest_path.exists():
-            old = read_manifest(out)
-            if cfg.shard_rows is None:
-                header["shard_rows"] = shard_rows = old["shard_rows"]
-            _check_identity(out, old, header)
-            header["shards"], header["created"] = old["shards"], old["created"]
-            header = _merge_progress(out, header)
+        if (out / MANIFEST).exists():
+            _resume(out, header, cfg)
         elif out.exists() and any(out.iterdir()):
             raise FileExistsError(f"{out} exists, is not empty and holds no store manifest; choose another --out")
         out.mkdir(parents=True, exist_ok=True)
         clean_temp(out)
-        write_json_atomic(manifest_path, header)
-        for p in out.glob("progress-rank*.json"):
-            p.unlink()
-    _barrier(use_dist)
+        _commit(out, header)
+    barrier()
     if rank != 0:
-        old = read_manifest(out)
-        if cfg.shard_rows is None:
-            header["shard_rows"] = shard_rows = old["shard_rows"]
-        _check_identity(out, old, header)
-        header["shards"], header["created"] = old["shards"], old["created"]
-
-    n_shards = math.ceil(n_rows / shard_rows)
+        _resume(out, header, cfg)
+    shard_rows = header["shard_rows"]
     done = {s["index"] for s in header["shards"]}
-    todo = {k for k in range(n_shards) if k not in done and k % world == rank}
-    needed: set[int] = set()
-    for k in todo:
-        start, end = k * shard_rows, min((k + 1) * shard_rows, n_rows)
-        needed.update(range(start // rps // B, (end - 1) // rps // B + 1))
-
+    todo = {k for k in range(math.ceil(n_rows / shard_rows)) if k not in done and k % world == rank}
     shards = list(header["shards"])
-    progress_path = out / (MANIFEST if world == 1 else f"progress-rank{rank}.json")
 
-    def on_shard(rec: ShardRecord) -> None:
-        shards.append(rec.to_json())
-        shards.sort(key=lambda s: s["index"])
+    def on_shard(rec: dict) -> None:  # the manifest's shards are sorted by index when the run ends
+        shards.append(rec)
         if world == 1:
-            header["shards"] = shards
-            write_json_atomic(progress_path, header)
+            write_json_atomic(out / MANIFEST, {**header, "shards": shards})
         else:
-            write_json_atomic(progress_path, {"rank": rank, "shards": [s for s in shards if s["index"] % world == rank]})
+            write_json_atomic(out / f"progress-rank{rank}.json",
+                              {"rank": rank, "shards": [s for s in shards if s["index"] % world == rank]})
+        bar.update(rec["rows"])
 
     writer = ShardWriter(out, row_bytes, shard_rows, n_rows, todo, on_shard)
+    needed: set[int] = set()  # the batches that hold rows of shards still to write
+    for a, e in map(writer.shard_range, todo):
+        needed.update(range(a // rps // B, (e - 1) // rps // B + 1))
     on_cuda = device.type == "cuda"
-    sink = _AsyncWriter(writer, max_jobs=2 * (len(hooks) + 3))
-    staged: dict[str, torch.Tensor] = {}
-    state = {"row0": 0, "valid": 0, "finite": {}}
-
-    def as_numpy(t: torch.Tensor) -> np.ndarray:
-        return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
+    sink = _AsyncWriter(max_jobs=2 * (len(hooks) + 3))
+    staged: dict[str, torch.Tensor] = {}  # on CUDA: pinned host buffers the hooks copy into
+    finite: dict[str, torch.Tensor] = {}
+    row0 = valid = 0  # the rows of the batch being run
 
     def make_hook(h: str):
         def fn(t, hook=None):
-            rows = (t[:, s_bos:] if s_bos else t).reshape(-1, row_bytes[h] // nbytes)[: state["valid"]]
+            rows = (t[:, s_bos:] if s_bos else t).reshape(-1, row_bytes[h] // nbytes)[:valid]
             # a copy in any case: the writer thread reads it while the model goes on
             rows = rows.to(store_torch, memory_format=torch.contiguous_format, copy=not on_cuda)
-            state["finite"][h] = torch.isfinite(rows).all()  # checked after the pass (no sync here)
+            finite[h] = torch.isfinite(rows).all()  # checked after the pass (no sync here)
             if on_cuda:
                 buf = staged.get(h)
                 if buf is None or buf.shape[0] < rows.shape[0]:
                     buf = staged[h] = torch.empty((B * rps, rows.shape[1]), dtype=store_torch, pin_memory=True)
                 buf[: rows.shape[0]].copy_(rows, non_blocking=True)
             else:
-                sink.write(h, state["row0"], as_numpy(rows))
-            if stop_hook is not None and h == stop_hook:
+                sink.submit(writer.write, h, row0, as_storage(rows))
+            if h == stop_hook:
                 raise _StopForward
 
         return fn
 
-    from tqdm.auto import tqdm
+    def run_batch(batch: list[list[int]], seq0: int) -> None:
+        """One forward pass over sequences ``seq0...``: the rows of every hook (on CUDA from ``staged``),
+        tokens and positions to the writer, then publish the shards completed."""
+        nonlocal row0, valid
+        tokens = torch.tensor(batch, dtype=torch.long)
+        row0, valid = seq0 * rps, min(len(batch) * rps, n_rows - seq0 * rps)
+        finite.clear()
+        _forward(model, tokens.to(device))
+        bad = [h for h, ok in finite.items() if not bool(ok)]
+        if bad:  # the open shards holding these rows are deleted by the caller's abort
+            raise ValueError(
+                f"non-finite activations (NaN or inf) at {bad} in rows [{row0}, {row0 + valid}) (sequences "
+                f"{seq0}..{seq0 + len(batch) - 1}) when stored as {cfg.dtype}; nothing from this batch was "
+                "kept. inf after an fp16 cast means the values exceed 65504: cache with --dtype bf16 or "
+                "fp32; NaN/inf in the model itself means broken weights or an overflowing model dtype")
+        if on_cuda:
+            torch.cuda.current_stream(device).synchronize()
+            for h, buf in staged.items():
+                sink.submit(writer.write, h, row0, as_storage(buf[:valid]))
+        pos = torch.arange(s_bos, C).repeat(len(batch))
+        seq = torch.arange(seq0, seq0 + len(batch)).repeat_interleave(C - s_bos)
+        sink.submit(writer.write, "tokens", row0, tokens[:, s_bos:].reshape(-1)[:valid].int().numpy())
+        sink.submit(writer.write, "seq_pos", row0, torch.stack([seq, pos], 1)[:valid].numpy())
+        sink.submit(writer.publish_complete)
+        if on_cuda:  # the pinned buffers are reused by the next batch
+            sink.flush()
 
-    total_rows = sum(min((k + 1) * shard_rows, n_rows) - k * shard_rows for k in todo)
-    bar = tqdm(total=total_rows, unit="tok", desc=f"caching {len(hooks)} hook(s)",
-               disable=not progress or rank != 0 or not total_rows, dynamic_ncols=True)
+    bar = tqdm(total=sum(e - a for a, e in map(writer.shard_range, todo)), unit="tok", dynamic_ncols=True,
+               desc=f"caching {len(hooks)} hook(s)", disable=not progress or rank != 0 or not todo)
     t0 = time.perf_counter()
-    last_batch = max(needed) if needed else -1
+    seqs = itertools.islice(itertools.chain(head, seq_iter), n_seq)
     try:
         with scoped_hooks(model, fwd=[(h, make_hook(h)) for h in hooks]), torch.inference_mode():
-            forward = lambda tokens: _forward(model, tokens)  # noqa: E731
-            batch: list[list[int]] = []
-            seq_index = 0
-            for seq in _chain(head, seq_iter):
-                if seq_index >= n_seq or seq_index // B > last_batch:
-                    break
-                batch.append(seq)
-                seq_index += 1
-                if len(batch) < B and seq_index < n_seq:
-                    continue
-                i = (seq_index - 1) // B
+            for i in range(max(needed, default=-1) + 1):  # batch i is always sequences [iB, (i+1)B)
+                batch = list(itertools.islice(seqs, B))
+                if len(batch) < min(B, n_seq - i * B):
+                    raise CorpusError(
+                        f"corpus {corpus.description} yields only {i * B + len(batch)} sequences of {C} "
+                        f"tokens; n_tokens={n_rows} needs {n_seq}. Lower --n-tokens or use a larger corpus."
+                    )
                 if i in needed:
-                    _run_batch(forward, sink, batch, i * B, cfg, state, device, staged)
-                    bar.update(_rows_in_todo(i * B * rps, state["valid"], shard_rows, todo))
-                    sink.publish_complete()
-                    if on_cuda:  # the pinned buffers are reused by the next batch
-                        sink.flush()
-                batch = []
-            if seq_index < n_seq and last_batch >= 0 and seq_index // B <= last_batch:
-                raise CorpusError(
-                    f"corpus {corpus.description} yields only {seq_index} sequences of {C} tokens; "
-                    f"n_tokens={n_rows} needs {n_seq}. Lower --n-tokens or use a larger corpus."
-                )
+                    run_batch(batch, i * B)
         sink.flush()
     except BaseException:
         sink.close()
@@ -322,117 +311,53 @@ def cache_activations(
     if writer.open:
         raise RuntimeError(f"internal error: shards {sorted(writer.open)} were left incomplete")
 
-    _barrier(use_dist)
+    barrier()
     if rank == 0:
         final = read_manifest(out)
-        before = {s["index"] for s in final["shards"]}
-        final = _merge_progress(out, final)
-        if world > 1:  # rows written by all ranks in this run (the shards the merge added)
-            total_rows = sum(s["rows"] for s in final["shards"] if s["index"] not in before)
-        final["complete"] = len(final["shards"]) == n_shards
-        final["last_run"] = {"seconds": round(elapsed, 3), "rows": total_rows, "world_size": world,
-                             "device": str(device)}
-        write_json_atomic(manifest_path, final)
-        for p in out.glob("progress-rank*.json"):
-            p.unlink()
-    _barrier(use_dist)
+        added = set(range(math.ceil(n_rows / shard_rows))) - done  # by all ranks in this run
+        final["last_run"] = {"seconds": round(elapsed, 3), "world_size": world, "device": str(device),
+                             "rows": sum(e - a for a, e in map(writer.shard_range, added))}
+        _commit(out, final)
+    barrier()
     return ActivationStore.open(out)
 
 
 class _AsyncWriter:
-    """Run a :class:`ShardWriter`'s ``write`` and ``publish_complete`` in order on one thread.
+    """Run jobs (a :class:`ShardWriter`'s ``write`` and ``publish_complete``) in order on one thread.
 
-    ``write`` enqueues (the array must not change afterwards); the queue holds at most
-    ``max_jobs`` jobs, so a slow disk holds the producer back.  An error on the thread is
-    re-raised by the next ``write``/``publish_complete``/``flush``; later jobs are dropped.
+    ``submit`` enqueues (the arrays must not change afterwards) and blocks while ``max_jobs`` jobs wait,
+    so a slow disk holds the producer back.  An error on the thread is re-raised by the next
+    ``submit``/``flush``; later jobs are dropped.
     """
 
-    def __init__(self, writer: ShardWriter, max_jobs: int):
-        self.writer = writer
-        self._q: queue.Queue = queue.Queue(maxsize=max(2, max_jobs))
+    def __init__(self, max_jobs: int):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="interp-shard-writer")
+        self._slots = threading.BoundedSemaphore(max(2, max_jobs))
         self._err: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="interp-shard-writer", daemon=True)
-        self._thread.start()
 
-    def _run(self) -> None:
-        while True:
-            job = self._q.get()
-            try:
-                if job is None:
-                    return
-                if self._err is None:
-                    if job[0] == "write":
-                        self.writer.write(*job[1:])
-                    else:
-                        self.writer.publish_complete()
-            except BaseException as e:  # noqa: BLE001 -- handed to the caller
-                self._err = e
-            finally:
-                self._q.task_done()
+    def _run(self, fn, args) -> None:
+        try:
+            if self._err is None:
+                fn(*args)
+        except BaseException as e:  # noqa: BLE001 -- handed to the caller
+            self._err = e
+        finally:
+            self._slots.release()
 
     def _check(self) -> None:
         if self._err is not None:  # stays set: every later call fails too
             raise self._err
 
-    def write(self, stream: str, row0: int, arr: np.ndarray) -> None:
+    def submit(self, fn, *args) -> None:
         self._check()
-        self._q.put(("write", stream, row0, arr))
-
-    def publish_complete(self) -> None:
-        self._check()
-        self._q.put(("publish",))
+        self._slots.acquire()
+        self._pool.submit(self._run, fn, args)
 
     def flush(self) -> None:
         """Wait for every queued job; raise the thread's error if one happened."""
-        self._q.join()
+        self._pool.submit(int).result()
         self._check()
 
     def close(self) -> None:
         """Finish queued jobs and stop the thread (idempotent; errors are kept for :meth:`flush`)."""
-        if self._thread.is_alive():
-            self._q.put(None)
-            self._thread.join()
-
-
-def _chain(head, rest):
-    yield from head
-    yield from rest
-
-
-def _rows_in_todo(row0: int, n: int, shard_rows: int, todo: set[int]) -> int:
-    got = 0
-    for k in range(row0 // shard_rows, (row0 + max(n, 1) - 1) // shard_rows + 1):
-        if k in todo:
-            got += max(0, min((k + 1) * shard_rows, row0 + n) - max(k * shard_rows, row0))
-    return got
-
-
-def _run_batch(forward, writer, batch, seq0, cfg: CacheConfig, state: dict, device, staged: dict[str, torch.Tensor]):
-    """One forward pass over ``batch`` (sequences ``seq0...``) writing rows of every hook (on CUDA from the
-    pinned buffers ``staged`` the hooks filled)."""
-    tokens = torch.tensor(batch, dtype=torch.long)
-    rps, s_bos = cfg.rows_per_sequence, 1 if cfg.skip_bos else 0
-    row0 = seq0 * rps
-    valid = min(len(batch) * rps, cfg.n_tokens - row0)
-    state["row0"], state["valid"] = row0, valid
-    state["finite"] = {}
-    forward(tokens.to(device))
-    bad = [h for h, ok in state["finite"].items() if not bool(ok)]
-    if bad:  # the open shards holding these rows are deleted by the caller's abort
-        raise ValueError(
-            f"non-finite activations (NaN or inf) at {bad} in rows [{row0}, {row0 + valid}) (sequences "
-            f"{seq0}..{seq0 + len(batch) - 1}) when stored as {cfg.dtype}; nothing from this batch was kept. "
-            "inf after an fp16 cast means the values exceed 65504: cache with --dtype bf16 or fp32; NaN/inf in the "
-            "model itself means broken weights or an overflowing model dtype")
-    if device.type == "cuda":
-        torch.cuda.current_stream(device).synchronize()
-        for h, buf in staged.items():
-            writer.write(h, row0, buf[:valid].view(torch.int16).numpy() if buf.dtype == torch.bfloat16
-                         else buf[:valid].numpy())
-    T = tokens.shape[1]
-    pos = torch.arange(s_bos, T).repeat(len(batch))
-    seq = torch.arange(seq0, seq0 + len(batch)).repeat_interleave(T - s_bos)
-    writer.write("tokens", row0, tokens[:, s_bos:].reshape(-1)[:valid].to(torch.int32).numpy())
-    writer.write("seq_pos", row0, torch.stack([seq, pos], 1)[:valid].to(torch.int64).numpy())
-
-
+        self._pool.shutdown(wait=True)

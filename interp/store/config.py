@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from .format import canonical_dtype
 
@@ -44,21 +44,17 @@ class CacheConfig:
     """Field holding the text in JSONL / Hugging Face corpora."""
 
     def __post_init__(self):
-        if isinstance(self.hooks, str):
-            self.hooks = [self.hooks]
-        self.hooks = list(self.hooks)
+        self.hooks = [self.hooks] if isinstance(self.hooks, str) else list(self.hooks)
         if not self.hooks:
             raise ValueError("CacheConfig.hooks is empty: name at least one hook or pattern")
         self.dtype = canonical_dtype(self.dtype)
-        for name in ("n_tokens", "context_length", "batch_size"):
+        for name in ("n_tokens", "context_length", "batch_size", "shard_rows"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            if (v is not None or name != "shard_rows") and (type(v) is not int or v < 1):
                 raise ValueError(f"CacheConfig.{name} must be a positive integer, got {v!r}")
-        if self.shard_rows is not None and (not isinstance(self.shard_rows, int) or self.shard_rows < 1):
-            raise ValueError(f"CacheConfig.shard_rows must be a positive integer or None, got {self.shard_rows!r}")
         if self.skip_bos and not self.prepend_bos:
             raise ValueError("skip_bos=True needs prepend_bos=True (there is no BOS row to skip)")
-        if self.prepend_bos and self.skip_bos and self.context_length < 2:
+        if self.skip_bos and self.context_length < 2:
             raise ValueError("context_length must be >= 2 when skipping the BOS row")
 
     @property
@@ -72,6 +68,3 @@ class CacheConfig:
         rps = self.rows_per_sequence
         rows = max(rps, rows // rps * rps)
         return min(rows, max(rps, -(-self.n_tokens // rps) * rps))
-
-    def to_json(self) -> dict:
-        return asdict(self)

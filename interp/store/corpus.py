@@ -27,6 +27,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import itertools
 import json
 import lzma
 from dataclasses import dataclass, field
@@ -56,12 +57,7 @@ class Corpus:
 
 
 def _open_text(path: Path):
-    name = path.name
-    if name.endswith(".xz"):
-        return lzma.open(path, "rt", encoding="utf-8")
-    if name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+    return {".xz": lzma.open, ".gz": gzip.open}.get(path.suffix, open)(path, "rt", encoding="utf-8")
 
 
 def _file_fingerprint(paths: list[Path]) -> str:
@@ -88,11 +84,8 @@ def jsonl_documents(path: Path, text_field: str = "text") -> Iterator[str]:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise CorpusError(f"{path}, line {lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-            if isinstance(obj, str):
-                text = obj
-            elif isinstance(obj, dict) and isinstance(obj.get(text_field), str):
-                text = obj[text_field]
-            else:
+            text = obj.get(text_field) if isinstance(obj, dict) else obj
+            if not isinstance(text, str):
                 keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
                 raise CorpusError(
                     f"{path}, line {lineno}: expected an object with a string field {text_field!r} "
@@ -150,7 +143,7 @@ def load_corpus(spec: str | Path = "default", text_field: str = "text") -> Corpu
                 "`python -m interp.store.default_corpus` or pass --corpus PATH"
             )
         c = load_corpus(DEFAULT_CORPUS, "text")
-        c.description = {"kind": "default", **{k: v for k, v in c.description.items() if k != "kind"}}
+        c.description = {**c.description, "kind": "default"}
         return c
     if spec_s.startswith("hf:"):
         return _hf_corpus(spec_s, text_field)
@@ -159,31 +152,26 @@ def load_corpus(spec: str | Path = "default", text_field: str = "text") -> Corpu
         raise CorpusError(
             f"corpus {spec_s!r} not found: give 'default', an existing .txt/.jsonl file or folder, or hf:NAME"
         )
+    files = [path]
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(TEXT_SUFFIXES))
-        if not files:
-            raise CorpusError(f"corpus folder {path} holds no {'/'.join(TEXT_SUFFIXES)} files")
-        desc = {"kind": "text", "path": str(path.resolve()), "files": len(files), "fingerprint": _file_fingerprint(files)}
-        return Corpus(desc, lambda: _text_documents(files))
-    name = path.name
-    for comp in (".xz", ".gz"):
-        name = name.removesuffix(comp)
-    if name.endswith((".jsonl", ".json", ".ndjson")):
-        desc = {"kind": "jsonl", "path": str(path.resolve()), "text_field": text_field,
-                "fingerprint": _file_fingerprint([path])}
-        return Corpus(desc, lambda: jsonl_documents(path, text_field))
-    if name.endswith(TEXT_SUFFIXES):
-        desc = {"kind": "text", "path": str(path.resolve()), "files": 1, "fingerprint": _file_fingerprint([path])}
-        return Corpus(desc, lambda: _text_documents([path]))
+    if not files:
+        raise CorpusError(f"corpus folder {path} holds no {'/'.join(TEXT_SUFFIXES)} files")
+    desc = {"path": str(path.resolve()), "fingerprint": _file_fingerprint(files)}
+    name = path.name.removesuffix(".xz").removesuffix(".gz")
+    if path.is_file() and name.endswith((".jsonl", ".json", ".ndjson")):
+        return Corpus({"kind": "jsonl", **desc, "text_field": text_field},
+                      lambda: jsonl_documents(path, text_field))
+    if path.is_dir() or name.endswith(TEXT_SUFFIXES):
+        return Corpus({"kind": "text", **desc, "files": len(files)}, lambda: _text_documents(files))
     raise CorpusError(f"corpus file {path}: unknown type; use .txt/.md/.rst text or .jsonl (optionally .gz/.xz)")
 
 
-def separator_id(tokenizer) -> int | None:
-    """The token placed between documents: EOS, else BOS, else none."""
-    for tid in (tokenizer.eos_token_id, tokenizer.bos_token_id):
-        if tid is not None:
-            return int(tid)
-    return None
+def _token_ids(corpus: Corpus, tokenizer, doc_batch: int) -> Iterator[list[int]]:
+    """Each document's token ids (no special tokens), tokenized ``doc_batch`` documents at a time."""
+    docs = corpus.documents()
+    while batch := list(itertools.islice(docs, doc_batch)):
+        yield from tokenizer(batch, add_special_tokens=False)["input_ids"]
 
 
 def token_sequences(
@@ -196,42 +184,20 @@ def token_sequences(
     body = context_length - 1 if prepend_bos else context_length
     if body < 1:
         raise ValueError(f"context_length={context_length} leaves no room for text after BOS")
-    sep = separator_id(tokenizer)
+    sep = next((int(t) for t in (tokenizer.eos_token_id, bos) if t is not None), None)  # EOS, else BOS
     buf: list[int] = []
-    first = True
-
-    def batches():
-        pending: list[str] = []
-        for d in corpus.documents():
-            pending.append(d)
-            if len(pending) == doc_batch:
-                yield pending
-                pending = []
-        if pending:
-            yield pending
-
-    for docs in batches():
-        for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:
-            if not first and sep is not None:
-                buf.append(sep)
-            first = False
-            buf.extend(ids)
-            pos = 0
-            while len(buf) - pos >= body:
-                chunk = buf[pos : pos + body]
-                pos += body
-                yield ([bos] + chunk) if prepend_bos else chunk
-            del buf[:pos]
+    for i, ids in enumerate(_token_ids(corpus, tokenizer, doc_batch)):
+        if i and sep is not None:
+            buf.append(sep)
+        buf.extend(ids)
+        pos = 0
+        while len(buf) - pos >= body:
+            chunk = buf[pos : pos + body]
+            pos += body
+            yield ([bos] + chunk) if prepend_bos else chunk
+        del buf[:pos]
 
 
 def count_tokens(corpus: Corpus, tokenizer, doc_batch: int = 256) -> int:
     """Total tokens of ``corpus`` under ``tokenizer`` (no special tokens, no separators)."""
-    n, pending = 0, []
-    for d in corpus.documents():
-        pending.append(d)
-        if len(pending) == doc_batch:
-            n += sum(len(x) for x in tokenizer(pending, add_special_tokens=False)["input_ids"])
-            pending = []
-    if pending:
-        n += sum(len(x) for x in tokenizer(pending, add_special_tokens=False)["input_ids"])
-    return n
+    return sum(map(len, _token_ids(corpus, tokenizer, doc_batch)))

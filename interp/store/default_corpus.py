@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import hashlib
 import importlib.metadata as md
 import importlib.util
 import json
@@ -38,6 +37,7 @@ import lzma
 import re
 import sys
 import sysconfig
+from collections import Counter
 from pathlib import Path
 
 from .corpus import DATA_DIR, DEFAULT_CORPUS
@@ -60,14 +60,10 @@ _PARAM = re.compile(r"^\w+\s*(\(|:)\s*[\w\[\], |.]*\)?\s*:?")
 
 
 def _prose(par: str) -> bool:
-    if ">>>" in par or "..." in par[:4]:
-        return False
-    words = par.split()
-    if len(words) < 8:
-        return False
-    if sum(c.isalpha() or c.isspace() for c in par) / len(par) < 0.85:
-        return False
-    return bool(_SENTENCE.search(par))
+    """>= 8 words, >= 85 % letters and spaces, a sentence end, no doctest."""
+    return (">>>" not in par and "..." not in par[:4] and len(par.split()) >= 8
+            and sum(c.isalpha() or c.isspace() for c in par) / len(par) >= 0.85
+            and bool(_SENTENCE.search(par)))
 
 
 def _paragraphs(doc: str):
@@ -84,7 +80,7 @@ def _paragraphs(doc: str):
             yield text
 
 
-def _source_root(name: str, pkg: str | None) -> Path | None:
+def _source_root(pkg: str | None) -> Path | None:
     if pkg is None:
         return Path(sysconfig.get_paths()["stdlib"])
     spec = importlib.util.find_spec(pkg)
@@ -95,10 +91,10 @@ def _source_root(name: str, pkg: str | None) -> Path | None:
 
 def iter_documents(target_chars: int):
     """Yield ``{"text", "source"}`` documents until ``target_chars`` characters."""
-    seen: set[bytes] = set()
+    seen: set[str] = set()
     total = 0
     for name, _dist, pkg in SOURCES:
-        root = _source_root(name, pkg)
+        root = _source_root(pkg)
         if root is None:
             continue
         for f in sorted(root.rglob("*.py")):
@@ -114,9 +110,8 @@ def iter_documents(target_chars: int):
                 if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                     doc = ast.get_docstring(node)
                     for p in _paragraphs(doc or ""):
-                        h = hashlib.sha1(p.lower().encode()).digest()
-                        if h not in seen:
-                            seen.add(h)
+                        if p.lower() not in seen:
+                            seen.add(p.lower())
                             pars.append(p)
             if pars:
                 text = "\n\n".join(pars)
@@ -130,7 +125,7 @@ def build(out: Path = DEFAULT_CORPUS, target_chars: int = 6_000_000) -> dict:
     """Write the default corpus and its NOTICE; returns a summary."""
     out.parent.mkdir(parents=True, exist_ok=True)
     n_docs = n_chars = 0
-    used: dict[str, int] = {}
+    used: Counter[str] = Counter()
     tmp = out.with_name(out.name + ".tmp")
     with lzma.open(tmp, "wt", encoding="utf-8", preset=9) as f:
         for doc in iter_documents(target_chars):
@@ -138,7 +133,7 @@ def build(out: Path = DEFAULT_CORPUS, target_chars: int = 6_000_000) -> dict:
             n_docs += 1
             n_chars += len(doc["text"])
             src = doc["source"].split(":", 1)[0]
-            used[src] = used.get(src, 0) + len(doc["text"])
+            used[src] += len(doc["text"])
     tmp.replace(out)
     lines = ["# Default corpus: sources and licenses", "",
              f"Built by `python -m interp.store.default_corpus` ({n_docs} documents, {n_chars:,} characters).",

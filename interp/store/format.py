@@ -19,7 +19,7 @@ Size: ``n_rows * (sum_h d_h * bytes(dtype) + 4 + 16)`` bytes.  Example: SmolLM2-
 ``blocks.*.hook_resid_post`` (30 hooks x d=576), fp16, 10M tokens -> 10M x (30 x 1152 + 20)
 ~= 346 GB; one hook alone is 11.5 GB, i.e. ~1.15 KB per token per hook.
 
-Crash safety (the write protocol, :func:`publish_shard` + :func:`write_json_atomic`):
+Crash safety (the write protocol: :meth:`ShardWriter.publish_complete` + :func:`write_json_atomic`):
 
 1. A shard is written into ``shards/.tmp-<index>-<pid>/``; each file is flushed and fsynced.
 2. The temp directory is renamed to ``shards/<index>/`` (``rename`` is atomic) and the parent
@@ -39,7 +39,7 @@ import errno
 import json
 import os
 import zlib
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +66,11 @@ class StoreError(ValueError):
 
 class CorruptShardError(StoreError):
     """A shard file's size or checksum does not match the manifest."""
+
+
+def as_storage(t: torch.Tensor) -> np.ndarray:
+    """A tensor in a storage dtype -> the array written to disk (bfloat16 as its 16-bit patterns)."""
+    return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
 
 
 def canonical_dtype(dtype) -> str:
@@ -108,16 +113,21 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def disk_full_message(path: Path, err: OSError) -> str:
-    what = "file size limit exceeded" if err.errno == errno.EFBIG else "no space left on device"
-    return (
-        f"{what} while writing {path} ({err.strerror}). The store stays readable "
-        f"up to its last complete shard; free space and rerun the same command to resume."
-    )
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def is_disk_full(err: OSError) -> bool:
-    return err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+@contextmanager
+def naming_full_disk(path: Path):
+    """Re-raise a full disk (or file size limit) met while writing ``path`` as an ``OSError`` that
+    names ``path`` and says how to resume; other errors pass unchanged."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        what = "file size limit exceeded" if e.errno == errno.EFBIG else "no space left on device"
+        raise OSError(e.errno, f"{what} while writing {path} ({e.strerror}). The store stays readable up "
+                      "to its last complete shard; free space and rerun the same command to resume.") from e
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
@@ -125,42 +135,26 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     try:
-        with open(tmp, "w") as f:
+        with naming_full_disk(path), open(tmp, "w") as f:
             json.dump(payload, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
-    except OSError as e:
+    finally:
         tmp.unlink(missing_ok=True)
-        if is_disk_full(e):
-            raise OSError(e.errno, disk_full_message(path, e)) from e
-        raise
 
 
-@dataclass
-class ShardRecord:
-    """One complete shard as listed in the manifest."""
-
-    index: int
-    """Shard number; the shard holds rows ``[row_start, row_start + rows)``."""
-    row_start: int
-    """Global index of the shard's first row."""
-    rows: int
-    """Rows in this shard (``shard_rows`` except possibly for the last shard)."""
-    files: dict[str, dict] = field(default_factory=dict)
-    """File name -> ``{"bytes": int, "crc32": int}``."""
-
-    def to_json(self) -> dict:
-        return {"index": self.index, "row_start": self.row_start, "rows": self.rows, "files": self.files}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "ShardRecord":
-        try:
-            return cls(int(d["index"]), int(d["row_start"]), int(d["rows"]),
-                       {str(k): {"bytes": int(v["bytes"]), "crc32": int(v["crc32"])} for k, v in d["files"].items()})
-        except (KeyError, TypeError, ValueError) as e:
-            raise StoreError(f"malformed shard record in manifest: {d!r} ({e})") from e
+def shard_record(d: dict) -> dict:
+    """A manifest's record of one complete shard, checked: ``{"index", "row_start", "rows", "files"}``;
+    the shard holds rows ``[row_start, row_start + rows)``, ``files`` maps a file name to its
+    ``{"bytes", "crc32"}``."""
+    try:
+        files = {str(k): {"bytes": int(v["bytes"]), "crc32": int(v["crc32"])} for k, v in d["files"].items()}
+        return {"index": int(d["index"]), "row_start": int(d["row_start"]), "rows": int(d["rows"]),
+                "files": files}
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise StoreError(f"malformed shard record in manifest: {d!r} ({e})") from e
 
 
 # Keys every manifest must have, with their JSON types (validated at the I/O boundary).
@@ -198,5 +192,5 @@ def read_manifest(directory: Path) -> dict:
     if m["format_version"] > FORMAT_VERSION:
         raise StoreError(f"{path}: store format {m['format_version']} is newer than this interp ({FORMAT_VERSION})")
     canonical_dtype(m["dtype"])
-    m["shards"] = [ShardRecord.from_json(s).to_json() for s in m["shards"]]
+    m["shards"] = [shard_record(s) for s in m["shards"]]
     return m

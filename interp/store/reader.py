@@ -75,10 +75,12 @@ every file.  A mismatch raises :class:`~interp.store.format.CorruptShardError` n
 from __future__ import annotations
 
 import errno
+import itertools
+import math
 import os
 import warnings
-import zlib
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -97,14 +99,27 @@ from .format import (
 )
 
 
+@contextmanager
+def _opened(fds: dict[Path, int] | None):
+    """``fds`` (its files are the caller's to close), or a fresh dict whose files are closed on exit."""
+    if fds is not None:
+        yield fds
+        return
+    fds = {}
+    try:
+        yield fds
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
 def _to_torch(arr, store_dtype: str, device, dtype: torch.dtype | None) -> torch.Tensor:
-    """Rows in the storage dtype (numpy array or tensor, freshly read, never a memory map)
+    """Rows in the storage dtype (a numpy array freshly read, never a memory map)
     -> torch tensor of ``dtype`` on ``device``."""
-    t = torch.from_numpy(arr) if isinstance(arr, np.ndarray) else arr
+    t = torch.from_numpy(arr)
     if store_dtype == "bfloat16":
         t = t.view(torch.bfloat16)
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    if device.type == "cuda":
+    if device is not None and torch.device(device).type == "cuda":
         t = t.pin_memory().to(device, non_blocking=True)
         return t if dtype is None else t.to(dtype)
     if dtype is None or dtype == t.dtype:
@@ -135,20 +150,15 @@ class RowView:
         return self._store.n_rows
 
     def __getitem__(self, idx) -> torch.Tensor:
-        n = len(self)
-        if isinstance(idx, slice):
-            idx = np.arange(n)[idx]
-        elif isinstance(idx, int):
-            return self._store._gather(self._stream, np.array([idx]), None, None)[0]
-        return self._store._gather(self._stream, np.asarray(idx, dtype=np.int64), None, None)
+        out = self._store._gather(self._stream, idx, None, None)
+        return out[0] if isinstance(idx, int) else out
 
     def numpy(self) -> np.ndarray:
         """All rows as one array (``4`` or ``16`` bytes per row)."""
         return self[:].numpy()
 
     def __array__(self, dtype=None, copy=None):
-        a = self.numpy()
-        return a if dtype is None else a.astype(dtype)
+        return self.numpy() if dtype is None else self.numpy().astype(dtype)
 
     def __repr__(self) -> str:
         return f"RowView({self._stream!r}, rows={len(self)})"
@@ -202,14 +212,17 @@ def batch_request(hook_or_hooks, batch_size: int, config: Batching, check_hook) 
 class ActivationStore:
     """A read-only view of a store directory written by :func:`cache_activations`."""
 
-    def __init__(self, path: str | Path, verify: str = "lazy", max_mapped_bytes: int = 64 << 20):
+    max_mapped_bytes = 64 << 20
+    """Memory maps of shard files kept open by :meth:`rows` (least recently used are unmapped)."""
+
+    def __init__(self, path: str | Path, verify: str = "lazy"):
         if verify not in ("lazy", "size", "full"):
             raise ValueError(f"verify must be 'lazy', 'size' or 'full', got {verify!r}")
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         m = self.manifest
         self.dtype: str = m["dtype"]
-        self._np_dtype, self.torch_dtype, self._nbytes = DTYPES[self.dtype]
+        self._np_dtype, self.torch_dtype, _ = DTYPES[self.dtype]
         self.hooks: list[str] = list(m["hooks"])
         self.shard_rows: int = m["shard_rows"]
         self._verify_mode = verify
@@ -217,12 +230,10 @@ class ActivationStore:
         self._maps: OrderedDict[Path, np.memmap] = OrderedDict()
         self._files: dict[tuple[int, str], tuple[Path, dict]] = {}
         self._pool: _WindowPool | None = None  # window buffers of the last batches() call, reused by the next
-        self._mapped_bytes, self._max_mapped = 0, max_mapped_bytes
-        # the readable part: the contiguous prefix of complete shards
+        self._mapped_bytes = 0
+        # the readable part: the contiguous prefix of complete shards (0, 1, ... up to the first gap)
         by_index = {s["index"]: s for s in m["shards"]}
-        self.shards: list[dict] = []
-        while len(self.shards) in by_index:
-            self.shards.append(by_index[len(self.shards)])
+        self.shards: list[dict] = list(itertools.takewhile(bool, map(by_index.get, itertools.count())))
         if len(self.shards) < len(by_index):
             warnings.warn(f"{self.path}: shards after {len(self.shards)} are not contiguous; reading only the first "
                           f"{len(self.shards)} (resume the caching job to fill the gap)", stacklevel=2)
@@ -241,9 +252,9 @@ class ActivationStore:
         return {**self.__dict__, "_maps": OrderedDict(), "_mapped_bytes": 0, "_pool": None, "_files": {}}
 
     @classmethod
-    def open(cls, path: str | Path, verify: str = "lazy", max_mapped_bytes: int = 64 << 20) -> "ActivationStore":
+    def open(cls, path: str | Path, verify: str = "lazy") -> "ActivationStore":
         """Open a store directory (see class and module docs for ``verify``)."""
-        return cls(path, verify=verify, max_mapped_bytes=max_mapped_bytes)
+        return cls(path, verify=verify)
 
     # ---------------------------------------------------------------- metadata
     def d(self, hook: str) -> int:
@@ -295,21 +306,22 @@ class ActivationStore:
                                       shard["files"][fname])
         return hit
 
-    def _check_sizes(self) -> None:
-        for s in self.shards:
-            for stream in [*self.hooks, "tokens", "seq_pos"]:
-                path, rec = self._file(s, stream)
-                try:
-                    size = path.stat().st_size
-                except FileNotFoundError:
-                    raise CorruptShardError(f"shard file {path} is missing (listed in the manifest)") from None
-                if size != rec["bytes"]:
-                    raise CorruptShardError(f"shard file {path} has {size} bytes, the manifest says {rec['bytes']} "
-                                            "(truncated or overwritten); re-run the caching job into a new directory")
+    def _all_files(self) -> list[tuple[Path, dict]]:
+        return [self._file(s, stream) for s in self.shards for stream in [*self.hooks, "tokens", "seq_pos"]]
 
-    def _check_crc(self, path: Path, rec: dict, crc: int | None = None) -> None:
-        if crc is None:
-            crc = crc32_file(path)
+    def _check_sizes(self) -> None:
+        for path, rec in self._all_files():
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise CorruptShardError(f"shard file {path} is missing (listed in the manifest)") from None
+            if size != rec["bytes"]:
+                raise CorruptShardError(f"shard file {path} has {size} bytes, the manifest says "
+                                        f"{rec['bytes']} (truncated or overwritten); re-run the caching job "
+                                        "into a new directory")
+
+    def _check_crc(self, path: Path, rec: dict) -> None:
+        crc = crc32_file(path)
         if crc != rec["crc32"]:
             raise CorruptShardError(f"shard file {path} is corrupt: CRC-32 {crc:#010x} != {rec['crc32']:#010x} "
                                     "in the manifest")
@@ -321,12 +333,10 @@ class ActivationStore:
 
     def verify(self) -> dict:
         """Check the CRC-32 of every file; raises :class:`CorruptShardError` on the first bad one."""
-        n = 0
-        for s in self.shards:
-            for stream in [*self.hooks, "tokens", "seq_pos"]:
-                self._check_crc(*self._file(s, stream))
-                n += 1
-        return {"files": n, "bytes": self.nbytes(), "ok": True}
+        files = self._all_files()
+        for f in files:
+            self._check_crc(*f)
+        return {"files": len(files), "bytes": self.nbytes(), "ok": True}
 
     # ---------------------------------------------------------------- low-level reads
     def _check_hook(self, hook: str) -> None:
@@ -359,46 +369,19 @@ class ActivationStore:
             mm = np.memmap(path, dtype=dt, mode="r", shape=(shard["rows"], w))
         self._maps[path] = mm
         self._mapped_bytes += rec["bytes"]
-        while self._mapped_bytes > self._max_mapped and len(self._maps) > 1:
-            old_path, old = self._maps.popitem(last=False)
-            self._mapped_bytes -= old.nbytes
-            del old
+        while self._mapped_bytes > self.max_mapped_bytes and len(self._maps) > 1:
+            self._mapped_bytes -= self._maps.popitem(last=False)[1].nbytes
         return mm
 
-    def _read_rows(self, shard: dict, stream: str, a: int, b: int, out: np.ndarray | None = None) -> np.ndarray:
-        """Rows ``[a, b)`` (shard-local) of a file with one sequential read; CRC-checked on first use."""
-        path, rec = self._file(shard, stream)
-        dt, w = self._stream_shape(stream)
-        if out is None:
-            out = np.empty((b - a, w), dtype=dt)
-        first = self._verify_mode != "size" and path not in self._verified
-        if first and (a, b) != (0, shard["rows"]):
-            self._ensure_verified(path, rec)
-            first = False
-        crc = 0
-        with open(path, "rb", buffering=0) as f:
-            f.seek(a * w * dt.itemsize)
-            view = memoryview(out).cast("B")
-            got = 0
-            while got < len(view):  # 4 MiB pieces: each is checksummed while still in cache
-                n = f.readinto(view[got : got + (4 << 20)])
-                if not n:
-                    raise CorruptShardError(f"shard file {path} ended early (truncated after it was opened)")
-                if first:
-                    crc = zlib.crc32(view[got : got + n], crc)
-                got += n
-        if first:
-            self._check_crc(path, rec, crc)
-        return out
-
-    def _locate(self, idx: np.ndarray) -> np.ndarray:
+    def _gather(self, stream: str, idx, device, dtype) -> torch.Tensor:
+        """Rows ``idx`` (an int, ints, array, tensor or slice; negative counts from the end) of a stream."""
+        if isinstance(idx, slice):
+            idx = np.arange(self.n_rows)[idx]
+        idx = np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < -self.n_rows or idx.max() >= self.n_rows):
             bad = idx[(idx < -self.n_rows) | (idx >= self.n_rows)][0]
             raise IndexError(f"row {int(bad)} is out of range for a store of {self.n_rows} rows")
-        return np.where(idx < 0, idx + self.n_rows, idx)
-
-    def _gather(self, stream: str, idx: np.ndarray, device, dtype) -> torch.Tensor:
-        idx = self._locate(np.asarray(idx, dtype=np.int64).reshape(-1))
+        idx = np.where(idx < 0, idx + self.n_rows, idx)
         dt, w = self._stream_shape(stream)
         out = np.empty((idx.size, w), dtype=dt)
         shard_of = idx // self.shard_rows
@@ -413,11 +396,7 @@ class ActivationStore:
     # ---------------------------------------------------------------- public reads
     def rows(self, hook: str, idx, device=None, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
         """Rows ``idx`` (ints, array, tensor or slice) of ``hook`` as ``[len(idx), d]``."""
-        if isinstance(idx, slice):
-            idx = np.arange(self.n_rows)[idx]
-        elif isinstance(idx, torch.Tensor):
-            idx = idx.cpu().numpy()
-        return self._gather(hook, np.asarray(idx, dtype=np.int64), device, dtype)
+        return self._gather(hook, idx, device, dtype)
 
     def stream(
         self, hook: str, batch_size: int, device=None, dtype: torch.dtype | None = torch.float32,
@@ -428,19 +407,11 @@ class ActivationStore:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         stop = self.n_rows if stop is None else min(stop, self.n_rows)
-        dt, w = self._stream_shape(hook)
-        pos = start
-        while pos < stop:  # each batch is read straight into its own array, across shard ends
-            n = min(batch_size, stop - pos)
-            arr = np.empty((n, w), dtype=dt)
-            filled = 0
-            while filled < n:
-                shard = self.shards[(pos + filled) // self.shard_rows]
-                a = pos + filled - shard["row_start"]
-                b = min(shard["rows"], a + n - filled)
-                self._read_rows(shard, hook, a, b, out=arr[filled : filled + b - a])
-                filled += b - a
-            pos += n
+        parts = [(s, max(0, start - s["row_start"]), min(s["rows"], stop - s["row_start"]))
+                 for s in self.shards]
+        for segs in _windows([p for p in parts if p[1] < p[2]], batch_size):  # batches across shard ends
+            arr = np.empty((sum(b - a for _, a, b, _ in segs), self.d(hook)), dtype=self._np_dtype)
+            self._fill_window([hook], segs, [arr], None)  # straight into the batch's own array
             yield _to_torch(arr, self.dtype, device, dtype)
 
     @takes_config(StoreBatching)
@@ -500,41 +471,33 @@ class ActivationStore:
                 rng = np.random.default_rng([seed, epoch])
                 order = rng.permutation(len(chunks)) if shuffle else np.arange(len(chunks))
                 per_rank = [order[r::world_size] for r in range(world_size)]
-                budget = None
+                budget = math.inf  # batches left: with ranks, as many full ones as the smallest share holds
                 if world_size > 1:
                     budget = min(sum(chunks[k][2] - chunks[k][1] for k in ks) for ks in per_rank) // batch_size
-                mine = [chunks[int(k)] for k in per_rank[rank]]
-                total = sum(b - a for _, a, b in mine)
-                wins = list(_windows(mine, window))
-                plan = []  # per window: rows, batches yielded, first row of its last batch
-                yielded = 0
-                for w0, _ in wins:
-                    n = min(window, total - w0)
-                    n_batches = -(-n // batch_size)
-                    if budget is not None:
-                        n_batches = min(n_batches, budget - yielded)
-                    if drop_last and n % batch_size:
-                        n_batches = min(n_batches, n // batch_size)
+                plan = []  # per window: its segments, rows and batches
+                for segs in _windows([chunks[int(k)] for k in per_rank[rank]], window):
+                    n = sum(b - a for _, a, b, _ in segs)
+                    n_batches = min(n // batch_size if drop_last else -(-n // batch_size), budget)
                     if n_batches <= 0:
                         break
-                    plan.append((n, n_batches, (n_batches - 1) * batch_size))
-                    yielded += n_batches
+                    plan.append((segs, n, n_batches))
+                    budget -= n_batches
 
-                def advise(k: int, wins=wins) -> None:  # the disk reads ahead (see _Planner.slots)
+                def advise(k: int, plan=plan) -> None:  # the disk reads ahead (see _Planner.slots)
                     _prefetch([(self._file(sh, h)[0], a * rb, (b - a) * rb) for h, rb in zip(hooks, rbytes)
-                               for sh, a, b, _ in wins[k][1]])
+                               for sh, a, b, _ in plan[k][0]])
 
-                slots = planner.slots(rng, [n for n, _, _ in plan] if shuffle else [], advise if prefetch else None)
-                for wi, (n, n_batches, cut) in enumerate(plan):
-                    segs = wins[wi][1]
+                slots = planner.slots(rng, [n for _, n, _ in plan] if shuffle else [],
+                                      advise if prefetch else None)
+                for segs, n, n_batches in plan:
                     bufs = pool.get(n)
                     dest = next(slots) if shuffle else None
+                    cut = (n_batches - 1) * batch_size if direct_tail else 0  # first row of the last batch
                     tails = None
                     if direct_tail:  # read the last batch straight into its own arrays
                         tails = [np.empty((min(n, cut + batch_size) - cut, w), dtype=self._np_dtype) for w in widths]
+                    if fast:
                         self._fill_window_fast(hooks, segs, bufs, dest, tails, cut, fds=fds, planner=planner)
-                    elif fast:
-                        self._fill_window_fast(hooks, segs, bufs, dest, fds=fds, planner=planner)
                     else:
                         self._fill_window(hooks, segs, bufs, dest, fds=fds)
                     for i in range(n_batches):
@@ -563,24 +526,17 @@ class ActivationStore:
         item (a ``void`` view: one ``memcpy`` per row).  Files are CRC-checked whole on first use;
         they are opened into ``fds`` (the caller closes them) or, without it, for this call only.
         """
-        own = fds is None
-        fds = {} if own else fds
-        try:
-            for j, h in enumerate(hooks):
-                item = np.dtype((np.void, bufs[j].shape[1] * bufs[j].itemsize))
-                rows = bufs[j].view(item).reshape(-1)
-                stage = np.empty((max(b - a for _, a, b, _ in segs), bufs[j].shape[1]), dtype=bufs[j].dtype)
-                stage_rows = stage.view(item).reshape(-1)
+        with _opened(fds) as fds:
+            for buf, h in zip(bufs, hooks):
+                rows = buf.view(np.dtype((np.void, buf.shape[1] * buf.itemsize))).reshape(-1)
+                if dest is not None:
+                    stage = np.empty((max(b - a for _, a, b, _ in segs), buf.shape[1]), dtype=buf.dtype)
                 for shard, a, b, off in segs:
                     path, fd = self._open_verified(fds, shard, h)
-                    target = bufs[j][off : off + b - a] if dest is None else stage[: b - a]
+                    target = buf[off : off + b - a] if dest is None else stage[: b - a]
                     _pread_full(fd, target, a * rows.itemsize, path)
                     if dest is not None:
-                        rows[dest[off : off + b - a]] = stage_rows[: b - a]
-        finally:
-            if own:
-                for fd in fds.values():
-                    os.close(fd)
+                        rows[dest[off : off + b - a]] = stage.view(rows.dtype).reshape(-1)[: b - a]
 
     def _open_verified(self, fds: dict[Path, int], shard: dict, hook: str) -> tuple[Path, int]:
         """The file of ``hook`` in ``shard``, CRC-checked on first use, opened once into ``fds``."""
@@ -614,11 +570,9 @@ class ActivationStore:
                 raise RuntimeError("window buffers must be C-contiguous, of the window's rows, with tails to match")
         if tails is not None:
             in_tail = np.flatnonzero((dest >= cut) & (dest < cut + tails[0].shape[0]))
-        own = fds is None
-        fds = {} if own else fds
         preadv = wio._PREADV
         jobs = []  # (path, fd, iovec array, its address, row bytes, segment)
-        try:
+        with _opened(fds) as fds:
             for j, h in enumerate(hooks):
                 buf = bufs[j]
                 rb = buf.shape[1] * buf.itemsize
@@ -641,7 +595,3 @@ class ActivationStore:
                 run(jobs)
             else:
                 planner.split(run, jobs)
-        finally:
-            if own:
-                for fd in fds.values():
-                    os.close(fd)

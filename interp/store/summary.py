@@ -111,7 +111,7 @@ def summarize_store(store, verify: bool = False, n_norm_rows: int = 2048) -> Sto
     checked = store.verify() if verify else None
     norms = {}
     m = min(n_norm_rows, store.n_rows)
-    idx = torch.linspace(0, store.n_rows - 1, m).round().long().unique() if m else torch.zeros(0, dtype=torch.long)
+    idx = torch.linspace(0, store.n_rows - 1, m).round().long().unique()
     for h in store.hooks if m else ():
         n = store.rows(h, idx).double().norm(dim=-1)
         fin = n[torch.isfinite(n)]

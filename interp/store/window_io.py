@@ -17,6 +17,7 @@ next's); nothing else scales with the store.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import os
@@ -42,24 +43,21 @@ def _pread_full(fd: int, out: np.ndarray, offset: int, path: Path) -> None:
         got += n
 
 
-def _windows(chunks: list[tuple[dict, int, int]], window: int) -> Iterator[tuple[int, list[tuple[dict, int, int, int]]]]:
-    """Cut the rows of ``chunks`` (in this order) into windows of ``window`` rows.
-
-    Yields ``(first row of the window in the epoch, [(shard, a, b, offset in window), ...])``;
-    a chunk that straddles a window end is split between the two windows.
-    """
+def _windows(chunks: list[tuple[dict, int, int]], window: int) -> Iterator[list[tuple[dict, int, int, int]]]:
+    """Cut the rows of ``chunks`` (in this order) into windows of ``window`` rows: yields each window's
+    ``[(shard, a, b, offset in window), ...]``; a chunk across a window end is split between the two."""
     segs: list[tuple[dict, int, int, int]] = []
-    w0, fill = 0, 0
+    fill = 0
     for shard, a, b in chunks:
         while a < b:
             take = min(b - a, window - fill)
             segs.append((shard, a, a + take, fill))
             a, fill = a + take, fill + take
             if fill == window:
-                yield w0, segs
-                segs, w0, fill = [], w0 + window, 0
+                yield segs
+                segs, fill = [], 0
     if segs:
-        yield w0, segs
+        yield segs
 
 
 def _append_destinations(perm: np.ndarray, batch_size: int) -> np.ndarray:
@@ -98,10 +96,8 @@ class _Planner:
 
     def _one(self, rng: np.random.Generator, sizes: list[int], k: int, advise) -> np.ndarray:
         dest = _append_destinations(rng.permutation(sizes[k]), self.batch_size)
-        if advise is not None:
-            for w in ((0, 1) if k == 0 else (k + 1,)):
-                if w < len(sizes):
-                    advise(w)
+        for w in range(k and k + 1, min(k + 2, len(sizes))) if advise else ():  # windows 0, 1; then k + 1
+            advise(w)
         return dest
 
     def slots(self, rng: np.random.Generator, sizes: list[int], advise=None) -> Iterator[np.ndarray]:
@@ -126,25 +122,15 @@ class _Planner:
         if self._read is None or len(jobs) < 2:
             run(jobs)
             return
-        lock, it = threading.Lock(), iter(jobs)
-
-        def take():
-            while True:
-                with lock:
-                    job = next(it, None)
-                if job is None:
-                    return
-                yield job
-
-        futs = [self._read.submit(run, take()) for _ in range(min(self.threads, len(jobs)) - 1)]
+        it = iter(jobs)  # shared: a list iterator hands out each item once (its next() holds the GIL)
+        futs = [self._read.submit(run, it) for _ in range(min(self.threads, len(jobs)) - 1)]
         err = None
         try:
-            run(take())
+            run(it)
         except BaseException as e:  # noqa: BLE001 -- re-raised below, once the helpers let go of the buffers
             err = e
-            with lock:
-                for _ in it:  # the helpers stop at their next job
-                    pass
+            for _ in it:  # the helpers stop at their next job
+                pass
         for f in futs:
             try:
                 f.result()
@@ -192,14 +178,10 @@ except (AttributeError, ValueError, OSError):
 
 
 def _read_threads() -> int:
-    try:
-        n = int(os.environ.get("INTERP_STORE_READ_THREADS", "2"))
-    except ValueError:
-        raise ValueError("INTERP_STORE_READ_THREADS must be an integer >= 1, got "
-                         f"{os.environ['INTERP_STORE_READ_THREADS']!r}") from None
-    if n < 1:
-        raise ValueError(f"INTERP_STORE_READ_THREADS must be >= 1, got {n}")
-    return min(n, os.cpu_count() or 1)
+    raw = os.environ.get("INTERP_STORE_READ_THREADS", "2")
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"INTERP_STORE_READ_THREADS must be an integer >= 1, got {raw!r}")
+    return min(int(raw), os.cpu_count() or 1)
 
 
 #: threads of the fast fill (``INTERP_STORE_READ_THREADS``, default 2, at most the CPU count): with 2+,
@@ -256,26 +238,22 @@ def _prefetch(ranges: list[tuple[Path, int, int]]) -> None:
     for path, off, ln in ranges:
         by_path.setdefault(path, []).append((off, ln))
     for path, rs in by_path.items():
-        try:
+        with contextlib.suppress(OSError):  # advice only: the read itself names a problem
             fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue  # the read itself names the problem
-        try:
-            for off, ln in rs:
-                if nowait is not None and ln > 0:
-                    try:
-                        os.preadv(fd, [probe], off, nowait)
-                        os.preadv(fd, [probe], off + ln - 1, nowait)
-                        continue  # both ends cached
-                    except BlockingIOError:
-                        pass
-                    except OSError:
-                        nowait = None  # RWF_NOWAIT unsupported here: advise every range
-                os.posix_fadvise(fd, off, ln, os.POSIX_FADV_WILLNEED)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+            try:
+                for off, ln in rs:
+                    if nowait is not None and ln > 0:
+                        try:
+                            os.preadv(fd, [probe], off, nowait)
+                            os.preadv(fd, [probe], off + ln - 1, nowait)
+                            continue  # both ends cached
+                        except BlockingIOError:
+                            pass
+                        except OSError:
+                            nowait = None  # RWF_NOWAIT unsupported here: advise every range
+                    os.posix_fadvise(fd, off, ln, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
 
 
 class _WindowPool:

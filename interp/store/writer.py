@@ -8,7 +8,7 @@ in ``shards/.tmp-<index>-<pid>/`` with its files preallocated (``posix_fallocate
 full disk fails at once with ENOSPC rather than later), and the CRC-32 of each file is
 accumulated while writing.  `ShardWriter.publish_complete` fsyncs and publishes every
 shard whose rows are all written (atomic directory rename, see :mod:`interp.store.format`)
-and reports its :class:`ShardRecord` to a callback that updates the manifest.
+and reports its record (:func:`~interp.store.format.shard_record`) to a callback that updates the manifest.
 
 Memory: nothing beyond the arrays handed in; data goes straight to the page cache.
 """
@@ -22,32 +22,36 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
-from .format import SEQPOS_FILE, SHARDS, TOKENS_FILE, ShardRecord, disk_full_message, fsync_dir, hook_file, is_disk_full, shard_dirname
+from .format import (
+    DISK_FULL, DTYPES, FORMAT_VERSION, MANIFEST, SEQPOS_FILE, SHARDS, TOKENS_FILE, as_storage,
+    canonical_dtype, fsync_dir, hook_file, naming_full_disk, shard_dirname, write_json_atomic,
+)
 
 
 class _OpenShard:
+    """A shard being written into its temp directory: per stream a preallocated file, the rows written
+    and their CRC-32 so far."""
+
     def __init__(self, tmp: Path, index: int, start: int, rows: int, streams: dict[str, tuple[str, int]]):
-        self.tmp, self.index, self.start, self.rows = tmp, index, start, rows
-        self.files, self.written, self.crc, self.row_bytes = {}, {}, {}, {}
+        self.tmp, self.index, self.start, self.rows, self.streams = tmp, index, start, rows, streams
+        self.files, self.written, self.crc = {}, dict.fromkeys(streams, 0), dict.fromkeys(streams, 0)
         tmp.mkdir(parents=True, exist_ok=False)
         try:
             for stream, (fname, row_bytes) in streams.items():
-                path = tmp / fname
-                f = open(path, "w+b", buffering=0)
-                self.files[stream] = (fname, f)
+                f = self.files[stream] = open(tmp / fname, "w+b", buffering=0)
                 try:
                     os.posix_fallocate(f.fileno(), 0, rows * row_bytes)
                 except OSError as e:
-                    if is_disk_full(e):
+                    if e.errno in DISK_FULL:
                         raise
                     # filesystem without fallocate support: writes will report a full disk instead
-                self.written[stream], self.crc[stream], self.row_bytes[stream] = 0, 0, row_bytes
         except BaseException:
             # close what was opened: a traceback kept alive (e.g. handed across the writer
             # thread) would otherwise hold the files open, and the filesystem busy
-            for _, f in self.files.values():
-                f.close()
+            self.close(sync=False)
+            shutil.rmtree(tmp, ignore_errors=True)
             raise
 
     def write(self, stream: str, local_row: int, data: memoryview) -> None:
@@ -56,26 +60,20 @@ class _OpenShard:
                 f"shard {self.index} stream {stream}: rows must arrive in order "
                 f"(expected row {self.start + self.written[stream]}, got {self.start + local_row})"
             )
-        fname, f = self.files[stream]
         view = memoryview(data).cast("B")
         done = 0
         while done < len(view):
-            done += f.write(view[done:])
+            done += self.files[stream].write(view[done:])
         self.crc[stream] = zlib.crc32(view, self.crc[stream])
-        self.written[stream] += len(view) // self.row_bytes[stream]
-
-    def complete(self) -> bool:
-        return all(n == self.rows for n in self.written.values())
+        self.written[stream] += len(view) // self.streams[stream][1]
 
     def close(self, sync: bool) -> dict[str, dict]:
-        files = {}
-        for stream, (fname, f) in self.files.items():
+        for f in self.files.values():
             if sync:
-                f.flush()
                 os.fsync(f.fileno())
             f.close()
-            files[fname] = {"bytes": self.rows * self.row_bytes[stream], "crc32": self.crc[stream]}
-        return files
+        return {name: {"bytes": self.rows * rb, "crc32": self.crc[s]}
+                for s, (name, rb) in self.streams.items()}
 
 
 class ShardWriter:
@@ -88,15 +86,13 @@ class ShardWriter:
         shard_rows: int,
         n_rows: int,
         todo: set[int],
-        on_shard: Callable[[ShardRecord], None],
+        on_shard: Callable[[dict], None],
     ):
         """``row_bytes``: hook name -> bytes per row (``tokens``/``seq_pos`` are added)."""
         self.dir = Path(directory)
-        self.shard_rows, self.n_rows, self.todo = shard_rows, n_rows, set(todo)
-        self.on_shard = on_shard
-        self.streams = {h: (hook_file(h), b) for h, b in row_bytes.items()}
-        self.streams["tokens"] = (TOKENS_FILE, 4)
-        self.streams["seq_pos"] = (SEQPOS_FILE, 16)
+        self.shard_rows, self.n_rows, self.todo, self.on_shard = shard_rows, n_rows, set(todo), on_shard
+        self.streams = {**{h: (hook_file(h), b) for h, b in row_bytes.items()},
+                        "tokens": (TOKENS_FILE, 4), "seq_pos": (SEQPOS_FILE, 16)}
         self.open: dict[int, _OpenShard] = {}
         (self.dir / SHARDS).mkdir(parents=True, exist_ok=True)
 
@@ -104,71 +100,41 @@ class ShardWriter:
         start = k * self.shard_rows
         return start, min(start + self.shard_rows, self.n_rows)
 
-    def _get(self, k: int) -> _OpenShard:
-        sh = self.open.get(k)
-        if sh is None:
-            start, end = self.shard_range(k)
-            tmp = self.dir / SHARDS / f".tmp-{shard_dirname(k)}-{os.getpid()}"
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            try:
-                sh = _OpenShard(tmp, k, start, end - start, self.streams)
-            except OSError as e:
-                shutil.rmtree(tmp, ignore_errors=True)
-                if is_disk_full(e):
-                    raise OSError(e.errno, disk_full_message(tmp, e)) from e
-                raise
-            self.open[k] = sh
-        return sh
-
     def write(self, stream: str, row0: int, arr: np.ndarray) -> None:
         """Write rows ``[row0, row0 + len(arr))`` of ``stream`` (only those in this writer's shards)."""
         n = arr.shape[0]
-        if n == 0:
-            return
         arr = np.ascontiguousarray(arr)
-        per_row = arr.nbytes // n
-        k0, k1 = row0 // self.shard_rows, (row0 + n - 1) // self.shard_rows
-        for k in range(k0, k1 + 1):
+        rb = self.streams[stream][1]
+        if arr.nbytes != n * rb:
+            raise ValueError(f"stream {stream}: {arr.nbytes} bytes for {n} rows, not {rb} a row")
+        for k in range(row0 // self.shard_rows, (row0 + n - 1) // self.shard_rows + 1):
             if k not in self.todo:
                 continue
             start, end = self.shard_range(k)
             a, b = max(start, row0), min(end, row0 + n)
-            sh = self._get(k)
-            if sh.row_bytes[stream] != per_row:
-                raise ValueError(f"stream {stream}: rows of {per_row} bytes, expected {sh.row_bytes[stream]}")
-            try:
-                sh.write(stream, a - start, memoryview(arr[a - row0 : b - row0]))
-            except OSError as e:
-                if is_disk_full(e):
-                    raise OSError(e.errno, disk_full_message(sh.tmp / sh.files[stream][0], e)) from e
-                raise
+            tmp = self.dir / SHARDS / f".tmp-{shard_dirname(k)}-{os.getpid()}"
+            with naming_full_disk(tmp):
+                if k not in self.open:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    self.open[k] = _OpenShard(tmp, k, start, end - start, self.streams)
+                self.open[k].write(stream, a - start, memoryview(arr[a - row0 : b - row0]))
 
-    def publish_complete(self) -> list[ShardRecord]:
-        """Fsync and publish every open shard whose rows are all written."""
-        done = []
+    def publish_complete(self) -> None:
+        """Fsync and publish every open shard whose rows are all written; report each to ``on_shard``."""
         for k in sorted(self.open):
             sh = self.open[k]
-            if not sh.complete():
+            if any(n != sh.rows for n in sh.written.values()):
                 continue
-            try:
+            final = self.dir / SHARDS / shard_dirname(k)
+            with naming_full_disk(sh.tmp):
                 files = sh.close(sync=True)
-                final = self.dir / SHARDS / shard_dirname(k)
-                if final.exists():  # left by a crash before the manifest update: replace it
-                    shutil.rmtree(final)
+                shutil.rmtree(final, ignore_errors=True)  # left by a crash before the manifest update
                 fsync_dir(sh.tmp)
                 os.rename(sh.tmp, final)
                 fsync_dir(final.parent)
-            except OSError as e:
-                if is_disk_full(e):
-                    raise OSError(e.errno, disk_full_message(sh.tmp, e)) from e
-                raise
             del self.open[k]
             self.todo.discard(k)
-            rec = ShardRecord(k, sh.start, sh.rows, files)
-            self.on_shard(rec)
-            done.append(rec)
-        return done
+            self.on_shard({"index": k, "row_start": sh.start, "rows": sh.rows, "files": files})
 
     def abort(self) -> None:
         """Close and delete every unfinished shard (frees the space they held)."""
@@ -209,10 +175,6 @@ def write_store(
     record, its ``"model"`` entry the manifest's model.  The same crash-safe shard protocol as
     :func:`cache_activations` is used.
     """
-    from .format import DTYPES, FORMAT_VERSION, MANIFEST, canonical_dtype, write_json_atomic
-
-    import torch
-
     dtype = canonical_dtype(dtype)
     np_dt, torch_dt, nbytes = DTYPES[dtype]
     directory = Path(directory)
@@ -230,8 +192,8 @@ def write_store(
     directory.mkdir(parents=True, exist_ok=True)
     write_json_atomic(directory / MANIFEST, manifest)
 
-    def on_shard(rec: ShardRecord) -> None:
-        manifest["shards"].append(rec.to_json())
+    def on_shard(rec: dict) -> None:
+        manifest["shards"].append(rec)
         write_json_atomic(directory / MANIFEST, manifest)
 
     n_shards = -(-n_rows // shard_rows)
@@ -241,9 +203,8 @@ def write_store(
             b = min(n_rows, a + chunk_rows)
             for h, fn in rows.items():
                 arr = np.asarray(fn(a, b)).reshape(b - a, widths[h])
-                if arr.dtype != np_dt:
-                    arr = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(torch_dt)
-                    arr = (arr.view(torch.int16) if torch_dt == torch.bfloat16 else arr).numpy()
+                if arr.dtype != np_dt:  # cast through float32 (bfloat16: its bit patterns)
+                    arr = as_storage(torch.from_numpy(arr.astype(np.float32)).to(torch_dt))
                 w.write(h, a, arr)
             tok = tokens(a, b) if tokens else np.full(b - a, -1)
             w.write("tokens", a, np.asarray(tok, dtype=np.int32))
