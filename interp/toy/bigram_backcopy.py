@@ -240,19 +240,16 @@ def _paper_init(model) -> None:
 
 def bb_model(task: BBTask, cfg: BBTrainConfig):
     """A fresh Hugging Face GPT-2 or Llama with one attention head per layer, for the BB vocabulary."""
-    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+    from transformers import AutoModelForCausalLM
 
-    ids = dict(bos_token_id=task.bos_id, eos_token_id=task.bos_id + 1, pad_token_id=task.bos_id + 1)
+    from interp.models.tiny import TinyConfig
+
+    hf = TinyConfig(arch=cfg.arch, n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=1, d_mlp=cfg.d_mlp,
+                    n_ctx=task.seq_len).hf_config(len(task.vocab))
+    hf.update(dict(bos_token_id=task.bos_id, eos_token_id=task.bos_id + 1, pad_token_id=task.bos_id + 1,
+                   tie_word_embeddings=False))
     if cfg.arch == "gpt2":
-        hf = GPT2Config(vocab_size=len(task.vocab), n_positions=task.seq_len, n_embd=cfg.d_model,
-                        n_layer=cfg.n_layers, n_head=1, n_inner=cfg.d_mlp, resid_pdrop=0.0, embd_pdrop=0.0,
-                        attn_pdrop=0.0, activation_function=cfg.activation, tie_word_embeddings=False, **ids)
-        hf.architectures = ["GPT2LMHeadModel"]
-    else:
-        hf = LlamaConfig(vocab_size=len(task.vocab), hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp,
-                         num_hidden_layers=cfg.n_layers, num_attention_heads=1, num_key_value_heads=1,
-                         max_position_embeddings=task.seq_len, tie_word_embeddings=False, **ids)
-        hf.architectures = ["LlamaForCausalLM"]
+        hf.activation_function = cfg.activation
     torch.manual_seed(cfg.seed)
     model = AutoModelForCausalLM.from_config(hf, attn_implementation="eager")
     if cfg.init == "paper":
@@ -261,12 +258,12 @@ def bb_model(task: BBTask, cfg: BBTrainConfig):
 
 
 def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | None = None,
-             device: str | None = None, log=None) -> "BBResult":
+             device: str | None = None) -> "BBResult":
     """Train the BB toy model, saving Hugging Face checkpoints under ``out/step_<N>``; the result's
     ``mechanism`` is empty (:func:`bb_experiment` measures it)."""
-    from interp.results import versions
-
     import time
+
+    from interp.results import versions
 
     task, cfg = task or BBTask(), cfg or BBTrainConfig()
     out = Path(out)
@@ -303,8 +300,6 @@ def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | N
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        if log and (step % 100 == 0 or step == cfg.steps):
-            log(f"step {step}: loss {loss.item():.3f}")
         if step in ckpts:
             save(step)
     secs = time.time() - t0
@@ -479,16 +474,15 @@ class BBResult(Result):
                    meta={**self.meta, "seconds": round(self.seconds, 1), "tokens_per_second": round(self.tokens_per_second)})
         L = len(self.mechanism[-1].attn_prev_at_trigger)
         per_layer = lambda f: {f"layer {j}": [f(m)[j] for m in self.mechanism] for j in range(L)}  # noqa: E731
-        for field_name, title in (("attn_bos_at_other", "Attention to ⟨s⟩ at non-trigger positions (dormant)"),
-                                  ("attn_prev_at_trigger", "Attention to the previous token at triggers (active)"),
-                                  ("value_drain", "Value drain ‖v(⟨s⟩)‖ / mean ‖v(i>=1)‖")):
+        for field_name, title, caption in (
+                ("attn_bos_at_other", "Attention to ⟨s⟩ at non-trigger positions (dormant)", ""),
+                ("attn_prev_at_trigger", "Attention to the previous token at triggers (active)", ""),
+                ("value_drain", "Value drain ‖v(⟨s⟩)‖ / mean ‖v(i>=1)‖", ""),
+                ("resid_peak", "Residual peak at ⟨s⟩", "‖h(⟨s⟩)‖ / max_{i>=1} ‖h(i)‖ after each layer "
+                 "(blocks.ℓ.hook_resid_post): above 1, ⟨s⟩ carries the largest residual state.")):
             r.add_line(title, self.steps, per_layer(lambda m: getattr(m, field_name)), x_title="training step",
                        y_title=self.axes[f"mechanism[step].{field_name}"],
-                       fields=("steps", f"mechanism[step].{field_name}"))
-        r.add_line("Residual peak at ⟨s⟩", self.steps, per_layer(lambda m: m.resid_peak), x_title="training step",
-                   y_title="residual ‖h(⟨s⟩)‖ / max other", fields=("steps", "mechanism[step].resid_peak"),
-                   caption="‖h(⟨s⟩)‖ / max_{i>=1} ‖h(i)‖ after each layer (blocks.ℓ.hook_resid_post): above 1, "
-                           "⟨s⟩ carries the largest residual state.")
+                       fields=("steps", f"mechanism[step].{field_name}"), caption=caption)
         r.add_line("Training loss", list(range(1, len(self.losses) + 1)), {"loss": self.losses},
                    x_title="training step", y_title="training loss (nats/token)", fields=("losses#0", "losses"))
         cols = {"attn_prev_at_trigger": "attention to previous, triggers", "attn_bos_at_trigger":
