@@ -524,7 +524,7 @@ def massive_run(model=None, checkpoints=None, config: MassiveConfig | None = Non
     from pathlib import Path
 
     from interp.models import load_model
-    from interp.toy.bigram_backcopy import bb_eval_tokens, load_task
+    from interp.toy.bigram_backcopy import load_task
 
     from .domains import default_domains, domain_tokens
     from .dynamics import checkpoint_dynamics, list_checkpoints
@@ -538,7 +538,7 @@ def massive_run(model=None, checkpoints=None, config: MassiveConfig | None = Non
 
     def tokens_for(m, held: bool = False):
         if task is not None:
-            return bb_eval_tokens(task, n_seqs=heldout_seqs, seed=2) if held else bb_eval_tokens(task, n_seqs=16)
+            return task.sample(heldout_seqs if held else 16, torch.Generator().manual_seed(2 if held else 1))
         n = n_seqs + heldout_seqs if held else n_seqs
         return torch.cat([domain_tokens(m, d, seq_len, n)[n_seqs if held else 0:] for d in default_domains()])
 

@@ -96,13 +96,10 @@ class BBTask:
 
     def tables(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(marginal [C], bigram P [C, C] with rows P(·|a), trigger ids [k])."""
-        idx = {c: i for i, c in enumerate(self.chars)}
-        ids = torch.tensor([idx[c] for c in self.text])
         C = len(self.chars)
-        counts = torch.zeros(C, C)
-        counts.index_put_((ids, ids.roll(-1)), torch.ones(len(ids)), accumulate=True)
-        marginal = torch.bincount(ids, minlength=C).float()
-        marginal /= marginal.sum()
+        ids = torch.tensor([self.chars.index(c) for c in self.text])
+        counts = torch.zeros(C, C).index_put_((ids, ids.roll(-1)), torch.ones(len(ids)), accumulate=True)
+        marginal = torch.bincount(ids, minlength=C).float() / len(ids)
         bigram = counts / counts.sum(1, keepdim=True)
         triggers = marginal.argsort(descending=True)[: self.n_triggers]
         return marginal, bigram, triggers
@@ -112,8 +109,7 @@ class BBTask:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         marginal, bigram, triggers = self.tables()
-        is_trig = torch.zeros(len(marginal), dtype=torch.bool)
-        is_trig[triggers] = True
+        is_trig = torch.isin(torch.arange(len(marginal)), triggers)
         x = torch.empty(n, self.seq_len, dtype=torch.long)
         x[:, 0] = self.bos_id
         m = marginal.masked_fill(is_trig, 0)
@@ -136,8 +132,7 @@ class BBTask:
         """Mean conditional entropy (nats) of the bigram step, weighted by the marginal over non-triggers."""
         marginal, bigram, triggers = self.tables()
         h = -(bigram * bigram.clamp_min(1e-30).log()).sum(1)
-        w = marginal.clone()
-        w[triggers] = 0
+        w = marginal.index_fill(0, triggers, 0)
         return float((w * h).sum() / w.sum())
 
 
@@ -365,7 +360,7 @@ def bb_mechanism(model, task: BBTask, n_seqs: int = 64, seed: int = 1) -> BBMech
     trig = trig_full[:, :-1]  # loss masks: predicting x_{t+1} from position t
     other = ~trig
     other[:, 0] = False  # x₁ comes from the marginal, not a bigram
-    L, B, T = int(model.cfg.n_layers), n_seqs, task.seq_len
+    L, B = int(model.cfg.n_layers), n_seqs
     # variants: clean, then one copy per layer with that layer's head moved to ⟨s⟩
     pats = {}
 
@@ -380,32 +375,23 @@ def bb_mechanism(model, task: BBTask, n_seqs: int = 64, seed: int = 1) -> BBMech
         return fn
 
     with scoped_hooks(model, fwd=[(f"blocks.{l}.attn.hook_pattern", record(l)) for l in range(L)]):
-        logits = model(x.repeat(1 + L, 1).to(device))
-    lp = logits[:, :-1].float().log_softmax(-1).cpu()
-    nll = -lp.gather(-1, x.repeat(1 + L, 1)[:, 1:, None]).squeeze(-1).view(1 + L, B, T - 1)
-    lt = [float(nll[i][trig].mean()) for i in range(1 + L)]
-    lo = [float(nll[i][other].mean()) for i in range(1 + L)]
-    q = torch.arange(T)
-    prev = torch.stack([pats[l][:, q[1:], q[1:] - 1] for l in range(L)])  # [L, B, T-1] attention q -> q-1
-    bos = torch.stack([pats[l][:, 1:, 0] for l in range(L)])
+        logits = model(x.repeat(1 + L, 1).to(device))[:, :-1].float().cpu()
+    nll = F.cross_entropy(logits.transpose(1, 2), x.repeat(1 + L, 1)[:, 1:], reduction="none")
+    lt, lo = (nll.view(1 + L, B, -1)[:, m].mean(1) for m in (trig, other))  # [1 + L]: clean, then ablated
+    pat = torch.stack([pats[l] for l in range(L)])  # [L, B, T, T]
+    prev, bos = pat.diagonal(-1, -2, -1), pat[..., 1:, 0]  # [L, B, T-1]: attention q -> q-1 and q -> 0
     t_mask, o_mask = trig_full[:, 1:], ~trig_full[:, 1:]  # attention masks over queries 1..T-1
     st = sink_stats(model, x.to(device), batch_size=B)
     return BBMechanism(
-        attn_prev_at_trigger=[float(prev[l][t_mask].mean()) for l in range(L)],
-        attn_bos_at_trigger=[float(bos[l][t_mask].mean()) for l in range(L)],
-        attn_bos_at_other=[float(bos[l][o_mask].mean()) for l in range(L)],
-        loss_trigger=lt[0], loss_other=lo[0], bigram_entropy=task.bigram_entropy(),
-        ablation_delta_trigger=[lt[1 + l] - lt[0] for l in range(L)],
-        ablation_delta_other=[lo[1 + l] - lo[0] for l in range(L)],
+        attn_prev_at_trigger=prev[:, t_mask].mean(1).tolist(),
+        attn_bos_at_trigger=bos[:, t_mask].mean(1).tolist(),
+        attn_bos_at_other=bos[:, o_mask].mean(1).tolist(),
+        loss_trigger=float(lt[0]), loss_other=float(lo[0]), bigram_entropy=task.bigram_entropy(),
+        ablation_delta_trigger=(lt[1:] - lt[0]).tolist(), ablation_delta_other=(lo[1:] - lo[0]).tolist(),
         value_drain=st.value_drain[:, 0].tolist(), resid_peak=st.resid_peak.tolist(),
         resid_norm_sink=st.resid_norm_sink.tolist(), resid_norm_rest_mean=st.resid_norm_rest_mean.tolist(),
         value_norm_sink=st.value_norm_sink[:, 0].tolist(),
     )
-
-
-def bb_eval_tokens(task: BBTask, n_seqs: int = 16, seed: int = 1) -> torch.Tensor:
-    """Held-out BB sequences (for the checkpoint dynamics)."""
-    return task.sample(n_seqs, torch.Generator().manual_seed(seed))
 
 
 @register
