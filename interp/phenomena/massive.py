@@ -205,13 +205,10 @@ def massive_stats(model, tokens: torch.Tensor, config: MassiveConfig | None = No
     device = next(model.parameters()).device
     state = {}
 
-    def make(name):
-        def fn(h, hook):
-            det.add(name, h, state["ids"], state["tokens"])
-            return None
-        return fn
+    def fn(h, hook, name):
+        det.add(name, h, state["ids"], state["tokens"])
 
-    with scoped_hooks(model, fwd=[(h, make(h)) for h in hooks]):
+    with scoped_hooks(model, fwd=[(h, functools.partial(fn, name=h)) for h in hooks]):
         for start in range(0, tokens.shape[0], cfg.batch_size):
             chunk = tokens[start:start + cfg.batch_size]
             state["ids"], state["tokens"] = torch.arange(start, start + len(chunk)), chunk
@@ -230,10 +227,9 @@ def massive_stats_from_store(store, config: MassiveConfig | None = None, tokeniz
     import fnmatch
 
     cfg = config or MassiveConfig()
-    hooks = [h for h in store.hooks if fnmatch.fnmatchcase(h, cfg.hooks)]
+    hooks = sorted(fnmatch.filter(store.hooks, cfg.hooks), key=_layer_of)
     if not hooks:
         raise ValueError(f"the store holds no hook matching {cfg.hooks!r}; it holds {store.hooks}")
-    hooks.sort(key=_layer_of)
     det = _Detector(hooks, cfg, decoder(tokenizer))
     all_tokens = torch.as_tensor(np.asarray(store.tokens)).long()
     for hook in hooks:
