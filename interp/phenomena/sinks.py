@@ -212,18 +212,16 @@ def attention_view(model, tokens: torch.Tensor, layers) -> AttentionPatterns:
     """The attention viewer (:class:`interp.reports.attention.AttentionPatterns`) of one sequence
     ``tokens [T]`` at ``layers``: one forward pass, ``blocks.ℓ.attn.hook_pattern`` kept."""
     layers = sorted({int(x) for x in layers})
-    pats = {}
+    pats = []  # in forward order, which is the order of ``layers``
 
-    def keep(layer):
-        def fn(a, hook):
-            pats[layer] = a[0].float().cpu()
-        return fn
+    def keep(a, hook):
+        pats.append(a[0].float().cpu())
 
-    with scoped_hooks(model, fwd=[(f"blocks.{x}.attn.hook_pattern", keep(x)) for x in layers]):
+    with scoped_hooks(model, fwd=[(f"blocks.{x}.attn.hook_pattern", keep) for x in layers]):
         model(tokens.reshape(1, -1).long().to(next(model.parameters()).device))
     decode = decoder(getattr(model, "tokenizer", None))
     return AttentionPatterns(tokens=[decode(i) for i in tokens.reshape(-1).tolist()], layers=layers,
-                             patterns=torch.stack([pats[x] for x in layers]), model=model_name(model))
+                             patterns=torch.stack(pats), model=model_name(model))
 
 
 def provenance(model, seconds: float) -> dict:
