@@ -36,6 +36,7 @@ held-out rows (the means) and one forward pass on a 4x batch (ablation).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass, field
@@ -269,33 +270,23 @@ def kind_codes(tokens: torch.Tensor, decode) -> torch.Tensor:
     return out
 
 
-@torch.no_grad()
 def heldout_kind_means(model, heldout: torch.Tensor, hook: str, dim_mask: torch.Tensor,
                        cfg: MassiveConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per token kind and dimension, the mean of the massive entries of ``heldout [N, T]`` at ``hook``.
+    """Per token kind and dimension, the mean of the massive entries of ``heldout [N, T]`` at ``hook``
+    (detected by :func:`massive_stats` with ``cfg``'s thresholds, none left out).
 
     Returns ``(means [3, d_model], present [3, d_model] bool, counts [3])`` with rows in
     :data:`KINDS` order; only the dimensions where ``dim_mask [d_model]`` is set are considered.
     """
-    codes = kind_codes(heldout, decoder(getattr(model, "tokenizer", None)))
+    held = massive_stats(model, heldout, dataclasses.replace(cfg, hooks=hook, max_entries=2**62))
     total = torch.zeros(len(KINDS), len(dim_mask), dtype=torch.float64)
     count = torch.zeros_like(total)
-    bs, state = cfg.batch_size, {}
-
-    def fn(h, hook):
-        hc = h.detach().float().cpu()
-        m = _massive(hc, cfg)[2] & dim_mask
-        onehot = torch.nn.functional.one_hot(state["codes"], len(KINDS)).double()  # [b, T, 3]
-        total.add_(torch.einsum("btk,btd->kd", onehot, torch.where(m, hc, 0).double()))
-        count.add_(torch.einsum("btk,btd->kd", onehot, m.double()))
-
-    with scoped_hooks(model, fwd=[(hook, fn)]):
-        for s in range(0, heldout.shape[0], bs):
-            state["codes"] = codes[s:s + bs]
-            model(heldout[s:s + bs].to(next(model.parameters()).device))
+    for e in held.entries:
+        if dim_mask[e.dim]:
+            total[KINDS.index(e.kind), e.dim] += e.value
+            count[KINDS.index(e.kind), e.dim] += 1
     present = count > 0
-    means = torch.where(present, total / count.clamp_min(1), 0.0).float()
-    return means, present, count[:, dim_mask].sum(1).long()
+    return (total / count.clamp_min(1)).float(), present, count.sum(1).long()
 
 
 @torch.no_grad()
