@@ -75,8 +75,7 @@ class BBTask:
     """Text the bigram table and marginal are counted from."""
 
     def __post_init__(self):
-        if self.seq_len < 4:
-            raise ValueError(f"seq_len must be >= 4, got {self.seq_len}")
+        check_fields(self, at_least={"seq_len": 4})
         n_chars = len(set(self.text))
         if not 1 <= self.n_triggers < n_chars - 1:
             raise ValueError(f"n_triggers must be in [1, {n_chars - 2}] for this text, got {self.n_triggers}")
