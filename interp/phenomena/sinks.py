@@ -375,27 +375,18 @@ def store_sequences(store, hook: str, batch_size: int = 4096):
     store, its rows in position order (``row_ids`` index ``store.seq_pos`` / ``store.tokens``).  The rows of
     one sequence must be contiguous in store order, as ``cache_activations`` writes them."""
     seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
-    buf, cur, seen, start = [], None, set(), 0
-
-    def whole():
-        rows, ids = torch.cat([r for r, _ in buf]), torch.cat([i for _, i in buf])
-        order = seq_pos[ids, 1].argsort()
-        return cur, rows[order], ids[order]
-
-    for rows, seqs, _ in store_rows(store, hook, batch_size):
-        ids = torch.arange(start, start + len(rows))
-        start += len(rows)
-        for sid in torch.unique_consecutive(seqs).tolist():
-            if sid != cur:
-                if buf:
-                    yield whole()
-                if sid in seen:
-                    raise ValueError(f"sequence {sid} is not contiguous in the store")
-                seen.add(sid)
-                buf, cur = [], sid
-            buf.append((rows[seqs == sid], ids[seqs == sid]))
-    if buf:
-        yield whole()
+    sids, counts = torch.unique_consecutive(seq_pos[:, 0], return_counts=True)
+    if len(set(sids.tolist())) < len(sids):
+        raise ValueError("a sequence's rows are not contiguous in the store (see cache_activations)")
+    ends = counts.cumsum(0).tolist()
+    pending, start, k = None, 0, 0  # rows from store row `start` on that no yielded sequence holds yet
+    for rows, _, _ in store_rows(store, hook, batch_size):
+        pending = rows if pending is None else torch.cat([pending, rows])
+        while k < len(ends) and start + len(pending) >= ends[k]:
+            ids = torch.arange(start, ends[k])
+            order = seq_pos[ids, 1].argsort()
+            yield int(sids[k]), pending[:len(ids)][order], ids[order]
+            pending, start, k = pending[len(ids):], ends[k], k + 1
 
 
 def resid_peak_from_store(store, layers=None, batch_size: int = 4096) -> dict[str, torch.Tensor]:
