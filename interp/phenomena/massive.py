@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from interp.models import resolve_hooks, scoped_hooks
-from interp.results import Result, check_fields, register
+from interp.results import Result, register
 
 from .dynamics import CheckpointDynamics
 from .sinks import check_tokens, decoder, next_token_loss, provenance, store_sequences
@@ -77,7 +77,8 @@ class MassiveConfig:
     def __post_init__(self):
         if self.abs_threshold < 0 or self.ratio_threshold < 0:
             raise ValueError(f"thresholds must be >= 0, got abs={self.abs_threshold}, ratio={self.ratio_threshold}")
-        check_fields(self, at_least={"batch_size": 1})
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 @dataclass

@@ -257,8 +257,6 @@ def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | N
     ``mechanism`` is empty (:func:`bb_experiment` measures it)."""
     import time
 
-    from transformers.utils import logging as hf_logging
-
     from interp.results import versions
 
     task, cfg = task or BBTask(), cfg or BBTrainConfig()
@@ -274,11 +272,13 @@ def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | N
     wanted = cfg.checkpoint_steps if cfg.checkpoint_steps is not None else log_spaced_steps(cfg.steps)
     ckpts = sorted({s for s in wanted if s <= cfg.steps} | {cfg.steps})
     saved, losses = [], []
-    hf_logging.disable_progress_bar()
 
     def save(step):
-        for part in (model, tok):
-            part.save_pretrained(out / f"step_{step:06d}")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        model.save_pretrained(out / f"step_{step:06d}")
+        tok.save_pretrained(out / f"step_{step:06d}")
         saved.append(step)
 
     t0 = time.time()

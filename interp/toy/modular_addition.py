@@ -49,8 +49,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from interp.results import check_fields
-
 
 @dataclass(frozen=True)
 class ModAddConfig:
@@ -78,7 +76,8 @@ class ModAddConfig:
     """Seed for the split and the initialisation."""
 
     def __post_init__(self):
-        check_fields(self, at_least={"p": 2})
+        if self.p < 2:
+            raise ValueError(f"ModAddConfig.p must be >= 2, got {self.p}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if not 0 < self.train_frac <= 1:
