@@ -138,11 +138,7 @@ def domains_from_dir(path: str | Path) -> list[Domain]:
     files = sorted(path.glob("*.txt"))
     if not files:
         raise ValueError(f"domain folder {str(path)!r} holds no *.txt files (one file per domain)")
-    out = []
-    for f in files:
-        texts = [t for t in f.read_text().split("\n\n") if t.strip()]
-        out.append(Domain(f.stem, tuple(texts) if texts else ("",)))
-    return out
+    return [Domain(f.stem, [t for t in f.read_text().split("\n\n") if t.strip()]) for f in files]
 
 
 def bos_id(model) -> int:
@@ -158,7 +154,7 @@ def bos_id(model) -> int:
 
 
 def domain_tokens(model, domain: Domain, seq_len: int = 64, n_seqs: int = 8) -> torch.Tensor:
-    """``[n, seq_len]`` LongTensor (n <= n_seqs) of BOS + ``seq_len - 1`` tokens of ``domain``.
+    """``[n_seqs, seq_len]`` LongTensor of BOS + ``seq_len - 1`` tokens of ``domain``.
 
     The domain's texts are cycled if they are too short to fill ``n_seqs`` windows.
     """
@@ -166,16 +162,10 @@ def domain_tokens(model, domain: Domain, seq_len: int = 64, n_seqs: int = 8) -> 
         raise ValueError(f"seq_len must be >= 3 (BOS and at least two text tokens), got {seq_len}")
     if n_seqs < 1:
         raise ValueError(f"n_seqs must be >= 1, got {n_seqs}")
-    text = "\n".join(domain.texts)
-    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
-    ids = [i for i in ids if i != bos_id(model)]
-    if len(ids) < seq_len - 1:
-        reps = (seq_len - 1) // max(1, len(ids)) + 1
-        ids = ids * reps
+    bos = bos_id(model)
+    ids = model.tokenizer("\n".join(domain.texts), add_special_tokens=False)["input_ids"]
+    ids = [i for i in ids if i != bos]
     need = n_seqs * (seq_len - 1)
-    if len(ids) < need:  # cycle the text; windows still differ because the length rarely divides
-        ids = (ids * (need // len(ids) + 1))[:need]
-    n = min(n_seqs, len(ids) // (seq_len - 1))
-    body = torch.tensor(ids[: n * (seq_len - 1)], dtype=torch.long).view(n, seq_len - 1)
-    bos = torch.full((n, 1), bos_id(model), dtype=torch.long)
-    return torch.cat([bos, body], dim=1)
+    ids = (ids * (need // len(ids) + 1))[:need]  # cycle the text; windows differ (its length rarely divides)
+    body = torch.tensor(ids, dtype=torch.long).view(n_seqs, seq_len - 1)
+    return torch.cat([torch.full((n_seqs, 1), bos, dtype=torch.long), body], dim=1)

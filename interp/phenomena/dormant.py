@@ -108,11 +108,10 @@ class DormantConfig:
 
     def __post_init__(self):
         check_fields(self, {"ablation": ABLATIONS, "heads": ("candidates", "all")},
-                     dict.fromkeys(("max_heads", "heads_per_pass", "seq_len", "n_seqs", "batch_size", "n_boot"), 1))
+                     {**dict.fromkeys(("max_heads", "heads_per_pass", "seq_len", "n_seqs", "batch_size",
+                                       "n_boot"), 1), "loss_threshold": 0})
         if not 0 <= self.sink_threshold <= 1:
             raise ValueError(f"sink_threshold must be in [0, 1], got {self.sink_threshold}")
-        if self.loss_threshold < 0:
-            raise ValueError(f"loss_threshold must be >= 0, got {self.loss_threshold}")
         if not 0 < self.ci_level < 1:
             raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
 
@@ -245,6 +244,7 @@ def ablation_loss_matrix(model, tokens: torch.Tensor, heads: list[tuple[int, int
     tokens = tokens.to(device)
     N = tokens.shape[0]
     clean = next_token_loss(model(tokens), tokens).cpu()
+    hook_name, head_dim = {"bos": ("attn.hook_pattern", 1), "zero": ("attn.hook_z", 2)}[ablation]
     out: list[torch.Tensor] = [torch.zeros(0, N)]
     for start in range(0, len(heads), heads_per_pass):
         chunk = heads[start:start + heads_per_pass]
@@ -253,26 +253,17 @@ def ablation_loss_matrix(model, tokens: torch.Tensor, heads: list[tuple[int, int
         for j, (L, h) in enumerate(chunk):
             masks.setdefault(L, torch.zeros(k, n_heads, dtype=torch.bool, device=device))[j, h] = True
 
-        def bos_hook(mask):
-            def fn(a, hook):  # [kN, H, Q, K]
-                a5 = a.view(k, N, *a.shape[1:])
-                sink = torch.zeros_like(a5)
-                sink[..., 0] = 1
-                return torch.where(mask[:, None, :, None, None], sink, a5).view_as(a)
+        def ablate(mask):
+            def fn(x, hook):  # bos: pattern [kN, H, Q, K]; zero: z [kN, T, H, d_head]
+                x5 = x.view(k, N, *x.shape[1:])
+                new = torch.zeros_like(x5)
+                new[..., 0] = 1 if ablation == "bos" else 0  # bos: all attention on position 0
+                shape = [k, 1] + [n_heads if d == head_dim else 1 for d in range(1, x.ndim)]
+                return torch.where(mask.view(shape), new, x5).view_as(x)
             return fn
 
-        def zero_hook(mask):
-            def fn(z, hook):  # [kN, T, H, d_head]
-                z5 = z.view(k, N, *z.shape[1:])
-                return torch.where(mask[:, None, None, :, None], torch.zeros_like(z5), z5).view_as(z)
-            return fn
-
-        if ablation == "bos":
-            fwd = [(f"blocks.{L}.attn.hook_pattern", bos_hook(m)) for L, m in masks.items()]
-        else:
-            fwd = [(f"blocks.{L}.attn.hook_z", zero_hook(m)) for L, m in masks.items()]
         batch = tokens.repeat(k, 1)
-        with scoped_hooks(model, fwd=fwd):
+        with scoped_hooks(model, fwd=[(f"blocks.{L}.{hook_name}", ablate(m)) for L, m in masks.items()]):
             out.append(next_token_loss(model(batch), batch).view(k, N).cpu())
     return clean, torch.cat(out)
 
@@ -355,10 +346,8 @@ def active_dormant(model, domains: list[Domain] | dict[str, torch.Tensor], confi
                               "sink_score": {d: float(stats[d].sink_score[L, h]) for d in names},
                               "delta_loss": {d: delta[d][i] for d in names},
                               "delta_ci": {d: list(ci[d][i]) for d in names}})
-    first = stats[names[0]]
-    top = sorted(((float(first.sink_score[L, h]), L, h) for L in range(first.sink_score.shape[0])
-                  for h in range(first.sink_score.shape[1])), reverse=True)[:VIEW_HEADS]
-    view = attention_view(model, toks[names[0]][0, :VIEW_TOKENS], [L for _, L, _ in top])
+    top = stats[names[0]].sink_heads(0.0)[:VIEW_HEADS]
+    view = attention_view(model, toks[names[0]][0, :VIEW_TOKENS], [L for L, _, _ in top])
     return DormantResult(domains=names, stats=stats, heads=heads, clean_loss=clean, delta_loss=delta, delta_ci=ci,
                          labels=labels, switching=switching, config=cfg, attention=view,
                          meta=provenance(model, time.time() - t0))

@@ -35,9 +35,6 @@ from pathlib import Path
 
 import numpy as np
 
-PARAMS = ("A", "lam", "gamma", "t0", "K")
-
-
 def curve(t, A, lam, gamma, t0, K):
     """f(t) = A exp(-lam x) log x + K with x = gamma t + t0."""
     x = gamma * np.asarray(t, dtype=float) + t0
@@ -109,8 +106,7 @@ def fit_dynamics(t, y, max_nfev: int = 20000) -> DynamicsFit:
     a0 = np.ptp(yn)
     base = np.array([a0, 1.0 / max(np.std(tn), 1e-9), 1.0 / max(np.ptp(tn), 1e-9), 1.0, yn.min() + a0 / 2])
     lo = [-np.inf, 0.0, 1e-9, 1e-9, -np.inf]
-    hi = [np.inf, np.inf, np.inf, np.inf, np.inf]
-    best = None
+    fits = []
     starts = [base] + [base * np.array([s, fl, fg, ft, 1.0]) for s, fl, fg, ft in
                        [(1, 0.3, 3, 0.1, ), (1, 3, 1, 0.1), (-1, 1, 1, 1), (3, 0.5, 10, 0.05), (1, 0.1, 30, 0.01)]]
     for p0 in starts:
@@ -118,19 +114,18 @@ def fit_dynamics(t, y, max_nfev: int = 20000) -> DynamicsFit:
         try:
             with warnings.catch_warnings():  # covariance is not used; flat directions are expected
                 warnings.simplefilter("ignore", OptimizeWarning)
-                p, _ = curve_fit(curve, tn, yn, p0=p0, jac=jacobian, method="trf", bounds=(lo, hi), max_nfev=max_nfev)
+                p, _ = curve_fit(curve, tn, yn, p0=p0, jac=jacobian, method="trf", bounds=(lo, np.inf),
+                                 max_nfev=max_nfev)
         except (RuntimeError, ValueError):
             continue
         sse = float(((curve(tn, *p) - yn) ** 2).sum())
-        if np.isfinite(sse) and (best is None or sse < best[0]):
-            best = (sse, p)
-    if best is None:
+        if np.isfinite(sse):
+            fits.append((sse, p))
+    if not fits:
         raise RuntimeError("the dynamics fit did not converge from any start")
-    A, lam, g, t0, K = best[1]
+    A, lam, g, t0, K = min(fits, key=lambda f: f[0])[1]
     A, g, K = A * y_range, g / t_scale, K * y_range + y_min
-    pred = curve(t, A, lam, g, t0, K)
-    ss_tot = float(((y - y.mean()) ** 2).sum())
-    r2 = 1.0 - float(((pred - y) ** 2).sum()) / ss_tot
+    r2 = 1.0 - float(((curve(t, A, lam, g, t0, K) - y) ** 2).sum() / ((y - y.mean()) ** 2).sum())
     return DynamicsFit(float(A), float(lam), float(g), float(t0), float(K), r2, t_peak(lam, g, t0), len(t))
 
 
@@ -187,12 +182,12 @@ def checkpoint_dynamics(directory, tokens_for, config=None, device=None) -> Chec
         ratios.append(st.ratio.tolist())
         del model
     r = np.array(ratios)
-    fits, errors = [], []
-    for j in range(r.shape[1]):
-        try:
-            fits.append(fit_dynamics(steps, r[:, j]))
-            errors.append(None)
-        except (ValueError, RuntimeError) as e:
-            fits.append(None)
-            errors.append(str(e))
+    fits, errors = (list(x) for x in zip(*(_fit_or_error(steps, r[:, j]) for j in range(r.shape[1]))))
     return CheckpointDynamics(steps, hooks, ratios, fits, errors)
+
+
+def _fit_or_error(t, y) -> tuple[DynamicsFit | None, str | None]:
+    try:
+        return fit_dynamics(t, y), None
+    except (ValueError, RuntimeError) as e:
+        return None, str(e)

@@ -36,6 +36,7 @@ held-out rows (the means) and one forward pass on a 4x batch (ablation).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from .dynamics import CheckpointDynamics
 from .sinks import check_tokens, decoder, next_token_loss, provenance, store_sequences
 
 DELIMITER_CHARS = set(".,;:!?\n\t\r ")
+KINDS = ("first", "delimiter", "other")
 
 
 KIND_WORDS = {"first": "on the first token", "delimiter": "on delimiters", "other": "elsewhere"}
@@ -137,10 +139,7 @@ class MassiveStats:
 
     def kinds(self) -> dict[str, int]:
         """How many detected entries sit on the first token, on delimiters and on other tokens."""
-        out = {"first": 0, "delimiter": 0, "other": 0}
-        for e in self.entries:
-            out[e.kind] += 1
-        return out
+        return {k: sum(e.kind == k for e in self.entries) for k in KINDS}
 
 
 def token_kind(pos: int, text: str) -> str:
@@ -157,47 +156,43 @@ def _layer_of(hook: str) -> int:
     return int(m.group(1)) if m else -1
 
 
+def _massive(h: torch.Tensor, cfg: MassiveConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(|h| [b, T, d], median |h| per sequence [b], mask [b, T, d])`` of residual states ``h``: the mask
+    holds the entries that pass both thresholds."""
+    a = h.detach().float().abs()
+    med = a.flatten(1).median(dim=1).values
+    return a, med, (a > cfg.abs_threshold) & (a >= cfg.ratio_threshold * med[:, None, None])
+
+
 class _Detector:
     """Per-sequence detection shared by the live and the store path."""
 
     def __init__(self, hooks, cfg: MassiveConfig, decode):
         self.hooks, self.cfg, self.decode = hooks, cfg, decode
-        self.top1 = {h: [] for h in hooks}
-        self.median = {h: [] for h in hooks}
-        self.argdim = {h: [] for h in hooks}
+        self.per_seq = {h: [] for h in hooks}  # per batch: (top-1 [b], median [b], top-1 dimension [b])
         self.entries: list[MassiveEntry] = []
         self.n_entries = 0
 
     def add(self, hook: str, h: torch.Tensor, seq_ids: torch.Tensor, tokens: torch.Tensor) -> None:
         """``h [b, T, d]`` residual states of sequences ``seq_ids [b]`` with token ids ``tokens [b, T]``."""
-        a = h.detach().float().abs()
-        b = a.shape[0]
-        flat = a.reshape(b, -1)
-        med = flat.median(dim=1).values  # [b]
-        top, arg = flat.max(dim=1)
-        self.top1[hook].append(top.cpu())
-        self.median[hook].append(med.cpu())
-        self.argdim[hook].append((arg % a.shape[-1]).cpu())
-        mask = (a > self.cfg.abs_threshold) & (a >= self.cfg.ratio_threshold * med[:, None, None])
+        a, med, mask = _massive(h, self.cfg)
+        top, arg = a.flatten(1).max(dim=1)
+        self.per_seq[hook].append((top.cpu(), med.cpu(), (arg % a.shape[-1]).cpu()))
         idx = mask.nonzero().cpu()
         self.n_entries += len(idx)
-        room = self.cfg.max_entries - len(self.entries)
-        if room <= 0 or not len(idx):
-            return
-        idx = idx[:room]
+        idx = idx[:max(self.cfg.max_entries - len(self.entries), 0)]
         vals = h.detach().float()[idx[:, 0], idx[:, 1], idx[:, 2]].cpu()
-        meds = med.cpu()[idx[:, 0]]
-        for (i, p, d), v, m in zip(idx.tolist(), vals.tolist(), meds.tolist()):
+        for (i, p, d), v, m in zip(idx.tolist(), vals.tolist(), med.cpu()[idx[:, 0]].tolist()):
             text = self.decode(int(tokens[i, p]))
             self.entries.append(MassiveEntry(hook, _layer_of(hook), int(seq_ids[i]), p, d, v,
                                              abs(v) / max(m, 1e-30), text, token_kind(p, text)))
 
     def result(self) -> MassiveStats:
-        top1 = torch.stack([torch.cat(self.top1[h]).mean() for h in self.hooks])
-        med = torch.stack([torch.cat(self.median[h]).mean() for h in self.hooks])
-        ratio = torch.stack([(torch.cat(self.top1[h]) / torch.cat(self.median[h]).clamp_min(1e-30)).mean()
-                             for h in self.hooks])
-        top_dim = [int(torch.cat(self.argdim[h]).mode().values) for h in self.hooks]
+        cols = [[torch.cat(x) for x in zip(*self.per_seq[h])] for h in self.hooks]  # per hook: top, med, dim
+        top1 = torch.stack([t.mean() for t, _, _ in cols])
+        med = torch.stack([m.mean() for _, m, _ in cols])
+        ratio = torch.stack([(t / m.clamp_min(1e-30)).mean() for t, m, _ in cols])
+        top_dim = [int(d.mode().values) for _, _, d in cols]
         return MassiveStats(list(self.hooks), top1, med, ratio, top_dim, self.entries, self.n_entries, self.cfg)
 
 
@@ -211,13 +206,10 @@ def massive_stats(model, tokens: torch.Tensor, config: MassiveConfig | None = No
     device = next(model.parameters()).device
     state = {}
 
-    def make(name):
-        def fn(h, hook):
-            det.add(name, h, state["ids"], state["tokens"])
-            return None
-        return fn
+    def fn(h, hook, name):
+        det.add(name, h, state["ids"], state["tokens"])
 
-    with scoped_hooks(model, fwd=[(h, make(h)) for h in hooks]):
+    with scoped_hooks(model, fwd=[(h, functools.partial(fn, name=h)) for h in hooks]):
         for start in range(0, tokens.shape[0], cfg.batch_size):
             chunk = tokens[start:start + cfg.batch_size]
             state["ids"], state["tokens"] = torch.arange(start, start + len(chunk)), chunk
@@ -236,19 +228,15 @@ def massive_stats_from_store(store, config: MassiveConfig | None = None, tokeniz
     import fnmatch
 
     cfg = config or MassiveConfig()
-    hooks = [h for h in store.hooks if fnmatch.fnmatchcase(h, cfg.hooks)]
+    hooks = sorted(fnmatch.filter(store.hooks, cfg.hooks), key=_layer_of)
     if not hooks:
         raise ValueError(f"the store holds no hook matching {cfg.hooks!r}; it holds {store.hooks}")
-    hooks.sort(key=_layer_of)
     det = _Detector(hooks, cfg, decoder(tokenizer))
     all_tokens = torch.as_tensor(np.asarray(store.tokens)).long()
     for hook in hooks:
         for sid, rows, ids in store_sequences(store, hook, read_rows):
             det.add(hook, rows[None], torch.tensor([sid]), all_tokens[ids][None])
     return det.result()
-
-
-KINDS = ("first", "delimiter", "other")
 
 
 @dataclass
@@ -283,46 +271,23 @@ def kind_codes(tokens: torch.Tensor, decode) -> torch.Tensor:
     return out
 
 
-def _massive_mask(h: torch.Tensor, cfg: MassiveConfig, dim_mask: torch.Tensor) -> torch.Tensor:
-    """``[B, T, d]`` bool: the entries of ``h`` that pass both thresholds, restricted to ``dim_mask``."""
-    a = h.abs().float()
-    med = a.reshape(a.shape[0], -1).median(dim=1).values
-    return (a > cfg.abs_threshold) & (a >= cfg.ratio_threshold * med[:, None, None]) & dim_mask
-
-
-@torch.no_grad()
-def heldout_kind_means(model, heldout: torch.Tensor, hook: str, dims: list[int], cfg: MassiveConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per token kind and dimension, the mean of the massive entries of ``heldout [N, T]`` at ``hook``.
+def heldout_kind_means(model, heldout: torch.Tensor, hook: str, dim_mask: torch.Tensor,
+                       cfg: MassiveConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per token kind and dimension, the mean of the massive entries of ``heldout [N, T]`` at ``hook``
+    (detected by :func:`massive_stats` with ``cfg``'s thresholds, none left out).
 
     Returns ``(means [3, d_model], present [3, d_model] bool, counts [3])`` with rows in
-    :data:`KINDS` order; only the dimensions ``dims`` are considered.
+    :data:`KINDS` order; only the dimensions where ``dim_mask [d_model]`` is set are considered.
     """
-    heldout = check_tokens(heldout)
-    device = next(model.parameters()).device
-    d_model = int(model.cfg.d_model)
-    dim_mask = torch.zeros(d_model, dtype=torch.bool)
-    dim_mask[dims] = True
-    codes = kind_codes(heldout, decoder(getattr(model, "tokenizer", None)))
-    total = torch.zeros(len(KINDS), d_model, dtype=torch.float64)
-    count = torch.zeros(len(KINDS), d_model, dtype=torch.float64)
-    bs = cfg.batch_size
-    state = {}
-
-    def fn(h, hook):
-        hc = h.detach().float().cpu()
-        m = _massive_mask(hc, cfg, dim_mask)
-        onehot = torch.nn.functional.one_hot(state["codes"], len(KINDS)).double()  # [b, T, 3]
-        total.add_(torch.einsum("btk,btd->kd", onehot, torch.where(m, hc, 0).double()))
-        count.add_(torch.einsum("btk,btd->kd", onehot, m.double()))
-        return None
-
-    with scoped_hooks(model, fwd=[(hook, fn)]):
-        for s in range(0, heldout.shape[0], bs):
-            state["codes"] = codes[s:s + bs]
-            model(heldout[s:s + bs].to(device))
+    held = massive_stats(model, heldout, dataclasses.replace(cfg, hooks=hook, max_entries=2**62))
+    total = torch.zeros(len(KINDS), len(dim_mask), dtype=torch.float64)
+    count = torch.zeros_like(total)
+    for e in held.entries:
+        if dim_mask[e.dim]:
+            total[KINDS.index(e.kind), e.dim] += e.value
+            count[KINDS.index(e.kind), e.dim] += 1
     present = count > 0
-    means = torch.where(present, total / count.clamp_min(1), 0.0).float()
-    return means, present, count[:, dims].sum(1).long()
+    return (total / count.clamp_min(1)).float(), present, count.sum(1).long()
 
 
 @torch.no_grad()
@@ -342,10 +307,10 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int
     dimension.  Raises if ``heldout`` is missing, overlaps ``tokens``, or lacks a kind (e.g. a
     delimiter) that the analysed entries need.
     """
-    tokens = check_tokens(tokens)
+    tokens, cfg = check_tokens(tokens), stats.config
     if not stats.entries:
         raise ValueError("no massive activations were detected, so there is nothing to ablate "
-                         f"(thresholds abs>{stats.config.abs_threshold}, ratio>={stats.config.ratio_threshold})")
+                         f"(thresholds abs>{cfg.abs_threshold}, ratio>={cfg.ratio_threshold})")
     if heldout is None:
         raise ValueError("massive_ablation needs heldout=: token rows not in `tokens` from which the 'mean' "
                          "variant takes one mean per token kind (first token, delimiter); e.g. a separate "
@@ -356,35 +321,28 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int
         if bool(same.any()):
             i, j = same.nonzero()[0].tolist()
             raise ValueError(f"heldout row {i} equals analysed row {j}: held-out rows must not be in the analysed batch")
-    if hook is None:
-        big = max(abs(e.value) for e in stats.entries)
-        first_layer = min(e.layer for e in stats.entries if abs(e.value) >= 0.5 * big)
-        hook_name = next(e.hook for e in stats.entries if e.layer == first_layer)
-    elif hook not in {e.hook for e in stats.entries}:
+    if hook is not None and hook not in {e.hook for e in stats.entries}:
         raise ValueError(f"no massive activations were detected at {hook!r}; they are at "
                          f"{sorted({e.hook for e in stats.entries}, key=_layer_of)}")
-    else:
-        hook_name = hook
+    big = max(abs(e.value) for e in stats.entries)
+    first = min(e.layer for e in stats.entries if abs(e.value) >= 0.5 * big)
+    hook_name = hook or next(e.hook for e in stats.entries if e.layer == first)
     dims = sorted({e.dim for e in stats.entries if e.hook == hook_name})
-    cfg = stats.config
-    means, present, n_held = heldout_kind_means(model, heldout, hook_name, dims, cfg)
-    device = next(model.parameters()).device
-    B = tokens.shape[0]
-    variants = ["clean", "zero", "mean", "random_zero"]
-    dim_mask = torch.zeros(int(model.cfg.d_model), dtype=torch.bool, device=device)
+    dim_mask = torch.zeros(int(model.cfg.d_model), dtype=torch.bool)
     dim_mask[dims] = True
+    means, present, n_held = heldout_kind_means(model, heldout, hook_name, dim_mask, cfg)
+    device = next(model.parameters()).device
+    B, variants = tokens.shape[0], ["clean", "zero", "mean", "random_zero"]
     codes = kind_codes(tokens, decoder(getattr(model, "tokenizer", None))).to(device)
-    means, present = means.to(device), present.to(device)
     gen = torch.Generator().manual_seed(seed)
     info = {}
 
     def fn(h, hook):  # h: [4B, T, d]
         clean = h[:B]
-        mask = _massive_mask(clean, cfg, dim_mask)
-        n = int(mask.sum())
-        info["n"] = n
+        mask = _massive(clean, cfg)[2] & dim_mask.to(h.device)
+        info["n"] = n = int(mask.sum())
         info["by_kind"] = {k: int((mask & (codes == i)[..., None]).sum()) for i, k in enumerate(KINDS)}
-        missing = mask & ~present[codes]  # massive entries whose kind/dim has no held-out mean
+        missing = mask & ~present.to(h.device)[codes]  # massive entries whose kind/dim has no held-out mean
         if bool(missing.any()):
             b, p, d = missing.nonzero()[0].tolist()
             k = KINDS[int(codes[b, p])]
@@ -392,16 +350,13 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int
                              f"batch has one at sequence {b}, position {p}), so there is no held-out {k} mean; "
                              f"give held-out text that contains {'a delimiter' if k == 'delimiter' else k + ' tokens'} "
                              "carrying the massive activation")
-        # control: as many random entries of the same layer that are not massive
-        free = (~mask).reshape(-1).nonzero().squeeze(-1).cpu()
-        pick = free[torch.randperm(len(free), generator=gen)[:n]].to(h.device)
-        rmask = torch.zeros(mask.numel(), dtype=torch.bool, device=h.device)
-        rmask[pick] = True
-        rmask = rmask.view_as(mask)
+        # control: as many random entries of the same layer that are not massive (the n top random scores)
+        score = torch.rand(mask.shape, generator=gen).masked_fill(mask.cpu(), -1).flatten()
+        rmask = torch.zeros_like(score, dtype=torch.bool).scatter(0, score.topk(n).indices, True)
+        fills = [(mask, 0.0), (mask, means.to(h)[codes]), (rmask.view_as(mask).to(h.device), 0.0)]
         h = h.clone()
-        h[B:2 * B] = torch.where(mask, torch.zeros_like(clean), clean)
-        h[2 * B:3 * B] = torch.where(mask, means[codes].to(h.dtype), clean)  # [B, T, d]: each entry's kind mean
-        h[3 * B:] = torch.where(rmask, torch.zeros_like(clean), clean)
+        for v, (m, fill) in enumerate(fills, 1):  # [B, T, d] each; the mean: each entry's kind mean
+            h[v * B:(v + 1) * B] = torch.where(m, fill, clean)
         return h
 
     batch = tokens.to(device).repeat(len(variants), 1)
@@ -411,9 +366,9 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int
     lp = logits[:, :-1].float().log_softmax(-1).view(len(variants), B, tokens.shape[1] - 1, -1)
     kl = (lp[0].exp() * (lp[0] - lp)).sum(-1).mean((1, 2))
     mean_values = {k: [float(means[i, d]) if bool(present[i, d]) else None for d in dims] for i, k in enumerate(KINDS)}
-    return MassiveAblation(hook_name, dims, mean_values, {k: int(n_held[i]) for i, k in enumerate(KINDS)}, info["n"],
-                           info["by_kind"], {v: float(x) for v, x in zip(variants, loss)},
-                           {v: float(x) for v, x in zip(variants, kl)})
+    return MassiveAblation(hook_name, dims, mean_values, dict(zip(KINDS, n_held.tolist())), info["n"],
+                           info["by_kind"], dict(zip(variants, loss.tolist())),
+                           dict(zip(variants, kl.tolist())))
 
 
 @register
@@ -497,19 +452,18 @@ class MassiveResult(Result):
                           caption="Max |a| of the detected entries after each layer (blocks.ℓ.hook_resid_post), "
                                   "only the layers and dimensions that hold one.")
         if ab is not None:
-            variants = list(ab.loss)
             kinds = ", ".join(f"{n} {KIND_WORDS.get(k, k)}" for k, n in ab.n_by_kind.items())
             cap = (f"{ab.n_overwritten} entries overwritten after layer {_layer_of(ab.hook)} (dimensions "
                    f"{', '.join(map(str, ab.dims))}; {kinds}). zero: set to 0; mean: each set to the held-out mean of its "
                    "token kind; random zero: as many random non-massive entries of that layer zeroed (control).")
-            names = [v.replace("_", " ") for v in variants]
-            r.add_bars("Next-token loss with the massive activations overwritten", names,
-                       {"": [ab.loss[v] for v in variants]}, x_title="variant", y_title="next-token loss (nats)",
-                       fields=("ablation.loss#0", "ablation.loss"), caption=cap)
-            r.add_bars("KL from the clean next-token distribution", names[1:],
-                       {"": [ab.kl[v] for v in variants[1:]]}, x_title="variant",
-                       y_title="KL(clean || variant) (nats)", fields=("ablation.kl#0", "ablation.kl"),
-                       caption="Mean KL(clean || variant) of the next-token distribution per token, same variants.")
+            for key, title, caption in (
+                    ("loss", "Next-token loss with the massive activations overwritten", cap),
+                    ("kl", "KL from the clean next-token distribution",
+                     "Mean KL(clean || variant) of the next-token distribution per token, same variants.")):
+                names, values = zip(*list(getattr(ab, key).items())[key == "kl":])  # no KL of the clean run
+                r.add_bars(title, [v.replace("_", " ") for v in names], {"": list(values)}, x_title="variant",
+                           y_title=self.axes[f"ablation.{key}"],
+                           fields=(f"ablation.{key}#0", f"ablation.{key}"), caption=caption)
         n = list(range(len(st.hooks)))
         r.add_line("Top-1 / median |h| per layer", n, {"ratio": st.ratio}, x_title="layer", y_title="top-1 / median |h|",
                    log_y=True, fields=("stats.ratio#0", "stats.ratio"),
@@ -557,7 +511,7 @@ def massive_run(model=None, checkpoints=None, config: MassiveConfig | None = Non
     from pathlib import Path
 
     from interp.models import load_model
-    from interp.toy.bigram_backcopy import bb_eval_tokens, load_task
+    from interp.toy.bigram_backcopy import load_task
 
     from .domains import default_domains, domain_tokens
     from .dynamics import checkpoint_dynamics, list_checkpoints
@@ -571,7 +525,7 @@ def massive_run(model=None, checkpoints=None, config: MassiveConfig | None = Non
 
     def tokens_for(m, held: bool = False):
         if task is not None:
-            return bb_eval_tokens(task, n_seqs=heldout_seqs, seed=2) if held else bb_eval_tokens(task, n_seqs=16)
+            return task.sample(heldout_seqs if held else 16, torch.Generator().manual_seed(2 if held else 1))
         n = n_seqs + heldout_seqs if held else n_seqs
         return torch.cat([domain_tokens(m, d, seq_len, n)[n_seqs if held else 0:] for d in default_domains()])
 

@@ -39,6 +39,8 @@ Compute: one forward pass over the inputs.
 from __future__ import annotations
 
 import functools
+import itertools
+import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -64,9 +66,8 @@ class PositionStats:
 
     def __init__(self):
         self.sink: dict[int, torch.Tensor] = {}
-        self.rest_sum: dict[int, torch.Tensor] = {}
-        self.rest_cnt: dict[int, int] = {}
-        self.rest_max: dict[int, torch.Tensor] = {}
+        self.rest: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}
+        """Per sequence, (sum, count, max) over the rows at positions >= 1."""
 
     def update(self, values: torch.Tensor, seq: torch.Tensor, pos: torch.Tensor) -> None:
         values = values.detach().float().cpu()
@@ -74,27 +75,21 @@ class PositionStats:
         if values.shape[0] != seq.shape[0] or seq.shape != pos.shape:
             raise ValueError(f"values {tuple(values.shape)}, seq {tuple(seq.shape)}, pos {tuple(pos.shape)} disagree")
         for s in torch.unique(seq).tolist():
-            m = seq == s
-            v, p = values[m], pos[m]
-            first = v[p == 0]
-            if len(first):
-                self.sink[s] = first[0]
+            v, p = values[seq == s], pos[seq == s]
+            if (p == 0).any():
+                self.sink[s] = v[p == 0][0]
             rest = v[p > 0]
             if len(rest):
-                self.rest_sum[s] = self.rest_sum.get(s, 0) + rest.sum(0)
-                self.rest_cnt[s] = self.rest_cnt.get(s, 0) + len(rest)
-                mx = rest.max(0).values
-                self.rest_max[s] = torch.maximum(self.rest_max[s], mx) if s in self.rest_max else mx
+                total, n, top = self.rest.get(s, (0, 0, rest[0]))
+                self.rest[s] = (total + rest.sum(0), n + len(rest), torch.maximum(top, rest.max(0).values))
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(sink, rest_mean, rest_max), each the mean over sequences that have a position 0 and a rest."""
-        ids = sorted(set(self.sink) & set(self.rest_cnt))
+        ids = sorted(set(self.sink) & set(self.rest))
         if not ids:
             raise ValueError("no sequence had both a position-0 row and later rows; cannot compare the sink")
-        sink = torch.stack([self.sink[s] for s in ids]).mean(0)
-        rest_mean = torch.stack([self.rest_sum[s] / self.rest_cnt[s] for s in ids]).mean(0)
-        rest_max = torch.stack([self.rest_max[s] for s in ids]).mean(0)
-        return sink, rest_mean, rest_max
+        rows = [(self.sink[s], self.rest[s][0] / self.rest[s][1], self.rest[s][2]) for s in ids]
+        return tuple(torch.stack(x).mean(0) for x in zip(*rows))
 
 
 @register
@@ -205,14 +200,6 @@ def add_sink_figures(r, st: SinkStats, where: str = "", prefix: str = "") -> Non
                                  st.example_tokens, st.example_sink_attention[a, b])
 
 
-def _kv_groups(model) -> tuple[int, int]:
-    n_heads = int(model.cfg.n_heads)
-    n_kv = int(getattr(model.cfg, "n_key_value_heads", None) or n_heads)
-    if n_heads % n_kv:
-        raise ValueError(f"n_heads={n_heads} is not a multiple of n_key_value_heads={n_kv}")
-    return n_heads, n_kv
-
-
 def decoder(tokenizer):
     """``id -> text`` through ``tokenizer`` (cached per id; ``<id>`` without a tokenizer)."""
     if tokenizer is None:
@@ -225,18 +212,16 @@ def attention_view(model, tokens: torch.Tensor, layers) -> AttentionPatterns:
     """The attention viewer (:class:`interp.reports.attention.AttentionPatterns`) of one sequence
     ``tokens [T]`` at ``layers``: one forward pass, ``blocks.ℓ.attn.hook_pattern`` kept."""
     layers = sorted({int(x) for x in layers})
-    pats = {}
+    pats = []  # in forward order, which is the order of ``layers``
 
-    def keep(layer):
-        def fn(a, hook):
-            pats[layer] = a[0].float().cpu()
-        return fn
+    def keep(a, hook):
+        pats.append(a[0].float().cpu())
 
-    with scoped_hooks(model, fwd=[(f"blocks.{x}.attn.hook_pattern", keep(x)) for x in layers]):
+    with scoped_hooks(model, fwd=[(f"blocks.{x}.attn.hook_pattern", keep) for x in layers]):
         model(tokens.reshape(1, -1).long().to(next(model.parameters()).device))
     decode = decoder(getattr(model, "tokenizer", None))
     return AttentionPatterns(tokens=[decode(i) for i in tokens.reshape(-1).tolist()], layers=layers,
-                             patterns=torch.stack([pats[x] for x in layers]), model=model_name(model))
+                             patterns=torch.stack(pats), model=model_name(model))
 
 
 def provenance(model, seconds: float) -> dict:
@@ -285,18 +270,16 @@ def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return -lp.gather(-1, tokens[:, 1:, None]).squeeze(-1).mean(-1)
 
 
-def check_tokens(tokens: torch.Tensor) -> torch.Tensor:
-    """Validate a ``[B, T]`` integer batch (T >= 2) and return it as a LongTensor."""
-    if not isinstance(tokens, torch.Tensor):
-        raise ValueError(f"tokens must be a torch.Tensor [batch, seq], got {type(tokens).__name__}")
-    if tokens.ndim != 2:
-        raise ValueError(f"tokens must be 2-D [batch, seq] (equal-length rows, no padding), got shape {tuple(tokens.shape)}")
+def check_tokens(tokens) -> torch.Tensor:
+    """Validate a ``[B, T]`` integer batch (B >= 1, T >= 2) and return it as a LongTensor."""
+    tokens = torch.as_tensor(tokens)
+    if tokens.ndim != 2 or not len(tokens):
+        raise ValueError(f"tokens must be a non-empty 2-D [batch, seq] batch (equal-length rows, no "
+                         f"padding), got shape {tuple(tokens.shape)}")
     if tokens.dtype.is_floating_point:
         raise ValueError(f"tokens must be integer token ids, got dtype {tokens.dtype}")
     if tokens.shape[1] < 2:
         raise ValueError(f"sequences need at least 2 tokens (the sink and one query), got length {tokens.shape[1]}")
-    if tokens.shape[0] < 1:
-        raise ValueError("tokens is an empty batch")
     return tokens.long()
 
 
@@ -310,14 +293,11 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
     tokens = check_tokens(tokens)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    n_layers = int(model.cfg.n_layers)
-    n_heads, n_kv = _kv_groups(model)
+    n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
+    n_kv = int(getattr(model.cfg, "n_key_value_heads", None) or n_heads)
     B, T = tokens.shape
     device = next(model.parameters()).device
-
-    sink = torch.zeros(n_layers, n_heads)
-    ent = torch.zeros(n_layers, n_heads)
-    col = torch.zeros(n_layers, n_heads, dtype=torch.float64)
+    attn = torch.zeros(3, n_layers, n_heads, dtype=torch.float64)  # sums: sink score, row, column entropy
     example = torch.zeros(n_layers, n_heads, T)
     vstats = [PositionStats() for _ in range(n_layers)]
     rstats = [PositionStats() for _ in range(n_layers)]
@@ -326,51 +306,39 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
     def pattern_hook(layer):
         def fn(a, hook):  # a: [b, H, Q, K]
             a = a.float()
-            s, h = sink_and_entropy(a)  # [b, H] each
-            sink[layer] += s.sum(0).cpu()
-            ent[layer] += h.sum(0).cpu()
-            col[layer] += column_entropy_score(a).double().sum(0).cpu()
+            scores = torch.stack([*sink_and_entropy(a), column_entropy_score(a)])  # [3, b, H]
+            attn[:, layer] += scores.double().sum(1).cpu()
             if state["first"]:
                 example[layer] = a[0, :, :, 0].cpu()
-            return None
         return fn
 
-    def value_hook(layer):
-        def fn(v, hook):  # v: [b, T, n_kv, d_head]
-            norms = v.float().norm(dim=-1)  # [b, T, n_kv]
-            vstats[layer].update(norms.reshape(-1, n_kv), state["seq"], state["pos"])
-            return None
-        return fn
-
-    def resid_hook(layer):
-        def fn(h, hook):  # h: [b, T, d_model]
-            rstats[layer].update(h.float().norm(dim=-1).reshape(-1), state["seq"], state["pos"])
-            return None
+    def norm_hook(acc: PositionStats):
+        def fn(x, hook):  # hook_v [b, T, n_kv, d_head] or hook_resid_post [b, T, d_model]
+            acc.update(x.float().norm(dim=-1).flatten(0, 1), state["seq"], state["pos"])
         return fn
 
     fwd = []
     for L in range(n_layers):
-        fwd += [(f"blocks.{L}.attn.hook_pattern", pattern_hook(L)), (f"blocks.{L}.attn.hook_v", value_hook(L)),
-                (f"blocks.{L}.hook_resid_post", resid_hook(L))]
+        fwd += [(f"blocks.{L}.attn.hook_pattern", pattern_hook(L)),
+                (f"blocks.{L}.attn.hook_v", norm_hook(vstats[L])),
+                (f"blocks.{L}.hook_resid_post", norm_hook(rstats[L]))]
     with scoped_hooks(model, fwd=fwd):
         for start in range(0, B, batch_size):
             chunk = tokens[start:start + batch_size].to(device)
-            b = chunk.shape[0]
-            state["seq"] = torch.arange(start, start + b).repeat_interleave(T)
-            state["pos"] = torch.arange(T).repeat(b)
+            state["seq"] = torch.arange(start, start + len(chunk)).repeat_interleave(T)
+            state["pos"] = torch.arange(T).repeat(len(chunk))
             state["first"] = start == 0
             model(chunk)
 
     decode = decoder(getattr(model, "tokenizer", None))
+    # per layer (sink, rest_mean, rest_max); a query head reads the value of its KV group
     group = n_heads // n_kv
-    vres = [s.result() for s in vstats]  # per layer: (sink, rest_mean, rest_max), each [n_kv]
-    vs, vm, vx = (torch.stack([r[i] for r in vres]).repeat_interleave(group, dim=-1) for i in range(3))
-    rres = [s.result() for s in rstats]
-    rs, rm, rx = (torch.stack([r[i] for r in rres]) for i in range(3))
+    vs, vm, vx = (torch.stack(x).repeat_interleave(group, dim=-1) for x in zip(*(v.result() for v in vstats)))
+    rs, rm, rx = (torch.stack(x) for x in zip(*(r.result() for r in rstats)))
+    sink, ent, col = (attn / B).float()
     return SinkStats(
-        sink_score=sink / B, row_entropy=ent / B, column_entropy=(col / B).float(), value_norm_sink=vs,
-        value_norm_rest_mean=vm, value_norm_rest_max=vx, resid_norm_sink=rs, resid_norm_rest_mean=rm,
-        resid_norm_rest_max=rx,
+        sink_score=sink, row_entropy=ent, column_entropy=col, value_norm_sink=vs, value_norm_rest_mean=vm,
+        value_norm_rest_max=vx, resid_norm_sink=rs, resid_norm_rest_mean=rm, resid_norm_rest_max=rx,
         n_seqs=B, seq_len=T, example_tokens=[decode(i) for i in tokens[0].tolist()], example_sink_attention=example,
         model=model_name(model),
     )
@@ -407,27 +375,18 @@ def store_sequences(store, hook: str, batch_size: int = 4096):
     store, its rows in position order (``row_ids`` index ``store.seq_pos`` / ``store.tokens``).  The rows of
     one sequence must be contiguous in store order, as ``cache_activations`` writes them."""
     seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
-    buf, cur, seen, start = [], None, set(), 0
-
-    def whole():
-        rows, ids = torch.cat([r for r, _ in buf]), torch.cat([i for _, i in buf])
-        order = seq_pos[ids, 1].argsort()
-        return cur, rows[order], ids[order]
-
-    for rows, seqs, _ in store_rows(store, hook, batch_size):
-        ids = torch.arange(start, start + len(rows))
-        start += len(rows)
-        for sid in torch.unique_consecutive(seqs).tolist():
-            if sid != cur:
-                if buf:
-                    yield whole()
-                if sid in seen:
-                    raise ValueError(f"sequence {sid} is not contiguous in the store")
-                seen.add(sid)
-                buf, cur = [], sid
-            buf.append((rows[seqs == sid], ids[seqs == sid]))
-    if buf:
-        yield whole()
+    sids, counts = torch.unique_consecutive(seq_pos[:, 0], return_counts=True)
+    if len(set(sids.tolist())) < len(sids):
+        raise ValueError("a sequence's rows are not contiguous in the store (see cache_activations)")
+    ends = counts.cumsum(0).tolist()
+    pending, start, k = None, 0, 0  # rows from store row `start` on that no yielded sequence holds yet
+    for rows, _, _ in store_rows(store, hook, batch_size):
+        pending = rows if pending is None else torch.cat([pending, rows])
+        while k < len(ends) and start + len(pending) >= ends[k]:
+            ids = torch.arange(start, ends[k])
+            order = seq_pos[ids, 1].argsort()
+            yield int(sids[k]), pending[:len(ids)][order], ids[order]
+            pending, start, k = pending[len(ids):], ends[k], k + 1
 
 
 def resid_peak_from_store(store, layers=None, batch_size: int = 4096) -> dict[str, torch.Tensor]:
@@ -436,17 +395,24 @@ def resid_peak_from_store(store, layers=None, batch_size: int = 4096) -> dict[st
     Returns ``{"resid_norm_sink": [L], "resid_norm_rest_mean": [L], "resid_norm_rest_max": [L],
     "resid_peak": [L], "layers": [L]}`` over the layers present in the store (or ``layers``).
     """
-    import re
-
-    found = {int(m.group(1)): h for h in store.hooks if (m := re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", h))}
-    layers = sorted(found) if layers is None else list(layers)
-    missing = [L for L in layers if L not in found]
-    if not layers or missing:
-        raise ValueError(f"the store has no blocks.L.hook_resid_post for layers {missing or 'any'}; it holds {store.hooks}")
-    res = [position_stats_from_rows(store_rows(store, found[L], batch_size)) for L in layers]
+    layers = _store_layers(store, layers, "blocks.L.hook_resid_post", "hook_resid_post")
+    res = [position_stats_from_rows(store_rows(store, f"blocks.{L}.hook_resid_post", batch_size))
+           for L in layers]
     s, m, x = (torch.stack(t) for t in zip(*res))
     return {"layers": torch.tensor(layers), "resid_norm_sink": s, "resid_norm_rest_mean": m,
             "resid_norm_rest_max": x, "resid_peak": s / x.clamp_min(1e-12)}
+
+
+def _store_layers(store, layers, what: str, *names: str) -> list[int]:
+    """``layers`` (default: all) for which the store holds ``blocks.L.<name>`` for every name; else a
+    ``ValueError`` saying the store has no ``what``."""
+    found = set.intersection(*({int(m.group(1)) for h in store.hooks
+                                if (m := re.fullmatch(rf"blocks\.(\d+)\.{re.escape(n)}", h))} for n in names))
+    layers = sorted(found) if layers is None else list(layers)
+    missing = [L for L in layers if L not in found]
+    if not layers or missing:
+        raise ValueError(f"the store has no {what} for layers {missing or 'any'}; it holds {store.hooks}")
+    return layers
 
 
 def _attention_stats(q: torch.Tensor, k: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -483,38 +449,29 @@ def sink_scores_from_store(store, layers=None, scale: float | None = None, batch
 
     Returns ``{"layers": [L], "sink_score": [L, H], "row_entropy": [L, H], "n_seqs": int}``.
     """
-    import re
-
-    found = {int(m.group(1)) for h in store.hooks if (m := re.fullmatch(r"blocks\.(\d+)\.attn\.hook_rot_q", h))}
-    found &= {int(m.group(1)) for h in store.hooks if (m := re.fullmatch(r"blocks\.(\d+)\.attn\.hook_rot_k", h))}
-    layers = sorted(found) if layers is None else list(layers)
-    missing = [L for L in layers if L not in found]
-    if not layers or missing:
-        raise ValueError(f"the store has no blocks.L.attn.hook_rot_q and hook_rot_k for layers {missing or 'any'}; "
-                         f"it holds {store.hooks}")
+    layers = _store_layers(store, layers, "blocks.L.attn.hook_rot_q and hook_rot_k", "attn.hook_rot_q",
+                           "attn.hook_rot_k")
     seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
-    sinks, ents, n_seqs = [], [], 0
+    sinks, ents = [], []
     for L in layers:
         qh, kh = f"blocks.{L}.attn.hook_rot_q", f"blocks.{L}.attn.hook_rot_k"
         qshape, kshape = tuple(store.row_shape(qh)), tuple(store.row_shape(kh))
         if len(qshape) != 2 or len(kshape) != 2 or qshape[1] != kshape[1]:
             raise ValueError(f"{qh} rows {qshape} and {kh} rows {kshape} are not [heads, d_head] with one d_head")
         sc = scale if scale is not None else qshape[1] ** -0.5
-        s_sum, e_sum, n = torch.zeros(qshape[0]), torch.zeros(qshape[0]), 0
+        per_seq = []
         pairs = zip(store_sequences(store, qh, batch_size), store_sequences(store, kh, batch_size))
-        for (sid, q, ids), (_, k, _) in pairs:
-            if max_seqs is not None and n >= max_seqs:
-                break
+        for (sid, q, ids), (_, k, _) in itertools.islice(pairs, max_seqs):
             if not torch.equal(seq_pos[ids, 1], torch.arange(len(ids))):
-                raise ValueError(f"sequence {sid} holds positions {seq_pos[ids, 1][:4].tolist()}...: the store lacks its "
-                                 "position-0 row (cached with skip_bos=True?) or a later one, so the sink cannot be scored")
+                raise ValueError(f"sequence {sid} holds positions {seq_pos[ids, 1][:4].tolist()}...: the "
+                                 "store lacks its position-0 row (skip_bos=True?) or a later one, so the "
+                                 "sink cannot be scored")
             if len(q) >= 2:
-                sk, ek = _attention_stats(q.float().view(-1, *qshape), k.float().view(-1, *kshape), sc)
-                s_sum, e_sum, n = s_sum + sk, e_sum + ek, n + 1
-        if n == 0:
+                per_seq.append(_attention_stats(q.float().view(-1, *qshape), k.float().view(-1, *kshape), sc))
+        if not per_seq:
             raise ValueError(f"no sequence of length >= 2 in the store for layer {L}")
-        sinks.append(s_sum / n)
-        ents.append(e_sum / n)
-        n_seqs = n
+        sink, ent = (torch.stack(x).mean(0) for x in zip(*per_seq))
+        sinks.append(sink)
+        ents.append(ent)
     return {"layers": torch.tensor(layers), "sink_score": torch.stack(sinks), "row_entropy": torch.stack(ents),
-            "n_seqs": n_seqs}
+            "n_seqs": len(per_seq)}

@@ -17,12 +17,10 @@ def make_task(name: str, model, n: int = 16, seed: int = 0, corruption: str | No
     """
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose from {sorted(TASKS)}")
-    if corruption is None or corruption == CORRUPTIONS[name][0]:
-        return TASKS[name](model, n=n, seed=seed)
-    if corruption not in CORRUPTIONS[name]:
+    if corruption not in (None, *CORRUPTIONS[name]):
         raise ValueError(f"task {name!r} has no corruption {corruption!r}; choose from {list(CORRUPTIONS[name])}")
-    return TASKS[name](model, n=n, seed=seed, corruption=corruption)
-
+    kw = {} if corruption in (None, CORRUPTIONS[name][0]) else {"corruption": corruption}
+    return TASKS[name](model, n=n, seed=seed, **kw)
 
 __all__ = ["CORRUPTIONS", "METRICS", "TASKS", "Task", "greater_than_task", "ioi_task", "make_task", "register_metric",
            "single_token", "tokenize_equal_length"]

@@ -19,6 +19,7 @@ Memory: two ``[B, T]`` int64 tensors.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -40,17 +41,14 @@ def register_metric(name: str):
 @register_metric("logit_diff")
 def logit_diff(logits: torch.Tensor, task: "Task") -> torch.Tensor:
     """logit(correct) - logit(incorrect) at the last position, per prompt."""
-    last = logits[:, -1, :]
-    ans = task.answers.to(last.device)
-    return last.gather(-1, ans[:, :1]).squeeze(-1) - last.gather(-1, ans[:, 1:2]).squeeze(-1)
+    pair = logits[:, -1].gather(-1, task.answers[:, :2].to(logits.device))
+    return pair[:, 0] - pair[:, 1]
 
 
 @register_metric("logprob_diff")
 def logprob_diff(logits: torch.Tensor, task: "Task") -> torch.Tensor:
     """log p(correct) - log p(incorrect) at the last position (equals logit_diff; kept for clarity)."""
-    lp = logits[:, -1, :].log_softmax(-1)
-    ans = task.answers.to(lp.device)
-    return lp.gather(-1, ans[:, :1]).squeeze(-1) - lp.gather(-1, ans[:, 1:2]).squeeze(-1)
+    return logit_diff(logits[:, -1:].log_softmax(-1), task)
 
 
 @dataclass
@@ -132,38 +130,28 @@ class Task:
     def metric(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-prompt metric ``[B]`` from logits ``[B, T, V]`` (or ``[k*B, T, V]`` for k stacked copies)."""
         fn = METRICS[self.metric_name] if isinstance(self.metric_name, str) else self.metric_name
-        B = self.clean.shape[0]
-        if logits.shape[0] != B and logits.shape[0] % B == 0:  # k stacked copies of the batch
-            k = logits.shape[0] // B
-            rep = self.repeat(k)
-            return fn(logits, rep)
-        return fn(logits, self)
+        k, rest = divmod(logits.shape[0], self.n)
+        return fn(logits, self.repeat(k) if k and not rest else self)
+
+    def _map(self, rows: Callable, strings: Callable) -> "Task":
+        """The task with ``rows`` applied to every per-prompt tensor and ``strings`` to the prompt lists."""
+        return dataclasses.replace(
+            self, prompts=strings(self.prompts), corrupt_prompts=strings(self.corrupt_prompts),
+            clean=rows(self.clean), corrupt=rows(self.corrupt),
+            answers=None if self.answers is None else rows(self.answers),
+            positions={n: rows(p) for n, p in self.positions.items()},
+            data={n: rows(p) for n, p in self.data.items()}, meta=dict(self.meta))
 
     def repeat(self, k: int) -> "Task":
         """The same task with every tensor tiled ``k`` times along the batch (for batched patching)."""
         if k == 1:
             return self
-        t = Task.__new__(Task)
-        t.__dict__.update(self.__dict__)
-        t.clean, t.corrupt = self.clean.repeat(k, 1), self.corrupt.repeat(k, 1)
-        t.answers = None if self.answers is None else self.answers.repeat(k, 1)
-        t.positions = {n: p.repeat(k) for n, p in self.positions.items()}
-        t.data = {n: p.repeat(k, *([1] * (p.ndim - 1))) for n, p in self.data.items()}
-        t.prompts, t.corrupt_prompts = self.prompts * k, self.corrupt_prompts * k
-        return t
+        return self._map(lambda t: t.repeat(k, *([1] * (t.ndim - 1))), lambda xs: xs * k)
 
     def subset(self, idx) -> "Task":
         """The task restricted to the prompts at ``idx`` (a slice, list or tensor of indices)."""
         idx = torch.arange(len(self.prompts))[idx] if isinstance(idx, slice) else torch.as_tensor(idx)
-        il = idx.tolist()
-        return Task(
-            name=self.name, prompts=[self.prompts[i] for i in il],
-            corrupt_prompts=[self.corrupt_prompts[i] for i in il], clean=self.clean[idx],
-            corrupt=self.corrupt[idx], answers=None if self.answers is None else self.answers[idx],
-            metric_name=self.metric_name, positions={n: p[idx] for n, p in self.positions.items()},
-            data={n: p[idx] for n, p in self.data.items()},
-            meta=dict(self.meta),
-        )
+        return self._map(lambda t: t[idx], lambda xs: [xs[i] for i in idx.tolist()])
 
     @property
     def n(self) -> int:

@@ -29,7 +29,7 @@ import random
 
 import torch
 
-from .base import Task, equal_length_group, register_metric, single_token, tokenize_equal_length
+from .base import Task, equal_length_group, register_metric, single_token
 
 NOUNS = ["war", "expedition", "drought", "siege", "reign", "famine", "plague", "strike", "voyage",
          "trial", "occupation", "conflict", "dynasty", "rebellion", "revolution", "journey",
@@ -67,20 +67,11 @@ def greater_than_task(model, n: int = 16, seed: int = 0, century: int = 17,
         prompts.append(f"The {noun} lasted from the year {century}{yy:02d} to the year {century}")
         corrupts.append(f"The {noun} lasted from the year {century}01 to the year {century}")
         tens.append(yy // 10)
-    clean = tokenize_equal_length(model, prompts, what="greater-than prompt")
-    corrupt = tokenize_equal_length(model, corrupts, what="greater-than corrupted prompt")
-    if clean.shape != corrupt.shape:
-        raise ValueError(
-            f"greater-than: '{century}{years[0]:02d}' and '{century}01' tokenise to different lengths for this "
-            "tokenizer, so clean and corrupted positions do not align"
-        )
-    exact = all(y % 10 == 9 for y in years)
-    return Task(
-        name="greater-than", prompts=prompts, corrupt_prompts=corrupts, clean=clean, corrupt=corrupt,
-        answers=None, metric_name="next_digit_prob_diff",
+    return Task.from_prompts(
+        model, prompts, corrupts, metric="next_digit_prob_diff", name="greater-than",
         data={"digit_ids": torch.tensor([digit_ids] * n), "tens": torch.tensor(tens)},
         meta={"century": century, "years": years, "seed": seed, "corruption": f"start year -> {century}01",
-              "exact": exact,
+              "exact": all(y % 10 == 9 for y in years),
               "metric": "sum_{d>Y} p(d) - sum_{d<=Y} p(d) over the next (tens) digit; equals the two-digit "
                         "prob_diff when the start year ends in 9"},
     )

@@ -34,7 +34,7 @@ import random
 
 import torch
 
-from .base import Task, equal_length_group, n_tokens, single_token, tokenize_equal_length
+from .base import Task, equal_length_group, n_tokens
 
 NAMES = [
     "Mary", "John", "Alice", "Bob", "Tom", "James", "David", "Sarah", "Emma", "Michael", "Anna",
@@ -101,7 +101,7 @@ def ioi_task(model, n: int = 16, seed: int = 0, templates: list[str] | None = No
     templates = equal_length_group(model, templates, lambda t: fill(t, names[0], names[1], names[1], places[0],
                                                                     objects[0]))
 
-    prompts, corrupts, answers, io_pos, s1_pos, s2_pos, kinds = [], [], [], [], [], [], []
+    prompts, corrupts, answers, kinds = [], [], [], []
     for i in range(n):
         t = templates[i % len(templates)]
         io, s, c1, c2, c3 = rng.sample(names, 5)
@@ -112,26 +112,18 @@ def ioi_task(model, n: int = 16, seed: int = 0, templates: list[str] | None = No
         corrupts.append(fill(t, c1, c2, c3, place, obj) if corruption == "abc" else fill(t, a, b, io, place, obj))
         answers.append((sep + io, sep + s))
         kinds.append("ABBA" if abba else "BABA")
-    clean = tokenize_equal_length(model, prompts, what="IOI prompt")
-    corrupt = tokenize_equal_length(model, corrupts, what="IOI corrupted prompt")
-    ans = torch.tensor([[single_token(model, x) for x in pair] for pair in answers], dtype=torch.long)
-    for row, (io_t, s_t) in zip(clean, ans):
-        io_pos.append(_find(row, io_t, 0, prompts))
-        s1 = _find(row, s_t, 0, prompts)
-        s1_pos.append(s1)
-        s2_pos.append(_find(row, s_t, s1 + 1, prompts))
-    T = clean.shape[1]
-    return Task(
-        name="ioi", prompts=prompts, corrupt_prompts=corrupts, clean=clean, corrupt=corrupt,
-        answers=ans, metric_name="logit_diff",
-        positions={"IO": torch.tensor(io_pos), "S1": torch.tensor(s1_pos), "S2": torch.tensor(s2_pos),
-                   "END": torch.full((n,), T - 1)},
-        meta={"templates": templates, "kinds": kinds, "seed": seed, "corruption": CORRUPTIONS[corruption],
-              "metric": "logit(IO) - logit(S) at the last position"},
-    )
+    task = Task.from_prompts(model, prompts, corrupts, answers, name="ioi", meta={
+        "templates": templates, "kinds": kinds, "seed": seed, "corruption": CORRUPTIONS[corruption],
+        "metric": "logit(IO) - logit(S) at the last position"})
+    pos = []
+    for row, (io_t, s_t) in zip(task.clean, task.answers):
+        s1 = _find(row, s_t, 0)
+        pos.append((_find(row, io_t, 0), s1, _find(row, s_t, s1 + 1), len(row) - 1))
+    task.positions = dict(zip(("IO", "S1", "S2", "END"), torch.tensor(pos).T.contiguous()))
+    return task
 
 
-def _find(row: torch.Tensor, tok: int, start: int, prompts) -> int:
+def _find(row: torch.Tensor, tok: int, start: int) -> int:
     hits = (row[start:] == tok).nonzero()
     if len(hits) == 0:
         raise ValueError(f"IOI: name token {tok} not found in a prompt (tokenizer merges it with its neighbours?)")

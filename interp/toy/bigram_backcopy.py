@@ -75,8 +75,7 @@ class BBTask:
     """Text the bigram table and marginal are counted from."""
 
     def __post_init__(self):
-        if self.seq_len < 4:
-            raise ValueError(f"seq_len must be >= 4, got {self.seq_len}")
+        check_fields(self, at_least={"seq_len": 4})
         n_chars = len(set(self.text))
         if not 1 <= self.n_triggers < n_chars - 1:
             raise ValueError(f"n_triggers must be in [1, {n_chars - 2}] for this text, got {self.n_triggers}")
@@ -96,13 +95,10 @@ class BBTask:
 
     def tables(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(marginal [C], bigram P [C, C] with rows P(·|a), trigger ids [k])."""
-        idx = {c: i for i, c in enumerate(self.chars)}
-        ids = torch.tensor([idx[c] for c in self.text])
         C = len(self.chars)
-        counts = torch.zeros(C, C)
-        counts.index_put_((ids, ids.roll(-1)), torch.ones(len(ids)), accumulate=True)
-        marginal = torch.bincount(ids, minlength=C).float()
-        marginal /= marginal.sum()
+        ids = torch.tensor([self.chars.index(c) for c in self.text])
+        counts = torch.zeros(C, C).index_put_((ids, ids.roll(-1)), torch.ones(len(ids)), accumulate=True)
+        marginal = torch.bincount(ids, minlength=C).float() / len(ids)
         bigram = counts / counts.sum(1, keepdim=True)
         triggers = marginal.argsort(descending=True)[: self.n_triggers]
         return marginal, bigram, triggers
@@ -112,8 +108,7 @@ class BBTask:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         marginal, bigram, triggers = self.tables()
-        is_trig = torch.zeros(len(marginal), dtype=torch.bool)
-        is_trig[triggers] = True
+        is_trig = torch.isin(torch.arange(len(marginal)), triggers)
         x = torch.empty(n, self.seq_len, dtype=torch.long)
         x[:, 0] = self.bos_id
         m = marginal.masked_fill(is_trig, 0)
@@ -136,8 +131,7 @@ class BBTask:
         """Mean conditional entropy (nats) of the bigram step, weighted by the marginal over non-triggers."""
         marginal, bigram, triggers = self.tables()
         h = -(bigram * bigram.clamp_min(1e-30).log()).sum(1)
-        w = marginal.clone()
-        w[triggers] = 0
+        w = marginal.index_fill(0, triggers, 0)
         return float((w * h).sum() / w.sum())
 
 
@@ -240,19 +234,16 @@ def _paper_init(model) -> None:
 
 def bb_model(task: BBTask, cfg: BBTrainConfig):
     """A fresh Hugging Face GPT-2 or Llama with one attention head per layer, for the BB vocabulary."""
-    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+    from transformers import AutoModelForCausalLM
 
-    ids = dict(bos_token_id=task.bos_id, eos_token_id=task.bos_id + 1, pad_token_id=task.bos_id + 1)
+    from interp.models.tiny import TinyConfig
+
+    hf = TinyConfig(arch=cfg.arch, n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=1, d_mlp=cfg.d_mlp,
+                    n_ctx=task.seq_len).hf_config(len(task.vocab))
+    hf.update(dict(bos_token_id=task.bos_id, eos_token_id=task.bos_id + 1, pad_token_id=task.bos_id + 1,
+                   tie_word_embeddings=False))
     if cfg.arch == "gpt2":
-        hf = GPT2Config(vocab_size=len(task.vocab), n_positions=task.seq_len, n_embd=cfg.d_model,
-                        n_layer=cfg.n_layers, n_head=1, n_inner=cfg.d_mlp, resid_pdrop=0.0, embd_pdrop=0.0,
-                        attn_pdrop=0.0, activation_function=cfg.activation, tie_word_embeddings=False, **ids)
-        hf.architectures = ["GPT2LMHeadModel"]
-    else:
-        hf = LlamaConfig(vocab_size=len(task.vocab), hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp,
-                         num_hidden_layers=cfg.n_layers, num_attention_heads=1, num_key_value_heads=1,
-                         max_position_embeddings=task.seq_len, tie_word_embeddings=False, **ids)
-        hf.architectures = ["LlamaForCausalLM"]
+        hf.activation_function = cfg.activation
     torch.manual_seed(cfg.seed)
     model = AutoModelForCausalLM.from_config(hf, attn_implementation="eager")
     if cfg.init == "paper":
@@ -261,12 +252,12 @@ def bb_model(task: BBTask, cfg: BBTrainConfig):
 
 
 def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | None = None,
-             device: str | None = None, log=None) -> "BBResult":
+             device: str | None = None) -> "BBResult":
     """Train the BB toy model, saving Hugging Face checkpoints under ``out/step_<N>``; the result's
     ``mechanism`` is empty (:func:`bb_experiment` measures it)."""
-    from interp.results import versions
-
     import time
+
+    from interp.results import versions
 
     task, cfg = task or BBTask(), cfg or BBTrainConfig()
     out = Path(out)
@@ -303,8 +294,6 @@ def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | N
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        if log and (step % 100 == 0 or step == cfg.steps):
-            log(f"step {step}: loss {loss.item():.3f}")
         if step in ckpts:
             save(step)
     secs = time.time() - t0
@@ -370,7 +359,7 @@ def bb_mechanism(model, task: BBTask, n_seqs: int = 64, seed: int = 1) -> BBMech
     trig = trig_full[:, :-1]  # loss masks: predicting x_{t+1} from position t
     other = ~trig
     other[:, 0] = False  # x₁ comes from the marginal, not a bigram
-    L, B, T = int(model.cfg.n_layers), n_seqs, task.seq_len
+    L, B = int(model.cfg.n_layers), n_seqs
     # variants: clean, then one copy per layer with that layer's head moved to ⟨s⟩
     pats = {}
 
@@ -385,32 +374,23 @@ def bb_mechanism(model, task: BBTask, n_seqs: int = 64, seed: int = 1) -> BBMech
         return fn
 
     with scoped_hooks(model, fwd=[(f"blocks.{l}.attn.hook_pattern", record(l)) for l in range(L)]):
-        logits = model(x.repeat(1 + L, 1).to(device))
-    lp = logits[:, :-1].float().log_softmax(-1).cpu()
-    nll = -lp.gather(-1, x.repeat(1 + L, 1)[:, 1:, None]).squeeze(-1).view(1 + L, B, T - 1)
-    lt = [float(nll[i][trig].mean()) for i in range(1 + L)]
-    lo = [float(nll[i][other].mean()) for i in range(1 + L)]
-    q = torch.arange(T)
-    prev = torch.stack([pats[l][:, q[1:], q[1:] - 1] for l in range(L)])  # [L, B, T-1] attention q -> q-1
-    bos = torch.stack([pats[l][:, 1:, 0] for l in range(L)])
+        logits = model(x.repeat(1 + L, 1).to(device))[:, :-1].float().cpu()
+    nll = F.cross_entropy(logits.transpose(1, 2), x.repeat(1 + L, 1)[:, 1:], reduction="none")
+    lt, lo = (nll.view(1 + L, B, -1)[:, m].mean(1) for m in (trig, other))  # [1 + L]: clean, then ablated
+    pat = torch.stack([pats[l] for l in range(L)])  # [L, B, T, T]
+    prev, bos = pat.diagonal(-1, -2, -1), pat[..., 1:, 0]  # [L, B, T-1]: attention q -> q-1 and q -> 0
     t_mask, o_mask = trig_full[:, 1:], ~trig_full[:, 1:]  # attention masks over queries 1..T-1
     st = sink_stats(model, x.to(device), batch_size=B)
     return BBMechanism(
-        attn_prev_at_trigger=[float(prev[l][t_mask].mean()) for l in range(L)],
-        attn_bos_at_trigger=[float(bos[l][t_mask].mean()) for l in range(L)],
-        attn_bos_at_other=[float(bos[l][o_mask].mean()) for l in range(L)],
-        loss_trigger=lt[0], loss_other=lo[0], bigram_entropy=task.bigram_entropy(),
-        ablation_delta_trigger=[lt[1 + l] - lt[0] for l in range(L)],
-        ablation_delta_other=[lo[1 + l] - lo[0] for l in range(L)],
+        attn_prev_at_trigger=prev[:, t_mask].mean(1).tolist(),
+        attn_bos_at_trigger=bos[:, t_mask].mean(1).tolist(),
+        attn_bos_at_other=bos[:, o_mask].mean(1).tolist(),
+        loss_trigger=float(lt[0]), loss_other=float(lo[0]), bigram_entropy=task.bigram_entropy(),
+        ablation_delta_trigger=(lt[1:] - lt[0]).tolist(), ablation_delta_other=(lo[1:] - lo[0]).tolist(),
         value_drain=st.value_drain[:, 0].tolist(), resid_peak=st.resid_peak.tolist(),
         resid_norm_sink=st.resid_norm_sink.tolist(), resid_norm_rest_mean=st.resid_norm_rest_mean.tolist(),
         value_norm_sink=st.value_norm_sink[:, 0].tolist(),
     )
-
-
-def bb_eval_tokens(task: BBTask, n_seqs: int = 16, seed: int = 1) -> torch.Tensor:
-    """Held-out BB sequences (for the checkpoint dynamics)."""
-    return task.sample(n_seqs, torch.Generator().manual_seed(seed))
 
 
 @register
@@ -479,16 +459,15 @@ class BBResult(Result):
                    meta={**self.meta, "seconds": round(self.seconds, 1), "tokens_per_second": round(self.tokens_per_second)})
         L = len(self.mechanism[-1].attn_prev_at_trigger)
         per_layer = lambda f: {f"layer {j}": [f(m)[j] for m in self.mechanism] for j in range(L)}  # noqa: E731
-        for field_name, title in (("attn_bos_at_other", "Attention to ⟨s⟩ at non-trigger positions (dormant)"),
-                                  ("attn_prev_at_trigger", "Attention to the previous token at triggers (active)"),
-                                  ("value_drain", "Value drain ‖v(⟨s⟩)‖ / mean ‖v(i>=1)‖")):
+        for field_name, title, caption in (
+                ("attn_bos_at_other", "Attention to ⟨s⟩ at non-trigger positions (dormant)", ""),
+                ("attn_prev_at_trigger", "Attention to the previous token at triggers (active)", ""),
+                ("value_drain", "Value drain ‖v(⟨s⟩)‖ / mean ‖v(i>=1)‖", ""),
+                ("resid_peak", "Residual peak at ⟨s⟩", "‖h(⟨s⟩)‖ / max_{i>=1} ‖h(i)‖ after each layer "
+                 "(blocks.ℓ.hook_resid_post): above 1, ⟨s⟩ carries the largest residual state.")):
             r.add_line(title, self.steps, per_layer(lambda m: getattr(m, field_name)), x_title="training step",
                        y_title=self.axes[f"mechanism[step].{field_name}"],
-                       fields=("steps", f"mechanism[step].{field_name}"))
-        r.add_line("Residual peak at ⟨s⟩", self.steps, per_layer(lambda m: m.resid_peak), x_title="training step",
-                   y_title="residual ‖h(⟨s⟩)‖ / max other", fields=("steps", "mechanism[step].resid_peak"),
-                   caption="‖h(⟨s⟩)‖ / max_{i>=1} ‖h(i)‖ after each layer (blocks.ℓ.hook_resid_post): above 1, "
-                           "⟨s⟩ carries the largest residual state.")
+                       fields=("steps", f"mechanism[step].{field_name}"), caption=caption)
         r.add_line("Training loss", list(range(1, len(self.losses) + 1)), {"loss": self.losses},
                    x_title="training step", y_title="training loss (nats/token)", fields=("losses#0", "losses"))
         cols = {"attn_prev_at_trigger": "attention to previous, triggers", "attn_bos_at_trigger":

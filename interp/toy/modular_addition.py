@@ -101,17 +101,13 @@ class ModAddTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         d, p, m = cfg.d_model, cfg.p, cfg.d_mlp
-        self.W_E = nn.Parameter(torch.randn(p + 1, d) / d**0.5)
-        self.W_pos = nn.Parameter(torch.randn(3, d) / d**0.5)
-        self.W_Q = nn.Parameter(torch.randn(d, d) / d**0.5)
-        self.W_K = nn.Parameter(torch.randn(d, d) / d**0.5)
-        self.W_V = nn.Parameter(torch.randn(d, d) / d**0.5)
-        self.W_O = nn.Parameter(torch.randn(d, d) / d**0.5)
-        self.W_in = nn.Parameter(torch.randn(d, m) / d**0.5)
-        self.b_in = nn.Parameter(torch.zeros(m))
-        self.W_out = nn.Parameter(torch.randn(m, d) / m**0.5)
-        self.b_out = nn.Parameter(torch.zeros(d))
-        self.W_U = nn.Parameter(torch.randn(d, p) / d**0.5)
+        # (shape, fan-in) of each weight, in the order the initialisation draws them; biases start at 0
+        shapes = {"W_E": ((p + 1, d), d), "W_pos": ((3, d), d), "W_Q": ((d, d), d), "W_K": ((d, d), d),
+                  "W_V": ((d, d), d), "W_O": ((d, d), d), "W_in": ((d, m), d), "b_in": ((m,), 0),
+                  "W_out": ((m, d), m), "b_out": ((d,), 0), "W_U": ((d, p), d)}
+        for name, (shape, fan_in) in shapes.items():
+            init = torch.randn(shape) / fan_in**0.5 if fan_in else torch.zeros(shape)
+            setattr(self, name, nn.Parameter(init))
 
     # the chain of node layers -------------------------------------------------------
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -151,9 +147,8 @@ def accuracy(model: ModAddTransformer, tokens=None, labels=None, batch: int = 81
     if tokens is None:
         tokens, labels = dataset(model.cfg.p)
     dev = model.W_E.device
-    hits = 0
-    for s in range(0, len(tokens), batch):
-        hits += int((model(tokens[s:s + batch].to(dev)).argmax(-1).cpu() == labels[s:s + batch]).sum())
+    hits = sum(int((model(tokens[s:s + batch].to(dev)).argmax(-1).cpu() == labels[s:s + batch]).sum())
+               for s in range(0, len(tokens), batch))
     return hits / len(tokens)
 
 
@@ -175,8 +170,8 @@ class TrainLog:
     """(step, loss, test_acc) every 100 steps."""
 
 
-def train(cfg: ModAddConfig, device: str | None = None, log_every: int = 100, verbose: bool = False):
-    """Train from scratch; returns ``(model, TrainLog)``."""
+def train(cfg: ModAddConfig, device: str | None = None, verbose: bool = False):
+    """Train from scratch, logging every 100 steps; returns ``(model, TrainLog)``."""
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     dev = torch.device(device or "cpu")
@@ -193,7 +188,7 @@ def train(cfg: ModAddConfig, device: str | None = None, log_every: int = 100, ve
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step % log_every == 0:
+        if step % 100 == 0:
             all_acc = accuracy(model, X, Y)
             test_acc = accuracy(model, X[te], Y[te]) if len(te) else all_acc
             history.append({"step": step, "loss": loss.item(), "test_acc": test_acc, "all_acc": all_acc})
@@ -201,9 +196,7 @@ def train(cfg: ModAddConfig, device: str | None = None, log_every: int = 100, ve
                 print(f"step {step} loss {loss.item():.4f} test {test_acc:.4f} all {all_acc:.4f}", flush=True)
             if all_acc >= cfg.target_acc:
                 break
-    model.eval()
-    for prm in model.parameters():
-        prm.requires_grad_(False)
+    model.eval().requires_grad_(False)
     log = TrainLog(steps=step, seconds=time.perf_counter() - t0, train_acc=accuracy(model, X[tr], Y[tr]),
                    test_acc=accuracy(model, X[te], Y[te]) if len(te) else None,
                    all_acc=accuracy(model, X, Y), history=history)
@@ -262,11 +255,10 @@ def lib_vs_pca(cfg: ModAddConfig | None = None, n_fit: int = 600, n_eval: int = 
     acts_all = run_chain(model.embed(X), maps)
     acts_fit, acts_eval = [a[fit_idx] for a in acts_all], [a[eval_idx] for a in acts_all]
 
-    def acc_all(logits):
-        return (logits.argmax(-1) == Y).double().mean().item()
+    def accuracy_on(labels):
+        return lambda logits: (logits.argmax(-1) == labels).double().mean().item()
 
-    def acc_eval(logits):
-        return (logits.argmax(-1) == Y[eval_idx]).double().mean().item()
+    acc_all, acc_eval = accuracy_on(Y), accuracy_on(Y[eval_idx])
 
     base = acc_all(acts_all[-1])
     target_all, target_eval = 0.99 * base, 0.99 * acc_eval(acts_eval[-1])
