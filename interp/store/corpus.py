@@ -11,7 +11,7 @@ the sequences it already stored and resume with byte-identical results.
 Corpus specs accepted by :func:`load_corpus`:
 
 * ``default``: the offline default corpus shipped in ``data/corpus/`` (natural English prose;
-  see :mod:`interp.store.default_corpus` for how it is built and its size).
+  see ``data/corpus/make_default_corpus.py`` for how it is built and its size).
 * a ``.txt``/``.md``/``.rst`` file, or a directory of them (recursive, sorted by path): one
   document per file.
 * a ``.jsonl`` file (optionally ``.jsonl.gz``/``.jsonl.xz``): one document per line, text in
@@ -140,7 +140,7 @@ def load_corpus(spec: str | Path = "default", text_field: str = "text") -> Corpu
         if not DEFAULT_CORPUS.exists():
             raise CorpusError(
                 f"the default corpus {DEFAULT_CORPUS} is missing; rebuild it with "
-                "`python -m interp.store.default_corpus` or pass --corpus PATH"
+                "`python data/corpus/make_default_corpus.py` or pass --corpus PATH"
             )
         c = load_corpus(DEFAULT_CORPUS, "text")
         c.description = {**c.description, "kind": "default"}

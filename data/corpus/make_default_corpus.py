@@ -20,9 +20,9 @@ Algorithm:
 4. Stop once ``target_chars`` characters are collected.
 
 Size: 6.0 MB of text in 3,404 documents, 1.36 MB compressed; 1,432,367 tokens with the
-SmolLM2 tokenizer as built (``python -m interp.store.default_corpus --count`` recounts).
+SmolLM2 tokenizer as built (``python data/corpus/make_default_corpus.py --count`` recounts).
 
-Regenerate with ``python -m interp.store.default_corpus`` (the output depends on the
+Regenerate with ``python data/corpus/make_default_corpus.py`` (the output depends on the
 installed package versions, recorded in NOTICE.md).
 """
 
@@ -40,7 +40,7 @@ import sysconfig
 from collections import Counter
 from pathlib import Path
 
-from .corpus import DATA_DIR, DEFAULT_CORPUS
+from interp.store.corpus import DATA_DIR, DEFAULT_CORPUS
 
 # (source name, distribution for version/license, import package) in build order
 SOURCES = [
@@ -136,7 +136,7 @@ def build(out: Path = DEFAULT_CORPUS, target_chars: int = 6_000_000) -> dict:
             used[src] += len(doc["text"])
     tmp.replace(out)
     lines = ["# Default corpus: sources and licenses", "",
-             f"Built by `python -m interp.store.default_corpus` ({n_docs} documents, {n_chars:,} characters).",
+             f"Built by `python data/corpus/make_default_corpus.py` ({n_docs} documents, {n_chars:,} characters).",
              "Each document is the prose paragraphs of the docstrings of one module, deduplicated.", "",
              "| source | version | license | characters |", "| --- | --- | --- | --- |"]
     for name, dist, _ in SOURCES:
