@@ -186,13 +186,13 @@ class CompareConfig:
 @takes_config(CompareConfig)
 def compare_methods(model, task_name: str, *, progress: bool = False, config: CompareConfig) -> CompareResult:
     """Run the methods on one task; Pearson r vs patching per component type; timings."""
-    n, seed, methods, per_position, corruption, components = (config.n, config.seed, config.methods,
-                                                              config.per_position, config.corruption, config.components)
-    from interp.attribution import activation_patching, attribution_patching, component_types, relevance_patching
-    from interp.attribution.ig import integrated_gradients
+    from interp.attribution import component_types
     from interp.models import model_name
 
-    methods = tuple(m for m in METHOD_SPECS if m != "ig-embed") if methods is None else tuple(methods)
+    from .pipeline import prompt_tokens, run_method
+
+    cfg = config
+    methods = tuple(m for m in METHOD_SPECS if m != "ig-embed") if cfg.methods is None else tuple(cfg.methods)
     if "relp-default" in methods:
         raise ValueError("method 'relp-default' was renamed: 'relp' is now RelP with the paper's default rules "
                          "(LN, Identity, Half); 'relp-cp-lrp' adds the AH-rule (CP-LRP), which the old 'relp' used")
@@ -200,22 +200,13 @@ def compare_methods(model, task_name: str, *, progress: bool = False, config: Co
     if bad:
         raise ValueError(f"unknown method(s) {bad}; choose from {sorted(METHOD_SPECS)}")
     methods = ("patch",) + tuple(m for m in methods if m != "patch")
-    comps = tuple(t.name for t in component_types(components))  # unknown names: a ValueError listing the known
-    task = make_task(task_name, model, n=n, seed=seed, corruption=corruption)
-    per_position = tuple(c for c in per_position if c in comps)
-    results = {}
-    for name in methods:
-        kind, kw = METHOD_SPECS[name]
-        if kind == "patch":
-            r = activation_patching(model, task, comps, per_position=per_position, progress=progress)
-        elif kind == "atp":
-            r = attribution_patching(model, task, comps, per_position=per_position)
-        elif kind == "relp":
-            r = relevance_patching(model, task, comps, per_position=per_position, **kw)
-        else:
-            r = integrated_gradients(model, task, comps, per_position=per_position, **kw)
+    comps = tuple(t.name for t in component_types(cfg.components))  # unknown names: a ValueError listing the known
+    task = make_task(task_name, model, n=cfg.n, seed=cfg.seed, corruption=cfg.corruption)
+    per_position = tuple(c for c in cfg.per_position if c in comps)
+    results = {name: run_method(model, task, METHOD_SPECS[name][0], per_position, progress=progress,
+                                components=comps, **METHOD_SPECS[name][1]) for name in methods}
+    for name, r in results.items():
         r.method = name
-        results[name] = r
     ref = results["patch"]
     corr, undefined = {}, {}
     for name, r in list(results.items())[1:]:
@@ -227,11 +218,11 @@ def compare_methods(model, task_name: str, *, progress: bool = False, config: Co
                 warnings.warn(f"compare: Pearson r of {name} vs patching on {c!r} is undefined ({why}); "
                               f"reported as None", stacklevel=2)
     return CompareResult(
-        task=task_name, model=model_name(model), n_prompts=task.n, seed=seed,
-        corruption=task.meta.get("corruption", corruption), metric_clean=ref.metric_clean,
+        task=task_name, model=model_name(model), n_prompts=task.n, seed=cfg.seed,
+        corruption=task.meta.get("corruption", cfg.corruption), metric_clean=ref.metric_clean,
         metric_corrupt=ref.metric_corrupt, scores=results, pearson=corr, pearson_undefined=undefined,
         seconds={name: r.seconds for name, r in results.items()},
-        position_labels=[model.tokenizer.decode([t]) for t in task.clean[0].tolist()],
+        position_labels=prompt_tokens(model, task),
         paper=PAPER.get(task_name, {}), prompts=task.to_json(),
         config={"methods": list(methods), "components": list(comps), "per_position": list(per_position),
                 "relp_rules": {"relp": "default (LN, Identity, Half: the paper's)",

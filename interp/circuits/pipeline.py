@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interp.config import takes_config
-from interp.attribution import activation_patching, attribution_patching, relevance_patching
-from interp.attribution.ig import integrated_gradients, layer_integrated_gradients
+from interp import attribution as A
+from interp.attribution.ig import layer_integrated_gradients
 from interp.models import model_name
 from interp.models.hooks import component_label
 from interp.reports.attention import attention_patterns
@@ -55,11 +55,13 @@ COMPONENTS = ("resid", "attn_head", "mlp")
 
 
 def run_method(model, task, method: str, per_position=("resid",), rules="default", steps: int | None = None,
-               progress: bool = False, direction: str = "denoise"):
-    """One attribution method over resid / heads / MLPs (a ``ValueError`` for unknown names).
+               progress: bool = False, direction: str = "denoise", components=COMPONENTS, path: str = "hooks"):
+    """One attribution method over ``components`` (default resid / heads / MLPs; a ``ValueError`` for
+    unknown names).
 
     ``rules``: RelP's LRP rule set (``default``: the paper's LN, Identity, Half rules;
-    ``default+cp-lrp`` adds the AH-rule; see relp.py) or a tuple of rule names.
+    ``default+cp-lrp`` adds the AH-rule; see relp.py) or a tuple of rule names.  ``steps`` and
+    ``path``: IG's (``hooks`` or ``embeddings``, see ig.py).
 
     ``direction='noise'`` scores the effect of corrupting a component in the clean run (patching
     source ``noise``; AtP / RelP gradients at the clean run; IG's path from the clean to the
@@ -68,32 +70,30 @@ def run_method(model, task, method: str, per_position=("resid",), rules="default
     """
     if direction not in ("denoise", "noise"):
         raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
-    if method == "patch":
-        return activation_patching(model, task, COMPONENTS, per_position=per_position, progress=progress,
-                                   source=direction)
-    if method == "atp":
-        return attribution_patching(model, task, COMPONENTS, per_position=per_position, direction=direction)
-    if method == "relp":
-        from interp.attribution import RelPConfig
-
-        return relevance_patching(model, task, COMPONENTS, per_position=per_position,
-                                  config=RelPConfig(rules=rules, direction=direction))
-    if method == "ig":
-        kw = {} if steps is None else {"steps": steps}
-        return integrated_gradients(model, task, COMPONENTS, per_position=per_position, direction=direction, **kw)
-    raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    fn = {"patch": A.activation_patching, "atp": A.attribution_patching, "relp": A.relevance_patching,
+          "ig": A.integrated_gradients}[method]
+    kw = {"patch": {"source": direction, "progress": progress}, "atp": {"direction": direction},
+          "relp": {"rules": rules, "direction": direction},
+          "ig": {"steps": steps, "path": path, "direction": direction}}[method]
+    return fn(model, task, components, per_position=per_position, **kw)
 
 
-def token_examples(model, task, n_examples: int = 2, steps: int = 16) -> list[dict]:
-    """Per-token IG attributions (input embeddings, baseline = the corrupted prompt)."""
+def token_examples(model, task) -> list[dict]:
+    """Per-token IG attributions (input embeddings, baseline = the corrupted prompt) of the first two prompts."""
     out = []
-    for i in range(min(n_examples, task.n)):
+    for i in range(min(2, task.n)):
         sub = task.subset([i])
-        r = layer_integrated_gradients(model, sub.clean, sub.metric, baseline=sub.corrupt, steps=steps)
-        toks = [model.tokenizer.decode([t]) for t in sub.clean[0].tolist()]
-        out.append({"title": f"IG (embeddings, corrupt baseline): {task.prompts[i]}", "tokens": toks,
+        r = layer_integrated_gradients(model, sub.clean, sub.metric, baseline=sub.corrupt, steps=16)
+        out.append({"title": f"IG (embeddings, corrupt baseline): {task.prompts[i]}", "tokens": prompt_tokens(model, sub),
                     "scores": r.token_scores()[0].tolist(), "completeness_relative_delta": r.relative_delta})
     return out
+
+
+def prompt_tokens(model, task) -> list[str]:
+    """The first clean prompt's tokens, one string each."""
+    return [model.tokenizer.decode([t]) for t in task.clean[0].tolist()]
 
 
 @dataclass(frozen=True)
@@ -148,12 +148,11 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
     # The circuit is judged by corrupting everything outside it in the clean run, so components
     # are ranked by their noising effect (what is lost when each one alone is corrupted).
     res = run_method(model, task, method, rules=cfg.rules, progress=progress, direction="noise")
-    timings = {method: res.seconds}
     # the top-k circuit: every size when it is the answer (search='topk'); beside a greedy search it is only a
     # comparison, measured on ~24 sizes (grid + bisection, discovery.py) at a tenth of the cost
     topk = discover_circuit(model, task, res, CircuitConfig(share=share, source=source,
                                                             grid=24 if search == "greedy" else None))
-    timings["topk_search"] = topk.seconds
+    timings = {method: res.seconds, "topk_search": topk.seconds}
     found = topk
     if search == "greedy":
         found = search_circuit(model, task, res, SearchConfig(share=share, margin=cfg.margin, source=source),
@@ -161,8 +160,8 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
         timings["greedy_search"] = found.seconds
     circuit_json = found.to_json()
     # the curve the search walked, smallest circuit first: F measured at each size
-    curve = sorted(zip(found.curve_sizes, found.curve_faithfulness))
-    faith = {"n_components": [k for k, _ in curve], "faithfulness": [f for _, f in curve], "target": share,
+    sizes, fs = zip(*sorted(zip(found.curve_sizes, found.curve_faithfulness)))
+    faith = {"n_components": list(sizes), "faithfulness": list(fs), "target": share,
              "chosen": len(found.components), "total": found.n_total,
              "caption": ("Greedy pruning by real patching: each point is a circuit size the search reached and "
                          f"its measured F (everything outside patched from {source}); it starts from all "
@@ -185,7 +184,7 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
     patching = None
     if cfg.check_patching:
         tp = time.perf_counter()
-        patching = res if method == "patch" else activation_patching(
+        patching = res if method == "patch" else A.activation_patching(
             model, task, ("attn_head", "mlp"), progress=progress, source="noise")
         timings["patching_check"] = time.perf_counter() - tp
     edge_list, edges_note = [], "edges were not requested (edges=False)."
@@ -204,7 +203,7 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
               "curve_sizes": topk.curve_sizes, "curve_faithfulness": topk.curve_faithfulness},
         scores=res, patching=patching, edges=edge_list, edges_note=edges_note, roles=roles,
         attention=attention_patterns(model, task.prompts[0]), examples=token_ex,
-        position_labels=[model.tokenizer.decode([t]) for t in task.clean[0].tolist()],
+        position_labels=prompt_tokens(model, task),
         prompts=task.to_json(),
         config={**dataclasses.asdict(cfg), "rules": res.config["rules"] if method == "relp" else None},
         timings=timings, versions=versions(),
