@@ -37,15 +37,14 @@ from pathlib import Path
 from interp.config import takes_config
 from interp import attribution as A
 from interp.attribution.ig import layer_integrated_gradients
-from interp.models import model_name
 from interp.models.hooks import component_label
 from interp.reports.attention import attention_patterns
-from interp.results import check_fields, versions
+from interp.results import check_fields
 from interp.tasks import make_task
 
 from .discovery import CircuitConfig, check_circuit_settings, discover_circuit
 from .faithfulness import circuit_faithfulness
-from .result import CircuitResult, circuit_edges
+from .result import CircuitResult, circuit_edges, task_fields
 from .roles import classify_heads
 from .search import SearchConfig, search_circuit
 
@@ -55,13 +54,11 @@ COMPONENTS = ("resid", "attn_head", "mlp")
 
 
 def run_method(model, task, method: str, per_position=("resid",), rules="default", steps: int | None = None,
-               progress: bool = False, direction: str = "denoise", components=COMPONENTS, path: str = "hooks"):
-    """One attribution method over ``components`` (default resid / heads / MLPs; a ``ValueError`` for
-    unknown names).
+               progress: bool = False, direction: str = "denoise"):
+    """One attribution method over resid / heads / MLPs (a ``ValueError`` for unknown names).
 
     ``rules``: RelP's LRP rule set (``default``: the paper's LN, Identity, Half rules;
-    ``default+cp-lrp`` adds the AH-rule; see relp.py) or a tuple of rule names.  ``steps`` and
-    ``path``: IG's (``hooks`` or ``embeddings``, see ig.py).
+    ``default+cp-lrp`` adds the AH-rule; see relp.py) or a tuple of rule names.
 
     ``direction='noise'`` scores the effect of corrupting a component in the clean run (patching
     source ``noise``; AtP / RelP gradients at the clean run; IG's path from the clean to the
@@ -70,14 +67,23 @@ def run_method(model, task, method: str, per_position=("resid",), rules="default
     """
     if direction not in ("denoise", "noise"):
         raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
+    return score(model, task, method, COMPONENTS, per_position, rules=rules, steps=steps, progress=progress,
+                 direction=direction, source=direction)
+
+
+TAKES = {"patch": ("source", "progress"), "atp": ("direction",), "relp": ("rules", "direction"),
+         "ig": ("steps", "path", "direction")}
+"""The settings each method takes (patching's direction is its ``source``)."""
+
+
+def score(model, task, method: str, components, per_position, **settings):
+    """``method`` (:data:`METHODS`) over ``components``, given the ``settings`` of :data:`TAKES` it takes."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     fn = {"patch": A.activation_patching, "atp": A.attribution_patching, "relp": A.relevance_patching,
           "ig": A.integrated_gradients}[method]
-    kw = {"patch": {"source": direction, "progress": progress}, "atp": {"direction": direction},
-          "relp": {"rules": rules, "direction": direction},
-          "ig": {"steps": steps, "path": path, "direction": direction}}[method]
-    return fn(model, task, components, per_position=per_position, **kw)
+    return fn(model, task, components, per_position=per_position,
+              **{k: v for k, v in settings.items() if k in TAKES[method]})
 
 
 def token_examples(model, task) -> list[dict]:
@@ -195,19 +201,15 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
     token_ex = token_examples(model, task) if cfg.examples else []
     timings["total"] = time.perf_counter() - t0
     result = CircuitResult(
-        task=task_name, model=model_name(model), method=method, search=search,
-        corruption=task.meta.get("corruption"), n_prompts=task.n, seed=cfg.seed,
-        metric_clean=res.metric_clean, metric_corrupt=res.metric_corrupt,
+        **task_fields(model, task_name, task, res), method=method, search=search, seed=cfg.seed,
         circuit=circuit_json, curve=faith,
         topk={"n_components": len(topk.components), "faithfulness": topk.faithfulness,
               "curve_sizes": topk.curve_sizes, "curve_faithfulness": topk.curve_faithfulness},
         scores=res, patching=patching, edges=edge_list, edges_note=edges_note, roles=roles,
         attention=attention_patterns(model, task.prompts[0]), examples=token_ex,
         position_labels=prompt_tokens(model, task),
-        prompts=task.to_json(),
         config={**dataclasses.asdict(cfg), "rules": res.config["rules"] if method == "relp" else None},
-        timings=timings, versions=versions(),
-    )
+        timings=timings)
     if out is not None:
         result.write(out)
     return result
