@@ -36,6 +36,7 @@ for B*T = 128) plus one forward of ``max_tokens`` tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -135,6 +136,5 @@ def search_circuit(model, task, prior: AttributionResult | None = None, config: 
         curve_sizes=traj_n, curve_faithfulness=traj_F, method="greedy", share=cfg.share, threshold=thr,
         minimal=minimal, single_removal_F={ev.name(u): single[u] for u in members if u in single},
         n_masks=ev.n_masks, seconds=time.perf_counter() - t0,
-        config={"share": cfg.share, "margin": cfg.margin, "types": list(cfg.types), "source": cfg.source,
-                "max_group": cfg.max_group, "refine": cfg.refine, "prior": None if prior is None else prior.method},
+        config={**dataclasses.asdict(cfg), "prior": None if prior is None else prior.method},
     )
