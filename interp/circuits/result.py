@@ -125,7 +125,11 @@ class CircuitResult(TaskRun):
     @property
     def components(self) -> list[str]:
         """Hook addresses of the circuit's members."""
-        return [c["name"] if isinstance(c, dict) else c for c in self.circuit["components"]]
+        return [c["name"] for c in self.circuit["components"]]
+
+    def sorted_roles(self) -> list[tuple[str, str]]:
+        """``(head, role)`` in layer, then head order."""
+        return sorted(self.roles.items(), key=lambda x: parse_component(x[0])[1:])
 
     def summary(self) -> str:
         c = self.circuit
@@ -145,16 +149,14 @@ class CircuitResult(TaskRun):
             text += (f" On heads, {self.method} tracks activation patching with Pearson r = {r:.3f}." if why is None
                      else f" On heads, Pearson r with activation patching is undefined ({why}).")
         if self.roles:
-            named = ", ".join(f"{h} {role.replace('_', ' ')}" for h, role in sorted(self.roles.items(),
-                                                                                   key=lambda x: _layer_key(x[0])))
+            named = ", ".join(f"{h} {role.replace('_', ' ')}" for h, role in self.sorted_roles())
             text += f" Head roles in the circuit: {named}."
         return text
 
     def graph(self) -> tuple[list[dict], list[dict]]:
         """Nodes (circuit members, with embed and logits when edges reach them) and edges for a figure."""
         # shown as importance: the metric lost when the component or edge alone is corrupted (-noising score)
-        scores = {short_name(c["name"]): -c["score"] for c in self.circuit["components"]
-                  if isinstance(c, dict) and c.get("score") is not None}
+        scores = {short_name(c["name"]): -c["score"] for c in self.circuit["components"] if c["score"] is not None}
         nodes = [{"id": short_name(c), "label": _node_label(short_name(c), self.roles), "layer": node_layer(c, 0),
                   "score": scores.get(short_name(c)), "kind": "head" if HEAD_RE.match(c) else "mlp"}
                  for c in self.components]
@@ -187,8 +189,7 @@ class CircuitResult(TaskRun):
                                           caption=cv.get("caption", "")), title="Faithfulness against circuit size",
                      fields=("curve.n_components", "curve.faithfulness"))
         if self.roles:
-            r.add_table("Head roles", [{"head": h, "role": role} for h, role in
-                                       sorted(self.roles.items(), key=lambda x: _layer_key(x[0]))],
+            r.add_table("Head roles", [{"head": h, "role": role} for h, role in self.sorted_roles()],
                         caption="Roles of the circuit's heads from attention-pattern and copy-score tests "
                                 "(Wang et al. 2022).")
         r.add_section("Scores beside activation patching",
@@ -207,11 +208,6 @@ class CircuitResult(TaskRun):
             for ex in self.examples:
                 r.add_token_attributions(ex["title"], ex["tokens"], ex["scores"])
         return r
-
-
-def _layer_key(head: str) -> tuple[int, int]:
-    _, layer, unit = parse_component(head)
-    return layer, unit[0] if unit else -1
 
 
 def _node_label(name: str, roles: dict) -> str:
