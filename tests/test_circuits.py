@@ -284,9 +284,9 @@ def test_greedy_search_F_matches_hand_hooks_and_is_minimal(tiny_llama, source):
 
 
 def test_denoise_is_the_corrupted_run_with_the_circuit_restored(tiny_llama):
-    """ComponentPatcher.denoise(units) = (m(corrupted run, units from clean) - m(corrupt)) / (m(clean) - m(corrupt)),
-    against a hand-hooked corrupted run (the fraction fails if clean and corrupted swap, or the patch goes
-    the other way)."""
+    """ComponentPatcher.denoise(units) = (m(corrupted run, units from clean) - m(corrupt))
+    / (m(clean) - m(corrupt)), against a hand-hooked corrupted run (the fraction fails if clean and corrupted
+    swap, or the patch goes the other way)."""
     from interp.circuits import ComponentPatcher
     from interp.models import scoped_hooks
 
@@ -308,8 +308,8 @@ def test_denoise_is_the_corrupted_run_with_the_circuit_restored(tiny_llama):
         m_den = task.metric(tiny_llama(task.corrupt)).float().mean().item()
     ev = ComponentPatcher(tiny_llama, task)
     # float32 forwards in another batch layout, ~10 ulps of m over a span of ~1: 1e-5
-    assert ev.denoise([("attn_head", 1, (3,)), ("mlp", 0, ())]) == pytest.approx((m_den - m_corr) / (m_clean - m_corr),
-                                                                                   abs=1e-5)
+    want = (m_den - m_corr) / (m_clean - m_corr)
+    assert ev.denoise([("attn_head", 1, (3,)), ("mlp", 0, ())]) == pytest.approx(want, abs=1e-5)
     assert ev.denoise([]) == pytest.approx(0.0, abs=1e-6)
 
 

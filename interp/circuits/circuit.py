@@ -178,8 +178,8 @@ def prune_circuit(graph: EdgeGraph, edges: torch.Tensor) -> torch.Tensor:
 
 def _check_n(scores: EdgeScores, n: int, who: str) -> None:
     if not 0 <= n <= scores.graph.n_edges:
-        raise ValueError(f"{who}: n = {n} is out of range: it must lie in 0..{scores.graph.n_edges} (the number of "
-                         "edges)")
+        raise ValueError(f"{who}: n = {n} is out of range: it must lie in 0..{scores.graph.n_edges} "
+                         "(the number of edges)")
 
 
 def top_n_circuit(scores: EdgeScores, n: int, prune: bool = True) -> Circuit:

@@ -180,7 +180,7 @@ def compare_methods(model, task_name: str, *, progress: bool = False, config: Co
     if bad:
         raise ValueError(f"unknown method(s) {bad}; choose from {sorted(METHOD_SPECS)}")
     methods = ("patch",) + tuple(m for m in methods if m != "patch")
-    comps = tuple(t.name for t in component_types(cfg.components))  # unknown names: a ValueError listing the known
+    comps = tuple(t.name for t in component_types(cfg.components))  # unknown: a ValueError listing the known
     task = make_task(task_name, model, n=cfg.n, seed=cfg.seed, corruption=cfg.corruption)
     per_position = tuple(c for c in cfg.per_position if c in comps)
     results = {name: score(model, task, METHOD_SPECS[name][0], comps, per_position, progress=progress,

@@ -142,7 +142,8 @@ class EdgeResult(TaskRun):
     def report(self):
         import plotly.graph_objects as go
 
-        r = self._report(f"Edge attribution ({self.method}): {self.task} on {self.model}", timings=self.timings)
+        r = self._report(f"Edge attribution ({self.method}): {self.task} on {self.model}",
+                         timings=self.timings)
         nodes = {n: {"id": n, "label": n, "layer": node_layer(n, self.n_layers)}
                  for e in self.graph for n in (e["source"], e["target"])}
         what = (f"The {self.method} circuit (top {self.circuit['n_requested']}, pruned to {self.circuit['n_edges']} "

@@ -87,13 +87,14 @@ def score(model, task, method: str, components, per_position, **settings):
 
 
 def token_examples(model, task) -> list[dict]:
-    """Per-token IG attributions (input embeddings, baseline = the corrupted prompt) of the first two prompts."""
+    """Per-token IG attributions (input embeddings, baseline = the corrupted prompt), first two prompts."""
     out = []
     for i in range(min(2, task.n)):
         sub = task.subset([i])
         r = layer_integrated_gradients(model, sub.clean, sub.metric, baseline=sub.corrupt, steps=16)
-        out.append({"title": f"IG (embeddings, corrupt baseline): {task.prompts[i]}", "tokens": prompt_tokens(model, sub),
-                    "scores": r.token_scores()[0].tolist(), "completeness_relative_delta": r.relative_delta})
+        out.append({"title": f"IG (embeddings, corrupt baseline): {task.prompts[i]}",
+                    "tokens": prompt_tokens(model, sub), "scores": r.token_scores()[0].tolist(),
+                    "completeness_relative_delta": r.relative_delta})
     return out
 
 

@@ -58,7 +58,7 @@ class TaskRun(Result):
     """Package versions and machine (``interp.results.versions``)."""
 
     def _report(self, title: str, **meta):
-        """The report's head: title, config, the summary, and model / task / versions (and ``meta``) as its meta."""
+        """The report's head: title, config, summary; model, task, versions (and ``meta``) as its meta."""
         from interp.reports import Report
 
         return Report(title, config=self.config, summary=self.summary(),
@@ -156,7 +156,8 @@ class CircuitResult(TaskRun):
     def graph(self) -> tuple[list[dict], list[dict]]:
         """Nodes (circuit members, with embed and logits when edges reach them) and edges for a figure."""
         # shown as importance: the metric lost when the component or edge alone is corrupted (-noising score)
-        scores = {short_name(c["name"]): -c["score"] for c in self.circuit["components"] if c["score"] is not None}
+        scores = {short_name(c["name"]): -c["score"] for c in self.circuit["components"]
+                  if c["score"] is not None}
         nodes = [{"id": short_name(c), "label": _node_label(short_name(c), self.roles), "layer": node_layer(c, 0),
                   "score": scores.get(short_name(c)), "kind": "head" if HEAD_RE.match(c) else "mlp"}
                  for c in self.components]
@@ -172,8 +173,8 @@ class CircuitResult(TaskRun):
     def report(self):
         from interp.reports import figures as F
 
-        r = self._report(f"{self.task} circuit on {self.model} ({self.method}, {self.search})", method=self.method,
-                         timings=self.timings)
+        r = self._report(f"{self.task} circuit on {self.model} ({self.method}, {self.search})",
+                         method=self.method, timings=self.timings)
         nodes, edges = self.graph()
         cap = (f"The {len(self.components)} circuit members in columns by layer (left = early). Node colour: the "
                f"metric lost when that component alone is corrupted, by {self.method} (-score, noising). ")

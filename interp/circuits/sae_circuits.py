@@ -182,7 +182,7 @@ def head_outputs(model, tokens: torch.Tensor, batch_size: int = 32) -> torch.Ten
         with torch.no_grad():
             _, cache = model.run_with_cache(tokens[s:s + batch_size].to(device),
                                             names_filter=lambda n: n.endswith("attn.hook_z"))
-        zs = torch.stack([cache[f"blocks.{l}.attn.hook_z"].float().mean(1) for l in range(L)], 1)  # mean is linear
+        zs = torch.stack([cache[f"blocks.{l}.attn.hook_z"].float().mean(1) for l in range(L)], 1)  # linear
         out.append(torch.einsum("blhk,lhkd->blhd", zs, W_O.float()).cpu())
     return torch.cat(out)
 
