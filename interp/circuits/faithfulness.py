@@ -33,7 +33,7 @@ MLP and logits receivers at the input of ``ln2`` / ``ln_final`` (which feed noth
 recomputing their own q/k/v slice ``W[h] ln1(x + offset_h) + b[h]`` (only in the copies where the
 offset is not zero).  :func:`faithfulness_curve` evaluates top-n (or greedy) circuits of several
 scorings at several sizes in the same batched runs.  Cost: one corrupted forward + ``c / k`` forwards
-of ``k*B*T`` tokens (k copies per pass, bounded by ``max_tokens`` and ``max_bytes``).  Memory:
+of ``k*B*T`` tokens (k copies per pass, bounded by ``max_tokens`` and 1 GB of ``D_cur``).  Memory:
 ``D_cur`` is ``c*N_s*B*T*d`` floats per pass (SmolLM2, B = 8, T = 16: 89 MB per copy) plus the masks
 ``c*N_s*N_r`` and the corrupted senders ``N_s*B*T*d``.
 """
@@ -242,7 +242,7 @@ class _CircuitRun:
 
 
 def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[str] | None = None,
-                              max_tokens: int = 4096, max_bytes: float = 1e9, check_ends: bool = True,
+                              max_tokens: int = 4096, check_ends: bool = True,
                               fast: bool | None = None) -> Faithfulness:
     """m(C) and F_norm(C) for each circuit (see the module doc), as stacked copies in few forwards.
 
@@ -273,7 +273,7 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[
     mc, mk = (task.metric(x).double().mean().item() for x in (logits_c, logits_k))
     last = fast and reads_last_position_only(task.metric, logits_c)
     per_copy = len(graph.senders) * B * T * model.cfg.d_model * Zk.element_size() * 3
-    k_max = int(max(1, min(max_tokens // (B * T), max_bytes // per_copy)))
+    k_max = int(max(1, min(max_tokens // (B * T), 1e9 // per_copy)))
     per = torch.zeros(len(masks), B, dtype=torch.float64)
     for s in range(0, len(masks), k_max):
         chunk = masks[s:s + k_max]

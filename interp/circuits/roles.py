@@ -115,9 +115,8 @@ def classify_heads(model, task, threshold: float = 0.3, copy_threshold: float = 
     """Score every head on the pattern and copy tests and assign roles (see module doc; the repeated
     sequences: 8 of 20 random tokens, seed 0)."""
     rep_len, n_rep = 20, 8
-    for k in ("IO", "S1", "S2", "END"):
-        if k not in task.positions:
-            raise ValueError(f"head roles need IOI positions (IO, S1, S2, END); the task has {sorted(task.positions)}")
+    if not {"IO", "S1", "S2", "END"} <= set(task.positions):
+        raise ValueError(f"head roles need IOI positions (IO, S1, S2, END); the task has {sorted(task.positions)}")
     pats, r0 = _patterns(model, task.clean, keep="blocks.0.hook_resid_post")  # [L, B, H, T, T], [B, T, d]
     b = torch.arange(task.n)
     end, io, s1, s2 = (task.positions[k] for k in ("END", "IO", "S1", "S2"))

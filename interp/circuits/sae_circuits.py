@@ -331,9 +331,7 @@ def ground_truth_heads(effects: torch.Tensor, share: float) -> torch.Tensor:
     order = a.argsort(descending=True)
     csum = a[order].cumsum(0)
     n = int((csum < share * a.sum() - 1e-12 * a.sum()).sum()) + 1
-    mask = torch.zeros_like(a, dtype=torch.bool)
-    mask[order[:n]] = True
-    return mask.view(effects.shape)
+    return torch.zeros_like(a, dtype=torch.bool).index_fill_(0, order[:n], True).view(effects.shape)
 
 
 def evaluate_scores(scores: torch.Tensor, truth: torch.Tensor) -> dict:
