@@ -19,8 +19,8 @@ take the residual stream at a name token after the first block (``blocks.0.hook_
 at the IO and S1 positions of the clean prompts), pass it through the head's OV circuit as if
 the head attended to that token alone (the layer's ``ln1``, the head's slice of ``W_V`` -- its
 key/value head under grouped-query attention -- and ``W_O``), then ``ln_final`` and the
-unembedding; the copy score is the share of names whose own token is among the ``copy_k``
-(default 5) largest logits, the negative copy score the share among the ``copy_k`` smallest
+unembedding; the copy score is the share of names whose own token is among the ``k``
+(:func:`copy_scores`, 5) largest logits, the negative copy score the share among the ``k`` smallest
 (the same with ``-W_O``).
 
 A head gets the role with the highest pattern score among those at or above ``threshold``
