@@ -72,8 +72,6 @@ class CompareResult(TaskRun):
     """Why r is undefined (``pearson_undefined[method][type]``; ``interp.results.pearson_or_reason``)."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall time of each method in this run (model passes included)."""
-    position_labels: list[str] = field(default_factory=list)
-    """Tokens of the first clean prompt (labels for per-position scores)."""
     paper: dict = field(default_factory=dict)
     """Published r for this task (``source``, then ``{method: {type: r}}``); empty when none."""
     created: str = ""
@@ -169,7 +167,7 @@ def compare_methods(model, task_name: str, *, progress: bool = False, config: Co
     """Run the methods on one task; Pearson r vs patching per component type; timings."""
     from interp.attribution import component_types
 
-    from .pipeline import prompt_tokens, score
+    from .pipeline import score
 
     cfg = config
     methods = tuple(m for m in METHOD_SPECS if m != "ig-embed") if cfg.methods is None else tuple(cfg.methods)
@@ -200,7 +198,7 @@ def compare_methods(model, task_name: str, *, progress: bool = False, config: Co
     return CompareResult(
         **task_fields(model, task_name, task, ref), seed=cfg.seed, scores=results, pearson=corr,
         pearson_undefined=undefined, seconds={name: r.seconds for name, r in results.items()},
-        position_labels=prompt_tokens(model, task), paper=PAPER.get(task_name, {}),
+        paper=PAPER.get(task_name, {}),
         config={"methods": list(methods), "components": list(comps), "per_position": list(per_position),
                 "relp_rules": {"relp": "default (LN, Identity, Half: the paper's)",
                                "relp-cp-lrp": "default+cp-lrp (LN, Identity, Half, AH/CP-LRP)"}},

@@ -44,7 +44,7 @@ from interp.tasks import make_task
 
 from .discovery import CircuitConfig, check_circuit_settings, discover_circuit
 from .faithfulness import circuit_faithfulness
-from .result import CircuitResult, circuit_edges, task_fields
+from .result import CircuitResult, circuit_edges, prompt_tokens, task_fields
 from .roles import classify_heads
 from .search import SearchConfig, search_circuit
 
@@ -96,11 +96,6 @@ def token_examples(model, task) -> list[dict]:
                     "tokens": prompt_tokens(model, sub), "scores": r.token_scores()[0].tolist(),
                     "completeness_relative_delta": r.relative_delta})
     return out
-
-
-def prompt_tokens(model, task) -> list[str]:
-    """The first clean prompt's tokens, one string each."""
-    return [model.tokenizer.decode([t]) for t in task.clean[0].tolist()]
 
 
 @dataclass(frozen=True)
@@ -208,7 +203,6 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
               "curve_sizes": topk.curve_sizes, "curve_faithfulness": topk.curve_faithfulness},
         scores=res, patching=patching, edges=edge_list, edges_note=edges_note, roles=roles,
         attention=attention_patterns(model, task.prompts[0]), examples=token_ex,
-        position_labels=prompt_tokens(model, task),
         config={**dataclasses.asdict(cfg), "rules": res.config["rules"] if method == "relp" else None},
         timings=timings)
     if out is not None:

@@ -52,6 +52,8 @@ class TaskRun(Result):
     """Batch-mean metric on the corrupted prompts."""
     prompts: dict = field(default_factory=dict)
     """The task's prompts and answers (``Task.to_json``)."""
+    position_labels: list[str] = field(default_factory=list)
+    """Tokens of the first clean prompt (labels for per-position scores)."""
     config: dict = field(default_factory=dict)
     """The run's settings."""
     versions: dict = field(default_factory=dict)
@@ -71,7 +73,13 @@ def task_fields(model, task_name: str, task, ref) -> dict:
 
     return {"task": task_name, "model": model_name(model), "n_prompts": task.n,
             "corruption": task.meta.get("corruption"), "metric_clean": ref.metric_clean,
-            "metric_corrupt": ref.metric_corrupt, "prompts": task.to_json(), "versions": versions()}
+            "metric_corrupt": ref.metric_corrupt, "prompts": task.to_json(), "versions": versions(),
+            "position_labels": prompt_tokens(model, task)}
+
+
+def prompt_tokens(model, task) -> list[str]:
+    """The first clean prompt's tokens, one string each."""
+    return [model.tokenizer.decode([t]) for t in task.clean[0].tolist()]
 
 
 @register
@@ -116,8 +124,6 @@ class CircuitResult(TaskRun):
     """Attention patterns of the first clean prompt (every layer and head)."""
     examples: list[dict] = field(default_factory=list)
     """Per-token IG attributions: ``title``, ``tokens``, ``scores`` per example prompt."""
-    position_labels: list[str] = field(default_factory=list)
-    """Tokens of the first clean prompt (labels for per-position scores)."""
     timings: dict = field(default_factory=dict)
     """Seconds per step."""
 
