@@ -335,12 +335,11 @@ def faithfulness_curve(model, task, scores: Sequence[EdgeScores], sizes: Sequenc
     runs = [(s.method + suffix, s, pick) for s in scores for suffix, pick in pickers]
     circuits = [pick(s, n, prune) for _, s, pick in runs for n in sizes]
     res = edge_circuit_faithfulness(model, task, circuits, max_tokens=max_tokens, fast=fast)
-    curves = {}
+    curves, k = {}, len(sizes)
     for a, (name, _, _) in enumerate(runs):
-        part = range(a * len(sizes), (a + 1) * len(sizes))
-        curves[name] = {"n_requested": sizes, "n_edges": [circuits[i].n_edges for i in part],
-                            "n_nodes": [len(circuits[i].nodes()) for i in part],
-                            "metric": [res.metrics[i].item() for i in part],
-                            "f_norm": [res.f_norm[i].item() for i in part]}
+        part, cs = slice(a * k, (a + 1) * k), circuits[a * k:(a + 1) * k]
+        curves[name] = {"n_requested": sizes, "n_edges": [c.n_edges for c in cs],
+                        "n_nodes": [len(c.nodes()) for c in cs], "metric": res.metrics[part].tolist(),
+                        "f_norm": res.f_norm[part].tolist()}
     return FaithfulnessCurve(curves, res.metric_clean, res.metric_corrupt, res.identity, time.perf_counter() - t0,
                              config={"prune": prune, "selection": selection, **res.config})
