@@ -130,7 +130,7 @@ class EdgeResult(TaskRun):
                     f", pruned) on {self.n_prompts} {self.task} prompts of {self.model} (metric clean "
                     f"{self.metric_clean:.3f}, corrupted {self.metric_corrupt:.3f}).")
         elif self.curve:
-            best = max(self.curve["curves"][self.method]["f_norm"])
+            best = max(f for c in self.curve["curves"].values() for f in c["f_norm"])
             text += f" No measured {self.method} circuit keeps {self.curve['target']:.0%} (best F_norm {best:.3f})."
         if self.check:
             ck = self.check
@@ -231,7 +231,7 @@ def run_edges(model, task_name: str, config: EdgeRunConfig | None = None, *, pro
                                 selection=cfg.selection)
         timings["faithfulness"] = fc.seconds
         curve = {**encode(fc), "sizes": sizes, "target": cfg.target}
-        own = fc.curves.get(cfg.method, {"n_requested": []})  # top-n circuits (absent with selection="greedy")
+        own = fc.curves.get(cfg.method) or dict.fromkeys(("n_requested", "n_edges", "f_norm"), ())  # top-n
         ok = [(n, e, f) for n, e, f in zip(own["n_requested"], own["n_edges"], own["f_norm"]) if f >= cfg.target]
         if ok:
             n, e, f = min(ok, key=lambda x: x[1])
