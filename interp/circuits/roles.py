@@ -116,7 +116,8 @@ def classify_heads(model, task, threshold: float = 0.3, copy_threshold: float = 
     sequences: 8 of 20 random tokens, seed 0)."""
     rep_len, n_rep = 20, 8
     if not {"IO", "S1", "S2", "END"} <= set(task.positions):
-        raise ValueError(f"head roles need IOI positions (IO, S1, S2, END); the task has {sorted(task.positions)}")
+        raise ValueError(f"head roles need IOI positions (IO, S1, S2, END); the task has "
+                         f"{sorted(task.positions)}")
     pats, r0 = _patterns(model, task.clean, keep="blocks.0.hook_resid_post")  # [L, B, H, T, T], [B, T, d]
     b = torch.arange(task.n)
     end, io, s1, s2 = (task.positions[k] for k in ("END", "IO", "S1", "S2"))
