@@ -94,11 +94,6 @@ def run_cache(model, tokens: torch.Tensor) -> CircuitCache:
     return CircuitCache({k: v[0].detach() for k, v in cache.items()}, tokens[0])
 
 
-def _embed(cc: CircuitCache) -> torch.Tensor:
-    e = cc.cache["hook_embed"]
-    return e + cc.cache["hook_pos_embed"] if "hook_pos_embed" in cc.cache else e
-
-
 def decompose(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u: torch.Tensor, layer: int,
               where: str = "mid", position: int = -1, missing: str = "error") -> list[Contribution]:
     """All direct contributions to ``u . resid_{where}_layer[position]`` (see module docstring).
@@ -113,7 +108,8 @@ def decompose(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u: t
     T = cc.tokens.shape[0]
     t = position % T
     u = u.to(torch.float32)
-    out = [Contribution("embed", -1, -1, t, float(_embed(cc)[t] @ u))]
+    embed = cc.cache["hook_embed"][t] + (cc.cache["hook_pos_embed"][t] if "hook_pos_embed" in cc.cache else 0)
+    out = [Contribution("embed", -1, -1, t, float(embed @ u))]
     for l in range(layer + (where == "mid")):  # attention of every block up to the target, MLPs before it
         out += _attn_terms(model, cc, u, l, t)
         if l < layer:

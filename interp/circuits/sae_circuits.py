@@ -52,7 +52,7 @@ from torch import nn
 
 from interp.config import takes_config
 from interp.models.hooks import head_label
-from interp.results import Result, check_fields, register
+from interp.results import Result, check_fields, register, versions
 
 
 
@@ -353,7 +353,6 @@ def run_sae_circuit(model, task_name: str, config: SAECircuitConfig | None = Non
     the heads carrying each of ``shares`` of the total |effect| (``interp sae-circuit``)."""
     from interp.attribution import activation_patching
     from interp.models import model_name
-    from interp.results import versions
     from interp.tasks import make_task
 
     if n < 1 or truth_n < 0:
