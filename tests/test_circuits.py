@@ -283,6 +283,36 @@ def test_greedy_search_F_matches_hand_hooks_and_is_minimal(tiny_llama, source):
     assert all(f >= 0.8 for f in c.curve_faithfulness)
 
 
+def test_denoise_is_the_corrupted_run_with_the_circuit_restored(tiny_llama):
+    """ComponentPatcher.denoise(units) = (m(corrupted run, units from clean) - m(corrupt))
+    / (m(clean) - m(corrupt)), against a hand-hooked corrupted run (the fraction fails if clean and corrupted
+    swap, or the patch goes the other way)."""
+    from interp.circuits import ComponentPatcher
+    from interp.models import scoped_hooks
+
+    task = ioi_task(tiny_llama, n=4, seed=0)
+    clean = {}
+    with torch.no_grad():
+        with scoped_hooks(tiny_llama, fwd=[(f"blocks.{l}.{n}", lambda x, hook: clean.setdefault(hook.name, x))
+                                           for l in (0, 1) for n in ("attn.hook_z", "hook_mlp_out")]):
+            m_clean = task.metric(tiny_llama(task.clean)).float().mean().item()
+        m_corr = task.metric(tiny_llama(task.corrupt)).float().mean().item()
+
+    def restore(x, hook):
+        x = x.clone()
+        x[:, :, 3] = clean[hook.name][:, :, 3]
+        return x
+
+    fwd = [("blocks.1.attn.hook_z", restore), ("blocks.0.hook_mlp_out", lambda x, hook: clean[hook.name])]
+    with torch.no_grad(), scoped_hooks(tiny_llama, fwd=fwd):
+        m_den = task.metric(tiny_llama(task.corrupt)).float().mean().item()
+    ev = ComponentPatcher(tiny_llama, task)
+    # float32 forwards in another batch layout, ~10 ulps of m over a span of ~1: 1e-5
+    want = (m_den - m_corr) / (m_clean - m_corr)
+    assert ev.denoise([("attn_head", 1, (3,)), ("mlp", 0, ())]) == pytest.approx(want, abs=1e-5)
+    assert ev.denoise([]) == pytest.approx(0.0, abs=1e-6)
+
+
 def test_greedy_search_stays_inside_planted_circuit(tiny_llama):
     """Zero every head and MLP except a planted set: the others carry nothing, so none may enter the circuit,
     whatever order the prior suggests (here the prior ranks the silenced components as most important)."""

@@ -579,3 +579,17 @@ def test_edge_result_from_a_real_run(tmp_path):
     if needs_chromium.args[0]:
         pytest.skip(needs_chromium.kwargs["reason"])
     check_result_report(back, tmp_path)
+
+
+def test_run_edges_with_greedy_circuits_only():
+    """selection="greedy" measures only the greedy circuits: no top-n circuit is reported, the summary still
+    names the best F_norm measured (this crashed with a KeyError before)."""
+    from interp.circuits import greedy_circuit
+    from interp.circuits.edge_circuits import run_edges
+
+    m = load_model("tiny-gpt2", device="cpu")
+    r = run_edges(m, "ioi", method="eap", n=2, sizes=(5,), selection="greedy", target=1.1)
+    assert list(r.curve["curves"]) == ["eap greedy"] and r.circuit is None
+    sc = edge_attribution(m, ioi_task(m, n=2, seed=0), "eap")
+    assert r.curve["curves"]["eap greedy"]["n_edges"] == [greedy_circuit(sc, 5).n_edges]
+    assert f"best F_norm {r.curve['curves']['eap greedy']['f_norm'][0]:.3f}" in r.summary()

@@ -133,20 +133,17 @@ def as_edge_mask(graph: EdgeGraph, circuit) -> torch.Tensor:
     return m
 
 
-def _components(graph: EdgeGraph) -> list[list[int]]:
-    """Per receiver, the sender indices of the component(s) it feeds (empty for the logits)."""
-    idx = {(n.kind, n.layer, n.head): i for i, n in enumerate(graph.senders)}
+def _inputs(graph: EdgeGraph) -> torch.Tensor:
+    """Bool ``[N_r, N_s]``: receiver j is an input of the component sender i writes for (a head reads
+    its q and its key/value group's k and v, an MLP its input; the logits feed no sender)."""
+    idx = {n.name: i for i, n in enumerate(graph.senders)}
     group = graph.n_heads // graph.n_kv_heads
-    out = []
-    for r in graph.receivers:
-        if r.kind == "q":
-            out.append([idx[("head", r.layer, r.head)]])
-        elif r.kind in ("k", "v"):
-            out.append([idx[("head", r.layer, h)] for h in range(r.head * group, (r.head + 1) * group)])
-        elif r.kind == "mlp":
-            out.append([idx[("mlp", r.layer, None)]])
-        else:
-            out.append([])
+    out = torch.zeros(len(graph.receivers), len(graph.senders), dtype=torch.bool)
+    for j, r in enumerate(graph.receivers):
+        heads = [r.head] if r.kind == "q" else range(r.head * group, (r.head + 1) * group) \
+            if r.kind in ("k", "v") else []
+        names = [head_label(r.layer, h) for h in heads] or ([r.name] if r.kind == "mlp" else [])
+        out[j, [idx[n] for n in names]] = True
     return out
 
 
@@ -160,50 +157,43 @@ def prune_circuit(graph: EdgeGraph, edges: torch.Tensor) -> torch.Tensor:
     ``edges & forward_live[u] & backward_live[v]``.
     """
     edges = as_edge_mask(graph, edges)
-    comp = _components(graph)
-    s_stage = [n.stage for n in graph.senders]
-    r_stage = [n.stage for n in graph.receivers]
-    stages = sorted(set(s_stage) | set(r_stage))
+    inputs = _inputs(graph)
+    s_stage = torch.tensor([n.stage for n in graph.senders])
+    r_stage = torch.tensor([n.stage for n in graph.receivers])
+    stages = sorted(set(s_stage.tolist()) | set(r_stage.tolist()))
     fwd_s = torch.tensor([n.layer == -1 for n in graph.senders])
     fwd_r = torch.zeros(len(graph.receivers), dtype=torch.bool)
-    feeds: dict[int, list[int]] = {}
-    for j, cs in enumerate(comp):
-        for i in cs:
-            feeds.setdefault(i, []).append(j)
     for s in stages:
-        for j in (j for j, st in enumerate(r_stage) if st == s):
-            fwd_r[j] = bool((edges[:, j] & fwd_s).any())
-        for i in (i for i, st in enumerate(s_stage) if st == s and graph.senders[i].layer >= 0):
-            fwd_s[i] = bool(fwd_r[feeds.get(i, [])].any())
+        r, i = r_stage == s, s_stage == s
+        fwd_r[r] = (edges[:, r] & fwd_s[:, None]).any(0)
+        fwd_s[i] |= (inputs[:, i] & fwd_r[:, None]).any(0)
     back_r = torch.tensor([r.kind == "logits" for r in graph.receivers])
     back_s = torch.zeros(len(graph.senders), dtype=torch.bool)
     for s in reversed(stages):
-        for i in (i for i, st in enumerate(s_stage) if st == s):
-            back_s[i] = bool((edges[i] & back_r).any())
-        for j in (j for j, st in enumerate(r_stage) if st == s and comp[j]):
-            back_r[j] = bool(back_s[comp[j]].any())
+        r, i = r_stage == s, s_stage == s
+        back_s[i] = (edges[i] & back_r).any(1)
+        back_r[r] |= (inputs[r] & back_s).any(1)
     return edges & fwd_s[:, None] & back_r[None, :]
 
 
 def _check_n(scores: EdgeScores, n: int, who: str) -> None:
     if not 0 <= n <= scores.graph.n_edges:
-        raise ValueError(f"{who}: n must lie in 0..{scores.graph.n_edges} (the number of edges), got {n}")
+        raise ValueError(f"{who}: n = {n} is out of range: it must lie in 0..{scores.graph.n_edges} "
+                         "(the number of edges)")
 
 
-def top_n_circuit(scores: EdgeScores, n: int, prune: bool = True, absolute: bool = True) -> Circuit:
-    """The ``n`` edges of largest |score| (``absolute=False``: largest score), then pruned."""
+def top_n_circuit(scores: EdgeScores, n: int, prune: bool = True) -> Circuit:
+    """The ``n`` edges of largest |score|, then pruned."""
     _check_n(scores, n, "top_n_circuit")
     g = scores.graph
-    s = scores.scores.abs() if absolute else scores.scores
-    flat = s.double().masked_fill(~g.mask, float("-inf")).reshape(-1)
+    flat = scores.scores.abs().double().masked_fill(~g.mask, float("-inf")).reshape(-1)
     m = torch.zeros(flat.numel(), dtype=torch.bool)
-    if n:
-        m[flat.topk(n).indices] = True
+    m[flat.topk(n).indices] = True
     m = m.reshape(g.mask.shape)
     return Circuit.of_edges(g, prune_circuit(g, m) if prune else m, f"{scores.method} top {n}", n)
 
 
-def greedy_circuit(scores: EdgeScores, n: int, prune: bool = True, absolute: bool = True) -> Circuit:
+def greedy_circuit(scores: EdgeScores, n: int, prune: bool = True) -> Circuit:
     """Greedy selection from the logits backwards (hannamw/EAP-IG ``Graph.apply_greedy``): start
     with the edges into the logits as candidates; repeatedly add the candidate of largest |score|;
     when that adds a new component (head or MLP), the edges into its receivers (a head's q and its
@@ -211,11 +201,8 @@ def greedy_circuit(scores: EdgeScores, n: int, prune: bool = True, absolute: boo
     then drops the ones not reached from the embeddings."""
     _check_n(scores, n, "greedy_circuit")
     g = scores.graph
-    s = (scores.scores.abs() if absolute else scores.scores).double()
-    recv_of: dict[int, list[int]] = {}
-    for j, cs in enumerate(_components(g)):
-        for i in cs:
-            recv_of.setdefault(i, []).append(j)
+    s = scores.scores.abs().double()
+    inputs = _inputs(g)
     heap: list = []
     seen_r: set[int] = set()
 
@@ -227,15 +214,12 @@ def greedy_circuit(scores: EdgeScores, n: int, prune: bool = True, absolute: boo
 
     push(g.receiver_index("logits"))
     m = torch.zeros_like(g.mask)
-    in_graph: set[int] = set()
     while n > 0 and heap:
         _, i, j = heapq.heappop(heap)
         m[i, j] = True
         n -= 1
-        if i not in in_graph:
-            in_graph.add(i)
-            for jj in recv_of.get(i, []):
-                push(jj)
+        for jj in inputs[:, i].nonzero().flatten().tolist():
+            push(jj)
     k = int(m.sum())
     return Circuit.of_edges(g, prune_circuit(g, m) if prune else m, f"{scores.method} greedy {k}", k)
 
@@ -248,13 +232,11 @@ def component_edges(scores: EdgeScores, mask: torch.Tensor | None = None, member
     picks the edges; ``members`` (display names, ``L3H2`` / ``MLP4``) keeps only edges between them
     and from the token embedding (``embed``) or into the ``logits``."""
     g = scores.graph
-    group = max(1, g.n_heads // max(1, g.n_kv_heads))
+    inputs = _inputs(g)
     totals: dict[tuple[str, str], float] = {}
     for i, j in (g.mask if mask is None else mask).nonzero().tolist():
-        snd, rcv = g.senders[i], g.receivers[j]
-        heads = [rcv.head] if rcv.kind == "q" else range(rcv.head * group, (rcv.head + 1) * group) \
-            if rcv.kind in ("k", "v") else []
-        targets = [head_label(rcv.layer, h) for h in heads] or [rcv.name]
+        snd = g.senders[i]
+        targets = [g.senders[k].name for k in inputs[j].nonzero().flatten().tolist()] or [g.receivers[j].name]
         if members is not None:
             if snd.name not in members and snd.kind != "embed":
                 continue

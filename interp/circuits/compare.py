@@ -28,8 +28,10 @@ from typing import ClassVar
 
 from interp.attribution.components import TYPE_NAMES, AttributionResult, add_score_figures, score_axes
 from interp.config import takes_config
-from interp.results import Result, pearson_or_reason, register, versions
+from interp.results import pearson_or_reason, register
 from interp.tasks import make_task
+
+from .result import TaskRun, task_fields
 
 PAPER = {
     "ioi": {"source": "RelP paper (arXiv 2508.21258) Table 1, IOI, GPT-2 small (attn = attention outputs per layer and position); "
@@ -50,7 +52,7 @@ METHOD_SPECS = {
 
 @register
 @dataclass
-class CompareResult(Result):
+class CompareResult(TaskRun):
     """Attribution methods against activation patching on one task: scores, Pearson r, wall time."""
 
     kind: ClassVar[str] = "compare"
@@ -59,20 +61,8 @@ class CompareResult(Result):
         "pearson#1": "component type", "pearson": "Pearson r with activation patching",
         "seconds#0": "method", "seconds": "wall time (s)"}
 
-    task: str
-    """``ioi`` or ``greater-than``."""
-    model: str
-    """Name of the model."""
-    n_prompts: int
-    """Prompts every method scored (the same for all)."""
     seed: int
-    """Seed that drew the prompts."""
-    corruption: str | None
-    """How the corrupted prompts were made."""
-    metric_clean: float
-    """Batch-mean metric on the clean prompts."""
-    metric_corrupt: float
-    """Batch-mean metric on the corrupted prompts."""
+    """Seed that drew the prompts (every method scored the same ones)."""
     scores: dict[str, AttributionResult]
     """Per method (``patch`` first, the ground truth): its scores of every component type."""
     pearson: dict[str, dict[str, float | None]]
@@ -82,16 +72,8 @@ class CompareResult(Result):
     """Why r is undefined (``pearson_undefined[method][type]``; ``interp.results.pearson_or_reason``)."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall time of each method in this run (model passes included)."""
-    position_labels: list[str] = field(default_factory=list)
-    """Tokens of the first clean prompt (labels for per-position scores)."""
     paper: dict = field(default_factory=dict)
     """Published r for this task (``source``, then ``{method: {type: r}}``); empty when none."""
-    prompts: dict = field(default_factory=dict)
-    """The task's prompts and answers (``Task.to_json``)."""
-    config: dict = field(default_factory=dict)
-    """Methods, component types, per-position types, RelP rule sets."""
-    versions: dict = field(default_factory=dict)
-    """Package versions and machine (``interp.results.versions``)."""
     created: str = ""
     """UTC time the run finished."""
 
@@ -125,11 +107,8 @@ class CompareResult(Result):
     def report(self):
         import math
 
-        from interp.reports import Report
-
-        r = Report(f"Attribution methods vs activation patching: {self.task} on {self.model}", config=self.config,
-                   meta={"model": self.model, "task": self.task, "created": self.created, "versions": self.versions},
-                   summary=self.summary())
+        r = self._report(f"Attribution methods vs activation patching: {self.task} on {self.model}",
+                         created=self.created)
         types = list(dict.fromkeys(c for d in self.pearson.values() for c in d))
         if self.pearson:
             r.add_bars("Pearson r with activation patching, by method", [TYPE_NAMES.get(c, c) for c in types],
@@ -186,13 +165,12 @@ class CompareConfig:
 @takes_config(CompareConfig)
 def compare_methods(model, task_name: str, *, progress: bool = False, config: CompareConfig) -> CompareResult:
     """Run the methods on one task; Pearson r vs patching per component type; timings."""
-    n, seed, methods, per_position, corruption, components = (config.n, config.seed, config.methods,
-                                                              config.per_position, config.corruption, config.components)
-    from interp.attribution import activation_patching, attribution_patching, component_types, relevance_patching
-    from interp.attribution.ig import integrated_gradients
-    from interp.models import model_name
+    from interp.attribution import component_types
 
-    methods = tuple(m for m in METHOD_SPECS if m != "ig-embed") if methods is None else tuple(methods)
+    from .pipeline import score
+
+    cfg = config
+    methods = tuple(m for m in METHOD_SPECS if m != "ig-embed") if cfg.methods is None else tuple(cfg.methods)
     if "relp-default" in methods:
         raise ValueError("method 'relp-default' was renamed: 'relp' is now RelP with the paper's default rules "
                          "(LN, Identity, Half); 'relp-cp-lrp' adds the AH-rule (CP-LRP), which the old 'relp' used")
@@ -200,22 +178,13 @@ def compare_methods(model, task_name: str, *, progress: bool = False, config: Co
     if bad:
         raise ValueError(f"unknown method(s) {bad}; choose from {sorted(METHOD_SPECS)}")
     methods = ("patch",) + tuple(m for m in methods if m != "patch")
-    comps = tuple(t.name for t in component_types(components))  # unknown names: a ValueError listing the known
-    task = make_task(task_name, model, n=n, seed=seed, corruption=corruption)
-    per_position = tuple(c for c in per_position if c in comps)
-    results = {}
-    for name in methods:
-        kind, kw = METHOD_SPECS[name]
-        if kind == "patch":
-            r = activation_patching(model, task, comps, per_position=per_position, progress=progress)
-        elif kind == "atp":
-            r = attribution_patching(model, task, comps, per_position=per_position)
-        elif kind == "relp":
-            r = relevance_patching(model, task, comps, per_position=per_position, **kw)
-        else:
-            r = integrated_gradients(model, task, comps, per_position=per_position, **kw)
+    comps = tuple(t.name for t in component_types(cfg.components))  # unknown: a ValueError listing the known
+    task = make_task(task_name, model, n=cfg.n, seed=cfg.seed, corruption=cfg.corruption)
+    per_position = tuple(c for c in cfg.per_position if c in comps)
+    results = {name: score(model, task, METHOD_SPECS[name][0], comps, per_position, progress=progress,
+                           **METHOD_SPECS[name][1]) for name in methods}
+    for name, r in results.items():
         r.method = name
-        results[name] = r
     ref = results["patch"]
     corr, undefined = {}, {}
     for name, r in list(results.items())[1:]:
@@ -227,13 +196,10 @@ def compare_methods(model, task_name: str, *, progress: bool = False, config: Co
                 warnings.warn(f"compare: Pearson r of {name} vs patching on {c!r} is undefined ({why}); "
                               f"reported as None", stacklevel=2)
     return CompareResult(
-        task=task_name, model=model_name(model), n_prompts=task.n, seed=seed,
-        corruption=task.meta.get("corruption", corruption), metric_clean=ref.metric_clean,
-        metric_corrupt=ref.metric_corrupt, scores=results, pearson=corr, pearson_undefined=undefined,
-        seconds={name: r.seconds for name, r in results.items()},
-        position_labels=[model.tokenizer.decode([t]) for t in task.clean[0].tolist()],
-        paper=PAPER.get(task_name, {}), prompts=task.to_json(),
+        **task_fields(model, task_name, task, ref), seed=cfg.seed, scores=results, pearson=corr,
+        pearson_undefined=undefined, seconds={name: r.seconds for name, r in results.items()},
+        paper=PAPER.get(task_name, {}),
         config={"methods": list(methods), "components": list(comps), "per_position": list(per_position),
                 "relp_rules": {"relp": "default (LN, Identity, Half: the paper's)",
                                "relp-cp-lrp": "default+cp-lrp (LN, Identity, Half, AH/CP-LRP)"}},
-        versions=versions(), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

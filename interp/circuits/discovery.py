@@ -30,9 +30,10 @@ import math
 import time
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 from interp.attribution.components import AttributionResult, component_types
+from interp.results import check_fields
 
 from .circuit import Circuit
 from .faithfulness import ComponentPatcher
@@ -79,10 +80,7 @@ class CircuitConfig(CircuitSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.order not in ("signed", "abs"):
-            raise ValueError(f"order must be 'signed' or 'abs', got {self.order!r}")
-        if self.grid is not None and self.grid < 2:
-            raise ValueError(f"grid must be None (every size) or >= 2, got {self.grid}")
+        check_fields(self, {"order": ("signed", "abs")}, {"grid": 2})
 
 
 def rank_components(result: AttributionResult, types, order: str = "signed"):
@@ -93,18 +91,14 @@ def rank_components(result: AttributionResult, types, order: str = "signed"):
     rows = []
     for t in types:
         s = result.per_component(t.name)
-        for pos in torch.cartesian_prod(*[torch.arange(n) for n in s.shape]).reshape(-1, s.ndim).tolist():
-            rows.append((t, pos[0], tuple(pos[1:]), float(s[tuple(pos)])))
-    key = (lambda r: -r[3]) if order == "signed" else (lambda r: -abs(r[3]))
-    return sorted(rows, key=key)
+        rows += [(t, pos[0], pos[1:], float(s[pos])) for pos in np.ndindex(s.shape)]
+    return sorted(rows, key=lambda r: -r[3] if order == "signed" else -abs(r[3]))
 
 
 def size_grid(n: int, points: int) -> list[int]:
     """0, all, and ``points`` roughly geometric sizes in between."""
-    sizes = {0, n}
-    for i in range(points):
-        sizes.add(min(n, int(round(math.expm1(math.log1p(n) * i / max(1, points - 1))))))
-    return sorted(sizes)
+    steps = [min(n, round(math.expm1(math.log1p(n) * i / max(1, points - 1)))) for i in range(points)]
+    return sorted({0, n, *steps})
 
 
 def discover_circuit(model, task, result: AttributionResult, config: CircuitConfig | None = None) -> Circuit:

@@ -27,12 +27,12 @@ from interp.config import takes_config
 from interp.attribution.edge_patching import edge_patching
 from interp.attribution.edge_stages import stage_matrix
 from interp.attribution.edges import METHODS, SHARES, edge_attribution
-from interp.models import model_name
-from interp.results import Result, check_fields, encode, pearson_or_reason, register, versions
+from interp.results import check_fields, encode, pearson_or_reason, register
 from interp.tasks import make_task
 
 from .circuit import as_edge_mask, component_edges, node_layer, top_n_circuit
 from .faithfulness import faithfulness_curve
+from .result import TaskRun, task_fields
 
 SELECTIONS = ("top-n", "greedy", "both")
 
@@ -84,7 +84,7 @@ class EdgeRunConfig:
 
 @register
 @dataclass
-class EdgeResult(Result):
+class EdgeResult(TaskRun):
     """Edge scores of one method on a task, their check against edge patching, and edge circuits."""
 
     kind: ClassVar[str] = "edges"
@@ -94,16 +94,8 @@ class EdgeResult(Result):
         "stages.columns": "receiver stage", "stages.rows": "sender stage",
         "top_edges.patch": "edge patching effect", "top_edges.score": "edge score"}
 
-    task: str
-    model: str
     method: str
     """``eap``, ``eap-ig``, ``clean-corrupted`` or ``eap-ig-activations``."""
-    n_prompts: int
-    corruption: str | None
-    metric_clean: float
-    """Batch-mean metric on the clean prompts."""
-    metric_corrupt: float
-    """Batch-mean metric on the corrupted prompts."""
     n_senders: int
     n_receivers: int
     n_edges: int
@@ -126,10 +118,7 @@ class EdgeResult(Result):
     graph: list[dict] = field(default_factory=list)
     """The drawn graph: the circuit's edges (else the top edges') summed per component
     (:func:`interp.circuits.circuit.component_edges`: ``source``, ``target``, ``score``)."""
-    prompts: dict = field(default_factory=dict)
-    config: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
-    versions: dict = field(default_factory=dict)
 
     def summary(self) -> str:
         text = (f"**{self.method}** scored {self.n_edges} edges of {self.model} on {self.n_prompts} {self.task} "
@@ -141,7 +130,7 @@ class EdgeResult(Result):
                     f", pruned) on {self.n_prompts} {self.task} prompts of {self.model} (metric clean "
                     f"{self.metric_clean:.3f}, corrupted {self.metric_corrupt:.3f}).")
         elif self.curve:
-            best = max(self.curve["curves"][self.method]["f_norm"])
+            best = max(f for c in self.curve["curves"].values() for f in c["f_norm"])
             text += f" No measured {self.method} circuit keeps {self.curve['target']:.0%} (best F_norm {best:.3f})."
         if self.check:
             ck = self.check
@@ -153,11 +142,8 @@ class EdgeResult(Result):
     def report(self):
         import plotly.graph_objects as go
 
-        from interp.reports import Report
-
-        r = Report(f"Edge attribution ({self.method}): {self.task} on {self.model}", config=self.config,
-                   summary=self.summary(), meta={"model": self.model, "task": self.task, "timings": self.timings,
-                                                 "versions": self.versions})
+        r = self._report(f"Edge attribution ({self.method}): {self.task} on {self.model}",
+                         timings=self.timings)
         nodes = {n: {"id": n, "label": n, "layer": node_layer(n, self.n_layers)}
                  for e in self.graph for n in (e["source"], e["target"])}
         what = (f"The {self.method} circuit (top {self.circuit['n_requested']}, pruned to {self.circuit['n_edges']} "
@@ -245,7 +231,7 @@ def run_edges(model, task_name: str, config: EdgeRunConfig | None = None, *, pro
                                 selection=cfg.selection)
         timings["faithfulness"] = fc.seconds
         curve = {**encode(fc), "sizes": sizes, "target": cfg.target}
-        own = fc.curves.get(cfg.method, {"n_requested": []})  # top-n circuits (absent with selection="greedy")
+        own = fc.curves.get(cfg.method) or dict.fromkeys(("n_requested", "n_edges", "f_norm"), ())  # top-n
         ok = [(n, e, f) for n, e, f in zip(own["n_requested"], own["n_edges"], own["f_norm"]) if f >= cfg.target]
         if ok:
             n, e, f = min(ok, key=lambda x: x[1])
@@ -254,10 +240,8 @@ def run_edges(model, task_name: str, config: EdgeRunConfig | None = None, *, pro
     s = res.graph
     shown = c.edges if circuit else as_edge_mask(s, [e["edge"] for e in top])
     return EdgeResult(
-        task=task_name, model=model_name(model), method=cfg.method, n_prompts=task.n,
-        corruption=task.meta.get("corruption"), metric_clean=res.metric_clean, metric_corrupt=res.metric_corrupt,
+        **task_fields(model, task_name, task, res), method=cfg.method,
         n_senders=len(s.senders), n_receivers=len(s.receivers), n_edges=s.n_edges, n_layers=model.cfg.n_layers,
         top_edges=top, graph=component_edges(res, shown),
         stages=dict(zip(("z", "rows", "columns"), stage_matrix(res))), check=check, curve=curve, circuit=circuit,
-        prompts=task.to_json(), config={**dataclasses.asdict(cfg), "scoring": res.config}, timings=timings,
-        versions=versions())
+        config={**dataclasses.asdict(cfg), "scoring": res.config}, timings=timings)

@@ -33,7 +33,7 @@ MLP and logits receivers at the input of ``ln2`` / ``ln_final`` (which feed noth
 recomputing their own q/k/v slice ``W[h] ln1(x + offset_h) + b[h]`` (only in the copies where the
 offset is not zero).  :func:`faithfulness_curve` evaluates top-n (or greedy) circuits of several
 scorings at several sizes in the same batched runs.  Cost: one corrupted forward + ``c / k`` forwards
-of ``k*B*T`` tokens (k copies per pass, bounded by ``max_tokens`` and ``max_bytes``).  Memory:
+of ``k*B*T`` tokens (k copies per pass, bounded by ``max_tokens`` and 1 GB of ``D_cur``).  Memory:
 ``D_cur`` is ``c*N_s*B*T*d`` floats per pass (SmolLM2, B = 8, T = 16: 89 MB per copy) plus the masks
 ``c*N_s*N_r`` and the corrupted senders ``N_s*B*T*d``.
 """
@@ -44,6 +44,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from interp.attribution.components import cache_components, component_types
@@ -77,20 +78,17 @@ class ComponentPatcher:
     def __init__(self, model, task, types=("attn_head", "mlp"), source: str = "corrupt", max_tokens: int = 4096):
         self.model, self.task, self.source, self.max_tokens = model, task, source, max_tokens
         self.types = component_types(types)
-        self.ac, _, _ = cache_components(model, task.clean, self.types)
-        self.ak, _, _ = cache_components(model, task.corrupt, self.types)
+        self.ac, _, logits_c = cache_components(model, task.clean, self.types)
+        self.ak, _, logits_k = cache_components(model, task.corrupt, self.types)
+        self.m_clean, self.m_corr = (task.metric(x).float().mean().item() for x in (logits_c, logits_k))
         self.unit_shapes = {t.name: tuple(self.ac[t.name][0].shape[2:2 + t.unit_axes]) for t in self.types}
         self.n_masks = 0
         self.full = self.empty = None
 
     def units(self) -> list[Unit]:
         """Every (type, layer, unit) in layer order (heads before the MLP of their layer)."""
-        out = []
-        for t in self.types:
-            shape = self.unit_shapes[t.name]
-            idxs = torch.cartesian_prod(*[torch.arange(s) for s in shape]).reshape(-1, len(shape)).tolist() \
-                if shape else [[]]
-            out += [(t.name, l, tuple(i)) for l in range(self.model.cfg.n_layers) for i in idxs]
+        out = [(t.name, l, i) for t in self.types for l in range(self.model.cfg.n_layers)
+               for i in np.ndindex(self.unit_shapes[t.name])]
         return sorted(out, key=lambda u: (u[1], u[0] != "attn_head", u[2]))
 
     def name(self, unit: Unit) -> str:
@@ -133,18 +131,14 @@ class ComponentPatcher:
         keep = self.keep_mask(units)
         logits = run_with_masks(self.model, self.task.corrupt, self.ac, {k: m[None] for k, m in keep.items()},
                                 self.types)
-        m_den = self.task.metric(logits).float().mean().item()
-        with torch.no_grad():
-            dev = next(self.model.parameters()).device
-            m_clean, m_corr = (self.task.metric(self.model(x.to(dev))).float().mean().item()
-                               for x in (self.task.clean, self.task.corrupt))
-        return (m_den - m_corr) / (m_clean - m_corr) if abs(m_clean - m_corr) > 1e-12 else float("nan")
+        m_den, gap = self.task.metric(logits).float().mean().item(), self.m_clean - self.m_corr
+        return (m_den - self.m_corr) / gap if abs(gap) > 1e-12 else float("nan")
 
 
-def circuit_faithfulness(model, task, components: Sequence[str], types=("attn_head", "mlp"),
-                         source: str = "corrupt", max_tokens: int = 4096) -> dict:
-    """F of a fixed circuit on ``task`` by real patching: ``{F, metric_full, metric_empty, metric_circuit, n}``."""
-    ev = ComponentPatcher(model, task, types, source, max_tokens)
+def circuit_faithfulness(model, task, components: Sequence[str], source: str = "corrupt") -> dict:
+    """F of a fixed circuit of heads and MLPs on ``task`` by real patching: ``{F, metric_full, metric_empty,
+    metric_circuit, n}``."""
+    ev = ComponentPatcher(model, task, source=source)
     full, empty, mc = ev.metric([ev.units(), [], [parse_component(c) for c in components]])
     ev.set_ends(full, empty)
     return {"F": ev.F(mc), "metric_full": full, "metric_empty": empty, "metric_circuit": mc, "n": task.n}
@@ -178,15 +172,12 @@ class _CircuitRun:
     """Hooks for ``c`` stacked circuit copies (see the module doc)."""
 
     def __init__(self, model, graph, weights, Zk, A, B, T):
-        self.model, self.graph, self.Zk, self.A, self.B, self.T = model, graph, Zk, A, B, T
-        self.c = A.shape[0]
-        self.acc = Zk.dtype
+        self.model, self.graph, self.Zk, self.A, self.B = model, graph, Zk, A, B
+        self.c, self.acc = A.shape[0], Zk.dtype
         self.D = torch.zeros(self.c, len(graph.senders), B, T, Zk.shape[-1], dtype=self.acc, device=Zk.device)
         self.W_o = [w.W_o.to(self.acc) for w in weights]
-        self.n_prev = {}
         s_stage = torch.tensor([n.stage for n in graph.senders])
-        for j, r in enumerate(graph.receivers):
-            self.n_prev[j] = int((s_stage < r.stage).sum())  # senders are in stage order
+        self.n_prev = [int((s_stage < r.stage).sum()) for r in graph.receivers]  # senders are in stage order
         self.xs: dict[int, torch.Tensor] = {}
         self.qkv = {(l, k): (getattr(w, f"W_{k}"), w.b_qkv[k]) for l, w in enumerate(weights) for k in "qkv"}
 
@@ -199,35 +190,31 @@ class _CircuitRun:
 
     def hooks(self) -> list:
         g, B, c = self.graph, self.B, self.c
-        hooks = []
         by_hook: dict[str, list[int]] = {}
         for i, n in enumerate(g.senders):
             by_hook.setdefault(n.hook, []).append(i)
 
         def sender(rows, hook_name):
             def fn(x, hook):
+                xx = x.to(self.acc)
                 if hook_name.endswith("hook_z"):
-                    l = int(hook_name.split(".")[1])
-                    z = x.to(self.acc).reshape(c, B, *x.shape[1:])
-                    val = torch.einsum("cbthe,hed->chbtd", z, self.W_o[l])
+                    W_o = self.W_o[g.senders[rows[0]].layer]
+                    val = torch.einsum("cbthe,hed->chbtd", xx.reshape(c, B, *x.shape[1:]), W_o)
                 else:
-                    xx = x.to(self.acc)
                     if xx.shape[0] != c * B:  # a positional embedding broadcast over the batch
                         xx = xx.expand(B, *xx.shape[1:]).repeat(c, *[1] * (xx.ndim - 1))
                     val = xx.reshape(c, B, *x.shape[1:])[:, None]
                 self.D[:, rows] = val - self.Zk[rows]
             return fn
 
-        for name, rows in by_hook.items():
-            hooks.append((name, sender(rows, name)))
+        hooks = [(name, sender(rows, name)) for name, rows in by_hook.items()]
         layer_recv: dict[tuple[int, str], list[int]] = {}
         for j, r in enumerate(g.receivers):
             layer_recv.setdefault((r.layer, r.kind), []).append(j)
         for (l, kind), js in layer_recv.items():
             if kind in ("mlp", "logits"):
                 def add(x, hook, js=js):
-                    off, need = self.offsets(js)
-                    return x + off[:, 0].reshape(x.shape).to(x.dtype)
+                    return x + self.offsets(js)[0][:, 0].reshape(x.shape).to(x.dtype)
 
                 hooks.append((f"blocks.{l}.ln2.hook_in" if kind == "mlp" else "ln_final.hook_in", add))
             else:
@@ -255,7 +242,7 @@ class _CircuitRun:
 
 
 def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[str] | None = None,
-                              max_tokens: int = 4096, max_bytes: float = 1e9, check_ends: bool = True,
+                              max_tokens: int = 4096, check_ends: bool = True,
                               fast: bool | None = None) -> Faithfulness:
     """m(C) and F_norm(C) for each circuit (see the module doc), as stacked copies in few forwards.
 
@@ -272,11 +259,10 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[
     weights = layer_weights(model)
     graph = edge_graph(model, weights)
     masks = [as_edge_mask(graph, c) for c in circuits]
-    if labels is None:
-        labels = [c.label if isinstance(c, Circuit) and c.label else f"circuit {i}" for i, c in enumerate(circuits)]
+    labels = list(labels or [c.label if isinstance(c, Circuit) and c.label else f"circuit {i}"
+                             for i, c in enumerate(circuits)])
     if len(labels) != len(masks):
         raise ValueError(f"got {len(labels)} labels for {len(masks)} circuits")
-    labels = list(labels)
     if check_ends:
         masks += [graph.mask.clone(), torch.zeros_like(graph.mask)]
     device = next(model.parameters()).device
@@ -284,11 +270,10 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[
     Zk, logits_k = sender_outputs(model, task.corrupt, graph, weights)
     with torch.no_grad():
         logits_c = model(task.clean.to(device))
-    m_clean = task.metric(logits_c).double().cpu()
-    m_corr = task.metric(logits_k).double().cpu()
+    mc, mk = (task.metric(x).double().mean().item() for x in (logits_c, logits_k))
     last = fast and reads_last_position_only(task.metric, logits_c)
     per_copy = len(graph.senders) * B * T * model.cfg.d_model * Zk.element_size() * 3
-    k_max = int(max(1, min(max_tokens // (B * T), max_bytes // per_copy)))
+    k_max = int(max(1, min(max_tokens // (B * T), 1e9 // per_copy)))
     per = torch.zeros(len(masks), B, dtype=torch.float64)
     for s in range(0, len(masks), k_max):
         chunk = masks[s:s + k_max]
@@ -298,7 +283,6 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[
             logits = model(task.clean.to(device).repeat(len(chunk), 1))
         per[s:s + len(chunk)] = task.metric(logits).double().reshape(len(chunk), B).cpu()
         del run
-    mc, mk = m_clean.mean().item(), m_corr.mean().item()
     metrics = per.mean(1)
     span = mc - mk
     f = (metrics - mk) / span if span else torch.full_like(metrics, float("nan"))
@@ -345,22 +329,17 @@ def faithfulness_curve(model, task, scores: Sequence[EdgeScores], sizes: Sequenc
     sizes = [int(n) for n in sizes]
     if not sizes:
         raise ValueError("faithfulness_curve needs at least one circuit size")
-    n_all = scores[0].graph.n_edges
-    bad = [n for n in sizes if not 0 <= n <= n_all]
-    if bad:
-        raise ValueError(f"circuit sizes {bad} out of range 0..{n_all} (the number of edges)")
     t0 = time.perf_counter()
     pickers = ([("", top_n_circuit)] if selection != "greedy" else []) + (
         [(" greedy", greedy_circuit)] if selection != "top-n" else [])
     runs = [(s.method + suffix, s, pick) for s in scores for suffix, pick in pickers]
     circuits = [pick(s, n, prune) for _, s, pick in runs for n in sizes]
     res = edge_circuit_faithfulness(model, task, circuits, max_tokens=max_tokens, fast=fast)
-    curves = {}
+    curves, k = {}, len(sizes)
     for a, (name, _, _) in enumerate(runs):
-        part = range(a * len(sizes), (a + 1) * len(sizes))
-        curves[name] = {"n_requested": sizes, "n_edges": [circuits[i].n_edges for i in part],
-                            "n_nodes": [len(circuits[i].nodes()) for i in part],
-                            "metric": [res.metrics[i].item() for i in part],
-                            "f_norm": [res.f_norm[i].item() for i in part]}
+        part, cs = slice(a * k, (a + 1) * k), circuits[a * k:(a + 1) * k]
+        curves[name] = {"n_requested": sizes, "n_edges": [c.n_edges for c in cs],
+                        "n_nodes": [len(c.nodes()) for c in cs], "metric": res.metrics[part].tolist(),
+                        "f_norm": res.f_norm[part].tolist()}
     return FaithfulnessCurve(curves, res.metric_clean, res.metric_corrupt, res.identity, time.perf_counter() - t0,
                              config={"prune": prune, "selection": selection, **res.config})

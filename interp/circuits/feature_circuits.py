@@ -94,11 +94,6 @@ def run_cache(model, tokens: torch.Tensor) -> CircuitCache:
     return CircuitCache({k: v[0].detach() for k, v in cache.items()}, tokens[0])
 
 
-def _embed(cc: CircuitCache) -> torch.Tensor:
-    e = cc.cache["hook_embed"]
-    return e + cc.cache["hook_pos_embed"] if "hook_pos_embed" in cc.cache else e
-
-
 def decompose(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u: torch.Tensor, layer: int,
               where: str = "mid", position: int = -1, missing: str = "error") -> list[Contribution]:
     """All direct contributions to ``u . resid_{where}_layer[position]`` (see module docstring).
@@ -113,11 +108,10 @@ def decompose(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u: t
     T = cc.tokens.shape[0]
     t = position % T
     u = u.to(torch.float32)
-    out = [Contribution("embed", -1, -1, t, float(_embed(cc)[t] @ u))]
-    last_attn = layer if where == "mid" else layer - 1
-    for l in range(0, layer + (1 if where == "mid" else 0)):
-        if l <= last_attn:
-            out += _attn_terms(model, cc, u, l, t)
+    embed = cc.cache["hook_embed"][t] + (cc.cache["hook_pos_embed"][t] if "hook_pos_embed" in cc.cache else 0)
+    out = [Contribution("embed", -1, -1, t, float(embed @ u))]
+    for l in range(layer + (where == "mid")):  # attention of every block up to the target, MLPs before it
+        out += _attn_terms(model, cc, u, l, t)
         if l < layer:
             out += _mlp_terms(transcoders, cc, u, l, t, missing)
     return out
@@ -132,10 +126,8 @@ def _mlp_terms(transcoders, cc, u, l, t, missing="error"):
     x = cc.cache[f"blocks.{l}.ln2.hook_normalized"][t : t + 1]
     code = tc.encode(x.to(tc.W_enc.device))
     z = code.acts[0].detach().cpu()
-    w = (tc.W_dec.detach().cpu() @ u)  # [d_sae]
-    contrib = z * w
-    nz = z.nonzero().squeeze(-1).tolist()
-    res = [Contribution("feature", l, j, t, float(contrib[j])) for j in nz]
+    contrib = z * (tc.W_dec.detach().cpu() @ u)  # [d_sae]: activation x weight
+    res = [Contribution("feature", l, j, t, float(contrib[j])) for j in z.nonzero().flatten().tolist()]
     recon = tc.decode_code(code)[0].detach().cpu()
     res.append(Contribution("tc_bias", l, -1, t, float(tc.b_dec.detach().cpu() @ u)))
     res.append(Contribution("tc_error", l, -1, t, float((cc.cache[f"blocks.{l}.hook_mlp_out"][t] - recon) @ u)))
@@ -154,11 +146,9 @@ def _ov(model, l):
     return W_V, W_O
 
 
-def _ln1_weight(model, l, d):
-    ln = model.blocks[l].ln1
-    w = getattr(ln, "w", None)
-    if w is None:
-        w = getattr(ln, "weight", None)
+def _norm_weight(ln, d):
+    """A norm's weight (``w`` on a bridge, ``weight`` on a torch module; ones where it has none)."""
+    w = getattr(ln, "w", getattr(ln, "weight", None))
     return torch.ones(d) if w is None else w.detach().float().cpu()
 
 
@@ -166,7 +156,7 @@ def _attn_terms(model, cc, u, l, t):
     A = cc.cache[f"blocks.{l}.attn.hook_pattern"][:, t]  # [H, S]
     x = cc.cache[f"blocks.{l}.ln1.hook_normalized"]  # [S, d]
     W_V, W_O = _ov(model, l)
-    xw = x * _ln1_weight(model, l, x.shape[-1])
+    xw = x * _norm_weight(model.blocks[l].ln1, x.shape[-1])
     ovu = torch.einsum("hdk,hkm,m->hd", W_V, W_O, u)  # [H, d]: W_V W_O u per head
     per = A * (xw @ ovu.T).T  # [H, S]
     res = [Contribution("head", l, h, s, float(per[h, s])) for h in range(per.shape[0]) for s in range(t + 1)]
@@ -200,23 +190,22 @@ def greedy_paths(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u
     Settings: a :class:`PathSearch` or its fields as keywords (``n_iters=2, beam=4``), not both.
     """
     cfg = config
-    n_iters, n_branches, beam, missing = cfg.n_iters, cfg.n_branches, cfg.beam, cfg.missing
     T = cc.tokens.shape[0]
     frontier = [(Path([], float("inf")), u.float(), layer, where, position % T)]
     done: list[Path] = []
-    for _ in range(n_iters):
+    for _ in range(cfg.n_iters):
         cand = []
         for path, vec, L, wh, t in frontier:
-            terms = [c for c in decompose(model, transcoders, cc, vec, L, wh, t, missing)
+            terms = [c for c in decompose(model, transcoders, cc, vec, L, wh, t, cfg.missing)
                      if c.kind in ("feature", "head")]
             terms.sort(key=lambda c: -c.value)
-            for c in terms[:n_branches]:
+            for c in terms[:cfg.n_branches]:
                 if c.value <= 0:
                     break
                 cand.append((Path(path.nodes + [c], c.value), vec, t, c))
         cand.sort(key=lambda x: -x[0].value)
         frontier = []
-        for p, vec, t, c in cand[:beam]:
+        for p, vec, t, c in cand[:cfg.beam]:
             done.append(p)
             nv = _continue(model, transcoders, cc, c, vec, t)
             if nv is not None:
@@ -235,7 +224,7 @@ def _continue(model, transcoders, cc, c: Contribution, u: torch.Tensor, t: int):
         W_V, W_O = _ov(model, c.layer)
         A = cc.cache[f"blocks.{c.layer}.attn.hook_pattern"][c.index]
         s = cc.cache[f"blocks.{c.layer}.ln1.hook_scale"][c.position].reshape(())
-        w = _ln1_weight(model, c.layer, u.shape[0])
+        w = _norm_weight(model.blocks[c.layer].ln1, u.shape[0])
         v = A[t, c.position] * w * (W_V[c.index] @ (W_O[c.index] @ u)) / s
         return v, c.layer, "pre", c.position
     return None
@@ -249,11 +238,8 @@ def logit_direction(model, cc: CircuitCache, good: int, bad: int, position: int 
     """
     t = position % cc.tokens.shape[0]
     W_U = model.W_U.detach().float().cpu()
-    ln = model.ln_final
-    w = getattr(ln, "w", None)
-    w = torch.ones(W_U.shape[0]) if w is None else w.detach().float().cpu()
     s = cc.cache["ln_final.hook_scale"][t].reshape(())
-    return w * (W_U[:, good] - W_U[:, bad]) / s
+    return _norm_weight(model.ln_final, W_U.shape[0]) * (W_U[:, good] - W_U[:, bad]) / s
 
 
 def de_embedding(model, transcoder: SparseCoder, feature: int, top: int = 10) -> list[tuple[int, float]]:

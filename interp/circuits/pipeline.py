@@ -35,17 +35,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interp.config import takes_config
-from interp.attribution import activation_patching, attribution_patching, relevance_patching
-from interp.attribution.ig import integrated_gradients, layer_integrated_gradients
-from interp.models import model_name
+from interp import attribution as A
+from interp.attribution.ig import layer_integrated_gradients
 from interp.models.hooks import component_label
 from interp.reports.attention import attention_patterns
-from interp.results import check_fields, versions
+from interp.results import check_fields
 from interp.tasks import make_task
 
 from .discovery import CircuitConfig, check_circuit_settings, discover_circuit
 from .faithfulness import circuit_faithfulness
-from .result import CircuitResult, circuit_edges
+from .result import CircuitResult, circuit_edges, prompt_tokens, task_fields
 from .roles import classify_heads
 from .search import SearchConfig, search_circuit
 
@@ -68,31 +67,34 @@ def run_method(model, task, method: str, per_position=("resid",), rules="default
     """
     if direction not in ("denoise", "noise"):
         raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
-    if method == "patch":
-        return activation_patching(model, task, COMPONENTS, per_position=per_position, progress=progress,
-                                   source=direction)
-    if method == "atp":
-        return attribution_patching(model, task, COMPONENTS, per_position=per_position, direction=direction)
-    if method == "relp":
-        from interp.attribution import RelPConfig
-
-        return relevance_patching(model, task, COMPONENTS, per_position=per_position,
-                                  config=RelPConfig(rules=rules, direction=direction))
-    if method == "ig":
-        kw = {} if steps is None else {"steps": steps}
-        return integrated_gradients(model, task, COMPONENTS, per_position=per_position, direction=direction, **kw)
-    raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    return score(model, task, method, COMPONENTS, per_position, rules=rules, steps=steps, progress=progress,
+                 direction=direction, source=direction)
 
 
-def token_examples(model, task, n_examples: int = 2, steps: int = 16) -> list[dict]:
-    """Per-token IG attributions (input embeddings, baseline = the corrupted prompt)."""
+TAKES = {"patch": ("source", "progress"), "atp": ("direction",), "relp": ("rules", "direction"),
+         "ig": ("steps", "path", "direction")}
+"""The settings each method takes (patching's direction is its ``source``)."""
+
+
+def score(model, task, method: str, components, per_position, **settings):
+    """``method`` (:data:`METHODS`) over ``components``, given the ``settings`` of :data:`TAKES` it takes."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    fn = {"patch": A.activation_patching, "atp": A.attribution_patching, "relp": A.relevance_patching,
+          "ig": A.integrated_gradients}[method]
+    return fn(model, task, components, per_position=per_position,
+              **{k: v for k, v in settings.items() if k in TAKES[method]})
+
+
+def token_examples(model, task) -> list[dict]:
+    """Per-token IG attributions (input embeddings, baseline = the corrupted prompt), first two prompts."""
     out = []
-    for i in range(min(n_examples, task.n)):
+    for i in range(min(2, task.n)):
         sub = task.subset([i])
-        r = layer_integrated_gradients(model, sub.clean, sub.metric, baseline=sub.corrupt, steps=steps)
-        toks = [model.tokenizer.decode([t]) for t in sub.clean[0].tolist()]
-        out.append({"title": f"IG (embeddings, corrupt baseline): {task.prompts[i]}", "tokens": toks,
-                    "scores": r.token_scores()[0].tolist(), "completeness_relative_delta": r.relative_delta})
+        r = layer_integrated_gradients(model, sub.clean, sub.metric, baseline=sub.corrupt, steps=16)
+        out.append({"title": f"IG (embeddings, corrupt baseline): {task.prompts[i]}",
+                    "tokens": prompt_tokens(model, sub), "scores": r.token_scores()[0].tolist(),
+                    "completeness_relative_delta": r.relative_delta})
     return out
 
 
@@ -148,12 +150,11 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
     # The circuit is judged by corrupting everything outside it in the clean run, so components
     # are ranked by their noising effect (what is lost when each one alone is corrupted).
     res = run_method(model, task, method, rules=cfg.rules, progress=progress, direction="noise")
-    timings = {method: res.seconds}
     # the top-k circuit: every size when it is the answer (search='topk'); beside a greedy search it is only a
     # comparison, measured on ~24 sizes (grid + bisection, discovery.py) at a tenth of the cost
     topk = discover_circuit(model, task, res, CircuitConfig(share=share, source=source,
                                                             grid=24 if search == "greedy" else None))
-    timings["topk_search"] = topk.seconds
+    timings = {method: res.seconds, "topk_search": topk.seconds}
     found = topk
     if search == "greedy":
         found = search_circuit(model, task, res, SearchConfig(share=share, margin=cfg.margin, source=source),
@@ -161,8 +162,8 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
         timings["greedy_search"] = found.seconds
     circuit_json = found.to_json()
     # the curve the search walked, smallest circuit first: F measured at each size
-    curve = sorted(zip(found.curve_sizes, found.curve_faithfulness))
-    faith = {"n_components": [k for k, _ in curve], "faithfulness": [f for _, f in curve], "target": share,
+    sizes, fs = zip(*sorted(zip(found.curve_sizes, found.curve_faithfulness)))
+    faith = {"n_components": list(sizes), "faithfulness": list(fs), "target": share,
              "chosen": len(found.components), "total": found.n_total,
              "caption": ("Greedy pruning by real patching: each point is a circuit size the search reached and "
                          f"its measured F (everything outside patched from {source}); it starts from all "
@@ -185,7 +186,7 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
     patching = None
     if cfg.check_patching:
         tp = time.perf_counter()
-        patching = res if method == "patch" else activation_patching(
+        patching = res if method == "patch" else A.activation_patching(
             model, task, ("attn_head", "mlp"), progress=progress, source="noise")
         timings["patching_check"] = time.perf_counter() - tp
     edge_list, edges_note = [], "edges were not requested (edges=False)."
@@ -196,19 +197,14 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
     token_ex = token_examples(model, task) if cfg.examples else []
     timings["total"] = time.perf_counter() - t0
     result = CircuitResult(
-        task=task_name, model=model_name(model), method=method, search=search,
-        corruption=task.meta.get("corruption"), n_prompts=task.n, seed=cfg.seed,
-        metric_clean=res.metric_clean, metric_corrupt=res.metric_corrupt,
+        **task_fields(model, task_name, task, res), method=method, search=search, seed=cfg.seed,
         circuit=circuit_json, curve=faith,
         topk={"n_components": len(topk.components), "faithfulness": topk.faithfulness,
               "curve_sizes": topk.curve_sizes, "curve_faithfulness": topk.curve_faithfulness},
         scores=res, patching=patching, edges=edge_list, edges_note=edges_note, roles=roles,
         attention=attention_patterns(model, task.prompts[0]), examples=token_ex,
-        position_labels=[model.tokenizer.decode([t]) for t in task.clean[0].tolist()],
-        prompts=task.to_json(),
         config={**dataclasses.asdict(cfg), "rules": res.config["rules"] if method == "relp" else None},
-        timings=timings, versions=versions(),
-    )
+        timings=timings)
     if out is not None:
         result.write(out)
     return result

@@ -27,16 +27,64 @@ from typing import ClassVar
 from interp.attribution.components import AttributionResult, add_score_figures, score_axes
 from interp.models.hooks import HEAD_RE, component_label, parse_component
 from interp.reports.attention import AttentionPatterns
-from interp.results import Result, pearson_or_reason, register
+from interp.results import Result, pearson_or_reason, register, versions
 
 from .circuit import component_edges, node_layer
 
 short_name = component_label  # the display form: L9H2 / MLP4
 
 
+@dataclass(kw_only=True)
+class TaskRun(Result):
+    """The fields every result of a run on a task shares (:func:`task_fields` fills them)."""
+
+    task: str
+    """``ioi`` or ``greater-than``."""
+    model: str
+    """Name of the model."""
+    n_prompts: int
+    """Prompts of the task (a circuit's discovery prompts)."""
+    corruption: str | None
+    """How the corrupted prompts were made (the task's description)."""
+    metric_clean: float
+    """Batch-mean metric (e.g. logit difference) on the clean prompts."""
+    metric_corrupt: float
+    """Batch-mean metric on the corrupted prompts."""
+    prompts: dict = field(default_factory=dict)
+    """The task's prompts and answers (``Task.to_json``)."""
+    position_labels: list[str] = field(default_factory=list)
+    """Tokens of the first clean prompt (labels for per-position scores)."""
+    config: dict = field(default_factory=dict)
+    """The run's settings."""
+    versions: dict = field(default_factory=dict)
+    """Package versions and machine (``interp.results.versions``)."""
+
+    def _report(self, title: str, **meta):
+        """The report's head: title, config, summary; model, task, versions (and ``meta``) as its meta."""
+        from interp.reports import Report
+
+        return Report(title, config=self.config, summary=self.summary(),
+                      meta={"model": self.model, "task": self.task, "versions": self.versions, **meta})
+
+
+def task_fields(model, task_name: str, task, ref) -> dict:
+    """:class:`TaskRun`'s fields for a run on ``task`` (made as ``task_name``); ``ref`` holds the metrics."""
+    from interp.models import model_name
+
+    return {"task": task_name, "model": model_name(model), "n_prompts": task.n,
+            "corruption": task.meta.get("corruption"), "metric_clean": ref.metric_clean,
+            "metric_corrupt": ref.metric_corrupt, "prompts": task.to_json(), "versions": versions(),
+            "position_labels": prompt_tokens(model, task)}
+
+
+def prompt_tokens(model, task) -> list[str]:
+    """The first clean prompt's tokens, one string each."""
+    return [model.tokenizer.decode([t]) for t in task.clean[0].tolist()]
+
+
 @register
 @dataclass
-class CircuitResult(Result):
+class CircuitResult(TaskRun):
     """A circuit found on a task, with its faithfulness, the scores behind it and its edges."""
 
     kind: ClassVar[str] = "circuit"
@@ -44,24 +92,12 @@ class CircuitResult(Result):
         "components.layer": "layer", "curve.n_components": "components kept in the circuit",
         "curve.faithfulness": "share of clean metric recovered"}
 
-    task: str
-    """``ioi`` or ``greater-than``."""
-    model: str
-    """Name of the model."""
     method: str
     """Attribution method that ordered the search (``patch``, ``atp``, ``relp``, ``ig``)."""
     search: str
     """``greedy`` (pruning by real patching) or ``topk`` (smallest top-k of the ranking)."""
-    corruption: str | None
-    """How the corrupted prompts were made (the task's description)."""
-    n_prompts: int
-    """Discovery prompts."""
     seed: int
     """Seed that drew the discovery prompts."""
-    metric_clean: float
-    """Batch-mean metric (e.g. logit difference) on the clean discovery prompts."""
-    metric_corrupt: float
-    """Batch-mean metric on the corrupted discovery prompts."""
     circuit: dict
     """The search's record: ``components`` (hook addresses with scores), ``n_components``,
     ``n_total``, ``fraction``, ``faithfulness`` (F on the discovery prompts), ``heldout``
@@ -88,22 +124,18 @@ class CircuitResult(Result):
     """Attention patterns of the first clean prompt (every layer and head)."""
     examples: list[dict] = field(default_factory=list)
     """Per-token IG attributions: ``title``, ``tokens``, ``scores`` per example prompt."""
-    position_labels: list[str] = field(default_factory=list)
-    """Tokens of the first clean prompt (labels for per-position scores)."""
-    prompts: dict = field(default_factory=dict)
-    """The task's prompts and answers (``Task.to_json``)."""
-    config: dict = field(default_factory=dict)
-    """The run's settings (share, margin, source, rules, ...)."""
     timings: dict = field(default_factory=dict)
     """Seconds per step."""
-    versions: dict = field(default_factory=dict)
-    """Package versions and machine."""
 
     # ------------------------------------------------------------------ reading
     @property
     def components(self) -> list[str]:
         """Hook addresses of the circuit's members."""
-        return [c["name"] if isinstance(c, dict) else c for c in self.circuit["components"]]
+        return [c["name"] for c in self.circuit["components"]]
+
+    def sorted_roles(self) -> list[tuple[str, str]]:
+        """``(head, role)`` in layer, then head order."""
+        return sorted(self.roles.items(), key=lambda x: parse_component(x[0])[1:])
 
     def summary(self) -> str:
         c = self.circuit
@@ -123,8 +155,7 @@ class CircuitResult(Result):
             text += (f" On heads, {self.method} tracks activation patching with Pearson r = {r:.3f}." if why is None
                      else f" On heads, Pearson r with activation patching is undefined ({why}).")
         if self.roles:
-            named = ", ".join(f"{h} {role.replace('_', ' ')}" for h, role in sorted(self.roles.items(),
-                                                                                   key=lambda x: _layer_key(x[0])))
+            named = ", ".join(f"{h} {role.replace('_', ' ')}" for h, role in self.sorted_roles())
             text += f" Head roles in the circuit: {named}."
         return text
 
@@ -132,7 +163,7 @@ class CircuitResult(Result):
         """Nodes (circuit members, with embed and logits when edges reach them) and edges for a figure."""
         # shown as importance: the metric lost when the component or edge alone is corrupted (-noising score)
         scores = {short_name(c["name"]): -c["score"] for c in self.circuit["components"]
-                  if isinstance(c, dict) and c.get("score") is not None}
+                  if c["score"] is not None}
         nodes = [{"id": short_name(c), "label": _node_label(short_name(c), self.roles), "layer": node_layer(c, 0),
                   "score": scores.get(short_name(c)), "kind": "head" if HEAD_RE.match(c) else "mlp"}
                  for c in self.components]
@@ -146,13 +177,10 @@ class CircuitResult(Result):
         return nodes, edges
 
     def report(self):
-        from interp.reports import Report
         from interp.reports import figures as F
 
-        title = f"{self.task} circuit on {self.model} ({self.method}, {self.search})"
-        r = Report(title, config=self.config, summary=self.summary(),
-                   meta={"model": self.model, "task": self.task, "method": self.method, "timings": self.timings,
-                         "versions": self.versions})
+        r = self._report(f"{self.task} circuit on {self.model} ({self.method}, {self.search})",
+                         method=self.method, timings=self.timings)
         nodes, edges = self.graph()
         cap = (f"The {len(self.components)} circuit members in columns by layer (left = early). Node colour: the "
                f"metric lost when that component alone is corrupted, by {self.method} (-score, noising). ")
@@ -168,8 +196,7 @@ class CircuitResult(Result):
                                           caption=cv.get("caption", "")), title="Faithfulness against circuit size",
                      fields=("curve.n_components", "curve.faithfulness"))
         if self.roles:
-            r.add_table("Head roles", [{"head": h, "role": role} for h, role in
-                                       sorted(self.roles.items(), key=lambda x: _layer_key(x[0]))],
+            r.add_table("Head roles", [{"head": h, "role": role} for h, role in self.sorted_roles()],
                         caption="Roles of the circuit's heads from attention-pattern and copy-score tests "
                                 "(Wang et al. 2022).")
         r.add_section("Scores beside activation patching",
@@ -188,11 +215,6 @@ class CircuitResult(Result):
             for ex in self.examples:
                 r.add_token_attributions(ex["title"], ex["tokens"], ex["scores"])
         return r
-
-
-def _layer_key(head: str) -> tuple[int, int]:
-    _, layer, unit = parse_component(head)
-    return layer, unit[0] if unit else -1
 
 
 def _node_label(name: str, roles: dict) -> str:

@@ -19,8 +19,8 @@ take the residual stream at a name token after the first block (``blocks.0.hook_
 at the IO and S1 positions of the clean prompts), pass it through the head's OV circuit as if
 the head attended to that token alone (the layer's ``ln1``, the head's slice of ``W_V`` -- its
 key/value head under grouped-query attention -- and ``W_O``), then ``ln_final`` and the
-unembedding; the copy score is the share of names whose own token is among the ``copy_k``
-(default 5) largest logits, the negative copy score the share among the ``copy_k`` smallest
+unembedding; the copy score is the share of names whose own token is among the ``k``
+(:func:`copy_scores`, 5) largest logits, the negative copy score the share among the ``k`` smallest
 (the same with ``-W_O``).
 
 A head gets the role with the highest pattern score among those at or above ``threshold``
@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from interp.models import scoped_hooks
 from interp.models.hooks import head_label
 
 ROLES = ("name_mover", "negative_name_mover", "copy_suppression", "s_inhibition", "induction", "duplicate_token", "previous_token")
@@ -72,20 +71,11 @@ class HeadRoles:
 
 def _patterns(model, tokens, keep: str | None = None):
     """Attention patterns ``[L, B, H, T, T]`` of every layer (and the activation at hook ``keep``)."""
-    L = model.cfg.n_layers
-    store = {}
-
-    def saver(key):
-        def fn(p, hook):
-            store[key] = p.detach().float()
-
-        return fn
-
-    hooks = [(f"blocks.{l}.attn.hook_pattern", saver(l)) for l in range(L)] + ([(keep, saver("keep"))] if keep else [])
-    with torch.no_grad(), scoped_hooks(model, fwd=hooks):
-        model(tokens.to(next(model.parameters()).device))
-    pats = torch.stack([store[l] for l in range(L)])
-    return (pats, store["keep"]) if keep else pats
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens.to(next(model.parameters()).device),
+                                        names_filter=lambda n: n.endswith("attn.hook_pattern") or n == keep)
+    pats = torch.stack([cache[f"blocks.{l}.attn.hook_pattern"].float() for l in range(model.cfg.n_layers)])
+    return (pats, cache[keep].float()) if keep else pats
 
 
 def copy_scores(model, names: torch.Tensor, resid: torch.Tensor, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,12 +111,13 @@ def copy_scores(model, names: torch.Tensor, resid: torch.Tensor, k: int = 5) -> 
     return pos, neg
 
 
-def classify_heads(model, task, threshold: float = 0.3, rep_len: int = 20, n_rep: int = 8, seed: int = 0,
-                   copy_k: int = 5, copy_threshold: float = 0.5) -> HeadRoles:
-    """Score every head on the pattern and copy tests and assign roles (see module doc)."""
-    for k in ("IO", "S1", "S2", "END"):
-        if k not in task.positions:
-            raise ValueError(f"head roles need IOI positions (IO, S1, S2, END); the task has {sorted(task.positions)}")
+def classify_heads(model, task, threshold: float = 0.3, copy_threshold: float = 0.5) -> HeadRoles:
+    """Score every head on the pattern and copy tests and assign roles (see module doc; the repeated
+    sequences: 8 of 20 random tokens, seed 0)."""
+    rep_len, n_rep = 20, 8
+    if not {"IO", "S1", "S2", "END"} <= set(task.positions):
+        raise ValueError(f"head roles need IOI positions (IO, S1, S2, END); the task has "
+                         f"{sorted(task.positions)}")
     pats, r0 = _patterns(model, task.clean, keep="blocks.0.hook_resid_post")  # [L, B, H, T, T], [B, T, d]
     b = torch.arange(task.n)
     end, io, s1, s2 = (task.positions[k] for k in ("END", "IO", "S1", "S2"))
@@ -138,10 +129,10 @@ def classify_heads(model, task, threshold: float = 0.3, rep_len: int = 20, n_rep
     names = torch.cat([task.clean[b, io], task.clean[b, s1]])
     resid = torch.cat([r0[b, io], r0[b, s1]])
     try:
-        scores["copy"], scores["negative_copy"] = copy_scores(model, names, resid, k=copy_k)
+        scores["copy"], scores["negative_copy"] = copy_scores(model, names, resid)
     except (AttributeError, TypeError, RuntimeError, ValueError) as e:  # a bridge without separate v/o modules
         notes.append(f"copy scores skipped ({type(e).__name__}: {e}); name movers by attention pattern alone")
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(0)
     V = model.cfg.d_vocab
     lo = min(1000, V // 4)
     r = torch.randint(lo, V, (n_rep, rep_len), generator=g)

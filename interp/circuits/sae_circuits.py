@@ -43,7 +43,6 @@ count's code-pair ids, ``n (L H)^2`` int64 (n=32: 19 MB).
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -52,9 +51,8 @@ import torch
 from torch import nn
 
 from interp.config import takes_config
-from interp.models import scoped_hooks
 from interp.models.hooks import head_label
-from interp.results import Result, check_fields, register
+from interp.results import Result, check_fields, register, versions
 
 
 
@@ -181,16 +179,10 @@ def head_outputs(model, tokens: torch.Tensor, batch_size: int = 32) -> torch.Ten
     W_O = model.W_O.detach()  # [L, H, d_head, d_model]
     out = []
     for s in range(0, tokens.shape[0], batch_size):
-        box: dict[int, torch.Tensor] = {}
-
-        def save(z, hook, layer):
-            box[layer] = z.detach()
-            return z
-
-        fwd = [(f"blocks.{l}.attn.hook_z", functools.partial(save, layer=l)) for l in range(L)]
-        with torch.no_grad(), scoped_hooks(model, fwd=fwd):
-            model(tokens[s:s + batch_size].to(device))
-        zs = torch.stack([box[l].float().mean(1) for l in range(L)], 1)  # [b, L, H, d_head] (mean is linear)
+        with torch.no_grad():
+            _, cache = model.run_with_cache(tokens[s:s + batch_size].to(device),
+                                            names_filter=lambda n: n.endswith("attn.hook_z"))
+        zs = torch.stack([cache[f"blocks.{l}.attn.hook_z"].float().mean(1) for l in range(L)], 1)  # linear
         out.append(torch.einsum("blhk,lhkd->blhd", zs, W_O.float()).cpu())
     return torch.cat(out)
 
@@ -233,7 +225,6 @@ def train_code_sae(rows: torch.Tensor, cfg: SAECircuitConfig) -> tuple[CodeSAE, 
     g = torch.Generator().manual_seed(cfg.seed)
     sae = CodeSAE(rows.shape[-1], cfg.n_latents, g)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
-    loss = torch.tensor(float("nan"))
     for _ in range(cfg.epochs):
         sae.renormalise()
         f, x_hat = sae(rows)
@@ -254,10 +245,8 @@ def node_counts(codes_pos: torch.Tensor, codes_neg: torch.Tensor) -> torch.Tenso
     if codes_pos.ndim != 2 or codes_neg.ndim != 2 or codes_pos.shape[1] != codes_neg.shape[1]:
         raise ValueError(f"codes must be [n, n_heads] with equal n_heads, got {tuple(codes_pos.shape)} "
                          f"and {tuple(codes_neg.shape)}")
-    out = torch.zeros(codes_pos.shape[1], dtype=torch.long)
-    for h in range(codes_pos.shape[1]):
-        out[h] = len(set(codes_pos[:, h].tolist()) - set(codes_neg[:, h].tolist()))
-    return out
+    return torch.tensor([len(set(p.tolist()) - set(n.tolist())) for p, n in zip(codes_pos.T, codes_neg.T)],
+                        dtype=torch.long)
 
 
 def _pair_ids(codes: torch.Tensor, n_codes: int) -> torch.Tensor:
@@ -295,8 +284,7 @@ def sae_circuit(model, task, config: SAECircuitConfig | None = None) -> SAECircu
     t0 = time.perf_counter()
     pos = head_outputs(model, task.clean, cfg.batch_size)
     neg = head_outputs(model, task.corrupt, cfg.batch_size)
-    t1 = time.perf_counter()
-    return scores_from_outputs(pos, neg, cfg, t_repr=t1 - t0)
+    return scores_from_outputs(pos, neg, cfg, t_repr=time.perf_counter() - t0)
 
 
 def scores_from_outputs(pos: torch.Tensor, neg: torch.Tensor, cfg: SAECircuitConfig,
@@ -343,9 +331,7 @@ def ground_truth_heads(effects: torch.Tensor, share: float) -> torch.Tensor:
     order = a.argsort(descending=True)
     csum = a[order].cumsum(0)
     n = int((csum < share * a.sum() - 1e-12 * a.sum()).sum()) + 1
-    mask = torch.zeros_like(a, dtype=torch.bool)
-    mask[order[:n]] = True
-    return mask.view(effects.shape)
+    return torch.zeros_like(a, dtype=torch.bool).index_fill_(0, order[:n], True).view(effects.shape)
 
 
 def evaluate_scores(scores: torch.Tensor, truth: torch.Tensor) -> dict:
@@ -367,7 +353,6 @@ def run_sae_circuit(model, task_name: str, config: SAECircuitConfig | None = Non
     the heads carrying each of ``shares`` of the total |effect| (``interp sae-circuit``)."""
     from interp.attribution import activation_patching
     from interp.models import model_name
-    from interp.results import versions
     from interp.tasks import make_task
 
     if n < 1 or truth_n < 0:

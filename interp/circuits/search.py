@@ -36,6 +36,7 @@ for B*T = 128) plus one forward of ``max_tokens`` tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -83,7 +84,7 @@ def search_circuit(model, task, prior: AttributionResult | None = None, config: 
     ev.ends()
     thr = cfg.share + cfg.margin
     S = set(units)
-    traj_n, traj_F = [n], [1.0]
+    traj = [(n, 1.0)]  # (size reached, F measured there)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=n, desc="greedy pruning", leave=False, disable=not progress)
@@ -97,8 +98,7 @@ def search_circuit(model, task, prior: AttributionResult | None = None, config: 
         if ok:
             p, f = max(ok)
             S -= set(q[:p])
-            traj_n.append(len(S))
-            traj_F.append(f)
+            traj.append((len(S), f))
             group = min(cfg.max_group, 2 * p) if p == sizes[-1] else max(1, p)
         else:
             p, group = 1, max(1, group // 2)  # q[0] stays in the circuit
@@ -115,26 +115,23 @@ def search_circuit(model, task, prior: AttributionResult | None = None, config: 
         if not cands:
             minimal = True
             break
-        removed = 0
+        before = len(S)
         for _, u in reversed(cands):  # highest F left first, each re-measured on the current S
             if len(S) == 1:
                 break
             f = ev.F(ev.metric([[v for v in S if v != u]])[0])
             if f >= thr:
                 S.discard(u)
-                removed += 1
-                traj_n.append(len(S))
-                traj_F.append(f)
-        if not removed:  # the batched and the single run disagree at the threshold (float noise)
+                traj.append((len(S), f))
+        if len(S) == before:  # the batched and the single run disagree at the threshold (float noise)
             break
     members = [u for u in units if u in S]  # layer order
     return Circuit(
         components=[ev.name(u) for u in members], n_total=n, faithfulness=ev.F(ev.metric([members])[0]),
         metric_full=ev.full, metric_empty=ev.empty, denoise_recovered=ev.denoise(members),
-        scores=[prior_score[u] for u in members] if prior_score else [],
-        curve_sizes=traj_n, curve_faithfulness=traj_F, method="greedy", share=cfg.share, threshold=thr,
+        scores=[prior_score[u] for u in members] if prior_score else [], curve_sizes=[k for k, _ in traj],
+        curve_faithfulness=[f for _, f in traj], method="greedy", share=cfg.share, threshold=thr,
         minimal=minimal, single_removal_F={ev.name(u): single[u] for u in members if u in single},
         n_masks=ev.n_masks, seconds=time.perf_counter() - t0,
-        config={"share": cfg.share, "margin": cfg.margin, "types": list(cfg.types), "source": cfg.source,
-                "max_group": cfg.max_group, "refine": cfg.refine, "prior": None if prior is None else prior.method},
+        config={**dataclasses.asdict(cfg), "prior": None if prior is None else prior.method},
     )
