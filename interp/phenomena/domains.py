@@ -20,6 +20,7 @@ Memory: the texts (a few KB each) and ``n_seqs * seq_len`` token ids.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,63 +47,11 @@ class Domain:
             raise ValueError(f"Domain {self.name!r} has no non-empty text")
 
 
-PROSE = (
-    "It is a truth universally acknowledged, that a single man in possession of a good fortune, "
-    "must be in want of a wife. However little known the feelings or views of such a man may be on "
-    "his first entering a neighbourhood, this truth is so well fixed in the minds of the surrounding "
-    "families, that he is considered the rightful property of some one or other of their daughters.",
-    "Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my "
-    "purse, and nothing particular to interest me on shore, I thought I would sail about a little and "
-    "see the watery part of the world. It is a way I have of driving off the spleen and regulating the "
-    "circulation. Whenever I find myself growing grim about the mouth; whenever it is a damp, drizzly "
-    "November in my soul; whenever I find myself involuntarily pausing before coffin warehouses, and "
-    "bringing up the rear of every funeral I meet, then I account it high time to get to sea as soon "
-    "as I can.",
-    "Alice was beginning to get very tired of sitting by her sister on the bank, and of having nothing "
-    "to do: once or twice she had peeped into the book her sister was reading, but it had no pictures "
-    "or conversations in it, and what is the use of a book, thought Alice, without pictures or "
-    "conversations? So she was considering in her own mind, as well as she could, for the hot day made "
-    "her feel very sleepy and stupid, whether the pleasure of making a daisy-chain would be worth the "
-    "trouble of getting up and picking the daisies, when suddenly a White Rabbit with pink eyes ran "
-    "close by her.",
-    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
-    "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of "
-    "Light, it was the season of Darkness, it was the spring of hope, it was the winter of despair, we "
-    "had everything before us, we had nothing before us, we were all going direct to Heaven, we were "
-    "all going direct the other way.",
-    "You don't know about me without you have read a book by the name of The Adventures of Tom Sawyer; "
-    "but that ain't no matter. That book was made by Mr. Mark Twain, and he told the truth, mainly. "
-    "There was things which he stretched, but mainly he told the truth. That is nothing. I never seen "
-    "anybody but lied one time or another, without it was Aunt Polly, or the widow, or maybe Mary.",
-    "The family of Dashwood had long been settled in Sussex. Their estate was large, and their "
-    "residence was at Norland Park, in the centre of their property, where, for many generations, they "
-    "had lived in so respectable a manner as to engage the general good opinion of their surrounding "
-    "acquaintance. The late owner of this estate was a single man, who lived to a very advanced age, "
-    "and who for many years of his life, had a constant companion and housekeeper in his sister.",
-)
-
-CODE = (
-    "def fibonacci(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n",
-    "import os\nimport json\n\n\ndef load_config(path):\n    if not os.path.exists(path):\n"
-    "        raise FileNotFoundError(path)\n    with open(path) as f:\n        return json.load(f)\n",
-    "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n"
-    "        self.items.append(item)\n\n    def pop(self):\n        if not self.items:\n"
-    "            raise IndexError('pop from empty stack')\n        return self.items.pop()\n\n"
-    "    def __len__(self):\n        return len(self.items)\n",
-    "def binary_search(xs, target):\n    lo, hi = 0, len(xs) - 1\n    while lo <= hi:\n"
-    "        mid = (lo + hi) // 2\n        if xs[mid] == target:\n            return mid\n"
-    "        elif xs[mid] < target:\n            lo = mid + 1\n        else:\n            hi = mid - 1\n"
-    "    return -1\n",
-    "for i in range(10):\n    if i % 2 == 0:\n        print(i, 'is even')\n    else:\n"
-    "        print(i, 'is odd')\n",
-    "def word_counts(text):\n    counts = {}\n    for word in text.lower().split():\n"
-    "        counts[word] = counts.get(word, 0) + 1\n    return sorted(counts.items(), key=lambda kv: -kv[1])\n",
-    "import numpy as np\n\n\ndef softmax(x, axis=-1):\n    x = x - x.max(axis=axis, keepdims=True)\n"
-    "    e = np.exp(x)\n    return e / e.sum(axis=axis, keepdims=True)\n",
-    "class Node:\n    def __init__(self, value, left=None, right=None):\n        self.value = value\n"
-    "        self.left = left\n        self.right = right\n\n\ndef depth(node):\n    if node is None:\n"
-    "        return 0\n    return 1 + max(depth(node.left), depth(node.right))\n",
-)
+_TEXTS = json.loads((Path(__file__).parent / "domain_texts.json").read_text())
+PROSE: tuple[str, ...] = tuple(_TEXTS["prose"])
+"""Six opening paragraphs of public-domain novels (Austen, Melville, Carroll, Dickens, Twain)."""
+CODE: tuple[str, ...] = tuple(_TEXTS["code"])
+"""Eight short Python snippets (functions, classes, loops)."""
 
 
 def _numbers_texts(seed: int = 0) -> tuple[str, ...]:
