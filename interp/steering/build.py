@@ -36,6 +36,7 @@ from interp.attribution.ig import layer_integrated_gradients
 from interp.config import takes_config
 from interp.models import resolve_hooks
 from interp.models.load import weight_hash
+from interp.results import check_fields
 
 from .runs import activations_at, tokenize
 from .vector import SteeringVector
@@ -97,11 +98,8 @@ def contrastive_token_scores(model, prompt: str, preferred: str, dispreferred: s
     ``scores-`` that of ``-log p(dispreferred | prompt)`` on ``prompt + dispreferred`` (zero-embedding
     baseline; each row's IG is independent, so running them as one batch is the reference's joint input).
     """
-    seqs, n_p = [], None
-    for resp in (preferred, dispreferred):
-        s, n = _split(model, prompt, resp)
-        seqs.append(s)
-        n_p = n
+    (sp, n_p), (sn, _) = _split(model, prompt, preferred), _split(model, prompt, dispreferred)
+    seqs = [sp, sn]
     signs = (1.0, -1.0)
     scores, delta = [], []
     batches = [[0, 1]] if seqs[0].shape == seqs[1].shape else [[0], [1]]
@@ -119,9 +117,9 @@ def contrastive_token_scores(model, prompt: str, preferred: str, dispreferred: s
         r = layer_integrated_gradients(model, toks.to(next(model.parameters()).device), metric,
                                        hook="hook_embed", baseline="zeros", steps=steps)
         ts = r.token_scores().detach().float().cpu()
-        scores += [ts[j] for j in range(len(rows))]
+        scores += list(ts)
         delta += r.delta.tolist()
-    return seqs[0], seqs[1], n_p, scores[0], scores[1], delta
+    return sp, sn, n_p, scores[0], scores[1], delta
 
 
 def _top(scores: torch.Tensor, n_p: int, k: int, largest: bool, skip_first: bool) -> list[int]:
@@ -153,6 +151,9 @@ class GrainsConfig:
     site: str = "hook_resid_post"
     """The hook of ``layer`` read and steered."""
 
+    def __post_init__(self):
+        check_fields(self, {"combine": ("pca", "mean")}, {"k": 1})
+
 
 @takes_config(GrainsConfig)
 def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred: Sequence[str], layer: int, *,
@@ -164,10 +165,6 @@ def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred
     k, steps, combine, site = config.k, config.steps, config.combine, config.site
     if not (len(prompts) == len(preferred) == len(dispreferred)) or not prompts:
         raise ValueError("grains needs equally many (>= 1) prompts, preferred and dispreferred outputs")
-    if combine not in ("pca", "mean"):
-        raise ValueError(f"combine must be 'pca' or 'mean', got {combine!r}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
     t0 = time.perf_counter()
     hook = layer_hook(model, layer, site)
     mask = mask_token_id(model)

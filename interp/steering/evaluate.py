@@ -29,7 +29,7 @@ import torch
 
 from interp.results import Result, register, versions
 
-from .runs import continuation_nll, generate, groups, kl_divergence, last_logprobs, activations_at, tokenize
+from .runs import activations_at, continuation_nll, generate, kl_divergence, last_logprobs, token_logprobs, tokenize
 from .vector import SteeringVector, check_model
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "steering"
@@ -89,28 +89,15 @@ def vader_scores(texts: Sequence[str]) -> list[float]:
     return [an.polarity_scores(t)["compound"] for t in texts]
 
 
-@torch.no_grad()
 def response_logprob_diff(model, task: SteeringTask, vector: SteeringVector | None = None, strength: float = 0.0
                           ) -> torch.Tensor:
     """``[N]``: ``log p(preferred | x) - log p(dispreferred | x)`` per eval prompt (teacher forced)."""
     from .build import _split
-    from .runs import _ctx, device_of
 
-    seqs, spans = [], []
-    for r in task.eval:
-        for resp in (r["preferred"], r["dispreferred"]):
-            s, n_p = _split(model, r["prompt"], resp)
-            seqs.append(s)
-            spans.append(n_p)
-    lp_resp = torch.zeros(len(seqs))
-    dev = device_of(model)
-    with _ctx(model, vector, strength):
-        for idx, toks in groups(seqs):
-            lp = torch.log_softmax(model(toks.to(dev)).float(), -1).cpu()
-            for j, i in enumerate(idx):
-                n_p = spans[i]
-                lp_resp[i] = lp[j, n_p - 1:-1].gather(-1, toks[j, n_p:, None]).sum()
-    return lp_resp[0::2] - lp_resp[1::2]
+    seqs = [_split(model, r["prompt"], resp) for r in task.eval for resp in (r["preferred"], r["dispreferred"])]
+    lps = token_logprobs(model, [s for s, _ in seqs], vector, strength)
+    lp = torch.stack([lp[n_p - 1:].sum() for lp, (_, n_p) in zip(lps, seqs)])
+    return lp[0::2] - lp[1::2]
 
 
 @dataclass
@@ -188,12 +175,6 @@ class SteeringComparison(Result):
     """``[{prompt, unsteered, <method>: text}]`` at the middle KL target."""
     config: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, d: dict | str | Path) -> "SteeringComparison":
-        if isinstance(d, (str, Path)):
-            d = json.loads(Path(d).read_text())
-        return super().from_json(d)
 
     def at(self, target: float) -> dict:
         """``{method: point}`` at KL target ``target``."""
