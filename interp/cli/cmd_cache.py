@@ -3,6 +3,8 @@ store's :class:`~interp.store.summary.StoreSummary` goes to ``results.json`` and
 
 from __future__ import annotations
 
+from interp.cli.common import same
+
 
 def register(sub) -> None:
     from interp.cli.common import command, default_of, renamed
@@ -38,9 +40,8 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-_CACHE = {"model": "model", "hooks": "hooks", "n_tokens": "n_tokens", "seq_len": "context_length",
-          "batch_size": "batch_size", "dtype": "dtype", "corpus": "corpus", "text_field": "text_field",
-          "shard_rows": "shard_rows", "model_dtype": "model_dtype", "out": "out", "device": "device"}
+_CACHE = {"seq_len": "context_length", **same("model", "hooks", "n_tokens", "batch_size", "dtype", "corpus",
+                                             "text_field", "shard_rows", "model_dtype", "out", "device")}
 CONFIG_FLAGS = [(("cache",), "interp.store:CacheConfig", _CACHE)]
 """(command path, config class, flag dest -> field): checked by tests/test_cli_grammar.py."""
 

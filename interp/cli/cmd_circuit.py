@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from interp.cli.common import same
 from interp.cli.main import CORRUPTION_HELP, corruption_choices
 
 
@@ -36,27 +37,22 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run)
 
 
-_RUN = {"method": "method", "n": "n", "seed": "seed", "corruption": "corruption", "share": "share", "rules": "rules",
-        "search": "search", "source": "source", "margin": "margin", "heldout_n": "heldout_n"}
-CONFIG_FLAGS = [(("circuit",), "interp.circuits.pipeline:CircuitRunConfig", _RUN)]
+CONFIG_FLAGS = [(("circuit",), "interp.circuits.pipeline:CircuitRunConfig",
+                 same("method", "n", "seed", "corruption", "share", "rules", "search", "source", "margin", "heldout_n"))]
 """(command path, config, flag dest -> field / parameter): checked by tests/test_cli_grammar.py."""
 
 
 def _run(args) -> int:
     from interp.circuits import CircuitRunConfig, run_circuit
-    from interp.cli.common import flag_settings, out_path
-    from interp.cli.main import emit
-    from interp.models import load_model
+    from interp.cli.common import flag_settings, model_of, out_path, write_result
 
     cfg = CircuitRunConfig(**flag_settings(args, CONFIG_FLAGS[0]), check_patching=not args.no_patching_check,
                            edges=not args.no_edges)  # checks every setting before the model loads
-    out = out_path(args)
-    r = run_circuit(load_model(args.model, device=args.device), args.task, cfg, out=out, progress=True)
+    r = run_circuit(model_of(args), args.task, cfg, progress=True)
     c = r.circuit
     ho = c.get("heldout")
-    summary = {"out": out, **{k: c[k] for k in ("n_components", "n_total", "fraction", "faithfulness",
-                                                "denoise_recovered")},
+    summary = {"out": out_path(args), **{k: c[k] for k in ("n_components", "n_total", "fraction", "faithfulness",
+                                                           "denoise_recovered")},
                "search": args.search, "source": args.source, "heldout_faithfulness": None if ho is None else ho["F"],
                "timings": r.timings, "roles": r.roles, "n_edges": len(r.edges)}
-    emit(args, summary, f"{r.summary()}\nwrote {out}/results.json and report.html")
-    return 0
+    return write_result(args, r, out_path(args), payload=summary)

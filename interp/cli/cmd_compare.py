@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from interp.cli.common import same
 from interp.cli.main import CORRUPTION_HELP, corruption_choices
 
 
@@ -25,39 +26,28 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run)
 
 
-CONFIG_FLAGS = [(("compare",), "interp.circuits.compare:compare_methods", {
-    "n": "n", "seed": "seed", "corruption": "corruption"})]
+CONFIG_FLAGS = [(("compare",), "interp.circuits.compare:compare_methods", same("n", "seed", "corruption"))]
 """(command path, config, flag dest -> field / parameter): checked by tests/test_cli_grammar.py."""
 
 
 def _run(args) -> int:
-    from pathlib import Path
-
     from interp.circuits.compare import COMPONENTS, METHOD_SPECS, compare_methods
-    from interp.cli.common import flag_settings, out_path, parse_list
-    from interp.cli.main import emit
-    from interp.models import load_model
+    from interp.cli.common import flag_settings, model_of, out_path, parse_list, write_result
 
     if args.n < 1:
         raise ValueError("--n must be >= 1")
     methods = parse_list(args.methods, "--methods", METHOD_SPECS)
     components = parse_list(args.components, "--components", COMPONENTS)
-    out = Path(out_path(args))
-    model = load_model(args.model, device=args.device)
-    r = compare_methods(model, args.task, **flag_settings(args, CONFIG_FLAGS[0]), methods=methods, progress=True,
+    r = compare_methods(model_of(args), args.task, **flag_settings(args, CONFIG_FLAGS[0]), methods=methods, progress=True,
                         components=components)
-    r.write(out)
     cts = r.config["components"]
-    lines = [r.summary().replace("**", ""), "",
-             f"{'method':14s} " + " ".join(f"{c:>9s}" for c in cts) + f" {'seconds':>9s}"]
+    lines = [f"{'method':14s} " + " ".join(f"{c:>9s}" for c in cts) + f" {'seconds':>9s}"]
     for m, secs in r.seconds.items():
         vals = r.pearson.get(m, {})
         cells = " ".join(f"{vals[c]:9.3f}" if vals.get(c) is not None else f"{'undef' if vals else '':>9s}" for c in cts)
         lines.append(f"{m:14s} {cells} {secs:9.2f}")
     lines += [f"WARNING: r of {m} on {c} is undefined: {why}"
               for m, d in r.pearson_undefined.items() for c, why in d.items()]
-    lines.append(f"wrote {out}/results.json and report.html")
     payload = {"summary": r.summary(), "pearson": r.pearson, "pearson_undefined": r.pearson_undefined,
-               "seconds": r.seconds, "out": str(out)}
-    emit(args, payload, "\n".join(lines))
-    return 0
+               "seconds": r.seconds, "out": out_path(args)}
+    return write_result(args, r, out_path(args), "\n".join(lines), payload)

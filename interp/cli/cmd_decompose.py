@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import flag_settings, out_path, write_result
+from interp.cli.common import flag_settings, model_of, out_path, same, write_result
 
 
 def register(sub) -> None:
@@ -55,13 +55,11 @@ def register(sub) -> None:
     q.set_defaults(func=run_lib)
 
 
-_SNMF = {"k": "k", "sparsity": "sparsity", "init": "init", "max_iter": "max_iter", "patience": "patience",
-         "restarts": "n_restarts", "seed": "seed", "device": "device"}
-_DESCRIBE = {"n_tokens": "n_tokens", "n_features": "n_features", "compare": "compare"}
-_LIB = {"n": "n_texts", "seq_len": "seq_len", "probes": "probes", "edge_nodes": "edge_nodes"}
+_SNMF = {"restarts": "n_restarts", **same("k", "sparsity", "init", "max_iter", "patience", "seed", "device")}
+_LIB = {"n": "n_texts", **same("seq_len", "probes", "edge_nodes")}
 CONFIG_FLAGS = [
     (("snmf",), "interp.decompositions.snmf:SNMFConfig", _SNMF),
-    (("snmf",), "interp.decompositions.snmf_features:describe_snmf", _DESCRIBE),
+    (("snmf",), "interp.decompositions.snmf_features:describe_snmf", same("n_tokens", "n_features", "compare")),
     (("lib",), "interp.decompositions.lib_transformer:ModelLIBSettings", _LIB),
 ]
 """(command path, config, flag dest -> field): checked by tests/test_cli_grammar.py."""
@@ -70,10 +68,9 @@ CONFIG_FLAGS = [
 def run_snmf(args) -> int:
     from interp.decompositions.snmf import SNMFConfig
     from interp.decompositions.snmf_features import describe_snmf
-    from interp.models import load_model
 
     cfg = SNMFConfig(**flag_settings(args, CONFIG_FLAGS[0]))
-    model = load_model(args.model, device=args.device)
+    model = model_of(args)
     store = texts = None
     if args.store:
         from interp.store import ActivationStore
@@ -96,10 +93,9 @@ def run_lib(args) -> int:
 
     from interp.cli.common import parse_layers
     from interp.decompositions.lib_transformer import ModelLIBSettings, compare_lib_pca
-    from interp.models import load_model
 
     layers = parse_layers(args.layers)
-    model = load_model(args.model, device=args.device)
+    model = model_of(args)
     if max(layers) >= model.cfg.n_layers:
         raise ValueError(f"--layers must be < {model.cfg.n_layers} for {args.model}, got {layers}")
     s = ModelLIBSettings(layers=layers, **flag_settings(args, CONFIG_FLAGS[2]), skip_bos=not args.keep_bos,

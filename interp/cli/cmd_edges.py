@@ -11,6 +11,7 @@ K edges for real; ``--circuit N1,N2,...`` measures the faithfulness of the top-N
 
 from __future__ import annotations
 
+from interp.cli.common import same
 from interp.cli.main import CORRUPTION_HELP, corruption_choices
 
 METHOD_CHOICES = ("eap", "eap-ig", "clean-corrupted", "eap-ig-activations")
@@ -52,17 +53,15 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run)
 
 
-_RUN = {"method": "method", "ig_steps": "steps", "gradient_share": "share", "max_tokens": "max_tokens", "n": "n",
-        "seed": "seed", "corruption": "corruption", "top": "top", "check": "check"}
+_RUN = {"ig_steps": "steps", "gradient_share": "share",
+        **same("method", "max_tokens", "n", "seed", "corruption", "top", "check")}
 CONFIG_FLAGS = [(("edges",), "interp.circuits.edge_circuits:EdgeRunConfig", _RUN)]
 """(command path, config, flag dest -> field / parameter): checked by tests/test_cli_grammar.py."""
 
 
 def _run(args) -> int:
     from interp.circuits.edge_circuits import EdgeRunConfig, run_edges
-    from interp.cli.common import flag_settings, out_path, parse_list
-    from interp.cli.main import emit
-    from interp.models import load_model
+    from interp.cli.common import flag_settings, model_of, out_path, parse_list, write_result
 
     sizes = tuple(parse_list(args.circuit, "--circuit", cast=int)) if args.circuit else ()
     sizes = tuple(sorted(set(sizes) | set(CURVE_GRID))) if args.curve else sizes
@@ -70,16 +69,12 @@ def _run(args) -> int:
                tuple(m for m in METHOD_CHOICES if m != "eap-ig-activations") if args.curve else ())
     cfg = EdgeRunConfig(**flag_settings(args, CONFIG_FLAGS[0]), sizes=sizes, compare=compare,  # checks every
                         selection="both" if args.greedy else "top-n", prune=not args.no_prune)  # setting first
-    r = run_edges(load_model(args.model, device=args.device), args.task, cfg, progress=True)
-    lines = [r.summary(), f"{'edge':28s} {'score':>9s}" + (f" {'patch':>9s}" if r.check else "")]
+    r = run_edges(model_of(args), args.task, cfg, progress=True)
+    lines = [f"{'edge':28s} {'score':>9s}" + (f" {'patch':>9s}" if r.check else "")]
     lines += [f"{e['edge']:28s} {e['score']:9.4f}" + (f" {e['patch']:9.4f}" if "patch" in e else "")
               for e in r.top_edges]
     for mth, c in (r.curve or {}).get("curves", {}).items():
         lines.append(f"  {mth:16s} " + " ".join(f"{e}:{f:.3f}" for e, f in zip(c["n_edges"], c["f_norm"])))
     payload = {k: getattr(r, k) for k in ("config", "metric_clean", "metric_corrupt", "n_edges", "timings",
                                           "top_edges", "check", "curve", "circuit")}
-    if out_path(args):
-        payload["results"] = str(r.write(out_path(args))[0])
-        lines.append(f"wrote {payload['results']} and report.html")
-    emit(args, payload, "\n".join(lines))
-    return 0
+    return write_result(args, r, out_path(args), "\n".join(lines), payload)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import flag_settings, out_path, write_result
+from interp.cli.common import flag_settings, model_of, out_path, same, write_result
 from interp.cli.main import UserError
 
 
@@ -86,32 +86,28 @@ def register(sub) -> None:
     p.set_defaults(func=run_bb)
 
 
-_DORMANT = {"seq_len": "seq_len", "n": "n_seqs", "sink_threshold": "sink_threshold", "loss_threshold": "loss_threshold",
-            "ablation": "ablation", "heads": "heads", "max_heads": "max_heads", "heads_per_pass": "heads_per_pass",
-            "n_boot": "n_boot", "ci_level": "ci_level", "seed": "seed"}
-_MASSIVE = {"abs_threshold": "abs_threshold", "ratio_threshold": "ratio_threshold"}
-_MASSIVE_RUN = {"n": "n_seqs", "seq_len": "seq_len", "heldout_seqs": "heldout_seqs", "ablation_hook": "hook"}
-_BB = {"train_steps": "steps", "n_layers": "n_layers", "d_model": "d_model", "arch": "arch", "init": "init",
-       "activation": "activation", "batch_size": "batch_size", "lr": "lr", "warmup": "warmup",
-       "weight_decay": "weight_decay", "seed": "seed"}
+_DORMANT = {"n": "n_seqs", **same("seq_len", "sink_threshold", "loss_threshold", "ablation", "heads", "max_heads",
+                                  "heads_per_pass", "n_boot", "ci_level", "seed")}
+_MASSIVE_RUN = {"n": "n_seqs", "ablation_hook": "hook", **same("seq_len", "heldout_seqs")}
+_BB = {"train_steps": "steps", **same("n_layers", "d_model", "arch", "init", "activation", "batch_size", "lr", "warmup",
+                                      "weight_decay", "seed")}
 CONFIG_FLAGS = [
     (("sinks",), "interp.phenomena.dormant:DormantConfig", _DORMANT),
-    (("massive",), "interp.phenomena.massive:MassiveConfig", _MASSIVE),
+    (("massive",), "interp.phenomena.massive:MassiveConfig", same("abs_threshold", "ratio_threshold")),
     (("massive",), "interp.phenomena.massive:massive_run", _MASSIVE_RUN),
     (("bigram-backcopy",), "interp.toy.bigram_backcopy:BBTrainConfig", _BB),
-    (("bigram-backcopy",), "interp.toy.bigram_backcopy:BBTask", {"seq_len": "seq_len"}),
+    (("bigram-backcopy",), "interp.toy.bigram_backcopy:BBTask", same("seq_len")),
 ]
 """(command path, config, flag dest -> field): checked by tests/test_cli_grammar.py."""
 
 
 def run_sinks(args) -> int:
-    from interp.models import load_model
     from interp.phenomena import default_domains, domains_from_dir
     from interp.phenomena.dormant import DormantConfig, active_dormant
 
     cfg = DormantConfig(**flag_settings(args, CONFIG_FLAGS[0]))
     domains = domains_from_dir(args.domains) if args.domains else default_domains()
-    res = active_dormant(load_model(args.model, device=args.device), domains, cfg)
+    res = active_dormant(model_of(args), domains, cfg)
     return write_result(args, res, out_path(args))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import flag_settings, out_path, parse_list, write_result
+from interp.cli.common import flag_settings, out_path, parse_list, same, write_result
 from interp.cli.main import UserError, emit
 
 
@@ -111,18 +111,16 @@ def register(sub) -> None:
     te.set_defaults(func=run_eval)
 
 
-_SAE = {"arch": "arch", "k": "k", "k_aux": "k_aux", "aux_coeff": "aux_coeff", "l1_coeff": "l1_coeff",
-        "l0_coeff": "l0_coeff", "bandwidth": "jumprelu_bandwidth"}
-_TRAIN = {"batch_size": "batch_size", "lr": "lr", "warmup_steps": "warmup_steps", "decay_frac": "decay_frac",
-          "b_dec_init": "b_dec_init", "dead_after_tokens": "dead_after_tokens", "seed": "seed", "device": "device",
-          "checkpoint_every": "checkpoint_every", "max_steps": "max_steps"}
+_SAE = {"bandwidth": "jumprelu_bandwidth", **same("k", "k_aux", "aux_coeff", "l1_coeff", "l0_coeff")}
+_TRAIN = same("batch_size", "lr", "warmup_steps", "decay_frac", "b_dec_init", "dead_after_tokens", "seed", "device",
+              "checkpoint_every", "max_steps")
 CONFIG_FLAGS = [
-    (("sae", "train"), "interp.dictionaries:SAEConfig", _SAE),
+    (("sae", "train"), "interp.dictionaries:SAEConfig", {**same("arch"), **_SAE}),
     (("sae", "train"), "interp.dictionaries:TrainConfig", _TRAIN),
-    (("transcoder", "train"), "interp.dictionaries:SAEConfig", {k: v for k, v in _SAE.items() if k != "arch"}),
+    (("transcoder", "train"), "interp.dictionaries:SAEConfig", _SAE),
     (("transcoder", "train"), "interp.dictionaries:TrainConfig", _TRAIN),
-    (("sae", "eval"), "interp.dictionaries.metrics:evaluate_dictionary", {"n_tokens": "n_tokens", "n": "n"}),
-    (("transcoder", "eval"), "interp.dictionaries.metrics:evaluate_dictionary", {"n_tokens": "n_tokens", "n": "n"}),
+    (("sae", "eval"), "interp.dictionaries.metrics:evaluate_dictionary", same("n_tokens", "n")),
+    (("transcoder", "eval"), "interp.dictionaries.metrics:evaluate_dictionary", same("n_tokens", "n")),
     (("sae", "dashboard"), "interp.dictionaries.dashboards:DashboardConfig",
      {"n_tokens": "n_rows", "n_examples": "n_examples"}),
 ]

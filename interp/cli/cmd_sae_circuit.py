@@ -8,6 +8,8 @@ writes its typed result (kind ``sae_circuit``) and report.
 
 from __future__ import annotations
 
+from interp.cli.common import same
+
 
 def register(subparsers) -> None:
     from interp.circuits.sae_circuits import SAECircuitConfig, run_sae_circuit
@@ -32,30 +34,24 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run)
 
 
-CONFIG_FLAGS = [(("sae-circuit",), "interp.circuits.sae_circuits:SAECircuitConfig", {
-    "sae_seed": "seed", "d_sae": "n_latents", "epochs": "epochs", "n_train": "n_train"}),
-    (("sae-circuit",), "interp.circuits.sae_circuits:run_sae_circuit", {
-        "n": "n", "seed": "task_seed", "corruption": "corruption", "truth_n": "truth_n"})]
+CONFIG_FLAGS = [(("sae-circuit",), "interp.circuits.sae_circuits:SAECircuitConfig",
+                 {"sae_seed": "seed", "d_sae": "n_latents", **same("epochs", "n_train")}),
+    (("sae-circuit",), "interp.circuits.sae_circuits:run_sae_circuit",
+     {"seed": "task_seed", **same("n", "corruption", "truth_n")})]
 """(command path, config, flag dest -> field): checked by tests/test_cli_grammar.py."""
 
 
 def _run(args) -> int:
     from interp.circuits import sae_circuits as sc
-    from interp.cli.common import flag_settings, out_path, parse_list
-    from interp.cli.main import emit
-    from interp.models import load_model
+    from interp.cli.common import flag_settings, model_of, out_path, parse_list, write_result
 
     shares = parse_list(args.shares, "--shares", cast=float)
     cfg = sc.SAECircuitConfig(**flag_settings(args, CONFIG_FLAGS[0]))
-    r = sc.run_sae_circuit(load_model(args.model, device=args.device), args.task, cfg,
+    r = sc.run_sae_circuit(model_of(args), args.task, cfg,
                            **flag_settings(args, CONFIG_FLAGS[1]), shares=shares)
     top = r.top_heads(args.top)
-    lines = [r.summary(), f"{'head':8s} {'unique codes':>12s} {'edge votes':>10s}"]
+    lines = [f"{'head':8s} {'unique codes':>12s} {'edge votes':>10s}"]
     lines += [f"{t['head']:8s} {t['unique_codes']:12d} {t['edge_votes']:10d}" for t in top]
     payload = {"task": args.task, "model": r.model, "n": args.n, "top": top, "seconds": r.seconds,
                "evaluation": r.evaluation}
-    if out_path(args):
-        payload["results"] = str(r.write(out_path(args))[0])
-        lines.append(f"wrote {payload['results']} and report.html")
-    emit(args, payload, "\n".join(lines))
-    return 0
+    return write_result(args, r, out_path(args), "\n".join(lines), payload)

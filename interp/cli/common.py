@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
-import json
-from pathlib import Path
 
 from interp.config import field_default
 
@@ -62,12 +60,6 @@ def command(sub, name: str, help: str, *, out: str | None, model: str | None | b
     defaults to ``help``).
     """
     p = sub.add_parser(name, help=help, formatter_class=HelpFormatter, **{"description": help, **kw})
-    add_shared(p, out=out, model=model, seed=seed, device=device)
-    return p
-
-
-def add_shared(p, *, out, model=False, seed=False, device=None) -> None:
-    """The shared flags (see :data:`HELP`) on parser ``p``."""
     g = p.add_argument_group("shared options")
     g.add_argument("--json", action="store_true", help=HELP["json"])
     g.add_argument("--debug", action="store_true", help=HELP["debug"])
@@ -79,6 +71,7 @@ def add_shared(p, *, out, model=False, seed=False, device=None) -> None:
     if seed is not False:
         g.add_argument("--seed", type=int, default=seed, help=HELP["seed"])
     p.set_defaults(_out_is_json=out is None)
+    return p
 
 
 def device_arg(spec: str) -> str:
@@ -175,17 +168,22 @@ def parse_layers(spec) -> tuple[int, ...]:
     return tuple(sorted(set(out)))
 
 
-def write_json(path, payload: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str))
-    return path
+def same(*names: str) -> dict[str, str]:
+    """``{name: name}``: the part of a :data:`CONFIG_FLAGS` mapping whose flag dest is the field's name."""
+    return {n: n for n in names}
 
 
-def write_result(args, result, out, extra: str = "") -> int:
+def model_of(args):
+    """The model named by ``--model``, on ``--device``."""
+    from interp.models import load_model
+
+    return load_model(args.model, device=args.device)
+
+
+def write_result(args, result, out, extra: str = "", payload: dict | None = None) -> int:
     """A command's typed result: ``out/results.json`` and ``out/report.html``, then its summary sentence
-    (and ``extra`` lines) or, with ``--json``, the result's JSON on stdout.  Under ``interp dist`` only
-    rank 0 writes: every rank holds the same result once the run's closing barrier has passed."""
+    (and ``extra`` lines) or, with ``--json``, ``payload`` (default: the result's JSON) on stdout.  Under
+    ``interp dist`` only rank 0 writes: every rank holds the same result once the run's closing barrier has passed."""
     import torch.distributed as dist
 
     from interp.cli.main import emit
@@ -193,6 +191,6 @@ def write_result(args, result, out, extra: str = "") -> int:
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return 0
     rj, html = result.write(out)
-    lines = [result.summary(), extra, f"  wrote {rj}, {html}"]
-    emit(args, result.to_json(), "\n".join(x for x in lines if x))
+    lines = [result.summary().replace("**", ""), extra, f"  wrote {rj}, {html}"]
+    emit(args, result.to_json() if payload is None else payload, "\n".join(x for x in lines if x))
     return 0

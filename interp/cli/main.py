@@ -14,6 +14,7 @@ import importlib
 import json
 import pkgutil
 import sys
+from pathlib import Path
 
 import interp.cli as _pkg
 
@@ -54,9 +55,9 @@ def emit(args, payload: dict, human: str) -> None:
     For commands that only print (``--out`` defaults to None), ``--out FILE`` also writes the
     JSON document to FILE."""
     if getattr(args, "_out_is_json", False) and getattr(args, "out", None):
-        from interp.cli.common import write_json
-
-        path = write_json(args.out, payload)
+        path = Path(args.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2, default=str))
         human += f"\nwrote {path}"
     if getattr(args, "json", False):
         print(json.dumps(payload, indent=2, default=str))
