@@ -14,8 +14,8 @@ Helpers:
 - :func:`lines` -- one or more named series over a shared x axis (training curves, ratios).
 - :func:`faithfulness_curve` -- metric recovered vs number of components kept, with the
   target share and the chosen circuit size marked.
-- :func:`bars` / :func:`grouped_bars` -- one score per component (MLP and residual per
-  layer), or one value per (category, series), e.g. Pearson r per component type per method.
+- :func:`grouped_bars` -- one value per (category, series), e.g. Pearson r per component type
+  per method (a single unnamed series: one score per layer).
 - :func:`method_vs_patching` -- scatter of a method's scores against activation patching
   with Pearson r and a least-squares line.
 - :func:`circuit_graph` -- nodes placed in columns by layer, edges drawn as lines whose width
@@ -196,8 +196,7 @@ def heatmap(title: str, z: Any, x_labels: Sequence | None = None, y_labels: Sequ
     # NaN cells are gaps: a grey plot background makes them stand apart from white (zero) cells
     _layout(fig, title, height=height, xaxis_title=x_title, yaxis_title=y_title, plot_bgcolor="#d0d0d0")
     fig.update_yaxes(autorange="reversed", type="category", showgrid=False)
-    fig.update_xaxes(showgrid=False)
-    fig.update_xaxes(type="category")
+    fig.update_xaxes(showgrid=False, type="category")
     if not caption:
         colours = ("red is positive, blue negative, white zero" if diverging
                    else "brighter is larger")
@@ -273,12 +272,6 @@ def faithfulness_curve(n_components: Any, recovered: Any, target: float | None =
     return Figure(fig, caption + gap_note(f.n_nonfinite, "points"), f.n_nonfinite)
 
 
-def bars(title: str, values: Any, labels: Sequence | None = None, x_title: str = "",
-         y_title: str = "", caption: str = "") -> Figure:
-    """One bar per entry of a 1-D array (e.g. one score per layer)."""
-    return grouped_bars(title, labels, {"": values}, x_title, y_title, caption)
-
-
 def grouped_bars(title: str, categories: Sequence | None, values_by_name: dict[str, Any],
                  x_title: str = "", y_title: str = "", caption: str = "") -> Figure:
     """Bars per category, one colour per named series (e.g. Pearson r per component type per method)."""
@@ -312,7 +305,7 @@ def method_vs_patching(title: str, patching: Any, method: Any, method_name: str,
     p, m = as_array(patching, f"{title}: patching").ravel(), as_array(method, f"{title}: {method_name}").ravel()
     if p.shape != m.shape:
         raise ValueError(f"{title}: patching has {p.size} scores but {method_name} has {m.size}")
-    lab = _labels(labels, p.size, f"{title}: labels") if labels is not None else [str(i) for i in range(p.size)]
+    lab = _labels(labels, p.size, f"{title}: labels")
     ok = np.isfinite(p) & np.isfinite(m)  # r over the finite pairs (a gap is counted in the caption)
     n = int(ok.sum())
     r = pearson(p[ok], m[ok]) if n >= 2 else math.nan

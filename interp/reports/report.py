@@ -32,6 +32,8 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Sequence
 
+import plotly.graph_objects as go
+
 from interp.reports import figures as F
 from interp.reports import markdown
 from interp.reports.attention import CSS as ATTENTION_CSS
@@ -97,9 +99,9 @@ _HEAD_SCRIPT = """window.__interpErrors = [];
 window.addEventListener('error', function (e) { window.__interpErrors.push(String(e.message || e)); });
 window.addEventListener('unhandledrejection', function (e) { window.__interpErrors.push('unhandled rejection: ' + String(e.reason)); });"""
 
-_DRAW_SCRIPT = """(function () {
-  var errs = window.__interpErrors, status = document.getElementById('interp-status');
-  var divs = Array.prototype.slice.call(document.querySelectorAll('div.interp-plot')), jobs = [];
+_DRAW_SCRIPT = """(function (root) {
+  var errs = window.__interpErrors || [], status = root.querySelector('#interp-status');
+  var divs = Array.prototype.slice.call(root.querySelectorAll('div.interp-plot')), jobs = [];
   if (divs.length && typeof Plotly === 'undefined') errs.push('plotly.js did not load');
   divs.forEach(function (div) {
     try {
@@ -108,6 +110,7 @@ _DRAW_SCRIPT = """(function () {
     } catch (e) { errs.push(div.id + ': ' + e.message); }
   });
   function finish() {
+    if (!status) return;  // a notebook fragment has no status line
     var drawn = divs.filter(function (d) { return d.querySelector('svg.main-svg'); }).length;
     status.setAttribute('data-figures', divs.length);
     status.setAttribute('data-drawn', drawn);
@@ -117,7 +120,7 @@ _DRAW_SCRIPT = """(function () {
       (errs.length ? '; script errors: ' + errs.join(' | ') : '; no script errors') + '.';
   }
   Promise.all(jobs).then(finish, function (e) { errs.push(String(e)); finish(); });
-})();"""
+})(%s);"""
 
 
 def _slug(text: str) -> str:
@@ -168,11 +171,7 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def table_html(rows: Sequence[dict], max_rows: int = 500) -> tuple[str, int]:
     """Rows of dicts as an HTML table (columns = union of keys, first-seen order); also non-finite count."""
-    cols: list[str] = []
-    for r in rows:
-        for k in r:
-            if k not in cols:
-                cols.append(k)
+    cols = list(dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
     body, bad = [], 0
     for r in rows[:max_rows]:
@@ -251,7 +250,7 @@ class Report:
         self._anchors.add(a)
         return a
 
-    def _note(self, title: str, caption: str, n_bad: int) -> None:
+    def _note(self, title: str, n_bad: int) -> None:
         if n_bad:
             self.notes.append(f"{title}: {n_bad} NaN/inf value{'s' if n_bad > 1 else ''} shown as gaps.")
 
@@ -306,23 +305,16 @@ class Report:
         :attr:`interp.results.Result.axes`); recorded in the figure's ``layout.meta`` so a test can
         check each axis title against what the result type declares, independently of this code.
         """
-        import plotly.graph_objects as go
-
-        n_bad, raw = 0, not isinstance(fig, F.Figure)
         if isinstance(fig, F.Figure):
             fig, caption, n_bad = fig.fig, caption or fig.caption, fig.n_nonfinite
-        if isinstance(fig, dict):
-            fig = go.Figure(fig)
-        if not isinstance(fig, go.Figure):
-            raise ValueError(f"add_figure expects a plotly Figure, got {type(fig).__name__}")
-        if raw:  # a figure built by hand gets the report's look: its template, margins, a readable height
-            fig = go_copy(fig)
+        elif isinstance(fig, (dict, go.Figure)):  # built by hand: a copy gets the report's look
+            fig, n_bad = go.Figure(fig), 0
             fig.update_layout(template=F.TEMPLATE, height=fig.layout.height or 380,
                               margin={k: v for k, v in {"l": 60, "r": 20, "t": 30, "b": 50}.items()
                                       if getattr(fig.layout.margin, k) is None})
-        if not title:
-            t = fig.layout.title.text if fig.layout.title is not None else None
-            title = t or f"Figure {self._n_fig + 1}"
+        else:
+            raise ValueError(f"add_figure expects a plotly Figure, got {type(fig).__name__}")
+        title = title or fig.layout.title.text or f"Figure {self._n_fig + 1}"
         if not caption:
             kinds = sorted({tr.type for tr in fig.data})
             caption = f"{title}: {len(fig.data)} trace(s) of type {', '.join(kinds) or 'none'}."
@@ -331,9 +323,9 @@ class Report:
     def _add(self, f: F.Figure, title: str, fields: Fields = None) -> "Report":
         self._n_fig += 1
         fig = f.fig
-        inner = fig.layout.title.text if fig.layout.title is not None else None
+        inner = fig.layout.title.text
         if inner or fields:
-            fig = go_copy(fig)
+            fig = go.Figure(fig)
         if inner:  # the section heading shows the title; do not repeat it inside the plot
             title = inner
             fig.update_layout(title=None, margin={"t": 30})
@@ -341,7 +333,7 @@ class Report:
             if len(fields) != 2:
                 raise ValueError(f"{title}: fields must be (x_field, y_field), got {fields!r}")
             fig.update_layout(meta={"fields": {"x": fields[0], "y": fields[1]}})
-        self._note(title, f.caption, f.n_nonfinite)
+        self._note(title, f.n_nonfinite)
         body = _script_json(fig.to_json())
         self.sections.append(Section("figure", title, self._anchor(title), body,
                                      f"<b>Figure {self._n_fig}.</b> {html.escape(f.caption)}"))
@@ -351,7 +343,7 @@ class Report:
                                caption: str = "") -> "Report":
         """A prompt's tokens coloured by score (diverging scale, hover for exact values)."""
         v = token_view(tokens, scores, title, caption)
-        self._note(title, v.caption, v.n_nonfinite)
+        self._note(title, v.n_nonfinite)
         self.sections.append(Section("tokens", title, self._anchor(title), v.html, html.escape(v.caption)))
         return self
 
@@ -373,7 +365,7 @@ class Report:
         if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
             raise ValueError(f"{title}: add_table expects a list of dicts (one per row)")
         body, bad = table_html(list(rows), max_rows)
-        self._note(title, caption, bad)
+        self._note(title, bad)
         cap = caption or f"{len(rows)} row{'s' if len(rows) != 1 else ''}."
         if bad:
             cap += F.gap_note(bad, "cells").replace("shown as gaps", "shown in red")
@@ -391,7 +383,9 @@ class Report:
                 lines.append(f"<b>{key.capitalize()}:</b> {html.escape(str(meta.pop(key)))}")
         parts.append("<p>" + "<br>".join(lines) + "</p>")
         timings = meta.pop("timings", None) or meta.pop("seconds", None)
-        versions = _as_versions(meta.pop("versions", None))
+        versions = meta.pop("versions", None) or {}
+        versions = ({str(k): str(x) for k, x in versions.items()} if isinstance(versions, dict)
+                    else {"recorded": str(versions)})
         if self.config:
             parts.append("<h3>Configuration</h3>" + table_html(
                 [{"field": k, "value": v} for k, v in flatten(self.config).items()])[0])
@@ -482,7 +476,7 @@ class Report:
             f"{self._toc_html()}{self._notes_html()}\n{body}"
             f'<h2 id="run">Method and provenance</h2>{self._run_html()}'
             '<div id="interp-status" data-state="pending">Figures not drawn (JavaScript disabled?).</div>'
-            f"<script>{_DRAW_SCRIPT}</script></body></html>\n"
+            f"<script>{_DRAW_SCRIPT % 'document.body'}</script></body></html>\n"
         )
 
     def fragment_html(self, include_plotlyjs: bool | None = None) -> str:
@@ -500,11 +494,7 @@ class Report:
         if any(s.kind == "figure" for s in sections) and (
                 F.plotly_js_once() if include_plotlyjs is None else include_plotlyjs):
             js = f"<script>{plotly_js()}</script>"
-        draw = ("<script>(function () { var root = document.getElementById('" + root + "');"
-                "if (typeof Plotly === 'undefined') return;"
-                "root.querySelectorAll('div.interp-plot').forEach(function (div) {"
-                "var spec = JSON.parse(document.getElementById(div.id + '-data').textContent);"
-                "Plotly.newPlot(div, spec.data, spec.layout, {responsive: true, displaylogo: false}); }); })();</script>")
+        draw = f"<script>{_DRAW_SCRIPT % f'document.getElementById({root!r})'}</script>"
         return (f'<div class="interp-report" id="{root}"><style>{CSS.replace("body {", ".interp-report {")}</style>{js}'
                 f"<h3>{html.escape(self.title)}</h3>{self._summary_html()}{self._notes_html()}{body}"
                 f"<details><summary>Method and provenance</summary>{self._run_html()}</details>{draw}</div>")
@@ -523,15 +513,5 @@ class Report:
         return f"Report({self.title!r}, {len(kinds)} sections, {kinds.count('figure')} figures)"
 
 
-def go_copy(fig: Any) -> Any:
-    import plotly.graph_objects as go
-
-    return go.Figure(fig)
-
-
-def _as_versions(v: Any) -> dict[str, str]:
-    if isinstance(v, dict):
-        return {str(k): str(x) for k, x in v.items()}
-    return {} if v is None else {"recorded": str(v)}
 
 
