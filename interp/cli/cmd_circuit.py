@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 from interp.cli.common import same
-from interp.cli.main import CORRUPTION_HELP, corruption_choices
+from interp.cli.main import task_command
 
 
 def register(subparsers) -> None:
     from interp.attribution.lrp_rules import RULE_SETS
     from interp.circuits.pipeline import METHODS, SEARCHES, CircuitRunConfig
-    from interp.cli.common import command, default_of
+    from interp.cli.common import default_of
 
     d = lambda f: default_of(CircuitRunConfig, f)  # noqa: E731
-    p = command(subparsers, "circuit", help="find a circuit (IOI / greater-than) and write results.json + report.html",
-                out="runs/circuit-<task>", model="smollm2-135m", seed=d("seed"))
-    p.add_argument("task", choices=["ioi", "greater-than"])
+    p = task_command(subparsers, "circuit", "find a circuit (IOI / greater-than) and write results.json + report.html",
+                     CircuitRunConfig)
     p.add_argument("--method", default=d("method"), choices=list(METHODS), help="how components are scored")
-    p.add_argument("--n", type=int, default=d("n"), help="number of prompts")
-    p.add_argument("--corruption", default=d("corruption"), choices=corruption_choices(), help=CORRUPTION_HELP)
     p.add_argument("--share", type=float, default=d("share"), help="share of the metric the circuit must keep")
     p.add_argument("--rules", default=d("rules"), choices=sorted(RULE_SETS),
                    help="RelP LRP rule set: default (the RelP paper's: LN, Identity, Half rules) | default+cp-lrp "

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 from interp.cli.common import same
-from interp.cli.main import CORRUPTION_HELP, corruption_choices
+from interp.cli.main import task_command
 
 
 def register(subparsers) -> None:
     from interp.circuits.compare import COMPONENTS, METHOD_SPECS, compare_methods
-    from interp.cli.common import command, default_of
+    from interp.cli.common import default_of
 
-    d = lambda f: default_of(compare_methods, f)  # noqa: E731
-    p = command(subparsers, "compare", help="AtP, RelP, IG vs activation patching on one task (Pearson r, wall time)",
-                out="runs/compare-<task>", model="smollm2-135m", seed=d("seed"))
-    p.add_argument("task", choices=["ioi", "greater-than"])
-    p.add_argument("--n", type=int, default=d("n"), help="number of prompts")
-    p.add_argument("--corruption", default=d("corruption"), choices=corruption_choices(),
-                   help=CORRUPTION_HELP + "; s2 is the like-for-like RelP Table 1 setting")
+    p = task_command(subparsers, "compare", "AtP, RelP, IG vs activation patching on one task (Pearson r, wall time)",
+                     compare_methods, note="; s2 is the like-for-like RelP Table 1 setting")
     p.add_argument("--methods", default=",".join(m for m in METHOD_SPECS if m != "ig-embed"),
                    help=f"comma list from {', '.join(METHOD_SPECS)} (relp: the RelP paper's default rules; relp-cp-lrp "
                         "adds the AH-rule, CP-LRP on attention; ig: per-hook IG; ig-embed: EAP-IG node form)")
-    p.add_argument("--components", default=",".join(d("components")),
+    p.add_argument("--components", default=",".join(default_of(compare_methods, "components")),
                    help=f"comma list of component types from {', '.join(COMPONENTS)} (attn: attention output per "
                         "layer and position, the RelP paper's column)")
     p.set_defaults(func=_run)

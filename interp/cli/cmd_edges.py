@@ -12,7 +12,7 @@ K edges for real; ``--circuit N1,N2,...`` measures the faithfulness of the top-N
 from __future__ import annotations
 
 from interp.cli.common import same
-from interp.cli.main import CORRUPTION_HELP, corruption_choices
+from interp.cli.main import task_command
 
 METHOD_CHOICES = ("eap", "eap-ig", "clean-corrupted", "eap-ig-activations")
 CURVE_GRID = (10, 30, 100, 300, 1000, 3000, 10000, 30000, 10 ** 9)  # 10**9: all edges
@@ -20,12 +20,11 @@ CURVE_GRID = (10, 30, 100, 300, 1000, 3000, 10000, 30000, 10 ** 9)  # 10**9: all
 
 def register(subparsers) -> None:
     from interp.circuits.edge_circuits import EdgeRunConfig
-    from interp.cli.common import command, default_of, renamed
+    from interp.cli.common import default_of, renamed
 
     d = lambda f: default_of(EdgeRunConfig, f)  # noqa: E731
-    p = command(subparsers, "edges", help="EAP / EAP-IG edge attribution scores for every edge on one task",
-                out="runs/edges-<task>", model="smollm2-135m", seed=d("seed"))
-    p.add_argument("task", choices=["ioi", "greater-than"])
+    p = task_command(subparsers, "edges", "EAP / EAP-IG edge attribution scores for every edge on one task",
+                     EdgeRunConfig)
     p.add_argument("--method", default=d("method"), choices=METHOD_CHOICES,
                    help="eap: gradient at the clean input; eap-ig: mean gradient over --ig-steps interpolations of "
                         "the input embeddings (Hanna et al. 2024); clean-corrupted: mean of the two ends; "
@@ -34,8 +33,6 @@ def register(subparsers) -> None:
     p.add_argument("--gradient-share", default=d("share"), choices=["own", "all"],
                    help="eap-ig-activations: score a sender with its own group's gradients (own) or their mean "
                         "over all groups (all, as hannamw/EAP-IG)")
-    p.add_argument("--n", type=int, default=d("n"), help="number of prompts")
-    p.add_argument("--corruption", default=d("corruption"), choices=corruption_choices(), help=CORRUPTION_HELP)
     p.add_argument("--top", type=int, default=d("top"), help="how many top edges (by |score|) to list and store")
     p.add_argument("--check", type=int, default=d("check"), help="also edge-patch the top K edges for real (ground truth)")
     p.add_argument("--circuit", default=None,
