@@ -162,34 +162,32 @@ def run_train(args) -> int:
     return write_result(args, res, out, f"  saved {res.saved_to} (SAELens format)")
 
 
-def _model_for(args, store, device):
-    from interp.models import load_model
-
-    name = args.model or store.manifest.get("model")
-    if not name:
-        raise UserError("the store's manifest names no model; pass --model")
-    return load_model(name, device=device)
-
-
-def run_eval(args) -> int:
+def _sae_store_model(args, with_model: bool = True):
+    """The ``--sae`` dictionary, the ``--store`` and (``with_model``) ``--model`` or the store's model."""
     from interp.dictionaries import load_sae
-    from interp.dictionaries.metrics import evaluate_dictionary
+    from interp.models import load_model
 
     store = _open_store(args.store)
     sae = load_sae(args.sae, device=args.device)
-    model = _model_for(args, store, args.device) if args.n > 0 else None
+    name = args.model or store.manifest.get("model")
+    if with_model and not name:
+        raise UserError("the store's manifest names no model; pass --model")
+    return sae, store, load_model(name, device=args.device) if with_model else None
+
+
+def run_eval(args) -> int:
+    from interp.dictionaries.metrics import evaluate_dictionary
+
+    sae, store, model = _sae_store_model(args, with_model=args.n > 0)
     res = evaluate_dictionary(sae, store, model, n_tokens=args.n_tokens, n=args.n, sae_path=args.sae)
     return write_result(args, res, out_path(args))
 
 
 def run_dashboard(args) -> int:
-    from interp.dictionaries import load_sae
     from interp.dictionaries.dashboards import feature_dashboard
 
-    store = _open_store(args.store)
-    sae = load_sae(args.sae, device=args.device)
     feats = list(parse_list(args.features, "--features", cast=int)) if args.features else None
-    model = _model_for(args, store, args.device)
+    sae, store, model = _sae_store_model(args)
     res = feature_dashboard(sae, store, out_path(args), features=feats, model=model, n_rows=args.n_tokens,
                             n_examples=args.n_examples)
     json_path = res.save(Path(res.path).with_suffix(".json"))

@@ -56,9 +56,9 @@ def run_sinks(args) -> int:
     from interp.phenomena.sinks import sink_scores_from_store
     from interp.store import ActivationStore
 
-    store = ActivationStore.open(args.dir, verify="size")
     from interp.cli.common import parse_layers
 
+    store = ActivationStore.open(args.dir, verify="size")
     layers = None if args.layers is None else list(parse_layers(args.layers))
     res = sink_scores_from_store(store, layers=layers, scale=args.scale, max_seqs=args.n)
     layers = res["layers"].tolist()

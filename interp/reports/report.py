@@ -386,14 +386,14 @@ class Report:
         versions = meta.pop("versions", None) or {}
         versions = ({str(k): str(x) for k, x in versions.items()} if isinstance(versions, dict)
                     else {"recorded": str(versions)})
-        if self.config:
-            parts.append("<h3>Configuration</h3>" + table_html(
-                [{"field": k, "value": v} for k, v in flatten(self.config).items()])[0])
-        else:
-            parts.append("<p><i>No run configuration was recorded.</i></p>")
+
+        def pairs(title: str, d: dict, key: str = "field", value: str = "value") -> str:
+            return f"<h3>{title}</h3>" + table_html([{key: k, value: v} for k, v in flatten(d).items()])[0]
+
+        parts.append(pairs("Configuration", self.config) if self.config
+                     else "<p><i>No run configuration was recorded.</i></p>")
         if isinstance(timings, dict) and timings:
-            parts.append("<h3>Timings (seconds)</h3>" + table_html(
-                [{"step": k, "seconds": v} for k, v in flatten(timings).items()])[0])
+            parts.append(pairs("Timings (seconds)", timings, "step", "seconds"))
         elif timings is not None:
             parts.append(f"<p><b>Time:</b> {format_value(timings)[0]} s</p>")
         gen = {k: str(v) for k, v in _versions().items()}
@@ -406,28 +406,22 @@ class Report:
             note = "The run recorded no versions; these generated this file."
         parts.append("<h3>Versions</h3>" + table_html(rows)[0] + f'<p class="caption">{note}</p>')
         if meta:
-            parts.append("<h3>Other run information</h3>" + table_html(
-                [{"field": k, "value": v} for k, v in flatten(meta).items()])[0])
+            parts.append(pairs("Other run information", meta))
         return "".join(parts)
 
     def _toc_html(self) -> str:
-        items, open_group = [], False
-        if self.notes:
-            items.append('<li><a href="#notes">Notes on the data</a></li>')
+        items = ['<li><a href="#notes">Notes on the data</a></li>'] if self.notes else []
+        close = ""  # closes the open group's list before the next group and before the provenance
         for s in self.sections:
             if s.kind == "text" or not s.title:
                 continue
             link = f'<a href="#{s.anchor}">{html.escape(s.title)}</a>'
             if s.kind == "group":
-                if open_group:
-                    items.append("</ol></li>")
-                items.append(f"<li>{link}<ol>")
-                open_group = True
+                items.append(f"{close}<li>{link}<ol>")
+                close = "</ol></li>"
             else:
                 items.append(f"<li>{link}</li>")
-        if open_group:
-            items.append("</ol></li>")
-        items.append('<li><a href="#run">Method and provenance: configuration, model, versions, timings</a></li>')
+        items.append(f'{close}<li><a href="#run">Method and provenance: configuration, model, versions, timings</a></li>')
         html_items = "".join(items).replace("<ol></ol>", "")
         return (f'<nav class="toc" id="contents"><details{"" if self.summary else " open"}><summary><b>Contents</b>'
                 f'</summary><ol>{html_items}</ol></details></nav>')
