@@ -7,7 +7,7 @@ from interp.cli.common import same
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, default_of, renamed
+    from interp.cli.common import command, default_of
     from interp.store import CacheConfig
     from interp.store.format import DTYPES, canonical_dtype
 
@@ -36,7 +36,6 @@ def register(sub) -> None:
     p.add_argument("--model-dtype", default=d("model_dtype"), choices=["float32", "bfloat16", "float16"],
                    help="dtype to run the model in")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    renamed(p, "--context-length", "--seq-len")
     p.set_defaults(func=run)
 
 

@@ -12,7 +12,7 @@ from interp.cli.common import flag_settings, model_of, out_path, same, write_res
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, default_of, renamed
+    from interp.cli.common import command, default_of
     from interp.decompositions.lib_transformer import ModelLIBSettings
     from interp.decompositions.snmf import INITS, SNMFConfig
     from interp.decompositions.snmf_features import describe_snmf
@@ -34,8 +34,6 @@ def register(sub) -> None:
     p.add_argument("--restarts", type=int, default=d("n_restarts"), help="independent fits batched together; the best is kept")
     p.add_argument("--n-features", type=int, default=f("n_features"), help="features given contexts, vocabulary and steering")
     p.add_argument("--compare", action="store_true", help="also compare SNMF / DiffMeans (/ SAE) on the concept set")
-    renamed(p, "--max-rows", "--n-tokens")
-    renamed(p, "--features", "--n-features")
     p.set_defaults(func=run_snmf)
 
     s = lambda f: default_of(ModelLIBSettings, f)  # noqa: E731
@@ -51,7 +49,6 @@ def register(sub) -> None:
     q.add_argument("--no-isolate-ln-var", action="store_true",
                    help="plain residual node layers; by default each is [norm statistic, residual] with the statistic "
                         "that the next LayerNorm/RMSNorm divides by kept as its own basis direction (node 0)")
-    renamed(q, "--n-texts", "--n")
     q.set_defaults(func=run_lib)
 
 

@@ -20,7 +20,7 @@ CURVE_GRID = (10, 30, 100, 300, 1000, 3000, 10000, 30000, 10 ** 9)  # 10**9: all
 
 def register(subparsers) -> None:
     from interp.circuits.edge_circuits import EdgeRunConfig
-    from interp.cli.common import default_of, renamed
+    from interp.cli.common import default_of
 
     d = lambda f: default_of(EdgeRunConfig, f)  # noqa: E731
     p = task_command(subparsers, "edges", "EAP / EAP-IG edge attribution scores for every edge on one task",
@@ -45,8 +45,6 @@ def register(subparsers) -> None:
                    help="also greedy circuits grown from the logits (curves named 'METHOD greedy')")
     p.add_argument("--no-prune", action="store_true", help="keep dead-end edges in --circuit/--curve circuits")
     p.add_argument("--max-tokens", type=int, default=d("max_tokens"), help="tokens per forward/backward pass")
-    renamed(p, "--steps", "--ig-steps")
-    renamed(p, "--share", "--gradient-share")
     p.set_defaults(func=_run)
 
 

@@ -17,7 +17,7 @@ from interp.cli.main import UserError
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, default_of, renamed
+    from interp.cli.common import command, default_of
     from interp.phenomena.dormant import ABLATIONS, DormantConfig
     from interp.phenomena.massive import MassiveConfig, massive_run
     from interp.toy.bigram_backcopy import BBTask, BBTrainConfig
@@ -38,7 +38,6 @@ def register(sub) -> None:
     p.add_argument("--heads-per-pass", type=int, default=d("heads_per_pass"), help="ablations batched into one forward pass")
     p.add_argument("--n-boot", type=int, default=d("n_boot"), help="bootstrap resamples of the sequences for the Δloss CI")
     p.add_argument("--ci-level", type=float, default=d("ci_level"), help="confidence level of the Δloss interval")
-    renamed(p, "--n-seqs", "--n")
     p.set_defaults(func=run_sinks)
 
     m = lambda f: default_of(MassiveConfig, f)  # noqa: E731
@@ -57,7 +56,6 @@ def register(sub) -> None:
     p.add_argument("--heldout-seqs", type=int, default=r("heldout_seqs"),
                    help="held-out sequences per domain (the text after the analysed ones; Bigram-Backcopy: another "
                         "seed) from which the mean ablation takes one mean per token kind (first token, delimiter)")
-    renamed(p, "--n-seqs", "--n")
     p.set_defaults(func=run_massive)
 
     b, t = (lambda f: default_of(BBTrainConfig, f)), (lambda f: default_of(BBTask, f))
@@ -79,8 +77,6 @@ def register(sub) -> None:
     p.add_argument("--warmup", type=int, default=b("warmup"), help="linear warm-up steps")
     p.add_argument("--seq-len", type=int, default=t("seq_len"), help="tokens per sequence, ⟨s⟩ included")
     p.add_argument("--weight-decay", type=float, default=b("weight_decay"), help="AdamW weight decay")
-    renamed(p, "--steps", "--train-steps")
-    renamed(p, "--layers", "--n-layers")
     p.epilog = ("the defaults (3 layers, paper init, ReLU, AdamW lr 1e-2 after 200 warm-up steps, 2000 steps of "
                 "32 x 32 tokens) reproduce the mechanism; measured numbers per seed: docs/methods.md, Bigram-Backcopy toy")
     p.set_defaults(func=run_bb)

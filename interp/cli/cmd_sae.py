@@ -61,7 +61,7 @@ def _train_flags(sub, name: str, help: str, transcoder: bool):
 
 
 def _eval_flags(sub, name: str, help: str, kind: str):
-    from interp.cli.common import command, default_of, renamed
+    from interp.cli.common import command, default_of
     from interp.dictionaries.metrics import evaluate_dictionary
 
     d = lambda f: default_of(evaluate_dictionary, f)  # noqa: E731
@@ -71,13 +71,11 @@ def _eval_flags(sub, name: str, help: str, kind: str):
     p.add_argument("--store", required=True, help="activation store directory")
     p.add_argument("--n-tokens", type=int, default=d("n_tokens"), help="token budget: rows for L0 / FVU / dead fraction")
     p.add_argument("--n", type=int, default=d("n"), help="store sequences for spliced CE / KL (0: skip)")
-    renamed(p, "--n-rows", "--n-tokens")
-    renamed(p, "--n-seqs", "--n")
     return p
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, default_of, renamed
+    from interp.cli.common import command, default_of
     from interp.dictionaries.dashboards import DashboardConfig
 
     p = sub.add_parser("sae", help="train, evaluate and inspect sparse autoencoders on an activation store")
@@ -98,7 +96,6 @@ def register(sub) -> None:
                    help="token budget: rows scanned for contexts")
     d.add_argument("--n-examples", type=int, default=default_of(DashboardConfig, "n_examples"),
                    help="top contexts shown per feature")
-    renamed(d, "--n-rows", "--n-tokens")
     d.set_defaults(func=run_dashboard)
 
     tc = sub.add_parser("transcoder", help="train and evaluate transcoders (MLP in -> MLP out)")

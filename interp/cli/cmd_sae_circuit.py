@@ -13,7 +13,7 @@ from interp.cli.common import same
 
 def register(subparsers) -> None:
     from interp.circuits.sae_circuits import SAECircuitConfig, run_sae_circuit
-    from interp.cli.common import default_of, renamed
+    from interp.cli.common import default_of
     from interp.cli.main import task_command
 
     d = lambda f: default_of(SAECircuitConfig, f)  # noqa: E731
@@ -26,7 +26,6 @@ def register(subparsers) -> None:
     p.add_argument("--truth-n", type=int, default=default_of(run_sae_circuit, "truth_n"), help="prompts for the activation-patching ground truth (0: none)")
     p.add_argument("--shares", default="0.5,0.8", help="shares of total |patching effect| defining the truth")
     p.add_argument("--top", type=int, default=10, help="how many top heads to list")
-    renamed(p, "--latents", "--d-sae")
     p.set_defaults(func=_run)
 
 

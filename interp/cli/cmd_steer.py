@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import command, out_path, parse_list, renamed, write_result
+from interp.cli.common import command, out_path, parse_list, write_result
 
 
 def _common(p) -> None:
@@ -31,8 +31,6 @@ def _build_args(p) -> None:
     p.add_argument("--k", type=int, default=3, help="GrAInS: tokens masked per example and sign")
     p.add_argument("--ig-steps", type=int, default=20, help="GrAInS: integrated-gradients steps")
     p.add_argument("--n-tokens", type=int, default=20000, help="sae/snmf: tokens of the behaviour corpus")
-    renamed(p, "--steps", "--ig-steps")
-    renamed(p, "--corpus-tokens", "--n-tokens")
 
 
 def register(subparsers) -> None:

@@ -12,7 +12,7 @@ from interp.cli.main import emit
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, default_of, renamed
+    from interp.cli.common import command, default_of
     from interp.store.summary import summarize_store
 
     p = sub.add_parser("store", help="inspect activation stores")
@@ -33,7 +33,6 @@ def register(sub) -> None:
     q.add_argument("--scale", type=float, default=None, help="attention scale (None: 1/sqrt(d_head))")
     q.add_argument("--n", type=int, default=None, help="use at most this many sequences (None: all)")
     q.add_argument("--threshold", type=float, default=0.8, help="sink score at which a head is listed")
-    renamed(q, "--max-seqs", "--n")
     q.set_defaults(func=run_sinks)
 
 

@@ -10,7 +10,6 @@
 * ``--out``: commands that write files default it to ``runs/<command>[-<task>]`` (``<task>`` is
   filled in from the positional task; :func:`out_path`) and name it in their summary; commands
   that only print take ``--out FILE`` to also write their JSON document there (:func:`emit`).
-* A renamed flag's old spelling is rejected with an error naming the new one (:func:`renamed`).
 * Flags that mirror a config dataclass field take its default (:func:`default_of`);
   tests/test_cli_grammar.py checks the mapping in :data:`CONFIG_FLAGS` of every module.
 """
@@ -98,21 +97,6 @@ def out_path(args) -> str | None:
     if args.out is None:
         return None
     return args.out.replace(TASK, getattr(args, "task", "") or "")
-
-
-class _Renamed(argparse.Action):
-    def __init__(self, option_strings, dest, new: str, **kw):
-        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs="?", default=argparse.SUPPRESS,
-                         help=argparse.SUPPRESS)
-        self.new = new
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        parser.error(f"{option_string} was renamed {self.new} (one name per idea across interp commands)")
-
-
-def renamed(p, old: str, new: str) -> None:
-    """Reject the old spelling ``old`` with an error naming ``new`` (hidden from --help)."""
-    p.add_argument(old, action=_Renamed, new=new)
 
 
 def default_of(cls, name: str):
