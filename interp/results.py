@@ -34,6 +34,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from interp.config import field_default
+
 #: kind -> result class; filled by :func:`register`.
 KINDS: dict[str, type["Result"]] = {}
 #: Modules that define result kinds (imported by :func:`load_result` so every kind is known).
@@ -161,8 +163,7 @@ class Result:
         check_header(data, cls)
         names = {f.name for f in dataclasses.fields(cls)}
         missing = [f.name for f in dataclasses.fields(cls)
-                   if f.name not in data and f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING]
+                   if f.name not in data and field_default(f) is dataclasses.MISSING]
         if missing:
             raise ResultSchemaError(f"{cls.kind} results lack field(s) {missing}")
         hints = typing.get_type_hints(cls)

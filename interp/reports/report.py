@@ -71,6 +71,14 @@ class Section(NamedTuple):
     """What the reader sees (figures, token views, tables)."""
 
 
+TABLE_CSS = """
+table.data { border-collapse: collapse; font-size: 13px; min-width: 50%; }
+table.data th, table.data td { border-bottom: 1px solid #eee; padding: 3px 8px; text-align: left; vertical-align: top; }
+table.data th { background: #f3f3f3; font-weight: 600; }
+table.data td.num { text-align: right; font-variant-numeric: tabular-nums; font-family: ui-monospace, Menlo, monospace; }
+"""
+"""The data tables' style (also carried by :class:`Table` in a notebook)."""
+
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; color: #222;
   max-width: 1120px; margin: 0 auto; padding: 24px 28px 60px; line-height: 1.5; background: #fafafa; }
@@ -83,17 +91,13 @@ nav.toc ol { margin: 4px 0; padding-left: 22px; } nav.toc a { color: #1f5f99; te
 .interp-plot { width: 100%; min-height: 300px; }
 .caption { color: #555; font-size: 13.5px; margin: 6px 2px 0; }
 .caption b { color: #333; }
-table.data { border-collapse: collapse; font-size: 13px; min-width: 50%; }
-table.data th, table.data td { border-bottom: 1px solid #eee; padding: 3px 8px; text-align: left; vertical-align: top; }
-table.data th { background: #f3f3f3; font-weight: 600; }
-table.data td.num { text-align: right; font-variant-numeric: tabular-nums; font-family: ui-monospace, Menlo, monospace; }
 .nan { color: #b2182b; } .notes { background: #fff8e1; border: 1px solid #f0d78c; border-radius: 6px;
   padding: 6px 14px; font-size: 13.5px; }
 code { background: #f2f2f2; padding: 0 3px; border-radius: 3px; }
 #interp-status { color: #999; font-size: 12px; margin-top: 40px; }
 .summary { font-size: 16.5px; background: #fff; border-left: 4px solid #1f5f99; padding: 6px 14px; margin: 8px 0 14px; }
 .summary p { margin: 4px 0; }
-""" + TOKEN_CSS + ATTENTION_CSS
+""" + TABLE_CSS + TOKEN_CSS + ATTENTION_CSS
 
 _HEAD_SCRIPT = """window.__interpErrors = [];
 window.addEventListener('error', function (e) { window.__interpErrors.push(String(e.message || e)); });
@@ -199,12 +203,7 @@ class Table(NamedTuple):
     def _repr_html_(self) -> str:
         body, _ = table_html(list(self.rows))
         cap = f'<p style="color:#555;font-size:13px">{html.escape(self.caption)}</p>' if self.caption else ""
-        return _TABLE_STYLE + body + cap
-
-
-_TABLE_STYLE = ("<style>table.data{border-collapse:collapse;font-size:13px}table.data th,table.data td{"
-                "border-bottom:1px solid #eee;padding:3px 8px;text-align:left}table.data th{background:#f3f3f3}"
-                "table.data td.num{text-align:right;font-family:ui-monospace,Menlo,monospace}</style>")
+        return f"<style>{TABLE_CSS}</style>{body}{cap}"
 
 
 def _as_dict(x: Any, name: str) -> dict:

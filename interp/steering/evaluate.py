@@ -51,12 +51,11 @@ class SteeringTask:
 
     name: str
     kind: str
-    """``generation`` (scored by ``scorer`` on continuations) or ``logit`` (log-prob difference)."""
+    """``generation`` (VADER score of the continuations) or ``logit`` (log-prob difference)."""
     build: list[dict]
     """``{prompt, preferred, dispreferred}`` rows the vectors are built from."""
     eval: list[dict]
     """Held-out ``{prompt, preferred, dispreferred}`` rows (empty responses for generation tasks)."""
-    scorer: str = ""
 
     @property
     def eval_prompts(self) -> list[str]:
@@ -76,7 +75,7 @@ def load_task(name: str, n_build: int | None = None, n_eval: int | None = None, 
     overlap = {r["prompt"] for r in build} & {r["prompt"] for r in ev}
     if overlap:
         raise ValueError(f"task {name!r}: eval prompts also used to build vectors: {sorted(overlap)[:3]}")
-    return SteeringTask(d["task"], d["kind"], build, ev, d.get("scorer", ""))
+    return SteeringTask(d["task"], d["kind"], build, ev)
 
 
 def vader_scores(texts: Sequence[str]) -> list[float]:
@@ -211,18 +210,15 @@ def evaluate_steering(model, vectors: dict[str, SteeringVector] | Sequence[Steer
     t0 = time.perf_counter()
     toks = tokenize(model, task.eval_prompts)
     base_lp = last_logprobs(model, toks)
-    tok = model.tokenizer
 
     def measure(vec, s):
-        out = {}
-        if task.kind == "logit":
-            out["success"] = float(response_logprob_diff(model, task, vec, s).mean())
         conts = generate(model, toks, n_new, vec, s)
-        texts = [tok.decode(c.tolist()) for c in conts]
-        if task.kind == "generation":
-            out["success"] = float(torch.tensor(vader_scores(texts)).mean())
-        out["ppl"] = float(continuation_nll(model, toks, conts).mean().exp())
-        return out, texts
+        texts = [model.tokenizer.decode(c.tolist()) for c in conts]
+        # generation tasks: the VADER score of the continuations
+        success = (response_logprob_diff(model, task, vec, s) if task.kind == "logit"
+                   else torch.tensor(vader_scores(texts)))
+        ppl = continuation_nll(model, toks, conts).mean().exp()
+        return {"success": float(success.mean()), "ppl": float(ppl)}, texts
 
     base, base_texts = measure(None, 0.0)
     examples = [{"prompt": p, "unsteered": t} for p, t in list(zip(task.eval_prompts, base_texts))[:n_examples]]
