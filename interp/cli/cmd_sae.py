@@ -79,8 +79,7 @@ def register(sub) -> None:
     from interp.dictionaries.dashboards import DashboardConfig
 
     p = sub.add_parser("sae", help="train, evaluate and inspect sparse autoencoders on an activation store")
-    ssub = p.add_subparsers(dest="sae_command", metavar="SUBCOMMAND")
-    ssub.required = True
+    ssub = p.add_subparsers(dest="sae_command", metavar="SUBCOMMAND", required=True)
     t = _train_flags(ssub, "train", "train an SAE (relu / topk / jumprelu) on one hook of a store", transcoder=False)
     t.set_defaults(func=run_train, transcoder=False)
     e = _eval_flags(ssub, "eval", "L0, FVU, dead fraction, and CE recovered / KL spliced into the model", "sae")
@@ -99,8 +98,7 @@ def register(sub) -> None:
     d.set_defaults(func=run_dashboard)
 
     tc = sub.add_parser("transcoder", help="train and evaluate transcoders (MLP in -> MLP out)")
-    tsub = tc.add_subparsers(dest="transcoder_command", metavar="SUBCOMMAND")
-    tsub.required = True
+    tsub = tc.add_subparsers(dest="transcoder_command", metavar="SUBCOMMAND", required=True)
     tt = _train_flags(tsub, "train", "train a transcoder blocks.L.ln2.hook_normalized -> blocks.L.hook_mlp_out",
                       transcoder=True)
     tt.set_defaults(func=run_train, transcoder=True)

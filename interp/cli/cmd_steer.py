@@ -37,8 +37,7 @@ def register(subparsers) -> None:
     from interp.steering.compare import BUILDERS
 
     p = subparsers.add_parser("steer", help="steering vectors: build, evaluate, compare at equal KL")
-    sub = p.add_subparsers(dest="steer_command", metavar="build|eval|compare")
-    sub.required = True
+    sub = p.add_subparsers(dest="steer_command", metavar="build|eval|compare", required=True)
     b = command(sub, "build", help="build one steering vector (writes OUT.safetensors + OUT.json)",
                 out="runs/steer-build-<task>", model="smollm2-135m", seed=0)
     _common(b)

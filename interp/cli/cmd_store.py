@@ -16,8 +16,7 @@ def register(sub) -> None:
     from interp.store.summary import summarize_store
 
     p = sub.add_parser("store", help="inspect activation stores")
-    ssub = p.add_subparsers(dest="store_command", metavar="SUBCOMMAND")
-    ssub.required = True
+    ssub = p.add_subparsers(dest="store_command", metavar="SUBCOMMAND", required=True)
     q = command(ssub, "info", help="summarise a store: model, hooks, rows, size, completeness, row norms", out=None,
                 description="summarise a store: model, hooks, rows, size, completeness, row norms; "
                             "--out FILE receives the typed result (render it with `interp report FILE`)")
