@@ -367,7 +367,7 @@ def circuit_graph(title: str, nodes: list[dict], edges: list[dict], caption: str
         weights.append(float(w) if w is not None else math.nan)
     wmax = max([abs(w) for w in weights if math.isfinite(w)] or [1.0]) or 1.0
     fig = go.Figure()
-    mid_x, mid_y, mid_t = [], [], []
+    mids = []  # one invisible marker per edge midpoint carries the edge's hover text
     for e, w in zip(edges or [], weights):
         (x0, y0), (x1, y1) = pos[str(e["source"])], pos[str(e["target"])]
         fin = math.isfinite(w)
@@ -376,14 +376,13 @@ def circuit_graph(title: str, nodes: list[dict], edges: list[dict], caption: str
             line={"width": 0.8 + 5 * (abs(w) / wmax if fin else 0),
                   "color": ("#b2182b" if w >= 0 else "#2166ac") if fin else "#bbb",
                   "dash": "solid" if fin else "dot"}, opacity=0.55))
-        mid_x.append((x0 + x1) / 2)
-        mid_y.append((y0 + y1) / 2)
-        mid_t.append(f"{e['source']} → {e['target']}<br>weight {w:.4g}")
-    if mid_x:
-        fig.add_trace(go.Scatter(x=mid_x, y=mid_y, mode="markers", marker={"size": 6, "opacity": 0},
-                                 text=mid_t, hovertemplate="%{text}<extra></extra>", showlegend=False))
+        mids.append(((x0 + x1) / 2, (y0 + y1) / 2, f"{e['source']} → {e['target']}<br>weight {w:.4g}"))
+    if mids:
+        mx, my, mt = zip(*mids)
+        fig.add_trace(go.Scatter(x=mx, y=my, mode="markers", marker={"size": 6, "opacity": 0},
+                                 text=mt, hovertemplate="%{text}<extra></extra>", showlegend=False))
     scores = [nd.get("score") for nd in nodes]
-    sc = as_array([s if s is not None else math.nan for s in scores], f"{title}: node scores")
+    sc = as_array(scores, f"{title}: node scores")  # a node without a score is NaN here
     has_scores = bool(np.isfinite(sc).any())
     so, _ = jsonable(sc)
     bad = sum(1 for v, raw in zip(so, scores) if v is None and raw is not None)
