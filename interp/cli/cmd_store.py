@@ -50,11 +50,10 @@ def run_info(args) -> int:
 
 
 def run_sinks(args) -> int:
+    from interp.cli.common import parse_layers
     from interp.models.hooks import head_hook, head_label
     from interp.phenomena.sinks import sink_scores_from_store
     from interp.store import ActivationStore
-
-    from interp.cli.common import parse_layers
 
     store = ActivationStore.open(args.dir, verify="size")
     layers = None if args.layers is None else list(parse_layers(args.layers))
