@@ -12,20 +12,20 @@ from interp.cli.common import same
 
 
 def register(subparsers) -> None:
-    from interp.circuits.sae_circuits import SAECircuitConfig, run_sae_circuit
-    from interp.cli.common import default_of
+    from interp.circuits.sae_circuits import run_sae_circuit
+    from interp.cli.common import config_defaults
     from interp.cli.main import task_command
 
-    d = lambda f: default_of(SAECircuitConfig, f)  # noqa: E731
     p = task_command(subparsers, "sae-circuit", "discrete-SAE circuit identification (node/edge head scores)",
                      run_sae_circuit, seed="task_seed", n_help="positive (= negative) prompts")
-    p.add_argument("--sae-seed", type=int, default=d("seed"), help="seed of the SAE initialisation and training draw")
-    p.add_argument("--d-sae", type=int, default=d("n_latents"), help="latents of the shared SAE")
-    p.add_argument("--epochs", type=int, default=d("epochs"), help="full-batch training steps")
-    p.add_argument("--n-train", type=int, default=d("n_train"), help="prompts the SAE trains on")
-    p.add_argument("--truth-n", type=int, default=default_of(run_sae_circuit, "truth_n"), help="prompts for the activation-patching ground truth (0: none)")
+    p.add_argument("--sae-seed", type=int, help="seed of the SAE initialisation and training draw")
+    p.add_argument("--d-sae", type=int, help="latents of the shared SAE")
+    p.add_argument("--epochs", type=int, help="full-batch training steps")
+    p.add_argument("--n-train", type=int, help="prompts the SAE trains on")
+    p.add_argument("--truth-n", type=int, help="prompts for the activation-patching ground truth (0: none)")
     p.add_argument("--shares", default="0.5,0.8", help="shares of total |patching effect| defining the truth")
     p.add_argument("--top", type=int, default=10, help="how many top heads to list")
+    config_defaults(p, *CONFIG_FLAGS)
     p.set_defaults(func=_run)
 
 

@@ -12,8 +12,7 @@ from interp.cli.main import emit
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, default_of
-    from interp.store.summary import summarize_store
+    from interp.cli.common import command, config_defaults
 
     p = sub.add_parser("store", help="inspect activation stores")
     ssub = p.add_subparsers(dest="store_command", metavar="SUBCOMMAND", required=True)
@@ -22,8 +21,9 @@ def register(sub) -> None:
                             "--out FILE receives the typed result (render it with `interp report FILE`)")
     q.add_argument("dir", help="store directory")
     q.add_argument("--verify", action="store_true", help="check the CRC-32 of every shard file")
-    q.add_argument("--n-tokens", type=int, default=default_of(summarize_store, "n_norm_rows"),
+    q.add_argument("--n-tokens", type=int,
                    help="token budget: rows per hook, spread over the store, for the row norms")
+    config_defaults(q, CONFIG_FLAGS[0])
     q.set_defaults(func=run_info)
     q = command(ssub, "sinks", help="sink score / row entropy per head from stored blocks.L.attn.hook_rot_q/k rows",
                 out=None)

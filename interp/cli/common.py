@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import inspect
 
 from interp.config import field_default
@@ -107,6 +108,15 @@ def default_of(cls, name: str):
                 return field_default(f)
         raise KeyError(f"{cls.__name__} has no field {name!r}")
     return inspect.signature(cls).parameters[name].default
+
+
+def config_defaults(p, *entries) -> None:
+    """Give each flag of parser ``p`` named in the :data:`CONFIG_FLAGS` ``entries`` ``(path, "module:Target",
+    {dest: field})`` the default of its field (``--help`` shows it): the table names each mapping once."""
+    for _, target, fields in entries:
+        module, name = target.split(":")
+        cls = getattr(importlib.import_module(module), name)
+        p.set_defaults(**{dest: default_of(cls, field) for dest, field in fields.items()})
 
 
 def flag_settings(args, entry) -> dict:
