@@ -256,7 +256,8 @@ def read_results(source: str | Path | dict) -> dict:
 
 
 def load_result(source: str | Path | dict) -> Result:
-    """A typed result from a ``results.json`` path (or its folder) or its parsed dict (dispatch on ``kind``)."""
+    """A typed result from a ``results.json`` path (or its folder) or its parsed dict (dispatch on
+    ``kind``)."""
     data = read_results(source)
     return check_header(data).from_json(data)
 

@@ -11,8 +11,8 @@ def register(subparsers) -> None:
     from interp.circuits.pipeline import METHODS, SEARCHES, CircuitRunConfig
     from interp.cli.common import config_defaults
 
-    p = task_command(subparsers, "circuit", "find a circuit (IOI / greater-than) and write results.json + report.html",
-                     CircuitRunConfig)
+    p = task_command(subparsers, "circuit", CircuitRunConfig,
+                     "find a circuit (IOI / greater-than) and write results.json + report.html")
     p.add_argument("--method", choices=list(METHODS), help="how components are scored")
     p.add_argument("--share", type=float, help="share of the metric the circuit must keep")
     p.add_argument("--rules", choices=sorted(RULE_SETS),
@@ -35,7 +35,8 @@ def register(subparsers) -> None:
 
 
 CONFIG_FLAGS = [(("circuit",), "interp.circuits.pipeline:CircuitRunConfig",
-                 same("method", "n", "seed", "corruption", "share", "rules", "search", "source", "margin", "heldout_n"))]
+                 same("method", "n", "seed", "corruption", "share", "rules", "search", "source", "margin",
+                      "heldout_n"))]
 """(command path, config, flag dest -> field / parameter): checked by tests/test_cli_grammar.py."""
 
 
@@ -48,8 +49,8 @@ def _run(args) -> int:
     r = run_circuit(model_of(args), args.task, cfg, progress=True)
     c = r.circuit
     ho = c.get("heldout")
-    summary = {"out": out_path(args), **{k: c[k] for k in ("n_components", "n_total", "fraction", "faithfulness",
-                                                           "denoise_recovered")},
+    keys = ("n_components", "n_total", "fraction", "faithfulness", "denoise_recovered")
+    summary = {"out": out_path(args), **{k: c[k] for k in keys},
                "search": args.search, "source": args.source, "heldout_faithfulness": None if ho is None else ho["F"],
                "timings": r.timings, "roles": r.roles, "n_edges": len(r.edges)}
     return write_result(args, r, out_path(args), payload=summary)

@@ -10,8 +10,9 @@ def register(subparsers) -> None:
     from interp.circuits.compare import COMPONENTS, METHOD_SPECS, compare_methods
     from interp.cli.common import default_of
 
-    p = task_command(subparsers, "compare", "AtP, RelP, IG vs activation patching on one task (Pearson r, wall time)",
-                     compare_methods, note="; s2 is the like-for-like RelP Table 1 setting")
+    p = task_command(subparsers, "compare", compare_methods,
+                     "AtP, RelP, IG vs activation patching on one task (Pearson r, wall time)",
+                     note="; s2 is the like-for-like RelP Table 1 setting")
     p.add_argument("--methods", default=",".join(m for m in METHOD_SPECS if m != "ig-embed"),
                    help=f"comma list from {', '.join(METHOD_SPECS)} (relp: the RelP paper's default rules; relp-cp-lrp "
                         "adds the AH-rule, CP-LRP on attention; ig: per-hook IG; ig-embed: EAP-IG node form)")
@@ -33,7 +34,8 @@ def _run(args) -> int:
         raise ValueError("--n must be >= 1")
     methods = parse_list(args.methods, "--methods", METHOD_SPECS)
     components = parse_list(args.components, "--components", COMPONENTS)
-    r = compare_methods(model_of(args), args.task, **flag_settings(args, CONFIG_FLAGS[0]), methods=methods, progress=True,
+    r = compare_methods(model_of(args), args.task, **flag_settings(args, CONFIG_FLAGS[0]), methods=methods,
+                        progress=True,
                         components=components)
     cts = r.config["components"]
     lines = [f"{'method':14s} " + " ".join(f"{c:>9s}" for c in cts) + f" {'seconds':>9s}"]

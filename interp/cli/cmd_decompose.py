@@ -55,7 +55,8 @@ _SNMF = {"restarts": "n_restarts", **same("k", "sparsity", "init", "max_iter", "
 _LIB = {"n": "n_texts", **same("seq_len", "probes", "edge_nodes")}
 CONFIG_FLAGS = [
     (("snmf",), "interp.decompositions.snmf:SNMFConfig", _SNMF),
-    (("snmf",), "interp.decompositions.snmf_features:describe_snmf", same("n_tokens", "n_features", "compare")),
+    (("snmf",), "interp.decompositions.snmf_features:describe_snmf",
+     same("n_tokens", "n_features", "compare")),
     (("lib",), "interp.decompositions.lib_transformer:ModelLIBSettings", _LIB),
 ]
 """(command path, config, flag dest -> field): checked by tests/test_cli_grammar.py."""

@@ -22,8 +22,8 @@ def register(subparsers) -> None:
     from interp.circuits.edge_circuits import EdgeRunConfig
     from interp.cli.common import config_defaults
 
-    p = task_command(subparsers, "edges", "EAP / EAP-IG edge attribution scores for every edge on one task",
-                     EdgeRunConfig)
+    p = task_command(subparsers, "edges", EdgeRunConfig,
+                     "EAP / EAP-IG edge attribution scores for every edge on one task")
     p.add_argument("--method", choices=METHOD_CHOICES,
                    help="eap: gradient at the clean input; eap-ig: mean gradient over --ig-steps interpolations of "
                         "the input embeddings (Hanna et al. 2024); clean-corrupted: mean of the two ends; "

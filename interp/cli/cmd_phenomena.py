@@ -78,11 +78,11 @@ def register(sub) -> None:
     p.set_defaults(func=run_bb)
 
 
-_DORMANT = {"n": "n_seqs", **same("seq_len", "sink_threshold", "loss_threshold", "ablation", "heads", "max_heads",
-                                  "heads_per_pass", "n_boot", "ci_level", "seed")}
+_DORMANT = {"n": "n_seqs", **same("seq_len", "sink_threshold", "loss_threshold", "ablation", "heads",
+                                  "max_heads", "heads_per_pass", "n_boot", "ci_level", "seed")}
 _MASSIVE_RUN = {"n": "n_seqs", "ablation_hook": "hook", **same("seq_len", "heldout_seqs")}
-_BB = {"train_steps": "steps", **same("n_layers", "d_model", "arch", "init", "activation", "batch_size", "lr", "warmup",
-                                      "weight_decay", "seed")}
+_BB = {"train_steps": "steps", **same("n_layers", "d_model", "arch", "init", "activation", "batch_size",
+                                      "lr", "warmup", "weight_decay", "seed")}
 CONFIG_FLAGS = [
     (("sinks",), "interp.phenomena.dormant:DormantConfig", _DORMANT),
     (("massive",), "interp.phenomena.massive:MassiveConfig", same("abs_threshold", "ratio_threshold")),

@@ -104,8 +104,8 @@ def register(sub) -> None:
 
 
 _SAE = {"bandwidth": "jumprelu_bandwidth", **same("k", "k_aux", "aux_coeff", "l1_coeff", "l0_coeff")}
-_TRAIN = same("batch_size", "lr", "warmup_steps", "decay_frac", "b_dec_init", "dead_after_tokens", "seed", "device",
-              "checkpoint_every", "max_steps")
+_TRAIN = same("batch_size", "lr", "warmup_steps", "decay_frac", "b_dec_init", "dead_after_tokens", "seed",
+              "device", "checkpoint_every", "max_steps")
 CONFIG_FLAGS = [
     (("sae", "train"), "interp.dictionaries:SAEConfig", {**same("arch"), **_SAE}),
     (("sae", "train"), "interp.dictionaries:TrainConfig", _TRAIN),

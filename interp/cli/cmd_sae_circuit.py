@@ -16,8 +16,9 @@ def register(subparsers) -> None:
     from interp.cli.common import config_defaults
     from interp.cli.main import task_command
 
-    p = task_command(subparsers, "sae-circuit", "discrete-SAE circuit identification (node/edge head scores)",
-                     run_sae_circuit, seed="task_seed", n_help="positive (= negative) prompts")
+    p = task_command(subparsers, "sae-circuit", run_sae_circuit,
+                     "discrete-SAE circuit identification (node/edge head scores)", seed="task_seed",
+                     n_help="positive (= negative) prompts")
     p.add_argument("--sae-seed", type=int, help="seed of the SAE initialisation and training draw")
     p.add_argument("--d-sae", type=int, help="latents of the shared SAE")
     p.add_argument("--epochs", type=int, help="full-batch training steps")

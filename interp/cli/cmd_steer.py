@@ -76,8 +76,8 @@ def _builders(args):
     torch.manual_seed(args.seed)
     model = load_model(args.model, device=args.device)
     layer = model.cfg.n_layers // 2 if args.layer is None else args.layer
-    return model, layer, GrainsConfig(k=args.k, steps=args.ig_steps), FeatureSteering(corpus_tokens=args.n_tokens,
-                                                                                       seed=args.seed)
+    features = FeatureSteering(corpus_tokens=args.n_tokens, seed=args.seed)
+    return model, layer, GrainsConfig(k=args.k, steps=args.ig_steps), features
 
 
 def _write(args, res) -> int:
@@ -123,6 +123,6 @@ def _compare(args) -> int:
 
     model, layer, grains, features = _builders(args)
     methods = list(parse_list(args.methods, "--methods", BUILDERS))
-    return _write(args, compare_methods(model, _task(args), layer, methods=methods, n_new=args.n_new, seed=args.seed,
-                                        kl_targets=parse_list(args.kl, "--kl", cast=float), grains=grains,
-                                        features=features))
+    kl = parse_list(args.kl, "--kl", cast=float)
+    return _write(args, compare_methods(model, _task(args), layer, methods=methods, kl_targets=kl,
+                                        n_new=args.n_new, seed=args.seed, grains=grains, features=features))

@@ -177,7 +177,8 @@ def model_of(args):
 def write_result(args, result, out, extra: str = "", payload: dict | None = None) -> int:
     """A command's typed result: ``out/results.json`` and ``out/report.html``, then its summary sentence
     (and ``extra`` lines) or, with ``--json``, ``payload`` (default: the result's JSON) on stdout.  Under
-    ``interp dist`` only rank 0 writes: every rank holds the same result once the run's closing barrier has passed."""
+    ``interp dist`` only rank 0 writes: every rank holds the same result once the run's closing barrier has
+    passed."""
     import torch.distributed as dist
 
     from interp.cli.main import emit

@@ -18,4 +18,5 @@ from interp.reports.render import render_results
 from interp.reports.report import Report, Table
 from interp.reports.tokens import token_view
 
-__all__ = ["AttentionPatterns", "Figure", "attention_patterns", "Report", "render_results", "Table", "token_view"]
+__all__ = ["AttentionPatterns", "Figure", "attention_patterns", "Report", "render_results", "Table",
+           "token_view"]

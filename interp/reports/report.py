@@ -420,7 +420,8 @@ class Report:
                 close = "</ol></li>"
             else:
                 items.append(f"<li>{link}</li>")
-        items.append(f'{close}<li><a href="#run">Method and provenance: configuration, model, versions, timings</a></li>')
+        items.append(f'{close}<li><a href="#run">Method and provenance: configuration, model, versions, '
+                     'timings</a></li>')
         html_items = "".join(items).replace("<ol></ol>", "")
         return (f'<nav class="toc" id="contents"><details{"" if self.summary else " open"}><summary><b>Contents</b>'
                 f'</summary><ol>{html_items}</ol></details></nav>')
