@@ -171,11 +171,8 @@ def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred
     bos = model.tokenizer.bos_token_id
     seqs: list[torch.Tensor] = []
     examples = []
-    n_fwd = n_bwd = 0
     for x, yp, yn in zip(prompts, preferred, dispreferred):
         sp, sn, n_p, scp, scn, delta = contrastive_token_scores(model, x, yp, yn, steps)
-        n_fwd += 2 * (steps + 2)
-        n_bwd += 2 * steps
         skip = bos is not None and int(sp[0]) == bos
         row = {"prompt": x, "preferred": yp, "dispreferred": yn,
                "tokens": [model.tokenizer.decode([t]) for t in sp[:n_p].tolist()],
@@ -190,7 +187,6 @@ def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred
         seqs += [sp, sn]
         examples.append(row)
     h = activations_at(model, seqs, hook, -1).view(len(prompts), 6, -1)
-    n_fwd += len(seqs)
     # rows per example: pos-mode (p, n), neg-mode (p, n), originals (p, n)
     orig = h[:, 4:6]
     d_pos = (orig - h[:, 0:2]).reshape(-1, h.shape[-1])
@@ -198,6 +194,7 @@ def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred
     f = _principal if combine == "pca" else (lambda d: d.mean(0))
     v = f(d_pos) - f(d_neg)
     meta = {"k": k, "steps": steps, "combine": combine, "mask_token": mask, "n_examples": len(prompts),
-            "forward_passes": n_fwd, "backward_passes": n_bwd, "seconds": time.perf_counter() - t0,
-            "examples": examples}
+            # per example: IG's 2 (steps + 2) forwards and 2 steps backwards, then 6 activation forwards
+            "forward_passes": len(prompts) * (2 * (steps + 2) + 6), "backward_passes": len(prompts) * 2 * steps,
+            "seconds": time.perf_counter() - t0, "examples": examples}
     return SteeringVector(v, hook, _hook_layer(hook), "grains", weight_hash(model), "renorm", meta=meta)
