@@ -134,10 +134,7 @@ def run_train(args) -> int:
     from interp.dictionaries.transcoder import transcoder_hooks
 
     store = _open_store(args.store)
-    if args.transcoder:
-        hook_in, hook_out = transcoder_hooks(args.layer)
-    else:
-        hook_in, hook_out = args.hook, None
+    hook_in, hook_out = transcoder_hooks(args.layer) if args.transcoder else (args.hook, None)
     for h in filter(None, [hook_in, hook_out]):
         if h not in store.hooks:
             raise UserError(f"the store {args.store} has no rows for {h!r}; it holds {store.hooks}")
