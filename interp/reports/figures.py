@@ -83,7 +83,7 @@ class Figure(NamedTuple):
                 "text/plain": f"Figure: {self.fig.layout.title.text or ''}"}
 
 
-def as_array(x: Any, name: str = "values", ndim: int | Sequence[int] | None = None) -> np.ndarray:
+def as_array(x: Any, name: str = "values", ndim: int | None = None) -> np.ndarray:
     """``x`` (tensor, ndarray, nested list, number) as a float64 array.
 
     ``None`` entries become NaN.  Raises ``ValueError`` naming ``name`` for ragged lists,
@@ -100,11 +100,8 @@ def as_array(x: Any, name: str = "values", ndim: int | Sequence[int] | None = No
             raise ValueError(
                 f"{name}: expected numbers in a rectangular array, got {_describe(x)} ({e})"
             ) from None
-    if ndim is not None:
-        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-        if arr.ndim not in allowed:
-            want = " or ".join(f"{d}-D" for d in allowed)
-            raise ValueError(f"{name}: expected a {want} array, got shape {tuple(arr.shape)}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, got shape {tuple(arr.shape)}")
     return arr
 
 
