@@ -255,3 +255,15 @@ def test_json_prints_parseable_json(tmp_path, capsys):
     assert main(["store", "info", str(store), "--json", "--out", str(tmp_path / "info.json")]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert json.loads((tmp_path / "info.json").read_text()) == json.loads(json.dumps(printed))
+
+
+def test_parse_layers_forms_and_errors():
+    """--layers: lists, ranges and space-separated values give the same sorted layers; a reversed range, a
+    non-number, a double range and nothing at all are errors naming the flag."""
+    from interp.cli.common import parse_layers
+
+    assert parse_layers("3,4,5") == parse_layers("3-5") == parse_layers(["3", "4", "5"]) == (3, 4, 5)
+    assert parse_layers(["4-5", "3,4"]) == (3, 4, 5) and parse_layers("0") == (0,)
+    for bad in ("5-3", "x", "3-5-7", "", ","):
+        with pytest.raises(ValueError, match="--layers"):
+            parse_layers(bad)

@@ -142,24 +142,16 @@ def parse_list(spec: str, flag: str, choices=None, cast=str) -> tuple:
 
 def parse_layers(spec) -> tuple[int, ...]:
     """``3,4,5`` / ``3-5`` / ``3 4 5`` (a list of such) -> sorted unique layer indices."""
-    parts = [spec] if isinstance(spec, str) else list(spec)
-    out: list[int] = []
-    for part in parts:
-        for item in str(part).split(","):
-            item = item.strip()
-            if not item:
-                continue
-            try:
-                if "-" in item:
-                    a, b = item.split("-")
-                    out += range(int(a), int(b) + 1)
-                else:
-                    out.append(int(item))
-            except ValueError:
-                raise ValueError(f"--layers must look like 3,4,5 or 3-5, got {spec!r}") from None
-    if not out:
+    out: set[int] = set()
+    for item in parse_list(",".join([spec] if isinstance(spec, str) else map(str, spec)), "--layers"):
+        first, _, last = item.partition("-")
+        try:
+            out.update(range(int(first), int(last or first) + 1))
+        except ValueError:
+            raise ValueError(f"--layers must look like 3,4,5 or 3-5, got {spec!r}") from None
+    if not out:  # a range such as 5-3
         raise ValueError(f"--layers is empty, got {spec!r}")
-    return tuple(sorted(set(out)))
+    return tuple(sorted(out))
 
 
 def same(*names: str) -> dict[str, str]:
