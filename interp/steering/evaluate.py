@@ -232,15 +232,15 @@ def evaluate_steering(model, vectors: dict[str, SteeringVector] | Sequence[Steer
             tc = time.perf_counter()
             cal = calibrate(model, vec, toks, base_lp, t, s0)
             res, texts = measure(vec, cal.strength)
-            pts.append({"target": t, "strength": cal.strength, "kl": cal.kl, "reached": cal.reached,
-                        "success": res["success"], "delta": res["success"] - base["success"], "ppl": res["ppl"],
-                        "calibration_passes": cal.passes, "seconds": time.perf_counter() - tc})
+            pts.append({"target": t, "strength": cal.strength, "kl": cal.kl, "reached": cal.reached, **res,
+                        "delta": res["success"] - base["success"], "calibration_passes": cal.passes,
+                        "seconds": time.perf_counter() - tc})
             if t == mid:
                 for e, txt in zip(examples, texts):
                     e[name] = txt
-        cost = {k: vec.meta.get(k) for k in ("forward_passes", "backward_passes", "seconds")}
         methods[name] = {"hook_name": vec.hook_name, "layer": vec.layer, "mode": vec.mode, "method": vec.method,
-                         "cost": cost, "chosen": vec.meta.get("chosen", ""), "points": pts}
+                         "cost": {k: vec.meta.get(k) for k in ("forward_passes", "backward_passes", "seconds")},
+                         "chosen": vec.meta.get("chosen", ""), "points": pts}
     from importlib.metadata import version
 
     meta = {"model": model_name(model), "seconds": time.perf_counter() - t0,
