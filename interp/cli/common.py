@@ -10,8 +10,11 @@
 * ``--out``: commands that write files default it to ``runs/<command>[-<task>]`` (``<task>`` is
   filled in from the positional task; :func:`out_path`) and name it in their summary; commands
   that only print take ``--out FILE`` to also write their JSON document there (:func:`emit`).
-* Flags that mirror a config dataclass field take its default (:func:`default_of`);
-  tests/test_cli_grammar.py checks the mapping in :data:`CONFIG_FLAGS` of every module.
+* Flags that mirror a config dataclass field take its default from the module's :data:`CONFIG_FLAGS`
+  table (:func:`config_defaults`), and the config is built from the same table (:func:`flag_settings`);
+  tests/test_cli_grammar.py checks the mapping of every module.
+* A command that computes a typed result ends in :func:`write_result` (results.json, report.html, the
+  summary or ``--json``); :func:`model_of` loads ``--model`` on ``--device``.
 """
 
 from __future__ import annotations
