@@ -23,7 +23,9 @@ SETTINGS = {"ioi": ["--n-eval", "16", "--n-new", "4"], "sentiment": ["--n-eval",
 
 
 def merge(paths: list[Path]) -> dict:
-    runs = [json.loads((p / "results.json").read_text() if p.is_dir() else p.read_text()) for p in paths]
+    from interp.results import read_results
+
+    runs = [read_results(p) for p in paths]  # a results.json or the run folder holding one
     out = runs[0]
     for r in runs[1:]:
         if r["model_hash"] != out["model_hash"] or r["task"] != out["task"]:

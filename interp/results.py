@@ -34,6 +34,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from interp.config import field_default
+
 #: kind -> result class; filled by :func:`register`.
 KINDS: dict[str, type["Result"]] = {}
 #: Modules that define result kinds (imported by :func:`load_result` so every kind is known).
@@ -161,8 +163,7 @@ class Result:
         check_header(data, cls)
         names = {f.name for f in dataclasses.fields(cls)}
         missing = [f.name for f in dataclasses.fields(cls)
-                   if f.name not in data and f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING]
+                   if f.name not in data and field_default(f) is dataclasses.MISSING]
         if missing:
             raise ResultSchemaError(f"{cls.kind} results lack field(s) {missing}")
         hints = typing.get_type_hints(cls)
@@ -204,7 +205,7 @@ def check_header(data: Any, cls: type[Result] | None = None) -> type[Result]:
     kind = data.get("kind")
     if cls is not None and kind != cls.kind:
         raise ResultSchemaError(f"expected results of kind {cls.kind!r}, got {kind!r}")
-    target = cls or known_kinds().get(kind)
+    target = cls or (known_kinds().get(kind) if isinstance(kind, str) else None)
     if target is None:
         raise ResultSchemaError(f"unknown results kind {kind!r}; known kinds: {', '.join(sorted(KINDS)) or 'none'}")
     version = data.get("schema_version")
@@ -225,19 +226,39 @@ def known_kinds() -> dict[str, type[Result]]:
     return KINDS
 
 
-def load_result(source: str | Path | dict) -> Result:
-    """A typed result from a ``results.json`` path or its parsed dict (dispatch on ``kind``)."""
-    known_kinds()
+def read_results(source: str | Path | dict) -> dict:
+    """A ``results.json`` (a folder means its ``results.json``) or its parsed dict, as a dict; a clear
+    ``FileNotFoundError`` / ``ValueError`` naming the file when it is missing, empty, not UTF-8, not JSON
+    or not a JSON object."""
     if isinstance(source, dict):
-        data = source
-    else:
-        p = Path(source)
-        if not p.is_file():
-            raise FileNotFoundError(f"no results file at {p}")
-        try:
-            data = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise ResultSchemaError(f"{p}: not valid JSON ({e})") from None
+        return source
+    if not isinstance(source, (str, Path)):
+        raise ValueError(f"expected a dict or a path to a results.json, got {type(source).__name__}")
+    p = Path(source) / "results.json" if Path(source).is_dir() else Path(source)
+    if not p.exists():
+        raise FileNotFoundError(f"results file {p} does not exist")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{p} is not UTF-8 text (byte {e.start}); expected a results.json") from None
+    if not text.strip():
+        raise ValueError(f"{p} is empty; expected a JSON object")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+    except RecursionError:
+        raise ValueError(f"{p}: JSON nested too deeply to read") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: expected a JSON object at the top level (with a \"kind\" field such as "
+                         f"\"circuit\"), got a JSON {type(data).__name__}")
+    return data
+
+
+def load_result(source: str | Path | dict) -> Result:
+    """A typed result from a ``results.json`` path (or its folder) or its parsed dict (dispatch on
+    ``kind``)."""
+    data = read_results(source)
     return check_header(data).from_json(data)
 
 

@@ -118,6 +118,12 @@ def test_save_load_round_trip_and_hash_refusal(tiny_llama, tiny_gpt2, tmp_path):
     back = load_vector(tmp_path / "v.json", tiny_llama)
     assert torch.equal(back.vector, vec.vector) and back.hook_name == vec.hook_name
     assert back.model_hash == vec.model_hash and back.mode == "add" and back.method == "mean_diff"
+    clamp = SteeringVector(vec.vector, vec.hook_name, 1, "sae", vec.model_hash, "clamp",
+                           encoder=torch.ones_like(vec.vector), encoder_bias=0.25, meta={"latent": 3})
+    clamp.save(tmp_path / "c")
+    back = load_vector(tmp_path / "c.safetensors")  # every field comes back: the encoder row, its bias, meta
+    assert torch.equal(back.encoder, clamp.encoder)
+    assert (back.encoder_bias, back.meta, back.layer) == (0.25, {"latent": 3}, 1)
     with pytest.raises(ModelMismatchError, match="hash"):
         load_vector(tmp_path / "v", tiny_gpt2)
     with pytest.raises(ModelMismatchError, match="hash"):

@@ -102,7 +102,7 @@ def test_cli_build_eval_compare(tmp_path, capsys):
 def test_cli_compare_runs_every_method_by_default():
     """`interp steer compare TASK` compares all methods unless --methods narrows them."""
     from interp.cli.main import build_parser
-    from interp.cli.cmd_steer import METHODS
+    from interp.steering.compare import BUILDERS
 
     args = build_parser().parse_args(["steer", "compare", "ioi"])
-    assert args.methods.split(",") == list(METHODS) == ["mean_diff", "grains", "sae", "snmf"]
+    assert args.methods.split(",") == list(BUILDERS) == ["mean_diff", "grains", "sae", "snmf"]

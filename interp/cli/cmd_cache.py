@@ -3,9 +3,11 @@ store's :class:`~interp.store.summary.StoreSummary` goes to ``results.json`` and
 
 from __future__ import annotations
 
+from interp.cli.common import same
+
 
 def register(sub) -> None:
-    from interp.cli.common import command, default_of, renamed
+    from interp.cli.common import command, config_defaults, default_of
     from interp.store import CacheConfig
     from interp.store.format import DTYPES, canonical_dtype
 
@@ -17,30 +19,28 @@ def register(sub) -> None:
         "to a store directory (--out). Re-running the same command after an interruption resumes it.",
         out=d("out"), model=d("model"),
     )
-    p.add_argument("--hooks", nargs="+", default=d("hooks"), metavar="PATTERN",
+    p.add_argument("--hooks", nargs="+", metavar="PATTERN",
                    help="TransformerLens hook names or glob patterns")
-    p.add_argument("--n-tokens", type=int, default=d("n_tokens"), help="token budget: rows stored per hook")
-    p.add_argument("--seq-len", type=int, default=d("context_length"), help="tokens per sequence, BOS included")
-    p.add_argument("--batch-size", type=int, default=d("batch_size"), help="sequences per forward pass")
-    p.add_argument("--dtype", default=d("dtype"), type=canonical_dtype, choices=sorted(DTYPES),
+    p.add_argument("--n-tokens", type=int, help="token budget: rows stored per hook")
+    p.add_argument("--seq-len", type=int, help="tokens per sequence, BOS included")
+    p.add_argument("--batch-size", type=int, help="sequences per forward pass")
+    p.add_argument("--dtype", type=canonical_dtype, choices=sorted(DTYPES),
                    help="storage dtype (aliases fp16, bf16, fp32)")
-    p.add_argument("--corpus", default=d("corpus"),
+    p.add_argument("--corpus",
                    help="'default' (offline, shipped), a .txt/.jsonl file or folder, or hf:NAME[:CONFIG][:SPLIT]")
-    p.add_argument("--text-field", default=d("text_field"), help="JSON field holding the text (JSONL / HF corpora)")
-    p.add_argument("--shard-rows", type=int, default=d("shard_rows"),
-                   help="rows per shard (None: ~32 MiB per hook file)")
+    p.add_argument("--text-field", help="JSON field holding the text (JSONL / HF corpora)")
+    p.add_argument("--shard-rows", type=int, help="rows per shard (None: ~32 MiB per hook file)")
     p.add_argument("--no-bos", action="store_true", help="do not prepend BOS to each sequence")
     p.add_argument("--skip-bos", action="store_true", help="do not store the BOS position's rows")
-    p.add_argument("--model-dtype", default=d("model_dtype"), choices=["float32", "bfloat16", "float16"],
+    p.add_argument("--model-dtype", choices=["float32", "bfloat16", "float16"],
                    help="dtype to run the model in")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    renamed(p, "--context-length", "--seq-len")
+    config_defaults(p, *CONFIG_FLAGS)
     p.set_defaults(func=run)
 
 
-_CACHE = {"model": "model", "hooks": "hooks", "n_tokens": "n_tokens", "seq_len": "context_length",
-          "batch_size": "batch_size", "dtype": "dtype", "corpus": "corpus", "text_field": "text_field",
-          "shard_rows": "shard_rows", "model_dtype": "model_dtype", "out": "out", "device": "device"}
+_CACHE = {"seq_len": "context_length", **same("model", "hooks", "n_tokens", "batch_size", "dtype", "corpus",
+                                             "text_field", "shard_rows", "model_dtype", "out", "device")}
 CONFIG_FLAGS = [(("cache",), "interp.store:CacheConfig", _CACHE)]
 """(command path, config class, flag dest -> field): checked by tests/test_cli_grammar.py."""
 

@@ -2,61 +2,55 @@
 
 from __future__ import annotations
 
-from interp.cli.main import CORRUPTION_HELP, corruption_choices
+from interp.cli.common import same
+from interp.cli.main import task_command
 
 
 def register(subparsers) -> None:
     from interp.attribution.lrp_rules import RULE_SETS
     from interp.circuits.pipeline import METHODS, SEARCHES, CircuitRunConfig
-    from interp.cli.common import command, default_of
+    from interp.cli.common import config_defaults
 
-    d = lambda f: default_of(CircuitRunConfig, f)  # noqa: E731
-    p = command(subparsers, "circuit", help="find a circuit (IOI / greater-than) and write results.json + report.html",
-                out="runs/circuit-<task>", model="smollm2-135m", seed=d("seed"))
-    p.add_argument("task", choices=["ioi", "greater-than"])
-    p.add_argument("--method", default=d("method"), choices=list(METHODS), help="how components are scored")
-    p.add_argument("--n", type=int, default=d("n"), help="number of prompts")
-    p.add_argument("--corruption", default=d("corruption"), choices=corruption_choices(), help=CORRUPTION_HELP)
-    p.add_argument("--share", type=float, default=d("share"), help="share of the metric the circuit must keep")
-    p.add_argument("--rules", default=d("rules"), choices=sorted(RULE_SETS),
+    p = task_command(subparsers, "circuit", CircuitRunConfig,
+                     "find a circuit (IOI / greater-than) and write results.json + report.html")
+    p.add_argument("--method", choices=list(METHODS), help="how components are scored")
+    p.add_argument("--share", type=float, help="share of the metric the circuit must keep")
+    p.add_argument("--rules", choices=sorted(RULE_SETS),
                    help="RelP LRP rule set: default (the RelP paper's: LN, Identity, Half rules) | default+cp-lrp "
                         "(adds the AH-rule, CP-LRP on attention) | default+cp-lrp+epsilon")
-    p.add_argument("--search", default=d("search"), choices=list(SEARCHES),
+    p.add_argument("--search", choices=list(SEARCHES),
                    help="greedy: prune by real patching, the method's scores order the tries; "
                         "topk: smallest top-k of the method's ranking")
-    p.add_argument("--source", default=d("source"), choices=["corrupt", "mean"],
+    p.add_argument("--source", choices=["corrupt", "mean"],
                    help="what components outside the circuit get: corrupted-run activations or the clean mean")
-    p.add_argument("--margin", type=float, default=d("margin"),
+    p.add_argument("--margin", type=float,
                    help="greedy search keeps F >= share + margin on the discovery prompts")
-    p.add_argument("--heldout-n", type=int, default=d("heldout_n"),
+    p.add_argument("--heldout-n", type=int,
                    help="held-out prompts (seed + 1) on which the final circuit's F is re-measured; 0 skips")
     p.add_argument("--no-patching-check", action="store_true",
                    help="skip activation patching of every head and MLP beside the method's scores")
     p.add_argument("--no-edges", action="store_true", help="skip EAP edge scores between circuit members")
+    config_defaults(p, *CONFIG_FLAGS)
     p.set_defaults(func=_run)
 
 
-_RUN = {"method": "method", "n": "n", "seed": "seed", "corruption": "corruption", "share": "share", "rules": "rules",
-        "search": "search", "source": "source", "margin": "margin", "heldout_n": "heldout_n"}
-CONFIG_FLAGS = [(("circuit",), "interp.circuits.pipeline:CircuitRunConfig", _RUN)]
+CONFIG_FLAGS = [(("circuit",), "interp.circuits.pipeline:CircuitRunConfig",
+                 same("method", "n", "seed", "corruption", "share", "rules", "search", "source", "margin",
+                      "heldout_n"))]
 """(command path, config, flag dest -> field / parameter): checked by tests/test_cli_grammar.py."""
 
 
 def _run(args) -> int:
     from interp.circuits import CircuitRunConfig, run_circuit
-    from interp.cli.common import flag_settings, out_path
-    from interp.cli.main import emit
-    from interp.models import load_model
+    from interp.cli.common import flag_settings, model_of, out_path, write_result
 
     cfg = CircuitRunConfig(**flag_settings(args, CONFIG_FLAGS[0]), check_patching=not args.no_patching_check,
                            edges=not args.no_edges)  # checks every setting before the model loads
-    out = out_path(args)
-    r = run_circuit(load_model(args.model, device=args.device), args.task, cfg, out=out, progress=True)
+    r = run_circuit(model_of(args), args.task, cfg, progress=True)
     c = r.circuit
     ho = c.get("heldout")
-    summary = {"out": out, **{k: c[k] for k in ("n_components", "n_total", "fraction", "faithfulness",
-                                                "denoise_recovered")},
+    keys = ("n_components", "n_total", "fraction", "faithfulness", "denoise_recovered")
+    summary = {"out": out_path(args), **{k: c[k] for k in keys},
                "search": args.search, "source": args.source, "heldout_faithfulness": None if ho is None else ho["F"],
                "timings": r.timings, "roles": r.roles, "n_edges": len(r.edges)}
-    emit(args, summary, f"{r.summary()}\nwrote {out}/results.json and report.html")
-    return 0
+    return write_result(args, r, out_path(args), payload=summary)

@@ -2,62 +2,49 @@
 
 from __future__ import annotations
 
-from interp.cli.main import CORRUPTION_HELP, corruption_choices
+from interp.cli.common import same
+from interp.cli.main import task_command
 
 
 def register(subparsers) -> None:
     from interp.circuits.compare import COMPONENTS, METHOD_SPECS, compare_methods
-    from interp.cli.common import command, default_of
+    from interp.cli.common import default_of
 
-    d = lambda f: default_of(compare_methods, f)  # noqa: E731
-    p = command(subparsers, "compare", help="AtP, RelP, IG vs activation patching on one task (Pearson r, wall time)",
-                out="runs/compare-<task>", model="smollm2-135m", seed=d("seed"))
-    p.add_argument("task", choices=["ioi", "greater-than"])
-    p.add_argument("--n", type=int, default=d("n"), help="number of prompts")
-    p.add_argument("--corruption", default=d("corruption"), choices=corruption_choices(),
-                   help=CORRUPTION_HELP + "; s2 is the like-for-like RelP Table 1 setting")
+    p = task_command(subparsers, "compare", compare_methods,
+                     "AtP, RelP, IG vs activation patching on one task (Pearson r, wall time)",
+                     note="; s2 is the like-for-like RelP Table 1 setting")
     p.add_argument("--methods", default=",".join(m for m in METHOD_SPECS if m != "ig-embed"),
                    help=f"comma list from {', '.join(METHOD_SPECS)} (relp: the RelP paper's default rules; relp-cp-lrp "
                         "adds the AH-rule, CP-LRP on attention; ig: per-hook IG; ig-embed: EAP-IG node form)")
-    p.add_argument("--components", default=",".join(d("components")),
+    p.add_argument("--components", default=",".join(default_of(compare_methods, "components")),
                    help=f"comma list of component types from {', '.join(COMPONENTS)} (attn: attention output per "
                         "layer and position, the RelP paper's column)")
     p.set_defaults(func=_run)
 
 
-CONFIG_FLAGS = [(("compare",), "interp.circuits.compare:compare_methods", {
-    "n": "n", "seed": "seed", "corruption": "corruption"})]
+CONFIG_FLAGS = [(("compare",), "interp.circuits.compare:compare_methods", same("n", "seed", "corruption"))]
 """(command path, config, flag dest -> field / parameter): checked by tests/test_cli_grammar.py."""
 
 
 def _run(args) -> int:
-    from pathlib import Path
-
     from interp.circuits.compare import COMPONENTS, METHOD_SPECS, compare_methods
-    from interp.cli.common import flag_settings, out_path, parse_list
-    from interp.cli.main import emit
-    from interp.models import load_model
+    from interp.cli.common import flag_settings, model_of, out_path, parse_list, write_result
 
     if args.n < 1:
         raise ValueError("--n must be >= 1")
     methods = parse_list(args.methods, "--methods", METHOD_SPECS)
     components = parse_list(args.components, "--components", COMPONENTS)
-    out = Path(out_path(args))
-    model = load_model(args.model, device=args.device)
-    r = compare_methods(model, args.task, **flag_settings(args, CONFIG_FLAGS[0]), methods=methods, progress=True,
+    r = compare_methods(model_of(args), args.task, **flag_settings(args, CONFIG_FLAGS[0]), methods=methods,
+                        progress=True,
                         components=components)
-    r.write(out)
     cts = r.config["components"]
-    lines = [r.summary().replace("**", ""), "",
-             f"{'method':14s} " + " ".join(f"{c:>9s}" for c in cts) + f" {'seconds':>9s}"]
+    lines = [f"{'method':14s} " + " ".join(f"{c:>9s}" for c in cts) + f" {'seconds':>9s}"]
     for m, secs in r.seconds.items():
         vals = r.pearson.get(m, {})
         cells = " ".join(f"{vals[c]:9.3f}" if vals.get(c) is not None else f"{'undef' if vals else '':>9s}" for c in cts)
         lines.append(f"{m:14s} {cells} {secs:9.2f}")
     lines += [f"WARNING: r of {m} on {c} is undefined: {why}"
               for m, d in r.pearson_undefined.items() for c, why in d.items()]
-    lines.append(f"wrote {out}/results.json and report.html")
     payload = {"summary": r.summary(), "pearson": r.pearson, "pearson_undefined": r.pearson_undefined,
-               "seconds": r.seconds, "out": str(out)}
-    emit(args, payload, "\n".join(lines))
-    return 0
+               "seconds": r.seconds, "out": out_path(args)}
+    return write_result(args, r, out_path(args), "\n".join(lines), payload)

@@ -8,60 +8,55 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import flag_settings, out_path, write_result
+from interp.cli.common import flag_settings, model_of, out_path, same, write_result
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, default_of, renamed
+    from interp.cli.common import command, config_defaults, default_of
     from interp.decompositions.lib_transformer import ModelLIBSettings
     from interp.decompositions.snmf import INITS, SNMFConfig
-    from interp.decompositions.snmf_features import describe_snmf
 
-    d = lambda f: default_of(SNMFConfig, f)  # noqa: E731
-    f = lambda n: default_of(describe_snmf, n)  # noqa: E731
     p = command(sub, "snmf", help="semi-NMF of MLP activations (blocks.L.mlp.hook_post) into neuron-group features",
-                out="runs/snmf", model="smollm2-135m", seed=d("seed"))
+                out="runs/snmf", model="smollm2-135m", seed=default_of(SNMFConfig, "seed"))
     p.add_argument("--layer", type=int, required=True, help="MLP layer L (hook blocks.L.mlp.hook_post)")
-    p.add_argument("--k", type=int, default=d("k"), help="number of features")
+    p.add_argument("--k", type=int, help="number of features")
     p.add_argument("--texts", default=None, help="text file, one sequence per line (None: the built-in concept sentences)")
     p.add_argument("--store", default=None, help="activation store folder to read the rows from instead of running the model")
-    p.add_argument("--n-tokens", type=int, default=f("n_tokens"), help="token budget: rows used from the store")
-    p.add_argument("--sparsity", type=float, default=d("sparsity"), help="fraction of neurons kept per feature (WTA)")
-    p.add_argument("--init", default=d("init"), choices=INITS, help="initialisation of the factors")
-    p.add_argument("--max-iter", type=int, default=d("max_iter"), help="most multiplicative-update iterations")
-    p.add_argument("--patience", type=int, default=d("patience"),
+    p.add_argument("--n-tokens", type=int, help="token budget: rows used from the store")
+    p.add_argument("--sparsity", type=float, help="fraction of neurons kept per feature (WTA)")
+    p.add_argument("--init", choices=INITS, help="initialisation of the factors")
+    p.add_argument("--max-iter", type=int, help="most multiplicative-update iterations")
+    p.add_argument("--patience", type=int,
                    help="stop after this many iterations without a relative loss improvement")
-    p.add_argument("--restarts", type=int, default=d("n_restarts"), help="independent fits batched together; the best is kept")
-    p.add_argument("--n-features", type=int, default=f("n_features"), help="features given contexts, vocabulary and steering")
+    p.add_argument("--restarts", type=int, help="independent fits batched together; the best is kept")
+    p.add_argument("--n-features", type=int, help="features given contexts, vocabulary and steering")
     p.add_argument("--compare", action="store_true", help="also compare SNMF / DiffMeans (/ SAE) on the concept set")
-    renamed(p, "--max-rows", "--n-tokens")
-    renamed(p, "--features", "--n-features")
+    config_defaults(p, *CONFIG_FLAGS[:2])
     p.set_defaults(func=run_snmf)
 
-    s = lambda f: default_of(ModelLIBSettings, f)  # noqa: E731
     q = command(sub, "lib", help="local interaction basis over residual layers (or the modular-addition toy)",
                 out="runs/lib", model="smollm2-135m")
-    q.add_argument("--layers", nargs="+", default=[",".join(map(str, s("layers")))],
+    layers = default_of(ModelLIBSettings, "layers")
+    q.add_argument("--layers", nargs="+", default=[",".join(map(str, layers))],
                    help="residual layers, e.g. 3,4,5 or 3-5 or 3 4 5 (ignored for --model modadd-p113, the toy)")
-    q.add_argument("--n", type=int, default=s("n_texts"), help="number of sequences")
-    q.add_argument("--seq-len", type=int, default=s("seq_len"), help="tokens per sequence")
-    q.add_argument("--probes", type=int, default=s("probes"), help="Gaussian output probes per sequence for M'")
-    q.add_argument("--edge-nodes", type=int, default=s("edge_nodes"), help="edges between the top nodes of each layer")
+    q.add_argument("--n", type=int, help="number of sequences")
+    q.add_argument("--seq-len", type=int, help="tokens per sequence")
+    q.add_argument("--probes", type=int, help="Gaussian output probes per sequence for M'")
+    q.add_argument("--edge-nodes", type=int, help="edges between the top nodes of each layer")
     q.add_argument("--keep-bos", action="store_true", help="include the BOS position in the statistics")
     q.add_argument("--no-isolate-ln-var", action="store_true",
                    help="plain residual node layers; by default each is [norm statistic, residual] with the statistic "
                         "that the next LayerNorm/RMSNorm divides by kept as its own basis direction (node 0)")
-    renamed(q, "--n-texts", "--n")
+    config_defaults(q, CONFIG_FLAGS[2])
     q.set_defaults(func=run_lib)
 
 
-_SNMF = {"k": "k", "sparsity": "sparsity", "init": "init", "max_iter": "max_iter", "patience": "patience",
-         "restarts": "n_restarts", "seed": "seed", "device": "device"}
-_DESCRIBE = {"n_tokens": "n_tokens", "n_features": "n_features", "compare": "compare"}
-_LIB = {"n": "n_texts", "seq_len": "seq_len", "probes": "probes", "edge_nodes": "edge_nodes"}
+_SNMF = {"restarts": "n_restarts", **same("k", "sparsity", "init", "max_iter", "patience", "seed", "device")}
+_LIB = {"n": "n_texts", **same("seq_len", "probes", "edge_nodes")}
 CONFIG_FLAGS = [
     (("snmf",), "interp.decompositions.snmf:SNMFConfig", _SNMF),
-    (("snmf",), "interp.decompositions.snmf_features:describe_snmf", _DESCRIBE),
+    (("snmf",), "interp.decompositions.snmf_features:describe_snmf",
+     same("n_tokens", "n_features", "compare")),
     (("lib",), "interp.decompositions.lib_transformer:ModelLIBSettings", _LIB),
 ]
 """(command path, config, flag dest -> field): checked by tests/test_cli_grammar.py."""
@@ -70,10 +65,9 @@ CONFIG_FLAGS = [
 def run_snmf(args) -> int:
     from interp.decompositions.snmf import SNMFConfig
     from interp.decompositions.snmf_features import describe_snmf
-    from interp.models import load_model
 
     cfg = SNMFConfig(**flag_settings(args, CONFIG_FLAGS[0]))
-    model = load_model(args.model, device=args.device)
+    model = model_of(args)
     store = texts = None
     if args.store:
         from interp.store import ActivationStore
@@ -96,10 +90,9 @@ def run_lib(args) -> int:
 
     from interp.cli.common import parse_layers
     from interp.decompositions.lib_transformer import ModelLIBSettings, compare_lib_pca
-    from interp.models import load_model
 
     layers = parse_layers(args.layers)
-    model = load_model(args.model, device=args.device)
+    model = model_of(args)
     if max(layers) >= model.cfg.n_layers:
         raise ValueError(f"--layers must be < {model.cfg.n_layers} for {args.model}, got {layers}")
     s = ModelLIBSettings(layers=layers, **flag_settings(args, CONFIG_FLAGS[2]), skip_bos=not args.keep_bos,

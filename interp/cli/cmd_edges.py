@@ -11,7 +11,8 @@ K edges for real; ``--circuit N1,N2,...`` measures the faithfulness of the top-N
 
 from __future__ import annotations
 
-from interp.cli.main import CORRUPTION_HELP, corruption_choices
+from interp.cli.common import same
+from interp.cli.main import task_command
 
 METHOD_CHOICES = ("eap", "eap-ig", "clean-corrupted", "eap-ig-activations")
 CURVE_GRID = (10, 30, 100, 300, 1000, 3000, 10000, 30000, 10 ** 9)  # 10**9: all edges
@@ -19,24 +20,20 @@ CURVE_GRID = (10, 30, 100, 300, 1000, 3000, 10000, 30000, 10 ** 9)  # 10**9: all
 
 def register(subparsers) -> None:
     from interp.circuits.edge_circuits import EdgeRunConfig
-    from interp.cli.common import command, default_of, renamed
+    from interp.cli.common import config_defaults
 
-    d = lambda f: default_of(EdgeRunConfig, f)  # noqa: E731
-    p = command(subparsers, "edges", help="EAP / EAP-IG edge attribution scores for every edge on one task",
-                out="runs/edges-<task>", model="smollm2-135m", seed=d("seed"))
-    p.add_argument("task", choices=["ioi", "greater-than"])
-    p.add_argument("--method", default=d("method"), choices=METHOD_CHOICES,
+    p = task_command(subparsers, "edges", EdgeRunConfig,
+                     "EAP / EAP-IG edge attribution scores for every edge on one task")
+    p.add_argument("--method", choices=METHOD_CHOICES,
                    help="eap: gradient at the clean input; eap-ig: mean gradient over --ig-steps interpolations of "
                         "the input embeddings (Hanna et al. 2024); clean-corrupted: mean of the two ends; "
                         "eap-ig-activations: interpolate each sender group's output instead ((2L+1)*steps passes)")
-    p.add_argument("--ig-steps", type=int, default=d("steps"), help="EAP-IG interpolation steps (left Riemann; paper: 5)")
-    p.add_argument("--gradient-share", default=d("share"), choices=["own", "all"],
+    p.add_argument("--ig-steps", type=int, help="EAP-IG interpolation steps (left Riemann; paper: 5)")
+    p.add_argument("--gradient-share", choices=["own", "all"],
                    help="eap-ig-activations: score a sender with its own group's gradients (own) or their mean "
                         "over all groups (all, as hannamw/EAP-IG)")
-    p.add_argument("--n", type=int, default=d("n"), help="number of prompts")
-    p.add_argument("--corruption", default=d("corruption"), choices=corruption_choices(), help=CORRUPTION_HELP)
-    p.add_argument("--top", type=int, default=d("top"), help="how many top edges (by |score|) to list and store")
-    p.add_argument("--check", type=int, default=d("check"), help="also edge-patch the top K edges for real (ground truth)")
+    p.add_argument("--top", type=int, help="how many top edges (by |score|) to list and store")
+    p.add_argument("--check", type=int, help="also edge-patch the top K edges for real (ground truth)")
     p.add_argument("--circuit", default=None,
                    help="comma-separated circuit sizes N1,N2,...: faithfulness of the top-N edge circuits (pruned)")
     p.add_argument("--curve", action="store_true",
@@ -46,23 +43,20 @@ def register(subparsers) -> None:
     p.add_argument("--greedy", action="store_true",
                    help="also greedy circuits grown from the logits (curves named 'METHOD greedy')")
     p.add_argument("--no-prune", action="store_true", help="keep dead-end edges in --circuit/--curve circuits")
-    p.add_argument("--max-tokens", type=int, default=d("max_tokens"), help="tokens per forward/backward pass")
-    renamed(p, "--steps", "--ig-steps")
-    renamed(p, "--share", "--gradient-share")
+    p.add_argument("--max-tokens", type=int, help="tokens per forward/backward pass")
+    config_defaults(p, *CONFIG_FLAGS)
     p.set_defaults(func=_run)
 
 
-_RUN = {"method": "method", "ig_steps": "steps", "gradient_share": "share", "max_tokens": "max_tokens", "n": "n",
-        "seed": "seed", "corruption": "corruption", "top": "top", "check": "check"}
+_RUN = {"ig_steps": "steps", "gradient_share": "share",
+        **same("method", "max_tokens", "n", "seed", "corruption", "top", "check")}
 CONFIG_FLAGS = [(("edges",), "interp.circuits.edge_circuits:EdgeRunConfig", _RUN)]
 """(command path, config, flag dest -> field / parameter): checked by tests/test_cli_grammar.py."""
 
 
 def _run(args) -> int:
     from interp.circuits.edge_circuits import EdgeRunConfig, run_edges
-    from interp.cli.common import flag_settings, out_path, parse_list
-    from interp.cli.main import emit
-    from interp.models import load_model
+    from interp.cli.common import flag_settings, model_of, out_path, parse_list, write_result
 
     sizes = tuple(parse_list(args.circuit, "--circuit", cast=int)) if args.circuit else ()
     sizes = tuple(sorted(set(sizes) | set(CURVE_GRID))) if args.curve else sizes
@@ -70,16 +64,12 @@ def _run(args) -> int:
                tuple(m for m in METHOD_CHOICES if m != "eap-ig-activations") if args.curve else ())
     cfg = EdgeRunConfig(**flag_settings(args, CONFIG_FLAGS[0]), sizes=sizes, compare=compare,  # checks every
                         selection="both" if args.greedy else "top-n", prune=not args.no_prune)  # setting first
-    r = run_edges(load_model(args.model, device=args.device), args.task, cfg, progress=True)
-    lines = [r.summary(), f"{'edge':28s} {'score':>9s}" + (f" {'patch':>9s}" if r.check else "")]
+    r = run_edges(model_of(args), args.task, cfg, progress=True)
+    lines = [f"{'edge':28s} {'score':>9s}" + (f" {'patch':>9s}" if r.check else "")]
     lines += [f"{e['edge']:28s} {e['score']:9.4f}" + (f" {e['patch']:9.4f}" if "patch" in e else "")
               for e in r.top_edges]
     for mth, c in (r.curve or {}).get("curves", {}).items():
         lines.append(f"  {mth:16s} " + " ".join(f"{e}:{f:.3f}" for e, f in zip(c["n_edges"], c["f_norm"])))
     payload = {k: getattr(r, k) for k in ("config", "metric_clean", "metric_corrupt", "n_edges", "timings",
                                           "top_edges", "check", "curve", "circuit")}
-    if out_path(args):
-        payload["results"] = str(r.write(out_path(args))[0])
-        lines.append(f"wrote {payload['results']} and report.html")
-    emit(args, payload, "\n".join(lines))
-    return 0
+    return write_result(args, r, out_path(args), "\n".join(lines), payload)

@@ -39,7 +39,5 @@ def run(args) -> int:
                         "for SAE training use torchrun ... -m interp.parallel.ddp_train")
     inner = build_parser().parse_args(args.rest)
     with distributed(args.backend) as env:
-        if env.is_main:
-            return int(inner.func(inner) or 0)
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.nullcontext() if env.is_main else contextlib.redirect_stdout(io.StringIO()):
             return int(inner.func(inner) or 0)

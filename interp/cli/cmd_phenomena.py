@@ -12,106 +12,94 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import flag_settings, out_path, write_result
+from interp.cli.common import flag_settings, model_of, out_path, same, write_result
 from interp.cli.main import UserError
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, default_of, renamed
+    from interp.cli.common import command, config_defaults, default_of
     from interp.phenomena.dormant import ABLATIONS, DormantConfig
-    from interp.phenomena.massive import MassiveConfig, massive_run
-    from interp.toy.bigram_backcopy import BBTask, BBTrainConfig
+    from interp.toy.bigram_backcopy import BBTrainConfig
 
-    d = lambda f: default_of(DormantConfig, f)  # noqa: E731
     p = command(sub, "sinks", help="attention sinks, value drains, residual peaks, active/dormant heads per domain",
-                out="runs/sinks", model="smollm2-135m", seed=d("seed"))
+                out="runs/sinks", model="smollm2-135m", seed=default_of(DormantConfig, "seed"))
     p.add_argument("--domains", default=None, help="folder of *.txt files, one domain each (None: prose, code, numbers)")
-    p.add_argument("--seq-len", type=int, default=d("seq_len"), help="tokens per sequence, BOS included")
-    p.add_argument("--n", type=int, default=d("n_seqs"), help="sequences per domain")
-    p.add_argument("--sink-threshold", type=float, default=d("sink_threshold"), help="sink score for a dormant candidate")
-    p.add_argument("--loss-threshold", type=float, default=d("loss_threshold"),
-                   help="|Δloss| (nats/token) that counts as 'barely'")
-    p.add_argument("--ablation", choices=list(ABLATIONS), default=d("ablation"),
-                   help="move attention to BOS, or zero the head")
-    p.add_argument("--heads", choices=["candidates", "all"], default=d("heads"), help="which heads to ablate")
-    p.add_argument("--max-heads", type=int, default=d("max_heads"), help="most candidate heads ablated")
-    p.add_argument("--heads-per-pass", type=int, default=d("heads_per_pass"), help="ablations batched into one forward pass")
-    p.add_argument("--n-boot", type=int, default=d("n_boot"), help="bootstrap resamples of the sequences for the Δloss CI")
-    p.add_argument("--ci-level", type=float, default=d("ci_level"), help="confidence level of the Δloss interval")
-    renamed(p, "--n-seqs", "--n")
+    p.add_argument("--seq-len", type=int, help="tokens per sequence, BOS included")
+    p.add_argument("--n", type=int, help="sequences per domain")
+    p.add_argument("--sink-threshold", type=float, help="sink score for a dormant candidate")
+    p.add_argument("--loss-threshold", type=float, help="|Δloss| (nats/token) that counts as 'barely'")
+    p.add_argument("--ablation", choices=list(ABLATIONS), help="move attention to BOS, or zero the head")
+    p.add_argument("--heads", choices=["candidates", "all"], help="which heads to ablate")
+    p.add_argument("--max-heads", type=int, help="most candidate heads ablated")
+    p.add_argument("--heads-per-pass", type=int, help="ablations batched into one forward pass")
+    p.add_argument("--n-boot", type=int, help="bootstrap resamples of the sequences for the Δloss CI")
+    p.add_argument("--ci-level", type=float, help="confidence level of the Δloss interval")
+    config_defaults(p, CONFIG_FLAGS[0])
     p.set_defaults(func=run_sinks)
 
-    m = lambda f: default_of(MassiveConfig, f)  # noqa: E731
     p = command(sub, "massive", help="massive activations: detection, zero/mean ablation, dynamics over checkpoints",
                 out="runs/massive", model=None,
                 description="massive activations: detection, zero/mean ablation, dynamics over checkpoints. "
                             "--model None: smollm2-135m, or the last of --checkpoints")
     p.add_argument("--checkpoints", default=None, help="folder of step_<N> checkpoints: fit the ratio dynamics per layer")
-    p.add_argument("--abs-threshold", type=float, default=m("abs_threshold"), help="|a| must exceed this")
-    p.add_argument("--ratio-threshold", type=float, default=m("ratio_threshold"), help="|a| / layer median must reach this")
+    p.add_argument("--abs-threshold", type=float, help="|a| must exceed this")
+    p.add_argument("--ratio-threshold", type=float, help="|a| / layer median must reach this")
     p.add_argument("--ablation-hook", default=None,
                    help="residual hook to overwrite the massive activations at (None: where the big ones appear)")
-    r = lambda f: default_of(massive_run, f)  # noqa: E731
-    p.add_argument("--seq-len", type=int, default=r("seq_len"), help="tokens per sequence, BOS included")
-    p.add_argument("--n", type=int, default=r("n_seqs"), help="sequences per built-in domain")
-    p.add_argument("--heldout-seqs", type=int, default=r("heldout_seqs"),
+    p.add_argument("--seq-len", type=int, help="tokens per sequence, BOS included")
+    p.add_argument("--n", type=int, help="sequences per built-in domain")
+    p.add_argument("--heldout-seqs", type=int,
                    help="held-out sequences per domain (the text after the analysed ones; Bigram-Backcopy: another "
                         "seed) from which the mean ablation takes one mean per token kind (first token, delimiter)")
-    renamed(p, "--n-seqs", "--n")
+    config_defaults(p, *CONFIG_FLAGS[1:3])
     p.set_defaults(func=run_massive)
 
-    b, t = (lambda f: default_of(BBTrainConfig, f)), (lambda f: default_of(BBTask, f))
     p = command(sub, "bigram-backcopy", help="train the Bigram-Backcopy toy model with checkpoints and measure it",
                 description="Train the Bigram-Backcopy toy model; --out receives step_<N>/ checkpoints, bb_task.json, "
                             "results.json and report.html.",
-                out="runs/bigram-backcopy", device=True, seed=b("seed"))
-    p.add_argument("--train-steps", type=int, default=b("steps"), help="optimiser steps")
-    p.add_argument("--n-layers", type=int, default=b("n_layers"), help="transformer blocks, one head each")
-    p.add_argument("--d-model", type=int, default=b("d_model"), help="residual width (MLP: 4x)")
-    p.add_argument("--arch", choices=["gpt2", "llama"], default=b("arch"), help="model architecture")
-    p.add_argument("--init", choices=["paper", "hf"], default=b("init"),
+                out="runs/bigram-backcopy", device=True, seed=default_of(BBTrainConfig, "seed"))
+    p.add_argument("--train-steps", type=int, help="optimiser steps")
+    p.add_argument("--n-layers", type=int, help="transformer blocks, one head each")
+    p.add_argument("--d-model", type=int, help="residual width (MLP: 4x)")
+    p.add_argument("--arch", choices=["gpt2", "llama"], help="model architecture")
+    p.add_argument("--init", choices=["paper", "hf"],
                    help="paper: PyTorch-default init (embeddings N(0,1)); hf: Hugging Face N(0,0.02)")
-    p.add_argument("--activation", choices=["relu", "gelu_new", "gelu"], default=b("activation"),
-                   help="gpt2 MLP nonlinearity")
-    p.add_argument("--batch-size", type=int, default=b("batch_size"), help="sequences per step")
-    p.add_argument("--lr", type=float, default=b("lr"), help="peak AdamW learning rate")
-    p.add_argument("--beta2", type=float, default=b("betas")[1], help="AdamW beta2 (beta1 = 0.9)")
-    p.add_argument("--warmup", type=int, default=b("warmup"), help="linear warm-up steps")
-    p.add_argument("--seq-len", type=int, default=t("seq_len"), help="tokens per sequence, ⟨s⟩ included")
-    p.add_argument("--weight-decay", type=float, default=b("weight_decay"), help="AdamW weight decay")
-    renamed(p, "--steps", "--train-steps")
-    renamed(p, "--layers", "--n-layers")
+    p.add_argument("--activation", choices=["relu", "gelu_new", "gelu"], help="gpt2 MLP nonlinearity")
+    p.add_argument("--batch-size", type=int, help="sequences per step")
+    p.add_argument("--lr", type=float, help="peak AdamW learning rate")
+    p.add_argument("--beta2", type=float, default=default_of(BBTrainConfig, "betas")[1],
+                   help="AdamW beta2 (beta1 = 0.9)")
+    p.add_argument("--warmup", type=int, help="linear warm-up steps")
+    p.add_argument("--seq-len", type=int, help="tokens per sequence, ⟨s⟩ included")
+    p.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     p.epilog = ("the defaults (3 layers, paper init, ReLU, AdamW lr 1e-2 after 200 warm-up steps, 2000 steps of "
                 "32 x 32 tokens) reproduce the mechanism; measured numbers per seed: docs/methods.md, Bigram-Backcopy toy")
+    config_defaults(p, *CONFIG_FLAGS[3:])
     p.set_defaults(func=run_bb)
 
 
-_DORMANT = {"seq_len": "seq_len", "n": "n_seqs", "sink_threshold": "sink_threshold", "loss_threshold": "loss_threshold",
-            "ablation": "ablation", "heads": "heads", "max_heads": "max_heads", "heads_per_pass": "heads_per_pass",
-            "n_boot": "n_boot", "ci_level": "ci_level", "seed": "seed"}
-_MASSIVE = {"abs_threshold": "abs_threshold", "ratio_threshold": "ratio_threshold"}
-_MASSIVE_RUN = {"n": "n_seqs", "seq_len": "seq_len", "heldout_seqs": "heldout_seqs", "ablation_hook": "hook"}
-_BB = {"train_steps": "steps", "n_layers": "n_layers", "d_model": "d_model", "arch": "arch", "init": "init",
-       "activation": "activation", "batch_size": "batch_size", "lr": "lr", "warmup": "warmup",
-       "weight_decay": "weight_decay", "seed": "seed"}
+_DORMANT = {"n": "n_seqs", **same("seq_len", "sink_threshold", "loss_threshold", "ablation", "heads",
+                                  "max_heads", "heads_per_pass", "n_boot", "ci_level", "seed")}
+_MASSIVE_RUN = {"n": "n_seqs", "ablation_hook": "hook", **same("seq_len", "heldout_seqs")}
+_BB = {"train_steps": "steps", **same("n_layers", "d_model", "arch", "init", "activation", "batch_size",
+                                      "lr", "warmup", "weight_decay", "seed")}
 CONFIG_FLAGS = [
     (("sinks",), "interp.phenomena.dormant:DormantConfig", _DORMANT),
-    (("massive",), "interp.phenomena.massive:MassiveConfig", _MASSIVE),
+    (("massive",), "interp.phenomena.massive:MassiveConfig", same("abs_threshold", "ratio_threshold")),
     (("massive",), "interp.phenomena.massive:massive_run", _MASSIVE_RUN),
     (("bigram-backcopy",), "interp.toy.bigram_backcopy:BBTrainConfig", _BB),
-    (("bigram-backcopy",), "interp.toy.bigram_backcopy:BBTask", {"seq_len": "seq_len"}),
+    (("bigram-backcopy",), "interp.toy.bigram_backcopy:BBTask", same("seq_len")),
 ]
 """(command path, config, flag dest -> field): checked by tests/test_cli_grammar.py."""
 
 
 def run_sinks(args) -> int:
-    from interp.models import load_model
     from interp.phenomena import default_domains, domains_from_dir
     from interp.phenomena.dormant import DormantConfig, active_dormant
 
     cfg = DormantConfig(**flag_settings(args, CONFIG_FLAGS[0]))
     domains = domains_from_dir(args.domains) if args.domains else default_domains()
-    res = active_dormant(load_model(args.model, device=args.device), domains, cfg)
+    res = active_dormant(model_of(args), domains, cfg)
     return write_result(args, res, out_path(args))
 
 

@@ -18,8 +18,7 @@ def register(sub) -> None:
                 out=None)
     p.add_argument("results", help="path to results.json, or a folder that contains one")
     p.add_argument("--title", default=None, help="report title (None: from the results)")
-    p.set_defaults(_out_is_json=False)
-    p.set_defaults(func=run)
+    p.set_defaults(_out_is_json=False, func=run)
 
 
 def run(args) -> int:
@@ -37,7 +36,6 @@ def run(args) -> int:
                "token_views": kinds.count("tokens"), "notes": report.notes}
     human = (f"wrote {path} ({payload['bytes'] / 1e6:.1f} MB): {payload['figures']} figures, "
              f"{payload['tables']} tables, {payload['token_views']} token views")
-    if report.notes:
-        human += "\n" + "\n".join(f"note: {n}" for n in report.notes)
+    human += "".join(f"\nnote: {n}" for n in report.notes)
     emit(args, payload, human)
     return 0

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import flag_settings, out_path, parse_list, write_result
+from interp.cli.common import flag_settings, out_path, parse_list, same, write_result
 from interp.cli.main import UserError, emit
 
 
 def _train_flags(sub, name: str, help: str, transcoder: bool):
-    from interp.cli.common import command, default_of
+    from interp.cli.common import command, config_defaults, default_of
     from interp.dictionaries import SAEConfig, TrainConfig
     from interp.dictionaries.registry import ARCHS, _load_builtin
 
     _load_builtin()
-    s, t = (lambda f: default_of(SAEConfig, f)), (lambda f: default_of(TrainConfig, f))
     kind = "transcoder" if transcoder else "sae"
-    p = command(sub, name, help=help, out=f"runs/{kind}-train", device=True, seed=t("seed"),
+    p = command(sub, name, help=help, out=f"runs/{kind}-train", device=True,
+                seed=default_of(TrainConfig, "seed"),
                 description=help + "; --out receives sae/ (SAELens format), results.json, report.html and checkpoint/ "
                                    "(rerunning the same command resumes from it)")
     p.add_argument("--store", required=True, help="activation store directory (interp cache)")
@@ -33,56 +33,51 @@ def _train_flags(sub, name: str, help: str, transcoder: bool):
                        "reconstructs blocks.L.hook_mlp_out")
     else:
         p.add_argument("--hook", required=True, help="TransformerLens hook name stored in the store")
-    p.add_argument("--arch", default="relu" if transcoder else s("arch"), choices=sorted(ARCHS),
-                   help="dictionary architecture")
+    p.add_argument("--arch", default="relu" if transcoder else default_of(SAEConfig, "arch"),
+                   choices=sorted(ARCHS), help="dictionary architecture")
     p.add_argument("--expansion", type=int, default=8, help="latents = expansion * d_in")
     p.add_argument("--d-sae", type=int, default=None, help="number of latents (overrides --expansion)")
-    p.add_argument("--k", type=int, default=s("k"), help="TopK: latents per token")
-    p.add_argument("--k-aux", type=int, default=s("k_aux"), help="TopK: AuxK latents (None: d_in/2)")
-    p.add_argument("--aux-coeff", type=float, default=s("aux_coeff"), help="TopK: AuxK weight")
-    p.add_argument("--l1-coeff", type=float, default=s("l1_coeff"), help="ReLU: decoder-norm-weighted L1 weight")
-    p.add_argument("--l0-coeff", type=float, default=s("l0_coeff"), help="JumpReLU: L0 weight")
-    p.add_argument("--bandwidth", type=float, default=s("jumprelu_bandwidth"), help="JumpReLU: rectangle-kernel width")
+    p.add_argument("--k", type=int, help="TopK: latents per token")
+    p.add_argument("--k-aux", type=int, help="TopK: AuxK latents (None: d_in/2)")
+    p.add_argument("--aux-coeff", type=float, help="TopK: AuxK weight")
+    p.add_argument("--l1-coeff", type=float, help="ReLU: decoder-norm-weighted L1 weight")
+    p.add_argument("--l0-coeff", type=float, help="JumpReLU: L0 weight")
+    p.add_argument("--bandwidth", type=float, help="JumpReLU: rectangle-kernel width")
     p.add_argument("--n-tokens", type=int, default=None,
                    help="token budget: rows to train on (None: all rows of the store)")
-    p.add_argument("--batch-size", type=int, default=t("batch_size"), help="rows per optimiser step")
-    p.add_argument("--lr", type=float, default=t("lr"), help="peak Adam learning rate")
-    p.add_argument("--warmup-steps", type=int, default=t("warmup_steps"), help="linear learning-rate warm-up steps")
-    p.add_argument("--decay-frac", type=float, default=t("decay_frac"), help="fraction of steps with linear LR decay to 0")
-    p.add_argument("--b-dec-init", default=t("b_dec_init"), choices=["geometric_median", "mean", "zeros"],
+    p.add_argument("--batch-size", type=int, help="rows per optimiser step")
+    p.add_argument("--lr", type=float, help="peak Adam learning rate")
+    p.add_argument("--warmup-steps", type=int, help="linear learning-rate warm-up steps")
+    p.add_argument("--decay-frac", type=float, help="fraction of steps with linear LR decay to 0")
+    p.add_argument("--b-dec-init", choices=["geometric_median", "mean", "zeros"],
                    help="how the decoder bias starts")
-    p.add_argument("--dead-after-tokens", type=int, default=t("dead_after_tokens"),
-                   help="a latent silent for this many rows counts as dead")
-    p.add_argument("--checkpoint-every", type=int, default=t("checkpoint_every"),
+    p.add_argument("--dead-after-tokens", type=int, help="a latent silent for this many rows counts as dead")
+    p.add_argument("--checkpoint-every", type=int,
                    help="steps between checkpoints (0: only at the end and on interruption)")
-    p.add_argument("--max-steps", type=int, default=t("max_steps"), help="stop after this many steps (resumable)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (resumable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    config_defaults(p, *(CONFIG_FLAGS[2:4] if transcoder else CONFIG_FLAGS[:2]))
     return p
 
 
 def _eval_flags(sub, name: str, help: str, kind: str):
-    from interp.cli.common import command, default_of, renamed
-    from interp.dictionaries.metrics import evaluate_dictionary
+    from interp.cli.common import command, config_defaults
 
-    d = lambda f: default_of(evaluate_dictionary, f)  # noqa: E731
     p = command(sub, name, help=help, out=f"runs/{kind}-eval", model=None,
                 description=help + "; --out receives results.json and report.html; --model None: the store's model")
     p.add_argument("--sae", required=True, help="SAE folder (SAELens format: cfg.json + sae_weights.safetensors)")
     p.add_argument("--store", required=True, help="activation store directory")
-    p.add_argument("--n-tokens", type=int, default=d("n_tokens"), help="token budget: rows for L0 / FVU / dead fraction")
-    p.add_argument("--n", type=int, default=d("n"), help="store sequences for spliced CE / KL (0: skip)")
-    renamed(p, "--n-rows", "--n-tokens")
-    renamed(p, "--n-seqs", "--n")
+    p.add_argument("--n-tokens", type=int, help="token budget: rows for L0 / FVU / dead fraction")
+    p.add_argument("--n", type=int, help="store sequences for spliced CE / KL (0: skip)")
+    config_defaults(p, CONFIG_FLAGS[4])
     return p
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, default_of, renamed
-    from interp.dictionaries.dashboards import DashboardConfig
+    from interp.cli.common import command, config_defaults
 
     p = sub.add_parser("sae", help="train, evaluate and inspect sparse autoencoders on an activation store")
-    ssub = p.add_subparsers(dest="sae_command", metavar="SUBCOMMAND")
-    ssub.required = True
+    ssub = p.add_subparsers(dest="sae_command", metavar="SUBCOMMAND", required=True)
     t = _train_flags(ssub, "train", "train an SAE (relu / topk / jumprelu) on one hook of a store", transcoder=False)
     t.set_defaults(func=run_train, transcoder=False)
     e = _eval_flags(ssub, "eval", "L0, FVU, dead fraction, and CE recovered / KL spliced into the model", "sae")
@@ -94,16 +89,13 @@ def register(sub) -> None:
     d.add_argument("--sae", required=True, help="SAE folder (SAELens format)")
     d.add_argument("--store", required=True, help="activation store directory")
     d.add_argument("--features", default=None, help="comma-separated latent indices (None: the 10 most frequent)")
-    d.add_argument("--n-tokens", type=int, default=default_of(DashboardConfig, "n_rows"),
-                   help="token budget: rows scanned for contexts")
-    d.add_argument("--n-examples", type=int, default=default_of(DashboardConfig, "n_examples"),
-                   help="top contexts shown per feature")
-    renamed(d, "--n-rows", "--n-tokens")
+    d.add_argument("--n-tokens", type=int, help="token budget: rows scanned for contexts")
+    d.add_argument("--n-examples", type=int, help="top contexts shown per feature")
+    config_defaults(d, CONFIG_FLAGS[6])
     d.set_defaults(func=run_dashboard)
 
     tc = sub.add_parser("transcoder", help="train and evaluate transcoders (MLP in -> MLP out)")
-    tsub = tc.add_subparsers(dest="transcoder_command", metavar="SUBCOMMAND")
-    tsub.required = True
+    tsub = tc.add_subparsers(dest="transcoder_command", metavar="SUBCOMMAND", required=True)
     tt = _train_flags(tsub, "train", "train a transcoder blocks.L.ln2.hook_normalized -> blocks.L.hook_mlp_out",
                       transcoder=True)
     tt.set_defaults(func=run_train, transcoder=True)
@@ -111,18 +103,16 @@ def register(sub) -> None:
     te.set_defaults(func=run_eval)
 
 
-_SAE = {"arch": "arch", "k": "k", "k_aux": "k_aux", "aux_coeff": "aux_coeff", "l1_coeff": "l1_coeff",
-        "l0_coeff": "l0_coeff", "bandwidth": "jumprelu_bandwidth"}
-_TRAIN = {"batch_size": "batch_size", "lr": "lr", "warmup_steps": "warmup_steps", "decay_frac": "decay_frac",
-          "b_dec_init": "b_dec_init", "dead_after_tokens": "dead_after_tokens", "seed": "seed", "device": "device",
-          "checkpoint_every": "checkpoint_every", "max_steps": "max_steps"}
+_SAE = {"bandwidth": "jumprelu_bandwidth", **same("k", "k_aux", "aux_coeff", "l1_coeff", "l0_coeff")}
+_TRAIN = same("batch_size", "lr", "warmup_steps", "decay_frac", "b_dec_init", "dead_after_tokens", "seed",
+              "device", "checkpoint_every", "max_steps")
 CONFIG_FLAGS = [
-    (("sae", "train"), "interp.dictionaries:SAEConfig", _SAE),
+    (("sae", "train"), "interp.dictionaries:SAEConfig", {**same("arch"), **_SAE}),
     (("sae", "train"), "interp.dictionaries:TrainConfig", _TRAIN),
-    (("transcoder", "train"), "interp.dictionaries:SAEConfig", {k: v for k, v in _SAE.items() if k != "arch"}),
+    (("transcoder", "train"), "interp.dictionaries:SAEConfig", _SAE),
     (("transcoder", "train"), "interp.dictionaries:TrainConfig", _TRAIN),
-    (("sae", "eval"), "interp.dictionaries.metrics:evaluate_dictionary", {"n_tokens": "n_tokens", "n": "n"}),
-    (("transcoder", "eval"), "interp.dictionaries.metrics:evaluate_dictionary", {"n_tokens": "n_tokens", "n": "n"}),
+    (("sae", "eval"), "interp.dictionaries.metrics:evaluate_dictionary", same("n_tokens", "n")),
+    (("transcoder", "eval"), "interp.dictionaries.metrics:evaluate_dictionary", same("n_tokens", "n")),
     (("sae", "dashboard"), "interp.dictionaries.dashboards:DashboardConfig",
      {"n_tokens": "n_rows", "n_examples": "n_examples"}),
 ]
@@ -144,10 +134,7 @@ def run_train(args) -> int:
     from interp.dictionaries.transcoder import transcoder_hooks
 
     store = _open_store(args.store)
-    if args.transcoder:
-        hook_in, hook_out = transcoder_hooks(args.layer)
-    else:
-        hook_in, hook_out = args.hook, None
+    hook_in, hook_out = transcoder_hooks(args.layer) if args.transcoder else (args.hook, None)
     for h in filter(None, [hook_in, hook_out]):
         if h not in store.hooks:
             raise UserError(f"the store {args.store} has no rows for {h!r}; it holds {store.hooks}")
@@ -164,34 +151,32 @@ def run_train(args) -> int:
     return write_result(args, res, out, f"  saved {res.saved_to} (SAELens format)")
 
 
-def _model_for(args, store, device):
-    from interp.models import load_model
-
-    name = args.model or store.manifest.get("model")
-    if not name:
-        raise UserError("the store's manifest names no model; pass --model")
-    return load_model(name, device=device)
-
-
-def run_eval(args) -> int:
+def _sae_store_model(args, with_model: bool = True):
+    """The ``--sae`` dictionary, the ``--store`` and (``with_model``) ``--model`` or the store's model."""
     from interp.dictionaries import load_sae
-    from interp.dictionaries.metrics import evaluate_dictionary
+    from interp.models import load_model
 
     store = _open_store(args.store)
     sae = load_sae(args.sae, device=args.device)
-    model = _model_for(args, store, args.device) if args.n > 0 else None
+    name = args.model or store.manifest.get("model")
+    if with_model and not name:
+        raise UserError("the store's manifest names no model; pass --model")
+    return sae, store, load_model(name, device=args.device) if with_model else None
+
+
+def run_eval(args) -> int:
+    from interp.dictionaries.metrics import evaluate_dictionary
+
+    sae, store, model = _sae_store_model(args, with_model=args.n > 0)
     res = evaluate_dictionary(sae, store, model, n_tokens=args.n_tokens, n=args.n, sae_path=args.sae)
     return write_result(args, res, out_path(args))
 
 
 def run_dashboard(args) -> int:
-    from interp.dictionaries import load_sae
     from interp.dictionaries.dashboards import feature_dashboard
 
-    store = _open_store(args.store)
-    sae = load_sae(args.sae, device=args.device)
     feats = list(parse_list(args.features, "--features", cast=int)) if args.features else None
-    model = _model_for(args, store, args.device)
+    sae, store, model = _sae_store_model(args)
     res = feature_dashboard(sae, store, out_path(args), features=feats, model=model, n_rows=args.n_tokens,
                             n_examples=args.n_examples)
     json_path = res.save(Path(res.path).with_suffix(".json"))

@@ -8,54 +8,46 @@ writes its typed result (kind ``sae_circuit``) and report.
 
 from __future__ import annotations
 
+from interp.cli.common import same
+
 
 def register(subparsers) -> None:
-    from interp.circuits.sae_circuits import SAECircuitConfig, run_sae_circuit
-    from interp.cli.common import command, default_of, renamed
-    from interp.cli.main import CORRUPTION_HELP, corruption_choices
+    from interp.circuits.sae_circuits import run_sae_circuit
+    from interp.cli.common import config_defaults
+    from interp.cli.main import task_command
 
-    d = lambda f: default_of(SAECircuitConfig, f)  # noqa: E731
-    run = lambda f: default_of(run_sae_circuit, f)  # noqa: E731
-    p = command(subparsers, "sae-circuit", help="discrete-SAE circuit identification (node/edge head scores)",
-                out="runs/sae-circuit-<task>", model="smollm2-135m", seed=run("task_seed"))
-    p.add_argument("task", choices=["ioi", "greater-than"])
-    p.add_argument("--n", type=int, default=run("n"), help="positive (= negative) prompts")
-    p.add_argument("--corruption", default=run("corruption"), choices=corruption_choices(), help=CORRUPTION_HELP)
-    p.add_argument("--sae-seed", type=int, default=d("seed"), help="seed of the SAE initialisation and training draw")
-    p.add_argument("--d-sae", type=int, default=d("n_latents"), help="latents of the shared SAE")
-    p.add_argument("--epochs", type=int, default=d("epochs"), help="full-batch training steps")
-    p.add_argument("--n-train", type=int, default=d("n_train"), help="prompts the SAE trains on")
-    p.add_argument("--truth-n", type=int, default=run("truth_n"), help="prompts for the activation-patching ground truth (0: none)")
+    p = task_command(subparsers, "sae-circuit", run_sae_circuit,
+                     "discrete-SAE circuit identification (node/edge head scores)", seed="task_seed",
+                     n_help="positive (= negative) prompts")
+    p.add_argument("--sae-seed", type=int, help="seed of the SAE initialisation and training draw")
+    p.add_argument("--d-sae", type=int, help="latents of the shared SAE")
+    p.add_argument("--epochs", type=int, help="full-batch training steps")
+    p.add_argument("--n-train", type=int, help="prompts the SAE trains on")
+    p.add_argument("--truth-n", type=int, help="prompts for the activation-patching ground truth (0: none)")
     p.add_argument("--shares", default="0.5,0.8", help="shares of total |patching effect| defining the truth")
     p.add_argument("--top", type=int, default=10, help="how many top heads to list")
-    renamed(p, "--latents", "--d-sae")
+    config_defaults(p, *CONFIG_FLAGS)
     p.set_defaults(func=_run)
 
 
-CONFIG_FLAGS = [(("sae-circuit",), "interp.circuits.sae_circuits:SAECircuitConfig", {
-    "sae_seed": "seed", "d_sae": "n_latents", "epochs": "epochs", "n_train": "n_train"}),
-    (("sae-circuit",), "interp.circuits.sae_circuits:run_sae_circuit", {
-        "n": "n", "seed": "task_seed", "corruption": "corruption", "truth_n": "truth_n"})]
+CONFIG_FLAGS = [(("sae-circuit",), "interp.circuits.sae_circuits:SAECircuitConfig",
+                 {"sae_seed": "seed", "d_sae": "n_latents", **same("epochs", "n_train")}),
+    (("sae-circuit",), "interp.circuits.sae_circuits:run_sae_circuit",
+     {"seed": "task_seed", **same("n", "corruption", "truth_n")})]
 """(command path, config, flag dest -> field): checked by tests/test_cli_grammar.py."""
 
 
 def _run(args) -> int:
     from interp.circuits import sae_circuits as sc
-    from interp.cli.common import flag_settings, out_path, parse_list
-    from interp.cli.main import emit
-    from interp.models import load_model
+    from interp.cli.common import flag_settings, model_of, out_path, parse_list, write_result
 
     shares = parse_list(args.shares, "--shares", cast=float)
     cfg = sc.SAECircuitConfig(**flag_settings(args, CONFIG_FLAGS[0]))
-    r = sc.run_sae_circuit(load_model(args.model, device=args.device), args.task, cfg,
+    r = sc.run_sae_circuit(model_of(args), args.task, cfg,
                            **flag_settings(args, CONFIG_FLAGS[1]), shares=shares)
     top = r.top_heads(args.top)
-    lines = [r.summary(), f"{'head':8s} {'unique codes':>12s} {'edge votes':>10s}"]
+    lines = [f"{'head':8s} {'unique codes':>12s} {'edge votes':>10s}"]
     lines += [f"{t['head']:8s} {t['unique_codes']:12d} {t['edge_votes']:10d}" for t in top]
     payload = {"task": args.task, "model": r.model, "n": args.n, "top": top, "seconds": r.seconds,
                "evaluation": r.evaluation}
-    if out_path(args):
-        payload["results"] = str(r.write(out_path(args))[0])
-        lines.append(f"wrote {payload['results']} and report.html")
-    emit(args, payload, "\n".join(lines))
-    return 0
+    return write_result(args, r, out_path(args), "\n".join(lines), payload)

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import command, out_path, parse_list, renamed
-
-
-METHODS = ("mean_diff", "grains", "sae", "snmf")
+from interp.cli.common import command, out_path, parse_list, write_result
 
 
 def _common(p) -> None:
@@ -34,19 +31,18 @@ def _build_args(p) -> None:
     p.add_argument("--k", type=int, default=3, help="GrAInS: tokens masked per example and sign")
     p.add_argument("--ig-steps", type=int, default=20, help="GrAInS: integrated-gradients steps")
     p.add_argument("--n-tokens", type=int, default=20000, help="sae/snmf: tokens of the behaviour corpus")
-    renamed(p, "--steps", "--ig-steps")
-    renamed(p, "--corpus-tokens", "--n-tokens")
 
 
 def register(subparsers) -> None:
+    from interp.steering.compare import BUILDERS
+
     p = subparsers.add_parser("steer", help="steering vectors: build, evaluate, compare at equal KL")
-    sub = p.add_subparsers(dest="steer_command", metavar="build|eval|compare")
-    sub.required = True
+    sub = p.add_subparsers(dest="steer_command", metavar="build|eval|compare", required=True)
     b = command(sub, "build", help="build one steering vector (writes OUT.safetensors + OUT.json)",
                 out="runs/steer-build-<task>", model="smollm2-135m", seed=0)
     _common(b)
     _build_args(b)
-    b.add_argument("--method", required=True, choices=METHODS, help="how the direction is built")
+    b.add_argument("--method", required=True, choices=BUILDERS, help="how the direction is built")
     b.set_defaults(func=_build)
     e = command(sub, "eval", help="evaluate saved vectors at equal KL", out="runs/steer-eval-<task>",
                 model="smollm2-135m", seed=0)
@@ -59,7 +55,7 @@ def register(subparsers) -> None:
     _common(c)
     _eval_args(c)
     _build_args(c)
-    c.add_argument("--methods", default=",".join(METHODS), help="comma separated; default: every method")
+    c.add_argument("--methods", default=",".join(BUILDERS), help="comma separated; default: every method")
     c.set_defaults(func=_compare)
 
 
@@ -70,48 +66,36 @@ def _task(args):
     return load_task(Path(args.task).stem if path else args.task, args.n_build, args.n_eval, path)
 
 
-def _kl(args) -> list[float]:
-    try:
-        ks = [float(x) for x in args.kl.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--kl must be comma-separated numbers, got {args.kl!r}") from None
-    if not ks:
-        raise ValueError("--kl needs at least one target")
-    return ks
+def _builders(args):
+    """The seeded model, the steered layer and the builders' settings of a ``build`` / ``compare`` run."""
+    import torch
+
+    from interp.models import load_model
+    from interp.steering import FeatureSteering, GrainsConfig
+
+    torch.manual_seed(args.seed)
+    model = load_model(args.model, device=args.device)
+    layer = model.cfg.n_layers // 2 if args.layer is None else args.layer
+    features = FeatureSteering(corpus_tokens=args.n_tokens, seed=args.seed)
+    return model, layer, GrainsConfig(k=args.k, steps=args.ig_steps), features
 
 
-def _layer(args, model) -> int:
-    return model.cfg.n_layers // 2 if args.layer is None else args.layer
-
-
-def _write(args, res) -> list[str]:
-    out = Path(out_path(args))
-    res.write(out)
-    return [f"wrote {out / 'results.json'} and {out / 'report.html'}"]
-
-
-def _human(res) -> str:
-    lines = [res.summary(), f"{'method':12s} {'KL target':>9s} {'KL':>7s} {'strength':>10s} {'success':>9s} {'ppl':>8s}"]
+def _write(args, res) -> int:
+    """The comparison's results.json and report.html, then its summary and one row per (method, KL target)."""
+    lines = [f"{'method':12s} {'KL target':>9s} {'KL':>7s} {'strength':>10s} {'success':>9s} {'ppl':>8s}"]
     for m, rec in res.methods.items():
         for p in rec["points"]:
             lines.append(f"{m:12s} {p['target']:9.3g} {p['kl']:7.3f} {p['strength']:10.4g} {p['delta']:+9.4f} "
                          f"{p['ppl']:8.2f}")
-    return "\n".join(lines)
+    return write_result(args, res, out_path(args), "\n".join(lines))
 
 
 def _build(args) -> int:
-    import torch
-
     from interp.cli.main import emit
-    from interp.models import load_model
     from interp.steering import build_vector
 
-    torch.manual_seed(args.seed)
-    model = load_model(args.model, device=args.device)
-    from interp.steering import FeatureSteering, GrainsConfig
-
-    vec = build_vector(model, args.method, _task(args), _layer(args, model),
-                       GrainsConfig(k=args.k, steps=args.ig_steps), FeatureSteering(corpus_tokens=args.n_tokens, seed=args.seed))
+    model, layer, grains, features = _builders(args)
+    vec = build_vector(model, args.method, _task(args), layer, grains, features)
     path = vec.save(out_path(args))
     info = {"vector": str(path), "method": vec.method, "hook_name": vec.hook_name, "mode": vec.mode,
             "model_hash": vec.model_hash, "norm": float(vec.vector.norm()),
@@ -121,7 +105,6 @@ def _build(args) -> int:
 
 
 def _eval(args) -> int:
-    from interp.cli.main import emit
     from interp.models import load_model
     from interp.steering import evaluate_steering, load_vector
 
@@ -130,27 +113,16 @@ def _eval(args) -> int:
     for v in args.vector:
         vec = load_vector(v, model)
         vecs[vec.method if vec.method not in vecs else Path(v).stem] = vec
-    res = evaluate_steering(model, vecs, _task(args), _kl(args), n_new=args.n_new, seed=args.seed)
-    lines = _write(args, res)
-    emit(args, res.to_json(), "\n".join([_human(res)] + lines))
-    return 0
+    kl = parse_list(args.kl, "--kl", cast=float)
+    return _write(args, evaluate_steering(model, vecs, _task(args), kl, n_new=args.n_new, seed=args.seed))
 
 
 def _compare(args) -> int:
-    import torch
-
-    from interp.cli.main import emit
-    from interp.models import load_model
     from interp.steering import compare_methods
+    from interp.steering.compare import BUILDERS
 
-    torch.manual_seed(args.seed)
-    model = load_model(args.model, device=args.device)
-    methods = list(parse_list(args.methods, "--methods", METHODS))
-    from interp.steering import FeatureSteering, GrainsConfig
-
-    res = compare_methods(model, _task(args), _layer(args, model), methods=methods, kl_targets=_kl(args),
-                          n_new=args.n_new, seed=args.seed, grains=GrainsConfig(k=args.k, steps=args.ig_steps),
-                          features=FeatureSteering(corpus_tokens=args.n_tokens, seed=args.seed))
-    lines = _write(args, res)
-    emit(args, res.to_json(), "\n".join([_human(res)] + lines))
-    return 0
+    model, layer, grains, features = _builders(args)
+    methods = list(parse_list(args.methods, "--methods", BUILDERS))
+    kl = parse_list(args.kl, "--kl", cast=float)
+    return _write(args, compare_methods(model, _task(args), layer, methods=methods, kl_targets=kl,
+                                        n_new=args.n_new, seed=args.seed, grains=grains, features=features))

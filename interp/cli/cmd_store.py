@@ -12,19 +12,18 @@ from interp.cli.main import emit
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, default_of, renamed
-    from interp.store.summary import summarize_store
+    from interp.cli.common import command, config_defaults
 
     p = sub.add_parser("store", help="inspect activation stores")
-    ssub = p.add_subparsers(dest="store_command", metavar="SUBCOMMAND")
-    ssub.required = True
+    ssub = p.add_subparsers(dest="store_command", metavar="SUBCOMMAND", required=True)
     q = command(ssub, "info", help="summarise a store: model, hooks, rows, size, completeness, row norms", out=None,
                 description="summarise a store: model, hooks, rows, size, completeness, row norms; "
                             "--out FILE receives the typed result (render it with `interp report FILE`)")
     q.add_argument("dir", help="store directory")
     q.add_argument("--verify", action="store_true", help="check the CRC-32 of every shard file")
-    q.add_argument("--n-tokens", type=int, default=default_of(summarize_store, "n_norm_rows"),
+    q.add_argument("--n-tokens", type=int,
                    help="token budget: rows per hook, spread over the store, for the row norms")
+    config_defaults(q, CONFIG_FLAGS[0])
     q.set_defaults(func=run_info)
     q = command(ssub, "sinks", help="sink score / row entropy per head from stored blocks.L.attn.hook_rot_q/k rows",
                 out=None)
@@ -33,7 +32,6 @@ def register(sub) -> None:
     q.add_argument("--scale", type=float, default=None, help="attention scale (None: 1/sqrt(d_head))")
     q.add_argument("--n", type=int, default=None, help="use at most this many sequences (None: all)")
     q.add_argument("--threshold", type=float, default=0.8, help="sink score at which a head is listed")
-    renamed(q, "--max-seqs", "--n")
     q.set_defaults(func=run_sinks)
 
 
@@ -52,13 +50,12 @@ def run_info(args) -> int:
 
 
 def run_sinks(args) -> int:
+    from interp.cli.common import parse_layers
     from interp.models.hooks import head_hook, head_label
     from interp.phenomena.sinks import sink_scores_from_store
     from interp.store import ActivationStore
 
     store = ActivationStore.open(args.dir, verify="size")
-    from interp.cli.common import parse_layers
-
     layers = None if args.layers is None else list(parse_layers(args.layers))
     res = sink_scores_from_store(store, layers=layers, scale=args.scale, max_seqs=args.n)
     layers = res["layers"].tolist()

@@ -10,18 +10,19 @@
 * ``--out``: commands that write files default it to ``runs/<command>[-<task>]`` (``<task>`` is
   filled in from the positional task; :func:`out_path`) and name it in their summary; commands
   that only print take ``--out FILE`` to also write their JSON document there (:func:`emit`).
-* A renamed flag's old spelling is rejected with an error naming the new one (:func:`renamed`).
-* Flags that mirror a config dataclass field take its default (:func:`default_of`);
-  tests/test_cli_grammar.py checks the mapping in :data:`CONFIG_FLAGS` of every module.
+* Flags that mirror a config dataclass field take its default from the module's :data:`CONFIG_FLAGS`
+  table (:func:`config_defaults`), and the config is built from the same table (:func:`flag_settings`);
+  tests/test_cli_grammar.py checks the mapping of every module.
+* A command that computes a typed result ends in :func:`write_result` (results.json, report.html, the
+  summary or ``--json``); :func:`model_of` loads ``--model`` on ``--device``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import inspect
-import json
-from pathlib import Path
 
 from interp.config import field_default
 
@@ -62,12 +63,6 @@ def command(sub, name: str, help: str, *, out: str | None, model: str | None | b
     defaults to ``help``).
     """
     p = sub.add_parser(name, help=help, formatter_class=HelpFormatter, **{"description": help, **kw})
-    add_shared(p, out=out, model=model, seed=seed, device=device)
-    return p
-
-
-def add_shared(p, *, out, model=False, seed=False, device=None) -> None:
-    """The shared flags (see :data:`HELP`) on parser ``p``."""
     g = p.add_argument_group("shared options")
     g.add_argument("--json", action="store_true", help=HELP["json"])
     g.add_argument("--debug", action="store_true", help=HELP["debug"])
@@ -79,6 +74,7 @@ def add_shared(p, *, out, model=False, seed=False, device=None) -> None:
     if seed is not False:
         g.add_argument("--seed", type=int, default=seed, help=HELP["seed"])
     p.set_defaults(_out_is_json=out is None)
+    return p
 
 
 def device_arg(spec: str) -> str:
@@ -107,21 +103,6 @@ def out_path(args) -> str | None:
     return args.out.replace(TASK, getattr(args, "task", "") or "")
 
 
-class _Renamed(argparse.Action):
-    def __init__(self, option_strings, dest, new: str, **kw):
-        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs="?", default=argparse.SUPPRESS,
-                         help=argparse.SUPPRESS)
-        self.new = new
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        parser.error(f"{option_string} was renamed {self.new} (one name per idea across interp commands)")
-
-
-def renamed(p, old: str, new: str) -> None:
-    """Reject the old spelling ``old`` with an error naming ``new`` (hidden from --help)."""
-    p.add_argument(old, action=_Renamed, new=new)
-
-
 def default_of(cls, name: str):
     """The default of field ``name`` of dataclass ``cls`` (or of parameter ``name`` of a function)."""
     if dataclasses.is_dataclass(cls):
@@ -130,6 +111,15 @@ def default_of(cls, name: str):
                 return field_default(f)
         raise KeyError(f"{cls.__name__} has no field {name!r}")
     return inspect.signature(cls).parameters[name].default
+
+
+def config_defaults(p, *entries) -> None:
+    """Give each flag of parser ``p`` named in the :data:`CONFIG_FLAGS` ``entries`` ``(path, "module:Target",
+    {dest: field})`` the default of its field (``--help`` shows it): the table names each mapping once."""
+    for _, target, fields in entries:
+        module, name = target.split(":")
+        cls = getattr(importlib.import_module(module), name)
+        p.set_defaults(**{dest: default_of(cls, field) for dest, field in fields.items()})
 
 
 def flag_settings(args, entry) -> dict:
@@ -155,37 +145,35 @@ def parse_list(spec: str, flag: str, choices=None, cast=str) -> tuple:
 
 def parse_layers(spec) -> tuple[int, ...]:
     """``3,4,5`` / ``3-5`` / ``3 4 5`` (a list of such) -> sorted unique layer indices."""
-    parts = [spec] if isinstance(spec, str) else list(spec)
-    out: list[int] = []
-    for part in parts:
-        for item in str(part).split(","):
-            item = item.strip()
-            if not item:
-                continue
-            try:
-                if "-" in item:
-                    a, b = item.split("-")
-                    out += range(int(a), int(b) + 1)
-                else:
-                    out.append(int(item))
-            except ValueError:
-                raise ValueError(f"--layers must look like 3,4,5 or 3-5, got {spec!r}") from None
-    if not out:
+    out: set[int] = set()
+    for item in parse_list(",".join([spec] if isinstance(spec, str) else map(str, spec)), "--layers"):
+        first, _, last = item.partition("-")
+        try:
+            out.update(range(int(first), int(last or first) + 1))
+        except ValueError:
+            raise ValueError(f"--layers must look like 3,4,5 or 3-5, got {spec!r}") from None
+    if not out:  # a range such as 5-3
         raise ValueError(f"--layers is empty, got {spec!r}")
-    return tuple(sorted(set(out)))
+    return tuple(sorted(out))
 
 
-def write_json(path, payload: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str))
-    return path
+def same(*names: str) -> dict[str, str]:
+    """``{name: name}``: the part of a :data:`CONFIG_FLAGS` mapping whose flag dest is the field's name."""
+    return {n: n for n in names}
 
 
-def write_result(args, result, out, extra: str = "") -> int:
+def model_of(args):
+    """The model named by ``--model``, on ``--device``."""
+    from interp.models import load_model
+
+    return load_model(args.model, device=args.device)
+
+
+def write_result(args, result, out, extra: str = "", payload: dict | None = None) -> int:
     """A command's typed result: ``out/results.json`` and ``out/report.html``, then its summary sentence
-    (and ``extra`` lines) or, with ``--json``, the result's JSON on stdout.  Under ``interp dist`` only
-    rank 0 writes: every rank holds the same result once the run's closing barrier has passed."""
+    (and ``extra`` lines) or, with ``--json``, ``payload`` (default: the result's JSON) on stdout.  Under
+    ``interp dist`` only rank 0 writes: every rank holds the same result once the run's closing barrier has
+    passed."""
     import torch.distributed as dist
 
     from interp.cli.main import emit
@@ -193,6 +181,6 @@ def write_result(args, result, out, extra: str = "") -> int:
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return 0
     rj, html = result.write(out)
-    lines = [result.summary(), extra, f"  wrote {rj}, {html}"]
-    emit(args, result.to_json(), "\n".join(x for x in lines if x))
+    lines = [result.summary().replace("**", ""), extra, f"  wrote {rj}, {html}"]
+    emit(args, result.to_json() if payload is None else payload, "\n".join(x for x in lines if x))
     return 0

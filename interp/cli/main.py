@@ -14,6 +14,7 @@ import importlib
 import json
 import pkgutil
 import sys
+from pathlib import Path
 
 import interp.cli as _pkg
 
@@ -28,8 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="interp", description="interp: a mechanistic-interpretability workbench.", formatter_class=HelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for info in sorted(pkgutil.iter_modules(_pkg.__path__), key=lambda i: i.name):
         if info.name.startswith("cmd_"):
             importlib.import_module(f"interp.cli.{info.name}").register(sub)
@@ -41,11 +41,22 @@ CORRUPTION_HELP = ("the task's corruption: ioi abc (three fresh names) or s2 (th
                    "(None: the task's default, the first)")
 
 
-def corruption_choices() -> list[str]:
-    """Every corruption of every task (``interp.tasks.CORRUPTIONS``); make_task checks the pair."""
+def task_command(sub, name: str, target, help: str, seed: str = "seed", n_help: str = "number of prompts",
+                 note: str = "") -> argparse.ArgumentParser:
+    """A command on one task: ``command(...)`` with ``--out runs/<name>-<task>``, ``--model`` and ``--seed``,
+    then the task and ``--n`` / ``--corruption`` (every corruption of every task,
+    ``interp.tasks.CORRUPTIONS``; make_task checks the pair); the defaults are those of config class or
+    function ``target``."""
+    from interp.cli.common import command, default_of
     from interp.tasks import CORRUPTIONS
 
-    return sorted({c for cs in CORRUPTIONS.values() for c in cs})
+    p = command(sub, name, help=help, out=f"runs/{name}-<task>", model="smollm2-135m",
+                seed=default_of(target, seed))
+    p.add_argument("task", choices=["ioi", "greater-than"])
+    p.add_argument("--n", type=int, default=default_of(target, "n"), help=n_help)
+    p.add_argument("--corruption", default=default_of(target, "corruption"), help=CORRUPTION_HELP + note,
+                   choices=sorted({c for cs in CORRUPTIONS.values() for c in cs}))
+    return p
 
 
 def emit(args, payload: dict, human: str) -> None:
@@ -54,9 +65,9 @@ def emit(args, payload: dict, human: str) -> None:
     For commands that only print (``--out`` defaults to None), ``--out FILE`` also writes the
     JSON document to FILE."""
     if getattr(args, "_out_is_json", False) and getattr(args, "out", None):
-        from interp.cli.common import write_json
-
-        path = write_json(args.out, payload)
+        path = Path(args.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2, default=str))
         human += f"\nwrote {path}"
     if getattr(args, "json", False):
         print(json.dumps(payload, indent=2, default=str))

@@ -135,7 +135,7 @@ class AttentionPatterns:
             f'<option{" selected" if i == sel else ""}>{fmt(v)}</option>' for i, v in enumerate(vals))
         n_heads = self.patterns.shape[1]
         payload = json.dumps(data).replace("</", "<\\/")  # no "</script>" inside the data block
-        body = (
+        return (
             f'<div class="attn-view" id="{vid}" data-model="{_html.escape(self.model)}">'
             f'<div class="ctl">Layer<select class="layer">{opt(self.layers, li, str)}</select>'
             f'Head<select class="head">{opt(range(n_heads), head, str)}</select>'
@@ -146,7 +146,6 @@ class AttentionPatterns:
             f'<script type="application/json" id="{vid}-data">{payload}</script>'
             f"<script>{_SCRIPT % {'id': vid}}</script></div>"
         )
-        return body
 
     def _repr_html_(self) -> str:
         return f"<style>{CSS}</style>" + self.html()

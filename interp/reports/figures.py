@@ -14,8 +14,8 @@ Helpers:
 - :func:`lines` -- one or more named series over a shared x axis (training curves, ratios).
 - :func:`faithfulness_curve` -- metric recovered vs number of components kept, with the
   target share and the chosen circuit size marked.
-- :func:`bars` / :func:`grouped_bars` -- one score per component (MLP and residual per
-  layer), or one value per (category, series), e.g. Pearson r per component type per method.
+- :func:`grouped_bars` -- one value per (category, series), e.g. Pearson r per component type
+  per method (a single unnamed series: one score per layer).
 - :func:`method_vs_patching` -- scatter of a method's scores against activation patching
   with Pearson r and a least-squares line.
 - :func:`circuit_graph` -- nodes placed in columns by layer, edges drawn as lines whose width
@@ -83,7 +83,7 @@ class Figure(NamedTuple):
                 "text/plain": f"Figure: {self.fig.layout.title.text or ''}"}
 
 
-def as_array(x: Any, name: str = "values", ndim: int | Sequence[int] | None = None) -> np.ndarray:
+def as_array(x: Any, name: str = "values", ndim: int | None = None) -> np.ndarray:
     """``x`` (tensor, ndarray, nested list, number) as a float64 array.
 
     ``None`` entries become NaN.  Raises ``ValueError`` naming ``name`` for ragged lists,
@@ -100,11 +100,8 @@ def as_array(x: Any, name: str = "values", ndim: int | Sequence[int] | None = No
             raise ValueError(
                 f"{name}: expected numbers in a rectangular array, got {_describe(x)} ({e})"
             ) from None
-    if ndim is not None:
-        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-        if arr.ndim not in allowed:
-            want = " or ".join(f"{d}-D" for d in allowed)
-            raise ValueError(f"{name}: expected a {want} array, got shape {tuple(arr.shape)}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, got shape {tuple(arr.shape)}")
     return arr
 
 
@@ -196,8 +193,7 @@ def heatmap(title: str, z: Any, x_labels: Sequence | None = None, y_labels: Sequ
     # NaN cells are gaps: a grey plot background makes them stand apart from white (zero) cells
     _layout(fig, title, height=height, xaxis_title=x_title, yaxis_title=y_title, plot_bgcolor="#d0d0d0")
     fig.update_yaxes(autorange="reversed", type="category", showgrid=False)
-    fig.update_xaxes(showgrid=False)
-    fig.update_xaxes(type="category")
+    fig.update_xaxes(showgrid=False, type="category")
     if not caption:
         colours = ("red is positive, blue negative, white zero" if diverging
                    else "brighter is larger")
@@ -273,12 +269,6 @@ def faithfulness_curve(n_components: Any, recovered: Any, target: float | None =
     return Figure(fig, caption + gap_note(f.n_nonfinite, "points"), f.n_nonfinite)
 
 
-def bars(title: str, values: Any, labels: Sequence | None = None, x_title: str = "",
-         y_title: str = "", caption: str = "") -> Figure:
-    """One bar per entry of a 1-D array (e.g. one score per layer)."""
-    return grouped_bars(title, labels, {"": values}, x_title, y_title, caption)
-
-
 def grouped_bars(title: str, categories: Sequence | None, values_by_name: dict[str, Any],
                  x_title: str = "", y_title: str = "", caption: str = "") -> Figure:
     """Bars per category, one colour per named series (e.g. Pearson r per component type per method)."""
@@ -312,7 +302,7 @@ def method_vs_patching(title: str, patching: Any, method: Any, method_name: str,
     p, m = as_array(patching, f"{title}: patching").ravel(), as_array(method, f"{title}: {method_name}").ravel()
     if p.shape != m.shape:
         raise ValueError(f"{title}: patching has {p.size} scores but {method_name} has {m.size}")
-    lab = _labels(labels, p.size, f"{title}: labels") if labels is not None else [str(i) for i in range(p.size)]
+    lab = _labels(labels, p.size, f"{title}: labels")
     ok = np.isfinite(p) & np.isfinite(m)  # r over the finite pairs (a gap is counted in the caption)
     n = int(ok.sum())
     r = pearson(p[ok], m[ok]) if n >= 2 else math.nan
@@ -374,7 +364,7 @@ def circuit_graph(title: str, nodes: list[dict], edges: list[dict], caption: str
         weights.append(float(w) if w is not None else math.nan)
     wmax = max([abs(w) for w in weights if math.isfinite(w)] or [1.0]) or 1.0
     fig = go.Figure()
-    mid_x, mid_y, mid_t = [], [], []
+    mids = []  # one invisible marker per edge midpoint carries the edge's hover text
     for e, w in zip(edges or [], weights):
         (x0, y0), (x1, y1) = pos[str(e["source"])], pos[str(e["target"])]
         fin = math.isfinite(w)
@@ -383,14 +373,13 @@ def circuit_graph(title: str, nodes: list[dict], edges: list[dict], caption: str
             line={"width": 0.8 + 5 * (abs(w) / wmax if fin else 0),
                   "color": ("#b2182b" if w >= 0 else "#2166ac") if fin else "#bbb",
                   "dash": "solid" if fin else "dot"}, opacity=0.55))
-        mid_x.append((x0 + x1) / 2)
-        mid_y.append((y0 + y1) / 2)
-        mid_t.append(f"{e['source']} → {e['target']}<br>weight {w:.4g}")
-    if mid_x:
-        fig.add_trace(go.Scatter(x=mid_x, y=mid_y, mode="markers", marker={"size": 6, "opacity": 0},
-                                 text=mid_t, hovertemplate="%{text}<extra></extra>", showlegend=False))
+        mids.append(((x0 + x1) / 2, (y0 + y1) / 2, f"{e['source']} → {e['target']}<br>weight {w:.4g}"))
+    if mids:
+        mx, my, mt = zip(*mids)
+        fig.add_trace(go.Scatter(x=mx, y=my, mode="markers", marker={"size": 6, "opacity": 0},
+                                 text=mt, hovertemplate="%{text}<extra></extra>", showlegend=False))
     scores = [nd.get("score") for nd in nodes]
-    sc = as_array([s if s is not None else math.nan for s in scores], f"{title}: node scores")
+    sc = as_array(scores, f"{title}: node scores")  # a node without a score is NaN here
     has_scores = bool(np.isfinite(sc).any())
     so, _ = jsonable(sc)
     bad = sum(1 for v, raw in zip(so, scores) if v is None and raw is not None)

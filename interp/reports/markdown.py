@@ -9,6 +9,7 @@ can be passed to :meth:`Report.add_text` as HTML (a string starting with ``<``).
 from __future__ import annotations
 
 import html
+import itertools
 import re
 
 _INLINE = [
@@ -34,7 +35,7 @@ def inline(text: str) -> str:
 
 def to_html(md: str, heading_offset: int = 2) -> str:
     """Markdown ``md`` as an HTML fragment; ``# h`` becomes ``<h{1 + heading_offset}>``."""
-    lines = md.replace("\r\n", "\n").split("\n")
+    lines = iter(md.replace("\r\n", "\n").split("\n"))
     out: list[str] = []
     para: list[str] = []
     list_tag: str | None = None
@@ -50,17 +51,12 @@ def to_html(md: str, heading_offset: int = 2) -> str:
             out.append(f"</{list_tag}>")
             list_tag = None
 
-    i = 0
-    while i < len(lines):
-        line = lines[i]
+    for line in lines:
         s = line.strip()
         if s.startswith("```"):
             flush_para(), close_list()
-            code = []
-            i += 1
-            while i < len(lines) and not lines[i].strip().startswith("```"):
-                code.append(lines[i])
-                i += 1
+            # the code lines up to the closing fence, which takewhile consumes (or to the end)
+            code = list(itertools.takewhile(lambda ln: not ln.strip().startswith("```"), lines))
             out.append(f"<pre><code>{html.escape(chr(10).join(code))}</code></pre>")
         elif not s:
             flush_para(), close_list()
@@ -79,6 +75,5 @@ def to_html(md: str, heading_offset: int = 2) -> str:
         else:
             close_list()
             para.append(s)
-        i += 1
     flush_para(), close_list()
     return "\n".join(out)

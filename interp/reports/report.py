@@ -32,6 +32,8 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Sequence
 
+import plotly.graph_objects as go
+
 from interp.reports import figures as F
 from interp.reports import markdown
 from interp.reports.attention import CSS as ATTENTION_CSS
@@ -69,6 +71,14 @@ class Section(NamedTuple):
     """What the reader sees (figures, token views, tables)."""
 
 
+TABLE_CSS = """
+table.data { border-collapse: collapse; font-size: 13px; min-width: 50%; }
+table.data th, table.data td { border-bottom: 1px solid #eee; padding: 3px 8px; text-align: left; vertical-align: top; }
+table.data th { background: #f3f3f3; font-weight: 600; }
+table.data td.num { text-align: right; font-variant-numeric: tabular-nums; font-family: ui-monospace, Menlo, monospace; }
+"""
+"""The data tables' style (also carried by :class:`Table` in a notebook)."""
+
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; color: #222;
   max-width: 1120px; margin: 0 auto; padding: 24px 28px 60px; line-height: 1.5; background: #fafafa; }
@@ -81,25 +91,21 @@ nav.toc ol { margin: 4px 0; padding-left: 22px; } nav.toc a { color: #1f5f99; te
 .interp-plot { width: 100%; min-height: 300px; }
 .caption { color: #555; font-size: 13.5px; margin: 6px 2px 0; }
 .caption b { color: #333; }
-table.data { border-collapse: collapse; font-size: 13px; min-width: 50%; }
-table.data th, table.data td { border-bottom: 1px solid #eee; padding: 3px 8px; text-align: left; vertical-align: top; }
-table.data th { background: #f3f3f3; font-weight: 600; }
-table.data td.num { text-align: right; font-variant-numeric: tabular-nums; font-family: ui-monospace, Menlo, monospace; }
 .nan { color: #b2182b; } .notes { background: #fff8e1; border: 1px solid #f0d78c; border-radius: 6px;
   padding: 6px 14px; font-size: 13.5px; }
 code { background: #f2f2f2; padding: 0 3px; border-radius: 3px; }
 #interp-status { color: #999; font-size: 12px; margin-top: 40px; }
 .summary { font-size: 16.5px; background: #fff; border-left: 4px solid #1f5f99; padding: 6px 14px; margin: 8px 0 14px; }
 .summary p { margin: 4px 0; }
-""" + TOKEN_CSS + ATTENTION_CSS
+""" + TABLE_CSS + TOKEN_CSS + ATTENTION_CSS
 
 _HEAD_SCRIPT = """window.__interpErrors = [];
 window.addEventListener('error', function (e) { window.__interpErrors.push(String(e.message || e)); });
 window.addEventListener('unhandledrejection', function (e) { window.__interpErrors.push('unhandled rejection: ' + String(e.reason)); });"""
 
-_DRAW_SCRIPT = """(function () {
-  var errs = window.__interpErrors, status = document.getElementById('interp-status');
-  var divs = Array.prototype.slice.call(document.querySelectorAll('div.interp-plot')), jobs = [];
+_DRAW_SCRIPT = """(function (root) {
+  var errs = window.__interpErrors || [], status = root.querySelector('#interp-status');
+  var divs = Array.prototype.slice.call(root.querySelectorAll('div.interp-plot')), jobs = [];
   if (divs.length && typeof Plotly === 'undefined') errs.push('plotly.js did not load');
   divs.forEach(function (div) {
     try {
@@ -108,6 +114,7 @@ _DRAW_SCRIPT = """(function () {
     } catch (e) { errs.push(div.id + ': ' + e.message); }
   });
   function finish() {
+    if (!status) return;  // a notebook fragment has no status line
     var drawn = divs.filter(function (d) { return d.querySelector('svg.main-svg'); }).length;
     status.setAttribute('data-figures', divs.length);
     status.setAttribute('data-drawn', drawn);
@@ -117,7 +124,7 @@ _DRAW_SCRIPT = """(function () {
       (errs.length ? '; script errors: ' + errs.join(' | ') : '; no script errors') + '.';
   }
   Promise.all(jobs).then(finish, function (e) { errs.push(String(e)); finish(); });
-})();"""
+})(%s);"""
 
 
 def _slug(text: str) -> str:
@@ -168,11 +175,7 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def table_html(rows: Sequence[dict], max_rows: int = 500) -> tuple[str, int]:
     """Rows of dicts as an HTML table (columns = union of keys, first-seen order); also non-finite count."""
-    cols: list[str] = []
-    for r in rows:
-        for k in r:
-            if k not in cols:
-                cols.append(k)
+    cols = list(dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
     body, bad = [], 0
     for r in rows[:max_rows]:
@@ -200,12 +203,7 @@ class Table(NamedTuple):
     def _repr_html_(self) -> str:
         body, _ = table_html(list(self.rows))
         cap = f'<p style="color:#555;font-size:13px">{html.escape(self.caption)}</p>' if self.caption else ""
-        return _TABLE_STYLE + body + cap
-
-
-_TABLE_STYLE = ("<style>table.data{border-collapse:collapse;font-size:13px}table.data th,table.data td{"
-                "border-bottom:1px solid #eee;padding:3px 8px;text-align:left}table.data th{background:#f3f3f3}"
-                "table.data td.num{text-align:right;font-family:ui-monospace,Menlo,monospace}</style>")
+        return f"<style>{TABLE_CSS}</style>{body}{cap}"
 
 
 def _as_dict(x: Any, name: str) -> dict:
@@ -251,7 +249,7 @@ class Report:
         self._anchors.add(a)
         return a
 
-    def _note(self, title: str, caption: str, n_bad: int) -> None:
+    def _note(self, title: str, n_bad: int) -> None:
         if n_bad:
             self.notes.append(f"{title}: {n_bad} NaN/inf value{'s' if n_bad > 1 else ''} shown as gaps.")
 
@@ -306,23 +304,16 @@ class Report:
         :attr:`interp.results.Result.axes`); recorded in the figure's ``layout.meta`` so a test can
         check each axis title against what the result type declares, independently of this code.
         """
-        import plotly.graph_objects as go
-
-        n_bad, raw = 0, not isinstance(fig, F.Figure)
         if isinstance(fig, F.Figure):
             fig, caption, n_bad = fig.fig, caption or fig.caption, fig.n_nonfinite
-        if isinstance(fig, dict):
-            fig = go.Figure(fig)
-        if not isinstance(fig, go.Figure):
-            raise ValueError(f"add_figure expects a plotly Figure, got {type(fig).__name__}")
-        if raw:  # a figure built by hand gets the report's look: its template, margins, a readable height
-            fig = go_copy(fig)
+        elif isinstance(fig, (dict, go.Figure)):  # built by hand: a copy gets the report's look
+            fig, n_bad = go.Figure(fig), 0
             fig.update_layout(template=F.TEMPLATE, height=fig.layout.height or 380,
                               margin={k: v for k, v in {"l": 60, "r": 20, "t": 30, "b": 50}.items()
                                       if getattr(fig.layout.margin, k) is None})
-        if not title:
-            t = fig.layout.title.text if fig.layout.title is not None else None
-            title = t or f"Figure {self._n_fig + 1}"
+        else:
+            raise ValueError(f"add_figure expects a plotly Figure, got {type(fig).__name__}")
+        title = title or fig.layout.title.text or f"Figure {self._n_fig + 1}"
         if not caption:
             kinds = sorted({tr.type for tr in fig.data})
             caption = f"{title}: {len(fig.data)} trace(s) of type {', '.join(kinds) or 'none'}."
@@ -331,9 +322,9 @@ class Report:
     def _add(self, f: F.Figure, title: str, fields: Fields = None) -> "Report":
         self._n_fig += 1
         fig = f.fig
-        inner = fig.layout.title.text if fig.layout.title is not None else None
+        inner = fig.layout.title.text
         if inner or fields:
-            fig = go_copy(fig)
+            fig = go.Figure(fig)
         if inner:  # the section heading shows the title; do not repeat it inside the plot
             title = inner
             fig.update_layout(title=None, margin={"t": 30})
@@ -341,7 +332,7 @@ class Report:
             if len(fields) != 2:
                 raise ValueError(f"{title}: fields must be (x_field, y_field), got {fields!r}")
             fig.update_layout(meta={"fields": {"x": fields[0], "y": fields[1]}})
-        self._note(title, f.caption, f.n_nonfinite)
+        self._note(title, f.n_nonfinite)
         body = _script_json(fig.to_json())
         self.sections.append(Section("figure", title, self._anchor(title), body,
                                      f"<b>Figure {self._n_fig}.</b> {html.escape(f.caption)}"))
@@ -351,7 +342,7 @@ class Report:
                                caption: str = "") -> "Report":
         """A prompt's tokens coloured by score (diverging scale, hover for exact values)."""
         v = token_view(tokens, scores, title, caption)
-        self._note(title, v.caption, v.n_nonfinite)
+        self._note(title, v.n_nonfinite)
         self.sections.append(Section("tokens", title, self._anchor(title), v.html, html.escape(v.caption)))
         return self
 
@@ -373,7 +364,7 @@ class Report:
         if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
             raise ValueError(f"{title}: add_table expects a list of dicts (one per row)")
         body, bad = table_html(list(rows), max_rows)
-        self._note(title, caption, bad)
+        self._note(title, bad)
         cap = caption or f"{len(rows)} row{'s' if len(rows) != 1 else ''}."
         if bad:
             cap += F.gap_note(bad, "cells").replace("shown as gaps", "shown in red")
@@ -391,15 +382,17 @@ class Report:
                 lines.append(f"<b>{key.capitalize()}:</b> {html.escape(str(meta.pop(key)))}")
         parts.append("<p>" + "<br>".join(lines) + "</p>")
         timings = meta.pop("timings", None) or meta.pop("seconds", None)
-        versions = _as_versions(meta.pop("versions", None))
-        if self.config:
-            parts.append("<h3>Configuration</h3>" + table_html(
-                [{"field": k, "value": v} for k, v in flatten(self.config).items()])[0])
-        else:
-            parts.append("<p><i>No run configuration was recorded.</i></p>")
+        versions = meta.pop("versions", None) or {}
+        versions = ({str(k): str(x) for k, x in versions.items()} if isinstance(versions, dict)
+                    else {"recorded": str(versions)})
+
+        def pairs(title: str, d: dict, key: str = "field", value: str = "value") -> str:
+            return f"<h3>{title}</h3>" + table_html([{key: k, value: v} for k, v in flatten(d).items()])[0]
+
+        parts.append(pairs("Configuration", self.config) if self.config
+                     else "<p><i>No run configuration was recorded.</i></p>")
         if isinstance(timings, dict) and timings:
-            parts.append("<h3>Timings (seconds)</h3>" + table_html(
-                [{"step": k, "seconds": v} for k, v in flatten(timings).items()])[0])
+            parts.append(pairs("Timings (seconds)", timings, "step", "seconds"))
         elif timings is not None:
             parts.append(f"<p><b>Time:</b> {format_value(timings)[0]} s</p>")
         gen = {k: str(v) for k, v in _versions().items()}
@@ -412,28 +405,23 @@ class Report:
             note = "The run recorded no versions; these generated this file."
         parts.append("<h3>Versions</h3>" + table_html(rows)[0] + f'<p class="caption">{note}</p>')
         if meta:
-            parts.append("<h3>Other run information</h3>" + table_html(
-                [{"field": k, "value": v} for k, v in flatten(meta).items()])[0])
+            parts.append(pairs("Other run information", meta))
         return "".join(parts)
 
     def _toc_html(self) -> str:
-        items, open_group = [], False
-        if self.notes:
-            items.append('<li><a href="#notes">Notes on the data</a></li>')
+        items = ['<li><a href="#notes">Notes on the data</a></li>'] if self.notes else []
+        close = ""  # closes the open group's list before the next group and before the provenance
         for s in self.sections:
             if s.kind == "text" or not s.title:
                 continue
             link = f'<a href="#{s.anchor}">{html.escape(s.title)}</a>'
             if s.kind == "group":
-                if open_group:
-                    items.append("</ol></li>")
-                items.append(f"<li>{link}<ol>")
-                open_group = True
+                items.append(f"{close}<li>{link}<ol>")
+                close = "</ol></li>"
             else:
                 items.append(f"<li>{link}</li>")
-        if open_group:
-            items.append("</ol></li>")
-        items.append('<li><a href="#run">Method and provenance: configuration, model, versions, timings</a></li>')
+        items.append(f'{close}<li><a href="#run">Method and provenance: configuration, model, versions, '
+                     'timings</a></li>')
         html_items = "".join(items).replace("<ol></ol>", "")
         return (f'<nav class="toc" id="contents"><details{"" if self.summary else " open"}><summary><b>Contents</b>'
                 f'</summary><ol>{html_items}</ol></details></nav>')
@@ -482,7 +470,7 @@ class Report:
             f"{self._toc_html()}{self._notes_html()}\n{body}"
             f'<h2 id="run">Method and provenance</h2>{self._run_html()}'
             '<div id="interp-status" data-state="pending">Figures not drawn (JavaScript disabled?).</div>'
-            f"<script>{_DRAW_SCRIPT}</script></body></html>\n"
+            f"<script>{_DRAW_SCRIPT % 'document.body'}</script></body></html>\n"
         )
 
     def fragment_html(self, include_plotlyjs: bool | None = None) -> str:
@@ -500,11 +488,7 @@ class Report:
         if any(s.kind == "figure" for s in sections) and (
                 F.plotly_js_once() if include_plotlyjs is None else include_plotlyjs):
             js = f"<script>{plotly_js()}</script>"
-        draw = ("<script>(function () { var root = document.getElementById('" + root + "');"
-                "if (typeof Plotly === 'undefined') return;"
-                "root.querySelectorAll('div.interp-plot').forEach(function (div) {"
-                "var spec = JSON.parse(document.getElementById(div.id + '-data').textContent);"
-                "Plotly.newPlot(div, spec.data, spec.layout, {responsive: true, displaylogo: false}); }); })();</script>")
+        draw = f"<script>{_DRAW_SCRIPT % f'document.getElementById({root!r})'}</script>"
         return (f'<div class="interp-report" id="{root}"><style>{CSS.replace("body {", ".interp-report {")}</style>{js}'
                 f"<h3>{html.escape(self.title)}</h3>{self._summary_html()}{self._notes_html()}{body}"
                 f"<details><summary>Method and provenance</summary>{self._run_html()}</details>{draw}</div>")
@@ -523,15 +507,5 @@ class Report:
         return f"Report({self.title!r}, {len(kinds)} sections, {kinds.count('figure')} figures)"
 
 
-def go_copy(fig: Any) -> Any:
-    import plotly.graph_objects as go
-
-    return go.Figure(fig)
-
-
-def _as_versions(v: Any) -> dict[str, str]:
-    if isinstance(v, dict):
-        return {str(k): str(x) for k, x in v.items()}
-    return {} if v is None else {"recorded": str(v)}
 
 

@@ -23,6 +23,9 @@ from interp.reports.figures import as_array, gap_note
 
 #: RGB anchors of the diverging scale (blue -> white -> red), matching figures.DIVERGING.
 _NEG, _MID, _POS = (33, 102, 172), (247, 247, 247), (178, 24, 43)
+#: How newline, tab and carriage return are shown (the tab also keeps its width).
+_SHOWN = {"\n": '<span class="tok-ctl">↵</span>', "\t": '<span class="tok-ctl">→</span>\t',
+          "\r": '<span class="tok-ctl">␍</span>'}
 
 CSS = """
 .tok-view { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 15px;
@@ -66,19 +69,13 @@ def display_token(tok: str) -> tuple[str, bool]:
     """HTML for a token's text with whitespace made visible; also whether it is all whitespace."""
     out = []
     for ch in tok:
-        if ch == "\n":
-            out.append('<span class="tok-ctl">↵</span>')
-        elif ch == "\t":
-            out.append('<span class="tok-ctl">→</span>\t')
-        elif ch == "\r":
-            out.append('<span class="tok-ctl">␍</span>')
+        if ch in _SHOWN:
+            out.append(_SHOWN[ch])
         elif ch.isprintable() or ch == " ":
             out.append(html.escape(ch))
         else:
             out.append(f'<span class="tok-ctl">\\x{ord(ch):02x}</span>')
-    text = "".join(out)
-    if tok == "":
-        text = '<span class="tok-ctl">∅</span>'
+    text = "".join(out) or '<span class="tok-ctl">∅</span>'
     return text, tok != "" and tok.isspace()
 
 

@@ -36,6 +36,7 @@ from interp.attribution.ig import layer_integrated_gradients
 from interp.config import takes_config
 from interp.models import resolve_hooks
 from interp.models.load import weight_hash
+from interp.results import check_fields
 
 from .runs import activations_at, tokenize
 from .vector import SteeringVector
@@ -97,11 +98,8 @@ def contrastive_token_scores(model, prompt: str, preferred: str, dispreferred: s
     ``scores-`` that of ``-log p(dispreferred | prompt)`` on ``prompt + dispreferred`` (zero-embedding
     baseline; each row's IG is independent, so running them as one batch is the reference's joint input).
     """
-    seqs, n_p = [], None
-    for resp in (preferred, dispreferred):
-        s, n = _split(model, prompt, resp)
-        seqs.append(s)
-        n_p = n
+    (sp, n_p), (sn, _) = _split(model, prompt, preferred), _split(model, prompt, dispreferred)
+    seqs = [sp, sn]
     signs = (1.0, -1.0)
     scores, delta = [], []
     batches = [[0, 1]] if seqs[0].shape == seqs[1].shape else [[0], [1]]
@@ -119,9 +117,9 @@ def contrastive_token_scores(model, prompt: str, preferred: str, dispreferred: s
         r = layer_integrated_gradients(model, toks.to(next(model.parameters()).device), metric,
                                        hook="hook_embed", baseline="zeros", steps=steps)
         ts = r.token_scores().detach().float().cpu()
-        scores += [ts[j] for j in range(len(rows))]
+        scores += list(ts)
         delta += r.delta.tolist()
-    return seqs[0], seqs[1], n_p, scores[0], scores[1], delta
+    return sp, sn, n_p, scores[0], scores[1], delta
 
 
 def _top(scores: torch.Tensor, n_p: int, k: int, largest: bool, skip_first: bool) -> list[int]:
@@ -153,6 +151,9 @@ class GrainsConfig:
     site: str = "hook_resid_post"
     """The hook of ``layer`` read and steered."""
 
+    def __post_init__(self):
+        check_fields(self, {"combine": ("pca", "mean")}, {"k": 1})
+
 
 @takes_config(GrainsConfig)
 def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred: Sequence[str], layer: int, *,
@@ -164,21 +165,14 @@ def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred
     k, steps, combine, site = config.k, config.steps, config.combine, config.site
     if not (len(prompts) == len(preferred) == len(dispreferred)) or not prompts:
         raise ValueError("grains needs equally many (>= 1) prompts, preferred and dispreferred outputs")
-    if combine not in ("pca", "mean"):
-        raise ValueError(f"combine must be 'pca' or 'mean', got {combine!r}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
     t0 = time.perf_counter()
     hook = layer_hook(model, layer, site)
     mask = mask_token_id(model)
     bos = model.tokenizer.bos_token_id
     seqs: list[torch.Tensor] = []
     examples = []
-    n_fwd = n_bwd = 0
     for x, yp, yn in zip(prompts, preferred, dispreferred):
         sp, sn, n_p, scp, scn, delta = contrastive_token_scores(model, x, yp, yn, steps)
-        n_fwd += 2 * (steps + 2)
-        n_bwd += 2 * steps
         skip = bos is not None and int(sp[0]) == bos
         row = {"prompt": x, "preferred": yp, "dispreferred": yn,
                "tokens": [model.tokenizer.decode([t]) for t in sp[:n_p].tolist()],
@@ -193,7 +187,6 @@ def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred
         seqs += [sp, sn]
         examples.append(row)
     h = activations_at(model, seqs, hook, -1).view(len(prompts), 6, -1)
-    n_fwd += len(seqs)
     # rows per example: pos-mode (p, n), neg-mode (p, n), originals (p, n)
     orig = h[:, 4:6]
     d_pos = (orig - h[:, 0:2]).reshape(-1, h.shape[-1])
@@ -201,6 +194,7 @@ def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred
     f = _principal if combine == "pca" else (lambda d: d.mean(0))
     v = f(d_pos) - f(d_neg)
     meta = {"k": k, "steps": steps, "combine": combine, "mask_token": mask, "n_examples": len(prompts),
-            "forward_passes": n_fwd, "backward_passes": n_bwd, "seconds": time.perf_counter() - t0,
-            "examples": examples}
+            # per example: IG's 2 (steps + 2) forwards and 2 steps backwards, then 6 activation forwards
+            "forward_passes": len(prompts) * (2 * (steps + 2) + 6), "backward_passes": len(prompts) * 2 * steps,
+            "seconds": time.perf_counter() - t0, "examples": examples}
     return SteeringVector(v, hook, _hook_layer(hook), "grains", weight_hash(model), "renorm", meta=meta)

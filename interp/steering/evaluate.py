@@ -29,7 +29,7 @@ import torch
 
 from interp.results import Result, register, versions
 
-from .runs import continuation_nll, generate, groups, kl_divergence, last_logprobs, activations_at, tokenize
+from .runs import activations_at, continuation_nll, generate, kl_divergence, last_logprobs, token_logprobs, tokenize
 from .vector import SteeringVector, check_model
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "steering"
@@ -51,12 +51,11 @@ class SteeringTask:
 
     name: str
     kind: str
-    """``generation`` (scored by ``scorer`` on continuations) or ``logit`` (log-prob difference)."""
+    """``generation`` (VADER score of the continuations) or ``logit`` (log-prob difference)."""
     build: list[dict]
     """``{prompt, preferred, dispreferred}`` rows the vectors are built from."""
     eval: list[dict]
     """Held-out ``{prompt, preferred, dispreferred}`` rows (empty responses for generation tasks)."""
-    scorer: str = ""
 
     @property
     def eval_prompts(self) -> list[str]:
@@ -76,7 +75,7 @@ def load_task(name: str, n_build: int | None = None, n_eval: int | None = None, 
     overlap = {r["prompt"] for r in build} & {r["prompt"] for r in ev}
     if overlap:
         raise ValueError(f"task {name!r}: eval prompts also used to build vectors: {sorted(overlap)[:3]}")
-    return SteeringTask(d["task"], d["kind"], build, ev, d.get("scorer", ""))
+    return SteeringTask(d["task"], d["kind"], build, ev)
 
 
 def vader_scores(texts: Sequence[str]) -> list[float]:
@@ -89,28 +88,15 @@ def vader_scores(texts: Sequence[str]) -> list[float]:
     return [an.polarity_scores(t)["compound"] for t in texts]
 
 
-@torch.no_grad()
 def response_logprob_diff(model, task: SteeringTask, vector: SteeringVector | None = None, strength: float = 0.0
                           ) -> torch.Tensor:
     """``[N]``: ``log p(preferred | x) - log p(dispreferred | x)`` per eval prompt (teacher forced)."""
     from .build import _split
-    from .runs import _ctx, device_of
 
-    seqs, spans = [], []
-    for r in task.eval:
-        for resp in (r["preferred"], r["dispreferred"]):
-            s, n_p = _split(model, r["prompt"], resp)
-            seqs.append(s)
-            spans.append(n_p)
-    lp_resp = torch.zeros(len(seqs))
-    dev = device_of(model)
-    with _ctx(model, vector, strength):
-        for idx, toks in groups(seqs):
-            lp = torch.log_softmax(model(toks.to(dev)).float(), -1).cpu()
-            for j, i in enumerate(idx):
-                n_p = spans[i]
-                lp_resp[i] = lp[j, n_p - 1:-1].gather(-1, toks[j, n_p:, None]).sum()
-    return lp_resp[0::2] - lp_resp[1::2]
+    seqs = [_split(model, r["prompt"], resp) for r in task.eval for resp in (r["preferred"], r["dispreferred"])]
+    lps = token_logprobs(model, [s for s, _ in seqs], vector, strength)
+    lp = torch.stack([lp[n_p - 1:].sum() for lp, (_, n_p) in zip(lps, seqs)])
+    return lp[0::2] - lp[1::2]
 
 
 @dataclass
@@ -189,12 +175,6 @@ class SteeringComparison(Result):
     config: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
 
-    @classmethod
-    def from_json(cls, d: dict | str | Path) -> "SteeringComparison":
-        if isinstance(d, (str, Path)):
-            d = json.loads(Path(d).read_text())
-        return super().from_json(d)
-
     def at(self, target: float) -> dict:
         """``{method: point}`` at KL target ``target``."""
         return {m: next(p for p in r["points"] if p["target"] == target) for m, r in self.methods.items()}
@@ -230,18 +210,15 @@ def evaluate_steering(model, vectors: dict[str, SteeringVector] | Sequence[Steer
     t0 = time.perf_counter()
     toks = tokenize(model, task.eval_prompts)
     base_lp = last_logprobs(model, toks)
-    tok = model.tokenizer
 
     def measure(vec, s):
-        out = {}
-        if task.kind == "logit":
-            out["success"] = float(response_logprob_diff(model, task, vec, s).mean())
         conts = generate(model, toks, n_new, vec, s)
-        texts = [tok.decode(c.tolist()) for c in conts]
-        if task.kind == "generation":
-            out["success"] = float(torch.tensor(vader_scores(texts)).mean())
-        out["ppl"] = float(continuation_nll(model, toks, conts).mean().exp())
-        return out, texts
+        texts = [model.tokenizer.decode(c.tolist()) for c in conts]
+        # generation tasks: the VADER score of the continuations
+        success = (response_logprob_diff(model, task, vec, s) if task.kind == "logit"
+                   else torch.tensor(vader_scores(texts)))
+        ppl = continuation_nll(model, toks, conts).mean().exp()
+        return {"success": float(success.mean()), "ppl": float(ppl)}, texts
 
     base, base_texts = measure(None, 0.0)
     examples = [{"prompt": p, "unsteered": t} for p, t in list(zip(task.eval_prompts, base_texts))[:n_examples]]
@@ -255,15 +232,15 @@ def evaluate_steering(model, vectors: dict[str, SteeringVector] | Sequence[Steer
             tc = time.perf_counter()
             cal = calibrate(model, vec, toks, base_lp, t, s0)
             res, texts = measure(vec, cal.strength)
-            pts.append({"target": t, "strength": cal.strength, "kl": cal.kl, "reached": cal.reached,
-                        "success": res["success"], "delta": res["success"] - base["success"], "ppl": res["ppl"],
-                        "calibration_passes": cal.passes, "seconds": time.perf_counter() - tc})
+            pts.append({"target": t, "strength": cal.strength, "kl": cal.kl, "reached": cal.reached, **res,
+                        "delta": res["success"] - base["success"], "calibration_passes": cal.passes,
+                        "seconds": time.perf_counter() - tc})
             if t == mid:
                 for e, txt in zip(examples, texts):
                     e[name] = txt
-        cost = {k: vec.meta.get(k) for k in ("forward_passes", "backward_passes", "seconds")}
         methods[name] = {"hook_name": vec.hook_name, "layer": vec.layer, "mode": vec.mode, "method": vec.method,
-                         "cost": cost, "chosen": vec.meta.get("chosen", ""), "points": pts}
+                         "cost": {k: vec.meta.get(k) for k in ("forward_passes", "backward_passes", "seconds")},
+                         "chosen": vec.meta.get("chosen", ""), "points": pts}
     from importlib.metadata import version
 
     meta = {"model": model_name(model), "seconds": time.perf_counter() - t0,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from interp.config import takes_config
+from interp.decompositions.snmf import store_activations
 from interp.models.load import weight_hash
 
 from .build import _hook_layer, layer_hook
@@ -43,12 +44,6 @@ def _store(model, task: SteeringTask, hook: str, corpus_tokens: int, out: str | 
     cfg = CacheConfig(hooks=[hook], corpus=str(corpus), n_tokens=corpus_tokens, context_length=64, batch_size=8,
                       dtype="float32", out=out)
     return cache_activations(cfg, model=model), corpus
-
-
-def _contrast(model, task: SteeringTask, hook: str) -> tuple[torch.Tensor, torch.Tensor]:
-    pos = activations_at(model, tokenize(model, [r["prompt"] + r["preferred"] for r in task.build]), hook)
-    neg = activations_at(model, tokenize(model, [r["prompt"] + r["dispreferred"] for r in task.build]), hook)
-    return pos, neg
 
 
 @dataclass(frozen=True)
@@ -71,23 +66,22 @@ class FeatureSteering:
 @takes_config(FeatureSteering)
 def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config: FeatureSteering) -> SteeringVector:
     """An SAE latent (``method='sae'``) or SNMF feature (``'snmf'``) direction for ``task`` (see module doc)."""
-    corpus_tokens, d_sae, snmf_k, mode, seed, store_dir = (config.corpus_tokens, config.d_sae, config.snmf_k,
-                                                           config.mode, config.seed, config.store_dir)
+    mode, seed, snmf_k = config.mode, config.seed, config.snmf_k
     if method not in ("sae", "snmf"):
         raise ValueError(f"feature_vector: method must be 'sae' or 'snmf', got {method!r}")
     if mode not in ("add", "clamp") or (method == "snmf" and mode != "add"):
         raise ValueError(f"feature steering mode must be 'add' (or 'clamp' for an SAE), got {mode!r}")
     t0 = time.perf_counter()
     hook = layer_hook(model, layer, "hook_resid_post" if method == "sae" else "mlp.hook_post")
-    store, corpus = _store(model, task, hook, corpus_tokens, store_dir)
-    n_fwd = store.n_rows  # tokens, counted as forward rows
-    pos, neg = _contrast(model, task, hook)
-    n_fwd_build = 2 * len(task.build)
+    store, corpus = _store(model, task, hook, config.corpus_tokens, config.store_dir)
+    X = store_activations(store, hook).X
+    pos, neg = (activations_at(model, tokenize(model, [r["prompt"] + r[y] for r in task.build]), hook)
+                for y in ("preferred", "dispreferred"))
     if method == "sae":
         from interp.dictionaries import SAEConfig, TrainConfig, train_sae
 
         d = store.d(hook)
-        scfg = SAEConfig(arch="relu", d_in=d, d_sae=d_sae or 4 * d, hook_in=hook, l1_coeff=1.0)
+        scfg = SAEConfig(arch="relu", d_in=d, d_sae=config.d_sae or 4 * d, hook_in=hook, l1_coeff=1.0)
         tcfg = TrainConfig(n_tokens=4 * store.n_rows, batch_size=256, lr=1e-3, warmup_steps=10, seed=seed,
                            progress=False, init_rows=min(4096, store.n_rows), dead_after_tokens=10 ** 9)
         sae = train_sae(store, scfg, tcfg).sae
@@ -99,9 +93,6 @@ def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config
 
         ap, an = acts(pos).mean(0), acts(neg).mean(0)
         j = int((ap - an).argmax())
-        from interp.decompositions.snmf import store_activations
-
-        X = store_activations(store, hook).X
         fire = float((acts(X)[:, j] > 0).float().mean())
         dec = W_dec[j]
         vec = dec / dec.norm() if mode == "add" else dec
@@ -113,9 +104,8 @@ def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config
                 "fire_rate": fire}
         sv = SteeringVector(vec, hook, _hook_layer(hook), "sae", weight_hash(model), mode, **extra)
     else:
-        from interp.decompositions.snmf import SNMFConfig, fit_snmf, store_activations
+        from interp.decompositions.snmf import SNMFConfig, fit_snmf
 
-        X = store_activations(store, hook).X
         res = fit_snmf(X, SNMFConfig(k=snmf_k, max_iter=300, patience=100, seed=seed))
         Z = torch.nn.functional.normalize(res.Z.float().T, dim=-1)  # [k, d_mlp]
         ap, an = (pos @ Z.T).mean(0), (neg @ Z.T).mean(0)
@@ -126,8 +116,7 @@ def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config
         meta = {"feature": i, "k": snmf_k, "mean_pos": float(ap[i]), "mean_neg": float(an[i]),
                 "rel_loss": res.rel_loss}
         sv = SteeringVector(Z[i], hook, _hook_layer(hook), "snmf", weight_hash(model), "add")
-    sv.meta.update(meta)
-    sv.meta.update({"chosen": chosen, "corpus": str(corpus.name), "corpus_tokens": int(store.n_rows),
-                    "forward_passes": n_fwd_build, "forward_tokens_cached": n_fwd, "backward_passes": 0,
-                    "seconds": time.perf_counter() - t0})
+    sv.meta.update(meta, chosen=chosen, corpus=corpus.name, corpus_tokens=int(store.n_rows),
+                   forward_passes=2 * len(task.build), forward_tokens_cached=store.n_rows, backward_passes=0,
+                   seconds=time.perf_counter() - t0)
     return sv

@@ -10,7 +10,7 @@ from interp.reports import Report
 
 from .evaluate import PAPER_CLAIMS, SteeringComparison
 
-KL, SUCCESS_CHANGE, PPL = (SteeringComparison.axes[f"methods.*.points.{k}"] for k in ("kl", "delta", "ppl"))
+KL = SteeringComparison.axes["methods.*.points.kl"]
 
 LABELS = {"mean_diff": "mean difference (CAA)", "grains": "GrAInS", "sae": "SAE latent", "transcoder":
           "transcoder latent", "snmf": "SNMF feature"}
@@ -37,29 +37,30 @@ def summary_sentence(c) -> str:
             f" (unsteered {c.baseline['success']:+.3f}, continuation perplexity {c.baseline['ppl']:.1f}).")
 
 
-def comparison_report(c) -> Report:
+def _versus_kl(c, y: str):
+    """One line per method: ``points.<y>`` against the KL reached (log x axis); hover shows the strength."""
     import plotly.graph_objects as go
 
-    r = Report(f"Steering comparison: {c.task} on {c.model}", config=c.config, meta=c.meta,
-               summary=summary_sentence(c))
     fig = go.Figure()
     for m, rec in c.methods.items():
         pts = rec["points"]
-        fig.add_trace(go.Scatter(x=[p["kl"] for p in pts], y=[p["delta"] for p in pts], mode="lines+markers",
+        fig.add_trace(go.Scatter(x=[p["kl"] for p in pts], y=[p[y] for p in pts], mode="lines+markers",
                                  name=_label(m), text=[f"s={p['strength']:.3g}" for p in pts]))
-    fig.update_layout(xaxis_title=KL, yaxis_title=SUCCESS_CHANGE, xaxis_type="log")
+    fig.update_layout(xaxis_title=KL, yaxis_title=SteeringComparison.axes[f"methods.*.points.{y}"], xaxis_type="log")
+    return fig
+
+
+def comparison_report(c) -> Report:
+    r = Report(f"Steering comparison: {c.task} on {c.model}", config=c.config, meta=c.meta,
+               summary=summary_sentence(c))
     r.add_section("Success versus fluency cost")
-    r.add_figure(fig, title="Success versus KL, per method", fields=("methods.*.points.kl", "methods.*.points.delta"),
+    r.add_figure(_versus_kl(c, "delta"), title="Success versus KL, per method",
+                 fields=("methods.*.points.kl", "methods.*.points.delta"),
                  caption=f"Each point: the strength calibrated to one KL target; x is the KL reached, y the "
                          f"{SUCCESS.get(c.task_kind, 'success')} relative to the unsteered model.")
-    fig2 = go.Figure()
-    for m, rec in c.methods.items():
-        pts = rec["points"]
-        fig2.add_trace(go.Scatter(x=[p["kl"] for p in pts], y=[p["ppl"] for p in pts], mode="lines+markers",
-                                  name=_label(m)))
-    fig2.add_hline(y=c.baseline["ppl"], line_dash="dot", annotation_text="unsteered")
-    fig2.update_layout(xaxis_title=KL, xaxis_type="log", yaxis_title=PPL)
-    r.add_figure(fig2, title="Continuation perplexity versus KL, per method",
+    fig = _versus_kl(c, "ppl")
+    fig.add_hline(y=c.baseline["ppl"], line_dash="dot", annotation_text="unsteered")
+    r.add_figure(fig, title="Continuation perplexity versus KL, per method",
                  fields=("methods.*.points.kl", "methods.*.points.ppl"),
                  caption="Perplexity of the steered greedy continuation under the unsteered model.")
     rows = []

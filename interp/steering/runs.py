@@ -1,5 +1,5 @@
 """Batched forward passes over prompts of unequal length (grouped by token length, no padding), greedy
-generation with an optional steering vector, next-token KL and continuation perplexity.
+generation with an optional steering vector, next-token KL and teacher-forced token log-probabilities.
 
 Prompts are grouped by token count so each group is one ``[B, T]`` batch with no padding and no attention
 mask to get wrong; generation is greedy without a KV cache (``n_new`` forwards of growing length per group).
@@ -32,42 +32,36 @@ def groups(token_lists: Sequence[torch.Tensor]) -> list[tuple[list[int], torch.T
     return [(idx, torch.stack([token_lists[i] for i in idx])) for idx in by_len.values()]
 
 
-def _ctx(model, vector: SteeringVector | None, strength: float):
-    return steer(model, vector, strength) if vector is not None else nullcontext()
-
-
 @torch.no_grad()
+def per_input(model, token_lists: Sequence[torch.Tensor], fn, vector: SteeringVector | None = None,
+              strength: float = 0.0) -> list:
+    """``fn([B, T] tokens on the model's device)`` per length group (steered by ``vector`` when given, the hook
+    removed after), its rows returned in input order."""
+    out: list = [None] * len(token_lists)
+    with steer(model, vector, strength) if vector is not None else nullcontext():
+        for idx, toks in groups(token_lists):
+            rows = fn(toks.to(device_of(model)))
+            for j, i in enumerate(idx):
+                out[i] = rows[j]
+    return out
+
+
 def activations_at(model, token_lists: Sequence[torch.Tensor], hook: str, position: int = -1) -> torch.Tensor:
     """``[N, d]``: the activation at ``hook`` at ``position`` of each input (float32, CPU)."""
-    from interp.models import scoped_hooks
+    def run(toks):
+        _, cache = model.run_with_cache(toks, names_filter=lambda name: name == hook)
+        return cache[hook][:, position].float().cpu()
 
-    out: list[torch.Tensor | None] = [None] * len(token_lists)
-    dev = device_of(model)
-    for idx, toks in groups(token_lists):
-        got = {}
-
-        def save(x, hook=None):
-            got["x"] = x[:, position].detach().float().cpu()
-
-        with scoped_hooks(model, fwd=[(hook, save)]):
-            model(toks.to(dev))
-        for j, i in enumerate(idx):
-            out[i] = got["x"][j]
-    return torch.stack(out)
+    return torch.stack(per_input(model, token_lists, run))
 
 
-@torch.no_grad()
 def last_logprobs(model, token_lists: Sequence[torch.Tensor], vector: SteeringVector | None = None,
                   strength: float = 0.0) -> torch.Tensor:
     """``[N, V]`` next-token log-probabilities after each input (float32, CPU), optionally steered."""
-    out: list[torch.Tensor | None] = [None] * len(token_lists)
-    dev = device_of(model)
-    with _ctx(model, vector, strength):
-        for idx, toks in groups(token_lists):
-            lp = torch.log_softmax(model(toks.to(dev))[:, -1].float(), -1).cpu()
-            for j, i in enumerate(idx):
-                out[i] = lp[j]
-    return torch.stack(out)
+    def run(toks):
+        return torch.log_softmax(model(toks)[:, -1].float(), -1).cpu()
+
+    return torch.stack(per_input(model, token_lists, run, vector, strength))
 
 
 def kl_divergence(base_lp: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
@@ -75,33 +69,29 @@ def kl_divergence(base_lp: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
     return (base_lp.exp() * (base_lp - lp)).sum(-1)
 
 
-@torch.no_grad()
 def generate(model, token_lists: Sequence[torch.Tensor], n_new: int, vector: SteeringVector | None = None,
              strength: float = 0.0) -> list[torch.Tensor]:
     """Greedy continuations (``[n_new]`` new tokens each), steered if ``vector`` is given; hooks removed after."""
-    out: list[torch.Tensor | None] = [None] * len(token_lists)
-    dev = device_of(model)
-    with _ctx(model, vector, strength):
-        for idx, toks in groups(token_lists):
-            t = toks.to(dev)
-            for _ in range(n_new):
-                nxt = model(t)[:, -1].argmax(-1)
-                t = torch.cat([t, nxt[:, None]], 1)
-            for j, i in enumerate(idx):
-                out[i] = t[j, toks.shape[1]:].cpu()
-    return out
+    def run(toks):
+        t = toks
+        for _ in range(n_new):
+            t = torch.cat([t, model(t)[:, -1].argmax(-1, keepdim=True)], 1)
+        return t[:, toks.shape[1]:].cpu()
+
+    return per_input(model, token_lists, run, vector, strength)
 
 
-@torch.no_grad()
+def token_logprobs(model, token_lists: Sequence[torch.Tensor], vector: SteeringVector | None = None,
+                   strength: float = 0.0) -> list[torch.Tensor]:
+    """``[T - 1]`` per input: ``log p(token t + 1 | tokens <= t)``, teacher forced (float32, CPU)."""
+    def run(toks):
+        lp = torch.log_softmax(model(toks)[:, :-1].float(), -1)
+        return lp.gather(-1, toks[:, 1:, None])[..., 0].cpu()
+
+    return per_input(model, token_lists, run, vector, strength)
+
+
 def continuation_nll(model, token_lists: Sequence[torch.Tensor], continuations: Sequence[torch.Tensor]) -> torch.Tensor:
     """``[N]``: mean negative log-likelihood (nats/token) of each continuation under the *unsteered* model."""
-    full = [torch.cat([p, c]) for p, c in zip(token_lists, continuations)]
-    out = torch.zeros(len(full))
-    dev = device_of(model)
-    for idx, toks in groups(full):
-        lp = torch.log_softmax(model(toks.to(dev)).float(), -1).cpu()
-        for j, i in enumerate(idx):
-            n0 = token_lists[i].shape[0]
-            tgt = toks[j, n0:]
-            out[i] = -lp[j, n0 - 1:-1].gather(-1, tgt[:, None]).mean()
-    return out
+    lps = token_logprobs(model, [torch.cat([p, c]) for p, c in zip(token_lists, continuations)])
+    return torch.stack([-lp[len(p) - 1:].mean() for lp, p in zip(lps, token_lists)])

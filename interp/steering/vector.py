@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -31,6 +31,8 @@ from interp.models.load import weight_hash
 MODES = ("add", "renorm", "clamp")
 METHODS = ("mean_diff", "grains", "sae", "transcoder", "snmf")
 SCHEMA_VERSION = 1
+_TENSORS = ("vector", "encoder")
+"""The fields written to the ``.safetensors`` file; every other field goes to the ``.json``."""
 
 
 class ModelMismatchError(ValueError):
@@ -91,13 +93,10 @@ class SteeringVector:
         p = Path(path)
         p = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
         p.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {"vector": self.vector.contiguous()}
-        if self.encoder is not None:
-            tensors["encoder"] = self.encoder.contiguous()
+        tensors = {k: getattr(self, k).contiguous() for k in _TENSORS if getattr(self, k) is not None}
         save_file(tensors, str(p.with_suffix(".safetensors")))
-        info = {"kind": "steering_vector", "schema_version": SCHEMA_VERSION, "hook_name": self.hook_name,
-                "layer": self.layer, "method": self.method, "mode": self.mode, "model_hash": self.model_hash,
-                "encoder_bias": self.encoder_bias, "d": self.d, "meta": self.meta}
+        info = {"kind": "steering_vector", "schema_version": SCHEMA_VERSION, "d": self.d,
+                **{f.name: getattr(self, f.name) for f in fields(self) if f.name not in _TENSORS}}
         p.with_suffix(".json").write_text(json.dumps(info, indent=1, default=str))
         return p.with_suffix(".json")
 
@@ -117,11 +116,8 @@ def load_vector(path: str | Path, model=None) -> SteeringVector:
         raise ValueError(f"{js} is not a steering vector (kind={info.get('kind')!r})")
     if info.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(f"{js}: schema_version {info.get('schema_version')} is not {SCHEMA_VERSION}")
-    t = load_file(str(st))
-    vec = SteeringVector(vector=t["vector"], hook_name=info["hook_name"], layer=int(info["layer"]),
-                         method=info["method"], model_hash=info["model_hash"], mode=info["mode"],
-                         encoder=t.get("encoder"), encoder_bias=float(info.get("encoder_bias", 0.0)),
-                         meta=info.get("meta", {}))
+    names = {f.name for f in fields(SteeringVector)} - set(_TENSORS)
+    vec = SteeringVector(**load_file(str(st)), **{k: v for k, v in info.items() if k in names})
     if model is not None:
         check_model(model, vec)
     return vec
