@@ -53,6 +53,8 @@ class DictionaryEvaluation(Result):
         "rows.density": "log10 firing density", "rows.density#0": "latents",
         "spliced": "forward pass", "spliced.ce_orig": "next-token cross-entropy (nats)"}
     noun: ClassVar[str] = "SAE"
+    layout: ClassVar[tuple] = (("Reconstruction and sparsity", ("_add_density", "_add_spliced")),)
+    """The report's leading sections and the figures in each."""
 
     sae_path: str
     """The dictionary's folder (SAELens format), "" when evaluated from memory."""
@@ -135,14 +137,19 @@ class DictionaryEvaluation(Result):
                              f"is zoomed onto the three values; it does not start at 0). CE recovered = "
                              f"{_pct(s.ce_recovered)}.")
 
-    def _add_rows_table(self, r) -> None:
-        rows = [{"quantity": NUMBER_NAMES.get(k, k), "value": v} for k, v in asdict(self.rows).items() if k != "density"]
-        if self.spliced is not None:
-            rows += [{"quantity": NUMBER_NAMES.get(k, k), "value": v} for k, v in asdict(self.spliced).items()]
+    def report(self):
+        from interp.reports import Report
+
+        r = Report(f"{self.noun[0].upper()}{self.noun[1:]} evaluation: {self._what()}", config=self.config,
+                   meta={"model": self.model, **self.meta}, summary=self.summary())
+        for title, parts in self.layout:
+            r.add_section(title)
+            for part in parts:
+                getattr(self, part)(r)
+        numbers = {**asdict(self.rows), **(asdict(self.spliced) if self.spliced is not None else {})}
+        rows = [{"quantity": NUMBER_NAMES.get(k, k), "value": v} for k, v in numbers.items() if k != "density"]
         r.add_table("All numbers", rows, caption="Row metrics on the store rows, then the spliced forward pass "
                                                  "(definitions in Method).")
-
-    def _add_method(self, r) -> None:
         r.add_section("Method",
                       "Row metrics (SAELens definitions): L0 = mean active latents per row; FVU = pooled squared "
                       "error / pooled variance of the target; dead = latents that never fire on these rows. "
@@ -150,20 +157,6 @@ class DictionaryEvaluation(Result):
                       "scoped hook; CE recovered = (CE_zero - CE_dict) / (CE_zero - CE_orig). "
                       f"Dictionary: {self.sae_path or '(in memory)'}; store: {self.store}.")
         r.add_table("Dictionary configuration", self.sae_config)
-
-    def _report(self):
-        from interp.reports import Report
-
-        return Report(f"{self.noun[0].upper()}{self.noun[1:]} evaluation: {self._what()}", config=self.config,
-                      meta={"model": self.model, **self.meta}, summary=self.summary())
-
-    def report(self):
-        r = self._report()
-        r.add_section("Reconstruction and sparsity")
-        self._add_density(r)
-        self._add_spliced(r)
-        self._add_rows_table(r)
-        self._add_method(r)
         return r
 
 
@@ -175,6 +168,8 @@ class TranscoderEvaluation(DictionaryEvaluation):
 
     kind: ClassVar[str] = "transcoder"
     noun: ClassVar[str] = "transcoder"
+    layout: ClassVar[tuple] = (("Replacing the MLP", ("_add_spliced",)),
+                               ("Prediction of the MLP output and sparsity", ("_add_density",)))
 
     def _what(self) -> str:
         c = self.sae_config
@@ -185,16 +180,6 @@ class TranscoderEvaluation(DictionaryEvaluation):
         return (f"The {self._what()} predicts the MLP output with {_pct(r.explained_variance)} of its variance "
                 f"explained ({r.n_rows:,} rows) at L0 {r.l0:.1f}, {_pct(r.dead_fraction)} of latents dead. "
                 + self._spliced_sentence().replace("Spliced into", "Replacing the MLP of"))
-
-    def report(self):
-        r = self._report()
-        r.add_section("Replacing the MLP")
-        self._add_spliced(r)
-        r.add_section("Prediction of the MLP output and sparsity")
-        self._add_density(r)
-        self._add_rows_table(r)
-        self._add_method(r)
-        return r
 
 
 @register
