@@ -129,19 +129,6 @@ class SNMFResult:
     def k(self) -> int:
         return self.Z.shape[1]
 
-    def encode(self, X: torch.Tensor, n_iter: int = 50) -> torch.Tensor:
-        """Non-negative coefficients ``[n, k]`` for new activation rows ``X [n, d_a]`` (Z fixed)."""
-        F = self.Z.to(X.device, torch.float32)
-        X = X.to(torch.float32)
-        G = (X @ F).clamp_min(0) + 1e-6
-        Q = F.T @ F
-        Qp, Qm = Q.clamp_min(0), (-Q).clamp_min(0)
-        P = X @ F
-        Pp, Pm = P.clamp_min(0), (-P).clamp_min(0)
-        for _ in range(n_iter):
-            G = G * torch.sqrt((Pp + G @ Qm) / (Pm + G @ Qp + 1e-6))
-        return G
-
     def to_json(self) -> dict:
         return {"k": self.k, "d_a": self.Z.shape[0], "n": self.Y.shape[1], "loss": self.loss,
                 "rel_loss": self.rel_loss, "best_iter": self.best_iter, "n_iter": self.n_iter,
@@ -167,8 +154,6 @@ def init_svd(X: torch.Tensor, k: int, eps: float, dev, chunk: int) -> tuple[torc
     order = evals.argsort(descending=True)[:k]
     S = evals[order].clamp_min(0).sqrt()  # singular values
     V = evecs[:, order]  # [d, k]
-    if k > d:
-        raise ValueError(f"init='svd' needs k <= d_a ({d}), got k={k}")
     F = (V * S.sqrt()).float()
     G = torch.empty(n, k, device=dev)
     for s in range(0, n, chunk):
@@ -231,6 +216,11 @@ def wta_(F: torch.Tensor, sparsity: float) -> torch.Tensor:
     return F.mul_(mask)
 
 
+def _norm2(X: torch.Tensor, chunk: int) -> float:
+    """``||X||_F^2`` in float64, chunk by chunk."""
+    return sum(float((X[s:s + chunk].double() ** 2).sum()) for s in range(0, X.shape[0], chunk))
+
+
 def snmf_reference(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFConfig):
     """Plain transcription of the updates for one restart (``X [n,d]``, ``F [d,k]``, ``G [n,k]``).
 
@@ -274,9 +264,7 @@ def snmf_batched(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFCon
     n = X.shape[0]
     ch = cfg.chunk_size
     eye = torch.eye(k, device=dev)
-    norm2 = 0.0
-    for s in range(0, n, ch):
-        norm2 += float((X[s:s + ch].to(dev, torch.float64) ** 2).sum())
+    norm2 = _norm2(X, ch)
     GtG = G.transpose(1, 2) @ G
     best = torch.full((r,), math.inf, dtype=torch.float64, device=dev)
     best_F, best_G = F.clone(), G.clone()
@@ -358,7 +346,7 @@ def fit_snmf(X: torch.Tensor, cfg: SNMFConfig | None = None, progress=None) -> S
         w = int(final.argmin())
         F, G, best_it = Fb[w], Gb[w], int(best_its[w])
         loss_list = [row[w] for row in losses]
-    norm2 = sum(float((X[s:s + cfg.chunk_size].double() ** 2).sum()) for s in range(0, n, cfg.chunk_size))
+    norm2 = _norm2(X, cfg.chunk_size)
     best_loss = loss_list[best_it]
     return SNMFResult(Z=F, Y=G.T.contiguous(), loss=best_loss, rel_loss=best_loss / max(norm2, 1e-30),
                       losses=loss_list, best_iter=best_it, n_iter=n_iter,
@@ -407,22 +395,10 @@ def collect_activations(model, texts: Sequence[str], hook: str, batch_size: int 
     toks = [model.to_tokens(t)[0, :max_len].cpu() for t in texts]
     rows, tok_rows, pos_rows = [], [], []
     dev = next(model.parameters()).device
-    pad = 0
     for b in range(0, len(toks), batch_size):
         chunk = toks[b:b + batch_size]
-        T = max(len(t) for t in chunk)
-        batch = torch.full((len(chunk), T), pad, dtype=torch.long)
-        for i, t in enumerate(chunk):
-            batch[i, :len(t)] = t
-        store = {}
-
-        def grab(x, hook=None):
-            store["a"] = x.detach()
-            return x
-
-        with model.hooks(fwd_hooks=[(hook, grab)]):
-            model(batch.to(dev), return_type=None) if _accepts_return_type(model) else model(batch.to(dev))
-        acts = store["a"].float().cpu()
+        batch = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)  # right-padded with token 0
+        acts = model.run_with_cache(batch.to(dev), names_filter=[hook])[1][hook].float().cpu()
         for i, t in enumerate(chunk):
             start = 1 if skip_bos else 0
             rows.append(acts[i, start:len(t)])
@@ -431,15 +407,6 @@ def collect_activations(model, texts: Sequence[str], hook: str, batch_size: int 
             pos_rows.append(torch.stack([torch.full_like(pos, b + i), pos], 1))
     return ActivationSet(hook=hook, X=torch.cat(rows), tokens=torch.cat(tok_rows), seq_pos=torch.cat(pos_rows),
                          texts=list(texts), seq_tokens=toks)
-
-
-def _accepts_return_type(model) -> bool:
-    import inspect
-
-    try:
-        return "return_type" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def store_activations(store, hook: str, max_rows: int | None = None, seed: int = 0) -> ActivationSet:

@@ -49,20 +49,7 @@ def _sentence_max_cos(acts, direction: torch.Tensor) -> torch.Tensor:
 
 
 def _word_ids(model, words: list[str]) -> list[int]:
-    ids = []
-    for w in words:
-        t = model.to_tokens(w, prepend_bos=False)[0] if _has_prepend(model) else model.to_tokens(w)[0, 1:]
-        ids.append(int(t[0]))
-    return sorted(set(ids))
-
-
-def _has_prepend(model) -> bool:
-    import inspect
-
-    try:
-        return "prepend_bos" in inspect.signature(model.to_tokens).parameters
-    except (TypeError, ValueError):
-        return False
+    return sorted({int(model.to_tokens(w, prepend_bos=False)[0, 0]) for w in words})
 
 
 def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, sae: bool = True,
