@@ -153,24 +153,15 @@ class LIBResult:
     config: dict = field(default_factory=dict)
     """The :class:`LIBConfig`, as a dict."""
 
-    def graph(self, top: int | None = 20, min_strength: float = 0.0) -> tuple[list[dict], list[dict]]:
-        """Nodes and edges (``{source, target, weight}``) of the graph, top nodes per layer."""
-        nodes, edges = [], []
-        for l, b in enumerate(self.bases):
-            n = b.k if top is None else min(top, b.k)
-            nodes += [{"id": f"{self.names[l]}:{i}", "layer": l, "index": i,
-                       "importance": float(b.importance[i])} for i in range(n)]
+    def graph(self, top: int = 20) -> tuple[list[dict], list[dict]]:
+        """Nodes and the non-zero edges (``{source, target, weight}``) among the ``top`` nodes of each layer."""
+        nodes = [{"id": f"{self.names[l]}:{i}", "layer": l, "index": i, "importance": float(b.importance[i])}
+                 for l, b in enumerate(self.bases) for i in range(min(top, b.k))]
+        edges = []
         for l, E in enumerate(self.edges):
-            if E is None:
-                continue
-            ni = E.shape[0] if top is None else min(top, E.shape[0])
-            nj = E.shape[1] if top is None else min(top, E.shape[1])
-            for i in range(ni):
-                for j in range(nj):
-                    w = float(E[i, j])
-                    if w > min_strength:
-                        edges.append({"source": f"{self.names[l]}:{j}", "target": f"{self.names[l + 1]}:{i}",
-                                      "weight": w})
+            for i, j in [] if E is None else (E[:top, :top] > 0).nonzero().tolist():
+                edges.append({"source": f"{self.names[l]}:{j}", "target": f"{self.names[l + 1]}:{i}",
+                              "weight": float(E[i, j])})
         return nodes, edges
 
     def to_json(self, top: int = 20) -> dict:
@@ -227,8 +218,7 @@ def masked_eigh(A: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([A.diagonal()[:n], D]), torch.block_diag(torch.eye(n, dtype=U.dtype, device=U.device), U)
 
 
-def pca(f: torch.Tensor, threshold: float, dtype=torch.float64, centre: bool = True, skip_first: int = 0,
-        isolated: int = 0):
+def pca(f: torch.Tensor, threshold: float, dtype=torch.float64, skip_first: int = 0, isolated: int = 0):
     """Mean ``[d]``, kept eigenvalues ``[m]`` (descending) and eigenvectors ``[d, m]`` of ``Cov(f)``.
 
     ``isolated``: the first this many coordinates are their own directions (:func:`masked_eigh`),
@@ -237,7 +227,7 @@ def pca(f: torch.Tensor, threshold: float, dtype=torch.float64, centre: bool = T
     if f.ndim == 3:
         f = f[:, _skip(f.shape[1], skip_first):]
     x = f.reshape(-1, f.shape[-1]).to(dtype)
-    mean = x.mean(0) if centre else torch.zeros(x.shape[1], dtype=dtype, device=x.device)
+    mean = x.mean(0)
     xc = x - mean
     G = xc.T @ xc / x.shape[0]
     D, U = masked_eigh(G, isolated)
@@ -272,15 +262,10 @@ def batched_vjp(h: Map, x: torch.Tensor, V: torch.Tensor, max_rows: int) -> torc
     return torch.cat(out)
 
 
-def _unit_probes(T: int, k: int, B: int, dtype, device, positions=None) -> torch.Tensor:
-    ts = range(T) if positions is None else positions
-    eye = torch.zeros(len(ts) * k, B, T, k, dtype=dtype, device=device)
-    r = 0
-    for t in ts:
-        for i in range(k):
-            eye[r, :, t, i] = 1
-            r += 1
-    return eye
+def _unit_probes(T: int, k: int, B: int, dtype, device, positions) -> torch.Tensor:
+    """``[len(positions) * k, B, T, k]``: one unit output probe per (position, node), for every sample."""
+    eye = torch.eye(T * k, dtype=dtype, device=device).view(T, k, T, k)[list(positions)]
+    return eye.reshape(-1, 1, T, k).expand(-1, B, -1, -1)
 
 
 # ---------------------------------------------------------------------------------------
