@@ -300,15 +300,11 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
     cfg = cfg or TrainConfig()
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     hooks = _hooks(sae_cfg)
-    for h in [hooks] if isinstance(hooks, str) else hooks:
+    for h, field, width in ((sae_cfg.hook_in, "d_in", sae_cfg.d_in), (sae_cfg.target_hook, "d_out", sae_cfg.out_dim)):
         if h not in source.hooks:
             raise KeyError(f"hook {h!r} is not in the source; it holds {list(source.hooks)}")
-    d_in = source.d(sae_cfg.hook_in)
-    if d_in != sae_cfg.d_in:
-        raise ValueError(f"SAEConfig.d_in={sae_cfg.d_in} but {sae_cfg.hook_in} rows have width {d_in}")
-    if sae_cfg.is_transcoder and source.d(sae_cfg.target_hook) != sae_cfg.out_dim:
-        raise ValueError(f"SAEConfig.d_out={sae_cfg.out_dim} but {sae_cfg.target_hook} rows have width "
-                         f"{source.d(sae_cfg.target_hook)}")
+        if source.d(h) != width:
+            raise ValueError(f"SAEConfig.{field}={width} but {h} rows have width {source.d(h)}")
 
     ckpt = Path(cfg.checkpoint_dir) / "checkpoint" if cfg.checkpoint_dir else None
     start_step, tokens, state, fresh = 0, 0, None, False
