@@ -89,8 +89,6 @@ def vocab_projection(model, directions: torch.Tensor, k: int = 20) -> list[dict]
 def top_contexts(Y: torch.Tensor, acts: ActivationSet, tokenizer, feature: int, k: int = 10,
                  window: int = 8) -> list[dict]:
     """The ``k`` rows with the largest coefficient ``Y[feature]`` and their preceding tokens."""
-    if Y.shape[1] != acts.X.shape[0]:
-        raise ValueError(f"Y has {Y.shape[1]} columns but the activation set has {acts.X.shape[0]} rows")
     lookup = {(int(s), int(p)): int(t) for (s, p), t in zip(acts.seq_pos.tolist(), acts.tokens.tolist())}
     vals, idx = Y[feature].float().topk(min(k, Y.shape[1]))
     out = []
@@ -132,12 +130,6 @@ class SteeringCalibration:
     extra: dict = field(default_factory=dict)
 
 
-def _steer_hook(U: torch.Tensor, alphas: torch.Tensor):
-    def fn(x, hook=None):
-        return x + (alphas[:, None, None] * U[:, None, :]).to(x.dtype)
-    return fn
-
-
 @torch.no_grad()
 def steered_logits(model, hook: str, U: torch.Tensor, alphas: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Logits ``[R, T, V]`` for ``tokens [T]`` or ``[R, T]`` with row ``r`` steered by ``alphas[r] * U[r]``."""
@@ -145,7 +137,8 @@ def steered_logits(model, hook: str, U: torch.Tensor, alphas: torch.Tensor, toke
     if tokens.ndim == 1:
         tokens = tokens[None].expand(R, -1)
     dev = next(model.parameters()).device
-    with scoped_hooks(model, fwd=[(hook, _steer_hook(U.to(dev), alphas.to(dev)))]):
+    shift = alphas.to(dev)[:, None, None] * U.to(dev)[:, None, :]
+    with scoped_hooks(model, fwd=[(hook, lambda x, hook: x + shift.to(x.dtype))]):
         return model(tokens.to(dev))
 
 
@@ -266,21 +259,18 @@ def feature_cards(model, layer: int, res: SNMFResult, acts: ActivationSet, featu
     """Input contexts, vocabulary projection and calibrated steering for ``features``; ``config``, or its
     fields as keywords (not both)."""
     c = config
-    n_contexts, n_vocab, targets, prompt, n_tokens = c.n_contexts, c.n_vocab, c.targets, c.prompt, c.n_tokens
     feats = list(range(res.k)) if features is None else list(features)
     Z = res.Z[:, feats].float().cpu()
-    vocab = vocab_projection(model, residual_directions(model, layer, Z), n_vocab)
-    cal = calibrate_steering(model, layer, Z.T, prompt, targets)
-    mid = len(targets) // 2
-    gen_dirs = torch.cat([Z.T, -Z.T])
+    vocab = vocab_projection(model, residual_directions(model, layer, Z), c.n_vocab)
+    cal = calibrate_steering(model, layer, Z.T, c.prompt, c.targets)
+    mid = len(c.targets) // 2
     gen_alpha = torch.cat([cal.alpha[:, 0, mid], cal.alpha[:, 1, mid]])
-    texts = steered_generations(model, layer, gen_dirs, gen_alpha, prompt, n_tokens)
+    texts = steered_generations(model, layer, torch.cat([Z.T, -Z.T]), gen_alpha, c.prompt, c.n_tokens)
     cards = []
     for r, f in enumerate(feats):
         cards.append(FeatureCard(
             index=f, n_neurons=int((res.Z[:, f] != 0).sum()), mean_coef=float(res.Y[f].mean()),
-            contexts=top_contexts(res.Y, acts, model.tokenizer, f, n_contexts),
-            vocab={"top": vocab[r]["top"], "bottom": vocab[r]["bottom"]},
+            contexts=top_contexts(res.Y, acts, model.tokenizer, f, c.n_contexts), vocab=vocab[r],
             alpha={"+": cal.alpha[r, 0].tolist(), "-": cal.alpha[r, 1].tolist()},
             steered={"+": texts[r], "-": texts[len(feats) + r]}))
     return cards, cal
@@ -304,8 +294,6 @@ def describe_snmf(model, layer: int, cfg=None, texts: Sequence[str] | None = Non
     from .snmf import SNMFConfig, collect_activations, fit_snmf, mlp_hook, store_activations
 
     cfg = cfg or SNMFConfig()
-    if not 0 <= layer < model.cfg.n_layers:
-        raise ValueError(f"layer must be in [0, {model.cfg.n_layers - 1}] for {model_name(model)}, got {layer}")
     hook = mlp_hook(layer)
     t0 = time.perf_counter()
     if store is not None:
