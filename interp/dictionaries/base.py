@@ -78,10 +78,9 @@ class SAEConfig:
         if self.arch not in ARCHS:
             raise ValueError(f"unknown SAE architecture {self.arch!r}; registered: {sorted(ARCHS)}")
         check_fields(self, at_least={"d_in": 1, "d_sae": 1, "d_out": 1, "l1_coeff": 0, "l0_coeff": 0, "aux_coeff": 0})
-        if self.arch == "topk" and not 0 < self.k <= self.d_sae:
-            raise ValueError(f"k must be in 1..d_sae={self.d_sae}, got k={self.k}")
-        if self.k_aux is not None and not 0 < self.k_aux <= self.d_sae:
-            raise ValueError(f"k_aux must be in 1..d_sae={self.d_sae}, got {self.k_aux}")
+        for name, k in (("k", self.k if self.arch == "topk" else 1), ("k_aux", self.k_aux or 1)):
+            if not 0 < k <= self.d_sae:
+                raise ValueError(f"{name} must be in 1..d_sae={self.d_sae}, got {name}={k}")
         if self.jumprelu_bandwidth <= 0 or self.jumprelu_init_threshold <= 0:
             raise ValueError("jumprelu_bandwidth and jumprelu_init_threshold must be positive")
 
