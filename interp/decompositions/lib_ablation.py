@@ -98,22 +98,6 @@ def _no_skip(res: LIBResult) -> None:
         raise ValueError("ablations are not implemented for fits with LIBConfig.skip_first > 0")
 
 
-def _bisect(score: Callable[[int], float], lo: int, hi: int, target: float) -> tuple[int, float]:
-    """Smallest n in [lo, hi] with score(n) >= target (score assumed non-decreasing)."""
-    s_hi = score(hi)
-    if s_hi < target:
-        return hi, s_hi
-    best = (hi, s_hi)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        s = score(mid)
-        if s >= target:
-            hi, best = mid, (mid, s)
-        else:
-            lo = mid + 1
-    return best
-
-
 @dataclass
 class AblationCount:
     """The smallest number of nodes or edges that keeps the score at the target."""
@@ -134,16 +118,27 @@ class AblationCount:
     """Whether the target was reached."""
 
 
+def _min_count(res: LIBResult, layer: int, kind: str, total: int, score: Callable[[int], float],
+               target: float) -> AblationCount:
+    """Bisection for the smallest n in [0, total] with score(n) >= target (score assumed non-decreasing)."""
+    full = score(total)
+    (needed, s), lo, hi = (total, full), 0, total
+    while full >= target and lo < hi:
+        mid = (lo + hi) // 2
+        s_mid = score(mid)
+        if s_mid >= target:
+            hi, needed, s = mid, mid, s_mid
+        else:
+            lo = mid + 1
+    return AblationCount(res.names[layer], kind, needed, total, s, full, s >= target)
+
+
 def min_nodes(res: LIBResult, maps, acts, layer: int, metric: Metric, target: float) -> AblationCount:
-    k = res.bases[layer].k
-    full = node_ablated_score(res, maps, acts, layer, k, metric)
-    n, s = _bisect(lambda n: node_ablated_score(res, maps, acts, layer, n, metric), 0, k, target)
-    return AblationCount(res.names[layer], "nodes", n, k, s, full, s >= target)
+    return _min_count(res, layer, "nodes", res.bases[layer].k,
+                      lambda n: node_ablated_score(res, maps, acts, layer, n, metric), target)
 
 
 def min_edges(res: LIBResult, maps, acts, layer: int, metric: Metric, target: float,
               max_rows: int = 65536) -> AblationCount:
-    total = int((res.edges[layer] > 0).sum())
-    full = edge_ablated_score(res, maps, acts, layer, total, metric, max_rows)
-    n, s = _bisect(lambda n: edge_ablated_score(res, maps, acts, layer, n, metric, max_rows), 0, total, target)
-    return AblationCount(res.names[layer], "edges", n, total, s, full, s >= target)
+    return _min_count(res, layer, "edges", int((res.edges[layer] > 0).sum()),
+                      lambda n: edge_ablated_score(res, maps, acts, layer, n, metric, max_rows), target)
