@@ -369,8 +369,6 @@ class ActivationSet:
     """[n] token id of each row."""
     seq_pos: torch.Tensor
     """[n, 2] (sequence index, position) of each row."""
-    texts: list[str] | None = None
-    """Source texts (live-model collection), indexed by ``seq_pos[:, 0]``."""
     seq_tokens: list[torch.Tensor] | None = None
     """Token ids of each sequence, for showing contexts."""
 
@@ -406,7 +404,7 @@ def collect_activations(model, texts: Sequence[str], hook: str, batch_size: int 
             pos = torch.arange(start, len(t))
             pos_rows.append(torch.stack([torch.full_like(pos, b + i), pos], 1))
     return ActivationSet(hook=hook, X=torch.cat(rows), tokens=torch.cat(tok_rows), seq_pos=torch.cat(pos_rows),
-                         texts=list(texts), seq_tokens=toks)
+                         seq_tokens=toks)
 
 
 def store_activations(store, hook: str, max_rows: int | None = None, seed: int = 0) -> ActivationSet:
