@@ -378,30 +378,28 @@ def mlp_hook(layer: int) -> str:
 
 
 @torch.no_grad()
-def collect_activations(model, texts: Sequence[str], hook: str, batch_size: int = 8,
-                        max_len: int = 128, skip_bos: bool = True) -> ActivationSet:
+def collect_activations(model, texts: Sequence[str], hook: str, batch_size: int = 8) -> ActivationSet:
     """Run ``model`` over ``texts`` and keep ``hook``'s activation at every real token.
 
     Texts are right-padded per batch (causal attention: padding never changes earlier
-    positions) and the padded positions are dropped; with ``skip_bos`` the BOS row is dropped.
+    positions) and the padded positions are dropped, and so is the BOS row; texts are cut at 128 tokens.
     """
     from interp.models import resolve_hooks
 
     if isinstance(texts, str) or not texts:
         raise ValueError("collect_activations expects a non-empty list of strings")
     (hook,) = resolve_hooks(model, [hook])
-    toks = [model.to_tokens(t)[0, :max_len].cpu() for t in texts]
+    toks = [model.to_tokens(t)[0, :128].cpu() for t in texts]
     rows, tok_rows, pos_rows = [], [], []
     dev = next(model.parameters()).device
     for b in range(0, len(toks), batch_size):
         chunk = toks[b:b + batch_size]
         batch = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)  # right-padded with token 0
         acts = model.run_with_cache(batch.to(dev), names_filter=[hook])[1][hook].float().cpu()
-        for i, t in enumerate(chunk):
-            start = 1 if skip_bos else 0
-            rows.append(acts[i, start:len(t)])
-            tok_rows.append(t[start:])
-            pos = torch.arange(start, len(t))
+        for i, t in enumerate(chunk):  # positions 1.. (BOS left out)
+            rows.append(acts[i, 1:len(t)])
+            tok_rows.append(t[1:])
+            pos = torch.arange(1, len(t))
             pos_rows.append(torch.stack([torch.full_like(pos, b + i), pos], 1))
     return ActivationSet(hook=hook, X=torch.cat(rows), tokens=torch.cat(tok_rows), seq_pos=torch.cat(pos_rows),
                          seq_tokens=toks)

@@ -143,17 +143,17 @@ def steered_logits(model, hook: str, U: torch.Tensor, alphas: torch.Tensor, toke
 
 
 MAX_DOUBLINGS = 24
-"""Doublings of ``alpha0`` before :func:`calibrate_steering` gives a row up (2^24 x ``alpha0``)."""
+"""Doublings of the initial ``alpha = 1`` before :func:`calibrate_steering` gives a row up (2^24)."""
 
 
 @torch.no_grad()
 def calibrate_steering(model, layer: int, directions: torch.Tensor, prompt: str = "I think that",
                        targets: Sequence[float] = DEFAULT_KL_TARGETS, signs: Sequence[int] = (1, -1),
-                       n_steps: int = 16, alpha0: float = 1.0) -> SteeringCalibration:
+                       n_steps: int = 16) -> SteeringCalibration:
     """Bisect ``alpha`` per (direction, sign, target) so ``KL(p_base || p_steered) = target``.
 
     ``directions [m, d_mlp]`` are normalised to unit length.  One forward pass per step
-    for all rows; first ``alpha`` (from ``alpha0``) is doubled until every row overshoots its target
+    for all rows; first ``alpha`` (from 1) is doubled until every row overshoots its target
     (at most :data:`MAX_DOUBLINGS` times; a row still short is marked not ``reached``).
     """
     (hook,) = resolve_hooks(model, [f"blocks.{layer}.mlp.hook_post"])
@@ -176,7 +176,7 @@ def calibrate_steering(model, layer: int, directions: torch.Tensor, prompt: str 
         return (base.exp() * (base - lp)).sum(-1).cpu()
 
     lo = torch.zeros(U.shape[0])
-    hi = torch.full((U.shape[0],), alpha0)
+    hi = torch.ones(U.shape[0])
     k_hi = kl_at(hi)
     for _ in range(MAX_DOUBLINGS):
         under = k_hi < tgt

@@ -91,10 +91,10 @@ class SplicedMetrics:
 
 
 @torch.no_grad()
-def evaluate_rows(sae: SparseCoder, source, n_rows: int = 65536, batch_size: int = 4096, device=None) -> RowMetrics:
+def evaluate_rows(sae: SparseCoder, source, n_rows: int = 65536, batch_size: int = 4096) -> RowMetrics:
     """Row metrics on the first ``n_rows`` rows of ``source`` (a store or TensorSource), streamed."""
     c = sae.cfg
-    device = device or sae.device
+    device = sae.device
     multi = c.is_transcoder
     hooks = [c.hook_in, c.target_hook] if multi else c.hook_in
     n, sq_err, s2, cos_sum = 0, 0.0, 0.0, 0.0
