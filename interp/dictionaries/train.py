@@ -374,20 +374,18 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
             with data_parallel_normaliser(world > 1):  # TopK: normalise by the global batch's variance
                 out = sae.loss(x, y, dead_mask=dead)
             opt.zero_grad(set_to_none=True)
-            (out.loss * (x.shape[0] / n_global) if world > 1 else out.loss).backward()
+            (out.loss * (x.shape[0] / n_global)).backward()  # this rank's share (exactly 1 on one process)
             if world > 1:
                 _all_reduce_grads(sae)
             sae.remove_parallel_decoder_grad()
             opt.step()
             sae.set_decoder_unit_norm()
             with torch.no_grad():
-                fired = (out.acts > 0).any(0)
+                fired = (out.acts > 0).any(0).to(torch.int32)
                 if world > 1:  # fired on any rank
-                    fired = fired.to(torch.int32)
                     torch.distributed.all_reduce(fired, op=torch.distributed.ReduceOp.MAX)
-                    fired = fired.bool()
                 since_fired += n_global
-                since_fired[fired] = 0
+                since_fired[fired.bool()] = 0
             step += 1
             tokens += n_global
             recent.append((float(out.fvu), float(out.l0)))
