@@ -118,8 +118,6 @@ class LayerBasis:
     """[k, d] left inverse: ``C_pinv @ C = I_k``."""
     importance: torch.Tensor
     """[k] Lambda (LIB) or variance (PCA, last layer) of each direction: isolated directions first, the rest descending."""
-    pca_var: torch.Tensor
-    """[d_kept] PCA eigenvalues kept at this layer."""
     U: torch.Tensor
     """[d, d_kept] PCA eigenvectors kept."""
 
@@ -348,7 +346,7 @@ def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None =
         n_iso = iso[l]
         mean, D, U = pca(raw[l], cfg.pca_threshold, dt, skip_first=cfg.skip_first, isolated=n_iso)
         if cfg.basis == "pca" or l == L:
-            bases[l] = LayerBasis(names[l], mean, U, U.T.contiguous(), D, D, U)
+            bases[l] = LayerBasis(names[l], mean, U, U.T.contiguous(), D, U)
             continue
         R = U / D.sqrt()
         Rp = D.sqrt()[:, None] * U.T
@@ -365,7 +363,7 @@ def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None =
         lam, V = lam[keep], V[:, keep]
         C = R @ V * lam.sqrt()
         Cp = (V / lam.sqrt()).T @ Rp
-        bases[l] = LayerBasis(names[l], mean, C, Cp, lam, D, U)
+        bases[l] = LayerBasis(names[l], mean, C, Cp, lam, U)
     edges: list[torch.Tensor | None] = [None] * L
     if cfg.edges:
         for l in range(L):

@@ -22,9 +22,6 @@ from interp.results import Result, register
 from .base import SparseCoder
 from .metrics import RowMetrics, SplicedMetrics
 
-SCHEMA_VERSION = 1
-
-
 NUMBER_NAMES = {
     "n_rows": "rows evaluated", "l0": "L0 (active latents per row)", "fvu": "fraction of variance unexplained",
     "explained_variance": "explained variance", "dead_fraction": "dead latent fraction",
@@ -48,7 +45,6 @@ class DictionaryEvaluation(Result):
     """An SAE evaluated on store rows and, optionally, spliced into its model."""
 
     kind: ClassVar[str] = "sae"
-    schema_version: ClassVar[int] = SCHEMA_VERSION
     axes: ClassVar[dict[str, str]] = {
         "rows.density": "log10 firing density", "rows.density#0": "latents",
         "spliced": "forward pass", "spliced.ce_orig": "next-token cross-entropy (nats)"}
@@ -189,7 +185,6 @@ class DictionaryTraining(Result):
     trained dictionary in ``sae`` (not serialised: save it with :func:`~interp.dictionaries.save_sae`)."""
 
     kind: ClassVar[str] = "dictionary_training"
-    schema_version: ClassVar[int] = SCHEMA_VERSION
     axes: ClassVar[dict[str, str]] = {
         "history.step": "optimiser step", "history.fvu": "fraction of variance unexplained",
         "history.l0": "active latents per row (L0)", "history.dead_fraction": "dead latent fraction"}
