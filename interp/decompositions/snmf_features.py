@@ -22,7 +22,7 @@ forward pass of that batch per bisection step (``n_steps`` plus the doublings), 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch
@@ -127,7 +127,6 @@ class SteeringCalibration:
     """[n_directions, n_signs, n_targets] whether the bracket search found the target."""
     forward_passes: int = 0
     """Batched forward passes used."""
-    extra: dict = field(default_factory=dict)
 
 
 @torch.no_grad()

@@ -283,10 +283,12 @@ def _broadcast_params(sae: SparseCoder) -> None:
 
 @torch.no_grad()
 def _all_reduce_grads(sae: SparseCoder) -> None:
-    """Sum every parameter's gradient over ranks."""
-    for p in sae.parameters():
-        if p.grad is not None:
-            torch.distributed.all_reduce(p.grad)
+    """Sum every parameter's gradient over ranks with one all-reduce of a flat buffer."""
+    grads = [p.grad for p in sae.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(part.view_as(g))
 
 
 # -- the loop -------------------------------------------------------------------------------
