@@ -165,16 +165,15 @@ def init_b_dec(sae: SparseCoder, source, cfg: TrainConfig, device) -> None:
         sae.b_dec.zero_()
         if not centre:
             return
-    rows, xs, n = [], [], 0
+    xs, ys = [], []
     for batch in source.batches(_hooks(sae.cfg), min(cfg.init_rows, 8192), shuffle=True, seed=cfg.seed + 7919,
                                 device=device, dtype=torch.float32):
         x, y = _split(batch, sae.cfg.is_transcoder)
-        rows.append(y if y is not None else x)
         xs.append(x)
-        n += rows[-1].shape[0]
-        if n >= cfg.init_rows:
+        ys.append(x if y is None else y)
+        if sum(map(len, xs)) >= cfg.init_rows:
             break
-    data = torch.cat(rows)[: cfg.init_rows]
+    data = torch.cat(ys)[: cfg.init_rows]
     if cfg.b_dec_init != "zeros":
         sae.b_dec.copy_(geometric_median(data) if cfg.b_dec_init == "geometric_median" else data.mean(0))
     if centre:
