@@ -152,7 +152,7 @@ class LIBResult:
     """The :class:`LIBConfig`, as a dict."""
 
     def graph(self, top: int = 20) -> tuple[list[dict], list[dict]]:
-        """Nodes and the non-zero edges (``{source, target, weight}``) among the ``top`` nodes of each layer."""
+        """Nodes and non-zero edges (``{source, target, weight}``) among the ``top`` nodes of each layer."""
         nodes = [{"id": f"{self.names[l]}:{i}", "layer": l, "index": i, "importance": float(b.importance[i])}
                  for l, b in enumerate(self.bases) for i in range(min(top, b.k))]
         edges = []
@@ -228,15 +228,21 @@ def pca(f: torch.Tensor, threshold: float, dtype=torch.float64, skip_first: int 
     mean = x.mean(0)
     xc = x - mean
     G = xc.T @ xc / x.shape[0]
-    D, U = masked_eigh(G, isolated)
-    if isolated and not bool((D[:isolated] > 0).all()):
-        raise ValueError(f"an isolated coordinate (one of the first {isolated}) has zero variance, so it "
-                         "cannot be a basis direction; is it the LayerNorm statistic of this layer?")
-    rest = D[isolated:]
+    why = "has zero variance, so it cannot be a basis direction; is it the LayerNorm statistic of this layer?"
+    D, U = _kept_eigh(G, isolated, threshold, why)
+    return mean, D, U
+
+
+def _kept_eigh(A: torch.Tensor, n: int, threshold: float, why: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`masked_eigh` of ``A``, keeping the ``n`` isolated directions (each must be > 0) and the other
+    directions above ``threshold`` times the largest of them."""
+    D, U = masked_eigh(A, n)
+    if n and not bool((D[:n] > 0).all()):
+        raise ValueError(f"an isolated coordinate (one of the first {n}) {why}")
     keep = torch.ones_like(D, dtype=torch.bool)
-    if rest.numel():
-        keep[isolated:] = rest > threshold * rest[0].clamp_min(1e-300)
-    return mean, D[keep], U[:, keep]
+    if D.numel() > n:
+        keep[n:] = D[n:] > threshold * D[n].clamp_min(1e-300)
+    return D[keep], U[:, keep]
 
 
 def batched_vjp(h: Map, x: torch.Tensor, V: torch.Tensor, max_rows: int) -> torch.Tensor:
@@ -353,14 +359,8 @@ def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None =
         Mp = interaction_matrix(maps[l], raw[l], mean, bases[l + 1], cfg)
         Mr = Rp @ Mp @ Rp.T
         Mr = (Mr + Mr.T) / 2
-        lam, V = masked_eigh(Mr, n_iso)
-        if n_iso and not bool((lam[:n_iso] > 0).all()):
-            raise ValueError(f"fit_lib: an isolated coordinate of {names[l]!r} has no interaction with the next "
-                             "layer (its M entry is 0), so it cannot carry a LIB direction")
-        keep = torch.ones_like(lam, dtype=torch.bool)
-        if lam.numel() > n_iso:
-            keep[n_iso:] = lam[n_iso:] > cfg.lambda_threshold * lam[n_iso].clamp_min(1e-300)
-        lam, V = lam[keep], V[:, keep]
+        why = f"of {names[l]!r} has no interaction with the next layer (its M entry is 0): no LIB direction"
+        lam, V = _kept_eigh(Mr, n_iso, cfg.lambda_threshold, why)
         C = R @ V * lam.sqrt()
         Cp = (V / lam.sqrt()).T @ Rp
         bases[l] = LayerBasis(names[l], mean, C, Cp, lam, U)

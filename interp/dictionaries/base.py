@@ -209,7 +209,7 @@ class SparseCoder(nn.Module):
         """Squared error summed over features, averaged over rows."""
         return (x_hat - target).pow(2).sum(-1).mean()
 
-    def penalties(self, code: EncodeOutput, x, target, x_hat, dead_mask) -> list:  # pragma: no cover - abstract
+    def penalties(self, code: EncodeOutput, x, target, x_hat, dead_mask) -> list:  # pragma: no cover
         """The sparsity terms of :meth:`loss`: ``[(name, coefficient, value)]``."""
         raise NotImplementedError
 

@@ -16,7 +16,7 @@ For each chosen latent i of a dictionary trained on ``hook_in`` rows of an activ
 The result is a typed :class:`FeatureDashboard` (kind ``sae_dashboard``); its report is the page
 (plotly.js inlined, opens offline).
 
-Memory: one ``[batch, d_sae]`` code at a time; the chosen latents' activations, ``n_features * n_rows`` floats.
+Memory: one ``[batch, d_sae]`` code at a time; the chosen latents' activations (``n_features * n_rows``).
 """
 
 from __future__ import annotations
@@ -130,8 +130,9 @@ class FeatureDashboard(Result):
 
 
 @torch.no_grad()
-def scan_features(sae: SparseCoder, store, features: Sequence[int] | None, n_rows: int, batch_size: int = 4096):
-    """Stream ``n_rows`` rows: ``(features, their activations [F, rows], firing counts of every latent, rows)``."""
+def scan_features(sae: SparseCoder, store, features: Sequence[int] | None, n_rows: int,
+                  batch_size: int = 4096):
+    """Stream ``n_rows`` rows: ``(features, their activations [F, rows], all firing counts, rows)``."""
     c = sae.cfg
     counts = torch.zeros(c.d_sae, dtype=torch.long, device=sae.device)
     feats = None if features is None else torch.as_tensor(list(features), dtype=torch.long, device=sae.device)

@@ -99,8 +99,8 @@ def _check(saes: Mapping[int, SparseCoder]) -> tuple[str, str, int]:
                              f"{sae.cfg.target_hook!r}: the layers must agree")
         shapes.add((ti, to, sae.cfg.d_sae))
     if len(shapes) > 1:
-        raise ValueError(f"all dictionaries of one splice must share their hooks up to the layer and have the same "
-                         f"d_sae; got (input, output, d_sae) {sorted(shapes)} (splice them under different names)")
+        raise ValueError(f"all dictionaries of one splice must share their hooks up to the layer and have "
+                         f"the same d_sae; got (input, output, d_sae) {sorted(shapes)}")
     return shapes.pop()
 
 

@@ -31,7 +31,7 @@ from .registry import register
 
 
 def _threshold_fn(step: bool):
-    """``H(z - theta)`` (``step``) or ``z * H(z - theta)`` with the rectangle-kernel pseudo-derivative for theta
+    """``H(z - theta)`` (``step``) or ``z * H(z - theta)``, with the rectangle-kernel pseudo-derivative for
     (the step passes no gradient to z, the JumpReLU passes ``H(z - theta)``)."""
 
     class Fn(torch.autograd.Function):
@@ -46,7 +46,8 @@ def _threshold_fn(step: bool):
         def backward(ctx, g):
             z, theta = ctx.saved_tensors
             u = (z - theta) / ctx.eps
-            grad_theta = (-((1.0 if step else theta) / ctx.eps) * ((u > -0.5) & (u < 0.5)).to(u.dtype) * g).sum(0)
+            rect = ((u > -0.5) & (u < 0.5)).to(u.dtype)
+            grad_theta = (-((1.0 if step else theta) / ctx.eps) * rect * g).sum(0)
             return None if step else (z > theta).to(g.dtype) * g, grad_theta, None
 
     return Fn

@@ -117,7 +117,8 @@ def evaluate_rows(sae: SparseCoder, source, n_rows: int = 65536, batch_size: int
     if n == 0:
         raise ValueError("evaluate_rows: the source yielded no rows")
     f = sq_err / max(s2 - float(s1.pow(2).sum()) / n, 1e-30)
-    return RowMetrics(n, float(fired.sum()) / n, f, 1 - f, float((fired == 0).float().mean()), cos_sum / n, sq_err / n,
+    return RowMetrics(n, float(fired.sum()) / n, f, 1 - f, float((fired == 0).float().mean()), cos_sum / n,
+                      sq_err / n,
                       (fired.double() / n).float().cpu())
 
 

@@ -143,7 +143,8 @@ class DictionaryEvaluation(Result):
             for part in parts:
                 getattr(self, part)(r)
         numbers = {**asdict(self.rows), **(asdict(self.spliced) if self.spliced is not None else {})}
-        rows = [{"quantity": NUMBER_NAMES.get(k, k), "value": v} for k, v in numbers.items() if k != "density"]
+        rows = [{"quantity": NUMBER_NAMES.get(k, k), "value": v} for k, v in numbers.items()
+                if k != "density"]
         r.add_table("All numbers", rows, caption="Row metrics on the store rows, then the spliced forward pass "
                                                  "(definitions in Method).")
         r.add_section("Method",

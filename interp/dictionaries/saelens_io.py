@@ -164,7 +164,7 @@ def load_sae(path: str | Path, device=None) -> SparseCoder:
         W_enc, b_enc, W_dec = W_enc * n, b_enc * n, W_dec / n[:, None]
     state = {"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec}
     if ours == "jumprelu":
-        # SAELens: ReLU(z) * 1{z > threshold}; ours z * 1{z > theta} with theta > 0: equal for theta = max(t, 0).
+        # SAELens: ReLU(z) * 1{z > threshold}; ours z * 1{z > theta}, theta > 0: equal for theta = max(t, 0).
         state["log_threshold"] = w["threshold"].float().clamp_min(torch.finfo(torch.float32).tiny).log()
     sae = make(sae_cfg)
     sae.load_state_dict(state)

@@ -38,7 +38,8 @@ from interp.fastpath import use_fast
 
 def _check(idx: torch.Tensor, vals: torch.Tensor, n: int):
     if idx.shape != vals.shape or idx.ndim != 2:
-        raise ValueError(f"sparse_decode: idx and vals must both be [batch, k], got {tuple(idx.shape)} and {tuple(vals.shape)}")
+        raise ValueError(f"sparse_decode: idx and vals must both be [batch, k], got {tuple(idx.shape)} and "
+                         f"{tuple(vals.shape)}")
     if idx.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"sparse_decode: idx must be an integer tensor, got {idx.dtype}")
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):

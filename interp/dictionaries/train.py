@@ -250,13 +250,14 @@ def load_checkpoint(path, device=None):
     try:
         tensors = load_file(path / STATE_TENSORS, device=str(device or "cpu"))
     except SafetensorError as e:  # e.g. a pickle saved under the .safetensors name: never unpickled
-        raise ValueError(f"checkpoint {path}: {STATE_TENSORS} is not a valid safetensors file ({e}); interp loads "
-                         "checkpoints only as safetensors, never pickles. Delete the checkpoint to start over") from e
+        raise ValueError(f"checkpoint {path}: {STATE_TENSORS} is not a valid safetensors file ({e}); "
+                         "interp loads checkpoints only as safetensors, never pickles. Delete the checkpoint "
+                         "to start over") from e
     return sae, meta, tensors
 
 
 def _restore_optimizer(opt, sae, tensors):
-    """Adam's state from ``optim.<parameter>.<key>`` tensors (``load_state_dict`` moves it to the parameters)."""
+    """Adam's state from ``optim.<parameter>.<key>`` tensors (``load_state_dict`` moves it to the device)."""
     state: dict = {}
     for i, (name, _) in enumerate(sae.named_parameters()):
         st = {k.rsplit(".", 1)[1]: v for k, v in tensors.items() if k.rsplit(".", 1)[0] == f"optim.{name}"}
@@ -301,7 +302,8 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
     cfg = cfg or TrainConfig()
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     hooks = _hooks(sae_cfg)
-    for h, field, width in ((sae_cfg.hook_in, "d_in", sae_cfg.d_in), (sae_cfg.target_hook, "d_out", sae_cfg.out_dim)):
+    widths = ((sae_cfg.hook_in, "d_in", sae_cfg.d_in), (sae_cfg.target_hook, "d_out", sae_cfg.out_dim))
+    for h, field, width in widths:
         if h not in source.hooks:
             raise KeyError(f"hook {h!r} is not in the source; it holds {list(source.hooks)}")
         if source.d(h) != width:
