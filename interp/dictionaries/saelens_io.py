@@ -63,13 +63,12 @@ def save_sae(sae: SparseCoder, path: str | Path) -> Path:
     meta = {"sae_lens_version": SAELENS_FORMAT_VERSION, "model_name": c.model_name, "hook_name": c.hook_in, "hook_head_index": None,
             "context_size": c.context_length, "sae_lens_training_version": None,
             "interp": {k: getattr(c, k) for k in _INTERP_KEYS} | {"extra": c.extra}}
-    if c.is_transcoder:
-        meta["hook_name_out"] = c.target_hook
     cfg = {"architecture": arch, "d_in": c.d_in, "d_sae": c.d_sae, "dtype": "float32", "device": "cpu",
            "apply_b_dec_to_input": not c.is_transcoder, "normalize_activations": "none",
            "reshape_activations": "none", "metadata": meta}
     if c.is_transcoder:
         cfg["d_out"] = c.out_dim
+        meta["hook_name_out"] = c.target_hook
     if c.arch == "topk":
         cfg["k"] = c.k
         cfg["rescale_acts_by_decoder_norm"] = False
