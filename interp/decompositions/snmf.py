@@ -298,14 +298,12 @@ def snmf_batched(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFCon
             loss += ((xc - Gc @ F.transpose(1, 2)) ** 2).sum((1, 2)).double()
         losses.append(loss.tolist())
         # 5. keep the best iterate per restart; early stopping
-        better = loss < best - cfg.tol * norm2
-        if better.any():
-            b = better.to(dev)
-            best = torch.where(b, loss, best)
-            best_F[b] = F[b]
-            best_G[b] = G[b]
-            best_it[better.cpu()] = it
-        since = torch.where(better.cpu(), torch.zeros_like(since), since + 1)
+        better = loss < best - cfg.tol * norm2  # on the factors' device
+        best = torch.where(better, loss, best)
+        best_F[better] = F[better]
+        best_G[better] = G[better]
+        best_it[better.cpu()] = it
+        since = torch.where(better.cpu(), 0, since + 1)
         if progress is not None:
             progress(it, loss)
         if bool((since >= cfg.patience).all()):
