@@ -198,8 +198,7 @@ def sequences_from_store(store, n_sequences: int) -> torch.Tensor:
         rows = (seq_pos[:, 0] == sid).nonzero().squeeze(-1)
         order = seq_pos[rows, 1].argsort()
         out.append(toks[rows[order]])
-    lengths = {len(t) for t in out}
-    T = min(lengths)
+    T = min(map(len, out))
     if T < 2:
         raise ValueError("the store's sequences are too short (< 2 tokens) for a next-token loss")
     return torch.stack([t[:T] for t in out])
