@@ -24,20 +24,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from .lib import LIBResult, _as3
+from .lib import LIBResult, _as3, run_chain
 
 Metric = Callable[[torch.Tensor], float]
-
-
-def _run_from(acts_l: torch.Tensor, maps: Sequence, start: int, batch: int = 4096) -> torch.Tensor:
-    out = []
-    with torch.no_grad():
-        for s in range(0, acts_l.shape[0], batch):
-            x = acts_l[s:s + batch]
-            for g in maps[start:]:
-                x = g(x)
-            out.append(x)
-    return torch.cat(out)
 
 
 def _native(x3: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -54,7 +43,7 @@ def node_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor],
     fh = b.transform(_as3(f))
     fh[..., n_keep:] = 0
     x = _native(b.inverse(fh), f).to(f.dtype)
-    return metric(_run_from(x, maps, layer))
+    return metric(run_chain(x, maps[layer:])[-1])
 
 
 @torch.no_grad()
@@ -90,7 +79,7 @@ def edge_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor],
         outs.append(y[idx, :, :, idx].permute(1, 2, 0))  # diagonal: node i from its own masked copy
     fh_out = torch.cat(outs)
     x_next = _native(b_out.inverse(fh_out), acts[layer + 1]).to(acts[layer + 1].dtype)
-    return metric(_run_from(x_next, maps, layer + 1))
+    return metric(run_chain(x_next, maps[layer + 1:])[-1])
 
 
 def _no_skip(res: LIBResult) -> None:

@@ -138,19 +138,14 @@ class SNMFResult:
 # ---------------------------------------------------------------------------------------
 # initialisation
 
-def _gram_chunks(X: torch.Tensor, dev, chunk: int) -> torch.Tensor:
-    d = X.shape[1]
-    out = torch.zeros(d, d, device=dev, dtype=torch.float64)
-    for s in range(0, X.shape[0], chunk):
-        xc = X[s:s + chunk].to(dev, torch.float64)
-        out += xc.T @ xc
-    return out
-
-
 def init_svd(X: torch.Tensor, k: int, eps: float, dev, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``F = V sqrt(S)``, ``G = U sqrt(S)`` clamped to ``>= eps``, for ``X = U S V^T`` (via X^T X)."""
     n, d = X.shape
-    evals, evecs = torch.linalg.eigh(_gram_chunks(X, dev, chunk))
+    gram = torch.zeros(d, d, device=dev, dtype=torch.float64)
+    for s in range(0, n, chunk):
+        xc = X[s:s + chunk].to(dev, torch.float64)
+        gram += xc.T @ xc
+    evals, evecs = torch.linalg.eigh(gram)
     order = evals.argsort(descending=True)[:k]
     S = evals[order].clamp_min(0).sqrt()  # singular values
     V = evecs[:, order]  # [d, k]
