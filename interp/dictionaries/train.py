@@ -275,22 +275,6 @@ def _dist_rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-@torch.no_grad()
-def _broadcast_params(sae: SparseCoder) -> None:
-    for p in sae.parameters():
-        torch.distributed.broadcast(p.data, src=0)
-
-
-@torch.no_grad()
-def _all_reduce_grads(sae: SparseCoder) -> None:
-    """Sum every parameter's gradient over ranks with one all-reduce of a flat buffer."""
-    grads = [p.grad for p in sae.parameters() if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    torch.distributed.all_reduce(flat)
-    for g, part in zip(grads, flat.split([g.numel() for g in grads])):
-        g.copy_(part.view_as(g))
-
-
 # -- the loop -------------------------------------------------------------------------------
 def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
               sae: SparseCoder | None = None) -> DictionaryTraining:
@@ -343,7 +327,8 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
     stop = total if cfg.max_steps is None else min(total, start_step + cfg.max_steps)
     rank, world = _dist_rank_world()
     if world > 1:
-        _broadcast_params(sae)
+        for p in sae.parameters():
+            torch.distributed.broadcast(p.data, src=0)
     epochs = max(1, math.ceil(total * cfg.batch_size / max(1, source.n_rows)))
     batches = source.batches(hooks, cfg.batch_size, shuffle=True, seed=cfg.seed, device=device,
                              dtype=torch.float32, epochs=epochs)
@@ -378,8 +363,12 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
                 out = sae.loss(x, y, dead_mask=dead)
             opt.zero_grad(set_to_none=True)
             (out.loss * (x.shape[0] / n_global)).backward()  # this rank's share (exactly 1 on one process)
-            if world > 1:
-                _all_reduce_grads(sae)
+            if world > 1:  # sum the gradients over ranks with one all-reduce of a flat buffer
+                grads = [p.grad for p in sae.parameters() if p.grad is not None]
+                flat = torch.cat([g.reshape(-1) for g in grads])
+                torch.distributed.all_reduce(flat)
+                for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+                    g.copy_(part.view_as(g))
             sae.remove_parallel_decoder_grad()
             opt.step()
             sae.set_decoder_unit_norm()
