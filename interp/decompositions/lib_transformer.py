@@ -40,7 +40,8 @@ from typing import Sequence
 
 import torch
 
-from interp.models import resolve_hooks, scoped_hooks
+from interp.models import model_name, resolve_hooks, scoped_hooks
+from interp.results import encode, versions
 
 from .lib import LIBConfig, LIBResult, fit_lib
 from .results import LIBComparison, spectra
@@ -203,9 +204,6 @@ def lib_on_model(model, settings: ModelLIBSettings, texts: Sequence[str] | None 
 def compare_lib_pca(model, settings: ModelLIBSettings, texts: Sequence[str] | None = None, top: int = 16):
     """LIB and PCA fitted by :func:`lib_on_model` on the same texts: a
     :class:`~interp.decompositions.results.LIBComparison` (graphs of the ``top`` nodes per layer)."""
-    from interp.models import model_name
-    from interp.results import encode, versions
-
     fits = {b: lib_on_model(model, settings, texts, basis=b) for b in ("lib", "pca")}
     s = settings
     notes = ("M' from Gaussian output probes (unbiased, not exact); " if s.probes else "M' exact; ") + (

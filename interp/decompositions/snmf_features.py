@@ -28,9 +28,13 @@ from typing import Sequence
 import torch
 
 from interp.config import takes_config
-from interp.models import resolve_hooks, scoped_hooks
+from interp.models import model_name, resolve_hooks, scoped_hooks
+from interp.results import encode, versions
 
-from .snmf import ActivationSet, SNMFResult
+from .concepts import SENTENCES
+from .results import SNMFFeatures
+from .snmf import (ActivationSet, SNMFConfig, SNMFResult, collect_activations, fit_snmf, mlp_hook,
+                   store_activations)
 
 DEFAULT_KL_TARGETS = (0.025, 0.05, 0.1, 0.15, 0.25, 0.35, 0.5)
 
@@ -284,13 +288,6 @@ def describe_snmf(model, layer: int, cfg=None, texts: Sequence[str] | None = Non
     ``texts`` (default: the built-in concept sentences).  ``compare`` adds SNMF / DiffMeans / SAE on
     the concept set (:func:`~interp.decompositions.snmf_compare.compare_on_concepts`)."""
     import time
-
-    from interp.models import model_name
-    from interp.results import encode, versions
-
-    from .concepts import SENTENCES
-    from .results import SNMFFeatures
-    from .snmf import SNMFConfig, collect_activations, fit_snmf, mlp_hook, store_activations
 
     cfg = cfg or SNMFConfig()
     hook = mlp_hook(layer)

@@ -28,7 +28,7 @@ from typing import ClassVar, Sequence
 import torch
 
 from interp.config import takes_config
-from interp.results import Result, register
+from interp.results import Result, encode, register, versions
 
 from .base import SparseCoder
 
@@ -178,8 +178,6 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
     ``model`` gives the tokenizer and W_U (the logit-effect section is left out without it).
     ``config``, or its fields as keywords (not both): how many rows, examples and tokens.
     """
-    from interp.results import encode, versions
-
     cfg = config
     c = sae.cfg
     if c.hook_in not in store.hooks:

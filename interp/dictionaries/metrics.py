@@ -161,11 +161,9 @@ def spliced_ce(model, sae: SparseCoder, tokens: torch.Tensor, batch_size: int = 
     """
     if tokens.ndim != 2 or tokens.shape[1] < 2:
         raise ValueError(f"tokens must be [n_sequences, T>=2], got {tuple(tokens.shape)}")
-    from interp.models import resolve_hooks
+    from interp.models import resolve_hooks, scoped_hooks
 
     resolve_hooks(model, [sae.cfg.hook_in, sae.cfg.target_hook])  # clear error for a wrong model
-    from interp.models import scoped_hooks
-
     dev = next(model.parameters()).device
     sae = sae.to(dev)
     tot = dict.fromkeys(("orig", "dict", "zero", "kl_dict", "kl_zero"), 0.0)

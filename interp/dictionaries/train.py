@@ -63,6 +63,7 @@ from interp.results import check_fields, encode, versions
 from .base import SAEConfig, SparseCoder
 from .registry import make
 from .results import DictionaryTraining
+from .saelens_io import load_sae, save_sae
 from .topk_sae import data_parallel_normaliser
 
 
@@ -223,8 +224,6 @@ def save_checkpoint(path, sae, opt, since_fired, step, tokens, tcfg: TrainConfig
 
 
 def _write_checkpoint(tmp: Path, sae, opt, since_fired, step, tokens, tcfg: TrainConfig) -> None:
-    from .saelens_io import save_sae
-
     save_sae(sae, tmp)
     names = [n for n, _ in sae.named_parameters()]
     tensors = {f"optim.{names[i]}.{k}": v.detach().cpu().contiguous()
@@ -237,8 +236,6 @@ def _write_checkpoint(tmp: Path, sae, opt, since_fired, step, tokens, tcfg: Trai
 
 def load_checkpoint(path, device=None):
     """Read a checkpoint: ``(sae, state_json, state_tensors)``; raises with the problem if incomplete."""
-    from .saelens_io import load_sae
-
     path = Path(path)
     missing = [f for f in ("cfg.json", "sae_weights.safetensors", STATE_JSON, STATE_TENSORS) if not (path / f).exists()]
     if missing:
