@@ -88,7 +88,7 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
     for m, dirs in directions.items():
         for c, name in enumerate(names):
             cos = X_te @ torch.nn.functional.normalize(dirs[c].float(), dim=0)
-            s = torch.full((len(te_texts),), -2.0).scatter_reduce(0, acts_te.seq_pos[:, 0], cos, reduce="amax")
+            s = torch.full((len(te_texts),), -2.0).scatter_reduce(0, acts_te.seq_pos[:, 0], cos, "amax")
             auc = roc_auc_score((te_lab == c).numpy(), s.numpy())
             rows.append({"method": m, "concept": name, "auc": round(float(auc), 3)})
     # steering at matched KL, both signs, one batch

@@ -34,6 +34,12 @@ NUMBER_NAMES = {
 """Readable names of the RowMetrics / SplicedMetrics fields in the report's table."""
 
 
+def _what(c: dict, transcoder: bool) -> str:
+    """``topk SAE on <hook> (n latents)`` or ``relu transcoder <in> -> <out> (n latents)``."""
+    hooks = f"{c.get('hook_in')} -> {c.get('hook_out')}" if transcoder else f"on {c.get('hook_in')}"
+    return f"{c.get('arch')} {'transcoder' if transcoder else 'SAE'} {hooks} ({c.get('d_sae')} latents)"
+
+
 def _pct(x: float | str | None) -> str:
     """``x`` as a percentage; "n/a" for None or a non-finite value (JSON keeps those as "nan" strings)."""
     return "n/a" if x is None or not math.isfinite(float(x)) else f"{100 * float(x):.1f}%"
@@ -71,8 +77,7 @@ class DictionaryEvaluation(Result):
 
     # ------------------------------------------------------------------ reading
     def _what(self) -> str:
-        c = self.sae_config
-        return f"{c.get('arch')} {self.noun} on {c.get('hook_in')} ({c.get('d_sae')} latents)"
+        return _what(self.sae_config, self.noun == "transcoder")
 
     def _spliced_sentence(self) -> str:
         s = self.spliced
@@ -168,10 +173,6 @@ class TranscoderEvaluation(DictionaryEvaluation):
     layout: ClassVar[tuple] = (("Replacing the MLP", ("_add_spliced",)),
                                ("Prediction of the MLP output and sparsity", ("_add_density",)))
 
-    def _what(self) -> str:
-        c = self.sae_config
-        return f"{c.get('arch')} transcoder {c.get('hook_in')} -> {c.get('hook_out')} ({c.get('d_sae')} latents)"
-
     def summary(self) -> str:
         r = self.rows
         return (f"The {self._what()} predicts the MLP output with {_pct(r.explained_variance)} of its variance "
@@ -224,11 +225,9 @@ class DictionaryTraining(Result):
         return {**out, "complete": self.complete}
 
     def summary(self) -> str:
-        c = self.sae_config
-        what = (f"transcoder {c.get('hook_in')} -> {c.get('hook_out')}" if c.get("hook_out")
-                else f"SAE on {c.get('hook_in')}")
         state = "trained" if self.complete else f"stopped at step {self.steps} of {self.total_steps} (rerun to resume)"
-        return (f"The {c.get('arch')} {what} ({c.get('d_sae')} latents) {state}: {self.steps} steps on "
+        what = _what(self.sae_config, bool(self.sae_config.get("hook_out")))
+        return (f"The {what} {state}: {self.steps} steps on "
                 f"{self.tokens:,} rows ending at FVU {self.fvu:.4f} (training batches), L0 {self.l0:.1f}, "
                 f"{_pct(self.dead_fraction)} of latents dead; {self.tokens_per_s:,.0f} rows/s.")
 
