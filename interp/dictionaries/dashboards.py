@@ -204,16 +204,14 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
             toks, acts, at = _context(sae, store, r, f, cfg.window, cfg.after)
             contexts.append({"row": r, "value": v, "tokens": [_tok_str(tok, t) for t in toks], "acts": acts, "at": at})
         h = acts_f[j][acts_f[j] > 0]
-        lo, hi = (float(h.min()), float(h.max())) if h.numel() else (0.0, 0.0)
-        edges = torch.linspace(lo, max(hi, lo + 1e-6), HIST_BINS + 1) if h.numel() else torch.zeros(0)
-        counts_f = torch.histc(h, HIST_BINS, float(edges[0]), float(edges[-1])).long() if h.numel() else edges
+        counts_f, edges = torch.histogram(h, HIST_BINS) if h.numel() else (torch.zeros(0), torch.zeros(0))
         top_l = bot_l = []
         if logit_w is not None:
             lw = logit_w[j]
             top_l = [[_tok_str(tok, int(t)), float(lw[t])] for t in lw.topk(cfg.n_logits).indices]
             bot_l = [[_tok_str(tok, int(t)), float(lw[t])] for t in (-lw).topk(cfg.n_logits).indices]
         summaries.append(FeatureSummary(f, float(counts[f]) / seen, max(vals, default=0.0), rows, vals, top_l, bot_l,
-                                        contexts, edges.tolist(), counts_f.tolist()))
+                                        contexts, edges.tolist(), counts_f.long().tolist()))
     res = FeatureDashboard(sae_config=encode(c.to_dict()), n_rows=seen, features=summaries, meta={"versions": versions()})
     rep = res.report()
     rep.title = title or rep.title
