@@ -107,7 +107,7 @@ class DictionaryEvaluation(Result):
         live = d[d > 0].log10()
         lo = math.floor(4 * float(live.min())) / 4 if live.numel() else -1.0
         n_bins = max(1, round(-lo / 0.25))
-        counts = torch.histc(live, bins=n_bins, min=lo, max=0.0).long().tolist() if live.numel() else [0] * n_bins
+        counts = torch.histc(live, bins=n_bins, min=lo, max=0.0).long().tolist()  # zeros when nothing fired
         centres = [f"{lo + 0.25 * (i + 0.5):.2f}" for i in range(n_bins)]
         r.add_bars("Latent firing density", ["dead"] + centres, {"": [int((d == 0).sum())] + counts},
                    x_title=self.axes["rows.density"], y_title=self.axes["rows.density#0"],
