@@ -118,8 +118,6 @@ class LayerBasis:
     """[k, d] left inverse: ``C_pinv @ C = I_k``."""
     importance: torch.Tensor
     """[k] Lambda (LIB) or variance (PCA, last layer) of each direction: isolated directions first, the rest descending."""
-    pca_var: torch.Tensor
-    """[d_kept] PCA eigenvalues kept at this layer."""
     U: torch.Tensor
     """[d, d_kept] PCA eigenvectors kept."""
 
@@ -153,24 +151,15 @@ class LIBResult:
     config: dict = field(default_factory=dict)
     """The :class:`LIBConfig`, as a dict."""
 
-    def graph(self, top: int | None = 20, min_strength: float = 0.0) -> tuple[list[dict], list[dict]]:
-        """Nodes and edges (``{source, target, weight}``) of the graph, top nodes per layer."""
-        nodes, edges = [], []
-        for l, b in enumerate(self.bases):
-            n = b.k if top is None else min(top, b.k)
-            nodes += [{"id": f"{self.names[l]}:{i}", "layer": l, "index": i,
-                       "importance": float(b.importance[i])} for i in range(n)]
+    def graph(self, top: int = 20) -> tuple[list[dict], list[dict]]:
+        """Nodes and non-zero edges (``{source, target, weight}``) among the ``top`` nodes of each layer."""
+        nodes = [{"id": f"{self.names[l]}:{i}", "layer": l, "index": i, "importance": float(b.importance[i])}
+                 for l, b in enumerate(self.bases) for i in range(min(top, b.k))]
+        edges = []
         for l, E in enumerate(self.edges):
-            if E is None:
-                continue
-            ni = E.shape[0] if top is None else min(top, E.shape[0])
-            nj = E.shape[1] if top is None else min(top, E.shape[1])
-            for i in range(ni):
-                for j in range(nj):
-                    w = float(E[i, j])
-                    if w > min_strength:
-                        edges.append({"source": f"{self.names[l]}:{j}", "target": f"{self.names[l + 1]}:{i}",
-                                      "weight": w})
+            for i, j in [] if E is None else (E[:top, :top] > 0).nonzero().tolist():
+                edges.append({"source": f"{self.names[l]}:{j}", "target": f"{self.names[l + 1]}:{i}",
+                              "weight": float(E[i, j])})
         return nodes, edges
 
     def to_json(self, top: int = 20) -> dict:
@@ -227,8 +216,7 @@ def masked_eigh(A: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([A.diagonal()[:n], D]), torch.block_diag(torch.eye(n, dtype=U.dtype, device=U.device), U)
 
 
-def pca(f: torch.Tensor, threshold: float, dtype=torch.float64, centre: bool = True, skip_first: int = 0,
-        isolated: int = 0):
+def pca(f: torch.Tensor, threshold: float, dtype=torch.float64, skip_first: int = 0, isolated: int = 0):
     """Mean ``[d]``, kept eigenvalues ``[m]`` (descending) and eigenvectors ``[d, m]`` of ``Cov(f)``.
 
     ``isolated``: the first this many coordinates are their own directions (:func:`masked_eigh`),
@@ -237,18 +225,24 @@ def pca(f: torch.Tensor, threshold: float, dtype=torch.float64, centre: bool = T
     if f.ndim == 3:
         f = f[:, _skip(f.shape[1], skip_first):]
     x = f.reshape(-1, f.shape[-1]).to(dtype)
-    mean = x.mean(0) if centre else torch.zeros(x.shape[1], dtype=dtype, device=x.device)
+    mean = x.mean(0)
     xc = x - mean
     G = xc.T @ xc / x.shape[0]
-    D, U = masked_eigh(G, isolated)
-    if isolated and not bool((D[:isolated] > 0).all()):
-        raise ValueError(f"an isolated coordinate (one of the first {isolated}) has zero variance, so it "
-                         "cannot be a basis direction; is it the LayerNorm statistic of this layer?")
-    rest = D[isolated:]
+    why = "has zero variance, so it cannot be a basis direction; is it the LayerNorm statistic of this layer?"
+    D, U = _kept_eigh(G, isolated, threshold, why)
+    return mean, D, U
+
+
+def _kept_eigh(A: torch.Tensor, n: int, threshold: float, why: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`masked_eigh` of ``A``, keeping the ``n`` isolated directions (each must be > 0) and the other
+    directions above ``threshold`` times the largest of them."""
+    D, U = masked_eigh(A, n)
+    if n and not bool((D[:n] > 0).all()):
+        raise ValueError(f"an isolated coordinate (one of the first {n}) {why}")
     keep = torch.ones_like(D, dtype=torch.bool)
-    if rest.numel():
-        keep[isolated:] = rest > threshold * rest[0].clamp_min(1e-300)
-    return mean, D[keep], U[:, keep]
+    if D.numel() > n:
+        keep[n:] = D[n:] > threshold * D[n].clamp_min(1e-300)
+    return D[keep], U[:, keep]
 
 
 def batched_vjp(h: Map, x: torch.Tensor, V: torch.Tensor, max_rows: int) -> torch.Tensor:
@@ -272,15 +266,10 @@ def batched_vjp(h: Map, x: torch.Tensor, V: torch.Tensor, max_rows: int) -> torc
     return torch.cat(out)
 
 
-def _unit_probes(T: int, k: int, B: int, dtype, device, positions=None) -> torch.Tensor:
-    ts = range(T) if positions is None else positions
-    eye = torch.zeros(len(ts) * k, B, T, k, dtype=dtype, device=device)
-    r = 0
-    for t in ts:
-        for i in range(k):
-            eye[r, :, t, i] = 1
-            r += 1
-    return eye
+def _unit_probes(T: int, k: int, B: int, dtype, device, positions) -> torch.Tensor:
+    """``[len(positions) * k, B, T, k]``: one unit output probe per (position, node), for every sample."""
+    eye = torch.eye(T * k, dtype=dtype, device=device).view(T, k, T, k)[list(positions)]
+    return eye.reshape(-1, 1, T, k).expand(-1, B, -1, -1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -363,24 +352,18 @@ def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None =
         n_iso = iso[l]
         mean, D, U = pca(raw[l], cfg.pca_threshold, dt, skip_first=cfg.skip_first, isolated=n_iso)
         if cfg.basis == "pca" or l == L:
-            bases[l] = LayerBasis(names[l], mean, U, U.T.contiguous(), D, D, U)
+            bases[l] = LayerBasis(names[l], mean, U, U.T.contiguous(), D, U)
             continue
         R = U / D.sqrt()
         Rp = D.sqrt()[:, None] * U.T
         Mp = interaction_matrix(maps[l], raw[l], mean, bases[l + 1], cfg)
         Mr = Rp @ Mp @ Rp.T
         Mr = (Mr + Mr.T) / 2
-        lam, V = masked_eigh(Mr, n_iso)
-        if n_iso and not bool((lam[:n_iso] > 0).all()):
-            raise ValueError(f"fit_lib: an isolated coordinate of {names[l]!r} has no interaction with the next "
-                             "layer (its M entry is 0), so it cannot carry a LIB direction")
-        keep = torch.ones_like(lam, dtype=torch.bool)
-        if lam.numel() > n_iso:
-            keep[n_iso:] = lam[n_iso:] > cfg.lambda_threshold * lam[n_iso].clamp_min(1e-300)
-        lam, V = lam[keep], V[:, keep]
+        why = f"of {names[l]!r} has no interaction with the next layer (its M entry is 0): no LIB direction"
+        lam, V = _kept_eigh(Mr, n_iso, cfg.lambda_threshold, why)
         C = R @ V * lam.sqrt()
         Cp = (V / lam.sqrt()).T @ Rp
-        bases[l] = LayerBasis(names[l], mean, C, Cp, lam, D, U)
+        bases[l] = LayerBasis(names[l], mean, C, Cp, lam, U)
     edges: list[torch.Tensor | None] = [None] * L
     if cfg.edges:
         for l in range(L):

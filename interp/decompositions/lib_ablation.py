@@ -24,20 +24,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from .lib import LIBResult, _as3
+from .lib import LIBResult, _as3, run_chain
 
 Metric = Callable[[torch.Tensor], float]
-
-
-def _run_from(acts_l: torch.Tensor, maps: Sequence, start: int, batch: int = 4096) -> torch.Tensor:
-    out = []
-    with torch.no_grad():
-        for s in range(0, acts_l.shape[0], batch):
-            x = acts_l[s:s + batch]
-            for g in maps[start:]:
-                x = g(x)
-            out.append(x)
-    return torch.cat(out)
 
 
 def _native(x3: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -54,7 +43,7 @@ def node_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor],
     fh = b.transform(_as3(f))
     fh[..., n_keep:] = 0
     x = _native(b.inverse(fh), f).to(f.dtype)
-    return metric(_run_from(x, maps, layer))
+    return metric(run_chain(x, maps[layer:])[-1])
 
 
 @torch.no_grad()
@@ -90,28 +79,12 @@ def edge_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor],
         outs.append(y[idx, :, :, idx].permute(1, 2, 0))  # diagonal: node i from its own masked copy
     fh_out = torch.cat(outs)
     x_next = _native(b_out.inverse(fh_out), acts[layer + 1]).to(acts[layer + 1].dtype)
-    return metric(_run_from(x_next, maps, layer + 1))
+    return metric(run_chain(x_next, maps[layer + 1:])[-1])
 
 
 def _no_skip(res: LIBResult) -> None:
     if res.config.get("skip_first", 0):
         raise ValueError("ablations are not implemented for fits with LIBConfig.skip_first > 0")
-
-
-def _bisect(score: Callable[[int], float], lo: int, hi: int, target: float) -> tuple[int, float]:
-    """Smallest n in [lo, hi] with score(n) >= target (score assumed non-decreasing)."""
-    s_hi = score(hi)
-    if s_hi < target:
-        return hi, s_hi
-    best = (hi, s_hi)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        s = score(mid)
-        if s >= target:
-            hi, best = mid, (mid, s)
-        else:
-            lo = mid + 1
-    return best
 
 
 @dataclass
@@ -134,16 +107,27 @@ class AblationCount:
     """Whether the target was reached."""
 
 
+def _min_count(res: LIBResult, layer: int, kind: str, total: int, score: Callable[[int], float],
+               target: float) -> AblationCount:
+    """Bisection for the smallest n in [0, total] with score(n) >= target (score assumed non-decreasing)."""
+    full = score(total)
+    (needed, s), lo, hi = (total, full), 0, total
+    while full >= target and lo < hi:
+        mid = (lo + hi) // 2
+        s_mid = score(mid)
+        if s_mid >= target:
+            hi, needed, s = mid, mid, s_mid
+        else:
+            lo = mid + 1
+    return AblationCount(res.names[layer], kind, needed, total, s, full, s >= target)
+
+
 def min_nodes(res: LIBResult, maps, acts, layer: int, metric: Metric, target: float) -> AblationCount:
-    k = res.bases[layer].k
-    full = node_ablated_score(res, maps, acts, layer, k, metric)
-    n, s = _bisect(lambda n: node_ablated_score(res, maps, acts, layer, n, metric), 0, k, target)
-    return AblationCount(res.names[layer], "nodes", n, k, s, full, s >= target)
+    return _min_count(res, layer, "nodes", res.bases[layer].k,
+                      lambda n: node_ablated_score(res, maps, acts, layer, n, metric), target)
 
 
 def min_edges(res: LIBResult, maps, acts, layer: int, metric: Metric, target: float,
               max_rows: int = 65536) -> AblationCount:
-    total = int((res.edges[layer] > 0).sum())
-    full = edge_ablated_score(res, maps, acts, layer, total, metric, max_rows)
-    n, s = _bisect(lambda n: edge_ablated_score(res, maps, acts, layer, n, metric, max_rows), 0, total, target)
-    return AblationCount(res.names[layer], "edges", n, total, s, full, s >= target)
+    return _min_count(res, layer, "edges", int((res.edges[layer] > 0).sum()),
+                      lambda n: edge_ablated_score(res, maps, acts, layer, n, metric, max_rows), target)

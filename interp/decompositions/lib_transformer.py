@@ -32,6 +32,7 @@ plain forward pass.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -39,7 +40,8 @@ from typing import Sequence
 
 import torch
 
-from interp.models import resolve_hooks
+from interp.models import model_name, resolve_hooks, scoped_hooks
+from interp.results import encode, versions
 
 from .lib import LIBConfig, LIBResult, fit_lib
 from .results import LIBComparison, spectra
@@ -68,16 +70,9 @@ def resid_map(model, layer_in: int, layer_out: int):
             raise _Stop
 
         toks = torch.zeros(x.shape[0], x.shape[1], dtype=torch.long, device=dev)
-        ctx = model.hooks(fwd_hooks=[(h_in, put), *(extra or []), (h_out, grab)])
-        ctx.__enter__()
-        try:
-            model(toks)
-        except _Stop:
-            pass
-        finally:
-            ctx.__exit__(None, None, None)
-        if "y" not in box:
-            raise RuntimeError(f"{h_out} was never reached")
+        with scoped_hooks(model, fwd=[(h_in, put), *(extra or []), (h_out, grab)]):
+            with contextlib.suppress(_Stop):
+                model(toks)
         return box["y"]
 
     return g
@@ -196,9 +191,8 @@ def lib_on_model(model, settings: ModelLIBSettings, texts: Sequence[str] | None 
     acts = [cache[n].detach().to(getattr(torch, dtype)) for n in names]
     if s.isolate_ln_var:
         acts = [torch.cat([ln_statistic(model, L, a), a], -1) for L, a in zip(s.layers, acts)]
-        maps = [_dtype_map(resid_ln_map(model, a, b), dtype) for a, b in zip(s.layers[:-1], s.layers[1:])]
-    else:
-        maps = [_dtype_map(resid_map(model, a, b), dtype) for a, b in zip(s.layers[:-1], s.layers[1:])]
+    make_map = resid_ln_map if s.isolate_ln_var else resid_map
+    maps = [_dtype_map(make_map(model, a, b), dtype) for a, b in zip(s.layers[:-1], s.layers[1:])]
     cfg = LIBConfig(basis=basis, probes=s.probes, max_edge_nodes=s.edge_nodes, edge_positions=s.edge_positions,
                     batch_size=s.batch_size, dtype=dtype, skip_first=1 if s.skip_bos else 0)
     res = fit_lib(acts[0], maps, names, cfg, acts=acts, isolated=[1 if s.isolate_ln_var else 0] * len(names))
@@ -210,9 +204,6 @@ def lib_on_model(model, settings: ModelLIBSettings, texts: Sequence[str] | None 
 def compare_lib_pca(model, settings: ModelLIBSettings, texts: Sequence[str] | None = None, top: int = 16):
     """LIB and PCA fitted by :func:`lib_on_model` on the same texts: a
     :class:`~interp.decompositions.results.LIBComparison` (graphs of the ``top`` nodes per layer)."""
-    from interp.models import model_name
-    from interp.results import encode, versions
-
     fits = {b: lib_on_model(model, settings, texts, basis=b) for b in ("lib", "pca")}
     s = settings
     notes = ("M' from Gaussian output probes (unbiased, not exact); " if s.probes else "M' exact; ") + (

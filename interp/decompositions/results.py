@@ -17,8 +17,6 @@ from typing import ClassVar
 
 from interp.results import Result, register
 
-SCHEMA_VERSION = 1
-
 
 @register
 @dataclass
@@ -27,7 +25,6 @@ class SNMFFeatures(Result):
     (:func:`interp.decompositions.snmf_features.snmf_features`)."""
 
     kind: ClassVar[str] = "snmf"
-    schema_version: ClassVar[int] = SCHEMA_VERSION
     axes: ClassVar[dict[str, str]] = {
         "fit.losses#0": "iteration", "fit.losses": "squared reconstruction error",
         "features.index": "feature", "features.mean_coef": "mean coefficient"}
@@ -115,7 +112,6 @@ class LIBComparison(Result):
     toy also the nodes and edges each needs to keep 99% of the accuracy."""
 
     kind: ClassVar[str] = "lib"
-    schema_version: ClassVar[int] = SCHEMA_VERSION
     axes: ClassVar[dict[str, str]] = {
         "names": "node layer", "spectra.dirs_for_90pct_importance": "directions carrying 90% of importance",
         "ablation.edges": "edges needed for 99% accuracy", "ablation.nodes": "nodes needed for 99% accuracy",

@@ -129,19 +129,6 @@ class SNMFResult:
     def k(self) -> int:
         return self.Z.shape[1]
 
-    def encode(self, X: torch.Tensor, n_iter: int = 50) -> torch.Tensor:
-        """Non-negative coefficients ``[n, k]`` for new activation rows ``X [n, d_a]`` (Z fixed)."""
-        F = self.Z.to(X.device, torch.float32)
-        X = X.to(torch.float32)
-        G = (X @ F).clamp_min(0) + 1e-6
-        Q = F.T @ F
-        Qp, Qm = Q.clamp_min(0), (-Q).clamp_min(0)
-        P = X @ F
-        Pp, Pm = P.clamp_min(0), (-P).clamp_min(0)
-        for _ in range(n_iter):
-            G = G * torch.sqrt((Pp + G @ Qm) / (Pm + G @ Qp + 1e-6))
-        return G
-
     def to_json(self) -> dict:
         return {"k": self.k, "d_a": self.Z.shape[0], "n": self.Y.shape[1], "loss": self.loss,
                 "rel_loss": self.rel_loss, "best_iter": self.best_iter, "n_iter": self.n_iter,
@@ -151,24 +138,17 @@ class SNMFResult:
 # ---------------------------------------------------------------------------------------
 # initialisation
 
-def _gram_chunks(X: torch.Tensor, dev, chunk: int) -> torch.Tensor:
-    d = X.shape[1]
-    out = torch.zeros(d, d, device=dev, dtype=torch.float64)
-    for s in range(0, X.shape[0], chunk):
-        xc = X[s:s + chunk].to(dev, torch.float64)
-        out += xc.T @ xc
-    return out
-
-
 def init_svd(X: torch.Tensor, k: int, eps: float, dev, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``F = V sqrt(S)``, ``G = U sqrt(S)`` clamped to ``>= eps``, for ``X = U S V^T`` (via X^T X)."""
     n, d = X.shape
-    evals, evecs = torch.linalg.eigh(_gram_chunks(X, dev, chunk))
+    gram = torch.zeros(d, d, device=dev, dtype=torch.float64)
+    for s in range(0, n, chunk):
+        xc = X[s:s + chunk].to(dev, torch.float64)
+        gram += xc.T @ xc
+    evals, evecs = torch.linalg.eigh(gram)
     order = evals.argsort(descending=True)[:k]
     S = evals[order].clamp_min(0).sqrt()  # singular values
     V = evecs[:, order]  # [d, k]
-    if k > d:
-        raise ValueError(f"init='svd' needs k <= d_a ({d}), got k={k}")
     F = (V * S.sqrt()).float()
     G = torch.empty(n, k, device=dev)
     for s in range(0, n, chunk):
@@ -231,6 +211,11 @@ def wta_(F: torch.Tensor, sparsity: float) -> torch.Tensor:
     return F.mul_(mask)
 
 
+def _norm2(X: torch.Tensor, chunk: int) -> float:
+    """``||X||_F^2`` in float64, chunk by chunk."""
+    return sum(float((X[s:s + chunk].double() ** 2).sum()) for s in range(0, X.shape[0], chunk))
+
+
 def snmf_reference(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFConfig):
     """Plain transcription of the updates for one restart (``X [n,d]``, ``F [d,k]``, ``G [n,k]``).
 
@@ -274,9 +259,7 @@ def snmf_batched(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFCon
     n = X.shape[0]
     ch = cfg.chunk_size
     eye = torch.eye(k, device=dev)
-    norm2 = 0.0
-    for s in range(0, n, ch):
-        norm2 += float((X[s:s + ch].to(dev, torch.float64) ** 2).sum())
+    norm2 = _norm2(X, ch)
     GtG = G.transpose(1, 2) @ G
     best = torch.full((r,), math.inf, dtype=torch.float64, device=dev)
     best_F, best_G = F.clone(), G.clone()
@@ -310,14 +293,12 @@ def snmf_batched(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFCon
             loss += ((xc - Gc @ F.transpose(1, 2)) ** 2).sum((1, 2)).double()
         losses.append(loss.tolist())
         # 5. keep the best iterate per restart; early stopping
-        better = loss < best - cfg.tol * norm2
-        if better.any():
-            b = better.to(dev)
-            best = torch.where(b, loss, best)
-            best_F[b] = F[b]
-            best_G[b] = G[b]
-            best_it[better.cpu()] = it
-        since = torch.where(better.cpu(), torch.zeros_like(since), since + 1)
+        better = loss < best - cfg.tol * norm2  # on the factors' device
+        best = torch.where(better, loss, best)
+        best_F[better] = F[better]
+        best_G[better] = G[better]
+        best_it[better.cpu()] = it
+        since = torch.where(better.cpu(), 0, since + 1)
         if progress is not None:
             progress(it, loss)
         if bool((since >= cfg.patience).all()):
@@ -358,7 +339,7 @@ def fit_snmf(X: torch.Tensor, cfg: SNMFConfig | None = None, progress=None) -> S
         w = int(final.argmin())
         F, G, best_it = Fb[w], Gb[w], int(best_its[w])
         loss_list = [row[w] for row in losses]
-    norm2 = sum(float((X[s:s + cfg.chunk_size].double() ** 2).sum()) for s in range(0, n, cfg.chunk_size))
+    norm2 = _norm2(X, cfg.chunk_size)
     best_loss = loss_list[best_it]
     return SNMFResult(Z=F, Y=G.T.contiguous(), loss=best_loss, rel_loss=best_loss / max(norm2, 1e-30),
                       losses=loss_list, best_iter=best_it, n_iter=n_iter,
@@ -381,8 +362,6 @@ class ActivationSet:
     """[n] token id of each row."""
     seq_pos: torch.Tensor
     """[n, 2] (sequence index, position) of each row."""
-    texts: list[str] | None = None
-    """Source texts (live-model collection), indexed by ``seq_pos[:, 0]``."""
     seq_tokens: list[torch.Tensor] | None = None
     """Token ids of each sequence, for showing contexts."""
 
@@ -392,54 +371,31 @@ def mlp_hook(layer: int) -> str:
 
 
 @torch.no_grad()
-def collect_activations(model, texts: Sequence[str], hook: str, batch_size: int = 8,
-                        max_len: int = 128, skip_bos: bool = True) -> ActivationSet:
+def collect_activations(model, texts: Sequence[str], hook: str, batch_size: int = 8) -> ActivationSet:
     """Run ``model`` over ``texts`` and keep ``hook``'s activation at every real token.
 
     Texts are right-padded per batch (causal attention: padding never changes earlier
-    positions) and the padded positions are dropped; with ``skip_bos`` the BOS row is dropped.
+    positions) and the padded positions are dropped, and so is the BOS row; texts are cut at 128 tokens.
     """
     from interp.models import resolve_hooks
 
     if isinstance(texts, str) or not texts:
         raise ValueError("collect_activations expects a non-empty list of strings")
     (hook,) = resolve_hooks(model, [hook])
-    toks = [model.to_tokens(t)[0, :max_len].cpu() for t in texts]
+    toks = [model.to_tokens(t)[0, :128].cpu() for t in texts]
     rows, tok_rows, pos_rows = [], [], []
     dev = next(model.parameters()).device
-    pad = 0
     for b in range(0, len(toks), batch_size):
         chunk = toks[b:b + batch_size]
-        T = max(len(t) for t in chunk)
-        batch = torch.full((len(chunk), T), pad, dtype=torch.long)
-        for i, t in enumerate(chunk):
-            batch[i, :len(t)] = t
-        store = {}
-
-        def grab(x, hook=None):
-            store["a"] = x.detach()
-            return x
-
-        with model.hooks(fwd_hooks=[(hook, grab)]):
-            model(batch.to(dev), return_type=None) if _accepts_return_type(model) else model(batch.to(dev))
-        acts = store["a"].float().cpu()
-        for i, t in enumerate(chunk):
-            start = 1 if skip_bos else 0
-            rows.append(acts[i, start:len(t)])
-            tok_rows.append(t[start:])
-            pos = torch.arange(start, len(t))
+        batch = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)  # right-padded with token 0
+        acts = model.run_with_cache(batch.to(dev), names_filter=[hook])[1][hook].float().cpu()
+        for i, t in enumerate(chunk):  # positions 1.. (BOS left out)
+            rows.append(acts[i, 1:len(t)])
+            tok_rows.append(t[1:])
+            pos = torch.arange(1, len(t))
             pos_rows.append(torch.stack([torch.full_like(pos, b + i), pos], 1))
     return ActivationSet(hook=hook, X=torch.cat(rows), tokens=torch.cat(tok_rows), seq_pos=torch.cat(pos_rows),
-                         texts=list(texts), seq_tokens=toks)
-
-
-def _accepts_return_type(model) -> bool:
-    import inspect
-
-    try:
-        return "return_type" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
+                         seq_tokens=toks)
 
 
 def store_activations(store, hook: str, max_rows: int | None = None, seed: int = 0) -> ActivationSet:

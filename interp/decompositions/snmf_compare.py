@@ -40,31 +40,6 @@ def _pick(scores: torch.Tensor, labels: torch.Tensor, concept: int) -> int:
     return int(d.argmax())
 
 
-def _sentence_max_cos(acts, direction: torch.Tensor) -> torch.Tensor:
-    u = torch.nn.functional.normalize(direction.float(), dim=0)
-    cos = torch.nn.functional.normalize(acts.X, dim=1) @ u
-    n_seq = int(acts.seq_pos[:, 0].max()) + 1
-    out = torch.full((n_seq,), -2.0)
-    return out.scatter_reduce(0, acts.seq_pos[:, 0], cos, reduce="amax")
-
-
-def _word_ids(model, words: list[str]) -> list[int]:
-    ids = []
-    for w in words:
-        t = model.to_tokens(w, prepend_bos=False)[0] if _has_prepend(model) else model.to_tokens(w)[0, 1:]
-        ids.append(int(t[0]))
-    return sorted(set(ids))
-
-
-def _has_prepend(model) -> bool:
-    import inspect
-
-    try:
-        return "prepend_bos" in inspect.signature(model.to_tokens).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, sae: bool = True,
                         kl_target: float = 0.25, prompt: str = "I think that", sae_steps: int = 300) -> dict:
     """Detection AUC and steering proxy for SNMF (``snmf_cfg``; default k=30), DiffMeans and a TopK SAE of
@@ -107,11 +82,13 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
             codes = tr.sae.encode(X.to(tr.sae.device)).acts.cpu()
         directions["sae"] = [tr.sae.W_dec[_pick(codes, tok_lab, c)].detach().cpu() for c in range(len(names))]
         info["sae"] = {"d_sae": 4 * k, "k": 8, "fvu": tr.fvu, "l0": tr.l0, "dead": tr.dead_fraction}
-    # detection
+    # detection: a sentence's score is the largest cosine of one of its tokens with the direction
+    X_te = torch.nn.functional.normalize(acts_te.X, dim=1)
     rows = []
     for m, dirs in directions.items():
         for c, name in enumerate(names):
-            s = _sentence_max_cos(acts_te, dirs[c])
+            cos = X_te @ torch.nn.functional.normalize(dirs[c].float(), dim=0)
+            s = torch.full((len(te_texts),), -2.0).scatter_reduce(0, acts_te.seq_pos[:, 0], cos, "amax")
             auc = roc_auc_score((te_lab == c).numpy(), s.numpy())
             rows.append({"method": m, "concept": name, "auc": round(float(auc), 3)})
     # steering at matched KL, both signs, one batch
@@ -126,7 +103,8 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
         lp = torch.log_softmax(steered_logits(model, hook, U2, alphas, toks)[:, -1].float(), -1).cpu()
     n = D.shape[0]
     for r, row in enumerate(rows):
-        ids = _word_ids(model, CONCEPTS[row["concept"]]["words"])
+        words = CONCEPTS[row["concept"]]["words"]
+        ids = sorted({int(model.to_tokens(w, prepend_bos=False)[0, 0]) for w in words})  # first token of each
         gains = [float((lp[r + sgn * n, ids] - base[ids]).mean()) for sgn in (0, 1)]
         best = max(range(2), key=lambda i: gains[i])
         row["steer_gain"] = round(gains[best], 3)

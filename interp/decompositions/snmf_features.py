@@ -22,15 +22,19 @@ forward pass of that batch per bisection step (``n_steps`` plus the doublings), 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch
 
 from interp.config import takes_config
-from interp.models import resolve_hooks, scoped_hooks
+from interp.models import model_name, resolve_hooks, scoped_hooks
+from interp.results import encode, versions
 
-from .snmf import ActivationSet, SNMFResult
+from .concepts import SENTENCES
+from .results import SNMFFeatures
+from .snmf import (ActivationSet, SNMFConfig, SNMFResult, collect_activations, fit_snmf, mlp_hook,
+                   store_activations)
 
 DEFAULT_KL_TARGETS = (0.025, 0.05, 0.1, 0.15, 0.25, 0.35, 0.5)
 
@@ -89,8 +93,6 @@ def vocab_projection(model, directions: torch.Tensor, k: int = 20) -> list[dict]
 def top_contexts(Y: torch.Tensor, acts: ActivationSet, tokenizer, feature: int, k: int = 10,
                  window: int = 8) -> list[dict]:
     """The ``k`` rows with the largest coefficient ``Y[feature]`` and their preceding tokens."""
-    if Y.shape[1] != acts.X.shape[0]:
-        raise ValueError(f"Y has {Y.shape[1]} columns but the activation set has {acts.X.shape[0]} rows")
     lookup = {(int(s), int(p)): int(t) for (s, p), t in zip(acts.seq_pos.tolist(), acts.tokens.tolist())}
     vals, idx = Y[feature].float().topk(min(k, Y.shape[1]))
     out = []
@@ -129,13 +131,6 @@ class SteeringCalibration:
     """[n_directions, n_signs, n_targets] whether the bracket search found the target."""
     forward_passes: int = 0
     """Batched forward passes used."""
-    extra: dict = field(default_factory=dict)
-
-
-def _steer_hook(U: torch.Tensor, alphas: torch.Tensor):
-    def fn(x, hook=None):
-        return x + (alphas[:, None, None] * U[:, None, :]).to(x.dtype)
-    return fn
 
 
 @torch.no_grad()
@@ -145,22 +140,23 @@ def steered_logits(model, hook: str, U: torch.Tensor, alphas: torch.Tensor, toke
     if tokens.ndim == 1:
         tokens = tokens[None].expand(R, -1)
     dev = next(model.parameters()).device
-    with scoped_hooks(model, fwd=[(hook, _steer_hook(U.to(dev), alphas.to(dev)))]):
+    shift = alphas.to(dev)[:, None, None] * U.to(dev)[:, None, :]
+    with scoped_hooks(model, fwd=[(hook, lambda x, hook: x + shift.to(x.dtype))]):
         return model(tokens.to(dev))
 
 
 MAX_DOUBLINGS = 24
-"""Doublings of ``alpha0`` before :func:`calibrate_steering` gives a row up (2^24 x ``alpha0``)."""
+"""Doublings of the initial ``alpha = 1`` before :func:`calibrate_steering` gives a row up (2^24)."""
 
 
 @torch.no_grad()
 def calibrate_steering(model, layer: int, directions: torch.Tensor, prompt: str = "I think that",
                        targets: Sequence[float] = DEFAULT_KL_TARGETS, signs: Sequence[int] = (1, -1),
-                       n_steps: int = 16, alpha0: float = 1.0) -> SteeringCalibration:
+                       n_steps: int = 16) -> SteeringCalibration:
     """Bisect ``alpha`` per (direction, sign, target) so ``KL(p_base || p_steered) = target``.
 
     ``directions [m, d_mlp]`` are normalised to unit length.  One forward pass per step
-    for all rows; first ``alpha`` (from ``alpha0``) is doubled until every row overshoots its target
+    for all rows; first ``alpha`` (from 1) is doubled until every row overshoots its target
     (at most :data:`MAX_DOUBLINGS` times; a row still short is marked not ``reached``).
     """
     (hook,) = resolve_hooks(model, [f"blocks.{layer}.mlp.hook_post"])
@@ -183,7 +179,7 @@ def calibrate_steering(model, layer: int, directions: torch.Tensor, prompt: str 
         return (base.exp() * (base - lp)).sum(-1).cpu()
 
     lo = torch.zeros(U.shape[0])
-    hi = torch.full((U.shape[0],), alpha0)
+    hi = torch.ones(U.shape[0])
     k_hi = kl_at(hi)
     for _ in range(MAX_DOUBLINGS):
         under = k_hi < tgt
@@ -266,21 +262,18 @@ def feature_cards(model, layer: int, res: SNMFResult, acts: ActivationSet, featu
     """Input contexts, vocabulary projection and calibrated steering for ``features``; ``config``, or its
     fields as keywords (not both)."""
     c = config
-    n_contexts, n_vocab, targets, prompt, n_tokens = c.n_contexts, c.n_vocab, c.targets, c.prompt, c.n_tokens
     feats = list(range(res.k)) if features is None else list(features)
     Z = res.Z[:, feats].float().cpu()
-    vocab = vocab_projection(model, residual_directions(model, layer, Z), n_vocab)
-    cal = calibrate_steering(model, layer, Z.T, prompt, targets)
-    mid = len(targets) // 2
-    gen_dirs = torch.cat([Z.T, -Z.T])
+    vocab = vocab_projection(model, residual_directions(model, layer, Z), c.n_vocab)
+    cal = calibrate_steering(model, layer, Z.T, c.prompt, c.targets)
+    mid = len(c.targets) // 2
     gen_alpha = torch.cat([cal.alpha[:, 0, mid], cal.alpha[:, 1, mid]])
-    texts = steered_generations(model, layer, gen_dirs, gen_alpha, prompt, n_tokens)
+    texts = steered_generations(model, layer, torch.cat([Z.T, -Z.T]), gen_alpha, c.prompt, c.n_tokens)
     cards = []
     for r, f in enumerate(feats):
         cards.append(FeatureCard(
             index=f, n_neurons=int((res.Z[:, f] != 0).sum()), mean_coef=float(res.Y[f].mean()),
-            contexts=top_contexts(res.Y, acts, model.tokenizer, f, n_contexts),
-            vocab={"top": vocab[r]["top"], "bottom": vocab[r]["bottom"]},
+            contexts=top_contexts(res.Y, acts, model.tokenizer, f, c.n_contexts), vocab=vocab[r],
             alpha={"+": cal.alpha[r, 0].tolist(), "-": cal.alpha[r, 1].tolist()},
             steered={"+": texts[r], "-": texts[len(feats) + r]}))
     return cards, cal
@@ -296,16 +289,7 @@ def describe_snmf(model, layer: int, cfg=None, texts: Sequence[str] | None = Non
     the concept set (:func:`~interp.decompositions.snmf_compare.compare_on_concepts`)."""
     import time
 
-    from interp.models import model_name
-    from interp.results import encode, versions
-
-    from .concepts import SENTENCES
-    from .results import SNMFFeatures
-    from .snmf import SNMFConfig, collect_activations, fit_snmf, mlp_hook, store_activations
-
     cfg = cfg or SNMFConfig()
-    if not 0 <= layer < model.cfg.n_layers:
-        raise ValueError(f"layer must be in [0, {model.cfg.n_layers - 1}] for {model_name(model)}, got {layer}")
     hook = mlp_hook(layer)
     t0 = time.perf_counter()
     if store is not None:

@@ -78,10 +78,9 @@ class SAEConfig:
         if self.arch not in ARCHS:
             raise ValueError(f"unknown SAE architecture {self.arch!r}; registered: {sorted(ARCHS)}")
         check_fields(self, at_least={"d_in": 1, "d_sae": 1, "d_out": 1, "l1_coeff": 0, "l0_coeff": 0, "aux_coeff": 0})
-        if self.arch == "topk" and not 0 < self.k <= self.d_sae:
-            raise ValueError(f"k must be in 1..d_sae={self.d_sae}, got k={self.k}")
-        if self.k_aux is not None and not 0 < self.k_aux <= self.d_sae:
-            raise ValueError(f"k_aux must be in 1..d_sae={self.d_sae}, got {self.k_aux}")
+        for name, k in (("k", self.k if self.arch == "topk" else 1), ("k_aux", self.k_aux or 1)):
+            if not 0 < k <= self.d_sae:
+                raise ValueError(f"{name} must be in 1..d_sae={self.d_sae}, got {name}={k}")
         if self.jumprelu_bandwidth <= 0 or self.jumprelu_init_threshold <= 0:
             raise ValueError("jumprelu_bandwidth and jumprelu_init_threshold must be positive")
 
@@ -167,12 +166,13 @@ class SparseCoder(nn.Module):
         """SAEs subtract b_dec from the input (SAELens ``apply_b_dec_to_input``); transcoders cannot."""
         return not self.cfg.is_transcoder
 
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.W_enc.dtype)
+        return x - self.b_dec if self.centres_input else x
+
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder pre-activations ``[batch, d_sae]``."""
-        x = x.to(self.W_enc.dtype)
-        if self.centres_input:
-            x = x - self.b_dec
-        return x @ self.W_enc + self.b_enc
+        return self._input(x) @ self.W_enc + self.b_enc
 
     def encode(self, x: torch.Tensor) -> EncodeOutput:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -190,19 +190,27 @@ class SparseCoder(nn.Module):
         return self.decode_code(self.encode(x))
 
     def loss(self, x: torch.Tensor, target: torch.Tensor | None = None, dead_mask=None) -> ForwardOutput:
-        """Training loss on a batch: the squared error summed over features and averaged over rows, plus
-        ``coeff * term`` from :meth:`penalty`; ``target`` defaults to ``x`` (SAE).  TopK overrides it."""
+        """Training loss on a batch: :meth:`mse` plus ``coeff * term`` for each term of :meth:`penalties`;
+        ``target`` defaults to ``x`` (SAE)."""
         self._check_batch(x, target)
         target = x if target is None else target
         code = self.encode(x)
-        x_hat = self.decode(code.acts)
-        mse = (x_hat - target).pow(2).sum(-1).mean()
-        name, coeff, term = self.penalty(code)
-        return ForwardOutput(x_hat, code.acts, mse + coeff * term, {"mse": mse.detach(), name: term.detach()},
-                             fvu(x_hat.detach(), target), (code.acts != 0).float().sum(-1).mean())
+        x_hat = self.decode_code(code)
+        loss = self.mse(x_hat, target)
+        losses = {"mse": loss.detach()}
+        for name, coeff, term in self.penalties(code, x, target, x_hat, dead_mask):
+            losses[name] = term.detach()
+            loss = loss + coeff * term
+        return ForwardOutput(x_hat, code.acts, loss, losses, fvu(x_hat.detach(), target),
+                             (code.acts != 0).float().sum(-1).mean())
 
-    def penalty(self, code: EncodeOutput) -> tuple[str, float, torch.Tensor]:  # pragma: no cover - abstract
-        """The sparsity term of :meth:`loss`: ``(name, coefficient, value)``."""
+    @staticmethod
+    def mse(x_hat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Squared error summed over features, averaged over rows."""
+        return (x_hat - target).pow(2).sum(-1).mean()
+
+    def penalties(self, code: EncodeOutput, x, target, x_hat, dead_mask) -> list:  # pragma: no cover
+        """The sparsity terms of :meth:`loss`: ``[(name, coefficient, value)]``."""
         raise NotImplementedError
 
     def _check_batch(self, x: torch.Tensor, target: torch.Tensor | None):
@@ -233,8 +241,3 @@ class SparseCoder(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.W_dec.device
-
-    def extra_repr(self) -> str:
-        c = self.cfg
-        return f"arch={c.arch}, d_in={c.d_in}, d_sae={c.d_sae}, d_out={c.out_dim}, hook_in={c.hook_in!r}"
-

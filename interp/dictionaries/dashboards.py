@@ -3,13 +3,12 @@
 For each chosen latent i of a dictionary trained on ``hook_in`` rows of an activation store:
 
 1. **Top-activating contexts.**  The store's rows are streamed once (``store.stream``), encoded,
-   and the ``n_examples`` rows with the largest f_i are kept (a running top-k merge).  For
+   the chosen latents' activations kept, and the ``n_examples`` rows with the largest f_i taken.  For
    each, the rows of the same sequence within ``window`` tokens before (and ``after`` after)
    are read back (``store.rows``), encoded again, and shown as tokens coloured by f_i, so the
    maximally activating token stands out (``store.tokens`` and ``store.seq_pos`` give the text
    and its position).
-2. **Activation histogram** of the non-zero f_i over the streamed rows (up to ``hist_cap``
-   values per latent are kept), with the firing frequency.
+2. **Activation histogram** of the non-zero f_i over the streamed rows, with the firing frequency.
 3. **Logit effect**: the decoder direction through the unembedding, ``W_dec[i] @ W_U``
    (Bricken et al. 2023's "logit weights"; it ignores the final norm's per-token scale), top
    and bottom tokens.
@@ -17,7 +16,7 @@ For each chosen latent i of a dictionary trained on ``hook_in`` rows of an activ
 The result is a typed :class:`FeatureDashboard` (kind ``sae_dashboard``); its report is the page
 (plotly.js inlined, opens offline).
 
-Memory: one ``[batch, d_sae]`` code at a time; ``n_features * (n_examples + hist_cap)`` kept values.
+Memory: one ``[batch, d_sae]`` code at a time; the chosen latents' activations (``n_features * n_rows``).
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from typing import ClassVar, Sequence
 import torch
 
 from interp.config import takes_config
-from interp.results import Result, register
+from interp.results import Result, encode, register, versions
 
 from .base import SparseCoder
 
@@ -131,39 +130,25 @@ class FeatureDashboard(Result):
 
 
 @torch.no_grad()
-def scan_features(sae: SparseCoder, store, features: Sequence[int] | None, n_rows: int, n_examples: int,
-                  hist_cap: int = 20000, batch_size: int = 4096):
-    """Stream ``n_rows`` rows: per latent its top rows/values, firing counts, and activation samples."""
+def scan_features(sae: SparseCoder, store, features: Sequence[int] | None, n_rows: int,
+                  batch_size: int = 4096):
+    """Stream ``n_rows`` rows: ``(features, their activations [F, rows], all firing counts, rows)``."""
     c = sae.cfg
-    dev = sae.device
-    counts = torch.zeros(c.d_sae, dtype=torch.long, device=dev)
-    feats = None if features is None else torch.as_tensor(list(features), dtype=torch.long, device=dev)
-    best_v = best_r = None
-    hist: dict[int, list] = {}
-    seen = 0
-    for x in store.stream(c.hook_in, batch_size, device=dev, dtype=torch.float32):
-        x = x[: n_rows - seen]
-        acts = sae.encode(x).acts
+    counts = torch.zeros(c.d_sae, dtype=torch.long, device=sae.device)
+    feats = None if features is None else torch.as_tensor(list(features), dtype=torch.long, device=sae.device)
+    kept, seen = [], 0
+    for x in store.stream(c.hook_in, batch_size, device=sae.device, dtype=torch.float32):
+        acts = sae.encode(x[: n_rows - seen]).acts
         counts += (acts > 0).sum(0)
-        if feats is None:  # first pass decides: the most frequent latents of the first batch onwards
+        if feats is None:  # the most frequent latents of the first batch
             feats = counts.topk(min(10, c.d_sae)).indices
-        a = acts[:, feats].T  # [F, b]
-        rows = torch.arange(seen, seen + x.shape[0], device=dev).expand_as(a)
-        v = a if best_v is None else torch.cat([best_v, a], 1)
-        r = rows if best_r is None else torch.cat([best_r, rows], 1)
-        top = v.topk(min(n_examples, v.shape[1]), dim=1)
-        best_v, best_r = top.values, r.gather(1, top.indices)
-        for j, f in enumerate(feats.tolist()):
-            h = hist.setdefault(f, [])
-            if len(h) < hist_cap:
-                nz = a[j][a[j] > 0]
-                h.extend(nz[: hist_cap - len(h)].tolist())
-        seen += x.shape[0]
+        kept.append(acts[:, feats].T.cpu())
+        seen += acts.shape[0]
         if seen >= n_rows:
             break
     if seen == 0:
         raise ValueError("the store yielded no rows")
-    return feats.tolist(), best_v.cpu(), best_r.cpu(), counts.cpu(), hist, seen
+    return feats.tolist(), torch.cat(kept, 1), counts.cpu(), seen
 
 
 def _context(sae, store, row: int, feature: int, before: int, after: int):
@@ -193,10 +178,7 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
     ``model`` gives the tokenizer and W_U (the logit-effect section is left out without it).
     ``config``, or its fields as keywords (not both): how many rows, examples and tokens.
     """
-    from interp.results import encode, versions
-
     cfg = config
-    n_examples, window, after, n_logits = cfg.n_examples, cfg.window, cfg.after, cfg.n_logits
     c = sae.cfg
     if c.hook_in not in store.hooks:
         raise KeyError(f"the store has no rows for {c.hook_in!r} (it holds {list(store.hooks)})")
@@ -204,7 +186,8 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
         bad = [f for f in features if not 0 <= int(f) < c.d_sae]
         if bad:
             raise ValueError(f"feature indices {bad} are outside 0..{c.d_sae - 1}")
-    feats, top_v, top_r, counts, hist, seen = scan_features(sae, store, features, cfg.n_rows, n_examples)
+    feats, acts_f, counts, seen = scan_features(sae, store, features, cfg.n_rows)
+    top = acts_f.topk(min(cfg.n_examples, seen), dim=1)
     tok = getattr(model, "tokenizer", None) if model is not None else None
     logit_w = None
     if model is not None:
@@ -214,24 +197,21 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
         logit_w = sae.W_dec[feats] @ W_U  # [F, vocab]
     summaries = []
     for j, f in enumerate(feats):
-        vals = top_v[j].tolist()
-        rows = [int(r) for r, v in zip(top_r[j].tolist(), vals) if v > 0]
-        vals = [v for v in vals if v > 0]
+        fired = top.values[j] > 0
+        rows, vals = top.indices[j][fired].tolist(), top.values[j][fired].tolist()
         contexts = []
         for r, v in zip(rows, vals):
-            toks, acts, at = _context(sae, store, r, f, window, after)
+            toks, acts, at = _context(sae, store, r, f, cfg.window, cfg.after)
             contexts.append({"row": r, "value": v, "tokens": [_tok_str(tok, t) for t in toks], "acts": acts, "at": at})
-        h = torch.tensor(hist.get(f, []))
-        lo, hi = (float(h.min()), float(h.max())) if h.numel() else (0.0, 0.0)
-        edges = torch.linspace(lo, max(hi, lo + 1e-6), HIST_BINS + 1) if h.numel() else torch.zeros(0)
-        counts_f = torch.histc(h, HIST_BINS, float(edges[0]), float(edges[-1])).long() if h.numel() else edges
+        h = acts_f[j][acts_f[j] > 0]
+        counts_f, edges = torch.histogram(h, HIST_BINS) if h.numel() else (torch.zeros(0), torch.zeros(0))
         top_l = bot_l = []
         if logit_w is not None:
             lw = logit_w[j]
-            top_l = [[_tok_str(tok, int(t)), float(lw[t])] for t in lw.topk(n_logits).indices]
-            bot_l = [[_tok_str(tok, int(t)), float(lw[t])] for t in (-lw).topk(n_logits).indices]
+            top_l = [[_tok_str(tok, int(t)), float(lw[t])] for t in lw.topk(cfg.n_logits).indices]
+            bot_l = [[_tok_str(tok, int(t)), float(lw[t])] for t in (-lw).topk(cfg.n_logits).indices]
         summaries.append(FeatureSummary(f, float(counts[f]) / seen, max(vals, default=0.0), rows, vals, top_l, bot_l,
-                                        contexts, edges.tolist(), counts_f.tolist()))
+                                        contexts, edges.tolist(), counts_f.long().tolist()))
     res = FeatureDashboard(sae_config=encode(c.to_dict()), n_rows=seen, features=summaries, meta={"versions": versions()})
     rep = res.report()
     rep.title = title or rep.title

@@ -75,11 +75,10 @@ class Splice:
         """The two component type names, for ``components=`` of any attribution method."""
         return (self.feat, self.error)
 
-    def acts_hook(self, layer: int) -> str:
-        return f"blocks.{layer}.{self.name}.hook_acts"
-
-    def error_hook(self, layer: int) -> str:
-        return f"blocks.{layer}.{self.name}.hook_error"
+    @property
+    def templates(self) -> tuple[str, str]:
+        """Templates of the new hook points: ``blocks.{layer}.<name>.hook_acts`` and ``....hook_error``."""
+        return tuple("blocks.{layer}." + self.name + h for h in (".hook_acts", ".hook_error"))
 
 
 def _template(hook: str) -> tuple[int, str]:
@@ -92,22 +91,17 @@ def _template(hook: str) -> tuple[int, str]:
 def _check(saes: Mapping[int, SparseCoder]) -> tuple[str, str, int]:
     if not saes:
         raise ValueError("splice_features needs at least one dictionary")
-    tin, tout, widths = set(), set(), set()
+    shapes = set()
     for layer, sae in saes.items():
-        li, ti = _template(sae.cfg.hook_in)
-        lo, to = _template(sae.cfg.target_hook)
+        (li, ti), (lo, to) = _template(sae.cfg.hook_in), _template(sae.cfg.target_hook)
         if li != layer or lo != layer:
             raise ValueError(f"dictionary given for layer {layer} reads {sae.cfg.hook_in!r} / writes "
                              f"{sae.cfg.target_hook!r}: the layers must agree")
-        tin.add(ti)
-        tout.add(to)
-        widths.add(sae.cfg.d_sae)
-    if len(tin) > 1 or len(tout) > 1:
-        raise ValueError(f"all dictionaries of one splice must share their hooks up to the layer; got inputs "
-                         f"{sorted(tin)} and outputs {sorted(tout)} (splice them under different names)")
-    if len(widths) > 1:
-        raise ValueError(f"all dictionaries of one splice must have the same d_sae, got {sorted(widths)}")
-    return tin.pop(), tout.pop(), widths.pop()
+        shapes.add((ti, to, sae.cfg.d_sae))
+    if len(shapes) > 1:
+        raise ValueError(f"all dictionaries of one splice must share their hooks up to the layer and have "
+                         f"the same d_sae; got (input, output, d_sae) {sorted(shapes)}")
+    return shapes.pop()
 
 
 @contextmanager
@@ -140,7 +134,7 @@ def splice_features(model, saes: Mapping[int, SparseCoder] | Sequence[SparseCode
     registry = model._hook_registry
     points: dict[str, HookPoint] = {}
     for l in range(L):
-        for hname in (sp.acts_hook(l), sp.error_hook(l)):
+        for hname in (t.format(layer=l) for t in sp.templates):
             if hname in registry:
                 raise ValueError(f"hook point {hname!r} already exists on the model")
             hp = HookPoint()
@@ -154,7 +148,7 @@ def splice_features(model, saes: Mapping[int, SparseCoder] | Sequence[SparseCode
 
     def rewrite(x, hook, layer):
         sae = saes.get(layer)
-        acts_hp, err_hp = points[sp.acts_hook(layer)], points[sp.error_hook(layer)]
+        acts_hp, err_hp = (points[t.format(layer=layer)] for t in sp.templates)
         if sae is None:
             zeros = x.new_zeros(*x.shape[:-1], F)
             acts_hp(zeros.requires_grad_(torch.is_grad_enabled()))  # a leaf, so gradients w.r.t. it are 0
@@ -175,9 +169,9 @@ def splice_features(model, saes: Mapping[int, SparseCoder] | Sequence[SparseCode
     fwd += [(hook_out.format(layer=l), functools.partial(rewrite, layer=l)) for l in range(L)]
     registry.update(points)
     try:
-        register_component_type(ComponentType(sp.feat, "blocks.{layer}." + name + ".hook_acts", 1,
+        register_component_type(ComponentType(sp.feat, sp.templates[0], 1,
                                               f"features of the {name} dictionaries at {hook_out}"))
-        register_component_type(ComponentType(sp.error, "blocks.{layer}." + name + ".hook_error", 0,
+        register_component_type(ComponentType(sp.error, sp.templates[1], 0,
                                               f"error of the {name} dictionaries at {hook_out} (x - decode(f))"))
         with scoped_hooks(model, fwd=fwd):
             yield sp

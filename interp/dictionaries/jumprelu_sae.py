@@ -30,43 +30,30 @@ from .base import EncodeOutput, SparseCoder
 from .registry import register
 
 
-def _rect(u: torch.Tensor) -> torch.Tensor:
-    return ((u > -0.5) & (u < 0.5)).to(u.dtype)
+def _threshold_fn(step: bool):
+    """``H(z - theta)`` (``step``) or ``z * H(z - theta)``, with the rectangle-kernel pseudo-derivative for
+    (the step passes no gradient to z, the JumpReLU passes ``H(z - theta)``)."""
+
+    class Fn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, z, theta, eps: float):
+            ctx.save_for_backward(z, theta)
+            ctx.eps = eps
+            h = (z > theta).to(z.dtype)
+            return h if step else z * h
+
+        @staticmethod
+        def backward(ctx, g):
+            z, theta = ctx.saved_tensors
+            u = (z - theta) / ctx.eps
+            rect = ((u > -0.5) & (u < 0.5)).to(u.dtype)
+            grad_theta = (-((1.0 if step else theta) / ctx.eps) * rect * g).sum(0)
+            return None if step else (z > theta).to(g.dtype) * g, grad_theta, None
+
+    return Fn
 
 
-class JumpReLUFn(torch.autograd.Function):
-    """f = z * H(z - theta) with the rectangle-kernel pseudo-derivative for theta."""
-
-    @staticmethod
-    def forward(ctx, z, theta, eps: float):
-        ctx.save_for_backward(z, theta)
-        ctx.eps = eps
-        return z * (z > theta).to(z.dtype)
-
-    @staticmethod
-    def backward(ctx, g):
-        z, theta = ctx.saved_tensors
-        eps = ctx.eps
-        grad_z = (z > theta).to(g.dtype) * g
-        grad_theta = (-(theta / eps) * _rect((z - theta) / eps) * g).sum(0)
-        return grad_z, grad_theta, None
-
-
-class StepFn(torch.autograd.Function):
-    """H(z - theta) with the rectangle-kernel pseudo-derivative for theta (none for z)."""
-
-    @staticmethod
-    def forward(ctx, z, theta, eps: float):
-        ctx.save_for_backward(z, theta)
-        ctx.eps = eps
-        return (z > theta).to(z.dtype)
-
-    @staticmethod
-    def backward(ctx, g):
-        z, theta = ctx.saved_tensors
-        eps = ctx.eps
-        grad_theta = (-(1.0 / eps) * _rect((z - theta) / eps) * g).sum(0)
-        return None, grad_theta, None
+JumpReLUFn, StepFn = _threshold_fn(False), _threshold_fn(True)
 
 
 @register("jumprelu")
@@ -86,6 +73,7 @@ class JumpReLUSAE(SparseCoder):
         acts = JumpReLUFn.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth)
         return EncodeOutput(acts, pre, None, None)
 
-    def penalty(self, code: EncodeOutput):
+    def penalties(self, code: EncodeOutput, *_):
         """The L0 count through the step function's pseudo-derivative (for theta), averaged over rows."""
-        return "l0", self.cfg.l0_coeff, StepFn.apply(code.pre, self.threshold, self.cfg.jumprelu_bandwidth).sum(-1).mean()
+        l0 = StepFn.apply(code.pre, self.threshold, self.cfg.jumprelu_bandwidth).sum(-1).mean()
+        return [("l0", self.cfg.l0_coeff, l0)]

@@ -91,17 +91,14 @@ class SplicedMetrics:
 
 
 @torch.no_grad()
-def evaluate_rows(sae: SparseCoder, source, n_rows: int = 65536, batch_size: int = 4096, device=None) -> RowMetrics:
+def evaluate_rows(sae: SparseCoder, source, n_rows: int = 65536, batch_size: int = 4096) -> RowMetrics:
     """Row metrics on the first ``n_rows`` rows of ``source`` (a store or TensorSource), streamed."""
     c = sae.cfg
-    device = device or sae.device
+    device = sae.device
     multi = c.is_transcoder
     hooks = [c.hook_in, c.target_hook] if multi else c.hook_in
-    n = 0
-    sq_err = tot = 0.0
+    n, sq_err, s2, cos_sum = 0, 0.0, 0.0, 0.0
     s1 = torch.zeros(c.out_dim, dtype=torch.float64, device=device)
-    s2 = torch.zeros((), dtype=torch.float64, device=device)
-    l0_sum = cos_sum = 0.0
     fired = torch.zeros(c.d_sae, dtype=torch.long, device=device)
     for batch in source.batches(hooks, batch_size, shuffle=False, device=device, dtype=torch.float32):
         x, t = batch if multi else (batch, batch)
@@ -111,8 +108,7 @@ def evaluate_rows(sae: SparseCoder, source, n_rows: int = 65536, batch_size: int
         t_hat = sae.decode_code(code)
         sq_err += float((t - t_hat).double().pow(2).sum())
         s1 += t.double().sum(0)
-        s2 += t.double().pow(2).sum()
-        l0_sum += float((code.acts > 0).sum())
+        s2 += float(t.double().pow(2).sum())
         cos_sum += float(F.cosine_similarity(t, t_hat, dim=-1).sum())
         fired += (code.acts > 0).sum(0)
         n += take
@@ -120,23 +116,10 @@ def evaluate_rows(sae: SparseCoder, source, n_rows: int = 65536, batch_size: int
             break
     if n == 0:
         raise ValueError("evaluate_rows: the source yielded no rows")
-    tot = float(s2 - s1.pow(2).sum() / n)
-    f = sq_err / max(tot, 1e-30)
-    return RowMetrics(n, l0_sum / n, f, 1 - f, float((fired == 0).float().mean()), cos_sum / n, sq_err / n,
+    f = sq_err / max(s2 - float(s1.pow(2).sum()) / n, 1e-30)
+    return RowMetrics(n, float(fired.sum()) / n, f, 1 - f, float((fired == 0).float().mean()), cos_sum / n,
+                      sq_err / n,
                       (fired.double() / n).float().cpu())
-
-
-def _ce_and_logp(logits: torch.Tensor, tokens: torch.Tensor):
-    logp = logits[:, :-1].float().log_softmax(-1)
-    ce = -logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
-    return ce, logp
-
-
-def _run(model, tokens, fwd):
-    from interp.models import scoped_hooks
-
-    with scoped_hooks(model, fwd=fwd):
-        return model(tokens, return_type="logits")
 
 
 def splice_hooks(sae: SparseCoder, mode: str = "dict", skip_bos: bool = True):
@@ -178,25 +161,23 @@ def spliced_ce(model, sae: SparseCoder, tokens: torch.Tensor, batch_size: int = 
     """
     if tokens.ndim != 2 or tokens.shape[1] < 2:
         raise ValueError(f"tokens must be [n_sequences, T>=2], got {tuple(tokens.shape)}")
-    from interp.models import resolve_hooks
+    from interp.models import resolve_hooks, scoped_hooks
 
     resolve_hooks(model, [sae.cfg.hook_in, sae.cfg.target_hook])  # clear error for a wrong model
     dev = next(model.parameters()).device
     sae = sae.to(dev)
-    tot = {"orig": 0.0, "dict": 0.0, "zero": 0.0, "kl_dict": 0.0, "kl_zero": 0.0}
+    tot = dict.fromkeys(("orig", "dict", "zero", "kl_dict", "kl_zero"), 0.0)
     n = 0
     for s in range(0, tokens.shape[0], batch_size):
         tk = tokens[s:s + batch_size].to(dev)
-        ce0, lp0 = _ce_and_logp(_run(model, tk, []), tk)
-        ce1, lp1 = _ce_and_logp(_run(model, tk, splice_hooks(sae, "dict", skip_bos)), tk)
-        ce2, lp2 = _ce_and_logp(_run(model, tk, splice_hooks(sae, "zero", skip_bos)), tk)
-        p0 = lp0.exp()
-        tot["orig"] += float(ce0.sum())
-        tot["dict"] += float(ce1.sum())
-        tot["zero"] += float(ce2.sum())
-        tot["kl_dict"] += float((p0 * (lp0 - lp1)).sum())
-        tot["kl_zero"] += float((p0 * (lp0 - lp2)).sum())
-        n += ce0.numel()
+        logp = {}
+        for mode in ("orig", "dict", "zero"):
+            with scoped_hooks(model, fwd=splice_hooks(sae, mode, skip_bos) if mode != "orig" else []):
+                logp[mode] = model(tk, return_type="logits")[:, :-1].float().log_softmax(-1)
+            tot[mode] -= float(logp[mode].gather(-1, tk[:, 1:, None]).sum())
+        for mode in ("dict", "zero"):
+            tot[f"kl_{mode}"] += float((logp["orig"].exp() * (logp["orig"] - logp[mode])).sum())
+        n += tk[:, 1:].numel()
     m = {k: v / n for k, v in tot.items()}
     denom = m["zero"] - m["orig"]
     rec = (m["zero"] - m["dict"]) / denom if abs(denom) > 1e-12 else float("nan")
@@ -215,8 +196,7 @@ def sequences_from_store(store, n_sequences: int) -> torch.Tensor:
         rows = (seq_pos[:, 0] == sid).nonzero().squeeze(-1)
         order = seq_pos[rows, 1].argsort()
         out.append(toks[rows[order]])
-    lengths = {len(t) for t in out}
-    T = min(lengths)
+    T = min(map(len, out))
     if T < 2:
         raise ValueError("the store's sequences are too short (< 2 tokens) for a next-token loss")
     return torch.stack([t[:T] for t in out])

@@ -34,8 +34,5 @@ def _load_builtin() -> None:
 
 def make(cfg):
     """Build the dictionary ``cfg.arch`` describes (random tied initialisation)."""
-    _load_builtin()
-    if cfg.arch not in ARCHS:
-        raise ValueError(f"unknown SAE architecture {cfg.arch!r}; registered: {sorted(ARCHS)}")
-    return ARCHS[cfg.arch](cfg)
+    return ARCHS[cfg.arch](cfg)  # SAEConfig checked cfg.arch
 

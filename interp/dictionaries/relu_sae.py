@@ -28,6 +28,6 @@ class ReLUSAE(SparseCoder):
         pre = self.pre_acts(x)
         return EncodeOutput(torch.relu(pre), pre, None, None)
 
-    def penalty(self, code: EncodeOutput):
+    def penalties(self, code: EncodeOutput, *_):
         """Decoder-norm-weighted L1: ``sum_i f_i ||W_dec[i]||``, averaged over rows."""
-        return "l1", self.cfg.l1_coeff, (code.acts * self.W_dec.norm(dim=-1)).sum(-1).mean()
+        return [("l1", self.cfg.l1_coeff, (code.acts * self.W_dec.norm(dim=-1)).sum(-1).mean())]

@@ -22,9 +22,6 @@ from interp.results import Result, register
 from .base import SparseCoder
 from .metrics import RowMetrics, SplicedMetrics
 
-SCHEMA_VERSION = 1
-
-
 NUMBER_NAMES = {
     "n_rows": "rows evaluated", "l0": "L0 (active latents per row)", "fvu": "fraction of variance unexplained",
     "explained_variance": "explained variance", "dead_fraction": "dead latent fraction",
@@ -35,6 +32,12 @@ NUMBER_NAMES = {
     "kl_zero": "spliced: KL zero-ablated (nats)", "kl_score": "spliced: KL score",
     "hook_in": "spliced: hook read", "hook_out": "spliced: hook replaced"}
 """Readable names of the RowMetrics / SplicedMetrics fields in the report's table."""
+
+
+def _what(c: dict, transcoder: bool) -> str:
+    """``topk SAE on <hook> (n latents)`` or ``relu transcoder <in> -> <out> (n latents)``."""
+    hooks = f"{c.get('hook_in')} -> {c.get('hook_out')}" if transcoder else f"on {c.get('hook_in')}"
+    return f"{c.get('arch')} {'transcoder' if transcoder else 'SAE'} {hooks} ({c.get('d_sae')} latents)"
 
 
 def _pct(x: float | str | None) -> str:
@@ -48,11 +51,12 @@ class DictionaryEvaluation(Result):
     """An SAE evaluated on store rows and, optionally, spliced into its model."""
 
     kind: ClassVar[str] = "sae"
-    schema_version: ClassVar[int] = SCHEMA_VERSION
     axes: ClassVar[dict[str, str]] = {
         "rows.density": "log10 firing density", "rows.density#0": "latents",
         "spliced": "forward pass", "spliced.ce_orig": "next-token cross-entropy (nats)"}
     noun: ClassVar[str] = "SAE"
+    layout: ClassVar[tuple] = (("Reconstruction and sparsity", ("_add_density", "_add_spliced")),)
+    """The report's leading sections and the figures in each."""
 
     sae_path: str
     """The dictionary's folder (SAELens format), "" when evaluated from memory."""
@@ -73,8 +77,7 @@ class DictionaryEvaluation(Result):
 
     # ------------------------------------------------------------------ reading
     def _what(self) -> str:
-        c = self.sae_config
-        return f"{c.get('arch')} {self.noun} on {c.get('hook_in')} ({c.get('d_sae')} latents)"
+        return _what(self.sae_config, self.noun == "transcoder")
 
     def _spliced_sentence(self) -> str:
         s = self.spliced
@@ -104,7 +107,7 @@ class DictionaryEvaluation(Result):
         live = d[d > 0].log10()
         lo = math.floor(4 * float(live.min())) / 4 if live.numel() else -1.0
         n_bins = max(1, round(-lo / 0.25))
-        counts = torch.histc(live, bins=n_bins, min=lo, max=0.0).long().tolist() if live.numel() else [0] * n_bins
+        counts = torch.histc(live, bins=n_bins, min=lo, max=0.0).long().tolist()  # zeros when nothing fired
         centres = [f"{lo + 0.25 * (i + 0.5):.2f}" for i in range(n_bins)]
         r.add_bars("Latent firing density", ["dead"] + centres, {"": [int((d == 0).sum())] + counts},
                    x_title=self.axes["rows.density"], y_title=self.axes["rows.density#0"],
@@ -135,14 +138,20 @@ class DictionaryEvaluation(Result):
                              f"is zoomed onto the three values; it does not start at 0). CE recovered = "
                              f"{_pct(s.ce_recovered)}.")
 
-    def _add_rows_table(self, r) -> None:
-        rows = [{"quantity": NUMBER_NAMES.get(k, k), "value": v} for k, v in asdict(self.rows).items() if k != "density"]
-        if self.spliced is not None:
-            rows += [{"quantity": NUMBER_NAMES.get(k, k), "value": v} for k, v in asdict(self.spliced).items()]
+    def report(self):
+        from interp.reports import Report
+
+        r = Report(f"{self.noun[0].upper()}{self.noun[1:]} evaluation: {self._what()}", config=self.config,
+                   meta={"model": self.model, **self.meta}, summary=self.summary())
+        for title, parts in self.layout:
+            r.add_section(title)
+            for part in parts:
+                getattr(self, part)(r)
+        numbers = {**asdict(self.rows), **(asdict(self.spliced) if self.spliced is not None else {})}
+        rows = [{"quantity": NUMBER_NAMES.get(k, k), "value": v} for k, v in numbers.items()
+                if k != "density"]
         r.add_table("All numbers", rows, caption="Row metrics on the store rows, then the spliced forward pass "
                                                  "(definitions in Method).")
-
-    def _add_method(self, r) -> None:
         r.add_section("Method",
                       "Row metrics (SAELens definitions): L0 = mean active latents per row; FVU = pooled squared "
                       "error / pooled variance of the target; dead = latents that never fire on these rows. "
@@ -150,20 +159,6 @@ class DictionaryEvaluation(Result):
                       "scoped hook; CE recovered = (CE_zero - CE_dict) / (CE_zero - CE_orig). "
                       f"Dictionary: {self.sae_path or '(in memory)'}; store: {self.store}.")
         r.add_table("Dictionary configuration", self.sae_config)
-
-    def _report(self):
-        from interp.reports import Report
-
-        return Report(f"{self.noun[0].upper()}{self.noun[1:]} evaluation: {self._what()}", config=self.config,
-                      meta={"model": self.model, **self.meta}, summary=self.summary())
-
-    def report(self):
-        r = self._report()
-        r.add_section("Reconstruction and sparsity")
-        self._add_density(r)
-        self._add_spliced(r)
-        self._add_rows_table(r)
-        self._add_method(r)
         return r
 
 
@@ -175,26 +170,14 @@ class TranscoderEvaluation(DictionaryEvaluation):
 
     kind: ClassVar[str] = "transcoder"
     noun: ClassVar[str] = "transcoder"
-
-    def _what(self) -> str:
-        c = self.sae_config
-        return f"{c.get('arch')} transcoder {c.get('hook_in')} -> {c.get('hook_out')} ({c.get('d_sae')} latents)"
+    layout: ClassVar[tuple] = (("Replacing the MLP", ("_add_spliced",)),
+                               ("Prediction of the MLP output and sparsity", ("_add_density",)))
 
     def summary(self) -> str:
         r = self.rows
         return (f"The {self._what()} predicts the MLP output with {_pct(r.explained_variance)} of its variance "
                 f"explained ({r.n_rows:,} rows) at L0 {r.l0:.1f}, {_pct(r.dead_fraction)} of latents dead. "
                 + self._spliced_sentence().replace("Spliced into", "Replacing the MLP of"))
-
-    def report(self):
-        r = self._report()
-        r.add_section("Replacing the MLP")
-        self._add_spliced(r)
-        r.add_section("Prediction of the MLP output and sparsity")
-        self._add_density(r)
-        self._add_rows_table(r)
-        self._add_method(r)
-        return r
 
 
 @register
@@ -204,7 +187,6 @@ class DictionaryTraining(Result):
     trained dictionary in ``sae`` (not serialised: save it with :func:`~interp.dictionaries.save_sae`)."""
 
     kind: ClassVar[str] = "dictionary_training"
-    schema_version: ClassVar[int] = SCHEMA_VERSION
     axes: ClassVar[dict[str, str]] = {
         "history.step": "optimiser step", "history.fvu": "fraction of variance unexplained",
         "history.l0": "active latents per row (L0)", "history.dead_fraction": "dead latent fraction"}
@@ -243,11 +225,9 @@ class DictionaryTraining(Result):
         return {**out, "complete": self.complete}
 
     def summary(self) -> str:
-        c = self.sae_config
-        what = (f"transcoder {c.get('hook_in')} -> {c.get('hook_out')}" if c.get("hook_out")
-                else f"SAE on {c.get('hook_in')}")
         state = "trained" if self.complete else f"stopped at step {self.steps} of {self.total_steps} (rerun to resume)"
-        return (f"The {c.get('arch')} {what} ({c.get('d_sae')} latents) {state}: {self.steps} steps on "
+        what = _what(self.sae_config, bool(self.sae_config.get("hook_out")))
+        return (f"The {what} {state}: {self.steps} steps on "
                 f"{self.tokens:,} rows ending at FVU {self.fvu:.4f} (training batches), L0 {self.l0:.1f}, "
                 f"{_pct(self.dead_fraction)} of latents dead; {self.tokens_per_s:,.0f} rows/s.")
 

@@ -63,13 +63,12 @@ def save_sae(sae: SparseCoder, path: str | Path) -> Path:
     meta = {"sae_lens_version": SAELENS_FORMAT_VERSION, "model_name": c.model_name, "hook_name": c.hook_in, "hook_head_index": None,
             "context_size": c.context_length, "sae_lens_training_version": None,
             "interp": {k: getattr(c, k) for k in _INTERP_KEYS} | {"extra": c.extra}}
-    if c.is_transcoder:
-        meta["hook_name_out"] = c.target_hook
     cfg = {"architecture": arch, "d_in": c.d_in, "d_sae": c.d_sae, "dtype": "float32", "device": "cpu",
            "apply_b_dec_to_input": not c.is_transcoder, "normalize_activations": "none",
            "reshape_activations": "none", "metadata": meta}
     if c.is_transcoder:
         cfg["d_out"] = c.out_dim
+        meta["hook_name_out"] = c.target_hook
     if c.arch == "topk":
         cfg["k"] = c.k
         cfg["rescale_acts_by_decoder_norm"] = False
@@ -131,9 +130,6 @@ def load_sae(path: str | Path, device=None) -> SparseCoder:
                                  "as safetensors, never pickles (.pt/.bin)") from e
     ours, transcoder = _FROM_SAELENS[arch]
     need = ["W_enc", "W_dec", "b_enc", "b_dec"] + (["threshold"] if ours == "jumprelu" else [])
-    missing = [n for n in need if n not in w]
-    if missing:
-        raise SAELensFormatError(f"{wfile}: missing tensors {missing} (has {sorted(w)})")
     meta = cfg["metadata"]
     interp_meta = meta.get("interp") or {}
     d_in, d_sae = cfg["d_in"], cfg["d_sae"]
@@ -142,6 +138,8 @@ def load_sae(path: str | Path, device=None) -> SparseCoder:
     expect = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, out_dim), "b_enc": (d_sae,), "b_dec": (out_dim,),
               "threshold": (d_sae,)}
     for n in need:
+        if n not in w:
+            raise SAELensFormatError(f"{wfile}: tensor {n} is missing (has {sorted(w)})")
         if tuple(w[n].shape) != expect[n]:
             raise SAELensFormatError(f"{wfile}: {n} has shape {tuple(w[n].shape)}, cfg.json implies {expect[n]}")
     hook_in = meta.get("hook_name") or ""
@@ -163,16 +161,12 @@ def load_sae(path: str | Path, device=None) -> SparseCoder:
         # SAELens: pre' = pre * ||W_dec_i||, decode with W_dec_i / ||W_dec_i||: fold exactly.
         n = W_dec.norm(dim=-1).clamp_min(1e-8)
         W_enc, b_enc, W_dec = W_enc * n, b_enc * n, W_dec / n[:, None]
+    state = {"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec}
+    if ours == "jumprelu":
+        # SAELens: ReLU(z) * 1{z > threshold}; ours z * 1{z > theta}, theta > 0: equal for theta = max(t, 0).
+        state["log_threshold"] = w["threshold"].float().clamp_min(torch.finfo(torch.float32).tiny).log()
     sae = make(sae_cfg)
-    with torch.no_grad():
-        sae.W_enc.copy_(W_enc)
-        sae.W_dec.copy_(W_dec)
-        sae.b_enc.copy_(b_enc)
-        sae.b_dec.copy_(b_dec)
-        if ours == "jumprelu":
-            # SAELens: ReLU(z) * 1{z > threshold}; ours z * 1{z > theta} with theta > 0: equal for theta = max(t, 0).
-            th = w["threshold"].float().clamp_min(torch.finfo(torch.float32).tiny)
-            sae.log_threshold.copy_(th.log())
+    sae.load_state_dict(state)
     return sae.to(device or "cpu").eval()
 
 

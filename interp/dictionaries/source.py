@@ -50,9 +50,7 @@ class TensorSource:
         return self._t[hook][torch.as_tensor(idx, dtype=torch.long)].to(device=device, dtype=dtype)
 
     def stream(self, hook: str, batch_size: int, device=None, dtype=torch.float32) -> Iterator[torch.Tensor]:
-        self._check(hook)
-        for s in range(0, self.n_rows, batch_size):
-            yield self._t[hook][s:s + batch_size].to(device=device, dtype=dtype)
+        return self.batches(hook, batch_size, shuffle=False, device=device, dtype=dtype)
 
     @takes_config(Batching)
     def batches(self, hook_or_hooks: str | Sequence[str], batch_size: int, *, config: Batching):

@@ -36,13 +36,14 @@ import torch.nn.functional as F
 
 from interp.fastpath import use_fast
 
-def _check(idx: torch.Tensor, vals: torch.Tensor, n: int, name: str):
+def _check(idx: torch.Tensor, vals: torch.Tensor, n: int):
     if idx.shape != vals.shape or idx.ndim != 2:
-        raise ValueError(f"{name}: idx and vals must both be [batch, k], got {tuple(idx.shape)} and {tuple(vals.shape)}")
+        raise ValueError(f"sparse_decode: idx and vals must both be [batch, k], got {tuple(idx.shape)} and "
+                         f"{tuple(vals.shape)}")
     if idx.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"{name}: idx must be an integer tensor, got {idx.dtype}")
+        raise ValueError(f"sparse_decode: idx must be an integer tensor, got {idx.dtype}")
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
-        raise ValueError(f"{name}: latent index out of range 0..{n - 1}")
+        raise ValueError(f"sparse_decode: latent index out of range 0..{n - 1}")
 
 
 def _pattern(idx: torch.Tensor, values: torch.Tensor, n_cols: int) -> torch.Tensor:
@@ -105,15 +106,13 @@ class _EncodeAt(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_W = _scatter_matmul(idx, grad_out, x, W_enc.shape[1]).t()
         if ctx.needs_input_grad[2]:
-            grad_b = torch.zeros(W_enc.shape[1], dtype=grad_out.dtype, device=grad_out.device)
-            grad_b.index_add_(0, idx.reshape(-1), grad_out.reshape(-1))
+            grad_b = grad_out.new_zeros(W_enc.shape[1]).index_add_(0, idx.reshape(-1), grad_out.reshape(-1))
         return grad_x, grad_W, grad_b, None
 
 
 def sparse_decode_reference(idx: torch.Tensor, vals: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
     """Dense reference: scatter ``vals`` into ``[B, d_sae]`` and multiply by ``W_dec``."""
-    dense = torch.zeros(idx.shape[0], W_dec.shape[0], dtype=vals.dtype, device=vals.device)
-    return dense.scatter(1, idx, vals) @ W_dec
+    return vals.new_zeros(idx.shape[0], W_dec.shape[0]).scatter(1, idx, vals) @ W_dec
 
 
 def encode_at_reference(x, W_enc, b_enc, idx):
@@ -124,7 +123,7 @@ def encode_at_reference(x, W_enc, b_enc, idx):
 def sparse_decode(idx: torch.Tensor, vals: torch.Tensor, W_dec: torch.Tensor,
                   fast: bool | None = None) -> torch.Tensor:
     """``out[b] = sum_j vals[b, j] * W_dec[idx[b, j]]`` -> ``[B, d]``; the dense reference with ``fast=False``."""
-    _check(idx, vals, W_dec.shape[0], "sparse_decode")
+    _check(idx, vals, W_dec.shape[0])
     if not use_fast(fast):
         return sparse_decode_reference(idx, vals, W_dec)
     return _SparseDecode.apply(idx.long(), vals, W_dec)

@@ -26,7 +26,7 @@ import contextvars
 
 import torch
 
-from .base import EncodeOutput, ForwardOutput, SparseCoder, fvu
+from .base import EncodeOutput, SparseCoder
 from .registry import register
 from .sparse_decode import encode_at, sparse_decode
 
@@ -69,9 +69,7 @@ def _normalized_mse(x_hat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class TopKSAE(SparseCoder):
     """TopK SAE; ``cfg.k`` latents per row, AuxK with ``cfg.k_aux`` latents and weight ``cfg.aux_coeff``."""
 
-    def _input(self, x):
-        x = x.to(self.W_enc.dtype)
-        return x - self.b_dec if self.centres_input else x
+    mse = staticmethod(_normalized_mse)
 
     def encode(self, x: torch.Tensor) -> EncodeOutput:
         xc = self._input(x)
@@ -85,27 +83,13 @@ class TopKSAE(SparseCoder):
     def decode_code(self, code: EncodeOutput) -> torch.Tensor:
         return sparse_decode(code.top_idx, code.top_acts, self.W_dec) + self.b_dec
 
-    def loss(self, x, target=None, dead_mask=None) -> ForwardOutput:
-        self._check_batch(x, target)
-        target = x if target is None else target
-        code = self.encode(x)
-        x_hat = self.decode_code(code)
-        mse = _normalized_mse(x_hat, target)
-        losses = {"mse": mse.detach()}
-        loss = mse
-        if dead_mask is not None and bool(dead_mask.any()) and self.cfg.aux_coeff > 0:
-            auxk = self._auxk(x, target, x_hat, code.pre, dead_mask)
-            losses["auxk"] = auxk.detach()
-            loss = loss + self.cfg.aux_coeff * auxk
-        l0 = (code.top_acts > 0).float().sum(-1).mean().detach()
-        return ForwardOutput(x_hat, code.acts, loss, losses, fvu(x_hat.detach(), target), l0)
-
-    def _auxk(self, x, target, x_hat, pre, dead_mask):
+    def penalties(self, code: EncodeOutput, x, target, x_hat, dead_mask):
+        """AuxK: the dead latents' reconstruction of the error, when there are dead latents."""
+        if dead_mask is None or not bool(dead_mask.any()) or self.cfg.aux_coeff <= 0:
+            return []
         k_aux = min(self.cfg.k_aux or max(1, self.cfg.d_in // 2), int(dead_mask.sum()))
         with torch.no_grad():
-            masked = pre.masked_fill(~dead_mask, float("-inf"))
-            idx = masked.topk(k_aux, dim=-1, sorted=False).indices
+            idx = code.pre.masked_fill(~dead_mask, float("-inf")).topk(k_aux, dim=-1, sorted=False).indices
         vals = torch.relu(encode_at(self._input(x), self.W_enc, self.b_enc, idx))
-        e = (target - x_hat).detach()
         e_hat = sparse_decode(idx, vals, self.W_dec)
-        return _normalized_mse(e_hat, e)
+        return [("auxk", self.cfg.aux_coeff, _normalized_mse(e_hat, (target - x_hat).detach()))]

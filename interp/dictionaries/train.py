@@ -55,6 +55,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from interp.results import check_fields, encode, versions
@@ -62,6 +63,7 @@ from interp.results import check_fields, encode, versions
 from .base import SAEConfig, SparseCoder
 from .registry import make
 from .results import DictionaryTraining
+from .saelens_io import load_sae, save_sae
 from .topk_sae import data_parallel_normaliser
 
 
@@ -93,8 +95,6 @@ class TrainConfig:
     """Transcoders: ``regression``, ``centre`` or ``random`` encoder init (see the module docstring)."""
     init_rows: int = 16384
     """Rows read to initialise ``b_dec``."""
-    normalize_decoder: bool = True
-    """Keep decoder rows at unit norm (project the gradient, then renormalise after each step)."""
     dead_after_tokens: int = 1_000_000
     """A latent that has not fired for this many rows counts as dead (Gao: 10M)."""
     seed: int = 0
@@ -154,9 +154,7 @@ def _hooks(cfg: SAEConfig):
 
 
 def _split(batch, transcoder: bool):
-    if transcoder:
-        return batch[0], batch[1]
-    return batch, None
+    return batch if transcoder else (batch, None)
 
 
 @torch.no_grad()
@@ -168,16 +166,15 @@ def init_b_dec(sae: SparseCoder, source, cfg: TrainConfig, device) -> None:
         sae.b_dec.zero_()
         if not centre:
             return
-    rows, xs, n = [], [], 0
+    xs, ys = [], []
     for batch in source.batches(_hooks(sae.cfg), min(cfg.init_rows, 8192), shuffle=True, seed=cfg.seed + 7919,
                                 device=device, dtype=torch.float32):
         x, y = _split(batch, sae.cfg.is_transcoder)
-        rows.append(y if y is not None else x)
         xs.append(x)
-        n += rows[-1].shape[0]
-        if n >= cfg.init_rows:
+        ys.append(x if y is None else y)
+        if sum(map(len, xs)) >= cfg.init_rows:
             break
-    data = torch.cat(rows)[: cfg.init_rows]
+    data = torch.cat(ys)[: cfg.init_rows]
     if cfg.b_dec_init != "zeros":
         sae.b_dec.copy_(geometric_median(data) if cfg.b_dec_init == "geometric_median" else data.mean(0))
     if centre:
@@ -208,8 +205,6 @@ STATE_JSON, STATE_TENSORS = "trainer_state.json", "trainer_state.safetensors"
 
 def save_checkpoint(path, sae, opt, since_fired, step, tokens, tcfg: TrainConfig) -> None:
     """Write the SAE (SAELens format) and the trainer state to ``path`` atomically."""
-    from safetensors import SafetensorError
-
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -229,17 +224,11 @@ def save_checkpoint(path, sae, opt, since_fired, step, tokens, tcfg: TrainConfig
 
 
 def _write_checkpoint(tmp: Path, sae, opt, since_fired, step, tokens, tcfg: TrainConfig) -> None:
-    from .saelens_io import save_sae
-
     save_sae(sae, tmp)
-    tensors = {"since_fired": since_fired.detach().cpu().contiguous()}
-    params = list(sae.parameters())
     names = [n for n, _ in sae.named_parameters()]
-    for i, p in enumerate(params):
-        for k, v in opt.state.get(p, {}).items():
-            if torch.is_tensor(v):
-                tensors[f"optim.{names[i]}.{k}"] = v.detach().cpu().contiguous()
-    save_file(tensors, tmp / STATE_TENSORS)
+    tensors = {f"optim.{names[i]}.{k}": v.detach().cpu().contiguous()
+               for i, st in opt.state_dict()["state"].items() for k, v in st.items()}
+    save_file({"since_fired": since_fired.detach().cpu().contiguous(), **tensors}, tmp / STATE_TENSORS)
     meta = {"step": step, "tokens": tokens, "train_config": asdict(tcfg), "sae_config": sae.cfg.to_dict(),
             "format": "interp-sae-checkpoint-v1"}
     (tmp / STATE_JSON).write_text(json.dumps(meta, indent=2))
@@ -247,8 +236,6 @@ def _write_checkpoint(tmp: Path, sae, opt, since_fired, step, tokens, tcfg: Trai
 
 def load_checkpoint(path, device=None):
     """Read a checkpoint: ``(sae, state_json, state_tensors)``; raises with the problem if incomplete."""
-    from .saelens_io import load_sae
-
     path = Path(path)
     missing = [f for f in ("cfg.json", "sae_weights.safetensors", STATE_JSON, STATE_TENSORS) if not (path / f).exists()]
     if missing:
@@ -256,36 +243,24 @@ def load_checkpoint(path, device=None):
     meta = json.loads((path / STATE_JSON).read_text())
     if meta.get("format") != "interp-sae-checkpoint-v1":
         raise ValueError(f"{path / STATE_JSON} is not an interp SAE checkpoint (format {meta.get('format')!r})")
-    from safetensors import SafetensorError
-
+    sae = load_sae(path, device=device)  # refuses a non-safetensors sae_weights.safetensors itself
     try:
-        sae = load_sae(path, device=device)
         tensors = load_file(path / STATE_TENSORS, device=str(device or "cpu"))
     except SafetensorError as e:  # e.g. a pickle saved under the .safetensors name: never unpickled
-        bad = next((f for f in ("sae_weights.safetensors", STATE_TENSORS) if _bad_safetensors(path / f)), "a file")
-        raise ValueError(f"checkpoint {path}: {bad} is not a valid safetensors file ({e}); interp loads "
-                         "checkpoints only as safetensors, never pickles. Delete the checkpoint to start over") from e
+        raise ValueError(f"checkpoint {path}: {STATE_TENSORS} is not a valid safetensors file ({e}); "
+                         "interp loads checkpoints only as safetensors, never pickles. Delete the checkpoint "
+                         "to start over") from e
     return sae, meta, tensors
 
 
-def _bad_safetensors(f: Path) -> bool:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(f, "pt"):
-            return False
-    except (SafetensorError, OSError):
-        return True
-
-
-def _restore_optimizer(opt, sae, tensors, device):
-    for name, p in sae.named_parameters():
-        st = {k.rsplit(".", 1)[1]: v.to(device) for k, v in tensors.items()
-              if k.startswith(f"optim.{name}.") and k.count(".") == name.count(".") + 2}
+def _restore_optimizer(opt, sae, tensors):
+    """Adam's state from ``optim.<parameter>.<key>`` tensors (``load_state_dict`` moves it to the device)."""
+    state: dict = {}
+    for i, (name, _) in enumerate(sae.named_parameters()):
+        st = {k.rsplit(".", 1)[1]: v for k, v in tensors.items() if k.rsplit(".", 1)[0] == f"optim.{name}"}
         if st:
-            if "step" in st:
-                st["step"] = st["step"].cpu() if st["step"].ndim == 0 else st["step"]
-            opt.state[p] = st
+            state[i] = st
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
 
 
 # -- data parallel (torch.distributed) --------------------------------------------------------
@@ -295,30 +270,6 @@ def _dist_rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-@torch.no_grad()
-def _broadcast_params(sae: SparseCoder) -> None:
-    for p in sae.parameters():
-        torch.distributed.broadcast(p.data, src=0)
-
-
-@torch.no_grad()
-def _all_reduce_grads(sae: SparseCoder) -> None:
-    """Sum every parameter's gradient over ranks with one all-reduce of a flat buffer."""
-    params = [p for p in sae.parameters() if p.grad is not None]
-    flat = torch.cat([p.grad.reshape(-1) for p in params])
-    torch.distributed.all_reduce(flat)
-    i = 0
-    for p in params:
-        p.grad = flat[i:i + p.numel()].view_as(p).clone()
-        i += p.numel()
-
-
-def _all_reduce_max(mask: torch.Tensor) -> torch.Tensor:
-    m = mask.to(torch.int32)
-    torch.distributed.all_reduce(m, op=torch.distributed.ReduceOp.MAX)
-    return m.bool()
 
 
 # -- the loop -------------------------------------------------------------------------------
@@ -332,15 +283,12 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
     cfg = cfg or TrainConfig()
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     hooks = _hooks(sae_cfg)
-    for h in [hooks] if isinstance(hooks, str) else hooks:
+    widths = ((sae_cfg.hook_in, "d_in", sae_cfg.d_in), (sae_cfg.target_hook, "d_out", sae_cfg.out_dim))
+    for h, field, width in widths:
         if h not in source.hooks:
             raise KeyError(f"hook {h!r} is not in the source; it holds {list(source.hooks)}")
-    d_in = source.d(sae_cfg.hook_in)
-    if d_in != sae_cfg.d_in:
-        raise ValueError(f"SAEConfig.d_in={sae_cfg.d_in} but {sae_cfg.hook_in} rows have width {d_in}")
-    if sae_cfg.is_transcoder and source.d(sae_cfg.target_hook) != sae_cfg.out_dim:
-        raise ValueError(f"SAEConfig.d_out={sae_cfg.out_dim} but {sae_cfg.target_hook} rows have width "
-                         f"{source.d(sae_cfg.target_hook)}")
+        if source.d(h) != width:
+            raise ValueError(f"SAEConfig.{field}={width} but {h} rows have width {source.d(h)}")
 
     ckpt = Path(cfg.checkpoint_dir) / "checkpoint" if cfg.checkpoint_dir else None
     start_step, tokens, state, fresh = 0, 0, None, False
@@ -364,20 +312,20 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
     sae = sae.to(device).train()
     if fresh:
         init_b_dec(sae, source, cfg, device)
-        if cfg.normalize_decoder:
-            sae.set_decoder_unit_norm()
+        sae.set_decoder_unit_norm()
 
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
     since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device)
     if state is not None:
-        _restore_optimizer(opt, sae, state, device)
+        _restore_optimizer(opt, sae, state)
         since_fired = state["since_fired"].to(device)
 
     total = cfg.total_steps
     stop = total if cfg.max_steps is None else min(total, start_step + cfg.max_steps)
     rank, world = _dist_rank_world()
     if world > 1:
-        _broadcast_params(sae)
+        for p in sae.parameters():
+            torch.distributed.broadcast(p.data, src=0)
     epochs = max(1, math.ceil(total * cfg.batch_size / max(1, source.n_rows)))
     batches = source.batches(hooks, cfg.batch_size, shuffle=True, seed=cfg.seed, device=device,
                              dtype=torch.float32, epochs=epochs)
@@ -411,26 +359,27 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
             with data_parallel_normaliser(world > 1):  # TopK: normalise by the global batch's variance
                 out = sae.loss(x, y, dead_mask=dead)
             opt.zero_grad(set_to_none=True)
-            (out.loss * (x.shape[0] / n_global) if world > 1 else out.loss).backward()
-            if world > 1:
-                _all_reduce_grads(sae)
-            if cfg.normalize_decoder:
-                sae.remove_parallel_decoder_grad()
+            (out.loss * (x.shape[0] / n_global)).backward()  # this rank's share (exactly 1 on one process)
+            if world > 1:  # sum the gradients over ranks with one all-reduce of a flat buffer
+                grads = [p.grad for p in sae.parameters() if p.grad is not None]
+                flat = torch.cat([g.reshape(-1) for g in grads])
+                torch.distributed.all_reduce(flat)
+                for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+                    g.copy_(part.view_as(g))
+            sae.remove_parallel_decoder_grad()
             opt.step()
-            if cfg.normalize_decoder:
-                sae.set_decoder_unit_norm()
+            sae.set_decoder_unit_norm()
             with torch.no_grad():
-                fired = (out.acts > 0).any(0)
-                if world > 1:
-                    fired = _all_reduce_max(fired)
+                fired = (out.acts > 0).any(0).to(torch.int32)
+                if world > 1:  # fired on any rank
+                    torch.distributed.all_reduce(fired, op=torch.distributed.ReduceOp.MAX)
                 since_fired += n_global
-                since_fired[fired] = 0
+                since_fired[fired.bool()] = 0
             step += 1
             tokens += n_global
             recent.append((float(out.fvu), float(out.l0)))
             if step % cfg.log_every == 0 or step == stop:
-                fv = sum(r[0] for r in recent) / len(recent)
-                l0 = sum(r[1] for r in recent) / len(recent)
+                fv, l0 = torch.tensor(recent, dtype=torch.float64).mean(0).tolist()
                 dead_frac = float((since_fired >= cfg.dead_after_tokens).float().mean())
                 history.append({"step": step, "tokens": tokens, "lr": cfg.lr_at(step - 1), "fvu": fv, "l0": l0,
                                 "dead_fraction": dead_frac, **{k: float(v) for k, v in out.losses.items()}})
