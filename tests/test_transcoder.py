@@ -100,3 +100,14 @@ def test_transcoder_regression_init_and_offset_inputs():
     assert r.dead_fraction < 0.5 and r.fvu < 0.3
     with pytest.raises(ValueError, match="transcoder_init"):
         TrainConfig(transcoder_init="tied")
+
+
+def test_a_transcoder_without_an_output_hook_is_refused_by_name():
+    """d_out set makes a transcoder; training one with no hook_out names the missing hook instead
+    of asking the source for the hook ``None``."""
+    from interp.dictionaries.base import SAEConfig
+
+    X = torch.randn(64, 8)
+    cfg = SAEConfig(d_in=8, d_sae=16, d_out=4, k=4, hook_in="x")
+    with pytest.raises(ValueError, match="hook_out is empty"):
+        train_sae(TensorSource({"x": X}), cfg, TrainConfig(n_tokens=16, batch_size=16))

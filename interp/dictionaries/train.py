@@ -150,6 +150,8 @@ def geometric_median(x: torch.Tensor, iters: int = 100, tol: float = 1e-6) -> to
 def _hooks(cfg: SAEConfig):
     if not cfg.hook_in:
         raise ValueError("SAEConfig.hook_in is empty: name the hook to train on")
+    if cfg.is_transcoder and not cfg.hook_out:
+        raise ValueError("SAEConfig.d_out is set (a transcoder) but hook_out is empty: name the hook to predict")
     return [cfg.hook_in, cfg.hook_out] if cfg.is_transcoder else cfg.hook_in
 
 
