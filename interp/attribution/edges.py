@@ -88,11 +88,13 @@ import torch
 
 from interp.fastpath import use_fast
 from interp.models import scoped_hooks
-from interp.models.hooks import component_label, head_label, mlp_hook
+from interp.models.hooks import component_label, head_label, mlp_hook, save_hook
 
-from .fastpath import PrefixCache, fast_forward, hook_layer, reads_last_position_only
+from .fastpath import PrefixCache, map_tensors, fast_forward, hook_layer, reads_last_position_only
 
-METHODS = ("eap", "eap-ig", "clean-corrupted", "eap-ig-activations")
+QUADRATURE = {"eap": "clean", "eap-ig": "riemann_left", "clean-corrupted": "ends",
+              "eap-ig-activations": "riemann_right"}
+METHODS = tuple(QUADRATURE)
 SHARES = ("own", "all")
 RECEIVER_KINDS = ("q", "k", "v", "mlp", "logits")
 
@@ -177,12 +179,12 @@ class EdgeGraph:
 
 
 def _index(nodes: list[Node], name: str, what: str) -> int:
-    for i, n in enumerate(nodes):
-        if n.name == name:
-            return i
+    names = [n.name for n in nodes]
+    if name in names:
+        return names.index(name)
     import difflib
 
-    near = difflib.get_close_matches(name, [n.name for n in nodes], n=3)
+    near = difflib.get_close_matches(name, names, n=3)
     raise ValueError(f"unknown {what} {name!r}" + (f" (did you mean {', '.join(near)}?)" if near else "")
                      + f"; {what}s are named like " + ", ".join(n.name for n in nodes[:3]) + ", ...")
 
@@ -292,30 +294,14 @@ def edge_graph(model, weights: list[LayerWeights] | None = None) -> EdgeGraph:
 # ------------------------------------------------------------------------------------------
 # senders: what each one writes into the residual stream
 # ------------------------------------------------------------------------------------------
-def _saver(store: dict, keep: Callable = lambda x: x.detach()):
-    """``saver(name)`` -> a forward hook that puts ``keep(activation)`` (default: detached) in ``store[name]``
-    and returns the activation (the bridge then computes on that very tensor, so a kept one is in the graph)."""
-
-    def saver(name):
-        def fn(x, hook):
-            store[name] = keep(x)
-            return x
-
-        return fn
-
-    return saver
-
-
 def sender_outputs(model, tokens: torch.Tensor, graph: EdgeGraph, weights: list[LayerWeights],
                    extra_fwd=()) -> tuple[torch.Tensor, torch.Tensor]:
     """``(Z [N_s, B, T, d_model], logits)``: every sender's write into the residual stream (float32,
     float64 for a float64 model)."""
     acc = acc_dtype(model)
     store: dict[str, torch.Tensor] = {}
-    saver = _saver(store)
-
     device = next(model.parameters()).device
-    with torch.no_grad(), scoped_hooks(model, fwd=[(n, saver(n)) for n in sender_hooks(graph)] + list(extra_fwd)):
+    with torch.no_grad(), scoped_hooks(model, fwd=[(n, save_hook(store, n, torch.Tensor.detach)) for n in sender_hooks(graph)] + list(extra_fwd)):
         logits = model(tokens.to(device))
     return _sender_rows(store, graph, weights, acc), logits
 
@@ -414,7 +400,7 @@ def _add_hook(copies, off, B):
 # ------------------------------------------------------------------------------------------
 def _head_grads_posthoc(ln, x: torch.Tensor, g: dict[str, torch.Tensor], w: LayerWeights) -> torch.Tensor:
     """``[N, T, R, d]``: per-head gradient at ln1's input through each q/k/v slice (R = H + 2 H_kv)."""
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc = torch.promote_types(x.dtype, torch.float32)
     u = torch.cat([torch.einsum("nthe,hed->nthd", g[k].to(acc), getattr(w, f"W_{k}").to(acc)) for k in "qkv"], dim=2)
     with torch.enable_grad():
         xr = x.detach()[:, :, None, :].expand(*x.shape[:2], u.shape[2], x.shape[-1]).clone().requires_grad_(True)
@@ -501,14 +487,12 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
             interp = interp.reshape(c * B, *e_clean.shape[1:]).to(dtype).requires_grad_(True)
             hooks.insert(1 if at != "hook_embed" else 0, (at, lambda x, hook, v=interp: v))
         if fast:
-            saver = _saver(store, lambda x: x)  # kept in the autograd graph
-            for l in range(L):
-                hooks.append((f"blocks.{l}.ln1.hook_in", saver(f"x{l}")))
-                hooks += [(f"blocks.{l}.attn.hook_{k}", saver(f"{k}{l}")) for k in "qkv"]
+            for l in range(L):  # kept in the autograd graph
+                hooks.append((f"blocks.{l}.ln1.hook_in", save_hook(store, f"x{l}")))
+                hooks += [(f"blocks.{l}.attn.hook_{k}", save_hook(store, f"{k}{l}")) for k in "qkv"]
         senders: dict[str, torch.Tensor] = {}
         if path.keep_senders and s == 0:
-            keep = _saver(senders, lambda x: x.detach()[:B])
-            hooks += [(n, keep(n)) for n in sender_hooks(graph)]
+            hooks += [(n, save_hook(senders, n, lambda x: x.detach()[:B])) for n in sender_hooks(graph)]
         layer = hook_layer(at) if fast and (prefix is not None or prefix_grad) else 0
         with torch.enable_grad(), scoped_hooks(model, fwd=hooks):
             pre = _prefix_with_grad(model, tokens.to(device), layer) if layer and prefix_grad else prefix
@@ -600,17 +584,6 @@ class EdgeScores:
                         "score": float(self.scores[i, j]), "sender_hook": u.hook, "receiver_hook": v.hook})
         return out
 
-    def to_json(self, top: int = 100, full: bool = False) -> dict:
-        out = {"method": self.method, "seconds": self.seconds, "timings": self.timings,
-               "metric_clean": self.metric_clean, "metric_corrupt": self.metric_corrupt,
-               "n_senders": len(self.graph.senders), "n_receivers": len(self.graph.receivers),
-               "n_edges": self.graph.n_edges, "config": self.config, "top_edges": self.top(top)}
-        if full:
-            out["senders"] = [n.name for n in self.graph.senders]
-            out["receivers"] = [n.name for n in self.graph.receivers]
-            out["scores"] = self.scores.tolist()
-        return out
-
 
 def check_task(task) -> None:
     """Clear errors for tasks whose clean and corrupted prompts do not line up."""
@@ -645,14 +618,14 @@ def _ig_activations(model, task, graph, weights, steps, max_tokens, fast, share)
     B = task.clean.shape[0]
     groups = sender_groups(graph)
     raw: dict[str, torch.Tensor] = {}
-    keep = _saver(raw)
     replay = ("cached" if share == "own" else "batch") if fast else False
     prefix = PrefixCache(model) if replay == "cached" else None
     with (prefix.capture(slice(0, B)) if prefix is not None else nullcontext()):
         Z, logits = sender_outputs(model, torch.cat([task.clean, task.corrupt]), graph, weights,
-                                   extra_fwd=[(h, keep(h)) for h, _ in groups])
+                                   extra_fwd=[(h, save_hook(raw, h, torch.Tensor.detach)) for h, _ in groups])
     if prefix is not None:  # leaves, so that block L's own receivers still get their gradient
-        prefix.outs = {l: _grad_leaf(o) for l, o in prefix.outs.items()}
+        prefix.outs = {l: map_tensors(lambda t: t.detach().requires_grad_(t.is_floating_point()), o)
+                       for l, o in prefix.outs.items()}
     D = (Z[:, B:] - Z[:, :B]).flatten(1)
     last = fast and reads_last_position_only(task.metric, logits[:B])
     alphas = torch.arange(1, steps + 1, dtype=torch.float64) / steps  # right Riemann, as the reference
@@ -671,15 +644,6 @@ def _ig_activations(model, task, graph, weights, steps, max_tokens, fast, share)
     if share == "all":
         S = D.to(G_all.device) @ (G_all / len(groups)).T / B
     return S, task.metric(logits[:B]).double().mean().item(), logits[B:], replay
-
-
-def _grad_leaf(x):
-    """``x`` (a tensor or a tuple of them) with its floating-point tensors as fresh autograd leaves."""
-    if isinstance(x, tuple):
-        return tuple(_grad_leaf(v) for v in x)
-    if isinstance(x, torch.Tensor) and x.is_floating_point():
-        return x.detach().requires_grad_(True)
-    return x
 
 
 def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_tokens: int = 4096,
@@ -703,50 +667,41 @@ def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_to
     t0 = time.perf_counter()
     weights = layer_weights(model)
     graph = edge_graph(model, weights)
+    config = {"steps": {"eap": 1, "clean-corrupted": 2}.get(method, steps), "quadrature": QUADRATURE[method],
+              "max_tokens": max_tokens, "fast": use_fast(fast),
+              "direction": "noising: corrupted sender value into the clean run"}
     if method == "eap-ig-activations":
-        S, m_clean, logits_k, replay = _ig_activations(model, task, graph, weights, steps, max_tokens, fast, share)
-        S = S.cpu().masked_fill(~graph.mask, 0.0)
-        t3 = time.perf_counter()
-        return EdgeScores(
-            method=method, graph=graph, scores=S, seconds=t3 - t0, metric_clean=m_clean,
-            metric_corrupt=task.metric(logits_k).double().mean().item(),
-            config={"steps": steps, "quadrature": "riemann_right", "share": share, "max_tokens": max_tokens,
-                    "fast": use_fast(fast), "prefix_replay": replay,
-                    "direction": "noising: corrupted sender value into the clean run"},
-            timings={"total": t3 - t0})
-    if method == "eap":
-        # the clean senders come from the gradient pass itself (its one copy is the clean run)
+        S, m_clean, logits_k, config["prefix_replay"] = _ig_activations(model, task, graph, weights, steps,
+                                                                        max_tokens, fast, share)
+        config["share"], timings = share, {}
+    else:
+        S, m_clean, logits_k, timings = _input_scores(model, task, graph, weights, method, steps, max_tokens, fast)
+    seconds = time.perf_counter() - t0
+    return EdgeScores(method=method, graph=graph, scores=S.cpu().masked_fill(~graph.mask, 0.0), seconds=seconds,
+                      metric_clean=m_clean, metric_corrupt=task.metric(logits_k).double().mean().item(),
+                      config=config, timings=timings or {"total": seconds})
+
+
+def _input_scores(model, task, graph, weights, method, steps, max_tokens, fast):
+    """EAP, EAP-IG or clean-corrupted scores (module doc): ``(S, m_clean, logits_corrupt, timings)``."""
+    t0 = time.perf_counter()
+    if method == "eap":  # the clean senders come from the gradient pass itself (its one copy is the clean run)
         Z_k, logits_k = sender_outputs(model, task.corrupt, graph, weights)
-        t1 = time.perf_counter()
-        last = use_fast(fast) and reads_last_position_only(task.metric, logits_k)
         one = torch.ones(1, dtype=torch.float64)
-        G, Z_c, f_c = receiver_grads(model, task.clean, task.metric, graph, weights,
-                                     GradPath(one, one, max_tokens=max_tokens, last_only=last, keep_senders=True), fast)
-        D = Z_k - Z_c
-        m_clean = f_c.double().mean().item()
+        path, logits_c = GradPath(one, one, keep_senders=True), logits_k
     else:
         D, e_c, e_k, logits_c, logits_k = sender_differences(model, task, graph, weights)  # sender 0 = hook_embed
-        t1 = time.perf_counter()
-        last = use_fast(fast) and reads_last_position_only(task.metric, logits_c)
-        m_clean = task.metric(logits_c).double().mean().item()
         if method == "eap-ig":  # left Riemann sum: alpha_k = k/m, k = 0..m-1
             alphas = torch.arange(steps, dtype=torch.float64) / steps
-            w = torch.full((steps,), 1.0 / steps, dtype=torch.float64)
         else:
-            alphas, w = torch.tensor([0.0, 1.0], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64)
-        G = receiver_grads(model, task.clean, task.metric, graph, weights,
-                           GradPath(alphas, w, e_c, e_k, max_tokens=max_tokens, last_only=last), fast)[0]
+            alphas = torch.tensor([0.0, 1.0], dtype=torch.float64)
+        path = GradPath(alphas, torch.full_like(alphas, 1.0 / len(alphas)), e_c, e_k)
+    t1 = time.perf_counter()
+    path.max_tokens, path.last_only = max_tokens, use_fast(fast) and reads_last_position_only(task.metric, logits_c)
+    G, Z_c, f_c = receiver_grads(model, task.clean, task.metric, graph, weights, path, fast)
+    if method == "eap":
+        D = Z_k - Z_c
+    m_clean = (f_c if method == "eap" else task.metric(logits_c)).double().mean().item()
     t2 = time.perf_counter()
-    B = task.clean.shape[0]
-    S = (D.reshape(D.shape[0], -1).to(G.device) @ G.reshape(G.shape[0], -1).T) / B
-    S = S.cpu().masked_fill(~graph.mask, 0.0)
-    t3 = time.perf_counter()
-    return EdgeScores(
-        method=method, graph=graph, scores=S, seconds=t3 - t0,
-        metric_clean=m_clean, metric_corrupt=task.metric(logits_k).double().mean().item(),
-        config={"steps": 1 if method == "eap" else steps if method == "eap-ig" else 2, "quadrature": "riemann_left" if method == "eap-ig" else
-                ("clean" if method == "eap" else "ends"), "max_tokens": max_tokens, "fast": use_fast(fast),
-                "direction": "noising: corrupted sender value into the clean run"},
-        timings={"senders": t1 - t0, "gradients": t2 - t1, "scores": t3 - t2},
-    )
-
+    S = D.flatten(1).to(G.device) @ G.flatten(1).T / task.clean.shape[0]
+    return S, m_clean, logits_k, {"senders": t1 - t0, "gradients": t2 - t1, "scores": time.perf_counter() - t2}

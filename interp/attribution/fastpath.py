@@ -57,11 +57,11 @@ def reads_last_position_only(metric: Callable[[torch.Tensor], torch.Tensor], log
     return full.shape == last.shape and bool(torch.equal(full, last))
 
 
-def _tree(fn, x):
+def map_tensors(fn, x):
     """``fn`` on every tensor of ``x`` (a tensor or nested tuples; anything else unchanged)."""
     if isinstance(x, torch.Tensor):
         return fn(x)
-    return tuple(_tree(fn, v) for v in x) if isinstance(x, tuple) else x
+    return tuple(map_tensors(fn, v) for v in x) if isinstance(x, tuple) else x
 
 
 class PrefixCache:
@@ -77,7 +77,7 @@ class PrefixCache:
 
         def saver(l):
             def fn(mod, inp, out):
-                self.outs[l] = _tree(lambda t: t.detach() if rows is None else t.detach()[rows], out)
+                self.outs[l] = map_tensors(lambda t: t.detach() if rows is None else t.detach()[rows], out)
 
             return fn
 
@@ -97,7 +97,7 @@ class PrefixCache:
             return
         if layer - 1 not in self.outs:
             raise RuntimeError("PrefixCache.replay before capture")
-        rep = _tree(lambda t: t.repeat(k, *([1] * (t.ndim - 1))), self.outs[layer - 1])
+        rep = map_tensors(lambda t: t.repeat(k, *([1] * (t.ndim - 1))), self.outs[layer - 1])
         blocks = list(self.model.blocks)[:layer]
         try:
             for b in blocks:  # object.__setattr__: the bridge's __setattr__ forwards to the HF module

@@ -137,6 +137,17 @@ def resolve_hooks(model, patterns: str | Sequence[str]) -> list[str]:
     return sorted(chosen, key=order.__getitem__)
 
 
+def save_hook(store: dict, key, keep: Callable | None = None) -> Callable:
+    """A forward hook that puts ``keep(activation)`` (default: the activation itself, still in the
+    autograd graph) in ``store[key]`` and returns the activation unchanged."""
+
+    def fn(x, hook):
+        store[key] = keep(x) if keep else x
+        return x
+
+    return fn
+
+
 @contextmanager
 def scoped_hooks(
     model,

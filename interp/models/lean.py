@@ -39,22 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_ORIG = "._original_component"
-
-
 class LeanUnavailable(ValueError):
     """The bridge's Hugging Face model cannot be rebuilt as a weight-sharing copy."""
-
-
-def _strip(name: str) -> str:
-    return name.replace(_ORIG, "")
-
-
-def _original_model(bridge) -> nn.Module:
-    m = getattr(bridge, "original_model", None)
-    if not isinstance(m, nn.Module):
-        raise LeanUnavailable("the bridge exposes no Hugging Face original_model")
-    return m
 
 
 def hf_model(bridge, attn_implementation: str | None = None) -> nn.Module:
@@ -64,12 +50,12 @@ def hf_model(bridge, attn_implementation: str | None = None) -> nn.Module:
     Raises :class:`LeanUnavailable` when a tensor of the fresh model has no counterpart in
     the bridge (an architecture the bridge restructures beyond wrapping).
     """
-    orig = _original_model(bridge)
+    orig = getattr(bridge, "original_model", None)
+    if not isinstance(orig, nn.Module):
+        raise LeanUnavailable("the bridge exposes no Hugging Face original_model")
     tensors: dict[str, torch.Tensor] = {}
-    for n, p in orig.named_parameters(remove_duplicate=False):
-        tensors.setdefault(_strip(n), p)
-    for n, b in orig.named_buffers(remove_duplicate=False):
-        tensors.setdefault(_strip(n), b)
+    for n, t in [*orig.named_parameters(remove_duplicate=False), *orig.named_buffers(remove_duplicate=False)]:
+        tensors.setdefault(n.replace("._original_component", ""), t)
     cfg = copy.deepcopy(orig.config)  # the shadow's modules keep a reference: never share the bridge's
     attn = attn_implementation or getattr(orig.config, "_attn_implementation", None)
     try:
@@ -78,16 +64,14 @@ def hf_model(bridge, attn_implementation: str | None = None) -> nn.Module:
     except Exception as e:  # noqa: BLE001 -- any failure means: no fast path, say why
         raise LeanUnavailable(f"cannot rebuild {type(orig).__name__} from its config: {e}") from e
     missing = []
-    for kind, named in (("param", shadow.named_parameters(remove_duplicate=False)),
-                        ("buffer", shadow.named_buffers(remove_duplicate=False))):
+    for slots, named in (("_parameters", shadow.named_parameters(remove_duplicate=False)),
+                         ("_buffers", shadow.named_buffers(remove_duplicate=False))):
         for n, _ in list(named):
-            src = tensors.get(n)
-            if src is None:
-                missing.append(n)
-                continue
             mod_name, _, attr = n.rpartition(".")
-            mod = shadow.get_submodule(mod_name)
-            (mod._parameters if kind == "param" else mod._buffers)[attr] = src
+            if n in tensors:
+                getattr(shadow.get_submodule(mod_name), slots)[attr] = tensors[n]
+            else:
+                missing.append(n)
     if missing:
         raise LeanUnavailable(f"the bridge has no tensor for {missing[:3]} of a fresh {type(orig).__name__}")
     # attributes computed from buffers at init (e.g. rotary ``original_inv_freq`` kept as a plain attribute)
@@ -229,32 +213,26 @@ class LeanGemma3:
             z = edits[f"blocks.{l}.attn.hook_z"](z)
         return z
 
+    def _plain(self, h: torch.Tensor, start: int) -> list[tuple]:
+        """``(block input, keys, values)`` of blocks ``start ..`` on every position of ``h [B, T', d]`` (no grad)."""
+        pos, masks, out = self.positions(0, h.shape[1], h), {}, []
+        with torch.no_grad():
+            for l in range(start, len(self.layers)):
+                q, k, v = self.qkv(l, h, pos)
+                out.append((h, k, v))
+                h = self.out(l, h, self._attend(l, q, k, v, self._mask(l, 0, h.shape[1], h.device, masks), None), {})
+        return out
+
     def residuals(self, h: torch.Tensor) -> list[torch.Tensor]:
         """``blocks.l.hook_resid_pre`` for every block ``l`` from ``blocks.0.hook_resid_pre`` (no grad)."""
-        T = h.shape[1]
-        pos, masks = self.positions(0, T, h), {}
-        out = []
-        with torch.no_grad():
-            for l in range(len(self.layers)):
-                out.append(h)
-                q, k, v = self.qkv(l, h, pos)
-                h = self.out(l, h, self._attend(l, q, k, v, self._mask(l, 0, T, h.device, masks), None), {})
-        return out
+        return [r for r, _, _ in self._plain(h, 0)]
 
     def prefix_kv(self, h: torch.Tensor, start: int) -> list:
         """Keys/values of blocks ``start ..`` for the shared positions ``0 .. p0-1`` (``h [B, p0, d]``,
         the residual input of block ``start``)."""
-        p0 = h.shape[1]
-        if p0 == 0:
+        if h.shape[1] == 0:
             return [None] * (len(self.layers) - start)
-        pos, masks = self.positions(0, p0, h), {}
-        out = []
-        with torch.no_grad():
-            for l in range(start, len(self.layers)):
-                q, k, v = self.qkv(l, h, pos)
-                out.append((k, v))
-                h = self.out(l, h, self._attend(l, q, k, v, self._mask(l, 0, p0, h.device, masks), None), {})
-        return out
+        return [(k, v) for _, k, v in self._plain(h, start)]
 
     def logits(self, h: torch.Tensor, start: int, T: int, prefix: list | None = None,
                last_only: bool = True, edits: dict | None = None) -> torch.Tensor:
@@ -296,13 +274,9 @@ class LeanGemma3:
 
 
 def check_gemma3(cfg) -> str | None:
-    if getattr(cfg, "attn_logit_softcapping", None) is not None:
-        return "Gemma 3 with attention-logit softcapping (no fused SDPA form)"
-    if getattr(cfg, "use_bidirectional_attention", False):
-        return "Gemma 3 with bidirectional attention"
-    if getattr(cfg, "attention_bias", False):
-        return "Gemma 3 with attention biases"
-    return None
+    uncovered = {"attn_logit_softcapping": "attention-logit softcapping (no fused SDPA form)",
+                 "use_bidirectional_attention": "bidirectional attention", "attention_bias": "attention biases"}
+    return next((f"Gemma 3 with {why}" for k, why in uncovered.items() if getattr(cfg, k, None)), None)
 
 
 # model_type -> (class, check returning the reason it cannot run, or None)
