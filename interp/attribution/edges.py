@@ -370,12 +370,10 @@ def receiver_input_hooks(model, graph: EdgeGraph, patches: dict[int, tuple], B: 
             x = xs[l].reshape(c, B, *xs[l].shape[1:])
             out = act.clone().reshape(c, B, *act.shape[1:])
             for h, copies, off in items:
-                xin = x + off.to(x.dtype) if copies is None else x[copies] + off.to(x.dtype)
+                idx = slice(None) if copies is None else copies
+                xin = x[idx] + off.to(x.dtype)
                 new = proj(ln(xin)).reshape(*xin.shape[:3], *act.shape[2:])[..., h, :]
-                if copies is None:
-                    out[:, :, :, h] = new.to(out.dtype)
-                else:
-                    out[copies, :, :, h] = new.to(out.dtype)
+                out[idx, :, :, h] = new.to(out.dtype)
             return out.reshape(act.shape)
 
         hooks.append((f"blocks.{l}.attn.hook_{kind}", fn))
@@ -384,12 +382,8 @@ def receiver_input_hooks(model, graph: EdgeGraph, patches: dict[int, tuple], B: 
 
 def _add_hook(copies, off, B):
     def fn(x, hook):
-        c = x.shape[0] // B
-        xv = x.reshape(c, B, *x.shape[1:])
-        if copies is None:
-            return (xv + off.to(x.dtype)).reshape(x.shape)
-        xv = xv.clone()
-        xv[copies] = xv[copies] + off.to(x.dtype)
+        xv = x.reshape(-1, B, *x.shape[1:]).clone()
+        xv[slice(None) if copies is None else copies] += off.to(x.dtype)
         return xv.reshape(x.shape)
 
     return fn

@@ -49,6 +49,7 @@ import torch
 from interp.config import takes_config
 from interp.fastpath import use_fast
 from interp.models import scoped_hooks
+from interp.models.hooks import save_hook
 
 from .atp import DIRECTIONS
 from .components import AttributionResult, cache_components, component_types, linear_scores, per_position_set
@@ -151,11 +152,7 @@ class IGResult:
 def _acts_at(model, tokens, hook, metric, prefix: PrefixCache | None = None, rows: slice | None = None):
     """Activation at ``hook``, metric ``[B]`` and whether the metric reads only the last position."""
     box = {}
-
-    def save(x, hook):
-        box["a"] = x.detach()
-
-    with torch.no_grad(), scoped_hooks(model, fwd=[(hook, save)]), \
+    with torch.no_grad(), scoped_hooks(model, fwd=[(hook, save_hook(box, "a", torch.Tensor.detach))]), \
             (prefix.capture(rows) if prefix is not None else nullcontext()):
         logits = model(tokens.to(next(model.parameters()).device))
         f = metric(logits).detach()

@@ -53,6 +53,8 @@ import torch
 from interp.models import scoped_hooks
 from interp.models.hooks import save_hook
 
+from .components import arch_name
+
 
 def stabilize(z: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """z + (1[z == 0] + sign z) * eps: keeps divisions by z finite (RelP reference)."""
@@ -142,9 +144,8 @@ def _norm_paths(model) -> list[str]:
         block = model.blocks[l]
         unknown = [c for c, m in block.named_children() if "Normalization" in type(m).__name__ and c not in _NORM_CHILDREN]
         if unknown:
-            arch = getattr(model.cfg, "architecture", None) or type(model).__name__
-            raise ValueError(f"LN-rule cannot serve {arch}: blocks.{l}.{unknown[0]} is a norm the LRP rules do not "
-                             f"cover (known: {', '.join(_NORM_CHILDREN)})")
+            raise ValueError(f"LN-rule cannot serve {arch_name(model)}: blocks.{l}.{unknown[0]} is a norm the "
+                             f"LRP rules do not cover (known: {', '.join(_NORM_CHILDREN)})")
         for c in _NORM_CHILDREN:
             if c in block._modules and block._modules[c] is not None:
                 paths.append(f"blocks.{l}.{c}")
