@@ -80,7 +80,7 @@ Not supported: models that normalise a sublayer's output before adding it to the
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -530,14 +530,11 @@ def _prefix_with_grad(model, tokens: torch.Tensor, layer: int) -> PrefixCache:
 
     handle = model.blocks[layer - 1].register_forward_hook(stop)
     try:
-        model(tokens)
-    except _PrefixDone:
-        pass
+        with suppress(_PrefixDone):
+            model(tokens)
     finally:
         handle.remove()
-    if layer - 1 not in cache.outs:
-        raise RuntimeError(f"the forward did not reach block {layer - 1}")
-    return cache
+    return cache  # (PrefixCache.replay refuses a block the forward did not reach)
 
 
 # ------------------------------------------------------------------------------------------
@@ -625,7 +622,7 @@ def _ig_activations(model, task, graph, weights, steps, max_tokens, fast, share)
     alphas = torch.arange(1, steps + 1, dtype=torch.float64) / steps  # right Riemann, as the reference
     w = torch.full((steps,), 1.0 / steps, dtype=torch.float64)
     S = torch.zeros(len(graph.senders), len(graph.receivers), dtype=D.dtype, device=D.device)
-    G_all = None
+    G_all = 0
     for hook, rows in groups:
         G = receiver_grads(model, task.clean, task.metric, graph, weights,
                            GradPath(alphas, w, raw[hook][:B], raw[hook][B:], at=hook, prefix=prefix,
@@ -634,7 +631,7 @@ def _ig_activations(model, task, graph, weights, steps, max_tokens, fast, share)
         if share == "own":
             S[rows] = D[rows].to(G.device) @ G.T / B
         else:
-            G_all = G if G_all is None else G_all + G
+            G_all = G_all + G
     if share == "all":
         S = D.to(G_all.device) @ (G_all / len(groups)).T / B
     return S, task.metric(logits[:B]).double().mean().item(), logits[B:], replay

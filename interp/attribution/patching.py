@@ -40,6 +40,7 @@ import torch
 from interp.config import takes_config
 from interp.fastpath import use_fast
 from interp.models import scoped_hooks
+from interp.results import check_fields
 
 from .components import AttributionResult, ComponentType, cache_components, component_types, per_position_set
 from .fastpath import PrefixCache, fast_forward, reads_last_position_only
@@ -77,10 +78,7 @@ class PatchingConfig:
     ``INTERP_REFERENCE=1``.  False runs every copy's full forward (the reference)."""
 
     def __post_init__(self):
-        if self.source not in PATCH_SOURCES:
-            raise ValueError(f"unknown patch source {self.source!r}; choose from {sorted(PATCH_SOURCES)}")
-        if self.max_tokens < 1:
-            raise ValueError("max_tokens must be >= 1")
+        check_fields(self, {"source": PATCH_SOURCES}, {"max_tokens": 1})
 
 
 def run_with_masks(
