@@ -139,11 +139,8 @@ def model_has_hooks(model) -> bool:
     for mod in model.modules():
         fns = [*mod._forward_hooks.values(), *mod._forward_pre_hooks.values(), *mod._backward_hooks.values(),
                *getattr(mod, "_backward_pre_hooks", {}).values()]
-        if not fns:
-            continue
-        if type(mod).__name__ == "HookPoint":
-            return True
-        if any(not _fn_module(f).startswith("transformer_lens.") for f in fns):
+        if fns and (type(mod).__name__ == "HookPoint" or any(not _fn_module(f).startswith("transformer_lens.")
+                                                               for f in fns)):
             return True
     return False
 

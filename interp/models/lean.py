@@ -192,18 +192,12 @@ class LeanGemma3:
         return self.embedding(tokens)
 
     # -- driver ----------------------------------------------------------------------------
-    def _mask(self, l: int, p0: int, T: int, device, cache: dict):
+    def _mask(self, l: int, p0: int, T: int, device):
         """Boolean ``[T-p0, T]``: query ``i`` sees key ``j <= i`` (and ``j > i - window``)."""
+        i = torch.arange(p0, T, device=device)[:, None]
+        j = torch.arange(T, device=device)[None]
         w = self.window[l]
-        key = (w, p0, T)
-        if key not in cache:
-            i = torch.arange(p0, T, device=device)[:, None]
-            j = torch.arange(T, device=device)[None]
-            m = j <= i
-            if w is not None:
-                m = m & (j > i - w)
-            cache[key] = m
-        return cache[key]
+        return (j <= i) & (j > i - w) if w is not None else j <= i
 
     def _attend(self, l, q, k, v, mask, edits):
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale[l],
@@ -215,12 +209,12 @@ class LeanGemma3:
 
     def _plain(self, h: torch.Tensor, start: int) -> list[tuple]:
         """``(block input, keys, values)`` of blocks ``start ..`` on every position of ``h [B, T', d]`` (no grad)."""
-        pos, masks, out = self.positions(0, h.shape[1], h), {}, []
+        pos, out = self.positions(0, h.shape[1], h), []
         with torch.no_grad():
             for l in range(start, len(self.layers)):
                 q, k, v = self.qkv(l, h, pos)
                 out.append((h, k, v))
-                h = self.out(l, h, self._attend(l, q, k, v, self._mask(l, 0, h.shape[1], h.device, masks), None), {})
+                h = self.out(l, h, self._attend(l, q, k, v, self._mask(l, 0, h.shape[1], h.device), None), {})
         return out
 
     def residuals(self, h: torch.Tensor) -> list[torch.Tensor]:
@@ -249,18 +243,15 @@ class LeanGemma3:
         edits = edits or {}
         if p0 and not last_only:
             raise ValueError("skipping shared positions needs a metric of the last position only")
-        pos, masks = self.positions(p0, T, h), {}
+        pos = self.positions(p0, T, h)
         n = len(self.layers)
         for i, l in enumerate(range(start, n)):
             if f"blocks.{l}.hook_resid_pre" in edits:
                 h = edits[f"blocks.{l}.hook_resid_pre"](h)
             q, k, v = self.qkv(l, h, pos)
-            if p0:
-                pk, pv = prefix[i]
-                rep = N // pk.shape[0]
-                k = torch.cat([pk.repeat(rep, 1, 1, 1), k], dim=2)
-                v = torch.cat([pv.repeat(rep, 1, 1, 1), v], dim=2)
-            mask = self._mask(l, p0, T, h.device, masks)
+            if p0:  # the shared positions' keys/values, repeated for the N // B copies
+                k, v = (torch.cat([p.repeat(N // p.shape[0], 1, 1, 1), x], dim=2) for p, x in zip(prefix[i], (k, v)))
+            mask = self._mask(l, p0, T, h.device)
             edited = f"blocks.{l}.attn.hook_z" in edits or f"blocks.{l}.hook_mlp_out" in edits
             if last_only and l == n - 1 and not edited:  # the last block: only the last query is read
                 m = mask[-1:]
