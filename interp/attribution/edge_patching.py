@@ -93,13 +93,11 @@ def edge_patching(model, task, edges: Sequence, eps: float = 1.0, max_tokens: in
         for j, copies in by_recv.items():
             senders = [pairs[chunk[c]][0] for c in copies]
             patches[j] = (torch.tensor(copies, device=device), (eps * D[senders]).to(device, dtype))
-        first = min(graph.receivers[pairs[i][1]].layer for i in chunk)
+        first = graph.receivers[pairs[chunk[0]][1]].layer  # chunks are in receiver layer order
         hooks = receiver_input_hooks(model, graph, patches, B)
         with torch.no_grad(), scoped_hooks(model, fwd=hooks), fast_forward(model, prefix, k, first, last):
             logits = model(task.clean.to(device).repeat(k, 1))
-        m = task.metric(logits).double().reshape(k, B).mean(1).cpu()
-        for c, i in enumerate(chunk):
-            effects[i] = m[c] - m_clean.mean().cpu()
+        effects[chunk] = task.metric(logits).double().reshape(k, B).mean(1).cpu() - m_clean.mean().cpu()
         bar.update(k)
     bar.close()
     return EdgePatchResult(

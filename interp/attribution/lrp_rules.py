@@ -185,8 +185,7 @@ def rule_hooks(model, rules: Sequence[LRPRule], epsilon: float = 1e-6) -> list[t
                 for name, mod in getattr(model.blocks[l], sub).named_children():
                     if isinstance(mod, LinearBridge) and f"blocks.{l}.{sub}.{name}.hook_out" in hd:
                         def lin(z, hook, rule=rule):
-                            f = rule.surrogate(z, epsilon)
-                            return _grad_through(z, z * f)
+                            return _grad_through(z, z * rule.surrogate(z, epsilon))
 
                         hooks.append((f"blocks.{l}.{sub}.{name}.hook_out", lin))
     if "norm" in by_site:
@@ -202,29 +201,23 @@ def rule_hooks(model, rules: Sequence[LRPRule], epsilon: float = 1e-6) -> list[t
 
             hooks += [(f"{path}.hook_in", save_hook(box, "x")), (f"{path}.hook_out", out)]
     act_rule, gate_rule = by_site.get("act"), by_site.get("gate")
-    if act_rule or gate_rule:
-        gated = bool(getattr(model.cfg, "gated_mlp", False))
+    gated = bool(getattr(model.cfg, "gated_mlp", False))
+    if act_rule or (gated and gate_rule):
         for l in range(model.cfg.n_layers):
-            p = f"blocks.{l}.mlp"
-            box = {}
+            p, box = f"blocks.{l}.mlp", {}
+
+            def post(y, hook, box=box, act=_act_fn(model.blocks[l].mlp) if gated else None):
+                pre, lin = box.pop("pre"), box.pop("lin", None)
+                a = y if act is None else act(pre)
+                if act_rule:
+                    a = act_rule.surrogate(pre, a.detach())
+                if lin is not None:
+                    a = gate_rule.surrogate(a, lin) if gate_rule else a * lin
+                return _grad_through(y, a)
+
+            hooks += [(f"{p}.hook_pre", save_hook(box, "pre")), (f"{p}.hook_post", post)]
             if gated:
-                act = _act_fn(model.blocks[l].mlp)
-
-                def post(y, hook, box=box, act=act):
-                    pre, lin = box.pop("pre"), box.pop("lin")
-                    a = act(pre)
-                    if act_rule:
-                        a = act_rule.surrogate(pre, a.detach())
-                    s = gate_rule.surrogate(a, lin) if gate_rule else a * lin
-                    return _grad_through(y, s)
-
-                hooks += [(f"{p}.hook_pre", save_hook(box, "pre")), (f"{p}.hook_pre_linear", save_hook(box, "lin")),
-                          (f"{p}.hook_post", post)]
-            elif act_rule:
-                def post(y, hook, box=box):
-                    return _grad_through(y, act_rule.surrogate(box.pop("pre"), y.detach()))
-
-                hooks += [(f"{p}.hook_pre", save_hook(box, "pre")), (f"{p}.hook_post", post)]
+                hooks.append((f"{p}.hook_pre_linear", save_hook(box, "lin")))
     if "attention" in by_site:
         rule = by_site["attention"]
         for l in range(model.cfg.n_layers):
