@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from typing import Callable
 
 import torch
@@ -73,21 +74,16 @@ class PrefixCache:
     @contextmanager
     def capture(self, rows: slice | None = None):
         """Record each block's output (batch ``rows`` of it) during the forward passes inside the block."""
-        handles = []
-
-        def saver(l):
-            def fn(mod, inp, out):
-                self.outs[l] = map_tensors(lambda t: t.detach() if rows is None else t.detach()[rows], out)
-
-            return fn
-
+        blocks = enumerate(self.model.blocks)
+        handles = [b.register_forward_hook(partial(self._record, l, rows)) for l, b in blocks]
         try:
-            for l, b in enumerate(self.model.blocks):
-                handles.append(b.register_forward_hook(saver(l)))
             yield self
         finally:
             for h in handles:
                 h.remove()
+
+    def _record(self, l: int, rows: slice | None, mod, inp, out) -> None:
+        self.outs[l] = map_tensors(lambda t: t.detach() if rows is None else t.detach()[rows], out)
 
     @contextmanager
     def replay(self, k: int, layer: int):
