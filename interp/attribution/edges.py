@@ -449,24 +449,21 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
       (the prefix Jacobian is the same in every copy).  Cost: the prefix forward/backward of ``B``
       rows instead of ``c*B``.
     """
-    alphas, step_weights, e_clean, e_corrupt, at = path.alphas, path.weights, path.clean, path.corrupt, path.at
-    prefix, prefix_grad, max_tokens, last_only = path.prefix, path.prefix_grad, path.max_tokens, path.last_only
+    e_clean, e_corrupt, at, prefix, prefix_grad = path.clean, path.corrupt, path.at, path.prefix, path.prefix_grad
     kept: dict = {}
     fast = use_fast(fast)
     B, T = tokens.shape
     L, d = model.cfg.n_layers, model.cfg.d_model
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    Nr = len(graph.receivers)
     acc = acc_dtype(model)
-    G = torch.zeros(Nr, B, T, d, dtype=acc, device=device)
-    idx = {(r.layer, r.kind, r.head): j for j, r in enumerate(graph.receivers)}
-    head_rows = {l: [idx[(l, k, h)] for k in "qkv" for h in range(graph.n_heads if k == "q" else graph.n_kv_heads)]
-                 for l in range(L)}
-    chunk = max(1, max_tokens // (B * T))
-    for s in range(0, len(alphas), chunk):
-        a = alphas[s:s + chunk].to(device, acc)
-        wts = step_weights[s:s + chunk].to(device, acc)
+    G = torch.zeros(len(graph.receivers), B, T, d, dtype=acc, device=device)
+    # per block, its q / k / v receivers in graph order (query heads, then key and value heads)
+    head_rows = {l: [j for j, r in enumerate(graph.receivers) if r.layer == l and r.kind in "qkv"] for l in range(L)}
+    chunk = max(1, path.max_tokens // (B * T))
+    for s in range(0, len(path.alphas), chunk):
+        a = path.alphas[s:s + chunk].to(device, acc)
+        wts = path.weights[s:s + chunk].to(device, acc)
         c = len(a)
         # identity nodes: zero offsets whose gradient is the gradient through that receiver only
         deltas = {j: torch.zeros(B, T, d, dtype=dtype, device=device, requires_grad=True)
@@ -490,7 +487,7 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
         layer = hook_layer(at) if fast and (prefix is not None or prefix_grad) else 0
         with torch.enable_grad(), scoped_hooks(model, fwd=hooks):
             pre = _prefix_with_grad(model, tokens.to(device), layer) if layer and prefix_grad else prefix
-            with fast_forward(model, pre if layer else None, c, layer, last_only):
+            with fast_forward(model, pre if layer else None, c, layer, path.last_only):
                 logits = model(tokens.to(device).repeat(c, 1))
             f = metric(logits).reshape(c, B)
             keys = [k for k in store if not k.startswith("x") and store[k].requires_grad]

@@ -345,7 +345,6 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
     and where positions interact the two can differ, even in sign.
     """
     fast = use_fast(cfg.fast)
-    alphas, weights = quadrature(cfg.steps, cfg.method)
     t0 = time.perf_counter()
     L = model.cfg.n_layers
     prefix = PrefixCache(model) if fast else None
@@ -360,10 +359,9 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
     why = _lean_off(cfg.fast, last)
     lean, why = (None, why) if why else _lean_for_hooks(model, types, task, base_tokens, acts_src, acts_base, m_base)
     p0 = lean[2] if lean is not None else 0
-    S = len(alphas)
     device = next(model.parameters()).device
-    a_ = alphas.to(device, torch.float32)
-    w_ = weights.to(device, torch.float32)
+    a_, w_ = (x.to(device, torch.float32) for x in quadrature(cfg.steps, cfg.method))
+    S = len(a_)
     jobs = [(l, t) for l in range(L) for t in types]
     per_chunk = max(1, cfg.max_tokens // ((S + 1) * B * T))
     grads = {t.name: [None] * L for t in types}
@@ -397,10 +395,9 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
             f = f.reshape(J, S + 1, B)
             gs = torch.autograd.grad((f[:, :S] * w_.view(1, S, 1)).sum(), leaves, allow_unused=True)
         for (l, t), g, fj in zip(chunk, gs, f.detach()):  # g None: the hook did not fire
-            full_g = torch.zeros_like(acts_src[t.name][l], dtype=torch.float32)
+            grads[t.name][l] = torch.zeros_like(acts_src[t.name][l], dtype=torch.float32)
             if g is not None:
-                full_g[:, p0:] = g.sum(0)
-            grads[t.name][l] = full_g
+                grads[t.name][l][:, p0:] = g.sum(0)
             effects[t.name][l] = float((fj[S].float() - m_base).mean())
     scores = linear_scores(types, acts_src, acts_base, grads, per_pos)
     completeness = {k: [{"delta": float(scores[k][l].sum()) - e, "patch_effect": e} for l, e in enumerate(v)]
