@@ -212,19 +212,15 @@ def _linear_map(mod, d_in: int, ref: torch.Tensor, probe: bool = False) -> tuple
     Hugging Face ``Conv1D`` ([in, out]) weights, else (or with ``probe``) by probing the module with
     the identity, which works for any affine layout (tests compare the two)."""
     w, b = getattr(mod, "weight", None), getattr(mod, "bias", None)
-    if not probe and isinstance(w, torch.Tensor) and w.ndim == 2:
-        if isinstance(mod, torch.nn.Linear) and w.shape[1] == d_in:
-            W = w.detach().T
-        elif type(mod).__name__ == "Conv1D" and w.shape[0] == d_in:
-            W = w.detach()
-        else:
-            W = None
-        if W is not None:
-            return W, (b.detach() if isinstance(b, torch.Tensor) else torch.zeros(W.shape[1], dtype=W.dtype, device=W.device))
-    with torch.no_grad():
-        b = mod(torch.zeros(1, d_in, dtype=ref.dtype, device=ref.device))[0]
-        W = mod(torch.eye(d_in, dtype=ref.dtype, device=ref.device)) - b
-    return W, b
+    if not probe and isinstance(mod, torch.nn.Linear) and w.shape[1] == d_in:
+        W = w.detach().T
+    elif not probe and type(mod).__name__ == "Conv1D" and w.shape[0] == d_in:
+        W = w.detach()
+    else:
+        with torch.no_grad():
+            b = mod(torch.zeros(1, d_in, dtype=ref.dtype, device=ref.device))[0]
+            return mod(torch.eye(d_in, dtype=ref.dtype, device=ref.device)) - b, b
+    return W, (b.detach() if b is not None else torch.zeros(W.shape[1], dtype=W.dtype, device=W.device))
 
 
 def _orig(mod):
@@ -298,12 +294,11 @@ def sender_outputs(model, tokens: torch.Tensor, graph: EdgeGraph, weights: list[
                    extra_fwd=()) -> tuple[torch.Tensor, torch.Tensor]:
     """``(Z [N_s, B, T, d_model], logits)``: every sender's write into the residual stream (float32,
     float64 for a float64 model)."""
-    acc = acc_dtype(model)
     store: dict[str, torch.Tensor] = {}
     device = next(model.parameters()).device
     with torch.no_grad(), scoped_hooks(model, fwd=[(n, save_hook(store, n, torch.Tensor.detach)) for n in sender_hooks(graph)] + list(extra_fwd)):
         logits = model(tokens.to(device))
-    return _sender_rows(store, graph, weights, acc), logits
+    return _sender_rows(store, graph, weights, acc_dtype(model)), logits
 
 
 def sender_hooks(graph: EdgeGraph) -> list[str]:
@@ -311,23 +306,22 @@ def sender_hooks(graph: EdgeGraph) -> list[str]:
     return sorted({n.hook for n in graph.senders})
 
 
-def _sender_rows(store: dict, graph: EdgeGraph, weights: list[LayerWeights], acc: torch.dtype,
-                 rows_slice: slice = slice(None)) -> torch.Tensor:
-    rows = [store[n.hook][rows_slice].to(acc) for n in graph.senders if n.layer == -1]
+def _sender_rows(store: dict, graph: EdgeGraph, weights: list[LayerWeights], acc: torch.dtype) -> torch.Tensor:
+    rows = [store[n.hook].to(acc) for n in graph.senders if n.layer == -1]
     for l in range(len(weights)):
-        z = store[f"blocks.{l}.attn.hook_z"][rows_slice].to(acc)  # [B, T, H, dh]
+        z = store[f"blocks.{l}.attn.hook_z"].to(acc)  # [B, T, H, dh]
         rows += list(torch.einsum("bthe,hed->hbtd", z, weights[l].W_o.to(acc)).unbind(0))
-        rows.append(store[f"blocks.{l}.hook_mlp_out"][rows_slice].to(acc))
+        rows.append(store[f"blocks.{l}.hook_mlp_out"].to(acc))
     return torch.stack(rows)
 
 
-def sender_differences(model, task, graph: EdgeGraph, weights: list[LayerWeights], prefix=None):
+def sender_differences(model, task, graph: EdgeGraph, weights: list[LayerWeights], prefix=None, extra_fwd=()):
     """``(D = Z(corrupt) - Z(clean) [N_s, B, T, d], e_clean, e_corrupt, logits_clean, logits_corrupt)``
-    from one forward of the stacked ``[2B, T]`` batch (``prefix``: a PrefixCache to record the clean rows)."""
+    from one forward of the stacked ``[2B, T]`` batch (``prefix``: a PrefixCache to record the clean rows;
+    ``extra_fwd``: more forward hooks for that pass)."""
     B = task.clean.shape[0]
-    ctx = prefix.capture(slice(0, B)) if prefix is not None else nullcontext()
-    with ctx:
-        Z, logits = sender_outputs(model, torch.cat([task.clean, task.corrupt]), graph, weights)
+    with prefix.capture(slice(0, B)) if prefix is not None else nullcontext():
+        Z, logits = sender_outputs(model, torch.cat([task.clean, task.corrupt]), graph, weights, extra_fwd)
     D = Z[:, B:] - Z[:, :B]
     return D, Z[0, :B], Z[0, B:], logits[:B], logits[B:]
 
@@ -608,14 +602,13 @@ def _ig_activations(model, task, graph, weights, steps, max_tokens, fast, share)
     raw: dict[str, torch.Tensor] = {}
     replay = ("cached" if share == "own" else "batch") if fast else False
     prefix = PrefixCache(model) if replay == "cached" else None
-    with (prefix.capture(slice(0, B)) if prefix is not None else nullcontext()):
-        Z, logits = sender_outputs(model, torch.cat([task.clean, task.corrupt]), graph, weights,
-                                   extra_fwd=[(h, save_hook(raw, h, torch.Tensor.detach)) for h, _ in groups])
+    D, _, _, logits_c, logits_k = sender_differences(
+        model, task, graph, weights, prefix, [(h, save_hook(raw, h, torch.Tensor.detach)) for h, _ in groups])
     if prefix is not None:  # leaves, so that block L's own receivers still get their gradient
         prefix.outs = {l: map_tensors(lambda t: t.detach().requires_grad_(t.is_floating_point()), o)
                        for l, o in prefix.outs.items()}
-    D = (Z[:, B:] - Z[:, :B]).flatten(1)
-    last = fast and reads_last_position_only(task.metric, logits[:B])
+    D = D.flatten(1)
+    last = fast and reads_last_position_only(task.metric, logits_c)
     alphas = torch.arange(1, steps + 1, dtype=torch.float64) / steps  # right Riemann, as the reference
     w = torch.full((steps,), 1.0 / steps, dtype=torch.float64)
     S = torch.zeros(len(graph.senders), len(graph.receivers), dtype=D.dtype, device=D.device)
@@ -631,7 +624,7 @@ def _ig_activations(model, task, graph, weights, steps, max_tokens, fast, share)
             G_all = G_all + G
     if share == "all":
         S = D.to(G_all.device) @ (G_all / len(groups)).T / B
-    return S, task.metric(logits[:B]).double().mean().item(), logits[B:], replay
+    return S, task.metric(logits_c).double().mean().item(), logits_k, replay
 
 
 def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_tokens: int = 4096,
