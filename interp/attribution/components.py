@@ -268,15 +268,12 @@ def cache_components(
     """
     store: dict[tuple[str, int], torch.Tensor] = {}
     want_grad, L = metric is not None, model.cfg.n_layers
-
-    def leaf(x, hook):
-        return x.detach().requires_grad_(True)
-
     # ``extra_fwd`` first: a hook that replaces a value (an LRP rule's surrogate at a norm's output, which on
     # Gemma 3 is the very point hook_attn_out / hook_mlp_out alias) must run before the saver, so the saver
     # keeps the tensor the rest of the forward uses; saved before the replacement, it would be cut off from
     # the metric and get no gradient.
-    fwd = ([(LEAF_HOOK, leaf)] if want_grad else []) + list(extra_fwd)
+    fwd = [(LEAF_HOOK, lambda x, hook: x.detach().requires_grad_(True))] if want_grad else []
+    fwd += list(extra_fwd)
     fwd += [(t.hook_name(l), lambda x, hook, key=(t.name, l): store.setdefault(key, x))  # saves x, returns it
             for t in types for l in range(L)]
     with torch.set_grad_enabled(want_grad), scoped_hooks(model, fwd=fwd):
@@ -292,11 +289,11 @@ def cache_components(
     # broken graph and is refused.
     cut = [k for k in store if gs.get(k) is None and not store[k].is_leaf]
     if cut:
-        ct = {t.name: t for t in types}
-        names = [ct[k[0]].hook_name(k[1]) for k in cut]
+        names = [t.hook_name(l) for t in types for l in range(L) if (t.name, l) in cut]
         raise RuntimeError(
-            f"{method or 'this gradient method'} cannot score {sorted({k[0] for k in cut})} on {arch_name(model)}"
-            f": no gradient reaches {names[:4]}{' ...' if len(names) > 4 else ''} ({len(names)} hook(s)); the "
+            f"{method or 'this gradient method'} cannot score {sorted({k[0] for k in cut})} on "
+            f"{arch_name(model)}: no gradient reaches {names[:4]}{' ...' if len(names) > 4 else ''} "
+            f"({len(names)} hook(s)); the "
             f"activation saved there does not feed the metric on this bridge, so its score would be a silent zero")
     grads = {t.name: [gs[(t.name, l)].detach() if gs.get((t.name, l)) is not None else torch.zeros_like(acts[t.name][l])
                       for l in range(L)] for t in types}

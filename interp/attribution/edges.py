@@ -296,7 +296,8 @@ def sender_outputs(model, tokens: torch.Tensor, graph: EdgeGraph, weights: list[
     float64 for a float64 model)."""
     store: dict[str, torch.Tensor] = {}
     device = next(model.parameters()).device
-    with torch.no_grad(), scoped_hooks(model, fwd=[(n, save_hook(store, n, torch.Tensor.detach)) for n in sender_hooks(graph)] + list(extra_fwd)):
+    fwd = [(n, save_hook(store, n, torch.Tensor.detach)) for n in sender_hooks(graph)] + list(extra_fwd)
+    with torch.no_grad(), scoped_hooks(model, fwd=fwd):
         logits = model(tokens.to(device))
     return _sender_rows(store, graph, weights, acc_dtype(model)), logits
 
@@ -306,7 +307,7 @@ def sender_hooks(graph: EdgeGraph) -> list[str]:
     return sorted({n.hook for n in graph.senders})
 
 
-def _sender_rows(store: dict, graph: EdgeGraph, weights: list[LayerWeights], acc: torch.dtype) -> torch.Tensor:
+def _sender_rows(store: dict, graph: EdgeGraph, weights: list[LayerWeights], acc: torch.dtype):
     rows = [store[n.hook].to(acc) for n in graph.senders if n.layer == -1]
     for l in range(len(weights)):
         z = store[f"blocks.{l}.attn.hook_z"].to(acc)  # [B, T, H, dh]
@@ -443,7 +444,7 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
       (the prefix Jacobian is the same in every copy).  Cost: the prefix forward/backward of ``B``
       rows instead of ``c*B``.
     """
-    e_clean, e_corrupt, at, prefix, prefix_grad = path.clean, path.corrupt, path.at, path.prefix, path.prefix_grad
+    e_clean, e_corrupt, at, prefix = path.clean, path.corrupt, path.at, path.prefix
     kept: dict = {}
     fast = use_fast(fast)
     B, T = tokens.shape
@@ -453,7 +454,8 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
     acc = acc_dtype(model)
     G = torch.zeros(len(graph.receivers), B, T, d, dtype=acc, device=device)
     # per block, its q / k / v receivers in graph order (query heads, then key and value heads)
-    head_rows = {l: [j for j, r in enumerate(graph.receivers) if r.layer == l and r.kind in "qkv"] for l in range(L)}
+    head_rows = {l: [j for j, r in enumerate(graph.receivers) if r.layer == l and r.kind in "qkv"]
+                 for l in range(L)}
     chunk = max(1, path.max_tokens // (B * T))
     for s in range(0, len(path.alphas), chunk):
         a = path.alphas[s:s + chunk].to(device, acc)
@@ -478,9 +480,9 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
         senders: dict[str, torch.Tensor] = {}
         if path.keep_senders and s == 0:
             hooks += [(n, save_hook(senders, n, lambda x: x.detach()[:B])) for n in sender_hooks(graph)]
-        layer = hook_layer(at) if fast and (prefix is not None or prefix_grad) else 0
+        layer = hook_layer(at) if fast and (prefix is not None or path.prefix_grad) else 0
         with torch.enable_grad(), scoped_hooks(model, fwd=hooks):
-            pre = _prefix_with_grad(model, tokens.to(device), layer) if layer and prefix_grad else prefix
+            pre = _prefix_with_grad(model, tokens.to(device), layer) if layer and path.prefix_grad else prefix
             with fast_forward(model, pre if layer else None, c, layer, path.last_only):
                 logits = model(tokens.to(device).repeat(c, 1))
             f = metric(logits).reshape(c, B)
@@ -656,17 +658,19 @@ def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_to
                                                                         max_tokens, fast, share)
         config["share"], timings = share, {}
     else:
-        S, m_clean, logits_k, timings = _input_scores(model, task, graph, weights, method, steps, max_tokens, fast)
+        S, m_clean, logits_k, timings = _input_scores(model, task, graph, weights, method, steps, max_tokens,
+                                                      fast)
     seconds = time.perf_counter() - t0
-    return EdgeScores(method=method, graph=graph, scores=S.cpu().masked_fill(~graph.mask, 0.0), seconds=seconds,
-                      metric_clean=m_clean, metric_corrupt=task.metric(logits_k).double().mean().item(),
-                      config=config, timings=timings or {"total": seconds})
+    return EdgeScores(method=method, graph=graph, scores=S.cpu().masked_fill(~graph.mask, 0.0),
+                      seconds=seconds, metric_clean=m_clean,
+                      metric_corrupt=task.metric(logits_k).double().mean().item(), config=config,
+                      timings=timings or {"total": seconds})
 
 
 def _input_scores(model, task, graph, weights, method, steps, max_tokens, fast):
     """EAP, EAP-IG or clean-corrupted scores (module doc): ``(S, m_clean, logits_corrupt, timings)``."""
     t0 = time.perf_counter()
-    if method == "eap":  # the clean senders come from the gradient pass itself (its one copy is the clean run)
+    if method == "eap":  # the clean senders come from the gradient pass (its one copy is the clean run)
         Z_k, logits_k = sender_outputs(model, task.corrupt, graph, weights)
         one = torch.ones(1, dtype=torch.float64)
         path, logits_c = GradPath(one, one, keep_senders=True), logits_k
@@ -678,7 +682,8 @@ def _input_scores(model, task, graph, weights, method, steps, max_tokens, fast):
             alphas = torch.tensor([0.0, 1.0], dtype=torch.float64)
         path = GradPath(alphas, torch.full_like(alphas, 1.0 / len(alphas)), e_c, e_k)
     t1 = time.perf_counter()
-    path.max_tokens, path.last_only = max_tokens, use_fast(fast) and reads_last_position_only(task.metric, logits_c)
+    path.max_tokens = max_tokens
+    path.last_only = use_fast(fast) and reads_last_position_only(task.metric, logits_c)
     G, Z_c, f_c = receiver_grads(model, task.clean, task.metric, graph, weights, path, fast)
     if method == "eap":
         D = Z_k - Z_c

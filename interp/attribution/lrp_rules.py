@@ -144,8 +144,8 @@ def _norm_paths(model) -> list[str]:
         block = model.blocks[l]
         unknown = [c for c, m in block.named_children() if "Normalization" in type(m).__name__ and c not in _NORM_CHILDREN]
         if unknown:
-            raise ValueError(f"LN-rule cannot serve {arch_name(model)}: blocks.{l}.{unknown[0]} is a norm the "
-                             f"LRP rules do not cover (known: {', '.join(_NORM_CHILDREN)})")
+            raise ValueError(f"LN-rule cannot serve {arch_name(model)}: blocks.{l}.{unknown[0]} is a norm "
+                             f"the LRP rules do not cover (known: {', '.join(_NORM_CHILDREN)})")
         for c in _NORM_CHILDREN:
             if c in block._modules and block._modules[c] is not None:
                 paths.append(f"blocks.{l}.{c}")

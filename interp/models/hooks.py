@@ -59,7 +59,8 @@ def mlp_hook(layer: int) -> str:
 def parse_component(name: str) -> tuple[str, int, tuple[int, ...]]:
     """``blocks.9.attn.hook_z[3]`` (or ``L9H3``) -> ``("attn_head", 9, (3,))``;
     ``blocks.4.hook_mlp_out`` (or ``MLP4``) -> ``("mlp", 4, ())``.  Anything else is a ``ValueError``."""
-    for rx, kind in ((HEAD_RE, "attn_head"), (MLP_RE, "mlp"), (_HEAD_LABEL, "attn_head"), (_MLP_LABEL, "mlp")):
+    for rx, kind in ((HEAD_RE, "attn_head"), (MLP_RE, "mlp"), (_HEAD_LABEL, "attn_head"),
+                     (_MLP_LABEL, "mlp")):
         m = rx.match(name)
         if m:
             layer, *unit = map(int, m.groups())

@@ -208,7 +208,8 @@ class LeanGemma3:
         return z
 
     def _plain(self, h: torch.Tensor, start: int) -> list[tuple]:
-        """``(block input, keys, values)`` of blocks ``start ..`` on every position of ``h [B, T', d]`` (no grad)."""
+        """``(block input, keys, values)`` of blocks ``start ..`` on all positions of ``h [B, T', d]``
+        (no grad)."""
         pos, out = self.positions(0, h.shape[1], h), []
         with torch.no_grad():
             for l in range(start, len(self.layers)):
@@ -250,7 +251,8 @@ class LeanGemma3:
                 h = edits[f"blocks.{l}.hook_resid_pre"](h)
             q, k, v = self.qkv(l, h, pos)
             if p0:  # the shared positions' keys/values, repeated for the N // B copies
-                k, v = (torch.cat([p.repeat(N // p.shape[0], 1, 1, 1), x], dim=2) for p, x in zip(prefix[i], (k, v)))
+                k, v = (torch.cat([p.repeat(N // p.shape[0], 1, 1, 1), x], dim=2)
+                        for p, x in zip(prefix[i], (k, v)))
             mask = self._mask(l, p0, T, h.device)
             edited = f"blocks.{l}.attn.hook_z" in edits or f"blocks.{l}.hook_mlp_out" in edits
             if last_only and l == n - 1 and not edited:  # the last block: only the last query is read
@@ -266,7 +268,8 @@ class LeanGemma3:
 
 def check_gemma3(cfg) -> str | None:
     uncovered = {"attn_logit_softcapping": "attention-logit softcapping (no fused SDPA form)",
-                 "use_bidirectional_attention": "bidirectional attention", "attention_bias": "attention biases"}
+                 "use_bidirectional_attention": "bidirectional attention",
+                 "attention_bias": "attention biases"}
     return next((f"Gemma 3 with {why}" for k, why in uncovered.items() if getattr(cfg, k, None)), None)
 
 
