@@ -171,13 +171,13 @@ class LeanGemma3:
         cs = pos[self.types[l]]
         return rotate(q, *cs), rotate(k, *cs), v
 
-    def out(self, l: int, h: torch.Tensor, z: torch.Tensor, edits: dict) -> torch.Tensor:
+    def out(self, l: int, h: torch.Tensor, z: torch.Tensor, edits: dict | None = None) -> torch.Tensor:
         """The rest of block ``l`` from its input ``h`` and attention ``z [N, T', H, d_head]``."""
         L, (N, T) = self.layers[l], h.shape[:2]
         h = h + rms_norm(z.reshape(N, T, -1) @ L["o"].T, *L["post_attention_layernorm"])
         x = rms_norm(h, *L["pre_feedforward_layernorm"])
         m = rms_norm((L["act"](x @ L["gate"].T) * (x @ L["up"].T)) @ L["down"].T, *L["post_feedforward_layernorm"])
-        edit = edits.get(f"blocks.{l}.hook_mlp_out") if edits else None
+        edit = (edits or {}).get(f"blocks.{l}.hook_mlp_out")
         return h + (edit(m) if edit else m)
 
     def final(self, h: torch.Tensor) -> torch.Tensor:
@@ -199,13 +199,12 @@ class LeanGemma3:
         w = self.window[l]
         return (j <= i) & (j > i - w) if w is not None else j <= i
 
-    def _attend(self, l, q, k, v, mask, edits):
+    def _attend(self, l, q, k, v, mask, edits: dict | None = None):
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale[l],
                                            enable_gqa=self.n_kv != self.n_heads)
         z = a.transpose(1, 2)  # [N, Tq, H, d_head]: TransformerLens' blocks.l.attn.hook_z
-        if edits and f"blocks.{l}.attn.hook_z" in edits:
-            z = edits[f"blocks.{l}.attn.hook_z"](z)
-        return z
+        edit = (edits or {}).get(f"blocks.{l}.attn.hook_z")
+        return edit(z) if edit else z
 
     def _plain(self, h: torch.Tensor, start: int) -> list[tuple]:
         """``(block input, keys, values)`` of blocks ``start ..`` on all positions of ``h [B, T', d]``
@@ -215,7 +214,7 @@ class LeanGemma3:
             for l in range(start, len(self.layers)):
                 q, k, v = self.qkv(l, h, pos)
                 out.append((h, k, v))
-                h = self.out(l, h, self._attend(l, q, k, v, self._mask(l, 0, h.shape[1], h.device), None), {})
+                h = self.out(l, h, self._attend(l, q, k, v, self._mask(l, 0, h.shape[1], h.device)))
         return out
 
     def residuals(self, h: torch.Tensor) -> list[torch.Tensor]:
@@ -257,8 +256,8 @@ class LeanGemma3:
             edited = f"blocks.{l}.attn.hook_z" in edits or f"blocks.{l}.hook_mlp_out" in edits
             if last_only and l == n - 1 and not edited:  # the last block: only the last query is read
                 m = mask[-1:]
-                z = self._attend(l, q[:, :, -1:], k, v, None if bool(m.all()) else m, None)
-                h = self.out(l, h[:, -1:], z, {})
+                z = self._attend(l, q[:, :, -1:], k, v, None if bool(m.all()) else m)
+                h = self.out(l, h[:, -1:], z)
             else:
                 h = self.out(l, h, self._attend(l, q, k, v, mask, edits), edits)
         if last_only:
