@@ -101,7 +101,7 @@ RECEIVER_KINDS = ("q", "k", "v", "mlp", "logits")
 
 def acc_dtype(model) -> torch.dtype:
     """Accumulation dtype of scores and gradients: float64 for a float64 model, else float32."""
-    return torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
+    return torch.promote_types(next(model.parameters()).dtype, torch.float32)
 
 
 # ------------------------------------------------------------------------------------------
