@@ -173,14 +173,11 @@ def _path_integral(x, base, q, chunk: int, f_of: Callable):
         pts = pts.reshape(c * B, *x.shape[1:]).to(x.dtype).requires_grad_(True)
         with torch.enable_grad():
             f, side = f_of(pts)
-            names = list(side)
-            gs = torch.autograd.grad((f.reshape(c, B) * w[:, None]).sum(), [pts] + [side[n] for n in names],
-                                     allow_unused=True)
+            gs = torch.autograd.grad((f.reshape(c, B) * w[:, None]).sum(), [pts, *side.values()], allow_unused=True)
         g += gs[0].reshape(c, *x.shape).sum(0).float()
-        for n, gn in zip(names, gs[1:]):
+        for n, gn in zip(side, gs[1:]):
             if gn is not None:
-                gn = gn.reshape(c, B, *gn.shape[1:]).sum(0).float()
-                side_g[n] = side_g[n] + gn if n in side_g else gn
+                side_g[n] = side_g.get(n, 0) + gn.reshape(c, B, *gn.shape[1:]).sum(0).float()
     return g, side_g
 
 
