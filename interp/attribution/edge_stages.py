@@ -20,12 +20,8 @@ def stage_matrix(res) -> tuple[list[list[float]], list[str], list[str]]:
     s_st = torch.tensor([n.stage for n in g.senders]) + 1  # -1 (embeddings) -> 0
     r_st = torch.tensor([n.stage for n in g.receivers])
     L = len({n.layer for n in g.receivers if n.kind == "mlp"})
-    if s_st.max() > 2 * L or r_st.max() > 2 * L:
-        raise ValueError(f"edge graph stages exceed 2L = {2 * L} for {L} MLP layers")
-    M = torch.zeros(2 * L + 1, 2 * L + 1, dtype=torch.float64)
-    a = res.scores.abs().double()
-    M.index_put_((s_st[:, None].expand_as(a).reshape(-1), r_st[None, :].expand_as(a).reshape(-1)), a.reshape(-1),
-                 accumulate=True)
+    S, R = (torch.nn.functional.one_hot(st, 2 * L + 1).double() for st in (s_st, r_st))  # stage > 2L raises
+    M = S.T @ res.scores.abs().double() @ R
     rows = ["embed"] + [f"{w}{l}" for l in range(L) for w in ("heads L", "MLP")]
     cols = [f"{w}{l}" for l in range(L) for w in ("attn L", "MLP")] + ["logits"]
     return M.tolist(), rows, cols
