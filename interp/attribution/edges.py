@@ -556,13 +556,9 @@ class EdgeScores:
 
     def top(self, k: int = 50) -> list[dict]:
         """The ``k`` edges of largest |score|, largest first."""
-        flat = self.scores.abs().masked_fill(~self.graph.mask, -1).reshape(-1)
-        k = min(k, self.graph.n_edges)
-        idx = flat.topk(k).indices.tolist()
-        Nr = self.scores.shape[1]
+        top = self.scores.abs().masked_fill(~self.graph.mask, -1).flatten().topk(min(k, self.graph.n_edges))
         out = []
-        for f in idx:
-            i, j = divmod(f, Nr)
+        for i, j in torch.stack(torch.unravel_index(top.indices, self.scores.shape), 1).tolist():
             u, v = self.graph.senders[i], self.graph.receivers[j]
             out.append({"edge": self.graph.edge_name(i, j), "sender": u.name, "receiver": v.name,
                         "score": float(self.scores[i, j]), "sender_hook": u.hook, "receiver_hook": v.hook})

@@ -111,10 +111,6 @@ def fused_act(act):
     return act
 
 
-def _heads(x, N, T, H, dh):
-    return x.view(N, T, H, dh).transpose(1, 2)
-
-
 class LeanGemma3:
     """``Gemma3DecoderLayer`` as plain tensor code: (1 + w) RMSNorms (q/k norms, pre/post attention and
     feed-forward), per-layer-type rotary and sliding windows, ``query_pre_attn_scalar``, GeGLU, logit
@@ -163,18 +159,15 @@ class LeanGemma3:
 
     def qkv(self, l: int, h: torch.Tensor, pos) -> tuple:
         """Queries ``[N, H, T', d_head]``, keys and values ``[N, n_kv, T', d_head]`` of block ``l``."""
-        L, (N, T, _) = self.layers[l], h.shape
+        L, cs = self.layers[l], pos[self.types[l]]
         x = rms_norm(h, *L["input_layernorm"])
-        q = rms_norm(_heads(x @ L["q"].T, N, T, self.n_heads, self.d_head), *L["qn"])
-        k = rms_norm(_heads(x @ L["k"].T, N, T, self.n_kv, self.d_head), *L["kn"])
-        v = _heads(x @ L["v"].T, N, T, self.n_kv, self.d_head)
-        cs = pos[self.types[l]]
-        return rotate(q, *cs), rotate(k, *cs), v
+        q, k, v = ((x @ L[n].T).unflatten(-1, (-1, self.d_head)).transpose(1, 2) for n in "qkv")
+        return rotate(rms_norm(q, *L["qn"]), *cs), rotate(rms_norm(k, *L["kn"]), *cs), v
 
     def out(self, l: int, h: torch.Tensor, z: torch.Tensor, edits: dict | None = None) -> torch.Tensor:
         """The rest of block ``l`` from its input ``h`` and attention ``z [N, T', H, d_head]``."""
-        L, (N, T) = self.layers[l], h.shape[:2]
-        h = h + rms_norm(z.reshape(N, T, -1) @ L["o"].T, *L["post_attention_layernorm"])
+        L = self.layers[l]
+        h = h + rms_norm(z.flatten(2) @ L["o"].T, *L["post_attention_layernorm"])
         x = rms_norm(h, *L["pre_feedforward_layernorm"])
         m = rms_norm((L["act"](x @ L["gate"].T) * (x @ L["up"].T)) @ L["down"].T, *L["post_feedforward_layernorm"])
         edit = (edits or {}).get(f"blocks.{l}.hook_mlp_out")
