@@ -248,7 +248,7 @@ def layer_integrated_gradients(
     """
     cfg, fast = config, use_fast(config.fast)
     t0 = time.perf_counter()
-    tokens = tokens if tokens.ndim == 2 else tokens[None]
+    tokens = torch.atleast_2d(tokens)
     q = quadrature(cfg.steps, cfg.method)
     B, T = tokens.shape
     prefix = PrefixCache(model) if fast and hook_layer(hook) > 0 else None
@@ -273,13 +273,10 @@ def layer_integrated_gradients(
     g, why = (None, why) if lean is None else _interpolate_lean(lean, hook, x_act, base_act, f_x, q, metric,
                                                                  cfg.max_tokens)
     if g is None:
-        layer = hook_layer(hook) if prefix is not None else 0
-        last_only = last and fast
-
         def f_of(pts):
             c = pts.shape[0] // B
             with scoped_hooks(model, fwd=[(hook, lambda x, hook: pts)]), \
-                    fast_forward(model, prefix, c, layer, last_only):
+                    fast_forward(model, prefix, c, hook_layer(hook) if prefix is not None else 0, last and fast):
                 return metric(model(tokens.to(pts.device).repeat(c, 1))), {}
 
         g, _ = _path_integral(x_act, base_act, q, max(1, cfg.max_tokens // (B * T)), f_of)
