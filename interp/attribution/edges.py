@@ -230,7 +230,7 @@ def _orig(mod):
 def check_supported(model) -> None:
     """A ``ValueError`` for architectures whose sublayer outputs are not additive senders."""
     blk = model.blocks[0]
-    names = {n for n, _ in blk.named_children()}
+    names = set(dict(blk.named_children()))
     if names & {"ln1_post", "ln2_post"}:
         raise ValueError(
             f"edge attribution needs the residual stream to be a sum of sender outputs; {type(blk).__name__} of "

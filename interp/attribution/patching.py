@@ -193,11 +193,7 @@ def complement_metric(model, task, keep_masks: Sequence[dict[str, torch.Tensor]]
     """
     if source not in ("corrupt", "mean"):
         raise ValueError(f"complement source must be 'corrupt' or 'mean', got {source!r}")
-    if acts is None:
-        ac, _, _ = cache_components(model, task.clean, types)
-        ak, _, _ = cache_components(model, task.corrupt, types)
-    else:
-        ac, ak = acts
+    ac, ak = acts or [cache_components(model, run, types)[0] for run in (task.clean, task.corrupt)]
     src = {t.name: [_source_values("noise" if source == "corrupt" else "mean", ac[t.name][l], ak[t.name][l])
                     for l in range(model.cfg.n_layers)] for t in types}
     B, T = task.clean.shape
