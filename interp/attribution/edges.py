@@ -352,10 +352,7 @@ def receiver_input_hooks(model, graph: EdgeGraph, patches: dict[int, tuple], B: 
         else:
             heads.setdefault((r.layer, r.kind), []).append((r.head, copies, off))
     for l in sorted({l for l, _ in heads}):
-        def save_x(x, hook, l=l):
-            xs[l] = x
-
-        hooks.insert(0, (f"blocks.{l}.ln1.hook_in", save_x))
+        hooks.insert(0, (f"blocks.{l}.ln1.hook_in", save_hook(xs, l)))
     for (l, kind), items in heads.items():
         blk = model.blocks[l]
         ln, proj = _orig(blk.ln1), _orig(getattr(blk.attn, kind))
