@@ -26,7 +26,7 @@ for the pass (one activation of the expanded batch).
 from __future__ import annotations
 
 import re
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import Callable
 
@@ -107,11 +107,8 @@ class PrefixCache:
 @contextmanager
 def fast_forward(model, prefix: PrefixCache | None, k: int, layer: int, last_only: bool):
     """Context for the ``k``-copy forward: replay blocks ``< layer`` and/or keep only last-position logits."""
-    with ExitStack() as stack:
-        if prefix is not None:
-            stack.enter_context(prefix.replay(k, layer))
-        if last_only:
-            stack.enter_context(scoped_hooks(model, fwd=[("unembed.hook_in", lambda x, hook: x[:, -1:])]))
+    last = scoped_hooks(model, fwd=[("unembed.hook_in", lambda x, hook: x[:, -1:])]) if last_only else None
+    with prefix.replay(k, layer) if prefix is not None else nullcontext(), last or nullcontext():
         yield
 
 
