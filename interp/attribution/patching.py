@@ -98,12 +98,11 @@ def run_with_masks(
     the blocks before the first patched layer; ``last_only`` unembeds only the last position
     (fastpath.py); neither changes a value the metric reads.
     """
-    B, T = tokens.shape
+    B = tokens.shape[0]
     k = next(iter(masks.values())).shape[0]
     device = next(model.parameters()).device
-    first = min((l for t in types if t.name in masks for l in range(model.cfg.n_layers) if masks[t.name][:, l].any()),
-                default=0)
     hooks = []
+    patched = []  # the layers the hooks patch: the blocks before the first are replayed
     for t in types:
         if t.name not in masks:
             continue
@@ -123,7 +122,9 @@ def run_with_masks(
                 return torch.where(m, s, a).reshape(act.shape)
 
             hooks.append((t.hook_name(l), fn))
-    with torch.no_grad(), scoped_hooks(model, fwd=hooks), fast_forward(model, prefix, k, first, last_only):
+            patched.append(l)
+    with torch.no_grad(), scoped_hooks(model, fwd=hooks), fast_forward(model, prefix, k, min(patched, default=0),
+                                                                       last_only):
         return model(tokens.to(device).repeat(k, 1))
 
 
