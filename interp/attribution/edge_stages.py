@@ -4,7 +4,8 @@ The residual stream of an ``L``-layer model has ``2L + 1`` writer stages (embedd
 and the MLP of each layer) and ``2L + 1`` reader stages (the attention inputs q/k/v and the MLP
 input of each layer, then the logits); :func:`stage_matrix` adds ``|score|`` of every edge of an
 :class:`~interp.attribution.edges.EdgeScores` into the (writer stage, reader stage) block it joins
-(one ``index_put_`` with accumulation: O(N_s N_r) time and memory, float64 sums).
+as ``S^T |scores| R`` with one-hot stage matrices ``S [N_s, 2L+1]``, ``R [N_r, 2L+1]`` (O(N_s N_r L)
+time, O(N_s N_r) memory, float64 sums).
 """
 
 from __future__ import annotations

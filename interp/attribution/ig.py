@@ -432,7 +432,7 @@ def _embedding_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attri
     def f_of(pts):  # the positional / rotary inputs are the same for both prompts: only the embeddings move
         c, store = pts.shape[0] // B, {}
         hooks = [("hook_embed", lambda x, hook: pts)]
-        hooks += [(n, lambda x, hook, n=n: store.setdefault(n, x)) for n in names.values()]  # saves, returns x
+        hooks += [(n, save_hook(store, n)) for n in names.values()]
         with scoped_hooks(model, fwd=hooks):
             return task.metric(model(task.clean.to(pts.device).repeat(c, 1))), store
 
