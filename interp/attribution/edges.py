@@ -649,7 +649,8 @@ def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_to
     if method == "eap-ig-activations":
         S, m_clean, logits_k, config["prefix_replay"] = _ig_activations(model, task, graph, weights, steps,
                                                                         max_tokens, fast, share)
-        config["share"], timings = share, {}
+        config["share"] = share
+        timings = {}
     else:
         S, m_clean, logits_k, timings = _input_scores(model, task, graph, weights, method, steps, max_tokens,
                                                       fast)
@@ -666,7 +667,8 @@ def _input_scores(model, task, graph, weights, method, steps, max_tokens, fast):
     if method == "eap":  # the clean senders come from the gradient pass (its one copy is the clean run)
         Z_k, logits_k = sender_outputs(model, task.corrupt, graph, weights)
         one = torch.ones(1, dtype=torch.float64)
-        path, logits_c = GradPath(one, one, keep_senders=True), logits_k
+        path = GradPath(one, one, keep_senders=True)
+        logits_c = logits_k
     else:
         D, e_c, e_k, logits_c, logits_k = sender_differences(model, task, graph, weights)  # sender 0 = hook_embed
         if method == "eap-ig":  # left Riemann sum: alpha_k = k/m, k = 0..m-1

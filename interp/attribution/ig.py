@@ -268,7 +268,8 @@ def layer_integrated_gradients(
             raise ValueError(f"baseline must be token ids, an activation tensor or 'zeros', got {baseline!r}")
         with torch.no_grad(), scoped_hooks(model, fwd=[(hook, lambda x, hook: base_act)]):
             f_b = metric(model(tokens.to(x_act.device))).detach()
-    why, path = _lean_off(cfg.fast, last), "lean"
+    path = "lean"
+    why = _lean_off(cfg.fast, last)
     lean, why = (None, why) if why else lean_forward(model, hook)
     g, why = (None, why) if lean is None else _interpolate_lean(lean, hook, x_act, base_act, f_x, q, metric,
                                                                  cfg.max_tokens)

@@ -204,7 +204,8 @@ def rule_hooks(model, rules: Sequence[LRPRule], epsilon: float = 1e-6) -> list[t
     gated = bool(getattr(model.cfg, "gated_mlp", False))
     if act_rule or (gated and gate_rule):
         for l in range(model.cfg.n_layers):
-            p, box = f"blocks.{l}.mlp", {}
+            p = f"blocks.{l}.mlp"
+            box = {}
 
             def post(y, hook, box=box, act=_act_fn(model.blocks[l].mlp) if gated else None):
                 pre, lin = box.pop("pre"), box.pop("lin", None)

@@ -159,9 +159,10 @@ class LeanGemma3:
 
     def qkv(self, l: int, h: torch.Tensor, pos) -> tuple:
         """Queries ``[N, H, T', d_head]``, keys and values ``[N, n_kv, T', d_head]`` of block ``l``."""
-        L, cs = self.layers[l], pos[self.types[l]]
+        L = self.layers[l]
         x = rms_norm(h, *L["input_layernorm"])
         q, k, v = ((x @ L[n].T).unflatten(-1, (-1, self.d_head)).transpose(1, 2) for n in "qkv")
+        cs = pos[self.types[l]]
         return rotate(rms_norm(q, *L["qn"]), *cs), rotate(rms_norm(k, *L["kn"]), *cs), v
 
     def out(self, l: int, h: torch.Tensor, z: torch.Tensor, edits: dict | None = None) -> torch.Tensor:
@@ -202,7 +203,8 @@ class LeanGemma3:
     def _plain(self, h: torch.Tensor, start: int) -> list[tuple]:
         """``(block input, keys, values)`` of blocks ``start ..`` on all positions of ``h [B, T', d]``
         (no grad)."""
-        pos, out = self.positions(0, h.shape[1], h), []
+        pos = self.positions(0, h.shape[1], h)
+        out = []
         with torch.no_grad():
             for l in range(start, len(self.layers)):
                 q, k, v = self.qkv(l, h, pos)
