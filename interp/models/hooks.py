@@ -122,8 +122,7 @@ def resolve_hooks(model, patterns: str | Sequence[str]) -> list[str]:
             + f". This model has {len(tl)} hook points, e.g. blocks.0.hook_resid_post, "
             "blocks.0.attn.hook_z, blocks.0.mlp.hook_post; list them with interp.models.hook_names(model)."
         )
-    order = {n: i for i, n in enumerate(tl)}
-    return sorted(chosen, key=order.__getitem__)
+    return [n for n in tl if n in chosen]  # in layer order
 
 
 def save_hook(store: dict, key, keep: Callable | None = None) -> Callable:
