@@ -685,4 +685,5 @@ def _input_scores(model, task, graph, weights, method, steps, max_tokens, fast):
     m_clean = (f_c if method == "eap" else task.metric(logits_c)).double().mean().item()
     t2 = time.perf_counter()
     S = D.flatten(1).to(G.device) @ G.flatten(1).T / task.clean.shape[0]
-    return S, m_clean, logits_k, {"senders": t1 - t0, "gradients": t2 - t1, "scores": time.perf_counter() - t2}
+    timings = {"senders": t1 - t0, "gradients": t2 - t1, "scores": time.perf_counter() - t2}
+    return S, m_clean, logits_k, timings

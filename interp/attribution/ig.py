@@ -173,7 +173,8 @@ def _path_integral(x, base, q, chunk: int, f_of: Callable):
         pts = pts.reshape(c * B, *x.shape[1:]).to(x.dtype).requires_grad_(True)
         with torch.enable_grad():
             f, side = f_of(pts)
-            gs = torch.autograd.grad((f.reshape(c, B) * w[:, None]).sum(), [pts, *side.values()], allow_unused=True)
+            gs = torch.autograd.grad((f.reshape(c, B) * w[:, None]).sum(), [pts, *side.values()],
+                                     allow_unused=True)
         g += gs[0].reshape(c, *x.shape).sum(0).float()
         for n, gn in zip(side, gs[1:]):
             if gn is not None:
@@ -274,10 +275,12 @@ def layer_integrated_gradients(
     g, why = (None, why) if lean is None else _interpolate_lean(lean, hook, x_act, base_act, f_x, q, metric,
                                                                  cfg.max_tokens)
     if g is None:
+        layer = hook_layer(hook) if prefix is not None else 0
+
         def f_of(pts):
             c = pts.shape[0] // B
             with scoped_hooks(model, fwd=[(hook, lambda x, hook: pts)]), \
-                    fast_forward(model, prefix, c, hook_layer(hook) if prefix is not None else 0, last and fast):
+                    fast_forward(model, prefix, c, layer, last and fast):
                 return metric(model(tokens.to(pts.device).repeat(c, 1))), {}
 
         g, _ = _path_integral(x_act, base_act, q, max(1, cfg.max_tokens // (B * T)), f_of)

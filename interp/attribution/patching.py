@@ -123,8 +123,8 @@ def run_with_masks(
 
             hooks.append((t.hook_name(l), fn))
             patched.append(l)
-    with torch.no_grad(), scoped_hooks(model, fwd=hooks), fast_forward(model, prefix, k, min(patched, default=0),
-                                                                       last_only):
+    first = min(patched, default=0)
+    with torch.no_grad(), scoped_hooks(model, fwd=hooks), fast_forward(model, prefix, k, first, last_only):
         return model(tokens.to(device).repeat(k, 1))
 
 

@@ -87,7 +87,7 @@ def head_label(layer: int, head: int) -> str:
 def hook_names(model) -> list[str]:
     """Every hook point of ``model``, one TransformerLens-style name each, in layer order."""
     hd = model.hook_dict  # rebuilt by the bridge on every access: read it once
-    seen = {id(hp): name for name, hp in hd.items()}  # later entries are the TransformerLens aliases: they win
+    seen = {id(hp): name for name, hp in hd.items()}  # later entries, the TransformerLens aliases, win
     order = {n: i for i, n in enumerate(hd)}
     return sorted(seen.values(), key=lambda n: (_layer_key(n), order[n]))
 
