@@ -193,7 +193,7 @@ def test_hook_ig_equals_atp_and_patching_when_linear(arch):
 def test_embedding_path_ig_still_complete(tiny_llama):
     res = integrated_gradients(tiny_llama, _task(tiny_llama), path="embeddings")
     assert res.extras["relative_delta"] < 0.02
-    with pytest.raises(ValueError, match="unknown IG path"):
+    with pytest.raises(ValueError, match="unknown path"):
         integrated_gradients(tiny_llama, _task(tiny_llama), path="sideways")
     with pytest.raises(ValueError, match="unknown direction"):
         integrated_gradients(tiny_llama, _task(tiny_llama), direction="sideways")

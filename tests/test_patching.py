@@ -128,7 +128,7 @@ def test_bad_inputs(tiny_llama):
     task = _task(tiny_llama)
     with pytest.raises(ValueError, match="unknown component type"):
         activation_patching(tiny_llama, task, components=("heads",), progress=False)
-    with pytest.raises(ValueError, match="unknown patch source"):
+    with pytest.raises(ValueError, match="unknown source"):
         activation_patching(tiny_llama, task, source="resample", progress=False)
     with pytest.raises(ValueError, match="complement source"):
         complement_metric(tiny_llama, task, [], component_types(("mlp",)), source="zero")

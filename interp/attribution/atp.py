@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from interp.config import takes_config
+from interp.results import check_fields
 
 from .components import AttributionResult, cache_components, component_types, linear_scores, per_position_set
 
@@ -38,8 +39,7 @@ class AtPConfig:
     ``denoise``); ``noise``: gradient at the clean run, corrupted - clean (source ``noise``)."""
 
     def __post_init__(self):
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"unknown direction {self.direction!r}; choose from {DIRECTIONS}")
+        check_fields(self, {"direction": DIRECTIONS})
 
 
 def gradient_patching(model, task, components: Sequence[str], per_position, cfg: AtPConfig, method: str,

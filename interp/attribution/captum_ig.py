@@ -17,6 +17,7 @@ Memory: captum expands the input ``steps`` times (or ``internal_batch_size`` at 
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Callable
 
@@ -40,19 +41,13 @@ def captum_layer_ig(model, tokens: torch.Tensor, metric: Callable[[torch.Tensor]
     tokens = tokens.to(device)
     base = torch.zeros_like(tokens) if baseline_tokens is None else baseline_tokens.to(device)
 
-    def forward(toks):
-        return metric(model(toks))
-
-    parts = hook.split(".")
-    if len(parts) == 3 and parts[0] == "blocks" and parts[2] == "hook_resid_pre":
-        layer, to_input = model.blocks[int(parts[1])], True
-    else:
-        layer, to_input = model.hook_dict[hook], False
-    lig = LayerIntegratedGradients(forward, layer)
+    resid_pre = re.fullmatch(r"blocks\.(\d+)\.hook_resid_pre", hook)
+    layer = model.blocks[int(resid_pre[1])] if resid_pre else model.hook_dict[hook]
+    lig = LayerIntegratedGradients(lambda toks: metric(model(toks)), layer)
     with torch.enable_grad():
         attr, delta = lig.attribute(tokens, baselines=base, n_steps=steps, method=method,
                                     internal_batch_size=internal_batch_size, return_convergence_delta=True,
-                                    attribute_to_layer_input=to_input)
+                                    attribute_to_layer_input=bool(resid_pre))
     with torch.no_grad():
         f_x, f_b = metric(model(tokens)).float().cpu(), metric(model(base)).float().cpu()
     return IGResult(attributions=attr.detach().float(), delta=delta.detach().float().cpu(), f_input=f_x,

@@ -157,10 +157,9 @@ class AttributionResult(Result):
     def top(self, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` components with the largest |score| as (display name, score), all types pooled."""
         items = []
-        for ctype, s in self.scores.items():
+        for ctype in self.scores:
             s = self.per_component(ctype)
-            for idx in torch.nonzero(torch.ones_like(s, dtype=torch.bool)):
-                items.append((display_name(ctype, [int(i) for i in idx]), float(s[tuple(idx)])))
+            items += [(display_name(ctype, i), float(s[i])) for i in itertools.product(*map(range, s.shape))]
         return sorted(items, key=lambda x: -abs(x[1]))[:k]
 
     def summary(self) -> str:
@@ -269,15 +268,12 @@ def cache_components(
     """
     store: dict[tuple[str, int], torch.Tensor] = {}
     want_grad, L = metric is not None, model.cfg.n_layers
-
-    def leaf(x, hook):
-        return x.detach().requires_grad_(True)
-
     # ``extra_fwd`` first: a hook that replaces a value (an LRP rule's surrogate at a norm's output, which on
     # Gemma 3 is the very point hook_attn_out / hook_mlp_out alias) must run before the saver, so the saver
     # keeps the tensor the rest of the forward uses; saved before the replacement, it would be cut off from
     # the metric and get no gradient.
-    fwd = ([(LEAF_HOOK, leaf)] if want_grad else []) + list(extra_fwd)
+    fwd = [(LEAF_HOOK, lambda x, hook: x.detach().requires_grad_(True))] if want_grad else []
+    fwd += list(extra_fwd)
     fwd += [(t.hook_name(l), lambda x, hook, key=(t.name, l): store.setdefault(key, x))  # saves x, returns it
             for t in types for l in range(L)]
     with torch.set_grad_enabled(want_grad), scoped_hooks(model, fwd=fwd):
@@ -293,18 +289,18 @@ def cache_components(
     # broken graph and is refused.
     cut = [k for k in store if gs.get(k) is None and not store[k].is_leaf]
     if cut:
-        ct = {t.name: t for t in types}
-        names = [ct[k[0]].hook_name(k[1]) for k in cut]
+        names = [t.hook_name(l) for t in types for l in range(L) if (t.name, l) in cut]
         raise RuntimeError(
-            f"{method or 'this gradient method'} cannot score {sorted({k[0] for k in cut})} on {_arch(model)}: "
-            f"no gradient reaches {names[:4]}{' ...' if len(names) > 4 else ''} ({len(names)} hook(s)); the "
+            f"{method or 'this gradient method'} cannot score {sorted({k[0] for k in cut})} on "
+            f"{arch_name(model)}: no gradient reaches {names[:4]}{' ...' if len(names) > 4 else ''} "
+            f"({len(names)} hook(s)); the "
             f"activation saved there does not feed the metric on this bridge, so its score would be a silent zero")
     grads = {t.name: [gs[(t.name, l)].detach() if gs.get((t.name, l)) is not None else torch.zeros_like(acts[t.name][l])
                       for l in range(L)] for t in types}
     return acts, grads, m.detach()
 
 
-def _arch(model) -> str:
+def arch_name(model) -> str:
     """The Hugging Face architecture name of a bridge (for error messages)."""
     cfg = getattr(model, "cfg", None)
     arch = getattr(cfg, "architecture", None) or getattr(cfg, "original_architecture", None)
@@ -313,13 +309,8 @@ def _arch(model) -> str:
 
 def reduce_products(ct: ComponentType, prod: torch.Tensor, per_position: bool) -> torch.Tensor:
     """``prod [B, T, *units, *rest]`` -> batch-mean score ``[*units]`` or ``[*units, T]``."""
-    rest = prod.ndim - 2 - ct.unit_axes
-    if rest:
-        prod = prod.sum(dim=tuple(range(prod.ndim - rest, prod.ndim)))
-    prod = prod.mean(0)  # [T, *units]
-    if per_position:
-        return prod.movedim(0, -1)
-    return prod.sum(0)
+    prod = prod.reshape(*prod.shape[:2 + ct.unit_axes], -1).sum(-1).mean(0)  # [T, *units]
+    return prod.movedim(0, -1) if per_position else prod.sum(0)
 
 
 def linear_scores(types, acts_a, acts_b, grads, per_pos: set[str]) -> dict[str, torch.Tensor]:

@@ -72,7 +72,7 @@ def edge_patching(model, task, edges: Sequence, eps: float = 1.0, max_tokens: in
         raise ValueError("no edges given")
     prefix = PrefixCache(model) if fast else None
     D, _, _, logits_c, logits_k = sender_differences(model, task, graph, weights, prefix)
-    m_clean = task.metric(logits_c).double()
+    m_clean = task.metric(logits_c).double().mean().item()
     last = fast and reads_last_position_only(task.metric, logits_c)
     B, T = task.clean.shape
     device = next(model.parameters()).device
@@ -86,25 +86,21 @@ def edge_patching(model, task, edges: Sequence, eps: float = 1.0, max_tokens: in
     for s in range(0, len(order), k_max):
         chunk = order[s:s + k_max]
         k = len(chunk)
-        by_recv: dict[int, list[int]] = {}
-        for c, i in enumerate(chunk):
-            by_recv.setdefault(pairs[i][1], []).append(c)
         patches = {}
-        for j, copies in by_recv.items():
-            senders = [pairs[chunk[c]][0] for c in copies]
-            patches[j] = (torch.tensor(copies, device=device), (eps * D[senders]).to(device, dtype))
-        first = min(graph.receivers[pairs[i][1]].layer for i in chunk)
+        for j in {pairs[i][1] for i in chunk}:  # each receiver: its copies and their senders' offsets
+            copies = [c for c, i in enumerate(chunk) if pairs[i][1] == j]
+            offset = eps * D[[pairs[chunk[c]][0] for c in copies]]
+            patches[j] = (torch.tensor(copies, device=device), offset.to(device, dtype))
+        first = graph.receivers[pairs[chunk[0]][1]].layer  # chunks are in receiver layer order
         hooks = receiver_input_hooks(model, graph, patches, B)
         with torch.no_grad(), scoped_hooks(model, fwd=hooks), fast_forward(model, prefix, k, first, last):
             logits = model(task.clean.to(device).repeat(k, 1))
-        m = task.metric(logits).double().reshape(k, B).mean(1).cpu()
-        for c, i in enumerate(chunk):
-            effects[i] = m[c] - m_clean.mean().cpu()
+        effects[chunk] = task.metric(logits).double().reshape(k, B).mean(1).cpu() - m_clean
         bar.update(k)
     bar.close()
     return EdgePatchResult(
         edges=pairs, names=[graph.edge_name(i, j) for i, j in pairs], effects=effects,
-        metric_clean=m_clean.mean().item(), metric_corrupt=task.metric(logits_k).double().mean().item(), eps=eps,
+        metric_clean=m_clean, metric_corrupt=task.metric(logits_k).double().mean().item(), eps=eps,
         seconds=time.perf_counter() - t0, graph=graph,
         config={"max_tokens": max_tokens, "edges_per_pass": k_max, "fast": fast, "last_position_only": last},
     )

@@ -4,7 +4,8 @@ The residual stream of an ``L``-layer model has ``2L + 1`` writer stages (embedd
 and the MLP of each layer) and ``2L + 1`` reader stages (the attention inputs q/k/v and the MLP
 input of each layer, then the logits); :func:`stage_matrix` adds ``|score|`` of every edge of an
 :class:`~interp.attribution.edges.EdgeScores` into the (writer stage, reader stage) block it joins
-(one ``index_put_`` with accumulation: O(N_s N_r) time and memory, float64 sums).
+as ``S^T |scores| R`` with one-hot stage matrices ``S [N_s, 2L+1]``, ``R [N_r, 2L+1]`` (O(N_s N_r L)
+time, O(N_s N_r) memory, float64 sums).
 """
 
 from __future__ import annotations
@@ -20,12 +21,8 @@ def stage_matrix(res) -> tuple[list[list[float]], list[str], list[str]]:
     s_st = torch.tensor([n.stage for n in g.senders]) + 1  # -1 (embeddings) -> 0
     r_st = torch.tensor([n.stage for n in g.receivers])
     L = len({n.layer for n in g.receivers if n.kind == "mlp"})
-    if s_st.max() > 2 * L or r_st.max() > 2 * L:
-        raise ValueError(f"edge graph stages exceed 2L = {2 * L} for {L} MLP layers")
-    M = torch.zeros(2 * L + 1, 2 * L + 1, dtype=torch.float64)
-    a = res.scores.abs().double()
-    M.index_put_((s_st[:, None].expand_as(a).reshape(-1), r_st[None, :].expand_as(a).reshape(-1)), a.reshape(-1),
-                 accumulate=True)
+    S, R = (torch.nn.functional.one_hot(st, 2 * L + 1).double() for st in (s_st, r_st))  # stage > 2L raises
+    M = S.T @ res.scores.abs().double() @ R
     rows = ["embed"] + [f"{w}{l}" for l in range(L) for w in ("heads L", "MLP")]
     cols = [f"{w}{l}" for l in range(L) for w in ("attn L", "MLP")] + ["logits"]
     return M.tolist(), rows, cols

@@ -80,7 +80,7 @@ Not supported: models that normalise a sublayer's output before adding it to the
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -88,18 +88,20 @@ import torch
 
 from interp.fastpath import use_fast
 from interp.models import scoped_hooks
-from interp.models.hooks import component_label, head_label, mlp_hook
+from interp.models.hooks import component_label, head_label, mlp_hook, save_hook
 
-from .fastpath import PrefixCache, fast_forward, hook_layer, reads_last_position_only
+from .fastpath import PrefixCache, map_tensors, fast_forward, hook_layer, reads_last_position_only
 
-METHODS = ("eap", "eap-ig", "clean-corrupted", "eap-ig-activations")
+QUADRATURE = {"eap": "clean", "eap-ig": "riemann_left", "clean-corrupted": "ends",
+              "eap-ig-activations": "riemann_right"}
+METHODS = tuple(QUADRATURE)
 SHARES = ("own", "all")
 RECEIVER_KINDS = ("q", "k", "v", "mlp", "logits")
 
 
 def acc_dtype(model) -> torch.dtype:
     """Accumulation dtype of scores and gradients: float64 for a float64 model, else float32."""
-    return torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
+    return torch.promote_types(next(model.parameters()).dtype, torch.float32)
 
 
 # ------------------------------------------------------------------------------------------
@@ -177,12 +179,12 @@ class EdgeGraph:
 
 
 def _index(nodes: list[Node], name: str, what: str) -> int:
-    for i, n in enumerate(nodes):
-        if n.name == name:
-            return i
+    names = [n.name for n in nodes]
+    if name in names:
+        return names.index(name)
     import difflib
 
-    near = difflib.get_close_matches(name, [n.name for n in nodes], n=3)
+    near = difflib.get_close_matches(name, names, n=3)
     raise ValueError(f"unknown {what} {name!r}" + (f" (did you mean {', '.join(near)}?)" if near else "")
                      + f"; {what}s are named like " + ", ".join(n.name for n in nodes[:3]) + ", ...")
 
@@ -210,19 +212,15 @@ def _linear_map(mod, d_in: int, ref: torch.Tensor, probe: bool = False) -> tuple
     Hugging Face ``Conv1D`` ([in, out]) weights, else (or with ``probe``) by probing the module with
     the identity, which works for any affine layout (tests compare the two)."""
     w, b = getattr(mod, "weight", None), getattr(mod, "bias", None)
-    if not probe and isinstance(w, torch.Tensor) and w.ndim == 2:
-        if isinstance(mod, torch.nn.Linear) and w.shape[1] == d_in:
-            W = w.detach().T
-        elif type(mod).__name__ == "Conv1D" and w.shape[0] == d_in:
-            W = w.detach()
-        else:
-            W = None
-        if W is not None:
-            return W, (b.detach() if isinstance(b, torch.Tensor) else torch.zeros(W.shape[1], dtype=W.dtype, device=W.device))
-    with torch.no_grad():
-        b = mod(torch.zeros(1, d_in, dtype=ref.dtype, device=ref.device))[0]
-        W = mod(torch.eye(d_in, dtype=ref.dtype, device=ref.device)) - b
-    return W, b
+    if not probe and isinstance(mod, torch.nn.Linear) and w.shape[1] == d_in:
+        W = w.detach().T
+    elif not probe and type(mod).__name__ == "Conv1D" and w.shape[0] == d_in:
+        W = w.detach()
+    else:
+        with torch.no_grad():
+            b = mod(torch.zeros(1, d_in, dtype=ref.dtype, device=ref.device))[0]
+            return mod(torch.eye(d_in, dtype=ref.dtype, device=ref.device)) - b, b
+    return W, (b.detach() if b is not None else torch.zeros(W.shape[1], dtype=W.dtype, device=W.device))
 
 
 def _orig(mod):
@@ -232,7 +230,7 @@ def _orig(mod):
 def check_supported(model) -> None:
     """A ``ValueError`` for architectures whose sublayer outputs are not additive senders."""
     blk = model.blocks[0]
-    names = {n for n, _ in blk.named_children()}
+    names = set(dict(blk.named_children()))
     if names & {"ln1_post", "ln2_post"}:
         raise ValueError(
             f"edge attribution needs the residual stream to be a sum of sender outputs; {type(blk).__name__} of "
@@ -292,32 +290,16 @@ def edge_graph(model, weights: list[LayerWeights] | None = None) -> EdgeGraph:
 # ------------------------------------------------------------------------------------------
 # senders: what each one writes into the residual stream
 # ------------------------------------------------------------------------------------------
-def _saver(store: dict, keep: Callable = lambda x: x.detach()):
-    """``saver(name)`` -> a forward hook that puts ``keep(activation)`` (default: detached) in ``store[name]``
-    and returns the activation (the bridge then computes on that very tensor, so a kept one is in the graph)."""
-
-    def saver(name):
-        def fn(x, hook):
-            store[name] = keep(x)
-            return x
-
-        return fn
-
-    return saver
-
-
 def sender_outputs(model, tokens: torch.Tensor, graph: EdgeGraph, weights: list[LayerWeights],
                    extra_fwd=()) -> tuple[torch.Tensor, torch.Tensor]:
     """``(Z [N_s, B, T, d_model], logits)``: every sender's write into the residual stream (float32,
     float64 for a float64 model)."""
-    acc = acc_dtype(model)
     store: dict[str, torch.Tensor] = {}
-    saver = _saver(store)
-
     device = next(model.parameters()).device
-    with torch.no_grad(), scoped_hooks(model, fwd=[(n, saver(n)) for n in sender_hooks(graph)] + list(extra_fwd)):
+    fwd = [(n, save_hook(store, n, torch.Tensor.detach)) for n in sender_hooks(graph)] + list(extra_fwd)
+    with torch.no_grad(), scoped_hooks(model, fwd=fwd):
         logits = model(tokens.to(device))
-    return _sender_rows(store, graph, weights, acc), logits
+    return _sender_rows(store, graph, weights, acc_dtype(model)), logits
 
 
 def sender_hooks(graph: EdgeGraph) -> list[str]:
@@ -325,23 +307,22 @@ def sender_hooks(graph: EdgeGraph) -> list[str]:
     return sorted({n.hook for n in graph.senders})
 
 
-def _sender_rows(store: dict, graph: EdgeGraph, weights: list[LayerWeights], acc: torch.dtype,
-                 rows_slice: slice = slice(None)) -> torch.Tensor:
-    rows = [store[n.hook][rows_slice].to(acc) for n in graph.senders if n.layer == -1]
+def _sender_rows(store: dict, graph: EdgeGraph, weights: list[LayerWeights], acc: torch.dtype):
+    rows = [store[n.hook].to(acc) for n in graph.senders if n.layer == -1]
     for l in range(len(weights)):
-        z = store[f"blocks.{l}.attn.hook_z"][rows_slice].to(acc)  # [B, T, H, dh]
+        z = store[f"blocks.{l}.attn.hook_z"].to(acc)  # [B, T, H, dh]
         rows += list(torch.einsum("bthe,hed->hbtd", z, weights[l].W_o.to(acc)).unbind(0))
-        rows.append(store[f"blocks.{l}.hook_mlp_out"][rows_slice].to(acc))
+        rows.append(store[f"blocks.{l}.hook_mlp_out"].to(acc))
     return torch.stack(rows)
 
 
-def sender_differences(model, task, graph: EdgeGraph, weights: list[LayerWeights], prefix=None):
+def sender_differences(model, task, graph: EdgeGraph, weights: list[LayerWeights], prefix=None, extra_fwd=()):
     """``(D = Z(corrupt) - Z(clean) [N_s, B, T, d], e_clean, e_corrupt, logits_clean, logits_corrupt)``
-    from one forward of the stacked ``[2B, T]`` batch (``prefix``: a PrefixCache to record the clean rows)."""
+    from one forward of the stacked ``[2B, T]`` batch (``prefix``: a PrefixCache to record the clean rows;
+    ``extra_fwd``: more forward hooks for that pass)."""
     B = task.clean.shape[0]
-    ctx = prefix.capture(slice(0, B)) if prefix is not None else nullcontext()
-    with ctx:
-        Z, logits = sender_outputs(model, torch.cat([task.clean, task.corrupt]), graph, weights)
+    with prefix.capture(slice(0, B)) if prefix is not None else nullcontext():
+        Z, logits = sender_outputs(model, torch.cat([task.clean, task.corrupt]), graph, weights, extra_fwd)
     D = Z[:, B:] - Z[:, :B]
     return D, Z[0, :B], Z[0, B:], logits[:B], logits[B:]
 
@@ -371,10 +352,7 @@ def receiver_input_hooks(model, graph: EdgeGraph, patches: dict[int, tuple], B: 
         else:
             heads.setdefault((r.layer, r.kind), []).append((r.head, copies, off))
     for l in sorted({l for l, _ in heads}):
-        def save_x(x, hook, l=l):
-            xs[l] = x
-
-        hooks.insert(0, (f"blocks.{l}.ln1.hook_in", save_x))
+        hooks.insert(0, (f"blocks.{l}.ln1.hook_in", save_hook(xs, l)))
     for (l, kind), items in heads.items():
         blk = model.blocks[l]
         ln, proj = _orig(blk.ln1), _orig(getattr(blk.attn, kind))
@@ -384,12 +362,10 @@ def receiver_input_hooks(model, graph: EdgeGraph, patches: dict[int, tuple], B: 
             x = xs[l].reshape(c, B, *xs[l].shape[1:])
             out = act.clone().reshape(c, B, *act.shape[1:])
             for h, copies, off in items:
-                xin = x + off.to(x.dtype) if copies is None else x[copies] + off.to(x.dtype)
+                idx = slice(None) if copies is None else copies
+                xin = x[idx] + off.to(x.dtype)
                 new = proj(ln(xin)).reshape(*xin.shape[:3], *act.shape[2:])[..., h, :]
-                if copies is None:
-                    out[:, :, :, h] = new.to(out.dtype)
-                else:
-                    out[copies, :, :, h] = new.to(out.dtype)
+                out[idx, :, :, h] = new.to(out.dtype)
             return out.reshape(act.shape)
 
         hooks.append((f"blocks.{l}.attn.hook_{kind}", fn))
@@ -398,12 +374,8 @@ def receiver_input_hooks(model, graph: EdgeGraph, patches: dict[int, tuple], B: 
 
 def _add_hook(copies, off, B):
     def fn(x, hook):
-        c = x.shape[0] // B
-        xv = x.reshape(c, B, *x.shape[1:])
-        if copies is None:
-            return (xv + off.to(x.dtype)).reshape(x.shape)
-        xv = xv.clone()
-        xv[copies] = xv[copies] + off.to(x.dtype)
+        xv = x.reshape(-1, B, *x.shape[1:]).clone()
+        xv[slice(None) if copies is None else copies] += off.to(x.dtype)
         return xv.reshape(x.shape)
 
     return fn
@@ -414,7 +386,7 @@ def _add_hook(copies, off, B):
 # ------------------------------------------------------------------------------------------
 def _head_grads_posthoc(ln, x: torch.Tensor, g: dict[str, torch.Tensor], w: LayerWeights) -> torch.Tensor:
     """``[N, T, R, d]``: per-head gradient at ln1's input through each q/k/v slice (R = H + 2 H_kv)."""
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc = torch.promote_types(x.dtype, torch.float32)
     u = torch.cat([torch.einsum("nthe,hed->nthd", g[k].to(acc), getattr(w, f"W_{k}").to(acc)) for k in "qkv"], dim=2)
     with torch.enable_grad():
         xr = x.detach()[:, :, None, :].expand(*x.shape[:2], u.shape[2], x.shape[-1]).clone().requires_grad_(True)
@@ -469,24 +441,22 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
       (the prefix Jacobian is the same in every copy).  Cost: the prefix forward/backward of ``B``
       rows instead of ``c*B``.
     """
-    alphas, step_weights, e_clean, e_corrupt, at = path.alphas, path.weights, path.clean, path.corrupt, path.at
-    prefix, prefix_grad, max_tokens, last_only = path.prefix, path.prefix_grad, path.max_tokens, path.last_only
+    e_clean, e_corrupt, at, prefix = path.clean, path.corrupt, path.at, path.prefix
     kept: dict = {}
     fast = use_fast(fast)
     B, T = tokens.shape
     L, d = model.cfg.n_layers, model.cfg.d_model
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    Nr = len(graph.receivers)
     acc = acc_dtype(model)
-    G = torch.zeros(Nr, B, T, d, dtype=acc, device=device)
-    idx = {(r.layer, r.kind, r.head): j for j, r in enumerate(graph.receivers)}
-    head_rows = {l: [idx[(l, k, h)] for k in "qkv" for h in range(graph.n_heads if k == "q" else graph.n_kv_heads)]
+    G = torch.zeros(len(graph.receivers), B, T, d, dtype=acc, device=device)
+    # per block, its q / k / v receivers in graph order (query heads, then key and value heads)
+    head_rows = {l: [j for j, r in enumerate(graph.receivers) if r.layer == l and r.kind in "qkv"]
                  for l in range(L)}
-    chunk = max(1, max_tokens // (B * T))
-    for s in range(0, len(alphas), chunk):
-        a = alphas[s:s + chunk].to(device, acc)
-        wts = step_weights[s:s + chunk].to(device, acc)
+    chunk = max(1, path.max_tokens // (B * T))
+    for s in range(0, len(path.alphas), chunk):
+        a = path.alphas[s:s + chunk].to(device, acc)
+        wts = path.weights[s:s + chunk].to(device, acc)
         c = len(a)
         # identity nodes: zero offsets whose gradient is the gradient through that receiver only
         deltas = {j: torch.zeros(B, T, d, dtype=dtype, device=device, requires_grad=True)
@@ -501,18 +471,16 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
             interp = interp.reshape(c * B, *e_clean.shape[1:]).to(dtype).requires_grad_(True)
             hooks.insert(1 if at != "hook_embed" else 0, (at, lambda x, hook, v=interp: v))
         if fast:
-            saver = _saver(store, lambda x: x)  # kept in the autograd graph
-            for l in range(L):
-                hooks.append((f"blocks.{l}.ln1.hook_in", saver(f"x{l}")))
-                hooks += [(f"blocks.{l}.attn.hook_{k}", saver(f"{k}{l}")) for k in "qkv"]
+            for l in range(L):  # kept in the autograd graph
+                hooks.append((f"blocks.{l}.ln1.hook_in", save_hook(store, f"x{l}")))
+                hooks += [(f"blocks.{l}.attn.hook_{k}", save_hook(store, f"{k}{l}")) for k in "qkv"]
         senders: dict[str, torch.Tensor] = {}
         if path.keep_senders and s == 0:
-            keep = _saver(senders, lambda x: x.detach()[:B])
-            hooks += [(n, keep(n)) for n in sender_hooks(graph)]
-        layer = hook_layer(at) if fast and (prefix is not None or prefix_grad) else 0
+            hooks += [(n, save_hook(senders, n, lambda x: x.detach()[:B])) for n in sender_hooks(graph)]
+        layer = hook_layer(at) if fast and (prefix is not None or path.prefix_grad) else 0
         with torch.enable_grad(), scoped_hooks(model, fwd=hooks):
-            pre = _prefix_with_grad(model, tokens.to(device), layer) if layer and prefix_grad else prefix
-            with fast_forward(model, pre if layer else None, c, layer, last_only):
+            pre = _prefix_with_grad(model, tokens.to(device), layer) if layer and path.prefix_grad else prefix
+            with fast_forward(model, pre if layer else None, c, layer, path.last_only):
                 logits = model(tokens.to(device).repeat(c, 1))
             f = metric(logits).reshape(c, B)
             keys = [k for k in store if not k.startswith("x") and store[k].requires_grad]
@@ -552,14 +520,11 @@ def _prefix_with_grad(model, tokens: torch.Tensor, layer: int) -> PrefixCache:
 
     handle = model.blocks[layer - 1].register_forward_hook(stop)
     try:
-        model(tokens)
-    except _PrefixDone:
-        pass
+        with suppress(_PrefixDone):
+            model(tokens)
     finally:
         handle.remove()
-    if layer - 1 not in cache.outs:
-        raise RuntimeError(f"the forward did not reach block {layer - 1}")
-    return cache
+    return cache  # (PrefixCache.replay refuses a block the forward did not reach)
 
 
 # ------------------------------------------------------------------------------------------
@@ -588,27 +553,12 @@ class EdgeScores:
 
     def top(self, k: int = 50) -> list[dict]:
         """The ``k`` edges of largest |score|, largest first."""
-        flat = self.scores.abs().masked_fill(~self.graph.mask, -1).reshape(-1)
-        k = min(k, self.graph.n_edges)
-        idx = flat.topk(k).indices.tolist()
-        Nr = self.scores.shape[1]
+        top = self.scores.abs().masked_fill(~self.graph.mask, -1).flatten().topk(min(k, self.graph.n_edges))
         out = []
-        for f in idx:
-            i, j = divmod(f, Nr)
+        for i, j in torch.stack(torch.unravel_index(top.indices, self.scores.shape), 1).tolist():
             u, v = self.graph.senders[i], self.graph.receivers[j]
             out.append({"edge": self.graph.edge_name(i, j), "sender": u.name, "receiver": v.name,
                         "score": float(self.scores[i, j]), "sender_hook": u.hook, "receiver_hook": v.hook})
-        return out
-
-    def to_json(self, top: int = 100, full: bool = False) -> dict:
-        out = {"method": self.method, "seconds": self.seconds, "timings": self.timings,
-               "metric_clean": self.metric_clean, "metric_corrupt": self.metric_corrupt,
-               "n_senders": len(self.graph.senders), "n_receivers": len(self.graph.receivers),
-               "n_edges": self.graph.n_edges, "config": self.config, "top_edges": self.top(top)}
-        if full:
-            out["senders"] = [n.name for n in self.graph.senders]
-            out["receivers"] = [n.name for n in self.graph.receivers]
-            out["scores"] = self.scores.tolist()
         return out
 
 
@@ -645,20 +595,19 @@ def _ig_activations(model, task, graph, weights, steps, max_tokens, fast, share)
     B = task.clean.shape[0]
     groups = sender_groups(graph)
     raw: dict[str, torch.Tensor] = {}
-    keep = _saver(raw)
     replay = ("cached" if share == "own" else "batch") if fast else False
     prefix = PrefixCache(model) if replay == "cached" else None
-    with (prefix.capture(slice(0, B)) if prefix is not None else nullcontext()):
-        Z, logits = sender_outputs(model, torch.cat([task.clean, task.corrupt]), graph, weights,
-                                   extra_fwd=[(h, keep(h)) for h, _ in groups])
+    D, _, _, logits_c, logits_k = sender_differences(
+        model, task, graph, weights, prefix, [(h, save_hook(raw, h, torch.Tensor.detach)) for h, _ in groups])
     if prefix is not None:  # leaves, so that block L's own receivers still get their gradient
-        prefix.outs = {l: _grad_leaf(o) for l, o in prefix.outs.items()}
-    D = (Z[:, B:] - Z[:, :B]).flatten(1)
-    last = fast and reads_last_position_only(task.metric, logits[:B])
+        prefix.outs = {l: map_tensors(lambda t: t.detach().requires_grad_(t.is_floating_point()), o)
+                       for l, o in prefix.outs.items()}
+    D = D.flatten(1)
+    last = fast and reads_last_position_only(task.metric, logits_c)
     alphas = torch.arange(1, steps + 1, dtype=torch.float64) / steps  # right Riemann, as the reference
     w = torch.full((steps,), 1.0 / steps, dtype=torch.float64)
     S = torch.zeros(len(graph.senders), len(graph.receivers), dtype=D.dtype, device=D.device)
-    G_all = None
+    G_all = 0
     for hook, rows in groups:
         G = receiver_grads(model, task.clean, task.metric, graph, weights,
                            GradPath(alphas, w, raw[hook][:B], raw[hook][B:], at=hook, prefix=prefix,
@@ -667,19 +616,10 @@ def _ig_activations(model, task, graph, weights, steps, max_tokens, fast, share)
         if share == "own":
             S[rows] = D[rows].to(G.device) @ G.T / B
         else:
-            G_all = G if G_all is None else G_all + G
+            G_all = G_all + G
     if share == "all":
         S = D.to(G_all.device) @ (G_all / len(groups)).T / B
-    return S, task.metric(logits[:B]).double().mean().item(), logits[B:], replay
-
-
-def _grad_leaf(x):
-    """``x`` (a tensor or a tuple of them) with its floating-point tensors as fresh autograd leaves."""
-    if isinstance(x, tuple):
-        return tuple(_grad_leaf(v) for v in x)
-    if isinstance(x, torch.Tensor) and x.is_floating_point():
-        return x.detach().requires_grad_(True)
-    return x
+    return S, task.metric(logits_c).double().mean().item(), logits_k, replay
 
 
 def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_tokens: int = 4096,
@@ -703,50 +643,47 @@ def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_to
     t0 = time.perf_counter()
     weights = layer_weights(model)
     graph = edge_graph(model, weights)
+    config = {"steps": {"eap": 1, "clean-corrupted": 2}.get(method, steps), "quadrature": QUADRATURE[method],
+              "max_tokens": max_tokens, "fast": use_fast(fast),
+              "direction": "noising: corrupted sender value into the clean run"}
     if method == "eap-ig-activations":
-        S, m_clean, logits_k, replay = _ig_activations(model, task, graph, weights, steps, max_tokens, fast, share)
-        S = S.cpu().masked_fill(~graph.mask, 0.0)
-        t3 = time.perf_counter()
-        return EdgeScores(
-            method=method, graph=graph, scores=S, seconds=t3 - t0, metric_clean=m_clean,
-            metric_corrupt=task.metric(logits_k).double().mean().item(),
-            config={"steps": steps, "quadrature": "riemann_right", "share": share, "max_tokens": max_tokens,
-                    "fast": use_fast(fast), "prefix_replay": replay,
-                    "direction": "noising: corrupted sender value into the clean run"},
-            timings={"total": t3 - t0})
-    if method == "eap":
-        # the clean senders come from the gradient pass itself (its one copy is the clean run)
+        S, m_clean, logits_k, config["prefix_replay"] = _ig_activations(model, task, graph, weights, steps,
+                                                                        max_tokens, fast, share)
+        config["share"] = share
+        timings = {}
+    else:
+        S, m_clean, logits_k, timings = _input_scores(model, task, graph, weights, method, steps, max_tokens,
+                                                      fast)
+    seconds = time.perf_counter() - t0
+    return EdgeScores(method=method, graph=graph, scores=S.cpu().masked_fill(~graph.mask, 0.0),
+                      seconds=seconds, metric_clean=m_clean,
+                      metric_corrupt=task.metric(logits_k).double().mean().item(), config=config,
+                      timings=timings or {"total": seconds})
+
+
+def _input_scores(model, task, graph, weights, method, steps, max_tokens, fast):
+    """EAP, EAP-IG or clean-corrupted scores (module doc): ``(S, m_clean, logits_corrupt, timings)``."""
+    t0 = time.perf_counter()
+    if method == "eap":  # the clean senders come from the gradient pass (its one copy is the clean run)
         Z_k, logits_k = sender_outputs(model, task.corrupt, graph, weights)
-        t1 = time.perf_counter()
-        last = use_fast(fast) and reads_last_position_only(task.metric, logits_k)
         one = torch.ones(1, dtype=torch.float64)
-        G, Z_c, f_c = receiver_grads(model, task.clean, task.metric, graph, weights,
-                                     GradPath(one, one, max_tokens=max_tokens, last_only=last, keep_senders=True), fast)
-        D = Z_k - Z_c
-        m_clean = f_c.double().mean().item()
+        path = GradPath(one, one, keep_senders=True)
+        logits_c = logits_k
     else:
         D, e_c, e_k, logits_c, logits_k = sender_differences(model, task, graph, weights)  # sender 0 = hook_embed
-        t1 = time.perf_counter()
-        last = use_fast(fast) and reads_last_position_only(task.metric, logits_c)
-        m_clean = task.metric(logits_c).double().mean().item()
         if method == "eap-ig":  # left Riemann sum: alpha_k = k/m, k = 0..m-1
             alphas = torch.arange(steps, dtype=torch.float64) / steps
-            w = torch.full((steps,), 1.0 / steps, dtype=torch.float64)
         else:
-            alphas, w = torch.tensor([0.0, 1.0], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64)
-        G = receiver_grads(model, task.clean, task.metric, graph, weights,
-                           GradPath(alphas, w, e_c, e_k, max_tokens=max_tokens, last_only=last), fast)[0]
+            alphas = torch.tensor([0.0, 1.0], dtype=torch.float64)
+        path = GradPath(alphas, torch.full_like(alphas, 1.0 / len(alphas)), e_c, e_k)
+    t1 = time.perf_counter()
+    path.max_tokens = max_tokens
+    path.last_only = use_fast(fast) and reads_last_position_only(task.metric, logits_c)
+    G, Z_c, f_c = receiver_grads(model, task.clean, task.metric, graph, weights, path, fast)
+    if method == "eap":
+        D = Z_k - Z_c
+    m_clean = (f_c if method == "eap" else task.metric(logits_c)).double().mean().item()
     t2 = time.perf_counter()
-    B = task.clean.shape[0]
-    S = (D.reshape(D.shape[0], -1).to(G.device) @ G.reshape(G.shape[0], -1).T) / B
-    S = S.cpu().masked_fill(~graph.mask, 0.0)
-    t3 = time.perf_counter()
-    return EdgeScores(
-        method=method, graph=graph, scores=S, seconds=t3 - t0,
-        metric_clean=m_clean, metric_corrupt=task.metric(logits_k).double().mean().item(),
-        config={"steps": 1 if method == "eap" else steps if method == "eap-ig" else 2, "quadrature": "riemann_left" if method == "eap-ig" else
-                ("clean" if method == "eap" else "ends"), "max_tokens": max_tokens, "fast": use_fast(fast),
-                "direction": "noising: corrupted sender value into the clean run"},
-        timings={"senders": t1 - t0, "gradients": t2 - t1, "scores": t3 - t2},
-    )
-
+    S = D.flatten(1).to(G.device) @ G.flatten(1).T / task.clean.shape[0]
+    timings = {"senders": t1 - t0, "gradients": t2 - t1, "scores": time.perf_counter() - t2}
+    return S, m_clean, logits_k, timings

@@ -26,7 +26,8 @@ for the pass (one activation of the expanded batch).
 from __future__ import annotations
 
 import re
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager, nullcontext
+from functools import partial
 from typing import Callable
 
 import torch
@@ -54,14 +55,14 @@ def reads_last_position_only(metric: Callable[[torch.Tensor], torch.Tensor], log
         last = metric(logits[:, -1:])
     except Exception:  # the metric indexes other positions
         return False
-    return full.shape == last.shape and bool(torch.equal(full, last))
+    return torch.equal(full, last)  # False for different shapes too
 
 
-def _tree(fn, x):
+def map_tensors(fn, x):
     """``fn`` on every tensor of ``x`` (a tensor or nested tuples; anything else unchanged)."""
     if isinstance(x, torch.Tensor):
         return fn(x)
-    return tuple(_tree(fn, v) for v in x) if isinstance(x, tuple) else x
+    return tuple(map_tensors(fn, v) for v in x) if isinstance(x, tuple) else x
 
 
 class PrefixCache:
@@ -73,21 +74,16 @@ class PrefixCache:
     @contextmanager
     def capture(self, rows: slice | None = None):
         """Record each block's output (batch ``rows`` of it) during the forward passes inside the block."""
-        handles = []
-
-        def saver(l):
-            def fn(mod, inp, out):
-                self.outs[l] = _tree(lambda t: t.detach() if rows is None else t.detach()[rows], out)
-
-            return fn
-
+        blocks = enumerate(self.model.blocks)
+        handles = [b.register_forward_hook(partial(self._record, l, rows)) for l, b in blocks]
         try:
-            for l, b in enumerate(self.model.blocks):
-                handles.append(b.register_forward_hook(saver(l)))
             yield self
         finally:
             for h in handles:
                 h.remove()
+
+    def _record(self, l: int, rows: slice | None, mod, inp, out) -> None:
+        self.outs[l] = map_tensors(lambda t: t.detach() if rows is None else t.detach()[rows], out)
 
     @contextmanager
     def replay(self, k: int, layer: int):
@@ -97,7 +93,7 @@ class PrefixCache:
             return
         if layer - 1 not in self.outs:
             raise RuntimeError("PrefixCache.replay before capture")
-        rep = _tree(lambda t: t.repeat(k, *([1] * (t.ndim - 1))), self.outs[layer - 1])
+        rep = map_tensors(lambda t: t.repeat(k, *([1] * (t.ndim - 1))), self.outs[layer - 1])
         blocks = list(self.model.blocks)[:layer]
         try:
             for b in blocks:  # object.__setattr__: the bridge's __setattr__ forwards to the HF module
@@ -111,11 +107,8 @@ class PrefixCache:
 @contextmanager
 def fast_forward(model, prefix: PrefixCache | None, k: int, layer: int, last_only: bool):
     """Context for the ``k``-copy forward: replay blocks ``< layer`` and/or keep only last-position logits."""
-    with ExitStack() as stack:
-        if prefix is not None:
-            stack.enter_context(prefix.replay(k, layer))
-        if last_only:
-            stack.enter_context(scoped_hooks(model, fwd=[("unembed.hook_in", lambda x, hook: x[:, -1:])]))
+    last = scoped_hooks(model, fwd=[("unembed.hook_in", lambda x, hook: x[:, -1:])]) if last_only else None
+    with prefix.replay(k, layer) if prefix is not None else nullcontext(), last or nullcontext():
         yield
 
 
@@ -139,11 +132,8 @@ def model_has_hooks(model) -> bool:
     for mod in model.modules():
         fns = [*mod._forward_hooks.values(), *mod._forward_pre_hooks.values(), *mod._backward_hooks.values(),
                *getattr(mod, "_backward_pre_hooks", {}).values()]
-        if not fns:
-            continue
-        if type(mod).__name__ == "HookPoint":
-            return True
-        if any(not _fn_module(f).startswith("transformer_lens.") for f in fns):
+        if fns and (type(mod).__name__ == "HookPoint" or any(not _fn_module(f).startswith("transformer_lens.")
+                                                               for f in fns)):
             return True
     return False
 
@@ -153,9 +143,7 @@ def lean_start_layer(hook: str) -> int | None:
     if hook == "hook_embed":
         return 0
     m = _RESID.match(hook)
-    if m is None:
-        return None
-    return int(m[1]) + (m[2] == "post")
+    return int(m[1]) + (m[2] == "post") if m else None
 
 
 def lean_forward(model, hook: str) -> tuple[LeanGemma3 | None, str]:

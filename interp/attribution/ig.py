@@ -49,6 +49,8 @@ import torch
 from interp.config import takes_config
 from interp.fastpath import use_fast
 from interp.models import scoped_hooks
+from interp.models.hooks import save_hook
+from interp.results import check_fields
 
 from .atp import DIRECTIONS
 from .components import AttributionResult, cache_components, component_types, linear_scores, per_position_set
@@ -108,10 +110,7 @@ class IGConfig(LayerIGConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.path not in ("hooks", "embeddings"):
-            raise ValueError(f"unknown IG path {self.path!r}; choose 'hooks' or 'embeddings'")
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"unknown direction {self.direction!r}; choose from {DIRECTIONS}")
+        check_fields(self, {"path": ("hooks", "embeddings"), "direction": DIRECTIONS})
 
 
 @dataclass
@@ -151,11 +150,7 @@ class IGResult:
 def _acts_at(model, tokens, hook, metric, prefix: PrefixCache | None = None, rows: slice | None = None):
     """Activation at ``hook``, metric ``[B]`` and whether the metric reads only the last position."""
     box = {}
-
-    def save(x, hook):
-        box["a"] = x.detach()
-
-    with torch.no_grad(), scoped_hooks(model, fwd=[(hook, save)]), \
+    with torch.no_grad(), scoped_hooks(model, fwd=[(hook, save_hook(box, "a", torch.Tensor.detach))]), \
             (prefix.capture(rows) if prefix is not None else nullcontext()):
         logits = model(tokens.to(next(model.parameters()).device))
         f = metric(logits).detach()
@@ -178,14 +173,12 @@ def _path_integral(x, base, q, chunk: int, f_of: Callable):
         pts = pts.reshape(c * B, *x.shape[1:]).to(x.dtype).requires_grad_(True)
         with torch.enable_grad():
             f, side = f_of(pts)
-            names = list(side)
-            gs = torch.autograd.grad((f.reshape(c, B) * w[:, None]).sum(), [pts] + [side[n] for n in names],
+            gs = torch.autograd.grad((f.reshape(c, B) * w[:, None]).sum(), [pts, *side.values()],
                                      allow_unused=True)
         g += gs[0].reshape(c, *x.shape).sum(0).float()
-        for n, gn in zip(names, gs[1:]):
+        for n, gn in zip(side, gs[1:]):
             if gn is not None:
-                gn = gn.reshape(c, B, *gn.shape[1:]).sum(0).float()
-                side_g[n] = side_g[n] + gn if n in side_g else gn
+                side_g[n] = side_g.get(n, 0) + gn.reshape(c, B, *gn.shape[1:]).sum(0).float()
     return g, side_g
 
 
@@ -197,18 +190,16 @@ def _lean_off(fast: bool | None, last: bool) -> str:
     return "" if last else "the metric reads positions other than the last"
 
 
-def _self_check_failed(lean: LeanGemma3, stacklevel: int) -> str:
-    """Warn that the lean forward did not reproduce the model's metric; the reason recorded."""
-    why = f"lean {lean.arch} forward failed its self-check against the model's metric"
-    warnings.warn(why + "; using the bridge path", RuntimeWarning, stacklevel=stacklevel)
-    return why
-
-
-def _matches(check: torch.Tensor, want: torch.Tensor) -> bool:
-    """The lean forward's self-check: its metric equals the bridge's (float32 re-association scale)."""
+def _self_check(lean: LeanGemma3, got: torch.Tensor, want: torch.Tensor) -> str:
+    """"" when the lean forward's metric equals the bridge's (float32 re-association scale); else a warning
+    and the reason, recorded in the result."""
     want = want.float()
-    return check.shape == want.shape and torch.allclose(check.float(), want, rtol=1e-3,
-                                                        atol=1e-3 * (1 + want.abs().max().item()))
+    if got.shape == want.shape and torch.allclose(got.float(), want, rtol=1e-3,
+                                                  atol=1e-3 * (1 + want.abs().max().item())):
+        return ""
+    why = f"lean {lean.arch} forward failed its self-check against the model's metric"
+    warnings.warn(why + "; using the bridge path", RuntimeWarning, stacklevel=4)
+    return why
 
 
 def _interpolate_lean(lean: LeanGemma3, hook: str, x_act, base_act, f_x, q, metric, max_tokens):
@@ -217,8 +208,8 @@ def _interpolate_lean(lean: LeanGemma3, hook: str, x_act, base_act, f_x, q, metr
 
     Positions before the first one where input and baseline differ (``p0``) are the same in every
     copy; they run once (their keys/values are shared) and their gradient is not needed: their
-    attribution is ``0 * grad`` = 0.  Returns None when the lean forward does not reproduce the
-    bridge's metric on the input (then the caller takes the bridge path).
+    attribution is ``0 * grad`` = 0.  Returns ``(None, reason)`` when the lean forward does not reproduce
+    the bridge's metric on the input (then the caller takes the bridge path), else ``(gradient, "")``.
     """
     B, T = x_act.shape[:2]
     start = lean_start_layer(hook)
@@ -226,13 +217,14 @@ def _interpolate_lean(lean: LeanGemma3, hook: str, x_act, base_act, f_x, q, metr
     p0 = min(int(differs.int().argmax()) if bool(differs.any()) else T, T - 1)
     with torch.no_grad():
         prefix = lean.prefix_kv(x_act[:, :p0], start)  # a residual-stream hook: the block input itself
-        if not _matches(metric(lean.logits(x_act[:, p0:], start, T, prefix)), f_x):
-            return None
+        why = _self_check(lean, metric(lean.logits(x_act[:, p0:], start, T, prefix)), f_x)
+    if why:
+        return None, why
     g = torch.zeros_like(x_act, dtype=torch.float32)
     g[:, p0:], _ = _path_integral(
         x_act[:, p0:], base_act[:, p0:], q, max(1, max_tokens // (B * (T - p0))),
         lambda pts: (metric(lean.logits(pts, start, T, prefix)), {}))
-    return g
+    return g, ""
 
 
 @takes_config(LayerIGConfig)
@@ -257,7 +249,7 @@ def layer_integrated_gradients(
     """
     cfg, fast = config, use_fast(config.fast)
     t0 = time.perf_counter()
-    tokens = tokens if tokens.ndim == 2 else tokens[None]
+    tokens = torch.atleast_2d(tokens)
     q = quadrature(cfg.steps, cfg.method)
     B, T = tokens.shape
     prefix = PrefixCache(model) if fast and hook_layer(hook) > 0 else None
@@ -277,20 +269,18 @@ def layer_integrated_gradients(
             raise ValueError(f"baseline must be token ids, an activation tensor or 'zeros', got {baseline!r}")
         with torch.no_grad(), scoped_hooks(model, fwd=[(hook, lambda x, hook: base_act)]):
             f_b = metric(model(tokens.to(x_act.device))).detach()
-    g, path = None, "lean"
+    path = "lean"
     why = _lean_off(cfg.fast, last)
     lean, why = (None, why) if why else lean_forward(model, hook)
-    if lean is not None:
-        g = _interpolate_lean(lean, hook, x_act, base_act, f_x, q, metric, cfg.max_tokens)
-        why = "" if g is not None else _self_check_failed(lean, stacklevel=4)
+    g, why = (None, why) if lean is None else _interpolate_lean(lean, hook, x_act, base_act, f_x, q, metric,
+                                                                 cfg.max_tokens)
     if g is None:
         layer = hook_layer(hook) if prefix is not None else 0
-        last_only = last and fast
 
         def f_of(pts):
             c = pts.shape[0] // B
             with scoped_hooks(model, fwd=[(hook, lambda x, hook: pts)]), \
-                    fast_forward(model, prefix, c, layer, last_only):
+                    fast_forward(model, prefix, c, layer, last and fast):
                 return metric(model(tokens.to(pts.device).repeat(c, 1))), {}
 
         g, _ = _path_integral(x_act, base_act, q, max(1, cfg.max_tokens // (B * T)), f_of)
@@ -324,8 +314,9 @@ def _lean_for_hooks(model, types, task, base_tokens, acts_src, acts_base, m_base
     T = base_tokens.shape[1]
     with torch.no_grad():
         resids = lean.residuals(lean.embed(base_tokens.to(next(model.parameters()).device)))
-        if not _matches(task.metric(lean.logits(resids[0], 0, T)), m_base):
-            return None, _self_check_failed(lean, stacklevel=6)
+        why = _self_check(lean, task.metric(lean.logits(resids[0], 0, T)), m_base)
+    if why:
+        return None, why
     differs = (task.clean != task.corrupt).any(0)
     p0 = min(int(differs.int().argmax()) if bool(differs.any()) else T, T - 1)
     if not all(torch.equal(acts_src[t.name][l][:, :p0], acts_base[t.name][l][:, :p0])
@@ -352,7 +343,6 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
     and where positions interact the two can differ, even in sign.
     """
     fast = use_fast(cfg.fast)
-    alphas, weights = quadrature(cfg.steps, cfg.method)
     t0 = time.perf_counter()
     L = model.cfg.n_layers
     prefix = PrefixCache(model) if fast else None
@@ -367,11 +357,10 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
     why = _lean_off(cfg.fast, last)
     lean, why = (None, why) if why else _lean_for_hooks(model, types, task, base_tokens, acts_src, acts_base, m_base)
     p0 = lean[2] if lean is not None else 0
-    S = len(alphas)
     device = next(model.parameters()).device
-    a_ = alphas.to(device, torch.float32)
-    w_ = weights.to(device, torch.float32)
-    jobs = sorted(((l, t) for t in types for l in range(L)), key=lambda j: j[0])
+    a_, w_ = (x.to(device, torch.float32) for x in quadrature(cfg.steps, cfg.method))
+    S = len(a_)
+    jobs = [(l, t) for l in range(L) for t in types]
     per_chunk = max(1, cfg.max_tokens // ((S + 1) * B * T))
     grads = {t.name: [None] * L for t in types}
     effects = {t.name: [None] * L for t in types}  # the patch effect of each whole hook (alpha = 1 copy)
@@ -404,10 +393,9 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
             f = f.reshape(J, S + 1, B)
             gs = torch.autograd.grad((f[:, :S] * w_.view(1, S, 1)).sum(), leaves, allow_unused=True)
         for (l, t), g, fj in zip(chunk, gs, f.detach()):  # g None: the hook did not fire
-            full_g = torch.zeros_like(acts_src[t.name][l], dtype=torch.float32)
+            grads[t.name][l] = torch.zeros_like(acts_src[t.name][l], dtype=torch.float32)
             if g is not None:
-                full_g[:, p0:] = g.sum(0)
-            grads[t.name][l] = full_g
+                grads[t.name][l][:, p0:] = g.sum(0)
             effects[t.name][l] = float((fj[S].float() - m_base).mean())
     scores = linear_scores(types, acts_src, acts_base, grads, per_pos)
     completeness = {k: [{"delta": float(scores[k][l].sum()) - e, "patch_effect": e} for l, e in enumerate(v)]
@@ -448,7 +436,7 @@ def _embedding_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attri
     def f_of(pts):  # the positional / rotary inputs are the same for both prompts: only the embeddings move
         c, store = pts.shape[0] // B, {}
         hooks = [("hook_embed", lambda x, hook: pts)]
-        hooks += [(n, lambda x, hook, n=n: store.setdefault(n, x)) for n in names.values()]  # saves, returns x
+        hooks += [(n, save_hook(store, n)) for n in names.values()]
         with scoped_hooks(model, fwd=hooks):
             return task.metric(model(task.clean.to(pts.device).repeat(c, 1))), store
 

@@ -51,6 +51,9 @@ from typing import Callable, Sequence
 import torch
 
 from interp.models import scoped_hooks
+from interp.models.hooks import save_hook
+
+from .components import arch_name
 
 
 def stabilize(z: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -84,22 +87,6 @@ def _ln_rule(x, w, b, eps, rms):
     return xc * (w.float() / scale).detach()
 
 
-def _identity_rule(pre, act_value):
-    return pre * (act_value / stabilize(pre)).detach()
-
-
-def _half_rule(a, lin):
-    return 0.5 * (a * lin)
-
-
-def _cp_lrp(pattern):
-    return pattern.detach()
-
-
-def _epsilon_factor(z, eps):
-    return (z / stabilize(z, eps)).detach()
-
-
 LRP_RULES: dict[str, LRPRule] = {}
 
 
@@ -110,10 +97,14 @@ def register_rule(rule: LRPRule) -> LRPRule:
 
 
 register_rule(LRPRule("LN-rule", "norm", "normaliser detached (Ali et al. 2022)", _ln_rule))
-register_rule(LRPRule("Identity-rule", "act", "activation passes relevance unchanged", _identity_rule))
-register_rule(LRPRule("Half-rule", "gate", "gated product splits relevance equally", _half_rule))
-register_rule(LRPRule("AH-rule", "attention", "CP-LRP: attention pattern detached", _cp_lrp))
-register_rule(LRPRule("epsilon-rule", "linear", "R_in = x W^T (R_out / (z + eps))", _epsilon_factor))
+register_rule(LRPRule("Identity-rule", "act", "activation passes relevance unchanged",
+                      lambda pre, act_value: pre * (act_value / stabilize(pre)).detach()))
+register_rule(LRPRule("Half-rule", "gate", "gated product splits relevance equally",
+                      lambda a, lin: 0.5 * (a * lin)))
+register_rule(LRPRule("AH-rule", "attention", "CP-LRP: attention pattern detached",
+                      lambda pattern: pattern.detach()))
+register_rule(LRPRule("epsilon-rule", "linear", "R_in = x W^T (R_out / (z + eps))",
+                      lambda z, eps: (z / stabilize(z, eps)).detach()))
 
 RULE_SETS = {
     # the RelP paper's and reference implementation's default: the one to use
@@ -124,17 +115,9 @@ RULE_SETS = {
     "default+cp-lrp+epsilon": ("LN-rule", "Identity-rule", "Half-rule", "AH-rule", "epsilon-rule"),
 }
 
-RENAMED_RULE_SETS = {"all": "default+cp-lrp", "all+epsilon": "default+cp-lrp+epsilon"}
-"""Old rule-set names: refused with an error naming the new one (they are not the paper's default set)."""
-
-
 def resolve_rules(rules: str | Sequence[str]) -> tuple[LRPRule, ...]:
     """A rule-set name or a list of rule names -> rule objects (one per site, validated)."""
     if isinstance(rules, str):
-        if rules in RENAMED_RULE_SETS:
-            raise ValueError(f"LRP rule set {rules!r} was renamed {RENAMED_RULE_SETS[rules]!r}: the paper's default "
-                             "rules (LN, Identity, Half) plus the AH-rule (CP-LRP, attention pattern detached), which "
-                             "tracks activation patching less closely than 'default'")
         if rules not in RULE_SETS:
             raise ValueError(f"unknown LRP rule set {rules!r}; choose from {sorted(RULE_SETS)} or list rules "
                              f"from {sorted(LRP_RULES)}")
@@ -161,9 +144,8 @@ def _norm_paths(model) -> list[str]:
         block = model.blocks[l]
         unknown = [c for c, m in block.named_children() if "Normalization" in type(m).__name__ and c not in _NORM_CHILDREN]
         if unknown:
-            arch = getattr(model.cfg, "architecture", None) or type(model).__name__
-            raise ValueError(f"LN-rule cannot serve {arch}: blocks.{l}.{unknown[0]} is a norm the LRP rules do not "
-                             f"cover (known: {', '.join(_NORM_CHILDREN)})")
+            raise ValueError(f"LN-rule cannot serve {arch_name(model)}: blocks.{l}.{unknown[0]} is a norm "
+                             f"the LRP rules do not cover (known: {', '.join(_NORM_CHILDREN)})")
         for c in _NORM_CHILDREN:
             if c in block._modules and block._modules[c] is not None:
                 paths.append(f"blocks.{l}.{c}")
@@ -174,26 +156,11 @@ def _norm_paths(model) -> list[str]:
 
 def _norm_params(mod, model):
     comp = mod.original_component
-    w = comp.weight
-    if getattr(mod, "uses_weight_offset", False):
-        w = 1.0 + w
+    w = 1.0 + comp.weight if getattr(mod, "uses_weight_offset", False) else comp.weight
     b = getattr(comp, "bias", None)
-    eps = getattr(comp, "eps", None)
-    if eps is None:
-        eps = getattr(comp, "variance_epsilon", None)
-    if eps is None:
-        eps = getattr(model.cfg, "eps", 1e-5)
+    eps = getattr(comp, "eps", getattr(comp, "variance_epsilon", getattr(model.cfg, "eps", 1e-5)))
     rms = bool(getattr(mod, "uses_rms_norm", False)) or b is None and "RMS" in type(comp).__name__
     return w, b, float(eps), rms
-
-
-def _capture(box: dict, key: str) -> Callable:
-    """A forward hook that keeps its input in ``box[key]`` for a later hook of the same pass."""
-    def fn(x, hook):
-        box[key] = x
-        return x
-
-    return fn
 
 
 def _act_fn(mlp):
@@ -218,8 +185,7 @@ def rule_hooks(model, rules: Sequence[LRPRule], epsilon: float = 1e-6) -> list[t
                 for name, mod in getattr(model.blocks[l], sub).named_children():
                     if isinstance(mod, LinearBridge) and f"blocks.{l}.{sub}.{name}.hook_out" in hd:
                         def lin(z, hook, rule=rule):
-                            f = rule.surrogate(z, epsilon)
-                            return _grad_through(z, z * f)
+                            return _grad_through(z, z * rule.surrogate(z, epsilon))
 
                         hooks.append((f"blocks.{l}.{sub}.{name}.hook_out", lin))
     if "norm" in by_site:
@@ -233,31 +199,26 @@ def rule_hooks(model, rules: Sequence[LRPRule], epsilon: float = 1e-6) -> list[t
                 w, b, eps, rms = _norm_params(mod, model)
                 return _grad_through(y, rule.surrogate(box.pop("x"), w, b, eps, rms))
 
-            hooks += [(f"{path}.hook_in", _capture(box, "x")), (f"{path}.hook_out", out)]
+            hooks += [(f"{path}.hook_in", save_hook(box, "x")), (f"{path}.hook_out", out)]
     act_rule, gate_rule = by_site.get("act"), by_site.get("gate")
-    if act_rule or gate_rule:
-        gated = bool(getattr(model.cfg, "gated_mlp", False))
+    gated = bool(getattr(model.cfg, "gated_mlp", False))
+    if act_rule or (gated and gate_rule):
         for l in range(model.cfg.n_layers):
             p = f"blocks.{l}.mlp"
             box = {}
+
+            def post(y, hook, box=box, act=_act_fn(model.blocks[l].mlp) if gated else None):
+                pre, lin = box.pop("pre"), box.pop("lin", None)
+                a = y if act is None else act(pre)
+                if act_rule:
+                    a = act_rule.surrogate(pre, a.detach())
+                if lin is not None:
+                    a = gate_rule.surrogate(a, lin) if gate_rule else a * lin
+                return _grad_through(y, a)
+
+            hooks += [(f"{p}.hook_pre", save_hook(box, "pre")), (f"{p}.hook_post", post)]
             if gated:
-                act = _act_fn(model.blocks[l].mlp)
-
-                def post(y, hook, box=box, act=act):
-                    pre, lin = box.pop("pre"), box.pop("lin")
-                    a = act(pre)
-                    if act_rule:
-                        a = act_rule.surrogate(pre, a.detach())
-                    s = gate_rule.surrogate(a, lin) if gate_rule else a * lin
-                    return _grad_through(y, s)
-
-                hooks += [(f"{p}.hook_pre", _capture(box, "pre")), (f"{p}.hook_pre_linear", _capture(box, "lin")),
-                          (f"{p}.hook_post", post)]
-            elif act_rule:
-                def post(y, hook, box=box):
-                    return _grad_through(y, act_rule.surrogate(box.pop("pre"), y.detach()))
-
-                hooks += [(f"{p}.hook_pre", _capture(box, "pre")), (f"{p}.hook_post", post)]
+                hooks.append((f"{p}.hook_pre_linear", save_hook(box, "lin")))
     if "attention" in by_site:
         rule = by_site["attention"]
         for l in range(model.cfg.n_layers):

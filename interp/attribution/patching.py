@@ -40,6 +40,7 @@ import torch
 from interp.config import takes_config
 from interp.fastpath import use_fast
 from interp.models import scoped_hooks
+from interp.results import check_fields
 
 from .components import AttributionResult, ComponentType, cache_components, component_types, per_position_set
 from .fastpath import PrefixCache, fast_forward, reads_last_position_only
@@ -77,10 +78,7 @@ class PatchingConfig:
     ``INTERP_REFERENCE=1``.  False runs every copy's full forward (the reference)."""
 
     def __post_init__(self):
-        if self.source not in PATCH_SOURCES:
-            raise ValueError(f"unknown patch source {self.source!r}; choose from {sorted(PATCH_SOURCES)}")
-        if self.max_tokens < 1:
-            raise ValueError("max_tokens must be >= 1")
+        check_fields(self, {"source": PATCH_SOURCES}, {"max_tokens": 1})
 
 
 def run_with_masks(
@@ -100,12 +98,11 @@ def run_with_masks(
     the blocks before the first patched layer; ``last_only`` unembeds only the last position
     (fastpath.py); neither changes a value the metric reads.
     """
-    B, T = tokens.shape
+    B = tokens.shape[0]
     k = next(iter(masks.values())).shape[0]
     device = next(model.parameters()).device
-    first = min((l for t in types if t.name in masks for l in range(model.cfg.n_layers) if masks[t.name][:, l].any()),
-                default=0)
     hooks = []
+    patched = []  # the layers the hooks patch: the blocks before the first are replayed
     for t in types:
         if t.name not in masks:
             continue
@@ -125,6 +122,8 @@ def run_with_masks(
                 return torch.where(m, s, a).reshape(act.shape)
 
             hooks.append((t.hook_name(l), fn))
+            patched.append(l)
+    first = min(patched, default=0)
     with torch.no_grad(), scoped_hooks(model, fwd=hooks), fast_forward(model, prefix, k, first, last_only):
         return model(tokens.to(device).repeat(k, 1))
 
@@ -195,11 +194,7 @@ def complement_metric(model, task, keep_masks: Sequence[dict[str, torch.Tensor]]
     """
     if source not in ("corrupt", "mean"):
         raise ValueError(f"complement source must be 'corrupt' or 'mean', got {source!r}")
-    if acts is None:
-        ac, _, _ = cache_components(model, task.clean, types)
-        ak, _, _ = cache_components(model, task.corrupt, types)
-    else:
-        ac, ak = acts
+    ac, ak = acts or [cache_components(model, run, types)[0] for run in (task.clean, task.corrupt)]
     src = {t.name: [_source_values("noise" if source == "corrupt" else "mean", ac[t.name][l], ak[t.name][l])
                     for l in range(model.cfg.n_layers)] for t in types}
     B, T = task.clean.shape

@@ -91,8 +91,7 @@ def dequantised_dir(name: str) -> Path:
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
         cfg = model.config
         cfg.architectures = cfg.architectures or [type(model).__name__]
-        if hasattr(cfg, "quantization_config"):
-            delattr(cfg, "quantization_config")
+        cfg.__dict__.pop("quantization_config", None)
         cfg.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "SOURCE.txt").write_text(
@@ -102,6 +101,5 @@ def dequantised_dir(name: str) -> Path:
             shutil.rmtree(target)
         os.replace(tmp, target)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already after the rename
     return target

@@ -43,7 +43,7 @@ def _layer_key(name: str) -> tuple[int, int]:
 #: ``hook_z``), an MLP ``blocks.L.hook_mlp_out``.  The display form is ``L{l}H{h}`` / ``MLP{l}``.
 HEAD_RE = re.compile(r"^blocks\.(\d+)\.attn\.hook_z\[(\d+)\]$")
 MLP_RE = re.compile(r"^blocks\.(\d+)\.hook_mlp_out$")
-_LABEL_RE = re.compile(r"^L(\d+)H(\d+)$|^MLP(\d+)$")
+_HEAD_LABEL, _MLP_LABEL = re.compile(r"^L(\d+)H(\d+)$"), re.compile(r"^MLP(\d+)$")
 
 
 def head_hook(layer: int, head: int) -> str:
@@ -59,15 +59,12 @@ def mlp_hook(layer: int) -> str:
 def parse_component(name: str) -> tuple[str, int, tuple[int, ...]]:
     """``blocks.9.attn.hook_z[3]`` (or ``L9H3``) -> ``("attn_head", 9, (3,))``;
     ``blocks.4.hook_mlp_out`` (or ``MLP4``) -> ``("mlp", 4, ())``.  Anything else is a ``ValueError``."""
-    m = HEAD_RE.match(name)
-    if m:
-        return ("attn_head", int(m.group(1)), (int(m.group(2)),))
-    m = MLP_RE.match(name)
-    if m:
-        return ("mlp", int(m.group(1)), ())
-    m = _LABEL_RE.match(name)
-    if m:
-        return ("mlp", int(m.group(3)), ()) if m.group(3) else ("attn_head", int(m.group(1)), (int(m.group(2)),))
+    for rx, kind in ((HEAD_RE, "attn_head"), (MLP_RE, "mlp"), (_HEAD_LABEL, "attn_head"),
+                     (_MLP_LABEL, "mlp")):
+        m = rx.match(name)
+        if m:
+            layer, *unit = map(int, m.groups())
+            return kind, layer, tuple(unit)
     raise ValueError(f"cannot parse component {name!r}; expected blocks.L.attn.hook_z[H], blocks.L.hook_mlp_out, "
                      "L<l>H<h> or MLP<l>")
 
@@ -90,9 +87,7 @@ def head_label(layer: int, head: int) -> str:
 def hook_names(model) -> list[str]:
     """Every hook point of ``model``, one TransformerLens-style name each, in layer order."""
     hd = model.hook_dict  # rebuilt by the bridge on every access: read it once
-    seen: dict[int, str] = {}
-    for name, hp in hd.items():
-        seen[id(hp)] = name  # later entries are the TransformerLens aliases: prefer them
+    seen = {id(hp): name for name, hp in hd.items()}  # later entries, the TransformerLens aliases, win
     order = {n: i for i, n in enumerate(hd)}
     return sorted(seen.values(), key=lambda n: (_layer_key(n), order[n]))
 
@@ -108,21 +103,15 @@ def resolve_hooks(model, patterns: str | Sequence[str]) -> list[str]:
     if not patterns:
         raise HookNotFoundError("no hook names given")
     hd = model.hook_dict  # a bridge rebuilds this dict on every access (~0.3 ms): read it once
-    canonical = {id(hp): None for hp in hd.values()}
     tl = hook_names(model)
-    for name in tl:
-        canonical[id(hd[name])] = name
-    all_names = list(hd)
-    chosen: list[str] = []
+    canonical = {id(hd[name]): name for name in tl}
+    chosen: set[str] = set()
     missing: list[str] = []
     for pat in patterns:
-        hits = [n for n in all_names if fnmatch.fnmatchcase(n, pat)]
+        hits = [n for n in hd if fnmatch.fnmatchcase(n, pat)]
         if not hits:
             missing.append(pat)
-        for n in hits:
-            c = canonical[id(hd[n])]
-            if c not in chosen:
-                chosen.append(c)
+        chosen.update(canonical[id(hd[n])] for n in hits)
     if missing:
         import difflib
 
@@ -133,8 +122,18 @@ def resolve_hooks(model, patterns: str | Sequence[str]) -> list[str]:
             + f". This model has {len(tl)} hook points, e.g. blocks.0.hook_resid_post, "
             "blocks.0.attn.hook_z, blocks.0.mlp.hook_post; list them with interp.models.hook_names(model)."
         )
-    order = {n: i for i, n in enumerate(tl)}
-    return sorted(chosen, key=order.__getitem__)
+    return [n for n in tl if n in chosen]  # in layer order
+
+
+def save_hook(store: dict, key, keep: Callable | None = None) -> Callable:
+    """A forward hook that puts ``keep(activation)`` (default: the activation itself, still in the
+    autograd graph) in ``store[key]`` and returns the activation unchanged."""
+
+    def fn(x, hook):
+        store[key] = keep(x) if keep else x
+        return x
+
+    return fn
 
 
 @contextmanager

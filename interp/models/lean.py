@@ -39,22 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_ORIG = "._original_component"
-
-
 class LeanUnavailable(ValueError):
     """The bridge's Hugging Face model cannot be rebuilt as a weight-sharing copy."""
-
-
-def _strip(name: str) -> str:
-    return name.replace(_ORIG, "")
-
-
-def _original_model(bridge) -> nn.Module:
-    m = getattr(bridge, "original_model", None)
-    if not isinstance(m, nn.Module):
-        raise LeanUnavailable("the bridge exposes no Hugging Face original_model")
-    return m
 
 
 def hf_model(bridge, attn_implementation: str | None = None) -> nn.Module:
@@ -64,12 +50,12 @@ def hf_model(bridge, attn_implementation: str | None = None) -> nn.Module:
     Raises :class:`LeanUnavailable` when a tensor of the fresh model has no counterpart in
     the bridge (an architecture the bridge restructures beyond wrapping).
     """
-    orig = _original_model(bridge)
+    orig = getattr(bridge, "original_model", None)
+    if not isinstance(orig, nn.Module):
+        raise LeanUnavailable("the bridge exposes no Hugging Face original_model")
     tensors: dict[str, torch.Tensor] = {}
-    for n, p in orig.named_parameters(remove_duplicate=False):
-        tensors.setdefault(_strip(n), p)
-    for n, b in orig.named_buffers(remove_duplicate=False):
-        tensors.setdefault(_strip(n), b)
+    for n, t in [*orig.named_parameters(remove_duplicate=False), *orig.named_buffers(remove_duplicate=False)]:
+        tensors.setdefault(n.replace("._original_component", ""), t)
     cfg = copy.deepcopy(orig.config)  # the shadow's modules keep a reference: never share the bridge's
     attn = attn_implementation or getattr(orig.config, "_attn_implementation", None)
     try:
@@ -78,16 +64,14 @@ def hf_model(bridge, attn_implementation: str | None = None) -> nn.Module:
     except Exception as e:  # noqa: BLE001 -- any failure means: no fast path, say why
         raise LeanUnavailable(f"cannot rebuild {type(orig).__name__} from its config: {e}") from e
     missing = []
-    for kind, named in (("param", shadow.named_parameters(remove_duplicate=False)),
-                        ("buffer", shadow.named_buffers(remove_duplicate=False))):
+    for slots, named in (("_parameters", shadow.named_parameters(remove_duplicate=False)),
+                         ("_buffers", shadow.named_buffers(remove_duplicate=False))):
         for n, _ in list(named):
-            src = tensors.get(n)
-            if src is None:
-                missing.append(n)
-                continue
             mod_name, _, attr = n.rpartition(".")
-            mod = shadow.get_submodule(mod_name)
-            (mod._parameters if kind == "param" else mod._buffers)[attr] = src
+            if n in tensors:
+                getattr(shadow.get_submodule(mod_name), slots)[attr] = tensors[n]
+            else:
+                missing.append(n)
     if missing:
         raise LeanUnavailable(f"the bridge has no tensor for {missing[:3]} of a fresh {type(orig).__name__}")
     # attributes computed from buffers at init (e.g. rotary ``original_inv_freq`` kept as a plain attribute)
@@ -125,10 +109,6 @@ def fused_act(act):
     if isinstance(act, (NewGELUActivation, GELUTanh)):
         return lambda x: F.gelu(x, approximate="tanh")
     return act
-
-
-def _heads(x, N, T, H, dh):
-    return x.view(N, T, H, dh).transpose(1, 2)
 
 
 class LeanGemma3:
@@ -179,21 +159,19 @@ class LeanGemma3:
 
     def qkv(self, l: int, h: torch.Tensor, pos) -> tuple:
         """Queries ``[N, H, T', d_head]``, keys and values ``[N, n_kv, T', d_head]`` of block ``l``."""
-        L, (N, T, _) = self.layers[l], h.shape
+        L = self.layers[l]
         x = rms_norm(h, *L["input_layernorm"])
-        q = rms_norm(_heads(x @ L["q"].T, N, T, self.n_heads, self.d_head), *L["qn"])
-        k = rms_norm(_heads(x @ L["k"].T, N, T, self.n_kv, self.d_head), *L["kn"])
-        v = _heads(x @ L["v"].T, N, T, self.n_kv, self.d_head)
+        q, k, v = ((x @ L[n].T).unflatten(-1, (-1, self.d_head)).transpose(1, 2) for n in "qkv")
         cs = pos[self.types[l]]
-        return rotate(q, *cs), rotate(k, *cs), v
+        return rotate(rms_norm(q, *L["qn"]), *cs), rotate(rms_norm(k, *L["kn"]), *cs), v
 
-    def out(self, l: int, h: torch.Tensor, z: torch.Tensor, edits: dict) -> torch.Tensor:
+    def out(self, l: int, h: torch.Tensor, z: torch.Tensor, edits: dict | None = None) -> torch.Tensor:
         """The rest of block ``l`` from its input ``h`` and attention ``z [N, T', H, d_head]``."""
-        L, (N, T) = self.layers[l], h.shape[:2]
-        h = h + rms_norm(z.reshape(N, T, -1) @ L["o"].T, *L["post_attention_layernorm"])
+        L = self.layers[l]
+        h = h + rms_norm(z.flatten(2) @ L["o"].T, *L["post_attention_layernorm"])
         x = rms_norm(h, *L["pre_feedforward_layernorm"])
         m = rms_norm((L["act"](x @ L["gate"].T) * (x @ L["up"].T)) @ L["down"].T, *L["post_feedforward_layernorm"])
-        edit = edits.get(f"blocks.{l}.hook_mlp_out") if edits else None
+        edit = (edits or {}).get(f"blocks.{l}.hook_mlp_out")
         return h + (edit(m) if edit else m)
 
     def final(self, h: torch.Tensor) -> torch.Tensor:
@@ -208,53 +186,42 @@ class LeanGemma3:
         return self.embedding(tokens)
 
     # -- driver ----------------------------------------------------------------------------
-    def _mask(self, l: int, p0: int, T: int, device, cache: dict):
+    def _mask(self, l: int, p0: int, T: int, device):
         """Boolean ``[T-p0, T]``: query ``i`` sees key ``j <= i`` (and ``j > i - window``)."""
+        i = torch.arange(p0, T, device=device)[:, None]
+        j = torch.arange(T, device=device)[None]
         w = self.window[l]
-        key = (w, p0, T)
-        if key not in cache:
-            i = torch.arange(p0, T, device=device)[:, None]
-            j = torch.arange(T, device=device)[None]
-            m = j <= i
-            if w is not None:
-                m = m & (j > i - w)
-            cache[key] = m
-        return cache[key]
+        return (j <= i) & (j > i - w) if w is not None else j <= i
 
-    def _attend(self, l, q, k, v, mask, edits):
+    def _attend(self, l, q, k, v, mask, edits: dict | None = None):
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale[l],
                                            enable_gqa=self.n_kv != self.n_heads)
         z = a.transpose(1, 2)  # [N, Tq, H, d_head]: TransformerLens' blocks.l.attn.hook_z
-        if edits and f"blocks.{l}.attn.hook_z" in edits:
-            z = edits[f"blocks.{l}.attn.hook_z"](z)
-        return z
+        edit = (edits or {}).get(f"blocks.{l}.attn.hook_z")
+        return edit(z) if edit else z
 
-    def residuals(self, h: torch.Tensor) -> list[torch.Tensor]:
-        """``blocks.l.hook_resid_pre`` for every block ``l`` from ``blocks.0.hook_resid_pre`` (no grad)."""
-        T = h.shape[1]
-        pos, masks = self.positions(0, T, h), {}
-        out = []
-        with torch.no_grad():
-            for l in range(len(self.layers)):
-                out.append(h)
-                q, k, v = self.qkv(l, h, pos)
-                h = self.out(l, h, self._attend(l, q, k, v, self._mask(l, 0, T, h.device, masks), None), {})
-        return out
-
-    def prefix_kv(self, h: torch.Tensor, start: int) -> list:
-        """Keys/values of blocks ``start ..`` for the shared positions ``0 .. p0-1`` (``h [B, p0, d]``,
-        the residual input of block ``start``)."""
-        p0 = h.shape[1]
-        if p0 == 0:
-            return [None] * (len(self.layers) - start)
-        pos, masks = self.positions(0, p0, h), {}
+    def _plain(self, h: torch.Tensor, start: int) -> list[tuple]:
+        """``(block input, keys, values)`` of blocks ``start ..`` on all positions of ``h [B, T', d]``
+        (no grad)."""
+        pos = self.positions(0, h.shape[1], h)
         out = []
         with torch.no_grad():
             for l in range(start, len(self.layers)):
                 q, k, v = self.qkv(l, h, pos)
-                out.append((k, v))
-                h = self.out(l, h, self._attend(l, q, k, v, self._mask(l, 0, p0, h.device, masks), None), {})
+                out.append((h, k, v))
+                h = self.out(l, h, self._attend(l, q, k, v, self._mask(l, 0, h.shape[1], h.device)))
         return out
+
+    def residuals(self, h: torch.Tensor) -> list[torch.Tensor]:
+        """``blocks.l.hook_resid_pre`` for every block ``l`` from ``blocks.0.hook_resid_pre`` (no grad)."""
+        return [r for r, _, _ in self._plain(h, 0)]
+
+    def prefix_kv(self, h: torch.Tensor, start: int) -> list:
+        """Keys/values of blocks ``start ..`` for the shared positions ``0 .. p0-1`` (``h [B, p0, d]``,
+        the residual input of block ``start``)."""
+        if h.shape[1] == 0:
+            return [None] * (len(self.layers) - start)
+        return [(k, v) for _, k, v in self._plain(h, start)]
 
     def logits(self, h: torch.Tensor, start: int, T: int, prefix: list | None = None,
                last_only: bool = True, edits: dict | None = None) -> torch.Tensor:
@@ -271,23 +238,21 @@ class LeanGemma3:
         edits = edits or {}
         if p0 and not last_only:
             raise ValueError("skipping shared positions needs a metric of the last position only")
-        pos, masks = self.positions(p0, T, h), {}
+        pos = self.positions(p0, T, h)
         n = len(self.layers)
         for i, l in enumerate(range(start, n)):
             if f"blocks.{l}.hook_resid_pre" in edits:
                 h = edits[f"blocks.{l}.hook_resid_pre"](h)
             q, k, v = self.qkv(l, h, pos)
-            if p0:
-                pk, pv = prefix[i]
-                rep = N // pk.shape[0]
-                k = torch.cat([pk.repeat(rep, 1, 1, 1), k], dim=2)
-                v = torch.cat([pv.repeat(rep, 1, 1, 1), v], dim=2)
-            mask = self._mask(l, p0, T, h.device, masks)
+            if p0:  # the shared positions' keys/values, repeated for the N // B copies
+                k, v = (torch.cat([p.repeat(N // p.shape[0], 1, 1, 1), x], dim=2)
+                        for p, x in zip(prefix[i], (k, v)))
+            mask = self._mask(l, p0, T, h.device)
             edited = f"blocks.{l}.attn.hook_z" in edits or f"blocks.{l}.hook_mlp_out" in edits
             if last_only and l == n - 1 and not edited:  # the last block: only the last query is read
                 m = mask[-1:]
-                z = self._attend(l, q[:, :, -1:], k, v, None if bool(m.all()) else m, None)
-                h = self.out(l, h[:, -1:], z, {})
+                z = self._attend(l, q[:, :, -1:], k, v, None if bool(m.all()) else m)
+                h = self.out(l, h[:, -1:], z)
             else:
                 h = self.out(l, h, self._attend(l, q, k, v, mask, edits), edits)
         if last_only:
@@ -296,13 +261,10 @@ class LeanGemma3:
 
 
 def check_gemma3(cfg) -> str | None:
-    if getattr(cfg, "attn_logit_softcapping", None) is not None:
-        return "Gemma 3 with attention-logit softcapping (no fused SDPA form)"
-    if getattr(cfg, "use_bidirectional_attention", False):
-        return "Gemma 3 with bidirectional attention"
-    if getattr(cfg, "attention_bias", False):
-        return "Gemma 3 with attention biases"
-    return None
+    uncovered = {"attn_logit_softcapping": "attention-logit softcapping (no fused SDPA form)",
+                 "use_bidirectional_attention": "bidirectional attention",
+                 "attention_bias": "attention biases"}
+    return next((f"Gemma 3 with {why}" for k, why in uncovered.items() if getattr(cfg, k, None)), None)
 
 
 # model_type -> (class, check returning the reason it cannot run, or None)

@@ -105,12 +105,8 @@ def _hf_model_and_tokenizer(name: str, dtype: torch.dtype):
         return name, tiny_hf_model(cfg, len(tok)), tok
     if m:
         raise ModelNotFoundError(f"unknown tiny model {name!r}; tiny architectures: {TINY_ARCHS}")
-    if name in BUNDLED:
-        path, bridge_name = dequantised_dir(name), BUNDLED[name][0]
-    elif Path(name).is_dir():
-        path, bridge_name = Path(name), name
-    else:
-        path, bridge_name = name, name
+    bridge_name = BUNDLED[name][0] if name in BUNDLED else name
+    path = dequantised_dir(name) if name in BUNDLED else Path(name) if Path(name).is_dir() else name
     kwargs = dict(dtype=dtype, attn_implementation="eager")
     try:
         try:  # a local folder or the local HF cache first: no network round trips

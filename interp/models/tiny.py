@@ -23,24 +23,15 @@ def char_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {s: i for i, s in enumerate(SPECIALS)}
-    for c in range(32, 127):
-        vocab[chr(c)] = len(vocab)
+    vocab = {s: i for i, s in enumerate(SPECIALS + [chr(c) for c in range(32, 127)])}
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
     tk.post_processor = processors.TemplateProcessing(
         single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", 0)]
     )
     tk.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tk,
-        bos_token="<bos>",
-        eos_token="<eos>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        add_bos_token=True,
-        name_or_path="interp-char",
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=tk, add_bos_token=True, name_or_path="interp-char",
+                                   **{f"{s[1:-1]}_token": s for s in SPECIALS})  # bos_token="<bos>", ...
 
 
 @dataclass(frozen=True)
