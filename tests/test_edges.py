@@ -48,6 +48,18 @@ def model_for(name):
     return _MODELS[name]
 
 
+def with_random_biases(name):
+    """A fresh ``name`` whose bias parameters are random (the tiny models start with zero biases, which
+    would hide a bias read wrongly)."""
+    m = _gqa_llama() if name == "gqa-llama" else load_model(name, device="cpu", dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if n.endswith("bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return m
+
+
 def task_for(model, n=3):
     return ioi_task(model, n=n, seed=0)
 
@@ -86,18 +98,24 @@ def test_graph_nodes_and_edges(name):
 
 @pytest.mark.parametrize("name", ["tiny-gpt2", "gqa-llama"])
 def test_weights_read_equal_identity_probe(name):
-    """W_Q/K/V/O read from the weight attributes (Linear, GPT-2 Conv1D) == probing the module with the identity."""
-    m = model_for(name)
+    """W_Q/K/V/O and the biases read from the weight attributes (Linear, GPT-2 Conv1D) == probing the
+    module with the identity (random biases, so that a bias read as zero fails)."""
+    m = with_random_biases(name)
     for a, b in zip(layer_weights(m), layer_weights(m, probe=True)):
+        assert a.b_o.abs().max() > 0 or name == "gqa-llama"  # Llama's o_proj has no bias
         for f in ("W_q", "W_k", "W_v", "W_o", "b_o"):
             # float64, the same weights read two ways
             torch.testing.assert_close(getattr(a, f), getattr(b, f), rtol=1e-12, atol=1e-12)
+        for s in "qkv":
+            torch.testing.assert_close(a.b_qkv[s], b.b_qkv[s], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-pythia", "gqa-llama"])
 def test_residual_is_the_sum_of_sender_outputs(name):
-    """The bridge's final residual (ln_final.hook_in) == sum of sender writes + attention output biases."""
-    m = model_for(name)
+    """The bridge's final residual (ln_final.hook_in) == sum of sender writes + attention output biases
+    (random biases: the MLP's and the embedding's go into their senders' writes, the attention output's
+    into the b_o term)."""
+    m = with_random_biases(name)
     task = task_for(m)
     w = layer_weights(m)
     g = edge_graph(m, w)
