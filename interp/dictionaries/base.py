@@ -201,8 +201,9 @@ class SparseCoder(nn.Module):
         for name, coeff, term in self.penalties(code, x, target, x_hat, dead_mask):
             losses[name] = term.detach()
             loss = loss + coeff * term
-        return ForwardOutput(x_hat, code.acts, loss, losses, fvu(x_hat.detach(), target),
-                             (code.acts != 0).float().sum(-1).mean())
+        on = code.acts != 0 if code.top_acts is None else code.top_acts > 0  # TopK: [B, k], not [B, d_sae]
+        l0 = on.float().sum(-1).mean()
+        return ForwardOutput(x_hat, code.acts, loss, losses, fvu(x_hat.detach(), target), l0)
 
     @staticmethod
     def mse(x_hat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
