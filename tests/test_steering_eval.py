@@ -29,8 +29,17 @@ def test_vader_scorer_has_its_lexicon():
     assert pos > 0.5 and neg < -0.5 and neutral == 0.0
 
 
-def test_response_logprob_diff_matches_a_direct_computation(tiny_llama):
+@pytest.mark.parametrize("strip", [False, True])
+def test_response_logprob_diff_matches_a_direct_computation(tiny_llama, strip):
+    """Teacher-forced log p(preferred) - log p(dispreferred), token by token.  ``strip``: the responses
+    without their shared leading space, so their first tokens differ (the character tokenizer makes ' '
+    the first token of both IOI names, and a sum that skipped it would still match)."""
+    import dataclasses
+
     task = load_task("ioi", n_eval=2)
+    if strip:
+        rows = [{**r, "preferred": r["preferred"].strip(), "dispreferred": r["dispreferred"].strip()} for r in task.eval]
+        task = dataclasses.replace(task, eval=rows)
     got = response_logprob_diff(tiny_llama, task)
     for i, r in enumerate(task.eval):
         lps = []
