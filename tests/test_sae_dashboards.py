@@ -7,7 +7,7 @@ from browser import report_test
 import torch
 
 from interp.dictionaries import SAEConfig, make
-from interp.dictionaries.dashboards import DashboardConfig, _context, feature_dashboard
+from interp.dictionaries.dashboards import DashboardConfig, _context, feature_dashboard, scan_features
 
 HOOK = "blocks.0.hook_resid_post"
 
@@ -57,6 +57,32 @@ def test_dashboard_matches_brute_force(tiny_store, tiny_llama, tmp_path):
             assert toks[at] == int(tiny_store.tokens[r]) and acts[at] == pytest.approx(s.top_values[0], rel=1e-5)
             seq = int(tiny_store.seq_pos[r][0])
             assert all(int(tiny_store.seq_pos[r - at + i][0]) == seq for i in range(len(toks)))
+
+
+def test_streamed_top_rows_and_histogram_match_brute_force(tiny_store, tiny_llama):
+    """13 batches of 64 rows: the streamed top-k equals a stable top-k over all 800 rows (so a top-k of the
+    last batch, or per batch unmerged, fails), and the re-binned histogram equals torch.histogram of every
+    non-zero value at the returned edges (so bins that are not merged when the max grows fail)."""
+    torch.manual_seed(1)
+    sae = make(SAEConfig(arch="relu", d_in=tiny_llama.cfg.d_model, d_sae=24, hook_in=HOOK))
+    feats, vals, rows, hists, counts, seen = scan_features(sae, tiny_store, None, 800, 5, batch_size=64)
+    with torch.no_grad():
+        A = sae.encode(tiny_store.rows(HOOK, list(range(800)))).acts[:, feats].T.double()
+    assert seen == 800 and len(feats) == 10
+    want, order = A.sort(dim=1, descending=True, stable=True)
+    # the batch encode and the full encode are the same rows through the same product: float32 rtol
+    torch.testing.assert_close(vals, want[:, :5])
+    assert rows.tolist() == order[:, :5].tolist()
+    grew = 0
+    for j, (edges, hc) in enumerate(hists):
+        nz = A[j][A[j] > 0]
+        assert sum(hc) == nz.numel() == int(counts[feats[j]])
+        if nz.numel():
+            assert 17 <= len(hc) <= 32 and hc[-1] > 0 and edges[0] == 0 and edges[-1] > float(nz.max())
+            assert hc == torch.histogram(nz, torch.tensor(edges, dtype=torch.float64)).hist.long().tolist()
+            first = A[j, :64].max()  # the bins widened after a first batch that fired
+            grew += 0 < first and torch.frexp(first).exponent < torch.frexp(nz.max()).exponent
+    assert grew  # the re-binning ran
 
 
 def test_dashboard_errors(tiny_store, tmp_path):

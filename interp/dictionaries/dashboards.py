@@ -2,13 +2,16 @@
 
 For each chosen latent i of a dictionary trained on ``hook_in`` rows of an activation store:
 
-1. **Top-activating contexts.**  The store's rows are streamed once (``store.stream``), encoded,
-   the chosen latents' activations kept, and the ``n_examples`` rows with the largest f_i taken.  For
-   each, the rows of the same sequence within ``window`` tokens before (and ``after`` after)
-   are read back (``store.rows``), encoded again, and shown as tokens coloured by f_i, so the
-   maximally activating token stands out (``store.tokens`` and ``store.seq_pos`` give the text
-   and its position).
-2. **Activation histogram** of the non-zero f_i over the streamed rows, with the firing frequency.
+1. **Top-activating contexts.**  The store's rows are streamed once (``store.stream``), encoded, and
+   each chosen latent keeps its ``n_examples`` largest (f_i, row) pairs, each batch merged into them
+   (ties go to the earlier row).  For each, the rows of the same sequence within ``window`` tokens
+   before (and ``after`` after) are read back (``store.rows``), encoded again, and shown as tokens
+   coloured by f_i, so the maximally activating token stands out (``store.tokens`` and
+   ``store.seq_pos`` give the text and its position).
+2. **Activation histogram** of the non-zero f_i over the streamed rows, with the firing frequency:
+   exact counts in bins of width 2**e from 0 up to the bin of the max (17 to 32 bins; e is the least
+   with max < 32 * 2**e).  When the running max grows, e grows and old bins merge 2**shift to one,
+   which is exact: floor(v / (2w)) = floor(floor(v / w) / 2).
 3. **Logit effect**: the decoder direction through the unembedding, ``W_dec[i] @ W_U``
    (Bricken et al. 2023's "logit weights"; it ignores the final norm's per-token scale), top
    and bottom tokens.
@@ -16,7 +19,8 @@ For each chosen latent i of a dictionary trained on ``hook_in`` rows of an activ
 The result is a typed :class:`FeatureDashboard` (kind ``sae_dashboard``); its report is the page
 (plotly.js inlined, opens offline).
 
-Memory: one ``[batch, d_sae]`` code at a time; the chosen latents' activations (``n_features * n_rows``).
+Memory: one ``[batch, d_sae]`` code at a time; per chosen latent ``n_examples`` (activation, row) pairs
+and 32 bin counts, whatever ``n_rows``.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from interp.results import Result, encode, register, versions
 
 from .base import SparseCoder
 
-HIST_BINS = 40
+HIST_BINS = 32
+"""Most bins of a histogram (a power of two, so the bin widths 2**e are exact)."""
 
 
 @dataclass
@@ -130,25 +135,46 @@ class FeatureDashboard(Result):
 
 
 @torch.no_grad()
-def scan_features(sae: SparseCoder, store, features: Sequence[int] | None, n_rows: int,
+def scan_features(sae: SparseCoder, store, features: Sequence[int] | None, n_rows: int, n_top: int,
                   batch_size: int = 4096):
-    """Stream ``n_rows`` rows: ``(features, their activations [F, rows], all firing counts, rows)``."""
+    """Stream ``n_rows`` rows once: ``(features, top activations [F, <=n_top] best first, their rows,
+    histograms [(edges, counts)], all firing counts, rows)``.  Ties go to the earlier row."""
     c = sae.cfg
     counts = torch.zeros(c.d_sae, dtype=torch.long, device=sae.device)
     feats = None if features is None else torch.as_tensor(list(features), dtype=torch.long, device=sae.device)
-    kept, seen = [], 0
+    seen = 0
     for x in store.stream(c.hook_in, batch_size, device=sae.device, dtype=torch.float32):
         acts = sae.encode(x[: n_rows - seen]).acts
         counts += (acts > 0).sum(0)
         if feats is None:  # the most frequent latents of the first batch
             feats = counts.topk(min(10, c.d_sae)).indices
-        kept.append(acts[:, feats].T.cpu())
-        seen += acts.shape[0]
+        a = acts[:, feats].T.double()  # [F, b]; float64 holds every float32 value and its power-of-two scaling
+        if seen == 0:
+            vals, rows, mx = a[:, :0], feats[:, None][:, :0], a.new_zeros(len(feats))
+            hist = torch.zeros(len(feats), HIST_BINS, dtype=torch.long, device=a.device)
+        vals, order = torch.cat([vals, a], 1).sort(dim=1, descending=True, stable=True)
+        rows = torch.cat([rows, torch.arange(seen, seen + a.shape[1], device=a.device).expand_as(a)], 1)
+        vals, rows = vals[:, :n_top], rows.gather(1, order[:, :n_top])
+        e0, mx = _bin_exponent(mx), torch.maximum(mx, a.max(1).values)
+        shift = (_bin_exponent(mx) - e0).clamp(0, 62)[:, None]  # wider bins: merge 2**shift old bins into one
+        hist = torch.zeros_like(hist).scatter_add_(1, torch.arange(HIST_BINS, device=a.device) >> shift, hist)
+        bins = (a * torch.exp2(-_bin_exponent(mx).double())[:, None]).long()  # floor: activations are >= 0
+        hist.scatter_add_(1, bins, (a > 0).long())
+        seen += a.shape[1]
         if seen >= n_rows:
             break
     if seen == 0:
         raise ValueError("the store yielded no rows")
-    return feats.tolist(), torch.cat(kept, 1), counts.cpu(), seen
+    hists = []
+    for m, h, w in zip(mx.tolist(), hist.tolist(), torch.exp2(_bin_exponent(mx).double()).tolist()):
+        n = int(m / w) + 1 if m > 0 else 0  # bins up to the one holding the max
+        hists.append(([w * i for i in range(n + 1)] if n else [], h[:n]))
+    return feats.tolist(), vals.cpu(), rows.cpu(), hists, counts.cpu(), seen
+
+
+def _bin_exponent(mx: torch.Tensor) -> torch.Tensor:
+    """The least e with ``mx < HIST_BINS * 2**e`` (exact: frexp, and HIST_BINS is a power of two)."""
+    return torch.frexp(mx).exponent - HIST_BINS.bit_length() + 1
 
 
 def _context(sae, store, row: int, feature: int, before: int, after: int):
@@ -186,8 +212,7 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
         bad = [f for f in features if not 0 <= int(f) < c.d_sae]
         if bad:
             raise ValueError(f"feature indices {bad} are outside 0..{c.d_sae - 1}")
-    feats, acts_f, counts, seen = scan_features(sae, store, features, cfg.n_rows)
-    top = acts_f.topk(min(cfg.n_examples, seen), dim=1)
+    feats, top_vals, top_rows, hists, counts, seen = scan_features(sae, store, features, cfg.n_rows, cfg.n_examples)
     tok = getattr(model, "tokenizer", None) if model is not None else None
     logit_w = None
     if model is not None:
@@ -197,21 +222,19 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
         logit_w = sae.W_dec[feats] @ W_U  # [F, vocab]
     summaries = []
     for j, f in enumerate(feats):
-        fired = top.values[j] > 0
-        rows, vals = top.indices[j][fired].tolist(), top.values[j][fired].tolist()
+        fired = top_vals[j] > 0
+        rows, vals = top_rows[j][fired].tolist(), top_vals[j][fired].tolist()
         contexts = []
         for r, v in zip(rows, vals):
             toks, acts, at = _context(sae, store, r, f, cfg.window, cfg.after)
             contexts.append({"row": r, "value": v, "tokens": [_tok_str(tok, t) for t in toks], "acts": acts, "at": at})
-        h = acts_f[j][acts_f[j] > 0]
-        counts_f, edges = torch.histogram(h, HIST_BINS) if h.numel() else (torch.zeros(0), torch.zeros(0))
         top_l = bot_l = []
         if logit_w is not None:
             lw = logit_w[j]
             top_l = [[_tok_str(tok, int(t)), float(lw[t])] for t in lw.topk(cfg.n_logits).indices]
             bot_l = [[_tok_str(tok, int(t)), float(lw[t])] for t in (-lw).topk(cfg.n_logits).indices]
         summaries.append(FeatureSummary(f, float(counts[f]) / seen, max(vals, default=0.0), rows, vals, top_l, bot_l,
-                                        contexts, edges.tolist(), counts_f.long().tolist()))
+                                        contexts, *hists[j]))
     res = FeatureDashboard(sae_config=encode(c.to_dict()), n_rows=seen, features=summaries, meta={"versions": versions()})
     rep = res.report()
     rep.title = title or rep.title
