@@ -139,7 +139,8 @@ def fvu(x_hat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class SparseCoder(nn.Module):
-    """Base class: parameters, input centring, decoding, unit-norm maintenance. Subclasses add ``encode``."""
+    """Base class: parameters, input centring, decoding, unit-norm maintenance. Subclasses add ``encode``
+    (``x -> EncodeOutput``) and ``penalties`` (the sparsity terms of :meth:`loss`)."""
 
     arch: str = ""
 
@@ -161,21 +162,14 @@ class SparseCoder(nn.Module):
         self.b_dec = nn.Parameter(torch.zeros(d_out))  # [d_out]
 
     # -- encode / decode ------------------------------------------------------------------
-    @property
-    def centres_input(self) -> bool:
-        """SAEs subtract b_dec from the input (SAELens ``apply_b_dec_to_input``); transcoders cannot."""
-        return not self.cfg.is_transcoder
-
     def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """SAEs subtract b_dec from the input (SAELens ``apply_b_dec_to_input``); transcoders cannot."""
         x = x.to(self.W_enc.dtype)
-        return x - self.b_dec if self.centres_input else x
+        return x if self.cfg.is_transcoder else x - self.b_dec
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder pre-activations ``[batch, d_sae]``."""
         return self._input(x) @ self.W_enc + self.b_enc
-
-    def encode(self, x: torch.Tensor) -> EncodeOutput:  # pragma: no cover - abstract
-        raise NotImplementedError
 
     def decode(self, acts: torch.Tensor) -> torch.Tensor:
         """Dense decode: ``acts @ W_dec + b_dec``."""
@@ -190,8 +184,8 @@ class SparseCoder(nn.Module):
         return self.decode_code(self.encode(x))
 
     def loss(self, x: torch.Tensor, target: torch.Tensor | None = None, dead_mask=None) -> ForwardOutput:
-        """Training loss on a batch: :meth:`mse` plus ``coeff * term`` for each term of :meth:`penalties`;
-        ``target`` defaults to ``x`` (SAE)."""
+        """Training loss on a batch: :meth:`mse` plus ``coeff * term`` for each ``(name, coeff, term)`` of the
+        subclass's ``penalties(code, x, target, x_hat, dead_mask)``; ``target`` defaults to ``x`` (SAE)."""
         self._check_batch(x, target)
         target = x if target is None else target
         code = self.encode(x)
@@ -210,14 +204,10 @@ class SparseCoder(nn.Module):
         """Squared error summed over features, averaged over rows."""
         return (x_hat - target).pow(2).sum(-1).mean()
 
-    def penalties(self, code: EncodeOutput, x, target, x_hat, dead_mask) -> list:  # pragma: no cover
-        """The sparsity terms of :meth:`loss`: ``[(name, coefficient, value)]``."""
-        raise NotImplementedError
-
     def _check_batch(self, x: torch.Tensor, target: torch.Tensor | None):
         if x.ndim != 2 or x.shape[-1] != self.cfg.d_in:
             raise ValueError(f"expected input rows [batch, {self.cfg.d_in}], got {tuple(x.shape)}")
-        if target is not None and (target.ndim != 2 or target.shape != (x.shape[0], self.cfg.out_dim)):
+        if target is not None and target.shape != (x.shape[0], self.cfg.out_dim):
             raise ValueError(f"expected target [{x.shape[0]}, {self.cfg.out_dim}], got {tuple(target.shape)}")
 
     # -- decoder norm maintenance ---------------------------------------------------------

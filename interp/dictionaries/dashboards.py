@@ -148,7 +148,7 @@ def scan_features(sae: SparseCoder, store, features: Sequence[int] | None, n_row
         counts += (acts > 0).sum(0)
         if feats is None:  # the most frequent latents of the first batch
             feats = counts.topk(min(10, c.d_sae)).indices
-        a = acts[:, feats].T.double()  # [F, b]; float64 holds every float32 value and its power-of-two scaling
+        a = acts[:, feats].T.double()  # [F, b]; float64 holds each float32 value times any 2**-e exactly
         if seen == 0:
             vals, rows, mx = a[:, :0], feats[:, None][:, :0], a.new_zeros(len(feats))
             hist = torch.zeros(len(feats), HIST_BINS, dtype=torch.long, device=a.device)
@@ -190,9 +190,7 @@ def _context(sae, store, row: int, feature: int, before: int, after: int):
 
 
 def _tok_str(tokenizer, t: int) -> str:
-    if tokenizer is None:
-        return f"<{t}>"
-    return tokenizer.decode([t])
+    return f"<{t}>" if tokenizer is None else tokenizer.decode([t])
 
 
 @torch.no_grad()
@@ -204,7 +202,6 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
     ``model`` gives the tokenizer and W_U (the logit-effect section is left out without it).
     ``config``, or its fields as keywords (not both): how many rows, examples and tokens.
     """
-    cfg = config
     c = sae.cfg
     if c.hook_in not in store.hooks:
         raise KeyError(f"the store has no rows for {c.hook_in!r} (it holds {list(store.hooks)})")
@@ -212,8 +209,9 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
         bad = [f for f in features if not 0 <= int(f) < c.d_sae]
         if bad:
             raise ValueError(f"feature indices {bad} are outside 0..{c.d_sae - 1}")
-    feats, top_vals, top_rows, hists, counts, seen = scan_features(sae, store, features, cfg.n_rows, cfg.n_examples)
-    tok = getattr(model, "tokenizer", None) if model is not None else None
+    feats, top_vals, top_rows, hists, counts, seen = scan_features(sae, store, features, config.n_rows,
+                                                                   config.n_examples)
+    tok = getattr(model, "tokenizer", None)
     logit_w = None
     if model is not None:
         W_U = model.W_U.to(sae.device, torch.float32)
@@ -226,13 +224,13 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
         rows, vals = top_rows[j][fired].tolist(), top_vals[j][fired].tolist()
         contexts = []
         for r, v in zip(rows, vals):
-            toks, acts, at = _context(sae, store, r, f, cfg.window, cfg.after)
+            toks, acts, at = _context(sae, store, r, f, config.window, config.after)
             contexts.append({"row": r, "value": v, "tokens": [_tok_str(tok, t) for t in toks], "acts": acts, "at": at})
         top_l = bot_l = []
         if logit_w is not None:
             lw = logit_w[j]
-            top_l = [[_tok_str(tok, int(t)), float(lw[t])] for t in lw.topk(cfg.n_logits).indices]
-            bot_l = [[_tok_str(tok, int(t)), float(lw[t])] for t in (-lw).topk(cfg.n_logits).indices]
+            top_l = [[_tok_str(tok, int(t)), float(lw[t])] for t in lw.topk(config.n_logits).indices]
+            bot_l = [[_tok_str(tok, int(t)), float(lw[t])] for t in (-lw).topk(config.n_logits).indices]
         summaries.append(FeatureSummary(f, float(counts[f]) / seen, max(vals, default=0.0), rows, vals, top_l, bot_l,
                                         contexts, *hists[j]))
     res = FeatureDashboard(sae_config=encode(c.to_dict()), n_rows=seen, features=summaries, meta={"versions": versions()})

@@ -34,10 +34,10 @@ NUMBER_NAMES = {
 """Readable names of the RowMetrics / SplicedMetrics fields in the report's table."""
 
 
-def _what(c: dict, transcoder: bool) -> str:
-    """``topk SAE on <hook> (n latents)`` or ``relu transcoder <in> -> <out> (n latents)``."""
-    hooks = f"{c.get('hook_in')} -> {c.get('hook_out')}" if transcoder else f"on {c.get('hook_in')}"
-    return f"{c.get('arch')} {'transcoder' if transcoder else 'SAE'} {hooks} ({c.get('d_sae')} latents)"
+def _what(c: dict) -> str:
+    """``topk SAE on <hook> (n latents)``, or (``hook_out`` set) ``relu transcoder <in> -> <out> (...)``."""
+    hooks = f"transcoder {c['hook_in']} -> {c['hook_out']}" if c.get("hook_out") else f"SAE on {c['hook_in']}"
+    return f"{c['arch']} {hooks} ({c['d_sae']} latents)"
 
 
 def _pct(x: float | str | None) -> str:
@@ -75,10 +75,6 @@ class DictionaryEvaluation(Result):
     meta: dict = field(default_factory=dict)
     """Seconds and versions."""
 
-    # ------------------------------------------------------------------ reading
-    def _what(self) -> str:
-        return _what(self.sae_config, self.noun == "transcoder")
-
     def _spliced_sentence(self) -> str:
         s = self.spliced
         if s is None:
@@ -93,14 +89,9 @@ class DictionaryEvaluation(Result):
 
     def summary(self) -> str:
         r = self.rows
-        return (f"The {self._what()} explains {_pct(r.explained_variance)} of the variance of {r.n_rows:,} rows "
-                f"at L0 {r.l0:.1f}, with {_pct(r.dead_fraction)} of latents dead. " + self._spliced_sentence())
-
-    def top_latents(self, n: int = 10) -> list[dict]:
-        """The ``n`` densest latents (index and firing density)."""
-        d = self.rows.density
-        idx = d.argsort(descending=True)[:n].tolist()
-        return [{"latent": i, "density": round(float(d[i]), 5)} for i in idx]
+        return (f"The {_what(self.sae_config)} explains {_pct(r.explained_variance)} of the variance of "
+                f"{r.n_rows:,} rows at L0 {r.l0:.1f}, with {_pct(r.dead_fraction)} of latents dead. "
+                + self._spliced_sentence())
 
     def _add_density(self, r) -> None:
         d = self.rows.density.double()
@@ -114,7 +105,8 @@ class DictionaryEvaluation(Result):
                    caption=f"How often each of the {d.numel()} latents fires on the {self.rows.n_rows:,} rows: log10 of "
                            f"the fraction, bins of 0.25; the first bar counts the latents that never fired "
                            f"({_pct(self.rows.dead_fraction)}).", fields=("rows.density", "rows.density#0"))
-        r.add_table("Densest latents", self.top_latents(),
+        r.add_table("Densest latents", [{"latent": i, "density": round(float(d[i]), 5)}
+                                        for i in d.argsort(descending=True)[:10].tolist()],
                     caption="Latents that fire on the largest fraction of rows (candidates for dense, "
                             "uninterpretable latents).")
 
@@ -141,8 +133,8 @@ class DictionaryEvaluation(Result):
     def report(self):
         from interp.reports import Report
 
-        r = Report(f"{self.noun[0].upper()}{self.noun[1:]} evaluation: {self._what()}", config=self.config,
-                   meta={"model": self.model, **self.meta}, summary=self.summary())
+        r = Report(f"{self.noun[0].upper()}{self.noun[1:]} evaluation: {_what(self.sae_config)}",
+                   config=self.config, meta={"model": self.model, **self.meta}, summary=self.summary())
         for title, parts in self.layout:
             r.add_section(title)
             for part in parts:
@@ -175,8 +167,9 @@ class TranscoderEvaluation(DictionaryEvaluation):
 
     def summary(self) -> str:
         r = self.rows
-        return (f"The {self._what()} predicts the MLP output with {_pct(r.explained_variance)} of its variance "
-                f"explained ({r.n_rows:,} rows) at L0 {r.l0:.1f}, {_pct(r.dead_fraction)} of latents dead. "
+        return (f"The {_what(self.sae_config)} predicts the MLP output with {_pct(r.explained_variance)} of "
+                f"its variance explained ({r.n_rows:,} rows) at L0 {r.l0:.1f}, {_pct(r.dead_fraction)} of "
+                "latents dead. "
                 + self._spliced_sentence().replace("Spliced into", "Replacing the MLP of"))
 
 
@@ -226,8 +219,7 @@ class DictionaryTraining(Result):
 
     def summary(self) -> str:
         state = "trained" if self.complete else f"stopped at step {self.steps} of {self.total_steps} (rerun to resume)"
-        what = _what(self.sae_config, bool(self.sae_config.get("hook_out")))
-        return (f"The {what} {state}: {self.steps} steps on "
+        return (f"The {_what(self.sae_config)} {state}: {self.steps} steps on "
                 f"{self.tokens:,} rows ending at FVU {self.fvu:.4f} (training batches), L0 {self.l0:.1f}, "
                 f"{_pct(self.dead_fraction)} of latents dead; {self.tokens_per_s:,.0f} rows/s.")
 
