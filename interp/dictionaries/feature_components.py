@@ -115,7 +115,7 @@ def splice_features(model, saes: Mapping[int, SparseCoder] | Sequence[SparseCode
     from transformer_lens.hook_points import HookPoint
 
     from interp.attribution.components import COMPONENT_TYPES, ComponentType, register_component_type
-    from interp.models import scoped_hooks
+    from interp.models.hooks import save_hook, scoped_hooks
 
     if not isinstance(saes, Mapping):
         saes = {_template(s.cfg.hook_in)[0]: s for s in saes}
@@ -142,10 +142,6 @@ def splice_features(model, saes: Mapping[int, SparseCoder] | Sequence[SparseCode
             points[hname] = hp
     inputs: dict[int, torch.Tensor] = {}
 
-    def save_input(x, hook, layer):
-        inputs[layer] = x
-        return x
-
     def rewrite(x, hook, layer):
         sae = saes.get(layer)
         acts_hp, err_hp = (points[t.format(layer=layer)] for t in sp.templates)
@@ -165,7 +161,7 @@ def splice_features(model, saes: Mapping[int, SparseCoder] | Sequence[SparseCode
 
     fwd = []
     if hook_in != hook_out:
-        fwd += [(hook_in.format(layer=l), functools.partial(save_input, layer=l)) for l in sp.layers]
+        fwd += [(hook_in.format(layer=l), save_hook(inputs, l)) for l in sp.layers]
     fwd += [(hook_out.format(layer=l), functools.partial(rewrite, layer=l)) for l in range(L)]
     registry.update(points)
     try:

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from interp.models.hooks import save_hook
+
 from .base import SparseCoder
 
 
@@ -132,10 +134,6 @@ def splice_hooks(sae: SparseCoder, mode: str = "dict", skip_bos: bool = True):
         raise ValueError(f"mode must be 'dict' or 'zero', got {mode!r}")
     store: dict = {}
 
-    def capture(act, hook):
-        store["x"] = act
-        return act
-
     def replace(act, hook):
         if mode == "zero":
             new = torch.zeros_like(act)
@@ -149,7 +147,7 @@ def splice_hooks(sae: SparseCoder, mode: str = "dict", skip_bos: bool = True):
         return new
 
     if mode == "dict" and hook_in != hook_out:
-        return [(hook_in, capture), (hook_out, replace)]
+        return [(hook_in, save_hook(store, "x")), (hook_out, replace)]
     return [(hook_out, replace)]
 
 

@@ -28,12 +28,14 @@ Memory: one copy of the weights.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from interp.models.hooks import mlp_hook
 from interp.store.format import read_json_object
 
 from .base import SAEConfig, SparseCoder
@@ -42,9 +44,7 @@ from .registry import make
 CFG_FILE, WEIGHTS_FILE = "cfg.json", "sae_weights.safetensors"
 _TO_SAELENS = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu"}
 _TC_TO_SAELENS = {"relu": "transcoder", "jumprelu": "jumprelu_transcoder", "topk": "topk_transcoder"}
-_FROM_SAELENS = {"standard": ("relu", False), "topk": ("topk", False), "jumprelu": ("jumprelu", False),
-                 "transcoder": ("relu", True), "jumprelu_transcoder": ("jumprelu", True),
-                 "topk_transcoder": ("topk", True)}
+_FROM_SAELENS = {v: (k, tc) for tc, m in ((False, _TO_SAELENS), (True, _TC_TO_SAELENS)) for k, v in m.items()}
 SAELENS_FORMAT_VERSION = "6.0.0"
 """Written as ``metadata.sae_lens_version``: SAELens treats configs without it as pre-6.0 and drops the metadata."""
 _INTERP_KEYS = ("k", "k_aux", "aux_coeff", "l1_coeff", "l0_coeff", "jumprelu_bandwidth", "jumprelu_init_threshold")
@@ -124,7 +124,7 @@ def load_sae(path: str | Path, device=None) -> SparseCoder:
     if not wfile.exists():
         raise FileNotFoundError(f"{path}: {WEIGHTS_FILE} is missing")
     try:
-        w = load_file(wfile)
+        w = {k: v.float() for k, v in load_file(wfile).items()}
     except SafetensorError as e:  # e.g. a pickle (torch.save) under this name: refused, never unpickled
         raise SAELensFormatError(f"{wfile} is not a valid safetensors file ({e}); interp reads weights only "
                                  "as safetensors, never pickles (.pt/.bin)") from e
@@ -151,27 +151,23 @@ def load_sae(path: str | Path, device=None) -> SparseCoder:
         **({k: v for k, v in interp_meta.items() if k in _INTERP_KEYS and v is not None}
            | ({"k": int(cfg["k"])} if ours == "topk" and "k" in cfg else {})),
     )
-    W_enc, W_dec = w["W_enc"].float(), w["W_dec"].float()
-    b_enc, b_dec = w["b_enc"].float(), w["b_dec"].float()
     if not transcoder and not cfg.get("apply_b_dec_to_input", True):
-        b_enc = b_enc + b_dec @ W_enc  # ours computes (x - b_dec) @ W_enc + b_enc
+        w["b_enc"] = w["b_enc"] + w["b_dec"] @ w["W_enc"]  # ours computes (x - b_dec) @ W_enc + b_enc
     if transcoder and cfg.get("apply_b_dec_to_input"):
         raise SAELensFormatError(f"{path / CFG_FILE}: apply_b_dec_to_input=true is invalid for a transcoder")
     if ours == "topk" and cfg.get("rescale_acts_by_decoder_norm"):
         # SAELens: pre' = pre * ||W_dec_i||, decode with W_dec_i / ||W_dec_i||: fold exactly.
-        n = W_dec.norm(dim=-1).clamp_min(1e-8)
-        W_enc, b_enc, W_dec = W_enc * n, b_enc * n, W_dec / n[:, None]
-    state = {"W_enc": W_enc, "W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec}
+        n = w["W_dec"].norm(dim=-1).clamp_min(1e-8)
+        w["W_enc"], w["b_enc"], w["W_dec"] = w["W_enc"] * n, w["b_enc"] * n, w["W_dec"] / n[:, None]
+    state = {k: w[k] for k in ("W_enc", "W_dec", "b_enc", "b_dec")}
     if ours == "jumprelu":
         # SAELens: ReLU(z) * 1{z > threshold}; ours z * 1{z > theta}, theta > 0: equal for theta = max(t, 0).
-        state["log_threshold"] = w["threshold"].float().clamp_min(torch.finfo(torch.float32).tiny).log()
+        state["log_threshold"] = w["threshold"].clamp_min(torch.finfo(torch.float32).tiny).log()
     sae = make(sae_cfg)
     sae.load_state_dict(state)
     return sae.to(device or "cpu").eval()
 
 
 def _default_out(hook_in: str) -> str:
-    import re
-
-    m = re.match(r"^blocks\.(\d+)\.", hook_in or "")
-    return f"blocks.{m.group(1)}.hook_mlp_out" if m else ""
+    m = re.match(r"^blocks\.(\d+)\.", hook_in)
+    return mlp_hook(int(m.group(1))) if m else ""

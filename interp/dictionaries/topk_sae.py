@@ -26,7 +26,7 @@ import contextvars
 
 import torch
 
-from .base import EncodeOutput, SparseCoder
+from .base import EncodeOutput, SparseCoder, fvu
 from .registry import register
 from .sparse_decode import encode_at, sparse_decode
 
@@ -61,8 +61,7 @@ def _normalized_mse(x_hat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             dist.all_reduce(total)
         scale = n_global / max(1, target.shape[0])
         return (x_hat - target).pow(2).sum() / total[0].clamp_min(tiny) * scale
-    total = (target - target.mean(0, keepdim=True)).pow(2).sum()
-    return (x_hat - target).pow(2).sum() / total.clamp_min(tiny)
+    return fvu(x_hat, target)
 
 
 @register("topk")

@@ -53,6 +53,7 @@ import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 import torch
 from safetensors import SafetensorError
@@ -211,7 +212,14 @@ def save_checkpoint(path, sae, opt, since_fired, step, tokens, tcfg: TrainConfig
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _write_checkpoint(tmp, sae, opt, since_fired, step, tokens, tcfg)
+        save_sae(sae, tmp)
+        names = [n for n, _ in sae.named_parameters()]
+        tensors = {f"optim.{names[i]}.{k}": v.detach().cpu().contiguous()
+                   for i, st in opt.state_dict()["state"].items() for k, v in st.items()}
+        save_file({"since_fired": since_fired.detach().cpu().contiguous(), **tensors}, tmp / STATE_TENSORS)
+        meta = {"step": step, "tokens": tokens, "train_config": asdict(tcfg), "sae_config": sae.cfg.to_dict(),
+                "format": "interp-sae-checkpoint-v1"}
+        (tmp / STATE_JSON).write_text(json.dumps(meta, indent=2))
     except (OSError, SafetensorError) as e:  # e.g. a full disk: keep the previous checkpoint, free the space
         shutil.rmtree(tmp, ignore_errors=True)
         raise OSError(getattr(e, "errno", None) or errno.EIO,
@@ -223,17 +231,6 @@ def save_checkpoint(path, sae, opt, since_fired, step, tokens, tcfg: TrainConfig
         os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_checkpoint(tmp: Path, sae, opt, since_fired, step, tokens, tcfg: TrainConfig) -> None:
-    save_sae(sae, tmp)
-    names = [n for n, _ in sae.named_parameters()]
-    tensors = {f"optim.{names[i]}.{k}": v.detach().cpu().contiguous()
-               for i, st in opt.state_dict()["state"].items() for k, v in st.items()}
-    save_file({"since_fired": since_fired.detach().cpu().contiguous(), **tensors}, tmp / STATE_TENSORS)
-    meta = {"step": step, "tokens": tokens, "train_config": asdict(tcfg), "sae_config": sae.cfg.to_dict(),
-            "format": "interp-sae-checkpoint-v1"}
-    (tmp / STATE_JSON).write_text(json.dumps(meta, indent=2))
 
 
 def load_checkpoint(path, device=None):
@@ -257,11 +254,8 @@ def load_checkpoint(path, device=None):
 
 def _restore_optimizer(opt, sae, tensors):
     """Adam's state from ``optim.<parameter>.<key>`` tensors (``load_state_dict`` moves it to the device)."""
-    state: dict = {}
-    for i, (name, _) in enumerate(sae.named_parameters()):
-        st = {k.rsplit(".", 1)[1]: v for k, v in tensors.items() if k.rsplit(".", 1)[0] == f"optim.{name}"}
-        if st:
-            state[i] = st
+    state = {i: {k.rsplit(".", 1)[1]: v for k, v in tensors.items() if k.rsplit(".", 1)[0] == f"optim.{name}"}
+             for i, (name, _) in enumerate(sae.named_parameters())}  # {} for a parameter never stepped
     opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
 
 
@@ -294,12 +288,10 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
 
     ckpt = Path(cfg.checkpoint_dir) / "checkpoint" if cfg.checkpoint_dir else None
     start_step, tokens, state, fresh = 0, 0, None, False
-    if ckpt is not None and not ckpt.exists() and ckpt.with_name(ckpt.name + ".old").exists():
-        ckpt_src = ckpt.with_name(ckpt.name + ".old")  # killed between save_checkpoint's two renames
-    else:
-        ckpt_src = ckpt
-    if ckpt_src is not None and ckpt_src.exists():
-        sae, meta, state = load_checkpoint(ckpt_src, device)
+    # a run killed between save_checkpoint's two renames left only checkpoint.old
+    found = [p for p in (ckpt, ckpt and ckpt.with_name(ckpt.name + ".old")) if p is not None and p.exists()]
+    if found:
+        sae, meta, state = load_checkpoint(found[0], device)
         if meta["sae_config"] != sae_cfg.to_dict():
             raise ValueError(f"checkpoint {ckpt} was trained with a different SAEConfig; use another "
                              f"checkpoint_dir or the same config. Checkpoint: {meta['sae_config']}")
@@ -338,9 +330,7 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
     history, recent, step = [], [], start_step
     t0, tokens0 = time.perf_counter(), tokens
     try:
-        for i, batch in enumerate(batches):
-            if i < start_step:
-                continue  # resume: the order depends on the seed only, so skip what was trained
+        for batch in islice(batches, start_step, None):  # resume: the order depends on the seed only
             if step >= stop:
                 break
             x, y = _split(batch, sae_cfg.is_transcoder)
@@ -356,8 +346,7 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
                                  "non-finite activations, so the dictionary would be ruined. Re-cache them "
                                  "(fp16 overflows above 65504: use bf16 or fp32) or filter the rows")
             dead = since_fired >= cfg.dead_after_tokens
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr_at(step)
+            opt.param_groups[0]["lr"] = cfg.lr_at(step)  # Adam over sae.parameters(): one group
             with data_parallel_normaliser(world > 1):  # TopK: normalise by the global batch's variance
                 out = sae.loss(x, y, dead_mask=dead)
             opt.zero_grad(set_to_none=True)
@@ -371,12 +360,11 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
             sae.remove_parallel_decoder_grad()
             opt.step()
             sae.set_decoder_unit_norm()
-            with torch.no_grad():
-                fired = (out.acts > 0).any(0).to(torch.int32)
-                if world > 1:  # fired on any rank
-                    torch.distributed.all_reduce(fired, op=torch.distributed.ReduceOp.MAX)
-                since_fired += n_global
-                since_fired[fired.bool()] = 0
+            fired = (out.acts > 0).any(0).to(torch.int32)  # a comparison: no autograd graph
+            if world > 1:  # fired on any rank
+                torch.distributed.all_reduce(fired, op=torch.distributed.ReduceOp.MAX)
+            since_fired += n_global
+            since_fired[fired.bool()] = 0
             step += 1
             tokens += n_global
             recent.append((float(out.fvu), float(out.l0)))
