@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from interp.results import check_fields
@@ -149,14 +150,9 @@ class SparseCoder(nn.Module):
         self.cfg = cfg
         d_in, d_sae, d_out = cfg.d_in, cfg.d_sae, cfg.out_dim
         # Tied initialisation (Gao et al.): unit-norm random decoder rows, W_enc = W_dec^T.
-        w_dec = torch.randn(d_sae, d_out)
-        w_dec /= w_dec.norm(dim=-1, keepdim=True)
+        w_dec = F.normalize(torch.randn(d_sae, d_out), dim=-1)
         self.W_dec = nn.Parameter(w_dec)  # [d_sae, d_out]
-        if d_out == d_in:
-            w_enc = w_dec.T.clone()
-        else:
-            w_enc = torch.randn(d_in, d_sae)
-            w_enc /= w_enc.norm(dim=0, keepdim=True)
+        w_enc = w_dec.T.clone() if d_out == d_in else F.normalize(torch.randn(d_in, d_sae), dim=0)
         self.W_enc = nn.Parameter(w_enc)  # [d_in, d_sae]
         self.b_enc = nn.Parameter(torch.zeros(d_sae))  # [d_sae]
         self.b_dec = nn.Parameter(torch.zeros(d_out))  # [d_out]
@@ -225,7 +221,7 @@ class SparseCoder(nn.Module):
         """
         if self.W_dec.grad is None:
             return
-        w = self.W_dec / self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        w = F.normalize(self.W_dec, dim=-1, eps=1e-8)
         parallel = (self.W_dec.grad * w).sum(-1, keepdim=True)
         self.W_dec.grad.sub_(parallel * w)
 

@@ -150,14 +150,10 @@ def splice_features(model, saes: Mapping[int, SparseCoder] | Sequence[SparseCode
             acts_hp(zeros.requires_grad_(torch.is_grad_enabled()))  # a leaf, so gradients w.r.t. it are 0
             return err_hp(x)
         x_in = inputs.pop(layer) if hook_in != hook_out else x
-        lead = x_in.shape[:-1]
-        sae_dtype = sae.W_dec.dtype
-        f = sae.encode(x_in.reshape(-1, x_in.shape[-1]).to(sae_dtype)).acts.reshape(*lead, F)
+        f = sae.encode(x_in.flatten(0, -2).to(sae.W_dec.dtype)).acts.reshape(*x_in.shape[:-1], F)
         err = x - sae.decode(f).to(x.dtype)
         # the hook sees a node of its own: err depends on f, so were f itself decoded, d x'/d f would cancel to 0
-        f_h = acts_hp(f.clone())
-        err_h = err_hp(err)
-        return sae.decode(f_h).to(x.dtype) + err_h
+        return sae.decode(acts_hp(f.clone())).to(x.dtype) + err_hp(err)
 
     fwd = []
     if hook_in != hook_out:

@@ -70,12 +70,9 @@ def save_sae(sae: SparseCoder, path: str | Path) -> Path:
         cfg["d_out"] = c.out_dim
         meta["hook_name_out"] = c.target_hook
     if c.arch == "topk":
-        cfg["k"] = c.k
-        cfg["rescale_acts_by_decoder_norm"] = False
-    tensors = {n: sae.state_dict()[n].detach().float().cpu().contiguous() for n in ("W_enc", "W_dec", "b_enc", "b_dec")}
-    if c.arch == "jumprelu":
-        tensors["threshold"] = sae.threshold.detach().float().cpu().contiguous()
-    save_file(tensors, path / WEIGHTS_FILE)
+        cfg.update(k=c.k, rescale_acts_by_decoder_norm=False)
+    names = ("W_enc", "W_dec", "b_enc", "b_dec") + (("threshold",) if c.arch == "jumprelu" else ())
+    save_file({n: getattr(sae, n).detach().float().cpu().contiguous() for n in names}, path / WEIGHTS_FILE)
     (path / CFG_FILE).write_text(json.dumps(cfg, indent=2))
     return path
 

@@ -57,11 +57,8 @@ class TensorSource:
         multi, hooks = batch_request(hook_or_hooks, batch_size, config, self._check)
         shuffle, seed, device, dtype, rank, world_size, epochs = astuple(config)
         for epoch in range(epochs):
-            if shuffle:
-                g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-                order = torch.randperm(self.n_rows, generator=g)
-            else:
-                order = torch.arange(self.n_rows)
+            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            order = torch.randperm(self.n_rows, generator=g) if shuffle else torch.arange(self.n_rows)
             order = order[rank::world_size]
             for s in range(0, len(order), batch_size):
                 sel = order[s:s + batch_size]

@@ -169,19 +169,16 @@ def init_b_dec(sae: SparseCoder, source, cfg: TrainConfig, device) -> None:
         sae.b_dec.zero_()
         if not centre:
             return
-    xs, ys = [], []
-    for batch in source.batches(_hooks(sae.cfg), min(cfg.init_rows, 8192), shuffle=True, seed=cfg.seed + 7919,
-                                device=device, dtype=torch.float32):
-        x, y = _split(batch, sae.cfg.is_transcoder)
-        xs.append(x)
-        ys.append(x if y is None else y)
-        if sum(map(len, xs)) >= cfg.init_rows:
-            break
-    data = torch.cat(ys)[: cfg.init_rows]
+    bs = min(cfg.init_rows, 8192)
+    batches = source.batches(_hooks(sae.cfg), bs, shuffle=True, seed=cfg.seed + 7919, device=device,
+                             dtype=torch.float32)
+    xs, ys = zip(*(_split(b, sae.cfg.is_transcoder) for b in islice(batches, math.ceil(cfg.init_rows / bs))))
+    x = torch.cat(xs)[: cfg.init_rows]
+    data = x if ys[0] is None else torch.cat(ys)[: cfg.init_rows]
     if cfg.b_dec_init != "zeros":
         sae.b_dec.copy_(geometric_median(data) if cfg.b_dec_init == "geometric_median" else data.mean(0))
     if centre:
-        _init_transcoder_encoder(sae, torch.cat(xs)[: cfg.init_rows], data, cfg.transcoder_init == "regression")
+        _init_transcoder_encoder(sae, x, data, cfg.transcoder_init == "regression")
 
 
 @torch.no_grad()
@@ -287,7 +284,7 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
             raise ValueError(f"SAEConfig.{field}={width} but {h} rows have width {source.d(h)}")
 
     ckpt = Path(cfg.checkpoint_dir) / "checkpoint" if cfg.checkpoint_dir else None
-    start_step, tokens, state, fresh = 0, 0, None, False
+    start_step, tokens, state = 0, 0, None
     # a run killed between save_checkpoint's two renames left only checkpoint.old
     found = [p for p in (ckpt, ckpt and ckpt.with_name(ckpt.name + ".old")) if p is not None and p.exists()]
     if found:
@@ -302,11 +299,10 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
         start_step, tokens = meta["step"], meta["tokens"]
     elif sae is None:
         torch.manual_seed(cfg.seed)
-        sae, fresh = make(sae_cfg), True
-    sae = sae.to(device).train()
-    if fresh:
+        sae = make(sae_cfg).to(device)
         init_b_dec(sae, source, cfg, device)
         sae.set_decoder_unit_norm()
+    sae = sae.to(device).train()
 
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
     since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device)
@@ -338,8 +334,7 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
             if world > 1:  # this rank's slice of the global batch
                 if n_global < world:
                     continue  # an epoch's tail with fewer rows than ranks (every rank skips it)
-                x = x.tensor_split(world)[rank]
-                y = y.tensor_split(world)[rank] if y is not None else None
+                x, y = (t if t is None else t.tensor_split(world)[rank] for t in (x, y))
             if not (torch.isfinite(x).all() and (y is None or torch.isfinite(y).all())):
                 raise ValueError(f"training rows at step {step} contain NaN or inf ({sae_cfg.hook_in}"
                                  f"{' -> ' + sae_cfg.target_hook if y is not None else ''}); the source holds "
