@@ -45,8 +45,7 @@ def _threshold_fn(step: bool):
         @staticmethod
         def backward(ctx, g):
             z, theta = ctx.saved_tensors
-            u = (z - theta) / ctx.eps
-            rect = ((u > -0.5) & (u < 0.5)).to(u.dtype)
+            rect = ((z - theta) / ctx.eps).abs().lt(0.5).to(z.dtype)  # K(u) = 1{|u| < 1/2}
             grad_theta = (-((1.0 if step else theta) / ctx.eps) * rect * g).sum(0)
             return None if step else (z > theta).to(g.dtype) * g, grad_theta, None
 

@@ -20,8 +20,8 @@ cross-entropies L_orig (no change), L_dict (spliced) and L_zero (activation set 
     CE recovered = (L_zero - L_dict) / (L_zero - L_orig)
     KL score     = (KL_zero - KL_dict) / KL_zero,   KL_* = mean_tokens KL(p_orig || p_*)
 
-``skip_bos`` leaves position 0 unreplaced (its activations are attention-sink outliers that
-SAELens also excludes by default).
+Position 0 is never replaced (its activations are attention-sink outliers that SAELens also
+excludes by default).
 
 :func:`evaluate_dictionary` runs both and returns the typed result
 (:class:`interp.dictionaries.results.DictionaryEvaluation`, kind ``sae`` or ``transcoder``).
@@ -124,8 +124,9 @@ def evaluate_rows(sae: SparseCoder, source, n_rows: int = 65536, batch_size: int
                       (fired.double() / n).float().cpu())
 
 
-def splice_hooks(sae: SparseCoder, mode: str = "dict", skip_bos: bool = True):
-    """Forward hooks ``[(name, fn)]`` that replace ``hook_out`` by the dictionary output (``mode='dict'``) or zeros."""
+def splice_hooks(sae: SparseCoder, mode: str = "dict"):
+    """Forward hooks ``[(name, fn)]`` that replace ``hook_out`` by the dictionary output (``mode='dict'``) or
+    zeros, at every position but the first (BOS)."""
     c = sae.cfg
     hook_in, hook_out = c.hook_in, c.target_hook
     if not hook_in:
@@ -142,9 +143,7 @@ def splice_hooks(sae: SparseCoder, mode: str = "dict", skip_bos: bool = True):
             if x.shape[-1] != c.d_in:
                 raise ValueError(f"{hook_in} has width {x.shape[-1]}, the dictionary expects d_in={c.d_in}")
             new = sae(x.reshape(-1, c.d_in)).reshape(*act.shape[:-1], c.out_dim).to(act.dtype)
-        if skip_bos:
-            new = torch.cat([act[:, :1], new[:, 1:]], dim=1)
-        return new
+        return torch.cat([act[:, :1], new[:, 1:]], dim=1)
 
     if mode == "dict" and hook_in != hook_out:
         return [(hook_in, save_hook(store, "x")), (hook_out, replace)]
@@ -152,7 +151,7 @@ def splice_hooks(sae: SparseCoder, mode: str = "dict", skip_bos: bool = True):
 
 
 @torch.no_grad()
-def spliced_ce(model, sae: SparseCoder, tokens: torch.Tensor, batch_size: int = 8, skip_bos: bool = True) -> SplicedMetrics:
+def spliced_ce(model, sae: SparseCoder, tokens: torch.Tensor, batch_size: int = 8) -> SplicedMetrics:
     """CE loss recovered and KL with ``sae`` spliced into ``model`` (see module docstring).
 
     ``tokens``: LongTensor ``[n_seq, T]`` (BOS first if the model expects one).
@@ -170,7 +169,7 @@ def spliced_ce(model, sae: SparseCoder, tokens: torch.Tensor, batch_size: int = 
         tk = tokens[s:s + batch_size].to(dev)
         logp = {}
         for mode in ("orig", "dict", "zero"):
-            with scoped_hooks(model, fwd=splice_hooks(sae, mode, skip_bos) if mode != "orig" else []):
+            with scoped_hooks(model, fwd=splice_hooks(sae, mode) if mode != "orig" else []):
                 logp[mode] = model(tk, return_type="logits")[:, :-1].float().log_softmax(-1)
             tot[mode] -= float(logp[mode].gather(-1, tk[:, 1:, None]).sum())
         for mode in ("dict", "zero"):
@@ -215,9 +214,7 @@ def evaluate_dictionary(sae: SparseCoder, store, model=None, n_tokens: int = 655
                            f"it holds {list(store.hooks)}")
     t0 = time.perf_counter()
     rows = evaluate_rows(sae, store, n_rows=n_tokens, batch_size=batch_size)
-    spliced = None
-    if model is not None and n > 0:
-        spliced = spliced_ce(model, sae, sequences_from_store(store, n))
+    spliced = spliced_ce(model, sae, sequences_from_store(store, n)) if model is not None and n > 0 else None
     from interp.models import model_name
 
     manifest = getattr(store, "manifest", {})

@@ -256,15 +256,6 @@ def _restore_optimizer(opt, sae, tensors):
     opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
 
 
-# -- data parallel (torch.distributed) --------------------------------------------------------
-def _dist_rank_world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 # -- the loop -------------------------------------------------------------------------------
 def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
               sae: SparseCoder | None = None) -> DictionaryTraining:
@@ -312,10 +303,12 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
 
     total = cfg.total_steps
     stop = total if cfg.max_steps is None else min(total, start_step + cfg.max_steps)
-    rank, world = _dist_rank_world()
+    dist = torch.distributed
+    on = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if on else (0, 1)
     if world > 1:
         for p in sae.parameters():
-            torch.distributed.broadcast(p.data, src=0)
+            dist.broadcast(p.data, src=0)
     epochs = max(1, math.ceil(total * cfg.batch_size / max(1, source.n_rows)))
     batches = source.batches(hooks, cfg.batch_size, shuffle=True, seed=cfg.seed, device=device,
                              dtype=torch.float32, epochs=epochs)
@@ -349,7 +342,7 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
             if world > 1:  # sum the gradients over ranks with one all-reduce of a flat buffer
                 grads = [p.grad for p in sae.parameters() if p.grad is not None]
                 flat = torch.cat([g.reshape(-1) for g in grads])
-                torch.distributed.all_reduce(flat)
+                dist.all_reduce(flat)
                 for g, part in zip(grads, flat.split([g.numel() for g in grads])):
                     g.copy_(part.view_as(g))
             sae.remove_parallel_decoder_grad()
@@ -357,7 +350,7 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
             sae.set_decoder_unit_norm()
             fired = (out.acts > 0).any(0).to(torch.int32)  # a comparison: no autograd graph
             if world > 1:  # fired on any rank
-                torch.distributed.all_reduce(fired, op=torch.distributed.ReduceOp.MAX)
+                dist.all_reduce(fired, op=dist.ReduceOp.MAX)
             since_fired += n_global
             since_fired[fired.bool()] = 0
             step += 1
@@ -382,7 +375,7 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
     if ckpt is not None and rank == 0:
         save_checkpoint(ckpt, sae, opt, since_fired, step, tokens, cfg)
     if world > 1:
-        torch.distributed.barrier()  # the final checkpoint exists before any rank returns
+        dist.barrier()  # the final checkpoint exists before any rank returns
     seconds = time.perf_counter() - t0
     last = history[-1] if history else {"fvu": float("nan"), "l0": float("nan")}
     dead_frac = float((since_fired >= cfg.dead_after_tokens).float().mean())
