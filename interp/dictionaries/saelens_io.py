@@ -126,19 +126,17 @@ def load_sae(path: str | Path, device=None) -> SparseCoder:
         raise SAELensFormatError(f"{wfile} is not a valid safetensors file ({e}); interp reads weights only "
                                  "as safetensors, never pickles (.pt/.bin)") from e
     ours, transcoder = _FROM_SAELENS[arch]
-    need = ["W_enc", "W_dec", "b_enc", "b_dec"] + (["threshold"] if ours == "jumprelu" else [])
     meta = cfg["metadata"]
     interp_meta = meta.get("interp") or {}
     d_in, d_sae = cfg["d_in"], cfg["d_sae"]
     d_out = cfg.get("d_out") if transcoder else None
     out_dim = d_out or d_in
-    expect = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, out_dim), "b_enc": (d_sae,), "b_dec": (out_dim,),
-              "threshold": (d_sae,)}
-    for n in need:
+    expect = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, out_dim), "b_enc": (d_sae,), "b_dec": (out_dim,)}
+    for n, shape in (expect | ({"threshold": (d_sae,)} if ours == "jumprelu" else {})).items():
         if n not in w:
             raise SAELensFormatError(f"{wfile}: tensor {n} is missing (has {sorted(w)})")
-        if tuple(w[n].shape) != expect[n]:
-            raise SAELensFormatError(f"{wfile}: {n} has shape {tuple(w[n].shape)}, cfg.json implies {expect[n]}")
+        if tuple(w[n].shape) != shape:
+            raise SAELensFormatError(f"{wfile}: {n} has shape {tuple(w[n].shape)}, cfg.json implies {shape}")
     hook_in = meta.get("hook_name") or ""
     sae_cfg = SAEConfig(
         arch=ours, d_in=d_in, d_sae=d_sae, d_out=d_out, hook_in=hook_in,
@@ -156,12 +154,11 @@ def load_sae(path: str | Path, device=None) -> SparseCoder:
         # SAELens: pre' = pre * ||W_dec_i||, decode with W_dec_i / ||W_dec_i||: fold exactly.
         n = w["W_dec"].norm(dim=-1).clamp_min(1e-8)
         w["W_enc"], w["b_enc"], w["W_dec"] = w["W_enc"] * n, w["b_enc"] * n, w["W_dec"] / n[:, None]
-    state = {k: w[k] for k in ("W_enc", "W_dec", "b_enc", "b_dec")}
     if ours == "jumprelu":
         # SAELens: ReLU(z) * 1{z > threshold}; ours z * 1{z > theta}, theta > 0: equal for theta = max(t, 0).
-        state["log_threshold"] = w["threshold"].clamp_min(torch.finfo(torch.float32).tiny).log()
+        w["log_threshold"] = w["threshold"].clamp_min(torch.finfo(torch.float32).tiny).log()
     sae = make(sae_cfg)
-    sae.load_state_dict(state)
+    sae.load_state_dict({k: w[k] for k in sae.state_dict()})
     return sae.to(device or "cpu").eval()
 
 

@@ -82,8 +82,6 @@ class TrainConfig:
     """Linear learning-rate warm-up from 0 over this many steps."""
     decay_frac: float = 0.2
     """Fraction of the steps at the end over which the learning rate decays linearly to 0."""
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    """Adam beta1, beta2."""
     adam_eps: float = 6.25e-10
     """Adam epsilon (Gao et al. 2024).  Adam turns any gradient much larger than eps into a step of about ``lr``,
     so a gradient that is zero in exact arithmetic but not in float (a JumpReLU latent firing alone on a row at
@@ -121,7 +119,6 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.decay_frac <= 1:
             raise ValueError(f"decay_frac must be in [0, 1], got {self.decay_frac}")
-        self.adam_betas = tuple(self.adam_betas)
 
     @property
     def total_steps(self) -> int:
@@ -295,7 +292,7 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
         sae.set_decoder_unit_norm()
     sae = sae.to(device).train()
 
-    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
+    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, eps=cfg.adam_eps)  # betas (0.9, 0.999)
     since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device)
     if state is not None:
         _restore_optimizer(opt, sae, state)
