@@ -190,9 +190,8 @@ def sequences_from_store(store, n_sequences: int) -> torch.Tensor:
     seq_ids = torch.unique_consecutive(seq_pos[:, 0])[:n_sequences]
     out = []
     for sid in seq_ids.tolist():
-        rows = (seq_pos[:, 0] == sid).nonzero().squeeze(-1)
-        order = seq_pos[rows, 1].argsort()
-        out.append(toks[rows[order]])
+        rows = seq_pos[:, 0] == sid
+        out.append(toks[rows][seq_pos[rows, 1].argsort()])  # in position order
     T = min(map(len, out))
     if T < 2:
         raise ValueError("the store's sequences are too short (< 2 tokens) for a next-token loss")
