@@ -55,8 +55,6 @@ class DictionaryEvaluation(Result):
         "rows.density": "log10 firing density", "rows.density#0": "latents",
         "spliced": "forward pass", "spliced.ce_orig": "next-token cross-entropy (nats)"}
     noun: ClassVar[str] = "SAE"
-    layout: ClassVar[tuple] = (("Reconstruction and sparsity", ("_add_density", "_add_spliced")),)
-    """The report's leading sections and the figures in each."""
 
     sae_path: str
     """The dictionary's folder (SAELens format), "" when evaluated from memory."""
@@ -130,6 +128,9 @@ class DictionaryEvaluation(Result):
                              f"is zoomed onto the three values; it does not start at 0). CE recovered = "
                              f"{_pct(s.ce_recovered)}.")
 
+    layout: ClassVar[tuple] = (("Reconstruction and sparsity", (_add_density, _add_spliced)),)
+    """The report's leading sections and the functions that add their figures."""
+
     def report(self):
         from interp.reports import Report
 
@@ -137,8 +138,8 @@ class DictionaryEvaluation(Result):
                    config=self.config, meta={"model": self.model, **self.meta}, summary=self.summary())
         for title, parts in self.layout:
             r.add_section(title)
-            for part in parts:
-                getattr(self, part)(r)
+            for add in parts:
+                add(self, r)
         numbers = {**asdict(self.rows), **(asdict(self.spliced) if self.spliced is not None else {})}
         rows = [{"quantity": NUMBER_NAMES.get(k, k), "value": v} for k, v in numbers.items()
                 if k != "density"]
@@ -162,8 +163,9 @@ class TranscoderEvaluation(DictionaryEvaluation):
 
     kind: ClassVar[str] = "transcoder"
     noun: ClassVar[str] = "transcoder"
-    layout: ClassVar[tuple] = (("Replacing the MLP", ("_add_spliced",)),
-                               ("Prediction of the MLP output and sparsity", ("_add_density",)))
+    layout: ClassVar[tuple] = (("Replacing the MLP", (DictionaryEvaluation._add_spliced,)),
+                               ("Prediction of the MLP output and sparsity",
+                                (DictionaryEvaluation._add_density,)))
 
     def summary(self) -> str:
         r = self.rows
