@@ -186,10 +186,9 @@ def top_n_circuit(scores: EdgeScores, n: int, prune: bool = True) -> Circuit:
     """The ``n`` edges of largest |score|, then pruned."""
     _check_n(scores, n, "top_n_circuit")
     g = scores.graph
-    flat = scores.scores.abs().double().masked_fill(~g.mask, float("-inf")).reshape(-1)
-    m = torch.zeros(flat.numel(), dtype=torch.bool)
-    m[flat.topk(n).indices] = True
-    m = m.reshape(g.mask.shape)
+    flat = scores.scores.abs().double().masked_fill(~g.mask, float("-inf")).flatten()
+    m = torch.zeros_like(g.mask)
+    m.view(-1)[flat.topk(n).indices] = True
     return Circuit.of_edges(g, prune_circuit(g, m) if prune else m, f"{scores.method} top {n}", n)
 
 
