@@ -60,15 +60,6 @@ from .circuit import Circuit, as_edge_mask, greedy_circuit, top_n_circuit
 Unit = tuple  # (component type name, layer, unit index tuple)
 
 
-def no_metric_gap(full: float, empty: float) -> bool:
-    """True when m(all) and m(empty) are equal up to float32 rounding: nothing to attribute.
-
-    The two come from different rows of batched float32 forwards, whose reduction order (and so the
-    last bits) can depend on the batch and the thread count: identical prompts measured 6e-8 apart
-    at |m| = 0.82 on two threads.  1e-5 relative is ~100x that."""
-    return abs(full - empty) <= 1e-5 * max(1.0, abs(full), abs(empty))
-
-
 # ------------------------------------------------------------------------------------------
 # component circuits
 # ------------------------------------------------------------------------------------------
@@ -117,7 +108,11 @@ class ComponentPatcher:
         return self.full, self.empty
 
     def set_ends(self, full: float, empty: float) -> None:
-        if no_metric_gap(full, empty):
+        # m(all) = m(empty) up to float32 rounding: nothing to attribute.  The two come from different rows
+        # of batched float32 forwards, whose reduction order (and so the last bits) can depend on the batch
+        # and the thread count: identical prompts measured 6e-8 apart at |m| = 0.82 on two threads; 1e-5
+        # relative is ~100x that.
+        if abs(full - empty) <= 1e-5 * max(1.0, abs(full), abs(empty)):
             raise ValueError("the metric does not change between the full model and the all-patched model; "
                              "nothing to attribute (are clean and corrupted prompts identical?)")
         self.full, self.empty = full, empty
@@ -286,11 +281,9 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[
     metrics = per.mean(1)
     span = mc - mk
     f = (metrics - mk) / span if span else torch.full_like(metrics, float("nan"))
-    identity = {}
     K = len(labels)
-    if check_ends:
-        identity = {"full": metrics[K].item(), "empty": metrics[K + 1].item(),
-                    "full_minus_clean": metrics[K].item() - mc, "empty_minus_corrupt": metrics[K + 1].item() - mk}
+    identity = {"full": metrics[K].item(), "empty": metrics[K + 1].item(), "full_minus_clean": metrics[K].item() - mc,
+                "empty_minus_corrupt": metrics[K + 1].item() - mk} if check_ends else {}
     return Faithfulness(labels=labels, n_edges=[int(m.sum()) for m in masks[:K]], metrics=metrics[:K],
                         f_norm=f[:K], metric_clean=mc, metric_corrupt=mk, seconds=time.perf_counter() - t0,
                         per_prompt=per[:K], identity=identity,
@@ -302,6 +295,11 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[
 # ------------------------------------------------------------------------------------------
 # the faithfulness curve
 # ------------------------------------------------------------------------------------------
+SELECTIONS = {"top-n": [("", top_n_circuit)], "greedy": [(" greedy", greedy_circuit)]}
+SELECTIONS["both"] = SELECTIONS["top-n"] + SELECTIONS["greedy"]
+"""Which edge circuits :func:`faithfulness_curve` measures: (suffix of the curve's key, selection function)."""
+
+
 @dataclass
 class FaithfulnessCurve:
     """F_norm vs circuit size, one curve per scoring method, all from one batched circuit run."""
@@ -322,17 +320,13 @@ def faithfulness_curve(model, task, scores: Sequence[EdgeScores], sizes: Sequenc
     ``sizes``, evaluated together; with both selections the keys read ``method`` and ``method greedy``.
     ``max_tokens`` and ``fast``: as :func:`edge_circuit_faithfulness` (``INTERP_REFERENCE=1`` switches
     the fast path off)."""
-    if selection not in ("top-n", "greedy", "both"):
-        raise ValueError(f"unknown selection {selection!r}; choose from top-n, greedy, both")
-    if not scores:
-        raise ValueError("faithfulness_curve needs at least one EdgeScores")
+    if selection not in SELECTIONS:
+        raise ValueError(f"unknown selection {selection!r}; choose from {tuple(SELECTIONS)}")
     sizes = [int(n) for n in sizes]
-    if not sizes:
-        raise ValueError("faithfulness_curve needs at least one circuit size")
+    if not scores or not sizes:
+        raise ValueError("faithfulness_curve needs at least one EdgeScores and at least one circuit size")
     t0 = time.perf_counter()
-    pickers = ([("", top_n_circuit)] if selection != "greedy" else []) + (
-        [(" greedy", greedy_circuit)] if selection != "top-n" else [])
-    runs = [(s.method + suffix, s, pick) for s in scores for suffix, pick in pickers]
+    runs = [(s.method + suffix, s, pick) for s in scores for suffix, pick in SELECTIONS[selection]]
     circuits = [pick(s, n, prune) for _, s, pick in runs for n in sizes]
     res = edge_circuit_faithfulness(model, task, circuits, max_tokens=max_tokens, fast=fast)
     curves, k = {}, len(sizes)
