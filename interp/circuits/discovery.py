@@ -127,10 +127,6 @@ def discover_circuit(model, task, result: AttributionResult, config: CircuitConf
         measure([mid])
         hi, lo = (mid, lo) if F(mid) >= cfg.share else (hi, mid)
     sizes = sorted(measured)
-    return Circuit(
-        components=[ev.name(u) for u in units[:hi]], scores=[s for *_, s in ranked[:hi]], n_total=n,
-        faithfulness=F(hi), denoise_recovered=ev.denoise(units[:hi]), metric_full=ev.full, metric_empty=ev.empty,
-        curve_sizes=sizes, curve_faithfulness=[F(s) for s in sizes], method=result.method, share=cfg.share,
-        n_masks=ev.n_masks, seconds=time.perf_counter() - t0,
-        config={"types": list(cfg.types), "source": cfg.source, "order": cfg.order, "grid": cfg.grid},
-    )
+    return ev.circuit(units[:hi], F(hi), t0, scores=[s for *_, s in ranked[:hi]], curve_sizes=sizes,
+                      curve_faithfulness=[F(s) for s in sizes], method=result.method, share=cfg.share,
+                      config={"types": list(cfg.types), "source": cfg.source, "order": cfg.order, "grid": cfg.grid})

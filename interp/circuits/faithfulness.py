@@ -121,6 +121,13 @@ class ComponentPatcher:
         full, empty = self.ends()
         return (m - empty) / (full - empty)
 
+    def circuit(self, units, faithfulness: float, t0: float, **evidence) -> Circuit:
+        """The :class:`Circuit` of ``units`` (hook addresses, in their order) with its F and what this patcher
+        measured: the ends, the denoising check, the sets run and the seconds since ``t0``."""
+        return Circuit([self.name(u) for u in units], n_total=len(self.units()), faithfulness=faithfulness,
+                       metric_full=self.full, metric_empty=self.empty, denoise_recovered=self.denoise(units),
+                       n_masks=self.n_masks, seconds=time.perf_counter() - t0, **evidence)
+
     def denoise(self, units) -> float:
         """(m(corrupt run, ``units`` patched from clean) - m(corrupt)) / (m(clean) - m(corrupt))."""
         keep = self.keep_mask(units)

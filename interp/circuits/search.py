@@ -57,8 +57,6 @@ class SearchConfig(CircuitSettings):
     max_group: int = 32
     """Largest prefix of the prior order removed in one try (powers of two up to it are tried);
     masks per forward pass = max_tokens // (B*T)."""
-    refine: bool = True
-    """Run the refinement sweeps (step 3) that make the circuit 1-minimal."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -76,11 +74,11 @@ def search_circuit(model, task, prior: AttributionResult | None = None, config: 
     units = ev.units()
     n = len(units)
     prior_score: dict[Unit, float] = {}
-    order = list(units)
+    q = list(units)  # the undecided components, in the order they are tried
     if prior is not None:
         ranked = rank_components(prior, component_types(cfg.types), "abs")  # most important first
         prior_score = {(t.name, l, idx): s for t, l, idx, s in ranked}
-        order = list(reversed(prior_score))
+        q = list(reversed(prior_score))
     ev.ends()
     thr = cfg.share + cfg.margin
     S = set(units)
@@ -89,7 +87,6 @@ def search_circuit(model, task, prior: AttributionResult | None = None, config: 
 
     bar = tqdm(total=n, desc="greedy pruning", leave=False, disable=not progress)
     # step 2: pruning pass with speculative prefixes
-    q = list(order)
     group = cfg.max_group
     while q:
         sizes = sorted({min(p, len(q)) for p in [2 ** i for i in range(group.bit_length())] + [group]})
@@ -108,7 +105,7 @@ def search_circuit(model, task, prior: AttributionResult | None = None, config: 
     # step 3: refinement sweeps until no single removal keeps F >= threshold
     single: dict[Unit, float] = {}
     minimal = False
-    while cfg.refine and S:
+    while S:
         members = sorted(S, key=lambda u: (u[1], u[0], u[2]))
         single = dict(zip(members, map(ev.F, ev.metric([[u for u in S if u != r] for r in members]))))
         cands = sorted((f, u) for u, f in single.items() if f >= thr)
@@ -126,12 +123,8 @@ def search_circuit(model, task, prior: AttributionResult | None = None, config: 
         if len(S) == before:  # the batched and the single run disagree at the threshold (float noise)
             break
     members = [u for u in units if u in S]  # layer order
-    return Circuit(
-        components=[ev.name(u) for u in members], n_total=n, faithfulness=ev.F(ev.metric([members])[0]),
-        metric_full=ev.full, metric_empty=ev.empty, denoise_recovered=ev.denoise(members),
-        scores=[prior_score[u] for u in members] if prior_score else [], curve_sizes=[k for k, _ in traj],
-        curve_faithfulness=[f for _, f in traj], method="greedy", share=cfg.share, threshold=thr,
-        minimal=minimal, single_removal_F={ev.name(u): single[u] for u in members if u in single},
-        n_masks=ev.n_masks, seconds=time.perf_counter() - t0,
-        config={**dataclasses.asdict(cfg), "prior": None if prior is None else prior.method},
-    )
+    return ev.circuit(
+        members, ev.F(ev.metric([members])[0]), t0, scores=[prior_score[u] for u in members] if prior_score else [],
+        curve_sizes=[k for k, _ in traj], curve_faithfulness=[f for _, f in traj], method="greedy", share=cfg.share,
+        threshold=thr, minimal=minimal, single_removal_F={ev.name(u): single[u] for u in members if u in single},
+        config={**dataclasses.asdict(cfg), "prior": None if prior is None else prior.method})
