@@ -121,10 +121,10 @@ class EdgeResult(TaskRun):
     def summary(self) -> str:
         c = self.circuit
         text = (f"**{c['n_edges']} of {self.n_edges} edges ({100 * c['n_edges'] / self.n_edges:.2f}%) keep "
-                f"{100 * c['f_norm']:.1f}% of the clean - corrupted metric** ({self.method} top {c['n_requested']}"
-                ", pruned)" if c else f"**{self.method}** scored {self.n_edges} edges")
-        text += (f" on {self.n_prompts} {self.task} prompts of {self.model} (metric clean {self.metric_clean:.3f}, "
-                 f"corrupted {self.metric_corrupt:.3f}).")
+                f"{100 * c['f_norm']:.1f}% of the clean - corrupted metric** ({self.method} top "
+                f"{c['n_requested']}, pruned)" if c else f"**{self.method}** scored {self.n_edges} edges")
+        text += (f" on {self.n_prompts} {self.task} prompts of {self.model} (metric clean "
+                 f"{self.metric_clean:.3f}, corrupted {self.metric_corrupt:.3f}).")
         if self.curve and not c:
             best = max(f for c in self.curve["curves"].values() for f in c["f_norm"])
             text += f" No measured {self.method} circuit keeps {self.curve['target']:.0%} (best F_norm {best:.3f})."

@@ -289,7 +289,8 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[
     span = mc - mk
     f = (metrics - mk) / span if span else torch.full_like(metrics, float("nan"))
     K = len(labels)
-    identity = {"full": metrics[K].item(), "empty": metrics[K + 1].item(), "full_minus_clean": metrics[K].item() - mc,
+    identity = {"full": metrics[K].item(), "empty": metrics[K + 1].item(),
+                "full_minus_clean": metrics[K].item() - mc,
                 "empty_minus_corrupt": metrics[K + 1].item() - mk} if check_ends else {}
     return Faithfulness(labels=labels, n_edges=[int(m.sum()) for m in masks[:K]], metrics=metrics[:K],
                         f_norm=f[:K], metric_clean=mc, metric_corrupt=mk, seconds=time.perf_counter() - t0,
@@ -304,7 +305,7 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[
 # ------------------------------------------------------------------------------------------
 SELECTIONS = {"top-n": [("", top_n_circuit)], "greedy": [(" greedy", greedy_circuit)]}
 SELECTIONS["both"] = SELECTIONS["top-n"] + SELECTIONS["greedy"]
-"""Which edge circuits :func:`faithfulness_curve` measures: (suffix of the curve's key, selection function)."""
+"""The edge circuits :func:`faithfulness_curve` measures: (suffix of the curve's key, selection)."""
 
 
 @dataclass

@@ -105,8 +105,7 @@ def decompose(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u: t
         raise ValueError(f"where must be 'pre' or 'mid', got {where!r}")
     if missing not in ("error", "mlp"):
         raise ValueError(f"missing must be 'error' or 'mlp', got {missing!r}")
-    T = cc.tokens.shape[0]
-    t = position % T
+    t = position % cc.tokens.shape[0]
     u = u.to(torch.float32)
     embed = cc.cache["hook_embed"][t] + (cc.cache["hook_pos_embed"][t] if "hook_pos_embed" in cc.cache else 0)
     out = [Contribution("embed", -1, -1, t, float(embed @ u))]
@@ -190,8 +189,7 @@ def greedy_paths(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u
     Settings: a :class:`PathSearch` or its fields as keywords (``n_iters=2, beam=4``), not both.
     """
     cfg = config
-    T = cc.tokens.shape[0]
-    frontier = [(Path([], float("inf")), u.float(), layer, where, position % T)]
+    frontier = [(Path([], float("inf")), u.float(), layer, where, position % cc.tokens.shape[0])]
     done: list[Path] = []
     for _ in range(cfg.n_iters):
         cand = []

@@ -63,10 +63,9 @@ def run_method(model, task, method: str, per_position=("resid",), rules="default
     ``direction='noise'`` scores the effect of corrupting a component in the clean run (patching
     source ``noise``; AtP / RelP gradients at the clean run; IG's path from the clean to the
     corrupted activation inside the clean run), ``'denoise'`` the effect of restoring it in the
-    corrupted run; every method's scores then carry the sign of patching in that direction.
+    corrupted run; every method's scores then carry the sign of patching in that direction (each method's
+    settings refuse any other direction).
     """
-    if direction not in ("denoise", "noise"):
-        raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
     return score(model, task, method, COMPONENTS, per_position, rules=rules, steps=steps, progress=progress,
                  direction=direction, source=direction)
 

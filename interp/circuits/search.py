@@ -124,7 +124,8 @@ def search_circuit(model, task, prior: AttributionResult | None = None, config: 
             break
     members = [u for u in units if u in S]  # layer order
     return ev.circuit(
-        members, ev.F(ev.metric([members])[0]), t0, scores=[prior_score[u] for u in members] if prior_score else [],
-        curve_sizes=[k for k, _ in traj], curve_faithfulness=[f for _, f in traj], method="greedy", share=cfg.share,
-        threshold=thr, minimal=minimal, single_removal_F={ev.name(u): single[u] for u in members if u in single},
+        members, ev.F(ev.metric([members])[0]), t0, scores=[prior_score[u] for u in members if prior_score],
+        curve_sizes=[k for k, _ in traj], curve_faithfulness=[f for _, f in traj], method="greedy",
+        share=cfg.share, threshold=thr, minimal=minimal,
+        single_removal_F={ev.name(u): single[u] for u in members if u in single},
         config={**dataclasses.asdict(cfg), "prior": None if prior is None else prior.method})
