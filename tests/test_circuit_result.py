@@ -53,6 +53,12 @@ def test_round_trip_and_fields(tiny_run):
                                                        r.patching.scores["attn_head"])
     assert back.attention.patterns.shape[0] == 2 and back.components == r.components
     assert [short_name(c) for c in r.components] == [n["id"] for n in r.graph()[0] if n["kind"] in ("head", "mlp")]
+    # the graph shows importance: a member's node score is minus its (noising) score; the ends sit left and right
+    nodes = {n["id"]: n for n in r.graph()[0]}
+    assert [nodes[short_name(c["name"])]["score"] for c in r.circuit["components"]] == [
+        -c["score"] for c in r.circuit["components"]]
+    ends = {n for e in r.edges for n in (e["source"], e["target"])} & {"embed", "logits"}
+    assert ends and all(nodes[n]["layer"] == {"embed": -1, "logits": 2}[n] for n in ends)  # tiny llama: 2 layers
     # the faithfulness curve is indexed by circuit size, never by layer
     assert r.curve["chosen"] == r.circuit["n_components"] and max(r.curve["n_components"]) == r.circuit["n_total"]
 
