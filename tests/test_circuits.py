@@ -206,7 +206,7 @@ def test_ioi_circuit_target_smollm2(smollm2):
 
 
 # ---------------------------------------------------------------------------------------------
-# greedy search by real patching (interp/circuits/search.py)
+# greedy search by real patching (interp/circuits/discovery.py)
 # ---------------------------------------------------------------------------------------------
 def _hand_metric(model, task, keep_heads, keep_mlps, source):
     """m(S) with plain hooks written here: every head / MLP outside S gets its corrupted (or clean-mean) value."""

@@ -1,7 +1,7 @@
 """The one circuit type: a set of components (or of edges) that carries a behaviour, with its evidence.
 
 A component circuit (:func:`~interp.circuits.discovery.discover_circuit`,
-:func:`~interp.circuits.search.search_circuit`) lists its members by hook address
+:func:`~interp.circuits.discovery.search_circuit`) lists its members by hook address
 (``blocks.9.attn.hook_z[3]``, ``blocks.4.hook_mlp_out``; display ``L9H3`` / ``MLP4`` via
 :func:`interp.models.hooks.component_label`).  An edge circuit (``top_n_circuit``, ``greedy_circuit``)
 is a bool mask ``[N_s, N_r]`` over the residual-stream graph of :mod:`interp.attribution.edges`;

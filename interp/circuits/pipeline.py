@@ -9,7 +9,7 @@
 3. find the circuit, judged by patching everything outside it (``source``: from the corrupted
    run, or mean-ablation):
    ``search='greedy'`` (default): greedy pruning by real patching with the method's scores as
-   the order of tries (search.py), then the circuit's F on held-out prompts (another seed);
+   the order of tries (discovery.py), then the circuit's F on held-out prompts (another seed);
    the top-k curve of step 3b (about 24 sizes, grid + bisection) is kept beside it for comparison.
    ``search='topk'``: the smallest top-k set of the ranking with F >= ``share`` (discovery.py:
    F measured at every size k, since F(k) is not monotone);
@@ -42,11 +42,10 @@ from interp.reports.attention import attention_patterns
 from interp.results import check_fields
 from interp.tasks import make_task
 
-from .discovery import CircuitConfig, check_circuit_settings, discover_circuit
+from .discovery import CircuitConfig, SearchConfig, check_circuit_settings, discover_circuit, search_circuit
 from .faithfulness import circuit_faithfulness
 from .result import CircuitResult, circuit_edges, prompt_tokens, task_fields
 from .roles import classify_heads
-from .search import SearchConfig, search_circuit
 
 METHODS = ("patch", "atp", "relp", "ig")
 SEARCHES = ("greedy", "topk")
