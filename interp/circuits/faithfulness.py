@@ -170,77 +170,69 @@ class Faithfulness:
     config: dict = field(default_factory=dict)
 
 
-class _CircuitRun:
-    """Hooks for ``c`` stacked circuit copies (see the module doc)."""
+def _circuit_hooks(model, graph, weights, Zk, A, B, T) -> list:
+    """Hooks for the ``c = len(A)`` stacked circuit copies of one pass (see the module doc)."""
+    g, c, acc = graph, A.shape[0], Zk.dtype
+    D = torch.zeros(c, len(g.senders), B, T, Zk.shape[-1], dtype=acc, device=Zk.device)
+    W_o = [w.W_o.to(acc) for w in weights]
+    s_stage = torch.tensor([n.stage for n in g.senders])
+    n_prev = [int((s_stage < r.stage).sum()) for r in g.receivers]  # senders are in stage order
+    xs: dict[int, torch.Tensor] = {}
 
-    def __init__(self, model, graph, weights, Zk, A, B, T):
-        self.model, self.graph, self.Zk, self.A, self.B = model, graph, Zk, A, B
-        self.c, self.acc = A.shape[0], Zk.dtype
-        self.D = torch.zeros(self.c, len(graph.senders), B, T, Zk.shape[-1], dtype=self.acc, device=Zk.device)
-        self.W_o = [w.W_o.to(self.acc) for w in weights]
-        s_stage = torch.tensor([n.stage for n in graph.senders])
-        self.n_prev = [int((s_stage < r.stage).sum()) for r in graph.receivers]  # senders are in stage order
-        self.xs: dict[int, torch.Tensor] = {}
-        self.qkv = {(l, k): (getattr(w, f"W_{k}"), w.b_qkv[k]) for l, w in enumerate(weights) for k in "qkv"}
-
-    def offsets(self, js: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def offsets(js: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """``([c, R, B, T, d] offsets, needs [c, R])`` for receivers ``js`` (all of one stage)."""
-        n = self.n_prev[js[0]]
-        a = self.A[:, :n, js].to(self.acc)  # [c, n, R]
-        off = -torch.bmm(a.transpose(1, 2), self.D[:, :n].reshape(self.c, n, -1))
-        return off.reshape(self.c, len(js), *self.D.shape[2:]), a.ne(0).any(1)
+        n = n_prev[js[0]]
+        a = A[:, :n, js].to(acc)  # [c, n, R]
+        off = -torch.bmm(a.transpose(1, 2), D[:, :n].reshape(c, n, -1))
+        return off.reshape(c, len(js), *D.shape[2:]), a.ne(0).any(1)
 
-    def hooks(self) -> list:
-        g, B, c = self.graph, self.B, self.c
-        by_hook: dict[str, list[int]] = {}
-        for i, n in enumerate(g.senders):
-            by_hook.setdefault(n.hook, []).append(i)
+    by_hook: dict[str, list[int]] = {}
+    for i, n in enumerate(g.senders):
+        by_hook.setdefault(n.hook, []).append(i)
 
-        def sender(rows, hook_name):
-            def fn(x, hook):
-                xx = x.to(self.acc)
-                if hook_name.endswith("hook_z"):
-                    W_o = self.W_o[g.senders[rows[0]].layer]
-                    val = torch.einsum("cbthe,hed->chbtd", xx.reshape(c, B, *x.shape[1:]), W_o)
-                else:
-                    if xx.shape[0] != c * B:  # a positional embedding broadcast over the batch
-                        xx = xx.expand(B, *xx.shape[1:]).repeat(c, *[1] * (xx.ndim - 1))
-                    val = xx.reshape(c, B, *x.shape[1:])[:, None]
-                self.D[:, rows] = val - self.Zk[rows]
-            return fn
-
-        hooks = [(name, sender(rows, name)) for name, rows in by_hook.items()]
-        layer_recv: dict[tuple[int, str], list[int]] = {}
-        for j, r in enumerate(g.receivers):
-            layer_recv.setdefault((r.layer, r.kind), []).append(j)
-        for (l, kind), js in layer_recv.items():
-            if kind in ("mlp", "logits"):
-                def add(x, hook, js=js):
-                    return x + self.offsets(js)[0][:, 0].reshape(x.shape).to(x.dtype)
-
-                hooks.append((f"blocks.{l}.ln2.hook_in" if kind == "mlp" else "ln_final.hook_in", add))
+    def sender(rows, hook_name):
+        def fn(x, hook):
+            xx = x.to(acc)
+            if hook_name.endswith("hook_z"):
+                W = W_o[g.senders[rows[0]].layer]
+                val = torch.einsum("cbthe,hed->chbtd", xx.reshape(c, B, *x.shape[1:]), W)
             else:
-                def head(act, hook, l=l, kind=kind, js=js):
-                    off, need = self.offsets(js)  # [c, R, B, T, d]
-                    x = self.xs[l].reshape(c, 1, B, *self.xs[l].shape[1:])
-                    ln = _orig(self.model.blocks[l].ln1)
-                    h_idx = [g.receivers[j].head for j in js]
-                    W, b = self.qkv[(l, kind)]
-                    y = ln((x.to(self.acc) + off).to(x.dtype)).to(self.acc)
-                    new = torch.einsum("crbtd,red->cbtre", y, W[h_idx].to(self.acc)) + b[h_idx].to(self.acc)
-                    out = act.reshape(c, B, *act.shape[1:]).clone()
-                    sel = out[:, :, :, h_idx]
-                    keep = need[:, None, None, :, None]
-                    out[:, :, :, h_idx] = torch.where(keep, new.to(out.dtype), sel)
-                    return out.reshape(act.shape)
+                if xx.shape[0] != c * B:  # a positional embedding broadcast over the batch
+                    xx = xx.expand(B, *xx.shape[1:]).repeat(c, *[1] * (xx.ndim - 1))
+                val = xx.reshape(c, B, *x.shape[1:])[:, None]
+            D[:, rows] = val - Zk[rows]
+        return fn
 
-                hooks.append((f"blocks.{l}.attn.hook_{kind}", head))
-        for l in sorted({l for (l, k) in layer_recv if k in "qkv"}):
-            def save(x, hook, l=l):
-                self.xs[l] = x
+    hooks = [(name, sender(rows, name)) for name, rows in by_hook.items()]
+    layer_recv: dict[tuple[int, str], list[int]] = {}
+    for j, r in enumerate(g.receivers):
+        layer_recv.setdefault((r.layer, r.kind), []).append(j)
+    for (l, kind), js in layer_recv.items():
+        if kind in ("mlp", "logits"):
+            def add(x, hook, js=js):
+                return x + offsets(js)[0][:, 0].reshape(x.shape).to(x.dtype)
 
-            hooks.insert(0, (f"blocks.{l}.ln1.hook_in", save))
-        return hooks
+            hooks.append((f"blocks.{l}.ln2.hook_in" if kind == "mlp" else "ln_final.hook_in", add))
+        else:
+            def head(act, hook, l=l, kind=kind, js=js):
+                off, need = offsets(js)  # [c, R, B, T, d]
+                x = xs[l].reshape(c, 1, B, *xs[l].shape[1:])
+                h_idx = [g.receivers[j].head for j in js]
+                W, b = getattr(weights[l], f"W_{kind}")[h_idx].to(acc), weights[l].b_qkv[kind][h_idx].to(acc)
+                y = _orig(model.blocks[l].ln1)((x.to(acc) + off).to(x.dtype)).to(acc)
+                new = torch.einsum("crbtd,red->cbtre", y, W) + b
+                out = act.reshape(c, B, *act.shape[1:]).clone()
+                keep = need[:, None, None, :, None]
+                out[:, :, :, h_idx] = torch.where(keep, new.to(out.dtype), out[:, :, :, h_idx])
+                return out.reshape(act.shape)
+
+            hooks.append((f"blocks.{l}.attn.hook_{kind}", head))
+    for l in sorted({l for (l, k) in layer_recv if k in "qkv"}):
+        def save(x, hook, l=l):
+            xs[l] = x
+
+        hooks.insert(0, (f"blocks.{l}.ln1.hook_in", save))
+    return hooks
 
 
 def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[str] | None = None,
@@ -280,11 +272,11 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[
     for s in range(0, len(masks), k_max):
         chunk = masks[s:s + k_max]
         A = torch.stack([graph.mask & ~m for m in chunk]).to(device)
-        run = _CircuitRun(model, graph, weights, Zk.to(device), A, B, T)
-        with torch.no_grad(), scoped_hooks(model, fwd=run.hooks()), fast_forward(model, None, len(chunk), 0, last):
+        hooks = _circuit_hooks(model, graph, weights, Zk.to(device), A, B, T)
+        with torch.no_grad(), scoped_hooks(model, fwd=hooks), fast_forward(model, None, len(chunk), 0, last):
             logits = model(task.clean.to(device).repeat(len(chunk), 1))
         per[s:s + len(chunk)] = task.metric(logits).double().reshape(len(chunk), B).cpu()
-        del run
+        del hooks  # this pass's D goes before the next one is made
     metrics = per.mean(1)
     span = mc - mk
     f = (metrics - mk) / span if span else torch.full_like(metrics, float("nan"))
