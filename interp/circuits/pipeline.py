@@ -141,13 +141,12 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
 
     Settings: a :class:`CircuitRunConfig` or its fields as keywords (``method="atp", n=16``), not both.
     """
-    cfg = config
-    method, search, source, share = cfg.method, cfg.search, cfg.source, cfg.share
+    method, search, source, share = config.method, config.search, config.source, config.share
     t0 = time.perf_counter()
-    task = make_task(task_name, model, n=cfg.n, seed=cfg.seed, corruption=cfg.corruption)
+    task = make_task(task_name, model, n=config.n, seed=config.seed, corruption=config.corruption)
     # The circuit is judged by corrupting everything outside it in the clean run, so components
     # are ranked by their noising effect (what is lost when each one alone is corrupted).
-    res = run_method(model, task, method, rules=cfg.rules, progress=progress, direction="noise")
+    res = run_method(model, task, method, rules=config.rules, progress=progress, direction="noise")
     # the top-k circuit: every size when it is the answer (search='topk'); beside a greedy search it is only a
     # comparison, measured on ~24 sizes (grid + bisection, discovery.py) at a tenth of the cost
     topk = discover_circuit(model, task, res, CircuitConfig(share=share, source=source,
@@ -155,8 +154,8 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
     timings = {method: res.seconds, "topk_search": topk.seconds}
     found = topk
     if search == "greedy":
-        found = search_circuit(model, task, res, SearchConfig(share=share, margin=cfg.margin, source=source),
-                               progress=progress)
+        found = search_circuit(model, task, res, SearchConfig(share=share, margin=config.margin,
+                                                              source=source), progress=progress)
         timings["greedy_search"] = found.seconds
     circuit_json = found.to_json()
     # the curve the search walked, smallest circuit first: F measured at each size
@@ -171,10 +170,10 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
                          f"patches every other one ({source}); F is the share of the clean-minus-empty "
                          "metric recovered.")}
     components = found.components
-    if cfg.heldout_n:
+    if config.heldout_n:
         th = time.perf_counter()
-        hs = cfg.seed + 1 if cfg.heldout_seed is None else cfg.heldout_seed
-        ho_task = make_task(task_name, model, n=cfg.heldout_n, seed=hs, corruption=cfg.corruption)
+        hs = config.seed + 1 if config.heldout_seed is None else config.heldout_seed
+        ho_task = make_task(task_name, model, n=config.heldout_n, seed=hs, corruption=config.corruption)
         circuit_json["heldout"] = {**circuit_faithfulness(model, ho_task, components, source=source), "seed": hs}
         timings["heldout_check"] = time.perf_counter() - th
     roles = {}
@@ -182,26 +181,26 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
         members = {component_label(c) for c in components}
         roles = {h: role for h, role in classify_heads(model, task).roles.items() if h in members}
     patching = None
-    if cfg.check_patching:
+    if config.check_patching:
         tp = time.perf_counter()
         patching = res if method == "patch" else A.activation_patching(
             model, task, ("attn_head", "mlp"), progress=progress, source="noise")
         timings["patching_check"] = time.perf_counter() - tp
     edge_list, edges_note = [], "edges were not requested (edges=False)."
-    if cfg.edges:
+    if config.edges:
         te = time.perf_counter()
         edge_list, edges_note = circuit_edges(model, task, components)
         timings["edges"] = time.perf_counter() - te
-    token_ex = token_examples(model, task) if cfg.examples else []
+    token_ex = token_examples(model, task) if config.examples else []
     timings["total"] = time.perf_counter() - t0
     result = CircuitResult(
-        **task_fields(model, task_name, task, res), method=method, search=search, seed=cfg.seed,
+        **task_fields(model, task_name, task, res), method=method, search=search, seed=config.seed,
         circuit=circuit_json, curve=faith,
         topk={"n_components": len(topk.components), "faithfulness": topk.faithfulness,
               "curve_sizes": topk.curve_sizes, "curve_faithfulness": topk.curve_faithfulness},
         scores=res, patching=patching, edges=edge_list, edges_note=edges_note, roles=roles,
         attention=attention_patterns(model, task.prompts[0]), examples=token_ex,
-        config={**dataclasses.asdict(cfg), "rules": res.config["rules"] if method == "relp" else None},
+        config={**dataclasses.asdict(config), "rules": res.config["rules"] if method == "relp" else None},
         timings=timings)
     if out is not None:
         result.write(out)
