@@ -160,7 +160,7 @@ def prune_circuit(graph: EdgeGraph, edges: torch.Tensor) -> torch.Tensor:
     inputs = _inputs(graph)
     s_stage = torch.tensor([n.stage for n in graph.senders])
     r_stage = torch.tensor([n.stage for n in graph.receivers])
-    stages = sorted(set(s_stage.tolist()) | set(r_stage.tolist()))
+    stages = torch.cat([s_stage, r_stage]).unique().tolist()  # sorted
     fwd_s = torch.tensor([n.layer == -1 for n in graph.senders])
     fwd_r = torch.zeros(len(graph.receivers), dtype=torch.bool)
     for s in stages:

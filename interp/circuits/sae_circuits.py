@@ -174,16 +174,15 @@ class SAECircuitResult(Result):
 # ------------------------------------------------------------------------------------------
 def head_outputs(model, tokens: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
     """``[B, L, H, d_model]``: each head's residual-stream write ``z_h @ W_O[l, h]``, mean over positions."""
-    L = model.cfg.n_layers
     device = next(model.parameters()).device
-    W_O = model.W_O.detach()  # [L, H, d_head, d_model]
+    W_O = model.W_O.detach().float()  # [L, H, d_head, d_model]
     out = []
     for s in range(0, tokens.shape[0], batch_size):
         with torch.no_grad():
             _, cache = model.run_with_cache(tokens[s:s + batch_size].to(device),
                                             names_filter=lambda n: n.endswith("attn.hook_z"))
-        zs = torch.stack([cache[f"blocks.{l}.attn.hook_z"].float().mean(1) for l in range(L)], 1)  # linear
-        out.append(torch.einsum("blhk,lhkd->blhd", zs, W_O.float()).cpu())
+        zs = torch.stack([cache[f"blocks.{l}.attn.hook_z"].float().mean(1) for l in range(len(W_O))], 1)
+        out.append(torch.einsum("blhk,lhkd->blhd", zs, W_O).cpu())  # the mean before W_O: it is linear
     return torch.cat(out)
 
 
