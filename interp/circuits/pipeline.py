@@ -49,7 +49,6 @@ from .roles import classify_heads
 
 METHODS = ("patch", "atp", "relp", "ig")
 SEARCHES = ("greedy", "topk")
-COMPONENTS = ("resid", "attn_head", "mlp")
 
 
 def run_method(model, task, method: str, per_position=("resid",), rules="default", steps: int | None = None,
@@ -65,8 +64,8 @@ def run_method(model, task, method: str, per_position=("resid",), rules="default
     corrupted run; every method's scores then carry the sign of patching in that direction (each method's
     settings refuse any other direction).
     """
-    return score(model, task, method, COMPONENTS, per_position, rules=rules, steps=steps, progress=progress,
-                 direction=direction, source=direction)
+    return score(model, task, method, ("resid", "attn_head", "mlp"), per_position, rules=rules, steps=steps,
+                 progress=progress, direction=direction, source=direction)
 
 
 TAKES = {"patch": ("source", "progress"), "atp": ("direction",), "relp": ("rules", "direction"),
