@@ -231,18 +231,16 @@ def component_edges(scores: EdgeScores, mask: torch.Tensor | None = None, member
     picks the edges; ``members`` (display names, ``L3H2`` / ``MLP4``) keeps only edges between them
     and from the token embedding (``embed``) or into the ``logits``."""
     g = scores.graph
-    inputs = _inputs(g)
-    totals: dict[tuple[str, str], float] = {}
-    for i, j in (g.mask if mask is None else mask).nonzero().tolist():
-        snd = g.senders[i]
-        targets = [g.senders[k].name for k in inputs[j].nonzero().flatten().tolist()] or [g.receivers[j].name]
-        if members is not None:
-            if snd.name not in members and snd.kind != "embed":
-                continue
-            targets = [t for t in targets if t in members or t == "logits"]
-        for t in targets:
-            totals[(snd.name, t)] = totals.get((snd.name, t), 0.0) + float(scores.scores[i, j])
-    edges = [{"source": s, "target": t, "score": v} for (s, t), v in totals.items()]
+    m = g.mask if mask is None else mask
+    # receiver -> the component it feeds: the senders it is an input of, or (the logits) a last column
+    feeds = torch.cat([_inputs(g), torch.tensor([[r.kind == "logits"] for r in g.receivers])], 1).double()
+    total = torch.where(m, scores.scores.double(), 0.0) @ feeds  # [N_s, N_s + 1]
+    count = m.double() @ feeds
+    names = [n.name for n in g.senders] + ["logits"]
+    rows = [i for i, n in enumerate(g.senders) if members is None or n.name in members or n.kind == "embed"]
+    cols = [k for k, n in enumerate(names) if members is None or n in members or n == "logits"]
+    edges = [{"source": names[i], "target": names[k], "score": float(total[i, k])} for i in rows for k in cols
+             if count[i, k]]
     return sorted(edges, key=lambda e: -abs(e["score"]))
 
 
