@@ -498,3 +498,6 @@ def test_config_or_keywords_never_both(tiny_llama):
     assert CircuitRunConfig(method="atp", n=3) == CircuitRunConfig(**{"method": "atp", "n": 3})
     with pytest.raises(ValueError, match="unknown method"):
         run_circuit(tiny_llama, "ioi", method="magic")
+    for bad, what in (({"share": 1.5}, "share"), ({"source": "zero"}, "source")):  # the searches' checks
+        with pytest.raises(ValueError, match=what):
+            CircuitRunConfig(**bad)

@@ -67,18 +67,10 @@ from .circuit import Circuit
 from .faithfulness import ComponentPatcher, Unit
 
 
-def check_circuit_settings(share: float, source: str, types) -> None:
-    """Validate the settings every circuit search shares (raises ValueError naming the bad one)."""
-    if not 0 < share <= 1:
-        raise ValueError(f"share must be in (0, 1], got {share}")
-    if source not in ("corrupt", "mean"):
-        raise ValueError(f"source must be 'corrupt' or 'mean', got {source!r}")
-    component_types(types)
-
-
 @dataclass(frozen=True)
 class CircuitSettings:
-    """What every component-circuit search takes (:class:`CircuitConfig`, ``search.SearchConfig``)."""
+    """What every component-circuit search takes (:class:`CircuitConfig`, :class:`SearchConfig`); its checks
+    (a ``ValueError`` naming the bad setting) are also ``run_circuit``'s."""
 
     share: float = 0.8
     """Fraction of the clean-vs-empty metric gap the circuit must recover (0 < share <= 1)."""
@@ -90,7 +82,10 @@ class CircuitSettings:
     """Tokens per forward pass."""
 
     def __post_init__(self):
-        check_circuit_settings(self.share, self.source, self.types)
+        if not 0 < self.share <= 1:
+            raise ValueError(f"share must be in (0, 1], got {self.share}")
+        check_fields(self, {"source": ("corrupt", "mean")}, {"max_tokens": 1})
+        component_types(self.types)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from interp.reports.attention import attention_patterns
 from interp.results import check_fields
 from interp.tasks import make_task
 
-from .discovery import CircuitConfig, SearchConfig, check_circuit_settings, discover_circuit, search_circuit
+from .discovery import CircuitConfig, CircuitSettings, SearchConfig, discover_circuit, search_circuit
 from .faithfulness import circuit_faithfulness
 from .result import CircuitResult, circuit_edges, prompt_tokens, task_fields
 from .roles import classify_heads
@@ -130,7 +130,7 @@ class CircuitRunConfig:
 
     def __post_init__(self):
         check_fields(self, {"method": METHODS, "search": SEARCHES}, {"n": 1, "heldout_n": 0, "margin": 0})
-        check_circuit_settings(self.share, self.source, ("attn_head", "mlp"))
+        CircuitSettings(share=self.share, source=self.source)  # the checks the circuit searches share
 
 
 @takes_config(CircuitRunConfig)
