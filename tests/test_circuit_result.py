@@ -42,6 +42,14 @@ def test_edges_sum_the_receivers_of_each_member(tiny_llama):
                                                                    .replace(f"KV{kv}", f"KV{1 // group}"))
                                                        for r in qkv), rel=1e-12, abs=1e-12)
     assert all(s in {"L0H1", "L1H2", "MLP0", "embed"} and t in {"L0H1", "L1H2", "MLP0", "logits"} for s, t in got)
+    # without members every sender -> component pair is summed the same way (as above: float64 sums)
+    from interp.circuits import component_edges
+
+    every = {(e["source"], e["target"]): e["score"] for e in component_edges(es)}
+    assert all(every[k] == pytest.approx(v, rel=1e-12, abs=1e-12) for k, v in got.items()) and len(every) > len(got)
+    one = torch.zeros_like(es.graph.mask)  # a mask picks the edges: here the single edge L0H1 -> L1H2.q
+    one[es.graph.resolve(["L0H1->L1H2.q"])[0]] = True
+    assert component_edges(es, one) == [{"source": "L0H1", "target": "L1H2", "score": es.score("L0H1", "L1H2.q")}]
     assert "EAP" in note
 
 
@@ -53,6 +61,12 @@ def test_round_trip_and_fields(tiny_run):
                                                        r.patching.scores["attn_head"])
     assert back.attention.patterns.shape[0] == 2 and back.components == r.components
     assert [short_name(c) for c in r.components] == [n["id"] for n in r.graph()[0] if n["kind"] in ("head", "mlp")]
+    # the graph shows importance: a member's node score is minus its (noising) score; the ends sit left and right
+    nodes = {n["id"]: n for n in r.graph()[0]}
+    assert [nodes[short_name(c["name"])]["score"] for c in r.circuit["components"]] == [
+        -c["score"] for c in r.circuit["components"]]
+    ends = {n for e in r.edges for n in (e["source"], e["target"])} & {"embed", "logits"}
+    assert ends and all(nodes[n]["layer"] == {"embed": -1, "logits": 2}[n] for n in ends)  # tiny llama: 2 layers
     # the faithfulness curve is indexed by circuit size, never by layer
     assert r.curve["chosen"] == r.circuit["n_components"] and max(r.curve["n_components"]) == r.circuit["n_total"]
 

@@ -206,7 +206,7 @@ def test_ioi_circuit_target_smollm2(smollm2):
 
 
 # ---------------------------------------------------------------------------------------------
-# greedy search by real patching (interp/circuits/search.py)
+# greedy search by real patching (interp/circuits/discovery.py)
 # ---------------------------------------------------------------------------------------------
 def _hand_metric(model, task, keep_heads, keep_mlps, source):
     """m(S) with plain hooks written here: every head / MLP outside S gets its corrupted (or clean-mean) value."""
@@ -316,8 +316,9 @@ def test_denoise_is_the_corrupted_run_with_the_circuit_restored(tiny_llama):
 def test_greedy_search_stays_inside_planted_circuit(tiny_llama):
     """Zero every head and MLP except a planted set: the others carry nothing, so none may enter the circuit,
     whatever order the prior suggests (here the prior ranks the silenced components as most important)."""
-    from interp.circuits import SearchConfig, circuit_faithfulness, search_circuit
+    from interp.circuits import ComponentPatcher, SearchConfig, circuit_faithfulness, search_circuit
     from interp.models import scoped_hooks
+    from interp.models.hooks import parse_component
 
     task = _task(tiny_llama)
     planted_heads, planted_mlps = {(0, 1), (1, 2), (1, 3)}, {1}
@@ -351,6 +352,9 @@ def test_greedy_search_stays_inside_planted_circuit(tiny_llama):
             assert c.faithfulness >= 0.9
             # 1e-5 of F = 1e-5 x span of m: with the unhooked span (5.1e-4) ~1.4 float32 ulps of m (0.037): tight
             assert circuit_faithfulness(tiny_llama, task, c.components)["F"] == pytest.approx(c.faithfulness, abs=1e-5)
+            # the circuit's denoising check is that of its own members (same runs again: as tight as above)
+            units = [parse_component(x) for x in c.components]
+            assert c.denoise_recovered == pytest.approx(ComponentPatcher(tiny_llama, task).denoise(units), abs=1e-5)
         # as above
         assert circuit_faithfulness(tiny_llama, task, sorted(planted))["F"] == pytest.approx(1.0, abs=1e-5)
 
@@ -494,3 +498,6 @@ def test_config_or_keywords_never_both(tiny_llama):
     assert CircuitRunConfig(method="atp", n=3) == CircuitRunConfig(**{"method": "atp", "n": 3})
     with pytest.raises(ValueError, match="unknown method"):
         run_circuit(tiny_llama, "ioi", method="magic")
+    for bad, what in (({"share": 1.5}, "share"), ({"source": "zero"}, "source")):  # the searches' checks
+        with pytest.raises(ValueError, match=what):
+            CircuitRunConfig(**bad)

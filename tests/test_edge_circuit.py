@@ -159,7 +159,9 @@ def _gpt2_circuit_run(m, task, circuit):
 
 
 def test_matches_hand_written_gpt2_circuit_run():
-    m = model_for("tiny-gpt2")
+    from tests.test_edges import with_random_biases
+
+    m = with_random_biases("tiny-gpt2")  # so that a q/k/v recomputed without its bias fails
     task = ioi_task(m, n=3, seed=0)
     g = edge_graph(m)
     # (the char-level prompts share their last token, so clean information must move through k or v)

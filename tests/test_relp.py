@@ -214,7 +214,7 @@ def test_rule_set_names():
     assert METHOD_SPECS["relp-cp-lrp"] == ("relp", {"rules": "default+cp-lrp"})
     from interp.circuits.compare import compare_methods
 
-    with pytest.raises(ValueError, match="'relp-default' was renamed"):  # checked before the model is used
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['relp-default'\]"):  # before the model is used
         compare_methods(None, "ioi", methods=("patch", "relp-default"))
 
 

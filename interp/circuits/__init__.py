@@ -3,13 +3,12 @@ functions, and the searches and analyses that produce them (top-k and greedy com
 edge circuits from EAP scores, transcoder feature circuits, discrete-SAE circuits, IOI head roles)."""
 
 from .circuit import Circuit, as_edge_mask, component_edges, greedy_circuit, prune_circuit, top_n_circuit
-from .discovery import CircuitConfig, discover_circuit, rank_components
+from .discovery import CircuitConfig, SearchConfig, discover_circuit, rank_components, search_circuit
 from .edge_circuits import EdgeResult, EdgeRunConfig, run_edges
 from .faithfulness import (ComponentPatcher, Faithfulness, FaithfulnessCurve, circuit_faithfulness,
                            edge_circuit_faithfulness, faithfulness_curve)
 from .pipeline import METHODS, SEARCHES, CircuitRunConfig, run_circuit, run_method
 from .roles import HeadRoles, classify_heads
-from .search import SearchConfig, search_circuit
 
 __all__ = [
     "Circuit", "CircuitConfig", "CircuitRunConfig", "ComponentPatcher", "EdgeResult", "EdgeRunConfig", "Faithfulness",

@@ -1,7 +1,7 @@
 """The one circuit type: a set of components (or of edges) that carries a behaviour, with its evidence.
 
 A component circuit (:func:`~interp.circuits.discovery.discover_circuit`,
-:func:`~interp.circuits.search.search_circuit`) lists its members by hook address
+:func:`~interp.circuits.discovery.search_circuit`) lists its members by hook address
 (``blocks.9.attn.hook_z[3]``, ``blocks.4.hook_mlp_out``; display ``L9H3`` / ``MLP4`` via
 :func:`interp.models.hooks.component_label`).  An edge circuit (``top_n_circuit``, ``greedy_circuit``)
 is a bool mask ``[N_s, N_r]`` over the residual-stream graph of :mod:`interp.attribution.edges`;
@@ -160,7 +160,7 @@ def prune_circuit(graph: EdgeGraph, edges: torch.Tensor) -> torch.Tensor:
     inputs = _inputs(graph)
     s_stage = torch.tensor([n.stage for n in graph.senders])
     r_stage = torch.tensor([n.stage for n in graph.receivers])
-    stages = sorted(set(s_stage.tolist()) | set(r_stage.tolist()))
+    stages = torch.cat([s_stage, r_stage]).unique().tolist()  # sorted
     fwd_s = torch.tensor([n.layer == -1 for n in graph.senders])
     fwd_r = torch.zeros(len(graph.receivers), dtype=torch.bool)
     for s in stages:
@@ -186,10 +186,9 @@ def top_n_circuit(scores: EdgeScores, n: int, prune: bool = True) -> Circuit:
     """The ``n`` edges of largest |score|, then pruned."""
     _check_n(scores, n, "top_n_circuit")
     g = scores.graph
-    flat = scores.scores.abs().double().masked_fill(~g.mask, float("-inf")).reshape(-1)
-    m = torch.zeros(flat.numel(), dtype=torch.bool)
-    m[flat.topk(n).indices] = True
-    m = m.reshape(g.mask.shape)
+    flat = scores.scores.abs().double().masked_fill(~g.mask, float("-inf")).flatten()
+    m = torch.zeros_like(g.mask)
+    m.view(-1)[flat.topk(n).indices] = True
     return Circuit.of_edges(g, prune_circuit(g, m) if prune else m, f"{scores.method} top {n}", n)
 
 
@@ -232,18 +231,16 @@ def component_edges(scores: EdgeScores, mask: torch.Tensor | None = None, member
     picks the edges; ``members`` (display names, ``L3H2`` / ``MLP4``) keeps only edges between them
     and from the token embedding (``embed``) or into the ``logits``."""
     g = scores.graph
-    inputs = _inputs(g)
-    totals: dict[tuple[str, str], float] = {}
-    for i, j in (g.mask if mask is None else mask).nonzero().tolist():
-        snd = g.senders[i]
-        targets = [g.senders[k].name for k in inputs[j].nonzero().flatten().tolist()] or [g.receivers[j].name]
-        if members is not None:
-            if snd.name not in members and snd.kind != "embed":
-                continue
-            targets = [t for t in targets if t in members or t == "logits"]
-        for t in targets:
-            totals[(snd.name, t)] = totals.get((snd.name, t), 0.0) + float(scores.scores[i, j])
-    edges = [{"source": s, "target": t, "score": v} for (s, t), v in totals.items()]
+    m = g.mask if mask is None else mask
+    # receiver -> the component it feeds: the senders it is an input of, or (the logits) a last column
+    feeds = torch.cat([_inputs(g), torch.tensor([[r.kind == "logits"] for r in g.receivers])], 1).double()
+    total = torch.where(m, scores.scores.double(), 0.0) @ feeds  # [N_s, N_s + 1]
+    count = m.double() @ feeds
+    names = [n.name for n in g.senders] + ["logits"]
+    rows = [i for i, n in enumerate(g.senders) if members is None or n.name in members or n.kind == "embed"]
+    cols = [k for k, n in enumerate(names) if members is None or n in members or n == "logits"]
+    edges = [{"source": names[i], "target": names[k], "score": float(total[i, k])} for i in rows for k in cols
+             if count[i, k]]
     return sorted(edges, key=lambda e: -abs(e["score"]))
 
 

@@ -171,9 +171,6 @@ def compare_methods(model, task_name: str, *, progress: bool = False, config: Co
 
     cfg = config
     methods = tuple(m for m in METHOD_SPECS if m != "ig-embed") if cfg.methods is None else tuple(cfg.methods)
-    if "relp-default" in methods:
-        raise ValueError("method 'relp-default' was renamed: 'relp' is now RelP with the paper's default rules "
-                         "(LN, Identity, Half); 'relp-cp-lrp' adds the AH-rule (CP-LRP), which the old 'relp' used")
     bad = [m for m in methods if m not in METHOD_SPECS]
     if bad:
         raise ValueError(f"unknown method(s) {bad}; choose from {sorted(METHOD_SPECS)}")

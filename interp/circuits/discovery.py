@@ -1,13 +1,19 @@
-"""Circuit discovery: prune to the smallest component set that keeps a share of the metric.
+"""Component circuits: the smallest top-k set of a ranking, or greedy pruning by real patching.
 
-Algorithm (node-level circuits as in Wang et al. 2022 and Hanna et al. 2024; docs/methods.md, Circuit discovery):
-1. Rank the components (attention heads and MLPs) by an attribution method's score, largest
-   first (``order='signed'``: components that push the metric up; ``'abs'``: by magnitude).
-2. Faithfulness curve: for every size k = 0..n, keep the top-k components running normally on
-   the clean prompts and patch *every other* component with its corrupted activation (or the
-   clean mean); F(k) = (m(C_k) - m(empty)) / (m(all) - m(empty)).  Many sizes share one forward
-   pass (``complement_metric``).  With every head and MLP corrupted the last position sees only
-   corrupted information, so m(empty) equals m(corrupt) for tasks whose last token is shared.
+Definitions (docs/methods.md, Circuit discovery).  C = every attention head and MLP.  For a set S of
+components, m(S) is the batch-mean metric of the clean run with every component *outside* S
+patched -- with its activation from the corrupted run (``source='corrupt'``, the ABC run for
+IOI) or with the clean batch mean (``source='mean'``, mean-ablation).
+F(S) = (m(S) - m(empty)) / (m(C) - m(empty)).  With every head and MLP corrupted the last position
+sees only corrupted information, so m(empty) equals m(corrupt) for tasks whose last token is shared.
+Both searches measure F with :class:`~interp.circuits.faithfulness.ComponentPatcher` (many sets
+share one forward pass, ``complement_metric``) and report the denoising check (the corrupted run
+with only the circuit's components patched from clean).
+
+**Top-k** (:func:`discover_circuit`; node-level circuits as in Wang et al. 2022 and Hanna et al. 2024):
+1. Rank the components by an attribution method's score, largest first (``order='signed'``:
+   components that push the metric up; ``'abs'``: by magnitude).
+2. Faithfulness curve: F(k) of the top-k components for every size k = 0..n.
 3. The circuit is the smallest k with F(k) >= share, read off the measured curve.  F(k) is not
    monotone in k (a component that pushes the metric down can enter before one that restores
    it), so no search that assumes monotonicity can promise the smallest k; measuring every k can.
@@ -16,19 +22,41 @@ Algorithm (node-level circuits as in Wang et al. 2022 and Hanna et al. 2024; doc
    size before g): mid = (lo + hi) // 2, hi = mid if F(mid) >= share else lo = mid, until
    hi = lo + 1; it returns hi, a size where F crosses ``share`` upwards (F(hi - 1) < share <=
    F(hi)); it is the smallest k only when F is monotone up to g.
-4. Verification by real patching: the chosen circuit's F is a real patched run; we also report
-   the denoising check (corrupted run with only the circuit's components patched from clean).
-
 Cost: (n + 1) * B*T tokens of forward passes (n = number of components; ``grid=G``:
 (G + log2(gap)) * B*T), batched ``max_tokens`` tokens a pass.
-Memory: clean and corrupted activations of every head and MLP (see attribution/components.py).
+
+**Greedy pruning by real patching** (:func:`search_circuit`; ACDC at the node level, Conmy et al. 2023).
+Ranking by one attribution score misses components that matter only jointly, and its curve is not
+monotone; this search decides with the ground truth itself, every decision a real patched run, and
+keeps F(S) >= ``share + margin``:
+1. Prior order: components sorted by |attribution score| ascending (any method's scores; the
+   cheapest to drop are tried first).  The prior only orders the tries; every accepted
+   removal is a measured F.
+2. Pruning pass with speculative prefixes.  S = C; q = the undecided components in prior
+   order.  One batched forward pass evaluates S minus the first p components of q for
+   p = 1, 2, 4, ... ``max_group``; the longest prefix whose F stays >= threshold is removed (and
+   ``max_group`` adapts); if no prefix passes, q[0] is kept.  Most components are irrelevant,
+   so whole groups go in one pass.
+3. Refinement (ACDC's repeated sweeps): evaluate S minus each single member (one batch), try
+   the removals in order of the F they leave, sequentially re-measuring, until a batch of all
+   single removals finds none that keeps F >= threshold.  The returned circuit is then
+   *1-minimal* on the discovery prompts: dropping any one member takes F below the threshold
+   (``single_removal_F`` holds the measured values).
+4. The circuit's F is measured once more, fresh, on the discovery prompts; the pipeline also
+   measures it on held-out prompts (``faithfulness.circuit_faithfulness``).
+Cost: about (|S_final| + |C|/max_group) * log2(max_group) masks in step 2 and
+2 * |S| per sweep in step 3; each mask is one B*T-token forward, ``max_tokens`` tokens a pass
+(SmolLM2-135M, 300 components: a few hundred masks; bench/results and docs/benchmarks.md).
+
+Memory (both): clean and corrupted activations of every head and MLP (30 x 2 x B*T*576 floats
+~ 2 MB for B*T = 128) plus one forward of ``max_tokens`` tokens.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -36,21 +64,13 @@ from interp.attribution.components import AttributionResult, component_types
 from interp.results import check_fields
 
 from .circuit import Circuit
-from .faithfulness import ComponentPatcher
-
-
-def check_circuit_settings(share: float, source: str, types) -> None:
-    """Validate the settings every circuit search shares (raises ValueError naming the bad one)."""
-    if not 0 < share <= 1:
-        raise ValueError(f"share must be in (0, 1], got {share}")
-    if source not in ("corrupt", "mean"):
-        raise ValueError(f"source must be 'corrupt' or 'mean', got {source!r}")
-    component_types(types)
+from .faithfulness import ComponentPatcher, Unit
 
 
 @dataclass(frozen=True)
 class CircuitSettings:
-    """What every component-circuit search takes (:class:`CircuitConfig`, ``search.SearchConfig``)."""
+    """What every component-circuit search takes (:class:`CircuitConfig`, :class:`SearchConfig`); its checks
+    (a ``ValueError`` naming the bad setting) are also ``run_circuit``'s."""
 
     share: float = 0.8
     """Fraction of the clean-vs-empty metric gap the circuit must recover (0 < share <= 1)."""
@@ -62,7 +82,10 @@ class CircuitSettings:
     """Tokens per forward pass."""
 
     def __post_init__(self):
-        check_circuit_settings(self.share, self.source, self.types)
+        if not 0 < self.share <= 1:
+            raise ValueError(f"share must be in (0, 1], got {self.share}")
+        check_fields(self, {"source": ("corrupt", "mean")}, {"max_tokens": 1})
+        component_types(self.types)
 
 
 @dataclass(frozen=True)
@@ -127,10 +150,90 @@ def discover_circuit(model, task, result: AttributionResult, config: CircuitConf
         measure([mid])
         hi, lo = (mid, lo) if F(mid) >= cfg.share else (hi, mid)
     sizes = sorted(measured)
-    return Circuit(
-        components=[ev.name(u) for u in units[:hi]], scores=[s for *_, s in ranked[:hi]], n_total=n,
-        faithfulness=F(hi), denoise_recovered=ev.denoise(units[:hi]), metric_full=ev.full, metric_empty=ev.empty,
-        curve_sizes=sizes, curve_faithfulness=[F(s) for s in sizes], method=result.method, share=cfg.share,
-        n_masks=ev.n_masks, seconds=time.perf_counter() - t0,
-        config={"types": list(cfg.types), "source": cfg.source, "order": cfg.order, "grid": cfg.grid},
-    )
+    return ev.circuit(
+        units[:hi], F(hi), t0, scores=[s for *_, s in ranked[:hi]], curve_sizes=sizes,
+        curve_faithfulness=[F(s) for s in sizes], method=result.method, share=cfg.share,
+        config={"types": list(cfg.types), "source": cfg.source, "order": cfg.order, "grid": cfg.grid})
+
+
+@dataclass(frozen=True)
+class SearchConfig(CircuitSettings):
+    """Settings of :func:`search_circuit` (``share``: the faithfulness the circuit must keep)."""
+
+    margin: float = 0.0
+    """Prune only while F >= share + margin on the discovery prompts (slack for held-out prompts)."""
+    max_group: int = 32
+    """Largest prefix of the prior order removed in one try (powers of two up to it are tried);
+    masks per forward pass = max_tokens // (B*T)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_fields(self, at_least={"margin": 0, "max_group": 1})
+
+
+def search_circuit(model, task, prior: AttributionResult | None = None, config: SearchConfig | None = None,
+                   progress: bool = False) -> Circuit:
+    """Greedy pruning by real patching (see module doc).  ``prior`` orders the tries (None: layer
+    order) and gives the members their scores.  The circuit's ``curve_sizes`` / ``curve_faithfulness``
+    are the sizes the pruning reached (from all components down) and the F measured at each."""
+    cfg = config or SearchConfig()
+    t0 = time.perf_counter()
+    ev = ComponentPatcher(model, task, cfg.types, cfg.source, cfg.max_tokens)
+    units = ev.units()
+    n = len(units)
+    prior_score: dict[Unit, float] = {}
+    q = list(units)  # the undecided components, in the order they are tried
+    if prior is not None:
+        ranked = rank_components(prior, component_types(cfg.types), "abs")  # most important first
+        prior_score = {(t.name, l, idx): s for t, l, idx, s in ranked}
+        q = list(reversed(prior_score))
+    ev.ends()
+    thr = cfg.share + cfg.margin
+    S = set(units)
+    traj = [(n, 1.0)]  # (size reached, F measured there)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=n, desc="greedy pruning", leave=False, disable=not progress)
+    # step 2: pruning pass with speculative prefixes
+    group = cfg.max_group
+    while q:
+        sizes = sorted({min(p, len(q)) for p in [2 ** i for i in range(group.bit_length())] + [group]})
+        sets = [[u for u in S if u not in drop] for drop in (set(q[:p]) for p in sizes)]
+        ok = [(p, f) for p, f in zip(sizes, map(ev.F, ev.metric(sets))) if f >= thr]
+        if ok:
+            p, f = max(ok)
+            S -= set(q[:p])
+            traj.append((len(S), f))
+            group = min(cfg.max_group, 2 * p) if p == sizes[-1] else max(1, p)
+        else:
+            p, group = 1, max(1, group // 2)  # q[0] stays in the circuit
+        q = q[p:]
+        bar.update(p)
+    bar.close()
+    # step 3: refinement sweeps until no single removal keeps F >= threshold
+    single: dict[Unit, float] = {}
+    minimal = False
+    while S:
+        members = sorted(S, key=lambda u: (u[1], u[0], u[2]))
+        single = dict(zip(members, map(ev.F, ev.metric([[u for u in S if u != r] for r in members]))))
+        cands = sorted((f, u) for u, f in single.items() if f >= thr)
+        if not cands:
+            minimal = True
+            break
+        before = len(S)
+        for _, u in reversed(cands):  # highest F left first, each re-measured on the current S
+            if len(S) == 1:
+                break
+            f = ev.F(ev.metric([[v for v in S if v != u]])[0])
+            if f >= thr:
+                S.discard(u)
+                traj.append((len(S), f))
+        if len(S) == before:  # the batched and the single run disagree at the threshold (float noise)
+            break
+    members = [u for u in units if u in S]  # layer order
+    return ev.circuit(
+        members, ev.F(ev.metric([members])[0]), t0, scores=[prior_score[u] for u in members if prior_score],
+        curve_sizes=[k for k, _ in traj], curve_faithfulness=[f for _, f in traj], method="greedy",
+        share=cfg.share, threshold=thr, minimal=minimal,
+        single_removal_F={ev.name(u): single[u] for u in members if u in single},
+        config={**asdict(cfg), "prior": None if prior is None else prior.method})

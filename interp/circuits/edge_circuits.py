@@ -31,10 +31,8 @@ from interp.results import check_fields, encode, pearson_or_reason, register
 from interp.tasks import make_task
 
 from .circuit import as_edge_mask, component_edges, node_layer, top_n_circuit
-from .faithfulness import faithfulness_curve
+from .faithfulness import SELECTIONS, faithfulness_curve
 from .result import TaskRun, task_fields
-
-SELECTIONS = ("top-n", "greedy", "both")
 
 
 @dataclass(frozen=True)
@@ -121,15 +119,13 @@ class EdgeResult(TaskRun):
     timings: dict = field(default_factory=dict)
 
     def summary(self) -> str:
-        text = (f"**{self.method}** scored {self.n_edges} edges of {self.model} on {self.n_prompts} {self.task} "
-                f"prompts (metric clean {self.metric_clean:.3f}, corrupted {self.metric_corrupt:.3f}).")
         c = self.circuit
-        if c:
-            text = (f"**{c['n_edges']} of {self.n_edges} edges ({100 * c['n_edges'] / self.n_edges:.2f}%) keep "
-                    f"{100 * c['f_norm']:.1f}% of the clean - corrupted metric** ({self.method} top {c['n_requested']}"
-                    f", pruned) on {self.n_prompts} {self.task} prompts of {self.model} (metric clean "
-                    f"{self.metric_clean:.3f}, corrupted {self.metric_corrupt:.3f}).")
-        elif self.curve:
+        text = (f"**{c['n_edges']} of {self.n_edges} edges ({100 * c['n_edges'] / self.n_edges:.2f}%) keep "
+                f"{100 * c['f_norm']:.1f}% of the clean - corrupted metric** ({self.method} top "
+                f"{c['n_requested']}, pruned)" if c else f"**{self.method}** scored {self.n_edges} edges")
+        text += (f" on {self.n_prompts} {self.task} prompts of {self.model} (metric clean "
+                 f"{self.metric_clean:.3f}, corrupted {self.metric_corrupt:.3f}).")
+        if self.curve and not c:
             best = max(f for c in self.curve["curves"].values() for f in c["f_norm"])
             text += f" No measured {self.method} circuit keeps {self.curve['target']:.0%} (best F_norm {best:.3f})."
         if self.check:

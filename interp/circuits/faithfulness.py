@@ -60,15 +60,6 @@ from .circuit import Circuit, as_edge_mask, greedy_circuit, top_n_circuit
 Unit = tuple  # (component type name, layer, unit index tuple)
 
 
-def no_metric_gap(full: float, empty: float) -> bool:
-    """True when m(all) and m(empty) are equal up to float32 rounding: nothing to attribute.
-
-    The two come from different rows of batched float32 forwards, whose reduction order (and so the
-    last bits) can depend on the batch and the thread count: identical prompts measured 6e-8 apart
-    at |m| = 0.82 on two threads.  1e-5 relative is ~100x that."""
-    return abs(full - empty) <= 1e-5 * max(1.0, abs(full), abs(empty))
-
-
 # ------------------------------------------------------------------------------------------
 # component circuits
 # ------------------------------------------------------------------------------------------
@@ -117,7 +108,11 @@ class ComponentPatcher:
         return self.full, self.empty
 
     def set_ends(self, full: float, empty: float) -> None:
-        if no_metric_gap(full, empty):
+        # m(all) = m(empty) up to float32 rounding: nothing to attribute.  The two come from different rows
+        # of batched float32 forwards, whose reduction order (and so the last bits) can depend on the batch
+        # and the thread count: identical prompts measured 6e-8 apart at |m| = 0.82 on two threads; 1e-5
+        # relative is ~100x that.
+        if abs(full - empty) <= 1e-5 * max(1.0, abs(full), abs(empty)):
             raise ValueError("the metric does not change between the full model and the all-patched model; "
                              "nothing to attribute (are clean and corrupted prompts identical?)")
         self.full, self.empty = full, empty
@@ -125,6 +120,13 @@ class ComponentPatcher:
     def F(self, m: float) -> float:
         full, empty = self.ends()
         return (m - empty) / (full - empty)
+
+    def circuit(self, units, faithfulness: float, t0: float, **evidence) -> Circuit:
+        """The :class:`Circuit` of ``units`` (hook addresses, in their order) with its F and what this patcher
+        measured: the ends, the denoising check, the sets run and the seconds since ``t0``."""
+        return Circuit([self.name(u) for u in units], n_total=len(self.units()), faithfulness=faithfulness,
+                       metric_full=self.full, metric_empty=self.empty, denoise_recovered=self.denoise(units),
+                       n_masks=self.n_masks, seconds=time.perf_counter() - t0, **evidence)
 
     def denoise(self, units) -> float:
         """(m(corrupt run, ``units`` patched from clean) - m(corrupt)) / (m(clean) - m(corrupt))."""
@@ -168,77 +170,69 @@ class Faithfulness:
     config: dict = field(default_factory=dict)
 
 
-class _CircuitRun:
-    """Hooks for ``c`` stacked circuit copies (see the module doc)."""
+def _circuit_hooks(model, graph, weights, Zk, A, B, T) -> list:
+    """Hooks for the ``c = len(A)`` stacked circuit copies of one pass (see the module doc)."""
+    g, c, acc = graph, A.shape[0], Zk.dtype
+    D = torch.zeros(c, len(g.senders), B, T, Zk.shape[-1], dtype=acc, device=Zk.device)
+    W_o = [w.W_o.to(acc) for w in weights]
+    s_stage = torch.tensor([n.stage for n in g.senders])
+    n_prev = [int((s_stage < r.stage).sum()) for r in g.receivers]  # senders are in stage order
+    xs: dict[int, torch.Tensor] = {}
 
-    def __init__(self, model, graph, weights, Zk, A, B, T):
-        self.model, self.graph, self.Zk, self.A, self.B = model, graph, Zk, A, B
-        self.c, self.acc = A.shape[0], Zk.dtype
-        self.D = torch.zeros(self.c, len(graph.senders), B, T, Zk.shape[-1], dtype=self.acc, device=Zk.device)
-        self.W_o = [w.W_o.to(self.acc) for w in weights]
-        s_stage = torch.tensor([n.stage for n in graph.senders])
-        self.n_prev = [int((s_stage < r.stage).sum()) for r in graph.receivers]  # senders are in stage order
-        self.xs: dict[int, torch.Tensor] = {}
-        self.qkv = {(l, k): (getattr(w, f"W_{k}"), w.b_qkv[k]) for l, w in enumerate(weights) for k in "qkv"}
-
-    def offsets(self, js: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def offsets(js: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """``([c, R, B, T, d] offsets, needs [c, R])`` for receivers ``js`` (all of one stage)."""
-        n = self.n_prev[js[0]]
-        a = self.A[:, :n, js].to(self.acc)  # [c, n, R]
-        off = -torch.bmm(a.transpose(1, 2), self.D[:, :n].reshape(self.c, n, -1))
-        return off.reshape(self.c, len(js), *self.D.shape[2:]), a.ne(0).any(1)
+        n = n_prev[js[0]]
+        a = A[:, :n, js].to(acc)  # [c, n, R]
+        off = -torch.bmm(a.transpose(1, 2), D[:, :n].reshape(c, n, -1))
+        return off.reshape(c, len(js), *D.shape[2:]), a.ne(0).any(1)
 
-    def hooks(self) -> list:
-        g, B, c = self.graph, self.B, self.c
-        by_hook: dict[str, list[int]] = {}
-        for i, n in enumerate(g.senders):
-            by_hook.setdefault(n.hook, []).append(i)
+    by_hook: dict[str, list[int]] = {}
+    for i, n in enumerate(g.senders):
+        by_hook.setdefault(n.hook, []).append(i)
 
-        def sender(rows, hook_name):
-            def fn(x, hook):
-                xx = x.to(self.acc)
-                if hook_name.endswith("hook_z"):
-                    W_o = self.W_o[g.senders[rows[0]].layer]
-                    val = torch.einsum("cbthe,hed->chbtd", xx.reshape(c, B, *x.shape[1:]), W_o)
-                else:
-                    if xx.shape[0] != c * B:  # a positional embedding broadcast over the batch
-                        xx = xx.expand(B, *xx.shape[1:]).repeat(c, *[1] * (xx.ndim - 1))
-                    val = xx.reshape(c, B, *x.shape[1:])[:, None]
-                self.D[:, rows] = val - self.Zk[rows]
-            return fn
-
-        hooks = [(name, sender(rows, name)) for name, rows in by_hook.items()]
-        layer_recv: dict[tuple[int, str], list[int]] = {}
-        for j, r in enumerate(g.receivers):
-            layer_recv.setdefault((r.layer, r.kind), []).append(j)
-        for (l, kind), js in layer_recv.items():
-            if kind in ("mlp", "logits"):
-                def add(x, hook, js=js):
-                    return x + self.offsets(js)[0][:, 0].reshape(x.shape).to(x.dtype)
-
-                hooks.append((f"blocks.{l}.ln2.hook_in" if kind == "mlp" else "ln_final.hook_in", add))
+    def sender(rows, hook_name):
+        def fn(x, hook):
+            xx = x.to(acc)
+            if hook_name.endswith("hook_z"):
+                W = W_o[g.senders[rows[0]].layer]
+                val = torch.einsum("cbthe,hed->chbtd", xx.reshape(c, B, *x.shape[1:]), W)
             else:
-                def head(act, hook, l=l, kind=kind, js=js):
-                    off, need = self.offsets(js)  # [c, R, B, T, d]
-                    x = self.xs[l].reshape(c, 1, B, *self.xs[l].shape[1:])
-                    ln = _orig(self.model.blocks[l].ln1)
-                    h_idx = [g.receivers[j].head for j in js]
-                    W, b = self.qkv[(l, kind)]
-                    y = ln((x.to(self.acc) + off).to(x.dtype)).to(self.acc)
-                    new = torch.einsum("crbtd,red->cbtre", y, W[h_idx].to(self.acc)) + b[h_idx].to(self.acc)
-                    out = act.reshape(c, B, *act.shape[1:]).clone()
-                    sel = out[:, :, :, h_idx]
-                    keep = need[:, None, None, :, None]
-                    out[:, :, :, h_idx] = torch.where(keep, new.to(out.dtype), sel)
-                    return out.reshape(act.shape)
+                if xx.shape[0] != c * B:  # a positional embedding broadcast over the batch
+                    xx = xx.expand(B, *xx.shape[1:]).repeat(c, *[1] * (xx.ndim - 1))
+                val = xx.reshape(c, B, *x.shape[1:])[:, None]
+            D[:, rows] = val - Zk[rows]
+        return fn
 
-                hooks.append((f"blocks.{l}.attn.hook_{kind}", head))
-        for l in sorted({l for (l, k) in layer_recv if k in "qkv"}):
-            def save(x, hook, l=l):
-                self.xs[l] = x
+    hooks = [(name, sender(rows, name)) for name, rows in by_hook.items()]
+    layer_recv: dict[tuple[int, str], list[int]] = {}
+    for j, r in enumerate(g.receivers):
+        layer_recv.setdefault((r.layer, r.kind), []).append(j)
+    for (l, kind), js in layer_recv.items():
+        if kind in ("mlp", "logits"):
+            def add(x, hook, js=js):
+                return x + offsets(js)[0][:, 0].reshape(x.shape).to(x.dtype)
 
-            hooks.insert(0, (f"blocks.{l}.ln1.hook_in", save))
-        return hooks
+            hooks.append((f"blocks.{l}.ln2.hook_in" if kind == "mlp" else "ln_final.hook_in", add))
+        else:
+            def head(act, hook, l=l, kind=kind, js=js):
+                off, need = offsets(js)  # [c, R, B, T, d]
+                x = xs[l].reshape(c, 1, B, *xs[l].shape[1:])
+                h_idx = [g.receivers[j].head for j in js]
+                W, b = getattr(weights[l], f"W_{kind}")[h_idx].to(acc), weights[l].b_qkv[kind][h_idx].to(acc)
+                y = _orig(model.blocks[l].ln1)((x.to(acc) + off).to(x.dtype)).to(acc)
+                new = torch.einsum("crbtd,red->cbtre", y, W) + b
+                out = act.reshape(c, B, *act.shape[1:]).clone()
+                keep = need[:, None, None, :, None]
+                out[:, :, :, h_idx] = torch.where(keep, new.to(out.dtype), out[:, :, :, h_idx])
+                return out.reshape(act.shape)
+
+            hooks.append((f"blocks.{l}.attn.hook_{kind}", head))
+    for l in sorted({l for (l, k) in layer_recv if k in "qkv"}):
+        def save(x, hook, l=l):
+            xs[l] = x
+
+        hooks.insert(0, (f"blocks.{l}.ln1.hook_in", save))
+    return hooks
 
 
 def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[str] | None = None,
@@ -278,19 +272,18 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[
     for s in range(0, len(masks), k_max):
         chunk = masks[s:s + k_max]
         A = torch.stack([graph.mask & ~m for m in chunk]).to(device)
-        run = _CircuitRun(model, graph, weights, Zk.to(device), A, B, T)
-        with torch.no_grad(), scoped_hooks(model, fwd=run.hooks()), fast_forward(model, None, len(chunk), 0, last):
+        hooks = _circuit_hooks(model, graph, weights, Zk.to(device), A, B, T)
+        with torch.no_grad(), scoped_hooks(model, fwd=hooks), fast_forward(model, None, len(chunk), 0, last):
             logits = model(task.clean.to(device).repeat(len(chunk), 1))
         per[s:s + len(chunk)] = task.metric(logits).double().reshape(len(chunk), B).cpu()
-        del run
+        del hooks  # this pass's D goes before the next one is made
     metrics = per.mean(1)
     span = mc - mk
     f = (metrics - mk) / span if span else torch.full_like(metrics, float("nan"))
-    identity = {}
     K = len(labels)
-    if check_ends:
-        identity = {"full": metrics[K].item(), "empty": metrics[K + 1].item(),
-                    "full_minus_clean": metrics[K].item() - mc, "empty_minus_corrupt": metrics[K + 1].item() - mk}
+    identity = {"full": metrics[K].item(), "empty": metrics[K + 1].item(),
+                "full_minus_clean": metrics[K].item() - mc,
+                "empty_minus_corrupt": metrics[K + 1].item() - mk} if check_ends else {}
     return Faithfulness(labels=labels, n_edges=[int(m.sum()) for m in masks[:K]], metrics=metrics[:K],
                         f_norm=f[:K], metric_clean=mc, metric_corrupt=mk, seconds=time.perf_counter() - t0,
                         per_prompt=per[:K], identity=identity,
@@ -302,6 +295,11 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[
 # ------------------------------------------------------------------------------------------
 # the faithfulness curve
 # ------------------------------------------------------------------------------------------
+SELECTIONS = {"top-n": [("", top_n_circuit)], "greedy": [(" greedy", greedy_circuit)]}
+SELECTIONS["both"] = SELECTIONS["top-n"] + SELECTIONS["greedy"]
+"""The edge circuits :func:`faithfulness_curve` measures: (suffix of the curve's key, selection)."""
+
+
 @dataclass
 class FaithfulnessCurve:
     """F_norm vs circuit size, one curve per scoring method, all from one batched circuit run."""
@@ -322,17 +320,13 @@ def faithfulness_curve(model, task, scores: Sequence[EdgeScores], sizes: Sequenc
     ``sizes``, evaluated together; with both selections the keys read ``method`` and ``method greedy``.
     ``max_tokens`` and ``fast``: as :func:`edge_circuit_faithfulness` (``INTERP_REFERENCE=1`` switches
     the fast path off)."""
-    if selection not in ("top-n", "greedy", "both"):
-        raise ValueError(f"unknown selection {selection!r}; choose from top-n, greedy, both")
-    if not scores:
-        raise ValueError("faithfulness_curve needs at least one EdgeScores")
+    if selection not in SELECTIONS:
+        raise ValueError(f"unknown selection {selection!r}; choose from {tuple(SELECTIONS)}")
     sizes = [int(n) for n in sizes]
-    if not sizes:
-        raise ValueError("faithfulness_curve needs at least one circuit size")
+    if not scores or not sizes:
+        raise ValueError("faithfulness_curve needs at least one EdgeScores and at least one circuit size")
     t0 = time.perf_counter()
-    pickers = ([("", top_n_circuit)] if selection != "greedy" else []) + (
-        [(" greedy", greedy_circuit)] if selection != "top-n" else [])
-    runs = [(s.method + suffix, s, pick) for s in scores for suffix, pick in pickers]
+    runs = [(s.method + suffix, s, pick) for s in scores for suffix, pick in SELECTIONS[selection]]
     circuits = [pick(s, n, prune) for _, s, pick in runs for n in sizes]
     res = edge_circuit_faithfulness(model, task, circuits, max_tokens=max_tokens, fast=fast)
     curves, k = {}, len(sizes)

@@ -105,8 +105,7 @@ def decompose(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u: t
         raise ValueError(f"where must be 'pre' or 'mid', got {where!r}")
     if missing not in ("error", "mlp"):
         raise ValueError(f"missing must be 'error' or 'mlp', got {missing!r}")
-    T = cc.tokens.shape[0]
-    t = position % T
+    t = position % cc.tokens.shape[0]
     u = u.to(torch.float32)
     embed = cc.cache["hook_embed"][t] + (cc.cache["hook_pos_embed"][t] if "hook_pos_embed" in cc.cache else 0)
     out = [Contribution("embed", -1, -1, t, float(embed @ u))]
@@ -189,23 +188,21 @@ def greedy_paths(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u
     paths survive each iteration.  Returns paths sorted by their last hop's contribution.
     Settings: a :class:`PathSearch` or its fields as keywords (``n_iters=2, beam=4``), not both.
     """
-    cfg = config
-    T = cc.tokens.shape[0]
-    frontier = [(Path([], float("inf")), u.float(), layer, where, position % T)]
+    frontier = [(Path([], float("inf")), u.float(), layer, where, position % cc.tokens.shape[0])]
     done: list[Path] = []
-    for _ in range(cfg.n_iters):
+    for _ in range(config.n_iters):
         cand = []
         for path, vec, L, wh, t in frontier:
-            terms = [c for c in decompose(model, transcoders, cc, vec, L, wh, t, cfg.missing)
+            terms = [c for c in decompose(model, transcoders, cc, vec, L, wh, t, config.missing)
                      if c.kind in ("feature", "head")]
             terms.sort(key=lambda c: -c.value)
-            for c in terms[:cfg.n_branches]:
+            for c in terms[:config.n_branches]:
                 if c.value <= 0:
                     break
                 cand.append((Path(path.nodes + [c], c.value), vec, t, c))
         cand.sort(key=lambda x: -x[0].value)
         frontier = []
-        for p, vec, t, c in cand[:cfg.beam]:
+        for p, vec, t, c in cand[:config.beam]:
             done.append(p)
             nv = _continue(model, transcoders, cc, c, vec, t)
             if nv is not None:

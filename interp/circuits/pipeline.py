@@ -9,7 +9,7 @@
 3. find the circuit, judged by patching everything outside it (``source``: from the corrupted
    run, or mean-ablation):
    ``search='greedy'`` (default): greedy pruning by real patching with the method's scores as
-   the order of tries (search.py), then the circuit's F on held-out prompts (another seed);
+   the order of tries (discovery.py), then the circuit's F on held-out prompts (another seed);
    the top-k curve of step 3b (about 24 sizes, grid + bisection) is kept beside it for comparison.
    ``search='topk'``: the smallest top-k set of the ranking with F >= ``share`` (discovery.py:
    F measured at every size k, since F(k) is not monotone);
@@ -42,15 +42,13 @@ from interp.reports.attention import attention_patterns
 from interp.results import check_fields
 from interp.tasks import make_task
 
-from .discovery import CircuitConfig, check_circuit_settings, discover_circuit
+from .discovery import CircuitConfig, CircuitSettings, SearchConfig, discover_circuit, search_circuit
 from .faithfulness import circuit_faithfulness
 from .result import CircuitResult, circuit_edges, prompt_tokens, task_fields
 from .roles import classify_heads
-from .search import SearchConfig, search_circuit
 
 METHODS = ("patch", "atp", "relp", "ig")
 SEARCHES = ("greedy", "topk")
-COMPONENTS = ("resid", "attn_head", "mlp")
 
 
 def run_method(model, task, method: str, per_position=("resid",), rules="default", steps: int | None = None,
@@ -63,12 +61,11 @@ def run_method(model, task, method: str, per_position=("resid",), rules="default
     ``direction='noise'`` scores the effect of corrupting a component in the clean run (patching
     source ``noise``; AtP / RelP gradients at the clean run; IG's path from the clean to the
     corrupted activation inside the clean run), ``'denoise'`` the effect of restoring it in the
-    corrupted run; every method's scores then carry the sign of patching in that direction.
+    corrupted run; every method's scores then carry the sign of patching in that direction (each method's
+    settings refuse any other direction).
     """
-    if direction not in ("denoise", "noise"):
-        raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
-    return score(model, task, method, COMPONENTS, per_position, rules=rules, steps=steps, progress=progress,
-                 direction=direction, source=direction)
+    return score(model, task, method, ("resid", "attn_head", "mlp"), per_position, rules=rules, steps=steps,
+                 progress=progress, direction=direction, source=direction)
 
 
 TAKES = {"patch": ("source", "progress"), "atp": ("direction",), "relp": ("rules", "direction"),
@@ -133,7 +130,7 @@ class CircuitRunConfig:
 
     def __post_init__(self):
         check_fields(self, {"method": METHODS, "search": SEARCHES}, {"n": 1, "heldout_n": 0, "margin": 0})
-        check_circuit_settings(self.share, self.source, ("attn_head", "mlp"))
+        CircuitSettings(share=self.share, source=self.source)  # the checks the circuit searches share
 
 
 @takes_config(CircuitRunConfig)
@@ -143,13 +140,12 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
 
     Settings: a :class:`CircuitRunConfig` or its fields as keywords (``method="atp", n=16``), not both.
     """
-    cfg = config
-    method, search, source, share = cfg.method, cfg.search, cfg.source, cfg.share
+    method, search, source, share = config.method, config.search, config.source, config.share
     t0 = time.perf_counter()
-    task = make_task(task_name, model, n=cfg.n, seed=cfg.seed, corruption=cfg.corruption)
+    task = make_task(task_name, model, n=config.n, seed=config.seed, corruption=config.corruption)
     # The circuit is judged by corrupting everything outside it in the clean run, so components
     # are ranked by their noising effect (what is lost when each one alone is corrupted).
-    res = run_method(model, task, method, rules=cfg.rules, progress=progress, direction="noise")
+    res = run_method(model, task, method, rules=config.rules, progress=progress, direction="noise")
     # the top-k circuit: every size when it is the answer (search='topk'); beside a greedy search it is only a
     # comparison, measured on ~24 sizes (grid + bisection, discovery.py) at a tenth of the cost
     topk = discover_circuit(model, task, res, CircuitConfig(share=share, source=source,
@@ -157,8 +153,8 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
     timings = {method: res.seconds, "topk_search": topk.seconds}
     found = topk
     if search == "greedy":
-        found = search_circuit(model, task, res, SearchConfig(share=share, margin=cfg.margin, source=source),
-                               progress=progress)
+        found = search_circuit(model, task, res, SearchConfig(share=share, margin=config.margin,
+                                                              source=source), progress=progress)
         timings["greedy_search"] = found.seconds
     circuit_json = found.to_json()
     # the curve the search walked, smallest circuit first: F measured at each size
@@ -173,10 +169,10 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
                          f"patches every other one ({source}); F is the share of the clean-minus-empty "
                          "metric recovered.")}
     components = found.components
-    if cfg.heldout_n:
+    if config.heldout_n:
         th = time.perf_counter()
-        hs = cfg.seed + 1 if cfg.heldout_seed is None else cfg.heldout_seed
-        ho_task = make_task(task_name, model, n=cfg.heldout_n, seed=hs, corruption=cfg.corruption)
+        hs = config.seed + 1 if config.heldout_seed is None else config.heldout_seed
+        ho_task = make_task(task_name, model, n=config.heldout_n, seed=hs, corruption=config.corruption)
         circuit_json["heldout"] = {**circuit_faithfulness(model, ho_task, components, source=source), "seed": hs}
         timings["heldout_check"] = time.perf_counter() - th
     roles = {}
@@ -184,26 +180,26 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
         members = {component_label(c) for c in components}
         roles = {h: role for h, role in classify_heads(model, task).roles.items() if h in members}
     patching = None
-    if cfg.check_patching:
+    if config.check_patching:
         tp = time.perf_counter()
         patching = res if method == "patch" else A.activation_patching(
             model, task, ("attn_head", "mlp"), progress=progress, source="noise")
         timings["patching_check"] = time.perf_counter() - tp
     edge_list, edges_note = [], "edges were not requested (edges=False)."
-    if cfg.edges:
+    if config.edges:
         te = time.perf_counter()
         edge_list, edges_note = circuit_edges(model, task, components)
         timings["edges"] = time.perf_counter() - te
-    token_ex = token_examples(model, task) if cfg.examples else []
+    token_ex = token_examples(model, task) if config.examples else []
     timings["total"] = time.perf_counter() - t0
     result = CircuitResult(
-        **task_fields(model, task_name, task, res), method=method, search=search, seed=cfg.seed,
+        **task_fields(model, task_name, task, res), method=method, search=search, seed=config.seed,
         circuit=circuit_json, curve=faith,
         topk={"n_components": len(topk.components), "faithfulness": topk.faithfulness,
               "curve_sizes": topk.curve_sizes, "curve_faithfulness": topk.curve_faithfulness},
         scores=res, patching=patching, edges=edge_list, edges_note=edges_note, roles=roles,
         attention=attention_patterns(model, task.prompts[0]), examples=token_ex,
-        config={**dataclasses.asdict(cfg), "rules": res.config["rules"] if method == "relp" else None},
+        config={**dataclasses.asdict(config), "rules": res.config["rules"] if method == "relp" else None},
         timings=timings)
     if out is not None:
         result.write(out)

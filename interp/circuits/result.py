@@ -162,17 +162,13 @@ class CircuitResult(TaskRun):
     def graph(self) -> tuple[list[dict], list[dict]]:
         """Nodes (circuit members, with embed and logits when edges reach them) and edges for a figure."""
         # shown as importance: the metric lost when the component or edge alone is corrupted (-noising score)
-        scores = {short_name(c["name"]): -c["score"] for c in self.circuit["components"]
-                  if c["score"] is not None}
         nodes = [{"id": short_name(c), "label": _node_label(short_name(c), self.roles), "layer": node_layer(c, 0),
-                  "score": scores.get(short_name(c)), "kind": "head" if HEAD_RE.match(c) else "mlp"}
-                 for c in self.components]
-        ends = {e["source"] for e in self.edges} | {e["target"] for e in self.edges}
+                  "score": None if s is None else -s, "kind": "head" if HEAD_RE.match(c) else "mlp"}
+                 for c, s in ((c["name"], c["score"]) for c in self.circuit["components"])]
+        ends = {n for e in self.edges for n in (e["source"], e["target"])}
         n_layers = self.scores.scores["attn_head"].shape[0] if "attn_head" in self.scores.scores else 0
-        if "embed" in ends:
-            nodes.insert(0, {"id": "embed", "label": "embed", "layer": -1, "kind": "embed"})
-        if "logits" in ends:
-            nodes.append({"id": "logits", "label": "logits", "layer": n_layers, "kind": "logits"})
+        nodes += [{"id": n, "label": n, "layer": node_layer(n, n_layers), "kind": n} for n in ("embed", "logits")
+                  if n in ends]
         edges = [{"source": e["source"], "target": e["target"], "weight": -e["score"]} for e in self.edges]
         return nodes, edges
 

@@ -100,8 +100,8 @@ def copy_scores(model, names: torch.Tensor, resid: torch.Tensor, k: int = 5) -> 
             if v.shape[-1] != H_kv * dh:
                 raise ValueError(f"copy scores: blocks.{l}.attn.v gives width {v.shape[-1]}, expected {H_kv} x {dh}")
             v = v.reshape(N, H_kv, dh).repeat_interleave(H // H_kv, dim=1)  # [N, H, dh], query-head order
-            z = torch.zeros(H, N, H, dh, dtype=v.dtype, device=dev)
-            z[torch.arange(H), :, torch.arange(H)] = v.transpose(0, 1)  # head h's slot only
+            eye = torch.eye(H, dtype=v.dtype, device=dev)[:, None, :, None]
+            z = eye * v.transpose(0, 1)[:, :, None]  # [H, N, H, dh]: head h's slot only
             o0 = blk.attn.o(torch.zeros(1, H * dh, dtype=v.dtype, device=dev))
             out = blk.attn.o(z.reshape(H * N, H * dh)) - o0  # [H*N, d]: z_h W_O[h]
             for sign, dst in ((1.0, pos), (-1.0, neg)):
@@ -121,8 +121,8 @@ def classify_heads(model, task, threshold: float = 0.3, copy_threshold: float = 
     pats, r0 = _patterns(model, task.clean, keep="blocks.0.hook_resid_post")  # [L, B, H, T, T], [B, T, d]
     b = torch.arange(task.n)
     end, io, s1, s2 = (task.positions[k] for k in ("END", "IO", "S1", "S2"))
-    pb = pats.permute(1, 0, 2, 3, 4)  # [B, L, H, T, T]; indexing below gives [B, L, H]
-    scores = {"name_mover": pb[b, :, :, end, io].mean(0), "s_inhibition": pb[b, :, :, end, s2].mean(0)}
+    # the index tensors b and (end, io) are apart, so their [B] dimension comes first: [B, L, H]
+    scores = {"name_mover": pats[:, b, :, end, io].mean(0), "s_inhibition": pats[:, b, :, end, s2].mean(0)}
     scores["negative_name_mover"] = scores["name_mover"].clone()
     scores["copy_suppression"] = scores["s_inhibition"].clone()
     notes: list[str] = []
@@ -134,8 +134,7 @@ def classify_heads(model, task, threshold: float = 0.3, copy_threshold: float = 
         notes.append(f"copy scores skipped ({type(e).__name__}: {e}); name movers by attention pattern alone")
     g = torch.Generator().manual_seed(0)
     V = model.cfg.d_vocab
-    lo = min(1000, V // 4)
-    r = torch.randint(lo, V, (n_rep, rep_len), generator=g)
+    r = torch.randint(min(1000, V // 4), V, (n_rep, rep_len), generator=g)
     bos = model.to_tokens("", prepend_bos=True)[:, :1].cpu().expand(n_rep, 1)
     toks = torch.cat([bos, r, r], dim=1)
     pr = _patterns(model, toks)  # [L, B, H, 2R+1, 2R+1]
@@ -152,7 +151,6 @@ def classify_heads(model, task, threshold: float = 0.3, copy_threshold: float = 
     else:
         eligible[ROLES.index("negative_name_mover")] = eligible[ROLES.index("copy_suppression")] = 0.0
     best, idx = eligible.max(0)
-    roles = {head_label(l, h): ROLES[int(idx[l, h])] for l in range(best.shape[0]) for h in range(best.shape[1])
-             if best[l, h] >= threshold}
+    roles = {head_label(l, h): ROLES[int(idx[l, h])] for l, h in (best >= threshold).nonzero().tolist()}
     return HeadRoles(scores={k: v.cpu() for k, v in scores.items()}, roles=roles, threshold=threshold,
                      copy_threshold=copy_threshold, notes=notes)

@@ -174,16 +174,15 @@ class SAECircuitResult(Result):
 # ------------------------------------------------------------------------------------------
 def head_outputs(model, tokens: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
     """``[B, L, H, d_model]``: each head's residual-stream write ``z_h @ W_O[l, h]``, mean over positions."""
-    L = model.cfg.n_layers
     device = next(model.parameters()).device
-    W_O = model.W_O.detach()  # [L, H, d_head, d_model]
+    W_O = model.W_O.detach().float()  # [L, H, d_head, d_model]
     out = []
     for s in range(0, tokens.shape[0], batch_size):
         with torch.no_grad():
             _, cache = model.run_with_cache(tokens[s:s + batch_size].to(device),
                                             names_filter=lambda n: n.endswith("attn.hook_z"))
-        zs = torch.stack([cache[f"blocks.{l}.attn.hook_z"].float().mean(1) for l in range(L)], 1)  # linear
-        out.append(torch.einsum("blhk,lhkd->blhd", zs, W_O.float()).cpu())
+        zs = torch.stack([cache[f"blocks.{l}.attn.hook_z"].float().mean(1) for l in range(len(W_O))], 1)
+        out.append(torch.einsum("blhk,lhkd->blhd", zs, W_O).cpu())  # the mean before W_O: it is linear
     return torch.cat(out)
 
 
@@ -197,8 +196,7 @@ class CodeSAE(nn.Module):
         super().__init__()
         self.b = nn.Parameter(torch.zeros(d_in))  # tied: subtracted before encoding, added after decoding
         self.W_enc = nn.Parameter(nn.functional.normalize(torch.randn(n_latents, d_in, generator=generator), dim=-1))
-        bound = d_in ** -0.5
-        self.b_enc = nn.Parameter((torch.rand(n_latents, generator=generator) * 2 - 1) * bound)
+        self.b_enc = nn.Parameter((torch.rand(n_latents, generator=generator) * 2 - 1) * d_in ** -0.5)
         self.W_dec = nn.Parameter(nn.functional.normalize(torch.randn(n_latents, d_in, generator=generator), dim=-1))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -251,13 +249,10 @@ def node_counts(codes_pos: torch.Tensor, codes_neg: torch.Tensor) -> torch.Tenso
 
 def _pair_ids(codes: torch.Tensor, n_codes: int) -> torch.Tensor:
     """Distinct ids of (h1, h2, c1, c2) over prompts, h1 != h2: ``((h1*N + h2)*C + c1)*C + c2``."""
-    n, N = codes.shape
     c = codes.long()
-    h1 = torch.arange(N).view(N, 1)
-    h2 = torch.arange(N).view(1, N)
-    off = h1 != h2
-    ids = [(((h1 * N + h2) * n_codes + c[e].view(N, 1)) * n_codes + c[e].view(1, N))[off] for e in range(n)]
-    return torch.unique(torch.cat(ids)) if ids else torch.zeros(0, dtype=torch.long)
+    N = c.shape[1]
+    ids = (torch.arange(N * N).view(N, N) * n_codes + c[:, :, None]) * n_codes + c[:, None, :]  # [n, h1, h2]
+    return torch.unique(ids[:, ~torch.eye(N, dtype=torch.bool)])
 
 
 def edge_counts(codes_pos: torch.Tensor, codes_neg: torch.Tensor, n_codes: int) -> torch.Tensor:
@@ -306,7 +301,7 @@ def scores_from_outputs(pos: torch.Tensor, neg: torch.Tensor, cfg: SAECircuitCon
     cp, cn = codes[:n_pos], codes[n_pos:]
     uniq = node_counts(cp, cn)
     counts = edge_counts(cp, cn, cfg.n_latents)
-    k = cfg.edge_k if cfg.edge_k is not None else H * H // 2
+    k = cfg.edge_k or H * H // 2
     votes = edge_votes(counts, k)
     t3 = time.perf_counter()
     return SAECircuitResult(
@@ -328,9 +323,8 @@ def ground_truth_heads(effects: torch.Tensor, share: float) -> torch.Tensor:
     a = effects.abs().flatten().double()
     if a.sum() == 0:
         raise ValueError("all effects are zero: no ground truth can be defined")
-    order = a.argsort(descending=True)
-    csum = a[order].cumsum(0)
-    n = int((csum < share * a.sum() - 1e-12 * a.sum()).sum()) + 1
+    v, order = a.sort(descending=True)
+    n = int((v.cumsum(0) < (share - 1e-12) * a.sum()).sum()) + 1
     return torch.zeros_like(a, dtype=torch.bool).index_fill_(0, order[:n], True).view(effects.shape)
 
 
