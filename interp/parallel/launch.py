@@ -116,10 +116,8 @@ def distributed(backend: str | None = None, timeout_s: float = 1800.0):
     owned = owned and dist.is_initialized()  # one process: no group to tear down
     try:
         yield env
-    except BaseException:
+        if owned:  # not after an exception: the other ranks may never arrive
+            dist.barrier()
+    finally:
         if owned:
             dist.destroy_process_group()
-        raise
-    if owned:
-        dist.barrier()
-        dist.destroy_process_group()
