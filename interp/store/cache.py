@@ -28,7 +28,7 @@ pass runs; a batch's rows are handed over as fresh arrays, and at most two batch
 queue.  Errors on that thread (a full disk) are raised in the caller at its next call.  On
 CUDA the writes of a batch finish before the next pass reuses the pinned buffers.
 
-Multi-process: under ``torch.distributed`` (or with explicit ``rank``/``world_size``), rank
+Multi-process: under ``torch.distributed``, rank
 ``r`` writes shards ``k % world_size == r`` into the same directory and records them in
 ``progress-rank<r>.json``; at the end rank 0 merges them into the manifest.  The shards are
 byte-identical to a single-process run's.
@@ -144,13 +144,11 @@ def _resume(directory: Path, header: dict, cfg: CacheConfig) -> None:
     header["shards"], header["created"] = old["shards"], old["created"]
 
 
-def cache_activations(
-    cfg: CacheConfig, model=None, progress: bool = True, rank: int | None = None, world_size: int | None = None
-):
+def cache_activations(cfg: CacheConfig, model=None, progress: bool = True):
     """Run the caching job described by ``cfg`` and return the :class:`ActivationStore`.
 
-    Resumes when ``cfg.out`` holds a partial store with the same settings.  ``rank`` /
-    ``world_size`` default to the initialised ``torch.distributed`` group (else 0 / 1).  ``model``: a
+    Resumes when ``cfg.out`` holds a partial store with the same settings.  Each rank of an initialised
+    ``torch.distributed`` group writes its share of the shards (one process: all of them).  ``model``: a
     model already loaded, used instead of loading ``cfg.model`` (on ``cfg.device``, in ``cfg.model_dtype``);
     the manifest records the model that ran (its name and weight hash).
     """
@@ -160,10 +158,8 @@ def cache_activations(
 
     from .reader import ActivationStore
 
-    use_dist = rank is None and world_size is None and dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if use_dist else (rank or 0, world_size or 1)
-    if not 0 <= rank < world:
-        raise ValueError(f"rank {rank} is outside world_size {world}")
+    use_dist = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if use_dist else (0, 1)
     barrier = dist.barrier if use_dist else lambda: None
     out = Path(cfg.out)
     if model is None:

@@ -16,16 +16,12 @@ import torch
 
 from interp.results import Result, register
 
-SCHEMA_VERSION = 1
-
-
 @register
 @dataclass
 class StoreSummary(Result):
     """An activation store: manifest, integrity status and row norms per hook."""
 
     kind: ClassVar[str] = "store"
-    schema_version: ClassVar[int] = SCHEMA_VERSION
     axes: ClassVar[dict[str, str]] = {"hooks": "hook", "norms.mean": "row L2 norm",
                                       "shards#0": "shard", "shards": "rows"}
 

@@ -234,24 +234,20 @@ def _prefetch(ranges: list[tuple[Path, int, int]]) -> None:
         return
     nowait = getattr(os, "RWF_NOWAIT", None)
     probe = bytearray(1)
-    by_path: dict[Path, list[tuple[int, int]]] = {}
     for path, off, ln in ranges:
-        by_path.setdefault(path, []).append((off, ln))
-    for path, rs in by_path.items():
         with contextlib.suppress(OSError):  # advice only: the read itself names a problem
             fd = os.open(path, os.O_RDONLY)
             try:
-                for off, ln in rs:
-                    if nowait is not None and ln > 0:
-                        try:
-                            os.preadv(fd, [probe], off, nowait)
-                            os.preadv(fd, [probe], off + ln - 1, nowait)
-                            continue  # both ends cached
-                        except BlockingIOError:
-                            pass
-                        except OSError:
-                            nowait = None  # RWF_NOWAIT unsupported here: advise every range
-                    os.posix_fadvise(fd, off, ln, os.POSIX_FADV_WILLNEED)
+                if nowait is not None and ln > 0:
+                    try:
+                        os.preadv(fd, [probe], off, nowait)
+                        os.preadv(fd, [probe], off + ln - 1, nowait)
+                        continue  # both ends cached
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        nowait = None  # RWF_NOWAIT unsupported here: advise every range
+                os.posix_fadvise(fd, off, ln, os.POSIX_FADV_WILLNEED)
             finally:
                 os.close(fd)
 
