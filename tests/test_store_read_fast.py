@@ -263,6 +263,26 @@ def test_split_runs_every_job_once_and_raises_after_the_helpers(monkeypatch):
 
         time.sleep(0.05)
         assert len(done) == n
+        done.clear()
+
+        import threading
+
+        started = threading.Event()
+
+        def run_slow(part):  # the calling thread fails while a helper is inside a slow job
+            for j in part:
+                if threading.current_thread() is threading.main_thread():
+                    started.wait(5)
+                    raise OSError("the caller's job failed")
+                started.set()
+                time.sleep(0.02)
+                done.append(j)
+
+        with pytest.raises(OSError, match="caller's job"):
+            planner.split(run_slow, list(range(50)))
+        n = len(done)
+        time.sleep(0.05)
+        assert len(done) == n < 48  # the helpers had stopped, and stopped early (the rest drained)
     finally:
         planner.close()
 

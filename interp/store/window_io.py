@@ -23,7 +23,7 @@ import mmap
 import os
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Iterator
 
@@ -124,20 +124,16 @@ class _Planner:
             return
         it = iter(jobs)  # shared: a list iterator hands out each item once (its next() holds the GIL)
         futs = [self._read.submit(run, it) for _ in range(min(self.threads, len(jobs)) - 1)]
-        err = None
         try:
             run(it)
-        except BaseException as e:  # noqa: BLE001 -- re-raised below, once the helpers let go of the buffers
-            err = e
+        except BaseException:
             for _ in it:  # the helpers stop at their next job
                 pass
+            raise
+        finally:
+            wait(futs)  # raise only once the helpers let go of the buffers
         for f in futs:
-            try:
-                f.result()
-            except BaseException as e:  # noqa: BLE001
-                err = err or e
-        if err is not None:
-            raise err
+            f.result()
 
     def close(self) -> None:
         for pool in (self._plan, self._read):
