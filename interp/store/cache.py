@@ -40,7 +40,6 @@ computed, two queued for the writer thread), nothing else.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import threading
 import time
@@ -57,10 +56,8 @@ from interp.results import versions
 
 from .config import CacheConfig
 from .corpus import CorpusError, load_corpus, token_sequences
-from .format import (
-    DTYPES, FORMAT_VERSION, MANIFEST, StoreError, as_storage, read_manifest, shard_record, write_json_atomic,
-)
-from .writer import ShardWriter, clean_temp
+from .format import DTYPES, FORMAT_VERSION, MANIFEST, StoreError, as_storage, read_manifest, write_json_atomic
+from .writer import ShardWriter, clean_temp, commit_manifest
 
 # Manifest fields that must agree for a run to resume a partial store.
 IDENTITY_FIELDS = (
@@ -108,24 +105,6 @@ def probe_hooks(model, hooks: list[str], tokens: torch.Tensor) -> tuple[list[str
             "activation per token can be stored (e.g. hook_resid_post, attn.hook_z, mlp.hook_post)"
         )
     return list(shapes), {h: list(shapes[h][2:]) for h in hooks}
-
-
-def _commit(directory: Path, manifest: dict) -> None:
-    """Fold the ``progress-rank*.json`` shard records into ``manifest`` (deduplicated by index), mark it
-    complete when every shard is there, write it and remove the progress files."""
-    recs = {s["index"]: s for s in manifest["shards"]}
-    progress = sorted(directory.glob("progress-rank*.json"))
-    for p in progress:
-        try:
-            for s in json.loads(p.read_text())["shards"]:
-                recs.setdefault(int(s["index"]), shard_record(s))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise StoreError(f"{p} is malformed ({e}); delete it to redo that rank's shards") from e
-    manifest["shards"] = [recs[k] for k in sorted(recs)]
-    manifest["complete"] = len(recs) == math.ceil(manifest["n_rows_target"] / manifest["shard_rows"])
-    write_json_atomic(directory / MANIFEST, manifest)
-    for p in progress:
-        p.unlink()
 
 
 def _resume(directory: Path, header: dict, cfg: CacheConfig) -> None:
@@ -207,7 +186,7 @@ def cache_activations(cfg: CacheConfig, model=None, progress: bool = True):
             raise FileExistsError(f"{out} exists, is not empty and holds no store manifest; choose another --out")
         out.mkdir(parents=True, exist_ok=True)
         clean_temp(out)
-        _commit(out, header)
+        commit_manifest(out, header)
     barrier()
     if rank != 0:
         _resume(out, header, cfg)
@@ -313,7 +292,7 @@ def cache_activations(cfg: CacheConfig, model=None, progress: bool = True):
         added = set(range(math.ceil(n_rows / shard_rows))) - done  # by all ranks in this run
         final["last_run"] = {"seconds": round(elapsed, 3), "world_size": world, "device": str(device),
                              "rows": sum(e - a for a, e in map(writer.shard_range, added))}
-        _commit(out, final)
+        commit_manifest(out, final)
     barrier()
     return ActivationStore.open(out)
 

@@ -484,9 +484,8 @@ class ActivationStore:
                     bufs = pool.get(n)
                     dest = next(slots) if shuffle else None
                     cut = (n_batches - 1) * batch_size if direct_tail else 0  # first row of the last batch
-                    tails = None
-                    if direct_tail:  # read the last batch straight into its own arrays
-                        tails = [np.empty((min(n, cut + batch_size) - cut, w), dtype=self._np_dtype) for w in widths]
+                    tails = ([np.empty((min(n, cut + batch_size) - cut, w), dtype=self._np_dtype) for w in widths]
+                             if direct_tail else None)  # the last batch, read straight into its own arrays
                     if fast:
                         self._fill_window_fast(hooks, segs, bufs, dest, fds, tails, cut, planner)
                     else:
