@@ -57,9 +57,7 @@ class DistEnv:
 
 
 def _int_env(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
+    raw = os.environ.get(name) or str(default)
     try:
         return int(raw)
     except ValueError:

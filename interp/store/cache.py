@@ -46,6 +46,7 @@ import time
 from dataclasses import asdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -83,15 +84,12 @@ def probe_hooks(model, hooks: list[str], tokens: torch.Tensor) -> tuple[list[str
 
     shapes: dict[str, tuple] = {}  # in firing order
 
-    def recorder(name):
-        def fn(t, hook=None):
-            shapes.setdefault(name, tuple(t.shape))
-            if len(shapes) == len(hooks):
-                raise _StopForward  # everything seen: skip the rest of the model
+    def record(name, t, hook=None):
+        shapes.setdefault(name, tuple(t.shape))
+        if len(shapes) == len(hooks):
+            raise _StopForward  # everything seen: skip the rest of the model
 
-        return fn
-
-    with scoped_hooks(model, fwd=[(h, recorder(h)) for h in hooks]), torch.inference_mode():
+    with scoped_hooks(model, fwd=[(h, partial(record, h)) for h in hooks]), torch.inference_mode():
         _forward(model, tokens)
     missing = [h for h in hooks if h not in shapes]
     if missing:
@@ -214,23 +212,20 @@ def cache_activations(cfg: CacheConfig, model=None, progress: bool = True):
     finite: dict[str, torch.Tensor] = {}
     row0 = valid = 0  # the rows of the batch being run
 
-    def make_hook(h: str):
-        def fn(t, hook=None):
-            rows = (t[:, s_bos:] if s_bos else t).reshape(-1, row_bytes[h] // nbytes)[:valid]
-            # a copy in any case: the writer thread reads it while the model goes on
-            rows = rows.to(store_torch, memory_format=torch.contiguous_format, copy=not on_cuda)
-            finite[h] = torch.isfinite(rows).all()  # checked after the pass (no sync here)
-            if on_cuda:
-                buf = staged.get(h)
-                if buf is None or buf.shape[0] < rows.shape[0]:
-                    buf = staged[h] = torch.empty((B * rps, rows.shape[1]), dtype=store_torch, pin_memory=True)
-                buf[: rows.shape[0]].copy_(rows, non_blocking=True)
-            else:
-                sink.submit(writer.write, h, row0, as_storage(rows))
-            if h == stop_hook:
-                raise _StopForward
-
-        return fn
+    def on_rows(h: str, t, hook=None):
+        rows = (t[:, s_bos:] if s_bos else t).reshape(-1, row_bytes[h] // nbytes)[:valid]
+        # a copy in any case: the writer thread reads it while the model goes on
+        rows = rows.to(store_torch, memory_format=torch.contiguous_format, copy=not on_cuda)
+        finite[h] = torch.isfinite(rows).all()  # checked after the pass (no sync here)
+        if on_cuda:
+            buf = staged.get(h)
+            if buf is None or buf.shape[0] < rows.shape[0]:
+                buf = staged[h] = torch.empty((B * rps, rows.shape[1]), dtype=store_torch, pin_memory=True)
+            buf[: rows.shape[0]].copy_(rows, non_blocking=True)
+        else:
+            sink.submit(writer.write, h, row0, as_storage(rows))
+        if h == stop_hook:
+            raise _StopForward
 
     def run_batch(batch: list[list[int]], seq0: int) -> None:
         """One forward pass over sequences ``seq0...``: the rows of every hook (on CUDA from ``staged``),
@@ -264,7 +259,7 @@ def cache_activations(cfg: CacheConfig, model=None, progress: bool = True):
     t0 = time.perf_counter()
     seqs = itertools.islice(itertools.chain(head, seq_iter), n_seq)
     try:
-        with scoped_hooks(model, fwd=[(h, make_hook(h)) for h in hooks]), torch.inference_mode():
+        with scoped_hooks(model, fwd=[(h, partial(on_rows, h)) for h in hooks]), torch.inference_mode():
             for i in range(max(needed, default=-1) + 1):  # batch i is always sequences [iB, (i+1)B)
                 batch = list(itertools.islice(seqs, B))
                 if len(batch) < min(B, n_seq - i * B):
