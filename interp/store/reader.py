@@ -270,18 +270,6 @@ class ActivationStore:
         """Bytes on disk of the readable shards."""
         return sum(f["bytes"] for s in self.shards for f in s["files"].values())
 
-    def info(self) -> dict:
-        """A JSON-serialisable summary (what ``interp store info`` prints)."""
-        m = self.manifest
-        return {
-            "path": str(self.path), "model": m["model"], "weight_hash": m["weight_hash"],
-            "hooks": {h: {"d": self.d(h), "row_shape": list(self.row_shape(h))} for h in self.hooks},
-            "dtype": self.dtype, "n_rows": self.n_rows, "n_rows_target": m["n_rows_target"],
-            "complete": self.complete, "context_length": m["context_length"], "shard_rows": self.shard_rows,
-            "n_shards": len(self.shards), "bytes": self.nbytes(), "corpus": m["corpus"],
-            "prepend_bos": m.get("prepend_bos"), "skip_bos": m.get("skip_bos"), "created": m.get("created"),
-        }
-
     def __repr__(self) -> str:
         return (f"ActivationStore({str(self.path)!r}, model={self.manifest['model']!r}, hooks={len(self.hooks)}, "
                 f"rows={self.n_rows}, dtype={self.dtype})")
