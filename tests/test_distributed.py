@@ -267,9 +267,9 @@ def _worker(store_path: str, out: str) -> None:
         # the command line `interp dist sae train` (checkpoints, SAELens folder and results.json from rank 0)
         assert cli_main(["dist", "--backend", "gloo", "sae", "train", "--store", store_path, "--hook",
                          "blocks.1.hook_resid_post", "--arch", "relu", "--d-sae", "64", "--l1-coeff", "0.05",
-                         "--n-tokens", str(TRAIN["n_tokens"]), "--batch-size", str(TRAIN["batch_size"]), "--lr",
-                         "3e-3", "--warmup-steps", "4", "--seed", "3", "--checkpoint-every", "8", "--out",
-                         f"{out}/cli", "--no-progress", "--json"]) == 0
+                         "--n-tokens", str(TRAIN["n_tokens"]), "--batch-size", str(TRAIN["batch_size"]),
+                         "--lr", "3e-3", "--warmup-steps", "4", "--seed", "3", "--checkpoint-every", "8",
+                         "--out", f"{out}/cli", "--no-progress", "--json"]) == 0
 
 
 class _RowsPermuted:
@@ -334,8 +334,8 @@ def test_ddp_two_ranks_equals_single_process(train_store, tmp_path):
         assert ref.steps == 24 and ref.tokens == 1000 + 8 * 63
     print("\n".join(report))  # pytest -s shows the margins
 
-    # `interp dist sae train`: same ReLU SAE, written once by rank 0 in SAELens format, plus a checkpoint; only
-    # rank 0 printed (exactly one JSON document: rank 1 ran the command too, silenced by `interp dist`)
+    # `interp dist sae train`: same ReLU SAE, written once by rank 0 in SAELens format, plus a checkpoint;
+    # only rank 0 printed (exactly one JSON document: rank 1 ran the command too, silenced by `interp dist`)
     scfg, _ = _configs(train_store, JOBS[0][1], {})
     tcfg = TrainConfig(n_tokens=TRAIN["n_tokens"], batch_size=TRAIN["batch_size"], lr=3e-3, warmup_steps=4, seed=3,
                        progress=False)

@@ -472,8 +472,9 @@ class ActivationStore:
                     bufs = pool.get(n)
                     dest = next(slots) if shuffle else None
                     cut = (n_batches - 1) * batch_size if direct_tail else 0  # first row of the last batch
-                    tails = ([np.empty((min(n, cut + batch_size) - cut, w), dtype=self._np_dtype) for w in widths]
-                             if direct_tail else None)  # the last batch, read straight into its own arrays
+                    tails = None
+                    if direct_tail:  # read the last batch straight into its own arrays
+                        tails = [np.empty((min(n, cut + batch_size) - cut, w), dtype=self._np_dtype) for w in widths]
                     if fast:
                         self._fill_window_fast(hooks, segs, bufs, dest, fds, tails, cut, planner)
                     else:
@@ -524,8 +525,9 @@ class ActivationStore:
         return path, fd
 
     def _fill_window_fast(self, hooks: list[str], segs: list[tuple[dict, int, int, int]], bufs: list[np.ndarray],
-                          dest: np.ndarray | None, fds: dict[Path, int], tails: list[np.ndarray] | None = None,
-                          cut: int = 0, planner: wio._Planner | None = None) -> None:
+                          dest: np.ndarray | None, fds: dict[Path, int],
+                          tails: list[np.ndarray] | None = None, cut: int = 0,
+                          planner: wio._Planner | None = None) -> None:
         """:meth:`_fill_window` in one pass: with ``dest``, each segment is read by ``preadv`` with
         one ``iovec`` per row pointing at the row's slot ``dest[offset + i]`` in the window buffer,
         so the kernel copies every row from the page cache straight to its place (no staging

@@ -117,9 +117,10 @@ def summarize_store(store, verify: bool = False, n_norm_rows: int = 2048) -> Sto
                     "nonfinite": int(n.numel() - fin.numel())}
     m = store.manifest
     return StoreSummary(
-        **{k: m.get(k) for k in ("model", "weight_hash", "n_rows_target", "context_length", "corpus", "prepend_bos",
-                                 "skip_bos", "created")},
-        path=str(store.path), hooks={h: {"d": store.d(h), "row_shape": list(store.row_shape(h))} for h in store.hooks},
-        dtype=store.dtype, n_rows=store.n_rows, complete=store.complete, shard_rows=store.shard_rows,
-        n_shards=len(store.shards), bytes=store.nbytes(), verify=checked, norms=norms,
-        shards=[s["rows"] for s in store.shards], last_run=m.get("last_run", {}), meta={"versions": versions()})
+        **{k: m.get(k) for k in ("model", "weight_hash", "n_rows_target", "context_length", "corpus",
+                                 "prepend_bos", "skip_bos", "created")},
+        path=str(store.path), dtype=store.dtype, n_rows=store.n_rows, complete=store.complete,
+        hooks={h: {"d": store.d(h), "row_shape": list(store.row_shape(h))} for h in store.hooks},
+        shard_rows=store.shard_rows, n_shards=len(store.shards), bytes=store.nbytes(), verify=checked,
+        norms=norms, shards=[s["rows"] for s in store.shards], last_run=m.get("last_run", {}),
+        meta={"versions": versions()})
