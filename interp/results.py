@@ -232,8 +232,6 @@ def read_results(source: str | Path | dict) -> dict:
     or not a JSON object."""
     if isinstance(source, dict):
         return source
-    if not isinstance(source, (str, Path)):
-        raise ValueError(f"expected a dict or a path to a results.json, got {type(source).__name__}")
     p = Path(source) / "results.json" if Path(source).is_dir() else Path(source)
     if not p.exists():
         raise FileNotFoundError(f"results file {p} does not exist")

@@ -129,8 +129,8 @@ def test_dist_cache_two_ranks_equals_single_process(tiny_llama, tmp_path):
 def test_dist_cli_refuses_commands_that_are_not_rank_aware(capsys):
     from interp.cli.main import main
 
-    assert main(["dist", "sae", "train"]) == 2
-    assert "interp.parallel.ddp_train" in capsys.readouterr().err
+    assert main(["dist", "sae", "eval"]) == 2  # `sae train` is rank-aware, `sae eval` is not
+    assert "['cache', 'sae train', 'transcoder train'], got sae eval" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -250,8 +250,8 @@ def _worker(store_path: str, out: str) -> None:
     """Runs on every rank under torchrun: DDP-train each job, rank 0 saves the weights."""
     from safetensors.torch import save_file
 
+    from interp.cli.main import main as cli_main
     from interp.parallel import distributed, train_sae_ddp
-    from interp.parallel.ddp_train import main as ddp_main
     from interp.store import ActivationStore
 
     torch.set_num_threads(1)
@@ -264,11 +264,12 @@ def _worker(store_path: str, out: str) -> None:
             if env.is_main:
                 save_file({k: v.contiguous() for k, v in r.sae.state_dict().items()}, f"{out}/{name}.safetensors")
                 Path(f"{out}/{name}.json").write_text(json.dumps({"steps": r.steps, "tokens": r.tokens}))
-        # the torchrun entry point (checkpoints + SAELens folder from rank 0)
-        ddp_main(["--store", store_path, "--hook", "blocks.1.hook_resid_post", "--arch", "relu", "--d-sae", "64",
-                  "--l1-coeff", "0.05", "--n-tokens", str(TRAIN["n_tokens"]), "--batch-size", str(TRAIN["batch_size"]),
-                  "--lr", "3e-3", "--warmup-steps", "4", "--seed", "3", "--checkpoint-every", "8", "--out", f"{out}/cli",
-                  "--backend", "gloo"])
+        # the command line `interp dist sae train` (checkpoints, SAELens folder and results.json from rank 0)
+        assert cli_main(["dist", "--backend", "gloo", "sae", "train", "--store", store_path, "--hook",
+                         "blocks.1.hook_resid_post", "--arch", "relu", "--d-sae", "64", "--l1-coeff", "0.05",
+                         "--n-tokens", str(TRAIN["n_tokens"]), "--batch-size", str(TRAIN["batch_size"]),
+                         "--lr", "3e-3", "--warmup-steps", "4", "--seed", "3", "--checkpoint-every", "8",
+                         "--out", f"{out}/cli", "--no-progress", "--json"]) == 0
 
 
 class _RowsPermuted:
@@ -320,8 +321,9 @@ def test_ddp_two_ranks_equals_single_process(train_store, tmp_path):
     from safetensors.torch import load_file
 
     from interp.dictionaries import TrainConfig, load_sae
+    from interp.results import load_result
 
-    _torchrun([__file__, str(train_store.path), str(tmp_path)])
+    p = _torchrun([__file__, str(train_store.path), str(tmp_path)])
     report = []
     for name, kw, train_kw in JOBS:
         scfg, tcfg = _configs(train_store, kw, train_kw)
@@ -332,14 +334,16 @@ def test_ddp_two_ranks_equals_single_process(train_store, tmp_path):
         assert ref.steps == 24 and ref.tokens == 1000 + 8 * 63
     print("\n".join(report))  # pytest -s shows the margins
 
-    # the CLI entry point: same ReLU SAE, written once by rank 0 in SAELens format, plus a checkpoint
+    # `interp dist sae train`: same ReLU SAE, written once by rank 0 in SAELens format, plus a checkpoint;
+    # only rank 0 printed (exactly one JSON document: rank 1 ran the command too, silenced by `interp dist`)
     scfg, _ = _configs(train_store, JOBS[0][1], {})
     tcfg = TrainConfig(n_tokens=TRAIN["n_tokens"], batch_size=TRAIN["batch_size"], lr=3e-3, warmup_steps=4, seed=3,
                        progress=False)
     cli = load_sae(tmp_path / "cli" / "sae")
     _assert_within_order_noise("cli", cli.state_dict(), train_store, scfg, tcfg)
     state = json.loads((tmp_path / "cli" / "checkpoint" / "trainer_state.json").read_text())
-    assert state["step"] == 24 and json.loads((tmp_path / "cli" / "train.json").read_text())["world_size"] == 2
+    assert state["step"] == 24 and json.loads(p.stdout)["steps"] == 24
+    assert load_result(tmp_path / "cli" / "results.json").saved_to == str(tmp_path / "cli" / "sae")
 
 
 def _resume_worker(store_path: str, out: str, max_steps: int) -> None:

@@ -163,7 +163,7 @@ def test_bad_inputs(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="out of range"):  # the pointer guard: no write outside the window
         bufs = [np.empty((10, 24), dtype=np.float16)]
         seg = [(store.shards[0], 0, 10, 0)]
-        store._fill_window_fast(["blocks.0.hook_resid_post"], seg, bufs, np.arange(1, 11))
+        store._fill_window_fast(["blocks.0.hook_resid_post"], seg, bufs, np.arange(1, 11), {})
     monkeypatch.setattr(window_io, "_PREADV", None)
     with pytest.raises(RuntimeError, match="preadv"):
         next(iter(store.batches("id", 64, fast=True)))
@@ -215,9 +215,12 @@ def test_tail_arrays_must_match_the_window(tmp_path):
     for tail in (np.empty((4, 23), dtype=np.float16), np.empty((4, 24), dtype=np.float32),
                  np.empty((8, 24), dtype=np.float16)):  # wrong width, wrong dtype, runs past the window
         with pytest.raises(RuntimeError, match="tails to match"):
-            store._fill_window_fast(["blocks.0.hook_resid_post"], seg, bufs, np.arange(10), [tail], cut=6)
+            store._fill_window_fast(["blocks.0.hook_resid_post"], seg, bufs, np.arange(10), {}, [tail], cut=6)
     tail = np.empty((4, 24), dtype=np.float16)  # and the right one: rows 6..9 of the window land in it
-    store._fill_window_fast(["blocks.0.hook_resid_post"], seg, bufs, np.arange(10), [tail], cut=6)
+    fds = {}
+    store._fill_window_fast(["blocks.0.hook_resid_post"], seg, bufs, np.arange(10), fds, [tail], cut=6)
+    for fd in fds.values():
+        os.close(fd)
     want = store.rows("blocks.0.hook_resid_post", range(10), dtype=None).numpy()
     assert np.array_equal(bufs[0][:6].view(np.int16), want[:6].view(np.int16))
     assert np.array_equal(tail.view(np.int16), want[6:].view(np.int16))
@@ -260,6 +263,26 @@ def test_split_runs_every_job_once_and_raises_after_the_helpers(monkeypatch):
 
         time.sleep(0.05)
         assert len(done) == n
+        done.clear()
+
+        import threading
+
+        started = threading.Event()
+
+        def run_slow(part):  # the calling thread fails while a helper is inside a slow job
+            for j in part:
+                if threading.current_thread() is threading.main_thread():
+                    started.wait(5)
+                    raise OSError("the caller's job failed")
+                started.set()
+                time.sleep(0.02)
+                done.append(j)
+
+        with pytest.raises(OSError, match="caller's job"):
+            planner.split(run_slow, list(range(50)))
+        n = len(done)
+        time.sleep(0.05)
+        assert len(done) == n < 48  # the helpers had stopped, and stopped early (the rest drained)
     finally:
         planner.close()
 

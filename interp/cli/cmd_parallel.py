@@ -2,10 +2,11 @@
 
 ``torchrun --nproc_per_node=N -m interp.cli.main dist cache --model ... --out DIR`` starts N
 processes; each initialises the process group from torchrun's environment
-(:func:`interp.parallel.distributed`), runs the ordinary subcommand (rank r writes shards
-``k % N == r``, rank 0 merges the manifest), and tears the group down.  Only rank 0 prints.
-Data-parallel SAE training is ``torchrun ... -m interp.parallel.ddp_train`` (see
-docs/distributed.md).
+(:func:`interp.parallel.distributed`), parses COMMAND with the ordinary ``interp`` parser, runs it,
+and tears the group down.  Only rank 0 prints.  ``dist cache``: rank r writes shards ``k % N == r``,
+rank 0 merges the manifest.  ``dist sae train`` / ``dist transcoder train``: data-parallel training
+(:func:`interp.dictionaries.train_sae` in the group; ``--batch-size`` is the global batch), rank 0
+writes the checkpoints and the outputs.  docs/distributed.md has the commands.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 import contextlib
 import io
 
-RANK_AWARE = ("cache",)
+RANK_AWARE = ("cache", "sae train", "transcoder train")
 
 
 def register(sub) -> None:
@@ -33,10 +34,9 @@ def run(args) -> int:
     from interp.cli.main import UserError, build_parser
     from interp.parallel import distributed
 
-    if not args.rest or args.rest[0] not in RANK_AWARE:
-        got = args.rest[0] if args.rest else "nothing"
-        raise UserError(f"`interp dist` runs one of {list(RANK_AWARE)}, got {got}; "
-                        "for SAE training use torchrun ... -m interp.parallel.ddp_train")
+    if not any(args.rest[:len(c.split())] == c.split() for c in RANK_AWARE):
+        got = " ".join(args.rest[:2]) or "nothing"
+        raise UserError(f"`interp dist` runs one of {list(RANK_AWARE)}, got {got}")
     inner = build_parser().parse_args(args.rest)
     with distributed(args.backend) as env:
         with contextlib.nullcontext() if env.is_main else contextlib.redirect_stdout(io.StringIO()):

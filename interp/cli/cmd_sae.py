@@ -132,6 +132,7 @@ def _open_store(path):
 def run_train(args) -> int:
     from interp.dictionaries import SAEConfig, TrainConfig, save_sae, train_sae
     from interp.dictionaries.transcoder import transcoder_hooks
+    from interp.parallel import dist_env
 
     store = _open_store(args.store)
     hook_in, hook_out = transcoder_hooks(args.layer) if args.transcoder else (args.hook, None)
@@ -147,7 +148,8 @@ def run_train(args) -> int:
     tcfg = TrainConfig(**flag_settings(args, CONFIG_FLAGS[1]), n_tokens=args.n_tokens or store.n_rows,
                        checkpoint_dir=str(out), progress=not args.no_progress)
     res = train_sae(store, scfg, tcfg)
-    res.saved_to = str(save_sae(res.sae, out / "sae"))
+    if dist_env().is_main:  # under `interp dist` every rank holds the same weights; rank 0 writes them
+        res.saved_to = str(save_sae(res.sae, out / "sae"))
     return write_result(args, res, out, f"  saved {res.saved_to} (SAELens format)")
 
 

@@ -57,9 +57,7 @@ class DistEnv:
 
 
 def _int_env(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
+    raw = os.environ.get(name) or str(default)
     try:
         return int(raw)
     except ValueError:
@@ -116,10 +114,8 @@ def distributed(backend: str | None = None, timeout_s: float = 1800.0):
     owned = owned and dist.is_initialized()  # one process: no group to tear down
     try:
         yield env
-    except BaseException:
+        if owned:  # not after an exception: the other ranks may never arrive
+            dist.barrier()
+    finally:
         if owned:
             dist.destroy_process_group()
-        raise
-    if owned:
-        dist.barrier()
-        dist.destroy_process_group()

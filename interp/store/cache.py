@@ -28,7 +28,7 @@ pass runs; a batch's rows are handed over as fresh arrays, and at most two batch
 queue.  Errors on that thread (a full disk) are raised in the caller at its next call.  On
 CUDA the writes of a batch finish before the next pass reuses the pinned buffers.
 
-Multi-process: under ``torch.distributed`` (or with explicit ``rank``/``world_size``), rank
+Multi-process: under ``torch.distributed``, rank
 ``r`` writes shards ``k % world_size == r`` into the same directory and records them in
 ``progress-rank<r>.json``; at the end rank 0 merges them into the manifest.  The shards are
 byte-identical to a single-process run's.
@@ -40,13 +40,13 @@ computed, two queued for the writer thread), nothing else.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import threading
 import time
 from dataclasses import asdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -57,10 +57,8 @@ from interp.results import versions
 
 from .config import CacheConfig
 from .corpus import CorpusError, load_corpus, token_sequences
-from .format import (
-    DTYPES, FORMAT_VERSION, MANIFEST, StoreError, as_storage, read_manifest, shard_record, write_json_atomic,
-)
-from .writer import ShardWriter, clean_temp
+from .format import DTYPES, FORMAT_VERSION, MANIFEST, StoreError, as_storage, read_manifest, write_json_atomic
+from .writer import ShardWriter, clean_temp, commit_manifest
 
 # Manifest fields that must agree for a run to resume a partial store.
 IDENTITY_FIELDS = (
@@ -86,15 +84,12 @@ def probe_hooks(model, hooks: list[str], tokens: torch.Tensor) -> tuple[list[str
 
     shapes: dict[str, tuple] = {}  # in firing order
 
-    def recorder(name):
-        def fn(t, hook=None):
-            shapes.setdefault(name, tuple(t.shape))
-            if len(shapes) == len(hooks):
-                raise _StopForward  # everything seen: skip the rest of the model
+    def record(name, t, hook=None):
+        shapes.setdefault(name, tuple(t.shape))
+        if len(shapes) == len(hooks):
+            raise _StopForward  # everything seen: skip the rest of the model
 
-        return fn
-
-    with scoped_hooks(model, fwd=[(h, recorder(h)) for h in hooks]), torch.inference_mode():
+    with scoped_hooks(model, fwd=[(h, partial(record, h)) for h in hooks]), torch.inference_mode():
         _forward(model, tokens)
     missing = [h for h in hooks if h not in shapes]
     if missing:
@@ -108,24 +103,6 @@ def probe_hooks(model, hooks: list[str], tokens: torch.Tensor) -> tuple[list[str
             "activation per token can be stored (e.g. hook_resid_post, attn.hook_z, mlp.hook_post)"
         )
     return list(shapes), {h: list(shapes[h][2:]) for h in hooks}
-
-
-def _commit(directory: Path, manifest: dict) -> None:
-    """Fold the ``progress-rank*.json`` shard records into ``manifest`` (deduplicated by index), mark it
-    complete when every shard is there, write it and remove the progress files."""
-    recs = {s["index"]: s for s in manifest["shards"]}
-    progress = sorted(directory.glob("progress-rank*.json"))
-    for p in progress:
-        try:
-            for s in json.loads(p.read_text())["shards"]:
-                recs.setdefault(int(s["index"]), shard_record(s))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise StoreError(f"{p} is malformed ({e}); delete it to redo that rank's shards") from e
-    manifest["shards"] = [recs[k] for k in sorted(recs)]
-    manifest["complete"] = len(recs) == math.ceil(manifest["n_rows_target"] / manifest["shard_rows"])
-    write_json_atomic(directory / MANIFEST, manifest)
-    for p in progress:
-        p.unlink()
 
 
 def _resume(directory: Path, header: dict, cfg: CacheConfig) -> None:
@@ -144,13 +121,11 @@ def _resume(directory: Path, header: dict, cfg: CacheConfig) -> None:
     header["shards"], header["created"] = old["shards"], old["created"]
 
 
-def cache_activations(
-    cfg: CacheConfig, model=None, progress: bool = True, rank: int | None = None, world_size: int | None = None
-):
+def cache_activations(cfg: CacheConfig, model=None, progress: bool = True):
     """Run the caching job described by ``cfg`` and return the :class:`ActivationStore`.
 
-    Resumes when ``cfg.out`` holds a partial store with the same settings.  ``rank`` /
-    ``world_size`` default to the initialised ``torch.distributed`` group (else 0 / 1).  ``model``: a
+    Resumes when ``cfg.out`` holds a partial store with the same settings.  Each rank of an initialised
+    ``torch.distributed`` group writes its share of the shards (one process: all of them).  ``model``: a
     model already loaded, used instead of loading ``cfg.model`` (on ``cfg.device``, in ``cfg.model_dtype``);
     the manifest records the model that ran (its name and weight hash).
     """
@@ -160,10 +135,8 @@ def cache_activations(
 
     from .reader import ActivationStore
 
-    use_dist = rank is None and world_size is None and dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if use_dist else (rank or 0, world_size or 1)
-    if not 0 <= rank < world:
-        raise ValueError(f"rank {rank} is outside world_size {world}")
+    use_dist = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if use_dist else (0, 1)
     barrier = dist.barrier if use_dist else lambda: None
     out = Path(cfg.out)
     if model is None:
@@ -211,7 +184,7 @@ def cache_activations(
             raise FileExistsError(f"{out} exists, is not empty and holds no store manifest; choose another --out")
         out.mkdir(parents=True, exist_ok=True)
         clean_temp(out)
-        _commit(out, header)
+        commit_manifest(out, header)
     barrier()
     if rank != 0:
         _resume(out, header, cfg)
@@ -239,23 +212,20 @@ def cache_activations(
     finite: dict[str, torch.Tensor] = {}
     row0 = valid = 0  # the rows of the batch being run
 
-    def make_hook(h: str):
-        def fn(t, hook=None):
-            rows = (t[:, s_bos:] if s_bos else t).reshape(-1, row_bytes[h] // nbytes)[:valid]
-            # a copy in any case: the writer thread reads it while the model goes on
-            rows = rows.to(store_torch, memory_format=torch.contiguous_format, copy=not on_cuda)
-            finite[h] = torch.isfinite(rows).all()  # checked after the pass (no sync here)
-            if on_cuda:
-                buf = staged.get(h)
-                if buf is None or buf.shape[0] < rows.shape[0]:
-                    buf = staged[h] = torch.empty((B * rps, rows.shape[1]), dtype=store_torch, pin_memory=True)
-                buf[: rows.shape[0]].copy_(rows, non_blocking=True)
-            else:
-                sink.submit(writer.write, h, row0, as_storage(rows))
-            if h == stop_hook:
-                raise _StopForward
-
-        return fn
+    def on_rows(h: str, t, hook=None):
+        rows = (t[:, s_bos:] if s_bos else t).reshape(-1, row_bytes[h] // nbytes)[:valid]
+        # a copy in any case: the writer thread reads it while the model goes on
+        rows = rows.to(store_torch, memory_format=torch.contiguous_format, copy=not on_cuda)
+        finite[h] = torch.isfinite(rows).all()  # checked after the pass (no sync here)
+        if on_cuda:
+            buf = staged.get(h)
+            if buf is None or buf.shape[0] < rows.shape[0]:
+                buf = staged[h] = torch.empty((B * rps, rows.shape[1]), dtype=store_torch, pin_memory=True)
+            buf[: rows.shape[0]].copy_(rows, non_blocking=True)
+        else:
+            sink.submit(writer.write, h, row0, as_storage(rows))
+        if h == stop_hook:
+            raise _StopForward
 
     def run_batch(batch: list[list[int]], seq0: int) -> None:
         """One forward pass over sequences ``seq0...``: the rows of every hook (on CUDA from ``staged``),
@@ -289,7 +259,7 @@ def cache_activations(
     t0 = time.perf_counter()
     seqs = itertools.islice(itertools.chain(head, seq_iter), n_seq)
     try:
-        with scoped_hooks(model, fwd=[(h, make_hook(h)) for h in hooks]), torch.inference_mode():
+        with scoped_hooks(model, fwd=[(h, partial(on_rows, h)) for h in hooks]), torch.inference_mode():
             for i in range(max(needed, default=-1) + 1):  # batch i is always sequences [iB, (i+1)B)
                 batch = list(itertools.islice(seqs, B))
                 if len(batch) < min(B, n_seq - i * B):
@@ -317,7 +287,7 @@ def cache_activations(
         added = set(range(math.ceil(n_rows / shard_rows))) - done  # by all ranks in this run
         final["last_run"] = {"seconds": round(elapsed, 3), "world_size": world, "device": str(device),
                              "rows": sum(e - a for a, e in map(writer.shard_range, added))}
-        _commit(out, final)
+        commit_manifest(out, final)
     barrier()
     return ActivationStore.open(out)
 

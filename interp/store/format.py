@@ -94,15 +94,11 @@ def shard_dirname(index: int) -> str:
 
 def crc32_file(path: Path, chunk: int = 16 << 20) -> int:
     """CRC-32 of a file, read in chunks (never the whole file in memory)."""
-    crc = 0
+    crc, buf = 0, memoryview(bytearray(chunk))
     with open(path, "rb", buffering=0) as f:
-        buf = bytearray(chunk)
-        view = memoryview(buf)
-        while True:
-            n = f.readinto(buf)
-            if not n:
-                return crc
-            crc = zlib.crc32(view[:n], crc)
+        while n := f.readinto(buf):
+            crc = zlib.crc32(buf[:n], crc)
+    return crc
 
 
 def fsync_dir(path: Path) -> None:

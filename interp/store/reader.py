@@ -80,7 +80,6 @@ import math
 import os
 import warnings
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -99,18 +98,9 @@ from .format import (
 )
 
 
-@contextmanager
-def _opened(fds: dict[Path, int] | None):
-    """``fds`` (its files are the caller's to close), or a fresh dict whose files are closed on exit."""
-    if fds is not None:
-        yield fds
-        return
-    fds = {}
-    try:
-        yield fds
-    finally:
-        for fd in fds.values():
-            os.close(fd)
+def _close(fds: dict[Path, int]) -> None:
+    for fd in fds.values():
+        os.close(fd)
 
 
 def _to_torch(arr, store_dtype: str, device, dtype: torch.dtype | None) -> torch.Tensor:
@@ -140,6 +130,9 @@ def _np_empty(shape, dtype: torch.dtype) -> torch.Tensor:
     return t.view(torch.bfloat16) if dtype == torch.bfloat16 else t
 
 
+_META = {"tokens": (np.dtype(np.int32), 1), "seq_pos": (np.dtype(np.int64), 2)}  # per row: dtype, width
+
+
 class RowView:
     """Lazy per-row metadata (token ids or (sequence, position)), indexable like a tensor."""
 
@@ -153,12 +146,9 @@ class RowView:
         out = self._store._gather(self._stream, idx, None, None)
         return out[0] if isinstance(idx, int) else out
 
-    def numpy(self) -> np.ndarray:
-        """All rows as one array (``4`` or ``16`` bytes per row)."""
-        return self[:].numpy()
-
     def __array__(self, dtype=None, copy=None):
-        return self.numpy() if dtype is None else self.numpy().astype(dtype)
+        """All rows as one array (``np.asarray(store.tokens)``)."""
+        return np.asarray(self[:].numpy(), dtype)
 
     def __repr__(self) -> str:
         return f"RowView({self._stream!r}, rows={len(self)})"
@@ -268,7 +258,7 @@ class ActivationStore:
 
     @property
     def tokens(self) -> RowView:
-        """Token id of every row (``store.tokens[i]``, ``store.tokens[a:b]``, ``.numpy()``)."""
+        """Token id of every row (``store.tokens[i]``, ``store.tokens[a:b]``, ``np.asarray``)."""
         return RowView(self, "tokens")
 
     @property
@@ -279,18 +269,6 @@ class ActivationStore:
     def nbytes(self) -> int:
         """Bytes on disk of the readable shards."""
         return sum(f["bytes"] for s in self.shards for f in s["files"].values())
-
-    def info(self) -> dict:
-        """A JSON-serialisable summary (what ``interp store info`` prints)."""
-        m = self.manifest
-        return {
-            "path": str(self.path), "model": m["model"], "weight_hash": m["weight_hash"],
-            "hooks": {h: {"d": self.d(h), "row_shape": list(self.row_shape(h))} for h in self.hooks},
-            "dtype": self.dtype, "n_rows": self.n_rows, "n_rows_target": m["n_rows_target"],
-            "complete": self.complete, "context_length": m["context_length"], "shard_rows": self.shard_rows,
-            "n_shards": len(self.shards), "bytes": self.nbytes(), "corpus": m["corpus"],
-            "prepend_bos": m.get("prepend_bos"), "skip_bos": m.get("skip_bos"), "created": m.get("created"),
-        }
 
     def __repr__(self) -> str:
         return (f"ActivationStore({str(self.path)!r}, model={self.manifest['model']!r}, hooks={len(self.hooks)}, "
@@ -344,11 +322,8 @@ class ActivationStore:
             raise KeyError(f"hook {hook!r} is not in this store; it holds {self.hooks}")
 
     def _stream_shape(self, stream: str) -> tuple[np.dtype, int]:
-        if stream == "tokens":
-            return np.dtype(np.int32), 1
-        if stream == "seq_pos":
-            return np.dtype(np.int64), 2
-        self._check_hook(stream)
+        if stream in _META:
+            return _META[stream]
         return np.dtype(self._np_dtype), self.d(stream)
 
     def _map(self, shard: dict, stream: str) -> np.ndarray:
@@ -409,10 +384,14 @@ class ActivationStore:
         stop = self.n_rows if stop is None else min(stop, self.n_rows)
         parts = [(s, max(0, start - s["row_start"]), min(s["rows"], stop - s["row_start"]))
                  for s in self.shards]
-        for segs in _windows([p for p in parts if p[1] < p[2]], batch_size):  # batches across shard ends
-            arr = np.empty((sum(b - a for _, a, b, _ in segs), self.d(hook)), dtype=self._np_dtype)
-            self._fill_window([hook], segs, [arr], None)  # straight into the batch's own array
-            yield _to_torch(arr, self.dtype, device, dtype)
+        fds: dict[Path, int] = {}  # files opened once per call, closed when the iterator ends
+        try:
+            for segs in _windows([p for p in parts if p[1] < p[2]], batch_size):  # batches across shard ends
+                arr = np.empty((sum(b - a for _, a, b, _ in segs), self.d(hook)), dtype=self._np_dtype)
+                self._fill_window([hook], segs, [arr], None, fds)  # straight into the batch's own array
+                yield _to_torch(arr, self.dtype, device, dtype)
+        finally:
+            _close(fds)
 
     @takes_config(StoreBatching)
     def batches(self, hook_or_hooks: str | Sequence[str], batch_size: int, *, config: StoreBatching
@@ -497,9 +476,9 @@ class ActivationStore:
                     if direct_tail:  # read the last batch straight into its own arrays
                         tails = [np.empty((min(n, cut + batch_size) - cut, w), dtype=self._np_dtype) for w in widths]
                     if fast:
-                        self._fill_window_fast(hooks, segs, bufs, dest, tails, cut, fds=fds, planner=planner)
+                        self._fill_window_fast(hooks, segs, bufs, dest, fds, tails, cut, planner)
                     else:
-                        self._fill_window(hooks, segs, bufs, dest, fds=fds)
+                        self._fill_window(hooks, segs, bufs, dest, fds)
                     for i in range(n_batches):
                         a, b = i * batch_size, min(n, (i + 1) * batch_size)
                         if i < n_batches - 1 or not own_last:
@@ -513,30 +492,28 @@ class ActivationStore:
                     del bufs, tails, dest
         finally:
             planner.close()
-            for fd in fds.values():
-                os.close(fd)
+            _close(fds)
 
     def _fill_window(self, hooks: list[str], segs: list[tuple[dict, int, int, int]], bufs: list[np.ndarray],
-                     dest: np.ndarray | None, fds: dict[Path, int] | None = None) -> None:
+                     dest: np.ndarray | None, fds: dict[Path, int]) -> None:
         """Read every segment ``(shard, a, b, window offset)`` of a window into ``bufs``.
 
         Without ``dest`` rows land at their window offset (one sequential read each); with
         ``dest`` a segment is read into a staging array that fits in the CPU cache and its
         rows are scattered to ``dest[offset : offset + len]``, each row moved as one opaque
-        item (a ``void`` view: one ``memcpy`` per row).  Files are CRC-checked whole on first use;
-        they are opened into ``fds`` (the caller closes them) or, without it, for this call only.
+        item (a ``void`` view: one ``memcpy`` per row).  Files are CRC-checked whole on first use and
+        opened into ``fds`` (the caller closes them).
         """
-        with _opened(fds) as fds:
-            for buf, h in zip(bufs, hooks):
-                rows = buf.view(np.dtype((np.void, buf.shape[1] * buf.itemsize))).reshape(-1)
+        for buf, h in zip(bufs, hooks):
+            rows = buf.view(np.dtype((np.void, buf.shape[1] * buf.itemsize))).reshape(-1)
+            if dest is not None:
+                stage = np.empty((max(b - a for _, a, b, _ in segs), buf.shape[1]), dtype=buf.dtype)
+            for shard, a, b, off in segs:
+                path, fd = self._open_verified(fds, shard, h)
+                target = buf[off : off + b - a] if dest is None else stage[: b - a]
+                _pread_full(fd, target, a * rows.itemsize, path)
                 if dest is not None:
-                    stage = np.empty((max(b - a for _, a, b, _ in segs), buf.shape[1]), dtype=buf.dtype)
-                for shard, a, b, off in segs:
-                    path, fd = self._open_verified(fds, shard, h)
-                    target = buf[off : off + b - a] if dest is None else stage[: b - a]
-                    _pread_full(fd, target, a * rows.itemsize, path)
-                    if dest is not None:
-                        rows[dest[off : off + b - a]] = stage.view(rows.dtype).reshape(-1)[: b - a]
+                    rows[dest[off : off + b - a]] = stage.view(rows.dtype).reshape(-1)[: b - a]
 
     def _open_verified(self, fds: dict[Path, int], shard: dict, hook: str) -> tuple[Path, int]:
         """The file of ``hook`` in ``shard``, CRC-checked on first use, opened once into ``fds``."""
@@ -548,8 +525,9 @@ class ActivationStore:
         return path, fd
 
     def _fill_window_fast(self, hooks: list[str], segs: list[tuple[dict, int, int, int]], bufs: list[np.ndarray],
-                          dest: np.ndarray | None, tails: list[np.ndarray] | None = None, cut: int = 0,
-                          fds: dict[Path, int] | None = None, planner: wio._Planner | None = None) -> None:
+                          dest: np.ndarray | None, fds: dict[Path, int],
+                          tails: list[np.ndarray] | None = None, cut: int = 0,
+                          planner: wio._Planner | None = None) -> None:
         """:meth:`_fill_window` in one pass: with ``dest``, each segment is read by ``preadv`` with
         one ``iovec`` per row pointing at the row's slot ``dest[offset + i]`` in the window buffer,
         so the kernel copies every row from the page cache straight to its place (no staging
@@ -572,26 +550,25 @@ class ActivationStore:
             in_tail = np.flatnonzero((dest >= cut) & (dest < cut + tails[0].shape[0]))
         preadv = wio._PREADV
         jobs = []  # (path, fd, iovec array, its address, row bytes, segment)
-        with _opened(fds) as fds:
-            for j, h in enumerate(hooks):
-                buf = bufs[j]
-                rb = buf.shape[1] * buf.itemsize
-                iov = np.empty((n, 2), dtype=np.uint64)
-                np.multiply(dest, rb, out=iov[:, 0], casting="unsafe")
-                iov[:, 0] += np.uint64(buf.ctypes.data)
-                if tails is not None:  # those rows' address: in the tail array instead
-                    shift = (tails[j].ctypes.data - buf.ctypes.data - cut * rb) % (1 << 64)  # wraps as uint64
-                    iov[in_tail, 0] += np.uint64(shift)
-                iov[:, 1] = rb
-                jobs += [(*self._open_verified(fds, shard, h), iov, iov.ctypes.data, rb, a, b, off)
-                         for shard, a, b, off in segs]
+        for j, h in enumerate(hooks):
+            buf = bufs[j]
+            rb = buf.shape[1] * buf.itemsize
+            iov = np.empty((n, 2), dtype=np.uint64)
+            np.multiply(dest, rb, out=iov[:, 0], casting="unsafe")
+            iov[:, 0] += np.uint64(buf.ctypes.data)
+            if tails is not None:  # those rows' address: in the tail array instead
+                shift = (tails[j].ctypes.data - buf.ctypes.data - cut * rb) % (1 << 64)  # wraps as uint64
+                iov[in_tail, 0] += np.uint64(shift)
+            iov[:, 1] = rb
+            jobs += [(*self._open_verified(fds, shard, h), iov, iov.ctypes.data, rb, a, b, off)
+                     for shard, a, b, off in segs]
 
-            def run(part):  # one preadv per segment; the general loop only where it falls short
-                for path, fd, iov, at, rb, a, b, off in part:
-                    if b - a > wio._IOV_MAX or preadv(fd, at + 16 * off, b - a, a * rb) != (b - a) * rb:
-                        _preadv_rows(fd, iov[off : off + b - a], a * rb, path)  # from the start: same bytes
+        def run(part):  # one preadv per segment; the general loop only where it falls short
+            for path, fd, iov, at, rb, a, b, off in part:
+                if b - a > wio._IOV_MAX or preadv(fd, at + 16 * off, b - a, a * rb) != (b - a) * rb:
+                    _preadv_rows(fd, iov[off : off + b - a], a * rb, path)  # from the start: same bytes
 
-            if planner is None:
-                run(jobs)
-            else:
-                planner.split(run, jobs)
+        if planner is None:
+            run(jobs)
+        else:
+            planner.split(run, jobs)

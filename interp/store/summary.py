@@ -16,16 +16,12 @@ import torch
 
 from interp.results import Result, register
 
-SCHEMA_VERSION = 1
-
-
 @register
 @dataclass
 class StoreSummary(Result):
     """An activation store: manifest, integrity status and row norms per hook."""
 
     kind: ClassVar[str] = "store"
-    schema_version: ClassVar[int] = SCHEMA_VERSION
     axes: ClassVar[dict[str, str]] = {"hooks": "hook", "norms.mean": "row L2 norm",
                                       "shards#0": "shard", "shards": "rows"}
 
@@ -119,5 +115,12 @@ def summarize_store(store, verify: bool = False, n_norm_rows: int = 2048) -> Sto
         norms[h] = {"rows": int(n.numel()), "mean": stat(torch.mean), "median": stat(torch.median),
                     "p99": stat(lambda v: torch.quantile(v, 0.99)), "max": stat(torch.max),
                     "nonfinite": int(n.numel() - fin.numel())}
-    return StoreSummary(**store.info(), verify=checked, norms=norms, shards=[s["rows"] for s in store.shards],
-                        last_run=store.manifest.get("last_run", {}), meta={"versions": versions()})
+    m = store.manifest
+    return StoreSummary(
+        **{k: m.get(k) for k in ("model", "weight_hash", "n_rows_target", "context_length", "corpus",
+                                 "prepend_bos", "skip_bos", "created")},
+        path=str(store.path), dtype=store.dtype, n_rows=store.n_rows, complete=store.complete,
+        hooks={h: {"d": store.d(h), "row_shape": list(store.row_shape(h))} for h in store.hooks},
+        shard_rows=store.shard_rows, n_shards=len(store.shards), bytes=store.nbytes(), verify=checked,
+        norms=norms, shards=[s["rows"] for s in store.shards], last_run=m.get("last_run", {}),
+        meta={"versions": versions()})

@@ -23,7 +23,7 @@ import mmap
 import os
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Iterator
 
@@ -124,20 +124,16 @@ class _Planner:
             return
         it = iter(jobs)  # shared: a list iterator hands out each item once (its next() holds the GIL)
         futs = [self._read.submit(run, it) for _ in range(min(self.threads, len(jobs)) - 1)]
-        err = None
         try:
             run(it)
-        except BaseException as e:  # noqa: BLE001 -- re-raised below, once the helpers let go of the buffers
-            err = e
+        except BaseException:
             for _ in it:  # the helpers stop at their next job
                 pass
+            raise
+        finally:
+            wait(futs)  # raise only once the helpers let go of the buffers
         for f in futs:
-            try:
-                f.result()
-            except BaseException as e:  # noqa: BLE001
-                err = err or e
-        if err is not None:
-            raise err
+            f.result()
 
     def close(self) -> None:
         for pool in (self._plan, self._read):
@@ -234,24 +230,20 @@ def _prefetch(ranges: list[tuple[Path, int, int]]) -> None:
         return
     nowait = getattr(os, "RWF_NOWAIT", None)
     probe = bytearray(1)
-    by_path: dict[Path, list[tuple[int, int]]] = {}
     for path, off, ln in ranges:
-        by_path.setdefault(path, []).append((off, ln))
-    for path, rs in by_path.items():
         with contextlib.suppress(OSError):  # advice only: the read itself names a problem
             fd = os.open(path, os.O_RDONLY)
             try:
-                for off, ln in rs:
-                    if nowait is not None and ln > 0:
-                        try:
-                            os.preadv(fd, [probe], off, nowait)
-                            os.preadv(fd, [probe], off + ln - 1, nowait)
-                            continue  # both ends cached
-                        except BlockingIOError:
-                            pass
-                        except OSError:
-                            nowait = None  # RWF_NOWAIT unsupported here: advise every range
-                    os.posix_fadvise(fd, off, ln, os.POSIX_FADV_WILLNEED)
+                if nowait is not None and ln > 0:
+                    try:
+                        os.preadv(fd, [probe], off, nowait)
+                        os.preadv(fd, [probe], off + ln - 1, nowait)
+                        continue  # both ends cached
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        nowait = None  # RWF_NOWAIT unsupported here: advise every range
+                os.posix_fadvise(fd, off, ln, os.POSIX_FADV_WILLNEED)
             finally:
                 os.close(fd)
 

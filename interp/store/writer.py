@@ -8,13 +8,16 @@ in ``shards/.tmp-<index>-<pid>/`` with its files preallocated (``posix_fallocate
 full disk fails at once with ENOSPC rather than later), and the CRC-32 of each file is
 accumulated while writing.  `ShardWriter.publish_complete` fsyncs and publishes every
 shard whose rows are all written (atomic directory rename, see :mod:`interp.store.format`)
-and reports its record (:func:`~interp.store.format.shard_record`) to a callback that updates the manifest.
+and reports its record (:func:`~interp.store.format.shard_record`) to a callback that updates the manifest
+(:func:`commit_manifest`: also folds in the per-rank progress files of a multi-process job).
 
 Memory: nothing beyond the arrays handed in; data goes straight to the page cache.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import zlib
@@ -25,8 +28,8 @@ import numpy as np
 import torch
 
 from .format import (
-    DISK_FULL, DTYPES, FORMAT_VERSION, MANIFEST, SEQPOS_FILE, SHARDS, TOKENS_FILE, as_storage,
-    canonical_dtype, fsync_dir, hook_file, naming_full_disk, shard_dirname, write_json_atomic,
+    DISK_FULL, DTYPES, FORMAT_VERSION, MANIFEST, SEQPOS_FILE, SHARDS, TOKENS_FILE, StoreError, as_storage,
+    canonical_dtype, fsync_dir, hook_file, naming_full_disk, shard_dirname, shard_record, write_json_atomic,
 )
 
 
@@ -156,6 +159,24 @@ def clean_temp(directory: str | Path) -> None:
                 shutil.rmtree(p, ignore_errors=True)
 
 
+def commit_manifest(directory: Path, manifest: dict) -> None:
+    """Fold the ``progress-rank*.json`` shard records into ``manifest`` (deduplicated by index), mark it
+    complete when every shard is there, write it and remove the progress files."""
+    recs = {s["index"]: s for s in manifest["shards"]}
+    progress = sorted(directory.glob("progress-rank*.json"))
+    for p in progress:
+        try:
+            for s in json.loads(p.read_text())["shards"]:
+                recs.setdefault(int(s["index"]), shard_record(s))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise StoreError(f"{p} is malformed ({e}); delete it to redo that rank's shards") from e
+    manifest["shards"] = [recs[k] for k in sorted(recs)]
+    manifest["complete"] = len(recs) == math.ceil(manifest["n_rows_target"] / manifest["shard_rows"])
+    write_json_atomic(directory / MANIFEST, manifest)
+    for p in progress:
+        p.unlink()
+
+
 def write_store(
     directory: str | Path,
     rows: dict[str, "Callable[[int, int], np.ndarray]"],
@@ -190,11 +211,11 @@ def write_store(
         "config": {}, "shards": [], "complete": False,
     }
     directory.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(directory / MANIFEST, manifest)
+    commit_manifest(directory, manifest)
 
     def on_shard(rec: dict) -> None:
         manifest["shards"].append(rec)
-        write_json_atomic(directory / MANIFEST, manifest)
+        commit_manifest(directory, manifest)  # complete with the last shard
 
     n_shards = -(-n_rows // shard_rows)
     w = ShardWriter(directory, {h: widths[h] * nbytes for h in rows}, shard_rows, n_rows, set(range(n_shards)), on_shard)
@@ -213,6 +234,4 @@ def write_store(
     except BaseException:
         w.abort()
         raise
-    manifest["complete"] = True
-    write_json_atomic(directory / MANIFEST, manifest)
     return directory
