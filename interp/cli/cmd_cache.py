@@ -21,21 +21,12 @@ def register(sub) -> None:
     )
     p.add_argument("--hooks", nargs="+", metavar="PATTERN",
                    help="TransformerLens hook names or glob patterns")
-    p.add_argument("--n-tokens", type=int, help="token budget: rows stored per hook")
-    p.add_argument("--seq-len", type=int, help="tokens per sequence, BOS included")
-    p.add_argument("--batch-size", type=int, help="sequences per forward pass")
     p.add_argument("--dtype", type=canonical_dtype, choices=sorted(DTYPES),
                    help="storage dtype (aliases fp16, bf16, fp32)")
-    p.add_argument("--corpus",
-                   help="'default' (offline, shipped), a .txt/.jsonl file or folder, or hf:NAME[:CONFIG][:SPLIT]")
-    p.add_argument("--text-field", help="JSON field holding the text (JSONL / HF corpora)")
-    p.add_argument("--shard-rows", type=int, help="rows per shard (None: ~32 MiB per hook file)")
     p.add_argument("--no-bos", action="store_true", help="do not prepend BOS to each sequence")
     p.add_argument("--skip-bos", action="store_true", help="do not store the BOS position's rows")
-    p.add_argument("--model-dtype", choices=["float32", "bfloat16", "float16"],
-                   help="dtype to run the model in")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    config_defaults(p, *CONFIG_FLAGS)
+    config_defaults(p, *CONFIG_FLAGS, choices={"model_dtype": ["float32", "bfloat16", "float16"]})
     p.set_defaults(func=run)
 
 

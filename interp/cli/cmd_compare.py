@@ -8,9 +8,9 @@ from interp.cli.main import task_command
 
 def register(subparsers) -> None:
     from interp.circuits.compare import COMPONENTS, METHOD_SPECS, compare_methods
-    from interp.cli.common import default_of
+    from interp.cli.common import config_defaults, default_of
 
-    p = task_command(subparsers, "compare", compare_methods,
+    p = task_command(subparsers, "compare",
                      "AtP, RelP, IG vs activation patching on one task (Pearson r, wall time)",
                      note="; s2 is the like-for-like RelP Table 1 setting")
     p.add_argument("--methods", default=",".join(m for m in METHOD_SPECS if m != "ig-embed"),
@@ -19,6 +19,7 @@ def register(subparsers) -> None:
     p.add_argument("--components", default=",".join(default_of(compare_methods, "components")),
                    help=f"comma list of component types from {', '.join(COMPONENTS)} (attn: attention output per "
                         "layer and position, the RelP paper's column)")
+    config_defaults(p, *CONFIG_FLAGS)
     p.set_defaults(func=_run)
 
 

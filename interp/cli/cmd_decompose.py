@@ -14,24 +14,17 @@ from interp.cli.common import flag_settings, model_of, out_path, same, write_res
 def register(sub) -> None:
     from interp.cli.common import command, config_defaults, default_of
     from interp.decompositions.lib_transformer import ModelLIBSettings
-    from interp.decompositions.snmf import INITS, SNMFConfig
+    from interp.decompositions.snmf import INITS
 
     p = command(sub, "snmf", help="semi-NMF of MLP activations (blocks.L.mlp.hook_post) into neuron-group features",
-                out="runs/snmf", model="smollm2-135m", seed=default_of(SNMFConfig, "seed"))
+                out="runs/snmf", model="smollm2-135m", seed=None)
     p.add_argument("--layer", type=int, required=True, help="MLP layer L (hook blocks.L.mlp.hook_post)")
-    p.add_argument("--k", type=int, help="number of features")
     p.add_argument("--texts", default=None, help="text file, one sequence per line (None: the built-in concept sentences)")
     p.add_argument("--store", default=None, help="activation store folder to read the rows from instead of running the model")
     p.add_argument("--n-tokens", type=int, help="token budget: rows used from the store")
-    p.add_argument("--sparsity", type=float, help="fraction of neurons kept per feature (WTA)")
-    p.add_argument("--init", choices=INITS, help="initialisation of the factors")
-    p.add_argument("--max-iter", type=int, help="most multiplicative-update iterations")
-    p.add_argument("--patience", type=int,
-                   help="stop after this many iterations without a relative loss improvement")
-    p.add_argument("--restarts", type=int, help="independent fits batched together; the best is kept")
     p.add_argument("--n-features", type=int, help="features given contexts, vocabulary and steering")
     p.add_argument("--compare", action="store_true", help="also compare SNMF / DiffMeans (/ SAE) on the concept set")
-    config_defaults(p, *CONFIG_FLAGS[:2])
+    config_defaults(p, *CONFIG_FLAGS[:2], choices={"init": INITS})
     p.set_defaults(func=run_snmf)
 
     q = command(sub, "lib", help="local interaction basis over residual layers (or the modular-addition toy)",
@@ -39,10 +32,6 @@ def register(sub) -> None:
     layers = default_of(ModelLIBSettings, "layers")
     q.add_argument("--layers", nargs="+", default=[",".join(map(str, layers))],
                    help="residual layers, e.g. 3,4,5 or 3-5 or 3 4 5 (ignored for --model modadd-p113, the toy)")
-    q.add_argument("--n", type=int, help="number of sequences")
-    q.add_argument("--seq-len", type=int, help="tokens per sequence")
-    q.add_argument("--probes", type=int, help="Gaussian output probes per sequence for M'")
-    q.add_argument("--edge-nodes", type=int, help="edges between the top nodes of each layer")
     q.add_argument("--keep-bos", action="store_true", help="include the BOS position in the statistics")
     q.add_argument("--no-isolate-ln-var", action="store_true",
                    help="plain residual node layers; by default each is [norm statistic, residual] with the statistic "

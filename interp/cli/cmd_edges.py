@@ -19,21 +19,13 @@ CURVE_GRID = (10, 30, 100, 300, 1000, 3000, 10000, 30000, 10 ** 9)  # 10**9: all
 
 
 def register(subparsers) -> None:
-    from interp.circuits.edge_circuits import EdgeRunConfig
     from interp.cli.common import config_defaults
 
-    p = task_command(subparsers, "edges", EdgeRunConfig,
-                     "EAP / EAP-IG edge attribution scores for every edge on one task")
+    p = task_command(subparsers, "edges", "EAP / EAP-IG edge attribution scores for every edge on one task")
     p.add_argument("--method", choices=METHOD_CHOICES,
                    help="eap: gradient at the clean input; eap-ig: mean gradient over --ig-steps interpolations of "
                         "the input embeddings (Hanna et al. 2024); clean-corrupted: mean of the two ends; "
                         "eap-ig-activations: interpolate each sender group's output instead ((2L+1)*steps passes)")
-    p.add_argument("--ig-steps", type=int, help="EAP-IG interpolation steps (left Riemann; paper: 5)")
-    p.add_argument("--gradient-share", choices=["own", "all"],
-                   help="eap-ig-activations: score a sender with its own group's gradients (own) or their mean "
-                        "over all groups (all, as hannamw/EAP-IG)")
-    p.add_argument("--top", type=int, help="how many top edges (by |score|) to list and store")
-    p.add_argument("--check", type=int, help="also edge-patch the top K edges for real (ground truth)")
     p.add_argument("--circuit", default=None,
                    help="comma-separated circuit sizes N1,N2,...: faithfulness of the top-N edge circuits (pruned)")
     p.add_argument("--curve", action="store_true",
@@ -43,8 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--greedy", action="store_true",
                    help="also greedy circuits grown from the logits (curves named 'METHOD greedy')")
     p.add_argument("--no-prune", action="store_true", help="keep dead-end edges in --circuit/--curve circuits")
-    p.add_argument("--max-tokens", type=int, help="tokens per forward/backward pass")
-    config_defaults(p, *CONFIG_FLAGS)
+    config_defaults(p, *CONFIG_FLAGS, choices={"gradient_share": ["own", "all"]})
     p.set_defaults(func=_run)
 
 

@@ -18,23 +18,13 @@ from interp.cli.main import UserError
 
 def register(sub) -> None:
     from interp.cli.common import command, config_defaults, default_of
-    from interp.phenomena.dormant import ABLATIONS, DormantConfig
+    from interp.phenomena.dormant import ABLATIONS
     from interp.toy.bigram_backcopy import BBTrainConfig
 
     p = command(sub, "sinks", help="attention sinks, value drains, residual peaks, active/dormant heads per domain",
-                out="runs/sinks", model="smollm2-135m", seed=default_of(DormantConfig, "seed"))
+                out="runs/sinks", model="smollm2-135m", seed=None)
     p.add_argument("--domains", default=None, help="folder of *.txt files, one domain each (None: prose, code, numbers)")
-    p.add_argument("--seq-len", type=int, help="tokens per sequence, BOS included")
-    p.add_argument("--n", type=int, help="sequences per domain")
-    p.add_argument("--sink-threshold", type=float, help="sink score for a dormant candidate")
-    p.add_argument("--loss-threshold", type=float, help="|Δloss| (nats/token) that counts as 'barely'")
-    p.add_argument("--ablation", choices=list(ABLATIONS), help="move attention to BOS, or zero the head")
-    p.add_argument("--heads", choices=["candidates", "all"], help="which heads to ablate")
-    p.add_argument("--max-heads", type=int, help="most candidate heads ablated")
-    p.add_argument("--heads-per-pass", type=int, help="ablations batched into one forward pass")
-    p.add_argument("--n-boot", type=int, help="bootstrap resamples of the sequences for the Δloss CI")
-    p.add_argument("--ci-level", type=float, help="confidence level of the Δloss interval")
-    config_defaults(p, CONFIG_FLAGS[0])
+    config_defaults(p, CONFIG_FLAGS[0], choices={"ablation": ABLATIONS, "heads": ["candidates", "all"]})
     p.set_defaults(func=run_sinks)
 
     p = command(sub, "massive", help="massive activations: detection, zero/mean ablation, dynamics over checkpoints",
@@ -42,7 +32,6 @@ def register(sub) -> None:
                 description="massive activations: detection, zero/mean ablation, dynamics over checkpoints. "
                             "--model None: smollm2-135m, or the last of --checkpoints")
     p.add_argument("--checkpoints", default=None, help="folder of step_<N> checkpoints: fit the ratio dynamics per layer")
-    p.add_argument("--abs-threshold", type=float, help="|a| must exceed this")
     p.add_argument("--ratio-threshold", type=float, help="|a| / layer median must reach this")
     p.add_argument("--ablation-hook", default=None,
                    help="residual hook to overwrite the massive activations at (None: where the big ones appear)")
@@ -57,24 +46,13 @@ def register(sub) -> None:
     p = command(sub, "bigram-backcopy", help="train the Bigram-Backcopy toy model with checkpoints and measure it",
                 description="Train the Bigram-Backcopy toy model; --out receives step_<N>/ checkpoints, bb_task.json, "
                             "results.json and report.html.",
-                out="runs/bigram-backcopy", device=True, seed=default_of(BBTrainConfig, "seed"))
-    p.add_argument("--train-steps", type=int, help="optimiser steps")
-    p.add_argument("--n-layers", type=int, help="transformer blocks, one head each")
-    p.add_argument("--d-model", type=int, help="residual width (MLP: 4x)")
-    p.add_argument("--arch", choices=["gpt2", "llama"], help="model architecture")
-    p.add_argument("--init", choices=["paper", "hf"],
-                   help="paper: PyTorch-default init (embeddings N(0,1)); hf: Hugging Face N(0,0.02)")
-    p.add_argument("--activation", choices=["relu", "gelu_new", "gelu"], help="gpt2 MLP nonlinearity")
-    p.add_argument("--batch-size", type=int, help="sequences per step")
-    p.add_argument("--lr", type=float, help="peak AdamW learning rate")
+                out="runs/bigram-backcopy", device=True, seed=None)
     p.add_argument("--beta2", type=float, default=default_of(BBTrainConfig, "betas")[1],
                    help="AdamW beta2 (beta1 = 0.9)")
-    p.add_argument("--warmup", type=int, help="linear warm-up steps")
-    p.add_argument("--seq-len", type=int, help="tokens per sequence, ⟨s⟩ included")
-    p.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     p.epilog = ("the defaults (3 layers, paper init, ReLU, AdamW lr 1e-2 after 200 warm-up steps, 2000 steps of "
                 "32 x 32 tokens) reproduce the mechanism; measured numbers per seed: docs/methods.md, Bigram-Backcopy toy")
-    config_defaults(p, *CONFIG_FLAGS[3:])
+    config_defaults(p, *CONFIG_FLAGS[3:], choices={"arch": ["gpt2", "llama"], "init": ["paper", "hf"],
+                                                   "activation": ["relu", "gelu_new", "gelu"]})
     p.set_defaults(func=run_bb)
 
 

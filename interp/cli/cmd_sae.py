@@ -18,13 +18,12 @@ from interp.cli.main import UserError, emit
 
 def _train_flags(sub, name: str, help: str, transcoder: bool):
     from interp.cli.common import command, config_defaults, default_of
-    from interp.dictionaries import SAEConfig, TrainConfig
+    from interp.dictionaries import SAEConfig
     from interp.dictionaries.registry import ARCHS, _load_builtin
 
     _load_builtin()
     kind = "transcoder" if transcoder else "sae"
-    p = command(sub, name, help=help, out=f"runs/{kind}-train", device=True,
-                seed=default_of(TrainConfig, "seed"),
+    p = command(sub, name, help=help, out=f"runs/{kind}-train", device=True, seed=None,
                 description=help + "; --out receives sae/ (SAELens format), results.json, report.html and checkpoint/ "
                                    "(rerunning the same command resumes from it)")
     p.add_argument("--store", required=True, help="activation store directory (interp cache)")
@@ -37,26 +36,11 @@ def _train_flags(sub, name: str, help: str, transcoder: bool):
                    choices=sorted(ARCHS), help="dictionary architecture")
     p.add_argument("--expansion", type=int, default=8, help="latents = expansion * d_in")
     p.add_argument("--d-sae", type=int, default=None, help="number of latents (overrides --expansion)")
-    p.add_argument("--k", type=int, help="TopK: latents per token")
-    p.add_argument("--k-aux", type=int, help="TopK: AuxK latents (None: d_in/2)")
-    p.add_argument("--aux-coeff", type=float, help="TopK: AuxK weight")
-    p.add_argument("--l1-coeff", type=float, help="ReLU: decoder-norm-weighted L1 weight")
-    p.add_argument("--l0-coeff", type=float, help="JumpReLU: L0 weight")
-    p.add_argument("--bandwidth", type=float, help="JumpReLU: rectangle-kernel width")
     p.add_argument("--n-tokens", type=int, default=None,
                    help="token budget: rows to train on (None: all rows of the store)")
-    p.add_argument("--batch-size", type=int, help="rows per optimiser step")
-    p.add_argument("--lr", type=float, help="peak Adam learning rate")
-    p.add_argument("--warmup-steps", type=int, help="linear learning-rate warm-up steps")
-    p.add_argument("--decay-frac", type=float, help="fraction of steps with linear LR decay to 0")
-    p.add_argument("--b-dec-init", choices=["geometric_median", "mean", "zeros"],
-                   help="how the decoder bias starts")
-    p.add_argument("--dead-after-tokens", type=int, help="a latent silent for this many rows counts as dead")
-    p.add_argument("--checkpoint-every", type=int,
-                   help="steps between checkpoints (0: only at the end and on interruption)")
-    p.add_argument("--max-steps", type=int, help="stop after this many steps (resumable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    config_defaults(p, *(CONFIG_FLAGS[2:4] if transcoder else CONFIG_FLAGS[:2]))
+    config_defaults(p, *(CONFIG_FLAGS[2:4] if transcoder else CONFIG_FLAGS[:2]),
+                    choices={"b_dec_init": ["geometric_median", "mean", "zeros"]})
     return p
 
 
@@ -89,8 +73,6 @@ def register(sub) -> None:
     d.add_argument("--sae", required=True, help="SAE folder (SAELens format)")
     d.add_argument("--store", required=True, help="activation store directory")
     d.add_argument("--features", default=None, help="comma-separated latent indices (None: the 10 most frequent)")
-    d.add_argument("--n-tokens", type=int, help="token budget: rows scanned for contexts")
-    d.add_argument("--n-examples", type=int, help="top contexts shown per feature")
     config_defaults(d, CONFIG_FLAGS[6])
     d.set_defaults(func=run_dashboard)
 

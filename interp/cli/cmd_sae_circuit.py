@@ -12,17 +12,11 @@ from interp.cli.common import same
 
 
 def register(subparsers) -> None:
-    from interp.circuits.sae_circuits import run_sae_circuit
     from interp.cli.common import config_defaults
     from interp.cli.main import task_command
 
-    p = task_command(subparsers, "sae-circuit", run_sae_circuit,
-                     "discrete-SAE circuit identification (node/edge head scores)", seed="task_seed",
+    p = task_command(subparsers, "sae-circuit", "discrete-SAE circuit identification (node/edge head scores)",
                      n_help="positive (= negative) prompts")
-    p.add_argument("--sae-seed", type=int, help="seed of the SAE initialisation and training draw")
-    p.add_argument("--d-sae", type=int, help="latents of the shared SAE")
-    p.add_argument("--epochs", type=int, help="full-batch training steps")
-    p.add_argument("--n-train", type=int, help="prompts the SAE trains on")
     p.add_argument("--truth-n", type=int, help="prompts for the activation-patching ground truth (0: none)")
     p.add_argument("--shares", default="0.5,0.8", help="shares of total |patching effect| defining the truth")
     p.add_argument("--top", type=int, default=10, help="how many top heads to list")

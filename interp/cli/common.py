@@ -11,8 +11,9 @@
   filled in from the positional task; :func:`out_path`) and name it in their summary; commands
   that only print take ``--out FILE`` to also write their JSON document there (:func:`emit`).
 * Flags that mirror a config dataclass field take its default from the module's :data:`CONFIG_FLAGS`
-  table (:func:`config_defaults`), and the config is built from the same table (:func:`flag_settings`);
-  tests/test_cli_grammar.py checks the mapping of every module.
+  table (:func:`config_defaults`), which also adds each such flag the command does not declare itself
+  (type and help from the field: :func:`field_flag`), and the config is built from the same table
+  (:func:`flag_settings`); tests/test_cli_grammar.py checks the mapping of every module.
 * A command that computes a typed result ends in :func:`write_result` (results.json, report.html, the
   summary or ``--json``); :func:`model_of` loads ``--model`` on ``--device``.
 """
@@ -20,9 +21,13 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import functools
 import importlib
 import inspect
+import re
+import textwrap
 
 from interp.config import field_default
 
@@ -113,13 +118,38 @@ def default_of(cls, name: str):
     return inspect.signature(cls).parameters[name].default
 
 
-def config_defaults(p, *entries) -> None:
-    """Give each flag of parser ``p`` named in the :data:`CONFIG_FLAGS` ``entries`` ``(path, "module:Target",
-    {dest: field})`` the default of its field (``--help`` shows it): the table names each mapping once."""
+def config_defaults(p, *entries, choices: dict | None = None) -> None:
+    """Flags of parser ``p`` from the :data:`CONFIG_FLAGS` ``entries`` ``(path, "module:Target",
+    {dest: field})``: each ``dest`` that ``p`` does not declare itself becomes ``--dest``
+    (:func:`field_flag`, with ``choices[dest]``), and every ``dest`` takes its field's default (``--help``
+    shows it): one table names each mapping."""
+    have = {a.dest for a in p._actions}
     for _, target, fields in entries:
         module, name = target.split(":")
         cls = getattr(importlib.import_module(module), name)
+        for dest, field in fields.items():
+            if dest not in have:
+                p.add_argument("--" + dest.replace("_", "-"), **field_flag(cls, field),
+                               choices=(choices or {}).get(dest))
         p.set_defaults(**{dest: default_of(cls, field) for dest, field in fields.items()})
+
+
+@functools.cache
+def _field_docs(cls) -> dict[str, str]:
+    """The attribute docstring (the string under the field in the class body) of each field of ``cls``."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    return {a.target.id: s.value.value for a, s in zip(body, body[1:])
+            if isinstance(a, ast.AnnAssign) and isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)}
+
+
+def field_flag(cls, name: str) -> dict:
+    """``add_argument`` keywords for field ``name`` of dataclass ``cls``: the type its annotation names
+    (``int``, ``float`` or ``str``, maybe ``| None``) and, as help, its attribute docstring (reST markup
+    removed)."""
+    ann = next(f.type for f in dataclasses.fields(cls) if f.name == name)
+    doc = re.sub(r"(:\w+:)?`+([^`]*)`+", r"\2", " ".join(_field_docs(cls)[name].split())).rstrip(".")
+    return {"type": {"int": int, "float": float, "str": str}[str(ann).split(" |")[0]],
+            "help": doc.replace("%", "%%")}
 
 
 def flag_settings(args, entry) -> dict:
