@@ -267,3 +267,16 @@ def test_figure_json_cannot_close_the_script_element():
     (spec,) = figures_in(html).values()
     assert spec["data"][0]["x"] == ["</script><script>alert(1)</script>"]
     assert "<script>alert(1)" not in html
+
+
+def test_notebook_fragments_carry_plotly_js_once(monkeypatch):
+    """A notebook carries one copy of plotly.js: the session's first fragment with figures inlines it, later
+    fragments (and figure displays) do not; a fragment without figures never does."""
+    import itertools
+
+    monkeypatch.setattr(F, "_PLOTLY_JS_CALLS", itertools.count())  # a fresh Python session
+    bundle = plotly.offline.get_plotlyjs()[:200]
+    plain = Report("text").add_text("no figures").fragment_html()
+    frags = [Report("f").add_line("l", [0, 1], {"a": [1.0, 2.0]}).fragment_html() for _ in range(2)]
+    shown = F.lines("l", [0, 1], {"a": [1.0, 2.0]})._repr_mimebundle_()["text/html"]
+    assert [bundle in h for h in (plain, *frags, shown)] == [False, True, False, False]

@@ -27,6 +27,7 @@ as JSON lists, so a report costs about 20 bytes per plotted number.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, NamedTuple, Sequence
 
@@ -44,16 +45,14 @@ SEQUENTIAL = "Viridis"
 TEMPLATE = "plotly_white"
 
 
-_PLOTLY_JS_SENT = False
+_PLOTLY_JS_CALLS = itertools.count()
 
 
 def plotly_js_once() -> bool:
     """True the first time it is called in this Python session (then False): whether a notebook
     output should carry plotly.js inline.  One copy per notebook keeps figures drawable offline and
     in an HTML export (nbconvert) without a CDN."""
-    global _PLOTLY_JS_SENT
-    first, _PLOTLY_JS_SENT = not _PLOTLY_JS_SENT, True
-    return first
+    return next(_PLOTLY_JS_CALLS) == 0
 
 
 class Figure(NamedTuple):
@@ -244,14 +243,10 @@ def lines(title: str, xs: Any, ys_by_name: dict[str, Any], x_title: str = "", y_
 
 def faithfulness_curve(n_components: Any, recovered: Any, target: float | None = None,
                        chosen: int | None = None, total: int | None = None,
-                       title: str = "Faithfulness", caption: str = "",
-                       y_title: str = "share of clean metric recovered") -> Figure:
-    """Share of the clean metric recovered when only the top-n components keep clean values.
-
-    ``y_title`` names the y axis when the values are not a share (e.g. a raw logit difference).
-    """
+                       title: str = "Faithfulness", caption: str = "") -> Figure:
+    """Share of the clean metric recovered when only the top-n components keep clean values."""
     f = lines(title, n_components, {"recovered": recovered}, "components kept in the circuit",
-              y_title, caption=caption or " ")
+              "share of clean metric recovered", caption=caption or " ")
     fig = f.fig
     if target is not None and math.isfinite(float(target)):
         fig.add_hline(y=float(target), line_dash="dash", line_color="#888",

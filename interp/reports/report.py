@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import html
 import itertools
 import json
@@ -41,18 +42,15 @@ from interp.reports.tokens import CSS as TOKEN_CSS
 from interp.reports.tokens import token_view
 from interp.results import versions as _versions
 
-_PLOTLY_JS: str | None = None
 _FRAGMENTS = itertools.count()
 
 
+@functools.cache
 def plotly_js() -> str:
     """The plotly.js bundle shipped with the installed plotly package (read once)."""
-    global _PLOTLY_JS
-    if _PLOTLY_JS is None:
-        from plotly.offline import get_plotlyjs
+    from plotly.offline import get_plotlyjs
 
-        _PLOTLY_JS = get_plotlyjs()
-    return _PLOTLY_JS
+    return get_plotlyjs()
 
 
 class Section(NamedTuple):
@@ -268,7 +266,7 @@ class Report:
 
     @staticmethod
     def _text_html(text: str) -> str:
-        return text if text.lstrip().startswith("<") else markdown.to_html(text, heading_offset=2)
+        return text if text.lstrip().startswith("<") else markdown.to_html(text)
 
     def add_heatmap(self, title: str, z: Any, x_labels: Sequence | None = None,
                     y_labels: Sequence | None = None, caption: str = "", x_title: str = "",
@@ -356,14 +354,13 @@ class Report:
         self.sections.append(Section("attention", title, self._anchor(title), view.html(layer, head), html.escape(cap)))
         return self
 
-    def add_table(self, title: str, rows: Sequence[dict] | dict, caption: str = "",
-                  max_rows: int = 500) -> "Report":
+    def add_table(self, title: str, rows: Sequence[dict] | dict, caption: str = "") -> "Report":
         """A table from a list of dicts (columns = union of keys), or a dict as key/value rows."""
         if isinstance(rows, dict):
             rows = [{"key": k, "value": v} for k, v in rows.items()]
         if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
             raise ValueError(f"{title}: add_table expects a list of dicts (one per row)")
-        body, bad = table_html(list(rows), max_rows)
+        body, bad = table_html(list(rows))
         self._note(title, bad)
         cap = caption or f"{len(rows)} row{'s' if len(rows) != 1 else ''}."
         if bad:
@@ -473,20 +470,18 @@ class Report:
             f"<script>{_DRAW_SCRIPT % 'document.body'}</script></body></html>\n"
         )
 
-    def fragment_html(self, include_plotlyjs: bool | None = None) -> str:
+    def fragment_html(self) -> str:
         """The report as an HTML fragment for a notebook output: summary, sections, provenance folded.
 
-        Figures are drawn by a script scoped to this fragment.  ``include_plotlyjs``: inline
-        plotly.js (about 4.8 MB) in this fragment; ``None`` (default) does so for the first
-        fragment with figures in this Python session only, as plotly's own notebook mode does, so
-        a notebook carries one copy and its HTML export opens offline.
+        Figures are drawn by a script scoped to this fragment.  The first fragment with figures in this
+        Python session inlines plotly.js (about 4.8 MB), as plotly's own notebook mode does, so a notebook
+        carries one copy and its HTML export opens offline.
         """
         root = f"interp-frag-{next(_FRAGMENTS)}"
         sections = [s._replace(anchor=f"{root}-{s.anchor}") for s in self.sections]
         body = "\n".join(self._section_html(s) for s in sections)
         js = ""
-        if any(s.kind == "figure" for s in sections) and (
-                F.plotly_js_once() if include_plotlyjs is None else include_plotlyjs):
+        if any(s.kind == "figure" for s in sections) and F.plotly_js_once():
             js = f"<script>{plotly_js()}</script>"
         draw = f"<script>{_DRAW_SCRIPT % f'document.getElementById({root!r})'}</script>"
         return (f'<div class="interp-report" id="{root}"><style>{CSS.replace("body {", ".interp-report {")}</style>{js}'
