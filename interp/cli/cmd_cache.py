@@ -17,7 +17,7 @@ def register(sub) -> None:
         help="cache hook activations over a corpus into a memory-mapped store (resumes a partial one)",
         description="Run MODEL over a corpus and write the activations of the hooks matching PATTERN "
         "to a store directory (--out). Re-running the same command after an interruption resumes it.",
-        out=d("out"), model=d("model"),
+        out=d("out"), model=d("model"), func=run,
     )
     p.add_argument("--hooks", nargs="+", metavar="PATTERN",
                    help="TransformerLens hook names or glob patterns")
@@ -27,7 +27,6 @@ def register(sub) -> None:
     p.add_argument("--skip-bos", action="store_true", help="do not store the BOS position's rows")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     config_defaults(p, *CONFIG_FLAGS, choices={"model_dtype": ["float32", "bfloat16", "float16"]})
-    p.set_defaults(func=run)
 
 
 _CACHE = {"seq_len": "context_length", **same("model", "hooks", "n_tokens", "batch_size", "dtype", "corpus",

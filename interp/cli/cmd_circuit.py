@@ -12,7 +12,7 @@ def register(subparsers) -> None:
     from interp.cli.common import config_defaults
 
     p = task_command(subparsers, "circuit",
-                     "find a circuit (IOI / greater-than) and write results.json + report.html")
+                     "find a circuit (IOI / greater-than) and write results.json + report.html", _run)
     p.add_argument("--rules", choices=sorted(RULE_SETS),
                    help="RelP LRP rule set: default (the RelP paper's: LN, Identity, Half rules) | default+cp-lrp "
                         "(adds the AH-rule, CP-LRP on attention) | default+cp-lrp+epsilon")
@@ -21,7 +21,6 @@ def register(subparsers) -> None:
     p.add_argument("--no-edges", action="store_true", help="skip EAP edge scores between circuit members")
     config_defaults(p, *CONFIG_FLAGS,
                     choices={"method": METHODS, "search": SEARCHES, "source": ["corrupt", "mean"]})
-    p.set_defaults(func=_run)
 
 
 CONFIG_FLAGS = [(("circuit",), "interp.circuits.pipeline:CircuitRunConfig",

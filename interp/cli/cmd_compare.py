@@ -11,7 +11,7 @@ def register(subparsers) -> None:
     from interp.cli.common import config_defaults, default_of
 
     p = task_command(subparsers, "compare",
-                     "AtP, RelP, IG vs activation patching on one task (Pearson r, wall time)",
+                     "AtP, RelP, IG vs activation patching on one task (Pearson r, wall time)", _run,
                      note="; s2 is the like-for-like RelP Table 1 setting")
     p.add_argument("--methods", default=",".join(m for m in METHOD_SPECS if m != "ig-embed"),
                    help=f"comma list from {', '.join(METHOD_SPECS)} (relp: the RelP paper's default rules; relp-cp-lrp "
@@ -20,7 +20,6 @@ def register(subparsers) -> None:
                    help=f"comma list of component types from {', '.join(COMPONENTS)} (attn: attention output per "
                         "layer and position, the RelP paper's column)")
     config_defaults(p, *CONFIG_FLAGS)
-    p.set_defaults(func=_run)
 
 
 CONFIG_FLAGS = [(("compare",), "interp.circuits.compare:compare_methods", same("n", "seed", "corruption"))]

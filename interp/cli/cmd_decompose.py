@@ -17,7 +17,7 @@ def register(sub) -> None:
     from interp.decompositions.snmf import INITS
 
     p = command(sub, "snmf", help="semi-NMF of MLP activations (blocks.L.mlp.hook_post) into neuron-group features",
-                out="runs/snmf", model="smollm2-135m", seed=None)
+                out="runs/snmf", model="smollm2-135m", seed=None, func=run_snmf)
     p.add_argument("--layer", type=int, required=True, help="MLP layer L (hook blocks.L.mlp.hook_post)")
     p.add_argument("--texts", default=None, help="text file, one sequence per line (None: the built-in concept sentences)")
     p.add_argument("--store", default=None, help="activation store folder to read the rows from instead of running the model")
@@ -25,10 +25,9 @@ def register(sub) -> None:
     p.add_argument("--n-features", type=int, help="features given contexts, vocabulary and steering")
     p.add_argument("--compare", action="store_true", help="also compare SNMF / DiffMeans (/ SAE) on the concept set")
     config_defaults(p, *CONFIG_FLAGS[:2], choices={"init": INITS})
-    p.set_defaults(func=run_snmf)
 
     q = command(sub, "lib", help="local interaction basis over residual layers (or the modular-addition toy)",
-                out="runs/lib", model="smollm2-135m")
+                out="runs/lib", model="smollm2-135m", func=run_lib)
     layers = default_of(ModelLIBSettings, "layers")
     q.add_argument("--layers", nargs="+", default=[",".join(map(str, layers))],
                    help="residual layers, e.g. 3,4,5 or 3-5 or 3 4 5 (ignored for --model modadd-p113, the toy)")
@@ -37,7 +36,6 @@ def register(sub) -> None:
                    help="plain residual node layers; by default each is [norm statistic, residual] with the statistic "
                         "that the next LayerNorm/RMSNorm divides by kept as its own basis direction (node 0)")
     config_defaults(q, CONFIG_FLAGS[2])
-    q.set_defaults(func=run_lib)
 
 
 _SNMF = {"restarts": "n_restarts", **same("k", "sparsity", "init", "max_iter", "patience", "seed", "device")}

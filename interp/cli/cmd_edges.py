@@ -21,7 +21,8 @@ CURVE_GRID = (10, 30, 100, 300, 1000, 3000, 10000, 30000, 10 ** 9)  # 10**9: all
 def register(subparsers) -> None:
     from interp.cli.common import config_defaults
 
-    p = task_command(subparsers, "edges", "EAP / EAP-IG edge attribution scores for every edge on one task")
+    p = task_command(subparsers, "edges", "EAP / EAP-IG edge attribution scores for every edge on one task",
+                     _run)
     p.add_argument("--method", choices=METHOD_CHOICES,
                    help="eap: gradient at the clean input; eap-ig: mean gradient over --ig-steps interpolations of "
                         "the input embeddings (Hanna et al. 2024); clean-corrupted: mean of the two ends; "
@@ -36,7 +37,6 @@ def register(subparsers) -> None:
                    help="also greedy circuits grown from the logits (curves named 'METHOD greedy')")
     p.add_argument("--no-prune", action="store_true", help="keep dead-end edges in --circuit/--curve circuits")
     config_defaults(p, *CONFIG_FLAGS, choices={"gradient_share": ["own", "all"]})
-    p.set_defaults(func=_run)
 
 
 _RUN = {"ig_steps": "steps", "gradient_share": "share",

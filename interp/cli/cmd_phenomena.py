@@ -22,13 +22,12 @@ def register(sub) -> None:
     from interp.toy.bigram_backcopy import BBTrainConfig
 
     p = command(sub, "sinks", help="attention sinks, value drains, residual peaks, active/dormant heads per domain",
-                out="runs/sinks", model="smollm2-135m", seed=None)
+                out="runs/sinks", model="smollm2-135m", seed=None, func=run_sinks)
     p.add_argument("--domains", default=None, help="folder of *.txt files, one domain each (None: prose, code, numbers)")
     config_defaults(p, CONFIG_FLAGS[0], choices={"ablation": ABLATIONS, "heads": ["candidates", "all"]})
-    p.set_defaults(func=run_sinks)
 
     p = command(sub, "massive", help="massive activations: detection, zero/mean ablation, dynamics over checkpoints",
-                out="runs/massive", model=None,
+                out="runs/massive", model=None, func=run_massive,
                 description="massive activations: detection, zero/mean ablation, dynamics over checkpoints. "
                             "--model None: smollm2-135m, or the last of --checkpoints")
     p.add_argument("--checkpoints", default=None, help="folder of step_<N> checkpoints: fit the ratio dynamics per layer")
@@ -41,19 +40,17 @@ def register(sub) -> None:
                    help="held-out sequences per domain (the text after the analysed ones; Bigram-Backcopy: another "
                         "seed) from which the mean ablation takes one mean per token kind (first token, delimiter)")
     config_defaults(p, *CONFIG_FLAGS[1:3])
-    p.set_defaults(func=run_massive)
 
     p = command(sub, "bigram-backcopy", help="train the Bigram-Backcopy toy model with checkpoints and measure it",
                 description="Train the Bigram-Backcopy toy model; --out receives step_<N>/ checkpoints, bb_task.json, "
                             "results.json and report.html.",
-                out="runs/bigram-backcopy", device=True, seed=None)
+                out="runs/bigram-backcopy", seed=None, func=run_bb)
     p.add_argument("--beta2", type=float, default=default_of(BBTrainConfig, "betas")[1],
                    help="AdamW beta2 (beta1 = 0.9)")
     p.epilog = ("the defaults (3 layers, paper init, ReLU, AdamW lr 1e-2 after 200 warm-up steps, 2000 steps of "
                 "32 x 32 tokens) reproduce the mechanism; measured numbers per seed: docs/methods.md, Bigram-Backcopy toy")
     config_defaults(p, *CONFIG_FLAGS[3:], choices={"arch": ["gpt2", "llama"], "init": ["paper", "hf"],
                                                    "activation": ["relu", "gelu_new", "gelu"]})
-    p.set_defaults(func=run_bb)
 
 
 _DORMANT = {"n": "n_seqs", **same("seq_len", "sink_threshold", "loss_threshold", "ablation", "heads",

@@ -16,14 +16,14 @@ from interp.cli.common import flag_settings, out_path, parse_list, same, write_r
 from interp.cli.main import UserError, emit
 
 
-def _train_flags(sub, name: str, help: str, transcoder: bool):
+def _train_flags(sub, name: str, help: str, transcoder: bool) -> None:
     from interp.cli.common import command, config_defaults, default_of
     from interp.dictionaries import SAEConfig
     from interp.dictionaries.registry import ARCHS, _load_builtin
 
     _load_builtin()
     kind = "transcoder" if transcoder else "sae"
-    p = command(sub, name, help=help, out=f"runs/{kind}-train", device=True, seed=None,
+    p = command(sub, name, help=help, out=f"runs/{kind}-train", seed=None, func=run_train,
                 description=help + "; --out receives sae/ (SAELens format), results.json, report.html and checkpoint/ "
                                    "(rerunning the same command resumes from it)")
     p.add_argument("--store", required=True, help="activation store directory (interp cache)")
@@ -41,20 +41,19 @@ def _train_flags(sub, name: str, help: str, transcoder: bool):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     config_defaults(p, *(CONFIG_FLAGS[2:4] if transcoder else CONFIG_FLAGS[:2]),
                     choices={"b_dec_init": ["geometric_median", "mean", "zeros"]})
-    return p
+    p.set_defaults(transcoder=transcoder)
 
 
-def _eval_flags(sub, name: str, help: str, kind: str):
+def _eval_flags(sub, name: str, help: str, kind: str) -> None:
     from interp.cli.common import command, config_defaults
 
-    p = command(sub, name, help=help, out=f"runs/{kind}-eval", model=None,
+    p = command(sub, name, help=help, out=f"runs/{kind}-eval", model=None, func=run_eval,
                 description=help + "; --out receives results.json and report.html; --model None: the store's model")
     p.add_argument("--sae", required=True, help="SAE folder (SAELens format: cfg.json + sae_weights.safetensors)")
     p.add_argument("--store", required=True, help="activation store directory")
     p.add_argument("--n-tokens", type=int, help="token budget: rows for L0 / FVU / dead fraction")
     p.add_argument("--n", type=int, help="store sequences for spliced CE / KL (0: skip)")
     config_defaults(p, CONFIG_FLAGS[4])
-    return p
 
 
 def register(sub) -> None:
@@ -62,27 +61,22 @@ def register(sub) -> None:
 
     p = sub.add_parser("sae", help="train, evaluate and inspect sparse autoencoders on an activation store")
     ssub = p.add_subparsers(dest="sae_command", metavar="SUBCOMMAND", required=True)
-    t = _train_flags(ssub, "train", "train an SAE (relu / topk / jumprelu) on one hook of a store", transcoder=False)
-    t.set_defaults(func=run_train, transcoder=False)
-    e = _eval_flags(ssub, "eval", "L0, FVU, dead fraction, and CE recovered / KL spliced into the model", "sae")
-    e.set_defaults(func=run_eval)
+    _train_flags(ssub, "train", "train an SAE (relu / topk / jumprelu) on one hook of a store", False)
+    _eval_flags(ssub, "eval", "L0, FVU, dead fraction, and CE recovered / KL spliced into the model", "sae")
     d = command(ssub, "dashboard", help="HTML feature dashboard: top contexts, histograms, logit effects",
                 description="HTML feature dashboard (--out: the HTML file; its typed result goes beside it as .json): "
                             "top contexts, histograms, logit effects; --model None: the store's model",
-                out="runs/sae-dashboard.html", model=None)
+                out="runs/sae-dashboard.html", model=None, func=run_dashboard)
     d.add_argument("--sae", required=True, help="SAE folder (SAELens format)")
     d.add_argument("--store", required=True, help="activation store directory")
     d.add_argument("--features", default=None, help="comma-separated latent indices (None: the 10 most frequent)")
     config_defaults(d, CONFIG_FLAGS[6])
-    d.set_defaults(func=run_dashboard)
 
     tc = sub.add_parser("transcoder", help="train and evaluate transcoders (MLP in -> MLP out)")
     tsub = tc.add_subparsers(dest="transcoder_command", metavar="SUBCOMMAND", required=True)
-    tt = _train_flags(tsub, "train", "train a transcoder blocks.L.ln2.hook_normalized -> blocks.L.hook_mlp_out",
-                      transcoder=True)
-    tt.set_defaults(func=run_train, transcoder=True)
-    te = _eval_flags(tsub, "eval", "as `interp sae eval`, for a transcoder", "transcoder")
-    te.set_defaults(func=run_eval)
+    _train_flags(tsub, "train", "train a transcoder: blocks.L.ln2.hook_normalized -> blocks.L.hook_mlp_out",
+                 True)
+    _eval_flags(tsub, "eval", "as `interp sae eval`, for a transcoder", "transcoder")
 
 
 _SAE = {"bandwidth": "jumprelu_bandwidth", **same("k", "k_aux", "aux_coeff", "l1_coeff", "l0_coeff")}

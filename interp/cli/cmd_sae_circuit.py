@@ -16,12 +16,11 @@ def register(subparsers) -> None:
     from interp.cli.main import task_command
 
     p = task_command(subparsers, "sae-circuit", "discrete-SAE circuit identification (node/edge head scores)",
-                     n_help="positive (= negative) prompts")
+                     _run, n_help="positive (= negative) prompts")
     p.add_argument("--truth-n", type=int, help="prompts for the activation-patching ground truth (0: none)")
     p.add_argument("--shares", default="0.5,0.8", help="shares of total |patching effect| defining the truth")
     p.add_argument("--top", type=int, default=10, help="how many top heads to list")
     config_defaults(p, *CONFIG_FLAGS)
-    p.set_defaults(func=_run)
 
 
 CONFIG_FLAGS = [(("sae-circuit",), "interp.circuits.sae_circuits:SAECircuitConfig",

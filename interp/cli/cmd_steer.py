@@ -15,10 +15,15 @@ from pathlib import Path
 from interp.cli.common import command, out_path, parse_list, write_result
 
 
-def _common(p) -> None:
+def _command(sub, name: str, help: str, func, *flags):
+    """``steer NAME TASK``: the shared flags, ``--n-build`` / ``--n-eval``, then each of ``flags``' flags."""
+    p = command(sub, name, help, out=f"runs/steer-{name}-<task>", model="smollm2-135m", seed=0, func=func)
     p.add_argument("task", help="sentiment | ioi, or a task JSON file (data/steering/*.json format)")
     p.add_argument("--n-build", type=int, default=None, help="build examples used (None: all in the file)")
     p.add_argument("--n-eval", type=int, default=None, help="held-out eval prompts used (None: all)")
+    for add in flags:
+        add(p)
+    return p
 
 
 def _eval_args(p) -> None:
@@ -38,25 +43,14 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("steer", help="steering vectors: build, evaluate, compare at equal KL")
     sub = p.add_subparsers(dest="steer_command", metavar="build|eval|compare", required=True)
-    b = command(sub, "build", help="build one steering vector (writes OUT.safetensors + OUT.json)",
-                out="runs/steer-build-<task>", model="smollm2-135m", seed=0)
-    _common(b)
-    _build_args(b)
+    b = _command(sub, "build", "build one steering vector (writes OUT.safetensors + OUT.json)", _build,
+                 _build_args)
     b.add_argument("--method", required=True, choices=BUILDERS, help="how the direction is built")
-    b.set_defaults(func=_build)
-    e = command(sub, "eval", help="evaluate saved vectors at equal KL", out="runs/steer-eval-<task>",
-                model="smollm2-135m", seed=0)
-    _common(e)
-    _eval_args(e)
+    e = _command(sub, "eval", "evaluate saved vectors at equal KL", _eval, _eval_args)
     e.add_argument("--vector", action="append", required=True, help="a vector written by `steer build`")
-    e.set_defaults(func=_eval)
-    c = command(sub, "compare", help="build and compare all methods on one task", out="runs/steer-compare-<task>",
-                model="smollm2-135m", seed=0)
-    _common(c)
-    _eval_args(c)
-    _build_args(c)
+    c = _command(sub, "compare", "build and compare all methods on one task", _compare, _eval_args,
+                 _build_args)
     c.add_argument("--methods", default=",".join(BUILDERS), help="comma separated; default: every method")
-    c.set_defaults(func=_compare)
 
 
 def _task(args):

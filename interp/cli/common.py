@@ -2,8 +2,9 @@
 
 * :func:`command` makes a subparser whose ``--help`` shows every default
   (:class:`HelpFormatter`) and adds the shared flags with one help text each:
-  ``--json``, ``--debug`` and ``--out`` everywhere; ``--model`` and ``--device`` where a model is
-  loaded; ``--seed`` where prompts are drawn or something is initialised at random.
+  ``--json``, ``--debug`` and ``--out`` everywhere; ``--model`` where a model is loaded; ``--seed``
+  where prompts are drawn or something is initialised at random; ``--device`` with either (a model is
+  loaded, or built and trained).
 * One name per idea: ``--n`` counts prompts / sequences / texts, ``--n-tokens`` is a token (store
   row) budget, ``--seq-len`` is tokens per sequence, ``--ig-steps`` are integrated-gradient
   interpolation steps, ``--train-steps`` optimiser steps.
@@ -56,16 +57,16 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def command(sub, name: str, help: str, *, out: str | None, model: str | None | bool = False,
-            seed: int | None | bool = False, device: bool | None = None, **kw) -> argparse.ArgumentParser:
+            seed: int | None | bool = False, func=None, **kw) -> argparse.ArgumentParser:
     """Add subcommand ``name`` with the shared flags.
 
     ``out``: the ``--out`` default (``runs/...``, may hold ``<task>``), ``None`` for commands that
     only print (``--out FILE`` then also receives the JSON).  ``model``: the ``--model`` default,
-    or ``False`` for commands that load no model (then no ``--model`` / ``--device``).
-    ``seed``: the ``--seed`` default, or ``False`` for commands that draw nothing at random.
-    ``device``: add ``--device`` (default: whenever ``--model`` is added; a command that builds its
-    own model, such as a training run, sets it alone).  ``kw`` goes to ``add_parser`` (``description``
-    defaults to ``help``).
+    or ``False`` for commands that load no model (then no ``--model``).  ``seed``: the ``--seed``
+    default, or ``False`` for commands that draw nothing at random.  ``--device`` comes with ``--model``
+    or ``--seed``: every command that loads a model, or builds and trains one (``interp sae train``,
+    ``interp bigram-backcopy``), runs it somewhere.  ``func``: the function ``main`` runs with the parsed
+    arguments.  ``kw`` goes to ``add_parser`` (``description`` defaults to ``help``).
     """
     p = sub.add_parser(name, help=help, formatter_class=HelpFormatter, **{"description": help, **kw})
     g = p.add_argument_group("shared options")
@@ -74,11 +75,11 @@ def command(sub, name: str, help: str, *, out: str | None, model: str | None | b
     g.add_argument("--out", default=out, metavar="PATH", help=HELP["out"])
     if model is not False:
         g.add_argument("--model", default=model, help=HELP["model"])
-    if device or (device is None and model is not False):
+    if model is not False or seed is not False:
         g.add_argument("--device", type=device_arg, default=None, help=HELP["device"])
     if seed is not False:
         g.add_argument("--seed", type=int, default=seed, help=HELP["seed"])
-    p.set_defaults(_out_is_json=out is None)
+    p.set_defaults(_out_is_json=out is None, func=func)
     return p
 
 

@@ -41,16 +41,16 @@ CORRUPTION_HELP = ("the task's corruption: ioi abc (three fresh names) or s2 (th
                    "(None: the task's default, the first)")
 
 
-def task_command(sub, name: str, help: str, n_help: str = "number of prompts", note: str = ""
+def task_command(sub, name: str, help: str, func, n_help: str = "number of prompts", note: str = ""
                  ) -> argparse.ArgumentParser:
-    """A command on one task: ``command(...)`` with ``--out runs/<name>-<task>``, ``--model`` and
-    ``--seed``, then the task and ``--n`` / ``--corruption`` (every corruption of every task,
+    """A command on one task running ``func``: ``command(...)`` with ``--out runs/<name>-<task>``,
+    ``--model`` and ``--seed``, then the task and ``--n`` / ``--corruption`` (every corruption of every task,
     ``interp.tasks.CORRUPTIONS``; make_task checks the pair); their defaults come from the command's
     ``CONFIG_FLAGS`` (``config_defaults``)."""
     from interp.cli.common import command
     from interp.tasks import CORRUPTIONS
 
-    p = command(sub, name, help=help, out=f"runs/{name}-<task>", model="smollm2-135m", seed=None)
+    p = command(sub, name, help=help, out=f"runs/{name}-<task>", model="smollm2-135m", seed=None, func=func)
     p.add_argument("task", choices=["ioi", "greater-than"])
     p.add_argument("--n", type=int, help=n_help)
     p.add_argument("--corruption", help=CORRUPTION_HELP + note,
