@@ -247,22 +247,22 @@ class Report:
         self._anchors.add(a)
         return a
 
-    def _note(self, title: str, n_bad: int) -> None:
+    def _append(self, kind: str, title: str, body: str, caption: str = "", n_bad: int = 0) -> "Report":
+        """Add a section (its anchor from ``title``), noting ``n_bad`` NaN/inf inputs; returns ``self``."""
         if n_bad:
             self.notes.append(f"{title}: {n_bad} NaN/inf value{'s' if n_bad > 1 else ''} shown as gaps.")
+        self.sections.append(Section(kind, title, self._anchor(title or kind), body, caption))
+        return self
 
     def add_section(self, title: str, text: str = "") -> "Report":
         """Start a group: a heading in the contents; the following sections nest under it."""
-        body = self._text_html(text) if text else ""
-        self.sections.append(Section("group", title, self._anchor(title), body, ""))
-        return self
+        return self._append("group", title, self._text_html(text) if text else "")
 
     def add_text(self, md_or_html: str) -> "Report":
         """Prose: Markdown, or HTML when the string starts with ``<`` (inserted as given)."""
         if not isinstance(md_or_html, str):
             raise ValueError(f"add_text expects a string, got {type(md_or_html).__name__}")
-        self.sections.append(Section("text", "", self._anchor("text"), self._text_html(md_or_html), ""))
-        return self
+        return self._append("text", "", self._text_html(md_or_html))
 
     @staticmethod
     def _text_html(text: str) -> str:
@@ -319,30 +319,22 @@ class Report:
 
     def _add(self, f: F.Figure, title: str, fields: Fields = None) -> "Report":
         self._n_fig += 1
-        fig = f.fig
-        inner = fig.layout.title.text
-        if inner or fields:
-            fig = go.Figure(fig)
-        if inner:  # the section heading shows the title; do not repeat it inside the plot
-            title = inner
+        fig = go.Figure(f.fig)  # a copy: what the report changes stays out of the caller's figure
+        if fig.layout.title.text:  # the section heading shows the title; do not repeat it inside the plot
+            title = fig.layout.title.text
             fig.update_layout(title=None, margin={"t": 30})
         if fields:
             if len(fields) != 2:
                 raise ValueError(f"{title}: fields must be (x_field, y_field), got {fields!r}")
             fig.update_layout(meta={"fields": {"x": fields[0], "y": fields[1]}})
-        self._note(title, f.n_nonfinite)
-        body = _script_json(fig.to_json())
-        self.sections.append(Section("figure", title, self._anchor(title), body,
-                                     f"<b>Figure {self._n_fig}.</b> {html.escape(f.caption)}"))
-        return self
+        return self._append("figure", title, _script_json(fig.to_json()),
+                            f"<b>Figure {self._n_fig}.</b> {html.escape(f.caption)}", f.n_nonfinite)
 
     def add_token_attributions(self, title: str, tokens: Sequence[str], scores: Any,
                                caption: str = "") -> "Report":
         """A prompt's tokens coloured by score (diverging scale, hover for exact values)."""
         v = token_view(tokens, scores, title, caption)
-        self._note(title, v.n_nonfinite)
-        self.sections.append(Section("tokens", title, self._anchor(title), v.html, html.escape(v.caption)))
-        return self
+        return self._append("tokens", title, v.html, html.escape(v.caption), v.n_nonfinite)
 
     def add_attention(self, title: str, view, caption: str = "", layer: int | None = None,
                       head: int = 0) -> "Report":
@@ -351,8 +343,7 @@ class Report:
         cap = caption or (f"Attention patterns of one prompt ({len(view.tokens)} tokens, layers "
                           f"{view.layers[0]}-{view.layers[-1]}): pick a layer and head; hover a token or a cell "
                           "to shade where that token attends (first strip) and which tokens attend to it (second).")
-        self.sections.append(Section("attention", title, self._anchor(title), view.html(layer, head), html.escape(cap)))
-        return self
+        return self._append("attention", title, view.html(layer, head), html.escape(cap))
 
     def add_table(self, title: str, rows: Sequence[dict] | dict, caption: str = "") -> "Report":
         """A table from a list of dicts (columns = union of keys), or a dict as key/value rows."""
@@ -361,12 +352,9 @@ class Report:
         if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
             raise ValueError(f"{title}: add_table expects a list of dicts (one per row)")
         body, bad = table_html(list(rows))
-        self._note(title, bad)
         cap = caption or f"{len(rows)} row{'s' if len(rows) != 1 else ''}."
-        if bad:
-            cap += F.gap_note(bad, "cells").replace("shown as gaps", "shown in red")
-        self.sections.append(Section("table", title, self._anchor(title), body, html.escape(cap)))
-        return self
+        cap += F.gap_note(bad, "cells").replace("shown as gaps", "shown in red")
+        return self._append("table", title, body, html.escape(cap), bad)
 
     # ------------------------------------------------------------------ output
     def _run_html(self) -> str:
