@@ -42,4 +42,4 @@ def run(args) -> int:
 
     cfg = CacheConfig(**flag_settings(args, CONFIG_FLAGS[0]), prepend_bos=not args.no_bos, skip_bos=args.skip_bos)
     store = cache_activations(cfg, progress=not args.no_progress and not args.json)
-    return write_result(args, summarize_store(store), store.path)
+    return write_result(args, summarize_store(store))

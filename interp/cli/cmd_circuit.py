@@ -42,4 +42,4 @@ def _run(args) -> int:
     summary = {"out": out_path(args), **{k: c[k] for k in keys},
                "search": args.search, "source": args.source, "heldout_faithfulness": None if ho is None else ho["F"],
                "timings": r.timings, "roles": r.roles, "n_edges": len(r.edges)}
-    return write_result(args, r, out_path(args), payload=summary)
+    return write_result(args, r, payload=summary)

@@ -47,4 +47,4 @@ def _run(args) -> int:
               for m, d in r.pearson_undefined.items() for c, why in d.items()]
     payload = {"summary": r.summary(), "pearson": r.pearson, "pearson_undefined": r.pearson_undefined,
                "seconds": r.seconds, "out": out_path(args)}
-    return write_result(args, r, out_path(args), "\n".join(lines), payload)
+    return write_result(args, r, "\n".join(lines), payload)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import flag_settings, model_of, out_path, same, write_result
+from interp.cli.common import flag_settings, model_of, same, write_result
 
 
 def register(sub) -> None:
@@ -19,8 +19,9 @@ def register(sub) -> None:
     p = command(sub, "snmf", help="semi-NMF of MLP activations (blocks.L.mlp.hook_post) into neuron-group features",
                 out="runs/snmf", model="smollm2-135m", seed=None, func=run_snmf)
     p.add_argument("--layer", type=int, required=True, help="MLP layer L (hook blocks.L.mlp.hook_post)")
-    p.add_argument("--texts", default=None, help="text file, one sequence per line (None: the built-in concept sentences)")
-    p.add_argument("--store", default=None, help="activation store folder to read the rows from instead of running the model")
+    p.add_argument("--texts", help="text file, one sequence per line (None: the built-in concept sentences)")
+    p.add_argument("--store",
+                   help="activation store folder to read the rows from instead of running the model")
     p.add_argument("--n-tokens", type=int, help="token budget: rows used from the store")
     p.add_argument("--n-features", type=int, help="features given contexts, vocabulary and steering")
     p.add_argument("--compare", action="store_true", help="also compare SNMF / DiffMeans (/ SAE) on the concept set")
@@ -65,7 +66,7 @@ def run_snmf(args) -> int:
     res = describe_snmf(model, args.layer, cfg, texts=texts, store=store, **flag_settings(args, CONFIG_FLAGS[1]))
     cards = [f"  f{c['index']:<3} n={c['n_neurons']:<3} top: {' '.join(repr(t) for t, _ in c['vocab']['top'][:5])}"
              f"  steer+: {c['steered']['+']!r}" for c in res.features]
-    return write_result(args, res, out_path(args), "\n".join(cards))
+    return write_result(args, res, "\n".join(cards))
 
 
 def run_lib(args) -> int:
@@ -73,7 +74,7 @@ def run_lib(args) -> int:
         from interp.toy.modular_addition import ModAddConfig, lib_vs_pca
 
         p = int(args.model.split("-p")[1]) if "-p" in args.model else 113
-        return write_result(args, lib_vs_pca(ModAddConfig(p=p)), out_path(args))
+        return write_result(args, lib_vs_pca(ModAddConfig(p=p)))
 
     from interp.cli.common import parse_layers
     from interp.decompositions.lib_transformer import ModelLIBSettings, compare_lib_pca
@@ -84,4 +85,4 @@ def run_lib(args) -> int:
         raise ValueError(f"--layers must be < {model.cfg.n_layers} for {args.model}, got {layers}")
     s = ModelLIBSettings(layers=layers, **flag_settings(args, CONFIG_FLAGS[2]), skip_bos=not args.keep_bos,
                          isolate_ln_var=not args.no_isolate_ln_var)
-    return write_result(args, compare_lib_pca(model, s), out_path(args))
+    return write_result(args, compare_lib_pca(model, s))

@@ -27,11 +27,11 @@ def register(subparsers) -> None:
                    help="eap: gradient at the clean input; eap-ig: mean gradient over --ig-steps interpolations of "
                         "the input embeddings (Hanna et al. 2024); clean-corrupted: mean of the two ends; "
                         "eap-ig-activations: interpolate each sender group's output instead ((2L+1)*steps passes)")
-    p.add_argument("--circuit", default=None,
+    p.add_argument("--circuit",
                    help="comma-separated circuit sizes N1,N2,...: faithfulness of the top-N edge circuits (pruned)")
     p.add_argument("--curve", action="store_true",
                    help=f"faithfulness curve: sizes {','.join(map(str, CURVE_GRID[:-1]))} (and all edges) for every method")
-    p.add_argument("--compare", default=None,
+    p.add_argument("--compare",
                    help="comma-separated extra methods for --circuit/--curve (None; with --curve: all others)")
     p.add_argument("--greedy", action="store_true",
                    help="also greedy circuits grown from the logits (curves named 'METHOD greedy')")
@@ -47,7 +47,7 @@ CONFIG_FLAGS = [(("edges",), "interp.circuits.edge_circuits:EdgeRunConfig", _RUN
 
 def _run(args) -> int:
     from interp.circuits.edge_circuits import EdgeRunConfig, run_edges
-    from interp.cli.common import flag_settings, model_of, out_path, parse_list, write_result
+    from interp.cli.common import flag_settings, model_of, parse_list, write_result
 
     sizes = tuple(parse_list(args.circuit, "--circuit", cast=int)) if args.circuit else ()
     sizes = tuple(sorted(set(sizes) | set(CURVE_GRID))) if args.curve else sizes
@@ -63,4 +63,4 @@ def _run(args) -> int:
         lines.append(f"  {mth:16s} " + " ".join(f"{e}:{f:.3f}" for e, f in zip(c["n_edges"], c["f_norm"])))
     payload = {k: getattr(r, k) for k in ("config", "metric_clean", "metric_corrupt", "n_edges", "timings",
                                           "top_edges", "check", "curve", "circuit")}
-    return write_result(args, r, out_path(args), "\n".join(lines), payload)
+    return write_result(args, r, "\n".join(lines), payload)

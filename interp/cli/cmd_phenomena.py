@@ -23,16 +23,16 @@ def register(sub) -> None:
 
     p = command(sub, "sinks", help="attention sinks, value drains, residual peaks, active/dormant heads per domain",
                 out="runs/sinks", model="smollm2-135m", seed=None, func=run_sinks)
-    p.add_argument("--domains", default=None, help="folder of *.txt files, one domain each (None: prose, code, numbers)")
+    p.add_argument("--domains", help="folder of *.txt files, one domain each (None: prose, code, numbers)")
     config_defaults(p, CONFIG_FLAGS[0], choices={"ablation": ABLATIONS, "heads": ["candidates", "all"]})
 
     p = command(sub, "massive", help="massive activations: detection, zero/mean ablation, dynamics over checkpoints",
                 out="runs/massive", model=None, func=run_massive,
                 description="massive activations: detection, zero/mean ablation, dynamics over checkpoints. "
                             "--model None: smollm2-135m, or the last of --checkpoints")
-    p.add_argument("--checkpoints", default=None, help="folder of step_<N> checkpoints: fit the ratio dynamics per layer")
+    p.add_argument("--checkpoints", help="folder of step_<N> checkpoints: fit the ratio dynamics per layer")
     p.add_argument("--ratio-threshold", type=float, help="|a| / layer median must reach this")
-    p.add_argument("--ablation-hook", default=None,
+    p.add_argument("--ablation-hook",
                    help="residual hook to overwrite the massive activations at (None: where the big ones appear)")
     p.add_argument("--seq-len", type=int, help="tokens per sequence, BOS included")
     p.add_argument("--n", type=int, help="sequences per built-in domain")
@@ -75,7 +75,7 @@ def run_sinks(args) -> int:
     cfg = DormantConfig(**flag_settings(args, CONFIG_FLAGS[0]))
     domains = domains_from_dir(args.domains) if args.domains else default_domains()
     res = active_dormant(model_of(args), domains, cfg)
-    return write_result(args, res, out_path(args))
+    return write_result(args, res)
 
 
 def run_massive(args) -> int:
@@ -83,7 +83,7 @@ def run_massive(args) -> int:
 
     res = massive_run(args.model, args.checkpoints, MassiveConfig(**flag_settings(args, CONFIG_FLAGS[1])),
                       **flag_settings(args, CONFIG_FLAGS[2]), device=args.device)
-    return write_result(args, res, out_path(args))
+    return write_result(args, res)
 
 
 def run_bb(args) -> int:
@@ -94,5 +94,5 @@ def run_bb(args) -> int:
     out = Path(out_path(args))
     if out.exists() and any(out.glob("step_*")):
         raise UserError(f"{out} already holds checkpoints; choose an empty --out")
-    return write_result(args, bb_experiment(out, task, cfg, device=args.device), out,
+    return write_result(args, bb_experiment(out, task, cfg, device=args.device),
                         f"  next: interp massive --checkpoints {out} --out {out}/massive")

@@ -17,7 +17,7 @@ def register(sub) -> None:
                             "(None: report.html beside the results file).",
                 out=None, func=run)
     p.add_argument("results", help="path to results.json, or a folder that contains one")
-    p.add_argument("--title", default=None, help="report title (None: from the results)")
+    p.add_argument("--title", help="report title (None: from the results)")
     p.set_defaults(_out_is_json=False)
 
 

@@ -35,8 +35,8 @@ def _train_flags(sub, name: str, help: str, transcoder: bool) -> None:
     p.add_argument("--arch", default="relu" if transcoder else default_of(SAEConfig, "arch"),
                    choices=sorted(ARCHS), help="dictionary architecture")
     p.add_argument("--expansion", type=int, default=8, help="latents = expansion * d_in")
-    p.add_argument("--d-sae", type=int, default=None, help="number of latents (overrides --expansion)")
-    p.add_argument("--n-tokens", type=int, default=None,
+    p.add_argument("--d-sae", type=int, help="number of latents (overrides --expansion)")
+    p.add_argument("--n-tokens", type=int,
                    help="token budget: rows to train on (None: all rows of the store)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     config_defaults(p, *(CONFIG_FLAGS[2:4] if transcoder else CONFIG_FLAGS[:2]),
@@ -69,7 +69,7 @@ def register(sub) -> None:
                 out="runs/sae-dashboard.html", model=None, func=run_dashboard)
     d.add_argument("--sae", required=True, help="SAE folder (SAELens format)")
     d.add_argument("--store", required=True, help="activation store directory")
-    d.add_argument("--features", default=None, help="comma-separated latent indices (None: the 10 most frequent)")
+    d.add_argument("--features", help="comma-separated latent indices (None: the 10 most frequent)")
     config_defaults(d, CONFIG_FLAGS[6])
 
     tc = sub.add_parser("transcoder", help="train and evaluate transcoders (MLP in -> MLP out)")
@@ -124,7 +124,7 @@ def run_train(args) -> int:
                        checkpoint_dir=str(out), progress=not args.no_progress)
     res = train_sae(store, scfg, tcfg)
     res.saved_to = str(save_sae(res.sae, out / "sae"))
-    return write_result(args, res, out, f"  saved {res.saved_to} (SAELens format)")
+    return write_result(args, res, f"  saved {res.saved_to} (SAELens format)")
 
 
 def _sae_store_model(args, with_model: bool = True):
@@ -145,7 +145,7 @@ def run_eval(args) -> int:
 
     sae, store, model = _sae_store_model(args, with_model=args.n > 0)
     res = evaluate_dictionary(sae, store, model, n_tokens=args.n_tokens, n=args.n, sae_path=args.sae)
-    return write_result(args, res, out_path(args))
+    return write_result(args, res)
 
 
 def run_dashboard(args) -> int:

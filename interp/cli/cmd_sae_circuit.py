@@ -32,7 +32,7 @@ CONFIG_FLAGS = [(("sae-circuit",), "interp.circuits.sae_circuits:SAECircuitConfi
 
 def _run(args) -> int:
     from interp.circuits import sae_circuits as sc
-    from interp.cli.common import flag_settings, model_of, out_path, parse_list, write_result
+    from interp.cli.common import flag_settings, model_of, parse_list, write_result
 
     shares = parse_list(args.shares, "--shares", cast=float)
     cfg = sc.SAECircuitConfig(**flag_settings(args, CONFIG_FLAGS[0]))
@@ -43,4 +43,4 @@ def _run(args) -> int:
     lines += [f"{t['head']:8s} {t['unique_codes']:12d} {t['edge_votes']:10d}" for t in top]
     payload = {"task": args.task, "model": r.model, "n": args.n, "top": top, "seconds": r.seconds,
                "evaluation": r.evaluation}
-    return write_result(args, r, out_path(args), "\n".join(lines), payload)
+    return write_result(args, r, "\n".join(lines), payload)

@@ -19,8 +19,8 @@ def _command(sub, name: str, help: str, func, *flags):
     """``steer NAME TASK``: the shared flags, ``--n-build`` / ``--n-eval``, then each of ``flags``' flags."""
     p = command(sub, name, help, out=f"runs/steer-{name}-<task>", model="smollm2-135m", seed=0, func=func)
     p.add_argument("task", help="sentiment | ioi, or a task JSON file (data/steering/*.json format)")
-    p.add_argument("--n-build", type=int, default=None, help="build examples used (None: all in the file)")
-    p.add_argument("--n-eval", type=int, default=None, help="held-out eval prompts used (None: all)")
+    p.add_argument("--n-build", type=int, help="build examples used (None: all in the file)")
+    p.add_argument("--n-eval", type=int, help="held-out eval prompts used (None: all)")
     for add in flags:
         add(p)
     return p
@@ -32,7 +32,7 @@ def _eval_args(p) -> None:
 
 
 def _build_args(p) -> None:
-    p.add_argument("--layer", type=int, default=None, help="block whose output is steered (None: n_layers // 2)")
+    p.add_argument("--layer", type=int, help="block whose output is steered (None: n_layers // 2)")
     p.add_argument("--k", type=int, default=3, help="GrAInS: tokens masked per example and sign")
     p.add_argument("--ig-steps", type=int, default=20, help="GrAInS: integrated-gradients steps")
     p.add_argument("--n-tokens", type=int, default=20000, help="sae/snmf: tokens of the behaviour corpus")
@@ -81,7 +81,7 @@ def _write(args, res) -> int:
         for p in rec["points"]:
             lines.append(f"{m:12s} {p['target']:9.3g} {p['kl']:7.3f} {p['strength']:10.4g} {p['delta']:+9.4f} "
                          f"{p['ppl']:8.2f}")
-    return write_result(args, res, out_path(args), "\n".join(lines))
+    return write_result(args, res, "\n".join(lines))
 
 
 def _build(args) -> int:

@@ -76,7 +76,7 @@ def command(sub, name: str, help: str, *, out: str | None, model: str | None | b
     if model is not False:
         g.add_argument("--model", default=model, help=HELP["model"])
     if model is not False or seed is not False:
-        g.add_argument("--device", type=device_arg, default=None, help=HELP["device"])
+        g.add_argument("--device", type=device_arg, help=HELP["device"])
     if seed is not False:
         g.add_argument("--seed", type=int, default=seed, help=HELP["seed"])
     p.set_defaults(_out_is_json=out is None, func=func)
@@ -200,18 +200,18 @@ def model_of(args):
     return load_model(args.model, device=args.device)
 
 
-def write_result(args, result, out, extra: str = "", payload: dict | None = None) -> int:
-    """A command's typed result: ``out/results.json`` and ``out/report.html``, then its summary sentence
-    (and ``extra`` lines) or, with ``--json``, ``payload`` (default: the result's JSON) on stdout.  Under
-    ``interp dist`` only rank 0 writes: every rank holds the same result once the run's closing barrier has
-    passed."""
+def write_result(args, result, extra: str = "", payload: dict | None = None) -> int:
+    """A command's typed result: ``results.json`` and ``report.html`` in ``--out`` (:func:`out_path`), then
+    its summary sentence (and ``extra`` lines) or, with ``--json``, ``payload`` (default: the result's JSON)
+    on stdout.  Under ``interp dist`` only rank 0 writes: every rank holds the same result once the run's
+    closing barrier has passed."""
     import torch.distributed as dist
 
     from interp.cli.main import emit
 
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return 0
-    rj, html = result.write(out)
+    rj, html = result.write(out_path(args))
     lines = [result.summary().replace("**", ""), extra, f"  wrote {rj}, {html}"]
     emit(args, result.to_json() if payload is None else payload, "\n".join(x for x in lines if x))
     return 0
