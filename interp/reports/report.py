@@ -238,6 +238,15 @@ class Report:
         self._anchors: set[str] = {"run", "contents", "notes"}
         self._n_fig = 0
 
+    @classmethod
+    def of(cls, result, title: str, config: Any = None, **meta) -> "Report":
+        """A typed result's report head: ``title``, the result's ``summary()``, ``config`` (default: its
+        ``config`` field) and as meta its ``model``, ``task`` and ``versions`` fields (those it has and sets),
+        its ``meta`` dict, then the keywords ``meta``."""
+        own = {k: getattr(result, k) for k in ("model", "task", "versions") if getattr(result, k, None)}
+        return cls(title, config=getattr(result, "config", None) if config is None else config,
+                   meta={**own, **(getattr(result, "meta", None) or {}), **meta}, summary=result.summary())
+
     # ------------------------------------------------------------------ adding
     def _anchor(self, title: str) -> str:
         base = _slug(title)
