@@ -302,27 +302,26 @@ def method_vs_patching(title: str, patching: Any, method: Any, method_name: str,
         raise ValueError(f"{title}: patching has {p.size} scores but {method_name} has {m.size}")
     lab = _labels(labels, p.size, f"{title}: labels")
     ok = np.isfinite(p) & np.isfinite(m)  # r over the finite pairs (a gap is counted in the caption)
-    n = int(ok.sum())
-    r = pearson(p[ok], m[ok]) if n >= 2 else math.nan
+    n, pf, mf = int(ok.sum()), p[ok], m[ok]
+    r = pearson(pf, mf)  # nan for fewer than two pairs, or a constant side
     fig = go.Figure(go.Scatter(
-        x=p[ok].tolist(), y=m[ok].tolist(), mode="markers", text=[l for l, o in zip(lab, ok) if o],
+        x=pf.tolist(), y=mf.tolist(), mode="markers", text=[l for l, o in zip(lab, ok) if o],
         marker={"size": 7, "opacity": 0.75}, name="components",
         hovertemplate="%{text}<br>patching %{x:.4g}<br>" + method_name + " %{y:.4g}<extra></extra>"))
-    if n >= 2 and math.isfinite(r):
-        slope, icpt = np.polyfit(p[ok], m[ok], 1)
-        xs = [float(p[ok].min()), float(p[ok].max())]
+    if math.isfinite(r):
+        slope, icpt = np.polyfit(pf, mf, 1)
+        xs = [float(pf.min()), float(pf.max())]
         fig.add_trace(go.Scatter(x=xs, y=[slope * v + icpt for v in xs], mode="lines", name="least squares",
                                  line={"dash": "dash", "color": "#888"}, hoverinfo="skip"))
     r_txt = f"{r:.3f}" if math.isfinite(r) else "undefined"
     _layout(fig, f"{title} (Pearson r = {r_txt}, n = {n})", height=380,
             xaxis_title=x_title, yaxis_title=y_title or method_name, showlegend=False)
-    bad = int((~ok).sum())
     if not caption:
         caption = (f"Each point is one component: its activation-patching effect (x) against its "
                    f"{method_name} score (y); hover for its name. Pearson r = {r_txt} over {n} components; the "
                    "dashed line is the least-squares fit: points on it mean the method's scores are patching's up "
                    "to scale and offset.")
-    return Figure(fig, caption + gap_note(bad, "components"), bad)
+    return Figure(fig, caption + gap_note(p.size - n, "components"), p.size - n)
 
 
 def circuit_graph(title: str, nodes: list[dict], edges: list[dict], caption: str = "") -> Figure:
