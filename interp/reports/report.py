@@ -392,7 +392,7 @@ class Report:
         gen = {k: str(v) for k, v in _versions().items()}
         if versions:
             rows = [{"package": k, "run": versions.get(k, ""), "report": gen.get(k, "")}
-                    for k in list(versions) + [k for k in gen if k not in versions]]
+                    for k in {**versions, **gen}]
             note = '"run": versions recorded by the run; "report": versions that generated this file.'
         else:  # no empty "run" column: say the run recorded none
             rows = [{"package": k, "report": v} for k, v in gen.items()]
