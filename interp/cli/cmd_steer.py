@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import command, out_path, parse_list, write_result
+from interp.cli.common import command, model_of, out_path, parse_list, write_result
 
 
 def _command(sub, name: str, help: str, func, *flags):
@@ -64,11 +64,10 @@ def _builders(args):
     """The seeded model, the steered layer and the builders' settings of a ``build`` / ``compare`` run."""
     import torch
 
-    from interp.models import load_model
     from interp.steering import FeatureSteering, GrainsConfig
 
     torch.manual_seed(args.seed)
-    model = load_model(args.model, device=args.device)
+    model = model_of(args)
     layer = model.cfg.n_layers // 2 if args.layer is None else args.layer
     features = FeatureSteering(corpus_tokens=args.n_tokens, seed=args.seed)
     return model, layer, GrainsConfig(k=args.k, steps=args.ig_steps), features
@@ -99,10 +98,9 @@ def _build(args) -> int:
 
 
 def _eval(args) -> int:
-    from interp.models import load_model
     from interp.steering import evaluate_steering, load_vector
 
-    model = load_model(args.model, device=args.device)
+    model = model_of(args)
     vecs = {}
     for v in args.vector:
         vec = load_vector(v, model)
