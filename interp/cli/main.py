@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (UserError, KeyError, ValueError, FileNotFoundError, FileExistsError, OSError) as e:
+    except (UserError, KeyError, ValueError, OSError) as e:  # OSError: FileNotFoundError, FileExistsError too
         if getattr(args, "debug", False):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
