@@ -49,7 +49,7 @@ def _run(args) -> int:
     from interp.circuits.edge_circuits import EdgeRunConfig, run_edges
     from interp.cli.common import flag_settings, model_of, parse_list, write_result
 
-    sizes = tuple(parse_list(args.circuit, "--circuit", cast=int)) if args.circuit else ()
+    sizes = parse_list(args.circuit, "--circuit", cast=int) if args.circuit else ()
     sizes = tuple(sorted(set(sizes) | set(CURVE_GRID))) if args.curve else sizes
     compare = (parse_list(args.compare, "--compare", choices=METHOD_CHOICES) if args.compare else
                tuple(m for m in METHOD_CHOICES if m != "eap-ig-activations") if args.curve else ())
