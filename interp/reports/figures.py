@@ -175,13 +175,6 @@ def _layout(fig: go.Figure, title: str, height: int | None = None, **kw) -> go.F
     return fig
 
 
-def _range_note(arr: np.ndarray) -> str:
-    fin = arr[np.isfinite(arr)]
-    if fin.size == 0:
-        return " All values are NaN or infinite."
-    return f" Values range from {fin.min():.4g} to {fin.max():.4g}."
-
-
 def heatmap(title: str, z: Any, x_labels: Sequence | None = None, y_labels: Sequence | None = None,
             x_title: str = "", y_title: str = "", caption: str = "",
             zrange: tuple[float, float] | None = None) -> Figure:
@@ -214,7 +207,8 @@ def heatmap(title: str, z: Any, x_labels: Sequence | None = None, y_labels: Sequ
                    else "brighter is larger")
         caption = (f"Each cell is one ({y_title or 'row'}, {x_title or 'column'}) pair of a "
                    f"{n_rows} x {n_cols} matrix; colour is the value ({colours}).")
-        caption += _range_note(arr)
+        caption += (f" Values range from {fin.min():.4g} to {fin.max():.4g}." if fin.size
+                    else " All values are NaN or infinite.")
     note = gap_note(bad, "cells").replace("shown as gaps", "shown as grey gaps")
     return Figure(fig, caption + note, bad)
 
