@@ -477,9 +477,8 @@ class Report:
         root = f"interp-frag-{next(_FRAGMENTS)}"
         sections = [s._replace(anchor=f"{root}-{s.anchor}") for s in self.sections]
         body = "\n".join(self._section_html(s) for s in sections)
-        js = ""
-        if any(s.kind == "figure" for s in sections) and F.plotly_js_once():
-            js = f"<script>{plotly_js()}</script>"
+        with_js = any(s.kind == "figure" for s in sections) and F.plotly_js_once()
+        js = f"<script>{plotly_js()}</script>" if with_js else ""
         draw = f"<script>{_DRAW_SCRIPT % f'document.getElementById({root!r})'}</script>"
         return (f'<div class="interp-report" id="{root}"><style>{CSS.replace("body {", ".interp-report {")}</style>{js}'
                 f"<h3>{html.escape(self.title)}</h3>{self._summary_html()}{self._notes_html()}{body}"
