@@ -267,3 +267,34 @@ def test_figure_json_cannot_close_the_script_element():
     (spec,) = figures_in(html).values()
     assert spec["data"][0]["x"] == ["</script><script>alert(1)</script>"]
     assert "<script>alert(1)" not in html
+
+
+def test_notebook_fragments_carry_plotly_js_once(monkeypatch):
+    """A notebook carries one copy of plotly.js: the session's first fragment with figures inlines it, later
+    fragments (and figure displays) do not; a fragment without figures never does."""
+    import itertools
+
+    monkeypatch.setattr(F, "_PLOTLY_JS_CALLS", itertools.count())  # a fresh Python session
+    bundle = plotly.offline.get_plotlyjs()[:200]
+    plain = Report("text").add_text("no figures").fragment_html()
+    frags = [Report("f").add_line("l", [0, 1], {"a": [1.0, 2.0]}).fragment_html() for _ in range(2)]
+    shown = F.lines("l", [0, 1], {"a": [1.0, 2.0]})._repr_mimebundle_()["text/html"]
+    assert [bundle in h for h in (plain, *frags, shown)] == [False, True, False, False]
+
+
+def test_report_of_a_result_takes_its_head():
+    """Report.of(result, title): the result's summary, its config unless one is given, and as meta its model,
+    task and versions fields (the ones it sets), its meta dict, then the keywords."""
+    class Res:  # the fields a typed result may carry; Report.of reads only these and summary()
+        model, task, versions = "tiny-gpt2", "", {"torch": "9.9"}
+        config = {"n": 3}
+        meta = {"seconds": 1.5, "model": "from-meta"}
+
+        def summary(self):
+            return "**3** of 12 heads."
+
+    r = Report.of(Res(), "Heads", extra="x")
+    assert (r.title, r.summary, r.config) == ("Heads", "**3** of 12 heads.", {"n": 3})
+    assert r.meta == {"model": "from-meta", "versions": {"torch": "9.9"}, "seconds": 1.5, "extra": "x"}
+    assert Report.of(Res(), "Heads", config={"k": 1}).config == {"k": 1}
+    assert "from-meta" in r.to_html() and "**3**" not in r.to_html()

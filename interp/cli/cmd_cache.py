@@ -17,26 +17,16 @@ def register(sub) -> None:
         help="cache hook activations over a corpus into a memory-mapped store (resumes a partial one)",
         description="Run MODEL over a corpus and write the activations of the hooks matching PATTERN "
         "to a store directory (--out). Re-running the same command after an interruption resumes it.",
-        out=d("out"), model=d("model"),
+        out=d("out"), model=d("model"), func=run,
     )
     p.add_argument("--hooks", nargs="+", metavar="PATTERN",
                    help="TransformerLens hook names or glob patterns")
-    p.add_argument("--n-tokens", type=int, help="token budget: rows stored per hook")
-    p.add_argument("--seq-len", type=int, help="tokens per sequence, BOS included")
-    p.add_argument("--batch-size", type=int, help="sequences per forward pass")
     p.add_argument("--dtype", type=canonical_dtype, choices=sorted(DTYPES),
                    help="storage dtype (aliases fp16, bf16, fp32)")
-    p.add_argument("--corpus",
-                   help="'default' (offline, shipped), a .txt/.jsonl file or folder, or hf:NAME[:CONFIG][:SPLIT]")
-    p.add_argument("--text-field", help="JSON field holding the text (JSONL / HF corpora)")
-    p.add_argument("--shard-rows", type=int, help="rows per shard (None: ~32 MiB per hook file)")
     p.add_argument("--no-bos", action="store_true", help="do not prepend BOS to each sequence")
     p.add_argument("--skip-bos", action="store_true", help="do not store the BOS position's rows")
-    p.add_argument("--model-dtype", choices=["float32", "bfloat16", "float16"],
-                   help="dtype to run the model in")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    config_defaults(p, *CONFIG_FLAGS)
-    p.set_defaults(func=run)
+    config_defaults(p, *CONFIG_FLAGS, choices={"model_dtype": ["float32", "bfloat16", "float16"]})
 
 
 _CACHE = {"seq_len": "context_length", **same("model", "hooks", "n_tokens", "batch_size", "dtype", "corpus",
@@ -52,4 +42,4 @@ def run(args) -> int:
 
     cfg = CacheConfig(**flag_settings(args, CONFIG_FLAGS[0]), prepend_bos=not args.no_bos, skip_bos=args.skip_bos)
     store = cache_activations(cfg, progress=not args.no_progress and not args.json)
-    return write_result(args, summarize_store(store), store.path)
+    return write_result(args, summarize_store(store))

@@ -8,30 +8,19 @@ from interp.cli.main import task_command
 
 def register(subparsers) -> None:
     from interp.attribution.lrp_rules import RULE_SETS
-    from interp.circuits.pipeline import METHODS, SEARCHES, CircuitRunConfig
+    from interp.circuits.pipeline import METHODS, SEARCHES
     from interp.cli.common import config_defaults
 
-    p = task_command(subparsers, "circuit", CircuitRunConfig,
-                     "find a circuit (IOI / greater-than) and write results.json + report.html")
-    p.add_argument("--method", choices=list(METHODS), help="how components are scored")
-    p.add_argument("--share", type=float, help="share of the metric the circuit must keep")
+    p = task_command(subparsers, "circuit",
+                     "find a circuit (IOI / greater-than) and write results.json + report.html", _run)
     p.add_argument("--rules", choices=sorted(RULE_SETS),
                    help="RelP LRP rule set: default (the RelP paper's: LN, Identity, Half rules) | default+cp-lrp "
                         "(adds the AH-rule, CP-LRP on attention) | default+cp-lrp+epsilon")
-    p.add_argument("--search", choices=list(SEARCHES),
-                   help="greedy: prune by real patching, the method's scores order the tries; "
-                        "topk: smallest top-k of the method's ranking")
-    p.add_argument("--source", choices=["corrupt", "mean"],
-                   help="what components outside the circuit get: corrupted-run activations or the clean mean")
-    p.add_argument("--margin", type=float,
-                   help="greedy search keeps F >= share + margin on the discovery prompts")
-    p.add_argument("--heldout-n", type=int,
-                   help="held-out prompts (seed + 1) on which the final circuit's F is re-measured; 0 skips")
     p.add_argument("--no-patching-check", action="store_true",
                    help="skip activation patching of every head and MLP beside the method's scores")
     p.add_argument("--no-edges", action="store_true", help="skip EAP edge scores between circuit members")
-    config_defaults(p, *CONFIG_FLAGS)
-    p.set_defaults(func=_run)
+    config_defaults(p, *CONFIG_FLAGS,
+                    choices={"method": METHODS, "search": SEARCHES, "source": ["corrupt", "mean"]})
 
 
 CONFIG_FLAGS = [(("circuit",), "interp.circuits.pipeline:CircuitRunConfig",
@@ -53,4 +42,4 @@ def _run(args) -> int:
     summary = {"out": out_path(args), **{k: c[k] for k in keys},
                "search": args.search, "source": args.source, "heldout_faithfulness": None if ho is None else ho["F"],
                "timings": r.timings, "roles": r.roles, "n_edges": len(r.edges)}
-    return write_result(args, r, out_path(args), payload=summary)
+    return write_result(args, r, payload=summary)

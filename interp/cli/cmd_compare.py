@@ -8,10 +8,10 @@ from interp.cli.main import task_command
 
 def register(subparsers) -> None:
     from interp.circuits.compare import COMPONENTS, METHOD_SPECS, compare_methods
-    from interp.cli.common import default_of
+    from interp.cli.common import config_defaults, default_of
 
-    p = task_command(subparsers, "compare", compare_methods,
-                     "AtP, RelP, IG vs activation patching on one task (Pearson r, wall time)",
+    p = task_command(subparsers, "compare",
+                     "AtP, RelP, IG vs activation patching on one task (Pearson r, wall time)", _run,
                      note="; s2 is the like-for-like RelP Table 1 setting")
     p.add_argument("--methods", default=",".join(m for m in METHOD_SPECS if m != "ig-embed"),
                    help=f"comma list from {', '.join(METHOD_SPECS)} (relp: the RelP paper's default rules; relp-cp-lrp "
@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     p.add_argument("--components", default=",".join(default_of(compare_methods, "components")),
                    help=f"comma list of component types from {', '.join(COMPONENTS)} (attn: attention output per "
                         "layer and position, the RelP paper's column)")
-    p.set_defaults(func=_run)
+    config_defaults(p, *CONFIG_FLAGS)
 
 
 CONFIG_FLAGS = [(("compare",), "interp.circuits.compare:compare_methods", same("n", "seed", "corruption"))]
@@ -47,4 +47,4 @@ def _run(args) -> int:
               for m, d in r.pearson_undefined.items() for c, why in d.items()]
     payload = {"summary": r.summary(), "pearson": r.pearson, "pearson_undefined": r.pearson_undefined,
                "seconds": r.seconds, "out": out_path(args)}
-    return write_result(args, r, out_path(args), "\n".join(lines), payload)
+    return write_result(args, r, "\n".join(lines), payload)

@@ -8,47 +8,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import flag_settings, model_of, out_path, same, write_result
+from interp.cli.common import flag_settings, model_of, same, write_result
 
 
 def register(sub) -> None:
     from interp.cli.common import command, config_defaults, default_of
     from interp.decompositions.lib_transformer import ModelLIBSettings
-    from interp.decompositions.snmf import INITS, SNMFConfig
+    from interp.decompositions.snmf import INITS
 
     p = command(sub, "snmf", help="semi-NMF of MLP activations (blocks.L.mlp.hook_post) into neuron-group features",
-                out="runs/snmf", model="smollm2-135m", seed=default_of(SNMFConfig, "seed"))
+                out="runs/snmf", model="smollm2-135m", seed=None, func=run_snmf)
     p.add_argument("--layer", type=int, required=True, help="MLP layer L (hook blocks.L.mlp.hook_post)")
-    p.add_argument("--k", type=int, help="number of features")
-    p.add_argument("--texts", default=None, help="text file, one sequence per line (None: the built-in concept sentences)")
-    p.add_argument("--store", default=None, help="activation store folder to read the rows from instead of running the model")
+    p.add_argument("--texts", help="text file, one sequence per line (None: the built-in concept sentences)")
+    p.add_argument("--store",
+                   help="activation store folder to read the rows from instead of running the model")
     p.add_argument("--n-tokens", type=int, help="token budget: rows used from the store")
-    p.add_argument("--sparsity", type=float, help="fraction of neurons kept per feature (WTA)")
-    p.add_argument("--init", choices=INITS, help="initialisation of the factors")
-    p.add_argument("--max-iter", type=int, help="most multiplicative-update iterations")
-    p.add_argument("--patience", type=int,
-                   help="stop after this many iterations without a relative loss improvement")
-    p.add_argument("--restarts", type=int, help="independent fits batched together; the best is kept")
     p.add_argument("--n-features", type=int, help="features given contexts, vocabulary and steering")
     p.add_argument("--compare", action="store_true", help="also compare SNMF / DiffMeans (/ SAE) on the concept set")
-    config_defaults(p, *CONFIG_FLAGS[:2])
-    p.set_defaults(func=run_snmf)
+    config_defaults(p, *CONFIG_FLAGS[:2], choices={"init": INITS})
 
     q = command(sub, "lib", help="local interaction basis over residual layers (or the modular-addition toy)",
-                out="runs/lib", model="smollm2-135m")
+                out="runs/lib", model="smollm2-135m", func=run_lib)
     layers = default_of(ModelLIBSettings, "layers")
     q.add_argument("--layers", nargs="+", default=[",".join(map(str, layers))],
                    help="residual layers, e.g. 3,4,5 or 3-5 or 3 4 5 (ignored for --model modadd-p113, the toy)")
-    q.add_argument("--n", type=int, help="number of sequences")
-    q.add_argument("--seq-len", type=int, help="tokens per sequence")
-    q.add_argument("--probes", type=int, help="Gaussian output probes per sequence for M'")
-    q.add_argument("--edge-nodes", type=int, help="edges between the top nodes of each layer")
     q.add_argument("--keep-bos", action="store_true", help="include the BOS position in the statistics")
     q.add_argument("--no-isolate-ln-var", action="store_true",
                    help="plain residual node layers; by default each is [norm statistic, residual] with the statistic "
                         "that the next LayerNorm/RMSNorm divides by kept as its own basis direction (node 0)")
     config_defaults(q, CONFIG_FLAGS[2])
-    q.set_defaults(func=run_lib)
 
 
 _SNMF = {"restarts": "n_restarts", **same("k", "sparsity", "init", "max_iter", "patience", "seed", "device")}
@@ -78,7 +66,7 @@ def run_snmf(args) -> int:
     res = describe_snmf(model, args.layer, cfg, texts=texts, store=store, **flag_settings(args, CONFIG_FLAGS[1]))
     cards = [f"  f{c['index']:<3} n={c['n_neurons']:<3} top: {' '.join(repr(t) for t, _ in c['vocab']['top'][:5])}"
              f"  steer+: {c['steered']['+']!r}" for c in res.features]
-    return write_result(args, res, out_path(args), "\n".join(cards))
+    return write_result(args, res, "\n".join(cards))
 
 
 def run_lib(args) -> int:
@@ -86,7 +74,7 @@ def run_lib(args) -> int:
         from interp.toy.modular_addition import ModAddConfig, lib_vs_pca
 
         p = int(args.model.split("-p")[1]) if "-p" in args.model else 113
-        return write_result(args, lib_vs_pca(ModAddConfig(p=p)), out_path(args))
+        return write_result(args, lib_vs_pca(ModAddConfig(p=p)))
 
     from interp.cli.common import parse_layers
     from interp.decompositions.lib_transformer import ModelLIBSettings, compare_lib_pca
@@ -97,4 +85,4 @@ def run_lib(args) -> int:
         raise ValueError(f"--layers must be < {model.cfg.n_layers} for {args.model}, got {layers}")
     s = ModelLIBSettings(layers=layers, **flag_settings(args, CONFIG_FLAGS[2]), skip_bos=not args.keep_bos,
                          isolate_ln_var=not args.no_isolate_ln_var)
-    return write_result(args, compare_lib_pca(model, s), out_path(args))
+    return write_result(args, compare_lib_pca(model, s))

@@ -19,33 +19,24 @@ CURVE_GRID = (10, 30, 100, 300, 1000, 3000, 10000, 30000, 10 ** 9)  # 10**9: all
 
 
 def register(subparsers) -> None:
-    from interp.circuits.edge_circuits import EdgeRunConfig
     from interp.cli.common import config_defaults
 
-    p = task_command(subparsers, "edges", EdgeRunConfig,
-                     "EAP / EAP-IG edge attribution scores for every edge on one task")
+    p = task_command(subparsers, "edges", "EAP / EAP-IG edge attribution scores for every edge on one task",
+                     _run)
     p.add_argument("--method", choices=METHOD_CHOICES,
                    help="eap: gradient at the clean input; eap-ig: mean gradient over --ig-steps interpolations of "
                         "the input embeddings (Hanna et al. 2024); clean-corrupted: mean of the two ends; "
                         "eap-ig-activations: interpolate each sender group's output instead ((2L+1)*steps passes)")
-    p.add_argument("--ig-steps", type=int, help="EAP-IG interpolation steps (left Riemann; paper: 5)")
-    p.add_argument("--gradient-share", choices=["own", "all"],
-                   help="eap-ig-activations: score a sender with its own group's gradients (own) or their mean "
-                        "over all groups (all, as hannamw/EAP-IG)")
-    p.add_argument("--top", type=int, help="how many top edges (by |score|) to list and store")
-    p.add_argument("--check", type=int, help="also edge-patch the top K edges for real (ground truth)")
-    p.add_argument("--circuit", default=None,
+    p.add_argument("--circuit",
                    help="comma-separated circuit sizes N1,N2,...: faithfulness of the top-N edge circuits (pruned)")
     p.add_argument("--curve", action="store_true",
                    help=f"faithfulness curve: sizes {','.join(map(str, CURVE_GRID[:-1]))} (and all edges) for every method")
-    p.add_argument("--compare", default=None,
+    p.add_argument("--compare",
                    help="comma-separated extra methods for --circuit/--curve (None; with --curve: all others)")
     p.add_argument("--greedy", action="store_true",
                    help="also greedy circuits grown from the logits (curves named 'METHOD greedy')")
     p.add_argument("--no-prune", action="store_true", help="keep dead-end edges in --circuit/--curve circuits")
-    p.add_argument("--max-tokens", type=int, help="tokens per forward/backward pass")
-    config_defaults(p, *CONFIG_FLAGS)
-    p.set_defaults(func=_run)
+    config_defaults(p, *CONFIG_FLAGS, choices={"gradient_share": ["own", "all"]})
 
 
 _RUN = {"ig_steps": "steps", "gradient_share": "share",
@@ -56,9 +47,9 @@ CONFIG_FLAGS = [(("edges",), "interp.circuits.edge_circuits:EdgeRunConfig", _RUN
 
 def _run(args) -> int:
     from interp.circuits.edge_circuits import EdgeRunConfig, run_edges
-    from interp.cli.common import flag_settings, model_of, out_path, parse_list, write_result
+    from interp.cli.common import flag_settings, model_of, parse_list, write_result
 
-    sizes = tuple(parse_list(args.circuit, "--circuit", cast=int)) if args.circuit else ()
+    sizes = parse_list(args.circuit, "--circuit", cast=int) if args.circuit else ()
     sizes = tuple(sorted(set(sizes) | set(CURVE_GRID))) if args.curve else sizes
     compare = (parse_list(args.compare, "--compare", choices=METHOD_CHOICES) if args.compare else
                tuple(m for m in METHOD_CHOICES if m != "eap-ig-activations") if args.curve else ())
@@ -72,4 +63,4 @@ def _run(args) -> int:
         lines.append(f"  {mth:16s} " + " ".join(f"{e}:{f:.3f}" for e, f in zip(c["n_edges"], c["f_norm"])))
     payload = {k: getattr(r, k) for k in ("config", "metric_clean", "metric_corrupt", "n_edges", "timings",
                                           "top_edges", "check", "curve", "circuit")}
-    return write_result(args, r, out_path(args), "\n".join(lines), payload)
+    return write_result(args, r, "\n".join(lines), payload)

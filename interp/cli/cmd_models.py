@@ -8,8 +8,8 @@ from interp.cli.main import emit
 def register(sub) -> None:
     from interp.cli.common import command
 
-    p = command(sub, "models", help="list known models (bundled real models and tiny test models)", out=None)
-    p.set_defaults(func=run)
+    command(sub, "models", help="list known models (bundled real models and tiny test models)", out=None,
+            func=run)
 
 
 def run(args) -> int:

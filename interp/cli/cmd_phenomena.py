@@ -18,33 +18,21 @@ from interp.cli.main import UserError
 
 def register(sub) -> None:
     from interp.cli.common import command, config_defaults, default_of
-    from interp.phenomena.dormant import ABLATIONS, DormantConfig
+    from interp.phenomena.dormant import ABLATIONS
     from interp.toy.bigram_backcopy import BBTrainConfig
 
     p = command(sub, "sinks", help="attention sinks, value drains, residual peaks, active/dormant heads per domain",
-                out="runs/sinks", model="smollm2-135m", seed=default_of(DormantConfig, "seed"))
-    p.add_argument("--domains", default=None, help="folder of *.txt files, one domain each (None: prose, code, numbers)")
-    p.add_argument("--seq-len", type=int, help="tokens per sequence, BOS included")
-    p.add_argument("--n", type=int, help="sequences per domain")
-    p.add_argument("--sink-threshold", type=float, help="sink score for a dormant candidate")
-    p.add_argument("--loss-threshold", type=float, help="|Δloss| (nats/token) that counts as 'barely'")
-    p.add_argument("--ablation", choices=list(ABLATIONS), help="move attention to BOS, or zero the head")
-    p.add_argument("--heads", choices=["candidates", "all"], help="which heads to ablate")
-    p.add_argument("--max-heads", type=int, help="most candidate heads ablated")
-    p.add_argument("--heads-per-pass", type=int, help="ablations batched into one forward pass")
-    p.add_argument("--n-boot", type=int, help="bootstrap resamples of the sequences for the Δloss CI")
-    p.add_argument("--ci-level", type=float, help="confidence level of the Δloss interval")
-    config_defaults(p, CONFIG_FLAGS[0])
-    p.set_defaults(func=run_sinks)
+                out="runs/sinks", model="smollm2-135m", seed=None, func=run_sinks)
+    p.add_argument("--domains", help="folder of *.txt files, one domain each (None: prose, code, numbers)")
+    config_defaults(p, CONFIG_FLAGS[0], choices={"ablation": ABLATIONS, "heads": ["candidates", "all"]})
 
     p = command(sub, "massive", help="massive activations: detection, zero/mean ablation, dynamics over checkpoints",
-                out="runs/massive", model=None,
+                out="runs/massive", model=None, func=run_massive,
                 description="massive activations: detection, zero/mean ablation, dynamics over checkpoints. "
                             "--model None: smollm2-135m, or the last of --checkpoints")
-    p.add_argument("--checkpoints", default=None, help="folder of step_<N> checkpoints: fit the ratio dynamics per layer")
-    p.add_argument("--abs-threshold", type=float, help="|a| must exceed this")
+    p.add_argument("--checkpoints", help="folder of step_<N> checkpoints: fit the ratio dynamics per layer")
     p.add_argument("--ratio-threshold", type=float, help="|a| / layer median must reach this")
-    p.add_argument("--ablation-hook", default=None,
+    p.add_argument("--ablation-hook",
                    help="residual hook to overwrite the massive activations at (None: where the big ones appear)")
     p.add_argument("--seq-len", type=int, help="tokens per sequence, BOS included")
     p.add_argument("--n", type=int, help="sequences per built-in domain")
@@ -52,30 +40,17 @@ def register(sub) -> None:
                    help="held-out sequences per domain (the text after the analysed ones; Bigram-Backcopy: another "
                         "seed) from which the mean ablation takes one mean per token kind (first token, delimiter)")
     config_defaults(p, *CONFIG_FLAGS[1:3])
-    p.set_defaults(func=run_massive)
 
     p = command(sub, "bigram-backcopy", help="train the Bigram-Backcopy toy model with checkpoints and measure it",
                 description="Train the Bigram-Backcopy toy model; --out receives step_<N>/ checkpoints, bb_task.json, "
                             "results.json and report.html.",
-                out="runs/bigram-backcopy", device=True, seed=default_of(BBTrainConfig, "seed"))
-    p.add_argument("--train-steps", type=int, help="optimiser steps")
-    p.add_argument("--n-layers", type=int, help="transformer blocks, one head each")
-    p.add_argument("--d-model", type=int, help="residual width (MLP: 4x)")
-    p.add_argument("--arch", choices=["gpt2", "llama"], help="model architecture")
-    p.add_argument("--init", choices=["paper", "hf"],
-                   help="paper: PyTorch-default init (embeddings N(0,1)); hf: Hugging Face N(0,0.02)")
-    p.add_argument("--activation", choices=["relu", "gelu_new", "gelu"], help="gpt2 MLP nonlinearity")
-    p.add_argument("--batch-size", type=int, help="sequences per step")
-    p.add_argument("--lr", type=float, help="peak AdamW learning rate")
+                out="runs/bigram-backcopy", seed=None, func=run_bb)
     p.add_argument("--beta2", type=float, default=default_of(BBTrainConfig, "betas")[1],
                    help="AdamW beta2 (beta1 = 0.9)")
-    p.add_argument("--warmup", type=int, help="linear warm-up steps")
-    p.add_argument("--seq-len", type=int, help="tokens per sequence, ⟨s⟩ included")
-    p.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     p.epilog = ("the defaults (3 layers, paper init, ReLU, AdamW lr 1e-2 after 200 warm-up steps, 2000 steps of "
                 "32 x 32 tokens) reproduce the mechanism; measured numbers per seed: docs/methods.md, Bigram-Backcopy toy")
-    config_defaults(p, *CONFIG_FLAGS[3:])
-    p.set_defaults(func=run_bb)
+    config_defaults(p, *CONFIG_FLAGS[3:], choices={"arch": ["gpt2", "llama"], "init": ["paper", "hf"],
+                                                   "activation": ["relu", "gelu_new", "gelu"]})
 
 
 _DORMANT = {"n": "n_seqs", **same("seq_len", "sink_threshold", "loss_threshold", "ablation", "heads",
@@ -100,7 +75,7 @@ def run_sinks(args) -> int:
     cfg = DormantConfig(**flag_settings(args, CONFIG_FLAGS[0]))
     domains = domains_from_dir(args.domains) if args.domains else default_domains()
     res = active_dormant(model_of(args), domains, cfg)
-    return write_result(args, res, out_path(args))
+    return write_result(args, res)
 
 
 def run_massive(args) -> int:
@@ -108,7 +83,7 @@ def run_massive(args) -> int:
 
     res = massive_run(args.model, args.checkpoints, MassiveConfig(**flag_settings(args, CONFIG_FLAGS[1])),
                       **flag_settings(args, CONFIG_FLAGS[2]), device=args.device)
-    return write_result(args, res, out_path(args))
+    return write_result(args, res)
 
 
 def run_bb(args) -> int:
@@ -119,5 +94,5 @@ def run_bb(args) -> int:
     out = Path(out_path(args))
     if out.exists() and any(out.glob("step_*")):
         raise UserError(f"{out} already holds checkpoints; choose an empty --out")
-    return write_result(args, bb_experiment(out, task, cfg, device=args.device), out,
+    return write_result(args, bb_experiment(out, task, cfg, device=args.device),
                         f"  next: interp massive --checkpoints {out} --out {out}/massive")

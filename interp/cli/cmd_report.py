@@ -15,10 +15,10 @@ def register(sub) -> None:
                 description="Render RESULTS.json (or a run folder holding results.json) as one "
                             "self-contained HTML file with interactive plotly figures; --out is the HTML file "
                             "(None: report.html beside the results file).",
-                out=None)
+                out=None, func=run)
     p.add_argument("results", help="path to results.json, or a folder that contains one")
-    p.add_argument("--title", default=None, help="report title (None: from the results)")
-    p.set_defaults(_out_is_json=False, func=run)
+    p.add_argument("--title", help="report title (None: from the results)")
+    p.set_defaults(_out_is_json=False)
 
 
 def run(args) -> int:

@@ -16,15 +16,14 @@ from interp.cli.common import flag_settings, out_path, parse_list, same, write_r
 from interp.cli.main import UserError, emit
 
 
-def _train_flags(sub, name: str, help: str, transcoder: bool):
+def _train_flags(sub, name: str, help: str, transcoder: bool) -> None:
     from interp.cli.common import command, config_defaults, default_of
-    from interp.dictionaries import SAEConfig, TrainConfig
+    from interp.dictionaries import SAEConfig
     from interp.dictionaries.registry import ARCHS, _load_builtin
 
     _load_builtin()
     kind = "transcoder" if transcoder else "sae"
-    p = command(sub, name, help=help, out=f"runs/{kind}-train", device=True,
-                seed=default_of(TrainConfig, "seed"),
+    p = command(sub, name, help=help, out=f"runs/{kind}-train", seed=None, func=run_train,
                 description=help + "; --out receives sae/ (SAELens format), results.json, report.html and checkpoint/ "
                                    "(rerunning the same command resumes from it)")
     p.add_argument("--store", required=True, help="activation store directory (interp cache)")
@@ -36,41 +35,25 @@ def _train_flags(sub, name: str, help: str, transcoder: bool):
     p.add_argument("--arch", default="relu" if transcoder else default_of(SAEConfig, "arch"),
                    choices=sorted(ARCHS), help="dictionary architecture")
     p.add_argument("--expansion", type=int, default=8, help="latents = expansion * d_in")
-    p.add_argument("--d-sae", type=int, default=None, help="number of latents (overrides --expansion)")
-    p.add_argument("--k", type=int, help="TopK: latents per token")
-    p.add_argument("--k-aux", type=int, help="TopK: AuxK latents (None: d_in/2)")
-    p.add_argument("--aux-coeff", type=float, help="TopK: AuxK weight")
-    p.add_argument("--l1-coeff", type=float, help="ReLU: decoder-norm-weighted L1 weight")
-    p.add_argument("--l0-coeff", type=float, help="JumpReLU: L0 weight")
-    p.add_argument("--bandwidth", type=float, help="JumpReLU: rectangle-kernel width")
-    p.add_argument("--n-tokens", type=int, default=None,
+    p.add_argument("--d-sae", type=int, help="number of latents (overrides --expansion)")
+    p.add_argument("--n-tokens", type=int,
                    help="token budget: rows to train on (None: all rows of the store)")
-    p.add_argument("--batch-size", type=int, help="rows per optimiser step")
-    p.add_argument("--lr", type=float, help="peak Adam learning rate")
-    p.add_argument("--warmup-steps", type=int, help="linear learning-rate warm-up steps")
-    p.add_argument("--decay-frac", type=float, help="fraction of steps with linear LR decay to 0")
-    p.add_argument("--b-dec-init", choices=["geometric_median", "mean", "zeros"],
-                   help="how the decoder bias starts")
-    p.add_argument("--dead-after-tokens", type=int, help="a latent silent for this many rows counts as dead")
-    p.add_argument("--checkpoint-every", type=int,
-                   help="steps between checkpoints (0: only at the end and on interruption)")
-    p.add_argument("--max-steps", type=int, help="stop after this many steps (resumable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    config_defaults(p, *(CONFIG_FLAGS[2:4] if transcoder else CONFIG_FLAGS[:2]))
-    return p
+    config_defaults(p, *(CONFIG_FLAGS[2:4] if transcoder else CONFIG_FLAGS[:2]),
+                    choices={"b_dec_init": ["geometric_median", "mean", "zeros"]})
+    p.set_defaults(transcoder=transcoder)
 
 
-def _eval_flags(sub, name: str, help: str, kind: str):
+def _eval_flags(sub, name: str, help: str, kind: str) -> None:
     from interp.cli.common import command, config_defaults
 
-    p = command(sub, name, help=help, out=f"runs/{kind}-eval", model=None,
+    p = command(sub, name, help=help, out=f"runs/{kind}-eval", model=None, func=run_eval,
                 description=help + "; --out receives results.json and report.html; --model None: the store's model")
     p.add_argument("--sae", required=True, help="SAE folder (SAELens format: cfg.json + sae_weights.safetensors)")
     p.add_argument("--store", required=True, help="activation store directory")
     p.add_argument("--n-tokens", type=int, help="token budget: rows for L0 / FVU / dead fraction")
     p.add_argument("--n", type=int, help="store sequences for spliced CE / KL (0: skip)")
     config_defaults(p, CONFIG_FLAGS[4])
-    return p
 
 
 def register(sub) -> None:
@@ -78,29 +61,22 @@ def register(sub) -> None:
 
     p = sub.add_parser("sae", help="train, evaluate and inspect sparse autoencoders on an activation store")
     ssub = p.add_subparsers(dest="sae_command", metavar="SUBCOMMAND", required=True)
-    t = _train_flags(ssub, "train", "train an SAE (relu / topk / jumprelu) on one hook of a store", transcoder=False)
-    t.set_defaults(func=run_train, transcoder=False)
-    e = _eval_flags(ssub, "eval", "L0, FVU, dead fraction, and CE recovered / KL spliced into the model", "sae")
-    e.set_defaults(func=run_eval)
+    _train_flags(ssub, "train", "train an SAE (relu / topk / jumprelu) on one hook of a store", False)
+    _eval_flags(ssub, "eval", "L0, FVU, dead fraction, and CE recovered / KL spliced into the model", "sae")
     d = command(ssub, "dashboard", help="HTML feature dashboard: top contexts, histograms, logit effects",
                 description="HTML feature dashboard (--out: the HTML file; its typed result goes beside it as .json): "
                             "top contexts, histograms, logit effects; --model None: the store's model",
-                out="runs/sae-dashboard.html", model=None)
+                out="runs/sae-dashboard.html", model=None, func=run_dashboard)
     d.add_argument("--sae", required=True, help="SAE folder (SAELens format)")
     d.add_argument("--store", required=True, help="activation store directory")
-    d.add_argument("--features", default=None, help="comma-separated latent indices (None: the 10 most frequent)")
-    d.add_argument("--n-tokens", type=int, help="token budget: rows scanned for contexts")
-    d.add_argument("--n-examples", type=int, help="top contexts shown per feature")
+    d.add_argument("--features", help="comma-separated latent indices (None: the 10 most frequent)")
     config_defaults(d, CONFIG_FLAGS[6])
-    d.set_defaults(func=run_dashboard)
 
     tc = sub.add_parser("transcoder", help="train and evaluate transcoders (MLP in -> MLP out)")
     tsub = tc.add_subparsers(dest="transcoder_command", metavar="SUBCOMMAND", required=True)
-    tt = _train_flags(tsub, "train", "train a transcoder blocks.L.ln2.hook_normalized -> blocks.L.hook_mlp_out",
-                      transcoder=True)
-    tt.set_defaults(func=run_train, transcoder=True)
-    te = _eval_flags(tsub, "eval", "as `interp sae eval`, for a transcoder", "transcoder")
-    te.set_defaults(func=run_eval)
+    _train_flags(tsub, "train", "train a transcoder: blocks.L.ln2.hook_normalized -> blocks.L.hook_mlp_out",
+                 True)
+    _eval_flags(tsub, "eval", "as `interp sae eval`, for a transcoder", "transcoder")
 
 
 _SAE = {"bandwidth": "jumprelu_bandwidth", **same("k", "k_aux", "aux_coeff", "l1_coeff", "l0_coeff")}
@@ -150,7 +126,7 @@ def run_train(args) -> int:
     res = train_sae(store, scfg, tcfg)
     if dist_env().is_main:  # under `interp dist` every rank holds the same weights; rank 0 writes them
         res.saved_to = str(save_sae(res.sae, out / "sae"))
-    return write_result(args, res, out, f"  saved {res.saved_to} (SAELens format)")
+    return write_result(args, res, f"  saved {res.saved_to} (SAELens format)")
 
 
 def _sae_store_model(args, with_model: bool = True):
@@ -171,7 +147,7 @@ def run_eval(args) -> int:
 
     sae, store, model = _sae_store_model(args, with_model=args.n > 0)
     res = evaluate_dictionary(sae, store, model, n_tokens=args.n_tokens, n=args.n, sae_path=args.sae)
-    return write_result(args, res, out_path(args))
+    return write_result(args, res)
 
 
 def run_dashboard(args) -> int:

@@ -12,22 +12,15 @@ from interp.cli.common import same
 
 
 def register(subparsers) -> None:
-    from interp.circuits.sae_circuits import run_sae_circuit
     from interp.cli.common import config_defaults
     from interp.cli.main import task_command
 
-    p = task_command(subparsers, "sae-circuit", run_sae_circuit,
-                     "discrete-SAE circuit identification (node/edge head scores)", seed="task_seed",
-                     n_help="positive (= negative) prompts")
-    p.add_argument("--sae-seed", type=int, help="seed of the SAE initialisation and training draw")
-    p.add_argument("--d-sae", type=int, help="latents of the shared SAE")
-    p.add_argument("--epochs", type=int, help="full-batch training steps")
-    p.add_argument("--n-train", type=int, help="prompts the SAE trains on")
+    p = task_command(subparsers, "sae-circuit", "discrete-SAE circuit identification (node/edge head scores)",
+                     _run, n_help="positive (= negative) prompts")
     p.add_argument("--truth-n", type=int, help="prompts for the activation-patching ground truth (0: none)")
     p.add_argument("--shares", default="0.5,0.8", help="shares of total |patching effect| defining the truth")
     p.add_argument("--top", type=int, default=10, help="how many top heads to list")
     config_defaults(p, *CONFIG_FLAGS)
-    p.set_defaults(func=_run)
 
 
 CONFIG_FLAGS = [(("sae-circuit",), "interp.circuits.sae_circuits:SAECircuitConfig",
@@ -39,7 +32,7 @@ CONFIG_FLAGS = [(("sae-circuit",), "interp.circuits.sae_circuits:SAECircuitConfi
 
 def _run(args) -> int:
     from interp.circuits import sae_circuits as sc
-    from interp.cli.common import flag_settings, model_of, out_path, parse_list, write_result
+    from interp.cli.common import flag_settings, model_of, parse_list, write_result
 
     shares = parse_list(args.shares, "--shares", cast=float)
     cfg = sc.SAECircuitConfig(**flag_settings(args, CONFIG_FLAGS[0]))
@@ -50,4 +43,4 @@ def _run(args) -> int:
     lines += [f"{t['head']:8s} {t['unique_codes']:12d} {t['edge_votes']:10d}" for t in top]
     payload = {"task": args.task, "model": r.model, "n": args.n, "top": top, "seconds": r.seconds,
                "evaluation": r.evaluation}
-    return write_result(args, r, out_path(args), "\n".join(lines), payload)
+    return write_result(args, r, "\n".join(lines), payload)

@@ -12,13 +12,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import command, out_path, parse_list, write_result
+from interp.cli.common import command, model_of, out_path, parse_list, write_result
 
 
-def _common(p) -> None:
+def _command(sub, name: str, help: str, func, *flags):
+    """``steer NAME TASK``: the shared flags, ``--n-build`` / ``--n-eval``, then each of ``flags``' flags."""
+    p = command(sub, name, help, out=f"runs/steer-{name}-<task>", model="smollm2-135m", seed=0, func=func)
     p.add_argument("task", help="sentiment | ioi, or a task JSON file (data/steering/*.json format)")
-    p.add_argument("--n-build", type=int, default=None, help="build examples used (None: all in the file)")
-    p.add_argument("--n-eval", type=int, default=None, help="held-out eval prompts used (None: all)")
+    p.add_argument("--n-build", type=int, help="build examples used (None: all in the file)")
+    p.add_argument("--n-eval", type=int, help="held-out eval prompts used (None: all)")
+    for add in flags:
+        add(p)
+    return p
 
 
 def _eval_args(p) -> None:
@@ -27,7 +32,7 @@ def _eval_args(p) -> None:
 
 
 def _build_args(p) -> None:
-    p.add_argument("--layer", type=int, default=None, help="block whose output is steered (None: n_layers // 2)")
+    p.add_argument("--layer", type=int, help="block whose output is steered (None: n_layers // 2)")
     p.add_argument("--k", type=int, default=3, help="GrAInS: tokens masked per example and sign")
     p.add_argument("--ig-steps", type=int, default=20, help="GrAInS: integrated-gradients steps")
     p.add_argument("--n-tokens", type=int, default=20000, help="sae/snmf: tokens of the behaviour corpus")
@@ -38,25 +43,14 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("steer", help="steering vectors: build, evaluate, compare at equal KL")
     sub = p.add_subparsers(dest="steer_command", metavar="build|eval|compare", required=True)
-    b = command(sub, "build", help="build one steering vector (writes OUT.safetensors + OUT.json)",
-                out="runs/steer-build-<task>", model="smollm2-135m", seed=0)
-    _common(b)
-    _build_args(b)
+    b = _command(sub, "build", "build one steering vector (writes OUT.safetensors + OUT.json)", _build,
+                 _build_args)
     b.add_argument("--method", required=True, choices=BUILDERS, help="how the direction is built")
-    b.set_defaults(func=_build)
-    e = command(sub, "eval", help="evaluate saved vectors at equal KL", out="runs/steer-eval-<task>",
-                model="smollm2-135m", seed=0)
-    _common(e)
-    _eval_args(e)
+    e = _command(sub, "eval", "evaluate saved vectors at equal KL", _eval, _eval_args)
     e.add_argument("--vector", action="append", required=True, help="a vector written by `steer build`")
-    e.set_defaults(func=_eval)
-    c = command(sub, "compare", help="build and compare all methods on one task", out="runs/steer-compare-<task>",
-                model="smollm2-135m", seed=0)
-    _common(c)
-    _eval_args(c)
-    _build_args(c)
+    c = _command(sub, "compare", "build and compare all methods on one task", _compare, _eval_args,
+                 _build_args)
     c.add_argument("--methods", default=",".join(BUILDERS), help="comma separated; default: every method")
-    c.set_defaults(func=_compare)
 
 
 def _task(args):
@@ -70,11 +64,10 @@ def _builders(args):
     """The seeded model, the steered layer and the builders' settings of a ``build`` / ``compare`` run."""
     import torch
 
-    from interp.models import load_model
     from interp.steering import FeatureSteering, GrainsConfig
 
     torch.manual_seed(args.seed)
-    model = load_model(args.model, device=args.device)
+    model = model_of(args)
     layer = model.cfg.n_layers // 2 if args.layer is None else args.layer
     features = FeatureSteering(corpus_tokens=args.n_tokens, seed=args.seed)
     return model, layer, GrainsConfig(k=args.k, steps=args.ig_steps), features
@@ -87,7 +80,7 @@ def _write(args, res) -> int:
         for p in rec["points"]:
             lines.append(f"{m:12s} {p['target']:9.3g} {p['kl']:7.3f} {p['strength']:10.4g} {p['delta']:+9.4f} "
                          f"{p['ppl']:8.2f}")
-    return write_result(args, res, out_path(args), "\n".join(lines))
+    return write_result(args, res, "\n".join(lines))
 
 
 def _build(args) -> int:
@@ -105,10 +98,9 @@ def _build(args) -> int:
 
 
 def _eval(args) -> int:
-    from interp.models import load_model
     from interp.steering import evaluate_steering, load_vector
 
-    model = load_model(args.model, device=args.device)
+    model = model_of(args)
     vecs = {}
     for v in args.vector:
         vec = load_vector(v, model)

@@ -2,8 +2,9 @@
 
 * :func:`command` makes a subparser whose ``--help`` shows every default
   (:class:`HelpFormatter`) and adds the shared flags with one help text each:
-  ``--json``, ``--debug`` and ``--out`` everywhere; ``--model`` and ``--device`` where a model is
-  loaded; ``--seed`` where prompts are drawn or something is initialised at random.
+  ``--json``, ``--debug`` and ``--out`` everywhere; ``--model`` where a model is loaded; ``--seed``
+  where prompts are drawn or something is initialised at random; ``--device`` with either (a model is
+  loaded, or built and trained).
 * One name per idea: ``--n`` counts prompts / sequences / texts, ``--n-tokens`` is a token (store
   row) budget, ``--seq-len`` is tokens per sequence, ``--ig-steps`` are integrated-gradient
   interpolation steps, ``--train-steps`` optimiser steps.
@@ -11,8 +12,9 @@
   filled in from the positional task; :func:`out_path`) and name it in their summary; commands
   that only print take ``--out FILE`` to also write their JSON document there (:func:`emit`).
 * Flags that mirror a config dataclass field take its default from the module's :data:`CONFIG_FLAGS`
-  table (:func:`config_defaults`), and the config is built from the same table (:func:`flag_settings`);
-  tests/test_cli_grammar.py checks the mapping of every module.
+  table (:func:`config_defaults`), which also adds each such flag the command does not declare itself
+  (type and help from the field: :func:`field_flag`), and the config is built from the same table
+  (:func:`flag_settings`); tests/test_cli_grammar.py checks the mapping of every module.
 * A command that computes a typed result ends in :func:`write_result` (results.json, report.html, the
   summary or ``--json``); :func:`model_of` loads ``--model`` on ``--device``.
 """
@@ -20,9 +22,13 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import functools
 import importlib
 import inspect
+import re
+import textwrap
 
 from interp.config import field_default
 
@@ -51,16 +57,16 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def command(sub, name: str, help: str, *, out: str | None, model: str | None | bool = False,
-            seed: int | None | bool = False, device: bool | None = None, **kw) -> argparse.ArgumentParser:
+            seed: int | None | bool = False, func=None, **kw) -> argparse.ArgumentParser:
     """Add subcommand ``name`` with the shared flags.
 
     ``out``: the ``--out`` default (``runs/...``, may hold ``<task>``), ``None`` for commands that
     only print (``--out FILE`` then also receives the JSON).  ``model``: the ``--model`` default,
-    or ``False`` for commands that load no model (then no ``--model`` / ``--device``).
-    ``seed``: the ``--seed`` default, or ``False`` for commands that draw nothing at random.
-    ``device``: add ``--device`` (default: whenever ``--model`` is added; a command that builds its
-    own model, such as a training run, sets it alone).  ``kw`` goes to ``add_parser`` (``description``
-    defaults to ``help``).
+    or ``False`` for commands that load no model (then no ``--model``).  ``seed``: the ``--seed``
+    default, or ``False`` for commands that draw nothing at random.  ``--device`` comes with ``--model``
+    or ``--seed``: every command that loads a model, or builds and trains one (``interp sae train``,
+    ``interp bigram-backcopy``), runs it somewhere.  ``func``: the function ``main`` runs with the parsed
+    arguments.  ``kw`` goes to ``add_parser`` (``description`` defaults to ``help``).
     """
     p = sub.add_parser(name, help=help, formatter_class=HelpFormatter, **{"description": help, **kw})
     g = p.add_argument_group("shared options")
@@ -69,11 +75,11 @@ def command(sub, name: str, help: str, *, out: str | None, model: str | None | b
     g.add_argument("--out", default=out, metavar="PATH", help=HELP["out"])
     if model is not False:
         g.add_argument("--model", default=model, help=HELP["model"])
-    if device or (device is None and model is not False):
-        g.add_argument("--device", type=device_arg, default=None, help=HELP["device"])
+    if model is not False or seed is not False:
+        g.add_argument("--device", type=device_arg, help=HELP["device"])
     if seed is not False:
         g.add_argument("--seed", type=int, default=seed, help=HELP["seed"])
-    p.set_defaults(_out_is_json=out is None)
+    p.set_defaults(_out_is_json=out is None, func=func)
     return p
 
 
@@ -113,13 +119,38 @@ def default_of(cls, name: str):
     return inspect.signature(cls).parameters[name].default
 
 
-def config_defaults(p, *entries) -> None:
-    """Give each flag of parser ``p`` named in the :data:`CONFIG_FLAGS` ``entries`` ``(path, "module:Target",
-    {dest: field})`` the default of its field (``--help`` shows it): the table names each mapping once."""
+def config_defaults(p, *entries, choices: dict | None = None) -> None:
+    """Flags of parser ``p`` from the :data:`CONFIG_FLAGS` ``entries`` ``(path, "module:Target",
+    {dest: field})``: each ``dest`` that ``p`` does not declare itself becomes ``--dest``
+    (:func:`field_flag`, with ``choices[dest]``), and every ``dest`` takes its field's default (``--help``
+    shows it): one table names each mapping."""
+    have = {a.dest for a in p._actions}
     for _, target, fields in entries:
         module, name = target.split(":")
         cls = getattr(importlib.import_module(module), name)
+        for dest, field in fields.items():
+            if dest not in have:
+                p.add_argument("--" + dest.replace("_", "-"), **field_flag(cls, field),
+                               choices=(choices or {}).get(dest))
         p.set_defaults(**{dest: default_of(cls, field) for dest, field in fields.items()})
+
+
+@functools.cache
+def _field_docs(cls) -> dict[str, str]:
+    """The attribute docstring (the string under the field in the class body) of each field of ``cls``."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    return {a.target.id: s.value.value for a, s in zip(body, body[1:])
+            if isinstance(a, ast.AnnAssign) and isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)}
+
+
+def field_flag(cls, name: str) -> dict:
+    """``add_argument`` keywords for field ``name`` of dataclass ``cls``: the type its annotation names
+    (``int``, ``float`` or ``str``, maybe ``| None``) and, as help, its attribute docstring (reST markup
+    removed)."""
+    ann = next(f.type for f in dataclasses.fields(cls) if f.name == name)
+    doc = re.sub(r"(:\w+:)?`+([^`]*)`+", r"\2", " ".join(_field_docs(cls)[name].split())).rstrip(".")
+    return {"type": {"int": int, "float": float, "str": str}[str(ann).split(" |")[0]],
+            "help": doc.replace("%", "%%")}
 
 
 def flag_settings(args, entry) -> dict:
@@ -169,18 +200,18 @@ def model_of(args):
     return load_model(args.model, device=args.device)
 
 
-def write_result(args, result, out, extra: str = "", payload: dict | None = None) -> int:
-    """A command's typed result: ``out/results.json`` and ``out/report.html``, then its summary sentence
-    (and ``extra`` lines) or, with ``--json``, ``payload`` (default: the result's JSON) on stdout.  Under
-    ``interp dist`` only rank 0 writes: every rank holds the same result once the run's closing barrier has
-    passed."""
+def write_result(args, result, extra: str = "", payload: dict | None = None) -> int:
+    """A command's typed result: ``results.json`` and ``report.html`` in ``--out`` (:func:`out_path`), then
+    its summary sentence (and ``extra`` lines) or, with ``--json``, ``payload`` (default: the result's JSON)
+    on stdout.  Under ``interp dist`` only rank 0 writes: every rank holds the same result once the run's
+    closing barrier has passed."""
     import torch.distributed as dist
 
     from interp.cli.main import emit
 
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return 0
-    rj, html = result.write(out)
+    rj, html = result.write(out_path(args))
     lines = [result.summary().replace("**", ""), extra, f"  wrote {rj}, {html}"]
     emit(args, result.to_json() if payload is None else payload, "\n".join(x for x in lines if x))
     return 0

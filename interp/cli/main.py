@@ -41,20 +41,19 @@ CORRUPTION_HELP = ("the task's corruption: ioi abc (three fresh names) or s2 (th
                    "(None: the task's default, the first)")
 
 
-def task_command(sub, name: str, target, help: str, seed: str = "seed", n_help: str = "number of prompts",
-                 note: str = "") -> argparse.ArgumentParser:
-    """A command on one task: ``command(...)`` with ``--out runs/<name>-<task>``, ``--model`` and ``--seed``,
-    then the task and ``--n`` / ``--corruption`` (every corruption of every task,
-    ``interp.tasks.CORRUPTIONS``; make_task checks the pair); the defaults are those of config class or
-    function ``target``."""
-    from interp.cli.common import command, default_of
+def task_command(sub, name: str, help: str, func, n_help: str = "number of prompts", note: str = ""
+                 ) -> argparse.ArgumentParser:
+    """A command on one task running ``func``: ``command(...)`` with ``--out runs/<name>-<task>``,
+    ``--model`` and ``--seed``, then the task and ``--n`` / ``--corruption`` (every corruption of every task,
+    ``interp.tasks.CORRUPTIONS``; make_task checks the pair); their defaults come from the command's
+    ``CONFIG_FLAGS`` (``config_defaults``)."""
+    from interp.cli.common import command
     from interp.tasks import CORRUPTIONS
 
-    p = command(sub, name, help=help, out=f"runs/{name}-<task>", model="smollm2-135m",
-                seed=default_of(target, seed))
+    p = command(sub, name, help=help, out=f"runs/{name}-<task>", model="smollm2-135m", seed=None, func=func)
     p.add_argument("task", choices=["ioi", "greater-than"])
-    p.add_argument("--n", type=int, default=default_of(target, "n"), help=n_help)
-    p.add_argument("--corruption", default=default_of(target, "corruption"), help=CORRUPTION_HELP + note,
+    p.add_argument("--n", type=int, help=n_help)
+    p.add_argument("--corruption", help=CORRUPTION_HELP + note,
                    choices=sorted({c for cs in CORRUPTIONS.values() for c in cs}))
     return p
 
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (UserError, KeyError, ValueError, FileNotFoundError, FileExistsError, OSError) as e:
+    except (UserError, KeyError, ValueError, OSError) as e:  # OSError: FileNotFoundError, FileExistsError too
         if getattr(args, "debug", False):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

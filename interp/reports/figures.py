@@ -27,6 +27,7 @@ as JSON lists, so a report costs about 20 bytes per plotted number.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, NamedTuple, Sequence
 
@@ -44,16 +45,14 @@ SEQUENTIAL = "Viridis"
 TEMPLATE = "plotly_white"
 
 
-_PLOTLY_JS_SENT = False
+_PLOTLY_JS_CALLS = itertools.count()
 
 
 def plotly_js_once() -> bool:
     """True the first time it is called in this Python session (then False): whether a notebook
     output should carry plotly.js inline.  One copy per notebook keeps figures drawable offline and
     in an HTML export (nbconvert) without a CDN."""
-    global _PLOTLY_JS_SENT
-    first, _PLOTLY_JS_SENT = not _PLOTLY_JS_SENT, True
-    return first
+    return next(_PLOTLY_JS_CALLS) == 0
 
 
 class Figure(NamedTuple):
@@ -152,19 +151,28 @@ def _labels(labels: Sequence | None, n: int, name: str) -> list[str]:
     return labels
 
 
+def _series(title: str, by_name: Any, n: int | None, mismatch: str) -> tuple[dict[Any, list], int]:
+    """A non-empty dict of 1-D series of equal length (``n``, or the first's) as ``{name: JSON values}``,
+    and how many of the values are NaN/inf; a series of another length is an error saying ``mismatch``."""
+    if not isinstance(by_name, dict) or not by_name:
+        raise ValueError(f"{title}: the series must be a non-empty dict of name -> values")
+    out, bad = {}, 0
+    for name, vals in by_name.items():
+        v = as_array(vals, f"{title}: series {name!r}", ndim=1)
+        n = len(v) if n is None else n
+        if len(v) != n:
+            raise ValueError(f"{title}: series {name!r} has {len(v)} {mismatch} {n}")
+        out[name], b = jsonable(v)
+        bad += b
+    return out, bad
+
+
 def _layout(fig: go.Figure, title: str, height: int | None = None, **kw) -> go.Figure:
     fig.update_layout(
         title={"text": title, "x": 0.0, "xanchor": "left"}, template=TEMPLATE,
         margin={"l": 60, "r": 20, "t": 50, "b": 50}, height=height, **kw,
     )
     return fig
-
-
-def _range_note(arr: np.ndarray) -> str:
-    fin = arr[np.isfinite(arr)]
-    if fin.size == 0:
-        return " All values are NaN or infinite."
-    return f" Values range from {fin.min():.4g} to {fin.max():.4g}."
 
 
 def heatmap(title: str, z: Any, x_labels: Sequence | None = None, y_labels: Sequence | None = None,
@@ -199,7 +207,8 @@ def heatmap(title: str, z: Any, x_labels: Sequence | None = None, y_labels: Sequ
                    else "brighter is larger")
         caption = (f"Each cell is one ({y_title or 'row'}, {x_title or 'column'}) pair of a "
                    f"{n_rows} x {n_cols} matrix; colour is the value ({colours}).")
-        caption += _range_note(arr)
+        caption += (f" Values range from {fin.min():.4g} to {fin.max():.4g}." if fin.size
+                    else " All values are NaN or infinite.")
     note = gap_note(bad, "cells").replace("shown as gaps", "shown as grey gaps")
     return Figure(fig, caption + note, bad)
 
@@ -216,17 +225,11 @@ def layer_head(title: str, z: Any, caption: str = "", zrange: tuple[float, float
 def lines(title: str, xs: Any, ys_by_name: dict[str, Any], x_title: str = "", y_title: str = "",
           caption: str = "", log_y: bool = False) -> Figure:
     """Named series over a shared x axis; NaN/inf points break the line."""
-    if not isinstance(ys_by_name, dict) or not ys_by_name:
-        raise ValueError(f"{title}: ys_by_name must be a non-empty dict of name -> values")
     x = as_array(xs, f"{title}: xs", ndim=1)
     xo, bad = jsonable(x)
+    series, b = _series(title, ys_by_name, len(x), "points but xs has")
     fig = go.Figure()
-    for name, ys in ys_by_name.items():
-        y = as_array(ys, f"{title}: series {name!r}", ndim=1)
-        if len(y) != len(x):
-            raise ValueError(f"{title}: series {name!r} has {len(y)} points but xs has {len(x)}")
-        yo, b = jsonable(y)
-        bad += b
+    for name, yo in series.items():
         fig.add_trace(go.Scatter(x=xo, y=yo, name=str(name), mode="lines+markers" if len(x) <= 60 else "lines",
                                  hovertemplate=f"{name}<br>{x_title or 'x'} %{{x}}<br>{y_title or 'y'} %{{y:.4g}}<extra></extra>"))
     _layout(fig, title, height=380, xaxis_title=x_title, yaxis_title=y_title)
@@ -239,19 +242,15 @@ def lines(title: str, xs: Any, ys_by_name: dict[str, Any], x_title: str = "", y_
         what = f"{y_title or 'value'} of {', '.join(names)}" if names != [y_title] else (y_title or "value")
         caption = (f"Line: {what} (y{', log scale' if log_y else ''}) against {x_title or 'x'} (x), "
                    f"{len(x)} points{' per series' if len(names) > 1 else ''}; one colour per series.")
-    return Figure(fig, caption + gap_note(bad, "points"), bad)
+    return Figure(fig, caption + gap_note(bad + b, "points"), bad + b)
 
 
 def faithfulness_curve(n_components: Any, recovered: Any, target: float | None = None,
                        chosen: int | None = None, total: int | None = None,
-                       title: str = "Faithfulness", caption: str = "",
-                       y_title: str = "share of clean metric recovered") -> Figure:
-    """Share of the clean metric recovered when only the top-n components keep clean values.
-
-    ``y_title`` names the y axis when the values are not a share (e.g. a raw logit difference).
-    """
+                       title: str = "Faithfulness", caption: str = "") -> Figure:
+    """Share of the clean metric recovered when only the top-n components keep clean values."""
     f = lines(title, n_components, {"recovered": recovered}, "components kept in the circuit",
-              y_title, caption=caption or " ")
+              "share of clean metric recovered", caption=caption or " ")
     fig = f.fig
     if target is not None and math.isfinite(float(target)):
         fig.add_hline(y=float(target), line_dash="dash", line_color="#888",
@@ -272,25 +271,18 @@ def faithfulness_curve(n_components: Any, recovered: Any, target: float | None =
 def grouped_bars(title: str, categories: Sequence | None, values_by_name: dict[str, Any],
                  x_title: str = "", y_title: str = "", caption: str = "") -> Figure:
     """Bars per category, one colour per named series (e.g. Pearson r per component type per method)."""
-    if not isinstance(values_by_name, dict) or not values_by_name:
-        raise ValueError(f"{title}: values_by_name must be a non-empty dict of name -> values")
-    fig, bad, n = go.Figure(), 0, None
-    for name, vals in values_by_name.items():
-        v = as_array(vals, f"{title}: {name or 'values'}", ndim=1)
-        if n is not None and len(v) != n:
-            raise ValueError(f"{title}: series {name!r} has {len(v)} values, expected {n}")
-        n = len(v)
-        cats = _labels(categories, n, f"{title}: categories")
-        vo, b = jsonable(v)
-        bad += b
+    series, bad = _series(title, values_by_name, None, "values, expected")
+    cats = _labels(categories, len(next(iter(series.values()))), f"{title}: categories")
+    fig = go.Figure()
+    for name, vo in series.items():
         fig.add_trace(go.Bar(x=cats, y=vo, name=str(name) or None, showlegend=bool(name),
                              hovertemplate=f"{name + '<br>' if name else ''}%{{x}}: %{{y:.4g}}<extra></extra>"))
     _layout(fig, title, height=360, xaxis_title=x_title, yaxis_title=y_title, barmode="group")
     fig.update_xaxes(type="category")
     if not caption:
-        series = [k for k in values_by_name if k]
+        named = [k for k in values_by_name if k]
         caption = f"Bar height is {y_title or 'the value'} per {x_title or 'entry'}"
-        caption += f", one colour per series ({', '.join(series)})." if series else "."
+        caption += f", one colour per series ({', '.join(named)})." if named else "."
     return Figure(fig, caption + gap_note(bad, "bars"), bad)
 
 
@@ -304,27 +296,26 @@ def method_vs_patching(title: str, patching: Any, method: Any, method_name: str,
         raise ValueError(f"{title}: patching has {p.size} scores but {method_name} has {m.size}")
     lab = _labels(labels, p.size, f"{title}: labels")
     ok = np.isfinite(p) & np.isfinite(m)  # r over the finite pairs (a gap is counted in the caption)
-    n = int(ok.sum())
-    r = pearson(p[ok], m[ok]) if n >= 2 else math.nan
+    n, pf, mf = int(ok.sum()), p[ok], m[ok]
+    r = pearson(pf, mf)  # nan for fewer than two pairs, or a constant side
     fig = go.Figure(go.Scatter(
-        x=p[ok].tolist(), y=m[ok].tolist(), mode="markers", text=[l for l, o in zip(lab, ok) if o],
+        x=pf.tolist(), y=mf.tolist(), mode="markers", text=[l for l, o in zip(lab, ok) if o],
         marker={"size": 7, "opacity": 0.75}, name="components",
         hovertemplate="%{text}<br>patching %{x:.4g}<br>" + method_name + " %{y:.4g}<extra></extra>"))
-    if n >= 2 and math.isfinite(r):
-        slope, icpt = np.polyfit(p[ok], m[ok], 1)
-        xs = [float(p[ok].min()), float(p[ok].max())]
+    if math.isfinite(r):
+        slope, icpt = np.polyfit(pf, mf, 1)
+        xs = [float(pf.min()), float(pf.max())]
         fig.add_trace(go.Scatter(x=xs, y=[slope * v + icpt for v in xs], mode="lines", name="least squares",
                                  line={"dash": "dash", "color": "#888"}, hoverinfo="skip"))
     r_txt = f"{r:.3f}" if math.isfinite(r) else "undefined"
     _layout(fig, f"{title} (Pearson r = {r_txt}, n = {n})", height=380,
             xaxis_title=x_title, yaxis_title=y_title or method_name, showlegend=False)
-    bad = int((~ok).sum())
     if not caption:
         caption = (f"Each point is one component: its activation-patching effect (x) against its "
                    f"{method_name} score (y); hover for its name. Pearson r = {r_txt} over {n} components; the "
                    "dashed line is the least-squares fit: points on it mean the method's scores are patching's up "
                    "to scale and offset.")
-    return Figure(fig, caption + gap_note(bad, "components"), bad)
+    return Figure(fig, caption + gap_note(p.size - n, "components"), p.size - n)
 
 
 def circuit_graph(title: str, nodes: list[dict], edges: list[dict], caption: str = "") -> Figure:
@@ -336,36 +327,33 @@ def circuit_graph(title: str, nodes: list[dict], edges: list[dict], caption: str
     """
     if not isinstance(nodes, (list, tuple)) or not nodes:
         raise ValueError(f"{title}: nodes must be a non-empty list of dicts")
-    pos: dict[str, tuple[float, float]] = {}
     by_layer: dict[float, list[dict]] = {}
     for i, nd in enumerate(nodes):
         if not isinstance(nd, dict) or "id" not in nd or "layer" not in nd:
             raise ValueError(f"{title}: node {i} must be a dict with 'id' and 'layer', got {nd!r:.80}")
         try:
-            layer = float(nd["layer"])
+            by_layer.setdefault(float(nd["layer"]), []).append(nd)
         except (TypeError, ValueError):
             raise ValueError(f"{title}: node {nd['id']!r} has non-numeric layer {nd['layer']!r}") from None
-        if str(nd["id"]) in pos:
-            raise ValueError(f"{title}: duplicate node id {nd['id']!r}")
-        pos[str(nd["id"])] = (layer, 0.0)
-        by_layer.setdefault(layer, []).append(nd)
+    ids = [str(nd["id"]) for nd in nodes]
+    if len(set(ids)) < len(ids):
+        raise ValueError(f"{title}: duplicate node id {next(i for i in ids if ids.count(i) > 1)!r}")
+    pos: dict[str, tuple[float, float]] = {}
     for layer, group in by_layer.items():
         group.sort(key=lambda d: (str(d.get("kind", "")), str(d.get("label", d["id"]))))
-        for j, nd in enumerate(group):
-            pos[str(nd["id"])] = (layer, j - (len(group) - 1) / 2)
-    weights = []
-    for k, e in enumerate(edges or []):
+        pos.update({str(nd["id"]): (layer, j - (len(group) - 1) / 2) for j, nd in enumerate(group)})
+    edges = list(edges or [])
+    for k, e in enumerate(edges):
         if not isinstance(e, dict) or "source" not in e or "target" not in e:
             raise ValueError(f"{title}: edge {k} must be a dict with 'source' and 'target', got {e!r:.80}")
         for end in ("source", "target"):
             if str(e[end]) not in pos:
                 raise ValueError(f"{title}: edge {k} {end} {e[end]!r} is not a node id")
-        w = e.get("weight", 1.0)
-        weights.append(float(w) if w is not None else math.nan)
+    weights = [math.nan if e.get("weight", 1.0) is None else float(e.get("weight", 1.0)) for e in edges]
     wmax = max([abs(w) for w in weights if math.isfinite(w)] or [1.0]) or 1.0
     fig = go.Figure()
     mids = []  # one invisible marker per edge midpoint carries the edge's hover text
-    for e, w in zip(edges or [], weights):
+    for e, w in zip(edges, weights):
         (x0, y0), (x1, y1) = pos[str(e["source"])], pos[str(e["target"])]
         fin = math.isfinite(w)
         fig.add_trace(go.Scatter(
@@ -380,30 +368,26 @@ def circuit_graph(title: str, nodes: list[dict], edges: list[dict], caption: str
                                  text=mt, hovertemplate="%{text}<extra></extra>", showlegend=False))
     scores = [nd.get("score") for nd in nodes]
     sc = as_array(scores, f"{title}: node scores")  # a node without a score is NaN here
-    has_scores = bool(np.isfinite(sc).any())
-    so, _ = jsonable(sc)
-    bad = sum(1 for v, raw in zip(so, scores) if v is None and raw is not None)
+    finite = np.isfinite(sc)
+    bad = sum(raw is not None and not ok for raw, ok in zip(scores, finite))
     texts = [str(nd.get("label", nd["id"])) for nd in nodes]
     hover = [f"{t}<br>layer {nd['layer']}" + (f"<br>kind {nd['kind']}" if nd.get("kind") else "")
-             + (f"<br>score {s:.4g}" if s is not None else "") for t, nd, s in zip(texts, nodes, so)]
-    scored = [i for i, v in enumerate(so) if v is not None] if has_scores else []
-    plain = [i for i in range(len(nodes)) if i not in set(scored)]
-    for idx, colour in ((plain, None), (scored, "score")):  # nodes without a score are drawn grey
-        if not idx:
+             + (f"<br>score {s:.4g}" if ok else "") for t, nd, s, ok in zip(texts, nodes, sc, finite)]
+    xy = [pos[i] for i in ids]
+    for idx, scored in ((np.flatnonzero(~finite), False), (np.flatnonzero(finite), True)):
+        if not idx.size:  # nodes without a score are drawn grey (light blue when no node has one)
             continue
-        marker: dict = {"size": 18, "line": {"width": 1, "color": "#333"}, "color": "#d9d9d9"}
-        if colour:
-            fin = sc[np.isfinite(sc)]
-            div = fin.min() < 0 < fin.max()
-            marker.update(color=[so[i] for i in idx], colorscale=DIVERGING if div else SEQUENTIAL,
+        marker: dict = {"size": 18, "line": {"width": 1, "color": "#333"},
+                        "color": "#d9d9d9" if finite.any() else "#9ecae1"}
+        if scored:
+            div = sc[finite].min() < 0 < sc[finite].max()
+            marker.update(color=sc[idx].tolist(), colorscale=DIVERGING if div else SEQUENTIAL,
                           cmid=0.0 if div else None, showscale=True, colorbar={"title": {"text": "score"}})
-        elif not has_scores:
-            marker["color"] = "#9ecae1"
         fig.add_trace(go.Scatter(
-            x=[pos[str(nodes[i]["id"])][0] for i in idx], y=[pos[str(nodes[i]["id"])][1] for i in idx],
+            x=[xy[i][0] for i in idx], y=[xy[i][1] for i in idx],
             mode="markers+text", text=[texts[i] for i in idx], marker=marker,
             # labels above for even layers, below for odd ones: neighbouring columns do not print over each other
-            textposition=["top center" if int(pos[str(nodes[i]["id"])][0]) % 2 == 0 else "bottom center" for i in idx],
+            textposition=["top center" if int(xy[i][0]) % 2 == 0 else "bottom center" for i in idx],
             hovertext=[hover[i] for i in idx], hoverinfo="text", showlegend=False))
     n_per = max(len(g) for g in by_layer.values())
     _layout(fig, title, height=int(min(900, max(360, 140 + 45 * n_per))), xaxis_title="layer")
@@ -412,5 +396,6 @@ def circuit_graph(title: str, nodes: list[dict], edges: list[dict], caption: str
     if not caption:
         caption = (f"The circuit as a graph: {len(nodes)} components placed in columns by layer "
                    f"(left = early), {len(weights)} edges; edge width follows |weight| (red positive, "
-                   "blue negative)" + ("; node colour is its attribution score." if has_scores else "."))
-    return Figure(fig, caption + gap_note(bad + sum(not math.isfinite(w) for w in weights), "node scores or edge weights"), bad)
+                   "blue negative)" + ("; node colour is its attribution score." if finite.any() else "."))
+    return Figure(fig, caption + gap_note(bad + sum(not math.isfinite(w) for w in weights),
+                                          "node scores or edge weights"), bad)

@@ -33,8 +33,8 @@ def inline(text: str) -> str:
     return "".join(out)
 
 
-def to_html(md: str, heading_offset: int = 2) -> str:
-    """Markdown ``md`` as an HTML fragment; ``# h`` becomes ``<h{1 + heading_offset}>``."""
+def to_html(md: str) -> str:
+    """Markdown ``md`` as an HTML fragment; ``# h`` becomes ``<h3>`` (a report's sections are ``<h2>``)."""
     lines = iter(md.replace("\r\n", "\n").split("\n"))
     out: list[str] = []
     para: list[str] = []
@@ -62,7 +62,7 @@ def to_html(md: str, heading_offset: int = 2) -> str:
             flush_para(), close_list()
         elif m := re.match(r"(#{1,4})\s+(.*)", s):
             flush_para(), close_list()
-            level = min(6, len(m.group(1)) + heading_offset)
+            level = min(6, len(m.group(1)) + 2)
             out.append(f"<h{level}>{inline(m.group(2))}</h{level}>")
         elif m := re.match(r"([-*]|\d+\.)\s+(.*)", s):
             flush_para()

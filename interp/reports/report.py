@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import html
 import itertools
 import json
@@ -41,18 +42,15 @@ from interp.reports.tokens import CSS as TOKEN_CSS
 from interp.reports.tokens import token_view
 from interp.results import versions as _versions
 
-_PLOTLY_JS: str | None = None
 _FRAGMENTS = itertools.count()
 
 
+@functools.cache
 def plotly_js() -> str:
     """The plotly.js bundle shipped with the installed plotly package (read once)."""
-    global _PLOTLY_JS
-    if _PLOTLY_JS is None:
-        from plotly.offline import get_plotlyjs
+    from plotly.offline import get_plotlyjs
 
-        _PLOTLY_JS = get_plotlyjs()
-    return _PLOTLY_JS
+    return get_plotlyjs()
 
 
 class Section(NamedTuple):
@@ -240,6 +238,15 @@ class Report:
         self._anchors: set[str] = {"run", "contents", "notes"}
         self._n_fig = 0
 
+    @classmethod
+    def of(cls, result, title: str, config: Any = None, **meta) -> "Report":
+        """A typed result's report head: ``title``, the result's ``summary()``, ``config`` (default: its
+        ``config`` field) and as meta its ``model``, ``task`` and ``versions`` fields (those it has and sets),
+        its ``meta`` dict, then the keywords ``meta``."""
+        own = {k: getattr(result, k) for k in ("model", "task", "versions") if getattr(result, k, None)}
+        return cls(title, config=getattr(result, "config", None) if config is None else config,
+                   meta={**own, **(getattr(result, "meta", None) or {}), **meta}, summary=result.summary())
+
     # ------------------------------------------------------------------ adding
     def _anchor(self, title: str) -> str:
         base = _slug(title)
@@ -249,26 +256,26 @@ class Report:
         self._anchors.add(a)
         return a
 
-    def _note(self, title: str, n_bad: int) -> None:
+    def _append(self, kind: str, title: str, body: str, caption: str = "", n_bad: int = 0) -> "Report":
+        """Add a section (its anchor from ``title``), noting ``n_bad`` NaN/inf inputs; returns ``self``."""
         if n_bad:
             self.notes.append(f"{title}: {n_bad} NaN/inf value{'s' if n_bad > 1 else ''} shown as gaps.")
+        self.sections.append(Section(kind, title, self._anchor(title or kind), body, caption))
+        return self
 
     def add_section(self, title: str, text: str = "") -> "Report":
         """Start a group: a heading in the contents; the following sections nest under it."""
-        body = self._text_html(text) if text else ""
-        self.sections.append(Section("group", title, self._anchor(title), body, ""))
-        return self
+        return self._append("group", title, self._text_html(text) if text else "")
 
     def add_text(self, md_or_html: str) -> "Report":
         """Prose: Markdown, or HTML when the string starts with ``<`` (inserted as given)."""
         if not isinstance(md_or_html, str):
             raise ValueError(f"add_text expects a string, got {type(md_or_html).__name__}")
-        self.sections.append(Section("text", "", self._anchor("text"), self._text_html(md_or_html), ""))
-        return self
+        return self._append("text", "", self._text_html(md_or_html))
 
     @staticmethod
     def _text_html(text: str) -> str:
-        return text if text.lstrip().startswith("<") else markdown.to_html(text, heading_offset=2)
+        return text if text.lstrip().startswith("<") else markdown.to_html(text)
 
     def add_heatmap(self, title: str, z: Any, x_labels: Sequence | None = None,
                     y_labels: Sequence | None = None, caption: str = "", x_title: str = "",
@@ -321,30 +328,22 @@ class Report:
 
     def _add(self, f: F.Figure, title: str, fields: Fields = None) -> "Report":
         self._n_fig += 1
-        fig = f.fig
-        inner = fig.layout.title.text
-        if inner or fields:
-            fig = go.Figure(fig)
-        if inner:  # the section heading shows the title; do not repeat it inside the plot
-            title = inner
+        fig = go.Figure(f.fig)  # a copy: what the report changes stays out of the caller's figure
+        if fig.layout.title.text:  # the section heading shows the title; do not repeat it inside the plot
+            title = fig.layout.title.text
             fig.update_layout(title=None, margin={"t": 30})
         if fields:
             if len(fields) != 2:
                 raise ValueError(f"{title}: fields must be (x_field, y_field), got {fields!r}")
             fig.update_layout(meta={"fields": {"x": fields[0], "y": fields[1]}})
-        self._note(title, f.n_nonfinite)
-        body = _script_json(fig.to_json())
-        self.sections.append(Section("figure", title, self._anchor(title), body,
-                                     f"<b>Figure {self._n_fig}.</b> {html.escape(f.caption)}"))
-        return self
+        return self._append("figure", title, _script_json(fig.to_json()),
+                            f"<b>Figure {self._n_fig}.</b> {html.escape(f.caption)}", f.n_nonfinite)
 
     def add_token_attributions(self, title: str, tokens: Sequence[str], scores: Any,
                                caption: str = "") -> "Report":
         """A prompt's tokens coloured by score (diverging scale, hover for exact values)."""
         v = token_view(tokens, scores, title, caption)
-        self._note(title, v.n_nonfinite)
-        self.sections.append(Section("tokens", title, self._anchor(title), v.html, html.escape(v.caption)))
-        return self
+        return self._append("tokens", title, v.html, html.escape(v.caption), v.n_nonfinite)
 
     def add_attention(self, title: str, view, caption: str = "", layer: int | None = None,
                       head: int = 0) -> "Report":
@@ -353,23 +352,18 @@ class Report:
         cap = caption or (f"Attention patterns of one prompt ({len(view.tokens)} tokens, layers "
                           f"{view.layers[0]}-{view.layers[-1]}): pick a layer and head; hover a token or a cell "
                           "to shade where that token attends (first strip) and which tokens attend to it (second).")
-        self.sections.append(Section("attention", title, self._anchor(title), view.html(layer, head), html.escape(cap)))
-        return self
+        return self._append("attention", title, view.html(layer, head), html.escape(cap))
 
-    def add_table(self, title: str, rows: Sequence[dict] | dict, caption: str = "",
-                  max_rows: int = 500) -> "Report":
+    def add_table(self, title: str, rows: Sequence[dict] | dict, caption: str = "") -> "Report":
         """A table from a list of dicts (columns = union of keys), or a dict as key/value rows."""
         if isinstance(rows, dict):
             rows = [{"key": k, "value": v} for k, v in rows.items()]
         if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
             raise ValueError(f"{title}: add_table expects a list of dicts (one per row)")
-        body, bad = table_html(list(rows), max_rows)
-        self._note(title, bad)
+        body, bad = table_html(list(rows))
         cap = caption or f"{len(rows)} row{'s' if len(rows) != 1 else ''}."
-        if bad:
-            cap += F.gap_note(bad, "cells").replace("shown as gaps", "shown in red")
-        self.sections.append(Section("table", title, self._anchor(title), body, html.escape(cap)))
-        return self
+        cap += F.gap_note(bad, "cells").replace("shown as gaps", "shown in red")
+        return self._append("table", title, body, html.escape(cap), bad)
 
     # ------------------------------------------------------------------ output
     def _run_html(self) -> str:
@@ -398,7 +392,7 @@ class Report:
         gen = {k: str(v) for k, v in _versions().items()}
         if versions:
             rows = [{"package": k, "run": versions.get(k, ""), "report": gen.get(k, "")}
-                    for k in list(versions) + [k for k in gen if k not in versions]]
+                    for k in {**versions, **gen}]
             note = '"run": versions recorded by the run; "report": versions that generated this file.'
         else:  # no empty "run" column: say the run recorded none
             rows = [{"package": k, "report": v} for k, v in gen.items()]
@@ -473,21 +467,18 @@ class Report:
             f"<script>{_DRAW_SCRIPT % 'document.body'}</script></body></html>\n"
         )
 
-    def fragment_html(self, include_plotlyjs: bool | None = None) -> str:
+    def fragment_html(self) -> str:
         """The report as an HTML fragment for a notebook output: summary, sections, provenance folded.
 
-        Figures are drawn by a script scoped to this fragment.  ``include_plotlyjs``: inline
-        plotly.js (about 4.8 MB) in this fragment; ``None`` (default) does so for the first
-        fragment with figures in this Python session only, as plotly's own notebook mode does, so
-        a notebook carries one copy and its HTML export opens offline.
+        Figures are drawn by a script scoped to this fragment.  The first fragment with figures in this
+        Python session inlines plotly.js (about 4.8 MB), as plotly's own notebook mode does, so a notebook
+        carries one copy and its HTML export opens offline.
         """
         root = f"interp-frag-{next(_FRAGMENTS)}"
         sections = [s._replace(anchor=f"{root}-{s.anchor}") for s in self.sections]
         body = "\n".join(self._section_html(s) for s in sections)
-        js = ""
-        if any(s.kind == "figure" for s in sections) and (
-                F.plotly_js_once() if include_plotlyjs is None else include_plotlyjs):
-            js = f"<script>{plotly_js()}</script>"
+        with_js = any(s.kind == "figure" for s in sections) and F.plotly_js_once()
+        js = f"<script>{plotly_js()}</script>" if with_js else ""
         draw = f"<script>{_DRAW_SCRIPT % f'document.getElementById({root!r})'}</script>"
         return (f'<div class="interp-report" id="{root}"><style>{CSS.replace("body {", ".interp-report {")}</style>{js}'
                 f"<h3>{html.escape(self.title)}</h3>{self._summary_html()}{self._notes_html()}{body}"
