@@ -65,6 +65,19 @@ def test_transcoder_train_eval(store_dir, tmp_path, capsys):
     assert ev["kind"] == "transcoder" and ev["spliced"]["hook_out"] == "blocks.0.hook_mlp_out"
 
 
+def test_transcoder_train_on_any_stored_hook_pair(store_dir, tmp_path, capsys):
+    """--hook/--hook-out: a transcoder between any two stored hooks (here resid_post -> mlp_out of block 0)."""
+    base = ["transcoder", "train", "--store", str(store_dir), "--expansion", "2", "--max-steps", "2",
+            "--batch-size", "256", "--no-progress", "--out", str(tmp_path / "tc"), "--json"]
+    assert main(base + ["--hook", HOOKS[0], "--hook-out", HOOKS[2]]) == 0
+    cfg = _json(capsys)["sae_config"]
+    assert (cfg["hook_in"], cfg["hook_out"]) == (HOOKS[0], HOOKS[2])
+    assert main(base + ["--hook", HOOKS[0]]) == 2
+    assert "needs --hook-out" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # --layer and --hook name the input twice: argparse refuses
+        main(base + ["--layer", "0", "--hook", HOOKS[0], "--hook-out", HOOKS[2]])
+
+
 def test_cli_errors(store_dir, tmp_path, capsys):
     assert main(["sae", "train", "--store", str(tmp_path / "nope"), "--hook", HOOKS[0], "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err

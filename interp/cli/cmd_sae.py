@@ -28,8 +28,11 @@ def _train_flags(sub, name: str, help: str, transcoder: bool) -> None:
                                    "(rerunning the same command resumes from it)")
     p.add_argument("--store", required=True, help="activation store directory (interp cache)")
     if transcoder:
-        p.add_argument("--layer", type=int, required=True, help="block L: reads blocks.L.ln2.hook_normalized, "
-                       "reconstructs blocks.L.hook_mlp_out")
+        ends = p.add_mutually_exclusive_group(required=True)
+        ends.add_argument("--layer", type=int, help="block L: reads blocks.L.ln2.hook_normalized, "
+                          "reconstructs blocks.L.hook_mlp_out")
+        ends.add_argument("--hook", help="any stored input hook (with --hook-out instead of --layer)")
+        p.add_argument("--hook-out", help="the stored output hook the transcoder reconstructs (with --hook)")
     else:
         p.add_argument("--hook", required=True, help="TransformerLens hook name stored in the store")
     p.add_argument("--arch", default="relu" if transcoder else default_of(SAEConfig, "arch"),
@@ -111,7 +114,11 @@ def run_train(args) -> int:
     from interp.parallel import dist_env
 
     store = _open_store(args.store)
-    hook_in, hook_out = transcoder_hooks(args.layer) if args.transcoder else (args.hook, None)
+    hook_in, hook_out = (args.hook, getattr(args, "hook_out", None))
+    if args.transcoder and args.layer is not None:
+        hook_in, hook_out = transcoder_hooks(args.layer)
+    elif args.transcoder and not hook_out:
+        raise UserError("transcoder train --hook needs --hook-out (the hook it reconstructs), or use --layer L")
     for h in filter(None, [hook_in, hook_out]):
         if h not in store.hooks:
             raise UserError(f"the store {args.store} has no rows for {h!r}; it holds {store.hooks}")
