@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from browser import check_result_report, needs_chromium, report_test
 
 from interp.phenomena import Domain, default_domains, domain_tokens, domains_from_dir, sink_stats
 from interp.phenomena.dormant import (DormantConfig, ablation_loss_matrix, active_dormant, candidate_heads, label_head,
@@ -284,14 +285,11 @@ def test_activation_store_path_equals_live(tiny_llama, tmp_path):
         resid_peak_from_store(store, layers=[7])
 
 
-@pytest.mark.parametrize("n_kv", [4, 2])
-def test_sink_score_from_store_equals_live(tmp_path, n_kv):
-    """Sink score and row entropy rebuilt from stored post-rotary q/k rows (an independent path:
-    softmax(q kᵀ/√d) per stored sequence) equal the live hook_pattern numbers, with and without GQA."""
+def _rot_store(tmp_path, n_kv):
+    """A real tiny store of post-rotary q/k rows (5 sequences of 16 tokens) and the model it came from."""
     from transformer_lens.model_bridge import TransformerBridge
 
     from interp.models.tiny import TinyConfig, char_tokenizer, tiny_hf_model
-    from interp.phenomena.sinks import sink_scores_from_store
     from interp.store import CacheConfig, cache_activations
 
     tok = char_tokenizer()
@@ -304,17 +302,27 @@ def test_sink_score_from_store_equals_live(tmp_path, n_kv):
                       corpus=str(corpus), n_tokens=5 * 16, context_length=16, batch_size=2, dtype="float32",
                       out=str(tmp_path / "store"), device="cpu")
     store = cache_activations(cfg, model=model, progress=False)
+    return model, store, torch.as_tensor(store.tokens[:]).long().view(-1, 16)
+
+
+@pytest.mark.parametrize("n_kv", [4, 2])
+def test_sink_score_from_store_equals_live(tmp_path, n_kv):
+    """Sink score and row entropy rebuilt from stored post-rotary q/k rows (an independent path:
+    softmax(q kᵀ/√d) per stored sequence) equal the live hook_pattern numbers, with and without GQA."""
+    from interp.phenomena.sinks import sink_scores_from_store
+    from interp.results import load_result
+
+    model, store, tokens = _rot_store(tmp_path, n_kv)
     assert tuple(store.row_shape("blocks.0.attn.hook_rot_k"))[0] in (n_kv, 4)
-    tokens = torch.as_tensor(store.tokens[:]).long().view(-1, 16)
     live = sink_stats(model, tokens)
     got = sink_scores_from_store(store, batch_size=7)  # batches cut across sequences
-    assert got["n_seqs"] == 5 and got["layers"].tolist() == list(range(model.cfg.n_layers))
+    assert got.n_seqs == 5 and got.layers == list(range(model.cfg.n_layers))
     # float32 attention statistics re-batched from the store: 840 eps32
-    torch.testing.assert_close(got["sink_score"], live.sink_score, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(got["row_entropy"], live.row_entropy, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got.sink_score, live.sink_score, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got.row_entropy, live.row_entropy, rtol=1e-4, atol=1e-5)
     part = sink_scores_from_store(store, layers=[1], max_seqs=2)
     # float32 attention statistics re-batched: 840 eps32
-    torch.testing.assert_close(part["sink_score"][0], sink_stats(model, tokens[:2]).sink_score[1], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(part.sink_score[0], sink_stats(model, tokens[:2]).sink_score[1], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="hook_rot_q and hook_rot_k"):
         sink_scores_from_store(store, layers=[7])
     if n_kv == 2:  # the CLI face prints the same numbers as the live path
@@ -324,13 +332,40 @@ def test_sink_score_from_store_equals_live(tmp_path, n_kv):
 
         out = subprocess.run([sys.executable, "-m", "interp.cli.main", "store", "sinks", str(store.path), "--json",
                               "--threshold", "0"], capture_output=True, text=True, check=True).stdout
-        cli = json.loads(out)
+        cli = load_result(json.loads(out))
         # CLI JSON of the same float32 stats: 840 eps32
-        torch.testing.assert_close(torch.tensor(cli["sink_score"]), live.sink_score, rtol=1e-4, atol=1e-5)
-        assert cli["n_seqs"] == 5 and len(cli["sink_heads"]) == live.sink_score.numel()
+        torch.testing.assert_close(cli.sink_score, live.sink_score, rtol=1e-4, atol=1e-5)
+        assert cli.n_seqs == 5 and len(cli.sink_heads()) == live.sink_score.numel()
         bad = subprocess.run([sys.executable, "-m", "interp.cli.main", "store", "sinks", str(store.path), "--layers", "7"],
                              capture_output=True, text=True)
         assert bad.returncode != 0 and "hook_rot_q and hook_rot_k for layers [7]" in bad.stderr
+
+
+@needs_chromium
+@report_test("store_sinks")
+def test_store_sinks_result_and_report(tmp_path, capsys):
+    """``interp store sinks --out FILE`` saves the typed result (JSON round trip equal); its summary counts the
+    heads whose live sink score reaches the threshold; the heatmap rows are the stored layers asked for (layer 1
+    alone is labelled L1, not L0); the report renders in Chromium with every axis declared."""
+    import json
+
+    from interp.cli.main import main
+    from interp.results import load_result
+
+    model, store, tokens = _rot_store(tmp_path, 2)
+    live = sink_stats(model, tokens).sink_score[1]
+    thr = float(live.median())
+    assert main(["store", "sinks", str(store.path), "--layers", "1", "--threshold", str(thr),
+                 "--out", str(tmp_path / "sinks.json")]) == 0
+    res = load_result(tmp_path / "sinks.json")
+    assert res.kind == "store_sinks" and res.layers == [1] and res.sink_threshold == thr
+    assert load_result(res.to_json()).to_json() == res.to_json()
+    n = int((live >= thr).sum())
+    assert res.summary().startswith(f"**{n} of {live.numel()} heads are attention sinks**")
+    assert f"wrote {tmp_path / 'sinks.json'}" in capsys.readouterr().out
+    figs = [json.loads(s.body.replace("<\\/", "</")) for s in res.report().sections if s.kind == "figure"]
+    assert len(figs) == 2 and all(f["data"][0]["y"] == ["L1"] for f in figs)
+    check_result_report(res, tmp_path)
 
 
 def _column_entropy_loop(A):

@@ -146,9 +146,7 @@ class SinkStats(Result):
 
     def sink_heads(self, threshold: float | None = None) -> list[tuple[int, int, float]]:
         """``(layer, head, sink score)`` of every head whose score reaches ``threshold``, strongest first."""
-        t = self.sink_threshold if threshold is None else threshold
-        idx = (self.sink_score >= t).nonzero().tolist()
-        return sorted(((L, h, float(self.sink_score[L, h])) for L, h in idx), key=lambda x: -x[2])
+        return strongest_heads(self.sink_score, self.sink_threshold if threshold is None else threshold)
 
     def summary(self) -> str:
         L, H = self.sink_score.shape
@@ -171,6 +169,73 @@ class SinkStats(Result):
         r = Report(f"Attention sinks: {self.model or 'model'}", summary=self.summary(),
                    config={"n_seqs": self.n_seqs, "seq_len": self.seq_len, "sink_threshold": self.sink_threshold})
         add_sink_figures(r, self)
+        return r
+
+
+def strongest_heads(score: torch.Tensor, threshold: float, layers=None) -> list[tuple[int, int, float]]:
+    """``(layer, head, score)`` of every head of ``score [L, H]`` reaching ``threshold``, strongest first;
+    row i is layer ``layers[i]`` (default: layer i)."""
+    layers = range(len(score)) if layers is None else layers
+    idx = (score >= threshold).nonzero().tolist()
+    return sorted(((layers[i], h, float(score[i, h])) for i, h in idx), key=lambda x: -x[2])
+
+
+@register
+@dataclass
+class StoreSinks(Result):
+    """Sink score and row entropy per head rebuilt from an activation store's post-rotary queries and keys
+    (:func:`sink_scores_from_store`, ``interp store sinks``)."""
+
+    kind: ClassVar[str] = "store_sinks"
+    axes: ClassVar[dict[str, str]] = {"sink_score#0": "layer", "sink_score#1": "head",
+                                      "row_entropy#0": "layer", "row_entropy#1": "head"}
+
+    layers: list[int]
+    """The stored layers scored; row i of each matrix is layer ``layers[i]``."""
+    sink_score: torch.Tensor
+    """[len(layers), H] mean over sequences and queries q >= 1 of the attention to position 0."""
+    row_entropy: torch.Tensor
+    """[len(layers), H] mean normalised entropy of attention rows q >= 1 (0 = one key, 1 = uniform)."""
+    n_seqs: int
+    """Stored sequences the statistics average over."""
+    store: str = ""
+    """Path of the activation store."""
+    model: str = ""
+    """The model the store was cached from (its manifest)."""
+    scale: float | None = None
+    """Attention scale given (None: 1/sqrt(d_head))."""
+    sink_threshold: float = SINK_THRESHOLD
+    """Sink score at which :meth:`summary` counts a head as an attention sink."""
+
+    def sink_heads(self, threshold: float | None = None) -> list[tuple[int, int, float]]:
+        """``(layer, head, sink score)`` of every head whose score reaches ``threshold``, strongest first."""
+        t = self.sink_threshold if threshold is None else threshold
+        return strongest_heads(self.sink_score, t, self.layers)
+
+    def summary(self) -> str:
+        sinks = self.sink_heads()
+        top = ", ".join(f"{head_label(a, b)} {s:.2f}" for a, b, s in sinks[:3])
+        return (f"**{len(sinks)} of {self.sink_score.numel()} heads are attention sinks** (>= "
+                f"{self.sink_threshold:g} of their attention on the first token, mean over {self.n_seqs} "
+                f"stored sequences" + (f" of {self.model}" if self.model else "")
+                + f", layers {self.layers[0]}..{self.layers[-1]})" + (f"; strongest {top}" if top else "")
+                + f". Mean row entropy {float(self.row_entropy.mean()):.2f}.")
+
+    def report(self):
+        from interp.reports import Report
+
+        r = Report(f"Attention sinks from a store: {self.model or self.store}", summary=self.summary(),
+                   config={"store": self.store, "layers": self.layers, "scale": self.scale,
+                           "sink_threshold": self.sink_threshold},
+                   meta={"model": self.model, "n_seqs": self.n_seqs})
+        heads, rows = [f"H{h}" for h in range(self.sink_score.shape[1])], [f"L{L}" for L in self.layers]
+        for name, title, caption in (
+                ("sink_score", "Sink score", "Mean attention of queries q >= 1 to the first token, the "
+                 "pattern softmax(q kᵀ · scale) rebuilt per stored sequence from blocks.ℓ.attn.hook_rot_q/k"),
+                ("row_entropy", "Row entropy", "Mean entropy of each attention row q >= 1 over log(q + 1): "
+                 "0 = all attention on one key, 1 = uniform.")):
+            r.add_heatmap(title, getattr(self, name), heads, rows, caption, x_title="head", y_title="layer",
+                          fields=(f"{name}#1", f"{name}#0"))
         return r
 
 
@@ -432,7 +497,7 @@ def _attention_stats(q: torch.Tensor, k: torch.Tensor, scale: float) -> tuple[to
 
 
 def sink_scores_from_store(store, layers=None, scale: float | None = None, batch_size: int = 4096,
-                           max_seqs: int | None = None) -> dict[str, torch.Tensor]:
+                           max_seqs: int | None = None, sink_threshold: float = SINK_THRESHOLD) -> StoreSinks:
     """Sink score and row entropy per (layer, head) recomputed from stored post-rotary queries and keys.
 
     The store must hold ``blocks.ℓ.attn.hook_rot_q`` and ``blocks.ℓ.attn.hook_rot_k`` (rows
@@ -447,7 +512,8 @@ def sink_scores_from_store(store, layers=None, scale: float | None = None, batch
     soft-capping and sliding windows are not modelled.  Memory: one sequence's ``[H, T, T]``
     pattern plus ``batch_size`` rows of q and k.
 
-    Returns ``{"layers": [L], "sink_score": [L, H], "row_entropy": [L, H], "n_seqs": int}``.
+    Returns a typed :class:`StoreSinks` (kind ``store_sinks``); ``sink_threshold`` is where its summary
+    counts a head as a sink.
     """
     layers = _store_layers(store, layers, "blocks.L.attn.hook_rot_q and hook_rot_k", "attn.hook_rot_q",
                            "attn.hook_rot_k")
@@ -473,5 +539,6 @@ def sink_scores_from_store(store, layers=None, scale: float | None = None, batch
         sink, ent = (torch.stack(x).mean(0) for x in zip(*per_seq))
         sinks.append(sink)
         ents.append(ent)
-    return {"layers": torch.tensor(layers), "sink_score": torch.stack(sinks), "row_entropy": torch.stack(ents),
-            "n_seqs": len(per_seq)}
+    return StoreSinks(layers=layers, sink_score=torch.stack(sinks), row_entropy=torch.stack(ents), n_seqs=len(per_seq),
+                      store=str(store.path), model=str(store.manifest.get("model") or ""), scale=scale,
+                      sink_threshold=sink_threshold)
