@@ -170,7 +170,7 @@ def test_token_kind_and_config_errors():
     assert token_kind(0, "x") == "first"
     assert token_kind(3, ".") == "delimiter" and token_kind(3, "\n") == "delimiter"
     assert token_kind(3, " the") == "other"
-    with pytest.raises(ValueError, match="thresholds"):
+    with pytest.raises(ValueError, match="abs_threshold must be >= 0"):
         MassiveConfig(abs_threshold=-1)
     with pytest.raises(ValueError, match="batch_size"):
         MassiveConfig(batch_size=0)

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from interp.models import resolve_hooks, scoped_hooks
-from interp.results import Result, register
+from interp.results import Result, check_fields, register
 
 from .dynamics import CheckpointDynamics
 from .sinks import check_tokens, decoder, next_token_loss, provenance, store_sequences
@@ -75,10 +75,7 @@ class MassiveConfig:
     """Detected entries kept in the result (all are counted)."""
 
     def __post_init__(self):
-        if self.abs_threshold < 0 or self.ratio_threshold < 0:
-            raise ValueError(f"thresholds must be >= 0, got abs={self.abs_threshold}, ratio={self.ratio_threshold}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_fields(self, at_least={"abs_threshold": 0, "ratio_threshold": 0, "batch_size": 1})
 
 
 @dataclass
@@ -188,12 +185,10 @@ class _Detector:
                                              abs(v) / max(m, 1e-30), text, token_kind(p, text)))
 
     def result(self) -> MassiveStats:
-        cols = [[torch.cat(x) for x in zip(*self.per_seq[h])] for h in self.hooks]  # per hook: top, med, dim
-        top1 = torch.stack([t.mean() for t, _, _ in cols])
-        med = torch.stack([m.mean() for _, m, _ in cols])
-        ratio = torch.stack([(t / m.clamp_min(1e-30)).mean() for t, m, _ in cols])
-        top_dim = [int(d.mode().values) for _, _, d in cols]
-        return MassiveStats(list(self.hooks), top1, med, ratio, top_dim, self.entries, self.n_entries, self.cfg)
+        per_hook = [[torch.cat(x) for x in zip(*self.per_seq[h])] for h in self.hooks]
+        top, med, dim = (torch.stack(x) for x in zip(*per_hook))  # [hooks, sequences]: top-1, median, its dim
+        return MassiveStats(list(self.hooks), top.mean(1), med.mean(1), (top / med.clamp_min(1e-30)).mean(1),
+                            dim.mode(1).values.tolist(), self.entries, self.n_entries, self.cfg)
 
 
 @torch.no_grad()
