@@ -73,8 +73,7 @@ def ioi_names(model) -> tuple[list[str], str]:
 CORRUPTIONS = {"abc": "ABC (three fresh names)", "s2": "S2 -> IO (the second S replaced by the IO name)"}
 
 
-def ioi_task(model, n: int = 16, seed: int = 0, templates: list[str] | None = None,
-             names: list[str] | None = None, corruption: str = "abc") -> Task:
+def ioi_task(model, n: int = 16, seed: int = 0, names: list[str] | None = None, corruption: str = "abc") -> Task:
     """``n`` IOI prompts (alternating ABBA / BABA) with ``abc`` or ``s2`` corruptions (module docstring)."""
     if n < 1:
         raise ValueError(f"ioi_task: n must be >= 1, got {n}")
@@ -92,13 +91,11 @@ def ioi_task(model, n: int = 16, seed: int = 0, templates: list[str] | None = No
             raise ValueError("ioi_task: give at least 5 names (IO, S and three corruption names must differ)")
     places = equal_length_group(model, PLACES)
     objects = equal_length_group(model, OBJECTS)
-    templates = list(templates or TEMPLATES)
-
     def fill(t, a, b, s, place, obj):
         text = t.format(A=a, B=b, S=s, PLACE=place, OBJECT=obj)
         return text + (" " if sep == "" else "")  # char tokenizer: the answer follows "to "
 
-    templates = equal_length_group(model, templates, lambda t: fill(t, names[0], names[1], names[1], places[0],
+    templates = equal_length_group(model, TEMPLATES, lambda t: fill(t, names[0], names[1], names[1], places[0],
                                                                     objects[0]))
 
     prompts, corrupts, answers, kinds = [], [], [], []
