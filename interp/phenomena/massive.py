@@ -212,13 +212,11 @@ def massive_stats(model, tokens: torch.Tensor, config: MassiveConfig | None = No
     return det.result()
 
 
-def massive_stats_from_store(store, config: MassiveConfig | None = None, tokenizer=None,
-                             read_rows: int = 4096) -> MassiveStats:
+def massive_stats_from_store(store, config: MassiveConfig | None = None, tokenizer=None) -> MassiveStats:
     """Detect massive activations from an ``interp.store.ActivationStore`` (rows + ``seq_pos``).
 
-    Rows of one sequence must be contiguous in the store's order (they are, as written by
-    ``cache_activations``); each sequence is reassembled and passed to the same detector as
-    :func:`massive_stats`, ``read_rows`` store rows at a time.
+    Each sequence's rows are read in position order (:func:`interp.phenomena.sinks.store_sequences`)
+    and passed to the same detector as :func:`massive_stats`.
     """
     import fnmatch
 
@@ -229,7 +227,7 @@ def massive_stats_from_store(store, config: MassiveConfig | None = None, tokeniz
     det = _Detector(hooks, cfg, decoder(tokenizer))
     all_tokens = torch.as_tensor(np.asarray(store.tokens)).long()
     for hook in hooks:
-        for sid, rows, ids in store_sequences(store, hook, read_rows):
+        for sid, rows, ids in store_sequences(store, hook):
             det.add(hook, rows[None], torch.tensor([sid]), all_tokens[ids][None])
     return det.result()
 

@@ -435,23 +435,15 @@ def store_rows(store, hook: str, batch_size: int = 4096):
         start += rows.shape[0]
 
 
-def store_sequences(store, hook: str, batch_size: int = 4096):
+def store_sequences(store, hook: str):
     """Yield ``(seq, rows [T_s, ...], row_ids [T_s])`` for each sequence of ``hook`` in an activation
-    store, its rows in position order (``row_ids`` index ``store.seq_pos`` / ``store.tokens``).  The rows of
-    one sequence must be contiguous in store order, as ``cache_activations`` writes them."""
+    store, in sequence order, its rows in position order (``row_ids`` index ``store.seq_pos`` /
+    ``store.tokens``); each sequence is one ``store.rows`` read, wherever its rows lie in the store."""
     seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
-    sids, counts = torch.unique_consecutive(seq_pos[:, 0], return_counts=True)
-    if len(set(sids.tolist())) < len(sids):
-        raise ValueError("a sequence's rows are not contiguous in the store (see cache_activations)")
-    ends = counts.cumsum(0).tolist()
-    pending, start, k = None, 0, 0  # rows from store row `start` on that no yielded sequence holds yet
-    for rows, _, _ in store_rows(store, hook, batch_size):
-        pending = rows if pending is None else torch.cat([pending, rows])
-        while k < len(ends) and start + len(pending) >= ends[k]:
-            ids = torch.arange(start, ends[k])
-            order = seq_pos[ids, 1].argsort()
-            yield int(sids[k]), pending[:len(ids)][order], ids[order]
-            pending, start, k = pending[len(ids):], ends[k], k + 1
+    order = (seq_pos[:, 0] * (int(seq_pos[:, 1].max()) + 1) + seq_pos[:, 1]).argsort()
+    sids, counts = torch.unique_consecutive(seq_pos[order, 0], return_counts=True)
+    for sid, ids in zip(sids.tolist(), order.split(counts.tolist())):
+        yield sid, store.rows(hook, ids), ids
 
 
 def resid_peak_from_store(store, layers=None, batch_size: int = 4096) -> dict[str, torch.Tensor]:
@@ -496,21 +488,21 @@ def _attention_stats(q: torch.Tensor, k: torch.Tensor, scale: float) -> tuple[to
     return sink_and_entropy(scores.masked_fill(~causal, float("-inf")).softmax(-1))  # pattern [H, T, T]
 
 
-def sink_scores_from_store(store, layers=None, scale: float | None = None, batch_size: int = 4096,
-                           max_seqs: int | None = None, sink_threshold: float = SINK_THRESHOLD) -> StoreSinks:
+def sink_scores_from_store(store, layers=None, scale: float | None = None, max_seqs: int | None = None,
+                           sink_threshold: float = SINK_THRESHOLD) -> StoreSinks:
     """Sink score and row entropy per (layer, head) recomputed from stored post-rotary queries and keys.
 
     The store must hold ``blocks.ℓ.attn.hook_rot_q`` and ``blocks.ℓ.attn.hook_rot_k`` (rows
     ``[n_heads, d_head]`` and ``[n_kv_heads, d_head]``: the queries and keys the attention uses,
-    after RoPE) with the position-0 rows kept (``skip_bos=False``).  Rows are streamed in store
-    order and grouped by their ``(sequence, position)``; per complete sequence the causal pattern
+    after RoPE) with the position-0 rows kept (``skip_bos=False``).  Each sequence's rows are read
+    in position order (:func:`store_sequences`); per sequence the causal pattern
     A = softmax(q kᵀ · scale) is rebuilt for all heads at once and s = mean_{q>=1} A[q, 0] is
     averaged over sequences, as :func:`sink_stats` does live from ``hook_pattern``.
 
     ``scale`` defaults to 1/sqrt(d_head) (Llama, GPT-2, Pythia); pass the model's own for
     architectures that scale differently (Gemma 3: ``query_pre_attn_scalar ** -0.5``).  Attention
     soft-capping and sliding windows are not modelled.  Memory: one sequence's ``[H, T, T]``
-    pattern plus ``batch_size`` rows of q and k.
+    pattern and its q and k rows.
 
     Returns a typed :class:`StoreSinks` (kind ``store_sinks``); ``sink_threshold`` is where its summary
     counts a head as a sink.
@@ -526,7 +518,7 @@ def sink_scores_from_store(store, layers=None, scale: float | None = None, batch
             raise ValueError(f"{qh} rows {qshape} and {kh} rows {kshape} are not [heads, d_head] with one d_head")
         sc = scale if scale is not None else qshape[1] ** -0.5
         per_seq = []
-        pairs = zip(store_sequences(store, qh, batch_size), store_sequences(store, kh, batch_size))
+        pairs = zip(store_sequences(store, qh), store_sequences(store, kh))
         for (sid, q, ids), (_, k, _) in itertools.islice(pairs, max_seqs):
             if not torch.equal(seq_pos[ids, 1], torch.arange(len(ids))):
                 raise ValueError(f"sequence {sid} holds positions {seq_pos[ids, 1][:4].tolist()}...: the "
