@@ -113,11 +113,9 @@ class BBTask:
         x[:, 0] = self.bos_id
         m = marginal.masked_fill(is_trig, 0)
         x[:, 1] = torch.multinomial(m / m.sum(), n, replacement=True, generator=generator)
-        for t in range(1, self.seq_len - 1):
+        for t in range(1, self.seq_len - 1):  # x₁ is no trigger, so x₂ is always a bigram step
             nxt = torch.multinomial(bigram[x[:, t]], 1, generator=generator).squeeze(1)
-            if t >= 2:
-                nxt = torch.where(is_trig[x[:, t]], x[:, t - 1], nxt)
-            x[:, t + 1] = nxt
+            x[:, t + 1] = torch.where(is_trig[x[:, t]], x[:, t - 1], nxt)
         return x
 
     def trigger_mask(self, x: torch.Tensor) -> torch.Tensor:
@@ -257,6 +255,8 @@ def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | N
     ``mechanism`` is empty (:func:`bb_experiment` measures it)."""
     import time
 
+    from transformers.utils import logging as hf_logging
+
     from interp.results import versions
 
     task, cfg = task or BBTask(), cfg or BBTrainConfig()
@@ -272,13 +272,11 @@ def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | N
     wanted = cfg.checkpoint_steps if cfg.checkpoint_steps is not None else log_spaced_steps(cfg.steps)
     ckpts = sorted({s for s in wanted if s <= cfg.steps} | {cfg.steps})
     saved, losses = [], []
+    hf_logging.disable_progress_bar()
 
     def save(step):
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        model.save_pretrained(out / f"step_{step:06d}")
-        tok.save_pretrained(out / f"step_{step:06d}")
+        for obj in (model, tok):
+            obj.save_pretrained(out / f"step_{step:06d}")
         saved.append(step)
 
     t0 = time.time()

@@ -44,10 +44,10 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
-
 import torch
 from torch import nn
+
+from interp.results import check_fields
 
 
 @dataclass(frozen=True)
@@ -76,15 +76,11 @@ class ModAddConfig:
     """Seed for the split and the initialisation."""
 
     def __post_init__(self):
-        if self.p < 2:
-            raise ValueError(f"ModAddConfig.p must be >= 2, got {self.p}")
+        check_fields(self, at_least={"p": 2})
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if not 0 < self.train_frac <= 1:
             raise ValueError(f"ModAddConfig.train_frac must be in (0, 1], got {self.train_frac}")
-
-    def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def dataset(p: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,12 +199,6 @@ def train(cfg: ModAddConfig, device: str | None = None, verbose: bool = False):
     return model, log
 
 
-def cache_path(cfg: ModAddConfig) -> Path:
-    from interp.models.gguf import cache_root
-
-    return cache_root() / "toy" / f"modadd-p{cfg.p}-{cfg.key()}.safetensors"
-
-
 def load_or_train(cfg: ModAddConfig | None = None, device: str | None = None, retrain: bool = False,
                   verbose: bool = False) -> tuple[ModAddTransformer, dict]:
     """The trained model for ``cfg`` from the safetensors cache, training (and caching) it if absent.
@@ -217,8 +207,11 @@ def load_or_train(cfg: ModAddConfig | None = None, device: str | None = None, re
     """
     from safetensors.torch import load_file, save_file
 
+    from interp.models.gguf import cache_root
+
     cfg = cfg or ModAddConfig()
-    path = cache_path(cfg)
+    key = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_root() / "toy" / f"modadd-p{cfg.p}-{key}.safetensors"
     meta_path = path.with_suffix(".json")
     if path.exists() and meta_path.exists() and not retrain:
         model = ModAddTransformer(cfg)
