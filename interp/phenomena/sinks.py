@@ -16,11 +16,11 @@ batch of equal-length sequences:
   largest in the sequence.
 
 Algorithm: one forward pass per batch with read-only hooks on every layer's pattern, value and
-residual output.  Each hook reduces its tensor at once over all heads (no loop over heads) to
-per-sequence statistics, which a :class:`PositionStats` accumulates; the same accumulator
-takes per-token rows with their ``(sequence, position)`` from an activation store
-(:func:`position_stats_from_rows`), so value drain and residual peak come out the same whether
-computed live or from stored activations.  The sink score from a store
+residual output.  Each hook reduces its tensor at once over all heads and sequences (no loop over
+either) to sums of per-sequence statistics.  A :class:`PositionStats` computes the same statistics from
+per-token rows with their ``(sequence, position)``, in any order, as an activation store holds
+them (:func:`position_stats_from_rows`), so value drain and residual peak come out the same
+whether computed live or from stored activations.  The sink score from a store
 (:func:`sink_scores_from_store`) rebuilds each stored sequence's pattern from its post-rotary
 queries and keys (``blocks.ℓ.attn.hook_rot_q`` / ``hook_rot_k``), since the ``[T, T]`` pattern
 itself is not a per-token row.
@@ -364,8 +364,8 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
     device = next(model.parameters()).device
     attn = torch.zeros(3, n_layers, n_heads, dtype=torch.float64)  # sums: sink score, row, column entropy
     example = torch.zeros(n_layers, n_heads, T)
-    vstats = [PositionStats() for _ in range(n_layers)]
-    rstats = [PositionStats() for _ in range(n_layers)]
+    vsum = torch.zeros(3, n_layers, n_kv, dtype=torch.float64)  # sums of (sink, rest mean, rest max) norms
+    rsum = torch.zeros(3, n_layers, dtype=torch.float64)
     state = {}
 
     def pattern_hook(layer):
@@ -377,29 +377,26 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
                 example[layer] = a[0, :, :, 0].cpu()
         return fn
 
-    def norm_hook(acc: PositionStats):
+    def norm_hook(acc: torch.Tensor, layer: int):
         def fn(x, hook):  # hook_v [b, T, n_kv, d_head] or hook_resid_post [b, T, d_model]
-            acc.update(x.float().norm(dim=-1).flatten(0, 1), state["seq"], state["pos"])
+            n = x.float().norm(dim=-1)  # [b, T(, n_kv)]
+            acc[:, layer] += torch.stack([n[:, 0], n[:, 1:].mean(1), n[:, 1:].amax(1)]).double().sum(1).cpu()
         return fn
 
     fwd = []
     for L in range(n_layers):
         fwd += [(f"blocks.{L}.attn.hook_pattern", pattern_hook(L)),
-                (f"blocks.{L}.attn.hook_v", norm_hook(vstats[L])),
-                (f"blocks.{L}.hook_resid_post", norm_hook(rstats[L]))]
+                (f"blocks.{L}.attn.hook_v", norm_hook(vsum, L)),
+                (f"blocks.{L}.hook_resid_post", norm_hook(rsum, L))]
     with scoped_hooks(model, fwd=fwd):
         for start in range(0, B, batch_size):
             chunk = tokens[start:start + batch_size].to(device)
-            state["seq"] = torch.arange(start, start + len(chunk)).repeat_interleave(T)
-            state["pos"] = torch.arange(T).repeat(len(chunk))
             state["first"] = start == 0
             model(chunk)
 
     decode = decoder(getattr(model, "tokenizer", None))
-    # per layer (sink, rest_mean, rest_max); a query head reads the value of its KV group
-    group = n_heads // n_kv
-    vs, vm, vx = (torch.stack(x).repeat_interleave(group, dim=-1) for x in zip(*(v.result() for v in vstats)))
-    rs, rm, rx = (torch.stack(x) for x in zip(*(r.result() for r in rstats)))
+    vs, vm, vx = (vsum / B).float().repeat_interleave(n_heads // n_kv, dim=-1)  # a query head reads its KV group
+    rs, rm, rx = (rsum / B).float()
     sink, ent, col = (attn / B).float()
     return SinkStats(
         sink_score=sink, row_entropy=ent, column_entropy=col, value_norm_sink=vs, value_norm_rest_mean=vm,
