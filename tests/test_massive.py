@@ -233,3 +233,20 @@ def test_store_path_equals_live(planted, tmp_path):
     assert sorted(map(key, got.entries)) == sorted(map(key, live.entries)) and got.n_entries > 0
     with pytest.raises(ValueError, match="no hook matching"):
         massive_stats_from_store(store, MassiveConfig(hooks="blocks.*.attn.hook_z"))
+
+
+def test_a_scanned_layer_subset_is_named_by_its_layer(tiny_llama):
+    """A hooks glob that scans layer 1 alone: the summary and the per-layer figures name layer 1, not
+    index 0 of the scanned hooks."""
+    import json
+
+    from interp.phenomena.massive import MassiveResult
+
+    tokens = torch.randint(4, 99, (2, 10), generator=torch.Generator().manual_seed(0))
+    tokens[:, 0] = 0
+    st = massive_stats(tiny_llama, tokens, MassiveConfig(hooks="blocks.1.hook_resid_post"))
+    res = MassiveResult(stats=st, n_seqs=2, seq_len=10)
+    assert st.hooks == ["blocks.1.hook_resid_post"] and not st.n_entries
+    assert res.summary().endswith("after layer 1.")
+    figs = [json.loads(s.body.replace("<\\/", "</")) for s in res.report().sections if s.kind == "figure"]
+    assert len(figs) == 2 and all(f["data"][0]["x"] == [1] for f in figs)

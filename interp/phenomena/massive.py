@@ -401,7 +401,7 @@ class MassiveResult(Result):
             top = int(st.ratio.argmax())
             text = (f"**No massive activations** (|a| > {c.abs_threshold:g} and >= {c.ratio_threshold:g}x the layer "
                     f"median) in {where}: the largest top-1 / median ratio is {float(st.ratio[top]):.0f}x, "
-                    f"after layer {top}.")
+                    f"after layer {_layer_of(st.hooks[top])}.")
         else:
             k = st.kinds()
             big = max(st.entries, key=lambda e: abs(e.value))
@@ -457,7 +457,7 @@ class MassiveResult(Result):
                 r.add_bars(title, [v.replace("_", " ") for v in names], {"": list(values)}, x_title="variant",
                            y_title=self.axes[f"ablation.{key}"],
                            fields=(f"ablation.{key}#0", f"ablation.{key}"), caption=caption)
-        n = list(range(len(st.hooks)))
+        n = [_layer_of(h) for h in st.hooks]  # the scanned layers (a hooks glob may pick some)
         r.add_line("Top-1 / median |h| per layer", n, {"ratio": st.ratio}, x_title="layer", y_title="top-1 / median |h|",
                    log_y=True, fields=("stats.ratio#0", "stats.ratio"),
                    caption="Mean over sequences of max |h| / median |h| of blocks.ℓ.hook_resid_post.")
