@@ -148,26 +148,11 @@ def accuracy(model: ModAddTransformer, tokens=None, labels=None, batch: int = 81
     return hits / len(tokens)
 
 
-@dataclass
-class TrainLog:
-    """What training did."""
-
-    steps: int
-    """Full-batch steps taken."""
-    seconds: float
-    """Wall time."""
-    train_acc: float
-    """Accuracy on the training pairs."""
-    test_acc: float | None
-    """Accuracy on the held-out pairs (``None`` when ``train_frac`` = 1)."""
-    all_acc: float
-    """Accuracy over all p^2 pairs."""
-    history: list[dict]
-    """(step, loss, test_acc) every 100 steps."""
-
-
 def train(cfg: ModAddConfig, device: str | None = None, verbose: bool = False):
-    """Train from scratch, logging every 100 steps; returns ``(model, TrainLog)``."""
+    """Train from scratch, logging every 100 steps; returns ``(model, log)``, the log a dict of ``steps`` (full-batch
+    steps taken), ``seconds`` (wall time), ``train_acc`` / ``test_acc`` (accuracy on the training / held-out pairs;
+    ``test_acc`` None when ``train_frac`` = 1), ``all_acc`` (over all p^2 pairs) and ``history`` (step, loss,
+    test_acc, all_acc every 100 steps)."""
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     dev = torch.device(device or "cpu")
@@ -193,9 +178,9 @@ def train(cfg: ModAddConfig, device: str | None = None, verbose: bool = False):
             if all_acc >= cfg.target_acc:
                 break
     model.eval().requires_grad_(False)
-    log = TrainLog(steps=step, seconds=time.perf_counter() - t0, train_acc=accuracy(model, X[tr], Y[tr]),
-                   test_acc=accuracy(model, X[te], Y[te]) if len(te) else None,
-                   all_acc=accuracy(model, X, Y), history=history)
+    log = dict(steps=step, seconds=time.perf_counter() - t0, train_acc=accuracy(model, X[tr], Y[tr]),
+               test_acc=accuracy(model, X[te], Y[te]) if len(te) else None,
+               all_acc=accuracy(model, X, Y), history=history)
     return model, log
 
 
@@ -203,7 +188,7 @@ def load_or_train(cfg: ModAddConfig | None = None, device: str | None = None, re
                   verbose: bool = False) -> tuple[ModAddTransformer, dict]:
     """The trained model for ``cfg`` from the safetensors cache, training (and caching) it if absent.
 
-    Returns ``(model, meta)`` where ``meta`` holds the config and the :class:`TrainLog`.
+    Returns ``(model, meta)`` where ``meta`` holds the config and the training log of :func:`train`.
     """
     from safetensors.torch import load_file, save_file
 
@@ -223,7 +208,7 @@ def load_or_train(cfg: ModAddConfig | None = None, device: str | None = None, re
     tmp = path.with_suffix(".tmp")
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
     tmp.replace(path)
-    meta = {"config": asdict(cfg), "train": asdict(log)}
+    meta = {"config": asdict(cfg), "train": log}
     meta_path.write_text(json.dumps(meta, indent=2))
     return model, meta
 
