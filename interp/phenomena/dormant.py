@@ -69,7 +69,7 @@ from interp.results import Result, check_fields, register
 
 from .domains import Domain, domain_tokens
 from .sinks import (SinkStats, add_sink_figures, attention_view, check_tokens, next_token_loss, provenance,
-                    sink_stats)
+                    sink_stats, strongest_heads)
 
 ABLATIONS = ("bos", "zero")
 VIEW_HEADS, VIEW_TOKENS = 3, 32
@@ -297,10 +297,8 @@ def label_head(sink: float, lo: float, hi: float, sink_threshold: float, loss_th
 def candidate_heads(stats: dict[str, SinkStats], sink_threshold: float, max_heads: int) -> list[tuple[int, int]]:
     """Heads reaching ``sink_threshold`` on some domain, most domain-dependent first."""
     s = torch.stack([st.sink_score for st in stats.values()])  # [D, L, H]
-    hi, lo = s.max(0).values, s.min(0).values
-    eligible = (hi >= sink_threshold).nonzero().tolist()
-    eligible.sort(key=lambda lh: -float(hi[lh[0], lh[1]] - lo[lh[0], lh[1]]))
-    return [(int(L), int(h)) for L, h in eligible[:max_heads]]
+    spread = (s.amax(0) - s.amin(0)).where(s.amax(0) >= sink_threshold, -1.0)  # -1: a sink on no domain
+    return [(L, h) for L, h, _ in strongest_heads(spread, 0.0)[:max_heads]]
 
 
 def active_dormant(model, domains: list[Domain] | dict[str, torch.Tensor], config: DormantConfig | None = None) -> DormantResult:
