@@ -276,8 +276,8 @@ def test_activation_store_path_equals_live(tiny_llama, tmp_path):
     tokens = torch.as_tensor(store.tokens[:]).long().view(-1, 16)
     assert (tokens[:, 0] == 0).all()
     live = sink_stats(tiny_llama, tokens)
-    got = resid_peak_from_store(store, batch_size=7)
-    # float32 store rows re-batched (batch 7) vs the live forward: norms over d, 840 eps32
+    got = resid_peak_from_store(store)
+    # float32 store rows vs the live forward: norms over d, 840 eps32
     torch.testing.assert_close(got["resid_norm_sink"], live.resid_norm_sink, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got["resid_norm_rest_max"], live.resid_norm_rest_max, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got["resid_peak"], live.resid_peak, rtol=1e-4, atol=1e-5)  # as above

@@ -409,8 +409,9 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
 def position_stats_from_rows(rows_iter, reduce=lambda x: x.norm(dim=-1)) -> tuple[torch.Tensor, ...]:
     """(sink, rest_mean, rest_max) of ``reduce(rows)`` from ``(rows [N, d], seq [N], pos [N])`` batches.
 
-    This is the activation-store path: stream ``blocks.ℓ.hook_resid_post`` rows with
-    ``store.seq_pos`` and get the same residual-peak numbers :func:`sink_stats` computes live.
+    This is the activation-store path: pass ``blocks.ℓ.hook_resid_post`` rows with their
+    ``store.seq_pos`` (:func:`resid_peak_from_store`) and get the residual-peak numbers :func:`sink_stats`
+    computes live.
     For ``blocks.ℓ.attn.hook_v`` rows (``n_kv * d_head`` wide) pass
     ``reduce=lambda x: x.view(len(x), n_kv, -1).norm(dim=-1)``.
     """
@@ -418,18 +419,6 @@ def position_stats_from_rows(rows_iter, reduce=lambda x: x.norm(dim=-1)) -> tupl
     for rows, seq, pos in rows_iter:
         acc.update(reduce(rows.float()), seq, pos)
     return acc.result()
-
-
-def store_rows(store, hook: str, batch_size: int = 4096):
-    """Yield ``(rows, seq, pos)`` batches of ``hook`` from an ``interp.store.ActivationStore``."""
-    if hook not in store.hooks:
-        raise ValueError(f"the store holds no {hook!r}; it holds {store.hooks}")
-    seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
-    start = 0
-    for rows in store.stream(hook, batch_size):
-        sp = seq_pos[start:start + rows.shape[0]]
-        yield rows, sp[:, 0], sp[:, 1]
-        start += rows.shape[0]
 
 
 def store_sequences(store, hook: str):
@@ -443,14 +432,16 @@ def store_sequences(store, hook: str):
         yield sid, store.rows(hook, ids), ids
 
 
-def resid_peak_from_store(store, layers=None, batch_size: int = 4096) -> dict[str, torch.Tensor]:
+def resid_peak_from_store(store, layers=None) -> dict[str, torch.Tensor]:
     """Residual peak per layer from stored ``blocks.ℓ.hook_resid_post`` rows.
 
     Returns ``{"resid_norm_sink": [L], "resid_norm_rest_mean": [L], "resid_norm_rest_max": [L],
     "resid_peak": [L], "layers": [L]}`` over the layers present in the store (or ``layers``).
     """
     layers = _store_layers(store, layers, "blocks.L.hook_resid_post", "hook_resid_post")
-    res = [position_stats_from_rows(store_rows(store, f"blocks.{L}.hook_resid_post", batch_size))
+    seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
+    res = [position_stats_from_rows((rows, seq_pos[ids, 0], seq_pos[ids, 1])
+                                    for _, rows, ids in store_sequences(store, f"blocks.{L}.hook_resid_post"))
            for L in layers]
     s, m, x = (torch.stack(t) for t in zip(*res))
     return {"layers": torch.tensor(layers), "resid_norm_sink": s, "resid_norm_rest_mean": m,
