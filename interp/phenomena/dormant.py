@@ -64,7 +64,7 @@ import torch
 
 from interp.models import scoped_hooks
 from interp.models.hooks import head_label
-from interp.reports.attention import AttentionPatterns
+from interp.reports import AttentionPatterns, Report
 from interp.results import Result, check_fields, register
 
 from .domains import Domain, domain_tokens
@@ -194,8 +194,6 @@ class DormantResult(Result):
         return text
 
     def report(self):
-        from interp.reports import Report
-
         c = self.config
         r = Report(f"Attention sinks and active-dormant heads: {self.meta.get('model', '')}".rstrip(": "),
                    config=asdict(c), meta=self.meta, summary=self.summary())

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 def curve(t, A, lam, gamma, t0, K):
     """f(t) = A exp(-lam x) log x + K with x = gamma t + t0."""
     x = gamma * np.asarray(t, dtype=float) + t0

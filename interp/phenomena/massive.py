@@ -37,18 +37,23 @@ held-out rows (the means) and one forward pass on a 4x batch (ablation).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import functools
 import re
-from dataclasses import dataclass, field
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
 
 from interp.models import resolve_hooks, scoped_hooks
+from interp.reports import Report
 from interp.results import Result, check_fields, register
 
-from .dynamics import CheckpointDynamics
+from .domains import default_domains, domain_tokens
+from .dynamics import CheckpointDynamics, checkpoint_dynamics, list_checkpoints
 from .sinks import check_tokens, decoder, next_token_loss, provenance, store_sequences
 
 DELIMITER_CHARS = set(".,;:!?\n\t\r ")
@@ -218,8 +223,6 @@ def massive_stats_from_store(store, config: MassiveConfig | None = None, tokeniz
     Each sequence's rows are read in position order (:func:`interp.phenomena.sinks.store_sequences`)
     and passed to the same detector as :func:`massive_stats`.
     """
-    import fnmatch
-
     cfg = config or MassiveConfig()
     hooks = sorted(fnmatch.filter(store.hooks, cfg.hooks), key=_layer_of)
     if not hooks:
@@ -427,10 +430,6 @@ class MassiveResult(Result):
         return text
 
     def report(self):
-        from dataclasses import asdict
-
-        from interp.reports import Report
-
         st, ab, dyn = self.stats, self.ablation, self.dynamics
         r = Report(f"Massive activations: {self.meta.get('model', '')}".rstrip(": "), summary=self.summary(),
                    config={**asdict(st.config), "n_seqs": self.n_seqs, "seq_len": self.seq_len, "source": self.source,
@@ -500,14 +499,8 @@ def massive_run(model=None, checkpoints=None, config: MassiveConfig | None = Non
     seed.  ``checkpoints``: a folder of ``step_<N>`` checkpoints whose per-layer ratio is fitted
     (:func:`interp.phenomena.dynamics.checkpoint_dynamics`).
     """
-    import time
-    from pathlib import Path
-
-    from interp.models import load_model
-    from interp.toy.bigram_backcopy import load_task
-
-    from .domains import default_domains, domain_tokens
-    from .dynamics import checkpoint_dynamics, list_checkpoints
+    from interp.models import load_model  # looked up per call (the CLI tests stop it there)
+    from interp.toy.bigram_backcopy import load_task  # toy imports phenomena at its top
 
     if heldout_seqs < 1:
         raise ValueError(f"heldout_seqs must be >= 1, got {heldout_seqs}")

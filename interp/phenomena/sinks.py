@@ -47,10 +47,10 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from interp.models import model_name, scoped_hooks
+from interp.models import model_name, scoped_hooks, weight_hash
 from interp.models.hooks import head_label
-from interp.reports.attention import AttentionPatterns
-from interp.results import Result, register
+from interp.reports import AttentionPatterns, Report
+from interp.results import Result, register, versions
 
 SINK_THRESHOLD = 0.8
 """Default sink score at which a head counts as an attention sink (Guo et al. use 0.8 for dormant candidates)."""
@@ -164,8 +164,6 @@ class SinkStats(Result):
                        f"(up to {float(peak[top_l]):.3g}x the largest other token's, after layer {top_l}).")
 
     def report(self):
-        from interp.reports import Report
-
         r = Report(f"Attention sinks: {self.model or 'model'}", summary=self.summary(),
                    config={"n_seqs": self.n_seqs, "seq_len": self.seq_len, "sink_threshold": self.sink_threshold})
         add_sink_figures(r, self)
@@ -222,8 +220,6 @@ class StoreSinks(Result):
                 + f". Mean row entropy {float(self.row_entropy.mean()):.2f}.")
 
     def report(self):
-        from interp.reports import Report
-
         r = Report(f"Attention sinks from a store: {self.model or self.store}", summary=self.summary(),
                    config={"store": self.store, "layers": self.layers, "scale": self.scale,
                            "sink_threshold": self.sink_threshold},
@@ -291,9 +287,6 @@ def attention_view(model, tokens: torch.Tensor, layers) -> AttentionPatterns:
 
 def provenance(model, seconds: float) -> dict:
     """What produced a result: model name, weight hash, device, wall seconds and :func:`interp.results.versions`."""
-    from interp.models import weight_hash
-    from interp.results import versions
-
     return {"model": model_name(model), "weight_hash": weight_hash(model), "seconds": round(seconds, 2),
             "device": str(next(model.parameters()).device), "versions": versions()}
 
@@ -498,7 +491,7 @@ def sink_scores_from_store(store, layers=None, scale: float | None = None, max_s
     layers = _store_layers(store, layers, "blocks.L.attn.hook_rot_q and hook_rot_k", "attn.hook_rot_q",
                            "attn.hook_rot_k")
     seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
-    sinks, ents = [], []
+    per_layer = []
     for L in layers:
         qh, kh = f"blocks.{L}.attn.hook_rot_q", f"blocks.{L}.attn.hook_rot_k"
         qshape, kshape = tuple(store.row_shape(qh)), tuple(store.row_shape(kh))
@@ -516,9 +509,8 @@ def sink_scores_from_store(store, layers=None, scale: float | None = None, max_s
                 per_seq.append(_attention_stats(q.float().view(-1, *qshape), k.float().view(-1, *kshape), sc))
         if not per_seq:
             raise ValueError(f"no sequence of length >= 2 in the store for layer {L}")
-        sink, ent = (torch.stack(x).mean(0) for x in zip(*per_seq))
-        sinks.append(sink)
-        ents.append(ent)
-    return StoreSinks(layers=layers, sink_score=torch.stack(sinks), row_entropy=torch.stack(ents), n_seqs=len(per_seq),
+        per_layer.append(torch.stack([torch.stack(x).mean(0) for x in zip(*per_seq)]))  # [2, H]: sink, entropy
+    sink, ent = torch.stack(per_layer, 1)
+    return StoreSinks(layers=layers, sink_score=sink, row_entropy=ent, n_seqs=len(per_seq),
                       store=str(store.path), model=str(store.manifest.get("model") or ""), scale=scale,
                       sink_threshold=sink_threshold)

@@ -48,14 +48,23 @@ Cost: training is O(steps x batch x seq_len) forward + backward passes of a < 1 
 from __future__ import annotations
 
 import json
+import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from interp.results import Result, check_fields, register
+from interp.models import scoped_hooks
+from interp.models.hooks import head_label
+from interp.models.tiny import TinyConfig
+from interp.phenomena.dormant import DormantConfig
+from interp.phenomena.sinks import sink_stats
+from interp.reports import Report
+from interp.results import Result, check_fields, register, versions
 
 SHAKESPEARE = (Path(__file__).parent / "shakespeare.txt").read_text(encoding="utf-8")
 """The default training text: five public-domain Shakespeare passages (data, kept beside this module)."""
@@ -149,8 +158,6 @@ def bb_tokenizer(task: BBTask):
 
 def log_spaced_steps(steps: int, n: int = 16) -> tuple[int, ...]:
     """Step 0 and about ``n`` log-spaced steps from 10 to ``steps`` (dense early, where sinks form)."""
-    import numpy as np
-
     if steps < 10:
         return tuple(range(steps + 1))
     return (0,) + tuple(sorted({int(round(x / 10.0)) * 10 for x in np.geomspace(10, steps, n)} | {steps}))
@@ -216,8 +223,6 @@ def bb_optimizer(model, cfg: BBTrainConfig) -> torch.optim.Optimizer:
 def _paper_init(model) -> None:
     """PyTorch-default init, as the paper's hand-written model: embeddings N(0, 1), linear weights
     U(±1/sqrt(fan_in)) (``nn.Linear``'s kaiming-uniform with a = sqrt 5), biases 0, norms (1, 0)."""
-    import math
-
     from transformers.pytorch_utils import Conv1D
 
     for m in model.modules():
@@ -233,8 +238,6 @@ def _paper_init(model) -> None:
 def bb_model(task: BBTask, cfg: BBTrainConfig):
     """A fresh Hugging Face GPT-2 or Llama with one attention head per layer, for the BB vocabulary."""
     from transformers import AutoModelForCausalLM
-
-    from interp.models.tiny import TinyConfig
 
     hf = TinyConfig(arch=cfg.arch, n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=1, d_mlp=cfg.d_mlp,
                     n_ctx=task.seq_len).hf_config(len(task.vocab))
@@ -253,11 +256,7 @@ def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | N
              device: str | None = None) -> "BBResult":
     """Train the BB toy model, saving Hugging Face checkpoints under ``out/step_<N>``; the result's
     ``mechanism`` is empty (:func:`bb_experiment` measures it)."""
-    import time
-
     from transformers.utils import logging as hf_logging
-
-    from interp.results import versions
 
     task, cfg = task or BBTask(), cfg or BBTrainConfig()
     out = Path(out)
@@ -347,10 +346,6 @@ class BBMechanism:
 @torch.no_grad()
 def bb_mechanism(model, task: BBTask, n_seqs: int = 64, seed: int = 1) -> BBMechanism:
     """Measure backcopy/sink attention, losses, the batched ⟨s⟩ ablation, value drain and residual peak."""
-    from interp.models import scoped_hooks
-
-    from interp.phenomena.sinks import sink_stats
-
     device = next(model.parameters()).device
     x = task.sample(n_seqs, torch.Generator().manual_seed(seed))
     trig_full = task.trigger_mask(x)  # [B, T]
@@ -428,9 +423,6 @@ class BBResult(Result):
         return max(range(len(last.ablation_delta_trigger)), key=lambda l: last.ablation_delta_trigger[l])
 
     def summary(self) -> str:
-        from interp.models.hooks import head_label
-        from interp.phenomena.dormant import DormantConfig
-
         m, c = self.mechanism[-1], self.copy_layer()
         d = DormantConfig()
         dormant = m.attn_bos_at_other[c] >= d.sink_threshold and abs(m.ablation_delta_other[c]) <= d.loss_threshold
@@ -447,10 +439,6 @@ class BBResult(Result):
                 f"token per layer: {peak}.")
 
     def report(self):
-        from dataclasses import asdict
-
-        from interp.reports import Report
-
         n_l = self.train.n_layers
         r = Report(f"Bigram-Backcopy toy model ({n_l} layer{'s' if n_l != 1 else ''}, {self.train.steps} steps)",
                    config={**asdict(self.train), **self.task}, summary=self.summary(),
