@@ -17,10 +17,9 @@ batch of equal-length sequences:
 
 Algorithm: one forward pass per batch with read-only hooks on every layer's pattern, value and
 residual output.  Each hook reduces its tensor at once over all heads and sequences (no loop over
-either) to sums of per-sequence statistics.  A :class:`PositionStats` computes the same statistics from
-per-token rows with their ``(sequence, position)``, in any order, as an activation store holds
-them (:func:`position_stats_from_rows`), so value drain and residual peak come out the same
-whether computed live or from stored activations.  The sink score from a store
+either) to sums of per-sequence statistics.  :func:`store_position_stats` computes the same statistics from an
+activation store's rows, one stored sequence at a time (:func:`store_sequences`), so value drain
+and residual peak come out the same whether computed live or from stored activations.  The sink score from a store
 (:func:`sink_scores_from_store`) rebuilds each stored sequence's pattern from its post-rotary
 queries and keys (``blocks.ℓ.attn.hook_rot_q`` / ``hook_rot_k``), since the ``[T, T]`` pattern
 itself is not a per-token row.
@@ -54,42 +53,6 @@ from interp.results import Result, register, versions
 
 SINK_THRESHOLD = 0.8
 """Default sink score at which a head counts as an attention sink (Guo et al. use 0.8 for dormant candidates)."""
-
-
-class PositionStats:
-    """Per-sequence norms at position 0 vs positions >= 1, accumulated from rows in any order.
-
-    ``update(values, seq, pos)`` takes ``values [N, *S]`` (already reduced to one number per
-    row and per trailing index, e.g. a norm per head), the sequence id ``seq [N]`` and position
-    ``pos [N]`` of each row.  Sequence ids may be any non-negative integers.
-    """
-
-    def __init__(self):
-        self.sink: dict[int, torch.Tensor] = {}
-        self.rest: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}
-        """Per sequence, (sum, count, max) over the rows at positions >= 1."""
-
-    def update(self, values: torch.Tensor, seq: torch.Tensor, pos: torch.Tensor) -> None:
-        values = values.detach().float().cpu()
-        seq, pos = seq.cpu().long(), pos.cpu().long()
-        if values.shape[0] != seq.shape[0] or seq.shape != pos.shape:
-            raise ValueError(f"values {tuple(values.shape)}, seq {tuple(seq.shape)}, pos {tuple(pos.shape)} disagree")
-        for s in torch.unique(seq).tolist():
-            v, p = values[seq == s], pos[seq == s]
-            if (p == 0).any():
-                self.sink[s] = v[p == 0][0]
-            rest = v[p > 0]
-            if len(rest):
-                total, n, top = self.rest.get(s, (0, 0, rest[0]))
-                self.rest[s] = (total + rest.sum(0), n + len(rest), torch.maximum(top, rest.max(0).values))
-
-    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(sink, rest_mean, rest_max), each the mean over sequences that have a position 0 and a rest."""
-        ids = sorted(set(self.sink) & set(self.rest))
-        if not ids:
-            raise ValueError("no sequence had both a position-0 row and later rows; cannot compare the sink")
-        rows = [(self.sink[s], self.rest[s][0] / self.rest[s][1], self.rest[s][2]) for s in ids]
-        return tuple(torch.stack(x).mean(0) for x in zip(*rows))
 
 
 @register
@@ -399,21 +362,6 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
     )
 
 
-def position_stats_from_rows(rows_iter, reduce=lambda x: x.norm(dim=-1)) -> tuple[torch.Tensor, ...]:
-    """(sink, rest_mean, rest_max) of ``reduce(rows)`` from ``(rows [N, d], seq [N], pos [N])`` batches.
-
-    This is the activation-store path: pass ``blocks.ℓ.hook_resid_post`` rows with their
-    ``store.seq_pos`` (:func:`resid_peak_from_store`) and get the residual-peak numbers :func:`sink_stats`
-    computes live.
-    For ``blocks.ℓ.attn.hook_v`` rows (``n_kv * d_head`` wide) pass
-    ``reduce=lambda x: x.view(len(x), n_kv, -1).norm(dim=-1)``.
-    """
-    acc = PositionStats()
-    for rows, seq, pos in rows_iter:
-        acc.update(reduce(rows.float()), seq, pos)
-    return acc.result()
-
-
 def store_sequences(store, hook: str):
     """Yield ``(seq, rows [T_s, ...], row_ids [T_s])`` for each sequence of ``hook`` in an activation
     store, in sequence order, its rows in position order (``row_ids`` index ``store.seq_pos`` /
@@ -425,6 +373,22 @@ def store_sequences(store, hook: str):
         yield sid, store.rows(hook, ids), ids
 
 
+def store_position_stats(store, hook: str, reduce=lambda x: x.norm(dim=-1)) -> tuple[torch.Tensor, ...]:
+    """``(sink, rest_mean, rest_max)`` of ``reduce(rows)`` of ``hook`` in an activation store: per sequence its
+    position-0 value and the mean and max over its later positions, each averaged over the sequences that hold
+    both (the store path of what :func:`sink_stats` computes live).  For ``blocks.ℓ.attn.hook_v`` rows
+    (``n_kv * d_head`` wide) pass ``reduce=lambda x: x.view(len(x), n_kv, -1).norm(dim=-1)``."""
+    seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
+    per_seq = []
+    for _, rows, ids in store_sequences(store, hook):
+        if len(ids) > 1 and seq_pos[ids[0], 1] == 0:
+            v = reduce(rows.float())
+            per_seq.append((v[0], v[1:].mean(0), v[1:].amax(0)))
+    if not per_seq:
+        raise ValueError(f"no sequence of {hook} has both a position-0 row and later rows; cannot compare the sink")
+    return tuple(torch.stack(x).mean(0) for x in zip(*per_seq))
+
+
 def resid_peak_from_store(store, layers=None) -> dict[str, torch.Tensor]:
     """Residual peak per layer from stored ``blocks.ℓ.hook_resid_post`` rows.
 
@@ -432,10 +396,7 @@ def resid_peak_from_store(store, layers=None) -> dict[str, torch.Tensor]:
     "resid_peak": [L], "layers": [L]}`` over the layers present in the store (or ``layers``).
     """
     layers = _store_layers(store, layers, "blocks.L.hook_resid_post", "hook_resid_post")
-    seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
-    res = [position_stats_from_rows((rows, seq_pos[ids, 0], seq_pos[ids, 1])
-                                    for _, rows, ids in store_sequences(store, f"blocks.{L}.hook_resid_post"))
-           for L in layers]
+    res = [store_position_stats(store, f"blocks.{L}.hook_resid_post") for L in layers]
     s, m, x = (torch.stack(t) for t in zip(*res))
     return {"layers": torch.tensor(layers), "resid_norm_sink": s, "resid_norm_rest_mean": m,
             "resid_norm_rest_max": x, "resid_peak": s / x.clamp_min(1e-12)}
