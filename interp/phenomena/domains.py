@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -71,18 +72,6 @@ def domains_from_dir(path: str | Path) -> list[Domain]:
     return [Domain(f.stem, [t for t in f.read_text().split("\n\n") if t.strip()]) for f in files]
 
 
-def bos_id(model) -> int:
-    """The token id put at position 0 (the tokenizer's BOS)."""
-    tok = model.tokenizer
-    bos = getattr(tok, "bos_token_id", None)
-    if bos is None:
-        raise ValueError(
-            f"model {getattr(model, 'interp_name', '?')!r} has no BOS token; sink analyses need a fixed "
-            "first token: pass token tensors whose position 0 is the token you want to study"
-        )
-    return int(bos)
-
-
 def domain_tokens(model, domain: Domain, seq_len: int = 64, n_seqs: int = 8) -> torch.Tensor:
     """``[n_seqs, seq_len]`` LongTensor of BOS + ``seq_len - 1`` tokens of ``domain``.
 
@@ -92,10 +81,14 @@ def domain_tokens(model, domain: Domain, seq_len: int = 64, n_seqs: int = 8) -> 
         raise ValueError(f"seq_len must be >= 3 (BOS and at least two text tokens), got {seq_len}")
     if n_seqs < 1:
         raise ValueError(f"n_seqs must be >= 1, got {n_seqs}")
-    bos = bos_id(model)
+    bos = getattr(model.tokenizer, "bos_token_id", None)  # the token put at position 0
+    if bos is None:
+        raise ValueError(
+            f"model {getattr(model, 'interp_name', '?')!r} has no BOS token; sink analyses need a fixed "
+            "first token: pass token tensors whose position 0 is the token you want to study"
+        )
     ids = model.tokenizer("\n".join(domain.texts), add_special_tokens=False)["input_ids"]
     ids = [i for i in ids if i != bos]
     need = n_seqs * (seq_len - 1)
     ids = (ids * (need // len(ids) + 1))[:need]  # cycle the text; windows differ (its length rarely divides)
-    body = torch.tensor(ids, dtype=torch.long).view(n_seqs, seq_len - 1)
-    return torch.cat([torch.full((n_seqs, 1), bos, dtype=torch.long), body], dim=1)
+    return F.pad(torch.tensor(ids, dtype=torch.long).view(n_seqs, seq_len - 1), (1, 0), value=int(bos))
