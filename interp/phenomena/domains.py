@@ -43,7 +43,7 @@ class Domain:
         if isinstance(self.texts, str):
             raise ValueError(f"Domain {self.name!r}: texts must be a sequence of strings, not one string")
         object.__setattr__(self, "texts", tuple(self.texts))
-        if not self.texts or not any(t.strip() for t in self.texts):
+        if not any(t.strip() for t in self.texts):
             raise ValueError(f"Domain {self.name!r} has no non-empty text")
 
 

@@ -55,9 +55,19 @@ SINK_THRESHOLD = 0.8
 """Default sink score at which a head counts as an attention sink (Guo et al. use 0.8 for dormant candidates)."""
 
 
+class SinkHeads:
+    """``sink_heads`` of a result with a ``sink_score [L, H]`` (row i is layer ``layers[i]`` where the result
+    has ``layers``, else layer i) and a ``sink_threshold``."""
+
+    def sink_heads(self, threshold: float | None = None) -> list[tuple[int, int, float]]:
+        """``(layer, head, sink score)`` of every head whose score reaches ``threshold``, strongest first."""
+        t = self.sink_threshold if threshold is None else threshold
+        return strongest_heads(self.sink_score, t, getattr(self, "layers", None))
+
+
 @register
 @dataclass
-class SinkStats(Result):
+class SinkStats(SinkHeads, Result):
     """Sink statistics of one model on one set of sequences (one domain)."""
 
     kind: ClassVar[str] = "sink_stats"
@@ -107,10 +117,6 @@ class SinkStats(Result):
         """[L] ‖h(⟨s⟩)‖ / max_{i>=1} ‖h(i)‖ (above 1: the first token's residual state peaks)."""
         return self.resid_norm_sink / self.resid_norm_rest_max.clamp_min(1e-12)
 
-    def sink_heads(self, threshold: float | None = None) -> list[tuple[int, int, float]]:
-        """``(layer, head, sink score)`` of every head whose score reaches ``threshold``, strongest first."""
-        return strongest_heads(self.sink_score, self.sink_threshold if threshold is None else threshold)
-
     def summary(self) -> str:
         L, H = self.sink_score.shape
         sinks = self.sink_heads()
@@ -143,7 +149,7 @@ def strongest_heads(score: torch.Tensor, threshold: float, layers=None) -> list[
 
 @register
 @dataclass
-class StoreSinks(Result):
+class StoreSinks(SinkHeads, Result):
     """Sink score and row entropy per head rebuilt from an activation store's post-rotary queries and keys
     (:func:`sink_scores_from_store`, ``interp store sinks``)."""
 
@@ -167,11 +173,6 @@ class StoreSinks(Result):
     """Attention scale given (None: 1/sqrt(d_head))."""
     sink_threshold: float = SINK_THRESHOLD
     """Sink score at which :meth:`summary` counts a head as an attention sink."""
-
-    def sink_heads(self, threshold: float | None = None) -> list[tuple[int, int, float]]:
-        """``(layer, head, sink score)`` of every head whose score reaches ``threshold``, strongest first."""
-        t = self.sink_threshold if threshold is None else threshold
-        return strongest_heads(self.sink_score, t, self.layers)
 
     def summary(self) -> str:
         sinks = self.sink_heads()

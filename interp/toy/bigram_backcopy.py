@@ -444,14 +444,14 @@ class BBResult(Result):
                    config={**asdict(self.train), **self.task}, summary=self.summary(),
                    meta={**self.meta, "seconds": round(self.seconds, 1), "tokens_per_second": round(self.tokens_per_second)})
         L = len(self.mechanism[-1].attn_prev_at_trigger)
-        per_layer = lambda f: {f"layer {j}": [f(m)[j] for m in self.mechanism] for j in range(L)}  # noqa: E731
+        per_layer = lambda k: {f"layer {j}": [getattr(m, k)[j] for m in self.mechanism] for j in range(L)}  # noqa: E731
         for field_name, title, caption in (
                 ("attn_bos_at_other", "Attention to ⟨s⟩ at non-trigger positions (dormant)", ""),
                 ("attn_prev_at_trigger", "Attention to the previous token at triggers (active)", ""),
                 ("value_drain", "Value drain ‖v(⟨s⟩)‖ / mean ‖v(i>=1)‖", ""),
                 ("resid_peak", "Residual peak at ⟨s⟩", "‖h(⟨s⟩)‖ / max_{i>=1} ‖h(i)‖ after each layer "
                  "(blocks.ℓ.hook_resid_post): above 1, ⟨s⟩ carries the largest residual state.")):
-            r.add_line(title, self.steps, per_layer(lambda m: getattr(m, field_name)), x_title="training step",
+            r.add_line(title, self.steps, per_layer(field_name), x_title="training step",
                        y_title=self.axes[f"mechanism[step].{field_name}"],
                        fields=("steps", f"mechanism[step].{field_name}"), caption=caption)
         r.add_line("Training loss", list(range(1, len(self.losses) + 1)), {"loss": self.losses},
