@@ -256,7 +256,8 @@ def test_activation_store_path_equals_live(tiny_llama, tmp_path):
     torch.testing.assert_close(got["resid_peak"], live.resid_peak, rtol=1e-4, atol=1e-5)  # as above
     n_kv = int(getattr(tiny_llama.cfg, "n_key_value_heads", None) or tiny_llama.cfg.n_heads)
     group = tiny_llama.cfg.n_heads // n_kv
-    v = store_position_stats(store, "blocks.1.attn.hook_v", reduce=lambda x: x.view(len(x), n_kv, -1).norm(dim=-1))
+    v = store_position_stats(store, "blocks.1.attn.hook_v",
+                             reduce=lambda x: x.view(len(x), n_kv, -1).norm(dim=-1))
     for got_v, want in zip(v, (live.value_norm_sink, live.value_norm_rest_mean, live.value_norm_rest_max)):
         torch.testing.assert_close(got_v, want[1, ::group], rtol=1e-4, atol=1e-5)  # as above
     with pytest.raises(ValueError, match="no blocks.L.hook_resid_post"):
@@ -303,7 +304,8 @@ def test_sink_score_from_store_equals_live(tmp_path, n_kv):
     torch.testing.assert_close(got.row_entropy, live.row_entropy, rtol=1e-4, atol=1e-5)
     part = sink_scores_from_store(store, layers=[1], max_seqs=2)
     # float32 attention statistics re-batched: 840 eps32
-    torch.testing.assert_close(part.sink_score[0], sink_stats(model, tokens[:2]).sink_score[1], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(part.sink_score[0], sink_stats(model, tokens[:2]).sink_score[1],
+                               rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="hook_rot_q and hook_rot_k"):
         sink_scores_from_store(store, layers=[7])
     if n_kv == 2:  # the CLI face prints the same numbers as the live path
@@ -325,9 +327,9 @@ def test_sink_score_from_store_equals_live(tmp_path, n_kv):
 @needs_chromium
 @report_test("store_sinks")
 def test_store_sinks_result_and_report(tmp_path, capsys):
-    """``interp store sinks --out FILE`` saves the typed result (JSON round trip equal); its summary counts the
-    heads whose live sink score reaches the threshold; the heatmap rows are the stored layers asked for (layer 1
-    alone is labelled L1, not L0); the report renders in Chromium with every axis declared."""
+    """``interp store sinks --out FILE`` saves the typed result (JSON round trip equal); its summary counts
+    the heads whose live sink score reaches the threshold; the heatmap rows are the stored layers asked for
+    (layer 1 alone is labelled L1, not L0); the report renders in Chromium with every axis declared."""
     import json
 
     from interp.cli.main import main

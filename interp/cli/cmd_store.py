@@ -27,8 +27,9 @@ def register(sub) -> None:
                    help="token budget: rows per hook, spread over the store, for the row norms")
     config_defaults(q, CONFIG_FLAGS[0])
     q.set_defaults(func=run_info)
-    q = command(ssub, "sinks", help="sink score / row entropy per head from stored blocks.L.attn.hook_rot_q/k rows",
-                out=None, description="sink score / row entropy per head from stored blocks.L.attn.hook_rot_q/k "
+    q = command(ssub, "sinks", out=None,
+                help="sink score / row entropy per head from stored blocks.L.attn.hook_rot_q/k rows",
+                description="sink score / row entropy per head from stored blocks.L.attn.hook_rot_q/k "
                                       "rows; --out FILE receives the typed result (`interp report FILE`)")
     q.add_argument("dir", help="store directory (cached with skip_bos off, hooks blocks.*.attn.hook_rot_q/k)")
     q.add_argument("--layers", nargs="+", default=None, help="layers, e.g. 3,4,5 or 3-5 or 3 4 5 (None: every layer stored)")

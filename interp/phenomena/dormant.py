@@ -157,7 +157,8 @@ class DormantResult(Result):
     def table(self) -> list[dict]:
         """One row per ablated head and domain: sink score, column entropy, Δloss, its interval, label."""
         ci = f"{self.config.ci_level:.0%} interval"
-        return [{"head": head_label(L, h), "domain": d, "sink score": round(float(self.stats[d].sink_score[L, h]), 4),
+        return [{"head": head_label(L, h), "domain": d,
+                 "sink score": round(float(self.stats[d].sink_score[L, h]), 4),
                  "column entropy": round(float(self.stats[d].column_entropy[L, h]), 4),
                  "Δloss (nats/token)": round(self.delta_loss[d][i], 5),
                  ci: "[{:.4f}, {:.4f}]".format(*self.delta_ci[d][i]), "label": self.labels[d][i]}

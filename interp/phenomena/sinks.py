@@ -19,8 +19,8 @@ Algorithm: one forward pass per batch with read-only hooks on every layer's patt
 residual output.  Each hook reduces its tensor at once over all heads and sequences (no loop over
 either) to sums of per-sequence statistics.  :func:`store_position_stats` computes the same statistics from an
 activation store's rows, one stored sequence at a time (:func:`store_sequences`), so value drain
-and residual peak come out the same whether computed live or from stored activations.  The sink score from a store
-(:func:`sink_scores_from_store`) rebuilds each stored sequence's pattern from its post-rotary
+and residual peak come out the same whether computed live or from stored activations.  The sink
+score from a store (:func:`sink_scores_from_store`) rebuilds each stored sequence's pattern from its post-rotary
 queries and keys (``blocks.ℓ.attn.hook_rot_q`` / ``hook_rot_k``), since the ``[T, T]`` pattern
 itself is not a per-token row.
 
@@ -352,7 +352,7 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
             model(chunk)
 
     decode = decoder(getattr(model, "tokenizer", None))
-    vs, vm, vx = (vsum / B).float().repeat_interleave(n_heads // n_kv, dim=-1)  # a query head reads its KV group
+    vs, vm, vx = (vsum / B).float().repeat_interleave(n_heads // n_kv, dim=-1)  # a head reads its KV group
     rs, rm, rx = (rsum / B).float()
     sink, ent, col = (attn / B).float()
     return SinkStats(
@@ -375,9 +375,9 @@ def store_sequences(store, hook: str):
 
 
 def store_position_stats(store, hook: str, reduce=lambda x: x.norm(dim=-1)) -> tuple[torch.Tensor, ...]:
-    """``(sink, rest_mean, rest_max)`` of ``reduce(rows)`` of ``hook`` in an activation store: per sequence its
-    position-0 value and the mean and max over its later positions, each averaged over the sequences that hold
-    both (the store path of what :func:`sink_stats` computes live).  For ``blocks.ℓ.attn.hook_v`` rows
+    """``(sink, rest_mean, rest_max)`` of ``reduce(rows)`` of ``hook`` in an activation store: per sequence
+    its position-0 value and the mean and max over its later positions, each averaged over the sequences that
+    hold both (the store path of what :func:`sink_stats` computes live).  For ``blocks.ℓ.attn.hook_v`` rows
     (``n_kv * d_head`` wide) pass ``reduce=lambda x: x.view(len(x), n_kv, -1).norm(dim=-1)``."""
     seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
     per_seq = []
@@ -386,7 +386,7 @@ def store_position_stats(store, hook: str, reduce=lambda x: x.norm(dim=-1)) -> t
             v = reduce(rows.float())
             per_seq.append((v[0], v[1:].mean(0), v[1:].amax(0)))
     if not per_seq:
-        raise ValueError(f"no sequence of {hook} has both a position-0 row and later rows; cannot compare the sink")
+        raise ValueError(f"no sequence of {hook} has both a position-0 row and later rows: no sink to compare")
     return tuple(torch.stack(x).mean(0) for x in zip(*per_seq))
 
 
@@ -471,7 +471,7 @@ def sink_scores_from_store(store, layers=None, scale: float | None = None, max_s
                 per_seq.append(_attention_stats(q.float().view(-1, *qshape), k.float().view(-1, *kshape), sc))
         if not per_seq:
             raise ValueError(f"no sequence of length >= 2 in the store for layer {L}")
-        per_layer.append(torch.stack([torch.stack(x).mean(0) for x in zip(*per_seq)]))  # [2, H]: sink, entropy
+        per_layer.append(torch.stack([torch.stack(x).mean(0) for x in zip(*per_seq)]))  # [2, H]: sink, ent
     sink, ent = torch.stack(per_layer, 1)
     return StoreSinks(layers=layers, sink_score=sink, row_entropy=ent, n_seqs=len(per_seq),
                       store=str(store.path), model=str(store.manifest.get("model") or ""), scale=scale,

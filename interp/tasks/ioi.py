@@ -73,7 +73,8 @@ def ioi_names(model) -> tuple[list[str], str]:
 CORRUPTIONS = {"abc": "ABC (three fresh names)", "s2": "S2 -> IO (the second S replaced by the IO name)"}
 
 
-def ioi_task(model, n: int = 16, seed: int = 0, names: list[str] | None = None, corruption: str = "abc") -> Task:
+def ioi_task(model, n: int = 16, seed: int = 0, names: list[str] | None = None,
+             corruption: str = "abc") -> Task:
     """``n`` IOI prompts (alternating ABBA / BABA) with ``abc`` or ``s2`` corruptions (module docstring)."""
     if n < 1:
         raise ValueError(f"ioi_task: n must be >= 1, got {n}")
@@ -95,8 +96,8 @@ def ioi_task(model, n: int = 16, seed: int = 0, names: list[str] | None = None, 
         text = t.format(A=a, B=b, S=s, PLACE=place, OBJECT=obj)
         return text + (" " if sep == "" else "")  # char tokenizer: the answer follows "to "
 
-    templates = equal_length_group(model, TEMPLATES, lambda t: fill(t, names[0], names[1], names[1], places[0],
-                                                                    objects[0]))
+    templates = equal_length_group(model, TEMPLATES,
+                                   lambda t: fill(t, names[0], names[1], names[1], places[0], objects[0]))
 
     prompts, corrupts, answers, kinds = [], [], [], []
     for i in range(n):
@@ -117,7 +118,7 @@ def ioi_task(model, n: int = 16, seed: int = 0, names: list[str] | None = None, 
     hits = {"IO": task.clean == task.answers[:, :1], "S1": is_s,
             "S2": is_s & (torch.arange(task.clean.shape[1]) > s1[:, None])}
     if not all(bool(h.any(1).all()) for h in hits.values()):
-        raise ValueError("IOI: a name token is not found in a prompt (tokenizer merges it with its neighbours?)")
+        raise ValueError("IOI: a name token is missing from a prompt (tokenizer merges it with its neighbours?)")
     task.positions = {**{k: h.int().argmax(1) for k, h in hits.items()},
                       "END": torch.full_like(s1, task.clean.shape[1] - 1)}
     return task

@@ -444,7 +444,8 @@ class BBResult(Result):
                    config={**asdict(self.train), **self.task}, summary=self.summary(),
                    meta={**self.meta, "seconds": round(self.seconds, 1), "tokens_per_second": round(self.tokens_per_second)})
         L = len(self.mechanism[-1].attn_prev_at_trigger)
-        per_layer = lambda k: {f"layer {j}": [getattr(m, k)[j] for m in self.mechanism] for j in range(L)}  # noqa: E731
+        per_layer = lambda k: {f"layer {j}": [getattr(m, k)[j] for m in self.mechanism]  # noqa: E731
+                               for j in range(L)}
         for field_name, title, caption in (
                 ("attn_bos_at_other", "Attention to ⟨s⟩ at non-trigger positions (dormant)", ""),
                 ("attn_prev_at_trigger", "Attention to the previous token at triggers (active)", ""),

@@ -149,9 +149,9 @@ def accuracy(model: ModAddTransformer, tokens=None, labels=None, batch: int = 81
 
 
 def train(cfg: ModAddConfig, device: str | None = None, verbose: bool = False):
-    """Train from scratch, logging every 100 steps; returns ``(model, log)``, the log a dict of ``steps`` (full-batch
-    steps taken), ``seconds`` (wall time), ``train_acc`` / ``test_acc`` (accuracy on the training / held-out pairs;
-    ``test_acc`` None when ``train_frac`` = 1), ``all_acc`` (over all p^2 pairs) and ``history`` (step, loss,
+    """Train from scratch, logging every 100 steps; returns ``(model, log)``, the log a dict of ``steps``
+    (full-batch steps taken), ``seconds`` (wall time), ``train_acc`` / ``test_acc`` (accuracy on the training /
+    held-out pairs; ``test_acc`` None when ``train_frac`` = 1), ``all_acc`` (over all p^2 pairs) and ``history`` (step, loss,
     test_acc, all_acc every 100 steps)."""
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
