@@ -92,6 +92,7 @@ def ioi_task(model, n: int = 16, seed: int = 0, names: list[str] | None = None,
             raise ValueError("ioi_task: give at least 5 names (IO, S and three corruption names must differ)")
     places = equal_length_group(model, PLACES)
     objects = equal_length_group(model, OBJECTS)
+
     def fill(t, a, b, s, place, obj):
         text = t.format(A=a, B=b, S=s, PLACE=place, OBJECT=obj)
         return text + (" " if sep == "" else "")  # char tokenizer: the answer follows "to "
