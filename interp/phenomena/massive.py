@@ -324,8 +324,7 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int
     first = min(e.layer for e in stats.entries if abs(e.value) >= 0.5 * big)
     hook_name = hook or next(e.hook for e in stats.entries if e.layer == first)
     dims = sorted({e.dim for e in stats.entries if e.hook == hook_name})
-    dim_mask = torch.zeros(int(model.cfg.d_model), dtype=torch.bool)
-    dim_mask[dims] = True
+    dim_mask = torch.isin(torch.arange(int(model.cfg.d_model)), torch.tensor(dims))
     means, present, n_held = heldout_kind_means(model, heldout, hook_name, dim_mask, cfg)
     device = next(model.parameters()).device
     B, variants = tokens.shape[0], ["clean", "zero", "mean", "random_zero"]
@@ -348,12 +347,10 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int
                              "carrying the massive activation")
         # control: as many random entries of the same layer that are not massive (the n top random scores)
         score = torch.rand(mask.shape, generator=gen).masked_fill(mask.cpu(), -1).flatten()
-        rmask = torch.zeros_like(score, dtype=torch.bool).scatter(0, score.topk(n).indices, True)
-        fills = [(mask, 0.0), (mask, means.to(h)[codes]), (rmask.view_as(mask).to(h.device), 0.0)]
-        h = h.clone()
-        for v, (m, fill) in enumerate(fills, 1):  # [B, T, d] each; the mean: each entry's kind mean
-            h[v * B:(v + 1) * B] = torch.where(m, fill, clean)
-        return h
+        rmask = torch.zeros_like(score, dtype=torch.bool).scatter(0, score.topk(n).indices, True).view_as(mask)
+        # [B, T, d] each: clean, zero, each entry's kind mean, the random control zeroed
+        return torch.cat([clean, torch.where(mask, 0.0, clean), torch.where(mask, means.to(h)[codes], clean),
+                          torch.where(rmask.to(h.device), 0.0, clean)])
 
     batch = tokens.to(device).repeat(len(variants), 1)
     with scoped_hooks(model, fwd=[(hook_name, fn)]):
