@@ -270,14 +270,13 @@ def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | N
     opt = bb_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     wanted = cfg.checkpoint_steps if cfg.checkpoint_steps is not None else log_spaced_steps(cfg.steps)
-    ckpts = sorted({s for s in wanted if s <= cfg.steps} | {cfg.steps})
-    saved, losses = [], []
+    ckpts = sorted({s for s in wanted if 0 <= s <= cfg.steps} | {cfg.steps})  # each one is saved below
+    losses = []
     hf_logging.disable_progress_bar()
 
     def save(step):
         for obj in (model, tok):
             obj.save_pretrained(out / f"step_{step:06d}")
-        saved.append(step)
 
     t0 = time.time()
     if 0 in ckpts:
@@ -296,7 +295,7 @@ def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | N
             save(step)
     secs = time.time() - t0
     tps = cfg.steps * cfg.batch_size * task.seq_len / max(secs, 1e-9)
-    return BBResult(out=str(out), task={k: v for k, v in asdict(task).items() if k != "text"}, train=cfg, steps=saved,
+    return BBResult(out=str(out), task={k: v for k, v in asdict(task).items() if k != "text"}, train=cfg, steps=ckpts,
                     losses=losses, seconds=secs, tokens_per_second=tps,
                     meta={"model": "bigram-backcopy", "device": str(device), "versions": versions()})
 
