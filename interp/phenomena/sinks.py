@@ -325,22 +325,26 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
     rsum = torch.zeros(3, n_layers, dtype=torch.float64)
     state = {}
 
-    def pattern_hook(a, hook, layer):  # a: [b, H, Q, K]
-        a = a.float()
-        scores = torch.stack([*sink_and_entropy(a), column_entropy_score(a)])  # [3, b, H]
-        attn[:, layer] += scores.double().sum(1).cpu()
-        if state["first"]:
-            example[layer] = a[0, :, :, 0].cpu()
+    def pattern_hook(layer):
+        def fn(a, hook):  # a: [b, H, Q, K]
+            a = a.float()
+            scores = torch.stack([*sink_and_entropy(a), column_entropy_score(a)])  # [3, b, H]
+            attn[:, layer] += scores.double().sum(1).cpu()
+            if state["first"]:
+                example[layer] = a[0, :, :, 0].cpu()
+        return fn
 
-    def norm_hook(x, hook, acc, layer):  # hook_v [b, T, n_kv, d_head] or hook_resid_post [b, T, d_model]
-        n = x.float().norm(dim=-1)  # [b, T(, n_kv)]
-        acc[:, layer] += torch.stack([n[:, 0], n[:, 1:].mean(1), n[:, 1:].amax(1)]).double().sum(1).cpu()
+    def norm_hook(acc: torch.Tensor, layer: int):
+        def fn(x, hook):  # hook_v [b, T, n_kv, d_head] or hook_resid_post [b, T, d_model]
+            n = x.float().norm(dim=-1)  # [b, T(, n_kv)]
+            acc[:, layer] += torch.stack([n[:, 0], n[:, 1:].mean(1), n[:, 1:].amax(1)]).double().sum(1).cpu()
+        return fn
 
     fwd = []
     for L in range(n_layers):
-        fwd += [(f"blocks.{L}.attn.hook_pattern", functools.partial(pattern_hook, layer=L)),
-                (f"blocks.{L}.attn.hook_v", functools.partial(norm_hook, acc=vsum, layer=L)),
-                (f"blocks.{L}.hook_resid_post", functools.partial(norm_hook, acc=rsum, layer=L))]
+        fwd += [(f"blocks.{L}.attn.hook_pattern", pattern_hook(L)),
+                (f"blocks.{L}.attn.hook_v", norm_hook(vsum, L)),
+                (f"blocks.{L}.hook_resid_post", norm_hook(rsum, L))]
     with scoped_hooks(model, fwd=fwd):
         for start in range(0, B, batch_size):
             chunk = tokens[start:start + batch_size].to(device)

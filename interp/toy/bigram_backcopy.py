@@ -47,7 +47,6 @@ Cost: training is O(steps x batch x seq_len) forward + backward passes of a < 1 
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import time
@@ -356,16 +355,17 @@ def bb_mechanism(model, task: BBTask, n_seqs: int = 64, seed: int = 1) -> BBMech
     # variants: clean, then one copy per layer with that layer's head moved to ⟨s⟩
     pats = {}
 
-    def record(a, hook, layer):  # [(1+L)B, 1, T, T]
-        pats[layer] = a[:B, 0].float().cpu()
-        a = a.clone()
-        sl = slice((1 + layer) * B, (2 + layer) * B)
-        a[sl] = 0
-        a[sl, ..., 0] = 1
-        return a
+    def record(layer):
+        def fn(a, hook):  # [(1+L)B, 1, T, T]
+            pats[layer] = a[:B, 0].float().cpu()
+            a = a.clone()
+            sl = slice((1 + layer) * B, (2 + layer) * B)
+            a[sl] = 0
+            a[sl, ..., 0] = 1
+            return a
+        return fn
 
-    with scoped_hooks(model, fwd=[(f"blocks.{l}.attn.hook_pattern", functools.partial(record, layer=l))
-                                  for l in range(L)]):
+    with scoped_hooks(model, fwd=[(f"blocks.{l}.attn.hook_pattern", record(l)) for l in range(L)]):
         logits = model(x.repeat(1 + L, 1).to(device))[:, :-1].float().cpu()
     nll = F.cross_entropy(logits.transpose(1, 2), x.repeat(1 + L, 1)[:, 1:], reduction="none")
     lt, lo = (nll.view(1 + L, B, -1)[:, m].mean(1) for m in (trig, other))  # [1 + L]: clean, then ablated
