@@ -148,7 +148,7 @@ def token_kind(pos: int, text: str) -> str:
     """``first`` for position 0, ``delimiter`` for tokens made only of punctuation/whitespace."""
     if pos == 0:
         return "first"
-    if text and all(c in DELIMITER_CHARS for c in text):
+    if text and set(text) <= DELIMITER_CHARS:
         return "delimiter"
     return "other"
 

@@ -85,8 +85,7 @@ class ModAddConfig:
 
 def dataset(p: int) -> tuple[torch.Tensor, torch.Tensor]:
     """All pairs: tokens ``[p^2, 3]`` (a, b, =) and labels ``[p^2]`` = (a + b) mod p."""
-    a = torch.arange(p).repeat_interleave(p)
-    b = torch.arange(p).repeat(p)
+    a, b = torch.cartesian_prod(torch.arange(p), torch.arange(p)).T  # a = 0 0 .. 1 1 .., b = 0 1 .. 0 1 ..
     return torch.stack([a, b, torch.full_like(a, p)], 1), (a + b) % p
 
 
