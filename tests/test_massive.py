@@ -170,7 +170,7 @@ def test_token_kind_and_config_errors():
     assert token_kind(0, "x") == "first"
     assert token_kind(3, ".") == "delimiter" and token_kind(3, "\n") == "delimiter"
     assert token_kind(3, " the") == "other"
-    with pytest.raises(ValueError, match="thresholds"):
+    with pytest.raises(ValueError, match="abs_threshold must be >= 0"):
         MassiveConfig(abs_threshold=-1)
     with pytest.raises(ValueError, match="batch_size"):
         MassiveConfig(batch_size=0)
@@ -225,7 +225,7 @@ def test_store_path_equals_live(planted, tmp_path):
     store = cache_activations(cfg, model=model, progress=False)
     tokens = torch.as_tensor(store.tokens[:]).long().view(-1, 12)
     live = massive_stats(model, tokens)
-    got = massive_stats_from_store(store, tokenizer=model.tokenizer, read_rows=5)
+    got = massive_stats_from_store(store, tokenizer=model.tokenizer)
     assert got.hooks == live.hooks
     # float32 store rows re-batched; top/median ratio amplifies rounding
     torch.testing.assert_close(got.ratio, live.ratio, rtol=1e-4, atol=1e-3)
@@ -233,3 +233,20 @@ def test_store_path_equals_live(planted, tmp_path):
     assert sorted(map(key, got.entries)) == sorted(map(key, live.entries)) and got.n_entries > 0
     with pytest.raises(ValueError, match="no hook matching"):
         massive_stats_from_store(store, MassiveConfig(hooks="blocks.*.attn.hook_z"))
+
+
+def test_a_scanned_layer_subset_is_named_by_its_layer(tiny_llama):
+    """A hooks glob that scans layer 1 alone: the summary and the per-layer figures name layer 1, not
+    index 0 of the scanned hooks."""
+    import json
+
+    from interp.phenomena.massive import MassiveResult
+
+    tokens = torch.randint(4, 99, (2, 10), generator=torch.Generator().manual_seed(0))
+    tokens[:, 0] = 0
+    st = massive_stats(tiny_llama, tokens, MassiveConfig(hooks="blocks.1.hook_resid_post"))
+    res = MassiveResult(stats=st, n_seqs=2, seq_len=10)
+    assert st.hooks == ["blocks.1.hook_resid_post"] and not st.n_entries
+    assert res.summary().endswith("after layer 1.")
+    figs = [json.loads(s.body.replace("<\\/", "</")) for s in res.report().sections if s.kind == "figure"]
+    assert len(figs) == 2 and all(f["data"][0]["x"] == [1] for f in figs)

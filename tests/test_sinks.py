@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
+from browser import check_result_report, needs_chromium, report_test
 
 from interp.phenomena import Domain, default_domains, domain_tokens, domains_from_dir, sink_stats
 from interp.phenomena.dormant import (DormantConfig, ablation_loss_matrix, active_dormant, candidate_heads, label_head,
                                      paired_bootstrap_ci)
-from interp.phenomena.sinks import PositionStats, column_entropy, column_entropy_score, position_stats_from_rows
+from interp.phenomena.sinks import column_entropy, column_entropy_score
 
 
 def _tokens(n=3, T=10, seed=0):
@@ -88,37 +90,6 @@ def test_sink_stats_grouped_query_attention():
         torch.testing.assert_close(getattr(st, k), v, atol=1e-5, rtol=1e-4, msg=k)
     # heads 0,1 share KV head 0; heads 2,3 share KV head 1
     assert torch.equal(st.value_norm_sink[:, 0], st.value_norm_sink[:, 1])
-
-
-def test_store_row_path_equals_live_path(tiny_llama):
-    """Per-token rows in shuffled chunks (as an activation store streams them) give the live numbers."""
-    tokens = _tokens(4, 12, seed=2)
-    st = sink_stats(tiny_llama, tokens)
-    _, cache = tiny_llama.run_with_cache(tokens)
-    B, T = tokens.shape
-    rows = cache["blocks.1.hook_resid_post"].reshape(B * T, -1)
-    seq = torch.arange(B).repeat_interleave(T)
-    pos = torch.arange(T).repeat(B)
-    perm = torch.randperm(B * T, generator=torch.Generator().manual_seed(0))
-    chunks = [(rows[perm[i:i + 7]], seq[perm[i:i + 7]], pos[perm[i:i + 7]]) for i in range(0, B * T, 7)]
-    s, m, x = position_stats_from_rows(chunks)
-    torch.testing.assert_close(s, st.resid_norm_sink[1])  # defaults: the same rows reduced again
-    torch.testing.assert_close(m, st.resid_norm_rest_mean[1])  # defaults
-    torch.testing.assert_close(x, st.resid_norm_rest_max[1])  # defaults
-
-
-def test_position_stats_hand_computed():
-    acc = PositionStats()
-    acc.update(torch.tensor([5.0, 1.0, 3.0]), torch.tensor([0, 0, 0]), torch.tensor([0, 1, 2]))
-    acc.update(torch.tensor([2.0, 4.0]), torch.tensor([1, 1]), torch.tensor([1, 0]))
-    s, m, x = acc.result()
-    assert float(s) == pytest.approx((5 + 4) / 2)  # approx default: exact small numbers
-    assert float(m) == pytest.approx((2 + 2) / 2)  # approx default
-    assert float(x) == pytest.approx((3 + 2) / 2)  # approx default
-    with pytest.raises(ValueError, match="disagree"):
-        acc.update(torch.ones(2), torch.zeros(3), torch.zeros(3))
-    with pytest.raises(ValueError, match="position-0"):
-        PositionStats().result()
 
 
 def test_sink_stats_rejects_bad_tokens(tiny_llama):
@@ -263,35 +234,44 @@ def test_candidate_heads_and_config_errors(tiny_llama):
 
 
 def test_activation_store_path_equals_live(tiny_llama, tmp_path):
-    """Residual peak from a real activation store (interp.store) equals the live computation."""
-    from interp.phenomena.sinks import resid_peak_from_store
+    """Residual peak and value norms from a real activation store (interp.store) equal the live computation;
+    a store cached without its position-0 rows is refused."""
+    from interp.phenomena.sinks import resid_peak_from_store, store_position_stats
     from interp.store import CacheConfig, cache_activations
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(default_domains()[0].texts))
-    cfg = CacheConfig(model="tiny-llama", hooks=["blocks.*.hook_resid_post"], corpus=str(corpus), n_tokens=5 * 16,
-                      context_length=16, batch_size=2, dtype="float32", out=str(tmp_path / "store"), device="cpu")
+    cfg = CacheConfig(model="tiny-llama", hooks=["blocks.*.hook_resid_post", "blocks.1.attn.hook_v"],
+                      corpus=str(corpus), n_tokens=5 * 16, context_length=16, batch_size=2, dtype="float32",
+                      out=str(tmp_path / "store"), device="cpu")
     store = cache_activations(cfg, model=tiny_llama, progress=False)
     tokens = torch.as_tensor(store.tokens[:]).long().view(-1, 16)
     assert (tokens[:, 0] == 0).all()
     live = sink_stats(tiny_llama, tokens)
-    got = resid_peak_from_store(store, batch_size=7)
-    # float32 store rows re-batched (batch 7) vs the live forward: norms over d, 840 eps32
+    got = resid_peak_from_store(store)
+    # float32 store rows vs the live forward: norms over d, 840 eps32
     torch.testing.assert_close(got["resid_norm_sink"], live.resid_norm_sink, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got["resid_norm_rest_mean"], live.resid_norm_rest_mean, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got["resid_norm_rest_max"], live.resid_norm_rest_max, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got["resid_peak"], live.resid_peak, rtol=1e-4, atol=1e-5)  # as above
+    n_kv = int(getattr(tiny_llama.cfg, "n_key_value_heads", None) or tiny_llama.cfg.n_heads)
+    group = tiny_llama.cfg.n_heads // n_kv
+    v = store_position_stats(store, "blocks.1.attn.hook_v",
+                             reduce=lambda x: x.view(len(x), n_kv, -1).norm(dim=-1))
+    for got_v, want in zip(v, (live.value_norm_sink, live.value_norm_rest_mean, live.value_norm_rest_max)):
+        torch.testing.assert_close(got_v, want[1, ::group], rtol=1e-4, atol=1e-5)  # as above
     with pytest.raises(ValueError, match="no blocks.L.hook_resid_post"):
         resid_peak_from_store(store, layers=[7])
+    cfg = dataclasses.replace(cfg, skip_bos=True, out=str(tmp_path / "nobos"))
+    with pytest.raises(ValueError, match="position-0 row"):
+        resid_peak_from_store(cache_activations(cfg, model=tiny_llama, progress=False))
 
 
-@pytest.mark.parametrize("n_kv", [4, 2])
-def test_sink_score_from_store_equals_live(tmp_path, n_kv):
-    """Sink score and row entropy rebuilt from stored post-rotary q/k rows (an independent path:
-    softmax(q kᵀ/√d) per stored sequence) equal the live hook_pattern numbers, with and without GQA."""
+def _rot_store(tmp_path, n_kv):
+    """A real tiny store of post-rotary q/k rows (5 sequences of 16 tokens) and the model it came from."""
     from transformer_lens.model_bridge import TransformerBridge
 
     from interp.models.tiny import TinyConfig, char_tokenizer, tiny_hf_model
-    from interp.phenomena.sinks import sink_scores_from_store
     from interp.store import CacheConfig, cache_activations
 
     tok = char_tokenizer()
@@ -304,17 +284,28 @@ def test_sink_score_from_store_equals_live(tmp_path, n_kv):
                       corpus=str(corpus), n_tokens=5 * 16, context_length=16, batch_size=2, dtype="float32",
                       out=str(tmp_path / "store"), device="cpu")
     store = cache_activations(cfg, model=model, progress=False)
+    return model, store, torch.as_tensor(store.tokens[:]).long().view(-1, 16)
+
+
+@pytest.mark.parametrize("n_kv", [4, 2])
+def test_sink_score_from_store_equals_live(tmp_path, n_kv):
+    """Sink score and row entropy rebuilt from stored post-rotary q/k rows (an independent path:
+    softmax(q kᵀ/√d) per stored sequence) equal the live hook_pattern numbers, with and without GQA."""
+    from interp.phenomena.sinks import sink_scores_from_store
+    from interp.results import load_result
+
+    model, store, tokens = _rot_store(tmp_path, n_kv)
     assert tuple(store.row_shape("blocks.0.attn.hook_rot_k"))[0] in (n_kv, 4)
-    tokens = torch.as_tensor(store.tokens[:]).long().view(-1, 16)
     live = sink_stats(model, tokens)
-    got = sink_scores_from_store(store, batch_size=7)  # batches cut across sequences
-    assert got["n_seqs"] == 5 and got["layers"].tolist() == list(range(model.cfg.n_layers))
+    got = sink_scores_from_store(store)
+    assert got.n_seqs == 5 and got.layers == list(range(model.cfg.n_layers))
     # float32 attention statistics re-batched from the store: 840 eps32
-    torch.testing.assert_close(got["sink_score"], live.sink_score, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(got["row_entropy"], live.row_entropy, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got.sink_score, live.sink_score, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got.row_entropy, live.row_entropy, rtol=1e-4, atol=1e-5)
     part = sink_scores_from_store(store, layers=[1], max_seqs=2)
     # float32 attention statistics re-batched: 840 eps32
-    torch.testing.assert_close(part["sink_score"][0], sink_stats(model, tokens[:2]).sink_score[1], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(part.sink_score[0], sink_stats(model, tokens[:2]).sink_score[1],
+                               rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="hook_rot_q and hook_rot_k"):
         sink_scores_from_store(store, layers=[7])
     if n_kv == 2:  # the CLI face prints the same numbers as the live path
@@ -324,13 +315,40 @@ def test_sink_score_from_store_equals_live(tmp_path, n_kv):
 
         out = subprocess.run([sys.executable, "-m", "interp.cli.main", "store", "sinks", str(store.path), "--json",
                               "--threshold", "0"], capture_output=True, text=True, check=True).stdout
-        cli = json.loads(out)
+        cli = load_result(json.loads(out))
         # CLI JSON of the same float32 stats: 840 eps32
-        torch.testing.assert_close(torch.tensor(cli["sink_score"]), live.sink_score, rtol=1e-4, atol=1e-5)
-        assert cli["n_seqs"] == 5 and len(cli["sink_heads"]) == live.sink_score.numel()
+        torch.testing.assert_close(cli.sink_score, live.sink_score, rtol=1e-4, atol=1e-5)
+        assert cli.n_seqs == 5 and len(cli.sink_heads()) == live.sink_score.numel()
         bad = subprocess.run([sys.executable, "-m", "interp.cli.main", "store", "sinks", str(store.path), "--layers", "7"],
                              capture_output=True, text=True)
         assert bad.returncode != 0 and "hook_rot_q and hook_rot_k for layers [7]" in bad.stderr
+
+
+@needs_chromium
+@report_test("store_sinks")
+def test_store_sinks_result_and_report(tmp_path, capsys):
+    """``interp store sinks --out FILE`` saves the typed result (JSON round trip equal); its summary counts
+    the heads whose live sink score reaches the threshold; the heatmap rows are the stored layers asked for
+    (layer 1 alone is labelled L1, not L0); the report renders in Chromium with every axis declared."""
+    import json
+
+    from interp.cli.main import main
+    from interp.results import load_result
+
+    model, store, tokens = _rot_store(tmp_path, 2)
+    live = sink_stats(model, tokens).sink_score[1]
+    thr = float(live.median())
+    assert main(["store", "sinks", str(store.path), "--layers", "1", "--threshold", str(thr),
+                 "--out", str(tmp_path / "sinks.json")]) == 0
+    res = load_result(tmp_path / "sinks.json")
+    assert res.kind == "store_sinks" and res.layers == [1] and res.sink_threshold == thr
+    assert load_result(res.to_json()).to_json() == res.to_json()
+    n = int((live >= thr).sum())
+    assert res.summary().startswith(f"**{n} of {live.numel()} heads are attention sinks**")
+    assert f"wrote {tmp_path / 'sinks.json'}" in capsys.readouterr().out
+    figs = [json.loads(s.body.replace("<\\/", "</")) for s in res.report().sections if s.kind == "figure"]
+    assert len(figs) == 2 and all(f["data"][0]["y"] == ["L1"] for f in figs)
+    check_result_report(res, tmp_path)
 
 
 def _column_entropy_loop(A):

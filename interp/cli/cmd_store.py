@@ -3,12 +3,14 @@ summary of its :class:`~interp.store.summary.StoreSummary` (kind ``store``), or 
 also writes that JSON (a results file: ``interp report FILE`` renders it).
 
 ``interp store sinks DIR``: attention-sink score and row entropy per (layer, head), rebuilt from
-stored post-rotary queries and keys (:func:`interp.phenomena.sinks.sink_scores_from_store`).
+stored post-rotary queries and keys (:func:`interp.phenomena.sinks.sink_scores_from_store`): its typed
+:class:`~interp.phenomena.sinks.StoreSinks` (kind ``store_sinks``) summary and strongest heads, or its JSON;
+``--out FILE`` also saves it there.
 """
 
 from __future__ import annotations
 
-from interp.cli.main import emit
+import json
 
 
 def register(sub) -> None:
@@ -25,18 +27,32 @@ def register(sub) -> None:
                    help="token budget: rows per hook, spread over the store, for the row norms")
     config_defaults(q, CONFIG_FLAGS[0])
     q.set_defaults(func=run_info)
-    q = command(ssub, "sinks", help="sink score / row entropy per head from stored blocks.L.attn.hook_rot_q/k rows",
-                out=None)
+    q = command(ssub, "sinks", out=None,
+                help="sink score / row entropy per head from stored blocks.L.attn.hook_rot_q/k rows",
+                description="sink score / row entropy per head from stored blocks.L.attn.hook_rot_q/k "
+                                      "rows; --out FILE receives the typed result (`interp report FILE`)")
     q.add_argument("dir", help="store directory (cached with skip_bos off, hooks blocks.*.attn.hook_rot_q/k)")
     q.add_argument("--layers", nargs="+", default=None, help="layers, e.g. 3,4,5 or 3-5 or 3 4 5 (None: every layer stored)")
-    q.add_argument("--scale", type=float, default=None, help="attention scale (None: 1/sqrt(d_head))")
-    q.add_argument("--n", type=int, default=None, help="use at most this many sequences (None: all)")
-    q.add_argument("--threshold", type=float, default=0.8, help="sink score at which a head is listed")
+    q.add_argument("--scale", type=float, help="attention scale (None: 1/sqrt(d_head))")
+    q.add_argument("--n", type=int, help="use at most this many sequences (None: all)")
+    q.add_argument("--threshold", type=float, help="sink score at which a head is listed")
+    config_defaults(q, CONFIG_FLAGS[1])
     q.set_defaults(func=run_sinks)
 
 
-CONFIG_FLAGS = [(("store", "info"), "interp.store.summary:summarize_store", {"n_tokens": "n_norm_rows"})]
+CONFIG_FLAGS = [(("store", "info"), "interp.store.summary:summarize_store", {"n_tokens": "n_norm_rows"}),
+                (("store", "sinks"), "interp.phenomena.sinks:sink_scores_from_store",
+                 {"scale": "scale", "n": "max_seqs", "threshold": "sink_threshold"})]
 """(command path, function, flag dest -> parameter): checked by tests/test_cli_grammar.py."""
+
+
+def show(args, res, human: str) -> int:
+    """A typed result as the command's output: saved to ``--out FILE`` (``Result.save``), then its JSON
+    (``--json``) or ``human`` on stdout."""
+    if args.out:
+        human += f"\nwrote {res.save(args.out)}"
+    print(json.dumps(res.to_json(), indent=2) if args.json else human)
+    return 0
 
 
 def run_info(args) -> int:
@@ -45,28 +61,17 @@ def run_info(args) -> int:
 
     res = summarize_store(ActivationStore.open(args.dir, verify="size"), verify=args.verify,
                           n_norm_rows=args.n_tokens)
-    emit(args, res.to_json(), res.summary())
-    return 0
+    return show(args, res, res.summary())
 
 
 def run_sinks(args) -> int:
-    from interp.cli.common import parse_layers
-    from interp.models.hooks import head_hook, head_label
+    from interp.cli.common import flag_settings, parse_layers
+    from interp.models.hooks import head_label
     from interp.phenomena.sinks import sink_scores_from_store
     from interp.store import ActivationStore
 
-    store = ActivationStore.open(args.dir, verify="size")
     layers = None if args.layers is None else list(parse_layers(args.layers))
-    res = sink_scores_from_store(store, layers=layers, scale=args.scale, max_seqs=args.n)
-    layers = res["layers"].tolist()
-    sink = res["sink_score"]
-    heads = [(L, h, float(sink[i, h])) for i, L in enumerate(layers) for h in range(sink.shape[1])
-             if sink[i, h] >= args.threshold]
-    info = {"store": str(store.path), "model": store.manifest.get("model"), "n_seqs": int(res["n_seqs"]),
-            "layers": layers, "sink_score": sink.tolist(), "row_entropy": res["row_entropy"].tolist(),
-            "threshold": args.threshold, "sink_heads": [head_hook(L, h) for L, h, _ in heads]}
-    lines = [f"sinks from store {store.path}: {info['n_seqs']} sequences, layers {layers[0]}..{layers[-1]}",
-             f"  heads with sink score >= {args.threshold}: {len(heads)} of {sink.numel()}"]
-    lines += [f"  {head_label(L, h)}  {s:.3f}" for L, h, s in sorted(heads, key=lambda t: -t[2])[:20]]
-    emit(args, info, "\n".join(lines))
-    return 0
+    res = sink_scores_from_store(ActivationStore.open(args.dir, verify="size"), layers=layers,
+                                 **flag_settings(args, CONFIG_FLAGS[1]))
+    top = [f"  {head_label(L, h)}  {s:.3f}" for L, h, s in res.sink_heads()[:20]]
+    return show(args, res, "\n".join([res.summary().replace("**", ""), *top]))

@@ -18,12 +18,13 @@ from .dormant import DormantConfig, DormantResult, active_dormant
 from .dynamics import DynamicsFit, checkpoint_dynamics, fit_dynamics
 from .massive import (MassiveAblation, MassiveConfig, MassiveResult, MassiveStats, massive_ablation, massive_run,
                       massive_stats)
-from .sinks import SinkStats, resid_peak_from_store, sink_scores_from_store, sink_stats
+from .sinks import (SinkStats, StoreSinks, resid_peak_from_store, sink_scores_from_store, sink_stats,
+                    store_position_stats)
 
 __all__ = [
     "Domain", "DormantConfig", "DormantResult", "DynamicsFit", "MassiveAblation", "MassiveConfig", "MassiveResult",
     "MassiveStats",
-    "SinkStats", "active_dormant", "checkpoint_dynamics", "default_domains", "domain_tokens",
+    "SinkStats", "StoreSinks", "active_dormant", "checkpoint_dynamics", "default_domains", "domain_tokens",
     "domains_from_dir", "fit_dynamics", "massive_ablation", "massive_run", "massive_stats", "resid_peak_from_store",
-    "sink_scores_from_store", "sink_stats",
+    "sink_scores_from_store", "sink_stats", "store_position_stats",
 ]

@@ -2,12 +2,12 @@
 
 Active-dormant heads (Guo et al. 2024, arXiv 2410.13835) are dormant on one kind of text and
 active on another, so sink statistics and ablations are computed per *domain*: a named set of
-texts.  Three domains ship with interp, built offline from text written into this file:
+texts.  Three domains ship with interp, kept as package data (``domain_texts.json``):
 
 * ``prose``: public-domain English prose (Austen, Melville, Carroll, Dickens, Twain openings).
 * ``code``: short Python functions and classes.
-* ``numbers``: numbered lists, tables of figures and comma-separated values, generated from a
-  fixed seed.
+* ``numbers``: numbered lists, tables of figures and comma-separated values (generated once from a
+  fixed seed).
 
 A user domain is any ``Domain(name, texts)``; :func:`domains_from_dir` reads one domain per
 ``*.txt`` file of a folder.  :func:`domain_tokens` turns a domain into a ``[n_seqs, seq_len]``
@@ -21,11 +21,11 @@ Memory: the texts (a few KB each) and ``n_seqs * seq_len`` token ids.
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Domain:
         if isinstance(self.texts, str):
             raise ValueError(f"Domain {self.name!r}: texts must be a sequence of strings, not one string")
         object.__setattr__(self, "texts", tuple(self.texts))
-        if not self.texts or not any(t.strip() for t in self.texts):
+        if not any(t.strip() for t in self.texts):
             raise ValueError(f"Domain {self.name!r} has no non-empty text")
 
 
@@ -52,31 +52,13 @@ PROSE: tuple[str, ...] = tuple(_TEXTS["prose"])
 """Six opening paragraphs of public-domain novels (Austen, Melville, Carroll, Dickens, Twain)."""
 CODE: tuple[str, ...] = tuple(_TEXTS["code"])
 """Eight short Python snippets (functions, classes, loops)."""
-
-
-def _numbers_texts(seed: int = 0) -> tuple[str, ...]:
-    """Numbered lists, tables and CSV rows from a fixed seed (deterministic, offline)."""
-    rng = random.Random(seed)
-    out = []
-    items = ["apples", "pears", "plums", "eggs", "flour", "sugar", "milk", "rice", "beans", "salt"]
-    for _ in range(3):
-        out.append("\n".join(f"{i + 1}. {rng.choice(items)}: {rng.randint(1, 99)}" for i in range(12)))
-    for _ in range(3):
-        rows = ["year,revenue,cost,profit"]
-        for y in range(2001, 2013):
-            r, c = rng.randint(100, 999), rng.randint(50, 500)
-            rows.append(f"{y},{r},{c},{r - c}")
-        out.append("\n".join(rows))
-    for _ in range(3):
-        out.append(", ".join(str(rng.randint(0, 1000)) for _ in range(40)))
-    for _ in range(2):
-        out.append("\n".join(f"- item {i}: {rng.uniform(0, 100):.2f}" for i in range(1, 13)))
-    return tuple(out)
+NUMBERS: tuple[str, ...] = tuple(_TEXTS["numbers"])
+"""Eleven numbered lists, tables of figures and comma-separated values (generated once from a fixed seed)."""
 
 
 def default_domains() -> list[Domain]:
     """The three built-in domains: ``prose``, ``code``, ``numbers``."""
-    return [Domain("prose", PROSE), Domain("code", CODE), Domain("numbers", _numbers_texts())]
+    return [Domain("prose", PROSE), Domain("code", CODE), Domain("numbers", NUMBERS)]
 
 
 def domains_from_dir(path: str | Path) -> list[Domain]:
@@ -90,18 +72,6 @@ def domains_from_dir(path: str | Path) -> list[Domain]:
     return [Domain(f.stem, [t for t in f.read_text().split("\n\n") if t.strip()]) for f in files]
 
 
-def bos_id(model) -> int:
-    """The token id put at position 0 (the tokenizer's BOS)."""
-    tok = model.tokenizer
-    bos = getattr(tok, "bos_token_id", None)
-    if bos is None:
-        raise ValueError(
-            f"model {getattr(model, 'interp_name', '?')!r} has no BOS token; sink analyses need a fixed "
-            "first token: pass token tensors whose position 0 is the token you want to study"
-        )
-    return int(bos)
-
-
 def domain_tokens(model, domain: Domain, seq_len: int = 64, n_seqs: int = 8) -> torch.Tensor:
     """``[n_seqs, seq_len]`` LongTensor of BOS + ``seq_len - 1`` tokens of ``domain``.
 
@@ -111,10 +81,14 @@ def domain_tokens(model, domain: Domain, seq_len: int = 64, n_seqs: int = 8) -> 
         raise ValueError(f"seq_len must be >= 3 (BOS and at least two text tokens), got {seq_len}")
     if n_seqs < 1:
         raise ValueError(f"n_seqs must be >= 1, got {n_seqs}")
-    bos = bos_id(model)
+    bos = getattr(model.tokenizer, "bos_token_id", None)  # the token put at position 0
+    if bos is None:
+        raise ValueError(
+            f"model {getattr(model, 'interp_name', '?')!r} has no BOS token; sink analyses need a fixed "
+            "first token: pass token tensors whose position 0 is the token you want to study"
+        )
     ids = model.tokenizer("\n".join(domain.texts), add_special_tokens=False)["input_ids"]
     ids = [i for i in ids if i != bos]
     need = n_seqs * (seq_len - 1)
     ids = (ids * (need // len(ids) + 1))[:need]  # cycle the text; windows differ (its length rarely divides)
-    body = torch.tensor(ids, dtype=torch.long).view(n_seqs, seq_len - 1)
-    return torch.cat([torch.full((n_seqs, 1), bos, dtype=torch.long), body], dim=1)
+    return F.pad(torch.tensor(ids, dtype=torch.long).view(n_seqs, seq_len - 1), (1, 0), value=int(bos))

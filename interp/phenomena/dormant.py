@@ -64,12 +64,12 @@ import torch
 
 from interp.models import scoped_hooks
 from interp.models.hooks import head_label
-from interp.reports.attention import AttentionPatterns
+from interp.reports import AttentionPatterns, Report
 from interp.results import Result, check_fields, register
 
 from .domains import Domain, domain_tokens
 from .sinks import (SinkStats, add_sink_figures, attention_view, check_tokens, next_token_loss, provenance,
-                    sink_stats)
+                    sink_stats, strongest_heads)
 
 ABLATIONS = ("bos", "zero")
 VIEW_HEADS, VIEW_TOKENS = 3, 32
@@ -157,16 +157,12 @@ class DormantResult(Result):
     def table(self) -> list[dict]:
         """One row per ablated head and domain: sink score, column entropy, Δloss, its interval, label."""
         ci = f"{self.config.ci_level:.0%} interval"
-        rows = []
-        for i, (L, h) in enumerate(self.heads):
-            for d in self.domains:
-                lo, hi = self.delta_ci[d][i]
-                rows.append({"head": head_label(L, h), "domain": d,
-                             "sink score": round(float(self.stats[d].sink_score[L, h]), 4),
-                             "column entropy": round(float(self.stats[d].column_entropy[L, h]), 4),
-                             "Δloss (nats/token)": round(self.delta_loss[d][i], 5),
-                             ci: f"[{lo:.4f}, {hi:.4f}]", "label": self.labels[d][i]})
-        return rows
+        return [{"head": head_label(L, h), "domain": d,
+                 "sink score": round(float(self.stats[d].sink_score[L, h]), 4),
+                 "column entropy": round(float(self.stats[d].column_entropy[L, h]), 4),
+                 "Δloss (nats/token)": round(self.delta_loss[d][i], 5),
+                 ci: "[{:.4f}, {:.4f}]".format(*self.delta_ci[d][i]), "label": self.labels[d][i]}
+                for i, (L, h) in enumerate(self.heads) for d in self.domains]
 
     def summary(self) -> str:
         c = self.config
@@ -194,8 +190,6 @@ class DormantResult(Result):
         return text
 
     def report(self):
-        from interp.reports import Report
-
         c = self.config
         r = Report(f"Attention sinks and active-dormant heads: {self.meta.get('model', '')}".rstrip(": "),
                    config=asdict(c), meta=self.meta, summary=self.summary())
@@ -297,10 +291,8 @@ def label_head(sink: float, lo: float, hi: float, sink_threshold: float, loss_th
 def candidate_heads(stats: dict[str, SinkStats], sink_threshold: float, max_heads: int) -> list[tuple[int, int]]:
     """Heads reaching ``sink_threshold`` on some domain, most domain-dependent first."""
     s = torch.stack([st.sink_score for st in stats.values()])  # [D, L, H]
-    hi, lo = s.max(0).values, s.min(0).values
-    eligible = (hi >= sink_threshold).nonzero().tolist()
-    eligible.sort(key=lambda lh: -float(hi[lh[0], lh[1]] - lo[lh[0], lh[1]]))
-    return [(int(L), int(h)) for L, h in eligible[:max_heads]]
+    spread = (s.amax(0) - s.amin(0)).where(s.amax(0) >= sink_threshold, -1.0)  # -1: a sink on no domain
+    return [(L, h) for L, h, _ in strongest_heads(spread, 0.0)[:max_heads]]
 
 
 def active_dormant(model, domains: list[Domain] | dict[str, torch.Tensor], config: DormantConfig | None = None) -> DormantResult:

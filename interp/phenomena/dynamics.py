@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 def curve(t, A, lam, gamma, t0, K):
     """f(t) = A exp(-lam x) log x + K with x = gamma t + t0."""
     x = gamma * np.asarray(t, dtype=float) + t0
@@ -103,8 +104,8 @@ def fit_dynamics(t, y, max_nfev: int = 20000) -> DynamicsFit:
     if y_range <= 0:
         raise ValueError("y is constant; there is no dynamics to fit")
     tn, yn = t / t_scale, (y - y_min) / y_range
-    a0 = np.ptp(yn)
-    base = np.array([a0, 1.0 / max(np.std(tn), 1e-9), 1.0 / max(np.ptp(tn), 1e-9), 1.0, yn.min() + a0 / 2])
+    # A = range(y') = 1, K = min y' + A / 2 = 0.5 in the normalised units (exactly: y' spans 0..1)
+    base = np.array([1.0, 1.0 / max(np.std(tn), 1e-9), 1.0 / max(np.ptp(tn), 1e-9), 1.0, 0.5])
     lo = [-np.inf, 0.0, 1e-9, 1e-9, -np.inf]
     fits = []
     starts = [base] + [base * np.array([s, fl, fg, ft, 1.0]) for s, fl, fg, ft in

@@ -37,18 +37,23 @@ held-out rows (the means) and one forward pass on a 4x batch (ablation).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import functools
 import re
-from dataclasses import dataclass, field
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
 
 from interp.models import resolve_hooks, scoped_hooks
-from interp.results import Result, register
+from interp.reports import Report
+from interp.results import Result, check_fields, register
 
-from .dynamics import CheckpointDynamics
+from .domains import default_domains, domain_tokens
+from .dynamics import CheckpointDynamics, checkpoint_dynamics, list_checkpoints
 from .sinks import check_tokens, decoder, next_token_loss, provenance, store_sequences
 
 DELIMITER_CHARS = set(".,;:!?\n\t\r ")
@@ -75,10 +80,7 @@ class MassiveConfig:
     """Detected entries kept in the result (all are counted)."""
 
     def __post_init__(self):
-        if self.abs_threshold < 0 or self.ratio_threshold < 0:
-            raise ValueError(f"thresholds must be >= 0, got abs={self.abs_threshold}, ratio={self.ratio_threshold}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_fields(self, at_least={"abs_threshold": 0, "ratio_threshold": 0, "batch_size": 1})
 
 
 @dataclass
@@ -146,7 +148,7 @@ def token_kind(pos: int, text: str) -> str:
     """``first`` for position 0, ``delimiter`` for tokens made only of punctuation/whitespace."""
     if pos == 0:
         return "first"
-    if text and all(c in DELIMITER_CHARS for c in text):
+    if text and set(text) <= DELIMITER_CHARS:
         return "delimiter"
     return "other"
 
@@ -188,12 +190,10 @@ class _Detector:
                                              abs(v) / max(m, 1e-30), text, token_kind(p, text)))
 
     def result(self) -> MassiveStats:
-        cols = [[torch.cat(x) for x in zip(*self.per_seq[h])] for h in self.hooks]  # per hook: top, med, dim
-        top1 = torch.stack([t.mean() for t, _, _ in cols])
-        med = torch.stack([m.mean() for _, m, _ in cols])
-        ratio = torch.stack([(t / m.clamp_min(1e-30)).mean() for t, m, _ in cols])
-        top_dim = [int(d.mode().values) for _, _, d in cols]
-        return MassiveStats(list(self.hooks), top1, med, ratio, top_dim, self.entries, self.n_entries, self.cfg)
+        per_hook = [[torch.cat(x) for x in zip(*self.per_seq[h])] for h in self.hooks]
+        top, med, dim = (torch.stack(x) for x in zip(*per_hook))  # [hooks, sequences]: top-1, median, its dim
+        return MassiveStats(list(self.hooks), top.mean(1), med.mean(1), (top / med.clamp_min(1e-30)).mean(1),
+                            dim.mode(1).values.tolist(), self.entries, self.n_entries, self.cfg)
 
 
 @torch.no_grad()
@@ -217,16 +217,12 @@ def massive_stats(model, tokens: torch.Tensor, config: MassiveConfig | None = No
     return det.result()
 
 
-def massive_stats_from_store(store, config: MassiveConfig | None = None, tokenizer=None,
-                             read_rows: int = 4096) -> MassiveStats:
+def massive_stats_from_store(store, config: MassiveConfig | None = None, tokenizer=None) -> MassiveStats:
     """Detect massive activations from an ``interp.store.ActivationStore`` (rows + ``seq_pos``).
 
-    Rows of one sequence must be contiguous in the store's order (they are, as written by
-    ``cache_activations``); each sequence is reassembled and passed to the same detector as
-    :func:`massive_stats`, ``read_rows`` store rows at a time.
+    Each sequence's rows are read in position order (:func:`interp.phenomena.sinks.store_sequences`)
+    and passed to the same detector as :func:`massive_stats`.
     """
-    import fnmatch
-
     cfg = config or MassiveConfig()
     hooks = sorted(fnmatch.filter(store.hooks, cfg.hooks), key=_layer_of)
     if not hooks:
@@ -234,7 +230,7 @@ def massive_stats_from_store(store, config: MassiveConfig | None = None, tokeniz
     det = _Detector(hooks, cfg, decoder(tokenizer))
     all_tokens = torch.as_tensor(np.asarray(store.tokens)).long()
     for hook in hooks:
-        for sid, rows, ids in store_sequences(store, hook, read_rows):
+        for sid, rows, ids in store_sequences(store, hook):
             det.add(hook, rows[None], torch.tensor([sid]), all_tokens[ids][None])
     return det.result()
 
@@ -328,8 +324,7 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int
     first = min(e.layer for e in stats.entries if abs(e.value) >= 0.5 * big)
     hook_name = hook or next(e.hook for e in stats.entries if e.layer == first)
     dims = sorted({e.dim for e in stats.entries if e.hook == hook_name})
-    dim_mask = torch.zeros(int(model.cfg.d_model), dtype=torch.bool)
-    dim_mask[dims] = True
+    dim_mask = torch.isin(torch.arange(int(model.cfg.d_model)), torch.tensor(dims))
     means, present, n_held = heldout_kind_means(model, heldout, hook_name, dim_mask, cfg)
     device = next(model.parameters()).device
     B, variants = tokens.shape[0], ["clean", "zero", "mean", "random_zero"]
@@ -352,12 +347,10 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int
                              "carrying the massive activation")
         # control: as many random entries of the same layer that are not massive (the n top random scores)
         score = torch.rand(mask.shape, generator=gen).masked_fill(mask.cpu(), -1).flatten()
-        rmask = torch.zeros_like(score, dtype=torch.bool).scatter(0, score.topk(n).indices, True)
-        fills = [(mask, 0.0), (mask, means.to(h)[codes]), (rmask.view_as(mask).to(h.device), 0.0)]
-        h = h.clone()
-        for v, (m, fill) in enumerate(fills, 1):  # [B, T, d] each; the mean: each entry's kind mean
-            h[v * B:(v + 1) * B] = torch.where(m, fill, clean)
-        return h
+        rmask = torch.zeros_like(score, dtype=torch.bool).scatter(0, score.topk(n).indices, True).view_as(mask)
+        # [B, T, d] each: clean, zero, each entry's kind mean, the random control zeroed
+        return torch.cat([clean, torch.where(mask, 0.0, clean), torch.where(mask, means.to(h)[codes], clean),
+                          torch.where(rmask.to(h.device), 0.0, clean)])
 
     batch = tokens.to(device).repeat(len(variants), 1)
     with scoped_hooks(model, fwd=[(hook_name, fn)]):
@@ -408,7 +401,7 @@ class MassiveResult(Result):
             top = int(st.ratio.argmax())
             text = (f"**No massive activations** (|a| > {c.abs_threshold:g} and >= {c.ratio_threshold:g}x the layer "
                     f"median) in {where}: the largest top-1 / median ratio is {float(st.ratio[top]):.0f}x, "
-                    f"after layer {top}.")
+                    f"after layer {_layer_of(st.hooks[top])}.")
         else:
             k = st.kinds()
             big = max(st.entries, key=lambda e: abs(e.value))
@@ -434,10 +427,6 @@ class MassiveResult(Result):
         return text
 
     def report(self):
-        from dataclasses import asdict
-
-        from interp.reports import Report
-
         st, ab, dyn = self.stats, self.ablation, self.dynamics
         r = Report(f"Massive activations: {self.meta.get('model', '')}".rstrip(": "), summary=self.summary(),
                    config={**asdict(st.config), "n_seqs": self.n_seqs, "seq_len": self.seq_len, "source": self.source,
@@ -464,7 +453,7 @@ class MassiveResult(Result):
                 r.add_bars(title, [v.replace("_", " ") for v in names], {"": list(values)}, x_title="variant",
                            y_title=self.axes[f"ablation.{key}"],
                            fields=(f"ablation.{key}#0", f"ablation.{key}"), caption=caption)
-        n = list(range(len(st.hooks)))
+        n = [_layer_of(h) for h in st.hooks]  # the scanned layers (a hooks glob may pick some)
         r.add_line("Top-1 / median |h| per layer", n, {"ratio": st.ratio}, x_title="layer", y_title="top-1 / median |h|",
                    log_y=True, fields=("stats.ratio#0", "stats.ratio"),
                    caption="Mean over sequences of max |h| / median |h| of blocks.ℓ.hook_resid_post.")
@@ -507,14 +496,8 @@ def massive_run(model=None, checkpoints=None, config: MassiveConfig | None = Non
     seed.  ``checkpoints``: a folder of ``step_<N>`` checkpoints whose per-layer ratio is fitted
     (:func:`interp.phenomena.dynamics.checkpoint_dynamics`).
     """
-    import time
-    from pathlib import Path
-
-    from interp.models import load_model
-    from interp.toy.bigram_backcopy import load_task
-
-    from .domains import default_domains, domain_tokens
-    from .dynamics import checkpoint_dynamics, list_checkpoints
+    from interp.models import load_model  # looked up per call (the CLI tests stop it there)
+    from interp.toy.bigram_backcopy import load_task  # toy imports phenomena at its top
 
     if heldout_seqs < 1:
         raise ValueError(f"heldout_seqs must be >= 1, got {heldout_seqs}")

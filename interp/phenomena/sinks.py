@@ -16,12 +16,11 @@ batch of equal-length sequences:
   largest in the sequence.
 
 Algorithm: one forward pass per batch with read-only hooks on every layer's pattern, value and
-residual output.  Each hook reduces its tensor at once over all heads (no loop over heads) to
-per-sequence statistics, which a :class:`PositionStats` accumulates; the same accumulator
-takes per-token rows with their ``(sequence, position)`` from an activation store
-(:func:`position_stats_from_rows`), so value drain and residual peak come out the same whether
-computed live or from stored activations.  The sink score from a store
-(:func:`sink_scores_from_store`) rebuilds each stored sequence's pattern from its post-rotary
+residual output.  Each hook reduces its tensor at once over all heads and sequences (no loop over
+either) to sums of per-sequence statistics.  :func:`store_position_stats` computes the same statistics from an
+activation store's rows, one stored sequence at a time (:func:`store_sequences`), so value drain
+and residual peak come out the same whether computed live or from stored activations.  The sink
+score from a store (:func:`sink_scores_from_store`) rebuilds each stored sequence's pattern from its post-rotary
 queries and keys (``blocks.ℓ.attn.hook_rot_q`` / ``hook_rot_k``), since the ``[T, T]`` pattern
 itself is not a per-token row.
 
@@ -47,54 +46,28 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from interp.models import model_name, scoped_hooks
+from interp.models import model_name, scoped_hooks, weight_hash
 from interp.models.hooks import head_label
-from interp.reports.attention import AttentionPatterns
-from interp.results import Result, register
+from interp.reports import AttentionPatterns, Report
+from interp.results import Result, register, versions
 
 SINK_THRESHOLD = 0.8
 """Default sink score at which a head counts as an attention sink (Guo et al. use 0.8 for dormant candidates)."""
 
 
-class PositionStats:
-    """Per-sequence norms at position 0 vs positions >= 1, accumulated from rows in any order.
+class SinkHeads:
+    """``sink_heads`` of a result with a ``sink_score [L, H]`` (row i is layer ``layers[i]`` where the result
+    has ``layers``, else layer i) and a ``sink_threshold``."""
 
-    ``update(values, seq, pos)`` takes ``values [N, *S]`` (already reduced to one number per
-    row and per trailing index, e.g. a norm per head), the sequence id ``seq [N]`` and position
-    ``pos [N]`` of each row.  Sequence ids may be any non-negative integers.
-    """
-
-    def __init__(self):
-        self.sink: dict[int, torch.Tensor] = {}
-        self.rest: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}
-        """Per sequence, (sum, count, max) over the rows at positions >= 1."""
-
-    def update(self, values: torch.Tensor, seq: torch.Tensor, pos: torch.Tensor) -> None:
-        values = values.detach().float().cpu()
-        seq, pos = seq.cpu().long(), pos.cpu().long()
-        if values.shape[0] != seq.shape[0] or seq.shape != pos.shape:
-            raise ValueError(f"values {tuple(values.shape)}, seq {tuple(seq.shape)}, pos {tuple(pos.shape)} disagree")
-        for s in torch.unique(seq).tolist():
-            v, p = values[seq == s], pos[seq == s]
-            if (p == 0).any():
-                self.sink[s] = v[p == 0][0]
-            rest = v[p > 0]
-            if len(rest):
-                total, n, top = self.rest.get(s, (0, 0, rest[0]))
-                self.rest[s] = (total + rest.sum(0), n + len(rest), torch.maximum(top, rest.max(0).values))
-
-    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(sink, rest_mean, rest_max), each the mean over sequences that have a position 0 and a rest."""
-        ids = sorted(set(self.sink) & set(self.rest))
-        if not ids:
-            raise ValueError("no sequence had both a position-0 row and later rows; cannot compare the sink")
-        rows = [(self.sink[s], self.rest[s][0] / self.rest[s][1], self.rest[s][2]) for s in ids]
-        return tuple(torch.stack(x).mean(0) for x in zip(*rows))
+    def sink_heads(self, threshold: float | None = None) -> list[tuple[int, int, float]]:
+        """``(layer, head, sink score)`` of every head whose score reaches ``threshold``, strongest first."""
+        t = self.sink_threshold if threshold is None else threshold
+        return strongest_heads(self.sink_score, t, getattr(self, "layers", None))
 
 
 @register
 @dataclass
-class SinkStats(Result):
+class SinkStats(SinkHeads, Result):
     """Sink statistics of one model on one set of sequences (one domain)."""
 
     kind: ClassVar[str] = "sink_stats"
@@ -144,12 +117,6 @@ class SinkStats(Result):
         """[L] ‖h(⟨s⟩)‖ / max_{i>=1} ‖h(i)‖ (above 1: the first token's residual state peaks)."""
         return self.resid_norm_sink / self.resid_norm_rest_max.clamp_min(1e-12)
 
-    def sink_heads(self, threshold: float | None = None) -> list[tuple[int, int, float]]:
-        """``(layer, head, sink score)`` of every head whose score reaches ``threshold``, strongest first."""
-        t = self.sink_threshold if threshold is None else threshold
-        idx = (self.sink_score >= t).nonzero().tolist()
-        return sorted(((L, h, float(self.sink_score[L, h])) for L, h in idx), key=lambda x: -x[2])
-
     def summary(self) -> str:
         L, H = self.sink_score.shape
         sinks = self.sink_heads()
@@ -166,11 +133,69 @@ class SinkStats(Result):
                        f"(up to {float(peak[top_l]):.3g}x the largest other token's, after layer {top_l}).")
 
     def report(self):
-        from interp.reports import Report
-
         r = Report(f"Attention sinks: {self.model or 'model'}", summary=self.summary(),
                    config={"n_seqs": self.n_seqs, "seq_len": self.seq_len, "sink_threshold": self.sink_threshold})
         add_sink_figures(r, self)
+        return r
+
+
+def strongest_heads(score: torch.Tensor, threshold: float, layers=None) -> list[tuple[int, int, float]]:
+    """``(layer, head, score)`` of every head of ``score [L, H]`` reaching ``threshold``, strongest first;
+    row i is layer ``layers[i]`` (default: layer i)."""
+    layers = range(len(score)) if layers is None else layers
+    idx = (score >= threshold).nonzero().tolist()
+    return sorted(((layers[i], h, float(score[i, h])) for i, h in idx), key=lambda x: -x[2])
+
+
+@register
+@dataclass
+class StoreSinks(SinkHeads, Result):
+    """Sink score and row entropy per head rebuilt from an activation store's post-rotary queries and keys
+    (:func:`sink_scores_from_store`, ``interp store sinks``)."""
+
+    kind: ClassVar[str] = "store_sinks"
+    axes: ClassVar[dict[str, str]] = {"sink_score#0": "layer", "sink_score#1": "head",
+                                      "row_entropy#0": "layer", "row_entropy#1": "head"}
+
+    layers: list[int]
+    """The stored layers scored; row i of each matrix is layer ``layers[i]``."""
+    sink_score: torch.Tensor
+    """[len(layers), H] mean over sequences and queries q >= 1 of the attention to position 0."""
+    row_entropy: torch.Tensor
+    """[len(layers), H] mean normalised entropy of attention rows q >= 1 (0 = one key, 1 = uniform)."""
+    n_seqs: int
+    """Stored sequences the statistics average over."""
+    store: str = ""
+    """Path of the activation store."""
+    model: str = ""
+    """The model the store was cached from (its manifest)."""
+    scale: float | None = None
+    """Attention scale given (None: 1/sqrt(d_head))."""
+    sink_threshold: float = SINK_THRESHOLD
+    """Sink score at which :meth:`summary` counts a head as an attention sink."""
+
+    def summary(self) -> str:
+        sinks = self.sink_heads()
+        top = ", ".join(f"{head_label(a, b)} {s:.2f}" for a, b, s in sinks[:3])
+        return (f"**{len(sinks)} of {self.sink_score.numel()} heads are attention sinks** (>= "
+                f"{self.sink_threshold:g} of their attention on the first token, mean over {self.n_seqs} "
+                f"stored sequences" + (f" of {self.model}" if self.model else "")
+                + f", layers {self.layers[0]}..{self.layers[-1]})" + (f"; strongest {top}" if top else "")
+                + f". Mean row entropy {float(self.row_entropy.mean()):.2f}.")
+
+    def report(self):
+        r = Report(f"Attention sinks from a store: {self.model or self.store}", summary=self.summary(),
+                   config={"store": self.store, "layers": self.layers, "scale": self.scale,
+                           "sink_threshold": self.sink_threshold},
+                   meta={"model": self.model, "n_seqs": self.n_seqs})
+        heads, rows = [f"H{h}" for h in range(self.sink_score.shape[1])], [f"L{L}" for L in self.layers]
+        for name, title, caption in (
+                ("sink_score", "Sink score", "Mean attention of queries q >= 1 to the first token, the "
+                 "pattern softmax(q kᵀ · scale) rebuilt per stored sequence from blocks.ℓ.attn.hook_rot_q/k"),
+                ("row_entropy", "Row entropy", "Mean entropy of each attention row q >= 1 over log(q + 1): "
+                 "0 = all attention on one key, 1 = uniform.")):
+            r.add_heatmap(title, getattr(self, name), heads, rows, caption, x_title="head", y_title="layer",
+                          fields=(f"{name}#1", f"{name}#0"))
         return r
 
 
@@ -226,9 +251,6 @@ def attention_view(model, tokens: torch.Tensor, layers) -> AttentionPatterns:
 
 def provenance(model, seconds: float) -> dict:
     """What produced a result: model name, weight hash, device, wall seconds and :func:`interp.results.versions`."""
-    from interp.models import weight_hash
-    from interp.results import versions
-
     return {"model": model_name(model), "weight_hash": weight_hash(model), "seconds": round(seconds, 2),
             "device": str(next(model.parameters()).device), "versions": versions()}
 
@@ -299,8 +321,8 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
     device = next(model.parameters()).device
     attn = torch.zeros(3, n_layers, n_heads, dtype=torch.float64)  # sums: sink score, row, column entropy
     example = torch.zeros(n_layers, n_heads, T)
-    vstats = [PositionStats() for _ in range(n_layers)]
-    rstats = [PositionStats() for _ in range(n_layers)]
+    vsum = torch.zeros(3, n_layers, n_kv, dtype=torch.float64)  # sums of (sink, rest mean, rest max) norms
+    rsum = torch.zeros(3, n_layers, dtype=torch.float64)
     state = {}
 
     def pattern_hook(layer):
@@ -312,29 +334,26 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
                 example[layer] = a[0, :, :, 0].cpu()
         return fn
 
-    def norm_hook(acc: PositionStats):
+    def norm_hook(acc: torch.Tensor, layer: int):
         def fn(x, hook):  # hook_v [b, T, n_kv, d_head] or hook_resid_post [b, T, d_model]
-            acc.update(x.float().norm(dim=-1).flatten(0, 1), state["seq"], state["pos"])
+            n = x.float().norm(dim=-1)  # [b, T(, n_kv)]
+            acc[:, layer] += torch.stack([n[:, 0], n[:, 1:].mean(1), n[:, 1:].amax(1)]).double().sum(1).cpu()
         return fn
 
     fwd = []
     for L in range(n_layers):
         fwd += [(f"blocks.{L}.attn.hook_pattern", pattern_hook(L)),
-                (f"blocks.{L}.attn.hook_v", norm_hook(vstats[L])),
-                (f"blocks.{L}.hook_resid_post", norm_hook(rstats[L]))]
+                (f"blocks.{L}.attn.hook_v", norm_hook(vsum, L)),
+                (f"blocks.{L}.hook_resid_post", norm_hook(rsum, L))]
     with scoped_hooks(model, fwd=fwd):
         for start in range(0, B, batch_size):
             chunk = tokens[start:start + batch_size].to(device)
-            state["seq"] = torch.arange(start, start + len(chunk)).repeat_interleave(T)
-            state["pos"] = torch.arange(T).repeat(len(chunk))
             state["first"] = start == 0
             model(chunk)
 
     decode = decoder(getattr(model, "tokenizer", None))
-    # per layer (sink, rest_mean, rest_max); a query head reads the value of its KV group
-    group = n_heads // n_kv
-    vs, vm, vx = (torch.stack(x).repeat_interleave(group, dim=-1) for x in zip(*(v.result() for v in vstats)))
-    rs, rm, rx = (torch.stack(x) for x in zip(*(r.result() for r in rstats)))
+    vs, vm, vx = (vsum / B).float().repeat_interleave(n_heads // n_kv, dim=-1)  # a head reads its KV group
+    rs, rm, rx = (rsum / B).float()
     sink, ent, col = (attn / B).float()
     return SinkStats(
         sink_score=sink, row_entropy=ent, column_entropy=col, value_norm_sink=vs, value_norm_rest_mean=vm,
@@ -344,60 +363,41 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
     )
 
 
-def position_stats_from_rows(rows_iter, reduce=lambda x: x.norm(dim=-1)) -> tuple[torch.Tensor, ...]:
-    """(sink, rest_mean, rest_max) of ``reduce(rows)`` from ``(rows [N, d], seq [N], pos [N])`` batches.
-
-    This is the activation-store path: stream ``blocks.ℓ.hook_resid_post`` rows with
-    ``store.seq_pos`` and get the same residual-peak numbers :func:`sink_stats` computes live.
-    For ``blocks.ℓ.attn.hook_v`` rows (``n_kv * d_head`` wide) pass
-    ``reduce=lambda x: x.view(len(x), n_kv, -1).norm(dim=-1)``.
-    """
-    acc = PositionStats()
-    for rows, seq, pos in rows_iter:
-        acc.update(reduce(rows.float()), seq, pos)
-    return acc.result()
-
-
-def store_rows(store, hook: str, batch_size: int = 4096):
-    """Yield ``(rows, seq, pos)`` batches of ``hook`` from an ``interp.store.ActivationStore``."""
-    if hook not in store.hooks:
-        raise ValueError(f"the store holds no {hook!r}; it holds {store.hooks}")
-    seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
-    start = 0
-    for rows in store.stream(hook, batch_size):
-        sp = seq_pos[start:start + rows.shape[0]]
-        yield rows, sp[:, 0], sp[:, 1]
-        start += rows.shape[0]
-
-
-def store_sequences(store, hook: str, batch_size: int = 4096):
+def store_sequences(store, hook: str):
     """Yield ``(seq, rows [T_s, ...], row_ids [T_s])`` for each sequence of ``hook`` in an activation
-    store, its rows in position order (``row_ids`` index ``store.seq_pos`` / ``store.tokens``).  The rows of
-    one sequence must be contiguous in store order, as ``cache_activations`` writes them."""
+    store, in sequence order, its rows in position order (``row_ids`` index ``store.seq_pos`` /
+    ``store.tokens``); each sequence is one ``store.rows`` read, wherever its rows lie in the store."""
     seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
-    sids, counts = torch.unique_consecutive(seq_pos[:, 0], return_counts=True)
-    if len(set(sids.tolist())) < len(sids):
-        raise ValueError("a sequence's rows are not contiguous in the store (see cache_activations)")
-    ends = counts.cumsum(0).tolist()
-    pending, start, k = None, 0, 0  # rows from store row `start` on that no yielded sequence holds yet
-    for rows, _, _ in store_rows(store, hook, batch_size):
-        pending = rows if pending is None else torch.cat([pending, rows])
-        while k < len(ends) and start + len(pending) >= ends[k]:
-            ids = torch.arange(start, ends[k])
-            order = seq_pos[ids, 1].argsort()
-            yield int(sids[k]), pending[:len(ids)][order], ids[order]
-            pending, start, k = pending[len(ids):], ends[k], k + 1
+    order = (seq_pos[:, 0] * (int(seq_pos[:, 1].max()) + 1) + seq_pos[:, 1]).argsort()
+    sids, counts = torch.unique_consecutive(seq_pos[order, 0], return_counts=True)
+    for sid, ids in zip(sids.tolist(), order.split(counts.tolist())):
+        yield sid, store.rows(hook, ids), ids
 
 
-def resid_peak_from_store(store, layers=None, batch_size: int = 4096) -> dict[str, torch.Tensor]:
+def store_position_stats(store, hook: str, reduce=lambda x: x.norm(dim=-1)) -> tuple[torch.Tensor, ...]:
+    """``(sink, rest_mean, rest_max)`` of ``reduce(rows)`` of ``hook`` in an activation store: per sequence
+    its position-0 value and the mean and max over its later positions, each averaged over the sequences that
+    hold both (the store path of what :func:`sink_stats` computes live).  For ``blocks.ℓ.attn.hook_v`` rows
+    (``n_kv * d_head`` wide) pass ``reduce=lambda x: x.view(len(x), n_kv, -1).norm(dim=-1)``."""
+    seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
+    per_seq = []
+    for _, rows, ids in store_sequences(store, hook):
+        if len(ids) > 1 and seq_pos[ids[0], 1] == 0:
+            v = reduce(rows.float())
+            per_seq.append((v[0], v[1:].mean(0), v[1:].amax(0)))
+    if not per_seq:
+        raise ValueError(f"no sequence of {hook} has both a position-0 row and later rows: no sink to compare")
+    return tuple(torch.stack(x).mean(0) for x in zip(*per_seq))
+
+
+def resid_peak_from_store(store, layers=None) -> dict[str, torch.Tensor]:
     """Residual peak per layer from stored ``blocks.ℓ.hook_resid_post`` rows.
 
     Returns ``{"resid_norm_sink": [L], "resid_norm_rest_mean": [L], "resid_norm_rest_max": [L],
     "resid_peak": [L], "layers": [L]}`` over the layers present in the store (or ``layers``).
     """
     layers = _store_layers(store, layers, "blocks.L.hook_resid_post", "hook_resid_post")
-    res = [position_stats_from_rows(store_rows(store, f"blocks.{L}.hook_resid_post", batch_size))
-           for L in layers]
+    res = [store_position_stats(store, f"blocks.{L}.hook_resid_post") for L in layers]
     s, m, x = (torch.stack(t) for t in zip(*res))
     return {"layers": torch.tensor(layers), "resid_norm_sink": s, "resid_norm_rest_mean": m,
             "resid_norm_rest_max": x, "resid_peak": s / x.clamp_min(1e-12)}
@@ -431,28 +431,29 @@ def _attention_stats(q: torch.Tensor, k: torch.Tensor, scale: float) -> tuple[to
     return sink_and_entropy(scores.masked_fill(~causal, float("-inf")).softmax(-1))  # pattern [H, T, T]
 
 
-def sink_scores_from_store(store, layers=None, scale: float | None = None, batch_size: int = 4096,
-                           max_seqs: int | None = None) -> dict[str, torch.Tensor]:
+def sink_scores_from_store(store, layers=None, scale: float | None = None, max_seqs: int | None = None,
+                           sink_threshold: float = SINK_THRESHOLD) -> StoreSinks:
     """Sink score and row entropy per (layer, head) recomputed from stored post-rotary queries and keys.
 
     The store must hold ``blocks.ℓ.attn.hook_rot_q`` and ``blocks.ℓ.attn.hook_rot_k`` (rows
     ``[n_heads, d_head]`` and ``[n_kv_heads, d_head]``: the queries and keys the attention uses,
-    after RoPE) with the position-0 rows kept (``skip_bos=False``).  Rows are streamed in store
-    order and grouped by their ``(sequence, position)``; per complete sequence the causal pattern
+    after RoPE) with the position-0 rows kept (``skip_bos=False``).  Each sequence's rows are read
+    in position order (:func:`store_sequences`); per sequence the causal pattern
     A = softmax(q kᵀ · scale) is rebuilt for all heads at once and s = mean_{q>=1} A[q, 0] is
     averaged over sequences, as :func:`sink_stats` does live from ``hook_pattern``.
 
     ``scale`` defaults to 1/sqrt(d_head) (Llama, GPT-2, Pythia); pass the model's own for
     architectures that scale differently (Gemma 3: ``query_pre_attn_scalar ** -0.5``).  Attention
     soft-capping and sliding windows are not modelled.  Memory: one sequence's ``[H, T, T]``
-    pattern plus ``batch_size`` rows of q and k.
+    pattern and its q and k rows.
 
-    Returns ``{"layers": [L], "sink_score": [L, H], "row_entropy": [L, H], "n_seqs": int}``.
+    Returns a typed :class:`StoreSinks` (kind ``store_sinks``); ``sink_threshold`` is where its summary
+    counts a head as a sink.
     """
     layers = _store_layers(store, layers, "blocks.L.attn.hook_rot_q and hook_rot_k", "attn.hook_rot_q",
                            "attn.hook_rot_k")
     seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
-    sinks, ents = [], []
+    per_layer = []
     for L in layers:
         qh, kh = f"blocks.{L}.attn.hook_rot_q", f"blocks.{L}.attn.hook_rot_k"
         qshape, kshape = tuple(store.row_shape(qh)), tuple(store.row_shape(kh))
@@ -460,7 +461,7 @@ def sink_scores_from_store(store, layers=None, scale: float | None = None, batch
             raise ValueError(f"{qh} rows {qshape} and {kh} rows {kshape} are not [heads, d_head] with one d_head")
         sc = scale if scale is not None else qshape[1] ** -0.5
         per_seq = []
-        pairs = zip(store_sequences(store, qh, batch_size), store_sequences(store, kh, batch_size))
+        pairs = zip(store_sequences(store, qh), store_sequences(store, kh))
         for (sid, q, ids), (_, k, _) in itertools.islice(pairs, max_seqs):
             if not torch.equal(seq_pos[ids, 1], torch.arange(len(ids))):
                 raise ValueError(f"sequence {sid} holds positions {seq_pos[ids, 1][:4].tolist()}...: the "
@@ -470,8 +471,8 @@ def sink_scores_from_store(store, layers=None, scale: float | None = None, batch
                 per_seq.append(_attention_stats(q.float().view(-1, *qshape), k.float().view(-1, *kshape), sc))
         if not per_seq:
             raise ValueError(f"no sequence of length >= 2 in the store for layer {L}")
-        sink, ent = (torch.stack(x).mean(0) for x in zip(*per_seq))
-        sinks.append(sink)
-        ents.append(ent)
-    return {"layers": torch.tensor(layers), "sink_score": torch.stack(sinks), "row_entropy": torch.stack(ents),
-            "n_seqs": len(per_seq)}
+        per_layer.append(torch.stack([torch.stack(x).mean(0) for x in zip(*per_seq)]))  # [2, H]: sink, ent
+    sink, ent = torch.stack(per_layer, 1)
+    return StoreSinks(layers=layers, sink_score=sink, row_entropy=ent, n_seqs=len(per_seq),
+                      store=str(store.path), model=str(store.manifest.get("model") or ""), scale=scale,
+                      sink_threshold=sink_threshold)

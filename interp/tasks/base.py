@@ -45,12 +45,6 @@ def logit_diff(logits: torch.Tensor, task: "Task") -> torch.Tensor:
     return pair[:, 0] - pair[:, 1]
 
 
-@register_metric("logprob_diff")
-def logprob_diff(logits: torch.Tensor, task: "Task") -> torch.Tensor:
-    """log p(correct) - log p(incorrect) at the last position (equals logit_diff; kept for clarity)."""
-    return logit_diff(logits[:, -1:].log_softmax(-1), task)
-
-
 @dataclass
 class Task:
     """Clean and corrupted prompts, answers and a metric (see the module docstring)."""

@@ -73,8 +73,8 @@ def ioi_names(model) -> tuple[list[str], str]:
 CORRUPTIONS = {"abc": "ABC (three fresh names)", "s2": "S2 -> IO (the second S replaced by the IO name)"}
 
 
-def ioi_task(model, n: int = 16, seed: int = 0, templates: list[str] | None = None,
-             names: list[str] | None = None, corruption: str = "abc") -> Task:
+def ioi_task(model, n: int = 16, seed: int = 0, names: list[str] | None = None,
+             corruption: str = "abc") -> Task:
     """``n`` IOI prompts (alternating ABBA / BABA) with ``abc`` or ``s2`` corruptions (module docstring)."""
     if n < 1:
         raise ValueError(f"ioi_task: n must be >= 1, got {n}")
@@ -92,14 +92,13 @@ def ioi_task(model, n: int = 16, seed: int = 0, templates: list[str] | None = No
             raise ValueError("ioi_task: give at least 5 names (IO, S and three corruption names must differ)")
     places = equal_length_group(model, PLACES)
     objects = equal_length_group(model, OBJECTS)
-    templates = list(templates or TEMPLATES)
 
     def fill(t, a, b, s, place, obj):
         text = t.format(A=a, B=b, S=s, PLACE=place, OBJECT=obj)
         return text + (" " if sep == "" else "")  # char tokenizer: the answer follows "to "
 
-    templates = equal_length_group(model, templates, lambda t: fill(t, names[0], names[1], names[1], places[0],
-                                                                    objects[0]))
+    templates = equal_length_group(model, TEMPLATES,
+                                   lambda t: fill(t, names[0], names[1], names[1], places[0], objects[0]))
 
     prompts, corrupts, answers, kinds = [], [], [], []
     for i in range(n):
@@ -115,16 +114,12 @@ def ioi_task(model, n: int = 16, seed: int = 0, templates: list[str] | None = No
     task = Task.from_prompts(model, prompts, corrupts, answers, name="ioi", meta={
         "templates": templates, "kinds": kinds, "seed": seed, "corruption": CORRUPTIONS[corruption],
         "metric": "logit(IO) - logit(S) at the last position"})
-    pos = []
-    for row, (io_t, s_t) in zip(task.clean, task.answers):
-        s1 = _find(row, s_t, 0)
-        pos.append((_find(row, io_t, 0), s1, _find(row, s_t, s1 + 1), len(row) - 1))
-    task.positions = dict(zip(("IO", "S1", "S2", "END"), torch.tensor(pos).T.contiguous()))
+    is_s = task.clean == task.answers[:, 1:]
+    s1 = is_s.int().argmax(1)  # argmax: the first hit
+    hits = {"IO": task.clean == task.answers[:, :1], "S1": is_s,
+            "S2": is_s & (torch.arange(task.clean.shape[1]) > s1[:, None])}
+    if not all(bool(h.any(1).all()) for h in hits.values()):
+        raise ValueError("IOI: a name token is missing from a prompt (tokenizer merges it with its neighbours?)")
+    task.positions = {**{k: h.int().argmax(1) for k, h in hits.items()},
+                      "END": torch.full_like(s1, task.clean.shape[1] - 1)}
     return task
-
-
-def _find(row: torch.Tensor, tok: int, start: int) -> int:
-    hits = (row[start:] == tok).nonzero()
-    if len(hits) == 0:
-        raise ValueError(f"IOI: name token {tok} not found in a prompt (tokenizer merges it with its neighbours?)")
-    return int(hits[0]) + start

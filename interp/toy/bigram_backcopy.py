@@ -48,14 +48,23 @@ Cost: training is O(steps x batch x seq_len) forward + backward passes of a < 1 
 from __future__ import annotations
 
 import json
+import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from interp.results import Result, check_fields, register
+from interp.models import scoped_hooks
+from interp.models.hooks import head_label
+from interp.models.tiny import TinyConfig
+from interp.phenomena.dormant import DormantConfig
+from interp.phenomena.sinks import sink_stats
+from interp.reports import Report
+from interp.results import Result, check_fields, register, versions
 
 SHAKESPEARE = (Path(__file__).parent / "shakespeare.txt").read_text(encoding="utf-8")
 """The default training text: five public-domain Shakespeare passages (data, kept beside this module)."""
@@ -113,11 +122,9 @@ class BBTask:
         x[:, 0] = self.bos_id
         m = marginal.masked_fill(is_trig, 0)
         x[:, 1] = torch.multinomial(m / m.sum(), n, replacement=True, generator=generator)
-        for t in range(1, self.seq_len - 1):
+        for t in range(1, self.seq_len - 1):  # x₁ is no trigger, so x₂ is always a bigram step
             nxt = torch.multinomial(bigram[x[:, t]], 1, generator=generator).squeeze(1)
-            if t >= 2:
-                nxt = torch.where(is_trig[x[:, t]], x[:, t - 1], nxt)
-            x[:, t + 1] = nxt
+            x[:, t + 1] = torch.where(is_trig[x[:, t]], x[:, t - 1], nxt)
         return x
 
     def trigger_mask(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,8 +158,6 @@ def bb_tokenizer(task: BBTask):
 
 def log_spaced_steps(steps: int, n: int = 16) -> tuple[int, ...]:
     """Step 0 and about ``n`` log-spaced steps from 10 to ``steps`` (dense early, where sinks form)."""
-    import numpy as np
-
     if steps < 10:
         return tuple(range(steps + 1))
     return (0,) + tuple(sorted({int(round(x / 10.0)) * 10 for x in np.geomspace(10, steps, n)} | {steps}))
@@ -218,8 +223,6 @@ def bb_optimizer(model, cfg: BBTrainConfig) -> torch.optim.Optimizer:
 def _paper_init(model) -> None:
     """PyTorch-default init, as the paper's hand-written model: embeddings N(0, 1), linear weights
     U(±1/sqrt(fan_in)) (``nn.Linear``'s kaiming-uniform with a = sqrt 5), biases 0, norms (1, 0)."""
-    import math
-
     from transformers.pytorch_utils import Conv1D
 
     for m in model.modules():
@@ -235,8 +238,6 @@ def _paper_init(model) -> None:
 def bb_model(task: BBTask, cfg: BBTrainConfig):
     """A fresh Hugging Face GPT-2 or Llama with one attention head per layer, for the BB vocabulary."""
     from transformers import AutoModelForCausalLM
-
-    from interp.models.tiny import TinyConfig
 
     hf = TinyConfig(arch=cfg.arch, n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=1, d_mlp=cfg.d_mlp,
                     n_ctx=task.seq_len).hf_config(len(task.vocab))
@@ -255,9 +256,7 @@ def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | N
              device: str | None = None) -> "BBResult":
     """Train the BB toy model, saving Hugging Face checkpoints under ``out/step_<N>``; the result's
     ``mechanism`` is empty (:func:`bb_experiment` measures it)."""
-    import time
-
-    from interp.results import versions
+    from transformers.utils import logging as hf_logging
 
     task, cfg = task or BBTask(), cfg or BBTrainConfig()
     out = Path(out)
@@ -270,16 +269,13 @@ def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | N
     opt = bb_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     wanted = cfg.checkpoint_steps if cfg.checkpoint_steps is not None else log_spaced_steps(cfg.steps)
-    ckpts = sorted({s for s in wanted if s <= cfg.steps} | {cfg.steps})
-    saved, losses = [], []
+    ckpts = sorted({s for s in wanted if 0 <= s <= cfg.steps} | {cfg.steps})  # each one is saved below
+    losses = []
+    hf_logging.disable_progress_bar()
 
     def save(step):
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        model.save_pretrained(out / f"step_{step:06d}")
-        tok.save_pretrained(out / f"step_{step:06d}")
-        saved.append(step)
+        for obj in (model, tok):
+            obj.save_pretrained(out / f"step_{step:06d}")
 
     t0 = time.time()
     if 0 in ckpts:
@@ -298,7 +294,7 @@ def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | N
             save(step)
     secs = time.time() - t0
     tps = cfg.steps * cfg.batch_size * task.seq_len / max(secs, 1e-9)
-    return BBResult(out=str(out), task={k: v for k, v in asdict(task).items() if k != "text"}, train=cfg, steps=saved,
+    return BBResult(out=str(out), task={k: v for k, v in asdict(task).items() if k != "text"}, train=cfg, steps=ckpts,
                     losses=losses, seconds=secs, tokens_per_second=tps,
                     meta={"model": "bigram-backcopy", "device": str(device), "versions": versions()})
 
@@ -349,10 +345,6 @@ class BBMechanism:
 @torch.no_grad()
 def bb_mechanism(model, task: BBTask, n_seqs: int = 64, seed: int = 1) -> BBMechanism:
     """Measure backcopy/sink attention, losses, the batched ⟨s⟩ ablation, value drain and residual peak."""
-    from interp.models import scoped_hooks
-
-    from interp.phenomena.sinks import sink_stats
-
     device = next(model.parameters()).device
     x = task.sample(n_seqs, torch.Generator().manual_seed(seed))
     trig_full = task.trigger_mask(x)  # [B, T]
@@ -430,9 +422,6 @@ class BBResult(Result):
         return max(range(len(last.ablation_delta_trigger)), key=lambda l: last.ablation_delta_trigger[l])
 
     def summary(self) -> str:
-        from interp.models.hooks import head_label
-        from interp.phenomena.dormant import DormantConfig
-
         m, c = self.mechanism[-1], self.copy_layer()
         d = DormantConfig()
         dormant = m.attn_bos_at_other[c] >= d.sink_threshold and abs(m.ablation_delta_other[c]) <= d.loss_threshold
@@ -449,23 +438,20 @@ class BBResult(Result):
                 f"token per layer: {peak}.")
 
     def report(self):
-        from dataclasses import asdict
-
-        from interp.reports import Report
-
         n_l = self.train.n_layers
         r = Report(f"Bigram-Backcopy toy model ({n_l} layer{'s' if n_l != 1 else ''}, {self.train.steps} steps)",
                    config={**asdict(self.train), **self.task}, summary=self.summary(),
                    meta={**self.meta, "seconds": round(self.seconds, 1), "tokens_per_second": round(self.tokens_per_second)})
         L = len(self.mechanism[-1].attn_prev_at_trigger)
-        per_layer = lambda f: {f"layer {j}": [f(m)[j] for m in self.mechanism] for j in range(L)}  # noqa: E731
+        per_layer = lambda k: {f"layer {j}": [getattr(m, k)[j] for m in self.mechanism]  # noqa: E731
+                               for j in range(L)}
         for field_name, title, caption in (
                 ("attn_bos_at_other", "Attention to ⟨s⟩ at non-trigger positions (dormant)", ""),
                 ("attn_prev_at_trigger", "Attention to the previous token at triggers (active)", ""),
                 ("value_drain", "Value drain ‖v(⟨s⟩)‖ / mean ‖v(i>=1)‖", ""),
                 ("resid_peak", "Residual peak at ⟨s⟩", "‖h(⟨s⟩)‖ / max_{i>=1} ‖h(i)‖ after each layer "
                  "(blocks.ℓ.hook_resid_post): above 1, ⟨s⟩ carries the largest residual state.")):
-            r.add_line(title, self.steps, per_layer(lambda m: getattr(m, field_name)), x_title="training step",
+            r.add_line(title, self.steps, per_layer(field_name), x_title="training step",
                        y_title=self.axes[f"mechanism[step].{field_name}"],
                        fields=("steps", f"mechanism[step].{field_name}"), caption=caption)
         r.add_line("Training loss", list(range(1, len(self.losses) + 1)), {"loss": self.losses},

@@ -44,10 +44,10 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
-
 import torch
 from torch import nn
+
+from interp.results import check_fields
 
 
 @dataclass(frozen=True)
@@ -76,21 +76,16 @@ class ModAddConfig:
     """Seed for the split and the initialisation."""
 
     def __post_init__(self):
-        if self.p < 2:
-            raise ValueError(f"ModAddConfig.p must be >= 2, got {self.p}")
+        check_fields(self, at_least={"p": 2})
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if not 0 < self.train_frac <= 1:
             raise ValueError(f"ModAddConfig.train_frac must be in (0, 1], got {self.train_frac}")
 
-    def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
-
 
 def dataset(p: int) -> tuple[torch.Tensor, torch.Tensor]:
     """All pairs: tokens ``[p^2, 3]`` (a, b, =) and labels ``[p^2]`` = (a + b) mod p."""
-    a = torch.arange(p).repeat_interleave(p)
-    b = torch.arange(p).repeat(p)
+    a, b = torch.cartesian_prod(torch.arange(p), torch.arange(p)).T  # a = 0 0 .. 1 1 .., b = 0 1 .. 0 1 ..
     return torch.stack([a, b, torch.full_like(a, p)], 1), (a + b) % p
 
 
@@ -152,26 +147,11 @@ def accuracy(model: ModAddTransformer, tokens=None, labels=None, batch: int = 81
     return hits / len(tokens)
 
 
-@dataclass
-class TrainLog:
-    """What training did."""
-
-    steps: int
-    """Full-batch steps taken."""
-    seconds: float
-    """Wall time."""
-    train_acc: float
-    """Accuracy on the training pairs."""
-    test_acc: float | None
-    """Accuracy on the held-out pairs (``None`` when ``train_frac`` = 1)."""
-    all_acc: float
-    """Accuracy over all p^2 pairs."""
-    history: list[dict]
-    """(step, loss, test_acc) every 100 steps."""
-
-
 def train(cfg: ModAddConfig, device: str | None = None, verbose: bool = False):
-    """Train from scratch, logging every 100 steps; returns ``(model, TrainLog)``."""
+    """Train from scratch, logging every 100 steps; returns ``(model, log)``, the log a dict of ``steps``
+    (full-batch steps taken), ``seconds`` (wall time), ``train_acc`` / ``test_acc`` (accuracy on the training /
+    held-out pairs; ``test_acc`` None when ``train_frac`` = 1), ``all_acc`` (over all p^2 pairs) and ``history`` (step, loss,
+    test_acc, all_acc every 100 steps)."""
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     dev = torch.device(device or "cpu")
@@ -197,28 +177,25 @@ def train(cfg: ModAddConfig, device: str | None = None, verbose: bool = False):
             if all_acc >= cfg.target_acc:
                 break
     model.eval().requires_grad_(False)
-    log = TrainLog(steps=step, seconds=time.perf_counter() - t0, train_acc=accuracy(model, X[tr], Y[tr]),
-                   test_acc=accuracy(model, X[te], Y[te]) if len(te) else None,
-                   all_acc=accuracy(model, X, Y), history=history)
+    log = dict(steps=step, seconds=time.perf_counter() - t0, train_acc=accuracy(model, X[tr], Y[tr]),
+               test_acc=accuracy(model, X[te], Y[te]) if len(te) else None,
+               all_acc=accuracy(model, X, Y), history=history)
     return model, log
-
-
-def cache_path(cfg: ModAddConfig) -> Path:
-    from interp.models.gguf import cache_root
-
-    return cache_root() / "toy" / f"modadd-p{cfg.p}-{cfg.key()}.safetensors"
 
 
 def load_or_train(cfg: ModAddConfig | None = None, device: str | None = None, retrain: bool = False,
                   verbose: bool = False) -> tuple[ModAddTransformer, dict]:
     """The trained model for ``cfg`` from the safetensors cache, training (and caching) it if absent.
 
-    Returns ``(model, meta)`` where ``meta`` holds the config and the :class:`TrainLog`.
+    Returns ``(model, meta)`` where ``meta`` holds the config and the training log of :func:`train`.
     """
     from safetensors.torch import load_file, save_file
 
+    from interp.models.gguf import cache_root
+
     cfg = cfg or ModAddConfig()
-    path = cache_path(cfg)
+    key = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_root() / "toy" / f"modadd-p{cfg.p}-{key}.safetensors"
     meta_path = path.with_suffix(".json")
     if path.exists() and meta_path.exists() and not retrain:
         model = ModAddTransformer(cfg)
@@ -230,7 +207,7 @@ def load_or_train(cfg: ModAddConfig | None = None, device: str | None = None, re
     tmp = path.with_suffix(".tmp")
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
     tmp.replace(path)
-    meta = {"config": asdict(cfg), "train": asdict(log)}
+    meta = {"config": asdict(cfg), "train": log}
     meta_path.write_text(json.dumps(meta, indent=2))
     return model, meta
 
