@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import numpy as np
 import torch
 
 from interp.phenomena.massive import MassiveConfig, massive_ablation, massive_stats, token_kind
@@ -250,3 +251,15 @@ def test_a_scanned_layer_subset_is_named_by_its_layer(tiny_llama):
     assert res.summary().endswith("after layer 1.")
     figs = [json.loads(s.body.replace("<\\/", "</")) for s in res.report().sections if s.kind == "figure"]
     assert len(figs) == 2 and all(f["data"][0]["x"] == [1] for f in figs)
+
+    # the dynamics over checkpoints name the same layer: its curve, its fit and its row of the fit table
+    from interp.phenomena.dynamics import CheckpointDynamics, curve, fit_dynamics
+
+    steps = [0.0, *np.geomspace(10, 5000, 12).tolist()]
+    y = curve(np.array(steps), A=500.0, lam=0.8, gamma=0.004, t0=0.5, K=40.0)
+    res.dynamics = CheckpointDynamics(steps, st.hooks, [[v] for v in y.tolist()], [fit_dynamics(steps, y)], [None])
+    assert "(layer 1: R²" in res.summary()
+    sections = res.report().sections
+    curves = [json.loads(s.body.replace("<\\/", "</")) for s in sections if s.kind == "figure"][-1]["data"]
+    assert [c["name"] for c in curves] == ["L1", "L1 fit"]
+    assert ">L1<" in [s.body for s in sections if s.kind == "table"][0]

@@ -423,7 +423,8 @@ class MassiveResult(Result):
         if dyn is not None:
             ok = [(j, f) for j, f in enumerate(dyn.fits) if f is not None]
             text += f" Over {len(dyn.steps)} checkpoints the five-parameter fit converged on {len(ok)} of {len(dyn.fits)} layers"
-            text += (f" (layer {ok[0][0]}: R² {ok[0][1].r2:.3f}, A {ok[0][1].A:+.3g})." if ok else ".")
+            text += (f" (layer {_layer_of(dyn.hooks[ok[0][0]])}: R² {ok[0][1].r2:.3f}, A {ok[0][1].A:+.3g})."
+                     if ok else ".")
         return text
 
     def report(self):
@@ -462,17 +463,17 @@ class MassiveResult(Result):
                    caption="Mean over sequences of the largest |h| and of the median |h| of blocks.ℓ.hook_resid_post "
                            "(log scale): their ratio is the figure above.")
         if dyn is not None:
-            ratio = torch.tensor(dyn.ratio)
-            ys = {f"L{j}": ratio[:, j] for j in range(ratio.shape[1])}
-            ys.update({f"L{j} fit": f.predict(dyn.steps) for j, f in enumerate(dyn.fits) if f is not None})
+            ratio, names = torch.tensor(dyn.ratio), [f"L{_layer_of(h)}" for h in dyn.hooks]
+            ys = {name: ratio[:, j] for j, name in enumerate(names)}
+            ys.update({f"{name} fit": f.predict(dyn.steps) for name, f in zip(names, dyn.fits) if f is not None})
             r.add_line("Top-1 / median |h| over training, with the five-parameter fit", dyn.steps, ys,
                        x_title="training step", y_title="top-1 / median |h|", fields=("dynamics.steps", "dynamics.ratio"),
                        caption=f"The ratio of each layer at each of the {len(dyn.steps)} checkpoints (Lℓ) and the "
                                "fitted curve at the same steps (Lℓ fit; a layer whose fit did not converge has none).")
             sym = {"lam": "λ", "gamma": "γ", "t0": "t₀", "r2": "R²", "t_peak": "peak step", "n_points": "checkpoints"}
             r.add_table("Fit f(t) = A exp(-λx) log x + K, x = γt + t₀, per layer",
-                        [{"layer": f"L{j}", **({sym.get(k, k): v for k, v in vars(f).items()} if f else {"error": e})}
-                         for j, (f, e) in enumerate(zip(dyn.fits, dyn.errors))])
+                        [{"layer": name, **({sym.get(k, k): v for k, v in vars(f).items()} if f else {"error": e})}
+                         for name, f, e in zip(names, dyn.fits, dyn.errors)])
         if st.entries:
             r.add_table("Massive activations by layer, dimension and token kind", st.table())
         r.add_section("Method", (
