@@ -63,8 +63,7 @@ class TaskRun(Result):
         """The report's head: title, config, summary; model, task, versions (and ``meta``) as its meta."""
         from interp.reports import Report
 
-        return Report(title, config=self.config, summary=self.summary(),
-                      meta={"model": self.model, "task": self.task, "versions": self.versions, **meta})
+        return Report.of(self, title, **meta)
 
 
 def task_fields(model, task_name: str, task, ref) -> dict:

@@ -134,8 +134,7 @@ class DictionaryEvaluation(Result):
     def report(self):
         from interp.reports import Report
 
-        r = Report(f"{self.noun[0].upper()}{self.noun[1:]} evaluation: {_what(self.sae_config)}",
-                   config=self.config, meta={"model": self.model, **self.meta}, summary=self.summary())
+        r = Report.of(self, f"{self.noun[0].upper()}{self.noun[1:]} evaluation: {_what(self.sae_config)}")
         for title, parts in self.layout:
             r.add_section(title)
             for add in parts:

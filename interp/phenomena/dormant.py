@@ -191,8 +191,8 @@ class DormantResult(Result):
 
     def report(self):
         c = self.config
-        r = Report(f"Attention sinks and active-dormant heads: {self.meta.get('model', '')}".rstrip(": "),
-                   config=asdict(c), meta=self.meta, summary=self.summary())
+        r = Report.of(self, f"Attention sinks and active-dormant heads: {self.meta.get('model', '')}".rstrip(": "),
+                      asdict(c))
         if self.heads:
             labels = [head_label(L, h) for L, h in self.heads]
             r.add_heatmap("Loss change when each head is ablated, per domain",
