@@ -90,7 +90,7 @@ from interp.fastpath import use_fast
 from interp.models import scoped_hooks
 from interp.models.hooks import component_label, head_label, mlp_hook, save_hook
 
-from .fastpath import PrefixCache, map_tensors, fast_forward, hook_layer, reads_last_position_only
+from .fastpath import PrefixCache, fast_forward, hook_layer, interpolate, map_tensors, reads_last_position_only
 
 QUADRATURE = {"eap": "clean", "eap-ig": "riemann_left", "clean-corrupted": "ends",
               "eap-ig-activations": "riemann_right"}
@@ -136,8 +136,6 @@ class EdgeGraph:
     """Bool ``[N_s, N_r]``: True where the sender writes before the receiver reads."""
     n_heads: int
     n_kv_heads: int
-    parallel: bool
-    """Attention and MLP of a block read the same residual (Pythia, GPT-J)."""
 
     @property
     def n_edges(self) -> int:
@@ -159,12 +157,9 @@ class EdgeGraph:
         """
         out = []
         for e in edges:
-            if isinstance(e, str):
-                if "->" not in e:
-                    raise ValueError(f"edge {e!r} must read 'sender->receiver'")
-                e = tuple(e.split("->", 1))
+            e = tuple(e.split("->", 1)) if isinstance(e, str) else e
             if len(e) != 2:
-                raise ValueError(f"edge {e!r} must be a (sender, receiver) pair")
+                raise ValueError(f"edge {e!r} must be a (sender, receiver) pair or read 'sender->receiver'")
             u, v = e
             i = self.sender_index(u) if isinstance(u, str) else int(u)
             j = self.receiver_index(v) if isinstance(v, str) else int(v)
@@ -230,18 +225,16 @@ def _orig(mod):
 def check_supported(model) -> None:
     """A ``ValueError`` for architectures whose sublayer outputs are not additive senders."""
     blk = model.blocks[0]
-    names = set(dict(blk.named_children()))
-    if names & {"ln1_post", "ln2_post"}:
-        raise ValueError(
-            f"edge attribution needs the residual stream to be a sum of sender outputs; {type(blk).__name__} of "
-            f"this model normalises the attention/MLP output before adding it (post-norms {sorted(names & {'ln1_post', 'ln2_post'})}, "
-            "Gemma 2/3), so per-head writes are not additive. Use node-level attribution (interp.attribution) instead.")
+    names, what = set(dict(blk.named_children())), type(blk).__name__
+    if post := sorted(names & {"ln1_post", "ln2_post"}):
+        raise ValueError(f"edge attribution needs the residual stream to be a sum of sender outputs; {what} "
+                         f"normalises the attention/MLP output before adding it (post-norms {post}, Gemma 2/3), so "
+                         "per-head writes are not additive. Use node-level attribution (interp.attribution) instead.")
     if not {"ln1", "ln2"} <= names:
         raise ValueError("edge attribution needs separate norms before attention (ln1) and MLP (ln2), so that a "
-                         f"receiver's input can move alone; {type(blk).__name__} has {sorted(n for n in names if n.startswith('ln'))}")
-    for sub in ("q", "k", "v", "o"):
-        if not hasattr(blk.attn, sub):
-            raise ValueError(f"edge attribution needs separate q/k/v/o projections; block attention has no {sub!r}")
+                         f"receiver's input can move alone; {what} has {sorted(n for n in names if n[:2] == 'ln')}")
+    if missing := [s for s in "qkvo" if not hasattr(blk.attn, s)]:
+        raise ValueError(f"edge attribution needs separate q/k/v/o projections; block attention has no {missing}")
 
 
 def layer_weights(model, probe: bool = False) -> list[LayerWeights]:
@@ -265,7 +258,7 @@ def edge_graph(model, weights: list[LayerWeights] | None = None) -> EdgeGraph:
     weights = weights if weights is not None else layer_weights(model)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     Hkv = weights[0].W_k.shape[0]
-    parallel = bool(getattr(model.cfg, "parallel_attn_mlp", False))
+    parallel = bool(getattr(model.cfg, "parallel_attn_mlp", False))  # attention and MLP read one residual
     gqa = Hkv != H
     senders = [Node("embed", "embed", -1, None, "hook_embed", -1)]
     if getattr(model.cfg, "positional_embedding_type", "") == "standard" and "hook_pos_embed" in model.hook_dict:
@@ -284,7 +277,7 @@ def edge_graph(model, weights: list[LayerWeights] | None = None) -> EdgeGraph:
     s_stage = torch.tensor([n.stage for n in senders])
     r_stage = torch.tensor([n.stage for n in receivers])
     mask = s_stage[:, None] < r_stage[None, :]
-    return EdgeGraph(senders, receivers, mask, H, Hkv, parallel)
+    return EdgeGraph(senders, receivers, mask, H, Hkv)
 
 
 # ------------------------------------------------------------------------------------------
@@ -466,9 +459,7 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
         if e_clean is None or at != "hook_embed":  # a leaf so that every layer's q/k/v is in the graph
             hooks.insert(0, ("hook_embed", lambda x, hook: x.detach().requires_grad_(True)))
         if e_clean is not None:
-            shape = (c, *[1] * e_clean.ndim)
-            interp = (e_corrupt.unsqueeze(0) + a.view(shape).to(e_clean.dtype) * (e_clean - e_corrupt).unsqueeze(0))
-            interp = interp.reshape(c * B, *e_clean.shape[1:]).to(dtype).requires_grad_(True)
+            interp = interpolate(e_corrupt, e_clean, a.to(e_clean.dtype)).flatten(0, 1).to(dtype).requires_grad_(True)
             hooks.insert(1 if at != "hook_embed" else 0, (at, lambda x, hook, v=interp: v))
         if fast:
             for l in range(L):  # kept in the autograd graph
@@ -671,10 +662,9 @@ def _input_scores(model, task, graph, weights, method, steps, max_tokens, fast):
         logits_c = logits_k
     else:
         D, e_c, e_k, logits_c, logits_k = sender_differences(model, task, graph, weights)  # sender 0 = hook_embed
-        if method == "eap-ig":  # left Riemann sum: alpha_k = k/m, k = 0..m-1
-            alphas = torch.arange(steps, dtype=torch.float64) / steps
-        else:
-            alphas = torch.tensor([0.0, 1.0], dtype=torch.float64)
+        # eap-ig: left Riemann sum, alpha_k = k/m, k = 0..m-1; clean-corrupted: the two ends
+        alphas = torch.arange(steps if method == "eap-ig" else 2, dtype=torch.float64)
+        alphas = alphas / (steps if method == "eap-ig" else 1)
         path = GradPath(alphas, torch.full_like(alphas, 1.0 / len(alphas)), e_c, e_k)
     t1 = time.perf_counter()
     path.max_tokens = max_tokens

@@ -58,6 +58,11 @@ def reads_last_position_only(metric: Callable[[torch.Tensor], torch.Tensor], log
     return torch.equal(full, last)  # False for different shapes too
 
 
+def interpolate(base: torch.Tensor, x: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+    """``[len(alphas), *x.shape]``: ``base + alpha_k (x - base)`` for every ``alpha_k``."""
+    return base.unsqueeze(0) + alphas.view(-1, *[1] * x.ndim) * (x - base).unsqueeze(0)
+
+
 def map_tensors(fn, x):
     """``fn`` on every tensor of ``x`` (a tensor or nested tuples; anything else unchanged)."""
     if isinstance(x, torch.Tensor):

@@ -54,8 +54,8 @@ from interp.results import check_fields
 
 from .atp import DIRECTIONS
 from .components import AttributionResult, cache_components, component_types, linear_scores, per_position_set
-from .fastpath import (LeanGemma3, PrefixCache, fast_forward, hook_layer, lean_forward, lean_start_layer,
-                       reads_last_position_only)
+from .fastpath import (LeanGemma3, PrefixCache, fast_forward, hook_layer, interpolate, lean_forward,
+                       lean_start_layer, reads_last_position_only)
 
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 DEFAULT_STEPS = 32
@@ -143,8 +143,7 @@ class IGResult:
 
     def token_scores(self) -> torch.Tensor:
         """``[B, T]``: attributions summed over the feature axes."""
-        a = self.attributions
-        return a.sum(dim=tuple(range(2, a.ndim))) if a.ndim > 2 else a
+        return self.attributions.reshape(*self.attributions.shape[:2], -1).sum(-1)
 
 
 def _acts_at(model, tokens, hook, metric, prefix: PrefixCache | None = None, rows: slice | None = None):
@@ -162,32 +161,29 @@ def _path_integral(x, base, q, chunk: int, f_of: Callable):
     [c*B, ...]) -> (F [c*B], {name: tensor})``; the weighted gradients also flow to the returned tensors
     (summed over the copies, ``[B, ...]`` each)."""
     alphas, weights = q
-    B = x.shape[0]
     g = torch.zeros_like(x, dtype=torch.float32)
     side_g: dict[str, torch.Tensor] = {}
     for s in range(0, len(alphas), chunk):
         a = alphas[s:s + chunk].to(x.device, torch.float32)
         w = weights[s:s + chunk].to(x.device, torch.float32)
-        c = len(a)
-        pts = base.unsqueeze(0) + a.view((c,) + (1,) * x.ndim) * (x - base).unsqueeze(0)
-        pts = pts.reshape(c * B, *x.shape[1:]).to(x.dtype).requires_grad_(True)
+        pts = interpolate(base, x, a).flatten(0, 1).to(x.dtype).requires_grad_(True)
         with torch.enable_grad():
             f, side = f_of(pts)
-            gs = torch.autograd.grad((f.reshape(c, B) * w[:, None]).sum(), [pts, *side.values()],
+            gs = torch.autograd.grad((f.reshape(len(a), -1) * w[:, None]).sum(), [pts, *side.values()],
                                      allow_unused=True)
-        g += gs[0].reshape(c, *x.shape).sum(0).float()
+        g += gs[0].reshape(-1, *x.shape).sum(0).float()
         for n, gn in zip(side, gs[1:]):
             if gn is not None:
-                side_g[n] = side_g.get(n, 0) + gn.reshape(c, B, *gn.shape[1:]).sum(0).float()
+                side_g[n] = side_g.get(n, 0) + gn.reshape(len(a), -1, *gn.shape[1:]).sum(0).float()
     return g, side_g
 
 
-def _lean_off(fast: bool | None, last: bool) -> str:
-    """Why the lean forward cannot run before trying it ("" if it may): the reference path was
-    asked for, or the metric reads positions other than the last."""
+def _lean(fast: bool | None, last: bool, make: Callable[[], tuple]) -> tuple:
+    """``make()`` (``(lean forward, "")`` or ``(None, reason)``), unless the reference path was asked
+    for or the metric reads positions other than the last: then ``(None, that reason)``."""
     if not use_fast(fast):
-        return "reference path (fast=False or INTERP_REFERENCE=1)"
-    return "" if last else "the metric reads positions other than the last"
+        return None, "reference path (fast=False or INTERP_REFERENCE=1)"
+    return make() if last else (None, "the metric reads positions other than the last")
 
 
 def _self_check(lean: LeanGemma3, got: torch.Tensor, want: torch.Tensor) -> str:
@@ -202,6 +198,11 @@ def _self_check(lean: LeanGemma3, got: torch.Tensor, want: torch.Tensor) -> str:
     return why
 
 
+def _shared_prefix(differs: torch.Tensor) -> int:
+    """The number of leading False in ``differs [T]`` (positions before the first difference), at most T - 1."""
+    return min(int((~differs).int().cumprod(0).sum()), len(differs) - 1)
+
+
 def _interpolate_lean(lean: LeanGemma3, hook: str, x_act, base_act, f_x, q, metric, max_tokens):
     """The path integral through a lean forward (interp/models/lean.py; residual-stream hooks,
     last-position metrics).
@@ -213,8 +214,7 @@ def _interpolate_lean(lean: LeanGemma3, hook: str, x_act, base_act, f_x, q, metr
     """
     B, T = x_act.shape[:2]
     start = lean_start_layer(hook)
-    differs = (x_act != base_act).reshape(B, T, -1).any(-1).any(0)
-    p0 = min(int(differs.int().argmax()) if bool(differs.any()) else T, T - 1)
+    p0 = _shared_prefix((x_act != base_act).reshape(B, T, -1).any(-1).any(0))
     with torch.no_grad():
         prefix = lean.prefix_kv(x_act[:, :p0], start)  # a residual-stream hook: the block input itself
         why = _self_check(lean, metric(lean.logits(x_act[:, p0:], start, T, prefix)), f_x)
@@ -261,17 +261,16 @@ def layer_integrated_gradients(
         x_act, base_act, f_x, f_b = both[:B], both[B:], f_both[:B], f_both[B:]
     else:
         x_act, f_x, last = _acts_at(model, tokens, hook, metric, prefix)
-        if baseline is None or (isinstance(baseline, str) and baseline == "zeros"):
-            base_act = torch.zeros_like(x_act)
-        elif isinstance(baseline, torch.Tensor):
+        if isinstance(baseline, torch.Tensor):
             base_act = baseline.to(x_act.device, x_act.dtype).expand_as(x_act)
+        elif baseline in (None, "zeros"):
+            base_act = torch.zeros_like(x_act)
         else:
             raise ValueError(f"baseline must be token ids, an activation tensor or 'zeros', got {baseline!r}")
         with torch.no_grad(), scoped_hooks(model, fwd=[(hook, lambda x, hook: base_act)]):
             f_b = metric(model(tokens.to(x_act.device))).detach()
     path = "lean"
-    why = _lean_off(cfg.fast, last)
-    lean, why = (None, why) if why else lean_forward(model, hook)
+    lean, why = _lean(cfg.fast, last, lambda: lean_forward(model, hook))
     g, why = (None, why) if lean is None else _interpolate_lean(lean, hook, x_act, base_act, f_x, q, metric,
                                                                  cfg.max_tokens)
     if g is None:
@@ -317,8 +316,7 @@ def _lean_for_hooks(model, types, task, base_tokens, acts_src, acts_base, m_base
         why = _self_check(lean, task.metric(lean.logits(resids[0], 0, T)), m_base)
     if why:
         return None, why
-    differs = (task.clean != task.corrupt).any(0)
-    p0 = min(int(differs.int().argmax()) if bool(differs.any()) else T, T - 1)
+    p0 = _shared_prefix((task.clean != task.corrupt).any(0))
     if not all(torch.equal(acts_src[t.name][l][:, :p0], acts_base[t.name][l][:, :p0])
                for t in types for l in range(model.cfg.n_layers)):
         p0 = 0
@@ -354,8 +352,8 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
     last = fast and reads_last_position_only(task.metric, logits_base)
     m_base = task.metric(logits_base).float()
     B, T = base_tokens.shape
-    why = _lean_off(cfg.fast, last)
-    lean, why = (None, why) if why else _lean_for_hooks(model, types, task, base_tokens, acts_src, acts_base, m_base)
+    lean, why = _lean(cfg.fast, last, lambda: _lean_for_hooks(model, types, task, base_tokens, acts_src, acts_base,
+                                                              m_base))
     p0 = lean[2] if lean is not None else 0
     device = next(model.parameters()).device
     a_, w_ = (x.to(device, torch.float32) for x in quadrature(cfg.steps, cfg.method))
@@ -370,8 +368,7 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
         leaves, hooks = [], []
         for j, (l, t) in enumerate(chunk):
             a_src, a_base = acts_src[t.name][l][:, p0:].float(), acts_base[t.name][l][:, p0:].float()
-            shape = (S,) + (1,) * a_src.ndim
-            leaf = (a_base.unsqueeze(0) + a_.view(shape) * (a_src - a_base).unsqueeze(0)).requires_grad_(True)
+            leaf = interpolate(a_base, a_src, a_).requires_grad_(True)
             leaves.append(leaf)
             full = torch.cat([leaf, a_src.unsqueeze(0)])  # [S+1, B, ...]: the last copy is the patch itself
 
