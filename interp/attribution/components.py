@@ -39,6 +39,7 @@ T=16: 30 x 3 x 256 x 576 floats = 53 MB (and as much again for gradients).
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable, Sequence
 
@@ -178,6 +179,21 @@ class AttributionResult(Result):
                    meta={"timings": {self.method: self.seconds}}, summary=self.summary())
         add_score_figures(r, {self.method: self})
         return r
+
+
+def directed_runs(task, direction: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(source, base)`` prompts: ``denoise`` puts clean values into the corrupted run, ``noise`` the reverse."""
+    return (task.clean, task.corrupt) if direction == "denoise" else (task.corrupt, task.clean)
+
+
+def directed_result(method: str, direction: str, t0: float, m_src: torch.Tensor, m_base: torch.Tensor,
+                    per_pos: set[str], **fields) -> AttributionResult:
+    """The result of a ``direction`` run (:func:`directed_runs`): the per-prompt metrics of the source and
+    base runs put back in clean / corrupted order, the wall time since ``t0``."""
+    m = [v.float().mean().item() for v in (m_src, m_base)]
+    m_clean, m_corr = m if direction == "denoise" else m[::-1]
+    return AttributionResult(method=method, seconds=time.perf_counter() - t0, metric_clean=m_clean,
+                             metric_corrupt=m_corr, per_position=sorted(per_pos), **fields)
 
 
 def display_name(ctype: str, idx: Sequence[int]) -> str:

@@ -53,7 +53,8 @@ from interp.models.hooks import save_hook
 from interp.results import check_fields
 
 from .atp import DIRECTIONS
-from .components import AttributionResult, cache_components, component_types, linear_scores, per_position_set
+from .components import (AttributionResult, cache_components, component_types, directed_result, directed_runs,
+                         linear_scores, per_position_set)
 from .fastpath import (LeanGemma3, PrefixCache, fast_forward, hook_layer, interpolate, lean_forward,
                        lean_start_layer, reads_last_position_only)
 
@@ -345,7 +346,7 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
     L = model.cfg.n_layers
     prefix = PrefixCache(model) if fast else None
     # src: where each hook's path ends (the patch value); base: the run the path lies in
-    src_tokens, base_tokens = (task.clean, task.corrupt) if cfg.direction == "denoise" else (task.corrupt, task.clean)
+    src_tokens, base_tokens = directed_runs(task, cfg.direction)
     acts_src, _, logits_src = cache_components(model, src_tokens, types)
     with (prefix.capture() if prefix is not None else nullcontext()):
         acts_base, _, logits_base = cache_components(model, base_tokens, types)
@@ -399,14 +400,10 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
                     for k, v in effects.items()}  # by completeness the attributions at a hook sum to its patch
     worst = max(abs(r["delta"]) for v in completeness.values() for r in v)
     scale = max(abs(r["patch_effect"]) for v in completeness.values() for r in v)
-    m_src = task.metric(logits_src).float().mean().item()
-    m_b = m_base.mean().item()
-    m_clean, m_corr = (m_src, m_b) if cfg.direction == "denoise" else (m_b, m_src)
     path = ("each hook's activation, corrupt -> clean, in the corrupted run" if cfg.direction == "denoise"
             else "each hook's activation, clean -> corrupt, in the clean run")
-    return AttributionResult(
-        method="ig", scores=scores, seconds=time.perf_counter() - t0,
-        metric_clean=m_clean, metric_corrupt=m_corr, per_position=sorted(per_pos),
+    return directed_result(
+        "ig", cfg.direction, t0, task.metric(logits_src), m_base, per_pos, scores=scores,
         config={"direction": cfg.direction, "steps": cfg.steps, "method": cfg.method, "path": path,
                 "forward": "lean" if lean is not None else ("replay" if fast else "plain"),
                 "shared_prefix": p0, "lean_skipped": why},
@@ -421,13 +418,11 @@ def _embedding_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attri
     q = quadrature(cfg.steps, cfg.method)
     t0 = time.perf_counter()
     L = model.cfg.n_layers
-    acts_c, _, logits_c = cache_components(model, task.clean, types)
-    acts_k, _, logits_k = cache_components(model, task.corrupt, types)
-    e_c, f_c, _ = _acts_at(model, task.clean, "hook_embed", task.metric)
-    e_k, f_k, _ = _acts_at(model, task.corrupt, "hook_embed", task.metric)
+    src, base = directed_runs(task, cfg.direction)  # the path runs base -> source
+    acts_c, acts_k = (cache_components(model, tokens, types)[0] for tokens in (src, base))
+    e_c, f_c, _ = _acts_at(model, src, "hook_embed", task.metric)
+    e_k, f_k, _ = _acts_at(model, base, "hook_embed", task.metric)
     names = {(t.name, l): t.hook_name(l) for t in types for l in range(L)}
-    if cfg.direction == "noise":  # the path runs clean -> corrupt: swap the roles of the two runs
-        acts_c, acts_k, e_c, e_k, f_c, f_k = acts_k, acts_c, e_k, e_c, f_k, f_c
     B, T = task.clean.shape
 
     def f_of(pts):  # the positional / rotary inputs are the same for both prompts: only the embeddings move
@@ -444,10 +439,8 @@ def _embedding_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attri
     emb_attr = ((e_c.float() - e_k.float()) * g_emb).reshape(e_c.shape[0], -1).sum(-1)
     delta = float((emb_attr - (f_c - f_k).float()).mean())
     total = float((f_c - f_k).float().mean())
-    return AttributionResult(
-        method="ig", scores=scores, seconds=time.perf_counter() - t0,
-        metric_clean=task.metric(logits_c).float().mean().item(),
-        metric_corrupt=task.metric(logits_k).float().mean().item(), per_position=sorted(per_pos),
+    return directed_result(
+        "ig", cfg.direction, t0, f_c, f_k, per_pos, scores=scores,
         config={"direction": cfg.direction, "steps": cfg.steps, "method": cfg.method, "path": "input embeddings, "
                 + ("corrupt -> clean" if cfg.direction == "denoise" else "clean -> corrupt")},
         extras={"completeness_delta": delta, "relative_delta": abs(delta) / max(abs(total), 1e-12)},
