@@ -38,9 +38,8 @@ from interp.models.lean import LEAN_ARCHS, LeanGemma3, LeanUnavailable, hf_model
 
 def hook_layer(hook: str) -> int:
     """Block index of a ``blocks.L.*`` hook; 0 for hooks before the blocks (``hook_embed``)."""
-    parts = hook.split(".")
-    if parts[0] == "blocks" and len(parts) > 1 and parts[1].isdigit():
-        return int(parts[1])
+    if m := re.match(r"blocks\.(\d+)(\.|$)", hook):
+        return int(m[1])
     if hook.startswith(("ln_final", "unembed", "hook_unembed")):
         raise ValueError(f"hook {hook!r} lies after the blocks; IG there needs no model pass")
     return 0
@@ -50,12 +49,10 @@ def reads_last_position_only(metric: Callable[[torch.Tensor], torch.Tensor], log
     """True when ``metric(logits)`` equals ``metric(logits[:, -1:])`` (a metric of the last position)."""
     if logits.ndim != 3 or logits.shape[1] < 2:
         return False
-    try:
-        full = metric(logits)
-        last = metric(logits[:, -1:])
+    try:  # torch.equal: False for different shapes too
+        return torch.equal(metric(logits), metric(logits[:, -1:]))
     except Exception:  # the metric indexes other positions
         return False
-    return torch.equal(full, last)  # False for different shapes too
 
 
 def interpolate(base: torch.Tensor, x: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
@@ -164,8 +161,7 @@ def lean_forward(model, hook: str) -> tuple[LeanGemma3 | None, str]:
     if model_has_hooks(model):
         return None, "a hook is registered on the model"
     cls, check = LEAN_ARCHS[kind]
-    reason = check(cfg)
-    if reason:
+    if reason := check(cfg):
         return None, reason
     try:
         return cls(hf_model(model)), ""

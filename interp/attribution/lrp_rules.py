@@ -146,9 +146,7 @@ def _norm_paths(model) -> list[str]:
         if unknown:
             raise ValueError(f"LN-rule cannot serve {arch_name(model)}: blocks.{l}.{unknown[0]} is a norm "
                              f"the LRP rules do not cover (known: {', '.join(_NORM_CHILDREN)})")
-        for c in _NORM_CHILDREN:
-            if c in block._modules and block._modules[c] is not None:
-                paths.append(f"blocks.{l}.{c}")
+        paths += [f"blocks.{l}.{c}" for c in _NORM_CHILDREN if block._modules.get(c) is not None]
     if hasattr(model, "ln_final"):
         paths.append("ln_final")
     return paths
@@ -165,9 +163,8 @@ def _norm_params(mod, model):
 
 def _act_fn(mlp):
     comp = mlp.original_component
-    for a in ("act_fn", "act", "activation_fn"):
-        if hasattr(comp, a):
-            return getattr(comp, a)
+    if a := next((a for a in ("act_fn", "act", "activation_fn") if hasattr(comp, a)), None):
+        return getattr(comp, a)
     raise ValueError(f"cannot find the activation function of {type(comp).__name__} for the LRP rules")
 
 
@@ -183,11 +180,9 @@ def rule_hooks(model, rules: Sequence[LRPRule], epsilon: float = 1e-6) -> list[t
         for l in range(model.cfg.n_layers):
             for sub in ("attn", "mlp"):
                 for name, mod in getattr(model.blocks[l], sub).named_children():
-                    if isinstance(mod, LinearBridge) and f"blocks.{l}.{sub}.{name}.hook_out" in hd:
-                        def lin(z, hook, rule=rule):
-                            return _grad_through(z, z * rule.surrogate(z, epsilon))
-
-                        hooks.append((f"blocks.{l}.{sub}.{name}.hook_out", lin))
+                    out = f"blocks.{l}.{sub}.{name}.hook_out"
+                    if isinstance(mod, LinearBridge) and out in hd:
+                        hooks.append((out, lambda z, hook, r=rule: _grad_through(z, z * r.surrogate(z, epsilon))))
     if "norm" in by_site:
         rule = by_site["norm"]
         for path in _norm_paths(model):
