@@ -76,26 +76,22 @@ class PrefixCache:
     @contextmanager
     def capture(self, rows: slice | None = None):
         """Record each block's output (batch ``rows`` of it) during the forward passes inside the block."""
-        blocks = enumerate(self.model.blocks)
-        handles = [b.register_forward_hook(partial(self._record, l, rows)) for l, b in blocks]
+        def record(l: int, mod, inp, out) -> None:
+            self.outs[l] = map_tensors(lambda t: t.detach()[rows or slice(None)], out)
+
+        handles = [b.register_forward_hook(partial(record, l)) for l, b in enumerate(self.model.blocks)]
         try:
             yield self
         finally:
             for h in handles:
                 h.remove()
 
-    def _record(self, l: int, rows: slice | None, mod, inp, out) -> None:
-        self.outs[l] = map_tensors(lambda t: t.detach() if rows is None else t.detach()[rows], out)
-
     @contextmanager
     def replay(self, k: int, layer: int):
         """Inside the block, blocks ``0 .. layer-1`` return block ``layer-1``'s output repeated ``k`` times."""
-        if layer == 0:
-            yield
-            return
-        if layer - 1 not in self.outs:
+        if layer and layer - 1 not in self.outs:
             raise RuntimeError("PrefixCache.replay before capture")
-        rep = map_tensors(lambda t: t.repeat(k, *([1] * (t.ndim - 1))), self.outs[layer - 1])
+        rep = map_tensors(lambda t: torch.cat([t] * k), self.outs.get(layer - 1))  # layer 0: no block replayed
         blocks = list(self.model.blocks)[:layer]
         try:
             for b in blocks:  # object.__setattr__: the bridge's __setattr__ forwards to the HF module
