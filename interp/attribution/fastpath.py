@@ -91,7 +91,7 @@ class PrefixCache:
         """Inside the block, blocks ``0 .. layer-1`` return block ``layer-1``'s output repeated ``k`` times."""
         if layer and layer - 1 not in self.outs:
             raise RuntimeError("PrefixCache.replay before capture")
-        rep = map_tensors(lambda t: torch.cat([t] * k), self.outs.get(layer - 1))  # layer 0: no block replayed
+        rep = map_tensors(lambda t: torch.cat([t] * k), self.outs.get(layer - 1))  # layer 0: nothing replayed
         blocks = list(self.model.blocks)[:layer]
         try:
             for b in blocks:  # object.__setattr__: the bridge's __setattr__ forwards to the HF module
