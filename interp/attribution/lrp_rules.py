@@ -171,53 +171,47 @@ def _act_fn(mlp):
 def rule_hooks(model, rules: Sequence[LRPRule], epsilon: float = 1e-6) -> list[tuple[str, Callable]]:
     """The forward hooks that implement ``rules`` on ``model`` (used by :func:`lrp_rules`)."""
     by_site = {r.site: r for r in rules}
+    lin_rule, norm_rule, act_rule, gate_rule, attn_rule = map(by_site.get, ("linear", "norm", "act", "gate",
+                                                                            "attention"))
     hooks: list[tuple[str, Callable]] = []
     hd = model.hook_dict
-    if "linear" in by_site:
+    if lin_rule:
         from transformer_lens.model_bridge.generalized_components.linear import LinearBridge
 
-        rule = by_site["linear"]
-        for l in range(model.cfg.n_layers):
-            for sub in ("attn", "mlp"):
-                for name, mod in getattr(model.blocks[l], sub).named_children():
-                    out = f"blocks.{l}.{sub}.{name}.hook_out"
-                    if isinstance(mod, LinearBridge) and out in hd:
-                        hooks.append((out, lambda z, hook, r=rule: _grad_through(z, z * r.surrogate(z, epsilon))))
-    if "norm" in by_site:
-        rule = by_site["norm"]
-        for path in _norm_paths(model):
-            if f"{path}.hook_in" not in hd or f"{path}.hook_out" not in hd:
-                raise ValueError(f"LN-rule: {path} has no hook_in/hook_out on this bridge")
-            box: dict = {}
+        for sub in (f"blocks.{l}.{s}" for l in range(model.cfg.n_layers) for s in ("attn", "mlp")):
+            for name, mod in model.get_submodule(sub).named_children():
+                if isinstance(mod, LinearBridge) and f"{sub}.{name}.hook_out" in hd:
+                    hooks.append((f"{sub}.{name}.hook_out",
+                                  lambda z, hook: _grad_through(z, z * lin_rule.surrogate(z, epsilon))))
+    for path in _norm_paths(model) if norm_rule else ():
+        if f"{path}.hook_in" not in hd or f"{path}.hook_out" not in hd:
+            raise ValueError(f"LN-rule: {path} has no hook_in/hook_out on this bridge")
+        box: dict = {}
 
-            def out(y, hook, box=box, mod=model.get_submodule(path), rule=rule):
-                w, b, eps, rms = _norm_params(mod, model)
-                return _grad_through(y, rule.surrogate(box.pop("x"), w, b, eps, rms))
+        def out(y, hook, box=box, params=_norm_params(model.get_submodule(path), model)):
+            return _grad_through(y, norm_rule.surrogate(box.pop("x"), *params))
 
-            hooks += [(f"{path}.hook_in", save_hook(box, "x")), (f"{path}.hook_out", out)]
-    act_rule, gate_rule = by_site.get("act"), by_site.get("gate")
+        hooks += [(f"{path}.hook_in", save_hook(box, "x")), (f"{path}.hook_out", out)]
     gated = bool(getattr(model.cfg, "gated_mlp", False))
-    if act_rule or (gated and gate_rule):
-        for l in range(model.cfg.n_layers):
-            p = f"blocks.{l}.mlp"
-            box = {}
+    for l in range(model.cfg.n_layers) if act_rule or (gated and gate_rule) else ():
+        p = f"blocks.{l}.mlp"
+        box = {}
 
-            def post(y, hook, box=box, act=_act_fn(model.blocks[l].mlp) if gated else None):
-                pre, lin = box.pop("pre"), box.pop("lin", None)
-                a = y if act is None else act(pre)
-                if act_rule:
-                    a = act_rule.surrogate(pre, a.detach())
-                if lin is not None:
-                    a = gate_rule.surrogate(a, lin) if gate_rule else a * lin
-                return _grad_through(y, a)
+        def post(y, hook, box=box, act=_act_fn(model.blocks[l].mlp) if gated else None):
+            pre, lin = box.pop("pre"), box.pop("lin", None)
+            a = y if act is None else act(pre)
+            if act_rule:
+                a = act_rule.surrogate(pre, a.detach())
+            if lin is not None:
+                a = gate_rule.surrogate(a, lin) if gate_rule else a * lin
+            return _grad_through(y, a)
 
-            hooks += [(f"{p}.hook_pre", save_hook(box, "pre")), (f"{p}.hook_post", post)]
-            if gated:
-                hooks.append((f"{p}.hook_pre_linear", save_hook(box, "lin")))
-    if "attention" in by_site:
-        rule = by_site["attention"]
-        for l in range(model.cfg.n_layers):
-            hooks.append((f"blocks.{l}.attn.hook_pattern", lambda pat, hook, rule=rule: rule.surrogate(pat)))
+        hooks += [(f"{p}.hook_pre", save_hook(box, "pre")), (f"{p}.hook_post", post)]
+        if gated:
+            hooks.append((f"{p}.hook_pre_linear", save_hook(box, "lin")))
+    if attn_rule:
+        hooks += [(f"blocks.{l}.attn.hook_pattern", lambda pat, hook: attn_rule.surrogate(pat))
+                  for l in range(model.cfg.n_layers)]
     return hooks
 
 
