@@ -54,9 +54,9 @@ def gradient_patching(model, task, components: Sequence[str], per_position, cfg:
     acts_src, _, logits_src = cache_components(model, src, types)
     acts_base, grads, m_base = cache_components(model, base, types, metric=task.metric, extra_fwd=extra_fwd,
                                                  method=method)
-    return directed_result(method, cfg.direction, t0, task.metric(logits_src), m_base, per_pos,
-                           scores=linear_scores(types, acts_src, acts_base, grads, per_pos),
-                           config={"direction": cfg.direction, "components": list(components), **(record or {})})
+    config = {"direction": cfg.direction, "components": list(components), **(record or {})}
+    return directed_result(method, cfg.direction, t0, task.metric(logits_src), m_base, per_pos, config=config,
+                           scores=linear_scores(types, acts_src, acts_base, grads, per_pos))
 
 
 @takes_config(AtPConfig)

@@ -179,7 +179,8 @@ class AttributionResult(Result):
 
 
 def directed_runs(task, direction: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(source, base)`` prompts: ``denoise`` puts clean values into the corrupted run, ``noise`` the reverse."""
+    """``(source, base)`` prompts: ``denoise`` puts clean values into the corrupted run, ``noise`` the
+    reverse."""
     return (task.clean, task.corrupt) if direction == "denoise" else (task.corrupt, task.clean)
 
 

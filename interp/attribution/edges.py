@@ -90,7 +90,8 @@ from interp.fastpath import use_fast
 from interp.models import scoped_hooks
 from interp.models.hooks import component_label, head_label, mlp_hook, save_hook
 
-from .fastpath import PrefixCache, fast_forward, hook_layer, interpolate, map_tensors, reads_last_position_only
+from .fastpath import (PrefixCache, fast_forward, hook_layer, interpolate, map_tensors,
+                       reads_last_position_only)
 
 QUADRATURE = {"eap": "clean", "eap-ig": "riemann_left", "clean-corrupted": "ends",
               "eap-ig-activations": "riemann_right"}
@@ -228,13 +229,15 @@ def check_supported(model) -> None:
     names, what = set(dict(blk.named_children())), type(blk).__name__
     if post := sorted(names & {"ln1_post", "ln2_post"}):
         raise ValueError(f"edge attribution needs the residual stream to be a sum of sender outputs; {what} "
-                         f"normalises the attention/MLP output before adding it (post-norms {post}, Gemma 2/3), so "
-                         "per-head writes are not additive. Use node-level attribution (interp.attribution) instead.")
+                         f"normalises the attention/MLP output before adding it (post-norms {post}, Gemma "
+                         "2/3), so per-head writes are not additive. Use node-level attribution "
+                         "(interp.attribution) instead.")
     if not {"ln1", "ln2"} <= names:
         raise ValueError("edge attribution needs separate norms before attention (ln1) and MLP (ln2), so that a "
-                         f"receiver's input can move alone; {what} has {sorted(n for n in names if n[:2] == 'ln')}")
+                         f"receiver's input can move alone; {what} has "
+                         f"{sorted(n for n in names if n[:2] == 'ln')}")
     if missing := [s for s in "qkvo" if not hasattr(blk.attn, s)]:
-        raise ValueError(f"edge attribution needs separate q/k/v/o projections; block attention has no {missing}")
+        raise ValueError(f"edge attribution needs separate q/k/v/o projections; attention has no {missing}")
 
 
 def layer_weights(model, probe: bool = False) -> list[LayerWeights]:
@@ -459,7 +462,8 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
         if e_clean is None or at != "hook_embed":  # a leaf so that every layer's q/k/v is in the graph
             hooks.insert(0, ("hook_embed", lambda x, hook: x.detach().requires_grad_(True)))
         if e_clean is not None:
-            interp = interpolate(e_corrupt, e_clean, a.to(e_clean.dtype)).flatten(0, 1).to(dtype).requires_grad_(True)
+            interp = interpolate(e_corrupt, e_clean, a.to(e_clean.dtype)).flatten(0, 1).to(dtype)
+            interp.requires_grad_(True)
             hooks.insert(1 if at != "hook_embed" else 0, (at, lambda x, hook, v=interp: v))
         if fast:
             for l in range(L):  # kept in the autograd graph
@@ -476,19 +480,17 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
             f = metric(logits).reshape(c, B)
             keys = [k for k in store if not k.startswith("x") and store[k].requires_grad]
             gs = torch.autograd.grad((f * wts[:, None]).sum(), list(deltas.values()) + [store[k] for k in keys],
-                                     allow_unused=True)
+                                     allow_unused=True, materialize_grads=True)  # zeros where none flows
         if senders:
             kept = {"Z": _sender_rows(senders, graph, weights, acc), "metric": f[0].detach()}
         for j, gj in zip(deltas, gs[:len(deltas)]):
-            if gj is not None:
-                G[j] += gj.to(acc)
+            G[j] += gj.to(acc)
         if fast:
             gq = dict(zip(keys, gs[len(deltas):]))
             for l in range(L):
                 if f"x{l}" not in store:  # a replayed, detached block: no gradient reaches its receivers
                     continue
-                g = {k: gq[f"{k}{l}"] if gq.get(f"{k}{l}") is not None else torch.zeros_like(store[f"{k}{l}"])
-                     for k in "qkv"}
+                g = {k: gq[f"{k}{l}"] for k in "qkv"}  # a block that runs computes q/k/v from a grad input
                 gx = _head_grads_posthoc(_orig(model.blocks[l].ln1), store[f"x{l}"], g, weights[l])
                 # rows: c*B copies, or B for a prefix block run once (prefix_grad)
                 G[head_rows[l]] += gx.reshape(-1, B, T, gx.shape[2], d).sum(0).permute(2, 0, 1, 3)

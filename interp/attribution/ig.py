@@ -171,11 +171,10 @@ def _path_integral(x, base, q, chunk: int, f_of: Callable):
         with torch.enable_grad():
             f, side = f_of(pts)
             gs = torch.autograd.grad((f.reshape(len(a), -1) * w[:, None]).sum(), [pts, *side.values()],
-                                     allow_unused=True)
+                                     allow_unused=True, materialize_grads=True)
         g += gs[0].reshape(-1, *x.shape).sum(0).float()
         for n, gn in zip(side, gs[1:]):
-            if gn is not None:
-                side_g[n] = side_g.get(n, 0) + gn.reshape(len(a), -1, *gn.shape[1:]).sum(0).float()
+            side_g[n] = side_g.get(n, 0) + gn.reshape(len(a), -1, *gn.shape[1:]).sum(0).float()
     return g, side_g
 
 
@@ -200,7 +199,8 @@ def _self_check(lean: LeanGemma3, got: torch.Tensor, want: torch.Tensor) -> str:
 
 
 def _shared_prefix(differs: torch.Tensor) -> int:
-    """The number of leading False in ``differs [T]`` (positions before the first difference), at most T - 1."""
+    """The number of leading False in ``differs [T]`` (positions before the first difference), at most
+    T - 1."""
     return min(int((~differs).int().cumprod(0).sum()), len(differs) - 1)
 
 
@@ -353,8 +353,8 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
     last = fast and reads_last_position_only(task.metric, logits_base)
     m_base = task.metric(logits_base).float()
     B, T = base_tokens.shape
-    lean, why = _lean(cfg.fast, last, lambda: _lean_for_hooks(model, types, task, base_tokens, acts_src, acts_base,
-                                                              m_base))
+    lean, why = _lean(cfg.fast, last,
+                      lambda: _lean_for_hooks(model, types, task, base_tokens, acts_src, acts_base, m_base))
     p0 = lean[2] if lean is not None else 0
     device = next(model.parameters()).device
     a_, w_ = (x.to(device, torch.float32) for x in quadrature(cfg.steps, cfg.method))
@@ -389,11 +389,11 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
                 with scoped_hooks(model, fwd=hooks), fast_forward(model, prefix, k, chunk[0][0], last):
                     f = task.metric(model(base_tokens.to(device).repeat(k, 1)))
             f = f.reshape(J, S + 1, B)
-            gs = torch.autograd.grad((f[:, :S] * w_.view(1, S, 1)).sum(), leaves, allow_unused=True)
-        for (l, t), g, fj in zip(chunk, gs, f.detach()):  # g None: the hook did not fire
+            gs = torch.autograd.grad((f[:, :S] * w_.view(1, S, 1)).sum(), leaves, allow_unused=True,
+                                     materialize_grads=True)  # zeros where the hook did not fire
+        for (l, t), g, fj in zip(chunk, gs, f.detach()):
             grads[t.name][l] = torch.zeros_like(acts_src[t.name][l], dtype=torch.float32)
-            if g is not None:
-                grads[t.name][l][:, p0:] = g.sum(0)
+            grads[t.name][l][:, p0:] = g.sum(0)
             effects[t.name][l] = float((fj[S].float() - m_base).mean())
     scores = linear_scores(types, acts_src, acts_base, grads, per_pos)
     completeness = {k: [{"delta": float(scores[k][l].sum()) - e, "patch_effect": e} for l, e in enumerate(v)]

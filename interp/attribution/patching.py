@@ -157,8 +157,8 @@ def activation_patching(model, task, components: Sequence[str] = ("resid", "attn
                         for l in range(L)] for t in types}
     B, T = base_tokens.shape
     k_max = max(1, cfg.max_tokens // (B * T))
-    shapes = {t.name: tuple(acts["clean"][t.name][0].shape[2:2 + t.unit_axes]) + ((T,) if t.name in per_pos else ())
-              for t in types}
+    shapes = {t.name: tuple(acts["clean"][t.name][0].shape[2:2 + t.unit_axes])
+              + ((T,) if t.name in per_pos else ()) for t in types}
     jobs = [(t, (l, *idx)) for t in types for l in range(L) for idx in itertools.product(*map(range, shapes[t.name]))]
     scores = {t.name: torch.zeros(L, *shapes[t.name]) for t in types}
     with tqdm(total=len(jobs), desc=f"patching ({cfg.source})", leave=False, disable=not cfg.progress) as bar:
