@@ -271,10 +271,9 @@ def edge_graph(model, weights: list[LayerWeights] | None = None) -> EdgeGraph:
         mlp = component_label(mlp_hook(l))
         senders += [Node(head_label(l, h), "head", l, h, f"blocks.{l}.attn.hook_z", 2 * l) for h in range(H)]
         senders.append(Node(mlp, "mlp", l, None, mlp_hook(l), 2 * l + 1))
-        receivers += [Node(f"{head_label(l, h)}.q", "q", l, h, f"blocks.{l}.hook_q_input", 2 * l) for h in range(H)]
-        for kind in "kv":  # a grouped key/value head is not a query head: L3KV1.k
-            receivers += [Node(f"{f'L{l}KV{g}' if gqa else head_label(l, g)}.{kind}", kind, l, g,
-                               f"blocks.{l}.hook_{kind}_input", 2 * l) for g in range(Hkv)]
+        for kind, n in (("q", H), ("k", Hkv), ("v", Hkv)):  # a grouped k/v head is not a query head: L3KV1.k
+            receivers += [Node(f"{f'L{l}KV{g}' if gqa and kind != 'q' else head_label(l, g)}.{kind}", kind, l,
+                               g, f"blocks.{l}.hook_{kind}_input", 2 * l) for g in range(n)]
         receivers.append(Node(mlp, "mlp", l, None, f"blocks.{l}.hook_mlp_in", 2 * l + (0 if parallel else 1)))
     receivers.append(Node("logits", "logits", L, None, "ln_final.hook_in", 2 * L))
     s_stage = torch.tensor([n.stage for n in senders])
