@@ -313,15 +313,15 @@ def _lean_for_hooks(model, types, task, base_tokens, acts_src, acts_base, m_base
         return None, why
     T = base_tokens.shape[1]
     with torch.no_grad():
-        resids = lean.residuals(lean.embed(base_tokens.to(next(model.parameters()).device)))
-        why = _self_check(lean, task.metric(lean.logits(resids[0], 0, T)), m_base)
+        plain = lean.plain(lean.embed(base_tokens.to(next(model.parameters()).device)), 0)
+        why = _self_check(lean, task.metric(lean.logits(plain[0][0], 0, T)), m_base)
     if why:
         return None, why
     p0 = _shared_prefix((task.clean != task.corrupt).any(0))
     if not all(torch.equal(acts_src[t.name][l][:, :p0], acts_base[t.name][l][:, :p0])
                for t in types for l in range(model.cfg.n_layers)):
         p0 = 0
-    return (lean, resids, p0), ""
+    return (lean, plain, p0), ""
 
 
 def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> AttributionResult:
@@ -381,10 +381,10 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
             hooks.append((t.hook_name(l), fn))
         with torch.enable_grad():
             if lean is not None:  # the lean forward from the chunk's first block, shared prefix once
-                ll, resids, start = lean[0], lean[1], chunk[0][0]
-                kv = ll.prefix_kv(resids[start][:, :p0], start)
+                ll, plain, start = lean[0], lean[1], chunk[0][0]
+                kv = [(pk[:, :, :p0], pv[:, :, :p0]) for _, pk, pv in plain[start:]]  # causal: as in the base run
                 edits = {name: (lambda x, fn=fn: fn(x, None)) for name, fn in hooks}
-                f = task.metric(ll.logits(resids[start][:, p0:].repeat(k, 1, 1), start, T, kv, True, edits))
+                f = task.metric(ll.logits(plain[start][0][:, p0:].repeat(k, 1, 1), start, T, kv, True, edits))
             else:
                 with scoped_hooks(model, fwd=hooks), fast_forward(model, prefix, k, chunk[0][0], last):
                     f = task.metric(model(base_tokens.to(device).repeat(k, 1)))

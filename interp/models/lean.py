@@ -183,7 +183,7 @@ class LeanGemma3:
         edit = (edits or {}).get(f"blocks.{l}.attn.hook_z")
         return edit(z) if edit else z
 
-    def _plain(self, h: torch.Tensor, start: int) -> list[tuple]:
+    def plain(self, h: torch.Tensor, start: int) -> list[tuple]:
         """``(block input, keys, values)`` of blocks ``start ..`` on all positions of ``h [B, T', d]``
         (no grad)."""
         pos = self.positions(0, h.shape[1], h)
@@ -195,16 +195,12 @@ class LeanGemma3:
                 h = self.out(l, h, self._attend(l, q, k, v, self._mask(l, 0, h.shape[1], h.device)))
         return out
 
-    def residuals(self, h: torch.Tensor) -> list[torch.Tensor]:
-        """``blocks.l.hook_resid_pre`` for every block ``l`` from ``blocks.0.hook_resid_pre`` (no grad)."""
-        return [r for r, _, _ in self._plain(h, 0)]
-
     def prefix_kv(self, h: torch.Tensor, start: int) -> list:
         """Keys/values of blocks ``start ..`` for the shared positions ``0 .. p0-1`` (``h [B, p0, d]``,
         the residual input of block ``start``)."""
         if h.shape[1] == 0:
             return [None] * (len(self.blocks) - start)
-        return [(k, v) for _, k, v in self._plain(h, start)]
+        return [(k, v) for _, k, v in self.plain(h, start)]
 
     def logits(self, h: torch.Tensor, start: int, T: int, prefix: list | None = None,
                last_only: bool = True, edits: dict | None = None) -> torch.Tensor:
