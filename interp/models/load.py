@@ -86,11 +86,10 @@ def list_models() -> list[ModelInfo]:
 def _resolve_dtype(dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype not in table:
-        raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(table)}")
-    return table[dtype]
+    name = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}.get(dtype, dtype)
+    if name not in ("float32", "float16", "bfloat16"):
+        raise ValueError(f"unknown dtype {dtype!r}; choose from float32/fp32, float16/fp16, bfloat16/bf16")
+    return getattr(torch, name)
 
 
 def _hf_model_and_tokenizer(name: str, dtype: torch.dtype):
