@@ -113,13 +113,13 @@ def run_with_masks(
             if not m_l.any():
                 continue
 
-            def fn(act, hook, m_l=m_l, src=sources[t.name][l], t=t, per_pos=per_pos):
-                rest = act.ndim - 2 - t.unit_axes
-                m = m_l.movedim(-1, 1) if per_pos else m_l.unsqueeze(1)  # [k, T|1, *units]
-                m = m.reshape(k, 1, *m.shape[1:], *([1] * rest))  # [k, 1, T|1, *units, 1..]
+            src = sources[t.name][l]
+            m = m_l.movedim(-1, 1) if per_pos else m_l.unsqueeze(1)  # [k, T|1, *units]
+            m = m.reshape(k, 1, *m.shape[1:], *[1] * (src.ndim - 2 - t.unit_axes))  # [k, 1, T|1, *units, 1..]
+
+            def fn(act, hook, m=m, src=src):
                 a = act.reshape(k, B, *act.shape[1:])
-                s = src.to(act.device, act.dtype).unsqueeze(0)
-                return torch.where(m, s, a).reshape(act.shape)
+                return torch.where(m, src.to(act.device, act.dtype).unsqueeze(0), a).reshape(act.shape)
 
             hooks.append((t.hook_name(l), fn))
             patched.append(l)
