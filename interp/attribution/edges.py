@@ -339,13 +339,14 @@ def receiver_input_hooks(model, graph: EdgeGraph, patches: dict[int, tuple], B: 
     heads: dict[tuple[int, str], list] = {}
     for j, (copies, off) in patches.items():
         r = graph.receivers[j]
+        idx = slice(None) if copies is None else copies  # the copies that move
         if r.kind not in RECEIVER_KINDS:
             raise ValueError(f"unknown receiver kind {r.kind!r}; choose from {RECEIVER_KINDS}")
         if r.kind in ("mlp", "logits"):
             name = f"blocks.{r.layer}.ln2.hook_in" if r.kind == "mlp" else "ln_final.hook_in"
-            hooks.append((name, _add_hook(copies, off, B)))
+            hooks.append((name, _add_hook(idx, off, B)))
         else:
-            heads.setdefault((r.layer, r.kind), []).append((r.head, copies, off))
+            heads.setdefault((r.layer, r.kind), []).append((r.head, idx, off))
     for l in sorted({l for l, _ in heads}):
         hooks.insert(0, (f"blocks.{l}.ln1.hook_in", save_hook(xs, l)))
     for (l, kind), items in heads.items():
@@ -356,8 +357,7 @@ def receiver_input_hooks(model, graph: EdgeGraph, patches: dict[int, tuple], B: 
             c = act.shape[0] // B
             x = xs[l].reshape(c, B, *xs[l].shape[1:])
             out = act.clone().reshape(c, B, *act.shape[1:])
-            for h, copies, off in items:
-                idx = slice(None) if copies is None else copies
+            for h, idx, off in items:
                 xin = x[idx] + off.to(x.dtype)
                 new = proj(ln(xin)).reshape(*xin.shape[:3], *act.shape[2:])[..., h, :]
                 out[idx, :, :, h] = new.to(out.dtype)
@@ -367,10 +367,10 @@ def receiver_input_hooks(model, graph: EdgeGraph, patches: dict[int, tuple], B: 
     return hooks
 
 
-def _add_hook(copies, off, B):
+def _add_hook(idx, off, B):
     def fn(x, hook):
         xv = x.reshape(-1, B, *x.shape[1:]).clone()
-        xv[slice(None) if copies is None else copies] += off.to(x.dtype)
+        xv[idx] += off.to(x.dtype)
         return xv.reshape(x.shape)
 
     return fn
