@@ -296,9 +296,9 @@ _LEAN_HOOK = re.compile(r"^blocks\.\d+\.(hook_resid_pre|attn\.hook_z|hook_mlp_ou
 
 
 def _lean_for_hooks(model, types, task, base_tokens, acts_src, acts_base, m_base):
-    """``((lean forward, base-run resid_pre per block, shared prefix length p0), "")`` for hook
-    IG, or ``(None, reason)``.  ``base_tokens``: the run the hooks are interpolated in; ``m_base``
-    its metric.
+    """``((lean forward, the base run's (resid_pre, keys, values) per block, shared prefix length p0), "")``
+    for hook IG, or ``(None, reason)``.  ``base_tokens``: the run the hooks are interpolated in;
+    ``m_base`` its metric.
 
     ``p0``: positions before the first token where clean and corrupt differ, kept only if every
     cached component activation agrees exactly there (then those positions are the same in every

@@ -19,9 +19,9 @@ removed (the figures: docs/benchmarks.md, "Integrated gradients").
 
 :class:`LeanGemma3` is the transcription and its driver: (1 + w) RMSNorm incl. q/k norms, per-layer-type
 rotary, sliding-window masks, ``query_pre_attn_scalar``, pre/post attention and feed-forward norms,
-scaled embedding (part of ``hook_embed``), GeGLU, final logit softcapping.  Weights are read from
-:func:`hf_model`, a Hugging Face model sharing every tensor with the bridge (no copies), by their
-native names.  Activations a hook edit can replace (hook IG) follow the bridge's definitions:
+scaled embedding (part of ``hook_embed``), GeGLU, final logit softcapping.  The linear maps, norm
+weights, rotary tables and embeddings are the modules of :func:`hf_model`, a Hugging Face model
+sharing every tensor with the bridge (no copies).  Activations a hook edit can replace (hook IG) follow the bridge's definitions:
 ``blocks.l.hook_resid_pre`` (block input), ``blocks.l.attn.hook_z`` (``[N, T, H, d_head]`` before
 the output projection) and ``blocks.l.hook_mlp_out`` (after Gemma's post feed-forward norm).
 
