@@ -112,6 +112,11 @@ def fused_act(act):
     return act
 
 
+def _edit(edits, hook, x):
+    """``x`` through the hook edit ``edits[hook]`` if there is one (hook IG), else ``x`` itself."""
+    return edits[hook](x) if edits and hook in edits else x
+
+
 class LeanGemma3:
     """``Gemma3DecoderLayer`` as plain tensor code: (1 + w) RMSNorms (q/k norms, pre/post attention and
     feed-forward), per-layer-type rotary and sliding windows, ``query_pre_attn_scalar``, GeGLU, logit
@@ -158,8 +163,7 @@ class LeanGemma3:
         x = rms_norm(h, b.pre_feedforward_layernorm)
         m = rms_norm(b.mlp.down_proj(self.acts[l](b.mlp.gate_proj(x)) * b.mlp.up_proj(x)),
                      b.post_feedforward_layernorm)
-        edit = (edits or {}).get(f"blocks.{l}.hook_mlp_out")
-        return h + (edit(m) if edit else m)
+        return h + _edit(edits, f"blocks.{l}.hook_mlp_out", m)
 
     def final(self, h: torch.Tensor) -> torch.Tensor:
         """Logits from the last block's output (final norm, unembedding, softcap)."""
@@ -179,9 +183,7 @@ class LeanGemma3:
     def _attend(self, l, q, k, v, mask, edits: dict | None = None):
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.blocks[l].self_attn.scaling,
                                            enable_gqa=q.shape[1] != k.shape[1])
-        z = a.transpose(1, 2)  # [N, Tq, H, d_head]: TransformerLens' blocks.l.attn.hook_z
-        edit = (edits or {}).get(f"blocks.{l}.attn.hook_z")
-        return edit(z) if edit else z
+        return _edit(edits, f"blocks.{l}.attn.hook_z", a.transpose(1, 2))  # [N, Tq, H, d_head], as hook_z
 
     def plain(self, h: torch.Tensor, start: int) -> list[tuple]:
         """``(block input, keys, values)`` of blocks ``start ..`` on all positions of ``h [B, T', d]``
@@ -220,8 +222,7 @@ class LeanGemma3:
         pos = self.positions(p0, T, h)
         n = len(self.blocks)
         for i, l in enumerate(range(start, n)):
-            if f"blocks.{l}.hook_resid_pre" in edits:
-                h = edits[f"blocks.{l}.hook_resid_pre"](h)
+            h = _edit(edits, f"blocks.{l}.hook_resid_pre", h)
             q, k, v = self.qkv(l, h, pos)
             if p0:  # the shared positions' keys/values, repeated for the N // B copies
                 k, v = (torch.cat([p.repeat(N // p.shape[0], 1, 1, 1), x], dim=2)
