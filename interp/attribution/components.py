@@ -86,7 +86,8 @@ register_component_type(ComponentType("mlp", "blocks.{layer}.hook_mlp_out", 0, "
 def component_types(names: str | Sequence[str]) -> list[ComponentType]:
     """The registered types for ``names``; a ``ValueError`` lists the known ones otherwise."""
     names = [names] if isinstance(names, str) else list(names)
-    if (bad := [n for n in names if n not in COMPONENT_TYPES]) or not names:
+    bad = [n for n in names if n not in COMPONENT_TYPES]
+    if bad or not names:
         raise ValueError(f"no or unknown component type(s) {bad}; choose from {sorted(COMPONENT_TYPES)}")
     return [COMPONENT_TYPES[n] for n in names]
 
@@ -218,7 +219,8 @@ def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str
     paths = paths or {m: "" for m in results}
 
     def fld(m: str, ctype: str, dim: int | None = None) -> str:
-        return f"{paths[m]}.scores.{ctype}".lstrip(".") + ("" if dim is None else f"#{dim}")
+        base = f"{paths[m]}.scores.{ctype}".lstrip(".")
+        return base if dim is None else f"{base}#{dim}"
 
     def share(res, ctype, full=False):
         s = res.scores[ctype] if full else res.per_component(ctype)

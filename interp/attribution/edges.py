@@ -158,7 +158,8 @@ class EdgeGraph:
         """
         out = []
         for e in edges:
-            e = tuple(e.split("->", 1)) if isinstance(e, str) else e
+            if isinstance(e, str):
+                e = tuple(e.split("->", 1))
             if len(e) != 2:
                 raise ValueError(f"edge {e!r} must be a (sender, receiver) pair or read 'sender->receiver'")
             u, v = e
@@ -227,7 +228,8 @@ def check_supported(model) -> None:
     """A ``ValueError`` for architectures whose sublayer outputs are not additive senders."""
     blk = model.blocks[0]
     names, what = set(dict(blk.named_children())), type(blk).__name__
-    if post := sorted(names & {"ln1_post", "ln2_post"}):
+    post = sorted(names & {"ln1_post", "ln2_post"})
+    if post:
         raise ValueError(f"edge attribution needs the residual stream to be a sum of sender outputs; {what} "
                          f"normalises the attention/MLP output before adding it (post-norms {post}, Gemma "
                          "2/3), so per-head writes are not additive. Use node-level attribution "
@@ -236,7 +238,8 @@ def check_supported(model) -> None:
         raise ValueError("edge attribution needs separate norms before attention (ln1) and MLP (ln2), so that a "
                          f"receiver's input can move alone; {what} has "
                          f"{sorted(n for n in names if n[:2] == 'ln')}")
-    if missing := [s for s in "qkvo" if not hasattr(blk.attn, s)]:
+    missing = [s for s in "qkvo" if not hasattr(blk.attn, s)]
+    if missing:
         raise ValueError(f"edge attribution needs separate q/k/v/o projections; attention has no {missing}")
 
 
@@ -663,9 +666,10 @@ def _input_scores(model, task, graph, weights, method, steps, max_tokens, fast):
         logits_c = logits_k
     else:
         D, e_c, e_k, logits_c, logits_k = sender_differences(model, task, graph, weights)  # sender 0 = hook_embed
-        # eap-ig: left Riemann sum, alpha_k = k/m, k = 0..m-1; clean-corrupted: the two ends
-        alphas = torch.arange(steps if method == "eap-ig" else 2, dtype=torch.float64)
-        alphas = alphas / (steps if method == "eap-ig" else 1)
+        if method == "eap-ig":  # left Riemann sum: alpha_k = k/m, k = 0..m-1
+            alphas = torch.arange(steps, dtype=torch.float64) / steps
+        else:
+            alphas = torch.tensor([0.0, 1.0], dtype=torch.float64)
         path = GradPath(alphas, torch.full_like(alphas, 1.0 / len(alphas)), e_c, e_k)
     t1 = time.perf_counter()
     path.max_tokens = max_tokens

@@ -38,7 +38,8 @@ from interp.models.lean import LEAN_ARCHS, LeanGemma3, LeanUnavailable, hf_model
 
 def hook_layer(hook: str) -> int:
     """Block index of a ``blocks.L.*`` hook; 0 for hooks before the blocks (``hook_embed``)."""
-    if m := re.match(r"blocks\.(\d+)(\.|$)", hook):
+    m = re.match(r"blocks\.(\d+)(\.|$)", hook)
+    if m:
         return int(m[1])
     if hook.startswith(("ln_final", "unembed", "hook_unembed")):
         raise ValueError(f"hook {hook!r} lies after the blocks; IG there needs no model pass")
@@ -157,7 +158,8 @@ def lean_forward(model, hook: str) -> tuple[LeanGemma3 | None, str]:
     if model_has_hooks(model):
         return None, "a hook is registered on the model"
     cls, check = LEAN_ARCHS[kind]
-    if reason := check(cfg):
+    reason = check(cfg)
+    if reason:
         return None, reason
     try:
         return cls(hf_model(model)), ""

@@ -163,8 +163,9 @@ def _norm_params(mod, model):
 
 def _act_fn(mlp):
     comp = mlp.original_component
-    if a := next((a for a in ("act_fn", "act", "activation_fn") if hasattr(comp, a)), None):
-        return getattr(comp, a)
+    for a in ("act_fn", "act", "activation_fn"):
+        if hasattr(comp, a):
+            return getattr(comp, a)
     raise ValueError(f"cannot find the activation function of {type(comp).__name__} for the LRP rules")
 
 
@@ -183,32 +184,34 @@ def rule_hooks(model, rules: Sequence[LRPRule], epsilon: float = 1e-6) -> list[t
                 if isinstance(mod, LinearBridge) and f"{sub}.{name}.hook_out" in hd:
                     hooks.append((f"{sub}.{name}.hook_out",
                                   lambda z, hook: _grad_through(z, z * lin_rule.surrogate(z, epsilon))))
-    for path in _norm_paths(model) if norm_rule else ():
-        if f"{path}.hook_in" not in hd or f"{path}.hook_out" not in hd:
-            raise ValueError(f"LN-rule: {path} has no hook_in/hook_out on this bridge")
-        box: dict = {}
+    if norm_rule:
+        for path in _norm_paths(model):
+            if f"{path}.hook_in" not in hd or f"{path}.hook_out" not in hd:
+                raise ValueError(f"LN-rule: {path} has no hook_in/hook_out on this bridge")
+            box: dict = {}
 
-        def out(y, hook, box=box, params=_norm_params(model.get_submodule(path), model)):
-            return _grad_through(y, norm_rule.surrogate(box.pop("x"), *params))
+            def out(y, hook, box=box, params=_norm_params(model.get_submodule(path), model)):
+                return _grad_through(y, norm_rule.surrogate(box.pop("x"), *params))
 
-        hooks += [(f"{path}.hook_in", save_hook(box, "x")), (f"{path}.hook_out", out)]
+            hooks += [(f"{path}.hook_in", save_hook(box, "x")), (f"{path}.hook_out", out)]
     gated = bool(getattr(model.cfg, "gated_mlp", False))
-    for l in range(model.cfg.n_layers) if act_rule or (gated and gate_rule) else ():
-        p = f"blocks.{l}.mlp"
-        box = {}
+    if act_rule or (gated and gate_rule):
+        for l in range(model.cfg.n_layers):
+            p = f"blocks.{l}.mlp"
+            box = {}
 
-        def post(y, hook, box=box, act=_act_fn(model.blocks[l].mlp) if gated else None):
-            pre, lin = box.pop("pre"), box.pop("lin", None)
-            a = y if act is None else act(pre)
-            if act_rule:
-                a = act_rule.surrogate(pre, a.detach())
-            if lin is not None:
-                a = gate_rule.surrogate(a, lin) if gate_rule else a * lin
-            return _grad_through(y, a)
+            def post(y, hook, box=box, act=_act_fn(model.blocks[l].mlp) if gated else None):
+                pre, lin = box.pop("pre"), box.pop("lin", None)
+                a = y if act is None else act(pre)
+                if act_rule:
+                    a = act_rule.surrogate(pre, a.detach())
+                if lin is not None:
+                    a = gate_rule.surrogate(a, lin) if gate_rule else a * lin
+                return _grad_through(y, a)
 
-        hooks += [(f"{p}.hook_pre", save_hook(box, "pre")), (f"{p}.hook_post", post)]
-        if gated:
-            hooks.append((f"{p}.hook_pre_linear", save_hook(box, "lin")))
+            hooks += [(f"{p}.hook_pre", save_hook(box, "pre")), (f"{p}.hook_post", post)]
+            if gated:
+                hooks.append((f"{p}.hook_pre_linear", save_hook(box, "lin")))
     if attn_rule:
         hooks += [(f"blocks.{l}.attn.hook_pattern", lambda pat, hook: attn_rule.surrogate(pat))
                   for l in range(model.cfg.n_layers)]

@@ -145,12 +145,13 @@ def activation_patching(model, task, components: Sequence[str] = ("resid", "attn
     t0 = time.perf_counter()
     fast = use_fast(cfg.fast)
     prefix = PrefixCache(model) if fast else None
-    acts, logits, m = {}, {}, {}  # per run: clean, corrupt
+    runs = {}  # clean / corrupt: (component activations, logits)
     for run in ("clean", "corrupt"):
         with prefix.capture() if fast and base == run else nullcontext():
-            acts[run], _, logits[run] = cache_components(model, getattr(task, run), types)
-        m[run] = task.metric(logits[run]).float().mean().item()
-    last = fast and reads_last_position_only(task.metric, logits[base])
+            runs[run] = cache_components(model, getattr(task, run), types)[::2]
+    acts = {run: a for run, (a, _) in runs.items()}
+    m = {run: task.metric(logits).float().mean().item() for run, (_, logits) in runs.items()}
+    last = fast and reads_last_position_only(task.metric, runs[base][1])
     base_tokens = getattr(task, base)
     L = model.cfg.n_layers
     sources = {t.name: [_source_values(cfg.source, acts["clean"][t.name][l], acts["corrupt"][t.name][l])

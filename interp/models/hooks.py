@@ -98,7 +98,8 @@ def resolve_hooks(model, patterns: str | Sequence[str]) -> list[str]:
     Raises :class:`HookNotFoundError` naming every pattern that matches nothing, with
     close matches as hints.
     """
-    patterns = [patterns] if isinstance(patterns, str) else patterns
+    if isinstance(patterns, str):
+        patterns = [patterns]
     if not patterns:
         raise HookNotFoundError("no hook names given")
     hd = model.hook_dict  # a bridge rebuilds this dict on every access (~0.3 ms): read it once

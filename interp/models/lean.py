@@ -168,7 +168,8 @@ class LeanGemma3:
     def final(self, h: torch.Tensor) -> torch.Tensor:
         """Logits from the last block's output (final norm, unembedding, softcap)."""
         logits = self.hf.get_output_embeddings()(rms_norm(h, self.hf.model.norm))
-        if (cap := self.cfg.final_logit_softcapping) is not None:
+        cap = self.cfg.final_logit_softcapping
+        if cap is not None:
             logits = torch.tanh(logits / cap) * cap
         return logits
 
