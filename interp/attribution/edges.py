@@ -67,10 +67,11 @@ Algorithm (one forward + one backward per batch of interpolation steps):
 3. ``S = D.flatten(1) @ G.flatten(1).T / B``, zero where there is no edge.
 
 Cost: EAP 1 forward (corrupted) + 1 forward/backward of B*T tokens (the clean senders are read in
-the gradient pass); EAP-IG 2 forward + m forward/backward (batched).  Memory: sender differences ``N_s*B*T*d`` and receiver gradients ``N_r*B*T*d`` floats
-(SmolLM2-135M, B = 8, T = 20: N_s = 301, N_r = 481: 111 MB + 177 MB), the score matrix
-``N_s x N_r`` (145k floats), and the activations of one ``max_tokens`` forward/backward plus,
-per layer, ``ln1`` on ``N*T*R*d`` floats (R = 15 for SmolLM2) during the head step.
+the gradient pass); EAP-IG 2 forward + m forward/backward (batched).  Memory: sender differences
+``N_s*B*T*d`` and receiver gradients ``N_r*B*T*d`` floats (SmolLM2-135M, B = 8, T = 20: N_s = 301,
+N_r = 481: 111 MB + 177 MB), the score matrix ``N_s x N_r`` (145k floats), and the activations of
+one ``max_tokens`` forward/backward plus, per layer, ``ln1`` on ``N*T*R*d`` floats (R = 15 for
+SmolLM2) during the head step.
 
 Not supported: models that normalise a sublayer's output before adding it to the residual
 (Gemma 2/3 ``post_attention_layernorm``): their head outputs are not additive senders, and
