@@ -172,3 +172,21 @@ def test_bring_your_own_model_errors():
         load_model({"not": "a model"})
     with pytest.raises(ValueError, match="tokenizer= is for a model object"):
         load_model("tiny-gpt2", tokenizer=char_tokenizer())
+
+
+def test_dtype_names():
+    """``dtype=`` by name: each name and its short alias give that torch dtype; any other name is refused."""
+    for name, want in (("bf16", torch.bfloat16), ("float16", torch.float16), ("fp32", torch.float32),
+                       ("bfloat16", torch.bfloat16)):
+        assert next(load_model("tiny-llama", device="cpu", dtype=name).parameters()).dtype == want
+    with pytest.raises(ValueError, match="unknown dtype 'int8'"):
+        load_model("tiny-llama", device="cpu", dtype="int8")
+
+
+def test_tiny_config_refuses_unknown_shapes():
+    from interp.models.tiny import TinyConfig
+
+    with pytest.raises(ValueError, match="unknown arch 'mamba'"):
+        TinyConfig(arch="mamba")
+    with pytest.raises(ValueError, match="not divisible"):
+        TinyConfig(d_model=30, n_heads=4)

@@ -25,7 +25,8 @@ from typing import Sequence
 from interp.config import takes_config
 from interp.results import check_fields
 
-from .components import AttributionResult, cache_components, component_types, linear_scores, per_position_set
+from .components import (AttributionResult, cache_components, component_types, directed_result, directed_runs,
+                         linear_scores, per_position_set)
 
 DIRECTIONS = ("denoise", "noise")
 
@@ -49,18 +50,13 @@ def gradient_patching(model, task, components: Sequence[str], per_position, cfg:
     types = component_types(components)
     per_pos = per_position_set(per_position, types)
     t0 = time.perf_counter()
-    base, src = (task.corrupt, task.clean) if cfg.direction == "denoise" else (task.clean, task.corrupt)
+    src, base = directed_runs(task, cfg.direction)
     acts_src, _, logits_src = cache_components(model, src, types)
     acts_base, grads, m_base = cache_components(model, base, types, metric=task.metric, extra_fwd=extra_fwd,
                                                  method=method)
-    scores = linear_scores(types, acts_src, acts_base, grads, per_pos)
-    seconds = time.perf_counter() - t0
-    m_src = task.metric(logits_src).float().mean().item()
-    m_b = m_base.float().mean().item()
-    m_clean, m_corr = (m_src, m_b) if cfg.direction == "denoise" else (m_b, m_src)
-    return AttributionResult(method=method, scores=scores, seconds=seconds, metric_clean=m_clean,
-                             metric_corrupt=m_corr, per_position=sorted(per_pos),
-                             config={"direction": cfg.direction, "components": list(components), **(record or {})})
+    config = {"direction": cfg.direction, "components": list(components), **(record or {})}
+    return directed_result(method, cfg.direction, t0, task.metric(logits_src), m_base, per_pos, config=config,
+                           scores=linear_scores(types, acts_src, acts_base, grads, per_pos))
 
 
 @takes_config(AtPConfig)

@@ -23,6 +23,8 @@ from typing import Callable
 
 import torch
 
+from interp.models import resolve_hooks
+
 from .ig import IGResult
 
 
@@ -32,10 +34,7 @@ def captum_layer_ig(model, tokens: torch.Tensor, metric: Callable[[torch.Tensor]
     """captum's LayerIntegratedGradients at ``hook`` (baseline: token ids, default all-zero ids)."""
     from captum.attr import LayerIntegratedGradients
 
-    if hook not in model.hook_dict:
-        from interp.models import resolve_hooks
-
-        resolve_hooks(model, [hook])
+    resolve_hooks(model, [hook])  # a clear error for an unknown hook
     t0 = time.perf_counter()
     device = next(model.parameters()).device
     tokens = tokens.to(device)

@@ -39,6 +39,7 @@ T=16: 30 x 3 x 256 x 576 floats = 53 MB (and as much again for gradients).
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable, Sequence
 
@@ -85,11 +86,9 @@ register_component_type(ComponentType("mlp", "blocks.{layer}.hook_mlp_out", 0, "
 def component_types(names: str | Sequence[str]) -> list[ComponentType]:
     """The registered types for ``names``; a ``ValueError`` lists the known ones otherwise."""
     names = [names] if isinstance(names, str) else list(names)
-    if not names:
-        raise ValueError("no component types given; choose from " + ", ".join(COMPONENT_TYPES))
     bad = [n for n in names if n not in COMPONENT_TYPES]
-    if bad:
-        raise ValueError(f"unknown component type(s) {bad}; choose from {sorted(COMPONENT_TYPES)}")
+    if bad or not names:
+        raise ValueError(f"no or unknown component type(s) {bad}; choose from {sorted(COMPONENT_TYPES)}")
     return [COMPONENT_TYPES[n] for n in names]
 
 
@@ -180,6 +179,22 @@ class AttributionResult(Result):
         return r
 
 
+def directed_runs(task, direction: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(source, base)`` prompts: ``denoise`` puts clean values into the corrupted run, ``noise`` the
+    reverse."""
+    return (task.clean, task.corrupt) if direction == "denoise" else (task.corrupt, task.clean)
+
+
+def directed_result(method: str, direction: str, t0: float, m_src: torch.Tensor, m_base: torch.Tensor,
+                    per_pos: set[str], **fields) -> AttributionResult:
+    """The result of a ``direction`` run (:func:`directed_runs`): the per-prompt metrics of the source and
+    base runs put back in clean / corrupted order, the wall time since ``t0``."""
+    m = [v.float().mean().item() for v in (m_src, m_base)]
+    m_clean, m_corr = m if direction == "denoise" else m[::-1]
+    return AttributionResult(method=method, seconds=time.perf_counter() - t0, metric_clean=m_clean,
+                             metric_corrupt=m_corr, per_position=sorted(per_pos), **fields)
+
+
 def display_name(ctype: str, idx: Sequence[int]) -> str:
     """The display form of a component: ``L3H2`` / ``MLP3`` (interp.models.hooks), ``attn3``, ``resid3``."""
     if ctype == "attn_head":
@@ -204,7 +219,7 @@ def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str
     paths = paths or {m: "" for m in results}
 
     def fld(m: str, ctype: str, dim: int | None = None) -> str:
-        base = f"{paths[m]}.scores.{ctype}" if paths[m] else f"scores.{ctype}"
+        base = f"{paths[m]}.scores.{ctype}".lstrip(".")
         return base if dim is None else f"{base}#{dim}"
 
     def share(res, ctype, full=False):

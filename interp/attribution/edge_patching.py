@@ -82,22 +82,21 @@ def edge_patching(model, task, edges: Sequence, eps: float = 1.0, max_tokens: in
     effects = torch.zeros(len(pairs), dtype=torch.float64)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(pairs), desc="edge patching", leave=False, disable=not progress)
-    for s in range(0, len(order), k_max):
-        chunk = order[s:s + k_max]
-        k = len(chunk)
-        patches = {}
-        for j in {pairs[i][1] for i in chunk}:  # each receiver: its copies and their senders' offsets
-            copies = [c for c, i in enumerate(chunk) if pairs[i][1] == j]
-            offset = eps * D[[pairs[chunk[c]][0] for c in copies]]
-            patches[j] = (torch.tensor(copies, device=device), offset.to(device, dtype))
-        first = graph.receivers[pairs[chunk[0]][1]].layer  # chunks are in receiver layer order
-        hooks = receiver_input_hooks(model, graph, patches, B)
-        with torch.no_grad(), scoped_hooks(model, fwd=hooks), fast_forward(model, prefix, k, first, last):
-            logits = model(task.clean.to(device).repeat(k, 1))
-        effects[chunk] = task.metric(logits).double().reshape(k, B).mean(1).cpu() - m_clean
-        bar.update(k)
-    bar.close()
+    with tqdm(total=len(pairs), desc="edge patching", leave=False, disable=not progress) as bar:
+        for s in range(0, len(order), k_max):
+            chunk = order[s:s + k_max]
+            k = len(chunk)
+            patches = {}
+            for j in {pairs[i][1] for i in chunk}:  # each receiver: its copies and their senders' offsets
+                copies = [c for c, i in enumerate(chunk) if pairs[i][1] == j]
+                offset = eps * D[[pairs[chunk[c]][0] for c in copies]]
+                patches[j] = (torch.tensor(copies, device=device), offset.to(device, dtype))
+            first = graph.receivers[pairs[chunk[0]][1]].layer  # chunks are in receiver layer order
+            hooks = receiver_input_hooks(model, graph, patches, B)
+            with torch.no_grad(), scoped_hooks(model, fwd=hooks), fast_forward(model, prefix, k, first, last):
+                logits = model(task.clean.to(device).repeat(k, 1))
+            effects[chunk] = task.metric(logits).double().reshape(k, B).mean(1).cpu() - m_clean
+            bar.update(k)
     return EdgePatchResult(
         edges=pairs, names=[graph.edge_name(i, j) for i, j in pairs], effects=effects,
         metric_clean=m_clean, metric_corrupt=task.metric(logits_k).double().mean().item(), eps=eps,

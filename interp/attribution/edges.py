@@ -67,10 +67,11 @@ Algorithm (one forward + one backward per batch of interpolation steps):
 3. ``S = D.flatten(1) @ G.flatten(1).T / B``, zero where there is no edge.
 
 Cost: EAP 1 forward (corrupted) + 1 forward/backward of B*T tokens (the clean senders are read in
-the gradient pass); EAP-IG 2 forward + m forward/backward (batched).  Memory: sender differences ``N_s*B*T*d`` and receiver gradients ``N_r*B*T*d`` floats
-(SmolLM2-135M, B = 8, T = 20: N_s = 301, N_r = 481: 111 MB + 177 MB), the score matrix
-``N_s x N_r`` (145k floats), and the activations of one ``max_tokens`` forward/backward plus,
-per layer, ``ln1`` on ``N*T*R*d`` floats (R = 15 for SmolLM2) during the head step.
+the gradient pass); EAP-IG 2 forward + m forward/backward (batched).  Memory: sender differences
+``N_s*B*T*d`` and receiver gradients ``N_r*B*T*d`` floats (SmolLM2-135M, B = 8, T = 20: N_s = 301,
+N_r = 481: 111 MB + 177 MB), the score matrix ``N_s x N_r`` (145k floats), and the activations of
+one ``max_tokens`` forward/backward plus, per layer, ``ln1`` on ``N*T*R*d`` floats (R = 15 for
+SmolLM2) during the head step.
 
 Not supported: models that normalise a sublayer's output before adding it to the residual
 (Gemma 2/3 ``post_attention_layernorm``): their head outputs are not additive senders, and
@@ -90,7 +91,8 @@ from interp.fastpath import use_fast
 from interp.models import scoped_hooks
 from interp.models.hooks import component_label, head_label, mlp_hook, save_hook
 
-from .fastpath import PrefixCache, map_tensors, fast_forward, hook_layer, reads_last_position_only
+from .fastpath import (PrefixCache, fast_forward, hook_layer, interpolate, map_tensors,
+                       reads_last_position_only)
 
 QUADRATURE = {"eap": "clean", "eap-ig": "riemann_left", "clean-corrupted": "ends",
               "eap-ig-activations": "riemann_right"}
@@ -136,8 +138,6 @@ class EdgeGraph:
     """Bool ``[N_s, N_r]``: True where the sender writes before the receiver reads."""
     n_heads: int
     n_kv_heads: int
-    parallel: bool
-    """Attention and MLP of a block read the same residual (Pythia, GPT-J)."""
 
     @property
     def n_edges(self) -> int:
@@ -160,11 +160,9 @@ class EdgeGraph:
         out = []
         for e in edges:
             if isinstance(e, str):
-                if "->" not in e:
-                    raise ValueError(f"edge {e!r} must read 'sender->receiver'")
                 e = tuple(e.split("->", 1))
             if len(e) != 2:
-                raise ValueError(f"edge {e!r} must be a (sender, receiver) pair")
+                raise ValueError(f"edge {e!r} must be a (sender, receiver) pair or read 'sender->receiver'")
             u, v = e
             i = self.sender_index(u) if isinstance(u, str) else int(u)
             j = self.receiver_index(v) if isinstance(v, str) else int(v)
@@ -230,18 +228,20 @@ def _orig(mod):
 def check_supported(model) -> None:
     """A ``ValueError`` for architectures whose sublayer outputs are not additive senders."""
     blk = model.blocks[0]
-    names = set(dict(blk.named_children()))
-    if names & {"ln1_post", "ln2_post"}:
-        raise ValueError(
-            f"edge attribution needs the residual stream to be a sum of sender outputs; {type(blk).__name__} of "
-            f"this model normalises the attention/MLP output before adding it (post-norms {sorted(names & {'ln1_post', 'ln2_post'})}, "
-            "Gemma 2/3), so per-head writes are not additive. Use node-level attribution (interp.attribution) instead.")
+    names, what = set(dict(blk.named_children())), type(blk).__name__
+    post = sorted(names & {"ln1_post", "ln2_post"})
+    if post:
+        raise ValueError(f"edge attribution needs the residual stream to be a sum of sender outputs; {what} "
+                         f"normalises the attention/MLP output before adding it (post-norms {post}, Gemma "
+                         "2/3), so per-head writes are not additive. Use node-level attribution "
+                         "(interp.attribution) instead.")
     if not {"ln1", "ln2"} <= names:
         raise ValueError("edge attribution needs separate norms before attention (ln1) and MLP (ln2), so that a "
-                         f"receiver's input can move alone; {type(blk).__name__} has {sorted(n for n in names if n.startswith('ln'))}")
-    for sub in ("q", "k", "v", "o"):
-        if not hasattr(blk.attn, sub):
-            raise ValueError(f"edge attribution needs separate q/k/v/o projections; block attention has no {sub!r}")
+                         f"receiver's input can move alone; {what} has "
+                         f"{sorted(n for n in names if n[:2] == 'ln')}")
+    missing = [s for s in "qkvo" if not hasattr(blk.attn, s)]
+    if missing:
+        raise ValueError(f"edge attribution needs separate q/k/v/o projections; attention has no {missing}")
 
 
 def layer_weights(model, probe: bool = False) -> list[LayerWeights]:
@@ -265,7 +265,7 @@ def edge_graph(model, weights: list[LayerWeights] | None = None) -> EdgeGraph:
     weights = weights if weights is not None else layer_weights(model)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     Hkv = weights[0].W_k.shape[0]
-    parallel = bool(getattr(model.cfg, "parallel_attn_mlp", False))
+    parallel = bool(getattr(model.cfg, "parallel_attn_mlp", False))  # attention and MLP read one residual
     gqa = Hkv != H
     senders = [Node("embed", "embed", -1, None, "hook_embed", -1)]
     if getattr(model.cfg, "positional_embedding_type", "") == "standard" and "hook_pos_embed" in model.hook_dict:
@@ -275,16 +275,15 @@ def edge_graph(model, weights: list[LayerWeights] | None = None) -> EdgeGraph:
         mlp = component_label(mlp_hook(l))
         senders += [Node(head_label(l, h), "head", l, h, f"blocks.{l}.attn.hook_z", 2 * l) for h in range(H)]
         senders.append(Node(mlp, "mlp", l, None, mlp_hook(l), 2 * l + 1))
-        receivers += [Node(f"{head_label(l, h)}.q", "q", l, h, f"blocks.{l}.hook_q_input", 2 * l) for h in range(H)]
-        for kind in "kv":  # a grouped key/value head is not a query head: L3KV1.k
-            receivers += [Node(f"{f'L{l}KV{g}' if gqa else head_label(l, g)}.{kind}", kind, l, g,
-                               f"blocks.{l}.hook_{kind}_input", 2 * l) for g in range(Hkv)]
+        for kind, n in (("q", H), ("k", Hkv), ("v", Hkv)):  # a grouped k/v head is not a query head: L3KV1.k
+            receivers += [Node(f"{f'L{l}KV{g}' if gqa and kind != 'q' else head_label(l, g)}.{kind}", kind, l,
+                               g, f"blocks.{l}.hook_{kind}_input", 2 * l) for g in range(n)]
         receivers.append(Node(mlp, "mlp", l, None, f"blocks.{l}.hook_mlp_in", 2 * l + (0 if parallel else 1)))
     receivers.append(Node("logits", "logits", L, None, "ln_final.hook_in", 2 * L))
     s_stage = torch.tensor([n.stage for n in senders])
     r_stage = torch.tensor([n.stage for n in receivers])
     mask = s_stage[:, None] < r_stage[None, :]
-    return EdgeGraph(senders, receivers, mask, H, Hkv, parallel)
+    return EdgeGraph(senders, receivers, mask, H, Hkv)
 
 
 # ------------------------------------------------------------------------------------------
@@ -344,13 +343,14 @@ def receiver_input_hooks(model, graph: EdgeGraph, patches: dict[int, tuple], B: 
     heads: dict[tuple[int, str], list] = {}
     for j, (copies, off) in patches.items():
         r = graph.receivers[j]
+        idx = slice(None) if copies is None else copies  # the copies that move
         if r.kind not in RECEIVER_KINDS:
             raise ValueError(f"unknown receiver kind {r.kind!r}; choose from {RECEIVER_KINDS}")
         if r.kind in ("mlp", "logits"):
             name = f"blocks.{r.layer}.ln2.hook_in" if r.kind == "mlp" else "ln_final.hook_in"
-            hooks.append((name, _add_hook(copies, off, B)))
+            hooks.append((name, _add_hook(idx, off, B)))
         else:
-            heads.setdefault((r.layer, r.kind), []).append((r.head, copies, off))
+            heads.setdefault((r.layer, r.kind), []).append((r.head, idx, off))
     for l in sorted({l for l, _ in heads}):
         hooks.insert(0, (f"blocks.{l}.ln1.hook_in", save_hook(xs, l)))
     for (l, kind), items in heads.items():
@@ -361,8 +361,7 @@ def receiver_input_hooks(model, graph: EdgeGraph, patches: dict[int, tuple], B: 
             c = act.shape[0] // B
             x = xs[l].reshape(c, B, *xs[l].shape[1:])
             out = act.clone().reshape(c, B, *act.shape[1:])
-            for h, copies, off in items:
-                idx = slice(None) if copies is None else copies
+            for h, idx, off in items:
                 xin = x[idx] + off.to(x.dtype)
                 new = proj(ln(xin)).reshape(*xin.shape[:3], *act.shape[2:])[..., h, :]
                 out[idx, :, :, h] = new.to(out.dtype)
@@ -372,10 +371,10 @@ def receiver_input_hooks(model, graph: EdgeGraph, patches: dict[int, tuple], B: 
     return hooks
 
 
-def _add_hook(copies, off, B):
+def _add_hook(idx, off, B):
     def fn(x, hook):
         xv = x.reshape(-1, B, *x.shape[1:]).clone()
-        xv[slice(None) if copies is None else copies] += off.to(x.dtype)
+        xv[idx] += off.to(x.dtype)
         return xv.reshape(x.shape)
 
     return fn
@@ -466,9 +465,8 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
         if e_clean is None or at != "hook_embed":  # a leaf so that every layer's q/k/v is in the graph
             hooks.insert(0, ("hook_embed", lambda x, hook: x.detach().requires_grad_(True)))
         if e_clean is not None:
-            shape = (c, *[1] * e_clean.ndim)
-            interp = (e_corrupt.unsqueeze(0) + a.view(shape).to(e_clean.dtype) * (e_clean - e_corrupt).unsqueeze(0))
-            interp = interp.reshape(c * B, *e_clean.shape[1:]).to(dtype).requires_grad_(True)
+            interp = interpolate(e_corrupt, e_clean, a.to(e_clean.dtype)).flatten(0, 1).to(dtype)
+            interp.requires_grad_(True)
             hooks.insert(1 if at != "hook_embed" else 0, (at, lambda x, hook, v=interp: v))
         if fast:
             for l in range(L):  # kept in the autograd graph
@@ -485,19 +483,17 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
             f = metric(logits).reshape(c, B)
             keys = [k for k in store if not k.startswith("x") and store[k].requires_grad]
             gs = torch.autograd.grad((f * wts[:, None]).sum(), list(deltas.values()) + [store[k] for k in keys],
-                                     allow_unused=True)
+                                     allow_unused=True, materialize_grads=True)  # zeros where none flows
         if senders:
             kept = {"Z": _sender_rows(senders, graph, weights, acc), "metric": f[0].detach()}
         for j, gj in zip(deltas, gs[:len(deltas)]):
-            if gj is not None:
-                G[j] += gj.to(acc)
+            G[j] += gj.to(acc)
         if fast:
             gq = dict(zip(keys, gs[len(deltas):]))
             for l in range(L):
                 if f"x{l}" not in store:  # a replayed, detached block: no gradient reaches its receivers
                     continue
-                g = {k: gq[f"{k}{l}"] if gq.get(f"{k}{l}") is not None else torch.zeros_like(store[f"{k}{l}"])
-                     for k in "qkv"}
+                g = {k: gq[f"{k}{l}"] for k in "qkv"}  # a block that runs computes q/k/v from a grad input
                 gx = _head_grads_posthoc(_orig(model.blocks[l].ln1), store[f"x{l}"], g, weights[l])
                 # rows: c*B copies, or B for a prefix block run once (prefix_grad)
                 G[head_rows[l]] += gx.reshape(-1, B, T, gx.shape[2], d).sum(0).permute(2, 0, 1, 3)

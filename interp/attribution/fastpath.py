@@ -38,9 +38,9 @@ from interp.models.lean import LEAN_ARCHS, LeanGemma3, LeanUnavailable, hf_model
 
 def hook_layer(hook: str) -> int:
     """Block index of a ``blocks.L.*`` hook; 0 for hooks before the blocks (``hook_embed``)."""
-    parts = hook.split(".")
-    if parts[0] == "blocks" and len(parts) > 1 and parts[1].isdigit():
-        return int(parts[1])
+    m = re.match(r"blocks\.(\d+)(\.|$)", hook)
+    if m:
+        return int(m[1])
     if hook.startswith(("ln_final", "unembed", "hook_unembed")):
         raise ValueError(f"hook {hook!r} lies after the blocks; IG there needs no model pass")
     return 0
@@ -50,12 +50,15 @@ def reads_last_position_only(metric: Callable[[torch.Tensor], torch.Tensor], log
     """True when ``metric(logits)`` equals ``metric(logits[:, -1:])`` (a metric of the last position)."""
     if logits.ndim != 3 or logits.shape[1] < 2:
         return False
-    try:
-        full = metric(logits)
-        last = metric(logits[:, -1:])
+    try:  # torch.equal: False for different shapes too
+        return torch.equal(metric(logits), metric(logits[:, -1:]))
     except Exception:  # the metric indexes other positions
         return False
-    return torch.equal(full, last)  # False for different shapes too
+
+
+def interpolate(base: torch.Tensor, x: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+    """``[len(alphas), *x.shape]``: ``base + alpha_k (x - base)`` for every ``alpha_k``."""
+    return base.unsqueeze(0) + alphas.view(-1, *[1] * x.ndim) * (x - base).unsqueeze(0)
 
 
 def map_tensors(fn, x):
@@ -74,26 +77,22 @@ class PrefixCache:
     @contextmanager
     def capture(self, rows: slice | None = None):
         """Record each block's output (batch ``rows`` of it) during the forward passes inside the block."""
-        blocks = enumerate(self.model.blocks)
-        handles = [b.register_forward_hook(partial(self._record, l, rows)) for l, b in blocks]
+        def record(l: int, mod, inp, out) -> None:
+            self.outs[l] = map_tensors(lambda t: t.detach()[rows or slice(None)], out)
+
+        handles = [b.register_forward_hook(partial(record, l)) for l, b in enumerate(self.model.blocks)]
         try:
             yield self
         finally:
             for h in handles:
                 h.remove()
 
-    def _record(self, l: int, rows: slice | None, mod, inp, out) -> None:
-        self.outs[l] = map_tensors(lambda t: t.detach() if rows is None else t.detach()[rows], out)
-
     @contextmanager
     def replay(self, k: int, layer: int):
         """Inside the block, blocks ``0 .. layer-1`` return block ``layer-1``'s output repeated ``k`` times."""
-        if layer == 0:
-            yield
-            return
-        if layer - 1 not in self.outs:
+        if layer and layer - 1 not in self.outs:
             raise RuntimeError("PrefixCache.replay before capture")
-        rep = map_tensors(lambda t: t.repeat(k, *([1] * (t.ndim - 1))), self.outs[layer - 1])
+        rep = map_tensors(lambda t: torch.cat([t] * k), self.outs.get(layer - 1))  # layer 0: nothing replayed
         blocks = list(self.model.blocks)[:layer]
         try:
             for b in blocks:  # object.__setattr__: the bridge's __setattr__ forwards to the HF module

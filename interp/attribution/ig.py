@@ -53,9 +53,10 @@ from interp.models.hooks import save_hook
 from interp.results import check_fields
 
 from .atp import DIRECTIONS
-from .components import AttributionResult, cache_components, component_types, linear_scores, per_position_set
-from .fastpath import (LeanGemma3, PrefixCache, fast_forward, hook_layer, lean_forward, lean_start_layer,
-                       reads_last_position_only)
+from .components import (AttributionResult, cache_components, component_types, directed_result, directed_runs,
+                         linear_scores, per_position_set)
+from .fastpath import (LeanGemma3, PrefixCache, fast_forward, hook_layer, interpolate, lean_forward,
+                       lean_start_layer, reads_last_position_only)
 
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 DEFAULT_STEPS = 32
@@ -143,8 +144,7 @@ class IGResult:
 
     def token_scores(self) -> torch.Tensor:
         """``[B, T]``: attributions summed over the feature axes."""
-        a = self.attributions
-        return a.sum(dim=tuple(range(2, a.ndim))) if a.ndim > 2 else a
+        return self.attributions.reshape(*self.attributions.shape[:2], -1).sum(-1)
 
 
 def _acts_at(model, tokens, hook, metric, prefix: PrefixCache | None = None, rows: slice | None = None):
@@ -162,32 +162,28 @@ def _path_integral(x, base, q, chunk: int, f_of: Callable):
     [c*B, ...]) -> (F [c*B], {name: tensor})``; the weighted gradients also flow to the returned tensors
     (summed over the copies, ``[B, ...]`` each)."""
     alphas, weights = q
-    B = x.shape[0]
     g = torch.zeros_like(x, dtype=torch.float32)
     side_g: dict[str, torch.Tensor] = {}
     for s in range(0, len(alphas), chunk):
         a = alphas[s:s + chunk].to(x.device, torch.float32)
         w = weights[s:s + chunk].to(x.device, torch.float32)
-        c = len(a)
-        pts = base.unsqueeze(0) + a.view((c,) + (1,) * x.ndim) * (x - base).unsqueeze(0)
-        pts = pts.reshape(c * B, *x.shape[1:]).to(x.dtype).requires_grad_(True)
+        pts = interpolate(base, x, a).flatten(0, 1).to(x.dtype).requires_grad_(True)
         with torch.enable_grad():
             f, side = f_of(pts)
-            gs = torch.autograd.grad((f.reshape(c, B) * w[:, None]).sum(), [pts, *side.values()],
-                                     allow_unused=True)
-        g += gs[0].reshape(c, *x.shape).sum(0).float()
+            gs = torch.autograd.grad((f.reshape(len(a), -1) * w[:, None]).sum(), [pts, *side.values()],
+                                     allow_unused=True, materialize_grads=True)
+        g += gs[0].reshape(-1, *x.shape).sum(0).float()
         for n, gn in zip(side, gs[1:]):
-            if gn is not None:
-                side_g[n] = side_g.get(n, 0) + gn.reshape(c, B, *gn.shape[1:]).sum(0).float()
+            side_g[n] = side_g.get(n, 0) + gn.reshape(len(a), -1, *gn.shape[1:]).sum(0).float()
     return g, side_g
 
 
-def _lean_off(fast: bool | None, last: bool) -> str:
-    """Why the lean forward cannot run before trying it ("" if it may): the reference path was
-    asked for, or the metric reads positions other than the last."""
+def _lean(fast: bool | None, last: bool, make: Callable[[], tuple]) -> tuple:
+    """``make()`` (``(lean forward, "")`` or ``(None, reason)``), unless the reference path was asked
+    for or the metric reads positions other than the last: then ``(None, that reason)``."""
     if not use_fast(fast):
-        return "reference path (fast=False or INTERP_REFERENCE=1)"
-    return "" if last else "the metric reads positions other than the last"
+        return None, "reference path (fast=False or INTERP_REFERENCE=1)"
+    return make() if last else (None, "the metric reads positions other than the last")
 
 
 def _self_check(lean: LeanGemma3, got: torch.Tensor, want: torch.Tensor) -> str:
@@ -202,6 +198,12 @@ def _self_check(lean: LeanGemma3, got: torch.Tensor, want: torch.Tensor) -> str:
     return why
 
 
+def _shared_prefix(differs: torch.Tensor) -> int:
+    """The number of leading False in ``differs [T]`` (positions before the first difference), at most
+    T - 1."""
+    return min(int((~differs).int().cumprod(0).sum()), len(differs) - 1)
+
+
 def _interpolate_lean(lean: LeanGemma3, hook: str, x_act, base_act, f_x, q, metric, max_tokens):
     """The path integral through a lean forward (interp/models/lean.py; residual-stream hooks,
     last-position metrics).
@@ -213,8 +215,7 @@ def _interpolate_lean(lean: LeanGemma3, hook: str, x_act, base_act, f_x, q, metr
     """
     B, T = x_act.shape[:2]
     start = lean_start_layer(hook)
-    differs = (x_act != base_act).reshape(B, T, -1).any(-1).any(0)
-    p0 = min(int(differs.int().argmax()) if bool(differs.any()) else T, T - 1)
+    p0 = _shared_prefix((x_act != base_act).reshape(B, T, -1).any(-1).any(0))
     with torch.no_grad():
         prefix = lean.prefix_kv(x_act[:, :p0], start)  # a residual-stream hook: the block input itself
         why = _self_check(lean, metric(lean.logits(x_act[:, p0:], start, T, prefix)), f_x)
@@ -261,17 +262,16 @@ def layer_integrated_gradients(
         x_act, base_act, f_x, f_b = both[:B], both[B:], f_both[:B], f_both[B:]
     else:
         x_act, f_x, last = _acts_at(model, tokens, hook, metric, prefix)
-        if baseline is None or (isinstance(baseline, str) and baseline == "zeros"):
-            base_act = torch.zeros_like(x_act)
-        elif isinstance(baseline, torch.Tensor):
+        if isinstance(baseline, torch.Tensor):
             base_act = baseline.to(x_act.device, x_act.dtype).expand_as(x_act)
+        elif baseline in (None, "zeros"):
+            base_act = torch.zeros_like(x_act)
         else:
             raise ValueError(f"baseline must be token ids, an activation tensor or 'zeros', got {baseline!r}")
         with torch.no_grad(), scoped_hooks(model, fwd=[(hook, lambda x, hook: base_act)]):
             f_b = metric(model(tokens.to(x_act.device))).detach()
     path = "lean"
-    why = _lean_off(cfg.fast, last)
-    lean, why = (None, why) if why else lean_forward(model, hook)
+    lean, why = _lean(cfg.fast, last, lambda: lean_forward(model, hook))
     g, why = (None, why) if lean is None else _interpolate_lean(lean, hook, x_act, base_act, f_x, q, metric,
                                                                  cfg.max_tokens)
     if g is None:
@@ -296,9 +296,9 @@ _LEAN_HOOK = re.compile(r"^blocks\.\d+\.(hook_resid_pre|attn\.hook_z|hook_mlp_ou
 
 
 def _lean_for_hooks(model, types, task, base_tokens, acts_src, acts_base, m_base):
-    """``((lean forward, base-run resid_pre per block, shared prefix length p0), "")`` for hook
-    IG, or ``(None, reason)``.  ``base_tokens``: the run the hooks are interpolated in; ``m_base``
-    its metric.
+    """``((lean forward, the base run's (resid_pre, keys, values) per block, shared prefix length p0), "")``
+    for hook IG, or ``(None, reason)``.  ``base_tokens``: the run the hooks are interpolated in;
+    ``m_base`` its metric.
 
     ``p0``: positions before the first token where clean and corrupt differ, kept only if every
     cached component activation agrees exactly there (then those positions are the same in every
@@ -313,16 +313,15 @@ def _lean_for_hooks(model, types, task, base_tokens, acts_src, acts_base, m_base
         return None, why
     T = base_tokens.shape[1]
     with torch.no_grad():
-        resids = lean.residuals(lean.embed(base_tokens.to(next(model.parameters()).device)))
-        why = _self_check(lean, task.metric(lean.logits(resids[0], 0, T)), m_base)
+        plain = lean.plain(lean.embed(base_tokens.to(next(model.parameters()).device)), 0)
+        why = _self_check(lean, task.metric(lean.logits(plain[0][0], 0, T)), m_base)
     if why:
         return None, why
-    differs = (task.clean != task.corrupt).any(0)
-    p0 = min(int(differs.int().argmax()) if bool(differs.any()) else T, T - 1)
+    p0 = _shared_prefix((task.clean != task.corrupt).any(0))
     if not all(torch.equal(acts_src[t.name][l][:, :p0], acts_base[t.name][l][:, :p0])
                for t in types for l in range(model.cfg.n_layers)):
         p0 = 0
-    return (lean, resids, p0), ""
+    return (lean, plain, p0), ""
 
 
 def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> AttributionResult:
@@ -347,15 +346,15 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
     L = model.cfg.n_layers
     prefix = PrefixCache(model) if fast else None
     # src: where each hook's path ends (the patch value); base: the run the path lies in
-    src_tokens, base_tokens = (task.clean, task.corrupt) if cfg.direction == "denoise" else (task.corrupt, task.clean)
+    src_tokens, base_tokens = directed_runs(task, cfg.direction)
     acts_src, _, logits_src = cache_components(model, src_tokens, types)
     with (prefix.capture() if prefix is not None else nullcontext()):
         acts_base, _, logits_base = cache_components(model, base_tokens, types)
     last = fast and reads_last_position_only(task.metric, logits_base)
     m_base = task.metric(logits_base).float()
     B, T = base_tokens.shape
-    why = _lean_off(cfg.fast, last)
-    lean, why = (None, why) if why else _lean_for_hooks(model, types, task, base_tokens, acts_src, acts_base, m_base)
+    lean, why = _lean(cfg.fast, last,
+                      lambda: _lean_for_hooks(model, types, task, base_tokens, acts_src, acts_base, m_base))
     p0 = lean[2] if lean is not None else 0
     device = next(model.parameters()).device
     a_, w_ = (x.to(device, torch.float32) for x in quadrature(cfg.steps, cfg.method))
@@ -370,8 +369,7 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
         leaves, hooks = [], []
         for j, (l, t) in enumerate(chunk):
             a_src, a_base = acts_src[t.name][l][:, p0:].float(), acts_base[t.name][l][:, p0:].float()
-            shape = (S,) + (1,) * a_src.ndim
-            leaf = (a_base.unsqueeze(0) + a_.view(shape) * (a_src - a_base).unsqueeze(0)).requires_grad_(True)
+            leaf = interpolate(a_base, a_src, a_).requires_grad_(True)
             leaves.append(leaf)
             full = torch.cat([leaf, a_src.unsqueeze(0)])  # [S+1, B, ...]: the last copy is the patch itself
 
@@ -383,33 +381,29 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
             hooks.append((t.hook_name(l), fn))
         with torch.enable_grad():
             if lean is not None:  # the lean forward from the chunk's first block, shared prefix once
-                ll, resids, start = lean[0], lean[1], chunk[0][0]
-                kv = ll.prefix_kv(resids[start][:, :p0], start)
+                ll, plain, start = lean[0], lean[1], chunk[0][0]
+                kv = [(pk[:, :, :p0], pv[:, :, :p0]) for _, pk, pv in plain[start:]]  # causal: as in the base run
                 edits = {name: (lambda x, fn=fn: fn(x, None)) for name, fn in hooks}
-                f = task.metric(ll.logits(resids[start][:, p0:].repeat(k, 1, 1), start, T, kv, True, edits))
+                f = task.metric(ll.logits(plain[start][0][:, p0:].repeat(k, 1, 1), start, T, kv, True, edits))
             else:
                 with scoped_hooks(model, fwd=hooks), fast_forward(model, prefix, k, chunk[0][0], last):
                     f = task.metric(model(base_tokens.to(device).repeat(k, 1)))
             f = f.reshape(J, S + 1, B)
-            gs = torch.autograd.grad((f[:, :S] * w_.view(1, S, 1)).sum(), leaves, allow_unused=True)
-        for (l, t), g, fj in zip(chunk, gs, f.detach()):  # g None: the hook did not fire
+            gs = torch.autograd.grad((f[:, :S] * w_.view(1, S, 1)).sum(), leaves, allow_unused=True,
+                                     materialize_grads=True)  # zeros where the hook did not fire
+        for (l, t), g, fj in zip(chunk, gs, f.detach()):
             grads[t.name][l] = torch.zeros_like(acts_src[t.name][l], dtype=torch.float32)
-            if g is not None:
-                grads[t.name][l][:, p0:] = g.sum(0)
+            grads[t.name][l][:, p0:] = g.sum(0)
             effects[t.name][l] = float((fj[S].float() - m_base).mean())
     scores = linear_scores(types, acts_src, acts_base, grads, per_pos)
     completeness = {k: [{"delta": float(scores[k][l].sum()) - e, "patch_effect": e} for l, e in enumerate(v)]
                     for k, v in effects.items()}  # by completeness the attributions at a hook sum to its patch
     worst = max(abs(r["delta"]) for v in completeness.values() for r in v)
     scale = max(abs(r["patch_effect"]) for v in completeness.values() for r in v)
-    m_src = task.metric(logits_src).float().mean().item()
-    m_b = m_base.mean().item()
-    m_clean, m_corr = (m_src, m_b) if cfg.direction == "denoise" else (m_b, m_src)
     path = ("each hook's activation, corrupt -> clean, in the corrupted run" if cfg.direction == "denoise"
             else "each hook's activation, clean -> corrupt, in the clean run")
-    return AttributionResult(
-        method="ig", scores=scores, seconds=time.perf_counter() - t0,
-        metric_clean=m_clean, metric_corrupt=m_corr, per_position=sorted(per_pos),
+    return directed_result(
+        "ig", cfg.direction, t0, task.metric(logits_src), m_base, per_pos, scores=scores,
         config={"direction": cfg.direction, "steps": cfg.steps, "method": cfg.method, "path": path,
                 "forward": "lean" if lean is not None else ("replay" if fast else "plain"),
                 "shared_prefix": p0, "lean_skipped": why},
@@ -424,13 +418,11 @@ def _embedding_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attri
     q = quadrature(cfg.steps, cfg.method)
     t0 = time.perf_counter()
     L = model.cfg.n_layers
-    acts_c, _, logits_c = cache_components(model, task.clean, types)
-    acts_k, _, logits_k = cache_components(model, task.corrupt, types)
-    e_c, f_c, _ = _acts_at(model, task.clean, "hook_embed", task.metric)
-    e_k, f_k, _ = _acts_at(model, task.corrupt, "hook_embed", task.metric)
+    src, base = directed_runs(task, cfg.direction)  # the path runs base -> source
+    acts_c, acts_k = (cache_components(model, tokens, types)[0] for tokens in (src, base))
+    e_c, f_c, _ = _acts_at(model, src, "hook_embed", task.metric)
+    e_k, f_k, _ = _acts_at(model, base, "hook_embed", task.metric)
     names = {(t.name, l): t.hook_name(l) for t in types for l in range(L)}
-    if cfg.direction == "noise":  # the path runs clean -> corrupt: swap the roles of the two runs
-        acts_c, acts_k, e_c, e_k, f_c, f_k = acts_k, acts_c, e_k, e_c, f_k, f_c
     B, T = task.clean.shape
 
     def f_of(pts):  # the positional / rotary inputs are the same for both prompts: only the embeddings move
@@ -447,10 +439,8 @@ def _embedding_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attri
     emb_attr = ((e_c.float() - e_k.float()) * g_emb).reshape(e_c.shape[0], -1).sum(-1)
     delta = float((emb_attr - (f_c - f_k).float()).mean())
     total = float((f_c - f_k).float().mean())
-    return AttributionResult(
-        method="ig", scores=scores, seconds=time.perf_counter() - t0,
-        metric_clean=task.metric(logits_c).float().mean().item(),
-        metric_corrupt=task.metric(logits_k).float().mean().item(), per_position=sorted(per_pos),
+    return directed_result(
+        "ig", cfg.direction, t0, f_c, f_k, per_pos, scores=scores,
         config={"direction": cfg.direction, "steps": cfg.steps, "method": cfg.method, "path": "input embeddings, "
                 + ("corrupt -> clean" if cfg.direction == "denoise" else "clean -> corrupt")},
         extras={"completeness_delta": delta, "relative_delta": abs(delta) / max(abs(total), 1e-12)},

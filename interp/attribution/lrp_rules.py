@@ -146,9 +146,7 @@ def _norm_paths(model) -> list[str]:
         if unknown:
             raise ValueError(f"LN-rule cannot serve {arch_name(model)}: blocks.{l}.{unknown[0]} is a norm "
                              f"the LRP rules do not cover (known: {', '.join(_NORM_CHILDREN)})")
-        for c in _NORM_CHILDREN:
-            if c in block._modules and block._modules[c] is not None:
-                paths.append(f"blocks.{l}.{c}")
+        paths += [f"blocks.{l}.{c}" for c in _NORM_CHILDREN if block._modules.get(c) is not None]
     if hasattr(model, "ln_final"):
         paths.append("ln_final")
     return paths
@@ -174,33 +172,28 @@ def _act_fn(mlp):
 def rule_hooks(model, rules: Sequence[LRPRule], epsilon: float = 1e-6) -> list[tuple[str, Callable]]:
     """The forward hooks that implement ``rules`` on ``model`` (used by :func:`lrp_rules`)."""
     by_site = {r.site: r for r in rules}
+    lin_rule, norm_rule, act_rule, gate_rule, attn_rule = map(by_site.get, ("linear", "norm", "act", "gate",
+                                                                            "attention"))
     hooks: list[tuple[str, Callable]] = []
     hd = model.hook_dict
-    if "linear" in by_site:
+    if lin_rule:
         from transformer_lens.model_bridge.generalized_components.linear import LinearBridge
 
-        rule = by_site["linear"]
-        for l in range(model.cfg.n_layers):
-            for sub in ("attn", "mlp"):
-                for name, mod in getattr(model.blocks[l], sub).named_children():
-                    if isinstance(mod, LinearBridge) and f"blocks.{l}.{sub}.{name}.hook_out" in hd:
-                        def lin(z, hook, rule=rule):
-                            return _grad_through(z, z * rule.surrogate(z, epsilon))
-
-                        hooks.append((f"blocks.{l}.{sub}.{name}.hook_out", lin))
-    if "norm" in by_site:
-        rule = by_site["norm"]
+        for sub in (f"blocks.{l}.{s}" for l in range(model.cfg.n_layers) for s in ("attn", "mlp")):
+            for name, mod in model.get_submodule(sub).named_children():
+                if isinstance(mod, LinearBridge) and f"{sub}.{name}.hook_out" in hd:
+                    hooks.append((f"{sub}.{name}.hook_out",
+                                  lambda z, hook: _grad_through(z, z * lin_rule.surrogate(z, epsilon))))
+    if norm_rule:
         for path in _norm_paths(model):
             if f"{path}.hook_in" not in hd or f"{path}.hook_out" not in hd:
                 raise ValueError(f"LN-rule: {path} has no hook_in/hook_out on this bridge")
             box: dict = {}
 
-            def out(y, hook, box=box, mod=model.get_submodule(path), rule=rule):
-                w, b, eps, rms = _norm_params(mod, model)
-                return _grad_through(y, rule.surrogate(box.pop("x"), w, b, eps, rms))
+            def out(y, hook, box=box, params=_norm_params(model.get_submodule(path), model)):
+                return _grad_through(y, norm_rule.surrogate(box.pop("x"), *params))
 
             hooks += [(f"{path}.hook_in", save_hook(box, "x")), (f"{path}.hook_out", out)]
-    act_rule, gate_rule = by_site.get("act"), by_site.get("gate")
     gated = bool(getattr(model.cfg, "gated_mlp", False))
     if act_rule or (gated and gate_rule):
         for l in range(model.cfg.n_layers):
@@ -219,10 +212,9 @@ def rule_hooks(model, rules: Sequence[LRPRule], epsilon: float = 1e-6) -> list[t
             hooks += [(f"{p}.hook_pre", save_hook(box, "pre")), (f"{p}.hook_post", post)]
             if gated:
                 hooks.append((f"{p}.hook_pre_linear", save_hook(box, "lin")))
-    if "attention" in by_site:
-        rule = by_site["attention"]
-        for l in range(model.cfg.n_layers):
-            hooks.append((f"blocks.{l}.attn.hook_pattern", lambda pat, hook, rule=rule: rule.surrogate(pat)))
+    if attn_rule:
+        hooks += [(f"blocks.{l}.attn.hook_pattern", lambda pat, hook: attn_rule.surrogate(pat))
+                  for l in range(model.cfg.n_layers)]
     return hooks
 
 

@@ -113,13 +113,13 @@ def run_with_masks(
             if not m_l.any():
                 continue
 
-            def fn(act, hook, m_l=m_l, src=sources[t.name][l], t=t, per_pos=per_pos):
-                rest = act.ndim - 2 - t.unit_axes
-                m = m_l.movedim(-1, 1) if per_pos else m_l.unsqueeze(1)  # [k, T|1, *units]
-                m = m.reshape(k, 1, *m.shape[1:], *([1] * rest))  # [k, 1, T|1, *units, 1..]
+            src = sources[t.name][l]
+            m = m_l.movedim(-1, 1) if per_pos else m_l.unsqueeze(1)  # [k, T|1, *units]
+            m = m.reshape(k, 1, *m.shape[1:], *[1] * (src.ndim - 2 - t.unit_axes))  # [k, 1, T|1, *units, 1..]
+
+            def fn(act, hook, m=m, src=src):
                 a = act.reshape(k, B, *act.shape[1:])
-                s = src.to(act.device, act.dtype).unsqueeze(0)
-                return torch.where(m, s, a).reshape(act.shape)
+                return torch.where(m, src.to(act.device, act.dtype).unsqueeze(0), a).reshape(act.shape)
 
             hooks.append((t.hook_name(l), fn))
             patched.append(l)
@@ -145,21 +145,21 @@ def activation_patching(model, task, components: Sequence[str] = ("resid", "attn
     t0 = time.perf_counter()
     fast = use_fast(cfg.fast)
     prefix = PrefixCache(model) if fast else None
-    with prefix.capture() if fast and base == "clean" else nullcontext():
-        acts_clean, _, logits_clean = cache_components(model, task.clean, types)
-    with prefix.capture() if fast and base == "corrupt" else nullcontext():
-        acts_corr, _, logits_corr = cache_components(model, task.corrupt, types)
-    m_clean = task.metric(logits_clean).float().mean().item()
-    m_corr = task.metric(logits_corr).float().mean().item()
-    last = fast and reads_last_position_only(task.metric, logits_clean if base == "clean" else logits_corr)
-    base_tokens, m_base = (task.clean, m_clean) if base == "clean" else (task.corrupt, m_corr)
+    runs = {}  # clean / corrupt: (component activations, logits)
+    for run in ("clean", "corrupt"):
+        with prefix.capture() if fast and base == run else nullcontext():
+            runs[run] = cache_components(model, getattr(task, run), types)[::2]
+    acts = {run: a for run, (a, _) in runs.items()}
+    m = {run: task.metric(logits).float().mean().item() for run, (_, logits) in runs.items()}
+    last = fast and reads_last_position_only(task.metric, runs[base][1])
+    base_tokens = getattr(task, base)
     L = model.cfg.n_layers
-    sources = {t.name: [_source_values(cfg.source, acts_clean[t.name][l], acts_corr[t.name][l]) for l in range(L)]
-               for t in types}
+    sources = {t.name: [_source_values(cfg.source, acts["clean"][t.name][l], acts["corrupt"][t.name][l])
+                        for l in range(L)] for t in types}
     B, T = base_tokens.shape
     k_max = max(1, cfg.max_tokens // (B * T))
-    shapes = {t.name: tuple(acts_clean[t.name][0].shape[2:2 + t.unit_axes]) + ((T,) if t.name in per_pos else ())
-              for t in types}
+    shapes = {t.name: tuple(acts["clean"][t.name][0].shape[2:2 + t.unit_axes])
+              + ((T,) if t.name in per_pos else ()) for t in types}
     jobs = [(t, (l, *idx)) for t in types for l in range(L) for idx in itertools.product(*map(range, shapes[t.name]))]
     scores = {t.name: torch.zeros(L, *shapes[t.name]) for t in types}
     with tqdm(total=len(jobs), desc=f"patching ({cfg.source})", leave=False, disable=not cfg.progress) as bar:
@@ -168,14 +168,14 @@ def activation_patching(model, task, components: Sequence[str] = ("resid", "attn
             masks = {t.name: torch.zeros(len(chunk), L, *shapes[t.name], dtype=torch.bool) for t in types}
             for i, (t, cell) in enumerate(chunk):
                 masks[t.name][(i, *cell)] = True
-            logits = run_with_masks(model, base_tokens, sources, masks, types, prefix=prefix, last_only=last)
-            m = task.metric(logits).float().reshape(len(chunk), B).mean(1).cpu()
+            out = run_with_masks(model, base_tokens, sources, masks, types, prefix=prefix, last_only=last)
+            out = task.metric(out).float().reshape(len(chunk), B).mean(1).cpu()
             for i, (t, cell) in enumerate(chunk):
-                scores[t.name][cell] = m[i] - m_base
+                scores[t.name][cell] = out[i] - m[base]
             bar.update(len(chunk))
     return AttributionResult(
-        method="patch", scores=scores, seconds=time.perf_counter() - t0, metric_clean=m_clean,
-        metric_corrupt=m_corr, per_position=sorted(per_pos),
+        method="patch", scores=scores, seconds=time.perf_counter() - t0, metric_clean=m["clean"],
+        metric_corrupt=m["corrupt"], per_position=sorted(per_pos),
         config={"source": cfg.source, "max_tokens": cfg.max_tokens, "patches_per_pass": k_max,
                 "components": list(components),
                 "forward": "full" if not fast else "prefix replay" + (" + last-position logits" if last else "")},

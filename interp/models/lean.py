@@ -19,9 +19,9 @@ removed (the figures: docs/benchmarks.md, "Integrated gradients").
 
 :class:`LeanGemma3` is the transcription and its driver: (1 + w) RMSNorm incl. q/k norms, per-layer-type
 rotary, sliding-window masks, ``query_pre_attn_scalar``, pre/post attention and feed-forward norms,
-scaled embedding (part of ``hook_embed``), GeGLU, final logit softcapping.  Weights are read from
-:func:`hf_model`, a Hugging Face model sharing every tensor with the bridge (no copies), by their
-native names.  Activations a hook edit can replace (hook IG) follow the bridge's definitions:
+scaled embedding (part of ``hook_embed``), GeGLU, final logit softcapping.  The linear maps, norm
+weights, rotary tables and embeddings are the modules of :func:`hf_model`, a Hugging Face model
+sharing every tensor with the bridge (no copies).  Activations a hook edit can replace (hook IG) follow the bridge's definitions:
 ``blocks.l.hook_resid_pre`` (block input), ``blocks.l.attn.hook_z`` (``[N, T, H, d_head]`` before
 the output projection) and ``blocks.l.hook_mlp_out`` (after Gemma's post feed-forward norm).
 
@@ -87,11 +87,12 @@ def hf_model(bridge, attn_implementation: str | None = None) -> nn.Module:
 
 
 
-def rms_norm(x, w, eps):
-    """Gemma's ``(1 + w) * x / rms(x)``, computed in float32."""
+def rms_norm(x, norm):
+    """Gemma's ``(1 + w) * x / rms(x)`` with the weight and epsilon of the RMSNorm module ``norm``, in
+    float32."""
     xf = x.float()
-    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return (y * (1.0 + w.float())).to(x.dtype)
+    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm.eps)
+    return (y * (1.0 + norm.weight.float())).to(x.dtype)
 
 
 def rotate(x, cos, sin):
@@ -111,10 +112,16 @@ def fused_act(act):
     return act
 
 
+def _edit(edits, hook, x):
+    """``x`` through the hook edit ``edits[hook]`` if there is one (hook IG), else ``x`` itself."""
+    return edits[hook](x) if edits and hook in edits else x
+
+
 class LeanGemma3:
     """``Gemma3DecoderLayer`` as plain tensor code: (1 + w) RMSNorms (q/k norms, pre/post attention and
     feed-forward), per-layer-type rotary and sliding windows, ``query_pre_attn_scalar``, GeGLU, logit
-    softcap; and the driver (masks, prefix keys/values, the block loop, hook edits).
+    softcap; and the driver (masks, prefix keys/values, the block loop, hook edits).  The projections
+    and norms are the Hugging Face modules' own (called on their weights, no copies).
 
     Residual stream layout: ``h [N, T', d_model]`` for positions ``p0 .. T-1``; prefix keys/values
     ``[B, n_kv, p0, d_head]`` per block, shared by the ``N = k*B`` copies (row ``i*B + b`` is copy
@@ -124,104 +131,79 @@ class LeanGemma3:
     arch = "gemma3_text"
 
     def __init__(self, hf):
-        cfg = hf.config
-        self.hf, self.cfg = hf, cfg
-        m = hf.model
-        self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
-        self.d_head = cfg.head_dim
-        self.layers, self.scale, self.window, self.types = [], [], [], []
-        for b in m.layers:
-            att, mlp = b.self_attn, b.mlp
-            n = {k: (getattr(b, k).weight, getattr(b, k).eps) for k in (
-                "input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm")}
-            self.layers.append(dict(
-                **n, qn=(att.q_norm.weight, att.q_norm.eps), kn=(att.k_norm.weight, att.k_norm.eps),
-                q=att.q_proj.weight, k=att.k_proj.weight, v=att.v_proj.weight, o=att.o_proj.weight,
-                gate=mlp.gate_proj.weight, up=mlp.up_proj.weight, down=mlp.down_proj.weight, act=fused_act(mlp.act_fn)))
-            self.scale.append(float(att.scaling))
-            self.window.append(att.sliding_window if att.is_sliding else None)
-            self.types.append(att.layer_type)
-        self.lnf = (m.norm.weight, m.norm.eps)
-        self.embedding = m.embed_tokens
-        lm = hf.get_output_embeddings()
-        self.w_u, self.b_u = lm.weight, getattr(lm, "bias", None)
-        self.softcap = cfg.final_logit_softcapping
+        self.hf, self.cfg = hf, hf.config
+        self.blocks = list(hf.model.layers)
+        self.acts = [fused_act(b.mlp.act_fn) for b in self.blocks]
+        self.embed = hf.model.embed_tokens
+        """``blocks.0.hook_resid_pre`` of tokens (Gemma3TextScaledWordEmbedding: lookup * sqrt(d))."""
 
     # -- the transcription ------------------------------------------------------------------
     def positions(self, p0: int, T: int, like: torch.Tensor) -> dict:
         """Rotary ``(cos, sin)`` per layer type for positions ``p0 .. T-1``."""
         out = {}
         with torch.no_grad():
-            for t in set(self.types):
+            for t in {b.self_attn.layer_type for b in self.blocks}:
                 cos, sin = self.hf.model.rotary_emb(like[:1, :1], torch.arange(T, device=like.device)[None], t)
                 out[t] = (cos[0, p0:].to(like.dtype), sin[0, p0:].to(like.dtype))
         return out
 
     def qkv(self, l: int, h: torch.Tensor, pos) -> tuple:
         """Queries ``[N, H, T', d_head]``, keys and values ``[N, n_kv, T', d_head]`` of block ``l``."""
-        L = self.layers[l]
-        x = rms_norm(h, *L["input_layernorm"])
-        q, k, v = ((x @ L[n].T).unflatten(-1, (-1, self.d_head)).transpose(1, 2) for n in "qkv")
-        cs = pos[self.types[l]]
-        return rotate(rms_norm(q, *L["qn"]), *cs), rotate(rms_norm(k, *L["kn"]), *cs), v
+        att = self.blocks[l].self_attn
+        x = rms_norm(h, self.blocks[l].input_layernorm)
+        q, k, v = (p(x).unflatten(-1, (-1, self.cfg.head_dim)).transpose(1, 2)
+                   for p in (att.q_proj, att.k_proj, att.v_proj))
+        cs = pos[att.layer_type]
+        return rotate(rms_norm(q, att.q_norm), *cs), rotate(rms_norm(k, att.k_norm), *cs), v
 
     def out(self, l: int, h: torch.Tensor, z: torch.Tensor, edits: dict | None = None) -> torch.Tensor:
         """The rest of block ``l`` from its input ``h`` and attention ``z [N, T', H, d_head]``."""
-        L = self.layers[l]
-        h = h + rms_norm(z.flatten(2) @ L["o"].T, *L["post_attention_layernorm"])
-        x = rms_norm(h, *L["pre_feedforward_layernorm"])
-        m = rms_norm((L["act"](x @ L["gate"].T) * (x @ L["up"].T)) @ L["down"].T, *L["post_feedforward_layernorm"])
-        edit = (edits or {}).get(f"blocks.{l}.hook_mlp_out")
-        return h + (edit(m) if edit else m)
+        b = self.blocks[l]
+        h = h + rms_norm(b.self_attn.o_proj(z.flatten(2)), b.post_attention_layernorm)
+        x = rms_norm(h, b.pre_feedforward_layernorm)
+        m = rms_norm(b.mlp.down_proj(self.acts[l](b.mlp.gate_proj(x)) * b.mlp.up_proj(x)),
+                     b.post_feedforward_layernorm)
+        return h + _edit(edits, f"blocks.{l}.hook_mlp_out", m)
 
     def final(self, h: torch.Tensor) -> torch.Tensor:
         """Logits from the last block's output (final norm, unembedding, softcap)."""
-        logits = F.linear(rms_norm(h, *self.lnf), self.w_u, self.b_u)
-        if self.softcap is not None:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
+        logits = self.hf.get_output_embeddings()(rms_norm(h, self.hf.model.norm))
+        cap = self.cfg.final_logit_softcapping
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap
         return logits
-
-    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``blocks.0.hook_resid_pre`` of ``tokens`` (Gemma3TextScaledWordEmbedding: lookup * sqrt(d_model))."""
-        return self.embedding(tokens)
 
     # -- driver ----------------------------------------------------------------------------
     def _mask(self, l: int, p0: int, T: int, device):
         """Boolean ``[T-p0, T]``: query ``i`` sees key ``j <= i`` (and ``j > i - window``)."""
         i = torch.arange(p0, T, device=device)[:, None]
         j = torch.arange(T, device=device)[None]
-        w = self.window[l]
-        return (j <= i) & (j > i - w) if w is not None else j <= i
+        att = self.blocks[l].self_attn
+        return (j <= i) & (j > i - att.sliding_window) if att.is_sliding else j <= i
 
     def _attend(self, l, q, k, v, mask, edits: dict | None = None):
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale[l],
-                                           enable_gqa=self.n_kv != self.n_heads)
-        z = a.transpose(1, 2)  # [N, Tq, H, d_head]: TransformerLens' blocks.l.attn.hook_z
-        edit = (edits or {}).get(f"blocks.{l}.attn.hook_z")
-        return edit(z) if edit else z
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.blocks[l].self_attn.scaling,
+                                           enable_gqa=q.shape[1] != k.shape[1])
+        return _edit(edits, f"blocks.{l}.attn.hook_z", a.transpose(1, 2))  # [N, Tq, H, d_head], as hook_z
 
-    def _plain(self, h: torch.Tensor, start: int) -> list[tuple]:
+    def plain(self, h: torch.Tensor, start: int) -> list[tuple]:
         """``(block input, keys, values)`` of blocks ``start ..`` on all positions of ``h [B, T', d]``
         (no grad)."""
         pos = self.positions(0, h.shape[1], h)
         out = []
         with torch.no_grad():
-            for l in range(start, len(self.layers)):
+            for l in range(start, len(self.blocks)):
                 q, k, v = self.qkv(l, h, pos)
                 out.append((h, k, v))
                 h = self.out(l, h, self._attend(l, q, k, v, self._mask(l, 0, h.shape[1], h.device)))
         return out
 
-    def residuals(self, h: torch.Tensor) -> list[torch.Tensor]:
-        """``blocks.l.hook_resid_pre`` for every block ``l`` from ``blocks.0.hook_resid_pre`` (no grad)."""
-        return [r for r, _, _ in self._plain(h, 0)]
-
     def prefix_kv(self, h: torch.Tensor, start: int) -> list:
         """Keys/values of blocks ``start ..`` for the shared positions ``0 .. p0-1`` (``h [B, p0, d]``,
         the residual input of block ``start``)."""
         if h.shape[1] == 0:
-            return [None] * (len(self.layers) - start)
-        return [(k, v) for _, k, v in self._plain(h, start)]
+            return [None] * (len(self.blocks) - start)
+        return [(k, v) for _, k, v in self.plain(h, start)]
 
     def logits(self, h: torch.Tensor, start: int, T: int, prefix: list | None = None,
                last_only: bool = True, edits: dict | None = None) -> torch.Tensor:
@@ -239,10 +221,9 @@ class LeanGemma3:
         if p0 and not last_only:
             raise ValueError("skipping shared positions needs a metric of the last position only")
         pos = self.positions(p0, T, h)
-        n = len(self.layers)
+        n = len(self.blocks)
         for i, l in enumerate(range(start, n)):
-            if f"blocks.{l}.hook_resid_pre" in edits:
-                h = edits[f"blocks.{l}.hook_resid_pre"](h)
+            h = _edit(edits, f"blocks.{l}.hook_resid_pre", h)
             q, k, v = self.qkv(l, h, pos)
             if p0:  # the shared positions' keys/values, repeated for the N // B copies
                 k, v = (torch.cat([p.repeat(N // p.shape[0], 1, 1, 1), x], dim=2)

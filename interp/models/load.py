@@ -83,14 +83,13 @@ def list_models() -> list[ModelInfo]:
     return out
 
 
-def _resolve_dtype(dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
+def _resolve_dtype(dtype) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype not in table:
-        raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(table)}")
-    return table[dtype]
+    name = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}.get(dtype, dtype)
+    if name not in ("float32", "float16", "bfloat16"):
+        raise ValueError(f"unknown dtype {dtype!r}; choose from float32/fp32, float16/fp16, bfloat16/bf16")
+    return getattr(torch, name)
 
 
 def _hf_model_and_tokenizer(name: str, dtype: torch.dtype):
@@ -210,7 +209,7 @@ def _wrap_model_object(model, device, dtype, tokenizer):
         if getattr(model, "tokenizer", None) is None:
             raise ValueError("this TransformerBridge has no tokenizer: pass tokenizer= to load_model")
         if device is not None or dtype is not None:
-            model.to(device=device, dtype=_resolve_dtype(dtype) if dtype is not None else None)
+            model.to(device=device, dtype=_resolve_dtype(dtype))
         name = getattr(model, "interp_name", None) or getattr(model.cfg, "model_name", None) or "bridge"
         return _freeze(model, name)
     if isinstance(model, PreTrainedModel):
@@ -218,7 +217,7 @@ def _wrap_model_object(model, device, dtype, tokenizer):
             raise ValueError(f"a Hugging Face model ({type(model).__name__}) needs its tokenizer: "
                              "load_model(model, tokenizer=tokenizer)")
         if device is not None or dtype is not None:
-            model = model.to(device=device, dtype=_resolve_dtype(dtype) if dtype is not None else None)
+            model = model.to(device=device, dtype=_resolve_dtype(dtype))
         name = getattr(model.config, "_name_or_path", "") or type(model).__name__
         return _boot_bridge(name, model, tokenizer, name)
     raise TypeError(f"load_model takes a model name, a transformers PreTrainedModel or a TransformerBridge, "
@@ -231,7 +230,7 @@ def weight_hash(model) -> str:
     if cached:
         return cached
     h = hashlib.sha256()
-    for n, p in sorted(model.named_parameters(), key=lambda x: x[0]):
+    for n, p in sorted(model.named_parameters()):  # names are unique: tensors are never compared
         h.update(n.encode())
         t = p.detach().to("cpu").contiguous()
         h.update(str(t.dtype).encode())

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from interp.results import check_fields
+
 SPECIALS = ["<bos>", "<eos>", "<pad>", "<unk>"]
 
 
@@ -56,8 +58,7 @@ class TinyConfig:
     """Seed for the random initialisation."""
 
     def __post_init__(self):
-        if self.arch not in TINY_ARCHS:
-            raise ValueError(f"unknown tiny architecture {self.arch!r}; choose from {TINY_ARCHS}")
+        check_fields(self, {"arch": TINY_ARCHS})
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
 
