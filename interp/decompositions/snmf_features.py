@@ -11,13 +11,18 @@ Following Shafran, Geiger & Geva 2025 (arXiv 2506.10920, section 4; reference
   The norm's data-dependent ``1/rms`` scale is a positive factor per token and is left
   out, so the *ranking* of tokens is what the model's unembedding would give.
 * **Steering**: add ``alpha * z_i / ||z_i||`` to ``blocks.L.mlp.hook_post`` at every
-  position; ``alpha`` is bisected so that ``KL(p_base || p_steered)`` of the next token
+  position; ``alpha`` is found so that ``KL(p_base || p_steered)`` of the next token
   after the prompt (default ``"I think that"``) hits each target.  Every feature, sign
-  and target is one row of a single batch, so each bisection step is one forward pass
-  (:func:`calibrate_steering`); hooks are scoped and removed in ``finally``.
+  and target is one row of a single batch (:func:`calibrate_steering`); hooks are scoped
+  and removed in ``finally``.
+* **The KL search** (:func:`kl_search`, also behind :func:`interp.steering.calibrate`): per row,
+  double the strength until the KL passes the target, then bisect the bracket until within a
+  relative tolerance.  Design choice: one batched search over a vector of strengths, so a scalar
+  calibration is the one-row case.
 
 Memory: the steering batch is ``n_features x n_signs x n_targets`` copies of the prompt.  Time: one
-forward pass of that batch per bisection step (``n_steps`` plus the doublings), one per generated token.
+forward pass of that batch per search step (doublings plus at most ``n_steps`` bisections), one per
+generated token.
 """
 
 from __future__ import annotations
@@ -145,59 +150,72 @@ def steered_logits(model, hook: str, U: torch.Tensor, alphas: torch.Tensor, toke
         return model(tokens.to(dev))
 
 
-MAX_DOUBLINGS = 24
-"""Doublings of the initial ``alpha = 1`` before :func:`calibrate_steering` gives a row up (2^24)."""
+MAX_DOUBLINGS = 20
+"""Doublings of the starting strength before :func:`kl_search` gives a row up (2^20 x the start)."""
+
+
+def kl_search(kl_at, targets: torch.Tensor, start: torch.Tensor, rel_tol: float, max_bisect: int):
+    """Per row ``r`` the strength ``s >= 0`` with ``kl_at(s)[r] = targets[r]`` within ``rel_tol * targets[r]``.
+
+    ``kl_at([R] strengths) -> [R] KL`` is one (batched) forward pass.  ``start`` is doubled until the KL passes
+    the target (at most :data:`MAX_DOUBLINGS` times), then ``[lo, hi]`` is bisected at most ``max_bisect`` times;
+    a row stops once within tolerance.  Returns ``(strength, kl, reached, passes)``: per row the strength whose KL
+    came closest to the target (the last doubling for a row never bracketed), that KL, whether it is within
+    tolerance, and the number of ``kl_at`` calls.
+    """
+    if not bool(((targets > 0) & targets.isfinite()).all()):
+        raise ValueError(f"KL targets must be positive and finite, got {targets.tolist()}")
+    lo, hi = torch.zeros_like(start), start.clone()
+    k_hi = kl_at(hi)
+    passes = 1
+    for _ in range(MAX_DOUBLINGS):
+        under = k_hi < targets
+        if not under.any():
+            break
+        lo = torch.where(under, hi, lo)
+        hi = torch.where(under, 2 * hi, hi)
+        k_hi = torch.where(under, kl_at(hi), k_hi)
+        passes += 1
+    best, k_best = hi, k_hi
+    bracketed = k_hi >= targets
+    for _ in range(max_bisect):
+        active = bracketed & ((k_best - targets).abs() > rel_tol * targets)
+        if not active.any():
+            break
+        mid = (lo + hi) / 2
+        k = kl_at(mid)
+        passes += 1
+        over = k >= targets
+        hi = torch.where(active & over, mid, hi)
+        lo = torch.where(active & ~over, mid, lo)
+        closer = active & ((k - targets).abs() < (k_best - targets).abs())
+        best, k_best = torch.where(closer, mid, best), torch.where(closer, k, k_best)
+    return best, k_best, bracketed & ((k_best - targets).abs() <= rel_tol * targets), passes
 
 
 @torch.no_grad()
 def calibrate_steering(model, layer: int, directions: torch.Tensor, prompt: str = "I think that",
                        targets: Sequence[float] = DEFAULT_KL_TARGETS, signs: Sequence[int] = (1, -1),
-                       n_steps: int = 16) -> SteeringCalibration:
-    """Bisect ``alpha`` per (direction, sign, target) so ``KL(p_base || p_steered) = target``.
+                       n_steps: int = 16, rel_tol: float = 0.01) -> SteeringCalibration:
+    """``alpha`` per (direction, sign, target) so ``KL(p_base || p_steered) = target`` within ``rel_tol``.
 
-    ``directions [m, d_mlp]`` are normalised to unit length.  One forward pass per step
-    for all rows; first ``alpha`` (from 1) is doubled until every row overshoots its target
-    (at most :data:`MAX_DOUBLINGS` times; a row still short is marked not ``reached``).
+    ``directions [m, d_mlp]`` are normalised to unit length; all rows are one batch in :func:`kl_search`
+    (``alpha`` from 1, at most ``n_steps`` bisections), so each search step is one forward pass.
     """
     (hook,) = resolve_hooks(model, [f"blocks.{layer}.mlp.hook_post"])
     D = torch.nn.functional.normalize(directions.float(), dim=-1)
-    m, nS, nT = D.shape[0], len(signs), len(targets)
-    if any(t <= 0 for t in targets):
-        raise ValueError("KL targets must be > 0")
-    dev = next(model.parameters()).device
-    tokens = model.to_tokens(prompt)[0].to(dev)
+    shape = (D.shape[0], len(signs), len(targets))
+    tokens = model.to_tokens(prompt)[0].to(next(model.parameters()).device)
     base = torch.log_softmax(model(tokens[None])[0, -1].float(), -1)
-    U = (D[:, None, None, :] * torch.tensor(signs, dtype=torch.float32)[None, :, None, None]).expand(m, nS, nT, -1)
+    U = (D[:, None, None, :] * torch.tensor(signs, dtype=torch.float32)[:, None, None]).expand(*shape, -1)
     U = U.reshape(-1, D.shape[1])
-    tgt = torch.tensor(list(targets), dtype=torch.float32)[None, None, :].expand(m, nS, nT).reshape(-1)
-    passes = 0
+    tgt = torch.tensor(list(targets), dtype=torch.float32).expand(shape).reshape(-1)
 
     def kl_at(alpha):
-        nonlocal passes
-        passes += 1
         lp = torch.log_softmax(steered_logits(model, hook, U, alpha, tokens)[:, -1].float(), -1)
         return (base.exp() * (base - lp)).sum(-1).cpu()
 
-    lo = torch.zeros(U.shape[0])
-    hi = torch.ones(U.shape[0])
-    k_hi = kl_at(hi)
-    for _ in range(MAX_DOUBLINGS):
-        under = k_hi < tgt
-        if not under.any():
-            break
-        lo = torch.where(under, hi, lo)
-        hi = torch.where(under, hi * 2, hi)
-        k_hi = torch.where(under, kl_at(hi), k_hi)
-    reached = k_hi >= tgt
-    for _ in range(n_steps):
-        mid = (lo + hi) / 2
-        k = kl_at(mid)
-        over = k >= tgt
-        hi = torch.where(over, mid, hi)
-        lo = torch.where(over, lo, mid)
-    alpha = hi
-    kl = kl_at(alpha)
-    shape = (m, nS, nT)
+    alpha, kl, reached, passes = kl_search(kl_at, tgt, torch.ones(U.shape[0]), rel_tol, n_steps)
     return SteeringCalibration(hook, prompt, list(targets), list(signs), alpha.view(shape), kl.view(shape),
                                reached.view(shape), passes)
 

@@ -27,6 +27,7 @@ from typing import ClassVar, Sequence
 
 import torch
 
+from interp.decompositions.snmf_features import kl_search
 from interp.results import Result, register, versions
 
 from .runs import activations_at, continuation_nll, generate, kl_divergence, last_logprobs, token_logprobs, tokenize
@@ -107,45 +108,16 @@ class Calibration:
     passes: int
 
 
-MAX_DOUBLINGS = 20
-"""Doublings of the starting strength before a KL target counts as out of reach (2^20 x ``s0``)."""
-
-
 def calibrate(model, vector: SteeringVector, token_lists, base_lp: torch.Tensor, target: float, s0: float,
               rel_tol: float = 0.1, max_bisect: int = 12) -> Calibration:
     """The strength ``s >= 0`` whose mean next-token KL over ``token_lists`` is ``target`` (within ``rel_tol``):
-    ``s0`` doubled until the KL passes the target (at most :data:`MAX_DOUBLINGS` times), then bisected."""
-    if not (target > 0 and math.isfinite(target)):
-        raise ValueError(f"KL targets must be positive and finite, got {target}")
-    passes = 0
-
+    the one-row case of :func:`~interp.decompositions.snmf_features.kl_search`, starting from ``s0``."""
     def kl_at(s):
-        nonlocal passes
-        passes += 1
-        return float(kl_divergence(base_lp, last_logprobs(model, token_lists, vector, s)).mean())
+        return kl_divergence(base_lp, last_logprobs(model, token_lists, vector, float(s))).mean()[None]
 
-    lo, hi = 0.0, s0
-    k_hi = kl_at(hi)
-    for _ in range(MAX_DOUBLINGS):
-        if k_hi >= target:
-            break
-        lo, hi = hi, hi * 2
-        k_hi = kl_at(hi)
-    if k_hi < target:
-        return Calibration(hi, k_hi, False, passes)
-    best = (hi, k_hi)
-    for _ in range(max_bisect):
-        if abs(best[1] - target) <= rel_tol * target:
-            break
-        mid = 0.5 * (lo + hi)
-        k = kl_at(mid)
-        if k >= target:
-            hi = mid
-        else:
-            lo = mid
-        if abs(k - target) < abs(best[1] - target):
-            best = (mid, k)
-    return Calibration(best[0], best[1], abs(best[1] - target) <= rel_tol * target, passes)
+    s, kl, reached, passes = kl_search(kl_at, torch.tensor([float(target)]), torch.tensor([float(s0)]), rel_tol,
+                                       max_bisect)
+    return Calibration(float(s), float(kl), bool(reached), passes)
 
 
 @register
