@@ -47,7 +47,7 @@ Gram products, ``O(r * n * d_a * k)``; the ``k x k`` solve is negligible.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Sequence
 
 import torch
@@ -130,9 +130,9 @@ class SNMFResult:
         return self.Z.shape[1]
 
     def to_json(self) -> dict:
-        return {"k": self.k, "d_a": self.Z.shape[0], "n": self.Y.shape[1], "loss": self.loss,
-                "rel_loss": self.rel_loss, "best_iter": self.best_iter, "n_iter": self.n_iter,
-                "seconds": self.seconds, "config": self.config, "path": self.path, "losses": self.losses}
+        """Every field but the factors, and their shapes ``k``, ``d_a``, ``n``."""
+        return {"k": self.k, "d_a": self.Z.shape[0], "n": self.Y.shape[1],
+                **{f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("Z", "Y")}}
 
 
 # ---------------------------------------------------------------------------------------
@@ -331,12 +331,9 @@ def fit_snmf(X: torch.Tensor, cfg: SNMFConfig | None = None, progress=None) -> S
         F0, G0 = _init(X, cfg, dev, 0, gen)
         F, G, loss_list, best_it, n_iter = snmf_reference(X, F0, G0, cfg)
     else:
-        inits = [_init(X, cfg, dev, i, gen) for i in range(cfg.n_restarts)]
-        F0 = torch.stack([f for f, _ in inits])
-        G0 = torch.stack([g for _, g in inits])
+        F0, G0 = map(torch.stack, zip(*[_init(X, cfg, dev, i, gen) for i in range(cfg.n_restarts)]))
         Fb, Gb, losses, best_its, n_iter = snmf_batched(X, F0, G0, cfg, progress)
-        final = torch.tensor([losses[int(best_its[i])][i] for i in range(cfg.n_restarts)])
-        w = int(final.argmin())
+        w = int(torch.tensor(losses, dtype=torch.float64)[best_its, torch.arange(cfg.n_restarts)].argmin())
         F, G, best_it = Fb[w], Gb[w], int(best_its[w])
         loss_list = [row[w] for row in losses]
     norm2 = _norm2(X, cfg.chunk_size)
@@ -405,11 +402,9 @@ def store_activations(store, hook: str, max_rows: int | None = None, seed: int =
     """
     if hook not in store.hooks:
         raise KeyError(f"hook {hook!r} is not in the store (it holds {store.hooks})")
-    n = store.n_rows
-    if max_rows is not None and max_rows < n:
-        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_rows].sort().values
-    else:
-        idx = torch.arange(n)
+    idx = torch.arange(store.n_rows)
+    if max_rows is not None and max_rows < store.n_rows:
+        idx = torch.randperm(store.n_rows, generator=torch.Generator().manual_seed(seed))[:max_rows].sort().values
     idx_np = idx.numpy()
     X = store.rows(hook, idx_np, device="cpu", dtype=torch.float32)
     tokens = torch.as_tensor(store.tokens[idx_np]).long().reshape(-1)

@@ -81,15 +81,12 @@ def vocab_projection(model, directions: torch.Tensor, k: int = 20) -> list[dict]
     if gain is not None:
         d = d * gain.to(d.device)
     logits = d @ model.W_U.detach().float()  # [m, vocab]
-    out = []
-    for row in logits:
-        top = row.topk(k)
-        bot = (-row).topk(k)
-        out.append({
-            "top": [(model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(top.values, top.indices)],
-            "bottom": [(model.tokenizer.decode([int(i)]), float(-v)) for v, i in zip(bot.values, bot.indices)],
-        })
-    return out
+
+    def ranked(row, sign):  # the k tokens of largest sign * logit, with their logits
+        values, ids = (sign * row).topk(k)
+        return [(model.tokenizer.decode([int(i)]), sign * float(v)) for v, i in zip(values, ids)]
+
+    return [{"top": ranked(row, 1), "bottom": ranked(row, -1)} for row in logits]
 
 
 # ---------------------------------------------------------------------------------------
@@ -141,13 +138,10 @@ class SteeringCalibration:
 @torch.no_grad()
 def steered_logits(model, hook: str, U: torch.Tensor, alphas: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Logits ``[R, T, V]`` for ``tokens [T]`` or ``[R, T]`` with row ``r`` steered by ``alphas[r] * U[r]``."""
-    R = U.shape[0]
-    if tokens.ndim == 1:
-        tokens = tokens[None].expand(R, -1)
     dev = next(model.parameters()).device
     shift = alphas.to(dev)[:, None, None] * U.to(dev)[:, None, :]
     with scoped_hooks(model, fwd=[(hook, lambda x, hook: x + shift.to(x.dtype))]):
-        return model(tokens.to(dev))
+        return model(tokens.expand(U.shape[0], -1).to(dev))
 
 
 MAX_DOUBLINGS = 20
@@ -202,7 +196,7 @@ def calibrate_steering(model, layer: int, directions: torch.Tensor, prompt: str 
     ``directions [m, d_mlp]`` are normalised to unit length; all rows are one batch in :func:`kl_search`
     (``alpha`` from 1, at most ``n_steps`` bisections), so each search step is one forward pass.
     """
-    (hook,) = resolve_hooks(model, [f"blocks.{layer}.mlp.hook_post"])
+    (hook,) = resolve_hooks(model, [mlp_hook(layer)])
     D = torch.nn.functional.normalize(directions.float(), dim=-1)
     shape = (D.shape[0], len(signs), len(targets))
     tokens = model.to_tokens(prompt)[0].to(next(model.parameters()).device)
@@ -224,15 +218,14 @@ def calibrate_steering(model, layer: int, directions: torch.Tensor, prompt: str 
 def steered_generations(model, layer: int, directions: torch.Tensor, alphas: torch.Tensor,
                         prompt: str = "I think that", n_tokens: int = 12) -> list[str]:
     """Greedy continuations of ``prompt`` with row ``r`` steered by ``alphas[r] * directions[r]/||.||``."""
-    (hook,) = resolve_hooks(model, [f"blocks.{layer}.mlp.hook_post"])
+    (hook,) = resolve_hooks(model, [mlp_hook(layer)])
     U = torch.nn.functional.normalize(directions.float(), dim=-1)
-    dev = next(model.parameters()).device
-    toks = model.to_tokens(prompt)[0].to(dev)[None].expand(U.shape[0], -1)
+    prompt_toks = model.to_tokens(prompt).expand(U.shape[0], -1)
+    toks = prompt_toks
     for _ in range(n_tokens):
         nxt = steered_logits(model, hook, U, alphas, toks)[:, -1].argmax(-1)
-        toks = torch.cat([toks, nxt[:, None]], 1)
-    n0 = model.to_tokens(prompt).shape[1]
-    return [model.tokenizer.decode(t[n0:].tolist()) for t in toks]
+        toks = torch.cat([toks, nxt[:, None].to(toks.device)], 1)
+    return [model.tokenizer.decode(t.tolist()) for t in toks[:, prompt_toks.shape[1]:]]
 
 
 # ---------------------------------------------------------------------------------------
@@ -287,14 +280,10 @@ def feature_cards(model, layer: int, res: SNMFResult, acts: ActivationSet, featu
     mid = len(c.targets) // 2
     gen_alpha = torch.cat([cal.alpha[:, 0, mid], cal.alpha[:, 1, mid]])
     texts = steered_generations(model, layer, torch.cat([Z.T, -Z.T]), gen_alpha, c.prompt, c.n_tokens)
-    cards = []
-    for r, f in enumerate(feats):
-        cards.append(FeatureCard(
-            index=f, n_neurons=int((res.Z[:, f] != 0).sum()), mean_coef=float(res.Y[f].mean()),
-            contexts=top_contexts(res.Y, acts, model.tokenizer, f, c.n_contexts), vocab=vocab[r],
-            alpha={"+": cal.alpha[r, 0].tolist(), "-": cal.alpha[r, 1].tolist()},
-            steered={"+": texts[r], "-": texts[len(feats) + r]}))
-    return cards, cal
+    return [FeatureCard(index=f, n_neurons=int((res.Z[:, f] != 0).sum()), mean_coef=float(res.Y[f].mean()),
+                        contexts=top_contexts(res.Y, acts, model.tokenizer, f, c.n_contexts), vocab=vocab[r],
+                        alpha={"+": cal.alpha[r, 0].tolist(), "-": cal.alpha[r, 1].tolist()},
+                        steered={"+": texts[r], "-": texts[len(feats) + r]}) for r, f in enumerate(feats)], cal
 
 
 def describe_snmf(model, layer: int, cfg=None, texts: Sequence[str] | None = None, store=None,
@@ -314,13 +303,9 @@ def describe_snmf(model, layer: int, cfg=None, texts: Sequence[str] | None = Non
         acts = store_activations(store, hook, n_tokens)
         source = {"store": str(store.path), "rows": int(acts.X.shape[0])}
     else:
-        given = texts is not None
-        texts = list(texts) if given else SENTENCES
-        if not texts:
-            raise ValueError("texts holds no text")
-        acts = collect_activations(model, texts, hook)
-        source = {"texts": "given" if given else "built-in concept sentences", "n_texts": len(texts),
-                  "rows": int(acts.X.shape[0])}
+        acts = collect_activations(model, SENTENCES if texts is None else list(texts), hook)  # refuses no texts
+        source = {"texts": "built-in concept sentences" if texts is None else "given",
+                  "n_texts": len(acts.seq_tokens), "rows": int(acts.X.shape[0])}
     collect_s = time.perf_counter() - t0
     res = fit_snmf(acts.X, cfg)
     order = res.Y.mean(1).argsort(descending=True)[:n_features].tolist()
