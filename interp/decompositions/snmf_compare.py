@@ -94,9 +94,8 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
     # steering at matched KL, both signs, one batch
     D = torch.stack([d for m in directions for d in directions[m]])  # [M*C, d]
     cal = calibrate_steering(model, layer, D, prompt, targets=(kl_target,), signs=(1, -1))
-    U = torch.nn.functional.normalize(D.float(), dim=-1)
-    U2 = torch.cat([U, -U])
-    alphas = torch.cat([cal.alpha[:, 0, 0], cal.alpha[:, 1, 0]])
+    U2 = torch.nn.functional.normalize(torch.cat([D, -D]).float(), dim=-1)
+    alphas = cal.alpha[..., 0].T.reshape(-1)  # the + rows, then the - rows
     toks = model.to_tokens(prompt)[0]
     with torch.no_grad():
         base = torch.log_softmax(model(toks[None].to(next(model.parameters()).device))[0, -1].float(), -1).cpu()
@@ -106,16 +105,11 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
         words = CONCEPTS[row["concept"]]["words"]
         ids = sorted({int(model.to_tokens(w, prepend_bos=False)[0, 0]) for w in words})  # first token of each
         gains = [float((lp[r + sgn * n, ids] - base[ids]).mean()) for sgn in (0, 1)]
-        best = max(range(2), key=lambda i: gains[i])
-        row["steer_gain"] = round(gains[best], 3)
-        row["sign"] = "+" if best == 0 else "-"
-        row["alpha"] = round(float(alphas[r + best * n]), 3)
-        row["kl"] = round(float(cal.kl[r, best, 0]), 4)
-    summary = {}
-    for m in directions:
-        rs = [r for r in rows if r["method"] == m]
-        summary[m] = {"mean_auc": round(sum(r["auc"] for r in rs) / len(rs), 3),
-                      "mean_steer_gain": round(sum(r["steer_gain"] for r in rs) / len(rs), 3)}
+        best = int(gains[1] > gains[0])
+        row.update(steer_gain=round(gains[best], 3), sign="+-"[best], alpha=round(float(alphas[r + best * n]), 3),
+                   kl=round(float(cal.kl[r, best, 0]), 4))
+    summary = {m: {f"mean_{k}": round(sum(r[k] for r in rows if r["method"] == m) / len(names), 3)
+                   for k in ("auc", "steer_gain")} for m in directions}
     return {"rows": rows, "summary": summary, "info": info, "kl_target": kl_target, "prompt": prompt,
             "seconds": time.perf_counter() - t0,
             "note": "steer_gain = change in mean log-prob of the concept's words at the calibrated KL "
