@@ -7,8 +7,8 @@ import torch
 
 from interp.decompositions.snmf import SNMFConfig, collect_activations, fit_snmf
 from interp.decompositions.snmf_features import (
-    MAX_DOUBLINGS, calibrate_steering, feature_cards, kl_search, residual_directions, steered_generations, top_contexts,
-    vocab_projection,
+    MAX_DOUBLINGS, calibrate_steering, feature_cards, kl_search, residual_directions, steered_generations,
+    top_contexts, vocab_projection,
 )
 from interp.models import scoped_hooks
 
@@ -53,8 +53,8 @@ def test_vocab_projection_ranks_tokens_like_the_model(fixture, request):
 
 
 def test_kl_search_finds_the_known_strength():
-    """``kl(s) = c s^2`` per row: the answer is ``sqrt(t / c)``, from ~700 (ten doublings of the start 1) down to
-    0.45 (the start overshoots); the last row saturates at KL 1 below its target 2, so it is not reached."""
+    """``kl(s) = c s^2`` per row: the answer is ``sqrt(t / c)``, from ~700 (ten doublings of the start 1)
+    down to 0.45 (the start overshoots); the last row saturates at KL 1 below its target 2: not reached."""
     c = torch.tensor([1e-6, 1e-2, 1.0, 1.0])
     t = torch.tensor([0.5, 0.3, 0.2, 2.0])
     cap = torch.tensor([9.0, 9.0, 9.0, 1.0])

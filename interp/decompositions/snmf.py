@@ -402,9 +402,10 @@ def store_activations(store, hook: str, max_rows: int | None = None, seed: int =
     """
     if hook not in store.hooks:
         raise KeyError(f"hook {hook!r} is not in the store (it holds {store.hooks})")
-    idx = torch.arange(store.n_rows)
-    if max_rows is not None and max_rows < store.n_rows:
-        idx = torch.randperm(store.n_rows, generator=torch.Generator().manual_seed(seed))[:max_rows].sort().values
+    n = store.n_rows
+    idx = torch.arange(n)
+    if max_rows is not None and max_rows < n:
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_rows].sort().values
     idx_np = idx.numpy()
     X = store.rows(hook, idx_np, device="cpu", dtype=torch.float32)
     tokens = torch.as_tensor(store.tokens[idx_np]).long().reshape(-1)

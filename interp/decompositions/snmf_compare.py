@@ -106,8 +106,8 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
         ids = sorted({int(model.to_tokens(w, prepend_bos=False)[0, 0]) for w in words})  # first token of each
         gains = [float((lp[r + sgn * n, ids] - base[ids]).mean()) for sgn in (0, 1)]
         best = int(gains[1] > gains[0])
-        row.update(steer_gain=round(gains[best], 3), sign="+-"[best], alpha=round(float(alphas[r + best * n]), 3),
-                   kl=round(float(cal.kl[r, best, 0]), 4))
+        row.update(steer_gain=round(gains[best], 3), sign="+-"[best],
+                   alpha=round(float(alphas[r + best * n]), 3), kl=round(float(cal.kl[r, best, 0]), 4))
     summary = {m: {f"mean_{k}": round(sum(r[k] for r in rows if r["method"] == m) / len(names), 3)
                    for k in ("auc", "steer_gain")} for m in directions}
     return {"rows": rows, "summary": summary, "info": info, "kl_target": kl_target, "prompt": prompt,

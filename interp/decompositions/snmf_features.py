@@ -149,13 +149,13 @@ MAX_DOUBLINGS = 20
 
 
 def kl_search(kl_at, targets: torch.Tensor, start: torch.Tensor, rel_tol: float, max_bisect: int):
-    """Per row ``r`` the strength ``s >= 0`` with ``kl_at(s)[r] = targets[r]`` within ``rel_tol * targets[r]``.
+    """Per row ``r`` the strength ``s >= 0`` with ``kl_at(s)[r] = targets[r]`` within ``rel_tol`` (relative).
 
-    ``kl_at([R] strengths) -> [R] KL`` is one (batched) forward pass.  ``start`` is doubled until the KL passes
-    the target (at most :data:`MAX_DOUBLINGS` times), then ``[lo, hi]`` is bisected at most ``max_bisect`` times;
-    a row stops once within tolerance.  Returns ``(strength, kl, reached, passes)``: per row the strength whose KL
-    came closest to the target (the last doubling for a row never bracketed), that KL, whether it is within
-    tolerance, and the number of ``kl_at`` calls.
+    ``kl_at([R] strengths) -> [R] KL`` is one (batched) forward pass.  ``start`` is doubled until the KL
+    passes the target (at most :data:`MAX_DOUBLINGS` times), then ``[lo, hi]`` is bisected at most
+    ``max_bisect`` times; a row stops once within tolerance.  Returns ``(strength, kl, reached, passes)``:
+    per row the strength whose KL came closest to the target (the last doubling for a row never
+    bracketed), that KL, whether it is within tolerance, and the number of ``kl_at`` calls.
     """
     if not bool(((targets > 0) & targets.isfinite()).all()):
         raise ValueError(f"KL targets must be positive and finite, got {targets.tolist()}")
@@ -280,10 +280,11 @@ def feature_cards(model, layer: int, res: SNMFResult, acts: ActivationSet, featu
     mid = len(c.targets) // 2
     gen_alpha = torch.cat([cal.alpha[:, 0, mid], cal.alpha[:, 1, mid]])
     texts = steered_generations(model, layer, torch.cat([Z.T, -Z.T]), gen_alpha, c.prompt, c.n_tokens)
-    return [FeatureCard(index=f, n_neurons=int((res.Z[:, f] != 0).sum()), mean_coef=float(res.Y[f].mean()),
-                        contexts=top_contexts(res.Y, acts, model.tokenizer, f, c.n_contexts), vocab=vocab[r],
-                        alpha={"+": cal.alpha[r, 0].tolist(), "-": cal.alpha[r, 1].tolist()},
-                        steered={"+": texts[r], "-": texts[len(feats) + r]}) for r, f in enumerate(feats)], cal
+    cards = [FeatureCard(index=f, n_neurons=int((res.Z[:, f] != 0).sum()), mean_coef=float(res.Y[f].mean()),
+                         contexts=top_contexts(res.Y, acts, model.tokenizer, f, c.n_contexts), vocab=vocab[r],
+                         alpha={"+": cal.alpha[r, 0].tolist(), "-": cal.alpha[r, 1].tolist()},
+                         steered={"+": texts[r], "-": texts[len(feats) + r]}) for r, f in enumerate(feats)]
+    return cards, cal
 
 
 def describe_snmf(model, layer: int, cfg=None, texts: Sequence[str] | None = None, store=None,
@@ -303,7 +304,7 @@ def describe_snmf(model, layer: int, cfg=None, texts: Sequence[str] | None = Non
         acts = store_activations(store, hook, n_tokens)
         source = {"store": str(store.path), "rows": int(acts.X.shape[0])}
     else:
-        acts = collect_activations(model, SENTENCES if texts is None else list(texts), hook)  # refuses no texts
+        acts = collect_activations(model, SENTENCES if texts is None else list(texts), hook)  # refuses []
         source = {"texts": "built-in concept sentences" if texts is None else "given",
                   "n_texts": len(acts.seq_tokens), "rows": int(acts.X.shape[0])}
     collect_s = time.perf_counter() - t0

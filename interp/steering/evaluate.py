@@ -115,8 +115,8 @@ def calibrate(model, vector: SteeringVector, token_lists, base_lp: torch.Tensor,
     def kl_at(s):
         return kl_divergence(base_lp, last_logprobs(model, token_lists, vector, float(s))).mean()[None]
 
-    s, kl, reached, passes = kl_search(kl_at, torch.tensor([float(target)]), torch.tensor([float(s0)]), rel_tol,
-                                       max_bisect)
+    t, start = torch.tensor([float(target)]), torch.tensor([float(s0)])
+    s, kl, reached, passes = kl_search(kl_at, t, start, rel_tol, max_bisect)
     return Calibration(float(s), float(kl), bool(reached), passes)
 
 

@@ -132,21 +132,16 @@ def check_model(model, vec: SteeringVector) -> None:
     resolve_hooks(model, [vec.hook_name])  # HookNotFoundError with hints when the model lacks it
 
 
-def _check_strength(strength) -> float:
+def steering_hook(vec: SteeringVector, strength: float, device):
+    """The hook ``fn(x, hook) -> x'`` applying ``vec`` at ``strength`` on ``device`` (see the module doc)."""
     try:
         s = float(strength)
     except (TypeError, ValueError):
-        raise ValueError(f"steering strength must be a finite number, got {strength!r}") from None
+        s = math.nan
     if not math.isfinite(s):
-        raise ValueError(f"steering strength must be finite, got {s}")
-    return s
-
-
-def steering_hook(vec: SteeringVector, strength: float, device=None):
-    """The hook function ``fn(x, hook) -> x'`` applying ``vec`` at ``strength`` (see the module doc)."""
-    s = _check_strength(strength)
-    v = vec.vector.to(device) if device is not None else vec.vector
-    enc = vec.encoder.to(device) if (vec.encoder is not None and device is not None) else vec.encoder
+        raise ValueError(f"steering strength must be a finite number, got {strength!r}")
+    v = vec.vector.to(device)
+    enc = None if vec.encoder is None else vec.encoder.to(device)
 
     def fn(x, hook=None):
         if x.shape[-1] != v.shape[0]:
@@ -173,8 +168,7 @@ def steer(model, vector: SteeringVector, strength: float):
     """
     if not isinstance(vector, SteeringVector):
         raise TypeError(f"steer() needs a SteeringVector, got {type(vector).__name__}")
-    s = _check_strength(strength)
     check_model(model, vector)
-    dev = next(model.parameters()).device
-    with scoped_hooks(model, fwd=[(vector.hook_name, steering_hook(vector, s, dev))]):
+    fn = steering_hook(vector, strength, next(model.parameters()).device)
+    with scoped_hooks(model, fwd=[(vector.hook_name, fn)]):
         yield model
