@@ -42,19 +42,14 @@ from .runs import activations_at, tokenize
 from .vector import SteeringVector
 
 
-def layer_hook(model, layer: int, site: str = "hook_resid_post") -> str:
-    """``blocks.{layer}.{site}``, checked against the model (``HookNotFoundError`` otherwise)."""
+def layer_hook(model, layer: int, site: str = "hook_resid_post") -> tuple[str, int]:
+    """``(blocks.{layer}.{site}, layer)`` with a negative ``layer`` counted from the end, checked against the
+    model (``HookNotFoundError`` otherwise)."""
     n = model.cfg.n_layers
     if not -n <= layer < n:
         raise ValueError(f"layer {layer} is out of range for a model with {n} layers")
-    layer = layer % n
-    (hook,) = resolve_hooks(model, [f"blocks.{layer}.{site}"])
-    return hook
-
-
-def _hook_layer(hook: str) -> int:
-    parts = hook.split(".")
-    return int(parts[1]) if parts[0] == "blocks" else -1
+    (hook,) = resolve_hooks(model, [f"blocks.{layer % n}.{site}"])
+    return hook, layer % n
 
 
 def mean_difference(model, positive: Sequence[str], negative: Sequence[str], layer: int,
@@ -63,14 +58,14 @@ def mean_difference(model, positive: Sequence[str], negative: Sequence[str], lay
     if not positive or not negative:
         raise ValueError("mean_difference needs at least one positive and one negative text")
     t0 = time.perf_counter()
-    hook = layer_hook(model, layer, site)
+    hook, layer = layer_hook(model, layer, site)
     hp = activations_at(model, tokenize(model, positive), hook, position)
     hn = activations_at(model, tokenize(model, negative), hook, position)
     v = hp.mean(0) - hn.mean(0)
     meta = {"n_positive": len(positive), "n_negative": len(negative), "position": position,
             "forward_passes": len(positive) + len(negative), "backward_passes": 0,
             "seconds": time.perf_counter() - t0}
-    return SteeringVector(v, hook, _hook_layer(hook), "mean_diff", weight_hash(model), "add", meta=meta)
+    return SteeringVector(v, hook, layer, "mean_diff", weight_hash(model), "add", meta=meta)
 
 
 def mask_token_id(model) -> int:
@@ -116,17 +111,15 @@ def contrastive_token_scores(model, prompt: str, preferred: str, dispreferred: s
 
         r = layer_integrated_gradients(model, toks.to(next(model.parameters()).device), metric,
                                        hook="hook_embed", baseline="zeros", steps=steps)
-        ts = r.token_scores().detach().float().cpu()
-        scores += list(ts)
+        scores += list(r.token_scores().detach().float().cpu())
         delta += r.delta.tolist()
     return sp, sn, n_p, scores[0], scores[1], delta
 
 
 def _top(scores: torch.Tensor, n_p: int, k: int, largest: bool, skip_first: bool) -> list[int]:
-    start = 1 if skip_first else 0
-    cand = scores[start:n_p]
-    k = min(k, cand.shape[0])
-    return (cand.topk(k, largest=largest).indices + start).tolist()
+    """The ``k`` prompt positions of largest (or smallest) score, BOS left out when ``skip_first``."""
+    cand = scores[int(skip_first):n_p]
+    return (cand.topk(min(k, len(cand)), largest=largest).indices + int(skip_first)).tolist()
 
 
 def _principal(diffs: torch.Tensor) -> torch.Tensor:
@@ -166,7 +159,7 @@ def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred
     if not (len(prompts) == len(preferred) == len(dispreferred)) or not prompts:
         raise ValueError("grains needs equally many (>= 1) prompts, preferred and dispreferred outputs")
     t0 = time.perf_counter()
-    hook = layer_hook(model, layer, site)
+    hook, layer = layer_hook(model, layer, site)
     mask = mask_token_id(model)
     bos = model.tokenizer.bos_token_id
     seqs: list[torch.Tensor] = []
@@ -197,4 +190,4 @@ def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred
             # per example: IG's 2 (steps + 2) forwards and 2 steps backwards, then 6 activation forwards
             "forward_passes": len(prompts) * (2 * (steps + 2) + 6), "backward_passes": len(prompts) * 2 * steps,
             "seconds": time.perf_counter() - t0, "examples": examples}
-    return SteeringVector(v, hook, _hook_layer(hook), "grains", weight_hash(model), "renorm", meta=meta)
+    return SteeringVector(v, hook, layer, "grains", weight_hash(model), "renorm", meta=meta)

@@ -81,10 +81,7 @@ def load_task(name: str, n_build: int | None = None, n_eval: int | None = None, 
 
 def vader_scores(texts: Sequence[str]) -> list[float]:
     """VADER compound sentiment in [-1, 1] per text (vaderSentiment, lexicon shipped in the package)."""
-    try:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-    except ImportError as e:  # pragma: no cover - it is a dependency
-        raise ImportError("the sentiment task needs vaderSentiment (pip install vaderSentiment==3.3.2)") from e
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer  # a dependency of interp
     an = SentimentIntensityAnalyzer()
     return [an.polarity_scores(t)["compound"] for t in texts]
 
