@@ -225,12 +225,9 @@ def pca(f: torch.Tensor, threshold: float, dtype=torch.float64, skip_first: int 
     if f.ndim == 3:
         f = f[:, _skip(f.shape[1], skip_first):]
     x = f.reshape(-1, f.shape[-1]).to(dtype)
-    mean = x.mean(0)
-    xc = x - mean
-    G = xc.T @ xc / x.shape[0]
+    xc = x - x.mean(0)
     why = "has zero variance, so it cannot be a basis direction; is it the LayerNorm statistic of this layer?"
-    D, U = _kept_eigh(G, isolated, threshold, why)
-    return mean, D, U
+    return x.mean(0), *_kept_eigh(xc.T @ xc / x.shape[0], isolated, threshold, why)
 
 
 def _kept_eigh(A: torch.Tensor, n: int, threshold: float, why: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -364,10 +361,8 @@ def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None =
         C = R @ V * lam.sqrt()
         Cp = (V / lam.sqrt()).T @ Rp
         bases[l] = LayerBasis(names[l], mean, C, Cp, lam, U)
-    edges: list[torch.Tensor | None] = [None] * L
-    if cfg.edges:
-        for l in range(L):
-            edges[l] = edge_strengths(maps[l], raw[l], bases[l], bases[l + 1], cfg)
+    edges = [edge_strengths(maps[l], raw[l], bases[l], bases[l + 1], cfg) if cfg.edges else None
+             for l in range(L)]
     return LIBResult(names, bases, edges, cfg.basis, time.perf_counter() - t0, asdict(cfg))
 
 

@@ -58,10 +58,7 @@ def edge_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor],
     k_out, k_in = E.shape
     if k_out != b_out.k or k_in != b_in.k:
         raise ValueError("edge ablation needs edges over all kept nodes (fit without max_edge_nodes)")
-    keep = torch.zeros(E.numel(), dtype=torch.bool)
-    if n_edges > 0:
-        keep[E.flatten().argsort(descending=True)[:n_edges]] = True
-    keep = keep.view(k_out, k_in).to(E.device)
+    keep = (E.flatten().argsort(descending=True).argsort() < n_edges).view(k_out, k_in)  # rank < n_edges
     f = acts[layer]
     g = maps[layer]
     fh = b_in.transform(_as3(f))  # [N, T, k_in]
@@ -75,8 +72,7 @@ def edge_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor],
         inp = b_in.inverse(masked.reshape(k_out * B, *x.shape[1:]))
         y = b_out.transform(_as3(g(_native(inp, f).to(f.dtype))))  # [k_out*B, T_out, k_out]
         y = y.reshape(k_out, B, y.shape[1], k_out)
-        idx = torch.arange(k_out, device=y.device)
-        outs.append(y[idx, :, :, idx].permute(1, 2, 0))  # diagonal: node i from its own masked copy
+        outs.append(y.diagonal(dim1=0, dim2=3))  # [B, T_out, k_out]: node i from its own masked copy i
     fh_out = torch.cat(outs)
     x_next = _native(b_out.inverse(fh_out), acts[layer + 1]).to(acts[layer + 1].dtype)
     return metric(run_chain(x_next, maps[layer + 1:])[-1])

@@ -62,15 +62,13 @@ def resid_map(model, layer_in: int, layer_out: int):
     def g(x: torch.Tensor, extra: list | None = None) -> torch.Tensor:
         box = {}
 
-        def put(a, hook=None):
-            return x.to(a.dtype)
-
         def grab(a, hook=None):
             box["y"] = a
             raise _Stop
 
         toks = torch.zeros(x.shape[0], x.shape[1], dtype=torch.long, device=dev)
-        with scoped_hooks(model, fwd=[(h_in, put), *(extra or []), (h_out, grab)]):
+        put = [(h_in, lambda a, hook=None: x.to(a.dtype))]
+        with scoped_hooks(model, fwd=[*put, *(extra or []), (h_out, grab)]):
             with contextlib.suppress(_Stop):
                 model(toks)
         return box["y"]
