@@ -94,14 +94,11 @@ def contrastive_token_scores(model, prompt: str, preferred: str, dispreferred: s
     baseline; each row's IG is independent, so running them as one batch is the reference's joint input).
     """
     (sp, n_p), (sn, _) = _split(model, prompt, preferred), _split(model, prompt, dispreferred)
-    seqs = [sp, sn]
-    signs = (1.0, -1.0)
+    seqs, signs = [sp, sn], torch.tensor([1.0, -1.0])
     scores, delta = [], []
-    batches = [[0, 1]] if seqs[0].shape == seqs[1].shape else [[0], [1]]
-    for rows in batches:
-        toks = torch.stack([seqs[r] for r in rows])
+    for rows in [[0, 1]] if sp.shape == sn.shape else [[0], [1]]:  # one batch when the lengths agree
+        toks, sg = torch.stack([seqs[r] for r in rows]), signs[rows]
         tgt = toks[:, n_p:]
-        sg = torch.tensor([signs[r] for r in rows])
 
         def metric(logits, tgt=tgt, sg=sg):  # IG stacks its steps as [steps * B, ...]: row i is example i % B
             rep = logits.shape[0] // tgt.shape[0]
@@ -126,8 +123,7 @@ def _principal(diffs: torch.Tensor) -> torch.Tensor:
     mean = diffs.mean(0)
     if diffs.shape[0] < 2:
         return mean / mean.norm().clamp_min(1e-30)
-    _, _, vh = torch.linalg.svd(diffs - mean, full_matrices=False)
-    v = vh[0]
+    v = torch.linalg.svd(diffs - mean, full_matrices=False).Vh[0]
     return v if float(v @ mean) >= 0 else -v
 
 
@@ -173,19 +169,14 @@ def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred
         for mode, largest in (("pos", True), ("neg", False)):
             for name, s, sc in (("p", sp, scp), ("n", sn, scn)):
                 idx = _top(sc, n_p, k, largest, skip)
-                m = s.clone()
-                m[idx] = mask
                 row[f"masked_{mode}_{name}"] = idx
-                seqs.append(m)
+                seqs.append(s.index_fill(0, torch.tensor(idx, dtype=torch.long), mask))
         seqs += [sp, sn]
         examples.append(row)
     h = activations_at(model, seqs, hook, -1).view(len(prompts), 6, -1)
-    # rows per example: pos-mode (p, n), neg-mode (p, n), originals (p, n)
-    orig = h[:, 4:6]
-    d_pos = (orig - h[:, 0:2]).reshape(-1, h.shape[-1])
-    d_neg = (orig - h[:, 2:4]).reshape(-1, h.shape[-1])
+    # rows per example: pos-mode (p, n), neg-mode (p, n), originals (p, n); deltas = original - masked
     f = _principal if combine == "pca" else (lambda d: d.mean(0))
-    v = f(d_pos) - f(d_neg)
+    v = f((h[:, 4:6] - h[:, 0:2]).flatten(0, 1)) - f((h[:, 4:6] - h[:, 2:4]).flatten(0, 1))
     meta = {"k": k, "steps": steps, "combine": combine, "mask_token": mask, "n_examples": len(prompts),
             # per example: IG's 2 (steps + 2) forwards and 2 steps backwards, then 6 activation forwards
             "forward_passes": len(prompts) * (2 * (steps + 2) + 6), "backward_passes": len(prompts) * 2 * steps,

@@ -36,7 +36,7 @@ from interp.decompositions.snmf_features import kl_search
 from interp.results import Result, register, versions
 
 from .runs import activations_at, continuation_nll, generate, kl_divergence, last_logprobs, token_logprobs, tokenize
-from .vector import SteeringVector, check_model
+from .vector import SteeringVector
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "steering"
 TASKS = ("sentiment", "ioi")
@@ -253,11 +253,8 @@ def evaluate_steering(model, vectors: dict[str, SteeringVector] | Sequence[Steer
     if not vectors:
         raise ValueError("evaluate_steering needs at least one steering vector")
     targets = sorted(float(t) for t in kl_targets)
-    for t in targets:
-        if not (t > 0 and math.isfinite(t)):
-            raise ValueError(f"KL targets must be positive and finite, got {t}")
-    for v in vectors.values():
-        check_model(model, v)
+    if not all(t > 0 and math.isfinite(t) for t in targets):  # before any generation (kl_search checks again)
+        raise ValueError(f"KL targets must be positive and finite, got {targets}")
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     toks = tokenize(model, task.eval_prompts)
