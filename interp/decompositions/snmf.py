@@ -380,19 +380,17 @@ def collect_activations(model, texts: Sequence[str], hook: str, batch_size: int 
         raise ValueError("collect_activations expects a non-empty list of strings")
     (hook,) = resolve_hooks(model, [hook])
     toks = [model.to_tokens(t)[0, :128].cpu() for t in texts]
-    rows, tok_rows, pos_rows = [], [], []
-    dev = next(model.parameters()).device
+    lens = torch.tensor([len(t) for t in toks])
+    padded = torch.nn.utils.rnn.pad_sequence(toks, batch_first=True)  # right-padded with token 0
+    pos = torch.arange(padded.shape[1])
+    keep = (pos >= 1) & (pos < lens[:, None])  # real tokens after BOS, as a [text, position] mask
+    rows = []
     for b in range(0, len(toks), batch_size):
-        chunk = toks[b:b + batch_size]
-        batch = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)  # right-padded with token 0
-        acts = model.run_with_cache(batch.to(dev), names_filter=[hook])[1][hook].float().cpu()
-        for i, t in enumerate(chunk):  # positions 1.. (BOS left out)
-            rows.append(acts[i, 1:len(t)])
-            tok_rows.append(t[1:])
-            pos = torch.arange(1, len(t))
-            pos_rows.append(torch.stack([torch.full_like(pos, b + i), pos], 1))
-    return ActivationSet(hook=hook, X=torch.cat(rows), tokens=torch.cat(tok_rows), seq_pos=torch.cat(pos_rows),
-                         seq_tokens=toks)
+        T = int(lens[b:b + batch_size].max())  # each batch padded to its own longest text
+        acts = model.run_with_cache(padded[b:b + batch_size, :T].to(next(model.parameters()).device),
+                                    names_filter=[hook])[1][hook]
+        rows.append(acts.float().cpu()[keep[b:b + batch_size, :T]])
+    return ActivationSet(hook=hook, X=torch.cat(rows), tokens=padded[keep], seq_pos=keep.nonzero(), seq_tokens=toks)
 
 
 def store_activations(store, hook: str, max_rows: int | None = None, seed: int = 0) -> ActivationSet:

@@ -82,10 +82,6 @@ class SteeringVector:
                 raise ValueError(f"encoder row {tuple(e.shape)} and decoder row {tuple(v.shape)} differ in shape")
             self.encoder = e
 
-    @property
-    def d(self) -> int:
-        return int(self.vector.shape[0])
-
     def save(self, path: str | Path) -> Path:
         """Write ``path.safetensors`` and ``path.json`` (``path`` without suffix); returns the JSON path."""
         from safetensors.torch import save_file
@@ -95,7 +91,7 @@ class SteeringVector:
         p.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: getattr(self, k).contiguous() for k in _TENSORS if getattr(self, k) is not None}
         save_file(tensors, str(p.with_suffix(".safetensors")))
-        info = {"kind": "steering_vector", "schema_version": SCHEMA_VERSION, "d": self.d,
+        info = {"kind": "steering_vector", "schema_version": SCHEMA_VERSION, "d": len(self.vector),
                 **{f.name: getattr(self, f.name) for f in fields(self) if f.name not in _TENSORS}}
         p.with_suffix(".json").write_text(json.dumps(info, indent=1, default=str))
         return p.with_suffix(".json")
