@@ -190,7 +190,7 @@ def lib_on_model(model, settings: ModelLIBSettings, texts: Sequence[str] | None 
     if s.isolate_ln_var:
         acts = [torch.cat([ln_statistic(model, L, a), a], -1) for L, a in zip(s.layers, acts)]
     make_map = resid_ln_map if s.isolate_ln_var else resid_map
-    maps = [_dtype_map(make_map(model, a, b), dtype) for a, b in zip(s.layers[:-1], s.layers[1:])]
+    maps = [make_map(model, a, b) for a, b in zip(s.layers[:-1], s.layers[1:])]  # fit_lib casts their outputs
     cfg = LIBConfig(basis=basis, probes=s.probes, max_edge_nodes=s.edge_nodes, edge_positions=s.edge_positions,
                     batch_size=s.batch_size, dtype=dtype, skip_first=1 if s.skip_bos else 0)
     res = fit_lib(acts[0], maps, names, cfg, acts=acts, isolated=[1 if s.isolate_ln_var else 0] * len(names))
@@ -216,12 +216,3 @@ def compare_lib_pca(model, settings: ModelLIBSettings, texts: Sequence[str] | No
                          spectra=encode({b: {k: v for k, v in sm.items() if k not in ("settings", "basis")}
                                          for b, (_, sm) in fits.items()}),
                          settings=encode(asdict(s)), notes=notes, meta={"versions": versions()})
-
-
-def _dtype_map(g, dtype):
-    dt = getattr(torch, dtype)
-
-    def h(x):
-        return g(x.float()).to(dt)
-
-    return h

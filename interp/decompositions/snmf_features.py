@@ -53,15 +53,11 @@ def final_norm_gain(model) -> tuple[torch.Tensor | None, bool]:
     if ln is None:
         return None, False
     orig = getattr(ln, "_original_component", ln)
-    w = getattr(orig, "weight", None)
     name = type(orig).__name__
-    centres = "RMS" not in name.upper()
-    if w is None:
-        return None, centres
-    w = w.detach().float()
-    if "Gemma" in name:  # Gemma's RMSNorm multiplies by (1 + weight)
-        w = 1 + w
-    return w, centres
+    w = getattr(orig, "weight", None)
+    if w is not None:
+        w = w.detach().float() + ("Gemma" in name)  # Gemma's RMSNorm multiplies by (1 + weight)
+    return w, "RMS" not in name.upper()
 
 
 def residual_directions(model, layer: int, Z: torch.Tensor) -> torch.Tensor:
@@ -101,8 +97,7 @@ def top_contexts(Y: torch.Tensor, acts: ActivationSet, tokenizer, feature: int, 
     for v, i in zip(vals.tolist(), idx.tolist()):
         s, p = acts.seq_pos[i].tolist()
         if acts.seq_tokens is not None:
-            seq = acts.seq_tokens[s].tolist()
-            before = seq[max(0, p - window):p]
+            before = acts.seq_tokens[s][max(0, p - window):p].tolist()
         else:
             before = [lookup[(s, q)] for q in range(max(0, p - window), p) if (s, q) in lookup]
         out.append({"coef": v, "seq": s, "pos": p, "context": tokenizer.decode(before),
