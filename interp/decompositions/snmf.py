@@ -150,10 +150,8 @@ def init_svd(X: torch.Tensor, k: int, eps: float, dev, chunk: int) -> tuple[torc
     S = evals[order].clamp_min(0).sqrt()  # singular values
     V = evecs[:, order]  # [d, k]
     F = (V * S.sqrt()).float()
-    G = torch.empty(n, k, device=dev)
-    for s in range(0, n, chunk):
-        U = X[s:s + chunk].to(dev, torch.float64) @ V / S.clamp_min(1e-12)
-        G[s:s + chunk] = (U * S.sqrt()).float()
+    G = torch.cat([(X[s:s + chunk].to(dev, torch.float64) @ V / S.clamp_min(1e-12) * S.sqrt()).float()
+                   for s in range(0, n, chunk)])  # U sqrt(S), U = X V / S chunk by chunk
     return F, G.clamp_min(eps)
 
 
@@ -180,9 +178,7 @@ def init_kmeans(X: torch.Tensor, k: int, eps: float, dev, chunk: int, n_iter: in
         if empty.any():  # re-seed empty clusters from random rows
             ridx = torch.randint(0, n, (int(empty.sum()),), generator=gen)
             centres[empty] = X[ridx].to(dev, torch.float32)
-    G = torch.full((n, k), eps, device=dev)
-    G[torch.arange(n, device=dev), labels] = 1.0
-    return centres.T.contiguous(), G
+    return centres.T.contiguous(), torch.nn.functional.one_hot(labels, k).float().clamp_min(eps)
 
 
 def _init(X, cfg: SNMFConfig, dev, restart: int, gen: torch.Generator):
