@@ -155,11 +155,9 @@ class LIBResult:
         """Nodes and non-zero edges (``{source, target, weight}``) among the ``top`` nodes of each layer."""
         nodes = [{"id": f"{self.names[l]}:{i}", "layer": l, "index": i, "importance": float(b.importance[i])}
                  for l, b in enumerate(self.bases) for i in range(min(top, b.k))]
-        edges = []
-        for l, E in enumerate(self.edges):
-            for i, j in [] if E is None else (E[:top, :top] > 0).nonzero().tolist():
-                edges.append({"source": f"{self.names[l]}:{j}", "target": f"{self.names[l + 1]}:{i}",
-                              "weight": float(E[i, j])})
+        edges = [{"source": f"{self.names[l]}:{j}", "target": f"{self.names[l + 1]}:{i}",
+                  "weight": float(E[i, j])} for l, E in enumerate(self.edges) if E is not None
+                 for i, j in (E[:top, :top] > 0).nonzero().tolist()]
         return nodes, edges
 
     def to_json(self, top: int = 20) -> dict:
@@ -211,8 +209,6 @@ def masked_eigh(A: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """
     D, U = torch.linalg.eigh(A[n:, n:])
     D, U = D.flip(0), U.flip(1)
-    if n == 0:
-        return D, U
     return torch.cat([A.diagonal()[:n], D]), torch.block_diag(torch.eye(n, dtype=U.dtype, device=U.device), U)
 
 
@@ -236,9 +232,8 @@ def _kept_eigh(A: torch.Tensor, n: int, threshold: float, why: str) -> tuple[tor
     D, U = masked_eigh(A, n)
     if n and not bool((D[:n] > 0).all()):
         raise ValueError(f"an isolated coordinate (one of the first {n}) {why}")
-    keep = torch.ones_like(D, dtype=torch.bool)
-    if D.numel() > n:
-        keep[n:] = D[n:] > threshold * D[n].clamp_min(1e-300)
+    rest = D[n:] > threshold * D[n:n + 1].clamp_min(1e-300)  # D[n] is the largest of the rest
+    keep = torch.cat([torch.ones(n, dtype=torch.bool, device=D.device), rest])
     return D[keep], U[:, keep]
 
 

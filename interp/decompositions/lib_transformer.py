@@ -117,15 +117,11 @@ def resid_ln_map(model, layer_in: int, layer_out: int):
 
     def h(x: torch.Tensor) -> torch.Tensor:
         s = x[..., :1]
-
-        def scale(e):
-            def fn(a, hook=None):
-                return (s.clamp_min(0) + e).sqrt().to(a.dtype)
-            return fn
-
+        scales = [(n, lambda a, hook=None, e=e: (s.clamp_min(0) + e).sqrt().to(a.dtype))
+                  for (n, _), e in zip(norms, eps)]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="A forward hook edited hook_scale")
-            y = g(x[..., 1:], extra=[(n, scale(e)) for (n, _), e in zip(norms, eps)])
+            y = g(x[..., 1:], extra=scales)
         return torch.cat([ln_statistic(model, layer_out, y).to(y.dtype), y], -1)
 
     return h
@@ -177,8 +173,7 @@ def lib_on_model(model, settings: ModelLIBSettings, texts: Sequence[str] | None 
     """
     s = settings
     texts = list(texts) if texts is not None else default_texts(s.n_texts)
-    rows = [model.to_tokens(t)[0] for t in texts]
-    rows = [r[:s.seq_len] for r in rows if r.shape[0] >= s.seq_len][: s.n_texts]
+    rows = [r[:s.seq_len] for r in (model.to_tokens(t)[0] for t in texts) if len(r) >= s.seq_len][:s.n_texts]
     if len(rows) < 2:
         raise ValueError(f"need at least 2 texts with >= {s.seq_len} tokens, got {len(rows)}")
     tokens = torch.stack(rows).to(next(model.parameters()).device)
@@ -193,7 +188,7 @@ def lib_on_model(model, settings: ModelLIBSettings, texts: Sequence[str] | None 
     maps = [make_map(model, a, b) for a, b in zip(s.layers[:-1], s.layers[1:])]  # fit_lib casts their outputs
     cfg = LIBConfig(basis=basis, probes=s.probes, max_edge_nodes=s.edge_nodes, edge_positions=s.edge_positions,
                     batch_size=s.batch_size, dtype=dtype, skip_first=1 if s.skip_bos else 0)
-    res = fit_lib(acts[0], maps, names, cfg, acts=acts, isolated=[1 if s.isolate_ln_var else 0] * len(names))
+    res = fit_lib(acts[0], maps, names, cfg, acts=acts, isolated=[int(s.isolate_ln_var)] * len(names))
     summary = {"basis": basis, "layers": list(s.layers), "tokens": list(tokens.shape), "settings": asdict(s),
                **spectra(res), "seconds": time.perf_counter() - t0}
     return res, summary

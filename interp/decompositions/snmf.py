@@ -244,7 +244,7 @@ def snmf_reference(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFC
     return best_F, best_G, losses, best_it, it + 1
 
 
-def snmf_batched(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFConfig, progress=None):
+def snmf_batched(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFConfig):
     """Batched, chunked kernel: ``F [r,d,k]``, ``G [r,n,k]`` advance together.
 
     Returns ``(F_best [r,d,k], G_best [r,n,k], losses [iters, r], best_iter [r], n_iter)``;
@@ -282,9 +282,8 @@ def snmf_batched(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFCon
         for s in range(0, n, ch):
             xc = X[s:s + ch].to(dev, torch.float32)
             P = torch.einsum("nd,rdk->rnk", xc, F)
-            Gc = G[:, s:s + ch]
-            Gc = Gc * torch.sqrt((P.clamp_min(0) + Gc @ Qm) / ((-P).clamp_min(0) + Gc @ Qp + cfg.eps))
-            G[:, s:s + ch] = Gc
+            Gc = G[:, s:s + ch]  # a view: the update below writes into G
+            Gc *= torch.sqrt((P.clamp_min(0) + Gc @ Qm) / ((-P).clamp_min(0) + Gc @ Qp + cfg.eps))
             GtG += Gc.transpose(1, 2) @ Gc
             loss += ((xc - Gc @ F.transpose(1, 2)) ** 2).sum((1, 2)).double()
         losses.append(loss.tolist())
@@ -295,14 +294,12 @@ def snmf_batched(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFCon
         best_G[better] = G[better]
         best_it[better.cpu()] = it
         since = torch.where(better.cpu(), 0, since + 1)
-        if progress is not None:
-            progress(it, loss)
         if bool((since >= cfg.patience).all()):
             break
     return best_F, best_G, losses, best_it, it + 1
 
 
-def fit_snmf(X: torch.Tensor, cfg: SNMFConfig | None = None, progress=None) -> SNMFResult:
+def fit_snmf(X: torch.Tensor, cfg: SNMFConfig | None = None) -> SNMFResult:
     """Factorise activation rows ``X [n, d_a]`` (tokens x neurons) as ``X^T ~ Z Y``.
 
     ``X`` may sit on the CPU (also in float16); the factors live on ``cfg.device``.
@@ -328,7 +325,7 @@ def fit_snmf(X: torch.Tensor, cfg: SNMFConfig | None = None, progress=None) -> S
         F, G, loss_list, best_it, n_iter = snmf_reference(X, F0, G0, cfg)
     else:
         F0, G0 = map(torch.stack, zip(*[_init(X, cfg, dev, i, gen) for i in range(cfg.n_restarts)]))
-        Fb, Gb, losses, best_its, n_iter = snmf_batched(X, F0, G0, cfg, progress)
+        Fb, Gb, losses, best_its, n_iter = snmf_batched(X, F0, G0, cfg)
         w = int(torch.tensor(losses, dtype=torch.float64)[best_its, torch.arange(cfg.n_restarts)].argmin())
         F, G, best_it = Fb[w], Gb[w], int(best_its[w])
         loss_list = [row[w] for row in losses]
@@ -386,7 +383,8 @@ def collect_activations(model, texts: Sequence[str], hook: str, batch_size: int 
         acts = model.run_with_cache(padded[b:b + batch_size, :T].to(next(model.parameters()).device),
                                     names_filter=[hook])[1][hook]
         rows.append(acts.float().cpu()[keep[b:b + batch_size, :T]])
-    return ActivationSet(hook=hook, X=torch.cat(rows), tokens=padded[keep], seq_pos=keep.nonzero(), seq_tokens=toks)
+    return ActivationSet(hook=hook, X=torch.cat(rows), tokens=padded[keep], seq_pos=keep.nonzero(),
+                         seq_tokens=toks)
 
 
 def store_activations(store, hook: str, max_rows: int | None = None, seed: int = 0) -> ActivationSet:

@@ -8,8 +8,9 @@ Tasks (``data/steering/*.json``, written by ``data/steering/make_steering_data.p
 * ``logit`` (IOI towards the repeated name): success = change of ``log p(preferred | x) - log p(dispreferred | x)``
   (teacher-forced, summed over the response tokens), averaged over the eval prompts.
 
-Equal cost to fluency: for every method the strength ``s`` is calibrated (doubling then bisection on ``s >= 0``,
-the one-row case of :func:`interp.decompositions.snmf_features.kl_search`) so that the mean next-token ``KL(p_unsteered || p_steered)`` after the eval prompts hits each target; at that
+Equal cost to fluency: for every method the strength ``s`` is calibrated (doubling then bisection on
+``s >= 0``, the one-row case of :func:`interp.decompositions.snmf_features.kl_search`) so that the mean
+next-token ``KL(p_unsteered || p_steered)`` after the eval prompts hits each target; at that
 strength we measure success, the KL reached, and the perplexity of the steered greedy continuation under the
 unsteered model.  Cost per method: the builder's forward/backward passes and seconds (``vector.meta``), plus the
 calibration passes.  Time: per (method, target) ~10 batched forwards for the calibration and ``n_new`` forwards
