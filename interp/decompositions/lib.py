@@ -293,18 +293,16 @@ def interaction_matrix(g: Map, f: torch.Tensor, mean_in: torch.Tensor, out_basis
         B = x.shape[0]
         if cfg.probes is None:
             V = _unit_probes(T_out, k_out, B, dt, f.device, range(sk_out, T_out))
-            scale = 1.0
         else:
             V = torch.randn(cfg.probes, B, T_out, k_out, generator=gen, dtype=dt).to(f.device)
             V[:, :, :sk_out] = 0
-            scale = 1.0 / cfg.probes
         for a, w in zip(alphas, weights):
             xa = x.clone()
             xa[:, sk_in:] = mu + float(a) * (x[:, sk_in:] - mu)  # skipped positions stay as they are
             Jt = batched_vjp(h, xa, V, cfg.max_rows).to(dt).reshape(V.shape[0], B, -1, d)  # [P, B, T, d]
             Jt = Jt[:, :, sk_in:]
-            M += float(w) * scale * torch.einsum("pbtd,pbte->de", Jt, Jt)
-    return M / (N * (T_out - sk_out))
+            M += float(w) * torch.einsum("pbtd,pbte->de", Jt, Jt)
+    return M / (N * (T_out - sk_out) * (cfg.probes or 1))  # probes: the mean over them
 
 
 def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None = None,

@@ -85,8 +85,8 @@ def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config
         tcfg = TrainConfig(n_tokens=4 * store.n_rows, batch_size=256, lr=1e-3, warmup_steps=10, seed=seed,
                            progress=False, init_rows=min(4096, store.n_rows), dead_after_tokens=10 ** 9)
         sae = train_sae(store, scfg, tcfg).sae
-        W_enc, b_enc = sae.W_enc.detach().float().cpu(), sae.b_enc.detach().float().cpu()
-        W_dec, b_dec = sae.W_dec.detach().float().cpu(), sae.b_dec.detach().float().cpu()
+        W_enc, b_enc, W_dec, b_dec = (t.detach().float().cpu()
+                                      for t in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec))
 
         def acts(h):
             return torch.relu((h - b_dec) @ W_enc + b_enc)

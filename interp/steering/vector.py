@@ -64,10 +64,9 @@ class SteeringVector:
     ``seconds``), hyperparameters."""
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown steering method {self.method!r}; known: {', '.join(METHODS)}")
-        if self.mode not in MODES:
-            raise ValueError(f"unknown steering mode {self.mode!r}; known: {', '.join(MODES)}")
+        for name, known in (("method", METHODS), ("mode", MODES)):
+            if getattr(self, name) not in known:
+                raise ValueError(f"unknown steering {name} {getattr(self, name)!r}; known: {known}")
         v = torch.as_tensor(self.vector).detach().float().cpu()
         if v.ndim != 1:
             raise ValueError(f"a steering vector is 1-D [d], got shape {tuple(v.shape)}")
