@@ -59,8 +59,7 @@ def mean_difference(model, positive: Sequence[str], negative: Sequence[str], lay
         raise ValueError("mean_difference needs at least one positive and one negative text")
     t0 = time.perf_counter()
     hook, layer = layer_hook(model, layer, site)
-    hp = activations_at(model, tokenize(model, positive), hook, position)
-    hn = activations_at(model, tokenize(model, negative), hook, position)
+    hp, hn = (activations_at(model, tokenize(model, t), hook, position) for t in (positive, negative))
     v = hp.mean(0) - hn.mean(0)
     meta = {"n_positive": len(positive), "n_negative": len(negative), "position": position,
             "forward_passes": len(positive) + len(negative), "backward_passes": 0,

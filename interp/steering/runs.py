@@ -40,8 +40,7 @@ def per_input(model, token_lists: Sequence[torch.Tensor], fn, vector: SteeringVe
 def activations_at(model, token_lists: Sequence[torch.Tensor], hook: str, position: int = -1) -> torch.Tensor:
     """``[N, d]``: the activation at ``hook`` at ``position`` of each input (float32, CPU)."""
     def run(toks):
-        _, cache = model.run_with_cache(toks, names_filter=lambda name: name == hook)
-        return cache[hook][:, position].float().cpu()
+        return model.run_with_cache(toks, names_filter=[hook])[1][hook][:, position].float().cpu()
 
     return torch.stack(per_input(model, token_lists, run))
 

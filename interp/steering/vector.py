@@ -67,19 +67,17 @@ class SteeringVector:
         for name, known in (("method", METHODS), ("mode", MODES)):
             if getattr(self, name) not in known:
                 raise ValueError(f"unknown steering {name} {getattr(self, name)!r}; known: {known}")
-        v = torch.as_tensor(self.vector).detach().float().cpu()
+        self.vector = v = torch.as_tensor(self.vector).detach().float().cpu()
         if v.ndim != 1:
             raise ValueError(f"a steering vector is 1-D [d], got shape {tuple(v.shape)}")
         if not torch.isfinite(v).all():
             raise ValueError("the steering vector has non-finite entries")
-        self.vector = v
         if self.mode == "clamp":
             if self.encoder is None:
                 raise ValueError("mode 'clamp' needs the latent's encoder row (encoder=...)")
-            e = torch.as_tensor(self.encoder).detach().float().cpu()
+            self.encoder = e = torch.as_tensor(self.encoder).detach().float().cpu()
             if e.shape != v.shape:
                 raise ValueError(f"encoder row {tuple(e.shape)} and decoder row {tuple(v.shape)} differ in shape")
-            self.encoder = e
 
     def save(self, path: str | Path) -> Path:
         """Write ``path.safetensors`` and ``path.json`` (``path`` without suffix); returns the JSON path."""
