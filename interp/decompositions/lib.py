@@ -180,9 +180,7 @@ def _as3(f: torch.Tensor) -> torch.Tensor:
 
 def _alphas(cfg: LIBConfig, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Points and weights of the integral over alpha: IG's Gauss-Legendre quadrature on [0, 1], or alpha = 1."""
-    if cfg.integration == "gradient":
-        return torch.ones(1, dtype=dtype), torch.ones(1, dtype=dtype)
-    x, w = quadrature(cfg.n_alpha)
+    x, w = (torch.ones(1), torch.ones(1)) if cfg.integration == "gradient" else quadrature(cfg.n_alpha)
     return x.to(dtype), w.to(dtype)
 
 

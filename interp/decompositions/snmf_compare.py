@@ -63,10 +63,8 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
     info: dict = {"rows": int(X.shape[0]), "hook": hook}
     # SNMF
     cfg = snmf_cfg or SNMFConfig(k=30, max_iter=500, patience=100)
-    k = cfg.k
     res = fit_snmf(X, cfg)
-    Ycoef = res.Y.T.cpu()
-    directions["snmf"] = [res.Z[:, _pick(Ycoef, tok_lab, c)].cpu() for c in range(len(names))]
+    directions["snmf"] = [res.Z[:, _pick(res.Y.T.cpu(), tok_lab, c)].cpu() for c in range(len(names))]
     info["snmf_rel_loss"] = res.rel_loss
     # DiffMeans
     directions["diffmeans"] = [X[tok_lab == c].mean(0) - X[tok_lab != c].mean(0) for c in range(len(names))]
@@ -74,14 +72,14 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
     if sae:
         from interp.dictionaries import SAEConfig, TensorSource, TrainConfig, train_sae
 
-        scfg = SAEConfig(arch="topk", d_in=X.shape[1], d_sae=4 * k, hook_in=hook, k=8)
+        scfg = SAEConfig(arch="topk", d_in=X.shape[1], d_sae=4 * cfg.k, hook_in=hook, k=8)
         tcfg = TrainConfig(n_tokens=sae_steps * 256, batch_size=256, lr=1e-3, warmup_steps=20, progress=False,
                            b_dec_init="mean", init_rows=X.shape[0], dead_after_tokens=10 * X.shape[0])
         tr = train_sae(TensorSource({hook: X}), scfg, tcfg)
         with torch.no_grad():
             codes = tr.sae.encode(X.to(tr.sae.device)).acts.cpu()
         directions["sae"] = [tr.sae.W_dec[_pick(codes, tok_lab, c)].detach().cpu() for c in range(len(names))]
-        info["sae"] = {"d_sae": 4 * k, "k": 8, "fvu": tr.fvu, "l0": tr.l0, "dead": tr.dead_fraction}
+        info["sae"] = {"d_sae": 4 * cfg.k, "k": 8, "fvu": tr.fvu, "l0": tr.l0, "dead": tr.dead_fraction}
     # detection: a sentence's score is the largest cosine of one of its tokens with the direction
     X_te = torch.nn.functional.normalize(acts_te.X, dim=1)
     rows = []

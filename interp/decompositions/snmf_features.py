@@ -272,8 +272,7 @@ def feature_cards(model, layer: int, res: SNMFResult, acts: ActivationSet, featu
     Z = res.Z[:, feats].float().cpu()
     vocab = vocab_projection(model, residual_directions(model, layer, Z), c.n_vocab)
     cal = calibrate_steering(model, layer, Z.T, c.prompt, c.targets)
-    mid = len(c.targets) // 2
-    gen_alpha = torch.cat([cal.alpha[:, 0, mid], cal.alpha[:, 1, mid]])
+    gen_alpha = cal.alpha[:, :, len(c.targets) // 2].T.reshape(-1)  # the + rows, then the - rows
     texts = steered_generations(model, layer, torch.cat([Z.T, -Z.T]), gen_alpha, c.prompt, c.n_tokens)
     cards = [FeatureCard(index=f, n_neurons=int((res.Z[:, f] != 0).sum()), mean_coef=float(res.Y[f].mean()),
                          contexts=top_contexts(res.Y, acts, model.tokenizer, f, c.n_contexts), vocab=vocab[r],

@@ -213,16 +213,14 @@ class SteeringComparison(Result):
         r.add_figure(fig, title="Continuation perplexity versus KL, per method",
                      fields=("methods.*.points.kl", "methods.*.points.ppl"),
                      caption="Perplexity of the steered greedy continuation under the unsteered model.")
-        rows = []
-        for t in self.kl_targets:
-            for m, p in self.at(t).items():
-                cost = self.methods[m]["cost"]
-                rows.append({"KL target": t, "method": _label(m), "KL reached": round(p["kl"], 3),
-                             "strength": round(p["strength"], 4), "success change": round(p["delta"], 4),
-                             "perplexity": round(p["ppl"], 2), "build passes (fwd/bwd)":
-                             f"{cost.get('forward_passes')}/{cost.get('backward_passes')}",
-                             "build seconds": round(cost.get("seconds") or 0.0, 2),
-                             "paper claims (not this benchmark)": PAPER_CLAIMS.get(m, "")})
+        cost = {m: rec["cost"] for m, rec in self.methods.items()}
+        rows = [{"KL target": t, "method": _label(m), "KL reached": round(p["kl"], 3),
+                 "strength": round(p["strength"], 4), "success change": round(p["delta"], 4),
+                 "perplexity": round(p["ppl"], 2), "build passes (fwd/bwd)":
+                 f"{cost[m].get('forward_passes')}/{cost[m].get('backward_passes')}",
+                 "build seconds": round(cost[m].get("seconds") or 0.0, 2),
+                 "paper claims (not this benchmark)": PAPER_CLAIMS.get(m, "")}
+                for t in self.kl_targets for m, p in self.at(t).items()]
         r.add_table("Success at equal KL", rows,
                     caption="Small-model replication on our own tasks, not the paper's benchmarks: the "
                             "paper's numbers are for 7-8B models on TruthfulQA, MMHal-Bench and SPA-VL.")
