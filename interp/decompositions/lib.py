@@ -244,14 +244,12 @@ def batched_vjp(h: Map, x: torch.Tensor, V: torch.Tensor, max_rows: int) -> torc
     P, B = V.shape[:2]
     per = max(1, max_rows // max(B, 1))
     out = []
-    for s in range(0, P, per):
-        v = V[s:s + per]
+    for v in V.split(per):
         p = v.shape[0]
         xr = x.unsqueeze(0).expand(p, *x.shape).reshape(p * B, *x.shape[1:]).detach().requires_grad_(True)
         with torch.enable_grad():
             y = h(xr)
-            y = y.reshape(p, B, *y.shape[1:])
-            (grad,) = torch.autograd.grad((y * v.to(y.dtype)).sum(), xr)
+            (grad,) = torch.autograd.grad((y.reshape(v.shape) * v.to(y.dtype)).sum(), xr)
         out.append(grad.reshape(p, B, *x.shape[1:]))
     return torch.cat(out)
 
@@ -286,8 +284,7 @@ def interaction_matrix(g: Map, f: torch.Tensor, mean_in: torch.Tensor, out_basis
     mu = mean_in.to(f.dtype)
     sk_in = _skip(f.shape[1], cfg.skip_first) if f.ndim == 3 else 0
     sk_out = _skip(T_out, cfg.skip_first)
-    for s in range(0, N, cfg.batch_size):
-        x = f[s:s + cfg.batch_size]
+    for x in f.split(cfg.batch_size):
         B = x.shape[0]
         if cfg.probes is None:
             V = _unit_probes(T_out, k_out, B, dt, f.device, range(sk_out, T_out))
@@ -337,8 +334,7 @@ def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None =
     L = len(raw) - 1
     bases: list[LayerBasis | None] = [None] * (L + 1)
     for l in range(L, -1, -1):
-        n_iso = iso[l]
-        mean, D, U = pca(raw[l], cfg.pca_threshold, dt, skip_first=cfg.skip_first, isolated=n_iso)
+        mean, D, U = pca(raw[l], cfg.pca_threshold, dt, skip_first=cfg.skip_first, isolated=iso[l])
         if cfg.basis == "pca" or l == L:
             bases[l] = LayerBasis(names[l], mean, U, U.T.contiguous(), D, U)
             continue
@@ -348,7 +344,7 @@ def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None =
         Mr = Rp @ Mp @ Rp.T
         Mr = (Mr + Mr.T) / 2
         why = f"of {names[l]!r} has no interaction with the next layer (its M entry is 0): no LIB direction"
-        lam, V = _kept_eigh(Mr, n_iso, cfg.lambda_threshold, why)
+        lam, V = _kept_eigh(Mr, iso[l], cfg.lambda_threshold, why)
         C = R @ V * lam.sqrt()
         Cp = (V / lam.sqrt()).T @ Rp
         bases[l] = LayerBasis(names[l], mean, C, Cp, lam, U)
@@ -370,12 +366,11 @@ def edge_strengths(g: Map, f: torch.Tensor, b_in: LayerBasis, b_out: LayerBasis,
     Cd = b_out.C[:, :k_out]
 
     sk_in = _skip(T, cfg.skip_first)
-    raw = {}
 
-    def h(fh):  # [B, T, k_in] -> [B, T_out, k_out]
+    def h(fh, f_b):  # [B, T, k_in] -> [B, T_out, k_out]; f_b: the batch's activations (a replica per probe)
         x = fh @ Cp_in.to(fh.dtype) + b_in.mean.to(fh.dtype)  # dropped / unselected nodes sit at the mean
         if sk_in:  # skipped positions keep their actual activation
-            x = torch.cat([raw["f"].repeat(x.shape[0] // raw["f"].shape[0], 1, 1)[:, :sk_in].to(x.dtype),
+            x = torch.cat([f_b.repeat(x.shape[0] // f_b.shape[0], 1, 1)[:, :sk_in].to(x.dtype),
                            x[:, sk_in:]], 1)
         x = x.squeeze(1) if two_d else x
         y = _as3(g(x.to(f.dtype)))
@@ -383,20 +378,17 @@ def edge_strengths(g: Map, f: torch.Tensor, b_in: LayerBasis, b_out: LayerBasis,
 
     with torch.no_grad():
         fh_all = b_in.transform(f3)[..., :k_in]  # [N, T, k_in]
-        raw["f"] = f3[:1]
-        T_out = h(fh_all[:1]).shape[1]
+        T_out = h(fh_all[:1], f3[:1]).shape[1]
     sk_out = _skip(T_out, cfg.skip_first)
     positions = [T_out - 1] if cfg.edge_positions == "last" else list(range(sk_out, T_out))
     n_pos = len(positions)
     E = torch.zeros(k_out, k_in, dtype=dt, device=f.device)
-    for s in range(0, N, cfg.batch_size):
-        fh = fh_all[s:s + cfg.batch_size]
-        raw["f"] = f3[s:s + cfg.batch_size]
+    for fh, f_b in zip(fh_all.split(cfg.batch_size), f3.split(cfg.batch_size)):
         B = fh.shape[0]
         V = _unit_probes(T_out, k_out, B, dt, f.device, positions)  # [n_pos*k_out, B, T_out, k_out]
         acc = torch.zeros(V.shape[0], B, T, k_in, dtype=dt, device=f.device)
         for a, w in zip(alphas, weights):
-            acc += float(w) * batched_vjp(h, a * fh, V, cfg.max_rows)
+            acc += float(w) * batched_vjp(lambda z: h(z, f_b), a * fh, V, cfg.max_rows)
         contrib = (acc * fh)[:, :, sk_in:].sum(2)  # sum over input positions s -> [n_pos*k_out, B, k_in]
         E += (contrib ** 2).reshape(n_pos, k_out, B, k_in).sum((0, 2))
     return E / (N * n_pos)

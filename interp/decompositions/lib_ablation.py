@@ -60,17 +60,12 @@ def edge_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor],
         raise ValueError("edge ablation needs edges over all kept nodes (fit without max_edge_nodes)")
     keep = (E.flatten().argsort(descending=True).argsort() < n_edges).view(k_out, k_in)  # rank < n_edges
     f = acts[layer]
-    g = maps[layer]
-    fh = b_in.transform(_as3(f))  # [N, T, k_in]
-    N = fh.shape[0]
-    per = max(1, max_rows // k_out)
     outs = []
-    for s in range(0, N, per):
-        x = fh[s:s + per]  # [B, T, k_in]
+    for x in b_in.transform(_as3(f)).split(max(1, max_rows // k_out)):  # [B, T, k_in] batches
         B = x.shape[0]
         masked = x.unsqueeze(0) * keep[:, None, None, :].to(x.dtype)  # [k_out, B, T, k_in]
         inp = b_in.inverse(masked.reshape(k_out * B, *x.shape[1:]))
-        y = b_out.transform(_as3(g(_native(inp, f).to(f.dtype))))  # [k_out*B, T_out, k_out]
+        y = b_out.transform(_as3(maps[layer](_native(inp, f).to(f.dtype))))  # [k_out*B, T_out, k_out]
         y = y.reshape(k_out, B, y.shape[1], k_out)
         outs.append(y.diagonal(dim1=0, dim2=3))  # [B, T_out, k_out]: node i from its own masked copy i
     fh_out = torch.cat(outs)
