@@ -252,7 +252,6 @@ def snmf_batched(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFCon
     """
     dev = F.device
     r, d, k = F.shape
-    n = X.shape[0]
     ch = cfg.chunk_size
     eye = torch.eye(k, device=dev)
     norm2 = _norm2(X, ch)
@@ -266,8 +265,8 @@ def snmf_batched(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFCon
     for it in range(cfg.max_iter):
         # 1. least-squares F = X^T G (G^T G + ridge)^-1
         XtG = torch.zeros(r, d, k, device=dev)
-        for s in range(0, n, ch):
-            XtG += torch.einsum("nd,rnk->rdk", X[s:s + ch].to(dev, torch.float32), G[:, s:s + ch])
+        for xc, Gc in zip(X.split(ch), G.split(ch, dim=1)):
+            XtG += torch.einsum("nd,rnk->rdk", xc.to(dev, torch.float32), Gc)
         F = torch.linalg.solve(GtG + cfg.ridge * eye, XtG.transpose(1, 2)).transpose(1, 2)
         # 2. winner-take-all on the columns of F, 3. scale fix
         wta_(F, cfg.sparsity)
@@ -279,10 +278,9 @@ def snmf_batched(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFCon
         Qp, Qm = Q.clamp_min(0), (-Q).clamp_min(0)
         loss = torch.zeros(r, dtype=torch.float64, device=dev)
         GtG = torch.zeros(r, k, k, device=dev)
-        for s in range(0, n, ch):
-            xc = X[s:s + ch].to(dev, torch.float32)
+        for xc, Gc in zip(X.split(ch), G.split(ch, dim=1)):  # Gc is a view: the update writes into G
+            xc = xc.to(dev, torch.float32)
             P = torch.einsum("nd,rdk->rnk", xc, F)
-            Gc = G[:, s:s + ch]  # a view: the update below writes into G
             Gc *= torch.sqrt((P.clamp_min(0) + Gc @ Qm) / ((-P).clamp_min(0) + Gc @ Qp + cfg.eps))
             GtG += Gc.transpose(1, 2) @ Gc
             loss += ((xc - Gc @ F.transpose(1, 2)) ** 2).sum((1, 2)).double()

@@ -101,9 +101,8 @@ def load_vector(path: str | Path, model=None) -> SteeringVector:
     p = Path(path)
     p = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
     js, st = p.with_suffix(".json"), p.with_suffix(".safetensors")
-    for f in (js, st):
-        if not f.exists():
-            raise FileNotFoundError(f"steering vector file {f} does not exist")
+    if not (js.exists() and st.exists()):
+        raise FileNotFoundError(f"steering vector file {js if not js.exists() else st} does not exist")
     info = json.loads(js.read_text())
     if info.get("kind") != "steering_vector":
         raise ValueError(f"{js} is not a steering vector (kind={info.get('kind')!r})")
