@@ -78,13 +78,10 @@ def resid_map(model, layer_in: int, layer_out: int):
 
 def _norms_after(model, layer: int) -> list[tuple[str, object]]:
     """(hook_scale name, norm module) of the norms that normalise ``blocks.{layer}.hook_resid_post`` itself."""
-    if layer + 1 < model.cfg.n_layers:
-        blk = model.blocks[layer + 1]
-        out = [(f"blocks.{layer + 1}.ln1.hook_scale", blk.ln1)]
-        if getattr(model.cfg, "parallel_attn_mlp", False):
-            out.append((f"blocks.{layer + 1}.ln2.hook_scale", blk.ln2))
-        return out
-    return [("ln_final.hook_scale", model.ln_final)]
+    if layer + 1 == model.cfg.n_layers:
+        return [("ln_final.hook_scale", model.ln_final)]
+    lns = ("ln1", "ln2") if getattr(model.cfg, "parallel_attn_mlp", False) else ("ln1",)
+    return [(f"blocks.{layer + 1}.{ln}.hook_scale", getattr(model.blocks[layer + 1], ln)) for ln in lns]
 
 
 def _norm_eps(model, norm) -> float:
