@@ -340,14 +340,11 @@ def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None =
             continue
         R = U / D.sqrt()
         Rp = D.sqrt()[:, None] * U.T
-        Mp = interaction_matrix(maps[l], raw[l], mean, bases[l + 1], cfg)
-        Mr = Rp @ Mp @ Rp.T
+        Mr = Rp @ interaction_matrix(maps[l], raw[l], mean, bases[l + 1], cfg) @ Rp.T
         Mr = (Mr + Mr.T) / 2
         why = f"of {names[l]!r} has no interaction with the next layer (its M entry is 0): no LIB direction"
         lam, V = _kept_eigh(Mr, iso[l], cfg.lambda_threshold, why)
-        C = R @ V * lam.sqrt()
-        Cp = (V / lam.sqrt()).T @ Rp
-        bases[l] = LayerBasis(names[l], mean, C, Cp, lam, U)
+        bases[l] = LayerBasis(names[l], mean, R @ V * lam.sqrt(), (V / lam.sqrt()).T @ Rp, lam, U)  # C, C+
     edges = [edge_strengths(maps[l], raw[l], bases[l], bases[l + 1], cfg) if cfg.edges else None
              for l in range(L)]
     return LIBResult(names, bases, edges, cfg.basis, time.perf_counter() - t0, asdict(cfg))

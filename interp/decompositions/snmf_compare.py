@@ -76,8 +76,7 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
         tcfg = TrainConfig(n_tokens=sae_steps * 256, batch_size=256, lr=1e-3, warmup_steps=20, progress=False,
                            b_dec_init="mean", init_rows=X.shape[0], dead_after_tokens=10 * X.shape[0])
         tr = train_sae(TensorSource({hook: X}), scfg, tcfg)
-        with torch.no_grad():
-            codes = tr.sae.encode(X.to(tr.sae.device)).acts.cpu()
+        codes = tr.sae.encode(X.to(tr.sae.device)).acts.detach().cpu()
         directions["sae"] = [tr.sae.W_dec[_pick(codes, tok_lab, c)].detach().cpu() for c in range(len(names))]
         info["sae"] = {"d_sae": 4 * cfg.k, "k": 8, "fvu": tr.fvu, "l0": tr.l0, "dead": tr.dead_fraction}
     # detection: a sentence's score is the largest cosine of one of its tokens with the direction
@@ -95,9 +94,8 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
     U2 = torch.nn.functional.normalize(torch.cat([D, -D]).float(), dim=-1)
     alphas = cal.alpha[..., 0].T.reshape(-1)  # the + rows, then the - rows
     toks = model.to_tokens(prompt)[0]
-    with torch.no_grad():
-        base = torch.log_softmax(model(toks[None].to(next(model.parameters()).device))[0, -1].float(), -1).cpu()
-        lp = torch.log_softmax(steered_logits(model, hook, U2, alphas, toks)[:, -1].float(), -1).cpu()
+    base = torch.log_softmax(steered_logits(model, hook, U2[:1], torch.zeros(1), toks)[0, -1].float(), -1).cpu()
+    lp = torch.log_softmax(steered_logits(model, hook, U2, alphas, toks)[:, -1].float(), -1).cpu()
     n = D.shape[0]
     for r, row in enumerate(rows):
         words = CONCEPTS[row["concept"]]["words"]
