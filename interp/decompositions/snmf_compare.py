@@ -94,8 +94,8 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
     U2 = torch.nn.functional.normalize(torch.cat([D, -D]).float(), dim=-1)
     alphas = cal.alpha[..., 0].T.reshape(-1)  # the + rows, then the - rows
     toks = model.to_tokens(prompt)[0]
-    base = torch.log_softmax(steered_logits(model, hook, U2[:1], torch.zeros(1), toks)[0, -1].float(), -1).cpu()
-    lp = torch.log_softmax(steered_logits(model, hook, U2, alphas, toks)[:, -1].float(), -1).cpu()
+    base = torch.log_softmax(steered_logits(model, hook, U2[:1], torch.zeros(1), toks)[0, -1].float(), -1)
+    lp = torch.log_softmax(steered_logits(model, hook, U2, alphas, toks)[:, -1].float(), -1)
     n = D.shape[0]
     for r, row in enumerate(rows):
         words = CONCEPTS[row["concept"]]["words"]
