@@ -161,8 +161,7 @@ def init_kmeans(X: torch.Tensor, k: int, eps: float, dev, chunk: int, n_iter: in
     n, d = X.shape
     if k > n:
         raise ValueError(f"init='kmeans' needs k <= n ({n}), got k={k}")
-    idx = torch.randperm(n, generator=gen)[:k]
-    centres = X[idx].to(dev, torch.float32)
+    centres = X[torch.randperm(n, generator=gen)[:k]].to(dev, torch.float32)
     labels = torch.empty(n, dtype=torch.long, device=dev)
     for _ in range(n_iter):
         c2 = (centres * centres).sum(1)
@@ -176,8 +175,7 @@ def init_kmeans(X: torch.Tensor, k: int, eps: float, dev, chunk: int, n_iter: in
         empty = counts == 0
         centres = sums / counts.clamp_min(1)[:, None]
         if empty.any():  # re-seed empty clusters from random rows
-            ridx = torch.randint(0, n, (int(empty.sum()),), generator=gen)
-            centres[empty] = X[ridx].to(dev, torch.float32)
+            centres[empty] = X[torch.randint(0, n, (int(empty.sum()),), generator=gen)].to(dev, torch.float32)
     return centres.T.contiguous(), torch.nn.functional.one_hot(labels, k).float().clamp_min(eps)
 
 

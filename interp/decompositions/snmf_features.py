@@ -215,12 +215,12 @@ def steered_generations(model, layer: int, directions: torch.Tensor, alphas: tor
     """Greedy continuations of ``prompt`` with row ``r`` steered by ``alphas[r] * directions[r]/||.||``."""
     (hook,) = resolve_hooks(model, [mlp_hook(layer)])
     U = torch.nn.functional.normalize(directions.float(), dim=-1)
-    prompt_toks = model.to_tokens(prompt).expand(U.shape[0], -1)
-    toks = prompt_toks
+    toks = model.to_tokens(prompt).expand(U.shape[0], -1)
+    n0 = toks.shape[1]
     for _ in range(n_tokens):
         nxt = steered_logits(model, hook, U, alphas, toks)[:, -1].argmax(-1)
         toks = torch.cat([toks, nxt[:, None].to(toks.device)], 1)
-    return [model.tokenizer.decode(t.tolist()) for t in toks[:, prompt_toks.shape[1]:]]
+    return [model.tokenizer.decode(t.tolist()) for t in toks[:, n0:]]
 
 
 # ---------------------------------------------------------------------------------------
