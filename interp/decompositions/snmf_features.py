@@ -174,9 +174,8 @@ def kl_search(kl_at, targets: torch.Tensor, start: torch.Tensor, rel_tol: float,
         mid = (lo + hi) / 2
         k = kl_at(mid)
         passes += 1
-        over = k >= targets
-        hi = torch.where(active & over, mid, hi)
-        lo = torch.where(active & ~over, mid, lo)
+        hi = torch.where(k >= targets, mid, hi)  # the bracket of a finished row no longer matters
+        lo = torch.where(k >= targets, lo, mid)
         closer = active & ((k - targets).abs() < (k_best - targets).abs())
         best, k_best = torch.where(closer, mid, best), torch.where(closer, k, k_best)
     return best, k_best, bracketed & ((k_best - targets).abs() <= rel_tol * targets), passes
