@@ -247,8 +247,7 @@ def evaluate_steering(model, vectors: dict[str, SteeringVector] | Sequence[Steer
     """Calibrate each vector to every KL target on ``task``'s eval prompts and measure success and fluency."""
     from interp.models.load import model_name, weight_hash
 
-    if not isinstance(vectors, dict):
-        vectors = {v.method: v for v in vectors}
+    vectors = vectors if isinstance(vectors, dict) else {v.method: v for v in vectors}
     if not vectors:
         raise ValueError("evaluate_steering needs at least one steering vector")
     targets = sorted(float(t) for t in kl_targets)

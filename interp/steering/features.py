@@ -40,9 +40,8 @@ def _store(model, task: SteeringTask, hook: str, corpus_tokens: int, out: str | 
     corpus = DATA / f"{task.name}_corpus.txt"
     if not corpus.exists():
         raise ValueError(f"no behaviour corpus {corpus} for task {task.name!r}; run data/steering/make_steering_data.py")
-    out = out or tempfile.mkdtemp(prefix=f"steer_{task.name}_")
     cfg = CacheConfig(hooks=[hook], corpus=str(corpus), n_tokens=corpus_tokens, context_length=64, batch_size=8,
-                      dtype="float32", out=out)
+                      dtype="float32", out=out or tempfile.mkdtemp(prefix=f"steer_{task.name}_"))
     return cache_activations(cfg, model=model), corpus
 
 
