@@ -294,8 +294,8 @@ def interaction_matrix(g: Map, f: torch.Tensor, mean_in: torch.Tensor, out_basis
         for a, w in zip(alphas, weights):
             xa = x.clone()
             xa[:, sk_in:] = mu + float(a) * (x[:, sk_in:] - mu)  # skipped positions stay as they are
-            Jt = batched_vjp(h, xa, V, cfg.max_rows).to(dt).reshape(V.shape[0], B, -1, d)  # [P, B, T, d]
-            Jt = Jt[:, :, sk_in:]
+            # [P, B, T, d], the skipped input positions left out
+            Jt = batched_vjp(h, xa, V, cfg.max_rows).to(dt).reshape(V.shape[0], B, -1, d)[:, :, sk_in:]
             M += float(w) * torch.einsum("pbtd,pbte->de", Jt, Jt)
     return M / (N * (T_out - sk_out) * (cfg.probes or 1))  # probes: the mean over them
 
@@ -353,7 +353,6 @@ def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None =
 def edge_strengths(g: Map, f: torch.Tensor, b_in: LayerBasis, b_out: LayerBasis, cfg: LIBConfig) -> torch.Tensor:
     """``E_ij = 1/(N T_out) sum_{x,t} (sum_s int d f_hat_out[t,i] / d f_hat_in[s,j] * f_hat_in[s,j])^2``."""
     dt = getattr(torch, cfg.dtype)
-    two_d = f.ndim == 2
     f3 = _as3(f)
     N, T, d = f3.shape
     k_in = b_in.k if cfg.max_edge_nodes is None else min(b_in.k, cfg.max_edge_nodes)
@@ -369,7 +368,7 @@ def edge_strengths(g: Map, f: torch.Tensor, b_in: LayerBasis, b_out: LayerBasis,
         if sk_in:  # skipped positions keep their actual activation
             x = torch.cat([f_b.repeat(x.shape[0] // f_b.shape[0], 1, 1)[:, :sk_in].to(x.dtype),
                            x[:, sk_in:]], 1)
-        x = x.squeeze(1) if two_d else x
+        x = x.squeeze(1) if f.ndim == 2 else x
         y = _as3(g(x.to(f.dtype)))
         return (y.to(dt) - b_out.mean) @ Cd
 
@@ -383,9 +382,8 @@ def edge_strengths(g: Map, f: torch.Tensor, b_in: LayerBasis, b_out: LayerBasis,
     for fh, f_b in zip(fh_all.split(cfg.batch_size), f3.split(cfg.batch_size)):
         B = fh.shape[0]
         V = _unit_probes(T_out, k_out, B, dt, f.device, positions)  # [n_pos*k_out, B, T_out, k_out]
-        acc = torch.zeros(V.shape[0], B, T, k_in, dtype=dt, device=f.device)
-        for a, w in zip(alphas, weights):
-            acc += float(w) * batched_vjp(lambda z: h(z, f_b), a * fh, V, cfg.max_rows)
-        contrib = (acc * fh)[:, :, sk_in:].sum(2)  # sum over input positions s -> [n_pos*k_out, B, k_in]
-        E += (contrib ** 2).reshape(n_pos, k_out, B, k_in).sum((0, 2))
+        acc = sum(float(w) * batched_vjp(lambda z: h(z, f_b), a * fh, V, cfg.max_rows)
+                  for a, w in zip(alphas, weights))  # [n_pos*k_out, B, T, k_in]
+        # sum over the input positions s, squared, summed over output positions and samples
+        E += ((acc * fh)[:, :, sk_in:].sum(2) ** 2).reshape(n_pos, k_out, B, k_in).sum((0, 2))
     return E / (N * n_pos)
