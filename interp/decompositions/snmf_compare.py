@@ -59,15 +59,12 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
     tok_lab = torch.tensor(tr_lab)[acts_tr.seq_pos[:, 0]]
     X = acts_tr.X
 
-    directions: dict[str, list[torch.Tensor]] = {}
-    info: dict = {"rows": int(X.shape[0]), "hook": hook}
-    # SNMF
     cfg = snmf_cfg or SNMFConfig(k=30, max_iter=500, patience=100)
     res = fit_snmf(X, cfg)
-    directions["snmf"] = [res.Z[:, _pick(res.Y.T.cpu(), tok_lab, c)].cpu() for c in range(len(names))]
-    info["snmf_rel_loss"] = res.rel_loss
-    # DiffMeans
-    directions["diffmeans"] = [X[tok_lab == c].mean(0) - X[tok_lab != c].mean(0) for c in range(len(names))]
+    info = {"rows": int(X.shape[0]), "hook": hook, "snmf_rel_loss": res.rel_loss}
+    # one direction per concept: SNMF's most concept-specific feature, and the difference of means
+    directions = {"snmf": [res.Z[:, _pick(res.Y.T.cpu(), tok_lab, c)].cpu() for c in range(len(names))],
+                  "diffmeans": [X[tok_lab == c].mean(0) - X[tok_lab != c].mean(0) for c in range(len(names))]}
     # SAE
     if sae:
         from interp.dictionaries import SAEConfig, TensorSource, TrainConfig, train_sae
