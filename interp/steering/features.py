@@ -98,22 +98,20 @@ def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config
         chosen = (f"SAE latent {j} of {W_enc.shape[1]} (ReLU SAE at {hook}, trained on {store.n_rows} tokens of "
                   f"{corpus.name}): the largest mean activation difference between preferred and dispreferred "
                   f"build texts, {float(ap[j]):.3f} vs {float(an[j]):.3f}; fires on {fire:.1%} of corpus tokens")
-        meta = {"latent": j, "d_sae": int(W_enc.shape[1]), "mean_pos": float(ap[j]), "mean_neg": float(an[j]),
-                "fire_rate": fire}
+        meta = {"latent": j, "d_sae": int(W_enc.shape[1]), "fire_rate": fire}
     else:
         from interp.decompositions.snmf import SNMFConfig, fit_snmf
 
         res = fit_snmf(X, SNMFConfig(k=snmf_k, max_iter=300, patience=100, seed=seed))
         Z = torch.nn.functional.normalize(res.Z.float().T, dim=-1)  # [k, d_mlp]
         ap, an = (pos @ Z.T).mean(0), (neg @ Z.T).mean(0)
-        i = int((ap - an).argmax())
-        chosen = (f"SNMF feature {i} of {snmf_k} (fit on {X.shape[0]} tokens of {corpus.name} at {hook}, relative "
+        j = int((ap - an).argmax())
+        chosen = (f"SNMF feature {j} of {snmf_k} (fit on {X.shape[0]} tokens of {corpus.name} at {hook}, relative "
                   f"loss {res.rel_loss:.3f}): the largest mean projection difference between preferred and "
-                  f"dispreferred build texts, {float(ap[i]):.3f} vs {float(an[i]):.3f}")
-        vec, extra = Z[i], {}
-        meta = {"feature": i, "k": snmf_k, "mean_pos": float(ap[i]), "mean_neg": float(an[i]),
-                "rel_loss": res.rel_loss}
-    meta.update(chosen=chosen, corpus=corpus.name, corpus_tokens=int(store.n_rows), backward_passes=0,
-                forward_passes=2 * len(task.build), forward_tokens_cached=store.n_rows,
-                seconds=time.perf_counter() - t0)
+                  f"dispreferred build texts, {float(ap[j]):.3f} vs {float(an[j]):.3f}")
+        vec, extra = Z[j], {}
+        meta = {"feature": j, "k": snmf_k, "rel_loss": res.rel_loss}
+    meta.update(chosen=chosen, mean_pos=float(ap[j]), mean_neg=float(an[j]), corpus=corpus.name,
+                corpus_tokens=int(store.n_rows), backward_passes=0, forward_passes=2 * len(task.build),
+                forward_tokens_cached=store.n_rows, seconds=time.perf_counter() - t0)
     return SteeringVector(vec, hook, layer, method, weight_hash(model), mode, **extra, meta=meta)
