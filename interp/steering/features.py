@@ -106,9 +106,9 @@ def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config
         Z = torch.nn.functional.normalize(res.Z.float().T, dim=-1)  # [k, d_mlp]
         ap, an = (pos @ Z.T).mean(0), (neg @ Z.T).mean(0)
         j = int((ap - an).argmax())
-        chosen = (f"SNMF feature {j} of {snmf_k} (fit on {X.shape[0]} tokens of {corpus.name} at {hook}, relative "
-                  f"loss {res.rel_loss:.3f}): the largest mean projection difference between preferred and "
-                  f"dispreferred build texts, {float(ap[j]):.3f} vs {float(an[j]):.3f}")
+        chosen = (f"SNMF feature {j} of {snmf_k} (fit on {X.shape[0]} tokens of {corpus.name} at {hook}, "
+                  f"relative loss {res.rel_loss:.3f}): the largest mean projection difference between "
+                  f"preferred and dispreferred build texts, {float(ap[j]):.3f} vs {float(an[j]):.3f}")
         vec, extra = Z[j], {}
         meta = {"feature": j, "k": snmf_k, "rel_loss": res.rel_loss}
     meta.update(chosen=chosen, mean_pos=float(ap[j]), mean_neg=float(an[j]), corpus=corpus.name,
