@@ -112,12 +112,6 @@ def contrastive_token_scores(model, prompt: str, preferred: str, dispreferred: s
     return sp, sn, n_p, scores[0], scores[1], delta
 
 
-def _top(scores: torch.Tensor, n_p: int, k: int, largest: bool, skip_first: bool) -> list[int]:
-    """The ``k`` prompt positions of largest (or smallest) score, BOS left out when ``skip_first``."""
-    cand = scores[int(skip_first):n_p]
-    return (cand.topk(min(k, len(cand)), largest=largest).indices + int(skip_first)).tolist()
-
-
 def _principal(diffs: torch.Tensor) -> torch.Tensor:
     mean = diffs.mean(0)
     if diffs.shape[0] < 2:
@@ -167,7 +161,8 @@ def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred
                "scores_pos": scp[:n_p].tolist(), "scores_neg": scn[:n_p].tolist(), "ig_delta": delta}
         for mode, largest in (("pos", True), ("neg", False)):
             for name, s, sc in (("p", sp, scp), ("n", sn, scn)):
-                idx = _top(sc, n_p, k, largest, skip)
+                cand = sc[int(skip):n_p]  # the prompt's scores, BOS left out; its k largest (or smallest)
+                idx = (cand.topk(min(k, len(cand)), largest=largest).indices + int(skip)).tolist()
                 row[f"masked_{mode}_{name}"] = idx
                 seqs.append(s.index_fill(0, torch.tensor(idx, dtype=torch.long), mask))
         seqs += [sp, sn]
