@@ -189,8 +189,7 @@ def run_chain(f0: torch.Tensor, maps: Sequence[Map], batch_size: int = 4096) -> 
     acts = [f0]
     with torch.no_grad():
         for g in maps:
-            prev = acts[-1]
-            acts.append(torch.cat([g(prev[s:s + batch_size]) for s in range(0, prev.shape[0], batch_size)]))
+            acts.append(torch.cat([g(x) for x in acts[-1].split(batch_size)]))
     return acts
 
 
@@ -241,7 +240,7 @@ def batched_vjp(h: Map, x: torch.Tensor, V: torch.Tensor, max_rows: int) -> torc
     The batch is replicated once per probe so that one backward pass gives all VJPs (works
     for any ``h``, including hook-patched model forwards).
     """
-    P, B = V.shape[:2]
+    B = V.shape[1]
     per = max(1, max_rows // max(B, 1))
     out = []
     for v in V.split(per):

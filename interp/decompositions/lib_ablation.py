@@ -68,8 +68,7 @@ def edge_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor],
         y = b_out.transform(_as3(maps[layer](_native(inp, f).to(f.dtype))))  # [k_out*B, T_out, k_out]
         y = y.reshape(k_out, B, y.shape[1], k_out)
         outs.append(y.diagonal(dim1=0, dim2=3))  # [B, T_out, k_out]: node i from its own masked copy i
-    fh_out = torch.cat(outs)
-    x_next = _native(b_out.inverse(fh_out), acts[layer + 1]).to(acts[layer + 1].dtype)
+    x_next = _native(b_out.inverse(torch.cat(outs)), acts[layer + 1]).to(acts[layer + 1].dtype)
     return metric(run_chain(x_next, maps[layer + 1:])[-1])
 
 

@@ -200,9 +200,8 @@ def wta_(F: torch.Tensor, sparsity: float) -> torch.Tensor:
     keep = max(1, math.ceil(sparsity * d))
     if keep >= d:
         return F
-    idx = F.abs().topk(keep, dim=-2).indices
-    mask = torch.zeros_like(F, dtype=torch.bool).scatter_(-2, idx, True)
-    return F.mul_(mask)
+    top = F.abs().topk(keep, dim=-2).indices
+    return F.mul_(torch.zeros_like(F, dtype=torch.bool).scatter_(-2, top, True))
 
 
 def _norm2(X: torch.Tensor, chunk: int) -> float:
