@@ -66,11 +66,9 @@ def resid_map(model, layer_in: int, layer_out: int):
             box["y"] = a
             raise _Stop
 
-        toks = torch.zeros(x.shape[0], x.shape[1], dtype=torch.long, device=dev)
         put = [(h_in, lambda a, hook=None: x.to(a.dtype))]
-        with scoped_hooks(model, fwd=[*put, *(extra or []), (h_out, grab)]):
-            with contextlib.suppress(_Stop):
-                model(toks)
+        with scoped_hooks(model, fwd=[*put, *(extra or []), (h_out, grab)]), contextlib.suppress(_Stop):
+            model(torch.zeros(x.shape[:2], dtype=torch.long, device=dev))  # placeholder tokens
         return box["y"]
 
     return g

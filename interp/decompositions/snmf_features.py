@@ -302,8 +302,8 @@ def describe_snmf(model, layer: int, cfg=None, texts: Sequence[str] | None = Non
                   "n_texts": len(acts.seq_tokens), "rows": int(acts.X.shape[0])}
     collect_s = time.perf_counter() - t0
     res = fit_snmf(acts.X, cfg)
-    order = res.Y.mean(1).argsort(descending=True)[:n_features].tolist()
-    cards, cal = feature_cards(model, layer, res, acts, order)
+    strongest = res.Y.mean(1).argsort(descending=True)[:n_features].tolist()  # by mean coefficient
+    cards, cal = feature_cards(model, layer, res, acts, strongest)
     comparison = None
     if compare:
         from .snmf_compare import compare_on_concepts
