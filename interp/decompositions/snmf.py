@@ -316,18 +316,16 @@ def fit_snmf(X: torch.Tensor, cfg: SNMFConfig | None = None) -> SNMFResult:
     t0 = time.perf_counter()
     fast = use_fast(cfg.fast)
     if not fast:
-        F0, G0 = _init(X, cfg, dev, 0, gen)
-        F, G, loss_list, best_it, n_iter = snmf_reference(X, F0, G0, cfg)
+        F, G, loss_list, best_it, n_iter = snmf_reference(X, *_init(X, cfg, dev, 0, gen), cfg)
     else:
         F0, G0 = map(torch.stack, zip(*[_init(X, cfg, dev, i, gen) for i in range(cfg.n_restarts)]))
         Fb, Gb, losses, best_its, n_iter = snmf_batched(X, F0, G0, cfg)
         w = int(torch.tensor(losses, dtype=torch.float64)[best_its, torch.arange(cfg.n_restarts)].argmin())
         F, G, best_it = Fb[w], Gb[w], int(best_its[w])
         loss_list = [row[w] for row in losses]
-    norm2 = _norm2(X, cfg.chunk_size)
     best_loss = loss_list[best_it]
-    return SNMFResult(Z=F, Y=G.T.contiguous(), loss=best_loss, rel_loss=best_loss / max(norm2, 1e-30),
-                      losses=loss_list, best_iter=best_it, n_iter=n_iter,
+    return SNMFResult(Z=F, Y=G.T.contiguous(), loss=best_loss, losses=loss_list, best_iter=best_it,
+                      rel_loss=best_loss / max(_norm2(X, cfg.chunk_size), 1e-30), n_iter=n_iter,
                       seconds=time.perf_counter() - t0, config=asdict(cfg),
                       path="batched" if fast else "reference")
 
