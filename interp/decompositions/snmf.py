@@ -140,19 +140,16 @@ class SNMFResult:
 
 def init_svd(X: torch.Tensor, k: int, eps: float, dev, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``F = V sqrt(S)``, ``G = U sqrt(S)`` clamped to ``>= eps``, for ``X = U S V^T`` (via X^T X)."""
-    n, d = X.shape
-    gram = torch.zeros(d, d, device=dev, dtype=torch.float64)
-    for s in range(0, n, chunk):
-        xc = X[s:s + chunk].to(dev, torch.float64)
+    gram = torch.zeros(X.shape[1], X.shape[1], device=dev, dtype=torch.float64)
+    for xc in X.split(chunk):
+        xc = xc.to(dev, torch.float64)
         gram += xc.T @ xc
-    evals, evecs = torch.linalg.eigh(gram)
-    order = evals.argsort(descending=True)[:k]
-    S = evals[order].clamp_min(0).sqrt()  # singular values
-    V = evecs[:, order]  # [d, k]
-    F = (V * S.sqrt()).float()
-    G = torch.cat([(X[s:s + chunk].to(dev, torch.float64) @ V / S.clamp_min(1e-12) * S.sqrt()).float()
-                   for s in range(0, n, chunk)])  # U sqrt(S), U = X V / S chunk by chunk
-    return F, G.clamp_min(eps)
+    evals, evecs = torch.linalg.eigh(gram)  # ascending
+    S = evals.flip(0)[:k].clamp_min(0).sqrt()  # the k largest singular values
+    V = evecs.flip(1)[:, :k]  # [d, k]
+    G = torch.cat([(xc.to(dev, torch.float64) @ V / S.clamp_min(1e-12) * S.sqrt()).float()
+                   for xc in X.split(chunk)])  # U sqrt(S), U = X V / S chunk by chunk
+    return (V * S.sqrt()).float(), G.clamp_min(eps)
 
 
 def init_kmeans(X: torch.Tensor, k: int, eps: float, dev, chunk: int, n_iter: int,
