@@ -203,7 +203,7 @@ def wta_(F: torch.Tensor, sparsity: float) -> torch.Tensor:
 
 def _norm2(X: torch.Tensor, chunk: int) -> float:
     """``||X||_F^2`` in float64, chunk by chunk."""
-    return sum(float((X[s:s + chunk].double() ** 2).sum()) for s in range(0, X.shape[0], chunk))
+    return sum(float((xc.double() ** 2).sum()) for xc in X.split(chunk))
 
 
 def snmf_reference(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFConfig):
