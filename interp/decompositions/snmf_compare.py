@@ -30,7 +30,6 @@ import torch
 
 from .concepts import CONCEPTS, concept_split
 from .snmf import SNMFConfig, collect_activations, fit_snmf, mlp_hook
-from .snmf_features import calibrate_steering, steered_logits
 
 
 def _pick(scores: torch.Tensor, labels: torch.Tensor, concept: int) -> int:
@@ -45,6 +44,8 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
     """Detection AUC and steering proxy for SNMF (``snmf_cfg``; default k=30), DiffMeans and a TopK SAE of
     4k latents (``sae``)."""
     from sklearn.metrics import roc_auc_score
+
+    from .snmf_features import calibrate_steering, steered_logits  # snmf_features imports this module
 
     t0 = time.perf_counter()
     hook = mlp_hook(layer)

@@ -40,6 +40,7 @@ from .concepts import SENTENCES
 from .results import SNMFFeatures
 from .snmf import (ActivationSet, SNMFConfig, SNMFResult, collect_activations, fit_snmf, mlp_hook,
                    store_activations)
+from .snmf_compare import compare_on_concepts
 
 DEFAULT_KL_TARGETS = (0.025, 0.05, 0.1, 0.15, 0.25, 0.35, 0.5)
 
@@ -304,11 +305,7 @@ def describe_snmf(model, layer: int, cfg=None, texts: Sequence[str] | None = Non
     res = fit_snmf(acts.X, cfg)
     strongest = res.Y.mean(1).argsort(descending=True)[:n_features].tolist()  # by mean coefficient
     cards, cal = feature_cards(model, layer, res, acts, strongest)
-    comparison = None
-    if compare:
-        from .snmf_compare import compare_on_concepts
-
-        comparison = compare_on_concepts(model, layer, snmf_cfg=cfg)
+    comparison = compare_on_concepts(model, layer, snmf_cfg=cfg) if compare else None
     return SNMFFeatures(model=model_name(model), hook=hook, source=source, fit=encode(res.to_json()),
                         features=encode([asdict(c) for c in cards]),
                         steering={"prompt": cal.prompt, "targets": list(cal.targets), "forward_passes": cal.forward_passes},
