@@ -99,8 +99,7 @@ def spectra(res) -> dict:
 
 def n_for_frac(v, frac: float) -> int:
     """How many of the largest entries of ``v`` carry ``frac`` of its (non-negative) sum."""
-    v = v.flatten().double().clamp_min(0).sort(descending=True).values
-    c = v.cumsum(0)
+    c = v.flatten().double().clamp_min(0).sort(descending=True).values.cumsum(0)
     return int((c < frac * c[-1]).sum()) + 1
 
 
