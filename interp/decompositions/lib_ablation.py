@@ -42,8 +42,7 @@ def node_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor],
     f = acts[layer]
     fh = b.transform(_as3(f))
     fh[..., n_keep:] = 0
-    x = _native(b.inverse(fh), f).to(f.dtype)
-    return metric(run_chain(x, maps[layer:])[-1])
+    return metric(run_chain(_native(b.inverse(fh), f).to(f.dtype), maps[layer:])[-1])
 
 
 @torch.no_grad()
