@@ -138,15 +138,13 @@ def steering_hook(vec: SteeringVector, strength: float, device):
     def fn(x, hook=None):
         if x.shape[-1] != v.shape[0]:
             raise ValueError(f"steering vector has width {v.shape[0]} but {vec.hook_name} has width {x.shape[-1]}")
-        vx = v.to(x.dtype)
-        if vec.mode == "add":
-            return x + s * vx
+        if vec.mode == "clamp":  # the latent a(x) set to s
+            return x + (s - torch.relu(x @ enc.to(x.dtype) + vec.encoder_bias))[..., None] * v.to(x.dtype)
+        y = x + s * v.to(x.dtype)
         if vec.mode == "renorm":
-            y = x + s * vx
             # ||y|| is 0 only if s v = -x exactly; the clamp keeps that case finite (it returns 0 there).
             return y * (x.norm(dim=-1, keepdim=True) / y.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny))
-        a = torch.relu(x @ enc.to(x.dtype) + vec.encoder_bias)
-        return x + (s - a)[..., None] * vx
+        return y
 
     return fn
 
