@@ -97,9 +97,9 @@ def contrastive_token_scores(model, prompt: str, preferred: str, dispreferred: s
     scores, delta = [], []
     for rows in [[0, 1]] if sp.shape == sn.shape else [[0], [1]]:  # one batch when the lengths agree
         toks, sg = torch.stack([seqs[r] for r in rows]), signs[rows]
-        tgt = toks[:, n_p:]
 
-        def metric(logits, tgt=tgt, sg=sg):  # IG stacks its steps as [steps * B, ...]: row i is example i % B
+        # IG stacks its steps as [steps * B, ...]: row i is example i % B
+        def metric(logits, tgt=toks[:, n_p:], sg=sg):
             rep = logits.shape[0] // tgt.shape[0]
             lp = torch.log_softmax(logits[:, n_p - 1:-1].float(), -1)
             t, g = tgt.repeat(rep, 1).to(lp.device), sg.repeat(rep).to(lp.device)
