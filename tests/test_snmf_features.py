@@ -7,7 +7,8 @@ import torch
 
 from interp.decompositions.snmf import SNMFConfig, collect_activations, fit_snmf
 from interp.decompositions.snmf_features import (
-    calibrate_steering, feature_cards, residual_directions, steered_generations, top_contexts, vocab_projection,
+    MAX_DOUBLINGS, calibrate_steering, feature_cards, kl_search, residual_directions, steered_generations,
+    top_contexts, vocab_projection,
 )
 from interp.models import scoped_hooks
 
@@ -49,6 +50,23 @@ def test_vocab_projection_ranks_tokens_like_the_model(fixture, request):
     want = [model.tokenizer.decode([int(i)]) for i in effect.topk(10).indices]
     assert [t for t, _ in proj["top"]] == want
     assert [t for t, _ in proj["bottom"]] == [model.tokenizer.decode([int(i)]) for i in (-effect).topk(10).indices]
+
+
+def test_kl_search_finds_the_known_strength():
+    """``kl(s) = c s^2`` per row: the answer is ``sqrt(t / c)``, from ~700 (ten doublings of the start 1)
+    down to 0.45 (the start overshoots); the last row saturates at KL 1 below its target 2: not reached."""
+    c = torch.tensor([1e-6, 1e-2, 1.0, 1.0])
+    t = torch.tensor([0.5, 0.3, 0.2, 2.0])
+    cap = torch.tensor([9.0, 9.0, 9.0, 1.0])
+    s, kl, reached, passes = kl_search(lambda a: torch.minimum(c * a ** 2, cap), t, torch.ones(4), 1e-3, 40)
+    assert reached.tolist() == [True, True, True, False]
+    # |kl - t| <= 1e-3 t (the tolerance asked for), so s is within ~5e-4 of sqrt(t / c) relative
+    assert torch.allclose(kl[:3], t[:3], rtol=1e-3)
+    assert torch.allclose(s[:3], (t[:3] / c[:3]).sqrt(), rtol=1e-3)
+    assert float(kl[3]) == 1.0 and float(s[3]) == 2.0 ** MAX_DOUBLINGS  # gave up after every doubling
+    assert passes < 1 + MAX_DOUBLINGS + 40  # rows stop bisecting once within tolerance
+    with pytest.raises(ValueError, match="positive and finite"):
+        kl_search(lambda a: a, torch.tensor([float("nan")]), torch.ones(1), 0.1, 5)
 
 
 def test_calibrated_alpha_reaches_kl_targets(tiny_llama):

@@ -21,10 +21,9 @@ SENTENCES: list[str] = [s for v in CONCEPTS.values() for s in v["sentences"]] + 
 """Every sentence, concept by concept, then the neutral ones (the default texts of SNMF and LIB)."""
 
 
-def concept_split(n_train: int = 8) -> tuple[dict[str, list[str]], dict[str, list[str]], list[str], list[str]]:
-    """Deterministic split: ``(train_by_concept, test_by_concept, neutral_train, neutral_test)``."""
-    if not 1 <= n_train < 12:
-        raise ValueError(f"n_train must be in [1, 11], got {n_train}")
-    train = {c: v["sentences"][:n_train] for c, v in CONCEPTS.items()}
-    test = {c: v["sentences"][n_train:] for c, v in CONCEPTS.items()}
-    return train, test, NEUTRAL[:n_train], NEUTRAL[n_train:]
+def concept_split() -> tuple[dict[str, list[str]], dict[str, list[str]], list[str], list[str]]:
+    """Deterministic split, the first 8 of each 12 sentences to train:
+    ``(train_by_concept, test_by_concept, neutral_train, neutral_test)``."""
+    train = {c: v["sentences"][:8] for c, v in CONCEPTS.items()}
+    test = {c: v["sentences"][8:] for c, v in CONCEPTS.items()}
+    return train, test, NEUTRAL[:8], NEUTRAL[8:]

@@ -155,11 +155,9 @@ class LIBResult:
         """Nodes and non-zero edges (``{source, target, weight}``) among the ``top`` nodes of each layer."""
         nodes = [{"id": f"{self.names[l]}:{i}", "layer": l, "index": i, "importance": float(b.importance[i])}
                  for l, b in enumerate(self.bases) for i in range(min(top, b.k))]
-        edges = []
-        for l, E in enumerate(self.edges):
-            for i, j in [] if E is None else (E[:top, :top] > 0).nonzero().tolist():
-                edges.append({"source": f"{self.names[l]}:{j}", "target": f"{self.names[l + 1]}:{i}",
-                              "weight": float(E[i, j])})
+        edges = [{"source": f"{self.names[l]}:{j}", "target": f"{self.names[l + 1]}:{i}",
+                  "weight": float(E[i, j])} for l, E in enumerate(self.edges) if E is not None
+                 for i, j in (E[:top, :top] > 0).nonzero().tolist()]
         return nodes, edges
 
     def to_json(self, top: int = 20) -> dict:
@@ -182,9 +180,7 @@ def _as3(f: torch.Tensor) -> torch.Tensor:
 
 def _alphas(cfg: LIBConfig, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Points and weights of the integral over alpha: IG's Gauss-Legendre quadrature on [0, 1], or alpha = 1."""
-    if cfg.integration == "gradient":
-        return torch.ones(1, dtype=dtype), torch.ones(1, dtype=dtype)
-    x, w = quadrature(cfg.n_alpha)
+    x, w = (torch.ones(1), torch.ones(1)) if cfg.integration == "gradient" else quadrature(cfg.n_alpha)
     return x.to(dtype), w.to(dtype)
 
 
@@ -193,8 +189,7 @@ def run_chain(f0: torch.Tensor, maps: Sequence[Map], batch_size: int = 4096) -> 
     acts = [f0]
     with torch.no_grad():
         for g in maps:
-            prev = acts[-1]
-            acts.append(torch.cat([g(prev[s:s + batch_size]) for s in range(0, prev.shape[0], batch_size)]))
+            acts.append(torch.cat([g(x) for x in acts[-1].split(batch_size)]))
     return acts
 
 
@@ -211,8 +206,6 @@ def masked_eigh(A: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """
     D, U = torch.linalg.eigh(A[n:, n:])
     D, U = D.flip(0), U.flip(1)
-    if n == 0:
-        return D, U
     return torch.cat([A.diagonal()[:n], D]), torch.block_diag(torch.eye(n, dtype=U.dtype, device=U.device), U)
 
 
@@ -225,12 +218,9 @@ def pca(f: torch.Tensor, threshold: float, dtype=torch.float64, skip_first: int 
     if f.ndim == 3:
         f = f[:, _skip(f.shape[1], skip_first):]
     x = f.reshape(-1, f.shape[-1]).to(dtype)
-    mean = x.mean(0)
-    xc = x - mean
-    G = xc.T @ xc / x.shape[0]
+    xc = x - x.mean(0)
     why = "has zero variance, so it cannot be a basis direction; is it the LayerNorm statistic of this layer?"
-    D, U = _kept_eigh(G, isolated, threshold, why)
-    return mean, D, U
+    return x.mean(0), *_kept_eigh(xc.T @ xc / x.shape[0], isolated, threshold, why)
 
 
 def _kept_eigh(A: torch.Tensor, n: int, threshold: float, why: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,9 +229,8 @@ def _kept_eigh(A: torch.Tensor, n: int, threshold: float, why: str) -> tuple[tor
     D, U = masked_eigh(A, n)
     if n and not bool((D[:n] > 0).all()):
         raise ValueError(f"an isolated coordinate (one of the first {n}) {why}")
-    keep = torch.ones_like(D, dtype=torch.bool)
-    if D.numel() > n:
-        keep[n:] = D[n:] > threshold * D[n].clamp_min(1e-300)
+    rest = D[n:] > threshold * D[n:n + 1].clamp_min(1e-300)  # D[n] is the largest of the rest
+    keep = torch.cat([torch.ones(n, dtype=torch.bool, device=D.device), rest])
     return D[keep], U[:, keep]
 
 
@@ -251,17 +240,15 @@ def batched_vjp(h: Map, x: torch.Tensor, V: torch.Tensor, max_rows: int) -> torc
     The batch is replicated once per probe so that one backward pass gives all VJPs (works
     for any ``h``, including hook-patched model forwards).
     """
-    P, B = V.shape[:2]
+    B = V.shape[1]
     per = max(1, max_rows // max(B, 1))
     out = []
-    for s in range(0, P, per):
-        v = V[s:s + per]
+    for v in V.split(per):
         p = v.shape[0]
         xr = x.unsqueeze(0).expand(p, *x.shape).reshape(p * B, *x.shape[1:]).detach().requires_grad_(True)
         with torch.enable_grad():
             y = h(xr)
-            y = y.reshape(p, B, *y.shape[1:])
-            (grad,) = torch.autograd.grad((y * v.to(y.dtype)).sum(), xr)
+            (grad,) = torch.autograd.grad((y.reshape(v.shape) * v.to(y.dtype)).sum(), xr)
         out.append(grad.reshape(p, B, *x.shape[1:]))
     return torch.cat(out)
 
@@ -296,23 +283,20 @@ def interaction_matrix(g: Map, f: torch.Tensor, mean_in: torch.Tensor, out_basis
     mu = mean_in.to(f.dtype)
     sk_in = _skip(f.shape[1], cfg.skip_first) if f.ndim == 3 else 0
     sk_out = _skip(T_out, cfg.skip_first)
-    for s in range(0, N, cfg.batch_size):
-        x = f[s:s + cfg.batch_size]
+    for x in f.split(cfg.batch_size):
         B = x.shape[0]
         if cfg.probes is None:
             V = _unit_probes(T_out, k_out, B, dt, f.device, range(sk_out, T_out))
-            scale = 1.0
         else:
             V = torch.randn(cfg.probes, B, T_out, k_out, generator=gen, dtype=dt).to(f.device)
             V[:, :, :sk_out] = 0
-            scale = 1.0 / cfg.probes
         for a, w in zip(alphas, weights):
             xa = x.clone()
             xa[:, sk_in:] = mu + float(a) * (x[:, sk_in:] - mu)  # skipped positions stay as they are
-            Jt = batched_vjp(h, xa, V, cfg.max_rows).to(dt).reshape(V.shape[0], B, -1, d)  # [P, B, T, d]
-            Jt = Jt[:, :, sk_in:]
-            M += float(w) * scale * torch.einsum("pbtd,pbte->de", Jt, Jt)
-    return M / (N * (T_out - sk_out))
+            # [P, B, T, d], the skipped input positions left out
+            Jt = batched_vjp(h, xa, V, cfg.max_rows).to(dt).reshape(V.shape[0], B, -1, d)[:, :, sk_in:]
+            M += float(w) * torch.einsum("pbtd,pbte->de", Jt, Jt)
+    return M / (N * (T_out - sk_out) * (cfg.probes or 1))  # probes: the mean over them
 
 
 def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None = None,
@@ -349,32 +333,25 @@ def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None =
     L = len(raw) - 1
     bases: list[LayerBasis | None] = [None] * (L + 1)
     for l in range(L, -1, -1):
-        n_iso = iso[l]
-        mean, D, U = pca(raw[l], cfg.pca_threshold, dt, skip_first=cfg.skip_first, isolated=n_iso)
+        mean, D, U = pca(raw[l], cfg.pca_threshold, dt, skip_first=cfg.skip_first, isolated=iso[l])
         if cfg.basis == "pca" or l == L:
             bases[l] = LayerBasis(names[l], mean, U, U.T.contiguous(), D, U)
             continue
         R = U / D.sqrt()
         Rp = D.sqrt()[:, None] * U.T
-        Mp = interaction_matrix(maps[l], raw[l], mean, bases[l + 1], cfg)
-        Mr = Rp @ Mp @ Rp.T
+        Mr = Rp @ interaction_matrix(maps[l], raw[l], mean, bases[l + 1], cfg) @ Rp.T
         Mr = (Mr + Mr.T) / 2
         why = f"of {names[l]!r} has no interaction with the next layer (its M entry is 0): no LIB direction"
-        lam, V = _kept_eigh(Mr, n_iso, cfg.lambda_threshold, why)
-        C = R @ V * lam.sqrt()
-        Cp = (V / lam.sqrt()).T @ Rp
-        bases[l] = LayerBasis(names[l], mean, C, Cp, lam, U)
-    edges: list[torch.Tensor | None] = [None] * L
-    if cfg.edges:
-        for l in range(L):
-            edges[l] = edge_strengths(maps[l], raw[l], bases[l], bases[l + 1], cfg)
+        lam, V = _kept_eigh(Mr, iso[l], cfg.lambda_threshold, why)
+        bases[l] = LayerBasis(names[l], mean, R @ V * lam.sqrt(), (V / lam.sqrt()).T @ Rp, lam, U)  # C, C+
+    edges = [edge_strengths(maps[l], raw[l], bases[l], bases[l + 1], cfg) if cfg.edges else None
+             for l in range(L)]
     return LIBResult(names, bases, edges, cfg.basis, time.perf_counter() - t0, asdict(cfg))
 
 
 def edge_strengths(g: Map, f: torch.Tensor, b_in: LayerBasis, b_out: LayerBasis, cfg: LIBConfig) -> torch.Tensor:
     """``E_ij = 1/(N T_out) sum_{x,t} (sum_s int d f_hat_out[t,i] / d f_hat_in[s,j] * f_hat_in[s,j])^2``."""
     dt = getattr(torch, cfg.dtype)
-    two_d = f.ndim == 2
     f3 = _as3(f)
     N, T, d = f3.shape
     k_in = b_in.k if cfg.max_edge_nodes is None else min(b_in.k, cfg.max_edge_nodes)
@@ -384,33 +361,28 @@ def edge_strengths(g: Map, f: torch.Tensor, b_in: LayerBasis, b_out: LayerBasis,
     Cd = b_out.C[:, :k_out]
 
     sk_in = _skip(T, cfg.skip_first)
-    raw = {}
 
-    def h(fh):  # [B, T, k_in] -> [B, T_out, k_out]
+    def h(fh, f_b):  # [B, T, k_in] -> [B, T_out, k_out]; f_b: the batch's activations (a replica per probe)
         x = fh @ Cp_in.to(fh.dtype) + b_in.mean.to(fh.dtype)  # dropped / unselected nodes sit at the mean
         if sk_in:  # skipped positions keep their actual activation
-            x = torch.cat([raw["f"].repeat(x.shape[0] // raw["f"].shape[0], 1, 1)[:, :sk_in].to(x.dtype),
+            x = torch.cat([f_b.repeat(x.shape[0] // f_b.shape[0], 1, 1)[:, :sk_in].to(x.dtype),
                            x[:, sk_in:]], 1)
-        x = x.squeeze(1) if two_d else x
+        x = x.squeeze(1) if f.ndim == 2 else x
         y = _as3(g(x.to(f.dtype)))
         return (y.to(dt) - b_out.mean) @ Cd
 
     with torch.no_grad():
         fh_all = b_in.transform(f3)[..., :k_in]  # [N, T, k_in]
-        raw["f"] = f3[:1]
-        T_out = h(fh_all[:1]).shape[1]
+        T_out = h(fh_all[:1], f3[:1]).shape[1]
     sk_out = _skip(T_out, cfg.skip_first)
     positions = [T_out - 1] if cfg.edge_positions == "last" else list(range(sk_out, T_out))
     n_pos = len(positions)
     E = torch.zeros(k_out, k_in, dtype=dt, device=f.device)
-    for s in range(0, N, cfg.batch_size):
-        fh = fh_all[s:s + cfg.batch_size]
-        raw["f"] = f3[s:s + cfg.batch_size]
+    for fh, f_b in zip(fh_all.split(cfg.batch_size), f3.split(cfg.batch_size)):
         B = fh.shape[0]
         V = _unit_probes(T_out, k_out, B, dt, f.device, positions)  # [n_pos*k_out, B, T_out, k_out]
-        acc = torch.zeros(V.shape[0], B, T, k_in, dtype=dt, device=f.device)
-        for a, w in zip(alphas, weights):
-            acc += float(w) * batched_vjp(h, a * fh, V, cfg.max_rows)
-        contrib = (acc * fh)[:, :, sk_in:].sum(2)  # sum over input positions s -> [n_pos*k_out, B, k_in]
-        E += (contrib ** 2).reshape(n_pos, k_out, B, k_in).sum((0, 2))
+        acc = sum(float(w) * batched_vjp(lambda z: h(z, f_b), a * fh, V, cfg.max_rows)
+                  for a, w in zip(alphas, weights))  # [n_pos*k_out, B, T, k_in]
+        # sum over the input positions s, squared, summed over output positions and samples
+        E += ((acc * fh)[:, :, sk_in:].sum(2) ** 2).reshape(n_pos, k_out, B, k_in).sum((0, 2))
     return E / (N * n_pos)

@@ -42,8 +42,7 @@ def node_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor],
     f = acts[layer]
     fh = b.transform(_as3(f))
     fh[..., n_keep:] = 0
-    x = _native(b.inverse(fh), f).to(f.dtype)
-    return metric(run_chain(x, maps[layer:])[-1])
+    return metric(run_chain(_native(b.inverse(fh), f).to(f.dtype), maps[layer:])[-1])
 
 
 @torch.no_grad()
@@ -58,27 +57,17 @@ def edge_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor],
     k_out, k_in = E.shape
     if k_out != b_out.k or k_in != b_in.k:
         raise ValueError("edge ablation needs edges over all kept nodes (fit without max_edge_nodes)")
-    keep = torch.zeros(E.numel(), dtype=torch.bool)
-    if n_edges > 0:
-        keep[E.flatten().argsort(descending=True)[:n_edges]] = True
-    keep = keep.view(k_out, k_in).to(E.device)
+    keep = (E.flatten().argsort(descending=True).argsort() < n_edges).view(k_out, k_in)  # rank < n_edges
     f = acts[layer]
-    g = maps[layer]
-    fh = b_in.transform(_as3(f))  # [N, T, k_in]
-    N = fh.shape[0]
-    per = max(1, max_rows // k_out)
     outs = []
-    for s in range(0, N, per):
-        x = fh[s:s + per]  # [B, T, k_in]
+    for x in b_in.transform(_as3(f)).split(max(1, max_rows // k_out)):  # [B, T, k_in] batches
         B = x.shape[0]
         masked = x.unsqueeze(0) * keep[:, None, None, :].to(x.dtype)  # [k_out, B, T, k_in]
         inp = b_in.inverse(masked.reshape(k_out * B, *x.shape[1:]))
-        y = b_out.transform(_as3(g(_native(inp, f).to(f.dtype))))  # [k_out*B, T_out, k_out]
+        y = b_out.transform(_as3(maps[layer](_native(inp, f).to(f.dtype))))  # [k_out*B, T_out, k_out]
         y = y.reshape(k_out, B, y.shape[1], k_out)
-        idx = torch.arange(k_out, device=y.device)
-        outs.append(y[idx, :, :, idx].permute(1, 2, 0))  # diagonal: node i from its own masked copy
-    fh_out = torch.cat(outs)
-    x_next = _native(b_out.inverse(fh_out), acts[layer + 1]).to(acts[layer + 1].dtype)
+        outs.append(y.diagonal(dim1=0, dim2=3))  # [B, T_out, k_out]: node i from its own masked copy i
+    x_next = _native(b_out.inverse(torch.cat(outs)), acts[layer + 1]).to(acts[layer + 1].dtype)
     return metric(run_chain(x_next, maps[layer + 1:])[-1])
 
 

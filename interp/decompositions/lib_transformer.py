@@ -62,17 +62,13 @@ def resid_map(model, layer_in: int, layer_out: int):
     def g(x: torch.Tensor, extra: list | None = None) -> torch.Tensor:
         box = {}
 
-        def put(a, hook=None):
-            return x.to(a.dtype)
-
         def grab(a, hook=None):
             box["y"] = a
             raise _Stop
 
-        toks = torch.zeros(x.shape[0], x.shape[1], dtype=torch.long, device=dev)
-        with scoped_hooks(model, fwd=[(h_in, put), *(extra or []), (h_out, grab)]):
-            with contextlib.suppress(_Stop):
-                model(toks)
+        put = [(h_in, lambda a, hook=None: x.to(a.dtype))]
+        with scoped_hooks(model, fwd=[*put, *(extra or []), (h_out, grab)]), contextlib.suppress(_Stop):
+            model(torch.zeros(x.shape[:2], dtype=torch.long, device=dev))  # placeholder tokens
         return box["y"]
 
     return g
@@ -80,13 +76,10 @@ def resid_map(model, layer_in: int, layer_out: int):
 
 def _norms_after(model, layer: int) -> list[tuple[str, object]]:
     """(hook_scale name, norm module) of the norms that normalise ``blocks.{layer}.hook_resid_post`` itself."""
-    if layer + 1 < model.cfg.n_layers:
-        blk = model.blocks[layer + 1]
-        out = [(f"blocks.{layer + 1}.ln1.hook_scale", blk.ln1)]
-        if getattr(model.cfg, "parallel_attn_mlp", False):
-            out.append((f"blocks.{layer + 1}.ln2.hook_scale", blk.ln2))
-        return out
-    return [("ln_final.hook_scale", model.ln_final)]
+    if layer + 1 == model.cfg.n_layers:
+        return [("ln_final.hook_scale", model.ln_final)]
+    lns = ("ln1", "ln2") if getattr(model.cfg, "parallel_attn_mlp", False) else ("ln1",)
+    return [(f"blocks.{layer + 1}.{ln}.hook_scale", getattr(model.blocks[layer + 1], ln)) for ln in lns]
 
 
 def _norm_eps(model, norm) -> float:
@@ -119,15 +112,11 @@ def resid_ln_map(model, layer_in: int, layer_out: int):
 
     def h(x: torch.Tensor) -> torch.Tensor:
         s = x[..., :1]
-
-        def scale(e):
-            def fn(a, hook=None):
-                return (s.clamp_min(0) + e).sqrt().to(a.dtype)
-            return fn
-
+        scales = [(n, lambda a, hook=None, e=e: (s.clamp_min(0) + e).sqrt().to(a.dtype))
+                  for (n, _), e in zip(norms, eps)]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="A forward hook edited hook_scale")
-            y = g(x[..., 1:], extra=[(n, scale(e)) for (n, _), e in zip(norms, eps)])
+            y = g(x[..., 1:], extra=scales)
         return torch.cat([ln_statistic(model, layer_out, y).to(y.dtype), y], -1)
 
     return h
@@ -179,8 +168,7 @@ def lib_on_model(model, settings: ModelLIBSettings, texts: Sequence[str] | None 
     """
     s = settings
     texts = list(texts) if texts is not None else default_texts(s.n_texts)
-    rows = [model.to_tokens(t)[0] for t in texts]
-    rows = [r[:s.seq_len] for r in rows if r.shape[0] >= s.seq_len][: s.n_texts]
+    rows = [r[:s.seq_len] for r in (model.to_tokens(t)[0] for t in texts) if len(r) >= s.seq_len][:s.n_texts]
     if len(rows) < 2:
         raise ValueError(f"need at least 2 texts with >= {s.seq_len} tokens, got {len(rows)}")
     tokens = torch.stack(rows).to(next(model.parameters()).device)
@@ -192,10 +180,10 @@ def lib_on_model(model, settings: ModelLIBSettings, texts: Sequence[str] | None 
     if s.isolate_ln_var:
         acts = [torch.cat([ln_statistic(model, L, a), a], -1) for L, a in zip(s.layers, acts)]
     make_map = resid_ln_map if s.isolate_ln_var else resid_map
-    maps = [_dtype_map(make_map(model, a, b), dtype) for a, b in zip(s.layers[:-1], s.layers[1:])]
+    maps = [make_map(model, a, b) for a, b in zip(s.layers[:-1], s.layers[1:])]  # fit_lib casts their outputs
     cfg = LIBConfig(basis=basis, probes=s.probes, max_edge_nodes=s.edge_nodes, edge_positions=s.edge_positions,
                     batch_size=s.batch_size, dtype=dtype, skip_first=1 if s.skip_bos else 0)
-    res = fit_lib(acts[0], maps, names, cfg, acts=acts, isolated=[1 if s.isolate_ln_var else 0] * len(names))
+    res = fit_lib(acts[0], maps, names, cfg, acts=acts, isolated=[int(s.isolate_ln_var)] * len(names))
     summary = {"basis": basis, "layers": list(s.layers), "tokens": list(tokens.shape), "settings": asdict(s),
                **spectra(res), "seconds": time.perf_counter() - t0}
     return res, summary
@@ -218,12 +206,3 @@ def compare_lib_pca(model, settings: ModelLIBSettings, texts: Sequence[str] | No
                          spectra=encode({b: {k: v for k, v in sm.items() if k not in ("settings", "basis")}
                                          for b, (_, sm) in fits.items()}),
                          settings=encode(asdict(s)), notes=notes, meta={"versions": versions()})
-
-
-def _dtype_map(g, dtype):
-    dt = getattr(torch, dtype)
-
-    def h(x):
-        return g(x.float()).to(dt)
-
-    return h

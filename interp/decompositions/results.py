@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from interp.reports import Report
 from interp.results import Result, register
 
 
@@ -56,8 +57,6 @@ class SNMFFeatures(Result):
         return s
 
     def report(self):
-        from interp.reports import Report
-
         f = self.fit
         r = Report(f"SNMF features of {self.hook} ({self.model})", config=self.config,
                    meta={"model": self.model, **self.meta}, summary=self.summary())
@@ -100,8 +99,7 @@ def spectra(res) -> dict:
 
 def n_for_frac(v, frac: float) -> int:
     """How many of the largest entries of ``v`` carry ``frac`` of its (non-negative) sum."""
-    v = v.flatten().double().clamp_min(0).sort(descending=True).values
-    c = v.cumsum(0)
+    c = v.flatten().double().clamp_min(0).sort(descending=True).values.cumsum(0)
     return int((c < frac * c[-1]).sum()) + 1
 
 
@@ -169,8 +167,6 @@ class LIBComparison(Result):
                              "between consecutive layers (width: strength).")
 
     def report(self):
-        from interp.reports import Report
-
         r = Report(f"LIB vs PCA on {self.model}", config=self.settings, meta={"model": self.model, **self.meta},
                    summary=self.summary())
         r.add_section("How compact each basis is")

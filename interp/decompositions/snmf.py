@@ -47,7 +47,7 @@ Gram products, ``O(r * n * d_a * k)``; the ``k x k`` solve is negligible.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Sequence
 
 import torch
@@ -130,9 +130,9 @@ class SNMFResult:
         return self.Z.shape[1]
 
     def to_json(self) -> dict:
-        return {"k": self.k, "d_a": self.Z.shape[0], "n": self.Y.shape[1], "loss": self.loss,
-                "rel_loss": self.rel_loss, "best_iter": self.best_iter, "n_iter": self.n_iter,
-                "seconds": self.seconds, "config": self.config, "path": self.path, "losses": self.losses}
+        """Every field but the factors, and their shapes ``k``, ``d_a``, ``n``."""
+        return {"k": self.k, "d_a": self.Z.shape[0], "n": self.Y.shape[1],
+                **{f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("Z", "Y")}}
 
 
 # ---------------------------------------------------------------------------------------
@@ -140,21 +140,16 @@ class SNMFResult:
 
 def init_svd(X: torch.Tensor, k: int, eps: float, dev, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``F = V sqrt(S)``, ``G = U sqrt(S)`` clamped to ``>= eps``, for ``X = U S V^T`` (via X^T X)."""
-    n, d = X.shape
-    gram = torch.zeros(d, d, device=dev, dtype=torch.float64)
-    for s in range(0, n, chunk):
-        xc = X[s:s + chunk].to(dev, torch.float64)
+    gram = torch.zeros(X.shape[1], X.shape[1], device=dev, dtype=torch.float64)
+    for xc in X.split(chunk):
+        xc = xc.to(dev, torch.float64)
         gram += xc.T @ xc
-    evals, evecs = torch.linalg.eigh(gram)
-    order = evals.argsort(descending=True)[:k]
-    S = evals[order].clamp_min(0).sqrt()  # singular values
-    V = evecs[:, order]  # [d, k]
-    F = (V * S.sqrt()).float()
-    G = torch.empty(n, k, device=dev)
-    for s in range(0, n, chunk):
-        U = X[s:s + chunk].to(dev, torch.float64) @ V / S.clamp_min(1e-12)
-        G[s:s + chunk] = (U * S.sqrt()).float()
-    return F, G.clamp_min(eps)
+    evals, evecs = torch.linalg.eigh(gram)  # ascending
+    S = evals.flip(0)[:k].clamp_min(0).sqrt()  # the k largest singular values
+    V = evecs.flip(1)[:, :k]  # [d, k]
+    G = torch.cat([(xc.to(dev, torch.float64) @ V / S.clamp_min(1e-12) * S.sqrt()).float()
+                   for xc in X.split(chunk)])  # U sqrt(S), U = X V / S chunk by chunk
+    return (V * S.sqrt()).float(), G.clamp_min(eps)
 
 
 def init_kmeans(X: torch.Tensor, k: int, eps: float, dev, chunk: int, n_iter: int,
@@ -163,8 +158,7 @@ def init_kmeans(X: torch.Tensor, k: int, eps: float, dev, chunk: int, n_iter: in
     n, d = X.shape
     if k > n:
         raise ValueError(f"init='kmeans' needs k <= n ({n}), got k={k}")
-    idx = torch.randperm(n, generator=gen)[:k]
-    centres = X[idx].to(dev, torch.float32)
+    centres = X[torch.randperm(n, generator=gen)[:k]].to(dev, torch.float32)
     labels = torch.empty(n, dtype=torch.long, device=dev)
     for _ in range(n_iter):
         c2 = (centres * centres).sum(1)
@@ -178,11 +172,8 @@ def init_kmeans(X: torch.Tensor, k: int, eps: float, dev, chunk: int, n_iter: in
         empty = counts == 0
         centres = sums / counts.clamp_min(1)[:, None]
         if empty.any():  # re-seed empty clusters from random rows
-            ridx = torch.randint(0, n, (int(empty.sum()),), generator=gen)
-            centres[empty] = X[ridx].to(dev, torch.float32)
-    G = torch.full((n, k), eps, device=dev)
-    G[torch.arange(n, device=dev), labels] = 1.0
-    return centres.T.contiguous(), G
+            centres[empty] = X[torch.randint(0, n, (int(empty.sum()),), generator=gen)].to(dev, torch.float32)
+    return centres.T.contiguous(), torch.nn.functional.one_hot(labels, k).float().clamp_min(eps)
 
 
 def _init(X, cfg: SNMFConfig, dev, restart: int, gen: torch.Generator):
@@ -206,14 +197,13 @@ def wta_(F: torch.Tensor, sparsity: float) -> torch.Tensor:
     keep = max(1, math.ceil(sparsity * d))
     if keep >= d:
         return F
-    idx = F.abs().topk(keep, dim=-2).indices
-    mask = torch.zeros_like(F, dtype=torch.bool).scatter_(-2, idx, True)
-    return F.mul_(mask)
+    top = F.abs().topk(keep, dim=-2).indices
+    return F.mul_(torch.zeros_like(F, dtype=torch.bool).scatter_(-2, top, True))
 
 
 def _norm2(X: torch.Tensor, chunk: int) -> float:
     """``||X||_F^2`` in float64, chunk by chunk."""
-    return sum(float((X[s:s + chunk].double() ** 2).sum()) for s in range(0, X.shape[0], chunk))
+    return sum(float((xc.double() ** 2).sum()) for xc in X.split(chunk))
 
 
 def snmf_reference(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFConfig):
@@ -248,7 +238,7 @@ def snmf_reference(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFC
     return best_F, best_G, losses, best_it, it + 1
 
 
-def snmf_batched(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFConfig, progress=None):
+def snmf_batched(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFConfig):
     """Batched, chunked kernel: ``F [r,d,k]``, ``G [r,n,k]`` advance together.
 
     Returns ``(F_best [r,d,k], G_best [r,n,k], losses [iters, r], best_iter [r], n_iter)``;
@@ -256,7 +246,6 @@ def snmf_batched(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFCon
     """
     dev = F.device
     r, d, k = F.shape
-    n = X.shape[0]
     ch = cfg.chunk_size
     eye = torch.eye(k, device=dev)
     norm2 = _norm2(X, ch)
@@ -270,8 +259,8 @@ def snmf_batched(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFCon
     for it in range(cfg.max_iter):
         # 1. least-squares F = X^T G (G^T G + ridge)^-1
         XtG = torch.zeros(r, d, k, device=dev)
-        for s in range(0, n, ch):
-            XtG += torch.einsum("nd,rnk->rdk", X[s:s + ch].to(dev, torch.float32), G[:, s:s + ch])
+        for xc, Gc in zip(X.split(ch), G.split(ch, dim=1)):
+            XtG += torch.einsum("nd,rnk->rdk", xc.to(dev, torch.float32), Gc)
         F = torch.linalg.solve(GtG + cfg.ridge * eye, XtG.transpose(1, 2)).transpose(1, 2)
         # 2. winner-take-all on the columns of F, 3. scale fix
         wta_(F, cfg.sparsity)
@@ -283,12 +272,10 @@ def snmf_batched(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFCon
         Qp, Qm = Q.clamp_min(0), (-Q).clamp_min(0)
         loss = torch.zeros(r, dtype=torch.float64, device=dev)
         GtG = torch.zeros(r, k, k, device=dev)
-        for s in range(0, n, ch):
-            xc = X[s:s + ch].to(dev, torch.float32)
+        for xc, Gc in zip(X.split(ch), G.split(ch, dim=1)):  # Gc is a view: the update writes into G
+            xc = xc.to(dev, torch.float32)
             P = torch.einsum("nd,rdk->rnk", xc, F)
-            Gc = G[:, s:s + ch]
-            Gc = Gc * torch.sqrt((P.clamp_min(0) + Gc @ Qm) / ((-P).clamp_min(0) + Gc @ Qp + cfg.eps))
-            G[:, s:s + ch] = Gc
+            Gc *= torch.sqrt((P.clamp_min(0) + Gc @ Qm) / ((-P).clamp_min(0) + Gc @ Qp + cfg.eps))
             GtG += Gc.transpose(1, 2) @ Gc
             loss += ((xc - Gc @ F.transpose(1, 2)) ** 2).sum((1, 2)).double()
         losses.append(loss.tolist())
@@ -299,14 +286,12 @@ def snmf_batched(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFCon
         best_G[better] = G[better]
         best_it[better.cpu()] = it
         since = torch.where(better.cpu(), 0, since + 1)
-        if progress is not None:
-            progress(it, loss)
         if bool((since >= cfg.patience).all()):
             break
     return best_F, best_G, losses, best_it, it + 1
 
 
-def fit_snmf(X: torch.Tensor, cfg: SNMFConfig | None = None, progress=None) -> SNMFResult:
+def fit_snmf(X: torch.Tensor, cfg: SNMFConfig | None = None) -> SNMFResult:
     """Factorise activation rows ``X [n, d_a]`` (tokens x neurons) as ``X^T ~ Z Y``.
 
     ``X`` may sit on the CPU (also in float16); the factors live on ``cfg.device``.
@@ -328,21 +313,16 @@ def fit_snmf(X: torch.Tensor, cfg: SNMFConfig | None = None, progress=None) -> S
     t0 = time.perf_counter()
     fast = use_fast(cfg.fast)
     if not fast:
-        F0, G0 = _init(X, cfg, dev, 0, gen)
-        F, G, loss_list, best_it, n_iter = snmf_reference(X, F0, G0, cfg)
+        F, G, loss_list, best_it, n_iter = snmf_reference(X, *_init(X, cfg, dev, 0, gen), cfg)
     else:
-        inits = [_init(X, cfg, dev, i, gen) for i in range(cfg.n_restarts)]
-        F0 = torch.stack([f for f, _ in inits])
-        G0 = torch.stack([g for _, g in inits])
-        Fb, Gb, losses, best_its, n_iter = snmf_batched(X, F0, G0, cfg, progress)
-        final = torch.tensor([losses[int(best_its[i])][i] for i in range(cfg.n_restarts)])
-        w = int(final.argmin())
+        F0, G0 = map(torch.stack, zip(*[_init(X, cfg, dev, i, gen) for i in range(cfg.n_restarts)]))
+        Fb, Gb, losses, best_its, n_iter = snmf_batched(X, F0, G0, cfg)
+        w = int(torch.tensor(losses, dtype=torch.float64)[best_its, torch.arange(cfg.n_restarts)].argmin())
         F, G, best_it = Fb[w], Gb[w], int(best_its[w])
         loss_list = [row[w] for row in losses]
-    norm2 = _norm2(X, cfg.chunk_size)
     best_loss = loss_list[best_it]
-    return SNMFResult(Z=F, Y=G.T.contiguous(), loss=best_loss, rel_loss=best_loss / max(norm2, 1e-30),
-                      losses=loss_list, best_iter=best_it, n_iter=n_iter,
+    return SNMFResult(Z=F, Y=G.T.contiguous(), loss=best_loss, losses=loss_list, best_iter=best_it,
+                      rel_loss=best_loss / max(_norm2(X, cfg.chunk_size), 1e-30), n_iter=n_iter,
                       seconds=time.perf_counter() - t0, config=asdict(cfg),
                       path="batched" if fast else "reference")
 
@@ -383,18 +363,17 @@ def collect_activations(model, texts: Sequence[str], hook: str, batch_size: int 
         raise ValueError("collect_activations expects a non-empty list of strings")
     (hook,) = resolve_hooks(model, [hook])
     toks = [model.to_tokens(t)[0, :128].cpu() for t in texts]
-    rows, tok_rows, pos_rows = [], [], []
-    dev = next(model.parameters()).device
+    lens = torch.tensor([len(t) for t in toks])
+    padded = torch.nn.utils.rnn.pad_sequence(toks, batch_first=True)  # right-padded with token 0
+    pos = torch.arange(padded.shape[1])
+    keep = (pos >= 1) & (pos < lens[:, None])  # real tokens after BOS, as a [text, position] mask
+    rows = []
     for b in range(0, len(toks), batch_size):
-        chunk = toks[b:b + batch_size]
-        batch = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)  # right-padded with token 0
-        acts = model.run_with_cache(batch.to(dev), names_filter=[hook])[1][hook].float().cpu()
-        for i, t in enumerate(chunk):  # positions 1.. (BOS left out)
-            rows.append(acts[i, 1:len(t)])
-            tok_rows.append(t[1:])
-            pos = torch.arange(1, len(t))
-            pos_rows.append(torch.stack([torch.full_like(pos, b + i), pos], 1))
-    return ActivationSet(hook=hook, X=torch.cat(rows), tokens=torch.cat(tok_rows), seq_pos=torch.cat(pos_rows),
+        T = int(lens[b:b + batch_size].max())  # each batch padded to its own longest text
+        acts = model.run_with_cache(padded[b:b + batch_size, :T].to(next(model.parameters()).device),
+                                    names_filter=[hook])[1][hook]
+        rows.append(acts.float().cpu()[keep[b:b + batch_size, :T]])
+    return ActivationSet(hook=hook, X=torch.cat(rows), tokens=padded[keep], seq_pos=keep.nonzero(),
                          seq_tokens=toks)
 
 
@@ -406,12 +385,10 @@ def store_activations(store, hook: str, max_rows: int | None = None, seed: int =
     if hook not in store.hooks:
         raise KeyError(f"hook {hook!r} is not in the store (it holds {store.hooks})")
     n = store.n_rows
+    idx = torch.arange(n)
     if max_rows is not None and max_rows < n:
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_rows].sort().values
-    else:
-        idx = torch.arange(n)
     idx_np = idx.numpy()
-    X = store.rows(hook, idx_np, device="cpu", dtype=torch.float32)
-    tokens = torch.as_tensor(store.tokens[idx_np]).long().reshape(-1)
-    seq_pos = torch.as_tensor(store.seq_pos[idx_np]).long().reshape(-1, 2)
-    return ActivationSet(hook=hook, X=X, tokens=tokens, seq_pos=seq_pos)
+    return ActivationSet(hook=hook, X=store.rows(hook, idx_np, device="cpu", dtype=torch.float32),
+                         tokens=torch.as_tensor(store.tokens[idx_np]).long().reshape(-1),
+                         seq_pos=torch.as_tensor(store.seq_pos[idx_np]).long().reshape(-1, 2))

@@ -30,7 +30,6 @@ import torch
 
 from .concepts import CONCEPTS, concept_split
 from .snmf import SNMFConfig, collect_activations, fit_snmf, mlp_hook
-from .snmf_features import calibrate_steering, steered_logits
 
 
 def _pick(scores: torch.Tensor, labels: torch.Tensor, concept: int) -> int:
@@ -46,6 +45,8 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
     4k latents (``sae``)."""
     from sklearn.metrics import roc_auc_score
 
+    from .snmf_features import calibrate_steering, steered_logits  # snmf_features imports this module
+
     t0 = time.perf_counter()
     hook = mlp_hook(layer)
     train, test, neu_tr, neu_te = concept_split()
@@ -59,29 +60,23 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
     tok_lab = torch.tensor(tr_lab)[acts_tr.seq_pos[:, 0]]
     X = acts_tr.X
 
-    directions: dict[str, list[torch.Tensor]] = {}
-    info: dict = {"rows": int(X.shape[0]), "hook": hook}
-    # SNMF
     cfg = snmf_cfg or SNMFConfig(k=30, max_iter=500, patience=100)
-    k = cfg.k
     res = fit_snmf(X, cfg)
-    Ycoef = res.Y.T.cpu()
-    directions["snmf"] = [res.Z[:, _pick(Ycoef, tok_lab, c)].cpu() for c in range(len(names))]
-    info["snmf_rel_loss"] = res.rel_loss
-    # DiffMeans
-    directions["diffmeans"] = [X[tok_lab == c].mean(0) - X[tok_lab != c].mean(0) for c in range(len(names))]
+    info = {"rows": int(X.shape[0]), "hook": hook, "snmf_rel_loss": res.rel_loss}
+    # one direction per concept: SNMF's most concept-specific feature, and the difference of means
+    directions = {"snmf": [res.Z[:, _pick(res.Y.T.cpu(), tok_lab, c)].cpu() for c in range(len(names))],
+                  "diffmeans": [X[tok_lab == c].mean(0) - X[tok_lab != c].mean(0) for c in range(len(names))]}
     # SAE
     if sae:
         from interp.dictionaries import SAEConfig, TensorSource, TrainConfig, train_sae
 
-        scfg = SAEConfig(arch="topk", d_in=X.shape[1], d_sae=4 * k, hook_in=hook, k=8)
+        scfg = SAEConfig(arch="topk", d_in=X.shape[1], d_sae=4 * cfg.k, hook_in=hook, k=8)
         tcfg = TrainConfig(n_tokens=sae_steps * 256, batch_size=256, lr=1e-3, warmup_steps=20, progress=False,
                            b_dec_init="mean", init_rows=X.shape[0], dead_after_tokens=10 * X.shape[0])
         tr = train_sae(TensorSource({hook: X}), scfg, tcfg)
-        with torch.no_grad():
-            codes = tr.sae.encode(X.to(tr.sae.device)).acts.cpu()
+        codes = tr.sae.encode(X.to(tr.sae.device)).acts.detach().cpu()
         directions["sae"] = [tr.sae.W_dec[_pick(codes, tok_lab, c)].detach().cpu() for c in range(len(names))]
-        info["sae"] = {"d_sae": 4 * k, "k": 8, "fvu": tr.fvu, "l0": tr.l0, "dead": tr.dead_fraction}
+        info["sae"] = {"d_sae": 4 * cfg.k, "k": 8, "fvu": tr.fvu, "l0": tr.l0, "dead": tr.dead_fraction}
     # detection: a sentence's score is the largest cosine of one of its tokens with the direction
     X_te = torch.nn.functional.normalize(acts_te.X, dim=1)
     rows = []
@@ -94,28 +89,21 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
     # steering at matched KL, both signs, one batch
     D = torch.stack([d for m in directions for d in directions[m]])  # [M*C, d]
     cal = calibrate_steering(model, layer, D, prompt, targets=(kl_target,), signs=(1, -1))
-    U = torch.nn.functional.normalize(D.float(), dim=-1)
-    U2 = torch.cat([U, -U])
-    alphas = torch.cat([cal.alpha[:, 0, 0], cal.alpha[:, 1, 0]])
+    U2 = torch.nn.functional.normalize(torch.cat([D, -D]).float(), dim=-1)
+    alphas = cal.alpha[..., 0].T.reshape(-1)  # the + rows, then the - rows
     toks = model.to_tokens(prompt)[0]
-    with torch.no_grad():
-        base = torch.log_softmax(model(toks[None].to(next(model.parameters()).device))[0, -1].float(), -1).cpu()
-        lp = torch.log_softmax(steered_logits(model, hook, U2, alphas, toks)[:, -1].float(), -1).cpu()
+    base = torch.log_softmax(steered_logits(model, hook, U2[:1], torch.zeros(1), toks)[0, -1].float(), -1)
+    lp = torch.log_softmax(steered_logits(model, hook, U2, alphas, toks)[:, -1].float(), -1)
     n = D.shape[0]
     for r, row in enumerate(rows):
         words = CONCEPTS[row["concept"]]["words"]
         ids = sorted({int(model.to_tokens(w, prepend_bos=False)[0, 0]) for w in words})  # first token of each
         gains = [float((lp[r + sgn * n, ids] - base[ids]).mean()) for sgn in (0, 1)]
-        best = max(range(2), key=lambda i: gains[i])
-        row["steer_gain"] = round(gains[best], 3)
-        row["sign"] = "+" if best == 0 else "-"
-        row["alpha"] = round(float(alphas[r + best * n]), 3)
-        row["kl"] = round(float(cal.kl[r, best, 0]), 4)
-    summary = {}
-    for m in directions:
-        rs = [r for r in rows if r["method"] == m]
-        summary[m] = {"mean_auc": round(sum(r["auc"] for r in rs) / len(rs), 3),
-                      "mean_steer_gain": round(sum(r["steer_gain"] for r in rs) / len(rs), 3)}
+        best = int(gains[1] > gains[0])
+        row.update(steer_gain=round(gains[best], 3), sign="+-"[best],
+                   alpha=round(float(alphas[r + best * n]), 3), kl=round(float(cal.kl[r, best, 0]), 4))
+    summary = {m: {f"mean_{k}": round(sum(r[k] for r in rows if r["method"] == m) / len(names), 3)
+                   for k in ("auc", "steer_gain")} for m in directions}
     return {"rows": rows, "summary": summary, "info": info, "kl_target": kl_target, "prompt": prompt,
             "seconds": time.perf_counter() - t0,
             "note": "steer_gain = change in mean log-prob of the concept's words at the calibrated KL "

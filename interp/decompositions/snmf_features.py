@@ -11,13 +11,18 @@ Following Shafran, Geiger & Geva 2025 (arXiv 2506.10920, section 4; reference
   The norm's data-dependent ``1/rms`` scale is a positive factor per token and is left
   out, so the *ranking* of tokens is what the model's unembedding would give.
 * **Steering**: add ``alpha * z_i / ||z_i||`` to ``blocks.L.mlp.hook_post`` at every
-  position; ``alpha`` is bisected so that ``KL(p_base || p_steered)`` of the next token
+  position; ``alpha`` is found so that ``KL(p_base || p_steered)`` of the next token
   after the prompt (default ``"I think that"``) hits each target.  Every feature, sign
-  and target is one row of a single batch, so each bisection step is one forward pass
-  (:func:`calibrate_steering`); hooks are scoped and removed in ``finally``.
+  and target is one row of a single batch (:func:`calibrate_steering`); hooks are scoped
+  and removed in ``finally``.
+* **The KL search** (:func:`kl_search`, also behind :func:`interp.steering.calibrate`): per row,
+  double the strength until the KL passes the target, then bisect the bracket until within a
+  relative tolerance.  Design choice: one batched search over a vector of strengths, so a scalar
+  calibration is the one-row case.
 
 Memory: the steering batch is ``n_features x n_signs x n_targets`` copies of the prompt.  Time: one
-forward pass of that batch per bisection step (``n_steps`` plus the doublings), one per generated token.
+forward pass of that batch per search step (doublings plus at most ``n_steps`` bisections), one per
+generated token.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from .concepts import SENTENCES
 from .results import SNMFFeatures
 from .snmf import (ActivationSet, SNMFConfig, SNMFResult, collect_activations, fit_snmf, mlp_hook,
                    store_activations)
+from .snmf_compare import compare_on_concepts
 
 DEFAULT_KL_TARGETS = (0.025, 0.05, 0.1, 0.15, 0.25, 0.35, 0.5)
 
@@ -48,15 +54,11 @@ def final_norm_gain(model) -> tuple[torch.Tensor | None, bool]:
     if ln is None:
         return None, False
     orig = getattr(ln, "_original_component", ln)
-    w = getattr(orig, "weight", None)
     name = type(orig).__name__
-    centres = "RMS" not in name.upper()
-    if w is None:
-        return None, centres
-    w = w.detach().float()
-    if "Gemma" in name:  # Gemma's RMSNorm multiplies by (1 + weight)
-        w = 1 + w
-    return w, centres
+    w = getattr(orig, "weight", None)
+    if w is not None:
+        w = w.detach().float() + ("Gemma" in name)  # Gemma's RMSNorm multiplies by (1 + weight)
+    return w, "RMS" not in name.upper()
 
 
 def residual_directions(model, layer: int, Z: torch.Tensor) -> torch.Tensor:
@@ -76,15 +78,12 @@ def vocab_projection(model, directions: torch.Tensor, k: int = 20) -> list[dict]
     if gain is not None:
         d = d * gain.to(d.device)
     logits = d @ model.W_U.detach().float()  # [m, vocab]
-    out = []
-    for row in logits:
-        top = row.topk(k)
-        bot = (-row).topk(k)
-        out.append({
-            "top": [(model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(top.values, top.indices)],
-            "bottom": [(model.tokenizer.decode([int(i)]), float(-v)) for v, i in zip(bot.values, bot.indices)],
-        })
-    return out
+
+    def ranked(row, sign):  # the k tokens of largest sign * logit, with their logits
+        values, ids = (sign * row).topk(k)
+        return [(model.tokenizer.decode([int(i)]), sign * float(v)) for v, i in zip(values, ids)]
+
+    return [{"top": ranked(row, 1), "bottom": ranked(row, -1)} for row in logits]
 
 
 # ---------------------------------------------------------------------------------------
@@ -99,8 +98,7 @@ def top_contexts(Y: torch.Tensor, acts: ActivationSet, tokenizer, feature: int, 
     for v, i in zip(vals.tolist(), idx.tolist()):
         s, p = acts.seq_pos[i].tolist()
         if acts.seq_tokens is not None:
-            seq = acts.seq_tokens[s].tolist()
-            before = seq[max(0, p - window):p]
+            before = acts.seq_tokens[s][max(0, p - window):p].tolist()
         else:
             before = [lookup[(s, q)] for q in range(max(0, p - window), p) if (s, q) in lookup]
         out.append({"coef": v, "seq": s, "pos": p, "context": tokenizer.decode(before),
@@ -136,68 +134,77 @@ class SteeringCalibration:
 @torch.no_grad()
 def steered_logits(model, hook: str, U: torch.Tensor, alphas: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Logits ``[R, T, V]`` for ``tokens [T]`` or ``[R, T]`` with row ``r`` steered by ``alphas[r] * U[r]``."""
-    R = U.shape[0]
-    if tokens.ndim == 1:
-        tokens = tokens[None].expand(R, -1)
     dev = next(model.parameters()).device
     shift = alphas.to(dev)[:, None, None] * U.to(dev)[:, None, :]
     with scoped_hooks(model, fwd=[(hook, lambda x, hook: x + shift.to(x.dtype))]):
-        return model(tokens.to(dev))
+        return model(tokens.expand(U.shape[0], -1).to(dev))
 
 
-MAX_DOUBLINGS = 24
-"""Doublings of the initial ``alpha = 1`` before :func:`calibrate_steering` gives a row up (2^24)."""
+MAX_DOUBLINGS = 20
+"""Doublings of the starting strength before :func:`kl_search` gives a row up (2^20 x the start)."""
+
+
+def kl_search(kl_at, targets: torch.Tensor, start: torch.Tensor, rel_tol: float, max_bisect: int):
+    """Per row ``r`` the strength ``s >= 0`` with ``kl_at(s)[r] = targets[r]`` within ``rel_tol`` (relative).
+
+    ``kl_at([R] strengths) -> [R] KL`` is one (batched) forward pass.  ``start`` is doubled until the KL
+    passes the target (at most :data:`MAX_DOUBLINGS` times), then ``[lo, hi]`` is bisected at most
+    ``max_bisect`` times; a row stops once within tolerance.  Returns ``(strength, kl, reached, passes)``:
+    per row the strength whose KL came closest to the target (the last doubling for a row never
+    bracketed), that KL, whether it is within tolerance, and the number of ``kl_at`` calls.
+    """
+    if not bool(((targets > 0) & targets.isfinite()).all()):
+        raise ValueError(f"KL targets must be positive and finite, got {targets.tolist()}")
+    lo, hi = torch.zeros_like(start), start.clone()
+    k_hi = kl_at(hi)
+    passes = 1
+    for _ in range(MAX_DOUBLINGS):
+        under = k_hi < targets
+        if not under.any():
+            break
+        lo = torch.where(under, hi, lo)
+        hi = torch.where(under, 2 * hi, hi)
+        k_hi = torch.where(under, kl_at(hi), k_hi)
+        passes += 1
+    best, k_best = hi, k_hi
+    bracketed = k_hi >= targets
+    for _ in range(max_bisect):
+        active = bracketed & ((k_best - targets).abs() > rel_tol * targets)
+        if not active.any():
+            break
+        mid = (lo + hi) / 2
+        k = kl_at(mid)
+        passes += 1
+        hi = torch.where(k >= targets, mid, hi)  # the bracket of a finished row no longer matters
+        lo = torch.where(k >= targets, lo, mid)
+        closer = active & ((k - targets).abs() < (k_best - targets).abs())
+        best, k_best = torch.where(closer, mid, best), torch.where(closer, k, k_best)
+    return best, k_best, bracketed & ((k_best - targets).abs() <= rel_tol * targets), passes
 
 
 @torch.no_grad()
 def calibrate_steering(model, layer: int, directions: torch.Tensor, prompt: str = "I think that",
                        targets: Sequence[float] = DEFAULT_KL_TARGETS, signs: Sequence[int] = (1, -1),
-                       n_steps: int = 16) -> SteeringCalibration:
-    """Bisect ``alpha`` per (direction, sign, target) so ``KL(p_base || p_steered) = target``.
+                       n_steps: int = 16, rel_tol: float = 0.01) -> SteeringCalibration:
+    """``alpha`` per (direction, sign, target) so ``KL(p_base || p_steered) = target`` within ``rel_tol``.
 
-    ``directions [m, d_mlp]`` are normalised to unit length.  One forward pass per step
-    for all rows; first ``alpha`` (from 1) is doubled until every row overshoots its target
-    (at most :data:`MAX_DOUBLINGS` times; a row still short is marked not ``reached``).
+    ``directions [m, d_mlp]`` are normalised to unit length; all rows are one batch in :func:`kl_search`
+    (``alpha`` from 1, at most ``n_steps`` bisections), so each search step is one forward pass.
     """
-    (hook,) = resolve_hooks(model, [f"blocks.{layer}.mlp.hook_post"])
+    (hook,) = resolve_hooks(model, [mlp_hook(layer)])
     D = torch.nn.functional.normalize(directions.float(), dim=-1)
-    m, nS, nT = D.shape[0], len(signs), len(targets)
-    if any(t <= 0 for t in targets):
-        raise ValueError("KL targets must be > 0")
-    dev = next(model.parameters()).device
-    tokens = model.to_tokens(prompt)[0].to(dev)
+    shape = (D.shape[0], len(signs), len(targets))
+    tokens = model.to_tokens(prompt)[0].to(next(model.parameters()).device)
     base = torch.log_softmax(model(tokens[None])[0, -1].float(), -1)
-    U = (D[:, None, None, :] * torch.tensor(signs, dtype=torch.float32)[None, :, None, None]).expand(m, nS, nT, -1)
+    U = (D[:, None, None, :] * torch.tensor(signs, dtype=torch.float32)[:, None, None]).expand(*shape, -1)
     U = U.reshape(-1, D.shape[1])
-    tgt = torch.tensor(list(targets), dtype=torch.float32)[None, None, :].expand(m, nS, nT).reshape(-1)
-    passes = 0
+    tgt = torch.tensor(list(targets), dtype=torch.float32).expand(shape).reshape(-1)
 
     def kl_at(alpha):
-        nonlocal passes
-        passes += 1
         lp = torch.log_softmax(steered_logits(model, hook, U, alpha, tokens)[:, -1].float(), -1)
         return (base.exp() * (base - lp)).sum(-1).cpu()
 
-    lo = torch.zeros(U.shape[0])
-    hi = torch.ones(U.shape[0])
-    k_hi = kl_at(hi)
-    for _ in range(MAX_DOUBLINGS):
-        under = k_hi < tgt
-        if not under.any():
-            break
-        lo = torch.where(under, hi, lo)
-        hi = torch.where(under, hi * 2, hi)
-        k_hi = torch.where(under, kl_at(hi), k_hi)
-    reached = k_hi >= tgt
-    for _ in range(n_steps):
-        mid = (lo + hi) / 2
-        k = kl_at(mid)
-        over = k >= tgt
-        hi = torch.where(over, mid, hi)
-        lo = torch.where(over, lo, mid)
-    alpha = hi
-    kl = kl_at(alpha)
-    shape = (m, nS, nT)
+    alpha, kl, reached, passes = kl_search(kl_at, tgt, torch.ones(U.shape[0]), rel_tol, n_steps)
     return SteeringCalibration(hook, prompt, list(targets), list(signs), alpha.view(shape), kl.view(shape),
                                reached.view(shape), passes)
 
@@ -206,15 +213,14 @@ def calibrate_steering(model, layer: int, directions: torch.Tensor, prompt: str 
 def steered_generations(model, layer: int, directions: torch.Tensor, alphas: torch.Tensor,
                         prompt: str = "I think that", n_tokens: int = 12) -> list[str]:
     """Greedy continuations of ``prompt`` with row ``r`` steered by ``alphas[r] * directions[r]/||.||``."""
-    (hook,) = resolve_hooks(model, [f"blocks.{layer}.mlp.hook_post"])
+    (hook,) = resolve_hooks(model, [mlp_hook(layer)])
     U = torch.nn.functional.normalize(directions.float(), dim=-1)
-    dev = next(model.parameters()).device
-    toks = model.to_tokens(prompt)[0].to(dev)[None].expand(U.shape[0], -1)
+    toks = model.to_tokens(prompt).expand(U.shape[0], -1)
+    n0 = toks.shape[1]
     for _ in range(n_tokens):
         nxt = steered_logits(model, hook, U, alphas, toks)[:, -1].argmax(-1)
-        toks = torch.cat([toks, nxt[:, None]], 1)
-    n0 = model.to_tokens(prompt).shape[1]
-    return [model.tokenizer.decode(t[n0:].tolist()) for t in toks]
+        toks = torch.cat([toks, nxt[:, None].to(toks.device)], 1)
+    return [model.tokenizer.decode(t.tolist()) for t in toks[:, n0:]]
 
 
 # ---------------------------------------------------------------------------------------
@@ -266,16 +272,12 @@ def feature_cards(model, layer: int, res: SNMFResult, acts: ActivationSet, featu
     Z = res.Z[:, feats].float().cpu()
     vocab = vocab_projection(model, residual_directions(model, layer, Z), c.n_vocab)
     cal = calibrate_steering(model, layer, Z.T, c.prompt, c.targets)
-    mid = len(c.targets) // 2
-    gen_alpha = torch.cat([cal.alpha[:, 0, mid], cal.alpha[:, 1, mid]])
+    gen_alpha = cal.alpha[:, :, len(c.targets) // 2].T.reshape(-1)  # the + rows, then the - rows
     texts = steered_generations(model, layer, torch.cat([Z.T, -Z.T]), gen_alpha, c.prompt, c.n_tokens)
-    cards = []
-    for r, f in enumerate(feats):
-        cards.append(FeatureCard(
-            index=f, n_neurons=int((res.Z[:, f] != 0).sum()), mean_coef=float(res.Y[f].mean()),
-            contexts=top_contexts(res.Y, acts, model.tokenizer, f, c.n_contexts), vocab=vocab[r],
-            alpha={"+": cal.alpha[r, 0].tolist(), "-": cal.alpha[r, 1].tolist()},
-            steered={"+": texts[r], "-": texts[len(feats) + r]}))
+    cards = [FeatureCard(index=f, n_neurons=int((res.Z[:, f] != 0).sum()), mean_coef=float(res.Y[f].mean()),
+                         contexts=top_contexts(res.Y, acts, model.tokenizer, f, c.n_contexts), vocab=vocab[r],
+                         alpha={"+": cal.alpha[r, 0].tolist(), "-": cal.alpha[r, 1].tolist()},
+                         steered={"+": texts[r], "-": texts[len(feats) + r]}) for r, f in enumerate(feats)]
     return cards, cal
 
 
@@ -296,22 +298,14 @@ def describe_snmf(model, layer: int, cfg=None, texts: Sequence[str] | None = Non
         acts = store_activations(store, hook, n_tokens)
         source = {"store": str(store.path), "rows": int(acts.X.shape[0])}
     else:
-        given = texts is not None
-        texts = list(texts) if given else SENTENCES
-        if not texts:
-            raise ValueError("texts holds no text")
-        acts = collect_activations(model, texts, hook)
-        source = {"texts": "given" if given else "built-in concept sentences", "n_texts": len(texts),
-                  "rows": int(acts.X.shape[0])}
+        acts = collect_activations(model, SENTENCES if texts is None else list(texts), hook)  # refuses []
+        source = {"texts": "built-in concept sentences" if texts is None else "given",
+                  "n_texts": len(acts.seq_tokens), "rows": int(acts.X.shape[0])}
     collect_s = time.perf_counter() - t0
     res = fit_snmf(acts.X, cfg)
-    order = res.Y.mean(1).argsort(descending=True)[:n_features].tolist()
-    cards, cal = feature_cards(model, layer, res, acts, order)
-    comparison = None
-    if compare:
-        from .snmf_compare import compare_on_concepts
-
-        comparison = compare_on_concepts(model, layer, snmf_cfg=cfg)
+    strongest = res.Y.mean(1).argsort(descending=True)[:n_features].tolist()  # by mean coefficient
+    cards, cal = feature_cards(model, layer, res, acts, strongest)
+    comparison = compare_on_concepts(model, layer, snmf_cfg=cfg) if compare else None
     return SNMFFeatures(model=model_name(model), hook=hook, source=source, fit=encode(res.to_json()),
                         features=encode([asdict(c) for c in cards]),
                         steering={"prompt": cal.prompt, "targets": list(cal.targets), "forward_passes": cal.forward_passes},

@@ -42,19 +42,14 @@ from .runs import activations_at, tokenize
 from .vector import SteeringVector
 
 
-def layer_hook(model, layer: int, site: str = "hook_resid_post") -> str:
-    """``blocks.{layer}.{site}``, checked against the model (``HookNotFoundError`` otherwise)."""
+def layer_hook(model, layer: int, site: str = "hook_resid_post") -> tuple[str, int]:
+    """``(blocks.{layer}.{site}, layer)`` with a negative ``layer`` counted from the end, checked against the
+    model (``HookNotFoundError`` otherwise)."""
     n = model.cfg.n_layers
     if not -n <= layer < n:
         raise ValueError(f"layer {layer} is out of range for a model with {n} layers")
-    layer = layer % n
-    (hook,) = resolve_hooks(model, [f"blocks.{layer}.{site}"])
-    return hook
-
-
-def _hook_layer(hook: str) -> int:
-    parts = hook.split(".")
-    return int(parts[1]) if parts[0] == "blocks" else -1
+    (hook,) = resolve_hooks(model, [f"blocks.{layer % n}.{site}"])
+    return hook, layer % n
 
 
 def mean_difference(model, positive: Sequence[str], negative: Sequence[str], layer: int,
@@ -63,14 +58,13 @@ def mean_difference(model, positive: Sequence[str], negative: Sequence[str], lay
     if not positive or not negative:
         raise ValueError("mean_difference needs at least one positive and one negative text")
     t0 = time.perf_counter()
-    hook = layer_hook(model, layer, site)
-    hp = activations_at(model, tokenize(model, positive), hook, position)
-    hn = activations_at(model, tokenize(model, negative), hook, position)
+    hook, layer = layer_hook(model, layer, site)
+    hp, hn = (activations_at(model, tokenize(model, t), hook, position) for t in (positive, negative))
     v = hp.mean(0) - hn.mean(0)
     meta = {"n_positive": len(positive), "n_negative": len(negative), "position": position,
             "forward_passes": len(positive) + len(negative), "backward_passes": 0,
             "seconds": time.perf_counter() - t0}
-    return SteeringVector(v, hook, _hook_layer(hook), "mean_diff", weight_hash(model), "add", meta=meta)
+    return SteeringVector(v, hook, layer, "mean_diff", weight_hash(model), "add", meta=meta)
 
 
 def mask_token_id(model) -> int:
@@ -99,16 +93,13 @@ def contrastive_token_scores(model, prompt: str, preferred: str, dispreferred: s
     baseline; each row's IG is independent, so running them as one batch is the reference's joint input).
     """
     (sp, n_p), (sn, _) = _split(model, prompt, preferred), _split(model, prompt, dispreferred)
-    seqs = [sp, sn]
-    signs = (1.0, -1.0)
+    seqs, signs = [sp, sn], torch.tensor([1.0, -1.0])
     scores, delta = [], []
-    batches = [[0, 1]] if seqs[0].shape == seqs[1].shape else [[0], [1]]
-    for rows in batches:
-        toks = torch.stack([seqs[r] for r in rows])
-        tgt = toks[:, n_p:]
-        sg = torch.tensor([signs[r] for r in rows])
+    for rows in [[0, 1]] if sp.shape == sn.shape else [[0], [1]]:  # one batch when the lengths agree
+        toks, sg = torch.stack([seqs[r] for r in rows]), signs[rows]
 
-        def metric(logits, tgt=tgt, sg=sg):  # IG stacks its steps as [steps * B, ...]: row i is example i % B
+        # IG stacks its steps as [steps * B, ...]: row i is example i % B
+        def metric(logits, tgt=toks[:, n_p:], sg=sg):
             rep = logits.shape[0] // tgt.shape[0]
             lp = torch.log_softmax(logits[:, n_p - 1:-1].float(), -1)
             t, g = tgt.repeat(rep, 1).to(lp.device), sg.repeat(rep).to(lp.device)
@@ -116,25 +107,16 @@ def contrastive_token_scores(model, prompt: str, preferred: str, dispreferred: s
 
         r = layer_integrated_gradients(model, toks.to(next(model.parameters()).device), metric,
                                        hook="hook_embed", baseline="zeros", steps=steps)
-        ts = r.token_scores().detach().float().cpu()
-        scores += list(ts)
+        scores += list(r.token_scores().detach().float().cpu())
         delta += r.delta.tolist()
     return sp, sn, n_p, scores[0], scores[1], delta
-
-
-def _top(scores: torch.Tensor, n_p: int, k: int, largest: bool, skip_first: bool) -> list[int]:
-    start = 1 if skip_first else 0
-    cand = scores[start:n_p]
-    k = min(k, cand.shape[0])
-    return (cand.topk(k, largest=largest).indices + start).tolist()
 
 
 def _principal(diffs: torch.Tensor) -> torch.Tensor:
     mean = diffs.mean(0)
     if diffs.shape[0] < 2:
         return mean / mean.norm().clamp_min(1e-30)
-    _, _, vh = torch.linalg.svd(diffs - mean, full_matrices=False)
-    v = vh[0]
+    v = torch.linalg.svd(diffs - mean, full_matrices=False).Vh[0]
     return v if float(v @ mean) >= 0 else -v
 
 
@@ -166,7 +148,7 @@ def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred
     if not (len(prompts) == len(preferred) == len(dispreferred)) or not prompts:
         raise ValueError("grains needs equally many (>= 1) prompts, preferred and dispreferred outputs")
     t0 = time.perf_counter()
-    hook = layer_hook(model, layer, site)
+    hook, layer = layer_hook(model, layer, site)
     mask = mask_token_id(model)
     bos = model.tokenizer.bos_token_id
     seqs: list[torch.Tensor] = []
@@ -179,22 +161,18 @@ def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred
                "scores_pos": scp[:n_p].tolist(), "scores_neg": scn[:n_p].tolist(), "ig_delta": delta}
         for mode, largest in (("pos", True), ("neg", False)):
             for name, s, sc in (("p", sp, scp), ("n", sn, scn)):
-                idx = _top(sc, n_p, k, largest, skip)
-                m = s.clone()
-                m[idx] = mask
+                cand = sc[int(skip):n_p]  # the prompt's scores, BOS left out; its k largest (or smallest)
+                idx = (cand.topk(min(k, len(cand)), largest=largest).indices + int(skip)).tolist()
                 row[f"masked_{mode}_{name}"] = idx
-                seqs.append(m)
+                seqs.append(s.index_fill(0, torch.tensor(idx, dtype=torch.long), mask))
         seqs += [sp, sn]
         examples.append(row)
     h = activations_at(model, seqs, hook, -1).view(len(prompts), 6, -1)
-    # rows per example: pos-mode (p, n), neg-mode (p, n), originals (p, n)
-    orig = h[:, 4:6]
-    d_pos = (orig - h[:, 0:2]).reshape(-1, h.shape[-1])
-    d_neg = (orig - h[:, 2:4]).reshape(-1, h.shape[-1])
+    # rows per example: pos-mode (p, n), neg-mode (p, n), originals (p, n); deltas = original - masked
     f = _principal if combine == "pca" else (lambda d: d.mean(0))
-    v = f(d_pos) - f(d_neg)
+    v = f((h[:, 4:6] - h[:, 0:2]).flatten(0, 1)) - f((h[:, 4:6] - h[:, 2:4]).flatten(0, 1))
     meta = {"k": k, "steps": steps, "combine": combine, "mask_token": mask, "n_examples": len(prompts),
             # per example: IG's 2 (steps + 2) forwards and 2 steps backwards, then 6 activation forwards
             "forward_passes": len(prompts) * (2 * (steps + 2) + 6), "backward_passes": len(prompts) * 2 * steps,
             "seconds": time.perf_counter() - t0, "examples": examples}
-    return SteeringVector(v, hook, _hook_layer(hook), "grains", weight_hash(model), "renorm", meta=meta)
+    return SteeringVector(v, hook, layer, "grains", weight_hash(model), "renorm", meta=meta)

@@ -8,16 +8,22 @@ Tasks (``data/steering/*.json``, written by ``data/steering/make_steering_data.p
 * ``logit`` (IOI towards the repeated name): success = change of ``log p(preferred | x) - log p(dispreferred | x)``
   (teacher-forced, summed over the response tokens), averaged over the eval prompts.
 
-Equal cost to fluency: for every method the strength ``s`` is calibrated (doubling then bisection on ``s >= 0``)
-so that the mean next-token ``KL(p_unsteered || p_steered)`` after the eval prompts hits each target; at that
+Equal cost to fluency: for every method the strength ``s`` is calibrated (doubling then bisection on
+``s >= 0``, the one-row case of :func:`interp.decompositions.snmf_features.kl_search`) so that the mean
+next-token ``KL(p_unsteered || p_steered)`` after the eval prompts hits each target; at that
 strength we measure success, the KL reached, and the perplexity of the steered greedy continuation under the
 unsteered model.  Cost per method: the builder's forward/backward passes and seconds (``vector.meta``), plus the
 calibration passes.  Time: per (method, target) ~10 batched forwards for the calibration and ``n_new`` forwards
 of the eval prompts for the generations.
+
+The report (:meth:`SteeringComparison.report`) puts the finding first (a sentence from the numbers), then
+success-versus-KL curves per method, the equal-KL table with the seed paper's claims beside it, example
+generations, then method and provenance.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import time
@@ -27,10 +33,11 @@ from typing import ClassVar, Sequence
 
 import torch
 
+from interp.decompositions.snmf_features import kl_search
 from interp.results import Result, register, versions
 
 from .runs import activations_at, continuation_nll, generate, kl_divergence, last_logprobs, token_logprobs, tokenize
-from .vector import SteeringVector, check_model
+from .vector import SteeringVector
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "steering"
 TASKS = ("sentiment", "ioi")
@@ -43,6 +50,16 @@ PAPER_CLAIMS = {
               "0.624 -> 0.514 on LLaVA-1.6-7B; SPA-VL win rate +8.11 (7-8B models, other benchmarks)",
     "mean_diff": "the baseline GrAInS reports beating (CAA / ITI-style mean differences)",
 }
+
+
+LABELS = {"mean_diff": "mean difference (CAA)", "grains": "GrAInS", "sae": "SAE latent", "transcoder":
+          "transcoder latent", "snmf": "SNMF feature"}
+SUCCESS = {"generation": "change in mean VADER sentiment of the continuation",
+           "logit": "change in log p(preferred) - log p(dispreferred)"}
+
+
+def _label(name: str) -> str:
+    return LABELS.get(name, name)
 
 
 @dataclass
@@ -80,10 +97,7 @@ def load_task(name: str, n_build: int | None = None, n_eval: int | None = None, 
 
 def vader_scores(texts: Sequence[str]) -> list[float]:
     """VADER compound sentiment in [-1, 1] per text (vaderSentiment, lexicon shipped in the package)."""
-    try:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-    except ImportError as e:  # pragma: no cover - it is a dependency
-        raise ImportError("the sentiment task needs vaderSentiment (pip install vaderSentiment==3.3.2)") from e
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer  # a dependency of interp
     an = SentimentIntensityAnalyzer()
     return [an.polarity_scores(t)["compound"] for t in texts]
 
@@ -107,45 +121,16 @@ class Calibration:
     passes: int
 
 
-MAX_DOUBLINGS = 20
-"""Doublings of the starting strength before a KL target counts as out of reach (2^20 x ``s0``)."""
-
-
 def calibrate(model, vector: SteeringVector, token_lists, base_lp: torch.Tensor, target: float, s0: float,
               rel_tol: float = 0.1, max_bisect: int = 12) -> Calibration:
     """The strength ``s >= 0`` whose mean next-token KL over ``token_lists`` is ``target`` (within ``rel_tol``):
-    ``s0`` doubled until the KL passes the target (at most :data:`MAX_DOUBLINGS` times), then bisected."""
-    if not (target > 0 and math.isfinite(target)):
-        raise ValueError(f"KL targets must be positive and finite, got {target}")
-    passes = 0
-
+    the one-row case of :func:`~interp.decompositions.snmf_features.kl_search`, starting from ``s0``."""
     def kl_at(s):
-        nonlocal passes
-        passes += 1
-        return float(kl_divergence(base_lp, last_logprobs(model, token_lists, vector, s)).mean())
+        return kl_divergence(base_lp, last_logprobs(model, token_lists, vector, float(s))).mean()[None]
 
-    lo, hi = 0.0, s0
-    k_hi = kl_at(hi)
-    for _ in range(MAX_DOUBLINGS):
-        if k_hi >= target:
-            break
-        lo, hi = hi, hi * 2
-        k_hi = kl_at(hi)
-    if k_hi < target:
-        return Calibration(hi, k_hi, False, passes)
-    best = (hi, k_hi)
-    for _ in range(max_bisect):
-        if abs(best[1] - target) <= rel_tol * target:
-            break
-        mid = 0.5 * (lo + hi)
-        k = kl_at(mid)
-        if k >= target:
-            hi = mid
-        else:
-            lo = mid
-        if abs(k - target) < abs(best[1] - target):
-            best = (mid, k)
-    return Calibration(best[0], best[1], abs(best[1] - target) <= rel_tol * target, passes)
+    t, start = torch.tensor([float(target)]), torch.tensor([float(s0)])
+    s, kl, reached, passes = kl_search(kl_at, t, start, rel_tol, max_bisect)
+    return Calibration(float(s), float(kl), bool(reached), passes)
 
 
 @register
@@ -179,15 +164,81 @@ class SteeringComparison(Result):
         """``{method: point}`` at KL target ``target``."""
         return {m: next(p for p in r["points"] if p["target"] == target) for m, r in self.methods.items()}
 
-    def summary(self) -> str:
-        from .report import summary_sentence
+    @property
+    def middle_target(self) -> float:
+        """The KL target the summary and the example generations are at."""
+        return self.kl_targets[len(self.kl_targets) // 2]
 
-        return summary_sentence(self)
+    def summary(self) -> str:
+        """One sentence from the numbers: which method moves the metric most at the middle KL target."""
+        t = self.middle_target
+        ranked = sorted(self.at(t).items(), key=lambda kv: kv[1]["delta"], reverse=True)
+        parts = [f"{_label(m)} {p['delta']:+.3f}"
+                 + ("" if p["reached"] else f" (KL reached only {p['kl']:.3g})") for m, p in ranked]
+        lead = (f"{_label(ranked[0][0])} moves the metric most"
+                if ranked[0][1]["delta"] != ranked[-1][1]["delta"]
+                else "no method moves the metric more than another")
+        b = self.baseline
+        return (f"On {self.task} ({self.model}), at next-token KL {t:g} nats from the unsteered model, "
+                f"{lead}: {SUCCESS.get(self.task_kind, 'success')} = " + ", ".join(parts) +
+                f" (unsteered {b['success']:+.3f}, continuation perplexity {b['ppl']:.1f}).")
+
+    def _versus_kl(self, y: str):
+        """One line per method: ``points.<y>`` against the KL reached (log x); hover shows the strength."""
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        for m, rec in self.methods.items():
+            pts = rec["points"]
+            fig.add_trace(go.Scatter(x=[p["kl"] for p in pts], y=[p[y] for p in pts], mode="lines+markers",
+                                     name=_label(m), text=[f"s={p['strength']:.3g}" for p in pts]))
+        fig.update_layout(xaxis_title=self.axes["methods.*.points.kl"],
+                          yaxis_title=self.axes[f"methods.*.points.{y}"], xaxis_type="log")
+        return fig
 
     def report(self):
-        from .report import comparison_report
+        """The finding, success and perplexity versus KL per method, the equal-KL table with the seed paper's
+        claims beside it, example generations, then method and provenance."""
+        from interp.reports import Report
 
-        return comparison_report(self)
+        r = Report(f"Steering comparison: {self.task} on {self.model}", config=self.config, meta=self.meta,
+                   summary=self.summary())
+        r.add_section("Success versus fluency cost")
+        r.add_figure(self._versus_kl("delta"), title="Success versus KL, per method",
+                     fields=("methods.*.points.kl", "methods.*.points.delta"),
+                     caption="Each point: the strength calibrated to one KL target; x is the KL reached, y "
+                             f"the {SUCCESS.get(self.task_kind, 'success')} relative to the unsteered model.")
+        fig = self._versus_kl("ppl")
+        fig.add_hline(y=self.baseline["ppl"], line_dash="dot", annotation_text="unsteered")
+        r.add_figure(fig, title="Continuation perplexity versus KL, per method",
+                     fields=("methods.*.points.kl", "methods.*.points.ppl"),
+                     caption="Perplexity of the steered greedy continuation under the unsteered model.")
+        cost = {m: rec["cost"] for m, rec in self.methods.items()}
+        rows = [{"KL target": t, "method": _label(m), "KL reached": round(p["kl"], 3),
+                 "strength": round(p["strength"], 4), "success change": round(p["delta"], 4),
+                 "perplexity": round(p["ppl"], 2), "build passes (fwd/bwd)":
+                 f"{cost[m].get('forward_passes')}/{cost[m].get('backward_passes')}",
+                 "build seconds": round(cost[m].get("seconds") or 0.0, 2),
+                 "paper claims (not this benchmark)": PAPER_CLAIMS.get(m, "")}
+                for t in self.kl_targets for m, p in self.at(t).items()]
+        r.add_table("Success at equal KL", rows,
+                    caption="Small-model replication on our own tasks, not the paper's benchmarks: the "
+                            "paper's numbers are for 7-8B models on TruthfulQA, MMHal-Bench and SPA-VL.")
+        if self.examples:
+            r.add_section("Example generations (middle KL target)")
+            r.add_table("Before and after", [{_label(k): v for k, v in e.items()} for e in self.examples],
+                        caption="Greedy continuations of evaluation prompts, unsteered and with each "
+                                "method's vector at the strength calibrated to next-token KL "
+                                f"{self.middle_target:g} nats.")
+        r.add_section("Method and provenance",
+                      "Strength per method: doubling then bisection on s >= 0 until the mean next-token "
+                      "KL(p_unsteered || p_steered) over the held-out prompts is within 10% of each target. "
+                      "See docs/methods.md, Steering (GrAInS, mean-difference, feature steering) for the "
+                      "formulas and where GrAInS differs from its reference code.")
+        r.add_table("Vectors", [{"method": _label(m), "hook": rec["hook_name"], "mode": rec["mode"],
+                                 "chosen": html.escape(str(rec.get("chosen", "")))}
+                                for m, rec in self.methods.items()])
+        return r
 
 
 def evaluate_steering(model, vectors: dict[str, SteeringVector] | Sequence[SteeringVector], task: SteeringTask,
@@ -196,16 +247,12 @@ def evaluate_steering(model, vectors: dict[str, SteeringVector] | Sequence[Steer
     """Calibrate each vector to every KL target on ``task``'s eval prompts and measure success and fluency."""
     from interp.models.load import model_name, weight_hash
 
-    if not isinstance(vectors, dict):
-        vectors = {v.method: v for v in vectors}
+    vectors = vectors if isinstance(vectors, dict) else {v.method: v for v in vectors}
     if not vectors:
         raise ValueError("evaluate_steering needs at least one steering vector")
     targets = sorted(float(t) for t in kl_targets)
-    for t in targets:
-        if not (t > 0 and math.isfinite(t)):
-            raise ValueError(f"KL targets must be positive and finite, got {t}")
-    for v in vectors.values():
-        check_model(model, v)
+    if not all(t > 0 and math.isfinite(t) for t in targets):  # before any generation (kl_search checks again)
+        raise ValueError(f"KL targets must be positive and finite, got {targets}")
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     toks = tokenize(model, task.eval_prompts)

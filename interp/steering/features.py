@@ -28,7 +28,7 @@ from interp.config import takes_config
 from interp.decompositions.snmf import store_activations
 from interp.models.load import weight_hash
 
-from .build import _hook_layer, layer_hook
+from .build import layer_hook
 from .evaluate import DATA, SteeringTask
 from .runs import activations_at, tokenize
 from .vector import SteeringVector
@@ -40,9 +40,8 @@ def _store(model, task: SteeringTask, hook: str, corpus_tokens: int, out: str | 
     corpus = DATA / f"{task.name}_corpus.txt"
     if not corpus.exists():
         raise ValueError(f"no behaviour corpus {corpus} for task {task.name!r}; run data/steering/make_steering_data.py")
-    out = out or tempfile.mkdtemp(prefix=f"steer_{task.name}_")
     cfg = CacheConfig(hooks=[hook], corpus=str(corpus), n_tokens=corpus_tokens, context_length=64, batch_size=8,
-                      dtype="float32", out=out)
+                      dtype="float32", out=out or tempfile.mkdtemp(prefix=f"steer_{task.name}_"))
     return cache_activations(cfg, model=model), corpus
 
 
@@ -72,7 +71,7 @@ def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config
     if mode not in ("add", "clamp") or (method == "snmf" and mode != "add"):
         raise ValueError(f"feature steering mode must be 'add' (or 'clamp' for an SAE), got {mode!r}")
     t0 = time.perf_counter()
-    hook = layer_hook(model, layer, "hook_resid_post" if method == "sae" else "mlp.hook_post")
+    hook, layer = layer_hook(model, layer, "hook_resid_post" if method == "sae" else "mlp.hook_post")
     store, corpus = _store(model, task, hook, config.corpus_tokens, config.store_dir)
     X = store_activations(store, hook).X
     pos, neg = (activations_at(model, tokenize(model, [r["prompt"] + r[y] for r in task.build]), hook)
@@ -85,8 +84,8 @@ def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config
         tcfg = TrainConfig(n_tokens=4 * store.n_rows, batch_size=256, lr=1e-3, warmup_steps=10, seed=seed,
                            progress=False, init_rows=min(4096, store.n_rows), dead_after_tokens=10 ** 9)
         sae = train_sae(store, scfg, tcfg).sae
-        W_enc, b_enc = sae.W_enc.detach().float().cpu(), sae.b_enc.detach().float().cpu()
-        W_dec, b_dec = sae.W_dec.detach().float().cpu(), sae.b_dec.detach().float().cpu()
+        W_enc, b_enc, W_dec, b_dec = (t.detach().float().cpu()
+                                      for t in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec))
 
         def acts(h):
             return torch.relu((h - b_dec) @ W_enc + b_enc)
@@ -94,29 +93,25 @@ def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config
         ap, an = acts(pos).mean(0), acts(neg).mean(0)
         j = int((ap - an).argmax())
         fire = float((acts(X)[:, j] > 0).float().mean())
-        dec = W_dec[j]
-        vec = dec / dec.norm() if mode == "add" else dec
+        vec = W_dec[j] / W_dec[j].norm() if mode == "add" else W_dec[j]
         extra = {"encoder": W_enc[:, j], "encoder_bias": float(b_enc[j] - W_enc[:, j] @ b_dec)} if mode == "clamp" else {}
         chosen = (f"SAE latent {j} of {W_enc.shape[1]} (ReLU SAE at {hook}, trained on {store.n_rows} tokens of "
                   f"{corpus.name}): the largest mean activation difference between preferred and dispreferred "
                   f"build texts, {float(ap[j]):.3f} vs {float(an[j]):.3f}; fires on {fire:.1%} of corpus tokens")
-        meta = {"latent": j, "d_sae": int(W_enc.shape[1]), "mean_pos": float(ap[j]), "mean_neg": float(an[j]),
-                "fire_rate": fire}
-        sv = SteeringVector(vec, hook, _hook_layer(hook), "sae", weight_hash(model), mode, **extra)
+        meta = {"latent": j, "d_sae": int(W_enc.shape[1]), "fire_rate": fire}
     else:
         from interp.decompositions.snmf import SNMFConfig, fit_snmf
 
         res = fit_snmf(X, SNMFConfig(k=snmf_k, max_iter=300, patience=100, seed=seed))
         Z = torch.nn.functional.normalize(res.Z.float().T, dim=-1)  # [k, d_mlp]
         ap, an = (pos @ Z.T).mean(0), (neg @ Z.T).mean(0)
-        i = int((ap - an).argmax())
-        chosen = (f"SNMF feature {i} of {snmf_k} (fit on {X.shape[0]} tokens of {corpus.name} at {hook}, relative "
-                  f"loss {res.rel_loss:.3f}): the largest mean projection difference between preferred and "
-                  f"dispreferred build texts, {float(ap[i]):.3f} vs {float(an[i]):.3f}")
-        meta = {"feature": i, "k": snmf_k, "mean_pos": float(ap[i]), "mean_neg": float(an[i]),
-                "rel_loss": res.rel_loss}
-        sv = SteeringVector(Z[i], hook, _hook_layer(hook), "snmf", weight_hash(model), "add")
-    sv.meta.update(meta, chosen=chosen, corpus=corpus.name, corpus_tokens=int(store.n_rows),
-                   forward_passes=2 * len(task.build), forward_tokens_cached=store.n_rows, backward_passes=0,
-                   seconds=time.perf_counter() - t0)
-    return sv
+        j = int((ap - an).argmax())
+        chosen = (f"SNMF feature {j} of {snmf_k} (fit on {X.shape[0]} tokens of {corpus.name} at {hook}, "
+                  f"relative loss {res.rel_loss:.3f}): the largest mean projection difference between "
+                  f"preferred and dispreferred build texts, {float(ap[j]):.3f} vs {float(an[j]):.3f}")
+        vec, extra = Z[j], {}
+        meta = {"feature": j, "k": snmf_k, "rel_loss": res.rel_loss}
+    meta.update(chosen=chosen, mean_pos=float(ap[j]), mean_neg=float(an[j]), corpus=corpus.name,
+                corpus_tokens=int(store.n_rows), backward_passes=0, forward_passes=2 * len(task.build),
+                forward_tokens_cached=store.n_rows, seconds=time.perf_counter() - t0)
+    return SteeringVector(vec, hook, layer, method, weight_hash(model), mode, **extra, meta=meta)

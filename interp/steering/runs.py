@@ -15,21 +15,9 @@ import torch
 from .vector import SteeringVector, steer
 
 
-def device_of(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 def tokenize(model, texts: Sequence[str]) -> list[torch.Tensor]:
     """One ``[T]`` LongTensor (BOS prepended) per text."""
     return [model.to_tokens(t)[0].cpu() for t in texts]
-
-
-def groups(token_lists: Sequence[torch.Tensor]) -> list[tuple[list[int], torch.Tensor]]:
-    """``[(indices, [B, T] tokens)]``: the inputs grouped by length, in first-seen order."""
-    by_len: dict[int, list[int]] = {}
-    for i, t in enumerate(token_lists):
-        by_len.setdefault(int(t.shape[0]), []).append(i)
-    return [(idx, torch.stack([token_lists[i] for i in idx])) for idx in by_len.values()]
 
 
 @torch.no_grad()
@@ -37,10 +25,13 @@ def per_input(model, token_lists: Sequence[torch.Tensor], fn, vector: SteeringVe
               strength: float = 0.0) -> list:
     """``fn([B, T] tokens on the model's device)`` per length group (steered by ``vector`` when given, the hook
     removed after), its rows returned in input order."""
+    by_len: dict[int, list[int]] = {}  # input indices grouped by token count, in first-seen order
+    for i, t in enumerate(token_lists):
+        by_len.setdefault(int(t.shape[0]), []).append(i)
     out: list = [None] * len(token_lists)
     with steer(model, vector, strength) if vector is not None else nullcontext():
-        for idx, toks in groups(token_lists):
-            rows = fn(toks.to(device_of(model)))
+        for idx in by_len.values():
+            rows = fn(torch.stack([token_lists[i] for i in idx]).to(next(model.parameters()).device))
             for j, i in enumerate(idx):
                 out[i] = rows[j]
     return out
@@ -49,8 +40,7 @@ def per_input(model, token_lists: Sequence[torch.Tensor], fn, vector: SteeringVe
 def activations_at(model, token_lists: Sequence[torch.Tensor], hook: str, position: int = -1) -> torch.Tensor:
     """``[N, d]``: the activation at ``hook`` at ``position`` of each input (float32, CPU)."""
     def run(toks):
-        _, cache = model.run_with_cache(toks, names_filter=lambda name: name == hook)
-        return cache[hook][:, position].float().cpu()
+        return model.run_with_cache(toks, names_filter=[hook])[1][hook][:, position].float().cpu()
 
     return torch.stack(per_input(model, token_lists, run))
 

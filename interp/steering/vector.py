@@ -64,27 +64,20 @@ class SteeringVector:
     ``seconds``), hyperparameters."""
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown steering method {self.method!r}; known: {', '.join(METHODS)}")
-        if self.mode not in MODES:
-            raise ValueError(f"unknown steering mode {self.mode!r}; known: {', '.join(MODES)}")
-        v = torch.as_tensor(self.vector).detach().float().cpu()
+        for name, known in (("method", METHODS), ("mode", MODES)):
+            if getattr(self, name) not in known:
+                raise ValueError(f"unknown steering {name} {getattr(self, name)!r}; known: {known}")
+        self.vector = v = torch.as_tensor(self.vector).detach().float().cpu()
         if v.ndim != 1:
             raise ValueError(f"a steering vector is 1-D [d], got shape {tuple(v.shape)}")
         if not torch.isfinite(v).all():
             raise ValueError("the steering vector has non-finite entries")
-        self.vector = v
         if self.mode == "clamp":
             if self.encoder is None:
                 raise ValueError("mode 'clamp' needs the latent's encoder row (encoder=...)")
-            e = torch.as_tensor(self.encoder).detach().float().cpu()
+            self.encoder = e = torch.as_tensor(self.encoder).detach().float().cpu()
             if e.shape != v.shape:
                 raise ValueError(f"encoder row {tuple(e.shape)} and decoder row {tuple(v.shape)} differ in shape")
-            self.encoder = e
-
-    @property
-    def d(self) -> int:
-        return int(self.vector.shape[0])
 
     def save(self, path: str | Path) -> Path:
         """Write ``path.safetensors`` and ``path.json`` (``path`` without suffix); returns the JSON path."""
@@ -95,7 +88,7 @@ class SteeringVector:
         p.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: getattr(self, k).contiguous() for k in _TENSORS if getattr(self, k) is not None}
         save_file(tensors, str(p.with_suffix(".safetensors")))
-        info = {"kind": "steering_vector", "schema_version": SCHEMA_VERSION, "d": self.d,
+        info = {"kind": "steering_vector", "schema_version": SCHEMA_VERSION, "d": len(self.vector),
                 **{f.name: getattr(self, f.name) for f in fields(self) if f.name not in _TENSORS}}
         p.with_suffix(".json").write_text(json.dumps(info, indent=1, default=str))
         return p.with_suffix(".json")
@@ -108,9 +101,8 @@ def load_vector(path: str | Path, model=None) -> SteeringVector:
     p = Path(path)
     p = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
     js, st = p.with_suffix(".json"), p.with_suffix(".safetensors")
-    for f in (js, st):
-        if not f.exists():
-            raise FileNotFoundError(f"steering vector file {f} does not exist")
+    if not (js.exists() and st.exists()):
+        raise FileNotFoundError(f"steering vector file {js if not js.exists() else st} does not exist")
     info = json.loads(js.read_text())
     if info.get("kind") != "steering_vector":
         raise ValueError(f"{js} is not a steering vector (kind={info.get('kind')!r})")
@@ -132,34 +124,27 @@ def check_model(model, vec: SteeringVector) -> None:
     resolve_hooks(model, [vec.hook_name])  # HookNotFoundError with hints when the model lacks it
 
 
-def _check_strength(strength) -> float:
+def steering_hook(vec: SteeringVector, strength: float, device):
+    """The hook ``fn(x, hook) -> x'`` applying ``vec`` at ``strength`` on ``device`` (see the module doc)."""
     try:
         s = float(strength)
     except (TypeError, ValueError):
-        raise ValueError(f"steering strength must be a finite number, got {strength!r}") from None
+        s = math.nan
     if not math.isfinite(s):
-        raise ValueError(f"steering strength must be finite, got {s}")
-    return s
-
-
-def steering_hook(vec: SteeringVector, strength: float, device=None):
-    """The hook function ``fn(x, hook) -> x'`` applying ``vec`` at ``strength`` (see the module doc)."""
-    s = _check_strength(strength)
-    v = vec.vector.to(device) if device is not None else vec.vector
-    enc = vec.encoder.to(device) if (vec.encoder is not None and device is not None) else vec.encoder
+        raise ValueError(f"steering strength must be a finite number, got {strength!r}")
+    v = vec.vector.to(device)
+    enc = None if vec.encoder is None else vec.encoder.to(device)
 
     def fn(x, hook=None):
         if x.shape[-1] != v.shape[0]:
             raise ValueError(f"steering vector has width {v.shape[0]} but {vec.hook_name} has width {x.shape[-1]}")
-        vx = v.to(x.dtype)
-        if vec.mode == "add":
-            return x + s * vx
+        if vec.mode == "clamp":  # the latent a(x) set to s
+            return x + (s - torch.relu(x @ enc.to(x.dtype) + vec.encoder_bias))[..., None] * v.to(x.dtype)
+        y = x + s * v.to(x.dtype)
         if vec.mode == "renorm":
-            y = x + s * vx
             # ||y|| is 0 only if s v = -x exactly; the clamp keeps that case finite (it returns 0 there).
             return y * (x.norm(dim=-1, keepdim=True) / y.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny))
-        a = torch.relu(x @ enc.to(x.dtype) + vec.encoder_bias)
-        return x + (s - a)[..., None] * vx
+        return y
 
     return fn
 
@@ -173,8 +158,7 @@ def steer(model, vector: SteeringVector, strength: float):
     """
     if not isinstance(vector, SteeringVector):
         raise TypeError(f"steer() needs a SteeringVector, got {type(vector).__name__}")
-    s = _check_strength(strength)
     check_model(model, vector)
-    dev = next(model.parameters()).device
-    with scoped_hooks(model, fwd=[(vector.hook_name, steering_hook(vector, s, dev))]):
+    fn = steering_hook(vector, strength, next(model.parameters()).device)
+    with scoped_hooks(model, fwd=[(vector.hook_name, fn)]):
         yield model
