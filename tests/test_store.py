@@ -115,6 +115,10 @@ def test_reading_paths_agree(tiny_llama, tmp_path, corpus_file):
     assert len(two) == 20 and not torch.equal(two[0], two[10])
     # dtype / device conversion
     assert store.rows(h, [1, 2], dtype=torch.float16).dtype == torch.float16
+    # a device other than CPU/CUDA is honoured, not silently left on the CPU ("meta": torch's shape-only device)
+    on_meta = store.rows(h, [1, 2], device="meta", dtype=torch.float16)
+    assert on_meta.device.type == "meta" and on_meta.dtype == torch.float16 and on_meta.shape == (2, full.shape[1])
+    assert next(iter(store.batches(h, 50, seed=0, device="meta"))).device.type == "meta"
 
 
 def test_manifest_contents(tiny_llama, tmp_path, corpus_file):

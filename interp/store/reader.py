@@ -112,9 +112,9 @@ def _to_torch(arr, store_dtype: str, device, dtype: torch.dtype | None) -> torch
     if device is not None and torch.device(device).type == "cuda":
         t = t.pin_memory().to(device, non_blocking=True)
         return t if dtype is None else t.to(dtype)
-    if dtype is None or dtype == t.dtype:
-        return t
-    return _np_empty(t.shape, dtype).copy_(t)
+    if dtype is not None and dtype != t.dtype:
+        t = _np_empty(t.shape, dtype).copy_(t)
+    return t if device is None else t.to(device)  # CPU: the same tensor; other devices (mps, xpu, ...): a copy
 
 
 _NP_OF = {torch.float32: np.float32, torch.float16: np.float16, torch.float64: np.float64,
