@@ -20,7 +20,6 @@ from scipy.stats import pearsonr
 from interp.reports import Report, token_view
 from interp.results import pearson
 from interp.reports import figures as F
-from interp.reports import markdown
 
 FIG_RE = re.compile(r'<script type="application/json" id="(fig-[^"]+)-data">(.*?)</script>', re.S)
 
@@ -255,11 +254,13 @@ def test_add_figure_keeps_user_figure_and_caption():
 
 
 def test_markdown_escapes_and_formats():
-    out = markdown.to_html("# Title\n\nSome **bold** and `<code>` <script>x</script>\n\n- one\n- two\n\n```\na < b\n```")
+    out = Report._text_html("# Title\n\nSome **bold** and `<code>` <script>x</script>\n\n- one\n- two\n\n```\na < b\n```"
+                            "\n\n[x](javascript:alert(1)) [y](https://a.b)")
     assert "<h3>Title</h3>" in out and "<strong>bold</strong>" in out
     assert "<code>&lt;code&gt;</code>" in out and "&lt;script&gt;" in out and "<script>" not in out
     assert "<ul>\n<li>one</li>\n<li>two</li>\n</ul>" in out
-    assert "<pre><code>a &lt; b</code></pre>" in out
+    assert "<pre><code>a &lt; b\n</code></pre>" in out
+    assert '<a href="https://a.b">y</a>' in out and 'href="javascript:' not in out  # no script links
 
 
 def test_figure_json_cannot_close_the_script_element():

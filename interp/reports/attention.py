@@ -30,72 +30,13 @@ from typing import Sequence
 
 import torch
 
+from interp.reports.assets import asset
+
 _COUNTER = itertools.count()
 
-CSS = """
-.attn-view { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; font-size: 13px;
-  background: #fff; border: 1px solid #e3e3e3; border-radius: 6px; padding: 8px 10px; overflow-x: auto; }
-.attn-view .ctl { margin-bottom: 6px; } .attn-view select { margin: 0 10px 0 4px; }
-.attn-view .strip { font-family: ui-monospace, Menlo, Consolas, monospace; margin: 4px 0; line-height: 1.9; }
-.attn-view .strip .lab { color: #555; display: inline-block; width: 150px; font-family: sans-serif; }
-.attn-view .t { display: inline-block; white-space: pre; padding: 0 2px; margin: 1px; border-radius: 3px;
-  cursor: default; outline: 1px solid #eee; }
-.attn-view .t.sel { outline: 2px solid #d6604d; }
-.attn-view table.grid { border-collapse: collapse; margin-top: 6px; }
-.attn-view table.grid td { width: 14px; height: 14px; padding: 0; border: 1px solid #f4f4f4; }
-.attn-view table.grid th { font-family: ui-monospace, Menlo, monospace; font-weight: normal; font-size: 11px;
-  color: #444; white-space: pre; padding: 0 3px; }
-.attn-view table.grid th.k { writing-mode: vertical-rl; transform: rotate(180deg); height: 60px; text-align: left; }
-.attn-view .axis { color: #555; font-size: 12px; }
-"""
+CSS = asset("attention.css")
 
-_SCRIPT = """(function () {
-  var root = document.getElementById('%(id)s');
-  var D = JSON.parse(document.getElementById('%(id)s-data').textContent);
-  var T = D.tokens.length, selL = root.querySelector('select.layer'), selH = root.querySelector('select.head');
-  var grid = root.querySelector('table.grid'), out = root.querySelector('.strip.out'), inn = root.querySelector('.strip.in');
-  var info = root.querySelector('.info');
-  function esc(s) { var d = document.createElement('span'); d.textContent = s; return d.innerHTML; }
-  function shade(w) { var c = Math.round(255 - 215 * w), g = Math.round(255 - 150 * w);
-    return 'rgb(' + c + ',' + g + ',255)'; }
-  function A() { return D.patterns[selL.selectedIndex][selH.selectedIndex]; }
-  function strip(el, label) {
-    var h = '<span class="lab">' + label + '</span>';
-    for (var i = 0; i < T; i++) h += '<span class="t" data-i="' + i + '">' + esc(D.tokens[i]) + '</span>';
-    el.innerHTML = h;
-  }
-  function drawGrid() {
-    var a = A(), h = '<tr><th></th>';
-    for (var k = 0; k < T; k++) h += '<th class="k">' + esc(D.tokens[k]) + '</th>';
-    h += '</tr>';
-    for (var q = 0; q < T; q++) {
-      h += '<tr><th>' + esc(D.tokens[q]) + '</th>';
-      for (var k = 0; k < T; k++) h += '<td data-q="' + q + '" data-k="' + k + '" style="background:' + shade(a[q][k]) +
-        '" title="' + esc(D.tokens[q]) + ' [' + q + '] -> ' + esc(D.tokens[k]) + ' [' + k + ']: ' + a[q][k].toFixed(3) + '"></td>';
-      h += '</tr>';
-    }
-    grid.innerHTML = h;
-  }
-  function focus(i) {
-    var a = A(), o = out.querySelectorAll('.t'), n = inn.querySelectorAll('.t');
-    for (var j = 0; j < T; j++) {
-      o[j].style.background = shade(a[i][j]); o[j].title = 'token ' + i + ' attends to ' + j + ': ' + a[i][j].toFixed(3);
-      n[j].style.background = shade(a[j][i]); n[j].title = 'token ' + j + ' attends to ' + i + ': ' + a[j][i].toFixed(3);
-      o[j].classList.toggle('sel', j === i); n[j].classList.toggle('sel', j === i);
-    }
-    info.textContent = 'token ' + i + ' ' + JSON.stringify(D.tokens[i]) + ' (layer ' + D.layers[selL.selectedIndex] +
-      ', head ' + selH.selectedIndex + ')';
-    root.setAttribute('data-focus', i);
-  }
-  function hover(e) { var t = e.target, i = t.getAttribute('data-i');
-    if (i === null) i = t.getAttribute('data-q'); if (i !== null) focus(parseInt(i, 10)); }
-  strip(out, 'attends to (row):'); strip(inn, 'attended from (column):');
-  out.addEventListener('mouseover', hover); inn.addEventListener('mouseover', hover); grid.addEventListener('mouseover', hover);
-  function redraw() { drawGrid(); focus(parseInt(root.getAttribute('data-focus') || (T - 1), 10)); }
-  selL.addEventListener('change', redraw); selH.addEventListener('change', redraw);
-  redraw();
-  root.setAttribute('data-ready', '1');
-})();"""
+_SCRIPT = asset("attention.js")
 
 
 @dataclass

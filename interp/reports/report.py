@@ -7,7 +7,8 @@ How a report is assembled:
    last, as "Method and provenance", so the page leads with the result).
 2. ``add_*`` calls append sections in reading order.  Figures are built by
    :mod:`interp.reports.figures` (each returns a caption saying what the reader sees),
-   token views by :mod:`interp.reports.tokens`, prose by :mod:`interp.reports.markdown`.
+   token views by :mod:`interp.reports.tokens`, prose as CommonMark (markdown-it-py, raw HTML off, so a
+   prompt containing ``<script>`` prints as text; ``#`` becomes ``<h3>`` under the sections' ``<h2>``).
    ``add_section`` starts a group; the sections after it nest under it in the contents.
 3. ``to_html()`` writes a title, a table of contents, the sections, and one copy of
    plotly.js inlined in ``<head>`` (about 4.8 MB, once per file, however many figures), so the
@@ -34,15 +35,17 @@ from pathlib import Path
 from typing import Any, NamedTuple, Optional, Sequence
 
 import plotly.graph_objects as go
+from markdown_it import MarkdownIt
 
 from interp.reports import figures as F
-from interp.reports import markdown
+from interp.reports.assets import asset
 from interp.reports.attention import CSS as ATTENTION_CSS
 from interp.reports.tokens import CSS as TOKEN_CSS
 from interp.reports.tokens import token_view
 from interp.results import versions as _versions
 
 _FRAGMENTS = itertools.count()
+_MARKDOWN = MarkdownIt("commonmark", {"html": False})
 
 
 @functools.cache
@@ -69,60 +72,14 @@ class Section(NamedTuple):
     """What the reader sees (figures, token views, tables)."""
 
 
-TABLE_CSS = """
-table.data { border-collapse: collapse; font-size: 13px; min-width: 50%; }
-table.data th, table.data td { border-bottom: 1px solid #eee; padding: 3px 8px; text-align: left; vertical-align: top; }
-table.data th { background: #f3f3f3; font-weight: 600; }
-table.data td.num { text-align: right; font-variant-numeric: tabular-nums; font-family: ui-monospace, Menlo, monospace; }
-"""
+TABLE_CSS = asset("tables.css")
 """The data tables' style (also carried by :class:`Table` in a notebook)."""
 
-CSS = """
-body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; color: #222;
-  max-width: 1120px; margin: 0 auto; padding: 24px 28px 60px; line-height: 1.5; background: #fafafa; }
-h1 { font-size: 28px; margin: 0 0 4px; } h2 { margin-top: 38px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
-h3 { margin: 26px 0 6px; } .subtitle { color: #666; font-size: 13px; margin-bottom: 18px; }
-nav.toc { background: #fff; border: 1px solid #e3e3e3; border-radius: 6px; padding: 6px 18px; font-size: 14px; }
-nav.toc summary { cursor: pointer; }
-nav.toc ol { margin: 4px 0; padding-left: 22px; } nav.toc a { color: #1f5f99; text-decoration: none; }
-.block { background: #fff; border: 1px solid #e3e3e3; border-radius: 6px; padding: 8px 12px; margin: 8px 0; }
-.interp-plot { width: 100%; min-height: 300px; }
-.caption { color: #555; font-size: 13.5px; margin: 6px 2px 0; }
-.caption b { color: #333; }
-.nan { color: #b2182b; } .notes { background: #fff8e1; border: 1px solid #f0d78c; border-radius: 6px;
-  padding: 6px 14px; font-size: 13.5px; }
-code { background: #f2f2f2; padding: 0 3px; border-radius: 3px; }
-#interp-status { color: #999; font-size: 12px; margin-top: 40px; }
-.summary { font-size: 16.5px; background: #fff; border-left: 4px solid #1f5f99; padding: 6px 14px; margin: 8px 0 14px; }
-.summary p { margin: 4px 0; }
-""" + TABLE_CSS + TOKEN_CSS + ATTENTION_CSS
+CSS = asset("report.css") + TABLE_CSS + TOKEN_CSS + ATTENTION_CSS
 
-_HEAD_SCRIPT = """window.__interpErrors = [];
-window.addEventListener('error', function (e) { window.__interpErrors.push(String(e.message || e)); });
-window.addEventListener('unhandledrejection', function (e) { window.__interpErrors.push('unhandled rejection: ' + String(e.reason)); });"""
+_HEAD_SCRIPT = asset("report_head.js")
 
-_DRAW_SCRIPT = """(function (root) {
-  var errs = window.__interpErrors || [], status = root.querySelector('#interp-status');
-  var divs = Array.prototype.slice.call(root.querySelectorAll('div.interp-plot')), jobs = [];
-  if (divs.length && typeof Plotly === 'undefined') errs.push('plotly.js did not load');
-  divs.forEach(function (div) {
-    try {
-      var spec = JSON.parse(document.getElementById(div.id + '-data').textContent);
-      jobs.push(Plotly.newPlot(div, spec.data, spec.layout, {responsive: true, displaylogo: false}));
-    } catch (e) { errs.push(div.id + ': ' + e.message); }
-  });
-  function finish() {
-    if (!status) return;  // a notebook fragment has no status line
-    var drawn = divs.filter(function (d) { return d.querySelector('svg.main-svg'); }).length;
-    status.setAttribute('data-figures', divs.length);
-    status.setAttribute('data-drawn', drawn);
-    status.setAttribute('data-errors', errs.length);
-    status.setAttribute('data-state', errs.length ? 'error' : (drawn === divs.length ? 'ok' : 'incomplete'));
-    status.textContent = drawn + ' of ' + divs.length + ' figures drawn' +
-      (errs.length ? '; script errors: ' + errs.join(' | ') : '; no script errors') + '.';
-  }
-  Promise.all(jobs).then(finish, function (e) { errs.push(String(e)); finish(); });
-})(%s);"""
+_DRAW_SCRIPT = asset("report_draw.js")
 
 
 def _slug(text: str) -> str:
@@ -275,7 +232,9 @@ class Report:
 
     @staticmethod
     def _text_html(text: str) -> str:
-        return text if text.lstrip().startswith("<") else markdown.to_html(text)
+        if text.lstrip().startswith("<"):
+            return text
+        return re.sub(r"<(/?)h([1-6])>", lambda m: f"<{m[1]}h{min(6, int(m[2]) + 2)}>", _MARKDOWN.render(text))
 
     def add_heatmap(self, title: str, z: Any, x_labels: Sequence | None = None,
                     y_labels: Sequence | None = None, caption: str = "", x_title: str = "",

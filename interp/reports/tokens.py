@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from interp.reports.assets import asset
 from interp.reports.figures import as_array, gap_note
 
 #: RGB anchors of the diverging scale (blue -> white -> red), matching figures.DIVERGING.
@@ -27,18 +28,7 @@ _NEG, _MID, _POS = (33, 102, 172), (247, 247, 247), (178, 24, 43)
 _SHOWN = {"\n": '<span class="tok-ctl">↵</span>', "\t": '<span class="tok-ctl">→</span>\t',
           "\r": '<span class="tok-ctl">␍</span>'}
 
-CSS = """
-.tok-view { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 15px;
-  line-height: 2.1; padding: 10px 12px; border: 1px solid #e3e3e3; border-radius: 6px; background: #fff; }
-.tok { display: inline-block; white-space: pre; padding: 0 2px; margin: 1px; border-radius: 3px;
-  line-height: 1.6; cursor: default; min-width: 0.4em; }
-.tok-ws { outline: 1px dotted #bbb; }
-.tok-ctl { color: #888; }
-.tok-nan { background: repeating-linear-gradient(45deg, #ddd, #ddd 3px, #f4f4f4 3px, #f4f4f4 6px); }
-.tok-legend { display: flex; align-items: center; gap: 8px; font-size: 12px; color: #555; margin-top: 6px; }
-.tok-legend .bar { width: 180px; height: 10px; border: 1px solid #ccc;
-  background: linear-gradient(90deg, rgb(33,102,172), rgb(247,247,247), rgb(178,24,43)); }
-"""
+CSS = asset("tokens.css")
 
 
 class TokenView(NamedTuple):
