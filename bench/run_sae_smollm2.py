@@ -64,7 +64,7 @@ def main() -> None:
     store = ActivationStore.open(args.store)
     resid = f"blocks.{args.layer}.hook_resid_post"
     tin, tout = transcoder_hooks(args.layer)
-    sp = torch.as_tensor(store.seq_pos[:].__array__())
+    sp = store.seq_pos[:]
     T = int(sp[:, 1].max()) + 1
     n_seq = min(store.n_rows, args.rows or store.n_rows) // T
     n_rows = n_seq * T
@@ -79,7 +79,7 @@ def main() -> None:
     train = TensorSource({h: v[train_idx] for h, v in data.items()})
     held = TensorSource({h: v[held_idx] for h, v in data.items()})
     del data
-    toks = torch.as_tensor(store.tokens[held_from:n_rows].__array__()).long().view(args.held, T)
+    toks = store.tokens[held_from:n_rows].long().view(args.held, T)
     model = load_model(store.manifest["model"], device="cpu")
     from importlib.metadata import version
 

@@ -61,7 +61,7 @@ def main() -> None:
     store = ActivationStore.open(args.store)
     tin, tout = transcoder_hooks(args.layer)
     held_n = 8192
-    pos = torch.as_tensor(store.seq_pos[: args.rows + held_n + 4096].__array__())[:, 1]
+    pos = store.seq_pos[: args.rows + held_n + 4096][:, 1]
     idx = torch.arange(len(pos))[pos != 0]
     tr, he = idx[: args.rows], idx[args.rows: args.rows + held_n]
     t0 = time.perf_counter()

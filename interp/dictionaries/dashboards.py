@@ -180,11 +180,11 @@ def _bin_exponent(mx: torch.Tensor) -> torch.Tensor:
 def _context(sae, store, row: int, feature: int, before: int, after: int):
     """Rows of the same sequence around ``row``: (token ids, activations of ``feature``, index of ``row``)."""
     lo, hi = max(0, row - before), min(store.n_rows, row + after + 1)
-    sp = torch.as_tensor(store.seq_pos[lo:hi].__array__())
+    sp = store.seq_pos[lo:hi]
     keep = sp[:, 0] == sp[row - lo, 0]  # the rows of row's sequence
     idx = torch.arange(lo, hi)[keep].tolist()
     acts = sae.encode(store.rows(sae.cfg.hook_in, idx, device=sae.device)).acts[:, feature].cpu()
-    toks = torch.as_tensor(store.tokens[lo:hi].__array__())[keep].tolist()
+    toks = store.tokens[lo:hi][keep].tolist()
     return toks, acts.tolist(), idx.index(row)
 
 

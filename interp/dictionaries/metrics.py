@@ -185,8 +185,8 @@ def spliced_ce(model, sae: SparseCoder, tokens: torch.Tensor, batch_size: int = 
 
 def sequences_from_store(store, n_sequences: int) -> torch.Tensor:
     """The first ``n_sequences`` complete token sequences of a store, ``[n, T]`` (rows grouped by sequence)."""
-    seq_pos = torch.as_tensor(store.seq_pos[: min(store.n_rows, n_sequences * 4096)].__array__())
-    toks = torch.as_tensor(store.tokens[: seq_pos.shape[0]].__array__()).long()
+    seq_pos = store.seq_pos[: min(store.n_rows, n_sequences * 4096)]
+    toks = store.tokens[: seq_pos.shape[0]].long()
     seq_ids = torch.unique_consecutive(seq_pos[:, 0])[:n_sequences]
     out = []
     for sid in seq_ids.tolist():
