@@ -407,3 +407,50 @@ def test_column_entropy_stats_on_model_and_in_result(tiny_llama):
     from interp.results import load_result
 
     torch.testing.assert_close(load_result(res.to_json()).column_entropy["a"], got)  # kept through the JSON
+
+
+def test_store_rows_out_of_position_order(tiny_llama, tmp_path):
+    """A real on-disk store whose rows lie in no order (a cached store's rows, every stream, written again in a
+    seeded random permutation): each stored sequence comes back whole and in position order, checked against
+    the permutation written, and the residual peak and sink score from it equal the live ones."""
+    import numpy as np
+
+    from interp.phenomena.sinks import resid_peak_from_store, sink_scores_from_store, store_sequences
+    from interp.store import ActivationStore, CacheConfig, cache_activations
+    from interp.store.writer import ShardWriter, commit_manifest
+
+    T, S = 12, 4
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(default_domains()[0].texts))
+    cfg = CacheConfig(model="tiny-llama", hooks=["blocks.*.hook_resid_post", "blocks.*.attn.hook_rot_q",
+                                                 "blocks.*.attn.hook_rot_k"], corpus=str(corpus), n_tokens=S * T,
+                      context_length=T, batch_size=2, dtype="float32", out=str(tmp_path / "store"), device="cpu")
+    store = cache_activations(cfg, model=tiny_llama, progress=False)
+    row = torch.arange(S * T)
+    assert torch.equal(store.seq_pos[:], torch.stack([row // T, row % T], 1))  # cached in order
+    perm = torch.randperm(S * T, generator=torch.Generator().manual_seed(0))
+    out = tmp_path / "shuffled"
+    manifest = {**store.manifest, "shards": [], "complete": False}
+    w = ShardWriter(out, {h: store.d(h) * 4 for h in store.hooks}, store.shard_rows, S * T,
+                    set(range(-(-S * T // store.shard_rows))), lambda rec: manifest["shards"].append(rec))
+    for h in store.hooks:
+        w.write(h, 0, store.rows(h, perm).numpy())
+    w.write("tokens", 0, np.asarray(store.tokens, np.int32)[perm.numpy()])
+    w.write("seq_pos", 0, np.asarray(store.seq_pos)[perm.numpy()])
+    w.publish_complete()
+    commit_manifest(out, manifest)
+    shuffled = ActivationStore.open(out, verify="full")
+    assert torch.equal(shuffled.seq_pos[:], torch.stack([perm // T, perm % T], 1))  # the rows lie in no order
+
+    tokens = store.tokens[:].long().view(S, T)
+    hook = "blocks.1.hook_resid_post"
+    got = list(store_sequences(shuffled, hook))
+    assert [sid for sid, _, _ in got] == list(range(S))
+    for sid, rows, ids in got:  # ids[p]: the row where position p of sequence sid was written
+        assert torch.equal(ids, perm.argsort()[sid * T:(sid + 1) * T])
+        assert torch.equal(shuffled.tokens[ids].long(), tokens[sid])
+        assert torch.equal(rows, store.rows(hook, row[sid * T:(sid + 1) * T]))
+    live = sink_stats(tiny_llama, tokens)
+    # float32 store rows vs the live forward: norms over d and attention statistics, 840 eps32
+    torch.testing.assert_close(resid_peak_from_store(shuffled)["resid_peak"], live.resid_peak, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(sink_scores_from_store(shuffled).sink_score, live.sink_score, rtol=1e-4, atol=1e-5)
