@@ -401,18 +401,19 @@ def test_column_entropy_stats_on_model_and_in_result(tiny_llama):
             exp = sum(_column_entropy_loop(A[b, h].tolist()) for b in range(2)) / 2
             assert float(got[l, h]) == pytest.approx(exp, abs=1e-5)  # float32 pattern entries, sums over 10 keys
     res = active_dormant(tiny_llama, {"a": toks}, DormantConfig(heads="all", n_boot=10))
-    torch.testing.assert_close(res.column_entropy["a"], got)
+    torch.testing.assert_close(res.stats["a"].column_entropy, got)
     (l0, h0), row = res.heads[0], res.table()[0]
     assert (row["domain"], row["column entropy"]) == ("a", round(float(got[l0, h0]), 4))
     from interp.results import load_result
 
-    torch.testing.assert_close(load_result(res.to_json()).column_entropy["a"], got)  # kept through the JSON
+    # kept through the JSON
+    torch.testing.assert_close(load_result(res.to_json()).stats["a"].column_entropy, got)
 
 
 def test_store_rows_out_of_position_order(tiny_llama, tmp_path):
-    """A real on-disk store whose rows lie in no order (a cached store's rows, every stream, written again in a
-    seeded random permutation): each stored sequence comes back whole and in position order, checked against
-    the permutation written, and the residual peak and sink score from it equal the live ones."""
+    """A real on-disk store whose rows lie in no order (a cached store's rows, every stream, written again
+    in a seeded random permutation): each stored sequence comes back whole and in position order, checked
+    against the permutation written, and the residual peak and sink score from it equal the live ones."""
     import numpy as np
 
     from interp.phenomena.sinks import resid_peak_from_store, sink_scores_from_store, store_sequences
@@ -422,9 +423,9 @@ def test_store_rows_out_of_position_order(tiny_llama, tmp_path):
     T, S = 12, 4
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(default_domains()[0].texts))
-    cfg = CacheConfig(model="tiny-llama", hooks=["blocks.*.hook_resid_post", "blocks.*.attn.hook_rot_q",
-                                                 "blocks.*.attn.hook_rot_k"], corpus=str(corpus), n_tokens=S * T,
-                      context_length=T, batch_size=2, dtype="float32", out=str(tmp_path / "store"), device="cpu")
+    hooks = ["blocks.*.hook_resid_post", "blocks.*.attn.hook_rot_q", "blocks.*.attn.hook_rot_k"]
+    cfg = CacheConfig(model="tiny-llama", hooks=hooks, corpus=str(corpus), n_tokens=S * T, context_length=T,
+                      batch_size=2, dtype="float32", out=str(tmp_path / "store"), device="cpu")
     store = cache_activations(cfg, model=tiny_llama, progress=False)
     row = torch.arange(S * T)
     assert torch.equal(store.seq_pos[:], torch.stack([row // T, row % T], 1))  # cached in order
@@ -445,12 +446,14 @@ def test_store_rows_out_of_position_order(tiny_llama, tmp_path):
     tokens = store.tokens[:].long().view(S, T)
     hook = "blocks.1.hook_resid_post"
     got = list(store_sequences(shuffled, hook))
-    assert [sid for sid, _, _ in got] == list(range(S))
-    for sid, rows, ids in got:  # ids[p]: the row where position p of sequence sid was written
+    assert [sid for sid, _, _, _ in got] == list(range(S))
+    for sid, rows, ids, pos in got:  # ids[p]: the row where position p of sequence sid was written
         assert torch.equal(ids, perm.argsort()[sid * T:(sid + 1) * T])
+        assert torch.equal(pos, torch.arange(T))
         assert torch.equal(shuffled.tokens[ids].long(), tokens[sid])
         assert torch.equal(rows, store.rows(hook, row[sid * T:(sid + 1) * T]))
     live = sink_stats(tiny_llama, tokens)
     # float32 store rows vs the live forward: norms over d and attention statistics, 840 eps32
-    torch.testing.assert_close(resid_peak_from_store(shuffled)["resid_peak"], live.resid_peak, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(sink_scores_from_store(shuffled).sink_score, live.sink_score, rtol=1e-4, atol=1e-5)
+    peak, sink = resid_peak_from_store(shuffled)["resid_peak"], sink_scores_from_store(shuffled).sink_score
+    torch.testing.assert_close(peak, live.resid_peak, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(sink, live.sink_score, rtol=1e-4, atol=1e-5)

@@ -45,7 +45,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 import torch
 
 from interp.models import resolve_hooks, scoped_hooks
@@ -204,15 +203,13 @@ def massive_stats(model, tokens: torch.Tensor, config: MassiveConfig | None = No
     hooks = resolve_hooks(model, cfg.hooks)
     det = _Detector(hooks, cfg, decoder(getattr(model, "tokenizer", None)))
     device = next(model.parameters()).device
-    state = {}
 
-    def fn(h, hook, name):
-        det.add(name, h, state["ids"], state["tokens"])
+    def fn(h, hook, name):  # ``start``, ``chunk``: the batch being run (the loop below)
+        det.add(name, h, torch.arange(start, start + len(chunk)), chunk)
 
     with scoped_hooks(model, fwd=[(h, functools.partial(fn, name=h)) for h in hooks]):
         for start in range(0, tokens.shape[0], cfg.batch_size):
             chunk = tokens[start:start + cfg.batch_size]
-            state["ids"], state["tokens"] = torch.arange(start, start + len(chunk)), chunk
             model(chunk.to(device))
     return det.result()
 
@@ -228,9 +225,9 @@ def massive_stats_from_store(store, config: MassiveConfig | None = None, tokeniz
     if not hooks:
         raise ValueError(f"the store holds no hook matching {cfg.hooks!r}; it holds {store.hooks}")
     det = _Detector(hooks, cfg, decoder(tokenizer))
-    all_tokens = torch.as_tensor(np.asarray(store.tokens)).long()
+    all_tokens = store.tokens[:].long()
     for hook in hooks:
-        for sid, rows, ids in store_sequences(store, hook):
+        for sid, rows, ids, _ in store_sequences(store, hook):
             det.add(hook, rows[None], torch.tensor([sid]), all_tokens[ids][None])
     return det.result()
 
@@ -429,9 +426,9 @@ class MassiveResult(Result):
 
     def report(self):
         st, ab, dyn = self.stats, self.ablation, self.dynamics
-        r = Report(f"Massive activations: {self.meta.get('model', '')}".rstrip(": "), summary=self.summary(),
-                   config={**asdict(st.config), "n_seqs": self.n_seqs, "seq_len": self.seq_len, "source": self.source,
-                           "checkpoints": self.checkpoints}, meta=self.meta)
+        config = {**asdict(st.config), "n_seqs": self.n_seqs, "seq_len": self.seq_len, "source": self.source,
+                  "checkpoints": self.checkpoints}
+        r = Report.of(self, f"Massive activations: {self.meta.get('model', '')}".rstrip(": "), config)
         if st.entries:
             layers, dims = sorted({e.layer for e in st.entries}), sorted({e.dim for e in st.entries})
             z = [[max((abs(e.value) for e in st.entries if e.layer == L and e.dim == d), default=0.0) for d in dims]
@@ -502,7 +499,6 @@ def massive_run(model=None, checkpoints=None, config: MassiveConfig | None = Non
 
     if heldout_seqs < 1:
         raise ValueError(f"heldout_seqs must be >= 1, got {heldout_seqs}")
-    cfg = config or MassiveConfig()
     t0 = time.time()
     folder = checkpoints or (model if isinstance(model, (str, Path)) and Path(model).is_dir() else None)
     task = load_task(folder) if folder else None
@@ -515,12 +511,12 @@ def massive_run(model=None, checkpoints=None, config: MassiveConfig | None = Non
 
     dynamics = None
     if checkpoints:
-        dynamics = checkpoint_dynamics(checkpoints, tokens_for, cfg, device=device)
+        dynamics = checkpoint_dynamics(checkpoints, tokens_for, config, device=device)
         model = model or str(list_checkpoints(checkpoints)[-1][1])
     if model is None or isinstance(model, (str, Path)):
         model = load_model(str(model or "smollm2-135m"), device=device)
     tokens = tokens_for(model)
-    stats = massive_stats(model, tokens, cfg)
+    stats = massive_stats(model, tokens, config)
     ablation = (massive_ablation(model, tokens, stats, hook=hook, heldout=tokens_for(model, held=True))
                 if stats.entries else None)
     source = "Bigram-Backcopy task" if task is not None else "built-in domains " + ", ".join(

@@ -43,7 +43,6 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import numpy as np
 import torch
 
 from interp.models import model_name, scoped_hooks, weight_hash
@@ -63,6 +62,14 @@ class SinkHeads:
         """``(layer, head, sink score)`` of every head whose score reaches ``threshold``, strongest first."""
         t = self.sink_threshold if threshold is None else threshold
         return strongest_heads(self.sink_score, t, getattr(self, "layers", None))
+
+    def sinks_sentence(self, over: str) -> str:
+        """The summary's lead: how many heads are sinks (mean ``over`` what) and the strongest three."""
+        sinks = self.sink_heads()
+        top = ", ".join(f"{head_label(a, b)} {s:.2f}" for a, b, s in sinks[:3])
+        return (f"**{len(sinks)} of {self.sink_score.numel()} heads are attention sinks** (>= "
+                f"{self.sink_threshold:g} of their attention on the first token, mean over {over})"
+                + (f"; strongest {top}" if top else ""))
 
 
 @register
@@ -118,23 +125,21 @@ class SinkStats(SinkHeads, Result):
         return self.resid_norm_sink / self.resid_norm_rest_max.clamp_min(1e-12)
 
     def summary(self) -> str:
-        L, H = self.sink_score.shape
         sinks = self.sink_heads()
-        text = (f"**{len(sinks)} of {L * H} heads are attention sinks** (>= {self.sink_threshold:g} of their "
-                f"attention on the first token, mean over {self.n_seqs} sequences of {self.seq_len} tokens"
-                + (f" on {self.model}" if self.model else "") + ")")
+        text = self.sinks_sentence(f"{self.n_seqs} sequences of {self.seq_len} tokens"
+                                   + (f" on {self.model}" if self.model else ""))
         if sinks:
-            top = ", ".join(f"{head_label(a, b)} {s:.2f}" for a, b, s in sinks[:3])
             drain = float(torch.stack([self.value_drain[a, b] for a, b, _ in sinks]).median())
-            text += f"; strongest {top}. Their value at the first token is {drain:.2f}x the other tokens' (median)"
+            text += f". Their value at the first token is {drain:.2f}x the other tokens' (median)"
         peak = self.resid_peak
         top_l = int(peak.argmax())
-        return text + (f". The first token's residual state is the largest in {int((peak > 1).sum())} of {L} layers "
-                       f"(up to {float(peak[top_l]):.3g}x the largest other token's, after layer {top_l}).")
+        return text + (f". The first token's residual state is the largest in {int((peak > 1).sum())} of "
+                       f"{len(peak)} layers (up to {float(peak[top_l]):.3g}x the largest other token's, "
+                       f"after layer {top_l}).")
 
     def report(self):
-        r = Report(f"Attention sinks: {self.model or 'model'}", summary=self.summary(),
-                   config={"n_seqs": self.n_seqs, "seq_len": self.seq_len, "sink_threshold": self.sink_threshold})
+        r = Report.of(self, f"Attention sinks: {self.model or 'model'}",
+                      {"n_seqs": self.n_seqs, "seq_len": self.seq_len, "sink_threshold": self.sink_threshold})
         add_sink_figures(r, self)
         return r
 
@@ -175,19 +180,15 @@ class StoreSinks(SinkHeads, Result):
     """Sink score at which :meth:`summary` counts a head as an attention sink."""
 
     def summary(self) -> str:
-        sinks = self.sink_heads()
-        top = ", ".join(f"{head_label(a, b)} {s:.2f}" for a, b, s in sinks[:3])
-        return (f"**{len(sinks)} of {self.sink_score.numel()} heads are attention sinks** (>= "
-                f"{self.sink_threshold:g} of their attention on the first token, mean over {self.n_seqs} "
-                f"stored sequences" + (f" of {self.model}" if self.model else "")
-                + f", layers {self.layers[0]}..{self.layers[-1]})" + (f"; strongest {top}" if top else "")
+        over = f"{self.n_seqs} stored sequences" + (f" of {self.model}" if self.model else "")
+        return (self.sinks_sentence(f"{over}, layers {self.layers[0]}..{self.layers[-1]}")
                 + f". Mean row entropy {float(self.row_entropy.mean()):.2f}.")
 
     def report(self):
-        r = Report(f"Attention sinks from a store: {self.model or self.store}", summary=self.summary(),
-                   config={"store": self.store, "layers": self.layers, "scale": self.scale,
-                           "sink_threshold": self.sink_threshold},
-                   meta={"model": self.model, "n_seqs": self.n_seqs})
+        config = {"store": self.store, "layers": self.layers, "scale": self.scale,
+                  "sink_threshold": self.sink_threshold}
+        r = Report.of(self, f"Attention sinks from a store: {self.model or self.store}", config,
+                      n_seqs=self.n_seqs)
         heads, rows = [f"H{h}" for h in range(self.sink_score.shape[1])], [f"L{L}" for L in self.layers]
         for name, title, caption in (
                 ("sink_score", "Sink score", "Mean attention of queries q >= 1 to the first token, the "
@@ -237,16 +238,13 @@ def attention_view(model, tokens: torch.Tensor, layers) -> AttentionPatterns:
     """The attention viewer (:class:`interp.reports.attention.AttentionPatterns`) of one sequence
     ``tokens [T]`` at ``layers``: one forward pass, ``blocks.ℓ.attn.hook_pattern`` kept."""
     layers = sorted({int(x) for x in layers})
-    pats = []  # in forward order, which is the order of ``layers``
-
-    def keep(a, hook):
-        pats.append(a[0].float().cpu())
-
-    with scoped_hooks(model, fwd=[(f"blocks.{x}.attn.hook_pattern", keep) for x in layers]):
-        model(tokens.reshape(1, -1).long().to(next(model.parameters()).device))
+    names = [f"blocks.{x}.attn.hook_pattern" for x in layers]
+    _, cache = model.run_with_cache(tokens.reshape(1, -1).long().to(next(model.parameters()).device),
+                                    names_filter=lambda name: name in names)
     decode = decoder(getattr(model, "tokenizer", None))
     return AttentionPatterns(tokens=[decode(i) for i in tokens.reshape(-1).tolist()], layers=layers,
-                             patterns=torch.stack(pats), model=model_name(model))
+                             patterns=torch.stack([cache[n][0].float().cpu() for n in names]),
+                             model=model_name(model))
 
 
 def provenance(model, seconds: float) -> dict:
@@ -260,7 +258,7 @@ def sink_and_entropy(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     q >= 1 of A[q, 0] and of the row entropy divided by log(q + 1) (that of a uniform row over keys 0..q)."""
     rows = a[..., 1:, :]
     logn = torch.log(torch.arange(2, a.shape[-1] + 1, dtype=a.dtype, device=a.device))
-    ent = -(rows * torch.log(rows.clamp_min(1e-30))).sum(-1) / logn
+    ent = torch.special.entr(rows).sum(-1) / logn
     return rows[..., 0].mean(-1), ent.mean(-1)
 
 
@@ -273,9 +271,7 @@ def column_entropy(pattern: torch.Tensor) -> torch.Tensor:
     if pattern.ndim < 2 or pattern.shape[-1] != pattern.shape[-2]:
         raise ValueError(f"column_entropy needs square causal patterns [..., T, T], got {tuple(pattern.shape)}")
     a = pattern.double()
-    pos = a > 0
-    p = torch.where(pos, a / a.sum(-2, keepdim=True).clamp_min(1e-300), 0.0)
-    H = torch.where(pos, -p * p.clamp_min(1e-300).log(), 0.0).sum(-2)  # [..., K]
+    H = torch.special.entr(a / a.sum(-2, keepdim=True).clamp_min(1e-300)).sum(-2)  # [..., K]
     T = a.shape[-1]
     norm = torch.log(T - torch.arange(T, dtype=torch.float64, device=a.device))
     return torch.where(norm > 0, H / norm.clamp_min(1e-300), 0.0).to(pattern.dtype if pattern.is_floating_point() else torch.float32)
@@ -323,33 +319,26 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
     example = torch.zeros(n_layers, n_heads, T)
     vsum = torch.zeros(3, n_layers, n_kv, dtype=torch.float64)  # sums of (sink, rest mean, rest max) norms
     rsum = torch.zeros(3, n_layers, dtype=torch.float64)
-    state = {}
 
-    def pattern_hook(layer):
-        def fn(a, hook):  # a: [b, H, Q, K]
-            a = a.float()
-            scores = torch.stack([*sink_and_entropy(a), column_entropy_score(a)])  # [3, b, H]
-            attn[:, layer] += scores.double().sum(1).cpu()
-            if state["first"]:
-                example[layer] = a[0, :, :, 0].cpu()
-        return fn
+    def pattern_hook(a, hook, layer: int):  # a: [b, H, Q, K]
+        a = a.float()
+        scores = torch.stack([*sink_and_entropy(a), column_entropy_score(a)])  # [3, b, H]
+        attn[:, layer] += scores.double().sum(1).cpu()
+        if start == 0:  # the first batch (``start``: the loop below)
+            example[layer] = a[0, :, :, 0].cpu()
 
-    def norm_hook(acc: torch.Tensor, layer: int):
-        def fn(x, hook):  # hook_v [b, T, n_kv, d_head] or hook_resid_post [b, T, d_model]
-            n = x.float().norm(dim=-1)  # [b, T(, n_kv)]
-            acc[:, layer] += torch.stack([n[:, 0], n[:, 1:].mean(1), n[:, 1:].amax(1)]).double().sum(1).cpu()
-        return fn
+    def norm_hook(x, hook, acc: torch.Tensor, layer: int):  # hook_v [b, T, n_kv, d_head] / resid [b, T, d]
+        n = x.float().norm(dim=-1)  # [b, T(, n_kv)]
+        acc[:, layer] += torch.stack([n[:, 0], n[:, 1:].mean(1), n[:, 1:].amax(1)]).double().sum(1).cpu()
 
     fwd = []
     for L in range(n_layers):
-        fwd += [(f"blocks.{L}.attn.hook_pattern", pattern_hook(L)),
-                (f"blocks.{L}.attn.hook_v", norm_hook(vsum, L)),
-                (f"blocks.{L}.hook_resid_post", norm_hook(rsum, L))]
+        fwd += [(f"blocks.{L}.attn.hook_pattern", functools.partial(pattern_hook, layer=L)),
+                (f"blocks.{L}.attn.hook_v", functools.partial(norm_hook, acc=vsum, layer=L)),
+                (f"blocks.{L}.hook_resid_post", functools.partial(norm_hook, acc=rsum, layer=L))]
     with scoped_hooks(model, fwd=fwd):
         for start in range(0, B, batch_size):
-            chunk = tokens[start:start + batch_size].to(device)
-            state["first"] = start == 0
-            model(chunk)
+            model(tokens[start:start + batch_size].to(device))
 
     decode = decoder(getattr(model, "tokenizer", None))
     vs, vm, vx = (vsum / B).float().repeat_interleave(n_heads // n_kv, dim=-1)  # a head reads its KV group
@@ -364,14 +353,14 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
 
 
 def store_sequences(store, hook: str):
-    """Yield ``(seq, rows [T_s, ...], row_ids [T_s])`` for each sequence of ``hook`` in an activation
-    store, in sequence order, its rows in position order (``row_ids`` index ``store.seq_pos`` /
+    """Yield ``(seq, rows [T_s, ...], row_ids [T_s], positions [T_s])`` for each sequence of ``hook`` in an
+    activation store, in sequence order, its rows in position order (``row_ids`` index ``store.seq_pos`` /
     ``store.tokens``); each sequence is one ``store.rows`` read, wherever its rows lie in the store."""
-    seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
+    seq_pos = store.seq_pos[:].long()
     order = (seq_pos[:, 0] * (int(seq_pos[:, 1].max()) + 1) + seq_pos[:, 1]).argsort()
     sids, counts = torch.unique_consecutive(seq_pos[order, 0], return_counts=True)
     for sid, ids in zip(sids.tolist(), order.split(counts.tolist())):
-        yield sid, store.rows(hook, ids), ids
+        yield sid, store.rows(hook, ids), ids, seq_pos[ids, 1]
 
 
 def store_position_stats(store, hook: str, reduce=lambda x: x.norm(dim=-1)) -> tuple[torch.Tensor, ...]:
@@ -379,10 +368,9 @@ def store_position_stats(store, hook: str, reduce=lambda x: x.norm(dim=-1)) -> t
     its position-0 value and the mean and max over its later positions, each averaged over the sequences that
     hold both (the store path of what :func:`sink_stats` computes live).  For ``blocks.ℓ.attn.hook_v`` rows
     (``n_kv * d_head`` wide) pass ``reduce=lambda x: x.view(len(x), n_kv, -1).norm(dim=-1)``."""
-    seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
     per_seq = []
-    for _, rows, ids in store_sequences(store, hook):
-        if len(ids) > 1 and seq_pos[ids[0], 1] == 0:
+    for _, rows, _, pos in store_sequences(store, hook):
+        if len(pos) > 1 and pos[0] == 0:
             v = reduce(rows.float())
             per_seq.append((v[0], v[1:].mean(0), v[1:].amax(0)))
     if not per_seq:
@@ -452,7 +440,6 @@ def sink_scores_from_store(store, layers=None, scale: float | None = None, max_s
     """
     layers = _store_layers(store, layers, "blocks.L.attn.hook_rot_q and hook_rot_k", "attn.hook_rot_q",
                            "attn.hook_rot_k")
-    seq_pos = torch.as_tensor(np.asarray(store.seq_pos)).long()
     per_layer = []
     for L in layers:
         qh, kh = f"blocks.{L}.attn.hook_rot_q", f"blocks.{L}.attn.hook_rot_k"
@@ -462,9 +449,9 @@ def sink_scores_from_store(store, layers=None, scale: float | None = None, max_s
         sc = scale if scale is not None else qshape[1] ** -0.5
         per_seq = []
         pairs = zip(store_sequences(store, qh), store_sequences(store, kh))
-        for (sid, q, ids), (_, k, _) in itertools.islice(pairs, max_seqs):
-            if not torch.equal(seq_pos[ids, 1], torch.arange(len(ids))):
-                raise ValueError(f"sequence {sid} holds positions {seq_pos[ids, 1][:4].tolist()}...: the "
+        for (sid, q, _, pos), (_, k, _, _) in itertools.islice(pairs, max_seqs):
+            if not torch.equal(pos, torch.arange(len(pos))):
+                raise ValueError(f"sequence {sid} holds positions {pos[:4].tolist()}...: the "
                                  "store lacks its position-0 row (skip_bos=True?) or a later one, so the "
                                  "sink cannot be scored")
             if len(q) >= 2:
