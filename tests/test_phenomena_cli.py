@@ -40,7 +40,7 @@ def test_sinks_cli_writes_the_public_functions_result(runs, capsys):
         for (lo, hi), m in zip(res.delta_ci[d], res.delta_loss[d]):
             assert lo <= m + 1e-9 and m <= hi + 1e-9
         assert set(res.labels[d]) <= {"dormant", "active", "undetermined"}
-        ce = res.column_entropy[d]  # Guo's column-entropy score per head, normalised to [0, 1]
+        ce = res.stats[d].column_entropy  # Guo's column-entropy score per head, normalised to [0, 1]
         assert ce.shape == res.stats[d].sink_score.shape and bool(((ce >= 0) & (ce <= 1 + 1e-6)).all())
     # no science in cli/: the command's result is the public function's, field for field (provenance aside)
     cfg = DormantConfig(seq_len=12, n_seqs=2, heads="all", heads_per_pass=8, n_boot=200)

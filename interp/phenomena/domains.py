@@ -48,17 +48,14 @@ class Domain:
 
 
 _TEXTS = json.loads((Path(__file__).parent / "domain_texts.json").read_text())
-PROSE: tuple[str, ...] = tuple(_TEXTS["prose"])
-"""Six opening paragraphs of public-domain novels (Austen, Melville, Carroll, Dickens, Twain)."""
-CODE: tuple[str, ...] = tuple(_TEXTS["code"])
-"""Eight short Python snippets (functions, classes, loops)."""
-NUMBERS: tuple[str, ...] = tuple(_TEXTS["numbers"])
-"""Eleven numbered lists, tables of figures and comma-separated values (generated once from a fixed seed)."""
+"""The built-in domains' texts by name, in order: six opening paragraphs of public-domain novels
+(``prose``), eight short Python snippets (``code``), eleven numbered lists, tables of figures and
+comma-separated values (``numbers``, generated once from a fixed seed)."""
 
 
 def default_domains() -> list[Domain]:
     """The three built-in domains: ``prose``, ``code``, ``numbers``."""
-    return [Domain("prose", PROSE), Domain("code", CODE), Domain("numbers", NUMBERS)]
+    return [Domain(name, texts) for name, texts in _TEXTS.items()]
 
 
 def domains_from_dir(path: str | Path) -> list[Domain]:

@@ -57,7 +57,7 @@ the viewer.  Bootstrap: ``n_heads * n_boot * N`` floats.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -74,7 +74,6 @@ from .sinks import (SinkStats, add_sink_figures, attention_view, check_tokens, n
 ABLATIONS = ("bos", "zero")
 VIEW_HEADS, VIEW_TOKENS = 3, 32
 """The report's attention viewer shows the layers of the 3 strongest sink heads on the first 32 tokens."""
-LABELS = ("dormant", "active", "undetermined")
 
 
 @dataclass(frozen=True)
@@ -149,11 +148,6 @@ class DormantResult(Result):
     meta: dict = field(default_factory=dict)
     """Provenance: ``model``, ``weight_hash``, ``device``, ``seconds``, ``versions``."""
 
-    @property
-    def column_entropy(self) -> dict[str, torch.Tensor]:
-        """Per domain, ``[L, H]`` Guo's column-entropy score (:attr:`SinkStats.column_entropy`)."""
-        return {d: self.stats[d].column_entropy for d in self.domains}
-
     def table(self) -> list[dict]:
         """One row per ablated head and domain: sink score, column entropy, Δloss, its interval, label."""
         ci = f"{self.config.ci_level:.0%} interval"
@@ -191,8 +185,8 @@ class DormantResult(Result):
 
     def report(self):
         c = self.config
-        r = Report.of(self, f"Attention sinks and active-dormant heads: {self.meta.get('model', '')}".rstrip(": "),
-                      asdict(c))
+        model = self.meta.get("model", "")
+        r = Report.of(self, f"Attention sinks and active-dormant heads: {model}".rstrip(": "))
         if self.heads:
             labels = [head_label(L, h) for L, h in self.heads]
             r.add_heatmap("Loss change when each head is ablated, per domain",

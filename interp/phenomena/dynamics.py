@@ -130,23 +130,17 @@ def fit_dynamics(t, y, max_nfev: int = 20000) -> DynamicsFit:
     return DynamicsFit(float(A), float(lam), float(g), float(t0), float(K), r2, t_peak(lam, g, t0), len(t))
 
 
-_STEP_RE = re.compile(r"(\d+)$")
-
-
 def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
     """``(step, folder)`` for every sub-folder whose name ends in digits and holds ``config.json``."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint folder {str(directory)!r} does not exist")
-    out = []
-    for p in directory.iterdir():
-        m = _STEP_RE.search(p.name)
-        if p.is_dir() and m and (p / "config.json").exists():
-            out.append((int(m.group(1)), p))
+    out = sorted((int(m.group(1)), p.parent) for p in directory.glob("*/config.json")
+                 if (m := re.search(r"(\d+)$", p.parent.name)))
     if len(out) < 5:
         raise ValueError(f"{str(directory)!r} holds {len(out)} checkpoints (sub-folders like step_100 with "
                          "config.json); the five-parameter dynamics fit needs at least 5")
-    return sorted(out)
+    return out
 
 
 @dataclass
@@ -169,21 +163,19 @@ def checkpoint_dynamics(directory, tokens_for, config=None, device=None) -> Chec
     """Load each checkpoint in ``directory``, compute r_ℓ on ``tokens_for(model)``, fit every layer."""
     from interp.models import load_model
 
-    from .massive import MassiveConfig, massive_stats
+    from .massive import massive_stats
 
-    cfg = config or MassiveConfig()
     steps, ratios, hooks = [], [], None
     for step, path in list_checkpoints(directory):
         model = load_model(str(path), device=device)
-        st = massive_stats(model, tokens_for(model), cfg)
+        st = massive_stats(model, tokens_for(model), config)
         if hooks is not None and st.hooks != hooks:
             raise ValueError(f"checkpoint {path} has hooks {st.hooks}, earlier ones {hooks}")
         hooks = st.hooks
         steps.append(step)
         ratios.append(st.ratio.tolist())
         del model
-    r = np.array(ratios)
-    fits, errors = (list(x) for x in zip(*(_fit_or_error(steps, r[:, j]) for j in range(r.shape[1]))))
+    fits, errors = (list(x) for x in zip(*(_fit_or_error(steps, y) for y in np.array(ratios).T)))
     return CheckpointDynamics(steps, hooks, ratios, fits, errors)
 
 
