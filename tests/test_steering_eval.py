@@ -52,6 +52,28 @@ def test_response_logprob_diff_matches_a_direct_computation(tiny_llama, strip):
         assert float(got[i]) == pytest.approx(lps[0] - lps[1], abs=1e-4)
 
 
+def test_baseline_perplexity_is_that_of_the_greedy_continuations(tiny_llama):
+    """The unsteered ``ppl``: exp of the mean over prompts of each greedy continuation's NLL per token,
+    recomputed here one prompt and one token at a time."""
+    from interp.steering import evaluate_steering
+
+    task = load_task("sentiment", n_build=2, n_eval=1)  # one prompt: per-prompt errors cannot cancel in a mean
+    vec = mean_difference(tiny_llama, ["I love it"], ["I hate it"], layer=0)
+    res = evaluate_steering(tiny_llama, {"mean_diff": vec}, task, kl_targets=(0.02,), n_new=4)
+    nlls = []
+    for p in task.eval_prompts:
+        toks, nll = tiny_llama.to_tokens(p), []
+        for _ in range(4):
+            lp = torch.log_softmax(tiny_llama(toks)[0, -1].float(), -1)
+            nxt = int(lp.argmax())
+            nll.append(-float(lp[nxt]))
+            toks = torch.cat([toks, torch.tensor([[nxt]])], 1)
+        nlls.append(sum(nll) / len(nll))
+    # float32 log-softmax of ~4 nats, batched vs one token at a time: rounding only (~1e-7 relative); the random
+    # model's per-token NLLs differ by ~1e-4 relative, so dropping or adding a token must show
+    assert res.baseline["ppl"] == pytest.approx(math.exp(sum(nlls) / len(nlls)), rel=1e-5)
+
+
 def test_calibration_hits_the_kl_target(tiny_llama):
     vec = mean_difference(tiny_llama, ["I love it", "so good"], ["I hate it", "so bad"], layer=0)
     toks = tokenize(tiny_llama, ["the weather is", "my friend said"])

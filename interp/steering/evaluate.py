@@ -36,7 +36,7 @@ import torch
 from interp.decompositions.snmf_features import kl_search
 from interp.results import Result, register, versions
 
-from .runs import activations_at, continuation_nll, generate, kl_divergence, last_logprobs, token_logprobs, tokenize
+from .runs import activations_at, generate, kl_divergence, last_logprobs, response_logprobs, tokenize
 from .vector import SteeringVector
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "steering"
@@ -108,8 +108,7 @@ def response_logprob_diff(model, task: SteeringTask, vector: SteeringVector | No
     from .build import _split
 
     seqs = [_split(model, r["prompt"], resp) for r in task.eval for resp in (r["preferred"], r["dispreferred"])]
-    lps = token_logprobs(model, [s for s, _ in seqs], vector, strength)
-    lp = torch.stack([lp[n_p - 1:].sum() for lp, (_, n_p) in zip(lps, seqs)])
+    lp = torch.stack([lp.sum() for lp in response_logprobs(model, *zip(*seqs), vector, strength)])
     return lp[0::2] - lp[1::2]
 
 
@@ -201,8 +200,7 @@ class SteeringComparison(Result):
         claims beside it, example generations, then method and provenance."""
         from interp.reports import Report
 
-        r = Report(f"Steering comparison: {self.task} on {self.model}", config=self.config, meta=self.meta,
-                   summary=self.summary())
+        r = Report.of(self, f"Steering comparison: {self.task} on {self.model}")
         r.add_section("Success versus fluency cost")
         r.add_figure(self._versus_kl("delta"), title="Success versus KL, per method",
                      fields=("methods.*.points.kl", "methods.*.points.delta"),
@@ -241,13 +239,12 @@ class SteeringComparison(Result):
         return r
 
 
-def evaluate_steering(model, vectors: dict[str, SteeringVector] | Sequence[SteeringVector], task: SteeringTask,
+def evaluate_steering(model, vectors: dict[str, SteeringVector], task: SteeringTask,
                       kl_targets: Sequence[float] = DEFAULT_KL_TARGETS, n_new: int = 12, n_examples: int = 4,
                       seed: int = 0) -> SteeringComparison:
     """Calibrate each vector to every KL target on ``task``'s eval prompts and measure success and fluency."""
     from interp.models.load import model_name, weight_hash
 
-    vectors = vectors if isinstance(vectors, dict) else {v.method: v for v in vectors}
     if not vectors:
         raise ValueError("evaluate_steering needs at least one steering vector")
     targets = sorted(float(t) for t in kl_targets)
@@ -264,8 +261,10 @@ def evaluate_steering(model, vectors: dict[str, SteeringVector] | Sequence[Steer
         # generation tasks: the VADER score of the continuations
         success = (response_logprob_diff(model, task, vec, s) if task.kind == "logit"
                    else torch.tensor(vader_scores(texts)))
-        ppl = continuation_nll(model, toks, conts).mean().exp()
-        return {"success": float(success.mean()), "ppl": float(ppl)}, texts
+        # perplexity: exp of the continuations' mean NLL per token under the *unsteered* model
+        seqs = [torch.cat([p, c]) for p, c in zip(toks, conts)]
+        nll = torch.stack([-lp.mean() for lp in response_logprobs(model, seqs, map(len, toks))])
+        return {"success": float(success.mean()), "ppl": float(nll.mean().exp())}, texts
 
     base, base_texts = measure(None, 0.0)
     examples = [{"prompt": p, "unsteered": t} for p, t in list(zip(task.eval_prompts, base_texts))[:n_examples]]

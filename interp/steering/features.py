@@ -83,16 +83,11 @@ def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config
         scfg = SAEConfig(arch="relu", d_in=d, d_sae=config.d_sae or 4 * d, hook_in=hook, l1_coeff=1.0)
         tcfg = TrainConfig(n_tokens=4 * store.n_rows, batch_size=256, lr=1e-3, warmup_steps=10, seed=seed,
                            progress=False, init_rows=min(4096, store.n_rows), dead_after_tokens=10 ** 9)
-        sae = train_sae(store, scfg, tcfg).sae
-        W_enc, b_enc, W_dec, b_dec = (t.detach().float().cpu()
-                                      for t in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec))
-
-        def acts(h):
-            return torch.relu((h - b_dec) @ W_enc + b_enc)
-
-        ap, an = acts(pos).mean(0), acts(neg).mean(0)
+        sae = train_sae(store, scfg, tcfg).sae.cpu().requires_grad_(False)
+        W_enc, b_enc, W_dec, b_dec = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
+        ap, an = (sae.encode(h).acts.mean(0) for h in (pos, neg))
         j = int((ap - an).argmax())
-        fire = float((acts(X)[:, j] > 0).float().mean())
+        fire = float((sae.encode(X).acts[:, j] > 0).float().mean())
         vec = W_dec[j] / W_dec[j].norm() if mode == "add" else W_dec[j]
         extra = {"encoder": W_enc[:, j], "encoder_bias": float(b_enc[j] - W_enc[:, j] @ b_dec)} if mode == "clamp" else {}
         chosen = (f"SAE latent {j} of {W_enc.shape[1]} (ReLU SAE at {hook}, trained on {store.n_rows} tokens of "
