@@ -34,8 +34,7 @@ import torch
 
 from interp.attribution.ig import layer_integrated_gradients
 from interp.config import takes_config
-from interp.models import resolve_hooks
-from interp.models.load import weight_hash
+from interp.models import resolve_hooks, weight_hash
 from interp.results import check_fields
 
 from .runs import activations_at, tokenize

@@ -41,7 +41,6 @@ from .vector import SteeringVector
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "steering"
 TASKS = ("sentiment", "ioi")
-SCHEMA_VERSION = 1
 DEFAULT_KL_TARGETS = (0.1, 0.3, 1.0)
 
 # What the seed paper reports (Nguyen et al. 2025, arXiv 2507.18043, abstract), for the comparison table.
@@ -138,7 +137,6 @@ class SteeringComparison(Result):
     """Every method on one task at equal next-token KL; JSON round trip, report."""
 
     kind: ClassVar[str] = "steering_comparison"
-    schema_version: ClassVar[int] = SCHEMA_VERSION
     axes: ClassVar[dict[str, str]] = {"methods.*.points.kl": "next-token KL from the unsteered model (nats)",
                                       "methods.*.points.delta": "success change from unsteered",
                                       "methods.*.points.ppl": "continuation perplexity"}

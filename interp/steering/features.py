@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import torch
 
 from interp.config import takes_config
-from interp.decompositions.snmf import store_activations
-from interp.models.load import weight_hash
+from interp.decompositions.snmf import SNMFConfig, fit_snmf, store_activations
+from interp.models import weight_hash
 
 from .build import layer_hook
 from .evaluate import DATA, SteeringTask
@@ -95,8 +95,6 @@ def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config
                   f"build texts, {float(ap[j]):.3f} vs {float(an[j]):.3f}; fires on {fire:.1%} of corpus tokens")
         meta = {"latent": j, "d_sae": int(W_enc.shape[1]), "fire_rate": fire}
     else:
-        from interp.decompositions.snmf import SNMFConfig, fit_snmf
-
         res = fit_snmf(X, SNMFConfig(k=snmf_k, max_iter=300, patience=100, seed=seed))
         Z = torch.nn.functional.normalize(res.Z.float().T, dim=-1)  # [k, d_mlp]
         ap, an = (pos @ Z.T).mean(0), (neg @ Z.T).mean(0)

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
-from interp.models import resolve_hooks, scoped_hooks
-from interp.models.load import weight_hash
+from interp.models import resolve_hooks, scoped_hooks, weight_hash
 
 MODES = ("add", "renorm", "clamp")
 METHODS = ("mean_diff", "grains", "sae", "transcoder", "snmf")
@@ -81,8 +81,6 @@ class SteeringVector:
 
     def save(self, path: str | Path) -> Path:
         """Write ``path.safetensors`` and ``path.json`` (``path`` without suffix); returns the JSON path."""
-        from safetensors.torch import save_file
-
         p = Path(path)
         p = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -96,8 +94,6 @@ class SteeringVector:
 
 def load_vector(path: str | Path, model=None) -> SteeringVector:
     """Read a vector written by :meth:`SteeringVector.save`; with ``model``, refuse one built on other weights."""
-    from safetensors.torch import load_file
-
     p = Path(path)
     p = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
     js, st = p.with_suffix(".json"), p.with_suffix(".safetensors")
