@@ -137,3 +137,16 @@ def test_cli_compare_runs_every_method_by_default():
 
     args = build_parser().parse_args(["steer", "compare", "ioi"])
     assert args.methods.split(",") == list(BUILDERS) == ["mean_diff", "grains", "sae", "snmf"]
+
+
+def test_report_escapes_the_chosen_text_once():
+    """The Vectors table shows what a builder chose as written: the table escapes it, nothing before it does."""
+    pt = {"target": 0.1, "strength": 1.0, "kl": 0.1, "reached": True, "success": 0.2, "delta": 0.1, "ppl": 5.0,
+          "calibration_passes": 3, "seconds": 0.1}
+    rec = {"hook_name": "blocks.0.hook_resid_post", "layer": 0, "mode": "add", "method": "sae",
+           "cost": {"forward_passes": 2, "backward_passes": 0, "seconds": 0.1}, "chosen": "latent <3> 'up'",
+           "points": [pt]}
+    c = SteeringComparison(task="sentiment", task_kind="generation", model="m", model_hash="h", kl_targets=[0.1],
+                           baseline={"success": 0.1, "ppl": 5.0}, methods={"sae": rec}, examples=[])
+    html = c._repr_html_()
+    assert "latent &lt;3&gt; &#x27;up&#x27;" in html and "&amp;lt;" not in html

@@ -23,7 +23,6 @@ generations, then method and provenance.
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import time
@@ -232,7 +231,7 @@ class SteeringComparison(Result):
                       "See docs/methods.md, Steering (GrAInS, mean-difference, feature steering) for the "
                       "formulas and where GrAInS differs from its reference code.")
         r.add_table("Vectors", [{"method": _label(m), "hook": rec["hook_name"], "mode": rec["mode"],
-                                 "chosen": html.escape(str(rec.get("chosen", "")))}
+                                 "chosen": rec.get("chosen", "")}
                                 for m, rec in self.methods.items()])
         return r
 
