@@ -38,6 +38,14 @@ def test_sae_latent_vector(tiny_llama, task, tmp_path):
 def test_snmf_feature_steers_like_the_snmf_helper(tiny_llama, task, tmp_path):
     v = feature_vector(tiny_llama, "snmf", task, 1, corpus_tokens=1500, snmf_k=8, store_dir=str(tmp_path / "s"))
     assert v.hook_name == "blocks.1.mlp.hook_post" and v.mode == "add"
+    assert float(v.vector.norm()) == pytest.approx(1.0, abs=1e-6)  # the unit feature z / ||z||; float32 normalise
+    # the chosen feature's projection, averaged over the build texts' last positions, is the mean it was chosen by
+    for key, y in (("mean_pos", "preferred"), ("mean_neg", "dispreferred")):
+        h = torch.stack([tiny_llama.run_with_cache(tiny_llama.to_tokens(r["prompt"] + r[y]),
+                                                   names_filter=v.hook_name)[1][v.hook_name][0, -1]
+                         for r in task.build])
+        # float32 dot products over d_mlp and a mean of 4, batched vs one text at a time: ~1e-6
+        assert float((h @ v.vector).mean()) == pytest.approx(v.meta[key], abs=1e-5)
     toks = tiny_llama.to_tokens("I think that")
     with steer(tiny_llama, v, 2.0):
         ours = tiny_llama(toks)
