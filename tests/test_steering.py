@@ -131,6 +131,21 @@ def test_save_load_round_trip_and_hash_refusal(tiny_llama, tiny_gpt2, tmp_path):
             pass
 
 
+def test_load_refuses_other_files(tmp_path):
+    """A JSON of another kind or schema version next to valid tensors is refused, not read as a vector."""
+    import json
+
+    path = SteeringVector(torch.ones(4), "blocks.0.hook_resid_post", 0, "mean_diff", "h").save(tmp_path / "v")
+    info = json.loads(path.read_text())
+    for change, message in (({"kind": "sae"}, "not a steering vector"), ({"schema_version": 2}, "schema_version")):
+        path.write_text(json.dumps({**info, **change}))
+        with pytest.raises(ValueError, match=message):
+            load_vector(path)
+    (tmp_path / "v.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_vector(tmp_path / "v")
+
+
 def test_mean_difference_is_the_mean_difference(tiny_llama):
     pos, neg = ["I love it", "so good"], ["I hate it", "bad"]
     vec = mean_difference(tiny_llama, pos, neg, layer=0)

@@ -52,6 +52,28 @@ def test_response_logprob_diff_matches_a_direct_computation(tiny_llama, strip):
         assert float(got[i]) == pytest.approx(lps[0] - lps[1], abs=1e-4)
 
 
+def test_baseline_perplexity_is_that_of_the_greedy_continuations(tiny_llama):
+    """The unsteered ``ppl``: exp of the mean over prompts of each greedy continuation's NLL per token,
+    recomputed here one prompt and one token at a time."""
+    from interp.steering import evaluate_steering
+
+    task = load_task("sentiment", n_build=2, n_eval=1)  # one prompt: per-prompt errors cannot cancel in a mean
+    vec = mean_difference(tiny_llama, ["I love it"], ["I hate it"], layer=0)
+    res = evaluate_steering(tiny_llama, {"mean_diff": vec}, task, kl_targets=(0.02,), n_new=4)
+    nlls = []
+    for p in task.eval_prompts:
+        toks, nll = tiny_llama.to_tokens(p), []
+        for _ in range(4):
+            lp = torch.log_softmax(tiny_llama(toks)[0, -1].float(), -1)
+            nxt = int(lp.argmax())
+            nll.append(-float(lp[nxt]))
+            toks = torch.cat([toks, torch.tensor([[nxt]])], 1)
+        nlls.append(sum(nll) / len(nll))
+    # float32 log-softmax of ~4 nats, batched vs one token at a time: rounding only (~1e-7 relative); the random
+    # model's per-token NLLs differ by ~1e-4 relative, so dropping or adding a token must show
+    assert res.baseline["ppl"] == pytest.approx(math.exp(sum(nlls) / len(nlls)), rel=1e-5)
+
+
 def test_calibration_hits_the_kl_target(tiny_llama):
     vec = mean_difference(tiny_llama, ["I love it", "so good"], ["I hate it", "so bad"], layer=0)
     toks = tokenize(tiny_llama, ["the weather is", "my friend said"])
@@ -115,3 +137,16 @@ def test_cli_compare_runs_every_method_by_default():
 
     args = build_parser().parse_args(["steer", "compare", "ioi"])
     assert args.methods.split(",") == list(BUILDERS) == ["mean_diff", "grains", "sae", "snmf"]
+
+
+def test_report_escapes_the_chosen_text_once():
+    """The Vectors table shows what a builder chose as written: the table escapes it, nothing before it does."""
+    pt = {"target": 0.1, "strength": 1.0, "kl": 0.1, "reached": True, "success": 0.2, "delta": 0.1, "ppl": 5.0,
+          "calibration_passes": 3, "seconds": 0.1}
+    rec = {"hook_name": "blocks.0.hook_resid_post", "layer": 0, "mode": "add", "method": "sae",
+           "cost": {"forward_passes": 2, "backward_passes": 0, "seconds": 0.1}, "chosen": "latent <3> 'up'",
+           "points": [pt]}
+    c = SteeringComparison(task="sentiment", task_kind="generation", model="m", model_hash="h", kl_targets=[0.1],
+                           baseline={"success": 0.1, "ppl": 5.0}, methods={"sae": rec}, examples=[])
+    html = c._repr_html_()
+    assert "latent &lt;3&gt; &#x27;up&#x27;" in html and "&amp;lt;" not in html

@@ -182,7 +182,10 @@ class SparseCoder(nn.Module):
     def loss(self, x: torch.Tensor, target: torch.Tensor | None = None, dead_mask=None) -> ForwardOutput:
         """Training loss on a batch: :meth:`mse` plus ``coeff * term`` for each ``(name, coeff, term)`` of the
         subclass's ``penalties(code, x, target, x_hat, dead_mask)``; ``target`` defaults to ``x`` (SAE)."""
-        self._check_batch(x, target)
+        if x.ndim != 2 or x.shape[-1] != self.cfg.d_in:
+            raise ValueError(f"expected input rows [batch, {self.cfg.d_in}], got {tuple(x.shape)}")
+        if target is not None and target.shape != (x.shape[0], self.cfg.out_dim):
+            raise ValueError(f"expected target [{x.shape[0]}, {self.cfg.out_dim}], got {tuple(target.shape)}")
         target = x if target is None else target
         code = self.encode(x)
         x_hat = self.decode_code(code)
@@ -199,12 +202,6 @@ class SparseCoder(nn.Module):
     def mse(x_hat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Squared error summed over features, averaged over rows."""
         return (x_hat - target).pow(2).sum(-1).mean()
-
-    def _check_batch(self, x: torch.Tensor, target: torch.Tensor | None):
-        if x.ndim != 2 or x.shape[-1] != self.cfg.d_in:
-            raise ValueError(f"expected input rows [batch, {self.cfg.d_in}], got {tuple(x.shape)}")
-        if target is not None and target.shape != (x.shape[0], self.cfg.out_dim):
-            raise ValueError(f"expected target [{x.shape[0]}, {self.cfg.out_dim}], got {tuple(target.shape)}")
 
     # -- decoder norm maintenance ---------------------------------------------------------
     @torch.no_grad()

@@ -111,8 +111,8 @@ class FeatureDashboard(Result):
         from interp.reports import Report
 
         c = self.sae_config
-        r = Report(f"Feature dashboard: {c.get('arch')} dictionary on {c.get('hook_in')}", config=c,
-                   meta={"rows_scanned": self.n_rows, "model": c.get("model_name"), **self.meta}, summary=self.summary())
+        r = Report.of(self, f"Feature dashboard: {c.get('arch')} dictionary on {c.get('hook_in')}", config=c,
+                      rows_scanned=self.n_rows, model=c.get("model_name"))
         for f in self.features:
             r.add_section(f"Feature {f.feature}",
                           f"fires on {f.frequency:.3%} of rows; max activation {f.max_activation:.3g}")
@@ -195,7 +195,7 @@ def _tok_str(tokenizer, t: int) -> str:
 @torch.no_grad()
 @takes_config(DashboardConfig)
 def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequence[int] | None = None,
-                      model=None, title: str | None = None, *, config: DashboardConfig) -> FeatureDashboard:
+                      model=None, *, config: DashboardConfig) -> FeatureDashboard:
     """Write a dashboard of ``features`` (default: the 10 most frequent latents) to ``out`` (HTML).
 
     ``model`` gives the tokenizer and W_U (the logit-effect section is left out without it).
@@ -233,7 +233,5 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
         summaries.append(FeatureSummary(f, float(counts[f]) / seen, max(vals, default=0.0), rows, vals, top_l, bot_l,
                                         contexts, *hists[j]))
     res = FeatureDashboard(sae_config=encode(c.to_dict()), n_rows=seen, features=summaries, meta={"versions": versions()})
-    rep = res.report()
-    rep.title = title or rep.title
-    res.path = str(rep.write(out))
+    res.path = str(res.report().write(out))
     return res

@@ -39,7 +39,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from interp.models import model_name, resolve_hooks, scoped_hooks
 from interp.models.hooks import save_hook
+from interp.results import encode, versions
 
 from .base import SparseCoder
 
@@ -158,8 +160,6 @@ def spliced_ce(model, sae: SparseCoder, tokens: torch.Tensor, batch_size: int = 
     """
     if tokens.ndim != 2 or tokens.shape[1] < 2:
         raise ValueError(f"tokens must be [n_sequences, T>=2], got {tuple(tokens.shape)}")
-    from interp.models import resolve_hooks, scoped_hooks
-
     resolve_hooks(model, [sae.cfg.hook_in, sae.cfg.target_hook])  # clear error for a wrong model
     dev = next(model.parameters()).device
     sae = sae.to(dev)
@@ -203,8 +203,6 @@ def evaluate_dictionary(sae: SparseCoder, store, model=None, n_tokens: int = 655
     """Row metrics on ``n_tokens`` store rows and, with ``model`` and ``n > 0``, the spliced CE / KL on the
     store's first ``n`` sequences: a :class:`~interp.dictionaries.results.DictionaryEvaluation`
     (a :class:`~interp.dictionaries.results.TranscoderEvaluation` for a transcoder)."""
-    from interp.results import encode, versions
-
     from .results import DictionaryEvaluation, TranscoderEvaluation
 
     for h in {sae.cfg.hook_in, sae.cfg.target_hook}:
@@ -214,8 +212,6 @@ def evaluate_dictionary(sae: SparseCoder, store, model=None, n_tokens: int = 655
     t0 = time.perf_counter()
     rows = evaluate_rows(sae, store, n_rows=n_tokens, batch_size=batch_size)
     spliced = spliced_ce(model, sae, sequences_from_store(store, n)) if model is not None and n > 0 else None
-    from interp.models import model_name
-
     manifest = getattr(store, "manifest", {})
     cls = TranscoderEvaluation if sae.cfg.is_transcoder else DictionaryEvaluation
     return cls(sae_path=str(sae_path), sae_config=encode(sae.cfg.to_dict()), store=str(getattr(store, "path", "")),

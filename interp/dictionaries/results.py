@@ -227,9 +227,9 @@ class DictionaryTraining(Result):
     def report(self):
         from interp.reports import Report
 
-        r = Report(f"Dictionary training: {self.sae_config.get('arch')} on {self.sae_config.get('hook_in')}",
-                   config=self.train_config, meta={"model": self.sae_config.get("model_name"), **self.meta},
-                   summary=self.summary())
+        c = self.sae_config
+        r = Report.of(self, f"Dictionary training: {c.get('arch')} on {c.get('hook_in')}", config=self.train_config,
+                      model=c.get("model_name"))
         if self.history:
             steps = [h["step"] for h in self.history]
             r.add_section("Training curves")

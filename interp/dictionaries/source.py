@@ -13,7 +13,7 @@ Memory: the tensors given (no copies besides each yielded batch).
 from __future__ import annotations
 
 from dataclasses import astuple
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 
@@ -48,9 +48,6 @@ class TensorSource:
     def rows(self, hook: str, idx, device=None, dtype=torch.float32) -> torch.Tensor:
         self._check(hook)
         return self._t[hook][torch.as_tensor(idx, dtype=torch.long)].to(device=device, dtype=dtype)
-
-    def stream(self, hook: str, batch_size: int, device=None, dtype=torch.float32) -> Iterator[torch.Tensor]:
-        return self.batches(hook, batch_size, shuffle=False, device=device, dtype=dtype)
 
     @takes_config(Batching)
     def batches(self, hook_or_hooks: str | Sequence[str], batch_size: int, *, config: Batching):

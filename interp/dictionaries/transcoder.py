@@ -23,20 +23,16 @@ Memory: as an SAE with ``d_in`` inputs and ``d_out`` outputs.
 
 from __future__ import annotations
 
+from interp.models.hooks import mlp_hook
 
 from .base import SAEConfig
-
-MLP_IN = "blocks.{layer}.ln2.hook_normalized"
-"""Input hook of the transcoder of layer ``layer``."""
-MLP_OUT = "blocks.{layer}.hook_mlp_out"
-"""Output hook of the transcoder of layer ``layer``."""
 
 
 def transcoder_hooks(layer: int) -> tuple[str, str]:
     """``(blocks.L.ln2.hook_normalized, blocks.L.hook_mlp_out)`` for layer ``layer``."""
     if not isinstance(layer, int) or layer < 0:
         raise ValueError(f"layer must be a non-negative integer, got {layer!r}")
-    return MLP_IN.format(layer=layer), MLP_OUT.format(layer=layer)
+    return f"blocks.{layer}.ln2.hook_normalized", mlp_hook(layer)
 
 
 def transcoder_config(layer: int, d_model: int, expansion: int = 32, arch: str = "relu",

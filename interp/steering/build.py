@@ -34,8 +34,7 @@ import torch
 
 from interp.attribution.ig import layer_integrated_gradients
 from interp.config import takes_config
-from interp.models import resolve_hooks
-from interp.models.load import weight_hash
+from interp.models import resolve_hooks, weight_hash
 from interp.results import check_fields
 
 from .runs import activations_at, tokenize
@@ -128,13 +127,11 @@ class GrainsConfig:
     """Tokens masked per example and mode (the top-``k`` contrastive IG scores)."""
     steps: int = 20
     """Integrated-gradient steps per example."""
-    combine: str = "pca"
-    """``pca`` (the reference's scripts' default: first principal direction per mode) or ``mean``."""
     site: str = "hook_resid_post"
     """The hook of ``layer`` read and steered."""
 
     def __post_init__(self):
-        check_fields(self, {"combine": ("pca", "mean")}, {"k": 1})
+        check_fields(self, at_least={"k": 1})
 
 
 @takes_config(GrainsConfig)
@@ -144,7 +141,7 @@ def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred
 
     ``meta['examples']`` keeps each example's prompt tokens, scores and masked positions.
     """
-    k, steps, combine, site = config.k, config.steps, config.combine, config.site
+    k, steps, site = config.k, config.steps, config.site
     if not (len(prompts) == len(preferred) == len(dispreferred)) or not prompts:
         raise ValueError("grains needs equally many (>= 1) prompts, preferred and dispreferred outputs")
     t0 = time.perf_counter()
@@ -169,9 +166,8 @@ def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred
         examples.append(row)
     h = activations_at(model, seqs, hook, -1).view(len(prompts), 6, -1)
     # rows per example: pos-mode (p, n), neg-mode (p, n), originals (p, n); deltas = original - masked
-    f = _principal if combine == "pca" else (lambda d: d.mean(0))
-    v = f((h[:, 4:6] - h[:, 0:2]).flatten(0, 1)) - f((h[:, 4:6] - h[:, 2:4]).flatten(0, 1))
-    meta = {"k": k, "steps": steps, "combine": combine, "mask_token": mask, "n_examples": len(prompts),
+    v = _principal((h[:, 4:6] - h[:, 0:2]).flatten(0, 1)) - _principal((h[:, 4:6] - h[:, 2:4]).flatten(0, 1))
+    meta = {"k": k, "steps": steps, "mask_token": mask, "n_examples": len(prompts),
             # per example: IG's 2 (steps + 2) forwards and 2 steps backwards, then 6 activation forwards
             "forward_passes": len(prompts) * (2 * (steps + 2) + 6), "backward_passes": len(prompts) * 2 * steps,
             "seconds": time.perf_counter() - t0, "examples": examples}

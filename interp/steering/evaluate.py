@@ -23,7 +23,6 @@ generations, then method and provenance.
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import time
@@ -36,12 +35,11 @@ import torch
 from interp.decompositions.snmf_features import kl_search
 from interp.results import Result, register, versions
 
-from .runs import activations_at, continuation_nll, generate, kl_divergence, last_logprobs, token_logprobs, tokenize
+from .runs import activations_at, generate, kl_divergence, last_logprobs, response_logprobs, tokenize
 from .vector import SteeringVector
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "steering"
 TASKS = ("sentiment", "ioi")
-SCHEMA_VERSION = 1
 DEFAULT_KL_TARGETS = (0.1, 0.3, 1.0)
 
 # What the seed paper reports (Nguyen et al. 2025, arXiv 2507.18043, abstract), for the comparison table.
@@ -108,8 +106,7 @@ def response_logprob_diff(model, task: SteeringTask, vector: SteeringVector | No
     from .build import _split
 
     seqs = [_split(model, r["prompt"], resp) for r in task.eval for resp in (r["preferred"], r["dispreferred"])]
-    lps = token_logprobs(model, [s for s, _ in seqs], vector, strength)
-    lp = torch.stack([lp[n_p - 1:].sum() for lp, (_, n_p) in zip(lps, seqs)])
+    lp = torch.stack([lp.sum() for lp in response_logprobs(model, *zip(*seqs), vector, strength)])
     return lp[0::2] - lp[1::2]
 
 
@@ -139,7 +136,6 @@ class SteeringComparison(Result):
     """Every method on one task at equal next-token KL; JSON round trip, report."""
 
     kind: ClassVar[str] = "steering_comparison"
-    schema_version: ClassVar[int] = SCHEMA_VERSION
     axes: ClassVar[dict[str, str]] = {"methods.*.points.kl": "next-token KL from the unsteered model (nats)",
                                       "methods.*.points.delta": "success change from unsteered",
                                       "methods.*.points.ppl": "continuation perplexity"}
@@ -201,8 +197,7 @@ class SteeringComparison(Result):
         claims beside it, example generations, then method and provenance."""
         from interp.reports import Report
 
-        r = Report(f"Steering comparison: {self.task} on {self.model}", config=self.config, meta=self.meta,
-                   summary=self.summary())
+        r = Report.of(self, f"Steering comparison: {self.task} on {self.model}")
         r.add_section("Success versus fluency cost")
         r.add_figure(self._versus_kl("delta"), title="Success versus KL, per method",
                      fields=("methods.*.points.kl", "methods.*.points.delta"),
@@ -236,18 +231,17 @@ class SteeringComparison(Result):
                       "See docs/methods.md, Steering (GrAInS, mean-difference, feature steering) for the "
                       "formulas and where GrAInS differs from its reference code.")
         r.add_table("Vectors", [{"method": _label(m), "hook": rec["hook_name"], "mode": rec["mode"],
-                                 "chosen": html.escape(str(rec.get("chosen", "")))}
+                                 "chosen": rec.get("chosen", "")}
                                 for m, rec in self.methods.items()])
         return r
 
 
-def evaluate_steering(model, vectors: dict[str, SteeringVector] | Sequence[SteeringVector], task: SteeringTask,
+def evaluate_steering(model, vectors: dict[str, SteeringVector], task: SteeringTask,
                       kl_targets: Sequence[float] = DEFAULT_KL_TARGETS, n_new: int = 12, n_examples: int = 4,
                       seed: int = 0) -> SteeringComparison:
     """Calibrate each vector to every KL target on ``task``'s eval prompts and measure success and fluency."""
     from interp.models.load import model_name, weight_hash
 
-    vectors = vectors if isinstance(vectors, dict) else {v.method: v for v in vectors}
     if not vectors:
         raise ValueError("evaluate_steering needs at least one steering vector")
     targets = sorted(float(t) for t in kl_targets)
@@ -264,8 +258,10 @@ def evaluate_steering(model, vectors: dict[str, SteeringVector] | Sequence[Steer
         # generation tasks: the VADER score of the continuations
         success = (response_logprob_diff(model, task, vec, s) if task.kind == "logit"
                    else torch.tensor(vader_scores(texts)))
-        ppl = continuation_nll(model, toks, conts).mean().exp()
-        return {"success": float(success.mean()), "ppl": float(ppl)}, texts
+        # perplexity: exp of the continuations' mean NLL per token under the *unsteered* model
+        seqs = [torch.cat([p, c]) for p, c in zip(toks, conts)]
+        nll = torch.stack([-lp.mean() for lp in response_logprobs(model, seqs, map(len, toks))])
+        return {"success": float(success.mean()), "ppl": float(nll.mean().exp())}, texts
 
     base, base_texts = measure(None, 0.0)
     examples = [{"prompt": p, "unsteered": t} for p, t in list(zip(task.eval_prompts, base_texts))[:n_examples]]

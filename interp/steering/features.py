@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import torch
 
 from interp.config import takes_config
-from interp.decompositions.snmf import store_activations
-from interp.models.load import weight_hash
+from interp.decompositions.snmf import SNMFConfig, fit_snmf, store_activations
+from interp.models import weight_hash
 
 from .build import layer_hook
 from .evaluate import DATA, SteeringTask
@@ -73,26 +73,21 @@ def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config
     t0 = time.perf_counter()
     hook, layer = layer_hook(model, layer, "hook_resid_post" if method == "sae" else "mlp.hook_post")
     store, corpus = _store(model, task, hook, config.corpus_tokens, config.store_dir)
-    X = store_activations(store, hook).X
     pos, neg = (activations_at(model, tokenize(model, [r["prompt"] + r[y] for r in task.build]), hook)
                 for y in ("preferred", "dispreferred"))
     if method == "sae":
         from interp.dictionaries import SAEConfig, TrainConfig, train_sae
+        from interp.dictionaries.metrics import evaluate_rows
 
         d = store.d(hook)
         scfg = SAEConfig(arch="relu", d_in=d, d_sae=config.d_sae or 4 * d, hook_in=hook, l1_coeff=1.0)
         tcfg = TrainConfig(n_tokens=4 * store.n_rows, batch_size=256, lr=1e-3, warmup_steps=10, seed=seed,
                            progress=False, init_rows=min(4096, store.n_rows), dead_after_tokens=10 ** 9)
-        sae = train_sae(store, scfg, tcfg).sae
-        W_enc, b_enc, W_dec, b_dec = (t.detach().float().cpu()
-                                      for t in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec))
-
-        def acts(h):
-            return torch.relu((h - b_dec) @ W_enc + b_enc)
-
-        ap, an = acts(pos).mean(0), acts(neg).mean(0)
+        sae = train_sae(store, scfg, tcfg).sae.cpu().requires_grad_(False)
+        W_enc, b_enc, W_dec, b_dec = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
+        ap, an = (sae.encode(h).acts.mean(0) for h in (pos, neg))
         j = int((ap - an).argmax())
-        fire = float((acts(X)[:, j] > 0).float().mean())
+        fire = float(evaluate_rows(sae, store, n_rows=store.n_rows).density[j])
         vec = W_dec[j] / W_dec[j].norm() if mode == "add" else W_dec[j]
         extra = {"encoder": W_enc[:, j], "encoder_bias": float(b_enc[j] - W_enc[:, j] @ b_dec)} if mode == "clamp" else {}
         chosen = (f"SAE latent {j} of {W_enc.shape[1]} (ReLU SAE at {hook}, trained on {store.n_rows} tokens of "
@@ -100,8 +95,7 @@ def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config
                   f"build texts, {float(ap[j]):.3f} vs {float(an[j]):.3f}; fires on {fire:.1%} of corpus tokens")
         meta = {"latent": j, "d_sae": int(W_enc.shape[1]), "fire_rate": fire}
     else:
-        from interp.decompositions.snmf import SNMFConfig, fit_snmf
-
+        X = store_activations(store, hook).X
         res = fit_snmf(X, SNMFConfig(k=snmf_k, max_iter=300, patience=100, seed=seed))
         Z = torch.nn.functional.normalize(res.Z.float().T, dim=-1)  # [k, d_mlp]
         ap, an = (pos @ Z.T).mean(0), (neg @ Z.T).mean(0)

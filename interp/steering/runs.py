@@ -1,5 +1,5 @@
 """Batched forward passes over prompts of unequal length (grouped by token length, no padding), greedy
-generation with an optional steering vector, next-token KL and teacher-forced token log-probabilities.
+generation with an optional steering vector, next-token KL and teacher-forced log-probabilities of responses.
 
 Prompts are grouped by token count so each group is one ``[B, T]`` batch with no padding and no attention
 mask to get wrong; generation is greedy without a KV cache (``n_new`` forwards of growing length per group).
@@ -71,17 +71,12 @@ def generate(model, token_lists: Sequence[torch.Tensor], n_new: int, vector: Ste
     return per_input(model, token_lists, run, vector, strength)
 
 
-def token_logprobs(model, token_lists: Sequence[torch.Tensor], vector: SteeringVector | None = None,
-                   strength: float = 0.0) -> list[torch.Tensor]:
-    """``[T - 1]`` per input: ``log p(token t + 1 | tokens <= t)``, teacher forced (float32, CPU)."""
+def response_logprobs(model, seqs: Sequence[torch.Tensor], starts: Sequence[int],
+                      vector: SteeringVector | None = None, strength: float = 0.0) -> list[torch.Tensor]:
+    """``[T - start]`` per sequence: ``log p(seq[t] | seq[:t])`` for ``t >= start`` (the response after a
+    ``start``-token prompt), teacher forced (float32, CPU), optionally steered."""
     def run(toks):
         lp = torch.log_softmax(model(toks)[:, :-1].float(), -1)
         return lp.gather(-1, toks[:, 1:, None])[..., 0].cpu()
 
-    return per_input(model, token_lists, run, vector, strength)
-
-
-def continuation_nll(model, token_lists: Sequence[torch.Tensor], continuations: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``[N]``: mean negative log-likelihood (nats/token) of each continuation under the *unsteered* model."""
-    lps = token_logprobs(model, [torch.cat([p, c]) for p, c in zip(token_lists, continuations)])
-    return torch.stack([-lp[len(p) - 1:].mean() for lp, p in zip(lps, token_lists)])
+    return [lp[n - 1:] for lp, n in zip(per_input(model, seqs, run, vector, strength), starts)]

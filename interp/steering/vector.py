@@ -24,9 +24,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
-from interp.models import resolve_hooks, scoped_hooks
-from interp.models.load import weight_hash
+from interp.models import resolve_hooks, scoped_hooks, weight_hash
 
 MODES = ("add", "renorm", "clamp")
 METHODS = ("mean_diff", "grains", "sae", "transcoder", "snmf")
@@ -81,8 +81,6 @@ class SteeringVector:
 
     def save(self, path: str | Path) -> Path:
         """Write ``path.safetensors`` and ``path.json`` (``path`` without suffix); returns the JSON path."""
-        from safetensors.torch import save_file
-
         p = Path(path)
         p = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -96,8 +94,6 @@ class SteeringVector:
 
 def load_vector(path: str | Path, model=None) -> SteeringVector:
     """Read a vector written by :meth:`SteeringVector.save`; with ``model``, refuse one built on other weights."""
-    from safetensors.torch import load_file
-
     p = Path(path)
     p = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
     js, st = p.with_suffix(".json"), p.with_suffix(".safetensors")
@@ -124,41 +120,37 @@ def check_model(model, vec: SteeringVector) -> None:
     resolve_hooks(model, [vec.hook_name])  # HookNotFoundError with hints when the model lacks it
 
 
-def steering_hook(vec: SteeringVector, strength: float, device):
-    """The hook ``fn(x, hook) -> x'`` applying ``vec`` at ``strength`` on ``device`` (see the module doc)."""
+@contextmanager
+def steer(model, vector: SteeringVector, strength: float):
+    """``with steer(model, vector, s): model(tokens)`` runs steered; the hook is removed on exit (also on errors).
+
+    Raises :class:`ModelMismatchError` for a vector built on other weights, ``HookNotFoundError`` for a hook the
+    model lacks and ``ValueError`` for a non-finite strength.  The hook applies ``vector`` at ``strength``
+    as its ``mode`` says (see the module doc).
+    """
+    if not isinstance(vector, SteeringVector):
+        raise TypeError(f"steer() needs a SteeringVector, got {type(vector).__name__}")
+    check_model(model, vector)
     try:
         s = float(strength)
     except (TypeError, ValueError):
         s = math.nan
     if not math.isfinite(s):
         raise ValueError(f"steering strength must be a finite number, got {strength!r}")
-    v = vec.vector.to(device)
-    enc = None if vec.encoder is None else vec.encoder.to(device)
+    v = vector.vector.to(next(model.parameters()).device)
+    enc = None if vector.encoder is None else vector.encoder.to(v.device)
 
     def fn(x, hook=None):
         if x.shape[-1] != v.shape[0]:
-            raise ValueError(f"steering vector has width {v.shape[0]} but {vec.hook_name} has width {x.shape[-1]}")
-        if vec.mode == "clamp":  # the latent a(x) set to s
-            return x + (s - torch.relu(x @ enc.to(x.dtype) + vec.encoder_bias))[..., None] * v.to(x.dtype)
+            raise ValueError(f"steering vector has width {v.shape[0]} but {vector.hook_name} has width "
+                             f"{x.shape[-1]}")
+        if vector.mode == "clamp":  # the latent a(x) set to s
+            return x + (s - torch.relu(x @ enc.to(x.dtype) + vector.encoder_bias))[..., None] * v.to(x.dtype)
         y = x + s * v.to(x.dtype)
-        if vec.mode == "renorm":
+        if vector.mode == "renorm":
             # ||y|| is 0 only if s v = -x exactly; the clamp keeps that case finite (it returns 0 there).
             return y * (x.norm(dim=-1, keepdim=True) / y.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny))
         return y
 
-    return fn
-
-
-@contextmanager
-def steer(model, vector: SteeringVector, strength: float):
-    """``with steer(model, vector, s): model(tokens)`` runs steered; the hook is removed on exit (also on errors).
-
-    Raises :class:`ModelMismatchError` for a vector built on other weights, ``HookNotFoundError`` for a hook the
-    model lacks and ``ValueError`` for a non-finite strength.
-    """
-    if not isinstance(vector, SteeringVector):
-        raise TypeError(f"steer() needs a SteeringVector, got {type(vector).__name__}")
-    check_model(model, vector)
-    fn = steering_hook(vector, strength, next(model.parameters()).device)
     with scoped_hooks(model, fwd=[(vector.hook_name, fn)]):
         yield model
