@@ -17,7 +17,7 @@ from interp.circuits import (Circuit, as_edge_mask, edge_circuit_faithfulness, f
                                              greedy_circuit, prune_circuit, top_n_circuit)
 from interp.attribution.edge_patching import edge_patching
 from interp.attribution.edges import edge_attribution, edge_graph
-from interp.models import load_model
+from interp.models import load_model, scoped_hooks
 from interp.tasks import ioi_task
 
 _M: dict = {}
@@ -80,6 +80,34 @@ def test_full_minus_one_edge_is_edge_patching(name):
     # float64: circuit minus one edge == edge patching, re-summed
     torch.testing.assert_close(f.metrics - f.metric_clean, p.effects, rtol=1e-7, atol=1e-11)
     assert p.effects.abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_receivers_with_every_edge_in_the_circuit_run_untouched(dtype):
+    """A q/k/v receiver whose every incoming edge is in C reads the current run unchanged: the circuit run of
+    C = all edges but MLP0 -> logits is, per prompt and bit for bit, the clean run with one hand-written hook
+    adding -(mlp_out_0(clean) - mlp_out_0(corrupt)) at ln_final's input (and all edges: the clean run).
+    Exact (no tolerance): both are the same forward, same ops and shapes (one copy, full logits).  A head
+    hook that recomputed W ln1(x) + b in every copy instead of only where its offset is nonzero (the wrong
+    implementation tried) is the same up to rounding, but not bit for bit: it moved the second circuit's
+    metric by 3e-8 (float32) and 3e-17 (float64)."""
+    from tests.test_edges import with_random_biases
+
+    m = with_random_biases("tiny-gpt2").to(dtype)
+    task = ioi_task(m, n=3, seed=0)
+    g = edge_graph(m)
+    c = g.mask.clone()
+    c[g.sender_index("MLP0"), g.receiver_index("logits")] = False
+    f = edge_circuit_faithfulness(m, task, [g.mask, c], check_ends=False, fast=False)
+    mlp0 = {}
+    with torch.no_grad():
+        for run, tokens in (("corrupt", task.corrupt), ("clean", task.clean)):
+            with scoped_hooks(m, fwd=[("blocks.0.hook_mlp_out", lambda x, hook, run=run: mlp0.update({run: x}))]):
+                clean = task.metric(m(tokens)).double()
+        with scoped_hooks(m, fwd=[("ln_final.hook_in", lambda x, hook: x - (mlp0["clean"] - mlp0["corrupt"]))]):
+            want = task.metric(m(task.clean)).double()
+    assert (want - clean).abs().max() > 1e-5  # the missing edge matters
+    assert torch.equal(f.per_prompt[0], clean) and torch.equal(f.per_prompt[1], want)
 
 
 def test_pruning_keeps_the_metric_and_removes_dead_ends():
