@@ -48,12 +48,13 @@ import numpy as np
 import torch
 
 from interp.attribution.components import cache_components, component_types
-from interp.attribution.edges import EdgeScores, _orig, check_task, edge_graph, layer_weights, sender_outputs
+from interp.attribution.edges import (EdgeScores, _orig, check_task, edge_graph, layer_weights, sender_groups,
+                                     sender_outputs)
 from interp.attribution.fastpath import fast_forward, reads_last_position_only
 from interp.attribution.patching import complement_metric, run_with_masks
 from interp.fastpath import use_fast
 from interp.models import scoped_hooks
-from interp.models.hooks import parse_component
+from interp.models.hooks import parse_component, save_hook
 
 from .circuit import Circuit, as_edge_mask, greedy_circuit, top_n_circuit
 
@@ -186,24 +187,18 @@ def _circuit_hooks(model, graph, weights, Zk, A, B, T) -> list:
         off = -torch.bmm(a.transpose(1, 2), D[:, :n].reshape(c, n, -1))
         return off.reshape(c, len(js), *D.shape[2:]), a.ne(0).any(1)
 
-    by_hook: dict[str, list[int]] = {}
-    for i, n in enumerate(g.senders):
-        by_hook.setdefault(n.hook, []).append(i)
-
     def sender(rows, hook_name):
         def fn(x, hook):
-            xx = x.to(acc)
+            xx = x.to(acc).reshape(c, B, *x.shape[1:])
             if hook_name.endswith("hook_z"):
-                W = W_o[g.senders[rows[0]].layer]
-                val = torch.einsum("cbthe,hed->chbtd", xx.reshape(c, B, *x.shape[1:]), W)
+                val = torch.einsum("cbthe,hed->chbtd", xx, W_o[g.senders[rows[0]].layer])
             else:
-                if xx.shape[0] != c * B:  # a positional embedding broadcast over the batch
-                    xx = xx.expand(B, *xx.shape[1:]).repeat(c, *[1] * (xx.ndim - 1))
-                val = xx.reshape(c, B, *x.shape[1:])[:, None]
+                val = xx[:, None]
             D[:, rows] = val - Zk[rows]
         return fn
 
-    hooks = [(name, sender(rows, name)) for name, rows in by_hook.items()]
+    # the positional embedding is the same in every run: its rows of D stay 0 (sender_groups leaves it out)
+    hooks = [(name, sender(rows, name)) for name, rows in sender_groups(g)]
     layer_recv: dict[tuple[int, str], list[int]] = {}
     for j, r in enumerate(g.receivers):
         layer_recv.setdefault((r.layer, r.kind), []).append(j)
@@ -228,10 +223,7 @@ def _circuit_hooks(model, graph, weights, Zk, A, B, T) -> list:
 
             hooks.append((f"blocks.{l}.attn.hook_{kind}", head))
     for l in sorted({l for (l, k) in layer_recv if k in "qkv"}):
-        def save(x, hook, l=l):
-            xs[l] = x
-
-        hooks.insert(0, (f"blocks.{l}.ln1.hook_in", save))
+        hooks.insert(0, (f"blocks.{l}.ln1.hook_in", save_hook(xs, l)))
     return hooks
 
 
