@@ -167,7 +167,7 @@ def compare_methods(model, task_name: str, *, progress: bool = False, config: Co
     """Run the methods on one task; Pearson r vs patching per component type; timings."""
     from interp.attribution import component_types
 
-    from .pipeline import score
+    from .pipeline import run_method
 
     cfg = config
     methods = tuple(m for m in METHOD_SPECS if m != "ig-embed") if cfg.methods is None else tuple(cfg.methods)
@@ -178,8 +178,8 @@ def compare_methods(model, task_name: str, *, progress: bool = False, config: Co
     comps = tuple(t.name for t in component_types(cfg.components))  # unknown: a ValueError listing the known
     task = make_task(task_name, model, n=cfg.n, seed=cfg.seed, corruption=cfg.corruption)
     per_position = tuple(c for c in cfg.per_position if c in comps)
-    results = {name: score(model, task, METHOD_SPECS[name][0], comps, per_position, progress=progress,
-                           **METHOD_SPECS[name][1]) for name in methods}
+    results = {name: run_method(model, task, METHOD_SPECS[name][0], comps, per_position, progress=progress,
+                                **METHOD_SPECS[name][1]) for name in methods}
     for name, r in results.items():
         r.method = name
     ref = results["patch"]
