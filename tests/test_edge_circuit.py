@@ -121,7 +121,7 @@ def test_pruning_keeps_the_metric_and_removes_dead_ends():
                          "MLP0->logits"])  # MLP0 is reached by nothing
     p = prune_circuit(g, c)
     assert sorted(Circuit.of_edges(g, p).edge_names()) == sorted(["embed->L0H1.v", "L0H1->MLP1", "MLP1->logits"])
-    assert Circuit.of_edges(g, p).nodes() == ["embed", "L0H1", "MLP1", "logits"]
+    assert Circuit.of_edges(g, p).components == ["embed", "L0H1", "MLP1", "logits"]
     f = edge_circuit_faithfulness(m, task, [c, p], check_ends=False)
     # float64, pruning changes nothing: ~5e3 eps64
     assert f.metrics[0].item() == pytest.approx(f.metrics[1].item(), abs=1e-12)

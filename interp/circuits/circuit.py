@@ -93,9 +93,6 @@ class Circuit:
     def n_edges(self) -> int:
         return int(self.edges.sum()) if self.edges is not None else 0
 
-    def nodes(self) -> list[str]:
-        return list(self.components)
-
     def edge_names(self) -> list[str]:
         return [self.graph.edge_name(i, j) for i, j in self.edges.nonzero().tolist()] if self.edges is not None else []
 

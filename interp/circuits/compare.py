@@ -28,6 +28,7 @@ from typing import ClassVar
 
 from interp.attribution.components import TYPE_NAMES, AttributionResult, add_score_figures, score_axes
 from interp.config import takes_config
+from interp.reports import Report
 from interp.results import pearson_or_reason, register
 from interp.tasks import make_task
 
@@ -107,7 +108,7 @@ class CompareResult(TaskRun):
     def report(self):
         import math
 
-        r = self._report(f"Attribution methods vs activation patching: {self.task} on {self.model}",
+        r = Report.of(self, f"Attribution methods vs activation patching: {self.task} on {self.model}",
                          created=self.created)
         types = list(dict.fromkeys(c for d in self.pearson.values() for c in d))
         if self.pearson:

@@ -27,6 +27,7 @@ from interp.config import takes_config
 from interp.attribution.edge_patching import edge_patching
 from interp.attribution.edge_stages import stage_matrix
 from interp.attribution.edges import METHODS, SHARES, edge_attribution
+from interp.reports import Report
 from interp.results import check_fields, encode, pearson_or_reason, register
 from interp.tasks import make_task
 
@@ -138,7 +139,7 @@ class EdgeResult(TaskRun):
     def report(self):
         import plotly.graph_objects as go
 
-        r = self._report(f"Edge attribution ({self.method}): {self.task} on {self.model}",
+        r = Report.of(self, f"Edge attribution ({self.method}): {self.task} on {self.model}",
                          timings=self.timings)
         nodes = {n: {"id": n, "label": n, "layer": node_layer(n, self.n_layers)}
                  for e in self.graph for n in (e["source"], e["target"])}

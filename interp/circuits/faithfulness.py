@@ -325,7 +325,7 @@ def faithfulness_curve(model, task, scores: Sequence[EdgeScores], sizes: Sequenc
     for a, (name, _, _) in enumerate(runs):
         part, cs = slice(a * k, (a + 1) * k), circuits[a * k:(a + 1) * k]
         curves[name] = {"n_requested": sizes, "n_edges": [c.n_edges for c in cs],
-                        "n_nodes": [len(c.nodes()) for c in cs], "metric": res.metrics[part].tolist(),
+                        "n_nodes": [len(c.components) for c in cs], "metric": res.metrics[part].tolist(),
                         "f_norm": res.f_norm[part].tolist()}
     return FaithfulnessCurve(curves, res.metric_clean, res.metric_corrupt, res.identity, time.perf_counter() - t0,
                              config={"prune": prune, "selection": selection, **res.config})

@@ -145,8 +145,7 @@ class SAECircuitResult(Result):
     def report(self):
         from interp.reports import Report
 
-        r = Report(f"Discrete-SAE circuit: {self.task} on {self.model}", config=self.config, summary=self.summary(),
-                   meta={"model": self.model, "timings": self.seconds, "versions": self.versions})
+        r = Report.of(self, f"Discrete-SAE circuit: {self.task} on {self.model}", timings=self.seconds)
         maps = [("unique_codes", "Unique codes per head", "codes of the head seen on positive prompts and never on "
                  "negative ones (the node score before its softmax)"),
                 ("edge_votes", "Edge votes per head", "appearances of the head among the top head pairs by code pairs "
