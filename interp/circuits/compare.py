@@ -106,14 +106,12 @@ class CompareResult(TaskRun):
                                                  self.pearson_undefined.items() for c, why in d.items()) + "."
 
     def report(self):
-        import math
-
         r = Report.of(self, f"Attribution methods vs activation patching: {self.task} on {self.model}",
                          created=self.created)
         types = list(dict.fromkeys(c for d in self.pearson.values() for c in d))
         if self.pearson:
             r.add_bars("Pearson r with activation patching, by method", [TYPE_NAMES.get(c, c) for c in types],
-                       {m: [math.nan if d.get(c) is None else d[c] for c in types] for m, d in self.pearson.items()},
+                       {m: [d.get(c) for c in types] for m, d in self.pearson.items()},  # None: a gap
                        x_title="component type", y_title="Pearson r with activation patching",
                        fields=("pearson#1", "pearson"),
                        caption="Each method's Pearson r with activation patching over every component of a type "
