@@ -33,7 +33,8 @@ Differences from the reference code, all deliberate: the decoder is normalised p
 ``[d_in, n_latents]`` normalises over its last axis, i.e. per input dimension, although its
 docstring says it normalises the dictionary vectors.  The encoder is normalised per latent as in the
 reference.  The SAE is not :func:`interp.dictionaries.train_sae`: this objective (element-mean
-MSE, unit-norm *encoder*, full batch, no warm-up) is the paper's and is one short function here (:func:`train_code_sae`).
+MSE, unit-norm *encoder*, full batch, no warm-up) is the paper's and is one short function here
+(:func:`train_code_sae`).
 
 Cost: 2 forward passes of ``n`` prompts (no gradients) + ``epochs`` full-batch SAE steps on
 ``n_train * L * H`` rows (SmolLM2: 10 x 270 rows x 576 -> 200) + counting.
