@@ -18,6 +18,7 @@ from interp.circuits import (Circuit, as_edge_mask, edge_circuit_faithfulness, f
 from interp.attribution.edge_patching import edge_patching
 from interp.attribution.edges import edge_attribution, edge_graph
 from interp.models import load_model, scoped_hooks
+from interp.models.hooks import save_hook
 from interp.tasks import ioi_task
 
 _M: dict = {}
@@ -102,9 +103,10 @@ def test_receivers_with_every_edge_in_the_circuit_run_untouched(dtype):
     mlp0 = {}
     with torch.no_grad():
         for run, tokens in (("corrupt", task.corrupt), ("clean", task.clean)):
-            with scoped_hooks(m, fwd=[("blocks.0.hook_mlp_out", lambda x, hook, run=run: mlp0.update({run: x}))]):
+            with scoped_hooks(m, fwd=[("blocks.0.hook_mlp_out", save_hook(mlp0, run))]):
                 clean = task.metric(m(tokens)).double()
-        with scoped_hooks(m, fwd=[("ln_final.hook_in", lambda x, hook: x - (mlp0["clean"] - mlp0["corrupt"]))]):
+        missing = mlp0["clean"] - mlp0["corrupt"]  # what the edge MLP0 -> logits carries from the clean run
+        with scoped_hooks(m, fwd=[("ln_final.hook_in", lambda x, hook: x - missing)]):
             want = task.metric(m(task.clean)).double()
     assert (want - clean).abs().max() > 1e-5  # the missing edge matters
     assert torch.equal(f.per_prompt[0], clean) and torch.equal(f.per_prompt[1], want)

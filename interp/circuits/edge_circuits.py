@@ -181,8 +181,8 @@ class EdgeResult(TaskRun):
             r.add_figure(F.method_vs_patching(
                 f"{self.method} against edge patching", [e["patch"] for e in pts], [e["score"] for e in pts],
                 self.method, [e["edge"] for e in pts], x_title="edge patching effect", y_title="edge score",
-                caption=f"Each point one of the top {len(pts)} edges: the metric change of patching it for real (x) "
-                        f"and its {self.method} score (y); dashed: the least-squares fit."),
+                caption=f"Each point one of the top {len(pts)} edges: the metric change of patching it for "
+                        f"real (x) and its {self.method} score (y); dashed: the least-squares fit."),
                 fields=("top_edges.patch", "top_edges.score"))
         cols = {"edge": "edge", "score": "score", "normalized": "share of the gap", "patch": "edge patching effect",
                 "sender_hook": "sender hook", "receiver_hook": "receiver hook"}

@@ -47,7 +47,8 @@ from .faithfulness import circuit_faithfulness
 from .result import CircuitResult, circuit_edges, prompt_tokens, task_fields
 from .roles import classify_heads
 
-SCORERS = {"patch": ("activation_patching", ("source", "progress")), "atp": ("attribution_patching", ("direction",)),
+SCORERS = {"patch": ("activation_patching", ("source", "progress")),
+           "atp": ("attribution_patching", ("direction",)),
            "relp": ("relevance_patching", ("rules", "direction")),
            "ig": ("integrated_gradients", ("steps", "path", "direction"))}
 """Each method's function in :mod:`interp.attribution` (looked up at call time) and the settings it takes
