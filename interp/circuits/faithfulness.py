@@ -197,11 +197,12 @@ def _circuit_hooks(model, graph, weights, Zk, A, B, T) -> list:
             D[:, rows] = val - Zk[rows]
         return fn
 
-    # the positional embedding is the same in every run: its rows of D stay 0 (sender_groups leaves it out)
-    hooks = [(name, sender(rows, name)) for name, rows in sender_groups(g)]
     layer_recv: dict[tuple[int, str], list[int]] = {}
     for j, r in enumerate(g.receivers):
         layer_recv.setdefault((r.layer, r.kind), []).append(j)
+    hooks = [(f"blocks.{l}.ln1.hook_in", save_hook(xs, l)) for l in {l for l, k in layer_recv if k in "qkv"}]
+    # the positional embedding is the same in every run: its rows of D stay 0 (sender_groups leaves it out)
+    hooks += [(name, sender(rows, name)) for name, rows in sender_groups(g)]
     for (l, kind), js in layer_recv.items():
         if kind in ("mlp", "logits"):
             def add(x, hook, js=js):
@@ -222,8 +223,6 @@ def _circuit_hooks(model, graph, weights, Zk, A, B, T) -> list:
                 return out.reshape(act.shape)
 
             hooks.append((f"blocks.{l}.attn.hook_{kind}", head))
-    for l in sorted({l for (l, k) in layer_recv if k in "qkv"}):
-        hooks.insert(0, (f"blocks.{l}.ln1.hook_in", save_hook(xs, l)))
     return hooks
 
 

@@ -181,8 +181,7 @@ class CircuitResult(TaskRun):
         cv = self.curve
         r.add_figure(F.faithfulness_curve(cv["n_components"], cv["faithfulness"], target=cv.get("target"),
                                           chosen=cv.get("chosen"), total=cv.get("total"),
-                                          title="Faithfulness against circuit size",
-                                          caption=cv.get("caption", "")), title="Faithfulness against circuit size",
+                                          title="Faithfulness against circuit size", caption=cv.get("caption", "")),
                      fields=("curve.n_components", "curve.faithfulness"))
         if self.roles:
             r.add_table("Head roles", [{"head": h, "role": role} for h, role in self.sorted_roles()],
