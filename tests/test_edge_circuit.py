@@ -44,7 +44,7 @@ def test_full_and_empty_circuits_are_the_clean_and_corrupted_runs(name):
         clean = task.metric(m(task.clean)).double().mean().item()
         corrupt = task.metric(m(task.corrupt)).double().mean().item()
     assert abs(clean - corrupt) > 1e-6  # the two ends differ, so the check has teeth
-    f = edge_circuit_faithfulness(m, task, [g.mask, torch.zeros_like(g.mask)], labels=["full", "empty"])
+    f = edge_circuit_faithfulness(m, task, [g.mask, torch.zeros_like(g.mask)])
     # float64 model: the same metric computed the same way (1e-12 ~ 5e3 eps64 x |m|); circuit runs re-sum the
     # residual in another batch layout: 1e-10 ~ 5e5 eps64 x |m|, far above the 2 x d_model x eps64 re-sum bound
     assert f.metric_clean == pytest.approx(clean, abs=1e-12)

@@ -226,12 +226,12 @@ def _circuit_hooks(model, graph, weights, Zk, A, B, T) -> list:
     return hooks
 
 
-def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[str] | None = None,
-                              max_tokens: int = 4096, check_ends: bool = True,
+def edge_circuit_faithfulness(model, task, circuits: Sequence, max_tokens: int = 4096, check_ends: bool = True,
                               fast: bool | None = None) -> Faithfulness:
     """m(C) and F_norm(C) for each circuit (see the module doc), as stacked copies in few forwards.
 
-    ``circuits``: each a :class:`Circuit`, a bool ``[N_s, N_r]`` mask or a list of edges.
+    ``circuits``: each a :class:`Circuit`, a bool ``[N_s, N_r]`` mask or a list of edges (labelled by the
+    circuit's ``label``, else ``circuit i``).
     ``check_ends`` also runs the full and the empty circuit (``result.identity``).  ``fast``:
     unembed only the last position when the metric reads only that one (default on;
     ``INTERP_REFERENCE=1`` or ``fast=False``: the full logits, as in edges.py).
@@ -244,10 +244,7 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[
     weights = layer_weights(model)
     graph = edge_graph(model, weights)
     masks = [as_edge_mask(graph, c) for c in circuits]
-    labels = list(labels or [c.label if isinstance(c, Circuit) and c.label else f"circuit {i}"
-                             for i, c in enumerate(circuits)])
-    if len(labels) != len(masks):
-        raise ValueError(f"got {len(labels)} labels for {len(masks)} circuits")
+    labels = [c.label if isinstance(c, Circuit) and c.label else f"circuit {i}" for i, c in enumerate(circuits)]
     if check_ends:
         masks += [graph.mask.clone(), torch.zeros_like(graph.mask)]
     device = next(model.parameters()).device
