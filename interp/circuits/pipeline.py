@@ -58,7 +58,7 @@ SEARCHES = ("greedy", "topk")
 
 
 def run_method(model, task, method: str, components=("resid", "attn_head", "mlp"), per_position=("resid",),
-               rules="default", direction: str = "denoise", progress: bool = False, **settings):
+               rules="default", direction: str = "denoise", **settings):
     """One attribution method (:data:`METHODS`) over ``components`` (a ``ValueError`` for unknown names).
 
     ``rules``: RelP's LRP rule set (``default``: the paper's LN, Identity, Half rules;
@@ -68,13 +68,13 @@ def run_method(model, task, method: str, components=("resid", "attn_head", "mlp"
     source ``noise``; AtP / RelP gradients at the clean run; IG's path from the clean to the
     corrupted activation inside the clean run), ``'denoise'`` the effect of restoring it in the
     corrupted run; every method's scores then carry the sign of patching in that direction (each method's
-    settings refuse any other direction).  ``settings``: ``steps`` and ``path`` (IG); each method takes
-    the settings :data:`SCORERS` names for it.
+    settings refuse any other direction).  ``settings``: ``steps`` and ``path`` (IG), ``progress`` (patching,
+    default False); each method takes the settings :data:`SCORERS` names for it.
     """
     if method not in SCORERS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     fn, takes = SCORERS[method]
-    settings.update(rules=rules, direction=direction, source=direction, progress=progress)
+    settings = {"progress": False, **settings, "rules": rules, "direction": direction, "source": direction}
     return getattr(A, fn)(model, task, components, per_position=per_position,
                           **{k: v for k, v in settings.items() if k in takes})
 
