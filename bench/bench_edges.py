@@ -121,7 +121,7 @@ def faithfulness_bench(args) -> None:
                                  selection="both" if args.greedy else "top-n")
         overlap = []
         for n in sizes:
-            a, b = (set(top_n_circuit(s, n).nodes()) for s in scores[:2])
+            a, b = (set(top_n_circuit(s, n).components) for s in scores[:2])
             overlap.append(len(a & b) / max(1, len(a | b)))
         n_circ = len(cur.curves) * len(sizes) + 2
         out["tasks"][tname] = {

@@ -11,7 +11,8 @@ from browser import report_test
 import torch
 
 from interp.circuits import run_circuit
-from interp.circuits.result import CircuitResult, circuit_edges, short_name
+from interp.circuits.result import CircuitResult, circuit_edges
+from interp.models.hooks import component_label
 from interp.results import load_result
 from interp.tasks import make_task
 
@@ -60,10 +61,11 @@ def test_round_trip_and_fields(tiny_run):
     assert back.scores.method == "atp" and torch.equal(back.patching.scores["attn_head"],
                                                        r.patching.scores["attn_head"])
     assert back.attention.patterns.shape[0] == 2 and back.components == r.components
-    assert [short_name(c) for c in r.components] == [n["id"] for n in r.graph()[0] if n["kind"] in ("head", "mlp")]
+    members = [n["id"] for n in r.graph()[0] if n["kind"] in ("head", "mlp")]
+    assert [component_label(c) for c in r.components] == members
     # the graph shows importance: a member's node score is minus its (noising) score; the ends sit left and right
     nodes = {n["id"]: n for n in r.graph()[0]}
-    assert [nodes[short_name(c["name"])]["score"] for c in r.circuit["components"]] == [
+    assert [nodes[component_label(c["name"])]["score"] for c in r.circuit["components"]] == [
         -c["score"] for c in r.circuit["components"]]
     ends = {n for e in r.edges for n in (e["source"], e["target"])} & {"embed", "logits"}
     assert ends and all(nodes[n]["layer"] == {"embed": -1, "logits": 2}[n] for n in ends)  # tiny llama: 2 layers

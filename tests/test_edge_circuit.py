@@ -17,7 +17,8 @@ from interp.circuits import (Circuit, as_edge_mask, edge_circuit_faithfulness, f
                                              greedy_circuit, prune_circuit, top_n_circuit)
 from interp.attribution.edge_patching import edge_patching
 from interp.attribution.edges import edge_attribution, edge_graph
-from interp.models import load_model
+from interp.models import load_model, scoped_hooks
+from interp.models.hooks import save_hook
 from interp.tasks import ioi_task
 
 _M: dict = {}
@@ -43,7 +44,7 @@ def test_full_and_empty_circuits_are_the_clean_and_corrupted_runs(name):
         clean = task.metric(m(task.clean)).double().mean().item()
         corrupt = task.metric(m(task.corrupt)).double().mean().item()
     assert abs(clean - corrupt) > 1e-6  # the two ends differ, so the check has teeth
-    f = edge_circuit_faithfulness(m, task, [g.mask, torch.zeros_like(g.mask)], labels=["full", "empty"])
+    f = edge_circuit_faithfulness(m, task, [g.mask, torch.zeros_like(g.mask)])
     # float64 model: the same metric computed the same way (1e-12 ~ 5e3 eps64 x |m|); circuit runs re-sum the
     # residual in another batch layout: 1e-10 ~ 5e5 eps64 x |m|, far above the 2 x d_model x eps64 re-sum bound
     assert f.metric_clean == pytest.approx(clean, abs=1e-12)
@@ -82,6 +83,35 @@ def test_full_minus_one_edge_is_edge_patching(name):
     assert p.effects.abs().max() > 1e-6
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_receivers_with_every_edge_in_the_circuit_run_untouched(dtype):
+    """A q/k/v receiver whose every incoming edge is in C reads the current run unchanged: the circuit run of
+    C = all edges but MLP0 -> logits is, per prompt and bit for bit, the clean run with one hand-written hook
+    adding -(mlp_out_0(clean) - mlp_out_0(corrupt)) at ln_final's input (and all edges: the clean run).
+    Exact (no tolerance): both are the same forward, same ops and shapes (one copy, full logits).  A head
+    hook that recomputed W ln1(x) + b in every copy instead of only where its offset is nonzero (the wrong
+    implementation tried) is the same up to rounding, but not bit for bit: it moved the second circuit's
+    metric by 3e-8 (float32) and 3e-17 (float64)."""
+    from tests.test_edges import with_random_biases
+
+    m = with_random_biases("tiny-gpt2").to(dtype)
+    task = ioi_task(m, n=3, seed=0)
+    g = edge_graph(m)
+    c = g.mask.clone()
+    c[g.sender_index("MLP0"), g.receiver_index("logits")] = False
+    f = edge_circuit_faithfulness(m, task, [g.mask, c], check_ends=False, fast=False)
+    mlp0 = {}
+    with torch.no_grad():
+        for run, tokens in (("corrupt", task.corrupt), ("clean", task.clean)):
+            with scoped_hooks(m, fwd=[("blocks.0.hook_mlp_out", save_hook(mlp0, run))]):
+                clean = task.metric(m(tokens)).double()
+        missing = mlp0["clean"] - mlp0["corrupt"]  # what the edge MLP0 -> logits carries from the clean run
+        with scoped_hooks(m, fwd=[("ln_final.hook_in", lambda x, hook: x - missing)]):
+            want = task.metric(m(task.clean)).double()
+    assert (want - clean).abs().max() > 1e-5  # the missing edge matters
+    assert torch.equal(f.per_prompt[0], clean) and torch.equal(f.per_prompt[1], want)
+
+
 def test_pruning_keeps_the_metric_and_removes_dead_ends():
     m = model_for("tiny-gpt2")
     task = ioi_task(m, n=3, seed=0)
@@ -93,7 +123,7 @@ def test_pruning_keeps_the_metric_and_removes_dead_ends():
                          "MLP0->logits"])  # MLP0 is reached by nothing
     p = prune_circuit(g, c)
     assert sorted(Circuit.of_edges(g, p).edge_names()) == sorted(["embed->L0H1.v", "L0H1->MLP1", "MLP1->logits"])
-    assert Circuit.of_edges(g, p).nodes() == ["embed", "L0H1", "MLP1", "logits"]
+    assert Circuit.of_edges(g, p).components == ["embed", "L0H1", "MLP1", "logits"]
     f = edge_circuit_faithfulness(m, task, [c, p], check_ends=False)
     # float64, pruning changes nothing: ~5e3 eps64
     assert f.metrics[0].item() == pytest.approx(f.metrics[1].item(), abs=1e-12)

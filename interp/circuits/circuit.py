@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from itertools import zip_longest
 from dataclasses import dataclass, field
 
 import torch
@@ -93,18 +94,14 @@ class Circuit:
     def n_edges(self) -> int:
         return int(self.edges.sum()) if self.edges is not None else 0
 
-    def nodes(self) -> list[str]:
-        return list(self.components)
-
     def edge_names(self) -> list[str]:
         return [self.graph.edge_name(i, j) for i, j in self.edges.nonzero().tolist()] if self.edges is not None else []
 
     def to_json(self) -> dict:
         """Members (with their scores where ranked) and evidence; an edge circuit lists its edges by name."""
         skip = {"components", "scores", "graph", "edges", "curve_sizes", "curve_faithfulness"}
-        out = {"components": [{"name": c, "score": s} for c, s in
-                              zip(self.components, self.scores or [None] * len(self.components))],
-               "n_components": len(self.components), "fraction": self.fraction}
+        out = {"components": [{"name": c, "score": s} for c, s in zip_longest(self.components, self.scores)],
+               "n_components": len(self.components), "fraction": self.fraction}  # no scores: None each
         out.update({k: v for k, v in self.__dict__.items() if k not in skip})
         if self.edges is not None:
             out["edges"] = self.edge_names()

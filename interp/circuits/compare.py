@@ -28,6 +28,7 @@ from typing import ClassVar
 
 from interp.attribution.components import TYPE_NAMES, AttributionResult, add_score_figures, score_axes
 from interp.config import takes_config
+from interp.reports import Report
 from interp.results import pearson_or_reason, register
 from interp.tasks import make_task
 
@@ -105,14 +106,12 @@ class CompareResult(TaskRun):
                                                  self.pearson_undefined.items() for c, why in d.items()) + "."
 
     def report(self):
-        import math
-
-        r = self._report(f"Attribution methods vs activation patching: {self.task} on {self.model}",
+        r = Report.of(self, f"Attribution methods vs activation patching: {self.task} on {self.model}",
                          created=self.created)
         types = list(dict.fromkeys(c for d in self.pearson.values() for c in d))
         if self.pearson:
             r.add_bars("Pearson r with activation patching, by method", [TYPE_NAMES.get(c, c) for c in types],
-                       {m: [math.nan if d.get(c) is None else d[c] for c in types] for m, d in self.pearson.items()},
+                       {m: [d.get(c) for c in types] for m, d in self.pearson.items()},  # None: a gap
                        x_title="component type", y_title="Pearson r with activation patching",
                        fields=("pearson#1", "pearson"),
                        caption="Each method's Pearson r with activation patching over every component of a type "
@@ -167,7 +166,7 @@ def compare_methods(model, task_name: str, *, progress: bool = False, config: Co
     """Run the methods on one task; Pearson r vs patching per component type; timings."""
     from interp.attribution import component_types
 
-    from .pipeline import score
+    from .pipeline import run_method
 
     cfg = config
     methods = tuple(m for m in METHOD_SPECS if m != "ig-embed") if cfg.methods is None else tuple(cfg.methods)
@@ -178,8 +177,8 @@ def compare_methods(model, task_name: str, *, progress: bool = False, config: Co
     comps = tuple(t.name for t in component_types(cfg.components))  # unknown: a ValueError listing the known
     task = make_task(task_name, model, n=cfg.n, seed=cfg.seed, corruption=cfg.corruption)
     per_position = tuple(c for c in cfg.per_position if c in comps)
-    results = {name: score(model, task, METHOD_SPECS[name][0], comps, per_position, progress=progress,
-                           **METHOD_SPECS[name][1]) for name in methods}
+    results = {name: run_method(model, task, METHOD_SPECS[name][0], comps, per_position, progress=progress,
+                                **METHOD_SPECS[name][1]) for name in methods}
     for name, r in results.items():
         r.method = name
     ref = results["patch"]

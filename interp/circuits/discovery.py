@@ -153,7 +153,7 @@ def discover_circuit(model, task, result: AttributionResult, config: CircuitConf
     return ev.circuit(
         units[:hi], F(hi), t0, scores=[s for *_, s in ranked[:hi]], curve_sizes=sizes,
         curve_faithfulness=[F(s) for s in sizes], method=result.method, share=cfg.share,
-        config={"types": list(cfg.types), "source": cfg.source, "order": cfg.order, "grid": cfg.grid})
+        config=asdict(cfg))
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from interp.config import takes_config
 from interp.attribution.edge_patching import edge_patching
 from interp.attribution.edge_stages import stage_matrix
 from interp.attribution.edges import METHODS, SHARES, edge_attribution
+from interp.reports import Report, figures as F
 from interp.results import check_fields, encode, pearson_or_reason, register
 from interp.tasks import make_task
 
@@ -138,7 +139,7 @@ class EdgeResult(TaskRun):
     def report(self):
         import plotly.graph_objects as go
 
-        r = self._report(f"Edge attribution ({self.method}): {self.task} on {self.model}",
+        r = Report.of(self, f"Edge attribution ({self.method}): {self.task} on {self.model}",
                          timings=self.timings)
         nodes = {n: {"id": n, "label": n, "layer": node_layer(n, self.n_layers)}
                  for e in self.graph for n in (e["source"], e["target"])}
@@ -177,13 +178,12 @@ class EdgeResult(TaskRun):
                       caption="Sum of |score| over the edges from a sender stage (row) to a receiver stage (column).")
         if self.check:
             pts = [e for e in self.top_edges if "patch" in e]
-            fig = go.Figure(go.Scatter(x=[e["patch"] for e in pts], y=[e["score"] for e in pts], mode="markers",
-                                       text=[e["edge"] for e in pts]))
-            fig.update_layout(xaxis_title="edge patching effect", yaxis_title="edge score")
-            r.add_figure(fig, title=f"{self.method} against edge patching",
-                         fields=("top_edges.patch", "top_edges.score"),
-                         caption=f"Each point one of the top {len(pts)} edges: the metric change of patching it for "
-                                 f"real (x) and its {self.method} score (y).")
+            r.add_figure(F.method_vs_patching(
+                f"{self.method} against edge patching", [e["patch"] for e in pts], [e["score"] for e in pts],
+                self.method, [e["edge"] for e in pts], x_title="edge patching effect", y_title="edge score",
+                caption=f"Each point one of the top {len(pts)} edges: the metric change of patching it for "
+                        f"real (x) and its {self.method} score (y); dashed: the least-squares fit."),
+                fields=("top_edges.patch", "top_edges.score"))
         cols = {"edge": "edge", "score": "score", "normalized": "share of the gap", "patch": "edge patching effect",
                 "sender_hook": "sender hook", "receiver_hook": "receiver hook"}
         r.add_table("Top edges", [{cols[k]: e[k] for k in cols if k in e} for e in self.top_edges],

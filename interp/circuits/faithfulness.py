@@ -48,12 +48,13 @@ import numpy as np
 import torch
 
 from interp.attribution.components import cache_components, component_types
-from interp.attribution.edges import EdgeScores, _orig, check_task, edge_graph, layer_weights, sender_outputs
+from interp.attribution.edges import (EdgeScores, _orig, check_task, edge_graph, layer_weights, sender_groups,
+                                     sender_outputs)
 from interp.attribution.fastpath import fast_forward, reads_last_position_only
 from interp.attribution.patching import complement_metric, run_with_masks
 from interp.fastpath import use_fast
 from interp.models import scoped_hooks
-from interp.models.hooks import parse_component
+from interp.models.hooks import parse_component, save_hook
 
 from .circuit import Circuit, as_edge_mask, greedy_circuit, top_n_circuit
 
@@ -186,27 +187,22 @@ def _circuit_hooks(model, graph, weights, Zk, A, B, T) -> list:
         off = -torch.bmm(a.transpose(1, 2), D[:, :n].reshape(c, n, -1))
         return off.reshape(c, len(js), *D.shape[2:]), a.ne(0).any(1)
 
-    by_hook: dict[str, list[int]] = {}
-    for i, n in enumerate(g.senders):
-        by_hook.setdefault(n.hook, []).append(i)
-
     def sender(rows, hook_name):
         def fn(x, hook):
-            xx = x.to(acc)
+            xx = x.to(acc).reshape(c, B, *x.shape[1:])
             if hook_name.endswith("hook_z"):
-                W = W_o[g.senders[rows[0]].layer]
-                val = torch.einsum("cbthe,hed->chbtd", xx.reshape(c, B, *x.shape[1:]), W)
+                val = torch.einsum("cbthe,hed->chbtd", xx, W_o[g.senders[rows[0]].layer])
             else:
-                if xx.shape[0] != c * B:  # a positional embedding broadcast over the batch
-                    xx = xx.expand(B, *xx.shape[1:]).repeat(c, *[1] * (xx.ndim - 1))
-                val = xx.reshape(c, B, *x.shape[1:])[:, None]
+                val = xx[:, None]
             D[:, rows] = val - Zk[rows]
         return fn
 
-    hooks = [(name, sender(rows, name)) for name, rows in by_hook.items()]
     layer_recv: dict[tuple[int, str], list[int]] = {}
     for j, r in enumerate(g.receivers):
         layer_recv.setdefault((r.layer, r.kind), []).append(j)
+    hooks = [(f"blocks.{l}.ln1.hook_in", save_hook(xs, l)) for l in {l for l, k in layer_recv if k in "qkv"}]
+    # the positional embedding is the same in every run: its rows of D stay 0 (sender_groups leaves it out)
+    hooks += [(name, sender(rows, name)) for name, rows in sender_groups(g)]
     for (l, kind), js in layer_recv.items():
         if kind in ("mlp", "logits"):
             def add(x, hook, js=js):
@@ -227,20 +223,15 @@ def _circuit_hooks(model, graph, weights, Zk, A, B, T) -> list:
                 return out.reshape(act.shape)
 
             hooks.append((f"blocks.{l}.attn.hook_{kind}", head))
-    for l in sorted({l for (l, k) in layer_recv if k in "qkv"}):
-        def save(x, hook, l=l):
-            xs[l] = x
-
-        hooks.insert(0, (f"blocks.{l}.ln1.hook_in", save))
     return hooks
 
 
-def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[str] | None = None,
-                              max_tokens: int = 4096, check_ends: bool = True,
+def edge_circuit_faithfulness(model, task, circuits: Sequence, max_tokens: int = 4096, check_ends: bool = True,
                               fast: bool | None = None) -> Faithfulness:
     """m(C) and F_norm(C) for each circuit (see the module doc), as stacked copies in few forwards.
 
-    ``circuits``: each a :class:`Circuit`, a bool ``[N_s, N_r]`` mask or a list of edges.
+    ``circuits``: each a :class:`Circuit`, a bool ``[N_s, N_r]`` mask or a list of edges (labelled by the
+    circuit's ``label``, else ``circuit i``).
     ``check_ends`` also runs the full and the empty circuit (``result.identity``).  ``fast``:
     unembed only the last position when the metric reads only that one (default on;
     ``INTERP_REFERENCE=1`` or ``fast=False``: the full logits, as in edges.py).
@@ -253,10 +244,7 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, labels: Sequence[
     weights = layer_weights(model)
     graph = edge_graph(model, weights)
     masks = [as_edge_mask(graph, c) for c in circuits]
-    labels = list(labels or [c.label if isinstance(c, Circuit) and c.label else f"circuit {i}"
-                             for i, c in enumerate(circuits)])
-    if len(labels) != len(masks):
-        raise ValueError(f"got {len(labels)} labels for {len(masks)} circuits")
+    labels = [c.label if isinstance(c, Circuit) and c.label else f"circuit {i}" for i, c in enumerate(circuits)]
     if check_ends:
         masks += [graph.mask.clone(), torch.zeros_like(graph.mask)]
     device = next(model.parameters()).device
@@ -333,7 +321,7 @@ def faithfulness_curve(model, task, scores: Sequence[EdgeScores], sizes: Sequenc
     for a, (name, _, _) in enumerate(runs):
         part, cs = slice(a * k, (a + 1) * k), circuits[a * k:(a + 1) * k]
         curves[name] = {"n_requested": sizes, "n_edges": [c.n_edges for c in cs],
-                        "n_nodes": [len(c.nodes()) for c in cs], "metric": res.metrics[part].tolist(),
+                        "n_nodes": [len(c.components) for c in cs], "metric": res.metrics[part].tolist(),
                         "f_norm": res.f_norm[part].tolist()}
     return FaithfulnessCurve(curves, res.metric_clean, res.metric_corrupt, res.identity, time.perf_counter() - t0,
                              config={"prune": prune, "selection": selection, **res.config})

@@ -193,38 +193,30 @@ def greedy_paths(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u
     for _ in range(config.n_iters):
         cand = []
         for path, vec, L, wh, t in frontier:
-            terms = [c for c in decompose(model, transcoders, cc, vec, L, wh, t, config.missing)
-                     if c.kind in ("feature", "head")]
-            terms.sort(key=lambda c: -c.value)
-            for c in terms[:config.n_branches]:
-                if c.value <= 0:
-                    break
-                cand.append((Path(path.nodes + [c], c.value), vec, t, c))
+            terms = sorted((c for c in decompose(model, transcoders, cc, vec, L, wh, t, config.missing)
+                            if c.kind in ("feature", "head") and c.value > 0), key=lambda c: -c.value)
+            cand += [(Path(path.nodes + [c], c.value), vec, t, c) for c in terms[:config.n_branches]]
         cand.sort(key=lambda x: -x[0].value)
-        frontier = []
-        for p, vec, t, c in cand[:config.beam]:
-            done.append(p)
-            nv = _continue(model, transcoders, cc, c, vec, t)
-            if nv is not None:
-                frontier.append((p, *nv))
+        done += [p for p, *_ in cand[:config.beam]]
+        frontier = [(p, *_continue(model, transcoders, cc, c, vec, t)) for p, vec, t, c in cand[:config.beam]]
         if not frontier:
             break
     return sorted(done, key=lambda p: -p.value)
 
 
 def _continue(model, transcoders, cc, c: Contribution, u: torch.Tensor, t: int):
+    """The input-side vector, layer, ``where`` and position a path continues with through the feature or
+    head ``c`` (module doc, step 2)."""
     if c.kind == "feature":
         tc = transcoders[c.layer]
         s = cc.cache[f"blocks.{c.layer}.ln2.hook_scale"][c.position].reshape(())
         return tc.W_enc[:, c.index].detach().cpu().float() / s, c.layer, "mid", c.position
-    if c.kind == "head":
-        W_V, W_O = _ov(model, c.layer)
-        A = cc.cache[f"blocks.{c.layer}.attn.hook_pattern"][c.index]
-        s = cc.cache[f"blocks.{c.layer}.ln1.hook_scale"][c.position].reshape(())
-        w = _norm_weight(model.blocks[c.layer].ln1, u.shape[0])
-        v = A[t, c.position] * w * (W_V[c.index] @ (W_O[c.index] @ u)) / s
-        return v, c.layer, "pre", c.position
-    return None
+    W_V, W_O = _ov(model, c.layer)  # a head
+    A = cc.cache[f"blocks.{c.layer}.attn.hook_pattern"][c.index]
+    s = cc.cache[f"blocks.{c.layer}.ln1.hook_scale"][c.position].reshape(())
+    w = _norm_weight(model.blocks[c.layer].ln1, u.shape[0])
+    v = A[t, c.position] * w * (W_V[c.index] @ (W_O[c.index] @ u)) / s
+    return v, c.layer, "pre", c.position
 
 
 def logit_direction(model, cc: CircuitCache, good: int, bad: int, position: int = -1) -> torch.Tensor:

@@ -47,13 +47,19 @@ from .faithfulness import circuit_faithfulness
 from .result import CircuitResult, circuit_edges, prompt_tokens, task_fields
 from .roles import classify_heads
 
-METHODS = ("patch", "atp", "relp", "ig")
+SCORERS = {"patch": ("activation_patching", ("source", "progress")),
+           "atp": ("attribution_patching", ("direction",)),
+           "relp": ("relevance_patching", ("rules", "direction")),
+           "ig": ("integrated_gradients", ("steps", "path", "direction"))}
+"""Each method's function in :mod:`interp.attribution` (looked up at call time) and the settings it takes
+(patching's direction is its ``source``)."""
+METHODS = tuple(SCORERS)
 SEARCHES = ("greedy", "topk")
 
 
-def run_method(model, task, method: str, per_position=("resid",), rules="default", steps: int | None = None,
-               progress: bool = False, direction: str = "denoise"):
-    """One attribution method over resid / heads / MLPs (a ``ValueError`` for unknown names).
+def run_method(model, task, method: str, components=("resid", "attn_head", "mlp"), per_position=("resid",),
+               rules="default", direction: str = "denoise", **settings):
+    """One attribution method (:data:`METHODS`) over ``components`` (a ``ValueError`` for unknown names).
 
     ``rules``: RelP's LRP rule set (``default``: the paper's LN, Identity, Half rules;
     ``default+cp-lrp`` adds the AH-rule; see relp.py) or a tuple of rule names.
@@ -62,25 +68,15 @@ def run_method(model, task, method: str, per_position=("resid",), rules="default
     source ``noise``; AtP / RelP gradients at the clean run; IG's path from the clean to the
     corrupted activation inside the clean run), ``'denoise'`` the effect of restoring it in the
     corrupted run; every method's scores then carry the sign of patching in that direction (each method's
-    settings refuse any other direction).
+    settings refuse any other direction).  ``settings``: ``steps`` and ``path`` (IG), ``progress`` (patching,
+    default False); each method takes the settings :data:`SCORERS` names for it.
     """
-    return score(model, task, method, ("resid", "attn_head", "mlp"), per_position, rules=rules, steps=steps,
-                 progress=progress, direction=direction, source=direction)
-
-
-TAKES = {"patch": ("source", "progress"), "atp": ("direction",), "relp": ("rules", "direction"),
-         "ig": ("steps", "path", "direction")}
-"""The settings each method takes (patching's direction is its ``source``)."""
-
-
-def score(model, task, method: str, components, per_position, **settings):
-    """``method`` (:data:`METHODS`) over ``components``, given the ``settings`` of :data:`TAKES` it takes."""
-    if method not in METHODS:
+    if method not in SCORERS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-    fn = {"patch": A.activation_patching, "atp": A.attribution_patching, "relp": A.relevance_patching,
-          "ig": A.integrated_gradients}[method]
-    return fn(model, task, components, per_position=per_position,
-              **{k: v for k, v in settings.items() if k in TAKES[method]})
+    fn, takes = SCORERS[method]
+    settings = {"progress": False, **settings, "rules": rules, "direction": direction, "source": direction}
+    return getattr(A, fn)(model, task, components, per_position=per_position,
+                          **{k: v for k, v in settings.items() if k in takes})
 
 
 def token_examples(model, task) -> list[dict]:

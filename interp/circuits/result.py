@@ -13,7 +13,7 @@ faithfulness curve, then the scores beside patching, then the examples, then met
 provenance.  ``to_json`` / ``from_json`` round-trip every field (see :mod:`interp.results`).
 
 Names: components are addressed by hook (``blocks.9.attn.hook_z[2]``, ``blocks.4.hook_mlp_out``)
-in data and shown as ``L9H2`` / ``MLP4`` (:func:`short_name`).
+in data and shown as ``L9H2`` / ``MLP4`` (:func:`interp.models.hooks.component_label`).
 
 Memory: the scores ([L, H] and [L] per method, [L, T] for the residual) and one prompt's attention
 patterns (L x H x T x T floats); edges are at most a few hundred records.
@@ -26,12 +26,11 @@ from typing import ClassVar
 
 from interp.attribution.components import AttributionResult, add_score_figures, score_axes
 from interp.models.hooks import HEAD_RE, component_label, parse_component
+from interp.reports import Report
 from interp.reports.attention import AttentionPatterns
 from interp.results import Result, pearson_or_reason, register, versions
 
 from .circuit import component_edges, node_layer
-
-short_name = component_label  # the display form: L9H2 / MLP4
 
 
 @dataclass(kw_only=True)
@@ -58,12 +57,6 @@ class TaskRun(Result):
     """The run's settings."""
     versions: dict = field(default_factory=dict)
     """Package versions and machine (``interp.results.versions``)."""
-
-    def _report(self, title: str, **meta):
-        """The report's head: title, config, summary; model, task, versions (and ``meta``) as its meta."""
-        from interp.reports import Report
-
-        return Report.of(self, title, **meta)
 
 
 def task_fields(model, task_name: str, task, ref) -> dict:
@@ -161,9 +154,10 @@ class CircuitResult(TaskRun):
     def graph(self) -> tuple[list[dict], list[dict]]:
         """Nodes (circuit members, with embed and logits when edges reach them) and edges for a figure."""
         # shown as importance: the metric lost when the component or edge alone is corrupted (-noising score)
-        nodes = [{"id": short_name(c), "label": _node_label(short_name(c), self.roles), "layer": node_layer(c, 0),
-                  "score": None if s is None else -s, "kind": "head" if HEAD_RE.match(c) else "mlp"}
-                 for c, s in ((c["name"], c["score"]) for c in self.circuit["components"])]
+        nodes = [{"id": n, "label": f"{n} ({self.roles[n].replace('_', ' ')})" if n in self.roles else n,
+                  "layer": node_layer(c["name"], 0), "score": None if c["score"] is None else -c["score"],
+                  "kind": "head" if HEAD_RE.match(c["name"]) else "mlp"}
+                 for c, n in zip(self.circuit["components"], map(component_label, self.components))]
         ends = {n for e in self.edges for n in (e["source"], e["target"])}
         n_layers = self.scores.scores["attn_head"].shape[0] if "attn_head" in self.scores.scores else 0
         nodes += [{"id": n, "label": n, "layer": node_layer(n, n_layers), "kind": n} for n in ("embed", "logits")
@@ -174,7 +168,7 @@ class CircuitResult(TaskRun):
     def report(self):
         from interp.reports import figures as F
 
-        r = self._report(f"{self.task} circuit on {self.model} ({self.method}, {self.search})",
+        r = Report.of(self, f"{self.task} circuit on {self.model} ({self.method}, {self.search})",
                          method=self.method, timings=self.timings)
         nodes, edges = self.graph()
         cap = (f"The {len(self.components)} circuit members in columns by layer (left = early). Node colour: the "
@@ -187,8 +181,7 @@ class CircuitResult(TaskRun):
         cv = self.curve
         r.add_figure(F.faithfulness_curve(cv["n_components"], cv["faithfulness"], target=cv.get("target"),
                                           chosen=cv.get("chosen"), total=cv.get("total"),
-                                          title="Faithfulness against circuit size",
-                                          caption=cv.get("caption", "")), title="Faithfulness against circuit size",
+                                          title="Faithfulness against circuit size", caption=cv.get("caption", "")),
                      fields=("curve.n_components", "curve.faithfulness"))
         if self.roles:
             r.add_table("Head roles", [{"head": h, "role": role} for h, role in self.sorted_roles()],
@@ -212,11 +205,6 @@ class CircuitResult(TaskRun):
         return r
 
 
-def _node_label(name: str, roles: dict) -> str:
-    role = roles.get(name)
-    return f"{name} ({role.replace('_', ' ')})" if role else name
-
-
 def circuit_edges(model, task, components: list[str], top: int | None = None) -> tuple[list[dict], str]:
     """EAP scores of the edges between ``components`` (plus embed and logits), strongest first
     (:func:`interp.circuits.circuit.component_edges`).  Returns ``(edges, note)``; a model the edge
@@ -227,7 +215,7 @@ def circuit_edges(model, task, components: list[str], top: int | None = None) ->
         es = edge_attribution(model, task, method="eap")
     except (ValueError, NotImplementedError) as e:
         return [], f"edge attribution is not available for this model ({e})"
-    edges = component_edges(es, members={short_name(c) for c in components})
+    edges = component_edges(es, members={component_label(c) for c in components})
     top = 3 * len(components) if top is None else top
     note = (f"EAP on the discovery prompts ({es.seconds:.1f} s); {len(edges)} edges among members, "
             f"the {min(top, len(edges))} strongest kept.")

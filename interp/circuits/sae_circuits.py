@@ -33,7 +33,8 @@ Differences from the reference code, all deliberate: the decoder is normalised p
 ``[d_in, n_latents]`` normalises over its last axis, i.e. per input dimension, although its
 docstring says it normalises the dictionary vectors.  The encoder is normalised per latent as in the
 reference.  The SAE is not :func:`interp.dictionaries.train_sae`: this objective (element-mean
-MSE, unit-norm *encoder*, full batch, no warm-up) is the paper's and is 40 lines here.
+MSE, unit-norm *encoder*, full batch, no warm-up) is the paper's and is one short function here
+(:func:`train_code_sae`).
 
 Cost: 2 forward passes of ``n`` prompts (no gradients) + ``epochs`` full-batch SAE steps on
 ``n_train * L * H`` rows (SmolLM2: 10 x 270 rows x 576 -> 200) + counting.
@@ -43,9 +44,10 @@ count's code-pair ids, ``n (L H)^2`` int64 (n=32: 19 MB).
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
@@ -145,8 +147,7 @@ class SAECircuitResult(Result):
     def report(self):
         from interp.reports import Report
 
-        r = Report(f"Discrete-SAE circuit: {self.task} on {self.model}", config=self.config, summary=self.summary(),
-                   meta={"model": self.model, "timings": self.seconds, "versions": self.versions})
+        r = Report.of(self, f"Discrete-SAE circuit: {self.task} on {self.model}", timings=self.seconds)
         maps = [("unique_codes", "Unique codes per head", "codes of the head seen on positive prompts and never on "
                  "negative ones (the node score before its softmax)"),
                 ("edge_votes", "Edge votes per head", "appearances of the head among the top head pairs by code pairs "
@@ -189,50 +190,39 @@ def head_outputs(model, tokens: torch.Tensor, batch_size: int = 32) -> torch.Ten
 # ------------------------------------------------------------------------------------------
 # 2. the shared SAE
 # ------------------------------------------------------------------------------------------
-class CodeSAE(nn.Module):
-    """Tied-bias ReLU SAE with unit-norm encoder and decoder directions (the reference's ``SparseAutoencoder``)."""
-
-    def __init__(self, d_in: int, n_latents: int, generator: torch.Generator | None = None):
-        super().__init__()
-        self.b = nn.Parameter(torch.zeros(d_in))  # tied: subtracted before encoding, added after decoding
-        self.W_enc = nn.Parameter(nn.functional.normalize(torch.randn(n_latents, d_in, generator=generator), dim=-1))
-        self.b_enc = nn.Parameter((torch.rand(n_latents, generator=generator) * 2 - 1) * d_in ** -0.5)
-        self.W_dec = nn.Parameter(nn.functional.normalize(torch.randn(n_latents, d_in, generator=generator), dim=-1))
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu((x - self.b) @ self.W_enc.T + self.b_enc)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.encode(x)
-        return f, f @ self.W_dec + self.b
-
-    @torch.no_grad()
-    def renormalise(self):
-        for W in (self.W_enc, self.W_dec):
-            W.div_(W.norm(dim=-1, keepdim=True).clamp_min(1e-12))
-
-    @torch.no_grad()
-    def remove_parallel_grads(self):
-        for W in (self.W_enc, self.W_dec):
-            if W.grad is not None:
-                W.grad -= (W.grad * W).sum(-1, keepdim=True) * W
-
-
-def train_code_sae(rows: torch.Tensor, cfg: SAECircuitConfig) -> tuple[CodeSAE, float]:
-    """Full-batch Adam on ``rows [N, d]``: element-mean MSE + l1 * mean_rows ||f||_1 (see module doc)."""
+def train_code_sae(rows: torch.Tensor, cfg: SAECircuitConfig) -> tuple[Callable, float]:
+    """The tied-bias ReLU SAE with unit-norm encoder and decoder directions (the reference's
+    ``SparseAutoencoder``), trained by full-batch Adam on ``rows [N, d]``: element-mean MSE + l1 * mean_rows
+    ||f||_1 (see module doc).  Returns its encoder ``x -> f`` and the last step's loss."""
     g = torch.Generator().manual_seed(cfg.seed)
-    sae = CodeSAE(rows.shape[-1], cfg.n_latents, g)
-    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
+    d = rows.shape[-1]
+    unit = functools.partial(nn.functional.normalize, dim=-1)
+    b = torch.zeros(d, requires_grad=True)  # tied: subtracted before encoding, added after decoding
+    W_enc = unit(torch.randn(cfg.n_latents, d, generator=g)).requires_grad_()
+    b_enc = ((torch.rand(cfg.n_latents, generator=g) * 2 - 1) * d ** -0.5).requires_grad_()
+    W_dec = unit(torch.randn(cfg.n_latents, d, generator=g)).requires_grad_()
+    opt = torch.optim.Adam([b, W_enc, b_enc, W_dec], lr=cfg.lr)
+
+    def encode(x):
+        return torch.relu((x - b) @ W_enc.T + b_enc)
+
+    @torch.no_grad()
+    def renormalise():
+        for W in (W_enc, W_dec):
+            W.copy_(unit(W))
+
     for _ in range(cfg.epochs):
-        sae.renormalise()
-        f, x_hat = sae(rows)
-        loss = nn.functional.mse_loss(x_hat, rows) + cfg.l1_coeff * f.abs().sum(-1).mean()
+        renormalise()
+        f = encode(rows)
+        loss = nn.functional.mse_loss(f @ W_dec + b, rows) + cfg.l1_coeff * f.abs().sum(-1).mean()
         opt.zero_grad()
         loss.backward()
-        sae.remove_parallel_grads()
+        with torch.no_grad():
+            for W in (W_enc, W_dec):
+                W.grad -= (W.grad * W).sum(-1, keepdim=True) * W  # no gradient along the direction itself
         opt.step()
-    sae.renormalise()
-    return sae, float(loss.detach())
+    renormalise()
+    return encode, float(loss.detach())
 
 
 # ------------------------------------------------------------------------------------------
@@ -294,10 +284,10 @@ def scores_from_outputs(pos: torch.Tensor, neg: torch.Tensor, cfg: SAECircuitCon
     g = torch.Generator().manual_seed(cfg.seed)
     pick = torch.randperm(allx.shape[0], generator=g)[:cfg.n_train]
     with torch.enable_grad():
-        sae, loss = train_code_sae(allx[pick].reshape(-1, d), cfg)
+        encode, loss = train_code_sae(allx[pick].reshape(-1, d), cfg)
     t2 = time.perf_counter()
     with torch.no_grad():
-        codes = sae.encode(allx.reshape(-1, d)).argmax(-1).view(-1, L * H)
+        codes = encode(allx.reshape(-1, d)).argmax(-1).view(-1, L * H)
     cp, cn = codes[:n_pos], codes[n_pos:]
     uniq = node_counts(cp, cn)
     counts = edge_counts(cp, cn, cfg.n_latents)
