@@ -84,11 +84,7 @@ def _norms_after(model, layer: int) -> list[tuple[str, object]]:
 
 def _norm_eps(model, norm) -> float:
     oc = getattr(norm, "original_component", None)
-    for name in ("eps", "variance_epsilon"):
-        v = getattr(oc, name, None)
-        if v is not None:
-            return float(v)
-    return float(getattr(model.cfg, "eps", 1e-5))
+    return float(getattr(oc, "eps", getattr(oc, "variance_epsilon", getattr(model.cfg, "eps", 1e-5))))
 
 
 def ln_statistic(model, layer: int, resid: torch.Tensor) -> torch.Tensor:
