@@ -437,9 +437,9 @@ class BBResult(Result):
 
     def report(self):
         n_l = self.train.n_layers
-        r = Report(f"Bigram-Backcopy toy model ({n_l} layer{'s' if n_l != 1 else ''}, {self.train.steps} steps)",
-                   config={**asdict(self.train), **self.task}, summary=self.summary(),
-                   meta={**self.meta, "seconds": round(self.seconds, 1), "tokens_per_second": round(self.tokens_per_second)})
+        title = f"Bigram-Backcopy toy model ({n_l} layer{'s' if n_l != 1 else ''}, {self.train.steps} steps)"
+        r = Report.of(self, title, {**asdict(self.train), **self.task}, seconds=round(self.seconds, 1),
+                      tokens_per_second=round(self.tokens_per_second))
         L = len(self.mechanism[-1].attn_prev_at_trigger)
         per_layer = lambda k: {f"layer {j}": [getattr(m, k)[j] for m in self.mechanism]  # noqa: E731
                                for j in range(L)}
