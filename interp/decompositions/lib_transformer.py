@@ -40,6 +40,7 @@ from typing import Sequence
 
 import torch
 
+from interp.attribution.lrp_rules import _norm_params
 from interp.models import model_name, resolve_hooks, scoped_hooks
 from interp.results import encode, versions
 
@@ -82,11 +83,6 @@ def _norms_after(model, layer: int) -> list[tuple[str, object]]:
     return [(f"blocks.{layer + 1}.{ln}.hook_scale", getattr(model.blocks[layer + 1], ln)) for ln in lns]
 
 
-def _norm_eps(model, norm) -> float:
-    oc = getattr(norm, "original_component", None)
-    return float(getattr(oc, "eps", getattr(oc, "variance_epsilon", getattr(model.cfg, "eps", 1e-5))))
-
-
 def ln_statistic(model, layer: int, resid: torch.Tensor) -> torch.Tensor:
     """``[..., 1]`` what the norm after ``resid_post[layer]`` divides by (before ``+ eps``, ``sqrt``):
     the variance over ``d_model`` (LayerNorm) or the mean square (RMSNorm)."""
@@ -104,7 +100,7 @@ def resid_ln_map(model, layer_in: int, layer_out: int):
     g = resid_map(model, layer_in, layer_out)
     norms = _norms_after(model, layer_in)
     resolve_hooks(model, [n for n, _ in norms])
-    eps = [_norm_eps(model, m) for _, m in norms]
+    eps = [_norm_params(m, model)[2] for _, m in norms]  # (gain, bias, eps, rms) of each norm
 
     def h(x: torch.Tensor) -> torch.Tensor:
         s = x[..., :1]
