@@ -156,7 +156,7 @@ def lib_on_model(model, settings: ModelLIBSettings, texts: Sequence[str] | None 
                  basis: str = "lib", dtype: str = "float64") -> tuple[LIBResult, dict]:
     """Fit LIB (or PCA) on ``blocks.{L}.hook_resid_post`` for ``settings.layers``.
 
-    Returns the result and a summary dict (shapes, timings, spectra concentration).
+    Returns the result and a summary dict (layers, token shape, :func:`~.results.spectra`, total seconds).
     """
     s = settings
     texts = list(texts) if texts is not None else default_texts(s.n_texts)
@@ -176,9 +176,8 @@ def lib_on_model(model, settings: ModelLIBSettings, texts: Sequence[str] | None 
     cfg = LIBConfig(basis=basis, probes=s.probes, max_edge_nodes=s.edge_nodes, edge_positions=s.edge_positions,
                     batch_size=s.batch_size, dtype=dtype, skip_first=1 if s.skip_bos else 0)
     res = fit_lib(acts[0], maps, names, cfg, acts=acts, isolated=[int(s.isolate_ln_var)] * len(names))
-    summary = {"basis": basis, "layers": list(s.layers), "tokens": list(tokens.shape), "settings": asdict(s),
-               **spectra(res), "seconds": time.perf_counter() - t0}
-    return res, summary
+    return res, {"layers": list(s.layers), "tokens": list(tokens.shape), **spectra(res),
+                 "seconds": time.perf_counter() - t0}
 
 
 def compare_lib_pca(model, settings: ModelLIBSettings, texts: Sequence[str] | None = None, top: int = 16):
@@ -195,6 +194,5 @@ def compare_lib_pca(model, settings: ModelLIBSettings, texts: Sequence[str] | No
            if s.isolate_ln_var else " Node layers are the plain residual (LN variance not isolated)."))
     return LIBComparison(model=model_name(model), names=fits["lib"][0].names,
                          lib=encode(fits["lib"][0].to_json(top=top)), pca=encode(fits["pca"][0].to_json(top=top)),
-                         spectra=encode({b: {k: v for k, v in sm.items() if k not in ("settings", "basis")}
-                                         for b, (_, sm) in fits.items()}),
+                         spectra=encode({b: sm for b, (_, sm) in fits.items()}),
                          settings=encode(asdict(s)), notes=notes, meta={"versions": versions()})
