@@ -103,6 +103,24 @@ def test_warmup_schedule():
     assert lr_at(BBTrainConfig(lr=1e-3, warmup=0), 1) == 1e-3
 
 
+def test_training_applies_the_warmup_schedule():
+    """AdamW's first step moves a parameter with gradient g by lr |g| / (|g| + eps) ~ lr (bias-corrected m / sqrt(v)
+    = g / |g|), so the largest change after step 1 is lr_at(cfg, 1): lr / warmup with warm-up, lr without. A loop
+    that trained at the peak lr from step 1 moves 1e-2, 200x too far."""
+    from interp.toy.bigram_backcopy import bb_training
+
+    for warmup, want in ((200, 5e-5), (0, 1e-2)):
+        cfg = BBTrainConfig(n_layers=1, d_model=8, d_mlp=16, steps=1, batch_size=4, warmup=warmup)
+        steps = bb_training(BBTask(seq_len=8), cfg)
+        _, model, _ = next(steps)
+        before = [p.detach().clone() for p in model.parameters()]
+        next(steps)
+        moved = max(float((p.detach() - b).abs().max()) for p, b in zip(model.parameters(), before))
+        # 2%: float32 parameters up to |θ| ~ 4 (N(0, 1) embeddings) round Δθ to their ulp, 4.8e-7 ~ 1% of 5e-5;
+        # decoupled decay adds lr * wd * |θ| (wd 1e-4: 0.04%)
+        assert abs(moved - want) < 0.02 * want, (warmup, moved)
+
+
 def test_small_run_learns_backcopy_and_dormancy(tmp_path):
     """~20-45 CPU seconds (default 3-layer model, 200 steps): one head copies the previous token at
     triggers (moving its attention to ⟨s⟩ there costs nats) and is functionally dormant elsewhere
