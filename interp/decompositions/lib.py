@@ -152,17 +152,14 @@ class LIBResult:
     config: dict = field(default_factory=dict)
     """The :class:`LIBConfig`, as a dict."""
 
-    def graph(self, top: int = 20) -> tuple[list[dict], list[dict]]:
-        """Nodes and non-zero edges (``{source, target, weight}``) among the ``top`` nodes of each layer."""
+    def to_json(self, top: int = 20) -> dict:
+        """Every summary number, and as ``nodes`` / ``edges`` the graph among the ``top`` nodes of each layer:
+        ``{id, layer, index, importance}`` and the non-zero edges ``{source, target, weight}``."""
         nodes = [{"id": f"{self.names[l]}:{i}", "layer": l, "index": i, "importance": float(b.importance[i])}
                  for l, b in enumerate(self.bases) for i in range(min(top, b.k))]
         edges = [{"source": f"{self.names[l]}:{j}", "target": f"{self.names[l + 1]}:{i}",
                   "weight": float(E[i, j])} for l, E in enumerate(self.edges) if E is not None
                  for i, j in (E[:top, :top] > 0).nonzero().tolist()]
-        return nodes, edges
-
-    def to_json(self, top: int = 20) -> dict:
-        nodes, edges = self.graph(top=top)
         return {
             "basis": self.basis_kind, "names": self.names, "seconds": self.seconds, "config": self.config,
             "dims": [int(b.mean.numel()) for b in self.bases], "kept": [b.k for b in self.bases],
