@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import json
+import math
 
 import pytest
 import torch
@@ -38,6 +40,14 @@ def test_generator_follows_the_definition():
     emp /= emp.sum()
     assert (emp - bigram[row]).abs().max() < 0.1
     assert task.trigger_mask(x)[:, :2].sum() == 0
+    # the loss optimum off-trigger, from the raw character counts (the text wraps around): the conditional
+    # entropy of each non-trigger character, weighted by its frequency; rel 1e-5 (float32 sums of ~60 terms)
+    nxt = collections.defaultdict(collections.Counter)
+    for a, b in zip(task.text, task.text[1:] + task.text[0]):
+        nxt[a][b] += 1
+    h = {a: -sum(n / c.total() * math.log(n / c.total()) for n in c.values()) for a, c in nxt.items()}
+    w = {a: counts[a] for a in nxt if a not in {task.chars[i] for i in triggers}}
+    assert task.bigram_entropy() == pytest.approx(sum(w[a] * h[a] for a in w) / sum(w.values()), rel=1e-5)
 
 
 def test_tokenizer_and_bad_input():

@@ -137,7 +137,7 @@ class BBTask:
     def bigram_entropy(self) -> float:
         """Mean conditional entropy (nats) of the bigram step, weighted by the marginal over non-triggers."""
         marginal, bigram, triggers = self.tables()
-        h = -(bigram * bigram.clamp_min(1e-30).log()).sum(1)
+        h = torch.special.entr(bigram).sum(1)  # -sum_b P(b|a) ln P(b|a), 0 ln 0 = 0
         w = marginal.index_fill(0, triggers, 0)
         return float((w * h).sum() / w.sum())
 
