@@ -1,6 +1,6 @@
 """Sweep training settings of the Bigram-Backcopy toy and track the mechanism during training.
 
-For each setting, trains with :func:`interp.toy.bigram_backcopy.train_bb`'s model and optimiser
+For each setting, trains with :func:`interp.toy.bigram_backcopy.bb_training` (``train_bb``'s loop)
 (in memory, no checkpoints) and every ``--every`` steps measures, per layer, on 64 held-out
 sequences with plain Hugging Face forward hooks (not the bridge, for speed):
 
@@ -31,11 +31,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from interp.toy.bigram_backcopy import BBTask, BBTrainConfig, bb_model, bb_optimizer, lr_at  # noqa: E402
+from interp.toy.bigram_backcopy import BBTask, BBTrainConfig, bb_training  # noqa: E402
 
 
 @torch.no_grad()
@@ -101,25 +100,16 @@ def main(argv=None):
     task = BBTask(seq_len=args.seq_len)
     if args.full:
         return full(args, task, BBTrainConfig(steps=args.steps, **kw))
-    model = bb_model(task, cfg).train()
-    opt = bb_optimizer(model, cfg)
-    gen = torch.Generator().manual_seed(cfg.seed)
     xe = task.sample(64, torch.Generator().manual_seed(12345))
-    log = [{"step": 0, **measure(model, task, xe)}]
+    log = []
     t0 = time.time()
-    for step in range(1, cfg.steps + 1):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step)
-        x = task.sample(cfg.batch_size, gen)
-        logits = model(x).logits
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % args.every == 0 or step == cfg.steps:
+    for step, model, loss in bb_training(task, cfg):
+        if step == 0:
+            log.append({"step": 0, **measure(model, task, xe)})
+        elif step % args.every == 0 or step == cfg.steps:
             m = measure(model, task, xe)
-            log.append({"step": step, "loss": round(loss.item(), 4), **m})
-            print(f"{step:5d} {time.time() - t0:6.0f}s loss {loss.item():.3f} sink {m['sink_other']} prev "
+            log.append({"step": step, "loss": round(loss, 4), **m})
+            print(f"{step:5d} {time.time() - t0:6.0f}s loss {loss:.3f} sink {m['sink_other']} prev "
                   f"{m['prev_trig']} vdrain {m['value_drain']} peak/mean {m['peak_mean']} peak/max {m['peak_max']} "
                   f"|h0| {m['norm_s']} massive {m['massive_ratio']} pos0 {m['argmax_pos0']}", flush=True)
     write(args, "sweep", {"task": {"seq_len": task.seq_len, "n_triggers": task.n_triggers},

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import json
+import math
 
 import pytest
 import torch
@@ -38,6 +40,14 @@ def test_generator_follows_the_definition():
     emp /= emp.sum()
     assert (emp - bigram[row]).abs().max() < 0.1
     assert task.trigger_mask(x)[:, :2].sum() == 0
+    # the loss optimum off-trigger, from the raw character counts (the text wraps around): the conditional
+    # entropy of each non-trigger character, weighted by its frequency; rel 1e-5 (float32 sums of ~60 terms)
+    nxt = collections.defaultdict(collections.Counter)
+    for a, b in zip(task.text, task.text[1:] + task.text[0]):
+        nxt[a][b] += 1
+    h = {a: -sum(n / c.total() * math.log(n / c.total()) for n in c.values()) for a, c in nxt.items()}
+    w = {a: counts[a] for a in nxt if a not in {task.chars[i] for i in triggers}}
+    assert task.bigram_entropy() == pytest.approx(sum(w[a] * h[a] for a in w) / sum(w.values()), rel=1e-5)
 
 
 def test_tokenizer_and_bad_input():
@@ -101,6 +111,24 @@ def test_warmup_schedule():
     assert lr_at(cfg, 1) == pytest.approx(5e-5) and lr_at(cfg, 100) == pytest.approx(5e-3)
     assert lr_at(cfg, 200) == lr_at(cfg, 5000) == pytest.approx(1e-2)
     assert lr_at(BBTrainConfig(lr=1e-3, warmup=0), 1) == 1e-3
+
+
+def test_training_applies_the_warmup_schedule():
+    """AdamW's first step moves a parameter with gradient g by lr |g| / (|g| + eps) ~ lr (bias-corrected m / sqrt(v)
+    = g / |g|), so the largest change after step 1 is lr_at(cfg, 1): lr / warmup with warm-up, lr without. A loop
+    that trained at the peak lr from step 1 moves 1e-2, 200x too far."""
+    from interp.toy.bigram_backcopy import bb_training
+
+    for warmup, want in ((200, 5e-5), (0, 1e-2)):
+        cfg = BBTrainConfig(n_layers=1, d_model=8, d_mlp=16, steps=1, batch_size=4, warmup=warmup)
+        steps = bb_training(BBTask(seq_len=8), cfg)
+        _, model, _ = next(steps)
+        before = [p.detach().clone() for p in model.parameters()]
+        next(steps)
+        moved = max(float((p.detach() - b).abs().max()) for p, b in zip(model.parameters(), before))
+        # 2%: float32 parameters up to |θ| ~ 4 (N(0, 1) embeddings) round Δθ to their ulp, 4.8e-7 ~ 1% of 5e-5;
+        # decoupled decay adds lr * wd * |θ| (wd 1e-4: 0.04%)
+        assert abs(moved - want) < 0.02 * want, (warmup, moved)
 
 
 def test_small_run_learns_backcopy_and_dormancy(tmp_path):

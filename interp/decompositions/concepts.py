@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 _DATA = json.loads((Path(__file__).resolve().parents[2] / "data" / "concepts.json").read_text())
 CONCEPTS: dict[str, dict[str, list[str]]] = _DATA["concepts"]
 NEUTRAL: list[str] = _DATA["neutral"]
@@ -21,9 +23,10 @@ SENTENCES: list[str] = [s for v in CONCEPTS.values() for s in v["sentences"]] + 
 """Every sentence, concept by concept, then the neutral ones (the default texts of SNMF and LIB)."""
 
 
-def concept_split() -> tuple[dict[str, list[str]], dict[str, list[str]], list[str], list[str]]:
-    """Deterministic split, the first 8 of each 12 sentences to train:
-    ``(train_by_concept, test_by_concept, neutral_train, neutral_test)``."""
-    train = {c: v["sentences"][:8] for c, v in CONCEPTS.items()}
-    test = {c: v["sentences"][8:] for c, v in CONCEPTS.items()}
-    return train, test, NEUTRAL[:8], NEUTRAL[8:]
+def concept_split(part: slice) -> tuple[list[str], torch.Tensor]:
+    """Sentences ``part`` of each concept, then of the neutral ones, with labels (the concept's index in
+    :data:`CONCEPTS`; -1: neutral).  Deterministic split of the 12 sentences each: train ``slice(8)``, test
+    ``slice(8, None)``."""
+    groups = [v["sentences"][part] for v in CONCEPTS.values()] + [NEUTRAL[part]]
+    labels = [c if c < len(CONCEPTS) else -1 for c, g in enumerate(groups) for _ in g]
+    return [s for g in groups for s in g], torch.tensor(labels)

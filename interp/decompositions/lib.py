@@ -99,7 +99,8 @@ class LIBConfig:
     def __post_init__(self):
         check_fields(self, {"basis": ("lib", "pca"), "integration": ("gradient", "gauss-legendre"),
                             "edge_positions": ("all", "last")},
-                     {"n_alpha": 1, "batch_size": 1, "max_rows": 1, "probes": 1, "skip_first": 0})
+                     {**dict.fromkeys(("n_alpha", "batch_size", "max_rows", "probes", "max_edge_nodes"), 1),
+                      "skip_first": 0})
         if not (0 <= self.pca_threshold < 1 and 0 <= self.lambda_threshold < 1):
             raise ValueError("LIBConfig thresholds must be in [0, 1)")
 
@@ -151,17 +152,14 @@ class LIBResult:
     config: dict = field(default_factory=dict)
     """The :class:`LIBConfig`, as a dict."""
 
-    def graph(self, top: int = 20) -> tuple[list[dict], list[dict]]:
-        """Nodes and non-zero edges (``{source, target, weight}``) among the ``top`` nodes of each layer."""
+    def to_json(self, top: int = 20) -> dict:
+        """Every summary number, and as ``nodes`` / ``edges`` the graph among the ``top`` nodes of each layer:
+        ``{id, layer, index, importance}`` and the non-zero edges ``{source, target, weight}``."""
         nodes = [{"id": f"{self.names[l]}:{i}", "layer": l, "index": i, "importance": float(b.importance[i])}
                  for l, b in enumerate(self.bases) for i in range(min(top, b.k))]
         edges = [{"source": f"{self.names[l]}:{j}", "target": f"{self.names[l + 1]}:{i}",
                   "weight": float(E[i, j])} for l, E in enumerate(self.edges) if E is not None
                  for i, j in (E[:top, :top] > 0).nonzero().tolist()]
-        return nodes, edges
-
-    def to_json(self, top: int = 20) -> dict:
-        nodes, edges = self.graph(top=top)
         return {
             "basis": self.basis_kind, "names": self.names, "seconds": self.seconds, "config": self.config,
             "dims": [int(b.mean.numel()) for b in self.bases], "kept": [b.k for b in self.bases],
@@ -279,16 +277,15 @@ def interaction_matrix(g: Map, f: torch.Tensor, mean_in: torch.Tensor, out_basis
 
     with torch.no_grad():
         T_out = h(f[:1]).shape[1]
-    k_out = out_basis.k
     mu = mean_in.to(f.dtype)
     sk_in = _skip(f.shape[1], cfg.skip_first) if f.ndim == 3 else 0
     sk_out = _skip(T_out, cfg.skip_first)
     for x in f.split(cfg.batch_size):
         B = x.shape[0]
         if cfg.probes is None:
-            V = _unit_probes(T_out, k_out, B, dt, f.device, range(sk_out, T_out))
+            V = _unit_probes(T_out, out_basis.k, B, dt, f.device, range(sk_out, T_out))
         else:
-            V = torch.randn(cfg.probes, B, T_out, k_out, generator=gen, dtype=dt).to(f.device)
+            V = torch.randn(cfg.probes, B, T_out, out_basis.k, generator=gen, dtype=dt).to(f.device)
             V[:, :, :sk_out] = 0
         for a, w in zip(alphas, weights):
             xa = x.clone()
@@ -354,12 +351,10 @@ def edge_strengths(g: Map, f: torch.Tensor, b_in: LayerBasis, b_out: LayerBasis,
     dt = getattr(torch, cfg.dtype)
     f3 = _as3(f)
     N, T, d = f3.shape
-    k_in = b_in.k if cfg.max_edge_nodes is None else min(b_in.k, cfg.max_edge_nodes)
-    k_out = b_out.k if cfg.max_edge_nodes is None else min(b_out.k, cfg.max_edge_nodes)
+    k_in, k_out = (min(b.k, cfg.max_edge_nodes or b.k) for b in (b_in, b_out))
     alphas, weights = _alphas(cfg, dt)
     Cp_in = b_in.C_pinv[:k_in]
     Cd = b_out.C[:, :k_out]
-
     sk_in = _skip(T, cfg.skip_first)
 
     def h(fh, f_b):  # [B, T, k_in] -> [B, T_out, k_out]; f_b: the batch's activations (a replica per probe)

@@ -40,6 +40,7 @@ from typing import Sequence
 
 import torch
 
+from interp.attribution.lrp_rules import _norm_params
 from interp.models import model_name, resolve_hooks, scoped_hooks
 from interp.results import encode, versions
 
@@ -82,15 +83,6 @@ def _norms_after(model, layer: int) -> list[tuple[str, object]]:
     return [(f"blocks.{layer + 1}.{ln}.hook_scale", getattr(model.blocks[layer + 1], ln)) for ln in lns]
 
 
-def _norm_eps(model, norm) -> float:
-    oc = getattr(norm, "original_component", None)
-    for name in ("eps", "variance_epsilon"):
-        v = getattr(oc, name, None)
-        if v is not None:
-            return float(v)
-    return float(getattr(model.cfg, "eps", 1e-5))
-
-
 def ln_statistic(model, layer: int, resid: torch.Tensor) -> torch.Tensor:
     """``[..., 1]`` what the norm after ``resid_post[layer]`` divides by (before ``+ eps``, ``sqrt``):
     the variance over ``d_model`` (LayerNorm) or the mean square (RMSNorm)."""
@@ -108,7 +100,7 @@ def resid_ln_map(model, layer_in: int, layer_out: int):
     g = resid_map(model, layer_in, layer_out)
     norms = _norms_after(model, layer_in)
     resolve_hooks(model, [n for n, _ in norms])
-    eps = [_norm_eps(model, m) for _, m in norms]
+    eps = [_norm_params(m, model)[2] for _, m in norms]  # (gain, bias, eps, rms) of each norm
 
     def h(x: torch.Tensor) -> torch.Tensor:
         s = x[..., :1]
@@ -164,7 +156,7 @@ def lib_on_model(model, settings: ModelLIBSettings, texts: Sequence[str] | None 
                  basis: str = "lib", dtype: str = "float64") -> tuple[LIBResult, dict]:
     """Fit LIB (or PCA) on ``blocks.{L}.hook_resid_post`` for ``settings.layers``.
 
-    Returns the result and a summary dict (shapes, timings, spectra concentration).
+    Returns the result and a summary dict (layers, token shape, :func:`~.results.spectra`, total seconds).
     """
     s = settings
     texts = list(texts) if texts is not None else default_texts(s.n_texts)
@@ -184,9 +176,8 @@ def lib_on_model(model, settings: ModelLIBSettings, texts: Sequence[str] | None 
     cfg = LIBConfig(basis=basis, probes=s.probes, max_edge_nodes=s.edge_nodes, edge_positions=s.edge_positions,
                     batch_size=s.batch_size, dtype=dtype, skip_first=1 if s.skip_bos else 0)
     res = fit_lib(acts[0], maps, names, cfg, acts=acts, isolated=[int(s.isolate_ln_var)] * len(names))
-    summary = {"basis": basis, "layers": list(s.layers), "tokens": list(tokens.shape), "settings": asdict(s),
-               **spectra(res), "seconds": time.perf_counter() - t0}
-    return res, summary
+    return res, {"layers": list(s.layers), "tokens": list(tokens.shape), **spectra(res),
+                 "seconds": time.perf_counter() - t0}
 
 
 def compare_lib_pca(model, settings: ModelLIBSettings, texts: Sequence[str] | None = None, top: int = 16):
@@ -203,6 +194,5 @@ def compare_lib_pca(model, settings: ModelLIBSettings, texts: Sequence[str] | No
            if s.isolate_ln_var else " Node layers are the plain residual (LN variance not isolated)."))
     return LIBComparison(model=model_name(model), names=fits["lib"][0].names,
                          lib=encode(fits["lib"][0].to_json(top=top)), pca=encode(fits["pca"][0].to_json(top=top)),
-                         spectra=encode({b: {k: v for k, v in sm.items() if k not in ("settings", "basis")}
-                                         for b, (_, sm) in fits.items()}),
+                         spectra=encode({b: sm for b, (_, sm) in fits.items()}),
                          settings=encode(asdict(s)), notes=notes, meta={"versions": versions()})

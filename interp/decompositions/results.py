@@ -58,8 +58,7 @@ class SNMFFeatures(Result):
 
     def report(self):
         f = self.fit
-        r = Report(f"SNMF features of {self.hook} ({self.model})", config=self.config,
-                   meta={"model": self.model, **self.meta}, summary=self.summary())
+        r = Report.of(self, f"SNMF features of {self.hook} ({self.model})")
         if self.features:
             r.add_section("The strongest features")
             r.add_table("Feature cards", [{
@@ -167,8 +166,7 @@ class LIBComparison(Result):
                              "between consecutive layers (width: strength).")
 
     def report(self):
-        r = Report(f"LIB vs PCA on {self.model}", config=self.settings, meta={"model": self.model, **self.meta},
-                   summary=self.summary())
+        r = Report.of(self, f"LIB vs PCA on {self.model}", self.settings)
         r.add_section("How compact each basis is")
         if self.ablation:
             layers = [x["layer"] for x in self.ablation]

@@ -388,7 +388,5 @@ def store_activations(store, hook: str, max_rows: int | None = None, seed: int =
     idx = torch.arange(n)
     if max_rows is not None and max_rows < n:
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_rows].sort().values
-    idx_np = idx.numpy()
-    return ActivationSet(hook=hook, X=store.rows(hook, idx_np, device="cpu", dtype=torch.float32),
-                         tokens=torch.as_tensor(store.tokens[idx_np]).long().reshape(-1),
-                         seq_pos=torch.as_tensor(store.seq_pos[idx_np]).long().reshape(-1, 2))
+    return ActivationSet(hook=hook, X=store.rows(hook, idx, device="cpu", dtype=torch.float32),
+                         tokens=store.tokens[idx], seq_pos=store.seq_pos[idx])

@@ -49,15 +49,11 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
 
     t0 = time.perf_counter()
     hook = mlp_hook(layer)
-    train, test, neu_tr, neu_te = concept_split()
     names = list(CONCEPTS)
-    tr_texts = [s for c in names for s in train[c]] + neu_tr
-    tr_lab = [i for i, c in enumerate(names) for _ in train[c]] + [-1] * len(neu_tr)
-    te_texts = [s for c in names for s in test[c]] + neu_te
-    te_lab = torch.tensor([i for i, c in enumerate(names) for _ in test[c]] + [-1] * len(neu_te))
+    (tr_texts, tr_lab), (te_texts, te_lab) = concept_split(slice(8)), concept_split(slice(8, None))
     acts_tr = collect_activations(model, tr_texts, hook)
     acts_te = collect_activations(model, te_texts, hook)
-    tok_lab = torch.tensor(tr_lab)[acts_tr.seq_pos[:, 0]]
+    tok_lab = tr_lab[acts_tr.seq_pos[:, 0]]
     X = acts_tr.X
 
     cfg = snmf_cfg or SNMFConfig(k=30, max_iter=500, patience=100)

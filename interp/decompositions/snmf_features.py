@@ -7,7 +7,8 @@ Following Shafran, Geiger & Geva 2025 (arXiv 2506.10920, section 4; reference
   (:func:`top_contexts`).
 * **Output side**: the residual-stream direction ``f_i = W_out[L]^T z_i`` and its
   vocabulary projection ``(g * f_i) @ W_U`` (:func:`vocab_projection`), where ``g`` is the
-  final norm's gain (RMSNorm weight; ``1 + w`` for Gemma; LayerNorm also centres ``f``).
+  final norm's gain (RMSNorm weight; ``1 + w`` for Gemma; LayerNorm also centres ``f``; read by
+  :func:`interp.attribution.lrp_rules._norm_params`).
   The norm's data-dependent ``1/rms`` scale is a positive factor per token and is left
   out, so the *ranking* of tokens is what the model's unembedding would give.
 * **Steering**: add ``alpha * z_i / ||z_i||`` to ``blocks.L.mlp.hook_post`` at every
@@ -32,6 +33,7 @@ from typing import Sequence
 
 import torch
 
+from interp.attribution.lrp_rules import _norm_params
 from interp.config import takes_config
 from interp.models import model_name, resolve_hooks, scoped_hooks
 from interp.results import encode, versions
@@ -48,19 +50,6 @@ DEFAULT_KL_TARGETS = (0.025, 0.05, 0.1, 0.15, 0.25, 0.35, 0.5)
 # ---------------------------------------------------------------------------------------
 # output side
 
-def final_norm_gain(model) -> tuple[torch.Tensor | None, bool]:
-    """``(gain [d_model] or None, centres)`` of the model's final normalisation."""
-    ln = getattr(model, "ln_final", None)
-    if ln is None:
-        return None, False
-    orig = getattr(ln, "_original_component", ln)
-    name = type(orig).__name__
-    w = getattr(orig, "weight", None)
-    if w is not None:
-        w = w.detach().float() + ("Gemma" in name)  # Gemma's RMSNorm multiplies by (1 + weight)
-    return w, "RMS" not in name.upper()
-
-
 def residual_directions(model, layer: int, Z: torch.Tensor) -> torch.Tensor:
     """``W_out[layer]^T z`` for each column of ``Z [d_mlp, k]`` -> ``[k, d_model]``."""
     W_out = model.W_out[layer].detach().float()  # [d_mlp, d_model]
@@ -70,13 +59,12 @@ def residual_directions(model, layer: int, Z: torch.Tensor) -> torch.Tensor:
 
 
 def vocab_projection(model, directions: torch.Tensor, k: int = 20) -> list[dict]:
-    """Top and bottom ``k`` tokens of ``(gain * d) @ W_U`` for each direction ``[m, d_model]``."""
-    gain, centres = final_norm_gain(model)
+    """Top and bottom ``k`` tokens of ``(gain * d) @ W_U`` for each direction ``[m, d_model]`` (``gain``: the
+    final norm's, ``1 + w`` where the norm uses that offset; a LayerNorm also centres ``d``)."""
     d = directions.float().to(model.W_U.device)
-    if centres:
-        d = d - d.mean(-1, keepdim=True)
-    if gain is not None:
-        d = d * gain.to(d.device)
+    if getattr(model, "ln_final", None) is not None:
+        gain, _, _, rms = _norm_params(model.ln_final, model)  # the one reader of a bridge norm
+        d = (d if rms else d - d.mean(-1, keepdim=True)) * gain.detach().float().to(d.device)
     logits = d @ model.W_U.detach().float()  # [m, vocab]
 
     def ranked(row, sign):  # the k tokens of largest sign * logit, with their logits

@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from interp.models import scoped_hooks
 from interp.models.hooks import head_label
 from interp.models.tiny import TinyConfig
-from interp.phenomena.dormant import DormantConfig
+from interp.phenomena.dormant import DormantConfig, label_head
 from interp.phenomena.sinks import sink_stats
 from interp.reports import Report
 from interp.results import Result, check_fields, register, versions
@@ -137,7 +137,7 @@ class BBTask:
     def bigram_entropy(self) -> float:
         """Mean conditional entropy (nats) of the bigram step, weighted by the marginal over non-triggers."""
         marginal, bigram, triggers = self.tables()
-        h = -(bigram * bigram.clamp_min(1e-30).log()).sum(1)
+        h = torch.special.entr(bigram).sum(1)  # -sum_b P(b|a) ln P(b|a), 0 ln 0 = 0
         w = marginal.index_fill(0, triggers, 0)
         return float((w * h).sum() / w.sum())
 
@@ -213,12 +213,6 @@ def lr_at(cfg: BBTrainConfig, step: int) -> float:
     return cfg.lr * min(1.0, step / cfg.warmup) if cfg.warmup else cfg.lr
 
 
-def bb_optimizer(model, cfg: BBTrainConfig) -> torch.optim.Optimizer:
-    """AdamW over all parameters with the config's lr, betas and weight decay (as the paper's ``train_main.py``)."""
-    return torch.optim.AdamW(model.parameters(), lr=lr_at(cfg, 1), betas=tuple(cfg.betas), eps=1e-8,
-                             weight_decay=cfg.weight_decay)
-
-
 @torch.no_grad()
 def _paper_init(model) -> None:
     """PyTorch-default init, as the paper's hand-written model: embeddings N(0, 1), linear weights
@@ -252,34 +246,14 @@ def bb_model(task: BBTask, cfg: BBTrainConfig):
     return model
 
 
-def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | None = None,
-             device: str | None = None) -> "BBResult":
-    """Train the BB toy model, saving Hugging Face checkpoints under ``out/step_<N>``; the result's
-    ``mechanism`` is empty (:func:`bb_experiment` measures it)."""
-    from transformers.utils import logging as hf_logging
-
-    task, cfg = task or BBTask(), cfg or BBTrainConfig()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    (out / "bb_task.json").write_text(json.dumps({"kind": "bigram_backcopy", "task": asdict(task),
-                                                  "train": asdict(cfg)}, indent=1))
-    tok = bb_tokenizer(task)
+def bb_training(task: BBTask, cfg: BBTrainConfig, device="cpu"):
+    """Train a fresh :func:`bb_model` with AdamW (the config's lr schedule, betas and weight decay, as the paper's
+    ``train_main.py``) on freshly sampled batches, yielding ``(step, model, loss)``: step 0 (the fresh model, loss
+    ``None``), then after each optimisation step.  :func:`train_bb` checkpoints it; bench/run_bb_sweep.py measures it."""
     model = bb_model(task, cfg).to(device).train()
-    opt = bb_optimizer(model, cfg)
+    opt = torch.optim.AdamW(model.parameters(), betas=tuple(cfg.betas), eps=1e-8, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
-    wanted = cfg.checkpoint_steps if cfg.checkpoint_steps is not None else log_spaced_steps(cfg.steps)
-    ckpts = sorted({s for s in wanted if 0 <= s <= cfg.steps} | {cfg.steps})  # each one is saved below
-    losses = []
-    hf_logging.disable_progress_bar()
-
-    def save(step):
-        for obj in (model, tok):
-            obj.save_pretrained(out / f"step_{step:06d}")
-
-    t0 = time.time()
-    if 0 in ckpts:
-        save(0)
+    yield 0, model, None
     for step in range(1, cfg.steps + 1):
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
@@ -289,9 +263,33 @@ def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | N
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(loss.item())
+        yield step, model, loss.item()
+
+
+def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | None = None,
+             device: str | None = None) -> "BBResult":
+    """Train the BB toy model (:func:`bb_training`), saving Hugging Face checkpoints under ``out/step_<N>``; the
+    result's ``mechanism`` is empty (:func:`bb_experiment` measures it)."""
+    from transformers.utils import logging as hf_logging
+
+    task, cfg = task or BBTask(), cfg or BBTrainConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    (out / "bb_task.json").write_text(json.dumps({"kind": "bigram_backcopy", "task": asdict(task),
+                                                  "train": asdict(cfg)}, indent=1))
+    tok = bb_tokenizer(task)
+    wanted = cfg.checkpoint_steps if cfg.checkpoint_steps is not None else log_spaced_steps(cfg.steps)
+    ckpts = sorted({s for s in wanted if 0 <= s <= cfg.steps} | {cfg.steps})  # each one is saved below
+    losses = []
+    hf_logging.disable_progress_bar()
+    t0 = time.time()
+    for step, model, loss in bb_training(task, cfg, device):
+        if step:
+            losses.append(loss)
         if step in ckpts:
-            save(step)
+            for obj in (model, tok):
+                obj.save_pretrained(out / f"step_{step:06d}")
     secs = time.time() - t0
     tps = cfg.steps * cfg.batch_size * task.seq_len / max(secs, 1e-9)
     return BBResult(out=str(out), task={k: v for k, v in asdict(task).items() if k != "text"}, train=cfg, steps=ckpts,
@@ -418,15 +416,15 @@ class BBResult(Result):
 
     def copy_layer(self) -> int:
         """The layer whose head does the backcopy: its ⟨s⟩ ablation costs most at triggers (last checkpoint)."""
-        last = self.mechanism[-1]
-        return max(range(len(last.ablation_delta_trigger)), key=lambda l: last.ablation_delta_trigger[l])
+        return int(np.argmax(self.mechanism[-1].ablation_delta_trigger))
 
     def summary(self) -> str:
         m, c = self.mechanism[-1], self.copy_layer()
         d = DormantConfig()
-        dormant = m.attn_bos_at_other[c] >= d.sink_threshold and abs(m.ablation_delta_other[c]) <= d.loss_threshold
-        state = (f"{'' if dormant else 'not '}dormant off-trigger by the sinks criteria (attention to ⟨s⟩ >= "
-                 f"{d.sink_threshold:g}, |Δloss| <= {d.loss_threshold:g})")
+        delta = m.ablation_delta_other[c]
+        state = (f"{label_head(m.attn_bos_at_other[c], delta, delta, d.sink_threshold, d.loss_threshold)} "
+                 f"off-trigger by the sinks criteria (dormant: attention to ⟨s⟩ >= {d.sink_threshold:g}, "
+                 f"|Δloss| < {d.loss_threshold:g})")
         peak = ", ".join(f"{a / b:.2f}" for a, b in zip(m.resid_norm_sink, m.resid_norm_rest_mean))
         return (f"After {self.train.steps} steps (loss {m.loss_trigger:.3f} nats after triggers, optimum 0; "
                 f"{m.loss_other:.3f} elsewhere, optimum {m.bigram_entropy:.3f}), **the copy head {head_label(c, 0)} puts "
@@ -439,9 +437,9 @@ class BBResult(Result):
 
     def report(self):
         n_l = self.train.n_layers
-        r = Report(f"Bigram-Backcopy toy model ({n_l} layer{'s' if n_l != 1 else ''}, {self.train.steps} steps)",
-                   config={**asdict(self.train), **self.task}, summary=self.summary(),
-                   meta={**self.meta, "seconds": round(self.seconds, 1), "tokens_per_second": round(self.tokens_per_second)})
+        title = f"Bigram-Backcopy toy model ({n_l} layer{'s' if n_l != 1 else ''}, {self.train.steps} steps)"
+        r = Report.of(self, title, {**asdict(self.train), **self.task}, seconds=round(self.seconds, 1),
+                      tokens_per_second=round(self.tokens_per_second))
         L = len(self.mechanism[-1].attn_prev_at_trigger)
         per_layer = lambda k: {f"layer {j}": [getattr(m, k)[j] for m in self.mechanism]  # noqa: E731
                                for j in range(L)}

@@ -111,14 +111,11 @@ class ModAddTransformer(nn.Module):
 
     def attn(self, resid: torch.Tensor) -> torch.Tensor:
         """``ln1.0 -> ln2.0``: add attention output at the last position ``[N, 3, d] -> [N, d]``."""
-        H = self.cfg.n_heads
-        dh = self.cfg.d_model // H
-        q = (resid[:, -1] @ self.W_Q).view(-1, H, dh)
-        k = (resid @ self.W_K).view(resid.shape[0], -1, H, dh)
-        v = (resid @ self.W_V).view(resid.shape[0], -1, H, dh)
-        pattern = (torch.einsum("bhd,bshd->bhs", q, k) / dh**0.5).softmax(-1)
-        z = torch.einsum("bhs,bshd->bhd", pattern, v).reshape(resid.shape[0], -1)
-        return resid[:, -1] + z @ self.W_O
+        N, H = resid.shape[0], self.cfg.n_heads
+        q, k, v = ((x @ W).view(N, x.shape[1], H, -1).transpose(1, 2)  # [N, H, T, d_head]; q: last position
+                   for x, W in ((resid[:, -1:], self.W_Q), (resid, self.W_K), (resid, self.W_V)))
+        z = nn.functional.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(dh)) v: [N, H, 1, dh]
+        return resid[:, -1] + z.reshape(N, -1) @ self.W_O
 
     def mlp(self, resid_mid: torch.Tensor) -> torch.Tensor:
         """``ln2.0 -> unembed``: add the ReLU MLP output ``[N, d] -> [N, d]``."""
@@ -137,14 +134,11 @@ class ModAddTransformer(nn.Module):
 
 
 @torch.no_grad()
-def accuracy(model: ModAddTransformer, tokens=None, labels=None, batch: int = 8192) -> float:
-    """Accuracy over ``tokens`` (default: all p^2 pairs)."""
+def accuracy(model: ModAddTransformer, tokens=None, labels=None) -> float:
+    """Accuracy over ``tokens`` (default: all p^2 pairs), in one batch (p = 113: 12769 x d_mlp activations)."""
     if tokens is None:
         tokens, labels = dataset(model.cfg.p)
-    dev = model.W_E.device
-    hits = sum(int((model(tokens[s:s + batch].to(dev)).argmax(-1).cpu() == labels[s:s + batch]).sum())
-               for s in range(0, len(tokens), batch))
-    return hits / len(tokens)
+    return (model(tokens.to(model.W_E.device)).argmax(-1).cpu() == labels).double().mean().item()
 
 
 def train(cfg: ModAddConfig, device: str | None = None, verbose: bool = False):
@@ -183,7 +177,7 @@ def train(cfg: ModAddConfig, device: str | None = None, verbose: bool = False):
     return model, log
 
 
-def load_or_train(cfg: ModAddConfig | None = None, device: str | None = None, retrain: bool = False,
+def load_or_train(cfg: ModAddConfig | None = None, device: str | None = None,
                   verbose: bool = False) -> tuple[ModAddTransformer, dict]:
     """The trained model for ``cfg`` from the safetensors cache, training (and caching) it if absent.
 
@@ -197,7 +191,7 @@ def load_or_train(cfg: ModAddConfig | None = None, device: str | None = None, re
     key = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
     path = cache_root() / "toy" / f"modadd-p{cfg.p}-{key}.safetensors"
     meta_path = path.with_suffix(".json")
-    if path.exists() and meta_path.exists() and not retrain:
+    if path.exists() and meta_path.exists():
         model = ModAddTransformer(cfg)
         model.load_state_dict(load_file(str(path)))
         model.eval().requires_grad_(False)
