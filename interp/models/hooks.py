@@ -147,9 +147,10 @@ def scoped_hooks(
     The hooks are removed on exit, also when the block raises.
     """
     fwd, bwd = list(fwd), list(bwd)
-    for name, _ in fwd + bwd:
-        if name not in model.hook_dict:
-            resolve_hooks(model, [name])  # raises with a helpful message
+    hd = model.hook_dict  # a bridge rebuilds this dict on every access (ms on a 30-layer model): read it once
+    missing = [name for name, _ in fwd + bwd if name not in hd]
+    if missing:
+        resolve_hooks(model, missing)  # raises with a helpful message
     # The bridge's context removes exactly the hooks it added (outer scopes keep theirs).
     with model.hooks(fwd_hooks=fwd, bwd_hooks=bwd):
         yield model
