@@ -252,8 +252,8 @@ def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str
             labels = [display_name(ctype, i[:-1] if full else i) + (f" @ position {i[-1]}" if full else "")
                       for i in itertools.product(*map(range, x.shape))]  # hover names, in reshape(-1) order
             ref_name = "patching" if reference == "patch" else reference
-            r.add_figure(F.method_vs_patching(f"{title}: {m} vs {ref_name}", x, share(res, ctype, full), m, labels,
-                                              x_title=PATCHING_SHARE, y_title=SHARE),
+            r.add_figure(F.method_vs_patching(f"{title}: {m} vs {ref_name}", x, share(res, ctype, full), m,
+                                              labels, x_title=PATCHING_SHARE, y_title=SHARE),
                          fields=(fld(reference, ctype), fld(m, ctype)))
 
 

@@ -389,9 +389,9 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> tuple:
                 with scoped_hooks(model, fwd=hooks), fast_forward(model, prefix, k, chunk[0][0], last):
                     f = task.metric(model(base_tokens.to(device).repeat(k, 1)))
             f = f.reshape(J, S + 1, B)
-            out = (f[:, :S] * w_.view(1, S, 1)).sum()  # no graph at all: no hook of the chunk reaches the metric
-            gs = torch.autograd.grad(out, leaves, allow_unused=True, materialize_grads=True) if out.requires_grad \
-                else [torch.zeros_like(x) for x in leaves]  # zeros where a hook's value does not reach the metric
+            out = (f[:, :S] * w_.view(1, S, 1)).sum()  # no graph when no hook of the pass reaches the metric
+            gs = (torch.autograd.grad(out, leaves, allow_unused=True, materialize_grads=True)
+                  if out.requires_grad else [torch.zeros_like(x) for x in leaves])  # zeros where none flows
         for (l, t), g, fj in zip(chunk, gs, f.detach()):
             grads[t.name][l] = torch.zeros_like(acts_src[t.name][l], dtype=torch.float32)
             grads[t.name][l][:, p0:] = g.sum(0)

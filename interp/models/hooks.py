@@ -16,6 +16,7 @@ every access).
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import re
 from contextlib import contextmanager
@@ -79,6 +80,12 @@ def component_label(name: str) -> str:
     return f"L{layer}H{unit[0]}" if kind == "attn_head" else f"MLP{layer}"
 
 
+def did_you_mean(name: str, names: Sequence[str]) -> str:
+    """`` (did you mean a, b, c?)`` with the closest of ``names`` to ``name``, or "" when none is close."""
+    near = difflib.get_close_matches(name, names, n=3)
+    return f" (did you mean {', '.join(near)}?)" if near else ""
+
+
 def head_label(layer: int, head: int) -> str:
     """Display form of one head: ``L{layer}H{head}``."""
     return component_label(head_hook(layer, head))
@@ -113,12 +120,8 @@ def resolve_hooks(model, patterns: str | Sequence[str]) -> list[str]:
             missing.append(pat)
         chosen.update(canonical[id(hd[n])] for n in hits)
     if missing:
-        import difflib
-
-        hints = {p: difflib.get_close_matches(p, tl, n=3) for p in missing}
         raise HookNotFoundError(
-            "no hook point matches "
-            + "; ".join(f"{p!r}" + (f" (did you mean {', '.join(h)}?)" if h else "") for p, h in hints.items())
+            "no hook point matches " + "; ".join(f"{p!r}" + did_you_mean(p, tl) for p in missing)
             + f". This model has {len(tl)} hook points, e.g. blocks.0.hook_resid_post, "
             "blocks.0.attn.hook_z, blocks.0.mlp.hook_post; list them with interp.models.hook_names(model)."
         )
