@@ -206,7 +206,8 @@ def test_hook_ig_is_zero_for_a_hook_whose_value_never_reaches_the_metric(arch, m
     between clean and corrupt but the metric does not depend on them: by the definition of IG their
     attributions are (a - a~) * 0 = 0 exactly, and completeness asks the same (patching them changes
     nothing, checked by a hand-written patch of random noise).  Their interpolated leaves never reach
-    the metric, so autograd returns no gradient for them; layer 0's heads are scored as usual."""
+    the metric, so autograd returns no gradient for them; layer 0's heads are scored as usual.  The same
+    holds on the EAP-IG embeddings path, where the gradient at the saved hook_z is the one missing."""
     model = request.getfixturevalue(arch)
     task = _task(model)
     with torch.no_grad():
@@ -216,6 +217,7 @@ def test_hook_ig_is_zero_for_a_hook_whose_value_never_reaches_the_metric(arch, m
     try:
         res = integrated_gradients(model, task, ("attn_head",), per_position=True, steps=4,
                                    max_tokens=max_tokens)
+        emb = integrated_gradients(model, task, ("attn_head",), steps=4, max_tokens=max_tokens, path="embeddings")
         with torch.no_grad():
             _, cc = model.run_with_cache(task.clean, names_filter=["blocks.1.attn.hook_z"])
             _, ck = model.run_with_cache(task.corrupt, names_filter=["blocks.1.attn.hook_z"])
@@ -230,6 +232,8 @@ def test_hook_ig_is_zero_for_a_hook_whose_value_never_reaches_the_metric(arch, m
     assert res.config["forward"] == ("replay" if fast else "plain")
     assert torch.equal(res.scores["attn_head"][1], torch.zeros_like(res.scores["attn_head"][1]))
     assert res.scores["attn_head"][0].abs().max() > 1e-4  # layer 0 still reaches the metric
+    assert torch.equal(emb.scores["attn_head"][1], torch.zeros_like(emb.scores["attn_head"][1]))
+    assert emb.scores["attn_head"][0].abs().max() > 1e-4
     # layer 0's attributions sum to its patch (completeness up to the quadrature error of 4 nodes)
     e = res.extras["hook_completeness"]["attn_head"][0]
     assert abs(e["delta"]) < 0.05 * abs(e["patch_effect"])
