@@ -10,8 +10,8 @@ in layer order.
 :func:`scoped_hooks` adds forward/backward hooks for the duration of a ``with`` block and
 removes them in ``finally``, so an exception never leaves hooks on the user's model.
 
-Cost: :func:`resolve_hooks` reads the bridge's ``hook_dict`` once per call (the bridge rebuilds it on
-every access).
+Cost: :func:`resolve_hooks` and :func:`scoped_hooks` read the bridge's ``hook_dict`` (rebuilt on every
+access, milliseconds on a 30-layer model) once or twice per call, never once per name.
 """
 
 from __future__ import annotations
