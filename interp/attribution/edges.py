@@ -511,12 +511,8 @@ def _prefix_with_grad(model, tokens: torch.Tensor, layer: int) -> PrefixCache:
         cache.outs[layer - 1] = out
         raise _PrefixDone
 
-    handle = model.blocks[layer - 1].register_forward_hook(stop)
-    try:
-        with suppress(_PrefixDone):
-            model(tokens)
-    finally:
-        handle.remove()
+    with model.blocks[layer - 1].register_forward_hook(stop), suppress(_PrefixDone):  # hook removed on exit
+        model(tokens)
     return cache  # (PrefixCache.replay refuses a block the forward did not reach)
 
 

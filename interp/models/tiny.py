@@ -89,10 +89,7 @@ def tiny_hf_model(config: TinyConfig, vocab_size: int):
     """The random-initialised Hugging Face model for ``config`` (eval mode, fp32, eager attention)."""
     from transformers import AutoModelForCausalLM
 
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(config.seed)
-    try:
+    with torch.random.fork_rng(devices=[]):  # the caller's CPU generator state is restored on exit
+        torch.manual_seed(config.seed)
         model = AutoModelForCausalLM.from_config(config.hf_config(vocab_size), attn_implementation="eager")
-    finally:
-        torch.random.set_rng_state(gen_state)
     return model.eval()
