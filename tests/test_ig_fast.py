@@ -175,7 +175,7 @@ def test_prefix_cache_records_block_outputs_and_removes_its_hooks(tiny_llama):
         _, ref = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_resid_post"))
     for l in range(model.cfg.n_layers):
         out = cache.outs[l][0] if isinstance(cache.outs[l], tuple) else cache.outs[l]
-        torch.testing.assert_close(out, ref[f"blocks.{l}.hook_resid_post"][:1], rtol=0, atol=0)  # the same tensor
+        torch.testing.assert_close(out, ref[f"blocks.{l}.hook_resid_post"][:1], rtol=0, atol=0)  # exact
     assert [len(b._forward_hooks) for b in model.blocks] == before
     with pytest.raises(RuntimeError, match="boom"), cache.capture():
         raise RuntimeError("boom")
