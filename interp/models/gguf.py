@@ -29,8 +29,7 @@ from pathlib import Path
 
 def cache_root() -> Path:
     """Root folder for interp's caches: ``$INTERP_CACHE`` or ``~/.cache/interp``."""
-    root = os.environ.get("INTERP_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "interp"
+    return Path(os.environ.get("INTERP_CACHE") or Path.home() / ".cache" / "interp")
 
 
 def _package_dir(package: str, pip_hint: str) -> Path:
