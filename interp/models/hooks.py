@@ -112,13 +112,9 @@ def resolve_hooks(model, patterns: str | Sequence[str]) -> list[str]:
     hd = model.hook_dict  # a bridge rebuilds this dict on every access (~0.3 ms): read it once
     tl = hook_names(model)
     canonical = {id(hd[name]): name for name in tl}
-    chosen: set[str] = set()
-    missing: list[str] = []
-    for pat in patterns:
-        hits = [n for n in hd if fnmatch.fnmatchcase(n, pat)]
-        if not hits:
-            missing.append(pat)
-        chosen.update(canonical[id(hd[n])] for n in hits)
+    hits = {pat: [n for n in hd if fnmatch.fnmatchcase(n, pat)] for pat in patterns}
+    missing = [pat for pat, names in hits.items() if not names]
+    chosen = {canonical[id(hd[n])] for names in hits.values() for n in names}
     if missing:
         raise HookNotFoundError(
             "no hook point matches " + "; ".join(f"{p!r}" + did_you_mean(p, tl) for p in missing)
