@@ -216,9 +216,8 @@ def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str
     :func:`score_axes`)."""
     from interp.reports import figures as F
 
-    def fld(m: str, ctype: str, dim: int | None = None) -> str:
-        base = f"{(paths or {}).get(m, '')}.scores.{ctype}".lstrip(".")
-        return base if dim is None else f"{base}#{dim}"
+    def fld(m: str, ctype: str) -> str:
+        return f"{(paths or {}).get(m, '')}.scores.{ctype}".lstrip(".")
 
     def share(res, ctype, full=False):
         s = res.scores[ctype] if full else res.per_component(ctype)
@@ -238,7 +237,7 @@ def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str
             L = len(next(iter(mats.values())))
             r.add_bars(f"{title} per layer", [f"L{l}" for l in range(L)],
                        {("patching" if m == reference else m): z for m, z in mats.items()}, x_title="layer",
-                       y_title=SHARE, fields=(fld(main, ctype, 0), fld(main, ctype)),
+                       y_title=SHARE, fields=(fld(main, ctype) + "#0", fld(main, ctype)),
                        caption=f"Each layer's {name} ({COMPONENT_TYPES[ctype].hook.format(layer='L') if ctype in COMPONENT_TYPES else ctype}), "
                                "summed over positions, as a share of the clean - corrupted gap, per method.")
         if reference not in mats:
