@@ -197,3 +197,43 @@ def test_embedding_path_ig_still_complete(tiny_llama):
         integrated_gradients(tiny_llama, _task(tiny_llama), path="sideways")
     with pytest.raises(ValueError, match="unknown direction"):
         integrated_gradients(tiny_llama, _task(tiny_llama), direction="sideways")
+
+
+@pytest.mark.parametrize("arch", ["tiny_llama", "tiny_gpt2"])
+@pytest.mark.parametrize("max_tokens", [1, 4096])  # one hook per pass (a pass with no live hook); all in one
+def test_hook_ig_is_zero_for_a_hook_whose_value_never_reaches_the_metric(arch, max_tokens, fast, request):
+    """A user hook holds layer 1's attention output at a fixed value, so layer 1's heads (hook_z) differ
+    between clean and corrupt but the metric does not depend on them: by the definition of IG their
+    attributions are (a - a~) * 0 = 0 exactly, and completeness asks the same (patching them changes
+    nothing, checked by a hand-written patch of random noise).  Their interpolated leaves never reach
+    the metric, so autograd returns no gradient for them; layer 0's heads are scored as usual.  The same
+    holds on the EAP-IG embeddings path, where the gradient at the saved hook_z is the one missing."""
+    model = request.getfixturevalue(arch)
+    task = _task(model)
+    with torch.no_grad():
+        _, c = model.run_with_cache(task.clean[:1], names_filter=["blocks.1.hook_attn_out"])
+    held = c["blocks.1.hook_attn_out"]
+    model.add_hook("blocks.1.hook_attn_out", lambda x, hook: held.expand_as(x), is_permanent=True)
+    try:
+        res = integrated_gradients(model, task, ("attn_head",), per_position=True, steps=4,
+                                   max_tokens=max_tokens)
+        emb = integrated_gradients(model, task, ("attn_head",), steps=4, max_tokens=max_tokens, path="embeddings")
+        with torch.no_grad():
+            _, cc = model.run_with_cache(task.clean, names_filter=["blocks.1.attn.hook_z"])
+            _, ck = model.run_with_cache(task.corrupt, names_filter=["blocks.1.attn.hook_z"])
+            m0 = task.metric(model(task.corrupt))
+            z = cc["blocks.1.attn.hook_z"]
+            with model.hooks(fwd_hooks=[("blocks.1.attn.hook_z", lambda a, hook: torch.randn_like(a) * 10)]):
+                m1 = task.metric(model(task.corrupt))
+    finally:
+        model.reset_hooks(including_permanent=True)
+    assert torch.equal(m0, m1)  # the held attention output: layer 1's heads cannot move the metric
+    assert (z - ck["blocks.1.attn.hook_z"]).abs().max() > 1e-3  # but they differ, so a wrong gradient shows
+    assert res.config["forward"] == ("replay" if fast else "plain")
+    assert torch.equal(res.scores["attn_head"][1], torch.zeros_like(res.scores["attn_head"][1]))
+    assert res.scores["attn_head"][0].abs().max() > 1e-4  # layer 0 still reaches the metric
+    assert torch.equal(emb.scores["attn_head"][1], torch.zeros_like(emb.scores["attn_head"][1]))
+    assert emb.scores["attn_head"][0].abs().max() > 1e-4
+    # layer 0's attributions sum to its patch (completeness up to the quadrature error of 4 nodes)
+    e = res.extras["hook_completeness"]["attn_head"][0]
+    assert abs(e["delta"]) < 0.05 * abs(e["patch_effect"])

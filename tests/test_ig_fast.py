@@ -160,3 +160,23 @@ def test_hook_ig_fast_equals_reference(models, name, forward):
         for a, b in zip(fast.extras["hook_completeness"][k], rows):
             # patch effect: difference of two float32 forwards, 1e-5 ~ 84 eps32 x |logit|
             assert a["patch_effect"] == pytest.approx(b["patch_effect"], abs=1e-5)
+
+
+def test_prefix_cache_records_block_outputs_and_removes_its_hooks(tiny_llama):
+    """PrefixCache.capture records each block's output (== blocks.L.hook_resid_post of the same run, batch
+    ``rows``) and leaves no module hook behind, also when the forward raises."""
+    from interp.attribution.fastpath import PrefixCache
+
+    model = tiny_llama
+    tokens = _task(model).clean
+    before = [len(b._forward_hooks) for b in model.blocks]
+    cache = PrefixCache(model)
+    with cache.capture(slice(0, 1)):
+        _, ref = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_resid_post"))
+    for l in range(model.cfg.n_layers):
+        out = cache.outs[l][0] if isinstance(cache.outs[l], tuple) else cache.outs[l]
+        torch.testing.assert_close(out, ref[f"blocks.{l}.hook_resid_post"][:1], rtol=0, atol=0)  # exact
+    assert [len(b._forward_hooks) for b in model.blocks] == before
+    with pytest.raises(RuntimeError, match="boom"), cache.capture():
+        raise RuntimeError("boom")
+    assert [len(b._forward_hooks) for b in model.blocks] == before

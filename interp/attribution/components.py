@@ -103,15 +103,15 @@ TYPE_NAMES = {"resid": "residual stream", "attn": "attention outputs", "attn_hea
 PATCHING_SHARE = "activation patching (share of the gap)"
 
 
-def score_axes(path: str = "", reference: bool = False, types: Sequence[str] = ("resid", "attn", "attn_head", "mlp")
-               ) -> dict[str, str]:
+def score_axes(path: str = "", reference: bool = False) -> dict[str, str]:
     """``Result.axes`` entries for the figures :func:`add_score_figures` draws from the
     AttributionResult at field ``path`` of a result ("" = the result itself, ``"scores.*"`` = every
     value of a dict field): dimension 0 of every score tensor is the layer, dimension 1 of
     ``attn_head`` the head, and the scores themselves a share of the clean - corrupted gap
     (``reference``: activation patching's, the x of the scatters)."""
     p = f"{path}.scores" if path else "scores"
-    out = {f"{p}.{t}#0": "layer" for t in types} | {f"{p}.{t}": PATCHING_SHARE if reference else SHARE for t in types}
+    share = PATCHING_SHARE if reference else SHARE
+    out = {f"{p}.{t}#0": "layer" for t in TYPE_NAMES} | {f"{p}.{t}": share for t in TYPE_NAMES}
     return out | {f"{p}.attn_head#1": "head"}
 
 
@@ -216,11 +216,8 @@ def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str
     :func:`score_axes`)."""
     from interp.reports import figures as F
 
-    paths = paths or {m: "" for m in results}
-
-    def fld(m: str, ctype: str, dim: int | None = None) -> str:
-        base = f"{paths[m]}.scores.{ctype}".lstrip(".")
-        return base if dim is None else f"{base}#{dim}"
+    def fld(m: str, ctype: str) -> str:
+        return f"{(paths or {}).get(m, '')}.scores.{ctype}".lstrip(".")
 
     def share(res, ctype, full=False):
         s = res.scores[ctype] if full else res.per_component(ctype)
@@ -229,6 +226,7 @@ def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str
     main = next((m for m in results if m != reference), next(iter(results)))
     for ctype in next(iter(results.values())).scores:
         name = TYPE_NAMES.get(ctype, ctype)
+        title = name[:1].upper() + name[1:]
         mats = {m: share(res, ctype) for m, res in results.items() if ctype in res.scores}
         if ctype == "attn_head":
             for m, z in mats.items():
@@ -237,9 +235,9 @@ def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str
                                           "clean - corrupted gap (summed over positions).")
         elif all(z.ndim == 1 for z in mats.values()):
             L = len(next(iter(mats.values())))
-            r.add_bars(f"{name[:1].upper() + name[1:]} per layer", [f"L{l}" for l in range(L)],
+            r.add_bars(f"{title} per layer", [f"L{l}" for l in range(L)],
                        {("patching" if m == reference else m): z for m, z in mats.items()}, x_title="layer",
-                       y_title=SHARE, fields=(fld(main, ctype, 0), fld(main, ctype)),
+                       y_title=SHARE, fields=(fld(main, ctype) + "#0", fld(main, ctype)),
                        caption=f"Each layer's {name} ({COMPONENT_TYPES[ctype].hook.format(layer='L') if ctype in COMPONENT_TYPES else ctype}), "
                                "summed over positions, as a share of the clean - corrupted gap, per method.")
         if reference not in mats:
@@ -253,7 +251,7 @@ def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str
             labels = [display_name(ctype, i[:-1] if full else i) + (f" @ position {i[-1]}" if full else "")
                       for i in itertools.product(*map(range, x.shape))]  # hover names, in reshape(-1) order
             ref_name = "patching" if reference == "patch" else reference
-            r.add_figure(F.method_vs_patching(f"{name[:1].upper() + name[1:]}: {m} vs {ref_name}", x, share(res, ctype, full), m,
+            r.add_figure(F.method_vs_patching(f"{title}: {m} vs {ref_name}", x, share(res, ctype, full), m,
                                               labels, x_title=PATCHING_SHARE, y_title=SHARE),
                          fields=(fld(reference, ctype), fld(m, ctype)))
 

@@ -89,7 +89,7 @@ import torch
 
 from interp.fastpath import use_fast
 from interp.models import scoped_hooks
-from interp.models.hooks import component_label, head_label, mlp_hook, save_hook
+from interp.models.hooks import component_label, did_you_mean, head_label, mlp_hook, save_hook
 
 from .fastpath import (PrefixCache, fast_forward, hook_layer, interpolate, map_tensors,
                        reads_last_position_only)
@@ -180,10 +180,7 @@ def _index(nodes: list[Node], name: str, what: str) -> int:
     names = [n.name for n in nodes]
     if name in names:
         return names.index(name)
-    import difflib
-
-    near = difflib.get_close_matches(name, names, n=3)
-    raise ValueError(f"unknown {what} {name!r}" + (f" (did you mean {', '.join(near)}?)" if near else "")
+    raise ValueError(f"unknown {what} {name!r}" + did_you_mean(name, names)
                      + f"; {what}s are named like " + ", ".join(n.name for n in nodes[:3]) + ", ...")
 
 
@@ -383,9 +380,9 @@ def _add_hook(idx, off, B):
 # ------------------------------------------------------------------------------------------
 # receiver gradients
 # ------------------------------------------------------------------------------------------
-def _head_grads_posthoc(ln, x: torch.Tensor, g: dict[str, torch.Tensor], w: LayerWeights) -> torch.Tensor:
-    """``[N, T, R, d]``: per-head gradient at ln1's input through each q/k/v slice (R = H + 2 H_kv)."""
-    acc = torch.promote_types(x.dtype, torch.float32)
+def _head_grads_posthoc(ln, x: torch.Tensor, g: dict, w: LayerWeights, acc: torch.dtype) -> torch.Tensor:
+    """``[N, T, R, d]``: per-head gradient at ln1's input through each q/k/v slice (R = H + 2 H_kv), in
+    ``acc`` (:func:`acc_dtype`)."""
     u = torch.cat([torch.einsum("nthe,hed->nthd", g[k].to(acc), getattr(w, f"W_{k}").to(acc)) for k in "qkv"], dim=2)
     with torch.enable_grad():
         xr = x.detach()[:, :, None, :].expand(*x.shape[:2], u.shape[2], x.shape[-1]).clone().requires_grad_(True)
@@ -494,7 +491,7 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
                 if f"x{l}" not in store:  # a replayed, detached block: no gradient reaches its receivers
                     continue
                 g = {k: gq[f"{k}{l}"] for k in "qkv"}  # a block that runs computes q/k/v from a grad input
-                gx = _head_grads_posthoc(_orig(model.blocks[l].ln1), store[f"x{l}"], g, weights[l])
+                gx = _head_grads_posthoc(_orig(model.blocks[l].ln1), store[f"x{l}"], g, weights[l], acc)
                 # rows: c*B copies, or B for a prefix block run once (prefix_grad)
                 G[head_rows[l]] += gx.reshape(-1, B, T, gx.shape[2], d).sum(0).permute(2, 0, 1, 3)
     return G, kept.get("Z"), kept.get("metric")
@@ -514,12 +511,8 @@ def _prefix_with_grad(model, tokens: torch.Tensor, layer: int) -> PrefixCache:
         cache.outs[layer - 1] = out
         raise _PrefixDone
 
-    handle = model.blocks[layer - 1].register_forward_hook(stop)
-    try:
-        with suppress(_PrefixDone):
-            model(tokens)
-    finally:
-        handle.remove()
+    with model.blocks[layer - 1].register_forward_hook(stop), suppress(_PrefixDone):  # hook removed on exit
+        model(tokens)
     return cache  # (PrefixCache.replay refuses a block the forward did not reach)
 
 

@@ -26,7 +26,7 @@ for the pass (one activation of the expanded batch).
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from functools import partial
 from typing import Callable
 
@@ -80,12 +80,10 @@ class PrefixCache:
         def record(l: int, mod, inp, out) -> None:
             self.outs[l] = map_tensors(lambda t: t.detach()[rows or slice(None)], out)
 
-        handles = [b.register_forward_hook(partial(record, l)) for l, b in enumerate(self.model.blocks)]
-        try:
+        with ExitStack() as hooks:  # every hook removed on exit
+            for l, b in enumerate(self.model.blocks):
+                hooks.enter_context(b.register_forward_hook(partial(record, l)))
             yield self
-        finally:
-            for h in handles:
-                h.remove()
 
     @contextmanager
     def replay(self, k: int, layer: int):

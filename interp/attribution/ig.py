@@ -60,6 +60,7 @@ from .fastpath import (LeanGemma3, PrefixCache, fast_forward, hook_layer, interp
 
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 DEFAULT_STEPS = 32
+_PATHS = {"denoise": "corrupt -> clean", "noise": "clean -> corrupt"}  # the path of each IG direction
 
 
 def quadrature(steps: int, method: str = "gausslegendre") -> tuple[torch.Tensor, torch.Tensor]:
@@ -324,7 +325,7 @@ def _lean_for_hooks(model, types, task, base_tokens, acts_src, acts_base, m_base
     return (lean, plain, p0), ""
 
 
-def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> AttributionResult:
+def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> tuple:
     """IG per component hook: the patching analogue (EAP-IG-activations form).
 
     ``direction='denoise'``: for every hook h (one layer of one component type) the activation moves
@@ -342,7 +343,6 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
     and where positions interact the two can differ, even in sign.
     """
     fast = use_fast(cfg.fast)
-    t0 = time.perf_counter()
     L = model.cfg.n_layers
     prefix = PrefixCache(model) if fast else None
     # src: where each hook's path ends (the patch value); base: the run the path lies in
@@ -389,8 +389,9 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
                 with scoped_hooks(model, fwd=hooks), fast_forward(model, prefix, k, chunk[0][0], last):
                     f = task.metric(model(base_tokens.to(device).repeat(k, 1)))
             f = f.reshape(J, S + 1, B)
-            gs = torch.autograd.grad((f[:, :S] * w_.view(1, S, 1)).sum(), leaves, allow_unused=True,
-                                     materialize_grads=True)  # zeros where the hook did not fire
+            out = (f[:, :S] * w_.view(1, S, 1)).sum()  # no graph when no hook of the pass reaches the metric
+            gs = (torch.autograd.grad(out, leaves, allow_unused=True, materialize_grads=True)
+                  if out.requires_grad else [torch.zeros_like(x) for x in leaves])  # zeros where none flows
         for (l, t), g, fj in zip(chunk, gs, f.detach()):
             grads[t.name][l] = torch.zeros_like(acts_src[t.name][l], dtype=torch.float32)
             grads[t.name][l][:, p0:] = g.sum(0)
@@ -400,23 +401,19 @@ def _hook_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attributio
                     for k, v in effects.items()}  # by completeness the attributions at a hook sum to its patch
     worst = max(abs(r["delta"]) for v in completeness.values() for r in v)
     scale = max(abs(r["patch_effect"]) for v in completeness.values() for r in v)
-    path = ("each hook's activation, corrupt -> clean, in the corrupted run" if cfg.direction == "denoise"
-            else "each hook's activation, clean -> corrupt, in the clean run")
-    return directed_result(
-        "ig", cfg.direction, t0, task.metric(logits_src), m_base, per_pos, scores=scores,
-        config={"direction": cfg.direction, "steps": cfg.steps, "method": cfg.method, "path": path,
-                "forward": "lean" if lean is not None else ("replay" if fast else "plain"),
-                "shared_prefix": p0, "lean_skipped": why},
-        extras={"hook_completeness": completeness, "max_abs_delta": worst,
-                "max_abs_delta_over_max_effect": worst / max(scale, 1e-12)},
-    )
+    config = {"path": f"each hook's activation, {_PATHS[cfg.direction]}, in the "
+                      f"{'corrupted' if cfg.direction == 'denoise' else 'clean'} run",
+              "forward": "lean" if lean is not None else ("replay" if fast else "plain"),
+              "shared_prefix": p0, "lean_skipped": why}
+    return task.metric(logits_src), m_base, scores, config, {
+        "hook_completeness": completeness, "max_abs_delta": worst,
+        "max_abs_delta_over_max_effect": worst / max(scale, 1e-12)}
 
 
-def _embedding_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> AttributionResult:
+def _embedding_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> tuple:
     """EAP-IG node form: the input embeddings interpolated, every node scored (a_n(x) - a_n(x~)) . mean
     gradient at n (``direction='noise'``: clean -> corrupt, (a_n(x~) - a_n(x)) . mean gradient)."""
     q = quadrature(cfg.steps, cfg.method)
-    t0 = time.perf_counter()
     L = model.cfg.n_layers
     src, base = directed_runs(task, cfg.direction)  # the path runs base -> source
     acts_c, acts_k = (cache_components(model, tokens, types)[0] for tokens in (src, base))
@@ -439,12 +436,8 @@ def _embedding_ig(model, task, types, per_pos: set[str], cfg: IGConfig) -> Attri
     emb_attr = ((e_c.float() - e_k.float()) * g_emb).reshape(e_c.shape[0], -1).sum(-1)
     delta = float((emb_attr - (f_c - f_k).float()).mean())
     total = float((f_c - f_k).float().mean())
-    return directed_result(
-        "ig", cfg.direction, t0, f_c, f_k, per_pos, scores=scores,
-        config={"direction": cfg.direction, "steps": cfg.steps, "method": cfg.method, "path": "input embeddings, "
-                + ("corrupt -> clean" if cfg.direction == "denoise" else "clean -> corrupt")},
-        extras={"completeness_delta": delta, "relative_delta": abs(delta) / max(abs(total), 1e-12)},
-    )
+    return f_c, f_k, scores, {"path": f"input embeddings, {_PATHS[cfg.direction]}"}, {
+        "completeness_delta": delta, "relative_delta": abs(delta) / max(abs(total), 1e-12)}
 
 
 @takes_config(IGConfig)
@@ -460,4 +453,10 @@ def integrated_gradients(model, task, components: Sequence[str] = ("resid", "att
     hooks = config.path == "hooks"
     cfg = config if config.steps else replace(config, steps=8 if hooks else DEFAULT_STEPS)
     types = component_types(components)
-    return (_hook_ig if hooks else _embedding_ig)(model, task, types, per_position_set(per_position, types), cfg)
+    per_pos = per_position_set(per_position, types)
+    t0 = time.perf_counter()
+    m_src, m_base, scores, method_config, extras = (_hook_ig if hooks else _embedding_ig)(model, task, types,
+                                                                                        per_pos, cfg)
+    return directed_result("ig", cfg.direction, t0, m_src, m_base, per_pos, scores=scores, extras=extras,
+                           config={"direction": cfg.direction, "steps": cfg.steps, "method": cfg.method,
+                                   **method_config})

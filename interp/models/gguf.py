@@ -29,8 +29,7 @@ from pathlib import Path
 
 def cache_root() -> Path:
     """Root folder for interp's caches: ``$INTERP_CACHE`` or ``~/.cache/interp``."""
-    root = os.environ.get("INTERP_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "interp"
+    return Path(os.environ.get("INTERP_CACHE") or Path.home() / ".cache" / "interp")
 
 
 def _package_dir(package: str, pip_hint: str) -> Path:
@@ -80,8 +79,9 @@ def dequantised_dir(name: str) -> Path:
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
+    # the temporary folder is gone after the rename; otherwise (an error) it is removed on exit
+    with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=target.parent, ignore_cleanup_errors=True) as d:
+        tmp = Path(d)
         # save_pretrained refuses GGUF-quantised models: write the dequantised tensors ourselves.
         from safetensors.torch import save_file
 
@@ -100,6 +100,4 @@ def dequantised_dir(name: str) -> Path:
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # gone already after the rename
     return target

@@ -192,8 +192,7 @@ def _boot_bridge(bridge_name: str, hf_model, tok, name: str):
 
 def _freeze(bridge, name: str):
     bridge.eval()
-    for p in bridge.parameters():
-        p.requires_grad_(False)
+    bridge.requires_grad_(False)  # every parameter
     bridge.interp_name = name
     return bridge
 

@@ -69,18 +69,16 @@ class TinyConfig:
         shape = dict(vocab_size=vocab_size, hidden_size=self.d_model, intermediate_size=self.d_mlp,
                      num_hidden_layers=self.n_layers, num_attention_heads=self.n_heads,
                      max_position_embeddings=self.n_ctx)
-        if self.arch == "gpt2":
-            cfg = tf.GPT2Config(vocab_size=vocab_size, n_positions=self.n_ctx, n_embd=self.d_model,
-                                n_layer=self.n_layers, n_head=self.n_heads, n_inner=self.d_mlp,
-                                resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-        elif self.arch == "llama":
-            cfg = tf.LlamaConfig(**shape, num_key_value_heads=kv, tie_word_embeddings=True)
-        elif self.arch == "pythia":
-            cfg = tf.GPTNeoXConfig(**shape, hidden_dropout=0.0, attention_dropout=0.0)
-        else:
-            cfg = tf.Gemma3TextConfig(**shape, num_key_value_heads=kv, head_dim=self.d_model // self.n_heads)
-        cfg.architectures = [{"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "pythia": "GPTNeoXForCausalLM",
-                              "gemma3": "Gemma3ForCausalLM"}[self.arch]]
+        config, model, extra = {  # GPT-2 reads the shape keywords through its config's attribute map
+            "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_inner=self.d_mlp, resid_pdrop=0.0, embd_pdrop=0.0,
+                                                           attn_pdrop=0.0)),
+            "llama": ("LlamaConfig", "LlamaForCausalLM", dict(num_key_value_heads=kv, tie_word_embeddings=True)),
+            "pythia": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(hidden_dropout=0.0, attention_dropout=0.0)),
+            "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(num_key_value_heads=kv,
+                                                                     head_dim=self.d_model // self.n_heads)),
+        }[self.arch]
+        cfg = getattr(tf, config)(**shape, **extra)
+        cfg.architectures = [model]
         return cfg
 
 
@@ -91,10 +89,7 @@ def tiny_hf_model(config: TinyConfig, vocab_size: int):
     """The random-initialised Hugging Face model for ``config`` (eval mode, fp32, eager attention)."""
     from transformers import AutoModelForCausalLM
 
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(config.seed)
-    try:
+    with torch.random.fork_rng(devices=[]):  # the caller's CPU generator state is restored on exit
+        torch.manual_seed(config.seed)
         model = AutoModelForCausalLM.from_config(config.hf_config(vocab_size), attn_implementation="eager")
-    finally:
-        torch.random.set_rng_state(gen_state)
     return model.eval()
