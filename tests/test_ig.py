@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from interp.attribution.captum_ig import captum_layer_ig
-from interp.attribution.ig import integrated_gradients, layer_integrated_gradients, quadrature
+from interp.attribution.ig import METHODS, integrated_gradients, layer_integrated_gradients, quadrature
 from interp.tasks import Task
 
 
@@ -23,6 +23,11 @@ def test_ig_matches_captum(tiny_llama, hook, method):
                                       steps=12, method=method)
     ref = captum_layer_ig(tiny_llama, task.clean, task.metric, hook=hook, baseline_tokens=task.corrupt,
                           steps=12, method=method)
+    if method == "riemann_trapezoid":
+        # captum weights its trapezoid nodes (1/11 apart) by 1/12 instead of 1/11 (sum 11/12, not 1):
+        # same nodes, so its attributions are ours times 11/12; its delta is then off by 1/12 of F's change
+        ref.attributions.mul_(12 / 11)
+        ref.delta = ref.attributions.sum((1, 2)) - (ref.f_input - ref.f_baseline)
     scale = ref.attributions.abs().max()
     # float32 re-sums: 84 eps32 of max
     assert torch.allclose(ours.attributions, ref.attributions, atol=1e-5 * scale + 1e-8)
@@ -44,7 +49,14 @@ def test_quadrature_is_exact_on_polynomials():
     # Gauss-Legendre, 4 nodes: exact to degree 7 in float64
     assert float((w * a**5).sum()) == pytest.approx(1 / 6, abs=1e-12)  # exact to degree 7
     a, w = quadrature(3, "riemann_trapezoid")
-    assert a.tolist() == [0.0, 0.5, 1.0] and w.tolist() == [1 / 6, 1 / 3, 1 / 6]
+    assert a.tolist() == [0.0, 0.5, 1.0] and w.tolist() == [1 / 4, 1 / 2, 1 / 4]
+    # every rule integrates a constant and a line exactly (the trapezoid, midpoint and Gauss rules also
+    # the line's slope; the left/right sums are off by half a step on it): float64 sums of <= 12 terms
+    for method in METHODS:
+        a, w = quadrature(12, method)
+        assert float(w.sum()) == pytest.approx(1.0, abs=1e-12), method
+        if method in ("gausslegendre", "riemann_middle", "riemann_trapezoid"):
+            assert float((w * a).sum()) == pytest.approx(0.5, abs=1e-12), method
 
 
 def _embedding_path_node_score(model, task, hook, direction, steps):

@@ -72,7 +72,10 @@ def quadrature(steps: int, method: str = "gausslegendre") -> tuple[torch.Tensor,
     if method == "gausslegendre":
         x, w = np.polynomial.legendre.leggauss(steps)
         return torch.tensor(0.5 * (x + 1), dtype=torch.float64), torch.tensor(0.5 * w, dtype=torch.float64)
-    w = torch.full((steps,), 1.0 / steps, dtype=torch.float64)  # captum's Riemann nodes and weights
+    # captum's Riemann nodes; weights 1/steps, except the trapezoid rule's: its nodes are 1/(steps-1)
+    # apart, so its weights are 1/(steps-1) with halved ends and sum to 1.  (captum weights them 1/steps,
+    # summing to (steps-1)/steps: its trapezoid attributions are ours times (steps-1)/steps.)
+    w = torch.full((steps,), 1.0 / (steps - (method == "riemann_trapezoid")), dtype=torch.float64)
     lo, hi = {"left": (0, 1 - 1 / steps), "right": (1 / steps, 1), "middle": (0.5 / steps, 1 - 0.5 / steps),
               "trapezoid": (0, 1)}[method.split("_")[1]]
     if method == "riemann_trapezoid":
