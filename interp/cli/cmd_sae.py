@@ -100,20 +100,13 @@ purpose: ``--n-tokens`` (None: every row of the store, TrainConfig says 1M) and 
 ``--arch`` (relu, the SAE default is topk)."""
 
 
-def _open_store(path):
-    from interp.store import ActivationStore
-
-    if not Path(path).exists():
-        raise FileNotFoundError(f"store {path} does not exist (create one with `interp cache`)")
-    return ActivationStore.open(path)
-
-
 def run_train(args) -> int:
     from interp.dictionaries import SAEConfig, TrainConfig, save_sae, train_sae
     from interp.dictionaries.transcoder import transcoder_hooks
     from interp.parallel import dist_env
+    from interp.store import ActivationStore
 
-    store = _open_store(args.store)
+    store = ActivationStore.open(args.store)
     hook_in, hook_out = (args.hook, getattr(args, "hook_out", None))
     if args.transcoder and args.layer is not None:
         hook_in, hook_out = transcoder_hooks(args.layer)
@@ -140,8 +133,9 @@ def _sae_store_model(args, with_model: bool = True):
     """The ``--sae`` dictionary, the ``--store`` and (``with_model``) ``--model`` or the store's model."""
     from interp.dictionaries import load_sae
     from interp.models import load_model
+    from interp.store import ActivationStore
 
-    store = _open_store(args.store)
+    store = ActivationStore.open(args.store)
     sae = load_sae(args.sae, device=args.device)
     name = args.model or store.manifest.get("model")
     if with_model and not name:

@@ -52,7 +52,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: X)`` after every option that has a default (not for None / off switches)."""
 
     def _get_help_string(self, action):
-        if action.default is None or action.default is False or action.help == argparse.SUPPRESS:
+        if action.default is None or action.default is False:
             return action.help
         return super()._get_help_string(action)
 
@@ -113,10 +113,7 @@ def out_path(args) -> str | None:
 def default_of(cls, name: str):
     """The default of field ``name`` of dataclass ``cls`` (or of parameter ``name`` of a function)."""
     if dataclasses.is_dataclass(cls):
-        for f in dataclasses.fields(cls):
-            if f.name == name:
-                return field_default(f)
-        raise KeyError(f"{cls.__name__} has no field {name!r}")
+        return field_default({f.name: f for f in dataclasses.fields(cls)}[name])
     return inspect.signature(cls).parameters[name].default
 
 
@@ -136,15 +133,11 @@ def config_defaults(p, *entries, choices: dict | None = None) -> None:
         p.set_defaults(**{dest: default_of(cls, field) for dest, field in fields.items()})
 
 
-def _field_docs(cls) -> dict[str, str]:
-    """The attribute docstring (the string under the field in the class body) of each field of ``cls``."""
-    return _module_field_docs(cls.__module__)[cls.__qualname__]
-
-
 @functools.cache
-def _module_field_docs(module: str) -> dict[str, dict[str, str]]:
-    """:func:`_field_docs` of every top-level class of ``module``: its source parsed once per process
-    (``inspect.getsource`` re-parsed the whole module for each class, ~4 ms each at every CLI start)."""
+def _field_docs(module: str) -> dict[str, dict[str, str]]:
+    """The attribute docstring (the string under the field in the class body) of each field of every
+    top-level class of ``module``: its source parsed once per process (``inspect.getsource`` re-parsed the
+    whole module for each class, ~4 ms each at every CLI start)."""
     tree = ast.parse(Path(sys.modules[module].__file__).read_text(encoding="utf-8"))
     return {c.name: {a.target.id: s.value.value for a, s in zip(c.body, c.body[1:]) if isinstance(a, ast.AnnAssign)
                      and isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)}
@@ -156,7 +149,8 @@ def field_flag(cls, name: str) -> dict:
     (``int``, ``float`` or ``str``, maybe ``| None``) and, as help, its attribute docstring (reST markup
     removed)."""
     ann = next(f.type for f in dataclasses.fields(cls) if f.name == name)
-    doc = re.sub(r"(:\w+:)?`+([^`]*)`+", r"\2", " ".join(_field_docs(cls)[name].split())).rstrip(".")
+    doc = " ".join(_field_docs(cls.__module__)[cls.__qualname__][name].split())
+    doc = re.sub(r"(:\w+:)?`+([^`]*)`+", r"\2", doc).rstrip(".")
     return {"type": {"int": int, "float": float, "str": str}[str(ann).split(" |")[0]],
             "help": doc.replace("%", "%%")}
 

@@ -90,39 +90,17 @@ def as_array(x: Any, name: str = "values", ndim: int | None = None) -> np.ndarra
     """
     if type(x).__module__.startswith("torch"):
         x = x.detach().cpu().float().numpy()
-    if isinstance(x, np.ndarray) and x.dtype.kind in "biuf":
-        arr = x.astype(np.float64)
-    else:
-        try:
-            arr = np.array(_none_to_nan(x), dtype=np.float64)
-        except (ValueError, TypeError) as e:
-            raise ValueError(
-                f"{name}: expected numbers in a rectangular array, got {_describe(x)} ({e})"
-            ) from None
+    try:
+        arr = np.asarray(x)  # a ragged list raises here; a None entry makes an object array
+        if arr.dtype.kind not in "biufO":  # strings (numpy would parse "1.5"), bytes, dates
+            raise TypeError(f"entries of dtype {arr.dtype}")
+        arr = arr.astype(np.float64)  # None -> NaN; a dict or a non-numeric string raises
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{name}: expected numbers in a rectangular (not ragged) array, got "
+                         f"{type(x).__name__} ({e})") from None
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name}: expected a {ndim}-D array, got shape {tuple(arr.shape)}")
     return arr
-
-
-def _none_to_nan(x: Any) -> Any:
-    if x is None:
-        return math.nan
-    if isinstance(x, (list, tuple)):
-        return [_none_to_nan(v) for v in x]
-    if isinstance(x, bool):
-        return float(x)
-    if isinstance(x, (str, bytes, dict)):
-        raise TypeError(f"non-numeric entry {x!r:.40}")
-    return x
-
-
-def _describe(x: Any) -> str:
-    if isinstance(x, (list, tuple)):
-        lens = {len(v) for v in x if isinstance(v, (list, tuple))}
-        if len(lens) > 1:
-            return f"a ragged list (rows of lengths {sorted(lens)[:6]})"
-        return f"a list of {len(x)} items"
-    return type(x).__name__
 
 
 def jsonable(arr: np.ndarray) -> tuple[list, int]:
