@@ -18,26 +18,22 @@ def register(sub) -> None:
 
     p = sub.add_parser("store", help="inspect activation stores")
     ssub = p.add_subparsers(dest="store_command", metavar="SUBCOMMAND", required=True)
-    q = command(ssub, "info", help="summarise a store: model, hooks, rows, size, completeness, row norms", out=None,
-                description="summarise a store: model, hooks, rows, size, completeness, row norms; "
-                            "--out FILE receives the typed result (render it with `interp report FILE`)")
+    typed = "; --out FILE receives the typed result (render it with `interp report FILE`)"
+    what = "summarise a store: model, hooks, rows, size, completeness, row norms"
+    q = command(ssub, "info", help=what, description=what + typed, out=None, func=run_info)
     q.add_argument("dir", help="store directory")
     q.add_argument("--verify", action="store_true", help="check the CRC-32 of every shard file")
     q.add_argument("--n-tokens", type=int,
                    help="token budget: rows per hook, spread over the store, for the row norms")
     config_defaults(q, CONFIG_FLAGS[0])
-    q.set_defaults(func=run_info)
-    q = command(ssub, "sinks", out=None,
-                help="sink score / row entropy per head from stored blocks.L.attn.hook_rot_q/k rows",
-                description="sink score / row entropy per head from stored blocks.L.attn.hook_rot_q/k "
-                                      "rows; --out FILE receives the typed result (`interp report FILE`)")
+    what = "sink score / row entropy per head from stored blocks.L.attn.hook_rot_q/k rows"
+    q = command(ssub, "sinks", help=what, description=what + typed, out=None, func=run_sinks)
     q.add_argument("dir", help="store directory (cached with skip_bos off, hooks blocks.*.attn.hook_rot_q/k)")
-    q.add_argument("--layers", nargs="+", default=None, help="layers, e.g. 3,4,5 or 3-5 or 3 4 5 (None: every layer stored)")
+    q.add_argument("--layers", nargs="+", help="layers, e.g. 3,4,5 or 3-5 or 3 4 5 (None: every layer stored)")
     q.add_argument("--scale", type=float, help="attention scale (None: 1/sqrt(d_head))")
     q.add_argument("--n", type=int, help="use at most this many sequences (None: all)")
     q.add_argument("--threshold", type=float, help="sink score at which a head is listed")
     config_defaults(q, CONFIG_FLAGS[1])
-    q.set_defaults(func=run_sinks)
 
 
 CONFIG_FLAGS = [(("store", "info"), "interp.store.summary:summarize_store", {"n_tokens": "n_norm_rows"}),

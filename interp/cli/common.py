@@ -92,9 +92,7 @@ def device_arg(spec: str) -> str:
         dev = torch.device(spec)
     except (RuntimeError, TypeError):
         raise argparse.ArgumentTypeError(f"{spec!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"{spec!r}: CUDA is not available on this machine")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():  # 0 devices: no CUDA here
         raise argparse.ArgumentTypeError(f"{spec!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise argparse.ArgumentTypeError(f"{spec!r}: MPS is not available on this machine")
@@ -103,10 +101,8 @@ def device_arg(spec: str) -> str:
     return spec
 
 
-def out_path(args) -> str | None:
+def out_path(args) -> str:
     """``--out`` with ``<task>`` filled in from the positional task."""
-    if args.out is None:
-        return None
     return args.out.replace(TASK, getattr(args, "task", "") or "")
 
 
