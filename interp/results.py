@@ -81,7 +81,7 @@ def encode(v: Any) -> Any:
         if t.is_floating_point():
             data = [x if math.isfinite(x) else str(x) for x in data]
         return {"__tensor__": str(t.dtype).removeprefix("torch."), "shape": list(t.shape), "data": data}
-    if hasattr(v, "__array__") and not isinstance(v, (str, bytes)):
+    if hasattr(v, "__array__"):
         return encode(torch.as_tensor(v.__array__()))
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
         return {f.name: encode(getattr(v, f.name)) for f in dataclasses.fields(v)}

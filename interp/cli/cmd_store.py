@@ -29,7 +29,8 @@ def register(sub) -> None:
     what = "sink score / row entropy per head from stored blocks.L.attn.hook_rot_q/k rows"
     q = command(ssub, "sinks", help=what, description=what + typed, out=None, func=run_sinks)
     q.add_argument("dir", help="store directory (cached with skip_bos off, hooks blocks.*.attn.hook_rot_q/k)")
-    q.add_argument("--layers", nargs="+", help="layers, e.g. 3,4,5 or 3-5 or 3 4 5 (None: every layer stored)")
+    q.add_argument("--layers", nargs="+",
+                   help="layers, e.g. 3,4,5 or 3-5 or 3 4 5 (None: every layer stored)")
     q.add_argument("--scale", type=float, help="attention scale (None: 1/sqrt(d_head))")
     q.add_argument("--n", type=int, help="use at most this many sequences (None: all)")
     q.add_argument("--threshold", type=float, help="sink score at which a head is listed")

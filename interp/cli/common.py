@@ -203,11 +203,10 @@ def write_result(args, result, extra: str = "", payload: dict | None = None) -> 
     its summary sentence (and ``extra`` lines) or, with ``--json``, ``payload`` (default: the result's JSON)
     on stdout.  Under ``interp dist`` only rank 0 writes: every rank holds the same result once the run's
     closing barrier has passed."""
-    import torch.distributed as dist
-
     from interp.cli.main import emit
+    from interp.parallel import dist_env
 
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+    if not dist_env().is_main:
         return 0
     rj, html = result.write(out_path(args))
     lines = [result.summary().replace("**", ""), extra, f"  wrote {rj}, {html}"]

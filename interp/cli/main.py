@@ -63,15 +63,12 @@ def emit(args, payload: dict, human: str) -> None:
 
     For commands that only print (``--out`` defaults to None), ``--out FILE`` also writes the
     JSON document to FILE."""
-    if getattr(args, "_out_is_json", False) and getattr(args, "out", None):
+    if args._out_is_json and args.out:
         path = Path(args.out)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=2, default=str))
         human += f"\nwrote {path}"
-    if getattr(args, "json", False):
-        print(json.dumps(payload, indent=2, default=str))
-    else:
-        print(human)
+    print(json.dumps(payload, indent=2, default=str) if args.json else human)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,8 +104,8 @@ def attention_patterns(model, prompt: str, layers: Sequence[int] | None = None) 
     bad = [x for x in layers if not 0 <= x < n]
     if bad:
         raise ValueError(f"layers {bad} out of range: the model has {n} layers (0..{n - 1})")
-    ids = model.to_tokens(prompt) if hasattr(model, "to_tokens") else None
-    if ids is None or ids.shape[-1] == 0:
+    ids = model.to_tokens(prompt)
+    if ids.shape[-1] == 0:
         raise ValueError("attention_patterns needs a non-empty prompt")
     names = [f"blocks.{x}.attn.hook_pattern" for x in layers]
     with torch.no_grad():
