@@ -92,7 +92,7 @@ def run_bb(args) -> int:
     task = BBTask(seq_len=args.seq_len)
     cfg = BBTrainConfig(**flag_settings(args, CONFIG_FLAGS[3]), d_mlp=4 * args.d_model, betas=(0.9, args.beta2))
     out = Path(out_path(args))
-    if out.exists() and any(out.glob("step_*")):
+    if any(out.glob("step_*")):
         raise UserError(f"{out} already holds checkpoints; choose an empty --out")
     return write_result(args, bb_experiment(out, task, cfg, device=args.device),
                         f"  next: interp massive --checkpoints {out} --out {out}/massive")

@@ -82,10 +82,6 @@ _HEAD_SCRIPT = asset("report_head.js")
 _DRAW_SCRIPT = asset("report_draw.js")
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48] or "section"
-
-
 def _script_json(obj_json: str) -> str:
     """JSON safe to embed in a ``<script>`` element (no ``</script>`` or ``<!--`` inside)."""
     return obj_json.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
@@ -206,7 +202,7 @@ class Report:
 
     # ------------------------------------------------------------------ adding
     def _anchor(self, title: str) -> str:
-        base = _slug(title)
+        base = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:48] or "section"
         a, i = base, 2
         while a in self._anchors:
             a, i = f"{base}-{i}", i + 1
@@ -327,13 +323,12 @@ class Report:
     # ------------------------------------------------------------------ output
     def _run_html(self) -> str:
         meta = dict(self.meta)
-        parts = []
         model = meta.pop("model", None) or self.config.get("model")
         lines = [f"<b>Model:</b> {html.escape(str(model)) if model else '<i>not recorded</i>'}"]
         for key in ("task", "method", "created", "host"):
             if key in meta:
                 lines.append(f"<b>{key.capitalize()}:</b> {html.escape(str(meta.pop(key)))}")
-        parts.append("<p>" + "<br>".join(lines) + "</p>")
+        parts = ["<p>" + "<br>".join(lines) + "</p>"]
         timings = meta.pop("timings", None) or meta.pop("seconds", None)
         versions = meta.pop("versions", None) or {}
         versions = ({str(k): str(x) for k, x in versions.items()} if isinstance(versions, dict)
