@@ -22,5 +22,4 @@ def run(args) -> int:
     for m in models:
         lines.append(f"{m.name:<14} {'yes' if m.available else 'no':<5} {m.description}")
     lines.append("Also accepted: a local Hugging Face checkpoint folder, or a hub id where a hub is reachable.")
-    emit(args, {"models": [asdict(m) for m in models]}, "\n".join(lines))
-    return 0
+    return emit(args, {"models": [asdict(m) for m in models]}, "\n".join(lines))

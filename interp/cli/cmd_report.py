@@ -37,5 +37,4 @@ def run(args) -> int:
     human = (f"wrote {path} ({payload['bytes'] / 1e6:.1f} MB): {payload['figures']} figures, "
              f"{payload['tables']} tables, {payload['token_views']} token views")
     human += "".join(f"\nnote: {n}" for n in report.notes)
-    emit(args, payload, human)
-    return 0
+    return emit(args, payload, human)

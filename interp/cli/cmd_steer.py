@@ -93,8 +93,8 @@ def _build(args) -> int:
     info = {"vector": str(path), "method": vec.method, "hook_name": vec.hook_name, "mode": vec.mode,
             "model_hash": vec.model_hash, "norm": float(vec.vector.norm()),
             "cost": {k: vec.meta.get(k) for k in ("forward_passes", "backward_passes", "seconds")}}
-    emit(args, info, f"{vec.method} vector at {vec.hook_name} (|v| = {info['norm']:.3g}, mode {vec.mode}) -> {path}")
-    return 0
+    return emit(args, info, f"{vec.method} vector at {vec.hook_name} (|v| = {info['norm']:.3g}, "
+                            f"mode {vec.mode}) -> {path}")
 
 
 def _eval(args) -> int:

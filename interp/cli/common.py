@@ -210,5 +210,4 @@ def write_result(args, result, extra: str = "", payload: dict | None = None) -> 
         return 0
     rj, html = result.write(out_path(args))
     lines = [result.summary().replace("**", ""), extra, f"  wrote {rj}, {html}"]
-    emit(args, result.to_json() if payload is None else payload, "\n".join(x for x in lines if x))
-    return 0
+    return emit(args, result.to_json() if payload is None else payload, "\n".join(x for x in lines if x))

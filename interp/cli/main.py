@@ -58,8 +58,8 @@ def task_command(sub, name: str, help: str, func, n_help: str = "number of promp
     return p
 
 
-def emit(args, payload: dict, human: str) -> None:
-    """Print ``payload`` as JSON when ``--json`` was given, else the human summary.
+def emit(args, payload: dict, human: str) -> int:
+    """Print ``payload`` as JSON when ``--json`` was given, else the human summary; returns exit status 0.
 
     For commands that only print (``--out`` defaults to None), ``--out FILE`` also writes the
     JSON document to FILE."""
@@ -69,6 +69,7 @@ def emit(args, payload: dict, human: str) -> None:
         path.write_text(json.dumps(payload, indent=2, default=str))
         human += f"\nwrote {path}"
     print(json.dumps(payload, indent=2, default=str) if args.json else human)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
