@@ -299,3 +299,15 @@ def test_only_rank_0_writes_a_result(tmp_path, monkeypatch, capsys):
     assert json.loads((tmp_path / "r" / "results.json").read_text())["x"] == 1
     assert (tmp_path / "r" / "report.html").exists()
     assert capsys.readouterr().out.startswith("x is 1")
+
+
+def test_module_entry_point_prints_user_errors_without_traceback():
+    """``python -m interp.cli.main`` (the torchrun entry point) runs as ``__main__``; the commands raise the
+    UserError of ``interp.cli.main``, which main() must catch: a one-line error and exit status 2."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "interp.cli.main", "dist", "foo"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("interp dist: error: `interp dist` runs one of")

@@ -3,11 +3,10 @@ store's :class:`~interp.store.summary.StoreSummary` goes to ``results.json`` and
 
 from __future__ import annotations
 
-from interp.cli.common import same
+from interp.cli.common import command, config_defaults, default_of, flag_settings, same, write_result
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, config_defaults, default_of
     from interp.store import CacheConfig
     from interp.store.format import DTYPES, canonical_dtype
 
@@ -36,7 +35,6 @@ CONFIG_FLAGS = [(("cache",), "interp.store:CacheConfig", _CACHE)]
 
 
 def run(args) -> int:
-    from interp.cli.common import flag_settings, write_result
     from interp.store import CacheConfig, cache_activations
     from interp.store.summary import summarize_store
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import flag_settings, model_of, same, write_result
+from interp.cli.common import (
+    command, config_defaults, default_of, flag_settings, model_of, parse_layers, same, write_result)
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, config_defaults, default_of
     from interp.decompositions.lib_transformer import ModelLIBSettings
     from interp.decompositions.snmf import INITS
 
@@ -76,7 +76,6 @@ def run_lib(args) -> int:
         p = int(args.model.split("-p")[1]) if "-p" in args.model else 113
         return write_result(args, lib_vs_pca(ModAddConfig(p=p)))
 
-    from interp.cli.common import parse_layers
     from interp.decompositions.lib_transformer import ModelLIBSettings, compare_lib_pca
 
     layers = parse_layers(args.layers)

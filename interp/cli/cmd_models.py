@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from interp.cli.common import command
 from interp.cli.main import emit
 
 
 def register(sub) -> None:
-    from interp.cli.common import command
-
     command(sub, "models", help="list known models (bundled real models and tiny test models)", out=None,
             func=run)
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import flag_settings, model_of, out_path, same, write_result
+from interp.cli.common import (
+    command, config_defaults, default_of, flag_settings, model_of, out_path, same, write_result)
 from interp.cli.main import UserError
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, config_defaults, default_of
     from interp.phenomena.dormant import ABLATIONS
     from interp.toy.bigram_backcopy import BBTrainConfig
 

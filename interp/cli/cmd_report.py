@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from interp.cli.common import command
 from interp.cli.main import emit
 
 
 def register(sub) -> None:
-    from interp.cli.common import command
-
     p = command(sub, "report", help="render a results.json as a standalone HTML report",
                 description="Render RESULTS.json (or a run folder holding results.json) as one "
                             "self-contained HTML file with interactive plotly figures; --out is the HTML file "

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import flag_settings, out_path, parse_list, same, write_result
+from interp.cli.common import (
+    command, config_defaults, default_of, flag_settings, out_path, parse_list, same, write_result)
 from interp.cli.main import UserError, emit
 
 
 def _train_flags(sub, name: str, help: str, transcoder: bool) -> None:
-    from interp.cli.common import command, config_defaults, default_of
     from interp.dictionaries import SAEConfig
     from interp.dictionaries.registry import ARCHS, _load_builtin
 
@@ -48,8 +48,6 @@ def _train_flags(sub, name: str, help: str, transcoder: bool) -> None:
 
 
 def _eval_flags(sub, name: str, help: str, kind: str) -> None:
-    from interp.cli.common import command, config_defaults
-
     p = command(sub, name, help=help, out=f"runs/{kind}-eval", model=None, func=run_eval,
                 description=help + "; --out receives results.json and report.html; --model None: the store's model")
     p.add_argument("--sae", required=True, help="SAE folder (SAELens format: cfg.json + sae_weights.safetensors)")
@@ -60,8 +58,6 @@ def _eval_flags(sub, name: str, help: str, kind: str) -> None:
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, config_defaults
-
     p = sub.add_parser("sae", help="train, evaluate and inspect sparse autoencoders on an activation store")
     ssub = p.add_subparsers(dest="sae_command", metavar="SUBCOMMAND", required=True)
     _train_flags(ssub, "train", "train an SAE (relu / topk / jumprelu) on one hook of a store", False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from interp.cli.common import command, model_of, out_path, parse_list, write_result
+from interp.cli.main import emit
 
 
 def _command(sub, name: str, help: str, func, *flags):
@@ -84,7 +85,6 @@ def _write(args, res) -> int:
 
 
 def _build(args) -> int:
-    from interp.cli.main import emit
     from interp.steering import build_vector
 
     model, layer, grains, features = _builders(args)

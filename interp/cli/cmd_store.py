@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 
+from interp.cli.common import command, config_defaults, flag_settings, parse_layers
+
 
 def register(sub) -> None:
-    from interp.cli.common import command, config_defaults
-
     p = sub.add_parser("store", help="inspect activation stores")
     ssub = p.add_subparsers(dest="store_command", metavar="SUBCOMMAND", required=True)
     typed = "; --out FILE receives the typed result (render it with `interp report FILE`)"
@@ -62,7 +62,6 @@ def run_info(args) -> int:
 
 
 def run_sinks(args) -> int:
-    from interp.cli.common import flag_settings, parse_layers
     from interp.models.hooks import head_label
     from interp.phenomena.sinks import sink_scores_from_store
     from interp.store import ActivationStore

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import interp.cli as _pkg
+from interp.cli.common import HelpFormatter, command
 
 
 class UserError(Exception):
@@ -24,8 +25,6 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from interp.cli.common import HelpFormatter
-
     parser = argparse.ArgumentParser(
         prog="interp", description="interp: a mechanistic-interpretability workbench.", formatter_class=HelpFormatter,
     )
@@ -47,7 +46,6 @@ def task_command(sub, name: str, help: str, func, n_help: str = "number of promp
     ``--model`` and ``--seed``, then the task and ``--n`` / ``--corruption`` (every corruption of every task,
     ``interp.tasks.CORRUPTIONS``; make_task checks the pair); their defaults come from the command's
     ``CONFIG_FLAGS`` (``config_defaults``)."""
-    from interp.cli.common import command
     from interp.tasks import CORRUPTIONS
 
     p = command(sub, name, help=help, out=f"runs/{name}-<task>", model="smollm2-135m", seed=None, func=func)
@@ -89,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # also the torchrun entry point (`-m interp.cli.main dist cache`)
+    from interp.cli.main import main as _main  # the module the commands import (its UserError), not __main__
     from interp.parallel.launch import exit_worker
 
-    exit_worker(main())
+    exit_worker(_main())
