@@ -16,6 +16,7 @@ from interp.cli.main import task_command
 
 METHOD_CHOICES = ("eap", "eap-ig", "clean-corrupted", "eap-ig-activations")
 CURVE_GRID = (10, 30, 100, 300, 1000, 3000, 10000, 30000, 10 ** 9)  # 10**9: all edges
+from interp.circuits.edge_circuits import EdgeRunConfig, run_edges
 
 
 def register(subparsers) -> None:
@@ -44,8 +45,6 @@ CONFIG_FLAGS = [(("edges",), "interp.circuits.edge_circuits:EdgeRunConfig", _RUN
 
 
 def _run(args) -> int:
-    from interp.circuits.edge_circuits import EdgeRunConfig, run_edges
-
     sizes = parse_list(args.circuit, "--circuit", cast=int) if args.circuit else ()
     sizes = tuple(sorted(set(sizes) | set(CURVE_GRID))) if args.curve else sizes
     compare = (parse_list(args.compare, "--compare", choices=METHOD_CHOICES) if args.compare else

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from interp.cli.common import command
 from interp.cli.main import emit
+from interp.models import list_models
 
 
 def register(sub) -> None:
@@ -12,10 +15,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from dataclasses import asdict
-
-    from interp.models import list_models
-
     models = list_models()
     lines = [f"{'name':<14} {'here':<5} description"]
     for m in models:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from interp.cli.common import command
 from interp.cli.main import emit
+from interp.reports import render_results
 
 
 def register(sub) -> None:
@@ -21,8 +22,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from interp.reports import render_results
-
     src = Path(args.results)
     out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "report.html"
     if out.suffix.lower() not in (".html", ".htm"):

@@ -15,12 +15,14 @@ from pathlib import Path
 from interp.cli.common import (
     command, config_defaults, default_of, flag_settings, out_path, parse_list, same, write_result)
 from interp.cli.main import UserError, emit
+from interp.dictionaries import SAEConfig, TrainConfig, load_sae, save_sae, train_sae
+from interp.dictionaries.dashboards import feature_dashboard
+from interp.dictionaries.metrics import evaluate_dictionary
+from interp.dictionaries.registry import ARCHS, _load_builtin
+from interp.store import ActivationStore
 
 
 def _train_flags(sub, name: str, help: str, transcoder: bool) -> None:
-    from interp.dictionaries import SAEConfig
-    from interp.dictionaries.registry import ARCHS, _load_builtin
-
     _load_builtin()
     kind = "transcoder" if transcoder else "sae"
     p = command(sub, name, help=help, out=f"runs/{kind}-train", seed=None, func=run_train,
@@ -97,10 +99,8 @@ purpose: ``--n-tokens`` (None: every row of the store, TrainConfig says 1M) and 
 
 
 def run_train(args) -> int:
-    from interp.dictionaries import SAEConfig, TrainConfig, save_sae, train_sae
     from interp.dictionaries.transcoder import transcoder_hooks
     from interp.parallel import dist_env
-    from interp.store import ActivationStore
 
     store = ActivationStore.open(args.store)
     hook_in, hook_out = (args.hook, getattr(args, "hook_out", None))
@@ -127,9 +127,7 @@ def run_train(args) -> int:
 
 def _sae_store_model(args, with_model: bool = True):
     """The ``--sae`` dictionary, the ``--store`` and (``with_model``) ``--model`` or the store's model."""
-    from interp.dictionaries import load_sae
-    from interp.models import load_model
-    from interp.store import ActivationStore
+    from interp.models import load_model  # looked up at call time, as in model_of
 
     store = ActivationStore.open(args.store)
     sae = load_sae(args.sae, device=args.device)
@@ -140,16 +138,12 @@ def _sae_store_model(args, with_model: bool = True):
 
 
 def run_eval(args) -> int:
-    from interp.dictionaries.metrics import evaluate_dictionary
-
     sae, store, model = _sae_store_model(args, with_model=args.n > 0)
     res = evaluate_dictionary(sae, store, model, n_tokens=args.n_tokens, n=args.n, sae_path=args.sae)
     return write_result(args, res)
 
 
 def run_dashboard(args) -> int:
-    from interp.dictionaries.dashboards import feature_dashboard
-
     feats = list(parse_list(args.features, "--features", cast=int)) if args.features else None
     sae, store, model = _sae_store_model(args)
     res = feature_dashboard(sae, store, out_path(args), features=feats, model=model, n_rows=args.n_tokens,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from interp.cli.common import config_defaults, flag_settings, model_of, parse_list, same, write_result
 from interp.cli.main import task_command
+from interp.circuits import sae_circuits as sc
 
 
 def register(subparsers) -> None:
@@ -29,8 +30,6 @@ CONFIG_FLAGS = [(("sae-circuit",), "interp.circuits.sae_circuits:SAECircuitConfi
 
 
 def _run(args) -> int:
-    from interp.circuits import sae_circuits as sc
-
     shares = parse_list(args.shares, "--shares", cast=float)
     cfg = sc.SAECircuitConfig(**flag_settings(args, CONFIG_FLAGS[0]))
     r = sc.run_sae_circuit(model_of(args), args.task, cfg,

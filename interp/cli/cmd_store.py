@@ -13,6 +13,10 @@ from __future__ import annotations
 import json
 
 from interp.cli.common import command, config_defaults, flag_settings, parse_layers
+from interp.models.hooks import head_label
+from interp.phenomena.sinks import sink_scores_from_store
+from interp.store import ActivationStore
+from interp.store.summary import summarize_store
 
 
 def register(sub) -> None:
@@ -53,19 +57,12 @@ def show(args, res, human: str) -> int:
 
 
 def run_info(args) -> int:
-    from interp.store import ActivationStore
-    from interp.store.summary import summarize_store
-
     res = summarize_store(ActivationStore.open(args.dir, verify="size"), verify=args.verify,
                           n_norm_rows=args.n_tokens)
     return show(args, res, res.summary())
 
 
 def run_sinks(args) -> int:
-    from interp.models.hooks import head_label
-    from interp.phenomena.sinks import sink_scores_from_store
-    from interp.store import ActivationStore
-
     layers = None if args.layers is None else list(parse_layers(args.layers))
     res = sink_scores_from_store(ActivationStore.open(args.dir, verify="size"), layers=layers,
                                  **flag_settings(args, CONFIG_FLAGS[1]))

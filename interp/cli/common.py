@@ -31,6 +31,8 @@ import re
 import sys
 from pathlib import Path
 
+import torch
+
 from interp.config import field_default
 
 HELP = {
@@ -86,8 +88,6 @@ def command(sub, name: str, help: str, *, out: str | None, model: str | None | b
 
 def device_arg(spec: str) -> str:
     """``--device`` value check: a torch device string whose backend is available here."""
-    import torch
-
     try:
         dev = torch.device(spec)
     except (RuntimeError, TypeError):
@@ -193,7 +193,7 @@ def same(*names: str) -> dict[str, str]:
 
 def model_of(args):
     """The model named by ``--model``, on ``--device``."""
-    from interp.models import load_model
+    from interp.models import load_model  # looked up at call time (tests/test_cli_grammar.py patches it)
 
     return load_model(args.model, device=args.device)
 
