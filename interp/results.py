@@ -23,13 +23,15 @@ Memory: a result holds what its fields hold; JSON text is about 10-20 bytes per 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 import os
 import platform
-from pathlib import Path
 import types
 import typing
+from importlib import metadata
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -219,8 +221,6 @@ def check_header(data: Any, cls: type[Result] | None = None) -> type[Result]:
 
 def known_kinds() -> dict[str, type[Result]]:
     """Every registered result kind (imports the modules that define them)."""
-    import importlib
-
     for module in KIND_MODULES:
         importlib.import_module(module)
     return KINDS
@@ -306,13 +306,11 @@ def versions() -> dict:
     """What produced a result: Python, torch and the packages interp's numbers depend on, the machine
     and torch's thread count (float results differ at rounding scale between CPUs and thread counts).
     The one ``versions()`` of the project; every result and report records it."""
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version(), "torch": torch.__version__}
     for pkg in ("interp", "transformer-lens", "transformers", "captum", "numpy", "plotly"):
         try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
             out[pkg] = None
     out["machine"] = f"{platform.machine()} {platform.processor() or ''}".strip()
     out["threads"] = torch.get_num_threads()

@@ -30,6 +30,7 @@ from typing import Sequence
 
 import torch
 
+from interp.models import model_name
 from interp.reports.assets import asset
 
 _COUNTER = itertools.count()
@@ -97,8 +98,6 @@ def attention_patterns(model, prompt: str, layers: Sequence[int] | None = None) 
 
     Raises ``ValueError`` for an empty prompt or a layer the model does not have.
     """
-    from interp.models import model_name
-
     n = model.cfg.n_layers
     layers = list(range(n)) if layers is None else [int(x) for x in layers]
     bad = [x for x in layers if not 0 <= x < n]

@@ -27,6 +27,7 @@ as JSON lists, so a report costs about 20 bytes per plotted number.
 
 from __future__ import annotations
 
+import html
 import itertools
 import math
 from typing import Any, NamedTuple, Sequence
@@ -71,13 +72,11 @@ class Figure(NamedTuple):
     """How many input values were NaN or inf (drawn as gaps)."""
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        import html as _html
-
         import plotly.io as pio
 
         body = pio.to_html(self.fig, include_plotlyjs=plotly_js_once(), full_html=False,
                            config={"displaylogo": False})
-        cap = f'<p style="color:#555;font-size:13px;max-width:900px">{_html.escape(self.caption)}</p>'
+        cap = f'<p style="color:#555;font-size:13px;max-width:900px">{html.escape(self.caption)}</p>'
         return {"application/vnd.plotly.v1+json": self.fig.to_plotly_json(), "text/html": body + cap,
                 "text/plain": f"Figure: {self.fig.layout.title.text or ''}"}
 
