@@ -172,13 +172,8 @@ class Result:
         return cls(**{k: typed(decode(v), hints.get(k, Any)) for k, v in data.items() if k in names})
 
     def save(self, path: str | Path) -> Path:
-        """Write ``to_json()`` to ``path`` (a ``results.json``); parent folders are created."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")  # per process: ranks may write the same folder
-        tmp.write_text(json.dumps(self.to_json(), indent=1))
-        tmp.replace(p)  # never a half-written results file
-        return p
+        """Write ``to_json()`` to ``path`` (a ``results.json``; :func:`write_json`)."""
+        return write_json(self.to_json(), path)
 
     def write(self, folder: str | Path) -> tuple[Path, Path]:
         """The one results writer: ``folder/results.json`` (:meth:`save`) and ``folder/report.html``
@@ -198,6 +193,17 @@ class Result:
 
     def _repr_html_(self) -> str:
         return self.report().fragment_html()
+
+
+def write_json(doc: dict, path: str | Path) -> Path:
+    """Write the JSON document ``doc`` to ``path`` (parent folders are created) and return the path: the one
+    JSON file writer (:meth:`Result.save`, ``--out FILE`` of the commands that only print)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")  # per process: ranks may write the same folder
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(p)  # never a half-written file
+    return p
 
 
 def check_header(data: Any, cls: type[Result] | None = None) -> type[Result]:

@@ -311,3 +311,10 @@ def test_module_entry_point_prints_user_errors_without_traceback():
                        timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.startswith("interp dist: error: `interp dist` runs one of")
+
+
+def test_print_only_command_writes_its_json_document_to_out(tmp_path, capsys):
+    """`interp models` prints a plain JSON document (not a typed result); --out FILE receives the same one."""
+    assert main(["models", "--json", "--out", str(tmp_path / "m" / "models.json")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert json.loads((tmp_path / "m" / "models.json").read_text()) == printed and printed["models"]

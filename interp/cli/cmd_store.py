@@ -10,9 +10,8 @@ stored post-rotary queries and keys (:func:`interp.phenomena.sinks.sink_scores_f
 
 from __future__ import annotations
 
-import json
-
 from interp.cli.common import command, config_defaults, flag_settings, parse_layers
+from interp.cli.main import emit
 from interp.models.hooks import head_label
 from interp.phenomena.sinks import sink_scores_from_store
 from interp.store import ActivationStore
@@ -47,19 +46,10 @@ CONFIG_FLAGS = [(("store", "info"), "interp.store.summary:summarize_store", {"n_
 """(command path, function, flag dest -> parameter): checked by tests/test_cli_grammar.py."""
 
 
-def show(args, res, human: str) -> int:
-    """A typed result as the command's output: saved to ``--out FILE`` (``Result.save``), then its JSON
-    (``--json``) or ``human`` on stdout."""
-    if args.out:
-        human += f"\nwrote {res.save(args.out)}"
-    print(json.dumps(res.to_json(), indent=2) if args.json else human)
-    return 0
-
-
 def run_info(args) -> int:
     res = summarize_store(ActivationStore.open(args.dir, verify="size"), verify=args.verify,
                           n_norm_rows=args.n_tokens)
-    return show(args, res, res.summary())
+    return emit(args, res, res.summary())
 
 
 def run_sinks(args) -> int:
@@ -67,4 +57,4 @@ def run_sinks(args) -> int:
     res = sink_scores_from_store(ActivationStore.open(args.dir, verify="size"), layers=layers,
                                  **flag_settings(args, CONFIG_FLAGS[1]))
     top = [f"  {head_label(L, h)}  {s:.3f}" for L, h, s in res.sink_heads()[:20]]
-    return show(args, res, "\n".join([res.summary().replace("**", ""), *top]))
+    return emit(args, res, "\n".join([res.summary().replace("**", ""), *top]))

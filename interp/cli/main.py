@@ -14,10 +14,10 @@ import importlib
 import json
 import pkgutil
 import sys
-from pathlib import Path
 
 import interp.cli as _pkg
 from interp.cli.common import HelpFormatter, command
+from interp.results import Result, write_json
 
 
 class UserError(Exception):
@@ -56,17 +56,16 @@ def task_command(sub, name: str, help: str, func, n_help: str = "number of promp
     return p
 
 
-def emit(args, payload: dict, human: str) -> int:
-    """Print ``payload`` as JSON when ``--json`` was given, else the human summary; returns exit status 0.
+def emit(args, payload: dict | Result, human: str) -> int:
+    """Print ``payload`` (a dict, or a typed result as its JSON) as JSON when ``--json`` was given, else the
+    human summary; returns exit status 0.
 
-    For commands that only print (``--out`` defaults to None), ``--out FILE`` also writes the
-    JSON document to FILE."""
+    For commands that only print (``--out`` defaults to None), ``--out FILE`` also writes the JSON document
+    to FILE (:func:`interp.results.write_json`, which ``Result.save`` writes with)."""
+    doc = payload.to_json() if isinstance(payload, Result) else payload
     if args._out_is_json and args.out:
-        path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(payload, indent=2, default=str))
-        human += f"\nwrote {path}"
-    print(json.dumps(payload, indent=2, default=str) if args.json else human)
+        human += f"\nwrote {write_json(doc, args.out)}"
+    print(json.dumps(doc, indent=2, default=str) if args.json else human)
     return 0
 
 
