@@ -72,7 +72,6 @@ def run_lib(args) -> int:
         p = int(args.model.split("-p")[1]) if "-p" in args.model else 113
         return write_result(args, lib_vs_pca(ModAddConfig(p=p)))
 
-
     layers = parse_layers(args.layers)
     model = model_of(args)
     if max(layers) >= model.cfg.n_layers:

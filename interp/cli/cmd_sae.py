@@ -149,4 +149,4 @@ def run_dashboard(args) -> int:
     res = feature_dashboard(sae, store, out_path(args), features=feats, model=model, n_rows=args.n_tokens,
                             n_examples=args.n_examples)
     json_path = res.save(Path(res.path).with_suffix(".json"))
-    return emit(args, res.to_json(), f"{res.summary()}\n  wrote {res.path}, {json_path}")
+    return emit(args, res, f"{res.summary()}\n  wrote {res.path}, {json_path}")
