@@ -144,12 +144,11 @@ def _series(title: str, by_name: Any, n: int | None, mismatch: str) -> tuple[dic
     return out, bad
 
 
-def _layout(fig: go.Figure, title: str, height: int | None = None, **kw) -> go.Figure:
+def _layout(fig: go.Figure, title: str, height: int | None = None, **kw) -> None:
     fig.update_layout(
         title={"text": title, "x": 0.0, "xanchor": "left"}, template=TEMPLATE,
         margin={"l": 60, "r": 20, "t": 50, "b": 50}, height=height, **kw,
     )
-    return fig
 
 
 def heatmap(title: str, z: Any, x_labels: Sequence | None = None, y_labels: Sequence | None = None,
