@@ -103,8 +103,8 @@ def as_array(x: Any, name: str = "values", ndim: int | None = None) -> np.ndarra
 
 
 def jsonable(arr: np.ndarray) -> tuple[list, int]:
-    """``arr`` as nested lists with NaN/inf replaced by ``None``; also the number replaced."""
-    arr = np.asarray(arr, dtype=np.float64)
+    """``arr`` (a float array from :func:`as_array`) as nested lists with NaN/inf replaced by ``None``; also
+    the number replaced."""
     bad = ~np.isfinite(arr)
     obj = np.where(bad, None, arr).tolist() if bad.any() else arr.tolist()
     return obj, int(bad.sum())
