@@ -23,13 +23,15 @@ Memory: a result holds what its fields hold; JSON text is about 10-20 bytes per 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 import os
 import platform
-from pathlib import Path
 import types
 import typing
+from importlib import metadata
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -81,7 +83,7 @@ def encode(v: Any) -> Any:
         if t.is_floating_point():
             data = [x if math.isfinite(x) else str(x) for x in data]
         return {"__tensor__": str(t.dtype).removeprefix("torch."), "shape": list(t.shape), "data": data}
-    if hasattr(v, "__array__") and not isinstance(v, (str, bytes)):
+    if hasattr(v, "__array__"):
         return encode(torch.as_tensor(v.__array__()))
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
         return {f.name: encode(getattr(v, f.name)) for f in dataclasses.fields(v)}
@@ -170,13 +172,8 @@ class Result:
         return cls(**{k: typed(decode(v), hints.get(k, Any)) for k, v in data.items() if k in names})
 
     def save(self, path: str | Path) -> Path:
-        """Write ``to_json()`` to ``path`` (a ``results.json``); parent folders are created."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")  # per process: ranks may write the same folder
-        tmp.write_text(json.dumps(self.to_json(), indent=1))
-        tmp.replace(p)  # never a half-written results file
-        return p
+        """Write ``to_json()`` to ``path`` (a ``results.json``; :func:`write_json`)."""
+        return write_json(self.to_json(), path)
 
     def write(self, folder: str | Path) -> tuple[Path, Path]:
         """The one results writer: ``folder/results.json`` (:meth:`save`) and ``folder/report.html``
@@ -196,6 +193,17 @@ class Result:
 
     def _repr_html_(self) -> str:
         return self.report().fragment_html()
+
+
+def write_json(doc: dict, path: str | Path) -> Path:
+    """Write the JSON document ``doc`` to ``path`` (parent folders are created) and return the path: the one
+    JSON file writer (:meth:`Result.save`, ``--out FILE`` of the commands that only print)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")  # per process: ranks may write the same folder
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(p)  # never a half-written file
+    return p
 
 
 def check_header(data: Any, cls: type[Result] | None = None) -> type[Result]:
@@ -219,8 +227,6 @@ def check_header(data: Any, cls: type[Result] | None = None) -> type[Result]:
 
 def known_kinds() -> dict[str, type[Result]]:
     """Every registered result kind (imports the modules that define them)."""
-    import importlib
-
     for module in KIND_MODULES:
         importlib.import_module(module)
     return KINDS
@@ -306,13 +312,11 @@ def versions() -> dict:
     """What produced a result: Python, torch and the packages interp's numbers depend on, the machine
     and torch's thread count (float results differ at rounding scale between CPUs and thread counts).
     The one ``versions()`` of the project; every result and report records it."""
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version(), "torch": torch.__version__}
     for pkg in ("interp", "transformer-lens", "transformers", "captum", "numpy", "plotly"):
         try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
             out[pkg] = None
     out["machine"] = f"{platform.machine()} {platform.processor() or ''}".strip()
     out["threads"] = torch.get_num_threads()

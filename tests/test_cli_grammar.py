@@ -267,3 +267,54 @@ def test_parse_layers_forms_and_errors():
     for bad in ("5-3", "x", "3-5-7", "", ","):
         with pytest.raises(ValueError, match="--layers"):
             parse_layers(bad)
+
+
+def test_only_rank_0_writes_a_result(tmp_path, monkeypatch, capsys):
+    """Under torchrun (RANK / WORLD_SIZE in the environment: interp.parallel.dist_env) every rank holds the
+    same result; write_result writes results.json + report.html and prints on rank 0 only."""
+    from dataclasses import dataclass
+
+    from interp.cli.common import write_result
+    from interp.reports import Report
+    from interp.results import Result
+
+    @dataclass
+    class Tiny(Result):  # not registered: a throwaway kind for the writer alone
+        kind = "rank-test"
+        x: int = 1
+
+        def summary(self) -> str:
+            return f"x is {self.x}"
+
+        def report(self):
+            return Report("tiny", summary=self.summary())
+
+    args = argparse.Namespace(out=str(tmp_path / "r"), json=False, _out_is_json=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert write_result(args, Tiny()) == 0
+    assert not (tmp_path / "r").exists() and capsys.readouterr().out == ""
+    monkeypatch.setenv("RANK", "0")
+    assert write_result(args, Tiny()) == 0
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["x"] == 1
+    assert (tmp_path / "r" / "report.html").exists()
+    assert capsys.readouterr().out.startswith("x is 1")
+
+
+def test_module_entry_point_prints_user_errors_without_traceback():
+    """``python -m interp.cli.main`` (the torchrun entry point) runs as ``__main__``; the commands raise the
+    UserError of ``interp.cli.main``, which main() must catch: a one-line error and exit status 2."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "interp.cli.main", "dist", "foo"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("interp dist: error: `interp dist` runs one of")
+
+
+def test_print_only_command_writes_its_json_document_to_out(tmp_path, capsys):
+    """`interp models` prints a plain JSON document (not a typed result); --out FILE receives the same one."""
+    assert main(["models", "--json", "--out", str(tmp_path / "m" / "models.json")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert json.loads((tmp_path / "m" / "models.json").read_text()) == printed and printed["models"]

@@ -207,6 +207,7 @@ def test_token_view_bad_input(tokens, scores, msg):
     (lambda r: r.add_heatmap("h", [1, 2]), "expected a 2-D array"),
     (lambda r: r.add_heatmap("h", [[1, 2]], x_labels=["a"]), "1 labels for an axis of length 2"),
     (lambda r: r.add_heatmap("h", [["a", "b"]]), "expected numbers"),
+    (lambda r: r.add_heatmap("h", [[1.0, "2"]]), "expected numbers"),  # a number as text is not parsed
     (lambda r: r.add_line("l", [0, 1], {"a": [1, 2, 3]}), "series 'a' has 3 points but xs has 2"),
     (lambda r: r.add_line("l", [0, 1], {}), "non-empty dict"),
     (lambda r: r.add_table("t", [1, 2]), "list of dicts"),

@@ -3,14 +3,13 @@ store's :class:`~interp.store.summary.StoreSummary` goes to ``results.json`` and
 
 from __future__ import annotations
 
-from interp.cli.common import same
+from interp.cli.common import command, config_defaults, default_of, flag_settings, same, write_result
+from interp.store import CacheConfig, cache_activations
+from interp.store.format import DTYPES, canonical_dtype
+from interp.store.summary import summarize_store
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, config_defaults, default_of
-    from interp.store import CacheConfig
-    from interp.store.format import DTYPES, canonical_dtype
-
     d = lambda f: default_of(CacheConfig, f)  # noqa: E731
     p = command(
         sub, "cache",
@@ -36,10 +35,6 @@ CONFIG_FLAGS = [(("cache",), "interp.store:CacheConfig", _CACHE)]
 
 
 def run(args) -> int:
-    from interp.cli.common import flag_settings, write_result
-    from interp.store import CacheConfig, cache_activations
-    from interp.store.summary import summarize_store
-
     cfg = CacheConfig(**flag_settings(args, CONFIG_FLAGS[0]), prepend_bos=not args.no_bos, skip_bos=args.skip_bos)
     store = cache_activations(cfg, progress=not args.no_progress and not args.json)
     return write_result(args, summarize_store(store))

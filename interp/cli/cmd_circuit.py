@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from interp.cli.common import same
+from interp.attribution.lrp_rules import RULE_SETS
+from interp.circuits import CircuitRunConfig, run_circuit
+from interp.circuits.pipeline import METHODS, SEARCHES
+from interp.cli.common import config_defaults, flag_settings, model_of, out_path, same, write_result
 from interp.cli.main import task_command
 
 
 def register(subparsers) -> None:
-    from interp.attribution.lrp_rules import RULE_SETS
-    from interp.circuits.pipeline import METHODS, SEARCHES
-    from interp.cli.common import config_defaults
-
     p = task_command(subparsers, "circuit",
                      "find a circuit (IOI / greater-than) and write results.json + report.html", _run)
     p.add_argument("--rules", choices=sorted(RULE_SETS),
@@ -30,9 +29,6 @@ CONFIG_FLAGS = [(("circuit",), "interp.circuits.pipeline:CircuitRunConfig",
 
 
 def _run(args) -> int:
-    from interp.circuits import CircuitRunConfig, run_circuit
-    from interp.cli.common import flag_settings, model_of, out_path, write_result
-
     cfg = CircuitRunConfig(**flag_settings(args, CONFIG_FLAGS[0]), check_patching=not args.no_patching_check,
                            edges=not args.no_edges)  # checks every setting before the model loads
     r = run_circuit(model_of(args), args.task, cfg, progress=True)

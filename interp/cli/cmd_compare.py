@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from interp.cli.common import same
+from interp.circuits.compare import COMPONENTS, METHOD_SPECS, compare_methods
+from interp.cli.common import (
+    config_defaults, default_of, flag_settings, model_of, out_path, parse_list, same, write_result)
 from interp.cli.main import task_command
 
 
 def register(subparsers) -> None:
-    from interp.circuits.compare import COMPONENTS, METHOD_SPECS, compare_methods
-    from interp.cli.common import config_defaults, default_of
-
     p = task_command(subparsers, "compare",
                      "AtP, RelP, IG vs activation patching on one task (Pearson r, wall time)", _run,
                      note="; s2 is the like-for-like RelP Table 1 setting")
@@ -27,9 +26,6 @@ CONFIG_FLAGS = [(("compare",), "interp.circuits.compare:compare_methods", same("
 
 
 def _run(args) -> int:
-    from interp.circuits.compare import COMPONENTS, METHOD_SPECS, compare_methods
-    from interp.cli.common import flag_settings, model_of, out_path, parse_list, write_result
-
     if args.n < 1:
         raise ValueError("--n must be >= 1")
     methods = parse_list(args.methods, "--methods", METHOD_SPECS)

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import flag_settings, model_of, same, write_result
+from interp.cli.common import (
+    command, config_defaults, default_of, flag_settings, model_of, parse_layers, same, write_result)
+from interp.decompositions.lib_transformer import ModelLIBSettings, compare_lib_pca
+from interp.decompositions.snmf import INITS, SNMFConfig
+from interp.decompositions.snmf_features import describe_snmf
+from interp.store import ActivationStore
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, config_defaults, default_of
-    from interp.decompositions.lib_transformer import ModelLIBSettings
-    from interp.decompositions.snmf import INITS
-
     p = command(sub, "snmf", help="semi-NMF of MLP activations (blocks.L.mlp.hook_post) into neuron-group features",
                 out="runs/snmf", model="smollm2-135m", seed=None, func=run_snmf)
     p.add_argument("--layer", type=int, required=True, help="MLP layer L (hook blocks.L.mlp.hook_post)")
@@ -51,15 +52,10 @@ CONFIG_FLAGS = [
 
 
 def run_snmf(args) -> int:
-    from interp.decompositions.snmf import SNMFConfig
-    from interp.decompositions.snmf_features import describe_snmf
-
     cfg = SNMFConfig(**flag_settings(args, CONFIG_FLAGS[0]))
     model = model_of(args)
     store = texts = None
     if args.store:
-        from interp.store import ActivationStore
-
         store = ActivationStore.open(args.store)
     elif args.texts:
         texts = [ln.strip() for ln in Path(args.texts).read_text().splitlines() if ln.strip()]
@@ -75,9 +71,6 @@ def run_lib(args) -> int:
 
         p = int(args.model.split("-p")[1]) if "-p" in args.model else 113
         return write_result(args, lib_vs_pca(ModAddConfig(p=p)))
-
-    from interp.cli.common import parse_layers
-    from interp.decompositions.lib_transformer import ModelLIBSettings, compare_lib_pca
 
     layers = parse_layers(args.layers)
     model = model_of(args)

@@ -11,16 +11,15 @@ K edges for real; ``--circuit N1,N2,...`` measures the faithfulness of the top-N
 
 from __future__ import annotations
 
-from interp.cli.common import same
+from interp.cli.common import config_defaults, flag_settings, model_of, parse_list, same, write_result
 from interp.cli.main import task_command
 
 METHOD_CHOICES = ("eap", "eap-ig", "clean-corrupted", "eap-ig-activations")
 CURVE_GRID = (10, 30, 100, 300, 1000, 3000, 10000, 30000, 10 ** 9)  # 10**9: all edges
+from interp.circuits.edge_circuits import EdgeRunConfig, run_edges
 
 
 def register(subparsers) -> None:
-    from interp.cli.common import config_defaults
-
     p = task_command(subparsers, "edges", "EAP / EAP-IG edge attribution scores for every edge on one task",
                      _run)
     p.add_argument("--method", choices=METHOD_CHOICES,
@@ -46,9 +45,6 @@ CONFIG_FLAGS = [(("edges",), "interp.circuits.edge_circuits:EdgeRunConfig", _RUN
 
 
 def _run(args) -> int:
-    from interp.circuits.edge_circuits import EdgeRunConfig, run_edges
-    from interp.cli.common import flag_settings, model_of, parse_list, write_result
-
     sizes = parse_list(args.circuit, "--circuit", cast=int) if args.circuit else ()
     sizes = tuple(sorted(set(sizes) | set(CURVE_GRID))) if args.curve else sizes
     compare = (parse_list(args.compare, "--compare", choices=METHOD_CHOICES) if args.compare else

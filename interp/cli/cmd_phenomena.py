@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import flag_settings, model_of, out_path, same, write_result
+from interp.cli.common import (
+    command, config_defaults, default_of, flag_settings, model_of, out_path, same, write_result)
 from interp.cli.main import UserError
+from interp.phenomena import default_domains, domains_from_dir
+from interp.phenomena.dormant import ABLATIONS, DormantConfig, active_dormant
+from interp.phenomena.massive import MassiveConfig, massive_run
+from interp.toy.bigram_backcopy import BBTask, BBTrainConfig, bb_experiment
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, config_defaults, default_of
-    from interp.phenomena.dormant import ABLATIONS
-    from interp.toy.bigram_backcopy import BBTrainConfig
-
     p = command(sub, "sinks", help="attention sinks, value drains, residual peaks, active/dormant heads per domain",
                 out="runs/sinks", model="smollm2-135m", seed=None, func=run_sinks)
     p.add_argument("--domains", help="folder of *.txt files, one domain each (None: prose, code, numbers)")
@@ -69,9 +70,6 @@ CONFIG_FLAGS = [
 
 
 def run_sinks(args) -> int:
-    from interp.phenomena import default_domains, domains_from_dir
-    from interp.phenomena.dormant import DormantConfig, active_dormant
-
     cfg = DormantConfig(**flag_settings(args, CONFIG_FLAGS[0]))
     domains = domains_from_dir(args.domains) if args.domains else default_domains()
     res = active_dormant(model_of(args), domains, cfg)
@@ -79,20 +77,16 @@ def run_sinks(args) -> int:
 
 
 def run_massive(args) -> int:
-    from interp.phenomena.massive import MassiveConfig, massive_run
-
     res = massive_run(args.model, args.checkpoints, MassiveConfig(**flag_settings(args, CONFIG_FLAGS[1])),
                       **flag_settings(args, CONFIG_FLAGS[2]), device=args.device)
     return write_result(args, res)
 
 
 def run_bb(args) -> int:
-    from interp.toy.bigram_backcopy import BBTask, BBTrainConfig, bb_experiment
-
     task = BBTask(seq_len=args.seq_len)
     cfg = BBTrainConfig(**flag_settings(args, CONFIG_FLAGS[3]), d_mlp=4 * args.d_model, betas=(0.9, args.beta2))
     out = Path(out_path(args))
-    if out.exists() and any(out.glob("step_*")):
+    if any(out.glob("step_*")):
         raise UserError(f"{out} already holds checkpoints; choose an empty --out")
     return write_result(args, bb_experiment(out, task, cfg, device=args.device),
                         f"  next: interp massive --checkpoints {out} --out {out}/massive")

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from interp.cli.common import command
 from interp.cli.main import emit
+from interp.reports import render_results
 
 
 def register(sub) -> None:
-    from interp.cli.common import command
-
     p = command(sub, "report", help="render a results.json as a standalone HTML report",
                 description="Render RESULTS.json (or a run folder holding results.json) as one "
                             "self-contained HTML file with interactive plotly figures; --out is the HTML file "
@@ -22,8 +22,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from interp.reports import render_results
-
     src = Path(args.results)
     out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "report.html"
     if out.suffix.lower() not in (".html", ".htm"):
@@ -37,5 +35,4 @@ def run(args) -> int:
     human = (f"wrote {path} ({payload['bytes'] / 1e6:.1f} MB): {payload['figures']} figures, "
              f"{payload['tables']} tables, {payload['token_views']} token views")
     human += "".join(f"\nnote: {n}" for n in report.notes)
-    emit(args, payload, human)
-    return 0
+    return emit(args, payload, human)

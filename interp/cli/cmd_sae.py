@@ -12,15 +12,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import flag_settings, out_path, parse_list, same, write_result
+from interp.cli.common import (
+    command, config_defaults, default_of, flag_settings, out_path, parse_list, same, write_result)
 from interp.cli.main import UserError, emit
+from interp.dictionaries import SAEConfig, TrainConfig, load_sae, save_sae, train_sae
+from interp.dictionaries.dashboards import feature_dashboard
+from interp.dictionaries.metrics import evaluate_dictionary
+from interp.dictionaries.registry import ARCHS, _load_builtin
+from interp.store import ActivationStore
 
 
 def _train_flags(sub, name: str, help: str, transcoder: bool) -> None:
-    from interp.cli.common import command, config_defaults, default_of
-    from interp.dictionaries import SAEConfig
-    from interp.dictionaries.registry import ARCHS, _load_builtin
-
     _load_builtin()
     kind = "transcoder" if transcoder else "sae"
     p = command(sub, name, help=help, out=f"runs/{kind}-train", seed=None, func=run_train,
@@ -48,8 +50,6 @@ def _train_flags(sub, name: str, help: str, transcoder: bool) -> None:
 
 
 def _eval_flags(sub, name: str, help: str, kind: str) -> None:
-    from interp.cli.common import command, config_defaults
-
     p = command(sub, name, help=help, out=f"runs/{kind}-eval", model=None, func=run_eval,
                 description=help + "; --out receives results.json and report.html; --model None: the store's model")
     p.add_argument("--sae", required=True, help="SAE folder (SAELens format: cfg.json + sae_weights.safetensors)")
@@ -60,8 +60,6 @@ def _eval_flags(sub, name: str, help: str, kind: str) -> None:
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, config_defaults
-
     p = sub.add_parser("sae", help="train, evaluate and inspect sparse autoencoders on an activation store")
     ssub = p.add_subparsers(dest="sae_command", metavar="SUBCOMMAND", required=True)
     _train_flags(ssub, "train", "train an SAE (relu / topk / jumprelu) on one hook of a store", False)
@@ -100,20 +98,11 @@ purpose: ``--n-tokens`` (None: every row of the store, TrainConfig says 1M) and 
 ``--arch`` (relu, the SAE default is topk)."""
 
 
-def _open_store(path):
-    from interp.store import ActivationStore
-
-    if not Path(path).exists():
-        raise FileNotFoundError(f"store {path} does not exist (create one with `interp cache`)")
-    return ActivationStore.open(path)
-
-
 def run_train(args) -> int:
-    from interp.dictionaries import SAEConfig, TrainConfig, save_sae, train_sae
     from interp.dictionaries.transcoder import transcoder_hooks
     from interp.parallel import dist_env
 
-    store = _open_store(args.store)
+    store = ActivationStore.open(args.store)
     hook_in, hook_out = (args.hook, getattr(args, "hook_out", None))
     if args.transcoder and args.layer is not None:
         hook_in, hook_out = transcoder_hooks(args.layer)
@@ -138,10 +127,9 @@ def run_train(args) -> int:
 
 def _sae_store_model(args, with_model: bool = True):
     """The ``--sae`` dictionary, the ``--store`` and (``with_model``) ``--model`` or the store's model."""
-    from interp.dictionaries import load_sae
-    from interp.models import load_model
+    from interp.models import load_model  # looked up at call time, as in model_of
 
-    store = _open_store(args.store)
+    store = ActivationStore.open(args.store)
     sae = load_sae(args.sae, device=args.device)
     name = args.model or store.manifest.get("model")
     if with_model and not name:
@@ -150,20 +138,15 @@ def _sae_store_model(args, with_model: bool = True):
 
 
 def run_eval(args) -> int:
-    from interp.dictionaries.metrics import evaluate_dictionary
-
     sae, store, model = _sae_store_model(args, with_model=args.n > 0)
     res = evaluate_dictionary(sae, store, model, n_tokens=args.n_tokens, n=args.n, sae_path=args.sae)
     return write_result(args, res)
 
 
 def run_dashboard(args) -> int:
-    from interp.dictionaries.dashboards import feature_dashboard
-
     feats = list(parse_list(args.features, "--features", cast=int)) if args.features else None
     sae, store, model = _sae_store_model(args)
     res = feature_dashboard(sae, store, out_path(args), features=feats, model=model, n_rows=args.n_tokens,
                             n_examples=args.n_examples)
     json_path = res.save(Path(res.path).with_suffix(".json"))
-    emit(args, res.to_json(), f"{res.summary()}\n  wrote {res.path}, {json_path}")
-    return 0
+    return emit(args, res, f"{res.summary()}\n  wrote {res.path}, {json_path}")

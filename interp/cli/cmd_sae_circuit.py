@@ -8,13 +8,12 @@ writes its typed result (kind ``sae_circuit``) and report.
 
 from __future__ import annotations
 
-from interp.cli.common import same
+from interp.cli.common import config_defaults, flag_settings, model_of, parse_list, same, write_result
+from interp.cli.main import task_command
+from interp.circuits import sae_circuits as sc
 
 
 def register(subparsers) -> None:
-    from interp.cli.common import config_defaults
-    from interp.cli.main import task_command
-
     p = task_command(subparsers, "sae-circuit", "discrete-SAE circuit identification (node/edge head scores)",
                      _run, n_help="positive (= negative) prompts")
     p.add_argument("--truth-n", type=int, help="prompts for the activation-patching ground truth (0: none)")
@@ -31,9 +30,6 @@ CONFIG_FLAGS = [(("sae-circuit",), "interp.circuits.sae_circuits:SAECircuitConfi
 
 
 def _run(args) -> int:
-    from interp.circuits import sae_circuits as sc
-    from interp.cli.common import flag_settings, model_of, parse_list, write_result
-
     shares = parse_list(args.shares, "--shares", cast=float)
     cfg = sc.SAECircuitConfig(**flag_settings(args, CONFIG_FLAGS[0]))
     r = sc.run_sae_circuit(model_of(args), args.task, cfg,

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from interp.cli.common import command, model_of, out_path, parse_list, write_result
+from interp.cli.main import emit
+from interp.steering import (
+    FeatureSteering, GrainsConfig, build_vector, compare_methods, evaluate_steering, load_task, load_vector)
+from interp.steering.compare import BUILDERS
 
 
 def _command(sub, name: str, help: str, func, *flags):
@@ -39,8 +45,6 @@ def _build_args(p) -> None:
 
 
 def register(subparsers) -> None:
-    from interp.steering.compare import BUILDERS
-
     p = subparsers.add_parser("steer", help="steering vectors: build, evaluate, compare at equal KL")
     sub = p.add_subparsers(dest="steer_command", metavar="build|eval|compare", required=True)
     b = _command(sub, "build", "build one steering vector (writes OUT.safetensors + OUT.json)", _build,
@@ -54,18 +58,12 @@ def register(subparsers) -> None:
 
 
 def _task(args):
-    from interp.steering import load_task
-
     path = args.task if args.task.endswith(".json") else None
     return load_task(Path(args.task).stem if path else args.task, args.n_build, args.n_eval, path)
 
 
 def _builders(args):
     """The seeded model, the steered layer and the builders' settings of a ``build`` / ``compare`` run."""
-    import torch
-
-    from interp.steering import FeatureSteering, GrainsConfig
-
     torch.manual_seed(args.seed)
     model = model_of(args)
     layer = model.cfg.n_layers // 2 if args.layer is None else args.layer
@@ -84,22 +82,17 @@ def _write(args, res) -> int:
 
 
 def _build(args) -> int:
-    from interp.cli.main import emit
-    from interp.steering import build_vector
-
     model, layer, grains, features = _builders(args)
     vec = build_vector(model, args.method, _task(args), layer, grains, features)
     path = vec.save(out_path(args))
     info = {"vector": str(path), "method": vec.method, "hook_name": vec.hook_name, "mode": vec.mode,
             "model_hash": vec.model_hash, "norm": float(vec.vector.norm()),
             "cost": {k: vec.meta.get(k) for k in ("forward_passes", "backward_passes", "seconds")}}
-    emit(args, info, f"{vec.method} vector at {vec.hook_name} (|v| = {info['norm']:.3g}, mode {vec.mode}) -> {path}")
-    return 0
+    return emit(args, info, f"{vec.method} vector at {vec.hook_name} (|v| = {info['norm']:.3g}, "
+                            f"mode {vec.mode}) -> {path}")
 
 
 def _eval(args) -> int:
-    from interp.steering import evaluate_steering, load_vector
-
     model = model_of(args)
     vecs = {}
     for v in args.vector:
@@ -110,9 +103,6 @@ def _eval(args) -> int:
 
 
 def _compare(args) -> int:
-    from interp.steering import compare_methods
-    from interp.steering.compare import BUILDERS
-
     model, layer, grains, features = _builders(args)
     methods = list(parse_list(args.methods, "--methods", BUILDERS))
     kl = parse_list(args.kl, "--kl", cast=float)

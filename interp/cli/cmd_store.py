@@ -10,34 +10,34 @@ stored post-rotary queries and keys (:func:`interp.phenomena.sinks.sink_scores_f
 
 from __future__ import annotations
 
-import json
+from interp.cli.common import command, config_defaults, flag_settings, parse_layers
+from interp.cli.main import emit
+from interp.models.hooks import head_label
+from interp.phenomena.sinks import sink_scores_from_store
+from interp.store import ActivationStore
+from interp.store.summary import summarize_store
 
 
 def register(sub) -> None:
-    from interp.cli.common import command, config_defaults
-
     p = sub.add_parser("store", help="inspect activation stores")
     ssub = p.add_subparsers(dest="store_command", metavar="SUBCOMMAND", required=True)
-    q = command(ssub, "info", help="summarise a store: model, hooks, rows, size, completeness, row norms", out=None,
-                description="summarise a store: model, hooks, rows, size, completeness, row norms; "
-                            "--out FILE receives the typed result (render it with `interp report FILE`)")
+    typed = "; --out FILE receives the typed result (render it with `interp report FILE`)"
+    what = "summarise a store: model, hooks, rows, size, completeness, row norms"
+    q = command(ssub, "info", help=what, description=what + typed, out=None, func=run_info)
     q.add_argument("dir", help="store directory")
     q.add_argument("--verify", action="store_true", help="check the CRC-32 of every shard file")
     q.add_argument("--n-tokens", type=int,
                    help="token budget: rows per hook, spread over the store, for the row norms")
     config_defaults(q, CONFIG_FLAGS[0])
-    q.set_defaults(func=run_info)
-    q = command(ssub, "sinks", out=None,
-                help="sink score / row entropy per head from stored blocks.L.attn.hook_rot_q/k rows",
-                description="sink score / row entropy per head from stored blocks.L.attn.hook_rot_q/k "
-                                      "rows; --out FILE receives the typed result (`interp report FILE`)")
+    what = "sink score / row entropy per head from stored blocks.L.attn.hook_rot_q/k rows"
+    q = command(ssub, "sinks", help=what, description=what + typed, out=None, func=run_sinks)
     q.add_argument("dir", help="store directory (cached with skip_bos off, hooks blocks.*.attn.hook_rot_q/k)")
-    q.add_argument("--layers", nargs="+", default=None, help="layers, e.g. 3,4,5 or 3-5 or 3 4 5 (None: every layer stored)")
+    q.add_argument("--layers", nargs="+",
+                   help="layers, e.g. 3,4,5 or 3-5 or 3 4 5 (None: every layer stored)")
     q.add_argument("--scale", type=float, help="attention scale (None: 1/sqrt(d_head))")
     q.add_argument("--n", type=int, help="use at most this many sequences (None: all)")
     q.add_argument("--threshold", type=float, help="sink score at which a head is listed")
     config_defaults(q, CONFIG_FLAGS[1])
-    q.set_defaults(func=run_sinks)
 
 
 CONFIG_FLAGS = [(("store", "info"), "interp.store.summary:summarize_store", {"n_tokens": "n_norm_rows"}),
@@ -46,32 +46,15 @@ CONFIG_FLAGS = [(("store", "info"), "interp.store.summary:summarize_store", {"n_
 """(command path, function, flag dest -> parameter): checked by tests/test_cli_grammar.py."""
 
 
-def show(args, res, human: str) -> int:
-    """A typed result as the command's output: saved to ``--out FILE`` (``Result.save``), then its JSON
-    (``--json``) or ``human`` on stdout."""
-    if args.out:
-        human += f"\nwrote {res.save(args.out)}"
-    print(json.dumps(res.to_json(), indent=2) if args.json else human)
-    return 0
-
-
 def run_info(args) -> int:
-    from interp.store import ActivationStore
-    from interp.store.summary import summarize_store
-
     res = summarize_store(ActivationStore.open(args.dir, verify="size"), verify=args.verify,
                           n_norm_rows=args.n_tokens)
-    return show(args, res, res.summary())
+    return emit(args, res, res.summary())
 
 
 def run_sinks(args) -> int:
-    from interp.cli.common import flag_settings, parse_layers
-    from interp.models.hooks import head_label
-    from interp.phenomena.sinks import sink_scores_from_store
-    from interp.store import ActivationStore
-
     layers = None if args.layers is None else list(parse_layers(args.layers))
     res = sink_scores_from_store(ActivationStore.open(args.dir, verify="size"), layers=layers,
                                  **flag_settings(args, CONFIG_FLAGS[1]))
     top = [f"  {head_label(L, h)}  {s:.3f}" for L, h, s in res.sink_heads()[:20]]
-    return show(args, res, "\n".join([res.summary().replace("**", ""), *top]))
+    return emit(args, res, "\n".join([res.summary().replace("**", ""), *top]))

@@ -31,6 +31,8 @@ import re
 import sys
 from pathlib import Path
 
+import torch
+
 from interp.config import field_default
 
 HELP = {
@@ -52,7 +54,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: X)`` after every option that has a default (not for None / off switches)."""
 
     def _get_help_string(self, action):
-        if action.default is None or action.default is False or action.help == argparse.SUPPRESS:
+        if action.default is None or action.default is False:
             return action.help
         return super()._get_help_string(action)
 
@@ -86,15 +88,11 @@ def command(sub, name: str, help: str, *, out: str | None, model: str | None | b
 
 def device_arg(spec: str) -> str:
     """``--device`` value check: a torch device string whose backend is available here."""
-    import torch
-
     try:
         dev = torch.device(spec)
     except (RuntimeError, TypeError):
         raise argparse.ArgumentTypeError(f"{spec!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"{spec!r}: CUDA is not available on this machine")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():  # 0 devices: no CUDA here
         raise argparse.ArgumentTypeError(f"{spec!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise argparse.ArgumentTypeError(f"{spec!r}: MPS is not available on this machine")
@@ -103,20 +101,15 @@ def device_arg(spec: str) -> str:
     return spec
 
 
-def out_path(args) -> str | None:
+def out_path(args) -> str:
     """``--out`` with ``<task>`` filled in from the positional task."""
-    if args.out is None:
-        return None
     return args.out.replace(TASK, getattr(args, "task", "") or "")
 
 
 def default_of(cls, name: str):
     """The default of field ``name`` of dataclass ``cls`` (or of parameter ``name`` of a function)."""
     if dataclasses.is_dataclass(cls):
-        for f in dataclasses.fields(cls):
-            if f.name == name:
-                return field_default(f)
-        raise KeyError(f"{cls.__name__} has no field {name!r}")
+        return field_default({f.name: f for f in dataclasses.fields(cls)}[name])
     return inspect.signature(cls).parameters[name].default
 
 
@@ -136,15 +129,11 @@ def config_defaults(p, *entries, choices: dict | None = None) -> None:
         p.set_defaults(**{dest: default_of(cls, field) for dest, field in fields.items()})
 
 
-def _field_docs(cls) -> dict[str, str]:
-    """The attribute docstring (the string under the field in the class body) of each field of ``cls``."""
-    return _module_field_docs(cls.__module__)[cls.__qualname__]
-
-
 @functools.cache
-def _module_field_docs(module: str) -> dict[str, dict[str, str]]:
-    """:func:`_field_docs` of every top-level class of ``module``: its source parsed once per process
-    (``inspect.getsource`` re-parsed the whole module for each class, ~4 ms each at every CLI start)."""
+def _field_docs(module: str) -> dict[str, dict[str, str]]:
+    """The attribute docstring (the string under the field in the class body) of each field of every
+    top-level class of ``module``: its source parsed once per process (``inspect.getsource`` re-parsed the
+    whole module for each class, ~4 ms each at every CLI start)."""
     tree = ast.parse(Path(sys.modules[module].__file__).read_text(encoding="utf-8"))
     return {c.name: {a.target.id: s.value.value for a, s in zip(c.body, c.body[1:]) if isinstance(a, ast.AnnAssign)
                      and isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)}
@@ -156,7 +145,8 @@ def field_flag(cls, name: str) -> dict:
     (``int``, ``float`` or ``str``, maybe ``| None``) and, as help, its attribute docstring (reST markup
     removed)."""
     ann = next(f.type for f in dataclasses.fields(cls) if f.name == name)
-    doc = re.sub(r"(:\w+:)?`+([^`]*)`+", r"\2", " ".join(_field_docs(cls)[name].split())).rstrip(".")
+    doc = " ".join(_field_docs(cls.__module__)[cls.__qualname__][name].split())
+    doc = re.sub(r"(:\w+:)?`+([^`]*)`+", r"\2", doc).rstrip(".")
     return {"type": {"int": int, "float": float, "str": str}[str(ann).split(" |")[0]],
             "help": doc.replace("%", "%%")}
 
@@ -203,7 +193,7 @@ def same(*names: str) -> dict[str, str]:
 
 def model_of(args):
     """The model named by ``--model``, on ``--device``."""
-    from interp.models import load_model
+    from interp.models import load_model  # looked up at call time (tests/test_cli_grammar.py patches it)
 
     return load_model(args.model, device=args.device)
 
@@ -213,13 +203,11 @@ def write_result(args, result, extra: str = "", payload: dict | None = None) -> 
     its summary sentence (and ``extra`` lines) or, with ``--json``, ``payload`` (default: the result's JSON)
     on stdout.  Under ``interp dist`` only rank 0 writes: every rank holds the same result once the run's
     closing barrier has passed."""
-    import torch.distributed as dist
-
     from interp.cli.main import emit
+    from interp.parallel import dist_env
 
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+    if not dist_env().is_main:
         return 0
     rj, html = result.write(out_path(args))
     lines = [result.summary().replace("**", ""), extra, f"  wrote {rj}, {html}"]
-    emit(args, result.to_json() if payload is None else payload, "\n".join(x for x in lines if x))
-    return 0
+    return emit(args, result.to_json() if payload is None else payload, "\n".join(x for x in lines if x))

@@ -14,9 +14,10 @@ import importlib
 import json
 import pkgutil
 import sys
-from pathlib import Path
 
 import interp.cli as _pkg
+from interp.cli.common import HelpFormatter, command
+from interp.results import Result, write_json
 
 
 class UserError(Exception):
@@ -24,8 +25,6 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from interp.cli.common import HelpFormatter
-
     parser = argparse.ArgumentParser(
         prog="interp", description="interp: a mechanistic-interpretability workbench.", formatter_class=HelpFormatter,
     )
@@ -47,7 +46,6 @@ def task_command(sub, name: str, help: str, func, n_help: str = "number of promp
     ``--model`` and ``--seed``, then the task and ``--n`` / ``--corruption`` (every corruption of every task,
     ``interp.tasks.CORRUPTIONS``; make_task checks the pair); their defaults come from the command's
     ``CONFIG_FLAGS`` (``config_defaults``)."""
-    from interp.cli.common import command
     from interp.tasks import CORRUPTIONS
 
     p = command(sub, name, help=help, out=f"runs/{name}-<task>", model="smollm2-135m", seed=None, func=func)
@@ -58,20 +56,17 @@ def task_command(sub, name: str, help: str, func, n_help: str = "number of promp
     return p
 
 
-def emit(args, payload: dict, human: str) -> None:
-    """Print ``payload`` as JSON when ``--json`` was given, else the human summary.
+def emit(args, payload: dict | Result, human: str) -> int:
+    """Print ``payload`` (a dict, or a typed result as its JSON) as JSON when ``--json`` was given, else the
+    human summary; returns exit status 0.
 
-    For commands that only print (``--out`` defaults to None), ``--out FILE`` also writes the
-    JSON document to FILE."""
-    if getattr(args, "_out_is_json", False) and getattr(args, "out", None):
-        path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(payload, indent=2, default=str))
-        human += f"\nwrote {path}"
-    if getattr(args, "json", False):
-        print(json.dumps(payload, indent=2, default=str))
-    else:
-        print(human)
+    For commands that only print (``--out`` defaults to None), ``--out FILE`` also writes the JSON document
+    to FILE (:func:`interp.results.write_json`, which ``Result.save`` writes with)."""
+    doc = payload.to_json() if isinstance(payload, Result) else payload
+    if args._out_is_json and args.out:
+        human += f"\nwrote {write_json(doc, args.out)}"
+    print(json.dumps(doc, indent=2, default=str) if args.json else human)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # also the torchrun entry point (`-m interp.cli.main dist cache`)
+    from interp.cli.main import main as _main  # the module the commands import (its UserError), not __main__
     from interp.parallel.launch import exit_worker
 
-    exit_worker(main())
+    exit_worker(_main())

@@ -30,6 +30,7 @@ from typing import Sequence
 
 import torch
 
+from interp.models import model_name
 from interp.reports.assets import asset
 
 _COUNTER = itertools.count()
@@ -97,15 +98,13 @@ def attention_patterns(model, prompt: str, layers: Sequence[int] | None = None) 
 
     Raises ``ValueError`` for an empty prompt or a layer the model does not have.
     """
-    from interp.models import model_name
-
     n = model.cfg.n_layers
     layers = list(range(n)) if layers is None else [int(x) for x in layers]
     bad = [x for x in layers if not 0 <= x < n]
     if bad:
         raise ValueError(f"layers {bad} out of range: the model has {n} layers (0..{n - 1})")
-    ids = model.to_tokens(prompt) if hasattr(model, "to_tokens") else None
-    if ids is None or ids.shape[-1] == 0:
+    ids = model.to_tokens(prompt)
+    if ids.shape[-1] == 0:
         raise ValueError("attention_patterns needs a non-empty prompt")
     names = [f"blocks.{x}.attn.hook_pattern" for x in layers]
     with torch.no_grad():

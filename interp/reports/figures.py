@@ -27,6 +27,7 @@ as JSON lists, so a report costs about 20 bytes per plotted number.
 
 from __future__ import annotations
 
+import html
 import itertools
 import math
 from typing import Any, NamedTuple, Sequence
@@ -71,13 +72,11 @@ class Figure(NamedTuple):
     """How many input values were NaN or inf (drawn as gaps)."""
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        import html as _html
-
         import plotly.io as pio
 
         body = pio.to_html(self.fig, include_plotlyjs=plotly_js_once(), full_html=False,
                            config={"displaylogo": False})
-        cap = f'<p style="color:#555;font-size:13px;max-width:900px">{_html.escape(self.caption)}</p>'
+        cap = f'<p style="color:#555;font-size:13px;max-width:900px">{html.escape(self.caption)}</p>'
         return {"application/vnd.plotly.v1+json": self.fig.to_plotly_json(), "text/html": body + cap,
                 "text/plain": f"Figure: {self.fig.layout.title.text or ''}"}
 
@@ -90,44 +89,22 @@ def as_array(x: Any, name: str = "values", ndim: int | None = None) -> np.ndarra
     """
     if type(x).__module__.startswith("torch"):
         x = x.detach().cpu().float().numpy()
-    if isinstance(x, np.ndarray) and x.dtype.kind in "biuf":
-        arr = x.astype(np.float64)
-    else:
-        try:
-            arr = np.array(_none_to_nan(x), dtype=np.float64)
-        except (ValueError, TypeError) as e:
-            raise ValueError(
-                f"{name}: expected numbers in a rectangular array, got {_describe(x)} ({e})"
-            ) from None
+    try:
+        arr = np.asarray(x)  # a ragged list raises here; a None entry makes an object array
+        if arr.dtype.kind not in "biufO":  # strings (numpy would parse "1.5"), bytes, dates
+            raise TypeError(f"entries of dtype {arr.dtype}")
+        arr = arr.astype(np.float64)  # None -> NaN; a dict or a non-numeric string raises
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{name}: expected numbers in a rectangular (not ragged) array, got "
+                         f"{type(x).__name__} ({e})") from None
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name}: expected a {ndim}-D array, got shape {tuple(arr.shape)}")
     return arr
 
 
-def _none_to_nan(x: Any) -> Any:
-    if x is None:
-        return math.nan
-    if isinstance(x, (list, tuple)):
-        return [_none_to_nan(v) for v in x]
-    if isinstance(x, bool):
-        return float(x)
-    if isinstance(x, (str, bytes, dict)):
-        raise TypeError(f"non-numeric entry {x!r:.40}")
-    return x
-
-
-def _describe(x: Any) -> str:
-    if isinstance(x, (list, tuple)):
-        lens = {len(v) for v in x if isinstance(v, (list, tuple))}
-        if len(lens) > 1:
-            return f"a ragged list (rows of lengths {sorted(lens)[:6]})"
-        return f"a list of {len(x)} items"
-    return type(x).__name__
-
-
 def jsonable(arr: np.ndarray) -> tuple[list, int]:
-    """``arr`` as nested lists with NaN/inf replaced by ``None``; also the number replaced."""
-    arr = np.asarray(arr, dtype=np.float64)
+    """``arr`` (a float array from :func:`as_array`) as nested lists with NaN/inf replaced by ``None``; also
+    the number replaced."""
     bad = ~np.isfinite(arr)
     obj = np.where(bad, None, arr).tolist() if bad.any() else arr.tolist()
     return obj, int(bad.sum())
@@ -167,12 +144,11 @@ def _series(title: str, by_name: Any, n: int | None, mismatch: str) -> tuple[dic
     return out, bad
 
 
-def _layout(fig: go.Figure, title: str, height: int | None = None, **kw) -> go.Figure:
+def _layout(fig: go.Figure, title: str, height: int | None = None, **kw) -> None:
     fig.update_layout(
         title={"text": title, "x": 0.0, "xanchor": "left"}, template=TEMPLATE,
         margin={"l": 60, "r": 20, "t": 50, "b": 50}, height=height, **kw,
     )
-    return fig
 
 
 def heatmap(title: str, z: Any, x_labels: Sequence | None = None, y_labels: Sequence | None = None,

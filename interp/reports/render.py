@@ -14,12 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from interp.reports.report import Report
+from interp.results import load_result
 
 
 def render_results(results: dict | str | Path, title: str | None = None) -> Report:
     """The report of a results dict or ``results.json`` path (a folder means its ``results.json``)."""
-    from interp.results import load_result
-
     rep = load_result(results).report()
     rep.title = title or rep.title
     return rep

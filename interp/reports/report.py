@@ -82,10 +82,6 @@ _HEAD_SCRIPT = asset("report_head.js")
 _DRAW_SCRIPT = asset("report_draw.js")
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48] or "section"
-
-
 def _script_json(obj_json: str) -> str:
     """JSON safe to embed in a ``<script>`` element (no ``</script>`` or ``<!--`` inside)."""
     return obj_json.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
@@ -206,7 +202,7 @@ class Report:
 
     # ------------------------------------------------------------------ adding
     def _anchor(self, title: str) -> str:
-        base = _slug(title)
+        base = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:48] or "section"
         a, i = base, 2
         while a in self._anchors:
             a, i = f"{base}-{i}", i + 1
@@ -327,13 +323,12 @@ class Report:
     # ------------------------------------------------------------------ output
     def _run_html(self) -> str:
         meta = dict(self.meta)
-        parts = []
         model = meta.pop("model", None) or self.config.get("model")
         lines = [f"<b>Model:</b> {html.escape(str(model)) if model else '<i>not recorded</i>'}"]
         for key in ("task", "method", "created", "host"):
             if key in meta:
                 lines.append(f"<b>{key.capitalize()}:</b> {html.escape(str(meta.pop(key)))}")
-        parts.append("<p>" + "<br>".join(lines) + "</p>")
+        parts = ["<p>" + "<br>".join(lines) + "</p>"]
         timings = meta.pop("timings", None) or meta.pop("seconds", None)
         versions = meta.pop("versions", None) or {}
         versions = ({str(k): str(x) for k, x in versions.items()} if isinstance(versions, dict)
@@ -406,8 +401,7 @@ class Report:
 
     def to_html(self) -> str:
         """The whole report as one HTML document (plotly.js inlined once if there are figures)."""
-        n_fig = sum(s.kind == "figure" for s in self.sections)
-        js = f"<script>{plotly_js()}</script>" if n_fig else ""
+        js = f"<script>{plotly_js()}</script>" if self._n_fig else ""
         now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         body = "\n".join(self._section_html(s) for s in self.sections)
         return (
@@ -417,8 +411,8 @@ class Report:
             f"<script>{_HEAD_SCRIPT}</script>{js}</head><body>"
             f"<h1>{html.escape(self.title)}</h1>"
             f"{self._summary_html()}"
-            f'<div class="subtitle">Generated {now} by interp; {n_fig} interactive figure'
-            f"{'s' if n_fig != 1 else ''} (hover for values, drag to zoom, double-click to reset). "
+            f'<div class="subtitle">Generated {now} by interp; {self._n_fig} interactive figure'
+            f"{'s' if self._n_fig != 1 else ''} (hover for values, drag to zoom, double-click to reset). "
             "This file is self-contained and opens offline.</div>"
             f"{self._toc_html()}{self._notes_html()}\n{body}"
             f'<h2 id="run">Method and provenance</h2>{self._run_html()}'
@@ -434,10 +428,8 @@ class Report:
         carries one copy and its HTML export opens offline.
         """
         root = f"interp-frag-{next(_FRAGMENTS)}"
-        sections = [s._replace(anchor=f"{root}-{s.anchor}") for s in self.sections]
-        body = "\n".join(self._section_html(s) for s in sections)
-        with_js = any(s.kind == "figure" for s in sections) and F.plotly_js_once()
-        js = f"<script>{plotly_js()}</script>" if with_js else ""
+        body = "\n".join(self._section_html(s._replace(anchor=f"{root}-{s.anchor}")) for s in self.sections)
+        js = f"<script>{plotly_js()}</script>" if self._n_fig and F.plotly_js_once() else ""
         draw = f"<script>{_DRAW_SCRIPT % f'document.getElementById({root!r})'}</script>"
         return (f'<div class="interp-report" id="{root}"><style>{CSS.replace("body {", ".interp-report {")}</style>{js}'
                 f"<h3>{html.escape(self.title)}</h3>{self._summary_html()}{self._notes_html()}{body}"
@@ -446,15 +438,14 @@ class Report:
     def write(self, path: str | Path) -> Path:
         """Write the standalone HTML file (parent folders are created) and return its path."""
         p = Path(path)
-        if p.exists() and p.is_dir():
+        if p.is_dir():
             raise ValueError(f"report path {p} is a directory; give a file name such as {p / 'report.html'}")
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(self.to_html(), encoding="utf-8")
         return p
 
     def __repr__(self) -> str:
-        kinds = [s.kind for s in self.sections]
-        return f"Report({self.title!r}, {len(kinds)} sections, {kinds.count('figure')} figures)"
+        return f"Report({self.title!r}, {len(self.sections)} sections, {self._n_fig} figures)"
 
 
 

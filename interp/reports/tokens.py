@@ -99,7 +99,7 @@ def token_view(tokens: Sequence[str], scores: Any, title: str = "tokens", captio
     legend = (f'<div class="tok-legend"><span>{-scale:.3g}</span><span class="bar"></span>'
               f'<span>{scale:.3g}</span><span>(hover a token for its exact score)</span></div>')
     body = f'<div class="tok-view">{"".join(spans)}</div>{legend}'
-    bad = int((~np.isfinite(s)).sum())
+    bad = len(s) - fin.size
     if not caption:
         caption = (f"The {len(toks)} tokens of the prompt, each coloured by its score: red "
                    f"positive, blue negative, white zero, full colour at |score| = {scale:.3g}. "
