@@ -20,20 +20,22 @@ from interp.results import check_fields
 SPECIALS = ["<bos>", "<eos>", "<pad>", "<unk>"]
 
 
-def char_tokenizer():
-    """A character-level fast tokenizer (vocab 99) that prepends ``<bos>``."""
+def char_tokenizer(vocab: list[str] | None = None, name: str = "interp-char", **special: str):
+    """A character-level fast tokenizer that prepends its ``bos_token``: over ``vocab`` (single characters
+    and the special tokens), by default ``SPECIALS`` and printable ASCII (vocab 99).  ``special``:
+    ``bos_token=``, ``unk_token=``, ... (default ``<bos>``, ``<eos>``, ``<pad>``, ``<unk>``)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {s: i for i, s in enumerate(SPECIALS + [chr(c) for c in range(32, 127)])}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    ids = {s: i for i, s in enumerate(vocab or SPECIALS + [chr(c) for c in range(32, 127)])}
+    special = special or {f"{s[1:-1]}_token": s for s in SPECIALS}  # bos_token="<bos>", ...
+    bos = special["bos_token"]
+    tk = Tokenizer(models.WordLevel(ids, unk_token=special["unk_token"]))
     tk.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tk.post_processor = processors.TemplateProcessing(
-        single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", 0)]
-    )
+    tk.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                      special_tokens=[(bos, ids[bos])])
     tk.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, add_bos_token=True, name_or_path="interp-char",
-                                   **{f"{s[1:-1]}_token": s for s in SPECIALS})  # bos_token="<bos>", ...
+    return PreTrainedTokenizerFast(tokenizer_object=tk, add_bos_token=True, name_or_path=name, **special)
 
 
 @dataclass(frozen=True)

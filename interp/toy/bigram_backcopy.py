@@ -60,7 +60,7 @@ import torch.nn.functional as F
 
 from interp.models import scoped_hooks
 from interp.models.hooks import head_label
-from interp.models.tiny import TinyConfig
+from interp.models.tiny import TinyConfig, char_tokenizer
 from interp.phenomena.dormant import DormantConfig, label_head
 from interp.phenomena.sinks import sink_stats
 from interp.reports import Report
@@ -144,16 +144,7 @@ class BBTask:
 
 def bb_tokenizer(task: BBTask):
     """A character-level fast tokenizer over the task vocabulary that prepends ⟨s⟩."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {c: i for i, c in enumerate(task.vocab)}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token=DELIM))
-    tk.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tk.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, task.bos_id)])
-    tk.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=BOS, unk_token=DELIM, pad_token=DELIM,
-                                   add_bos_token=True, name_or_path="interp-bb-char")
+    return char_tokenizer(task.vocab, "interp-bb-char", bos_token=BOS, unk_token=DELIM, pad_token=DELIM)
 
 
 def log_spaced_steps(steps: int, n: int = 16) -> tuple[int, ...]:
