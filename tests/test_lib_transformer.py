@@ -95,7 +95,7 @@ def test_lib_on_tiny_model_meets_the_basis_definition(tiny_llama):
 def test_ln_map_feeds_the_given_statistic_to_the_norm(name):
     """The [s, resid] map: fed the true statistic it is the forward pass; fed s* = 4 (s + eps) - eps the next
     norm(s) divide by twice their scale, i.e. the same as halving their normalised output by a hook."""
-    from interp.attribution.lrp_rules import _norm_params
+    from interp.attribution.lrp_rules import norm_params
     from interp.decompositions.lib_transformer import _norms_after
     from interp.models import load_model
 
@@ -105,7 +105,7 @@ def test_ln_map_feeds_the_given_statistic_to_the_norm(name):
     r0, r1 = cache["blocks.0.hook_resid_post"], cache["blocks.1.hook_resid_post"]
     norms = _norms_after(model, 0)
     for n, m in norms:  # the statistic is what the model's own norm divides by: scale^2 - eps
-        eps = _norm_params(m, model)[2]
+        eps = norm_params(m, model)[2]
         torch.testing.assert_close(ln_statistic(model, 0, r0), cache[n] ** 2 - eps,
                                    rtol=1e-4, atol=1e-6)  # float32
     s0 = ln_statistic(model, 0, r0)
@@ -113,7 +113,7 @@ def test_ln_map_feeds_the_given_statistic_to_the_norm(name):
     y = g(torch.cat([s0, r0], -1))
     torch.testing.assert_close(y[..., 1:], r1, rtol=1e-5, atol=1e-5)  # float32 forward, reconstructed norm path
     torch.testing.assert_close(y[..., :1], ln_statistic(model, 1, r1), rtol=1e-5, atol=1e-7)
-    eps = _norm_params(norms[0][1], model)[2]
+    eps = norm_params(norms[0][1], model)[2]
     y2 = g(torch.cat([4 * (s0 + eps) - eps, r0], -1))[..., 1:]
     halve = [(n.replace("hook_scale", "hook_normalized"), lambda a, hook: a / 2) for n, _ in norms]
     with model.hooks(fwd_hooks=halve), warnings.catch_warnings():

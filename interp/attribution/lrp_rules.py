@@ -152,7 +152,10 @@ def _norm_paths(model) -> list[str]:
     return paths
 
 
-def _norm_params(mod, model):
+def norm_params(mod, model):
+    """``(gain, bias or None, eps, is_rms)`` of a bridge norm module: the one reader of a norm's parameters
+    (LRP's norm rule, LIB's transformer norms and SNMF's vocabulary projection use it); Gemma's
+    ``1 + weight`` offset is applied."""
     comp = mod.original_component
     w = 1.0 + comp.weight if getattr(mod, "uses_weight_offset", False) else comp.weight
     b = getattr(comp, "bias", None)
@@ -190,7 +193,7 @@ def rule_hooks(model, rules: Sequence[LRPRule], epsilon: float = 1e-6) -> list[t
                 raise ValueError(f"LN-rule: {path} has no hook_in/hook_out on this bridge")
             box: dict = {}
 
-            def out(y, hook, box=box, params=_norm_params(model.get_submodule(path), model)):
+            def out(y, hook, box=box, params=norm_params(model.get_submodule(path), model)):
                 return _grad_through(y, norm_rule.surrogate(box.pop("x"), *params))
 
             hooks += [(f"{path}.hook_in", save_hook(box, "x")), (f"{path}.hook_out", out)]

@@ -40,7 +40,7 @@ from typing import Sequence
 
 import torch
 
-from interp.attribution.lrp_rules import _norm_params
+from interp.attribution.lrp_rules import norm_params
 from interp.models import model_name, resolve_hooks, scoped_hooks
 from interp.results import encode, versions
 
@@ -100,7 +100,7 @@ def resid_ln_map(model, layer_in: int, layer_out: int):
     g = resid_map(model, layer_in, layer_out)
     norms = _norms_after(model, layer_in)
     resolve_hooks(model, [n for n, _ in norms])
-    eps = [_norm_params(m, model)[2] for _, m in norms]  # (gain, bias, eps, rms) of each norm
+    eps = [norm_params(m, model)[2] for _, m in norms]  # (gain, bias, eps, rms) of each norm
 
     def h(x: torch.Tensor) -> torch.Tensor:
         s = x[..., :1]

@@ -8,7 +8,7 @@ Following Shafran, Geiger & Geva 2025 (arXiv 2506.10920, section 4; reference
 * **Output side**: the residual-stream direction ``f_i = W_out[L]^T z_i`` and its
   vocabulary projection ``(g * f_i) @ W_U`` (:func:`vocab_projection`), where ``g`` is the
   final norm's gain (RMSNorm weight; ``1 + w`` for Gemma; LayerNorm also centres ``f``; read by
-  :func:`interp.attribution.lrp_rules._norm_params`).
+  :func:`interp.attribution.lrp_rules.norm_params`).
   The norm's data-dependent ``1/rms`` scale is a positive factor per token and is left
   out, so the *ranking* of tokens is what the model's unembedding would give.
 * **Steering**: add ``alpha * z_i / ||z_i||`` to ``blocks.L.mlp.hook_post`` at every
@@ -33,7 +33,7 @@ from typing import Sequence
 
 import torch
 
-from interp.attribution.lrp_rules import _norm_params
+from interp.attribution.lrp_rules import norm_params
 from interp.config import takes_config
 from interp.models import model_name, resolve_hooks, scoped_hooks
 from interp.results import encode, versions
@@ -63,7 +63,7 @@ def vocab_projection(model, directions: torch.Tensor, k: int = 20) -> list[dict]
     final norm's, ``1 + w`` where the norm uses that offset; a LayerNorm also centres ``d``)."""
     d = directions.float().to(model.W_U.device)
     if getattr(model, "ln_final", None) is not None:
-        gain, _, _, rms = _norm_params(model.ln_final, model)  # the one reader of a bridge norm
+        gain, _, _, rms = norm_params(model.ln_final, model)  # the one reader of a bridge norm
         d = (d if rms else d - d.mean(-1, keepdim=True)) * gain.detach().float().to(d.device)
     logits = d @ model.W_U.detach().float()  # [m, vocab]
 
