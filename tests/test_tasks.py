@@ -29,6 +29,11 @@ def test_multi_token_answer_error(tiny_llama):
         Task.from_prompts(tiny_llama, ["ab"], ["cd"], answers=[("xy", "z")])
 
 
+def test_answer_count_error(tiny_llama):
+    with pytest.raises(ValueError, match=r"answers must be \[B, 2\] with B = 2 prompts, got \[1, 2\]"):
+        Task.from_prompts(tiny_llama, ["ab", "cd"], ["xy", "zw"], answers=[("a", "b")])
+
+
 def test_empty_dataset_error(tiny_llama):
     with pytest.raises(ValueError, match="empty"):
         Task.from_prompts(tiny_llama, [], [], answers=[])

@@ -378,9 +378,7 @@ class ActivationStore:
         start: int = 0, stop: int | None = None,
     ) -> Iterator[torch.Tensor]:
         """Rows ``[start, stop)`` of ``hook`` in storage order, ``batch_size`` per tensor (last may be short)."""
-        self._check_hook(hook)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_request(hook, batch_size, Batching(), self._check_hook)
         stop = self.n_rows if stop is None else min(stop, self.n_rows)
         parts = [(s, max(0, start - s["row_start"]), min(s["rows"], stop - s["row_start"]))
                  for s in self.shards]
