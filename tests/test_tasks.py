@@ -100,6 +100,8 @@ def test_greater_than_metric_definition(tiny_llama):
     assert torch.allclose(t.metric(logits), torch.tensor([-1.0, 1.0, -1.0, 1.0]))
     with pytest.raises(ValueError, match="02..98"):
         greater_than_task(tiny_llama, n=2, years=[1])
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        greater_than_task(tiny_llama, n=0)
 
 
 @pytest.mark.slow

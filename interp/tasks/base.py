@@ -165,7 +165,7 @@ class Task:
 def _check_pairs(name: str, prompts: list, corrupt_prompts: list) -> None:
     """A ``ValueError`` for an empty dataset or a clean / corrupted count mismatch."""
     if not prompts:
-        raise ValueError(f"task {name!r}: the dataset is empty (no prompts)")
+        raise ValueError(f"task {name!r}: the dataset is empty (no prompts: n must be >= 1)")
     if len(prompts) != len(corrupt_prompts):
         raise ValueError(f"task {name!r}: {len(prompts)} clean prompts but {len(corrupt_prompts)} corrupted prompts; "
                          "give one corruption per prompt")

@@ -76,8 +76,6 @@ CORRUPTIONS = {"abc": "ABC (three fresh names)", "s2": "S2 -> IO (the second S r
 def ioi_task(model, n: int = 16, seed: int = 0, names: list[str] | None = None,
              corruption: str = "abc") -> Task:
     """``n`` IOI prompts (alternating ABBA / BABA) with ``abc`` or ``s2`` corruptions (module docstring)."""
-    if n < 1:
-        raise ValueError(f"ioi_task: n must be >= 1, got {n}")
     if corruption not in CORRUPTIONS:
         raise ValueError(f"ioi_task: unknown corruption {corruption!r}; choose from {sorted(CORRUPTIONS)}")
     rng = random.Random(seed)
