@@ -215,3 +215,34 @@ def test_full_disk_clear_error_and_readable_prefix(tiny_llama, tmp_path):
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert r.returncode == 2 and "file size limit exceeded while writing" in r.stderr, r.stderr[-2000:]
     assert "resume" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_manifest_checks_name_what_is_wrong(tmp_path):
+    """Every manifest check of read_manifest / ActivationStore / commit_manifest on a real 3-shard store, one
+    edit at a time (none had a test): a wrong field type, a newer format, a malformed shard record, a shard
+    at the wrong row, a gap in the shard list (read up to it, with a warning), a malformed progress file."""
+    from interp.store import StoreError
+
+    d = write_store(tmp_path / "s", {"x": lambda a, b: _synthetic(a, b, 4)}, 300, shard_rows=100, chunk_rows=50)
+    good = json.loads((d / "manifest.json").read_text())
+
+    def opened(edit: dict):
+        (d / "manifest.json").write_text(json.dumps({**good, **edit}))
+        return ActivationStore.open(d)
+
+    shards = good["shards"]
+    for edit, message in [
+        ({"hooks": "x"}, "manifest field 'hooks' should be list, got str"),
+        ({"format_version": 2}, r"store format 2 is newer than this interp \(1\)"),
+        ({"shards": [{**shards[0], "rows": "many"}, *shards[1:]]}, "malformed shard record"),
+        ({"shards": [{**shards[0], "row_start": 5}, *shards[1:]]}, "shard 0 starts at row 5, expected 0"),
+    ]:
+        with pytest.raises(StoreError, match=message):
+            opened(edit)
+    with pytest.warns(UserWarning, match="shards after 1 are not contiguous"):
+        gap = opened({"shards": [shards[0], shards[2]]})
+    assert gap.n_rows == 100 and not gap.complete
+    assert torch.equal(gap.rows("x", slice(None)), torch.from_numpy(_synthetic(0, 100, 4)).float())
+    (d / "progress-rank1.json").write_text('{"rank": 1}')
+    with pytest.raises(StoreError, match="progress-rank1.json is malformed"):
+        write_store(d, {"x": lambda a, b: _synthetic(a, b, 4)}, 300, shard_rows=100)

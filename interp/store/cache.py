@@ -280,9 +280,8 @@ def cache_activations(cfg: CacheConfig, model=None, progress: bool = True):
     barrier()
     if rank == 0:
         final = read_manifest(out)
-        added = set(range(math.ceil(n_rows / shard_rows))) - done  # by all ranks in this run
         final["last_run"] = {"seconds": round(elapsed, 3), "world_size": world, "device": str(device),
-                             "rows": sum(e - a for a, e in map(writer.shard_range, added))}
+                             "rows": n_rows - sum(s["rows"] for s in header["shards"])}  # by all ranks
         commit_manifest(out, final)
     barrier()
     return ActivationStore.open(out)
