@@ -91,7 +91,7 @@ def probe_hooks(model, hooks: list[str], tokens: torch.Tensor) -> tuple[list[str
         raise ValueError(f"hook point(s) {missing} exist but did not fire in a forward pass of this model; "
                          "they cannot be cached")
     B, T = tokens.shape
-    bad = {h: list(s) for h, s in shapes.items() if len(s) < 2 or s[0] != B or s[1] != T}
+    bad = {h: list(s) for h, s in shapes.items() if s[:2] != (B, T)}
     if bad:
         raise ValueError(
             f"hook(s) {bad} are not per-token activations [batch={B}, pos={T}, ...]: only hooks with one "
