@@ -76,12 +76,16 @@ def test_unlisted_shard_ignored_and_rewritten(small_store, tiny_llama):
     m["complete"] = False
     mpath.write_text(json.dumps(m))
     (small_store / "shards" / "000002" / "tokens.bin").write_bytes(b"garbage")
+    left = small_store / "shards" / ".tmp-000002-99999"  # a temp shard of a killed run: removed on resume
+    left.mkdir()
+    (left / "tokens.bin").write_bytes(b"half")
     partial = ActivationStore.open(small_store)
     assert partial.n_rows == 400 and not partial.complete
     cfg = CacheConfig(**m["config"])
     store = cache_activations(cfg, model=tiny_llama, progress=False)
     assert store.complete and torch.equal(store.rows("blocks.0.hook_resid_post", slice(None)), good)
     store.verify()
+    assert not left.exists()
 
 
 def _synthetic(a, b, d=256):

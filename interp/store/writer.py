@@ -151,11 +151,8 @@ class ShardWriter:
 
 def clean_temp(directory: str | Path) -> None:
     """Remove temp shard directories left by interrupted runs."""
-    shards = Path(directory) / SHARDS
-    if shards.is_dir():
-        for p in shards.iterdir():
-            if p.name.startswith(".tmp-"):
-                shutil.rmtree(p, ignore_errors=True)
+    for p in (Path(directory) / SHARDS).glob(".tmp-*"):  # none when there is no shards/ yet
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def commit_manifest(directory: Path, manifest: dict) -> None:
