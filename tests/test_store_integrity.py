@@ -250,3 +250,27 @@ def test_manifest_checks_name_what_is_wrong(tmp_path):
     (d / "progress-rank1.json").write_text('{"rank": 1}')
     with pytest.raises(StoreError, match="progress-rank1.json is malformed"):
         write_store(d, {"x": lambda a, b: _synthetic(a, b, 4)}, 300, shard_rows=100)
+
+
+def test_summary_of_a_partial_store_with_nonfinite_rows(tmp_path):
+    """summarize_store on a store whose last shard was never recorded and that holds a nan and an inf row: the
+    norms of the finite rows against numpy, the non-finite rows counted, the partial state in the summary."""
+    from interp.store.summary import summarize_store
+
+    x = _synthetic(0, 300, 4)
+    x[5, 1], x[150, 2] = np.nan, np.inf
+    d = write_store(tmp_path / "s", {"x": lambda a, b: x[a:b]}, 300, shard_rows=100)
+    m = json.loads((d / "manifest.json").read_text())
+    m["shards"], m["complete"] = m["shards"][:2], False
+    (d / "manifest.json").write_text(json.dumps(m))
+    res = summarize_store(ActivationStore.open(d), n_norm_rows=1000)  # more than the 200 rows: every row
+    norms = np.linalg.norm(x[:200].astype(np.float64), axis=1)
+    fin = np.sort(norms[np.isfinite(norms)])
+    s = res.norms["x"]
+    assert s["rows"] == 200 and s["nonfinite"] == 2 and len(fin) == 198
+    # float64 norms of the same float32 rows, summed in another order: 1e-12 relative
+    assert s["mean"] == pytest.approx(fin.mean(), rel=1e-12) and s["max"] == pytest.approx(fin[-1], rel=1e-12)
+    assert s["median"] == pytest.approx(fin[(len(fin) - 1) // 2], rel=1e-12)  # torch.median: the lower middle
+    assert s["p99"] == pytest.approx(np.quantile(fin, 0.99), rel=1e-12)  # both interpolate linearly
+    text = res.summary()
+    assert "PARTIAL (200 of 300 rows)" in text and "(2 non-finite rows)" in text and "not checked" in text
