@@ -227,7 +227,8 @@ def test_manifest_checks_name_what_is_wrong(tmp_path):
     at the wrong row, a gap in the shard list (read up to it, with a warning), a malformed progress file."""
     from interp.store import StoreError
 
-    d = write_store(tmp_path / "s", {"x": lambda a, b: _synthetic(a, b, 4)}, 300, shard_rows=100, chunk_rows=50)
+    d = write_store(tmp_path / "s", {"x": lambda a, b: _synthetic(a, b, 4)}, 300, shard_rows=100,
+                    chunk_rows=50)
     good = json.loads((d / "manifest.json").read_text())
 
     def opened(edit: dict):
