@@ -194,16 +194,18 @@ def test_dist_cache_killed_then_resumed_equals_uninterrupted(tiny_llama, tmp_pat
 
 
 def test_launch_env_errors_are_clear(monkeypatch):
-    from interp.parallel import dist_env, init_distributed
+    from interp.parallel import dist_env, distributed
 
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     monkeypatch.delenv("MASTER_PORT", raising=False)
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")
-    assert init_distributed().world_size == 1  # one process: nothing to initialise
+    with distributed() as env:  # one process: nothing to initialise
+        assert env.world_size == 1 and not torch.distributed.is_initialized()
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(RuntimeError, match=r"\['MASTER_ADDR', 'MASTER_PORT'\] is not set: launch with torchrun"):
-        init_distributed()
+        with distributed():
+            pass
     monkeypatch.setenv("RANK", "2")
     with pytest.raises(ValueError, match="rank=2, world_size=2"):
         dist_env()
@@ -251,7 +253,8 @@ def _worker(store_path: str, out: str) -> None:
     from safetensors.torch import save_file
 
     from interp.cli.main import main as cli_main
-    from interp.parallel import distributed, train_sae_ddp
+    from interp.dictionaries import train_sae
+    from interp.parallel import distributed
     from interp.store import ActivationStore
 
     torch.set_num_threads(1)
@@ -260,7 +263,7 @@ def _worker(store_path: str, out: str) -> None:
         assert env.world_size == 2
         for name, kw, train_kw in JOBS:
             scfg, tcfg = _configs(store, kw, train_kw)
-            r = train_sae_ddp(store, scfg, tcfg)
+            r = train_sae(store, scfg, tcfg)
             if env.is_main:
                 save_file({k: v.contiguous() for k, v in r.sae.state_dict().items()}, f"{out}/{name}.safetensors")
                 Path(f"{out}/{name}.json").write_text(json.dumps({"steps": r.steps, "tokens": r.tokens}))
@@ -350,14 +353,15 @@ def _resume_worker(store_path: str, out: str, max_steps: int) -> None:
     """Every rank: DDP-train JOBS[0] into checkpoint dir ``out`` for at most ``max_steps`` more steps."""
     from safetensors.torch import save_file
 
-    from interp.parallel import distributed, train_sae_ddp
+    from interp.dictionaries import train_sae
+    from interp.parallel import distributed
     from interp.store import ActivationStore
 
     torch.set_num_threads(1)
     store = ActivationStore.open(store_path)
     with distributed(backend="gloo") as env:
         scfg, tcfg = _configs(store, JOBS[0][1], {"checkpoint_every": 4, "max_steps": max_steps}, ckpt=out)
-        r = train_sae_ddp(store, scfg, tcfg)
+        r = train_sae(store, scfg, tcfg)
         if env.is_main:
             save_file({k: v.contiguous() for k, v in r.sae.state_dict().items()}, f"{out}/final.safetensors")
             Path(f"{out}/result.json").write_text(json.dumps({"steps": r.steps, "history": r.history}))

@@ -167,6 +167,11 @@ def test_bad_inputs(tiny_llama, tmp_path, corpus_file):
     store = ActivationStore.open(out)
     with pytest.raises(KeyError, match="not in this store"):
         store.rows("blocks.0.hook_mlp_out", [0])
+    for read in (store.stream, store.batches):  # generators: the arguments are checked at the first next()
+        with pytest.raises(KeyError, match="not in this store"):
+            next(read("blocks.0.hook_mlp_out", 8))
+        with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+            next(read("blocks.0.hook_resid_post", 0))
     with pytest.raises(IndexError, match="out of range"):
         store.rows("blocks.0.hook_resid_post", [700])
     with pytest.raises(FileNotFoundError, match="not an activation store"):

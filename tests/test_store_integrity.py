@@ -76,12 +76,16 @@ def test_unlisted_shard_ignored_and_rewritten(small_store, tiny_llama):
     m["complete"] = False
     mpath.write_text(json.dumps(m))
     (small_store / "shards" / "000002" / "tokens.bin").write_bytes(b"garbage")
+    left = small_store / "shards" / ".tmp-000002-99999"  # a temp shard of a killed run: removed on resume
+    left.mkdir()
+    (left / "tokens.bin").write_bytes(b"half")
     partial = ActivationStore.open(small_store)
     assert partial.n_rows == 400 and not partial.complete
     cfg = CacheConfig(**m["config"])
     store = cache_activations(cfg, model=tiny_llama, progress=False)
     assert store.complete and torch.equal(store.rows("blocks.0.hook_resid_post", slice(None)), good)
     store.verify()
+    assert not left.exists()
 
 
 def _synthetic(a, b, d=256):
@@ -215,3 +219,59 @@ def test_full_disk_clear_error_and_readable_prefix(tiny_llama, tmp_path):
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert r.returncode == 2 and "file size limit exceeded while writing" in r.stderr, r.stderr[-2000:]
     assert "resume" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_manifest_checks_name_what_is_wrong(tmp_path):
+    """Every manifest check of read_manifest / ActivationStore / commit_manifest on a real 3-shard store, one
+    edit at a time (none had a test): a wrong field type, a newer format, a malformed shard record, a shard
+    at the wrong row, a gap in the shard list (read up to it, with a warning), a malformed progress file."""
+    from interp.store import StoreError
+
+    d = write_store(tmp_path / "s", {"x": lambda a, b: _synthetic(a, b, 4)}, 300, shard_rows=100,
+                    chunk_rows=50)
+    good = json.loads((d / "manifest.json").read_text())
+
+    def opened(edit: dict):
+        (d / "manifest.json").write_text(json.dumps({**good, **edit}))
+        return ActivationStore.open(d)
+
+    shards = good["shards"]
+    for edit, message in [
+        ({"hooks": "x"}, "manifest field 'hooks' should be list, got str"),
+        ({"format_version": 2}, r"store format 2 is newer than this interp \(1\)"),
+        ({"shards": [{**shards[0], "rows": "many"}, *shards[1:]]}, "malformed shard record"),
+        ({"shards": [{**shards[0], "row_start": 5}, *shards[1:]]}, "shard 0 starts at row 5, expected 0"),
+    ]:
+        with pytest.raises(StoreError, match=message):
+            opened(edit)
+    with pytest.warns(UserWarning, match="shards after 1 are not contiguous"):
+        gap = opened({"shards": [shards[0], shards[2]]})
+    assert gap.n_rows == 100 and not gap.complete
+    assert torch.equal(gap.rows("x", slice(None)), torch.from_numpy(_synthetic(0, 100, 4)).float())
+    (d / "progress-rank1.json").write_text('{"rank": 1}')
+    with pytest.raises(StoreError, match="progress-rank1.json is malformed"):
+        write_store(d, {"x": lambda a, b: _synthetic(a, b, 4)}, 300, shard_rows=100)
+
+
+def test_summary_of_a_partial_store_with_nonfinite_rows(tmp_path):
+    """summarize_store on a store whose last shard was never recorded and that holds a nan and an inf row: the
+    norms of the finite rows against numpy, the non-finite rows counted, the partial state in the summary."""
+    from interp.store.summary import summarize_store
+
+    x = _synthetic(0, 300, 4)
+    x[5, 1], x[150, 2] = np.nan, np.inf
+    d = write_store(tmp_path / "s", {"x": lambda a, b: x[a:b]}, 300, shard_rows=100)
+    m = json.loads((d / "manifest.json").read_text())
+    m["shards"], m["complete"] = m["shards"][:2], False
+    (d / "manifest.json").write_text(json.dumps(m))
+    res = summarize_store(ActivationStore.open(d), n_norm_rows=1000)  # more than the 200 rows: every row
+    norms = np.linalg.norm(x[:200].astype(np.float64), axis=1)
+    fin = np.sort(norms[np.isfinite(norms)])
+    s = res.norms["x"]
+    assert s["rows"] == 200 and s["nonfinite"] == 2 and len(fin) == 198
+    # float64 norms of the same float32 rows, summed in another order: 1e-12 relative
+    assert s["mean"] == pytest.approx(fin.mean(), rel=1e-12) and s["max"] == pytest.approx(fin[-1], rel=1e-12)
+    assert s["median"] == pytest.approx(fin[(len(fin) - 1) // 2], rel=1e-12)  # torch.median: the lower middle
+    assert s["p99"] == pytest.approx(np.quantile(fin, 0.99), rel=1e-12)  # both interpolate linearly
+    text = res.summary()
+    assert "PARTIAL (200 of 300 rows)" in text and "(2 non-finite rows)" in text and "not checked" in text

@@ -29,6 +29,11 @@ def test_multi_token_answer_error(tiny_llama):
         Task.from_prompts(tiny_llama, ["ab"], ["cd"], answers=[("xy", "z")])
 
 
+def test_answer_count_error(tiny_llama):
+    with pytest.raises(ValueError, match=r"answers must be \[B, 2\] with B = 2 prompts, got \[1, 2\]"):
+        Task.from_prompts(tiny_llama, ["ab", "cd"], ["xy", "zw"], answers=[("a", "b")])
+
+
 def test_empty_dataset_error(tiny_llama):
     with pytest.raises(ValueError, match="empty"):
         Task.from_prompts(tiny_llama, [], [], answers=[])
@@ -95,6 +100,8 @@ def test_greater_than_metric_definition(tiny_llama):
     assert torch.allclose(t.metric(logits), torch.tensor([-1.0, 1.0, -1.0, 1.0]))
     with pytest.raises(ValueError, match="02..98"):
         greater_than_task(tiny_llama, n=2, years=[1])
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        greater_than_task(tiny_llama, n=0)
 
 
 @pytest.mark.slow
@@ -109,3 +116,24 @@ def test_ioi_and_greater_than_on_smollm2(smollm2):
     g = greater_than_task(smollm2, n=8)
     with torch.no_grad():
         assert g.metric(smollm2(g.clean)).mean() > 0.5 > g.metric(smollm2(g.corrupt)).mean()
+
+
+def test_subset_and_metric_on_stacked_copies(tiny_llama):
+    """subset keeps every per-prompt field aligned; the metric of k stacked batches of logits is the
+    definition (logit(IO) - logit(S) at the last position) applied to each copy."""
+    t = ioi_task(tiny_llama, n=6, seed=1)
+    s = t.subset([4, 1])
+    assert s.prompts == [t.prompts[4], t.prompts[1]]
+    assert s.corrupt_prompts == [t.corrupt_prompts[4], t.corrupt_prompts[1]]
+    for name in ("clean", "corrupt", "answers"):
+        assert torch.equal(getattr(s, name), getattr(t, name)[[4, 1]])
+    assert s.positions.keys() == t.positions.keys()
+    assert all(torch.equal(s.positions[k], t.positions[k][[4, 1]]) for k in t.positions)
+    assert t.subset(slice(1, 3)).prompts == t.prompts[1:3]
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, t.clean.shape[1], tiny_llama.cfg.d_vocab, generator=g)
+    rows = torch.arange(6)
+    want = logits[rows, -1, t.answers[:, 0]] - logits[rows, -1, t.answers[:, 1]]
+    assert torch.equal(t.metric(logits), want)
+    assert torch.equal(t.metric(torch.cat([logits, 2 * logits])), torch.cat([want, 2 * want]))
+    assert torch.equal(s.metric(logits[[4, 1]]), want[[4, 1]])

@@ -8,11 +8,10 @@ are (:func:`interp.store.cache_activations` writes shards ``k % world == rank``;
 module is the one place that turns the environment into an initialised process group:
 
 1. :func:`dist_env` reads the variables (a plain single process when ``WORLD_SIZE`` is unset).
-2. :func:`init_distributed` picks the backend (``nccl`` when CUDA is available, else
-   ``gloo``), binds the process to GPU ``LOCAL_RANK`` and calls ``init_process_group`` with
-   the ``env://`` rendezvous.
-3. :func:`distributed` is the scoped form: the group is destroyed in ``finally``, so an
-   exception on one rank does not leave a dangling group behind.  On a normal exit every
+2. :func:`distributed` picks the backend (``nccl`` when CUDA is available, else ``gloo``),
+   binds the process to GPU ``LOCAL_RANK``, calls ``init_process_group`` with the ``env://``
+   rendezvous and destroys the group in ``finally``, so an exception on one rank does not
+   leave a dangling group behind.  On a normal exit every
    rank first meets the others at a barrier: a rank that destroys its gloo group while a
    peer is still working (rank 0 saving files) can abort at interpreter exit with
    "terminate called without an active exception" (gloo teardown; seen in CI).  The barrier
@@ -69,28 +68,6 @@ def dist_env() -> DistEnv:
     return DistEnv(_int_env("RANK", 0), _int_env("WORLD_SIZE", 1), _int_env("LOCAL_RANK", 0))
 
 
-def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> DistEnv:
-    """Initialise the default process group from the environment (no-op for one process).
-
-    Returns the :class:`DistEnv`.  With ``WORLD_SIZE > 1`` it needs ``MASTER_ADDR`` and
-    ``MASTER_PORT`` (``torchrun`` sets them); a missing one is an error naming it.
-    """
-    env = dist_env()
-    if env.world_size == 1 or dist.is_initialized():
-        return env
-    missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v)]
-    if missing:
-        raise RuntimeError(f"WORLD_SIZE={env.world_size} but {missing} is not set: launch with torchrun "
-                           "(e.g. torchrun --nproc_per_node=2 -m interp.cli.main dist cache ...)")
-    # default: nccl on CUDA machines, gloo otherwise (CPU; also what the tests use)
-    backend = backend or ("nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo")
-    if backend == "nccl":
-        torch.cuda.set_device(env.local_rank)
-    dist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size,
-                            timeout=timedelta(seconds=timeout_s))
-    return env
-
-
 def exit_worker(code: int | None) -> None:
     """Exit a process: ``os._exit`` after flushing when it is one of several torchrun ranks.
 
@@ -107,11 +84,26 @@ def exit_worker(code: int | None) -> None:
 
 
 @contextmanager
-def distributed(backend: str | None = None, timeout_s: float = 1800.0):
-    """``with distributed() as env:`` -- init from the environment, always tear down."""
-    owned = not dist.is_initialized()
-    env = init_distributed(backend, timeout_s)
-    owned = owned and dist.is_initialized()  # one process: no group to tear down
+def distributed(backend: str | None = None):
+    """``with distributed() as env:`` -- the default process group from the environment, always torn down.
+
+    Yields the :class:`DistEnv`.  One process, or a group initialised already: nothing to set up or
+    tear down.  With ``WORLD_SIZE > 1`` it needs ``MASTER_ADDR`` and ``MASTER_PORT`` (``torchrun`` sets
+    them); a missing one is an error naming it.
+    """
+    env = dist_env()
+    owned = env.world_size > 1 and not dist.is_initialized()
+    if owned:
+        missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v)]
+        if missing:
+            raise RuntimeError(f"WORLD_SIZE={env.world_size} but {missing} is not set: launch with torchrun "
+                               "(e.g. torchrun --nproc_per_node=2 -m interp.cli.main dist cache ...)")
+        # default: nccl on CUDA machines, gloo otherwise (CPU; also what the tests use)
+        backend = backend or ("nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo")
+        if backend == "nccl":
+            torch.cuda.set_device(env.local_rank)
+        dist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size,
+                                timeout=timedelta(minutes=30))
     try:
         yield env
         if owned:  # not after an exception: the other ranks may never arrive

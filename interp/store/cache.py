@@ -39,6 +39,7 @@ computed, two queued for the writer thread), nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import threading
@@ -71,13 +72,6 @@ class _StopForward(Exception):
     """Raised by the last needed hook to end the forward pass early."""
 
 
-def _forward(model, tokens: torch.Tensor) -> None:
-    try:
-        model(tokens, return_type=None)
-    except _StopForward:
-        pass
-
-
 def probe_hooks(model, hooks: list[str], tokens: torch.Tensor) -> tuple[list[str], dict[str, list[int]]]:
     """Firing order of ``hooks`` and each one's per-token shape, from one forward pass."""
     from interp.models import scoped_hooks
@@ -89,14 +83,15 @@ def probe_hooks(model, hooks: list[str], tokens: torch.Tensor) -> tuple[list[str
         if len(shapes) == len(hooks):
             raise _StopForward  # everything seen: skip the rest of the model
 
-    with scoped_hooks(model, fwd=[(h, partial(record, h)) for h in hooks]), torch.inference_mode():
-        _forward(model, tokens)
+    with scoped_hooks(model, fwd=[(h, partial(record, h)) for h in hooks]), torch.inference_mode(), \
+            contextlib.suppress(_StopForward):
+        model(tokens, return_type=None)
     missing = [h for h in hooks if h not in shapes]
     if missing:
         raise ValueError(f"hook point(s) {missing} exist but did not fire in a forward pass of this model; "
                          "they cannot be cached")
     B, T = tokens.shape
-    bad = {h: list(s) for h, s in shapes.items() if len(s) < 2 or s[0] != B or s[1] != T}
+    bad = {h: list(s) for h, s in shapes.items() if s[:2] != (B, T)}
     if bad:
         raise ValueError(
             f"hook(s) {bad} are not per-token activations [batch={B}, pos={T}, ...]: only hooks with one "
@@ -234,7 +229,8 @@ def cache_activations(cfg: CacheConfig, model=None, progress: bool = True):
         tokens = torch.tensor(batch, dtype=torch.long)
         row0, valid = seq0 * rps, min(len(batch) * rps, n_rows - seq0 * rps)
         finite.clear()
-        _forward(model, tokens.to(device))
+        with contextlib.suppress(_StopForward):  # the last needed hook ends the pass
+            model(tokens.to(device), return_type=None)
         bad = [h for h, ok in finite.items() if not bool(ok)]
         if bad:  # the open shards holding these rows are deleted by the caller's abort
             raise ValueError(
@@ -284,9 +280,8 @@ def cache_activations(cfg: CacheConfig, model=None, progress: bool = True):
     barrier()
     if rank == 0:
         final = read_manifest(out)
-        added = set(range(math.ceil(n_rows / shard_rows))) - done  # by all ranks in this run
         final["last_run"] = {"seconds": round(elapsed, 3), "world_size": world, "device": str(device),
-                             "rows": sum(e - a for a, e in map(writer.shard_range, added))}
+                             "rows": n_rows - sum(s["rows"] for s in header["shards"])}  # by all ranks
         commit_manifest(out, final)
     barrier()
     return ActivationStore.open(out)

@@ -49,11 +49,8 @@ class Corpus:
 
     description: dict
     """JSON-serialisable description stored in the manifest (kind, source, fingerprint)."""
-    _docs: Callable[[], Iterator[str]] = field(repr=False, default=None)
-
-    def documents(self) -> Iterator[str]:
-        """The documents, in the corpus's fixed order (a fresh iterator each call)."""
-        return self._docs()
+    documents: Callable[[], Iterator[str]] = field(repr=False)
+    """``corpus.documents()``: the documents, in the corpus's fixed order (a fresh iterator each call)."""
 
 
 def _open_text(path: Path):

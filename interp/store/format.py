@@ -48,8 +48,8 @@ import torch
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SHARDS = "shards"
-TOKENS_FILE = "tokens.bin"
-SEQPOS_FILE = "seq_pos.bin"
+# the per-row metadata streams beside the hooks: dtype and width of a row
+META = {"tokens": (np.dtype(np.int32), 1), "seq_pos": (np.dtype(np.int64), 2)}
 
 # name -> (numpy storage dtype, torch dtype, bytes per element)
 DTYPES = {
@@ -83,9 +83,9 @@ def canonical_dtype(dtype) -> str:
     return name
 
 
-def hook_file(hook: str) -> str:
-    """File name of a hook's rows inside a shard directory."""
-    return f"{hook}.bin"
+def stream_file(stream: str) -> str:
+    """File name of a stream's rows (a hook's, or ``tokens`` / ``seq_pos``) inside a shard directory."""
+    return f"{stream}.bin"
 
 
 def shard_dirname(index: int) -> str:

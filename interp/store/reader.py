@@ -93,8 +93,8 @@ from interp.fastpath import use_fast
 from . import window_io as wio
 from .window_io import _WindowPool, _pread_full, _prefetch, _preadv_rows, _ram_bytes, _windows
 from .format import (
-    DTYPES, SEQPOS_FILE, SHARDS, TOKENS_FILE, CorruptShardError, StoreError, crc32_file, hook_file,
-    read_manifest, shard_dirname,
+    DTYPES, META, SHARDS, CorruptShardError, StoreError, crc32_file, read_manifest, shard_dirname,
+    stream_file,
 )
 
 
@@ -128,9 +128,6 @@ def _np_empty(shape, dtype: torch.dtype) -> torch.Tensor:
         return torch.empty(shape, dtype=dtype)
     t = torch.from_numpy(np.empty(tuple(shape), dtype=_NP_OF[dtype]))
     return t.view(torch.bfloat16) if dtype == torch.bfloat16 else t
-
-
-_META = {"tokens": (np.dtype(np.int32), 1), "seq_pos": (np.dtype(np.int64), 2)}  # per row: dtype, width
 
 
 class RowView:
@@ -279,7 +276,7 @@ class ActivationStore:
         key = (shard["index"], stream)
         hit = self._files.get(key)
         if hit is None:  # memoised: building the Path costs more than a warm read of a chunk's rows
-            fname = {"tokens": TOKENS_FILE, "seq_pos": SEQPOS_FILE}.get(stream) or hook_file(stream)
+            fname = stream_file(stream)
             hit = self._files[key] = (self.path / SHARDS / shard_dirname(shard["index"]) / fname,
                                       shard["files"][fname])
         return hit
@@ -322,8 +319,8 @@ class ActivationStore:
             raise KeyError(f"hook {hook!r} is not in this store; it holds {self.hooks}")
 
     def _stream_shape(self, stream: str) -> tuple[np.dtype, int]:
-        if stream in _META:
-            return _META[stream]
+        if stream in META:
+            return META[stream]
         return np.dtype(self._np_dtype), self.d(stream)
 
     def _map(self, shard: dict, stream: str) -> np.ndarray:
@@ -378,9 +375,7 @@ class ActivationStore:
         start: int = 0, stop: int | None = None,
     ) -> Iterator[torch.Tensor]:
         """Rows ``[start, stop)`` of ``hook`` in storage order, ``batch_size`` per tensor (last may be short)."""
-        self._check_hook(hook)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_request(hook, batch_size, Batching(), self._check_hook)
         stop = self.n_rows if stop is None else min(stop, self.n_rows)
         parts = [(s, max(0, start - s["row_start"]), min(s["rows"], stop - s["row_start"]))
                  for s in self.shards]

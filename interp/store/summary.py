@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-from interp.results import Result, register
+from interp.results import Result, register, versions
 
 @register
 @dataclass
@@ -102,8 +102,6 @@ class StoreSummary(Result):
 def summarize_store(store, verify: bool = False, n_norm_rows: int = 2048) -> StoreSummary:
     """The :class:`StoreSummary` of an open :class:`~interp.store.ActivationStore`; ``verify`` checks
     every file's CRC-32 (raises :class:`~interp.store.CorruptShardError` on the first bad one)."""
-    from interp.results import versions
-
     checked = store.verify() if verify else None
     norms = {}
     m = min(n_norm_rows, store.n_rows)

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from .format import (
-    DISK_FULL, DTYPES, FORMAT_VERSION, MANIFEST, SEQPOS_FILE, SHARDS, TOKENS_FILE, StoreError, as_storage,
-    canonical_dtype, fsync_dir, hook_file, naming_full_disk, shard_dirname, shard_record, write_json_atomic,
+    DISK_FULL, DTYPES, FORMAT_VERSION, MANIFEST, META, SHARDS, StoreError, as_storage, canonical_dtype,
+    fsync_dir, naming_full_disk, shard_dirname, shard_record, stream_file, write_json_atomic,
 )
 
 
@@ -37,13 +37,13 @@ class _OpenShard:
     """A shard being written into its temp directory: per stream a preallocated file, the rows written
     and their CRC-32 so far."""
 
-    def __init__(self, tmp: Path, index: int, start: int, rows: int, streams: dict[str, tuple[str, int]]):
+    def __init__(self, tmp: Path, index: int, start: int, rows: int, streams: dict[str, int]):
         self.tmp, self.index, self.start, self.rows, self.streams = tmp, index, start, rows, streams
         self.files, self.written, self.crc = {}, dict.fromkeys(streams, 0), dict.fromkeys(streams, 0)
         tmp.mkdir(parents=True, exist_ok=False)
         try:
-            for stream, (fname, row_bytes) in streams.items():
-                f = self.files[stream] = open(tmp / fname, "w+b", buffering=0)
+            for stream, row_bytes in streams.items():
+                f = self.files[stream] = open(tmp / stream_file(stream), "w+b", buffering=0)
                 try:
                     os.posix_fallocate(f.fileno(), 0, rows * row_bytes)
                 except OSError as e:
@@ -68,15 +68,15 @@ class _OpenShard:
         while done < len(view):
             done += self.files[stream].write(view[done:])
         self.crc[stream] = zlib.crc32(view, self.crc[stream])
-        self.written[stream] += len(view) // self.streams[stream][1]
+        self.written[stream] += len(view) // self.streams[stream]
 
     def close(self, sync: bool) -> dict[str, dict]:
         for f in self.files.values():
             if sync:
                 os.fsync(f.fileno())
             f.close()
-        return {name: {"bytes": self.rows * rb, "crc32": self.crc[s]}
-                for s, (name, rb) in self.streams.items()}
+        return {stream_file(s): {"bytes": self.rows * rb, "crc32": self.crc[s]}
+                for s, rb in self.streams.items()}
 
 
 class ShardWriter:
@@ -94,8 +94,7 @@ class ShardWriter:
         """``row_bytes``: hook name -> bytes per row (``tokens``/``seq_pos`` are added)."""
         self.dir = Path(directory)
         self.shard_rows, self.n_rows, self.todo, self.on_shard = shard_rows, n_rows, set(todo), on_shard
-        self.streams = {**{h: (hook_file(h), b) for h, b in row_bytes.items()},
-                        "tokens": (TOKENS_FILE, 4), "seq_pos": (SEQPOS_FILE, 16)}
+        self.streams = {**row_bytes, **{s: dt.itemsize * w for s, (dt, w) in META.items()}}  # bytes per row
         self.open: dict[int, _OpenShard] = {}
         (self.dir / SHARDS).mkdir(parents=True, exist_ok=True)
 
@@ -107,7 +106,7 @@ class ShardWriter:
         """Write rows ``[row0, row0 + len(arr))`` of ``stream`` (only those in this writer's shards)."""
         n = arr.shape[0]
         arr = np.ascontiguousarray(arr)
-        rb = self.streams[stream][1]
+        rb = self.streams[stream]
         if arr.nbytes != n * rb:
             raise ValueError(f"stream {stream}: {arr.nbytes} bytes for {n} rows, not {rb} a row")
         for k in range(row0 // self.shard_rows, (row0 + n - 1) // self.shard_rows + 1):
@@ -152,11 +151,8 @@ class ShardWriter:
 
 def clean_temp(directory: str | Path) -> None:
     """Remove temp shard directories left by interrupted runs."""
-    shards = Path(directory) / SHARDS
-    if shards.is_dir():
-        for p in shards.iterdir():
-            if p.name.startswith(".tmp-"):
-                shutil.rmtree(p, ignore_errors=True)
+    for p in (Path(directory) / SHARDS).glob(".tmp-*"):  # none when there is no shards/ yet
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def commit_manifest(directory: Path, manifest: dict) -> None:
@@ -185,29 +181,26 @@ def write_store(
     shard_rows: int = 65536,
     chunk_rows: int = 8192,
     tokens: "Callable[[int, int], np.ndarray] | None" = None,
-    description: dict | None = None,
 ) -> Path:
     """Write arrays that did not come from a caching job (e.g. SAE codes) as a store.
 
     ``rows[name](a, b)`` returns rows ``[a, b)`` of that stream as ``[b - a, d]`` (in the
     storage dtype's numpy type, ``uint16`` bit patterns for bfloat16, or any float array that
     is cast).  ``tokens(a, b)`` gives their token ids (default -1); positions are
-    ``(row, 0)``.  ``description`` (default ``{"kind": "external"}``) is the manifest's corpus
-    record, its ``"model"`` entry the manifest's model.  The same crash-safe shard protocol as
-    :func:`cache_activations` is used.
+    ``(row, 0)``.  The manifest's model is ``external``, its corpus ``{"kind": "external"}``.  The
+    same crash-safe shard protocol as :func:`cache_activations` is used.
     """
     dtype = canonical_dtype(dtype)
     np_dt, torch_dt, nbytes = DTYPES[dtype]
     directory = Path(directory)
     probe = {h: np.asarray(fn(0, 1)) for h, fn in rows.items()}
     widths = {h: int(np.prod(a.shape[1:])) for h, a in probe.items()}
-    description = description or {"kind": "external"}
     manifest = {
-        "format_version": FORMAT_VERSION, "model": description.get("model", "external"), "weight_hash": "",
+        "format_version": FORMAT_VERSION, "model": "external", "weight_hash": "",
         "hooks": list(rows),
         "row_shapes": {h: list(a.shape[1:]) for h, a in probe.items()}, "dtype": dtype, "context_length": 1,
         "batch_size": chunk_rows, "shard_rows": shard_rows, "n_rows_target": n_rows, "prepend_bos": False,
-        "skip_bos": False, "bos_token_id": None, "corpus": description,
+        "skip_bos": False, "bos_token_id": None, "corpus": {"kind": "external"},
         "config": {}, "shards": [], "complete": False,
     }
     directory.mkdir(parents=True, exist_ok=True)

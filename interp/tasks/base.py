@@ -80,7 +80,8 @@ class Task:
         if self.clean.shape[0] != len(self.prompts):
             raise ValueError(f"task {self.name!r}: {len(self.prompts)} prompts but {self.clean.shape[0]} token rows")
         if self.answers is not None and (self.answers.ndim != 2 or self.answers.shape[0] != len(self.prompts)):
-            raise ValueError(f"task {self.name!r}: answers must be [B, 2], got {tuple(self.answers.shape)}")
+            raise ValueError(f"task {self.name!r}: answers must be [B, 2] with B = {self.n} prompts, "
+                             f"got {list(self.answers.shape)}")
         if isinstance(self.metric_name, str) and self.metric_name not in METRICS:
             raise ValueError(f"task {self.name!r}: unknown metric {self.metric_name!r}; choose from {sorted(METRICS)}")
 
@@ -113,9 +114,7 @@ class Task:
                 "aligned positions, so make each corruption the same token length as its prompt"
             )
         ans = None
-        if answers is not None:
-            if len(answers) != len(prompts):
-                raise ValueError(f"task {name!r}: {len(answers)} answer pairs for {len(prompts)} prompts")
+        if answers is not None:  # [len(answers), 2]: __post_init__ checks it against the prompts
             ans = torch.tensor([[single_token(model, a) for a in pair] for pair in answers], dtype=torch.long)
         return cls(name=name, prompts=prompts, corrupt_prompts=corrupt_prompts, clean=clean,
                    corrupt=corrupt, answers=ans, metric_name=metric, **kw)
@@ -166,7 +165,7 @@ class Task:
 def _check_pairs(name: str, prompts: list, corrupt_prompts: list) -> None:
     """A ``ValueError`` for an empty dataset or a clean / corrupted count mismatch."""
     if not prompts:
-        raise ValueError(f"task {name!r}: the dataset is empty (no prompts)")
+        raise ValueError(f"task {name!r}: the dataset is empty (no prompts: n must be >= 1)")
     if len(prompts) != len(corrupt_prompts):
         raise ValueError(f"task {name!r}: {len(prompts)} clean prompts but {len(corrupt_prompts)} corrupted prompts; "
                          "give one corruption per prompt")

@@ -51,8 +51,6 @@ def next_digit_prob_diff(logits: torch.Tensor, task: Task) -> torch.Tensor:
 def greater_than_task(model, n: int = 16, seed: int = 0, century: int = 17,
                       years: list[int] | None = None) -> Task:
     """``n`` greater-than prompts with "01" corruptions; see the module docstring for the metric."""
-    if n < 1:
-        raise ValueError(f"greater_than_task: n must be >= 1, got {n}")
     years = list(years or DEFAULT_YEARS)
     bad = [y for y in years if not 2 <= y <= 98]
     if bad:

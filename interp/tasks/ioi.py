@@ -56,18 +56,21 @@ TEMPLATES = [
 ]
 
 
-def ioi_names(model) -> tuple[list[str], str]:
-    """Names usable for ``model``'s tokenizer and the separator before a name (" " or "")."""
-    names = [n for n in NAMES if n_tokens(model, " " + n) == 1]
-    if len(names) >= 5:
-        return names, " "
+def ioi_names(model, names: list[str] | None = None) -> tuple[list[str], str]:
+    """Names for ``model``'s tokenizer and the separator before a name (" " or ""): ``names`` (each must be
+    one token with its leading space), else those of :data:`NAMES` that are, else (a char-level tokenizer)
+    single capital letters; at least 5, since IO, S and three corruption names must differ."""
+    ok = [x for x in (NAMES if names is None else names) if n_tokens(model, " " + x) == 1]
+    if names is not None and len(ok) < len(names):
+        raise ValueError(f"ioi_task: names {[x for x in names if x not in ok]} are not single tokens "
+                         "(with a leading space) for this tokenizer")
+    if len(ok) >= 5:
+        return ok, " "
     letters = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if n_tokens(model, c) == 1 and n_tokens(model, " " + c) == 2]
-    if len(letters) >= 5:
+    if names is None and len(letters) >= 5:
         return letters, ""  # char-level tokenizer: "... to" + " " + "A"
-    raise ValueError(
-        f"IOI needs at least 5 names that are single tokens for this tokenizer; found {len(names)} "
-        f"({names}). Pass names=[...] with single-token names."
-    )
+    raise ValueError(f"IOI needs at least 5 names that are single tokens for this tokenizer; found {len(ok)} "
+                     f"({ok}). Pass names=[...] with 5 or more single-token names.")
 
 
 CORRUPTIONS = {"abc": "ABC (three fresh names)", "s2": "S2 -> IO (the second S replaced by the IO name)"}
@@ -76,20 +79,10 @@ CORRUPTIONS = {"abc": "ABC (three fresh names)", "s2": "S2 -> IO (the second S r
 def ioi_task(model, n: int = 16, seed: int = 0, names: list[str] | None = None,
              corruption: str = "abc") -> Task:
     """``n`` IOI prompts (alternating ABBA / BABA) with ``abc`` or ``s2`` corruptions (module docstring)."""
-    if n < 1:
-        raise ValueError(f"ioi_task: n must be >= 1, got {n}")
     if corruption not in CORRUPTIONS:
         raise ValueError(f"ioi_task: unknown corruption {corruption!r}; choose from {sorted(CORRUPTIONS)}")
     rng = random.Random(seed)
-    if names is None:
-        names, sep = ioi_names(model)
-    else:
-        sep = " "
-        bad = [x for x in names if n_tokens(model, " " + x) != 1]
-        if bad:
-            raise ValueError(f"ioi_task: names {bad} are not single tokens (with a leading space) for this tokenizer")
-        if len(names) < 5:
-            raise ValueError("ioi_task: give at least 5 names (IO, S and three corruption names must differ)")
+    names, sep = ioi_names(model, names)
     places = equal_length_group(model, PLACES)
     objects = equal_length_group(model, OBJECTS)
 
