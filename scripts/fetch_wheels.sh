@@ -4,7 +4,9 @@
 # interp there with no network (`pip install --no-index --find-links wheels`), onto the torch the machine
 # already has.  The list is interp's dependency closure less the image's packages (.library's KINDS.md
 # package list of 2026-11-17: torch 2.11, transformers 5.17, numpy, scipy, scikit-learn, pytest, ...);
-# GPU_WHEELS="name ..." replaces it.  Carry the folder with the checkout (the device tool's `carry`).
+# tqdm is in the image too, but carried: datasets (carried) needs tqdm>=4.66.3, and an older image tqdm would
+# make the resolving install fail.  GPU_WHEELS="name ..." replaces the list.  Carry the folder with the
+# checkout (the device tool's `carry`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYVER=${PYVER:-3.12}
@@ -12,7 +14,7 @@ DEFAULT="transformer-lens transformers-stream-generator typeguard beartype fancy
 captum gguf plotly vaderSentiment wandb cwevals pydantic pydantic-core annotated-types typing-inspection platformdirs
 opentelemetry-api opentelemetry-sdk opentelemetry-semantic-conventions opentelemetry-proto
 opentelemetry-exporter-otlp-proto-http opentelemetry-exporter-otlp-proto-common opentelemetry-exporter-http-transport
-opentelemetry-exporter-otlp-common googleapis-common-protos sniffio distro tzdata"
+opentelemetry-exporter-otlp-common googleapis-common-protos sniffio distro tzdata tqdm"
 DEST=${WHEELS_DIR:-wheels}
 mkdir -p "$DEST"
 specs=()
