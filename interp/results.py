@@ -201,7 +201,7 @@ def write_json(doc: dict, path: str | Path) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")  # per process: ranks may write the same folder
-    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.write_text(json.dumps(doc, indent=1, default=str))  # as emit prints it: str() of what JSON lacks
     tmp.replace(p)  # never a half-written file
     return p
 

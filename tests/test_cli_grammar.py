@@ -313,6 +313,22 @@ def test_module_entry_point_prints_user_errors_without_traceback():
     assert r.stderr.startswith("interp dist: error: `interp dist` runs one of")
 
 
+def test_out_file_holds_what_json_prints_for_values_json_lacks(tmp_path, capsys):
+    """A print-only command's payload may hold values JSON has no type for (a Path, a dtype): --json prints
+    their str(), and --out FILE must hold the same document, not fail after the run."""
+    from pathlib import Path
+
+    import torch
+
+    from interp.cli.main import emit
+
+    out = tmp_path / "doc.json"
+    args = argparse.Namespace(_out_is_json=True, out=str(out), json=True)
+    assert emit(args, {"store": Path("runs/store"), "dtype": torch.float16}, "human") == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == {"store": "runs/store", "dtype": "torch.float16"} == json.loads(out.read_text())
+
+
 def test_print_only_command_writes_its_json_document_to_out(tmp_path, capsys):
     """`interp models` prints a plain JSON document (not a typed result); --out FILE receives the same one."""
     assert main(["models", "--json", "--out", str(tmp_path / "m" / "models.json")]) == 0
