@@ -346,10 +346,6 @@ class ActivationSet:
     """Token ids of each sequence, for showing contexts."""
 
 
-def mlp_hook(layer: int) -> str:
-    return f"blocks.{layer}.mlp.hook_post"
-
-
 @torch.no_grad()
 def collect_activations(model, texts: Sequence[str], hook: str, batch_size: int = 8) -> ActivationSet:
     """Run ``model`` over ``texts`` and keep ``hook``'s activation at every real token.

@@ -28,8 +28,10 @@ import time
 
 import torch
 
+from interp.models.hooks import mlp_post_hook
+
 from .concepts import CONCEPTS, concept_split
-from .snmf import SNMFConfig, collect_activations, fit_snmf, mlp_hook
+from .snmf import SNMFConfig, collect_activations, fit_snmf
 
 
 def _pick(scores: torch.Tensor, labels: torch.Tensor, concept: int) -> int:
@@ -48,7 +50,7 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
     from .snmf_features import calibrate_steering, steered_logits  # snmf_features imports this module
 
     t0 = time.perf_counter()
-    hook = mlp_hook(layer)
+    hook = mlp_post_hook(layer)
     names = list(CONCEPTS)
     (tr_texts, tr_lab), (te_texts, te_lab) = concept_split(slice(8)), concept_split(slice(8, None))
     acts_tr = collect_activations(model, tr_texts, hook)

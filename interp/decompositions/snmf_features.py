@@ -36,12 +36,12 @@ import torch
 from interp.attribution.lrp_rules import norm_params
 from interp.config import takes_config
 from interp.models import model_name, resolve_hooks, scoped_hooks
+from interp.models.hooks import mlp_post_hook
 from interp.results import encode, versions
 
 from .concepts import SENTENCES
 from .results import SNMFFeatures
-from .snmf import (ActivationSet, SNMFConfig, SNMFResult, collect_activations, fit_snmf, mlp_hook,
-                   store_activations)
+from .snmf import ActivationSet, SNMFConfig, SNMFResult, collect_activations, fit_snmf, store_activations
 from .snmf_compare import compare_on_concepts
 
 DEFAULT_KL_TARGETS = (0.025, 0.05, 0.1, 0.15, 0.25, 0.35, 0.5)
@@ -179,7 +179,7 @@ def calibrate_steering(model, layer: int, directions: torch.Tensor, prompt: str 
     ``directions [m, d_mlp]`` are normalised to unit length; all rows are one batch in :func:`kl_search`
     (``alpha`` from 1, at most ``n_steps`` bisections), so each search step is one forward pass.
     """
-    (hook,) = resolve_hooks(model, [mlp_hook(layer)])
+    (hook,) = resolve_hooks(model, [mlp_post_hook(layer)])
     D = torch.nn.functional.normalize(directions.float(), dim=-1)
     shape = (D.shape[0], len(signs), len(targets))
     tokens = model.to_tokens(prompt)[0].to(next(model.parameters()).device)
@@ -201,7 +201,7 @@ def calibrate_steering(model, layer: int, directions: torch.Tensor, prompt: str 
 def steered_generations(model, layer: int, directions: torch.Tensor, alphas: torch.Tensor,
                         prompt: str = "I think that", n_tokens: int = 12) -> list[str]:
     """Greedy continuations of ``prompt`` with row ``r`` steered by ``alphas[r] * directions[r]/||.||``."""
-    (hook,) = resolve_hooks(model, [mlp_hook(layer)])
+    (hook,) = resolve_hooks(model, [mlp_post_hook(layer)])
     U = torch.nn.functional.normalize(directions.float(), dim=-1)
     toks = model.to_tokens(prompt).expand(U.shape[0], -1)
     n0 = toks.shape[1]
@@ -280,7 +280,7 @@ def describe_snmf(model, layer: int, cfg=None, texts: Sequence[str] | None = Non
     import time
 
     cfg = cfg or SNMFConfig()
-    hook = mlp_hook(layer)
+    hook = mlp_post_hook(layer)
     t0 = time.perf_counter()
     if store is not None:
         acts = store_activations(store, hook, n_tokens)

@@ -57,6 +57,11 @@ def mlp_hook(layer: int) -> str:
     return f"blocks.{int(layer)}.hook_mlp_out"
 
 
+def mlp_post_hook(layer: int) -> str:
+    """One MLP's hidden activation after the nonlinearity (the neurons): ``blocks.{layer}.mlp.hook_post``."""
+    return f"blocks.{int(layer)}.mlp.hook_post"
+
+
 def parse_component(name: str) -> tuple[str, int, tuple[int, ...]]:
     """``blocks.9.attn.hook_z[3]`` (or ``L9H3``) -> ``("attn_head", 9, (3,))``;
     ``blocks.4.hook_mlp_out`` (or ``MLP4``) -> ``("mlp", 4, ())``.  Anything else is a ``ValueError``."""
