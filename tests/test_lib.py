@@ -151,6 +151,8 @@ def test_bad_input_errors():
         LIBConfig(basis="ica")
     with pytest.raises(ValueError, match="integration"):
         LIBConfig(integration="simpson")
+    with pytest.raises(ValueError, match="max_edge_nodes must be >= 1"):  # 0 once meant silently no edges
+        LIBConfig(max_edge_nodes=0)
     with pytest.raises(ValueError, match="names"):
         fit_lib(_data(), _two_layer_maps(), names=["a", "b"])
     with pytest.raises(ValueError, match="f0 must be"):
