@@ -95,7 +95,7 @@ def test_lib_on_tiny_model_meets_the_basis_definition(tiny_llama):
 def test_ln_map_feeds_the_given_statistic_to_the_norm(name):
     """The [s, resid] map: fed the true statistic it is the forward pass; fed s* = 4 (s + eps) - eps the next
     norm(s) divide by twice their scale, i.e. the same as halving their normalised output by a hook."""
-    from interp.attribution.lrp_rules import norm_params
+    from interp.models.modules import norm_params
     from interp.decompositions.lib_transformer import _norms_after
     from interp.models import load_model
 

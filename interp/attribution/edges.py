@@ -90,6 +90,7 @@ import torch
 from interp.fastpath import use_fast
 from interp.models import scoped_hooks
 from interp.models.hooks import component_label, did_you_mean, head_label, mlp_hook, save_hook
+from interp.models.modules import original
 
 from .fastpath import (PrefixCache, fast_forward, hook_layer, interpolate, map_tensors,
                        reads_last_position_only)
@@ -218,10 +219,6 @@ def _linear_map(mod, d_in: int, ref: torch.Tensor, probe: bool = False) -> tuple
     return W, (b.detach() if b is not None else torch.zeros(W.shape[1], dtype=W.dtype, device=W.device))
 
 
-def _orig(mod):
-    return getattr(mod, "original_component", None) or getattr(mod, "_original_component", None) or mod
-
-
 def check_supported(model) -> None:
     """A ``ValueError`` for architectures whose sublayer outputs are not additive senders."""
     blk = model.blocks[0]
@@ -249,7 +246,8 @@ def layer_weights(model, probe: bool = False) -> list[LayerWeights]:
     ref = next(model.parameters())
     out = []
     for blk in model.blocks:
-        maps = {s: _linear_map(_orig(getattr(blk.attn, s)), d if s != "o" else H * dh, ref, probe) for s in "qkvo"}
+        maps = {s: _linear_map(original(getattr(blk.attn, s)), d if s != "o" else H * dh, ref, probe)
+                for s in "qkvo"}
         W = {s: maps[s][0].T.reshape(-1, dh, d).contiguous() for s in "qkv"}  # [d, H*dh] -> [H, dh, d]
         W_o, b_o = maps["o"]
         out.append(LayerWeights(W["q"], W["k"], W["v"], W_o.reshape(H, dh, d).contiguous(), b_o,
@@ -352,7 +350,7 @@ def receiver_input_hooks(model, graph: EdgeGraph, patches: dict[int, tuple], B: 
         hooks.insert(0, (f"blocks.{l}.ln1.hook_in", save_hook(xs, l)))
     for (l, kind), items in heads.items():
         blk = model.blocks[l]
-        ln, proj = _orig(blk.ln1), _orig(getattr(blk.attn, kind))
+        ln, proj = original(blk.ln1), original(getattr(blk.attn, kind))
 
         def fn(act, hook, l=l, items=items, ln=ln, proj=proj):  # act [c*B, T, Hx, dh]
             c = act.shape[0] // B
@@ -491,7 +489,7 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
                 if f"x{l}" not in store:  # a replayed, detached block: no gradient reaches its receivers
                     continue
                 g = {k: gq[f"{k}{l}"] for k in "qkv"}  # a block that runs computes q/k/v from a grad input
-                gx = _head_grads_posthoc(_orig(model.blocks[l].ln1), store[f"x{l}"], g, weights[l], acc)
+                gx = _head_grads_posthoc(original(model.blocks[l].ln1), store[f"x{l}"], g, weights[l], acc)
                 # rows: c*B copies, or B for a prefix block run once (prefix_grad)
                 G[head_rows[l]] += gx.reshape(-1, B, T, gx.shape[2], d).sum(0).permute(2, 0, 1, 3)
     return G, kept.get("Z"), kept.get("metric")

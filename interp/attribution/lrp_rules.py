@@ -52,6 +52,7 @@ import torch
 
 from interp.models import scoped_hooks
 from interp.models.hooks import save_hook
+from interp.models.modules import norm_params, original
 
 from .components import arch_name
 
@@ -152,20 +153,8 @@ def _norm_paths(model) -> list[str]:
     return paths
 
 
-def norm_params(mod, model):
-    """``(gain, bias or None, eps, is_rms)`` of a bridge norm module: the one reader of a norm's parameters
-    (LRP's norm rule, LIB's transformer norms and SNMF's vocabulary projection use it); Gemma's
-    ``1 + weight`` offset is applied."""
-    comp = mod.original_component
-    w = 1.0 + comp.weight if getattr(mod, "uses_weight_offset", False) else comp.weight
-    b = getattr(comp, "bias", None)
-    eps = getattr(comp, "eps", getattr(comp, "variance_epsilon", getattr(model.cfg, "eps", 1e-5)))
-    rms = bool(getattr(mod, "uses_rms_norm", False)) or b is None and "RMS" in type(comp).__name__
-    return w, b, float(eps), rms
-
-
 def _act_fn(mlp):
-    comp = mlp.original_component
+    comp = original(mlp)
     for a in ("act_fn", "act", "activation_fn"):
         if hasattr(comp, a):
             return getattr(comp, a)

@@ -48,13 +48,14 @@ import numpy as np
 import torch
 
 from interp.attribution.components import cache_components, component_types
-from interp.attribution.edges import (EdgeScores, _orig, check_task, edge_graph, layer_weights, sender_groups,
+from interp.attribution.edges import (EdgeScores, check_task, edge_graph, layer_weights, sender_groups,
                                      sender_outputs)
 from interp.attribution.fastpath import fast_forward, reads_last_position_only
 from interp.attribution.patching import complement_metric, run_with_masks
 from interp.fastpath import use_fast
 from interp.models import scoped_hooks
 from interp.models.hooks import parse_component, save_hook
+from interp.models.modules import original
 
 from .circuit import Circuit, as_edge_mask, greedy_circuit, top_n_circuit
 
@@ -215,7 +216,7 @@ def _circuit_hooks(model, graph, weights, Zk, A, B, T) -> list:
                 x = xs[l].reshape(c, 1, B, *xs[l].shape[1:])
                 h_idx = [g.receivers[j].head for j in js]
                 W, b = getattr(weights[l], f"W_{kind}")[h_idx].to(acc), weights[l].b_qkv[kind][h_idx].to(acc)
-                y = _orig(model.blocks[l].ln1)((x.to(acc) + off).to(x.dtype)).to(acc)
+                y = original(model.blocks[l].ln1)((x.to(acc) + off).to(x.dtype)).to(acc)
                 new = torch.einsum("crbtd,red->cbtre", y, W) + b
                 out = act.reshape(c, B, *act.shape[1:]).clone()
                 keep = need[:, None, None, :, None]

@@ -40,8 +40,8 @@ from typing import Sequence
 
 import torch
 
-from interp.attribution.lrp_rules import norm_params
 from interp.models import model_name, resolve_hooks, scoped_hooks
+from interp.models.modules import norm_params
 from interp.results import encode, versions
 
 from .lib import LIBConfig, LIBResult, fit_lib

@@ -8,7 +8,7 @@ Following Shafran, Geiger & Geva 2025 (arXiv 2506.10920, section 4; reference
 * **Output side**: the residual-stream direction ``f_i = W_out[L]^T z_i`` and its
   vocabulary projection ``(g * f_i) @ W_U`` (:func:`vocab_projection`), where ``g`` is the
   final norm's gain (RMSNorm weight; ``1 + w`` for Gemma; LayerNorm also centres ``f``; read by
-  :func:`interp.attribution.lrp_rules.norm_params`).
+  :func:`interp.models.modules.norm_params`).
   The norm's data-dependent ``1/rms`` scale is a positive factor per token and is left
   out, so the *ranking* of tokens is what the model's unembedding would give.
 * **Steering**: add ``alpha * z_i / ||z_i||`` to ``blocks.L.mlp.hook_post`` at every
@@ -33,10 +33,10 @@ from typing import Sequence
 
 import torch
 
-from interp.attribution.lrp_rules import norm_params
 from interp.config import takes_config
 from interp.models import model_name, resolve_hooks, scoped_hooks
 from interp.models.hooks import mlp_post_hook
+from interp.models.modules import norm_params
 from interp.results import encode, versions
 
 from .concepts import SENTENCES
