@@ -99,7 +99,8 @@ QUADRATURE = {"eap": "clean", "eap-ig": "riemann_left", "clean-corrupted": "ends
               "eap-ig-activations": "riemann_right"}
 METHODS = tuple(QUADRATURE)
 SHARES = ("own", "all")
-RECEIVER_KINDS = ("q", "k", "v", "mlp", "logits")
+NORM_INPUT = {"mlp": "blocks.{layer}.ln2.hook_in", "logits": "ln_final.hook_in"}
+"""The input of the norm that feeds an MLP / logits receiver alone: where its input moves."""
 
 
 def acc_dtype(model) -> torch.dtype:
@@ -229,13 +230,10 @@ def check_supported(model) -> None:
                          f"normalises the attention/MLP output before adding it (post-norms {post}, Gemma "
                          "2/3), so per-head writes are not additive. Use node-level attribution "
                          "(interp.attribution) instead.")
-    if not {"ln1", "ln2"} <= names:
-        raise ValueError("edge attribution needs separate norms before attention (ln1) and MLP (ln2), so that a "
-                         f"receiver's input can move alone; {what} has "
-                         f"{sorted(n for n in names if n[:2] == 'ln')}")
-    missing = [s for s in "qkvo" if not hasattr(blk.attn, s)]
+    missing = sorted({"ln1", "ln2"} - names) + [f"attn.{s}" for s in "qkvo" if not hasattr(blk.attn, s)]
     if missing:
-        raise ValueError(f"edge attribution needs separate q/k/v/o projections; attention has no {missing}")
+        raise ValueError("edge attribution needs separate norms before attention (ln1) and MLP (ln2), so that a "
+                         f"receiver's input can move alone, and separate q/k/v/o projections; {what} has no {missing}")
 
 
 def layer_weights(model, probe: bool = False) -> list[LayerWeights]:
@@ -285,10 +283,10 @@ def edge_graph(model, weights: list[LayerWeights] | None = None) -> EdgeGraph:
 # senders: what each one writes into the residual stream
 # ------------------------------------------------------------------------------------------
 def sender_outputs(model, tokens: torch.Tensor, graph: EdgeGraph, weights: list[LayerWeights],
-                   extra_fwd=()) -> tuple[torch.Tensor, torch.Tensor]:
+                   extra_fwd=(), store: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(Z [N_s, B, T, d_model], logits)``: every sender's write into the residual stream (float32,
-    float64 for a float64 model)."""
-    store: dict[str, torch.Tensor] = {}
+    float64 for a float64 model); ``store`` also gets the raw activation at each sender hook (detached)."""
+    store = {} if store is None else store
     device = next(model.parameters()).device
     fwd = [(n, save_hook(store, n, torch.Tensor.detach)) for n in sender_hooks(graph)] + list(extra_fwd)
     with torch.no_grad(), scoped_hooks(model, fwd=fwd):
@@ -310,13 +308,13 @@ def _sender_rows(store: dict, graph: EdgeGraph, weights: list[LayerWeights], acc
     return torch.stack(rows)
 
 
-def sender_differences(model, task, graph: EdgeGraph, weights: list[LayerWeights], prefix=None, extra_fwd=()):
+def sender_differences(model, task, graph: EdgeGraph, weights: list[LayerWeights], prefix=None, store=None):
     """``(D = Z(corrupt) - Z(clean) [N_s, B, T, d], e_clean, e_corrupt, logits_clean, logits_corrupt)``
     from one forward of the stacked ``[2B, T]`` batch (``prefix``: a PrefixCache to record the clean rows;
-    ``extra_fwd``: more forward hooks for that pass)."""
+    ``store``: the raw sender activations of that pass, clean rows then corrupted, as :func:`sender_outputs`)."""
     B = task.clean.shape[0]
     with prefix.capture(slice(0, B)) if prefix is not None else nullcontext():
-        Z, logits = sender_outputs(model, torch.cat([task.clean, task.corrupt]), graph, weights, extra_fwd)
+        Z, logits = sender_outputs(model, torch.cat([task.clean, task.corrupt]), graph, weights, store=store)
     D = Z[:, B:] - Z[:, :B]
     return D, Z[0, :B], Z[0, B:], logits[:B], logits[B:]
 
@@ -339,13 +337,10 @@ def receiver_input_hooks(model, graph: EdgeGraph, patches: dict[int, tuple], B: 
     for j, (copies, off) in patches.items():
         r = graph.receivers[j]
         idx = slice(None) if copies is None else copies  # the copies that move
-        if r.kind not in RECEIVER_KINDS:
-            raise ValueError(f"unknown receiver kind {r.kind!r}; choose from {RECEIVER_KINDS}")
-        if r.kind in ("mlp", "logits"):
-            name = f"blocks.{r.layer}.ln2.hook_in" if r.kind == "mlp" else "ln_final.hook_in"
-            hooks.append((name, _add_hook(idx, off, B)))
-        else:
+        if r.kind in "qkv":
             heads.setdefault((r.layer, r.kind), []).append((r.head, idx, off))
+        else:  # a KeyError for a kind no receiver has
+            hooks.append((NORM_INPUT[r.kind].format(layer=r.layer), _add_hook(idx, off, B)))
     for l in sorted({l for l, _ in heads}):
         hooks.insert(0, (f"blocks.{l}.ln1.hook_in", save_hook(xs, l)))
     for (l, kind), items in heads.items():
@@ -454,15 +449,15 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
         c = len(a)
         # identity nodes: zero offsets whose gradient is the gradient through that receiver only
         deltas = {j: torch.zeros(B, T, d, dtype=dtype, device=device, requires_grad=True)
-                  for j, r in enumerate(graph.receivers) if r.kind in ("mlp", "logits") or not fast}
+                  for j, r in enumerate(graph.receivers) if r.kind not in "qkv" or not fast}
         hooks = receiver_input_hooks(model, graph, {j: (None, dl) for j, dl in deltas.items()}, B)
         store: dict[str, torch.Tensor] = {}
-        if e_clean is None or at != "hook_embed":  # a leaf so that every layer's q/k/v is in the graph
-            hooks.insert(0, ("hook_embed", lambda x, hook: x.detach().requires_grad_(True)))
+        # a leaf so that every layer's q/k/v is in the graph (then replaced by the interpolation at ``at``)
+        hooks.insert(0, ("hook_embed", lambda x, hook: x.detach().requires_grad_(True)))
         if e_clean is not None:
             interp = interpolate(e_corrupt, e_clean, a.to(e_clean.dtype)).flatten(0, 1).to(dtype)
             interp.requires_grad_(True)
-            hooks.insert(1 if at != "hook_embed" else 0, (at, lambda x, hook, v=interp: v))
+            hooks.insert(1, (at, lambda x, hook, v=interp: v))
         if fast:
             for l in range(L):  # kept in the autograd graph
                 hooks.append((f"blocks.{l}.ln1.hook_in", save_hook(store, f"x{l}")))
@@ -584,8 +579,7 @@ def _ig_activations(model, task, graph, weights, steps, max_tokens, fast, share)
     raw: dict[str, torch.Tensor] = {}
     replay = ("cached" if share == "own" else "batch") if fast else False
     prefix = PrefixCache(model) if replay == "cached" else None
-    D, _, _, logits_c, logits_k = sender_differences(
-        model, task, graph, weights, prefix, [(h, save_hook(raw, h, torch.Tensor.detach)) for h, _ in groups])
+    D, _, _, logits_c, logits_k = sender_differences(model, task, graph, weights, prefix, raw)
     if prefix is not None:  # leaves, so that block L's own receivers still get their gradient
         prefix.outs = {l: map_tensors(lambda t: t.detach().requires_grad_(t.is_floating_point()), o)
                        for l, o in prefix.outs.items()}
