@@ -43,14 +43,11 @@ class EdgePatchResult:
     """Metric change of patching each edge alone."""
 
     edges: list[tuple[int, int]]
-    """(sender index, receiver index) per edge, in the order asked for."""
-    names: list[str]
-    """``"u->v"`` per edge."""
+    """(sender index, receiver index) per edge, in the order asked for ; named by ``graph.edge_name``."""
     effects: torch.Tensor
     """``[n_edges]`` float64: batch-mean metric(patched) - metric(clean)."""
     metric_clean: float
     metric_corrupt: float
-    eps: float
     seconds: float
     graph: EdgeGraph
     config: dict = field(default_factory=dict)
@@ -98,8 +95,8 @@ def edge_patching(model, task, edges: Sequence, eps: float = 1.0, max_tokens: in
             effects[chunk] = task.metric(logits).double().reshape(k, B).mean(1).cpu() - m_clean
             bar.update(k)
     return EdgePatchResult(
-        edges=pairs, names=[graph.edge_name(i, j) for i, j in pairs], effects=effects,
-        metric_clean=m_clean, metric_corrupt=task.metric(logits_k).double().mean().item(), eps=eps,
-        seconds=time.perf_counter() - t0, graph=graph,
-        config={"max_tokens": max_tokens, "edges_per_pass": k_max, "fast": fast, "last_position_only": last},
+        edges=pairs, effects=effects, graph=graph, metric_clean=m_clean,
+        metric_corrupt=task.metric(logits_k).double().mean().item(), seconds=time.perf_counter() - t0,
+        config={"eps": eps, "max_tokens": max_tokens, "edges_per_pass": k_max, "fast": fast,
+                "last_position_only": last},
     )
