@@ -205,19 +205,17 @@ class LayerWeights:
 
 
 def _linear_map(mod, d_in: int, ref: torch.Tensor, probe: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(W [d_in, d_out], b [d_out])`` of an affine module: read from ``nn.Linear`` ([out, in]) and
-    Hugging Face ``Conv1D`` ([in, out]) weights, else (or with ``probe``) by probing the module with
-    the identity, which works for any affine layout (tests compare the two)."""
-    w, b = getattr(mod, "weight", None), getattr(mod, "bias", None)
-    if not probe and isinstance(mod, torch.nn.Linear) and w.shape[1] == d_in:
-        W = w.detach().T
-    elif not probe and type(mod).__name__ == "Conv1D" and w.shape[0] == d_in:
-        W = w.detach()
-    else:
-        with torch.no_grad():
-            b = mod(torch.zeros(1, d_in, dtype=ref.dtype, device=ref.device))[0]
-            return mod(torch.eye(d_in, dtype=ref.dtype, device=ref.device)) - b, b
-    return W, (b.detach() if b is not None else torch.zeros(W.shape[1], dtype=W.dtype, device=W.device))
+    """``(W [d_in, d_out], b [d_out])`` of an affine module: ``b`` is its value at 0 (zeros where it has no
+    bias); ``W`` read from ``nn.Linear`` ([out, in]) and Hugging Face ``Conv1D`` ([in, out]) weights, else
+    (or with ``probe``) by probing the module with the identity, which works for any affine layout (tests
+    compare the two)."""
+    with torch.no_grad():
+        b = mod(torch.zeros(1, d_in, dtype=ref.dtype, device=ref.device))[0]
+        if not probe and isinstance(mod, torch.nn.Linear):
+            return mod.weight.detach().T, b
+        if not probe and type(mod).__name__ == "Conv1D":
+            return mod.weight.detach(), b
+        return mod(torch.eye(d_in, dtype=ref.dtype, device=ref.device)) - b, b
 
 
 def check_supported(model) -> None:
