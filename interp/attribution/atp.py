@@ -25,8 +25,8 @@ from typing import Sequence
 from interp.config import takes_config
 from interp.results import check_fields
 
-from .components import (AttributionResult, cache_components, component_types, directed_result, directed_runs,
-                         linear_scores, per_position_set)
+from .components import (AttributionResult, cache_components, component_set, directed_result, directed_runs,
+                         linear_scores)
 
 DIRECTIONS = ("denoise", "noise")
 
@@ -47,8 +47,7 @@ def gradient_patching(model, task, components: Sequence[str], per_position, cfg:
                       extra_fwd=(), record: dict | None = None) -> AttributionResult:
     """(a_source - a_base) . grad m at the base run, for every component (see module doc); ``extra_fwd``:
     forward hooks that shape the backward (RelP's rules), ``record``: settings for ``result.config``."""
-    types = component_types(components)
-    per_pos = per_position_set(per_position, types)
+    types, per_pos = component_set(components, per_position)
     t0 = time.perf_counter()
     src, base = directed_runs(task, cfg.direction)
     acts_src, _, logits_src = cache_components(model, src, types)

@@ -92,9 +92,11 @@ def component_types(names: str | Sequence[str]) -> list[ComponentType]:
     return [COMPONENT_TYPES[n] for n in names]
 
 
-def per_position_set(per_position, types: Sequence[ComponentType]) -> set[str]:
-    """Normalise ``per_position`` (bool or list of type names) to a set of type names."""
-    return {t.name for t in types} if per_position is True else set(per_position or ())
+def component_set(components: Sequence[str], per_position):
+    """``(types, per_pos)``: the registered types of ``components`` and the set of names of those scored per
+    position (``per_position``: bool or list of type names)."""
+    types = component_types(components)
+    return types, {t.name for t in types} if per_position is True else set(per_position or ())
 
 
 SHARE = "score (share of the gap)"

@@ -53,8 +53,8 @@ from interp.models.hooks import save_hook
 from interp.results import check_fields
 
 from .atp import DIRECTIONS
-from .components import (AttributionResult, cache_components, component_types, directed_result, directed_runs,
-                         linear_scores, per_position_set)
+from .components import (AttributionResult, cache_components, component_set, directed_result, directed_runs,
+                         linear_scores)
 from .fastpath import (LeanGemma3, PrefixCache, fast_forward, hook_layer, interpolate, lean_forward,
                        lean_start_layer, reads_last_position_only)
 
@@ -455,8 +455,7 @@ def integrated_gradients(model, task, components: Sequence[str] = ("resid", "att
     ``direction``), or ``config=``; not both."""
     hooks = config.path == "hooks"
     cfg = config if config.steps else replace(config, steps=8 if hooks else DEFAULT_STEPS)
-    types = component_types(components)
-    per_pos = per_position_set(per_position, types)
+    types, per_pos = component_set(components, per_position)
     t0 = time.perf_counter()
     m_src, m_base, scores, method_config, extras = (_hook_ig if hooks else _embedding_ig)(model, task, types,
                                                                                         per_pos, cfg)

@@ -42,7 +42,7 @@ from interp.fastpath import use_fast
 from interp.models import scoped_hooks
 from interp.results import check_fields
 
-from .components import AttributionResult, ComponentType, cache_components, component_types, per_position_set
+from .components import AttributionResult, ComponentType, cache_components, component_set
 from .fastpath import PrefixCache, fast_forward, reads_last_position_only
 
 
@@ -139,8 +139,7 @@ def activation_patching(model, task, components: Sequence[str] = ("resid", "attn
     from tqdm.auto import tqdm
 
     cfg = config
-    types = component_types(components)
-    per_pos = per_position_set(per_position, types)
+    types, per_pos = component_set(components, per_position)
     base = PATCH_SOURCES[cfg.source][0]
     t0 = time.perf_counter()
     fast = use_fast(cfg.fast)
