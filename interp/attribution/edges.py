@@ -403,15 +403,12 @@ class GradPath:
     """Tokens per forward/backward; ``max_tokens // (B*T)`` steps a batch."""
     last_only: bool = False
     """Unembed only the last position (the metric reads only it)."""
-    keep_senders: bool = False
-    """Also return step 0's sender outputs and per-prompt metric (EAP's clean run, no extra forward)."""
 
 
 def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGraph, weights: list[LayerWeights],
                    path: GradPath, fast: bool | None = None):
-    """``(G [N_r, B, T, d], Z, metric)``: G = sum_k w_k dL/d in_v along ``path`` (see :class:`GradPath`);
-    ``Z`` (the sender outputs of step 0, as :func:`sender_outputs`) and ``metric`` (its per-prompt
-    metric) only with ``path.keep_senders``, else None.
+    """``(G [N_r, B, T, d], f)``: G = sum_k w_k dL/d in_v along ``path`` (see :class:`GradPath`), ``f`` the
+    metric ``[c, B]`` of the last step batch's ``c`` copies (EAP's one copy: the clean run's metric).
 
     Steps are batched ``max_tokens // (B*T)`` at a time, one backward per batch.
     Prefix replay (fast path, ``at`` in block ``L > 0``): blocks ``0 .. L-1`` compute the plain run of
@@ -429,7 +426,6 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
       rows instead of ``c*B``.
     """
     e_clean, e_corrupt, at, prefix = path.clean, path.corrupt, path.at, path.prefix
-    kept: dict = {}
     fast = use_fast(fast)
     B, T = tokens.shape
     L, d = model.cfg.n_layers, model.cfg.d_model
@@ -460,9 +456,6 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
             for l in range(L):  # kept in the autograd graph
                 hooks.append((f"blocks.{l}.ln1.hook_in", save_hook(store, f"x{l}")))
                 hooks += [(f"blocks.{l}.attn.hook_{k}", save_hook(store, f"{k}{l}")) for k in "qkv"]
-        senders: dict[str, torch.Tensor] = {}
-        if path.keep_senders and s == 0:
-            hooks += [(n, save_hook(senders, n, lambda x: x.detach()[:B])) for n in sender_hooks(graph)]
         layer = hook_layer(at) if fast and (prefix is not None or path.prefix_grad) else 0
         with torch.enable_grad(), scoped_hooks(model, fwd=hooks):
             pre = _prefix_with_grad(model, tokens.to(device), layer) if layer and path.prefix_grad else prefix
@@ -472,8 +465,6 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
             keys = [k for k in store if not k.startswith("x") and store[k].requires_grad]
             gs = torch.autograd.grad((f * wts[:, None]).sum(), list(deltas.values()) + [store[k] for k in keys],
                                      allow_unused=True, materialize_grads=True)  # zeros where none flows
-        if senders:
-            kept = {"Z": _sender_rows(senders, graph, weights, acc), "metric": f[0].detach()}
         for j, gj in zip(deltas, gs[:len(deltas)]):
             G[j] += gj.to(acc)
         if fast:
@@ -485,7 +476,7 @@ def receiver_grads(model, tokens: torch.Tensor, metric: Callable, graph: EdgeGra
                 gx = _head_grads_posthoc(original(model.blocks[l].ln1), store[f"x{l}"], g, weights[l], acc)
                 # rows: c*B copies, or B for a prefix block run once (prefix_grad)
                 G[head_rows[l]] += gx.reshape(-1, B, T, gx.shape[2], d).sum(0).permute(2, 0, 1, 3)
-    return G, kept.get("Z"), kept.get("metric")
+    return G, f.detach()
 
 
 class _PrefixDone(Exception):
@@ -643,10 +634,12 @@ def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_to
 def _input_scores(model, task, graph, weights, method, steps, max_tokens, fast):
     """EAP, EAP-IG or clean-corrupted scores (module doc): ``(S, m_clean, logits_corrupt, timings)``."""
     t0 = time.perf_counter()
-    if method == "eap":  # the clean senders come from the gradient pass (its one copy is the clean run)
+    raw: dict[str, torch.Tensor] = {}  # EAP reads the clean senders in its gradient pass (the clean run)
+    reads = [(n, save_hook(raw, n, torch.Tensor.detach)) for n in sender_hooks(graph) if method == "eap"]
+    if method == "eap":
         Z_k, logits_k = sender_outputs(model, task.corrupt, graph, weights)
         one = torch.ones(1, dtype=torch.float64)
-        path = GradPath(one, one, keep_senders=True)
+        path = GradPath(one, one)
         logits_c = logits_k
     else:
         D, e_c, e_k, logits_c, logits_k = sender_differences(model, task, graph, weights)  # sender 0 = hook_embed
@@ -658,9 +651,10 @@ def _input_scores(model, task, graph, weights, method, steps, max_tokens, fast):
     t1 = time.perf_counter()
     path.max_tokens = max_tokens
     path.last_only = use_fast(fast) and reads_last_position_only(task.metric, logits_c)
-    G, Z_c, f_c = receiver_grads(model, task.clean, task.metric, graph, weights, path, fast)
+    with scoped_hooks(model, fwd=reads):
+        G, f_c = receiver_grads(model, task.clean, task.metric, graph, weights, path, fast)
     if method == "eap":
-        D = Z_k - Z_c
+        D = Z_k - _sender_rows(raw, graph, weights, acc_dtype(model))
     m_clean = (f_c if method == "eap" else task.metric(logits_c)).double().mean().item()
     t2 = time.perf_counter()
     S = D.flatten(1).to(G.device) @ G.flatten(1).T / task.clean.shape[0]
