@@ -146,9 +146,11 @@ class AttributionResult(Result):
         """Scores of ``ctype`` as one vector (for correlations)."""
         return self.scores[ctype].reshape(-1)
 
-    def normalized(self, ctype: str) -> torch.Tensor:
-        """Scores divided by (metric_clean - metric_corrupt): 1.0 = the whole effect."""
-        return self.scores[ctype] / (self.metric_clean - self.metric_corrupt)
+    def normalized(self, ctype: str, summed: bool = False) -> torch.Tensor:
+        """Scores (``summed``: per component, as :meth:`per_component`) divided by (metric_clean -
+        metric_corrupt): 1.0 = the whole effect (undivided when the two metrics are equal)."""
+        s = self.per_component(ctype) if summed else self.scores[ctype]
+        return s / (self.metric_clean - self.metric_corrupt or 1.0)
 
     def per_component(self, ctype: str) -> torch.Tensor:
         """``[L, *units]`` scores of ``ctype``, summed over positions when scored per position."""
@@ -221,15 +223,11 @@ def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str
     def fld(m: str, ctype: str) -> str:
         return f"{(paths or {}).get(m, '')}.scores.{ctype}".lstrip(".")
 
-    def share(res, ctype, full=False):
-        s = res.scores[ctype] if full else res.per_component(ctype)
-        return s / (res.metric_clean - res.metric_corrupt or 1.0)
-
     main = next((m for m in results if m != reference), next(iter(results)))
     for ctype in next(iter(results.values())).scores:
         name = TYPE_NAMES.get(ctype, ctype)
         title = name[:1].upper() + name[1:]
-        mats = {m: share(res, ctype) for m, res in results.items() if ctype in res.scores}
+        mats = {m: res.normalized(ctype, summed=True) for m, res in results.items() if ctype in res.scores}
         if ctype == "attn_head":
             for m, z in mats.items():
                 r.add_layer_heads(f"Attention heads: {m}", z, fld(m, ctype),
@@ -249,12 +247,12 @@ def add_score_figures(r, results: dict[str, "AttributionResult"], reference: str
             if m == reference or ctype not in res.scores:
                 continue
             full = ctype in res.per_position and ctype in ref.per_position
-            x = share(ref, ctype, full)
+            x, y = (a.normalized(ctype, summed=not full) for a in (ref, res))
             labels = [display_name(ctype, i[:-1] if full else i) + (f" @ position {i[-1]}" if full else "")
                       for i in itertools.product(*map(range, x.shape))]  # hover names, in reshape(-1) order
             ref_name = "patching" if reference == "patch" else reference
-            r.add_figure(F.method_vs_patching(f"{title}: {m} vs {ref_name}", x, share(res, ctype, full), m,
-                                              labels, x_title=PATCHING_SHARE, y_title=SHARE),
+            r.add_figure(F.method_vs_patching(f"{title}: {m} vs {ref_name}", x, y, m, labels,
+                                              x_title=PATCHING_SHARE, y_title=SHARE),
                          fields=(fld(reference, ctype), fld(m, ctype)))
 
 
