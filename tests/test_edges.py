@@ -120,7 +120,8 @@ def test_residual_is_the_sum_of_sender_outputs(name):
     w = layer_weights(m)
     g = edge_graph(m, w)
     box = {}
-    Z, _ = sender_outputs(m, task.clean, g, w, extra_fwd=[("ln_final.hook_in", lambda x, hook: box.update(r=x))])
+    with scoped_hooks(m, fwd=[("ln_final.hook_in", lambda x, hook: box.update(r=x))]):
+        Z, _ = sender_outputs(m, task.clean, g, w)
     total = Z.sum(0) + sum(lw.b_o for lw in w)
     # float64 sum of (2L+1) sender outputs vs the residual
     torch.testing.assert_close(total, box["r"], rtol=1e-9, atol=1e-9)
@@ -546,7 +547,8 @@ def test_smollm2_edges_against_definitions(smollm2):
     g = edge_graph(m, w)
     assert (len(g.senders), len(g.receivers), g.n_edges) == (301, 481, 70651)
     box = {}
-    Z, _ = sender_outputs(m, task.clean, g, w, extra_fwd=[("ln_final.hook_in", lambda x, hook: box.update(r=x))])
+    with scoped_hooks(m, fwd=[("ln_final.hook_in", lambda x, hook: box.update(r=x))]):
+        Z, _ = sender_outputs(m, task.clean, g, w)
     # SmolLM2 in float32: 301 sender outputs summed in another order than the residual stream, through 30 layers:
     # eps32 x 301 terms x 30 layers ~ 1e-3 of the largest |r|
     torch.testing.assert_close(Z.sum(0), box["r"], rtol=1e-4, atol=1e-3 * float(box["r"].abs().max()))

@@ -12,7 +12,7 @@ fails on a bridge ``HookPoint`` inside a block (a batch-size mismatch at the res
 ``attribute_to_layer_input=True`` (the block's input is that hook's value; tested equal to our
 IG on tiny llama, pythia and gemma3; GPT-2 blocks take a cache argument the pre-hook drops).
 
-Memory: captum expands the input ``steps`` times (or ``internal_batch_size`` at a time).
+Memory: captum expands the input ``steps`` times (the whole expanded batch at once).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .ig import IGResult
 
 def captum_layer_ig(model, tokens: torch.Tensor, metric: Callable[[torch.Tensor], torch.Tensor],
                     hook: str = "hook_embed", baseline_tokens: torch.Tensor | None = None, steps: int = 50,
-                    method: str = "gausslegendre", internal_batch_size: int | None = None) -> IGResult:
+                    method: str = "gausslegendre") -> IGResult:
     """captum's LayerIntegratedGradients at ``hook`` (baseline: token ids, default all-zero ids)."""
     from captum.attr import LayerIntegratedGradients
 
@@ -44,8 +44,7 @@ def captum_layer_ig(model, tokens: torch.Tensor, metric: Callable[[torch.Tensor]
     layer = model.blocks[int(resid_pre[1])] if resid_pre else model.hook_dict[hook]
     lig = LayerIntegratedGradients(lambda toks: metric(model(toks)), layer)
     with torch.enable_grad():
-        attr, delta = lig.attribute(tokens, baselines=base, n_steps=steps, method=method,
-                                    internal_batch_size=internal_batch_size, return_convergence_delta=True,
+        attr, delta = lig.attribute(tokens, base, n_steps=steps, method=method, return_convergence_delta=True,
                                     attribute_to_layer_input=bool(resid_pre))
     with torch.no_grad():
         f_x, f_b = metric(model(tokens)).float().cpu(), metric(model(base)).float().cpu()

@@ -281,12 +281,12 @@ def edge_graph(model, weights: list[LayerWeights] | None = None) -> EdgeGraph:
 # senders: what each one writes into the residual stream
 # ------------------------------------------------------------------------------------------
 def sender_outputs(model, tokens: torch.Tensor, graph: EdgeGraph, weights: list[LayerWeights],
-                   extra_fwd=(), store: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   store: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(Z [N_s, B, T, d_model], logits)``: every sender's write into the residual stream (float32,
     float64 for a float64 model); ``store`` also gets the raw activation at each sender hook (detached)."""
     store = {} if store is None else store
     device = next(model.parameters()).device
-    fwd = [(n, save_hook(store, n, torch.Tensor.detach)) for n in sender_hooks(graph)] + list(extra_fwd)
+    fwd = [(n, save_hook(store, n, torch.Tensor.detach)) for n in sender_hooks(graph)]
     with torch.no_grad(), scoped_hooks(model, fwd=fwd):
         logits = model(tokens.to(device))
     return _sender_rows(store, graph, weights, acc_dtype(model)), logits
