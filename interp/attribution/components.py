@@ -142,10 +142,6 @@ class AttributionResult(Result):
     extras: dict = field(default_factory=dict)
     """Method-specific diagnostics (e.g. IG completeness delta)."""
 
-    def flat(self, ctype: str) -> torch.Tensor:
-        """Scores of ``ctype`` as one vector (for correlations)."""
-        return self.scores[ctype].reshape(-1)
-
     def normalized(self, ctype: str, summed: bool = False) -> torch.Tensor:
         """Scores (``summed``: per component, as :meth:`per_component`) divided by (metric_clean -
         metric_corrupt): 1.0 = the whole effect (undivided when the two metrics are equal)."""
