@@ -339,8 +339,7 @@ def receiver_input_hooks(model, graph: EdgeGraph, patches: dict[int, tuple], B: 
             heads.setdefault((r.layer, r.kind), []).append((r.head, idx, off))
         else:  # a KeyError for a kind no receiver has
             hooks.append((NORM_INPUT[r.kind].format(layer=r.layer), _add_hook(idx, off, B)))
-    for l in sorted({l for l, _ in heads}):
-        hooks.insert(0, (f"blocks.{l}.ln1.hook_in", save_hook(xs, l)))
+    hooks += [(f"blocks.{l}.ln1.hook_in", save_hook(xs, l)) for l in {l for l, _ in heads}]  # (nothing moves ln1's input)
     for (l, kind), items in heads.items():
         blk = model.blocks[l]
         ln, proj = original(blk.ln1), original(getattr(blk.attn, kind))
