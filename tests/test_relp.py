@@ -226,7 +226,7 @@ def test_rule_errors():
     with pytest.raises(ValueError, match="same site"):
         from interp.attribution import LRPRule, register_rule
 
-        register_rule(LRPRule("test-AttnLRP", "attention", "test", lambda p: p))
+        register_rule(LRPRule("test-AttnLRP", "attention", lambda p: p))
         resolve_rules(["AH-rule", "test-AttnLRP"])
 
 

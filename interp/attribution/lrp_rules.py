@@ -74,8 +74,8 @@ class LRPRule:
 
     name: str
     site: str
-    """``norm``, ``act``, ``gate``, ``attention`` or ``linear``: one active rule per site."""
-    doc: str
+    """``norm``, ``act``, ``gate``, ``attention`` or ``linear``: one active rule per site (what each rule
+    does: the module doc's table)."""
     surrogate: Callable
     """Site-specific: norm ``(x, w, b, eps, rms) -> s``; act ``(pre, act_value) -> s``;
     gate ``(a, lin) -> s``; attention ``(pattern) -> pattern'``; linear ``(z, eps) -> factor``."""
@@ -97,15 +97,11 @@ def register_rule(rule: LRPRule) -> LRPRule:
     return rule
 
 
-register_rule(LRPRule("LN-rule", "norm", "normaliser detached (Ali et al. 2022)", _ln_rule))
-register_rule(LRPRule("Identity-rule", "act", "activation passes relevance unchanged",
-                      lambda pre, act_value: pre * (act_value / stabilize(pre)).detach()))
-register_rule(LRPRule("Half-rule", "gate", "gated product splits relevance equally",
-                      lambda a, lin: 0.5 * (a * lin)))
-register_rule(LRPRule("AH-rule", "attention", "CP-LRP: attention pattern detached",
-                      lambda pattern: pattern.detach()))
-register_rule(LRPRule("epsilon-rule", "linear", "R_in = x W^T (R_out / (z + eps))",
-                      lambda z, eps: (z / stabilize(z, eps)).detach()))
+register_rule(LRPRule("LN-rule", "norm", _ln_rule))  # normaliser detached (Ali et al. 2022)
+register_rule(LRPRule("Identity-rule", "act", lambda pre, act: pre * (act / stabilize(pre)).detach()))
+register_rule(LRPRule("Half-rule", "gate", lambda a, lin: 0.5 * (a * lin)))  # relevance split equally
+register_rule(LRPRule("AH-rule", "attention", lambda pattern: pattern.detach()))  # CP-LRP
+register_rule(LRPRule("epsilon-rule", "linear", lambda z, eps: (z / stabilize(z, eps)).detach()))
 
 RULE_SETS = {
     # the RelP paper's and reference implementation's default: the one to use
