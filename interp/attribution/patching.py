@@ -46,12 +46,8 @@ from .components import AttributionResult, ComponentType, cache_components, comp
 from .fastpath import PrefixCache, fast_forward, reads_last_position_only
 
 
-PATCH_SOURCES = {  # name: (the run that is patched, what goes into it)
-    "denoise": ("corrupt", "clean activation into the corrupted run"),
-    "noise": ("clean", "corrupted activation into the clean run"),
-    "mean": ("clean", "batch-mean clean activation into the clean run (mean-ablation)"),
-    "zero": ("clean", "zeros into the clean run (zero-ablation)"),
-}
+PATCH_SOURCES = {"denoise": "corrupt", "noise": "clean", "mean": "clean", "zero": "clean"}
+"""Patch source -> the run that is patched (what goes into it: the module doc)."""
 
 
 def _source_values(source: str, clean: torch.Tensor, corrupt: torch.Tensor) -> torch.Tensor:
@@ -140,7 +136,7 @@ def activation_patching(model, task, components: Sequence[str] = ("resid", "attn
 
     cfg = config
     types, per_pos = component_set(components, per_position)
-    base = PATCH_SOURCES[cfg.source][0]
+    base = PATCH_SOURCES[cfg.source]
     t0 = time.perf_counter()
     fast = use_fast(cfg.fast)
     prefix = PrefixCache(model) if fast else None
