@@ -73,7 +73,6 @@ def edge_patching(model, task, edges: Sequence, eps: float = 1.0, max_tokens: in
     last = fast and reads_last_position_only(task.metric, logits_c)
     B, T = task.clean.shape
     device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
     k_max = max(1, max_tokens // (B * T))
     order = sorted(range(len(pairs)), key=lambda i: graph.receivers[pairs[i][1]].layer)
     effects = torch.zeros(len(pairs), dtype=torch.float64)
@@ -87,7 +86,7 @@ def edge_patching(model, task, edges: Sequence, eps: float = 1.0, max_tokens: in
             for j in {pairs[i][1] for i in chunk}:  # each receiver: its copies and their senders' offsets
                 copies = [c for c, i in enumerate(chunk) if pairs[i][1] == j]
                 offset = eps * D[[pairs[chunk[c]][0] for c in copies]]
-                patches[j] = (torch.tensor(copies, device=device), offset.to(device, dtype))
+                patches[j] = (torch.tensor(copies, device=device), offset.to(device))  # the hook casts it
             first = graph.receivers[pairs[chunk[0]][1]].layer  # chunks are in receiver layer order
             hooks = receiver_input_hooks(model, graph, patches, B)
             with torch.no_grad(), scoped_hooks(model, fwd=hooks), fast_forward(model, prefix, k, first, last):
