@@ -163,13 +163,12 @@ def rule_hooks(model, rules: Sequence[LRPRule], epsilon: float = 1e-6) -> list[t
     lin_rule, norm_rule, act_rule, gate_rule, attn_rule = map(by_site.get, ("linear", "norm", "act", "gate",
                                                                             "attention"))
     hooks: list[tuple[str, Callable]] = []
-    hd = model.hook_dict
-    if lin_rule:
+    if lin_rule:  # every linear sublayer (scoped_hooks refuses one without a hook_out: none is skipped)
         from transformer_lens.model_bridge.generalized_components.linear import LinearBridge
 
         for sub in (f"blocks.{l}.{s}" for l in range(model.cfg.n_layers) for s in ("attn", "mlp")):
             for name, mod in model.get_submodule(sub).named_children():
-                if isinstance(mod, LinearBridge) and f"{sub}.{name}.hook_out" in hd:
+                if isinstance(mod, LinearBridge):
                     hooks.append((f"{sub}.{name}.hook_out",
                                   lambda z, hook: _grad_through(z, z * lin_rule.surrogate(z, epsilon))))
     if norm_rule:
