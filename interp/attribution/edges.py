@@ -204,18 +204,18 @@ class LayerWeights:
     """``"q"``: ``[H, d_head]``, ``"k"`` / ``"v"``: ``[H_kv, d_head]``: the projection biases (zeros where none)."""
 
 
-def _linear_map(mod, d_in: int, ref: torch.Tensor, probe: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def _linear_map(mod, d_in: int, probe: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``(W [d_in, d_out], b [d_out])`` of an affine module: ``b`` is its value at 0 (zeros where it has no
     bias); ``W`` read from ``nn.Linear`` ([out, in]) and Hugging Face ``Conv1D`` ([in, out]) weights, else
     (or with ``probe``) by probing the module with the identity, which works for any affine layout (tests
     compare the two)."""
     with torch.no_grad():
-        b = mod(torch.zeros(1, d_in, dtype=ref.dtype, device=ref.device))[0]
+        b = mod(torch.zeros(1, d_in).to(next(mod.parameters())))[0]  # in the module's dtype, on its device
         if not probe and isinstance(mod, torch.nn.Linear):
             return mod.weight.detach().T, b
         if not probe and type(mod).__name__ == "Conv1D":
             return mod.weight.detach(), b
-        return mod(torch.eye(d_in, dtype=ref.dtype, device=ref.device)) - b, b
+        return mod(torch.eye(d_in).to(b)) - b, b
 
 
 def check_supported(model) -> None:
@@ -239,10 +239,9 @@ def layer_weights(model, probe: bool = False) -> list[LayerWeights]:
     every map by probing the module with the identity instead of its weight attribute."""
     check_supported(model)
     d, dh, H = model.cfg.d_model, model.cfg.d_head, model.cfg.n_heads
-    ref = next(model.parameters())
     out = []
     for blk in model.blocks:
-        maps = {s: _linear_map(original(getattr(blk.attn, s)), d if s != "o" else H * dh, ref, probe)
+        maps = {s: _linear_map(original(getattr(blk.attn, s)), d if s != "o" else H * dh, probe)
                 for s in "qkvo"}
         W = {s: maps[s][0].T.reshape(-1, dh, d).contiguous() for s in "qkv"}  # [d, H*dh] -> [H, dh, d]
         W_o, b_o = maps["o"]
