@@ -137,8 +137,7 @@ def _norm_paths(model) -> list[str]:
     """Every residual-path norm of ``model``; a ``ValueError`` naming the architecture for a block norm the
     rules do not know (its relevance would pass unmodified and RelP would be silently another method)."""
     paths = []
-    for l in range(model.cfg.n_layers):
-        block = model.blocks[l]
+    for l, block in enumerate(model.blocks):
         unknown = [c for c, m in block.named_children() if "Normalization" in type(m).__name__ and c not in _NORM_CHILDREN]
         if unknown:
             raise ValueError(f"LN-rule cannot serve {arch_name(model)}: blocks.{l}.{unknown[0]} is a norm "
