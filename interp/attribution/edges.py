@@ -638,7 +638,6 @@ def _input_scores(model, task, graph, weights, method, steps, max_tokens, fast):
         Z_k, logits_k = sender_outputs(model, task.corrupt, graph, weights)
         one = torch.ones(1, dtype=torch.float64)
         path = GradPath(one, one)
-        logits_c = logits_k
     else:
         D, e_c, e_k, logits_c, logits_k = sender_differences(model, task, graph, weights)  # sender 0 = hook_embed
         if method == "eap-ig":  # left Riemann sum: alpha_k = k/m, k = 0..m-1
@@ -648,7 +647,7 @@ def _input_scores(model, task, graph, weights, method, steps, max_tokens, fast):
         path = GradPath(alphas, torch.full_like(alphas, 1.0 / len(alphas)), e_c, e_k)
     t1 = time.perf_counter()
     path.max_tokens = max_tokens
-    path.last_only = use_fast(fast) and reads_last_position_only(task.metric, logits_c)
+    path.last_only = use_fast(fast) and reads_last_position_only(task.metric, logits_k)  # the run EAP has
     with scoped_hooks(model, fwd=reads):
         G, f_c = receiver_grads(model, task.clean, task.metric, graph, weights, path, fast)
     if method == "eap":
