@@ -285,15 +285,14 @@ def sender_outputs(model, tokens: torch.Tensor, graph: EdgeGraph, weights: list[
     float64 for a float64 model); ``store`` also gets the raw activation at each sender hook (detached)."""
     store = {} if store is None else store
     device = next(model.parameters()).device
-    fwd = [(n, save_hook(store, n, torch.Tensor.detach)) for n in sender_hooks(graph)]
-    with torch.no_grad(), scoped_hooks(model, fwd=fwd):
+    with torch.no_grad(), scoped_hooks(model, fwd=sender_reads(graph, store)):
         logits = model(tokens.to(device))
     return _sender_rows(store, graph, weights, acc_dtype(model)), logits
 
 
-def sender_hooks(graph: EdgeGraph) -> list[str]:
-    """The hook names the senders are read from."""
-    return sorted({n.hook for n in graph.senders})
+def sender_reads(graph: EdgeGraph, store: dict) -> list[tuple[str, Callable]]:
+    """Forward hooks that put the activation at each hook a sender is read from in ``store`` (detached)."""
+    return [(h, save_hook(store, h, torch.Tensor.detach)) for h in {n.hook for n in graph.senders}]
 
 
 def _sender_rows(store: dict, graph: EdgeGraph, weights: list[LayerWeights], acc: torch.dtype):
@@ -560,7 +559,6 @@ def _ig_activations(model, task, graph, weights, steps, max_tokens, fast, share)
     runs once per step batch at batch ``B`` with autograd (``"batch"``).  Memory of the cache: every
     block's output on the clean prompts, ``n_layers * B * T * d_model`` floats.
     """
-    fast = use_fast(fast)
     B = task.clean.shape[0]
     groups = sender_groups(graph)
     raw: dict[str, torch.Tensor] = {}
@@ -609,10 +607,11 @@ def edge_attribution(model, task, method: str = "eap-ig", steps: int = 5, max_to
         raise ValueError(f"unknown share {share!r} for eap-ig-activations; choose from {SHARES}")
     check_task(task)
     t0 = time.perf_counter()
+    fast = use_fast(fast)
     weights = layer_weights(model)
     graph = edge_graph(model, weights)
     config = {"steps": {"eap": 1, "clean-corrupted": 2}.get(method, steps), "quadrature": QUADRATURE[method],
-              "max_tokens": max_tokens, "fast": use_fast(fast),
+              "max_tokens": max_tokens, "fast": fast,
               "direction": "noising: corrupted sender value into the clean run"}
     if method == "eap-ig-activations":
         S, m_clean, logits_k, config["prefix_replay"] = _ig_activations(model, task, graph, weights, steps,
@@ -633,7 +632,7 @@ def _input_scores(model, task, graph, weights, method, steps, max_tokens, fast):
     """EAP, EAP-IG or clean-corrupted scores (module doc): ``(S, m_clean, logits_corrupt, timings)``."""
     t0 = time.perf_counter()
     raw: dict[str, torch.Tensor] = {}  # EAP reads the clean senders in its gradient pass (the clean run)
-    reads = [(n, save_hook(raw, n, torch.Tensor.detach)) for n in sender_hooks(graph) if method == "eap"]
+    reads = sender_reads(graph, raw) if method == "eap" else []
     if method == "eap":
         Z_k, logits_k = sender_outputs(model, task.corrupt, graph, weights)
         one = torch.ones(1, dtype=torch.float64)
@@ -647,7 +646,7 @@ def _input_scores(model, task, graph, weights, method, steps, max_tokens, fast):
         path = GradPath(alphas, torch.full_like(alphas, 1.0 / len(alphas)), e_c, e_k)
     t1 = time.perf_counter()
     path.max_tokens = max_tokens
-    path.last_only = use_fast(fast) and reads_last_position_only(task.metric, logits_k)  # the run EAP has
+    path.last_only = fast and reads_last_position_only(task.metric, logits_k)  # the run EAP has
     with scoped_hooks(model, fwd=reads):
         G, f_c = receiver_grads(model, task.clean, task.metric, graph, weights, path, fast)
     if method == "eap":
