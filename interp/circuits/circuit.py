@@ -72,18 +72,14 @@ class Circuit:
     """Edge circuits: the graph the mask indexes."""
     edges: torch.Tensor | None = None
     """Edge circuits: bool ``[N_s, N_r]``, a subset of ``graph.mask``."""
-    label: str = ""
-    n_requested: int | None = None
-    """The n of a top-n edge circuit before pruning."""
 
     @classmethod
-    def of_edges(cls, graph: EdgeGraph, edges: torch.Tensor, label: str = "", n_requested: int | None = None):
+    def of_edges(cls, graph: EdgeGraph, edges: torch.Tensor):
         """An edge circuit; its components are the nodes touched by an edge (receivers ``L3H2.q`` ->
         ``L3H2``; a grouped k/v receiver ``L3KV1.k`` stays as is), in graph order."""
         s = [graph.senders[i].name for i in edges.any(1).nonzero().flatten().tolist()]
         r = [graph.receivers[j].name.split(".")[0] for j in edges.any(0).nonzero().flatten().tolist()]
-        return cls(list(dict.fromkeys(s + r)), n_total=graph.n_edges, graph=graph, edges=edges, label=label,
-                   n_requested=n_requested)
+        return cls(list(dict.fromkeys(s + r)), n_total=graph.n_edges, graph=graph, edges=edges)
 
     @property
     def fraction(self) -> float:
@@ -186,7 +182,7 @@ def top_n_circuit(scores: EdgeScores, n: int, prune: bool = True) -> Circuit:
     flat = scores.scores.abs().double().masked_fill(~g.mask, float("-inf")).flatten()
     m = torch.zeros_like(g.mask)
     m.view(-1)[flat.topk(n).indices] = True
-    return Circuit.of_edges(g, prune_circuit(g, m) if prune else m, f"{scores.method} top {n}", n)
+    return Circuit.of_edges(g, prune_circuit(g, m) if prune else m)
 
 
 def greedy_circuit(scores: EdgeScores, n: int, prune: bool = True) -> Circuit:
@@ -216,8 +212,7 @@ def greedy_circuit(scores: EdgeScores, n: int, prune: bool = True) -> Circuit:
         n -= 1
         for jj in inputs[:, i].nonzero().flatten().tolist():
             push(jj)
-    k = int(m.sum())
-    return Circuit.of_edges(g, prune_circuit(g, m) if prune else m, f"{scores.method} greedy {k}", k)
+    return Circuit.of_edges(g, prune_circuit(g, m) if prune else m)
 
 
 def component_edges(scores: EdgeScores, mask: torch.Tensor | None = None, members=None) -> list[dict]:

@@ -154,7 +154,6 @@ def circuit_faithfulness(model, task, components: Sequence[str], source: str = "
 class Faithfulness:
     """Metric of each circuit run, normalised between the corrupted and the clean run."""
 
-    labels: list[str]
     n_edges: list[int]
     metrics: torch.Tensor
     """``[K]`` float64: batch-mean metric of each circuit run."""
@@ -230,8 +229,7 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, max_tokens: int =
                               fast: bool | None = None) -> Faithfulness:
     """m(C) and F_norm(C) for each circuit (see the module doc), as stacked copies in few forwards.
 
-    ``circuits``: each a :class:`Circuit`, a bool ``[N_s, N_r]`` mask or a list of edges (labelled by the
-    circuit's ``label``, else ``circuit i``).
+    ``circuits``: each a :class:`Circuit`, a bool ``[N_s, N_r]`` mask or a list of edges.
     ``check_ends`` also runs the full and the empty circuit (``result.identity``).  ``fast``:
     unembed only the last position when the metric reads only that one (default on;
     ``INTERP_REFERENCE=1`` or ``fast=False``: the full logits, as in edges.py).
@@ -244,7 +242,6 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, max_tokens: int =
     weights = layer_weights(model)
     graph = edge_graph(model, weights)
     masks = [as_edge_mask(graph, c) for c in circuits]
-    labels = [c.label if isinstance(c, Circuit) and c.label else f"circuit {i}" for i, c in enumerate(circuits)]
     if check_ends:
         masks += [graph.mask.clone(), torch.zeros_like(graph.mask)]
     device = next(model.parameters()).device
@@ -268,11 +265,11 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, max_tokens: int =
     metrics = per.mean(1)
     span = mc - mk
     f = (metrics - mk) / span if span else torch.full_like(metrics, float("nan"))
-    K = len(labels)
+    K = len(circuits)
     identity = {"full": metrics[K].item(), "empty": metrics[K + 1].item(),
                 "full_minus_clean": metrics[K].item() - mc,
                 "empty_minus_corrupt": metrics[K + 1].item() - mk} if check_ends else {}
-    return Faithfulness(labels=labels, n_edges=[int(m.sum()) for m in masks[:K]], metrics=metrics[:K],
+    return Faithfulness(n_edges=[int(m.sum()) for m in masks[:K]], metrics=metrics[:K],
                         f_norm=f[:K], metric_clean=mc, metric_corrupt=mk, seconds=time.perf_counter() - t0,
                         per_prompt=per[:K], identity=identity,
                         config={"copies_per_pass": k_max, "last_position_only": last, "fast": fast,

@@ -29,9 +29,8 @@ on 300 components, plus ~24 for the comparison top-k curve, or n + 1 when ``sear
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from interp.config import takes_config
@@ -195,7 +194,7 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
               "curve_sizes": topk.curve_sizes, "curve_faithfulness": topk.curve_faithfulness},
         scores=res, patching=patching, edges=edge_list, edges_note=edges_note, roles=roles,
         attention=attention_patterns(model, task.prompts[0]), examples=token_ex,
-        config={**dataclasses.asdict(config), "rules": res.config["rules"] if method == "relp" else None},
+        config={**asdict(config), "rules": res.config["rules"] if method == "relp" else None},
         timings=timings)
     if out is not None:
         result.write(out)

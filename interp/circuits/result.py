@@ -26,7 +26,7 @@ from typing import ClassVar
 
 from interp.attribution.components import AttributionResult, add_score_figures, score_axes
 from interp.models.hooks import HEAD_RE, component_label, parse_component
-from interp.reports import Report
+from interp.reports import Report, figures as F
 from interp.reports.attention import AttentionPatterns
 from interp.results import Result, pearson_or_reason, register, versions
 
@@ -166,8 +166,6 @@ class CircuitResult(TaskRun):
         return nodes, edges
 
     def report(self):
-        from interp.reports import figures as F
-
         r = Report.of(self, f"{self.task} circuit on {self.model} ({self.method}, {self.search})",
                          method=self.method, timings=self.timings)
         nodes, edges = self.graph()
