@@ -195,7 +195,5 @@ def compare_methods(model, task_name: str, *, progress: bool = False, config: Co
         **task_fields(model, task_name, task, ref), seed=cfg.seed, scores=results, pearson=corr,
         pearson_undefined=undefined, seconds={name: r.seconds for name, r in results.items()},
         paper=PAPER.get(task_name, {}),
-        config={"methods": list(methods), "components": list(comps), "per_position": list(per_position),
-                "relp_rules": {"relp": "default (LN, Identity, Half: the paper's)",
-                               "relp-cp-lrp": "default+cp-lrp (LN, Identity, Half, AH/CP-LRP)"}},
+        config={"methods": list(methods), "components": list(comps), "per_position": list(per_position)},
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

@@ -193,23 +193,21 @@ def search_circuit(model, task, prior: AttributionResult | None = None, config: 
     traj = [(n, 1.0)]  # (size reached, F measured there)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=n, desc="greedy pruning", leave=False, disable=not progress)
-    # step 2: pruning pass with speculative prefixes
     group = cfg.max_group
-    while q:
-        sizes = sorted({min(p, len(q)) for p in [2 ** i for i in range(group.bit_length())] + [group]})
-        sets = [[u for u in S if u not in drop] for drop in (set(q[:p]) for p in sizes)]
-        ok = [(p, f) for p, f in zip(sizes, map(ev.F, ev.metric(sets))) if f >= thr]
-        if ok:
-            p, f = max(ok)
-            S -= set(q[:p])
-            traj.append((len(S), f))
-            group = min(cfg.max_group, 2 * p) if p == sizes[-1] else max(1, p)
-        else:
-            p, group = 1, max(1, group // 2)  # q[0] stays in the circuit
-        q = q[p:]
-        bar.update(p)
-    bar.close()
+    with tqdm(total=n, desc="greedy pruning", leave=False, disable=not progress) as bar:
+        while q:  # step 2: pruning pass with speculative prefixes
+            sizes = sorted({min(p, len(q)) for p in [2 ** i for i in range(group.bit_length())] + [group]})
+            sets = [[u for u in S if u not in drop] for drop in (set(q[:p]) for p in sizes)]
+            ok = [(p, f) for p, f in zip(sizes, map(ev.F, ev.metric(sets))) if f >= thr]
+            if ok:
+                p, f = max(ok)
+                S -= set(q[:p])
+                traj.append((len(S), f))
+                group = min(cfg.max_group, 2 * p) if p == sizes[-1] else max(1, p)
+            else:
+                p, group = 1, max(1, group // 2)  # q[0] stays in the circuit
+            q = q[p:]
+            bar.update(p)
     # step 3: refinement sweeps until no single removal keeps F >= threshold
     single: dict[Unit, float] = {}
     minimal = False

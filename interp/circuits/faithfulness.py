@@ -165,8 +165,8 @@ class Faithfulness:
     per_prompt: torch.Tensor | None = None
     """``[K, B]`` per-prompt metrics."""
     identity: dict = field(default_factory=dict)
-    """``full`` / ``empty``: the all-edges and no-edges circuits run the same way, and their
-    distance to the clean / corrupted metric (0 up to rounding by definition)."""
+    """``full_minus_clean`` / ``empty_minus_corrupt``: the all-edges and no-edges circuits run the same way,
+    minus the clean / corrupted metric (0 up to rounding by definition)."""
     config: dict = field(default_factory=dict)
 
 
@@ -266,8 +266,7 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, max_tokens: int =
     span = mc - mk
     f = (metrics - mk) / span if span else torch.full_like(metrics, float("nan"))
     K = len(circuits)
-    identity = {"full": metrics[K].item(), "empty": metrics[K + 1].item(),
-                "full_minus_clean": metrics[K].item() - mc,
+    identity = {"full_minus_clean": metrics[K].item() - mc,
                 "empty_minus_corrupt": metrics[K + 1].item() - mk} if check_ends else {}
     return Faithfulness(n_edges=[int(m.sum()) for m in masks[:K]], metrics=metrics[:K],
                         f_norm=f[:K], metric_clean=mc, metric_corrupt=mk, seconds=time.perf_counter() - t0,

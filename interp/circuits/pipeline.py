@@ -17,8 +17,8 @@
 5. token-level IG attributions (embeddings, corrupted prompt as baseline) for two prompts;
 6. activation patching of every head and MLP beside the method's scores, EAP edges between
    circuit members, the first prompt's attention patterns;
-7. return a :class:`~interp.circuits.result.CircuitResult`; with ``out``, write its
-   ``results.json`` and ``report.html`` (the report leads with the finding).
+7. return a :class:`~interp.circuits.result.CircuitResult` (``result.write(folder)`` writes its
+   ``results.json`` and ``report.html``; the report leads with the finding).
 
 Settings come as a :class:`CircuitRunConfig` or as its fields in keywords, never both.
 
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from interp.config import takes_config
 from interp import attribution as A
@@ -129,9 +128,9 @@ class CircuitRunConfig:
 
 
 @takes_config(CircuitRunConfig)
-def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *, out: str | Path | None = None,
-                progress: bool = False) -> CircuitResult:
-    """The whole pipeline (see module doc); returns a :class:`CircuitResult` (also written when ``out``).
+def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *, progress: bool = False
+                ) -> CircuitResult:
+    """The whole pipeline (see module doc); returns a :class:`CircuitResult` (``write(folder)`` writes it).
 
     Settings: a :class:`CircuitRunConfig` or its fields as keywords (``method="atp", n=16``), not both.
     """
@@ -187,7 +186,7 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
         timings["edges"] = time.perf_counter() - te
     token_ex = token_examples(model, task) if config.examples else []
     timings["total"] = time.perf_counter() - t0
-    result = CircuitResult(
+    return CircuitResult(
         **task_fields(model, task_name, task, res), method=method, search=search, seed=config.seed,
         circuit=circuit_json, curve=faith,
         topk={"n_components": len(topk.components), "faithfulness": topk.faithfulness,
@@ -196,6 +195,3 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
         attention=attention_patterns(model, task.prompts[0]), examples=token_ex,
         config={**asdict(config), "rules": res.config["rules"] if method == "relp" else None},
         timings=timings)
-    if out is not None:
-        result.write(out)
-    return result
