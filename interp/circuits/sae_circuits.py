@@ -265,11 +265,10 @@ def edge_votes(counts: torch.Tensor, k: int) -> torch.Tensor:
 def sae_circuit(model, task, config: SAECircuitConfig | None = None) -> SAECircuitResult:
     """Node and edge scores of every head for ``task`` (positives: clean, negatives: corrupt); see module doc.
     Settings: a :class:`SAECircuitConfig` or its fields as keywords, not both."""
-    cfg = config
     t0 = time.perf_counter()
-    pos = head_outputs(model, task.clean, cfg.batch_size)
-    neg = head_outputs(model, task.corrupt, cfg.batch_size)
-    return scores_from_outputs(pos, neg, cfg, t_repr=time.perf_counter() - t0)
+    pos = head_outputs(model, task.clean, config.batch_size)
+    neg = head_outputs(model, task.corrupt, config.batch_size)
+    return scores_from_outputs(pos, neg, config, t_repr=time.perf_counter() - t0)
 
 
 def scores_from_outputs(pos: torch.Tensor, neg: torch.Tensor, cfg: SAECircuitConfig,
