@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from interp.attribution.components import TYPE_NAMES, AttributionResult, add_score_figures, score_axes
@@ -173,10 +173,9 @@ def compare_methods(model, task_name: str, *, progress: bool = False, config: Co
     comps = tuple(t.name for t in component_types(config.components))  # unknown: a ValueError naming them
     task = make_task(task_name, model, n=config.n, seed=config.seed, corruption=config.corruption)
     per_position = tuple(c for c in config.per_position if c in comps)
-    results = {name: run_method(model, task, METHOD_SPECS[name][0], comps, per_position, progress=progress,
-                                **METHOD_SPECS[name][1]) for name in methods}
-    for name, r in results.items():
-        r.method = name
+    results = {name: replace(run_method(model, task, METHOD_SPECS[name][0], comps, per_position,
+                                        progress=progress, **METHOD_SPECS[name][1]), method=name)
+               for name in methods}
     ref = results["patch"]
     corr, undefined = {}, {}
     for name, r in list(results.items())[1:]:

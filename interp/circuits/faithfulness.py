@@ -85,8 +85,7 @@ class ComponentPatcher:
 
     def name(self, unit: Unit) -> str:
         """The hook address of a unit: ``blocks.L.attn.hook_z[h]``, ``blocks.L.hook_mlp_out``."""
-        t = next(t for t in self.types if t.name == unit[0])
-        return t.hook_name(unit[1]) + "".join(f"[{i}]" for i in unit[2])
+        return component_types(unit[0])[0].hook_name(unit[1]) + "".join(f"[{i}]" for i in unit[2])
 
     def keep_mask(self, units) -> dict[str, torch.Tensor]:
         """Bool masks ``[L, *units]`` per type, True for the members."""
