@@ -133,21 +133,15 @@ def discover_circuit(model, task, result: AttributionResult, config: CircuitConf
     units = [(t.name, l, idx) for t, l, idx, _ in ranked]
     n = len(ranked)
     ev = ComponentPatcher(model, task, cfg.types, cfg.source, cfg.max_tokens)
-    measured: dict[int, float] = {}
-
-    def measure(sizes):
-        sizes = [s for s in sizes if s not in measured]
-        measured.update(zip(sizes, ev.metric([units[:k] for k in sizes])))
-
     grid = list(range(n + 1)) if cfg.grid is None else size_grid(n, cfg.grid)
-    measure(grid)
-    ev.set_ends(measured[n], measured[0])
+    measured = dict(zip(grid, ev.metric([units[:k] for k in grid])))  # size -> m of its top-k set
+    ev.ends(measured[n], measured[0])
     F = lambda k: ev.F(measured[k])  # noqa: E731
     hi = next(k for k in grid if F(k) >= cfg.share)  # exists: F(n) = 1 >= share
     lo = max([k for k in grid if k < hi], default=0)
     while hi - lo > 1:  # grid mode only: bisection on measured values (every size measured: hi = lo + 1)
-        mid = (lo + hi) // 2
-        measure([mid])
+        mid = (lo + hi) // 2  # strictly between two measured sizes: not measured yet
+        measured[mid] = ev.metric([units[:mid]])[0]
         hi, lo = (mid, lo) if F(mid) >= cfg.share else (hi, mid)
     sizes = sorted(measured)
     return ev.circuit(

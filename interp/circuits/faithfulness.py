@@ -101,21 +101,20 @@ class ComponentPatcher:
                                  source=self.source, acts=(self.ac, self.ak), max_tokens=self.max_tokens)
         return vals.tolist()
 
-    def ends(self) -> tuple[float, float]:
-        """``(m(all), m(empty))``, measured once; a ``ValueError`` when they do not differ."""
-        if self.full is None:
-            self.set_ends(*self.metric([self.units(), []]))
+    def ends(self, *measured: float) -> tuple[float, float]:
+        """``(m(all), m(empty))``: ``measured`` (the two, from the caller's own batch) when given, else
+        measured once; a ``ValueError`` when they do not differ."""
+        if measured or self.full is None:
+            full, empty = measured or self.metric([self.units(), []])
+            # m(all) = m(empty) up to float32 rounding: nothing to attribute.  The two come from different
+            # rows of batched float32 forwards, whose reduction order (and so the last bits) can depend on the
+            # batch and the thread count: identical prompts measured 6e-8 apart at |m| = 0.82 on two threads;
+            # 1e-5 relative is ~100x that.
+            if abs(full - empty) <= 1e-5 * max(1.0, abs(full), abs(empty)):
+                raise ValueError("the metric does not change between the full model and the all-patched "
+                                 "model; nothing to attribute (are clean and corrupted prompts identical?)")
+            self.full, self.empty = full, empty
         return self.full, self.empty
-
-    def set_ends(self, full: float, empty: float) -> None:
-        # m(all) = m(empty) up to float32 rounding: nothing to attribute.  The two come from different rows
-        # of batched float32 forwards, whose reduction order (and so the last bits) can depend on the batch
-        # and the thread count: identical prompts measured 6e-8 apart at |m| = 0.82 on two threads; 1e-5
-        # relative is ~100x that.
-        if abs(full - empty) <= 1e-5 * max(1.0, abs(full), abs(empty)):
-            raise ValueError("the metric does not change between the full model and the all-patched model; "
-                             "nothing to attribute (are clean and corrupted prompts identical?)")
-        self.full, self.empty = full, empty
 
     def F(self, m: float) -> float:
         full, empty = self.ends()
@@ -142,7 +141,7 @@ def circuit_faithfulness(model, task, components: Sequence[str], source: str = "
     metric_circuit, n}``."""
     ev = ComponentPatcher(model, task, source=source)
     full, empty, mc = ev.metric([ev.units(), [], [parse_component(c) for c in components]])
-    ev.set_ends(full, empty)
+    ev.ends(full, empty)
     return {"F": ev.F(mc), "metric_full": full, "metric_empty": empty, "metric_circuit": mc, "n": task.n}
 
 
