@@ -203,15 +203,10 @@ def search_circuit(model, task, prior: AttributionResult | None = None, config: 
             q = q[p:]
             bar.update(p)
     # step 3: refinement sweeps until no single removal keeps F >= threshold
-    single: dict[Unit, float] = {}
-    minimal = False
-    while S:
+    while True:  # S is not empty (F(empty) = 0 < threshold): every sweep measures each single removal
         members = sorted(S, key=lambda u: (u[1], u[0], u[2]))
         single = dict(zip(members, map(ev.F, ev.metric([[u for u in S if u != r] for r in members]))))
         cands = sorted((f, u) for u, f in single.items() if f >= thr)
-        if not cands:
-            minimal = True
-            break
         before = len(S)
         for _, u in reversed(cands):  # highest F left first, each re-measured on the current S
             if len(S) == 1:
@@ -220,12 +215,12 @@ def search_circuit(model, task, prior: AttributionResult | None = None, config: 
             if f >= thr:
                 S.discard(u)
                 traj.append((len(S), f))
-        if len(S) == before:  # the batched and the single run disagree at the threshold (float noise)
-            break
+        if len(S) == before:  # no candidate (1-minimal), or the single runs disagreed with the batch at the
+            break  # threshold (float noise)
     members = [u for u in units if u in S]  # layer order
     return ev.circuit(
         members, ev.F(ev.metric([members])[0]), t0, scores=[prior_score[u] for u in members if prior_score],
         curve_sizes=[k for k, _ in traj], curve_faithfulness=[f for _, f in traj], method="greedy",
-        share=cfg.share, threshold=thr, minimal=minimal,
+        share=cfg.share, threshold=thr, minimal=not cands,  # 1-minimal: the last sweep had no removal to try
         single_removal_F={ev.name(u): single[u] for u in members if u in single},
         config={**asdict(cfg), "prior": None if prior is None else prior.method})
