@@ -194,8 +194,6 @@ def greedy_paths(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u
         cand.sort(key=lambda x: -x[0].value)
         done += [p for p, *_ in cand[:config.beam]]
         frontier = [(p, *_continue(model, transcoders, cc, c, vec, t)) for p, vec, t, c in cand[:config.beam]]
-        if not frontier:
-            break
     return sorted(done, key=lambda p: -p.value)
 
 
