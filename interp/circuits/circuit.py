@@ -82,11 +82,6 @@ class Circuit:
         return cls(list(dict.fromkeys(s + r)), n_total=graph.n_edges, graph=graph, edges=edges)
 
     @property
-    def fraction(self) -> float:
-        """Share of all candidate components that are in the circuit."""
-        return len(self.components) / self.n_total if self.n_total else math.nan
-
-    @property
     def n_edges(self) -> int:
         return int(self.edges.sum()) if self.edges is not None else 0
 
@@ -94,10 +89,12 @@ class Circuit:
         return [self.graph.edge_name(i, j) for i, j in self.edges.nonzero().tolist()] if self.edges is not None else []
 
     def to_json(self) -> dict:
-        """Members (with their scores where ranked) and evidence; an edge circuit lists its edges by name."""
+        """Members (with their scores where ranked; None each without), their number and ``fraction`` of all
+        candidates, and the evidence; an edge circuit lists its edges by name."""
         skip = {"components", "scores", "graph", "edges", "curve_sizes", "curve_faithfulness"}
+        k = len(self.components)
         out = {"components": [{"name": c, "score": s} for c, s in zip_longest(self.components, self.scores)],
-               "n_components": len(self.components), "fraction": self.fraction}  # no scores: None each
+               "n_components": k, "fraction": k / self.n_total if self.n_total else math.nan}
         out.update({k: v for k, v in self.__dict__.items() if k not in skip})
         if self.edges is not None:
             out["edges"] = self.edge_names()

@@ -188,11 +188,9 @@ class CircuitResult(TaskRun):
         r.add_section("Scores beside activation patching",
                       "Each method's score of every head and MLP (noising: the component alone corrupted in the "
                       "clean run), as a share of the clean - corrupted metric.")
-        results = {self.method: self.scores}
-        if self.patching is not None and self.method != "patch":
-            results = {"patching": self.patching, self.method: self.scores}
-        add_score_figures(r, results, reference="patching" if "patching" in results else None,
-                          paths={"patching": "patching", self.method: "scores"})
+        ref = "patching" if self.patching is not None and self.method != "patch" else None
+        results = {"patching": self.patching, self.method: self.scores} if ref else {self.method: self.scores}
+        add_score_figures(r, results, reference=ref, paths={"patching": "patching", self.method: "scores"})
         if self.attention is not None:
             r.add_attention("Attention patterns (first prompt)", self.attention)
         if self.examples:
