@@ -104,7 +104,8 @@ class EdgeResult(TaskRun):
     stages: dict
     """``z`` [sender stage][receiver stage]: sum of |score|; ``rows`` / ``columns`` their names."""
     check: dict | None = None
-    """Edge patching of the top edges: ``n_edges``, ``pearson`` (None with ``pearson_undefined``), ``seconds``."""
+    """Edge patching of the top edges: ``n_edges``, ``pearson`` (None with ``pearson_undefined``); its seconds
+    are ``timings["edge_patching"]``."""
     curve: dict | None = None
     """Faithfulness of edge circuits: ``sizes`` (edges requested), ``curves`` {method: {n_requested, n_edges
     (after pruning), n_nodes, metric, f_norm}}, ``identity`` (full / empty circuit checks), ``target``."""
@@ -212,7 +213,7 @@ def run_edges(model, task_name: str, config: EdgeRunConfig | None = None, *, pro
         for e, eff in zip(top, p.effects.tolist()):
             e["patch"] = eff
         r, why = pearson_or_reason([e["score"] for e in top[:k]], p.effects, cfg.method, "edge patching")
-        check = {"n_edges": k, "pearson": r, "pearson_undefined": why, "seconds": p.seconds}
+        check = {"n_edges": k, "pearson": r, "pearson_undefined": why}
         timings["edge_patching"] = p.seconds
     curve = circuit = None
     if cfg.sizes:
