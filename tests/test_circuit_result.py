@@ -20,7 +20,9 @@ from interp.tasks import make_task
 @pytest.fixture(scope="module")
 def tiny_run(tiny_llama, tmp_path_factory):
     out = tmp_path_factory.mktemp("circ")
-    return run_circuit(tiny_llama, "ioi", method="atp", n=3, out=out, heldout_n=4), out
+    r = run_circuit(tiny_llama, "ioi", method="atp", n=3, heldout_n=4)
+    r.write(out)
+    return r, out
 
 
 def test_edges_sum_the_receivers_of_each_member(tiny_llama):

@@ -72,23 +72,14 @@ class Circuit:
     """Edge circuits: the graph the mask indexes."""
     edges: torch.Tensor | None = None
     """Edge circuits: bool ``[N_s, N_r]``, a subset of ``graph.mask``."""
-    label: str = ""
-    n_requested: int | None = None
-    """The n of a top-n edge circuit before pruning."""
 
     @classmethod
-    def of_edges(cls, graph: EdgeGraph, edges: torch.Tensor, label: str = "", n_requested: int | None = None):
+    def of_edges(cls, graph: EdgeGraph, edges: torch.Tensor):
         """An edge circuit; its components are the nodes touched by an edge (receivers ``L3H2.q`` ->
         ``L3H2``; a grouped k/v receiver ``L3KV1.k`` stays as is), in graph order."""
         s = [graph.senders[i].name for i in edges.any(1).nonzero().flatten().tolist()]
         r = [graph.receivers[j].name.split(".")[0] for j in edges.any(0).nonzero().flatten().tolist()]
-        return cls(list(dict.fromkeys(s + r)), n_total=graph.n_edges, graph=graph, edges=edges, label=label,
-                   n_requested=n_requested)
-
-    @property
-    def fraction(self) -> float:
-        """Share of all candidate components that are in the circuit."""
-        return len(self.components) / self.n_total if self.n_total else math.nan
+        return cls(list(dict.fromkeys(s + r)), n_total=graph.n_edges, graph=graph, edges=edges)
 
     @property
     def n_edges(self) -> int:
@@ -98,10 +89,12 @@ class Circuit:
         return [self.graph.edge_name(i, j) for i, j in self.edges.nonzero().tolist()] if self.edges is not None else []
 
     def to_json(self) -> dict:
-        """Members (with their scores where ranked) and evidence; an edge circuit lists its edges by name."""
+        """Members (with their scores where ranked; None each without), their number and ``fraction`` of all
+        candidates, and the evidence; an edge circuit lists its edges by name."""
         skip = {"components", "scores", "graph", "edges", "curve_sizes", "curve_faithfulness"}
+        k = len(self.components)
         out = {"components": [{"name": c, "score": s} for c, s in zip_longest(self.components, self.scores)],
-               "n_components": len(self.components), "fraction": self.fraction}  # no scores: None each
+               "n_components": k, "fraction": k / self.n_total if self.n_total else math.nan}
         out.update({k: v for k, v in self.__dict__.items() if k not in skip})
         if self.edges is not None:
             out["edges"] = self.edge_names()
@@ -186,7 +179,7 @@ def top_n_circuit(scores: EdgeScores, n: int, prune: bool = True) -> Circuit:
     flat = scores.scores.abs().double().masked_fill(~g.mask, float("-inf")).flatten()
     m = torch.zeros_like(g.mask)
     m.view(-1)[flat.topk(n).indices] = True
-    return Circuit.of_edges(g, prune_circuit(g, m) if prune else m, f"{scores.method} top {n}", n)
+    return Circuit.of_edges(g, prune_circuit(g, m) if prune else m)
 
 
 def greedy_circuit(scores: EdgeScores, n: int, prune: bool = True) -> Circuit:
@@ -216,8 +209,7 @@ def greedy_circuit(scores: EdgeScores, n: int, prune: bool = True) -> Circuit:
         n -= 1
         for jj in inputs[:, i].nonzero().flatten().tolist():
             push(jj)
-    k = int(m.sum())
-    return Circuit.of_edges(g, prune_circuit(g, m) if prune else m, f"{scores.method} greedy {k}", k)
+    return Circuit.of_edges(g, prune_circuit(g, m) if prune else m)
 
 
 def component_edges(scores: EdgeScores, mask: torch.Tensor | None = None, members=None) -> list[dict]:

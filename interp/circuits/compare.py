@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from interp.attribution.components import TYPE_NAMES, AttributionResult, add_score_figures, score_axes
@@ -78,32 +78,29 @@ class CompareResult(TaskRun):
     created: str = ""
     """UTC time the run finished."""
 
-    def mean_r(self, method: str) -> float | None:
-        vals = [v for v in self.pearson.get(method, {}).values() if v is not None]
-        return sum(vals) / len(vals) if vals else None
-
     def summary(self) -> str:
         head = f"On {self.task} with {self.model}, {self.n_prompts} prompts corrupted by {self.corruption}"
-        ranked = sorted((m for m in self.pearson if self.mean_r(m) is not None), key=lambda m: -self.mean_r(m))
+        undefined = "r is undefined for " + "; ".join(f"{m} on {TYPE_NAMES.get(c, c)} ({why})" for m, d in
+                                                      self.pearson_undefined.items()
+                                                      for c, why in d.items()) + "."
+        defined = {m: [v for v in d.values() if v is not None] for m, d in self.pearson.items()}
+        means = {m: sum(v) / len(v) for m, v in defined.items() if v}  # mean r over component types
+        ranked = sorted(means, key=means.get, reverse=True)  # stable: ties keep the methods' order
         if not ranked:
             return head + ", no method's Pearson r with activation patching is defined" + (
-                ": " + self._undefined_text() if self.pearson_undefined else " (only patching ran).")
+                ": " + undefined if self.pearson_undefined else " (only patching ran).")
         best = ranked[0]
         per = ", ".join(f"{v:.3f} on {TYPE_NAMES.get(c, c)}" for c, v in self.pearson[best].items() if v is not None)
         text = f"{head}: **{best} agrees best with activation patching**, r = {per}."
         if len(ranked) > 1:
-            text += " Mean r over component types: " + ", ".join(f"{m} {self.mean_r(m):.2f}" for m in ranked) + "."
+            text += " Mean r over component types: " + ", ".join(f"{m} {means[m]:.2f}" for m in ranked) + "."
         if self.pearson_undefined:
-            text += " " + self._undefined_text()
+            text += " " + undefined
         fast = min((m for m in self.seconds if m != "patch"), key=self.seconds.get, default=None)
         if fast and "patch" in self.seconds and self.seconds[fast] > 0:
             text += (f" Patching took {self.seconds['patch']:.2f} s, {fast} {self.seconds[fast]:.2f} s "
                      f"({self.seconds['patch'] / self.seconds[fast]:.0f}x faster).")
         return text
-
-    def _undefined_text(self) -> str:
-        return "r is undefined for " + "; ".join(f"{m} on {TYPE_NAMES.get(c, c)} ({why})" for m, d in
-                                                 self.pearson_undefined.items() for c, why in d.items()) + "."
 
     def report(self):
         r = Report.of(self, f"Attribution methods vs activation patching: {self.task} on {self.model}",
@@ -168,19 +165,17 @@ def compare_methods(model, task_name: str, *, progress: bool = False, config: Co
 
     from .pipeline import run_method
 
-    cfg = config
-    methods = tuple(m for m in METHOD_SPECS if m != "ig-embed") if cfg.methods is None else tuple(cfg.methods)
+    methods = tuple(m for m in METHOD_SPECS if m != "ig-embed") if config.methods is None else config.methods
     bad = [m for m in methods if m not in METHOD_SPECS]
     if bad:
         raise ValueError(f"unknown method(s) {bad}; choose from {sorted(METHOD_SPECS)}")
     methods = ("patch",) + tuple(m for m in methods if m != "patch")
-    comps = tuple(t.name for t in component_types(cfg.components))  # unknown: a ValueError listing the known
-    task = make_task(task_name, model, n=cfg.n, seed=cfg.seed, corruption=cfg.corruption)
-    per_position = tuple(c for c in cfg.per_position if c in comps)
-    results = {name: run_method(model, task, METHOD_SPECS[name][0], comps, per_position, progress=progress,
-                                **METHOD_SPECS[name][1]) for name in methods}
-    for name, r in results.items():
-        r.method = name
+    comps = tuple(t.name for t in component_types(config.components))  # unknown: a ValueError naming them
+    task = make_task(task_name, model, n=config.n, seed=config.seed, corruption=config.corruption)
+    per_position = tuple(c for c in config.per_position if c in comps)
+    results = {name: replace(run_method(model, task, METHOD_SPECS[name][0], comps, per_position,
+                                        progress=progress, **METHOD_SPECS[name][1]), method=name)
+               for name in methods}
     ref = results["patch"]
     corr, undefined = {}, {}
     for name, r in list(results.items())[1:]:
@@ -192,10 +187,8 @@ def compare_methods(model, task_name: str, *, progress: bool = False, config: Co
                 warnings.warn(f"compare: Pearson r of {name} vs patching on {c!r} is undefined ({why}); "
                               f"reported as None", stacklevel=2)
     return CompareResult(
-        **task_fields(model, task_name, task, ref), seed=cfg.seed, scores=results, pearson=corr,
+        **task_fields(model, task_name, task, ref), seed=config.seed, scores=results, pearson=corr,
         pearson_undefined=undefined, seconds={name: r.seconds for name, r in results.items()},
         paper=PAPER.get(task_name, {}),
-        config={"methods": list(methods), "components": list(comps), "per_position": list(per_position),
-                "relp_rules": {"relp": "default (LN, Identity, Half: the paper's)",
-                               "relp-cp-lrp": "default+cp-lrp (LN, Identity, Half, AH/CP-LRP)"}},
+        config={"methods": list(methods), "components": list(comps), "per_position": list(per_position)},
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

@@ -133,21 +133,15 @@ def discover_circuit(model, task, result: AttributionResult, config: CircuitConf
     units = [(t.name, l, idx) for t, l, idx, _ in ranked]
     n = len(ranked)
     ev = ComponentPatcher(model, task, cfg.types, cfg.source, cfg.max_tokens)
-    measured: dict[int, float] = {}
-
-    def measure(sizes):
-        sizes = [s for s in sizes if s not in measured]
-        measured.update(zip(sizes, ev.metric([units[:k] for k in sizes])))
-
     grid = list(range(n + 1)) if cfg.grid is None else size_grid(n, cfg.grid)
-    measure(grid)
-    ev.set_ends(measured[n], measured[0])
+    measured = dict(zip(grid, ev.metric([units[:k] for k in grid])))  # size -> m of its top-k set
+    ev.ends(measured[n], measured[0])
     F = lambda k: ev.F(measured[k])  # noqa: E731
     hi = next(k for k in grid if F(k) >= cfg.share)  # exists: F(n) = 1 >= share
     lo = max([k for k in grid if k < hi], default=0)
     while hi - lo > 1:  # grid mode only: bisection on measured values (every size measured: hi = lo + 1)
-        mid = (lo + hi) // 2
-        measure([mid])
+        mid = (lo + hi) // 2  # strictly between two measured sizes: not measured yet
+        measured[mid] = ev.metric([units[:mid]])[0]
         hi, lo = (mid, lo) if F(mid) >= cfg.share else (hi, mid)
     sizes = sorted(measured)
     return ev.circuit(
@@ -193,33 +187,26 @@ def search_circuit(model, task, prior: AttributionResult | None = None, config: 
     traj = [(n, 1.0)]  # (size reached, F measured there)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=n, desc="greedy pruning", leave=False, disable=not progress)
-    # step 2: pruning pass with speculative prefixes
     group = cfg.max_group
-    while q:
-        sizes = sorted({min(p, len(q)) for p in [2 ** i for i in range(group.bit_length())] + [group]})
-        sets = [[u for u in S if u not in drop] for drop in (set(q[:p]) for p in sizes)]
-        ok = [(p, f) for p, f in zip(sizes, map(ev.F, ev.metric(sets))) if f >= thr]
-        if ok:
-            p, f = max(ok)
-            S -= set(q[:p])
-            traj.append((len(S), f))
-            group = min(cfg.max_group, 2 * p) if p == sizes[-1] else max(1, p)
-        else:
-            p, group = 1, max(1, group // 2)  # q[0] stays in the circuit
-        q = q[p:]
-        bar.update(p)
-    bar.close()
+    with tqdm(total=n, desc="greedy pruning", leave=False, disable=not progress) as bar:
+        while q:  # step 2: pruning pass with speculative prefixes
+            sizes = sorted({min(p, len(q)) for p in [2 ** i for i in range(group.bit_length())] + [group]})
+            sets = [[u for u in S if u not in drop] for drop in (set(q[:p]) for p in sizes)]
+            ok = [(p, f) for p, f in zip(sizes, map(ev.F, ev.metric(sets))) if f >= thr]
+            if ok:
+                p, f = max(ok)
+                S -= set(q[:p])
+                traj.append((len(S), f))
+                group = min(cfg.max_group, 2 * p) if p == sizes[-1] else max(1, p)
+            else:
+                p, group = 1, max(1, group // 2)  # q[0] stays in the circuit
+            q = q[p:]
+            bar.update(p)
     # step 3: refinement sweeps until no single removal keeps F >= threshold
-    single: dict[Unit, float] = {}
-    minimal = False
-    while S:
+    while True:  # S is not empty (F(empty) = 0 < threshold): every sweep measures each single removal
         members = sorted(S, key=lambda u: (u[1], u[0], u[2]))
         single = dict(zip(members, map(ev.F, ev.metric([[u for u in S if u != r] for r in members]))))
         cands = sorted((f, u) for u, f in single.items() if f >= thr)
-        if not cands:
-            minimal = True
-            break
         before = len(S)
         for _, u in reversed(cands):  # highest F left first, each re-measured on the current S
             if len(S) == 1:
@@ -228,12 +215,12 @@ def search_circuit(model, task, prior: AttributionResult | None = None, config: 
             if f >= thr:
                 S.discard(u)
                 traj.append((len(S), f))
-        if len(S) == before:  # the batched and the single run disagree at the threshold (float noise)
-            break
+        if len(S) == before:  # no candidate (1-minimal), or the single runs disagreed with the batch at the
+            break  # threshold (float noise)
     members = [u for u in units if u in S]  # layer order
     return ev.circuit(
         members, ev.F(ev.metric([members])[0]), t0, scores=[prior_score[u] for u in members if prior_score],
         curve_sizes=[k for k, _ in traj], curve_faithfulness=[f for _, f in traj], method="greedy",
-        share=cfg.share, threshold=thr, minimal=minimal,
+        share=cfg.share, threshold=thr, minimal=not cands,  # 1-minimal: the last sweep had no removal to try
         single_removal_F={ev.name(u): single[u] for u in members if u in single},
         config={**asdict(cfg), "prior": None if prior is None else prior.method})

@@ -19,8 +19,7 @@ result's top edges, stage matrix ``(2L+1)^2`` and curves (a few kB).
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
 from interp.config import takes_config
@@ -95,8 +94,6 @@ class EdgeResult(TaskRun):
 
     method: str
     """``eap``, ``eap-ig``, ``clean-corrupted`` or ``eap-ig-activations``."""
-    n_senders: int
-    n_receivers: int
     n_edges: int
     """Edges of the graph (sender writes before receiver reads)."""
     n_layers: int
@@ -107,7 +104,8 @@ class EdgeResult(TaskRun):
     stages: dict
     """``z`` [sender stage][receiver stage]: sum of |score|; ``rows`` / ``columns`` their names."""
     check: dict | None = None
-    """Edge patching of the top edges: ``n_edges``, ``pearson`` (None with ``pearson_undefined``), ``seconds``."""
+    """Edge patching of the top edges: ``n_edges``, ``pearson`` (None with ``pearson_undefined``); its seconds
+    are ``timings["edge_patching"]``."""
     curve: dict | None = None
     """Faithfulness of edge circuits: ``sizes`` (edges requested), ``curves`` {method: {n_requested, n_edges
     (after pruning), n_nodes, metric, f_norm}}, ``identity`` (full / empty circuit checks), ``target``."""
@@ -215,7 +213,7 @@ def run_edges(model, task_name: str, config: EdgeRunConfig | None = None, *, pro
         for e, eff in zip(top, p.effects.tolist()):
             e["patch"] = eff
         r, why = pearson_or_reason([e["score"] for e in top[:k]], p.effects, cfg.method, "edge patching")
-        check = {"n_edges": k, "pearson": r, "pearson_undefined": why, "seconds": p.seconds}
+        check = {"n_edges": k, "pearson": r, "pearson_undefined": why}
         timings["edge_patching"] = p.seconds
     curve = circuit = None
     if cfg.sizes:
@@ -233,11 +231,9 @@ def run_edges(model, task_name: str, config: EdgeRunConfig | None = None, *, pro
             n, e, f = min(ok, key=lambda x: x[1])
             c = top_n_circuit(res, n, prune=cfg.prune)
             circuit = {"n_requested": n, "n_edges": e, "f_norm": f, "edges": c.edge_names()}
-    s = res.graph
-    shown = c.edges if circuit else as_edge_mask(s, [e["edge"] for e in top])
+    shown = c.edges if circuit else as_edge_mask(res.graph, [e["edge"] for e in top])
     return EdgeResult(
-        **task_fields(model, task_name, task, res), method=cfg.method,
-        n_senders=len(s.senders), n_receivers=len(s.receivers), n_edges=s.n_edges, n_layers=model.cfg.n_layers,
-        top_edges=top, graph=component_edges(res, shown),
+        **task_fields(model, task_name, task, res), method=cfg.method, n_edges=res.graph.n_edges,
+        n_layers=model.cfg.n_layers, top_edges=top, graph=component_edges(res, shown),
         stages=dict(zip(("z", "rows", "columns"), stage_matrix(res))), check=check, curve=curve, circuit=circuit,
-        config={**dataclasses.asdict(cfg), "scoring": res.config}, timings=timings)
+        config={**asdict(cfg), "scoring": res.config}, timings=timings)

@@ -86,8 +86,7 @@ class ComponentPatcher:
 
     def name(self, unit: Unit) -> str:
         """The hook address of a unit: ``blocks.L.attn.hook_z[h]``, ``blocks.L.hook_mlp_out``."""
-        t = next(t for t in self.types if t.name == unit[0])
-        return t.hook_name(unit[1]) + "".join(f"[{i}]" for i in unit[2])
+        return component_types(unit[0])[0].hook_name(unit[1]) + "".join(f"[{i}]" for i in unit[2])
 
     def keep_mask(self, units) -> dict[str, torch.Tensor]:
         """Bool masks ``[L, *units]`` per type, True for the members."""
@@ -103,21 +102,20 @@ class ComponentPatcher:
                                  source=self.source, acts=(self.ac, self.ak), max_tokens=self.max_tokens)
         return vals.tolist()
 
-    def ends(self) -> tuple[float, float]:
-        """``(m(all), m(empty))``, measured once; a ``ValueError`` when they do not differ."""
-        if self.full is None:
-            self.set_ends(*self.metric([self.units(), []]))
+    def ends(self, *measured: float) -> tuple[float, float]:
+        """``(m(all), m(empty))``: ``measured`` (the two, from the caller's own batch) when given, else
+        measured once; a ``ValueError`` when they do not differ."""
+        if measured or self.full is None:
+            full, empty = measured or self.metric([self.units(), []])
+            # m(all) = m(empty) up to float32 rounding: nothing to attribute.  The two come from different
+            # rows of batched float32 forwards, whose reduction order (and so the last bits) can depend on the
+            # batch and the thread count: identical prompts measured 6e-8 apart at |m| = 0.82 on two threads;
+            # 1e-5 relative is ~100x that.
+            if abs(full - empty) <= 1e-5 * max(1.0, abs(full), abs(empty)):
+                raise ValueError("the metric does not change between the full model and the all-patched "
+                                 "model; nothing to attribute (are clean and corrupted prompts identical?)")
+            self.full, self.empty = full, empty
         return self.full, self.empty
-
-    def set_ends(self, full: float, empty: float) -> None:
-        # m(all) = m(empty) up to float32 rounding: nothing to attribute.  The two come from different rows
-        # of batched float32 forwards, whose reduction order (and so the last bits) can depend on the batch
-        # and the thread count: identical prompts measured 6e-8 apart at |m| = 0.82 on two threads; 1e-5
-        # relative is ~100x that.
-        if abs(full - empty) <= 1e-5 * max(1.0, abs(full), abs(empty)):
-            raise ValueError("the metric does not change between the full model and the all-patched model; "
-                             "nothing to attribute (are clean and corrupted prompts identical?)")
-        self.full, self.empty = full, empty
 
     def F(self, m: float) -> float:
         full, empty = self.ends()
@@ -144,7 +142,7 @@ def circuit_faithfulness(model, task, components: Sequence[str], source: str = "
     metric_circuit, n}``."""
     ev = ComponentPatcher(model, task, source=source)
     full, empty, mc = ev.metric([ev.units(), [], [parse_component(c) for c in components]])
-    ev.set_ends(full, empty)
+    ev.ends(full, empty)
     return {"F": ev.F(mc), "metric_full": full, "metric_empty": empty, "metric_circuit": mc, "n": task.n}
 
 
@@ -155,7 +153,6 @@ def circuit_faithfulness(model, task, components: Sequence[str], source: str = "
 class Faithfulness:
     """Metric of each circuit run, normalised between the corrupted and the clean run."""
 
-    labels: list[str]
     n_edges: list[int]
     metrics: torch.Tensor
     """``[K]`` float64: batch-mean metric of each circuit run."""
@@ -167,8 +164,8 @@ class Faithfulness:
     per_prompt: torch.Tensor | None = None
     """``[K, B]`` per-prompt metrics."""
     identity: dict = field(default_factory=dict)
-    """``full`` / ``empty``: the all-edges and no-edges circuits run the same way, and their
-    distance to the clean / corrupted metric (0 up to rounding by definition)."""
+    """``full_minus_clean`` / ``empty_minus_corrupt``: the all-edges and no-edges circuits run the same way,
+    minus the clean / corrupted metric (0 up to rounding by definition)."""
     config: dict = field(default_factory=dict)
 
 
@@ -231,8 +228,7 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, max_tokens: int =
                               fast: bool | None = None) -> Faithfulness:
     """m(C) and F_norm(C) for each circuit (see the module doc), as stacked copies in few forwards.
 
-    ``circuits``: each a :class:`Circuit`, a bool ``[N_s, N_r]`` mask or a list of edges (labelled by the
-    circuit's ``label``, else ``circuit i``).
+    ``circuits``: each a :class:`Circuit`, a bool ``[N_s, N_r]`` mask or a list of edges.
     ``check_ends`` also runs the full and the empty circuit (``result.identity``).  ``fast``:
     unembed only the last position when the metric reads only that one (default on;
     ``INTERP_REFERENCE=1`` or ``fast=False``: the full logits, as in edges.py).
@@ -245,7 +241,6 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, max_tokens: int =
     weights = layer_weights(model)
     graph = edge_graph(model, weights)
     masks = [as_edge_mask(graph, c) for c in circuits]
-    labels = [c.label if isinstance(c, Circuit) and c.label else f"circuit {i}" for i, c in enumerate(circuits)]
     if check_ends:
         masks += [graph.mask.clone(), torch.zeros_like(graph.mask)]
     device = next(model.parameters()).device
@@ -269,11 +264,10 @@ def edge_circuit_faithfulness(model, task, circuits: Sequence, max_tokens: int =
     metrics = per.mean(1)
     span = mc - mk
     f = (metrics - mk) / span if span else torch.full_like(metrics, float("nan"))
-    K = len(labels)
-    identity = {"full": metrics[K].item(), "empty": metrics[K + 1].item(),
-                "full_minus_clean": metrics[K].item() - mc,
+    K = len(circuits)
+    identity = {"full_minus_clean": metrics[K].item() - mc,
                 "empty_minus_corrupt": metrics[K + 1].item() - mk} if check_ends else {}
-    return Faithfulness(labels=labels, n_edges=[int(m.sum()) for m in masks[:K]], metrics=metrics[:K],
+    return Faithfulness(n_edges=[int(m.sum()) for m in masks[:K]], metrics=metrics[:K],
                         f_norm=f[:K], metric_clean=mc, metric_corrupt=mk, seconds=time.perf_counter() - t0,
                         per_prompt=per[:K], identity=identity,
                         config={"copies_per_pass": k_max, "last_position_only": last, "fast": fast,

@@ -137,12 +137,7 @@ def _ov(model, l):
     """``W_V [H, d, dh]``, ``W_O [H, dh, d]`` per *query* head: under grouped-query attention the bridge's W_V
     holds the n_kv key/value heads, and query head h reads kv head ``h // (H / n_kv)`` (HF ``repeat_kv``)."""
     W_V, W_O = model.W_V[l].detach().float(), model.W_O[l].detach().float()
-    H = W_O.shape[0]
-    if W_V.shape[0] != H:
-        if H % W_V.shape[0]:
-            raise ValueError(f"layer {l}: {H} query heads is not a multiple of {W_V.shape[0]} key/value heads")
-        W_V = W_V.repeat_interleave(H // W_V.shape[0], dim=0)
-    return W_V, W_O
+    return W_V.repeat_interleave(W_O.shape[0] // W_V.shape[0], dim=0), W_O
 
 
 def _norm_weight(ln, d):
@@ -199,8 +194,6 @@ def greedy_paths(model, transcoders: dict[int, SparseCoder], cc: CircuitCache, u
         cand.sort(key=lambda x: -x[0].value)
         done += [p for p, *_ in cand[:config.beam]]
         frontier = [(p, *_continue(model, transcoders, cc, c, vec, t)) for p, vec, t, c in cand[:config.beam]]
-        if not frontier:
-            break
     return sorted(done, key=lambda p: -p.value)
 
 

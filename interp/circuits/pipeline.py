@@ -17,8 +17,8 @@
 5. token-level IG attributions (embeddings, corrupted prompt as baseline) for two prompts;
 6. activation patching of every head and MLP beside the method's scores, EAP edges between
    circuit members, the first prompt's attention patterns;
-7. return a :class:`~interp.circuits.result.CircuitResult`; with ``out``, write its
-   ``results.json`` and ``report.html`` (the report leads with the finding).
+7. return a :class:`~interp.circuits.result.CircuitResult` (``result.write(folder)`` writes its
+   ``results.json`` and ``report.html``; the report leads with the finding).
 
 Settings come as a :class:`CircuitRunConfig` or as its fields in keywords, never both.
 
@@ -29,10 +29,8 @@ on 300 components, plus ~24 for the comparison top-k curve, or n + 1 when ``sear
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 from interp.config import takes_config
 from interp import attribution as A
@@ -130,9 +128,9 @@ class CircuitRunConfig:
 
 
 @takes_config(CircuitRunConfig)
-def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *, out: str | Path | None = None,
-                progress: bool = False) -> CircuitResult:
-    """The whole pipeline (see module doc); returns a :class:`CircuitResult` (also written when ``out``).
+def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *, progress: bool = False
+                ) -> CircuitResult:
+    """The whole pipeline (see module doc); returns a :class:`CircuitResult` (``write(folder)`` writes it).
 
     Settings: a :class:`CircuitRunConfig` or its fields as keywords (``method="atp", n=16``), not both.
     """
@@ -177,10 +175,9 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
         roles = {h: role for h, role in classify_heads(model, task).roles.items() if h in members}
     patching = None
     if config.check_patching:
-        tp = time.perf_counter()
         patching = res if method == "patch" else A.activation_patching(
             model, task, ("attn_head", "mlp"), progress=progress, source="noise")
-        timings["patching_check"] = time.perf_counter() - tp
+        timings["patching_check"] = 0.0 if patching is res else patching.seconds  # patch: the scores reused
     edge_list, edges_note = [], "edges were not requested (edges=False)."
     if config.edges:
         te = time.perf_counter()
@@ -188,15 +185,12 @@ def run_circuit(model, task_name: str, config: CircuitRunConfig | None = None, *
         timings["edges"] = time.perf_counter() - te
     token_ex = token_examples(model, task) if config.examples else []
     timings["total"] = time.perf_counter() - t0
-    result = CircuitResult(
+    return CircuitResult(
         **task_fields(model, task_name, task, res), method=method, search=search, seed=config.seed,
         circuit=circuit_json, curve=faith,
         topk={"n_components": len(topk.components), "faithfulness": topk.faithfulness,
               "curve_sizes": topk.curve_sizes, "curve_faithfulness": topk.curve_faithfulness},
         scores=res, patching=patching, edges=edge_list, edges_note=edges_note, roles=roles,
         attention=attention_patterns(model, task.prompts[0]), examples=token_ex,
-        config={**dataclasses.asdict(config), "rules": res.config["rules"] if method == "relp" else None},
+        config={**asdict(config), "rules": res.config["rules"] if method == "relp" else None},
         timings=timings)
-    if out is not None:
-        result.write(out)
-    return result

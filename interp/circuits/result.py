@@ -26,7 +26,7 @@ from typing import ClassVar
 
 from interp.attribution.components import AttributionResult, add_score_figures, score_axes
 from interp.models.hooks import HEAD_RE, component_label, parse_component
-from interp.reports import Report
+from interp.reports import Report, figures as F
 from interp.reports.attention import AttentionPatterns
 from interp.results import Result, pearson_or_reason, register, versions
 
@@ -166,8 +166,6 @@ class CircuitResult(TaskRun):
         return nodes, edges
 
     def report(self):
-        from interp.reports import figures as F
-
         r = Report.of(self, f"{self.task} circuit on {self.model} ({self.method}, {self.search})",
                          method=self.method, timings=self.timings)
         nodes, edges = self.graph()
@@ -190,11 +188,9 @@ class CircuitResult(TaskRun):
         r.add_section("Scores beside activation patching",
                       "Each method's score of every head and MLP (noising: the component alone corrupted in the "
                       "clean run), as a share of the clean - corrupted metric.")
-        results = {self.method: self.scores}
-        if self.patching is not None and self.method != "patch":
-            results = {"patching": self.patching, self.method: self.scores}
-        add_score_figures(r, results, reference="patching" if "patching" in results else None,
-                          paths={"patching": "patching", self.method: "scores"})
+        ref = "patching" if self.patching is not None and self.method != "patch" else None
+        results = {"patching": self.patching, self.method: self.scores} if ref else {self.method: self.scores}
+        add_score_figures(r, results, reference=ref, paths={"patching": "patching", self.method: "scores"})
         if self.attention is not None:
             r.add_attention("Attention patterns (first prompt)", self.attention)
         if self.examples:

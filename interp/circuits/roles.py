@@ -63,8 +63,6 @@ class HeadRoles:
     roles: dict[str, str]
     """Head (display form ``L3H2``, :func:`interp.models.hooks.head_label`) -> role, for heads with some
     score >= threshold."""
-    threshold: float
-    copy_threshold: float = 0.5
     notes: list[str] = field(default_factory=list)
     """Why a test was skipped, if one was."""
 
@@ -152,5 +150,4 @@ def classify_heads(model, task, threshold: float = 0.3, copy_threshold: float = 
         eligible[ROLES.index("negative_name_mover")] = eligible[ROLES.index("copy_suppression")] = 0.0
     best, idx = eligible.max(0)
     roles = {head_label(l, h): ROLES[int(idx[l, h])] for l, h in (best >= threshold).nonzero().tolist()}
-    return HeadRoles(scores={k: v.cpu() for k, v in scores.items()}, roles=roles, threshold=threshold,
-                     copy_threshold=copy_threshold, notes=notes)
+    return HeadRoles(scores={k: v.cpu() for k, v in scores.items()}, roles=roles, notes=notes)

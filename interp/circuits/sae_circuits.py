@@ -105,12 +105,11 @@ class SAECircuitResult(Result):
     """``[L, H]``: softmax over heads of ``edge_votes``."""
     edge_votes: torch.Tensor
     """``[L, H]``: appearances of the head among the top ``edge_k`` unrolled head-pair entries."""
-    edge_counts: torch.Tensor
-    """``[L*H, L*H]``: code pairs co-occurring on some positive and no negative prompt."""
     codes_pos: torch.Tensor
     """``[n, L*H]`` int: argmax latent of each head on each positive prompt."""
     codes_neg: torch.Tensor
-    """``[n, L*H]`` int: the same on the negative prompts."""
+    """``[n, L*H]`` int: the same on the negative prompts (:func:`edge_counts` of the two: the code pairs
+    behind ``edge_votes``)."""
     seconds: dict
     """Wall time of each stage (``representations``, ``train``, ``score``, ``patching``) and ``total``."""
     sae_loss: float
@@ -265,11 +264,10 @@ def edge_votes(counts: torch.Tensor, k: int) -> torch.Tensor:
 def sae_circuit(model, task, config: SAECircuitConfig | None = None) -> SAECircuitResult:
     """Node and edge scores of every head for ``task`` (positives: clean, negatives: corrupt); see module doc.
     Settings: a :class:`SAECircuitConfig` or its fields as keywords, not both."""
-    cfg = config
     t0 = time.perf_counter()
-    pos = head_outputs(model, task.clean, cfg.batch_size)
-    neg = head_outputs(model, task.corrupt, cfg.batch_size)
-    return scores_from_outputs(pos, neg, cfg, t_repr=time.perf_counter() - t0)
+    pos = head_outputs(model, task.clean, config.batch_size)
+    neg = head_outputs(model, task.corrupt, config.batch_size)
+    return scores_from_outputs(pos, neg, config, t_repr=time.perf_counter() - t0)
 
 
 def scores_from_outputs(pos: torch.Tensor, neg: torch.Tensor, cfg: SAECircuitConfig,
@@ -296,7 +294,7 @@ def scores_from_outputs(pos: torch.Tensor, neg: torch.Tensor, cfg: SAECircuitCon
     t3 = time.perf_counter()
     return SAECircuitResult(
         node_scores=uniq.double().softmax(0).view(L, H), unique_codes=uniq.view(L, H),
-        edge_scores=votes.double().softmax(0).view(L, H), edge_votes=votes.view(L, H), edge_counts=counts,
+        edge_scores=votes.double().softmax(0).view(L, H), edge_votes=votes.view(L, H),
         codes_pos=cp, codes_neg=cn, sae_loss=loss,
         seconds={"representations": t_repr, "train": t2 - t1, "score": t3 - t2, "total": t_repr + t3 - t1},
         config={**cfg.__dict__, "edge_k": k, "n_pos": n_pos, "n_neg": neg.shape[0]},
