@@ -42,10 +42,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import threading
 import time
+from collections import deque
 from dataclasses import asdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -287,41 +287,34 @@ def cache_activations(cfg: CacheConfig, model=None, progress: bool = True):
     return ActivationStore.open(out)
 
 
+def _after(prev, fn, args) -> None:
+    if prev is not None:
+        prev.result()  # a job that raised fails every later one with its error: they are not run
+    fn(*args)
+
+
 class _AsyncWriter:
     """Run jobs (a :class:`ShardWriter`'s ``write`` and ``publish_complete``) in order on one thread.
 
     ``submit`` enqueues (the arrays must not change afterwards) and blocks while ``max_jobs`` jobs wait,
-    so a slow disk holds the producer back.  An error on the thread is re-raised by the next
-    ``submit``/``flush``; later jobs are dropped.
+    so a slow disk holds the producer back.  An error on the thread is re-raised by a later
+    ``submit`` (once the failed job is the oldest waiting) or by ``flush``; later jobs are dropped.
     """
 
     def __init__(self, max_jobs: int):
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="interp-shard-writer")
-        self._slots = threading.BoundedSemaphore(max(2, max_jobs))
-        self._err: BaseException | None = None
-
-    def _run(self, fn, args) -> None:
-        try:
-            if self._err is None:
-                fn(*args)
-        except BaseException as e:  # noqa: BLE001 -- handed to the caller
-            self._err = e
-        finally:
-            self._slots.release()
-
-    def _check(self) -> None:
-        if self._err is not None:  # stays set: every later call fails too
-            raise self._err
+        self._jobs: deque[Future] = deque()
+        self._max = max(2, max_jobs)
 
     def submit(self, fn, *args) -> None:
-        self._check()
-        self._slots.acquire()
-        self._pool.submit(self._run, fn, args)
+        if len(self._jobs) == self._max:
+            self._jobs.popleft().result()
+        self._jobs.append(self._pool.submit(_after, self._jobs[-1] if self._jobs else None, fn, args))
 
     def flush(self) -> None:
         """Wait for every queued job; raise the thread's error if one happened."""
-        self._pool.submit(int).result()
-        self._check()
+        while self._jobs:
+            self._jobs.popleft().result()
 
     def close(self) -> None:
         """Finish queued jobs and stop the thread (idempotent; errors are kept for :meth:`flush`)."""
