@@ -140,7 +140,7 @@ class RowView:
         return self._store.n_rows
 
     def __getitem__(self, idx) -> torch.Tensor:
-        out = self._store._gather(self._stream, idx, None, None)
+        out = self._store.rows(self._stream, idx, None, None)
         return out[0] if isinstance(idx, int) else out
 
     def __array__(self, dtype=None, copy=None):
@@ -215,7 +215,6 @@ class ActivationStore:
         self._verify_mode = verify
         self._verified: set[Path] = set()
         self._maps: OrderedDict[Path, np.memmap] = OrderedDict()
-        self._files: dict[tuple[int, str], tuple[Path, dict]] = {}
         self._pool: _WindowPool | None = None  # window buffers of the last batches() call, reused by the next
         self._mapped_bytes = 0
         # the readable part: the contiguous prefix of complete shards (0, 1, ... up to the first gap)
@@ -229,6 +228,11 @@ class ActivationStore:
                 raise StoreError(f"{self.path}: shard {s['index']} starts at row {s['row_start']}, "
                                  f"expected {s['index'] * self.shard_rows}")
         self.n_rows: int = sum(s["rows"] for s in self.shards)
+        # (shard index, stream) -> (path, manifest record) of every file of the readable shards, built once:
+        # building a Path costs more than a warm read of a chunk's rows
+        self._files = {(s["index"], st): (self.path / SHARDS / shard_dirname(s["index"]) / stream_file(st),
+                                          s["files"][stream_file(st)])
+                       for s in self.shards for st in [*self.hooks, *META]}
         self.complete: bool = bool(m["complete"]) and self.n_rows == m["n_rows_target"]
         self._check_sizes()
         if verify == "full":
@@ -236,7 +240,7 @@ class ActivationStore:
 
     def __getstate__(self) -> dict:
         """Pickling (e.g. into DataLoader workers) leaves out the per-process caches: maps, window buffers."""
-        return {**self.__dict__, "_maps": OrderedDict(), "_mapped_bytes": 0, "_pool": None, "_files": {}}
+        return {**self.__dict__, "_maps": OrderedDict(), "_mapped_bytes": 0, "_pool": None}
 
     @classmethod
     def open(cls, path: str | Path, verify: str = "lazy") -> "ActivationStore":
@@ -273,19 +277,10 @@ class ActivationStore:
 
     # ---------------------------------------------------------------- integrity
     def _file(self, shard: dict, stream: str) -> tuple[Path, dict]:
-        key = (shard["index"], stream)
-        hit = self._files.get(key)
-        if hit is None:  # memoised: building the Path costs more than a warm read of a chunk's rows
-            fname = stream_file(stream)
-            hit = self._files[key] = (self.path / SHARDS / shard_dirname(shard["index"]) / fname,
-                                      shard["files"][fname])
-        return hit
-
-    def _all_files(self) -> list[tuple[Path, dict]]:
-        return [self._file(s, stream) for s in self.shards for stream in [*self.hooks, "tokens", "seq_pos"]]
+        return self._files[shard["index"], stream]
 
     def _check_sizes(self) -> None:
-        for path, rec in self._all_files():
+        for path, rec in self._files.values():
             try:
                 size = path.stat().st_size
             except FileNotFoundError:
@@ -308,7 +303,7 @@ class ActivationStore:
 
     def verify(self) -> dict:
         """Check the CRC-32 of every file; raises :class:`CorruptShardError` on the first bad one."""
-        files = self._all_files()
+        files = self._files.values()
         for f in files:
             self._check_crc(*f)
         return {"files": len(files), "bytes": self.nbytes(), "ok": True}
@@ -345,8 +340,10 @@ class ActivationStore:
             self._mapped_bytes -= self._maps.popitem(last=False)[1].nbytes
         return mm
 
-    def _gather(self, stream: str, idx, device, dtype) -> torch.Tensor:
-        """Rows ``idx`` (an int, ints, array, tensor or slice; negative counts from the end) of a stream."""
+    # ---------------------------------------------------------------- public reads
+    def rows(self, hook: str, idx, device=None, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
+        """Rows ``idx`` (ints, array, tensor or slice; negative counts from the end) of ``hook`` as
+        ``[len(idx), d]`` (of ``tokens`` / ``seq_pos`` too: int64 ids / ``[len(idx), 2]``)."""
         if isinstance(idx, slice):
             idx = np.arange(self.n_rows)[idx]
         idx = np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64).reshape(-1)
@@ -354,21 +351,16 @@ class ActivationStore:
             bad = idx[(idx < -self.n_rows) | (idx >= self.n_rows)][0]
             raise IndexError(f"row {int(bad)} is out of range for a store of {self.n_rows} rows")
         idx = np.where(idx < 0, idx + self.n_rows, idx)
-        dt, w = self._stream_shape(stream)
+        dt, w = self._stream_shape(hook)
         out = np.empty((idx.size, w), dtype=dt)
         shard_of = idx // self.shard_rows
         for k in np.unique(shard_of):
             sel = np.nonzero(shard_of == k)[0]
-            out[sel] = self._map(self.shards[int(k)], stream)[idx[sel] - int(k) * self.shard_rows]
-        if stream in ("tokens", "seq_pos"):
+            out[sel] = self._map(self.shards[int(k)], hook)[idx[sel] - int(k) * self.shard_rows]
+        if hook in META:
             t = torch.from_numpy(out).to(torch.int64)
-            return t[:, 0] if stream == "tokens" else t
+            return t[:, 0] if hook == "tokens" else t
         return _to_torch(out, self.dtype, device, dtype)
-
-    # ---------------------------------------------------------------- public reads
-    def rows(self, hook: str, idx, device=None, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
-        """Rows ``idx`` (ints, array, tensor or slice) of ``hook`` as ``[len(idx), d]``."""
-        return self._gather(hook, idx, device, dtype)
 
     def stream(
         self, hook: str, batch_size: int, device=None, dtype: torch.dtype | None = torch.float32,
