@@ -105,14 +105,11 @@ class _Planner:
         computed while one is used).  ``advise(k)``, if given, asks the disk for window ``k``'s rows
         (:func:`_prefetch`): windows 0 and 1 with the first slots, window ``k + 1`` with window ``k``'s,
         so the disk reads one window ahead (two with a worker, which plans a window ahead)."""
-        if self._plan is None:
-            for k in range(len(sizes)):
-                yield self._one(rng, sizes, k, advise)
-            return
-        fut = self._plan.submit(self._one, rng, sizes, 0, advise) if sizes else None
+        fut = None  # the worker's plan of window k, submitted while window k - 1 is used
         for k in range(len(sizes)):
-            dest = fut.result()
-            fut = self._plan.submit(self._one, rng, sizes, k + 1, advise) if k + 1 < len(sizes) else None
+            dest = self._one(rng, sizes, k, advise) if fut is None else fut.result()
+            if self._plan is not None and k + 1 < len(sizes):
+                fut = self._plan.submit(self._one, rng, sizes, k + 1, advise)
             yield dest
 
     def split(self, run, jobs: list) -> None:
