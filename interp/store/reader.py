@@ -412,7 +412,7 @@ class ActivationStore:
         drop_last = world_size > 1 if drop_last is None else drop_last
         if fast and wio._PREADV is None:
             raise RuntimeError("fast=True needs libc's preadv, which this platform lacks; use fast=False")
-        fast = use_fast(fast) and wio._PREADV is not None
+        fast = use_fast(fast) and wio._PREADV is not None and shuffle  # storage order: sequential reads
         widths = [self.d(h) for h in hooks]
         rbytes = [w * np.dtype(self._np_dtype).itemsize for w in widths]
         window = max(1, buffer_rows // batch_size) * batch_size  # rows per mixing window
@@ -424,13 +424,13 @@ class ActivationStore:
         pool = self._pool
         # read-ahead only while three windows of page cache are a small part of RAM (else it could evict the
         # window being read)
-        prefetch = fast and shuffle and 3 * window * sum(rbytes) <= _ram_bytes() // 8
+        prefetch = fast and 3 * window * sum(rbytes) <= _ram_bytes() // 8
         own_last = dtype in (None, self.torch_dtype)
         # the window's last batch gets its own array: a caller holding it while asking for the next batch
         # does not pin the window buffer, which is then reused (a cast copies anyway)
-        direct_tail = fast and shuffle and own_last
+        direct_tail = fast and own_last
         # fast: helper threads plan the next window (permutation, slots) and share this one's reads
-        planner = wio._Planner(batch_size, wio.READ_THREADS if fast and shuffle else 1)
+        planner = wio._Planner(batch_size, wio.READ_THREADS if fast else 1)
         fds: dict[Path, int] = {}  # files opened once per call, closed when the iterator ends
         try:
             for epoch in range(epochs):
@@ -459,9 +459,8 @@ class ActivationStore:
                     bufs = pool.get(n)
                     dest = next(slots) if shuffle else None
                     cut = (n_batches - 1) * batch_size if direct_tail else 0  # first row of the last batch
-                    tails = None
-                    if direct_tail:  # read the last batch straight into its own arrays
-                        tails = [np.empty((min(n, cut + batch_size) - cut, w), dtype=self._np_dtype) for w in widths]
+                    tails = ([np.empty((min(n, cut + batch_size) - cut, w), dtype=self._np_dtype) for w in widths]
+                             if direct_tail else None)  # the last batch, read straight into its own arrays
                     if fast:
                         self._fill_window_fast(hooks, segs, bufs, dest, fds, tails, cut, planner)
                     else:
@@ -512,19 +511,16 @@ class ActivationStore:
         return path, fd
 
     def _fill_window_fast(self, hooks: list[str], segs: list[tuple[dict, int, int, int]], bufs: list[np.ndarray],
-                          dest: np.ndarray | None, fds: dict[Path, int],
+                          dest: np.ndarray, fds: dict[Path, int],
                           tails: list[np.ndarray] | None = None, cut: int = 0,
                           planner: wio._Planner | None = None) -> None:
-        """:meth:`_fill_window` in one pass: with ``dest``, each segment is read by ``preadv`` with
+        """:meth:`_fill_window` of a shuffled window in one pass: each segment is read by ``preadv`` with
         one ``iovec`` per row pointing at the row's slot ``dest[offset + i]`` in the window buffer,
         so the kernel copies every row from the page cache straight to its place (no staging
         copy, no Python per row).  With ``tails``, window rows ``[cut, cut + len(tails[j]))`` go
         to ``tails[j]`` instead (the window's last batch, handed out in its own array).  With a
         ``planner`` of 2+ threads, its helpers take shares of the ``preadv`` calls (every row has
-        its own slot, so the shares never write the same bytes).  Without ``dest`` it is
-        :meth:`_fill_window`.  ``fds`` as there."""
-        if dest is None:
-            return self._fill_window(hooks, segs, bufs, dest, fds)
+        its own slot, so the shares never write the same bytes).  ``fds`` as there."""
         n = bufs[0].shape[0]
         if dest.shape != (n,) or (n and (int(dest.min()) < 0 or int(dest.max()) >= n)):
             raise RuntimeError(f"window destinations out of range for a window of {n} rows")  # a pointer guard
