@@ -72,8 +72,7 @@ class StoreSummary(Result):
         from interp.reports import Report
         from interp.reports.figures import grouped_bars
 
-        r = Report(f"Activation store: {self.path}", meta={"model": self.model, "weight_hash": self.weight_hash,
-                   **self.meta}, summary=self.summary())
+        r = Report.of(self, f"Activation store: {self.path}", weight_hash=self.weight_hash)
         if self.norms:
             hs = list(self.norms)
             r.add_section("Row norms per hook")
@@ -84,8 +83,7 @@ class StoreSummary(Result):
                                  "hook, spread evenly over the store (log scale).")
         r.add_section("Contents and integrity")
         r.add_table("Hooks", [{"hook": h, "d": v["d"], "row shape": str(tuple(v["row_shape"])),
-                               **{k: round(x, 4) if isinstance(x, float) else x
-                                  for k, x in self.norms.get(h, {}).items()}} for h, v in self.hooks.items()])
+                               **self.norms.get(h, {})} for h, v in self.hooks.items()])
         if len(self.shards) > 1:
             r.add_bars("Rows per shard", None, {"": self.shards}, x_title=self.axes["shards#0"],
                        y_title=self.axes["shards"], fields=("shards#0", "shards"),
