@@ -106,11 +106,10 @@ def summarize_store(store, verify: bool = False, n_norm_rows: int = 2048) -> Sto
     idx = torch.linspace(0, store.n_rows - 1, m).round().long().unique()
     for h in store.hooks if m else ():
         n = store.rows(h, idx).double().norm(dim=-1)
-        fin = n[torch.isfinite(n)]
-        stat = (lambda f: float(f(fin))) if fin.numel() else (lambda f: float("nan"))
-        norms[h] = {"rows": int(n.numel()), "mean": stat(torch.mean), "median": stat(torch.median),
-                    "p99": stat(lambda v: torch.quantile(v, 0.99)), "max": stat(torch.max),
-                    "nonfinite": int(n.numel() - fin.numel())}
+        fin = n.where(n.isfinite(), torch.nan)  # the nan-aware statistics skip the non-finite rows
+        norms[h] = {"rows": n.numel(), "mean": float(fin.nanmean()), "median": float(fin.nanmedian()),
+                    "p99": float(fin.nanquantile(0.99)), "max": float(fin.nanquantile(1.0)),
+                    "nonfinite": int(fin.isnan().sum())}
     m = store.manifest
     return StoreSummary(
         **{k: m.get(k) for k in ("model", "weight_hash", "n_rows_target", "context_length", "corpus",
