@@ -208,7 +208,7 @@ def cache_activations(cfg: CacheConfig, model=None, progress: bool = True):
     row0 = valid = 0  # the rows of the batch being run
 
     def on_rows(h: str, t, hook=None):
-        rows = (t[:, s_bos:] if s_bos else t).reshape(-1, row_bytes[h] // nbytes)[:valid]
+        rows = t[:, s_bos:].reshape(-1, row_bytes[h] // nbytes)[:valid]
         # a copy in any case: the writer thread reads it while the model goes on
         rows = rows.to(store_torch, memory_format=torch.contiguous_format, copy=not on_cuda)
         finite[h] = torch.isfinite(rows).all()  # checked after the pass (no sync here)

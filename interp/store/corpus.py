@@ -178,7 +178,8 @@ def token_sequences(
     bos = tokenizer.bos_token_id
     if prepend_bos and bos is None:
         raise ValueError("prepend_bos=True but the tokenizer has no BOS token; pass prepend_bos=False")
-    body = context_length - 1 if prepend_bos else context_length
+    head = [bos] if prepend_bos else []
+    body = context_length - len(head)
     if body < 1:
         raise ValueError(f"context_length={context_length} leaves no room for text after BOS")
     sep = next((int(t) for t in (tokenizer.eos_token_id, bos) if t is not None), None)  # EOS, else BOS
@@ -189,9 +190,8 @@ def token_sequences(
         buf.extend(ids)
         pos = 0
         while len(buf) - pos >= body:
-            chunk = buf[pos : pos + body]
+            yield head + buf[pos : pos + body]
             pos += body
-            yield ([bos] + chunk) if prepend_bos else chunk
         del buf[:pos]
 
 

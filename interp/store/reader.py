@@ -126,8 +126,7 @@ def _np_empty(shape, dtype: torch.dtype) -> torch.Tensor:
     blocks, while large torch allocations are fresh pages that fault on every batch)."""
     if dtype not in _NP_OF:
         return torch.empty(shape, dtype=dtype)
-    t = torch.from_numpy(np.empty(tuple(shape), dtype=_NP_OF[dtype]))
-    return t.view(torch.bfloat16) if dtype == torch.bfloat16 else t
+    return torch.from_numpy(np.empty(tuple(shape), dtype=_NP_OF[dtype])).view(dtype)  # bfloat16: from int16
 
 
 class RowView:

@@ -38,7 +38,6 @@ class StoreSummary(Result):
     context_length: int
     shard_rows: int
     """Rows per full shard."""
-    n_shards: int
     bytes: int
     corpus: str
     prepend_bos: bool | None = None
@@ -63,7 +62,7 @@ class StoreSummary(Result):
         size = f"{self.bytes / 2**20:.1f} MiB" if self.bytes >= 2**20 else f"{self.bytes / 2**10:.1f} KiB"
         run = self.last_run
         return (f"The store is {state}: {self.n_rows:,} rows x {len(self.hooks)} hook(s) of {self.model} "
-                f"({self.dtype}, {size} in {self.n_shards} shards); {check}."
+                f"({self.dtype}, {size} in {len(self.shards)} shards); {check}."
                 + (f" Mean row L2 norm: {norms}." if norms else "")
                 + (f" The last caching run wrote {run['rows']:,} rows in {run['seconds']:.1f} s."
                    if run.get("rows") and run.get("seconds") else ""))
@@ -116,6 +115,6 @@ def summarize_store(store, verify: bool = False, n_norm_rows: int = 2048) -> Sto
                                  "prepend_bos", "skip_bos", "created")},
         path=str(store.path), dtype=store.dtype, n_rows=store.n_rows, complete=store.complete,
         hooks={h: {"d": store.d(h), "row_shape": list(store.row_shape(h))} for h in store.hooks},
-        shard_rows=store.shard_rows, n_shards=len(store.shards), bytes=store.nbytes(), verify=checked,
-        norms=norms, shards=[s["rows"] for s in store.shards], last_run=m.get("last_run", {}),
+        shard_rows=store.shard_rows, bytes=store.nbytes(), verify=checked, norms=norms,
+        shards=[s["rows"] for s in store.shards], last_run=m.get("last_run", {}),
         meta={"versions": versions()})

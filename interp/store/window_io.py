@@ -144,10 +144,8 @@ def _anon_array(size: int, dtype) -> np.ndarray:
     asked for as numpy does for its large arrays (the scatter runs ~25% faster with fewer TLB
     misses).  Every view of it has it as ``.base``."""
     mm = mmap.mmap(-1, max(1, size * np.dtype(dtype).itemsize), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    try:
+    with contextlib.suppress(AttributeError, OSError, ValueError):
         mm.madvise(mmap.MADV_HUGEPAGE)
-    except (AttributeError, OSError, ValueError):
-        pass
     return np.frombuffer(mm, dtype=dtype, count=size)
 
 

@@ -162,9 +162,9 @@ def commit_manifest(directory: Path, manifest: dict) -> None:
     progress = sorted(directory.glob("progress-rank*.json"))
     for p in progress:
         try:
-            for s in json.loads(p.read_text())["shards"]:
-                recs.setdefault(int(s["index"]), shard_record(s))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            for s in map(shard_record, json.loads(p.read_text())["shards"]):
+                recs.setdefault(s["index"], s)
+        except (KeyError, TypeError, ValueError) as e:  # invalid JSON and a bad shard record are ValueErrors
             raise StoreError(f"{p} is malformed ({e}); delete it to redo that rank's shards") from e
     manifest["shards"] = [recs[k] for k in sorted(recs)]
     manifest["complete"] = len(recs) == math.ceil(manifest["n_rows_target"] / manifest["shard_rows"])
