@@ -289,16 +289,15 @@ class ActivationStore:
                                         f"{rec['bytes']} (truncated or overwritten); re-run the caching job "
                                         "into a new directory")
 
-    def _check_crc(self, path: Path, rec: dict) -> None:
+    def _check_crc(self, path: Path, rec: dict, lazy: bool = False) -> None:
+        """Check a file's CRC-32; ``lazy``: only at its first read here, never with ``verify="size"``."""
+        if lazy and (self._verify_mode == "size" or path in self._verified):
+            return
         crc = crc32_file(path)
         if crc != rec["crc32"]:
             raise CorruptShardError(f"shard file {path} is corrupt: CRC-32 {crc:#010x} != {rec['crc32']:#010x} "
                                     "in the manifest")
         self._verified.add(path)
-
-    def _ensure_verified(self, path: Path, rec: dict) -> None:
-        if self._verify_mode != "size" and path not in self._verified:
-            self._check_crc(path, rec)
 
     def verify(self) -> dict:
         """Check the CRC-32 of every file; raises :class:`CorruptShardError` on the first bad one."""
@@ -323,7 +322,7 @@ class ActivationStore:
         if mm is not None:
             self._maps.move_to_end(path)
             return mm
-        self._ensure_verified(path, rec)
+        self._check_crc(path, rec, lazy=True)
         dt, w = self._stream_shape(stream)
         try:
             mm = np.memmap(path, dtype=dt, mode="r", shape=(shard["rows"], w))
@@ -505,7 +504,7 @@ class ActivationStore:
         path, rec = self._file(shard, hook)
         fd = fds.get(path)
         if fd is None:
-            self._ensure_verified(path, rec)
+            self._check_crc(path, rec, lazy=True)
             fd = fds[path] = os.open(path, os.O_RDONLY)
         return path, fd
 
@@ -530,7 +529,6 @@ class ActivationStore:
                 raise RuntimeError("window buffers must be C-contiguous, of the window's rows, with tails to match")
         if tails is not None:
             in_tail = np.flatnonzero((dest >= cut) & (dest < cut + tails[0].shape[0]))
-        preadv = wio._PREADV
         jobs = []  # (path, fd, iovec array, its address, row bytes, segment)
         for j, h in enumerate(hooks):
             buf = bufs[j]
@@ -547,7 +545,7 @@ class ActivationStore:
 
         def run(part):  # one preadv per segment; the general loop only where it falls short
             for path, fd, iov, at, rb, a, b, off in part:
-                if b - a > wio._IOV_MAX or preadv(fd, at + 16 * off, b - a, a * rb) != (b - a) * rb:
+                if b - a > wio._IOV_MAX or wio._PREADV(fd, at + 16 * off, b - a, a * rb) != (b - a) * rb:
                     _preadv_rows(fd, iov[off : off + b - a], a * rb, path)  # from the start: same bytes
 
         if planner is None:
