@@ -548,7 +548,4 @@ class ActivationStore:
                 if b - a > wio._IOV_MAX or wio._PREADV(fd, at + 16 * off, b - a, a * rb) != (b - a) * rb:
                     _preadv_rows(fd, iov[off : off + b - a], a * rb, path)  # from the start: same bytes
 
-        if planner is None:
-            run(jobs)
-        else:
-            planner.split(run, jobs)
+        (planner or wio._Planner(1)).split(run, jobs)  # no planner: an inline one (no threads)

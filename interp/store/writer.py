@@ -195,13 +195,11 @@ def write_store(
     directory = Path(directory)
     probe = {h: np.asarray(fn(0, 1)) for h, fn in rows.items()}
     widths = {h: int(np.prod(a.shape[1:])) for h, a in probe.items()}
-    manifest = {
-        "format_version": FORMAT_VERSION, "model": "external", "weight_hash": "",
-        "hooks": list(rows),
+    manifest = {  # the fields a store must have (no tokenizer, model batches or BOS here)
+        "format_version": FORMAT_VERSION, "model": "external", "weight_hash": "", "hooks": list(rows),
         "row_shapes": {h: list(a.shape[1:]) for h, a in probe.items()}, "dtype": dtype, "context_length": 1,
-        "batch_size": chunk_rows, "shard_rows": shard_rows, "n_rows_target": n_rows, "prepend_bos": False,
-        "skip_bos": False, "bos_token_id": None, "corpus": {"kind": "external"},
-        "config": {}, "shards": [], "complete": False,
+        "shard_rows": shard_rows, "n_rows_target": n_rows, "corpus": {"kind": "external"}, "config": {},
+        "shards": [], "complete": False,
     }
     directory.mkdir(parents=True, exist_ok=True)
     commit_manifest(directory, manifest)
