@@ -146,7 +146,7 @@ def cache_activations(cfg: CacheConfig, model=None, progress: bool = True):
     C, B, rps = cfg.context_length, cfg.batch_size, cfg.rows_per_sequence
     n_rows = cfg.n_tokens
     n_seq = math.ceil(n_rows / rps)
-    s_bos = 1 if cfg.skip_bos else 0
+    s_bos = int(cfg.skip_bos)
 
     # 2. probe shapes and firing order on the first (up to) two sequences
     seq_iter = token_sequences(corpus, tokenizer, C, cfg.prepend_bos)
@@ -243,7 +243,7 @@ def cache_activations(cfg: CacheConfig, model=None, progress: bool = True):
             for h, buf in staged.items():
                 sink.submit(writer.write, h, row0, as_storage(buf[:valid]))
         pos = torch.arange(s_bos, C).repeat(len(batch))
-        seq = torch.arange(seq0, seq0 + len(batch)).repeat_interleave(C - s_bos)
+        seq = torch.arange(seq0, seq0 + len(batch)).repeat_interleave(rps)
         sink.submit(writer.write, "tokens", row0, tokens[:, s_bos:].reshape(-1)[:valid].int().numpy())
         sink.submit(writer.write, "seq_pos", row0, torch.stack([seq, pos], 1)[:valid].numpy())
         sink.submit(writer.publish_complete)

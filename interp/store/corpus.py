@@ -102,7 +102,7 @@ def _text_documents(paths: list[Path]) -> Iterator[str]:
 
 def _hf_corpus(spec: str, text_field: str) -> Corpus:
     parts = spec.split(":")[1:]
-    if not parts or not parts[0]:
+    if not parts[0]:  # spec starts with "hf:", so there is a part after it
         raise CorpusError(f"corpus {spec!r}: expected hf:NAME[:CONFIG][:SPLIT]")
     name = parts[0]
     config = parts[1] if len(parts) > 2 else None

@@ -183,15 +183,14 @@ class StoreBatching(Batching):
 
 def batch_request(hook_or_hooks, batch_size: int, config: Batching, check_hook) -> tuple[bool, list[str]]:
     """Validate the arguments every ``batches()`` shares; returns (several hooks asked?, the hook list)."""
-    rank, world_size = config.rank, config.world_size
     multi = not isinstance(hook_or_hooks, str)
     hooks = list(hook_or_hooks) if multi else [hook_or_hooks]
     for h in hooks:
         check_hook(h)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is outside world_size {world_size}")
+    if not 0 <= config.rank < config.world_size:
+        raise ValueError(f"rank {config.rank} is outside world_size {config.world_size}")
     return multi, hooks
 
 
@@ -232,8 +231,16 @@ class ActivationStore:
         self._files = {(s["index"], st): (self.path / SHARDS / shard_dirname(s["index"]) / stream_file(st),
                                           s["files"][stream_file(st)])
                        for s in self.shards for st in [*self.hooks, *META]}
-        self.complete: bool = bool(m["complete"]) and self.n_rows == m["n_rows_target"]
-        self._check_sizes()
+        self.complete: bool = m["complete"] and self.n_rows == m["n_rows_target"]
+        for path, rec in self._files.values():  # every file is there with the manifest's size
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise CorruptShardError(f"shard file {path} is missing (listed in the manifest)") from None
+            if size != rec["bytes"]:
+                raise CorruptShardError(f"shard file {path} has {size} bytes, the manifest says "
+                                        f"{rec['bytes']} (truncated or overwritten); re-run the caching job "
+                                        "into a new directory")
         if verify == "full":
             self.verify()
 
@@ -277,17 +284,6 @@ class ActivationStore:
     # ---------------------------------------------------------------- integrity
     def _file(self, shard: dict, stream: str) -> tuple[Path, dict]:
         return self._files[shard["index"], stream]
-
-    def _check_sizes(self) -> None:
-        for path, rec in self._files.values():
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                raise CorruptShardError(f"shard file {path} is missing (listed in the manifest)") from None
-            if size != rec["bytes"]:
-                raise CorruptShardError(f"shard file {path} has {size} bytes, the manifest says "
-                                        f"{rec['bytes']} (truncated or overwritten); re-run the caching job "
-                                        "into a new directory")
 
     def _check_crc(self, path: Path, rec: dict, lazy: bool = False) -> None:
         """Check a file's CRC-32; ``lazy``: only at its first read here, never with ``verify="size"``."""
