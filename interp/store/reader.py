@@ -308,9 +308,7 @@ class ActivationStore:
             raise KeyError(f"hook {hook!r} is not in this store; it holds {self.hooks}")
 
     def _stream_shape(self, stream: str) -> tuple[np.dtype, int]:
-        if stream in META:
-            return META[stream]
-        return np.dtype(self._np_dtype), self.d(stream)
+        return META.get(stream) or (np.dtype(self._np_dtype), self.d(stream))
 
     def _map(self, shard: dict, stream: str) -> np.ndarray:
         path, rec = self._file(shard, stream)

@@ -16,6 +16,7 @@ Memory: nothing beyond the arrays handed in; data goes straight to the page cach
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -141,10 +142,8 @@ class ShardWriter:
     def abort(self) -> None:
         """Close and delete every unfinished shard (frees the space they held)."""
         for sh in self.open.values():
-            try:
+            with contextlib.suppress(OSError):
                 sh.close(sync=False)
-            except OSError:
-                pass
             shutil.rmtree(sh.tmp, ignore_errors=True)
         self.open.clear()
 
