@@ -213,10 +213,9 @@ def cache_activations(cfg: CacheConfig, model=None, progress: bool = True):
         rows = rows.to(store_torch, memory_format=torch.contiguous_format, copy=not on_cuda)
         finite[h] = torch.isfinite(rows).all()  # checked after the pass (no sync here)
         if on_cuda:
-            buf = staged.get(h)
-            if buf is None or buf.shape[0] < rows.shape[0]:
-                buf = staged[h] = torch.empty((B * rps, rows.shape[1]), dtype=store_torch, pin_memory=True)
-            buf[: rows.shape[0]].copy_(rows, non_blocking=True)
+            if h not in staged:  # the most rows a batch has: B * rps
+                staged[h] = torch.empty((B * rps, rows.shape[1]), dtype=store_torch, pin_memory=True)
+            staged[h][: rows.shape[0]].copy_(rows, non_blocking=True)
         else:
             sink.submit(writer.write, h, row0, as_storage(rows))
         if h == stop_hook:

@@ -149,9 +149,8 @@ def load_corpus(spec: str | Path = "default", text_field: str = "text") -> Corpu
         raise CorpusError(
             f"corpus {spec_s!r} not found: give 'default', an existing .txt/.jsonl file or folder, or hf:NAME"
         )
-    files = [path]
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(TEXT_SUFFIXES))
+    files = (sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(TEXT_SUFFIXES))
+             if path.is_dir() else [path])
     if not files:
         raise CorpusError(f"corpus folder {path} holds no {'/'.join(TEXT_SUFFIXES)} files")
     desc = {"path": str(path.resolve()), "fingerprint": _file_fingerprint(files)}

@@ -103,12 +103,10 @@ def _close(fds: dict[Path, int]) -> None:
         os.close(fd)
 
 
-def _to_torch(arr, store_dtype: str, device, dtype: torch.dtype | None) -> torch.Tensor:
-    """Rows in the storage dtype (a numpy array freshly read, never a memory map)
-    -> torch tensor of ``dtype`` on ``device``."""
-    t = torch.from_numpy(arr)
-    if store_dtype == "bfloat16":
-        t = t.view(torch.bfloat16)
+def _to_torch(arr, store_dtype: torch.dtype, device, dtype: torch.dtype | None) -> torch.Tensor:
+    """Rows in the storage dtype (a numpy array freshly read, never a memory map; bfloat16 as its
+    16-bit patterns) -> torch tensor of ``dtype`` on ``device``."""
+    t = torch.from_numpy(arr).view(store_dtype)
     if device is not None and torch.device(device).type == "cuda":
         t = t.pin_memory().to(device, non_blocking=True)
         return t if dtype is None else t.to(dtype)
@@ -352,7 +350,7 @@ class ActivationStore:
         if hook in META:
             t = torch.from_numpy(out).to(torch.int64)
             return t[:, 0] if hook == "tokens" else t
-        return _to_torch(out, self.dtype, device, dtype)
+        return _to_torch(out, self.torch_dtype, device, dtype)
 
     def stream(
         self, hook: str, batch_size: int, device=None, dtype: torch.dtype | None = torch.float32,
@@ -368,7 +366,7 @@ class ActivationStore:
             for segs in _windows([p for p in parts if p[1] < p[2]], batch_size):  # batches across shard ends
                 arr = np.empty((sum(b - a for _, a, b, _ in segs), self.d(hook)), dtype=self._np_dtype)
                 self._fill_window([hook], segs, [arr], None, fds)  # straight into the batch's own array
-                yield _to_torch(arr, self.dtype, device, dtype)
+                yield _to_torch(arr, self.torch_dtype, device, dtype)
         finally:
             _close(fds)
 
@@ -463,7 +461,7 @@ class ActivationStore:
                             parts = [buf[a:b] for buf in bufs]
                         else:
                             parts = tails if tails is not None else [buf[a:b].copy() for buf in bufs]
-                        out = tuple(_to_torch(x, self.dtype, device, dtype) for x in parts)
+                        out = tuple(_to_torch(x, self.torch_dtype, device, dtype) for x in parts)
                         del parts
                         yield out if multi else out[0]
                         del out

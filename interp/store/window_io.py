@@ -133,9 +133,8 @@ class _Planner:
             f.result()
 
     def close(self) -> None:
-        for pool in (self._plan, self._read):
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+        for pool in filter(None, (self._plan, self._read)):
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _anon_array(size: int, dtype) -> np.ndarray:
