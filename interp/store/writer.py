@@ -124,8 +124,7 @@ class ShardWriter:
 
     def publish_complete(self) -> None:
         """Fsync and publish every open shard whose rows are all written; report each to ``on_shard``."""
-        for k in sorted(self.open):
-            sh = self.open[k]
+        for k, sh in sorted(self.open.items()):  # a list: the loop deletes from self.open
             if any(n != sh.rows for n in sh.written.values()):
                 continue
             final = self.dir / SHARDS / shard_dirname(k)
