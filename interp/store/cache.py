@@ -25,8 +25,9 @@ Algorithm (:func:`cache_activations`):
 On CPU, steps 5's file writes (page-cache copy and CRC-32) and step 6 run on one writer thread
 (:class:`_AsyncWriter`, jobs in order, both release the GIL) while the next batch's forward
 pass runs; a batch's rows are handed over as fresh arrays, and at most two batches wait in the
-queue.  Errors on that thread (a full disk) are raised in the caller at its next call.  On
-CUDA the writes of a batch finish before the next pass reuses the pinned buffers.
+queue.  An error on that thread (a full disk) drops the jobs after it and is raised in the caller
+once the failed job is the oldest waiting, or at the final flush.  On CUDA the writes of a batch
+finish before the next pass reuses the pinned buffers.
 
 Multi-process: under ``torch.distributed``, rank
 ``r`` writes shards ``k % world_size == r`` into the same directory and records them in
