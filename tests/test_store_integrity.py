@@ -275,3 +275,33 @@ def test_summary_of_a_partial_store_with_nonfinite_rows(tmp_path):
     assert s["p99"] == pytest.approx(np.quantile(fin, 0.99), rel=1e-12)  # both interpolate linearly
     text = res.summary()
     assert "PARTIAL (200 of 300 rows)" in text and "(2 non-finite rows)" in text and "not checked" in text
+
+
+def test_writer_thread_keeps_order_and_stops_at_the_first_error():
+    """The caching job's writer thread (cache._AsyncWriter, a bounded queue on one thread): jobs run in the
+    order submitted; a job that raises drops every later one (no shard write lands after a failed one) and its
+    error, not a later one, reaches the caller at a later submit or at flush."""
+    from interp.store.cache import _AsyncWriter
+
+    done = []
+
+    def job(i):
+        if i == 4:
+            raise OSError(28, "job 4: no space left on device")
+        if i == 6:
+            raise RuntimeError("job 6 ran after job 4 failed")
+        done.append(i)
+
+    w = _AsyncWriter(max_jobs=3)
+    with pytest.raises(OSError, match="job 4"):
+        for i in range(20):
+            w.submit(job, i)
+        w.flush()
+    w.close()
+    assert done == [0, 1, 2, 3]
+    w = _AsyncWriter(max_jobs=3)
+    for i in range(50):
+        w.submit(done.append, i)
+    w.flush()
+    w.close()
+    assert done == [0, 1, 2, 3, *range(50)]

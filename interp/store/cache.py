@@ -25,8 +25,9 @@ Algorithm (:func:`cache_activations`):
 On CPU, steps 5's file writes (page-cache copy and CRC-32) and step 6 run on one writer thread
 (:class:`_AsyncWriter`, jobs in order, both release the GIL) while the next batch's forward
 pass runs; a batch's rows are handed over as fresh arrays, and at most two batches wait in the
-queue.  Errors on that thread (a full disk) are raised in the caller at its next call.  On
-CUDA the writes of a batch finish before the next pass reuses the pinned buffers.
+queue.  An error on that thread (a full disk) drops the jobs after it and is raised in the caller
+once the failed job is the oldest waiting, or at the final flush.  On CUDA the writes of a batch
+finish before the next pass reuses the pinned buffers.
 
 Multi-process: under ``torch.distributed``, rank
 ``r`` writes shards ``k % world_size == r`` into the same directory and records them in
@@ -42,10 +43,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import threading
 import time
+from collections import deque
 from dataclasses import asdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -146,7 +147,7 @@ def cache_activations(cfg: CacheConfig, model=None, progress: bool = True):
     C, B, rps = cfg.context_length, cfg.batch_size, cfg.rows_per_sequence
     n_rows = cfg.n_tokens
     n_seq = math.ceil(n_rows / rps)
-    s_bos = 1 if cfg.skip_bos else 0
+    s_bos = int(cfg.skip_bos)
 
     # 2. probe shapes and firing order on the first (up to) two sequences
     seq_iter = token_sequences(corpus, tokenizer, C, cfg.prepend_bos)
@@ -208,15 +209,14 @@ def cache_activations(cfg: CacheConfig, model=None, progress: bool = True):
     row0 = valid = 0  # the rows of the batch being run
 
     def on_rows(h: str, t, hook=None):
-        rows = (t[:, s_bos:] if s_bos else t).reshape(-1, row_bytes[h] // nbytes)[:valid]
+        rows = t[:, s_bos:].reshape(-1, row_bytes[h] // nbytes)[:valid]
         # a copy in any case: the writer thread reads it while the model goes on
         rows = rows.to(store_torch, memory_format=torch.contiguous_format, copy=not on_cuda)
         finite[h] = torch.isfinite(rows).all()  # checked after the pass (no sync here)
         if on_cuda:
-            buf = staged.get(h)
-            if buf is None or buf.shape[0] < rows.shape[0]:
-                buf = staged[h] = torch.empty((B * rps, rows.shape[1]), dtype=store_torch, pin_memory=True)
-            buf[: rows.shape[0]].copy_(rows, non_blocking=True)
+            if h not in staged:  # the most rows a batch has: B * rps
+                staged[h] = torch.empty((B * rps, rows.shape[1]), dtype=store_torch, pin_memory=True)
+            staged[h][: rows.shape[0]].copy_(rows, non_blocking=True)
         else:
             sink.submit(writer.write, h, row0, as_storage(rows))
         if h == stop_hook:
@@ -243,7 +243,7 @@ def cache_activations(cfg: CacheConfig, model=None, progress: bool = True):
             for h, buf in staged.items():
                 sink.submit(writer.write, h, row0, as_storage(buf[:valid]))
         pos = torch.arange(s_bos, C).repeat(len(batch))
-        seq = torch.arange(seq0, seq0 + len(batch)).repeat_interleave(C - s_bos)
+        seq = torch.arange(seq0, seq0 + len(batch)).repeat_interleave(rps)
         sink.submit(writer.write, "tokens", row0, tokens[:, s_bos:].reshape(-1)[:valid].int().numpy())
         sink.submit(writer.write, "seq_pos", row0, torch.stack([seq, pos], 1)[:valid].numpy())
         sink.submit(writer.publish_complete)
@@ -287,41 +287,34 @@ def cache_activations(cfg: CacheConfig, model=None, progress: bool = True):
     return ActivationStore.open(out)
 
 
+def _after(prev, fn, args) -> None:
+    if prev is not None:
+        prev.result()  # a job that raised fails every later one with its error: they are not run
+    fn(*args)
+
+
 class _AsyncWriter:
     """Run jobs (a :class:`ShardWriter`'s ``write`` and ``publish_complete``) in order on one thread.
 
     ``submit`` enqueues (the arrays must not change afterwards) and blocks while ``max_jobs`` jobs wait,
-    so a slow disk holds the producer back.  An error on the thread is re-raised by the next
-    ``submit``/``flush``; later jobs are dropped.
+    so a slow disk holds the producer back.  An error on the thread is re-raised by a later
+    ``submit`` (once the failed job is the oldest waiting) or by ``flush``; later jobs are dropped.
     """
 
     def __init__(self, max_jobs: int):
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="interp-shard-writer")
-        self._slots = threading.BoundedSemaphore(max(2, max_jobs))
-        self._err: BaseException | None = None
-
-    def _run(self, fn, args) -> None:
-        try:
-            if self._err is None:
-                fn(*args)
-        except BaseException as e:  # noqa: BLE001 -- handed to the caller
-            self._err = e
-        finally:
-            self._slots.release()
-
-    def _check(self) -> None:
-        if self._err is not None:  # stays set: every later call fails too
-            raise self._err
+        self._jobs: deque[Future] = deque()
+        self._max = max(2, max_jobs)
 
     def submit(self, fn, *args) -> None:
-        self._check()
-        self._slots.acquire()
-        self._pool.submit(self._run, fn, args)
+        if len(self._jobs) == self._max:
+            self._jobs.popleft().result()
+        self._jobs.append(self._pool.submit(_after, self._jobs[-1] if self._jobs else None, fn, args))
 
     def flush(self) -> None:
         """Wait for every queued job; raise the thread's error if one happened."""
-        self._pool.submit(int).result()
-        self._check()
+        while self._jobs:
+            self._jobs.popleft().result()
 
     def close(self) -> None:
         """Finish queued jobs and stop the thread (idempotent; errors are kept for :meth:`flush`)."""

@@ -64,7 +64,6 @@ class CacheConfig:
 
     def default_shard_rows(self, row_bytes_max: int) -> int:
         """Rows per shard so that the widest hook's file is about ``TARGET_SHARD_BYTES``."""
-        rows = max(1, TARGET_SHARD_BYTES // max(1, row_bytes_max))
         rps = self.rows_per_sequence
-        rows = max(rps, rows // rps * rps)
-        return min(rows, max(rps, -(-self.n_tokens // rps) * rps))
+        rows = max(rps, TARGET_SHARD_BYTES // max(1, row_bytes_max) // rps * rps)
+        return min(rows, -(-self.n_tokens // rps) * rps)

@@ -102,7 +102,7 @@ def _text_documents(paths: list[Path]) -> Iterator[str]:
 
 def _hf_corpus(spec: str, text_field: str) -> Corpus:
     parts = spec.split(":")[1:]
-    if not parts or not parts[0]:
+    if not parts[0]:  # spec starts with "hf:", so there is a part after it
         raise CorpusError(f"corpus {spec!r}: expected hf:NAME[:CONFIG][:SPLIT]")
     name = parts[0]
     config = parts[1] if len(parts) > 2 else None
@@ -149,9 +149,8 @@ def load_corpus(spec: str | Path = "default", text_field: str = "text") -> Corpu
         raise CorpusError(
             f"corpus {spec_s!r} not found: give 'default', an existing .txt/.jsonl file or folder, or hf:NAME"
         )
-    files = [path]
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(TEXT_SUFFIXES))
+    files = (sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(TEXT_SUFFIXES))
+             if path.is_dir() else [path])
     if not files:
         raise CorpusError(f"corpus folder {path} holds no {'/'.join(TEXT_SUFFIXES)} files")
     desc = {"path": str(path.resolve()), "fingerprint": _file_fingerprint(files)}
@@ -178,7 +177,8 @@ def token_sequences(
     bos = tokenizer.bos_token_id
     if prepend_bos and bos is None:
         raise ValueError("prepend_bos=True but the tokenizer has no BOS token; pass prepend_bos=False")
-    body = context_length - 1 if prepend_bos else context_length
+    head = [bos] if prepend_bos else []
+    body = context_length - len(head)
     if body < 1:
         raise ValueError(f"context_length={context_length} leaves no room for text after BOS")
     sep = next((int(t) for t in (tokenizer.eos_token_id, bos) if t is not None), None)  # EOS, else BOS
@@ -189,9 +189,8 @@ def token_sequences(
         buf.extend(ids)
         pos = 0
         while len(buf) - pos >= body:
-            chunk = buf[pos : pos + body]
+            yield head + buf[pos : pos + body]
             pos += body
-            yield ([bos] + chunk) if prepend_bos else chunk
         del buf[:pos]
 
 

@@ -75,9 +75,7 @@ def as_storage(t: torch.Tensor) -> np.ndarray:
 
 def canonical_dtype(dtype) -> str:
     """``fp16``/``half``/``torch.float16`` -> ``float16`` (and bf16, fp32); error on others."""
-    if isinstance(dtype, torch.dtype):
-        dtype = str(dtype).removeprefix("torch.")
-    name = _ALIASES.get(str(dtype), str(dtype))
+    name = _ALIASES.get(str(dtype), str(dtype).removeprefix("torch."))
     if name not in DTYPES:
         raise ValueError(f"unknown store dtype {dtype!r}; choose from float16 (fp16), bfloat16 (bf16), float32 (fp32)")
     return name

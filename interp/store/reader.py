@@ -103,12 +103,10 @@ def _close(fds: dict[Path, int]) -> None:
         os.close(fd)
 
 
-def _to_torch(arr, store_dtype: str, device, dtype: torch.dtype | None) -> torch.Tensor:
-    """Rows in the storage dtype (a numpy array freshly read, never a memory map)
-    -> torch tensor of ``dtype`` on ``device``."""
-    t = torch.from_numpy(arr)
-    if store_dtype == "bfloat16":
-        t = t.view(torch.bfloat16)
+def _to_torch(arr, store_dtype: torch.dtype, device, dtype: torch.dtype | None) -> torch.Tensor:
+    """Rows in the storage dtype (a numpy array freshly read, never a memory map; bfloat16 as its
+    16-bit patterns) -> torch tensor of ``dtype`` on ``device``."""
+    t = torch.from_numpy(arr).view(store_dtype)
     if device is not None and torch.device(device).type == "cuda":
         t = t.pin_memory().to(device, non_blocking=True)
         return t if dtype is None else t.to(dtype)
@@ -126,8 +124,7 @@ def _np_empty(shape, dtype: torch.dtype) -> torch.Tensor:
     blocks, while large torch allocations are fresh pages that fault on every batch)."""
     if dtype not in _NP_OF:
         return torch.empty(shape, dtype=dtype)
-    t = torch.from_numpy(np.empty(tuple(shape), dtype=_NP_OF[dtype]))
-    return t.view(torch.bfloat16) if dtype == torch.bfloat16 else t
+    return torch.from_numpy(np.empty(tuple(shape), dtype=_NP_OF[dtype])).view(dtype)  # bfloat16: from int16
 
 
 class RowView:
@@ -140,7 +137,7 @@ class RowView:
         return self._store.n_rows
 
     def __getitem__(self, idx) -> torch.Tensor:
-        out = self._store._gather(self._stream, idx, None, None)
+        out = self._store.rows(self._stream, idx, None, None)
         return out[0] if isinstance(idx, int) else out
 
     def __array__(self, dtype=None, copy=None):
@@ -184,15 +181,14 @@ class StoreBatching(Batching):
 
 def batch_request(hook_or_hooks, batch_size: int, config: Batching, check_hook) -> tuple[bool, list[str]]:
     """Validate the arguments every ``batches()`` shares; returns (several hooks asked?, the hook list)."""
-    rank, world_size = config.rank, config.world_size
     multi = not isinstance(hook_or_hooks, str)
     hooks = list(hook_or_hooks) if multi else [hook_or_hooks]
     for h in hooks:
         check_hook(h)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is outside world_size {world_size}")
+    if not 0 <= config.rank < config.world_size:
+        raise ValueError(f"rank {config.rank} is outside world_size {config.world_size}")
     return multi, hooks
 
 
@@ -215,7 +211,6 @@ class ActivationStore:
         self._verify_mode = verify
         self._verified: set[Path] = set()
         self._maps: OrderedDict[Path, np.memmap] = OrderedDict()
-        self._files: dict[tuple[int, str], tuple[Path, dict]] = {}
         self._pool: _WindowPool | None = None  # window buffers of the last batches() call, reused by the next
         self._mapped_bytes = 0
         # the readable part: the contiguous prefix of complete shards (0, 1, ... up to the first gap)
@@ -229,14 +224,27 @@ class ActivationStore:
                 raise StoreError(f"{self.path}: shard {s['index']} starts at row {s['row_start']}, "
                                  f"expected {s['index'] * self.shard_rows}")
         self.n_rows: int = sum(s["rows"] for s in self.shards)
-        self.complete: bool = bool(m["complete"]) and self.n_rows == m["n_rows_target"]
-        self._check_sizes()
+        # (shard index, stream) -> (path, manifest record) of every file of the readable shards, built once:
+        # building a Path costs more than a warm read of a chunk's rows
+        self._files = {(s["index"], st): (self.path / SHARDS / shard_dirname(s["index"]) / stream_file(st),
+                                          s["files"][stream_file(st)])
+                       for s in self.shards for st in [*self.hooks, *META]}
+        self.complete: bool = m["complete"] and self.n_rows == m["n_rows_target"]
+        for path, rec in self._files.values():  # every file is there with the manifest's size
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise CorruptShardError(f"shard file {path} is missing (listed in the manifest)") from None
+            if size != rec["bytes"]:
+                raise CorruptShardError(f"shard file {path} has {size} bytes, the manifest says "
+                                        f"{rec['bytes']} (truncated or overwritten); re-run the caching job "
+                                        "into a new directory")
         if verify == "full":
             self.verify()
 
     def __getstate__(self) -> dict:
         """Pickling (e.g. into DataLoader workers) leaves out the per-process caches: maps, window buffers."""
-        return {**self.__dict__, "_maps": OrderedDict(), "_mapped_bytes": 0, "_pool": None, "_files": {}}
+        return {**self.__dict__, "_maps": OrderedDict(), "_mapped_bytes": 0, "_pool": None}
 
     @classmethod
     def open(cls, path: str | Path, verify: str = "lazy") -> "ActivationStore":
@@ -273,42 +281,21 @@ class ActivationStore:
 
     # ---------------------------------------------------------------- integrity
     def _file(self, shard: dict, stream: str) -> tuple[Path, dict]:
-        key = (shard["index"], stream)
-        hit = self._files.get(key)
-        if hit is None:  # memoised: building the Path costs more than a warm read of a chunk's rows
-            fname = stream_file(stream)
-            hit = self._files[key] = (self.path / SHARDS / shard_dirname(shard["index"]) / fname,
-                                      shard["files"][fname])
-        return hit
+        return self._files[shard["index"], stream]
 
-    def _all_files(self) -> list[tuple[Path, dict]]:
-        return [self._file(s, stream) for s in self.shards for stream in [*self.hooks, "tokens", "seq_pos"]]
-
-    def _check_sizes(self) -> None:
-        for path, rec in self._all_files():
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                raise CorruptShardError(f"shard file {path} is missing (listed in the manifest)") from None
-            if size != rec["bytes"]:
-                raise CorruptShardError(f"shard file {path} has {size} bytes, the manifest says "
-                                        f"{rec['bytes']} (truncated or overwritten); re-run the caching job "
-                                        "into a new directory")
-
-    def _check_crc(self, path: Path, rec: dict) -> None:
+    def _check_crc(self, path: Path, rec: dict, lazy: bool = False) -> None:
+        """Check a file's CRC-32; ``lazy``: only at its first read here, never with ``verify="size"``."""
+        if lazy and (self._verify_mode == "size" or path in self._verified):
+            return
         crc = crc32_file(path)
         if crc != rec["crc32"]:
             raise CorruptShardError(f"shard file {path} is corrupt: CRC-32 {crc:#010x} != {rec['crc32']:#010x} "
                                     "in the manifest")
         self._verified.add(path)
 
-    def _ensure_verified(self, path: Path, rec: dict) -> None:
-        if self._verify_mode != "size" and path not in self._verified:
-            self._check_crc(path, rec)
-
     def verify(self) -> dict:
         """Check the CRC-32 of every file; raises :class:`CorruptShardError` on the first bad one."""
-        files = self._all_files()
+        files = self._files.values()
         for f in files:
             self._check_crc(*f)
         return {"files": len(files), "bytes": self.nbytes(), "ok": True}
@@ -319,9 +306,7 @@ class ActivationStore:
             raise KeyError(f"hook {hook!r} is not in this store; it holds {self.hooks}")
 
     def _stream_shape(self, stream: str) -> tuple[np.dtype, int]:
-        if stream in META:
-            return META[stream]
-        return np.dtype(self._np_dtype), self.d(stream)
+        return META.get(stream) or (np.dtype(self._np_dtype), self.d(stream))
 
     def _map(self, shard: dict, stream: str) -> np.ndarray:
         path, rec = self._file(shard, stream)
@@ -329,7 +314,7 @@ class ActivationStore:
         if mm is not None:
             self._maps.move_to_end(path)
             return mm
-        self._ensure_verified(path, rec)
+        self._check_crc(path, rec, lazy=True)
         dt, w = self._stream_shape(stream)
         try:
             mm = np.memmap(path, dtype=dt, mode="r", shape=(shard["rows"], w))
@@ -345,8 +330,10 @@ class ActivationStore:
             self._mapped_bytes -= self._maps.popitem(last=False)[1].nbytes
         return mm
 
-    def _gather(self, stream: str, idx, device, dtype) -> torch.Tensor:
-        """Rows ``idx`` (an int, ints, array, tensor or slice; negative counts from the end) of a stream."""
+    # ---------------------------------------------------------------- public reads
+    def rows(self, hook: str, idx, device=None, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
+        """Rows ``idx`` (ints, array, tensor or slice; negative counts from the end) of ``hook`` as
+        ``[len(idx), d]`` (of ``tokens`` / ``seq_pos`` too: int64 ids / ``[len(idx), 2]``)."""
         if isinstance(idx, slice):
             idx = np.arange(self.n_rows)[idx]
         idx = np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64).reshape(-1)
@@ -354,21 +341,16 @@ class ActivationStore:
             bad = idx[(idx < -self.n_rows) | (idx >= self.n_rows)][0]
             raise IndexError(f"row {int(bad)} is out of range for a store of {self.n_rows} rows")
         idx = np.where(idx < 0, idx + self.n_rows, idx)
-        dt, w = self._stream_shape(stream)
+        dt, w = self._stream_shape(hook)
         out = np.empty((idx.size, w), dtype=dt)
         shard_of = idx // self.shard_rows
         for k in np.unique(shard_of):
             sel = np.nonzero(shard_of == k)[0]
-            out[sel] = self._map(self.shards[int(k)], stream)[idx[sel] - int(k) * self.shard_rows]
-        if stream in ("tokens", "seq_pos"):
+            out[sel] = self._map(self.shards[int(k)], hook)[idx[sel] - int(k) * self.shard_rows]
+        if hook in META:
             t = torch.from_numpy(out).to(torch.int64)
-            return t[:, 0] if stream == "tokens" else t
-        return _to_torch(out, self.dtype, device, dtype)
-
-    # ---------------------------------------------------------------- public reads
-    def rows(self, hook: str, idx, device=None, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
-        """Rows ``idx`` (ints, array, tensor or slice) of ``hook`` as ``[len(idx), d]``."""
-        return self._gather(hook, idx, device, dtype)
+            return t[:, 0] if hook == "tokens" else t
+        return _to_torch(out, self.torch_dtype, device, dtype)
 
     def stream(
         self, hook: str, batch_size: int, device=None, dtype: torch.dtype | None = torch.float32,
@@ -384,7 +366,7 @@ class ActivationStore:
             for segs in _windows([p for p in parts if p[1] < p[2]], batch_size):  # batches across shard ends
                 arr = np.empty((sum(b - a for _, a, b, _ in segs), self.d(hook)), dtype=self._np_dtype)
                 self._fill_window([hook], segs, [arr], None, fds)  # straight into the batch's own array
-                yield _to_torch(arr, self.dtype, device, dtype)
+                yield _to_torch(arr, self.torch_dtype, device, dtype)
         finally:
             _close(fds)
 
@@ -420,7 +402,7 @@ class ActivationStore:
         drop_last = world_size > 1 if drop_last is None else drop_last
         if fast and wio._PREADV is None:
             raise RuntimeError("fast=True needs libc's preadv, which this platform lacks; use fast=False")
-        fast = use_fast(fast) and wio._PREADV is not None
+        fast = use_fast(fast) and wio._PREADV is not None and shuffle  # storage order: sequential reads
         widths = [self.d(h) for h in hooks]
         rbytes = [w * np.dtype(self._np_dtype).itemsize for w in widths]
         window = max(1, buffer_rows // batch_size) * batch_size  # rows per mixing window
@@ -432,13 +414,13 @@ class ActivationStore:
         pool = self._pool
         # read-ahead only while three windows of page cache are a small part of RAM (else it could evict the
         # window being read)
-        prefetch = fast and shuffle and 3 * window * sum(rbytes) <= _ram_bytes() // 8
+        prefetch = fast and 3 * window * sum(rbytes) <= _ram_bytes() // 8
         own_last = dtype in (None, self.torch_dtype)
         # the window's last batch gets its own array: a caller holding it while asking for the next batch
         # does not pin the window buffer, which is then reused (a cast copies anyway)
-        direct_tail = fast and shuffle and own_last
+        direct_tail = fast and own_last
         # fast: helper threads plan the next window (permutation, slots) and share this one's reads
-        planner = wio._Planner(batch_size, wio.READ_THREADS if fast and shuffle else 1)
+        planner = wio._Planner(batch_size, wio.READ_THREADS if fast else 1)
         fds: dict[Path, int] = {}  # files opened once per call, closed when the iterator ends
         try:
             for epoch in range(epochs):
@@ -467,9 +449,8 @@ class ActivationStore:
                     bufs = pool.get(n)
                     dest = next(slots) if shuffle else None
                     cut = (n_batches - 1) * batch_size if direct_tail else 0  # first row of the last batch
-                    tails = None
-                    if direct_tail:  # read the last batch straight into its own arrays
-                        tails = [np.empty((min(n, cut + batch_size) - cut, w), dtype=self._np_dtype) for w in widths]
+                    tails = ([np.empty((min(n, cut + batch_size) - cut, w), dtype=self._np_dtype) for w in widths]
+                             if direct_tail else None)  # the last batch, read straight into its own arrays
                     if fast:
                         self._fill_window_fast(hooks, segs, bufs, dest, fds, tails, cut, planner)
                     else:
@@ -480,7 +461,7 @@ class ActivationStore:
                             parts = [buf[a:b] for buf in bufs]
                         else:
                             parts = tails if tails is not None else [buf[a:b].copy() for buf in bufs]
-                        out = tuple(_to_torch(x, self.dtype, device, dtype) for x in parts)
+                        out = tuple(_to_torch(x, self.torch_dtype, device, dtype) for x in parts)
                         del parts
                         yield out if multi else out[0]
                         del out
@@ -515,24 +496,21 @@ class ActivationStore:
         path, rec = self._file(shard, hook)
         fd = fds.get(path)
         if fd is None:
-            self._ensure_verified(path, rec)
+            self._check_crc(path, rec, lazy=True)
             fd = fds[path] = os.open(path, os.O_RDONLY)
         return path, fd
 
     def _fill_window_fast(self, hooks: list[str], segs: list[tuple[dict, int, int, int]], bufs: list[np.ndarray],
-                          dest: np.ndarray | None, fds: dict[Path, int],
+                          dest: np.ndarray, fds: dict[Path, int],
                           tails: list[np.ndarray] | None = None, cut: int = 0,
                           planner: wio._Planner | None = None) -> None:
-        """:meth:`_fill_window` in one pass: with ``dest``, each segment is read by ``preadv`` with
+        """:meth:`_fill_window` of a shuffled window in one pass: each segment is read by ``preadv`` with
         one ``iovec`` per row pointing at the row's slot ``dest[offset + i]`` in the window buffer,
         so the kernel copies every row from the page cache straight to its place (no staging
         copy, no Python per row).  With ``tails``, window rows ``[cut, cut + len(tails[j]))`` go
         to ``tails[j]`` instead (the window's last batch, handed out in its own array).  With a
         ``planner`` of 2+ threads, its helpers take shares of the ``preadv`` calls (every row has
-        its own slot, so the shares never write the same bytes).  Without ``dest`` it is
-        :meth:`_fill_window`.  ``fds`` as there."""
-        if dest is None:
-            return self._fill_window(hooks, segs, bufs, dest, fds)
+        its own slot, so the shares never write the same bytes).  ``fds`` as there."""
         n = bufs[0].shape[0]
         if dest.shape != (n,) or (n and (int(dest.min()) < 0 or int(dest.max()) >= n)):
             raise RuntimeError(f"window destinations out of range for a window of {n} rows")  # a pointer guard
@@ -543,7 +521,6 @@ class ActivationStore:
                 raise RuntimeError("window buffers must be C-contiguous, of the window's rows, with tails to match")
         if tails is not None:
             in_tail = np.flatnonzero((dest >= cut) & (dest < cut + tails[0].shape[0]))
-        preadv = wio._PREADV
         jobs = []  # (path, fd, iovec array, its address, row bytes, segment)
         for j, h in enumerate(hooks):
             buf = bufs[j]
@@ -560,10 +537,7 @@ class ActivationStore:
 
         def run(part):  # one preadv per segment; the general loop only where it falls short
             for path, fd, iov, at, rb, a, b, off in part:
-                if b - a > wio._IOV_MAX or preadv(fd, at + 16 * off, b - a, a * rb) != (b - a) * rb:
+                if b - a > wio._IOV_MAX or wio._PREADV(fd, at + 16 * off, b - a, a * rb) != (b - a) * rb:
                     _preadv_rows(fd, iov[off : off + b - a], a * rb, path)  # from the start: same bytes
 
-        if planner is None:
-            run(jobs)
-        else:
-            planner.split(run, jobs)
+        (planner or wio._Planner(1)).split(run, jobs)  # no planner: an inline one (no threads)

@@ -38,7 +38,6 @@ class StoreSummary(Result):
     context_length: int
     shard_rows: int
     """Rows per full shard."""
-    n_shards: int
     bytes: int
     corpus: str
     prepend_bos: bool | None = None
@@ -63,7 +62,7 @@ class StoreSummary(Result):
         size = f"{self.bytes / 2**20:.1f} MiB" if self.bytes >= 2**20 else f"{self.bytes / 2**10:.1f} KiB"
         run = self.last_run
         return (f"The store is {state}: {self.n_rows:,} rows x {len(self.hooks)} hook(s) of {self.model} "
-                f"({self.dtype}, {size} in {self.n_shards} shards); {check}."
+                f"({self.dtype}, {size} in {len(self.shards)} shards); {check}."
                 + (f" Mean row L2 norm: {norms}." if norms else "")
                 + (f" The last caching run wrote {run['rows']:,} rows in {run['seconds']:.1f} s."
                    if run.get("rows") and run.get("seconds") else ""))
@@ -72,8 +71,7 @@ class StoreSummary(Result):
         from interp.reports import Report
         from interp.reports.figures import grouped_bars
 
-        r = Report(f"Activation store: {self.path}", meta={"model": self.model, "weight_hash": self.weight_hash,
-                   **self.meta}, summary=self.summary())
+        r = Report.of(self, f"Activation store: {self.path}", weight_hash=self.weight_hash)
         if self.norms:
             hs = list(self.norms)
             r.add_section("Row norms per hook")
@@ -84,8 +82,7 @@ class StoreSummary(Result):
                                  "hook, spread evenly over the store (log scale).")
         r.add_section("Contents and integrity")
         r.add_table("Hooks", [{"hook": h, "d": v["d"], "row shape": str(tuple(v["row_shape"])),
-                               **{k: round(x, 4) if isinstance(x, float) else x
-                                  for k, x in self.norms.get(h, {}).items()}} for h, v in self.hooks.items()])
+                               **self.norms.get(h, {})} for h, v in self.hooks.items()])
         if len(self.shards) > 1:
             r.add_bars("Rows per shard", None, {"": self.shards}, x_title=self.axes["shards#0"],
                        y_title=self.axes["shards"], fields=("shards#0", "shards"),
@@ -108,17 +105,16 @@ def summarize_store(store, verify: bool = False, n_norm_rows: int = 2048) -> Sto
     idx = torch.linspace(0, store.n_rows - 1, m).round().long().unique()
     for h in store.hooks if m else ():
         n = store.rows(h, idx).double().norm(dim=-1)
-        fin = n[torch.isfinite(n)]
-        stat = (lambda f: float(f(fin))) if fin.numel() else (lambda f: float("nan"))
-        norms[h] = {"rows": int(n.numel()), "mean": stat(torch.mean), "median": stat(torch.median),
-                    "p99": stat(lambda v: torch.quantile(v, 0.99)), "max": stat(torch.max),
-                    "nonfinite": int(n.numel() - fin.numel())}
+        fin = n.where(n.isfinite(), torch.nan)  # the nan-aware statistics skip the non-finite rows
+        norms[h] = {"rows": n.numel(), "mean": float(fin.nanmean()), "median": float(fin.nanmedian()),
+                    "p99": float(fin.nanquantile(0.99)), "max": float(fin.nanquantile(1.0)),
+                    "nonfinite": int(fin.isnan().sum())}
     m = store.manifest
     return StoreSummary(
         **{k: m.get(k) for k in ("model", "weight_hash", "n_rows_target", "context_length", "corpus",
                                  "prepend_bos", "skip_bos", "created")},
         path=str(store.path), dtype=store.dtype, n_rows=store.n_rows, complete=store.complete,
         hooks={h: {"d": store.d(h), "row_shape": list(store.row_shape(h))} for h in store.hooks},
-        shard_rows=store.shard_rows, n_shards=len(store.shards), bytes=store.nbytes(), verify=checked,
-        norms=norms, shards=[s["rows"] for s in store.shards], last_run=m.get("last_run", {}),
+        shard_rows=store.shard_rows, bytes=store.nbytes(), verify=checked, norms=norms,
+        shards=[s["rows"] for s in store.shards], last_run=m.get("last_run", {}),
         meta={"versions": versions()})

@@ -105,14 +105,11 @@ class _Planner:
         computed while one is used).  ``advise(k)``, if given, asks the disk for window ``k``'s rows
         (:func:`_prefetch`): windows 0 and 1 with the first slots, window ``k + 1`` with window ``k``'s,
         so the disk reads one window ahead (two with a worker, which plans a window ahead)."""
-        if self._plan is None:
-            for k in range(len(sizes)):
-                yield self._one(rng, sizes, k, advise)
-            return
-        fut = self._plan.submit(self._one, rng, sizes, 0, advise) if sizes else None
+        fut = None  # the worker's plan of window k, submitted while window k - 1 is used
         for k in range(len(sizes)):
-            dest = fut.result()
-            fut = self._plan.submit(self._one, rng, sizes, k + 1, advise) if k + 1 < len(sizes) else None
+            dest = self._one(rng, sizes, k, advise) if fut is None else fut.result()
+            if self._plan is not None and k + 1 < len(sizes):
+                fut = self._plan.submit(self._one, rng, sizes, k + 1, advise)
             yield dest
 
     def split(self, run, jobs: list) -> None:
@@ -136,9 +133,8 @@ class _Planner:
             f.result()
 
     def close(self) -> None:
-        for pool in (self._plan, self._read):
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+        for pool in filter(None, (self._plan, self._read)):
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _anon_array(size: int, dtype) -> np.ndarray:
@@ -147,10 +143,8 @@ def _anon_array(size: int, dtype) -> np.ndarray:
     asked for as numpy does for its large arrays (the scatter runs ~25% faster with fewer TLB
     misses).  Every view of it has it as ``.base``."""
     mm = mmap.mmap(-1, max(1, size * np.dtype(dtype).itemsize), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    try:
+    with contextlib.suppress(AttributeError, OSError, ValueError):
         mm.madvise(mmap.MADV_HUGEPAGE)
-    except (AttributeError, OSError, ValueError):
-        pass
     return np.frombuffer(mm, dtype=dtype, count=size)
 
 

@@ -16,6 +16,7 @@ Memory: nothing beyond the arrays handed in; data goes straight to the page cach
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -123,8 +124,7 @@ class ShardWriter:
 
     def publish_complete(self) -> None:
         """Fsync and publish every open shard whose rows are all written; report each to ``on_shard``."""
-        for k in sorted(self.open):
-            sh = self.open[k]
+        for k, sh in sorted(self.open.items()):  # a list: the loop deletes from self.open
             if any(n != sh.rows for n in sh.written.values()):
                 continue
             final = self.dir / SHARDS / shard_dirname(k)
@@ -141,10 +141,8 @@ class ShardWriter:
     def abort(self) -> None:
         """Close and delete every unfinished shard (frees the space they held)."""
         for sh in self.open.values():
-            try:
+            with contextlib.suppress(OSError):
                 sh.close(sync=False)
-            except OSError:
-                pass
             shutil.rmtree(sh.tmp, ignore_errors=True)
         self.open.clear()
 
@@ -162,9 +160,9 @@ def commit_manifest(directory: Path, manifest: dict) -> None:
     progress = sorted(directory.glob("progress-rank*.json"))
     for p in progress:
         try:
-            for s in json.loads(p.read_text())["shards"]:
-                recs.setdefault(int(s["index"]), shard_record(s))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            for s in map(shard_record, json.loads(p.read_text())["shards"]):
+                recs.setdefault(s["index"], s)
+        except (KeyError, TypeError, ValueError) as e:  # invalid JSON and a bad shard record are ValueErrors
             raise StoreError(f"{p} is malformed ({e}); delete it to redo that rank's shards") from e
     manifest["shards"] = [recs[k] for k in sorted(recs)]
     manifest["complete"] = len(recs) == math.ceil(manifest["n_rows_target"] / manifest["shard_rows"])
@@ -195,13 +193,11 @@ def write_store(
     directory = Path(directory)
     probe = {h: np.asarray(fn(0, 1)) for h, fn in rows.items()}
     widths = {h: int(np.prod(a.shape[1:])) for h, a in probe.items()}
-    manifest = {
-        "format_version": FORMAT_VERSION, "model": "external", "weight_hash": "",
-        "hooks": list(rows),
+    manifest = {  # the fields a store must have (no tokenizer, model batches or BOS here)
+        "format_version": FORMAT_VERSION, "model": "external", "weight_hash": "", "hooks": list(rows),
         "row_shapes": {h: list(a.shape[1:]) for h, a in probe.items()}, "dtype": dtype, "context_length": 1,
-        "batch_size": chunk_rows, "shard_rows": shard_rows, "n_rows_target": n_rows, "prepend_bos": False,
-        "skip_bos": False, "bos_token_id": None, "corpus": {"kind": "external"},
-        "config": {}, "shards": [], "complete": False,
+        "shard_rows": shard_rows, "n_rows_target": n_rows, "corpus": {"kind": "external"}, "config": {},
+        "shards": [], "complete": False,
     }
     directory.mkdir(parents=True, exist_ok=True)
     commit_manifest(directory, manifest)
