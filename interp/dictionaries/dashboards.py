@@ -202,8 +202,6 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
     ``config``, or its fields as keywords (not both): how many rows, examples and tokens.
     """
     c = sae.cfg
-    if c.hook_in not in store.hooks:
-        raise KeyError(f"the store has no rows for {c.hook_in!r} (it holds {list(store.hooks)})")
     if features is not None:
         bad = [f for f in features if not 0 <= int(f) < c.d_sae]
         if bad:

@@ -163,8 +163,7 @@ def spliced_ce(model, sae: SparseCoder, tokens: torch.Tensor, batch_size: int = 
     resolve_hooks(model, [sae.cfg.hook_in, sae.cfg.target_hook])  # clear error for a wrong model
     dev = next(model.parameters()).device
     sae = sae.to(dev)
-    tot = dict.fromkeys(("orig", "dict", "zero", "kl_dict", "kl_zero"), 0.0)
-    n = 0
+    tot = dict.fromkeys(("orig", "dict", "zero", "kl_orig", "kl_dict", "kl_zero"), 0.0)
     for s in range(0, tokens.shape[0], batch_size):
         tk = tokens[s:s + batch_size].to(dev)
         logp = {}
@@ -172,9 +171,9 @@ def spliced_ce(model, sae: SparseCoder, tokens: torch.Tensor, batch_size: int = 
             with scoped_hooks(model, fwd=splice_hooks(sae, mode) if mode != "orig" else []):
                 logp[mode] = model(tk, return_type="logits")[:, :-1].float().log_softmax(-1)
             tot[mode] -= float(logp[mode].gather(-1, tk[:, 1:, None]).sum())
-        for mode in ("dict", "zero"):
-            tot[f"kl_{mode}"] += float((logp["orig"].exp() * (logp["orig"] - logp[mode])).sum())
-        n += tk[:, 1:].numel()
+            # KL(p_orig || p_mode) summed over tokens (0 for orig itself)
+            tot[f"kl_{mode}"] += float(F.kl_div(logp[mode], logp["orig"], reduction="sum", log_target=True))
+    n = tokens[:, 1:].numel()
     m = {k: v / n for k, v in tot.items()}
     denom = m["zero"] - m["orig"]
     rec = (m["zero"] - m["dict"]) / denom if abs(denom) > 1e-12 else float("nan")
@@ -205,10 +204,6 @@ def evaluate_dictionary(sae: SparseCoder, store, model=None, n_tokens: int = 655
     (a :class:`~interp.dictionaries.results.TranscoderEvaluation` for a transcoder)."""
     from .results import DictionaryEvaluation, TranscoderEvaluation
 
-    for h in {sae.cfg.hook_in, sae.cfg.target_hook}:
-        if h not in store.hooks:
-            raise KeyError(f"the store {getattr(store, 'path', '')} has no rows for {h!r} (the dictionary's hook); "
-                           f"it holds {list(store.hooks)}")
     t0 = time.perf_counter()
     rows = evaluate_rows(sae, store, n_rows=n_tokens, batch_size=batch_size)
     spliced = spliced_ce(model, sae, sequences_from_store(store, n)) if model is not None and n > 0 else None
