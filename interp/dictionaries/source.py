@@ -43,11 +43,7 @@ class TensorSource:
 
     def _check(self, hook: str):
         if hook not in self._t:
-            raise KeyError(f"hook {hook!r} is not in this source; it has {self.hooks}")
-
-    def rows(self, hook: str, idx, device=None, dtype=torch.float32) -> torch.Tensor:
-        self._check(hook)
-        return self._t[hook][torch.as_tensor(idx, dtype=torch.long)].to(device=device, dtype=dtype)
+            raise KeyError(f"hook {hook!r} is not in the source; it holds {self.hooks}")
 
     @takes_config(Batching)
     def batches(self, hook_or_hooks: str | Sequence[str], batch_size: int, *, config: Batching):
