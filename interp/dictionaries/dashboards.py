@@ -230,6 +230,6 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
             bot_l = [[_tok_str(tok, int(t)), float(lw[t])] for t in (-lw).topk(config.n_logits).indices]
         summaries.append(FeatureSummary(f, float(counts[f]) / seen, max(vals, default=0.0), rows, vals, top_l, bot_l,
                                         contexts, *hists[j]))
-    res = FeatureDashboard(sae_config=encode(c.to_dict()), n_rows=seen, features=summaries, meta={"versions": versions()})
+    res = FeatureDashboard(sae_config=encode(c), n_rows=seen, features=summaries, meta={"versions": versions()})
     res.path = str(res.report().write(out))
     return res

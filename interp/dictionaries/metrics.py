@@ -209,7 +209,7 @@ def evaluate_dictionary(sae: SparseCoder, store, model=None, n_tokens: int = 655
     spliced = spliced_ce(model, sae, sequences_from_store(store, n)) if model is not None and n > 0 else None
     manifest = getattr(store, "manifest", {})
     cls = TranscoderEvaluation if sae.cfg.is_transcoder else DictionaryEvaluation
-    return cls(sae_path=str(sae_path), sae_config=encode(sae.cfg.to_dict()), store=str(getattr(store, "path", "")),
+    return cls(sae_path=str(sae_path), sae_config=encode(sae.cfg), store=str(getattr(store, "path", "")),
                model=model_name(model) if model is not None else str(manifest.get("model", "")),
                rows=rows, spliced=spliced, config={"n_tokens": n_tokens, "n": n, "batch_size": batch_size},
                meta={"seconds": time.perf_counter() - t0, "versions": versions()})

@@ -19,7 +19,6 @@ import torch
 
 from interp.results import Result, register
 
-from .base import SparseCoder
 from .metrics import RowMetrics, SplicedMetrics
 
 NUMBER_NAMES = {
@@ -206,17 +205,11 @@ class DictionaryTraining(Result):
     saved_to: str = ""
     """Where the trained dictionary was saved (SAELens format), "" if not saved."""
     meta: dict = field(default_factory=dict)
-    sae: SparseCoder | None = field(default=None, repr=False, compare=False)
-    """The trained dictionary (eval mode); None when read back from JSON."""
-
-    @property
-    def complete(self) -> bool:
-        return self.steps >= self.total_steps
-
-    def to_json(self) -> dict:
-        out = super().to_json()
-        del out["sae"]
-        return {**out, "complete": self.complete}
+    complete: bool = False
+    """Whether ``steps`` reached ``total_steps``."""
+    sae = None
+    """The trained :class:`~interp.dictionaries.SparseCoder` (eval mode) that :func:`train_sae` returns; not a field
+    (not serialised), None when read back from JSON."""
 
     def summary(self) -> str:
         state = "trained" if self.complete else f"stopped at step {self.steps} of {self.total_steps} (rerun to resume)"

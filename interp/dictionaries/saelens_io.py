@@ -118,9 +118,7 @@ def load_sae(path: str | Path, device=None) -> SparseCoder:
         if not isinstance(cfg.get(key), int):
             raise SAELensFormatError(f"{path / CFG_FILE}: {key} missing or not an integer")
     wfile = path / WEIGHTS_FILE
-    if not wfile.exists():
-        raise FileNotFoundError(f"{path}: {WEIGHTS_FILE} is missing")
-    try:
+    try:  # a missing file: FileNotFoundError naming it
         w = {k: v.float() for k, v in load_file(wfile).items()}
     except SafetensorError as e:  # e.g. a pickle (torch.save) under this name: refused, never unpickled
         raise SAELensFormatError(f"{wfile} is not a valid safetensors file ({e}); interp reads weights only "

@@ -226,7 +226,7 @@ def save_checkpoint(path, sae, opt, since_fired, step, tokens, tcfg: TrainConfig
 
 
 def load_checkpoint(path, device=None):
-    """Read a checkpoint: ``(sae, state_json, state_tensors)``; a missing file raises FileNotFoundError naming it."""
+    """Read a checkpoint: ``(sae, state_json, state_tensors)`` (FileNotFoundError naming a missing file)."""
     path = Path(path)
     meta = json.loads((path / STATE_JSON).read_text())
     if meta.get("format") != "interp-sae-checkpoint-v1":
@@ -369,8 +369,10 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
     seconds = time.perf_counter() - t0
     last = history[-1] if history else {"fvu": float("nan"), "l0": float("nan")}
     dead_frac = float((since_fired >= cfg.dead_after_tokens).float().mean())
-    return DictionaryTraining(
-        sae_config=encode(sae_cfg.to_dict()), train_config=encode(asdict(cfg)), steps=step, total_steps=total, tokens=tokens,
+    res = DictionaryTraining(
+        sae_config=encode(sae_cfg), train_config=encode(cfg), steps=step, total_steps=total, tokens=tokens,
         seconds=seconds, tokens_per_s=(tokens - tokens0) / max(seconds, 1e-9), fvu=last["fvu"], l0=last["l0"],
-        dead_fraction=dead_frac, history=history, meta={"versions": versions()}, sae=sae.eval())
+        dead_fraction=dead_frac, history=history, meta={"versions": versions()}, complete=step >= total)
+    res.sae = sae.eval()
+    return res
 
