@@ -131,8 +131,6 @@ def splice_hooks(sae: SparseCoder, mode: str = "dict"):
     zeros, at every position but the first (BOS)."""
     c = sae.cfg
     hook_in, hook_out = c.hook_in, c.target_hook
-    if not hook_in:
-        raise ValueError("the dictionary has no hook_in: set SAEConfig.hook_in to the hook it was trained on")
     if mode not in ("dict", "zero"):
         raise ValueError(f"mode must be 'dict' or 'zero', got {mode!r}")
     store: dict = {}

@@ -151,10 +151,6 @@ def _hooks(cfg: SAEConfig):
     return [cfg.hook_in, cfg.hook_out] if cfg.is_transcoder else cfg.hook_in
 
 
-def _split(batch, transcoder: bool):
-    return batch if transcoder else (batch, None)
-
-
 @torch.no_grad()
 def init_b_dec(sae: SparseCoder, source, cfg: TrainConfig, device) -> None:
     """Set ``b_dec`` to the geometric median / mean of up to ``cfg.init_rows`` target rows (and, for a
@@ -167,7 +163,8 @@ def init_b_dec(sae: SparseCoder, source, cfg: TrainConfig, device) -> None:
     bs = min(cfg.init_rows, 8192)
     batches = source.batches(_hooks(sae.cfg), bs, shuffle=True, seed=cfg.seed + 7919, device=device,
                              dtype=torch.float32)
-    xs, ys = zip(*(_split(b, sae.cfg.is_transcoder) for b in islice(batches, math.ceil(cfg.init_rows / bs))))
+    tc = sae.cfg.is_transcoder
+    xs, ys = zip(*(b if tc else (b, None) for b in islice(batches, math.ceil(cfg.init_rows / bs))))
     x = torch.cat(xs)[: cfg.init_rows]
     data = x if ys[0] is None else torch.cat(ys)[: cfg.init_rows]
     if cfg.b_dec_init != "zeros":
@@ -182,8 +179,8 @@ def _init_transcoder_encoder(sae: SparseCoder, x: torch.Tensor, y: torch.Tensor,
     if regression:
         xc, yc = x - mx, y - my
         gram = xc.T @ xc
-        ridge = 1e-3 * gram.diagonal().mean().clamp_min(1e-12)
-        B = torch.linalg.solve(gram + ridge * torch.eye(gram.shape[0], device=x.device, dtype=x.dtype), xc.T @ yc)
+        gram.diagonal().add_(1e-3 * gram.diagonal().mean().clamp_min(1e-12))  # ridge
+        B = torch.linalg.solve(gram, xc.T @ yc)
         sae.W_enc.copy_(B @ sae.W_dec.T)  # [d_in, d_sae]: pre = (predicted y) . W_dec rows
     sae.b_enc.copy_(-(mx @ sae.W_enc))
     if regression:
@@ -312,7 +309,7 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
         for batch in islice(batches, start_step, None):  # resume: the order depends on the seed only
             if step >= stop:
                 break
-            x, y = _split(batch, sae_cfg.is_transcoder)
+            x, y = batch if sae_cfg.is_transcoder else (batch, None)
             n_global = x.shape[0]
             if world > 1:  # this rank's slice of the global batch
                 if n_global < world:
