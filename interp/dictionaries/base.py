@@ -76,9 +76,8 @@ class SAEConfig:
         from .registry import ARCHS, _load_builtin
 
         _load_builtin()
-        if self.arch not in ARCHS:
-            raise ValueError(f"unknown SAE architecture {self.arch!r}; registered: {sorted(ARCHS)}")
-        check_fields(self, at_least={"d_in": 1, "d_sae": 1, "d_out": 1, "l1_coeff": 0, "l0_coeff": 0, "aux_coeff": 0})
+        check_fields(self, {"arch": ARCHS}, {"d_in": 1, "d_sae": 1, "d_out": 1, "l1_coeff": 0, "l0_coeff": 0,
+                                             "aux_coeff": 0})
         for name, k in (("k", self.k if self.arch == "topk" else 1), ("k_aux", self.k_aux or 1)):
             if not 0 < k <= self.d_sae:
                 raise ValueError(f"{name} must be in 1..d_sae={self.d_sae}, got {name}={k}")

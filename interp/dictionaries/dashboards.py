@@ -177,15 +177,15 @@ def _bin_exponent(mx: torch.Tensor) -> torch.Tensor:
     return torch.frexp(mx).exponent - HIST_BINS.bit_length() + 1
 
 
-def _context(sae, store, row: int, feature: int, before: int, after: int):
-    """Rows of the same sequence around ``row``: (token ids, activations of ``feature``, index of ``row``)."""
-    lo, hi = max(0, row - before), min(store.n_rows, row + after + 1)
+def _context(sae, store, tok, row: int, value: float, feature: int, config: DashboardConfig) -> dict:
+    """Rows of ``row``'s sequence around it: ``{row, value, tokens, acts (of feature), at (row's index)}``."""
+    lo, hi = max(0, row - config.window), min(store.n_rows, row + config.after + 1)
     sp = store.seq_pos[lo:hi]
     keep = sp[:, 0] == sp[row - lo, 0]  # the rows of row's sequence
     idx = torch.arange(lo, hi)[keep].tolist()
     acts = sae.encode(store.rows(sae.cfg.hook_in, idx, device=sae.device)).acts[:, feature].cpu()
-    toks = store.tokens[lo:hi][keep].tolist()
-    return toks, acts.tolist(), idx.index(row)
+    toks = [_tok_str(tok, t) for t in store.tokens[lo:hi][keep].tolist()]
+    return {"row": row, "value": value, "tokens": toks, "acts": acts.tolist(), "at": idx.index(row)}
 
 
 def _tok_str(tokenizer, t: int) -> str:
@@ -219,10 +219,7 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
     for j, f in enumerate(feats):
         fired = top_vals[j] > 0
         rows, vals = top_rows[j][fired].tolist(), top_vals[j][fired].tolist()
-        contexts = []
-        for r, v in zip(rows, vals):
-            toks, acts, at = _context(sae, store, r, f, config.window, config.after)
-            contexts.append({"row": r, "value": v, "tokens": [_tok_str(tok, t) for t in toks], "acts": acts, "at": at})
+        contexts = [_context(sae, store, tok, r, v, f, config) for r, v in zip(rows, vals)]
         top_l = bot_l = []
         if logit_w is not None:
             lw = logit_w[j]

@@ -110,10 +110,10 @@ def load_sae(path: str | Path, device=None) -> SparseCoder:
     if arch not in _FROM_SAELENS:
         raise SAELensFormatError(f"{path / CFG_FILE}: architecture {arch!r} is not supported; "
                                  f"interp reads {sorted(_FROM_SAELENS)}")
-    for key, ok in (("normalize_activations", "none"), ("reshape_activations", "none")):
-        if cfg.get(key, "none") not in (ok, None):
+    for key in ("normalize_activations", "reshape_activations"):
+        if cfg.get(key) not in ("none", None):
             raise SAELensFormatError(f"{path / CFG_FILE}: {key}={cfg[key]!r} has no exact interp equivalent "
-                                     f"(only {ok!r} is supported)")
+                                     "(only 'none' is supported)")
     for key in ("d_in", "d_sae"):
         if not isinstance(cfg.get(key), int):
             raise SAELensFormatError(f"{path / CFG_FILE}: {key} missing or not an integer")
