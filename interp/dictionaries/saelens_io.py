@@ -94,8 +94,6 @@ def _read_cfg(path: Path) -> dict:
             cfg["architecture"], cfg["k"] = "topk", cfg["activation_fn_kwargs"]["k"]
         cfg.setdefault("architecture", "standard")
         cfg.setdefault("apply_b_dec_to_input", True)
-        if isinstance(cfg.get("normalize_activations"), bool):
-            cfg["normalize_activations"] = "expected_average_only_in" if cfg["normalize_activations"] else "none"
         if cfg.get("activation_fn") not in (None, "relu", "topk"):
             raise SAELensFormatError(f"{f}: activation_fn {cfg['activation_fn']!r} is not supported")
     cfg["metadata"] = meta
@@ -111,7 +109,7 @@ def load_sae(path: str | Path, device=None) -> SparseCoder:
         raise SAELensFormatError(f"{path / CFG_FILE}: architecture {arch!r} is not supported; "
                                  f"interp reads {sorted(_FROM_SAELENS)}")
     for key in ("normalize_activations", "reshape_activations"):
-        if cfg.get(key) not in ("none", None):
+        if cfg.get(key) not in ("none", None, False):  # False: a pre-6.0 normalize_activations
             raise SAELensFormatError(f"{path / CFG_FILE}: {key}={cfg[key]!r} has no exact interp equivalent "
                                      "(only 'none' is supported)")
     for key in ("d_in", "d_sae"):

@@ -238,13 +238,6 @@ def load_checkpoint(path, device=None):
     return sae, meta, tensors
 
 
-def _restore_optimizer(opt, sae, tensors):
-    """Adam's state from ``optim.<parameter>.<key>`` tensors (``load_state_dict`` moves it to the device)."""
-    state = {i: {k.rsplit(".", 1)[1]: v for k, v in tensors.items() if k.rsplit(".", 1)[0] == f"optim.{name}"}
-             for i, (name, _) in enumerate(sae.named_parameters())}  # {} for a parameter never stepped
-    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
-
-
 # -- the loop -------------------------------------------------------------------------------
 def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
               sae: SparseCoder | None = None) -> DictionaryTraining:
@@ -285,7 +278,10 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, eps=cfg.adam_eps)  # betas (0.9, 0.999)
     since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device)
     if state is not None:
-        _restore_optimizer(opt, sae, state)
+        # Adam's state from the optim.<parameter>.<key> tensors (load_state_dict moves it to the device)
+        st = {i: {k.rsplit(".", 1)[1]: v for k, v in state.items() if k.rsplit(".", 1)[0] == f"optim.{name}"}
+              for i, (name, _) in enumerate(sae.named_parameters())}  # {} for a parameter never stepped
+        opt.load_state_dict({"state": st, "param_groups": opt.state_dict()["param_groups"]})
         since_fired = state["since_fired"].to(device)
 
     total = cfg.total_steps
