@@ -72,7 +72,7 @@ def test_pre6_config_and_b_dec_not_applied(tmp_path):
     torch.testing.assert_close(sae(x), want, rtol=1e-5, atol=1e-5)  # float32 formula vs module: 84 eps32
     assert sae.cfg.hook_in == "blocks.0.hook_resid_pre"
     cfg = json.loads((tmp_path / "cfg.json").read_text())
-    (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "normalize_activations": True}))  # pre-6.0: normalised
+    (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "normalize_activations": True}))  # normalised
     with pytest.raises(SAELensFormatError, match="normalize_activations=True has no exact interp equivalent"):
         load_sae(tmp_path)
 

@@ -83,8 +83,6 @@ def _template(hook: str) -> tuple[int, str]:
 
 
 def _check(saes: Mapping[int, SparseCoder]) -> tuple[str, str, int]:
-    if not saes:
-        raise ValueError("splice_features needs at least one dictionary")
     shapes = set()
     for layer, sae in saes.items():
         (li, ti), (lo, to) = _template(sae.cfg.hook_in), _template(sae.cfg.target_hook)
@@ -92,9 +90,9 @@ def _check(saes: Mapping[int, SparseCoder]) -> tuple[str, str, int]:
             raise ValueError(f"dictionary given for layer {layer} reads {sae.cfg.hook_in!r} / writes "
                              f"{sae.cfg.target_hook!r}: the layers must agree")
         shapes.add((ti, to, sae.cfg.d_sae))
-    if len(shapes) > 1:
-        raise ValueError(f"all dictionaries of one splice must share their hooks up to the layer and have "
-                         f"the same d_sae; got (input, output, d_sae) {sorted(shapes)}")
+    if len(shapes) != 1:  # none, or several
+        raise ValueError(f"a splice needs one or more dictionaries that share their hooks up to the layer, "
+                         f"with the same d_sae; got (input, output, d_sae) {sorted(shapes)}")
     return shapes.pop()
 
 
