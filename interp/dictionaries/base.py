@@ -25,7 +25,7 @@ batch of B rows holds ``B * d_sae`` pre-activations (TopK decodes sparsely, see
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -96,9 +96,6 @@ class SAEConfig:
     @property
     def target_hook(self) -> str:
         return self.hook_out or self.hook_in
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class EncodeOutput(NamedTuple):

@@ -206,7 +206,7 @@ def save_checkpoint(path, sae, opt, since_fired, step, tokens, tcfg: TrainConfig
         tensors = {f"optim.{names[i]}.{k}": v.detach().cpu().contiguous()
                    for i, st in opt.state_dict()["state"].items() for k, v in st.items()}
         save_file({"since_fired": since_fired.detach().cpu().contiguous(), **tensors}, tmp / STATE_TENSORS)
-        meta = {"step": step, "tokens": tokens, "train_config": asdict(tcfg), "sae_config": sae.cfg.to_dict(),
+        meta = {"step": step, "tokens": tokens, "train_config": asdict(tcfg), "sae_config": asdict(sae.cfg),
                 "format": "interp-sae-checkpoint-v1"}
         (tmp / STATE_JSON).write_text(json.dumps(meta, indent=2))
     except (OSError, SafetensorError) as e:  # e.g. a full disk: keep the previous checkpoint, free the space
@@ -260,7 +260,7 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
     found = [p for p in (ckpt, ckpt and ckpt.with_name(ckpt.name + ".old")) if p is not None and p.exists()]
     if found:
         sae, meta, state = load_checkpoint(found[0], device)
-        if meta["sae_config"] != sae_cfg.to_dict():
+        if meta["sae_config"] != asdict(sae_cfg):
             raise ValueError(f"checkpoint {ckpt} was trained with a different SAEConfig; use another "
                              f"checkpoint_dir or the same config. Checkpoint: {meta['sae_config']}")
         for key in ("n_tokens", "batch_size", "lr", "seed", "warmup_steps", "decay_frac"):
