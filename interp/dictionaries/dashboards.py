@@ -64,8 +64,6 @@ class FeatureSummary:
     """Latent index."""
     frequency: float
     """Fraction of streamed rows on which it fires."""
-    max_activation: float
-    """Largest activation seen."""
     top_rows: list
     """Store row indices of the top-activating examples, best first."""
     top_values: list
@@ -114,8 +112,8 @@ class FeatureDashboard(Result):
         r = Report.of(self, f"Feature dashboard: {c.get('arch')} dictionary on {c.get('hook_in')}", config=c,
                       rows_scanned=self.n_rows, model=c.get("model_name"))
         for f in self.features:
-            r.add_section(f"Feature {f.feature}",
-                          f"fires on {f.frequency:.3%} of rows; max activation {f.max_activation:.3g}")
+            r.add_section(f"Feature {f.feature}", f"fires on {f.frequency:.3%} of rows; max activation "
+                                                  f"{max(f.top_values, default=0.0):.3g}")
             for x in f.contexts:
                 r.add_token_attributions(f"Feature {f.feature}: row {x['row']} (activation {x['value']:.3g})",
                                          x["tokens"], x["acts"], caption=f"max-activating token: {x['tokens'][x['at']]!r} "
@@ -225,7 +223,7 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
             lw = logit_w[j]
             top_l = [[_tok_str(tok, int(t)), float(lw[t])] for t in lw.topk(config.n_logits).indices]
             bot_l = [[_tok_str(tok, int(t)), float(lw[t])] for t in (-lw).topk(config.n_logits).indices]
-        summaries.append(FeatureSummary(f, float(counts[f]) / seen, max(vals, default=0.0), rows, vals, top_l, bot_l,
+        summaries.append(FeatureSummary(f, float(counts[f]) / seen, rows, vals, top_l, bot_l,
                                         contexts, *hists[j]))
     res = FeatureDashboard(sae_config=encode(c), n_rows=seen, features=summaries, meta={"versions": versions()})
     res.path = str(res.report().write(out))

@@ -39,9 +39,9 @@ def _what(c: dict) -> str:
     return f"{c['arch']} {hooks} ({c['d_sae']} latents)"
 
 
-def _pct(x: float | str | None) -> str:
-    """``x`` as a percentage; "n/a" for None or a non-finite value (JSON keeps those as "nan" strings)."""
-    return "n/a" if x is None or not math.isfinite(float(x)) else f"{100 * float(x):.1f}%"
+def _pct(x: float) -> str:
+    """``x`` as a percentage; "n/a" for a non-finite value."""
+    return f"{100 * x:.1f}%" if math.isfinite(x) else "n/a"
 
 
 @register
@@ -68,7 +68,7 @@ class DictionaryEvaluation(Result):
     spliced: SplicedMetrics | None = None
     """CE / KL with the dictionary spliced into the model; None when not measured."""
     config: dict = field(default_factory=dict)
-    """How it was measured: ``n_tokens`` rows, ``n`` sequences, ``batch_size``."""
+    """How it was measured: ``n_tokens`` rows, ``n`` sequences."""
     meta: dict = field(default_factory=dict)
     """Seconds and versions."""
 
