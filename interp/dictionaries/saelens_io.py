@@ -84,10 +84,9 @@ def _read_cfg(path: Path) -> dict:
     cfg = read_json_object(f, SAELensFormatError)
     meta = dict(cfg.get("metadata") or {})
     if "hook_point" in cfg or "activation_fn_str" in cfg or not cfg.get("metadata"):  # pre-6.0 layout
-        rename = {"hook_point": "hook_name", "hook_point_head_index": "hook_head_index",
-                  "activation_fn_str": "activation_fn"}
+        rename = {"hook_point": "hook_name", "activation_fn_str": "activation_fn"}  # the names load_sae reads
         cfg = {rename.get(k, k): v for k, v in cfg.items()}
-        for k in ("model_name", "hook_name", "hook_head_index", "context_size", "hook_name_out"):
+        for k in ("model_name", "hook_name", "context_size", "hook_name_out"):
             if k in cfg:
                 meta.setdefault(k, cfg[k])
         if cfg.get("activation_fn") == "topk" and (cfg.get("activation_fn_kwargs") or {}).get("k"):
