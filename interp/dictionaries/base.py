@@ -139,8 +139,6 @@ class SparseCoder(nn.Module):
     """Base class: parameters, input centring, decoding, unit-norm maintenance. Subclasses add ``encode``
     (``x -> EncodeOutput``) and ``penalties`` (the sparsity terms of :meth:`loss`)."""
 
-    arch: str = ""
-
     def __init__(self, cfg: SAEConfig):
         super().__init__()
         self.cfg = cfg
