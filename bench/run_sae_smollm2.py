@@ -24,6 +24,7 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -122,7 +123,7 @@ def main() -> None:
                     "dead_fraction_train_window": r.dead_fraction}
         rows = evaluate_rows(sae, held, n_rows=len(held_idx))
         sp_m = spliced_ce(model, sae, toks, batch_size=8)
-        out[name] = {"config": cfg.to_dict(), **info, "held": rows.to_json(), "spliced": sp_m.to_json()}
+        out[name] = {"config": asdict(cfg), **info, "held": rows.to_json(), "spliced": sp_m.to_json()}
         print(json.dumps({name: out[name]["held"] | {"ce_recovered": sp_m.ce_recovered, "kl": sp_m.kl_dict}}))
     dest = Path(args.out) if args.out else ROOT / "runs" / f"sae_smollm2{args.tag}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,8 @@
 the splice leaves the model unchanged, AtP over features equals patching where the model is linear in them,
 patching every feature and the error from clean reproduces the clean run, and nothing outlives the splice."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -33,7 +35,7 @@ def _sae(layer, d, F=12, hook="hook_resid_post", seed=0):
 def _tc(layer, d, F=12):
     torch.manual_seed(1)
     tc = make(transcoder_config(layer, d_model=d, expansion=1, arch="relu", d_out=d))
-    tc = make(SAEConfig(**{**tc.cfg.to_dict(), "d_sae": F}))
+    tc = make(replace(tc.cfg, d_sae=F))
     with torch.no_grad():
         tc.W_enc.normal_(0, 1.0)
         tc.b_enc.fill_(0.3)

@@ -87,7 +87,7 @@ def test_streamed_top_rows_and_histogram_match_brute_force(tiny_store, tiny_llam
 
 def test_dashboard_errors(tiny_store, tmp_path):
     sae = make(SAEConfig(arch="relu", d_in=32, d_sae=8, hook_in="blocks.1.hook_resid_post"))
-    with pytest.raises(KeyError, match="no rows for"):
+    with pytest.raises(KeyError, match=r"'blocks\.1\.hook_resid_post' is not in this store"):  # store's check
         feature_dashboard(sae, tiny_store, tmp_path / "x.html")
     sae = make(SAEConfig(arch="relu", d_in=32, d_sae=8, hook_in=HOOK))
     with pytest.raises(ValueError, match="outside 0..7"):

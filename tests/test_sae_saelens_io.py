@@ -64,13 +64,17 @@ def test_pre6_config_and_b_dec_not_applied(tmp_path):
          "b_enc": torch.randn(10, generator=g), "b_dec": torch.randn(6, generator=g)}
     (tmp_path / "cfg.json").write_text(json.dumps({"d_in": 6, "d_sae": 10, "hook_point": "blocks.0.hook_resid_pre",
                                                     "activation_fn_str": "relu", "apply_b_dec_to_input": False,
-                                                    "model_name": "gpt2"}))
+                                                    "model_name": "gpt2", "normalize_activations": False}))
     save_file(w, tmp_path / "sae_weights.safetensors")
     sae = load_sae(tmp_path)
     x = torch.randn(4, 6, generator=g)
     want = torch.relu(x @ w["W_enc"] + w["b_enc"]) @ w["W_dec"] + w["b_dec"]  # definition, b_dec not subtracted
     torch.testing.assert_close(sae(x), want, rtol=1e-5, atol=1e-5)  # float32 formula vs module: 84 eps32
     assert sae.cfg.hook_in == "blocks.0.hook_resid_pre"
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "normalize_activations": True}))  # normalised
+    with pytest.raises(SAELensFormatError, match="normalize_activations=True has no exact interp equivalent"):
+        load_sae(tmp_path)
 
 
 def test_bad_files_give_clear_errors(tmp_path):

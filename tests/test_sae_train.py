@@ -187,7 +187,7 @@ def test_resume_refuses_a_different_config(tmp_path):
 
 
 def test_bad_configs_and_inputs():
-    with pytest.raises(ValueError, match="unknown SAE architecture 'gated'"):
+    with pytest.raises(ValueError, match=r"unknown arch 'gated' \(SAEConfig.arch\); choose from"):
         SAEConfig(arch="gated", d_in=4, d_sae=8)
     with pytest.raises(ValueError, match="k must be in"):
         SAEConfig(arch="topk", d_in=4, d_sae=8, k=9)

@@ -25,7 +25,7 @@ batch of B rows holds ``B * d_sae`` pre-activations (TopK decodes sparsely, see
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -76,9 +76,8 @@ class SAEConfig:
         from .registry import ARCHS, _load_builtin
 
         _load_builtin()
-        if self.arch not in ARCHS:
-            raise ValueError(f"unknown SAE architecture {self.arch!r}; registered: {sorted(ARCHS)}")
-        check_fields(self, at_least={"d_in": 1, "d_sae": 1, "d_out": 1, "l1_coeff": 0, "l0_coeff": 0, "aux_coeff": 0})
+        check_fields(self, {"arch": ARCHS}, {"d_in": 1, "d_sae": 1, "d_out": 1, "l1_coeff": 0, "l0_coeff": 0,
+                                             "aux_coeff": 0})
         for name, k in (("k", self.k if self.arch == "topk" else 1), ("k_aux", self.k_aux or 1)):
             if not 0 < k <= self.d_sae:
                 raise ValueError(f"{name} must be in 1..d_sae={self.d_sae}, got {name}={k}")
@@ -97,9 +96,6 @@ class SAEConfig:
     @property
     def target_hook(self) -> str:
         return self.hook_out or self.hook_in
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class EncodeOutput(NamedTuple):
@@ -142,8 +138,6 @@ def fvu(x_hat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class SparseCoder(nn.Module):
     """Base class: parameters, input centring, decoding, unit-norm maintenance. Subclasses add ``encode``
     (``x -> EncodeOutput``) and ``penalties`` (the sparsity terms of :meth:`loss`)."""
-
-    arch: str = ""
 
     def __init__(self, cfg: SAEConfig):
         super().__init__()

@@ -64,8 +64,6 @@ class FeatureSummary:
     """Latent index."""
     frequency: float
     """Fraction of streamed rows on which it fires."""
-    max_activation: float
-    """Largest activation seen."""
     top_rows: list
     """Store row indices of the top-activating examples, best first."""
     top_values: list
@@ -114,8 +112,8 @@ class FeatureDashboard(Result):
         r = Report.of(self, f"Feature dashboard: {c.get('arch')} dictionary on {c.get('hook_in')}", config=c,
                       rows_scanned=self.n_rows, model=c.get("model_name"))
         for f in self.features:
-            r.add_section(f"Feature {f.feature}",
-                          f"fires on {f.frequency:.3%} of rows; max activation {f.max_activation:.3g}")
+            r.add_section(f"Feature {f.feature}", f"fires on {f.frequency:.3%} of rows; max activation "
+                                                  f"{max(f.top_values, default=0.0):.3g}")
             for x in f.contexts:
                 r.add_token_attributions(f"Feature {f.feature}: row {x['row']} (activation {x['value']:.3g})",
                                          x["tokens"], x["acts"], caption=f"max-activating token: {x['tokens'][x['at']]!r} "
@@ -177,15 +175,15 @@ def _bin_exponent(mx: torch.Tensor) -> torch.Tensor:
     return torch.frexp(mx).exponent - HIST_BINS.bit_length() + 1
 
 
-def _context(sae, store, row: int, feature: int, before: int, after: int):
-    """Rows of the same sequence around ``row``: (token ids, activations of ``feature``, index of ``row``)."""
-    lo, hi = max(0, row - before), min(store.n_rows, row + after + 1)
+def _context(sae, store, tok, row: int, value: float, feature: int, config: DashboardConfig) -> dict:
+    """Rows of ``row``'s sequence around it: ``{row, value, tokens, acts (of feature), at (row's index)}``."""
+    lo, hi = max(0, row - config.window), min(store.n_rows, row + config.after + 1)
     sp = store.seq_pos[lo:hi]
     keep = sp[:, 0] == sp[row - lo, 0]  # the rows of row's sequence
     idx = torch.arange(lo, hi)[keep].tolist()
     acts = sae.encode(store.rows(sae.cfg.hook_in, idx, device=sae.device)).acts[:, feature].cpu()
-    toks = store.tokens[lo:hi][keep].tolist()
-    return toks, acts.tolist(), idx.index(row)
+    toks = [_tok_str(tok, t) for t in store.tokens[lo:hi][keep].tolist()]
+    return {"row": row, "value": value, "tokens": toks, "acts": acts.tolist(), "at": idx.index(row)}
 
 
 def _tok_str(tokenizer, t: int) -> str:
@@ -202,8 +200,6 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
     ``config``, or its fields as keywords (not both): how many rows, examples and tokens.
     """
     c = sae.cfg
-    if c.hook_in not in store.hooks:
-        raise KeyError(f"the store has no rows for {c.hook_in!r} (it holds {list(store.hooks)})")
     if features is not None:
         bad = [f for f in features if not 0 <= int(f) < c.d_sae]
         if bad:
@@ -221,17 +217,14 @@ def feature_dashboard(sae: SparseCoder, store, out: str | Path, features: Sequen
     for j, f in enumerate(feats):
         fired = top_vals[j] > 0
         rows, vals = top_rows[j][fired].tolist(), top_vals[j][fired].tolist()
-        contexts = []
-        for r, v in zip(rows, vals):
-            toks, acts, at = _context(sae, store, r, f, config.window, config.after)
-            contexts.append({"row": r, "value": v, "tokens": [_tok_str(tok, t) for t in toks], "acts": acts, "at": at})
+        contexts = [_context(sae, store, tok, r, v, f, config) for r, v in zip(rows, vals)]
         top_l = bot_l = []
         if logit_w is not None:
             lw = logit_w[j]
             top_l = [[_tok_str(tok, int(t)), float(lw[t])] for t in lw.topk(config.n_logits).indices]
             bot_l = [[_tok_str(tok, int(t)), float(lw[t])] for t in (-lw).topk(config.n_logits).indices]
-        summaries.append(FeatureSummary(f, float(counts[f]) / seen, max(vals, default=0.0), rows, vals, top_l, bot_l,
+        summaries.append(FeatureSummary(f, float(counts[f]) / seen, rows, vals, top_l, bot_l,
                                         contexts, *hists[j]))
-    res = FeatureDashboard(sae_config=encode(c.to_dict()), n_rows=seen, features=summaries, meta={"versions": versions()})
+    res = FeatureDashboard(sae_config=encode(c), n_rows=seen, features=summaries, meta={"versions": versions()})
     res.path = str(res.report().write(out))
     return res

@@ -53,12 +53,6 @@ class Splice:
 
     name: str
     """Prefix of the hook points and component types (``sae`` -> ``sae_feat``, ``sae_error``)."""
-    layers: tuple[int, ...]
-    """Layers that carry a dictionary."""
-    hook_in: str
-    """Template of the input hook (``blocks.{layer}....``)."""
-    hook_out: str
-    """Template of the hook whose activation is rewritten as decode(f) + err."""
     d_sae: int
     """Features per layer (F)."""
 
@@ -89,8 +83,6 @@ def _template(hook: str) -> tuple[int, str]:
 
 
 def _check(saes: Mapping[int, SparseCoder]) -> tuple[str, str, int]:
-    if not saes:
-        raise ValueError("splice_features needs at least one dictionary")
     shapes = set()
     for layer, sae in saes.items():
         (li, ti), (lo, to) = _template(sae.cfg.hook_in), _template(sae.cfg.target_hook)
@@ -98,9 +90,9 @@ def _check(saes: Mapping[int, SparseCoder]) -> tuple[str, str, int]:
             raise ValueError(f"dictionary given for layer {layer} reads {sae.cfg.hook_in!r} / writes "
                              f"{sae.cfg.target_hook!r}: the layers must agree")
         shapes.add((ti, to, sae.cfg.d_sae))
-    if len(shapes) > 1:
-        raise ValueError(f"all dictionaries of one splice must share their hooks up to the layer and have "
-                         f"the same d_sae; got (input, output, d_sae) {sorted(shapes)}")
+    if len(shapes) != 1:  # none, or several
+        raise ValueError(f"a splice needs one or more dictionaries that share their hooks up to the layer, "
+                         f"with the same d_sae; got (input, output, d_sae) {sorted(shapes)}")
     return shapes.pop()
 
 
@@ -126,7 +118,7 @@ def splice_features(model, saes: Mapping[int, SparseCoder] | Sequence[SparseCode
     bad = [l for l in saes if not 0 <= l < L]
     if bad:
         raise ValueError(f"layers {bad} are outside the model's 0..{L - 1}")
-    sp = Splice(name, tuple(sorted(saes)), hook_in, hook_out, F)
+    sp = Splice(name, F)
     taken = [n for n in sp.components if n in COMPONENT_TYPES]
     if taken:
         raise ValueError(f"component type(s) {taken} already registered: is a splice named {name!r} active? "
@@ -157,7 +149,7 @@ def splice_features(model, saes: Mapping[int, SparseCoder] | Sequence[SparseCode
 
     fwd = []
     if hook_in != hook_out:
-        fwd += [(hook_in.format(layer=l), save_hook(inputs, l)) for l in sp.layers]
+        fwd += [(hook_in.format(layer=l), save_hook(inputs, l)) for l in saes]
     fwd += [(hook_out.format(layer=l), functools.partial(rewrite, layer=l)) for l in range(L)]
     registry.update(points)
     try:

@@ -99,13 +99,12 @@ def evaluate_rows(sae: SparseCoder, source, n_rows: int = 65536, batch_size: int
     """Row metrics on the first ``n_rows`` rows of ``source`` (a store or TensorSource), streamed."""
     c = sae.cfg
     device = sae.device
-    multi = c.is_transcoder
-    hooks = [c.hook_in, c.target_hook] if multi else c.hook_in
+    hooks = [c.hook_in, c.target_hook] if c.is_transcoder else c.hook_in
     n, sq_err, s2, cos_sum = 0, 0.0, 0.0, 0.0
     s1 = torch.zeros(c.out_dim, dtype=torch.float64, device=device)
     fired = torch.zeros(c.d_sae, dtype=torch.long, device=device)
     for batch in source.batches(hooks, batch_size, shuffle=False, device=device, dtype=torch.float32):
-        x, t = batch if multi else (batch, batch)
+        x, t = batch if c.is_transcoder else (batch, batch)
         take = min(x.shape[0], n_rows - n)
         x, t = x[:take], t[:take]
         code = sae.encode(x)
@@ -131,8 +130,6 @@ def splice_hooks(sae: SparseCoder, mode: str = "dict"):
     zeros, at every position but the first (BOS)."""
     c = sae.cfg
     hook_in, hook_out = c.hook_in, c.target_hook
-    if not hook_in:
-        raise ValueError("the dictionary has no hook_in: set SAEConfig.hook_in to the hook it was trained on")
     if mode not in ("dict", "zero"):
         raise ValueError(f"mode must be 'dict' or 'zero', got {mode!r}")
     store: dict = {}
@@ -161,20 +158,18 @@ def spliced_ce(model, sae: SparseCoder, tokens: torch.Tensor, batch_size: int = 
     if tokens.ndim != 2 or tokens.shape[1] < 2:
         raise ValueError(f"tokens must be [n_sequences, T>=2], got {tuple(tokens.shape)}")
     resolve_hooks(model, [sae.cfg.hook_in, sae.cfg.target_hook])  # clear error for a wrong model
-    dev = next(model.parameters()).device
-    sae = sae.to(dev)
-    tot = dict.fromkeys(("orig", "dict", "zero", "kl_dict", "kl_zero"), 0.0)
-    n = 0
+    sae = sae.to(next(model.parameters()).device)
+    tot = dict.fromkeys(("orig", "dict", "zero", "kl_orig", "kl_dict", "kl_zero"), 0.0)
     for s in range(0, tokens.shape[0], batch_size):
-        tk = tokens[s:s + batch_size].to(dev)
+        tk = tokens[s:s + batch_size].to(sae.device)
         logp = {}
         for mode in ("orig", "dict", "zero"):
             with scoped_hooks(model, fwd=splice_hooks(sae, mode) if mode != "orig" else []):
                 logp[mode] = model(tk, return_type="logits")[:, :-1].float().log_softmax(-1)
             tot[mode] -= float(logp[mode].gather(-1, tk[:, 1:, None]).sum())
-        for mode in ("dict", "zero"):
-            tot[f"kl_{mode}"] += float((logp["orig"].exp() * (logp["orig"] - logp[mode])).sum())
-        n += tk[:, 1:].numel()
+            # KL(p_orig || p_mode) summed over tokens (0 for orig itself)
+            tot[f"kl_{mode}"] += float(F.kl_div(logp[mode], logp["orig"], reduction="sum", log_target=True))
+    n = tokens[:, 1:].numel()
     m = {k: v / n for k, v in tot.items()}
     denom = m["zero"] - m["orig"]
     rec = (m["zero"] - m["dict"]) / denom if abs(denom) > 1e-12 else float("nan")
@@ -199,22 +194,18 @@ def sequences_from_store(store, n_sequences: int) -> torch.Tensor:
 
 
 def evaluate_dictionary(sae: SparseCoder, store, model=None, n_tokens: int = 65536, n: int = 32,
-                        sae_path: str = "", batch_size: int = 4096):
+                        sae_path: str = ""):
     """Row metrics on ``n_tokens`` store rows and, with ``model`` and ``n > 0``, the spliced CE / KL on the
     store's first ``n`` sequences: a :class:`~interp.dictionaries.results.DictionaryEvaluation`
     (a :class:`~interp.dictionaries.results.TranscoderEvaluation` for a transcoder)."""
     from .results import DictionaryEvaluation, TranscoderEvaluation
 
-    for h in {sae.cfg.hook_in, sae.cfg.target_hook}:
-        if h not in store.hooks:
-            raise KeyError(f"the store {getattr(store, 'path', '')} has no rows for {h!r} (the dictionary's hook); "
-                           f"it holds {list(store.hooks)}")
     t0 = time.perf_counter()
-    rows = evaluate_rows(sae, store, n_rows=n_tokens, batch_size=batch_size)
+    rows = evaluate_rows(sae, store, n_rows=n_tokens)
     spliced = spliced_ce(model, sae, sequences_from_store(store, n)) if model is not None and n > 0 else None
     manifest = getattr(store, "manifest", {})
     cls = TranscoderEvaluation if sae.cfg.is_transcoder else DictionaryEvaluation
-    return cls(sae_path=str(sae_path), sae_config=encode(sae.cfg.to_dict()), store=str(getattr(store, "path", "")),
+    return cls(sae_path=str(sae_path), sae_config=encode(sae.cfg), store=str(getattr(store, "path", "")),
                model=model_name(model) if model is not None else str(manifest.get("model", "")),
-               rows=rows, spliced=spliced, config={"n_tokens": n_tokens, "n": n, "batch_size": batch_size},
+               rows=rows, spliced=spliced, config={"n_tokens": n_tokens, "n": n},
                meta={"seconds": time.perf_counter() - t0, "versions": versions()})

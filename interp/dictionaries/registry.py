@@ -20,7 +20,6 @@ def register(name: str):
     def deco(cls):
         if name in ARCHS and ARCHS[name] is not cls:
             raise ValueError(f"architecture {name!r} is already registered to {ARCHS[name].__name__}")
-        cls.arch = name
         ARCHS[name] = cls
         return cls
 

@@ -19,7 +19,6 @@ import torch
 
 from interp.results import Result, register
 
-from .base import SparseCoder
 from .metrics import RowMetrics, SplicedMetrics
 
 NUMBER_NAMES = {
@@ -40,9 +39,9 @@ def _what(c: dict) -> str:
     return f"{c['arch']} {hooks} ({c['d_sae']} latents)"
 
 
-def _pct(x: float | str | None) -> str:
-    """``x`` as a percentage; "n/a" for None or a non-finite value (JSON keeps those as "nan" strings)."""
-    return "n/a" if x is None or not math.isfinite(float(x)) else f"{100 * float(x):.1f}%"
+def _pct(x: float) -> str:
+    """``x`` as a percentage; "n/a" for a non-finite value."""
+    return f"{100 * x:.1f}%" if math.isfinite(x) else "n/a"
 
 
 @register
@@ -69,7 +68,7 @@ class DictionaryEvaluation(Result):
     spliced: SplicedMetrics | None = None
     """CE / KL with the dictionary spliced into the model; None when not measured."""
     config: dict = field(default_factory=dict)
-    """How it was measured: ``n_tokens`` rows, ``n`` sequences, ``batch_size``."""
+    """How it was measured: ``n_tokens`` rows, ``n`` sequences."""
     meta: dict = field(default_factory=dict)
     """Seconds and versions."""
 
@@ -206,17 +205,11 @@ class DictionaryTraining(Result):
     saved_to: str = ""
     """Where the trained dictionary was saved (SAELens format), "" if not saved."""
     meta: dict = field(default_factory=dict)
-    sae: SparseCoder | None = field(default=None, repr=False, compare=False)
-    """The trained dictionary (eval mode); None when read back from JSON."""
-
-    @property
-    def complete(self) -> bool:
-        return self.steps >= self.total_steps
-
-    def to_json(self) -> dict:
-        out = super().to_json()
-        del out["sae"]
-        return {**out, "complete": self.complete}
+    complete: bool = False
+    """Whether ``steps`` reached ``total_steps``."""
+    sae = None
+    """The trained :class:`~interp.dictionaries.SparseCoder` (eval mode) that :func:`train_sae` returns; not a field
+    (not serialised), None when read back from JSON."""
 
     def summary(self) -> str:
         state = "trained" if self.complete else f"stopped at step {self.steps} of {self.total_steps} (rerun to resume)"

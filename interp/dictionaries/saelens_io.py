@@ -84,18 +84,15 @@ def _read_cfg(path: Path) -> dict:
     cfg = read_json_object(f, SAELensFormatError)
     meta = dict(cfg.get("metadata") or {})
     if "hook_point" in cfg or "activation_fn_str" in cfg or not cfg.get("metadata"):  # pre-6.0 layout
-        rename = {"hook_point": "hook_name", "hook_point_head_index": "hook_head_index",
-                  "activation_fn_str": "activation_fn"}
+        rename = {"hook_point": "hook_name", "activation_fn_str": "activation_fn"}  # the names load_sae reads
         cfg = {rename.get(k, k): v for k, v in cfg.items()}
-        for k in ("model_name", "hook_name", "hook_head_index", "context_size", "hook_name_out"):
+        for k in ("model_name", "hook_name", "context_size", "hook_name_out"):
             if k in cfg:
                 meta.setdefault(k, cfg[k])
         if cfg.get("activation_fn") == "topk" and (cfg.get("activation_fn_kwargs") or {}).get("k"):
             cfg["architecture"], cfg["k"] = "topk", cfg["activation_fn_kwargs"]["k"]
         cfg.setdefault("architecture", "standard")
         cfg.setdefault("apply_b_dec_to_input", True)
-        if isinstance(cfg.get("normalize_activations"), bool):
-            cfg["normalize_activations"] = "expected_average_only_in" if cfg["normalize_activations"] else "none"
         if cfg.get("activation_fn") not in (None, "relu", "topk"):
             raise SAELensFormatError(f"{f}: activation_fn {cfg['activation_fn']!r} is not supported")
     cfg["metadata"] = meta
@@ -110,17 +107,15 @@ def load_sae(path: str | Path, device=None) -> SparseCoder:
     if arch not in _FROM_SAELENS:
         raise SAELensFormatError(f"{path / CFG_FILE}: architecture {arch!r} is not supported; "
                                  f"interp reads {sorted(_FROM_SAELENS)}")
-    for key, ok in (("normalize_activations", "none"), ("reshape_activations", "none")):
-        if cfg.get(key, "none") not in (ok, None):
+    for key in ("normalize_activations", "reshape_activations"):
+        if cfg.get(key) not in ("none", None, False):  # False: a pre-6.0 normalize_activations
             raise SAELensFormatError(f"{path / CFG_FILE}: {key}={cfg[key]!r} has no exact interp equivalent "
-                                     f"(only {ok!r} is supported)")
+                                     "(only 'none' is supported)")
     for key in ("d_in", "d_sae"):
         if not isinstance(cfg.get(key), int):
             raise SAELensFormatError(f"{path / CFG_FILE}: {key} missing or not an integer")
     wfile = path / WEIGHTS_FILE
-    if not wfile.exists():
-        raise FileNotFoundError(f"{path}: {WEIGHTS_FILE} is missing")
-    try:
+    try:  # a missing file: FileNotFoundError naming it
         w = {k: v.float() for k, v in load_file(wfile).items()}
     except SafetensorError as e:  # e.g. a pickle (torch.save) under this name: refused, never unpickled
         raise SAELensFormatError(f"{wfile} is not a valid safetensors file ({e}); interp reads weights only "

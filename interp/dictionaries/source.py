@@ -25,11 +25,9 @@ class TensorSource:
     """Rows of one or more hooks held in memory; rows with the same index are aligned across hooks."""
 
     def __init__(self, tensors: dict[str, torch.Tensor]):
-        if not tensors:
-            raise ValueError("TensorSource needs at least one hook -> tensor")
         n = {h: t.shape[0] for h, t in tensors.items()}
-        if len(set(n.values())) != 1:
-            raise ValueError(f"all hooks need the same number of rows, got {n}")
+        if len(set(n.values())) != 1:  # also refuses no hooks at all
+            raise ValueError(f"TensorSource needs one or more hooks with the same number of rows, got {n}")
         for h, t in tensors.items():
             if t.ndim != 2:
                 raise ValueError(f"rows for {h!r} must be 2-D [n_rows, d], got shape {tuple(t.shape)}")
@@ -43,11 +41,7 @@ class TensorSource:
 
     def _check(self, hook: str):
         if hook not in self._t:
-            raise KeyError(f"hook {hook!r} is not in this source; it has {self.hooks}")
-
-    def rows(self, hook: str, idx, device=None, dtype=torch.float32) -> torch.Tensor:
-        self._check(hook)
-        return self._t[hook][torch.as_tensor(idx, dtype=torch.long)].to(device=device, dtype=dtype)
+            raise KeyError(f"hook {hook!r} is not in the source; it holds {self.hooks}")
 
     @takes_config(Batching)
     def batches(self, hook_or_hooks: str | Sequence[str], batch_size: int, *, config: Batching):

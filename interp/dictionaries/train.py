@@ -146,15 +146,9 @@ def geometric_median(x: torch.Tensor, iters: int = 100, tol: float = 1e-6) -> to
 
 
 def _hooks(cfg: SAEConfig):
-    if not cfg.hook_in:
-        raise ValueError("SAEConfig.hook_in is empty: name the hook to train on")
     if cfg.is_transcoder and not cfg.hook_out:
         raise ValueError("SAEConfig.d_out is set (a transcoder) but hook_out is empty: name the hook to predict")
     return [cfg.hook_in, cfg.hook_out] if cfg.is_transcoder else cfg.hook_in
-
-
-def _split(batch, transcoder: bool):
-    return batch if transcoder else (batch, None)
 
 
 @torch.no_grad()
@@ -169,7 +163,8 @@ def init_b_dec(sae: SparseCoder, source, cfg: TrainConfig, device) -> None:
     bs = min(cfg.init_rows, 8192)
     batches = source.batches(_hooks(sae.cfg), bs, shuffle=True, seed=cfg.seed + 7919, device=device,
                              dtype=torch.float32)
-    xs, ys = zip(*(_split(b, sae.cfg.is_transcoder) for b in islice(batches, math.ceil(cfg.init_rows / bs))))
+    tc = sae.cfg.is_transcoder
+    xs, ys = zip(*(b if tc else (b, None) for b in islice(batches, math.ceil(cfg.init_rows / bs))))
     x = torch.cat(xs)[: cfg.init_rows]
     data = x if ys[0] is None else torch.cat(ys)[: cfg.init_rows]
     if cfg.b_dec_init != "zeros":
@@ -184,8 +179,8 @@ def _init_transcoder_encoder(sae: SparseCoder, x: torch.Tensor, y: torch.Tensor,
     if regression:
         xc, yc = x - mx, y - my
         gram = xc.T @ xc
-        ridge = 1e-3 * gram.diagonal().mean().clamp_min(1e-12)
-        B = torch.linalg.solve(gram + ridge * torch.eye(gram.shape[0], device=x.device, dtype=x.dtype), xc.T @ yc)
+        gram.diagonal().add_(1e-3 * gram.diagonal().mean().clamp_min(1e-12))  # ridge
+        B = torch.linalg.solve(gram, xc.T @ yc)
         sae.W_enc.copy_(B @ sae.W_dec.T)  # [d_in, d_sae]: pre = (predicted y) . W_dec rows
     sae.b_enc.copy_(-(mx @ sae.W_enc))
     if regression:
@@ -211,7 +206,7 @@ def save_checkpoint(path, sae, opt, since_fired, step, tokens, tcfg: TrainConfig
         tensors = {f"optim.{names[i]}.{k}": v.detach().cpu().contiguous()
                    for i, st in opt.state_dict()["state"].items() for k, v in st.items()}
         save_file({"since_fired": since_fired.detach().cpu().contiguous(), **tensors}, tmp / STATE_TENSORS)
-        meta = {"step": step, "tokens": tokens, "train_config": asdict(tcfg), "sae_config": sae.cfg.to_dict(),
+        meta = {"step": step, "tokens": tokens, "train_config": asdict(tcfg), "sae_config": asdict(sae.cfg),
                 "format": "interp-sae-checkpoint-v1"}
         (tmp / STATE_JSON).write_text(json.dumps(meta, indent=2))
     except (OSError, SafetensorError) as e:  # e.g. a full disk: keep the previous checkpoint, free the space
@@ -228,11 +223,8 @@ def save_checkpoint(path, sae, opt, since_fired, step, tokens, tcfg: TrainConfig
 
 
 def load_checkpoint(path, device=None):
-    """Read a checkpoint: ``(sae, state_json, state_tensors)``; raises with the problem if incomplete."""
+    """Read a checkpoint: ``(sae, state_json, state_tensors)`` (FileNotFoundError naming a missing file)."""
     path = Path(path)
-    missing = [f for f in ("cfg.json", "sae_weights.safetensors", STATE_JSON, STATE_TENSORS) if not (path / f).exists()]
-    if missing:
-        raise FileNotFoundError(f"checkpoint {path} is incomplete: missing {missing}")
     meta = json.loads((path / STATE_JSON).read_text())
     if meta.get("format") != "interp-sae-checkpoint-v1":
         raise ValueError(f"{path / STATE_JSON} is not an interp SAE checkpoint (format {meta.get('format')!r})")
@@ -244,13 +236,6 @@ def load_checkpoint(path, device=None):
                          "interp loads checkpoints only as safetensors, never pickles. Delete the checkpoint "
                          "to start over") from e
     return sae, meta, tensors
-
-
-def _restore_optimizer(opt, sae, tensors):
-    """Adam's state from ``optim.<parameter>.<key>`` tensors (``load_state_dict`` moves it to the device)."""
-    state = {i: {k.rsplit(".", 1)[1]: v for k, v in tensors.items() if k.rsplit(".", 1)[0] == f"optim.{name}"}
-             for i, (name, _) in enumerate(sae.named_parameters())}  # {} for a parameter never stepped
-    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
 
 
 # -- the loop -------------------------------------------------------------------------------
@@ -266,9 +251,7 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
     hooks = _hooks(sae_cfg)
     widths = ((sae_cfg.hook_in, "d_in", sae_cfg.d_in), (sae_cfg.target_hook, "d_out", sae_cfg.out_dim))
     for h, field, width in widths:
-        if h not in source.hooks:
-            raise KeyError(f"hook {h!r} is not in the source; it holds {list(source.hooks)}")
-        if source.d(h) != width:
+        if source.d(h) != width:  # KeyError for a hook the source lacks
             raise ValueError(f"SAEConfig.{field}={width} but {h} rows have width {source.d(h)}")
 
     ckpt = Path(cfg.checkpoint_dir) / "checkpoint" if cfg.checkpoint_dir else None
@@ -277,7 +260,7 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
     found = [p for p in (ckpt, ckpt and ckpt.with_name(ckpt.name + ".old")) if p is not None and p.exists()]
     if found:
         sae, meta, state = load_checkpoint(found[0], device)
-        if meta["sae_config"] != sae_cfg.to_dict():
+        if meta["sae_config"] != asdict(sae_cfg):
             raise ValueError(f"checkpoint {ckpt} was trained with a different SAEConfig; use another "
                              f"checkpoint_dir or the same config. Checkpoint: {meta['sae_config']}")
         for key in ("n_tokens", "batch_size", "lr", "seed", "warmup_steps", "decay_frac"):
@@ -295,7 +278,10 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, eps=cfg.adam_eps)  # betas (0.9, 0.999)
     since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device)
     if state is not None:
-        _restore_optimizer(opt, sae, state)
+        # Adam's state from the optim.<parameter>.<key> tensors (load_state_dict moves it to the device)
+        st = {i: {k.rsplit(".", 1)[1]: v for k, v in state.items() if k.rsplit(".", 1)[0] == f"optim.{name}"}
+              for i, (name, _) in enumerate(sae.named_parameters())}  # {} for a parameter never stepped
+        opt.load_state_dict({"state": st, "param_groups": opt.state_dict()["param_groups"]})
         since_fired = state["since_fired"].to(device)
 
     total = cfg.total_steps
@@ -319,7 +305,7 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
         for batch in islice(batches, start_step, None):  # resume: the order depends on the seed only
             if step >= stop:
                 break
-            x, y = _split(batch, sae_cfg.is_transcoder)
+            x, y = batch if sae_cfg.is_transcoder else (batch, None)
             n_global = x.shape[0]
             if world > 1:  # this rank's slice of the global batch
                 if n_global < world:
@@ -376,8 +362,10 @@ def train_sae(source, sae_cfg: SAEConfig, cfg: TrainConfig | None = None,
     seconds = time.perf_counter() - t0
     last = history[-1] if history else {"fvu": float("nan"), "l0": float("nan")}
     dead_frac = float((since_fired >= cfg.dead_after_tokens).float().mean())
-    return DictionaryTraining(
-        sae_config=encode(sae_cfg.to_dict()), train_config=encode(asdict(cfg)), steps=step, total_steps=total, tokens=tokens,
+    res = DictionaryTraining(
+        sae_config=encode(sae_cfg), train_config=encode(cfg), steps=step, total_steps=total, tokens=tokens,
         seconds=seconds, tokens_per_s=(tokens - tokens0) / max(seconds, 1e-9), fvu=last["fvu"], l0=last["l0"],
-        dead_fraction=dead_frac, history=history, meta={"versions": versions()}, sae=sae.eval())
+        dead_fraction=dead_frac, history=history, meta={"versions": versions()}, complete=step >= total)
+    res.sae = sae.eval()
+    return res
 
