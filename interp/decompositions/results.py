@@ -41,7 +41,7 @@ class SNMFFeatures(Result):
     steering: dict
     """The steering calibration: prompt, KL targets, forward passes."""
     comparison: dict | None = None
-    """SNMF / DiffMeans (/ SAE) on the concept set (:func:`~interp.decompositions.snmf_compare.compare_on_concepts`)."""
+    """SNMF / DiffMeans / SAE on the concept set (:func:`~interp.decompositions.snmf_compare.compare_on_concepts`)."""
     config: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
 

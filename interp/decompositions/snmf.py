@@ -342,8 +342,6 @@ class ActivationSet:
     """[n] token id of each row."""
     seq_pos: torch.Tensor
     """[n, 2] (sequence index, position) of each row."""
-    seq_tokens: list[torch.Tensor] | None = None
-    """Token ids of each sequence, for showing contexts."""
 
 
 @torch.no_grad()
@@ -369,8 +367,7 @@ def collect_activations(model, texts: Sequence[str], hook: str, batch_size: int 
         acts = model.run_with_cache(padded[b:b + batch_size, :T].to(next(model.parameters()).device),
                                     names_filter=[hook])[1][hook]
         rows.append(acts.float().cpu()[keep[b:b + batch_size, :T]])
-    return ActivationSet(hook=hook, X=torch.cat(rows), tokens=padded[keep], seq_pos=keep.nonzero(),
-                         seq_tokens=toks)
+    return ActivationSet(hook=hook, X=torch.cat(rows), tokens=padded[keep], seq_pos=keep.nonzero())
 
 
 def store_activations(store, hook: str, max_rows: int | None = None, seed: int = 0) -> ActivationSet:
