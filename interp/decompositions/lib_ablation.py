@@ -47,8 +47,9 @@ def node_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor],
 
 @torch.no_grad()
 def edge_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor], layer: int, n_edges: int,
-                       metric: Metric, max_rows: int = 65536) -> float:
-    """Score with only the ``n_edges`` strongest edges from ``layer`` to ``layer + 1`` kept."""
+                       metric: Metric) -> float:
+    """Score with only the ``n_edges`` strongest edges from ``layer`` to ``layer + 1`` kept (batches of at most
+    the fit's ``LIBConfig.max_rows`` rows)."""
     _no_skip(res)
     E = res.edges[layer]
     if E is None:
@@ -60,7 +61,7 @@ def edge_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor],
     keep = (E.flatten().argsort(descending=True).argsort() < n_edges).view(k_out, k_in)  # rank < n_edges
     f = acts[layer]
     outs = []
-    for x in b_in.transform(_as3(f)).split(max(1, max_rows // k_out)):  # [B, T, k_in] batches
+    for x in b_in.transform(_as3(f)).split(max(1, res.config["max_rows"] // k_out)):  # [B, T, k_in] batches
         B = x.shape[0]
         masked = x.unsqueeze(0) * keep[:, None, None, :].to(x.dtype)  # [k_out, B, T, k_in]
         inp = b_in.inverse(masked.reshape(k_out * B, *x.shape[1:]))
@@ -116,7 +117,6 @@ def min_nodes(res: LIBResult, maps, acts, layer: int, metric: Metric, target: fl
                       lambda n: node_ablated_score(res, maps, acts, layer, n, metric), target)
 
 
-def min_edges(res: LIBResult, maps, acts, layer: int, metric: Metric, target: float,
-              max_rows: int = 65536) -> AblationCount:
+def min_edges(res: LIBResult, maps, acts, layer: int, metric: Metric, target: float) -> AblationCount:
     return _min_count(res, layer, "edges", int((res.edges[layer] > 0).sum()),
-                      lambda n: edge_ablated_score(res, maps, acts, layer, n, metric, max_rows), target)
+                      lambda n: edge_ablated_score(res, maps, acts, layer, n, metric), target)

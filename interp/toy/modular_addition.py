@@ -133,12 +133,15 @@ class ModAddTransformer(nn.Module):
         return self.unembed(self.mlp(self.attn(self.embed(tokens))))
 
 
+def accuracy_on(labels: torch.Tensor):
+    """The metric ``logits -> accuracy`` against ``labels`` (also what the LIB ablations score)."""
+    return lambda logits: (logits.argmax(-1).cpu() == labels).double().mean().item()
+
+
 @torch.no_grad()
-def accuracy(model: ModAddTransformer, tokens=None, labels=None) -> float:
-    """Accuracy over ``tokens`` (default: all p^2 pairs), in one batch (p = 113: 12769 x d_mlp activations)."""
-    if tokens is None:
-        tokens, labels = dataset(model.cfg.p)
-    return (model(tokens.to(model.W_E.device)).argmax(-1).cpu() == labels).double().mean().item()
+def accuracy(model: ModAddTransformer, tokens: torch.Tensor, labels: torch.Tensor) -> float:
+    """Accuracy over ``tokens`` in one batch (all p = 113 pairs: 12769 x d_mlp activations)."""
+    return accuracy_on(labels)(model(tokens.to(model.W_E.device)))
 
 
 def train(cfg: ModAddConfig, device: str | None = None, verbose: bool = False):
@@ -225,10 +228,6 @@ def lib_vs_pca(cfg: ModAddConfig | None = None, n_fit: int = 600, n_eval: int = 
     fit_idx, eval_idx = torch.randperm(len(X), generator=g)[:n_fit], torch.randperm(len(X), generator=g)[:n_eval]
     acts_all = run_chain(model.embed(X), maps)
     acts_fit, acts_eval = [a[fit_idx] for a in acts_all], [a[eval_idx] for a in acts_all]
-
-    def accuracy_on(labels):
-        return lambda logits: (logits.argmax(-1) == labels).double().mean().item()
-
     acc_all, acc_eval = accuracy_on(Y), accuracy_on(Y[eval_idx])
 
     base = acc_all(acts_all[-1])
