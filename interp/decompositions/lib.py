@@ -164,7 +164,6 @@ class LIBResult:
             "basis": self.basis_kind, "names": self.names, "seconds": self.seconds, "config": self.config,
             "dims": [int(b.mean.numel()) for b in self.bases], "kept": [b.k for b in self.bases],
             "importance": [b.importance[:top].tolist() for b in self.bases],
-            "edge_totals": [None if E is None else float(E.sum()) for E in self.edges],
             "nodes": nodes, "edges": edges,
         }
 
@@ -196,15 +195,20 @@ def _skip(T: int, skip: int) -> int:
     return skip if 1 < T and skip < T else 0
 
 
-def masked_eigh(A: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigenvalues (descending) and eigenvectors of symmetric ``A`` with its first ``n`` coordinates isolated.
+def masked_eigh(A: torch.Tensor, n: int, threshold: float, why: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kept eigenpairs (eigenvalues descending) of symmetric ``A``, its first ``n`` coordinates isolated.
 
-    The first ``n`` eigenvectors are the unit vectors ``e_0 .. e_{n-1}`` with "eigenvalues"
-    ``A_ii``; the rest are the eigenpairs of the block ``A[n:, n:]`` (rib's ``masked_eigendecompose``).
+    The first ``n`` eigenvectors are the unit vectors ``e_0 .. e_{n-1}`` with "eigenvalues" ``A_ii`` (each
+    must be > 0, else the ``ValueError`` says ``why``), always kept; the rest are the eigenpairs of the block
+    ``A[n:, n:]`` (rib's ``masked_eigendecompose``) above ``threshold`` times the largest of them.
     """
     D, U = torch.linalg.eigh(A[n:, n:])
     D, U = D.flip(0), U.flip(1)
-    return torch.cat([A.diagonal()[:n], D]), torch.block_diag(torch.eye(n, dtype=U.dtype, device=U.device), U)
+    iso = A.diagonal()[:n]
+    if not bool((iso > 0).all()):
+        raise ValueError(f"an isolated coordinate (one of the first {n}) {why}")
+    keep = D > threshold * D[:1].clamp_min(1e-300)
+    return torch.cat([iso, D[keep]]), torch.block_diag(torch.eye(n).to(U), U[:, keep])
 
 
 def pca(f: torch.Tensor, threshold: float, dtype=torch.float64, skip_first: int = 0, isolated: int = 0):
@@ -218,18 +222,7 @@ def pca(f: torch.Tensor, threshold: float, dtype=torch.float64, skip_first: int 
     x = f.reshape(-1, f.shape[-1]).to(dtype)
     xc = x - x.mean(0)
     why = "has zero variance, so it cannot be a basis direction; is it the LayerNorm statistic of this layer?"
-    return x.mean(0), *_kept_eigh(xc.T @ xc / x.shape[0], isolated, threshold, why)
-
-
-def _kept_eigh(A: torch.Tensor, n: int, threshold: float, why: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`masked_eigh` of ``A``, keeping the ``n`` isolated directions (each must be > 0) and the other
-    directions above ``threshold`` times the largest of them."""
-    D, U = masked_eigh(A, n)
-    if n and not bool((D[:n] > 0).all()):
-        raise ValueError(f"an isolated coordinate (one of the first {n}) {why}")
-    rest = D[n:] > threshold * D[n:n + 1].clamp_min(1e-300)  # D[n] is the largest of the rest
-    keep = torch.cat([torch.ones(n, dtype=torch.bool, device=D.device), rest])
-    return D[keep], U[:, keep]
+    return x.mean(0), *masked_eigh(xc.T @ xc / x.shape[0], isolated, threshold, why)
 
 
 def batched_vjp(h: Map, x: torch.Tensor, V: torch.Tensor, max_rows: int) -> torch.Tensor:
@@ -288,8 +281,8 @@ def interaction_matrix(g: Map, f: torch.Tensor, mean_in: torch.Tensor, out_basis
             V = torch.randn(cfg.probes, B, T_out, out_basis.k, generator=gen, dtype=dt).to(f.device)
             V[:, :, :sk_out] = 0
         for a, w in zip(alphas, weights):
-            xa = x.clone()
-            xa[:, sk_in:] = mu + float(a) * (x[:, sk_in:] - mu)  # skipped positions stay as they are
+            # skipped positions stay as they are
+            xa = torch.cat([x[:, :sk_in], mu + float(a) * (x[:, sk_in:] - mu)], 1)
             # [P, B, T, d], the skipped input positions left out
             Jt = batched_vjp(h, xa, V, cfg.max_rows).to(dt).reshape(V.shape[0], B, -1, d)[:, :, sk_in:]
             M += float(w) * torch.einsum("pbtd,pbte->de", Jt, Jt)
@@ -339,7 +332,7 @@ def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None =
         Mr = Rp @ interaction_matrix(maps[l], raw[l], mean, bases[l + 1], cfg) @ Rp.T
         Mr = (Mr + Mr.T) / 2
         why = f"of {names[l]!r} has no interaction with the next layer (its M entry is 0): no LIB direction"
-        lam, V = _kept_eigh(Mr, iso[l], cfg.lambda_threshold, why)
+        lam, V = masked_eigh(Mr, iso[l], cfg.lambda_threshold, why)
         bases[l] = LayerBasis(names[l], mean, R @ V * lam.sqrt(), (V / lam.sqrt()).T @ Rp, lam, U)  # C, C+
     edges = [edge_strengths(maps[l], raw[l], bases[l], bases[l + 1], cfg) if cfg.edges else None
              for l in range(L)]
@@ -350,7 +343,7 @@ def edge_strengths(g: Map, f: torch.Tensor, b_in: LayerBasis, b_out: LayerBasis,
     """``E_ij = 1/(N T_out) sum_{x,t} (sum_s int d f_hat_out[t,i] / d f_hat_in[s,j] * f_hat_in[s,j])^2``."""
     dt = getattr(torch, cfg.dtype)
     f3 = _as3(f)
-    N, T, d = f3.shape
+    N, T = f3.shape[:2]
     k_in, k_out = (min(b.k, cfg.max_edge_nodes or b.k) for b in (b_in, b_out))
     alphas, weights = _alphas(cfg, dt)
     Cp_in = b_in.C_pinv[:k_in]
@@ -359,9 +352,8 @@ def edge_strengths(g: Map, f: torch.Tensor, b_in: LayerBasis, b_out: LayerBasis,
 
     def h(fh, f_b):  # [B, T, k_in] -> [B, T_out, k_out]; f_b: the batch's activations (a replica per probe)
         x = fh @ Cp_in.to(fh.dtype) + b_in.mean.to(fh.dtype)  # dropped / unselected nodes sit at the mean
-        if sk_in:  # skipped positions keep their actual activation
-            x = torch.cat([f_b.repeat(x.shape[0] // f_b.shape[0], 1, 1)[:, :sk_in].to(x.dtype),
-                           x[:, sk_in:]], 1)
+        # skipped positions keep their actual activation (of the batch's replica per probe)
+        x = torch.cat([f_b[:, :sk_in].repeat(len(x) // len(f_b), 1, 1).to(x.dtype), x[:, sk_in:]], 1)
         x = x.squeeze(1) if f.ndim == 2 else x
         y = _as3(g(x.to(f.dtype)))
         return (y.to(dt) - b_out.mean) @ Cd
