@@ -44,10 +44,14 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
+
 import torch
 from torch import nn
 
-from interp.results import check_fields
+from interp.decompositions.lib import LIBConfig, fit_lib, run_chain
+from interp.decompositions.lib_ablation import min_edges, min_nodes
+from interp.decompositions.results import LIBComparison, spectra
+from interp.results import check_fields, encode, versions
 
 
 @dataclass(frozen=True)
@@ -214,11 +218,6 @@ def lib_vs_pca(cfg: ModAddConfig | None = None, n_fit: int = 600, n_eval: int = 
     """LIB and PCA on the trained model's chain: a :class:`~interp.decompositions.results.LIBComparison`
     with the nodes and edges each basis needs for 99% of the accuracy (module docstring); ``split_seed`` draws
     the ``n_fit`` and ``n_eval`` inputs (``cfg.seed`` trains the model)."""
-    from interp.decompositions.lib import LIBConfig, fit_lib, run_chain
-    from interp.decompositions.lib_ablation import min_edges, min_nodes
-    from interp.decompositions.results import LIBComparison, spectra
-    from interp.results import encode, versions
-
     cfg = cfg or ModAddConfig()
     model, meta = load_or_train(cfg, verbose=verbose)
     model = model.double()
