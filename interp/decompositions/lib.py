@@ -107,10 +107,9 @@ class LIBConfig:
 
 @dataclass
 class LayerBasis:
-    """The basis of one node layer: ``f_hat = C^T (f - mean)``, ``f ~ mean + C+^T f_hat``."""
+    """The basis of one node layer (named in :attr:`LIBResult.names`): ``f_hat = C^T (f - mean)``,
+    ``f ~ mean + C+^T f_hat``."""
 
-    name: str
-    """Node-layer name (a TransformerLens hook name for transformer chains)."""
     mean: torch.Tensor
     """[d] mean activation."""
     C: torch.Tensor
@@ -145,12 +144,10 @@ class LIBResult:
     """One basis per node layer."""
     edges: list[torch.Tensor | None]
     """``edges[l]`` is ``[k_{l+1}, k_l]``: strength of the edge from node j of layer l to node i of layer l+1."""
-    basis_kind: str
-    """``lib`` or ``pca``."""
     seconds: float
     """Wall time of the fit."""
     config: dict = field(default_factory=dict)
-    """The :class:`LIBConfig`, as a dict."""
+    """The :class:`LIBConfig`, as a dict (``basis``: ``lib`` or ``pca``)."""
 
     def to_json(self, top: int = 20) -> dict:
         """Every summary number, and as ``nodes`` / ``edges`` the graph among the ``top`` nodes of each layer:
@@ -161,9 +158,9 @@ class LIBResult:
                   "weight": float(E[i, j])} for l, E in enumerate(self.edges) if E is not None
                  for i, j in (E[:top, :top] > 0).nonzero().tolist()]
         return {
-            "basis": self.basis_kind, "names": self.names, "seconds": self.seconds, "config": self.config,
-            "dims": [int(b.mean.numel()) for b in self.bases], "kept": [b.k for b in self.bases],
-            "importance": [b.importance[:top].tolist() for b in self.bases],
+            "basis": self.config["basis"], "names": self.names, "seconds": self.seconds,
+            "config": self.config, "dims": [int(b.mean.numel()) for b in self.bases],
+            "kept": [b.k for b in self.bases], "importance": [b.importance[:top].tolist() for b in self.bases],
             "nodes": nodes, "edges": edges,
         }
 
@@ -325,7 +322,7 @@ def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None =
     for l in range(L, -1, -1):
         mean, D, U = pca(raw[l], cfg.pca_threshold, dt, skip_first=cfg.skip_first, isolated=iso[l])
         if cfg.basis == "pca" or l == L:
-            bases[l] = LayerBasis(names[l], mean, U, U.T.contiguous(), D, U)
+            bases[l] = LayerBasis(mean, U, U.T.contiguous(), D, U)
             continue
         R = U / D.sqrt()
         Rp = D.sqrt()[:, None] * U.T
@@ -333,10 +330,10 @@ def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None =
         Mr = (Mr + Mr.T) / 2
         why = f"of {names[l]!r} has no interaction with the next layer (its M entry is 0): no LIB direction"
         lam, V = masked_eigh(Mr, iso[l], cfg.lambda_threshold, why)
-        bases[l] = LayerBasis(names[l], mean, R @ V * lam.sqrt(), (V / lam.sqrt()).T @ Rp, lam, U)  # C, C+
+        bases[l] = LayerBasis(mean, R @ V * lam.sqrt(), (V / lam.sqrt()).T @ Rp, lam, U)  # C, C+
     edges = [edge_strengths(maps[l], raw[l], bases[l], bases[l + 1], cfg) if cfg.edges else None
              for l in range(L)]
-    return LIBResult(names, bases, edges, cfg.basis, time.perf_counter() - t0, asdict(cfg))
+    return LIBResult(names, bases, edges, time.perf_counter() - t0, asdict(cfg))
 
 
 def edge_strengths(g: Map, f: torch.Tensor, b_in: LayerBasis, b_out: LayerBasis, cfg: LIBConfig) -> torch.Tensor:

@@ -332,10 +332,8 @@ def fit_snmf(X: torch.Tensor, cfg: SNMFConfig | None = None) -> SNMFResult:
 
 @dataclass
 class ActivationSet:
-    """Activation rows of one hook with the token and context of each row."""
+    """Activation rows of one hook (e.g. ``blocks.10.mlp.hook_post``), the token and context of each row."""
 
-    hook: str
-    """TransformerLens hook name, e.g. ``blocks.10.mlp.hook_post``."""
     X: torch.Tensor
     """[n, d] activation rows (float32, CPU)."""
     tokens: torch.Tensor
@@ -367,7 +365,7 @@ def collect_activations(model, texts: Sequence[str], hook: str, batch_size: int 
         acts = model.run_with_cache(padded[b:b + batch_size, :T].to(next(model.parameters()).device),
                                     names_filter=[hook])[1][hook]
         rows.append(acts.float().cpu()[keep[b:b + batch_size, :T]])
-    return ActivationSet(hook=hook, X=torch.cat(rows), tokens=padded[keep], seq_pos=keep.nonzero())
+    return ActivationSet(X=torch.cat(rows), tokens=padded[keep], seq_pos=keep.nonzero())
 
 
 def store_activations(store, hook: str, max_rows: int | None = None, seed: int = 0) -> ActivationSet:
@@ -381,5 +379,5 @@ def store_activations(store, hook: str, max_rows: int | None = None, seed: int =
     idx = torch.arange(n)
     if max_rows is not None and max_rows < n:
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_rows].sort().values
-    return ActivationSet(hook=hook, X=store.rows(hook, idx, device="cpu", dtype=torch.float32),
+    return ActivationSet(X=store.rows(hook, idx, device="cpu", dtype=torch.float32),
                          tokens=store.tokens[idx], seq_pos=store.seq_pos[idx])
