@@ -79,12 +79,9 @@ def _no_skip(res: LIBResult) -> None:
 
 @dataclass
 class AblationCount:
-    """The smallest number of nodes or edges that keeps the score at the target."""
+    """The smallest number of nodes (:func:`min_nodes`) or edges (:func:`min_edges`) of one layer that keeps
+    the score at the target."""
 
-    layer: str
-    """Node layer (for edges: the source layer of the edge set)."""
-    kind: str
-    """``nodes`` or ``edges``."""
     needed: int
     """Smallest count reaching the target (``total`` if even all of them do not)."""
     total: int
@@ -97,8 +94,7 @@ class AblationCount:
     """Whether the target was reached."""
 
 
-def _min_count(res: LIBResult, layer: int, kind: str, total: int, score: Callable[[int], float],
-               target: float) -> AblationCount:
+def _min_count(total: int, score: Callable[[int], float], target: float) -> AblationCount:
     """Bisection for the smallest n in [0, total] with score(n) >= target (score assumed non-decreasing)."""
     full = score(total)
     (needed, s), lo, hi = (total, full), 0, total
@@ -109,14 +105,14 @@ def _min_count(res: LIBResult, layer: int, kind: str, total: int, score: Callabl
             hi, needed, s = mid, mid, s_mid
         else:
             lo = mid + 1
-    return AblationCount(res.names[layer], kind, needed, total, s, full, s >= target)
+    return AblationCount(needed, total, s, full, s >= target)
 
 
 def min_nodes(res: LIBResult, maps, acts, layer: int, metric: Metric, target: float) -> AblationCount:
-    return _min_count(res, layer, "nodes", res.bases[layer].k,
+    return _min_count(res.bases[layer].k,
                       lambda n: node_ablated_score(res, maps, acts, layer, n, metric), target)
 
 
 def min_edges(res: LIBResult, maps, acts, layer: int, metric: Metric, target: float) -> AblationCount:
-    return _min_count(res, layer, "edges", int((res.edges[layer] > 0).sum()),
+    return _min_count(int((res.edges[layer] > 0).sum()),
                       lambda n: edge_ablated_score(res, maps, acts, layer, n, metric), target)

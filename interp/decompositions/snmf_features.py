@@ -97,12 +97,8 @@ def top_contexts(Y: torch.Tensor, acts: ActivationSet, tokenizer, feature: int, 
 
 @dataclass
 class SteeringCalibration:
-    """Steering strengths ``alpha`` that reach each next-token KL target."""
+    """Steering strengths ``alpha`` that reach each next-token KL target (nats) after the prompt."""
 
-    prompt: str
-    """The calibration prompt."""
-    targets: list[float]
-    """KL targets (nats)."""
     alpha: torch.Tensor
     """[n_directions, n_signs, n_targets] calibrated |alpha| (unit directions; sign +1 adds the direction, -1
     subtracts it)."""
@@ -188,7 +184,7 @@ def calibrate_steering(model, layer: int, directions: torch.Tensor, prompt: str 
         return (base.exp() * (base - lp)).sum(-1).cpu()
 
     alpha, kl, reached, passes = kl_search(kl_at, tgt, torch.ones(U.shape[0]), rel_tol, n_steps)
-    return SteeringCalibration(prompt, list(targets), alpha.view(shape), kl.view(shape), reached.view(shape), passes)
+    return SteeringCalibration(alpha.view(shape), kl.view(shape), reached.view(shape), passes)
 
 
 @torch.no_grad()
@@ -291,6 +287,7 @@ def describe_snmf(model, layer: int, cfg=None, texts: Sequence[str] | None = Non
     comparison = compare_on_concepts(model, layer, snmf_cfg=cfg) if compare else None
     return SNMFFeatures(model=model_name(model), hook=hook, source=source, fit=encode(res.to_json()),
                         features=encode([asdict(c) for c in cards]),
-                        steering={"prompt": cal.prompt, "targets": list(cal.targets), "forward_passes": cal.forward_passes},
+                        steering={"prompt": CardConfig.prompt, "targets": list(CardConfig.targets),
+                                  "forward_passes": cal.forward_passes},
                         comparison=encode(comparison), config={"n_tokens": n_tokens, "n_features": n_features},
                         meta={"collect_seconds": collect_s, "versions": versions()})
