@@ -192,12 +192,9 @@ def _init(X, cfg: SNMFConfig, dev, restart: int, gen: torch.Generator):
 # kernels
 
 def wta_(F: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """In place: keep the ``ceil(sparsity * d)`` largest |entries| of each column of ``F [..., d, k]``."""
-    d = F.shape[-2]
-    keep = max(1, math.ceil(sparsity * d))
-    if keep >= d:
-        return F
-    top = F.abs().topk(keep, dim=-2).indices
+    """In place: keep the ``ceil(sparsity * d)`` largest |entries| of each column of ``F [..., d, k]`` (all of
+    them at sparsity 1)."""
+    top = F.abs().topk(max(1, math.ceil(sparsity * F.shape[-2])), dim=-2).indices
     return F.mul_(torch.zeros_like(F, dtype=torch.bool).scatter_(-2, top, True))
 
 
@@ -215,7 +212,7 @@ def snmf_reference(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFC
     A = X.to(F.device, torch.float32).T  # [d, n]
     eye = torch.eye(F.shape[1], device=F.device)
     best, best_F, best_G, best_it, since, losses = math.inf, F.clone(), G.clone(), 0, 0, []
-    norm2 = float((A.double() ** 2).sum())
+    norm2 = _norm2(X, cfg.chunk_size)
     it = 0
     for it in range(cfg.max_iter):
         F = A @ G @ torch.linalg.inv(G.T @ G + cfg.ridge * eye)
@@ -368,8 +365,8 @@ def collect_activations(model, texts: Sequence[str], hook: str, batch_size: int 
     return ActivationSet(X=torch.cat(rows), tokens=padded[keep], seq_pos=keep.nonzero())
 
 
-def store_activations(store, hook: str, max_rows: int | None = None, seed: int = 0) -> ActivationSet:
-    """Rows of ``hook`` from an :class:`interp.store.ActivationStore` (a random subset if ``max_rows``).
+def store_activations(store, hook: str, max_rows: int | None = None) -> ActivationSet:
+    """Rows of ``hook`` of an :class:`interp.store.ActivationStore` (a seed-0 random subset if ``max_rows``).
 
     The subset is held in memory as float32 (``max_rows x d`` x 4 bytes; 20k x 1536 = 123 MB).
     """
@@ -378,6 +375,6 @@ def store_activations(store, hook: str, max_rows: int | None = None, seed: int =
     n = store.n_rows
     idx = torch.arange(n)
     if max_rows is not None and max_rows < n:
-        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_rows].sort().values
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:max_rows].sort().values
     return ActivationSet(X=store.rows(hook, idx, device="cpu", dtype=torch.float32),
                          tokens=store.tokens[idx], seq_pos=store.seq_pos[idx])
