@@ -281,10 +281,8 @@ def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | N
         if step in ckpts:
             for obj in (model, tok):
                 obj.save_pretrained(out / f"step_{step:06d}")
-    secs = time.time() - t0
-    tps = cfg.steps * cfg.batch_size * task.seq_len / max(secs, 1e-9)
     return BBResult(out=str(out), task={k: v for k, v in asdict(task).items() if k != "text"}, train=cfg, steps=ckpts,
-                    losses=losses, seconds=secs, tokens_per_second=tps,
+                    losses=losses, seconds=time.time() - t0,
                     meta={"model": "bigram-backcopy", "device": str(device), "versions": versions()})
 
 
@@ -396,9 +394,7 @@ class BBResult(Result):
     mechanism: list[BBMechanism] = field(default_factory=list)
     """:func:`bb_mechanism` at each checkpoint (aligned with ``steps``; empty straight from :func:`train_bb`)."""
     seconds: float = 0.0
-    """Wall-clock training time."""
-    tokens_per_second: float = 0.0
-    """Training throughput (forward + backward)."""
+    """Wall-clock training time (its report states the throughput, forward + backward tokens per second)."""
     meta: dict = field(default_factory=dict)
     """Provenance: ``device``, ``versions``."""
 
@@ -423,8 +419,9 @@ class BBResult(Result):
     def report(self):
         L = self.train.n_layers
         title = f"Bigram-Backcopy toy model ({L} layer{'s' if L != 1 else ''}, {self.train.steps} steps)"
+        n_tokens = self.train.steps * self.train.batch_size * self.task["seq_len"]
         r = Report.of(self, title, {**asdict(self.train), **self.task}, seconds=round(self.seconds, 1),
-                      tokens_per_second=round(self.tokens_per_second))
+                      tokens_per_second=round(n_tokens / max(self.seconds, 1e-9)))
         for field_name, title, caption in (
                 ("attn_bos_at_other", "Attention to ⟨s⟩ at non-trigger positions (dormant)", ""),
                 ("attn_prev_at_trigger", "Attention to the previous token at triggers (active)", ""),
