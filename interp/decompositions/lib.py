@@ -76,7 +76,7 @@ class LIBConfig:
     n_alpha: int = 1
     """Integration points for ``gauss-legendre``."""
     probes: int | None = None
-    """``None``: exact Jacobian sums; an int: that many Gaussian output probes per sample for M'."""
+    """``None``: exact Jacobian sums; an int: that many Gaussian output probes per sample for M' (seed 0)."""
     edges: bool = True
     """Compute the interaction graph."""
     max_edge_nodes: int | None = None
@@ -89,8 +89,6 @@ class LIBConfig:
     """Largest replicated batch (samples x probes) in one pass."""
     dtype: str = "float64"
     """Precision of the Gram / interaction matrices and bases."""
-    seed: int = 0
-    """Seed for the Gaussian probes."""
     skip_first: int = 0
     """Positions excluded from the statistics (e.g. 1 for a BOS/attention-sink token whose massive
     activations would dominate the covariance): left out of the means, Gram matrices and the sums
@@ -259,7 +257,7 @@ def interaction_matrix(g: Map, f: torch.Tensor, mean_in: torch.Tensor, out_basis
     dt = getattr(torch, cfg.dtype)
     N, d = f.shape[0], f.shape[-1]
     alphas, weights = _alphas(cfg, dt)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(0)
     M = torch.zeros(d, d, dtype=dt, device=f.device)
 
     def h(x):

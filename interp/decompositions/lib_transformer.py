@@ -127,9 +127,7 @@ class ModelLIBSettings:
     probes: int = 16
     """Gaussian output probes per sequence for M' (None would be exact and very slow)."""
     edge_nodes: int = 16
-    """Edges only between the first this many nodes of each layer."""
-    edge_positions: str = "last"
-    """``last`` or ``all`` output positions in the edges."""
+    """Edges only between the first this many nodes of each layer, at the last output position."""
     batch_size: int = 4
     """Sequences per VJP pass."""
     skip_bos: bool = True
@@ -173,7 +171,7 @@ def lib_on_model(model, settings: ModelLIBSettings, texts: Sequence[str] | None 
         acts = [torch.cat([ln_statistic(model, L, a), a], -1) for L, a in zip(s.layers, acts)]
     make_map = resid_ln_map if s.isolate_ln_var else resid_map
     maps = [make_map(model, a, b) for a, b in zip(s.layers[:-1], s.layers[1:])]  # fit_lib casts their outputs
-    cfg = LIBConfig(basis=basis, probes=s.probes, max_edge_nodes=s.edge_nodes, edge_positions=s.edge_positions,
+    cfg = LIBConfig(basis=basis, probes=s.probes, max_edge_nodes=s.edge_nodes, edge_positions="last",
                     batch_size=s.batch_size, skip_first=1 if s.skip_bos else 0)
     res = fit_lib(acts[0], maps, names, cfg, acts=acts, isolated=[int(s.isolate_ln_var)] * len(names))
     return res, {"layers": list(s.layers), "tokens": list(tokens.shape), **spectra(res),
@@ -186,7 +184,7 @@ def compare_lib_pca(model, settings: ModelLIBSettings):
     fits = {b: lib_on_model(model, settings, basis=b) for b in ("lib", "pca")}
     s = settings
     notes = ("M' from Gaussian output probes (unbiased, not exact); " if s.probes else "M' exact; ") + (
-        f"edges only between the top {s.edge_nodes} nodes per layer at the {s.edge_positions} position(s); "
+        f"edges only between the top {s.edge_nodes} nodes per layer at the last position; "
         "activations centred; " + ("the BOS position is left out of the statistics (held fixed in the Jacobians)."
                                    if s.skip_bos else "the BOS position is included.")
         + (" Node layers are [norm statistic, residual]; node 0 of each layer is the statistic the next "

@@ -67,7 +67,8 @@ class SNMFConfig:
     sparsity: float = 0.01
     """Fraction of entries kept per column of Z by winner-take-all; 1.0 disables WTA."""
     init: str = "random"
-    """``random`` (G ~ U(0,1), F ~ N(0,1)), ``svd`` (F = U sqrt(S), G = sqrt(S) V^T clamped) or ``kmeans``."""
+    """``random`` (G ~ U(0,1), F ~ N(0,1)), ``svd`` (F = U sqrt(S), G = sqrt(S) V^T clamped) or ``kmeans``
+    (15 Lloyd iterations)."""
     max_iter: int = 2000
     """Maximum number of multiplicative-update iterations."""
     patience: int = 1500
@@ -84,8 +85,6 @@ class SNMFConfig:
     """Seed for the initialisation."""
     chunk_size: int = 8192
     """Rows of X processed per kernel call (bounds device memory)."""
-    kmeans_iter: int = 15
-    """Lloyd iterations of the k-means initialisation."""
     fast: bool | None = None
     """The batched kernel (``None``: unless ``INTERP_REFERENCE=1``), or with ``False`` the plain
     reference transcription (one restart)."""
@@ -152,15 +151,15 @@ def init_svd(X: torch.Tensor, k: int, eps: float, dev, chunk: int) -> tuple[torc
     return (V * S.sqrt()).float(), G.clamp_min(eps)
 
 
-def init_kmeans(X: torch.Tensor, k: int, eps: float, dev, chunk: int, n_iter: int,
+def init_kmeans(X: torch.Tensor, k: int, eps: float, dev, chunk: int,
                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lloyd's k-means: ``F`` = centroids, ``G`` = one-hot assignments (floored at ``eps``)."""
+    """Lloyd's k-means, 15 iterations: ``F`` = centroids, ``G`` = one-hot assignments, floored at ``eps``."""
     n, d = X.shape
     if k > n:
         raise ValueError(f"init='kmeans' needs k <= n ({n}), got k={k}")
     centres = X[torch.randperm(n, generator=gen)[:k]].to(dev, torch.float32)
     labels = torch.empty(n, dtype=torch.long, device=dev)
-    for _ in range(n_iter):
+    for _ in range(15):
         c2 = (centres * centres).sum(1)
         sums = torch.zeros(k, d, device=dev)
         for s in range(0, n, chunk):
@@ -181,7 +180,7 @@ def _init(X, cfg: SNMFConfig, dev, restart: int, gen: torch.Generator):
     if cfg.init == "svd" and restart == 0:
         return init_svd(X, cfg.k, cfg.eps, dev, cfg.chunk_size)
     if cfg.init == "kmeans":
-        return init_kmeans(X, cfg.k, cfg.eps, dev, cfg.chunk_size, cfg.kmeans_iter, gen)
+        return init_kmeans(X, cfg.k, cfg.eps, dev, cfg.chunk_size, gen)
     # random (and the extra restarts of an svd init)
     G = torch.rand(n, cfg.k, generator=gen).clamp_min(cfg.eps).to(dev)
     F = torch.randn(d, cfg.k, generator=gen).to(dev)

@@ -175,8 +175,8 @@ def calibrate_steering(model, layer: int, directions: torch.Tensor, prompt: str 
     shape = (D.shape[0], 2, len(targets))
     tokens = model.to_tokens(prompt)[0].to(next(model.parameters()).device)
     base = torch.log_softmax(model(tokens[None])[0, -1].float(), -1)
-    U = (D[:, None, None, :] * torch.tensor([1.0, -1.0])[:, None, None]).expand(*shape, -1)
-    U = U.reshape(-1, D.shape[1])
+    # rows (direction, sign, target)
+    U = torch.stack([D, -D], 1)[:, :, None].expand(*shape, -1).reshape(-1, D.shape[1])
     tgt = torch.tensor(list(targets), dtype=torch.float32).expand(shape).reshape(-1)
 
     def kl_at(alpha):
