@@ -295,12 +295,10 @@ def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None =
     directions (e.g. 1 for a ``[LayerNorm variance, residual]`` layer; module docstring).
     """
     cfg = cfg or LIBConfig()
-    if not isinstance(f0, torch.Tensor) or f0.ndim not in (2, 3):
-        raise ValueError(f"fit_lib: f0 must be a tensor [N, d] or [N, T, d], got {getattr(f0, 'shape', type(f0))}")
+    if not isinstance(f0, torch.Tensor) or f0.ndim not in (2, 3) or len(f0) < 2:
+        raise ValueError(f"fit_lib: f0 must be [N>=2, d] or [N, T, d], got {getattr(f0, 'shape', type(f0))}")
     if len(maps) < 1:
         raise ValueError("fit_lib needs at least one map (two node layers)")
-    if f0.shape[0] < 2:
-        raise ValueError("fit_lib needs at least 2 samples")
     names = list(names) if names is not None else [f"layer{l}" for l in range(len(maps) + 1)]
     if len(names) != len(maps) + 1:
         raise ValueError(f"fit_lib: {len(maps)} maps need {len(maps) + 1} names, got {len(names)}")

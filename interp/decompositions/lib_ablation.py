@@ -88,8 +88,6 @@ class AblationCount:
     """Count available (kept basis directions, or non-zero edges)."""
     score: float
     """Score at ``needed``."""
-    full_score: float
-    """Score with everything kept in this basis."""
     reached: bool
     """Whether the target was reached."""
 
@@ -105,7 +103,7 @@ def _min_count(total: int, score: Callable[[int], float], target: float) -> Abla
             hi, needed, s = mid, mid, s_mid
         else:
             lo = mid + 1
-    return AblationCount(needed, total, s, full, s >= target)
+    return AblationCount(needed, total, s, s >= target)
 
 
 def min_nodes(res: LIBResult, maps, acts, layer: int, metric: Metric, target: float) -> AblationCount:

@@ -295,11 +295,9 @@ def fit_snmf(X: torch.Tensor, cfg: SNMFConfig | None = None) -> SNMFResult:
     import time
 
     cfg = cfg or SNMFConfig()
-    if not isinstance(X, torch.Tensor) or X.ndim != 2:
-        raise ValueError(f"fit_snmf expects a 2-D tensor X [n_tokens, d_a], got {getattr(X, 'shape', type(X))}")
+    if not isinstance(X, torch.Tensor) or X.ndim != 2 or X.shape[0] < 2 or X.shape[1] < 1:
+        raise ValueError(f"fit_snmf needs a 2-D X [n>=2 tokens, d_a], got {getattr(X, 'shape', type(X))}")
     n, d = X.shape
-    if n < 2 or d < 1:
-        raise ValueError(f"fit_snmf needs at least 2 rows and 1 column, got X of shape {tuple(X.shape)}")
     if not torch.isfinite(X).all():
         raise ValueError("fit_snmf: X contains NaN or inf")
     if cfg.k > min(n, d) and cfg.init == "svd":
