@@ -227,7 +227,7 @@ def batched_vjp(h: Map, x: torch.Tensor, V: torch.Tensor, max_rows: int) -> torc
     for any ``h``, including hook-patched model forwards).
     """
     B = V.shape[1]
-    per = max(1, max_rows // max(B, 1))
+    per = max(1, max_rows // B)
     out = []
     for v in V.split(per):
         p = v.shape[0]

@@ -157,7 +157,7 @@ def lib_on_model(model, settings: ModelLIBSettings, texts: Sequence[str] | None 
     Returns the result and a summary dict (layers, token shape, :func:`~.results.spectra`, total seconds).
     """
     s = settings
-    texts = list(texts) if texts is not None else default_texts(s.n_texts)
+    texts = default_texts(s.n_texts) if texts is None else texts
     rows = [r[:s.seq_len] for r in (model.to_tokens(t)[0] for t in texts) if len(r) >= s.seq_len][:s.n_texts]
     if len(rows) < 2:
         raise ValueError(f"need at least 2 texts with >= {s.seq_len} tokens, got {len(rows)}")

@@ -169,9 +169,8 @@ class LIBComparison(Result):
         r = Report.of(self, f"LIB vs PCA on {self.model}", self.settings)
         r.add_section("How compact each basis is")
         if self.ablation:
-            layers = [x["layer"] for x in self.ablation]
             for what in ("edges", "nodes"):
-                r.add_bars(f"{what.capitalize()} needed for 99% accuracy", layers,
+                r.add_bars(f"{what.capitalize()} needed for 99% accuracy", self.names[:-1],  # one row per map
                            {b.upper(): [x[f"{b}_{what}"]["needed"] for x in self.ablation] for b in ("lib", "pca")},
                            x_title=self.axes["names"], y_title=self.axes[f"ablation.{what}"],
                            fields=("names", f"ablation.{what}"),

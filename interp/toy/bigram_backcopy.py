@@ -357,12 +357,12 @@ def bb_mechanism(model, task: BBTask, n_seqs: int = 64) -> BBMechanism:
     lt, lo = (nll.view(1 + L, B, -1)[:, m].mean(1) for m in (trig, other))  # [1 + L]: clean, then ablated
     pat = torch.stack([pats[l] for l in range(L)])  # [L, B, T, T]
     prev, bos = pat.diagonal(-1, -2, -1), pat[..., 1:, 0]  # [L, B, T-1]: attention q -> q-1 and q -> 0
-    t_mask, o_mask = trig_full[:, 1:], ~trig_full[:, 1:]  # attention masks over queries 1..T-1
+    t_mask = trig_full[:, 1:]  # attention mask over queries 1..T-1
     st = sink_stats(model, x.to(device), batch_size=B)
     return BBMechanism(
         attn_prev_at_trigger=prev[:, t_mask].mean(1).tolist(),
         attn_bos_at_trigger=bos[:, t_mask].mean(1).tolist(),
-        attn_bos_at_other=bos[:, o_mask].mean(1).tolist(),
+        attn_bos_at_other=bos[:, ~t_mask].mean(1).tolist(),
         loss_trigger=float(lt[0]), loss_other=float(lo[0]), bigram_entropy=task.bigram_entropy(),
         ablation_delta_trigger=(lt[1:] - lt[0]).tolist(), ablation_delta_other=(lo[1:] - lo[0]).tolist(),
         value_drain=st.value_drain[:, 0].tolist(), resid_peak=st.resid_peak.tolist(),
