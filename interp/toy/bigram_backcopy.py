@@ -345,9 +345,8 @@ def bb_mechanism(model, task: BBTask, n_seqs: int = 64) -> BBMechanism:
         def fn(a, hook):  # [(1+L)B, 1, T, T]
             pats[layer] = a[:B, 0].float().cpu()
             a = a.clone()
-            sl = slice((1 + layer) * B, (2 + layer) * B)
-            a[sl] = 0
-            a[sl, ..., 0] = 1
+            # the layer's copy: every query attends to ⟨s⟩ only
+            a[(1 + layer) * B:(2 + layer) * B] = (torch.arange(a.shape[-1]) == 0).to(a)
             return a
         return fn
 
