@@ -76,7 +76,7 @@ class LIBConfig:
     n_alpha: int = 1
     """Integration points for ``gauss-legendre``."""
     probes: int | None = None
-    """``None``: exact Jacobian sums; an int: that many Gaussian output probes per sample for M'."""
+    """``None``: exact Jacobian sums; an int: that many Gaussian output probes per sample for M' (seed 0)."""
     edges: bool = True
     """Compute the interaction graph."""
     max_edge_nodes: int | None = None
@@ -89,8 +89,6 @@ class LIBConfig:
     """Largest replicated batch (samples x probes) in one pass."""
     dtype: str = "float64"
     """Precision of the Gram / interaction matrices and bases."""
-    seed: int = 0
-    """Seed for the Gaussian probes."""
     skip_first: int = 0
     """Positions excluded from the statistics (e.g. 1 for a BOS/attention-sink token whose massive
     activations would dominate the covariance): left out of the means, Gram matrices and the sums
@@ -107,10 +105,9 @@ class LIBConfig:
 
 @dataclass
 class LayerBasis:
-    """The basis of one node layer: ``f_hat = C^T (f - mean)``, ``f ~ mean + C+^T f_hat``."""
+    """The basis of one node layer (named in :attr:`LIBResult.names`): ``f_hat = C^T (f - mean)``,
+    ``f ~ mean + C+^T f_hat``."""
 
-    name: str
-    """Node-layer name (a TransformerLens hook name for transformer chains)."""
     mean: torch.Tensor
     """[d] mean activation."""
     C: torch.Tensor
@@ -145,12 +142,10 @@ class LIBResult:
     """One basis per node layer."""
     edges: list[torch.Tensor | None]
     """``edges[l]`` is ``[k_{l+1}, k_l]``: strength of the edge from node j of layer l to node i of layer l+1."""
-    basis_kind: str
-    """``lib`` or ``pca``."""
     seconds: float
     """Wall time of the fit."""
     config: dict = field(default_factory=dict)
-    """The :class:`LIBConfig`, as a dict."""
+    """The :class:`LIBConfig`, as a dict (``basis``: ``lib`` or ``pca``)."""
 
     def to_json(self, top: int = 20) -> dict:
         """Every summary number, and as ``nodes`` / ``edges`` the graph among the ``top`` nodes of each layer:
@@ -161,10 +156,9 @@ class LIBResult:
                   "weight": float(E[i, j])} for l, E in enumerate(self.edges) if E is not None
                  for i, j in (E[:top, :top] > 0).nonzero().tolist()]
         return {
-            "basis": self.basis_kind, "names": self.names, "seconds": self.seconds, "config": self.config,
-            "dims": [int(b.mean.numel()) for b in self.bases], "kept": [b.k for b in self.bases],
-            "importance": [b.importance[:top].tolist() for b in self.bases],
-            "edge_totals": [None if E is None else float(E.sum()) for E in self.edges],
+            "basis": self.config["basis"], "names": self.names, "seconds": self.seconds,
+            "config": self.config, "dims": [int(b.mean.numel()) for b in self.bases],
+            "kept": [b.k for b in self.bases], "importance": [b.importance[:top].tolist() for b in self.bases],
             "nodes": nodes, "edges": edges,
         }
 
@@ -196,15 +190,20 @@ def _skip(T: int, skip: int) -> int:
     return skip if 1 < T and skip < T else 0
 
 
-def masked_eigh(A: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigenvalues (descending) and eigenvectors of symmetric ``A`` with its first ``n`` coordinates isolated.
+def masked_eigh(A: torch.Tensor, n: int, threshold: float, why: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kept eigenpairs (eigenvalues descending) of symmetric ``A``, its first ``n`` coordinates isolated.
 
-    The first ``n`` eigenvectors are the unit vectors ``e_0 .. e_{n-1}`` with "eigenvalues"
-    ``A_ii``; the rest are the eigenpairs of the block ``A[n:, n:]`` (rib's ``masked_eigendecompose``).
+    The first ``n`` eigenvectors are the unit vectors ``e_0 .. e_{n-1}`` with "eigenvalues" ``A_ii`` (each
+    must be > 0, else the ``ValueError`` says ``why``), always kept; the rest are the eigenpairs of the block
+    ``A[n:, n:]`` (rib's ``masked_eigendecompose``) above ``threshold`` times the largest of them.
     """
     D, U = torch.linalg.eigh(A[n:, n:])
     D, U = D.flip(0), U.flip(1)
-    return torch.cat([A.diagonal()[:n], D]), torch.block_diag(torch.eye(n, dtype=U.dtype, device=U.device), U)
+    iso = A.diagonal()[:n]
+    if not bool((iso > 0).all()):
+        raise ValueError(f"an isolated coordinate (one of the first {n}) {why}")
+    keep = D > threshold * D[:1].clamp_min(1e-300)
+    return torch.cat([iso, D[keep]]), torch.block_diag(torch.eye(n).to(U), U[:, keep])
 
 
 def pca(f: torch.Tensor, threshold: float, dtype=torch.float64, skip_first: int = 0, isolated: int = 0):
@@ -218,18 +217,7 @@ def pca(f: torch.Tensor, threshold: float, dtype=torch.float64, skip_first: int 
     x = f.reshape(-1, f.shape[-1]).to(dtype)
     xc = x - x.mean(0)
     why = "has zero variance, so it cannot be a basis direction; is it the LayerNorm statistic of this layer?"
-    return x.mean(0), *_kept_eigh(xc.T @ xc / x.shape[0], isolated, threshold, why)
-
-
-def _kept_eigh(A: torch.Tensor, n: int, threshold: float, why: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`masked_eigh` of ``A``, keeping the ``n`` isolated directions (each must be > 0) and the other
-    directions above ``threshold`` times the largest of them."""
-    D, U = masked_eigh(A, n)
-    if n and not bool((D[:n] > 0).all()):
-        raise ValueError(f"an isolated coordinate (one of the first {n}) {why}")
-    rest = D[n:] > threshold * D[n:n + 1].clamp_min(1e-300)  # D[n] is the largest of the rest
-    keep = torch.cat([torch.ones(n, dtype=torch.bool, device=D.device), rest])
-    return D[keep], U[:, keep]
+    return x.mean(0), *masked_eigh(xc.T @ xc / x.shape[0], isolated, threshold, why)
 
 
 def batched_vjp(h: Map, x: torch.Tensor, V: torch.Tensor, max_rows: int) -> torch.Tensor:
@@ -239,7 +227,7 @@ def batched_vjp(h: Map, x: torch.Tensor, V: torch.Tensor, max_rows: int) -> torc
     for any ``h``, including hook-patched model forwards).
     """
     B = V.shape[1]
-    per = max(1, max_rows // max(B, 1))
+    per = max(1, max_rows // B)
     out = []
     for v in V.split(per):
         p = v.shape[0]
@@ -269,7 +257,7 @@ def interaction_matrix(g: Map, f: torch.Tensor, mean_in: torch.Tensor, out_basis
     dt = getattr(torch, cfg.dtype)
     N, d = f.shape[0], f.shape[-1]
     alphas, weights = _alphas(cfg, dt)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(0)
     M = torch.zeros(d, d, dtype=dt, device=f.device)
 
     def h(x):
@@ -288,8 +276,8 @@ def interaction_matrix(g: Map, f: torch.Tensor, mean_in: torch.Tensor, out_basis
             V = torch.randn(cfg.probes, B, T_out, out_basis.k, generator=gen, dtype=dt).to(f.device)
             V[:, :, :sk_out] = 0
         for a, w in zip(alphas, weights):
-            xa = x.clone()
-            xa[:, sk_in:] = mu + float(a) * (x[:, sk_in:] - mu)  # skipped positions stay as they are
+            # skipped positions stay as they are
+            xa = torch.cat([x[:, :sk_in], mu + float(a) * (x[:, sk_in:] - mu)], 1)
             # [P, B, T, d], the skipped input positions left out
             Jt = batched_vjp(h, xa, V, cfg.max_rows).to(dt).reshape(V.shape[0], B, -1, d)[:, :, sk_in:]
             M += float(w) * torch.einsum("pbtd,pbte->de", Jt, Jt)
@@ -307,12 +295,10 @@ def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None =
     directions (e.g. 1 for a ``[LayerNorm variance, residual]`` layer; module docstring).
     """
     cfg = cfg or LIBConfig()
-    if not isinstance(f0, torch.Tensor) or f0.ndim not in (2, 3):
-        raise ValueError(f"fit_lib: f0 must be a tensor [N, d] or [N, T, d], got {getattr(f0, 'shape', type(f0))}")
+    if not isinstance(f0, torch.Tensor) or f0.ndim not in (2, 3) or len(f0) < 2:
+        raise ValueError(f"fit_lib: f0 must be [N>=2, d] or [N, T, d], got {getattr(f0, 'shape', type(f0))}")
     if len(maps) < 1:
         raise ValueError("fit_lib needs at least one map (two node layers)")
-    if f0.shape[0] < 2:
-        raise ValueError("fit_lib needs at least 2 samples")
     names = list(names) if names is not None else [f"layer{l}" for l in range(len(maps) + 1)]
     if len(names) != len(maps) + 1:
         raise ValueError(f"fit_lib: {len(maps)} maps need {len(maps) + 1} names, got {len(names)}")
@@ -332,25 +318,25 @@ def fit_lib(f0: torch.Tensor, maps: Sequence[Map], names: Sequence[str] | None =
     for l in range(L, -1, -1):
         mean, D, U = pca(raw[l], cfg.pca_threshold, dt, skip_first=cfg.skip_first, isolated=iso[l])
         if cfg.basis == "pca" or l == L:
-            bases[l] = LayerBasis(names[l], mean, U, U.T.contiguous(), D, U)
+            bases[l] = LayerBasis(mean, U, U.T.contiguous(), D, U)
             continue
         R = U / D.sqrt()
         Rp = D.sqrt()[:, None] * U.T
         Mr = Rp @ interaction_matrix(maps[l], raw[l], mean, bases[l + 1], cfg) @ Rp.T
         Mr = (Mr + Mr.T) / 2
         why = f"of {names[l]!r} has no interaction with the next layer (its M entry is 0): no LIB direction"
-        lam, V = _kept_eigh(Mr, iso[l], cfg.lambda_threshold, why)
-        bases[l] = LayerBasis(names[l], mean, R @ V * lam.sqrt(), (V / lam.sqrt()).T @ Rp, lam, U)  # C, C+
+        lam, V = masked_eigh(Mr, iso[l], cfg.lambda_threshold, why)
+        bases[l] = LayerBasis(mean, R @ V * lam.sqrt(), (V / lam.sqrt()).T @ Rp, lam, U)  # C, C+
     edges = [edge_strengths(maps[l], raw[l], bases[l], bases[l + 1], cfg) if cfg.edges else None
              for l in range(L)]
-    return LIBResult(names, bases, edges, cfg.basis, time.perf_counter() - t0, asdict(cfg))
+    return LIBResult(names, bases, edges, time.perf_counter() - t0, asdict(cfg))
 
 
 def edge_strengths(g: Map, f: torch.Tensor, b_in: LayerBasis, b_out: LayerBasis, cfg: LIBConfig) -> torch.Tensor:
     """``E_ij = 1/(N T_out) sum_{x,t} (sum_s int d f_hat_out[t,i] / d f_hat_in[s,j] * f_hat_in[s,j])^2``."""
     dt = getattr(torch, cfg.dtype)
     f3 = _as3(f)
-    N, T, d = f3.shape
+    N, T = f3.shape[:2]
     k_in, k_out = (min(b.k, cfg.max_edge_nodes or b.k) for b in (b_in, b_out))
     alphas, weights = _alphas(cfg, dt)
     Cp_in = b_in.C_pinv[:k_in]
@@ -359,9 +345,8 @@ def edge_strengths(g: Map, f: torch.Tensor, b_in: LayerBasis, b_out: LayerBasis,
 
     def h(fh, f_b):  # [B, T, k_in] -> [B, T_out, k_out]; f_b: the batch's activations (a replica per probe)
         x = fh @ Cp_in.to(fh.dtype) + b_in.mean.to(fh.dtype)  # dropped / unselected nodes sit at the mean
-        if sk_in:  # skipped positions keep their actual activation
-            x = torch.cat([f_b.repeat(x.shape[0] // f_b.shape[0], 1, 1)[:, :sk_in].to(x.dtype),
-                           x[:, sk_in:]], 1)
+        # skipped positions keep their actual activation (of the batch's replica per probe)
+        x = torch.cat([f_b[:, :sk_in].repeat(len(x) // len(f_b), 1, 1).to(x.dtype), x[:, sk_in:]], 1)
         x = x.squeeze(1) if f.ndim == 2 else x
         y = _as3(g(x.to(f.dtype)))
         return (y.to(dt) - b_out.mean) @ Cd

@@ -47,8 +47,9 @@ def node_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor],
 
 @torch.no_grad()
 def edge_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor], layer: int, n_edges: int,
-                       metric: Metric, max_rows: int = 65536) -> float:
-    """Score with only the ``n_edges`` strongest edges from ``layer`` to ``layer + 1`` kept."""
+                       metric: Metric) -> float:
+    """Score with only the ``n_edges`` strongest edges from ``layer`` to ``layer + 1`` kept (batches of at most
+    the fit's ``LIBConfig.max_rows`` rows)."""
     _no_skip(res)
     E = res.edges[layer]
     if E is None:
@@ -60,7 +61,7 @@ def edge_ablated_score(res: LIBResult, maps: Sequence, acts: list[torch.Tensor],
     keep = (E.flatten().argsort(descending=True).argsort() < n_edges).view(k_out, k_in)  # rank < n_edges
     f = acts[layer]
     outs = []
-    for x in b_in.transform(_as3(f)).split(max(1, max_rows // k_out)):  # [B, T, k_in] batches
+    for x in b_in.transform(_as3(f)).split(max(1, res.config["max_rows"] // k_out)):  # [B, T, k_in] batches
         B = x.shape[0]
         masked = x.unsqueeze(0) * keep[:, None, None, :].to(x.dtype)  # [k_out, B, T, k_in]
         inp = b_in.inverse(masked.reshape(k_out * B, *x.shape[1:]))
@@ -78,26 +79,20 @@ def _no_skip(res: LIBResult) -> None:
 
 @dataclass
 class AblationCount:
-    """The smallest number of nodes or edges that keeps the score at the target."""
+    """The smallest number of nodes (:func:`min_nodes`) or edges (:func:`min_edges`) of one layer that keeps
+    the score at the target."""
 
-    layer: str
-    """Node layer (for edges: the source layer of the edge set)."""
-    kind: str
-    """``nodes`` or ``edges``."""
     needed: int
     """Smallest count reaching the target (``total`` if even all of them do not)."""
     total: int
     """Count available (kept basis directions, or non-zero edges)."""
     score: float
     """Score at ``needed``."""
-    full_score: float
-    """Score with everything kept in this basis."""
     reached: bool
     """Whether the target was reached."""
 
 
-def _min_count(res: LIBResult, layer: int, kind: str, total: int, score: Callable[[int], float],
-               target: float) -> AblationCount:
+def _min_count(total: int, score: Callable[[int], float], target: float) -> AblationCount:
     """Bisection for the smallest n in [0, total] with score(n) >= target (score assumed non-decreasing)."""
     full = score(total)
     (needed, s), lo, hi = (total, full), 0, total
@@ -108,15 +103,14 @@ def _min_count(res: LIBResult, layer: int, kind: str, total: int, score: Callabl
             hi, needed, s = mid, mid, s_mid
         else:
             lo = mid + 1
-    return AblationCount(res.names[layer], kind, needed, total, s, full, s >= target)
+    return AblationCount(needed, total, s, s >= target)
 
 
 def min_nodes(res: LIBResult, maps, acts, layer: int, metric: Metric, target: float) -> AblationCount:
-    return _min_count(res, layer, "nodes", res.bases[layer].k,
+    return _min_count(res.bases[layer].k,
                       lambda n: node_ablated_score(res, maps, acts, layer, n, metric), target)
 
 
-def min_edges(res: LIBResult, maps, acts, layer: int, metric: Metric, target: float,
-              max_rows: int = 65536) -> AblationCount:
-    return _min_count(res, layer, "edges", int((res.edges[layer] > 0).sum()),
-                      lambda n: edge_ablated_score(res, maps, acts, layer, n, metric, max_rows), target)
+def min_edges(res: LIBResult, maps, acts, layer: int, metric: Metric, target: float) -> AblationCount:
+    return _min_count(int((res.edges[layer] > 0).sum()),
+                      lambda n: edge_ablated_score(res, maps, acts, layer, n, metric), target)

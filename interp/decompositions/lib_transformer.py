@@ -127,9 +127,7 @@ class ModelLIBSettings:
     probes: int = 16
     """Gaussian output probes per sequence for M' (None would be exact and very slow)."""
     edge_nodes: int = 16
-    """Edges only between the first this many nodes of each layer."""
-    edge_positions: str = "last"
-    """``last`` or ``all`` output positions in the edges."""
+    """Edges only between the first this many nodes of each layer, at the last output position."""
     batch_size: int = 4
     """Sequences per VJP pass."""
     skip_bos: bool = True
@@ -153,13 +151,13 @@ def default_texts(n: int) -> list[str]:
 
 
 def lib_on_model(model, settings: ModelLIBSettings, texts: Sequence[str] | None = None,
-                 basis: str = "lib", dtype: str = "float64") -> tuple[LIBResult, dict]:
-    """Fit LIB (or PCA) on ``blocks.{L}.hook_resid_post`` for ``settings.layers``.
+                 basis: str = "lib") -> tuple[LIBResult, dict]:
+    """Fit LIB (or PCA) on ``blocks.{L}.hook_resid_post`` for ``settings.layers`` (in float64).
 
     Returns the result and a summary dict (layers, token shape, :func:`~.results.spectra`, total seconds).
     """
     s = settings
-    texts = list(texts) if texts is not None else default_texts(s.n_texts)
+    texts = default_texts(s.n_texts) if texts is None else texts
     rows = [r[:s.seq_len] for r in (model.to_tokens(t)[0] for t in texts) if len(r) >= s.seq_len][:s.n_texts]
     if len(rows) < 2:
         raise ValueError(f"need at least 2 texts with >= {s.seq_len} tokens, got {len(rows)}")
@@ -168,31 +166,31 @@ def lib_on_model(model, settings: ModelLIBSettings, texts: Sequence[str] | None 
     t0 = time.perf_counter()
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=names)
-    acts = [cache[n].detach().to(getattr(torch, dtype)) for n in names]
+    acts = [cache[n].detach().double() for n in names]
     if s.isolate_ln_var:
         acts = [torch.cat([ln_statistic(model, L, a), a], -1) for L, a in zip(s.layers, acts)]
     make_map = resid_ln_map if s.isolate_ln_var else resid_map
     maps = [make_map(model, a, b) for a, b in zip(s.layers[:-1], s.layers[1:])]  # fit_lib casts their outputs
-    cfg = LIBConfig(basis=basis, probes=s.probes, max_edge_nodes=s.edge_nodes, edge_positions=s.edge_positions,
-                    batch_size=s.batch_size, dtype=dtype, skip_first=1 if s.skip_bos else 0)
+    cfg = LIBConfig(basis=basis, probes=s.probes, max_edge_nodes=s.edge_nodes, edge_positions="last",
+                    batch_size=s.batch_size, skip_first=1 if s.skip_bos else 0)
     res = fit_lib(acts[0], maps, names, cfg, acts=acts, isolated=[int(s.isolate_ln_var)] * len(names))
     return res, {"layers": list(s.layers), "tokens": list(tokens.shape), **spectra(res),
                  "seconds": time.perf_counter() - t0}
 
 
-def compare_lib_pca(model, settings: ModelLIBSettings, texts: Sequence[str] | None = None, top: int = 16):
-    """LIB and PCA fitted by :func:`lib_on_model` on the same texts: a
-    :class:`~interp.decompositions.results.LIBComparison` (graphs of the ``top`` nodes per layer)."""
-    fits = {b: lib_on_model(model, settings, texts, basis=b) for b in ("lib", "pca")}
+def compare_lib_pca(model, settings: ModelLIBSettings):
+    """LIB and PCA fitted by :func:`lib_on_model` on the same (default) texts: a
+    :class:`~interp.decompositions.results.LIBComparison` (graphs of the top 16 nodes per layer)."""
+    fits = {b: lib_on_model(model, settings, basis=b) for b in ("lib", "pca")}
     s = settings
     notes = ("M' from Gaussian output probes (unbiased, not exact); " if s.probes else "M' exact; ") + (
-        f"edges only between the top {s.edge_nodes} nodes per layer at the {s.edge_positions} position(s); "
+        f"edges only between the top {s.edge_nodes} nodes per layer at the last position; "
         "activations centred; " + ("the BOS position is left out of the statistics (held fixed in the Jacobians)."
                                    if s.skip_bos else "the BOS position is included.")
         + (" Node layers are [norm statistic, residual]; node 0 of each layer is the statistic the next "
            "LayerNorm/RMSNorm divides by, isolated (LIB paper, LayerNorm appendix; rib's isolate_ln_var)."
            if s.isolate_ln_var else " Node layers are the plain residual (LN variance not isolated)."))
     return LIBComparison(model=model_name(model), names=fits["lib"][0].names,
-                         lib=encode(fits["lib"][0].to_json(top=top)), pca=encode(fits["pca"][0].to_json(top=top)),
+                         lib=encode(fits["lib"][0].to_json(top=16)), pca=encode(fits["pca"][0].to_json(top=16)),
                          spectra=encode({b: sm for b, (_, sm) in fits.items()}),
                          settings=encode(asdict(s)), notes=notes, meta={"versions": versions()})

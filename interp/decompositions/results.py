@@ -41,7 +41,7 @@ class SNMFFeatures(Result):
     steering: dict
     """The steering calibration: prompt, KL targets, forward passes."""
     comparison: dict | None = None
-    """SNMF / DiffMeans (/ SAE) on the concept set (:func:`~interp.decompositions.snmf_compare.compare_on_concepts`)."""
+    """SNMF / DiffMeans / SAE on the concept set (:func:`~interp.decompositions.snmf_compare.compare_on_concepts`)."""
     config: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
 
@@ -169,9 +169,8 @@ class LIBComparison(Result):
         r = Report.of(self, f"LIB vs PCA on {self.model}", self.settings)
         r.add_section("How compact each basis is")
         if self.ablation:
-            layers = [x["layer"] for x in self.ablation]
             for what in ("edges", "nodes"):
-                r.add_bars(f"{what.capitalize()} needed for 99% accuracy", layers,
+                r.add_bars(f"{what.capitalize()} needed for 99% accuracy", self.names[:-1],  # one row per map
                            {b.upper(): [x[f"{b}_{what}"]["needed"] for x in self.ablation] for b in ("lib", "pca")},
                            x_title=self.axes["names"], y_title=self.axes[f"ablation.{what}"],
                            fields=("names", f"ablation.{what}"),

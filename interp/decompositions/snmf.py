@@ -67,7 +67,8 @@ class SNMFConfig:
     sparsity: float = 0.01
     """Fraction of entries kept per column of Z by winner-take-all; 1.0 disables WTA."""
     init: str = "random"
-    """``random`` (G ~ U(0,1), F ~ N(0,1)), ``svd`` (F = U sqrt(S), G = sqrt(S) V^T clamped) or ``kmeans``."""
+    """``random`` (G ~ U(0,1), F ~ N(0,1)), ``svd`` (F = U sqrt(S), G = sqrt(S) V^T clamped) or ``kmeans``
+    (15 Lloyd iterations)."""
     max_iter: int = 2000
     """Maximum number of multiplicative-update iterations."""
     patience: int = 1500
@@ -84,8 +85,6 @@ class SNMFConfig:
     """Seed for the initialisation."""
     chunk_size: int = 8192
     """Rows of X processed per kernel call (bounds device memory)."""
-    kmeans_iter: int = 15
-    """Lloyd iterations of the k-means initialisation."""
     fast: bool | None = None
     """The batched kernel (``None``: unless ``INTERP_REFERENCE=1``), or with ``False`` the plain
     reference transcription (one restart)."""
@@ -152,15 +151,15 @@ def init_svd(X: torch.Tensor, k: int, eps: float, dev, chunk: int) -> tuple[torc
     return (V * S.sqrt()).float(), G.clamp_min(eps)
 
 
-def init_kmeans(X: torch.Tensor, k: int, eps: float, dev, chunk: int, n_iter: int,
+def init_kmeans(X: torch.Tensor, k: int, eps: float, dev, chunk: int,
                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lloyd's k-means: ``F`` = centroids, ``G`` = one-hot assignments (floored at ``eps``)."""
+    """Lloyd's k-means, 15 iterations: ``F`` = centroids, ``G`` = one-hot assignments, floored at ``eps``."""
     n, d = X.shape
     if k > n:
         raise ValueError(f"init='kmeans' needs k <= n ({n}), got k={k}")
     centres = X[torch.randperm(n, generator=gen)[:k]].to(dev, torch.float32)
     labels = torch.empty(n, dtype=torch.long, device=dev)
-    for _ in range(n_iter):
+    for _ in range(15):
         c2 = (centres * centres).sum(1)
         sums = torch.zeros(k, d, device=dev)
         for s in range(0, n, chunk):
@@ -181,7 +180,7 @@ def _init(X, cfg: SNMFConfig, dev, restart: int, gen: torch.Generator):
     if cfg.init == "svd" and restart == 0:
         return init_svd(X, cfg.k, cfg.eps, dev, cfg.chunk_size)
     if cfg.init == "kmeans":
-        return init_kmeans(X, cfg.k, cfg.eps, dev, cfg.chunk_size, cfg.kmeans_iter, gen)
+        return init_kmeans(X, cfg.k, cfg.eps, dev, cfg.chunk_size, gen)
     # random (and the extra restarts of an svd init)
     G = torch.rand(n, cfg.k, generator=gen).clamp_min(cfg.eps).to(dev)
     F = torch.randn(d, cfg.k, generator=gen).to(dev)
@@ -192,12 +191,9 @@ def _init(X, cfg: SNMFConfig, dev, restart: int, gen: torch.Generator):
 # kernels
 
 def wta_(F: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """In place: keep the ``ceil(sparsity * d)`` largest |entries| of each column of ``F [..., d, k]``."""
-    d = F.shape[-2]
-    keep = max(1, math.ceil(sparsity * d))
-    if keep >= d:
-        return F
-    top = F.abs().topk(keep, dim=-2).indices
+    """In place: keep the ``ceil(sparsity * d)`` largest |entries| of each column of ``F [..., d, k]`` (all of
+    them at sparsity 1)."""
+    top = F.abs().topk(max(1, math.ceil(sparsity * F.shape[-2])), dim=-2).indices
     return F.mul_(torch.zeros_like(F, dtype=torch.bool).scatter_(-2, top, True))
 
 
@@ -215,7 +211,7 @@ def snmf_reference(X: torch.Tensor, F: torch.Tensor, G: torch.Tensor, cfg: SNMFC
     A = X.to(F.device, torch.float32).T  # [d, n]
     eye = torch.eye(F.shape[1], device=F.device)
     best, best_F, best_G, best_it, since, losses = math.inf, F.clone(), G.clone(), 0, 0, []
-    norm2 = float((A.double() ** 2).sum())
+    norm2 = _norm2(X, cfg.chunk_size)
     it = 0
     for it in range(cfg.max_iter):
         F = A @ G @ torch.linalg.inv(G.T @ G + cfg.ridge * eye)
@@ -299,11 +295,9 @@ def fit_snmf(X: torch.Tensor, cfg: SNMFConfig | None = None) -> SNMFResult:
     import time
 
     cfg = cfg or SNMFConfig()
-    if not isinstance(X, torch.Tensor) or X.ndim != 2:
-        raise ValueError(f"fit_snmf expects a 2-D tensor X [n_tokens, d_a], got {getattr(X, 'shape', type(X))}")
+    if not isinstance(X, torch.Tensor) or X.ndim != 2 or X.shape[0] < 2 or X.shape[1] < 1:
+        raise ValueError(f"fit_snmf needs a 2-D X [n>=2 tokens, d_a], got {getattr(X, 'shape', type(X))}")
     n, d = X.shape
-    if n < 2 or d < 1:
-        raise ValueError(f"fit_snmf needs at least 2 rows and 1 column, got X of shape {tuple(X.shape)}")
     if not torch.isfinite(X).all():
         raise ValueError("fit_snmf: X contains NaN or inf")
     if cfg.k > min(n, d) and cfg.init == "svd":
@@ -332,18 +326,14 @@ def fit_snmf(X: torch.Tensor, cfg: SNMFConfig | None = None) -> SNMFResult:
 
 @dataclass
 class ActivationSet:
-    """Activation rows of one hook with the token and context of each row."""
+    """Activation rows of one hook (e.g. ``blocks.10.mlp.hook_post``), the token and context of each row."""
 
-    hook: str
-    """TransformerLens hook name, e.g. ``blocks.10.mlp.hook_post``."""
     X: torch.Tensor
     """[n, d] activation rows (float32, CPU)."""
     tokens: torch.Tensor
     """[n] token id of each row."""
     seq_pos: torch.Tensor
     """[n, 2] (sequence index, position) of each row."""
-    seq_tokens: list[torch.Tensor] | None = None
-    """Token ids of each sequence, for showing contexts."""
 
 
 @torch.no_grad()
@@ -369,12 +359,11 @@ def collect_activations(model, texts: Sequence[str], hook: str, batch_size: int 
         acts = model.run_with_cache(padded[b:b + batch_size, :T].to(next(model.parameters()).device),
                                     names_filter=[hook])[1][hook]
         rows.append(acts.float().cpu()[keep[b:b + batch_size, :T]])
-    return ActivationSet(hook=hook, X=torch.cat(rows), tokens=padded[keep], seq_pos=keep.nonzero(),
-                         seq_tokens=toks)
+    return ActivationSet(X=torch.cat(rows), tokens=padded[keep], seq_pos=keep.nonzero())
 
 
-def store_activations(store, hook: str, max_rows: int | None = None, seed: int = 0) -> ActivationSet:
-    """Rows of ``hook`` from an :class:`interp.store.ActivationStore` (a random subset if ``max_rows``).
+def store_activations(store, hook: str, max_rows: int | None = None) -> ActivationSet:
+    """Rows of ``hook`` of an :class:`interp.store.ActivationStore` (a seed-0 random subset if ``max_rows``).
 
     The subset is held in memory as float32 (``max_rows x d`` x 4 bytes; 20k x 1536 = 123 MB).
     """
@@ -383,6 +372,6 @@ def store_activations(store, hook: str, max_rows: int | None = None, seed: int =
     n = store.n_rows
     idx = torch.arange(n)
     if max_rows is not None and max_rows < n:
-        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_rows].sort().values
-    return ActivationSet(hook=hook, X=store.rows(hook, idx, device="cpu", dtype=torch.float32),
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:max_rows].sort().values
+    return ActivationSet(X=store.rows(hook, idx, device="cpu", dtype=torch.float32),
                          tokens=store.tokens[idx], seq_pos=store.seq_pos[idx])

@@ -41,11 +41,13 @@ def _pick(scores: torch.Tensor, labels: torch.Tensor, concept: int) -> int:
     return int(d.argmax())
 
 
-def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, sae: bool = True,
-                        kl_target: float = 0.25, prompt: str = "I think that", sae_steps: int = 300) -> dict:
+def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, kl_target: float = 0.25,
+                        prompt: str = "I think that") -> dict:
     """Detection AUC and steering proxy for SNMF (``snmf_cfg``; default k=30), DiffMeans and a TopK SAE of
-    4k latents (``sae``)."""
+    4k latents (300 steps of 256 rows)."""
     from sklearn.metrics import roc_auc_score
+
+    from interp.dictionaries import SAEConfig, TensorSource, TrainConfig, train_sae
 
     from .snmf_features import calibrate_steering, steered_logits  # snmf_features imports this module
 
@@ -64,17 +66,14 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
     # one direction per concept: SNMF's most concept-specific feature, and the difference of means
     directions = {"snmf": [res.Z[:, _pick(res.Y.T.cpu(), tok_lab, c)].cpu() for c in range(len(names))],
                   "diffmeans": [X[tok_lab == c].mean(0) - X[tok_lab != c].mean(0) for c in range(len(names))]}
-    # SAE
-    if sae:
-        from interp.dictionaries import SAEConfig, TensorSource, TrainConfig, train_sae
-
-        scfg = SAEConfig(arch="topk", d_in=X.shape[1], d_sae=4 * cfg.k, hook_in=hook, k=8)
-        tcfg = TrainConfig(n_tokens=sae_steps * 256, batch_size=256, lr=1e-3, warmup_steps=20, progress=False,
-                           b_dec_init="mean", init_rows=X.shape[0], dead_after_tokens=10 * X.shape[0])
-        tr = train_sae(TensorSource({hook: X}), scfg, tcfg)
-        codes = tr.sae.encode(X.to(tr.sae.device)).acts.detach().cpu()
-        directions["sae"] = [tr.sae.W_dec[_pick(codes, tok_lab, c)].detach().cpu() for c in range(len(names))]
-        info["sae"] = {"d_sae": 4 * cfg.k, "k": 8, "fvu": tr.fvu, "l0": tr.l0, "dead": tr.dead_fraction}
+    # a TopK SAE on the same rows
+    scfg = SAEConfig(arch="topk", d_in=X.shape[1], d_sae=4 * cfg.k, hook_in=hook, k=8)
+    tcfg = TrainConfig(n_tokens=300 * 256, batch_size=256, lr=1e-3, warmup_steps=20, progress=False,
+                       b_dec_init="mean", init_rows=X.shape[0], dead_after_tokens=10 * X.shape[0])
+    tr = train_sae(TensorSource({hook: X}), scfg, tcfg)
+    codes = tr.sae.encode(X.to(tr.sae.device)).acts.detach().cpu()
+    directions["sae"] = [tr.sae.W_dec[_pick(codes, tok_lab, c)].detach().cpu() for c in range(len(names))]
+    info["sae"] = {"d_sae": 4 * cfg.k, "k": 8, "fvu": tr.fvu, "l0": tr.l0, "dead": tr.dead_fraction}
     # detection: a sentence's score is the largest cosine of one of its tokens with the direction
     X_te = torch.nn.functional.normalize(acts_te.X, dim=1)
     rows = []
@@ -84,22 +83,20 @@ def compare_on_concepts(model, layer: int, snmf_cfg: SNMFConfig | None = None, s
             s = torch.full((len(te_texts),), -2.0).scatter_reduce(0, acts_te.seq_pos[:, 0], cos, "amax")
             auc = roc_auc_score((te_lab == c).numpy(), s.numpy())
             rows.append({"method": m, "concept": name, "auc": round(float(auc), 3)})
-    # steering at matched KL, both signs, one batch
+    # steering at matched KL, both signs, one batch; rows (direction, sign) in calibrate_steering's order
     D = torch.stack([d for m in directions for d in directions[m]])  # [M*C, d]
-    cal = calibrate_steering(model, layer, D, prompt, targets=(kl_target,), signs=(1, -1))
-    U2 = torch.nn.functional.normalize(torch.cat([D, -D]).float(), dim=-1)
-    alphas = cal.alpha[..., 0].T.reshape(-1)  # the + rows, then the - rows
+    cal = calibrate_steering(model, layer, D, prompt, targets=(kl_target,))
+    U = torch.nn.functional.normalize(torch.stack([D, -D], 1).flatten(0, 1).float(), dim=-1)
     toks = model.to_tokens(prompt)[0]
-    base = torch.log_softmax(steered_logits(model, hook, U2[:1], torch.zeros(1), toks)[0, -1].float(), -1)
-    lp = torch.log_softmax(steered_logits(model, hook, U2, alphas, toks)[:, -1].float(), -1)
-    n = D.shape[0]
+    base = torch.log_softmax(steered_logits(model, hook, U[:1], torch.zeros(1), toks)[0, -1].float(), -1)
+    lp = torch.log_softmax(steered_logits(model, hook, U, cal.alpha.flatten(), toks)[:, -1].float(), -1)
     for r, row in enumerate(rows):
         words = CONCEPTS[row["concept"]]["words"]
         ids = sorted({int(model.to_tokens(w, prepend_bos=False)[0, 0]) for w in words})  # first token of each
-        gains = [float((lp[r + sgn * n, ids] - base[ids]).mean()) for sgn in (0, 1)]
-        best = int(gains[1] > gains[0])
-        row.update(steer_gain=round(gains[best], 3), sign="+-"[best],
-                   alpha=round(float(alphas[r + best * n]), 3), kl=round(float(cal.kl[r, best, 0]), 4))
+        gains = (lp[2 * r:2 * r + 2, ids] - base[ids]).mean(-1)  # signs +, -
+        best = int(gains.argmax())
+        row.update(steer_gain=round(float(gains[best]), 3), sign="+-"[best],
+                   alpha=round(float(cal.alpha[r, best, 0]), 3), kl=round(float(cal.kl[r, best, 0]), 4))
     summary = {m: {f"mean_{k}": round(sum(r[k] for r in rows if r["method"] == m) / len(names), 3)
                    for k in ("auc", "steer_gain")} for m in directions}
     return {"rows": rows, "summary": summary, "info": info, "kl_target": kl_target, "prompt": prompt,

@@ -79,18 +79,16 @@ def vocab_projection(model, directions: torch.Tensor, k: int = 20) -> list[dict]
 
 def top_contexts(Y: torch.Tensor, acts: ActivationSet, tokenizer, feature: int, k: int = 10,
                  window: int = 8) -> list[dict]:
-    """The ``k`` rows with the largest coefficient ``Y[feature]`` and their preceding tokens."""
-    lookup = {(int(s), int(p)): int(t) for (s, p), t in zip(acts.seq_pos.tolist(), acts.tokens.tolist())}
+    """The ``k`` rows with the largest coefficient ``Y[feature]`` and the tokens of the ``window`` positions
+    before each that are rows too (BOS never is; a store's sampled rows may leave gaps)."""
+    token_at = {(s, p): t for (s, p), t in zip(acts.seq_pos.tolist(), acts.tokens.tolist())}
     vals, idx = Y[feature].float().topk(min(k, Y.shape[1]))
     out = []
     for v, i in zip(vals.tolist(), idx.tolist()):
         s, p = acts.seq_pos[i].tolist()
-        if acts.seq_tokens is not None:
-            before = acts.seq_tokens[s][max(0, p - window):p].tolist()
-        else:
-            before = [lookup[(s, q)] for q in range(max(0, p - window), p) if (s, q) in lookup]
+        before = [token_at[s, q] for q in range(max(0, p - window), p) if (s, q) in token_at]
         out.append({"coef": v, "seq": s, "pos": p, "context": tokenizer.decode(before),
-                    "token": tokenizer.decode([int(acts.tokens[i])])})
+                    "token": tokenizer.decode([token_at[s, p]])})
     return out
 
 
@@ -99,18 +97,11 @@ def top_contexts(Y: torch.Tensor, acts: ActivationSet, tokenizer, feature: int, 
 
 @dataclass
 class SteeringCalibration:
-    """Steering strengths ``alpha`` that reach each next-token KL target."""
+    """Steering strengths ``alpha`` that reach each next-token KL target (nats) after the prompt."""
 
-    hook: str
-    """Where the direction is added (``blocks.L.mlp.hook_post``)."""
-    prompt: str
-    """The calibration prompt."""
-    targets: list[float]
-    """KL targets (nats)."""
-    signs: list[int]
-    """Signs tried (+1 adds the direction, -1 subtracts it)."""
     alpha: torch.Tensor
-    """[n_directions, n_signs, n_targets] calibrated |alpha| (unit directions)."""
+    """[n_directions, n_signs, n_targets] calibrated |alpha| (unit directions; sign +1 adds the direction, -1
+    subtracts it)."""
     kl: torch.Tensor
     """[n_directions, n_signs, n_targets] KL reached at that alpha."""
     reached: torch.Tensor
@@ -172,20 +163,20 @@ def kl_search(kl_at, targets: torch.Tensor, start: torch.Tensor, rel_tol: float,
 
 @torch.no_grad()
 def calibrate_steering(model, layer: int, directions: torch.Tensor, prompt: str = "I think that",
-                       targets: Sequence[float] = DEFAULT_KL_TARGETS, signs: Sequence[int] = (1, -1),
-                       n_steps: int = 16, rel_tol: float = 0.01) -> SteeringCalibration:
-    """``alpha`` per (direction, sign, target) so ``KL(p_base || p_steered) = target`` within ``rel_tol``.
+                       targets: Sequence[float] = DEFAULT_KL_TARGETS, n_steps: int = 16,
+                       rel_tol: float = 0.01) -> SteeringCalibration:
+    """``alpha`` per (direction, sign +1 / -1, target) so ``KL(p_base || p_steered) = target`` within ``rel_tol``.
 
     ``directions [m, d_mlp]`` are normalised to unit length; all rows are one batch in :func:`kl_search`
     (``alpha`` from 1, at most ``n_steps`` bisections), so each search step is one forward pass.
     """
     (hook,) = resolve_hooks(model, [mlp_post_hook(layer)])
     D = torch.nn.functional.normalize(directions.float(), dim=-1)
-    shape = (D.shape[0], len(signs), len(targets))
+    shape = (D.shape[0], 2, len(targets))
     tokens = model.to_tokens(prompt)[0].to(next(model.parameters()).device)
     base = torch.log_softmax(model(tokens[None])[0, -1].float(), -1)
-    U = (D[:, None, None, :] * torch.tensor(signs, dtype=torch.float32)[:, None, None]).expand(*shape, -1)
-    U = U.reshape(-1, D.shape[1])
+    # rows (direction, sign, target)
+    U = torch.stack([D, -D], 1)[:, :, None].expand(*shape, -1).reshape(-1, D.shape[1])
     tgt = torch.tensor(list(targets), dtype=torch.float32).expand(shape).reshape(-1)
 
     def kl_at(alpha):
@@ -193,8 +184,7 @@ def calibrate_steering(model, layer: int, directions: torch.Tensor, prompt: str 
         return (base.exp() * (base - lp)).sum(-1).cpu()
 
     alpha, kl, reached, passes = kl_search(kl_at, tgt, torch.ones(U.shape[0]), rel_tol, n_steps)
-    return SteeringCalibration(hook, prompt, list(targets), list(signs), alpha.view(shape), kl.view(shape),
-                               reached.view(shape), passes)
+    return SteeringCalibration(alpha.view(shape), kl.view(shape), reached.view(shape), passes)
 
 
 @torch.no_grad()
@@ -286,9 +276,10 @@ def describe_snmf(model, layer: int, cfg=None, texts: Sequence[str] | None = Non
         acts = store_activations(store, hook, n_tokens)
         source = {"store": str(store.path), "rows": int(acts.X.shape[0])}
     else:
-        acts = collect_activations(model, SENTENCES if texts is None else list(texts), hook)  # refuses []
+        given = SENTENCES if texts is None else list(texts)
+        acts = collect_activations(model, given, hook)  # refuses []
         source = {"texts": "built-in concept sentences" if texts is None else "given",
-                  "n_texts": len(acts.seq_tokens), "rows": int(acts.X.shape[0])}
+                  "n_texts": len(given), "rows": int(acts.X.shape[0])}
     collect_s = time.perf_counter() - t0
     res = fit_snmf(acts.X, cfg)
     strongest = res.Y.mean(1).argsort(descending=True)[:n_features].tolist()  # by mean coefficient
@@ -296,6 +287,7 @@ def describe_snmf(model, layer: int, cfg=None, texts: Sequence[str] | None = Non
     comparison = compare_on_concepts(model, layer, snmf_cfg=cfg) if compare else None
     return SNMFFeatures(model=model_name(model), hook=hook, source=source, fit=encode(res.to_json()),
                         features=encode([asdict(c) for c in cards]),
-                        steering={"prompt": cal.prompt, "targets": list(cal.targets), "forward_passes": cal.forward_passes},
+                        steering={"prompt": CardConfig.prompt, "targets": list(CardConfig.targets),
+                                  "forward_passes": cal.forward_passes},
                         comparison=encode(comparison), config={"n_tokens": n_tokens, "n_features": n_features},
                         meta={"collect_seconds": collect_s, "versions": versions()})

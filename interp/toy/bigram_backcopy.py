@@ -147,11 +147,11 @@ def bb_tokenizer(task: BBTask):
     return char_tokenizer(task.vocab, "interp-bb-char", bos_token=BOS, unk_token=DELIM, pad_token=DELIM)
 
 
-def log_spaced_steps(steps: int, n: int = 16) -> tuple[int, ...]:
-    """Step 0 and about ``n`` log-spaced steps from 10 to ``steps`` (dense early, where sinks form)."""
+def log_spaced_steps(steps: int) -> tuple[int, ...]:
+    """Step 0 and about 16 log-spaced steps from 10 to ``steps`` (dense early, where sinks form)."""
     if steps < 10:
         return tuple(range(steps + 1))
-    return (0,) + tuple(sorted({int(round(x / 10.0)) * 10 for x in np.geomspace(10, steps, n)} | {steps}))
+    return (0,) + tuple(sorted({int(round(x / 10.0)) * 10 for x in np.geomspace(10, steps, 16)} | {steps}))
 
 
 @dataclass(frozen=True)
@@ -281,10 +281,8 @@ def train_bb(out: str | Path, task: BBTask | None = None, cfg: BBTrainConfig | N
         if step in ckpts:
             for obj in (model, tok):
                 obj.save_pretrained(out / f"step_{step:06d}")
-    secs = time.time() - t0
-    tps = cfg.steps * cfg.batch_size * task.seq_len / max(secs, 1e-9)
     return BBResult(out=str(out), task={k: v for k, v in asdict(task).items() if k != "text"}, train=cfg, steps=ckpts,
-                    losses=losses, seconds=secs, tokens_per_second=tps,
+                    losses=losses, seconds=time.time() - t0,
                     meta={"model": "bigram-backcopy", "device": str(device), "versions": versions()})
 
 
@@ -327,15 +325,14 @@ class BBMechanism:
     """[L] ‖h(⟨s⟩)‖."""
     resid_norm_rest_mean: list[float]
     """[L] mean_{i>=1} ‖h(i)‖ (so ``resid_norm_sink / resid_norm_rest_mean`` > 1: ⟨s⟩ carries the largest state)."""
-    value_norm_sink: list[float]
-    """[L] ‖v(⟨s⟩)‖ (the head's value at the first token)."""
 
 
 @torch.no_grad()
-def bb_mechanism(model, task: BBTask, n_seqs: int = 64, seed: int = 1) -> BBMechanism:
-    """Measure backcopy/sink attention, losses, the batched ⟨s⟩ ablation, value drain and residual peak."""
+def bb_mechanism(model, task: BBTask, n_seqs: int = 64) -> BBMechanism:
+    """Measure backcopy/sink attention, losses, the batched ⟨s⟩ ablation, value drain and residual peak on
+    ``n_seqs`` sequences drawn with seed 1."""
     device = next(model.parameters()).device
-    x = task.sample(n_seqs, torch.Generator().manual_seed(seed))
+    x = task.sample(n_seqs, torch.Generator().manual_seed(1))
     trig_full = task.trigger_mask(x)  # [B, T]
     trig = trig_full[:, :-1]  # loss masks: predicting x_{t+1} from position t
     other = ~trig
@@ -348,9 +345,8 @@ def bb_mechanism(model, task: BBTask, n_seqs: int = 64, seed: int = 1) -> BBMech
         def fn(a, hook):  # [(1+L)B, 1, T, T]
             pats[layer] = a[:B, 0].float().cpu()
             a = a.clone()
-            sl = slice((1 + layer) * B, (2 + layer) * B)
-            a[sl] = 0
-            a[sl, ..., 0] = 1
+            # the layer's copy: every query attends to ⟨s⟩ only
+            a[(1 + layer) * B:(2 + layer) * B] = (torch.arange(a.shape[-1]) == 0).to(a)
             return a
         return fn
 
@@ -360,18 +356,16 @@ def bb_mechanism(model, task: BBTask, n_seqs: int = 64, seed: int = 1) -> BBMech
     lt, lo = (nll.view(1 + L, B, -1)[:, m].mean(1) for m in (trig, other))  # [1 + L]: clean, then ablated
     pat = torch.stack([pats[l] for l in range(L)])  # [L, B, T, T]
     prev, bos = pat.diagonal(-1, -2, -1), pat[..., 1:, 0]  # [L, B, T-1]: attention q -> q-1 and q -> 0
-    t_mask, o_mask = trig_full[:, 1:], ~trig_full[:, 1:]  # attention masks over queries 1..T-1
+    t_mask = trig_full[:, 1:]  # attention mask over queries 1..T-1
     st = sink_stats(model, x.to(device), batch_size=B)
     return BBMechanism(
         attn_prev_at_trigger=prev[:, t_mask].mean(1).tolist(),
         attn_bos_at_trigger=bos[:, t_mask].mean(1).tolist(),
-        attn_bos_at_other=bos[:, o_mask].mean(1).tolist(),
+        attn_bos_at_other=bos[:, ~t_mask].mean(1).tolist(),
         loss_trigger=float(lt[0]), loss_other=float(lo[0]), bigram_entropy=task.bigram_entropy(),
         ablation_delta_trigger=(lt[1:] - lt[0]).tolist(), ablation_delta_other=(lo[1:] - lo[0]).tolist(),
         value_drain=st.value_drain[:, 0].tolist(), resid_peak=st.resid_peak.tolist(),
-        resid_norm_sink=st.resid_norm_sink.tolist(), resid_norm_rest_mean=st.resid_norm_rest_mean.tolist(),
-        value_norm_sink=st.value_norm_sink[:, 0].tolist(),
-    )
+        resid_norm_sink=st.resid_norm_sink.tolist(), resid_norm_rest_mean=st.resid_norm_rest_mean.tolist())
 
 
 @register
@@ -399,18 +393,13 @@ class BBResult(Result):
     mechanism: list[BBMechanism] = field(default_factory=list)
     """:func:`bb_mechanism` at each checkpoint (aligned with ``steps``; empty straight from :func:`train_bb`)."""
     seconds: float = 0.0
-    """Wall-clock training time."""
-    tokens_per_second: float = 0.0
-    """Training throughput (forward + backward)."""
+    """Wall-clock training time (its report states the throughput, forward + backward tokens per second)."""
     meta: dict = field(default_factory=dict)
     """Provenance: ``device``, ``versions``."""
 
-    def copy_layer(self) -> int:
-        """The layer whose head does the backcopy: its ⟨s⟩ ablation costs most at triggers (last checkpoint)."""
-        return int(np.argmax(self.mechanism[-1].ablation_delta_trigger))
-
     def summary(self) -> str:
-        m, c = self.mechanism[-1], self.copy_layer()
+        m = self.mechanism[-1]
+        c = int(np.argmax(m.ablation_delta_trigger))  # the copy head's layer: its ⟨s⟩ ablation costs most at triggers
         d = DormantConfig()
         delta = m.ablation_delta_other[c]
         state = (f"{label_head(m.attn_bos_at_other[c], delta, delta, d.sink_threshold, d.loss_threshold)} "
@@ -427,20 +416,19 @@ class BBResult(Result):
                 f"token per layer: {peak}.")
 
     def report(self):
-        n_l = self.train.n_layers
-        title = f"Bigram-Backcopy toy model ({n_l} layer{'s' if n_l != 1 else ''}, {self.train.steps} steps)"
+        L = self.train.n_layers
+        title = f"Bigram-Backcopy toy model ({L} layer{'s' if L != 1 else ''}, {self.train.steps} steps)"
+        n_tokens = self.train.steps * self.train.batch_size * self.task["seq_len"]
         r = Report.of(self, title, {**asdict(self.train), **self.task}, seconds=round(self.seconds, 1),
-                      tokens_per_second=round(self.tokens_per_second))
-        L = len(self.mechanism[-1].attn_prev_at_trigger)
-        per_layer = lambda k: {f"layer {j}": [getattr(m, k)[j] for m in self.mechanism]  # noqa: E731
-                               for j in range(L)}
+                      tokens_per_second=round(n_tokens / max(self.seconds, 1e-9)))
         for field_name, title, caption in (
                 ("attn_bos_at_other", "Attention to ⟨s⟩ at non-trigger positions (dormant)", ""),
                 ("attn_prev_at_trigger", "Attention to the previous token at triggers (active)", ""),
                 ("value_drain", "Value drain ‖v(⟨s⟩)‖ / mean ‖v(i>=1)‖", ""),
                 ("resid_peak", "Residual peak at ⟨s⟩", "‖h(⟨s⟩)‖ / max_{i>=1} ‖h(i)‖ after each layer "
                  "(blocks.ℓ.hook_resid_post): above 1, ⟨s⟩ carries the largest residual state.")):
-            r.add_line(title, self.steps, per_layer(field_name), x_title="training step",
+            r.add_line(title, self.steps, {f"layer {j}": [getattr(m, field_name)[j] for m in self.mechanism]
+                                           for j in range(L)}, x_title="training step",
                        y_title=self.axes[f"mechanism[step].{field_name}"],
                        fields=("steps", f"mechanism[step].{field_name}"), caption=caption)
         r.add_line("Training loss", list(range(1, len(self.losses) + 1)), {"loss": self.losses},

@@ -44,10 +44,14 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
+
 import torch
 from torch import nn
 
-from interp.results import check_fields
+from interp.decompositions.lib import LIBConfig, fit_lib, run_chain
+from interp.decompositions.lib_ablation import min_edges, min_nodes
+from interp.decompositions.results import LIBComparison, spectra
+from interp.results import check_fields, encode, versions
 
 
 @dataclass(frozen=True)
@@ -133,12 +137,15 @@ class ModAddTransformer(nn.Module):
         return self.unembed(self.mlp(self.attn(self.embed(tokens))))
 
 
+def accuracy_on(labels: torch.Tensor):
+    """The metric ``logits -> accuracy`` against ``labels`` (also what the LIB ablations score)."""
+    return lambda logits: (logits.argmax(-1).cpu() == labels).double().mean().item()
+
+
 @torch.no_grad()
-def accuracy(model: ModAddTransformer, tokens=None, labels=None) -> float:
-    """Accuracy over ``tokens`` (default: all p^2 pairs), in one batch (p = 113: 12769 x d_mlp activations)."""
-    if tokens is None:
-        tokens, labels = dataset(model.cfg.p)
-    return (model(tokens.to(model.W_E.device)).argmax(-1).cpu() == labels).double().mean().item()
+def accuracy(model: ModAddTransformer, tokens: torch.Tensor, labels: torch.Tensor) -> float:
+    """Accuracy over ``tokens`` in one batch (all p = 113 pairs: 12769 x d_mlp activations)."""
+    return accuracy_on(labels)(model(tokens.to(model.W_E.device)))
 
 
 def train(cfg: ModAddConfig, device: str | None = None, verbose: bool = False):
@@ -211,11 +218,6 @@ def lib_vs_pca(cfg: ModAddConfig | None = None, n_fit: int = 600, n_eval: int = 
     """LIB and PCA on the trained model's chain: a :class:`~interp.decompositions.results.LIBComparison`
     with the nodes and edges each basis needs for 99% of the accuracy (module docstring); ``split_seed`` draws
     the ``n_fit`` and ``n_eval`` inputs (``cfg.seed`` trains the model)."""
-    from interp.decompositions.lib import LIBConfig, fit_lib, run_chain
-    from interp.decompositions.lib_ablation import min_edges, min_nodes
-    from interp.decompositions.results import LIBComparison, spectra
-    from interp.results import encode, versions
-
     cfg = cfg or ModAddConfig()
     model, meta = load_or_train(cfg, verbose=verbose)
     model = model.double()
@@ -225,10 +227,6 @@ def lib_vs_pca(cfg: ModAddConfig | None = None, n_fit: int = 600, n_eval: int = 
     fit_idx, eval_idx = torch.randperm(len(X), generator=g)[:n_fit], torch.randperm(len(X), generator=g)[:n_eval]
     acts_all = run_chain(model.embed(X), maps)
     acts_fit, acts_eval = [a[fit_idx] for a in acts_all], [a[eval_idx] for a in acts_all]
-
-    def accuracy_on(labels):
-        return lambda logits: (logits.argmax(-1) == labels).double().mean().item()
-
     acc_all, acc_eval = accuracy_on(Y), accuracy_on(Y[eval_idx])
 
     base = acc_all(acts_all[-1])
