@@ -258,10 +258,8 @@ class MassiveAblation:
 
 def kind_codes(tokens: torch.Tensor, decode) -> torch.Tensor:
     """``[B, T]`` index into :data:`KINDS` of every position (:func:`token_kind` of its decoded token)."""
-    kind = functools.lru_cache(maxsize=None)(lambda i: KINDS.index(token_kind(1, decode(i))))
-    out = torch.tensor([[kind(i) for i in row] for row in tokens.tolist()], dtype=torch.long).reshape(tokens.shape)
-    out[:, 0] = 0  # the first token
-    return out
+    rows = tokens.tolist()
+    return torch.tensor([[KINDS.index(token_kind(p, decode(i))) for p, i in enumerate(row)] for row in rows])
 
 
 def heldout_kind_means(model, heldout: torch.Tensor, hook: str, dim_mask: torch.Tensor,
@@ -279,13 +277,12 @@ def heldout_kind_means(model, heldout: torch.Tensor, hook: str, dim_mask: torch.
         if dim_mask[e.dim]:
             total[KINDS.index(e.kind), e.dim] += e.value
             count[KINDS.index(e.kind), e.dim] += 1
-    present = count > 0
-    return (total / count.clamp_min(1)).float(), present, count.sum(1).long()
+    return (total / count.clamp_min(1)).float(), count > 0, count.sum(1).long()
 
 
 @torch.no_grad()
-def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int = 0,
-                     hook: str | None = None, *, heldout: torch.Tensor | None = None) -> MassiveAblation:
+def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, hook: str | None = None, *,
+                     heldout: torch.Tensor | None = None) -> MassiveAblation:
     """Zero vs per-kind mean vs random-zero control of the massive entries of one layer, batched.
 
     ``hook``: the residual hook to intervene at; default the earliest hook where the massive
@@ -308,25 +305,23 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int
         raise ValueError("massive_ablation needs heldout=: token rows not in `tokens` from which the 'mean' "
                          "variant takes one mean per token kind (first token, delimiter); e.g. a separate "
                          "slice of the corpus")
-    heldout = check_tokens(heldout)
-    if heldout.shape[1] == tokens.shape[1]:
-        same = (heldout[:, None, :] == tokens[None, :, :]).all(-1)  # [N', B]
-        if bool(same.any()):
-            i, j = same.nonzero()[0].tolist()
-            raise ValueError(f"heldout row {i} equals analysed row {j}: held-out rows must not be in the analysed batch")
-    if hook is not None and hook not in {e.hook for e in stats.entries}:
-        raise ValueError(f"no massive activations were detected at {hook!r}; they are at "
-                         f"{sorted({e.hook for e in stats.entries}, key=_layer_of)}")
+    held = check_tokens(heldout).tolist()
+    same = [(i, j) for i, h in enumerate(held) for j, t in enumerate(tokens.tolist()) if h == t]
+    if same:
+        raise ValueError("heldout row {} equals analysed row {}: held-out rows must not be in the analysed "
+                         "batch".format(*same[0]))
+    hooks = sorted({e.hook for e in stats.entries}, key=_layer_of)
+    if hook is not None and hook not in hooks:
+        raise ValueError(f"no massive activations were detected at {hook!r}; they are at {hooks}")
     big = max(abs(e.value) for e in stats.entries)
-    first = min(e.layer for e in stats.entries if abs(e.value) >= 0.5 * big)
-    hook_name = hook or next(e.hook for e in stats.entries if e.layer == first)
+    hook_name = hook or min((e for e in stats.entries if abs(e.value) >= big / 2), key=lambda e: e.layer).hook
     dims = sorted({e.dim for e in stats.entries if e.hook == hook_name})
     dim_mask = torch.isin(torch.arange(int(model.cfg.d_model)), torch.tensor(dims))
     means, present, n_held = heldout_kind_means(model, heldout, hook_name, dim_mask, cfg)
     device = next(model.parameters()).device
     B, variants = tokens.shape[0], ["clean", "zero", "mean", "random_zero"]
     codes = kind_codes(tokens, decoder(getattr(model, "tokenizer", None))).to(device)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(0)
     info = {}
 
     def fn(h, hook):  # h: [4B, T, d]
