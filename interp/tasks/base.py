@@ -75,8 +75,9 @@ class Task:
         if self.clean.ndim != 2 or self.clean.shape != self.corrupt.shape:
             raise ValueError(
                 f"task {self.name!r}: clean tokens {tuple(self.clean.shape)} and corrupted tokens "
-                f"{tuple(self.corrupt.shape)} must both be [B, T] with the same shape"
-            )
+                f"{tuple(self.corrupt.shape)} (e.g. {self.prompts[0]!r} vs {self.corrupt_prompts[0]!r}) must "
+                "both be [B, T] with the same shape; patching needs aligned positions, so make each "
+                "corruption the same token length as its prompt")
         if self.clean.shape[0] != len(self.prompts):
             raise ValueError(f"task {self.name!r}: {len(self.prompts)} prompts but {self.clean.shape[0]} token rows")
         if self.answers is not None and (self.answers.ndim != 2 or self.answers.shape[0] != len(self.prompts)):
@@ -95,7 +96,6 @@ class Task:
         answers: Sequence[tuple[str, str]] | None = None,
         metric: str | Callable = "logit_diff",
         name: str = "custom",
-        prepend_bos: bool = True,
         **kw,
     ) -> "Task":
         """Tokenise ``prompts`` / ``corrupt_prompts`` with ``model``'s tokenizer and validate them.
@@ -105,17 +105,11 @@ class Task:
         """
         prompts, corrupt_prompts = list(prompts), list(corrupt_prompts)
         _check_pairs(name, prompts, corrupt_prompts)  # before tokenising: an empty list cannot be stacked
-        clean = tokenize_equal_length(model, prompts, prepend_bos, what="clean prompt")
-        corrupt = tokenize_equal_length(model, corrupt_prompts, prepend_bos, what="corrupted prompt")
-        if clean.shape[1] != corrupt.shape[1]:
-            raise ValueError(
-                f"task {name!r}: clean prompts have {clean.shape[1]} tokens but corrupted prompts have "
-                f"{corrupt.shape[1]} (e.g. {prompts[0]!r} vs {corrupt_prompts[0]!r}); patching needs "
-                "aligned positions, so make each corruption the same token length as its prompt"
-            )
-        ans = None
-        if answers is not None:  # [len(answers), 2]: __post_init__ checks it against the prompts
-            ans = torch.tensor([[single_token(model, a) for a in pair] for pair in answers], dtype=torch.long)
+        clean = tokenize_equal_length(model, prompts, what="clean prompt")
+        corrupt = tokenize_equal_length(model, corrupt_prompts, what="corrupted prompt")
+        # answers [len(answers), 2]: __post_init__ checks them, and the token shapes, against the prompts
+        ans = None if answers is None else torch.tensor(
+            [[single_token(model, a) for a in p] for p in answers])
         return cls(name=name, prompts=prompts, corrupt_prompts=corrupt_prompts, clean=clean,
                    corrupt=corrupt, answers=ans, metric_name=metric, **kw)
 
@@ -171,9 +165,10 @@ def _check_pairs(name: str, prompts: list, corrupt_prompts: list) -> None:
                          "give one corruption per prompt")
 
 
-def tokenize_equal_length(model, prompts: Sequence[str], prepend_bos: bool = True, what: str = "prompt") -> torch.Tensor:
-    """``[B, T]`` tokens of ``prompts``; a ``ValueError`` names the first prompt whose length differs."""
-    rows = [model.to_tokens(p, prepend_bos=prepend_bos)[0].cpu() for p in prompts]
+def tokenize_equal_length(model, prompts: Sequence[str], what: str = "prompt") -> torch.Tensor:
+    """``[B, T]`` tokens of ``prompts``, BOS first; a ``ValueError`` names the first prompt whose length
+    differs."""
+    rows = [model.to_tokens(p, prepend_bos=True)[0].cpu() for p in prompts]
     lengths = [len(r) for r in rows]
     if len(set(lengths)) > 1:
         j = next(i for i, n in enumerate(lengths) if n != lengths[0])
