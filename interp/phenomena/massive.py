@@ -262,24 +262,6 @@ def kind_codes(tokens: torch.Tensor, decode) -> torch.Tensor:
     return torch.tensor([[KINDS.index(token_kind(p, decode(i))) for p, i in enumerate(row)] for row in rows])
 
 
-def heldout_kind_means(model, heldout: torch.Tensor, hook: str, dim_mask: torch.Tensor,
-                       cfg: MassiveConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per token kind and dimension, the mean of the massive entries of ``heldout [N, T]`` at ``hook``
-    (detected by :func:`massive_stats` with ``cfg``'s thresholds, none left out).
-
-    Returns ``(means [3, d_model], present [3, d_model] bool, counts [3])`` with rows in
-    :data:`KINDS` order; only the dimensions where ``dim_mask [d_model]`` is set are considered.
-    """
-    held = massive_stats(model, heldout, dataclasses.replace(cfg, hooks=hook, max_entries=2**62))
-    total = torch.zeros(len(KINDS), len(dim_mask), dtype=torch.float64)
-    count = torch.zeros_like(total)
-    for e in held.entries:
-        if dim_mask[e.dim]:
-            total[KINDS.index(e.kind), e.dim] += e.value
-            count[KINDS.index(e.kind), e.dim] += 1
-    return (total / count.clamp_min(1)).float(), count > 0, count.sum(1).long()
-
-
 @torch.no_grad()
 def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, hook: str | None = None, *,
                      heldout: torch.Tensor | None = None) -> MassiveAblation:
@@ -294,7 +276,8 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, hook: str
     ``heldout``: token rows (``[N', T']``, none equal to a row of ``tokens``) from which the
     ``mean`` variant's values are taken: each massive entry of ``tokens`` is set to the mean of
     the held-out massive entries of its token kind (first token / delimiter / other) at its
-    dimension.  Raises if ``heldout`` is missing, overlaps ``tokens``, or lacks a kind (e.g. a
+    dimension (the held-out entries are detected by :func:`massive_stats` with the same thresholds,
+    none left out).  Raises if ``heldout`` is missing, overlaps ``tokens``, or lacks a kind (e.g. a
     delimiter) that the analysed entries need.
     """
     tokens, cfg = check_tokens(tokens), stats.config
@@ -305,8 +288,8 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, hook: str
         raise ValueError("massive_ablation needs heldout=: token rows not in `tokens` from which the 'mean' "
                          "variant takes one mean per token kind (first token, delimiter); e.g. a separate "
                          "slice of the corpus")
-    held = check_tokens(heldout).tolist()
-    same = [(i, j) for i, h in enumerate(held) for j, t in enumerate(tokens.tolist()) if h == t]
+    rows = check_tokens(heldout).tolist()
+    same = [(i, j) for i, h in enumerate(rows) for j, t in enumerate(tokens.tolist()) if h == t]
     if same:
         raise ValueError("heldout row {} equals analysed row {}: held-out rows must not be in the analysed "
                          "batch".format(*same[0]))
@@ -317,7 +300,14 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, hook: str
     hook_name = hook or min((e for e in stats.entries if abs(e.value) >= big / 2), key=lambda e: e.layer).hook
     dims = sorted({e.dim for e in stats.entries if e.hook == hook_name})
     dim_mask = torch.isin(torch.arange(int(model.cfg.d_model)), torch.tensor(dims))
-    means, present, n_held = heldout_kind_means(model, heldout, hook_name, dim_mask, cfg)
+    held = massive_stats(model, heldout, dataclasses.replace(cfg, hooks=hook_name, max_entries=2**62))
+    total = torch.zeros(len(KINDS), len(dim_mask), dtype=torch.float64)  # [kind, dim] sums and counts
+    count = torch.zeros_like(total)
+    for e in held.entries:
+        if dim_mask[e.dim]:
+            total[KINDS.index(e.kind), e.dim] += e.value
+            count[KINDS.index(e.kind), e.dim] += 1
+    means, present = (total / count.clamp_min(1)).float(), count > 0
     device = next(model.parameters()).device
     B, variants = tokens.shape[0], ["clean", "zero", "mean", "random_zero"]
     codes = kind_codes(tokens, decoder(getattr(model, "tokenizer", None))).to(device)
@@ -351,8 +341,8 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, hook: str
     lp = logits[:, :-1].float().log_softmax(-1).view(len(variants), B, tokens.shape[1] - 1, -1)
     kl = (lp[0].exp() * (lp[0] - lp)).sum(-1).mean((1, 2))
     mean_values = {k: [float(means[i, d]) if bool(present[i, d]) else None for d in dims] for i, k in enumerate(KINDS)}
-    return MassiveAblation(hook_name, dims, mean_values, dict(zip(KINDS, n_held.tolist())), info["n"],
-                           info["by_kind"], dict(zip(variants, loss.tolist())),
+    return MassiveAblation(hook_name, dims, mean_values, dict(zip(KINDS, count.sum(1).long().tolist())),
+                           info["n"], info["by_kind"], dict(zip(variants, loss.tolist())),
                            dict(zip(variants, kl.tolist())))
 
 
