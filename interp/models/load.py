@@ -126,17 +126,18 @@ def _hf_model_and_tokenizer(name: str, dtype: torch.dtype):
     return bridge_name, model, tok
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers a TCP connect within ``timeout`` seconds."""
-    import os
+def _hub_reachable() -> bool:
+    """Whether the Hugging Face hub answers a TCP connect within 3 seconds (never under ``HF_HUB_OFFLINE``;
+    ``HF_ENDPOINT`` names the hub), with the settings as huggingface_hub reads them."""
     import socket
     from urllib.parse import urlparse
 
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+    from huggingface_hub.constants import ENDPOINT, HF_HUB_OFFLINE
+
+    if HF_HUB_OFFLINE:
         return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((urlparse(ENDPOINT).hostname, 443), timeout=3.0).close()
         return True
     except OSError:
         return False
@@ -209,8 +210,7 @@ def _wrap_model_object(model, device, dtype, tokenizer):
             raise ValueError("this TransformerBridge has no tokenizer: pass tokenizer= to load_model")
         if device is not None or dtype is not None:
             model.to(device=device, dtype=_resolve_dtype(dtype))
-        name = getattr(model, "interp_name", None) or getattr(model.cfg, "model_name", None) or "bridge"
-        return _freeze(model, name)
+        return _freeze(model, model_name(model))
     if isinstance(model, PreTrainedModel):
         if tokenizer is None:
             raise ValueError(f"a Hugging Face model ({type(model).__name__}) needs its tokenizer: "

@@ -423,6 +423,7 @@ class MassiveResult(Result):
                           fields=("stats.entries.dim", "stats.entries.layer"),
                           caption="Max |a| of the detected entries after each layer (blocks.ℓ.hook_resid_post), "
                                   "only the layers and dimensions that hold one.")
+            r.add_table("Massive activations by layer, dimension and token kind", st.table())
         if ab is not None:
             kinds = ", ".join(f"{n} {KIND_WORDS.get(k, k)}" for k, n in ab.n_by_kind.items())
             cap = (f"{ab.n_overwritten} entries overwritten after layer {_layer_of(ab.hook)} (dimensions "
@@ -456,8 +457,6 @@ class MassiveResult(Result):
             r.add_table("Fit f(t) = A exp(-λx) log x + K, x = γt + t₀, per layer",
                         [{"layer": name, **({sym.get(k, k): v for k, v in vars(f).items()} if f else {"error": e})}
                          for name, f, e in zip(names, dyn.fits, dyn.errors)])
-        if st.entries:
-            r.add_table("Massive activations by layer, dimension and token kind", st.table())
         r.add_section("Method", (
             "Sun et al. 2024: a scalar of the residual state after layer ℓ is massive when |a| > "
             f"{st.config.abs_threshold:g} and |a| >= {st.config.ratio_threshold:g} x the median |h| of that sequence "
