@@ -71,7 +71,11 @@ class Task:
     """Free-form, JSON-serialisable description (templates, seed, metric definition)."""
 
     def __post_init__(self):
-        _check_pairs(self.name, self.prompts if self.clean.numel() else [], self.corrupt_prompts)  # no tokens: empty
+        if not self.clean.numel() or not self.prompts:  # no tokens or no prompts
+            raise ValueError(f"task {self.name!r}: the dataset is empty (no prompts: n must be >= 1)")
+        if len(self.prompts) != len(self.corrupt_prompts):
+            raise ValueError(f"task {self.name!r}: {len(self.prompts)} clean prompts but "
+                             f"{len(self.corrupt_prompts)} corrupted prompts; give one corruption per prompt")
         if self.clean.ndim != 2 or self.clean.shape != self.corrupt.shape:
             raise ValueError(
                 f"task {self.name!r}: clean tokens {tuple(self.clean.shape)} and corrupted tokens "
@@ -104,7 +108,6 @@ class Task:
         space where the tokenizer needs it, e.g. ``" Mary"``).
         """
         prompts, corrupt_prompts = list(prompts), list(corrupt_prompts)
-        _check_pairs(name, prompts, corrupt_prompts)  # before tokenising: an empty list cannot be stacked
         clean = tokenize_equal_length(model, prompts, what="clean prompt")
         corrupt = tokenize_equal_length(model, corrupt_prompts, what="corrupted prompt")
         # answers [len(answers), 2]: __post_init__ checks them, and the token shapes, against the prompts
@@ -155,15 +158,6 @@ class Task:
         }
 
 
-def _check_pairs(name: str, prompts: list, corrupt_prompts: list) -> None:
-    """A ``ValueError`` for an empty dataset or a clean / corrupted count mismatch."""
-    if not prompts:
-        raise ValueError(f"task {name!r}: the dataset is empty (no prompts: n must be >= 1)")
-    if len(prompts) != len(corrupt_prompts):
-        raise ValueError(f"task {name!r}: {len(prompts)} clean prompts but {len(corrupt_prompts)} corrupted prompts; "
-                         "give one corruption per prompt")
-
-
 def tokenize_equal_length(model, prompts: Sequence[str], what: str = "prompt") -> torch.Tensor:
     """``[B, T]`` tokens of ``prompts``, BOS first; a ``ValueError`` names the first prompt whose length
     differs."""
@@ -175,7 +169,7 @@ def tokenize_equal_length(model, prompts: Sequence[str], what: str = "prompt") -
             f"{what}s have unequal token lengths: {prompts[0]!r} has {lengths[0]} tokens but "
             f"{prompts[j]!r} has {lengths[j]}; all prompts of a task must have the same token length"
         )
-    return torch.stack(rows)
+    return torch.stack(rows) if rows else torch.zeros(0, 0, dtype=torch.long)  # no prompts: Task refuses it
 
 
 def single_token(model, text: str) -> int:
