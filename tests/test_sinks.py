@@ -92,6 +92,17 @@ def test_sink_stats_grouped_query_attention():
     assert torch.equal(st.value_norm_sink[:, 0], st.value_norm_sink[:, 1])
 
 
+def test_summary_value_drain_is_over_the_listed_sink_heads(tiny_llama):
+    """The summary's value sentence is the median value drain over exactly the heads sink_heads() lists
+    (scores >= the threshold; the threshold is set to one head's score, so a strict > drops that head)."""
+    st = sink_stats(tiny_llama, _tokens(3, 10, seed=9))
+    st.sink_threshold = float(st.sink_score.flatten().sort().values[3])  # 5 of the 8 heads reach it
+    heads = st.sink_heads()
+    assert len(heads) == 5
+    want = float(torch.stack([st.value_drain[a, b] for a, b, _ in heads]).median())
+    assert f"Their value at the first token is {want:.2f}x the other tokens' (median)" in st.summary()
+
+
 def test_sink_stats_rejects_bad_tokens(tiny_llama):
     with pytest.raises(ValueError, match="2-D"):
         sink_stats(tiny_llama, torch.zeros(5, dtype=torch.long))

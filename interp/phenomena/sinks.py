@@ -125,12 +125,11 @@ class SinkStats(SinkHeads, Result):
         return self.resid_norm_sink / self.resid_norm_rest_max.clamp_min(1e-12)
 
     def summary(self) -> str:
-        sinks = self.sink_heads()
         text = self.sinks_sentence(f"{self.n_seqs} sequences of {self.seq_len} tokens"
                                    + (f" on {self.model}" if self.model else ""))
-        if sinks:
-            drain = float(torch.stack([self.value_drain[a, b] for a, b, _ in sinks]).median())
-            text += f". Their value at the first token is {drain:.2f}x the other tokens' (median)"
+        drain = self.value_drain[self.sink_score >= self.sink_threshold]  # of the sink heads
+        if len(drain):
+            text += f". Their value at the first token is {drain.median():.2f}x the other tokens' (median)"
         peak = self.resid_peak
         top_l = int(peak.argmax())
         return text + (f". The first token's residual state is the largest in {int((peak > 1).sum())} of "
