@@ -25,24 +25,16 @@ from typing import Callable, Sequence
 
 import torch
 
-METRICS: dict[str, Callable] = {}
 
-
-def register_metric(name: str):
-    """Register ``fn(logits [B,T,V], task) -> Tensor[B]`` under ``name``."""
-
-    def deco(fn):
-        METRICS[name] = fn
-        return fn
-
-    return deco
-
-
-@register_metric("logit_diff")
 def logit_diff(logits: torch.Tensor, task: "Task") -> torch.Tensor:
     """logit(correct) - logit(incorrect) at the last position, per prompt."""
     pair = logits[:, -1].gather(-1, task.answers[:, :2].to(logits.device))
     return pair[:, 0] - pair[:, 1]
+
+
+METRICS: dict[str, Callable] = {"logit_diff": logit_diff}
+"""The metrics a task can name (``metric_name``): ``fn(logits [B, T, V], task) -> Tensor[B]`` by name; add
+one with ``METRICS[name] = fn``."""
 
 
 @dataclass

@@ -29,7 +29,7 @@ import random
 
 import torch
 
-from .base import Task, equal_length_group, register_metric, single_token
+from .base import METRICS, Task, equal_length_group, single_token
 
 NOUNS = ["war", "expedition", "drought", "siege", "reign", "famine", "plague", "strike", "voyage",
          "trial", "occupation", "conflict", "dynasty", "rebellion", "revolution", "journey",
@@ -37,7 +37,6 @@ NOUNS = ["war", "expedition", "drought", "siege", "reign", "famine", "plague", "
 DEFAULT_YEARS = [19, 29, 39, 49, 59, 69, 79, 89]
 
 
-@register_metric("next_digit_prob_diff")
 def next_digit_prob_diff(logits: torch.Tensor, task: Task) -> torch.Tensor:
     """sum_{d > Y} p(d) - sum_{d <= Y} p(d) over digit tokens at the last position (see module doc)."""
     probs = logits[:, -1, :].float().softmax(-1)
@@ -46,6 +45,9 @@ def next_digit_prob_diff(logits: torch.Tensor, task: Task) -> torch.Tensor:
     tens = task.data["tens"].to(probs.device)  # [B]
     above = torch.arange(10, device=probs.device)[None, :] > tens[:, None]
     return (p * above).sum(-1) - (p * ~above).sum(-1)
+
+
+METRICS["next_digit_prob_diff"] = next_digit_prob_diff
 
 
 def greater_than_task(model, n: int = 16, seed: int = 0, years: list[int] | None = None) -> Task:
