@@ -24,7 +24,7 @@ score from a store (:func:`sink_scores_from_store`) rebuilds each stored sequenc
 queries and keys (``blocks.ℓ.attn.hook_rot_q`` / ``hook_rot_k``), since the ``[T, T]`` pattern
 itself is not a per-token row.
 
-The live pass also gives Guo et al.'s column-entropy score (:func:`column_entropy_score`).
+The live pass also gives Guo et al.'s column-entropy score (max over keys of :func:`column_entropy`).
 :func:`sink_stats` returns a typed :class:`SinkStats` (kind ``sink_stats``) whose report shows the
 layer x head sink score and value drain and the residual norms per layer; :func:`add_sink_figures`
 puts the same figures into the active-dormant report; :func:`attention_view` keeps one sequence's
@@ -87,8 +87,8 @@ class SinkStats(SinkHeads, Result):
     row_entropy: torch.Tensor
     """[L, H] mean normalised entropy of attention rows q >= 1 (0 = one key, 1 = uniform)."""
     column_entropy: torch.Tensor
-    """[L, H] Guo's column score, mean over sequences of :func:`column_entropy_score` (1 = a key, the
-    sink, attended evenly by every query)."""
+    """[L, H] Guo's column score, mean over sequences of the max over keys of :func:`column_entropy` (1 = a
+    key, the sink, attended evenly by every query)."""
     value_norm_sink: torch.Tensor
     """[L, H] mean ‖v_h‖ at position 0 (the head's KV group under GQA)."""
     value_norm_rest_mean: torch.Tensor
@@ -276,11 +276,6 @@ def column_entropy(pattern: torch.Tensor) -> torch.Tensor:
     return torch.where(norm > 0, H / norm.clamp_min(1e-300), 0.0).to(pattern.dtype if pattern.is_floating_point() else torch.float32)
 
 
-def column_entropy_score(pattern: torch.Tensor) -> torch.Tensor:
-    """``[...]`` Guo's per-head column score: max over keys of :func:`column_entropy`."""
-    return column_entropy(pattern).max(-1).values
-
-
 def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """``[B]`` mean cross-entropy (nats) of predicting ``tokens[:, 1:]`` from ``logits [B, T, V]``."""
     lp = logits[:, :-1].float().log_softmax(-1)
@@ -321,7 +316,7 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
 
     def pattern_hook(a, hook, layer: int):  # a: [b, H, Q, K]
         a = a.float()
-        scores = torch.stack([*sink_and_entropy(a), column_entropy_score(a)])  # [3, b, H]
+        scores = torch.stack([*sink_and_entropy(a), column_entropy(a).max(-1).values])  # [3, b, H]
         attn[:, layer] += scores.double().sum(1).cpu()
         if start == 0:  # the first batch (``start``: the loop below)
             example[layer] = a[0, :, :, 0].cpu()
