@@ -208,15 +208,13 @@ def _wrap_model_object(model, device, dtype, tokenizer):
             model.tokenizer = tokenizer
         if getattr(model, "tokenizer", None) is None:
             raise ValueError("this TransformerBridge has no tokenizer: pass tokenizer= to load_model")
-        if device is not None or dtype is not None:
-            model.to(device=device, dtype=_resolve_dtype(dtype))
+        model.to(device=device, dtype=_resolve_dtype(dtype))  # None, None: unchanged
         return _freeze(model, model_name(model))
     if isinstance(model, PreTrainedModel):
         if tokenizer is None:
             raise ValueError(f"a Hugging Face model ({type(model).__name__}) needs its tokenizer: "
                              "load_model(model, tokenizer=tokenizer)")
-        if device is not None or dtype is not None:
-            model = model.to(device=device, dtype=_resolve_dtype(dtype))
+        model = model.to(device=device, dtype=_resolve_dtype(dtype))  # None, None: unchanged
         name = getattr(model.config, "_name_or_path", "") or type(model).__name__
         return _boot_bridge(name, model, tokenizer, name)
     raise TypeError(f"load_model takes a model name, a transformers PreTrainedModel or a TransformerBridge, "
