@@ -112,8 +112,8 @@ def fit_dynamics(t, y) -> DynamicsFit:
                               [3, 0.5, 10, 0.05, 1], [1, 0.1, 30, 0.01, 1]])  # (A, λ, γ, t₀, K) scaled
     for p0 in np.clip(starts, [-1e9, 0, 1e-6, 1e-6, -1e9], 1e9):
         try:
-            with warnings.catch_warnings():  # covariance is not used; flat directions are expected
-                warnings.simplefilter("ignore", OptimizeWarning)
+            # covariance is not used; flat directions are expected
+            with warnings.catch_warnings(action="ignore", category=OptimizeWarning):
                 p, _ = curve_fit(curve, tn, yn, p0=p0, jac=jacobian, method="trf", bounds=(lo, np.inf),
                                  max_nfev=20000)
         except (RuntimeError, ValueError):
