@@ -12,7 +12,7 @@ from browser import check_result_report, needs_chromium, report_test
 from interp.phenomena import Domain, default_domains, domain_tokens, domains_from_dir, sink_stats
 from interp.phenomena.dormant import (DormantConfig, ablation_loss_matrix, active_dormant, candidate_heads, label_head,
                                      paired_bootstrap_ci)
-from interp.phenomena.sinks import column_entropy, column_entropy_score
+from interp.phenomena.sinks import column_entropy
 
 
 def _tokens(n=3, T=10, seed=0):
@@ -90,6 +90,17 @@ def test_sink_stats_grouped_query_attention():
         torch.testing.assert_close(getattr(st, k), v, atol=1e-5, rtol=1e-4, msg=k)
     # heads 0,1 share KV head 0; heads 2,3 share KV head 1
     assert torch.equal(st.value_norm_sink[:, 0], st.value_norm_sink[:, 1])
+
+
+def test_summary_value_drain_is_over_the_listed_sink_heads(tiny_llama):
+    """The summary's value sentence is the median value drain over exactly the heads sink_heads() lists
+    (scores >= the threshold; the threshold is set to one head's score, so a strict > drops that head)."""
+    st = sink_stats(tiny_llama, _tokens(3, 10, seed=9))
+    st.sink_threshold = float(st.sink_score.flatten().sort().values[3])  # 5 of the 8 heads reach it
+    heads = st.sink_heads()
+    assert len(heads) == 5
+    want = float(torch.stack([st.value_drain[a, b] for a, b, _ in heads]).median())
+    assert f"Their value at the first token is {want:.2f}x the other tokens' (median)" in st.summary()
 
 
 def test_sink_stats_rejects_bad_tokens(tiny_llama):
@@ -369,20 +380,20 @@ def test_column_entropy_matches_definition():
     sink = torch.zeros(T, T)
     sink[:, 0] = 1  # every query on key 0: column 0 is uniform over the T queries
     assert float(column_entropy(sink)[0]) == pytest.approx(1.0, abs=1e-12)  # log T / log T
-    assert float(column_entropy_score(sink)) == pytest.approx(1.0, abs=1e-12)
+    assert float(column_entropy(sink).max()) == pytest.approx(1.0, abs=1e-12)
     assert (column_entropy(sink)[1:] == 0).all()  # keys that receive nothing
     diag = torch.eye(T)  # every key attended by exactly one query
-    assert float(column_entropy_score(diag)) == 0.0
+    assert float(column_entropy(diag).max()) == 0.0
     uniform = torch.tril(torch.ones(T, T)) / torch.arange(1, T + 1)[:, None]  # row q uniform over keys <= q
     g = torch.Generator().manual_seed(0)
     rand = torch.tril(torch.rand(T, T, generator=g) ** 3)
     rand = rand / rand.sum(-1, keepdim=True)
     for A in (sink, diag, uniform, rand):
         # float64 inside; 1e-6 covers the float32 result (eps32 ~ 1.2e-7 on values <= 1)
-        assert float(column_entropy_score(A)) == pytest.approx(_column_entropy_loop(A.tolist()), abs=1e-6)
+        assert float(column_entropy(A).max()) == pytest.approx(_column_entropy_loop(A.tolist()), abs=1e-6)
     # batched over [b, H, T, T]: one score per (sequence, head)
     batch = torch.stack([torch.stack([sink, diag]), torch.stack([uniform, rand])])
-    got = column_entropy_score(batch)
+    got = column_entropy(batch).max(-1).values  # Guo's per-head score: max over keys
     assert got.shape == (2, 2)
     assert got[1, 1] == pytest.approx(_column_entropy_loop(rand.tolist()), abs=1e-6)  # same float32 bound
     with pytest.raises(ValueError, match="square causal"):

@@ -89,8 +89,7 @@ def dequantised_dir(name: str) -> Path:
         if getattr(model.config, "tie_word_embeddings", False):
             state.pop("lm_head.weight", None)
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
-        cfg = model.config
-        cfg.architectures = cfg.architectures or [type(model).__name__]
+        cfg = model.config  # its missing ``architectures`` is filled where the model is wrapped (load._boot_bridge)
         cfg.__dict__.pop("quantization_config", None)
         cfg.save_pretrained(tmp)
         tok.save_pretrained(tmp)

@@ -126,17 +126,18 @@ def _hf_model_and_tokenizer(name: str, dtype: torch.dtype):
     return bridge_name, model, tok
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers a TCP connect within ``timeout`` seconds."""
-    import os
+def _hub_reachable() -> bool:
+    """Whether the Hugging Face hub answers a TCP connect within 3 seconds (never under ``HF_HUB_OFFLINE``;
+    ``HF_ENDPOINT`` names the hub), with the settings as huggingface_hub reads them."""
     import socket
     from urllib.parse import urlparse
 
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+    from huggingface_hub.constants import ENDPOINT, HF_HUB_OFFLINE
+
+    if HF_HUB_OFFLINE:
         return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((urlparse(ENDPOINT).hostname, 443), timeout=3.0).close()
         return True
     except OSError:
         return False
@@ -207,16 +208,13 @@ def _wrap_model_object(model, device, dtype, tokenizer):
             model.tokenizer = tokenizer
         if getattr(model, "tokenizer", None) is None:
             raise ValueError("this TransformerBridge has no tokenizer: pass tokenizer= to load_model")
-        if device is not None or dtype is not None:
-            model.to(device=device, dtype=_resolve_dtype(dtype))
-        name = getattr(model, "interp_name", None) or getattr(model.cfg, "model_name", None) or "bridge"
-        return _freeze(model, name)
+        model.to(device=device, dtype=_resolve_dtype(dtype))  # None, None: unchanged
+        return _freeze(model, model_name(model))
     if isinstance(model, PreTrainedModel):
         if tokenizer is None:
             raise ValueError(f"a Hugging Face model ({type(model).__name__}) needs its tokenizer: "
                              "load_model(model, tokenizer=tokenizer)")
-        if device is not None or dtype is not None:
-            model = model.to(device=device, dtype=_resolve_dtype(dtype))
+        model = model.to(device=device, dtype=_resolve_dtype(dtype))  # None, None: unchanged
         name = getattr(model.config, "_name_or_path", "") or type(model).__name__
         return _boot_bridge(name, model, tokenizer, name)
     raise TypeError(f"load_model takes a model name, a transformers PreTrainedModel or a TransformerBridge, "

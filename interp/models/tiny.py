@@ -79,9 +79,7 @@ class TinyConfig:
             "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(num_key_value_heads=kv,
                                                                      head_dim=self.d_model // self.n_heads)),
         }[self.arch]
-        cfg = getattr(tf, config)(**shape, **extra)
-        cfg.architectures = [model]
-        return cfg
+        return getattr(tf, config)(**shape, **extra, architectures=[model])
 
 
 TINY_ARCHS = ("gpt2", "llama", "pythia", "gemma3")

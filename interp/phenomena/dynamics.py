@@ -85,7 +85,7 @@ class DynamicsFit:
         return curve(t, self.A, self.lam, self.gamma, self.t0, self.K)
 
 
-def fit_dynamics(t, y, max_nfev: int = 20000) -> DynamicsFit:
+def fit_dynamics(t, y) -> DynamicsFit:
     """Fit f(t) = A exp(-λ(γt+t₀)) log(γt+t₀) + K to ``(t, y)`` (see module docstring)."""
     from scipy.optimize import OptimizeWarning, curve_fit
 
@@ -108,15 +108,14 @@ def fit_dynamics(t, y, max_nfev: int = 20000) -> DynamicsFit:
     base = np.array([1.0, 1.0 / max(np.std(tn), 1e-9), 1.0 / max(np.ptp(tn), 1e-9), 1.0, 0.5])
     lo = [-np.inf, 0.0, 1e-9, 1e-9, -np.inf]
     fits = []
-    starts = [base] + [base * np.array([s, fl, fg, ft, 1.0]) for s, fl, fg, ft in
-                       [(1, 0.3, 3, 0.1, ), (1, 3, 1, 0.1), (-1, 1, 1, 1), (3, 0.5, 10, 0.05), (1, 0.1, 30, 0.01)]]
-    for p0 in starts:
-        p0 = np.clip(p0, [-1e9, 0, 1e-6, 1e-6, -1e9], [1e9, 1e9, 1e9, 1e9, 1e9])
+    starts = base * np.array([[1, 1, 1, 1, 1], [1, 0.3, 3, 0.1, 1], [1, 3, 1, 0.1, 1], [-1, 1, 1, 1, 1],
+                              [3, 0.5, 10, 0.05, 1], [1, 0.1, 30, 0.01, 1]])  # (A, λ, γ, t₀, K) scaled
+    for p0 in np.clip(starts, [-1e9, 0, 1e-6, 1e-6, -1e9], 1e9):
         try:
-            with warnings.catch_warnings():  # covariance is not used; flat directions are expected
-                warnings.simplefilter("ignore", OptimizeWarning)
+            # covariance is not used; flat directions are expected
+            with warnings.catch_warnings(action="ignore", category=OptimizeWarning):
                 p, _ = curve_fit(curve, tn, yn, p0=p0, jac=jacobian, method="trf", bounds=(lo, np.inf),
-                                 max_nfev=max_nfev)
+                                 max_nfev=20000)
         except (RuntimeError, ValueError):
             continue
         sse = float(((curve(tn, *p) - yn) ** 2).sum())

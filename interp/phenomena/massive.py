@@ -258,34 +258,13 @@ class MassiveAblation:
 
 def kind_codes(tokens: torch.Tensor, decode) -> torch.Tensor:
     """``[B, T]`` index into :data:`KINDS` of every position (:func:`token_kind` of its decoded token)."""
-    kind = functools.lru_cache(maxsize=None)(lambda i: KINDS.index(token_kind(1, decode(i))))
-    out = torch.tensor([[kind(i) for i in row] for row in tokens.tolist()], dtype=torch.long).reshape(tokens.shape)
-    out[:, 0] = 0  # the first token
-    return out
-
-
-def heldout_kind_means(model, heldout: torch.Tensor, hook: str, dim_mask: torch.Tensor,
-                       cfg: MassiveConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per token kind and dimension, the mean of the massive entries of ``heldout [N, T]`` at ``hook``
-    (detected by :func:`massive_stats` with ``cfg``'s thresholds, none left out).
-
-    Returns ``(means [3, d_model], present [3, d_model] bool, counts [3])`` with rows in
-    :data:`KINDS` order; only the dimensions where ``dim_mask [d_model]`` is set are considered.
-    """
-    held = massive_stats(model, heldout, dataclasses.replace(cfg, hooks=hook, max_entries=2**62))
-    total = torch.zeros(len(KINDS), len(dim_mask), dtype=torch.float64)
-    count = torch.zeros_like(total)
-    for e in held.entries:
-        if dim_mask[e.dim]:
-            total[KINDS.index(e.kind), e.dim] += e.value
-            count[KINDS.index(e.kind), e.dim] += 1
-    present = count > 0
-    return (total / count.clamp_min(1)).float(), present, count.sum(1).long()
+    rows = tokens.tolist()
+    return torch.tensor([[KINDS.index(token_kind(p, decode(i))) for p, i in enumerate(row)] for row in rows])
 
 
 @torch.no_grad()
-def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int = 0,
-                     hook: str | None = None, *, heldout: torch.Tensor | None = None) -> MassiveAblation:
+def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, hook: str | None = None, *,
+                     heldout: torch.Tensor | None = None) -> MassiveAblation:
     """Zero vs per-kind mean vs random-zero control of the massive entries of one layer, batched.
 
     ``hook``: the residual hook to intervene at; default the earliest hook where the massive
@@ -297,7 +276,8 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int
     ``heldout``: token rows (``[N', T']``, none equal to a row of ``tokens``) from which the
     ``mean`` variant's values are taken: each massive entry of ``tokens`` is set to the mean of
     the held-out massive entries of its token kind (first token / delimiter / other) at its
-    dimension.  Raises if ``heldout`` is missing, overlaps ``tokens``, or lacks a kind (e.g. a
+    dimension (the held-out entries are detected by :func:`massive_stats` with the same thresholds,
+    none left out).  Raises if ``heldout`` is missing, overlaps ``tokens``, or lacks a kind (e.g. a
     delimiter) that the analysed entries need.
     """
     tokens, cfg = check_tokens(tokens), stats.config
@@ -308,25 +288,30 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int
         raise ValueError("massive_ablation needs heldout=: token rows not in `tokens` from which the 'mean' "
                          "variant takes one mean per token kind (first token, delimiter); e.g. a separate "
                          "slice of the corpus")
-    heldout = check_tokens(heldout)
-    if heldout.shape[1] == tokens.shape[1]:
-        same = (heldout[:, None, :] == tokens[None, :, :]).all(-1)  # [N', B]
-        if bool(same.any()):
-            i, j = same.nonzero()[0].tolist()
-            raise ValueError(f"heldout row {i} equals analysed row {j}: held-out rows must not be in the analysed batch")
-    if hook is not None and hook not in {e.hook for e in stats.entries}:
-        raise ValueError(f"no massive activations were detected at {hook!r}; they are at "
-                         f"{sorted({e.hook for e in stats.entries}, key=_layer_of)}")
+    rows = check_tokens(heldout).tolist()
+    same = [(i, j) for i, h in enumerate(rows) for j, t in enumerate(tokens.tolist()) if h == t]
+    if same:
+        raise ValueError("heldout row {} equals analysed row {}: held-out rows must not be in the analysed "
+                         "batch".format(*same[0]))
+    hooks = sorted({e.hook for e in stats.entries}, key=_layer_of)
+    if hook is not None and hook not in hooks:
+        raise ValueError(f"no massive activations were detected at {hook!r}; they are at {hooks}")
     big = max(abs(e.value) for e in stats.entries)
-    first = min(e.layer for e in stats.entries if abs(e.value) >= 0.5 * big)
-    hook_name = hook or next(e.hook for e in stats.entries if e.layer == first)
+    hook_name = hook or min((e for e in stats.entries if abs(e.value) >= big / 2), key=lambda e: e.layer).hook
     dims = sorted({e.dim for e in stats.entries if e.hook == hook_name})
     dim_mask = torch.isin(torch.arange(int(model.cfg.d_model)), torch.tensor(dims))
-    means, present, n_held = heldout_kind_means(model, heldout, hook_name, dim_mask, cfg)
+    held = massive_stats(model, heldout, dataclasses.replace(cfg, hooks=hook_name, max_entries=2**62))
+    total = torch.zeros(len(KINDS), len(dim_mask), dtype=torch.float64)  # [kind, dim] sums and counts
+    count = torch.zeros_like(total)
+    for e in held.entries:
+        if dim_mask[e.dim]:
+            total[KINDS.index(e.kind), e.dim] += e.value
+            count[KINDS.index(e.kind), e.dim] += 1
+    means, present = (total / count.clamp_min(1)).float(), count > 0
     device = next(model.parameters()).device
     B, variants = tokens.shape[0], ["clean", "zero", "mean", "random_zero"]
     codes = kind_codes(tokens, decoder(getattr(model, "tokenizer", None))).to(device)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(0)
     info = {}
 
     def fn(h, hook):  # h: [4B, T, d]
@@ -356,8 +341,8 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, seed: int
     lp = logits[:, :-1].float().log_softmax(-1).view(len(variants), B, tokens.shape[1] - 1, -1)
     kl = (lp[0].exp() * (lp[0] - lp)).sum(-1).mean((1, 2))
     mean_values = {k: [float(means[i, d]) if bool(present[i, d]) else None for d in dims] for i, k in enumerate(KINDS)}
-    return MassiveAblation(hook_name, dims, mean_values, dict(zip(KINDS, n_held.tolist())), info["n"],
-                           info["by_kind"], dict(zip(variants, loss.tolist())),
+    return MassiveAblation(hook_name, dims, mean_values, dict(zip(KINDS, count.sum(1).long().tolist())),
+                           info["n"], info["by_kind"], dict(zip(variants, loss.tolist())),
                            dict(zip(variants, kl.tolist())))
 
 
@@ -438,6 +423,7 @@ class MassiveResult(Result):
                           fields=("stats.entries.dim", "stats.entries.layer"),
                           caption="Max |a| of the detected entries after each layer (blocks.ℓ.hook_resid_post), "
                                   "only the layers and dimensions that hold one.")
+            r.add_table("Massive activations by layer, dimension and token kind", st.table())
         if ab is not None:
             kinds = ", ".join(f"{n} {KIND_WORDS.get(k, k)}" for k, n in ab.n_by_kind.items())
             cap = (f"{ab.n_overwritten} entries overwritten after layer {_layer_of(ab.hook)} (dimensions "
@@ -471,8 +457,6 @@ class MassiveResult(Result):
             r.add_table("Fit f(t) = A exp(-λx) log x + K, x = γt + t₀, per layer",
                         [{"layer": name, **({sym.get(k, k): v for k, v in vars(f).items()} if f else {"error": e})}
                          for name, f, e in zip(names, dyn.fits, dyn.errors)])
-        if st.entries:
-            r.add_table("Massive activations by layer, dimension and token kind", st.table())
         r.add_section("Method", (
             "Sun et al. 2024: a scalar of the residual state after layer ℓ is massive when |a| > "
             f"{st.config.abs_threshold:g} and |a| >= {st.config.ratio_threshold:g} x the median |h| of that sequence "
@@ -521,6 +505,5 @@ def massive_run(model=None, checkpoints=None, config: MassiveConfig | None = Non
                 if stats.entries else None)
     source = "Bigram-Backcopy task" if task is not None else "built-in domains " + ", ".join(
         d.name for d in default_domains())
-    return MassiveResult(stats=stats, n_seqs=tokens.shape[0], seq_len=tokens.shape[1], source=source,
-                         ablation=ablation, dynamics=dynamics, checkpoints=str(checkpoints) if checkpoints else None,
-                         meta=provenance(model, time.time() - t0))
+    return MassiveResult(stats, *tokens.shape, source, ablation, dynamics,
+                         str(checkpoints) if checkpoints else None, provenance(model, time.time() - t0))

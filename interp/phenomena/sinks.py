@@ -24,7 +24,7 @@ score from a store (:func:`sink_scores_from_store`) rebuilds each stored sequenc
 queries and keys (``blocks.ℓ.attn.hook_rot_q`` / ``hook_rot_k``), since the ``[T, T]`` pattern
 itself is not a per-token row.
 
-The live pass also gives Guo et al.'s column-entropy score (:func:`column_entropy_score`).
+The live pass also gives Guo et al.'s column-entropy score (max over keys of :func:`column_entropy`).
 :func:`sink_stats` returns a typed :class:`SinkStats` (kind ``sink_stats``) whose report shows the
 layer x head sink score and value drain and the residual norms per layer; :func:`add_sink_figures`
 puts the same figures into the active-dormant report; :func:`attention_view` keeps one sequence's
@@ -87,8 +87,8 @@ class SinkStats(SinkHeads, Result):
     row_entropy: torch.Tensor
     """[L, H] mean normalised entropy of attention rows q >= 1 (0 = one key, 1 = uniform)."""
     column_entropy: torch.Tensor
-    """[L, H] Guo's column score, mean over sequences of :func:`column_entropy_score` (1 = a key, the
-    sink, attended evenly by every query)."""
+    """[L, H] Guo's column score, mean over sequences of the max over keys of :func:`column_entropy` (1 = a
+    key, the sink, attended evenly by every query)."""
     value_norm_sink: torch.Tensor
     """[L, H] mean ‖v_h‖ at position 0 (the head's KV group under GQA)."""
     value_norm_rest_mean: torch.Tensor
@@ -125,12 +125,11 @@ class SinkStats(SinkHeads, Result):
         return self.resid_norm_sink / self.resid_norm_rest_max.clamp_min(1e-12)
 
     def summary(self) -> str:
-        sinks = self.sink_heads()
         text = self.sinks_sentence(f"{self.n_seqs} sequences of {self.seq_len} tokens"
                                    + (f" on {self.model}" if self.model else ""))
-        if sinks:
-            drain = float(torch.stack([self.value_drain[a, b] for a, b, _ in sinks]).median())
-            text += f". Their value at the first token is {drain:.2f}x the other tokens' (median)"
+        drain = self.value_drain[self.sink_score >= self.sink_threshold]  # of the sink heads
+        if len(drain):
+            text += f". Their value at the first token is {drain.median():.2f}x the other tokens' (median)"
         peak = self.resid_peak
         top_l = int(peak.argmax())
         return text + (f". The first token's residual state is the largest in {int((peak > 1).sum())} of "
@@ -277,11 +276,6 @@ def column_entropy(pattern: torch.Tensor) -> torch.Tensor:
     return torch.where(norm > 0, H / norm.clamp_min(1e-300), 0.0).to(pattern.dtype if pattern.is_floating_point() else torch.float32)
 
 
-def column_entropy_score(pattern: torch.Tensor) -> torch.Tensor:
-    """``[...]`` Guo's per-head column score: max over keys of :func:`column_entropy`."""
-    return column_entropy(pattern).max(-1).values
-
-
 def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """``[B]`` mean cross-entropy (nats) of predicting ``tokens[:, 1:]`` from ``logits [B, T, V]``."""
     lp = logits[:, :-1].float().log_softmax(-1)
@@ -322,7 +316,7 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
 
     def pattern_hook(a, hook, layer: int):  # a: [b, H, Q, K]
         a = a.float()
-        scores = torch.stack([*sink_and_entropy(a), column_entropy_score(a)])  # [3, b, H]
+        scores = torch.stack([*sink_and_entropy(a), column_entropy(a).max(-1).values])  # [3, b, H]
         attn[:, layer] += scores.double().sum(1).cpu()
         if start == 0:  # the first batch (``start``: the loop below)
             example[layer] = a[0, :, :, 0].cpu()
@@ -341,15 +335,10 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
             model(tokens[start:start + batch_size].to(device))
 
     decode = decoder(getattr(model, "tokenizer", None))
-    vs, vm, vx = (vsum / B).float().repeat_interleave(n_heads // n_kv, dim=-1)  # a head reads its KV group
-    rs, rm, rx = (rsum / B).float()
-    sink, ent, col = (attn / B).float()
-    return SinkStats(
-        sink_score=sink, row_entropy=ent, column_entropy=col, value_norm_sink=vs, value_norm_rest_mean=vm,
-        value_norm_rest_max=vx, resid_norm_sink=rs, resid_norm_rest_mean=rm, resid_norm_rest_max=rx,
-        n_seqs=B, seq_len=T, example_tokens=[decode(i) for i in tokens[0].tolist()], example_sink_attention=example,
-        model=model_name(model),
-    )
+    values = (vsum / B).float().repeat_interleave(n_heads // n_kv, dim=-1)  # a head reads its KV group
+    # the fields in order: sink score, row and column entropy, value norms, residual norms, sizes, example
+    return SinkStats(*(attn / B).float(), *values, *(rsum / B).float(), B, T,
+                     [decode(i) for i in tokens[0].tolist()], example, model_name(model))
 
 
 def store_sequences(store, hook: str):
@@ -459,7 +448,6 @@ def sink_scores_from_store(store, layers=None, scale: float | None = None, max_s
         if not per_seq:
             raise ValueError(f"no sequence of length >= 2 in the store for layer {L}")
         per_layer.append(torch.stack([torch.stack(x).mean(0) for x in zip(*per_seq)]))  # [2, H]: sink, ent
-    sink, ent = torch.stack(per_layer, 1)
-    return StoreSinks(layers=layers, sink_score=sink, row_entropy=ent, n_seqs=len(per_seq),
-                      store=str(store.path), model=str(store.manifest.get("model") or ""), scale=scale,
-                      sink_threshold=sink_threshold)
+    sink_and_row_entropy = torch.stack(per_layer, 1)
+    return StoreSinks(layers, *sink_and_row_entropy, len(per_seq), str(store.path),
+                      str(store.manifest.get("model") or ""), scale, sink_threshold)

@@ -1,6 +1,6 @@
 """Tasks: the behaviours attribution methods explain (clean prompts, corruptions, metric)."""
 
-from .base import METRICS, Task, register_metric, single_token, tokenize_equal_length
+from .base import METRICS, Task, single_token, tokenize_equal_length
 from .greater_than import greater_than_task
 from .ioi import CORRUPTIONS as IOI_CORRUPTIONS
 from .ioi import ioi_task
@@ -22,5 +22,5 @@ def make_task(name: str, model, n: int = 16, seed: int = 0, corruption: str | No
     kw = {} if corruption in (None, CORRUPTIONS[name][0]) else {"corruption": corruption}
     return TASKS[name](model, n=n, seed=seed, **kw)
 
-__all__ = ["CORRUPTIONS", "METRICS", "TASKS", "Task", "greater_than_task", "ioi_task", "make_task", "register_metric",
-           "single_token", "tokenize_equal_length"]
+__all__ = ["CORRUPTIONS", "METRICS", "TASKS", "Task", "greater_than_task", "ioi_task", "make_task", "single_token",
+           "tokenize_equal_length"]

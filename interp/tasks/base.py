@@ -25,24 +25,16 @@ from typing import Callable, Sequence
 
 import torch
 
-METRICS: dict[str, Callable] = {}
 
-
-def register_metric(name: str):
-    """Register ``fn(logits [B,T,V], task) -> Tensor[B]`` under ``name``."""
-
-    def deco(fn):
-        METRICS[name] = fn
-        return fn
-
-    return deco
-
-
-@register_metric("logit_diff")
 def logit_diff(logits: torch.Tensor, task: "Task") -> torch.Tensor:
     """logit(correct) - logit(incorrect) at the last position, per prompt."""
     pair = logits[:, -1].gather(-1, task.answers[:, :2].to(logits.device))
     return pair[:, 0] - pair[:, 1]
+
+
+METRICS: dict[str, Callable] = {"logit_diff": logit_diff}
+"""The metrics a task can name (``metric_name``): ``fn(logits [B, T, V], task) -> Tensor[B]`` by name; add
+one with ``METRICS[name] = fn``."""
 
 
 @dataclass
@@ -71,12 +63,17 @@ class Task:
     """Free-form, JSON-serialisable description (templates, seed, metric definition)."""
 
     def __post_init__(self):
-        _check_pairs(self.name, self.prompts if self.clean.numel() else [], self.corrupt_prompts)  # no tokens: empty
+        if not self.clean.numel() or not self.prompts:  # no tokens or no prompts
+            raise ValueError(f"task {self.name!r}: the dataset is empty (no prompts: n must be >= 1)")
+        if len(self.prompts) != len(self.corrupt_prompts):
+            raise ValueError(f"task {self.name!r}: {len(self.prompts)} clean prompts but "
+                             f"{len(self.corrupt_prompts)} corrupted prompts; give one corruption per prompt")
         if self.clean.ndim != 2 or self.clean.shape != self.corrupt.shape:
             raise ValueError(
                 f"task {self.name!r}: clean tokens {tuple(self.clean.shape)} and corrupted tokens "
-                f"{tuple(self.corrupt.shape)} must both be [B, T] with the same shape"
-            )
+                f"{tuple(self.corrupt.shape)} (e.g. {self.prompts[0]!r} vs {self.corrupt_prompts[0]!r}) must "
+                "both be [B, T] with the same shape; patching needs aligned positions, so make each "
+                "corruption the same token length as its prompt")
         if self.clean.shape[0] != len(self.prompts):
             raise ValueError(f"task {self.name!r}: {len(self.prompts)} prompts but {self.clean.shape[0]} token rows")
         if self.answers is not None and (self.answers.ndim != 2 or self.answers.shape[0] != len(self.prompts)):
@@ -95,7 +92,6 @@ class Task:
         answers: Sequence[tuple[str, str]] | None = None,
         metric: str | Callable = "logit_diff",
         name: str = "custom",
-        prepend_bos: bool = True,
         **kw,
     ) -> "Task":
         """Tokenise ``prompts`` / ``corrupt_prompts`` with ``model``'s tokenizer and validate them.
@@ -104,20 +100,12 @@ class Task:
         space where the tokenizer needs it, e.g. ``" Mary"``).
         """
         prompts, corrupt_prompts = list(prompts), list(corrupt_prompts)
-        _check_pairs(name, prompts, corrupt_prompts)  # before tokenising: an empty list cannot be stacked
-        clean = tokenize_equal_length(model, prompts, prepend_bos, what="clean prompt")
-        corrupt = tokenize_equal_length(model, corrupt_prompts, prepend_bos, what="corrupted prompt")
-        if clean.shape[1] != corrupt.shape[1]:
-            raise ValueError(
-                f"task {name!r}: clean prompts have {clean.shape[1]} tokens but corrupted prompts have "
-                f"{corrupt.shape[1]} (e.g. {prompts[0]!r} vs {corrupt_prompts[0]!r}); patching needs "
-                "aligned positions, so make each corruption the same token length as its prompt"
-            )
-        ans = None
-        if answers is not None:  # [len(answers), 2]: __post_init__ checks it against the prompts
-            ans = torch.tensor([[single_token(model, a) for a in pair] for pair in answers], dtype=torch.long)
-        return cls(name=name, prompts=prompts, corrupt_prompts=corrupt_prompts, clean=clean,
-                   corrupt=corrupt, answers=ans, metric_name=metric, **kw)
+        clean = tokenize_equal_length(model, prompts, what="clean prompt")
+        corrupt = tokenize_equal_length(model, corrupt_prompts, what="corrupted prompt")
+        # answers [len(answers), 2]: __post_init__ checks them, and the token shapes, against the prompts
+        ans = None if answers is None else torch.tensor(
+            [[single_token(model, a) for a in p] for p in answers])
+        return cls(name, prompts, corrupt_prompts, clean, corrupt, ans, metric, **kw)
 
     # -- use ----------------------------------------------------------------------------
     def metric(self, logits: torch.Tensor) -> torch.Tensor:
@@ -162,18 +150,10 @@ class Task:
         }
 
 
-def _check_pairs(name: str, prompts: list, corrupt_prompts: list) -> None:
-    """A ``ValueError`` for an empty dataset or a clean / corrupted count mismatch."""
-    if not prompts:
-        raise ValueError(f"task {name!r}: the dataset is empty (no prompts: n must be >= 1)")
-    if len(prompts) != len(corrupt_prompts):
-        raise ValueError(f"task {name!r}: {len(prompts)} clean prompts but {len(corrupt_prompts)} corrupted prompts; "
-                         "give one corruption per prompt")
-
-
-def tokenize_equal_length(model, prompts: Sequence[str], prepend_bos: bool = True, what: str = "prompt") -> torch.Tensor:
-    """``[B, T]`` tokens of ``prompts``; a ``ValueError`` names the first prompt whose length differs."""
-    rows = [model.to_tokens(p, prepend_bos=prepend_bos)[0].cpu() for p in prompts]
+def tokenize_equal_length(model, prompts: Sequence[str], what: str = "prompt") -> torch.Tensor:
+    """``[B, T]`` tokens of ``prompts``, BOS first; a ``ValueError`` names the first prompt whose length
+    differs."""
+    rows = [model.to_tokens(p, prepend_bos=True)[0].cpu() for p in prompts]
     lengths = [len(r) for r in rows]
     if len(set(lengths)) > 1:
         j = next(i for i, n in enumerate(lengths) if n != lengths[0])
@@ -181,7 +161,7 @@ def tokenize_equal_length(model, prompts: Sequence[str], prepend_bos: bool = Tru
             f"{what}s have unequal token lengths: {prompts[0]!r} has {lengths[0]} tokens but "
             f"{prompts[j]!r} has {lengths[j]}; all prompts of a task must have the same token length"
         )
-    return torch.stack(rows)
+    return torch.stack(rows) if rows else torch.zeros(0, 0, dtype=torch.long)  # no prompts: Task refuses it
 
 
 def single_token(model, text: str) -> int:

@@ -1,8 +1,8 @@
 """Greater-than, after Hanna et al. 2023 ("How does GPT-2 compute greater-than?").
 
-Prompt: "The {noun} lasted from the year {C}{YY} to the year {C}", e.g. "The war lasted from
+Prompt: "The {noun} lasted from the year 17{YY} to the year 17", e.g. "The war lasted from
 the year 1749 to the year 17"; a model that understands it puts its probability on end
-years above 17YY.  Corruption (the paper's "01"): the start year becomes {C}01, which leaves
+years above 17YY.  Corruption (the paper's "01"): the start year becomes 1701, which leaves
 no constraint on the end year.
 
 Metric, adapted to per-digit tokenisation.  GPT-2 tokenises "1749" as "17"+"49", so Hanna
@@ -29,7 +29,7 @@ import random
 
 import torch
 
-from .base import Task, equal_length_group, register_metric, single_token
+from .base import METRICS, Task, equal_length_group, single_token
 
 NOUNS = ["war", "expedition", "drought", "siege", "reign", "famine", "plague", "strike", "voyage",
          "trial", "occupation", "conflict", "dynasty", "rebellion", "revolution", "journey",
@@ -37,7 +37,6 @@ NOUNS = ["war", "expedition", "drought", "siege", "reign", "famine", "plague", "
 DEFAULT_YEARS = [19, 29, 39, 49, 59, 69, 79, 89]
 
 
-@register_metric("next_digit_prob_diff")
 def next_digit_prob_diff(logits: torch.Tensor, task: Task) -> torch.Tensor:
     """sum_{d > Y} p(d) - sum_{d <= Y} p(d) over digit tokens at the last position (see module doc)."""
     probs = logits[:, -1, :].float().softmax(-1)
@@ -48,8 +47,10 @@ def next_digit_prob_diff(logits: torch.Tensor, task: Task) -> torch.Tensor:
     return (p * above).sum(-1) - (p * ~above).sum(-1)
 
 
-def greater_than_task(model, n: int = 16, seed: int = 0, century: int = 17,
-                      years: list[int] | None = None) -> Task:
+METRICS["next_digit_prob_diff"] = next_digit_prob_diff
+
+
+def greater_than_task(model, n: int = 16, seed: int = 0, years: list[int] | None = None) -> Task:
     """``n`` greater-than prompts with "01" corruptions; see the module docstring for the metric."""
     years = list(years or DEFAULT_YEARS)
     bad = [y for y in years if not 2 <= y <= 98]
@@ -58,17 +59,14 @@ def greater_than_task(model, n: int = 16, seed: int = 0, century: int = 17,
     rng = random.Random(seed)
     digit_ids = [single_token(model, str(d)) for d in range(10)]
     nouns_ok = equal_length_group(model, NOUNS)
-    prompts, corrupts, tens = [], [], []
-    for i in range(n):
-        yy = years[i % len(years)]
-        noun = rng.choice(nouns_ok)
-        prompts.append(f"The {noun} lasted from the year {century}{yy:02d} to the year {century}")
-        corrupts.append(f"The {noun} lasted from the year {century}01 to the year {century}")
-        tens.append(yy // 10)
+    starts = [years[i % len(years)] for i in range(n)]
+    nouns = [rng.choice(nouns_ok) for _ in starts]
+    prompts = [f"The {w} lasted from the year 17{yy:02d} to the year 17" for w, yy in zip(nouns, starts)]
+    corrupts = [f"The {w} lasted from the year 1701 to the year 17" for w in nouns]
     return Task.from_prompts(
         model, prompts, corrupts, metric="next_digit_prob_diff", name="greater-than",
-        data={"digit_ids": torch.tensor([digit_ids] * n), "tens": torch.tensor(tens)},
-        meta={"century": century, "years": years, "seed": seed, "corruption": f"start year -> {century}01",
+        data={"digit_ids": torch.tensor([digit_ids] * n), "tens": torch.tensor(starts) // 10},
+        meta={"years": years, "seed": seed, "corruption": "start year -> 1701",
               "exact": all(y % 10 == 9 for y in years),
               "metric": "sum_{d>Y} p(d) - sum_{d<=Y} p(d) over the next (tens) digit; equals the two-digit "
                         "prob_diff when the start year ends in 9"},

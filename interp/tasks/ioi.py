@@ -93,17 +93,16 @@ def ioi_task(model, n: int = 16, seed: int = 0, names: list[str] | None = None,
     templates = equal_length_group(model, TEMPLATES,
                                    lambda t: fill(t, names[0], names[1], names[1], places[0], objects[0]))
 
-    prompts, corrupts, answers, kinds = [], [], [], []
+    prompts, corrupts, answers = [], [], []
     for i in range(n):
         t = templates[i % len(templates)]
         io, s, c1, c2, c3 = rng.sample(names, 5)
         place, obj = rng.choice(places), rng.choice(objects)
-        abba = i % 2 == 0
-        a, b = (io, s) if abba else (s, io)
+        a, b = (io, s) if i % 2 == 0 else (s, io)  # ABBA, BABA, ...
         prompts.append(fill(t, a, b, s, place, obj))
         corrupts.append(fill(t, c1, c2, c3, place, obj) if corruption == "abc" else fill(t, a, b, io, place, obj))
         answers.append((sep + io, sep + s))
-        kinds.append("ABBA" if abba else "BABA")
+    kinds = [("ABBA", "BABA")[i % 2] for i in range(n)]
     task = Task.from_prompts(model, prompts, corrupts, answers, name="ioi", meta={
         "templates": templates, "kinds": kinds, "seed": seed, "corruption": CORRUPTIONS[corruption],
         "metric": "logit(IO) - logit(S) at the last position"})
