@@ -12,7 +12,12 @@ from interp.cli.main import main
 from interp.steering import (GrainsConfig, SteeringComparison, calibrate, compare_methods, load_task, mean_difference,
                              vader_scores)
 from interp.steering.evaluate import response_logprob_diff
-from interp.steering.runs import kl_divergence, last_logprobs, tokenize
+from interp.steering.runs import last_logprobs, tokenize
+
+
+def kl_divergence(base_lp, lp):
+    """``[N]``: KL(p_base || p) per row by its definition, sum_v p_base (log p_base - log p)."""
+    return (base_lp.exp() * (base_lp - lp)).sum(-1)
 
 
 def test_tasks_are_disjoint_and_shipped():

@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import ClassVar, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from interp.decompositions.snmf_features import kl_search
 from interp.results import Result, register, versions
 
-from .runs import activations_at, generate, kl_divergence, last_logprobs, response_logprobs, tokenize
+from .runs import activations_at, generate, last_logprobs, response_logprobs, tokenize
 from .vector import SteeringVector
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "steering"
@@ -122,8 +123,9 @@ def calibrate(model, vector: SteeringVector, token_lists, base_lp: torch.Tensor,
               rel_tol: float = 0.1, max_bisect: int = 12) -> Calibration:
     """The strength ``s >= 0`` whose mean next-token KL over ``token_lists`` is ``target`` (within ``rel_tol``):
     the one-row case of :func:`~interp.decompositions.snmf_features.kl_search`, starting from ``s0``."""
-    def kl_at(s):
-        return kl_divergence(base_lp, last_logprobs(model, token_lists, vector, float(s))).mean()[None]
+    def kl_at(s):  # KL(p_base || p_s) per row, averaged over the rows ("batchmean")
+        lp = last_logprobs(model, token_lists, vector, float(s))
+        return F.kl_div(lp, base_lp, log_target=True, reduction="batchmean")[None]
 
     t, start = torch.tensor([float(target)]), torch.tensor([float(s0)])
     s, kl, reached, passes = kl_search(kl_at, t, start, rel_tol, max_bisect)

@@ -1,5 +1,5 @@
 """Batched forward passes over prompts of unequal length (grouped by token length, no padding), greedy
-generation with an optional steering vector, next-token KL and teacher-forced log-probabilities of responses.
+generation with an optional steering vector, next-token and teacher-forced log-probabilities of responses.
 
 Prompts are grouped by token count so each group is one ``[B, T]`` batch with no padding and no attention
 mask to get wrong; generation is greedy without a KV cache (``n_new`` forwards of growing length per group).
@@ -52,11 +52,6 @@ def last_logprobs(model, token_lists: Sequence[torch.Tensor], vector: SteeringVe
         return torch.log_softmax(model(toks)[:, -1].float(), -1).cpu()
 
     return torch.stack(per_input(model, token_lists, run, vector, strength))
-
-
-def kl_divergence(base_lp: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
-    """``[N]``: ``KL(p_base || p)`` in nats from log-probabilities ``[N, V]``."""
-    return (base_lp.exp() * (base_lp - lp)).sum(-1)
 
 
 def generate(model, token_lists: Sequence[torch.Tensor], n_new: int, vector: SteeringVector | None = None,
