@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import ClassVar, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from interp.decompositions.snmf_features import kl_search
 from interp.results import Result, register, versions
@@ -125,7 +124,7 @@ def calibrate(model, vector: SteeringVector, token_lists, base_lp: torch.Tensor,
     the one-row case of :func:`~interp.decompositions.snmf_features.kl_search`, starting from ``s0``."""
     def kl_at(s):  # KL(p_base || p_s) per row, averaged over the rows ("batchmean")
         lp = last_logprobs(model, token_lists, vector, float(s))
-        return F.kl_div(lp, base_lp, log_target=True, reduction="batchmean")[None]
+        return torch.nn.functional.kl_div(lp, base_lp, log_target=True, reduction="batchmean")[None]
 
     t, start = torch.tensor([float(target)]), torch.tensor([float(s0)])
     s, kl, reached, passes = kl_search(kl_at, t, start, rel_tol, max_bisect)
