@@ -75,9 +75,9 @@ def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config
     store, corpus = _store(model, task, hook, config.corpus_tokens, config.store_dir)
     pos, neg = (activations_at(model, tokenize(model, [r["prompt"] + r[y] for r in task.build]), hook)
                 for y in ("preferred", "dispreferred"))
+    X = store_activations(store, hook).X
     if method == "sae":
         from interp.dictionaries import SAEConfig, TrainConfig, train_sae
-        from interp.dictionaries.metrics import evaluate_rows
 
         d = store.d(hook)
         scfg = SAEConfig(arch="relu", d_in=d, d_sae=config.d_sae or 4 * d, hook_in=hook, l1_coeff=1.0)
@@ -87,15 +87,15 @@ def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config
         W_enc, b_enc, W_dec, b_dec = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
         ap, an = (sae.encode(h).acts.mean(0) for h in (pos, neg))
         j = int((ap - an).argmax())
-        fire = float(evaluate_rows(sae, store, n_rows=store.n_rows).density[j])
+        bias = float(b_enc[j] - W_enc[:, j] @ b_dec)  # latent j: relu(W_enc[:, j] . h + bias), b_dec folded in
+        fire = float((X @ W_enc[:, j] + bias > 0).float().mean())  # its density over the corpus rows
         vec = W_dec[j] / W_dec[j].norm() if mode == "add" else W_dec[j]
-        extra = {"encoder": W_enc[:, j], "encoder_bias": float(b_enc[j] - W_enc[:, j] @ b_dec)} if mode == "clamp" else {}
+        extra = {"encoder": W_enc[:, j], "encoder_bias": bias} if mode == "clamp" else {}
         chosen = (f"SAE latent {j} of {W_enc.shape[1]} (ReLU SAE at {hook}, trained on {store.n_rows} tokens of "
                   f"{corpus.name}): the largest mean activation difference between preferred and dispreferred "
                   f"build texts, {float(ap[j]):.3f} vs {float(an[j]):.3f}; fires on {fire:.1%} of corpus tokens")
         meta = {"latent": j, "d_sae": int(W_enc.shape[1]), "fire_rate": fire}
     else:
-        X = store_activations(store, hook).X
         res = fit_snmf(X, SNMFConfig(k=snmf_k, max_iter=300, patience=100, seed=seed))
         Z = torch.nn.functional.normalize(res.Z.float().T, dim=-1)  # [k, d_mlp]
         ap, an = (pos @ Z.T).mean(0), (neg @ Z.T).mean(0)
