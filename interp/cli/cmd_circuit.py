@@ -5,8 +5,8 @@ from __future__ import annotations
 from interp.attribution.lrp_rules import RULE_SETS
 from interp.circuits import CircuitRunConfig, run_circuit
 from interp.circuits.pipeline import METHODS, SEARCHES
-from interp.cli.common import config_defaults, flag_settings, model_of, out_path, same, write_result
-from interp.cli.main import task_command
+from interp.cli.common import (
+    config_defaults, flag_settings, model_of, out_path, same, task_command, write_result)
 
 
 def register(subparsers) -> None:

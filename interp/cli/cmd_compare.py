@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from interp.circuits.compare import COMPONENTS, METHOD_SPECS, compare_methods
 from interp.cli.common import (
-    config_defaults, default_of, flag_settings, model_of, out_path, parse_list, same, write_result)
-from interp.cli.main import task_command
+    config_defaults, default_of, flag_settings, model_of, out_path, parse_list, same, task_command,
+    write_result)
 
 
 def register(subparsers) -> None:

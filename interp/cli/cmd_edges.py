@@ -11,8 +11,8 @@ K edges for real; ``--circuit N1,N2,...`` measures the faithfulness of the top-N
 
 from __future__ import annotations
 
-from interp.cli.common import config_defaults, flag_settings, model_of, parse_list, same, write_result
-from interp.cli.main import task_command
+from interp.cli.common import (
+    config_defaults, flag_settings, model_of, parse_list, same, task_command, write_result)
 
 METHOD_CHOICES = ("eap", "eap-ig", "clean-corrupted", "eap-ig-activations")
 CURVE_GRID = (10, 30, 100, 300, 1000, 3000, 10000, 30000, 10 ** 9)  # 10**9: all edges

@@ -13,8 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from interp.cli.common import (
-    command, config_defaults, default_of, flag_settings, model_of, out_path, same, write_result)
-from interp.cli.main import UserError
+    UserError, command, config_defaults, default_of, flag_settings, model_of, out_path, same, write_result)
 from interp.phenomena import default_domains, domains_from_dir
 from interp.phenomena.dormant import ABLATIONS, DormantConfig, active_dormant
 from interp.phenomena.massive import MassiveConfig, massive_run

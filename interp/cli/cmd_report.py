@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import command
-from interp.cli.main import emit
+from interp.cli.common import command, emit
 from interp.reports import render_results
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from interp.cli.common import (
-    command, config_defaults, default_of, flag_settings, out_path, parse_list, same, write_result)
-from interp.cli.main import UserError, emit
+    UserError, command, config_defaults, default_of, emit, flag_settings, out_path, parse_list, same,
+    write_result)
 from interp.dictionaries import SAEConfig, TrainConfig, load_sae, save_sae, train_sae
 from interp.dictionaries.dashboards import feature_dashboard
 from interp.dictionaries.metrics import evaluate_dictionary

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from interp.cli.common import command, model_of, out_path, parse_list, write_result
-from interp.cli.main import emit
+from interp.cli.common import command, emit, model_of, out_path, parse_list, write_result
 from interp.steering import (
     FeatureSteering, GrainsConfig, build_vector, compare_methods, evaluate_steering, load_task, load_vector)
 from interp.steering.compare import BUILDERS

@@ -10,8 +10,7 @@ stored post-rotary queries and keys (:func:`interp.phenomena.sinks.sink_scores_f
 
 from __future__ import annotations
 
-from interp.cli.common import command, config_defaults, flag_settings, parse_layers
-from interp.cli.main import emit
+from interp.cli.common import command, config_defaults, emit, flag_settings, parse_layers
 from interp.models.hooks import head_label
 from interp.phenomena.sinks import sink_scores_from_store
 from interp.store import ActivationStore

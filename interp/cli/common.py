@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import importlib
 import inspect
+import json
 import re
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ from pathlib import Path
 import torch
 
 from interp.config import field_default
+from interp.results import Result, write_json
 
 HELP = {
     "json": "print one JSON document on stdout instead of the human summary",
@@ -48,6 +50,10 @@ HELP = {
 
 TASK = "<task>"
 """Placeholder in an ``--out`` default, replaced by the positional task (``runs/circuit-<task>``)."""
+
+
+class UserError(ValueError):
+    """An error caused by the user's input; printed without a traceback (``main`` catches it as a ValueError)."""
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -203,7 +209,6 @@ def write_result(args, result, extra: str = "", payload: dict | None = None) -> 
     its summary sentence (and ``extra`` lines) or, with ``--json``, ``payload`` (default: the result's JSON)
     on stdout.  Under ``interp dist`` only rank 0 writes: every rank holds the same result once the run's
     closing barrier has passed."""
-    from interp.cli.main import emit
     from interp.parallel import dist_env
 
     if not dist_env().is_main:
@@ -211,3 +216,37 @@ def write_result(args, result, extra: str = "", payload: dict | None = None) -> 
     rj, html = result.write(out_path(args))
     lines = [result.summary().replace("**", ""), extra, f"  wrote {rj}, {html}"]
     return emit(args, result.to_json() if payload is None else payload, "\n".join(x for x in lines if x))
+
+
+CORRUPTION_HELP = ("the task's corruption: ioi abc (three fresh names) or s2 (the second S replaced by "
+                   "the IO name, as in the RelP / TL attribution-patching demos); greater-than 01 "
+                   "(None: the task's default, the first)")
+
+
+def task_command(sub, name: str, help: str, func, n_help: str = "number of prompts", note: str = ""
+                 ) -> argparse.ArgumentParser:
+    """A command on one task running ``func``: ``command(...)`` with ``--out runs/<name>-<task>``,
+    ``--model`` and ``--seed``, then the task and ``--n`` / ``--corruption`` (every corruption of every task,
+    ``interp.tasks.CORRUPTIONS``; make_task checks the pair); their defaults come from the command's
+    ``CONFIG_FLAGS`` (``config_defaults``)."""
+    from interp.tasks import CORRUPTIONS
+
+    p = command(sub, name, help=help, out=f"runs/{name}-<task>", model="smollm2-135m", seed=None, func=func)
+    p.add_argument("task", choices=["ioi", "greater-than"])
+    p.add_argument("--n", type=int, help=n_help)
+    p.add_argument("--corruption", help=CORRUPTION_HELP + note,
+                   choices=sorted({c for cs in CORRUPTIONS.values() for c in cs}))
+    return p
+
+
+def emit(args, payload: dict | Result, human: str) -> int:
+    """Print ``payload`` (a dict, or a typed result as its JSON) as JSON when ``--json`` was given, else the
+    human summary; returns exit status 0.
+
+    For commands that only print (``--out`` defaults to None), ``--out FILE`` also writes the JSON document
+    to FILE (:func:`interp.results.write_json`, which ``Result.save`` writes with)."""
+    doc = payload.to_json() if isinstance(payload, Result) else payload
+    if args._out_is_json and args.out:
+        human += f"\nwrote {write_json(doc, args.out)}"
+    print(json.dumps(doc, indent=2, default=str) if args.json else human)
+    return 0
