@@ -26,8 +26,6 @@ CONFIG_FLAGS = [(("compare",), "interp.circuits.compare:compare_methods", same("
 
 
 def _run(args) -> int:
-    if args.n < 1:
-        raise ValueError("--n must be >= 1")
     methods = parse_list(args.methods, "--methods", METHOD_SPECS)
     components = parse_list(args.components, "--components", COMPONENTS)
     r = compare_methods(model_of(args), args.task, **flag_settings(args, CONFIG_FLAGS[0]), methods=methods,

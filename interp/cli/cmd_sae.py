@@ -108,9 +108,6 @@ def run_train(args) -> int:
         hook_in, hook_out = transcoder_hooks(args.layer)
     elif args.transcoder and not hook_out:
         raise UserError("transcoder train --hook needs --hook-out (the hook it reconstructs), or use --layer L")
-    for h in filter(None, [hook_in, hook_out]):
-        if h not in store.hooks:
-            raise UserError(f"the store {args.store} has no rows for {h!r}; it holds {store.hooks}")
     d_in = store.d(hook_in)
     scfg = SAEConfig(**flag_settings(args, CONFIG_FLAGS[0]), d_in=d_in, d_sae=args.d_sae or args.expansion * d_in,
                      d_out=store.d(hook_out) if hook_out else None, hook_in=hook_in, hook_out=hook_out,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from interp.models import resolve_hooks, scoped_hooks, weight_hash
+from interp.results import check_fields
 
 MODES = ("add", "renorm", "clamp")
 METHODS = ("mean_diff", "grains", "sae", "transcoder", "snmf")
@@ -64,9 +66,7 @@ class SteeringVector:
     ``seconds``), hyperparameters."""
 
     def __post_init__(self):
-        for name, known in (("method", METHODS), ("mode", MODES)):
-            if getattr(self, name) not in known:
-                raise ValueError(f"unknown steering {name} {getattr(self, name)!r}; known: {known}")
+        check_fields(self, choices={"method": METHODS, "mode": MODES})
         self.vector = v = torch.as_tensor(self.vector).detach().float().cpu()
         if v.ndim != 1:
             raise ValueError(f"a steering vector is 1-D [d], got shape {tuple(v.shape)}")
@@ -131,10 +131,7 @@ def steer(model, vector: SteeringVector, strength: float):
     if not isinstance(vector, SteeringVector):
         raise TypeError(f"steer() needs a SteeringVector, got {type(vector).__name__}")
     check_model(model, vector)
-    try:
-        s = float(strength)
-    except (TypeError, ValueError):
-        s = math.nan
+    s = float(strength) if isinstance(strength, numbers.Real) else math.nan
     if not math.isfinite(s):
         raise ValueError(f"steering strength must be a finite number, got {strength!r}")
     v = vector.vector.to(next(model.parameters()).device)
