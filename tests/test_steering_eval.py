@@ -27,6 +27,9 @@ def test_tasks_are_disjoint_and_shipped():
         assert not {r["prompt"] for r in t.build} & set(t.eval_prompts)
     with pytest.raises(ValueError, match="unknown steering task"):
         load_task("toxicity")
+    from interp.steering.evaluate import DATA
+
+    assert load_task(str(DATA / "ioi.json"), n_eval=3) == load_task("ioi", n_eval=3)  # a task file by its path
 
 
 def test_vader_scorer_has_its_lexicon():

@@ -57,8 +57,7 @@ def register(subparsers) -> None:
 
 
 def _task(args):
-    path = args.task if args.task.endswith(".json") else None
-    return load_task(Path(args.task).stem if path else args.task, args.n_build, args.n_eval, path)
+    return load_task(args.task, args.n_build, args.n_eval)
 
 
 def _builders(args):

@@ -87,8 +87,8 @@ def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config
         W_enc, b_enc, W_dec, b_dec = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
         ap, an = (sae.encode(h).acts.mean(0) for h in (pos, neg))
         j = int((ap - an).argmax())
-        bias = float(b_enc[j] - W_enc[:, j] @ b_dec)  # latent j: relu(W_enc[:, j] . h + bias), b_dec folded in
-        fire = float((X @ W_enc[:, j] + bias > 0).float().mean())  # its density over the corpus rows
+        bias = float(b_enc[j] - W_enc[:, j] @ b_dec)  # latent j is relu(W_enc[:, j] . h + bias)
+        fire = float((X @ W_enc[:, j] + bias > 0).float().mean())  # its density over the corpus
         vec = W_dec[j] / W_dec[j].norm() if mode == "add" else W_dec[j]
         extra = {"encoder": W_enc[:, j], "encoder_bias": bias} if mode == "clamp" else {}
         chosen = (f"SAE latent {j} of {W_enc.shape[1]} (ReLU SAE at {hook}, trained on {store.n_rows} tokens of "
