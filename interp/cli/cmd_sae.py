@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from interp.cli.common import (
-    UserError, command, config_defaults, default_of, emit, flag_settings, out_path, parse_list, same,
+    UserError, command, config_defaults, default_of, emit, flag_settings, group, out_path, parse_list, same,
     write_result)
 from interp.dictionaries import SAEConfig, TrainConfig, load_sae, save_sae, train_sae
 from interp.dictionaries.dashboards import feature_dashboard
@@ -60,8 +60,7 @@ def _eval_flags(sub, name: str, help: str, kind: str) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sae", help="train, evaluate and inspect sparse autoencoders on an activation store")
-    ssub = p.add_subparsers(dest="sae_command", metavar="SUBCOMMAND", required=True)
+    ssub = group(sub, "sae", "train, evaluate and inspect sparse autoencoders on an activation store")
     _train_flags(ssub, "train", "train an SAE (relu / topk / jumprelu) on one hook of a store", False)
     _eval_flags(ssub, "eval", "L0, FVU, dead fraction, and CE recovered / KL spliced into the model", "sae")
     d = command(ssub, "dashboard", help="HTML feature dashboard: top contexts, histograms, logit effects",
@@ -73,8 +72,7 @@ def register(sub) -> None:
     d.add_argument("--features", help="comma-separated latent indices (None: the 10 most frequent)")
     config_defaults(d, CONFIG_FLAGS[6])
 
-    tc = sub.add_parser("transcoder", help="train and evaluate transcoders (MLP in -> MLP out)")
-    tsub = tc.add_subparsers(dest="transcoder_command", metavar="SUBCOMMAND", required=True)
+    tsub = group(sub, "transcoder", "train and evaluate transcoders (MLP in -> MLP out)")
     _train_flags(tsub, "train", "train a transcoder: blocks.L.ln2.hook_normalized -> blocks.L.hook_mlp_out",
                  True)
     _eval_flags(tsub, "eval", "as `interp sae eval`, for a transcoder", "transcoder")

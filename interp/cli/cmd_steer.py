@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from interp.cli.common import command, emit, model_of, out_path, parse_list, write_result
+from interp.cli.common import command, emit, group, model_of, out_path, parse_list, write_result
 from interp.steering import (
     FeatureSteering, GrainsConfig, build_vector, compare_methods, evaluate_steering, load_task, load_vector)
 from interp.steering.compare import BUILDERS
@@ -44,8 +44,7 @@ def _build_args(p) -> None:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("steer", help="steering vectors: build, evaluate, compare at equal KL")
-    sub = p.add_subparsers(dest="steer_command", metavar="build|eval|compare", required=True)
+    sub = group(subparsers, "steer", "steering vectors: build, evaluate, compare at equal KL")
     b = _command(sub, "build", "build one steering vector (writes OUT.safetensors + OUT.json)", _build,
                  _build_args)
     b.add_argument("--method", required=True, choices=BUILDERS, help="how the direction is built")

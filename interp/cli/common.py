@@ -92,6 +92,11 @@ def command(sub, name: str, help: str, *, out: str | None, model: str | None | b
     return p
 
 
+def group(sub, name: str, help: str):
+    """``interp NAME SUBCOMMAND``: a command made of subcommands; returns the parsers' set to add them to."""
+    return sub.add_parser(name, help=help).add_subparsers(metavar="SUBCOMMAND", required=True)
+
+
 def device_arg(spec: str) -> str:
     """``--device`` value check: a torch device string whose backend is available here."""
     try:

@@ -17,8 +17,6 @@ from interp.reports.report import Report
 from interp.results import load_result
 
 
-def render_results(results: dict | str | Path, title: str | None = None) -> Report:
+def render_results(results: dict | str | Path) -> Report:
     """The report of a results dict or ``results.json`` path (a folder means its ``results.json``)."""
-    rep = load_result(results).report()
-    rep.title = title or rep.title
-    return rep
+    return load_result(results).report()
