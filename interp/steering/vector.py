@@ -81,8 +81,7 @@ class SteeringVector:
 
     def save(self, path: str | Path) -> Path:
         """Write ``path.safetensors`` and ``path.json`` (``path`` without suffix); returns the JSON path."""
-        p = Path(path)
-        p = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
+        p = _stem(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: getattr(self, k).contiguous() for k in _TENSORS if getattr(self, k) is not None}
         save_file(tensors, str(p.with_suffix(".safetensors")))
@@ -92,11 +91,14 @@ class SteeringVector:
         return p.with_suffix(".json")
 
 
+def _stem(path: str | Path) -> Path:
+    """``path`` without a ``.json`` / ``.safetensors`` suffix: the name both files of a vector share."""
+    return Path(path).with_suffix("") if Path(path).suffix in (".json", ".safetensors") else Path(path)
+
+
 def load_vector(path: str | Path, model=None) -> SteeringVector:
     """Read a vector written by :meth:`SteeringVector.save`; with ``model``, refuse one built on other weights."""
-    p = Path(path)
-    p = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
-    js, st = p.with_suffix(".json"), p.with_suffix(".safetensors")
+    js, st = _stem(path).with_suffix(".json"), _stem(path).with_suffix(".safetensors")
     if not (js.exists() and st.exists()):
         raise FileNotFoundError(f"steering vector file {js if not js.exists() else st} does not exist")
     info = json.loads(js.read_text())
