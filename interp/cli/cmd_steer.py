@@ -20,38 +20,32 @@ from interp.steering import (
 from interp.steering.compare import BUILDERS
 
 
-def _command(sub, name: str, help: str, func, *flags):
-    """``steer NAME TASK``: the shared flags, ``--n-build`` / ``--n-eval``, then each of ``flags``' flags."""
+def _command(sub, name: str, help: str, func, build: bool = True, evaluate: bool = True):
+    """``steer NAME TASK``: the shared flags, ``--n-build`` / ``--n-eval``, then the builders' flags (``build``)
+    and the evaluation's (``evaluate``)."""
     p = command(sub, name, help, out=f"runs/steer-{name}-<task>", model="smollm2-135m", seed=0, func=func)
     p.add_argument("task", help="sentiment | ioi, or a task JSON file (data/steering/*.json format)")
     p.add_argument("--n-build", type=int, help="build examples used (None: all in the file)")
     p.add_argument("--n-eval", type=int, help="held-out eval prompts used (None: all)")
-    for add in flags:
-        add(p)
+    if evaluate:
+        p.add_argument("--kl", default="0.1,0.3,1.0", help="next-token KL targets (nats), comma separated")
+        p.add_argument("--n-new", type=int, default=12, help="greedy tokens generated per prompt and point")
+    if build:
+        p.add_argument("--layer", type=int, help="block whose output is steered (None: n_layers // 2)")
+        p.add_argument("--k", type=int, default=3, help="GrAInS: tokens masked per example and sign")
+        p.add_argument("--ig-steps", type=int, default=20, help="GrAInS: integrated-gradients steps")
+        p.add_argument("--n-tokens", type=int, default=20000, help="sae/snmf: tokens of the behaviour corpus")
     return p
-
-
-def _eval_args(p) -> None:
-    p.add_argument("--kl", default="0.1,0.3,1.0", help="next-token KL targets (nats), comma separated")
-    p.add_argument("--n-new", type=int, default=12, help="greedy tokens generated per prompt and point")
-
-
-def _build_args(p) -> None:
-    p.add_argument("--layer", type=int, help="block whose output is steered (None: n_layers // 2)")
-    p.add_argument("--k", type=int, default=3, help="GrAInS: tokens masked per example and sign")
-    p.add_argument("--ig-steps", type=int, default=20, help="GrAInS: integrated-gradients steps")
-    p.add_argument("--n-tokens", type=int, default=20000, help="sae/snmf: tokens of the behaviour corpus")
 
 
 def register(subparsers) -> None:
     sub = group(subparsers, "steer", "steering vectors: build, evaluate, compare at equal KL")
     b = _command(sub, "build", "build one steering vector (writes OUT.safetensors + OUT.json)", _build,
-                 _build_args)
+                 evaluate=False)
     b.add_argument("--method", required=True, choices=BUILDERS, help="how the direction is built")
-    e = _command(sub, "eval", "evaluate saved vectors at equal KL", _eval, _eval_args)
+    e = _command(sub, "eval", "evaluate saved vectors at equal KL", _eval, build=False)
     e.add_argument("--vector", action="append", required=True, help="a vector written by `steer build`")
-    c = _command(sub, "compare", "build and compare all methods on one task", _compare, _eval_args,
-                 _build_args)
+    c = _command(sub, "compare", "build and compare all methods on one task", _compare)
     c.add_argument("--methods", default=",".join(BUILDERS), help="comma separated; default: every method")
 
 
