@@ -288,9 +288,8 @@ class Report:
             title = fig.layout.title.text
             fig.update_layout(title=None, margin={"t": 30})
         if fields:
-            if len(fields) != 2:
-                raise ValueError(f"{title}: fields must be (x_field, y_field), got {fields!r}")
-            fig.update_layout(meta={"fields": {"x": fields[0], "y": fields[1]}})
+            x, y = fields  # (x_field, y_field): unpacking refuses any other length
+            fig.update_layout(meta={"fields": {"x": x, "y": y}})
         return self._append("figure", title, _script_json(fig.to_json()),
                             f"<b>Figure {self._n_fig}.</b> {html.escape(f.caption)}", f.n_nonfinite)
 

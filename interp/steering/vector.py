@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from interp.models import resolve_hooks, scoped_hooks, weight_hash
-from interp.results import check_fields
+from interp.results import check_fields, write_json
 
 MODES = ("add", "renorm", "clamp")
 METHODS = ("mean_diff", "grains", "sae", "transcoder", "snmf")
@@ -82,13 +82,12 @@ class SteeringVector:
     def save(self, path: str | Path) -> Path:
         """Write ``path.safetensors`` and ``path.json`` (``path`` without suffix); returns the JSON path."""
         p = _stem(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: getattr(self, k).contiguous() for k in _TENSORS if getattr(self, k) is not None}
-        save_file(tensors, str(p.with_suffix(".safetensors")))
         info = {"kind": "steering_vector", "schema_version": SCHEMA_VERSION, "d": len(self.vector),
                 **{f.name: getattr(self, f.name) for f in fields(self) if f.name not in _TENSORS}}
-        p.with_suffix(".json").write_text(json.dumps(info, indent=1, default=str))
-        return p.with_suffix(".json")
+        js = write_json(info, p.with_suffix(".json"))  # the one JSON writer; it makes the folder
+        tensors = {k: getattr(self, k).contiguous() for k in _TENSORS if getattr(self, k) is not None}
+        save_file(tensors, str(p.with_suffix(".safetensors")))
+        return js
 
 
 def _stem(path: str | Path) -> Path:
