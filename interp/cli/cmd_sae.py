@@ -13,8 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from interp.cli.common import (
-    UserError, command, config_defaults, default_of, emit, flag_settings, group, out_path, parse_list, same,
-    write_result)
+    UserError, command, config_defaults, emit, flag_settings, group, out_path, parse_list, same, write_result)
 from interp.dictionaries import SAEConfig, TrainConfig, load_sae, save_sae, train_sae
 from interp.dictionaries.dashboards import feature_dashboard
 from interp.dictionaries.metrics import evaluate_dictionary
@@ -37,15 +36,13 @@ def _train_flags(sub, name: str, help: str, transcoder: bool) -> None:
         p.add_argument("--hook-out", help="the stored output hook the transcoder reconstructs (with --hook)")
     else:
         p.add_argument("--hook", required=True, help="TransformerLens hook name stored in the store")
-    p.add_argument("--arch", default="relu" if transcoder else default_of(SAEConfig, "arch"),
-                   choices=sorted(ARCHS), help="dictionary architecture")
+    p.add_argument("--arch", default="relu", choices=sorted(ARCHS), help="dictionary architecture")
     p.add_argument("--expansion", type=int, default=8, help="latents = expansion * d_in")
     p.add_argument("--d-sae", type=int, help="number of latents (overrides --expansion)")
     p.add_argument("--n-tokens", type=int,
                    help="token budget: rows to train on (None: all rows of the store)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    config_defaults(p, *(CONFIG_FLAGS[2:4] if transcoder else CONFIG_FLAGS[:2]),
-                    choices={"b_dec_init": ["geometric_median", "mean", "zeros"]})
+    config_defaults(p, *(CONFIG_FLAGS[2:4] if transcoder else CONFIG_FLAGS[:2]))  # the SAE's --arch: topk
     p.set_defaults(transcoder=transcoder)
 
 
