@@ -65,10 +65,8 @@ def _builders(args):
 def _write(args, res) -> int:
     """The comparison's results.json and report.html, then its summary and one row per (method, KL target)."""
     lines = [f"{'method':12s} {'KL target':>9s} {'KL':>7s} {'strength':>10s} {'success':>9s} {'ppl':>8s}"]
-    for m, rec in res.methods.items():
-        for p in rec["points"]:
-            lines.append(f"{m:12s} {p['target']:9.3g} {p['kl']:7.3f} {p['strength']:10.4g} {p['delta']:+9.4f} "
-                         f"{p['ppl']:8.2f}")
+    lines += [f"{m:12s} {p['target']:9.3g} {p['kl']:7.3f} {p['strength']:10.4g} {p['delta']:+9.4f} "
+              f"{p['ppl']:8.2f}" for m, rec in res.methods.items() for p in rec["points"]]
     return write_result(args, res, "\n".join(lines))
 
 

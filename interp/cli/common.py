@@ -48,9 +48,6 @@ HELP = {
 }
 """The help text of each shared flag, the same under every command."""
 
-TASK = "<task>"
-"""Placeholder in an ``--out`` default, replaced by the positional task (``runs/circuit-<task>``)."""
-
 
 class UserError(ValueError):
     """An error caused by the user's input; printed without a traceback (``main`` catches it as a ValueError)."""
@@ -113,8 +110,9 @@ def device_arg(spec: str) -> str:
 
 
 def out_path(args) -> str:
-    """``--out`` with ``<task>`` filled in from the positional task."""
-    return args.out.replace(TASK, getattr(args, "task", "") or "")
+    """``--out`` with ``<task>`` (the placeholder in an ``--out`` default such as ``runs/circuit-<task>``) filled
+    in from the positional task."""
+    return args.out.replace("<task>", getattr(args, "task", "") or "")
 
 
 def default_of(cls, name: str):

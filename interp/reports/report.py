@@ -159,12 +159,10 @@ class Table(NamedTuple):
 
 
 def _as_dict(x: Any, name: str) -> dict:
-    if x is None:
-        return {}
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         return dataclasses.asdict(x)
-    if isinstance(x, dict):
-        return dict(x)
+    if x is None or isinstance(x, dict):
+        return dict(x or {})
     raise ValueError(f"Report {name} must be a dict or a dataclass instance, got {type(x).__name__}")
 
 

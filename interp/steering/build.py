@@ -162,7 +162,7 @@ def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred
                 seqs.append(s.index_fill(0, torch.tensor(idx, dtype=torch.long), mask))
         seqs += [sp, sn]
         examples.append(row)
-    h = activations_at(model, seqs, hook, -1).view(len(prompts), 6, -1)
+    h = activations_at(model, seqs, hook).view(len(prompts), 6, -1)
     # rows per example: pos-mode (p, n), neg-mode (p, n), originals (p, n); deltas = original - masked
     v = _principal((h[:, 4:6] - h[:, 0:2]).flatten(0, 1)) - _principal((h[:, 4:6] - h[:, 2:4]).flatten(0, 1))
     meta = {"k": k, "steps": steps, "mask_token": mask, "n_examples": len(prompts),

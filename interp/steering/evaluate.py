@@ -266,7 +266,7 @@ def evaluate_steering(model, vectors: dict[str, SteeringVector], task: SteeringT
     mid = targets[len(targets) // 2]
     methods = {}
     for name, vec in vectors.items():
-        h = activations_at(model, toks, vec.hook_name, -1).norm(dim=-1).mean()
+        h = activations_at(model, toks, vec.hook_name).norm(dim=-1).mean()
         s0 = 0.05 * float(h) / max(float(vec.vector.norm()), 1e-12)
         pts = []
         for t in targets:
@@ -284,7 +284,7 @@ def evaluate_steering(model, vectors: dict[str, SteeringVector], task: SteeringT
                          "chosen": vec.meta.get("chosen", ""), "points": pts}
     from importlib.metadata import version
 
-    meta = {"model": model_name(model), "seconds": time.perf_counter() - t0,
+    meta = {"seconds": time.perf_counter() - t0,  # the model is the result's own field
             "versions": {**versions(), "vaderSentiment": version("vaderSentiment")}}
     cfg = {"kl_targets": targets, "n_new": n_new, "n_eval": len(task.eval), "n_build": len(task.build),
            "seed": seed}

@@ -37,10 +37,10 @@ def per_input(model, token_lists: Sequence[torch.Tensor], fn, vector: SteeringVe
     return out
 
 
-def activations_at(model, token_lists: Sequence[torch.Tensor], hook: str, position: int = -1) -> torch.Tensor:
-    """``[N, d]``: the activation at ``hook`` at ``position`` of each input (float32, CPU)."""
+def activations_at(model, token_lists: Sequence[torch.Tensor], hook: str) -> torch.Tensor:
+    """``[N, d]``: the activation at ``hook`` at the last position of each input (float32, CPU)."""
     def run(toks):
-        return model.run_with_cache(toks, names_filter=[hook])[1][hook][:, position].float().cpu()
+        return model.run_with_cache(toks, names_filter=[hook])[1][hook][:, -1].float().cpu()
 
     return torch.stack(per_input(model, token_lists, run))
 
