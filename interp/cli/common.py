@@ -25,9 +25,9 @@ import argparse
 import ast
 import dataclasses
 import functools
-import importlib
 import inspect
 import json
+import pkgutil
 import re
 import sys
 from pathlib import Path
@@ -129,8 +129,7 @@ def config_defaults(p, *entries, choices: dict | None = None) -> None:
     shows it): one table names each mapping."""
     have = {a.dest for a in p._actions}
     for _, target, fields in entries:
-        module, name = target.split(":")
-        cls = getattr(importlib.import_module(module), name)
+        cls = pkgutil.resolve_name(target)  # "module:Name"
         for dest, field in fields.items():
             if dest not in have:
                 p.add_argument("--" + dest.replace("_", "-"), **field_flag(cls, field),
