@@ -34,17 +34,6 @@ from .runs import activations_at, tokenize
 from .vector import SteeringVector
 
 
-def _store(model, task: SteeringTask, hook: str, corpus_tokens: int, out: str | None):
-    from interp.store import CacheConfig, cache_activations
-
-    corpus = DATA / f"{task.name}_corpus.txt"
-    if not corpus.exists():
-        raise ValueError(f"no behaviour corpus {corpus} for task {task.name!r}; run data/steering/make_steering_data.py")
-    cfg = CacheConfig(hooks=[hook], corpus=str(corpus), n_tokens=corpus_tokens, context_length=64, batch_size=8,
-                      dtype="float32", out=out or tempfile.mkdtemp(prefix=f"steer_{task.name}_"))
-    return cache_activations(cfg, model=model), corpus
-
-
 @dataclass(frozen=True)
 class FeatureSteering:
     """The settings of :func:`feature_vector`."""
@@ -65,6 +54,8 @@ class FeatureSteering:
 @takes_config(FeatureSteering)
 def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config: FeatureSteering) -> SteeringVector:
     """An SAE latent (``method='sae'``) or SNMF feature (``'snmf'``) direction for ``task`` (see module doc)."""
+    from interp.store import CacheConfig, cache_activations
+
     mode, seed, snmf_k = config.mode, config.seed, config.snmf_k
     if method not in ("sae", "snmf"):
         raise ValueError(f"feature_vector: method must be 'sae' or 'snmf', got {method!r}")
@@ -72,7 +63,12 @@ def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config
         raise ValueError(f"feature steering mode must be 'add' (or 'clamp' for an SAE), got {mode!r}")
     t0 = time.perf_counter()
     hook, layer = layer_hook(model, layer, "hook_resid_post" if method == "sae" else "mlp.hook_post")
-    store, corpus = _store(model, task, hook, config.corpus_tokens, config.store_dir)
+    corpus = DATA / f"{task.name}_corpus.txt"  # step 1: the behaviour corpus cached at the hook
+    if not corpus.exists():
+        raise ValueError(f"no behaviour corpus {corpus} for task {task.name!r}; run data/steering/make_steering_data.py")
+    store = cache_activations(CacheConfig(
+        hooks=[hook], corpus=str(corpus), n_tokens=config.corpus_tokens, context_length=64, batch_size=8,
+        dtype="float32", out=config.store_dir or tempfile.mkdtemp(prefix=f"steer_{task.name}_")), model=model)
     pos, neg = (activations_at(model, tokenize(model, [r["prompt"] + r[y] for r in task.build]), hook)
                 for y in ("preferred", "dispreferred"))
     X = store_activations(store, hook).X
