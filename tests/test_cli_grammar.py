@@ -320,7 +320,7 @@ def test_out_file_holds_what_json_prints_for_values_json_lacks(tmp_path, capsys)
 
     import torch
 
-    from interp.cli.main import emit
+    from interp.cli.common import emit
 
     out = tmp_path / "doc.json"
     args = argparse.Namespace(_out_is_json=True, out=str(out), json=True)

@@ -83,6 +83,6 @@ def test_cli_errors(store_dir, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["sae", "train", "--store", str(store_dir), "--hook", "blocks.5.hook_resid_post",
                  "--out", str(tmp_path)]) == 2
-    assert "has no rows for 'blocks.5.hook_resid_post'" in capsys.readouterr().err
+    assert "'blocks.5.hook_resid_post' is not in this store" in capsys.readouterr().err
     assert main(["sae", "eval", "--sae", str(tmp_path), "--store", str(store_dir), "--out", str(tmp_path)]) == 2
     assert "cfg.json is missing" in capsys.readouterr().err

@@ -160,9 +160,9 @@ def test_mean_difference_is_the_mean_difference(tiny_llama):
 
 def test_bad_input(tiny_llama):
     d = tiny_llama.cfg.d_model
-    with pytest.raises(ValueError, match="unknown steering method"):
+    with pytest.raises(ValueError, match="unknown method 'magic'"):
         SteeringVector(torch.ones(d), "blocks.0.hook_resid_post", 0, "magic", weight_hash(tiny_llama))
-    with pytest.raises(ValueError, match="unknown steering mode"):
+    with pytest.raises(ValueError, match="unknown mode 'twist'"):
         SteeringVector(torch.ones(d), "blocks.0.hook_resid_post", 0, "grains", weight_hash(tiny_llama), "twist")
     vec = _vec(tiny_llama, torch.ones(d))
     for s in (math.nan, math.inf, "strong"):

@@ -12,7 +12,12 @@ from interp.cli.main import main
 from interp.steering import (GrainsConfig, SteeringComparison, calibrate, compare_methods, load_task, mean_difference,
                              vader_scores)
 from interp.steering.evaluate import response_logprob_diff
-from interp.steering.runs import kl_divergence, last_logprobs, tokenize
+from interp.steering.runs import last_logprobs, tokenize
+
+
+def kl_divergence(base_lp, lp):
+    """``[N]``: KL(p_base || p) per row by its definition, sum_v p_base (log p_base - log p)."""
+    return (base_lp.exp() * (base_lp - lp)).sum(-1)
 
 
 def test_tasks_are_disjoint_and_shipped():
@@ -22,6 +27,9 @@ def test_tasks_are_disjoint_and_shipped():
         assert not {r["prompt"] for r in t.build} & set(t.eval_prompts)
     with pytest.raises(ValueError, match="unknown steering task"):
         load_task("toxicity")
+    from interp.steering.evaluate import DATA
+
+    assert load_task(str(DATA / "ioi.json"), n_eval=3) == load_task("ioi", n_eval=3)  # a task file by its path
 
 
 def test_vader_scorer_has_its_lexicon():

@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from interp.decompositions.snmf import store_activations
 from interp.decompositions.snmf_features import steered_logits
 from interp.steering import load_task, steer
 from interp.steering.features import feature_vector
+from interp.store import ActivationStore
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +33,10 @@ def test_sae_latent_vector(tiny_llama, task, tmp_path):
                          for r in task.build])
         # float32 dot products over d=32 and a mean of 4, batched vs one text at a time: ~1e-6
         assert float(torch.relu(h @ c.encoder + c.encoder_bias).mean()) == pytest.approx(c.meta[key], abs=1e-5)
+    # its firing rate is the share of the corpus store's rows on which that latent is positive
+    X = store_activations(ActivationStore.open(tmp_path / "c"), c.hook_name).X
+    assert c.meta["fire_rate"] == pytest.approx(float((X @ c.encoder + c.encoder_bias > 0).float().mean()),
+                                                abs=1 / len(X))  # float32 rounding may flip one row at 0
     with pytest.raises(ValueError, match="mode"):
         feature_vector(tiny_llama, "snmf", task, 0, mode="clamp")
 

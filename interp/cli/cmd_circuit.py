@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from interp.attribution.lrp_rules import RULE_SETS
 from interp.circuits import CircuitRunConfig, run_circuit
-from interp.circuits.pipeline import METHODS, SEARCHES
-from interp.cli.common import config_defaults, flag_settings, model_of, out_path, same, write_result
-from interp.cli.main import task_command
+from interp.circuits.pipeline import METHODS
+from interp.cli.common import (
+    config_defaults, flag_settings, model_of, out_path, same, task_command, write_result)
 
 
 def register(subparsers) -> None:
@@ -18,8 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-patching-check", action="store_true",
                    help="skip activation patching of every head and MLP beside the method's scores")
     p.add_argument("--no-edges", action="store_true", help="skip EAP edge scores between circuit members")
-    config_defaults(p, *CONFIG_FLAGS,
-                    choices={"method": METHODS, "search": SEARCHES, "source": ["corrupt", "mean"]})
+    config_defaults(p, *CONFIG_FLAGS, choices={"method": METHODS, "source": ["corrupt", "mean"]})
 
 
 CONFIG_FLAGS = [(("circuit",), "interp.circuits.pipeline:CircuitRunConfig",

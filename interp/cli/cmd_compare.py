@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from interp.circuits.compare import COMPONENTS, METHOD_SPECS, compare_methods
 from interp.cli.common import (
-    config_defaults, default_of, flag_settings, model_of, out_path, parse_list, same, write_result)
-from interp.cli.main import task_command
+    config_defaults, default_of, flag_settings, model_of, out_path, parse_list, same, task_command,
+    write_result)
 
 
 def register(subparsers) -> None:
@@ -26,8 +26,6 @@ CONFIG_FLAGS = [(("compare",), "interp.circuits.compare:compare_methods", same("
 
 
 def _run(args) -> int:
-    if args.n < 1:
-        raise ValueError("--n must be >= 1")
     methods = parse_list(args.methods, "--methods", METHOD_SPECS)
     components = parse_list(args.components, "--components", COMPONENTS)
     r = compare_methods(model_of(args), args.task, **flag_settings(args, CONFIG_FLAGS[0]), methods=methods,

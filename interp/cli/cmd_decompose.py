@@ -11,7 +11,7 @@ from pathlib import Path
 from interp.cli.common import (
     command, config_defaults, default_of, flag_settings, model_of, parse_layers, same, write_result)
 from interp.decompositions.lib_transformer import ModelLIBSettings, compare_lib_pca
-from interp.decompositions.snmf import INITS, SNMFConfig
+from interp.decompositions.snmf import SNMFConfig
 from interp.decompositions.snmf_features import describe_snmf
 from interp.store import ActivationStore
 
@@ -26,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--n-tokens", type=int, help="token budget: rows used from the store")
     p.add_argument("--n-features", type=int, help="features given contexts, vocabulary and steering")
     p.add_argument("--compare", action="store_true", help="also compare SNMF / DiffMeans (/ SAE) on the concept set")
-    config_defaults(p, *CONFIG_FLAGS[:2], choices={"init": INITS})
+    config_defaults(p, *CONFIG_FLAGS[:2])  # SNMFConfig checks init
 
     q = command(sub, "lib", help="local interaction basis over residual layers (or the modular-addition toy)",
                 out="runs/lib", model="smollm2-135m", func=run_lib)

@@ -11,18 +11,18 @@ K edges for real; ``--circuit N1,N2,...`` measures the faithfulness of the top-N
 
 from __future__ import annotations
 
-from interp.cli.common import config_defaults, flag_settings, model_of, parse_list, same, write_result
-from interp.cli.main import task_command
-
-METHOD_CHOICES = ("eap", "eap-ig", "clean-corrupted", "eap-ig-activations")
-CURVE_GRID = (10, 30, 100, 300, 1000, 3000, 10000, 30000, 10 ** 9)  # 10**9: all edges
+from interp.attribution.edges import METHODS, SHARES
 from interp.circuits.edge_circuits import EdgeRunConfig, run_edges
+from interp.cli.common import (
+    config_defaults, flag_settings, model_of, parse_list, same, task_command, write_result)
+
+CURVE_GRID = (10, 30, 100, 300, 1000, 3000, 10000, 30000, 10 ** 9)  # 10**9: all edges
 
 
 def register(subparsers) -> None:
     p = task_command(subparsers, "edges", "EAP / EAP-IG edge attribution scores for every edge on one task",
                      _run)
-    p.add_argument("--method", choices=METHOD_CHOICES,
+    p.add_argument("--method", choices=METHODS,
                    help="eap: gradient at the clean input; eap-ig: mean gradient over --ig-steps interpolations of "
                         "the input embeddings (Hanna et al. 2024); clean-corrupted: mean of the two ends; "
                         "eap-ig-activations: interpolate each sender group's output instead ((2L+1)*steps passes)")
@@ -35,7 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--greedy", action="store_true",
                    help="also greedy circuits grown from the logits (curves named 'METHOD greedy')")
     p.add_argument("--no-prune", action="store_true", help="keep dead-end edges in --circuit/--curve circuits")
-    config_defaults(p, *CONFIG_FLAGS, choices={"gradient_share": ["own", "all"]})
+    config_defaults(p, *CONFIG_FLAGS, choices={"gradient_share": SHARES})
 
 
 _RUN = {"ig_steps": "steps", "gradient_share": "share",
@@ -47,8 +47,8 @@ CONFIG_FLAGS = [(("edges",), "interp.circuits.edge_circuits:EdgeRunConfig", _RUN
 def _run(args) -> int:
     sizes = parse_list(args.circuit, "--circuit", cast=int) if args.circuit else ()
     sizes = tuple(sorted(set(sizes) | set(CURVE_GRID))) if args.curve else sizes
-    compare = (parse_list(args.compare, "--compare", choices=METHOD_CHOICES) if args.compare else
-               tuple(m for m in METHOD_CHOICES if m != "eap-ig-activations") if args.curve else ())
+    compare = (parse_list(args.compare, "--compare", choices=METHODS) if args.compare else
+               tuple(m for m in METHODS if m != "eap-ig-activations") if args.curve else ())
     cfg = EdgeRunConfig(**flag_settings(args, CONFIG_FLAGS[0]), sizes=sizes, compare=compare,  # checks every
                         selection="both" if args.greedy else "top-n", prune=not args.no_prune)  # setting first
     r = run_edges(model_of(args), args.task, cfg, progress=True)

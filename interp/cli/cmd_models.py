@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from interp.cli.common import command
-from interp.cli.main import emit
+from interp.cli.common import command, emit
 from interp.models import list_models
 
 

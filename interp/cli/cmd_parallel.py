@@ -31,7 +31,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from interp.cli.main import UserError, build_parser
+    from interp.cli.common import UserError
+    from interp.cli.main import build_parser
     from interp.parallel import distributed
 
     if not any(args.rest[:len(c.split())] == c.split() for c in RANK_AWARE):

@@ -13,10 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from interp.cli.common import (
-    command, config_defaults, default_of, flag_settings, model_of, out_path, same, write_result)
-from interp.cli.main import UserError
+    UserError, command, config_defaults, default_of, flag_settings, model_of, out_path, same, write_result)
 from interp.phenomena import default_domains, domains_from_dir
-from interp.phenomena.dormant import ABLATIONS, DormantConfig, active_dormant
+from interp.phenomena.dormant import DormantConfig, active_dormant
 from interp.phenomena.massive import MassiveConfig, massive_run
 from interp.toy.bigram_backcopy import BBTask, BBTrainConfig, bb_experiment
 
@@ -25,7 +24,7 @@ def register(sub) -> None:
     p = command(sub, "sinks", help="attention sinks, value drains, residual peaks, active/dormant heads per domain",
                 out="runs/sinks", model="smollm2-135m", seed=None, func=run_sinks)
     p.add_argument("--domains", help="folder of *.txt files, one domain each (None: prose, code, numbers)")
-    config_defaults(p, CONFIG_FLAGS[0], choices={"ablation": ABLATIONS, "heads": ["candidates", "all"]})
+    config_defaults(p, CONFIG_FLAGS[0])  # DormantConfig checks ablation and heads
 
     p = command(sub, "massive", help="massive activations: detection, zero/mean ablation, dynamics over checkpoints",
                 out="runs/massive", model=None, func=run_massive,
@@ -50,8 +49,7 @@ def register(sub) -> None:
                    help="AdamW beta2 (beta1 = 0.9)")
     p.epilog = ("the defaults (3 layers, paper init, ReLU, AdamW lr 1e-2 after 200 warm-up steps, 2000 steps of "
                 "32 x 32 tokens) reproduce the mechanism; measured numbers per seed: docs/methods.md, Bigram-Backcopy toy")
-    config_defaults(p, *CONFIG_FLAGS[3:], choices={"arch": ["gpt2", "llama"], "init": ["paper", "hf"],
-                                                   "activation": ["relu", "gelu_new", "gelu"]})
+    config_defaults(p, *CONFIG_FLAGS[3:], choices={"activation": ["relu", "gelu_new", "gelu"]})
 
 
 _DORMANT = {"n": "n_seqs", **same("seq_len", "sink_threshold", "loss_threshold", "ablation", "heads",

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.cli.common import command
-from interp.cli.main import emit
+from interp.cli.common import command, emit
 from interp.reports import render_results
 
 
@@ -17,7 +16,6 @@ def register(sub) -> None:
                             "(None: report.html beside the results file).",
                 out=None, func=run)
     p.add_argument("results", help="path to results.json, or a folder that contains one")
-    p.add_argument("--title", help="report title (None: from the results)")
     p.set_defaults(_out_is_json=False)
 
 
@@ -26,7 +24,7 @@ def run(args) -> int:
     out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "report.html"
     if out.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"--out {out}: the report is HTML; give a file name ending in .html")
-    report = render_results(src, title=args.title)
+    report = render_results(src)
     path = report.write(out)
     kinds = [s.kind for s in report.sections]
     payload = {"out": str(path), "title": report.title, "bytes": path.stat().st_size,

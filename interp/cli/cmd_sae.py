@@ -13,8 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from interp.cli.common import (
-    command, config_defaults, default_of, flag_settings, out_path, parse_list, same, write_result)
-from interp.cli.main import UserError, emit
+    UserError, command, config_defaults, emit, flag_settings, group, out_path, parse_list, same, write_result)
 from interp.dictionaries import SAEConfig, TrainConfig, load_sae, save_sae, train_sae
 from interp.dictionaries.dashboards import feature_dashboard
 from interp.dictionaries.metrics import evaluate_dictionary
@@ -37,15 +36,13 @@ def _train_flags(sub, name: str, help: str, transcoder: bool) -> None:
         p.add_argument("--hook-out", help="the stored output hook the transcoder reconstructs (with --hook)")
     else:
         p.add_argument("--hook", required=True, help="TransformerLens hook name stored in the store")
-    p.add_argument("--arch", default="relu" if transcoder else default_of(SAEConfig, "arch"),
-                   choices=sorted(ARCHS), help="dictionary architecture")
+    p.add_argument("--arch", default="relu", choices=sorted(ARCHS), help="dictionary architecture")
     p.add_argument("--expansion", type=int, default=8, help="latents = expansion * d_in")
     p.add_argument("--d-sae", type=int, help="number of latents (overrides --expansion)")
     p.add_argument("--n-tokens", type=int,
                    help="token budget: rows to train on (None: all rows of the store)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    config_defaults(p, *(CONFIG_FLAGS[2:4] if transcoder else CONFIG_FLAGS[:2]),
-                    choices={"b_dec_init": ["geometric_median", "mean", "zeros"]})
+    config_defaults(p, *(CONFIG_FLAGS[2:4] if transcoder else CONFIG_FLAGS[:2]))  # the SAE's --arch: topk
     p.set_defaults(transcoder=transcoder)
 
 
@@ -60,8 +57,7 @@ def _eval_flags(sub, name: str, help: str, kind: str) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sae", help="train, evaluate and inspect sparse autoencoders on an activation store")
-    ssub = p.add_subparsers(dest="sae_command", metavar="SUBCOMMAND", required=True)
+    ssub = group(sub, "sae", "train, evaluate and inspect sparse autoencoders on an activation store")
     _train_flags(ssub, "train", "train an SAE (relu / topk / jumprelu) on one hook of a store", False)
     _eval_flags(ssub, "eval", "L0, FVU, dead fraction, and CE recovered / KL spliced into the model", "sae")
     d = command(ssub, "dashboard", help="HTML feature dashboard: top contexts, histograms, logit effects",
@@ -73,8 +69,7 @@ def register(sub) -> None:
     d.add_argument("--features", help="comma-separated latent indices (None: the 10 most frequent)")
     config_defaults(d, CONFIG_FLAGS[6])
 
-    tc = sub.add_parser("transcoder", help="train and evaluate transcoders (MLP in -> MLP out)")
-    tsub = tc.add_subparsers(dest="transcoder_command", metavar="SUBCOMMAND", required=True)
+    tsub = group(sub, "transcoder", "train and evaluate transcoders (MLP in -> MLP out)")
     _train_flags(tsub, "train", "train a transcoder: blocks.L.ln2.hook_normalized -> blocks.L.hook_mlp_out",
                  True)
     _eval_flags(tsub, "eval", "as `interp sae eval`, for a transcoder", "transcoder")
@@ -108,9 +103,6 @@ def run_train(args) -> int:
         hook_in, hook_out = transcoder_hooks(args.layer)
     elif args.transcoder and not hook_out:
         raise UserError("transcoder train --hook needs --hook-out (the hook it reconstructs), or use --layer L")
-    for h in filter(None, [hook_in, hook_out]):
-        if h not in store.hooks:
-            raise UserError(f"the store {args.store} has no rows for {h!r}; it holds {store.hooks}")
     d_in = store.d(hook_in)
     scfg = SAEConfig(**flag_settings(args, CONFIG_FLAGS[0]), d_in=d_in, d_sae=args.d_sae or args.expansion * d_in,
                      d_out=store.d(hook_out) if hook_out else None, hook_in=hook_in, hook_out=hook_out,

@@ -8,8 +8,8 @@ writes its typed result (kind ``sae_circuit``) and report.
 
 from __future__ import annotations
 
-from interp.cli.common import config_defaults, flag_settings, model_of, parse_list, same, write_result
-from interp.cli.main import task_command
+from interp.cli.common import (
+    config_defaults, flag_settings, model_of, parse_list, same, task_command, write_result)
 from interp.circuits import sae_circuits as sc
 
 

@@ -14,52 +14,43 @@ from pathlib import Path
 
 import torch
 
-from interp.cli.common import command, model_of, out_path, parse_list, write_result
-from interp.cli.main import emit
+from interp.cli.common import command, emit, group, model_of, out_path, parse_list, write_result
 from interp.steering import (
     FeatureSteering, GrainsConfig, build_vector, compare_methods, evaluate_steering, load_task, load_vector)
 from interp.steering.compare import BUILDERS
 
 
-def _command(sub, name: str, help: str, func, *flags):
-    """``steer NAME TASK``: the shared flags, ``--n-build`` / ``--n-eval``, then each of ``flags``' flags."""
+def _command(sub, name: str, help: str, func, build: bool = True, evaluate: bool = True):
+    """``steer NAME TASK``: the shared flags, ``--n-build`` / ``--n-eval``, then the builders' flags (``build``)
+    and the evaluation's (``evaluate``)."""
     p = command(sub, name, help, out=f"runs/steer-{name}-<task>", model="smollm2-135m", seed=0, func=func)
     p.add_argument("task", help="sentiment | ioi, or a task JSON file (data/steering/*.json format)")
     p.add_argument("--n-build", type=int, help="build examples used (None: all in the file)")
     p.add_argument("--n-eval", type=int, help="held-out eval prompts used (None: all)")
-    for add in flags:
-        add(p)
+    if evaluate:
+        p.add_argument("--kl", default="0.1,0.3,1.0", help="next-token KL targets (nats), comma separated")
+        p.add_argument("--n-new", type=int, default=12, help="greedy tokens generated per prompt and point")
+    if build:
+        p.add_argument("--layer", type=int, help="block whose output is steered (None: n_layers // 2)")
+        p.add_argument("--k", type=int, default=3, help="GrAInS: tokens masked per example and sign")
+        p.add_argument("--ig-steps", type=int, default=20, help="GrAInS: integrated-gradients steps")
+        p.add_argument("--n-tokens", type=int, default=20000, help="sae/snmf: tokens of the behaviour corpus")
     return p
 
 
-def _eval_args(p) -> None:
-    p.add_argument("--kl", default="0.1,0.3,1.0", help="next-token KL targets (nats), comma separated")
-    p.add_argument("--n-new", type=int, default=12, help="greedy tokens generated per prompt and point")
-
-
-def _build_args(p) -> None:
-    p.add_argument("--layer", type=int, help="block whose output is steered (None: n_layers // 2)")
-    p.add_argument("--k", type=int, default=3, help="GrAInS: tokens masked per example and sign")
-    p.add_argument("--ig-steps", type=int, default=20, help="GrAInS: integrated-gradients steps")
-    p.add_argument("--n-tokens", type=int, default=20000, help="sae/snmf: tokens of the behaviour corpus")
-
-
 def register(subparsers) -> None:
-    p = subparsers.add_parser("steer", help="steering vectors: build, evaluate, compare at equal KL")
-    sub = p.add_subparsers(dest="steer_command", metavar="build|eval|compare", required=True)
+    sub = group(subparsers, "steer", "steering vectors: build, evaluate, compare at equal KL")
     b = _command(sub, "build", "build one steering vector (writes OUT.safetensors + OUT.json)", _build,
-                 _build_args)
+                 evaluate=False)
     b.add_argument("--method", required=True, choices=BUILDERS, help="how the direction is built")
-    e = _command(sub, "eval", "evaluate saved vectors at equal KL", _eval, _eval_args)
+    e = _command(sub, "eval", "evaluate saved vectors at equal KL", _eval, build=False)
     e.add_argument("--vector", action="append", required=True, help="a vector written by `steer build`")
-    c = _command(sub, "compare", "build and compare all methods on one task", _compare, _eval_args,
-                 _build_args)
+    c = _command(sub, "compare", "build and compare all methods on one task", _compare)
     c.add_argument("--methods", default=",".join(BUILDERS), help="comma separated; default: every method")
 
 
 def _task(args):
-    path = args.task if args.task.endswith(".json") else None
-    return load_task(Path(args.task).stem if path else args.task, args.n_build, args.n_eval, path)
+    return load_task(args.task, args.n_build, args.n_eval)
 
 
 def _builders(args):
@@ -74,10 +65,8 @@ def _builders(args):
 def _write(args, res) -> int:
     """The comparison's results.json and report.html, then its summary and one row per (method, KL target)."""
     lines = [f"{'method':12s} {'KL target':>9s} {'KL':>7s} {'strength':>10s} {'success':>9s} {'ppl':>8s}"]
-    for m, rec in res.methods.items():
-        for p in rec["points"]:
-            lines.append(f"{m:12s} {p['target']:9.3g} {p['kl']:7.3f} {p['strength']:10.4g} {p['delta']:+9.4f} "
-                         f"{p['ppl']:8.2f}")
+    lines += [f"{m:12s} {p['target']:9.3g} {p['kl']:7.3f} {p['strength']:10.4g} {p['delta']:+9.4f} "
+              f"{p['ppl']:8.2f}" for m, rec in res.methods.items() for p in rec["points"]]
     return write_result(args, res, "\n".join(lines))
 
 

@@ -10,8 +10,7 @@ stored post-rotary queries and keys (:func:`interp.phenomena.sinks.sink_scores_f
 
 from __future__ import annotations
 
-from interp.cli.common import command, config_defaults, flag_settings, parse_layers
-from interp.cli.main import emit
+from interp.cli.common import command, config_defaults, emit, flag_settings, group, parse_layers
 from interp.models.hooks import head_label
 from interp.phenomena.sinks import sink_scores_from_store
 from interp.store import ActivationStore
@@ -19,8 +18,7 @@ from interp.store.summary import summarize_store
 
 
 def register(sub) -> None:
-    p = sub.add_parser("store", help="inspect activation stores")
-    ssub = p.add_subparsers(dest="store_command", metavar="SUBCOMMAND", required=True)
+    ssub = group(sub, "store", "inspect activation stores")
     typed = "; --out FILE receives the typed result (render it with `interp report FILE`)"
     what = "summarise a store: model, hooks, rows, size, completeness, row norms"
     q = command(ssub, "info", help=what, description=what + typed, out=None, func=run_info)

@@ -25,8 +25,9 @@ import argparse
 import ast
 import dataclasses
 import functools
-import importlib
 import inspect
+import json
+import pkgutil
 import re
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ from pathlib import Path
 import torch
 
 from interp.config import field_default
+from interp.results import Result, write_json
 
 HELP = {
     "json": "print one JSON document on stdout instead of the human summary",
@@ -46,8 +48,9 @@ HELP = {
 }
 """The help text of each shared flag, the same under every command."""
 
-TASK = "<task>"
-"""Placeholder in an ``--out`` default, replaced by the positional task (``runs/circuit-<task>``)."""
+
+class UserError(ValueError):
+    """An error caused by the user's input; printed without a traceback (``main`` catches it as a ValueError)."""
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -86,6 +89,11 @@ def command(sub, name: str, help: str, *, out: str | None, model: str | None | b
     return p
 
 
+def group(sub, name: str, help: str):
+    """``interp NAME SUBCOMMAND``: a command made of subcommands; returns the parsers' set to add them to."""
+    return sub.add_parser(name, help=help).add_subparsers(metavar="SUBCOMMAND", required=True)
+
+
 def device_arg(spec: str) -> str:
     """``--device`` value check: a torch device string whose backend is available here."""
     try:
@@ -102,8 +110,9 @@ def device_arg(spec: str) -> str:
 
 
 def out_path(args) -> str:
-    """``--out`` with ``<task>`` filled in from the positional task."""
-    return args.out.replace(TASK, getattr(args, "task", "") or "")
+    """``--out`` with ``<task>`` (the placeholder in an ``--out`` default such as ``runs/circuit-<task>``) filled
+    in from the positional task."""
+    return args.out.replace("<task>", getattr(args, "task", "") or "")
 
 
 def default_of(cls, name: str):
@@ -120,8 +129,7 @@ def config_defaults(p, *entries, choices: dict | None = None) -> None:
     shows it): one table names each mapping."""
     have = {a.dest for a in p._actions}
     for _, target, fields in entries:
-        module, name = target.split(":")
-        cls = getattr(importlib.import_module(module), name)
+        cls = pkgutil.resolve_name(target)  # "module:Name"
         for dest, field in fields.items():
             if dest not in have:
                 p.add_argument("--" + dest.replace("_", "-"), **field_flag(cls, field),
@@ -203,7 +211,6 @@ def write_result(args, result, extra: str = "", payload: dict | None = None) -> 
     its summary sentence (and ``extra`` lines) or, with ``--json``, ``payload`` (default: the result's JSON)
     on stdout.  Under ``interp dist`` only rank 0 writes: every rank holds the same result once the run's
     closing barrier has passed."""
-    from interp.cli.main import emit
     from interp.parallel import dist_env
 
     if not dist_env().is_main:
@@ -211,3 +218,37 @@ def write_result(args, result, extra: str = "", payload: dict | None = None) -> 
     rj, html = result.write(out_path(args))
     lines = [result.summary().replace("**", ""), extra, f"  wrote {rj}, {html}"]
     return emit(args, result.to_json() if payload is None else payload, "\n".join(x for x in lines if x))
+
+
+CORRUPTION_HELP = ("the task's corruption: ioi abc (three fresh names) or s2 (the second S replaced by "
+                   "the IO name, as in the RelP / TL attribution-patching demos); greater-than 01 "
+                   "(None: the task's default, the first)")
+
+
+def task_command(sub, name: str, help: str, func, n_help: str = "number of prompts", note: str = ""
+                 ) -> argparse.ArgumentParser:
+    """A command on one task running ``func``: ``command(...)`` with ``--out runs/<name>-<task>``,
+    ``--model`` and ``--seed``, then the task and ``--n`` / ``--corruption`` (every corruption of every task,
+    ``interp.tasks.CORRUPTIONS``; make_task checks the pair); their defaults come from the command's
+    ``CONFIG_FLAGS`` (``config_defaults``)."""
+    from interp.tasks import CORRUPTIONS
+
+    p = command(sub, name, help=help, out=f"runs/{name}-<task>", model="smollm2-135m", seed=None, func=func)
+    p.add_argument("task", choices=["ioi", "greater-than"])
+    p.add_argument("--n", type=int, help=n_help)
+    p.add_argument("--corruption", help=CORRUPTION_HELP + note,
+                   choices=sorted({c for cs in CORRUPTIONS.values() for c in cs}))
+    return p
+
+
+def emit(args, payload: dict | Result, human: str) -> int:
+    """Print ``payload`` (a dict, or a typed result as its JSON) as JSON when ``--json`` was given, else the
+    human summary; returns exit status 0.
+
+    For commands that only print (``--out`` defaults to None), ``--out FILE`` also writes the JSON document
+    to FILE (:func:`interp.results.write_json`, which ``Result.save`` writes with)."""
+    doc = payload.to_json() if isinstance(payload, Result) else payload
+    if args._out_is_json and args.out:
+        human += f"\nwrote {write_json(doc, args.out)}"
+    print(json.dumps(doc, indent=2, default=str) if args.json else human)
+    return 0

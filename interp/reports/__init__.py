@@ -14,8 +14,7 @@ attributions, tables) and writes one self-contained HTML file that opens offline
 
 from interp.reports.attention import AttentionPatterns, attention_patterns
 from interp.reports.figures import Figure
-from interp.reports.render import render_results
-from interp.reports.report import Report, Table
+from interp.reports.report import Report, Table, render_results
 from interp.reports.tokens import token_view
 
 __all__ = ["AttentionPatterns", "Figure", "attention_patterns", "Report", "render_results", "Table",

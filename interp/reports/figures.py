@@ -192,9 +192,8 @@ def heatmap(title: str, z: Any, x_labels: Sequence | None = None, y_labels: Sequ
 def layer_head(title: str, z: Any, caption: str = "", zrange: tuple[float, float] | None = None) -> Figure:
     """A layer x head matrix (rows = layers ``L0..``, columns = heads ``H0..``): :func:`heatmap` with
     the axes every per-head figure of interp uses ("head" across, "layer" down)."""
-    arr = as_array(z, title or "layer x head", ndim=2)
-    n_layers, n_heads = arr.shape
-    return heatmap(title, arr, [f"H{h}" for h in range(n_heads)], [f"L{l}" for l in range(n_layers)],
+    n_layers, n_heads = as_array(z, title or "layer x head", ndim=2).shape  # heatmap converts z again
+    return heatmap(title, z, [f"H{h}" for h in range(n_heads)], [f"L{l}" for l in range(n_layers)],
                    x_title="head", y_title="layer", caption=caption, zrange=zrange)
 
 

@@ -18,7 +18,8 @@ How a report is assembled:
    the headless-browser test reads.
 
 NaN and inf inputs are drawn as gaps; each such section's caption says so and
-``Report.notes`` collects the notes.
+``Report.notes`` collects the notes.  :func:`render_results` gives the report of any ``results.json``
+(its typed result's own ``report()``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from interp.reports.assets import asset
 from interp.reports.attention import CSS as ATTENTION_CSS
 from interp.reports.tokens import CSS as TOKEN_CSS
 from interp.reports.tokens import token_view
-from interp.results import versions as _versions
+from interp.results import load_result, versions as _versions
 
 _FRAGMENTS = itertools.count()
 _MARKDOWN = MarkdownIt("commonmark", {"html": False})
@@ -158,12 +159,10 @@ class Table(NamedTuple):
 
 
 def _as_dict(x: Any, name: str) -> dict:
-    if x is None:
-        return {}
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         return dataclasses.asdict(x)
-    if isinstance(x, dict):
-        return dict(x)
+    if x is None or isinstance(x, dict):
+        return dict(x or {})
     raise ValueError(f"Report {name} must be a dict or a dataclass instance, got {type(x).__name__}")
 
 
@@ -288,9 +287,8 @@ class Report:
             title = fig.layout.title.text
             fig.update_layout(title=None, margin={"t": 30})
         if fields:
-            if len(fields) != 2:
-                raise ValueError(f"{title}: fields must be (x_field, y_field), got {fields!r}")
-            fig.update_layout(meta={"fields": {"x": fields[0], "y": fields[1]}})
+            x, y = fields  # (x_field, y_field): unpacking refuses any other length
+            fig.update_layout(meta={"fields": {"x": x, "y": y}})
         return self._append("figure", title, _script_json(fig.to_json()),
                             f"<b>Figure {self._n_fig}.</b> {html.escape(f.caption)}", f.n_nonfinite)
 
@@ -448,5 +446,13 @@ class Report:
         return f"Report({self.title!r}, {len(self.sections)} sections, {self._n_fig} figures)"
 
 
+def render_results(results: dict | str | Path) -> Report:
+    """The report of a results dict or ``results.json`` path (a folder means its ``results.json``): the typed
+    result's own ``report()``, dispatched on its ``kind`` (:func:`interp.results.load_result`).
 
-
+    There is no shape-guessing fallback: an unknown kind, no kind, a newer schema, or a file of a known kind
+    without ``schema_version`` is a :class:`interp.results.ResultSchemaError` naming the known kinds; a
+    missing, empty, non-UTF-8 or malformed file is a ``ValueError`` / ``FileNotFoundError`` saying which.
+    Cost: one JSON parse of the file and the result's own report.
+    """
+    return load_result(results).report()

@@ -51,16 +51,16 @@ def layer_hook(model, layer: int, site: str = "hook_resid_post") -> tuple[str, i
     return hook, layer % n
 
 
-def mean_difference(model, positive: Sequence[str], negative: Sequence[str], layer: int,
-                    site: str = "hook_resid_post", position: int = -1) -> SteeringVector:
-    """CAA / ActAdd: mean activation of ``positive`` texts minus that of ``negative`` texts (see module doc)."""
+def mean_difference(model, positive: Sequence[str], negative: Sequence[str], layer: int) -> SteeringVector:
+    """CAA / ActAdd: mean activation of ``positive`` texts minus that of ``negative`` texts at
+    ``blocks.{layer}.hook_resid_post``, last position (see module doc)."""
     if not positive or not negative:
         raise ValueError("mean_difference needs at least one positive and one negative text")
     t0 = time.perf_counter()
-    hook, layer = layer_hook(model, layer, site)
-    hp, hn = (activations_at(model, tokenize(model, t), hook, position) for t in (positive, negative))
+    hook, layer = layer_hook(model, layer)
+    hp, hn = (activations_at(model, tokenize(model, t), hook) for t in (positive, negative))
     v = hp.mean(0) - hn.mean(0)
-    meta = {"n_positive": len(positive), "n_negative": len(negative), "position": position,
+    meta = {"n_positive": len(positive), "n_negative": len(negative), "position": -1,
             "forward_passes": len(positive) + len(negative), "backward_passes": 0,
             "seconds": time.perf_counter() - t0}
     return SteeringVector(v, hook, layer, "mean_diff", weight_hash(model), "add", meta=meta)
@@ -127,8 +127,6 @@ class GrainsConfig:
     """Tokens masked per example and mode (the top-``k`` contrastive IG scores)."""
     steps: int = 20
     """Integrated-gradient steps per example."""
-    site: str = "hook_resid_post"
-    """The hook of ``layer`` read and steered."""
 
     def __post_init__(self):
         check_fields(self, at_least={"k": 1})
@@ -141,11 +139,11 @@ def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred
 
     ``meta['examples']`` keeps each example's prompt tokens, scores and masked positions.
     """
-    k, steps, site = config.k, config.steps, config.site
+    k, steps = config.k, config.steps
     if not (len(prompts) == len(preferred) == len(dispreferred)) or not prompts:
         raise ValueError("grains needs equally many (>= 1) prompts, preferred and dispreferred outputs")
     t0 = time.perf_counter()
-    hook, layer = layer_hook(model, layer, site)
+    hook, layer = layer_hook(model, layer)  # blocks.{layer}.hook_resid_post, read and steered
     mask = mask_token_id(model)
     bos = model.tokenizer.bos_token_id
     seqs: list[torch.Tensor] = []
@@ -164,7 +162,7 @@ def grains(model, prompts: Sequence[str], preferred: Sequence[str], dispreferred
                 seqs.append(s.index_fill(0, torch.tensor(idx, dtype=torch.long), mask))
         seqs += [sp, sn]
         examples.append(row)
-    h = activations_at(model, seqs, hook, -1).view(len(prompts), 6, -1)
+    h = activations_at(model, seqs, hook).view(len(prompts), 6, -1)
     # rows per example: pos-mode (p, n), neg-mode (p, n), originals (p, n); deltas = original - masked
     v = _principal((h[:, 4:6] - h[:, 0:2]).flatten(0, 1)) - _principal((h[:, 4:6] - h[:, 2:4]).flatten(0, 1))
     meta = {"k": k, "steps": steps, "mask_token": mask, "n_examples": len(prompts),

@@ -24,7 +24,6 @@ generations, then method and provenance.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 from interp.decompositions.snmf_features import kl_search
 from interp.results import Result, register, versions
 
-from .runs import activations_at, generate, kl_divergence, last_logprobs, response_logprobs, tokenize
+from .runs import activations_at, generate, last_logprobs, response_logprobs, tokenize
 from .vector import SteeringVector
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "steering"
@@ -77,10 +76,10 @@ class SteeringTask:
         return [r["prompt"] for r in self.eval]
 
 
-def load_task(name: str, n_build: int | None = None, n_eval: int | None = None, path: str | Path | None = None
-              ) -> SteeringTask:
-    """The task ``name`` (``sentiment`` | ``ioi``) from ``data/steering/<name>.json`` (or ``path``)."""
-    p = Path(path) if path else DATA / f"{name}.json"
+def load_task(name: str, n_build: int | None = None, n_eval: int | None = None) -> SteeringTask:
+    """The task ``name`` (``sentiment`` | ``ioi``) from ``data/steering/<name>.json``, or a task JSON file
+    (``name`` ending in ``.json``)."""
+    p = Path(name) if name.endswith(".json") else DATA / f"{name}.json"
     if not p.exists():
         raise ValueError(f"unknown steering task {name!r}; known: {', '.join(TASKS)} (or give a JSON path)")
     d = json.loads(p.read_text())
@@ -118,15 +117,16 @@ class Calibration:
     passes: int
 
 
-def calibrate(model, vector: SteeringVector, token_lists, base_lp: torch.Tensor, target: float, s0: float,
-              rel_tol: float = 0.1, max_bisect: int = 12) -> Calibration:
-    """The strength ``s >= 0`` whose mean next-token KL over ``token_lists`` is ``target`` (within ``rel_tol``):
-    the one-row case of :func:`~interp.decompositions.snmf_features.kl_search`, starting from ``s0``."""
-    def kl_at(s):
-        return kl_divergence(base_lp, last_logprobs(model, token_lists, vector, float(s))).mean()[None]
+def calibrate(model, vector: SteeringVector, token_lists, base_lp: torch.Tensor, target: float, s0: float
+              ) -> Calibration:
+    """The strength ``s >= 0`` whose mean next-token KL over ``token_lists`` is ``target`` (within 10%, at most
+    12 bisections): the one-row case of :func:`~interp.decompositions.snmf_features.kl_search`, from ``s0``."""
+    def kl_at(s):  # KL(p_base || p_s) per row, averaged over the rows ("batchmean")
+        lp = last_logprobs(model, token_lists, vector, float(s))
+        return torch.nn.functional.kl_div(lp, base_lp, log_target=True, reduction="batchmean")[None]
 
     t, start = torch.tensor([float(target)]), torch.tensor([float(s0)])
-    s, kl, reached, passes = kl_search(kl_at, t, start, rel_tol, max_bisect)
+    s, kl, reached, passes = kl_search(kl_at, t, start, 0.1, 12)
     return Calibration(float(s), float(kl), bool(reached), passes)
 
 
@@ -244,9 +244,7 @@ def evaluate_steering(model, vectors: dict[str, SteeringVector], task: SteeringT
 
     if not vectors:
         raise ValueError("evaluate_steering needs at least one steering vector")
-    targets = sorted(float(t) for t in kl_targets)
-    if not all(t > 0 and math.isfinite(t) for t in targets):  # before any generation (kl_search checks again)
-        raise ValueError(f"KL targets must be positive and finite, got {targets}")
+    targets = sorted(float(t) for t in kl_targets)  # kl_search refuses a target <= 0 or not finite
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     toks = tokenize(model, task.eval_prompts)
@@ -268,7 +266,7 @@ def evaluate_steering(model, vectors: dict[str, SteeringVector], task: SteeringT
     mid = targets[len(targets) // 2]
     methods = {}
     for name, vec in vectors.items():
-        h = activations_at(model, toks, vec.hook_name, -1).norm(dim=-1).mean()
+        h = activations_at(model, toks, vec.hook_name).norm(dim=-1).mean()
         s0 = 0.05 * float(h) / max(float(vec.vector.norm()), 1e-12)
         pts = []
         for t in targets:
@@ -286,7 +284,7 @@ def evaluate_steering(model, vectors: dict[str, SteeringVector], task: SteeringT
                          "chosen": vec.meta.get("chosen", ""), "points": pts}
     from importlib.metadata import version
 
-    meta = {"model": model_name(model), "seconds": time.perf_counter() - t0,
+    meta = {"seconds": time.perf_counter() - t0,  # the model is the result's own field
             "versions": {**versions(), "vaderSentiment": version("vaderSentiment")}}
     cfg = {"kl_targets": targets, "n_new": n_new, "n_eval": len(task.eval), "n_build": len(task.build),
            "seed": seed}

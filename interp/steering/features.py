@@ -34,17 +34,6 @@ from .runs import activations_at, tokenize
 from .vector import SteeringVector
 
 
-def _store(model, task: SteeringTask, hook: str, corpus_tokens: int, out: str | None):
-    from interp.store import CacheConfig, cache_activations
-
-    corpus = DATA / f"{task.name}_corpus.txt"
-    if not corpus.exists():
-        raise ValueError(f"no behaviour corpus {corpus} for task {task.name!r}; run data/steering/make_steering_data.py")
-    cfg = CacheConfig(hooks=[hook], corpus=str(corpus), n_tokens=corpus_tokens, context_length=64, batch_size=8,
-                      dtype="float32", out=out or tempfile.mkdtemp(prefix=f"steer_{task.name}_"))
-    return cache_activations(cfg, model=model), corpus
-
-
 @dataclass(frozen=True)
 class FeatureSteering:
     """The settings of :func:`feature_vector`."""
@@ -65,6 +54,8 @@ class FeatureSteering:
 @takes_config(FeatureSteering)
 def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config: FeatureSteering) -> SteeringVector:
     """An SAE latent (``method='sae'``) or SNMF feature (``'snmf'``) direction for ``task`` (see module doc)."""
+    from interp.store import CacheConfig, cache_activations
+
     mode, seed, snmf_k = config.mode, config.seed, config.snmf_k
     if method not in ("sae", "snmf"):
         raise ValueError(f"feature_vector: method must be 'sae' or 'snmf', got {method!r}")
@@ -72,12 +63,17 @@ def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config
         raise ValueError(f"feature steering mode must be 'add' (or 'clamp' for an SAE), got {mode!r}")
     t0 = time.perf_counter()
     hook, layer = layer_hook(model, layer, "hook_resid_post" if method == "sae" else "mlp.hook_post")
-    store, corpus = _store(model, task, hook, config.corpus_tokens, config.store_dir)
+    corpus = DATA / f"{task.name}_corpus.txt"  # step 1: the behaviour corpus cached at the hook
+    if not corpus.exists():
+        raise ValueError(f"no behaviour corpus {corpus} for task {task.name!r}; run data/steering/make_steering_data.py")
+    store = cache_activations(CacheConfig(
+        hooks=[hook], corpus=str(corpus), n_tokens=config.corpus_tokens, context_length=64, batch_size=8,
+        dtype="float32", out=config.store_dir or tempfile.mkdtemp(prefix=f"steer_{task.name}_")), model=model)
     pos, neg = (activations_at(model, tokenize(model, [r["prompt"] + r[y] for r in task.build]), hook)
                 for y in ("preferred", "dispreferred"))
+    X = store_activations(store, hook).X
     if method == "sae":
         from interp.dictionaries import SAEConfig, TrainConfig, train_sae
-        from interp.dictionaries.metrics import evaluate_rows
 
         d = store.d(hook)
         scfg = SAEConfig(arch="relu", d_in=d, d_sae=config.d_sae or 4 * d, hook_in=hook, l1_coeff=1.0)
@@ -87,15 +83,15 @@ def feature_vector(model, method: str, task: SteeringTask, layer: int, *, config
         W_enc, b_enc, W_dec, b_dec = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
         ap, an = (sae.encode(h).acts.mean(0) for h in (pos, neg))
         j = int((ap - an).argmax())
-        fire = float(evaluate_rows(sae, store, n_rows=store.n_rows).density[j])
+        bias = float(b_enc[j] - W_enc[:, j] @ b_dec)  # latent j is relu(W_enc[:, j] . h + bias)
+        fire = float((X @ W_enc[:, j] + bias > 0).float().mean())  # its density over the corpus
         vec = W_dec[j] / W_dec[j].norm() if mode == "add" else W_dec[j]
-        extra = {"encoder": W_enc[:, j], "encoder_bias": float(b_enc[j] - W_enc[:, j] @ b_dec)} if mode == "clamp" else {}
+        extra = {"encoder": W_enc[:, j], "encoder_bias": bias} if mode == "clamp" else {}
         chosen = (f"SAE latent {j} of {W_enc.shape[1]} (ReLU SAE at {hook}, trained on {store.n_rows} tokens of "
                   f"{corpus.name}): the largest mean activation difference between preferred and dispreferred "
                   f"build texts, {float(ap[j]):.3f} vs {float(an[j]):.3f}; fires on {fire:.1%} of corpus tokens")
         meta = {"latent": j, "d_sae": int(W_enc.shape[1]), "fire_rate": fire}
     else:
-        X = store_activations(store, hook).X
         res = fit_snmf(X, SNMFConfig(k=snmf_k, max_iter=300, patience=100, seed=seed))
         Z = torch.nn.functional.normalize(res.Z.float().T, dim=-1)  # [k, d_mlp]
         ap, an = (pos @ Z.T).mean(0), (neg @ Z.T).mean(0)

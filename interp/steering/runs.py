@@ -1,5 +1,5 @@
 """Batched forward passes over prompts of unequal length (grouped by token length, no padding), greedy
-generation with an optional steering vector, next-token KL and teacher-forced log-probabilities of responses.
+generation with an optional steering vector, next-token and teacher-forced log-probabilities of responses.
 
 Prompts are grouped by token count so each group is one ``[B, T]`` batch with no padding and no attention
 mask to get wrong; generation is greedy without a KV cache (``n_new`` forwards of growing length per group).
@@ -37,10 +37,10 @@ def per_input(model, token_lists: Sequence[torch.Tensor], fn, vector: SteeringVe
     return out
 
 
-def activations_at(model, token_lists: Sequence[torch.Tensor], hook: str, position: int = -1) -> torch.Tensor:
-    """``[N, d]``: the activation at ``hook`` at ``position`` of each input (float32, CPU)."""
+def activations_at(model, token_lists: Sequence[torch.Tensor], hook: str) -> torch.Tensor:
+    """``[N, d]``: the activation at ``hook`` at the last position of each input (float32, CPU)."""
     def run(toks):
-        return model.run_with_cache(toks, names_filter=[hook])[1][hook][:, position].float().cpu()
+        return model.run_with_cache(toks, names_filter=[hook])[1][hook][:, -1].float().cpu()
 
     return torch.stack(per_input(model, token_lists, run))
 
@@ -52,11 +52,6 @@ def last_logprobs(model, token_lists: Sequence[torch.Tensor], vector: SteeringVe
         return torch.log_softmax(model(toks)[:, -1].float(), -1).cpu()
 
     return torch.stack(per_input(model, token_lists, run, vector, strength))
-
-
-def kl_divergence(base_lp: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
-    """``[N]``: ``KL(p_base || p)`` in nats from log-probabilities ``[N, V]``."""
-    return (base_lp.exp() * (base_lp - lp)).sum(-1)
 
 
 def generate(model, token_lists: Sequence[torch.Tensor], n_new: int, vector: SteeringVector | None = None,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from interp.models import resolve_hooks, scoped_hooks, weight_hash
+from interp.results import check_fields, write_json
 
 MODES = ("add", "renorm", "clamp")
 METHODS = ("mean_diff", "grains", "sae", "transcoder", "snmf")
@@ -64,9 +66,7 @@ class SteeringVector:
     ``seconds``), hyperparameters."""
 
     def __post_init__(self):
-        for name, known in (("method", METHODS), ("mode", MODES)):
-            if getattr(self, name) not in known:
-                raise ValueError(f"unknown steering {name} {getattr(self, name)!r}; known: {known}")
+        check_fields(self, choices={"method": METHODS, "mode": MODES})
         self.vector = v = torch.as_tensor(self.vector).detach().float().cpu()
         if v.ndim != 1:
             raise ValueError(f"a steering vector is 1-D [d], got shape {tuple(v.shape)}")
@@ -81,22 +81,23 @@ class SteeringVector:
 
     def save(self, path: str | Path) -> Path:
         """Write ``path.safetensors`` and ``path.json`` (``path`` without suffix); returns the JSON path."""
-        p = Path(path)
-        p = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: getattr(self, k).contiguous() for k in _TENSORS if getattr(self, k) is not None}
-        save_file(tensors, str(p.with_suffix(".safetensors")))
+        p = _stem(path)
         info = {"kind": "steering_vector", "schema_version": SCHEMA_VERSION, "d": len(self.vector),
                 **{f.name: getattr(self, f.name) for f in fields(self) if f.name not in _TENSORS}}
-        p.with_suffix(".json").write_text(json.dumps(info, indent=1, default=str))
-        return p.with_suffix(".json")
+        js = write_json(info, p.with_suffix(".json"))  # the one JSON writer; it makes the folder
+        tensors = {k: getattr(self, k).contiguous() for k in _TENSORS if getattr(self, k) is not None}
+        save_file(tensors, str(p.with_suffix(".safetensors")))
+        return js
+
+
+def _stem(path: str | Path) -> Path:
+    """``path`` without a ``.json`` / ``.safetensors`` suffix: the name both files of a vector share."""
+    return Path(path).with_suffix("") if Path(path).suffix in (".json", ".safetensors") else Path(path)
 
 
 def load_vector(path: str | Path, model=None) -> SteeringVector:
     """Read a vector written by :meth:`SteeringVector.save`; with ``model``, refuse one built on other weights."""
-    p = Path(path)
-    p = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
-    js, st = p.with_suffix(".json"), p.with_suffix(".safetensors")
+    js, st = _stem(path).with_suffix(".json"), _stem(path).with_suffix(".safetensors")
     if not (js.exists() and st.exists()):
         raise FileNotFoundError(f"steering vector file {js if not js.exists() else st} does not exist")
     info = json.loads(js.read_text())
@@ -131,10 +132,7 @@ def steer(model, vector: SteeringVector, strength: float):
     if not isinstance(vector, SteeringVector):
         raise TypeError(f"steer() needs a SteeringVector, got {type(vector).__name__}")
     check_model(model, vector)
-    try:
-        s = float(strength)
-    except (TypeError, ValueError):
-        s = math.nan
+    s = float(strength) if isinstance(strength, numbers.Real) else math.nan
     if not math.isfinite(s):
         raise ValueError(f"steering strength must be a finite number, got {strength!r}")
     v = vector.vector.to(next(model.parameters()).device)
