@@ -334,5 +334,6 @@ def active_dormant(model, domains: list[Domain] | dict[str, torch.Tensor], confi
                               "delta_ci": {d: list(ci[d][i]) for d in names}})
     top = stats[names[0]].sink_heads(0.0)[:VIEW_HEADS]
     view = attention_view(model, toks[names[0]][0, :VIEW_TOKENS], [L for L, _, _ in top])
-    return DormantResult(names, stats, heads, clean, delta, ci, labels, switching, cfg, view,
-                         provenance(model, time.time() - t0))
+    return DormantResult(domains=names, stats=stats, heads=heads, clean_loss=clean, delta_loss=delta, delta_ci=ci,
+                         labels=labels, switching=switching, config=cfg, attention=view,
+                         meta=provenance(model, time.time() - t0))

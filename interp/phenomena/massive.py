@@ -505,5 +505,6 @@ def massive_run(model=None, checkpoints=None, config: MassiveConfig | None = Non
                 if stats.entries else None)
     source = "Bigram-Backcopy task" if task is not None else "built-in domains " + ", ".join(
         d.name for d in default_domains())
-    return MassiveResult(stats, *tokens.shape, source, ablation, dynamics,
-                         str(checkpoints) if checkpoints else None, provenance(model, time.time() - t0))
+    return MassiveResult(stats=stats, n_seqs=tokens.shape[0], seq_len=tokens.shape[1], source=source,
+                         ablation=ablation, dynamics=dynamics, checkpoints=str(checkpoints) if checkpoints else None,
+                         meta=provenance(model, time.time() - t0))

@@ -448,6 +448,7 @@ def sink_scores_from_store(store, layers=None, scale: float | None = None, max_s
         if not per_seq:
             raise ValueError(f"no sequence of length >= 2 in the store for layer {L}")
         per_layer.append(torch.stack([torch.stack(x).mean(0) for x in zip(*per_seq)]))  # [2, H]: sink, ent
-    sink_and_row_entropy = torch.stack(per_layer, 1)
-    return StoreSinks(layers, *sink_and_row_entropy, len(per_seq), str(store.path),
-                      str(store.manifest.get("model") or ""), scale, sink_threshold)
+    sink, ent = torch.stack(per_layer, 1)
+    return StoreSinks(layers=layers, sink_score=sink, row_entropy=ent, n_seqs=len(per_seq),
+                      store=str(store.path), model=str(store.manifest.get("model") or ""), scale=scale,
+                      sink_threshold=sink_threshold)
