@@ -335,10 +335,15 @@ def sink_stats(model, tokens: torch.Tensor, batch_size: int = 8) -> SinkStats:
             model(tokens[start:start + batch_size].to(device))
 
     decode = decoder(getattr(model, "tokenizer", None))
-    values = (vsum / B).float().repeat_interleave(n_heads // n_kv, dim=-1)  # a head reads its KV group
-    # the fields in order: sink score, row and column entropy, value norms, residual norms, sizes, example
-    return SinkStats(*(attn / B).float(), *values, *(rsum / B).float(), B, T,
-                     [decode(i) for i in tokens[0].tolist()], example, model_name(model))
+    vs, vm, vx = (vsum / B).float().repeat_interleave(n_heads // n_kv, dim=-1)  # a head reads its KV group
+    rs, rm, rx = (rsum / B).float()
+    sink, ent, col = (attn / B).float()
+    return SinkStats(
+        sink_score=sink, row_entropy=ent, column_entropy=col, value_norm_sink=vs, value_norm_rest_mean=vm,
+        value_norm_rest_max=vx, resid_norm_sink=rs, resid_norm_rest_mean=rm, resid_norm_rest_max=rx,
+        n_seqs=B, seq_len=T, example_tokens=[decode(i) for i in tokens[0].tolist()], example_sink_attention=example,
+        model=model_name(model),
+    )
 
 
 def store_sequences(store, hook: str):
