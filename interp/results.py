@@ -123,9 +123,10 @@ def typed(value: Any, tp: Any) -> Any:
         return typed(value, inner[0]) if len(inner) == 1 else value
     if isinstance(tp, type) and issubclass(tp, Result) and isinstance(value, dict):
         return tp.from_json(value)
-    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-        hints = typing.get_type_hints(tp)
-        return tp(**{k: typed(v, hints.get(k, Any)) for k, v in value.items()})
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):  # keys of fields since removed are dropped,
+        hints = typing.get_type_hints(tp)                            # as Result.from_json drops them
+        names = {f.name for f in dataclasses.fields(tp)}
+        return tp(**{k: typed(v, hints.get(k, Any)) for k, v in value.items() if k in names})
     if origin in (list, tuple) and isinstance(value, list):
         if origin is list or args[1:] == (Ellipsis,):
             args = args[:1] * len(value)

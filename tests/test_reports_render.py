@@ -42,6 +42,16 @@ def test_typed_kinds_use_their_own_report_only():
             render_results(bad)
 
 
+def test_normalized_is_the_share_of_the_gap():
+    """``normalized`` divides by metric_clean - metric_corrupt (3.5 - -0.25 = 3.75 here); with no gap there is
+    no share to give, so it is nan -- never the undivided scores presented as shares."""
+    r = AttributionResult.from_json(attribution_results())
+    assert torch.equal(r.normalized("attn_head"), r.scores["attn_head"] / 3.75)
+    assert torch.equal(r.normalized("mlp", summed=True), r.per_component("mlp") / 3.75)
+    flat = AttributionResult("atp", r.scores, seconds=0.0, metric_clean=1.0, metric_corrupt=1.0)
+    assert flat.normalized("attn_head").isnan().all()
+
+
 def test_results_path_and_folder(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(attribution_results()))
     assert render_results(tmp_path).title == render_results(tmp_path / "results.json").title

@@ -70,6 +70,9 @@ def test_typed_rebuilds_annotated_fields_from_json():
     assert back.free == {"k": [1, 2]}  # an unparameterised dict is left as it is
     w = typed({"x": 1.0, "pair": [3, 4]}, typing.Optional[_Inner])
     assert w == _Inner(1.0, (3, 4))
+    # a file written when _Inner had a field it has since lost still loads, as Result.from_json drops
+    # a removed top-level field (results.json files outlive the code that wrote them)
+    assert typed({"x": 1.0, "pair": [3, 4], "removed_field": 7}, _Inner) == _Inner(1.0, (3, 4))
 
 
 def test_check_fields_names_the_bad_field():

@@ -144,9 +144,11 @@ class AttributionResult(Result):
 
     def normalized(self, ctype: str, summed: bool = False) -> torch.Tensor:
         """Scores (``summed``: per component, as :meth:`per_component`) divided by (metric_clean -
-        metric_corrupt): 1.0 = the whole effect (undivided when the two metrics are equal)."""
+        metric_corrupt): 1.0 = the whole effect; nan everywhere when the two metrics are equal (no effect to
+        share)."""
         s = self.per_component(ctype) if summed else self.scores[ctype]
-        return s / (self.metric_clean - self.metric_corrupt or 1.0)
+        gap = self.metric_clean - self.metric_corrupt
+        return s / gap if gap else torch.full_like(s, float("nan"))
 
     def per_component(self, ctype: str) -> torch.Tensor:
         """``[L, *units]`` scores of ``ctype``, summed over positions when scored per position."""

@@ -105,7 +105,8 @@ class Task:
         # answers [len(answers), 2]: __post_init__ checks them, and the token shapes, against the prompts
         ans = None if answers is None else torch.tensor(
             [[single_token(model, a) for a in p] for p in answers])
-        return cls(name, prompts, corrupt_prompts, clean, corrupt, ans, metric, **kw)
+        return cls(name=name, prompts=prompts, corrupt_prompts=corrupt_prompts, clean=clean,
+                   corrupt=corrupt, answers=ans, metric_name=metric, **kw)
 
     # -- use ----------------------------------------------------------------------------
     def metric(self, logits: torch.Tensor) -> torch.Tensor:
