@@ -15,6 +15,10 @@ def test_from_prompts_builds_aligned_tokens(tiny_llama):
     logits[0, -1, t.answers[0, 0]] = 3.0
     logits[1, -1, t.answers[1, 1]] = 2.0
     assert t.metric(logits).tolist() == [3.0, -2.0]
+    # without BOS: the same tokens less the first column, which is the tokenizer's BOS id
+    nb = Task.from_prompts(tiny_llama, ["ab c", "xy z"], ["ab d", "xy w"], prepend_bos=False)
+    assert torch.equal(nb.clean, t.clean[:, 1:]) and torch.equal(nb.corrupt, t.corrupt[:, 1:])
+    assert (t.clean[:, 0] == tiny_llama.tokenizer.bos_token_id).all()
 
 
 def test_unequal_lengths_error(tiny_llama):

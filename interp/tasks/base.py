@@ -92,16 +92,18 @@ class Task:
         answers: Sequence[tuple[str, str]] | None = None,
         metric: str | Callable = "logit_diff",
         name: str = "custom",
+        prepend_bos: bool = True,
         **kw,
     ) -> "Task":
         """Tokenise ``prompts`` / ``corrupt_prompts`` with ``model``'s tokenizer and validate them.
 
         ``answers`` are strings that must each be exactly one token (include a leading
-        space where the tokenizer needs it, e.g. ``" Mary"``).
+        space where the tokenizer needs it, e.g. ``" Mary"``).  ``prepend_bos=False`` tokenises without
+        the BOS token (for analyses of models or positions that should not see it).
         """
         prompts, corrupt_prompts = list(prompts), list(corrupt_prompts)
-        clean = tokenize_equal_length(model, prompts, what="clean prompt")
-        corrupt = tokenize_equal_length(model, corrupt_prompts, what="corrupted prompt")
+        clean = tokenize_equal_length(model, prompts, prepend_bos, what="clean prompt")
+        corrupt = tokenize_equal_length(model, corrupt_prompts, prepend_bos, what="corrupted prompt")
         # answers [len(answers), 2]: __post_init__ checks them, and the token shapes, against the prompts
         ans = None if answers is None else torch.tensor(
             [[single_token(model, a) for a in p] for p in answers])
@@ -151,10 +153,11 @@ class Task:
         }
 
 
-def tokenize_equal_length(model, prompts: Sequence[str], what: str = "prompt") -> torch.Tensor:
-    """``[B, T]`` tokens of ``prompts``, BOS first; a ``ValueError`` names the first prompt whose length
-    differs."""
-    rows = [model.to_tokens(p, prepend_bos=True)[0].cpu() for p in prompts]
+def tokenize_equal_length(model, prompts: Sequence[str], prepend_bos: bool = True,
+                          what: str = "prompt") -> torch.Tensor:
+    """``[B, T]`` tokens of ``prompts`` (BOS first if ``prepend_bos``); a ``ValueError`` names the first prompt
+    whose length differs."""
+    rows = [model.to_tokens(p, prepend_bos=prepend_bos)[0].cpu() for p in prompts]
     lengths = [len(r) for r in rows]
     if len(set(lengths)) > 1:
         j = next(i for i, n in enumerate(lengths) if n != lengths[0])
