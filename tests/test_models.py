@@ -48,6 +48,11 @@ def test_resolve_hooks_patterns_and_errors(tiny_llama):
     assert "blocks.0.hook_resid_post" in hook_names(tiny_llama)
     with pytest.raises(HookNotFoundError, match="did you mean"):
         resolve_hooks(tiny_llama, "blocks.*.hook_resid_pst")
+    from interp.models.hooks import layer_of  # every hook name's block, -1 outside the blocks
+    for name in hook_names(tiny_llama):
+        want = int(name.split(".")[1]) if name.startswith("blocks.") else -1
+        assert layer_of(name) == want, name
+    assert layer_of("blocks.12.attn.hook_z") == 12 and layer_of("unembed.blocks.3.x") == -1
 
 
 def test_scoped_hooks_are_removed_even_on_error(tiny_llama):

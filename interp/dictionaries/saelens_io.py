@@ -28,14 +28,13 @@ Memory: one copy of the weights.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from interp.models.hooks import mlp_hook
+from interp.models.hooks import layer_of, mlp_hook
 from interp.store.format import read_json_object
 
 from .base import SAEConfig, SparseCoder
@@ -158,5 +157,4 @@ def load_sae(path: str | Path, device=None) -> SparseCoder:
 
 
 def _default_out(hook_in: str) -> str:
-    m = re.match(r"^blocks\.(\d+)\.", hook_in)
-    return mlp_hook(int(m.group(1))) if m else ""
+    return mlp_hook(layer_of(hook_in)) if layer_of(hook_in) >= 0 else ""

@@ -30,13 +30,16 @@ class HookNotFoundError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-_LAYER_RE = re.compile(r"^blocks\.(\d+)\.")
+def layer_of(hook: str) -> int:
+    """The block index ``L`` of a hook ``blocks.L....``; -1 for a hook outside the blocks (embeddings,
+    ``ln_final``, ``unembed``)."""
+    m = re.match(r"blocks\.(\d+)\.", hook)
+    return int(m.group(1)) if m else -1
 
 
 def _layer_key(name: str) -> tuple[int, int]:
-    m = _LAYER_RE.match(name)
-    if m:
-        return (1, int(m.group(1)))
+    if layer_of(name) >= 0:
+        return (1, layer_of(name))
     return (0, 0) if ("embed" in name and "unembed" not in name) else (2, 0)
 
 

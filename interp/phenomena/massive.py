@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import functools
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +46,7 @@ from typing import ClassVar
 
 import torch
 
-from interp.models import resolve_hooks, scoped_hooks
+from interp.models.hooks import layer_of, resolve_hooks, scoped_hooks
 from interp.reports import Report
 from interp.results import Result, check_fields, register
 
@@ -152,11 +151,6 @@ def token_kind(pos: int, text: str) -> str:
     return "other"
 
 
-def _layer_of(hook: str) -> int:
-    m = re.match(r"blocks\.(\d+)\.", hook)
-    return int(m.group(1)) if m else -1
-
-
 def _massive(h: torch.Tensor, cfg: MassiveConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(|h| [b, T, d], median |h| per sequence [b], mask [b, T, d])`` of residual states ``h``: the mask
     holds the entries that pass both thresholds."""
@@ -185,7 +179,7 @@ class _Detector:
         vals = h.detach().float()[idx[:, 0], idx[:, 1], idx[:, 2]].cpu()
         for (i, p, d), v, m in zip(idx.tolist(), vals.tolist(), med.cpu()[idx[:, 0]].tolist()):
             text = self.decode(int(tokens[i, p]))
-            self.entries.append(MassiveEntry(hook, _layer_of(hook), int(seq_ids[i]), p, d, v,
+            self.entries.append(MassiveEntry(hook, layer_of(hook), int(seq_ids[i]), p, d, v,
                                              abs(v) / max(m, 1e-30), text, token_kind(p, text)))
 
     def result(self) -> MassiveStats:
@@ -221,7 +215,7 @@ def massive_stats_from_store(store, config: MassiveConfig | None = None, tokeniz
     and passed to the same detector as :func:`massive_stats`.
     """
     cfg = config or MassiveConfig()
-    hooks = sorted(fnmatch.filter(store.hooks, cfg.hooks), key=_layer_of)
+    hooks = sorted(fnmatch.filter(store.hooks, cfg.hooks), key=layer_of)
     if not hooks:
         raise ValueError(f"the store holds no hook matching {cfg.hooks!r}; it holds {store.hooks}")
     det = _Detector(hooks, cfg, decoder(tokenizer))
@@ -293,7 +287,7 @@ def massive_ablation(model, tokens: torch.Tensor, stats: MassiveStats, hook: str
     if same:
         raise ValueError("heldout row {} equals analysed row {}: held-out rows must not be in the analysed "
                          "batch".format(*same[0]))
-    hooks = sorted({e.hook for e in stats.entries}, key=_layer_of)
+    hooks = sorted({e.hook for e in stats.entries}, key=layer_of)
     if hook is not None and hook not in hooks:
         raise ValueError(f"no massive activations were detected at {hook!r}; they are at {hooks}")
     big = max(abs(e.value) for e in stats.entries)
@@ -383,7 +377,7 @@ class MassiveResult(Result):
             top = int(st.ratio.argmax())
             text = (f"**No massive activations** (|a| > {c.abs_threshold:g} and >= {c.ratio_threshold:g}x the layer "
                     f"median) in {where}: the largest top-1 / median ratio is {float(st.ratio[top]):.0f}x, "
-                    f"after layer {_layer_of(st.hooks[top])}.")
+                    f"after layer {layer_of(st.hooks[top])}.")
         else:
             k = st.kinds()
             big = max(st.entries, key=lambda e: abs(e.value))
@@ -397,7 +391,7 @@ class MassiveResult(Result):
         ab = self.ablation
         if ab is not None:
             kl = {k: round(v, 3) + 0.0 for k, v in ab.kl.items()}  # + 0.0: a rounding -0.000 reads 0.000
-            text += (f" Zeroing the {ab.n_overwritten} after layer {_layer_of(ab.hook)} changes the loss from {ab.loss['clean']:.3f} to "
+            text += (f" Zeroing the {ab.n_overwritten} after layer {layer_of(ab.hook)} changes the loss from {ab.loss['clean']:.3f} to "
                      f"{ab.loss['zero']:.3f} nats (KL {kl['zero']:.3f}); setting them to their held-out mean gives "
                      f"{ab.loss['mean']:.3f} (KL {kl['mean']:.3f}); zeroing as many random entries "
                      f"{ab.loss['random_zero']:.3f} (KL {kl['random_zero']:.3f}).")
@@ -405,7 +399,7 @@ class MassiveResult(Result):
         if dyn is not None:
             ok = [(j, f) for j, f in enumerate(dyn.fits) if f is not None]
             text += f" Over {len(dyn.steps)} checkpoints the five-parameter fit converged on {len(ok)} of {len(dyn.fits)} layers"
-            text += (f" (layer {_layer_of(dyn.hooks[ok[0][0]])}: R² {ok[0][1].r2:.3f}, A {ok[0][1].A:+.3g})."
+            text += (f" (layer {layer_of(dyn.hooks[ok[0][0]])}: R² {ok[0][1].r2:.3f}, A {ok[0][1].A:+.3g})."
                      if ok else ".")
         return text
 
@@ -426,7 +420,7 @@ class MassiveResult(Result):
             r.add_table("Massive activations by layer, dimension and token kind", st.table())
         if ab is not None:
             kinds = ", ".join(f"{n} {KIND_WORDS.get(k, k)}" for k, n in ab.n_by_kind.items())
-            cap = (f"{ab.n_overwritten} entries overwritten after layer {_layer_of(ab.hook)} (dimensions "
+            cap = (f"{ab.n_overwritten} entries overwritten after layer {layer_of(ab.hook)} (dimensions "
                    f"{', '.join(map(str, ab.dims))}; {kinds}). zero: set to 0; mean: each set to the held-out mean of its "
                    "token kind; random zero: as many random non-massive entries of that layer zeroed (control).")
             for key, title, caption in (
@@ -437,7 +431,7 @@ class MassiveResult(Result):
                 r.add_bars(title, [v.replace("_", " ") for v in names], {"": list(values)}, x_title="variant",
                            y_title=self.axes[f"ablation.{key}"],
                            fields=(f"ablation.{key}#0", f"ablation.{key}"), caption=caption)
-        n = [_layer_of(h) for h in st.hooks]  # the scanned layers (a hooks glob may pick some)
+        n = [layer_of(h) for h in st.hooks]  # the scanned layers (a hooks glob may pick some)
         r.add_line("Top-1 / median |h| per layer", n, {"ratio": st.ratio}, x_title="layer", y_title="top-1 / median |h|",
                    log_y=True, fields=("stats.ratio#0", "stats.ratio"),
                    caption="Mean over sequences of max |h| / median |h| of blocks.ℓ.hook_resid_post.")
@@ -446,7 +440,7 @@ class MassiveResult(Result):
                    caption="Mean over sequences of the largest |h| and of the median |h| of blocks.ℓ.hook_resid_post "
                            "(log scale): their ratio is the figure above.")
         if dyn is not None:
-            ratio, names = torch.tensor(dyn.ratio), [f"L{_layer_of(h)}" for h in dyn.hooks]
+            ratio, names = torch.tensor(dyn.ratio), [f"L{layer_of(h)}" for h in dyn.hooks]
             ys = {name: ratio[:, j] for j, name in enumerate(names)}
             ys.update({f"{name} fit": f.predict(dyn.steps) for name, f in zip(names, dyn.fits) if f is not None})
             r.add_line("Top-1 / median |h| over training, with the five-parameter fit", dyn.steps, ys,
