@@ -75,6 +75,12 @@ def test_pre6_config_and_b_dec_not_applied(tmp_path):
     (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "normalize_activations": True}))  # normalised
     with pytest.raises(SAELensFormatError, match="normalize_activations=True has no exact interp equivalent"):
         load_sae(tmp_path)
+    # an SAE of one head (pre-6.0 hook_point_head_index; 6.0 metadata.hook_head_index) is refused, not read as
+    # an SAE of the whole hook; head 0 counts (a truthiness check would let it through)
+    for extra in ({"hook_point_head_index": 0}, {"metadata": {"hook_head_index": 3}}):
+        (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "normalize_activations": False, **extra}))
+        with pytest.raises(SAELensFormatError, match="reads one attention head"):
+            load_sae(tmp_path)
 
 
 def test_bad_files_give_clear_errors(tmp_path):

@@ -110,6 +110,10 @@ def load_sae(path: str | Path, device=None) -> SparseCoder:
         if cfg.get(key) not in ("none", None, False):  # False: a pre-6.0 normalize_activations
             raise SAELensFormatError(f"{path / CFG_FILE}: {key}={cfg[key]!r} has no exact interp equivalent "
                                      "(only 'none' is supported)")
+    head = cfg["metadata"].get("hook_head_index", cfg.get("hook_point_head_index"))
+    if head is not None:  # an SAE of one head's slice of hook_z would load as one of the whole hook
+        raise SAELensFormatError(f"{path / CFG_FILE}: this SAE reads one attention head (head index {head}); "
+                                 "interp reads SAEs of a whole hook only")
     for key in ("d_in", "d_sae"):
         if not isinstance(cfg.get(key), int):
             raise SAELensFormatError(f"{path / CFG_FILE}: {key} missing or not an integer")
