@@ -14,10 +14,17 @@ from pathlib import Path
 
 import torch
 
-from interp.cli.common import command, emit, group, model_of, out_path, parse_list, write_result
+from interp.cli.common import command, config_defaults, emit, group, model_of, out_path, parse_list, write_result
 from interp.steering import (
     FeatureSteering, GrainsConfig, build_vector, compare_methods, evaluate_steering, load_task, load_vector)
 from interp.steering.compare import BUILDERS
+from interp.steering.evaluate import DEFAULT_KL_TARGETS
+
+_BUILD = [("interp.steering:GrainsConfig", {"k": "k", "ig_steps": "steps"}),
+          ("interp.steering:FeatureSteering", {"n_tokens": "corpus_tokens"})]
+CONFIG_FLAGS = [(("steer", "build"), *e) for e in _BUILD] + [(("steer", "compare"), *e) for e in _BUILD] + [
+    (("steer", "compare"), "interp.steering.compare:SteeringCompareConfig", {"n_new": "n_new"}),
+    (("steer", "eval"), "interp.steering.evaluate:evaluate_steering", {"n_new": "n_new"})]
 
 
 def _command(sub, name: str, help: str, func, build: bool = True, evaluate: bool = True):
@@ -28,13 +35,15 @@ def _command(sub, name: str, help: str, func, build: bool = True, evaluate: bool
     p.add_argument("--n-build", type=int, help="build examples used (None: all in the file)")
     p.add_argument("--n-eval", type=int, help="held-out eval prompts used (None: all)")
     if evaluate:
-        p.add_argument("--kl", default="0.1,0.3,1.0", help="next-token KL targets (nats), comma separated")
-        p.add_argument("--n-new", type=int, default=12, help="greedy tokens generated per prompt and point")
+        p.add_argument("--kl", default=",".join(map(str, DEFAULT_KL_TARGETS)),
+                       help="next-token KL targets (nats), comma separated")
+        p.add_argument("--n-new", type=int, help="greedy tokens generated per prompt and point")
     if build:
         p.add_argument("--layer", type=int, help="block whose output is steered (None: n_layers // 2)")
-        p.add_argument("--k", type=int, default=3, help="GrAInS: tokens masked per example and sign")
-        p.add_argument("--ig-steps", type=int, default=20, help="GrAInS: integrated-gradients steps")
-        p.add_argument("--n-tokens", type=int, default=20000, help="sae/snmf: tokens of the behaviour corpus")
+        p.add_argument("--k", type=int, help="GrAInS: tokens masked per example and sign")
+        p.add_argument("--ig-steps", type=int, help="GrAInS: integrated-gradients steps")
+        p.add_argument("--n-tokens", type=int, help="sae/snmf: tokens of the behaviour corpus")
+    config_defaults(p, *(e for e in CONFIG_FLAGS if e[0] == ("steer", name)))  # the defaults of the API
     return p
 
 
